@@ -1,0 +1,2 @@
+//! `corral`: the command-line client.
+fn main() {}

@@ -1,0 +1,2 @@
+//! `corrald`: the corral daemon.
+fn main() {}
