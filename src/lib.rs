@@ -15,6 +15,7 @@
 //! - [`journal`]: the embedded structured journal: pipe ingest with group
 //!   commit and back-pressure, the redb block store and its indexes, queries,
 //!   retention and the output formats of `corral journal`.
+//! - [`cli`]: the `corral` command line, one file per verb.
 //! - [`ipc`]: the control protocol: length-prefixed, versioned postcard frames
 //!   over a Unix socket, authorised from SO_PEERCRED; server and client halves.
 //!
@@ -22,6 +23,7 @@
 //! (the CLI) parse arguments and call into these modules.
 
 pub mod cgroup;
+pub mod cli;
 pub mod ipc;
 pub mod journal;
 pub mod supervisor;

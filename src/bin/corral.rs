@@ -1,2 +1,4 @@
 //! `corral`: the command-line client.
-fn main() {}
+fn main() -> std::process::ExitCode {
+    corral::cli::main()
+}
