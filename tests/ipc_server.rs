@@ -25,6 +25,8 @@ enum Req {
     Echo(String),
     /// Stream `n` items then end.
     Count(u32),
+    /// Stream `n` items in one batch, then `n` more one by one; end by returning.
+    Batch(u32),
     /// Stream 3 items, then wait until the client goes away; report it.
     Follow,
     /// Stream 64 KiB items until a write fails; report how it failed.
@@ -71,6 +73,14 @@ impl Handler for TestHandler {
                     replies.item(&Resp::Item(i)).await?;
                 }
                 replies.end().await
+            }
+            Req::Batch(n) => {
+                let batch: Vec<_> = (0..n).map(Resp::Item).collect();
+                replies.items(&batch).await?;
+                for i in n..2 * n {
+                    replies.item(&Resp::Item(i)).await?;
+                }
+                Ok(())
             }
             Req::Follow => {
                 for i in 0..3 {
@@ -232,6 +242,14 @@ async fn stream_ends_with_end_frame_and_connection_is_reusable() {
         got.push(item.unwrap());
     }
     assert_eq!(got, (0..5).map(Resp::Item).collect::<Vec<_>>());
+    drop(stream);
+    // A batch, and a stream the handler ends by returning.
+    let mut stream = c.request_stream(&Req::Batch(50)).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(item) = stream.next().await {
+        got.push(item.unwrap());
+    }
+    assert_eq!(got, (0..100).map(Resp::Item).collect::<Vec<_>>());
     drop(stream);
     // An empty stream is End alone.
     let mut stream = c.request_stream(&Req::Count(0)).await.unwrap();
