@@ -35,6 +35,8 @@ enum Req {
     Silent,
     /// Return an error.
     Fail,
+    /// Panic in the handler.
+    Panic,
 }
 
 /// The test protocol's responses.
@@ -107,6 +109,7 @@ impl Handler for TestHandler {
             }
             Req::Silent => Ok(()),
             Req::Fail => Err(IpcError::Unexpected("the test handler fails".into())),
+            Req::Panic => panic!("the test handler panics"),
         }
     }
 }
@@ -487,6 +490,21 @@ async fn handler_without_answer_or_with_error_gets_an_error_frame_and_the_connec
         c.request(&Req::Echo("ok".into())).await.unwrap(),
         Resp::Echoed("ok".into(), my_uid())
     );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_ends_only_its_own_connection() {
+    let mut server = TestServer::start(|_| {});
+    let mut bystander = server.client().await;
+    let mut c = server.client().await;
+    let err = c.request(&Req::Panic).await.unwrap_err();
+    assert!(matches!(err, IpcError::Closed { .. }), "{err:?}");
+    assert_eq!(
+        bystander.request(&Req::Echo("b".into())).await.unwrap(),
+        Resp::Echoed("b".into(), my_uid())
+    );
+    server.assert_serving().await;
     server.shutdown().await;
 }
 

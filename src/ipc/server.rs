@@ -226,6 +226,12 @@ async fn connection<H: Handler>(
         Ok(Ok(None)) => return Ok(()),
         Ok(Err(e)) => return reject_frame(&mut writer, &config, e, "handshake").await,
     };
+    // The uid is checked first: a stranger learns nothing, not even our version.
+    if let Access::Owner(owner) = config.access
+        && let Err(e) = authorize_owner(&peer, owner)
+    {
+        return send_error(&mut writer, &config, e.code(), e.to_string()).await;
+    }
     if hello.protocol != PROTOCOL_VERSION {
         let e = IpcError::VersionMismatch {
             client_protocol: hello.protocol,
@@ -234,11 +240,6 @@ async fn connection<H: Handler>(
             server_version: config.server_version.clone(),
             path: None,
         };
-        return send_error(&mut writer, &config, e.code(), e.to_string()).await;
-    }
-    if let Access::Owner(owner) = config.access
-        && let Err(e) = authorize_owner(&peer, owner)
-    {
         return send_error(&mut writer, &config, e.code(), e.to_string()).await;
     }
     let welcome = Welcome {
