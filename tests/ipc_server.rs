@@ -37,6 +37,8 @@ enum Req {
     Fail,
     /// Panic in the handler.
     Panic,
+    /// Answer nothing until the client goes away.
+    Hang,
 }
 
 /// The test protocol's responses.
@@ -110,6 +112,10 @@ impl Handler for TestHandler {
             Req::Silent => Ok(()),
             Req::Fail => Err(IpcError::Unexpected("the test handler fails".into())),
             Req::Panic => panic!("the test handler panics"),
+            Req::Hang => {
+                replies.closed().await;
+                Ok(())
+            }
         }
     }
 }
@@ -572,6 +578,34 @@ async fn shutdown_stops_accepting_ends_follows_and_returns() {
     let text = err.to_string();
     assert!(text.contains("connection refused"), "{text}");
     assert!(text.contains("is corrald --user running?"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_manager_is_reported_and_the_connection_is_not_reused() {
+    let mut server = TestServer::start(|_| {});
+    let path = server.path.clone();
+    tokio::task::spawn_blocking(move || {
+        let options = ClientOptions {
+            reply_timeout: Some(Duration::from_millis(100)),
+            ..ClientOptions::default()
+        };
+        let mut c = Client::<Req, Resp>::connect_with(&path, options).unwrap();
+        let err = c.request(&Req::Hang).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no answer from the corral manager at {} within 100ms; it may be hung \
+                 — check its journal or restart it",
+                path.display()
+            )
+        );
+        let err = c.request(&Req::Echo("late".into())).unwrap_err();
+        assert!(err.to_string().contains("out of step"), "{err}");
+    })
+    .await
+    .unwrap();
+    server.assert_serving().await;
+    server.shutdown().await;
 }
 
 #[test]

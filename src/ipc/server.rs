@@ -155,23 +155,23 @@ pub async fn serve_with<H: Handler>(
                         let _ = connection(stream, handler, config, stop).await;
                     });
                 }
-                Err(e) => {
-                    if is_resource_exhaustion(&e) {
-                        // Out of fds or memory: retrying at once would spin;
-                        // wait for connections to close, but stay stoppable.
-                        tokio::select! {
-                            _ = &mut shutdown => break,
-                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                        }
-                    }
-                }
+                // Out of fds or memory: retrying at once would spin. A
+                // closing connection frees an fd, so wait for one; with none
+                // of ours open, the shortage is elsewhere and only time helps.
+                Err(e) if is_resource_exhaustion(&e) => tokio::select! {
+                    _ = &mut shutdown => break,
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)), if tasks.is_empty() => {}
+                },
+                // A client that gave up before we accepted (ECONNABORTED and
+                // the like) concerns nobody else.
+                Err(_) => {}
             },
         }
     }
 
     drop(listener);
-    // Receivers may all be gone already; nothing to tell then.
-    let _ = stop_tx.send(true);
+    stop_tx.send_replace(true);
     let drain = async { while tasks.join_next().await.is_some() {} };
     if timeout(config.shutdown_grace, drain).await.is_err() {
         tasks.abort_all();
