@@ -164,6 +164,18 @@ fn read_error(e: IpcError, limit: Option<Duration>, path: &Path) -> IpcError {
     }
 }
 
+/// Bounds blocking reads and writes on `stream` (`None`: wait for ever).
+fn set_timeouts(
+    stream: &StdUnixStream,
+    limit: Option<Duration>,
+    path: &Path,
+) -> Result<(), IpcError> {
+    stream
+        .set_read_timeout(limit)
+        .and_then(|()| stream.set_write_timeout(limit))
+        .map_err(|e| IpcError::io("set socket timeout", Some(path), e))
+}
+
 /// A blocking connection to a corral manager, handshake done.
 pub struct Client<Req, Resp> {
     /// Buffered reads (one syscall per frame, not two); writes go to `get_ref()`.
@@ -190,13 +202,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
     pub fn connect_with(path: impl AsRef<Path>, options: ClientOptions) -> Result<Self, IpcError> {
         let path = path.as_ref().to_path_buf();
         let stream = StdUnixStream::connect(&path).map_err(|e| unreachable(&path, e, &options))?;
-        let set_timeout = |t: Option<Duration>| {
-            stream
-                .set_read_timeout(t)
-                .and_then(|()| stream.set_write_timeout(t))
-                .map_err(|e| IpcError::io("set socket timeout", Some(&path), e))
-        };
-        set_timeout(Some(options.handshake_timeout))?;
+        set_timeouts(&stream, Some(options.handshake_timeout), &path)?;
         let hello = Hello {
             protocol: options.protocol,
             client_version: options.client_version.clone(),
@@ -212,11 +218,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
             (Ok(()), Ok(a)) => check_welcome(a, &options, &path)?,
             (Ok(()), Err(e)) => return Err(read_error(e, Some(options.handshake_timeout), &path)),
         };
-        let stream = reader.get_ref();
-        stream
-            .set_read_timeout(options.reply_timeout)
-            .and_then(|()| stream.set_write_timeout(options.reply_timeout))
-            .map_err(|e| IpcError::io("set socket timeout", Some(&path), e))?;
+        set_timeouts(reader.get_ref(), options.reply_timeout, &path)?;
         Ok(Client {
             reader,
             path,

@@ -459,6 +459,26 @@ impl<T: Serialize> Replies<'_, T> {
     /// (clients send nothing until the answer is complete). Either way the
     /// connection closes after the handler returns; on shutdown the client is
     /// first sent a SHUTTING_DOWN error.
+    ///
+    /// ```no_run
+    /// # use corral::ipc::{IpcError, Replies};
+    /// # use tokio::sync::mpsc::Receiver;
+    /// // `journal -f`: forward lines until the client hangs up.
+    /// async fn follow(
+    ///     replies: &mut Replies<'_, String>,
+    ///     mut lines: Receiver<String>,
+    /// ) -> Result<(), IpcError> {
+    ///     loop {
+    ///         tokio::select! {
+    ///             _ = replies.closed() => return Ok(()),
+    ///             line = lines.recv() => match line {
+    ///                 Some(line) => replies.item(&line).await?,
+    ///                 None => return replies.end().await,
+    ///             },
+    ///         }
+    ///     }
+    /// }
+    /// ```
     pub async fn closed(&mut self) {
         if self.hung_up || self.stopping {
             return;
