@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 enum Req {
     Status(String),
     Lines(u32),
+    LinesBatched(u32),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,6 +42,15 @@ impl Handler for Bench {
                 let line = Resp::Line("memcached: accepted connection from 127.0.0.1".into());
                 for _ in 0..n {
                     replies.item(&line).await?;
+                }
+                replies.end().await
+            }
+            Req::LinesBatched(n) => {
+                let batch: Vec<_> = (0..100)
+                    .map(|_| Resp::Line("memcached: accepted connection from 127.0.0.1".into()))
+                    .collect();
+                for _ in 0..n / 100 {
+                    replies.items(&batch).await?;
                 }
                 replies.end().await
             }
@@ -89,6 +99,16 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0;
             for item in client.request_stream(&Req::Lines(1000)).unwrap() {
+                item.unwrap();
+                n += 1;
+            }
+            assert_eq!(n, 1000);
+        })
+    });
+    group.bench_function("1000 streamed items, batches of 100", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for item in client.request_stream(&Req::LinesBatched(1000)).unwrap() {
                 item.unwrap();
                 n += 1;
             }
