@@ -301,7 +301,10 @@ impl Cgroup {
         // deciding it is really busy.
         for _ in 0..3 {
             match std::fs::remove_dir(&self.path) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    killed::forget(&self.path);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => match self.populated() {
                     Ok(true) => {
@@ -364,9 +367,12 @@ impl Cgroup {
     }
 
     /// Whether process `pid` is in this cgroup or one of its descendants.
+    /// A zombie is not: it has left cgroup.procs, though /proc still shows
+    /// its last cgroup until it is reaped.
     pub fn contains_pid(&self, pid: i32) -> Result<bool> {
         match cgroup_of_pid(pid) {
-            Ok(p) => Ok(p.starts_with(&self.path)),
+            Ok(p) if p.starts_with(&self.path) => Ok(!is_zombie(pid)?),
+            Ok(_) => Ok(false),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
         }
@@ -410,13 +416,20 @@ impl Cgroup {
     /// SIGKILLs every process of the subtree through `cgroup.kill`, or
     /// [`Cgroup::kill_each`] on kernels without it (before 5.14).
     ///
-    /// Never spawn into this cgroup (or a descendant) afterwards: on current
-    /// kernels a clone3 with CLONE_INTO_CGROUP into a cgroup that was ever
-    /// killed this way is killed at birth.
+    /// On current kernels a clone3 with CLONE_INTO_CGROUP into a cgroup that
+    /// was killed this way (or was below one) is killed at birth; a new
+    /// invocation therefore gets a fresh cgroup. [`spawn::spawn`] remembers
+    /// which cgroups this process killed and takes its fork path (which is
+    /// not affected) for them, so an ExecStopPost= run in the unit's cgroup
+    /// after the kill still works.
     pub fn kill(&self) -> Result<()> {
         match self.write_file("cgroup.kill", "1") {
+            Ok(()) => {
+                killed::mark(&self.path);
+                Ok(())
+            }
             Err(e) if e.is_not_found() && self.path.exists() => self.kill_each(),
-            r => r,
+            Err(e) => Err(e),
         }
     }
 
@@ -556,9 +569,63 @@ impl Cgroup {
     }
 }
 
+/// The cgroups this process wrote `cgroup.kill` to and has not removed.
+///
+/// The kernel kills a clone3 child born (CLONE_INTO_CGROUP) into a cgroup
+/// whose kill counter differs from the spawner's own cgroup's; a kill
+/// bumps the counter of the cgroup and every descendant it has then. A
+/// migration through cgroup.procs is not affected, so spawn takes its
+/// fork path for these.
+pub(crate) mod killed {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static KILLED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    fn list() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+        // The list stays consistent even if a holder panicked.
+        KILLED.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a kill of `path` (and of everything below it).
+    pub(crate) fn mark(path: &Path) {
+        let mut l = list();
+        if !l.iter().any(|p| p == path) {
+            l.push(path.to_path_buf());
+        }
+    }
+
+    /// `path` was removed: a cgroup made there later is fresh.
+    pub(crate) fn forget(path: &Path) {
+        list().retain(|p| p != path);
+    }
+
+    /// Whether `path` or an ancestor was killed while it may have existed.
+    pub(crate) fn affects(path: &Path) -> bool {
+        list().iter().any(|k| path.starts_with(k))
+    }
+}
+
 /// The files `chown_delegate` hands over (the kernel's
 /// /sys/kernel/cgroup/delegate lists the same core three).
 pub const DELEGATED_FILES: [&str; 3] = ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
+
+/// Whether `pid` is a zombie (or already gone).
+fn is_zombie(pid: i32) -> Result<bool> {
+    let p = format!("/proc/{pid}/stat");
+    let stat = match std::fs::read(&p) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(CgroupError::io(Op::Read, p, e)),
+    };
+    // "pid (comm) S ...": comm may hold spaces and parens, so look after
+    // the last ')'.
+    let state = stat
+        .iter()
+        .rposition(|&b| b == b')')
+        .and_then(|i| stat.get(i + 2));
+    Ok(matches!(state, Some(b'Z' | b'X')))
+}
 
 fn split_words(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()

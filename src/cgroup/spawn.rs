@@ -495,7 +495,8 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     let mut pidfd: Option<OwnedFd> = None;
     let mut pid: Option<i32> = None;
 
-    if !spec.force_fork && !NO_CLONE3.load(Ordering::Relaxed) {
+    let killed = spec.cgroup.as_deref().is_some_and(super::killed::affects);
+    if !spec.force_fork && !killed && !NO_CLONE3.load(Ordering::Relaxed) {
         let cg_fd = match &cg_dir {
             Some(d) => Some(
                 open_raw(d, libc::O_RDONLY | libc::O_DIRECTORY)
