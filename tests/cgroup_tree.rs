@@ -395,9 +395,8 @@ fn chown_delegate_hands_over_the_subtree_but_not_cgroup_kill() {
     assert!(cgroup::mount::is_delegated(user.path(), 65534));
     assert!(!cgroup::mount::is_delegated(user.path(), 1000));
     assert!(!cgroup::mount::is_delegated(manager.path(), 65534));
-    // Root still has to chown the manager's own cgroup.procs for the user
-    // to be started there; what matters here is what nobody can do now.
-    manager.chown_delegate(65534, 65534).unwrap();
+    // The manager's own leaf stays root's: moving its children out only
+    // needs the common ancestor (user-65534) and the destination.
     let (r, w) = pipe();
     let u = user.path().display().to_string();
     let script = format!(
@@ -505,4 +504,40 @@ fn temp_cgroup_is_removed_even_when_the_test_panics() {
     assert!(result.is_err());
     let path = path.into_inner().unwrap().unwrap();
     assert!(!path.exists(), "{path:?} left behind");
+}
+
+#[test]
+fn pick_root_uses_a_delegated_own_cgroup_else_says_how_to_fix_it() {
+    let Some(root) = scratch() else { return };
+    let mount = cgroup::find_mount().unwrap();
+    let mine = root.create_child("user-65534").unwrap();
+    mine.chown_delegate(65534, 65534).unwrap();
+    let got = cgroup::mount::pick_root_from(None, &mount, mine.path(), 65534).unwrap();
+    assert_eq!(got.path(), mine.path());
+
+    // Someone else's cgroup, or the cgroup2 root itself: an error that
+    // names the ways out.
+    let theirs = root.create_child("not-mine").unwrap();
+    for own in [theirs.path(), mount.as_path()] {
+        let e = cgroup::mount::pick_root_from(None, &mount, own, 65534).unwrap_err();
+        assert!(
+            matches!(e, CgroupError::NoDelegatedRoot { uid: 65534, .. }),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        for hint in [
+            "--cgroup-root",
+            "user@65534.service",
+            "corrald --system",
+            &own.display().to_string(),
+        ] {
+            assert!(msg.contains(hint), "{hint:?} missing in: {msg}");
+        }
+    }
+
+    // Root outside a delegated cgroup gets <mount>/corral/user-0, created;
+    // here the scratch cgroup stands in for the mount.
+    let got = cgroup::mount::pick_root_from(None, root.path(), theirs.path(), 0).unwrap();
+    assert_eq!(got.path(), root.path().join("corral/user-0"));
+    assert!(got.path().join("cgroup.procs").exists());
 }
