@@ -541,3 +541,22 @@ fn pick_root_uses_a_delegated_own_cgroup_else_says_how_to_fix_it() {
     assert_eq!(got.path(), root.path().join("corral/user-0"));
     assert!(got.path().join("cgroup.procs").exists());
 }
+
+#[test]
+fn the_cgroup2_root_is_recognised() {
+    // remove(), kill(), kill_each() and signal_all() refuse a cgroup for
+    // which is_root() holds, before touching anything. The refusal itself
+    // is not exercised on the real root: a regression there would rmdir or
+    // kill other people's cgroups on this shared machine.
+    let Some(scratch_root) = scratch() else {
+        return;
+    };
+    let top = Cgroup::open(cgroup::find_mount().unwrap()).unwrap();
+    assert!(top.is_root());
+    assert!(!scratch_root.is_root());
+    let leaf = scratch_root.create_child("leaf").unwrap();
+    assert!(!leaf.is_root());
+    // A cgroup that no longer exists is not the root either.
+    leaf.remove().unwrap();
+    assert!(!leaf.is_root());
+}

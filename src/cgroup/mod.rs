@@ -152,6 +152,14 @@ pub enum CgroupError {
         /// The cgroup.
         path: PathBuf,
     },
+    /// A whole-subtree operation was asked of the cgroup2 root itself.
+    #[error("refusing to {what} {}: it is the cgroup2 root (the whole machine), not a cgroup corral created", path.display())]
+    IsRoot {
+        /// What was refused (kill, remove, signal).
+        what: &'static str,
+        /// The root's path.
+        path: PathBuf,
+    },
     /// A child name that is not a single path component.
     #[error(
         "invalid cgroup name {name:?}: must be one non-empty path component, not starting with \"cgroup.\""
@@ -242,6 +250,24 @@ impl Cgroup {
         &self.path
     }
 
+    /// Whether this is the root of the cgroup2 hierarchy, the only cgroup
+    /// without `cgroup.events`.
+    pub fn is_root(&self) -> bool {
+        !self.file("cgroup.events").exists() && self.path.exists()
+    }
+
+    /// Refuses subtree-wide destruction of the root: remove() would rmdir
+    /// every empty cgroup of the machine, kill_each() SIGKILL everything.
+    fn refuse_root(&self, what: &'static str) -> Result<()> {
+        if self.is_root() {
+            return Err(CgroupError::IsRoot {
+                what,
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// The path of an interface file of this cgroup.
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
@@ -286,6 +312,7 @@ impl Cgroup {
     /// that is already gone is not an error; one with processes is
     /// [`CgroupError::Busy`].
     pub fn remove(&self) -> Result<()> {
+        self.refuse_root("remove")?;
         match self.children() {
             Ok(children) => {
                 for c in children {
@@ -396,6 +423,7 @@ impl Cgroup {
     /// Sends `signal` to every process of the subtree (KillMode=control-group);
     /// returns how many were signalled. Processes that exit meanwhile are skipped.
     pub fn signal_all(&self, signal: Signal) -> Result<usize> {
+        self.refuse_root("signal every process of")?;
         let mut n = 0;
         for pid in self.procs_recursive()? {
             match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
@@ -423,6 +451,7 @@ impl Cgroup {
     /// not affected) for them, so an ExecStopPost= run in the unit's cgroup
     /// after the kill still works.
     pub fn kill(&self) -> Result<()> {
+        self.refuse_root("kill")?;
         match self.write_file("cgroup.kill", "1") {
             Ok(()) => {
                 killed::mark(&self.path);
@@ -438,6 +467,7 @@ impl Cgroup {
     /// process until a pass finds no new one, then thaws it so the killed
     /// processes can die.
     pub fn kill_each(&self) -> Result<()> {
+        self.refuse_root("kill")?;
         let froze = match self.freeze() {
             Ok(()) => true,
             Err(e) if e.is_not_found() => false,
