@@ -313,3 +313,40 @@ fn session_nice_rlimits_mask_and_borrowed_stderr() {
         "cat: /nonexistent-corral: No such file or directory"
     );
 }
+
+#[test]
+fn failure_report_survives_extra_fds_on_every_low_number() {
+    // Map a pipe onto fds 3..=60: whatever number the report pipe had in
+    // the parent is taken by a target, yet the chdir failure still arrives.
+    let (_r, w) = pipe();
+    let mut spec = sh("exit 0");
+    spec.extra_fds = (3..=60)
+        .map(|n| FdMapping {
+            parent_fd: w.as_raw_fd(),
+            child_fd: n,
+        })
+        .collect();
+    spec.cwd = Some(c"/nonexistent-corral-dir".into());
+    let e = spawn::spawn(&spec).unwrap_err();
+    assert_eq!((e.stage, e.errno), (Stage::Chdir, Errno::ENOENT));
+    // And with a real program the 58 fds arrive.
+    let (r2, w2) = pipe();
+    // (dash redirects only single-digit fds, so the answer goes to 9.)
+    let mut spec = sh("ls /proc/self/fd | wc -l >&9");
+    spec.extra_fds = (3..=60)
+        .map(|n| FdMapping {
+            parent_fd: if n == 9 {
+                w2.as_raw_fd()
+            } else {
+                w.as_raw_fd()
+            },
+            child_fd: n,
+        })
+        .collect();
+    let child = spawn::spawn(&spec).unwrap();
+    drop(spec);
+    drop(w2);
+    // 0-2, 3..=60, plus the one ls opens for /proc/self/fd.
+    assert_eq!(read_all(r2).trim(), "62");
+    reap(child.pid);
+}
