@@ -83,7 +83,7 @@ pub struct FdMapping {
 pub struct SpawnSpec {
     /// Absolute path of the executable.
     pub program: CString,
-    /// Arguments including argv[0] (which may differ from `program`);
+    /// Arguments including `argv[0]` (which may differ from `program`);
     /// empty means `[program]`.
     pub argv: Vec<CString>,
     /// The complete environment, `KEY=value` each.
