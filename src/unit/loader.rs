@@ -584,6 +584,20 @@ pub fn build(
     u
 }
 
+/// Builds a unit from in-memory text as if read from `path` (no drop-ins,
+/// nothing read from disk).
+pub fn from_text(name: &UnitName, path: &Path, text: &str, spec: &SpecifierContext) -> Unit {
+    let mut u = Unit::new(name.clone());
+    u.fragment = Some(path.to_path_buf());
+    let mut applier = Applier {
+        spec,
+        explicit: Explicit::default(),
+    };
+    apply_text(&mut u, &mut applier, path, text);
+    applier.finish(&mut u);
+    u
+}
+
 /// Reads one file (fragment or drop-in) and applies it to the unit.
 pub(crate) fn apply_file(u: &mut Unit, applier: &mut Applier<'_>, f: &Path) {
     let text = match std::fs::read(f) {
