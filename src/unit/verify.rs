@@ -377,7 +377,7 @@ pub fn fuzz_one(data: &[u8]) {
     if let Ok(p) = super::exec::parse_exec(&text, &mut expand) {
         for c in &p.commands {
             let _ = c.expand(&|k: &str| k.len().is_multiple_of(2).then(|| text.to_string()));
-            let _ = c.resolve_program("/nonexistent", "fuzz.service", 1);
+            let _ = c.resolve_program("/nonexistent");
         }
     }
     let line = text.lines().next().unwrap_or("");
