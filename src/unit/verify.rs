@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::loader::{apply_text, build, collect_dropins, dropin_dir_names, from_text, link_target};
@@ -79,6 +80,8 @@ struct Verifier {
     consumed: HashSet<PathBuf>,
     /// Diagnostics already reported (a drop-in shared by several units).
     seen: HashSet<(PathBuf, usize, String, String)>,
+    /// Directories entered, by (device, inode), so symlink loops end.
+    visited: HashSet<(u64, u64)>,
 }
 
 impl Verifier {
@@ -124,15 +127,23 @@ impl Verifier {
                     });
                 } else if std::fs::symlink_metadata(p).is_ok() && unit_name_of(p).is_some() {
                     // A dangling unit symlink: report it, it would fail to load.
-                    self.error(p, "dangling symlink: its target does not exist".to_string());
+                    self.error(p, format!("dangling symlink: {source}"));
                 }
                 return;
             }
         };
         if md.is_dir() {
-            self.dir(p, explicit);
-        } else {
+            if self.visited.insert((md.dev(), md.ino())) {
+                self.dir(p, explicit);
+            }
+        } else if md.is_file() {
             self.file(p, explicit);
+        } else if explicit || unit_name_of(p).is_some() {
+            self.error(
+                p,
+                "not a regular file (a device, FIFO or socket); unit files must be plain files"
+                    .to_string(),
+            );
         }
     }
 
@@ -281,6 +292,13 @@ impl Verifier {
             return;
         };
         self.report.dropins += 1;
+        if !std::fs::metadata(f).is_ok_and(|m| m.is_file()) {
+            self.error(
+                f,
+                "not a regular file; drop-ins must be plain files".to_string(),
+            );
+            return;
+        }
         let text = match std::fs::read(f) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(source) => {
@@ -318,6 +336,7 @@ pub fn verify_paths_with(paths: &[PathBuf], spec: SpecifierContext) -> VerifyRep
         report: VerifyReport::default(),
         consumed: HashSet::new(),
         seen: HashSet::new(),
+        visited: HashSet::new(),
     };
     for p in paths {
         v.path(p, true);
