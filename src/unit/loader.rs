@@ -278,6 +278,22 @@ impl Loader {
             None => match self.find_runit(name) {
                 Some(r) => {
                     let mut u = r.to_unit()?;
+                    // Drop-ins apply to runit services too (Environment=, RestartSec=, ...).
+                    let dropins = self.dropins(std::slice::from_ref(&u.name));
+                    if !dropins.is_empty() {
+                        let mut applier = Applier {
+                            spec: &self.spec,
+                            explicit: Explicit {
+                                service_type: true,
+                                ..Explicit::default()
+                            },
+                        };
+                        for f in &dropins {
+                            apply_file(&mut u, &mut applier, f);
+                        }
+                        applier.finish(&mut u);
+                        u.dropins = dropins;
+                    }
                     self.add_wants_dirs(&mut u);
                     Ok(u)
                 }
