@@ -154,3 +154,15 @@ fn symlink_loops_and_fifos_do_not_hang_or_crash() {
         "{out}"
     );
 }
+
+#[test]
+fn fixture_search_path_verifies_clean() {
+    // Masking symlinks (unit and drop-in), an alias whose target is in
+    // another directory, a .wants/ link, templates, a runit tree.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/units");
+    let o = verify(&[&fixtures]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("thing.socket:3: warning: [Socket]: .socket units are not supported yet"));
+}

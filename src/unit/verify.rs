@@ -116,6 +116,25 @@ impl Verifier {
     }
 
     fn path(&mut self, p: &Path, explicit: bool) {
+        // Unit symlinks are judged by their target's name, not followed
+        // blindly: /dev/null masks, and an alias target may live in another
+        // directory of the search path.
+        if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+            && let Some(t) = std::fs::read_link(p).ok()
+        {
+            let masks = t == Path::new("/dev/null");
+            let own = p.file_name();
+            let unit_target = t.file_name().is_some_and(|b| {
+                Some(b) != own && UnitName::parse_strict(&b.to_string_lossy()).is_ok()
+            });
+            let dropin = p.extension().is_some_and(|e| e == "conf");
+            if (masks && (unit_name_of(p).is_some() || dropin))
+                || (unit_target && unit_name_of(p).is_some() && !p.exists())
+            {
+                self.report.units += usize::from(!dropin);
+                return;
+            }
+        }
         let md = match std::fs::metadata(p) {
             Ok(m) => m,
             Err(source) => {
@@ -291,6 +310,10 @@ impl Verifier {
         let Some(name) = dropin_dir_unit(parent) else {
             return;
         };
+        if std::fs::read_link(f).is_ok_and(|t| t == Path::new("/dev/null")) {
+            // A masking drop-in: it removes lower ones of that name.
+            return;
+        }
         self.report.dropins += 1;
         if !std::fs::metadata(f).is_ok_and(|m| m.is_file()) {
             self.error(
