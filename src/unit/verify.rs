@@ -1,7 +1,8 @@
 //! `corral verify PATH...`: checks unit files, drop-ins and runit service
 //! directories without a running manager.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,8 @@ struct Verifier {
     seen: HashSet<(PathBuf, usize, String, String)>,
     /// Directories entered, by (device, inode), so symlink loops end.
     visited: HashSet<(u64, u64)>,
+    /// Entry names per directory, so absent drop-in directories cost no syscalls.
+    listings: HashMap<PathBuf, HashSet<OsString>>,
 }
 
 impl Verifier {
@@ -290,8 +293,17 @@ impl Verifier {
             names.insert(0, real);
         }
         // The drop-ins beside the file belong to it, as in a search path.
+        let listing = self
+            .listings
+            .entry(parent.to_path_buf())
+            .or_insert_with(|| {
+                std::fs::read_dir(parent)
+                    .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+                    .unwrap_or_default()
+            });
         let dirs: Vec<PathBuf> = dropin_dir_names(&names)
             .into_iter()
+            .filter(|d| listing.contains(OsStr::new(d)))
             .map(|d| parent.join(d))
             .collect();
         let dropins = collect_dropins(&dirs);
@@ -360,6 +372,7 @@ pub fn verify_paths_with(paths: &[PathBuf], spec: SpecifierContext) -> VerifyRep
         consumed: HashSet::new(),
         seen: HashSet::new(),
         visited: HashSet::new(),
+        listings: HashMap::new(),
     };
     for p in paths {
         v.path(p, true);
