@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod journal;
+
 /// Exit codes shared by every verb, as systemctl and journalctl use them.
 pub mod exit {
     /// Success.
@@ -31,10 +33,14 @@ pub struct Cli {
 /// The verbs of `corral`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show what the services printed (journalctl's flags).
+    Journal(journal::JournalArgs),
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Journal(args) => journal::run(args),
+    }
 }

@@ -15,7 +15,7 @@
 pub mod block;
 pub mod error;
 pub mod ingest;
-//pub mod output;
+pub mod output;
 pub mod query;
 pub mod store;
 pub mod writer;

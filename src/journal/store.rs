@@ -591,6 +591,22 @@ impl Store {
         })
     }
 
+    /// The invocations of `unit`, oldest first (for `--invocation -1` style offsets).
+    pub fn invocations(&self, unit: &str) -> Result<Vec<u128>> {
+        let txn = self.read_txn()?;
+        let ui = txn
+            .open_table(UNIT_INVOCATIONS)
+            .map_err(self.db_err("open table unit_invocations"))?;
+        let mut out = Vec::new();
+        for r in ui
+            .range((unit, 0u64)..=(unit, u64::MAX))
+            .map_err(self.db_err("read unit_invocations"))?
+        {
+            out.push(r.map_err(self.db_err("read unit_invocations"))?.1.value());
+        }
+        Ok(out)
+    }
+
     /// Runs a query: the matching entries in seq order (or newest first with `reverse`),
     /// at most `lines` of them (the newest).
     pub fn query(&self, q: &Query) -> Result<Vec<Entry>> {
@@ -777,9 +793,9 @@ impl Store {
     /// Background retention (the writer calls it after commits): keeps the stored bytes
     /// well under MaxUse so that freed pages are reused and the file stops growing, and
     /// drops entries past MaxRetentionSec. Returns entries removed.
-    pub(crate) fn enforce_retention(&self) -> Result<u64> {
+    pub(crate) fn enforce_retention(&self, check_age: bool) -> Result<u64> {
         let mut removed = 0;
-        if let Some(age) = self.inner.opts.max_retention {
+        if let Some(age) = self.inner.opts.max_retention.filter(|_| check_age) {
             removed += self.remove_older_than(age)?;
         }
         if let Some(max) = self.inner.opts.max_use {
@@ -876,6 +892,12 @@ impl Store {
                             .map_err(self.db_err("write unit_invocations"))?;
                     }
                 }
+            }
+            if removed_entries == 0 {
+                drop(t);
+                // Nothing to remove: no commit, so no fsync for a no-op.
+                txn.abort().map_err(self.db_err("abort"))?;
+                return Ok(0);
             }
             t.meta_set("stored_bytes", stored)?;
             t.meta_set("entries", entries)?;

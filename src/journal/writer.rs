@@ -360,9 +360,14 @@ impl WriterThread {
             }
             self.pending.clear();
             self.permits.clear();
-            if self.last_retention.elapsed() >= Duration::from_millis(500) {
-                self.last_retention = Instant::now();
-                if let Err(e) = self.store.enforce_retention() {
+            // Size is checked after every commit (a stat and a read): the file must not
+            // outgrow MaxUse between checks. Age is checked twice a second.
+            let age_due = self.last_retention.elapsed() >= Duration::from_millis(500);
+            if self.store.options().max_use.is_some() || age_due {
+                if age_due {
+                    self.last_retention = Instant::now();
+                }
+                if let Err(e) = self.store.enforce_retention(age_due) {
                     self.status.send_replace(WriterStatus::Stalled {
                         error: e.to_string(),
                     });
@@ -376,7 +381,7 @@ impl WriterThread {
 
     fn maintain(&mut self) -> Result<MaintenanceReport> {
         let mut r = MaintenanceReport {
-            removed_entries: self.store.enforce_retention()?,
+            removed_entries: self.store.enforce_retention(true)?,
             ..Default::default()
         };
         loop {
