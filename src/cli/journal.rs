@@ -182,7 +182,7 @@ fn run_inner(args: &JournalArgs) -> Result<(), CliError> {
     if args.vacuum_size.is_some() || args.vacuum_time.is_some() {
         return vacuum(args, &loc);
     }
-    let store = match Store::open_read_only(&loc) {
+    let store = match open_for_reading(&loc) {
         Ok(s) => s,
         Err(JournalError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             if !args.quiet && !args.disk_usage {
@@ -250,6 +250,24 @@ fn run_inner(args: &JournalArgs) -> Result<(), CliError> {
         follow(&store, query, last, &opts)?;
     }
     Ok(())
+}
+
+/// Opens the store read-only. A store whose writer was killed needs redb's recovery
+/// before a read-only handle accepts it; with no manager holding it, we run that recovery
+/// (what the manager does on start) and read afterwards.
+pub fn open_for_reading(loc: &std::path::Path) -> Result<Store, JournalError> {
+    match Store::open_read_only(loc) {
+        Err(JournalError::NeedsRepair { .. }) => {
+            match Store::open(loc, StoreOptions::default()) {
+                Ok(s) => drop(s),
+                // The manager started meanwhile and recovers it itself.
+                Err(JournalError::Locked { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            Store::open_read_only(loc)
+        }
+        r => r,
+    }
 }
 
 fn is_short(f: Format) -> bool {
