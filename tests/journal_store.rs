@@ -290,7 +290,16 @@ async fn follow_sees_new_entries_quickly() {
 #[tokio::test]
 async fn small_blocks_are_merged_without_changing_results() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, w) = open(dir.path());
+    // Merging only when asked, so the test sees the blocks before and after.
+    let (store, w) = open_with(
+        dir.path(),
+        StoreOptions::default(),
+        WriterOptions {
+            merge_interval: Duration::from_secs(3600),
+            idle_after: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    );
     // Trickle logging: every commit holds a few lines of each unit.
     for i in 0..120 {
         w.append_batch(vec![

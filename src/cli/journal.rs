@@ -223,7 +223,14 @@ fn run_inner(args: &JournalArgs) -> Result<(), CliError> {
     );
     opts.fields = args.output_fields.clone();
     opts.color = tty && std::env::var_os("NO_COLOR").is_none();
-    let entries = store.query(&query)?;
+    let mut failed = None;
+    let entries = store.query_iter(&query)?.map_while(|r| match r {
+        Ok(e) => Some(e),
+        Err(e) => {
+            failed = Some(e);
+            None
+        }
+    });
     let use_pager = tty && !args.no_pager && !args.follow;
     let shown;
     let last;
@@ -237,6 +244,9 @@ fn run_inner(args: &JournalArgs) -> Result<(), CliError> {
         let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());
         (shown, last) = print_entries(entries, &mut out, &opts).map_err(CliError::Output)?;
         out.flush().map_err(CliError::Output)?;
+    }
+    if let Some(e) = failed {
+        return Err(e.into());
     }
     if shown == 0 && !args.quiet && !args.follow && is_short(opts.format) {
         println!("-- No entries --");

@@ -269,8 +269,14 @@ pub fn parse_time(s: &str, now_us: u64) -> Result<u64> {
         _ => {}
     }
     if let Some(e) = t.strip_prefix('@') {
-        let secs: f64 = e.parse().map_err(|_| bad("bad epoch seconds"))?;
-        return Ok((secs * 1e6) as u64);
+        // Exact to the microsecond: no float on the way.
+        let (secs, frac) = e.split_once('.').unwrap_or((e, ""));
+        let secs: u64 = secs.parse().map_err(|_| bad("bad epoch seconds"))?;
+        if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("at most 6 fractional digits"));
+        }
+        let us: u64 = format!("{frac:0<6}").parse().unwrap_or(0);
+        return Ok(secs * 1_000_000 + us);
     }
     if let Some(rest) = t.strip_suffix(" ago") {
         let d = parse_span(rest).ok_or_else(|| bad("bad time span"))?;
@@ -388,6 +394,7 @@ mod tests {
             now - 2 * 86_400_000_000
         );
         assert_eq!(parse_time("@1700000000", now).unwrap(), now);
+        assert_eq!(parse_time("@1700000000.000123", now).unwrap(), now + 123);
         let today = parse_time("today", now).unwrap();
         assert!(today <= now && now - today < 86_400_000_000);
         assert_eq!(

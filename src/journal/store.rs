@@ -610,6 +610,13 @@ impl Store {
     /// Runs a query: the matching entries in seq order (or newest first with `reverse`),
     /// at most `lines` of them (the newest).
     pub fn query(&self, q: &Query) -> Result<Vec<Entry>> {
+        self.query_iter(q)?.collect()
+    }
+
+    /// Like [`Self::query`], streaming: blocks are read and decoded as the iterator
+    /// advances, on one snapshot of the store. With `lines` and without `reverse` the
+    /// newest N are gathered first (they are printed oldest first).
+    pub fn query_iter(&self, q: &Query) -> Result<QueryIter> {
         let cq = CompiledQuery::new(q)?;
         let txn = self.read_txn()?;
         let path = &self.inner.path;
@@ -640,7 +647,8 @@ impl Store {
                     let (u, f, l) = g.value();
                     Some((u.to_owned(), f, l))
                 }
-                None => return Ok(Vec::new()),
+                // An unknown invocation matches nothing: an empty range.
+                None => Some((String::new(), 1, 0)),
             },
             None => None,
         };
@@ -728,31 +736,32 @@ impl Store {
             cursors.push(UnitCursor {
                 unit,
                 metas: range,
-                buf: Vec::new(),
+                raw: Vec::new(),
+                slots: Vec::new(),
                 done: false,
             });
         }
 
-        let limit = q.lines.unwrap_or(usize::MAX);
-        let mut out = Vec::new();
-        let mut heap = BinaryHeap::new();
-        for (i, c) in cursors.iter_mut().enumerate() {
-            if let Some(seq) = c.peek(newest_first, &blocks, &cq, path)? {
-                heap.push((if newest_first { seq } else { u64::MAX - seq }, i));
-            }
-        }
-        while out.len() < limit {
-            let Some((_, i)) = heap.pop() else { break };
-            let c = &mut cursors[i];
-            out.push(c.pop(newest_first));
-            if let Some(seq) = c.peek(newest_first, &blocks, &cq, path)? {
-                heap.push((if newest_first { seq } else { u64::MAX - seq }, i));
-            }
+        let mut it = QueryIter {
+            _txn: txn,
+            path: path.clone(),
+            blocks,
+            cq,
+            cursors,
+            heap: BinaryHeap::new(),
+            backward: newest_first,
+            remaining: q.lines.unwrap_or(usize::MAX),
+            gathered: None,
+        };
+        for i in 0..it.cursors.len() {
+            it.push_next(i)?;
         }
         if newest_first && !q.reverse {
-            out.reverse();
+            let mut v: Vec<Entry> = it.by_ref().collect::<Result<_>>()?;
+            v.reverse();
+            it.gathered = Some(v.into_iter());
         }
-        Ok(out)
+        Ok(it)
     }
 
     /// Deletes the oldest blocks until the file fits in `max_bytes`, then compacts.
@@ -907,22 +916,52 @@ impl Store {
     }
 
     /// Compacts the file (gives freed pages back to the file system). Waits for queries
-    /// of this process to finish; returns whether anything was compacted.
+    /// of this process to finish; returns whether anything was compacted. While a reader
+    /// in another process holds a snapshot, redb refuses, and this returns `Ok(false)`:
+    /// the writer tries again when next idle.
     pub fn compact(&self) -> Result<bool> {
         let mut db = self.inner.db.write().expect("store lock poisoned");
         match &mut *db {
             Db::Rw(d) => {
                 let mut any = false;
-                while d
-                    .compact()
-                    .map_err(|e| JournalError::db(&self.inner.path, "compact", e))?
-                {
-                    any = true;
+                loop {
+                    match d.compact() {
+                        Ok(true) => any = true,
+                        Ok(false) => break,
+                        Err(redb::CompactionError::TransactionInProgress) => break,
+                        Err(e) => return Err(JournalError::db(&self.inner.path, "compact", e)),
+                    }
                 }
                 Ok(any)
             }
             Db::Ro(_) | Db::Closed => Ok(false),
         }
+    }
+
+    /// Bytes of pages in use (the rest of the file is free pages awaiting reuse);
+    /// `None` on a read-only handle.
+    pub fn allocated_bytes(&self) -> Result<Option<u64>> {
+        let db = self.inner.db.read().expect("store lock poisoned");
+        let Db::Rw(d) = &*db else { return Ok(None) };
+        let txn = d.begin_write().map_err(self.db_err("begin write"))?;
+        let st = txn.stats().map_err(self.db_err("stats"))?;
+        let bytes = st.allocated_pages() * st.page_size() as u64;
+        txn.abort().map_err(self.db_err("abort"))?;
+        Ok(Some(bytes))
+    }
+
+    /// Whether compacting is worth it: over MaxUse, or most of the file is free pages.
+    pub(crate) fn worth_compacting(&self) -> Result<bool> {
+        if self.over_limit() {
+            return Ok(true);
+        }
+        let file = std::fs::metadata(&self.inner.path)
+            .map_err(|e| JournalError::io("stat", &self.inner.path, e))?
+            .len();
+        Ok(match self.allocated_bytes()? {
+            Some(used) => file > 2 * used + 8 * 1024 * 1024,
+            None => false,
+        })
     }
 
     /// Merges runs of small adjacent blocks of each unit into larger ones, touching at
@@ -1198,14 +1237,104 @@ impl<'t> Tables<'t> {
     }
 }
 
+/// The entries of a query, read lazily from one snapshot ([`Store::query_iter`]).
+pub struct QueryIter {
+    // Keeps the snapshot alive for the tables and ranges below.
+    _txn: ReadTransaction,
+    path: PathBuf,
+    blocks: redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+    cq: CompiledQuery,
+    cursors: Vec<UnitCursor>,
+    /// (order key, cursor index): the next entry of each unit, merged by seq.
+    heap: BinaryHeap<(u64, usize)>,
+    backward: bool,
+    remaining: usize,
+    /// The newest N, gathered and turned oldest-first.
+    gathered: Option<std::vec::IntoIter<Entry>>,
+}
+
+impl QueryIter {
+    fn push_next(&mut self, i: usize) -> Result<()> {
+        let c = &mut self.cursors[i];
+        if let Some(seq) = c.peek(self.backward, &self.blocks, &self.cq, &self.path)? {
+            self.heap
+                .push((if self.backward { seq } else { u64::MAX - seq }, i));
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for QueryIter {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Result<Entry>> {
+        if let Some(g) = &mut self.gathered {
+            return g.next().map(Ok);
+        }
+        if self.remaining == 0 {
+            return None;
+        }
+        let (_, i) = self.heap.pop()?;
+        let e = self.cursors[i].pop();
+        self.remaining -= 1;
+        if let Err(err) = self.push_next(i) {
+            self.remaining = 0;
+            return Some(Err(err));
+        }
+        Some(Ok(e))
+    }
+}
+
 /// Walks one unit's blocks in a seq window, decoding lazily, yielding filtered entries.
 struct UnitCursor {
     unit: String,
     metas: redb::Range<'static, (&'static str, u64), MetaTuple>,
-    /// Decoded, filtered entries of the current block, in walking order (reversed when
-    /// walking backwards, so `pop` from the end is always next).
-    buf: Vec<Entry>,
+    /// The decompressed current block; `slots` point into it.
+    raw: Vec<u8>,
+    /// Filtered entries of the current block in reverse walking order (`pop` from the
+    /// end is always next); owned entries are only built for those popped.
+    slots: Vec<Slot>,
     done: bool,
+}
+
+/// A decoded entry whose strings are ranges of the cursor's raw block.
+struct Slot {
+    seq: u64,
+    realtime: u64,
+    monotonic: u64,
+    boot_id: u128,
+    uid: u32,
+    invocation: u128,
+    pid: Option<u32>,
+    stream: u8,
+    priority: u8,
+    flags: u8,
+    identifier: std::ops::Range<usize>,
+    message: std::ops::Range<usize>,
+}
+
+fn range_in(raw: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = part.as_ptr() as usize - raw.as_ptr() as usize;
+    start..start + part.len()
+}
+
+impl Slot {
+    fn new(raw: &[u8], r: &StoredRef<'_>) -> Slot {
+        Slot {
+            seq: r.seq,
+            realtime: r.realtime,
+            monotonic: r.monotonic,
+            boot_id: r.boot_id,
+            uid: r.uid,
+            invocation: r.invocation,
+            pid: r.pid,
+            stream: r.stream,
+            priority: r.priority,
+            flags: r.flags,
+            identifier: range_in(raw, r.identifier.as_bytes()),
+            message: range_in(raw, r.message),
+        }
+    }
 }
 
 impl UnitCursor {
@@ -1216,7 +1345,7 @@ impl UnitCursor {
         cq: &CompiledQuery,
         path: &Path,
     ) -> Result<Option<u64>> {
-        while self.buf.is_empty() && !self.done {
+        while self.slots.is_empty() && !self.done {
             let next = if backward {
                 self.metas.next_back()
             } else {
@@ -1249,31 +1378,38 @@ impl UnitCursor {
                 .get((unit, m.first_seq))
                 .map_err(|e| JournalError::db(path, "read block", e))?
                 .ok_or_else(|| corrupt(path, unit, m.first_seq, "block row missing"))?;
-            let raw = block::decompress(bytes.value())
+            self.raw = block::decompress(bytes.value())
                 .map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
-            let items = block::decode(&raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
-            // Kept in reverse walking order so the next entry is at the end.
+            let raw = &self.raw;
+            let items = block::decode(raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
+            let keep = items.iter().filter(|e| cq.matches(e)).map(|e| Slot::new(raw, e));
             if backward {
-                self.buf.extend(
-                    items
-                        .iter()
-                        .filter(|e| cq.matches(e))
-                        .map(|e| e.to_entry(unit)),
-                );
+                self.slots.extend(keep);
             } else {
-                self.buf.extend(
-                    items
-                        .iter()
-                        .rev()
-                        .filter(|e| cq.matches(e))
-                        .map(|e| e.to_entry(unit)),
-                );
+                let mut v: Vec<Slot> = keep.collect();
+                v.reverse();
+                self.slots = v;
             }
         }
-        Ok(self.buf.last().map(|e| e.seq))
+        Ok(self.slots.last().map(|e| e.seq))
     }
 
-    fn pop(&mut self, _backward: bool) -> Entry {
-        self.buf.pop().expect("peek said an entry is there")
+    fn pop(&mut self) -> Entry {
+        let s = self.slots.pop().expect("peek said an entry is there");
+        Entry {
+            seq: s.seq,
+            realtime: s.realtime,
+            monotonic: s.monotonic,
+            boot_id: s.boot_id,
+            uid: s.uid,
+            unit: self.unit.clone(),
+            invocation: s.invocation,
+            pid: s.pid,
+            stream: Stream::from_code(s.stream),
+            priority: s.priority,
+            identifier: String::from_utf8_lossy(&self.raw[s.identifier]).into_owned(),
+            message: self.raw[s.message].to_vec(),
+            flags: s.flags,
+        }
     }
 }

@@ -33,6 +33,11 @@ pub struct WriterOptions {
     pub idle_after: Duration,
     /// Capacity of the subscriber channel, in commits.
     pub subscriber_capacity: usize,
+    /// While busy, merge small blocks this often (a unit logging a few lines per commit
+    /// leaves one tiny block per commit; the writer may never be idle).
+    pub merge_interval: Duration,
+    /// Blocks one merge pass may rewrite while busy (bounds the pause of ingest).
+    pub merge_budget: usize,
 }
 
 impl Default for WriterOptions {
@@ -46,6 +51,8 @@ impl Default for WriterOptions {
             uid: None,
             idle_after: Duration::from_secs(1),
             subscriber_capacity: 1024,
+            merge_interval: Duration::from_secs(1),
+            merge_budget: 4096,
         }
     }
 }
@@ -120,6 +127,7 @@ impl Writer {
             permits: Vec::new(),
             flushers: Vec::new(),
             last_retention: Instant::now(),
+            last_merge: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -242,6 +250,7 @@ struct WriterThread {
     permits: Vec<OwnedSemaphorePermit>,
     flushers: Vec<oneshot::Sender<Result<u64, String>>>,
     last_retention: Instant,
+    last_merge: Instant,
 }
 
 impl WriterThread {
@@ -362,6 +371,14 @@ impl WriterThread {
             self.permits.clear();
             // Size is checked after every commit (a stat and a read): the file must not
             // outgrow MaxUse between checks. Age is checked twice a second.
+            if self.last_merge.elapsed() >= self.opts.merge_interval {
+                self.last_merge = Instant::now();
+                if let Err(e) = self.store.merge_small_blocks(self.opts.merge_budget) {
+                    self.status.send_replace(WriterStatus::Stalled {
+                        error: e.to_string(),
+                    });
+                }
+            }
             let age_due = self.last_retention.elapsed() >= Duration::from_millis(500);
             if self.store.options().max_use.is_some() || age_due {
                 if age_due {
@@ -391,7 +408,7 @@ impl WriterThread {
                 break;
             }
         }
-        if self.store.over_limit() {
+        if self.store.worth_compacting()? {
             r.compacted = self.store.compact()?;
         }
         Ok(r)
