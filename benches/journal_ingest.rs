@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use corral::journal::ingest::{SourceMeta, Splitter};
 use corral::journal::{Store, StoreOptions, Stream, Writer, WriterOptions};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const LINES: usize = 100_000;
 
@@ -26,7 +26,8 @@ fn meta() -> SourceMeta {
 fn input() -> Vec<u8> {
     let mut v = Vec::with_capacity(LINES * 100);
     for n in 0..LINES {
-        let mut l = format!("bench seq={n:07} lorem ipsum dolor sit amet consectetur ").into_bytes();
+        let mut l =
+            format!("bench seq={n:07} lorem ipsum dolor sit amet consectetur ").into_bytes();
         l.resize(99, b'x');
         l.push(b'\n');
         v.extend_from_slice(&l);
@@ -49,7 +50,10 @@ fn bench(c: &mut Criterion) {
             n
         })
     });
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let w = Writer::spawn(store, WriterOptions::default()).unwrap();

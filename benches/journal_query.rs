@@ -5,26 +5,33 @@
 
 use std::sync::Arc;
 
-use criterion::{Criterion, criterion_group, criterion_main};
 use corral::journal::{NewEntry, Query, Store, StoreOptions, Stream, Writer, WriterOptions};
+use criterion::{Criterion, criterion_group, criterion_main};
 
 const UNITS: usize = 50;
 const PER: usize = 20_000;
 const T0: u64 = 1_700_000_000_000_000;
 
 fn build(dir: &std::path::Path) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let store = Store::open(dir, StoreOptions::default()).unwrap();
         let w = Writer::spawn(store, WriterOptions::default()).unwrap();
-        let names: Vec<Arc<str>> = (1..=UNITS).map(|i| Arc::from(format!("unit{i:02}").as_str())).collect();
+        let names: Vec<Arc<str>> = (1..=UNITS)
+            .map(|i| Arc::from(format!("unit{i:02}").as_str()))
+            .collect();
         // 10 ms ticks of 10 lines per unit: 1000 lines/s per unit, 20 s in all.
         for tick in 0..PER / 10 {
             let mut batch = Vec::with_capacity(UNITS * 10);
             for (u, name) in names.iter().enumerate() {
                 for k in 0..10 {
                     let n = tick * 10 + k;
-                    let mut msg = format!("{name} seq={n:07} lorem ipsum dolor sit amet consectetur ").into_bytes();
+                    let mut msg =
+                        format!("{name} seq={n:07} lorem ipsum dolor sit amet consectetur ")
+                            .into_bytes();
                     msg.resize(99, b'x');
                     batch.push(NewEntry {
                         unit: name.clone(),

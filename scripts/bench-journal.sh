@@ -11,12 +11,13 @@
 #     query.sh builds journald's), then hyperfine on whole `corral journal` processes
 #     vs `journalctl -D` on journald's store built the same way.
 #
-# SKIP_JOURNALD=1 skips journald (its builds take ~30 s). Data under /tmp/corral-bench.
+# SKIP_JOURNALD=1 skips journald (its builds take ~30 s); SKIP_INGEST=1 skips part 1.
+# Data under /tmp/corral-journal-bench.
 set -euo pipefail
 RUNS=${1:-3}; N=${2:-1000000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${PEERS:-/work/shared/bench-peers}
-W=/tmp/corral-bench; mkdir -p $W; R=$W/results; mkdir -p $R
+W=/tmp/corral-journal-bench; mkdir -p $W; R=$W/results; mkdir -p $R
 G=$W/gen; [ -x $G ] || gcc -O2 -o $G $PEERS/gen.c
 (cd $ROOT && cargo build -q --release --example journal_ingest --example journal_units --bin corral)
 C=$ROOT/target/release/corral; ING=$ROOT/target/release/examples/journal_ingest
@@ -25,6 +26,7 @@ MID=$(cat /etc/machine-id); J=/var/log/journal/$MID
 now() { date +%s%N; }
 med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
+if [ "${SKIP_INGEST:-0}" != 1 ]; then
 echo "== ingest: $N lines x 100 B, $RUNS runs (median) =="
 : > $R/ingest.tsv
 for r in $(seq $RUNS); do
@@ -55,13 +57,14 @@ for p in corral cat-file s6-log journald; do
   printf "%-9s %8.3f s  %10.0f lines/s  %6.1f MB on disk  peak RSS %s kB\n" $p \
     "$(echo "$us/1000000" | bc -l)" "$(echo "$N*1000000/$us" | bc -l)" "$(echo "$bytes/1000000" | bc -l)" "$rss"
 done | tee $R/ingest.summary
+fi
 
 echo "== query: 50 units x 20000 lines, paced at 1000 lines/s each (~20 s) =="
 rm -rf $W/q; $UNITS $W/q $G 20000 1000 50 2> $W/units.err
 echo "corral build: $(cat $W/units.err); file $(stat -c %s $W/q/journal.redb) B" | tee $R/query-build.txt
 TOT=1000000; A=$((TOT/2)); B=$((TOT/2+TOT/100))
 read -r CA CB < <($C journal -D $W/q -o json | awk -v a=$A -v b=$B \
-  'NR==a||NR==b{match($0,/"__REALTIME_TIMESTAMP":"[0-9]+"/); v=substr($0,RSTART+24,RLENGTH-25); printf "%s ", v} NR==b{exit}')
+  'NR==a||NR==b{match($0,/"__REALTIME_TIMESTAMP":"[0-9]+"/); v[NR]=substr($0,RSTART+24,RLENGTH-25)} NR==b{print v[a], v[b]; exit}')
 CA="@$((CA/1000000)).$(printf %06d $((CA%1000000)))"; CB="@$((CB/1000000)).$(printf %06d $((CB%1000000)))"
 echo "corral window [$CA, $CB]: all $($C journal -D $W/q -S $CA -U $CB | wc -l) lines, unit07 $($C journal -D $W/q -u unit07 -S $CA -U $CB | wc -l)" | tee -a $R/query-build.txt
 HF="hyperfine -N --warmup 3 --runs 30 --style basic"

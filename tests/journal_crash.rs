@@ -17,7 +17,11 @@ const BATCH: u64 = 1000;
 
 fn entry(n: u64) -> NewEntry {
     NewEntry {
-        unit: Arc::from(if n % 3 == 0 { "flood-a" } else { "flood-b" }),
+        unit: Arc::from(if n.is_multiple_of(3) {
+            "flood-a"
+        } else {
+            "flood-b"
+        }),
         invocation: 1,
         pid: Some(n as u32),
         stream: Stream::Stdout,
@@ -49,7 +53,7 @@ fn flood(dir: &str) {
             let batch: Vec<_> = (n..(n + BATCH).min(TOTAL)).map(entry).collect();
             n += batch.len() as u64;
             w.append_batch(batch).await.unwrap();
-            if (n / BATCH) % 10 == 0 {
+            if (n / BATCH).is_multiple_of(10) {
                 let next = w.flush().await.unwrap();
                 println!("acked {}", next - 1);
             }

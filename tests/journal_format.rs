@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use corral::journal::output::{Format, OutputOptions, write_entry};
-use corral::journal::{
-    NewEntry, Query, Store, StoreOptions, Stream, Writer, WriterOptions, flags,
-};
+use corral::journal::{NewEntry, Query, Store, StoreOptions, Stream, Writer, WriterOptions, flags};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 const BOOT: u128 = 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef;
@@ -25,7 +25,11 @@ fn e(i: u64, unit: &str, inv: u128, msg: &[u8]) -> NewEntry {
         unit: Arc::from(unit),
         invocation: inv,
         pid: Some(100 + i as u32),
-        stream: if i % 2 == 0 { Stream::Stdout } else { Stream::Stderr },
+        stream: if i.is_multiple_of(2) {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        },
         priority: (i % 8) as u8,
         identifier: Arc::from(unit.trim_end_matches(".service")),
         message: msg.to_vec(),
@@ -71,9 +75,13 @@ async fn regenerate(path: &Path) {
     w.flush().await.unwrap();
     // Trickle logging, then a merge: the fixture holds merged blocks too.
     for k in 0..20 {
-        w.append(next("trickle.service", 0xc1 + (k / 10) as u128, format!("tick {k}").as_bytes()))
-            .await
-            .unwrap();
+        w.append(next(
+            "trickle.service",
+            0xc1 + (k / 10) as u128,
+            format!("tick {k}").as_bytes(),
+        ))
+        .await
+        .unwrap();
         w.flush().await.unwrap();
     }
     w.maintain().await.unwrap();
@@ -110,7 +118,10 @@ async fn format_v1_fixture_still_opens_reads_and_appends() {
     let all = store.query(&Query::default()).unwrap();
     assert_eq!(all.len(), 26);
     assert_eq!(store.block_count("trickle.service").unwrap(), 1);
-    assert_eq!(store.latest_invocation("trickle.service").unwrap(), Some(0xc2));
+    assert_eq!(
+        store.latest_invocation("trickle.service").unwrap(),
+        Some(0xc2)
+    );
     let q = Query {
         units: vec!["db.service".into()],
         ..Default::default()
@@ -135,7 +146,9 @@ async fn format_v1_fixture_still_opens_reads_and_appends() {
     std::fs::copy(&path, &copy).unwrap();
     let store = Store::open(&copy, StoreOptions::default()).unwrap();
     let w = Writer::spawn(store.clone(), WriterOptions::default()).unwrap();
-    w.append(e(99, "web.service", 0xa2, b"after upgrade")).await.unwrap();
+    w.append(e(99, "web.service", 0xa2, b"after upgrade"))
+        .await
+        .unwrap();
     w.flush().await.unwrap();
     let last = store
         .query(&Query {

@@ -223,6 +223,8 @@ fn run_inner(args: &JournalArgs) -> Result<(), CliError> {
     );
     opts.fields = args.output_fields.clone();
     opts.color = tty && std::env::var_os("NO_COLOR").is_none();
+    // Where following starts when nothing matched yet.
+    let follow_from = store.next_seq()?;
     let mut failed = None;
     let entries = store.query_iter(&query)?.map_while(|r| match r {
         Ok(e) => Some(e),
@@ -251,13 +253,11 @@ fn run_inner(args: &JournalArgs) -> Result<(), CliError> {
     if shown == 0 && !args.quiet && !args.follow && is_short(opts.format) {
         println!("-- No entries --");
     }
-    if args.show_cursor {
-        if let Some(e) = &last {
-            println!("-- cursor: {}", e.cursor(store.store_id()));
-        }
+    if let (true, Some(e)) = (args.show_cursor, &last) {
+        println!("-- cursor: {}", e.cursor(store.store_id()));
     }
     if args.follow {
-        follow(&store, query, last, &opts)?;
+        follow(&store, query, last, follow_from, &opts)?;
     }
     Ok(())
 }
@@ -390,6 +390,7 @@ fn follow(
     store: &Store,
     mut query: Query,
     mut last: Option<Entry>,
+    from_seq: u64,
     opts: &OutputOptions,
 ) -> Result<(), CliError> {
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -400,6 +401,10 @@ fn follow(
         .map_err(|e| JournalError::io("watch", &path, e.into()))?;
     query.lines = None;
     query.reverse = false;
+    if last.is_none() {
+        query.after_cursor = None;
+        query.cursor = Some(format!("i={from_seq:x}"));
+    }
     let stdout = io::stdout();
     loop {
         if let Some(e) = &last {

@@ -182,6 +182,15 @@ fn push_varint(v: &mut Vec<u8>, mut n: u64) {
 
 /// Decompresses a block value into its raw postcard bytes.
 pub fn decompress(block: &[u8]) -> Result<Vec<u8>, String> {
+    let mut d = zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?;
+    decompress_with(&mut d, block)
+}
+
+/// Like [`decompress`], reusing a zstd context (a query reads many blocks).
+pub fn decompress_with(
+    d: &mut zstd::bulk::Decompressor<'static>,
+    block: &[u8],
+) -> Result<Vec<u8>, String> {
     if block.len() < HEADER_LEN {
         return Err(format!(
             "block of {} bytes is shorter than its header",
@@ -192,7 +201,9 @@ pub fn decompress(block: &[u8]) -> Result<Vec<u8>, String> {
         return Err(format!("unknown block codec {}", block[0]));
     }
     let raw_len = u32::from_le_bytes(block[1..5].try_into().expect("4 bytes")) as usize;
-    let raw = zstd::bulk::decompress(&block[HEADER_LEN..], raw_len).map_err(|e| e.to_string())?;
+    let raw = d
+        .decompress(&block[HEADER_LEN..], raw_len)
+        .map_err(|e| e.to_string())?;
     if raw.len() != raw_len {
         return Err(format!(
             "block decompressed to {} bytes, header says {raw_len}",

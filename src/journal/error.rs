@@ -23,9 +23,9 @@ pub enum JournalError {
         path: PathBuf,
         /// The operation that failed.
         what: &'static str,
-        /// redb's error.
+        /// redb's error (boxed: it is large, and errors are rare).
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     /// The store is open for writing by another process that does not share it (or the
     /// manager holds it in a mode that excludes readers).
@@ -103,7 +103,7 @@ impl JournalError {
             source => JournalError::Db {
                 path: path.to_owned(),
                 what,
-                source,
+                source: Box::new(source),
             },
         }
     }

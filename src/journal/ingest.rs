@@ -161,6 +161,8 @@ pub struct Splitter {
     continuing: bool,
     /// Entries dropped by the rate limit so far.
     pub suppressed: u64,
+    /// (realtime, monotonic) of the current read.
+    now: (u64, u64),
 }
 
 impl Splitter {
@@ -171,11 +173,14 @@ impl Splitter {
             partial: Vec::new(),
             continuing: false,
             suppressed: 0,
+            now: (0, 0),
         }
     }
 
-    /// Feeds bytes; returns the complete entries they finish.
+    /// Feeds bytes; returns the complete entries they finish, stamped with the time
+    /// they were read (not the time the writer gets to them, which a stall may delay).
     pub fn push(&mut self, mut data: &[u8]) -> Vec<NewEntry> {
+        self.now = (super::realtime_now(), super::monotonic_now());
         let mut out = Vec::with_capacity(data.len() / 64 + 1);
         while !data.is_empty() {
             match memchr::memchr(b'\n', data) {
@@ -202,6 +207,7 @@ impl Splitter {
 
     /// Ends the stream: emits an unterminated last line and any pending "suppressed" notice.
     pub fn finish(&mut self) -> Vec<NewEntry> {
+        self.now = (super::realtime_now(), super::monotonic_now());
         let mut out = Vec::new();
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
@@ -260,8 +266,8 @@ impl Splitter {
             identifier: self.meta.identifier.clone(),
             message: msg.to_vec(),
             flags: f,
-            realtime: None,
-            monotonic: None,
+            realtime: Some(self.now.0),
+            monotonic: Some(self.now.1),
         });
     }
 
@@ -272,6 +278,8 @@ impl Splitter {
             format!("Suppressed {n} messages from {}", self.meta.unit),
         );
         e.priority = 4;
+        e.realtime = Some(self.now.0);
+        e.monotonic = Some(self.now.1);
         e
     }
 }

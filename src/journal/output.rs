@@ -76,6 +76,9 @@ pub struct OutputOptions {
     pub hostname: String,
     /// The store's id (part of cursors).
     pub store_id: u128,
+    /// The last formatted (format, second) and its text: consecutive entries mostly
+    /// share their second, and strftime-style formatting costs more than the rest.
+    time_cache: std::cell::RefCell<Option<(Format, i64, String)>>,
 }
 
 impl OutputOptions {
@@ -87,6 +90,7 @@ impl OutputOptions {
             color: false,
             hostname: hostname(),
             store_id,
+            time_cache: std::cell::RefCell::new(None),
         }
     }
 }
@@ -163,14 +167,32 @@ pub fn write_entry(w: &mut dyn Write, e: &Entry, opts: &OutputOptions) -> io::Re
     match opts.format {
         Format::Short | Format::ShortIso | Format::ShortPrecise | Format::ShortMonotonic => {
             let t = match opts.format {
-                Format::Short => local(e.realtime).format("%b %d %H:%M:%S").to_string(),
-                Format::ShortIso => local(e.realtime).format("%Y-%m-%dT%H:%M:%S%z").to_string(),
-                Format::ShortPrecise => local(e.realtime).format("%b %d %H:%M:%S%.6f").to_string(),
-                _ => format!(
+                Format::ShortMonotonic => format!(
                     "[{:>5}.{:06}]",
                     e.monotonic / 1_000_000,
                     e.monotonic % 1_000_000
                 ),
+                f => {
+                    let sec = (e.realtime / 1_000_000) as i64;
+                    let mut cache = opts.time_cache.borrow_mut();
+                    let text = match &*cache {
+                        Some((cf, cs, text)) if *cf == f && *cs == sec => text.clone(),
+                        _ => {
+                            let fmt = match f {
+                                Format::ShortIso => "%Y-%m-%dT%H:%M:%S%z",
+                                _ => "%b %d %H:%M:%S",
+                            };
+                            let text = local(e.realtime).format(fmt).to_string();
+                            *cache = Some((f, sec, text.clone()));
+                            text
+                        }
+                    };
+                    if f == Format::ShortPrecise {
+                        format!("{text}.{:06}", e.realtime % 1_000_000)
+                    } else {
+                        text
+                    }
+                }
             };
             let ident = if e.identifier.is_empty() {
                 &e.unit

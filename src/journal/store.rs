@@ -21,19 +21,20 @@ pub const FORMAT_VERSION: u64 = 1;
 /// The store file's name inside a journal directory.
 pub const FILE_NAME: &str = "journal.redb";
 /// A block holds at most this many entries, so that "last 100" decodes little.
-pub const MAX_BLOCK_ENTRIES: usize = 1024;
+pub const MAX_BLOCK_ENTRIES: usize = 256;
 /// A block holds at most about this many raw (uncompressed) bytes.
-pub const MAX_BLOCK_RAW: usize = 256 * 1024;
+pub const MAX_BLOCK_RAW: usize = 64 * 1024;
 /// Blocks with fewer entries than this are merged with their small neighbours.
-pub const SMALL_BLOCK_ENTRIES: u32 = 256;
+pub const SMALL_BLOCK_ENTRIES: u32 = 64;
 
 /// Scalar facts about the store: format_version, next_seq, store_id_lo/hi, stored_bytes, entries.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// (unit, first_seq) -> block value (codec byte, raw length, zstd(postcard entries)).
 const BLOCKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("blocks");
-/// (unit, first_seq) -> (last_seq, min_rt, max_rt, watermark, count, raw_len, stored_len).
-const BLOCK_META: TableDefinition<(&str, u64), (u64, u64, u64, u64, u32, u32, u32)> =
-    TableDefinition::new("block_meta");
+/// (last_seq, min_rt, max_rt, watermark, count, raw_len, stored_len) of a block.
+type MetaTuple = (u64, u64, u64, u64, u32, u32, u32);
+/// (unit, first_seq) -> [`MetaTuple`].
+const BLOCK_META: TableDefinition<(&str, u64), MetaTuple> = TableDefinition::new("block_meta");
 /// (unit, watermark, first_seq) -> (): the watermark is the largest realtime of the unit up
 /// to and including the block, so it is monotone in first_seq and seekable by time.
 const WATERMARK: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("watermark");
@@ -207,8 +208,6 @@ struct BlockMeta {
     raw_len: u32,
     stored_len: u32,
 }
-
-type MetaTuple = (u64, u64, u64, u64, u32, u32, u32);
 
 impl BlockMeta {
     fn from_tuple(first_seq: u64, t: MetaTuple) -> BlockMeta {
@@ -692,14 +691,13 @@ impl Store {
         for (unit, lo, hi) in units {
             // First block: the one holding `lo`, or the first whose watermark reaches `since`.
             let mut start = 0u64;
-            if lo > 0 {
-                if let Some(r) = bmeta
+            if lo > 0
+                && let Some(r) = bmeta
                     .range((unit.as_str(), 0u64)..=(unit.as_str(), lo))
                     .map_err(self.db_err("read block_meta"))?
                     .next_back()
-                {
-                    start = r.map_err(self.db_err("read block_meta"))?.0.value().1;
-                }
+            {
+                start = r.map_err(self.db_err("read block_meta"))?.0.value().1;
             }
             if let Some(since) = cq.since {
                 match wmt
@@ -715,17 +713,16 @@ impl Store {
             }
             // Last block: the first whose watermark passes `until` (it may hold earlier entries).
             let mut end = hi;
-            if let Some(until) = cq.until {
-                if let Some(r) = wmt
+            if let Some(until) = cq.until
+                && let Some(r) = wmt
                     .range(
                         (unit.as_str(), until.saturating_add(1), 0u64)
                             ..=(unit.as_str(), u64::MAX, u64::MAX),
                     )
                     .map_err(self.db_err("read watermark"))?
                     .next()
-                {
-                    end = end.min(r.map_err(self.db_err("read watermark"))?.0.value().2);
-                }
+            {
+                end = end.min(r.map_err(self.db_err("read watermark"))?.0.value().2);
             }
             if start > end {
                 continue;
@@ -738,17 +735,21 @@ impl Store {
                 metas: range,
                 raw: Vec::new(),
                 slots: Vec::new(),
+                next_meta: None,
+                backward: newest_first,
                 done: false,
             });
         }
 
         let mut it = QueryIter {
             _txn: txn,
-            path: path.clone(),
+            path: path.to_owned(),
             blocks,
             cq,
             cursors,
             heap: BinaryHeap::new(),
+            zstd: zstd::bulk::Decompressor::new()
+                .map_err(|e| JournalError::io("create zstd context for", path, e))?,
             backward: newest_first,
             remaining: q.lines.unwrap_or(usize::MAX),
             gathered: None,
@@ -1245,8 +1246,12 @@ pub struct QueryIter {
     blocks: redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
     cq: CompiledQuery,
     cursors: Vec<UnitCursor>,
-    /// (order key, cursor index): the next entry of each unit, merged by seq.
-    heap: BinaryHeap<(u64, usize)>,
+    /// (order key, cursor index, decoded): per unit, the seq of its next entry, or
+    /// while its next block is not decoded yet, the bound its metadata gives (last_seq
+    /// walking backwards, first_seq forwards). A block is decoded only when its bound
+    /// comes to the top, so units that cannot contribute are never decompressed.
+    heap: BinaryHeap<(u64, usize, bool)>,
+    zstd: zstd::bulk::Decompressor<'static>,
     backward: bool,
     remaining: usize,
     /// The newest N, gathered and turned oldest-first.
@@ -1254,13 +1259,35 @@ pub struct QueryIter {
 }
 
 impl QueryIter {
+    fn key(&self, seq: u64) -> u64 {
+        if self.backward { seq } else { u64::MAX - seq }
+    }
+
+    /// Puts cursor `i` back on the heap by its next entry or its next block's bound.
     fn push_next(&mut self, i: usize) -> Result<()> {
+        let backward = self.backward;
         let c = &mut self.cursors[i];
-        if let Some(seq) = c.peek(self.backward, &self.blocks, &self.cq, &self.path)? {
-            self.heap
-                .push((if self.backward { seq } else { u64::MAX - seq }, i));
+        if let Some(seq) = c.head() {
+            let k = self.key(seq);
+            self.heap.push((k, i, true));
+        } else if let Some(bound) = c.next_bound(backward, &self.cq, &self.path)? {
+            let k = self.key(bound);
+            self.heap.push((k, i, false));
         }
         Ok(())
+    }
+
+    fn step(&mut self) -> Result<Option<Entry>> {
+        while let Some((_, i, decoded)) = self.heap.pop() {
+            if decoded {
+                let e = self.cursors[i].pop();
+                self.push_next(i)?;
+                return Ok(Some(e));
+            }
+            self.cursors[i].load(&self.blocks, &self.cq, &self.path, &mut self.zstd)?;
+            self.push_next(i)?;
+        }
+        Ok(None)
     }
 }
 
@@ -1274,14 +1301,17 @@ impl Iterator for QueryIter {
         if self.remaining == 0 {
             return None;
         }
-        let (_, i) = self.heap.pop()?;
-        let e = self.cursors[i].pop();
-        self.remaining -= 1;
-        if let Err(err) = self.push_next(i) {
-            self.remaining = 0;
-            return Some(Err(err));
+        match self.step() {
+            Ok(Some(e)) => {
+                self.remaining -= 1;
+                Some(Ok(e))
+            }
+            Ok(None) => None,
+            Err(err) => {
+                self.remaining = 0;
+                Some(Err(err))
+            }
         }
-        Some(Ok(e))
     }
 }
 
@@ -1294,6 +1324,9 @@ struct UnitCursor {
     /// Filtered entries of the current block in reverse walking order (`pop` from the
     /// end is always next); owned entries are only built for those popped.
     slots: Vec<Slot>,
+    /// The next block to decode, found from metadata.
+    next_meta: Option<BlockMeta>,
+    backward: bool,
     done: bool,
 }
 
@@ -1338,14 +1371,20 @@ impl Slot {
 }
 
 impl UnitCursor {
-    fn peek(
+    /// The seq of the next decoded entry, if any.
+    fn head(&self) -> Option<u64> {
+        self.slots.last().map(|e| e.seq)
+    }
+
+    /// Finds the next block that may hold matches (metadata only) and returns its bound.
+    fn next_bound(
         &mut self,
         backward: bool,
-        blocks: &redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
         cq: &CompiledQuery,
         path: &Path,
     ) -> Result<Option<u64>> {
-        while self.slots.is_empty() && !self.done {
+        self.backward = backward;
+        while self.next_meta.is_none() && !self.done {
             let next = if backward {
                 self.metas.next_back()
             } else {
@@ -1360,38 +1399,53 @@ impl UnitCursor {
             if m.last_seq < cq.min_seq || m.first_seq > cq.max_seq {
                 continue;
             }
-            if let Some(since) = cq.since {
-                if m.max_rt < since {
-                    continue;
+            if cq.since.is_some_and(|since| m.max_rt < since) {
+                continue;
+            }
+            if cq.until.is_some_and(|until| m.min_rt > until) {
+                if !backward {
+                    self.done = true;
                 }
+                continue;
             }
-            if let Some(until) = cq.until {
-                if m.min_rt > until {
-                    if !backward {
-                        self.done = true;
-                    }
-                    continue;
-                }
-            }
-            let unit = self.unit.as_str();
-            let bytes = blocks
-                .get((unit, m.first_seq))
-                .map_err(|e| JournalError::db(path, "read block", e))?
-                .ok_or_else(|| corrupt(path, unit, m.first_seq, "block row missing"))?;
-            self.raw = block::decompress(bytes.value())
-                .map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
-            let raw = &self.raw;
-            let items = block::decode(raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
-            let keep = items.iter().filter(|e| cq.matches(e)).map(|e| Slot::new(raw, e));
-            if backward {
-                self.slots.extend(keep);
-            } else {
-                let mut v: Vec<Slot> = keep.collect();
-                v.reverse();
-                self.slots = v;
-            }
+            self.next_meta = Some(m);
         }
-        Ok(self.slots.last().map(|e| e.seq))
+        Ok(self
+            .next_meta
+            .map(|m| if backward { m.last_seq } else { m.first_seq }))
+    }
+
+    /// Decodes the block found by [`Self::next_bound`], keeping the matching entries.
+    fn load(
+        &mut self,
+        blocks: &redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+        cq: &CompiledQuery,
+        path: &Path,
+        zstd: &mut zstd::bulk::Decompressor<'static>,
+    ) -> Result<()> {
+        let Some(m) = self.next_meta.take() else {
+            return Ok(());
+        };
+        let unit = self.unit.as_str();
+        let bytes = blocks
+            .get((unit, m.first_seq))
+            .map_err(|e| JournalError::db(path, "read block", e))?
+            .ok_or_else(|| corrupt(path, unit, m.first_seq, "block row missing"))?;
+        self.raw = block::decompress_with(zstd, bytes.value())
+            .map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
+        let raw = &self.raw;
+        let items = block::decode(raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
+        let keep = items
+            .iter()
+            .filter(|e| cq.matches(e))
+            .map(|e| Slot::new(raw, e));
+        // Kept in reverse walking order, so the next entry is always at the end.
+        self.slots.clear();
+        self.slots.extend(keep);
+        if !self.backward {
+            self.slots.reverse();
+        }
+        Ok(())
     }
 
     fn pop(&mut self) -> Entry {

@@ -260,6 +260,12 @@ impl WriterThread {
         loop {
             let timeout = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()),
+                // Idle work done: sleep until something arrives, or until entries may
+                // have aged past MaxRetentionSec.
+                None if idle_done => match self.store.options().max_retention {
+                    Some(_) => Duration::from_secs(60),
+                    None => Duration::from_secs(24 * 3600),
+                },
                 None => self.opts.idle_after,
             };
             let mut shutdown = None;
@@ -273,9 +279,13 @@ impl WriterThread {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.pending.is_empty() && !idle_done {
+                    if self.pending.is_empty() {
                         // Idle: the time to merge trickle blocks and enforce limits.
-                        let _ = self.maintain();
+                        if let Err(e) = self.maintain() {
+                            self.status.send_replace(WriterStatus::Stalled {
+                                error: e.to_string(),
+                            });
+                        }
                         idle_done = true;
                     }
                 }
@@ -352,10 +362,8 @@ impl WriterThread {
                         backoff = (backoff * 2).min(Duration::from_secs(1));
                         let _ = self.store.reopen();
                         // A commit that failed late may still have landed: never write it twice.
-                        if let Ok(n) = self.store.next_seq() {
-                            if n > self.pending[0].seq {
-                                break;
-                            }
+                        if self.store.next_seq().is_ok_and(|n| n > self.pending[0].seq) {
+                            break;
                         }
                     }
                 }
