@@ -463,3 +463,35 @@ async fn read_only_open_beside_the_writer_sees_commits() {
         assert_eq!(msgs(&got), vec![format!("n{i}")]);
     }
 }
+
+#[tokio::test]
+async fn regression_invocation_filter_inside_a_merged_block() {
+    // Two invocations' entries merged into one block: each query must still see only its own.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    for inv in [1u128, 2] {
+        for i in 0..3 {
+            let mut e = ne("svc", &format!("inv{inv} {i}"));
+            e.invocation = inv;
+            w.append(e).await.unwrap();
+            w.flush().await.unwrap();
+        }
+    }
+    w.maintain().await.unwrap();
+    assert_eq!(store.block_count("svc").unwrap(), 1);
+    let one = store
+        .query(&Query {
+            invocation: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(msgs(&one), vec!["inv1 0", "inv1 1", "inv1 2"]);
+    let latest = store
+        .query(&Query {
+            latest_invocation: true,
+            lines: Some(10),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(msgs(&latest), vec!["inv2 0", "inv2 1", "inv2 2"]);
+}

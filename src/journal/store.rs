@@ -732,6 +732,8 @@ impl Store {
                 .map_err(self.db_err("read block_meta"))?;
             cursors.push(UnitCursor {
                 unit,
+                lo,
+                hi,
                 metas: range,
                 raw: Vec::new(),
                 slots: Vec::new(),
@@ -1318,6 +1320,9 @@ impl Iterator for QueryIter {
 /// Walks one unit's blocks in a seq window, decoding lazily, yielding filtered entries.
 struct UnitCursor {
     unit: String,
+    /// This unit's seq window (cursors, invocation): blocks may reach past it.
+    lo: u64,
+    hi: u64,
     metas: redb::Range<'static, (&'static str, u64), MetaTuple>,
     /// The decompressed current block; `slots` point into it.
     raw: Vec<u8>,
@@ -1396,7 +1401,7 @@ impl UnitCursor {
             };
             let (k, v) = r.map_err(|e| JournalError::db(path, "read block_meta", e))?;
             let m = BlockMeta::from_tuple(k.value().1, v.value());
-            if m.last_seq < cq.min_seq || m.first_seq > cq.max_seq {
+            if m.last_seq < self.lo || m.first_seq > self.hi {
                 continue;
             }
             if cq.since.is_some_and(|since| m.max_rt < since) {
@@ -1435,9 +1440,10 @@ impl UnitCursor {
             .map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
         let raw = &self.raw;
         let items = block::decode(raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
+        let (lo, hi) = (self.lo, self.hi);
         let keep = items
             .iter()
-            .filter(|e| cq.matches(e))
+            .filter(|e| e.seq >= lo && e.seq <= hi && cq.matches(e))
             .map(|e| Slot::new(raw, e));
         // Kept in reverse walking order, so the next entry is always at the end.
         self.slots.clear();
