@@ -495,3 +495,29 @@ async fn regression_invocation_filter_inside_a_merged_block() {
         .unwrap();
     assert_eq!(msgs(&latest), vec!["inv2 0", "inv2 1", "inv2 2"]);
 }
+
+#[tokio::test]
+async fn retention_by_age_in_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open_with(
+        dir.path(),
+        StoreOptions {
+            max_retention: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        },
+        WriterOptions::default(),
+    );
+    let now = corral::journal::realtime_now();
+    let mut old = ne("u", "two hours old");
+    old.realtime = Some(now - 2 * 3_600_000_000);
+    w.append(old).await.unwrap();
+    w.flush().await.unwrap();
+    w.append(ne("u", "fresh")).await.unwrap();
+    w.flush().await.unwrap();
+    let r = w.maintain().await.unwrap();
+    assert_eq!(r.removed_entries, 1);
+    assert_eq!(
+        msgs(&store.query_async(Query::default()).await.unwrap()),
+        vec!["fresh"]
+    );
+}

@@ -367,6 +367,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn queries_travel_as_postcard() {
+        let q = Query {
+            units: vec!["a*".into()],
+            since: Some(1),
+            until: Some(2),
+            priority: Some((0, 3)),
+            grep: Some("x".into()),
+            invocation: Some(u128::MAX),
+            latest_invocation: true,
+            stream: Some(Stream::Stderr),
+            cursor: Some("i=1".into()),
+            after_cursor: None,
+            lines: Some(10),
+            reverse: true,
+        };
+        let bytes = postcard::to_allocvec(&q).unwrap();
+        assert_eq!(postcard::from_bytes::<Query>(&bytes).unwrap(), q);
+    }
+
+    #[test]
     fn globs() {
         assert!(Glob::new("memcached@*").matches("memcached@11212"));
         assert!(!Glob::new("memcached@*").matches("memcache"));

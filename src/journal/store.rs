@@ -612,6 +612,21 @@ impl Store {
         self.query_iter(q)?.collect()
     }
 
+    /// [`Self::query`] from async code: redb reads block, so it runs on tokio's
+    /// blocking pool.
+    pub async fn query_async(&self, q: Query) -> Result<Vec<Entry>> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.query(&q))
+            .await
+            .map_err(|e| {
+                JournalError::io(
+                    "run query on",
+                    &self.inner.path,
+                    std::io::Error::other(e.to_string()),
+                )
+            })?
+    }
+
     /// Like [`Self::query`], streaming: blocks are read and decoded as the iterator
     /// advances, on one snapshot of the store. With `lines` and without `reverse` the
     /// newest N are gathered first (they are printed oldest first).
