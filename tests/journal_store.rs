@@ -1,8 +1,8 @@
 //! The store and writer on a real redb file: fields, order, indexes, queries,
 //! follow, merging, retention, read-only access beside the writer.
 
-#[path = "journal_common.rs"]
-mod common;
+mod journal_common;
+use journal_common as common;
 
 use std::time::{Duration, Instant};
 
