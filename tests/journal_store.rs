@@ -521,3 +521,53 @@ async fn retention_by_age_in_the_writer() {
         vec!["fresh"]
     );
 }
+
+#[tokio::test]
+async fn follow_in_the_manager_has_no_gap_even_when_lagging() {
+    let dir = tempfile::tempdir().unwrap();
+    // A one-commit broadcast buffer: the follower below is sure to lag.
+    let (_store, w) = open_with(
+        dir.path(),
+        StoreOptions::default(),
+        WriterOptions {
+            subscriber_capacity: 1,
+            ..Default::default()
+        },
+    );
+    for i in 0..5 {
+        w.append(ne("f", &format!("old {i}"))).await.unwrap();
+    }
+    w.flush().await.unwrap();
+    let q = Query {
+        units: vec!["f".into()],
+        lines: Some(2),
+        ..Default::default()
+    };
+    let mut rx = corral::journal::follow::follow(w.clone(), q).await.unwrap();
+    // 50 commits while nobody reads: the subscription lags and must catch up from the store.
+    for i in 0..50 {
+        w.append(ne("other", "noise")).await.unwrap();
+        w.append(ne("f", &format!("new {i}"))).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 52 {
+        let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("followed entries arrive")
+            .unwrap()
+            .unwrap();
+        got.push(String::from_utf8(e.message).unwrap());
+    }
+    let mut want = vec!["old 3".to_string(), "old 4".to_string()];
+    want.extend((0..50).map(|i| format!("new {i}")));
+    assert_eq!(got, want);
+    // And live ones keep coming.
+    w.append(ne("f", "live")).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.message, b"live");
+}
