@@ -571,3 +571,28 @@ async fn follow_in_the_manager_has_no_gap_even_when_lagging() {
         .unwrap();
     assert_eq!(e.message, b"live");
 }
+
+#[tokio::test]
+async fn the_writer_merges_trickle_blocks_while_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    // A merge pass after every commit, and never idle: only the busy path merges.
+    let (store, w) = open_with(
+        dir.path(),
+        StoreOptions::default(),
+        WriterOptions {
+            merge_interval: Duration::ZERO,
+            idle_after: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    );
+    for i in 0..100 {
+        w.append(ne("trickle", &format!("t{i}"))).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    let blocks = store.block_count("trickle").unwrap();
+    assert!(blocks <= 3, "{blocks} blocks for 100 one-line commits");
+    assert_eq!(
+        msgs(&store.query(&Query::default()).unwrap()),
+        (0..100).map(|i| format!("t{i}")).collect::<Vec<_>>()
+    );
+}
