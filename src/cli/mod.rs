@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod journal;
 pub mod verify;
 
 /// Exit codes shared by every verb, as systemctl and journalctl use them.
@@ -35,6 +36,8 @@ pub struct Cli {
 pub enum Command {
     /// Check unit files, drop-ins and runit service directories (no manager needed).
     Verify(verify::VerifyArgs),
+    /// Show what the services printed (journalctl's flags).
+    Journal(journal::JournalArgs),
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
@@ -42,5 +45,6 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Verify(args) => ExitCode::from(verify::run(&args)),
+        Command::Journal(args) => journal::run(args),
     }
 }
