@@ -47,7 +47,10 @@ async fn round_trip() {
     })
     .await
     .unwrap();
-    assert_eq!(answer, Resp::Echoed("hi".into(), nix::unistd::geteuid().as_raw()));
+    assert_eq!(
+        answer,
+        Resp::Echoed("hi".into(), nix::unistd::geteuid().as_raw())
+    );
     tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }

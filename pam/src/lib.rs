@@ -60,7 +60,9 @@ impl Args {
                 parsed.socket = PathBuf::from(path);
             } else if let Some(secs) = arg.strip_prefix("timeout=") {
                 match secs.parse::<f64>() {
-                    Ok(s) if s > 0.0 && s.is_finite() => parsed.timeout = Duration::from_secs_f64(s),
+                    Ok(s) if s > 0.0 && s.is_finite() => {
+                        parsed.timeout = Duration::from_secs_f64(s)
+                    }
                     _ => unknown.push(arg.to_owned()),
                 }
             } else {
@@ -88,15 +90,24 @@ impl Pam {
             return None;
         }
         // SAFETY: non-null, NUL-terminated, owned by libpam for the call.
-        Some(unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned())
+        Some(
+            unsafe { CStr::from_ptr(ptr) }
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 
     fn putenv(&self, name: &str, value: &str) {
-        let Ok(pair) = CString::new(format!("{name}={value}")) else { return };
+        let Ok(pair) = CString::new(format!("{name}={value}")) else {
+            return;
+        };
         // SAFETY: libpam copies the string.
         let rc = unsafe { pam_sys::raw::pam_putenv(self.0, pair.as_ptr()) };
         if rc != PAM_SUCCESS {
-            self.log(LOG_ERR, &format!("pam_corral: pam_putenv {name} failed ({rc})"));
+            self.log(
+                LOG_ERR,
+                &format!("pam_corral: pam_putenv {name} failed ({rc})"),
+            );
         }
     }
 
@@ -125,7 +136,11 @@ fn args_of(argc: c_int, argv: *const *const c_char) -> Vec<String> {
         .filter_map(|i| {
             // SAFETY: libpam passes argc valid NUL-terminated strings.
             let ptr = unsafe { *argv.add(i) };
-            (!ptr.is_null()).then(|| unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned())
+            (!ptr.is_null()).then(|| {
+                unsafe { CStr::from_ptr(ptr) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
         })
         .collect()
 }
@@ -134,27 +149,41 @@ fn setup(pam: &Pam, argc: c_int, argv: *const *const c_char) -> Option<(Args, u3
     let raw = args_of(argc, argv);
     let (args, unknown) = Args::parse(raw.iter().map(String::as_str));
     for arg in unknown {
-        pam.log(LOG_ERR, &format!("pam_corral: ignoring unknown argument {arg:?}"));
+        pam.log(
+            LOG_ERR,
+            &format!("pam_corral: ignoring unknown argument {arg:?}"),
+        );
     }
     let Some(name) = pam.user() else {
-        pam.log(LOG_ERR, "pam_corral: no user name in the PAM handle; session not registered");
+        pam.log(
+            LOG_ERR,
+            "pam_corral: no user name in the PAM handle; session not registered",
+        );
         return None;
     };
     match nix::unistd::User::from_name(&name) {
         Ok(Some(user)) => Some((args, user.uid.as_raw())),
         Ok(None) => {
-            pam.log(LOG_ERR, &format!("pam_corral: user {name:?} not in the user database"));
+            pam.log(
+                LOG_ERR,
+                &format!("pam_corral: user {name:?} not in the user database"),
+            );
             None
         }
         Err(e) => {
-            pam.log(LOG_ERR, &format!("pam_corral: looking up user {name:?}: {e}"));
+            pam.log(
+                LOG_ERR,
+                &format!("pam_corral: looking up user {name:?}: {e}"),
+            );
             None
         }
     }
 }
 
 fn open_session(pam: &Pam, argc: c_int, argv: *const *const c_char) {
-    let Some((args, uid)) = setup(pam, argc, argv) else { return };
+    let Some((args, uid)) = setup(pam, argc, argv) else {
+        return;
+    };
     let request = SystemRequest::Login { uid, wait: true };
     let mut sent = false;
     let reply = wire::call(&args.socket, args.timeout, &request, &mut sent);
@@ -164,16 +193,25 @@ fn open_session(pam: &Pam, argc: c_int, argv: *const *const c_char) {
     let runtime_dir = match reply {
         Ok(SystemResponse::LoggedIn { runtime_dir, .. }) => runtime_dir,
         Ok(SystemResponse::Error { message, .. }) => {
-            pam.log(LOG_ERR, &format!("pam_corral: login of uid {uid}: {message}"));
+            pam.log(
+                LOG_ERR,
+                &format!("pam_corral: login of uid {uid}: {message}"),
+            );
             return;
         }
         Ok(other) => {
-            pam.log(LOG_ERR, &format!("pam_corral: unexpected reply to login: {other:?}"));
+            pam.log(
+                LOG_ERR,
+                &format!("pam_corral: unexpected reply to login: {other:?}"),
+            );
             return;
         }
         Err(e) if !sent => {
             // No daemon: logins proceed as if corral were not installed.
-            pam.log(LOG_NOTICE, &format!("pam_corral: {e}; continuing without corral"));
+            pam.log(
+                LOG_NOTICE,
+                &format!("pam_corral: {e}; continuing without corral"),
+            );
             return;
         }
         Err(e) => {
@@ -196,11 +234,16 @@ fn export_env(pam: &Pam, args: &Args, runtime_dir: &Path) {
     if args.norundir {
         return;
     }
-    let Some(dir) = runtime_dir.to_str() else { return };
+    let Some(dir) = runtime_dir.to_str() else {
+        return;
+    };
     pam.putenv("XDG_RUNTIME_DIR", dir);
     let bus = runtime_dir.join("bus");
     if std::fs::symlink_metadata(&bus).is_ok_and(|m| m.file_type().is_socket()) {
-        pam.putenv("DBUS_SESSION_BUS_ADDRESS", &format!("unix:path={}", bus.display()));
+        pam.putenv(
+            "DBUS_SESSION_BUS_ADDRESS",
+            &format!("unix:path={}", bus.display()),
+        );
     }
 }
 
@@ -208,16 +251,27 @@ fn close_session(pam: &Pam, argc: c_int, argv: *const *const c_char) {
     if !pam.registered() {
         return;
     }
-    let Some((args, uid)) = setup(pam, argc, argv) else { return };
+    let Some((args, uid)) = setup(pam, argc, argv) else {
+        return;
+    };
     let mut sent = false;
-    match wire::call(&args.socket, args.timeout, &SystemRequest::Logout { uid }, &mut sent) {
+    match wire::call(
+        &args.socket,
+        args.timeout,
+        &SystemRequest::Logout { uid },
+        &mut sent,
+    ) {
         Ok(SystemResponse::LoggedOut { .. }) => pam.mark_registered(false),
         Ok(SystemResponse::Error { message, .. }) => {
-            pam.log(LOG_ERR, &format!("pam_corral: logout of uid {uid}: {message}"));
+            pam.log(
+                LOG_ERR,
+                &format!("pam_corral: logout of uid {uid}: {message}"),
+            );
         }
-        Ok(other) => {
-            pam.log(LOG_ERR, &format!("pam_corral: unexpected reply to logout: {other:?}"))
-        }
+        Ok(other) => pam.log(
+            LOG_ERR,
+            &format!("pam_corral: unexpected reply to logout: {other:?}"),
+        ),
         Err(e) => pam.log(LOG_ERR, &format!("pam_corral: logout of uid {uid}: {e}")),
     }
 }
@@ -229,7 +283,10 @@ fn guarded(pamh: *mut PamHandle, f: impl FnOnce(&Pam)) -> c_int {
         Ok(()) => PAM_SUCCESS,
         // Even a bug in this module must not block the login.
         Err(_) => {
-            pam.log(LOG_ERR, "pam_corral: internal error (panic); continuing without corral");
+            pam.log(
+                LOG_ERR,
+                "pam_corral: internal error (panic); continuing without corral",
+            );
             PAM_SUCCESS
         }
     }
@@ -273,8 +330,13 @@ mod tests {
         assert_eq!(args.socket, PathBuf::from("/run/corral/system.sock"));
         assert_eq!(args.timeout, Duration::from_secs(30));
         assert!(!args.norundir && unknown.is_empty());
-        let (args, unknown) =
-            Args::parse(["norundir", "socket=/tmp/s.sock", "timeout=2.5", "timeout=-1", "debug"]);
+        let (args, unknown) = Args::parse([
+            "norundir",
+            "socket=/tmp/s.sock",
+            "timeout=2.5",
+            "timeout=-1",
+            "debug",
+        ]);
         assert!(args.norundir);
         assert_eq!(args.socket, PathBuf::from("/tmp/s.sock"));
         assert_eq!(args.timeout, Duration::from_millis(2500));

@@ -7,6 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod linger;
+pub mod login;
+pub mod system_status;
+
 /// Exit codes shared by every verb, as systemctl and journalctl use them.
 pub mod exit {
     /// Success.
@@ -31,10 +35,27 @@ pub struct Cli {
 /// The verbs of `corral`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Register a session with corrald --system (starts your manager).
+    Login(login::LoginArgs),
+    /// End a session; the last one stops your manager unless you linger.
+    Logout(login::LogoutArgs),
+    /// Keep your manager running without a login, and start it at boot.
+    EnableLinger(linger::LingerArgs),
+    /// Stop lingering.
+    DisableLinger(linger::LingerArgs),
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
 pub fn main() -> ExitCode {
+    // `corral --system VERB` speaks to corrald --system with its own verbs.
+    if system_status::wanted() {
+        return system_status::main();
+    }
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Login(args) => login::login(args),
+        Command::Logout(args) => login::logout(args),
+        Command::EnableLinger(args) => linger::run(args, true),
+        Command::DisableLinger(args) => linger::run(args, false),
+    }
 }

@@ -44,6 +44,7 @@ pub mod frame;
 pub mod peer;
 pub mod server;
 pub mod socket;
+pub mod system_proto;
 
 pub use client::{AsyncClient, Client, ClientOptions};
 pub use frame::{MAX_FRAME, read_frame, write_frame};

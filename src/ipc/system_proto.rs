@@ -189,13 +189,19 @@ mod tests {
 
     #[test]
     fn users_act_only_on_themselves() {
-        let login = SystemRequest::Login { uid: 1000, wait: true };
+        let login = SystemRequest::Login {
+            uid: 1000,
+            wait: true,
+        };
         assert!(authorize(1000, &login).is_ok());
         assert!(authorize(0, &login).is_ok());
         match authorize(1001, &login) {
             Err(SystemResponse::Error { kind, message }) => {
                 assert_eq!(kind, SystemErrorKind::PermissionDenied);
-                assert!(message.contains("1001") && message.contains("1000"), "{message}");
+                assert!(
+                    message.contains("1001") && message.contains("1000"),
+                    "{message}"
+                );
             }
             other => panic!("uid 1001 logging in uid 1000 was allowed: {other:?}"),
         }
@@ -219,6 +225,12 @@ mod tests {
         let bytes = postcard::to_allocvec(&SystemRequest::Status { uid: None }).unwrap();
         assert_eq!(bytes, [4, 0]);
         let back: SystemRequest = postcard::from_bytes(&[0, 0xe8, 0x07, 1]).unwrap();
-        assert_eq!(back, SystemRequest::Login { uid: 1000, wait: true });
+        assert_eq!(
+            back,
+            SystemRequest::Login {
+                uid: 1000,
+                wait: true
+            }
+        );
     }
 }

@@ -126,7 +126,10 @@ impl Layout {
                 .to_string();
             nodes.push(CgroupNode {
                 path,
-                pids: procs.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+                pids: procs
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect(),
             });
             if let Ok(rd) = std::fs::read_dir(&dir) {
                 let mut children: Vec<PathBuf> = rd
@@ -182,8 +185,11 @@ pub async fn start(layout: &Layout, user: &UserInfo) -> Result<Started, SystemEr
         gid: user.gid,
         groups: user.groups.clone(),
     });
-    let spawned = cgroup::spawn::spawn(&spec, &manager_cg)
-        .map_err(|source| SystemError::Spawn { uid: user.uid, source })?;
+    let spawned =
+        cgroup::spawn::spawn(&spec, &manager_cg).map_err(|source| SystemError::Spawn {
+            uid: user.uid,
+            source,
+        })?;
     // Our copies of the write ends must go, or EOF never comes.
     drop(ready_w);
     drop(out_w);
@@ -191,14 +197,27 @@ pub async fn start(layout: &Layout, user: &UserInfo) -> Result<Started, SystemEr
 
     let (ready_tx, ready) = oneshot::channel();
     tokio::spawn(wait_ready(ready_r, ready_tx));
-    tokio::spawn(capture_output(out_r, layout.log_path(user.uid), user.uid, pid));
+    tokio::spawn(capture_output(
+        out_r,
+        layout.log_path(user.uid),
+        user.uid,
+        pid,
+    ));
     Ok(Started { pid, ready })
 }
 
 /// Makes `user-UID/` exist and be delegated, and `manager/` freshly created.
-async fn prepare_cgroups(root: &Path, user_dir: &Path, user: &UserInfo) -> Result<Cgroup, SystemError> {
+async fn prepare_cgroups(
+    root: &Path,
+    user_dir: &Path,
+    user: &UserInfo,
+) -> Result<Cgroup, SystemError> {
     let root = Cgroup::open(root)?;
-    let name = user_dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    let name = user_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
     let user_cg = root.create_child(&name)?;
     user_cg.chown_delegate(user.uid, user.gid)?;
     let manager_dir = user_dir.join("manager");
@@ -275,7 +294,9 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SystemError> {
 }
 
 async fn wait_ready(fd: OwnedFd, ready: oneshot::Sender<()>) {
-    let Ok(file) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else { return };
+    let Ok(file) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
     let mut byte = [0u8; 1];
     let mut reader = BufReader::new(file);
     // One byte of the line is enough: the manager writes it only when ready.
@@ -285,7 +306,9 @@ async fn wait_ready(fd: OwnedFd, ready: oneshot::Sender<()>) {
 }
 
 async fn capture_output(fd: OwnedFd, log: PathBuf, uid: u32, pid: u32) {
-    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else { return };
+    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
     let file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -294,7 +317,10 @@ async fn capture_output(fd: OwnedFd, log: PathBuf, uid: u32, pid: u32) {
     let mut file = match file {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("corrald --system: cannot open {}: {e}; uid {uid}'s manager output is lost", log.display());
+            eprintln!(
+                "corrald --system: cannot open {}: {e}; uid {uid}'s manager output is lost",
+                log.display()
+            );
             return;
         }
     };

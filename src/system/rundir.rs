@@ -73,7 +73,10 @@ mod tests {
         assert_eq!(meta.mode() & 0o7777, 0o700);
         assert_eq!((meta.uid(), meta.gid()), (uid, gid));
         std::fs::write(path(&base, uid).join("bus"), b"").unwrap();
-        assert!(!ensure(&base, uid, gid).unwrap(), "second ensure must not claim it");
+        assert!(
+            !ensure(&base, uid, gid).unwrap(),
+            "second ensure must not claim it"
+        );
         remove(&base, uid).unwrap();
         assert!(!path(&base, uid).exists());
         remove(&base, uid).unwrap();

@@ -184,7 +184,10 @@ pub async fn run(
 
     let socket_path = options.runtime_dir.join("system.sock");
     let listener = server::bind_public(&socket_path)?;
-    let server_task = tokio::spawn(server::serve(listener, tx.clone()));
+    let (stop_server, server_stopped) = oneshot::channel::<()>();
+    let server_task = tokio::spawn(server::serve(listener, tx.clone(), async move {
+        let _ = server_stopped.await;
+    }));
 
     let mut sigchld = signal(SignalKind::child()).map_err(|source| SystemError::Io {
         op: "install SIGCHLD handler",
@@ -206,18 +209,27 @@ pub async fn run(
         }
     }
 
-    server_task.abort();
+    // New logins are refused from here on; answers in flight still go out
+    // because the state task keeps running below.
+    let _ = stop_server.send(());
     let _ = std::fs::remove_file(&socket_path);
     system.shutting_down = true;
     let uids: Vec<u32> = system.users.keys().copied().collect();
     for uid in uids {
         system.stop(uid);
     }
-    while system.users.values().any(|u| !matches!(u.phase, Phase::Stopped | Phase::Failed)) {
+    while system
+        .users
+        .values()
+        .any(|u| !matches!(u.phase, Phase::Stopped | Phase::Failed))
+    {
         tokio::select! {
             _ = sigchld.recv() => system.reap(),
             Some(event) = rx.recv() => system.handle(event).await,
         }
+    }
+    if let Ok(Err(e)) = server_task.await {
+        eprintln!("corrald --system: serving {}: {e}", socket_path.display());
     }
     Ok(())
 }
@@ -282,7 +294,9 @@ impl System {
                 result,
             } => self.started(uid, generation, result),
             Event::Ready { uid, generation } => {
-                let Some(user) = self.users.get_mut(&uid) else { return };
+                let Some(user) = self.users.get_mut(&uid) else {
+                    return;
+                };
                 if user.generation == generation && matches!(user.phase, Phase::Starting) {
                     user.phase = Phase::Running;
                     let dir = self.layout.user_runtime_dir(uid);
@@ -296,7 +310,9 @@ impl System {
                 }
             }
             Event::RestartDue { uid, generation } => {
-                let Some(user) = self.users.get(&uid) else { return };
+                let Some(user) = self.users.get(&uid) else {
+                    return;
+                };
                 if user.generation == generation && matches!(user.phase, Phase::Restarting) {
                     if user.wanted() && !self.shutting_down {
                         self.spawn_manager(uid);
@@ -306,7 +322,9 @@ impl System {
                 }
             }
             Event::StopTimeout { uid, generation } => {
-                let Some(user) = self.users.get(&uid) else { return };
+                let Some(user) = self.users.get(&uid) else {
+                    return;
+                };
                 if user.generation == generation && matches!(user.phase, Phase::Stopping) {
                     eprintln!(
                         "corrald --system: user manager of uid {uid} did not stop within {:?}; \
@@ -324,7 +342,9 @@ impl System {
                 if let Err(e) = result {
                     eprintln!("corrald --system: removing uid {uid}'s subtree: {e}");
                 }
-                let Some(user) = self.users.get_mut(&uid) else { return };
+                let Some(user) = self.users.get_mut(&uid) else {
+                    return;
+                };
                 if let Some(message) = &user.failure {
                     user.phase = Phase::Failed;
                     for waiter in user.waiters.drain(..) {
@@ -475,7 +495,9 @@ impl System {
     /// Starts the manager of a user that wants one, unless it runs or is on
     /// its way.
     fn ensure_running(&mut self, uid: u32) {
-        let Some(user) = self.users.get_mut(&uid) else { return };
+        let Some(user) = self.users.get_mut(&uid) else {
+            return;
+        };
         match user.phase {
             Phase::Stopped => {
                 user.restarts = 0;
@@ -502,7 +524,9 @@ impl System {
     }
 
     fn spawn_manager(&mut self, uid: u32) {
-        let Some(user) = self.users.get_mut(&uid) else { return };
+        let Some(user) = self.users.get_mut(&uid) else {
+            return;
+        };
         user.generation += 1;
         user.phase = Phase::Starting;
         let generation = user.generation;
@@ -522,16 +546,18 @@ impl System {
                     result,
                 })
                 .await;
-            if let Some(ready) = ready {
-                if ready.await.is_ok() {
-                    let _ = events.send(Event::Ready { uid, generation }).await;
-                }
+            if let Some(ready) = ready
+                && ready.await.is_ok()
+            {
+                let _ = events.send(Event::Ready { uid, generation }).await;
             }
         });
     }
 
     fn started(&mut self, uid: u32, generation: u64, result: Result<u32, String>) {
-        let Some(user) = self.users.get_mut(&uid) else { return };
+        let Some(user) = self.users.get_mut(&uid) else {
+            return;
+        };
         if user.generation != generation {
             return;
         }
@@ -572,7 +598,9 @@ impl System {
                 Ok(other) => format!("changed state: {other:?}"),
                 Err(e) => format!("could not be waited for: {e}"),
             };
-            let Some(user) = self.users.get_mut(&uid) else { continue };
+            let Some(user) = self.users.get_mut(&uid) else {
+                continue;
+            };
             user.pid = None;
             eprintln!("corrald --system: user manager of uid {uid} (pid {pid}) {status}");
             if matches!(user.phase, Phase::Stopping) {
@@ -585,7 +613,9 @@ impl System {
 
     /// A manager died (or failed to start) while it should have run.
     fn died(&mut self, uid: u32, why: String) {
-        let Some(user) = self.users.get_mut(&uid) else { return };
+        let Some(user) = self.users.get_mut(&uid) else {
+            return;
+        };
         user.pid = None;
         if !user.wanted() || self.shutting_down {
             self.begin_teardown(uid);
@@ -626,7 +656,9 @@ impl System {
     /// Gives up on a user's manager: removes what it left, then answers its
     /// waiters with `message` and keeps it listed as failed.
     fn fail(&mut self, uid: u32, message: String) {
-        let Some(user) = self.users.get_mut(&uid) else { return };
+        let Some(user) = self.users.get_mut(&uid) else {
+            return;
+        };
         user.failure = Some(message);
         self.begin_teardown(uid);
     }
@@ -634,7 +666,9 @@ impl System {
     /// Stops a user's manager: SIGTERM now, the subtree killed after the
     /// stop timeout, everything removed once it has exited.
     fn stop(&mut self, uid: u32) {
-        let Some(user) = self.users.get_mut(&uid) else { return };
+        let Some(user) = self.users.get_mut(&uid) else {
+            return;
+        };
         match user.phase {
             Phase::Starting | Phase::Running => {
                 user.phase = Phase::Stopping;
@@ -659,7 +693,9 @@ impl System {
     /// SIGTERM to a stopping manager (it stops its units, then exits), and the
     /// timer after which its whole subtree is killed.
     fn terminate(&mut self, uid: u32) {
-        let Some(user) = self.users.get(&uid) else { return };
+        let Some(user) = self.users.get(&uid) else {
+            return;
+        };
         let Some(pid) = user.pid else { return };
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         let generation = user.generation;
@@ -672,7 +708,9 @@ impl System {
     }
 
     fn begin_teardown(&mut self, uid: u32) {
-        let Some(user) = self.users.get_mut(&uid) else { return };
+        let Some(user) = self.users.get_mut(&uid) else {
+            return;
+        };
         user.phase = Phase::TearingDown;
         let made_rundir = std::mem::take(&mut user.made_rundir);
         let layout = self.layout.clone();
@@ -681,10 +719,8 @@ impl System {
             let mut result = manager::teardown(&layout, uid)
                 .await
                 .map_err(|e| e.to_string());
-            if made_rundir {
-                if let Err(e) = rundir::remove(layout.user_runtime_base(), uid) {
-                    result = Err(e.to_string());
-                }
+            if made_rundir && let Err(e) = rundir::remove(layout.user_runtime_base(), uid) {
+                result = Err(e.to_string());
             }
             let _ = events.send(Event::TornDown { uid, result }).await;
         });
