@@ -1,6 +1,7 @@
 //! One user manager: its delegated cgroup subtree, its spawn as the user, its
 //! ready pipe and its captured output; and the teardown of a user's subtree.
 
+use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use tokio::sync::oneshot;
 
 use super::users::UserInfo;
 use super::{SystemError, SystemOptions, rundir};
+use crate::cgroup::spawn::{self, Credentials, FdMapping, SpawnSpec, Stdio};
 use crate::cgroup::{self, Cgroup};
 use crate::ipc::system_proto::CgroupNode;
 
@@ -154,55 +156,64 @@ pub async fn start(layout: &Layout, user: &UserInfo) -> Result<Started, SystemEr
     let (ready_r, ready_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
     let runtime_dir = layout.user_runtime_dir(user.uid);
-    let mut spec = cgroup::spawn::SpawnSpec::new(&layout.exe);
-    spec.args([
-        "--user".to_string(),
-        "--cgroup-root".to_string(),
-        user_dir.display().to_string(),
-        "--runtime-dir".to_string(),
-        runtime_dir.join("corral").display().to_string(),
-        "--ready-fd".to_string(),
-        MANAGER_READY_FD.to_string(),
-    ]);
-    spec.env_clear();
-    for (key, value) in [
+    let cstr = |s: String| CString::new(s).map_err(|_| SystemError::BadUserName(user.name.clone()));
+    let exe = cstr(layout.exe.display().to_string())?;
+    let mut spec = SpawnSpec::new(exe.clone());
+    spec.argv = vec![
+        exe,
+        cstr("--user".into())?,
+        cstr("--cgroup-root".into())?,
+        cstr(user_dir.display().to_string())?,
+        cstr("--ready-fd".into())?,
+        cstr(MANAGER_READY_FD.to_string())?,
+    ];
+    spec.env = [
         ("HOME", user.home.display().to_string()),
         ("USER", user.name.clone()),
         ("LOGNAME", user.name.clone()),
         ("SHELL", user.shell.display().to_string()),
         ("PATH", USER_PATH.to_string()),
         ("XDG_RUNTIME_DIR", runtime_dir.display().to_string()),
-    ] {
-        spec.env(key, value);
-    }
-    spec.cwd(&user.home);
-    spec.stdin(cgroup::spawn::Stdio::Null);
-    spec.stdout(cgroup::spawn::Stdio::Fd(out_w.as_raw_fd()));
-    spec.stderr(cgroup::spawn::Stdio::Fd(out_w.as_raw_fd()));
-    spec.extra_fd(MANAGER_READY_FD, ready_w.as_raw_fd());
-    spec.credentials(cgroup::spawn::Credentials {
+    ]
+    .into_iter()
+    .map(|(k, v)| cstr(format!("{k}={v}")))
+    .collect::<Result<_, _>>()?;
+    spec.cwd = Some(cstr(user.home.display().to_string())?);
+    spec.cgroup = Some(manager_cg.path().to_path_buf());
+    spec.stdin = Stdio::Null;
+    spec.stdout = Stdio::Borrowed(out_w.as_raw_fd());
+    spec.stderr = Stdio::Borrowed(out_w.as_raw_fd());
+    spec.extra_fds = vec![FdMapping {
+        parent_fd: ready_w.as_raw_fd(),
+        child_fd: MANAGER_READY_FD,
+    }];
+    spec.credentials = Some(Credentials {
         uid: user.uid,
         gid: user.gid,
         groups: user.groups.clone(),
     });
-    let spawned =
-        cgroup::spawn::spawn(&spec, &manager_cg).map_err(|source| SystemError::Spawn {
-            uid: user.uid,
-            source,
-        })?;
-    // Our copies of the write ends must go, or EOF never comes.
-    drop(ready_w);
-    drop(out_w);
-    let pid = spawned.pid;
+    // Its own session: a terminal's hang-up or Ctrl-C never reaches it.
+    spec.new_session = true;
+    let uid = user.uid;
+    // spawn() waits for the child's exec: keep that off the runtime. The
+    // write ends live until it returns, then close, so EOF can come.
+    let spawned = tokio::task::spawn_blocking(move || {
+        let result = spawn::spawn(&spec);
+        drop((ready_w, out_w));
+        result
+    })
+    .await
+    .map_err(|e| SystemError::Io {
+        op: "join spawn task",
+        path: layout.exe.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?
+    .map_err(|source| SystemError::Spawn { uid, source })?;
+    let pid = spawned.pid as u32;
 
     let (ready_tx, ready) = oneshot::channel();
     tokio::spawn(wait_ready(ready_r, ready_tx));
-    tokio::spawn(capture_output(
-        out_r,
-        layout.log_path(user.uid),
-        user.uid,
-        pid,
-    ));
+    tokio::spawn(capture_output(out_r, layout.log_path(uid), uid, pid));
     Ok(Started { pid, ready })
 }
 
@@ -212,20 +223,21 @@ async fn prepare_cgroups(
     user_dir: &Path,
     user: &UserInfo,
 ) -> Result<Cgroup, SystemError> {
-    let root = Cgroup::open(root)?;
-    let name = user_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_owned();
-    let user_cg = root.create_child(&name)?;
+    let user_cg = match Cgroup::open(user_dir) {
+        Ok(cg) => cg,
+        Err(e) if e.is_not_found() => {
+            let name = format!("user-{}", user.uid);
+            Cgroup::open(root)?.create_child(&name)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     user_cg.chown_delegate(user.uid, user.gid)?;
     let manager_dir = user_dir.join("manager");
     if manager_dir.exists() {
         // Left by a manager that died: anything still inside goes, and the
         // cgroup is recreated so the new one starts in a fresh cgroup.
         let old = Cgroup::open(&manager_dir)?;
-        if !old.procs_recursive()?.is_empty() {
+        if old.populated()? {
             old.kill()?;
             old.wait_empty().await?;
         }
@@ -236,45 +248,28 @@ async fn prepare_cgroups(
 
 /// `cgroup.kill` on the whole of `uid`'s subtree.
 pub fn kill_user(layout: &Layout, uid: u32) -> Result<(), SystemError> {
-    let dir = layout.user_cgroup(uid);
-    if !dir.exists() {
-        return Ok(());
+    match Cgroup::open(layout.user_cgroup(uid)) {
+        Ok(cg) => Ok(cg.kill()?),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(Cgroup::open(&dir)?.kill()?)
 }
 
 /// Kills everything left in `uid`'s subtree, waits until it is empty and
 /// removes every cgroup in it, deepest first.
 pub async fn teardown(layout: &Layout, uid: u32) -> Result<(), SystemError> {
-    let dir = layout.user_cgroup(uid);
-    if !dir.exists() {
-        return Ok(());
+    let cg = match Cgroup::open(layout.user_cgroup(uid)) {
+        Ok(cg) => cg,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if cg.populated()? {
+        cg.kill()?;
+        cg.wait_empty().await?;
     }
-    let cg = Cgroup::open(&dir)?;
-    cg.kill()?;
-    cg.wait_empty().await?;
-    let mut all = Vec::new();
-    let mut stack = vec![dir.clone()];
-    while let Some(d) = stack.pop() {
-        if let Ok(rd) = std::fs::read_dir(&d) {
-            stack.extend(
-                rd.filter_map(Result::ok)
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path()),
-            );
-        }
-        all.push(d);
-    }
-    // Children before parents: rmdir only works on leaves.
-    all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for d in all {
-        std::fs::remove_dir(&d).map_err(|source| SystemError::Io {
-            op: "remove cgroup",
-            path: d.clone(),
-            source,
-        })?;
-    }
-    Ok(())
+    // A user may have created cgroups of their own below theirs: remove()
+    // takes every descendant, deepest first.
+    Ok(cg.remove()?)
 }
 
 /// Writes the system manager's ready line to `fd` and closes it.

@@ -9,6 +9,7 @@
 //!
 //! # Layout
 //!
+//! - [`cli`]: `corrald --system`'s flags and signal handling.
 //! - [`users`]: uid → name, home, shell, supplementary groups (NSS).
 //! - [`linger`]: the persisted linger list (`<state-dir>/linger/NAME`).
 //! - [`rundir`]: `/run/user/UID`, created and removed only when we own it.
@@ -19,6 +20,7 @@
 //! - [`server`]: the public system socket, decoding requests and checking
 //!   SO_PEERCRED before anything reaches the state task.
 
+pub mod cli;
 pub mod linger;
 pub mod manager;
 pub mod rundir;
@@ -68,14 +70,8 @@ pub enum SystemError {
         uid: u32,
         /// Why it failed.
         #[source]
-        source: crate::cgroup::CgroupError,
+        source: crate::cgroup::spawn::SpawnError,
     },
-    /// No cgroup2 mount and no `--cgroup-root`.
-    #[error(
-        "no cgroup2 file system is mounted (looked in /proc/self/mountinfo); \
-         mount one or pass --cgroup-root"
-    )]
-    NoCgroup2,
     /// Serving the system socket failed.
     #[error(transparent)]
     Ipc(#[from] crate::ipc::IpcError),
