@@ -3,16 +3,13 @@
 //!
 //! Both enums are encoded with postcard, which writes an enum's variant as its
 //! index: variants are only ever appended (never reordered or removed), so an
-//! older peer still decodes everything it knows, and [`PROTOCOL_VERSION`] is
-//! bumped when the meaning of an existing variant changes. docs/PROTOCOL.md
-//! ("Messages") is the reference.
+//! older peer still decodes everything it knows, and
+//! [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION) is bumped when the meaning
+//! of an existing variant changes. docs/PROTOCOL.md ("Messages") is the reference.
 
 use serde::{Deserialize, Serialize};
 
 use crate::supervisor::state::{ActiveState, ServiceResult, Sub};
-
-/// The version of these messages, exchanged in the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Which processes `kill` signals (`--kill-whom`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
