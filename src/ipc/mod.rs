@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 pub mod client;
 pub mod frame;
 pub mod peer;
+pub mod proto;
 pub mod server;
 pub mod socket;
 pub mod system_proto;

@@ -267,6 +267,7 @@ async fn connection<H: Handler>(
             write_timeout: config.write_timeout,
             state: State::Pending,
             hung_up: false,
+            stopping: false,
             _response: PhantomData,
         };
         let result = handler.handle(&peer, request, &mut replies).await;
@@ -370,6 +371,9 @@ pub struct Replies<'a, T> {
     state: State,
     /// Set once the client is known gone or out of protocol: close after the handler.
     hung_up: bool,
+    /// Set when [`Self::closed`] returned because of shutdown: the client is
+    /// told so, then the connection closes.
+    stopping: bool,
     /// The response type, fixed per handler.
     _response: PhantomData<fn(&T)>,
 }
@@ -423,24 +427,25 @@ impl<T: Serialize> Replies<'_, T> {
     }
 
     /// Resolves when the client hangs up or the server is shutting down, so a
-    /// follow can stop: `select!` it against the next item. Any byte the
-    /// client sends during a stream also ends it (clients send nothing until
-    /// the answer is complete), and the connection is closed afterwards.
+    /// follow can stop: `select!` it against the next item, then return.
+    /// Any byte the client sends during a stream also counts as a hang-up
+    /// (clients send nothing until the answer is complete). Either way the
+    /// connection closes after the handler returns; on shutdown the client is
+    /// first sent a SHUTTING_DOWN error.
     pub async fn closed(&mut self) {
-        if self.hung_up {
+        if self.hung_up || self.stopping {
             return;
         }
         tokio::select! {
             // fill_buf does not consume, so a hang-up is seen without losing data.
-            _ = self.reader.fill_buf() => {}
-            _ = stopped(self.stop) => {}
+            _ = self.reader.fill_buf() => self.hung_up = true,
+            _ = stopped(self.stop) => self.stopping = true,
         }
-        self.hung_up = true;
     }
 
-    /// True once the client is known to be gone (a failed write or [`Self::closed`]).
+    /// True once the client is known to be gone or the server is stopping.
     pub fn is_closed(&self) -> bool {
-        self.hung_up
+        self.hung_up || self.stopping
     }
 
     /// Writes a frame; a failure marks the connection for closing and is
@@ -466,6 +471,13 @@ impl<T: Serialize> Replies<'_, T> {
     /// connection may take another request.
     async fn finish(mut self, result: Result<(), IpcError>) -> Result<bool, IpcError> {
         if self.hung_up {
+            return Ok(false);
+        }
+        if self.stopping {
+            if self.state != State::Done {
+                let message = "the corral manager is shutting down".to_string();
+                self.error(ErrorCode::SHUTTING_DOWN, message).await?;
+            }
             return Ok(false);
         }
         match (result, self.state) {
