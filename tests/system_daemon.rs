@@ -310,3 +310,48 @@ fn a_user_cannot_act_on_another_user() {
     assert!(out.status.success(), "{}", text(&out));
     wait_until(20, "A's subtree to go", || !sys.user_cgroup(a.uid).exists());
 }
+
+#[test]
+fn a_manager_dying_in_a_burst_is_given_up_and_the_waiting_login_is_told() {
+    if !can_run("a_manager_dying_in_a_burst") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let crash = tmp.path().join("crashing-manager");
+    std::fs::write(
+        &crash,
+        "#!/bin/sh\necho 'cannot start: broken config' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&crash, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sys = TestSystem::start(Some(crash));
+
+    let out = sys.corral(&["login", "--wait", &user.name]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exited with status 3") && err.contains("5 times"),
+        "{err}"
+    );
+    let status = sys.status(&user);
+    assert!(
+        status.contains("manager: failed") && status.contains("restarts: 4"),
+        "{status}"
+    );
+    assert!(
+        !sys.user_cgroup(user.uid).exists(),
+        "a failed user keeps no subtree"
+    );
+    // Its output went to the log, one stamped line per run.
+    let log_path = sys.state_dir().join(format!("log/user-{}.log", user.uid));
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    // The log is written by its own task: it may trail the answer a little.
+    wait_until(5, "5 runs in the log", || {
+        log().matches("cannot start: broken config").count() == 5
+    });
+    let log = log();
+    assert!(log.contains(&format!("user-{}[", user.uid)), "{log}");
+    // The session still counts; logging out is clean.
+    assert!(sys.corral(&["logout", &user.name]).status.success());
+}

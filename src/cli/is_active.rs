@@ -13,7 +13,12 @@ const NOT_ACTIVE: u8 = 3;
 
 /// Runs `is-active` (or `is-failed` when `failed`): prints each unit's state
 /// unless `quiet`; exit 0 when at least one unit is active (failed).
-pub fn run(socket: Option<PathBuf>, units: Vec<String>, failed: bool, quiet: bool) -> Result<u8, VerbError> {
+pub fn run(
+    socket: Option<PathBuf>,
+    units: Vec<String>,
+    failed: bool,
+    quiet: bool,
+) -> Result<u8, VerbError> {
     let verb = if failed { "is-failed" } else { "is-active" };
     jobs::need_units(verb, &units)?;
     let Response::States(states) = call(socket, &Request::ActiveStates { units })? else {

@@ -115,3 +115,47 @@ pub fn render(users: &[UserStatus]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::system_proto::CgroupNode;
+
+    #[test]
+    fn status_shows_state_sessions_and_the_tree_indented() {
+        let users = [UserStatus {
+            uid: 1000,
+            name: "alice".into(),
+            sessions: 2,
+            linger: true,
+            state: ManagerState::Running,
+            manager_pid: Some(4242),
+            restarts: 1,
+            runtime_dir: "/run/user/1000".into(),
+            cgroups: vec![
+                CgroupNode {
+                    path: "user-1000".into(),
+                    pids: vec![],
+                },
+                CgroupNode {
+                    path: "user-1000/manager".into(),
+                    pids: vec![4242],
+                },
+                CgroupNode {
+                    path: "user-1000/ssh-agent".into(),
+                    pids: vec![4300, 4301],
+                },
+            ],
+        }];
+        assert_eq!(
+            render(&users),
+            "alice (uid 1000)\n\
+             \x20 manager: running (pid 4242), restarts: 1\n\
+             \x20 sessions: 2, linger: yes\n\
+             \x20 runtime dir: /run/user/1000\n\
+             \x20 user-1000\n\
+             \x20   user-1000/manager: 4242\n\
+             \x20   user-1000/ssh-agent: 4300 4301\n"
+        );
+    }
+}
