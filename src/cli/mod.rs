@@ -22,6 +22,7 @@ pub mod show;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod verify;
 
 /// Exit codes shared by every verb, as systemctl and journalctl use them.
 pub mod exit {
@@ -156,6 +157,8 @@ pub enum Command {
         #[arg(required = true)]
         units: Vec<String>,
     },
+    /// Check unit files, drop-ins and runit service directories (no manager needed).
+    Verify(verify::VerifyArgs),
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
@@ -186,6 +189,7 @@ pub fn main() -> ExitCode {
         Command::ResetFailed { units } => reset_failed::run(socket, units),
         Command::IsActive { quiet, units } => is_active::run(socket, units, false, quiet),
         Command::IsFailed { quiet, units } => is_active::run(socket, units, true, quiet),
+        Command::Verify(args) => return ExitCode::from(verify::run(&args)),
     };
     ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
 }

@@ -550,7 +550,7 @@ impl Manager {
                 self.feed(&name, Event::Stop);
                 Wait::Stop
             }
-            Job::Reload => match self.feed(&name, Event::Reload) {
+            Job::Reload => match self.try_feed(&name, Event::Reload) {
                 Ok(()) => Wait::Reload,
                 Err(r) => {
                     let _ = reply.send(Err(Failure {
@@ -578,8 +578,9 @@ impl Manager {
 
     /// A start from a stopped state, through the start limit.
     fn start_event(&mut self, name: &str) {
+        let now = self.rt_elapsed();
         let admitted = match self.units.get_mut(name) {
-            Some(e) => e.start_limit.admit(self.rt_elapsed()),
+            Some(e) => e.start_limit.admit(now),
             None => return,
         };
         if admitted {
@@ -731,9 +732,14 @@ impl Manager {
 
     // ---- the state machine -------------------------------------------------
 
+    /// Feeds an event that the state machine never refuses (only `Reload` can be).
+    fn feed(&mut self, name: &str, event: Event) {
+        let _ = self.try_feed(name, event);
+    }
+
     /// Feeds `event` to the unit's state machine and executes the actions,
     /// including the events they produce; refusals concern the first event only.
-    fn feed(&mut self, name: &str, event: Event) -> Result<(), Refused> {
+    fn try_feed(&mut self, name: &str, event: Event) -> Result<(), Refused> {
         let mut queue = VecDeque::from([event]);
         let mut first = true;
         while let Some(ev) = queue.pop_front() {
@@ -823,7 +829,7 @@ impl Manager {
         let def = e.def.clone();
         if e.state.main == Some(pid) {
             e.main_exit = Some((pid, exit));
-            self.feed(&name, Event::MainExited(exit)).ok();
+            self.feed(&name, Event::MainExited(exit));
         } else if let Some(c) = e.state.control
             && c.pid == Some(pid)
         {
@@ -842,7 +848,7 @@ impl Manager {
                     exit.status_word()
                 ));
             }
-            self.feed(&name, Event::ControlExited { exit, ignore }).ok();
+            self.feed(&name, Event::ControlExited { exit, ignore });
         }
     }
 
@@ -894,7 +900,7 @@ impl Manager {
                 .cgroup()
                 .is_some_and(|c| c.contains_pid(main).unwrap_or(false));
             if inside {
-                self.feed(&name, Event::MainPid(main)).ok();
+                self.feed(&name, Event::MainPid(main));
             } else {
                 self.log(
                     &name,
@@ -903,13 +909,13 @@ impl Manager {
             }
         }
         if msg.reloading {
-            self.feed(&name, Event::Reloading).ok();
+            self.feed(&name, Event::Reloading);
         }
         if msg.stopping {
-            self.feed(&name, Event::Stopping).ok();
+            self.feed(&name, Event::Stopping);
         }
         if msg.ready {
-            self.feed(&name, Event::Ready).ok();
+            self.feed(&name, Event::Ready);
         }
     }
 
@@ -1264,7 +1270,10 @@ impl Manager {
             }
         };
         let task = self.rt.spawn(async move {
-            let Ok(afd) = tokio::io::unix::AsyncFd::new(watch) else { return };
+            // SAFETY: InoFd owns the inotify fd and returns that same fd until dropped.
+            let Ok(afd) = (unsafe { tokio::io::unix::AsyncFd::register(InoFd(watch)) }) else {
+                return;
+            };
             // Check once after arming: the file may have appeared in between.
             let _ = tx.send(Input::PidFileChanged {
                 unit: unit.clone(),
@@ -1272,7 +1281,7 @@ impl Manager {
             });
             loop {
                 let Ok(mut guard) = afd.readable().await else { return };
-                let got = guard.get_inner().read_events().map(|v| !v.is_empty());
+                let got = guard.get_inner().0.read_events().map(|v| !v.is_empty());
                 guard.clear_ready();
                 if matches!(got, Ok(true) | Err(nix::errno::Errno::EAGAIN)) {
                     if tx
@@ -1298,7 +1307,7 @@ impl Manager {
     fn process_env(&self, name: &str, def: Option<&ServiceDef>, cmd: Cmd) -> Vec<(String, String)> {
         let e = &self.units[name];
         let mut env = self.base_env.clone();
-        let mut set = |env: &mut Vec<(String, String)>, k: &str, v: String| {
+        let set = |env: &mut Vec<(String, String)>, k: &str, v: String| {
             env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v));
         };
@@ -1648,6 +1657,16 @@ fn spec_stdout_raw(spec: &SpawnSpec) -> std::os::fd::RawFd {
         Stdio::Fd(fd) => fd.as_raw_fd(),
         Stdio::Borrowed(fd) => *fd,
         Stdio::Null | Stdio::Inherit => 1,
+    }
+}
+
+/// An inotify instance that tokio can poll.
+struct InoFd(nix::sys::inotify::Inotify);
+
+impl AsRawFd for InoFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
     }
 }
 

@@ -117,10 +117,6 @@ pub fn from_unit(unit: Unit, root: &Cgroup) -> Result<ServiceDef, String> {
         UKillMode::ControlGroup => KillMode::ControlGroup,
         UKillMode::Mixed => KillMode::Mixed,
         UKillMode::Process => KillMode::Process,
-        UKillMode::None => {
-            notes.push("KillMode=none is treated as KillMode=process".into());
-            KillMode::Process
-        }
     };
     let cmds = [
         svc.exec_start_pre.clone(),
