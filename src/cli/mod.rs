@@ -25,6 +25,7 @@ pub mod start;
 pub mod status;
 pub mod stop;
 pub mod system_status;
+pub mod verify;
 
 /// Exit codes shared by every verb, as systemctl and journalctl use them.
 pub mod exit {
@@ -167,6 +168,8 @@ pub enum Command {
     EnableLinger(linger::LingerArgs),
     /// Stop lingering.
     DisableLinger(linger::LingerArgs),
+    /// Check unit files, drop-ins and runit service directories (no manager needed).
+    Verify(verify::VerifyArgs),
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
@@ -205,6 +208,7 @@ pub fn main() -> ExitCode {
         Command::Logout(args) => return login::logout(args),
         Command::EnableLinger(args) => return linger::run(args, true),
         Command::DisableLinger(args) => return linger::run(args, false),
+        Command::Verify(args) => return ExitCode::from(verify::run(&args)),
     };
     ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
 }
