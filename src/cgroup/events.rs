@@ -145,7 +145,9 @@ impl EventsWatcher {
 
     /// Waits for the next change notification and returns the state then.
     pub async fn changed(&mut self) -> Result<Events> {
-        if let Some(Watch::Plain(fd)) = self.watch.take() {
+        if let Some(Watch::Plain(_)) = &self.watch
+            && let Some(Watch::Plain(fd)) = self.watch.take()
+        {
             // SAFETY: InotifyFd owns its fd and always returns that same one
             // from as_raw_fd until dropped.
             let afd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
