@@ -14,7 +14,8 @@ pub fn path(base: &Path, uid: u32) -> PathBuf {
     base.join(uid.to_string())
 }
 
-/// Makes sure `base/UID` exists, 0700 and owned by the user.
+/// Makes sure `base/UID` exists, 0700 and owned by the user, with the user
+/// manager's socket directory `corral/` (0700) inside.
 ///
 /// Returns whether this call created it (and so owns its removal). An existing
 /// directory is left as it is: whoever made it manages it.
@@ -34,11 +35,21 @@ pub fn ensure(base: &Path, uid: u32, gid: u32) -> Result<bool, SystemError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
         Err(e) => return Err(io("create directory", &dir)(e)),
     }
-    // The umask may have narrowed the mode; set it exactly, then hand it over.
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io("chmod 0700", &dir))?;
-    chown(&dir, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-        .map_err(|e| io("chown", &dir)(e.into()))?;
+    // The manager's socket directory, 0700 as its socket requires whatever
+    // the umask. Made while the parent is still root's, so the user has had
+    // no chance to plant a symlink where root creates and chowns.
+    let corral = dir.join("corral");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&corral)
+        .map_err(io("create directory", &corral))?;
+    // The umask may have narrowed the modes; set them exactly, then hand over.
+    for d in [&corral, &dir] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("chmod 0700", d))?;
+        chown(d, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+            .map_err(|e| io("chown", d)(e.into()))?;
+    }
     Ok(true)
 }
 
@@ -69,9 +80,11 @@ mod tests {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
         assert!(ensure(&base, uid, gid).unwrap());
-        let meta = std::fs::metadata(path(&base, uid)).unwrap();
-        assert_eq!(meta.mode() & 0o7777, 0o700);
-        assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+        for dir in [path(&base, uid), path(&base, uid).join("corral")] {
+            let meta = std::fs::metadata(&dir).unwrap();
+            assert_eq!(meta.mode() & 0o7777, 0o700, "{}", dir.display());
+            assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+        }
         std::fs::write(path(&base, uid).join("bus"), b"").unwrap();
         assert!(
             !ensure(&base, uid, gid).unwrap(),
