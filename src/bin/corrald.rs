@@ -49,9 +49,13 @@ fn options(args: Args) -> anyhow::Result<corral::supervisor::Options> {
     let home = env_dir("HOME", || None);
     let state_dir = match args.state_dir {
         Some(d) => d,
-        None => env_dir("XDG_STATE_HOME", || home.as_ref().map(|h| h.join(".local/state")))
-            .context("cannot pick a state directory: set $XDG_STATE_HOME or $HOME, or pass --state-dir")?
-            .join("corral"),
+        None => env_dir("XDG_STATE_HOME", || {
+            home.as_ref().map(|h| h.join(".local/state"))
+        })
+        .context(
+            "cannot pick a state directory: set $XDG_STATE_HOME or $HOME, or pass --state-dir",
+        )?
+        .join("corral"),
     };
     let runtime_dir = match args.runtime_dir {
         Some(d) => d,

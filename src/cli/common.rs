@@ -18,7 +18,9 @@ pub enum VerbError {
     #[error("{0}")]
     Remote(String),
     /// The manager answered something this verb does not expect.
-    #[error("unexpected answer from the corral manager to {verb}: {got}; is corrald the same version as corral?")]
+    #[error(
+        "unexpected answer from the corral manager to {verb}: {got}; is corrald the same version as corral?"
+    )]
     Unexpected {
         /// The verb.
         verb: &'static str,

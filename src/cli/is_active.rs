@@ -13,7 +13,12 @@ const NOT_ACTIVE: u8 = 3;
 
 /// Runs `is-active` (or `is-failed` when `failed`): prints each unit's state
 /// unless `quiet`; exit 0 when at least one unit is active (failed).
-pub fn run(socket: Option<PathBuf>, units: Vec<String>, failed: bool, quiet: bool) -> Result<u8, VerbError> {
+pub fn run(
+    socket: Option<PathBuf>,
+    units: Vec<String>,
+    failed: bool,
+    quiet: bool,
+) -> Result<u8, VerbError> {
     let verb = if failed { "is-failed" } else { "is-active" };
     jobs::need_units(verb, &units)?;
     let Response::States(states) = call(socket, &Request::ActiveStates { units })? else {
@@ -25,11 +30,11 @@ pub fn run(socket: Option<PathBuf>, units: Vec<String>, failed: bool, quiet: boo
     let mut hit = false;
     for (_, state) in states {
         let word = state.map_or("inactive", ActiveState::as_str);
-        let yes = match (failed, state) {
-            (true, Some(ActiveState::Failed)) => true,
-            (false, Some(ActiveState::Active | ActiveState::Reloading)) => true,
-            _ => false,
-        };
+        let yes = matches!(
+            (failed, state),
+            (true, Some(ActiveState::Failed))
+                | (false, Some(ActiveState::Active | ActiveState::Reloading))
+        );
         hit |= yes;
         if !quiet {
             println!("{word}");

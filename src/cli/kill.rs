@@ -39,7 +39,12 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
 }
 
 /// Runs `corral kill`.
-pub fn run(socket: Option<PathBuf>, units: Vec<String>, signal: i32, whom: Whom) -> Result<u8, VerbError> {
+pub fn run(
+    socket: Option<PathBuf>,
+    units: Vec<String>,
+    signal: i32,
+    whom: Whom,
+) -> Result<u8, VerbError> {
     jobs::need_units("kill", &units)?;
     let whom = match whom {
         Whom::Main => KillWhom::Main,

@@ -19,7 +19,9 @@ pub fn run(socket: Option<PathBuf>, all: bool, json: bool) -> Result<u8, VerbErr
     let units: Vec<UnitStatus> = list
         .into_iter()
         .filter_map(Result::ok)
-        .filter(|u| all || u.active != ActiveState::Inactive || !matches!(u.load, LoadState::Loaded))
+        .filter(|u| {
+            all || u.active != ActiveState::Inactive || !matches!(u.load, LoadState::Loaded)
+        })
         .collect();
     if json {
         let v: Vec<_> = units.iter().map(show::unit_json).collect();
@@ -55,4 +57,3 @@ pub fn render(units: &[UnitStatus]) -> String {
     o.push_str(&format!("\n{} units listed.\n", units.len()));
     o
 }
-

@@ -8,7 +8,11 @@ use super::common::VerbError;
 use super::jobs;
 
 /// Runs `corral restart`, or `try-restart` when `only_running`.
-pub fn run(socket: Option<PathBuf>, units: Vec<String>, only_running: bool) -> Result<u8, VerbError> {
+pub fn run(
+    socket: Option<PathBuf>,
+    units: Vec<String>,
+    only_running: bool,
+) -> Result<u8, VerbError> {
     if only_running {
         jobs::need_units("try-restart", &units)?;
         jobs::run(socket, "try-restart", Request::TryRestart { units })

@@ -33,24 +33,27 @@ pub fn properties(u: &UnitStatus) -> Vec<(&'static str, String)> {
         ("ControlPID", opt(u.control_pid)),
         (
             "ExecMainPID",
-            u.main_exit.as_ref().map_or("0".into(), |e| e.pid.to_string()),
+            u.main_exit
+                .as_ref()
+                .map_or("0".into(), |e| e.pid.to_string()),
         ),
         (
             "ExecMainCode",
-            u.main_exit.as_ref().map_or(String::new(), |e| e.code.clone()),
+            u.main_exit
+                .as_ref()
+                .map_or(String::new(), |e| e.code.clone()),
         ),
         (
             "ExecMainStatus",
-            u.main_exit.as_ref().map_or("0".into(), |e| e.status.clone()),
+            u.main_exit
+                .as_ref()
+                .map_or("0".into(), |e| e.status.clone()),
         ),
         ("StatusText", u.status_text.clone().unwrap_or_default()),
         ("InvocationID", u.invocation.clone()),
         ("ControlGroup", u.cgroup.clone().unwrap_or_default()),
         ("TasksCurrent", u.processes.len().to_string()),
-        (
-            "StateChangeTimestampUSec",
-            u.since_usec.to_string(),
-        ),
+        ("StateChangeTimestampUSec", u.since_usec.to_string()),
         ("FragmentPath", u.fragment.clone()),
         ("DropInPaths", u.dropins.join(" ")),
         ("SourceKind", u.source.clone()),

@@ -194,7 +194,11 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
 /// Renders `corral status` without units: the manager and every unit's cgroup as one tree.
 pub fn render_manager(m: &ManagerStatus, now: u64, color: bool) -> String {
     let mut o = String::new();
-    let failed = m.units.iter().filter(|u| u.active == ActiveState::Failed).count();
+    let failed = m
+        .units
+        .iter()
+        .filter(|u| u.active == ActiveState::Failed)
+        .count();
     let state = if failed > 0 { "degraded" } else { "running" };
     let top = if failed > 0 {
         ActiveState::Failed
@@ -226,7 +230,11 @@ pub fn render_manager(m: &ManagerStatus, now: u64, color: bool) -> String {
     );
     for (i, u) in groups.iter().enumerate() {
         let last = i + 1 == n;
-        let (branch, cont) = if last { ("└─", "  ") } else { ("├─", "│ ") };
+        let (branch, cont) = if last {
+            ("└─", "  ")
+        } else {
+            ("├─", "│ ")
+        };
         let cg = u.cgroup.as_deref().unwrap_or("");
         let leaf = cg.rsplit('/').next().unwrap_or(cg);
         let _ = writeln!(o, "           {branch}{leaf}");
@@ -237,12 +245,7 @@ pub fn render_manager(m: &ManagerStatus, now: u64, color: bool) -> String {
         }
     }
     for u in m.units.iter().filter(|u| u.active == ActiveState::Failed) {
-        let _ = writeln!(
-            o,
-            "   Failed: {} (Result: {})",
-            u.name,
-            u.result.as_str()
-        );
+        let _ = writeln!(o, "   Failed: {} (Result: {})", u.name, u.result.as_str());
     }
     for e in &m.load_errors {
         let _ = writeln!(o, "    Error: {e}");

@@ -24,8 +24,8 @@ use tokio::task::AbortHandle;
 use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio, spawn};
 use crate::cgroup::{Cgroup, EventsWatcher};
 use crate::ipc::proto::{
-    ErrorKind, Failure, KillWhom, LoadState, MainExit, ManagerStatus, Request, Response,
-    UnitFile, UnitFiles, UnitStatus,
+    ErrorKind, Failure, KillWhom, LoadState, MainExit, ManagerStatus, Request, Response, UnitFile,
+    UnitFiles, UnitStatus,
 };
 use crate::unit::model::NotifyAccess;
 use crate::unit::{Loader, RunitService, SpecifierContext, UnitError, UnitName};
@@ -311,7 +311,9 @@ impl Manager {
         match input {
             Input::Reaped(pid, exit) => self.reaped(pid, exit),
             Input::CgroupChanged { unit, seq } => {
-                let Some(e) = self.units.get(&unit) else { return };
+                let Some(e) = self.units.get(&unit) else {
+                    return;
+                };
                 if e.inv.as_ref().map(|i| i.seq) != Some(seq) {
                     return;
                 }
@@ -322,7 +324,9 @@ impl Manager {
             }
             Input::PidFileChanged { unit, seq } => {
                 let waiting = self.units.get(&unit).is_some_and(|e| {
-                    e.inv.as_ref().is_some_and(|i| i.seq == seq && i.pidfile_watch.is_some())
+                    e.inv
+                        .as_ref()
+                        .is_some_and(|i| i.seq == seq && i.pidfile_watch.is_some())
                 });
                 if waiting {
                     let mut q = VecDeque::new();
@@ -490,12 +494,7 @@ impl Manager {
 
     // ---- jobs ------------------------------------------------------------
 
-    fn job(
-        &mut self,
-        typed: &str,
-        job: Job,
-        reply: oneshot::Sender<Result<Vec<String>, Failure>>,
-    ) {
+    fn job(&mut self, typed: &str, job: Job, reply: oneshot::Sender<Result<Vec<String>, Failure>>) {
         let name = match self.resolve(typed) {
             Ok(n) => n,
             Err(f) => {
@@ -616,7 +615,12 @@ impl Manager {
         }
     }
 
-    fn kill_job(&mut self, name: &str, signal: i32, whom: KillWhom) -> Result<Vec<String>, Failure> {
+    fn kill_job(
+        &mut self,
+        name: &str,
+        signal: i32,
+        whom: KillWhom,
+    ) -> Result<Vec<String>, Failure> {
         let e = &self.units[name];
         let sig = Signal::try_from(signal).map_err(|_| Failure {
             kind: ErrorKind::BadRequest,
@@ -624,7 +628,10 @@ impl Manager {
         })?;
         let refuse = |what: &str| Failure {
             kind: ErrorKind::Refused,
-            message: format!("{name} has no {what} to signal (it is {})", e.state.sub.as_str()),
+            message: format!(
+                "{name} has no {what} to signal (it is {})",
+                e.state.sub.as_str()
+            ),
         };
         match whom {
             KillWhom::Main => {
@@ -658,10 +665,7 @@ impl Manager {
 
     fn failure_of(&self, name: &str) -> Failure {
         let e = &self.units[name];
-        let mut msg = format!(
-            "{name} failed (Result: {})",
-            e.state.result.as_str()
-        );
+        let mut msg = format!("{name} failed (Result: {})", e.state.result.as_str());
         if let Some(n) = &e.failure_note {
             msg.push_str(": ");
             msg.push_str(n);
@@ -680,7 +684,9 @@ impl Manager {
     }
 
     fn check_waiters(&mut self, name: &str) {
-        let Some(e) = self.units.get(name) else { return };
+        let Some(e) = self.units.get(name) else {
+            return;
+        };
         if e.waiters.is_empty() {
             return;
         }
@@ -703,14 +709,17 @@ impl Manager {
                 )]
             }
         };
-        let Some(e) = self.units.get_mut(name) else { return };
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
         let waiters = std::mem::take(&mut e.waiters);
         for w in waiters {
             let done = match w.wait {
                 Wait::Start => match sub {
                     Sub::Running | Sub::Exited | Sub::Reload => Some(Ok(Vec::new())),
-                    Sub::Dead if !restarting => Some(Ok(Vec::new()))
-                        .filter(|_| e.state.result == ServiceResult::Success && e.main_exit.is_some()),
+                    Sub::Dead if !restarting => Some(Ok(Vec::new())).filter(|_| {
+                        e.state.result == ServiceResult::Success && e.main_exit.is_some()
+                    }),
                     Sub::Failed | Sub::AutoRestart if !restarting => Some(Err(failure.clone())),
                     _ => None,
                 },
@@ -746,7 +755,9 @@ impl Manager {
             let Some(e) = self.units.get_mut(name) else {
                 return Ok(());
             };
-            let Ok(def) = e.def.clone() else { return Ok(()) };
+            let Ok(def) = e.def.clone() else {
+                return Ok(());
+            };
             let (next, actions) = match state::next(&def.spec, &e.state, ev) {
                 Ok(r) => r,
                 Err(r) if first => return Err(r),
@@ -821,7 +832,9 @@ impl Manager {
             // An orphan we inherited as subreaper, or an aux process (runit log): nothing to do.
             return;
         };
-        let Some(e) = self.units.get_mut(&name) else { return };
+        let Some(e) = self.units.get_mut(&name) else {
+            return;
+        };
         // An emptied cgroup is noticed by reconcile() after this event, as a CgroupEmpty.
         let def = e.def.clone();
         if e.state.main == Some(pid) {
@@ -918,7 +931,13 @@ impl Manager {
 
     // ---- actions -------------------------------------------------------------
 
-    fn execute(&mut self, name: &str, def: &Arc<ServiceDef>, action: Action, queue: &mut VecDeque<Event>) {
+    fn execute(
+        &mut self,
+        name: &str,
+        def: &Arc<ServiceDef>,
+        action: Action,
+        queue: &mut VecDeque<Event>,
+    ) {
         match action {
             Action::NewInvocation => {
                 if let Err(msg) = self.new_invocation(name, def) {
@@ -1050,17 +1069,17 @@ impl Manager {
             log_pipe: None,
             started: Instant::now(),
         });
-        let cg = self.root.create_child(&cg_name).map_err(|err| {
-            format!("cannot create the cgroup of {name}: {err}")
-        })?;
+        let cg = self
+            .root
+            .create_child(&cg_name)
+            .map_err(|err| format!("cannot create the cgroup of {name}: {err}"))?;
         for (file, value) in &def.limits {
             if let Err(err) = cg.set_limit(file, value) {
                 self.log(name, &format!("cannot apply {file}={value}: {err}"));
             }
         }
-        let watcher = EventsWatcher::new(&cg).map_err(|err| {
-            format!("cannot watch the cgroup of {name}: {err}")
-        })?;
+        let watcher = EventsWatcher::new(&cg)
+            .map_err(|err| format!("cannot watch the cgroup of {name}: {err}"))?;
         let tx = self.tx.clone();
         let unit = name.to_string();
         let task = self.rt.spawn(async move {
@@ -1094,10 +1113,19 @@ impl Manager {
     }
 
     /// runit: `log/run` reads what `run` writes on stdout, as under runsv.
-    fn start_runit_log(&mut self, name: &str, r: &RunitService, log_run: &Path) -> Result<(), String> {
+    fn start_runit_log(
+        &mut self,
+        name: &str,
+        r: &RunitService,
+        log_run: &Path,
+    ) -> Result<(), String> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| format!("cannot create the log pipe of {name}: {e}"))?;
-        let inv_id = self.units[name].inv.as_ref().map(|i| i.id.clone()).unwrap_or_default();
+        let inv_id = self.units[name]
+            .inv
+            .as_ref()
+            .map(|i| i.id.clone())
+            .unwrap_or_default();
         let env = self.process_env(name, None, Cmd::Start);
         let mut spec = SpawnSpec::new(to_cstring(&log_run.to_string_lossy(), "log/run path")?);
         spec.argv = vec![to_cstring("./run", "argv")?];
@@ -1123,7 +1151,9 @@ impl Manager {
     }
 
     fn end_invocation(&mut self, name: &str) {
-        let Some(e) = self.units.get_mut(name) else { return };
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
         let Some(inv) = e.inv.take() else { return };
         if let Some(w) = inv.watch {
             w.abort();
@@ -1262,7 +1292,10 @@ impl Manager {
         let watch = match dir_watcher(&dir) {
             Ok(w) => w,
             Err(err) => {
-                self.log(name, &format!("cannot watch {} for the PIDFile: {err}", dir.display()));
+                self.log(
+                    name,
+                    &format!("cannot watch {} for the PIDFile: {err}", dir.display()),
+                );
                 return;
             }
         };
@@ -1277,7 +1310,9 @@ impl Manager {
                 seq,
             });
             loop {
-                let Ok(mut guard) = afd.readable().await else { return };
+                let Ok(mut guard) = afd.readable().await else {
+                    return;
+                };
                 let got = guard.get_inner().0.read_events().map(|v| !v.is_empty());
                 guard.clear_ready();
                 if matches!(got, Ok(true) | Err(nix::errno::Errno::EAGAIN)) {
@@ -1326,7 +1361,11 @@ impl Manager {
             set(&mut env, "MAINPID", main.to_string());
         }
         if matches!(cmd, Cmd::Stop | Cmd::StopPost) {
-            set(&mut env, "SERVICE_RESULT", e.state.result.as_str().to_string());
+            set(
+                &mut env,
+                "SERVICE_RESULT",
+                e.state.result.as_str().to_string(),
+            );
             if let Some((_, exit)) = e.main_exit {
                 set(&mut env, "EXIT_CODE", exit.code_word().to_string());
                 set(&mut env, "EXIT_STATUS", exit.status_word());
@@ -1340,7 +1379,13 @@ impl Manager {
         env
     }
 
-    fn spawn_cmd(&mut self, name: &str, def: &Arc<ServiceDef>, cmd: Cmd, index: usize) -> Result<Pid, String> {
+    fn spawn_cmd(
+        &mut self,
+        name: &str,
+        def: &Arc<ServiceDef>,
+        cmd: Cmd,
+        index: usize,
+    ) -> Result<Pid, String> {
         let svc = def
             .unit
             .service
@@ -1411,7 +1456,10 @@ impl Manager {
             spec.cwd = Some(to_cstring(&wd.path.to_string_lossy(), "working directory")?);
         }
         let e = &self.units[name];
-        let inv = e.inv.as_ref().ok_or_else(|| format!("{name} has no invocation"))?;
+        let inv = e
+            .inv
+            .as_ref()
+            .ok_or_else(|| format!("{name} has no invocation"))?;
         spec.cgroup = inv.cgroup.as_ref().map(|c| c.path().to_path_buf());
         if spec.cgroup.is_none() {
             return Err(format!("{name} has no cgroup to start processes in"));
@@ -1463,7 +1511,8 @@ impl Manager {
 
     fn unit_status(&self, name: &str) -> UnitStatus {
         let e = &self.units[name];
-        let (load, fragment, dropins, source, description, kind, restart, mut notes) = match &e.def {
+        let (load, fragment, dropins, source, description, kind, restart, mut notes) = match &e.def
+        {
             Ok(d) => (
                 LoadState::Loaded,
                 d.unit
@@ -1471,8 +1520,17 @@ impl Manager {
                     .as_ref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
-                d.unit.dropins.iter().map(|p| p.display().to_string()).collect(),
-                if d.runit.is_some() { "runit" } else { "unit-file" }.to_string(),
+                d.unit
+                    .dropins
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+                if d.runit.is_some() {
+                    "runit"
+                } else {
+                    "unit-file"
+                }
+                .to_string(),
                 d.unit
                     .unit
                     .description
@@ -1614,7 +1672,9 @@ impl Manager {
             }
             other => Response::Error(Failure {
                 kind: ErrorKind::BadRequest,
-                message: format!("request {other:?} is not answered as a query; this is a corral bug"),
+                message: format!(
+                    "request {other:?} is not answered as a query; this is a corral bug"
+                ),
             }),
         }
     }
@@ -1880,7 +1940,9 @@ pub async fn run(
     }
     match joined {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(SupervisorError::Thread("the manager thread panicked".into())),
+        Ok(Err(_)) => Err(SupervisorError::Thread(
+            "the manager thread panicked".into(),
+        )),
         Err(e) => Err(SupervisorError::Thread(e.to_string())),
     }
 }

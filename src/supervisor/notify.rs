@@ -104,8 +104,9 @@ impl NotifySocket {
             .async_io(Interest::READABLE, || {
                 let mut iov = [IoSliceMut::new(&mut buf)];
                 let mut cmsg = nix::cmsg_space!(libc::ucred);
-                let msg = recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-                    .map_err(std::io::Error::from)?;
+                let msg =
+                    recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+                        .map_err(std::io::Error::from)?;
                 let mut pid = None;
                 if let Ok(cmsgs) = msg.cmsgs() {
                     for c in cmsgs {

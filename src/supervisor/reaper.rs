@@ -10,8 +10,8 @@ use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::state::{Exit, Pid};
 use super::SupervisorError;
+use super::state::{Exit, Pid};
 
 /// Marks the calling process as a child subreaper (PR_SET_CHILD_SUBREAPER).
 pub fn become_subreaper() -> Result<(), SupervisorError> {

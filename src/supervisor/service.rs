@@ -12,7 +12,7 @@ use crate::unit::model::{
 };
 use crate::unit::{ExecCommand, RunitService, Unit};
 
-use super::state::{Cmd, ExitSet, Kind, KillMode, RestartPolicy, Spec};
+use super::state::{Cmd, ExitSet, KillMode, Kind, RestartPolicy, Spec};
 
 /// Everything the manager needs to run one service.
 #[derive(Debug, Clone)]
@@ -97,7 +97,10 @@ pub fn from_unit(unit: Unit, root: &Cgroup) -> Result<ServiceDef, String> {
         ServiceType::Notify => Kind::Notify,
         ServiceType::Idle => Kind::Idle,
         ServiceType::Dbus => {
-            notes.push("Type=dbus is run as Type=simple: corral does not watch the bus for BusName=".into());
+            notes.push(
+                "Type=dbus is run as Type=simple: corral does not watch the bus for BusName="
+                    .into(),
+            );
             Kind::Simple
         }
     };
