@@ -30,11 +30,11 @@ pub fn run(
     let mut hit = false;
     for (_, state) in states {
         let word = state.map_or("inactive", ActiveState::as_str);
-        let yes = match (failed, state) {
-            (true, Some(ActiveState::Failed)) => true,
-            (false, Some(ActiveState::Active | ActiveState::Reloading)) => true,
-            _ => false,
-        };
+        let yes = matches!(
+            (failed, state),
+            (true, Some(ActiveState::Failed))
+                | (false, Some(ActiveState::Active | ActiveState::Reloading))
+        );
         hit |= yes;
         if !quiet {
             println!("{word}");

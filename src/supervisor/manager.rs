@@ -835,10 +835,7 @@ impl Manager {
         let Some(e) = self.units.get_mut(&name) else {
             return;
         };
-        // The exit is final: the cgroup's populated flag is current at this point.
-        if let Some(cg) = e.inv.as_ref().and_then(|i| i.cgroup.as_ref()) {
-            e.state.populated = cg.populated().unwrap_or(false);
-        }
+        // An emptied cgroup is noticed by reconcile() after this event, as a CgroupEmpty.
         let def = e.def.clone();
         if e.state.main == Some(pid) {
             e.main_exit = Some((pid, exit));
@@ -1786,7 +1783,15 @@ pub async fn run(
         let path = path.to_path_buf();
         move |source| SupervisorError::Io { op, path, source }
     };
-    std::fs::create_dir_all(&opts.runtime_dir).map_err(io("create", &opts.runtime_dir))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        // The control socket's directory must be private (0700): only the user reaches the manager.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&opts.runtime_dir)
+            .map_err(io("create", &opts.runtime_dir))?;
+    }
     std::fs::create_dir_all(&opts.state_dir).map_err(io("create", &opts.state_dir))?;
     let sock_path = opts.runtime_dir.join("control.sock");
     let listener = crate::ipc::bind_private(&sock_path)?;

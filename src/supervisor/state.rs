@@ -914,12 +914,8 @@ impl Machine<'_> {
                 self.enter_signal(Sub::StopSigterm);
             }
             Sub::Running | Sub::Reload if self.s.control.is_none() => self.after_main_exit(exit),
-            Sub::Reload => {
-                // ExecReload still runs; its end decides.
-                if !clean {
-                    self.fail(self.result_of(exit));
-                }
-            }
+            // ExecReload still runs; its end decides.
+            Sub::Reload if !clean => self.fail(self.result_of(exit)),
             Sub::Stop if self.s.control.is_none() => {
                 // After STOPPING=1: the service went; kill what it left.
                 if !clean {
