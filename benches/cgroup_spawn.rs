@@ -5,15 +5,19 @@
 //! starting the 100 processes, reaping and removal happen outside.
 
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use corral::cgroup::spawn::{self, SpawnSpec, Stdio};
+use corral::cgroup::spawn::{self, FdMapping, SpawnSpec};
 use corral::cgroup::{Cgroup, TempCgroup};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn reap(pid: i32) {
     nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
 }
 
 fn sh_spec(cg: &Cgroup, script: &str) -> SpawnSpec {
@@ -49,19 +53,34 @@ fn bench_spawn(c: &mut Criterion, root: &Cgroup) {
     g.finish();
 }
 
-/// A fresh cgroup with a shell and its 99 background sleeps (100
-/// processes), returned once all exist.
-fn hundred(root: &Cgroup, n: usize) -> (Cgroup, i32) {
+/// A fresh cgroup with a shell and 99 forked subshells (100 processes),
+/// returned once every one of them is running and blocked: each writes a
+/// byte to fd 3 and then blocks reading fd 4, a pipe nobody writes to
+/// (the returned fd keeps it open).
+fn hundred(root: &Cgroup, n: usize) -> (Cgroup, i32, OwnedFd) {
     let cg = root.create_child(&format!("hundred-{n}")).unwrap();
-    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-    let mut spec = sh_spec(&cg, "for i in $(seq 99); do sleep 1000 & done; echo; wait");
-    spec.stdout = Stdio::Fd(w);
+    let (ready_r, ready_w) = pipe();
+    let (block_r, block_w) = pipe();
+    let mut spec = sh_spec(
+        &cg,
+        "for i in $(seq 99); do (echo >&3; read x <&4) & done; echo >&3; read x <&4",
+    );
+    spec.extra_fds = vec![
+        FdMapping {
+            parent_fd: ready_w.as_raw_fd(),
+            child_fd: 3,
+        },
+        FdMapping {
+            parent_fd: block_r.as_raw_fd(),
+            child_fd: 4,
+        },
+    ];
     let child = spawn::spawn(&spec).unwrap();
-    drop(spec);
-    let mut b = [0u8; 1];
-    assert_eq!(nix::unistd::read(&r, &mut b).unwrap(), 1);
+    drop((spec, ready_w, block_r));
+    let mut ready = [0u8; 100];
+    std::io::Read::read_exact(&mut std::fs::File::from(ready_r), &mut ready).unwrap();
     assert_eq!(cg.procs().unwrap().len(), 100);
-    (cg, child.pid)
+    (cg, child.pid, block_w)
 }
 
 fn bench_kill(c: &mut Criterion, root: &Cgroup) {
@@ -83,7 +102,7 @@ fn bench_kill(c: &mut Criterion, root: &Cgroup) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     n += 1;
-                    let (cg, shell) = hundred(root, n);
+                    let (cg, shell, _block) = hundred(root, n);
                     let t = Instant::now();
                     if each {
                         cg.kill_each().unwrap();

@@ -560,3 +560,99 @@ fn the_cgroup2_root_is_recognised() {
     leaf.remove().unwrap();
     assert!(!leaf.is_root());
 }
+
+#[test]
+fn events_hub_watches_150_cgroups_with_one_inotify_instance() {
+    let Some(root) = scratch() else { return };
+    let many = root.create_child("many").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut pids = Vec::new();
+    let mut cgs = Vec::new();
+    for i in 0..150 {
+        let cg = many.create_child(&format!("u{i}")).unwrap();
+        pids.push(start_and_sync(&cg, "echo; exec sleep 1000"));
+        cgs.push(cg);
+    }
+    rt.block_on(async {
+        let hub = cgroup::EventsHub::new().unwrap();
+        // More watchers than the default per-user inotify instance limit
+        // (128), plus a second watcher on one cgroup sharing its watch.
+        let mut watchers: Vec<_> = cgs.iter().map(|cg| hub.watch(cg).unwrap()).collect();
+        let extra = hub.watch(&cgs[0]).unwrap();
+        assert_eq!(hub.watch_count(), 150);
+        for w in &watchers {
+            assert!(w.current().unwrap().populated);
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for mut w in watchers.drain(..) {
+            set.spawn(async move { w.wait_empty().await });
+        }
+        set.spawn(async move {
+            let mut extra = extra;
+            extra.wait_empty().await
+        });
+        // Nothing may resolve while everything still runs.
+        let early = tokio::time::timeout(Duration::from_millis(200), set.join_next()).await;
+        assert!(early.is_err(), "a wait resolved early: {early:?}");
+        many.kill().unwrap();
+        let all = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut n = 0;
+            while let Some(r) = set.join_next().await {
+                r.unwrap().unwrap();
+                n += 1;
+            }
+            n
+        })
+        .await
+        .expect("not every wait_empty resolved");
+        assert_eq!(all, 151);
+        // Every watcher dropped: every watch removed.
+        assert_eq!(hub.watch_count(), 0);
+    });
+    for pid in pids {
+        reap(pid);
+    }
+}
+
+#[test]
+fn wait_empty_ends_when_the_cgroup_is_killed_and_removed() {
+    // kernfs sends no IN_IGNORED when a cgroup is removed, so a wait must
+    // not rely on it: the populated 1 -> 0 change that has to precede any
+    // rmdir is what ends it, and a cgroup already gone counts as empty.
+    let Some(root) = scratch() else { return };
+    let rt = rt();
+    rt.block_on(async {
+        let hub = cgroup::EventsHub::new().unwrap();
+        for shared in [false, true] {
+            let cg = root.create_child(&format!("doomed-{shared}")).unwrap();
+            let pid = start_and_sync(&cg, "echo; exec sleep 1000");
+            let mut w = if shared {
+                hub.watch(&cg).unwrap()
+            } else {
+                cg.watch_events().unwrap()
+            };
+            let remover = async {
+                cg.kill().unwrap();
+                cg.wait_empty().await.unwrap();
+                cg.remove().unwrap();
+            };
+            let (res, ()) = tokio::join!(
+                tokio::time::timeout(Duration::from_secs(10), w.wait_empty()),
+                remover
+            );
+            res.expect("wait_empty hung").unwrap();
+            reap(pid);
+            assert!(!cg.path().exists());
+            let e = hub.watch(&cg).unwrap_err();
+            assert!(e.is_not_found(), "{e}");
+            tokio::time::timeout(Duration::from_secs(10), hub.wait_empty(&cg))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    });
+}

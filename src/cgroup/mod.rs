@@ -33,7 +33,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
-pub use events::{Events, EventsWatcher};
+pub use events::{Events, EventsHub, EventsWatcher};
 pub use mount::{cgroup_of_pid, find_mount, find_mount_info, own_cgroup, pick_root};
 
 /// Result of cgroup operations.
@@ -421,24 +421,26 @@ impl Cgroup {
     }
 
     /// Sends `signal` to every process of the subtree (KillMode=control-group);
-    /// returns how many were signalled. Processes that exit meanwhile are skipped.
+    /// returns how many were signalled. Processes that exit meanwhile are
+    /// skipped; one that may not be signalled (EPERM) is the error returned
+    /// after all others were signalled.
     pub fn signal_all(&self, signal: Signal) -> Result<usize> {
         self.refuse_root("signal every process of")?;
         let mut n = 0;
+        let mut denied = None;
         for pid in self.procs_recursive()? {
             match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
                 Ok(()) => n += 1,
                 Err(Errno::ESRCH) => {}
+                // Keep going: one process of another uid must not shield
+                // the rest from the signal.
                 Err(e) => {
-                    return Err(CgroupError::io(
-                        Op::Signal { pid, signal },
-                        &self.path,
-                        e.into(),
-                    ));
+                    let op = Op::Signal { pid, signal };
+                    denied.get_or_insert(CgroupError::io(op, &self.path, e.into()));
                 }
             }
         }
-        Ok(n)
+        denied.map_or(Ok(n), Err)
     }
 
     /// SIGKILLs every process of the subtree through `cgroup.kill`, or
@@ -474,7 +476,10 @@ impl Cgroup {
             Err(e) => return Err(e),
         };
         let mut seen = HashSet::new();
-        let result = loop {
+        // A process we may not signal (EPERM: another uid) must not stop
+        // us from killing the rest; the first such error is returned.
+        let mut denied = None;
+        let listed = loop {
             let pids = match self.procs_recursive() {
                 Ok(p) => p,
                 Err(e) => break Err(e),
@@ -491,15 +496,17 @@ impl Cgroup {
                             pid,
                             signal: Signal::SIGKILL,
                         };
-                        return Err(CgroupError::io(op, &self.path, e.into()));
+                        denied.get_or_insert(CgroupError::io(op, &self.path, e.into()));
                     }
                 }
             }
         };
+        // Thawed whatever happened, or the killed processes could not die.
         if froze {
             self.thaw()?;
         }
-        result
+        listed?;
+        denied.map_or(Ok(()), Err)
     }
 
     /// Freezes every process of the subtree (`cgroup.freeze`); the freeze
@@ -574,8 +581,9 @@ impl Cgroup {
 
     /// Resolves once the subtree has no process left (`populated 0`).
     /// The watch is armed before the first check, so an exit between the
-    /// check and the wait is never missed. A cgroup removed meanwhile counts
-    /// as empty.
+    /// check and the wait is never missed. A cgroup already removed counts
+    /// as empty. Uses an inotify instance of its own for the wait; a
+    /// manager watching many cgroups uses [`EventsHub::wait_empty`].
     pub fn wait_empty(&self) -> impl Future<Output = Result<()>> + Send + 'static {
         let cg = self.clone();
         async move {
