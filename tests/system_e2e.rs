@@ -95,6 +95,11 @@ struct Service {
 
 impl Service {
     fn new(socket: &Path) -> Service {
+        Service::with_extra(socket, "")
+    }
+
+    /// Like [`Service::new`], with more session lines after pam_corral's.
+    fn with_extra(socket: &Path, extra: &str) -> Service {
         let dir = Path::new(env!("CARGO_BIN_EXE_corrald")).parent().unwrap();
         let so = dir.join("libpam_corral.so");
         assert!(
@@ -107,7 +112,7 @@ impl Service {
             format!("/etc/pam.d/{name}"),
             format!(
                 "auth required pam_permit.so\naccount required pam_permit.so\n\
-                 session required {} socket={} timeout=30\n",
+                 session required {} socket={} timeout=30\n{extra}",
                 so.display(),
                 socket.display()
             ),
@@ -341,5 +346,73 @@ fn with_linger_the_users_services_outlive_the_last_logout() {
     wait_until(30, "the subtree to go", || {
         !sys.user_cgroup(user.uid).exists()
     });
+    remove_services(&user);
+}
+
+#[test]
+fn pamtester_open_and_close_session_runs_the_manager_and_units_as_the_user_and_leaves_nothing() {
+    if !can_run_e2e("e2e pamtester open+close") {
+        return;
+    }
+    let user = test_user("corral-t1", true);
+    install_services(&user);
+    let sys = TestSystem::start(None);
+    let user_cg = sys.user_cgroup(user.uid);
+    // pam_exec runs after pam_corral's open_session returned (manager
+    // ready, autostart units started) and records what runs, as root.
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("snapshot");
+    let script = dir.path().join("snapshot.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             [ \"$PAM_TYPE\" = open_session ] || exit 0\n\
+             cg={cg}\n\
+             m=$(head -n1 $cg/manager/cgroup.procs)\n\
+             {{ echo \"manager=$m\"; grep -E '^(Uid|Groups):' /proc/$m/status;\n\
+               for d in $cg/*/; do\n\
+                 echo \"cgroup=$(basename $d) owner=$(stat -c %u $d) procs=$(cat $d/cgroup.procs | tr '\\n' ' ')\";\n\
+               done; env; }} > {out}\n",
+            cg = user_cg.display(),
+            out = snapshot.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pam = Service::with_extra(
+        &sys.socket(),
+        &format!("session required pam_exec.so {}\n", script.display()),
+    );
+
+    let out = pam.run(&user, &["open_session", "close_session"]);
+    assert!(out.status.success(), "{}\n{}", show(&out), sys.stderr());
+    let snap = std::fs::read_to_string(&snapshot).unwrap();
+    // The manager ran as the user, with the user's supplementary groups.
+    assert!(
+        snap.contains(&format!("Uid:\t{u}\t{u}\t{u}\t{u}", u = user.uid)),
+        "{snap}"
+    );
+    let groups = snap.lines().find(|l| l.starts_with("Groups:")).unwrap();
+    assert!(groups.contains(&test_group_gid().to_string()), "{snap}");
+    // Its units ran in sibling cgroups owned by the user.
+    for unit in ["ssh-agent", "dbus"] {
+        let line = snap
+            .lines()
+            .find(|l| l.starts_with(&format!("cgroup={unit}")))
+            .unwrap_or_else(|| panic!("no cgroup for {unit}: {snap}"));
+        assert!(line.contains(&format!("owner={}", user.uid)), "{line}");
+        assert!(!line.ends_with("procs="), "{unit} had no process: {line}");
+    }
+    assert!(
+        snap.contains(&format!("XDG_RUNTIME_DIR=/run/user/{}", user.uid)),
+        "{snap}"
+    );
+    // After the last close: nothing of the user is left.
+    wait_until(30, "the user's subtree to go", || !user_cg.exists());
+    wait_until(5, "every process of the user to end", || {
+        processes_of(user.uid).is_empty()
+    });
+    assert!(!Path::new(&format!("/run/user/{}", user.uid)).exists());
     remove_services(&user);
 }
