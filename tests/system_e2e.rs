@@ -260,6 +260,16 @@ fn another_user_cannot_reach_a_users_manager() {
     );
     let socket = format!("/run/user/{}/corral/control.sock", a.uid);
     assert!(Path::new(&socket).exists(), "{socket}");
+    // A's manager socket: 0600 in a 0700 directory, both A's.
+    use std::os::unix::fs::MetadataExt;
+    for (path, mode) in [
+        (socket.as_str(), 0o600),
+        (socket.trim_end_matches("/control.sock"), 0o700),
+    ] {
+        let meta = std::fs::metadata(path).unwrap();
+        assert_eq!(meta.mode() & 0o777, mode, "{path}");
+        assert_eq!(meta.uid(), a.uid, "{path}");
+    }
 
     for verb in [
         vec!["start", "ssh-agent"],
