@@ -254,6 +254,11 @@ fn a_killed_manager_is_restarted_in_a_fresh_cgroup() {
     });
     let status = sys.status(&user);
     assert!(status.contains("restarts: 1"), "{status}");
+    assert!(
+        status.contains("last error: the user manager of uid"),
+        "{status}"
+    );
+    assert!(status.contains("killed by SIGKILL"), "{status}");
     let second = sys.manager_pid(&user).unwrap();
     let procs =
         std::fs::read_to_string(sys.user_cgroup(user.uid).join("manager/cgroup.procs")).unwrap();
@@ -337,6 +342,10 @@ fn a_manager_dying_in_a_burst_is_given_up_and_the_waiting_login_is_told() {
     let status = sys.status(&user);
     assert!(
         status.contains("manager: failed") && status.contains("restarts: 4"),
+        "{status}"
+    );
+    assert!(
+        status.contains("last error:") && status.contains("5 times"),
         "{status}"
     );
     assert!(

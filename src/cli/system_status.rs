@@ -98,6 +98,9 @@ pub fn render(users: &[UserStatus]) -> String {
             .map(|p| format!(" (pid {p})"))
             .unwrap_or_default();
         let _ = writeln!(out, "  manager: {state}{pid}, restarts: {}", u.restarts);
+        if let Some(error) = &u.last_error {
+            let _ = writeln!(out, "  last error: {error}");
+        }
         let linger = if u.linger { "yes" } else { "no" };
         let _ = writeln!(out, "  sessions: {}, linger: {linger}", u.sessions);
         let _ = writeln!(out, "  runtime dir: {}", u.runtime_dir.display());
@@ -146,11 +149,13 @@ mod tests {
                     pids: vec![4300, 4301],
                 },
             ],
+            last_error: Some("the user manager of uid 1000 killed by SIGKILL".into()),
         }];
         assert_eq!(
             render(&users),
             "alice (uid 1000)\n\
              \x20 manager: running (pid 4242), restarts: 1\n\
+             \x20 last error: the user manager of uid 1000 killed by SIGKILL\n\
              \x20 sessions: 2, linger: yes\n\
              \x20 runtime dir: /run/user/1000\n\
              \x20 user-1000\n\

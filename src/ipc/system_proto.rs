@@ -129,6 +129,8 @@ pub struct UserStatus {
     pub runtime_dir: PathBuf,
     /// The user's delegated cgroup and everything below it, parents first.
     pub cgroups: Vec<CgroupNode>,
+    /// Why the manager last died or was given up, with where its output went.
+    pub last_error: Option<String>,
 }
 
 /// A reply of `corrald --system`.

@@ -118,6 +118,8 @@ struct User {
     made_rundir: bool,
     /// Why we gave up on this user's manager; cleared by the next login.
     failure: Option<String>,
+    /// Why the manager last died, for `status`.
+    last_error: Option<String>,
     /// `Login { wait: true }` replies held until ready or failure.
     waiters: Vec<oneshot::Sender<SystemResponse>>,
 }
@@ -277,6 +279,7 @@ impl System {
             restarts: 0,
             made_rundir: false,
             failure: None,
+            last_error: None,
             waiters: Vec::new(),
         })
     }
@@ -453,6 +456,7 @@ impl System {
                         restarts: user.restarts,
                         runtime_dir: self.layout.user_runtime_dir(*id),
                         cgroups: Vec::new(),
+                        last_error: user.failure.clone().or_else(|| user.last_error.clone()),
                     });
                 }
                 // Reading cgroupfs is a syscall per file: keep it off the runtime.
@@ -617,6 +621,7 @@ impl System {
             return;
         };
         user.pid = None;
+        user.last_error = Some(why.clone());
         if !user.wanted() || self.shutting_down {
             self.begin_teardown(uid);
             return;
