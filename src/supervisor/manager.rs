@@ -953,12 +953,16 @@ impl Manager {
                     self.pids.insert(pid, name.to_string());
                     queue.push_back(Event::Spawned { cmd, pid });
                 }
-                Err(msg) => {
-                    self.log(name, &msg);
+                Err(SpawnFailure { message, status }) => {
+                    self.log(name, &message);
                     if let Some(e) = self.units.get_mut(name) {
-                        e.failure_note = Some(msg);
+                        e.failure_note = Some(message);
+                        if cmd == Cmd::Start && def.spec.kind != state::Kind::Forking {
+                            // No PID: the child never became the service.
+                            e.main_exit = Some((0, Exit::Code(status)));
+                        }
                     }
-                    queue.push_back(Event::SpawnFailed { cmd });
+                    queue.push_back(Event::SpawnFailed { cmd, status });
                 }
             },
             Action::FindMainPid => self.find_main_pid(name, queue),
@@ -1360,7 +1364,7 @@ impl Manager {
         def: &Arc<ServiceDef>,
         cmd: Cmd,
         index: usize,
-    ) -> Result<Pid, String> {
+    ) -> Result<Pid, SpawnFailure> {
         let svc = def
             .unit
             .service
@@ -1383,7 +1387,8 @@ impl Manager {
                     return Err(format!(
                         "cannot read EnvironmentFile={}: {err}; create it or prefix the path with '-'",
                         f.path.display()
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -1437,7 +1442,7 @@ impl Manager {
             .ok_or_else(|| format!("{name} has no invocation"))?;
         spec.cgroup = inv.cgroup.as_ref().map(|c| c.path().to_path_buf());
         if spec.cgroup.is_none() {
-            return Err(format!("{name} has no cgroup to start processes in"));
+            return Err(format!("{name} has no cgroup to start processes in").into());
         }
         spec.umask = Some(svc.umask);
         spec.nice = svc.nice;
@@ -1466,7 +1471,10 @@ impl Manager {
         }
         spec.stderr = Stdio::Fd(err_w);
         let inv_id = inv.id.clone();
-        let spawned = spawn(&spec).map_err(|e| format!("{}: {e}", cmd.directive()))?;
+        let spawned = spawn(&spec).map_err(|e| SpawnFailure {
+            message: format!("{}: {e}", cmd.directive()),
+            status: i32::from(e.stage.exit_status()),
+        })?;
         drop(spec);
         if let Some(r) = out_r {
             output::attach(name, &inv_id, spawned.pid, Stream::Stdout, r);
@@ -1674,6 +1682,22 @@ impl Manager {
                 path: p.display().to_string(),
             })
             .collect())
+    }
+}
+
+/// Why a process could not be started, with systemd's exit status for it.
+struct SpawnFailure {
+    message: String,
+    status: i32,
+}
+
+impl From<String> for SpawnFailure {
+    fn from(message: String) -> SpawnFailure {
+        // Everything before exec that is not a SpawnError counts as status 203 (EXEC).
+        SpawnFailure {
+            message,
+            status: 203,
+        }
     }
 }
 

@@ -386,6 +386,8 @@ pub enum Event {
     SpawnFailed {
         /// The list it came from.
         cmd: Cmd,
+        /// systemd's exit status for the failed step (203 EXEC, 200 CHDIR, ...).
+        status: i32,
     },
     /// The main process was reaped.
     MainExited(Exit),
@@ -673,13 +675,13 @@ impl Machine<'_> {
                 }
             }
             Event::Spawned { cmd, pid } => self.spawned(cmd, pid),
-            Event::SpawnFailed { cmd } => {
-                // A program that cannot be executed ends like one that exited 203,
-                // as systemd reports it (status=203/EXEC).
+            Event::SpawnFailed { cmd, status } => {
+                // A program that cannot be executed ends like one that exited with
+                // systemd's status for the failed step (status=203/EXEC).
                 if self.is_main_cmd(cmd) {
-                    self.main_exited(Exit::Code(203));
+                    self.main_exited(Exit::Code(status));
                 } else if self.s.control.is_some_and(|c| c.cmd == cmd) {
-                    self.control_exited(Exit::Code(203), self.control_ignores());
+                    self.control_exited(Exit::Code(status), self.control_ignores());
                 }
             }
             Event::MainExited(exit) => {

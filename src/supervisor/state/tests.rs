@@ -396,7 +396,14 @@ fn rows() -> Vec<Row> {
         Row {
             name: "spawn failure is status 203: failed exit-code",
             spec: simple.clone(),
-            events: vec![E::Start, E::SpawnFailed { cmd: Cmd::Start }, E::CgroupEmpty],
+            events: vec![
+                E::Start,
+                E::SpawnFailed {
+                    cmd: Cmd::Start,
+                    status: 203,
+                },
+                E::CgroupEmpty,
+            ],
             sub: Sub::Failed,
             result: R::ExitCode,
             last: vec![
