@@ -136,6 +136,11 @@ fn relative_program_is_refused_before_forking() {
     let spec = SpawnSpec::new(c"sh".into());
     let e = spawn::spawn(&spec).unwrap_err();
     assert_eq!((e.stage, e.errno), (Stage::Prepare, Errno::EINVAL));
+    assert_eq!(
+        e.to_string(),
+        "cannot start sh: preparing to start (the program must be an absolute path) failed: \
+         EINVAL: Invalid argument (status 203/EXEC)"
+    );
 }
 
 #[test]

@@ -656,3 +656,79 @@ fn wait_empty_ends_when_the_cgroup_is_killed_and_removed() {
         }
     });
 }
+
+/// Runs the user half of `as_the_delegated_user` (in the child process).
+fn delegated_user_side(expected_root: &str) {
+    assert_eq!(nix::unistd::geteuid().as_raw(), 65534);
+    let own = cgroup::own_cgroup().unwrap();
+    assert_eq!(own, Path::new(expected_root));
+    // Our own cgroup is ours: pick_root takes it.
+    let root = cgroup::pick_root(None).unwrap();
+    assert_eq!(root.path(), own);
+    // A unit cgroup, a clone3 spawn into it, and a kill: all as the user.
+    let unit = root.create_child("unit-a").unwrap();
+    let pid = start_and_sync(&unit, "sleep 1000 & echo; exec sleep 1000");
+    assert_eq!(unit.procs_recursive().unwrap().len(), 2);
+    // The delegated root's own cgroup.kill stays root's.
+    let e = root.kill().unwrap_err();
+    assert_eq!(e.errno(), Some(libc::EACCES), "{e}");
+    assert!(e.to_string().contains("cgroup.kill"), "{e}");
+    unit.kill().unwrap();
+    rt().block_on(wait_empty_guarded(&unit));
+    reap(pid);
+    unit.remove().unwrap();
+    println!("user-side ok");
+}
+
+#[test]
+fn as_the_delegated_user() {
+    // The same test binary, re-run as nobody inside the delegated cgroup,
+    // does the user half.
+    if let Ok(expected_root) = std::env::var("CORRAL_TEST_DELEGATED_ROOT") {
+        delegated_user_side(&expected_root);
+        return;
+    }
+    let Some(root) = scratch() else { return };
+    let user = root.create_child("user-65534").unwrap();
+    user.chown_delegate(65534, 65534).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut spec = SpawnSpec::new(CString::new(exe.as_os_str().as_encoded_bytes()).unwrap());
+    spec.argv = [
+        "cgroup_tree",
+        "--exact",
+        "as_the_delegated_user",
+        "--nocapture",
+        "--test-threads=1",
+    ]
+    .iter()
+    .map(|a| CString::new(*a).unwrap())
+    .collect();
+    spec.env = vec![
+        c"PATH=/usr/bin:/bin".into(),
+        CString::new(format!(
+            "CORRAL_TEST_DELEGATED_ROOT={}",
+            user.path().display()
+        ))
+        .unwrap(),
+    ];
+    spec.cwd = Some(c"/".into());
+    spec.cgroup = Some(user.path().into());
+    spec.credentials = Some(Credentials {
+        uid: 65534,
+        gid: 65534,
+        groups: vec![],
+    });
+    let (r, w) = pipe();
+    spec.stdout = Stdio::Fd(w);
+    spec.stderr = Stdio::Inherit;
+    let child = spawn::spawn(&spec).unwrap();
+    drop(spec);
+    let out = read_all(r);
+    assert!(
+        matches!(reap(child.pid), nix::sys::wait::WaitStatus::Exited(_, 0)),
+        "user side failed:\n{out}"
+    );
+    assert!(out.contains("user-side ok"), "{out}");
+    assert!(!user.populated().unwrap());
+    assert_eq!(user.children().unwrap(), Vec::<Cgroup>::new());
+}

@@ -83,7 +83,7 @@ pub struct FdMapping {
 pub struct SpawnSpec {
     /// Absolute path of the executable.
     pub program: CString,
-    /// Arguments including argv[0] (which may differ from `program`);
+    /// Arguments including `argv[0]` (which may differ from `program`);
     /// empty means `[program]`.
     pub argv: Vec<CString>,
     /// The complete environment, `KEY=value` each.
@@ -218,7 +218,11 @@ impl Stage {
     /// systemd's name for the failure, as in `status=203/EXEC`.
     pub fn name(self) -> &'static str {
         match self {
-            Stage::Prepare | Stage::Fork => "MEMORY",
+            // What fails before the fork is the caller's input (a relative
+            // program, a NUL in a path) or fds: systemd would not get to
+            // exec either.
+            Stage::Prepare => "EXEC",
+            Stage::Fork => "MEMORY",
             Stage::Cgroup => "CGROUP",
             Stage::Setsid => "SETSID",
             Stage::Stdin => "STDIN",
@@ -238,7 +242,8 @@ impl Stage {
     /// systemd's exit status for the failure (203 for EXEC, ...).
     pub fn exit_status(self) -> u8 {
         match self {
-            Stage::Prepare | Stage::Fork => 204,
+            Stage::Prepare => 203,
+            Stage::Fork => 204,
             Stage::Cgroup => 219,
             Stage::Setsid => 220,
             Stage::Stdin => 208,

@@ -21,8 +21,8 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use crate::cgroup::Cgroup;
 use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio, spawn};
-use crate::cgroup::{Cgroup, EventsWatcher};
 use crate::ipc::proto::{
     ErrorKind, Failure, KillWhom, LoadState, MainExit, ManagerStatus, Request, Response, UnitFile,
     UnitFiles, UnitStatus,
@@ -177,6 +177,8 @@ struct UnitEntry {
     failure_note: Option<String>,
     /// KillMode=process: PIDs left running by the last stop.
     left_behind: Vec<Pid>,
+    /// enabled/disabled/static/masked, from the loader's listing.
+    file_state: String,
 }
 
 impl UnitEntry {
@@ -200,6 +202,7 @@ impl UnitEntry {
             main_exit: None,
             failure_note: None,
             left_behind: Vec::new(),
+            file_state: String::new(),
         }
     }
 
@@ -411,7 +414,7 @@ impl Manager {
     fn load_all(&mut self) -> Vec<String> {
         self.load_errors.clear();
         let mut names = Vec::new();
-        for (name, _, _) in self.loader.list() {
+        for (name, _, file_state) in self.loader.list() {
             if name.is_template() {
                 continue;
             }
@@ -423,6 +426,9 @@ impl Manager {
             }
             let key = name.as_str().to_string();
             names.push(key.clone());
+            if let Some(e) = self.units.get_mut(&key) {
+                e.file_state = file_state.to_string();
+            }
             match self.units.get_mut(&key) {
                 Some(e) if e.inv.is_some() => e.pending = Some(def),
                 Some(e) => {
@@ -432,7 +438,9 @@ impl Manager {
                     e.def = def;
                 }
                 None => {
-                    self.units.insert(key.clone(), UnitEntry::new(key, def));
+                    let mut e = UnitEntry::new(key.clone(), def);
+                    e.file_state = file_state.to_string();
+                    self.units.insert(key, e);
                 }
             }
         }
@@ -953,12 +961,16 @@ impl Manager {
                     self.pids.insert(pid, name.to_string());
                     queue.push_back(Event::Spawned { cmd, pid });
                 }
-                Err(msg) => {
-                    self.log(name, &msg);
+                Err(SpawnFailure { message, status }) => {
+                    self.log(name, &message);
                     if let Some(e) = self.units.get_mut(name) {
-                        e.failure_note = Some(msg);
+                        e.failure_note = Some(message);
+                        if cmd == Cmd::Start && def.spec.kind != state::Kind::Forking {
+                            // No PID: the child never became the service.
+                            e.main_exit = Some((0, Exit::Code(status)));
+                        }
                     }
-                    queue.push_back(Event::SpawnFailed { cmd });
+                    queue.push_back(Event::SpawnFailed { cmd, status });
                 }
             },
             Action::FindMainPid => self.find_main_pid(name, queue),
@@ -1024,7 +1036,10 @@ impl Manager {
         let tx = self.tx.clone();
         let unit = name.to_string();
         let task = self.rt.spawn(async move {
-            tokio::time::sleep(after).await;
+            // RestartSec=0 must not wait for the timer wheel's next millisecond tick.
+            if !after.is_zero() {
+                tokio::time::sleep(after).await;
+            }
             let _ = tx.send(Input::Timer {
                 unit,
                 timer,
@@ -1078,25 +1093,18 @@ impl Manager {
                 self.log(name, &format!("cannot apply {file}={value}: {err}"));
             }
         }
-        let watcher = EventsWatcher::new(&cg)
-            .map_err(|err| format!("cannot watch the cgroup of {name}: {err}"))?;
+        let events = cg.file("cgroup.events");
+        let watcher = file_watcher(&events, nix::sys::inotify::AddWatchFlags::IN_MODIFY)
+            .map_err(|err| format!("cannot watch {}: {err}", events.display()))?;
         let tx = self.tx.clone();
         let unit = name.to_string();
-        let task = self.rt.spawn(async move {
-            let mut w = watcher;
-            while let Ok(ev) = w.changed().await {
-                if !ev.populated
-                    && tx
-                        .send(Input::CgroupChanged {
-                            unit: unit.clone(),
-                            seq,
-                        })
-                        .is_err()
-                {
-                    break;
-                }
-            }
-        });
+        let task = self.rt.spawn(watch_events(watcher, move || {
+            tx.send(Input::CgroupChanged {
+                unit: unit.clone(),
+                seq,
+            })
+            .is_ok()
+        }));
         let inv = self
             .units
             .get_mut(name)
@@ -1289,7 +1297,8 @@ impl Manager {
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let tx = self.tx.clone();
         let unit = name.to_string();
-        let watch = match dir_watcher(&dir) {
+        use nix::sys::inotify::AddWatchFlags as F;
+        let watch = match file_watcher(&dir, F::IN_CLOSE_WRITE | F::IN_MOVED_TO | F::IN_CREATE) {
             Ok(w) => w,
             Err(err) => {
                 self.log(
@@ -1299,37 +1308,18 @@ impl Manager {
                 return;
             }
         };
-        let task = self.rt.spawn(async move {
-            // SAFETY: InoFd owns the inotify fd and returns that same fd until dropped.
-            let Ok(afd) = (unsafe { tokio::io::unix::AsyncFd::register(InoFd(watch)) }) else {
-                return;
-            };
-            // Check once after arming: the file may have appeared in between.
-            let _ = tx.send(Input::PidFileChanged {
+        // Check once after arming: the file may have appeared in between.
+        let _ = tx.send(Input::PidFileChanged {
+            unit: unit.clone(),
+            seq,
+        });
+        let task = self.rt.spawn(watch_events(watch, move || {
+            tx.send(Input::PidFileChanged {
                 unit: unit.clone(),
                 seq,
-            });
-            loop {
-                let Ok(mut guard) = afd.readable().await else {
-                    return;
-                };
-                let got = guard.get_inner().0.read_events().map(|v| !v.is_empty());
-                guard.clear_ready();
-                if matches!(got, Ok(true) | Err(nix::errno::Errno::EAGAIN)) {
-                    if tx
-                        .send(Input::PidFileChanged {
-                            unit: unit.clone(),
-                            seq,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                } else if got.is_err() {
-                    return;
-                }
-            }
-        });
+            })
+            .is_ok()
+        }));
         if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv.as_mut()) {
             inv.pidfile_watch = Some(task.abort_handle());
         }
@@ -1385,7 +1375,7 @@ impl Manager {
         def: &Arc<ServiceDef>,
         cmd: Cmd,
         index: usize,
-    ) -> Result<Pid, String> {
+    ) -> Result<Pid, SpawnFailure> {
         let svc = def
             .unit
             .service
@@ -1408,7 +1398,8 @@ impl Manager {
                     return Err(format!(
                         "cannot read EnvironmentFile={}: {err}; create it or prefix the path with '-'",
                         f.path.display()
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -1435,7 +1426,7 @@ impl Manager {
                 .command(cmd, index)
                 .ok_or_else(|| format!("{name}: no {} command #{index}", cmd.directive()))?;
             let program = c
-                .resolve_program(&path_env, name, svc.exec_start_line)
+                .resolve_program(&path_env)
                 .map_err(|e| e.to_string())?;
             (program, c.expand(&env))
         };
@@ -1462,7 +1453,7 @@ impl Manager {
             .ok_or_else(|| format!("{name} has no invocation"))?;
         spec.cgroup = inv.cgroup.as_ref().map(|c| c.path().to_path_buf());
         if spec.cgroup.is_none() {
-            return Err(format!("{name} has no cgroup to start processes in"));
+            return Err(format!("{name} has no cgroup to start processes in").into());
         }
         spec.umask = Some(svc.umask);
         spec.nice = svc.nice;
@@ -1491,7 +1482,10 @@ impl Manager {
         }
         spec.stderr = Stdio::Fd(err_w);
         let inv_id = inv.id.clone();
-        let spawned = spawn(&spec).map_err(|e| format!("{}: {e}", cmd.directive()))?;
+        let spawned = spawn(&spec).map_err(|e| SpawnFailure {
+            message: format!("{}: {e}", cmd.directive()),
+            status: i32::from(e.stage.exit_status()),
+        })?;
         drop(spec);
         if let Some(r) = out_r {
             output::attach(name, &inv_id, spawned.pid, Stream::Stdout, r);
@@ -1581,6 +1575,7 @@ impl Manager {
             fragment,
             dropins,
             source,
+            file_state: e.file_state.clone(),
             kind,
             restart,
             active: e.state.sub.active(),
@@ -1630,6 +1625,12 @@ impl Manager {
                     uid: nix::unistd::getuid().as_raw(),
                     version: env!("CARGO_PKG_VERSION").to_string(),
                     cgroup_root: self.rel_cgroup(&self.root),
+                    cgroup: crate::cgroup::own_cgroup()
+                        .map(|p| match p.strip_prefix(&self.mount) {
+                            Ok(rel) => format!("/{}", rel.display()),
+                            Err(_) => p.display().to_string(),
+                        })
+                        .unwrap_or_default(),
                     since_usec: self.started_usec,
                     units: listed,
                     load_errors: self.load_errors.clone(),
@@ -1702,6 +1703,22 @@ impl Manager {
     }
 }
 
+/// Why a process could not be started, with systemd's exit status for it.
+struct SpawnFailure {
+    message: String,
+    status: i32,
+}
+
+impl From<String> for SpawnFailure {
+    fn from(message: String) -> SpawnFailure {
+        // Everything before exec that is not a SpawnError counts as status 203 (EXEC).
+        SpawnFailure {
+            message,
+            status: 203,
+        }
+    }
+}
+
 fn unit_runit(unit: &crate::unit::Unit) -> Option<RunitService> {
     match &unit.source {
         crate::unit::model::UnitSource::Runit(r) => Some(r.clone()),
@@ -1727,15 +1744,40 @@ impl AsRawFd for InoFd {
     }
 }
 
-/// An inotify instance watching `dir` for files created, moved in or written.
-fn dir_watcher(dir: &Path) -> Result<nix::sys::inotify::Inotify, nix::errno::Errno> {
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+/// An inotify instance watching `path` for `flags`.
+fn file_watcher(
+    path: &Path,
+    flags: nix::sys::inotify::AddWatchFlags,
+) -> Result<nix::sys::inotify::Inotify, nix::errno::Errno> {
+    use nix::sys::inotify::{InitFlags, Inotify};
     let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-    ino.add_watch(
-        dir,
-        AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE,
-    )?;
+    ino.add_watch(path, flags)?;
     Ok(ino)
+}
+
+/// Calls `notify` after every batch of inotify events until it returns false
+/// or the fd fails. One watch lives as long as the invocation, so no change
+/// between two waits can be missed.
+async fn watch_events(ino: nix::sys::inotify::Inotify, mut notify: impl FnMut() -> bool) {
+    // SAFETY: InoFd owns the inotify fd and returns that same fd until dropped.
+    let Ok(afd) = (unsafe { tokio::io::unix::AsyncFd::register(InoFd(ino)) }) else {
+        return;
+    };
+    loop {
+        let Ok(mut guard) = afd.readable().await else {
+            return;
+        };
+        match guard.get_inner().0.read_events() {
+            Ok(events) if events.is_empty() => guard.clear_ready(),
+            Ok(_) => {
+                if !notify() {
+                    return;
+                }
+            }
+            Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
+            Err(_) => return,
+        }
+    }
 }
 
 /// The environment every process of the user's services starts from.
