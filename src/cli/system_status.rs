@@ -16,7 +16,7 @@ use crate::ipc::system_proto::{ManagerState, SystemRequest, SystemResponse, User
 
 /// `corral --system VERB`: talk to corrald --system.
 #[derive(Debug, Parser)]
-#[command(name = "corral --system", version)]
+#[command(name = "corral --system", bin_name = "corral --system", version)]
 pub struct SystemCli {
     /// Selects the system manager (always set here).
     #[arg(long)]

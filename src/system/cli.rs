@@ -12,7 +12,7 @@ use super::{SystemOptions, run};
 
 /// corrald --system: start each user's corral manager at login or by linger.
 #[derive(Debug, Parser)]
-#[command(name = "corrald --system", version)]
+#[command(name = "corrald --system", bin_name = "corrald --system", version)]
 pub struct SystemArgs {
     /// Run as the system manager (always set here).
     #[arg(long)]
