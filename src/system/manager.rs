@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
 
 use super::users::UserInfo;
@@ -301,33 +301,142 @@ async fn wait_ready(fd: OwnedFd, ready: oneshot::Sender<()>) {
 }
 
 async fn capture_output(fd: OwnedFd, log: PathBuf, uid: u32, pid: u32) {
-    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+    let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         return;
     };
-    let file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .await;
-    let mut file = match file {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!(
-                "corrald --system: cannot open {}: {e}; uid {uid}'s manager output is lost",
-                log.display()
-            );
-            return;
+    let mut sink = LogSink::new(log);
+    let mut buf = vec![0u8; 8192];
+    let mut line = Vec::new();
+    loop {
+        // The pipe is always drained, whatever happens to the file: a
+        // manager blocked on a full stderr pipe would stop serving its user.
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &byte in &buf[..n] {
+            if byte != b'\n' {
+                line.push(byte);
+                if line.len() < MAX_LINE {
+                    continue;
+                }
+            }
+            sink.write(uid, pid, &line).await;
+            line.clear();
         }
-    };
-    let mut lines = BufReader::new(pipe).split(b'\n');
-    while let Ok(Some(line)) = lines.next_segment().await {
+    }
+    if !line.is_empty() {
+        sink.write(uid, pid, &line).await;
+    }
+}
+
+/// Longest log line; longer output is split. Bounds memory per manager.
+const MAX_LINE: usize = 4096;
+/// Size at which a manager's log is moved to `.old` and started afresh, so a
+/// user cannot fill the system's disk through their manager's stderr.
+const MAX_LOG: u64 = 4 << 20;
+
+/// The append-only, size-capped log file of one user's manager.
+struct LogSink {
+    path: PathBuf,
+    file: Option<tokio::fs::File>,
+    size: u64,
+    /// Set once an error was reported, so a broken disk is said once.
+    reported: bool,
+}
+
+impl LogSink {
+    fn new(path: PathBuf) -> Self {
+        LogSink {
+            path,
+            file: None,
+            size: 0,
+            reported: false,
+        }
+    }
+
+    async fn write(&mut self, uid: u32, pid: u32, line: &[u8]) {
         let stamp = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
         let mut entry = format!("{stamp} user-{uid}[{pid}]: ").into_bytes();
-        entry.extend_from_slice(&line);
+        entry.extend_from_slice(line);
         entry.push(b'\n');
-        if let Err(e) = file.write_all(&entry).await {
-            eprintln!("corrald --system: writing {}: {e}", log.display());
-            return;
+        if let Err(e) = self.append(&entry).await {
+            if !self.reported {
+                eprintln!(
+                    "corrald --system: writing {}: {e}; uid {uid}'s manager output is dropped",
+                    self.path.display()
+                );
+                self.reported = true;
+            }
+            self.file = None;
         }
+    }
+
+    async fn append(&mut self, entry: &[u8]) -> std::io::Result<()> {
+        if self.file.is_some() && self.size + entry.len() as u64 > MAX_LOG {
+            self.file = None;
+            let mut old = self.path.clone().into_os_string();
+            old.push(".old");
+            tokio::fs::rename(&self.path, &old).await?;
+        }
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => {
+                let f = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&self.path)
+                    .await?;
+                self.size = f.metadata().await?.len();
+                self.file.insert(f)
+            }
+        };
+        file.write_all(entry).await?;
+        self.size += entry.len() as u64;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn output_is_stamped_split_at_the_line_cap_and_rotated_at_the_size_cap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("user-7.log");
+        let (r, w) = pipe().unwrap();
+        let task = tokio::spawn(capture_output(r, log.clone(), 7, 99));
+        let mut w = std::fs::File::from(w);
+        w.write_all(b"hello\n").unwrap();
+        // One line of 10000 bytes without a newline: split, never buffered whole.
+        w.write_all(&[b'x'; 10_000]).unwrap();
+        drop(w);
+        task.await.unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[0].ends_with(" user-7[99]: hello"), "{}", lines[0]);
+        let payload = |l: &str| l.split_once("]: ").unwrap().1.len();
+        assert_eq!(
+            lines[1..].iter().map(|l| payload(l)).collect::<Vec<_>>(),
+            [MAX_LINE, MAX_LINE, 10_000 - 2 * MAX_LINE]
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&log).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let mut sink = LogSink::new(log.clone());
+        let line = vec![b'y'; 4000];
+        for _ in 0..(MAX_LOG / 4000 + 10) {
+            sink.write(7, 99, &line).await;
+        }
+        let old = tmp.path().join("user-7.log.old");
+        assert!(old.exists());
+        assert!(std::fs::metadata(&old).unwrap().len() <= MAX_LOG);
+        assert!(std::fs::metadata(&log).unwrap().len() < MAX_LOG / 2);
     }
 }

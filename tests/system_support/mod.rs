@@ -318,6 +318,7 @@ pub fn stand_in_manager(dir: &Path, bus: bool) -> PathBuf {
             echo \"env=HOME=$HOME USER=$USER LOGNAME=$LOGNAME SHELL=$SHELL PATH=$PATH\"; \
           }} > \"$XDG_RUNTIME_DIR/probe.tmp\"\n\
          mv \"$XDG_RUNTIME_DIR/probe.tmp\" \"$XDG_RUNTIME_DIR/probe\"\n\
+         echo 'stand-in manager ready' >&2\n\
          echo ready >&3\n\
          exec 3>&-\n\
          exec sleep 100000\n"
