@@ -94,12 +94,8 @@ struct Service {
 }
 
 impl Service {
-    fn new(socket: &Path) -> Service {
-        Service::with_extra(socket, "")
-    }
-
-    /// Like [`Service::new`], with more session lines after pam_corral's.
-    fn with_extra(socket: &Path, extra: &str) -> Service {
+    /// pam_corral.so, then the `extra` session lines.
+    fn new(socket: &Path, extra: &str) -> Service {
         let dir = Path::new(env!("CARGO_BIN_EXE_corrald")).parent().unwrap();
         let so = dir.join("libpam_corral.so");
         assert!(
@@ -199,16 +195,14 @@ fn unit_cgroups(user_cg: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn a_pam_login_runs_the_users_runit_services_and_the_last_logout_ends_them() {
+fn a_login_runs_the_users_runit_services_and_the_last_logout_ends_them() {
     if !can_run_e2e("e2e login") {
         return;
     }
     let user = test_user("corral-t1", true);
     install_services(&user);
     let sys = TestSystem::start(None);
-    let pam = Service::new(&sys.socket());
-
-    let out = pam.run(&user, &["open_session"]);
+    let out = sys.corral(&["login", "--wait", &user.name]);
     assert!(out.status.success(), "{}\n{}", show(&out), sys.stderr());
     wait_until(20, "ssh-add -l to reach the agent", || {
         agent_reachable(&user)
@@ -232,8 +226,6 @@ fn a_pam_login_runs_the_users_runit_services_and_the_last_logout_ends_them() {
         "{status}"
     );
 
-    // pamtester's close runs in a new process without the open's PAM data,
-    // so the session is ended the way a second PAM handle would: by logout.
     let out = sys.corral(&["logout", &user.name]);
     assert!(out.status.success(), "{}", show(&out));
     wait_until(30, "the user's subtree to go", || !user_cg.exists());
@@ -390,7 +382,7 @@ fn pamtester_open_and_close_session_runs_the_manager_and_units_as_the_user_and_l
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let pam = Service::with_extra(
+    let pam = Service::new(
         &sys.socket(),
         &format!("session required pam_exec.so {}\n", script.display()),
     );

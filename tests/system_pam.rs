@@ -238,14 +238,44 @@ fn a_manager_that_never_gets_ready_delays_the_login_only_until_the_timeout() {
         env.contains(&format!("XDG_RUNTIME_DIR=/run/user/{}\n", user.uid)),
         "{env}"
     );
+    // The open registered a session though it stopped waiting; pamtester,
+    // the login process, has exited without close_session: the session
+    // ends by itself and takes the never-ready manager with it.
+    wait_until(20, "the subtree to go", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+}
+
+#[test]
+fn a_login_process_that_dies_without_close_session_ends_its_session() {
+    if !can_run_pam("pam leader exit") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    let service = Service::new(&format!("socket={}", sys.socket().display()));
+    // A session from `corral login` lasts until logout...
     assert!(
-        sys.status(&user).contains("manager: starting"),
-        "{}",
-        sys.status(&user)
+        sys.corral(&["login", "--wait", &user.name])
+            .status
+            .success()
     );
-    // The open registered a session even though it stopped waiting; only
-    // open_session ran, so `corral logout` ends it.
-    assert!(sys.status(&user).contains("sessions: 1"));
+    // ...one opened through PAM belongs to its login process (pamtester).
+    let out = service.pamtester(&user, &["open_session"]);
+    assert!(out.status.success(), "{}", show(&out));
+    wait_until(20, "the PAM session to end with its process", || {
+        sys.status(&user).contains("sessions: 1,")
+    });
+    assert!(
+        sys.stderr().contains("exited without closing its session"),
+        "{}",
+        sys.stderr()
+    );
+    assert!(
+        sys.manager_pid(&user).is_some(),
+        "the other session keeps it"
+    );
     assert!(sys.corral(&["logout", &user.name]).status.success());
     wait_until(20, "the subtree to go", || {
         !sys.user_cgroup(user.uid).exists()

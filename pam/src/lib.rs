@@ -184,7 +184,9 @@ fn open_session(pam: &Pam, argc: c_int, argv: *const *const c_char) {
     let Some((args, uid)) = setup(pam, argc, argv) else {
         return;
     };
-    let request = SystemRequest::Login { uid, wait: true };
+    // The session belongs to this login process: should it die without
+    // close_session, the daemon ends the session by itself.
+    let request = SystemRequest::OpenSession { uid, wait: true };
     let mut sent = false;
     let reply = wire::call(&args.socket, args.timeout, &request, &mut sent);
     // Once the request is out the daemon counts the session, even if we stop

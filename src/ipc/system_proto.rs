@@ -50,6 +50,15 @@ pub enum SystemRequest {
         /// Only this user; `None` means every user visible to the peer.
         uid: Option<u32>,
     },
+    /// Like `Login`, but the session belongs to the calling process (the
+    /// PAM module's login process): it ends by itself when that process
+    /// exits without logging out, so a crashed login never leaks a session.
+    OpenSession {
+        /// The user logging in.
+        uid: u32,
+        /// Reply only when the user manager reports ready.
+        wait: bool,
+    },
 }
 
 impl SystemRequest {
@@ -57,6 +66,7 @@ impl SystemRequest {
     pub fn target_uid(&self) -> Option<u32> {
         match self {
             SystemRequest::Login { uid, .. }
+            | SystemRequest::OpenSession { uid, .. }
             | SystemRequest::Logout { uid }
             | SystemRequest::EnableLinger { uid }
             | SystemRequest::DisableLinger { uid } => Some(*uid),
@@ -208,6 +218,10 @@ mod tests {
             other => panic!("uid 1001 logging in uid 1000 was allowed: {other:?}"),
         }
         for req in [
+            SystemRequest::OpenSession {
+                uid: 5,
+                wait: false,
+            },
             SystemRequest::Logout { uid: 5 },
             SystemRequest::EnableLinger { uid: 5 },
             SystemRequest::DisableLinger { uid: 5 },

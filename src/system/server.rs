@@ -42,6 +42,7 @@ impl Handler for SystemHandler {
         let (reply, answer) = oneshot::channel();
         let event = Event::Request {
             peer_uid: peer.uid,
+            peer_pid: peer.pid,
             request,
             reply,
         };

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
+use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,8 @@ pub enum Event {
     Request {
         /// The peer's uid, to filter `Status`.
         peer_uid: u32,
+        /// The peer's pid: the process an `OpenSession` belongs to.
+        peer_pid: i32,
         /// What it asks.
         request: SystemRequest,
         /// Where the answer goes.
@@ -77,6 +80,13 @@ pub enum Event {
         /// Which start.
         generation: u64,
     },
+    /// The process that opened a session exited.
+    LeaderExited {
+        /// Whose session.
+        uid: u32,
+        /// The process that opened it.
+        pid: i32,
+    },
     /// The user's subtree and runtime directory have been removed.
     TornDown {
         /// Whose.
@@ -103,6 +113,9 @@ enum Phase {
 struct User {
     info: UserInfo,
     sessions: u32,
+    /// Sessions owned by a process (`OpenSession`); each is also counted in
+    /// `sessions` and ends when its process exits.
+    leaders: Vec<Leader>,
     linger: bool,
     phase: Phase,
     /// The manager's PID from spawn until reaped.
@@ -146,6 +159,14 @@ impl User {
             Phase::Failed => ManagerState::Failed,
         }
     }
+}
+
+/// A session owned by a process, watched through a pidfd.
+#[derive(Debug)]
+struct Leader {
+    pid: i32,
+    /// The task waiting for the process to exit; aborted at logout.
+    watch: tokio::task::AbortHandle,
 }
 
 /// The state task's world.
@@ -271,6 +292,7 @@ impl System {
         self.users.entry(info.uid).or_insert_with(|| User {
             info,
             sessions: 0,
+            leaders: Vec::new(),
             linger: false,
             phase: Phase::Stopped,
             pid: None,
@@ -288,9 +310,28 @@ impl System {
         match event {
             Event::Request {
                 peer_uid,
+                peer_pid,
                 request,
                 reply,
-            } => self.request(peer_uid, request, reply).await,
+            } => self.request(peer_uid, peer_pid, request, reply).await,
+            Event::LeaderExited { uid, pid } => {
+                let Some(user) = self.users.get_mut(&uid) else {
+                    return;
+                };
+                let Some(at) = user.leaders.iter().position(|l| l.pid == pid) else {
+                    return;
+                };
+                user.leaders.remove(at);
+                user.sessions -= 1;
+                eprintln!(
+                    "corrald --system: the login process {pid} of uid {uid} exited without \
+                     closing its session; {} session(s) left",
+                    user.sessions
+                );
+                if !user.wanted() {
+                    self.stop(uid);
+                }
+            }
             Event::Started {
                 uid,
                 generation,
@@ -369,36 +410,104 @@ impl System {
         }
     }
 
+    /// Registers a session of `uid`, owned by process `leader` if given.
+    async fn login(
+        &mut self,
+        uid: u32,
+        wait: bool,
+        leader: Option<i32>,
+        reply: oneshot::Sender<SystemResponse>,
+    ) {
+        let response = match self.lookup(uid).await {
+            Err(e) => e,
+            Ok(info) => {
+                let watch = leader.and_then(|pid| self.watch_leader(uid, pid));
+                let user = self.user_entry(info);
+                user.sessions += 1;
+                if let Some(leader) = watch {
+                    user.leaders.push(leader);
+                }
+                // A new login is a new chance, as systemd's next start
+                // after reset-failed.
+                user.reset_failure();
+                self.ensure_running(uid);
+                let user = &mut self.users.get_mut(&uid).expect("just inserted");
+                if wait && !matches!(user.phase, Phase::Running) {
+                    user.waiters.push(reply);
+                    return;
+                }
+                SystemResponse::LoggedIn {
+                    sessions: user.sessions,
+                    runtime_dir: self.layout.user_runtime_dir(uid),
+                    ready: matches!(user.phase, Phase::Running),
+                }
+            }
+        };
+        let _ = reply.send(response);
+    }
+
+    /// Watches `pid`, the process opening a session, so the session ends
+    /// when it exits; `None` (a session that lasts until logout) if it
+    /// cannot be watched.
+    fn watch_leader(&self, uid: u32, pid: i32) -> Option<Leader> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            eprintln!(
+                "corrald --system: cannot watch login process {pid} of uid {uid} ({}); \
+                 its session lasts until logout",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: the OwnedFd moves into the AsyncFd and stays open, the
+        // same fd, until the AsyncFd drops it.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        let fd = match registered {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("corrald --system: watching login process {pid}: {e}");
+                return None;
+            }
+        };
+        let events = self.events.clone();
+        let task = tokio::spawn(async move {
+            // A pidfd becomes readable when its process exits.
+            if fd.readable().await.is_ok() {
+                let _ = events.send(Event::LeaderExited { uid, pid }).await;
+            }
+        });
+        Some(Leader {
+            pid,
+            watch: task.abort_handle(),
+        })
+    }
+
     async fn request(
         &mut self,
         peer_uid: u32,
+        peer_pid: i32,
         request: SystemRequest,
         reply: oneshot::Sender<SystemResponse>,
     ) {
         let response = match request {
-            SystemRequest::Login { uid, wait } => match self.lookup(uid).await {
-                Err(e) => e,
-                Ok(info) => {
-                    let user = self.user_entry(info);
-                    user.sessions += 1;
-                    // A new login is a new chance, as systemd's next start
-                    // after reset-failed.
-                    user.reset_failure();
-                    self.ensure_running(uid);
-                    let user = &mut self.users.get_mut(&uid).expect("just inserted");
-                    if wait && !matches!(user.phase, Phase::Running) {
-                        user.waiters.push(reply);
-                        return;
-                    }
-                    SystemResponse::LoggedIn {
-                        sessions: user.sessions,
-                        runtime_dir: self.layout.user_runtime_dir(uid),
-                        ready: matches!(user.phase, Phase::Running),
-                    }
-                }
-            },
+            SystemRequest::Login { uid, wait } => return self.login(uid, wait, None, reply).await,
+            SystemRequest::OpenSession { uid, wait } => {
+                return self.login(uid, wait, Some(peer_pid), reply).await;
+            }
             SystemRequest::Logout { uid } => match self.users.get_mut(&uid) {
                 Some(user) if user.sessions > 0 => {
+                    // The caller's own session first; then one not owned by a
+                    // process; else (root or the user forcing it) the oldest.
+                    let untied = user.sessions as usize > user.leaders.len();
+                    let own = user.leaders.iter().position(|l| l.pid == peer_pid);
+                    if let Some(at) = own.or((!untied).then_some(0)) {
+                        user.leaders.remove(at).watch.abort();
+                    }
                     user.sessions -= 1;
                     let stopping = !user.wanted();
                     let sessions = user.sessions;
