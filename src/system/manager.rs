@@ -393,6 +393,9 @@ impl LogSink {
             }
         };
         file.write_all(entry).await?;
+        // tokio's File hands writes to a blocking thread: flush so the line
+        // is on disk (and errors are seen) before the next one.
+        file.flush().await?;
         self.size += entry.len() as u64;
         Ok(())
     }
