@@ -11,8 +11,9 @@
 //! timeouts (no async runtime inside another program) and sends with
 //! MSG_NOSIGNAL so a vanished daemon cannot SIGPIPE the host process.
 //!
-//! Arguments: `norundir` (do not export XDG_RUNTIME_DIR: another module such
-//! as pam_systemd/pam_elogind does), `socket=PATH` (default
+//! Arguments: `norundir` (export neither XDG_RUNTIME_DIR nor
+//! DBUS_SESSION_BUS_ADDRESS: another module such as pam_systemd/pam_elogind
+//! does), `socket=PATH` (default
 //! `/run/corral/system.sock`), `timeout=SECONDS` (default 30).
 
 mod wire;
