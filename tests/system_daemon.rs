@@ -365,3 +365,42 @@ fn a_manager_dying_in_a_burst_is_given_up_and_the_waiting_login_is_told() {
     // The session still counts; logging out is clean.
     assert!(sys.corral(&["logout", &user.name]).status.success());
 }
+
+#[test]
+fn subtrees_left_by_a_dead_system_manager_are_removed_at_start() {
+    if !can_run("subtrees_left_by_a_dead_system_manager") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    sys.stop();
+    // What a killed instance leaves: a user's subtree with a process in it
+    // (one this test starts and moves into its own test cgroup).
+    let manager = sys.cgroup.path().join("user-4242424/manager");
+    std::fs::create_dir_all(&manager).unwrap();
+    let procs = manager.join("cgroup.procs");
+    let mut child = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} && exec sleep 100000",
+            procs.display()
+        ))
+        .spawn()
+        .unwrap();
+    wait_until(5, "the process in the leftover cgroup", || {
+        std::fs::read_to_string(&procs).is_ok_and(|p| !p.trim().is_empty())
+    });
+    sys.spawn();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the leftover process was killed"
+    );
+    assert!(!sys.cgroup.path().join("user-4242424").exists());
+    assert!(
+        sys.stderr().contains("left by a previous instance"),
+        "{}",
+        sys.stderr()
+    );
+}

@@ -190,9 +190,19 @@ pub async fn run(
     layout.prepare()?;
     // A previous instance that died left subtrees nobody supervises: end them
     // so that every user starts from a clean, freshly created cgroup.
+    // One that cannot be removed is reported, not fatal: the other users
+    // must still be able to log in.
     for uid in layout.leftover_users()? {
         eprintln!("corrald --system: removing user-{uid}'s subtree left by a previous instance");
-        manager::teardown(&layout, uid).await?;
+        match tokio::time::timeout(options.stop_timeout, manager::teardown(&layout, uid)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("corrald --system: {e}"),
+            Err(_) => eprintln!(
+                "corrald --system: user-{uid}'s subtree is still not empty after {:?}; \
+                 leaving it (its user's next login will fail until it is removed)",
+                options.stop_timeout
+            ),
+        }
     }
     let linger = LingerStore::open(&options.state_dir)?;
     let (tx, mut rx) = mpsc::channel(256);
