@@ -404,3 +404,32 @@ fn subtrees_left_by_a_dead_system_manager_are_removed_at_start() {
         sys.stderr()
     );
 }
+
+#[test]
+fn a_login_that_waits_too_long_says_so_and_keeps_the_session() {
+    if !can_run("a_login_that_waits_too_long") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let hang = tmp.path().join("never-ready");
+    std::fs::write(&hang, "#!/bin/sh\nexec sleep 100000\n").unwrap();
+    std::fs::set_permissions(&hang, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sys = TestSystem::start(Some(hang));
+    let out = sys.corral(&["login", "--wait", "--timeout", "0.5", &user.name]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("was not ready within 0.5s") && err.contains("corral logout"),
+        "{err}"
+    );
+    let status = sys.status(&user);
+    assert!(
+        status.contains("manager: starting") && status.contains("sessions: 1,"),
+        "{status}"
+    );
+    assert!(sys.corral(&["logout", &user.name]).status.success());
+    wait_until(20, "the subtree to go", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+}

@@ -113,7 +113,18 @@ pub fn login(args: LoginArgs) -> ExitCode {
         uid,
         wait: args.wait,
     };
-    match report("login", call(&args.socket, &request, timeout)) {
+    let answer = match call(&args.socket, &request, timeout) {
+        Err(IpcError::ReadTimeout { .. }) => {
+            eprintln!(
+                "corral login: uid {uid}'s manager was not ready within {}s; the session is \
+                 registered (`corral logout` ends it); see `corral --system status`",
+                args.timeout
+            );
+            return ExitCode::from(exit::ERROR);
+        }
+        other => other,
+    };
+    match report("login", answer) {
         Some(SystemResponse::LoggedIn {
             sessions,
             runtime_dir,
