@@ -415,6 +415,7 @@ fn pamtester_open_and_close_session_runs_the_manager_and_units_as_the_user_and_l
     wait_until(5, "every process of the user to end", || {
         processes_of(user.uid).is_empty()
     });
-    assert!(!Path::new(&format!("/run/user/{}", user.uid)).exists());
+    let rundir = format!("/run/user/{}", user.uid);
+    wait_until(5, "the runtime dir to go", || !Path::new(&rundir).exists());
     remove_services(&user);
 }

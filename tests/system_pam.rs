@@ -164,7 +164,7 @@ fn open_session_starts_the_manager_and_exports_the_runtime_dir_and_bus_then_clos
         Vec::<u32>::new(),
         "processes of the user left"
     );
-    assert!(!Path::new(&rundir).exists(), "runtime dir left");
+    wait_until(5, "the runtime dir to go", || !Path::new(&rundir).exists());
 }
 
 #[test]
