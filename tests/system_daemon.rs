@@ -433,3 +433,29 @@ fn a_login_that_waits_too_long_says_so_and_keeps_the_session() {
         !sys.user_cgroup(user.uid).exists()
     });
 }
+
+#[test]
+fn a_user_without_a_home_gets_a_manager_started_in_the_root_directory() {
+    if !can_run("a_user_without_a_home") {
+        return;
+    }
+    let user = test_user_without_home("corral-t3");
+    assert!(!user.home.exists());
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    let out = sys.corral(&["login", "--wait", &user.name]);
+    assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+    let pid = sys.manager_pid(&user).unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        std::path::Path::new("/")
+    );
+    assert!(
+        sys.stderr()
+            .contains("does not exist; starting its manager in /")
+    );
+    assert!(sys.corral(&["logout", &user.name]).status.success());
+    wait_until(20, "the subtree to go", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+}

@@ -178,7 +178,6 @@ pub async fn start(layout: &Layout, user: &UserInfo) -> Result<Started, SystemEr
     .into_iter()
     .map(|(k, v)| cstr(format!("{k}={v}")))
     .collect::<Result<_, _>>()?;
-    spec.cwd = Some(cstr(user.home.display().to_string())?);
     spec.cgroup = Some(manager_cg.path().to_path_buf());
     spec.stdin = Stdio::Null;
     spec.stdout = Stdio::Borrowed(out_w.as_raw_fd());
@@ -197,7 +196,21 @@ pub async fn start(layout: &Layout, user: &UserInfo) -> Result<Started, SystemEr
     let uid = user.uid;
     // spawn() waits for the child's exec: keep that off the runtime. The
     // write ends live until it returns, then close, so EOF can come.
+    let home = user.home.clone();
     let spawned = tokio::task::spawn_blocking(move || {
+        // As login(1) does: a missing home is no reason to refuse the user a
+        // manager; it starts in / instead. (A stat may block on NFS homes:
+        // it is done here, off the runtime.)
+        let cwd = if home.is_dir() {
+            home.as_os_str()
+        } else {
+            eprintln!(
+                "corrald --system: home {} of uid {uid} does not exist; starting its manager in /",
+                home.display()
+            );
+            std::ffi::OsStr::new("/")
+        };
+        spec.cwd = CString::new(cwd.as_encoded_bytes()).ok();
         let result = spawn::spawn(&spec);
         drop((ready_w, out_w));
         result

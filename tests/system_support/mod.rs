@@ -67,6 +67,15 @@ pub struct TestUser {
 /// Creates (when missing) and locks test user `name`; `in_group` adds it to
 /// [`TEST_GROUP`] so supplementary groups can be checked.
 pub fn test_user(name: &str, in_group: bool) -> TestUser {
+    make_user(name, in_group, true)
+}
+
+/// Like [`test_user`], for a user whose home directory does not exist.
+pub fn test_user_without_home(name: &str) -> TestUser {
+    make_user(name, false, false)
+}
+
+fn make_user(name: &str, in_group: bool, with_home: bool) -> TestUser {
     let lock_path = format!("/tmp/corral-test-user-{name}.lock");
     let file = File::create(&lock_path).unwrap();
     let lock = Flock::lock(file, FlockArg::LockExclusive)
@@ -81,7 +90,12 @@ pub fn test_user(name: &str, in_group: bool) -> TestUser {
         }
         if group_ok {
             let mut cmd = Command::new("useradd");
-            cmd.args(["-m", "-s", "/bin/sh"]);
+            cmd.args(["-s", "/bin/sh"]);
+            if with_home {
+                cmd.arg("-m");
+            } else {
+                cmd.args(["-M", "-d", &format!("/nonexistent/{name}")]);
+            }
             if in_group {
                 cmd.args(["-G", TEST_GROUP]);
             }
