@@ -459,3 +459,31 @@ fn a_user_without_a_home_gets_a_manager_started_in_the_root_directory() {
         !sys.user_cgroup(user.uid).exists()
     });
 }
+
+#[test]
+fn a_login_right_after_the_last_logout_gets_a_fresh_manager() {
+    if !can_run("a_login_right_after_the_last_logout") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    let mut last = None;
+    for round in 0..5 {
+        let out = sys.corral(&["login", "--wait", &user.name]);
+        assert!(
+            out.status.success(),
+            "round {round}: {}\n{}",
+            text(&out),
+            sys.stderr()
+        );
+        let pid = sys.manager_pid(&user).expect("running after login --wait");
+        assert_ne!(Some(pid), last, "round {round} reused a stopped manager");
+        last = Some(pid);
+        // The next login lands while this manager stops or its subtree goes.
+        assert!(sys.corral(&["logout", &user.name]).status.success());
+    }
+    wait_until(20, "the subtree to go", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+}
