@@ -58,6 +58,8 @@ pub enum Event {
         generation: u64,
         /// Its PID, or why it could not start.
         result: Result<u32, String>,
+        /// Whether this start created /run/user/UID (so we remove it).
+        made_rundir: bool,
     },
     /// A manager wrote its ready line.
     Ready {
@@ -346,7 +348,8 @@ impl System {
                 uid,
                 generation,
                 result,
-            } => self.started(uid, generation, result),
+                made_rundir,
+            } => self.started(uid, generation, result, made_rundir),
             Event::Ready { uid, generation } => {
                 let Some(user) = self.users.get_mut(&uid) else {
                     return;
@@ -533,7 +536,7 @@ impl System {
             },
             SystemRequest::EnableLinger { uid } => match self.lookup(uid).await {
                 Err(e) => e,
-                Ok(info) => match self.linger.enable(&info.name) {
+                Ok(info) => match self.linger_blocking(info.name.clone(), true).await {
                     Err(e) => internal(e),
                     Ok(()) => {
                         let user = self.user_entry(info);
@@ -546,7 +549,7 @@ impl System {
             },
             SystemRequest::DisableLinger { uid } => match self.lookup(uid).await {
                 Err(e) => e,
-                Ok(info) => match self.linger.disable(&info.name) {
+                Ok(info) => match self.linger_blocking(info.name.clone(), false).await {
                     Err(e) => internal(e),
                     Ok(()) => {
                         if let Some(user) = self.users.get_mut(&uid) {
@@ -597,6 +600,25 @@ impl System {
         let _ = reply.send(response);
     }
 
+    /// Writes or removes a linger file off the runtime.
+    async fn linger_blocking(&self, name: String, enable: bool) -> Result<(), SystemError> {
+        let store = self.linger.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            if enable {
+                store.enable(&name)
+            } else {
+                store.disable(&name)
+            }
+        });
+        task.await.unwrap_or_else(|e| {
+            Err(SystemError::Io {
+                op: "join linger task",
+                path: self.linger.dir().to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })
+    }
+
     async fn lookup(&self, uid: u32) -> Result<UserInfo, SystemResponse> {
         if let Some(user) = self.users.get(&uid) {
             return Ok(user.info.clone());
@@ -625,15 +647,6 @@ impl System {
             Phase::Stopped => {
                 user.restarts = 0;
                 user.deaths.clear();
-                match rundir::ensure(self.layout.user_runtime_base(), uid, user.info.gid) {
-                    Ok(made) => user.made_rundir |= made,
-                    Err(e) => {
-                        let message = format!("{e}; the user manager cannot start without it");
-                        eprintln!("corrald --system: {message}");
-                        self.fail(uid, message);
-                        return;
-                    }
-                }
                 self.spawn_manager(uid);
             }
             // Stopping/teardown: `TornDown` restarts it since it is wanted again.
@@ -657,7 +670,21 @@ impl System {
         let layout = self.layout.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
-            let result = manager::start(&layout, &info).await;
+            let base = layout.user_runtime_base().to_path_buf();
+            let gid = info.gid;
+            let rundir = tokio::task::spawn_blocking(move || rundir::ensure(&base, uid, gid)).await;
+            let (made_rundir, result) = match rundir {
+                Ok(Ok(made)) => (made, manager::start(&layout, &info).await),
+                Ok(Err(e)) => (false, Err(e)),
+                Err(e) => (
+                    false,
+                    Err(SystemError::Io {
+                        op: "join runtime directory task",
+                        path: layout.user_runtime_dir(uid),
+                        source: std::io::Error::other(e.to_string()),
+                    }),
+                ),
+            };
             let (result, ready) = match result {
                 Ok(started) => (Ok(started.pid), Some(started.ready)),
                 Err(e) => (Err(e.to_string()), None),
@@ -667,6 +694,7 @@ impl System {
                     uid,
                     generation,
                     result,
+                    made_rundir,
                 })
                 .await;
             if let Some(ready) = ready
@@ -677,10 +705,18 @@ impl System {
         });
     }
 
-    fn started(&mut self, uid: u32, generation: u64, result: Result<u32, String>) {
+    fn started(
+        &mut self,
+        uid: u32,
+        generation: u64,
+        result: Result<u32, String>,
+        made_rundir: bool,
+    ) {
         let Some(user) = self.users.get_mut(&uid) else {
             return;
         };
+        // Ours to remove even if this start is stale or failed.
+        user.made_rundir |= made_rundir;
         if user.generation != generation {
             return;
         }
@@ -843,8 +879,13 @@ impl System {
             let mut result = manager::teardown(&layout, uid)
                 .await
                 .map_err(|e| e.to_string());
-            if made_rundir && let Err(e) = rundir::remove(layout.user_runtime_base(), uid) {
-                result = Err(e.to_string());
+            if made_rundir {
+                let base = layout.user_runtime_base().to_path_buf();
+                match tokio::task::spawn_blocking(move || rundir::remove(&base, uid)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => result = Err(e.to_string()),
+                    Err(e) => result = Err(e.to_string()),
+                }
             }
             let _ = events.send(Event::TornDown { uid, result }).await;
         });
