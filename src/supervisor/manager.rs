@@ -165,8 +165,8 @@ struct UnitEntry {
     /// The last invocation id, kept for status after the invocation ended.
     last_invocation: String,
     start_limit: StartLimit,
-    /// Armed timers: generation and task.
-    timers: HashMap<Timer, (u64, AbortHandle)>,
+    /// Armed timers: generation and task (none for a zero delay, already queued).
+    timers: HashMap<Timer, (u64, Option<AbortHandle>)>,
     waiters: Vec<Waiter>,
     /// When the ActiveState last changed (µs since the epoch).
     since_usec: u64,
@@ -998,7 +998,7 @@ impl Manager {
             }
             Action::Disarm(timer) => {
                 if let Some(e) = self.units.get_mut(name)
-                    && let Some((_, h)) = e.timers.remove(&timer)
+                    && let Some((_, Some(h))) = e.timers.remove(&timer)
                 {
                     h.abort();
                 }
@@ -1035,11 +1035,22 @@ impl Manager {
         let generation = self.timer_generation;
         let tx = self.tx.clone();
         let unit = name.to_string();
-        let task = self.rt.spawn(async move {
-            // RestartSec=0 must not wait for the timer wheel's next millisecond tick.
-            if !after.is_zero() {
-                tokio::time::sleep(after).await;
+        if after.is_zero() {
+            // RestartSec=0: straight into our own queue, with no timer tick and no thread hop.
+            let _ = tx.send(Input::Timer {
+                unit: unit.clone(),
+                timer,
+                generation,
+            });
+            if let Some(e) = self.units.get_mut(name)
+                && let Some((_, Some(old))) = e.timers.insert(timer, (generation, None))
+            {
+                old.abort();
             }
+            return;
+        }
+        let task = self.rt.spawn(async move {
+            tokio::time::sleep(after).await;
             let _ = tx.send(Input::Timer {
                 unit,
                 timer,
@@ -1047,7 +1058,9 @@ impl Manager {
             });
         });
         if let Some(e) = self.units.get_mut(name)
-            && let Some((_, old)) = e.timers.insert(timer, (generation, task.abort_handle()))
+            && let Some((_, Some(old))) = e
+                .timers
+                .insert(timer, (generation, Some(task.abort_handle())))
         {
             old.abort();
         }
@@ -1425,9 +1438,7 @@ impl Manager {
             let c = def
                 .command(cmd, index)
                 .ok_or_else(|| format!("{name}: no {} command #{index}", cmd.directive()))?;
-            let program = c
-                .resolve_program(&path_env)
-                .map_err(|e| e.to_string())?;
+            let program = c.resolve_program(&path_env).map_err(|e| e.to_string())?;
             (program, c.expand(&env))
         };
         let mut spec = SpawnSpec::new(to_cstring(&program.to_string_lossy(), "program path")?);
