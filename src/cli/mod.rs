@@ -13,6 +13,7 @@ pub mod common;
 pub mod daemon_reload;
 pub mod is_active;
 pub mod jobs;
+pub mod journal;
 pub mod kill;
 pub mod list;
 pub mod reload;
@@ -159,6 +160,8 @@ pub enum Command {
     },
     /// Check unit files, drop-ins and runit service directories (no manager needed).
     Verify(verify::VerifyArgs),
+    /// Show what the services printed (journalctl's flags).
+    Journal(Box<journal::JournalArgs>),
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
@@ -190,6 +193,7 @@ pub fn main() -> ExitCode {
         Command::IsActive { quiet, units } => is_active::run(socket, units, false, quiet),
         Command::IsFailed { quiet, units } => is_active::run(socket, units, true, quiet),
         Command::Verify(args) => return ExitCode::from(verify::run(&args)),
+        Command::Journal(args) => return journal::run(*args),
     };
     ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
 }

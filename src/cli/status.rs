@@ -189,6 +189,12 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
     for note in &u.notes {
         let _ = writeln!(o, "      Notes: {note}");
     }
+    if !u.journal.is_empty() {
+        o.push('\n');
+        for line in &u.journal {
+            let _ = writeln!(o, "{line}");
+        }
+    }
     o
 }
 
