@@ -13,6 +13,7 @@ pub mod common;
 pub mod daemon_reload;
 pub mod is_active;
 pub mod jobs;
+pub mod journal;
 pub mod kill;
 pub mod linger;
 pub mod list;
@@ -170,6 +171,8 @@ pub enum Command {
     DisableLinger(linger::LingerArgs),
     /// Check unit files, drop-ins and runit service directories (no manager needed).
     Verify(verify::VerifyArgs),
+    /// Show what the services printed (journalctl's flags).
+    Journal(Box<journal::JournalArgs>),
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
@@ -209,6 +212,7 @@ pub fn main() -> ExitCode {
         Command::EnableLinger(args) => return linger::run(args, true),
         Command::DisableLinger(args) => return linger::run(args, false),
         Command::Verify(args) => return ExitCode::from(verify::run(&args)),
+        Command::Journal(args) => return journal::run(*args),
     };
     ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
 }
