@@ -244,6 +244,17 @@ fn another_user_cannot_reach_a_users_manager() {
     let a = test_user("corral-t1", true);
     let b = test_user("corral-t2", false);
     install_services(&a);
+    // A service of A's that prints something only A may read.
+    let marker = a.home.join("service/marker");
+    std::fs::create_dir_all(&marker).unwrap();
+    std::fs::write(
+        marker.join("run"),
+        "#!/bin/sh\necho corral-secret-of-A\nexec sleep 100000\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(marker.join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&marker, Some(a.uid), Some(a.gid)).unwrap();
+    std::os::unix::fs::chown(marker.join("run"), Some(a.uid), Some(a.gid)).unwrap();
     let sys = TestSystem::start(None);
     assert!(
         sys.corral(&["login", "--wait", &a.name]).status.success(),
@@ -280,6 +291,31 @@ fn another_user_cannot_reach_a_users_manager() {
     }
     let out = sys.corral_as(Some(&b), &["logout", &a.name]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    // A reads their own journal through their manager...
+    let journal = |user: &TestUser| {
+        sys.corral_as(
+            Some(user),
+            &[
+                "--socket",
+                &socket,
+                "journal",
+                "-u",
+                "marker.service",
+                "--no-pager",
+            ],
+        )
+    };
+    wait_until(10, "A's journal to show the marker's output", || {
+        let own = journal(&a);
+        own.status.success() && String::from_utf8_lossy(&own.stdout).contains("corral-secret-of-A")
+    });
+    // ...B, pointed at A's socket, gets none of it.
+    let other = journal(&b);
+    let other = String::from_utf8_lossy(&other.stdout).into_owned();
+    assert!(
+        !other.contains("corral-secret-of-A"),
+        "B read A's journal: {other}"
+    );
     // A's agent is untouched.
     wait_until(20, "A's agent", || agent_reachable(&a));
     assert!(sys.corral(&["logout", &a.name]).status.success());

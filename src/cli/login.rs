@@ -16,7 +16,11 @@ use crate::ipc::{Client, ClientOptions, IpcError};
 #[derive(Debug, Clone, Args)]
 pub struct SystemSocket {
     /// The system manager's socket.
-    #[arg(long = "system-socket", env = "CORRAL_SYSTEM_SOCKET", default_value = DEFAULT_SYSTEM_SOCKET)]
+    #[arg(
+        long = "system-socket",
+        env = "CORRAL_SYSTEM_SOCKET",
+        default_value = DEFAULT_SYSTEM_SOCKET
+    )]
     pub path: PathBuf,
 }
 
