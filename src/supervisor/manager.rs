@@ -773,9 +773,10 @@ impl Manager {
             let done = match w.wait {
                 Wait::Start => match sub {
                     Sub::Running | Sub::Exited | Sub::Reload => Some(Ok(Vec::new())),
-                    Sub::Dead if !restarting => Some(Ok(Vec::new())).filter(|_| {
-                        e.state.result == ServiceResult::Success && e.main_exit.is_some()
-                    }),
+                    // The waiter was registered after the start began: a Dead
+                    // unit is one that ran to completion (oneshot, or forking
+                    // whose processes all ended).
+                    Sub::Dead if !restarting => Some(Ok(Vec::new())),
                     Sub::Failed | Sub::AutoRestart if !restarting => Some(Err(failure.clone())),
                     _ => None,
                 },
