@@ -259,3 +259,23 @@ fn standard_output_to_a_file_and_to_null() {
     td.ok(&["start", "quiet"]);
     assert_eq!(td.prop("quiet", "Result"), "success");
 }
+
+#[test]
+fn working_directory_umask_nice_and_limits_apply() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        std::fs::create_dir_all(td.run_dir().join("wd")).unwrap();
+        td.write_unit(
+            "knobs.service",
+            "[Service]\nType=oneshot\nWorkingDirectory=%t/wd\nUMask=0027\nNice=7\nLimitNOFILE=123\n\
+             ExecStart=/bin/bash -c 'echo \"$(pwd) $(umask) $(nice) $(ulimit -n)\" > knobs.out'\n",
+        )
+    }) else {
+        return;
+    };
+    td.ok(&["start", "knobs"]);
+    let out = std::fs::read_to_string(td.run_dir().join("wd/knobs.out")).unwrap();
+    assert_eq!(
+        out.trim(),
+        format!("{} 0027 7 123", td.run_dir().join("wd").display())
+    );
+}

@@ -88,6 +88,15 @@ pub enum Request {
         /// Unit names.
         units: Vec<String>,
     },
+    /// Journal entries matching `query`, streamed as `Entries` batches and
+    /// closed by the end frame; with `follow`, new entries keep coming until
+    /// the client hangs up.
+    Journal {
+        /// What to select (units, time range, priorities, last N...).
+        query: crate::journal::Query,
+        /// Keep streaming newly committed entries.
+        follow: bool,
+    },
 }
 
 /// What kind of thing went wrong, so the CLI can pick its exit code.
@@ -264,6 +273,8 @@ pub enum Response {
     States(Vec<(String, Option<ActiveState>)>),
     /// A request that needs no data succeeded (DaemonReload): the notes say what changed.
     Done(Vec<String>),
+    /// One batch of journal entries, oldest first (a stream item of `Journal`).
+    Entries(Vec<crate::journal::Entry>),
 }
 
 #[cfg(test)]
@@ -295,6 +306,13 @@ mod tests {
             (Request::DaemonReload, 10),
             (Request::ResetFailed { units: vec![] }, 11),
             (Request::ActiveStates { units: vec![] }, 12),
+            (
+                Request::Journal {
+                    query: crate::journal::Query::default(),
+                    follow: false,
+                },
+                13,
+            ),
         ];
         for (req, index) in cases {
             let bytes = postcard::to_allocvec(&req).unwrap();

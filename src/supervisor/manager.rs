@@ -2095,7 +2095,10 @@ pub async fn run(
             source,
         })?;
 
-    let handler = Arc::new(control::ControlHandler { tx: tx.clone() });
+    let handler = Arc::new(control::ControlHandler {
+        tx: tx.clone(),
+        journal: journal.clone(),
+    });
     let server = tokio::spawn(crate::ipc::serve(listener, handler, async move {
         let _ = done_rx.await;
     }));
