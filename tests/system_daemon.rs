@@ -123,10 +123,16 @@ fn login_starts_the_manager_as_the_user_in_a_delegated_cgroup_and_logout_removes
     wait_until(5, "the user to leave status", || {
         sys.manager_pid(&user).is_none()
     });
-    // Its stderr was captured into the system manager's log of that user.
-    let log = sys.state_dir().join(format!("log/user-{}.log", user.uid));
-    wait_until(5, "the manager's stderr in its log", || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("stand-in manager ready"))
+    // The system journal is root's alone: it holds every user's output.
+    let journal_dir = sys.state_dir().join("journal");
+    let meta = std::fs::metadata(&journal_dir).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.uid()), (0o700, 0));
+    // Its stderr, and what the system manager said about it, are in the
+    // system journal under unit user-UID.
+    wait_until(5, "the manager's stderr in the system journal", || {
+        let journal = sys.journal(user.uid, &[]);
+        journal.contains("stand-in manager ready")
+            && journal.contains(&format!("started user manager of uid {}", user.uid))
     });
 }
 
@@ -353,15 +359,19 @@ fn a_manager_dying_in_a_burst_is_given_up_and_the_waiting_login_is_told() {
         !sys.user_cgroup(user.uid).exists(),
         "a failed user keeps no subtree"
     );
-    // Its output went to the log, one stamped line per run.
-    let log_path = sys.state_dir().join(format!("log/user-{}.log", user.uid));
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    // The log is written by its own task: it may trail the answer a little.
-    wait_until(5, "5 runs in the log", || {
-        log().matches("cannot start: broken config").count() == 5
+    // Its output went to the system journal: one line per run, each run its
+    // own invocation with its own PID.
+    let lines = || sys.journal(user.uid, &["--stream", "stderr", "-o", "json"]);
+    // The journal is written by its own task: it may trail the answer a little.
+    wait_until(5, "5 runs in the journal", || {
+        lines().matches("cannot start: broken config").count() == 5
     });
-    let log = log();
-    assert!(log.contains(&format!("user-{}[", user.uid)), "{log}");
+    let json = lines();
+    let pids: std::collections::HashSet<&str> = json
+        .lines()
+        .filter_map(|l| l.split("\"_PID\":\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(pids.len(), 5, "{json}");
     // The session still counts; logging out is clean.
     assert!(sys.corral(&["logout", &user.name]).status.success());
 }

@@ -23,7 +23,7 @@ pub struct SystemArgs {
     /// Directory of the system socket (system.sock).
     #[arg(long, default_value = "/run/corral")]
     pub runtime_dir: PathBuf,
-    /// Linger files (linger/) and user managers' output (log/).
+    /// Linger files (linger/) and the journal of the user managers' output (journal/).
     #[arg(long, default_value = "/var/lib/corral")]
     pub state_dir: PathBuf,
     /// Write one line to this fd once the socket listens and lingering

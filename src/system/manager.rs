@@ -4,9 +4,11 @@
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, BufReader};
 use tokio::sync::oneshot;
 
 use super::users::UserInfo;
@@ -14,6 +16,8 @@ use super::{SystemError, SystemOptions, rundir};
 use crate::cgroup::spawn::{self, Credentials, FdMapping, SpawnSpec, Stdio};
 use crate::cgroup::{self, Cgroup};
 use crate::ipc::system_proto::CgroupNode;
+use crate::journal::ingest::{self, RateLimiter, SourceMeta};
+use crate::journal::{Stream, WriterHandle};
 
 /// File descriptor number the user manager gets its ready pipe on.
 pub const MANAGER_READY_FD: RawFd = 3;
@@ -28,8 +32,8 @@ pub struct Layout {
     cgroup_root: PathBuf,
     /// Parent of the users' runtime directories.
     user_runtime_base: PathBuf,
-    /// Directory of the user managers' output logs.
-    log_dir: PathBuf,
+    /// The system manager's journal directory (the user managers' output).
+    journal_dir: PathBuf,
     /// The `corrald` binary started with `--user`.
     exe: PathBuf,
 }
@@ -61,20 +65,23 @@ impl Layout {
         Ok(Layout {
             cgroup_root,
             user_runtime_base: options.user_runtime_base.clone(),
-            log_dir: options.state_dir.join("log"),
+            journal_dir: options.state_dir.join("journal"),
             exe,
         })
     }
 
     /// Creates the cgroup root and the log directory.
     pub fn prepare(&self) -> Result<(), SystemError> {
-        for dir in [&self.cgroup_root, &self.log_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| SystemError::Io {
-                op: "create directory",
-                path: dir.clone(),
-                source,
-            })?;
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SystemError::Io { op, path, source }
+        };
+        for dir in [&self.cgroup_root, &self.journal_dir] {
+            std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
         }
+        // The journal holds every user's manager output: root's alone.
+        std::fs::set_permissions(&self.journal_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("chmod 0700", &self.journal_dir))?;
         Ok(())
     }
 
@@ -93,9 +100,9 @@ impl Layout {
         self.cgroup_root.join(format!("user-{uid}"))
     }
 
-    /// Where `uid`'s manager output is appended.
-    pub fn log_path(&self, uid: u32) -> PathBuf {
-        self.log_dir.join(format!("user-{uid}.log"))
+    /// The system manager's journal: user managers' output and its events.
+    pub fn journal_dir(&self) -> &Path {
+        &self.journal_dir
     }
 
     /// uids whose `user-UID/` exists below the root.
@@ -149,7 +156,11 @@ impl Layout {
 
 /// Creates `user-UID/` (delegated) and a fresh `user-UID/manager/`, and spawns
 /// `corrald --user` into it as the user.
-pub async fn start(layout: &Layout, user: &UserInfo) -> Result<Started, SystemError> {
+pub async fn start(
+    layout: &Layout,
+    user: &UserInfo,
+    journal: &WriterHandle,
+) -> Result<Started, SystemError> {
     let user_dir = layout.user_cgroup(user.uid);
     let manager_cg = prepare_cgroups(&layout.cgroup_root, &user_dir, user).await?;
 
@@ -226,7 +237,19 @@ pub async fn start(layout: &Layout, user: &UserInfo) -> Result<Started, SystemEr
 
     let (ready_tx, ready) = oneshot::channel();
     tokio::spawn(wait_ready(ready_r, ready_tx));
-    tokio::spawn(capture_output(out_r, layout.log_path(uid), uid, pid));
+    // Its stdout and stderr share one pipe into the system journal, as unit
+    // `user-UID`, rate-limited: a user must not flood root's journal.
+    let meta = SourceMeta {
+        unit: Arc::from(unit_name(uid)),
+        invocation: invocation_id(pid),
+        pid: Some(pid),
+        stream: Stream::Stderr,
+        default_priority: 6,
+        level_prefix: true,
+        identifier: Arc::from("corrald"),
+        rate_limit: Some(RateLimiter::new(RATE_INTERVAL, RATE_BURST)),
+    };
+    drop(ingest::spawn_pipe_reader(out_r, meta, journal.clone()));
     Ok(Started { pid, ready })
 }
 
@@ -313,146 +336,29 @@ async fn wait_ready(fd: OwnedFd, ready: oneshot::Sender<()>) {
     }
 }
 
-async fn capture_output(fd: OwnedFd, log: PathBuf, uid: u32, pid: u32) {
-    let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
-        return;
-    };
-    let mut sink = LogSink::new(log);
-    let mut buf = vec![0u8; 8192];
-    let mut line = Vec::new();
-    loop {
-        // The pipe is always drained, whatever happens to the file: a
-        // manager blocked on a full stderr pipe would stop serving its user.
-        let n = match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        for &byte in &buf[..n] {
-            if byte != b'\n' {
-                line.push(byte);
-                if line.len() < MAX_LINE {
-                    continue;
-                }
-            }
-            sink.write(uid, pid, &line).await;
-            line.clear();
-        }
-    }
-    if !line.is_empty() {
-        sink.write(uid, pid, &line).await;
-    }
+/// The journal unit name of `uid`'s manager and of the system manager's
+/// events about it.
+pub fn unit_name(uid: u32) -> String {
+    format!("user-{uid}")
 }
 
-/// Longest log line; longer output is split. Bounds memory per manager.
-const MAX_LINE: usize = 4096;
-/// Size at which a manager's log is moved to `.old` and started afresh, so a
-/// user cannot fill the system's disk through their manager's stderr.
-const MAX_LOG: u64 = 4 << 20;
-
-/// The append-only, size-capped log file of one user's manager.
-struct LogSink {
-    path: PathBuf,
-    file: Option<tokio::fs::File>,
-    size: u64,
-    /// Set once an error was reported, so a broken disk is said once.
-    reported: bool,
+/// A fresh invocation id for one start of a manager: random where the
+/// kernel gives randomness, else made of the PID and the time.
+fn invocation_id(pid: u32) -> u128 {
+    let mut bytes = [0u8; 16];
+    // SAFETY: getrandom fills the buffer we own, at most its length.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n == bytes.len() as isize {
+        return u128::from_ne_bytes(bytes);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    (u128::from(pid) << 96) ^ now
 }
 
-impl LogSink {
-    fn new(path: PathBuf) -> Self {
-        LogSink {
-            path,
-            file: None,
-            size: 0,
-            reported: false,
-        }
-    }
-
-    async fn write(&mut self, uid: u32, pid: u32, line: &[u8]) {
-        let stamp = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
-        let mut entry = format!("{stamp} user-{uid}[{pid}]: ").into_bytes();
-        entry.extend_from_slice(line);
-        entry.push(b'\n');
-        if let Err(e) = self.append(&entry).await {
-            if !self.reported {
-                eprintln!(
-                    "corrald --system: writing {}: {e}; uid {uid}'s manager output is dropped",
-                    self.path.display()
-                );
-                self.reported = true;
-            }
-            self.file = None;
-        }
-    }
-
-    async fn append(&mut self, entry: &[u8]) -> std::io::Result<()> {
-        if self.file.is_some() && self.size + entry.len() as u64 > MAX_LOG {
-            self.file = None;
-            let mut old = self.path.clone().into_os_string();
-            old.push(".old");
-            tokio::fs::rename(&self.path, &old).await?;
-        }
-        let file = match &mut self.file {
-            Some(f) => f,
-            None => {
-                let f = tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(&self.path)
-                    .await?;
-                self.size = f.metadata().await?.len();
-                self.file.insert(f)
-            }
-        };
-        file.write_all(entry).await?;
-        // tokio's File hands writes to a blocking thread: flush so the line
-        // is on disk (and errors are seen) before the next one.
-        file.flush().await?;
-        self.size += entry.len() as u64;
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write as _;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn output_is_stamped_split_at_the_line_cap_and_rotated_at_the_size_cap() {
-        let tmp = tempfile::tempdir().unwrap();
-        let log = tmp.path().join("user-7.log");
-        let (r, w) = pipe().unwrap();
-        let task = tokio::spawn(capture_output(r, log.clone(), 7, 99));
-        let mut w = std::fs::File::from(w);
-        w.write_all(b"hello\n").unwrap();
-        // One line of 10000 bytes without a newline: split, never buffered whole.
-        w.write_all(&[b'x'; 10_000]).unwrap();
-        drop(w);
-        task.await.unwrap();
-        let text = std::fs::read_to_string(&log).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4, "{lines:?}");
-        assert!(lines[0].ends_with(" user-7[99]: hello"), "{}", lines[0]);
-        let payload = |l: &str| l.split_once("]: ").unwrap().1.len();
-        assert_eq!(
-            lines[1..].iter().map(|l| payload(l)).collect::<Vec<_>>(),
-            [MAX_LINE, MAX_LINE, 10_000 - 2 * MAX_LINE]
-        );
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&log).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-
-        let mut sink = LogSink::new(log.clone());
-        let line = vec![b'y'; 4000];
-        for _ in 0..(MAX_LOG / 4000 + 10) {
-            sink.write(7, 99, &line).await;
-        }
-        let old = tmp.path().join("user-7.log.old");
-        assert!(old.exists());
-        assert!(std::fs::metadata(&old).unwrap().len() <= MAX_LOG);
-        assert!(std::fs::metadata(&log).unwrap().len() < MAX_LOG / 2);
-    }
-}
+/// At most [`RATE_BURST`] lines of one manager per [`RATE_INTERVAL`].
+const RATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// See [`RATE_INTERVAL`].
+const RATE_BURST: u64 = 10_000;

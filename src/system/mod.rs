@@ -14,7 +14,7 @@
 //! - [`linger`]: the persisted linger list (`<state-dir>/linger/NAME`).
 //! - [`rundir`]: `/run/user/UID`, created and removed only when we own it.
 //! - [`manager`]: spawning one user manager into `user-UID/manager/` as the
-//!   user, its ready pipe and its captured output.
+//!   user, its ready pipe, and its output into the system journal.
 //! - [`state`]: the single task that owns every user's state (sessions,
 //!   linger, manager lifecycle) and handles requests, exits and timers.
 //! - [`server`]: the public system socket, decoding requests and checking
@@ -75,6 +75,9 @@ pub enum SystemError {
     /// Serving the system socket failed.
     #[error(transparent)]
     Ipc(#[from] crate::ipc::IpcError),
+    /// The system journal could not be opened or written.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// How `corrald --system` is configured; [`SystemOptions::default`] is what
@@ -85,7 +88,7 @@ pub struct SystemOptions {
     pub cgroup_root: Option<PathBuf>,
     /// Where `system.sock` lives (`/run/corral`).
     pub runtime_dir: PathBuf,
-    /// Persistent state: linger files and manager logs (`/var/lib/corral`).
+    /// Persistent state: linger files and the journal (`/var/lib/corral`).
     pub state_dir: PathBuf,
     /// Parent of the users' XDG_RUNTIME_DIRs (`/run/user`).
     pub user_runtime_base: PathBuf,

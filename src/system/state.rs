@@ -26,6 +26,7 @@ use super::{SystemError, SystemOptions, rundir, server};
 use crate::ipc::system_proto::{
     ManagerState, SystemErrorKind, SystemRequest, SystemResponse, UserStatus,
 };
+use crate::journal::{NewEntry, Store, StoreOptions, Writer, WriterHandle, WriterOptions};
 
 /// Deaths within [`BURST_WINDOW`] after which a manager is not restarted.
 const BURST_LIMIT: usize = 5;
@@ -33,6 +34,9 @@ const BURST_LIMIT: usize = 5;
 const BURST_WINDOW: Duration = Duration::from_secs(30);
 /// First restart delay; doubled for each recent death.
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Bound of the system journal's size: user managers' output must not
+/// fill the system's disk.
+const JOURNAL_MAX_USE: u64 = 64 << 20;
 /// Longest restart delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -180,6 +184,10 @@ struct System {
     events: mpsc::Sender<Event>,
     /// Set when shutting down: nothing is (re)started any more.
     shutting_down: bool,
+    /// The system journal: user managers' output.
+    journal: WriterHandle,
+    /// Events about users, written to the journal in order by one task.
+    notes: mpsc::UnboundedSender<(u32, String)>,
 }
 
 /// Runs the system manager until `shutdown` resolves, then stops every user
@@ -207,6 +215,35 @@ pub async fn run(
         }
     }
     let linger = LingerStore::open(&options.state_dir)?;
+    let journal_dir = layout.journal_dir().to_path_buf();
+    let journal = tokio::task::spawn_blocking(move || {
+        let options = StoreOptions {
+            max_use: Some(JOURNAL_MAX_USE),
+            ..StoreOptions::default()
+        };
+        Writer::spawn(
+            Store::open(&journal_dir, options)?,
+            WriterOptions::default(),
+        )
+    })
+    .await
+    .map_err(|e| SystemError::Io {
+        op: "join journal task",
+        path: layout.journal_dir().to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
+    let (notes, mut notes_rx) = mpsc::unbounded_channel::<(u32, String)>();
+    let notes_task = tokio::spawn({
+        let journal = journal.clone();
+        async move {
+            while let Some((uid, message)) = notes_rx.recv().await {
+                let entry = NewEntry::manager(&manager::unit_name(uid), 0, message);
+                if journal.append(entry).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
     let (tx, mut rx) = mpsc::channel(256);
     let mut system = System {
         layout,
@@ -215,6 +252,8 @@ pub async fn run(
         users: BTreeMap::new(),
         events: tx.clone(),
         shutting_down: false,
+        journal: journal.clone(),
+        notes,
     };
 
     let socket_path = options.runtime_dir.join("system.sock");
@@ -266,10 +305,23 @@ pub async fn run(
     if let Ok(Err(e)) = server_task.await {
         eprintln!("corrald --system: serving {}: {e}", socket_path.display());
     }
+    // Every note is in the writer's queue once the sender is gone; then the
+    // writer commits what it holds.
+    drop(system);
+    let _ = notes_task.await;
+    if let Err(e) = journal.shutdown().await {
+        eprintln!("corrald --system: closing the journal: {e}");
+    }
     Ok(())
 }
 
 impl System {
+    /// Says something about `uid`'s manager: on stderr and in the journal.
+    fn note(&self, uid: u32, message: String) {
+        eprintln!("corrald --system: {message}");
+        let _ = self.notes.send((uid, message));
+    }
+
     async fn start_lingering(&mut self) {
         let names = match self.linger.list() {
             Ok(names) => names,
@@ -335,12 +387,14 @@ impl System {
                 };
                 user.leaders.remove(at);
                 user.sessions -= 1;
-                eprintln!(
-                    "corrald --system: the login process {pid} of uid {uid} exited without \
-                     closing its session; {} session(s) left",
+                let message = format!(
+                    "the login process {pid} of uid {uid} exited without closing its session; \
+                     {} session(s) left",
                     user.sessions
                 );
-                if !user.wanted() {
+                let wanted = user.wanted();
+                self.note(uid, message);
+                if !wanted {
                     self.stop(uid);
                 }
             }
@@ -383,10 +437,13 @@ impl System {
                     return;
                 };
                 if user.generation == generation && matches!(user.phase, Phase::Stopping) {
-                    eprintln!(
-                        "corrald --system: user manager of uid {uid} did not stop within {:?}; \
-                         killing its subtree",
-                        self.stop_timeout
+                    self.note(
+                        uid,
+                        format!(
+                            "user manager of uid {uid} did not stop within {:?}; \
+                             killing its subtree",
+                            self.stop_timeout
+                        ),
                     );
                     // The manager is reaped by the SIGCHLD loop once the kill
                     // lands; teardown then removes the subtree.
@@ -669,12 +726,13 @@ impl System {
         let info = user.info.clone();
         let layout = self.layout.clone();
         let events = self.events.clone();
+        let journal = self.journal.clone();
         tokio::spawn(async move {
             let base = layout.user_runtime_base().to_path_buf();
             let gid = info.gid;
             let rundir = tokio::task::spawn_blocking(move || rundir::ensure(&base, uid, gid)).await;
             let (made_rundir, result) = match rundir {
-                Ok(Ok(made)) => (made, manager::start(&layout, &info).await),
+                Ok(Ok(made)) => (made, manager::start(&layout, &info, &journal).await),
                 Ok(Err(e)) => (false, Err(e)),
                 Err(e) => (
                     false,
@@ -722,9 +780,13 @@ impl System {
         }
         match result {
             Ok(pid) => {
-                eprintln!("corrald --system: started user manager of uid {uid} as pid {pid}");
                 user.pid = Some(pid);
-                if matches!(user.phase, Phase::Stopping) {
+                let stopping = matches!(user.phase, Phase::Stopping);
+                self.note(
+                    uid,
+                    format!("started user manager of uid {uid} as pid {pid}"),
+                );
+                if stopping {
                     // Logged out while it was being spawned.
                     self.terminate(uid);
                 }
@@ -732,8 +794,9 @@ impl System {
                 self.reap();
             }
             Err(message) => {
-                eprintln!("corrald --system: {message}");
-                if matches!(user.phase, Phase::Stopping) {
+                let stopping = matches!(user.phase, Phase::Stopping);
+                self.note(uid, message.clone());
+                if stopping {
                     self.begin_teardown(uid);
                 } else {
                     self.died(uid, message);
@@ -761,8 +824,12 @@ impl System {
                 continue;
             };
             user.pid = None;
-            eprintln!("corrald --system: user manager of uid {uid} (pid {pid}) {status}");
-            if matches!(user.phase, Phase::Stopping) {
+            let stopping = matches!(user.phase, Phase::Stopping);
+            self.note(
+                uid,
+                format!("user manager of uid {uid} (pid {pid}) {status}"),
+            );
+            if stopping {
                 self.begin_teardown(uid);
             } else {
                 self.died(uid, format!("the user manager of uid {uid} {status}"));
@@ -793,11 +860,12 @@ impl System {
         if user.deaths.len() >= BURST_LIMIT {
             let message = format!(
                 "{why}; it died {} times within {BURST_WINDOW:?}, so it is not restarted \
-                 until the next login (see {} for its output)",
+                 until the next login (its output: `corral journal -D {} -u {}`)",
                 user.deaths.len(),
-                self.layout.log_path(uid).display()
+                self.layout.journal_dir().display(),
+                manager::unit_name(uid)
             );
-            eprintln!("corrald --system: {message}");
+            self.note(uid, message.clone());
             self.fail(uid, message);
             return;
         }

@@ -233,6 +233,19 @@ impl TestSystem {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// `corral journal` of the system journal for unit `user-UID`, as root.
+    pub fn journal(&self, uid: u32, extra: &[&str]) -> String {
+        let dir = self.state_dir().join("journal");
+        let unit = format!("user-{uid}");
+        let mut args = vec!["journal", "--no-pager", "-q", "-D"];
+        let dir = dir.display().to_string();
+        args.push(&dir);
+        args.extend(["-u", &unit]);
+        args.extend(extra);
+        let out = self.corral(&args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `uid`'s delegated cgroup.
     pub fn user_cgroup(&self, uid: u32) -> PathBuf {
         self.cgroup.path().join(format!("user-{uid}"))
