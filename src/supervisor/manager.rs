@@ -450,7 +450,8 @@ impl Manager {
                 message: format!("Unit {name} failed to load: {e}"),
             });
         }
-        service::from_unit(unit, &self.root)
+        let enabled = self.root.subtree_control().unwrap_or_default();
+        service::from_unit(unit, self.root.path(), &enabled)
             .map(Arc::new)
             .map_err(|message| Failure {
                 kind: ErrorKind::BadUnit,
