@@ -280,3 +280,32 @@ fn working_directory_umask_nice_and_limits_apply() {
         format!("{} 0027 7 123", td.run_dir().join("wd").display())
     );
 }
+
+#[test]
+fn a_stop_cancels_a_pending_start() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "slowready.service",
+            "[Service]\nType=notify\nExecStart=/bin/sleep 1000\n",
+        )
+    }) else {
+        return;
+    };
+    let socket = td.socket.clone();
+    let starter = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["start", "slowready"])
+            .env("CORRAL_SOCKET", &socket)
+            .output()
+            .unwrap()
+    });
+    let activating = common::eventually(Duration::from_secs(5), || {
+        (td.prop("slowready", "ActiveState") == "activating").then_some(())
+    });
+    assert!(activating.is_some());
+    td.ok(&["stop", "slowready"]);
+    let out = starter.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("canceled by a stop"));
+    assert_eq!(td.prop("slowready", "ActiveState"), "inactive");
+}

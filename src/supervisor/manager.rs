@@ -777,6 +777,10 @@ impl Manager {
                     // The waiter was registered after the start began: a Dead
                     // unit is one that ran to completion (oneshot, or forking
                     // whose processes all ended).
+                    Sub::Dead if !restarting && e.state.stop_requested => Some(Err(Failure {
+                        kind: ErrorKind::Refused,
+                        message: format!("the start of {name} was canceled by a stop"),
+                    })),
                     Sub::Dead if !restarting => Some(Ok(Vec::new())),
                     Sub::Failed | Sub::AutoRestart if !restarting => Some(Err(failure.clone())),
                     _ => None,
