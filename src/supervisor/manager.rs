@@ -450,7 +450,8 @@ impl Manager {
                 message: format!("Unit {name} failed to load: {e}"),
             });
         }
-        service::from_unit(unit, &self.root)
+        let enabled = self.root.subtree_control().unwrap_or_default();
+        service::from_unit(unit, self.root.path(), &enabled)
             .map(Arc::new)
             .map_err(|message| Failure {
                 kind: ErrorKind::BadUnit,
@@ -776,6 +777,10 @@ impl Manager {
                     // The waiter was registered after the start began: a Dead
                     // unit is one that ran to completion (oneshot, or forking
                     // whose processes all ended).
+                    Sub::Dead if !restarting && e.state.stop_requested => Some(Err(Failure {
+                        kind: ErrorKind::Refused,
+                        message: format!("the start of {name} was canceled by a stop"),
+                    })),
                     Sub::Dead if !restarting => Some(Ok(Vec::new())),
                     Sub::Failed | Sub::AutoRestart if !restarting => Some(Err(failure.clone())),
                     _ => None,
