@@ -18,6 +18,9 @@
 //! - [`cli`]: the `corral` command line, one file per verb.
 //! - [`ipc`]: the control protocol: length-prefixed, versioned postcard frames
 //!   over a Unix socket, authorised from SO_PEERCRED; server and client halves.
+//! - [`system`]: the system manager (`corrald --system`, root): one user
+//!   manager per user in a delegated subtree, started at login or by linger,
+//!   restarted when it dies, removed at the last logout.
 //!
 //! The binaries in `src/bin/` are thin: `corrald` (the daemon) and `corral`
 //! (the CLI) parse arguments and call into these modules.
@@ -27,4 +30,5 @@ pub mod cli;
 pub mod ipc;
 pub mod journal;
 pub mod supervisor;
+pub mod system;
 pub mod unit;

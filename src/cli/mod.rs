@@ -3,11 +3,29 @@
 //! The binary in `src/bin/corral.rs` only calls [`main`]; everything here is
 //! library code so that tests can drive it and errors stay typed.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod cat;
+pub mod common;
+pub mod daemon_reload;
+pub mod is_active;
+pub mod jobs;
 pub mod journal;
+pub mod kill;
+pub mod linger;
+pub mod list;
+pub mod login;
+pub mod reload;
+pub mod reset_failed;
+pub mod restart;
+pub mod show;
+pub mod start;
+pub mod status;
+pub mod stop;
+pub mod system_status;
 pub mod verify;
 
 /// Exit codes shared by every verb, as systemctl and journalctl use them.
@@ -26,6 +44,9 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(name = "corral", version, about, long_about = None)]
 pub struct Cli {
+    /// The manager's control socket (default: $XDG_RUNTIME_DIR/corral/control.sock).
+    #[arg(long, global = true, env = "CORRAL_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -34,17 +55,164 @@ pub struct Cli {
 /// The verbs of `corral`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start units; returns when each is active or has failed.
+    Start {
+        /// Unit names ("memcached" means memcached.service).
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Stop units; returns when not one of their processes is left.
+    Stop {
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Stop (if running) and start units.
+    Restart {
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Restart units that are running; leave the others stopped.
+    TryRestart {
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Reload units (ExecReload=).
+    Reload {
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Send a signal to the processes of units.
+    Kill {
+        /// The signal: a name (TERM, SIGHUP) or a number.
+        #[arg(short, long, default_value = "TERM", value_parser = kill::parse_signal)]
+        signal: i32,
+        /// Which processes.
+        #[arg(long, value_enum, default_value = "all")]
+        kill_whom: kill::Whom,
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Show the state of units, or of the manager and all its units.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Unit names (none: the whole tree).
+        units: Vec<String>,
+    },
+    /// List units (running and failed ones; --all for every known unit).
+    #[command(alias = "list-units")]
+    List {
+        /// Also list inactive units.
+        #[arg(short, long)]
+        all: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the properties of units as key=value lines.
+    Show {
+        /// Only these properties (repeatable, or comma-separated).
+        #[arg(short = 'p', long = "property")]
+        property: Vec<String>,
+        /// Print only the values.
+        #[arg(long)]
+        value: bool,
+        /// Print JSON instead of key=value lines.
+        #[arg(long)]
+        json: bool,
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Print the files that define units.
+    Cat {
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Read the unit files again.
+    DaemonReload,
+    /// Forget the failed state of units (all when none is named).
+    ResetFailed {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// Print whether units are active; exit 0 if at least one is.
+    IsActive {
+        /// Print nothing, only set the exit code.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Print whether units have failed; exit 0 if at least one has.
+    IsFailed {
+        /// Print nothing, only set the exit code.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Register a session with corrald --system (starts your manager).
+    Login(login::LoginArgs),
+    /// End a session; the last one stops your manager unless you linger.
+    Logout(login::LogoutArgs),
+    /// Keep your manager running without a login, and start it at boot.
+    EnableLinger(linger::LingerArgs),
+    /// Stop lingering.
+    DisableLinger(linger::LingerArgs),
     /// Check unit files, drop-ins and runit service directories (no manager needed).
     Verify(verify::VerifyArgs),
     /// Show what the services printed (journalctl's flags).
-    Journal(journal::JournalArgs),
+    Journal(Box<journal::JournalArgs>),
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Verify(args) => ExitCode::from(verify::run(&args)),
-        Command::Journal(args) => journal::run(args),
+    // `corral --system VERB` speaks to corrald --system with its own verbs.
+    if system_status::wanted() {
+        return system_status::main();
     }
+    let cli = Cli::parse();
+    let socket = cli.socket;
+    let result = match cli.command {
+        Command::Start { units } => start::run(socket, units),
+        Command::Stop { units } => stop::run(socket, units),
+        Command::Restart { units } => restart::run(socket, units, false),
+        Command::TryRestart { units } => restart::run(socket, units, true),
+        Command::Reload { units } => reload::run(socket, units),
+        Command::Kill {
+            signal,
+            kill_whom,
+            units,
+        } => kill::run(socket, units, signal, kill_whom),
+        Command::Status { json, units } => status::run(socket, units, json),
+        Command::List { all, json } => list::run(socket, all, json),
+        Command::Show {
+            property,
+            value,
+            json,
+            units,
+        } => show::run(socket, units, property, value, json),
+        Command::Cat { units } => cat::run(socket, units),
+        Command::DaemonReload => daemon_reload::run(socket),
+        Command::ResetFailed { units } => reset_failed::run(socket, units),
+        Command::IsActive { quiet, units } => is_active::run(socket, units, false, quiet),
+        Command::IsFailed { quiet, units } => is_active::run(socket, units, true, quiet),
+        Command::Login(args) => return login::login(args),
+        Command::Logout(args) => return login::logout(args),
+        Command::EnableLinger(args) => return linger::run(args, true),
+        Command::DisableLinger(args) => return linger::run(args, false),
+        Command::Verify(args) => return ExitCode::from(verify::run(&args)),
+        Command::Journal(args) => return journal::run(*args),
+    };
+    ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
 }

@@ -42,8 +42,10 @@ use serde::{Deserialize, Serialize};
 pub mod client;
 pub mod frame;
 pub mod peer;
+pub mod proto;
 pub mod server;
 pub mod socket;
+pub mod system_proto;
 
 pub use client::{AsyncClient, Client, ClientOptions};
 pub use frame::{MAX_FRAME, read_frame, write_frame};

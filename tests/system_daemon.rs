@@ -1,0 +1,499 @@
+//! corrald --system against real users and real cgroups, with a stand-in
+//! user manager (a shell script that reports who and where it runs): login
+//! and delegation, session counting, linger across a restart of the system
+//! manager, restart of a killed manager, and refusals between users.
+
+mod system_support;
+
+use std::os::unix::fs::MetadataExt;
+
+use system_support::*;
+
+fn probe(user: &TestUser) -> String {
+    std::fs::read_to_string(format!("/run/user/{}/probe", user.uid)).unwrap_or_default()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn login_starts_the_manager_as_the_user_in_a_delegated_cgroup_and_logout_removes_it() {
+    if !can_run("login_starts_the_manager") {
+        return;
+    }
+    let user = test_user("corral-t1", true);
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    let rundir = std::path::PathBuf::from(format!("/run/user/{}", user.uid));
+    let rundir_existed = rundir.exists();
+
+    let out = sys.corral(&["login", "--wait", &user.name]);
+    assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("manager ready"),
+        "{}",
+        text(&out)
+    );
+
+    // Who: the user, with the supplementary groups of the user database.
+    let probe = probe(&user);
+    assert!(probe.contains(&format!("uid={}\n", user.uid)), "{probe}");
+    let groups_line = probe.lines().find(|l| l.starts_with("groups=")).unwrap();
+    let groups: Vec<u32> = groups_line[7..]
+        .split(' ')
+        .map(|g| g.parse().unwrap())
+        .collect();
+    assert!(groups.contains(&user.gid), "{probe}");
+    assert!(
+        groups.contains(&test_group_gid()),
+        "supplementary group missing: {probe}"
+    );
+    assert!(
+        probe.contains(&format!(
+            "env=HOME={} USER={n} LOGNAME={n} SHELL=/bin/sh PATH=/usr/local/bin:/usr/bin:/bin",
+            user.home.display(),
+            n = user.name
+        )),
+        "{probe}"
+    );
+    // Where: user-UID/manager below our root, with the delegated root passed on.
+    let user_cg = sys.user_cgroup(user.uid);
+    let mount = corral::cgroup::find_mount().unwrap();
+    let rel = user_cg.join("manager");
+    let rel = rel.strip_prefix(&mount).unwrap();
+    assert!(
+        probe.contains(&format!("0::/{}\n", rel.display())),
+        "{probe}"
+    );
+    assert!(
+        probe.contains(&format!("--cgroup-root {}", user_cg.display())),
+        "{probe}"
+    );
+
+    // Delegation: the directory and the three files are the user's;
+    // cgroup.kill stays root's.
+    for f in [
+        "",
+        "cgroup.procs",
+        "cgroup.threads",
+        "cgroup.subtree_control",
+    ] {
+        assert_eq!(owner(&user_cg.join(f)), user.uid, "{f}");
+    }
+    assert_eq!(owner(&user_cg.join("cgroup.kill")), 0);
+    // The user can create a sibling cgroup for a unit.
+    let sibling = user_cg.join("unit-x");
+    let made = std::process::Command::new("mkdir")
+        .arg(&sibling)
+        .uid_gid(user.uid, user.gid)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert_eq!(owner(&sibling), user.uid);
+
+    // Runtime dir: 0700, the user's.
+    let meta = std::fs::metadata(&rundir).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o700);
+    assert_eq!(meta.uid(), user.uid);
+
+    let status = sys.status(&user);
+    assert!(status.contains("sessions: 1, linger: no"), "{status}");
+    assert!(
+        status.contains("user-") && status.contains("manager"),
+        "{status}"
+    );
+
+    let out = sys.corral(&["logout", &user.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("stopping"),
+        "{}",
+        text(&out)
+    );
+    wait_until(20, "the user's subtree to be removed", || !user_cg.exists());
+    if !rundir_existed {
+        wait_until(5, "/run/user/UID to be removed", || !rundir.exists());
+    }
+    wait_until(5, "the user to leave status", || {
+        sys.manager_pid(&user).is_none()
+    });
+    // The system journal is root's alone: it holds every user's output.
+    let journal_dir = sys.state_dir().join("journal");
+    let meta = std::fs::metadata(&journal_dir).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.uid()), (0o700, 0));
+    // Its stderr, and what the system manager said about it, are in the
+    // system journal under unit user-UID.
+    wait_until(5, "the manager's stderr in the system journal", || {
+        let journal = sys.journal(user.uid, &[]);
+        journal.contains("stand-in manager ready")
+            && journal.contains(&format!("started user manager of uid {}", user.uid))
+    });
+}
+
+trait UidGid {
+    fn uid_gid(&mut self, uid: u32, gid: u32) -> &mut Self;
+}
+
+impl UidGid for std::process::Command {
+    fn uid_gid(&mut self, uid: u32, gid: u32) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        self.uid(uid).gid(gid)
+    }
+}
+
+#[test]
+fn sessions_are_counted_and_linger_survives_a_restart_of_the_system_manager() {
+    if !can_run("sessions_are_counted") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    let user_cg = sys.user_cgroup(user.uid);
+
+    assert!(
+        sys.corral(&["login", "--wait", &user.name])
+            .status
+            .success(),
+        "{}",
+        sys.stderr()
+    );
+    let pid = sys.manager_pid(&user).expect("manager running");
+    assert!(
+        sys.corral(&["login", "--wait", &user.name])
+            .status
+            .success()
+    );
+    assert_eq!(
+        sys.manager_pid(&user),
+        Some(pid),
+        "a second login reuses the manager"
+    );
+    assert!(sys.status(&user).contains("sessions: 2"));
+    let out = sys.corral(&["logout", &user.name]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 session(s) left"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(sys.manager_pid(&user), Some(pid));
+    assert!(sys.corral(&["logout", &user.name]).status.success());
+    wait_until(20, "the subtree to go at the last logout", || {
+        !user_cg.exists()
+    });
+    let out = sys.corral(&["logout", &user.name]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no open session"),
+        "{}",
+        text(&out)
+    );
+
+    // Linger: the manager starts without a login and outlives logins.
+    let out = sys.corral(&["enable-linger", &user.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(sys.state_dir().join("linger").join(&user.name).exists());
+    wait_until(20, "the lingering manager to run", || {
+        sys.manager_pid(&user).is_some()
+    });
+    assert!(
+        sys.corral(&["login", "--wait", &user.name])
+            .status
+            .success()
+    );
+    assert!(sys.corral(&["logout", &user.name]).status.success());
+    let pid = sys
+        .manager_pid(&user)
+        .expect("lingering manager survives the logout");
+    assert!(user_cg.join("manager").exists());
+
+    // A restart of the system manager ends it and starts it again at boot.
+    sys.stop();
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err());
+    assert!(
+        !user_cg.exists(),
+        "stopping the system manager removes the subtrees"
+    );
+    sys.spawn();
+    wait_until(
+        20,
+        "the lingering manager to start with the system manager",
+        || sys.manager_pid(&user).is_some_and(|p| p != pid),
+    );
+
+    let out = sys.corral(&["disable-linger", &user.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!sys.state_dir().join("linger").join(&user.name).exists());
+    wait_until(20, "the manager to stop without linger", || {
+        !user_cg.exists()
+    });
+}
+
+#[test]
+fn a_killed_manager_is_restarted_in_a_fresh_cgroup() {
+    if !can_run("a_killed_manager_is_restarted") {
+        return;
+    }
+    let user = test_user("corral-t1", true);
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    assert!(
+        sys.corral(&["login", "--wait", &user.name])
+            .status
+            .success(),
+        "{}",
+        sys.stderr()
+    );
+    let first = sys.manager_pid(&user).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until(20, "a new manager", || {
+        sys.manager_pid(&user).is_some_and(|p| p != first)
+    });
+    let status = sys.status(&user);
+    assert!(status.contains("restarts: 1"), "{status}");
+    assert!(
+        status.contains("last error: the user manager of uid"),
+        "{status}"
+    );
+    assert!(status.contains("killed by SIGKILL"), "{status}");
+    let second = sys.manager_pid(&user).unwrap();
+    let procs =
+        std::fs::read_to_string(sys.user_cgroup(user.uid).join("manager/cgroup.procs")).unwrap();
+    assert_eq!(procs.trim(), second.to_string());
+    assert!(
+        sys.stderr().contains("killed by SIGKILL"),
+        "{}",
+        sys.stderr()
+    );
+    assert!(sys.corral(&["logout", &user.name]).status.success());
+    wait_until(20, "the subtree to go", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+}
+
+#[test]
+fn a_user_cannot_act_on_another_user() {
+    if !can_run("a_user_cannot_act_on_another_user") {
+        return;
+    }
+    let a = test_user("corral-t1", true);
+    let b = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    assert!(
+        sys.corral(&["login", "--wait", &a.name]).status.success(),
+        "{}",
+        sys.stderr()
+    );
+
+    for verb in ["login", "logout", "enable-linger", "disable-linger"] {
+        let out = sys.corral_as(Some(&b), &[verb, &a.name]);
+        assert_eq!(out.status.code(), Some(2), "{verb}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("permission denied")
+                && err.contains(&b.uid.to_string())
+                && err.contains(&a.uid.to_string()),
+            "{verb}: {err}"
+        );
+    }
+    let out = sys.corral_as(Some(&b), &["--system", "status", &a.name]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
+    // Unfiltered status shows B only themselves: nothing of A.
+    let out = sys.corral_as(Some(&b), &["--system", "status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&a.name));
+    // A's session is intact, and A may act on themselves.
+    assert!(sys.status(&a).contains("sessions: 1"));
+    let out = sys.corral_as(Some(&a), &["--system", "status"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&a.name));
+    let out = sys.corral_as(Some(&a), &["logout"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_until(20, "A's subtree to go", || !sys.user_cgroup(a.uid).exists());
+}
+
+#[test]
+fn a_manager_dying_in_a_burst_is_given_up_and_the_waiting_login_is_told() {
+    if !can_run("a_manager_dying_in_a_burst") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let crash = tmp.path().join("crashing-manager");
+    std::fs::write(
+        &crash,
+        "#!/bin/sh\necho 'cannot start: broken config' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&crash, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sys = TestSystem::start(Some(crash));
+
+    let out = sys.corral(&["login", "--wait", &user.name]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exited with status 3") && err.contains("5 times"),
+        "{err}"
+    );
+    let status = sys.status(&user);
+    assert!(
+        status.contains("manager: failed") && status.contains("restarts: 4"),
+        "{status}"
+    );
+    assert!(
+        status.contains("last error:") && status.contains("5 times"),
+        "{status}"
+    );
+    assert!(
+        !sys.user_cgroup(user.uid).exists(),
+        "a failed user keeps no subtree"
+    );
+    // Its output went to the system journal: one line per run, each run its
+    // own invocation with its own PID.
+    let lines = || sys.journal(user.uid, &["--stream", "stderr", "-o", "json"]);
+    // The journal is written by its own task: it may trail the answer a little.
+    wait_until(5, "5 runs in the journal", || {
+        lines().matches("cannot start: broken config").count() == 5
+    });
+    let json = lines();
+    let pids: std::collections::HashSet<&str> = json
+        .lines()
+        .filter_map(|l| l.split("\"_PID\":\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(pids.len(), 5, "{json}");
+    // The session still counts; logging out is clean.
+    assert!(sys.corral(&["logout", &user.name]).status.success());
+}
+
+#[test]
+fn subtrees_left_by_a_dead_system_manager_are_removed_at_start() {
+    if !can_run("subtrees_left_by_a_dead_system_manager") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    sys.stop();
+    // What a killed instance leaves: a user's subtree with a process in it
+    // (one this test starts and moves into its own test cgroup).
+    let manager = sys.cgroup.path().join("user-4242424/manager");
+    std::fs::create_dir_all(&manager).unwrap();
+    let procs = manager.join("cgroup.procs");
+    let mut child = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} && exec sleep 100000",
+            procs.display()
+        ))
+        .spawn()
+        .unwrap();
+    wait_until(5, "the process in the leftover cgroup", || {
+        std::fs::read_to_string(&procs).is_ok_and(|p| !p.trim().is_empty())
+    });
+    sys.spawn();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the leftover process was killed"
+    );
+    assert!(!sys.cgroup.path().join("user-4242424").exists());
+    assert!(
+        sys.stderr().contains("left by a previous instance"),
+        "{}",
+        sys.stderr()
+    );
+}
+
+#[test]
+fn a_login_that_waits_too_long_says_so_and_keeps_the_session() {
+    if !can_run("a_login_that_waits_too_long") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let hang = tmp.path().join("never-ready");
+    std::fs::write(&hang, "#!/bin/sh\nexec sleep 100000\n").unwrap();
+    std::fs::set_permissions(&hang, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sys = TestSystem::start(Some(hang));
+    let out = sys.corral(&["login", "--wait", "--timeout", "0.5", &user.name]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("was not ready within 0.5s") && err.contains("corral logout"),
+        "{err}"
+    );
+    let status = sys.status(&user);
+    assert!(
+        status.contains("manager: starting") && status.contains("sessions: 1,"),
+        "{status}"
+    );
+    assert!(sys.corral(&["logout", &user.name]).status.success());
+    wait_until(20, "the subtree to go", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+}
+
+#[test]
+fn a_user_without_a_home_gets_a_manager_started_in_the_root_directory() {
+    if !can_run("a_user_without_a_home") {
+        return;
+    }
+    let user = test_user_without_home("corral-t3");
+    assert!(!user.home.exists());
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    let out = sys.corral(&["login", "--wait", &user.name]);
+    assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+    let pid = sys.manager_pid(&user).unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        std::path::Path::new("/")
+    );
+    assert!(
+        sys.stderr()
+            .contains("does not exist; starting its manager in /")
+    );
+    assert!(sys.corral(&["logout", &user.name]).status.success());
+    wait_until(20, "the subtree to go", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+}
+
+#[test]
+fn a_login_right_after_the_last_logout_gets_a_fresh_manager() {
+    if !can_run("a_login_right_after_the_last_logout") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    let mut last = None;
+    for round in 0..5 {
+        let out = sys.corral(&["login", "--wait", &user.name]);
+        assert!(
+            out.status.success(),
+            "round {round}: {}\n{}",
+            text(&out),
+            sys.stderr()
+        );
+        let pid = sys.manager_pid(&user).expect("running after login --wait");
+        assert_ne!(Some(pid), last, "round {round} reused a stopped manager");
+        last = Some(pid);
+        // The next login lands while this manager stops or its subtree goes.
+        assert!(sys.corral(&["logout", &user.name]).status.success());
+    }
+    wait_until(20, "the subtree to go", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+}

@@ -1,0 +1,283 @@
+//! pam_corral.so through real PAM: pamtester with a service file written by
+//! the test, against a running corrald --system (with a stand-in user
+//! manager; tests/system_e2e.rs runs the real one).
+
+mod system_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use system_support::*;
+
+/// target/<profile>/libpam_corral.so, next to the binaries under test.
+fn module() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_corrald")).parent().unwrap();
+    let so = dir.join("libpam_corral.so");
+    assert!(
+        so.exists(),
+        "{} is missing: build the PAM module first with `cargo build -p pam_corral` \
+         (with --release for a release test run; scripts/test does)",
+        so.display()
+    );
+    so
+}
+
+fn can_run_pam(what: &str) -> bool {
+    if !can_run(what) {
+        return false;
+    }
+    if !on_path("pamtester") {
+        if std::env::var_os("CORRAL_REQUIRE_CGROUP").is_some_and(|v| v == "1") {
+            panic!("{what}: needs pamtester (apt-get install pamtester)");
+        }
+        eprintln!("skipping {what}: needs pamtester");
+        return false;
+    }
+    true
+}
+
+/// A PAM service /etc/pam.d/corral-test-PID-N using pam_corral.so with
+/// `args`, then pam_exec dumping the PAM environment to `dir/env-TYPE`.
+struct Service {
+    name: String,
+    dir: tempfile::TempDir,
+}
+
+impl Service {
+    fn new(args: &str) -> Service {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("corral-test-{}-{n}", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        let dump = dir.path().join("dump-env");
+        std::fs::write(
+            &dump,
+            format!("#!/bin/sh\nenv > {}/env-$PAM_TYPE\n", dir.path().display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&dump, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = format!(
+            "auth     required pam_permit.so\n\
+             account  required pam_permit.so\n\
+             session  required {} {args}\n\
+             session  optional pam_exec.so {}\n",
+            module().display(),
+            dump.display()
+        );
+        std::fs::write(format!("/etc/pam.d/{name}"), conf).unwrap();
+        Service { name, dir }
+    }
+
+    fn pamtester(&self, user: &TestUser, ops: &[&str]) -> Output {
+        Command::new("pamtester")
+            .arg(&self.name)
+            .arg(&user.name)
+            .args(ops)
+            .output()
+            .unwrap()
+    }
+
+    /// The PAM environment pam_exec saw at open_session.
+    fn opened_env(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("env-open_session")).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(format!("/etc/pam.d/{}", self.name));
+    }
+}
+
+/// PIDs of live processes whose real uid is `uid` (zombies are dead: they
+/// wait for whoever inherited them to reap them).
+fn processes_of(uid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let real = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
+        let zombie = status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'));
+        if real == Some(uid) && !zombie {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn open_session_starts_the_manager_and_exports_the_runtime_dir_and_bus_then_close_ends_all() {
+    if !can_run_pam("pam open/close") {
+        return;
+    }
+    let user = test_user("corral-t1", true);
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), true)));
+    let service = Service::new(&format!("socket={} timeout=20", sys.socket().display()));
+
+    let out = service.pamtester(&user, &["open_session", "close_session"]);
+    assert!(out.status.success(), "{}\n{}", show(&out), sys.stderr());
+    let env = service.opened_env();
+    let rundir = format!("/run/user/{}", user.uid);
+    assert!(
+        env.contains(&format!("XDG_RUNTIME_DIR={rundir}\n")),
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!(
+            "DBUS_SESSION_BUS_ADDRESS=unix:path={rundir}/bus\n"
+        )),
+        "{env}"
+    );
+    // The manager ran as the user in user-UID/manager before the close.
+    let log = std::fs::read_to_string(sys.stderr_path.clone()).unwrap();
+    assert!(
+        log.contains(&format!("started user manager of uid {}", user.uid)),
+        "{log}"
+    );
+
+    wait_until(20, "the user's subtree to go after the last close", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+    assert_eq!(
+        processes_of(user.uid),
+        Vec::<u32>::new(),
+        "processes of the user left"
+    );
+    wait_until(5, "the runtime dir to go", || !Path::new(&rundir).exists());
+}
+
+#[test]
+fn with_linger_the_manager_outlives_the_pam_session() {
+    if !can_run_pam("pam with linger") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    let service = Service::new(&format!("socket={} norundir", sys.socket().display()));
+    assert!(sys.corral(&["enable-linger", &user.name]).status.success());
+    wait_until(20, "the lingering manager", || {
+        sys.manager_pid(&user).is_some()
+    });
+    let pid = sys.manager_pid(&user).unwrap();
+
+    let out = service.pamtester(&user, &["open_session", "close_session"]);
+    assert!(out.status.success(), "{}", show(&out));
+    // norundir: another module exports XDG_RUNTIME_DIR.
+    assert!(
+        !service.opened_env().contains("XDG_RUNTIME_DIR="),
+        "{}",
+        service.opened_env()
+    );
+    let status = sys.status(&user);
+    assert!(status.contains("sessions: 0, linger: yes"), "{status}");
+    assert_eq!(sys.manager_pid(&user), Some(pid), "the manager stays");
+    assert!(sys.user_cgroup(user.uid).join("manager").exists());
+
+    assert!(sys.corral(&["disable-linger", &user.name]).status.success());
+    wait_until(20, "the subtree to go", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+}
+
+#[test]
+fn a_login_proceeds_when_the_daemon_is_not_running() {
+    if !can_run_pam("pam without daemon") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let service = Service::new("socket=/nonexistent/corral/system.sock timeout=5");
+    let started = Instant::now();
+    let out = service.pamtester(&user, &["open_session", "close_session"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the login waited"
+    );
+    assert!(!service.opened_env().contains("XDG_RUNTIME_DIR="));
+}
+
+#[test]
+fn a_manager_that_never_gets_ready_delays_the_login_only_until_the_timeout() {
+    if !can_run_pam("pam timeout") {
+        return;
+    }
+    let user = test_user("corral-t1", true);
+    let tmp = tempfile::tempdir().unwrap();
+    let hang = tmp.path().join("never-ready");
+    std::fs::write(&hang, "#!/bin/sh\nexec sleep 100000\n").unwrap();
+    std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sys = TestSystem::start(Some(hang));
+    let service = Service::new(&format!("socket={} timeout=1", sys.socket().display()));
+
+    let out = service.pamtester(&user, &["open_session"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let env = service.opened_env();
+    assert!(
+        env.contains(&format!("XDG_RUNTIME_DIR=/run/user/{}\n", user.uid)),
+        "{env}"
+    );
+    // The open registered a session though it stopped waiting; pamtester,
+    // the login process, has exited without close_session: the session
+    // ends by itself and takes the never-ready manager with it.
+    wait_until(20, "the subtree to go", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+}
+
+#[test]
+fn a_login_process_that_dies_without_close_session_ends_its_session() {
+    if !can_run_pam("pam leader exit") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    let service = Service::new(&format!("socket={}", sys.socket().display()));
+    // A session from `corral login` lasts until logout...
+    assert!(
+        sys.corral(&["login", "--wait", &user.name])
+            .status
+            .success()
+    );
+    // ...one opened through PAM belongs to its login process (pamtester).
+    let out = service.pamtester(&user, &["open_session"]);
+    assert!(out.status.success(), "{}", show(&out));
+    wait_until(20, "the PAM session to end with its process", || {
+        sys.status(&user).contains("sessions: 1,")
+    });
+    assert!(
+        sys.stderr().contains("exited without closing its session"),
+        "{}",
+        sys.stderr()
+    );
+    assert!(
+        sys.manager_pid(&user).is_some(),
+        "the other session keeps it"
+    );
+    assert!(sys.corral(&["logout", &user.name]).status.success());
+    wait_until(20, "the subtree to go", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+}

@@ -1,0 +1,356 @@
+//! Shared by the tests/system_*.rs binaries: real test users, a real
+//! `corrald --system` in its own cgroup root and state directory, and the
+//! `corral` CLI run as root or as a test user.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use corral::cgroup::TempCgroup;
+use nix::fcntl::{Flock, FlockArg};
+
+/// The supplementary group the first test user is a member of.
+pub const TEST_GROUP: &str = "corral-tg";
+
+/// Whether this machine can run these tests (root, cgroup2). Without them a
+/// test returns early, unless CORRAL_REQUIRE_CGROUP=1 makes that a failure.
+pub fn can_run(what: &str) -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root".to_string());
+    }
+    if corral::cgroup::find_mount().is_err() {
+        missing.push("a cgroup2 mount".to_string());
+    }
+    for tool in ["useradd", "groupadd"] {
+        if !on_path(tool) {
+            missing.push(tool.to_string());
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("{what}: needs {}", missing.join(", "));
+    if std::env::var_os("CORRAL_REQUIRE_CGROUP").is_some_and(|v| v == "1") {
+        panic!("{msg} (CORRAL_REQUIRE_CGROUP=1)");
+    }
+    eprintln!("skipping {msg}");
+    false
+}
+
+/// Whether `tool` is an executable on PATH.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+}
+
+/// A test user, held exclusively by this test (across test binaries) because
+/// its /run/user/UID and manager are machine-wide.
+pub struct TestUser {
+    /// Login name.
+    pub name: String,
+    /// uid.
+    pub uid: u32,
+    /// Primary gid.
+    pub gid: u32,
+    /// Home directory.
+    pub home: PathBuf,
+    _lock: Flock<File>,
+}
+
+/// Creates (when missing) and locks test user `name`; `in_group` adds it to
+/// [`TEST_GROUP`] so supplementary groups can be checked.
+pub fn test_user(name: &str, in_group: bool) -> TestUser {
+    make_user(name, in_group, true)
+}
+
+/// Like [`test_user`], for a user whose home directory does not exist.
+pub fn test_user_without_home(name: &str) -> TestUser {
+    make_user(name, false, false)
+}
+
+fn make_user(name: &str, in_group: bool, with_home: bool) -> TestUser {
+    let lock_path = format!("/tmp/corral-test-user-{name}.lock");
+    let file = File::create(&lock_path).unwrap();
+    let lock = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    // useradd takes /etc/passwd's lock and fails rather than wait: retry.
+    for attempt in 0.. {
+        let group_ok = run_ok(Command::new("groupadd").args(["-f", TEST_GROUP]));
+        let exists = nix::unistd::User::from_name(name).unwrap().is_some();
+        if group_ok && exists {
+            break;
+        }
+        if group_ok {
+            let mut cmd = Command::new("useradd");
+            cmd.args(["-s", "/bin/sh"]);
+            if with_home {
+                cmd.arg("-m");
+            } else {
+                cmd.args(["-M", "-d", &format!("/nonexistent/{name}")]);
+            }
+            if in_group {
+                cmd.args(["-G", TEST_GROUP]);
+            }
+            cmd.arg(name);
+            run_ok(&mut cmd);
+        }
+        assert!(attempt < 20, "could not create test user {name}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let user = nix::unistd::User::from_name(name).unwrap().unwrap();
+    TestUser {
+        name: name.to_string(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        home: user.dir,
+        _lock: lock,
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The gid of [`TEST_GROUP`].
+pub fn test_group_gid() -> u32 {
+    nix::unistd::Group::from_name(TEST_GROUP)
+        .unwrap()
+        .expect("test group exists")
+        .gid
+        .as_raw()
+}
+
+/// A running `corrald --system` with its own cgroup root, runtime and state
+/// directories; stopped (SIGTERM, then SIGKILL) and cleaned up on drop.
+pub struct TestSystem {
+    /// Temporary directory holding run/ and state/ (world-traversable so
+    /// test users reach the socket).
+    pub dir: tempfile::TempDir,
+    /// The cgroup root given to --cgroup-root.
+    pub cgroup: TempCgroup,
+    /// The daemon.
+    pub child: Option<Child>,
+    /// Its stderr, for failure messages.
+    pub stderr_path: PathBuf,
+    /// The user manager it starts (None: the real corrald --user).
+    pub user_manager: Option<PathBuf>,
+}
+
+impl TestSystem {
+    /// Starts a daemon; `user_manager` replaces `corrald --user`.
+    pub fn start(user_manager: Option<PathBuf>) -> TestSystem {
+        let dir = tempfile::Builder::new()
+            .prefix("corral-system-test")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cgroup = TempCgroup::new("corral-test").unwrap();
+        let mut sys = TestSystem {
+            stderr_path: dir.path().join("corrald.stderr"),
+            dir,
+            cgroup,
+            child: None,
+            user_manager,
+        };
+        sys.spawn();
+        sys
+    }
+
+    /// Starts the daemon again after [`TestSystem::stop`], same state.
+    pub fn spawn(&mut self) {
+        let (ready_r, ready_w) = nix::unistd::pipe().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corrald"));
+        cmd.arg("--system")
+            .arg("--cgroup-root")
+            .arg(self.cgroup.path())
+            .arg("--runtime-dir")
+            .arg(self.run_dir())
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(["--ready-fd", "3", "--stop-timeout", "10"]);
+        if let Some(exe) = &self.user_manager {
+            cmd.arg("--user-manager").arg(exe);
+        }
+        let stderr = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_path)
+            .unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        let w = ready_w.as_raw_fd();
+        // SAFETY: dup2 is async-signal-safe; runs in the child before exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(w, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        drop(ready_w);
+        let mut line = String::new();
+        let mut reader = BufReader::new(File::from(ready_r));
+        reader.read_line(&mut line).unwrap();
+        assert!(
+            line.starts_with("ready"),
+            "corrald --system did not become ready: {}",
+            self.stderr()
+        );
+        self.child = Some(child);
+    }
+
+    /// The runtime directory (system.sock inside).
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The system socket.
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir().join("system.sock")
+    }
+
+    /// What the daemon wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// `corral journal` of the system journal for unit `user-UID`, as root.
+    pub fn journal(&self, uid: u32, extra: &[&str]) -> String {
+        let dir = self.state_dir().join("journal");
+        let unit = format!("user-{uid}");
+        let mut args = vec!["journal", "--no-pager", "-q", "-D"];
+        let dir = dir.display().to_string();
+        args.push(&dir);
+        args.extend(["-u", &unit]);
+        args.extend(extra);
+        let out = self.corral(&args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `uid`'s delegated cgroup.
+    pub fn user_cgroup(&self, uid: u32) -> PathBuf {
+        self.cgroup.path().join(format!("user-{uid}"))
+    }
+
+    /// Runs `corral ARGS` as root against this daemon.
+    pub fn corral(&self, args: &[&str]) -> Output {
+        self.corral_as(None, args)
+    }
+
+    /// Runs `corral ARGS` as `user` (None: root) against this daemon.
+    pub fn corral_as(&self, user: Option<&TestUser>, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+        cmd.args(args).env("CORRAL_SYSTEM_SOCKET", self.socket());
+        if let Some(u) = user {
+            cmd.uid(u.uid).gid(u.gid).env("HOME", &u.home);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// `corral --system status USER` as root, as text.
+    pub fn status(&self, user: &TestUser) -> String {
+        let out = self.corral(&["--system", "status", &user.name]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The manager PID `status` shows for `user`, if it runs.
+    pub fn manager_pid(&self, user: &TestUser) -> Option<u32> {
+        let status = self.status(user);
+        let line = status.lines().find(|l| l.contains("manager: running"))?;
+        let pid = line.split("(pid ").nth(1)?.split(')').next()?;
+        pid.parse().ok()
+    }
+
+    /// Stops the daemon (SIGTERM, SIGKILL after 20 s) and waits for it.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestSystem {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits until `cond` holds, at most `secs` seconds. The system socket has
+/// no change notification, so the tests look again every 20 ms.
+pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Owner uid of a path.
+pub fn owner(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .uid()
+}
+
+/// A stand-in for `corrald --user` for the system-side tests: it records who
+/// and where it runs into $XDG_RUNTIME_DIR/probe, opens a D-Bus session bus
+/// at $XDG_RUNTIME_DIR/bus when `bus` is set, writes its ready line, then
+/// waits to be stopped.
+pub fn stand_in_manager(dir: &Path, bus: bool) -> PathBuf {
+    let path = dir.join("stand-in-manager");
+    let bus_line = if bus {
+        "dbus-daemon --session --fork --address=\"unix:path=$XDG_RUNTIME_DIR/bus\" >/dev/null\n"
+    } else {
+        ""
+    };
+    let script = format!(
+        "#!/bin/sh\n\
+         {bus_line}\
+         {{ echo \"uid=$(id -u)\"; echo \"groups=$(id -G)\"; \
+            echo \"cgroup=$(cat /proc/self/cgroup)\"; echo \"args=$*\"; \
+            echo \"env=HOME=$HOME USER=$USER LOGNAME=$LOGNAME SHELL=$SHELL PATH=$PATH\"; \
+          }} > \"$XDG_RUNTIME_DIR/probe.tmp\"\n\
+         mv \"$XDG_RUNTIME_DIR/probe.tmp\" \"$XDG_RUNTIME_DIR/probe\"\n\
+         echo 'stand-in manager ready' >&2\n\
+         echo ready >&3\n\
+         exec 3>&-\n\
+         exec sleep 100000\n"
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
