@@ -596,3 +596,22 @@ async fn the_writer_merges_trickle_blocks_while_busy() {
         (0..100).map(|i| format!("t{i}")).collect::<Vec<_>>()
     );
 }
+
+/// Regression: the journal directory was 0755 and the store 0644, so any
+/// user could read another user's journal.
+#[tokio::test]
+async fn the_store_is_private_to_its_owner_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("state/corral/journal");
+    // A directory an older version left open to everyone is closed again.
+    std::fs::create_dir_all(&jdir).unwrap();
+    std::fs::set_permissions(&jdir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (store, w) = open(&jdir);
+    w.append(ne("a", "secret")).await.unwrap();
+    w.flush().await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&jdir), 0o700);
+    assert_eq!(mode(store.path()), 0o600, "{}", store.path().display());
+    drop(w);
+}

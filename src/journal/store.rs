@@ -2,6 +2,7 @@
 //! retention. The tables and their meaning are specified in docs/JOURNAL-FORMAT.md.
 
 use std::collections::{BinaryHeap, HashMap};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -241,10 +242,25 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let path = path.as_ref();
         if path.extension().is_none_or(|e| e != "redb") {
-            std::fs::create_dir_all(path)
+            // The journal holds everything a user's services print: it is
+            // that user's alone, whatever the umask or an older version left.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
                 .map_err(|e| JournalError::io("create directory", path, e))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| JournalError::io("restrict permissions of", path, e))?;
         }
         let file = store_file(path);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&file)
+            .map_err(|e| JournalError::io("create", &file, e))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| JournalError::io("restrict permissions of", &file, e))?;
         let db = redb::Builder::new()
             .set_cache_size(opts.cache_size)
             .set_concurrency_mode(ConcurrencyMode::SingleWriter)
