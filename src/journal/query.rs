@@ -76,7 +76,7 @@ impl CompiledQuery {
             min_seq = min_seq.max(parse_cursor(c)?.saturating_add(1));
         }
         Ok(CompiledQuery {
-            units: q.units.iter().map(|u| Glob::new(u)).collect(),
+            units: q.units.iter().flat_map(|u| unit_patterns(u)).collect(),
             since: q.since,
             until: q.until,
             min_seq,
@@ -115,6 +115,21 @@ impl CompiledQuery {
             && self.stream.is_none_or(|s| s == e.stream)
             && self.grep.as_ref().is_none_or(|g| g.is_match(&e.message))
     }
+}
+
+/// The globs `-u NAME` matches: the name as given and, as journalctl does,
+/// `NAME.service` when the name has no unit suffix and no glob characters.
+fn unit_patterns(name: &str) -> Vec<Glob> {
+    const SUFFIXES: [&str; 11] = [
+        ".service", ".target", ".socket", ".timer", ".path", ".slice", ".scope", ".mount",
+        ".automount", ".swap", ".device",
+    ];
+    let mut v = vec![Glob::new(name)];
+    let has_suffix = SUFFIXES.iter().any(|s| name.ends_with(s));
+    if !has_suffix && !name.contains(['*', '?', '[']) {
+        v.push(Glob::new(&format!("{name}.service")));
+    }
+    v
 }
 
 /// A shell-style glob (`*`, `?`, `[abc]`, `[a-z]`, `[!x]`); a name without them is literal.
@@ -365,6 +380,24 @@ pub fn parse_span(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_unit_name_means_its_service_as_in_journalctl() {
+        let q = |u: &str| {
+            CompiledQuery::new(&Query {
+                units: vec![u.into()],
+                ..Query::default()
+            })
+            .unwrap()
+        };
+        assert!(q("talker").unit_matches("talker.service"));
+        assert!(q("talker").unit_matches("talker"));
+        assert!(!q("talker").unit_matches("talker.target"));
+        assert!(q("default.target").unit_matches("default.target"));
+        assert!(!q("default.target").unit_matches("default.target.service"));
+        assert!(!q("talk*").unit_matches("walker.service"));
+        assert!(q("talk*").unit_matches("talker.service"));
+    }
 
     #[test]
     fn queries_travel_as_postcard() {
