@@ -163,3 +163,64 @@ fn journal_queries_and_follow_over_the_control_socket() {
         assert!(got.contains(&"line-one".to_string()), "{got:?}");
     });
 }
+
+/// `corral journal` with `--socket`/`$CORRAL_SOCKET` asks that manager, both
+/// for a query and for `-f`; an unreachable socket is an error, never a quiet
+/// read of some other store (regression: it fell back to the caller's own).
+#[test]
+fn the_journal_cli_asks_the_manager_named_by_the_socket() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "echoer.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/echo hello-from-echoer\n",
+        )
+    }) else {
+        return;
+    };
+    td.ok(&["start", "echoer"]);
+    let got = common::eventually(Duration::from_secs(5), || {
+        let o = td.corral(&["journal", "--no-pager", "-u", "echoer", "-o", "cat"]);
+        o.stdout.contains("hello-from-echoer").then_some(o)
+    });
+    assert!(got.is_some(), "the manager did not answer the query");
+
+    // Follow: the stream stays open and brings the next invocation's line.
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["journal", "-f", "-n", "0", "-u", "echoer", "-o", "cat"])
+        .env("CORRAL_SOCKET", &td.socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = follower.stdout.take().unwrap();
+    let follower = Kill(follower);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    td.ok(&["start", "echoer"]);
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the follower saw the new line");
+    assert_eq!(line, "hello-from-echoer");
+    drop(follower);
+
+    let missing = td.dir.path().join("no-such.sock");
+    let o = td.corral(&["--socket", missing.to_str().unwrap(), "journal", "-n", "5"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("no-such.sock"), "{o:?}");
+}

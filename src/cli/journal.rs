@@ -1,9 +1,19 @@
 //! `corral journal`: journalctl's flags over corral's journal store.
 //!
-//! For now it reads the store directly, read-only (beside a running manager, which
-//! shares the file in redb's SingleWriter mode). Printing is separate from fetching:
-//! [`print_entries`] takes any iterator of entries, so the same code prints what the
-//! manager streams over the control socket.
+//! Where the entries come from:
+//! - `--socket PATH` (or `$CORRAL_SOCKET`): that manager answers everything,
+//!   over its control socket; an unreachable socket is an error, never a quiet
+//!   fall-back to another store.
+//! - `-f` with no `-D`/`--file`: the user's own manager streams new entries as
+//!   it commits them, when it is running; otherwise the store file is followed
+//!   with inotify.
+//! - everything else reads the store directly, read-only (beside a running
+//!   manager, which shares the file in redb's SingleWriter mode): measured, a
+//!   whole `corral journal -u U -n 100` costs less this way than a round trip
+//!   through the manager, which would run the same query.
+//!
+//! Printing is separate from fetching: [`print_entries`] takes any iterator of
+//! entries, whichever source they come from.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -12,6 +22,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::exit;
+use crate::ipc::Client;
+use crate::ipc::proto::{Request, Response};
 use crate::journal::output::{self, Format, OutputOptions};
 use crate::journal::query::{parse_priority_range, parse_span, parse_time};
 use crate::journal::{Entry, JournalError, Query, Store, StoreOptions, Stream};
@@ -117,11 +129,34 @@ pub enum CliError {
     /// Writing the output failed (other than a closed pipe).
     #[error("writing output: {0}")]
     Output(io::Error),
+    /// The manager could not be reached or answered with an error.
+    #[error(transparent)]
+    Ipc(#[from] crate::ipc::IpcError),
+    /// The manager refused or failed the query.
+    #[error("the corral manager says: {0}")]
+    Remote(String),
 }
 
 /// Runs `corral journal`.
-pub fn run(args: JournalArgs) -> ExitCode {
-    match run_inner(&args) {
+///
+/// `socket` is the global `--socket`/`$CORRAL_SOCKET`: when given, that
+/// manager answers the query.
+pub fn run(args: JournalArgs, socket: Option<PathBuf>) -> ExitCode {
+    let explicit_store = args.file.is_some() || args.directory.is_some();
+    let result = match socket {
+        Some(sock) if !explicit_store => run_remote(&args, &sock),
+        _ if args.follow && !explicit_store => {
+            let sock = super::common::socket_path(None);
+            // Only a manager that answers takes the follow; a missing or stale
+            // socket means it is down and the store file is followed instead.
+            match Client::<Request, Response>::connect(&sock) {
+                Ok(client) => run_remote_with(&args, client),
+                Err(_) => run_inner(&args),
+            }
+        }
+        _ => run_inner(&args),
+    };
+    match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
             ExitCode::from(exit::OK)
@@ -131,6 +166,103 @@ pub fn run(args: JournalArgs) -> ExitCode {
             ExitCode::from(exit::ERROR)
         }
     }
+}
+
+fn run_remote(args: &JournalArgs, socket: &std::path::Path) -> Result<(), CliError> {
+    if args.vacuum_size.is_some() || args.vacuum_time.is_some() || args.disk_usage {
+        return Err(CliError::Usage(
+            "--disk-usage and --vacuum-* work on the store itself: use them with -D DIR \
+             (or without --socket, for your own journal)"
+                .into(),
+        ));
+    }
+    run_remote_with(args, Client::connect(socket)?)
+}
+
+/// Asks the manager on `client` for the entries (and, with `-f`, new ones
+/// as it commits them) and prints them.
+fn run_remote_with(
+    args: &JournalArgs,
+    mut client: Client<Request, Response>,
+) -> Result<(), CliError> {
+    if args
+        .invocation
+        .as_deref()
+        .is_some_and(|i| i.chars().filter(|c| *c != '-').count() != 32)
+    {
+        return Err(CliError::Usage(
+            "--invocation offsets are resolved against the store: give the 32-digit invocation id, \
+             or read the store with -D DIR"
+                .into(),
+        ));
+    }
+    let mut query = build_query_with(args, None)?;
+    if args.follow
+        && query.lines.is_none()
+        && query.cursor.is_none()
+        && query.after_cursor.is_none()
+    {
+        query.lines = Some(10);
+    }
+    let stdout = io::stdout();
+    let tty = stdout.is_terminal();
+    // Cursors printed from a remote answer carry no store id; `--after-cursor`
+    // reads only the sequence number, so they still work against this manager.
+    let mut opts = OutputOptions::new(
+        Format::parse(&args.output).expect("clap checked the format"),
+        0,
+    );
+    opts.fields = args.output_fields.clone();
+    opts.color = tty && std::env::var_os("NO_COLOR").is_none();
+    let request = Request::Journal {
+        query,
+        follow: args.follow,
+    };
+    let mut failed = None;
+    let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let mut shown = 0;
+    let mut last = None;
+    for reply in client.request_stream(&request)? {
+        let batch = match reply {
+            Ok(Response::Entries(batch)) => batch,
+            Ok(Response::Error(f)) => {
+                failed = Some(CliError::Remote(f.message));
+                break;
+            }
+            Ok(other) => {
+                failed = Some(CliError::Remote(format!(
+                    "unexpected answer to a journal query: {}",
+                    super::common::describe(&other)
+                )));
+                break;
+            }
+            Err(e) => {
+                failed = Some(e.into());
+                break;
+            }
+        };
+        let (n, l) = print_entries(batch, &mut out, &opts).map_err(CliError::Output)?;
+        shown += n;
+        if l.is_some() {
+            last = l;
+        }
+        // Followed entries must show up at once, not when the buffer fills.
+        if args.follow {
+            out.flush().map_err(CliError::Output)?;
+        }
+    }
+    out.flush().map_err(CliError::Output)?;
+    drop(out);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if shown == 0 && !args.quiet && !args.follow && is_short(opts.format) {
+        println!("-- No entries --");
+    }
+    if let (true, Some(e)) = (args.show_cursor, &last) {
+        println!("-- cursor: {}", e.cursor(0));
+    }
+    Ok(())
 }
 
 fn location(args: &JournalArgs) -> PathBuf {
@@ -289,6 +421,12 @@ fn is_short(f: Format) -> bool {
 
 /// Builds the [`Query`] of the flags (resolving times, priorities and invocation offsets).
 pub fn build_query(args: &JournalArgs, store: &Store) -> Result<Query, CliError> {
+    build_query_with(args, Some(store))
+}
+
+/// [`build_query`] with the store optional: without it, invocation offsets
+/// cannot be resolved (callers check before).
+fn build_query_with(args: &JournalArgs, store: Option<&Store>) -> Result<Query, CliError> {
     let now = crate::journal::realtime_now();
     let mut q = Query {
         units: args.units.clone(),
@@ -329,16 +467,24 @@ pub fn build_query(args: &JournalArgs, store: &Store) -> Result<Query, CliError>
         };
     }
     if let Some(inv) = &args.invocation {
-        q.invocation = Some(resolve_invocation(inv, &args.units, store)?);
+        q.invocation = Some(match store {
+            Some(store) => resolve_invocation(inv, &args.units, store)?,
+            None => resolve_invocation_id(inv)?,
+        });
     }
     Ok(q)
 }
 
-fn resolve_invocation(s: &str, units: &[String], store: &Store) -> Result<u128, CliError> {
+/// Parses a 32-hex-digit invocation id (dashes allowed).
+fn resolve_invocation_id(s: &str) -> Result<u128, CliError> {
     let hex: String = s.chars().filter(|c| *c != '-').collect();
-    if hex.len() == 32 {
-        return u128::from_str_radix(&hex, 16)
-            .map_err(|_| CliError::Usage(format!("--invocation {s:?} is not a 128-bit hex id")));
+    u128::from_str_radix(&hex, 16)
+        .map_err(|_| CliError::Usage(format!("--invocation {s:?} is not a 128-bit hex id")))
+}
+
+fn resolve_invocation(s: &str, units: &[String], store: &Store) -> Result<u128, CliError> {
+    if s.chars().filter(|c| *c != '-').count() == 32 {
+        return resolve_invocation_id(s);
     }
     let off: i64 = s.parse().map_err(|_| {
         CliError::Usage(format!(

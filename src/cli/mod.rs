@@ -212,7 +212,7 @@ pub fn main() -> ExitCode {
         Command::EnableLinger(args) => return linger::run(args, true),
         Command::DisableLinger(args) => return linger::run(args, false),
         Command::Verify(args) => return ExitCode::from(verify::run(&args)),
-        Command::Journal(args) => return journal::run(*args),
+        Command::Journal(args) => return journal::run(*args, socket),
     };
     ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
 }

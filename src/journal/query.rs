@@ -121,8 +121,17 @@ impl CompiledQuery {
 /// `NAME.service` when the name has no unit suffix and no glob characters.
 fn unit_patterns(name: &str) -> Vec<Glob> {
     const SUFFIXES: [&str; 11] = [
-        ".service", ".target", ".socket", ".timer", ".path", ".slice", ".scope", ".mount",
-        ".automount", ".swap", ".device",
+        ".service",
+        ".target",
+        ".socket",
+        ".timer",
+        ".path",
+        ".slice",
+        ".scope",
+        ".mount",
+        ".automount",
+        ".swap",
+        ".device",
     ];
     let mut v = vec![Glob::new(name)];
     let has_suffix = SUFFIXES.iter().any(|s| name.ends_with(s));
