@@ -2053,6 +2053,9 @@ pub async fn run(
             None
         }
     };
+    // Before anything starts: a predecessor's units must not run unmanaged.
+    let own = crate::cgroup::own_cgroup().ok();
+    super::leftovers::stop_all(&root, own.as_deref(), journal.as_ref()).await;
     let output = Output::new(journal.clone());
     let mut manager = Manager {
         tx: tx.clone(),

@@ -17,6 +17,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 pub mod control;
+pub mod leftovers;
 pub mod manager;
 pub mod notify;
 pub mod output;
