@@ -11,9 +11,13 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "corrald", version, about, long_about = None)]
 struct Args {
-    /// Run as a user's manager (the only mode of this binary so far).
+    /// Run as a user's manager: your services, each in its own cgroup.
     #[arg(long)]
     user: bool,
+    /// Run the system manager (root): one user manager per logged-in or
+    /// lingering user. Its own flags: `corrald --system --help`.
+    #[arg(long, conflicts_with = "user")]
+    system: bool,
     /// A unit directory, highest priority first (repeatable; default:
     /// $XDG_CONFIG_HOME/corral/units, /etc/corral/user, /usr/lib/corral/user).
     #[arg(long = "units-dir", value_name = "DIR")]
@@ -42,9 +46,29 @@ fn env_dir(var: &str, fallback: impl FnOnce() -> Option<PathBuf>) -> Option<Path
         .or_else(fallback)
 }
 
+/// `/run/user/UID` when it is ours; root may create its own, as a login
+/// manager would (a user cannot: /run/user is root's).
+fn default_runtime_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = nix::unistd::getuid();
+    let dir = PathBuf::from(format!("/run/user/{uid}"));
+    if uid.is_root() && !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .ok()?;
+    }
+    let meta = std::fs::metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid.as_raw()).then_some(dir)
+}
+
 fn options(args: Args) -> anyhow::Result<corral::supervisor::Options> {
     if !args.user {
-        bail!("say which manager to run: `corrald --user` runs your own user manager");
+        bail!(
+            "say which manager to run: `corrald --user` runs your own user manager, \
+             `corrald --system` (as root) the one that starts every user's"
+        );
     }
     let home = env_dir("HOME", || None);
     let state_dir = match args.state_dir {
@@ -59,8 +83,8 @@ fn options(args: Args) -> anyhow::Result<corral::supervisor::Options> {
     };
     let runtime_dir = match args.runtime_dir {
         Some(d) => d,
-        None => env_dir("XDG_RUNTIME_DIR", || None)
-            .context("$XDG_RUNTIME_DIR is not set: log in through PAM (pam_systemd or pam_corral), or pass --runtime-dir")?
+        None => env_dir("XDG_RUNTIME_DIR", default_runtime_dir)
+            .context("$XDG_RUNTIME_DIR is not set and /run/user/UID does not exist: log in through PAM (pam_systemd or pam_corral), or pass --runtime-dir")?
             .join("corral"),
     };
     let ready_fd = match args.ready_fd {
