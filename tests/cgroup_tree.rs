@@ -584,6 +584,8 @@ fn events_hub_watches_150_cgroups_with_one_inotify_instance() {
         let mut watchers: Vec<_> = cgs.iter().map(|cg| hub.watch(cg).unwrap()).collect();
         let extra = hub.watch(&cgs[0]).unwrap();
         assert_eq!(hub.watch_count(), 150);
+        // Their removal is watched on the one parent directory they share.
+        assert_eq!(hub.dir_watch_count(), 1);
         for w in &watchers {
             assert!(w.current().unwrap().populated);
         }
@@ -612,6 +614,7 @@ fn events_hub_watches_150_cgroups_with_one_inotify_instance() {
         assert_eq!(all, 151);
         // Every watcher dropped: every watch removed.
         assert_eq!(hub.watch_count(), 0);
+        assert_eq!(hub.dir_watch_count(), 0);
     });
     for pid in pids {
         reap(pid);
@@ -731,4 +734,52 @@ fn as_the_delegated_user() {
     assert!(out.contains("user-side ok"), "{out}");
     assert!(!user.populated().unwrap());
     assert_eq!(user.children().unwrap(), Vec::<Cgroup>::new());
+}
+
+#[test]
+fn wait_empty_survives_a_removal_racing_the_notification() {
+    // The kernel rate-limits cgroup.events notifications (one per 20 ms,
+    // the rest deferred to a timer) and hands them to inotify through a
+    // work item; rmdir cancels the timer and kernfs sends no removal event
+    // for the file, so a populated 1 -> 0 notification can be lost when the
+    // cgroup is removed right after emptying. Kill and rmdir from another
+    // thread as early as the kernel allows (spinning on the file, not on
+    // inotify, which would wait for that very notification), many rounds.
+    let Some(root) = scratch() else { return };
+    let rt = rt();
+    rt.block_on(async {
+        let hub = cgroup::EventsHub::new().unwrap();
+        for round in 0..40 {
+            for shared in [false, true] {
+                let cg = root
+                    .create_child(&format!("race-{round}-{shared}"))
+                    .unwrap();
+                let pid = start_and_sync(&cg, "echo; exec sleep 1000");
+                let mut w = if shared {
+                    hub.watch(&cg).unwrap()
+                } else {
+                    cg.watch_events().unwrap()
+                };
+                assert!(w.current().unwrap().populated);
+                let remover = std::thread::spawn({
+                    let cg = cg.clone();
+                    move || {
+                        cg.kill().unwrap();
+                        while cg.populated().unwrap() {
+                            std::hint::spin_loop();
+                        }
+                        cg.remove().unwrap();
+                    }
+                });
+                let res = tokio::time::timeout(Duration::from_secs(10), w.wait_empty()).await;
+                remover.join().unwrap();
+                reap(pid);
+                res.unwrap_or_else(|_| panic!("wait_empty hung (round {round}, shared {shared})"))
+                    .unwrap();
+                assert!(!cg.path().exists());
+            }
+        }
+        assert_eq!(hub.watch_count(), 0);
+        assert_eq!(hub.dir_watch_count(), 0);
+    });
 }
