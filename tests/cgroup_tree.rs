@@ -783,3 +783,59 @@ fn wait_empty_survives_a_removal_racing_the_notification() {
         assert_eq!(hub.dir_watch_count(), 0);
     });
 }
+
+#[test]
+fn only_the_watched_cgroups_removal_ends_a_wait() {
+    // The parent-directory watch sees every sibling's removal, and in a hub
+    // a removal may still be queued when a cgroup of the same name is made
+    // again: neither may end the wait of a cgroup that still runs.
+    let Some(root) = scratch() else { return };
+    let rt = rt();
+    rt.block_on(async {
+        let hub = cgroup::EventsHub::new().unwrap();
+        let keep = root.create_child("keep").unwrap();
+        let keep_pid = start_and_sync(&keep, "echo; exec sleep 1000");
+        // Keeps the hub's watch on `root` alive throughout.
+        let _keep_w = hub.watch(&keep).unwrap();
+        let again = root.create_child("again").unwrap();
+        let _early = hub.watch(&again).unwrap();
+        again.remove().unwrap();
+        // Its removal sits in the hub's queue, undispatched: nobody waits.
+        let again = root.create_child("again").unwrap();
+        let again_pid = start_and_sync(&again, "echo; exec sleep 1000");
+        let sib = root.create_child("sib").unwrap();
+        let sib_pid = start_and_sync(&sib, "echo; exec sleep 1000");
+        let mut own = keep.watch_events().unwrap();
+        let mut shared = hub.watch(&again).unwrap();
+        let mut frozen = hub.watch(&sib).unwrap();
+        sib.kill().unwrap();
+        wait_empty_guarded(&sib).await;
+        sib.remove().unwrap();
+        reap(sib_pid);
+        // A wait for another state ends with NotFound on removal.
+        let e = tokio::time::timeout(Duration::from_secs(10), frozen.wait_frozen(true))
+            .await
+            .expect("wait_frozen hung after the removal")
+            .unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        let early = tokio::time::timeout(Duration::from_millis(200), async {
+            tokio::select! {
+                r = own.wait_empty() => ("own", r),
+                r = shared.wait_empty() => ("shared", r),
+            }
+        })
+        .await;
+        assert!(early.is_err(), "a wait ended early: {early:?}");
+        for (cg, pid) in [(&keep, keep_pid), (&again, again_pid)] {
+            cg.kill().unwrap();
+            reap(pid);
+        }
+        let (a, b) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(own.wait_empty(), shared.wait_empty())
+        })
+        .await
+        .expect("wait_empty hung");
+        a.unwrap();
+        b.unwrap();
+    });
+}
