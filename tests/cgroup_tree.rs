@@ -803,6 +803,15 @@ fn only_the_watched_cgroups_removal_ends_a_wait() {
         // Its removal sits in the hub's queue, undispatched: nobody waits.
         let again = root.create_child("again").unwrap();
         let again_pid = start_and_sync(&again, "echo; exec sleep 1000");
+        // The queued removal of the last watched cgroup in a directory
+        // drops the hub's watch on it while the next one there is armed.
+        let solo = root.create_child("solo").unwrap();
+        let x = solo.create_child("x").unwrap();
+        let _x_w = hub.watch(&x).unwrap();
+        x.remove().unwrap();
+        let y = solo.create_child("y").unwrap();
+        let y_pid = start_and_sync(&y, "echo; exec sleep 1000");
+        let mut next = hub.watch(&y).unwrap();
         let sib = root.create_child("sib").unwrap();
         let sib_pid = start_and_sync(&sib, "echo; exec sleep 1000");
         let mut own = keep.watch_events().unwrap();
@@ -822,20 +831,22 @@ fn only_the_watched_cgroups_removal_ends_a_wait() {
             tokio::select! {
                 r = own.wait_empty() => ("own", r),
                 r = shared.wait_empty() => ("shared", r),
+                r = next.wait_empty() => ("next", r),
             }
         })
         .await;
         assert!(early.is_err(), "a wait ended early: {early:?}");
-        for (cg, pid) in [(&keep, keep_pid), (&again, again_pid)] {
+        for (cg, pid) in [(&keep, keep_pid), (&again, again_pid), (&y, y_pid)] {
             cg.kill().unwrap();
             reap(pid);
         }
-        let (a, b) = tokio::time::timeout(Duration::from_secs(10), async {
-            tokio::join!(own.wait_empty(), shared.wait_empty())
+        let (a, b, c) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(own.wait_empty(), shared.wait_empty(), next.wait_empty())
         })
         .await
         .expect("wait_empty hung");
         a.unwrap();
         b.unwrap();
+        c.unwrap();
     });
 }

@@ -558,16 +558,20 @@ impl Watches {
                 }
                 return;
             }
-            let Some(children) = self.dirs.get(&ev.wd) else {
-                return;
-            };
             let gone: Vec<i32> = if ev.mask & DIR_GONE != 0 {
-                children.values().flatten().copied().collect()
-            } else if ev.mask & libc::IN_DELETE != 0 {
+                // The directory went, and its cgroups with it.
+                let Some(children) = self.dirs.remove(&ev.wd) else {
+                    return;
+                };
+                fd.rm_watch(ev.wd);
+                children.into_values().flatten().collect()
+            } else if ev.mask & libc::IN_DELETE != 0
+                && let Some(children) = self.dirs.get(&ev.wd)
+            {
                 let name = OsStr::from_bytes(ev.name);
                 children.get(name).cloned().unwrap_or_default()
             } else {
-                Vec::new()
+                return;
             };
             for wd in gone {
                 self.forget(fd, wd, true);
@@ -624,44 +628,26 @@ impl EventsHub {
         // The parent watch of a cgroup watched for the first time.
         let mut first = None;
         if !w.files.contains_key(&wd) {
-            let dir = match parent_of(cg) {
-                Some((dir, name)) => match fd.add_watch(dir, DIR_MASK) {
-                    Ok(dwd) => Some((dwd, name.to_owned())),
+            // A removal of an earlier cgroup of the same name may still be
+            // queued: deliver it before this one is listed under the name.
+            // Anything of that name after this drain is about this one, as
+            // the earlier rmdir returned before this cgroup was made.
+            if let Err(e) = w.dispatch(fd) {
+                fd.rm_watch(wd);
+                return Err(CgroupError::io(Op::Read, &file, e));
+            }
+            if let Some((dir, name)) = parent_of(cg) {
+                let dwd = match fd.add_watch(dir, DIR_MASK) {
+                    Ok(dwd) => dwd,
                     Err(e) => {
                         fd.rm_watch(wd);
                         return Err(err(e));
                     }
-                },
-                None => None,
-            };
-            if let Some((dwd, _)) = &dir {
-                w.dirs.entry(*dwd).or_default();
+                };
+                let children = w.dirs.entry(dwd).or_default();
+                children.entry(name.to_owned()).or_default().push(wd);
+                first = Some((dwd, name.to_owned()));
             }
-            // A removal of an earlier cgroup of the same name may still be
-            // queued: deliver it before this one is listed under the name.
-            let drained = w.dispatch(fd);
-            let dir_lost = dir
-                .as_ref()
-                .is_some_and(|(dwd, _)| !w.dirs.contains_key(dwd));
-            if drained.is_err() || dir_lost {
-                fd.rm_watch(wd);
-                if let Some((dwd, _)) = &dir
-                    && w.dirs.get(dwd).is_some_and(|c| c.is_empty())
-                {
-                    w.dirs.remove(dwd);
-                    fd.rm_watch(*dwd);
-                }
-                return Err(err(drained.err().unwrap_or_else(|| {
-                    // The parent directory went away meanwhile, and the
-                    // cgroup with it.
-                    io::Error::new(io::ErrorKind::NotFound, "the cgroup was removed")
-                })));
-            }
-            if let Some((dwd, name)) = &dir {
-                let children = w.dirs.entry(*dwd).or_default();
-                children.entry(name.clone()).or_default().push(wd);
-            }
-            first = dir;
         }
         let entry = w.files.entry(wd).or_insert_with(|| HubEntry {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
