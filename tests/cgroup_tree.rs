@@ -584,6 +584,8 @@ fn events_hub_watches_150_cgroups_with_one_inotify_instance() {
         let mut watchers: Vec<_> = cgs.iter().map(|cg| hub.watch(cg).unwrap()).collect();
         let extra = hub.watch(&cgs[0]).unwrap();
         assert_eq!(hub.watch_count(), 150);
+        // Their removal is watched on the one parent directory they share.
+        assert_eq!(hub.dir_watch_count(), 1);
         for w in &watchers {
             assert!(w.current().unwrap().populated);
         }
@@ -612,6 +614,7 @@ fn events_hub_watches_150_cgroups_with_one_inotify_instance() {
         assert_eq!(all, 151);
         // Every watcher dropped: every watch removed.
         assert_eq!(hub.watch_count(), 0);
+        assert_eq!(hub.dir_watch_count(), 0);
     });
     for pid in pids {
         reap(pid);
@@ -731,4 +734,119 @@ fn as_the_delegated_user() {
     assert!(out.contains("user-side ok"), "{out}");
     assert!(!user.populated().unwrap());
     assert_eq!(user.children().unwrap(), Vec::<Cgroup>::new());
+}
+
+#[test]
+fn wait_empty_survives_a_removal_racing_the_notification() {
+    // The kernel rate-limits cgroup.events notifications (one per 20 ms,
+    // the rest deferred to a timer) and hands them to inotify through a
+    // work item; rmdir cancels the timer and kernfs sends no removal event
+    // for the file, so a populated 1 -> 0 notification can be lost when the
+    // cgroup is removed right after emptying. Kill and rmdir from another
+    // thread as early as the kernel allows (spinning on the file, not on
+    // inotify, which would wait for that very notification), many rounds.
+    let Some(root) = scratch() else { return };
+    let rt = rt();
+    rt.block_on(async {
+        let hub = cgroup::EventsHub::new().unwrap();
+        for round in 0..40 {
+            for shared in [false, true] {
+                let cg = root
+                    .create_child(&format!("race-{round}-{shared}"))
+                    .unwrap();
+                let pid = start_and_sync(&cg, "echo; exec sleep 1000");
+                let mut w = if shared {
+                    hub.watch(&cg).unwrap()
+                } else {
+                    cg.watch_events().unwrap()
+                };
+                assert!(w.current().unwrap().populated);
+                let remover = std::thread::spawn({
+                    let cg = cg.clone();
+                    move || {
+                        cg.kill().unwrap();
+                        while cg.populated().unwrap() {
+                            std::hint::spin_loop();
+                        }
+                        cg.remove().unwrap();
+                    }
+                });
+                let res = tokio::time::timeout(Duration::from_secs(10), w.wait_empty()).await;
+                remover.join().unwrap();
+                reap(pid);
+                res.unwrap_or_else(|_| panic!("wait_empty hung (round {round}, shared {shared})"))
+                    .unwrap();
+                assert!(!cg.path().exists());
+            }
+        }
+        assert_eq!(hub.watch_count(), 0);
+        assert_eq!(hub.dir_watch_count(), 0);
+    });
+}
+
+#[test]
+fn only_the_watched_cgroups_removal_ends_a_wait() {
+    // The parent-directory watch sees every sibling's removal, and in a hub
+    // a removal may still be queued when a cgroup of the same name is made
+    // again: neither may end the wait of a cgroup that still runs.
+    let Some(root) = scratch() else { return };
+    let rt = rt();
+    rt.block_on(async {
+        let hub = cgroup::EventsHub::new().unwrap();
+        let keep = root.create_child("keep").unwrap();
+        let keep_pid = start_and_sync(&keep, "echo; exec sleep 1000");
+        // Keeps the hub's watch on `root` alive throughout.
+        let _keep_w = hub.watch(&keep).unwrap();
+        let again = root.create_child("again").unwrap();
+        let _early = hub.watch(&again).unwrap();
+        again.remove().unwrap();
+        // Its removal sits in the hub's queue, undispatched: nobody waits.
+        let again = root.create_child("again").unwrap();
+        let again_pid = start_and_sync(&again, "echo; exec sleep 1000");
+        // The queued removal of the last watched cgroup in a directory
+        // drops the hub's watch on it while the next one there is armed.
+        let solo = root.create_child("solo").unwrap();
+        let x = solo.create_child("x").unwrap();
+        let _x_w = hub.watch(&x).unwrap();
+        x.remove().unwrap();
+        let y = solo.create_child("y").unwrap();
+        let y_pid = start_and_sync(&y, "echo; exec sleep 1000");
+        let mut next = hub.watch(&y).unwrap();
+        let sib = root.create_child("sib").unwrap();
+        let sib_pid = start_and_sync(&sib, "echo; exec sleep 1000");
+        let mut own = keep.watch_events().unwrap();
+        let mut shared = hub.watch(&again).unwrap();
+        let mut frozen = hub.watch(&sib).unwrap();
+        sib.kill().unwrap();
+        wait_empty_guarded(&sib).await;
+        sib.remove().unwrap();
+        reap(sib_pid);
+        // A wait for another state ends with NotFound on removal.
+        let e = tokio::time::timeout(Duration::from_secs(10), frozen.wait_frozen(true))
+            .await
+            .expect("wait_frozen hung after the removal")
+            .unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        let early = tokio::time::timeout(Duration::from_millis(200), async {
+            tokio::select! {
+                r = own.wait_empty() => ("own", r),
+                r = shared.wait_empty() => ("shared", r),
+                r = next.wait_empty() => ("next", r),
+            }
+        })
+        .await;
+        assert!(early.is_err(), "a wait ended early: {early:?}");
+        for (cg, pid) in [(&keep, keep_pid), (&again, again_pid), (&y, y_pid)] {
+            cg.kill().unwrap();
+            reap(pid);
+        }
+        let (a, b, c) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(own.wait_empty(), shared.wait_empty(), next.wait_empty())
+        })
+        .await
+        .expect("wait_empty hung");
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+    });
 }

@@ -7,8 +7,18 @@
 //! watching many cgroups at once should use an [`EventsHub`] instead: one
 //! inotify instance for all of them, since the kernel allows a user only
 //! `fs.inotify.max_user_instances` (128 by default) instances in total.
+//!
+//! Both also watch the cgroup's parent directory for the cgroup's removal.
+//! The kernel rate-limits `cgroup.events` notifications (at most one per
+//! 20 ms, later ones deferred to a timer) and rmdir cancels a pending
+//! timer; kernfs reports no removal on the file itself. So when a cgroup
+//! empties and is removed within 20 ms of its previous notification, the
+//! populated 1 -> 0 notification never comes. rmdir goes through the VFS,
+//! which does report IN_DELETE on the parent, and a removed cgroup is
+//! certainly empty.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -63,9 +73,83 @@ impl AsRawFd for InotifyFd {
 
 /// One event read from an inotify fd.
 #[derive(Debug, Clone, Copy)]
-struct RawEvent {
+struct RawEvent<'a> {
     wd: i32,
     mask: u32,
+    /// The entry's name for an event on a watched directory, else empty.
+    name: &'a [u8],
+}
+
+/// What a parent-directory watch asks for: the removal of an entry (the
+/// name tells which) or of the directory itself, which implies its
+/// children are gone.
+const DIR_MASK: u32 = libc::IN_DELETE | libc::IN_DELETE_SELF | libc::IN_ONLYDIR;
+
+/// A directory watch's events saying every entry of it is gone.
+const DIR_GONE: u32 = libc::IN_DELETE_SELF | libc::IN_IGNORED | libc::IN_UNMOUNT;
+
+/// The directory a cgroup sits in and its name there; None for the root,
+/// which cannot be removed.
+fn parent_of(cg: &Cgroup) -> Option<(&Path, &OsStr)> {
+    Some((cg.path().parent()?, cg.path().file_name()?))
+}
+
+/// The watch descriptors of an own inotify instance following one cgroup.
+#[derive(Debug, Clone)]
+struct OwnIds {
+    file: i32,
+    /// The parent-directory watch and the cgroup's name in it.
+    dir: Option<(i32, OsString)>,
+}
+
+/// What a drain of an own instance found.
+#[derive(Debug, Default)]
+struct Seen {
+    /// cgroup.events changed (or events were lost): re-read it.
+    changed: bool,
+    /// The cgroup was removed.
+    gone: bool,
+}
+
+impl OwnIds {
+    /// Arms the `cgroup.events` watch, then the parent-directory one; the
+    /// caller reads the state only after both.
+    fn arm(fd: &InotifyFd, cg: &Cgroup, file: &Path) -> io::Result<OwnIds> {
+        let file_wd = fd.add_watch(file, libc::IN_MODIFY)?;
+        let dir = match parent_of(cg) {
+            Some((dir, name)) => Some((fd.add_watch(dir, DIR_MASK)?, name.to_owned())),
+            None => None,
+        };
+        Ok(OwnIds { file: file_wd, dir })
+    }
+
+    /// Sorts one event; removals of siblings are neither change nor end.
+    fn note(&self, ev: RawEvent, seen: &mut Seen) {
+        if ev.mask & libc::IN_Q_OVERFLOW != 0 {
+            seen.changed = true;
+        } else if ev.wd == self.file {
+            // IN_IGNORED: the kernel ended the watch (the file system
+            // went away).
+            if ev.mask & libc::IN_IGNORED != 0 {
+                seen.gone = true;
+            } else {
+                seen.changed = true;
+            }
+        } else if let Some((wd, name)) = &self.dir
+            && ev.wd == *wd
+            && (ev.mask & DIR_GONE != 0
+                || (ev.mask & libc::IN_DELETE != 0 && ev.name == name.as_bytes()))
+        {
+            seen.gone = true;
+        }
+    }
+
+    /// Drains `fd`, sorting what it held.
+    fn drain(&self, fd: &InotifyFd) -> io::Result<Seen> {
+        let mut seen = Seen::default();
+        fd.drain_with(|ev| self.note(ev, &mut seen))?;
+        Ok(seen)
+    }
 }
 
 impl InotifyFd {
@@ -79,12 +163,13 @@ impl InotifyFd {
         Ok(InotifyFd(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    /// Watches `file` for IN_MODIFY; the same file twice gives the same wd.
-    fn add_watch(&self, file: &Path) -> io::Result<i32> {
+    /// Watches `file` for `mask`; the same file twice gives the same wd
+    /// (and replaces the mask, so one instance uses one mask per file).
+    fn add_watch(&self, file: &Path, mask: u32) -> io::Result<i32> {
         let c = std::ffi::CString::new(file.as_os_str().as_bytes())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: c is NUL-terminated and outlives the call.
-        let wd = unsafe { libc::inotify_add_watch(self.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) };
+        let wd = unsafe { libc::inotify_add_watch(self.as_raw_fd(), c.as_ptr(), mask) };
         if wd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -97,17 +182,11 @@ impl InotifyFd {
         unsafe { libc::inotify_rm_watch(self.as_raw_fd(), wd) };
     }
 
-    fn watch(file: &Path) -> io::Result<InotifyFd> {
-        let me = InotifyFd::new()?;
-        me.add_watch(file)?;
-        Ok(me)
-    }
-
     /// Reads every pending event, handing each to `f`; Ok(false) when none
     /// were queued.
     fn drain_with(&self, mut f: impl FnMut(RawEvent)) -> io::Result<bool> {
-        // Aligned for inotify_event; room for many events without names
-        // (IN_MODIFY on a watched file carries none).
+        // Aligned for inotify_event; room for many events, and more than
+        // the one with a NAME_MAX name that read(2) insists on fitting.
         let mut buf = [0u64; 512];
         let mut any = false;
         loop {
@@ -130,11 +209,16 @@ impl InotifyFd {
                         let b = &bytes[off + i..off + i + 4];
                         u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
                     };
+                    let len = word(12) as usize;
+                    let name = bytes.get(off + 16..off + 16 + len).unwrap_or_default();
+                    // The kernel pads the name with NULs.
+                    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
                     f(RawEvent {
                         wd: word(0) as i32,
                         mask: word(4),
+                        name: &name[..end],
                     });
-                    off += 16 + word(12) as usize;
+                    off += 16 + len;
                 }
                 continue;
             }
@@ -145,11 +229,6 @@ impl InotifyFd {
                 _ => Err(err),
             };
         }
-    }
-
-    /// Reads and discards pending events; Ok(false) when none were queued.
-    fn drain(&self) -> io::Result<bool> {
-        self.drain_with(|_| {})
     }
 }
 
@@ -170,12 +249,21 @@ impl Watch {
     }
 }
 
+/// A watcher's own inotify instance.
+#[derive(Debug)]
+struct Own {
+    /// Always Some except for the instant of registering with the reactor.
+    watch: Option<Watch>,
+    ids: OwnIds,
+    /// The removal was seen; the instance will report nothing more.
+    gone: bool,
+}
+
 /// Where a watcher's notifications come from.
 #[derive(Debug)]
 enum Source {
-    /// Its own inotify instance; always Some except for the instant of
-    /// registering with the reactor.
-    Own(Option<Watch>),
+    /// Its own inotify instance.
+    Own(Own),
     /// A watch in an [`EventsHub`].
     Shared(Subscription),
 }
@@ -190,15 +278,19 @@ pub struct EventsWatcher {
 }
 
 impl EventsWatcher {
-    /// Arms a watch on `cg`'s `cgroup.events` in an inotify instance of
-    /// its own.
+    /// Arms a watch on `cg`'s `cgroup.events`, and one on its parent
+    /// directory for its removal, in an inotify instance of its own.
     pub fn new(cg: &Cgroup) -> Result<EventsWatcher> {
         let file = cg.file("cgroup.events");
-        let fd = InotifyFd::watch(&file).map_err(|e| CgroupError::io(Op::Watch, &file, e))?;
+        let (fd, ids) = arm_own(cg, &file)?;
         Ok(EventsWatcher {
             cg: cg.clone(),
             file,
-            source: Source::Own(Some(Watch::Plain(fd))),
+            source: Source::Own(Own {
+                watch: Some(Watch::Plain(fd)),
+                ids,
+                gone: false,
+            }),
         })
     }
 
@@ -220,10 +312,15 @@ impl EventsWatcher {
         )
     }
 
-    /// Waits for the next change notification and returns the state then.
+    /// Waits for the next change notification and returns the state then;
+    /// a NotFound error once the cgroup is removed.
     pub async fn changed(&mut self) -> Result<Events> {
         match &mut self.source {
-            Source::Own(watch) => {
+            Source::Own(own) => {
+                if own.gone {
+                    return Err(removed(&self.file));
+                }
+                let watch = &mut own.watch;
                 if let Some(Watch::Plain(_)) = watch
                     && let Some(Watch::Plain(fd)) = watch.take()
                 {
@@ -243,16 +340,16 @@ impl EventsWatcher {
                         .readable()
                         .await
                         .map_err(|e| CgroupError::io(Op::Watch, &self.file, e))?;
-                    let mut gone = false;
-                    let got = guard
-                        .get_inner()
-                        .drain_with(|ev| gone |= ev.mask & libc::IN_IGNORED != 0)
+                    let seen = own
+                        .ids
+                        .drain(guard.get_inner())
                         .map_err(|e| CgroupError::io(Op::Read, &self.file, e))?;
                     guard.clear_ready();
-                    if gone {
+                    if seen.gone {
+                        own.gone = true;
                         return Err(removed(&self.file));
                     }
-                    if got {
+                    if seen.changed {
                         break;
                     }
                 }
@@ -272,8 +369,8 @@ impl EventsWatcher {
         Ok(ev)
     }
 
-    /// Resolves once the cgroup has no process left; a cgroup already
-    /// removed counts as empty.
+    /// Resolves once the cgroup has no process left; a cgroup removed
+    /// (before or while waiting) counts as empty.
     pub async fn wait_empty(&mut self) -> Result<()> {
         match self.wait_until(|e| !e.populated).await {
             Ok(_) => Ok(()),
@@ -282,7 +379,8 @@ impl EventsWatcher {
         }
     }
 
-    /// Resolves once the freeze (or thaw) is complete.
+    /// Resolves once the freeze (or thaw) is complete; a NotFound error
+    /// when the cgroup is removed first.
     pub async fn wait_frozen(&mut self, frozen: bool) -> Result<()> {
         self.wait_until(|e| e.frozen == frozen).await.map(drop)
     }
@@ -291,20 +389,22 @@ impl EventsWatcher {
     /// sleeping in poll(2) on the inotify fd (a hub watcher arms an own
     /// one for this, as the hub belongs to the runtime).
     pub fn wait_empty_blocking(&mut self, timeout: Duration) -> Result<()> {
-        let own;
-        let fd = match &self.source {
-            Source::Own(Some(w)) => w.fd(),
-            Source::Own(None) => return Err(self.lost()),
+        let temp;
+        let (fd, ids) = match &self.source {
+            Source::Own(own) if own.gone => return Ok(()),
+            Source::Own(Own {
+                watch: Some(w),
+                ids,
+                ..
+            }) => (w.fd(), ids),
+            Source::Own(_) => return Err(self.lost()),
             Source::Shared(_) => {
-                own = InotifyFd::watch(&self.file);
-                match &own {
-                    Ok(fd) => fd,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                    Err(e) => {
-                        let e = io::Error::new(e.kind(), e.to_string());
-                        return Err(CgroupError::io(Op::Watch, &self.file, e));
-                    }
-                }
+                temp = match arm_own(&self.cg, &self.file) {
+                    Ok(t) => t,
+                    Err(e) if e.is_not_found() => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                (&temp.0, &temp.1)
             }
         };
         let deadline = Instant::now() + timeout;
@@ -336,18 +436,29 @@ impl EventsWatcher {
                     return Err(CgroupError::io(Op::Watch, &self.file, err));
                 }
             } else if r > 0 {
-                fd.drain()
+                let seen = ids
+                    .drain(fd)
                     .map_err(|e| CgroupError::io(Op::Read, &self.file, e))?;
+                if seen.gone {
+                    return Ok(());
+                }
             }
         }
     }
 }
 
-/// The kernel ended the watch (IN_IGNORED: the file system went away).
-/// kernfs sends nothing when a cgroup is merely removed; waits for
-/// emptiness do not need it, as the populated 1 -> 0 change that must come
-/// before any rmdir is notified. A NotFound error, so such waits treat it
-/// as empty, and never a "change", so nobody spins on a dead watch.
+/// A fresh own inotify instance with both watches of `cg` armed.
+fn arm_own(cg: &Cgroup, file: &Path) -> Result<(InotifyFd, OwnIds)> {
+    let err = |e| CgroupError::io(Op::Watch, file, e);
+    let fd = InotifyFd::new().map_err(err)?;
+    let ids = OwnIds::arm(&fd, cg, file).map_err(err)?;
+    Ok((fd, ids))
+}
+
+/// The cgroup was removed (IN_DELETE on its parent) or the kernel ended
+/// the watch (IN_IGNORED: the file system went away). A NotFound error, so
+/// waits for emptiness treat it as empty, and never a "change", so nobody
+/// spins on a dead watch.
 fn removed(file: &Path) -> CgroupError {
     CgroupError::io(
         Op::Watch,
@@ -356,9 +467,10 @@ fn removed(file: &Path) -> CgroupError {
     )
 }
 
-/// One inotify instance shared by many [`EventsWatcher`]s (one watch per
-/// cgroup.events file). Cheap to clone; create it inside the tokio runtime
-/// that will await its watchers.
+/// One inotify instance shared by many [`EventsWatcher`]s: one watch per
+/// cgroup.events file, and one per parent directory shared by the cgroups
+/// in it. Cheap to clone; create it inside the tokio runtime that will
+/// await its watchers.
 ///
 /// There is no reader task: whichever watcher is waiting when the fd turns
 /// readable drains it and wakes the watchers the events are for.
@@ -370,10 +482,20 @@ pub struct EventsHub {
 #[derive(Debug)]
 struct HubInner {
     fd: AsyncFd<InotifyFd>,
-    /// Watch descriptor → its subscribers. Locked for add/remove and for
-    /// dispatching, so a dispatch never races a watch being set up.
-    subs: Mutex<HashMap<i32, HubEntry>>,
+    /// Locked for add/remove and for dispatching, so a dispatch never
+    /// races a watch being set up.
+    watches: Mutex<Watches>,
     next_id: AtomicU64,
+}
+
+/// The hub's watches by watch descriptor.
+#[derive(Debug, Default)]
+struct Watches {
+    /// cgroup.events watches → their subscribers.
+    files: HashMap<i32, HubEntry>,
+    /// Parent-directory watches → the cgroup.events watches of the
+    /// cgroups in them, by name; removed with the last of those.
+    dirs: HashMap<i32, HashMap<OsString, Vec<i32>>>,
 }
 
 #[derive(Debug)]
@@ -381,37 +503,93 @@ struct HubEntry {
     /// Tells an entry apart from a later one that got the same wd.
     id: u64,
     refs: usize,
-    /// Bumped on every event for the wd; dropped when the watch is gone.
+    /// Bumped on every event for the wd; dropped when the cgroup or the
+    /// watch is gone.
     tx: watch::Sender<u64>,
+    /// The parent-directory watch and the cgroup's name in it.
+    dir: Option<(i32, OsString)>,
 }
 
-impl HubInner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, HubEntry>> {
-        // The map stays consistent even if a holder panicked.
-        self.subs.lock().unwrap_or_else(|e| e.into_inner())
+impl Watches {
+    /// Drops a cgroup.events watch (telling its subscribers it is gone),
+    /// and its parent-directory watch if it was the last one there.
+    /// `rm` removes the kernel watch too, unless the kernel already did.
+    fn forget(&mut self, fd: &InotifyFd, wd: i32, rm: bool) {
+        let Some(entry) = self.files.remove(&wd) else {
+            return;
+        };
+        if rm {
+            fd.rm_watch(wd);
+        }
+        let Some((dwd, name)) = entry.dir else {
+            return;
+        };
+        let Some(children) = self.dirs.get_mut(&dwd) else {
+            return;
+        };
+        if let Some(wds) = children.get_mut(&name) {
+            wds.retain(|&w| w != wd);
+            if wds.is_empty() {
+                children.remove(&name);
+            }
+        }
+        if children.is_empty() {
+            self.dirs.remove(&dwd);
+            fd.rm_watch(dwd);
+        }
     }
 
     /// Drains the fd and wakes the subscribers of each event's wd.
-    fn dispatch(&self) -> io::Result<()> {
-        let mut subs = self.lock();
-        self.fd.get_ref().drain_with(|ev| {
+    fn dispatch(&mut self, fd: &InotifyFd) -> io::Result<()> {
+        fd.drain_with(|ev| {
             if ev.mask & libc::IN_Q_OVERFLOW != 0 {
-                // Events were lost: wake everyone to re-read.
-                for e in subs.values() {
+                // Events were lost: wake everyone to re-read (a removed
+                // cgroup then reads as NotFound).
+                for e in self.files.values() {
                     e.tx.send_modify(|n| *n += 1);
                 }
                 return;
             }
-            if let Some(e) = subs.get(&ev.wd) {
+            if let Some(e) = self.files.get(&ev.wd) {
                 e.tx.send_modify(|n| *n += 1);
+                if ev.mask & libc::IN_IGNORED != 0 {
+                    // The kernel ended the watch.
+                    self.forget(fd, ev.wd, false);
+                }
+                return;
             }
-            if ev.mask & libc::IN_IGNORED != 0 {
-                // The watch is gone; dropping the sender
-                // tells the remaining subscribers so.
-                subs.remove(&ev.wd);
+            let gone: Vec<i32> = if ev.mask & DIR_GONE != 0 {
+                // The directory went, and its cgroups with it.
+                let Some(children) = self.dirs.remove(&ev.wd) else {
+                    return;
+                };
+                fd.rm_watch(ev.wd);
+                children.into_values().flatten().collect()
+            } else if ev.mask & libc::IN_DELETE != 0
+                && let Some(children) = self.dirs.get(&ev.wd)
+            {
+                let name = OsStr::from_bytes(ev.name);
+                children.get(name).cloned().unwrap_or_default()
+            } else {
+                return;
+            };
+            for wd in gone {
+                self.forget(fd, wd, true);
             }
         })?;
         Ok(())
+    }
+}
+
+impl HubInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watches> {
+        // The maps stay consistent even if a holder panicked.
+        self.watches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drains the fd and wakes the subscribers of each event's wd.
+    fn dispatch(&self) -> io::Result<()> {
+        self.lock().dispatch(self.fd.get_ref())
     }
 }
 
@@ -433,26 +611,49 @@ impl EventsHub {
         Ok(EventsHub {
             inner: Arc::new(HubInner {
                 fd,
-                subs: Mutex::new(HashMap::new()),
+                watches: Mutex::new(Watches::default()),
                 next_id: AtomicU64::new(0),
             }),
         })
     }
 
-    /// Arms a watch on `cg`'s `cgroup.events` in the shared instance.
+    /// Arms a watch on `cg`'s `cgroup.events`, and on its parent directory
+    /// for its removal, in the shared instance.
     pub fn watch(&self, cg: &Cgroup) -> Result<EventsWatcher> {
         let file = cg.file("cgroup.events");
-        let mut subs = self.inner.lock();
-        let wd = self
-            .inner
-            .fd
-            .get_ref()
-            .add_watch(&file)
-            .map_err(|e| CgroupError::io(Op::Watch, &file, e))?;
-        let entry = subs.entry(wd).or_insert_with(|| HubEntry {
+        let err = |e| CgroupError::io(Op::Watch, &file, e);
+        let fd = self.inner.fd.get_ref();
+        let mut w = self.inner.lock();
+        let wd = fd.add_watch(&file, libc::IN_MODIFY).map_err(err)?;
+        // The parent watch of a cgroup watched for the first time.
+        let mut first = None;
+        if !w.files.contains_key(&wd) {
+            // A removal of an earlier cgroup of the same name may still be
+            // queued: deliver it before this one is listed under the name.
+            // Anything of that name after this drain is about this one, as
+            // the earlier rmdir returned before this cgroup was made.
+            if let Err(e) = w.dispatch(fd) {
+                fd.rm_watch(wd);
+                return Err(CgroupError::io(Op::Read, &file, e));
+            }
+            if let Some((dir, name)) = parent_of(cg) {
+                let dwd = match fd.add_watch(dir, DIR_MASK) {
+                    Ok(dwd) => dwd,
+                    Err(e) => {
+                        fd.rm_watch(wd);
+                        return Err(err(e));
+                    }
+                };
+                let children = w.dirs.entry(dwd).or_default();
+                children.entry(name.to_owned()).or_default().push(wd);
+                first = Some((dwd, name.to_owned()));
+            }
+        }
+        let entry = w.files.entry(wd).or_insert_with(|| HubEntry {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             refs: 0,
             tx: watch::Sender::new(0),
+            dir: first,
         });
         entry.refs += 1;
         let sub = Subscription {
@@ -482,9 +683,15 @@ impl EventsHub {
         }
     }
 
-    /// How many distinct files are being watched.
+    /// How many distinct cgroup.events files are being watched.
     pub fn watch_count(&self) -> usize {
-        self.inner.lock().len()
+        self.inner.lock().files.len()
+    }
+
+    /// How many parent directories are being watched for removals (one
+    /// per directory holding watched cgroups).
+    pub fn dir_watch_count(&self) -> usize {
+        self.inner.lock().dirs.len()
     }
 }
 
@@ -506,7 +713,8 @@ impl Subscription {
                     return Ok(());
                 }
                 Ok(false) => {}
-                // The hub dropped the sender: the watch is gone.
+                // The hub dropped the sender: the cgroup or the watch is
+                // gone.
                 Err(_) => return Err(removed(file)),
             }
             tokio::select! {
@@ -529,8 +737,8 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut subs = self.hub.lock();
-        let Some(e) = subs.get_mut(&self.wd) else {
+        let mut w = self.hub.lock();
+        let Some(e) = w.files.get_mut(&self.wd) else {
             return;
         };
         if e.id != self.id {
@@ -538,8 +746,7 @@ impl Drop for Subscription {
         }
         e.refs -= 1;
         if e.refs == 0 {
-            subs.remove(&self.wd);
-            self.hub.fd.get_ref().rm_watch(self.wd);
+            w.forget(self.hub.fd.get_ref(), self.wd, true);
         }
     }
 }

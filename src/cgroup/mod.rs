@@ -204,9 +204,12 @@ impl CgroupError {
         }
     }
 
-    /// Whether this is an I/O error of kind NotFound.
+    /// Whether this is an I/O error of kind NotFound, or ENODEV: kernfs
+    /// answers that for a file of a cgroup removed while it was opened.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, CgroupError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        matches!(self, CgroupError::Io { source, .. }
+            if source.kind() == io::ErrorKind::NotFound
+                || source.raw_os_error() == Some(libc::ENODEV))
     }
 }
 
