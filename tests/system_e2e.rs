@@ -354,6 +354,26 @@ fn a_killed_user_manager_is_restarted_and_its_units_come_back() {
         agent_pid(&user).is_some_and(|p| p != old_agent) && agent_reachable(&user)
     });
     wait_until(30, "the bus under the new manager", || bus_reachable(&user));
+    // The predecessor's units did not stay behind unmanaged: the new manager
+    // stopped the old agent and its cgroup before starting its own.
+    let status = std::fs::read_to_string(format!("/proc/{old_agent}/status")).unwrap_or_default();
+    assert!(
+        status.is_empty()
+            || status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z')),
+        "the old agent {old_agent} survived the manager's restart: {status}"
+    );
+    let agents: Vec<_> = unit_cgroups(&sys.user_cgroup(user.uid))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("ssh-agent")
+        })
+        .collect();
+    assert_eq!(agents.len(), 1, "{agents:?}");
     assert!(sys.corral(&["logout", &user.name]).status.success());
     wait_until(30, "the subtree to go", || {
         !sys.user_cgroup(user.uid).exists()
