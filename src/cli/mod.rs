@@ -30,8 +30,7 @@ pub struct Cli {
 
 /// The verbs of `corral`.
 #[derive(Debug, Subcommand)]
-pub enum Command {
-}
+pub enum Command {}
 
 /// Parses the process arguments, runs the verb and returns its exit code.
 pub fn main() -> ExitCode {
