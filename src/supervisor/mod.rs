@@ -1,2 +1,3 @@
 //! See the crate-level layout.
+pub mod environment;
 pub mod graph;
