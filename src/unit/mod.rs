@@ -1,1 +1,2 @@
 //! See the crate-level layout.
+pub mod condition;
