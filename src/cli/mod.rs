@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod verify;
+
 /// Exit codes shared by every verb, as systemctl and journalctl use them.
 pub mod exit {
     /// Success.
@@ -30,10 +32,15 @@ pub struct Cli {
 
 /// The verbs of `corral`.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Check unit files, drop-ins and runit service directories (no manager needed).
+    Verify(verify::VerifyArgs),
+}
 
 /// Parses the process arguments, runs the verb and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Verify(args) => ExitCode::from(verify::run(&args)),
+    }
 }

@@ -1,2 +1,188 @@
-//! See the crate-level layout.
+//! Service definitions: systemd unit files and runit service directories,
+//! read into one typed model ([`Unit`]).
+//!
+//! - [`name`]: unit names, templates and instances ([`UnitName`]).
+//! - [`syntax`]: the ini-like file syntax (sections, comments, continuation).
+//! - [`words`]: quoting and C escapes, as systemd splits values into words.
+//! - [`values`]: booleans, time spans, sizes, signals, exit statuses.
+//! - [`exec`]: Exec command lines ([`ExecCommand`]) and `$VAR` expansion.
+//! - [`envfile`]: the `EnvironmentFile=` format.
+//! - [`specifier`]: `%` specifiers ([`SpecifierContext`]).
+//! - [`model`]: the typed sections and how each directive is applied.
+//! - [`known`]: directive names systemd knows (unsupported vs. unknown).
+//! - [`condition`]: `Condition*=`/`Assert*=` and their evaluation.
+//! - [`loader`]: search paths, drop-ins, templates, masking, aliases ([`Loader`]).
+//! - [`runit`]: runit service directories as units.
+//! - [`verify`]: `corral verify`'s report over files and directories.
+
 pub mod condition;
+pub mod envfile;
+pub mod exec;
+pub mod known;
+pub mod loader;
+pub mod model;
+pub mod name;
+pub mod runit;
+pub mod specifier;
+pub mod syntax;
+pub mod values;
+pub mod verify;
+pub mod words;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use condition::{Condition, ConditionKind};
+pub use exec::{ExecCommand, ExecFlags};
+pub use loader::{Loader, UnitFileState};
+pub use model::{
+    EnvironmentFile, ExitStatusSet, InstallSection, KillMode, LimitValue, MemoryLimit,
+    NotifyAccess, RLimit, ResourceLimit, RestartPolicy, ServiceSection, ServiceType, StdOutput,
+    TasksMax, Unit, UnitSection, UnitSource, WorkingDirectory,
+};
+pub use name::{UnitKind, UnitName};
+pub use runit::RunitService;
+pub use specifier::SpecifierContext;
+pub use syntax::Directive;
+
+/// Errors of the unit reader.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    /// A file or directory could not be read.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        /// What was being done ("read unit file", "list directory", ...).
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A unit name is malformed.
+    #[error("invalid unit name '{name}': {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// No unit file or runit directory of that name exists.
+    #[error("unit {name} not found; looked in: {}", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NotFound {
+        /// The unit asked for.
+        name: String,
+        /// The directories searched, in order.
+        searched: Vec<PathBuf>,
+    },
+    /// A `%` specifier could not be resolved.
+    #[error("cannot expand specifiers in '{value}': {message}")]
+    Specifier {
+        /// The value being expanded.
+        value: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A command cannot be run as written.
+    #[error("{unit}:{line}: {message}")]
+    Exec {
+        /// The unit (or file) the command comes from.
+        unit: String,
+        /// The line of the Exec directive (0 when unknown).
+        line: usize,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// Alias symlinks form a loop or a chain that is too long.
+    #[error(
+        "unit {name}: alias symlinks loop or chain more than 32 times; fix the symlinks in {dir}"
+    )]
+    AliasLoop {
+        /// The name asked for.
+        name: String,
+        /// Where the chain was followed.
+        dir: PathBuf,
+    },
+    /// A unit has errors that make it unusable.
+    #[error("unit {unit} has {count} error(s), first: {first}; run `corral verify` on it")]
+    Invalid {
+        /// The unit.
+        unit: String,
+        /// How many errors.
+        count: usize,
+        /// The first error.
+        first: Box<Diagnostic>,
+    },
+}
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// The directive (or file) was not applied; the unit may not work as meant.
+    Error,
+    /// Something is ignored or approximated; the unit still works.
+    Warning,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
+}
+
+/// What kind of remark a diagnostic is, so tools can filter without
+/// matching message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiagnosticKind {
+    /// A systemd directive or section corral does not implement; ignored.
+    Unsupported,
+    /// A unit type corral reads but does not run yet (socket, timer, ...).
+    NotSupportedYet,
+    /// A name that systemd does not know either (a typo?); ignored.
+    Unknown,
+    /// Malformed syntax or value.
+    Invalid,
+    /// A file or directory problem.
+    Io,
+}
+
+/// One remark about a unit file, tied to a file and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file the remark is about.
+    pub file: PathBuf,
+    /// 1-based line; 0 when the remark is about the whole file.
+    pub line: usize,
+    /// The directive (`ExecStart`), section (`[Socket]`) or empty.
+    pub directive: String,
+    /// Error or warning.
+    pub severity: Severity,
+    /// The category, for filtering.
+    pub kind: DiagnosticKind,
+    /// What is wrong and, where useful, what to do.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// Whether this is an error.
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        write!(f, ": {}: ", self.severity)?;
+        if !self.directive.is_empty() {
+            write!(f, "{}: ", self.directive)?;
+        }
+        f.write_str(&self.message)
+    }
+}

@@ -1,0 +1,656 @@
+//! Finding and loading units: search-path precedence, templates, drop-ins
+//! (also per template, per instance and per name prefix), masking, alias
+//! symlinks, `.wants/`/`.requires/` directories, and runit directories.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use super::model::{Applier, Explicit, Unit};
+use super::name::{UnitKind, UnitName};
+use super::runit::RunitService;
+use super::specifier::SpecifierContext;
+use super::syntax;
+use super::{Diagnostic, DiagnosticKind, Severity, UnitError};
+
+/// How many alias symlinks are followed before giving up.
+const MAX_ALIAS_HOPS: usize = 32;
+
+/// Whether systemd 252 knows this directive (see [`super::known`]).
+pub fn is_known_systemd_directive(section: &str, key: &str) -> bool {
+    super::known::is_known(section, key)
+}
+
+/// The state `corral list-unit-files` shows for a unit file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitFileState {
+    /// Linked from some `X.wants/` or `X.requires/` directory (runit: no `down` file).
+    Enabled,
+    /// Has an `[Install]` section but is not linked (runit: a `down` file exists).
+    Disabled,
+    /// No `[Install]` section: only started as a dependency or by hand.
+    Static,
+    /// A symlink to /dev/null or an empty file.
+    Masked,
+    /// A symlink to another unit name.
+    Alias(UnitName),
+    /// A template (`foo@.service`): only its instances run.
+    Template,
+}
+
+impl std::fmt::Display for UnitFileState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnitFileState::Enabled => f.write_str("enabled"),
+            UnitFileState::Disabled => f.write_str("disabled"),
+            UnitFileState::Static => f.write_str("static"),
+            UnitFileState::Masked => f.write_str("masked"),
+            UnitFileState::Alias(t) => write!(f, "alias ({t})"),
+            UnitFileState::Template => f.write_str("template"),
+        }
+    }
+}
+
+/// Finds unit files and runit directories and loads them into [`Unit`]s.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    /// Unit directories, highest priority first.
+    unit_paths: Vec<PathBuf>,
+    /// Directories whose subdirectories are runit services.
+    runit_dirs: Vec<PathBuf>,
+    /// What specifiers expand to.
+    spec: SpecifierContext,
+}
+
+/// The result of looking a name up in the search path.
+enum Found {
+    File { path: PathBuf },
+    Masked { path: PathBuf },
+}
+
+/// The target of a unit symlink. A symlink stored as a small plain file that
+/// holds only its target (`/dev/null`, `mariadb.service`), as git checkouts
+/// without symlink support and some package extractions leave them, counts
+/// as that symlink.
+pub fn link_target(p: &Path) -> Option<PathBuf> {
+    if let Ok(t) = std::fs::read_link(p) {
+        return Some(t);
+    }
+    let md = std::fs::metadata(p).ok()?;
+    if !md.is_file() || md.len() == 0 || md.len() > 4096 {
+        return None;
+    }
+    let text = std::fs::read_to_string(p).ok()?;
+    let t = text.strip_suffix('\n').unwrap_or(&text);
+    if t.is_empty() || t.contains(|c: char| c.is_whitespace() || matches!(c, '=' | '[' | '#' | ';'))
+    {
+        return None;
+    }
+    if t == "/dev/null" {
+        return Some(PathBuf::from(t));
+    }
+    let base = Path::new(t).file_name()?.to_string_lossy().into_owned();
+    UnitName::parse_strict(&base).ok().map(|_| PathBuf::from(t))
+}
+
+/// Masked: a symlink to /dev/null (or its stored form) or an empty file.
+pub fn is_masked_file(p: &Path) -> bool {
+    match link_target(p) {
+        Some(t) => t == Path::new("/dev/null"),
+        None => std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0),
+    }
+}
+
+impl Loader {
+    /// A loader over the given directories.
+    pub fn new(
+        unit_paths: Vec<PathBuf>,
+        runit_dirs: Vec<PathBuf>,
+        spec: SpecifierContext,
+    ) -> Loader {
+        Loader {
+            unit_paths,
+            runit_dirs,
+            spec,
+        }
+    }
+
+    /// The default unit search path for a user: `$XDG_CONFIG_HOME/corral/units`,
+    /// `/etc/corral/user`, `/usr/lib/corral/user`.
+    pub fn default_unit_paths(spec: &SpecifierContext) -> Vec<PathBuf> {
+        vec![
+            spec.config_dir.join("corral/units"),
+            PathBuf::from("/etc/corral/user"),
+            PathBuf::from("/usr/lib/corral/user"),
+        ]
+    }
+
+    /// The default runit directories: `$HOME/service` when it exists.
+    pub fn default_runit_dirs(spec: &SpecifierContext) -> Vec<PathBuf> {
+        let d = spec.home.join("service");
+        if d.is_dir() { vec![d] } else { Vec::new() }
+    }
+
+    /// A loader with the default paths for the running user.
+    pub fn with_defaults() -> Loader {
+        let spec = SpecifierContext::current();
+        Loader::new(
+            Loader::default_unit_paths(&spec),
+            Loader::default_runit_dirs(&spec),
+            spec,
+        )
+    }
+
+    /// The unit directories, highest priority first.
+    pub fn unit_paths(&self) -> &[PathBuf] {
+        &self.unit_paths
+    }
+
+    /// The runit service directories' parents.
+    pub fn runit_dirs(&self) -> &[PathBuf] {
+        &self.runit_dirs
+    }
+
+    /// The specifier context units are expanded with.
+    pub fn specifiers(&self) -> &SpecifierContext {
+        &self.spec
+    }
+
+    /// Looks one exact name up in the search path (first directory wins).
+    fn lookup(&self, name: &str) -> Option<(PathBuf, &Path)> {
+        self.unit_paths.iter().find_map(|dir| {
+            let p = dir.join(name);
+            p.symlink_metadata().is_ok().then_some((p, dir.as_path()))
+        })
+    }
+
+    /// Resolves a name to its fragment, following alias symlinks; returns the
+    /// canonical name, what was found, and the alias names passed through.
+    fn resolve(
+        &self,
+        name: &UnitName,
+    ) -> Result<Option<(UnitName, Found, Vec<UnitName>)>, UnitError> {
+        let mut current = name.clone();
+        let mut aliases = Vec::new();
+        for _ in 0..MAX_ALIAS_HOPS {
+            let hit = self
+                .lookup(current.as_str())
+                .map(|(p, _)| (p, None))
+                .or_else(|| {
+                    let t = current.template()?;
+                    self.lookup(t.as_str()).map(|(p, _)| (p, Some(t)))
+                });
+            let Some((path, via_template)) = hit else {
+                return Ok(None);
+            };
+            if is_masked_file(&path) {
+                return Ok(Some((current, Found::Masked { path }, aliases)));
+            }
+            let looked_up = via_template.clone().unwrap_or_else(|| current.clone());
+            if let Some(target) = link_target(&path) {
+                let base = target
+                    .file_name()
+                    .map(|b| b.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if base != looked_up.as_str() {
+                    // An alias: the target's name is the real one.
+                    let real =
+                        UnitName::parse_strict(&base).map_err(|_| UnitError::InvalidName {
+                            name: base.clone(),
+                            reason: format!(
+                                "it is the target of the alias symlink {}",
+                                path.display()
+                            ),
+                        })?;
+                    let real = match (current.instance(), real.is_template()) {
+                        (Some(i), true) => real.with_instance(i)?,
+                        _ => real,
+                    };
+                    aliases.push(current.clone());
+                    // A symlink to a file outside the search path is loaded from there.
+                    let abs = if target.is_absolute() {
+                        target.clone()
+                    } else {
+                        path.parent().unwrap_or(Path::new("/")).join(&target)
+                    };
+                    if self.lookup(real.as_str()).is_none()
+                        && real
+                            .template()
+                            .and_then(|t| self.lookup(t.as_str()))
+                            .is_none()
+                        && abs.is_file()
+                    {
+                        return Ok(Some((real, Found::File { path: abs }, aliases)));
+                    }
+                    current = real;
+                    continue;
+                }
+            }
+            return Ok(Some((current, Found::File { path }, aliases)));
+        }
+        Err(UnitError::AliasLoop {
+            name: name.to_string(),
+            dir: self.unit_paths.first().cloned().unwrap_or_default(),
+        })
+    }
+
+    /// The runit service for `name`, if one of the runit directories has it.
+    pub fn find_runit(&self, name: &UnitName) -> Option<RunitService> {
+        if name.kind() != UnitKind::Service || name.is_template() || name.is_instance() {
+            return None;
+        }
+        self.runit_dirs
+            .iter()
+            .find_map(|d| RunitService::probe(&d.join(name.stem())))
+    }
+
+    /// Loads a unit by name.
+    ///
+    /// Unit files win over runit directories of the same name. Errors in
+    /// the files do not fail the load: they are in `Unit::diagnostics` (see
+    /// [`Unit::ensure_valid`]).
+    pub fn load(&self, name: &UnitName) -> Result<Unit, UnitError> {
+        match self.resolve(name)? {
+            Some((real, Found::Masked { path }, aliases)) => {
+                let mut u = Unit::new(real);
+                u.fragment = Some(path);
+                u.masked = true;
+                u.aliases = aliases;
+                Ok(u)
+            }
+            Some((real, Found::File { path }, aliases)) => {
+                let mut names = vec![real.clone()];
+                names.extend(aliases.iter().cloned());
+                let dropins = self.dropins(&names);
+                let mut u = build(&real, Some(&path), &dropins, &self.spec);
+                for a in aliases {
+                    if !u.aliases.contains(&a) {
+                        u.aliases.push(a);
+                    }
+                }
+                self.add_wants_dirs(&mut u);
+                Ok(u)
+            }
+            None => match self.find_runit(name) {
+                Some(r) => {
+                    let mut u = r.to_unit()?;
+                    self.add_wants_dirs(&mut u);
+                    Ok(u)
+                }
+                None => Err(UnitError::NotFound {
+                    name: name.to_string(),
+                    searched: self
+                        .unit_paths
+                        .iter()
+                        .chain(self.runit_dirs.iter())
+                        .cloned()
+                        .collect(),
+                }),
+            },
+        }
+    }
+
+    /// The drop-in directories for a unit known by `names`, in precedence
+    /// order: per search path, then per name: the name, its template, its
+    /// prefixes (longest first), then the type-wide `service.d`.
+    pub fn dropin_dirs(&self, names: &[UnitName]) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for base in &self.unit_paths {
+            for d in dropin_dir_names(names) {
+                out.push(base.join(d));
+            }
+        }
+        out
+    }
+
+    /// The drop-in files that apply, sorted by file name; for equal names the
+    /// higher-priority directory wins, and a /dev/null one removes the name.
+    pub fn dropins(&self, names: &[UnitName]) -> Vec<PathBuf> {
+        collect_dropins(&self.dropin_dirs(names))
+    }
+
+    /// Adds the units linked from `NAME.wants/` and `NAME.requires/` (and the
+    /// template's) in the search path as Wants=/Requires= dependencies.
+    fn add_wants_dirs(&self, u: &mut Unit) {
+        let mut names = vec![u.name.clone()];
+        names.extend(u.name.template());
+        for base in &self.unit_paths {
+            for n in &names {
+                for (suffix, requires) in [("wants", false), ("requires", true)] {
+                    let dir = base.join(format!("{n}.{suffix}"));
+                    let Ok(rd) = std::fs::read_dir(&dir) else {
+                        continue;
+                    };
+                    let mut entries: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
+                    entries.sort();
+                    for e in entries {
+                        let Ok(dep) = UnitName::parse_strict(&e.to_string_lossy()) else {
+                            continue;
+                        };
+                        let list = if requires {
+                            &mut u.unit.requires
+                        } else {
+                            &mut u.unit.wants
+                        };
+                        if !list.contains(&dep) {
+                            list.push(dep);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every unit file and runit service, with its state, for
+    /// `list-unit-files`. Sorted by name; a name in a higher-priority
+    /// directory hides the same name below.
+    pub fn list(&self) -> Vec<(UnitName, PathBuf, UnitFileState)> {
+        let mut seen: BTreeMap<UnitName, (PathBuf, UnitFileState)> = BTreeMap::new();
+        let enabled = self.linked_names();
+        for dir in &self.unit_paths {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let fname = e.file_name().to_string_lossy().into_owned();
+                let Ok(name) = UnitName::parse_strict(&fname) else {
+                    continue;
+                };
+                if seen.contains_key(&name) {
+                    continue;
+                }
+                let path = e.path();
+                if path.is_dir() {
+                    continue;
+                }
+                let state = if is_masked_file(&path) {
+                    UnitFileState::Masked
+                } else if let Some(t) = link_target(&path)
+                    .and_then(|t| t.file_name().map(|b| b.to_string_lossy().into_owned()))
+                    .filter(|b| *b != fname)
+                    .and_then(|b| UnitName::parse_strict(&b).ok())
+                {
+                    UnitFileState::Alias(t)
+                } else if name.is_template() {
+                    UnitFileState::Template
+                } else if enabled.contains(&name) {
+                    UnitFileState::Enabled
+                } else if has_install_section(&path) {
+                    UnitFileState::Disabled
+                } else {
+                    UnitFileState::Static
+                };
+                seen.insert(name, (path, state));
+            }
+        }
+        for dir in &self.runit_dirs {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let Some(r) = RunitService::probe(&e.path()) else {
+                    continue;
+                };
+                let Ok(name) =
+                    UnitName::parse_strict(&format!("{}.service", e.file_name().to_string_lossy()))
+                else {
+                    continue;
+                };
+                if seen.contains_key(&name) {
+                    continue;
+                }
+                let state = if r.down {
+                    UnitFileState::Disabled
+                } else {
+                    UnitFileState::Enabled
+                };
+                seen.insert(name, (r.dir, state));
+            }
+        }
+        seen.into_iter().map(|(n, (p, s))| (n, p, s)).collect()
+    }
+
+    /// Names linked from any `*.wants/` or `*.requires/` directory.
+    fn linked_names(&self) -> HashSet<UnitName> {
+        let mut out = HashSet::new();
+        for dir in &self.unit_paths {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if !(n.ends_with(".wants") || n.ends_with(".requires")) {
+                    continue;
+                }
+                let Ok(sub) = std::fs::read_dir(e.path()) else {
+                    continue;
+                };
+                for s in sub.flatten() {
+                    if let Ok(name) = UnitName::parse_strict(&s.file_name().to_string_lossy()) {
+                        // An enabled instance makes its template count as enabled too.
+                        if let Some(t) = name.template() {
+                            out.insert(t);
+                        }
+                        out.insert(name);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn has_install_section(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| {
+        syntax::parse(path, &t)
+            .directives
+            .iter()
+            .any(|d| d.section == "Install")
+    })
+}
+
+/// The drop-in directory names (`NAME.d`) for a unit known by `names`.
+pub fn dropin_dir_names(names: &[UnitName]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |s: String| {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    };
+    for n in names {
+        add(format!("{n}.d"));
+        if let Some(t) = n.template() {
+            add(format!("{t}.d"));
+        }
+        for p in n.prefix_dropin_dirs().into_iter().rev() {
+            add(p);
+        }
+    }
+    if let Some(n) = names.first() {
+        add(format!("{}.d", n.kind().suffix()));
+    }
+    out
+}
+
+/// Collects `*.conf` files from drop-in directories in precedence order.
+pub fn collect_dropins(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut chosen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for d in dirs {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let f = e.file_name().to_string_lossy().into_owned();
+            if !f.ends_with(".conf") || chosen.contains_key(&f) {
+                continue;
+            }
+            chosen.insert(f, e.path());
+        }
+    }
+    chosen
+        .into_values()
+        .filter(|p| !is_masked_file(p) && p.is_file())
+        .collect()
+}
+
+/// Parses a fragment and its drop-ins into a unit named `name`.
+pub fn build(
+    name: &UnitName,
+    fragment: Option<&Path>,
+    dropins: &[PathBuf],
+    spec: &SpecifierContext,
+) -> Unit {
+    let mut u = Unit::new(name.clone());
+    u.fragment = fragment.map(Path::to_path_buf);
+    u.dropins = dropins.to_vec();
+    let mut applier = Applier {
+        spec,
+        explicit: Explicit::default(),
+    };
+    let files: Vec<PathBuf> = fragment
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(dropins.iter().cloned())
+        .collect();
+    for f in &files {
+        apply_file(&mut u, &mut applier, f);
+    }
+    applier.finish(&mut u);
+    u
+}
+
+/// Reads one file (fragment or drop-in) and applies it to the unit.
+pub(crate) fn apply_file(u: &mut Unit, applier: &mut Applier<'_>, f: &Path) {
+    let text = match std::fs::read(f) {
+        Ok(b) => b,
+        Err(e) => {
+            u.diagnostics.push(Diagnostic {
+                file: f.to_path_buf(),
+                line: 0,
+                directive: String::new(),
+                severity: Severity::Error,
+                kind: DiagnosticKind::Io,
+                message: format!("cannot read the file: {e}"),
+            });
+            return;
+        }
+    };
+    let text = match String::from_utf8(text) {
+        Ok(t) => t,
+        Err(e) => {
+            u.diagnostics.push(Diagnostic {
+                file: f.to_path_buf(),
+                line: 0,
+                directive: String::new(),
+                severity: Severity::Error,
+                kind: DiagnosticKind::Invalid,
+                message: "the file is not valid UTF-8; invalid bytes were replaced".to_string(),
+            });
+            String::from_utf8_lossy(e.as_bytes()).into_owned()
+        }
+    };
+    apply_text(u, applier, f, &text);
+}
+
+/// Applies file text to a unit (used by `apply_file` and the fuzz target).
+pub(crate) fn apply_text(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, text: &str) {
+    let parsed = syntax::parse(f, text);
+    u.diagnostics.extend(parsed.diagnostics);
+    let kind = u.kind();
+    let kind_section = kind.section();
+    let mut warned_sections: HashSet<String> = HashSet::new();
+    for h in &parsed.sections {
+        let known =
+            matches!(h.name.as_str(), "Unit" | "Install") || Some(h.name.as_str()) == kind_section;
+        if h.name.starts_with("X-") {
+            continue;
+        }
+        if known && !kind.is_supported() && Some(h.name.as_str()) == kind_section {
+            if !u
+                .diagnostics
+                .iter()
+                .any(|d| d.kind == DiagnosticKind::NotSupportedYet)
+            {
+                u.diagnostics.push(Diagnostic {
+                    file: f.to_path_buf(),
+                    line: h.line,
+                    directive: format!("[{}]", h.name),
+                    severity: Severity::Warning,
+                    kind: DiagnosticKind::NotSupportedYet,
+                    message: format!(
+                        ".{} units are not supported yet: read and kept, not run",
+                        kind.suffix()
+                    ),
+                });
+            }
+            continue;
+        }
+        if !known && warned_sections.insert(h.name.clone()) {
+            let systemd_section = UnitKind::ALL
+                .iter()
+                .any(|k| k.section() == Some(h.name.as_str()));
+            u.diagnostics.push(Diagnostic {
+                file: f.to_path_buf(),
+                line: h.line,
+                directive: format!("[{}]", h.name),
+                severity: Severity::Warning,
+                kind: if systemd_section {
+                    DiagnosticKind::Unsupported
+                } else {
+                    DiagnosticKind::Unknown
+                },
+                message: if systemd_section {
+                    format!("unsupported in a .{} unit, ignored", kind.suffix())
+                } else {
+                    "unknown section, ignored".to_string()
+                },
+            });
+        }
+    }
+    if !kind.is_supported()
+        && !u
+            .diagnostics
+            .iter()
+            .any(|d| d.kind == DiagnosticKind::NotSupportedYet)
+    {
+        u.diagnostics.push(Diagnostic {
+            file: f.to_path_buf(),
+            line: 0,
+            directive: String::new(),
+            severity: Severity::Warning,
+            kind: DiagnosticKind::NotSupportedYet,
+            message: format!(
+                ".{} units are not supported yet: read and kept, not run",
+                kind.suffix()
+            ),
+        });
+    }
+    for d in &parsed.directives {
+        match d.section.as_str() {
+            "Unit" => applier.apply_unit(u, d),
+            "Install" => applier.apply_install(u, d),
+            "Service" if kind == UnitKind::Service => applier.apply_service(u, d),
+            s if Some(s) == kind_section => u.unsupported.push(d.clone()),
+            // Directives of ignored sections were warned about per section.
+            _ => u.unsupported.push(d.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropin_dir_order() {
+        let n = UnitName::parse("foo-bar@x.service").unwrap();
+        assert_eq!(
+            dropin_dir_names(&[n]),
+            [
+                "foo-bar@x.service.d",
+                "foo-bar@.service.d",
+                "foo-.service.d",
+                "service.d"
+            ]
+        );
+    }
+}

@@ -1,0 +1,1652 @@
+//! The typed unit model and how each directive is applied to it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::condition::{Condition, ConditionKind};
+use super::exec::{ExecCommand, is_env_name, parse_exec};
+use super::name::{UnitKind, UnitName};
+use super::runit::RunitService;
+use super::specifier::SpecifierContext;
+use super::syntax::Directive;
+use super::values::{
+    parse_bool, parse_exit_status, parse_percent_permyriad, parse_signal, parse_size,
+    parse_timeout, parse_timespan, parse_timespan_with, parse_umask,
+};
+use super::words::{SplitOptions, split};
+use super::{Diagnostic, DiagnosticKind, Severity, UnitError};
+
+/// Where a unit's definition comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitSource {
+    /// A systemd-style unit file (plus drop-ins).
+    File,
+    /// A runit service directory.
+    Runit(RunitService),
+}
+
+/// A loaded unit: its name, files and typed sections.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    /// The unit's canonical name (an alias resolves to the real name).
+    pub name: UnitName,
+    /// The main unit file (or the runit `run` script); `None` when masked by
+    /// an empty drop-in-less name.
+    pub fragment: Option<PathBuf>,
+    /// Drop-in files applied after the fragment, in order.
+    pub dropins: Vec<PathBuf>,
+    /// systemd file or runit directory.
+    pub source: UnitSource,
+    /// Masked: the unit file is a symlink to /dev/null (or empty); it must not start.
+    pub masked: bool,
+    /// `[Unit]`.
+    pub unit: UnitSection,
+    /// `[Service]`; `Some` exactly for `.service` units.
+    pub service: Option<ServiceSection>,
+    /// `[Install]`.
+    pub install: InstallSection,
+    /// Other names of this unit: alias symlinks found and `Alias=`.
+    pub aliases: Vec<UnitName>,
+    /// Directives kept but not interpreted (unsupported ones, sections of
+    /// unit types corral does not run yet).
+    pub unsupported: Vec<Directive>,
+    /// Errors and warnings, with file and line.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Unit {
+    /// An empty unit of that name with every default applied.
+    pub fn new(name: UnitName) -> Unit {
+        let service = (name.kind() == UnitKind::Service).then(ServiceSection::default);
+        Unit {
+            name,
+            fragment: None,
+            dropins: Vec::new(),
+            source: UnitSource::File,
+            masked: false,
+            unit: UnitSection::default(),
+            service,
+            install: InstallSection::default(),
+            aliases: Vec::new(),
+            unsupported: Vec::new(),
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// The unit's type.
+    pub fn kind(&self) -> UnitKind {
+        self.name.kind()
+    }
+
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// The error diagnostics.
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+
+    /// `Err` when the unit has errors, with the first one: what the
+    /// supervisor checks before starting it.
+    pub fn ensure_valid(&self) -> Result<(), UnitError> {
+        let mut errs = self.errors();
+        match errs.next() {
+            None => Ok(()),
+            Some(first) => Err(UnitError::Invalid {
+                unit: self.name.to_string(),
+                count: 1 + errs.count(),
+                first: Box::new(first.clone()),
+            }),
+        }
+    }
+
+    /// The last value of a directive that is kept but not interpreted, if
+    /// any (`Unit.last_unsupported("Service", "User")`).
+    pub fn last_unsupported(&self, section: &str, key: &str) -> Option<&Directive> {
+        self.unsupported
+            .iter()
+            .rev()
+            .find(|d| d.section == section && d.key == key)
+    }
+
+    /// Every file the unit was read from: the fragment, then the drop-ins.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.fragment
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(self.dropins.iter().map(PathBuf::as_path))
+    }
+}
+
+/// `[Unit]`: description, dependencies, conditions, start rate limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitSection {
+    /// `Description=`.
+    pub description: Option<String>,
+    /// `Documentation=` URIs.
+    pub documentation: Vec<String>,
+    /// `Requires=`.
+    pub requires: Vec<UnitName>,
+    /// `Wants=`.
+    pub wants: Vec<UnitName>,
+    /// `Requisite=`.
+    pub requisite: Vec<UnitName>,
+    /// `BindsTo=`.
+    pub binds_to: Vec<UnitName>,
+    /// `PartOf=`.
+    pub part_of: Vec<UnitName>,
+    /// `Conflicts=`.
+    pub conflicts: Vec<UnitName>,
+    /// `After=`.
+    pub after: Vec<UnitName>,
+    /// `Before=`.
+    pub before: Vec<UnitName>,
+    /// `Condition*=`: unmet means "skip the start, not a failure".
+    pub conditions: Vec<Condition>,
+    /// `Assert*=`: unmet means "the start fails".
+    pub asserts: Vec<Condition>,
+    /// `StartLimitIntervalSec=` (also `StartLimitInterval=` in either
+    /// section); zero disables rate limiting. Default 10 s.
+    pub start_limit_interval: Duration,
+    /// `StartLimitBurst=`; default 5.
+    pub start_limit_burst: u32,
+    /// `DefaultDependencies=`; default yes.
+    pub default_dependencies: bool,
+}
+
+impl Default for UnitSection {
+    fn default() -> Self {
+        UnitSection {
+            description: None,
+            documentation: Vec::new(),
+            requires: Vec::new(),
+            wants: Vec::new(),
+            requisite: Vec::new(),
+            binds_to: Vec::new(),
+            part_of: Vec::new(),
+            conflicts: Vec::new(),
+            after: Vec::new(),
+            before: Vec::new(),
+            conditions: Vec::new(),
+            asserts: Vec::new(),
+            start_limit_interval: Duration::from_secs(10),
+            start_limit_burst: 5,
+            default_dependencies: true,
+        }
+    }
+}
+
+/// `[Install]`: how `enable` links the unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstallSection {
+    /// `WantedBy=`.
+    pub wanted_by: Vec<UnitName>,
+    /// `RequiredBy=`.
+    pub required_by: Vec<UnitName>,
+    /// `Alias=`.
+    pub alias: Vec<UnitName>,
+    /// `Also=`.
+    pub also: Vec<UnitName>,
+    /// `DefaultInstance=` (templates only).
+    pub default_instance: Option<String>,
+}
+
+/// `Type=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ServiceType {
+    /// Started as soon as the main process is forked.
+    #[default]
+    Simple,
+    /// Started once the main program has been executed.
+    Exec,
+    /// The start command forks; started when it exits; main PID from PIDFile=.
+    Forking,
+    /// Started when the start commands have run to completion.
+    Oneshot,
+    /// Started when the service sends READY=1 on $NOTIFY_SOCKET.
+    Notify,
+    /// Started when `BusName=` appears on the bus.
+    Dbus,
+    /// Like simple, but the start is delayed until other jobs are dispatched.
+    Idle,
+}
+
+/// `Restart=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RestartPolicy {
+    /// Never restart.
+    #[default]
+    No,
+    /// Only after a clean exit.
+    OnSuccess,
+    /// After an unclean exit code, a signal, a timeout or a watchdog.
+    OnFailure,
+    /// After a signal, a timeout or a watchdog.
+    OnAbnormal,
+    /// After a watchdog timeout.
+    OnWatchdog,
+    /// After an uncaught signal.
+    OnAbort,
+    /// Always.
+    Always,
+}
+
+/// `KillMode=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KillMode {
+    /// Signal every process in the unit's cgroup.
+    #[default]
+    ControlGroup,
+    /// KillSignal to the main process, SIGKILL to the rest of the cgroup.
+    Mixed,
+    /// Only the main process.
+    Process,
+}
+
+/// `NotifyAccess=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum NotifyAccess {
+    /// Notifications are ignored.
+    #[default]
+    None,
+    /// Only from the main process.
+    Main,
+    /// From the main process and control (Exec*) processes.
+    Exec,
+    /// From every process of the unit's cgroup.
+    All,
+}
+
+/// `StandardOutput=` / `StandardError=`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StdOutput {
+    /// Same as stdin (for stdout) or stdout (for stderr).
+    Inherit,
+    /// /dev/null.
+    Null,
+    /// The controlling terminal.
+    Tty,
+    /// corral's journal (also for `syslog`, `kmsg`, `journal+console`...).
+    Journal,
+    /// The journal and the console.
+    JournalAndConsole,
+    /// `file:PATH`: opened for writing, not truncated.
+    File(PathBuf),
+    /// `append:PATH`.
+    Append(PathBuf),
+    /// `truncate:PATH`.
+    Truncate(PathBuf),
+    /// The socket of socket activation (not supported yet).
+    Socket,
+    /// `fd:NAME`: a named socket fd (not supported yet).
+    Fd(String),
+}
+
+/// An exit-status set: `SuccessExitStatus=3 4 SIGKILL DATAERR`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ExitStatusSet {
+    /// Exit codes 0..=255.
+    pub codes: Vec<u8>,
+    /// Signal numbers.
+    pub signals: Vec<i32>,
+}
+
+impl ExitStatusSet {
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.codes.is_empty() && self.signals.is_empty()
+    }
+
+    /// Whether an exit code is in the set.
+    pub fn has_code(&self, code: i32) -> bool {
+        u8::try_from(code).is_ok_and(|c| self.codes.contains(&c))
+    }
+
+    /// Whether a terminating signal is in the set.
+    pub fn has_signal(&self, sig: i32) -> bool {
+        self.signals.contains(&sig)
+    }
+}
+
+/// `WorkingDirectory=`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkingDirectory {
+    /// The directory; `~` is already replaced by the user's home.
+    pub path: PathBuf,
+    /// `-` prefix: a missing directory is not an error.
+    pub missing_ok: bool,
+}
+
+/// One `EnvironmentFile=`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EnvironmentFile {
+    /// The file.
+    pub path: PathBuf,
+    /// `-` prefix: the file may be missing.
+    pub optional: bool,
+}
+
+/// The resources of `Limit*=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceLimit {
+    /// LimitCPU= (seconds).
+    Cpu,
+    /// LimitFSIZE= (bytes).
+    Fsize,
+    /// LimitDATA= (bytes).
+    Data,
+    /// LimitSTACK= (bytes).
+    Stack,
+    /// LimitCORE= (bytes).
+    Core,
+    /// LimitRSS= (bytes).
+    Rss,
+    /// LimitNOFILE= (count).
+    Nofile,
+    /// LimitAS= (bytes).
+    As,
+    /// LimitNPROC= (count).
+    Nproc,
+    /// LimitMEMLOCK= (bytes).
+    Memlock,
+    /// LimitLOCKS= (count).
+    Locks,
+    /// LimitSIGPENDING= (count).
+    Sigpending,
+    /// LimitMSGQUEUE= (bytes).
+    Msgqueue,
+    /// LimitNICE= (raw 0..40 or a nice value -20..19).
+    Nice,
+    /// LimitRTPRIO= (count).
+    Rtprio,
+    /// LimitRTTIME= (microseconds).
+    Rttime,
+}
+
+impl ResourceLimit {
+    /// Every resource with its directive name.
+    pub const ALL: [(ResourceLimit, &'static str); 16] = [
+        (ResourceLimit::Cpu, "LimitCPU"),
+        (ResourceLimit::Fsize, "LimitFSIZE"),
+        (ResourceLimit::Data, "LimitDATA"),
+        (ResourceLimit::Stack, "LimitSTACK"),
+        (ResourceLimit::Core, "LimitCORE"),
+        (ResourceLimit::Rss, "LimitRSS"),
+        (ResourceLimit::Nofile, "LimitNOFILE"),
+        (ResourceLimit::As, "LimitAS"),
+        (ResourceLimit::Nproc, "LimitNPROC"),
+        (ResourceLimit::Memlock, "LimitMEMLOCK"),
+        (ResourceLimit::Locks, "LimitLOCKS"),
+        (ResourceLimit::Sigpending, "LimitSIGPENDING"),
+        (ResourceLimit::Msgqueue, "LimitMSGQUEUE"),
+        (ResourceLimit::Nice, "LimitNICE"),
+        (ResourceLimit::Rtprio, "LimitRTPRIO"),
+        (ResourceLimit::Rttime, "LimitRTTIME"),
+    ];
+
+    /// The resource of a `Limit*` directive name.
+    pub fn from_directive(key: &str) -> Option<ResourceLimit> {
+        Self::ALL.iter().find(|(_, k)| *k == key).map(|&(r, _)| r)
+    }
+
+    /// The `RLIMIT_*` constant for setrlimit(2).
+    pub fn resource(self) -> libc::__rlimit_resource_t {
+        match self {
+            ResourceLimit::Cpu => libc::RLIMIT_CPU,
+            ResourceLimit::Fsize => libc::RLIMIT_FSIZE,
+            ResourceLimit::Data => libc::RLIMIT_DATA,
+            ResourceLimit::Stack => libc::RLIMIT_STACK,
+            ResourceLimit::Core => libc::RLIMIT_CORE,
+            ResourceLimit::Rss => libc::RLIMIT_RSS,
+            ResourceLimit::Nofile => libc::RLIMIT_NOFILE,
+            ResourceLimit::As => libc::RLIMIT_AS,
+            ResourceLimit::Nproc => libc::RLIMIT_NPROC,
+            ResourceLimit::Memlock => libc::RLIMIT_MEMLOCK,
+            ResourceLimit::Locks => libc::RLIMIT_LOCKS,
+            ResourceLimit::Sigpending => libc::RLIMIT_SIGPENDING,
+            ResourceLimit::Msgqueue => libc::RLIMIT_MSGQUEUE,
+            ResourceLimit::Nice => libc::RLIMIT_NICE,
+            ResourceLimit::Rtprio => libc::RLIMIT_RTPRIO,
+            ResourceLimit::Rttime => libc::RLIMIT_RTTIME,
+        }
+    }
+}
+
+/// One side of a resource limit: a number or infinity.
+pub type LimitValue = Option<u64>;
+
+/// A `Limit*=` value: `soft:hard` or one value for both; `None` is infinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RLimit {
+    /// The soft limit (None: RLIM_INFINITY).
+    pub soft: LimitValue,
+    /// The hard limit (None: RLIM_INFINITY).
+    pub hard: LimitValue,
+}
+
+/// `MemoryMax=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemoryLimit {
+    /// A byte count.
+    Bytes(u64),
+    /// A share of physical memory, in permyriad (1/100 of a percent).
+    Permyriad(u32),
+    /// No limit.
+    Infinity,
+}
+
+/// `TasksMax=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TasksMax {
+    /// An absolute count.
+    Count(u64),
+    /// A share of the system's pid limit, in permyriad.
+    Permyriad(u32),
+    /// No limit.
+    Infinity,
+}
+
+/// `[Service]`: how the service's processes are started, stopped and restarted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSection {
+    /// `Type=`; simple, or oneshot when no ExecStart= is given.
+    pub service_type: ServiceType,
+    /// `ExecStart=`: one command, several only for Type=oneshot.
+    pub exec_start: Vec<ExecCommand>,
+    /// `ExecStartPre=`.
+    pub exec_start_pre: Vec<ExecCommand>,
+    /// `ExecStartPost=`.
+    pub exec_start_post: Vec<ExecCommand>,
+    /// `ExecReload=`.
+    pub exec_reload: Vec<ExecCommand>,
+    /// `ExecStop=`.
+    pub exec_stop: Vec<ExecCommand>,
+    /// `ExecStopPost=`.
+    pub exec_stop_post: Vec<ExecCommand>,
+    /// Line of the last `ExecStart=` (for error messages such as PATH lookups).
+    pub exec_start_line: usize,
+    /// `PIDFile=`.
+    pub pid_file: Option<PathBuf>,
+    /// `Restart=`.
+    pub restart: RestartPolicy,
+    /// `RestartSec=`; default 100 ms.
+    pub restart_sec: Duration,
+    /// `RemainAfterExit=`.
+    pub remain_after_exit: bool,
+    /// `TimeoutStartSec=` (or `TimeoutSec=`); `None` is no timeout. Default
+    /// 90 s, none for Type=oneshot.
+    pub timeout_start: Option<Duration>,
+    /// `TimeoutStopSec=` (or `TimeoutSec=`); default 90 s.
+    pub timeout_stop: Option<Duration>,
+    /// `RuntimeMaxSec=`; default none.
+    pub runtime_max: Option<Duration>,
+    /// `KillMode=`.
+    pub kill_mode: KillMode,
+    /// `KillSignal=` as a signal number; default SIGTERM.
+    pub kill_signal: i32,
+    /// `SendSIGKILL=`; default yes.
+    pub send_sigkill: bool,
+    /// `SendSIGHUP=`; default no.
+    pub send_sighup: bool,
+    /// `SuccessExitStatus=` (in addition to 0 and the clean signals).
+    pub success_exit_status: ExitStatusSet,
+    /// `RestartPreventExitStatus=`.
+    pub restart_prevent_exit_status: ExitStatusSet,
+    /// `RestartForceExitStatus=`.
+    pub restart_force_exit_status: ExitStatusSet,
+    /// `WorkingDirectory=`; `None` means the user's home for a user manager.
+    pub working_directory: Option<WorkingDirectory>,
+    /// `Environment=`, in order; a later assignment of a name replaces the
+    /// earlier one in place.
+    pub environment: Vec<(String, String)>,
+    /// `EnvironmentFile=`, in order (read at start time).
+    pub environment_files: Vec<EnvironmentFile>,
+    /// `UnsetEnvironment=`: `NAME` or `NAME=value` entries.
+    pub unset_environment: Vec<String>,
+    /// `PassEnvironment=`: names taken from the manager's environment.
+    pub pass_environment: Vec<String>,
+    /// `NotifyAccess=`; none, or main for Type=notify.
+    pub notify_access: NotifyAccess,
+    /// `BusName=`.
+    pub bus_name: Option<String>,
+    /// `UMask=`; default 0022.
+    pub umask: u32,
+    /// `Nice=`.
+    pub nice: Option<i32>,
+    /// `Limit*=`.
+    pub limits: BTreeMap<ResourceLimit, RLimit>,
+    /// `StandardOutput=`; default journal.
+    pub standard_output: StdOutput,
+    /// `StandardError=`; default inherit (same as stdout).
+    pub standard_error: StdOutput,
+    /// `SyslogIdentifier=`; default: the process name.
+    pub syslog_identifier: Option<String>,
+    /// `SyslogLevel=` (0 emerg .. 7 debug); default 6 (info).
+    pub syslog_level: u8,
+    /// `SyslogLevelPrefix=`: honour `<N>` prefixes; default yes.
+    pub syslog_level_prefix: bool,
+    /// `MemoryMax=`.
+    pub memory_max: Option<MemoryLimit>,
+    /// `CPUQuota=` in percent of one CPU (200 = two CPUs).
+    pub cpu_quota_percent: Option<u32>,
+    /// `TasksMax=`.
+    pub tasks_max: Option<TasksMax>,
+    /// `LogRateLimitIntervalSec=`; `None` uses the journal's default.
+    pub log_rate_limit_interval: Option<Duration>,
+    /// `LogRateLimitBurst=`; `None` uses the journal's default.
+    pub log_rate_limit_burst: Option<u32>,
+}
+
+/// systemd's DefaultTimeoutStartSec / DefaultTimeoutStopSec.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
+
+impl Default for ServiceSection {
+    fn default() -> Self {
+        ServiceSection {
+            service_type: ServiceType::Simple,
+            exec_start: Vec::new(),
+            exec_start_pre: Vec::new(),
+            exec_start_post: Vec::new(),
+            exec_reload: Vec::new(),
+            exec_stop: Vec::new(),
+            exec_stop_post: Vec::new(),
+            exec_start_line: 0,
+            pid_file: None,
+            restart: RestartPolicy::No,
+            restart_sec: Duration::from_millis(100),
+            remain_after_exit: false,
+            timeout_start: Some(DEFAULT_TIMEOUT),
+            timeout_stop: Some(DEFAULT_TIMEOUT),
+            runtime_max: None,
+            kill_mode: KillMode::ControlGroup,
+            kill_signal: libc::SIGTERM,
+            send_sigkill: true,
+            send_sighup: false,
+            success_exit_status: ExitStatusSet::default(),
+            restart_prevent_exit_status: ExitStatusSet::default(),
+            restart_force_exit_status: ExitStatusSet::default(),
+            working_directory: None,
+            environment: Vec::new(),
+            environment_files: Vec::new(),
+            unset_environment: Vec::new(),
+            pass_environment: Vec::new(),
+            notify_access: NotifyAccess::None,
+            bus_name: None,
+            umask: 0o022,
+            nice: None,
+            limits: BTreeMap::new(),
+            standard_output: StdOutput::Journal,
+            standard_error: StdOutput::Inherit,
+            syslog_identifier: None,
+            syslog_level: 6,
+            syslog_level_prefix: true,
+            memory_max: None,
+            cpu_quota_percent: None,
+            tasks_max: None,
+            log_rate_limit_interval: None,
+            log_rate_limit_burst: None,
+        }
+    }
+}
+
+/// Settings whose default depends on other settings, resolved after all files.
+#[derive(Debug, Default)]
+pub(crate) struct Explicit {
+    pub service_type: bool,
+    pub timeout_start: bool,
+    pub notify_access: bool,
+}
+
+/// What applying directives needs besides the unit.
+pub(crate) struct Applier<'a> {
+    pub spec: &'a SpecifierContext,
+    pub explicit: Explicit,
+}
+
+fn push_diag(unit: &mut Unit, d: &Directive, sev: Severity, kind: DiagnosticKind, message: String) {
+    unit.diagnostics.push(Diagnostic {
+        file: d.file.to_path_buf(),
+        line: d.line,
+        directive: d.key.clone(),
+        severity: sev,
+        kind,
+        message,
+    });
+}
+
+fn invalid(unit: &mut Unit, d: &Directive, message: String) {
+    push_diag(unit, d, Severity::Error, DiagnosticKind::Invalid, message);
+}
+
+/// Replaces the value of `name` in place, or appends it.
+pub(crate) fn env_set(env: &mut Vec<(String, String)>, name: String, value: String) {
+    match env.iter_mut().find(|(k, _)| *k == name) {
+        Some(slot) => slot.1 = value,
+        None => env.push((name, value)),
+    }
+}
+
+const WORDS: SplitOptions = SplitOptions {
+    unquote: true,
+    cunescape: true,
+};
+
+impl Applier<'_> {
+    /// Expands specifiers of a value, reporting failure as an error on `d`.
+    fn spec(&self, unit: &mut Unit, d: &Directive, s: &str) -> Option<String> {
+        let fragment = unit.fragment.clone();
+        match self.spec.expand(s, &unit.name, fragment.as_deref()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                invalid(unit, d, format!("{e}; directive ignored"));
+                None
+            }
+        }
+    }
+
+    /// Splits into words (quotes, escapes) and expands specifiers in each.
+    fn words(&self, unit: &mut Unit, d: &Directive) -> Option<Vec<String>> {
+        let (ws, notes) = match split(&d.value, WORDS) {
+            Ok(x) => x,
+            Err(e) => {
+                invalid(unit, d, format!("{e}; directive ignored"));
+                return None;
+            }
+        };
+        for e in notes.invalid_escapes {
+            push_diag(
+                unit,
+                d,
+                Severity::Warning,
+                DiagnosticKind::Invalid,
+                format!(
+                    "invalid escape sequence '{e}' kept as written; write \\\\ for a backslash"
+                ),
+            );
+        }
+        let mut out = Vec::with_capacity(ws.len());
+        for w in ws {
+            out.push(self.spec(unit, d, &w)?);
+        }
+        Some(out)
+    }
+
+    fn unit_list(&self, unit: &mut Unit, d: &Directive, list: ListField) {
+        if d.value.is_empty() {
+            *list.get(unit) = Vec::new();
+            return;
+        }
+        let Some(words) = self.words(unit, d) else {
+            return;
+        };
+        for w in words {
+            match UnitName::parse_strict(&w) {
+                Ok(n) => {
+                    let l = list.get(unit);
+                    if !l.contains(&n) {
+                        l.push(n);
+                    }
+                }
+                Err(e) => invalid(unit, d, format!("{e}; this name is ignored")),
+            }
+        }
+    }
+
+    fn bool_value(&self, unit: &mut Unit, d: &Directive) -> Option<bool> {
+        let v = parse_bool(&d.value);
+        if v.is_none() {
+            invalid(
+                unit,
+                d,
+                format!(
+                    "'{}' is not a boolean (use yes or no); directive ignored",
+                    d.value
+                ),
+            );
+        }
+        v
+    }
+
+    fn time_value(
+        &self,
+        unit: &mut Unit,
+        d: &Directive,
+        timeout: bool,
+    ) -> Option<Option<Duration>> {
+        let r = if timeout {
+            parse_timeout(&d.value)
+        } else {
+            parse_timespan(&d.value)
+        };
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                invalid(unit, d, format!("{e}; directive ignored"));
+                None
+            }
+        }
+    }
+
+    /// Applies one directive of a `[Unit]` section.
+    pub fn apply_unit(&mut self, unit: &mut Unit, d: &Directive) {
+        let key = d.key.as_str();
+        let list = match key {
+            "Requires" => Some(ListField::Requires),
+            "Wants" => Some(ListField::Wants),
+            "Requisite" => Some(ListField::Requisite),
+            "BindsTo" => Some(ListField::BindsTo),
+            "PartOf" => Some(ListField::PartOf),
+            "Conflicts" => Some(ListField::Conflicts),
+            "After" => Some(ListField::After),
+            "Before" => Some(ListField::Before),
+            _ => None,
+        };
+        if let Some(l) = list {
+            self.unit_list(unit, d, l);
+            return;
+        }
+        match key {
+            "Description" => {
+                if let Some(v) = self.spec(unit, d, &d.value) {
+                    unit.unit.description = (!v.is_empty()).then_some(v);
+                }
+            }
+            "Documentation" => {
+                if d.value.is_empty() {
+                    unit.unit.documentation.clear();
+                } else if let Some(ws) = self.words(unit, d) {
+                    unit.unit.documentation.extend(ws);
+                }
+            }
+            "StartLimitIntervalSec" | "StartLimitInterval" => {
+                if let Some(v) = self.time_value(unit, d, false) {
+                    unit.unit.start_limit_interval = v.unwrap_or(Duration::ZERO);
+                }
+            }
+            "StartLimitBurst" => match d.value.parse::<u32>() {
+                Ok(n) => unit.unit.start_limit_burst = n,
+                Err(_) => invalid(
+                    unit,
+                    d,
+                    format!("'{}' is not a count; directive ignored", d.value),
+                ),
+            },
+            "DefaultDependencies" => {
+                if let Some(b) = self.bool_value(unit, d) {
+                    unit.unit.default_dependencies = b;
+                }
+            }
+            k if k.starts_with("Condition") || k.starts_with("Assert") => self.condition(unit, d),
+            _ => self.unsupported(unit, d),
+        }
+    }
+
+    fn condition(&mut self, unit: &mut Unit, d: &Directive) {
+        let assert = d.key.starts_with("Assert");
+        let name = d
+            .key
+            .strip_prefix("Condition")
+            .or_else(|| d.key.strip_prefix("Assert"))
+            .unwrap_or("");
+        let Some(kind) = ConditionKind::from_name(name) else {
+            self.unsupported(unit, d);
+            return;
+        };
+        let list = if assert {
+            &mut unit.unit.asserts
+        } else {
+            &mut unit.unit.conditions
+        };
+        // An empty assignment resets every condition (or assert) so far.
+        if d.value.is_empty() {
+            list.clear();
+            return;
+        }
+        let mut v = d.value.as_str();
+        let mut trigger = false;
+        let mut negate = false;
+        if let Some(r) = v.strip_prefix('|') {
+            trigger = true;
+            v = r.trim_start();
+        }
+        if let Some(r) = v.strip_prefix('!') {
+            negate = true;
+            v = r.trim_start();
+        }
+        let Some(value) = self.spec(unit, d, v) else {
+            return;
+        };
+        if let Err(e) = kind.validate(&value) {
+            invalid(unit, d, format!("{e}; condition ignored"));
+            return;
+        }
+        let cond = Condition {
+            kind,
+            assert,
+            trigger,
+            negate,
+            value,
+            file: d.file.to_path_buf(),
+            line: d.line,
+        };
+        if assert {
+            unit.unit.asserts.push(cond);
+        } else {
+            unit.unit.conditions.push(cond);
+        }
+    }
+
+    /// Keeps an uninterpreted directive and warns about it.
+    pub fn unsupported(&mut self, unit: &mut Unit, d: &Directive) {
+        if !d.key.starts_with("X-") {
+            let (kind, msg) = if super::loader::is_known_systemd_directive(&d.section, &d.key) {
+                (
+                    DiagnosticKind::Unsupported,
+                    "unsupported, ignored".to_string(),
+                )
+            } else {
+                (
+                    DiagnosticKind::Unknown,
+                    format!("unknown directive in [{}], ignored (a typo?)", d.section),
+                )
+            };
+            push_diag(unit, d, Severity::Warning, kind, msg);
+        }
+        unit.unsupported.push(d.clone());
+    }
+
+    /// Applies one directive of an `[Install]` section.
+    pub fn apply_install(&mut self, unit: &mut Unit, d: &Directive) {
+        let field = match d.key.as_str() {
+            "WantedBy" => ListField::WantedBy,
+            "RequiredBy" => ListField::RequiredBy,
+            "Alias" => ListField::Alias,
+            "Also" => ListField::Also,
+            "DefaultInstance" => {
+                if let Some(v) = self.spec(unit, d, &d.value) {
+                    unit.install.default_instance = (!v.is_empty()).then_some(v);
+                }
+                return;
+            }
+            _ => {
+                self.unsupported(unit, d);
+                return;
+            }
+        };
+        self.unit_list(unit, d, field);
+    }
+
+    /// Applies one directive of a `[Service]` section.
+    pub fn apply_service(&mut self, unit: &mut Unit, d: &Directive) {
+        let key = d.key.as_str();
+        if let Some(which) = ExecField::from_key(key) {
+            self.exec(unit, d, which);
+            return;
+        }
+        if let Some(res) = ResourceLimit::from_directive(key) {
+            match parse_rlimit(res, &d.value) {
+                Ok(l) => {
+                    svc(unit).limits.insert(res, l);
+                }
+                Err(e) => invalid(unit, d, format!("{e}; directive ignored")),
+            }
+            return;
+        }
+        match key {
+            "Type" => {
+                let t = match d.value.as_str() {
+                    "simple" => ServiceType::Simple,
+                    "exec" => ServiceType::Exec,
+                    "forking" => ServiceType::Forking,
+                    "oneshot" => ServiceType::Oneshot,
+                    "notify" => ServiceType::Notify,
+                    "dbus" => ServiceType::Dbus,
+                    "idle" => ServiceType::Idle,
+                    other => {
+                        return invalid(
+                            unit,
+                            d,
+                            format!(
+                                "unknown service type '{other}' (use simple, exec, forking, oneshot, notify, dbus or idle); directive ignored"
+                            ),
+                        );
+                    }
+                };
+                svc(unit).service_type = t;
+                self.explicit.service_type = true;
+            }
+            "PIDFile" => {
+                if d.value.is_empty() {
+                    svc(unit).pid_file = None;
+                } else if let Some(p) = self.spec(unit, d, &d.value) {
+                    // systemd makes a relative PIDFile= relative to /run (%t for users).
+                    let path = if p.starts_with('/') {
+                        PathBuf::from(p)
+                    } else {
+                        self.spec.runtime_dir.join(p)
+                    };
+                    svc(unit).pid_file = Some(path);
+                }
+            }
+            "Restart" => {
+                let r = match d.value.as_str() {
+                    "no" => RestartPolicy::No,
+                    "on-success" => RestartPolicy::OnSuccess,
+                    "on-failure" => RestartPolicy::OnFailure,
+                    "on-abnormal" => RestartPolicy::OnAbnormal,
+                    "on-watchdog" => RestartPolicy::OnWatchdog,
+                    "on-abort" => RestartPolicy::OnAbort,
+                    "always" => RestartPolicy::Always,
+                    other => {
+                        return invalid(
+                            unit,
+                            d,
+                            format!(
+                                "unknown restart policy '{other}' (use no, on-success, on-failure, on-abnormal, on-watchdog, on-abort or always); directive ignored"
+                            ),
+                        );
+                    }
+                };
+                svc(unit).restart = r;
+            }
+            "RestartSec" => {
+                if let Some(v) = self.time_value(unit, d, false) {
+                    svc(unit).restart_sec = v.unwrap_or(Duration::MAX);
+                }
+            }
+            "RemainAfterExit" => {
+                if let Some(b) = self.bool_value(unit, d) {
+                    svc(unit).remain_after_exit = b;
+                }
+            }
+            "TimeoutStartSec" => {
+                if let Some(v) = self.time_value(unit, d, true) {
+                    svc(unit).timeout_start = v;
+                    self.explicit.timeout_start = true;
+                }
+            }
+            "TimeoutStopSec" => {
+                if let Some(v) = self.time_value(unit, d, true) {
+                    svc(unit).timeout_stop = v;
+                }
+            }
+            "TimeoutSec" => {
+                if let Some(v) = self.time_value(unit, d, true) {
+                    let s = svc(unit);
+                    s.timeout_start = v;
+                    s.timeout_stop = v;
+                    self.explicit.timeout_start = true;
+                }
+            }
+            "RuntimeMaxSec" => {
+                if let Some(v) = self.time_value(unit, d, false) {
+                    svc(unit).runtime_max = v;
+                }
+            }
+            "KillMode" => {
+                let m = match d.value.as_str() {
+                    "control-group" => KillMode::ControlGroup,
+                    "mixed" => KillMode::Mixed,
+                    "process" => KillMode::Process,
+                    "none" => {
+                        // corral always empties a unit's cgroup on stop, so it cannot honour none.
+                        push_diag(
+                            unit,
+                            d,
+                            Severity::Warning,
+                            DiagnosticKind::Unsupported,
+                            "KillMode=none is unsupported, ignored: corral stops a unit by emptying its cgroup (control-group)".to_string(),
+                        );
+                        KillMode::ControlGroup
+                    }
+                    other => {
+                        return invalid(
+                            unit,
+                            d,
+                            format!(
+                                "unknown kill mode '{other}' (use control-group, mixed or process); directive ignored"
+                            ),
+                        );
+                    }
+                };
+                svc(unit).kill_mode = m;
+            }
+            "KillSignal" => match parse_signal(&d.value) {
+                Some(s) => svc(unit).kill_signal = s,
+                None => invalid(
+                    unit,
+                    d,
+                    format!(
+                        "'{}' is not a signal (e.g. SIGTERM or 15); directive ignored",
+                        d.value
+                    ),
+                ),
+            },
+            "SendSIGKILL" => {
+                if let Some(b) = self.bool_value(unit, d) {
+                    svc(unit).send_sigkill = b;
+                }
+            }
+            "SendSIGHUP" => {
+                if let Some(b) = self.bool_value(unit, d) {
+                    svc(unit).send_sighup = b;
+                }
+            }
+            "SuccessExitStatus" | "RestartPreventExitStatus" | "RestartForceExitStatus" => {
+                self.exit_status(unit, d)
+            }
+            "WorkingDirectory" => self.working_directory(unit, d),
+            "Environment" => {
+                if d.value.is_empty() {
+                    svc(unit).environment.clear();
+                    return;
+                }
+                let Some(words) = self.words(unit, d) else {
+                    return;
+                };
+                for w in words {
+                    match w.split_once('=') {
+                        Some((k, v)) if is_env_name(k) => {
+                            env_set(&mut svc(unit).environment, k.to_string(), v.to_string())
+                        }
+                        _ => invalid(
+                            unit,
+                            d,
+                            format!("'{w}' is not a NAME=value assignment; it is ignored"),
+                        ),
+                    }
+                }
+            }
+            "EnvironmentFile" => {
+                if d.value.is_empty() {
+                    svc(unit).environment_files.clear();
+                    return;
+                }
+                let (optional, raw) = match d.value.strip_prefix('-') {
+                    Some(r) => (true, r),
+                    None => (false, d.value.as_str()),
+                };
+                let Some(p) = self.spec(unit, d, raw) else {
+                    return;
+                };
+                if !p.starts_with('/') {
+                    return invalid(
+                        unit,
+                        d,
+                        format!("'{p}' is not an absolute path; directive ignored"),
+                    );
+                }
+                svc(unit).environment_files.push(EnvironmentFile {
+                    path: PathBuf::from(p),
+                    optional,
+                });
+            }
+            "UnsetEnvironment" | "PassEnvironment" => {
+                let pass = key == "PassEnvironment";
+                if d.value.is_empty() {
+                    let s = svc(unit);
+                    if pass {
+                        s.pass_environment.clear();
+                    } else {
+                        s.unset_environment.clear();
+                    }
+                    return;
+                }
+                let Some(words) = self.words(unit, d) else {
+                    return;
+                };
+                for w in words {
+                    let name_ok = match w.split_once('=') {
+                        Some((k, _)) => !pass && is_env_name(k),
+                        None => is_env_name(&w),
+                    };
+                    if !name_ok {
+                        invalid(
+                            unit,
+                            d,
+                            format!("'{w}' is not a variable name; it is ignored"),
+                        );
+                        continue;
+                    }
+                    let s = svc(unit);
+                    let l = if pass {
+                        &mut s.pass_environment
+                    } else {
+                        &mut s.unset_environment
+                    };
+                    if !l.contains(&w) {
+                        l.push(w);
+                    }
+                }
+            }
+            "NotifyAccess" => {
+                let n = match d.value.as_str() {
+                    "none" => NotifyAccess::None,
+                    "main" => NotifyAccess::Main,
+                    "exec" => NotifyAccess::Exec,
+                    "all" => NotifyAccess::All,
+                    other => {
+                        return invalid(
+                            unit,
+                            d,
+                            format!(
+                                "unknown notify access '{other}' (use none, main, exec or all); directive ignored"
+                            ),
+                        );
+                    }
+                };
+                svc(unit).notify_access = n;
+                self.explicit.notify_access = true;
+            }
+            "BusName" => {
+                if let Some(v) = self.spec(unit, d, &d.value) {
+                    svc(unit).bus_name = (!v.is_empty()).then_some(v);
+                }
+            }
+            "UMask" => match parse_umask(&d.value) {
+                Some(m) => svc(unit).umask = m,
+                None => invalid(
+                    unit,
+                    d,
+                    format!(
+                        "'{}' is not an octal mask such as 0022; directive ignored",
+                        d.value
+                    ),
+                ),
+            },
+            "Nice" => match d.value.parse::<i32>() {
+                Ok(n) if (-20..=19).contains(&n) => svc(unit).nice = Some(n),
+                _ => invalid(
+                    unit,
+                    d,
+                    format!(
+                        "'{}' is not a nice level between -20 and 19; directive ignored",
+                        d.value
+                    ),
+                ),
+            },
+            "StandardOutput" | "StandardError" => {
+                let Some(v) = self.spec(unit, d, &d.value) else {
+                    return;
+                };
+                match parse_std_output(&v) {
+                    Ok(o) => {
+                        if matches!(o, StdOutput::Socket | StdOutput::Fd(_)) {
+                            push_diag(
+                                unit,
+                                d,
+                                Severity::Warning,
+                                DiagnosticKind::Unsupported,
+                                format!(
+                                    "'{v}' is unsupported (no socket activation yet); output goes to the journal"
+                                ),
+                            );
+                        }
+                        let s = svc(unit);
+                        if key == "StandardOutput" {
+                            s.standard_output = o;
+                        } else {
+                            s.standard_error = o;
+                        }
+                    }
+                    Err(e) => invalid(unit, d, format!("{e}; directive ignored")),
+                }
+            }
+            "SyslogIdentifier" => {
+                if let Some(v) = self.spec(unit, d, &d.value) {
+                    svc(unit).syslog_identifier = (!v.is_empty()).then_some(v);
+                }
+            }
+            "SyslogLevel" => match parse_syslog_level(&d.value) {
+                Some(l) => svc(unit).syslog_level = l,
+                None => invalid(
+                    unit,
+                    d,
+                    format!(
+                        "'{}' is not a log level (emerg, alert, crit, err, warning, notice, info, debug); directive ignored",
+                        d.value
+                    ),
+                ),
+            },
+            "SyslogLevelPrefix" => {
+                if let Some(b) = self.bool_value(unit, d) {
+                    svc(unit).syslog_level_prefix = b;
+                }
+            }
+            "MemoryMax" => {
+                let v = d.value.trim();
+                let m = if v == "infinity" {
+                    Some(MemoryLimit::Infinity)
+                } else if v.ends_with('%') {
+                    parse_percent_permyriad(v)
+                        .filter(|&p| p <= 10_000)
+                        .map(MemoryLimit::Permyriad)
+                } else {
+                    parse_size(v).ok().flatten().map(MemoryLimit::Bytes)
+                };
+                match m {
+                    Some(m) => svc(unit).memory_max = Some(m),
+                    None if v.is_empty() => svc(unit).memory_max = None,
+                    None => invalid(
+                        unit,
+                        d,
+                        format!(
+                            "'{v}' is not a memory size (e.g. 512M, 50%, infinity); directive ignored"
+                        ),
+                    ),
+                }
+            }
+            "CPUQuota" => {
+                if d.value.is_empty() {
+                    svc(unit).cpu_quota_percent = None;
+                    return;
+                }
+                match parse_percent_permyriad(&d.value).filter(|&p| p > 0) {
+                    Some(p) => svc(unit).cpu_quota_percent = Some(p.div_ceil(100)),
+                    None => invalid(
+                        unit,
+                        d,
+                        format!(
+                            "'{}' is not a positive percentage such as 20% or 200%; directive ignored",
+                            d.value
+                        ),
+                    ),
+                }
+            }
+            "TasksMax" => {
+                let v = d.value.trim();
+                let t = if v == "infinity" {
+                    Some(TasksMax::Infinity)
+                } else if v.ends_with('%') {
+                    parse_percent_permyriad(v)
+                        .filter(|&p| p > 0 && p <= 10_000)
+                        .map(TasksMax::Permyriad)
+                } else {
+                    v.parse::<u64>()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .map(TasksMax::Count)
+                };
+                match t {
+                    Some(t) => svc(unit).tasks_max = Some(t),
+                    None if v.is_empty() => svc(unit).tasks_max = None,
+                    None => invalid(
+                        unit,
+                        d,
+                        format!(
+                            "'{v}' is not a task count (e.g. 100, 50%, infinity); directive ignored"
+                        ),
+                    ),
+                }
+            }
+            "LogRateLimitIntervalSec" => {
+                if let Some(v) = self.time_value(unit, d, false) {
+                    svc(unit).log_rate_limit_interval = Some(v.unwrap_or(Duration::MAX));
+                }
+            }
+            "LogRateLimitBurst" => match d.value.parse::<u32>() {
+                Ok(n) => svc(unit).log_rate_limit_burst = Some(n),
+                Err(_) => invalid(
+                    unit,
+                    d,
+                    format!("'{}' is not a count; directive ignored", d.value),
+                ),
+            },
+            // The old names of [Unit] settings, still accepted in [Service].
+            "StartLimitInterval" | "StartLimitIntervalSec" | "StartLimitBurst" => {
+                self.apply_unit(unit, d)
+            }
+            _ => self.unsupported(unit, d),
+        }
+    }
+
+    fn exec(&mut self, unit: &mut Unit, d: &Directive, which: ExecField) {
+        if d.value.is_empty() {
+            which.get(svc(unit)).clear();
+            return;
+        }
+        let name = unit.name.clone();
+        let fragment = unit.fragment.clone();
+        let spec = self.spec;
+        let mut expand = |s: &str| {
+            spec.expand(s, &name, fragment.as_deref())
+                .map_err(|e| e.to_string())
+        };
+        match parse_exec(&d.value, &mut expand) {
+            Ok(parsed) => {
+                for w in parsed.warnings {
+                    push_diag(unit, d, Severity::Warning, DiagnosticKind::Invalid, w);
+                }
+                if which == ExecField::Start {
+                    svc(unit).exec_start_line = d.line;
+                }
+                which.get(svc(unit)).extend(parsed.commands);
+            }
+            Err(e) => invalid(unit, d, format!("{e}; command ignored")),
+        }
+    }
+
+    fn exit_status(&mut self, unit: &mut Unit, d: &Directive) {
+        let set = match d.key.as_str() {
+            "SuccessExitStatus" => &mut svc(unit).success_exit_status,
+            "RestartPreventExitStatus" => &mut svc(unit).restart_prevent_exit_status,
+            _ => &mut svc(unit).restart_force_exit_status,
+        };
+        if d.value.is_empty() {
+            *set = ExitStatusSet::default();
+            return;
+        }
+        let mut bad = Vec::new();
+        for w in d.value.split_whitespace() {
+            if let Some(c) = parse_exit_status(w) {
+                if !set.codes.contains(&c) {
+                    set.codes.push(c);
+                }
+            } else if let Some(s) = w.starts_with("SIG").then(|| parse_signal(w)).flatten() {
+                if !set.signals.contains(&s) {
+                    set.signals.push(s);
+                }
+            } else {
+                bad.push(w.to_string());
+            }
+        }
+        for w in bad {
+            invalid(
+                unit,
+                d,
+                format!(
+                    "'{w}' is neither an exit status (0-255 or a name like DATAERR) nor a signal (SIGKILL); it is ignored"
+                ),
+            );
+        }
+    }
+
+    fn working_directory(&mut self, unit: &mut Unit, d: &Directive) {
+        if d.value.is_empty() {
+            svc(unit).working_directory = None;
+            return;
+        }
+        let (missing_ok, raw) = match d.value.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, d.value.as_str()),
+        };
+        let path = if raw == "~" {
+            self.spec.home.clone()
+        } else {
+            let Some(p) = self.spec(unit, d, raw) else {
+                return;
+            };
+            if !p.starts_with('/') {
+                return invalid(
+                    unit,
+                    d,
+                    format!("'{p}' must be an absolute path or ~; directive ignored"),
+                );
+            }
+            PathBuf::from(p)
+        };
+        svc(unit).working_directory = Some(WorkingDirectory { path, missing_ok });
+    }
+
+    /// Resolves defaults that depend on other settings and checks the
+    /// combinations systemd refuses.
+    pub fn finish(&mut self, unit: &mut Unit) {
+        let Some(s) = unit.service.as_mut() else {
+            return;
+        };
+        if !self.explicit.service_type && s.exec_start.is_empty() {
+            s.service_type = ServiceType::Oneshot;
+        }
+        if s.service_type == ServiceType::Oneshot && !self.explicit.timeout_start {
+            s.timeout_start = None;
+        }
+        if !self.explicit.notify_access && s.service_type == ServiceType::Notify {
+            s.notify_access = NotifyAccess::Main;
+        }
+        let file = unit
+            .fragment
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(unit.name.as_str()));
+        let mut problems = Vec::new();
+        if s.exec_start.len() > 1 && s.service_type != ServiceType::Oneshot {
+            problems.push((
+                s.exec_start_line,
+                "ExecStart",
+                "more than one ExecStart= is only allowed for Type=oneshot; set Type=oneshot or use ExecStartPre=".to_string(),
+            ));
+        }
+        if s.exec_start.is_empty() && s.service_type != ServiceType::Oneshot {
+            problems.push((
+                0,
+                "ExecStart",
+                format!(
+                    "a Type={} service needs an ExecStart=; add the command to run",
+                    format!("{:?}", s.service_type).to_lowercase()
+                ),
+            ));
+        } else if s.exec_start.is_empty() && s.exec_stop.is_empty() {
+            problems.push((
+                0,
+                "ExecStart",
+                "the service has no ExecStart= (and no ExecStop=); add the command to run"
+                    .to_string(),
+            ));
+        }
+        if s.service_type == ServiceType::Dbus && s.bus_name.is_none() {
+            problems.push((
+                0,
+                "BusName",
+                "Type=dbus needs BusName=; add the bus name the service acquires".to_string(),
+            ));
+        }
+        if s.service_type == ServiceType::Oneshot
+            && matches!(s.restart, RestartPolicy::Always | RestartPolicy::OnSuccess)
+        {
+            problems.push((
+                0,
+                "Restart",
+                "Restart=always and Restart=on-success are not allowed for Type=oneshot; use on-failure".to_string(),
+            ));
+        }
+        for (line, directive, message) in problems {
+            unit.diagnostics.push(Diagnostic {
+                file: file.clone(),
+                line,
+                directive: directive.to_string(),
+                severity: Severity::Error,
+                kind: DiagnosticKind::Invalid,
+                message,
+            });
+        }
+    }
+}
+
+fn svc(unit: &mut Unit) -> &mut ServiceSection {
+    unit.service.get_or_insert_with(ServiceSection::default)
+}
+
+#[derive(Clone, Copy)]
+enum ListField {
+    Requires,
+    Wants,
+    Requisite,
+    BindsTo,
+    PartOf,
+    Conflicts,
+    After,
+    Before,
+    WantedBy,
+    RequiredBy,
+    Alias,
+    Also,
+}
+
+impl ListField {
+    fn get(self, u: &mut Unit) -> &mut Vec<UnitName> {
+        match self {
+            ListField::Requires => &mut u.unit.requires,
+            ListField::Wants => &mut u.unit.wants,
+            ListField::Requisite => &mut u.unit.requisite,
+            ListField::BindsTo => &mut u.unit.binds_to,
+            ListField::PartOf => &mut u.unit.part_of,
+            ListField::Conflicts => &mut u.unit.conflicts,
+            ListField::After => &mut u.unit.after,
+            ListField::Before => &mut u.unit.before,
+            ListField::WantedBy => &mut u.install.wanted_by,
+            ListField::RequiredBy => &mut u.install.required_by,
+            ListField::Alias => &mut u.install.alias,
+            ListField::Also => &mut u.install.also,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ExecField {
+    Start,
+    StartPre,
+    StartPost,
+    Reload,
+    Stop,
+    StopPost,
+}
+
+impl ExecField {
+    fn from_key(k: &str) -> Option<ExecField> {
+        Some(match k {
+            "ExecStart" => ExecField::Start,
+            "ExecStartPre" => ExecField::StartPre,
+            "ExecStartPost" => ExecField::StartPost,
+            "ExecReload" => ExecField::Reload,
+            "ExecStop" => ExecField::Stop,
+            "ExecStopPost" => ExecField::StopPost,
+            _ => return None,
+        })
+    }
+
+    fn get(self, s: &mut ServiceSection) -> &mut Vec<ExecCommand> {
+        match self {
+            ExecField::Start => &mut s.exec_start,
+            ExecField::StartPre => &mut s.exec_start_pre,
+            ExecField::StartPost => &mut s.exec_start_post,
+            ExecField::Reload => &mut s.exec_reload,
+            ExecField::Stop => &mut s.exec_stop,
+            ExecField::StopPost => &mut s.exec_stop_post,
+        }
+    }
+}
+
+/// Parses `StandardOutput=`/`StandardError=` values.
+pub fn parse_std_output(v: &str) -> Result<StdOutput, String> {
+    let path = |p: &str| -> Result<PathBuf, String> {
+        if p.starts_with('/') {
+            Ok(PathBuf::from(p))
+        } else {
+            Err(format!("'{p}' is not an absolute path"))
+        }
+    };
+    Ok(match v {
+        "inherit" => StdOutput::Inherit,
+        "null" => StdOutput::Null,
+        "tty" => StdOutput::Tty,
+        // kmsg and syslog have no separate sink here: the journal is corral's only log.
+        "journal" | "syslog" | "kmsg" => StdOutput::Journal,
+        "journal+console" | "syslog+console" | "kmsg+console" => StdOutput::JournalAndConsole,
+        "socket" => StdOutput::Socket,
+        _ => {
+            if let Some(p) = v.strip_prefix("file:") {
+                StdOutput::File(path(p)?)
+            } else if let Some(p) = v.strip_prefix("append:") {
+                StdOutput::Append(path(p)?)
+            } else if let Some(p) = v.strip_prefix("truncate:") {
+                StdOutput::Truncate(path(p)?)
+            } else if let Some(n) = v.strip_prefix("fd:") {
+                StdOutput::Fd(n.to_string())
+            } else if v.is_empty() {
+                return Err("empty output target".to_string());
+            } else {
+                return Err(format!(
+                    "unknown output '{v}' (use inherit, null, tty, journal, journal+console, file:PATH, append:PATH or truncate:PATH)"
+                ));
+            }
+        }
+    })
+}
+
+/// Parses a syslog level name or number.
+pub fn parse_syslog_level(v: &str) -> Option<u8> {
+    const LEVELS: [&str; 8] = [
+        "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+    ];
+    if let Ok(n) = v.parse::<u8>() {
+        return (n <= 7).then_some(n);
+    }
+    LEVELS.iter().position(|l| *l == v).map(|i| i as u8)
+}
+
+/// Parses a `Limit*=` value: `N`, `soft:hard`, `infinity`, with the units of
+/// the resource (sizes for bytes, time spans for CPU and RTTIME).
+pub fn parse_rlimit(res: ResourceLimit, v: &str) -> Result<RLimit, String> {
+    let one = |s: &str| -> Result<LimitValue, String> {
+        let s = s.trim();
+        if s == "infinity" {
+            return Ok(None);
+        }
+        match res {
+            ResourceLimit::Cpu => parse_timespan(s)
+                .map(|d| d.map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)))
+                .map_err(|e| format!("LimitCPU: {e}")),
+            ResourceLimit::Rttime => parse_timespan_with(s, 1.0)
+                .map(|d| d.map(|d| d.as_micros() as u64))
+                .map_err(|e| format!("LimitRTTIME: {e}")),
+            ResourceLimit::Nofile
+            | ResourceLimit::Nproc
+            | ResourceLimit::Locks
+            | ResourceLimit::Sigpending
+            | ResourceLimit::Rtprio => s
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| format!("'{s}' is not a count or infinity")),
+            ResourceLimit::Nice => {
+                // A signed value is a nice level (-20..19), mapped to RLIMIT_NICE's 40..1.
+                if s.starts_with('-') || s.starts_with('+') {
+                    let n: i64 = s
+                        .parse()
+                        .map_err(|_| format!("'{s}' is not a nice level"))?;
+                    if !(-20..=19).contains(&n) {
+                        return Err(format!("nice level {n} is outside -20..19"));
+                    }
+                    Ok(Some((20 - n) as u64))
+                } else {
+                    let n: u64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+                    if n > 40 {
+                        return Err(format!("LimitNICE={n} is above 40"));
+                    }
+                    Ok(Some(n))
+                }
+            }
+            _ => parse_size(s),
+        }
+    };
+    if v.trim().is_empty() {
+        return Err("empty limit".to_string());
+    }
+    let (soft, hard) = match v.split_once(':') {
+        Some((a, b)) => (one(a)?, one(b)?),
+        None => {
+            let x = one(v)?;
+            (x, x)
+        }
+    };
+    if let (Some(s), Some(h)) = (soft, hard)
+        && s > h
+    {
+        return Err(format!("soft limit {s} is above hard limit {h}"));
+    }
+    if let (None, Some(_)) = (soft, hard) {
+        return Err("an infinite soft limit above a finite hard limit".to_string());
+    }
+    Ok(RLimit { soft, hard })
+}

@@ -1,0 +1,397 @@
+//! Unit names: `foo.service`, templates `foo@.service`, instances `foo@bar.service`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::UnitError;
+
+/// The longest unit name systemd accepts (UNIT_NAME_MAX).
+pub const UNIT_NAME_MAX: usize = 255;
+
+/// The type of a unit, from the suffix of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UnitKind {
+    /// `.service`: a process corral supervises.
+    Service,
+    /// `.target`: a synchronisation point grouping other units.
+    Target,
+    /// `.socket`: socket activation (read, not supported yet).
+    Socket,
+    /// `.timer`: timer activation (read, not supported yet).
+    Timer,
+    /// `.path`: path activation (read, not supported yet).
+    Path,
+    /// `.slice`: a cgroup slice (read, not supported yet).
+    Slice,
+    /// `.scope`: externally created processes (read, not supported yet).
+    Scope,
+    /// `.mount`: a mount point (read, not supported yet).
+    Mount,
+    /// `.automount`: an automount point (read, not supported yet).
+    Automount,
+    /// `.swap`: a swap device (read, not supported yet).
+    Swap,
+    /// `.device`: a kernel device (read, not supported yet).
+    Device,
+}
+
+impl UnitKind {
+    /// Every kind, in suffix order.
+    pub const ALL: [UnitKind; 11] = [
+        UnitKind::Service,
+        UnitKind::Target,
+        UnitKind::Socket,
+        UnitKind::Timer,
+        UnitKind::Path,
+        UnitKind::Slice,
+        UnitKind::Scope,
+        UnitKind::Mount,
+        UnitKind::Automount,
+        UnitKind::Swap,
+        UnitKind::Device,
+    ];
+
+    /// The suffix without the dot: `service`, `target`, ...
+    pub fn suffix(self) -> &'static str {
+        match self {
+            UnitKind::Service => "service",
+            UnitKind::Target => "target",
+            UnitKind::Socket => "socket",
+            UnitKind::Timer => "timer",
+            UnitKind::Path => "path",
+            UnitKind::Slice => "slice",
+            UnitKind::Scope => "scope",
+            UnitKind::Mount => "mount",
+            UnitKind::Automount => "automount",
+            UnitKind::Swap => "swap",
+            UnitKind::Device => "device",
+        }
+    }
+
+    /// The kind named by a suffix (without the dot).
+    pub fn from_suffix(s: &str) -> Option<UnitKind> {
+        UnitKind::ALL.into_iter().find(|k| k.suffix() == s)
+    }
+
+    /// The name of the type-specific section: `Service`, `Socket`, ... (`None` for targets).
+    pub fn section(self) -> Option<&'static str> {
+        match self {
+            UnitKind::Service => Some("Service"),
+            UnitKind::Target => None,
+            UnitKind::Socket => Some("Socket"),
+            UnitKind::Timer => Some("Timer"),
+            UnitKind::Path => Some("Path"),
+            UnitKind::Slice => Some("Slice"),
+            UnitKind::Scope => Some("Scope"),
+            UnitKind::Mount => Some("Mount"),
+            UnitKind::Automount => Some("Automount"),
+            UnitKind::Swap => Some("Swap"),
+            UnitKind::Device => None,
+        }
+    }
+
+    /// Whether corral runs units of this kind (services and targets).
+    pub fn is_supported(self) -> bool {
+        matches!(self, UnitKind::Service | UnitKind::Target)
+    }
+}
+
+impl fmt::Display for UnitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.suffix())
+    }
+}
+
+/// A validated unit name.
+///
+/// Three shapes exist: a plain name (`foo.service`), a template
+/// (`foo@.service`) and an instance of a template (`foo@bar.service`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UnitName {
+    /// The whole name, kept so that `as_str` costs nothing.
+    full: String,
+    /// Length of the prefix (before `@` or the suffix dot).
+    prefix_len: usize,
+    /// `None`: plain; `Some("")`: template; `Some(x)`: instance x.
+    instance: Option<String>,
+    kind: UnitKind,
+}
+
+fn valid_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '\\')
+}
+
+impl UnitName {
+    /// Parses a full unit name; a name without a known suffix gets `.service`.
+    ///
+    /// `foo` is `foo.service`, `foo@bar` is `foo@bar.service`.
+    pub fn parse(s: &str) -> Result<UnitName, UnitError> {
+        let kind_from = s
+            .rsplit_once('.')
+            .and_then(|(_, suf)| UnitKind::from_suffix(suf));
+        match kind_from {
+            Some(_) => UnitName::parse_strict(s),
+            None => UnitName::parse_strict(&format!("{s}.service")),
+        }
+    }
+
+    /// Parses a full unit name that must carry its type suffix.
+    pub fn parse_strict(s: &str) -> Result<UnitName, UnitError> {
+        let bad = |reason: &str| UnitError::InvalidName {
+            name: s.to_string(),
+            reason: reason.to_string(),
+        };
+        if s.is_empty() {
+            return Err(bad("the name is empty"));
+        }
+        if s.len() > UNIT_NAME_MAX {
+            return Err(bad("longer than 255 bytes"));
+        }
+        let (stem, suffix) = s
+            .rsplit_once('.')
+            .ok_or_else(|| bad("it has no type suffix such as .service"))?;
+        let kind = UnitKind::from_suffix(suffix)
+            .ok_or_else(|| bad(&format!("unknown unit type '.{suffix}'")))?;
+        let (prefix, instance) = match stem.split_once('@') {
+            Some((p, i)) => (p, Some(i)),
+            None => (stem, None),
+        };
+        if prefix.is_empty() {
+            return Err(bad("the name before the suffix (or '@') is empty"));
+        }
+        if let Some(c) = prefix.chars().find(|&c| !valid_char(c)) {
+            return Err(bad(&format!(
+                "character {c:?} is not allowed in a unit name"
+            )));
+        }
+        if let Some(inst) = instance
+            && let Some(c) = inst.chars().find(|&c| !valid_char(c) && c != '@')
+        {
+            return Err(bad(&format!(
+                "character {c:?} is not allowed in an instance name (escape it with `systemd-escape`)"
+            )));
+        }
+        Ok(UnitName {
+            full: s.to_string(),
+            prefix_len: prefix.len(),
+            instance: instance.map(str::to_string),
+            kind,
+        })
+    }
+
+    /// The full name, with suffix.
+    pub fn as_str(&self) -> &str {
+        &self.full
+    }
+
+    /// The unit's type.
+    pub fn kind(&self) -> UnitKind {
+        self.kind
+    }
+
+    /// The part before `@` (or before the suffix for plain names): `%p`.
+    pub fn prefix(&self) -> &str {
+        &self.full[..self.prefix_len]
+    }
+
+    /// The instance of an instantiated unit (`bar` in `foo@bar.service`): `%i`.
+    ///
+    /// `None` for plain names and for templates.
+    pub fn instance(&self) -> Option<&str> {
+        match self.instance.as_deref() {
+            Some("") | None => None,
+            Some(i) => Some(i),
+        }
+    }
+
+    /// True for `foo@.service`.
+    pub fn is_template(&self) -> bool {
+        self.instance.as_deref() == Some("")
+    }
+
+    /// True for `foo@bar.service`.
+    pub fn is_instance(&self) -> bool {
+        self.instance().is_some()
+    }
+
+    /// The template of an instance (`foo@.service` for `foo@bar.service`).
+    pub fn template(&self) -> Option<UnitName> {
+        self.instance()?;
+        Some(UnitName {
+            full: format!("{}@.{}", self.prefix(), self.kind.suffix()),
+            prefix_len: self.prefix_len,
+            instance: Some(String::new()),
+            kind: self.kind,
+        })
+    }
+
+    /// The instance `inst` of this template (or of this instance's template).
+    pub fn with_instance(&self, inst: &str) -> Result<UnitName, UnitError> {
+        UnitName::parse_strict(&format!(
+            "{}@{}.{}",
+            self.prefix(),
+            inst,
+            self.kind.suffix()
+        ))
+    }
+
+    /// The name with the type suffix removed: `%N`.
+    pub fn stem(&self) -> &str {
+        &self.full[..self.full.len() - self.kind.suffix().len() - 1]
+    }
+
+    /// The same name with another type (`foo.socket` -> `foo.service`).
+    pub fn with_kind(&self, kind: UnitKind) -> UnitName {
+        UnitName {
+            full: format!("{}.{}", self.stem(), kind.suffix()),
+            prefix_len: self.prefix_len,
+            instance: self.instance.clone(),
+            kind,
+        }
+    }
+
+    /// Prefix drop-in directory names, most general first.
+    ///
+    /// For `a-b-c.service` these are `a-.service.d` and `a-b-.service.d`,
+    /// systemd's "a-.service.d applies to every unit starting with a-".
+    pub fn prefix_dropin_dirs(&self) -> Vec<String> {
+        let prefix = self.prefix();
+        let suffix = self.kind.suffix();
+        let mut out = Vec::new();
+        for (i, c) in prefix.char_indices() {
+            // A dash ending a plain name makes the name's own directory, not a prefix one.
+            if c == '-' && (i + 1 < prefix.len() || self.instance.is_some()) {
+                out.push(format!("{}.{}.d", &prefix[..=i], suffix));
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for UnitName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.full)
+    }
+}
+
+impl FromStr for UnitName {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        UnitName::parse(s)
+    }
+}
+
+/// Undoes systemd's name escaping: `-` is `/`, `\xNN` is the byte NN.
+///
+/// This is what `%I`, `%P`, `%J` and `%f` produce.
+pub fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'-' => {
+                out.push(b'/');
+                i += 1;
+            }
+            b'\\' if i + 3 < b.len() && b[i + 1] == b'x' => {
+                let hex = std::str::from_utf8(&b[i + 2..i + 4]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 4;
+                    }
+                    None => {
+                        out.push(b'\\');
+                        i += 1;
+                    }
+                }
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Escapes a string the way `systemd-escape` does, for use as an instance name.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            b'/' => out.push('-'),
+            b'.' if i == 0 => out.push_str("\\x2e"),
+            b if b.is_ascii_alphanumeric() || b == b':' || b == b'_' || b == b'.' => {
+                out.push(b as char)
+            }
+            b => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let n = UnitName::parse("foo").unwrap();
+        assert_eq!(n.as_str(), "foo.service");
+        assert!(!n.is_template() && !n.is_instance());
+        let t = UnitName::parse("foo@.service").unwrap();
+        assert!(t.is_template());
+        assert_eq!(t.instance(), None);
+        let i = UnitName::parse("memcached@11212").unwrap();
+        assert_eq!(i.as_str(), "memcached@11212.service");
+        assert_eq!(i.instance(), Some("11212"));
+        assert_eq!(i.prefix(), "memcached");
+        assert_eq!(i.template().unwrap().as_str(), "memcached@.service");
+        assert_eq!(i.stem(), "memcached@11212");
+        let s = UnitName::parse("dbus.socket").unwrap();
+        assert_eq!(s.kind(), UnitKind::Socket);
+        assert_eq!(
+            UnitName::parse("a.b").unwrap().as_str(),
+            "a.b.service",
+            "an unknown suffix is part of the name"
+        );
+    }
+
+    #[test]
+    fn invalid() {
+        for bad in [
+            "",
+            "@x.service",
+            ".service",
+            "a b.service",
+            "a/b",
+            "x@y z.service",
+        ] {
+            assert!(UnitName::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(UnitName::parse_strict("foo").is_err());
+        assert!(UnitName::parse(&"a".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn prefixes() {
+        let n = UnitName::parse("a-b-c.service").unwrap();
+        assert_eq!(n.prefix_dropin_dirs(), ["a-.service.d", "a-b-.service.d"]);
+        let n = UnitName::parse("foo-bar@baz.service").unwrap();
+        assert_eq!(n.prefix_dropin_dirs(), ["foo-.service.d"]);
+        let n = UnitName::parse("plain.service").unwrap();
+        assert!(n.prefix_dropin_dirs().is_empty());
+        let n = UnitName::parse("trail-.service").unwrap();
+        assert!(n.prefix_dropin_dirs().is_empty());
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(unescape("home-user-x\\x2dy"), "home/user/x-y");
+        assert_eq!(escape("/home/user x"), "-home-user\\x20x");
+        assert_eq!(unescape("\\"), "\\");
+        assert_eq!(unescape("\\xz"), "\\xz");
+    }
+}

@@ -1,0 +1,369 @@
+//! `corral verify PATH...`: checks unit files, drop-ins and runit service
+//! directories without a running manager.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::loader::{
+    apply_text, build, collect_dropins, dropin_dir_names, is_masked_file, link_target,
+};
+use super::model::{Applier, Explicit, Unit};
+use super::name::{UnitKind, UnitName};
+use super::runit::RunitService;
+use super::specifier::SpecifierContext;
+use super::{Diagnostic, DiagnosticKind, Severity, UnitError};
+
+/// What `verify_paths` found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    /// Every error and warning, in path order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Paths that could not be read at all (missing, permission denied).
+    pub io_errors: Vec<UnitError>,
+    /// How many units (files or runit directories) were checked.
+    pub units: usize,
+    /// How many standalone drop-in files were checked.
+    pub dropins: usize,
+}
+
+impl VerifyReport {
+    /// Number of error diagnostics.
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    /// Number of warning diagnostics.
+    pub fn warning_count(&self) -> usize {
+        self.diagnostics.len() - self.error_count()
+    }
+
+    /// Whether there is any error diagnostic.
+    pub fn has_errors(&self) -> bool {
+        self.error_count() > 0
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.diagnostics {
+            writeln!(f, "{d}")?;
+        }
+        for e in &self.io_errors {
+            writeln!(f, "error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a file name looks like a unit file (`*.service`, `*.target`, ...).
+fn unit_name_of(path: &Path) -> Option<UnitName> {
+    let f = path.file_name()?.to_string_lossy();
+    UnitName::parse_strict(&f).ok()
+}
+
+/// The unit kind a drop-in directory applies to (`foo.service.d` -> service).
+fn dropin_dir_unit(dir: &Path) -> Option<UnitName> {
+    let f = dir.file_name()?.to_string_lossy().into_owned();
+    let stem = f.strip_suffix(".d")?;
+    if let Ok(n) = UnitName::parse_strict(stem) {
+        return Some(n);
+    }
+    // Type-wide drop-ins: `service.d/`.
+    let kind = UnitKind::from_suffix(stem)?;
+    UnitName::parse_strict(&format!("dropin.{}", kind.suffix())).ok()
+}
+
+struct Verifier {
+    spec: SpecifierContext,
+    report: VerifyReport,
+    /// Drop-ins already checked as part of a unit.
+    consumed: HashSet<PathBuf>,
+    /// Diagnostics already reported (a drop-in shared by several units).
+    seen: HashSet<(PathBuf, usize, String, String)>,
+}
+
+impl Verifier {
+    fn push_unit(&mut self, u: Unit) {
+        self.report.units += 1;
+        for d in u.diagnostics {
+            self.push(d);
+        }
+    }
+
+    fn push(&mut self, d: Diagnostic) {
+        let key = (
+            d.file.clone(),
+            d.line,
+            d.directive.clone(),
+            d.message.clone(),
+        );
+        if self.seen.insert(key) {
+            self.report.diagnostics.push(d);
+        }
+    }
+
+    fn error(&mut self, path: &Path, message: String) {
+        self.push(Diagnostic {
+            file: path.to_path_buf(),
+            line: 0,
+            directive: String::new(),
+            severity: Severity::Error,
+            kind: DiagnosticKind::Invalid,
+            message,
+        });
+    }
+
+    fn path(&mut self, p: &Path, explicit: bool) {
+        let md = match std::fs::metadata(p) {
+            Ok(m) => m,
+            Err(source) => {
+                if explicit {
+                    self.report.io_errors.push(UnitError::Io {
+                        op: "read",
+                        path: p.to_path_buf(),
+                        source,
+                    });
+                } else if std::fs::symlink_metadata(p).is_ok() && unit_name_of(p).is_some() {
+                    // A dangling unit symlink: report it, it would fail to load.
+                    self.error(p, "dangling symlink: its target does not exist".to_string());
+                }
+                return;
+            }
+        };
+        if md.is_dir() {
+            self.dir(p, explicit);
+        } else {
+            self.file(p, explicit);
+        }
+    }
+
+    fn dir(&mut self, d: &Path, explicit: bool) {
+        if let Some(r) = RunitService::probe(d) {
+            match r.to_unit() {
+                Ok(u) => self.push_unit(u),
+                Err(e) => self.error(
+                    d,
+                    format!("runit service directory with an unusable name: {e}"),
+                ),
+            }
+            return;
+        }
+        let name = d
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.ends_with(".wants") || name.ends_with(".requires") {
+            // Enablement symlinks; their targets are checked where they live.
+            return;
+        }
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(d) {
+            Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+            Err(source) => {
+                self.report.io_errors.push(UnitError::Io {
+                    op: "list directory",
+                    path: d.to_path_buf(),
+                    source,
+                });
+                return;
+            }
+        };
+        // Units first, so their drop-ins are checked with them.
+        entries.sort_by_key(|p| (p.is_dir(), p.clone()));
+        let is_dropin_dir = name.ends_with(".d") && dropin_dir_unit(d).is_some();
+        for e in entries {
+            let fname = e
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if fname.starts_with('.') {
+                continue;
+            }
+            if is_dropin_dir {
+                if fname.ends_with(".conf") && !self.consumed.contains(&e) {
+                    self.dropin(&e);
+                }
+                continue;
+            }
+            let is_dir = e.is_dir();
+            if is_dir || unit_name_of(&e).is_some() {
+                self.path(&e, false);
+            }
+        }
+        let _ = explicit;
+    }
+
+    fn file(&mut self, f: &Path, explicit: bool) {
+        let parent = f.parent().unwrap_or(Path::new("."));
+        if f.file_name().is_some_and(|n| n == "run")
+            && let Some(r) = RunitService::probe(parent)
+        {
+            match r.to_unit() {
+                Ok(u) => self.push_unit(u),
+                Err(e) => self.error(
+                    parent,
+                    format!("runit service directory with an unusable name: {e}"),
+                ),
+            }
+            return;
+        }
+        if f.extension().is_some_and(|e| e == "conf") && dropin_dir_unit(parent).is_some() {
+            if !self.consumed.contains(f) {
+                self.dropin(f);
+            }
+            return;
+        }
+        let Some(name) = unit_name_of(f) else {
+            if explicit {
+                self.error(
+                    f,
+                    "not a unit file: the name must end in .service, .target, .socket, .timer, .path, .slice, ... (or give a runit service directory)"
+                        .to_string(),
+                );
+            }
+            return;
+        };
+        if is_masked_file(f) {
+            // A masked unit: nothing to check.
+            self.report.units += 1;
+            return;
+        }
+        let mut names = vec![name.clone()];
+        if let Some(t) = link_target(f)
+            && let Some(b) = t.file_name()
+            && let Ok(real) = UnitName::parse_strict(&b.to_string_lossy())
+            && real != name
+        {
+            let target = if t.is_absolute() {
+                t.clone()
+            } else {
+                parent.join(&t)
+            };
+            if !target.is_file() || link_target(&target).is_some() {
+                // An alias whose target is elsewhere (or another alias): the
+                // target is checked where it is; nothing here to parse.
+                self.report.units += 1;
+                return;
+            }
+            names.insert(0, real);
+        }
+        // The drop-ins beside the file belong to it, as in a search path.
+        let dirs: Vec<PathBuf> = dropin_dir_names(&names)
+            .into_iter()
+            .map(|d| parent.join(d))
+            .collect();
+        let dropins = collect_dropins(&dirs);
+        self.consumed.extend(dropins.iter().cloned());
+        let fragment = match link_target(f) {
+            Some(t) if t.is_absolute() => t,
+            Some(t) => parent.join(t),
+            None => f.to_path_buf(),
+        };
+        let u = build(&names[0], Some(&fragment), &dropins, &self.spec);
+        self.push_unit(u);
+    }
+
+    fn dropin(&mut self, f: &Path) {
+        let parent = f.parent().unwrap_or(Path::new("."));
+        let Some(name) = dropin_dir_unit(parent) else {
+            return;
+        };
+        self.report.dropins += 1;
+        let text = match std::fs::read(f) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(source) => {
+                self.report.io_errors.push(UnitError::Io {
+                    op: "read drop-in",
+                    path: f.to_path_buf(),
+                    source,
+                });
+                return;
+            }
+        };
+        let mut u = Unit::new(name);
+        let mut applier = Applier {
+            spec: &self.spec,
+            explicit: Explicit::default(),
+        };
+        // A drop-in alone is partial: only its own lines are checked.
+        apply_text(&mut u, &mut applier, f, &text);
+        for d in u.diagnostics {
+            self.push(d);
+        }
+    }
+}
+
+/// Checks files and directories (recursively); runit service directories
+/// are recognised by their executable `run`.
+pub fn verify_paths(paths: &[PathBuf]) -> VerifyReport {
+    verify_paths_with(paths, SpecifierContext::current())
+}
+
+/// [`verify_paths`] with a given specifier context.
+pub fn verify_paths_with(paths: &[PathBuf], spec: SpecifierContext) -> VerifyReport {
+    let mut v = Verifier {
+        spec,
+        report: VerifyReport::default(),
+        consumed: HashSet::new(),
+        seen: HashSet::new(),
+    };
+    for p in paths {
+        v.path(p, true);
+    }
+    v.report
+}
+
+/// Parses unit text as if it were the file `name` (a unit name), with no
+/// drop-ins and nothing read from disk: the entry point of the fuzz target.
+pub fn check_text(name: &str, text: &str) -> Vec<Diagnostic> {
+    let name = UnitName::parse(name)
+        .unwrap_or_else(|_| UnitName::parse_strict("fuzz.service").expect("a constant valid name"));
+    let spec = fuzz_spec();
+    let mut u = Unit::new(name.clone());
+    u.fragment = Some(PathBuf::from(name.as_str()));
+    let mut applier = Applier {
+        spec: &spec,
+        explicit: Explicit::default(),
+    };
+    apply_text(&mut u, &mut applier, Path::new(name.as_str()), text);
+    applier.finish(&mut u);
+    // Exercise the run-time half too: expansion of every command.
+    if let Some(s) = &u.service {
+        let env = |k: &str| {
+            s.environment
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        for c in s.exec_start.iter().chain(&s.exec_stop) {
+            let _ = c.expand(&env);
+            let _ = c.to_string();
+        }
+    }
+    u.diagnostics
+}
+
+fn fuzz_spec() -> SpecifierContext {
+    use std::collections::HashMap;
+    SpecifierContext {
+        uid: 1000,
+        gid: 1000,
+        user: "user".into(),
+        group: "user".into(),
+        home: "/home/user".into(),
+        shell: "/bin/sh".into(),
+        runtime_dir: "/run/user/1000".into(),
+        state_dir: "/home/user/.config".into(),
+        cache_dir: "/home/user/.cache".into(),
+        logs_dir: "/home/user/.config/log".into(),
+        config_dir: "/home/user/.config".into(),
+        tmp_dir: "/tmp".into(),
+        var_tmp_dir: "/var/tmp".into(),
+        hostname: "host".into(),
+        boot_id: "0".repeat(32),
+        machine_id: "0".repeat(32),
+        kernel_release: "6.1.0".into(),
+        architecture: "x86-64".into(),
+        os_release: HashMap::new(),
+    }
+}
