@@ -18,6 +18,7 @@
 pub mod condition;
 pub mod envfile;
 pub mod exec;
+pub mod install;
 pub mod known;
 pub mod loader;
 pub mod model;
