@@ -21,6 +21,8 @@ use std::fmt;
 
 use thiserror::Error;
 
+use crate::unit::{Loader, Unit, UnitName};
+
 /// The unit the manager starts when it starts, as systemd's user manager does.
 pub const DEFAULT_TARGET: &str = "default.target";
 
@@ -72,6 +74,56 @@ impl Deps {
             .chain(&self.wants)
             .chain(&self.requisite)
             .chain(&self.binds_to)
+    }
+}
+
+impl Deps {
+    /// The dependency lists of a loaded unit (its file, drop-ins and the
+    /// `.wants/`/`.requires/` directories the loader already merged in).
+    pub fn from_unit(u: &Unit) -> Deps {
+        let names = |v: &[UnitName]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        Deps {
+            requires: names(&u.unit.requires),
+            wants: names(&u.unit.wants),
+            requisite: names(&u.unit.requisite),
+            binds_to: names(&u.unit.binds_to),
+            part_of: names(&u.unit.part_of),
+            conflicts: names(&u.unit.conflicts),
+            after: names(&u.unit.after),
+            before: names(&u.unit.before),
+            default_dependencies: u.unit.default_dependencies,
+        }
+    }
+}
+
+/// Looks a unit's dependencies up through the unit loader, for a
+/// [`Units::deps`] implementation. `default.target` exists even without a
+/// file: it then only groups what `default.target.wants/` (and
+/// `.requires/`) in the search path link to.
+pub fn load_deps(loader: &Loader, name: &str) -> Result<Deps, Missing> {
+    let unit_name = UnitName::parse(name).map_err(|_| Missing::NotFound)?;
+    match loader.load(&unit_name) {
+        Ok(u) if u.masked => Err(Missing::Masked),
+        Ok(u) => Ok(Deps::from_unit(&u)),
+        Err(_) if name == DEFAULT_TARGET => {
+            let mut d = Deps::default();
+            for dir in loader.unit_paths() {
+                for (suffix, list) in [("wants", &mut d.wants), ("requires", &mut d.requires)] {
+                    let Ok(rd) = std::fs::read_dir(dir.join(format!("{name}.{suffix}"))) else {
+                        continue;
+                    };
+                    let mut found: Vec<String> = rd
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| UnitName::parse_strict(n).is_ok() && !list.contains(n))
+                        .collect();
+                    found.sort();
+                    list.extend(found);
+                }
+            }
+            Ok(d)
+        }
+        Err(_) => Err(Missing::NotFound),
     }
 }
 

@@ -542,3 +542,61 @@ fn render_tree_stops_at_cycles() {
         "a.target\n○ └─b.target\n○   └─a.target\n"
     );
 }
+
+#[test]
+fn deps_come_from_real_unit_files_and_default_target_needs_no_file() {
+    use crate::unit::SpecifierContext;
+    let tmp = tempfile::tempdir().unwrap();
+    let units = tmp.path().join("units");
+    std::fs::create_dir_all(units.join("default.target.wants")).unwrap();
+    std::fs::write(
+        units.join("dbus.service"),
+        "[Service]\nExecStart=/usr/bin/dbus-daemon --session --nofork\n",
+    )
+    .unwrap();
+    std::fs::write(
+        units.join("app.service"),
+        "[Unit]\nRequires=dbus.service\nAfter=dbus.service\nPartOf=graphical.target\n\
+         [Service]\nExecStart=/bin/true\n[Install]\nWantedBy=default.target\n",
+    )
+    .unwrap();
+    std::fs::write(units.join("gone.service"), "").unwrap();
+    std::os::unix::fs::symlink(
+        units.join("app.service"),
+        units.join("default.target.wants/app.service"),
+    )
+    .unwrap();
+    let loader = Loader::new(vec![units], Vec::new(), SpecifierContext::current());
+    let app = load_deps(&loader, "app.service").unwrap();
+    assert_eq!(app.requires, ["dbus.service"]);
+    assert_eq!(app.after, ["dbus.service"]);
+    assert_eq!(app.part_of, ["graphical.target"]);
+    assert!(app.default_dependencies);
+    let target = load_deps(&loader, DEFAULT_TARGET).unwrap();
+    assert_eq!(target.wants, ["app.service"]);
+    assert_eq!(load_deps(&loader, "nope.service"), Err(Missing::NotFound));
+    assert_eq!(load_deps(&loader, "gone.service"), Err(Missing::Masked));
+
+    // And the transaction over them: the bus first, then the app, then the target.
+    struct FromLoader(Loader);
+    impl Units for FromLoader {
+        fn deps(&self, name: &str) -> Result<Deps, Missing> {
+            load_deps(&self.0, name)
+        }
+        fn is_active(&self, _: &str) -> bool {
+            false
+        }
+        fn loaded(&self) -> Vec<String> {
+            vec!["app.service".into(), "dbus.service".into()]
+        }
+    }
+    let tx = build(&FromLoader(loader), Verb::Start, DEFAULT_TARGET).unwrap();
+    assert_eq!(
+        layers(&tx),
+        vec![
+            vec!["dbus.service/start"],
+            vec!["app.service/start"],
+            vec!["default.target/start"]
+        ]
+    );
+}
