@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod enable;
+pub mod list_unit_files;
 pub mod verify;
 
 /// Exit codes shared by every verb, as systemctl and journalctl use them.
@@ -35,6 +37,20 @@ pub struct Cli {
 pub enum Command {
     /// Check unit files, drop-ins and runit service directories (no manager needed).
     Verify(verify::VerifyArgs),
+    /// Enable units: create the symlinks their [Install] section asks for.
+    Enable(enable::InstallArgs),
+    /// Disable units: remove every symlink to them from the units directory.
+    Disable(enable::InstallArgs),
+    /// Disable, then enable units again.
+    Reenable(enable::InstallArgs),
+    /// Print whether units are enabled; exit 0 if at least one is.
+    IsEnabled(enable::IsEnabledArgs),
+    /// Mask units (a symlink to /dev/null): they cannot be started at all.
+    Mask(enable::InstallArgs),
+    /// Unmask units.
+    Unmask(enable::InstallArgs),
+    /// List unit files and runit services with their enablement state.
+    ListUnitFiles(list_unit_files::ListUnitFilesArgs),
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
@@ -42,5 +58,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Verify(args) => ExitCode::from(verify::run(&args)),
+        Command::Enable(a) => ExitCode::from(enable::run(enable::InstallVerb::Enable, &a)),
+        Command::Disable(a) => ExitCode::from(enable::run(enable::InstallVerb::Disable, &a)),
+        Command::Reenable(a) => ExitCode::from(enable::run(enable::InstallVerb::Reenable, &a)),
+        Command::IsEnabled(a) => ExitCode::from(enable::run_is_enabled(&a)),
+        Command::Mask(a) => ExitCode::from(enable::run(enable::InstallVerb::Mask, &a)),
+        Command::Unmask(a) => ExitCode::from(enable::run(enable::InstallVerb::Unmask, &a)),
+        Command::ListUnitFiles(a) => ExitCode::from(list_unit_files::run(&a)),
     }
 }
