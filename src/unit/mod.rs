@@ -25,6 +25,7 @@ pub mod model;
 pub mod name;
 pub mod runit;
 pub mod specifier;
+pub mod start_check;
 pub mod syntax;
 pub mod values;
 pub mod verify;
