@@ -1049,6 +1049,26 @@ impl Transaction {
     }
 }
 
+/// The active units that must stop because `unit` became inactive on its
+/// own (its process exited, it failed): those with BindsTo= on it. The
+/// manager issues a stop transaction for each. Requires= dependents stay up,
+/// as in systemd: only an explicit stop propagates to them.
+pub fn bound_by(units: &dyn Units, unit: &str) -> Vec<String> {
+    let mut out: Vec<String> = units
+        .loaded()
+        .into_iter()
+        .filter(|other| units.is_active(other))
+        .filter(|other| {
+            units
+                .deps(other)
+                .is_ok_and(|d| d.binds_to.iter().any(|b| b == unit))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Renders `systemctl list-dependencies`' tree of `root`: forward along
 /// Requires=, Requisite=, Wants=, BindsTo= and ConsistsOf (the units that are
 /// PartOf= it), or with `reverse` along RequiredBy, RequisiteOf, WantedBy,

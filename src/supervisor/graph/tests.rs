@@ -600,3 +600,14 @@ fn deps_come_from_real_unit_files_and_default_target_needs_no_file() {
         ]
     );
 }
+
+#[test]
+fn a_unit_dying_stops_only_what_is_bound_to_it() {
+    let w = World::default()
+        .unit("bus.service", "")
+        .unit("bound.service", "BindsTo=bus.service")
+        .unit("idle-bound.service", "BindsTo=bus.service")
+        .unit("req.service", "Requires=bus.service")
+        .active(&["bound.service", "req.service"]);
+    assert_eq!(bound_by(&w, "bus.service"), ["bound.service"]);
+}
