@@ -1,2 +1,107 @@
-//! `corrald`: the corral daemon.
-fn main() {}
+//! `corrald`: the corral daemon. `--user` runs a user's manager.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+/// corrald: supervise a user's services, each in its own cgroup.
+#[derive(Debug, Parser)]
+#[command(name = "corrald", version, about, long_about = None)]
+struct Args {
+    /// Run as a user's manager (the only mode of this binary so far).
+    #[arg(long)]
+    user: bool,
+    /// A unit directory, highest priority first (repeatable; default:
+    /// $XDG_CONFIG_HOME/corral/units, /etc/corral/user, /usr/lib/corral/user).
+    #[arg(long = "units-dir", value_name = "DIR")]
+    units_dirs: Vec<PathBuf>,
+    /// A directory of runit service directories (default: ~/service if it exists).
+    #[arg(long, value_name = "DIR")]
+    runit_dir: Option<PathBuf>,
+    /// Persistent state (default: $XDG_STATE_HOME/corral).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Runtime files, control.sock among them (default: $XDG_RUNTIME_DIR/corral).
+    #[arg(long, value_name = "DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// The cgroup under which unit cgroups are made (default: our own cgroup, if delegated).
+    #[arg(long, value_name = "PATH")]
+    cgroup_root: Option<PathBuf>,
+    /// Write one line to this fd once the socket listens and autostart units have started.
+    #[arg(long, value_name = "N")]
+    ready_fd: Option<i32>,
+}
+
+fn env_dir(var: &str, fallback: impl FnOnce() -> Option<PathBuf>) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(fallback)
+}
+
+fn options(args: Args) -> anyhow::Result<corral::supervisor::Options> {
+    if !args.user {
+        bail!("say which manager to run: `corrald --user` runs your own user manager");
+    }
+    let home = env_dir("HOME", || None);
+    let state_dir = match args.state_dir {
+        Some(d) => d,
+        None => env_dir("XDG_STATE_HOME", || {
+            home.as_ref().map(|h| h.join(".local/state"))
+        })
+        .context(
+            "cannot pick a state directory: set $XDG_STATE_HOME or $HOME, or pass --state-dir",
+        )?
+        .join("corral"),
+    };
+    let runtime_dir = match args.runtime_dir {
+        Some(d) => d,
+        None => env_dir("XDG_RUNTIME_DIR", || None)
+            .context("$XDG_RUNTIME_DIR is not set: log in through PAM (pam_systemd or pam_corral), or pass --runtime-dir")?
+            .join("corral"),
+    };
+    let ready_fd = match args.ready_fd {
+        Some(fd) => {
+            // The fd must be open: check before taking ownership of it.
+            nix::fcntl::fcntl(
+                unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+                nix::fcntl::FcntlArg::F_GETFD,
+            )
+            .with_context(|| format!("--ready-fd {fd} is not an open file descriptor"))?;
+            // SAFETY: the fd is open (checked above) and handed to us by our parent for this purpose only.
+            Some(unsafe { OwnedFd::from_raw_fd(fd) })
+        }
+        None => None,
+    };
+    Ok(corral::supervisor::Options {
+        units_dirs: args.units_dirs,
+        runit_dir: args.runit_dir,
+        state_dir,
+        runtime_dir,
+        cgroup_root: args.cgroup_root,
+        ready_fd,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = options(args).and_then(|opts| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the tokio runtime")?;
+        rt.block_on(corral::supervisor::run(opts, std::future::pending()))
+            .context("corrald --user failed")
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corrald: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -3,12 +3,29 @@
 //! The binary in `src/bin/corral.rs` only calls [`main`]; everything here is
 //! library code so that tests can drive it and errors stay typed.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use enable::InstallVerb;
+
+pub mod cat;
+pub mod common;
+pub mod daemon_reload;
 pub mod enable;
+pub mod is_active;
+pub mod jobs;
+pub mod kill;
+pub mod list;
 pub mod list_unit_files;
+pub mod reload;
+pub mod reset_failed;
+pub mod restart;
+pub mod show;
+pub mod start;
+pub mod status;
+pub mod stop;
 pub mod verify;
 
 /// Exit codes shared by every verb, as systemctl and journalctl use them.
@@ -27,6 +44,9 @@ pub mod exit {
 #[derive(Debug, Parser)]
 #[command(name = "corral", version, about, long_about = None)]
 pub struct Cli {
+    /// The manager's control socket (default: $XDG_RUNTIME_DIR/corral/control.sock).
+    #[arg(long, global = true, env = "CORRAL_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -35,6 +55,112 @@ pub struct Cli {
 /// The verbs of `corral`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start units; returns when each is active or has failed.
+    Start {
+        /// Unit names ("memcached" means memcached.service).
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Stop units; returns when not one of their processes is left.
+    Stop {
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Stop (if running) and start units.
+    Restart {
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Restart units that are running; leave the others stopped.
+    TryRestart {
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Reload units (ExecReload=).
+    Reload {
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Send a signal to the processes of units.
+    Kill {
+        /// The signal: a name (TERM, SIGHUP) or a number.
+        #[arg(short, long, default_value = "TERM", value_parser = kill::parse_signal)]
+        signal: i32,
+        /// Which processes.
+        #[arg(long, value_enum, default_value = "all")]
+        kill_whom: kill::Whom,
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Show the state of units, or of the manager and all its units.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Unit names (none: the whole tree).
+        units: Vec<String>,
+    },
+    /// List units (running and failed ones; --all for every known unit).
+    #[command(alias = "list-units")]
+    List {
+        /// Also list inactive units.
+        #[arg(short, long)]
+        all: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the properties of units as key=value lines.
+    Show {
+        /// Only these properties (repeatable, or comma-separated).
+        #[arg(short = 'p', long = "property")]
+        property: Vec<String>,
+        /// Print only the values.
+        #[arg(long)]
+        value: bool,
+        /// Print JSON instead of key=value lines.
+        #[arg(long)]
+        json: bool,
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Print the files that define units.
+    Cat {
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Read the unit files again.
+    DaemonReload,
+    /// Forget the failed state of units (all when none is named).
+    ResetFailed {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// Print whether units are active; exit 0 if at least one is.
+    IsActive {
+        /// Print nothing, only set the exit code.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Print whether units have failed; exit 0 if at least one has.
+    IsFailed {
+        /// Print nothing, only set the exit code.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
     /// Check unit files, drop-ins and runit service directories (no manager needed).
     Verify(verify::VerifyArgs),
     /// Enable units: create the symlinks their [Install] section asks for.
@@ -56,14 +182,39 @@ pub enum Command {
 /// Parses the process arguments, runs the verb and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Verify(args) => ExitCode::from(verify::run(&args)),
-        Command::Enable(a) => ExitCode::from(enable::run(enable::InstallVerb::Enable, &a)),
-        Command::Disable(a) => ExitCode::from(enable::run(enable::InstallVerb::Disable, &a)),
-        Command::Reenable(a) => ExitCode::from(enable::run(enable::InstallVerb::Reenable, &a)),
-        Command::IsEnabled(a) => ExitCode::from(enable::run_is_enabled(&a)),
-        Command::Mask(a) => ExitCode::from(enable::run(enable::InstallVerb::Mask, &a)),
-        Command::Unmask(a) => ExitCode::from(enable::run(enable::InstallVerb::Unmask, &a)),
-        Command::ListUnitFiles(a) => ExitCode::from(list_unit_files::run(&a)),
-    }
+    let socket = cli.socket;
+    let result = match cli.command {
+        Command::Start { units } => start::run(socket, units),
+        Command::Stop { units } => stop::run(socket, units),
+        Command::Restart { units } => restart::run(socket, units, false),
+        Command::TryRestart { units } => restart::run(socket, units, true),
+        Command::Reload { units } => reload::run(socket, units),
+        Command::Kill {
+            signal,
+            kill_whom,
+            units,
+        } => kill::run(socket, units, signal, kill_whom),
+        Command::Status { json, units } => status::run(socket, units, json),
+        Command::List { all, json } => list::run(socket, all, json),
+        Command::Show {
+            property,
+            value,
+            json,
+            units,
+        } => show::run(socket, units, property, value, json),
+        Command::Cat { units } => cat::run(socket, units),
+        Command::DaemonReload => daemon_reload::run(socket),
+        Command::ResetFailed { units } => reset_failed::run(socket, units),
+        Command::IsActive { quiet, units } => is_active::run(socket, units, false, quiet),
+        Command::IsFailed { quiet, units } => is_active::run(socket, units, true, quiet),
+        Command::Verify(args) => return ExitCode::from(verify::run(&args)),
+        Command::Enable(a) => return ExitCode::from(enable::run(InstallVerb::Enable, &a)),
+        Command::Disable(a) => return ExitCode::from(enable::run(InstallVerb::Disable, &a)),
+        Command::Reenable(a) => return ExitCode::from(enable::run(InstallVerb::Reenable, &a)),
+        Command::IsEnabled(a) => return ExitCode::from(enable::run_is_enabled(&a)),
+        Command::Mask(a) => return ExitCode::from(enable::run(InstallVerb::Mask, &a)),
+        Command::Unmask(a) => return ExitCode::from(enable::run(InstallVerb::Unmask, &a)),
+        Command::ListUnitFiles(a) => return ExitCode::from(list_unit_files::run(&a)),
+    };
+    ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
 }

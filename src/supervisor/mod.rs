@@ -1,3 +1,79 @@
-//! See the crate-level layout.
+//! The user manager (`corrald --user`).
+//!
+//! - [`state`]: the lifecycle of one unit as a pure function, table-tested.
+//! - [`manager`]: the one thread that owns every unit's state; it executes the
+//!   state machine's actions (spawn into a fresh cgroup, signals, timers) and
+//!   turns what happens (exits, empty cgroups, notify messages, timers,
+//!   control requests) into events.
+//! - [`service`]: a loaded unit turned into what the manager runs.
+//! - [`reaper`], [`notify`], [`output`], [`control`]: the event sources and
+//!   sinks around it (SIGCHLD, NOTIFY_SOCKET, stdout/stderr pipes, the
+//!   control socket).
+//! - [`procs`]: reading process command lines from /proc for `status`.
+//!
+//! docs/ARCHITECTURE.md describes the loops and who owns which state.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+pub mod control;
 pub mod environment;
 pub mod graph;
+pub mod manager;
+pub mod notify;
+pub mod output;
+pub mod procs;
+pub mod reaper;
+pub mod service;
+pub mod state;
+
+pub use manager::run;
+
+/// How `corrald --user` was asked to run.
+#[derive(Debug)]
+pub struct Options {
+    /// Unit directories, highest priority first (empty: the XDG search path).
+    pub units_dirs: Vec<PathBuf>,
+    /// A runit service directory whose subdirectories are units too.
+    pub runit_dir: Option<PathBuf>,
+    /// Persistent state ($XDG_STATE_HOME/corral).
+    pub state_dir: PathBuf,
+    /// Runtime files: control.sock, notify socket ($XDG_RUNTIME_DIR/corral).
+    pub runtime_dir: PathBuf,
+    /// The cgroup under which unit cgroups are created (default: our own, if delegated).
+    pub cgroup_root: Option<PathBuf>,
+    /// Written one line once the socket listens and autostart units have started.
+    pub ready_fd: Option<OwnedFd>,
+}
+
+/// Errors of the manager itself (a unit's errors never end the manager).
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// A file-system or socket operation failed.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A system call without a path failed.
+    #[error("{op} failed: {source}")]
+    Sys {
+        /// What was attempted.
+        op: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The cgroup root is unusable.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    /// The control socket could not be set up.
+    #[error(transparent)]
+    Ipc(#[from] crate::ipc::IpcError),
+    /// The manager thread ended unexpectedly.
+    #[error("the manager thread ended unexpectedly: {0}")]
+    Thread(String),
+}

@@ -1,0 +1,59 @@
+//! `corral list [--all] [--json]`: the units, as `systemctl list-units` shows them.
+
+use std::path::PathBuf;
+
+use crate::ipc::proto::{LoadState, Request, Response, UnitStatus};
+use crate::supervisor::state::ActiveState;
+
+use super::common::{VerbError, call};
+use super::{exit, show};
+
+/// Runs `corral list`; without `all`, only units that are not inactive.
+pub fn run(socket: Option<PathBuf>, all: bool, json: bool) -> Result<u8, VerbError> {
+    let Response::Units(list) = call(socket, &Request::List)? else {
+        return Err(VerbError::Unexpected {
+            verb: "list",
+            got: "not a unit list".into(),
+        });
+    };
+    let units: Vec<UnitStatus> = list
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|u| {
+            all || u.active != ActiveState::Inactive || !matches!(u.load, LoadState::Loaded)
+        })
+        .collect();
+    if json {
+        let v: Vec<_> = units.iter().map(show::unit_json).collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(exit::OK);
+    }
+    print!("{}", render(&units));
+    Ok(exit::OK)
+}
+
+/// The table: UNIT LOAD ACTIVE SUB DESCRIPTION, then a count.
+pub fn render(units: &[UnitStatus]) -> String {
+    let w = units.iter().map(|u| u.name.len()).max().unwrap_or(4).max(4);
+    let mut o = format!(
+        "{:w$} {:6} {:12} {:12} DESCRIPTION\n",
+        "UNIT", "LOAD", "ACTIVE", "SUB"
+    );
+    for u in units {
+        let load = match u.load {
+            LoadState::Loaded => "loaded",
+            LoadState::Masked => "masked",
+            LoadState::Error(_) => "error",
+        };
+        o.push_str(&format!(
+            "{:w$} {:6} {:12} {:12} {}\n",
+            u.name,
+            load,
+            u.active.as_str(),
+            u.sub.as_str(),
+            u.description
+        ));
+    }
+    o.push_str(&format!("\n{} units listed.\n", units.len()));
+    o
+}

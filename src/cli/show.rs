@@ -1,0 +1,150 @@
+//! `corral show UNIT...`: properties as key=value for scripts (or JSON), and
+//! the JSON forms that `status --json` and `list --json` share.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::ipc::proto::{LoadState, ManagerStatus, Request, Response, UnitStatus};
+
+use super::common::{VerbError, call, code_of};
+use super::{exit, jobs};
+
+/// The properties of a unit, in systemctl's names and order.
+pub fn properties(u: &UnitStatus) -> Vec<(&'static str, String)> {
+    let opt = |v: Option<i32>| v.map_or("0".to_string(), |p| p.to_string());
+    let (load, load_error) = match &u.load {
+        LoadState::Loaded => ("loaded", String::new()),
+        LoadState::Masked => ("masked", String::new()),
+        LoadState::Error(e) => ("error", e.clone()),
+    };
+    vec![
+        ("Id", u.name.clone()),
+        ("Description", u.description.clone()),
+        ("LoadState", load.to_string()),
+        ("LoadError", load_error),
+        ("ActiveState", u.active.as_str().to_string()),
+        ("SubState", u.sub.as_str().to_string()),
+        ("Result", u.result.as_str().to_string()),
+        ("Type", u.kind.clone()),
+        ("Restart", u.restart.clone()),
+        ("NRestarts", u.restarts.to_string()),
+        ("MainPID", opt(u.main_pid)),
+        ("ControlPID", opt(u.control_pid)),
+        (
+            "ExecMainPID",
+            u.main_exit
+                .as_ref()
+                .map_or("0".into(), |e| e.pid.to_string()),
+        ),
+        (
+            "ExecMainCode",
+            u.main_exit
+                .as_ref()
+                .map_or(String::new(), |e| e.code.clone()),
+        ),
+        (
+            "ExecMainStatus",
+            u.main_exit
+                .as_ref()
+                .map_or("0".into(), |e| e.status.clone()),
+        ),
+        ("StatusText", u.status_text.clone().unwrap_or_default()),
+        ("InvocationID", u.invocation.clone()),
+        ("ControlGroup", u.cgroup.clone().unwrap_or_default()),
+        ("TasksCurrent", u.processes.len().to_string()),
+        ("StateChangeTimestampUSec", u.since_usec.to_string()),
+        ("FragmentPath", u.fragment.clone()),
+        ("DropInPaths", u.dropins.join(" ")),
+        ("SourceKind", u.source.clone()),
+    ]
+}
+
+/// A unit as a JSON object (the same keys as `show`, plus the process list).
+pub fn unit_json(u: &UnitStatus) -> Value {
+    let mut map = serde_json::Map::new();
+    for (k, v) in properties(u) {
+        map.insert(k.to_string(), Value::String(v));
+    }
+    map.insert(
+        "Processes".into(),
+        Value::Array(
+            u.processes
+                .iter()
+                .map(|p| json!({"PID": p.pid, "Command": p.cmdline}))
+                .collect(),
+        ),
+    );
+    map.insert(
+        "Notes".into(),
+        Value::Array(u.notes.iter().cloned().map(Value::String).collect()),
+    );
+    Value::Object(map)
+}
+
+/// The manager and its units as JSON.
+pub fn manager_json(m: &ManagerStatus) -> Value {
+    json!({
+        "PID": m.pid,
+        "UID": m.uid,
+        "Version": m.version,
+        "ControlGroup": m.cgroup_root,
+        "SinceUSec": m.since_usec,
+        "Units": m.units.iter().map(unit_json).collect::<Vec<_>>(),
+        "LoadErrors": m.load_errors,
+    })
+}
+
+/// Runs `corral show`.
+pub fn run(
+    socket: Option<PathBuf>,
+    units: Vec<String>,
+    props: Vec<String>,
+    value_only: bool,
+    json: bool,
+) -> Result<u8, VerbError> {
+    jobs::need_units("show", &units)?;
+    let Response::Units(list) = call(socket, &Request::Show { units })? else {
+        return Err(VerbError::Unexpected {
+            verb: "show",
+            got: "not a unit list".into(),
+        });
+    };
+    let wanted: Vec<String> = props
+        .iter()
+        .flat_map(|p| p.split(',').map(str::to_string))
+        .collect();
+    let mut code = exit::OK;
+    let mut values = Vec::new();
+    for (i, item) in list.into_iter().enumerate() {
+        let u = match item {
+            Ok(u) => u,
+            Err(f) => {
+                eprintln!("{}", f.message);
+                code = code.max(code_of(&f));
+                continue;
+            }
+        };
+        if json {
+            values.push(unit_json(&u));
+            continue;
+        }
+        if i > 0 {
+            println!();
+        }
+        for (k, v) in properties(&u) {
+            if !wanted.is_empty() && !wanted.iter().any(|w| w == k) {
+                continue;
+            }
+            if value_only {
+                println!("{v}");
+            } else {
+                println!("{k}={v}");
+            }
+        }
+    }
+    if json {
+        println!("{}", Value::Array(values));
+    }
+    Ok(code)
+}

@@ -1,0 +1,268 @@
+//! `corral status [UNIT...]`: one unit as systemctl shows it, or the manager
+//! and every unit as one tree.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use chrono::{Local, TimeZone};
+
+use crate::ipc::proto::{LoadState, ManagerStatus, Request, Response, UnitStatus};
+use crate::supervisor::state::{ActiveState, ServiceResult};
+
+use super::common::{VerbError, call, code_of};
+use super::{exit, jobs, show};
+
+/// systemctl's exit code of `status` for a unit that is not running.
+const NOT_RUNNING: u8 = 3;
+
+/// Runs `corral status`.
+pub fn run(socket: Option<PathBuf>, units: Vec<String>, json: bool) -> Result<u8, VerbError> {
+    let color = std::io::stdout().is_terminal();
+    let now = now_usec();
+    match call(socket, &Request::Status { units })? {
+        Response::Manager(m) => {
+            if json {
+                println!("{}", show::manager_json(&m));
+            } else {
+                print!("{}", render_manager(&m, now, color));
+            }
+            Ok(exit::OK)
+        }
+        Response::Units(list) => {
+            let mut code = exit::OK;
+            let mut out = String::new();
+            let mut values = Vec::new();
+            for (i, item) in list.into_iter().enumerate() {
+                match item {
+                    Ok(u) => {
+                        if !matches!(u.active, ActiveState::Active | ActiveState::Reloading) {
+                            code = code.max(NOT_RUNNING);
+                        }
+                        if json {
+                            values.push(show::unit_json(&u));
+                        } else {
+                            if i > 0 {
+                                out.push('\n');
+                            }
+                            out.push_str(&render_unit(&u, now, color));
+                        }
+                    }
+                    Err(f) => {
+                        eprintln!("{}", f.message);
+                        code = code.max(code_of(&f));
+                    }
+                }
+            }
+            if json {
+                println!("{}", serde_json::Value::Array(values));
+            } else {
+                print!("{out}");
+            }
+            Ok(code)
+        }
+        other => Err(jobs::unexpected("status", &other)),
+    }
+}
+
+/// Microseconds since the epoch.
+pub fn now_usec() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The state dot, colored on a terminal.
+fn dot(active: ActiveState, color: bool) -> String {
+    let (glyph, code) = match active {
+        ActiveState::Active | ActiveState::Reloading => ("●", "32"),
+        ActiveState::Failed => ("×", "31"),
+        ActiveState::Activating | ActiveState::Deactivating => ("●", "33"),
+        ActiveState::Inactive => ("○", ""),
+    };
+    if color && !code.is_empty() {
+        format!("\x1b[{code}m{glyph}\x1b[0m")
+    } else {
+        glyph.to_string()
+    }
+}
+
+/// "Mon 2026-11-23 11:40:01 UTC" in local time.
+pub fn format_time(usec: u64) -> String {
+    match Local.timestamp_micros(usec as i64) {
+        chrono::LocalResult::Single(t) => t.format("%a %Y-%m-%d %H:%M:%S %Z").to_string(),
+        _ => usec.to_string(),
+    }
+}
+
+/// "3s", "1min 5s", "2h 3min", "4 days 2h": the two largest units, as systemd prints spans.
+pub fn format_span(usec: u64) -> String {
+    let s = usec / 1_000_000;
+    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d} day{} {h}h", if d == 1 { "" } else { "s" })
+    } else if h > 0 {
+        format!("{h}h {m}min")
+    } else if m > 0 {
+        format!("{m}min {sec}s")
+    } else if s > 0 {
+        format!("{s}s")
+    } else {
+        format!("{}ms", usec / 1000)
+    }
+}
+
+/// The "Active:" value: state (sub) [Result], since, how long ago.
+fn active_line(u: &UnitStatus, now: u64) -> String {
+    let mut s = format!("{} ({})", u.active.as_str(), u.sub.as_str());
+    if u.active == ActiveState::Failed && u.result != ServiceResult::Success {
+        s = format!("{} (Result: {})", u.active.as_str(), u.result.as_str());
+    }
+    if u.since_usec > 0 {
+        let _ = write!(
+            s,
+            " since {}; {} ago",
+            format_time(u.since_usec),
+            format_span(now.saturating_sub(u.since_usec))
+        );
+    }
+    s
+}
+
+fn comm_of(cmdline: &str) -> &str {
+    let first = cmdline.split(' ').next().unwrap_or(cmdline);
+    first.rsplit('/').next().unwrap_or(first)
+}
+
+/// Renders `corral status UNIT` for one unit.
+pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
+    let mut o = String::new();
+    let _ = write!(o, "{} {}", dot(u.active, color), u.name);
+    if u.description != u.name {
+        let _ = write!(o, " - {}", u.description);
+    }
+    o.push('\n');
+    let loaded = match &u.load {
+        LoadState::Loaded => format!("loaded ({})", u.fragment),
+        LoadState::Masked => "masked (Reason: Unit is masked.)".to_string(),
+        LoadState::Error(e) => format!("error (Reason: {e})"),
+    };
+    let _ = writeln!(o, "     Loaded: {loaded}");
+    if !u.dropins.is_empty() {
+        let _ = writeln!(o, "    Drop-In: {}", u.dropins.join("\n             "));
+    }
+    let _ = writeln!(o, "     Active: {}", active_line(u, now));
+    if let Some(pid) = u.main_pid {
+        let comm = u
+            .processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .map(|p| comm_of(&p.cmdline).to_string())
+            .unwrap_or_default();
+        let _ = writeln!(o, "   Main PID: {pid} ({comm})");
+    } else if let Some(e) = &u.main_exit {
+        let _ = writeln!(
+            o,
+            "   Main PID: {} (code={}, status={})",
+            e.pid, e.code, e.status
+        );
+    }
+    if let Some(pid) = u.control_pid {
+        let _ = writeln!(o, "    Control: {pid}");
+    }
+    if let Some(t) = &u.status_text {
+        let _ = writeln!(o, "     Status: \"{t}\"");
+    }
+    if u.restarts > 0 {
+        let _ = writeln!(o, "   Restarts: {}", u.restarts);
+    }
+    if let Some(cg) = &u.cgroup {
+        let _ = writeln!(o, "      Tasks: {}", u.processes.len());
+        let _ = writeln!(o, "     CGroup: {cg}");
+        let n = u.processes.len();
+        for (i, p) in u.processes.iter().enumerate() {
+            let branch = if i + 1 == n { "└─" } else { "├─" };
+            let _ = writeln!(o, "             {branch}{} {}", p.pid, p.cmdline);
+        }
+    }
+    for note in &u.notes {
+        let _ = writeln!(o, "      Notes: {note}");
+    }
+    o
+}
+
+/// Renders `corral status` without units: the manager and every unit's cgroup as one tree.
+pub fn render_manager(m: &ManagerStatus, now: u64, color: bool) -> String {
+    let mut o = String::new();
+    let failed = m
+        .units
+        .iter()
+        .filter(|u| u.active == ActiveState::Failed)
+        .count();
+    let state = if failed > 0 { "degraded" } else { "running" };
+    let top = if failed > 0 {
+        ActiveState::Failed
+    } else {
+        ActiveState::Active
+    };
+    let _ = writeln!(o, "{} corrald --user (uid {})", dot(top, color), m.uid);
+    let _ = writeln!(o, "    State: {state}");
+    let _ = writeln!(
+        o,
+        "     Jobs: {} units running, {failed} failed",
+        m.units.iter().filter(|u| u.cgroup.is_some()).count()
+    );
+    let _ = writeln!(
+        o,
+        "    Since: {}; {} ago",
+        format_time(m.since_usec),
+        format_span(now.saturating_sub(m.since_usec))
+    );
+    let _ = writeln!(o, "  Version: {}", m.version);
+    let _ = writeln!(o, "   CGroup: {}", m.cgroup_root);
+    let groups: Vec<&UnitStatus> = m.units.iter().filter(|u| u.cgroup.is_some()).collect();
+    let n = groups.len();
+    let _ = writeln!(
+        o,
+        "           {}─{} corrald --user",
+        if n == 0 { "└" } else { "├" },
+        m.pid
+    );
+    for (i, u) in groups.iter().enumerate() {
+        let last = i + 1 == n;
+        let (branch, cont) = if last {
+            ("└─", "  ")
+        } else {
+            ("├─", "│ ")
+        };
+        let cg = u.cgroup.as_deref().unwrap_or("");
+        let leaf = cg.rsplit('/').next().unwrap_or(cg);
+        let _ = writeln!(o, "           {branch}{leaf}");
+        let k = u.processes.len();
+        for (j, p) in u.processes.iter().enumerate() {
+            let b = if j + 1 == k { "└─" } else { "├─" };
+            let _ = writeln!(o, "           {cont}{b}{} {}", p.pid, p.cmdline);
+        }
+    }
+    for u in m.units.iter().filter(|u| u.active == ActiveState::Failed) {
+        let _ = writeln!(o, "   Failed: {} (Result: {})", u.name, u.result.as_str());
+    }
+    for e in &m.load_errors {
+        let _ = writeln!(o, "    Error: {e}");
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_use_the_two_largest_units() {
+        assert_eq!(format_span(3_000_000), "3s");
+        assert_eq!(format_span(65_000_000), "1min 5s");
+        assert_eq!(format_span(7_380_000_000), "2h 3min");
+        assert_eq!(format_span(93_600_000_000), "1 day 2h");
+        assert_eq!(format_span(12_000), "12ms");
+    }
+}

@@ -1,0 +1,490 @@
+//! The client half, in two forms sharing one protocol logic:
+//!
+//! - [`Client`], blocking (std sockets): what the `corral` CLI and the PAM
+//!   module use. A CLI makes one request and exits; a tokio runtime would
+//!   only add start-up time and threads, and a PAM module must not start
+//!   threads inside the login process at all.
+//! - [`AsyncClient`], tokio: for daemons (the system manager talking to user
+//!   managers) and tests that run inside a runtime.
+
+use std::io::{self, BufReader};
+use std::marker::PhantomData;
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::BufReader as AsyncBufReader;
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::frame;
+use super::{CORRAL_VERSION, ErrorCode, Frame, Hello, IpcError, PROTOCOL_VERSION, Welcome};
+
+/// What a client announces and how long it waits.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The protocol announced in [`Hello`]; [`PROTOCOL_VERSION`] except to
+    /// test how servers treat other versions.
+    pub protocol: u32,
+    /// The client version announced in [`Hello`].
+    pub client_version: String,
+    /// Bound on connect + handshake, so a hung manager is reported, not waited on.
+    pub handshake_timeout: Duration,
+    /// Bound on waiting for each answer frame; `None` waits for ever (a
+    /// `stop` may take TimeoutStopSec, a follow has no end).
+    pub reply_timeout: Option<Duration>,
+    /// What to tell the user when the socket cannot be reached.
+    pub hint: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            protocol: PROTOCOL_VERSION,
+            client_version: CORRAL_VERSION.to_string(),
+            handshake_timeout: Duration::from_secs(5),
+            reply_timeout: None,
+            hint: "is corrald --user running? Start it, or point --socket/CORRAL_SOCKET \
+                   at its control.sock"
+                .to_string(),
+        }
+    }
+}
+
+/// Turns a failed connect into an error that says what to do.
+fn unreachable(path: &Path, e: io::Error, options: &ClientOptions) -> IpcError {
+    let (reason, hint) = match e.kind() {
+        io::ErrorKind::NotFound => ("no such file".to_string(), options.hint.clone()),
+        io::ErrorKind::ConnectionRefused => (
+            "connection refused (a stale socket: no manager is listening on it)".to_string(),
+            options.hint.clone(),
+        ),
+        io::ErrorKind::PermissionDenied => (
+            "permission denied (the socket or its directory belongs to another user)".to_string(),
+            "each user can reach only their own manager: use your own socket, or run as root"
+                .to_string(),
+        ),
+        _ => (e.to_string(), options.hint.clone()),
+    };
+    IpcError::Unreachable {
+        path: path.to_path_buf(),
+        reason,
+        hint,
+        source: e,
+    }
+}
+
+/// Reads the server's answer to [`Hello`]: its version, or why it refused.
+fn check_welcome(
+    answer: Option<Frame<Welcome>>,
+    options: &ClientOptions,
+    path: &Path,
+) -> Result<String, IpcError> {
+    match answer {
+        Some(Frame::Reply(w)) if w.protocol == options.protocol => Ok(w.server_version),
+        Some(Frame::Reply(w)) => Err(IpcError::VersionMismatch {
+            client_protocol: options.protocol,
+            client_version: options.client_version.clone(),
+            server_protocol: w.protocol,
+            server_version: w.server_version,
+            path: Some(path.to_path_buf()),
+        }),
+        Some(Frame::Error(e)) => Err(IpcError::Remote(e)),
+        Some(Frame::StreamItem(_)) | Some(Frame::End) => Err(IpcError::Unexpected(
+            "the manager answered the handshake with a stream frame".into(),
+        )),
+        None => Err(IpcError::Closed {
+            path: Some(path.to_path_buf()),
+        }),
+    }
+}
+
+/// Reads the answer to a plain request.
+fn single_reply<Resp>(answer: Option<Frame<Resp>>, path: &Path) -> Result<Resp, IpcError> {
+    match answer {
+        Some(Frame::Reply(r)) => Ok(r),
+        Some(Frame::Error(e)) => Err(IpcError::Remote(e)),
+        Some(Frame::StreamItem(_)) | Some(Frame::End) => Err(IpcError::Unexpected(
+            "the manager streamed its answer to a single request; use request_stream".into(),
+        )),
+        None => Err(IpcError::Closed {
+            path: Some(path.to_path_buf()),
+        }),
+    }
+}
+
+/// One step of a streamed answer: `(item, stream_finished)`.
+fn stream_step<Resp>(
+    answer: Option<Frame<Resp>>,
+    path: &Path,
+) -> (Option<Result<Resp, IpcError>>, bool) {
+    match answer {
+        Some(Frame::StreamItem(r)) => (Some(Ok(r)), false),
+        Some(Frame::End) => (None, true),
+        // A handler may answer a stream request with a single reply: one item.
+        Some(Frame::Reply(r)) => (Some(Ok(r)), true),
+        Some(Frame::Error(e)) => (Some(Err(IpcError::Remote(e))), true),
+        None => (
+            Some(Err(IpcError::Closed {
+                path: Some(path.to_path_buf()),
+            })),
+            true,
+        ),
+    }
+}
+
+/// The error for using a connection whose stream was abandoned half-read.
+fn abandoned() -> IpcError {
+    IpcError::Unexpected(
+        "this connection was left in the middle of a streamed answer; open a new one".into(),
+    )
+}
+
+/// Maps a read failure that was a timeout to [`IpcError::ReadTimeout`].
+fn read_error(e: IpcError, limit: Option<Duration>, path: &Path) -> IpcError {
+    match (&e, limit) {
+        (IpcError::Io { source, .. }, Some(timeout))
+            if matches!(
+                source.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            IpcError::ReadTimeout {
+                timeout,
+                path: Some(path.to_path_buf()),
+            }
+        }
+        _ => e.at_path(path),
+    }
+}
+
+/// A blocking connection to a corral manager, handshake done.
+pub struct Client<Req, Resp> {
+    /// Buffered reads (one syscall per frame, not two); writes go to `get_ref()`.
+    reader: BufReader<StdUnixStream>,
+    /// The socket path, for error messages.
+    path: PathBuf,
+    /// The manager's corral version from [`Welcome`].
+    server_version: String,
+    /// Timeouts and identity.
+    options: ClientOptions,
+    /// Set when a stream was dropped half-read: the next frame would be stale.
+    broken: bool,
+    /// The request and response enums of this protocol.
+    _types: PhantomData<fn(&Req) -> Resp>,
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
+    /// Connects to the manager at `path` and shakes hands, with default options.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self, IpcError> {
+        Self::connect_with(path, ClientOptions::default())
+    }
+
+    /// Connects and shakes hands with explicit options.
+    pub fn connect_with(path: impl AsRef<Path>, options: ClientOptions) -> Result<Self, IpcError> {
+        let path = path.as_ref().to_path_buf();
+        let stream = StdUnixStream::connect(&path).map_err(|e| unreachable(&path, e, &options))?;
+        let set_timeout = |t: Option<Duration>| {
+            stream
+                .set_read_timeout(t)
+                .and_then(|()| stream.set_write_timeout(t))
+                .map_err(|e| IpcError::io("set socket timeout", Some(&path), e))
+        };
+        set_timeout(Some(options.handshake_timeout))?;
+        let hello = Hello {
+            protocol: options.protocol,
+            client_version: options.client_version.clone(),
+        };
+        let mut reader = BufReader::new(stream);
+        let sent = frame::write_frame_blocking(reader.get_mut(), &hello);
+        // A server that refuses (busy, wrong uid) may close before reading our
+        // Hello; its error frame is still there to read and says more than EPIPE.
+        let answer = frame::read_frame_blocking::<Frame<Welcome>, _>(&mut reader);
+        let server_version = match (sent, answer) {
+            (_, Ok(Some(Frame::Error(e)))) => return Err(IpcError::Remote(e)),
+            (Err(e), _) => return Err(e.at_path(&path)),
+            (Ok(()), Ok(a)) => check_welcome(a, &options, &path)?,
+            (Ok(()), Err(e)) => return Err(read_error(e, Some(options.handshake_timeout), &path)),
+        };
+        let stream = reader.get_ref();
+        stream
+            .set_read_timeout(options.reply_timeout)
+            .and_then(|()| stream.set_write_timeout(options.reply_timeout))
+            .map_err(|e| IpcError::io("set socket timeout", Some(&path), e))?;
+        Ok(Client {
+            reader,
+            path,
+            server_version,
+            options,
+            broken: false,
+            _types: PhantomData,
+        })
+    }
+
+    /// The corral version of the manager we are talking to.
+    pub fn server_version(&self) -> &str {
+        &self.server_version
+    }
+
+    /// The socket path we are connected to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sends a request and waits for its single answer.
+    pub fn request(&mut self, request: &Req) -> Result<Resp, IpcError> {
+        self.send(request)?;
+        let answer = self.read()?;
+        let r = single_reply(answer, &self.path);
+        if matches!(r, Err(IpcError::Unexpected(_))) {
+            self.broken = true;
+        }
+        r
+    }
+
+    /// Sends a request and returns its streamed answer: items until the
+    /// server's end frame. Dropping it early hangs up (the server's follow
+    /// stops) and leaves this client unusable.
+    pub fn request_stream(
+        &mut self,
+        request: &Req,
+    ) -> Result<ReplyStream<'_, Req, Resp>, IpcError> {
+        self.send(request)?;
+        Ok(ReplyStream {
+            client: self,
+            done: false,
+        })
+    }
+
+    /// Writes one request frame.
+    fn send(&mut self, request: &Req) -> Result<(), IpcError> {
+        if self.broken {
+            return Err(abandoned());
+        }
+        frame::write_frame_blocking(self.reader.get_mut(), request)
+            .map_err(|e| e.at_path(&self.path))
+    }
+
+    /// Reads one answer frame.
+    fn read(&mut self) -> Result<Option<Frame<Resp>>, IpcError> {
+        frame::read_frame_blocking(&mut self.reader)
+            .map_err(|e| read_error(e, self.options.reply_timeout, &self.path))
+    }
+}
+
+/// A streamed answer being read by a [`Client`].
+pub struct ReplyStream<'c, Req, Resp> {
+    /// The connection the stream arrives on.
+    client: &'c mut Client<Req, Resp>,
+    /// Set after the end frame, an error, or EOF.
+    done: bool,
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned> Iterator for ReplyStream<'_, Req, Resp> {
+    type Item = Result<Resp, IpcError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let answer = match self.client.read() {
+            Ok(a) => a,
+            Err(e) => {
+                self.done = true;
+                self.client.broken = true;
+                return Some(Err(e));
+            }
+        };
+        let (item, done) = stream_step(answer, &self.client.path);
+        self.done = done;
+        item
+    }
+}
+
+impl<Req, Resp> Drop for ReplyStream<'_, Req, Resp> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.client.broken = true;
+            // Hanging up is how a client stops a follow; the socket may be gone already.
+            let _ = self.client.reader.get_ref().shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// A tokio connection to a corral manager, handshake done.
+pub struct AsyncClient<Req, Resp> {
+    /// Buffered read half.
+    reader: AsyncBufReader<OwnedReadHalf>,
+    /// Write half.
+    writer: OwnedWriteHalf,
+    /// The socket path, for error messages.
+    path: PathBuf,
+    /// The manager's corral version from [`Welcome`].
+    server_version: String,
+    /// Timeouts and identity.
+    options: ClientOptions,
+    /// Set when a stream was dropped half-read.
+    broken: bool,
+    /// The request and response enums of this protocol.
+    _types: PhantomData<fn(&Req) -> Resp>,
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned> AsyncClient<Req, Resp> {
+    /// Connects to the manager at `path` and shakes hands, with default options.
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Self, IpcError> {
+        Self::connect_with(path, ClientOptions::default()).await
+    }
+
+    /// Connects and shakes hands with explicit options.
+    pub async fn connect_with(
+        path: impl AsRef<Path>,
+        options: ClientOptions,
+    ) -> Result<Self, IpcError> {
+        let path = path.as_ref().to_path_buf();
+        let limit = options.handshake_timeout;
+        match tokio::time::timeout(limit, Self::handshake(&path, options)).await {
+            Ok(r) => r,
+            Err(_) => Err(IpcError::ReadTimeout {
+                timeout: limit,
+                path: Some(path),
+            }),
+        }
+    }
+
+    /// Connect + Hello + Welcome, without the overall timeout.
+    async fn handshake(path: &Path, options: ClientOptions) -> Result<Self, IpcError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| unreachable(path, e, &options))?;
+        let (reader, mut writer) = stream.into_split();
+        let mut reader = AsyncBufReader::new(reader);
+        let hello = Hello {
+            protocol: options.protocol,
+            client_version: options.client_version.clone(),
+        };
+        let sent = frame::write_frame(&mut writer, &hello).await;
+        let answer = frame::read_frame::<Frame<Welcome>, _>(&mut reader).await;
+        let server_version = match (sent, answer) {
+            (_, Ok(Some(Frame::Error(e)))) => return Err(IpcError::Remote(e)),
+            (Err(e), _) => return Err(e.at_path(path)),
+            (Ok(()), Ok(a)) => check_welcome(a, &options, path)?,
+            (Ok(()), Err(e)) => return Err(e.at_path(path)),
+        };
+        Ok(AsyncClient {
+            reader,
+            writer,
+            path: path.to_path_buf(),
+            server_version,
+            options,
+            broken: false,
+            _types: PhantomData,
+        })
+    }
+
+    /// The corral version of the manager we are talking to.
+    pub fn server_version(&self) -> &str {
+        &self.server_version
+    }
+
+    /// Sends a request and waits for its single answer.
+    pub async fn request(&mut self, request: &Req) -> Result<Resp, IpcError> {
+        self.send(request).await?;
+        let answer = self.read().await?;
+        let r = single_reply(answer, &self.path);
+        if matches!(r, Err(IpcError::Unexpected(_))) {
+            self.broken = true;
+        }
+        r
+    }
+
+    /// Sends a request and returns its streamed answer; see [`Client::request_stream`].
+    pub async fn request_stream(
+        &mut self,
+        request: &Req,
+    ) -> Result<AsyncReplyStream<'_, Req, Resp>, IpcError> {
+        self.send(request).await?;
+        Ok(AsyncReplyStream {
+            client: self,
+            done: false,
+        })
+    }
+
+    /// Writes one request frame.
+    async fn send(&mut self, request: &Req) -> Result<(), IpcError> {
+        if self.broken {
+            return Err(abandoned());
+        }
+        frame::write_frame(&mut self.writer, request)
+            .await
+            .map_err(|e| e.at_path(&self.path))
+    }
+
+    /// Reads one answer frame, within the reply timeout if there is one.
+    async fn read(&mut self) -> Result<Option<Frame<Resp>>, IpcError> {
+        let read = frame::read_frame(&mut self.reader);
+        let r = match self.options.reply_timeout {
+            None => read.await,
+            Some(limit) => match tokio::time::timeout(limit, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.broken = true;
+                    return Err(IpcError::ReadTimeout {
+                        timeout: limit,
+                        path: Some(self.path.clone()),
+                    });
+                }
+            },
+        };
+        r.map_err(|e| e.at_path(&self.path))
+    }
+}
+
+/// A streamed answer being read by an [`AsyncClient`].
+pub struct AsyncReplyStream<'c, Req, Resp> {
+    /// The connection the stream arrives on.
+    client: &'c mut AsyncClient<Req, Resp>,
+    /// Set after the end frame, an error, or EOF.
+    done: bool,
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned> AsyncReplyStream<'_, Req, Resp> {
+    /// The next item; `None` after the end frame.
+    pub async fn next(&mut self) -> Option<Result<Resp, IpcError>> {
+        if self.done {
+            return None;
+        }
+        let answer = match self.client.read().await {
+            Ok(a) => a,
+            Err(e) => {
+                self.done = true;
+                self.client.broken = true;
+                return Some(Err(e));
+            }
+        };
+        let (item, done) = stream_step(answer, &self.client.path);
+        self.done = done;
+        item
+    }
+}
+
+impl<Req, Resp> Drop for AsyncReplyStream<'_, Req, Resp> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.client.broken = true;
+            // Hang up now so the server's follow stops, not when the client is dropped.
+            let fd = std::os::fd::AsFd::as_fd(self.client.writer.as_ref());
+            let _ = nix::sys::socket::shutdown(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                nix::sys::socket::Shutdown::Both,
+            );
+        }
+    }
+}
+
+/// True if `e` is the server's refusal for this reason.
+pub fn is_refusal(e: &IpcError, code: ErrorCode) -> bool {
+    matches!(e, IpcError::Remote(p) if p.code == code)
+}

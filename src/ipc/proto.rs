@@ -1,0 +1,319 @@
+//! The messages of the control protocol: one [`Request`] per frame from the
+//! client, answered by one or more [`Response`] frames.
+//!
+//! Both enums are encoded with postcard, which writes an enum's variant as its
+//! index: variants are only ever appended (never reordered or removed), so an
+//! older peer still decodes everything it knows, and
+//! [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION) is bumped when the meaning
+//! of an existing variant changes. docs/PROTOCOL.md ("Messages") is the reference.
+
+use serde::{Deserialize, Serialize};
+
+use crate::supervisor::state::{ActiveState, ServiceResult, Sub};
+
+/// Which processes `kill` signals (`--kill-whom`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KillWhom {
+    /// The main process only.
+    Main,
+    /// The control process (ExecStartPre, ExecReload, ...) only.
+    Control,
+    /// Every process in the unit's cgroup.
+    All,
+}
+
+/// A request to the manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Start units; answered when each is active or has failed.
+    Start {
+        /// Unit names as typed ("foo" means "foo.service").
+        units: Vec<String>,
+    },
+    /// Stop units; answered when each one's cgroup is empty and removed.
+    Stop {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// Stop (if running) and start units.
+    Restart {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// Restart units that are running; leave the others alone.
+    TryRestart {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// Run ExecReload (or wait for RELOADING=1/READY=1) of active units.
+    Reload {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// Send a signal to the processes of units.
+    Kill {
+        /// Unit names.
+        units: Vec<String>,
+        /// The signal number.
+        signal: i32,
+        /// Which processes.
+        whom: KillWhom,
+    },
+    /// The state of units; an empty list means the manager and all its units.
+    Status {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// Every known unit with its state.
+    List,
+    /// The properties of units, for scripts.
+    Show {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// The files that define units (fragment and drop-ins, or run scripts).
+    Cat {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// Read the unit files again.
+    DaemonReload,
+    /// Forget failed states and start-limit counters (all units when empty).
+    ResetFailed {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// The ActiveState of units (`is-active`, `is-failed`).
+    ActiveStates {
+        /// Unit names.
+        units: Vec<String>,
+    },
+}
+
+/// What kind of thing went wrong, so the CLI can pick its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// No unit of that name (exit 5).
+    NotFound,
+    /// The unit's definition could not be loaded (exit 1, as systemctl).
+    BadUnit,
+    /// The unit started and failed, or a job did not succeed (exit 1).
+    Failed,
+    /// The request does not apply to the unit's state or type (exit 1).
+    Refused,
+    /// The request itself was malformed, unauthorised or unsupported (exit 2).
+    BadRequest,
+    /// The manager hit an internal problem (exit 1).
+    Internal,
+}
+
+/// An error with its kind and a message for the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Its kind.
+    pub kind: ErrorKind,
+    /// What failed, on what, and what to do.
+    pub message: String,
+}
+
+/// The outcome of a job (start, stop, ...) on one unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOutcome {
+    /// The unit's full name.
+    pub unit: String,
+    /// Ok with notes (such as processes left behind by KillMode=process), or the failure.
+    pub result: Result<Vec<String>, Failure>,
+}
+
+/// Where a unit's definition was found and whether it loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoadState {
+    /// Loaded from its files.
+    Loaded,
+    /// The files exist but could not be parsed: the message names file, line, directive.
+    Error(String),
+    /// Masked (linked to /dev/null).
+    Masked,
+}
+
+/// A process of a unit, as read from /proc.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    /// Its PID.
+    pub pid: i32,
+    /// Its command line, arguments separated by spaces (the comm name in brackets for kernel-less argv).
+    pub cmdline: String,
+}
+
+/// How the main process last ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MainExit {
+    /// Its PID.
+    pub pid: i32,
+    /// exited, killed or dumped.
+    pub code: String,
+    /// The exit code or the signal name.
+    pub status: String,
+}
+
+/// Everything `status`, `show` and `list` print about one unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    /// Full name (`memcached@11212.service`).
+    pub name: String,
+    /// Description=, or the name.
+    pub description: String,
+    /// Whether its definition loaded.
+    pub load: LoadState,
+    /// The main file (unit file, or the runit service directory).
+    pub fragment: String,
+    /// Drop-in files applied, in order.
+    pub dropins: Vec<String>,
+    /// Where the unit came from: "unit-file" or "runit".
+    pub source: String,
+    /// Type= as written (simple, forking, ...).
+    pub kind: String,
+    /// Restart= as written.
+    pub restart: String,
+    /// ActiveState.
+    pub active: ActiveState,
+    /// SubState.
+    pub sub: Sub,
+    /// Result of the last invocation.
+    pub result: ServiceResult,
+    /// When the unit entered its current ActiveState, µs since the epoch (0: never).
+    pub since_usec: u64,
+    /// The main process, if one is known.
+    pub main_pid: Option<i32>,
+    /// The control process, if one runs.
+    pub control_pid: Option<i32>,
+    /// How the main process last ended.
+    pub main_exit: Option<MainExit>,
+    /// The current (or last) invocation id, 32 hex digits.
+    pub invocation: String,
+    /// The invocation's cgroup, absolute path, while it exists.
+    pub cgroup: Option<String>,
+    /// The processes in that cgroup.
+    pub processes: Vec<Process>,
+    /// The last STATUS= text sent over NOTIFY_SOCKET.
+    pub status_text: Option<String>,
+    /// Automatic restarts since the last explicit start.
+    pub restarts: u32,
+    /// Plain notes for `status`: resource directives not applied, processes left behind.
+    pub notes: Vec<String>,
+}
+
+/// The manager itself, for `corral status` without units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerStatus {
+    /// Its PID.
+    pub pid: i32,
+    /// The uid it runs as.
+    pub uid: u32,
+    /// Its version.
+    pub version: String,
+    /// The cgroup root under which unit cgroups are created.
+    pub cgroup_root: String,
+    /// When it started, µs since the epoch.
+    pub since_usec: u64,
+    /// Units that are running or failed.
+    pub units: Vec<UnitStatus>,
+    /// Units whose files failed to load, with the reason.
+    pub load_errors: Vec<String>,
+}
+
+/// A file shown by `cat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitFile {
+    /// Its path.
+    pub path: String,
+    /// Its content (lossy UTF-8).
+    pub text: String,
+}
+
+/// The files of one unit for `cat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitFiles {
+    /// The unit.
+    pub unit: String,
+    /// Main file first, then drop-ins; or the failure (not found).
+    pub files: Result<Vec<UnitFile>, Failure>,
+}
+
+/// A reply from the manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The request as a whole failed (malformed, unauthorised, internal).
+    Error(Failure),
+    /// One outcome per unit of a job request (start, stop, restart, try-restart,
+    /// reload, kill, reset-failed), in the order asked.
+    Jobs(Vec<JobOutcome>),
+    /// Status of the units asked for (Status with units, Show, List).
+    Units(Vec<Result<UnitStatus, Failure>>),
+    /// `Status` without units.
+    Manager(ManagerStatus),
+    /// `Cat`.
+    Files(Vec<UnitFiles>),
+    /// `ActiveStates`: one per unit, `None` when not found.
+    States(Vec<(String, Option<ActiveState>)>),
+    /// A request that needs no data succeeded (DaemonReload): the notes say what changed.
+    Done(Vec<String>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The encoding of existing variants is the protocol: appending a variant
+    /// must never change these bytes.
+    #[test]
+    fn variant_indexes_are_stable() {
+        let cases: Vec<(Request, u8)> = vec![
+            (Request::Start { units: vec![] }, 0),
+            (Request::Stop { units: vec![] }, 1),
+            (Request::Restart { units: vec![] }, 2),
+            (Request::TryRestart { units: vec![] }, 3),
+            (Request::Reload { units: vec![] }, 4),
+            (
+                Request::Kill {
+                    units: vec![],
+                    signal: 15,
+                    whom: KillWhom::All,
+                },
+                5,
+            ),
+            (Request::Status { units: vec![] }, 6),
+            (Request::List, 7),
+            (Request::Show { units: vec![] }, 8),
+            (Request::Cat { units: vec![] }, 9),
+            (Request::DaemonReload, 10),
+            (Request::ResetFailed { units: vec![] }, 11),
+            (Request::ActiveStates { units: vec![] }, 12),
+        ];
+        for (req, index) in cases {
+            let bytes = postcard::to_allocvec(&req).unwrap();
+            assert_eq!(bytes[0], index, "{req:?}");
+            let back: Request = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back, req);
+        }
+        let start = postcard::to_allocvec(&Request::Start {
+            units: vec!["a".into()],
+        })
+        .unwrap();
+        assert_eq!(start, [0, 1, 1, b'a']);
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let r = Response::Jobs(vec![JobOutcome {
+            unit: "foo.service".into(),
+            result: Err(Failure {
+                kind: ErrorKind::NotFound,
+                message: "Unit foo.service not found.".into(),
+            }),
+        }]);
+        let bytes = postcard::to_allocvec(&r).unwrap();
+        assert_eq!(bytes[0], 1);
+        assert_eq!(postcard::from_bytes::<Response>(&bytes).unwrap(), r);
+    }
+}

@@ -1,0 +1,89 @@
+//! The control socket's request handler: it turns each request into inputs
+//! for the manager thread and waits for their answers, so a slow job (a stop
+//! waiting for TimeoutStopSec) holds only its own connection.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ipc::proto::{ErrorKind, Failure, JobOutcome, Request, Response};
+use crate::ipc::server::{Handler, Replies};
+use crate::ipc::{IpcError, PeerCred};
+
+use super::manager::{Input, Job};
+
+/// Answers control requests by talking to the manager thread.
+pub struct ControlHandler {
+    /// The manager's input queue.
+    pub tx: mpsc::UnboundedSender<Input>,
+}
+
+fn gone() -> Failure {
+    Failure {
+        kind: ErrorKind::Internal,
+        message: "the manager is shutting down; the job was not completed".into(),
+    }
+}
+
+impl ControlHandler {
+    async fn jobs(&self, units: Vec<String>, job: Job) -> Response {
+        let mut waiting = Vec::with_capacity(units.len());
+        for unit in units {
+            let (reply, rx) = oneshot::channel();
+            let sent = self.tx.send(Input::Job {
+                unit: unit.clone(),
+                job: job.clone(),
+                reply,
+            });
+            waiting.push((unit, sent.is_ok().then_some(rx)));
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for (unit, rx) in waiting {
+            let result = match rx {
+                Some(rx) => rx.await.unwrap_or_else(|_| Err(gone())),
+                None => Err(gone()),
+            };
+            out.push(JobOutcome { unit, result });
+        }
+        // The manager answers with the full unit name where it knows it.
+        Response::Jobs(out)
+    }
+
+    async fn query(&self, request: Request) -> Response {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Input::Query { request, reply }).is_err() {
+            return Response::Error(gone());
+        }
+        rx.await.unwrap_or_else(|_| Response::Error(gone()))
+    }
+}
+
+impl Handler for ControlHandler {
+    type Request = Request;
+    type Response = Response;
+
+    async fn handle(
+        &self,
+        _peer: &PeerCred,
+        request: Request,
+        replies: &mut Replies<'_, Response>,
+    ) -> Result<(), IpcError> {
+        // The socket only admits our own uid and root (ServerConfig::owner).
+        let response = match request {
+            Request::Start { units } => self.jobs(units, Job::Start).await,
+            Request::Stop { units } => self.jobs(units, Job::Stop).await,
+            Request::Restart { units } => self.jobs(units, Job::Restart).await,
+            Request::TryRestart { units } => self.jobs(units, Job::TryRestart).await,
+            Request::Reload { units } => self.jobs(units, Job::Reload).await,
+            Request::Kill {
+                units,
+                signal,
+                whom,
+            } => self.jobs(units, Job::Kill { signal, whom }).await,
+            Request::ResetFailed { units } if units.is_empty() => {
+                self.query(Request::ResetFailed { units }).await
+            }
+            Request::ResetFailed { units } => self.jobs(units, Job::ResetFailed).await,
+            other => self.query(other).await,
+        };
+        replies.reply(&response).await
+    }
+}

@@ -1,0 +1,1948 @@
+//! The manager: one thread that owns every unit's state.
+//!
+//! Event sources are tokio tasks (SIGCHLD reaper, NOTIFY_SOCKET reader,
+//! cgroup.events watchers, timers, the control socket); each sends an
+//! [`Input`] into one queue. The manager thread takes inputs one at a time,
+//! feeds the unit's state machine and executes the actions it returns.
+//! Because only this thread touches unit state there are no locks; because it
+//! is not a runtime worker, the short blocking system calls it makes
+//! (spawning up to exec, mkdir/rmdir in cgroupfs, reading /proc) never stall
+//! the tasks that serve the socket.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{Signal, kill};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio, spawn};
+use crate::cgroup::{Cgroup, EventsWatcher};
+use crate::ipc::proto::{
+    ErrorKind, Failure, KillWhom, LoadState, MainExit, ManagerStatus, Request, Response, UnitFile,
+    UnitFiles, UnitStatus,
+};
+use crate::unit::model::NotifyAccess;
+use crate::unit::{Loader, RunitService, SpecifierContext, UnitError, UnitName};
+
+use super::notify::{Message, NotifySocket};
+use super::output::{self, Stream};
+use super::service::{self, ServiceDef};
+use super::state::{
+    self, Action, ActiveState, Cmd, Event, Exit, Pid, Refused, ServiceResult, StartLimit, State,
+    Sub, Timer, Whom,
+};
+use super::{Options, SupervisorError, control, procs, reaper};
+
+/// What the manager thread reacts to.
+#[derive(Debug)]
+pub enum Input {
+    /// A child was reaped.
+    Reaped(Pid, Exit),
+    /// A unit invocation's cgroup.events changed.
+    CgroupChanged {
+        /// The unit.
+        unit: String,
+        /// The invocation it was armed for.
+        seq: u64,
+    },
+    /// The PIDFile's directory changed while a forking unit waits for it.
+    PidFileChanged {
+        /// The unit.
+        unit: String,
+        /// The invocation it was armed for.
+        seq: u64,
+    },
+    /// A datagram on NOTIFY_SOCKET.
+    Notify {
+        /// The sender, as the kernel reports it.
+        pid: Pid,
+        /// The sender's cgroup, read when the datagram arrived.
+        cgroup: Option<PathBuf>,
+        /// What it said.
+        msg: Message,
+    },
+    /// A timer expired.
+    Timer {
+        /// The unit.
+        unit: String,
+        /// Which timer.
+        timer: Timer,
+        /// Its generation: stale timers are ignored.
+        generation: u64,
+    },
+    /// A job on one unit from the control socket.
+    Job {
+        /// The unit name as typed.
+        unit: String,
+        /// What to do.
+        job: Job,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Result<Vec<String>, Failure>>,
+    },
+    /// A request answered at once (status, list, ...).
+    Query {
+        /// The request.
+        request: Request,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Response>,
+    },
+    /// SIGHUP: read the unit files again.
+    ReloadUnits,
+    /// SIGTERM/SIGINT: stop every unit, then end.
+    Shutdown,
+}
+
+/// A job on one unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// Start.
+    Start,
+    /// Stop.
+    Stop,
+    /// Restart.
+    Restart,
+    /// Restart if running.
+    TryRestart,
+    /// Reload.
+    Reload,
+    /// Send a signal.
+    Kill {
+        /// The signal number.
+        signal: i32,
+        /// To whom.
+        whom: KillWhom,
+    },
+    /// Forget a failed state.
+    ResetFailed,
+}
+
+/// What a waiting job waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Start,
+    Stop,
+    Reload,
+}
+
+struct Waiter {
+    wait: Wait,
+    reply: oneshot::Sender<Result<Vec<String>, Failure>>,
+}
+
+/// One invocation of a unit: from its start to the removal of its cgroup.
+struct Invocation {
+    /// INVOCATION_ID.
+    id: String,
+    /// Distinguishes this invocation's watcher inputs from older ones.
+    seq: u64,
+    /// The fresh cgroup (None when it could not be created).
+    cgroup: Option<Cgroup>,
+    /// The cgroup.events watcher task.
+    watch: Option<AbortHandle>,
+    /// The PIDFile watcher task, while a forking unit waits for its PIDFile.
+    pidfile_watch: Option<AbortHandle>,
+    /// runit: the write end of the pipe to `log/run`, stdout of `run` and `finish`.
+    log_pipe: Option<OwnedFd>,
+    /// When the invocation began.
+    started: Instant,
+}
+
+struct UnitEntry {
+    /// Full name.
+    name: String,
+    /// The definition, or why it could not be loaded.
+    def: Result<Arc<ServiceDef>, Failure>,
+    /// A definition read by daemon-reload while an invocation ran; applied when it ends.
+    pending: Option<Result<Arc<ServiceDef>, Failure>>,
+    state: State,
+    inv: Option<Invocation>,
+    /// The last invocation id, kept for status after the invocation ended.
+    last_invocation: String,
+    start_limit: StartLimit,
+    /// Armed timers: generation and task.
+    timers: HashMap<Timer, (u64, AbortHandle)>,
+    waiters: Vec<Waiter>,
+    /// When the ActiveState last changed (µs since the epoch).
+    since_usec: u64,
+    status_text: Option<String>,
+    /// The last main process and how it ended.
+    main_exit: Option<(Pid, Exit)>,
+    /// Why the last start failed, in words, when the state machine's result is not enough.
+    failure_note: Option<String>,
+    /// KillMode=process: PIDs left running by the last stop.
+    left_behind: Vec<Pid>,
+}
+
+impl UnitEntry {
+    fn new(name: String, def: Result<Arc<ServiceDef>, Failure>) -> UnitEntry {
+        let start_limit = match &def {
+            Ok(d) => StartLimit::new(d.start_limit.0, d.start_limit.1),
+            Err(_) => StartLimit::default(),
+        };
+        UnitEntry {
+            name,
+            def,
+            pending: None,
+            state: State::default(),
+            inv: None,
+            last_invocation: String::new(),
+            start_limit,
+            timers: HashMap::new(),
+            waiters: Vec::new(),
+            since_usec: 0,
+            status_text: None,
+            main_exit: None,
+            failure_note: None,
+            left_behind: Vec::new(),
+        }
+    }
+
+    fn cgroup(&self) -> Option<&Cgroup> {
+        self.inv.as_ref().and_then(|i| i.cgroup.as_ref())
+    }
+}
+
+fn now_usec() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn not_found(name: &str) -> Failure {
+    Failure {
+        kind: ErrorKind::NotFound,
+        message: format!("Unit {name} not found."),
+    }
+}
+
+/// 128 random bits as 32 hex digits (systemd's INVOCATION_ID format).
+fn new_invocation_id() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: getrandom writes at most len bytes into the buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // Without the random source, time and a counter still make ids unique here.
+        let t = now_usec().to_le_bytes();
+        b[..8].copy_from_slice(&t);
+        b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The full unit name for what a user typed: "foo" is "foo.service".
+pub fn normalize(name: &str) -> String {
+    if name.contains('.') && UnitName::parse(name).is_ok() {
+        name.to_string()
+    } else {
+        format!("{name}.service")
+    }
+}
+
+fn to_cstring(s: &str, what: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{what} contains a NUL byte: {s:?}"))
+}
+
+fn nix_resource(raw: libc::__rlimit_resource_t) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource as R;
+    [
+        R::RLIMIT_AS,
+        R::RLIMIT_CORE,
+        R::RLIMIT_CPU,
+        R::RLIMIT_DATA,
+        R::RLIMIT_FSIZE,
+        R::RLIMIT_LOCKS,
+        R::RLIMIT_MEMLOCK,
+        R::RLIMIT_MSGQUEUE,
+        R::RLIMIT_NICE,
+        R::RLIMIT_NOFILE,
+        R::RLIMIT_NPROC,
+        R::RLIMIT_RSS,
+        R::RLIMIT_RTPRIO,
+        R::RLIMIT_RTTIME,
+        R::RLIMIT_SIGPENDING,
+        R::RLIMIT_STACK,
+    ]
+    .into_iter()
+    .find(|r| *r as i64 == raw as i64)
+}
+
+/// The manager's state, owned by its thread.
+pub struct Manager {
+    tx: mpsc::UnboundedSender<Input>,
+    rt: Handle,
+    root: Cgroup,
+    mount: PathBuf,
+    loader: Loader,
+    notify_path: PathBuf,
+    units: BTreeMap<String, UnitEntry>,
+    pids: HashMap<Pid, String>,
+    load_errors: Vec<String>,
+    /// HOME, USER, ... for every process.
+    base_env: Vec<(String, String)>,
+    seq: u64,
+    timer_generation: u64,
+    started_usec: u64,
+    shutting_down: bool,
+}
+
+impl Manager {
+    fn log(&self, unit: &str, msg: &str) {
+        // The journal takes these over as "manager" entries of the unit (issue 4).
+        eprintln!("corrald: {unit}: {msg}");
+    }
+
+    /// Runs the manager loop until a shutdown has stopped every unit.
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+        while let Some(input) = rx.blocking_recv() {
+            self.input(input);
+            if self.shutting_down && self.units.values().all(|u| u.inv.is_none()) {
+                break;
+            }
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        match input {
+            Input::Reaped(pid, exit) => self.reaped(pid, exit),
+            Input::CgroupChanged { unit, seq } => {
+                let Some(e) = self.units.get(&unit) else {
+                    return;
+                };
+                if e.inv.as_ref().map(|i| i.seq) != Some(seq) {
+                    return;
+                }
+                let populated = e.cgroup().map(|c| c.populated().unwrap_or(false));
+                if populated == Some(false) && e.state.populated {
+                    self.feed(&unit, Event::CgroupEmpty);
+                }
+            }
+            Input::PidFileChanged { unit, seq } => {
+                let waiting = self.units.get(&unit).is_some_and(|e| {
+                    e.inv
+                        .as_ref()
+                        .is_some_and(|i| i.seq == seq && i.pidfile_watch.is_some())
+                });
+                if waiting {
+                    let mut q = VecDeque::new();
+                    self.find_main_pid(&unit, &mut q);
+                    for ev in q {
+                        self.feed(&unit, ev);
+                    }
+                }
+            }
+            Input::Notify { pid, cgroup, msg } => self.notified(pid, cgroup, msg),
+            Input::Timer {
+                unit,
+                timer,
+                generation,
+            } => {
+                let current = self
+                    .units
+                    .get(&unit)
+                    .and_then(|e| e.timers.get(&timer))
+                    .map(|(g, _)| *g);
+                if current == Some(generation) {
+                    if let Some(e) = self.units.get_mut(&unit) {
+                        e.timers.remove(&timer);
+                    }
+                    self.feed(&unit, Event::Timeout(timer));
+                }
+            }
+            Input::Job { unit, job, reply } => self.job(&unit, job, reply),
+            Input::Query { request, reply } => {
+                let r = self.query(request);
+                let _ = reply.send(r);
+            }
+            Input::ReloadUnits => {
+                let notes = self.reload_units();
+                for n in notes {
+                    eprintln!("corrald: {n}");
+                }
+            }
+            Input::Shutdown => {
+                self.shutting_down = true;
+                let names: Vec<String> = self.units.keys().cloned().collect();
+                for n in names {
+                    if self.units[&n].inv.is_some() || !self.units[&n].state.sub.is_down() {
+                        self.feed(&n, Event::Stop);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- loading -------------------------------------------------------
+
+    fn load(&self, name: &UnitName) -> Result<Arc<ServiceDef>, Failure> {
+        let unit = self.loader.load(name).map_err(|e| match e {
+            UnitError::NotFound { .. } => not_found(name.as_str()),
+            e => Failure {
+                kind: ErrorKind::BadUnit,
+                message: format!("Unit {name} failed to load: {e}"),
+            },
+        })?;
+        if unit.masked {
+            return Err(Failure {
+                kind: ErrorKind::Refused,
+                message: format!("Unit {name} is masked."),
+            });
+        }
+        if let Err(e) = unit.ensure_valid() {
+            return Err(Failure {
+                kind: ErrorKind::BadUnit,
+                message: format!("Unit {name} failed to load: {e}"),
+            });
+        }
+        service::from_unit(unit, &self.root)
+            .map(Arc::new)
+            .map_err(|message| Failure {
+                kind: ErrorKind::BadUnit,
+                message,
+            })
+    }
+
+    /// Loads every unit the loader lists; returns their names.
+    fn load_all(&mut self) -> Vec<String> {
+        self.load_errors.clear();
+        let mut names = Vec::new();
+        for (name, _, _) in self.loader.list() {
+            if name.is_template() {
+                continue;
+            }
+            let def = self.load(&name);
+            if let Err(f) = &def
+                && f.kind != ErrorKind::NotFound
+            {
+                self.load_errors.push(f.message.clone());
+            }
+            let key = name.as_str().to_string();
+            names.push(key.clone());
+            match self.units.get_mut(&key) {
+                Some(e) if e.inv.is_some() => e.pending = Some(def),
+                Some(e) => {
+                    if let Ok(d) = &def {
+                        e.start_limit = StartLimit::new(d.start_limit.0, d.start_limit.1);
+                    }
+                    e.def = def;
+                }
+                None => {
+                    self.units.insert(key.clone(), UnitEntry::new(key, def));
+                }
+            }
+        }
+        names
+    }
+
+    fn reload_units(&mut self) -> Vec<String> {
+        let before = self.units.len();
+        self.load_all();
+        // Instances of templates are reloaded from their template.
+        let instances: Vec<String> = self
+            .units
+            .iter()
+            .filter(|(_, e)| e.def.is_ok() || e.pending.is_some())
+            .map(|(k, _)| k.clone())
+            .filter(|k| k.contains('@'))
+            .collect();
+        for k in instances {
+            if let Ok(n) = UnitName::parse(&k) {
+                let def = self.load(&n);
+                if let Some(e) = self.units.get_mut(&k) {
+                    if e.inv.is_some() {
+                        e.pending = Some(def);
+                    } else {
+                        e.def = def;
+                    }
+                }
+            }
+        }
+        let mut notes = vec![format!(
+            "reloaded unit files: {} units known ({} before)",
+            self.units.len(),
+            before
+        )];
+        notes.extend(self.load_errors.iter().cloned());
+        notes
+    }
+
+    /// Finds (loading on demand, e.g. a template instance) the unit `typed` names.
+    fn resolve(&mut self, typed: &str) -> Result<String, Failure> {
+        let full = normalize(typed);
+        if self.units.contains_key(&full) {
+            return Ok(full);
+        }
+        let name = UnitName::parse(&full).map_err(|e| Failure {
+            kind: ErrorKind::BadRequest,
+            message: format!("Invalid unit name {typed:?}: {e}"),
+        })?;
+        let def = self.load(&name);
+        if let Err(f) = &def
+            && f.kind == ErrorKind::NotFound
+        {
+            return Err(not_found(&full));
+        }
+        self.units
+            .insert(full.clone(), UnitEntry::new(full.clone(), def));
+        Ok(full)
+    }
+
+    // ---- jobs ------------------------------------------------------------
+
+    fn job(&mut self, typed: &str, job: Job, reply: oneshot::Sender<Result<Vec<String>, Failure>>) {
+        let name = match self.resolve(typed) {
+            Ok(n) => n,
+            Err(f) => {
+                let _ = reply.send(Err(f));
+                return;
+            }
+        };
+        if self.shutting_down && matches!(job, Job::Start | Job::Restart | Job::TryRestart) {
+            let _ = reply.send(Err(Failure {
+                kind: ErrorKind::Refused,
+                message: "the manager is shutting down; no unit may start".into(),
+            }));
+            return;
+        }
+        let e = &self.units[&name];
+        if let Err(f) = &e.def
+            && !matches!(job, Job::Stop | Job::Kill { .. } | Job::ResetFailed)
+        {
+            let _ = reply.send(Err(f.clone()));
+            return;
+        }
+        let sub = e.state.sub;
+        let wait = match job {
+            Job::Start => {
+                if sub.is_down() {
+                    self.start_event(&name);
+                } else {
+                    self.feed(&name, Event::Start);
+                }
+                Wait::Start
+            }
+            Job::Restart => {
+                if sub.is_down() {
+                    self.start_event(&name);
+                } else {
+                    self.feed(&name, Event::Restart);
+                }
+                Wait::Start
+            }
+            Job::TryRestart => {
+                if sub.is_down() {
+                    let _ = reply.send(Ok(Vec::new()));
+                    return;
+                }
+                self.feed(&name, Event::Restart);
+                Wait::Start
+            }
+            Job::Stop => {
+                if let Some(e) = self.units.get_mut(&name) {
+                    e.left_behind.clear();
+                }
+                self.feed(&name, Event::Stop);
+                Wait::Stop
+            }
+            Job::Reload => match self.try_feed(&name, Event::Reload) {
+                Ok(()) => Wait::Reload,
+                Err(r) => {
+                    let _ = reply.send(Err(Failure {
+                        kind: ErrorKind::Refused,
+                        message: format!("{name}: {r}"),
+                    }));
+                    return;
+                }
+            },
+            Job::Kill { signal, whom } => {
+                let _ = reply.send(self.kill_job(&name, signal, whom));
+                return;
+            }
+            Job::ResetFailed => {
+                self.reset_failed(&name);
+                let _ = reply.send(Ok(Vec::new()));
+                return;
+            }
+        };
+        if let Some(e) = self.units.get_mut(&name) {
+            e.waiters.push(Waiter { wait, reply });
+        }
+        self.check_waiters(&name);
+    }
+
+    /// A start from a stopped state, through the start limit.
+    fn start_event(&mut self, name: &str) {
+        let now = self.rt_elapsed();
+        let admitted = match self.units.get_mut(name) {
+            Some(e) => e.start_limit.admit(now),
+            None => return,
+        };
+        if admitted {
+            if let Some(e) = self.units.get_mut(name) {
+                e.failure_note = None;
+            }
+            self.feed(name, Event::Start);
+        } else {
+            if let Some(e) = self.units.get_mut(name) {
+                e.failure_note = Some(format!(
+                    "start request repeated too quickly (more than StartLimitBurst={} starts within StartLimitIntervalSec={:?}); \
+                     run `corral reset-failed {name}` to allow starting it again",
+                    e.start_limit.burst, e.start_limit.interval
+                ));
+            }
+            self.feed(name, Event::StartLimitHit);
+        }
+    }
+
+    fn rt_elapsed(&self) -> Duration {
+        Duration::from_micros(now_usec().saturating_sub(self.started_usec))
+    }
+
+    fn reset_failed(&mut self, name: &str) {
+        if let Some(e) = self.units.get_mut(name) {
+            e.start_limit.reset();
+            if e.state.sub == Sub::Failed {
+                e.state.sub = Sub::Dead;
+                e.state.result = ServiceResult::Success;
+                e.failure_note = None;
+                e.since_usec = now_usec();
+            }
+        }
+    }
+
+    fn kill_job(
+        &mut self,
+        name: &str,
+        signal: i32,
+        whom: KillWhom,
+    ) -> Result<Vec<String>, Failure> {
+        let e = &self.units[name];
+        let sig = Signal::try_from(signal).map_err(|_| Failure {
+            kind: ErrorKind::BadRequest,
+            message: format!("unknown signal number {signal}"),
+        })?;
+        let refuse = |what: &str| Failure {
+            kind: ErrorKind::Refused,
+            message: format!(
+                "{name} has no {what} to signal (it is {})",
+                e.state.sub.as_str()
+            ),
+        };
+        match whom {
+            KillWhom::Main => {
+                let pid = e.state.main.ok_or_else(|| refuse("main process"))?;
+                kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|err| Failure {
+                    kind: ErrorKind::Failed,
+                    message: format!("cannot send {sig} to main process {pid} of {name}: {err}"),
+                })?;
+            }
+            KillWhom::Control => {
+                let pid = e
+                    .state
+                    .control
+                    .and_then(|c| c.pid)
+                    .ok_or_else(|| refuse("control process"))?;
+                kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|err| Failure {
+                    kind: ErrorKind::Failed,
+                    message: format!("cannot send {sig} to control process {pid} of {name}: {err}"),
+                })?;
+            }
+            KillWhom::All => {
+                let cg = e.cgroup().ok_or_else(|| refuse("processes"))?;
+                cg.signal_all(sig).map_err(|err| Failure {
+                    kind: ErrorKind::Failed,
+                    message: format!("cannot signal the processes of {name}: {err}"),
+                })?;
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn failure_of(&self, name: &str) -> Failure {
+        let e = &self.units[name];
+        let mut msg = format!("{name} failed (Result: {})", e.state.result.as_str());
+        if let Some(n) = &e.failure_note {
+            msg.push_str(": ");
+            msg.push_str(n);
+        } else if let Some((pid, exit)) = e.main_exit {
+            msg.push_str(&format!(
+                ": main process {pid} {}, status={}",
+                exit.code_word(),
+                exit.status_word()
+            ));
+        }
+        msg.push_str(&format!(". See `corral status {name}` for details."));
+        Failure {
+            kind: ErrorKind::Failed,
+            message: msg,
+        }
+    }
+
+    fn check_waiters(&mut self, name: &str) {
+        let Some(e) = self.units.get(name) else {
+            return;
+        };
+        if e.waiters.is_empty() {
+            return;
+        }
+        let sub = e.state.sub;
+        let restarting = e.state.start_after_stop;
+        let failure = self.failure_of(name);
+        let left: Vec<String> = if e.left_behind.is_empty() {
+            Vec::new()
+        } else {
+            let list: Vec<String> = procs::describe(e.left_behind.clone())
+                .into_iter()
+                .map(|p| format!("{} ({})", p.pid, p.cmdline))
+                .collect();
+            if list.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!(
+                    "{name}: KillMode=process left these processes running: {}",
+                    list.join(", ")
+                )]
+            }
+        };
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
+        let waiters = std::mem::take(&mut e.waiters);
+        for w in waiters {
+            let done = match w.wait {
+                Wait::Start => match sub {
+                    Sub::Running | Sub::Exited | Sub::Reload => Some(Ok(Vec::new())),
+                    Sub::Dead if !restarting => Some(Ok(Vec::new())).filter(|_| {
+                        e.state.result == ServiceResult::Success && e.main_exit.is_some()
+                    }),
+                    Sub::Failed | Sub::AutoRestart if !restarting => Some(Err(failure.clone())),
+                    _ => None,
+                },
+                Wait::Stop => sub.is_down().then(|| Ok(left.clone())),
+                Wait::Reload => match sub {
+                    Sub::Running | Sub::Exited => Some(Ok(Vec::new())),
+                    s if s.is_down() => Some(Err(failure.clone())),
+                    _ => None,
+                },
+            };
+            match done {
+                Some(r) => {
+                    let _ = w.reply.send(r);
+                }
+                None => e.waiters.push(w),
+            }
+        }
+    }
+
+    // ---- the state machine -------------------------------------------------
+
+    /// Feeds an event that the state machine never refuses (only `Reload` can be).
+    fn feed(&mut self, name: &str, event: Event) {
+        let _ = self.try_feed(name, event);
+    }
+
+    /// Feeds `event` to the unit's state machine and executes the actions,
+    /// including the events they produce; refusals concern the first event only.
+    fn try_feed(&mut self, name: &str, event: Event) -> Result<(), Refused> {
+        let mut queue = VecDeque::from([event]);
+        let mut first = true;
+        while let Some(ev) = queue.pop_front() {
+            let Some(e) = self.units.get_mut(name) else {
+                return Ok(());
+            };
+            let Ok(def) = e.def.clone() else {
+                return Ok(());
+            };
+            let (next, actions) = match state::next(&def.spec, &e.state, ev) {
+                Ok(r) => r,
+                Err(r) if first => return Err(r),
+                Err(_) => continue,
+            };
+            first = false;
+            let before = e.state.clone();
+            if before.sub.active() != next.sub.active() {
+                e.since_usec = now_usec();
+            }
+            e.state = next;
+            self.sync_pids(name, &before);
+            if before.sub != self.units[name].state.sub {
+                self.log_transition(name, &before);
+            }
+            for a in actions {
+                self.execute(name, &def, a, &mut queue);
+            }
+            if queue.is_empty() {
+                self.reconcile(name, &mut queue);
+            }
+        }
+        self.check_waiters(name);
+        Ok(())
+    }
+
+    fn log_transition(&self, name: &str, before: &State) {
+        let e = &self.units[name];
+        let s = &e.state;
+        let msg = match s.sub {
+            Sub::Running if before.sub.active() != ActiveState::Active => "Started.".to_string(),
+            Sub::Exited => "Finished.".to_string(),
+            Sub::Dead if before.sub != Sub::Dead => "Stopped.".to_string(),
+            Sub::Failed => format!("Failed with result '{}'.", s.result.as_str()),
+            Sub::AutoRestart => format!(
+                "Failed with result '{}'; scheduling restart.",
+                s.result.as_str()
+            ),
+            _ => return,
+        };
+        self.log(name, &msg);
+    }
+
+    /// Checks what the state machine believes about the cgroup against the kernel.
+    fn reconcile(&mut self, name: &str, queue: &mut VecDeque<Event>) {
+        let e = &self.units[name];
+        if e.state.populated
+            && let Some(cg) = e.cgroup()
+            && !cg.populated().unwrap_or(true)
+        {
+            queue.push_back(Event::CgroupEmpty);
+        }
+    }
+
+    /// Keeps the PID → unit map in step with the unit's main and control processes.
+    fn sync_pids(&mut self, name: &str, before: &State) {
+        let now = &self.units[name].state;
+        let old = [before.main, before.control.and_then(|c| c.pid)];
+        let new = [now.main, now.control.and_then(|c| c.pid)];
+        for pid in old.into_iter().flatten() {
+            if !new.contains(&Some(pid)) && self.pids.get(&pid).is_some_and(|u| u == name) {
+                self.pids.remove(&pid);
+            }
+        }
+        for pid in new.into_iter().flatten() {
+            self.pids.insert(pid, name.to_string());
+        }
+    }
+
+    fn reaped(&mut self, pid: Pid, exit: Exit) {
+        let Some(name) = self.pids.remove(&pid) else {
+            // An orphan we inherited as subreaper, or an aux process (runit log): nothing to do.
+            return;
+        };
+        let Some(e) = self.units.get_mut(&name) else {
+            return;
+        };
+        // An emptied cgroup is noticed by reconcile() after this event, as a CgroupEmpty.
+        let def = e.def.clone();
+        if e.state.main == Some(pid) {
+            e.main_exit = Some((pid, exit));
+            self.feed(&name, Event::MainExited(exit));
+        } else if let Some(c) = e.state.control
+            && c.pid == Some(pid)
+        {
+            let ignore = def
+                .as_ref()
+                .ok()
+                .and_then(|d| d.command(c.cmd, c.index))
+                .is_some_and(|cmd| cmd.flags.ignore_failure);
+            if exit != Exit::Code(0) && !ignore {
+                let e = self.units.get_mut(&name).expect("unit exists");
+                e.failure_note = Some(format!(
+                    "control process {} ({}) {}, status={}",
+                    pid,
+                    c.cmd.directive(),
+                    exit.code_word(),
+                    exit.status_word()
+                ));
+            }
+            self.feed(&name, Event::ControlExited { exit, ignore });
+        }
+    }
+
+    fn notified(&mut self, pid: Pid, cgroup: Option<PathBuf>, msg: Message) {
+        let Some(cg) = cgroup else { return };
+        let Some(name) = self
+            .units
+            .iter()
+            .find(|(_, e)| e.cgroup().is_some_and(|c| cg.starts_with(c.path())))
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        let e = &self.units[&name];
+        let Ok(def) = &e.def else { return };
+        let allowed = match def.notify_access {
+            NotifyAccess::None => false,
+            NotifyAccess::Main => e.state.main == Some(pid),
+            NotifyAccess::Exec => {
+                e.state.main == Some(pid) || e.state.control.and_then(|c| c.pid) == Some(pid)
+            }
+            NotifyAccess::All => true,
+        };
+        if !allowed {
+            self.log(
+                &name,
+                &format!(
+                    "ignoring notification from PID {pid}: NotifyAccess={:?} does not admit it",
+                    def.notify_access
+                ),
+            );
+            return;
+        }
+        if let Some(t) = msg.status.clone()
+            && let Some(e) = self.units.get_mut(&name)
+        {
+            e.status_text = Some(t);
+        }
+        if let Some(errno) = msg.errno
+            && let Some(e) = self.units.get_mut(&name)
+        {
+            e.failure_note = Some(format!(
+                "the service reported ERRNO={errno} ({})",
+                std::io::Error::from_raw_os_error(errno)
+            ));
+        }
+        if let Some(main) = msg.main_pid {
+            let inside = self.units[&name]
+                .cgroup()
+                .is_some_and(|c| c.contains_pid(main).unwrap_or(false));
+            if inside {
+                self.feed(&name, Event::MainPid(main));
+            } else {
+                self.log(
+                    &name,
+                    &format!("ignoring MAINPID={main}: that process is not in the unit's cgroup"),
+                );
+            }
+        }
+        if msg.reloading {
+            self.feed(&name, Event::Reloading);
+        }
+        if msg.stopping {
+            self.feed(&name, Event::Stopping);
+        }
+        if msg.ready {
+            self.feed(&name, Event::Ready);
+        }
+    }
+
+    // ---- actions -------------------------------------------------------------
+
+    fn execute(
+        &mut self,
+        name: &str,
+        def: &Arc<ServiceDef>,
+        action: Action,
+        queue: &mut VecDeque<Event>,
+    ) {
+        match action {
+            Action::NewInvocation => {
+                if let Err(msg) = self.new_invocation(name, def) {
+                    self.log(name, &msg);
+                    if let Some(e) = self.units.get_mut(name) {
+                        e.failure_note = Some(msg);
+                    }
+                    queue.push_back(Event::InvocationFailed);
+                }
+            }
+            Action::Spawn { cmd, index } => match self.spawn_cmd(name, def, cmd, index) {
+                Ok(pid) => {
+                    self.pids.insert(pid, name.to_string());
+                    queue.push_back(Event::Spawned { cmd, pid });
+                }
+                Err(msg) => {
+                    self.log(name, &msg);
+                    if let Some(e) = self.units.get_mut(name) {
+                        e.failure_note = Some(msg);
+                    }
+                    queue.push_back(Event::SpawnFailed { cmd });
+                }
+            },
+            Action::FindMainPid => self.find_main_pid(name, queue),
+            Action::Signal { whom, sig } => self.signal(name, whom, sig),
+            Action::CgroupKill => {
+                if let Some(cg) = self.units[name].cgroup()
+                    && let Err(err) = cg.kill()
+                {
+                    self.log(name, &format!("cannot kill the cgroup: {err}"));
+                }
+            }
+            Action::Arm(timer, after) => {
+                let after = match (&def.runit, timer) {
+                    // runsv restarts at once unless `run` lived less than a second.
+                    (Some(_), Timer::Restart) => {
+                        let ran = self.units[name]
+                            .inv
+                            .as_ref()
+                            .map_or(Duration::ZERO, |i| i.started.elapsed());
+                        RunitService::restart_delay(ran)
+                    }
+                    _ => after,
+                };
+                self.arm(name, timer, after);
+            }
+            Action::Disarm(timer) => {
+                if let Some(e) = self.units.get_mut(name)
+                    && let Some((_, h)) = e.timers.remove(&timer)
+                {
+                    h.abort();
+                }
+            }
+            Action::EndInvocation => self.end_invocation(name),
+            Action::StartAgain => {
+                let admitted = match self.units.get_mut(name) {
+                    Some(e) => e.start_limit.admit(Duration::from_micros(
+                        now_usec().saturating_sub(self.started_usec),
+                    )),
+                    None => return,
+                };
+                if self.shutting_down {
+                    return;
+                }
+                if admitted {
+                    queue.push_back(Event::Start);
+                } else {
+                    if let Some(e) = self.units.get_mut(name) {
+                        e.failure_note = Some(format!(
+                            "restarted too often (StartLimitBurst={} within StartLimitIntervalSec={:?}); \
+                             run `corral reset-failed {name}` to allow starting it again",
+                            e.start_limit.burst, e.start_limit.interval
+                        ));
+                    }
+                    queue.push_back(Event::StartLimitHit);
+                }
+            }
+        }
+    }
+
+    fn arm(&mut self, name: &str, timer: Timer, after: Duration) {
+        self.timer_generation += 1;
+        let generation = self.timer_generation;
+        let tx = self.tx.clone();
+        let unit = name.to_string();
+        let task = self.rt.spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(Input::Timer {
+                unit,
+                timer,
+                generation,
+            });
+        });
+        if let Some(e) = self.units.get_mut(name)
+            && let Some((_, old)) = e.timers.insert(timer, (generation, task.abort_handle()))
+        {
+            old.abort();
+        }
+    }
+
+    fn new_invocation(&mut self, name: &str, def: &Arc<ServiceDef>) -> Result<(), String> {
+        self.seq += 1;
+        let seq = self.seq;
+        let id = new_invocation_id();
+        // A cgroup left by an earlier invocation is reused only if empty (then it
+        // is recreated: never reuse one that had cgroup.kill written).
+        let mut cg_name = name.to_string();
+        let existing = self.root.path().join(&cg_name);
+        if existing.exists() {
+            let old = Cgroup::open(&existing).map_err(|e| e.to_string())?;
+            if old.populated().unwrap_or(true) {
+                cg_name = format!("{name}-{}", &id[..8]);
+            } else {
+                old.remove()
+                    .map_err(|e| format!("cannot remove the stale cgroup of {name}: {e}"))?;
+            }
+        }
+        let e = self.units.get_mut(name).expect("unit exists");
+        e.last_invocation = id.clone();
+        e.main_exit = None;
+        e.status_text = None;
+        e.left_behind.clear();
+        e.inv = Some(Invocation {
+            id: id.clone(),
+            seq,
+            cgroup: None,
+            watch: None,
+            pidfile_watch: None,
+            log_pipe: None,
+            started: Instant::now(),
+        });
+        let cg = self
+            .root
+            .create_child(&cg_name)
+            .map_err(|err| format!("cannot create the cgroup of {name}: {err}"))?;
+        for (file, value) in &def.limits {
+            if let Err(err) = cg.set_limit(file, value) {
+                self.log(name, &format!("cannot apply {file}={value}: {err}"));
+            }
+        }
+        let watcher = EventsWatcher::new(&cg)
+            .map_err(|err| format!("cannot watch the cgroup of {name}: {err}"))?;
+        let tx = self.tx.clone();
+        let unit = name.to_string();
+        let task = self.rt.spawn(async move {
+            let mut w = watcher;
+            while let Ok(ev) = w.changed().await {
+                if !ev.populated
+                    && tx
+                        .send(Input::CgroupChanged {
+                            unit: unit.clone(),
+                            seq,
+                        })
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let inv = self
+            .units
+            .get_mut(name)
+            .and_then(|e| e.inv.as_mut())
+            .expect("invocation exists");
+        inv.cgroup = Some(cg);
+        inv.watch = Some(task.abort_handle());
+        if let Some(r) = &def.runit
+            && let Some(log_run) = &r.log_run
+        {
+            self.start_runit_log(name, r, log_run)?;
+        }
+        Ok(())
+    }
+
+    /// runit: `log/run` reads what `run` writes on stdout, as under runsv.
+    fn start_runit_log(
+        &mut self,
+        name: &str,
+        r: &RunitService,
+        log_run: &Path,
+    ) -> Result<(), String> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("cannot create the log pipe of {name}: {e}"))?;
+        let inv_id = self.units[name]
+            .inv
+            .as_ref()
+            .map(|i| i.id.clone())
+            .unwrap_or_default();
+        let env = self.process_env(name, None, Cmd::Start);
+        let mut spec = SpawnSpec::new(to_cstring(&log_run.to_string_lossy(), "log/run path")?);
+        spec.argv = vec![to_cstring("./run", "argv")?];
+        spec.env = env
+            .iter()
+            .map(|(k, v)| to_cstring(&format!("{k}={v}"), "environment"))
+            .collect::<Result<_, _>>()?;
+        spec.cwd = Some(to_cstring(&r.log_dir().to_string_lossy(), "log directory")?);
+        spec.cgroup = self.units[name].cgroup().map(|c| c.path().to_path_buf());
+        spec.stdin = Stdio::Fd(read);
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("cannot create an output pipe for {name}: {e}"))?;
+        spec.stdout = Stdio::Fd(out_w);
+        spec.stderr = Stdio::Borrowed(spec_stdout_raw(&spec));
+        spec.new_session = true;
+        let spawned = spawn(&spec).map_err(|e| format!("cannot start log/run of {name}: {e}"))?;
+        drop(spec);
+        output::attach(name, &inv_id, spawned.pid, Stream::Stdout, out_r);
+        if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv.as_mut()) {
+            inv.log_pipe = Some(write);
+        }
+        Ok(())
+    }
+
+    fn end_invocation(&mut self, name: &str) {
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
+        let Some(inv) = e.inv.take() else { return };
+        if let Some(w) = inv.watch {
+            w.abort();
+        }
+        if let Some(w) = inv.pidfile_watch {
+            w.abort();
+        }
+        drop(inv.log_pipe);
+        if let Some(cg) = inv.cgroup {
+            let left = cg.procs_recursive().unwrap_or_default();
+            if left.is_empty() {
+                if let Err(err) = cg.remove() {
+                    self.log(name, &format!("cannot remove the cgroup: {err}"));
+                }
+            } else {
+                // KillMode=process (or an unkillable process): the cgroup stays with them.
+                let e = self.units.get_mut(name).expect("unit exists");
+                e.left_behind = left;
+            }
+        }
+        let e = self.units.get_mut(name).expect("unit exists");
+        if let Some(p) = e.pending.take() {
+            if let Ok(d) = &p {
+                e.start_limit.interval = d.start_limit.0;
+                e.start_limit.burst = d.start_limit.1;
+            }
+            e.def = p;
+        }
+    }
+
+    fn signal(&mut self, name: &str, whom: Whom, sig: i32) {
+        let e = &self.units[name];
+        let Ok(signal) = Signal::try_from(sig) else {
+            self.log(name, &format!("cannot send unknown signal {sig}"));
+            return;
+        };
+        let pid = match whom {
+            Whom::Main => e.state.main,
+            Whom::Control => e.state.control.and_then(|c| c.pid),
+            Whom::All => {
+                if let Some(cg) = e.cgroup()
+                    && let Err(err) = cg.signal_all(signal)
+                {
+                    self.log(name, &format!("cannot send {signal} to the cgroup: {err}"));
+                }
+                return;
+            }
+        };
+        if let Some(pid) = pid {
+            // ESRCH: it is already gone, and its exit is on the way.
+            let _ = kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+    }
+
+    /// Type=forking: the main PID from PIDFile (trusted only inside the unit's
+    /// cgroup), else the only process left.
+    fn find_main_pid(&mut self, name: &str, queue: &mut VecDeque<Event>) {
+        let e = &self.units[name];
+        let Ok(def) = e.def.clone() else { return };
+        let Some(cg) = e.cgroup().cloned() else {
+            queue.push_back(Event::MainPidRejected { fatal: false });
+            return;
+        };
+        let pid_file = def.unit.service.as_ref().and_then(|s| s.pid_file.clone());
+        if let Some(path) = pid_file {
+            match std::fs::read_to_string(&path) {
+                Ok(text) if !text.trim().is_empty() => {
+                    if let Some(w) = self
+                        .units
+                        .get_mut(name)
+                        .and_then(|e| e.inv.as_mut())
+                        .and_then(|i| i.pidfile_watch.take())
+                    {
+                        w.abort();
+                    }
+                    let Ok(pid) = text.trim().parse::<Pid>() else {
+                        self.reject_pid_file(
+                            name,
+                            queue,
+                            format!(
+                                "PIDFile {} does not contain a PID ({:?}); the service's start failed",
+                                path.display(),
+                                text.trim()
+                            ),
+                        );
+                        return;
+                    };
+                    if cg.contains_pid(pid).unwrap_or(false) {
+                        queue.push_back(Event::MainPid(pid));
+                    } else {
+                        self.reject_pid_file(
+                            name,
+                            queue,
+                            format!(
+                                "PIDFile {} names PID {pid}, which is not a process of this unit (not in its cgroup {}); \
+                                 refusing it: the PIDFile may be stale or shared with another service",
+                                path.display(),
+                                cg.path().display()
+                            ),
+                        );
+                    }
+                }
+                // Daemons often write their PIDFile after the parent exited: wait for it
+                // (bounded by TimeoutStartSec, which is armed).
+                _ => self.watch_pid_file(name, &path),
+            }
+            return;
+        }
+        let procs = cg.procs_recursive().unwrap_or_default();
+        if procs.len() == 1 {
+            queue.push_back(Event::MainPid(procs[0]));
+        } else {
+            queue.push_back(Event::MainPidRejected { fatal: false });
+        }
+    }
+
+    fn reject_pid_file(&mut self, name: &str, queue: &mut VecDeque<Event>, msg: String) {
+        self.log(name, &msg);
+        if let Some(e) = self.units.get_mut(name) {
+            e.failure_note = Some(msg);
+        }
+        queue.push_back(Event::MainPidRejected { fatal: true });
+    }
+
+    fn watch_pid_file(&mut self, name: &str, path: &Path) {
+        let Some(inv) = self.units.get(name).and_then(|e| e.inv.as_ref()) else {
+            return;
+        };
+        if inv.pidfile_watch.is_some() {
+            return;
+        }
+        let seq = inv.seq;
+        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let tx = self.tx.clone();
+        let unit = name.to_string();
+        let watch = match dir_watcher(&dir) {
+            Ok(w) => w,
+            Err(err) => {
+                self.log(
+                    name,
+                    &format!("cannot watch {} for the PIDFile: {err}", dir.display()),
+                );
+                return;
+            }
+        };
+        let task = self.rt.spawn(async move {
+            // SAFETY: InoFd owns the inotify fd and returns that same fd until dropped.
+            let Ok(afd) = (unsafe { tokio::io::unix::AsyncFd::register(InoFd(watch)) }) else {
+                return;
+            };
+            // Check once after arming: the file may have appeared in between.
+            let _ = tx.send(Input::PidFileChanged {
+                unit: unit.clone(),
+                seq,
+            });
+            loop {
+                let Ok(mut guard) = afd.readable().await else {
+                    return;
+                };
+                let got = guard.get_inner().0.read_events().map(|v| !v.is_empty());
+                guard.clear_ready();
+                if matches!(got, Ok(true) | Err(nix::errno::Errno::EAGAIN)) {
+                    if tx
+                        .send(Input::PidFileChanged {
+                            unit: unit.clone(),
+                            seq,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                } else if got.is_err() {
+                    return;
+                }
+            }
+        });
+        if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv.as_mut()) {
+            inv.pidfile_watch = Some(task.abort_handle());
+        }
+    }
+
+    /// The environment of a process of `name` (`cmd` tells which variables apply).
+    fn process_env(&self, name: &str, def: Option<&ServiceDef>, cmd: Cmd) -> Vec<(String, String)> {
+        let e = &self.units[name];
+        let mut env = self.base_env.clone();
+        let set = |env: &mut Vec<(String, String)>, k: &str, v: String| {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v));
+        };
+        if let Some(inv) = &e.inv {
+            set(&mut env, "INVOCATION_ID", inv.id.clone());
+        }
+        if let Some(d) = def
+            && d.notify_access != NotifyAccess::None
+        {
+            set(
+                &mut env,
+                "NOTIFY_SOCKET",
+                self.notify_path.to_string_lossy().into_owned(),
+            );
+        }
+        if cmd != Cmd::Start
+            && let Some(main) = e.state.main
+        {
+            set(&mut env, "MAINPID", main.to_string());
+        }
+        if matches!(cmd, Cmd::Stop | Cmd::StopPost) {
+            set(
+                &mut env,
+                "SERVICE_RESULT",
+                e.state.result.as_str().to_string(),
+            );
+            if let Some((_, exit)) = e.main_exit {
+                set(&mut env, "EXIT_CODE", exit.code_word().to_string());
+                set(&mut env, "EXIT_STATUS", exit.status_word());
+            }
+        }
+        if let Some(svc) = def.and_then(|d| d.unit.service.as_ref()) {
+            for (k, v) in &svc.environment {
+                set(&mut env, k, v.clone());
+            }
+        }
+        env
+    }
+
+    fn spawn_cmd(
+        &mut self,
+        name: &str,
+        def: &Arc<ServiceDef>,
+        cmd: Cmd,
+        index: usize,
+    ) -> Result<Pid, String> {
+        let svc = def
+            .unit
+            .service
+            .as_ref()
+            .ok_or_else(|| format!("{name} has no [Service] section"))?;
+        let runit_finish = cmd == Cmd::StopPost
+            && index == def.cmds[Cmd::StopPost as usize].len()
+            && def.runit.as_ref().is_some_and(|r| r.finish.is_some());
+        let mut env = self.process_env(name, Some(def), cmd);
+        for f in &svc.environment_files {
+            match crate::unit::envfile::parse(&f.path) {
+                Ok(vars) => {
+                    for (k, v) in vars {
+                        env.retain(|(key, _)| *key != k);
+                        env.push((k, v));
+                    }
+                }
+                Err(_) if f.optional => {}
+                Err(err) => {
+                    return Err(format!(
+                        "cannot read EnvironmentFile={}: {err}; create it or prefix the path with '-'",
+                        f.path.display()
+                    ));
+                }
+            }
+        }
+        env.retain(|(k, _)| !svc.unset_environment.contains(k));
+        let path_env = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let (program, argv) = if runit_finish {
+            let r = def.runit.as_ref().expect("runit unit");
+            let finish = r.finish.clone().expect("finish exists");
+            let args = match self.units[name].main_exit {
+                Some((_, Exit::Code(c))) => [c.to_string(), "0".to_string()],
+                Some((_, Exit::Signal { sig, .. })) => ["-1".to_string(), sig.to_string()],
+                None => RunitService::finish_args_exec_failed(),
+            };
+            (
+                finish,
+                vec!["./finish".to_string(), args[0].clone(), args[1].clone()],
+            )
+        } else {
+            let c = def
+                .command(cmd, index)
+                .ok_or_else(|| format!("{name}: no {} command #{index}", cmd.directive()))?;
+            let program = c
+                .resolve_program(&path_env, name, svc.exec_start_line)
+                .map_err(|e| e.to_string())?;
+            (program, c.expand(&env))
+        };
+        let mut spec = SpawnSpec::new(to_cstring(&program.to_string_lossy(), "program path")?);
+        if !argv.is_empty() {
+            spec.argv = argv
+                .iter()
+                .map(|a| to_cstring(a, "argument"))
+                .collect::<Result<_, _>>()?;
+        }
+        spec.env = env
+            .iter()
+            .map(|(k, v)| to_cstring(&format!("{k}={v}"), "environment"))
+            .collect::<Result<_, _>>()?;
+        if let Some(wd) = &svc.working_directory
+            && (!wd.missing_ok || wd.path.is_dir())
+        {
+            spec.cwd = Some(to_cstring(&wd.path.to_string_lossy(), "working directory")?);
+        }
+        let e = &self.units[name];
+        let inv = e
+            .inv
+            .as_ref()
+            .ok_or_else(|| format!("{name} has no invocation"))?;
+        spec.cgroup = inv.cgroup.as_ref().map(|c| c.path().to_path_buf());
+        if spec.cgroup.is_none() {
+            return Err(format!("{name} has no cgroup to start processes in"));
+        }
+        spec.umask = Some(svc.umask);
+        spec.nice = svc.nice;
+        for (res, lim) in &svc.limits {
+            if let Some(resource) = nix_resource(res.resource()) {
+                spec.rlimits.push(Rlimit {
+                    resource,
+                    soft: lim.soft.unwrap_or(libc::RLIM_INFINITY),
+                    hard: lim.hard.unwrap_or(libc::RLIM_INFINITY),
+                });
+            }
+        }
+        spec.new_session = true;
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("cannot create an output pipe for {name}: {e}"))?;
+        let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("cannot create an output pipe for {name}: {e}"))?;
+        let mut out_r = Some(out_r);
+        match &inv.log_pipe {
+            Some(log) if matches!(cmd, Cmd::Start | Cmd::StopPost) => {
+                spec.stdout = Stdio::Borrowed(log.as_raw_fd());
+                out_r = None;
+                drop(out_w);
+            }
+            _ => spec.stdout = Stdio::Fd(out_w),
+        }
+        spec.stderr = Stdio::Fd(err_w);
+        let inv_id = inv.id.clone();
+        let spawned = spawn(&spec).map_err(|e| format!("{}: {e}", cmd.directive()))?;
+        drop(spec);
+        if let Some(r) = out_r {
+            output::attach(name, &inv_id, spawned.pid, Stream::Stdout, r);
+        }
+        output::attach(name, &inv_id, spawned.pid, Stream::Stderr, err_r);
+        Ok(spawned.pid)
+    }
+
+    // ---- queries -------------------------------------------------------------
+
+    fn rel_cgroup(&self, cg: &Cgroup) -> String {
+        match cg.path().strip_prefix(&self.mount) {
+            Ok(rel) => format!("/{}", rel.display()),
+            Err(_) => cg.path().display().to_string(),
+        }
+    }
+
+    fn unit_status(&self, name: &str) -> UnitStatus {
+        let e = &self.units[name];
+        let (load, fragment, dropins, source, description, kind, restart, mut notes) = match &e.def
+        {
+            Ok(d) => (
+                LoadState::Loaded,
+                d.unit
+                    .fragment
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                d.unit
+                    .dropins
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+                if d.runit.is_some() {
+                    "runit"
+                } else {
+                    "unit-file"
+                }
+                .to_string(),
+                d.unit
+                    .unit
+                    .description
+                    .clone()
+                    .unwrap_or_else(|| name.to_string()),
+                d.kind_word().to_string(),
+                d.restart_word().to_string(),
+                d.notes.clone(),
+            ),
+            Err(f) => (
+                if f.message.ends_with("is masked.") {
+                    LoadState::Masked
+                } else {
+                    LoadState::Error(f.message.clone())
+                },
+                String::new(),
+                Vec::new(),
+                String::new(),
+                name.to_string(),
+                String::new(),
+                String::new(),
+                Vec::new(),
+            ),
+        };
+        if e.state.sub == Sub::Failed
+            && let Some(n) = &e.failure_note
+        {
+            notes.push(n.clone());
+        }
+        if !e.left_behind.is_empty() {
+            notes.push(format!(
+                "left running by KillMode=process: {}",
+                e.left_behind
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+        let processes = e
+            .cgroup()
+            .map(|c| procs::describe(c.procs_recursive().unwrap_or_default()))
+            .unwrap_or_default();
+        UnitStatus {
+            name: name.to_string(),
+            description,
+            load,
+            fragment,
+            dropins,
+            source,
+            kind,
+            restart,
+            active: e.state.sub.active(),
+            sub: e.state.sub,
+            result: e.state.result,
+            since_usec: e.since_usec,
+            main_pid: e.state.main,
+            control_pid: e.state.control.and_then(|c| c.pid),
+            main_exit: e.main_exit.map(|(pid, exit)| MainExit {
+                pid,
+                code: exit.code_word().to_string(),
+                status: exit.status_word(),
+            }),
+            invocation: e
+                .inv
+                .as_ref()
+                .map_or(e.last_invocation.clone(), |i| i.id.clone()),
+            cgroup: e.cgroup().map(|c| self.rel_cgroup(c)),
+            processes,
+            status_text: e.status_text.clone(),
+            restarts: e.state.restarts,
+            notes,
+        }
+    }
+
+    fn units_for(&mut self, typed: Vec<String>) -> Vec<Result<UnitStatus, Failure>> {
+        typed
+            .into_iter()
+            .map(|t| self.resolve(&t).map(|n| self.unit_status(&n)))
+            .collect()
+    }
+
+    fn query(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status { units } if units.is_empty() => {
+                let listed: Vec<UnitStatus> = self
+                    .units
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(|n| self.unit_status(n))
+                    .filter(|u| u.active != ActiveState::Inactive)
+                    .collect();
+                Response::Manager(ManagerStatus {
+                    pid: std::process::id() as i32,
+                    uid: nix::unistd::getuid().as_raw(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    cgroup_root: self.rel_cgroup(&self.root),
+                    since_usec: self.started_usec,
+                    units: listed,
+                    load_errors: self.load_errors.clone(),
+                })
+            }
+            Request::Status { units } | Request::Show { units } => {
+                Response::Units(self.units_for(units))
+            }
+            Request::List => {
+                let names: Vec<String> = self.units.keys().cloned().collect();
+                Response::Units(names.iter().map(|n| Ok(self.unit_status(n))).collect())
+            }
+            Request::Cat { units } => Response::Files(
+                units
+                    .into_iter()
+                    .map(|t| {
+                        let r = self.resolve(&t);
+                        let unit = r.clone().unwrap_or_else(|_| normalize(&t));
+                        let files = r.and_then(|n| self.unit_files(&n));
+                        UnitFiles { unit, files }
+                    })
+                    .collect(),
+            ),
+            Request::ActiveStates { units } => Response::States(
+                units
+                    .into_iter()
+                    .map(|t| match self.resolve(&t) {
+                        Ok(n) => (n.clone(), Some(self.units[&n].state.sub.active())),
+                        Err(_) => (normalize(&t), None),
+                    })
+                    .collect(),
+            ),
+            Request::DaemonReload => Response::Done(self.reload_units()),
+            Request::ResetFailed { .. } => {
+                let names: Vec<String> = self.units.keys().cloned().collect();
+                for n in names {
+                    self.reset_failed(&n);
+                }
+                Response::Jobs(Vec::new())
+            }
+            other => Response::Error(Failure {
+                kind: ErrorKind::BadRequest,
+                message: format!(
+                    "request {other:?} is not answered as a query; this is a corral bug"
+                ),
+            }),
+        }
+    }
+
+    fn unit_files(&self, name: &str) -> Result<Vec<UnitFile>, Failure> {
+        let e = &self.units[name];
+        let unit = match &e.def {
+            Ok(d) => d.unit.clone(),
+            Err(f) => return Err(f.clone()),
+        };
+        let mut paths: Vec<PathBuf> = unit.files().map(Path::to_path_buf).collect();
+        if let Some(r) = &unit_runit(&unit) {
+            paths.extend(r.finish.clone());
+            paths.extend(r.log_run.clone());
+        }
+        Ok(paths
+            .into_iter()
+            .map(|p| UnitFile {
+                text: std::fs::read(&p)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_else(|err| format!("# cannot read {}: {err}\n", p.display())),
+                path: p.display().to_string(),
+            })
+            .collect())
+    }
+}
+
+fn unit_runit(unit: &crate::unit::Unit) -> Option<RunitService> {
+    match &unit.source {
+        crate::unit::model::UnitSource::Runit(r) => Some(r.clone()),
+        crate::unit::model::UnitSource::File => None,
+    }
+}
+
+fn spec_stdout_raw(spec: &SpawnSpec) -> std::os::fd::RawFd {
+    match &spec.stdout {
+        Stdio::Fd(fd) => fd.as_raw_fd(),
+        Stdio::Borrowed(fd) => *fd,
+        Stdio::Null | Stdio::Inherit => 1,
+    }
+}
+
+/// An inotify instance that tokio can poll.
+struct InoFd(nix::sys::inotify::Inotify);
+
+impl AsRawFd for InoFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// An inotify instance watching `dir` for files created, moved in or written.
+fn dir_watcher(dir: &Path) -> Result<nix::sys::inotify::Inotify, nix::errno::Errno> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+    ino.add_watch(
+        dir,
+        AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE,
+    )?;
+    Ok(ino)
+}
+
+/// The environment every process of the user's services starts from.
+fn base_environment() -> Vec<(String, String)> {
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid).ok().flatten();
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut env = vec![(
+        "PATH".to_string(),
+        var("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_string()),
+    )];
+    let home = user
+        .as_ref()
+        .map(|u| u.dir.display().to_string())
+        .or_else(|| var("HOME"));
+    if let Some(h) = home {
+        env.push(("HOME".into(), h));
+    }
+    if let Some(u) = &user {
+        env.push(("USER".into(), u.name.clone()));
+        env.push(("LOGNAME".into(), u.name.clone()));
+        env.push(("SHELL".into(), u.shell.display().to_string()));
+    }
+    let runtime = var("XDG_RUNTIME_DIR").unwrap_or_else(|| format!("/run/user/{uid}"));
+    env.push(("XDG_RUNTIME_DIR".into(), runtime));
+    for k in ["LANG", "LC_ALL"] {
+        if let Some(v) = var(k) {
+            env.push((k.into(), v));
+        }
+    }
+    env
+}
+
+/// Runs the user manager until SIGTERM/SIGINT (or `shutdown`) has stopped
+/// every unit. Errors are about the manager itself (socket, cgroup root); a
+/// unit's failure never ends it.
+pub async fn run(
+    mut opts: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), SupervisorError> {
+    reaper::become_subreaper()?;
+    let root = crate::cgroup::pick_root(opts.cgroup_root.clone())?;
+    let mount = crate::cgroup::find_mount()?;
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SupervisorError::Io { op, path, source }
+    };
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        // The control socket's directory must be private (0700): only the user reaches the manager.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&opts.runtime_dir)
+            .map_err(io("create", &opts.runtime_dir))?;
+    }
+    std::fs::create_dir_all(&opts.state_dir).map_err(io("create", &opts.state_dir))?;
+    let sock_path = opts.runtime_dir.join("control.sock");
+    let listener = crate::ipc::bind_private(&sock_path)?;
+    let notify_path = opts.runtime_dir.join("notify");
+    let notify = NotifySocket::bind(&notify_path)?;
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    {
+        let tx = tx.clone();
+        tokio::spawn(reaper::run(move |pid, exit| {
+            let _ = tx.send(Input::Reaped(pid, exit));
+        }));
+    }
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Ok((pid, msg)) = notify.recv().await {
+                let Some(pid) = pid else { continue };
+                let cgroup = crate::cgroup::cgroup_of_pid(pid).ok();
+                if tx.send(Input::Notify { pid, cgroup, msg }).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let sig = |k| {
+            signal(k).map_err(|source| SupervisorError::Sys {
+                op: "install signal handler",
+                source,
+            })
+        };
+        let mut term = sig(SignalKind::terminate())?;
+        let mut int = sig(SignalKind::interrupt())?;
+        let mut hup = sig(SignalKind::hangup())?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            tokio::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    _ = term.recv() => { let _ = tx.send(Input::Shutdown); }
+                    _ = int.recv() => { let _ = tx.send(Input::Shutdown); }
+                    _ = &mut shutdown => { let _ = tx.send(Input::Shutdown); }
+                    _ = hup.recv() => { let _ = tx.send(Input::ReloadUnits); continue; }
+                }
+                break;
+            }
+        });
+    }
+
+    let specifiers = SpecifierContext::current();
+    let unit_paths = if opts.units_dirs.is_empty() {
+        Loader::default_unit_paths(&specifiers)
+    } else {
+        opts.units_dirs.clone()
+    };
+    let runit_dirs = match &opts.runit_dir {
+        Some(d) => vec![d.clone()],
+        None => Loader::default_runit_dirs(&specifiers),
+    };
+    let loader = Loader::new(unit_paths, runit_dirs, specifiers);
+    let mut manager = Manager {
+        tx: tx.clone(),
+        rt: Handle::current(),
+        root: root.clone(),
+        mount,
+        loader,
+        notify_path: notify_path.clone(),
+        units: BTreeMap::new(),
+        pids: HashMap::new(),
+        load_errors: Vec::new(),
+        base_env: base_environment(),
+        seq: 0,
+        timer_generation: 0,
+        started_usec: now_usec(),
+        shutting_down: false,
+    };
+    manager.load_all();
+    for e in &manager.load_errors {
+        eprintln!("corrald: {e}");
+    }
+    let autostart: Vec<String> = manager
+        .units
+        .values()
+        .filter(|e| {
+            e.def
+                .as_ref()
+                .is_ok_and(|d| d.runit.as_ref().is_some_and(|r| !r.down))
+        })
+        .map(|e| e.name.clone())
+        .collect();
+
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let rt = Handle::current();
+    let thread = std::thread::Builder::new()
+        .name("corrald-manager".into())
+        .spawn(move || {
+            let _guard = rt.enter();
+            manager.run(rx);
+            let _ = done_tx.send(());
+        })
+        .map_err(|source| SupervisorError::Sys {
+            op: "start the manager thread",
+            source,
+        })?;
+
+    let handler = Arc::new(control::ControlHandler { tx: tx.clone() });
+    let server = tokio::spawn(crate::ipc::serve(listener, handler, async move {
+        let _ = done_rx.await;
+    }));
+
+    let mut started = Vec::new();
+    for unit in autostart {
+        let (reply, rx) = oneshot::channel();
+        if tx
+            .send(Input::Job {
+                unit: unit.clone(),
+                job: Job::Start,
+                reply,
+            })
+            .is_ok()
+        {
+            started.push((unit, rx));
+        }
+    }
+    for (unit, rx) in started {
+        if let Ok(Err(f)) = rx.await {
+            eprintln!("corrald: autostart of {unit} failed: {}", f.message);
+        }
+    }
+    if let Some(fd) = opts.ready_fd.take() {
+        use std::io::Write;
+        let mut f = std::fs::File::from(fd);
+        // The reader may be gone; readiness is only a courtesy to it.
+        let _ = writeln!(f, "READY=1 {}", sock_path.display());
+    }
+    drop(tx);
+    let served = server.await;
+    let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+    let _ = std::fs::remove_file(&sock_path);
+    let _ = std::fs::remove_file(&notify_path);
+    match served {
+        Ok(r) => r?,
+        Err(e) => return Err(SupervisorError::Thread(e.to_string())),
+    }
+    match joined {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SupervisorError::Thread(
+            "the manager thread panicked".into(),
+        )),
+        Err(e) => Err(SupervisorError::Thread(e.to_string())),
+    }
+}

@@ -1,0 +1,165 @@
+//! NOTIFY_SOCKET: the datagram socket services use to report READY=1,
+//! STATUS=, MAINPID=, RELOADING=1, STOPPING=1 and ERRNO=.
+//!
+//! The socket has SO_PASSCRED set, so every datagram carries the sender's
+//! PID as the kernel vouches for it; the manager maps that PID to a unit
+//! through its cgroup and applies NotifyAccess= there.
+
+use std::io::IoSliceMut;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram as StdDatagram;
+use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt};
+use tokio::io::Interest;
+use tokio::net::UnixDatagram;
+
+use super::SupervisorError;
+use super::state::Pid;
+
+/// One datagram's assignments, in the order sent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    /// READY=1.
+    pub ready: bool,
+    /// RELOADING=1.
+    pub reloading: bool,
+    /// STOPPING=1.
+    pub stopping: bool,
+    /// STATUS=text.
+    pub status: Option<String>,
+    /// MAINPID=pid.
+    pub main_pid: Option<Pid>,
+    /// ERRNO=n.
+    pub errno: Option<i32>,
+}
+
+impl Message {
+    /// Parses the newline-separated KEY=VALUE assignments of a datagram;
+    /// unknown keys and malformed lines are ignored, as systemd does.
+    pub fn parse(data: &[u8]) -> Message {
+        let mut m = Message::default();
+        for line in data.split(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(line);
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match k {
+                "READY" => m.ready = v == "1",
+                "RELOADING" => m.reloading = v == "1",
+                "STOPPING" => m.stopping = v == "1",
+                "STATUS" => m.status = Some(v.to_string()),
+                "MAINPID" => m.main_pid = v.parse().ok().filter(|&p: &Pid| p > 0),
+                "ERRNO" => m.errno = v.parse().ok(),
+                _ => {}
+            }
+        }
+        m
+    }
+}
+
+/// The manager's notify socket.
+pub struct NotifySocket {
+    /// Where it is bound (the value of $NOTIFY_SOCKET).
+    pub path: PathBuf,
+    sock: UnixDatagram,
+}
+
+impl NotifySocket {
+    /// Binds the socket at `path` (replacing a stale one) with SO_PASSCRED.
+    pub fn bind(path: &Path) -> Result<NotifySocket, SupervisorError> {
+        let io = |op: &'static str| {
+            move |source: std::io::Error| SupervisorError::Io {
+                op,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("remove stale notify socket")(e));
+            }
+            _ => {}
+        }
+        let std_sock = StdDatagram::bind(path).map_err(io("bind notify socket"))?;
+        setsockopt(&std_sock, sockopt::PassCred, &true)
+            .map_err(|e| io("set SO_PASSCRED on notify socket")(e.into()))?;
+        std_sock
+            .set_nonblocking(true)
+            .map_err(io("set notify socket non-blocking"))?;
+        let sock = UnixDatagram::from_std(std_sock).map_err(io("register notify socket"))?;
+        Ok(NotifySocket {
+            path: path.to_path_buf(),
+            sock,
+        })
+    }
+
+    /// Waits for the next datagram; returns the sender's PID (when the kernel
+    /// attached credentials) and the message.
+    pub async fn recv(&self) -> Result<(Option<Pid>, Message), SupervisorError> {
+        let mut buf = vec![0u8; 4096];
+        let fd = self.sock.as_raw_fd();
+        let (len, pid) = self
+            .sock
+            .async_io(Interest::READABLE, || {
+                let mut iov = [IoSliceMut::new(&mut buf)];
+                let mut cmsg = nix::cmsg_space!(libc::ucred);
+                let msg =
+                    recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+                        .map_err(std::io::Error::from)?;
+                let mut pid = None;
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmCredentials(cred) = c {
+                            pid = Some(cred.pid());
+                        }
+                    }
+                }
+                Ok((msg.bytes, pid))
+            })
+            .await
+            .map_err(|source| SupervisorError::Io {
+                op: "receive from notify socket",
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok((pid, Message::parse(&buf[..len])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_assignments() {
+        let m = Message::parse(b"READY=1\nSTATUS=Serving 3 clients\nMAINPID=42\nbogus\nERRNO=2\n");
+        assert_eq!(
+            m,
+            Message {
+                ready: true,
+                status: Some("Serving 3 clients".into()),
+                main_pid: Some(42),
+                errno: Some(2),
+                ..Message::default()
+            }
+        );
+        assert!(Message::parse(b"RELOADING=1").reloading);
+        assert!(Message::parse(b"STOPPING=1").stopping);
+        assert_eq!(Message::parse(b"MAINPID=-3").main_pid, None);
+        assert!(!Message::parse(b"READY=0").ready);
+    }
+
+    #[tokio::test]
+    async fn receives_with_sender_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let sock = NotifySocket::bind(&path).unwrap();
+        let client = StdDatagram::unbound().unwrap();
+        client.send_to(b"READY=1\nSTATUS=up", &path).unwrap();
+        let (pid, msg) = sock.recv().await.unwrap();
+        assert_eq!(pid, Some(std::process::id() as i32));
+        assert!(msg.ready);
+        assert_eq!(msg.status.as_deref(), Some("up"));
+    }
+}

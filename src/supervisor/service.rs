@@ -1,0 +1,241 @@
+//! A loaded unit turned into what the manager runs: the state machine's
+//! [`Spec`], the command lists, and what `status` must say about directives
+//! that cannot take effect here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cgroup::Cgroup;
+use crate::unit::model::{
+    ExitStatusSet, KillMode as UKillMode, MemoryLimit, NotifyAccess, RestartPolicy as URestart,
+    ServiceType, TasksMax, UnitSource,
+};
+use crate::unit::{ExecCommand, RunitService, Unit};
+
+use super::state::{Cmd, ExitSet, KillMode, Kind, RestartPolicy, Spec};
+
+/// Everything the manager needs to run one service.
+#[derive(Debug, Clone)]
+pub struct ServiceDef {
+    /// The unit as loaded (for status, cat and the environment).
+    pub unit: Arc<Unit>,
+    /// What the state machine needs.
+    pub spec: Spec,
+    /// The command lists, indexed by [`Cmd`].
+    pub cmds: [Vec<ExecCommand>; 6],
+    /// StartLimitIntervalSec= and StartLimitBurst=.
+    pub start_limit: (Duration, u32),
+    /// NotifyAccess= (Type=notify implies main when unset).
+    pub notify_access: NotifyAccess,
+    /// The runit service directory, when the unit is one.
+    pub runit: Option<RunitService>,
+    /// Cgroup files to write into each invocation's cgroup (`memory.max`, ...).
+    pub limits: Vec<(&'static str, String)>,
+    /// What `status` must say: directives not applied and why.
+    pub notes: Vec<String>,
+}
+
+impl ServiceDef {
+    /// The unit's full name.
+    pub fn name(&self) -> &str {
+        self.unit.name.as_str()
+    }
+
+    /// The command `index` of list `cmd`.
+    pub fn command(&self, cmd: Cmd, index: usize) -> Option<&ExecCommand> {
+        self.cmds[cmd as usize].get(index)
+    }
+
+    /// Type= as systemd spells it.
+    pub fn kind_word(&self) -> &'static str {
+        match self.spec.kind {
+            Kind::Simple => "simple",
+            Kind::Exec => "exec",
+            Kind::Forking => "forking",
+            Kind::Oneshot => "oneshot",
+            Kind::Notify => "notify",
+            Kind::Idle => "idle",
+        }
+    }
+
+    /// Restart= as systemd spells it.
+    pub fn restart_word(&self) -> &'static str {
+        match self.spec.restart {
+            RestartPolicy::No => "no",
+            RestartPolicy::OnSuccess => "on-success",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::OnAbnormal => "on-abnormal",
+            RestartPolicy::OnAbort => "on-abort",
+            RestartPolicy::Always => "always",
+        }
+    }
+}
+
+fn exit_set(s: &ExitStatusSet) -> ExitSet {
+    ExitSet {
+        codes: s.codes.iter().map(|&c| i32::from(c)).collect(),
+        signals: s.signals.clone(),
+    }
+}
+
+/// Turns a loaded `.service` unit into a [`ServiceDef`]; `root` is the cgroup
+/// under which invocations run, to tell which resource controllers work.
+/// Returns the reason when the unit cannot be run.
+pub fn from_unit(unit: Unit, root: &Cgroup) -> Result<ServiceDef, String> {
+    let name = unit.name.as_str().to_string();
+    let Some(svc) = unit.service.clone() else {
+        return Err(format!(
+            "{name}: only .service units can be started by this manager"
+        ));
+    };
+    let mut notes = Vec::new();
+    let kind = match svc.service_type {
+        ServiceType::Simple => Kind::Simple,
+        ServiceType::Exec => Kind::Exec,
+        ServiceType::Forking => Kind::Forking,
+        ServiceType::Oneshot => Kind::Oneshot,
+        ServiceType::Notify => Kind::Notify,
+        ServiceType::Idle => Kind::Idle,
+        ServiceType::Dbus => {
+            notes.push(
+                "Type=dbus is run as Type=simple: corral does not watch the bus for BusName="
+                    .into(),
+            );
+            Kind::Simple
+        }
+    };
+    let restart = match svc.restart {
+        URestart::No => RestartPolicy::No,
+        URestart::OnSuccess => RestartPolicy::OnSuccess,
+        URestart::OnFailure => RestartPolicy::OnFailure,
+        URestart::OnAbnormal => RestartPolicy::OnAbnormal,
+        URestart::OnAbort => RestartPolicy::OnAbort,
+        URestart::Always => RestartPolicy::Always,
+        URestart::OnWatchdog => {
+            notes.push("Restart=on-watchdog never restarts: corral has no watchdog".into());
+            RestartPolicy::No
+        }
+    };
+    let kill_mode = match svc.kill_mode {
+        UKillMode::ControlGroup => KillMode::ControlGroup,
+        UKillMode::Mixed => KillMode::Mixed,
+        UKillMode::Process => KillMode::Process,
+    };
+    let cmds = [
+        svc.exec_start_pre.clone(),
+        svc.exec_start.clone(),
+        svc.exec_start_post.clone(),
+        svc.exec_reload.clone(),
+        svc.exec_stop.clone(),
+        svc.exec_stop_post.clone(),
+    ];
+    if svc.exec_start.is_empty() && kind != Kind::Oneshot {
+        return Err(format!(
+            "{name}: has no ExecStart= (only Type=oneshot units may omit it); add an ExecStart= line"
+        ));
+    }
+    if kind != Kind::Oneshot && svc.exec_start.len() > 1 {
+        return Err(format!(
+            "{name}: has {} ExecStart= lines, but only Type=oneshot units may have more than one",
+            svc.exec_start.len()
+        ));
+    }
+    let flags = |list: &Vec<ExecCommand>| list.iter().map(|c| c.flags.ignore_failure).collect();
+    let spec = Spec {
+        kind,
+        remain_after_exit: svc.remain_after_exit,
+        cmds: [
+            flags(&cmds[0]),
+            flags(&cmds[1]),
+            flags(&cmds[2]),
+            flags(&cmds[3]),
+            flags(&cmds[4]),
+            flags(&cmds[5]),
+        ],
+        restart,
+        restart_sec: svc.restart_sec,
+        timeout_start: svc.timeout_start,
+        timeout_stop: svc.timeout_stop,
+        runtime_max: svc.runtime_max,
+        kill_mode,
+        kill_signal: svc.kill_signal,
+        send_sigkill: svc.send_sigkill,
+        success: exit_set(&svc.success_exit_status),
+        restart_prevent: exit_set(&svc.restart_prevent_exit_status),
+        restart_force: exit_set(&svc.restart_force_exit_status),
+    };
+    let enabled = root.subtree_control().unwrap_or_default();
+    let mut limits = Vec::new();
+    let mut resource = |directive: &str, controller: &str, file: &'static str, value: String| {
+        if enabled.iter().any(|c| c == controller) {
+            limits.push((file, value));
+        } else {
+            notes.push(format!(
+                "{directive} not applied: the {controller} controller is not enabled for {} \
+                 (add it to that cgroup's parent cgroup.subtree_control, or ask root to delegate it)",
+                root.path().display()
+            ));
+        }
+    };
+    if let Some(m) = svc.memory_max {
+        let v = match m {
+            MemoryLimit::Bytes(b) => b.to_string(),
+            MemoryLimit::Permyriad(p) => {
+                let total = physical_memory();
+                (total / 10_000 * u64::from(p)).to_string()
+            }
+            MemoryLimit::Infinity => "max".into(),
+        };
+        resource("MemoryMax=", "memory", "memory.max", v);
+    }
+    if let Some(q) = svc.cpu_quota_percent {
+        // CPUQuota=50% is 50 ms of CPU per 100 ms period.
+        resource(
+            "CPUQuota=",
+            "cpu",
+            "cpu.max",
+            format!("{} 100000", u64::from(q) * 1000),
+        );
+    }
+    if let Some(t) = svc.tasks_max {
+        let v = match t {
+            TasksMax::Count(n) => n.to_string(),
+            TasksMax::Permyriad(p) => {
+                let max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .unwrap_or(32768);
+                (max * u64::from(p) / 10_000).to_string()
+            }
+            TasksMax::Infinity => "max".into(),
+        };
+        resource("TasksMax=", "pids", "pids.max", v);
+    }
+    let notify_access = match (svc.notify_access, kind) {
+        (NotifyAccess::None, Kind::Notify) => NotifyAccess::Main,
+        (a, _) => a,
+    };
+    let runit = match &unit.source {
+        UnitSource::Runit(r) => Some(r.clone()),
+        UnitSource::File => None,
+    };
+    let start_limit = (unit.unit.start_limit_interval, unit.unit.start_limit_burst);
+    Ok(ServiceDef {
+        unit: Arc::new(unit),
+        spec,
+        cmds,
+        start_limit,
+        notify_access,
+        runit,
+        limits,
+        notes,
+    })
+}
+
+fn physical_memory() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    // SAFETY: as above.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    (pages.max(0) as u64) * (size.max(0) as u64)
+}

@@ -1,0 +1,258 @@
+//! Spawning straight into a cgroup: real processes in real cgroups (root).
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use corral::cgroup::spawn::{self, Credentials, FdMapping, SpawnSpec, Stage, Stdio};
+use corral::cgroup::{Cgroup, TempCgroup};
+use nix::errno::Errno;
+
+/// A fresh `<cg2>/corral-test-<pid>-<n>/`, or None (with a note) when
+/// cgroup2 or root is missing; with CORRAL_REQUIRE_CGROUP=1 that fails.
+fn scratch() -> Option<TempCgroup> {
+    let why = if !nix::unistd::geteuid().is_root() {
+        "not root".to_string()
+    } else {
+        match TempCgroup::new("corral-test") {
+            Ok(t) => return Some(t),
+            Err(e) => e.to_string(),
+        }
+    };
+    if std::env::var("CORRAL_REQUIRE_CGROUP").as_deref() == Ok("1") {
+        panic!("cgroup2 required (CORRAL_REQUIRE_CGROUP=1): {why}");
+    }
+    eprintln!("skipping: {why}");
+    None
+}
+
+fn sh(script: &str) -> SpawnSpec {
+    let mut s = SpawnSpec::new(CString::new("/bin/sh").unwrap());
+    s.argv = vec![c"sh".into(), c"-c".into(), CString::new(script).unwrap()];
+    s.env = vec![c"PATH=/usr/bin:/bin".into()];
+    s
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
+}
+
+/// Reads until EOF.
+fn read_all(fd: OwnedFd) -> String {
+    let mut f = std::fs::File::from(fd);
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+    s
+}
+
+fn reap(pid: i32) -> nix::sys::wait::WaitStatus {
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Kills the cgroup and waits (bounded only as a test guard) until empty.
+fn kill_and_wait(cg: &Cgroup) {
+    cg.kill().unwrap();
+    rt().block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), cg.wait_empty())
+            .await
+            .expect("cgroup did not empty after kill")
+            .unwrap();
+    });
+}
+
+fn forty_children_stay_inside(fallback: bool) {
+    let Some(root) = scratch() else { return };
+    let cg = root.create_child("unit").unwrap();
+    let (r, w) = pipe();
+    let mut spec = sh("for i in $(seq 40); do sleep 1000 & done; echo started; exec sleep 1000");
+    spec.cgroup = Some(cg.path().into());
+    spec.stdout = Stdio::Fd(w);
+    spec.force_fork = fallback;
+    let child = spawn::spawn(&spec).unwrap();
+    drop(spec);
+    assert!(child.pidfd.is_some());
+    // The shell closes stdout only when it execs the last sleep, after all
+    // 40 background sleeps were forked; their stdout is the pipe too, so
+    // read just the line.
+    let mut f = std::fs::File::from(r);
+    let mut line = [0u8; 8];
+    std::io::Read::read_exact(&mut f, &mut line).unwrap();
+    assert_eq!(&line, b"started\n");
+    let procs = cg.procs_recursive().unwrap();
+    // 40 background sleeps + the shell (now the last sleep), none escaped.
+    assert_eq!(procs.len(), 41, "procs in cgroup: {procs:?}");
+    assert!(procs.contains(&child.pid));
+    for p in &procs {
+        assert!(cg.contains_pid(*p).unwrap());
+    }
+    kill_and_wait(&cg);
+    reap(child.pid);
+    cg.remove().unwrap();
+}
+
+#[test]
+fn forty_background_children_all_born_inside_clone3() {
+    forty_children_stay_inside(false);
+}
+
+#[test]
+fn forty_background_children_all_born_inside_fork_fallback() {
+    forty_children_stay_inside(true);
+}
+
+#[test]
+fn exec_failure_reports_stage_and_errno() {
+    let mut spec = SpawnSpec::new(CString::new("/nonexistent/corral-no-such-program").unwrap());
+    spec.argv = vec![c"x".into()];
+    let e = spawn::spawn(&spec).unwrap_err();
+    assert_eq!(e.stage, Stage::Exec);
+    assert_eq!(e.errno, Errno::ENOENT);
+    assert_eq!(e.stage.exit_status(), 203);
+    let msg = e.to_string();
+    assert!(msg.contains("/nonexistent/corral-no-such-program"), "{msg}");
+    assert!(msg.contains("203/EXEC"), "{msg}");
+}
+
+#[test]
+fn chdir_failure_reports_the_directory() {
+    let mut spec = sh("exit 0");
+    spec.cwd = Some(c"/nonexistent-corral-dir".into());
+    let e = spawn::spawn(&spec).unwrap_err();
+    assert_eq!((e.stage, e.errno), (Stage::Chdir, Errno::ENOENT));
+    assert!(e.to_string().contains("/nonexistent-corral-dir"), "{e}");
+}
+
+#[test]
+fn relative_program_is_refused_before_forking() {
+    let spec = SpawnSpec::new(c"sh".into());
+    let e = spawn::spawn(&spec).unwrap_err();
+    assert_eq!((e.stage, e.errno), (Stage::Prepare, Errno::EINVAL));
+}
+
+#[test]
+fn cgroup_that_does_not_exist_is_a_cgroup_stage_error() {
+    let Some(root) = scratch() else { return };
+    let mut spec = sh("exit 0");
+    spec.cgroup = Some(root.path().join("missing"));
+    let e = spawn::spawn(&spec).unwrap_err();
+    assert_eq!((e.stage, e.errno), (Stage::Cgroup, Errno::ENOENT));
+    assert!(e.to_string().contains("missing"), "{e}");
+}
+
+#[test]
+fn argv0_env_cwd_umask_and_extra_fd() {
+    let (r, w) = pipe();
+    let (ready_r, ready_w) = pipe();
+    let mut spec = sh("echo \"$0|$FOO|$(pwd)|$(umask)\"; echo ready >&7");
+    spec.argv[0] = c"custom-name".into();
+    spec.argv.push(c"custom-name".into());
+    spec.argv = vec![
+        c"sh".into(),
+        c"-c".into(),
+        c"echo \"$0|$FOO|$(pwd)|$(umask)\"; echo ready >&7".into(),
+        c"custom-name".into(),
+    ];
+    spec.env.push(c"FOO=bar baz".into());
+    spec.cwd = Some(c"/tmp".into());
+    spec.umask = Some(0o027);
+    spec.stdout = Stdio::Fd(w);
+    spec.extra_fds = vec![FdMapping {
+        parent_fd: ready_w.as_raw_fd(),
+        child_fd: 7,
+    }];
+    let child = spawn::spawn(&spec).unwrap();
+    drop(spec);
+    drop(ready_w);
+    assert_eq!(read_all(r), "custom-name|bar baz|/tmp|0027\n");
+    assert_eq!(read_all(ready_r), "ready\n");
+    assert!(matches!(
+        reap(child.pid),
+        nix::sys::wait::WaitStatus::Exited(_, 0)
+    ));
+}
+
+#[test]
+fn signals_reset_and_no_stray_fds() {
+    // SIGPIPE is ignored by the Rust runtime in this process; the child
+    // must get it back at default, with an empty mask, and only fds 0-2.
+    let (r, w) = pipe();
+    let mut spec = sh(
+        "grep -E '^(SigBlk|SigIgn)' /proc/self/status | tr -s '\\t ' ' '; ls /proc/self/fd | sort -n | tr '\\n' ' '",
+    );
+    spec.stdout = Stdio::Fd(w);
+    spec.stderr = Stdio::Inherit;
+    let child = spawn::spawn(&spec).unwrap();
+    drop(spec);
+    let out = read_all(r);
+    reap(child.pid);
+    assert!(out.contains("SigBlk: 0000000000000000"), "{out}");
+    assert!(out.contains("SigIgn: 0000000000000000"), "{out}");
+    // ls itself opens one fd (3) for /proc/self/fd.
+    assert!(out.ends_with("0 1 2 3 "), "{out}");
+}
+
+#[test]
+fn credentials_nobody() {
+    let Some(root) = scratch() else { return };
+    let cg = root.create_child("nobody").unwrap();
+    let (r, w) = pipe();
+    let mut spec = sh("grep -E '^(Uid|Gid|Groups):' /proc/self/status; id -u");
+    spec.cgroup = Some(cg.path().into());
+    spec.stdout = Stdio::Fd(w);
+    spec.credentials = Some(Credentials {
+        uid: 65534,
+        gid: 65534,
+        groups: vec![65534, 100],
+    });
+    spec.nice = Some(5);
+    spec.new_session = true;
+    let child = spawn::spawn(&spec).unwrap();
+    drop(spec);
+    let out = read_all(r);
+    reap(child.pid);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["Uid:", "65534", "65534", "65534", "65534"]
+    );
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["Gid:", "65534", "65534", "65534", "65534"]
+    );
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        ["Groups:", "100", "65534"]
+    );
+    assert_eq!(lines[3], "65534");
+}
+
+#[test]
+fn exec_as_nobody_of_a_root_only_program_fails_at_exec() {
+    let Some(root) = scratch() else { return };
+    // A directory only root may enter: setuid succeeded, chdir must fail
+    // with EACCES, proving the directory is checked as the user.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let mut spec = sh("exit 0");
+    spec.cgroup = Some(root.path().into());
+    spec.cwd = Some(CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap());
+    spec.credentials = Some(Credentials {
+        uid: 65534,
+        gid: 65534,
+        groups: vec![],
+    });
+    let e = spawn::spawn(&spec).unwrap_err();
+    assert_eq!((e.stage, e.errno), (Stage::Chdir, Errno::EACCES));
+    assert_eq!(root.procs_recursive().unwrap(), Vec::<i32>::new());
+}
