@@ -18,6 +18,10 @@ pub struct InstallArgs {
     /// Unit names ("memcached@11212" means memcached@11212.service).
     #[arg(required = true, value_name = "UNIT")]
     pub units: Vec<String>,
+    /// Then start (enable) or stop (disable, mask) the units through the
+    /// manager, as systemctl's --now.
+    #[arg(long)]
+    pub now: bool,
     /// Unit directories, highest priority first; symlinks go into the first
     /// (default: $XDG_CONFIG_HOME/corral/units, /etc/corral/user, /usr/lib/corral/user).
     #[arg(long = "units-dir", value_name = "DIR")]
@@ -120,6 +124,21 @@ pub fn run(verb: InstallVerb, args: &InstallArgs) -> u8 {
             exit::NEGATIVE
         }
     }
+}
+
+/// Runs an install verb and, with `--now` and when it succeeded, the start
+/// or stop that follows (through the manager at `socket`).
+pub fn run_then_now(verb: InstallVerb, args: &InstallArgs, socket: Option<PathBuf>) -> u8 {
+    let code = run(verb, args);
+    if code != exit::OK || !args.now {
+        return code;
+    }
+    let result = match verb.now_follow_up() {
+        Some(FollowUp::Start) => super::start::run(socket, args.units.clone()),
+        Some(FollowUp::Stop) => super::stop::run(socket, args.units.clone()),
+        None => return code,
+    };
+    result.unwrap_or_else(|e| super::common::report(&e))
 }
 
 /// The lines `is-enabled` prints on stdout and stderr, and its exit code:

@@ -208,12 +208,22 @@ pub fn main() -> ExitCode {
         Command::IsActive { quiet, units } => is_active::run(socket, units, false, quiet),
         Command::IsFailed { quiet, units } => is_active::run(socket, units, true, quiet),
         Command::Verify(args) => return ExitCode::from(verify::run(&args)),
-        Command::Enable(a) => return ExitCode::from(enable::run(InstallVerb::Enable, &a)),
-        Command::Disable(a) => return ExitCode::from(enable::run(InstallVerb::Disable, &a)),
-        Command::Reenable(a) => return ExitCode::from(enable::run(InstallVerb::Reenable, &a)),
+        Command::Enable(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Enable, &a, socket));
+        }
+        Command::Disable(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Disable, &a, socket));
+        }
+        Command::Reenable(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Reenable, &a, socket));
+        }
         Command::IsEnabled(a) => return ExitCode::from(enable::run_is_enabled(&a)),
-        Command::Mask(a) => return ExitCode::from(enable::run(InstallVerb::Mask, &a)),
-        Command::Unmask(a) => return ExitCode::from(enable::run(InstallVerb::Unmask, &a)),
+        Command::Mask(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Mask, &a, socket));
+        }
+        Command::Unmask(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Unmask, &a, socket));
+        }
         Command::ListUnitFiles(a) => return ExitCode::from(list_unit_files::run(&a)),
     };
     ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
