@@ -58,7 +58,10 @@ fn enable_now_links_and_starts_disable_now_unlinks_and_stops() {
         "the emptied .wants directory is removed, as systemctl does"
     );
     assert_eq!(td.prop(&unit, "ActiveState"), "inactive");
-    assert!(memcached_version(port).is_none(), "still answering after disable --now");
+    assert!(
+        memcached_version(port).is_none(),
+        "still answering after disable --now"
+    );
     let o = td.corral(&["is-enabled", "--units-dir", dir, &unit]);
     assert_eq!((o.code, o.stdout.as_str()), (1, "disabled\n"));
 }
