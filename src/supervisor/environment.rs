@@ -134,6 +134,15 @@ pub fn resolve_import<'a>(
     Ok(out)
 }
 
+/// [`resolve_import`] against this process's own environment (what the CLI
+/// calls); variables that are not UTF-8 cannot be sent and are left out.
+pub fn resolve_import_from_process(args: &[String]) -> Result<Import, EnvError> {
+    let vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    resolve_import(args, vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
 #[derive(Serialize, Deserialize)]
 struct Saved {
     version: u32,
@@ -419,6 +428,20 @@ mod tests {
         let all = resolve_import(&[], caller()).unwrap();
         assert_eq!(all.set.len(), 3);
         assert_eq!(all.notices.len(), 1);
+    }
+
+    #[test]
+    fn import_reads_this_process_environment() {
+        // PATH is set for every test process; a name nobody sets is skipped.
+        let imp = resolve_import_from_process(&[
+            "PATH".to_string(),
+            "CORRAL_TEST_SURELY_UNSET_VARIABLE".to_string(),
+        ])
+        .unwrap();
+        assert_eq!(imp.set.len(), 1);
+        assert_eq!(imp.set[0].0, "PATH");
+        assert_eq!(Some(imp.set[0].1.clone()), std::env::var("PATH").ok());
+        assert_eq!(imp.notices.len(), 1);
     }
 
     #[test]

@@ -127,6 +127,32 @@ pub fn load_deps(loader: &Loader, name: &str) -> Result<Deps, Missing> {
     }
 }
 
+/// A [`Units`] view over the unit loader: dependencies are read from the
+/// unit files (through [`load_deps`]), activity comes from the manager.
+/// Each lookup reads the unit's files; a manager that keeps its loaded
+/// units in memory can implement [`Units`] over them with [`Deps::from_unit`]
+/// instead.
+pub struct LoaderView<'a> {
+    /// Where unit files are found.
+    pub loader: &'a Loader,
+    /// Whether a unit is active (or activating, reloading) now.
+    pub active: &'a dyn Fn(&str) -> bool,
+    /// The units the manager has loaded (for reverse dependencies).
+    pub loaded: Vec<String>,
+}
+
+impl Units for LoaderView<'_> {
+    fn deps(&self, name: &str) -> Result<Deps, Missing> {
+        load_deps(self.loader, name)
+    }
+    fn is_active(&self, name: &str) -> bool {
+        (self.active)(name)
+    }
+    fn loaded(&self) -> Vec<String> {
+        self.loaded.clone()
+    }
+}
+
 /// Whether unit `a` (with `da`) is ordered after unit `b` (with `db`): by
 /// a's After=, by b's Before=, or because `a` is a target that pulls `b` in
 /// and both keep their default dependencies (systemd then orders a target

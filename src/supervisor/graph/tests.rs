@@ -578,19 +578,12 @@ fn deps_come_from_real_unit_files_and_default_target_needs_no_file() {
     assert_eq!(load_deps(&loader, "gone.service"), Err(Missing::Masked));
 
     // And the transaction over them: the bus first, then the app, then the target.
-    struct FromLoader(Loader);
-    impl Units for FromLoader {
-        fn deps(&self, name: &str) -> Result<Deps, Missing> {
-            load_deps(&self.0, name)
-        }
-        fn is_active(&self, _: &str) -> bool {
-            false
-        }
-        fn loaded(&self) -> Vec<String> {
-            vec!["app.service".into(), "dbus.service".into()]
-        }
-    }
-    let tx = build(&FromLoader(loader), Verb::Start, DEFAULT_TARGET).unwrap();
+    let view = LoaderView {
+        loader: &loader,
+        active: &|_| false,
+        loaded: vec!["app.service".into(), "dbus.service".into()],
+    };
+    let tx = build(&view, Verb::Start, DEFAULT_TARGET).unwrap();
     assert_eq!(
         layers(&tx),
         vec![
@@ -598,6 +591,17 @@ fn deps_come_from_real_unit_files_and_default_target_needs_no_file() {
             vec!["app.service/start"],
             vec!["default.target/start"]
         ]
+    );
+    // Stopping the bus stops the app that requires it.
+    let running = LoaderView {
+        loader: &loader,
+        active: &|_| true,
+        loaded: vec!["app.service".into(), "dbus.service".into()],
+    };
+    let tx = build(&running, Verb::Stop, "dbus.service").unwrap();
+    assert_eq!(
+        layers(&tx),
+        vec![vec!["app.service/stop"], vec!["dbus.service/stop"]]
     );
 }
 
