@@ -21,8 +21,8 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use crate::cgroup::Cgroup;
 use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio, spawn};
-use crate::cgroup::{Cgroup, EventsWatcher};
 use crate::ipc::proto::{
     ErrorKind, Failure, KillWhom, LoadState, MainExit, ManagerStatus, Request, Response, UnitFile,
     UnitFiles, UnitStatus,
@@ -1078,25 +1078,18 @@ impl Manager {
                 self.log(name, &format!("cannot apply {file}={value}: {err}"));
             }
         }
-        let watcher = EventsWatcher::new(&cg)
-            .map_err(|err| format!("cannot watch the cgroup of {name}: {err}"))?;
+        let events = cg.file("cgroup.events");
+        let watcher = file_watcher(&events, nix::sys::inotify::AddWatchFlags::IN_MODIFY)
+            .map_err(|err| format!("cannot watch {}: {err}", events.display()))?;
         let tx = self.tx.clone();
         let unit = name.to_string();
-        let task = self.rt.spawn(async move {
-            let mut w = watcher;
-            while let Ok(ev) = w.changed().await {
-                if !ev.populated
-                    && tx
-                        .send(Input::CgroupChanged {
-                            unit: unit.clone(),
-                            seq,
-                        })
-                        .is_err()
-                {
-                    break;
-                }
-            }
-        });
+        let task = self.rt.spawn(watch_events(watcher, move || {
+            tx.send(Input::CgroupChanged {
+                unit: unit.clone(),
+                seq,
+            })
+            .is_ok()
+        }));
         let inv = self
             .units
             .get_mut(name)
@@ -1289,7 +1282,8 @@ impl Manager {
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let tx = self.tx.clone();
         let unit = name.to_string();
-        let watch = match dir_watcher(&dir) {
+        use nix::sys::inotify::AddWatchFlags as F;
+        let watch = match file_watcher(&dir, F::IN_CLOSE_WRITE | F::IN_MOVED_TO | F::IN_CREATE) {
             Ok(w) => w,
             Err(err) => {
                 self.log(
@@ -1299,37 +1293,18 @@ impl Manager {
                 return;
             }
         };
-        let task = self.rt.spawn(async move {
-            // SAFETY: InoFd owns the inotify fd and returns that same fd until dropped.
-            let Ok(afd) = (unsafe { tokio::io::unix::AsyncFd::register(InoFd(watch)) }) else {
-                return;
-            };
-            // Check once after arming: the file may have appeared in between.
-            let _ = tx.send(Input::PidFileChanged {
+        // Check once after arming: the file may have appeared in between.
+        let _ = tx.send(Input::PidFileChanged {
+            unit: unit.clone(),
+            seq,
+        });
+        let task = self.rt.spawn(watch_events(watch, move || {
+            tx.send(Input::PidFileChanged {
                 unit: unit.clone(),
                 seq,
-            });
-            loop {
-                let Ok(mut guard) = afd.readable().await else {
-                    return;
-                };
-                let got = guard.get_inner().0.read_events().map(|v| !v.is_empty());
-                guard.clear_ready();
-                if matches!(got, Ok(true) | Err(nix::errno::Errno::EAGAIN)) {
-                    if tx
-                        .send(Input::PidFileChanged {
-                            unit: unit.clone(),
-                            seq,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                } else if got.is_err() {
-                    return;
-                }
-            }
-        });
+            })
+            .is_ok()
+        }));
         if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv.as_mut()) {
             inv.pidfile_watch = Some(task.abort_handle());
         }
@@ -1727,15 +1702,40 @@ impl AsRawFd for InoFd {
     }
 }
 
-/// An inotify instance watching `dir` for files created, moved in or written.
-fn dir_watcher(dir: &Path) -> Result<nix::sys::inotify::Inotify, nix::errno::Errno> {
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+/// An inotify instance watching `path` for `flags`.
+fn file_watcher(
+    path: &Path,
+    flags: nix::sys::inotify::AddWatchFlags,
+) -> Result<nix::sys::inotify::Inotify, nix::errno::Errno> {
+    use nix::sys::inotify::{InitFlags, Inotify};
     let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-    ino.add_watch(
-        dir,
-        AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE,
-    )?;
+    ino.add_watch(path, flags)?;
     Ok(ino)
+}
+
+/// Calls `notify` after every batch of inotify events until it returns false
+/// or the fd fails. One watch lives as long as the invocation, so no change
+/// between two waits can be missed.
+async fn watch_events(ino: nix::sys::inotify::Inotify, mut notify: impl FnMut() -> bool) {
+    // SAFETY: InoFd owns the inotify fd and returns that same fd until dropped.
+    let Ok(afd) = (unsafe { tokio::io::unix::AsyncFd::register(InoFd(ino)) }) else {
+        return;
+    };
+    loop {
+        let Ok(mut guard) = afd.readable().await else {
+            return;
+        };
+        match guard.get_inner().0.read_events() {
+            Ok(events) if events.is_empty() => guard.clear_ready(),
+            Ok(_) => {
+                if !notify() {
+                    return;
+                }
+            }
+            Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
+            Err(_) => return,
+        }
+    }
 }
 
 /// The environment every process of the user's services starts from.

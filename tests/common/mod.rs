@@ -315,3 +315,15 @@ pub fn memcached_user_flag() -> &'static str {
         ""
     }
 }
+
+/// PIDs of live processes whose argv[0] is exactly `name` (set with `exec -a`).
+pub fn pids_named(name: &str) -> Vec<i32> {
+    pids_matching(name)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|raw| raw.split(|&b| b == 0).next() == Some(name.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}

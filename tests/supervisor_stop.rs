@@ -1,0 +1,178 @@
+//! Stopping leaves not one process behind: forking daemons (tmux), shells
+//! that double-fork, a hundred children, a process that ignores SIGTERM —
+//! and KillMode=process, which leaves the rest on purpose and says so.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestDaemon, cgroup_pids, pids_matching, pids_named};
+
+#[test]
+fn tmux_forking_restart_always_stop_leaves_nothing() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let sock = format!("corral-test-{}", std::process::id());
+    td.write_unit(
+        "tmux.service",
+        &format!(
+            "[Service]\nType=forking\nRestart=always\n\
+             ExecStart=/usr/bin/tmux -L {sock} new-session -d -s x 'sleep 1000'\n"
+        ),
+    );
+    td.ok(&["start", "tmux"]);
+    let cg = td.unit_cgroup("tmux.service");
+    let inside = cgroup_pids(&cg);
+    assert!(
+        inside.len() >= 2,
+        "tmux server and its sleep should run in {cg:?}: {inside:?}"
+    );
+    let server = pids_matching(&format!("tmux -L {sock}"));
+    assert!(!server.is_empty());
+    assert!(
+        server.iter().all(|p| inside.contains(p)),
+        "{server:?} outside {inside:?}"
+    );
+    td.ok(&["stop", "tmux"]);
+    assert!(pids_matching(&format!("tmux -L {sock}")).is_empty());
+    for p in inside {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists() || is_zombie(p),
+            "pid {p} survived"
+        );
+    }
+    assert!(!cg.exists());
+    assert_eq!(td.prop("tmux", "ActiveState"), "inactive");
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+#[test]
+fn double_forking_shell_is_contained_and_stopped() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let tag = format!("dfork-{}", std::process::id());
+    // The grandchild is orphaned at once; the manager, a subreaper, inherits it.
+    td.write_unit(
+        "dfork.service",
+        &format!(
+            "[Service]\nType=forking\n\
+             ExecStart=/bin/bash -c '(bash -c \"exec -a {tag} sleep 1000\" &) ; exit 0'\n"
+        ),
+    );
+    td.ok(&["start", "dfork"]);
+    let cg = td.unit_cgroup("dfork.service");
+    let mine = pids_named(&tag);
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert!(cgroup_pids(&cg).contains(&mine[0]));
+    // Either the orphan was the only process left (and became the main PID),
+    // or the intermediate shell was still there and the cgroup stands for the unit.
+    let main = td.prop("dfork", "MainPID");
+    assert!(main == "0" || main == mine[0].to_string(), "MainPID={main}");
+    td.ok(&["stop", "dfork"]);
+    assert!(pids_named(&tag).is_empty());
+    assert!(!cg.exists());
+}
+
+#[test]
+fn hundred_children_all_gone_after_stop() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let tag = format!("kid-{}", std::process::id());
+    td.write_unit(
+        "hundred.service",
+        &format!(
+            "[Service]\nExecStart=/bin/bash -c 'for i in $(seq 100); do (exec -a {tag} sleep 1000) & done; wait'\n"
+        ),
+    );
+    td.ok(&["start", "hundred"]);
+    let cg = td.unit_cgroup("hundred.service");
+    let n = common::eventually(Duration::from_secs(10), || {
+        let n = pids_named(&tag).len();
+        (n == 100).then_some(n)
+    });
+    assert_eq!(n, Some(100), "children did not all start");
+    assert_eq!(cgroup_pids(&cg).len(), 101);
+    td.ok(&["stop", "hundred"]);
+    assert!(pids_named(&tag).is_empty());
+    assert!(!cg.exists());
+}
+
+#[test]
+fn sigterm_ignoring_process_is_killed_after_timeout_stop_sec() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let tag = format!("stubborn-{}", std::process::id());
+    td.write_unit(
+        "stubborn.service",
+        &format!(
+            "[Service]\nTimeoutStopSec=1\n\
+             ExecStart=/bin/bash -c 'trap \"\" TERM; exec -a {tag} sleep 1000'\n"
+        ),
+    );
+    td.ok(&["start", "stubborn"]);
+    let t = Instant::now();
+    td.ok(&["stop", "stubborn"]);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "stop returned before TimeoutStopSec: {took:?}"
+    );
+    assert!(pids_named(&tag).is_empty());
+    assert!(!td.unit_cgroup("stubborn.service").exists());
+    // As systemd: a stop that needed SIGKILL ends with result timeout.
+    assert_eq!(td.prop("stubborn", "Result"), "timeout");
+}
+
+#[test]
+fn kill_mode_process_lists_what_it_left() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let tag = format!("leftover-{}", std::process::id());
+    td.write_unit(
+        "leaver.service",
+        &format!(
+            "[Service]\nKillMode=process\n\
+             ExecStart=/bin/bash -c '(exec -a {tag} sleep 1000) & exec sleep 1000'\n"
+        ),
+    );
+    td.ok(&["start", "leaver"]);
+    let left = common::eventually(Duration::from_secs(5), || {
+        let p = pids_named(&tag);
+        (!p.is_empty()).then_some(p)
+    })
+    .expect("child started");
+    let o = td.ok(&["stop", "leaver"]);
+    assert!(
+        o.stdout
+            .contains("KillMode=process left these processes running")
+            && o.stdout.contains(&left[0].to_string()),
+        "{o:?}"
+    );
+    assert_eq!(
+        pids_named(&tag),
+        left,
+        "KillMode=process must not kill the child"
+    );
+    // The cgroup stays with the process in it; the test's Drop cleans it up.
+    assert!(cgroup_pids(&td.unit_cgroup("leaver.service")).contains(&left[0]));
+    // A new start gets a fresh cgroup beside the old one.
+    td.ok(&["start", "leaver"]);
+    let cg = td.prop("leaver", "ControlGroup");
+    assert!(cg.contains("leaver.service-"), "{cg}");
+}

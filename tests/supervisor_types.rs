@@ -1,0 +1,217 @@
+//! Type=forking PIDFile trust, Type=notify, Type=oneshot, ExecReload with
+//! $MAINPID, ExecStopPost with $SERVICE_RESULT, and the environment services see.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestDaemon;
+
+fn read(td: &TestDaemon, file: &str) -> String {
+    std::fs::read_to_string(td.run_dir().join(file)).unwrap_or_default()
+}
+
+#[test]
+fn pidfile_naming_a_process_outside_the_cgroup_fails_the_start() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let mut outsider = Command::new("/bin/sleep")
+        .arg("1000")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = outsider.id();
+    std::fs::write(td.run_dir().join("liar.pid"), format!("{pid}\n")).unwrap();
+    td.write_unit(
+        "liar.service",
+        "[Service]\nType=forking\nPIDFile=%t/liar.pid\nExecStart=/bin/true\n",
+    );
+    let o = td.corral(&["start", "liar"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr.contains(&format!(
+            "names PID {pid}, which is not a process of this unit"
+        )),
+        "{o:?}"
+    );
+    assert_eq!(td.prop("liar", "Result"), "resources");
+    // Nothing outside was touched.
+    assert!(
+        outsider.try_wait().unwrap().is_none(),
+        "the outside process was killed"
+    );
+    outsider.kill().unwrap();
+    outsider.wait().unwrap();
+}
+
+#[test]
+fn notify_ready_with_debian_systemd_notify() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "notifier.service",
+            "[Service]\nType=notify\nNotifyAccess=all\n\
+             ExecStart=/bin/bash -c 'sleep 0.3; systemd-notify --ready --status=\"serving\"; exec sleep 1000'\n",
+        )
+    }) else {
+        return;
+    };
+    let t = Instant::now();
+    td.ok(&["start", "notifier"]);
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "start returned before READY=1"
+    );
+    assert_eq!(td.prop("notifier", "SubState"), "running");
+    assert_eq!(td.prop("notifier", "StatusText"), "serving");
+    td.ok(&["stop", "notifier"]);
+}
+
+/// Sends READY=1 from its own PID (systemd-notify, as root, sends with its
+/// parent's PID, which would be the main process).
+const SEND_READY: &str = "import os, socket\n\
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+    s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n";
+
+#[test]
+fn notify_from_a_child_is_ignored_with_notify_access_main() {
+    if Command::new("python3").arg("-V").output().is_err() {
+        eprintln!("note: skipping, python3 is needed to send a datagram from a child");
+        return;
+    }
+    let Some(td) = TestDaemon::start_with(|td| {
+        std::fs::write(td.run_dir().join("ready.py"), SEND_READY).unwrap();
+        td.write_unit(
+            "strict.service",
+            "[Service]\nType=notify\nNotifyAccess=main\nTimeoutStartSec=1\n\
+             ExecStart=/bin/bash -c 'python3 %t/ready.py; exec sleep 1000'\n",
+        );
+        td.write_unit(
+            "lenient.service",
+            "[Service]\nType=notify\nNotifyAccess=all\nTimeoutStartSec=5\n\
+             ExecStart=/bin/bash -c 'python3 %t/ready.py; exec sleep 1000'\n",
+        );
+    }) else {
+        return;
+    };
+    let o = td.corral(&["start", "strict"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert_eq!(td.prop("strict", "Result"), "timeout");
+    assert!(
+        td.log().contains("NotifyAccess=Main does not admit it"),
+        "{}",
+        td.log()
+    );
+    td.ok(&["start", "lenient"]);
+    assert_eq!(td.prop("lenient", "SubState"), "running");
+}
+
+#[test]
+fn exec_reload_sees_mainpid() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "reloader.service",
+            "[Service]\nExecStart=/bin/sleep 1000\n\
+             ExecReload=/bin/bash -c 'echo $MAINPID > %t/reload.out'\n",
+        )
+    }) else {
+        return;
+    };
+    td.ok(&["start", "reloader"]);
+    td.ok(&["reload", "reloader"]);
+    let main = td.prop("reloader", "MainPID");
+    assert_eq!(read(&td, "reload.out").trim(), main);
+    assert_eq!(td.prop("reloader", "SubState"), "running");
+    td.ok(&["stop", "reloader"]);
+    // Reload of an inactive unit is refused.
+    assert_eq!(td.corral(&["reload", "reloader"]).code, 1);
+}
+
+#[test]
+fn oneshot_remain_after_exit_runs_every_exec_start() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "setup.service",
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\n\
+             ExecStart=/bin/bash -c 'echo one >> %t/oneshot.out'\n\
+             ExecStart=/bin/bash -c 'echo two >> %t/oneshot.out'\n\
+             ExecStop=/bin/bash -c 'echo stop >> %t/oneshot.out'\n",
+        )
+    }) else {
+        return;
+    };
+    td.ok(&["start", "setup"]);
+    assert_eq!(read(&td, "oneshot.out"), "one\ntwo\n");
+    assert_eq!(td.prop("setup", "ActiveState"), "active");
+    assert_eq!(td.prop("setup", "SubState"), "exited");
+    assert_eq!(td.corral(&["is-active", "setup"]).code, 0);
+    td.ok(&["stop", "setup"]);
+    assert_eq!(read(&td, "oneshot.out"), "one\ntwo\nstop\n");
+    assert_eq!(td.prop("setup", "ActiveState"), "inactive");
+}
+
+#[test]
+fn exec_stop_post_sees_service_result() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "post.service",
+            "[Service]\nExecStart=/bin/sleep 1000\n\
+             ExecStopPost=/bin/bash -c 'echo \"$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS\" >> %t/post.out'\n",
+        );
+        td.write_unit(
+            "crash.service",
+            "[Service]\nExecStart=/bin/bash -c 'exit 3'\n\
+             ExecStopPost=/bin/bash -c 'echo \"$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS\" >> %t/crash.out'\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "post"]);
+    td.ok(&["stop", "post"]);
+    assert_eq!(read(&td, "post.out"), "success killed TERM\n");
+    td.ok(&["start", "crash"]);
+    let out = common::eventually(Duration::from_secs(5), || {
+        let s = read(&td, "crash.out");
+        (!s.is_empty()).then_some(s)
+    });
+    assert_eq!(out.as_deref(), Some("exit-code exited 3\n"));
+    assert_eq!(td.prop("crash", "ActiveState"), "failed");
+}
+
+#[test]
+fn services_get_the_environment_a_user_expects() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        std::fs::write(td.run_dir().join("envfile"), "FROM_FILE=yes\n# comment\n").unwrap();
+        td.write_unit(
+            "env.service",
+            "[Service]\nType=notify\nNotifyAccess=all\nEnvironment=GREETING=hello\n\
+             EnvironmentFile=%t/envfile\nEnvironmentFile=-%t/missing\n\
+             ExecStart=/bin/bash -c 'env > %t/env.out; systemd-notify --ready; exec sleep 1000'\n",
+        )
+    }) else {
+        return;
+    };
+    td.ok(&["start", "env"]);
+    let env = read(&td, "env.out");
+    let get = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_string))
+    };
+    for k in ["HOME", "USER", "LOGNAME", "SHELL", "PATH"] {
+        assert!(
+            get(k).is_some_and(|v| !v.is_empty()),
+            "{k} missing in:\n{env}"
+        );
+    }
+    assert_eq!(
+        get("XDG_RUNTIME_DIR"),
+        Some(td.run_dir().display().to_string())
+    );
+    assert_eq!(get("INVOCATION_ID"), Some(td.prop("env", "InvocationID")));
+    assert_eq!(get("INVOCATION_ID").map(|v| v.len()), Some(32));
+    assert!(get("NOTIFY_SOCKET").is_some());
+    assert_eq!(get("GREETING").as_deref(), Some("hello"));
+    assert_eq!(get("FROM_FILE").as_deref(), Some("yes"));
+    td.ok(&["stop", "env"]);
+}
