@@ -8,13 +8,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use enable::InstallVerb;
+
 pub mod cat;
 pub mod common;
 pub mod daemon_reload;
+pub mod enable;
 pub mod is_active;
 pub mod jobs;
 pub mod kill;
 pub mod list;
+pub mod list_unit_files;
 pub mod reload;
 pub mod reset_failed;
 pub mod restart;
@@ -159,6 +163,20 @@ pub enum Command {
     },
     /// Check unit files, drop-ins and runit service directories (no manager needed).
     Verify(verify::VerifyArgs),
+    /// Enable units: create the symlinks their [Install] section asks for.
+    Enable(enable::InstallArgs),
+    /// Disable units: remove every symlink to them from the units directory.
+    Disable(enable::InstallArgs),
+    /// Disable, then enable units again.
+    Reenable(enable::InstallArgs),
+    /// Print whether units are enabled; exit 0 if at least one is.
+    IsEnabled(enable::IsEnabledArgs),
+    /// Mask units (a symlink to /dev/null): they cannot be started at all.
+    Mask(enable::InstallArgs),
+    /// Unmask units.
+    Unmask(enable::InstallArgs),
+    /// List unit files and runit services with their enablement state.
+    ListUnitFiles(list_unit_files::ListUnitFilesArgs),
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
@@ -190,6 +208,23 @@ pub fn main() -> ExitCode {
         Command::IsActive { quiet, units } => is_active::run(socket, units, false, quiet),
         Command::IsFailed { quiet, units } => is_active::run(socket, units, true, quiet),
         Command::Verify(args) => return ExitCode::from(verify::run(&args)),
+        Command::Enable(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Enable, &a, socket));
+        }
+        Command::Disable(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Disable, &a, socket));
+        }
+        Command::Reenable(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Reenable, &a, socket));
+        }
+        Command::IsEnabled(a) => return ExitCode::from(enable::run_is_enabled(&a)),
+        Command::Mask(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Mask, &a, socket));
+        }
+        Command::Unmask(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Unmask, &a, socket));
+        }
+        Command::ListUnitFiles(a) => return ExitCode::from(list_unit_files::run(&a)),
     };
     ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
 }

@@ -267,12 +267,21 @@ impl Loader {
                         u.aliases.push(a);
                     }
                 }
+                add_install_aliases(&mut u);
                 self.add_wants_dirs(&mut u);
                 Ok(u)
             }
             None => match self.find_runit(name) {
                 Some(r) => {
                     let mut u = r.to_unit()?;
+                    self.add_wants_dirs(&mut u);
+                    Ok(u)
+                }
+                // No unit file, but drop-ins (as for scopes systemd creates at
+                // run time): the unit is made of its drop-ins alone.
+                None if self.has_own_dropins(name) => {
+                    let dropins = self.dropins(std::slice::from_ref(name));
+                    let mut u = build(name, None, &dropins, &self.spec);
                     self.add_wants_dirs(&mut u);
                     Ok(u)
                 }
@@ -287,6 +296,50 @@ impl Loader {
                 }),
             },
         }
+    }
+
+    /// Loads the unit file at `path` (named after the file), with the
+    /// drop-ins of the search path and those in `NAME.d/` beside the file.
+    pub fn load_file(&self, path: &Path) -> Result<Unit, UnitError> {
+        let base = path
+            .file_name()
+            .map(|b| b.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = UnitName::parse_strict(&base)?;
+        std::fs::metadata(path).map_err(|source| UnitError::Io {
+            op: "read unit file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if is_masked_file(path) {
+            let mut u = Unit::new(name);
+            u.fragment = Some(path.to_path_buf());
+            u.masked = true;
+            return Ok(u);
+        }
+        let names = [name.clone()];
+        let mut dirs = self.dropin_dirs(&names);
+        if let Some(parent) = path.parent() {
+            for d in dropin_dir_names(&names).into_iter().rev() {
+                dirs.insert(0, parent.join(d));
+            }
+        }
+        let dropins = collect_dropins(&dirs);
+        let mut u = build(&name, Some(path), &dropins, &self.spec);
+        add_install_aliases(&mut u);
+        self.add_wants_dirs(&mut u);
+        Ok(u)
+    }
+
+    /// Whether drop-ins exist for this name specifically (type-wide
+    /// `service.d/` ones apply to every name and do not count).
+    fn has_own_dropins(&self, name: &UnitName) -> bool {
+        let type_wide = format!("{}.d", name.kind().suffix());
+        self.dropins(std::slice::from_ref(name)).iter().any(|p| {
+            p.parent()
+                .and_then(Path::file_name)
+                .is_some_and(|d| d.to_string_lossy() != type_wide)
+        })
     }
 
     /// The drop-in directories for a unit known by `names`, in precedence
@@ -439,6 +492,19 @@ impl Loader {
     }
 }
 
+/// Adds the `Alias=` names (instantiated for an instance) to `aliases`.
+fn add_install_aliases(u: &mut Unit) {
+    for a in u.install.alias.clone() {
+        let a = match (u.name.instance(), a.is_template()) {
+            (Some(i), true) => a.with_instance(i).unwrap_or(a),
+            _ => a,
+        };
+        if a != u.name && !u.aliases.contains(&a) {
+            u.aliases.push(a);
+        }
+    }
+}
+
 fn has_install_section(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| {
         syntax::parse(path, &t)
@@ -514,6 +580,20 @@ pub fn build(
     for f in &files {
         apply_file(&mut u, &mut applier, f);
     }
+    applier.finish(&mut u);
+    u
+}
+
+/// Builds a unit from in-memory text as if read from `path` (no drop-ins,
+/// nothing read from disk).
+pub fn from_text(name: &UnitName, path: &Path, text: &str, spec: &SpecifierContext) -> Unit {
+    let mut u = Unit::new(name.clone());
+    u.fragment = Some(path.to_path_buf());
+    let mut applier = Applier {
+        spec,
+        explicit: Explicit::default(),
+    };
+    apply_text(&mut u, &mut applier, path, text);
     applier.finish(&mut u);
     u
 }

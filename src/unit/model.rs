@@ -540,6 +540,52 @@ pub struct ServiceSection {
     pub log_rate_limit_burst: Option<u32>,
 }
 
+impl ServiceSection {
+    /// The environment of the service's processes, composed as systemd does:
+    /// the manager's environment block, then `PassEnvironment=` names looked
+    /// up with `pass_from`, then `Environment=`, then each
+    /// `EnvironmentFile=` (read now; a missing optional file is skipped),
+    /// then `UnsetEnvironment=` (`NAME` removes the name, `NAME=value` only
+    /// that exact assignment). Later sources override earlier ones.
+    pub fn resolve_environment(
+        &self,
+        manager_env: &[(String, String)],
+        pass_from: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(String, String)>, UnitError> {
+        let mut env: Vec<(String, String)> = Vec::new();
+        for (k, v) in manager_env {
+            env_set(&mut env, k.clone(), v.clone());
+        }
+        for name in &self.pass_environment {
+            if let Some(v) = pass_from(name) {
+                env_set(&mut env, name.clone(), v);
+            }
+        }
+        for (k, v) in &self.environment {
+            env_set(&mut env, k.clone(), v.clone());
+        }
+        for f in &self.environment_files {
+            match super::envfile::parse(&f.path) {
+                Ok(vars) => {
+                    for (k, v) in vars {
+                        env_set(&mut env, k, v);
+                    }
+                }
+                Err(UnitError::Io { source, .. })
+                    if f.optional && source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for u in &self.unset_environment {
+            match u.split_once('=') {
+                Some((k, v)) => env.retain(|(ek, ev)| !(ek == k && ev == v)),
+                None => env.retain(|(ek, _)| ek != u),
+            }
+        }
+        Ok(env)
+    }
+}
+
 /// systemd's DefaultTimeoutStartSec / DefaultTimeoutStopSec.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
 

@@ -158,6 +158,33 @@ impl SpecifierContext {
         }
     }
 
+    /// A fixed context (uid 1000, user `user`, home /home/user, runtime dir
+    /// /run/user/1000, host `host`) for tests, fuzzing and examples, so that
+    /// results do not depend on who runs them.
+    pub fn example() -> SpecifierContext {
+        SpecifierContext {
+            uid: 1000,
+            gid: 1000,
+            user: "user".into(),
+            group: "user".into(),
+            home: "/home/user".into(),
+            shell: "/bin/sh".into(),
+            runtime_dir: "/run/user/1000".into(),
+            state_dir: "/home/user/.config".into(),
+            cache_dir: "/home/user/.cache".into(),
+            logs_dir: "/home/user/.config/log".into(),
+            config_dir: "/home/user/.config".into(),
+            tmp_dir: "/tmp".into(),
+            var_tmp_dir: "/var/tmp".into(),
+            hostname: "host.example.org".into(),
+            boot_id: "0123456789abcdef0123456789abcdef".into(),
+            machine_id: "fedcba9876543210fedcba9876543210".into(),
+            kernel_release: "6.1.0".into(),
+            architecture: "x86-64".into(),
+            os_release: HashMap::from([("ID".to_string(), "debian".to_string())]),
+        }
+    }
+
     fn os(&self, key: &str) -> String {
         self.os_release.get(key).cloned().unwrap_or_default()
     }

@@ -163,7 +163,7 @@ pub fn parse_signal(s: &str) -> Option<i32> {
         } else {
             off.strip_prefix('+')?.parse().ok()?
         };
-        let n = libc::SIGRTMIN() + k;
+        let n = libc::SIGRTMIN().checked_add(k)?;
         return (k >= 0 && n <= libc::SIGRTMAX()).then_some(n);
     }
     if let Some(off) = name.strip_prefix("RTMAX") {
@@ -172,7 +172,7 @@ pub fn parse_signal(s: &str) -> Option<i32> {
         } else {
             off.strip_prefix('-')?.parse().ok()?
         };
-        let n = libc::SIGRTMAX() - k;
+        let n = libc::SIGRTMAX().checked_sub(k)?;
         return (k >= 0 && n >= libc::SIGRTMIN()).then_some(n);
     }
     SIGNALS.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
@@ -360,6 +360,8 @@ mod tests {
         assert_eq!(parse_signal("SIGRTMIN+2"), Some(libc::SIGRTMIN() + 2));
         assert_eq!(parse_signal("SIGFOO"), None);
         assert_eq!(parse_signal("0"), None);
+        assert_eq!(parse_signal("SIGRTMIN+2147483647"), None);
+        assert_eq!(parse_signal("SIGRTMAX-2147483647"), None);
         assert_eq!(signal_name(9), "SIGKILL");
         assert_eq!(parse_exit_status("DATAERR"), Some(65));
         assert_eq!(parse_exit_status("143"), Some(143));

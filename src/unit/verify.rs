@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::loader::{
-    apply_text, build, collect_dropins, dropin_dir_names, is_masked_file, link_target,
+    apply_text, build, collect_dropins, dropin_dir_names, from_text, is_masked_file, link_target,
 };
 use super::model::{Applier, Explicit, Unit};
 use super::name::{UnitKind, UnitName};
@@ -314,19 +314,13 @@ pub fn verify_paths_with(paths: &[PathBuf], spec: SpecifierContext) -> VerifyRep
 }
 
 /// Parses unit text as if it were the file `name` (a unit name), with no
-/// drop-ins and nothing read from disk: the entry point of the fuzz target.
+/// drop-ins and nothing read from disk, and runs the run-time expansion of
+/// its commands: the entry point of the fuzz target. Never panics.
 pub fn check_text(name: &str, text: &str) -> Vec<Diagnostic> {
     let name = UnitName::parse(name)
         .unwrap_or_else(|_| UnitName::parse_strict("fuzz.service").expect("a constant valid name"));
-    let spec = fuzz_spec();
-    let mut u = Unit::new(name.clone());
-    u.fragment = Some(PathBuf::from(name.as_str()));
-    let mut applier = Applier {
-        spec: &spec,
-        explicit: Explicit::default(),
-    };
-    apply_text(&mut u, &mut applier, Path::new(name.as_str()), text);
-    applier.finish(&mut u);
+    let spec = SpecifierContext::example();
+    let u = from_text(&name, Path::new(name.as_str()), text, &spec);
     // Exercise the run-time half too: expansion of every command.
     if let Some(s) = &u.service {
         let env = |k: &str| {
@@ -341,29 +335,4 @@ pub fn check_text(name: &str, text: &str) -> Vec<Diagnostic> {
         }
     }
     u.diagnostics
-}
-
-fn fuzz_spec() -> SpecifierContext {
-    use std::collections::HashMap;
-    SpecifierContext {
-        uid: 1000,
-        gid: 1000,
-        user: "user".into(),
-        group: "user".into(),
-        home: "/home/user".into(),
-        shell: "/bin/sh".into(),
-        runtime_dir: "/run/user/1000".into(),
-        state_dir: "/home/user/.config".into(),
-        cache_dir: "/home/user/.cache".into(),
-        logs_dir: "/home/user/.config/log".into(),
-        config_dir: "/home/user/.config".into(),
-        tmp_dir: "/tmp".into(),
-        var_tmp_dir: "/var/tmp".into(),
-        hostname: "host".into(),
-        boot_id: "0".repeat(32),
-        machine_id: "0".repeat(32),
-        kernel_release: "6.1.0".into(),
-        architecture: "x86-64".into(),
-        os_release: HashMap::new(),
-    }
 }

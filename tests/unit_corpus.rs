@@ -1,0 +1,183 @@
+//! Walks every file of the shared corpus (real Debian 12 unit files and
+//! runit directories) and requires: no panic, no error, and warnings only
+//! for what corral does not support.
+
+use std::path::{Path, PathBuf};
+
+use corral::unit::verify::{VerifyReport, verify_paths};
+use corral::unit::{
+    Diagnostic, DiagnosticKind, Loader, Severity, SpecifierContext, UnitFileState, UnitName,
+};
+
+fn corpus() -> Option<PathBuf> {
+    let found = std::env::var_os("CORRAL_CORPUS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .ancestors()
+                .map(|a| a.join("shared/corpus"))
+                .find(|p| p.is_dir())
+        })
+        .filter(|p| p.is_dir());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the shared corpus (../shared/corpus) is missing; CI must have it"
+        );
+        eprintln!("note: shared corpus not found; skipping (set CORRAL_CORPUS)");
+    }
+    found
+}
+
+const ROOTS: [&str; 3] = ["systemd-user", "systemd-system", "runit"];
+
+fn acceptable(d: &Diagnostic) -> bool {
+    d.severity == Severity::Warning
+        && matches!(
+            d.kind,
+            DiagnosticKind::Unsupported | DiagnosticKind::NotSupportedYet
+        )
+        && (d.message.contains("unsupported") || d.message.contains("not supported yet"))
+}
+
+fn check(report: &VerifyReport, what: &str) {
+    let bad: Vec<String> = report
+        .diagnostics
+        .iter()
+        .filter(|d| !acceptable(d))
+        .map(|d| d.to_string())
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{what}: unexpected diagnostics:\n{}",
+        bad.join("\n")
+    );
+    assert!(
+        report.io_errors.is_empty(),
+        "{what}: {:?}",
+        report.io_errors
+    );
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() && !p.is_symlink() {
+            walk(&p, out);
+        }
+        out.push(p);
+    }
+}
+
+#[test]
+fn whole_corpus_verifies_clean() {
+    let Some(c) = corpus() else { return };
+    let roots: Vec<PathBuf> = ROOTS.iter().map(|r| c.join(r)).collect();
+    let report = verify_paths(&roots);
+    check(&report, "corpus");
+    // 257 .service, 39 .target, 24 .socket, 19 .timer, 3 .path and the runit services.
+    assert!(report.units > 380, "only {} units found", report.units);
+    eprintln!(
+        "corpus: {} units, {} drop-ins, {} warnings",
+        report.units,
+        report.dropins,
+        report.warning_count()
+    );
+}
+
+#[test]
+fn every_file_alone_never_panics_and_units_are_clean() {
+    let Some(c) = corpus() else { return };
+    let mut files = Vec::new();
+    for r in ROOTS {
+        walk(&c.join(r), &mut files);
+    }
+    assert!(files.len() > 600, "only {} files", files.len());
+    let mut checked = 0;
+    for f in &files {
+        let report = std::panic::catch_unwind(|| verify_paths(std::slice::from_ref(f)))
+            .unwrap_or_else(|_| panic!("verify panicked on {}", f.display()));
+        let name = f.file_name().unwrap().to_string_lossy();
+        let parent_is_dropin = f
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|p| p.to_string_lossy().ends_with(".d"));
+        let is_definition = UnitName::parse_strict(&name).is_ok()
+            || (name.ends_with(".conf") && parent_is_dropin)
+            || f.is_dir()
+            || (name == "run" && corral::unit::RunitService::probe(f.parent().unwrap()).is_some());
+        if is_definition {
+            check(&report, &f.display().to_string());
+            checked += 1;
+        }
+    }
+    assert!(checked > 400, "only {checked} definitions checked");
+}
+
+#[test]
+fn loader_loads_every_unit_of_every_package() {
+    let Some(c) = corpus() else { return };
+    let spec = SpecifierContext::current();
+    let mut loaded = 0;
+    for r in ["systemd-user", "systemd-system"] {
+        let mut pkgs: Vec<_> = std::fs::read_dir(c.join(r))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        pkgs.sort();
+        for pkg in pkgs {
+            let loader = Loader::new(vec![pkg.clone()], Vec::new(), spec.clone());
+            for (name, path, state) in loader.list() {
+                // A template is loaded through an instance, as it would run.
+                let name = if name.is_template() {
+                    name.with_instance("corpus").unwrap()
+                } else {
+                    name
+                };
+                let u = loader
+                    .load(&name)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                if let UnitFileState::Alias(target) = &state {
+                    // Aliases of units that the package does not ship are fine
+                    // as long as they resolve to the target's name.
+                    assert_eq!(&u.name, target, "{}", path.display());
+                }
+                let bad: Vec<String> = u
+                    .diagnostics
+                    .iter()
+                    .filter(|d| !acceptable(d))
+                    .map(|d| d.to_string())
+                    .collect();
+                assert!(bad.is_empty(), "{}:\n{}", name, bad.join("\n"));
+                loaded += 1;
+            }
+        }
+    }
+    let runit = c.join("runit");
+    let mut dirs: Vec<_> = std::fs::read_dir(&runit)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    for pkg in dirs {
+        let loader = Loader::new(Vec::new(), vec![pkg.clone()], spec.clone());
+        for (name, _, _) in loader.list() {
+            let u = loader.load(&name).unwrap();
+            assert!(
+                u.diagnostics.iter().all(acceptable),
+                "{name}: {:?}",
+                u.diagnostics
+            );
+            loaded += 1;
+        }
+    }
+    eprintln!("loaded {loaded} units through the loader");
+    assert!(loaded > 380);
+}

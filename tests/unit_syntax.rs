@@ -1,0 +1,562 @@
+//! Table tests of the unit file rules (systemd 252 semantics), through the
+//! public model: each case is unit text and what the model must hold.
+
+use std::path::Path;
+use std::time::Duration;
+
+use corral::unit::loader::from_text;
+use corral::unit::{
+    DiagnosticKind, ExitStatusSet, KillMode, MemoryLimit, NotifyAccess, RLimit, ResourceLimit,
+    RestartPolicy, ServiceSection, ServiceType, Severity, SpecifierContext, StdOutput, TasksMax,
+    Unit, UnitName,
+};
+
+fn unit_named(name: &str, text: &str) -> Unit {
+    let n = UnitName::parse(name).unwrap();
+    from_text(
+        &n,
+        Path::new(&format!("/units/{n}")),
+        text,
+        &SpecifierContext::example(),
+    )
+}
+
+fn unit(text: &str) -> Unit {
+    unit_named("t.service", text)
+}
+
+fn svc(body: &str) -> ServiceSection {
+    let u = unit(&format!("[Service]\nExecStart=/bin/true\n{body}"));
+    let errs: Vec<String> = u.errors().map(|d| d.to_string()).collect();
+    assert!(errs.is_empty(), "{body:?}: {errs:?}");
+    u.service.unwrap()
+}
+
+fn argv(line: &str) -> Vec<Vec<String>> {
+    let u = unit(&format!("[Service]\nType=oneshot\nExecStart={line}\n"));
+    let errs: Vec<String> = u.errors().map(|d| d.to_string()).collect();
+    assert!(errs.is_empty(), "{line:?}: {errs:?}");
+    u.service
+        .unwrap()
+        .exec_start
+        .into_iter()
+        .map(|c| c.argv)
+        .collect()
+}
+
+#[test]
+fn defaults_are_systemd_252() {
+    let s = svc("");
+    assert_eq!(s.service_type, ServiceType::Simple);
+    assert_eq!(s.restart, RestartPolicy::No);
+    assert_eq!(s.restart_sec, Duration::from_millis(100));
+    assert_eq!(s.timeout_start, Some(Duration::from_secs(90)));
+    assert_eq!(s.timeout_stop, Some(Duration::from_secs(90)));
+    assert_eq!(s.runtime_max, None);
+    assert_eq!(s.kill_mode, KillMode::ControlGroup);
+    assert_eq!(s.kill_signal, libc::SIGTERM);
+    assert!(s.send_sigkill && !s.send_sighup);
+    assert_eq!(s.umask, 0o022);
+    assert_eq!(s.notify_access, NotifyAccess::None);
+    assert_eq!(s.standard_output, StdOutput::Journal);
+    assert_eq!(s.standard_error, StdOutput::Inherit);
+    assert_eq!(s.syslog_level, 6);
+    assert!(s.syslog_level_prefix);
+    let u = unit("[Service]\nExecStart=/bin/true\n");
+    assert_eq!(u.unit.start_limit_interval, Duration::from_secs(10));
+    assert_eq!(u.unit.start_limit_burst, 5);
+    assert!(u.unit.default_dependencies);
+    // Implied defaults.
+    let oneshot = unit("[Service]\nExecStartPre=/bin/true\nExecStop=/bin/true\n")
+        .service
+        .unwrap();
+    assert_eq!(
+        oneshot.service_type,
+        ServiceType::Oneshot,
+        "no ExecStart= means oneshot"
+    );
+    assert_eq!(
+        oneshot.timeout_start, None,
+        "oneshot has no start timeout by default"
+    );
+    assert_eq!(svc("Type=notify").notify_access, NotifyAccess::Main);
+}
+
+#[test]
+fn continuation_comments_and_whitespace() {
+    let cases: &[(&str, &[&str])] = &[
+        ("/bin/echo a \\\n  b", &["/bin/echo", "a", "b"]),
+        (
+            "/bin/echo a\\\n# comment\n; other\n b",
+            &["/bin/echo", "a", "b"],
+        ),
+        ("/bin/echo \"x \\\ny\"", &["/bin/echo", "x  y"]),
+        ("   /bin/echo   spaced   ", &["/bin/echo", "spaced"]),
+    ];
+    for (line, want) in cases {
+        assert_eq!(argv(line), [want.to_vec()], "{line:?}");
+    }
+    // A comment ending in a backslash is not continued into the next line.
+    let u = unit("[Service]\n#ExecStart=/bin/a \\\nExecStart=/bin/b\n");
+    assert_eq!(u.service.unwrap().exec_start[0].argv, ["/bin/b"]);
+    // Whitespace around `=` and in keys' surroundings.
+    let u = unit("[Unit]\n  Description  =   spaced out  \n[Service]\nExecStart=/bin/true\n");
+    assert_eq!(u.unit.description.as_deref(), Some("spaced out"));
+}
+
+#[test]
+fn quoting_and_escapes() {
+    let cases: &[(&str, &[&str])] = &[
+        ("/bin/x 'a b' \"c d\"", &["/bin/x", "a b", "c d"]),
+        (
+            "/bin/x --opt=\"a,b\" pre'mid'post",
+            &["/bin/x", "--opt=a,b", "premidpost"],
+        ),
+        (
+            "/bin/x \"it's\" 'say \"hi\"'",
+            &["/bin/x", "it's", "say \"hi\""],
+        ),
+        (
+            "/bin/x a\\tb \\x41 \\101 \\u00e9",
+            &["/bin/x", "a\tb", "A", "A", "é"],
+        ),
+        ("/bin/x \"\\\"q\\\"\"", &["/bin/x", "\"q\""]),
+        ("/bin/x \"\" ''", &["/bin/x", "", ""]),
+        ("/bin/x a\\sb", &["/bin/x", "a b"]),
+    ];
+    for (line, want) in cases {
+        assert_eq!(argv(line), [want.to_vec()], "{line:?}");
+    }
+    // Not a C escape: kept as written (systemd's relaxed retry), with a warning.
+    let u = unit("[Service]\nExecStart=/bin/x a\\ b \\q\n");
+    assert_eq!(
+        u.service.unwrap().exec_start[0].argv,
+        ["/bin/x", "a\\ b", "\\q"]
+    );
+    assert_eq!(u.diagnostics.len(), 2);
+    assert!(
+        u.diagnostics[0]
+            .message
+            .starts_with("invalid escape sequence '\\ '")
+    );
+    assert_eq!(u.diagnostics[0].severity, Severity::Warning);
+}
+
+#[test]
+fn several_commands_and_prefixes() {
+    assert_eq!(
+        argv("/bin/a 1 ; /bin/b 2 \\; 3"),
+        [vec!["/bin/a", "1"], vec!["/bin/b", "2", ";", "3"]]
+    );
+    let s = unit(
+        "[Service]\nType=oneshot\nExecStart=-/bin/a\nExecStart=@/bin/b argv0 x\nExecStart=:/bin/c $X\nExecStart=+/bin/d\nExecStart=!/bin/e\nExecStart=!!/bin/f\nExecStart=-@:/bin/g g0\n",
+    )
+    .service
+    .unwrap();
+    let f: Vec<_> = s.exec_start.iter().map(|c| c.flags).collect();
+    assert!(f[0].ignore_failure);
+    assert!(f[1].argv0_override);
+    assert_eq!(s.exec_start[1].program, "/bin/b");
+    assert_eq!(s.exec_start[1].argv, ["argv0", "x"]);
+    assert!(f[2].no_env_expand);
+    assert_eq!(
+        s.exec_start[2].expand(&|_: &str| Some("v".to_string())),
+        ["/bin/c", "$X"]
+    );
+    assert!(f[3].full_privileges);
+    assert!(f[4].no_setuid);
+    assert!(f[5].ambient_fallback);
+    assert!(f[6].ignore_failure && f[6].argv0_override && f[6].no_env_expand);
+    assert_eq!(s.exec_start[6].to_string(), "-@:/bin/g g0");
+}
+
+#[test]
+fn lists_accumulate_and_empty_resets() {
+    let s = svc(
+        "Environment=A=1\nEnvironment=B=2\nEnvironment=\nEnvironment=C=3 \"D=4 5\"\nEnvironment=C=6",
+    );
+    assert_eq!(
+        s.environment,
+        [
+            ("C".to_string(), "6".to_string()),
+            ("D".to_string(), "4 5".to_string())
+        ]
+    );
+    let s = unit("[Service]\nExecStartPre=/bin/a\nExecStartPre=/bin/b\nExecStart=/bin/true\n")
+        .service
+        .unwrap();
+    assert_eq!(s.exec_start_pre.len(), 2);
+    let u = unit(
+        "[Unit]\nAfter=a.service b.target\nAfter=c.socket\nWants=x.service\nWants=\nWants=y.service\n[Service]\nExecStart=/bin/true\n",
+    );
+    let after: Vec<&str> = u.unit.after.iter().map(UnitName::as_str).collect();
+    assert_eq!(after, ["a.service", "b.target", "c.socket"]);
+    assert_eq!(u.unit.wants, [UnitName::parse("y.service").unwrap()]);
+    let u = unit(
+        "[Unit]\nConditionPathExists=/a\nConditionPathExists=\nConditionPathExists=|!/b\n[Service]\nExecStart=/bin/true\n",
+    );
+    assert_eq!(u.unit.conditions.len(), 1);
+    assert!(u.unit.conditions[0].trigger && u.unit.conditions[0].negate);
+    assert_eq!(u.unit.conditions[0].value, "/b");
+}
+
+#[test]
+fn scalars_last_one_wins() {
+    let s = svc("Type=forking\nType=notify\nRestartSec=1\nRestartSec=3s\nPIDFile=/a\nPIDFile=/b");
+    assert_eq!(s.service_type, ServiceType::Notify);
+    assert_eq!(s.restart_sec, Duration::from_secs(3));
+    assert_eq!(s.pid_file.as_deref(), Some(Path::new("/b")));
+}
+
+#[test]
+fn time_spans() {
+    let cases: &[(&str, Option<Duration>)] = &[
+        ("TimeoutStopSec=5min 20s", Some(Duration::from_secs(320))),
+        ("TimeoutStopSec=90", Some(Duration::from_secs(90))),
+        ("TimeoutStopSec=1h", Some(Duration::from_secs(3600))),
+        ("TimeoutStopSec=500ms", Some(Duration::from_millis(500))),
+        ("TimeoutStopSec=infinity", None),
+        ("TimeoutStopSec=0", None),
+    ];
+    for (line, want) in cases {
+        assert_eq!(svc(line).timeout_stop, *want, "{line}");
+    }
+    let s = svc("TimeoutSec=40sec");
+    assert_eq!(s.timeout_start, Some(Duration::from_secs(40)));
+    assert_eq!(s.timeout_stop, Some(Duration::from_secs(40)));
+    assert_eq!(
+        svc("RuntimeMaxSec=3m").runtime_max,
+        Some(Duration::from_secs(180))
+    );
+    assert_eq!(svc("RestartSec=0ms").restart_sec, Duration::ZERO);
+}
+
+#[test]
+fn exit_statuses_signals_and_kill_settings() {
+    let s = svc(
+        "SuccessExitStatus=3 4 DATAERR SIGKILL\nRestartPreventExitStatus=255 SIGTERM\nRestartForceExitStatus=1\nKillSignal=SIGINT\nSendSIGKILL=no\nSendSIGHUP=yes\nKillMode=process",
+    );
+    assert_eq!(
+        s.success_exit_status,
+        ExitStatusSet {
+            codes: vec![3, 4, 65],
+            signals: vec![libc::SIGKILL]
+        }
+    );
+    assert!(s.restart_prevent_exit_status.has_code(255));
+    assert!(s.restart_prevent_exit_status.has_signal(libc::SIGTERM));
+    assert!(s.restart_force_exit_status.has_code(1));
+    assert_eq!(s.kill_signal, libc::SIGINT);
+    assert!(!s.send_sigkill && s.send_sighup);
+    assert_eq!(s.kill_mode, KillMode::Process);
+    assert_eq!(svc("KillSignal=9").kill_signal, 9);
+    assert!(
+        svc("SuccessExitStatus=1\nSuccessExitStatus=")
+            .success_exit_status
+            .is_empty()
+    );
+}
+
+#[test]
+fn resources_limits_and_output() {
+    let s = svc(
+        "LimitNOFILE=1024:65536\nLimitCORE=infinity\nLimitMEMLOCK=64M\nLimitCPU=2min\nLimitNICE=-5\nMemoryMax=512M\nCPUQuota=150%\nTasksMax=99%\nNice=19\nUMask=0077",
+    );
+    assert_eq!(
+        s.limits[&ResourceLimit::Nofile],
+        RLimit {
+            soft: Some(1024),
+            hard: Some(65536)
+        }
+    );
+    assert_eq!(
+        s.limits[&ResourceLimit::Core],
+        RLimit {
+            soft: None,
+            hard: None
+        }
+    );
+    assert_eq!(s.limits[&ResourceLimit::Memlock].soft, Some(64 << 20));
+    assert_eq!(s.limits[&ResourceLimit::Cpu].soft, Some(120));
+    assert_eq!(s.limits[&ResourceLimit::Nice].soft, Some(25));
+    assert_eq!(s.memory_max, Some(MemoryLimit::Bytes(512 << 20)));
+    assert_eq!(s.cpu_quota_percent, Some(150));
+    assert_eq!(s.tasks_max, Some(TasksMax::Permyriad(9900)));
+    assert_eq!(s.nice, Some(19));
+    assert_eq!(s.umask, 0o077);
+    assert_eq!(svc("TasksMax=infinity").tasks_max, Some(TasksMax::Infinity));
+    let s = svc(
+        "StandardOutput=append:/var/log/x.log\nStandardError=null\nSyslogIdentifier=myid\nSyslogLevel=warning\nSyslogLevelPrefix=false\nLogRateLimitIntervalSec=30s\nLogRateLimitBurst=1000",
+    );
+    assert_eq!(
+        s.standard_output,
+        StdOutput::Append("/var/log/x.log".into())
+    );
+    assert_eq!(s.standard_error, StdOutput::Null);
+    assert_eq!(s.syslog_identifier.as_deref(), Some("myid"));
+    assert_eq!(s.syslog_level, 4);
+    assert!(!s.syslog_level_prefix);
+    assert_eq!(s.log_rate_limit_interval, Some(Duration::from_secs(30)));
+    assert_eq!(s.log_rate_limit_burst, Some(1000));
+    assert_eq!(
+        svc("StandardOutput=journal+console").standard_output,
+        StdOutput::JournalAndConsole
+    );
+}
+
+#[test]
+fn start_limits_old_and_new_names() {
+    let u = unit("[Service]\nExecStart=/bin/true\nStartLimitInterval=60s\nStartLimitBurst=3\n");
+    assert_eq!(u.unit.start_limit_interval, Duration::from_secs(60));
+    assert_eq!(u.unit.start_limit_burst, 3);
+    let u = unit("[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/true\n");
+    assert_eq!(u.unit.start_limit_interval, Duration::ZERO);
+}
+
+#[test]
+fn working_directory_env_files_and_names() {
+    let s = svc("WorkingDirectory=~");
+    assert_eq!(s.working_directory.unwrap().path, Path::new("/home/user"));
+    let s = svc("WorkingDirectory=-%h/work");
+    let w = s.working_directory.unwrap();
+    assert!(w.missing_ok);
+    assert_eq!(w.path, Path::new("/home/user/work"));
+    let s = svc("EnvironmentFile=-/etc/default/%p\nEnvironmentFile=/etc/x");
+    assert_eq!(s.environment_files[0].path, Path::new("/etc/default/t"));
+    assert!(s.environment_files[0].optional && !s.environment_files[1].optional);
+    let s = svc(
+        "UnsetEnvironment=LISTEN_PID LISTEN_FDS X=1\nPassEnvironment=TERM LANG\nBusName=org.example.X\nType=dbus",
+    );
+    assert_eq!(s.unset_environment, ["LISTEN_PID", "LISTEN_FDS", "X=1"]);
+    assert_eq!(s.pass_environment, ["TERM", "LANG"]);
+    assert_eq!(s.bus_name.as_deref(), Some("org.example.X"));
+}
+
+#[test]
+fn specifiers_in_a_template_instance() {
+    let u = unit_named(
+        "getty@tty\\x2d1.service",
+        "[Unit]\nDescription=%n %N %p %i %I %f\n[Service]\nExecStart=/bin/x %h %u %U %t %S %C %L %E %T %V %H %l %b %m %%\nEnvironment=DIR=%t/%i\n",
+    );
+    assert_eq!(
+        u.unit.description.as_deref(),
+        Some("getty@tty\\x2d1.service getty@tty\\x2d1 getty tty\\x2d1 tty-1 /tty-1")
+    );
+    let s = u.service.unwrap();
+    assert_eq!(
+        s.exec_start[0].argv[1..],
+        [
+            "/home/user",
+            "user",
+            "1000",
+            "/run/user/1000",
+            "/home/user/.config",
+            "/home/user/.cache",
+            "/home/user/.config/log",
+            "/home/user/.config",
+            "/tmp",
+            "/var/tmp",
+            "host.example.org",
+            "host",
+            "0123456789abcdef0123456789abcdef",
+            "fedcba9876543210fedcba9876543210",
+            "%"
+        ]
+    );
+    assert_eq!(s.environment[0].1, "/run/user/1000/tty\\x2d1");
+}
+
+/// (unit text, expected line, directive, message fragment) for errors.
+const ERRORS: &[(&str, usize, &str, &str)] = &[
+    (
+        "[Service]\nExecStart=/bin/true\nType=sometimes\n",
+        3,
+        "Type",
+        "unknown service type",
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\nRestart=maybe\n",
+        3,
+        "Restart",
+        "unknown restart policy",
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\nRestartSec=5 parsecs\n",
+        3,
+        "RestartSec",
+        "unknown time unit",
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\nKillSignal=SIGNOPE\n",
+        3,
+        "KillSignal",
+        "not a signal",
+    ),
+    (
+        "[Service]\nExecStart=/bin/echo \"open\n",
+        2,
+        "ExecStart",
+        "unbalanced quoting",
+    ),
+    (
+        "[Service]\nExecStart=bin/relative\n",
+        2,
+        "ExecStart",
+        "absolute path or a name on PATH",
+    ),
+    (
+        "[Service]\nExecStart=/bin/x %z\n",
+        2,
+        "ExecStart",
+        "unknown specifier %z",
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\nSuccessExitStatus=NOPE\n",
+        3,
+        "SuccessExitStatus",
+        "neither an exit status",
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\nEnvironment=novalue\n",
+        3,
+        "Environment",
+        "not a NAME=value",
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\nUMask=999\n",
+        3,
+        "UMask",
+        "octal",
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\nLimitNOFILE=10:5\n",
+        3,
+        "LimitNOFILE",
+        "above hard limit",
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\nRemainAfterExit=perhaps\n",
+        3,
+        "RemainAfterExit",
+        "not a boolean",
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\nWorkingDirectory=relative\n",
+        3,
+        "WorkingDirectory",
+        "absolute path",
+    ),
+    (
+        "[Unit]\nAfter=not a/unit\n[Service]\nExecStart=/bin/true\n",
+        2,
+        "After",
+        "invalid unit name",
+    ),
+    (
+        "[Service]\nExecStart=/bin/a\nExecStart=/bin/b\n",
+        3,
+        "ExecStart",
+        "only allowed for Type=oneshot",
+    ),
+    (
+        "[Service]\nType=simple\n",
+        0,
+        "ExecStart",
+        "needs an ExecStart=",
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\nnot an assignment\n",
+        3,
+        "",
+        "missing '='",
+    ),
+    (
+        "[Service\nExecStart=/bin/true\n",
+        1,
+        "",
+        "invalid section header",
+    ),
+];
+
+#[test]
+fn errors_name_file_line_and_directive() {
+    for (text, line, directive, fragment) in ERRORS {
+        let u = unit(text);
+        let e = u
+            .errors()
+            .find(|d| d.message.contains(fragment))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{text:?}: no error containing {fragment:?} in {:?}",
+                    u.diagnostics
+                )
+            });
+        assert_eq!(e.line, *line, "{text:?}");
+        assert_eq!(e.directive, *directive, "{text:?}");
+        assert_eq!(e.file, Path::new("/units/t.service"));
+        let shown = e.to_string();
+        let prefix = if *line > 0 {
+            format!("/units/t.service:{line}: error: ")
+        } else {
+            "/units/t.service: error: ".to_string()
+        };
+        assert!(shown.starts_with(&prefix), "{shown}");
+        assert!(u.ensure_valid().is_err());
+    }
+}
+
+#[test]
+fn unsupported_and_unknown_are_warnings() {
+    let u = unit(
+        "[Unit]\nOnFailure=x.service\nX-Custom=1\n[Service]\nExecStart=/bin/true\nUser=nobody\nProtectSystem=strict\nExecStrat=/bin/typo\n[X-Vendor]\nA=b\n[Frobnicate]\nC=d\n",
+    );
+    assert!(!u.has_errors());
+    assert!(u.ensure_valid().is_ok());
+    let w: Vec<(usize, &str, DiagnosticKind)> = u
+        .diagnostics
+        .iter()
+        .map(|d| {
+            assert_eq!(d.severity, Severity::Warning);
+            (d.line, d.directive.as_str(), d.kind)
+        })
+        .collect();
+    assert_eq!(
+        w,
+        [
+            (11, "[Frobnicate]", DiagnosticKind::Unknown),
+            (2, "OnFailure", DiagnosticKind::Unsupported),
+            (6, "User", DiagnosticKind::Unsupported),
+            (7, "ProtectSystem", DiagnosticKind::Unsupported),
+            (8, "ExecStrat", DiagnosticKind::Unknown),
+        ]
+    );
+    assert_eq!(
+        u.diagnostics[2].to_string(),
+        "/units/t.service:6: warning: User: unsupported, ignored"
+    );
+    // Kept for whoever wants them.
+    assert_eq!(
+        u.last_unsupported("Service", "User").unwrap().value,
+        "nobody"
+    );
+}
+
+#[test]
+fn targets_and_other_types() {
+    let t = unit_named("x.target", "[Unit]\nDescription=t\nWants=a.service\n");
+    assert!(t.diagnostics.is_empty() && t.service.is_none());
+    for n in ["x.timer", "x.path", "x.slice", "x.socket"] {
+        let u = unit_named(n, "[Unit]\nDescription=d\n");
+        assert!(!u.has_errors(), "{n}");
+        assert_eq!(u.diagnostics.len(), 1, "{n}");
+        assert_eq!(u.diagnostics[0].kind, DiagnosticKind::NotSupportedYet);
+        assert!(u.diagnostics[0].message.contains("not supported yet"));
+    }
+}
+
+#[test]
+fn masked_by_empty_text_is_not_an_error_here() {
+    // from_text has no file to be masked by; an empty service lacks ExecStart=.
+    let u = unit("");
+    assert!(u.errors().any(|d| d.message.contains("no ExecStart=")));
+}
