@@ -115,9 +115,11 @@ fn exec_failure_reports_stage_and_errno() {
     assert_eq!(e.stage, Stage::Exec);
     assert_eq!(e.errno, Errno::ENOENT);
     assert_eq!(e.stage.exit_status(), 203);
-    let msg = e.to_string();
-    assert!(msg.contains("/nonexistent/corral-no-such-program"), "{msg}");
-    assert!(msg.contains("203/EXEC"), "{msg}");
+    assert_eq!(
+        e.to_string(),
+        "cannot start /nonexistent/corral-no-such-program: executing failed: \
+         ENOENT: No such file or directory (status 203/EXEC)"
+    );
 }
 
 #[test]
@@ -134,6 +136,11 @@ fn relative_program_is_refused_before_forking() {
     let spec = SpawnSpec::new(c"sh".into());
     let e = spawn::spawn(&spec).unwrap_err();
     assert_eq!((e.stage, e.errno), (Stage::Prepare, Errno::EINVAL));
+    assert_eq!(
+        e.to_string(),
+        "cannot start sh: preparing to start (the program must be an absolute path) failed: \
+         EINVAL: Invalid argument (status 203/EXEC)"
+    );
 }
 
 #[test]
@@ -255,4 +262,96 @@ fn exec_as_nobody_of_a_root_only_program_fails_at_exec() {
     let e = spawn::spawn(&spec).unwrap_err();
     assert_eq!((e.stage, e.errno), (Stage::Chdir, Errno::EACCES));
     assert_eq!(root.procs_recursive().unwrap(), Vec::<i32>::new());
+}
+
+#[test]
+fn session_nice_rlimits_mask_and_borrowed_stderr() {
+    let (r, w) = pipe();
+    // cat itself, so the mask is seen as exec left it (a shell may clear it).
+    let mut spec = SpawnSpec::new(c"/bin/cat".into());
+    spec.argv = [
+        "cat",
+        "/proc/self/stat",
+        "/proc/self/limits",
+        "/proc/self/status",
+        "/nonexistent-corral",
+    ]
+    .iter()
+    .map(|a| CString::new(*a).unwrap())
+    .collect();
+    // stdout and stderr into the same pipe, stderr only borrowed.
+    spec.stderr = Stdio::Borrowed(w.as_raw_fd());
+    spec.stdout = Stdio::Fd(w.try_clone().unwrap());
+    spec.new_session = true;
+    spec.nice = Some(7);
+    spec.rlimits = vec![spawn::Rlimit {
+        resource: nix::sys::resource::Resource::RLIMIT_NOFILE,
+        soft: 123,
+        hard: 456,
+    }];
+    spec.signal_mask.add(nix::sys::signal::Signal::SIGUSR1);
+    let child = spawn::spawn(&spec).unwrap();
+    drop(spec);
+    drop(w);
+    let out = read_all(r);
+    reap(child.pid);
+    let mut lines = out.lines();
+    let stat = lines.next().unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // After "(comm)": state ppid pgrp session ... nice is field 19 overall.
+    let (pgrp, session, nice) = (fields[2], fields[3], fields[16]);
+    assert_eq!(session, child.pid.to_string(), "{stat}");
+    assert_eq!(pgrp, child.pid.to_string(), "{stat}");
+    assert_eq!(nice, "7", "{stat}");
+    let nofile = lines.find(|l| l.starts_with("Max open files")).unwrap();
+    assert_eq!(
+        nofile.split_whitespace().collect::<Vec<_>>()[3..6],
+        ["123", "456", "files"]
+    );
+    let blk = lines.find(|l| l.starts_with("SigBlk:")).unwrap();
+    assert_eq!(
+        blk.split_whitespace().collect::<Vec<_>>(),
+        ["SigBlk:", "0000000000000200"]
+    );
+    assert_eq!(
+        lines.last().unwrap(),
+        "cat: /nonexistent-corral: No such file or directory"
+    );
+}
+
+#[test]
+fn failure_report_survives_extra_fds_on_every_low_number() {
+    // Map a pipe onto fds 3..=60: whatever number the report pipe had in
+    // the parent is taken by a target, yet the chdir failure still arrives.
+    let (_r, w) = pipe();
+    let mut spec = sh("exit 0");
+    spec.extra_fds = (3..=60)
+        .map(|n| FdMapping {
+            parent_fd: w.as_raw_fd(),
+            child_fd: n,
+        })
+        .collect();
+    spec.cwd = Some(c"/nonexistent-corral-dir".into());
+    let e = spawn::spawn(&spec).unwrap_err();
+    assert_eq!((e.stage, e.errno), (Stage::Chdir, Errno::ENOENT));
+    // And with a real program the 58 fds arrive.
+    let (r2, w2) = pipe();
+    // (dash redirects only single-digit fds, so the answer goes to 9.)
+    let mut spec = sh("ls /proc/self/fd | wc -l >&9");
+    spec.extra_fds = (3..=60)
+        .map(|n| FdMapping {
+            parent_fd: if n == 9 {
+                w2.as_raw_fd()
+            } else {
+                w.as_raw_fd()
+            },
+            child_fd: n,
+        })
+        .collect();
+    let child = spawn::spawn(&spec).unwrap();
+    drop(spec);
+    drop(w2);
+    // 0-2, 3..=60, plus the one ls opens for /proc/self/fd.
+    assert_eq!(read_all(r2).trim(), "62");
+    reap(child.pid);
 }

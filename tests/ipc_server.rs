@@ -25,6 +25,8 @@ enum Req {
     Echo(String),
     /// Stream `n` items then end.
     Count(u32),
+    /// Stream `n` items in one batch, then `n` more one by one; end by returning.
+    Batch(u32),
     /// Stream 3 items, then wait until the client goes away; report it.
     Follow,
     /// Stream 64 KiB items until a write fails; report how it failed.
@@ -33,6 +35,10 @@ enum Req {
     Silent,
     /// Return an error.
     Fail,
+    /// Panic in the handler.
+    Panic,
+    /// Answer nothing until the client goes away.
+    Hang,
 }
 
 /// The test protocol's responses.
@@ -72,6 +78,14 @@ impl Handler for TestHandler {
                 }
                 replies.end().await
             }
+            Req::Batch(n) => {
+                let batch: Vec<_> = (0..n).map(Resp::Item).collect();
+                replies.items(&batch).await?;
+                for i in n..2 * n {
+                    replies.item(&Resp::Item(i)).await?;
+                }
+                Ok(())
+            }
             Req::Follow => {
                 for i in 0..3 {
                     replies.item(&Resp::Item(i)).await?;
@@ -97,6 +111,11 @@ impl Handler for TestHandler {
             }
             Req::Silent => Ok(()),
             Req::Fail => Err(IpcError::Unexpected("the test handler fails".into())),
+            Req::Panic => panic!("the test handler panics"),
+            Req::Hang => {
+                replies.closed().await;
+                Ok(())
+            }
         }
     }
 }
@@ -232,6 +251,14 @@ async fn stream_ends_with_end_frame_and_connection_is_reusable() {
         got.push(item.unwrap());
     }
     assert_eq!(got, (0..5).map(Resp::Item).collect::<Vec<_>>());
+    drop(stream);
+    // A batch, and a stream the handler ends by returning.
+    let mut stream = c.request_stream(&Req::Batch(50)).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(item) = stream.next().await {
+        got.push(item.unwrap());
+    }
+    assert_eq!(got, (0..100).map(Resp::Item).collect::<Vec<_>>());
     drop(stream);
     // An empty stream is End alone.
     let mut stream = c.request_stream(&Req::Count(0)).await.unwrap();
@@ -473,6 +500,21 @@ async fn handler_without_answer_or_with_error_gets_an_error_frame_and_the_connec
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_ends_only_its_own_connection() {
+    let mut server = TestServer::start(|_| {});
+    let mut bystander = server.client().await;
+    let mut c = server.client().await;
+    let err = c.request(&Req::Panic).await.unwrap_err();
+    assert!(matches!(err, IpcError::Closed { .. }), "{err:?}");
+    assert_eq!(
+        bystander.request(&Req::Echo("b".into())).await.unwrap(),
+        Resp::Echoed("b".into(), my_uid())
+    );
+    server.assert_serving().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_told_busy() {
     let mut server = TestServer::start(|c| c.max_connections = 1);
     let mut first = server.client().await;
@@ -536,6 +578,34 @@ async fn shutdown_stops_accepting_ends_follows_and_returns() {
     let text = err.to_string();
     assert!(text.contains("connection refused"), "{text}");
     assert!(text.contains("is corrald --user running?"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_manager_is_reported_and_the_connection_is_not_reused() {
+    let mut server = TestServer::start(|_| {});
+    let path = server.path.clone();
+    tokio::task::spawn_blocking(move || {
+        let options = ClientOptions {
+            reply_timeout: Some(Duration::from_millis(100)),
+            ..ClientOptions::default()
+        };
+        let mut c = Client::<Req, Resp>::connect_with(&path, options).unwrap();
+        let err = c.request(&Req::Hang).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no answer from the corral manager at {} within 100ms; it may be hung \
+                 — check its journal or restart it",
+                path.display()
+            )
+        );
+        let err = c.request(&Req::Echo("late".into())).unwrap_err();
+        assert!(err.to_string().contains("out of step"), "{err}");
+    })
+    .await
+    .unwrap();
+    server.assert_serving().await;
+    server.shutdown().await;
 }
 
 #[test]

@@ -93,7 +93,9 @@ fn relative_program_is_found_on_path() {
     let cmd = &u.service.as_ref().unwrap().exec_start[0];
     let line = u.service.as_ref().unwrap().exec_start_line;
     assert_eq!(line, 7);
-    match cmd.resolve_program("/usr/local/bin:/usr/bin:/bin", u.name.as_str(), line) {
+    assert_eq!(cmd.origin.line, 7);
+    assert_eq!(cmd.origin.unit, "memcached@11212.service");
+    match cmd.resolve_program("/usr/local/bin:/usr/bin:/bin") {
         Ok(p) => {
             assert!(p.is_absolute() && p.ends_with("memcached"));
             // Really run it: prove the resolved path is the program.
@@ -110,13 +112,10 @@ fn relative_program_is_found_on_path() {
             );
         }
     }
-    let err = cmd
-        .resolve_program("/nonexistent", "memcached.service", 7)
-        .unwrap_err()
-        .to_string();
+    let err = cmd.resolve_program("/nonexistent").unwrap_err().to_string();
     assert!(
         err.starts_with(
-            "memcached.service:7: ExecStart= must be an absolute path or a name on PATH"
+            "memcached@11212.service:7: ExecStart= must be an absolute path or a name on PATH"
         ),
         "{err}"
     );

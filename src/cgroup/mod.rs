@@ -33,7 +33,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
-pub use events::{Events, EventsWatcher};
+pub use events::{Events, EventsHub, EventsWatcher};
 pub use mount::{cgroup_of_pid, find_mount, find_mount_info, own_cgroup, pick_root};
 
 /// Result of cgroup operations.
@@ -152,6 +152,14 @@ pub enum CgroupError {
         /// The cgroup.
         path: PathBuf,
     },
+    /// A whole-subtree operation was asked of the cgroup2 root itself.
+    #[error("refusing to {what} {}: it is the cgroup2 root (the whole machine), not a cgroup corral created", path.display())]
+    IsRoot {
+        /// What was refused (kill, remove, signal).
+        what: &'static str,
+        /// The root's path.
+        path: PathBuf,
+    },
     /// A child name that is not a single path component.
     #[error(
         "invalid cgroup name {name:?}: must be one non-empty path component, not starting with \"cgroup.\""
@@ -242,6 +250,24 @@ impl Cgroup {
         &self.path
     }
 
+    /// Whether this is the root of the cgroup2 hierarchy, the only cgroup
+    /// without `cgroup.events`.
+    pub fn is_root(&self) -> bool {
+        !self.file("cgroup.events").exists() && self.path.exists()
+    }
+
+    /// Refuses subtree-wide destruction of the root: remove() would rmdir
+    /// every empty cgroup of the machine, kill_each() SIGKILL everything.
+    fn refuse_root(&self, what: &'static str) -> Result<()> {
+        if self.is_root() {
+            return Err(CgroupError::IsRoot {
+                what,
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// The path of an interface file of this cgroup.
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
@@ -286,6 +312,7 @@ impl Cgroup {
     /// that is already gone is not an error; one with processes is
     /// [`CgroupError::Busy`].
     pub fn remove(&self) -> Result<()> {
+        self.refuse_root("remove")?;
         match self.children() {
             Ok(children) => {
                 for c in children {
@@ -301,7 +328,10 @@ impl Cgroup {
         // deciding it is really busy.
         for _ in 0..3 {
             match std::fs::remove_dir(&self.path) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    killed::forget(&self.path);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => match self.populated() {
                     Ok(true) => {
@@ -364,9 +394,12 @@ impl Cgroup {
     }
 
     /// Whether process `pid` is in this cgroup or one of its descendants.
+    /// A zombie is not: it has left cgroup.procs, though /proc still shows
+    /// its last cgroup until it is reaped.
     pub fn contains_pid(&self, pid: i32) -> Result<bool> {
         match cgroup_of_pid(pid) {
-            Ok(p) => Ok(p.starts_with(&self.path)),
+            Ok(p) if p.starts_with(&self.path) => Ok(!is_zombie(pid)?),
+            Ok(_) => Ok(false),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
         }
@@ -388,35 +421,46 @@ impl Cgroup {
     }
 
     /// Sends `signal` to every process of the subtree (KillMode=control-group);
-    /// returns how many were signalled. Processes that exit meanwhile are skipped.
+    /// returns how many were signalled. Processes that exit meanwhile are
+    /// skipped; one that may not be signalled (EPERM) is the error returned
+    /// after all others were signalled.
     pub fn signal_all(&self, signal: Signal) -> Result<usize> {
+        self.refuse_root("signal every process of")?;
         let mut n = 0;
+        let mut denied = None;
         for pid in self.procs_recursive()? {
             match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
                 Ok(()) => n += 1,
                 Err(Errno::ESRCH) => {}
+                // Keep going: one process of another uid must not shield
+                // the rest from the signal.
                 Err(e) => {
-                    return Err(CgroupError::io(
-                        Op::Signal { pid, signal },
-                        &self.path,
-                        e.into(),
-                    ));
+                    let op = Op::Signal { pid, signal };
+                    denied.get_or_insert(CgroupError::io(op, &self.path, e.into()));
                 }
             }
         }
-        Ok(n)
+        denied.map_or(Ok(n), Err)
     }
 
     /// SIGKILLs every process of the subtree through `cgroup.kill`, or
     /// [`Cgroup::kill_each`] on kernels without it (before 5.14).
     ///
-    /// Never spawn into this cgroup (or a descendant) afterwards: on current
-    /// kernels a clone3 with CLONE_INTO_CGROUP into a cgroup that was ever
-    /// killed this way is killed at birth.
+    /// On current kernels a clone3 with CLONE_INTO_CGROUP into a cgroup that
+    /// was killed this way (or was below one) is killed at birth; a new
+    /// invocation therefore gets a fresh cgroup. [`spawn::spawn`] remembers
+    /// which cgroups this process killed and takes its fork path (which is
+    /// not affected) for them, so an ExecStopPost= run in the unit's cgroup
+    /// after the kill still works.
     pub fn kill(&self) -> Result<()> {
+        self.refuse_root("kill")?;
         match self.write_file("cgroup.kill", "1") {
+            Ok(()) => {
+                killed::mark(&self.path);
+                Ok(())
+            }
             Err(e) if e.is_not_found() && self.path.exists() => self.kill_each(),
-            r => r,
+            Err(e) => Err(e),
         }
     }
 
@@ -425,13 +469,17 @@ impl Cgroup {
     /// process until a pass finds no new one, then thaws it so the killed
     /// processes can die.
     pub fn kill_each(&self) -> Result<()> {
+        self.refuse_root("kill")?;
         let froze = match self.freeze() {
             Ok(()) => true,
             Err(e) if e.is_not_found() => false,
             Err(e) => return Err(e),
         };
         let mut seen = HashSet::new();
-        let result = loop {
+        // A process we may not signal (EPERM: another uid) must not stop
+        // us from killing the rest; the first such error is returned.
+        let mut denied = None;
+        let listed = loop {
             let pids = match self.procs_recursive() {
                 Ok(p) => p,
                 Err(e) => break Err(e),
@@ -448,15 +496,17 @@ impl Cgroup {
                             pid,
                             signal: Signal::SIGKILL,
                         };
-                        return Err(CgroupError::io(op, &self.path, e.into()));
+                        denied.get_or_insert(CgroupError::io(op, &self.path, e.into()));
                     }
                 }
             }
         };
+        // Thawed whatever happened, or the killed processes could not die.
         if froze {
             self.thaw()?;
         }
-        result
+        listed?;
+        denied.map_or(Ok(()), Err)
     }
 
     /// Freezes every process of the subtree (`cgroup.freeze`); the freeze
@@ -531,8 +581,9 @@ impl Cgroup {
 
     /// Resolves once the subtree has no process left (`populated 0`).
     /// The watch is armed before the first check, so an exit between the
-    /// check and the wait is never missed. A cgroup removed meanwhile counts
-    /// as empty.
+    /// check and the wait is never missed. A cgroup already removed counts
+    /// as empty. Uses an inotify instance of its own for the wait; a
+    /// manager watching many cgroups uses [`EventsHub::wait_empty`].
     pub fn wait_empty(&self) -> impl Future<Output = Result<()>> + Send + 'static {
         let cg = self.clone();
         async move {
@@ -556,9 +607,63 @@ impl Cgroup {
     }
 }
 
+/// The cgroups this process wrote `cgroup.kill` to and has not removed.
+///
+/// The kernel kills a clone3 child born (CLONE_INTO_CGROUP) into a cgroup
+/// whose kill counter differs from the spawner's own cgroup's; a kill
+/// bumps the counter of the cgroup and every descendant it has then. A
+/// migration through cgroup.procs is not affected, so spawn takes its
+/// fork path for these.
+pub(crate) mod killed {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static KILLED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    fn list() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+        // The list stays consistent even if a holder panicked.
+        KILLED.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a kill of `path` (and of everything below it).
+    pub(crate) fn mark(path: &Path) {
+        let mut l = list();
+        if !l.iter().any(|p| p == path) {
+            l.push(path.to_path_buf());
+        }
+    }
+
+    /// `path` was removed: a cgroup made there later is fresh.
+    pub(crate) fn forget(path: &Path) {
+        list().retain(|p| p != path);
+    }
+
+    /// Whether `path` or an ancestor was killed while it may have existed.
+    pub(crate) fn affects(path: &Path) -> bool {
+        list().iter().any(|k| path.starts_with(k))
+    }
+}
+
 /// The files `chown_delegate` hands over (the kernel's
 /// /sys/kernel/cgroup/delegate lists the same core three).
 pub const DELEGATED_FILES: [&str; 3] = ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
+
+/// Whether `pid` is a zombie (or already gone).
+fn is_zombie(pid: i32) -> Result<bool> {
+    let p = format!("/proc/{pid}/stat");
+    let stat = match std::fs::read(&p) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(CgroupError::io(Op::Read, p, e)),
+    };
+    // "pid (comm) S ...": comm may hold spaces and parens, so look after
+    // the last ')'.
+    let state = stat
+        .iter()
+        .rposition(|&b| b == b')')
+        .and_then(|i| stat.get(i + 2));
+    Ok(matches!(state, Some(b'Z' | b'X')))
+}
 
 fn split_words(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()

@@ -137,21 +137,33 @@ fn cgroup_of(file: &str) -> Result<PathBuf> {
 /// else for root `<mount>/corral/user-0/`, else an error saying how to fix it.
 pub fn pick_root(explicit: Option<PathBuf>) -> Result<Cgroup> {
     let mount = find_mount()?;
+    let own = own_cgroup()?;
+    pick_root_from(explicit, &mount, &own, nix::unistd::geteuid().as_raw())
+}
+
+/// [`pick_root`]'s decision for a given mount, own cgroup and euid.
+pub fn pick_root_from(
+    explicit: Option<PathBuf>,
+    mount: &Path,
+    own: &Path,
+    euid: u32,
+) -> Result<Cgroup> {
     if let Some(path) = explicit {
-        if !path.starts_with(&mount) {
+        if !path.starts_with(mount) {
             return Err(CgroupError::NotCgroup2 { path });
         }
-        return Cgroup::create_all(&mount, &path);
+        return Cgroup::create_all(mount, &path);
     }
-    let own = own_cgroup()?;
-    let euid = nix::unistd::geteuid().as_raw();
-    if own != mount && is_delegated(&own, euid) {
-        return Cgroup::open(&own);
+    if own != mount && is_delegated(own, euid) {
+        return Cgroup::open(own);
     }
     if euid == 0 {
-        return Cgroup::create_all(&mount, &mount.join("corral").join("user-0"));
+        return Cgroup::create_all(mount, &mount.join("corral").join("user-0"));
     }
-    Err(CgroupError::NoDelegatedRoot { own, uid: euid })
+    Err(CgroupError::NoDelegatedRoot {
+        own: own.into(),
+        uid: euid,
+    })
 }
 
 /// Whether `dir` was handed to `uid`: owned by it with cgroup.procs and

@@ -83,7 +83,7 @@ pub struct FdMapping {
 pub struct SpawnSpec {
     /// Absolute path of the executable.
     pub program: CString,
-    /// Arguments including argv[0] (which may differ from `program`);
+    /// Arguments including `argv[0]` (which may differ from `program`);
     /// empty means `[program]`.
     pub argv: Vec<CString>,
     /// The complete environment, `KEY=value` each.
@@ -218,7 +218,11 @@ impl Stage {
     /// systemd's name for the failure, as in `status=203/EXEC`.
     pub fn name(self) -> &'static str {
         match self {
-            Stage::Prepare | Stage::Fork => "MEMORY",
+            // What fails before the fork is the caller's input (a relative
+            // program, a NUL in a path) or fds: systemd would not get to
+            // exec either.
+            Stage::Prepare => "EXEC",
+            Stage::Fork => "MEMORY",
             Stage::Cgroup => "CGROUP",
             Stage::Setsid => "SETSID",
             Stage::Stdin => "STDIN",
@@ -238,7 +242,8 @@ impl Stage {
     /// systemd's exit status for the failure (203 for EXEC, ...).
     pub fn exit_status(self) -> u8 {
         match self {
-            Stage::Prepare | Stage::Fork => 204,
+            Stage::Prepare => 203,
+            Stage::Fork => 204,
             Stage::Cgroup => 219,
             Stage::Setsid => 220,
             Stage::Stdin => 208,
@@ -351,7 +356,9 @@ struct Prepared {
     nice: Option<i32>,
     setsid: bool,
     mask: libc::sigset_t,
-    err_fd: RawFd,
+    /// The report pipe; moved above the targets in the child so a target
+    /// number cannot overwrite it.
+    err_fd: Cell<RawFd>,
 }
 
 fn err(spec: &SpawnSpec, stage: Stage, errno: Errno) -> SpawnError {
@@ -489,13 +496,14 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         nice: spec.nice,
         setsid: spec.new_session,
         mask: *spec.signal_mask.as_ref(),
-        err_fd: err_w.as_raw_fd(),
+        err_fd: Cell::new(err_w.as_raw_fd()),
     };
 
     let mut pidfd: Option<OwnedFd> = None;
     let mut pid: Option<i32> = None;
 
-    if !spec.force_fork && !NO_CLONE3.load(Ordering::Relaxed) {
+    let killed = spec.cgroup.as_deref().is_some_and(super::killed::affects);
+    if !spec.force_fork && !killed && !NO_CLONE3.load(Ordering::Relaxed) {
         let cg_fd = match &cg_dir {
             Some(d) => Some(
                 open_raw(d, libc::O_RDONLY | libc::O_DIRECTORY)
@@ -675,7 +683,7 @@ fn fail(p: &Prepared, stage: Stage) -> ! {
     buf[4..].copy_from_slice(&errno.to_ne_bytes());
     // SAFETY: write and _exit are async-signal-safe; buf is valid.
     unsafe {
-        libc::write(p.err_fd, buf.as_ptr().cast(), buf.len());
+        libc::write(p.err_fd.get(), buf.as_ptr().cast(), buf.len());
         libc::_exit(127);
     }
 }
@@ -711,6 +719,11 @@ fn child_main(p: &Prepared) -> ! {
             fail(p, Stage::Setsid);
         }
 
+        let e = libc::fcntl(p.err_fd.get(), libc::F_DUPFD_CLOEXEC, p.fd_floor);
+        if e < 0 {
+            fail(p, Stage::Fds);
+        }
+        p.err_fd.set(e);
         // Copy every source above all targets first, so a target number
         // that is also another entry's source is not clobbered.
         for (slot, (src, _, stage)) in p.tmp.iter().zip(p.fds.iter()) {

@@ -57,6 +57,7 @@ pub fn properties(u: &UnitStatus) -> Vec<(&'static str, String)> {
         ("FragmentPath", u.fragment.clone()),
         ("DropInPaths", u.dropins.join(" ")),
         ("SourceKind", u.source.clone()),
+        ("UnitFileState", u.file_state.clone()),
     ]
 }
 
@@ -89,6 +90,7 @@ pub fn manager_json(m: &ManagerStatus) -> Value {
         "UID": m.uid,
         "Version": m.version,
         "ControlGroup": m.cgroup_root,
+        "ManagerControlGroup": m.cgroup,
         "SinceUSec": m.since_usec,
         "Units": m.units.iter().map(unit_json).collect::<Vec<_>>(),
         "LoadErrors": m.load_errors,

@@ -143,7 +143,8 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
     }
     o.push('\n');
     let loaded = match &u.load {
-        LoadState::Loaded => format!("loaded ({})", u.fragment),
+        LoadState::Loaded if u.file_state.is_empty() => format!("loaded ({})", u.fragment),
+        LoadState::Loaded => format!("loaded ({}; {})", u.fragment, u.file_state),
         LoadState::Masked => "masked (Reason: Unit is masked.)".to_string(),
         LoadState::Error(e) => format!("error (Reason: {e})"),
     };
@@ -209,7 +210,7 @@ pub fn render_manager(m: &ManagerStatus, now: u64, color: bool) -> String {
     let _ = writeln!(o, "    State: {state}");
     let _ = writeln!(
         o,
-        "     Jobs: {} units running, {failed} failed",
+        "    Units: {} running, {failed} failed",
         m.units.iter().filter(|u| u.cgroup.is_some()).count()
     );
     let _ = writeln!(
@@ -219,15 +220,10 @@ pub fn render_manager(m: &ManagerStatus, now: u64, color: bool) -> String {
         format_span(now.saturating_sub(m.since_usec))
     );
     let _ = writeln!(o, "  Version: {}", m.version);
+    let _ = writeln!(o, "  Manager: PID {} in {}", m.pid, m.cgroup);
     let _ = writeln!(o, "   CGroup: {}", m.cgroup_root);
     let groups: Vec<&UnitStatus> = m.units.iter().filter(|u| u.cgroup.is_some()).collect();
     let n = groups.len();
-    let _ = writeln!(
-        o,
-        "           {}─{} corrald --user",
-        if n == 0 { "└" } else { "├" },
-        m.pid
-    );
     for (i, u) in groups.iter().enumerate() {
         let last = i + 1 == n;
         let (branch, cont) = if last {

@@ -136,10 +136,13 @@ fn stream_step<Resp>(
     }
 }
 
-/// The error for using a connection whose stream was abandoned half-read.
+/// The error for using a connection whose last answer was abandoned or
+/// failed half-way: its next frame could belong to that answer.
 fn abandoned() -> IpcError {
     IpcError::Unexpected(
-        "this connection was left in the middle of a streamed answer; open a new one".into(),
+        "this connection is out of step (an earlier answer was abandoned or failed); \
+         open a new one"
+            .into(),
     )
 }
 
@@ -159,6 +162,18 @@ fn read_error(e: IpcError, limit: Option<Duration>, path: &Path) -> IpcError {
         }
         _ => e.at_path(path),
     }
+}
+
+/// Bounds blocking reads and writes on `stream` (`None`: wait for ever).
+fn set_timeouts(
+    stream: &StdUnixStream,
+    limit: Option<Duration>,
+    path: &Path,
+) -> Result<(), IpcError> {
+    stream
+        .set_read_timeout(limit)
+        .and_then(|()| stream.set_write_timeout(limit))
+        .map_err(|e| IpcError::io("set socket timeout", Some(path), e))
 }
 
 /// A blocking connection to a corral manager, handshake done.
@@ -187,13 +202,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
     pub fn connect_with(path: impl AsRef<Path>, options: ClientOptions) -> Result<Self, IpcError> {
         let path = path.as_ref().to_path_buf();
         let stream = StdUnixStream::connect(&path).map_err(|e| unreachable(&path, e, &options))?;
-        let set_timeout = |t: Option<Duration>| {
-            stream
-                .set_read_timeout(t)
-                .and_then(|()| stream.set_write_timeout(t))
-                .map_err(|e| IpcError::io("set socket timeout", Some(&path), e))
-        };
-        set_timeout(Some(options.handshake_timeout))?;
+        set_timeouts(&stream, Some(options.handshake_timeout), &path)?;
         let hello = Hello {
             protocol: options.protocol,
             client_version: options.client_version.clone(),
@@ -209,11 +218,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
             (Ok(()), Ok(a)) => check_welcome(a, &options, &path)?,
             (Ok(()), Err(e)) => return Err(read_error(e, Some(options.handshake_timeout), &path)),
         };
-        let stream = reader.get_ref();
-        stream
-            .set_read_timeout(options.reply_timeout)
-            .and_then(|()| stream.set_write_timeout(options.reply_timeout))
-            .map_err(|e| IpcError::io("set socket timeout", Some(&path), e))?;
+        set_timeouts(reader.get_ref(), options.reply_timeout, &path)?;
         Ok(Client {
             reader,
             path,
@@ -237,9 +242,10 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
     /// Sends a request and waits for its single answer.
     pub fn request(&mut self, request: &Req) -> Result<Resp, IpcError> {
         self.send(request)?;
-        let answer = self.read()?;
-        let r = single_reply(answer, &self.path);
-        if matches!(r, Err(IpcError::Unexpected(_))) {
+        let r = self.read().and_then(|a| single_reply(a, &self.path));
+        // After anything but a clean answer the next frame could be a late
+        // answer to this request: never let it pass for the next one's.
+        if matches!(r, Err(ref e) if !matches!(e, IpcError::Remote(_))) {
             self.broken = true;
         }
         r
@@ -264,8 +270,11 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
         if self.broken {
             return Err(abandoned());
         }
-        frame::write_frame_blocking(self.reader.get_mut(), request)
-            .map_err(|e| e.at_path(&self.path))
+        frame::write_frame_blocking(self.reader.get_mut(), request).map_err(|e| {
+            // Encoding errors happen before anything is sent.
+            self.broken |= matches!(e, IpcError::Io { .. });
+            e.at_path(&self.path)
+        })
     }
 
     /// Reads one answer frame.
@@ -392,9 +401,12 @@ impl<Req: Serialize, Resp: DeserializeOwned> AsyncClient<Req, Resp> {
     /// Sends a request and waits for its single answer.
     pub async fn request(&mut self, request: &Req) -> Result<Resp, IpcError> {
         self.send(request).await?;
-        let answer = self.read().await?;
-        let r = single_reply(answer, &self.path);
-        if matches!(r, Err(IpcError::Unexpected(_))) {
+        let r = match self.read().await {
+            Ok(a) => single_reply(a, &self.path),
+            Err(e) => Err(e),
+        };
+        // See Client::request.
+        if matches!(r, Err(ref e) if !matches!(e, IpcError::Remote(_))) {
             self.broken = true;
         }
         r
@@ -417,9 +429,12 @@ impl<Req: Serialize, Resp: DeserializeOwned> AsyncClient<Req, Resp> {
         if self.broken {
             return Err(abandoned());
         }
-        frame::write_frame(&mut self.writer, request)
-            .await
-            .map_err(|e| e.at_path(&self.path))
+        let r = frame::write_frame(&mut self.writer, request).await;
+        r.map_err(|e| {
+            // Encoding errors happen before anything is sent.
+            self.broken |= matches!(e, IpcError::Io { .. });
+            e.at_path(&self.path)
+        })
     }
 
     /// Reads one answer frame, within the reply timeout if there is one.

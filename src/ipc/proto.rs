@@ -171,6 +171,8 @@ pub struct UnitStatus {
     pub dropins: Vec<String>,
     /// Where the unit came from: "unit-file" or "runit".
     pub source: String,
+    /// enabled, disabled, static, masked (as `list-unit-files`); empty when unknown.
+    pub file_state: String,
     /// Type= as written (simple, forking, ...).
     pub kind: String,
     /// Restart= as written.
@@ -214,6 +216,8 @@ pub struct ManagerStatus {
     pub version: String,
     /// The cgroup root under which unit cgroups are created.
     pub cgroup_root: String,
+    /// The manager's own cgroup.
+    pub cgroup: String,
     /// When it started, µs since the epoch.
     pub since_usec: u64,
     /// Units that are running or failed.

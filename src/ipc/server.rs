@@ -155,23 +155,23 @@ pub async fn serve_with<H: Handler>(
                         let _ = connection(stream, handler, config, stop).await;
                     });
                 }
-                Err(e) => {
-                    if is_resource_exhaustion(&e) {
-                        // Out of fds or memory: retrying at once would spin;
-                        // wait for connections to close, but stay stoppable.
-                        tokio::select! {
-                            _ = &mut shutdown => break,
-                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                        }
-                    }
-                }
+                // Out of fds or memory: retrying at once would spin. A
+                // closing connection frees an fd, so wait for one; with none
+                // of ours open, the shortage is elsewhere and only time helps.
+                Err(e) if is_resource_exhaustion(&e) => tokio::select! {
+                    _ = &mut shutdown => break,
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)), if tasks.is_empty() => {}
+                },
+                // A client that gave up before we accepted (ECONNABORTED and
+                // the like) concerns nobody else.
+                Err(_) => {}
             },
         }
     }
 
     drop(listener);
-    // Receivers may all be gone already; nothing to tell then.
-    let _ = stop_tx.send(true);
+    stop_tx.send_replace(true);
     let drain = async { while tasks.join_next().await.is_some() {} };
     if timeout(config.shutdown_grace, drain).await.is_err() {
         tasks.abort_all();
@@ -226,6 +226,12 @@ async fn connection<H: Handler>(
         Ok(Ok(None)) => return Ok(()),
         Ok(Err(e)) => return reject_frame(&mut writer, &config, e, "handshake").await,
     };
+    // The uid is checked first: a stranger learns nothing, not even our version.
+    if let Access::Owner(owner) = config.access
+        && let Err(e) = authorize_owner(&peer, owner)
+    {
+        return send_error(&mut writer, &config, e.code(), e.to_string()).await;
+    }
     if hello.protocol != PROTOCOL_VERSION {
         let e = IpcError::VersionMismatch {
             client_protocol: hello.protocol,
@@ -234,11 +240,6 @@ async fn connection<H: Handler>(
             server_version: config.server_version.clone(),
             path: None,
         };
-        return send_error(&mut writer, &config, e.code(), e.to_string()).await;
-    }
-    if let Access::Owner(owner) = config.access
-        && let Err(e) = authorize_owner(&peer, owner)
-    {
         return send_error(&mut writer, &config, e.code(), e.to_string()).await;
     }
     let welcome = Welcome {
@@ -403,6 +404,32 @@ impl<T: Serialize> Replies<'_, T> {
         Ok(())
     }
 
+    /// Sends several stream items in one write: a query's backlog costs one
+    /// syscall per batch instead of one per item.
+    pub async fn items<'v>(
+        &mut self,
+        values: impl IntoIterator<Item = &'v T>,
+    ) -> Result<(), IpcError>
+    where
+        T: 'v,
+    {
+        if self.state == State::Done {
+            return Err(IpcError::ReplyState(
+                "items() after the request was answered",
+            ));
+        }
+        let mut buf = Vec::new();
+        for v in values {
+            buf.extend(frame::encode(&FrameRef::StreamItem(v))?);
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.write_encoded(&buf).await?;
+        self.state = State::Streaming;
+        Ok(())
+    }
+
     /// Ends a streamed answer (an empty stream if no item was sent).
     pub async fn end(&mut self) -> Result<(), IpcError> {
         if self.state == State::Done {
@@ -432,6 +459,26 @@ impl<T: Serialize> Replies<'_, T> {
     /// (clients send nothing until the answer is complete). Either way the
     /// connection closes after the handler returns; on shutdown the client is
     /// first sent a SHUTTING_DOWN error.
+    ///
+    /// ```no_run
+    /// # use corral::ipc::{IpcError, Replies};
+    /// # use tokio::sync::mpsc::Receiver;
+    /// // `journal -f`: forward lines until the client hangs up.
+    /// async fn follow(
+    ///     replies: &mut Replies<'_, String>,
+    ///     mut lines: Receiver<String>,
+    /// ) -> Result<(), IpcError> {
+    ///     loop {
+    ///         tokio::select! {
+    ///             _ = replies.closed() => return Ok(()),
+    ///             line = lines.recv() => match line {
+    ///                 Some(line) => replies.item(&line).await?,
+    ///                 None => return replies.end().await,
+    ///             },
+    ///         }
+    ///     }
+    /// }
+    /// ```
     pub async fn closed(&mut self) {
         if self.hung_up || self.stopping {
             return;
@@ -455,7 +502,15 @@ impl<T: Serialize> Replies<'_, T> {
             return Err(IpcError::ClientGone);
         }
         let buf = frame::encode(value)?;
-        match write_timed(self.writer, self.write_timeout, &buf).await {
+        self.write_encoded(&buf).await
+    }
+
+    /// Writes encoded frames; see [`Self::write`].
+    async fn write_encoded(&mut self, buf: &[u8]) -> Result<(), IpcError> {
+        if self.hung_up {
+            return Err(IpcError::ClientGone);
+        }
+        match write_timed(self.writer, self.write_timeout, buf).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.hung_up = true;

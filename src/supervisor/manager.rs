@@ -177,6 +177,8 @@ struct UnitEntry {
     failure_note: Option<String>,
     /// KillMode=process: PIDs left running by the last stop.
     left_behind: Vec<Pid>,
+    /// enabled/disabled/static/masked, from the loader's listing.
+    file_state: String,
 }
 
 impl UnitEntry {
@@ -200,6 +202,7 @@ impl UnitEntry {
             main_exit: None,
             failure_note: None,
             left_behind: Vec::new(),
+            file_state: String::new(),
         }
     }
 
@@ -411,7 +414,7 @@ impl Manager {
     fn load_all(&mut self) -> Vec<String> {
         self.load_errors.clear();
         let mut names = Vec::new();
-        for (name, _, _) in self.loader.list() {
+        for (name, _, file_state) in self.loader.list() {
             if name.is_template() {
                 continue;
             }
@@ -423,6 +426,9 @@ impl Manager {
             }
             let key = name.as_str().to_string();
             names.push(key.clone());
+            if let Some(e) = self.units.get_mut(&key) {
+                e.file_state = file_state.to_string();
+            }
             match self.units.get_mut(&key) {
                 Some(e) if e.inv.is_some() => e.pending = Some(def),
                 Some(e) => {
@@ -432,7 +438,9 @@ impl Manager {
                     e.def = def;
                 }
                 None => {
-                    self.units.insert(key.clone(), UnitEntry::new(key, def));
+                    let mut e = UnitEntry::new(key.clone(), def);
+                    e.file_state = file_state.to_string();
+                    self.units.insert(key, e);
                 }
             }
         }
@@ -1564,6 +1572,7 @@ impl Manager {
             fragment,
             dropins,
             source,
+            file_state: e.file_state.clone(),
             kind,
             restart,
             active: e.state.sub.active(),
@@ -1613,6 +1622,12 @@ impl Manager {
                     uid: nix::unistd::getuid().as_raw(),
                     version: env!("CARGO_PKG_VERSION").to_string(),
                     cgroup_root: self.rel_cgroup(&self.root),
+                    cgroup: crate::cgroup::own_cgroup()
+                        .map(|p| match p.strip_prefix(&self.mount) {
+                            Ok(rel) => format!("/{}", rel.display()),
+                            Err(_) => p.display().to_string(),
+                        })
+                        .unwrap_or_default(),
                     since_usec: self.started_usec,
                     units: listed,
                     load_errors: self.load_errors.clone(),

@@ -219,6 +219,12 @@ pub fn from_unit(unit: Unit, root: &Cgroup) -> Result<ServiceDef, String> {
         UnitSource::Runit(r) => Some(r.clone()),
         UnitSource::File => None,
     };
+    let mut spec = spec;
+    if runit.as_ref().is_some_and(|r| r.finish.is_some()) {
+        // runsv runs ./finish after every exit of ./run: one more ExecStopPost,
+        // whose failure is ignored; the manager gives it runsv's arguments.
+        spec.cmds[Cmd::StopPost as usize].push(true);
+    }
     let start_limit = (unit.unit.start_limit_interval, unit.unit.start_limit_burst);
     Ok(ServiceDef {
         unit: Arc::new(unit),

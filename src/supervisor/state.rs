@@ -925,10 +925,10 @@ impl Machine<'_> {
                 }
                 self.enter_signal(Sub::StopSigterm);
             }
-            Sub::StopSigterm | Sub::StopSigkill if self.spec.kill_mode == KillMode::Process => {
+            Sub::StopSigterm | Sub::StopSigkill | Sub::FinalSigterm | Sub::FinalSigkill => {
                 self.kill_phase_done_if_gone();
             }
-            // StartPost and stop phases record the exit; their own end moves on.
+            // StartPost and the other stop phases record the exit; their own end moves on.
             _ => {}
         }
     }
@@ -1005,9 +1005,7 @@ impl Machine<'_> {
                     self.enter_signal(Sub::FinalSigterm);
                 }
             }
-            (Sub::StopSigterm | Sub::StopSigkill, _)
-                if self.spec.kill_mode == KillMode::Process =>
-            {
+            (Sub::StopSigterm | Sub::StopSigkill | Sub::FinalSigterm | Sub::FinalSigkill, _) => {
                 self.kill_phase_done_if_gone();
             }
             _ => {}
@@ -1045,13 +1043,14 @@ impl Machine<'_> {
         }
     }
 
-    /// Whether there is something left for a kill phase to wait for.
+    /// Whether there is something left for a kill phase to wait for. Besides an
+    /// empty cgroup, the main and control processes must have been reaped, so
+    /// that ExecStopPost and Restart= see how they ended.
     fn something_left(&self) -> bool {
+        let ours = self.s.main.is_some() || self.s.control.is_some_and(|c| c.pid.is_some());
         match self.spec.kill_mode {
-            KillMode::Process => {
-                self.s.main.is_some() || self.s.control.is_some_and(|c| c.pid.is_some())
-            }
-            KillMode::ControlGroup | KillMode::Mixed => self.s.populated,
+            KillMode::Process => ours,
+            KillMode::ControlGroup | KillMode::Mixed => ours || self.s.populated,
         }
     }
 
@@ -1161,10 +1160,7 @@ impl Machine<'_> {
             Sub::StopSigterm | Sub::StopSigkill | Sub::FinalSigterm | Sub::FinalSigkill
                 if self.spec.kill_mode != KillMode::Process =>
             {
-                let sub = self.s.sub;
-                self.s.main = None;
-                self.s.control = None;
-                self.after_signal_phase(sub);
+                self.kill_phase_done_if_gone();
             }
             Sub::Running if self.s.main.is_none() && self.spec.kind == Kind::Forking => {
                 // A forking service without a main PID ends with its cgroup.

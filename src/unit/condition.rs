@@ -578,25 +578,35 @@ fn class_match(p: &[char], c: char) -> Option<(bool, usize)> {
 }
 
 /// Expands `{a,b}` alternatives (nested ones too) into plain patterns.
+///
+/// At most 16 groups are expanded and at most ~4096 patterns produced; braces
+/// beyond that stay literal, so hostile input cannot exhaust memory or stack.
 pub fn brace_expand(pattern: &str) -> Vec<String> {
+    brace_expand_depth(pattern, 0)
+}
+
+fn brace_expand_depth(pattern: &str, depth: usize) -> Vec<String> {
+    if depth >= 16 {
+        return vec![pattern.to_string()];
+    }
     let b: Vec<char> = pattern.chars().collect();
     let Some(open) = b.iter().position(|&c| c == '{') else {
         return vec![pattern.to_string()];
     };
-    let mut depth = 0;
+    let mut nest = 0;
     let mut close = None;
     let mut commas = Vec::new();
     for (i, &c) in b.iter().enumerate().skip(open) {
         match c {
-            '{' => depth += 1,
+            '{' => nest += 1,
             '}' => {
-                depth -= 1;
-                if depth == 0 {
+                nest -= 1;
+                if nest == 0 {
                     close = Some(i);
                     break;
                 }
             }
-            ',' if depth == 1 => commas.push(i),
+            ',' if nest == 1 => commas.push(i),
             _ => {}
         }
     }
@@ -611,7 +621,7 @@ pub fn brace_expand(pattern: &str) -> Vec<String> {
     let mut out = Vec::new();
     for w in bounds.windows(2) {
         let alt: String = b[w[0] + 1..w[1]].iter().collect();
-        for e in brace_expand(&format!("{pre}{alt}{post}")) {
+        for e in brace_expand_depth(&format!("{pre}{alt}{post}"), depth + 1) {
             out.push(e);
         }
         if out.len() > 4096 {
@@ -678,6 +688,10 @@ mod tests {
         );
         assert_eq!(brace_expand("{a,{b,c}}x"), ["ax", "bx", "cx"]);
         assert_eq!(brace_expand("no{brace"), ["no{brace"]);
+        // Hostile input: bounded output, no deep recursion.
+        let many = "{a,b}".repeat(40);
+        assert!(brace_expand(&many).len() <= 8192);
+        assert_eq!(brace_expand(&"{a}".repeat(100_000)).len(), 1);
     }
 
     #[test]

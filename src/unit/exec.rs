@@ -53,6 +53,17 @@ impl ExecFlags {
     }
 }
 
+/// Where a command was written, so run-time errors can point at it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ExecOrigin {
+    /// The unit name (`memcached@11212.service`).
+    pub unit: String,
+    /// The directive (`ExecStart`).
+    pub directive: String,
+    /// The line of the directive in its file (0: not from a file).
+    pub line: usize,
+}
+
 /// One command of an Exec directive.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ExecCommand {
@@ -64,6 +75,8 @@ pub struct ExecCommand {
     /// The argument vector, argv\[0\] included; argv\[0\] is the program as
     /// written unless `@` gave another one.
     pub argv: Vec<String>,
+    /// Where it was written (for error messages).
+    pub origin: ExecOrigin,
 }
 
 /// An environment lookup usable by [`ExecCommand::expand`].
@@ -212,25 +225,26 @@ impl ExecCommand {
     /// The absolute path of the program: as written if absolute, otherwise the
     /// first executable file of that name in `path_env` (a `PATH` value).
     ///
-    /// `unit` and `line` only label the error message.
-    pub fn resolve_program(
-        &self,
-        path_env: &str,
-        unit: &str,
-        line: usize,
-    ) -> Result<PathBuf, UnitError> {
+    /// The error names the unit and line, e.g. `memcached.service:7:
+    /// ExecStart= must be an absolute path or a name on PATH: ...`.
+    pub fn resolve_program(&self, path_env: &str) -> Result<PathBuf, UnitError> {
         let prog = Path::new(&self.program);
         if prog.is_absolute() {
             return Ok(prog.to_path_buf());
         }
+        let directive = if self.origin.directive.is_empty() {
+            "ExecStart"
+        } else {
+            self.origin.directive.as_str()
+        };
         let fail = |message: String| UnitError::Exec {
-            unit: unit.to_string(),
-            line,
+            unit: self.origin.unit.clone(),
+            line: self.origin.line,
             message,
         };
         if self.program.contains('/') || self.program.is_empty() {
             return Err(fail(format!(
-                "ExecStart= must be an absolute path or a name on PATH, not '{}'",
+                "{directive}= must be an absolute path or a name on PATH, not '{}'",
                 self.program
             )));
         }
@@ -244,7 +258,7 @@ impl ExecCommand {
             }
         }
         Err(fail(format!(
-            "ExecStart= must be an absolute path or a name on PATH: '{}' is not an executable file in PATH={}",
+            "{directive}= must be an absolute path or a name on PATH: '{}' is not an executable file in PATH={}; install it or write its full path",
             self.program, path_env
         )))
     }
@@ -387,6 +401,7 @@ pub fn parse_exec(
             flags,
             program,
             argv,
+            origin: ExecOrigin::default(),
         });
     }
     for e in std::mem::take(&mut words.notes.invalid_escapes) {
@@ -470,19 +485,24 @@ mod tests {
     fn resolve() {
         let c = &parse("sh -c true")[0];
         assert_eq!(
-            c.resolve_program("/nonexistent:/bin:/usr/bin", "t.service", 3)
-                .unwrap(),
+            c.resolve_program("/nonexistent:/bin:/usr/bin").unwrap(),
             Path::new("/bin/sh")
         );
-        let err = parse("no-such-program-here")[0]
-            .resolve_program("/bin", "memcached.service", 7)
-            .unwrap_err()
-            .to_string();
+        let mut c = parse("no-such-program-here")[0].clone();
+        c.origin = ExecOrigin {
+            unit: "memcached.service".to_string(),
+            directive: "ExecStart".to_string(),
+            line: 7,
+        };
+        let err = c.resolve_program("/bin").unwrap_err().to_string();
         assert!(
             err.starts_with(
                 "memcached.service:7: ExecStart= must be an absolute path or a name on PATH"
             ),
             "{err}"
         );
+        c.origin.line = 0;
+        let err = c.resolve_program("/bin").unwrap_err().to_string();
+        assert!(err.starts_with("memcached.service: ExecStart="), "{err}");
     }
 }

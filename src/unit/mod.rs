@@ -35,7 +35,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 pub use condition::{Condition, ConditionKind};
-pub use exec::{ExecCommand, ExecFlags};
+pub use exec::{ExecCommand, ExecFlags, ExecOrigin};
 pub use loader::{Loader, UnitFileState};
 pub use model::{
     EnvironmentFile, ExitStatusSet, InstallSection, KillMode, LimitValue, MemoryLimit,
@@ -86,7 +86,7 @@ pub enum UnitError {
         message: String,
     },
     /// A command cannot be run as written.
-    #[error("{unit}:{line}: {message}")]
+    #[error("{unit}{}: {message}", if *line > 0 { format!(":{line}") } else { String::new() })]
     Exec {
         /// The unit (or file) the command comes from.
         unit: String,

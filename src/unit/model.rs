@@ -1369,7 +1369,17 @@ impl Applier<'_> {
                 if which == ExecField::Start {
                     svc(unit).exec_start_line = d.line;
                 }
-                which.get(svc(unit)).extend(parsed.commands);
+                let origin = super::exec::ExecOrigin {
+                    unit: unit.name.to_string(),
+                    directive: d.key.clone(),
+                    line: d.line,
+                };
+                which
+                    .get(svc(unit))
+                    .extend(parsed.commands.into_iter().map(|mut c| {
+                        c.origin = origin.clone();
+                        c
+                    }));
             }
             Err(e) => invalid(unit, d, format!("{e}; command ignored")),
         }

@@ -127,6 +127,11 @@ impl RunitService {
             },
             program: run.to_string_lossy().into_owned(),
             argv: vec!["./run".to_string()],
+            origin: super::exec::ExecOrigin {
+                unit: unit.name.to_string(),
+                directive: "ExecStart".to_string(),
+                line: 0,
+            },
         }];
         s.working_directory = Some(WorkingDirectory {
             path: self.dir.clone(),

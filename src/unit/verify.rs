@@ -5,9 +5,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::loader::{
-    apply_text, build, collect_dropins, dropin_dir_names, from_text, is_masked_file, link_target,
-};
+use super::loader::{apply_text, build, collect_dropins, dropin_dir_names, from_text, link_target};
 use super::model::{Applier, Explicit, Unit};
 use super::name::{UnitKind, UnitName};
 use super::runit::RunitService;
@@ -157,8 +155,20 @@ impl Verifier {
             // Enablement symlinks; their targets are checked where they live.
             return;
         }
-        let mut entries: Vec<PathBuf> = match std::fs::read_dir(d) {
-            Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+        // (is a directory, path); symlinks to directories count as directories.
+        let mut entries: Vec<(bool, PathBuf)> = match std::fs::read_dir(d) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| {
+                    let p = e.path();
+                    let is_dir = match e.file_type() {
+                        Ok(t) if t.is_symlink() => p.is_dir(),
+                        Ok(t) => t.is_dir(),
+                        Err(_) => false,
+                    };
+                    (is_dir, p)
+                })
+                .collect(),
             Err(source) => {
                 self.report.io_errors.push(UnitError::Io {
                     op: "list directory",
@@ -169,9 +179,9 @@ impl Verifier {
             }
         };
         // Units first, so their drop-ins are checked with them.
-        entries.sort_by_key(|p| (p.is_dir(), p.clone()));
+        entries.sort();
         let is_dropin_dir = name.ends_with(".d") && dropin_dir_unit(d).is_some();
-        for e in entries {
+        for (is_dir, e) in entries {
             let fname = e
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -185,7 +195,6 @@ impl Verifier {
                 }
                 continue;
             }
-            let is_dir = e.is_dir();
             if is_dir || unit_name_of(&e).is_some() {
                 self.path(&e, false);
             }
@@ -223,13 +232,16 @@ impl Verifier {
             }
             return;
         };
-        if is_masked_file(f) {
+        let link = link_target(f);
+        if link.as_deref() == Some(Path::new("/dev/null"))
+            || (link.is_none() && std::fs::metadata(f).is_ok_and(|m| m.len() == 0))
+        {
             // A masked unit: nothing to check.
             self.report.units += 1;
             return;
         }
         let mut names = vec![name.clone()];
-        if let Some(t) = link_target(f)
+        if let Some(t) = &link
             && let Some(b) = t.file_name()
             && let Ok(real) = UnitName::parse_strict(&b.to_string_lossy())
             && real != name
@@ -237,7 +249,7 @@ impl Verifier {
             let target = if t.is_absolute() {
                 t.clone()
             } else {
-                parent.join(&t)
+                parent.join(t)
             };
             if !target.is_file() || link_target(&target).is_some() {
                 // An alias whose target is elsewhere (or another alias): the
@@ -254,7 +266,7 @@ impl Verifier {
             .collect();
         let dropins = collect_dropins(&dirs);
         self.consumed.extend(dropins.iter().cloned());
-        let fragment = match link_target(f) {
+        let fragment = match link {
             Some(t) if t.is_absolute() => t,
             Some(t) => parent.join(t),
             None => f.to_path_buf(),
@@ -335,4 +347,50 @@ pub fn check_text(name: &str, text: &str) -> Vec<Diagnostic> {
         }
     }
     u.diagnostics
+}
+
+/// Names the fuzz entry point gives the text, chosen by the input's first byte.
+const FUZZ_NAMES: [&str; 6] = [
+    "fuzz.service",
+    "fuzz@inst\\x2dx.service",
+    "fuzz@.service",
+    "fuzz.target",
+    "fuzz.socket",
+    "a-b-c.timer",
+];
+
+/// Feeds arbitrary bytes to every parser of this module: as a unit file
+/// (through [`check_text`]), as an environment file, as an Exec line, and as
+/// the scalar value syntaxes. The fuzz target and the bounded mutation test
+/// both call this; it must never panic.
+pub fn fuzz_one(data: &[u8]) {
+    let (sel, rest) = match data.split_first() {
+        Some((s, r)) => (*s as usize, r),
+        None => (0, data),
+    };
+    let text = String::from_utf8_lossy(rest);
+    let _ = check_text(FUZZ_NAMES[sel % FUZZ_NAMES.len()], &text);
+    let _ = super::envfile::parse_str(&text);
+    let spec = SpecifierContext::example();
+    let name = UnitName::parse_strict("fuzz@i.service").expect("a constant valid name");
+    let mut expand = |s: &str| spec.expand(s, &name, None).map_err(|e| e.to_string());
+    if let Ok(p) = super::exec::parse_exec(&text, &mut expand) {
+        for c in &p.commands {
+            let _ = c.expand(&|k: &str| k.len().is_multiple_of(2).then(|| text.to_string()));
+            let _ = c.resolve_program("/nonexistent");
+        }
+    }
+    let line = text.lines().next().unwrap_or("");
+    let _ = super::values::parse_timespan(line);
+    let _ = super::values::parse_size(line);
+    let _ = super::values::parse_signal(line);
+    let _ = super::values::parse_percent_permyriad(line);
+    let _ = super::model::parse_std_output(line);
+    for (r, _) in super::model::ResourceLimit::ALL {
+        let _ = super::model::parse_rlimit(r, line);
+    }
+    let _ = UnitName::parse(line);
+    let _ = super::name::unescape(line);
+    let _ = super::condition::brace_expand(line);
+    let _ = super::condition::wildcard_match(line, &text);
 }

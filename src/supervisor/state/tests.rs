@@ -167,6 +167,35 @@ fn rows() -> Vec<Row> {
             last: vec![],
         },
         Row {
+            name: "empty cgroup before the main exit is reaped: wait for the exit",
+            spec: simple.clone(),
+            events: vec![E::Start, spawned(Cmd::Start, MAIN), E::Stop, E::CgroupEmpty],
+            sub: Sub::StopSigterm,
+            result: R::Success,
+            last: vec![],
+        },
+        Row {
+            name: "the reaped main exit then ends the stop (ExecStopPost sees it)",
+            spec: with(spec(Kind::Simple), Cmd::StopPost, 1),
+            events: vec![
+                E::Start,
+                spawned(Cmd::Start, MAIN),
+                E::Stop,
+                E::CgroupEmpty,
+                E::MainExited(killed(libc::SIGTERM)),
+            ],
+            sub: Sub::StopPost,
+            result: R::Success,
+            last: vec![
+                Action::Disarm(Timer::Phase),
+                Action::Arm(Timer::Phase, Duration::from_secs(90)),
+                Action::Spawn {
+                    cmd: Cmd::StopPost,
+                    index: 0,
+                },
+            ],
+        },
+        Row {
             name: "stop timeout: SIGKILL through cgroup.kill, result timeout",
             spec: simple.clone(),
             events: vec![
@@ -301,7 +330,13 @@ fn rows() -> Vec<Row> {
         Row {
             name: "Restart=always but an explicit stop does not restart",
             spec: restart_always.clone(),
-            events: vec![E::Start, spawned(Cmd::Start, MAIN), E::Stop, E::CgroupEmpty],
+            events: vec![
+                E::Start,
+                spawned(Cmd::Start, MAIN),
+                E::Stop,
+                E::MainExited(killed(libc::SIGTERM)),
+                E::CgroupEmpty,
+            ],
             sub: Sub::Dead,
             result: R::Success,
             last: vec![
@@ -722,7 +757,13 @@ fn rows() -> Vec<Row> {
         Row {
             name: "ExecStopPost runs after the kill phase",
             spec: with(spec(Kind::Simple), Cmd::StopPost, 1),
-            events: vec![E::Start, spawned(Cmd::Start, MAIN), E::Stop, E::CgroupEmpty],
+            events: vec![
+                E::Start,
+                spawned(Cmd::Start, MAIN),
+                E::Stop,
+                E::MainExited(killed(libc::SIGTERM)),
+                E::CgroupEmpty,
+            ],
             sub: Sub::StopPost,
             result: R::Success,
             last: vec![
@@ -741,6 +782,7 @@ fn rows() -> Vec<Row> {
                 E::Start,
                 spawned(Cmd::Start, MAIN),
                 E::Stop,
+                E::MainExited(killed(libc::SIGTERM)),
                 E::CgroupEmpty,
                 spawned(Cmd::StopPost, CTL),
                 E::CgroupEmpty,
@@ -836,6 +878,7 @@ fn rows() -> Vec<Row> {
                 E::Start,
                 spawned(Cmd::Start, MAIN),
                 E::Restart,
+                E::MainExited(killed(libc::SIGTERM)),
                 E::CgroupEmpty,
             ],
             sub: Sub::Dead,
@@ -855,6 +898,7 @@ fn rows() -> Vec<Row> {
                 spawned(Cmd::Start, MAIN),
                 E::Stop,
                 E::Start,
+                E::MainExited(killed(libc::SIGTERM)),
                 E::CgroupEmpty,
             ],
             sub: Sub::Dead,

@@ -1,0 +1,80 @@
+//! Parse the whole shared corpus (Debian 12 unit files and runit
+//! directories): `verify_paths` over the tree (I/O included, as
+//! `corral verify` does it) and in-memory parsing of every unit file.
+//! Target: the whole corpus in under 50 ms.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use corral::unit::loader::from_text;
+use corral::unit::verify::verify_paths;
+use corral::unit::{SpecifierContext, UnitName};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn corpus() -> Option<PathBuf> {
+    std::env::var_os("CORRAL_CORPUS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .ancestors()
+                .map(|a| a.join("shared/corpus"))
+                .find(|p| p.is_dir())
+        })
+        .filter(|p| p.is_dir())
+}
+
+fn unit_files(dir: &Path, out: &mut Vec<(UnitName, PathBuf, String)>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            unit_files(&p, out);
+        } else if let Ok(n) = UnitName::parse_strict(&e.file_name().to_string_lossy())
+            && let Ok(text) = std::fs::read_to_string(&p)
+        {
+            out.push((n, p, text));
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let Some(corpus) = corpus() else {
+        eprintln!("note: shared corpus not found (set CORRAL_CORPUS); nothing to measure");
+        return;
+    };
+    let roots: Vec<PathBuf> = ["systemd-user", "systemd-system", "runit"]
+        .iter()
+        .map(|r| corpus.join(r))
+        .collect();
+    // The fixture is read once, outside the timed loops.
+    let mut files = Vec::new();
+    for r in &roots {
+        unit_files(r, &mut files);
+    }
+    let spec = SpecifierContext::current();
+    let t = Instant::now();
+    let report = verify_paths(&roots);
+    eprintln!(
+        "one cold-ish pass: {} units, {} diagnostics in {:.2} ms",
+        report.units,
+        report.diagnostics.len(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    c.bench_function("SpecifierContext::current", |b| {
+        b.iter(SpecifierContext::current)
+    });
+    c.bench_function("verify_paths(corpus)", |b| b.iter(|| verify_paths(&roots)));
+    c.bench_function("parse in memory (all unit files)", |b| {
+        b.iter(|| {
+            files
+                .iter()
+                .map(|(n, p, text)| from_text(n, p, text, &spec).diagnostics.len())
+                .sum::<usize>()
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,113 @@
+//! The manager process itself: SIGTERM stops every unit and exits 0, SIGHUP
+//! reads the unit files again, and `corral status` shows it as one tree.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestDaemon, pids_named};
+use nix::sys::signal::Signal;
+
+#[test]
+fn sigterm_stops_every_unit_and_exits_0() {
+    let tag = format!("term-{}", std::process::id());
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        for i in 0..3 {
+            td.write_unit(
+                &format!("s{i}.service"),
+                &format!("[Service]\nExecStart=/bin/bash -c 'exec -a {tag} sleep 1000'\n"),
+            );
+        }
+    }) else {
+        return;
+    };
+    td.ok(&["start", "s0", "s1", "s2"]);
+    let n = common::eventually(Duration::from_secs(5), || {
+        (pids_named(&tag).len() == 3).then_some(3)
+    });
+    assert_eq!(n, Some(3));
+    td.signal(Signal::SIGTERM);
+    assert_eq!(
+        td.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        td.log()
+    );
+    assert!(
+        pids_named(&tag).is_empty(),
+        "units survived the manager's SIGTERM"
+    );
+    for i in 0..3 {
+        assert!(!td.unit_cgroup(&format!("s{i}.service")).exists());
+    }
+    assert!(!td.socket.exists(), "control socket left behind");
+}
+
+#[test]
+fn sighup_and_daemon_reload_read_unit_files_again() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let o = td.ok(&["list", "--all"]);
+    assert!(!o.stdout.contains("late.service"), "{o:?}");
+    td.write_unit(
+        "late.service",
+        "[Unit]\nDescription=first\n[Service]\nExecStart=/bin/sleep 1000\n",
+    );
+    td.signal(Signal::SIGHUP);
+    let seen = common::eventually(Duration::from_secs(5), || {
+        td.ok(&["list", "--all"])
+            .stdout
+            .contains("late.service")
+            .then_some(())
+    });
+    assert!(seen.is_some(), "SIGHUP did not pick up the new unit");
+    td.write_unit(
+        "late.service",
+        "[Unit]\nDescription=second\n[Service]\nExecStart=/bin/sleep 1000\n",
+    );
+    td.ok(&["daemon-reload"]);
+    assert_eq!(td.prop("late", "Description"), "second");
+}
+
+#[test]
+fn several_units_per_call_and_exit_codes() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit("a.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+        td.write_unit("b.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+    }) else {
+        return;
+    };
+    td.ok(&["start", "a", "b.service"]);
+    let o = td.ok(&["is-active", "a", "b"]);
+    assert_eq!(o.stdout, "active\nactive\n");
+    let o = td.corral(&["start", "a", "nope"]);
+    assert_eq!(o.code, 5, "{o:?}");
+    assert!(o.stderr.contains("Unit nope.service not found."));
+    td.ok(&["stop", "a", "b"]);
+    let o = td.corral(&["is-active", "a"]);
+    assert_eq!((o.code, o.stdout.as_str()), (3, "inactive\n"));
+    assert_eq!(td.corral(&["is-failed", "a"]).code, 1);
+    let o = td.corral(&["status", "a"]);
+    assert_eq!(o.code, 3, "{o:?}");
+    // try-restart leaves a stopped unit stopped.
+    td.ok(&["try-restart", "a"]);
+    assert_eq!(td.prop("a", "ActiveState"), "inactive");
+    td.ok(&["restart", "a"]);
+    assert_eq!(td.prop("a", "ActiveState"), "active");
+    let before = td.prop("a", "MainPID");
+    td.ok(&["try-restart", "a"]);
+    assert_ne!(td.prop("a", "MainPID"), before);
+    td.ok(&["kill", "--signal", "KILL", "--kill-whom", "main", "a"]);
+    let st = common::eventually(Duration::from_secs(5), || {
+        let s = td.prop("a", "ActiveState");
+        (s == "failed").then_some(s)
+    });
+    assert_eq!(st.as_deref(), Some("failed"));
+    assert_eq!(td.prop("a", "ExecMainStatus"), "KILL");
+    let o = td.ok(&["cat", "a"]);
+    assert!(
+        o.stdout.starts_with("# ") && o.stdout.contains("ExecStart=/bin/sleep 1000"),
+        "{o:?}"
+    );
+}

@@ -1,0 +1,136 @@
+//! `corral status` output against golden files, with placeholders for what
+//! changes from run to run (PIDs, times, temp paths). `UPDATE_GOLDEN=1`
+//! rewrites the files.
+
+mod common;
+
+use std::path::Path;
+
+use common::TestDaemon;
+use regex::Regex;
+
+fn normalize(td: &TestDaemon, text: &str) -> String {
+    let mut s = text.replace(&td.dir.path().display().to_string(), "<TMP>");
+    let root = td.root.path().display().to_string();
+    s = s.replace(&root, "<CG2>/<ROOT>");
+    let rel = root.rsplit_once('/').map_or(root.as_str(), |(_, r)| r);
+    s = s.replace(rel, "<ROOT>");
+    let rules = [
+        (
+            r"since [A-Z][a-z]{2} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [^;]*; [^\n]* ago",
+            "since <TIME>; <AGO> ago",
+        ),
+        (
+            r"Since: [A-Z][a-z]{2} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [^;]*; [^\n]* ago",
+            "Since: <TIME>; <AGO> ago",
+        ),
+        (r"Main PID: \d+", "Main PID: <PID>"),
+        (r"([└├]─)\d+ ", "${1}<PID> "),
+        (r"\(uid \d+\)", "(uid <UID>)"),
+        (r"Manager: PID \d+ in \S+", "Manager: PID <PID> in <CGROUP>"),
+        (r"Version: \S+", "Version: <VERSION>"),
+    ];
+    for (re, rep) in rules {
+        s = Regex::new(re).unwrap().replace_all(&s, rep).into_owned();
+    }
+    s
+}
+
+fn golden(name: &str, got: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    assert_eq!(got, want, "output differs from {}", path.display());
+}
+
+fn start() -> Option<TestDaemon> {
+    TestDaemon::start_with(|td| {
+        td.write_unit(
+            "web.service",
+            "[Unit]\nDescription=A web server\n[Service]\n\
+             ExecStart=/bin/bash -c 'sleep 1000 & exec sleep 1001'\nMemoryMax=64M\n",
+        );
+        td.write_unit(
+            "bad.service",
+            "[Unit]\nDescription=Exits at once\n[Service]\nExecStart=/bin/bash -c 'exit 7'\n",
+        );
+    })
+}
+
+#[test]
+fn status_of_a_running_unit() {
+    let Some(td) = start() else { return };
+    td.ok(&["start", "web"]);
+    common::eventually(std::time::Duration::from_secs(5), || {
+        (common::cgroup_pids(&td.unit_cgroup("web.service")).len() == 2).then_some(())
+    })
+    .expect("both processes");
+    let o = td.corral(&["status", "web"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    golden("status-running.txt", &normalize(&td, &o.stdout));
+}
+
+#[test]
+fn status_of_a_failed_unit_and_of_an_inactive_one() {
+    let Some(td) = start() else { return };
+    td.ok(&["start", "bad"]);
+    common::eventually(std::time::Duration::from_secs(5), || {
+        (td.prop("bad", "ActiveState") == "failed").then_some(())
+    })
+    .expect("failed");
+    let o = td.corral(&["status", "bad", "web"]);
+    assert_eq!(o.code, 3, "{o:?}");
+    golden("status-failed-inactive.txt", &normalize(&td, &o.stdout));
+}
+
+#[test]
+fn status_of_the_whole_manager_is_one_tree() {
+    let Some(td) = start() else { return };
+    td.ok(&["start", "web", "bad"]);
+    common::eventually(std::time::Duration::from_secs(5), || {
+        (td.prop("bad", "ActiveState") == "failed"
+            && common::cgroup_pids(&td.unit_cgroup("web.service")).len() == 2)
+            .then_some(())
+    })
+    .expect("settled");
+    let o = td.ok(&["status"]);
+    golden("status-manager.txt", &normalize(&td, &o.stdout));
+}
+
+#[test]
+fn json_forms_parse_and_carry_the_state() {
+    let Some(td) = start() else { return };
+    td.ok(&["start", "web"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&td.ok(&["status", "--json", "web"]).stdout).unwrap();
+    assert_eq!(v[0]["Id"], "web.service");
+    assert_eq!(v[0]["ActiveState"], "active");
+    assert!(v[0]["Processes"].as_array().is_some_and(|p| !p.is_empty()));
+    let v: serde_json::Value =
+        serde_json::from_str(&td.ok(&["list", "--all", "--json"]).stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["Id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bad.service", "web.service"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&td.ok(&["show", "--json", "web"]).stdout).unwrap();
+    assert_eq!(v[0]["SubState"], "running");
+    let v: serde_json::Value = serde_json::from_str(&td.ok(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(v["Units"][0]["Id"], "web.service");
+    let o = td.corral(&["status", "nope"]);
+    assert_eq!(o.code, 5, "{o:?}");
+    assert!(o.stderr.contains("Unit nope.service not found."));
+}
