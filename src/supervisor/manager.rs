@@ -1423,7 +1423,7 @@ impl Manager {
                 .command(cmd, index)
                 .ok_or_else(|| format!("{name}: no {} command #{index}", cmd.directive()))?;
             let program = c
-                .resolve_program(&path_env, name, svc.exec_start_line)
+                .resolve_program(&path_env)
                 .map_err(|e| e.to_string())?;
             (program, c.expand(&env))
         };
