@@ -14,10 +14,12 @@ pub mod cat;
 pub mod common;
 pub mod daemon_reload;
 pub mod enable;
+pub mod environment;
 pub mod is_active;
 pub mod jobs;
 pub mod kill;
 pub mod list;
+pub mod list_dependencies;
 pub mod list_unit_files;
 pub mod reload;
 pub mod reset_failed;
@@ -177,6 +179,38 @@ pub enum Command {
     Unmask(enable::InstallArgs),
     /// List unit files and runit services with their enablement state.
     ListUnitFiles(list_unit_files::ListUnitFilesArgs),
+    /// Show the tree of units a unit pulls in (default.target when none is named).
+    ListDependencies {
+        /// Show what pulls the unit in instead.
+        #[arg(long)]
+        reverse: bool,
+        /// Expand every unit, not only targets.
+        #[arg(short, long)]
+        all: bool,
+        /// The unit.
+        unit: Option<String>,
+    },
+    /// Set variables in the manager's environment block (for units started afterwards).
+    SetEnvironment {
+        /// NAME=value assignments.
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        assignments: Vec<String>,
+    },
+    /// Remove variables from the manager's environment block.
+    UnsetEnvironment {
+        /// Names (NAME=value removes NAME only while it has that value).
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Copy variables of this shell into the manager's environment block
+    /// (NAME copies, NAME=value sets, NAME= sets empty).
+    ImportEnvironment {
+        /// Names or assignments; none imports the whole environment.
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Print the manager's environment block.
+    ShowEnvironment,
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
@@ -225,6 +259,15 @@ pub fn main() -> ExitCode {
             return ExitCode::from(enable::run_then_now(InstallVerb::Unmask, &a, socket));
         }
         Command::ListUnitFiles(a) => return ExitCode::from(list_unit_files::run(&a)),
+        Command::ListDependencies {
+            reverse,
+            all,
+            unit,
+        } => list_dependencies::run(socket, unit, reverse, all),
+        Command::SetEnvironment { assignments } => environment::set(socket, assignments),
+        Command::UnsetEnvironment { names } => environment::unset(socket, names),
+        Command::ImportEnvironment { names } => environment::import(socket, names),
+        Command::ShowEnvironment => environment::show(socket),
     };
     ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
 }

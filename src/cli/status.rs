@@ -117,6 +117,11 @@ fn active_line(u: &UnitStatus, now: u64) -> String {
     let mut s = format!("{} ({})", u.active.as_str(), u.sub.as_str());
     if u.active == ActiveState::Failed && u.result != ServiceResult::Success {
         s = format!("{} (Result: {})", u.active.as_str(), u.result.as_str());
+    } else if u.name.ends_with(".target") {
+        // A target has no processes: systemctl shows only active or inactive.
+        s = u.active.as_str().to_string();
+    } else if u.result == ServiceResult::Condition {
+        s = format!("{} ({}) (Result: condition)", u.active.as_str(), u.sub.as_str());
     }
     if u.since_usec > 0 {
         let _ = write!(

@@ -88,6 +88,32 @@ pub enum Request {
         /// Unit names.
         units: Vec<String>,
     },
+    /// `list-dependencies`: the dependency tree of a unit, as text.
+    ListDependencies {
+        /// The unit name as typed.
+        unit: String,
+        /// Follow what pulls the unit in instead of what it pulls in.
+        reverse: bool,
+        /// Expand every unit, not only targets.
+        all: bool,
+    },
+    /// `set-environment NAME=value...` on the manager's environment block.
+    SetEnvironment {
+        /// `NAME=value` assignments; one invalid entry rejects them all.
+        assignments: Vec<String>,
+    },
+    /// `unset-environment NAME...` (`NAME=value` unsets only on a matching value).
+    UnsetEnvironment {
+        /// Names, or `NAME=value`.
+        names: Vec<String>,
+    },
+    /// `import-environment`: pairs the CLI resolved against its own environment.
+    ImportEnvironment {
+        /// Name and value of each variable to set.
+        pairs: Vec<(String, String)>,
+    },
+    /// `show-environment`: the block as `NAME=value` lines.
+    ShowEnvironment,
 }
 
 /// What kind of thing went wrong, so the CLI can pick its exit code.
@@ -262,6 +288,8 @@ pub enum Response {
     States(Vec<(String, Option<ActiveState>)>),
     /// A request that needs no data succeeded (DaemonReload): the notes say what changed.
     Done(Vec<String>),
+    /// Text to print as it is (`ListDependencies`, `ShowEnvironment`).
+    Text(String),
 }
 
 #[cfg(test)]
@@ -293,6 +321,23 @@ mod tests {
             (Request::DaemonReload, 10),
             (Request::ResetFailed { units: vec![] }, 11),
             (Request::ActiveStates { units: vec![] }, 12),
+            (
+                Request::ListDependencies {
+                    unit: String::new(),
+                    reverse: false,
+                    all: false,
+                },
+                13,
+            ),
+            (
+                Request::SetEnvironment {
+                    assignments: vec![],
+                },
+                14,
+            ),
+            (Request::UnsetEnvironment { names: vec![] }, 15),
+            (Request::ImportEnvironment { pairs: vec![] }, 16),
+            (Request::ShowEnvironment, 17),
         ];
         for (req, index) in cases {
             let bytes = postcard::to_allocvec(&req).unwrap();

@@ -39,6 +39,8 @@ use super::state::{
 };
 use super::{Options, SupervisorError, control, procs, reaper};
 
+mod transaction;
+
 /// What the manager thread reacts to.
 #[derive(Debug)]
 pub enum Input {
@@ -292,6 +294,8 @@ pub struct Manager {
     timer_generation: u64,
     started_usec: u64,
     shutting_down: bool,
+    /// Transactions, the environment block, skipped starts (transaction.rs).
+    graph: transaction::Graph,
 }
 
 impl Manager {
@@ -383,7 +387,7 @@ impl Manager {
     // ---- loading -------------------------------------------------------
 
     fn load(&self, name: &UnitName) -> Result<Arc<ServiceDef>, Failure> {
-        let unit = self.loader.load(name).map_err(|e| match e {
+        let unit = transaction::load_unit(&self.loader, name).map_err(|e| match e {
             UnitError::NotFound { .. } => not_found(name.as_str()),
             e => Failure {
                 kind: ErrorKind::BadUnit,
@@ -401,6 +405,9 @@ impl Manager {
                 kind: ErrorKind::BadUnit,
                 message: format!("Unit {name} failed to load: {e}"),
             });
+        }
+        if super::graph::is_target(name.as_str()) {
+            return Ok(Arc::new(transaction::target_def(unit)));
         }
         service::from_unit(unit, &self.root)
             .map(Arc::new)
@@ -522,6 +529,10 @@ impl Manager {
             && !matches!(job, Job::Stop | Job::Kill { .. } | Job::ResetFailed)
         {
             let _ = reply.send(Err(f.clone()));
+            return;
+        }
+        if matches!(job, Job::Start | Job::Stop | Job::Restart | Job::TryRestart) {
+            self.transaction_job(&name, &job, reply);
             return;
         }
         let sub = e.state.sub;
@@ -789,6 +800,7 @@ impl Manager {
             }
         }
         self.check_waiters(name);
+        self.unit_changed(name);
         Ok(())
     }
 
@@ -1330,6 +1342,10 @@ impl Manager {
             env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v));
         };
+        // The manager's block (set-environment) lies below the unit's own variables.
+        for (k, v) in self.graph.env_vars() {
+            set(&mut env, &k, v);
+        }
         if let Some(inv) = &e.inv {
             set(&mut env, "INVOCATION_ID", inv.id.clone());
         }
@@ -1551,6 +1567,7 @@ impl Manager {
         {
             notes.push(n.clone());
         }
+        self.graph_notes(name, &mut notes);
         if !e.left_behind.is_empty() {
             notes.push(format!(
                 "left running by KillMode=process: {}",
@@ -1668,12 +1685,7 @@ impl Manager {
                 }
                 Response::Jobs(Vec::new())
             }
-            other => Response::Error(Failure {
-                kind: ErrorKind::BadRequest,
-                message: format!(
-                    "request {other:?} is not answered as a query; this is a corral bug"
-                ),
-            }),
+            other => self.graph_query(other),
         }
     }
 
@@ -1908,21 +1920,17 @@ pub async fn run(
         timer_generation: 0,
         started_usec: now_usec(),
         shutting_down: false,
+        graph: transaction::Graph::new(transaction::load_env(&opts.state_dir)),
     };
     manager.load_all();
     for e in &manager.load_errors {
         eprintln!("corrald: {e}");
     }
-    let autostart: Vec<String> = manager
-        .units
-        .values()
-        .filter(|e| {
-            e.def
-                .as_ref()
-                .is_ok_and(|d| d.runit.as_ref().is_some_and(|r| !r.down))
-        })
-        .map(|e| e.name.clone())
-        .collect();
+    if let Err(msg) = &manager.graph.env_status() {
+        eprintln!("corrald: {msg}");
+    }
+    // default.target pulls in what is enabled and the runit services without `down`.
+    let autostart = vec![super::graph::DEFAULT_TARGET.to_string()];
 
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let rt = Handle::current();

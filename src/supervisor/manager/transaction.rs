@@ -1,0 +1,655 @@
+//! Start, stop and restart requests as transactions over the unit graph.
+//!
+//! The manager asks [`graph::build`] for the jobs of a request, then drives
+//! them as a ready queue: every job whose ordering predecessors have finished
+//! runs at once (several in parallel), and a job is over when its unit's state
+//! machine reaches the state the job wants (active, or stopped with an empty
+//! and removed cgroup). The control request is answered when the whole
+//! transaction has finished.
+//!
+//! Before each start the unit's conditions and asserts are checked
+//! ([`start_check`]): a false condition skips the start (inactive, result
+//! "condition", not failed); a false assert fails it. A failed start fails the
+//! pending starts of the units that require it ("dependency failed: X").
+//! A unit that goes down on its own stops the units bound to it (BindsTo=).
+//!
+//! Everything runs on the manager thread; [`Manager::pump`] is re-entrancy
+//! safe because feeding a unit's state machine calls back into
+//! [`Manager::unit_changed`], which only records the change while a pump runs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::ipc::proto::{ErrorKind, Failure, Request, Response};
+use crate::supervisor::environment::{EnvError, ManagerEnv};
+use crate::supervisor::graph::{
+    self, DEFAULT_TARGET, Deps, GraphError, JobKind, JobResult, Missing, Transaction, Units, Verb,
+};
+use crate::supervisor::service::ServiceDef;
+use crate::supervisor::state::{ActiveState, KillMode, Kind, ServiceResult, Spec, Sub};
+use crate::unit::model::NotifyAccess;
+use crate::unit::start_check::{self, StartCheck};
+use crate::unit::{Loader, Unit, UnitError, UnitName};
+
+use super::{Event, Job, Manager, now_usec};
+
+/// Where a job's outcome goes.
+type Reply = oneshot::Sender<Result<Vec<String>, Failure>>;
+
+/// The manager's graph state: running transactions, the environment block,
+/// and what it remembers about units between transactions.
+pub(super) struct Graph {
+    /// The environment block (or why the saved one could not be read).
+    env: Result<ManagerEnv, String>,
+    /// Transactions not finished yet, oldest first.
+    runs: Vec<Run>,
+    /// Units whose state changed since the last pump looked.
+    changed: Vec<String>,
+    /// Set while [`Manager::pump`] runs, so state changes it causes only queue up.
+    pumping: bool,
+    /// Units that were neither inactive nor failed when last seen (to notice
+    /// one going down on its own, for BindsTo=).
+    up: HashSet<String>,
+    /// Why the last start of a unit was skipped (a false Condition*=).
+    skipped: HashMap<String, String>,
+}
+
+impl Graph {
+    /// The graph state of a manager whose state directory holds `env`.
+    pub(super) fn new(env: Result<ManagerEnv, String>) -> Graph {
+        Graph {
+            env,
+            runs: Vec::new(),
+            changed: Vec::new(),
+            pumping: false,
+            up: HashSet::new(),
+            skipped: HashMap::new(),
+        }
+    }
+
+    /// Whether the environment block could be loaded.
+    pub(super) fn env_status(&self) -> Result<(), &str> {
+        self.env.as_ref().map(|_| ()).map_err(String::as_str)
+    }
+
+    /// The variables of the environment block, for the processes of units.
+    pub(super) fn env_vars(&self) -> Vec<(String, String)> {
+        match &self.env {
+            Ok(e) => e
+                .vars()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// One transaction being driven.
+struct Run {
+    tx: Transaction,
+    /// The client waiting for it (none for BindsTo= stops and manager-made ones).
+    reply: Option<Reply>,
+    /// Jobs handed out whose unit has not reached the wanted state yet.
+    running: Vec<graph::Job>,
+    /// Broken cycles and other notes for the client.
+    notes: Vec<String>,
+}
+
+/// A [`Units`] view over the manager's loaded units. `stopping` selects what
+/// "active" means: for a start, only a unit that is up (so a start of an
+/// activating unit waits for it); for a stop or restart, anything not
+/// inactive or failed (so a stop of an activating or deactivating unit waits
+/// until its cgroup is gone).
+struct View<'a> {
+    m: &'a Manager,
+    stopping: bool,
+}
+
+impl Units for View<'_> {
+    fn deps(&self, name: &str) -> Result<Deps, Missing> {
+        let mut d = match self.m.units.get(name).map(|e| &e.def) {
+            Some(Ok(def)) => Deps::from_unit(&def.unit),
+            Some(Err(f)) if f.message.ends_with("is masked.") => return Err(Missing::Masked),
+            // Not loaded yet (a template instance), or not runnable: its
+            // dependencies still come from its files.
+            _ => graph::load_deps(&self.m.loader, name)?,
+        };
+        if name == DEFAULT_TARGET {
+            // runit: a service directory without `down` is started with the manager.
+            for (n, e) in &self.m.units {
+                let autostart = e
+                    .def
+                    .as_ref()
+                    .is_ok_and(|d| d.runit.as_ref().is_some_and(|r| !r.down));
+                if autostart && !d.wants.contains(n) {
+                    d.wants.push(n.clone());
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    fn is_active(&self, name: &str) -> bool {
+        let Some(e) = self.m.units.get(name) else {
+            return false;
+        };
+        let a = e.state.sub.active();
+        if self.stopping {
+            !matches!(a, ActiveState::Inactive | ActiveState::Failed)
+        } else {
+            matches!(a, ActiveState::Active | ActiveState::Reloading)
+        }
+    }
+
+    fn loaded(&self) -> Vec<String> {
+        self.m.units.values().map(|e| e.name.clone()).collect()
+    }
+}
+
+/// Loads a unit's files; `default.target` exists without a file, grouping
+/// what `default.target.wants/` and `.requires/` link to.
+pub(super) fn load_unit(loader: &Loader, name: &UnitName) -> Result<Unit, UnitError> {
+    match loader.load(name) {
+        Err(UnitError::NotFound { .. }) if name.as_str() == DEFAULT_TARGET => {
+            let mut u = Unit::new(name.clone());
+            u.unit.description = Some("Main User Target".into());
+            if let Ok(d) = graph::load_deps(loader, DEFAULT_TARGET) {
+                u.unit.wants = d
+                    .wants
+                    .iter()
+                    .filter_map(|n| UnitName::parse(n).ok())
+                    .collect();
+                u.unit.requires = d
+                    .requires
+                    .iter()
+                    .filter_map(|n| UnitName::parse(n).ok())
+                    .collect();
+            }
+            Ok(u)
+        }
+        other => other,
+    }
+}
+
+/// What the manager keeps for a target: it has no processes; its state is
+/// set by its jobs directly (active once reached, inactive once stopped).
+pub(super) fn target_def(unit: Unit) -> ServiceDef {
+    let start_limit = (unit.unit.start_limit_interval, unit.unit.start_limit_burst);
+    ServiceDef {
+        unit: Arc::new(unit),
+        spec: Spec {
+            kind: Kind::Oneshot,
+            remain_after_exit: true,
+            kill_mode: KillMode::ControlGroup,
+            ..Spec::default()
+        },
+        cmds: Default::default(),
+        start_limit,
+        notify_access: NotifyAccess::None,
+        runit: None,
+        limits: Vec::new(),
+        notes: Vec::new(),
+    }
+}
+
+fn graph_failure(e: &GraphError) -> Failure {
+    let kind = match e {
+        GraphError::NotFound(_) => ErrorKind::NotFound,
+        GraphError::Masked(_) | GraphError::OrderingCycle { .. } => ErrorKind::Refused,
+        GraphError::ConflictingJobs { .. } => ErrorKind::Refused,
+    };
+    Failure {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+fn env_failure(e: EnvError) -> Response {
+    let kind = match e {
+        EnvError::BadAssignment(_) | EnvError::BadName(_) => ErrorKind::BadRequest,
+        EnvError::Io { .. } | EnvError::Corrupt { .. } => ErrorKind::Internal,
+    };
+    Response::Error(Failure {
+        kind,
+        message: e.to_string(),
+    })
+}
+
+/// Whether a start job of a unit in this state is over, and how.
+fn start_outcome(sub: Sub, result: ServiceResult, restarting: bool) -> Option<bool> {
+    match sub {
+        Sub::Running | Sub::Exited | Sub::Reload => Some(true),
+        Sub::Dead if !restarting => Some(matches!(
+            result,
+            ServiceResult::Success | ServiceResult::Condition
+        )),
+        Sub::Failed | Sub::AutoRestart if !restarting => Some(false),
+        _ => None,
+    }
+}
+
+impl Manager {
+    /// A start, stop, restart or try-restart request from the control socket.
+    pub(super) fn transaction_job(&mut self, name: &str, job: &Job, reply: Reply) {
+        let verb = match job {
+            Job::Start => Verb::Start,
+            Job::Stop => Verb::Stop,
+            Job::TryRestart if self.units[name].state.sub.is_down() => {
+                let _ = reply.send(Ok(Vec::new()));
+                return;
+            }
+            _ => Verb::Restart,
+        };
+        if verb == Verb::Stop
+            && let Some(e) = self.units.get_mut(name)
+        {
+            e.left_behind.clear();
+        }
+        self.begin_transaction(name, verb, Some(reply));
+    }
+
+    /// Builds the transaction for `verb name` and starts driving it.
+    fn begin_transaction(&mut self, name: &str, verb: Verb, reply: Option<Reply>) {
+        let built = graph::build(
+            &View {
+                m: self,
+                stopping: verb != Verb::Start,
+            },
+            verb,
+            name,
+        );
+        let tx = match built {
+            Ok(tx) => tx,
+            Err(e) => {
+                self.log(name, &format!("transaction refused: {e}"));
+                if let Some(r) = reply {
+                    let _ = r.send(Err(graph_failure(&e)));
+                }
+                return;
+            }
+        };
+        let mut notes = Vec::new();
+        for c in tx.broken_cycles() {
+            self.log(name, &c.to_string());
+            notes.push(format!("{name}: {c}"));
+        }
+        for j in tx.jobs() {
+            if !self.units.contains_key(&j.unit)
+                && let Err(f) = self.resolve(&j.unit)
+            {
+                self.log(&j.unit, &f.message);
+            }
+        }
+        for f in tx.initial_failures() {
+            self.dependency_failed(&f.unit, &f.dep);
+        }
+        self.graph.runs.push(Run {
+            tx,
+            reply,
+            running: Vec::new(),
+            notes,
+        });
+        self.pump();
+    }
+
+    /// Called after every change of a unit's state machine.
+    pub(super) fn unit_changed(&mut self, name: &str) {
+        self.graph.changed.push(name.to_string());
+        self.pump();
+    }
+
+    /// Drives every transaction as far as it can go now.
+    fn pump(&mut self) {
+        if self.graph.pumping {
+            return;
+        }
+        self.graph.pumping = true;
+        loop {
+            let mut progress = false;
+            let mut changed = std::mem::take(&mut self.graph.changed);
+            changed.sort();
+            changed.dedup();
+            for u in changed {
+                if self.went_down(&u) {
+                    self.stop_bound(&u);
+                    progress = true;
+                }
+            }
+            let mut runs = std::mem::take(&mut self.graph.runs);
+            for run in &mut runs {
+                let mut i = 0;
+                while i < run.running.len() {
+                    match self.job_state(&run.running[i]) {
+                        Some(ok) => {
+                            let job = run.running.remove(i);
+                            self.job_finished(run, job.id, ok);
+                            progress = true;
+                        }
+                        None => i += 1,
+                    }
+                }
+                while let Some(job) = run.tx.next_ready() {
+                    progress = true;
+                    match self.run_job(&job) {
+                        Some(ok) => self.job_finished(run, job.id, ok),
+                        None => run.running.push(job),
+                    }
+                }
+            }
+            let (done, mut rest): (Vec<Run>, Vec<Run>) =
+                runs.into_iter().partition(|r| r.tx.is_finished());
+            // Transactions begun meanwhile (BindsTo= stops) run after the older ones.
+            rest.append(&mut self.graph.runs);
+            self.graph.runs = rest;
+            for run in done {
+                self.finish_run(run);
+                progress = true;
+            }
+            if !progress && self.graph.changed.is_empty() {
+                break;
+            }
+        }
+        self.graph.pumping = false;
+    }
+
+    /// Whether `name` was up when last seen and is now inactive or failed.
+    fn went_down(&mut self, name: &str) -> bool {
+        let down = self
+            .units
+            .get(name)
+            .is_none_or(|e| matches!(e.state.sub, Sub::Dead | Sub::Failed));
+        if down {
+            self.graph.up.remove(name)
+        } else {
+            self.graph.up.insert(name.to_string());
+            false
+        }
+    }
+
+    /// A unit went down: stop the active units bound to it, unless a
+    /// transaction stopped it (that one has their stops already).
+    fn stop_bound(&mut self, name: &str) {
+        if self.shutting_down {
+            return;
+        }
+        let by_job = self.graph.runs.iter().any(|r| {
+            matches!(
+                r.tx.result_of(name, JobKind::Stop),
+                Some(JobResult::Running | JobResult::Done)
+            )
+        });
+        if by_job {
+            return;
+        }
+        let bound = graph::bound_by(
+            &View {
+                m: self,
+                stopping: true,
+            },
+            name,
+        );
+        for other in bound {
+            self.log(
+                &other,
+                &format!("stopping: it is bound to {name} (BindsTo=), which went down"),
+            );
+            self.begin_transaction(&other, Verb::Stop, None);
+        }
+    }
+
+    /// Whether a handed-out job is over: `Some(ok)`, or `None` while its unit is on its way.
+    fn job_state(&self, job: &graph::Job) -> Option<bool> {
+        let Some(e) = self.units.get(&job.unit) else {
+            return Some(job.kind == JobKind::Stop);
+        };
+        match job.kind {
+            JobKind::Start => {
+                start_outcome(e.state.sub, e.state.result, e.state.start_after_stop)
+            }
+            JobKind::Stop => matches!(e.state.sub, Sub::Dead | Sub::Failed).then_some(true),
+        }
+    }
+
+    /// Runs a job handed out by the transaction: `Some(ok)` when it is over at
+    /// once, `None` when its unit's state machine has to get there.
+    fn run_job(&mut self, job: &graph::Job) -> Option<bool> {
+        let name = job.unit.as_str();
+        let Some(e) = self.units.get_mut(name) else {
+            return Some(job.kind == JobKind::Stop);
+        };
+        let sub = e.state.sub;
+        if graph::is_target(name) {
+            let target = match job.kind {
+                JobKind::Start => Sub::Exited,
+                JobKind::Stop => Sub::Dead,
+            };
+            if sub != target {
+                e.state.sub = target;
+                e.state.result = ServiceResult::Success;
+                e.since_usec = now_usec();
+                let msg = match job.kind {
+                    JobKind::Start => "Reached target.",
+                    JobKind::Stop => "Stopped target.",
+                };
+                self.log(name, msg);
+            }
+            return Some(true);
+        }
+        match job.kind {
+            JobKind::Stop => match sub {
+                Sub::Dead | Sub::Failed => Some(true),
+                _ => {
+                    self.feed(name, Event::Stop);
+                    None
+                }
+            },
+            JobKind::Start => {
+                let def = match e.def.clone() {
+                    Ok(d) => d,
+                    Err(f) => {
+                        self.log(name, &f.message);
+                        return Some(false);
+                    }
+                };
+                if self.shutting_down {
+                    return Some(false);
+                }
+                match sub {
+                    Sub::Running | Sub::Exited | Sub::Reload => Some(true),
+                    Sub::StartPre | Sub::Start | Sub::StartPost => None,
+                    Sub::Dead | Sub::Failed | Sub::AutoRestart => self.checked_start(name, &def),
+                    // Deactivating: it starts again once stopped.
+                    _ => {
+                        self.feed(name, Event::Start);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks conditions and asserts, then starts the unit (through the start limit).
+    fn checked_start(&mut self, name: &str, def: &Arc<ServiceDef>) -> Option<bool> {
+        let block = self.graph.env_vars();
+        let lookup = |k: &str| {
+            block
+                .iter()
+                .chain(&self.base_env)
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let check = start_check::check(&def.unit.unit, self.loader.specifiers(), &lookup);
+        let e = self.units.get_mut(name)?;
+        match check {
+            StartCheck::Skip(reason) => {
+                if e.state.sub != Sub::Dead {
+                    e.state.sub = Sub::Dead;
+                    e.since_usec = now_usec();
+                }
+                e.state.result = ServiceResult::Condition;
+                e.failure_note = None;
+                self.log(
+                    name,
+                    &format!("start skipped: a start condition is not met: {reason}"),
+                );
+                self.graph.skipped.insert(name.to_string(), reason);
+                Some(true)
+            }
+            StartCheck::Fail(reason) => {
+                if e.state.sub != Sub::Failed {
+                    e.state.sub = Sub::Failed;
+                    e.since_usec = now_usec();
+                }
+                e.state.result = ServiceResult::Assert;
+                e.failure_note = Some(format!("Assertion failed: {reason}"));
+                self.log(name, &format!("start failed: assertion failed: {reason}"));
+                Some(false)
+            }
+            StartCheck::Start => {
+                self.graph.skipped.remove(name);
+                self.start_event(name);
+                None
+            }
+        }
+    }
+
+    /// Records a job's outcome and fails the pending starts that required it.
+    fn job_finished(&mut self, run: &mut Run, id: graph::JobId, ok: bool) {
+        for f in run.tx.job_done(id, ok) {
+            self.dependency_failed(&f.unit, &f.dep);
+        }
+    }
+
+    /// A start that will not happen because `dep` failed: the unit is failed
+    /// with result "dependency" and the reason in `status`.
+    fn dependency_failed(&mut self, name: &str, dep: &str) {
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
+        if !matches!(e.state.sub, Sub::Dead | Sub::Failed) {
+            return;
+        }
+        e.state.sub = Sub::Failed;
+        e.state.result = ServiceResult::Dependency;
+        e.failure_note = Some(format!("dependency failed: {dep}"));
+        e.since_usec = now_usec();
+        self.log(name, &format!("dependency failed: {dep}"));
+    }
+
+    /// Answers the client of a finished transaction.
+    fn finish_run(&mut self, run: Run) {
+        let anchor = run.tx.anchor().to_string();
+        let mut notes = run.notes;
+        for j in run.tx.jobs() {
+            if j.kind == JobKind::Stop
+                && let Some(e) = self.units.get(&j.unit)
+                && !e.left_behind.is_empty()
+            {
+                let list: Vec<String> = super::procs::describe(e.left_behind.clone())
+                    .into_iter()
+                    .map(|p| format!("{} ({})", p.pid, p.cmdline))
+                    .collect();
+                if !list.is_empty() {
+                    notes.push(format!(
+                        "{}: KillMode=process left these processes running: {}",
+                        j.unit,
+                        list.join(", ")
+                    ));
+                }
+            }
+        }
+        let result = match run.tx.result_of(&anchor, JobKind::Start) {
+            Some(JobResult::Failed) => Err(match self.units.get(&anchor).map(|e| &e.def) {
+                Some(Err(f)) => f.clone(),
+                Some(Ok(_)) => self.failure_of(&anchor),
+                None => Failure {
+                    kind: ErrorKind::NotFound,
+                    message: format!("Unit {anchor} not found."),
+                },
+            }),
+            Some(JobResult::DependencyFailed { dep }) => Err(Failure {
+                kind: ErrorKind::Failed,
+                message: format!(
+                    "dependency failed: {dep}. See `corral status {dep}` and `corral status {anchor}` for details."
+                ),
+            }),
+            _ => Ok(notes),
+        };
+        if let Some(r) = run.reply {
+            let _ = r.send(result);
+        }
+    }
+
+    /// What `status` adds for the graph: why the last start was skipped.
+    pub(super) fn graph_notes(&self, name: &str, notes: &mut Vec<String>) {
+        if let Some(e) = self.units.get(name)
+            && e.state.result == ServiceResult::Condition
+            && let Some(r) = self.graph.skipped.get(name)
+        {
+            notes.push(format!("start condition not met, unit skipped: {r}"));
+        }
+    }
+
+    /// The requests of the graph and the environment block.
+    pub(super) fn graph_query(&mut self, request: Request) -> Response {
+        match request {
+            Request::ListDependencies {
+                unit,
+                reverse,
+                all,
+            } => match self.resolve(&unit) {
+                Ok(name) => Response::Text(graph::render_tree(
+                    &name,
+                    &View {
+                        m: self,
+                        stopping: false,
+                    },
+                    reverse,
+                    all,
+                )),
+                Err(f) => Response::Error(f),
+            },
+            Request::SetEnvironment { assignments } => {
+                self.with_env(|env| env.set(&assignments))
+            }
+            Request::UnsetEnvironment { names } => self.with_env(|env| env.unset(&names)),
+            Request::ImportEnvironment { pairs } => self.with_env(|env| env.set_pairs(pairs)),
+            Request::ShowEnvironment => match &self.graph.env {
+                Ok(env) => Response::Text(env.show()),
+                Err(msg) => Response::Error(Failure {
+                    kind: ErrorKind::Internal,
+                    message: msg.clone(),
+                }),
+            },
+            other => Response::Error(Failure {
+                kind: ErrorKind::BadRequest,
+                message: format!(
+                    "request {other:?} is not answered as a query; this is a corral bug"
+                ),
+            }),
+        }
+    }
+
+    fn with_env(&mut self, f: impl FnOnce(&mut ManagerEnv) -> Result<(), EnvError>) -> Response {
+        match &mut self.graph.env {
+            Ok(env) => match f(env) {
+                Ok(()) => Response::Done(Vec::new()),
+                Err(e) => env_failure(e),
+            },
+            Err(msg) => Response::Error(Failure {
+                kind: ErrorKind::Internal,
+                message: msg.clone(),
+            }),
+        }
+    }
+}
+
+/// The environment block saved in `state_dir`, or why it cannot be used.
+pub(super) fn load_env(state_dir: &std::path::Path) -> Result<ManagerEnv, String> {
+    ManagerEnv::load(state_dir).map_err(|e| {
+        format!("the manager's environment block is unavailable: {e}; set-environment will not work until it is fixed")
+    })
+}
