@@ -77,7 +77,9 @@ fn dbus_bus_orders_its_client_and_its_stop_stops_the_client() {
         "dbus-daemon {bus_pid} still runs after the stop"
     );
     let log = td.log();
-    let stop_client = log.find("busclient.service: Stopped.").expect("client stopped");
+    let stop_client = log
+        .find("busclient.service: Stopped.")
+        .expect("client stopped");
     let stop_bus = log.find("dbus.service: Stopped.").expect("bus stopped");
     assert!(
         stop_client < stop_bus,
@@ -120,8 +122,14 @@ fn failed_requirement_fails_the_dependent_with_the_reason() {
     assert_eq!(td.prop("broken.service", "Result"), "exit-code");
     // The overview lists both failures.
     let all = td.ok(&["status"]).stdout;
-    assert!(all.contains("Failed: needy.service (Result: dependency)"), "{all}");
-    assert!(all.contains("Failed: broken.service (Result: exit-code)"), "{all}");
+    assert!(
+        all.contains("Failed: needy.service (Result: dependency)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("Failed: broken.service (Result: exit-code)"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -409,8 +417,7 @@ fn default_target_autostarts_wanted_units_and_runit_services() {
 
     let tree = td.ok(&["list-dependencies", "default.target"]).stdout;
     assert_eq!(
-        tree,
-        "default.target\n● ├─auto.service\n● └─rsvc.service\n",
+        tree, "default.target\n● ├─auto.service\n● └─rsvc.service\n",
         "{tree}"
     );
     let rev = td.ok(&["list-dependencies", "--reverse", "auto"]).stdout;

@@ -17,10 +17,7 @@ pub fn run(
     all: bool,
 ) -> Result<u8, VerbError> {
     let unit = unit.unwrap_or_else(|| crate::supervisor::graph::DEFAULT_TARGET.to_string());
-    match call(
-        socket,
-        &Request::ListDependencies { unit, reverse, all },
-    )? {
+    match call(socket, &Request::ListDependencies { unit, reverse, all })? {
         Response::Text(t) => {
             print!("{t}");
             Ok(exit::OK)

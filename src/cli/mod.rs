@@ -259,11 +259,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(enable::run_then_now(InstallVerb::Unmask, &a, socket));
         }
         Command::ListUnitFiles(a) => return ExitCode::from(list_unit_files::run(&a)),
-        Command::ListDependencies {
-            reverse,
-            all,
-            unit,
-        } => list_dependencies::run(socket, unit, reverse, all),
+        Command::ListDependencies { reverse, all, unit } => {
+            list_dependencies::run(socket, unit, reverse, all)
+        }
         Command::SetEnvironment { assignments } => environment::set(socket, assignments),
         Command::UnsetEnvironment { names } => environment::unset(socket, names),
         Command::ImportEnvironment { names } => environment::import(socket, names),

@@ -121,7 +121,11 @@ fn active_line(u: &UnitStatus, now: u64) -> String {
         // A target has no processes: systemctl shows only active or inactive.
         s = u.active.as_str().to_string();
     } else if u.result == ServiceResult::Condition {
-        s = format!("{} ({}) (Result: condition)", u.active.as_str(), u.sub.as_str());
+        s = format!(
+            "{} ({}) (Result: condition)",
+            u.active.as_str(),
+            u.sub.as_str()
+        );
     }
     if u.since_usec > 0 {
         let _ = write!(

@@ -1438,9 +1438,7 @@ impl Manager {
             let c = def
                 .command(cmd, index)
                 .ok_or_else(|| format!("{name}: no {} command #{index}", cmd.directive()))?;
-            let program = c
-                .resolve_program(&path_env)
-                .map_err(|e| e.to_string())?;
+            let program = c.resolve_program(&path_env).map_err(|e| e.to_string())?;
             (program, c.expand(&env))
         };
         let mut spec = SpawnSpec::new(to_cstring(&program.to_string_lossy(), "program path")?);

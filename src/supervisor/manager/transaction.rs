@@ -406,9 +406,7 @@ impl Manager {
             return Some(job.kind == JobKind::Stop);
         };
         match job.kind {
-            JobKind::Start => {
-                start_outcome(e.state.sub, e.state.result, e.state.start_after_stop)
-            }
+            JobKind::Start => start_outcome(e.state.sub, e.state.result, e.state.start_after_stop),
             JobKind::Stop => matches!(e.state.sub, Sub::Dead | Sub::Failed).then_some(true),
         }
     }
@@ -596,11 +594,7 @@ impl Manager {
     /// The requests of the graph and the environment block.
     pub(super) fn graph_query(&mut self, request: Request) -> Response {
         match request {
-            Request::ListDependencies {
-                unit,
-                reverse,
-                all,
-            } => match self.resolve(&unit) {
+            Request::ListDependencies { unit, reverse, all } => match self.resolve(&unit) {
                 Ok(name) => Response::Text(graph::render_tree(
                     &name,
                     &View {
@@ -612,9 +606,7 @@ impl Manager {
                 )),
                 Err(f) => Response::Error(f),
             },
-            Request::SetEnvironment { assignments } => {
-                self.with_env(|env| env.set(&assignments))
-            }
+            Request::SetEnvironment { assignments } => self.with_env(|env| env.set(&assignments)),
             Request::UnsetEnvironment { names } => self.with_env(|env| env.unset(&names)),
             Request::ImportEnvironment { pairs } => self.with_env(|env| env.set_pairs(pairs)),
             Request::ShowEnvironment => match &self.graph.env {
