@@ -1048,7 +1048,10 @@ impl Manager {
         let tx = self.tx.clone();
         let unit = name.to_string();
         let task = self.rt.spawn(async move {
-            tokio::time::sleep(after).await;
+            // RestartSec=0 must not wait for the timer wheel's next millisecond tick.
+            if !after.is_zero() {
+                tokio::time::sleep(after).await;
+            }
             let _ = tx.send(Input::Timer {
                 unit,
                 timer,
