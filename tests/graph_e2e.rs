@@ -422,6 +422,23 @@ fn default_target_autostarts_wanted_units_and_runit_services() {
     );
     let rev = td.ok(&["list-dependencies", "--reverse", "auto"]).stdout;
     assert_eq!(rev, "auto.service\n● └─default.target\n");
+    // enable + daemon-reload reach the built-in default.target; starting it
+    // again starts what it newly wants.
+    td.write_unit(
+        "later.service",
+        "[Service]\nExecStart=/bin/sleep 1014\n[Install]\nWantedBy=default.target\n",
+    );
+    let units = td.units_dir();
+    td.ok(&["enable", "--units-dir", units.to_str().unwrap(), "later"]);
+    td.ok(&["daemon-reload"]);
+    let tree = td.ok(&["list-dependencies"]).stdout;
+    assert_eq!(
+        tree,
+        "default.target\n● ├─auto.service\n○ ├─later.service\n● └─rsvc.service\n"
+    );
+    td.ok(&["start", "default.target"]);
+    assert_eq!(td.prop("later.service", "ActiveState"), "active");
+
     let o = td.corral(&["list-dependencies", "nosuch"]);
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("nosuch.service not found"), "{o:?}");

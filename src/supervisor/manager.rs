@@ -456,7 +456,8 @@ impl Manager {
 
     fn reload_units(&mut self) -> Vec<String> {
         let before = self.units.len();
-        self.load_all();
+        let listed = self.load_all();
+        self.reload_unlisted_targets(&listed);
         // Instances of templates are reloaded from their template.
         let instances: Vec<String> = self
             .units

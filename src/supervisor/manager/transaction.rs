@@ -581,6 +581,27 @@ impl Manager {
         }
     }
 
+    /// daemon-reload: targets that have no file of their own (the built-in
+    /// default.target) are not in the loader's listing; read their
+    /// `.wants/`/`.requires/` directories again too.
+    pub(super) fn reload_unlisted_targets(&mut self, listed: &[String]) {
+        let stale: Vec<String> = self
+            .units
+            .keys()
+            .filter(|k| graph::is_target(k) && !listed.contains(k))
+            .cloned()
+            .collect();
+        for k in stale {
+            let Ok(name) = UnitName::parse(&k) else {
+                continue;
+            };
+            let def = self.load(&name);
+            if let Some(e) = self.units.get_mut(&k) {
+                e.def = def;
+            }
+        }
+    }
+
     /// What `status` adds for the graph: why the last start was skipped.
     pub(super) fn graph_notes(&self, name: &str, notes: &mut Vec<String>) {
         if let Some(e) = self.units.get(name)
@@ -644,4 +665,51 @@ pub(super) fn load_env(state_dir: &std::path::Path) -> Result<ManagerEnv, String
     ManagerEnv::load(state_dir).map_err(|e| {
         format!("the manager's environment block is unavailable: {e}; set-environment will not work until it is fixed")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_jobs_end_when_the_unit_is_up_skipped_or_down() {
+        use ServiceResult as R;
+        let cases = [
+            (Sub::Running, R::Success, false, Some(true)),
+            (Sub::Exited, R::Success, false, Some(true)),
+            (Sub::Reload, R::Success, false, Some(true)),
+            // A oneshot without RemainAfterExit= that ran cleanly.
+            (Sub::Dead, R::Success, false, Some(true)),
+            (Sub::Dead, R::Condition, false, Some(true)),
+            (Sub::Dead, R::ExitCode, false, Some(false)),
+            (Sub::Failed, R::ExitCode, false, Some(false)),
+            (Sub::AutoRestart, R::Signal, false, Some(false)),
+            // On its way: a restart's stop, or a start still running.
+            (Sub::Dead, R::Success, true, None),
+            (Sub::StopSigterm, R::Success, true, None),
+            (Sub::Start, R::Success, false, None),
+            (Sub::StartPre, R::Success, false, None),
+        ];
+        for (sub, result, restarting, want) in cases {
+            assert_eq!(
+                start_outcome(sub, result, restarting),
+                want,
+                "{sub:?} {result:?} restarting={restarting}"
+            );
+        }
+    }
+
+    #[test]
+    fn graph_errors_map_to_failure_kinds() {
+        let cycle = GraphError::OrderingCycle {
+            cycle: vec!["a.service".into(), "b.service".into(), "a.service".into()],
+        };
+        let f = graph_failure(&cycle);
+        assert_eq!(f.kind, ErrorKind::Refused);
+        assert!(f.message.contains("a.service → b.service → a.service"));
+        assert_eq!(
+            graph_failure(&GraphError::NotFound("x.service".into())).kind,
+            ErrorKind::NotFound
+        );
+    }
 }
