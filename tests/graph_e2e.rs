@@ -95,6 +95,11 @@ fn failed_requirement_fails_the_dependent_with_the_reason() {
             "[Service]\nType=oneshot\nExecStart=/bin/false\n",
         );
         td.write_unit(
+            "picky.service",
+            "[Unit]\nRequisite=idle.service\n[Service]\nExecStart=/bin/sleep 1015\n",
+        );
+        td.write_unit("idle.service", "[Service]\nExecStart=/bin/sleep 1016\n");
+        td.write_unit(
             "needy.service",
             &format!(
                 "[Unit]\nRequires=broken.service\nAfter=broken.service\n[Service]\nType=oneshot\nExecStart=/bin/touch {}\n",
@@ -120,6 +125,20 @@ fn failed_requirement_fails_the_dependent_with_the_reason() {
     assert!(st.stdout.contains("failed (Result: dependency)"), "{st:?}");
     assert_eq!(td.prop("broken.service", "ActiveState"), "failed");
     assert_eq!(td.prop("broken.service", "Result"), "exit-code");
+    // Requisite= does not start the unit: it must be active already.
+    let o = td.corral(&["start", "picky"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr.contains("dependency failed: idle.service"),
+        "{o:?}"
+    );
+    assert_eq!(td.prop("idle.service", "ActiveState"), "inactive");
+    td.ok(&["start", "idle"]);
+    td.ok(&["start", "picky"]);
+    assert_eq!(td.prop("picky.service", "ActiveState"), "active");
+    // Stopping the requisite stops what needs it.
+    td.ok(&["stop", "idle"]);
+    assert_eq!(td.prop("picky.service", "ActiveState"), "inactive");
     // The overview lists both failures.
     let all = td.ok(&["status"]).stdout;
     assert!(
