@@ -243,11 +243,6 @@ impl Manager {
             }
             _ => Verb::Restart,
         };
-        if verb == Verb::Stop
-            && let Some(e) = self.units.get_mut(name)
-        {
-            e.left_behind.clear();
-        }
         self.begin_transaction(name, verb, Some(reply));
     }
 
@@ -440,6 +435,8 @@ impl Manager {
             JobKind::Stop => match sub {
                 Sub::Dead | Sub::Failed => Some(true),
                 _ => {
+                    // The answer lists what this stop leaves behind (KillMode=process), not older ones.
+                    e.left_behind.clear();
                     self.feed(name, Event::Stop);
                     None
                 }
