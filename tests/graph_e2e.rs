@@ -431,6 +431,8 @@ fn default_target_autostarts_wanted_units_and_runit_services() {
     assert_eq!(td.prop("manual.service", "ActiveState"), "inactive");
     let st = td.ok(&["status", "default.target"]).stdout;
     assert!(st.contains("Active: active since"), "{st}");
+    assert!(st.contains("Loaded: loaded\n"), "{st}");
+    assert_eq!(td.prop("default.target", "SubState"), "active");
     let list = td.ok(&["list"]).stdout;
     assert!(list.contains("default.target"), "{list}");
 

@@ -112,6 +112,19 @@ pub fn format_span(usec: u64) -> String {
     }
 }
 
+/// The SubState word: a target has no processes, so systemd says only
+/// `active` or `dead` for it.
+pub fn sub_word(u: &UnitStatus) -> &'static str {
+    if u.name.ends_with(".target") {
+        match u.active {
+            ActiveState::Active => "active",
+            _ => "dead",
+        }
+    } else {
+        u.sub.as_str()
+    }
+}
+
 /// The "Active:" value: state (sub) [Result], since, how long ago.
 fn active_line(u: &UnitStatus, now: u64) -> String {
     let mut s = format!("{} ({})", u.active.as_str(), u.sub.as_str());
@@ -152,6 +165,8 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
     }
     o.push('\n');
     let loaded = match &u.load {
+        // A unit without a file of its own (the built-in default.target).
+        LoadState::Loaded if u.fragment.is_empty() => "loaded".to_string(),
         LoadState::Loaded if u.file_state.is_empty() => format!("loaded ({})", u.fragment),
         LoadState::Loaded => format!("loaded ({}; {})", u.fragment, u.file_state),
         LoadState::Masked => "masked (Reason: Unit is masked.)".to_string(),
