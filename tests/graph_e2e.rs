@@ -464,3 +464,43 @@ fn default_target_autostarts_wanted_units_and_runit_services() {
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("nosuch.service not found"), "{o:?}");
 }
+
+#[test]
+fn start_during_a_stop_waits_for_it_and_both_answer() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "slowstop.service",
+            "[Service]\nExecStart=/bin/sleep 1017\nExecStop=/bin/sleep 0.5\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "slowstop"]);
+    let first: i32 = td.prop("slowstop.service", "MainPID").parse().unwrap();
+    let mut stop = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["stop", "slowstop"])
+        .env("CORRAL_SOCKET", &td.socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run corral stop");
+    assert!(
+        wait_state(&td, "slowstop.service", "deactivating"),
+        "{}",
+        td.log()
+    );
+    // The start waits for the stop to finish, then starts a new invocation.
+    td.ok(&["start", "slowstop"]);
+    // A regression would leave the stop waiting forever: bound the wait.
+    let status = eventually(Duration::from_secs(20), || stop.try_wait().expect("wait"));
+    if status.is_none() {
+        let _ = stop.kill();
+        let _ = stop.wait();
+        panic!("corral stop never answered\n{}", td.log());
+    }
+    assert!(status.unwrap().success());
+    assert_eq!(td.prop("slowstop.service", "ActiveState"), "active");
+    let second: i32 = td.prop("slowstop.service", "MainPID").parse().unwrap();
+    assert_ne!(first, second);
+}

@@ -94,6 +94,9 @@ struct Run {
     reply: Option<Reply>,
     /// Jobs handed out whose unit has not reached the wanted state yet.
     running: Vec<graph::Job>,
+    /// Start jobs of units that were stopping when handed out: they start
+    /// once the stop (someone else's job) has finished.
+    after_stop: HashSet<graph::JobId>,
     /// Broken cycles and other notes for the client.
     notes: Vec<String>,
 }
@@ -218,6 +221,16 @@ fn env_failure(e: EnvError) -> Response {
     })
 }
 
+/// What became of a job just handed out.
+enum Step {
+    /// Over at once: ok or not.
+    Done(bool),
+    /// The unit's state machine has to get there.
+    Wait,
+    /// A start of a unit that is stopping: it begins once the unit is down.
+    AfterStop,
+}
+
 /// Whether a start job of a unit in this state is over, and how.
 fn start_outcome(sub: Sub, result: ServiceResult, restarting: bool) -> Option<bool> {
     match sub {
@@ -285,6 +298,7 @@ impl Manager {
             tx,
             reply,
             running: Vec::new(),
+            after_stop: HashSet::new(),
             notes,
         });
         self.pump();
@@ -317,6 +331,21 @@ impl Manager {
             for run in &mut runs {
                 let mut i = 0;
                 while i < run.running.len() {
+                    let id = run.running[i].id;
+                    if run.after_stop.contains(&id) {
+                        if !self.is_down(&run.running[i].unit) {
+                            i += 1;
+                            continue;
+                        }
+                        run.after_stop.remove(&id);
+                        progress = true;
+                        let unit = run.running[i].unit.clone();
+                        if let Step::Done(ok) = self.start_job(&unit) {
+                            run.running.remove(i);
+                            self.job_finished(run, id, ok);
+                        }
+                        continue;
+                    }
                     match self.job_state(&run.running[i]) {
                         Some(ok) => {
                             let job = run.running.remove(i);
@@ -329,8 +358,12 @@ impl Manager {
                 while let Some(job) = run.tx.next_ready() {
                     progress = true;
                     match self.run_job(&job) {
-                        Some(ok) => self.job_finished(run, job.id, ok),
-                        None => run.running.push(job),
+                        Step::Done(ok) => self.job_finished(run, job.id, ok),
+                        Step::Wait => run.running.push(job),
+                        Step::AfterStop => {
+                            run.after_stop.insert(job.id);
+                            run.running.push(job);
+                        }
                     }
                 }
             }
@@ -350,13 +383,16 @@ impl Manager {
         self.graph.pumping = false;
     }
 
+    /// Whether `name` is inactive or failed (or unknown).
+    fn is_down(&self, name: &str) -> bool {
+        self.units
+            .get(name)
+            .is_none_or(|e| matches!(e.state.sub, Sub::Dead | Sub::Failed))
+    }
+
     /// Whether `name` was up when last seen and is now inactive or failed.
     fn went_down(&mut self, name: &str) -> bool {
-        let down = self
-            .units
-            .get(name)
-            .is_none_or(|e| matches!(e.state.sub, Sub::Dead | Sub::Failed));
-        if down {
+        if self.is_down(name) {
             self.graph.up.remove(name)
         } else {
             self.graph.up.insert(name.to_string());
@@ -406,12 +442,11 @@ impl Manager {
         }
     }
 
-    /// Runs a job handed out by the transaction: `Some(ok)` when it is over at
-    /// once, `None` when its unit's state machine has to get there.
-    fn run_job(&mut self, job: &graph::Job) -> Option<bool> {
+    /// Runs a job handed out by the transaction.
+    fn run_job(&mut self, job: &graph::Job) -> Step {
         let name = job.unit.as_str();
         let Some(e) = self.units.get_mut(name) else {
-            return Some(job.kind == JobKind::Stop);
+            return Step::Done(job.kind == JobKind::Stop);
         };
         let sub = e.state.sub;
         if graph::is_target(name) {
@@ -429,40 +464,47 @@ impl Manager {
                 };
                 self.log(name, msg);
             }
-            return Some(true);
+            return Step::Done(true);
         }
         match job.kind {
             JobKind::Stop => match sub {
-                Sub::Dead | Sub::Failed => Some(true),
+                Sub::Dead | Sub::Failed => Step::Done(true),
                 _ => {
                     // The answer lists what this stop leaves behind (KillMode=process), not older ones.
                     e.left_behind.clear();
                     self.feed(name, Event::Stop);
-                    None
+                    Step::Wait
                 }
             },
-            JobKind::Start => {
-                let def = match e.def.clone() {
-                    Ok(d) => d,
-                    Err(f) => {
-                        self.log(name, &f.message);
-                        return Some(false);
-                    }
-                };
-                if self.shutting_down {
-                    return Some(false);
-                }
-                match sub {
-                    Sub::Running | Sub::Exited | Sub::Reload => Some(true),
-                    Sub::StartPre | Sub::Start | Sub::StartPost => None,
-                    Sub::Dead | Sub::Failed | Sub::AutoRestart => self.checked_start(name, &def),
-                    // Deactivating: it starts again once stopped.
-                    _ => {
-                        self.feed(name, Event::Start);
-                        None
-                    }
-                }
+            JobKind::Start => self.start_job(name),
+        }
+    }
+
+    /// The start job of a service: done if it is up, waits if it is on its
+    /// way up or still stopping, else checks its conditions and starts it.
+    fn start_job(&mut self, name: &str) -> Step {
+        let Some(e) = self.units.get(name) else {
+            return Step::Done(false);
+        };
+        let def = match e.def.clone() {
+            Ok(d) => d,
+            Err(f) => {
+                self.log(name, &f.message);
+                return Step::Done(false);
             }
+        };
+        if self.shutting_down {
+            return Step::Done(false);
+        }
+        match e.state.sub {
+            Sub::Running | Sub::Exited | Sub::Reload => Step::Done(true),
+            Sub::StartPre | Sub::Start | Sub::StartPost => Step::Wait,
+            Sub::Dead | Sub::Failed | Sub::AutoRestart => match self.checked_start(name, &def) {
+                Some(ok) => Step::Done(ok),
+                None => Step::Wait,
+            },
+            // Deactivating: whoever stops it gets to see it stopped first.
+            _ => Step::AfterStop,
         }
     }
 
