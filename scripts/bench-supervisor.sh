@@ -29,9 +29,9 @@ CORRAL=$ROOT/target/release/corral; CORRALD=$ROOT/target/release/corrald
 export CORRAL_SOCKET=$B/run/corral/control.sock
 
 # ---- services ----
-printf '[Service]\nExecStart=/bin/sleep infinity\n' > $B/units/sleeper.service
-printf '[Service]\nRestart=always\nRestartSec=0\nStartLimitBurst=0\nExecStart=/bin/sleep infinity\n' > $B/units/phoenix.service
-printf "[Service]\nExecStart=/bin/bash -c 'for i in \$(seq 100); do sleep infinity & done; exec sleep infinity'\n" > $B/units/hundred.service
+printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sleep infinity\n' > $B/units/sleeper.service
+printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nRestart=always\nRestartSec=0\nExecStart=/bin/sleep infinity\n' > $B/units/phoenix.service
+printf "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/bash -c 'for i in \$(seq 100); do sleep infinity & done; exec sleep infinity'\n" > $B/units/hundred.service
 for i in $(seq -w 1 50); do printf '[Service]\nExecStart=/bin/sleep infinity\n' > $B/units/idle$i.service; done
 mksvc() { mkdir -p $1; printf '#!/bin/sh\nexec %s\n' "$2" > $1/run; chmod +x $1/run; touch $1/down; }
 for s in runit s6; do

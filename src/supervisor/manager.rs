@@ -167,8 +167,8 @@ struct UnitEntry {
     /// The last invocation id, kept for status after the invocation ended.
     last_invocation: String,
     start_limit: StartLimit,
-    /// Armed timers: generation and task.
-    timers: HashMap<Timer, (u64, AbortHandle)>,
+    /// Armed timers: generation and task (none for a zero delay, already queued).
+    timers: HashMap<Timer, (u64, Option<AbortHandle>)>,
     waiters: Vec<Waiter>,
     /// When the ActiveState last changed (µs since the epoch).
     since_usec: u64,
@@ -1011,7 +1011,7 @@ impl Manager {
             }
             Action::Disarm(timer) => {
                 if let Some(e) = self.units.get_mut(name)
-                    && let Some((_, h)) = e.timers.remove(&timer)
+                    && let Some((_, Some(h))) = e.timers.remove(&timer)
                 {
                     h.abort();
                 }
@@ -1048,11 +1048,22 @@ impl Manager {
         let generation = self.timer_generation;
         let tx = self.tx.clone();
         let unit = name.to_string();
-        let task = self.rt.spawn(async move {
-            // RestartSec=0 must not wait for the timer wheel's next millisecond tick.
-            if !after.is_zero() {
-                tokio::time::sleep(after).await;
+        if after.is_zero() {
+            // RestartSec=0: straight into our own queue, with no timer tick and no thread hop.
+            let _ = tx.send(Input::Timer {
+                unit: unit.clone(),
+                timer,
+                generation,
+            });
+            if let Some(e) = self.units.get_mut(name)
+                && let Some((_, Some(old))) = e.timers.insert(timer, (generation, None))
+            {
+                old.abort();
             }
+            return;
+        }
+        let task = self.rt.spawn(async move {
+            tokio::time::sleep(after).await;
             let _ = tx.send(Input::Timer {
                 unit,
                 timer,
@@ -1060,7 +1071,9 @@ impl Manager {
             });
         });
         if let Some(e) = self.units.get_mut(name)
-            && let Some((_, old)) = e.timers.insert(timer, (generation, task.abort_handle()))
+            && let Some((_, Some(old))) = e
+                .timers
+                .insert(timer, (generation, Some(task.abort_handle())))
         {
             old.abort();
         }
