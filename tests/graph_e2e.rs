@@ -504,3 +504,31 @@ fn start_during_a_stop_waits_for_it_and_both_answer() {
     let second: i32 = td.prop("slowstop.service", "MainPID").parse().unwrap();
     assert_ne!(first, second);
 }
+
+#[test]
+fn units_of_one_request_keep_their_order_across_transactions() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        let dir = td.dir.path();
+        td.write_unit(
+            "first.service",
+            &format!(
+                "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'sleep 0.3; touch {}'\n",
+                dir.join("first-done").display()
+            ),
+        );
+        // No Requires=: only the order ties second to first.
+        td.write_unit(
+            "second.service",
+            &format!(
+                "[Unit]\nAfter=first.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'test -e {} && touch {}'\n",
+                dir.join("first-done").display(),
+                dir.join("second-done").display()
+            ),
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "first", "second"]);
+    assert!(td.dir.path().join("second-done").exists(), "{}", td.log());
+    assert_eq!(td.prop("second.service", "ActiveState"), "active");
+}

@@ -157,7 +157,7 @@ impl Units for LoaderView<'_> {
 /// a's After=, by b's Before=, or because `a` is a target that pulls `b` in
 /// and both keep their default dependencies (systemd then orders a target
 /// after its members, unless that would make a loop).
-fn ordered_after(a: &str, da: &Deps, b: &str, db: &Deps) -> bool {
+pub fn ordered_after(a: &str, da: &Deps, b: &str, db: &Deps) -> bool {
     da.after.iter().any(|u| u == b)
         || db.before.iter().any(|u| u == a)
         || (is_target(a)

@@ -97,6 +97,10 @@ struct Run {
     /// Start jobs of units that were stopping when handed out: they start
     /// once the stop (someone else's job) has finished.
     after_stop: HashSet<graph::JobId>,
+    /// Jobs handed out that wait for a job of an older transaction they are
+    /// ordered after (transactions are built one unit at a time, so
+    /// `start a b` with `b After=a` is two of them).
+    blocked: Vec<graph::Job>,
     /// Broken cycles and other notes for the client.
     notes: Vec<String>,
 }
@@ -299,6 +303,7 @@ impl Manager {
             reply,
             running: Vec::new(),
             after_stop: HashSet::new(),
+            blocked: Vec::new(),
             notes,
         });
         self.pump();
@@ -328,7 +333,19 @@ impl Manager {
                 }
             }
             let mut runs = std::mem::take(&mut self.graph.runs);
-            for run in &mut runs {
+            for r in 0..runs.len() {
+                let (older, rest) = runs.split_at_mut(r);
+                let run = &mut rest[0];
+                let mut i = 0;
+                while i < run.blocked.len() {
+                    if self.waits_for_older(older, &run.blocked[i]) {
+                        i += 1;
+                        continue;
+                    }
+                    let job = run.blocked.remove(i);
+                    progress = true;
+                    self.dispatch(run, job);
+                }
                 let mut i = 0;
                 while i < run.running.len() {
                     let id = run.running[i].id;
@@ -357,13 +374,10 @@ impl Manager {
                 }
                 while let Some(job) = run.tx.next_ready() {
                     progress = true;
-                    match self.run_job(&job) {
-                        Step::Done(ok) => self.job_finished(run, job.id, ok),
-                        Step::Wait => run.running.push(job),
-                        Step::AfterStop => {
-                            run.after_stop.insert(job.id);
-                            run.running.push(job);
-                        }
+                    if self.waits_for_older(older, &job) {
+                        run.blocked.push(job);
+                    } else {
+                        self.dispatch(run, job);
                     }
                 }
             }
@@ -381,6 +395,53 @@ impl Manager {
             }
         }
         self.graph.pumping = false;
+    }
+
+    /// Runs a job and files it by what became of it.
+    fn dispatch(&mut self, run: &mut Run, job: graph::Job) {
+        match self.run_job(&job) {
+            Step::Done(ok) => self.job_finished(run, job.id, ok),
+            Step::Wait => run.running.push(job),
+            Step::AfterStop => {
+                run.after_stop.insert(job.id);
+                run.running.push(job);
+            }
+        }
+    }
+
+    /// Whether `job` must wait for an unfinished job of an `older`
+    /// transaction, by the same rules as inside one transaction: starts in
+    /// ordering order, stops in reverse, a stop before a start of units
+    /// ordered either way. Only newer transactions wait for older ones, so
+    /// transactions can never wait for each other in a circle.
+    fn waits_for_older(&self, older: &[Run], job: &graph::Job) -> bool {
+        older.iter().any(|r| {
+            r.tx.jobs().iter().any(|k| {
+                !r.tx.result(k.id).is_some_and(JobResult::is_finished) && self.orders(k, job)
+            })
+        })
+    }
+
+    /// Whether job `k` must finish before job `j` may run.
+    fn orders(&self, k: &graph::Job, j: &graph::Job) -> bool {
+        if k.unit == j.unit {
+            return k.kind == JobKind::Stop && j.kind == JobKind::Start;
+        }
+        let view = View {
+            m: self,
+            stopping: false,
+        };
+        let (Ok(dk), Ok(dj)) = (view.deps(&k.unit), view.deps(&j.unit)) else {
+            return false;
+        };
+        let j_after_k = graph::ordered_after(&j.unit, &dj, &k.unit, &dk);
+        let k_after_j = graph::ordered_after(&k.unit, &dk, &j.unit, &dj);
+        match (k.kind, j.kind) {
+            (JobKind::Start, JobKind::Start) => j_after_k,
+            (JobKind::Stop, JobKind::Stop) => k_after_j,
+            (JobKind::Stop, JobKind::Start) => j_after_k || k_after_j,
+            (JobKind::Start, JobKind::Stop) => false,
+        }
     }
 
     /// Whether `name` is inactive or failed (or unknown).
