@@ -111,3 +111,26 @@ fn several_units_per_call_and_exit_codes() {
         "{o:?}"
     );
 }
+
+#[test]
+fn a_closed_stdout_exits_0_quietly() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        for i in 0..50 {
+            td.write_unit(&format!("u{i}.service"), "[Service]\nExecStart=/bin/sleep 1000\n");
+        }
+    }) else {
+        return;
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["list", "--all"])
+        .env("CORRAL_SOCKET", &td.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before corral writes (as `corral list | head -0`).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -29,6 +29,11 @@ fn normalize(td: &TestDaemon, text: &str) -> String {
         (r"\(uid \d+\)", "(uid <UID>)"),
         (r"Manager: PID \d+ in \S+", "Manager: PID <PID> in <CGROUP>"),
         (r"Version: \S+", "Version: <VERSION>"),
+        (
+            r"(?m)^[A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d \S+ ",
+            "<TIME> <HOST> ",
+        ),
+        (r"\[\d+\]:", "[<PID>]:"),
     ];
     for (re, rep) in rules {
         s = Regex::new(re).unwrap().replace_all(&s, rep).into_owned();
@@ -75,7 +80,12 @@ fn status_of_a_running_unit() {
         (common::cgroup_pids(&td.unit_cgroup("web.service")).len() == 2).then_some(())
     })
     .expect("both processes");
-    let o = td.corral(&["status", "web"]);
+    // The journal commits within milliseconds; wait for the manager's entry.
+    let o = common::eventually(std::time::Duration::from_secs(5), || {
+        let o = td.corral(&["status", "web"]);
+        o.stdout.contains("corrald: Started.").then_some(o)
+    })
+    .expect("status shows the journal");
     assert_eq!(o.code, 0, "{o:?}");
     golden("status-running.txt", &normalize(&td, &o.stdout));
 }
@@ -88,7 +98,11 @@ fn status_of_a_failed_unit_and_of_an_inactive_one() {
         (td.prop("bad", "ActiveState") == "failed").then_some(())
     })
     .expect("failed");
-    let o = td.corral(&["status", "bad", "web"]);
+    let o = common::eventually(std::time::Duration::from_secs(5), || {
+        let o = td.corral(&["status", "bad", "web"]);
+        o.stdout.contains("Failed with result").then_some(o)
+    })
+    .expect("status shows the journal");
     assert_eq!(o.code, 3, "{o:?}");
     golden("status-failed-inactive.txt", &normalize(&td, &o.stdout));
 }

@@ -215,3 +215,21 @@ fn services_get_the_environment_a_user_expects() {
     assert_eq!(get("FROM_FILE").as_deref(), Some("yes"));
     td.ok(&["stop", "env"]);
 }
+
+#[test]
+fn forking_parent_that_leaves_nothing_ends_inactive() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit("quick.service", "[Service]\nType=forking\nExecStart=/bin/true\n");
+        td.write_unit(
+            "noexec.service",
+            "[Service]\nType=oneshot\nExecStop=/bin/true\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "quick"]);
+    assert_eq!(td.prop("quick", "ActiveState"), "inactive");
+    assert_eq!(td.prop("quick", "Result"), "success");
+    td.ok(&["start", "noexec"]);
+    assert_eq!(td.prop("noexec", "ActiveState"), "inactive");
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::ipc::proto::{Request, Response};
 
-use super::common::{VerbError, call, code_of};
+use super::common::{VerbError, call, code_of, out, outln};
 use super::{exit, jobs};
 
 /// Runs `corral cat`.
@@ -23,13 +23,13 @@ pub fn run(socket: Option<PathBuf>, units: Vec<String>) -> Result<u8, VerbError>
             Ok(files) => {
                 for f in files {
                     if !first {
-                        println!();
+                        outln(format_args!(""))?;
                     }
                     first = false;
-                    println!("# {}", f.path);
-                    print!("{}", f.text);
+                    outln(format_args!("# {}", f.path))?;
+                    out(format_args!("{}", f.text))?;
                     if !f.text.ends_with('\n') {
-                        println!();
+                        outln(format_args!(""))?;
                     }
                 }
             }

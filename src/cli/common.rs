@@ -74,8 +74,31 @@ pub fn describe(r: &Response) -> String {
     s.chars().take(80).collect()
 }
 
-/// Prints an error of a unit verb and returns the error exit code.
+/// Writes to stdout; a closed pipe (`corral status | head -1`) becomes
+/// [`VerbError::Output`], which [`report`] turns into a quiet exit 0.
+pub fn out(args: std::fmt::Arguments<'_>) -> Result<(), VerbError> {
+    use std::io::Write;
+    std::io::stdout().lock().write_fmt(args)?;
+    Ok(())
+}
+
+/// [`out`] with a newline.
+pub fn outln(args: std::fmt::Arguments<'_>) -> Result<(), VerbError> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_fmt(args)?;
+    o.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Prints an error of a unit verb and returns the exit code: 0 for a reader
+/// that went away (broken pipe), as journalctl does, else the error code.
 pub fn report(e: &VerbError) -> u8 {
+    if let VerbError::Output(io) = e
+        && io.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        return exit::OK;
+    }
     eprintln!("corral: {e}");
     exit::ERROR
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::ipc::proto::{Request, Response};
 use crate::supervisor::state::ActiveState;
 
-use super::common::{VerbError, call};
+use super::common::{VerbError, call, outln};
 use super::jobs;
 
 /// systemctl's "program is not running" code of `is-active`.
@@ -37,7 +37,7 @@ pub fn run(
         );
         hit |= yes;
         if !quiet {
-            println!("{word}");
+            outln(format_args!("{word}"))?;
         }
     }
     Ok(match (hit, failed) {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::ipc::proto::{Request, Response};
 
-use super::common::{VerbError, call, code_of, describe};
+use super::common::{VerbError, call, code_of, describe, outln};
 use super::exit;
 
 /// Runs a job request; `verb` is the word used in messages ("start").
@@ -22,7 +22,7 @@ pub fn run(socket: Option<PathBuf>, verb: &'static str, request: Request) -> Res
         match o.result {
             Ok(notes) => {
                 for n in notes {
-                    println!("{n}");
+                    outln(format_args!("{n}"))?;
                 }
             }
             Err(f) => {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::ipc::proto::{LoadState, Request, Response, UnitStatus};
 use crate::supervisor::state::ActiveState;
 
-use super::common::{VerbError, call};
+use super::common::{VerbError, call, out, outln};
 use super::{exit, show};
 
 /// Runs `corral list`; without `all`, only units that are not inactive.
@@ -25,10 +25,10 @@ pub fn run(socket: Option<PathBuf>, all: bool, json: bool) -> Result<u8, VerbErr
         .collect();
     if json {
         let v: Vec<_> = units.iter().map(show::unit_json).collect();
-        println!("{}", serde_json::Value::Array(v));
+        outln(format_args!("{}", serde_json::Value::Array(v)))?;
         return Ok(exit::OK);
     }
-    print!("{}", render(&units));
+    out(format_args!("{}", render(&units)))?;
     Ok(exit::OK)
 }
 

@@ -17,6 +17,7 @@ pub mod enable;
 pub mod environment;
 pub mod is_active;
 pub mod jobs;
+pub mod journal;
 pub mod kill;
 pub mod list;
 pub mod list_dependencies;
@@ -211,6 +212,8 @@ pub enum Command {
     },
     /// Print the manager's environment block.
     ShowEnvironment,
+    /// Show what the services printed (journalctl's flags).
+    Journal(Box<journal::JournalArgs>),
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
@@ -266,6 +269,7 @@ pub fn main() -> ExitCode {
         Command::UnsetEnvironment { names } => environment::unset(socket, names),
         Command::ImportEnvironment { names } => environment::import(socket, names),
         Command::ShowEnvironment => environment::show(socket),
+        Command::Journal(args) => return journal::run(*args),
     };
     ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
 }

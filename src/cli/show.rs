@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::ipc::proto::{LoadState, ManagerStatus, Request, Response, UnitStatus};
 
-use super::common::{VerbError, call, code_of};
+use super::common::{VerbError, call, code_of, outln};
 use super::{exit, jobs};
 
 /// The properties of a unit, in systemctl's names and order.
@@ -132,21 +132,21 @@ pub fn run(
             continue;
         }
         if i > 0 {
-            println!();
+            outln(format_args!(""))?;
         }
         for (k, v) in properties(&u) {
             if !wanted.is_empty() && !wanted.iter().any(|w| w == k) {
                 continue;
             }
             if value_only {
-                println!("{v}");
+                outln(format_args!("{v}"))?;
             } else {
-                println!("{k}={v}");
+                outln(format_args!("{k}={v}"))?;
             }
         }
     }
     if json {
-        println!("{}", Value::Array(values));
+        outln(format_args!("{}", Value::Array(values)))?;
     }
     Ok(code)
 }

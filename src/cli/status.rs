@@ -10,7 +10,7 @@ use chrono::{Local, TimeZone};
 use crate::ipc::proto::{LoadState, ManagerStatus, Request, Response, UnitStatus};
 use crate::supervisor::state::{ActiveState, ServiceResult};
 
-use super::common::{VerbError, call, code_of};
+use super::common::{VerbError, call, code_of, out, outln};
 use super::{exit, jobs, show};
 
 /// systemctl's exit code of `status` for a unit that is not running.
@@ -23,15 +23,15 @@ pub fn run(socket: Option<PathBuf>, units: Vec<String>, json: bool) -> Result<u8
     match call(socket, &Request::Status { units })? {
         Response::Manager(m) => {
             if json {
-                println!("{}", show::manager_json(&m));
+                outln(format_args!("{}", show::manager_json(&m)))?;
             } else {
-                print!("{}", render_manager(&m, now, color));
+                out(format_args!("{}", render_manager(&m, now, color)))?;
             }
             Ok(exit::OK)
         }
         Response::Units(list) => {
             let mut code = exit::OK;
-            let mut out = String::new();
+            let mut text = String::new();
             let mut values = Vec::new();
             for (i, item) in list.into_iter().enumerate() {
                 match item {
@@ -43,9 +43,9 @@ pub fn run(socket: Option<PathBuf>, units: Vec<String>, json: bool) -> Result<u8
                             values.push(show::unit_json(&u));
                         } else {
                             if i > 0 {
-                                out.push('\n');
+                                text.push('\n');
                             }
-                            out.push_str(&render_unit(&u, now, color));
+                            text.push_str(&render_unit(&u, now, color));
                         }
                     }
                     Err(f) => {
@@ -55,9 +55,9 @@ pub fn run(socket: Option<PathBuf>, units: Vec<String>, json: bool) -> Result<u8
                 }
             }
             if json {
-                println!("{}", serde_json::Value::Array(values));
+                outln(format_args!("{}", serde_json::Value::Array(values)))?;
             } else {
-                print!("{out}");
+                out(format_args!("{text}"))?;
             }
             Ok(code)
         }
@@ -212,6 +212,12 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
     }
     for note in &u.notes {
         let _ = writeln!(o, "      Notes: {note}");
+    }
+    if !u.journal.is_empty() {
+        o.push('\n');
+        for line in &u.journal {
+            let _ = writeln!(o, "{line}");
+        }
     }
     o
 }

@@ -229,6 +229,8 @@ pub struct UnitStatus {
     pub restarts: u32,
     /// Plain notes for `status`: resource directives not applied, processes left behind.
     pub notes: Vec<String>,
+    /// `Status` only: the unit's last journal lines, formatted as `corral journal` shows them.
+    pub journal: Vec<String>,
 }
 
 /// The manager itself, for `corral status` without units.

@@ -31,7 +31,7 @@ use crate::unit::model::NotifyAccess;
 use crate::unit::{Loader, RunitService, SpecifierContext, UnitError, UnitName};
 
 use super::notify::{Message, NotifySocket};
-use super::output::{self, Stream};
+use super::output::{Output, Source, Stream};
 use super::service::{self, ServiceDef};
 use super::state::{
     self, Action, ActiveState, Cmd, Event, Exit, Pid, Refused, ServiceResult, StartLimit, State,
@@ -181,6 +181,8 @@ struct UnitEntry {
     left_behind: Vec<Pid>,
     /// enabled/disabled/static/masked, from the loader's listing.
     file_state: String,
+    /// LogRateLimitIntervalSec=/LogRateLimitBurst=, shared by the unit's pipes.
+    rate_limit: Option<Arc<crate::journal::ingest::RateLimiter>>,
 }
 
 impl UnitEntry {
@@ -205,6 +207,7 @@ impl UnitEntry {
             failure_note: None,
             left_behind: Vec::new(),
             file_state: String::new(),
+            rate_limit: None,
         }
     }
 
@@ -296,12 +299,57 @@ pub struct Manager {
     shutting_down: bool,
     /// Transactions, the environment block, skipped starts (transaction.rs).
     graph: transaction::Graph,
+    /// Where the units' output and the manager's messages about them go.
+    output: Output,
 }
 
 impl Manager {
+    /// A message of the manager about a unit: on stderr and in the unit's journal.
     fn log(&self, unit: &str, msg: &str) {
-        // The journal takes these over as "manager" entries of the unit (issue 4).
         eprintln!("corrald: {unit}: {msg}");
+        if self.output.journal().is_some() {
+            let inv = self
+                .units
+                .get(unit)
+                .map(|e| {
+                    e.inv
+                        .as_ref()
+                        .map_or(e.last_invocation.clone(), |i| i.id.clone())
+                })
+                .unwrap_or_default();
+            self.output.manager_entry(unit, &inv, msg.to_string());
+        }
+    }
+
+    /// How the output of a process of `name` is labelled in the journal.
+    fn source(&self, name: &str, def: Option<&ServiceDef>, pid: Pid, stream: Stream) -> Source {
+        let e = &self.units[name];
+        let svc = def.and_then(|d| d.unit.service.as_ref());
+        let identifier = svc
+            .and_then(|s| s.syslog_identifier.clone())
+            .or_else(|| {
+                svc.and_then(|s| s.exec_start.first()).map(|c| {
+                    c.program
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(&c.program)
+                        .to_string()
+                })
+            })
+            .unwrap_or_else(|| name.trim_end_matches(".service").to_string());
+        Source {
+            unit: name.to_string(),
+            invocation: e
+                .inv
+                .as_ref()
+                .map_or(e.last_invocation.clone(), |i| i.id.clone()),
+            pid,
+            stream,
+            priority: svc.map_or(6, |s| s.syslog_level),
+            level_prefix: svc.is_none_or(|s| s.syslog_level_prefix),
+            identifier,
+            rate_limit: e.rate_limit.clone(),
+        }
     }
 
     /// Runs the manager loop until a shutdown has stopped every unit.
@@ -737,9 +785,10 @@ impl Manager {
             let done = match w.wait {
                 Wait::Start => match sub {
                     Sub::Running | Sub::Exited | Sub::Reload => Some(Ok(Vec::new())),
-                    Sub::Dead if !restarting => Some(Ok(Vec::new())).filter(|_| {
-                        e.state.result == ServiceResult::Success && e.main_exit.is_some()
-                    }),
+                    // The waiter was registered after the start began: a Dead
+                    // unit is one that ran to completion (oneshot, or forking
+                    // whose processes all ended).
+                    Sub::Dead if !restarting => Some(Ok(Vec::new())),
                     Sub::Failed | Sub::AutoRestart if !restarting => Some(Err(failure.clone())),
                     _ => None,
                 },
@@ -860,6 +909,16 @@ impl Manager {
         let def = e.def.clone();
         if e.state.main == Some(pid) {
             e.main_exit = Some((pid, exit));
+            if e.state.sub.active() != ActiveState::Deactivating {
+                self.log(
+                    &name,
+                    &format!(
+                        "Main process exited, code={}, status={}.",
+                        exit.code_word(),
+                        exit.status_word()
+                    ),
+                );
+            }
             self.feed(&name, Event::MainExited(exit));
         } else if let Some(c) = e.state.control
             && c.pid == Some(pid)
@@ -1101,6 +1160,18 @@ impl Manager {
         e.main_exit = None;
         e.status_text = None;
         e.left_behind.clear();
+        if e.rate_limit.is_none()
+            && let Some(svc) = def.unit.service.as_ref()
+            && let (Some(interval), Some(burst)) =
+                (svc.log_rate_limit_interval, svc.log_rate_limit_burst)
+            && !interval.is_zero()
+            && burst > 0
+        {
+            e.rate_limit = Some(crate::journal::ingest::RateLimiter::new(
+                interval,
+                u64::from(burst),
+            ));
+        }
         e.inv = Some(Invocation {
             id: id.clone(),
             seq,
@@ -1155,11 +1226,6 @@ impl Manager {
     ) -> Result<(), String> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| format!("cannot create the log pipe of {name}: {e}"))?;
-        let inv_id = self.units[name]
-            .inv
-            .as_ref()
-            .map(|i| i.id.clone())
-            .unwrap_or_default();
         let env = self.process_env(name, None, Cmd::Start);
         let mut spec = SpawnSpec::new(to_cstring(&log_run.to_string_lossy(), "log/run path")?);
         spec.argv = vec![to_cstring("./run", "argv")?];
@@ -1177,7 +1243,8 @@ impl Manager {
         spec.new_session = true;
         let spawned = spawn(&spec).map_err(|e| format!("cannot start log/run of {name}: {e}"))?;
         drop(spec);
-        output::attach(name, &inv_id, spawned.pid, Stream::Stdout, out_r);
+        let src = self.source(name, None, spawned.pid, Stream::Stdout);
+        self.output.attach(src, out_r);
         if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv.as_mut()) {
             inv.log_pipe = Some(write);
         }
@@ -1509,16 +1576,17 @@ impl Manager {
             _ => spec.stdout = Stdio::Fd(out_w),
         }
         spec.stderr = Stdio::Fd(err_w);
-        let inv_id = inv.id.clone();
         let spawned = spawn(&spec).map_err(|e| SpawnFailure {
             message: format!("{}: {e}", cmd.directive()),
             status: i32::from(e.stage.exit_status()),
         })?;
         drop(spec);
         if let Some(r) = out_r {
-            output::attach(name, &inv_id, spawned.pid, Stream::Stdout, r);
+            let src = self.source(name, Some(def), spawned.pid, Stream::Stdout);
+            self.output.attach(src, r);
         }
-        output::attach(name, &inv_id, spawned.pid, Stream::Stderr, err_r);
+        let src = self.source(name, Some(def), spawned.pid, Stream::Stderr);
+        self.output.attach(src, err_r);
         Ok(spawned.pid)
     }
 
@@ -1627,6 +1695,7 @@ impl Manager {
             status_text: e.status_text.clone(),
             restarts: e.state.restarts,
             notes,
+            journal: Vec::new(),
         }
     }
 
@@ -1665,9 +1734,14 @@ impl Manager {
                     load_errors: self.load_errors.clone(),
                 })
             }
-            Request::Status { units } | Request::Show { units } => {
-                Response::Units(self.units_for(units))
+            Request::Status { units } => {
+                let mut list = self.units_for(units);
+                for u in list.iter_mut().flatten() {
+                    u.journal = self.output.last_lines(&u.name, 10);
+                }
+                Response::Units(list)
             }
+            Request::Show { units } => Response::Units(self.units_for(units)),
             Request::List => {
                 let names: Vec<String> = self.units.keys().cloned().collect();
                 Response::Units(names.iter().map(|n| Ok(self.unit_status(n))).collect())
@@ -1920,6 +1994,24 @@ pub async fn run(
         None => Loader::default_runit_dirs(&specifiers),
     };
     let loader = Loader::new(unit_paths, runit_dirs, specifiers);
+    let journal_dir = opts.state_dir.join("journal");
+    let journal =
+        crate::journal::Store::open(&journal_dir, crate::journal::StoreOptions::default())
+            .and_then(|store| {
+                crate::journal::Writer::spawn(store, crate::journal::WriterOptions::default())
+            });
+    let journal = match journal {
+        Ok(h) => Some(h),
+        Err(e) => {
+            // Services still run; their output is drained instead of stored.
+            eprintln!(
+                "corrald: cannot open the journal in {}: {e}; unit output will not be stored",
+                journal_dir.display()
+            );
+            None
+        }
+    };
+    let output = Output::new(journal.clone());
     let mut manager = Manager {
         tx: tx.clone(),
         rt: Handle::current(),
@@ -1936,6 +2028,7 @@ pub async fn run(
         started_usec: now_usec(),
         shutting_down: false,
         graph: transaction::Graph::new(transaction::load_env(&opts.state_dir)),
+        output,
     };
     manager.load_all();
     for e in &manager.load_errors {
@@ -1996,6 +2089,11 @@ pub async fn run(
     let joined = tokio::task::spawn_blocking(move || thread.join()).await;
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(&notify_path);
+    if let Some(j) = journal
+        && let Err(e) = j.shutdown().await
+    {
+        eprintln!("corrald: the journal did not shut down cleanly: {e}");
+    }
     match served {
         Ok(r) => r?,
         Err(e) => return Err(SupervisorError::Thread(e.to_string())),

@@ -1,40 +1,157 @@
-//! Where the stdout and stderr of a unit's processes go.
+//! Where the stdout and stderr of a unit's processes go, and the manager's
+//! own messages about a unit: the journal.
 //!
 //! Every process the manager spawns gets pipes for stdout and stderr (never
-//! the manager's own); [`attach`] is the single place their read ends are
-//! handed to. Today it drains them so a service never blocks on a full pipe;
-//! the journal (issue 4) takes them over here through its pipe reader, with
-//! the same unit, invocation, PID and stream.
+//! the manager's own); [`Output::attach`] is the single place their read ends
+//! are handed to. With a journal they go to its pipe reader (which stops
+//! reading while the writer is behind, so a slow disk back-pressures the
+//! service instead of dropping lines); without one (the store could not be
+//! opened) they are drained so that no service blocks on a full pipe.
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
+use crate::journal::ingest::{RateLimiter, SourceMeta, spawn_pipe_reader};
+use crate::journal::output::{Format, OutputOptions, write_entry};
+use crate::journal::{NewEntry, Query, WriterHandle};
+
+pub use crate::journal::Stream;
+
 use super::state::Pid;
 
-/// Which output stream a pipe carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// The process's fd 1.
-    Stdout,
-    /// The process's fd 2.
-    Stderr,
+/// Who wrote into a pipe, and how to read its lines.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The unit's full name.
+    pub unit: String,
+    /// INVOCATION_ID (32 hex digits).
+    pub invocation: String,
+    /// The process writing.
+    pub pid: Pid,
+    /// Which of its streams.
+    pub stream: Stream,
+    /// SyslogLevel= (priority of lines without a `<N>` prefix).
+    pub priority: u8,
+    /// SyslogLevelPrefix=.
+    pub level_prefix: bool,
+    /// SyslogIdentifier=.
+    pub identifier: String,
+    /// LogRateLimitIntervalSec=/LogRateLimitBurst= of the unit, shared by its pipes.
+    pub rate_limit: Option<Arc<RateLimiter>>,
 }
 
-/// Takes over the read end `fd` of a pipe a process of `unit` writes its
-/// `stream` to. Must be called within the tokio runtime.
-pub fn attach(unit: &str, invocation: &str, pid: Pid, stream: Stream, fd: OwnedFd) {
-    let label = format!("{unit} ({invocation}) pid {pid} {stream:?}");
-    let rx = match pipe::Receiver::from_owned_fd(fd) {
-        Ok(rx) => rx,
-        Err(e) => {
-            // The fd is dropped here: the writer gets EPIPE rather than blocking forever.
-            eprintln!("corrald: cannot read output of {label}: {e}");
+/// The sink of every unit's output; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Output {
+    journal: Option<WriterHandle>,
+    /// The manager's messages, appended in order by one task.
+    manager: Option<tokio::sync::mpsc::UnboundedSender<NewEntry>>,
+}
+
+/// An invocation id as the journal stores it (0 when not hex).
+pub fn invocation_number(id: &str) -> u128 {
+    u128::from_str_radix(id, 16).unwrap_or(0)
+}
+
+impl Output {
+    /// Output into `journal`, or drained when there is none. Must be called
+    /// within the tokio runtime.
+    pub fn new(journal: Option<WriterHandle>) -> Output {
+        let manager = journal.clone().map(|handle| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<NewEntry>();
+            tokio::spawn(async move {
+                while let Some(entry) = rx.recv().await {
+                    if let Err(e) = handle.append(entry).await {
+                        eprintln!("corrald: cannot write to the journal: {e}");
+                    }
+                }
+            });
+            tx
+        });
+        Output { journal, manager }
+    }
+
+    /// The journal writer, if there is one.
+    pub fn journal(&self) -> Option<&WriterHandle> {
+        self.journal.as_ref()
+    }
+
+    /// Takes over the read end `fd` of a pipe `src` writes to. Must be called
+    /// within the tokio runtime.
+    pub fn attach(&self, src: Source, fd: OwnedFd) {
+        let Some(handle) = self.journal.clone() else {
+            match pipe::Receiver::from_owned_fd(fd) {
+                Ok(rx) => {
+                    tokio::spawn(drain(rx));
+                }
+                // The fd is dropped here: the writer gets EPIPE rather than blocking forever.
+                Err(e) => eprintln!(
+                    "corrald: {}: cannot read the output of pid {}: {e}",
+                    src.unit, src.pid
+                ),
+            }
             return;
+        };
+        let label = format!("{} pid {} {}", src.unit, src.pid, src.stream.name());
+        let meta = SourceMeta {
+            unit: Arc::from(src.unit.as_str()),
+            invocation: invocation_number(&src.invocation),
+            pid: u32::try_from(src.pid).ok(),
+            stream: src.stream,
+            default_priority: src.priority,
+            level_prefix: src.level_prefix,
+            identifier: Arc::from(src.identifier.as_str()),
+            rate_limit: src.rate_limit,
+        };
+        let task = spawn_pipe_reader(fd, meta, handle);
+        tokio::spawn(async move {
+            match task.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => eprintln!("corrald: journal ingest of {label} failed: {e}"),
+                Err(e) => eprintln!("corrald: journal ingest of {label} ended: {e}"),
+            }
+        });
+    }
+
+    /// Records a message of the manager about `unit` (started, stopped, failed...),
+    /// in the order of the calls.
+    pub fn manager_entry(&self, unit: &str, invocation: &str, message: String) {
+        if let Some(tx) = &self.manager {
+            let _ = tx.send(NewEntry::manager(
+                unit,
+                invocation_number(invocation),
+                message,
+            ));
         }
-    };
-    tokio::spawn(drain(rx));
+    }
+
+    /// The last `n` journal lines of `unit`, formatted as `corral journal` shows them.
+    pub fn last_lines(&self, unit: &str, n: usize) -> Vec<String> {
+        let Some(handle) = &self.journal else {
+            return Vec::new();
+        };
+        let store = handle.store();
+        let q = Query {
+            units: vec![unit.to_string()],
+            lines: Some(n),
+            ..Query::default()
+        };
+        let Ok(entries) = store.query(&q) else {
+            return Vec::new();
+        };
+        let opts = OutputOptions::new(Format::Short, store.store_id());
+        entries
+            .iter()
+            .filter_map(|e| {
+                let mut buf = Vec::new();
+                write_entry(&mut buf, e, &opts).ok()?;
+                Some(String::from_utf8_lossy(&buf).trim_end().to_string())
+            })
+            .collect()
+    }
 }
 
 async fn drain(mut rx: pipe::Receiver) {

@@ -1,0 +1,52 @@
+//! Ingests standard input (a pipe) into a journal store as one unit, the way the manager
+//! ingests a service's stdout; used by scripts/bench-journal.sh for end-to-end numbers.
+//!
+//! `journal_ingest DIR UNIT`: prints `lines seconds lines/s peak_rss` on stderr once
+//! everything is durable.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use corral::journal::ingest::{SourceMeta, spawn_pipe_reader};
+use corral::journal::{Store, StoreOptions, Stream, Writer, WriterOptions};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: journal_ingest DIR UNIT");
+        std::process::exit(2);
+    }
+    let t0 = Instant::now();
+    let store = Store::open(&args[1], StoreOptions::default())?;
+    let w = Writer::spawn(store, WriterOptions::default())?;
+    // SAFETY: fd 0 is ours for the life of the process and handed over exactly once.
+    let fd = unsafe { OwnedFd::from_raw_fd(0) };
+    let meta = SourceMeta {
+        unit: Arc::from(args[2].as_str()),
+        invocation: corral::journal::random_id(),
+        pid: None,
+        stream: Stream::Stdout,
+        default_priority: 6,
+        level_prefix: true,
+        identifier: Arc::from(args[2].as_str()),
+        rate_limit: None,
+    };
+    let stats = spawn_pipe_reader(fd, meta, w.clone()).await??;
+    w.flush().await?;
+    w.shutdown().await?;
+    let secs = t0.elapsed().as_secs_f64();
+    let rss = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_owned()))
+        .unwrap_or_default();
+    eprintln!(
+        "{} {:.3} {:.0} {}",
+        stats.entries,
+        secs,
+        stats.entries as f64 / secs,
+        rss
+    );
+    Ok(())
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# bench-journal.sh [runs] [N]: corral's journal end to end, beside the peers of
+# /work/shared/bench-peers (same generator, same endpoints, same queries), so the
+# numbers can be quoted as ratios measured in one run on a noisy machine.
+#
+#  1. ingest: `gen N | journal_ingest DIR unit` (the manager's pipe reader + writer,
+#     durable: ends after the final fsync'd commit) vs `gen | cat > file; sync`,
+#     `gen | s6-log ...; sync` and journald (`systemd-cat gen; journalctl --sync`).
+#     Also: bytes on disk and the ingesting process's peak RSS.
+#  2. query: a 50-unit store (50 paced writers x 20000 lines at 1000 lines/s, as
+#     query.sh builds journald's), then hyperfine on whole `corral journal` processes
+#     vs `journalctl -D` on journald's store built the same way.
+#
+# SKIP_JOURNALD=1 skips journald (its builds take ~30 s); SKIP_INGEST=1 skips part 1.
+# Data under /tmp/corral-journal-bench.
+set -euo pipefail
+RUNS=${1:-3}; N=${2:-1000000}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PEERS=${PEERS:-/work/shared/bench-peers}
+W=/tmp/corral-journal-bench; mkdir -p $W; R=$W/results; mkdir -p $R
+G=$W/gen; [ -x $G ] || gcc -O2 -o $G $PEERS/gen.c
+(cd $ROOT && cargo build -q --release --example journal_ingest --example journal_units --bin corral)
+C=$ROOT/target/release/corral; ING=$ROOT/target/release/examples/journal_ingest
+UNITS=$ROOT/target/release/examples/journal_units
+MID=$(cat /etc/machine-id); J=/var/log/journal/$MID
+now() { date +%s%N; }
+med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+
+if [ "${SKIP_INGEST:-0}" != 1 ]; then
+echo "== ingest: $N lines x 100 B, $RUNS runs (median) =="
+: > $R/ingest.tsv
+for r in $(seq $RUNS); do
+  rm -rf $W/st; sync
+  t0=$(now); $G $N unit | $ING $W/st unit 2> $W/ing.err; t1=$(now)
+  n=$($C journal -D $W/st -o cat | wc -l)
+  [ "$n" = "$N" ] || { echo "corral stored $n of $N lines" >&2; exit 1; }
+  read -r _ _ _ rss _ < $W/ing.err
+  echo -e "corral\t$(( (t1-t0)/1000 ))\t$(stat -c %s $W/st/journal.redb)\t$rss" >> $R/ingest.tsv
+  rm -f $W/file; sync
+  t0=$(now); $G $N unit | cat > $W/file; sync $W/file; t1=$(now)
+  echo -e "cat-file\t$(( (t1-t0)/1000 ))\t$(stat -c %s $W/file)\t-" >> $R/ingest.tsv
+  if command -v s6-log >/dev/null; then
+    rm -rf $W/s6; mkdir -p $W/s6; sync
+    t0=$(now); $G $N unit | s6-log -b n20 s16777215 T $W/s6; find $W/s6 -type f -print0 | xargs -0 -r sync; t1=$(now)
+    echo -e "s6-log\t$(( (t1-t0)/1000 ))\t$(du -sb $W/s6 | cut -f1)\t-" >> $R/ingest.tsv
+  fi
+  if [ "${SKIP_JOURNALD:-0}" != 1 ]; then
+    $PEERS/journald_ctl.sh restart-clean; sync
+    t0=$(now); systemd-cat -t ingest$r $G $N unit; journalctl --sync; t1=$(now)
+    echo -e "journald\t$(( (t1-t0)/1000 ))\t$(du -sb $J | cut -f1)\t-" >> $R/ingest.tsv
+  fi
+done
+for p in corral cat-file s6-log journald; do
+  us=$(awk -v p=$p '$1==p{print $2}' $R/ingest.tsv | med); [ -n "$us" ] || continue
+  bytes=$(awk -v p=$p '$1==p{print $3}' $R/ingest.tsv | tail -1)
+  rss=$(awk -v p=$p '$1==p{print $4}' $R/ingest.tsv | tail -1)
+  printf "%-9s %8.3f s  %10.0f lines/s  %6.1f MB on disk  peak RSS %s kB\n" $p \
+    "$(echo "$us/1000000" | bc -l)" "$(echo "$N*1000000/$us" | bc -l)" "$(echo "$bytes/1000000" | bc -l)" "$rss"
+done | tee $R/ingest.summary
+fi
+
+echo "== query: 50 units x 20000 lines, paced at 1000 lines/s each (~20 s) =="
+rm -rf $W/q; $UNITS $W/q $G 20000 1000 50 2> $W/units.err
+echo "corral build: $(cat $W/units.err); file $(stat -c %s $W/q/journal.redb) B" | tee $R/query-build.txt
+TOT=1000000; A=$((TOT/2)); B=$((TOT/2+TOT/100))
+read -r CA CB < <($C journal -D $W/q -o json | awk -v a=$A -v b=$B \
+  'NR==a||NR==b{match($0,/"__REALTIME_TIMESTAMP":"[0-9]+"/); v[NR]=substr($0,RSTART+24,RLENGTH-25)} NR==b{print v[a], v[b]; exit}')
+CA="@$((CA/1000000)).$(printf %06d $((CA%1000000)))"; CB="@$((CB/1000000)).$(printf %06d $((CB%1000000)))"
+echo "corral window [$CA, $CB]: all $($C journal -D $W/q -S $CA -U $CB | wc -l) lines, unit07 $($C journal -D $W/q -u unit07 -S $CA -U $CB | wc -l)" | tee -a $R/query-build.txt
+HF="hyperfine -N --warmup 3 --runs 30 --style basic"
+CMDS=("$C --version"
+      "$C journal -D $W/q -u unit07 -n 100 --no-pager"
+      "$C journal -D $W/q -n 100 --no-pager"
+      "$C journal -D $W/q -u unit07 -S $CA -U $CB --no-pager"
+      "$C journal -D $W/q -S $CA -U $CB --no-pager")
+if [ "${SKIP_JOURNALD:-0}" != 1 ]; then
+  $PEERS/journald_ctl.sh restart-clean; sync
+  for i in $(seq -w 1 50); do systemd-cat -t unit$i $G 20000 unit$i 1000 & done; wait; journalctl --sync
+  echo "journald store: $(du -sb $J | cut -f1) B" | tee -a $R/query-build.txt
+  read -r JA JB < <(journalctl -D $J --no-pager -o short-iso-precise $(for i in $(seq -w 1 50); do echo SYSLOG_IDENTIFIER=unit$i; done) \
+     | awk -v a=$A -v b=$B 'NR==a{x=$1} NR==b{y=$1} END{print x, y}')
+  JA=$(echo $JA | sed 's/T/ /; s/[+-][0-9:]*$//'); JB=$(echo $JB | sed 's/T/ /; s/[+-][0-9:]*$//')
+  CMDS+=("journalctl --version"
+         "journalctl -D $J -t unit07 -n 100 --no-pager"
+         "journalctl -D $J -n 100 --no-pager"
+         "journalctl -D $J -t unit07 --since '$JA' --until '$JB' --no-pager"
+         "journalctl -D $J --since '$JA' --until '$JB' --no-pager")
+fi
+$HF --export-json $R/query.json "${CMDS[@]}" > /dev/null
+python3 - $R <<'PY' | tee $R/query.summary
+import json, sys
+R = sys.argv[1]
+for r in json.load(open(f'{R}/query.json'))['results']:
+    print(f"{r['median']*1000:8.2f} ms median (min {r['min']*1000:.2f})  {r['command']}")
+PY

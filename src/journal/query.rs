@@ -1,0 +1,429 @@
+//! What a reader asks for ([`Query`]), compiled into a filter, and the time syntax of
+//! `--since`/`--until`.
+
+use chrono::{Local, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
+use serde::{Deserialize, Serialize};
+
+use super::block::StoredRef;
+use super::error::{JournalError, Result};
+use super::{Stream, parse_cursor};
+
+/// A journal query; serializable so it can travel over the control socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Query {
+    /// Unit names or globs (`*`, `?`, `[...]`); empty means every unit.
+    pub units: Vec<String>,
+    /// Only entries at or after this realtime (µs since the epoch).
+    pub since: Option<u64>,
+    /// Only entries at or before this realtime (µs).
+    pub until: Option<u64>,
+    /// Priority range, inclusive, numeric: (most severe, least severe), e.g. (0, 3) for `-p err`.
+    pub priority: Option<(u8, u8)>,
+    /// Regex on the message; case-insensitive unless it contains an upper-case letter.
+    pub grep: Option<String>,
+    /// Only this invocation.
+    pub invocation: Option<u128>,
+    /// Only each matched unit's latest invocation (`-I`).
+    pub latest_invocation: bool,
+    /// Only this stream.
+    pub stream: Option<Stream>,
+    /// Start at the entry of this cursor (inclusive).
+    pub cursor: Option<String>,
+    /// Start after the entry of this cursor.
+    pub after_cursor: Option<String>,
+    /// Only the newest N matching entries.
+    pub lines: Option<usize>,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+/// A [`Query`] ready to filter entries.
+pub struct CompiledQuery {
+    units: Vec<Glob>,
+    pub(crate) since: Option<u64>,
+    pub(crate) until: Option<u64>,
+    pub(crate) min_seq: u64,
+    pub(crate) max_seq: u64,
+    priority: (u8, u8),
+    grep: Option<regex::bytes::Regex>,
+    stream: Option<Stream>,
+}
+
+impl CompiledQuery {
+    /// Compiles the regex, globs and cursors of `q`.
+    pub fn new(q: &Query) -> Result<CompiledQuery> {
+        let grep = match &q.grep {
+            Some(p) => {
+                let insensitive = !p.chars().any(|c| c.is_uppercase());
+                Some(
+                    regex::bytes::RegexBuilder::new(p)
+                        .case_insensitive(insensitive)
+                        .build()
+                        .map_err(|e| {
+                            JournalError::BadQuery(format!(
+                                "--grep {p:?} is not a valid regex: {e}"
+                            ))
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let mut min_seq = 0;
+        if let Some(c) = &q.cursor {
+            min_seq = parse_cursor(c)?;
+        }
+        if let Some(c) = &q.after_cursor {
+            min_seq = min_seq.max(parse_cursor(c)?.saturating_add(1));
+        }
+        Ok(CompiledQuery {
+            units: q.units.iter().map(|u| Glob::new(u)).collect(),
+            since: q.since,
+            until: q.until,
+            min_seq,
+            max_seq: u64::MAX,
+            priority: q.priority.unwrap_or((0, 7)),
+            grep,
+            stream: q.stream,
+        })
+    }
+
+    /// Whether entries of `unit` are wanted.
+    pub fn unit_matches(&self, unit: &str) -> bool {
+        self.units.is_empty() || self.units.iter().any(|g| g.matches(unit))
+    }
+
+    /// Whether a stored entry passes every per-entry filter.
+    pub fn matches(&self, e: &StoredRef<'_>) -> bool {
+        e.seq >= self.min_seq
+            && e.seq <= self.max_seq
+            && self.since.is_none_or(|s| e.realtime >= s)
+            && self.until.is_none_or(|u| e.realtime <= u)
+            && e.priority >= self.priority.0
+            && e.priority <= self.priority.1
+            && self.stream.is_none_or(|s| s.code() == e.stream)
+            && self.grep.as_ref().is_none_or(|g| g.is_match(e.message))
+    }
+
+    /// The same test on an owned entry (used by followers on subscribed entries).
+    pub fn matches_entry(&self, e: &super::Entry) -> bool {
+        self.unit_matches(&e.unit)
+            && e.seq >= self.min_seq
+            && self.since.is_none_or(|s| e.realtime >= s)
+            && self.until.is_none_or(|u| e.realtime <= u)
+            && e.priority >= self.priority.0
+            && e.priority <= self.priority.1
+            && self.stream.is_none_or(|s| s == e.stream)
+            && self.grep.as_ref().is_none_or(|g| g.is_match(&e.message))
+    }
+}
+
+/// A shell-style glob (`*`, `?`, `[abc]`, `[a-z]`, `[!x]`); a name without them is literal.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    pat: Vec<char>,
+}
+
+impl Glob {
+    /// Compiles a glob.
+    pub fn new(p: &str) -> Glob {
+        Glob {
+            pat: p.chars().collect(),
+        }
+    }
+
+    /// Whether `s` matches.
+    pub fn matches(&self, s: &str) -> bool {
+        let s: Vec<char> = s.chars().collect();
+        glob_match(&self.pat, &s)
+    }
+}
+
+fn glob_match(p: &[char], s: &[char]) -> bool {
+    // Iterative matcher with single-star backtracking: linear for typical unit globs.
+    let (mut pi, mut si) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while si < s.len() {
+        if pi < p.len() {
+            match p[pi] {
+                '*' => {
+                    star = Some(pi);
+                    mark = si;
+                    pi += 1;
+                    continue;
+                }
+                '?' => {
+                    pi += 1;
+                    si += 1;
+                    continue;
+                }
+                '[' => {
+                    if let Some((ok, len)) = class_match(&p[pi..], s[si]) {
+                        if ok {
+                            pi += len;
+                            si += 1;
+                            continue;
+                        }
+                    } else if s[si] == '[' {
+                        pi += 1;
+                        si += 1;
+                        continue;
+                    }
+                }
+                c if c == s[si] => {
+                    pi += 1;
+                    si += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some(st) => {
+                pi = st + 1;
+                mark += 1;
+                si = mark;
+            }
+            None => return false,
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Matches a `[...]` class at the start of `p` against `c`: (matched, pattern length).
+fn class_match(p: &[char], c: char) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let neg = matches!(p.get(i), Some('!') | Some('^'));
+    if neg {
+        i += 1;
+    }
+    let mut hit = false;
+    let mut first = true;
+    while i < p.len() {
+        if p[i] == ']' && !first {
+            return Some((hit != neg, i + 1));
+        }
+        first = false;
+        if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+            if p[i] <= c && c <= p[i + 2] {
+                hit = true;
+            }
+            i += 3;
+        } else {
+            if p[i] == c {
+                hit = true;
+            }
+            i += 1;
+        }
+    }
+    None
+}
+
+/// Parses `-p`: one level (`err` = 0..3) or a range `warning..err` / `3..4`.
+pub fn parse_priority_range(s: &str) -> Result<(u8, u8)> {
+    let bad = || {
+        JournalError::BadQuery(format!(
+            "priority {s:?} is not a level (emerg alert crit err warning notice info debug, or 0-7) or a range like err..warning"
+        ))
+    };
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let a = if a.is_empty() {
+                0
+            } else {
+                super::parse_priority(a).ok_or_else(bad)?
+            };
+            let b = if b.is_empty() {
+                7
+            } else {
+                super::parse_priority(b).ok_or_else(bad)?
+            };
+            Ok((a.min(b), a.max(b)))
+        }
+        None => Ok((0, super::parse_priority(s).ok_or_else(bad)?)),
+    }
+}
+
+/// Parses a time of `--since`/`--until` into µs since the epoch, relative to `now_us`:
+/// `now`, `today`, `yesterday`, `tomorrow`, `-1h`, `+5min`, `2 days ago`, `@EPOCH`,
+/// `YYYY-MM-DD [HH:MM[:SS[.frac]]]`, `HH:MM[:SS]` (today), in local time.
+pub fn parse_time(s: &str, now_us: u64) -> Result<u64> {
+    let t = s.trim();
+    let bad = |why: &str| {
+        JournalError::BadQuery(format!(
+            "time {s:?} not understood ({why}); use e.g. \"2026-11-23 10:00:00\", \"10:00\", today, yesterday, -1h, \"2 days ago\" or @1700000000"
+        ))
+    };
+    let midnight = |days_back: i64| -> Result<u64> {
+        let now = Local
+            .timestamp_micros(now_us as i64)
+            .single()
+            .ok_or_else(|| bad("clock out of range"))?;
+        let d = now.date_naive() - chrono::Duration::days(days_back);
+        local_to_us(d.and_time(NaiveTime::MIN)).ok_or_else(|| bad("no such local time"))
+    };
+    match t {
+        "now" => return Ok(now_us),
+        "today" => return midnight(0),
+        "yesterday" => return midnight(1),
+        "tomorrow" => return midnight(-1),
+        _ => {}
+    }
+    if let Some(e) = t.strip_prefix('@') {
+        // Exact to the microsecond: no float on the way.
+        let (secs, frac) = e.split_once('.').unwrap_or((e, ""));
+        let secs: u64 = secs.parse().map_err(|_| bad("bad epoch seconds"))?;
+        if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("at most 6 fractional digits"));
+        }
+        let us: u64 = format!("{frac:0<6}").parse().unwrap_or(0);
+        return Ok(secs * 1_000_000 + us);
+    }
+    if let Some(rest) = t.strip_suffix(" ago") {
+        let d = parse_span(rest).ok_or_else(|| bad("bad time span"))?;
+        return Ok(now_us.saturating_sub(d));
+    }
+    if let Some(rest) = t.strip_prefix('-') {
+        let d = parse_span(rest).ok_or_else(|| bad("bad time span"))?;
+        return Ok(now_us.saturating_sub(d));
+    }
+    if let Some(rest) = t.strip_prefix('+') {
+        let d = parse_span(rest).ok_or_else(|| bad("bad time span"))?;
+        return Ok(now_us.saturating_add(d));
+    }
+    let t2 = t.replace('T', " ");
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(&t2, f) {
+            return local_to_us(dt).ok_or_else(|| bad("no such local time"));
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return local_to_us(d.and_time(NaiveTime::MIN)).ok_or_else(|| bad("no such local time"));
+    }
+    for f in ["%H:%M:%S%.f", "%H:%M:%S", "%H:%M"] {
+        if let Ok(tm) = NaiveTime::parse_from_str(t, f) {
+            let now = Local
+                .timestamp_micros(now_us as i64)
+                .single()
+                .ok_or_else(|| bad("clock out of range"))?;
+            return local_to_us(now.date_naive().and_time(tm))
+                .ok_or_else(|| bad("no such local time"));
+        }
+    }
+    Err(bad("unknown format"))
+}
+
+fn local_to_us(dt: NaiveDateTime) -> Option<u64> {
+    Local
+        .from_local_datetime(&dt)
+        .earliest()
+        .map(|d| d.timestamp_micros().max(0) as u64)
+}
+
+/// Parses a time span like `1h`, `5min 30s`, `2 days`, `1h30m` into µs.
+pub fn parse_span(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        rest = rest.trim_start();
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = rest[num_end..].trim_start();
+        let unit_end = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "us" | "usec" | "µs" => 1.0,
+            "ms" | "msec" => 1e3,
+            "" | "s" | "sec" | "second" | "seconds" => 1e6,
+            "m" | "min" | "minute" | "minutes" => 60e6,
+            "h" | "hr" | "hour" | "hours" => 3600e6,
+            "d" | "day" | "days" => 86400e6,
+            "w" | "week" | "weeks" => 7.0 * 86400e6,
+            "M" | "month" | "months" => 30.44 * 86400e6,
+            "y" | "year" | "years" => 365.25 * 86400e6,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[unit_end..];
+    }
+    Some(total as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_travel_as_postcard() {
+        let q = Query {
+            units: vec!["a*".into()],
+            since: Some(1),
+            until: Some(2),
+            priority: Some((0, 3)),
+            grep: Some("x".into()),
+            invocation: Some(u128::MAX),
+            latest_invocation: true,
+            stream: Some(Stream::Stderr),
+            cursor: Some("i=1".into()),
+            after_cursor: None,
+            lines: Some(10),
+            reverse: true,
+        };
+        let bytes = postcard::to_allocvec(&q).unwrap();
+        assert_eq!(postcard::from_bytes::<Query>(&bytes).unwrap(), q);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(Glob::new("memcached@*").matches("memcached@11212"));
+        assert!(!Glob::new("memcached@*").matches("memcache"));
+        assert!(Glob::new("unit0[1-3]").matches("unit02"));
+        assert!(!Glob::new("unit0[!1-3]").matches("unit02"));
+        assert!(Glob::new("a?c").matches("abc"));
+        assert!(Glob::new("*").matches(""));
+        assert!(Glob::new("plain").matches("plain"));
+    }
+
+    #[test]
+    fn priorities() {
+        assert_eq!(parse_priority_range("err").unwrap(), (0, 3));
+        assert_eq!(parse_priority_range("err..warning").unwrap(), (3, 4));
+        assert_eq!(parse_priority_range("6..2").unwrap(), (2, 6));
+        assert!(parse_priority_range("loud").is_err());
+    }
+
+    #[test]
+    fn times() {
+        let now = 1_700_000_000_000_000;
+        assert_eq!(parse_time("-1h", now).unwrap(), now - 3_600_000_000);
+        assert_eq!(
+            parse_time("2 days ago", now).unwrap(),
+            now - 2 * 86_400_000_000
+        );
+        assert_eq!(parse_time("@1700000000", now).unwrap(), now);
+        assert_eq!(parse_time("@1700000000.000123", now).unwrap(), now + 123);
+        let today = parse_time("today", now).unwrap();
+        assert!(today <= now && now - today < 86_400_000_000);
+        assert_eq!(
+            parse_time("yesterday", now).unwrap() + 86_400_000_000,
+            today
+        );
+        let t = parse_time("2023-11-14 22:13:20", now).unwrap();
+        assert_eq!(parse_time("2023-11-14T22:13:20", now).unwrap(), t);
+        assert!(parse_time("the other day", now).is_err());
+        assert_eq!(parse_span("1h30m"), Some(5_400_000_000));
+    }
+}

@@ -1,0 +1,1490 @@
+//! The redb store: compressed blocks per unit, their indexes, queries, merging and
+//! retention. The tables and their meaning are specified in docs/JOURNAL-FORMAT.md.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use redb::{
+    ConcurrencyMode, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+
+use super::block::{self, EncodeItem, Encoder, StoredRef};
+use super::error::{JournalError, Result};
+use super::query::{CompiledQuery, Query};
+use super::{Entry, NewEntry, Stream};
+
+/// The on-disk format version this build writes (and the highest it reads).
+pub const FORMAT_VERSION: u64 = 1;
+/// The store file's name inside a journal directory.
+pub const FILE_NAME: &str = "journal.redb";
+/// A block holds at most this many entries, so that "last 100" decodes little.
+pub const MAX_BLOCK_ENTRIES: usize = 256;
+/// A block holds at most about this many raw (uncompressed) bytes.
+pub const MAX_BLOCK_RAW: usize = 64 * 1024;
+/// Blocks with fewer entries than this are merged with their small neighbours.
+pub const SMALL_BLOCK_ENTRIES: u32 = 64;
+
+/// Scalar facts about the store: format_version, next_seq, store_id_lo/hi, stored_bytes, entries.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// (unit, first_seq) -> block value (codec byte, raw length, zstd(postcard entries)).
+const BLOCKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("blocks");
+/// (last_seq, min_rt, max_rt, watermark, count, raw_len, stored_len) of a block.
+type MetaTuple = (u64, u64, u64, u64, u32, u32, u32);
+/// (unit, first_seq) -> [`MetaTuple`].
+const BLOCK_META: TableDefinition<(&str, u64), MetaTuple> = TableDefinition::new("block_meta");
+/// (unit, watermark, first_seq) -> (): the watermark is the largest realtime of the unit up
+/// to and including the block, so it is monotone in first_seq and seekable by time.
+const WATERMARK: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("watermark");
+/// first_seq -> unit: every block in global order, for retention (oldest first).
+const SEQ_BLOCKS: TableDefinition<u64, &str> = TableDefinition::new("seq_blocks");
+/// invocation -> (unit, first_seq, last_seq).
+const INVOCATIONS: TableDefinition<u128, (&str, u64, u64)> = TableDefinition::new("invocations");
+/// (unit, first_seq of the invocation) -> invocation: the latest invocation of a unit is its last row.
+const UNIT_INVOCATIONS: TableDefinition<(&str, u64), u128> =
+    TableDefinition::new("unit_invocations");
+/// unit -> (entries, last_seq).
+const UNITS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("units");
+
+/// Options of a store opened for writing.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// MaxUse: the store file is kept below this many bytes (oldest entries go first).
+    pub max_use: Option<u64>,
+    /// MaxRetentionSec: entries older than this are removed.
+    pub max_retention: Option<Duration>,
+    /// redb's page cache; the default 1 GiB would let RSS grow far past what a log needs.
+    pub cache_size: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_use: None,
+            max_retention: None,
+            cache_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// What `--disk-usage` reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DiskUsage {
+    /// Size of the store file.
+    pub file_bytes: u64,
+    /// Bytes of compressed blocks in it (the rest is indexes and free pages).
+    pub stored_bytes: u64,
+    /// Number of entries.
+    pub entries: u64,
+    /// Number of blocks.
+    pub blocks: u64,
+}
+
+enum Db {
+    Rw(Database),
+    Ro(ReadOnlyDatabase),
+    /// Between closing and reopening the writer's handle after a failed write.
+    Closed,
+}
+
+impl Db {
+    fn begin_read(&self) -> std::result::Result<ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::Rw(d) => d.begin_read(),
+            Db::Ro(d) => d.begin_read(),
+            Db::Closed => Err(redb::TransactionError::Storage(
+                redb::StorageError::DatabaseClosed,
+            )),
+        }
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    db: RwLock<Db>,
+    store_id: u128,
+    opts: StoreOptions,
+    /// Per unit, the first_seq before which blocks are already merged (saves rescans).
+    merged_upto: Mutex<HashMap<String, u64>>,
+}
+
+/// An open journal store; cheap to clone (all clones share the file).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// An entry staged for commit: a [`NewEntry`] with its sequence number and times assigned.
+pub struct Staged {
+    /// Assigned sequence number.
+    pub seq: u64,
+    /// Realtime µs.
+    pub realtime: u64,
+    /// Monotonic µs.
+    pub monotonic: u64,
+    /// Boot id.
+    pub boot_id: u128,
+    /// Uid.
+    pub uid: u32,
+    /// The producer's entry.
+    pub new: NewEntry,
+}
+
+impl Staged {
+    /// The owned [`Entry`] (for subscribers).
+    pub fn to_entry(&self) -> Entry {
+        Entry {
+            seq: self.seq,
+            realtime: self.realtime,
+            monotonic: self.monotonic,
+            boot_id: self.boot_id,
+            uid: self.uid,
+            unit: self.new.unit.to_string(),
+            invocation: self.new.invocation,
+            pid: self.new.pid,
+            stream: self.new.stream,
+            priority: self.new.priority,
+            identifier: self.new.identifier.to_string(),
+            message: self.new.message.clone(),
+            flags: self.new.flags,
+        }
+    }
+
+    fn item(&self) -> EncodeItem<'_> {
+        EncodeItem {
+            seq: self.seq,
+            realtime: self.realtime,
+            monotonic: self.monotonic,
+            boot_id: self.boot_id,
+            uid: self.uid,
+            invocation: self.new.invocation,
+            pid: self.new.pid,
+            stream: self.new.stream,
+            priority: self.new.priority,
+            flags: self.new.flags,
+            identifier: &self.new.identifier,
+            message: &self.new.message,
+        }
+    }
+}
+
+fn item_of<'a>(r: &StoredRef<'a>) -> EncodeItem<'a> {
+    EncodeItem {
+        seq: r.seq,
+        realtime: r.realtime,
+        monotonic: r.monotonic,
+        boot_id: r.boot_id,
+        uid: r.uid,
+        invocation: r.invocation,
+        pid: r.pid,
+        stream: Stream::from_code(r.stream),
+        priority: r.priority,
+        flags: r.flags,
+        identifier: r.identifier,
+        message: r.message,
+    }
+}
+
+/// Resolves a journal location: a directory holds [`FILE_NAME`]; a file path is used as is.
+pub fn store_file(path: &Path) -> PathBuf {
+    if path.is_dir() || path.extension().is_none_or(|e| e != "redb") {
+        path.join(FILE_NAME)
+    } else {
+        path.to_owned()
+    }
+}
+
+/// Metadata of one block as read from BLOCK_META.
+#[derive(Debug, Clone, Copy)]
+struct BlockMeta {
+    first_seq: u64,
+    last_seq: u64,
+    min_rt: u64,
+    max_rt: u64,
+    watermark: u64,
+    count: u32,
+    raw_len: u32,
+    stored_len: u32,
+}
+
+impl BlockMeta {
+    fn from_tuple(first_seq: u64, t: MetaTuple) -> BlockMeta {
+        BlockMeta {
+            first_seq,
+            last_seq: t.0,
+            min_rt: t.1,
+            max_rt: t.2,
+            watermark: t.3,
+            count: t.4,
+            raw_len: t.5,
+            stored_len: t.6,
+        }
+    }
+    fn tuple(&self) -> MetaTuple {
+        (
+            self.last_seq,
+            self.min_rt,
+            self.max_rt,
+            self.watermark,
+            self.count,
+            self.raw_len,
+            self.stored_len,
+        )
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` (a journal directory or a `.redb`
+    /// file) as its single writer.
+    pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
+        let path = path.as_ref();
+        if path.extension().is_none_or(|e| e != "redb") {
+            std::fs::create_dir_all(path)
+                .map_err(|e| JournalError::io("create directory", path, e))?;
+        }
+        let file = store_file(path);
+        let db = redb::Builder::new()
+            .set_cache_size(opts.cache_size)
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .create(&file)
+            .map_err(|e| JournalError::db(&file, "open for writing", e))?;
+        let store_id;
+        {
+            let txn = db
+                .begin_write()
+                .map_err(|e| JournalError::db(&file, "begin write", e))?;
+            {
+                let mut meta = txn
+                    .open_table(META)
+                    .map_err(|e| JournalError::db(&file, "open table meta", e))?;
+                let version = meta
+                    .get("format_version")
+                    .map_err(|e| JournalError::db(&file, "read meta", e))?
+                    .map(|v| v.value());
+                match version {
+                    Some(v) if v > FORMAT_VERSION => {
+                        return Err(JournalError::UnsupportedFormat {
+                            path: file,
+                            found: v,
+                            supported: FORMAT_VERSION,
+                        });
+                    }
+                    Some(_) => {
+                        let lo = meta_get(&meta, "store_id_lo", &file)?;
+                        let hi = meta_get(&meta, "store_id_hi", &file)?;
+                        store_id = (hi as u128) << 64 | lo as u128;
+                    }
+                    None => {
+                        store_id = super::random_id();
+                        let put = |m: &mut redb::Table<&str, u64>, k: &str, v: u64| {
+                            m.insert(k, v)
+                                .map(|_| ())
+                                .map_err(|e| JournalError::db(&file, "initialise meta", e))
+                        };
+                        put(&mut meta, "format_version", FORMAT_VERSION)?;
+                        put(&mut meta, "store_id_lo", store_id as u64)?;
+                        put(&mut meta, "store_id_hi", (store_id >> 64) as u64)?;
+                        put(&mut meta, "next_seq", 1)?;
+                        put(&mut meta, "stored_bytes", 0)?;
+                        put(&mut meta, "entries", 0)?;
+                    }
+                }
+            }
+            // Every table exists from the first commit on, so readers never meet a missing one.
+            open_all(&txn, &file)?;
+            txn.commit()
+                .map_err(|e| JournalError::db(&file, "commit", e))?;
+        }
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: file,
+                db: RwLock::new(Db::Rw(db)),
+                store_id,
+                opts,
+                merged_upto: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Opens the store at `path` read-only, beside a writer in another process if there is one.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store> {
+        let file = store_file(path.as_ref());
+        if !file.exists() {
+            return Err(JournalError::io(
+                "open journal store",
+                &file,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        let db = redb::Builder::new()
+            .set_cache_size(4 * 1024 * 1024)
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .open_read_only(&file)
+            .map_err(|e| JournalError::db(&file, "open read-only", e))?;
+        let txn = db
+            .begin_read()
+            .map_err(|e| JournalError::db(&file, "begin read", e))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| JournalError::db(&file, "open table meta", e))?;
+        let version = meta_get_ro(&meta, "format_version", &file)?;
+        if version > FORMAT_VERSION || version == 0 {
+            return Err(JournalError::UnsupportedFormat {
+                path: file,
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let lo = meta_get_ro(&meta, "store_id_lo", &file)?;
+        let hi = meta_get_ro(&meta, "store_id_hi", &file)?;
+        drop(meta);
+        drop(txn);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: file,
+                db: RwLock::new(Db::Ro(db)),
+                store_id: (hi as u128) << 64 | lo as u128,
+                opts: StoreOptions::default(),
+                merged_upto: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The store's random id (part of every cursor).
+    pub fn store_id(&self) -> u128 {
+        self.inner.store_id
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.opts
+    }
+
+    fn db_err<E: Into<redb::Error>>(&self, what: &'static str) -> impl Fn(E) -> JournalError + '_ {
+        move |e| JournalError::db(&self.inner.path, what, e)
+    }
+
+    fn read_txn(&self) -> Result<ReadTransaction> {
+        let db = self.inner.db.read().expect("store lock poisoned");
+        db.begin_read()
+            .map_err(|e| JournalError::db(&self.inner.path, "begin read", e))
+    }
+
+    fn write_txn(&self) -> Result<WriteTransaction> {
+        let db = self.inner.db.read().expect("store lock poisoned");
+        match &*db {
+            Db::Rw(d) => d
+                .begin_write()
+                .map_err(|e| JournalError::db(&self.inner.path, "begin write", e)),
+            Db::Ro(_) | Db::Closed => Err(JournalError::db(
+                &self.inner.path,
+                "write",
+                redb::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "store is open read-only",
+                )),
+            )),
+        }
+    }
+
+    /// Re-opens the file after redb reported a failed write (it refuses further writes
+    /// with PreviousIo until reopened); used by the writer after ENOSPC.
+    pub(crate) fn reopen(&self) -> Result<()> {
+        let mut db = self.inner.db.write().expect("store lock poisoned");
+        if let Db::Rw(_) | Db::Closed = &*db {
+            // Close first: the file lock must be released before the new handle takes it.
+            drop(std::mem::replace(&mut *db, Db::Closed));
+            let new = redb::Builder::new()
+                .set_cache_size(self.inner.opts.cache_size)
+                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+                .open(&self.inner.path)
+                .map_err(|e| JournalError::db(&self.inner.path, "reopen for writing", e))?;
+            *db = Db::Rw(new);
+        }
+        Ok(())
+    }
+
+    /// The next sequence number the store will assign (1 for an empty store).
+    pub fn next_seq(&self) -> Result<u64> {
+        let txn = self.read_txn()?;
+        let meta = txn
+            .open_table(META)
+            .map_err(self.db_err("open table meta"))?;
+        meta_get_ro(&meta, "next_seq", &self.inner.path)
+    }
+
+    /// Writes staged entries (consecutive seqs starting at next_seq) in one durable
+    /// transaction: one or more blocks per unit.
+    pub fn commit(&self, staged: &[Staged], enc: &mut Encoder) -> Result<()> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let path = &self.inner.path;
+        let txn = self.write_txn()?;
+        {
+            let mut t = Tables::open(&txn, path)?;
+            // Group by unit, keeping seq order inside each unit.
+            let mut by_unit: Vec<(&str, Vec<usize>)> = Vec::new();
+            for (i, s) in staged.iter().enumerate() {
+                let u: &str = &s.new.unit;
+                match by_unit.iter_mut().find(|(n, _)| *n == u) {
+                    Some((_, v)) => v.push(i),
+                    None => by_unit.push((u, vec![i])),
+                }
+            }
+            let mut added_bytes = 0u64;
+            for (unit, idx) in &by_unit {
+                let mut wm = t.last_watermark(unit)?;
+                let mut start = 0;
+                while start < idx.len() {
+                    let mut end = start;
+                    let mut raw = 0usize;
+                    while end < idx.len()
+                        && end - start < MAX_BLOCK_ENTRIES
+                        && (raw < MAX_BLOCK_RAW || end == start)
+                    {
+                        raw += staged[idx[end]].new.message.len() + 64;
+                        end += 1;
+                    }
+                    let chunk = &idx[start..end];
+                    let (bytes, raw_len) = enc
+                        .encode(chunk.iter().map(|&i| staged[i].item()))
+                        .map_err(|e| JournalError::io("compress block for", path, e))?;
+                    let first = &staged[chunk[0]];
+                    let last = &staged[chunk[chunk.len() - 1]];
+                    let min_rt = chunk.iter().map(|&i| staged[i].realtime).min().unwrap_or(0);
+                    let max_rt = chunk.iter().map(|&i| staged[i].realtime).max().unwrap_or(0);
+                    wm = wm.max(max_rt);
+                    let m = BlockMeta {
+                        first_seq: first.seq,
+                        last_seq: last.seq,
+                        min_rt,
+                        max_rt,
+                        watermark: wm,
+                        count: chunk.len() as u32,
+                        raw_len: raw_len as u32,
+                        stored_len: bytes.len() as u32,
+                    };
+                    added_bytes += bytes.len() as u64;
+                    t.put_block(unit, &m, &bytes)?;
+                    start = end;
+                }
+                // Invocations: extend the range of each (unit, invocation) in this batch.
+                let mut invs: Vec<(u128, u64, u64)> = Vec::new();
+                for &i in idx {
+                    let s = &staged[i];
+                    match invs.iter_mut().find(|(inv, _, _)| *inv == s.new.invocation) {
+                        Some(r) => r.2 = s.seq,
+                        None => invs.push((s.new.invocation, s.seq, s.seq)),
+                    }
+                }
+                for (inv, f, l) in invs {
+                    if inv == 0 {
+                        continue;
+                    }
+                    let existing = t
+                        .invocations
+                        .get(inv)
+                        .map_err(self.db_err("read invocations"))?
+                        .map(|g| {
+                            let (u, f, _) = g.value();
+                            (u.to_owned(), f)
+                        });
+                    match existing {
+                        Some((u, f0)) if u == *unit => {
+                            t.invocations
+                                .insert(inv, (*unit, f0, l))
+                                .map_err(self.db_err("write invocations"))?;
+                        }
+                        Some(_) => {
+                            // The same id under another unit is a producer bug; keep the first.
+                        }
+                        None => {
+                            t.invocations
+                                .insert(inv, (*unit, f, l))
+                                .map_err(self.db_err("write invocations"))?;
+                            t.unit_invocations
+                                .insert((*unit, f), inv)
+                                .map_err(self.db_err("write unit_invocations"))?;
+                        }
+                    }
+                }
+                let (count, _) = t
+                    .units
+                    .get(*unit)
+                    .map_err(self.db_err("read units"))?
+                    .map(|g| g.value())
+                    .unwrap_or((0, 0));
+                let last_seq = staged[*idx.last().expect("non-empty")].seq;
+                t.units
+                    .insert(*unit, (count + idx.len() as u64, last_seq))
+                    .map_err(self.db_err("write units"))?;
+            }
+            let next = staged[staged.len() - 1].seq + 1;
+            t.meta_set("next_seq", next)?;
+            let sb = t.meta("stored_bytes")?;
+            t.meta_set("stored_bytes", sb + added_bytes)?;
+            let n = t.meta("entries")?;
+            t.meta_set("entries", n + staged.len() as u64)?;
+        }
+        txn.commit().map_err(self.db_err("commit"))?;
+        Ok(())
+    }
+
+    /// Disk usage of the store.
+    pub fn disk_usage(&self) -> Result<DiskUsage> {
+        let file_bytes = std::fs::metadata(&self.inner.path)
+            .map_err(|e| JournalError::io("stat", &self.inner.path, e))?
+            .len();
+        let txn = self.read_txn()?;
+        let meta = txn
+            .open_table(META)
+            .map_err(self.db_err("open table meta"))?;
+        let blocks = txn
+            .open_table(SEQ_BLOCKS)
+            .map_err(self.db_err("open table seq_blocks"))?
+            .len()
+            .map_err(self.db_err("count blocks"))?;
+        Ok(DiskUsage {
+            file_bytes,
+            stored_bytes: meta_get_ro(&meta, "stored_bytes", &self.inner.path)?,
+            entries: meta_get_ro(&meta, "entries", &self.inner.path)?,
+            blocks,
+        })
+    }
+
+    /// The names of all units with entries, sorted.
+    pub fn units(&self) -> Result<Vec<String>> {
+        let txn = self.read_txn()?;
+        let units = txn
+            .open_table(UNITS)
+            .map_err(self.db_err("open table units"))?;
+        let mut out = Vec::new();
+        for r in units.iter().map_err(self.db_err("read units"))? {
+            let (k, _) = r.map_err(self.db_err("read units"))?;
+            out.push(k.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    /// The latest invocation of `unit` (the one whose first entry is newest), if any.
+    pub fn latest_invocation(&self, unit: &str) -> Result<Option<u128>> {
+        let txn = self.read_txn()?;
+        let ui = txn
+            .open_table(UNIT_INVOCATIONS)
+            .map_err(self.db_err("open table unit_invocations"))?;
+        let last = ui
+            .range((unit, 0u64)..=(unit, u64::MAX))
+            .map_err(self.db_err("read unit_invocations"))?
+            .next_back();
+        Ok(match last {
+            Some(r) => Some(r.map_err(self.db_err("read unit_invocations"))?.1.value()),
+            None => None,
+        })
+    }
+
+    /// The invocations of `unit`, oldest first (for `--invocation -1` style offsets).
+    pub fn invocations(&self, unit: &str) -> Result<Vec<u128>> {
+        let txn = self.read_txn()?;
+        let ui = txn
+            .open_table(UNIT_INVOCATIONS)
+            .map_err(self.db_err("open table unit_invocations"))?;
+        let mut out = Vec::new();
+        for r in ui
+            .range((unit, 0u64)..=(unit, u64::MAX))
+            .map_err(self.db_err("read unit_invocations"))?
+        {
+            out.push(r.map_err(self.db_err("read unit_invocations"))?.1.value());
+        }
+        Ok(out)
+    }
+
+    /// Runs a query: the matching entries in seq order (or newest first with `reverse`),
+    /// at most `lines` of them (the newest).
+    pub fn query(&self, q: &Query) -> Result<Vec<Entry>> {
+        self.query_iter(q)?.collect()
+    }
+
+    /// [`Self::query`] from async code: redb reads block, so it runs on tokio's
+    /// blocking pool.
+    pub async fn query_async(&self, q: Query) -> Result<Vec<Entry>> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.query(&q))
+            .await
+            .map_err(|e| {
+                JournalError::io(
+                    "run query on",
+                    &self.inner.path,
+                    std::io::Error::other(e.to_string()),
+                )
+            })?
+    }
+
+    /// Like [`Self::query`], streaming: blocks are read and decoded as the iterator
+    /// advances, on one snapshot of the store. With `lines` and without `reverse` the
+    /// newest N are gathered first (they are printed oldest first).
+    pub fn query_iter(&self, q: &Query) -> Result<QueryIter> {
+        let cq = CompiledQuery::new(q)?;
+        let txn = self.read_txn()?;
+        let path = &self.inner.path;
+        let units_t = txn
+            .open_table(UNITS)
+            .map_err(self.db_err("open table units"))?;
+        let blocks = txn
+            .open_table(BLOCKS)
+            .map_err(self.db_err("open table blocks"))?;
+        let bmeta = txn
+            .open_table(BLOCK_META)
+            .map_err(self.db_err("open table block_meta"))?;
+        let wmt = txn
+            .open_table(WATERMARK)
+            .map_err(self.db_err("open table watermark"))?;
+        let invt = txn
+            .open_table(INVOCATIONS)
+            .map_err(self.db_err("open table invocations"))?;
+        let uinv = txn
+            .open_table(UNIT_INVOCATIONS)
+            .map_err(self.db_err("open table unit_invocations"))?;
+
+        // Which units, and for each the seq window it may contribute.
+        let mut units: Vec<(String, u64, u64)> = Vec::new();
+        let inv_range = match q.invocation {
+            Some(inv) => match invt.get(inv).map_err(self.db_err("read invocations"))? {
+                Some(g) => {
+                    let (u, f, l) = g.value();
+                    Some((u.to_owned(), f, l))
+                }
+                // An unknown invocation matches nothing: an empty range.
+                None => Some((String::new(), 1, 0)),
+            },
+            None => None,
+        };
+        for r in units_t.iter().map_err(self.db_err("read units"))? {
+            let (k, _) = r.map_err(self.db_err("read units"))?;
+            let name = k.value();
+            if !cq.unit_matches(name) {
+                continue;
+            }
+            let (mut lo, mut hi) = (cq.min_seq, cq.max_seq);
+            if let Some((u, f, l)) = &inv_range {
+                if u != name {
+                    continue;
+                }
+                lo = lo.max(*f);
+                hi = hi.min(*l);
+            }
+            if q.latest_invocation {
+                let last = uinv
+                    .range((name, 0u64)..=(name, u64::MAX))
+                    .map_err(self.db_err("read unit_invocations"))?
+                    .next_back();
+                let Some(last) = last else { continue };
+                let inv = last
+                    .map_err(self.db_err("read unit_invocations"))?
+                    .1
+                    .value();
+                if let Some(g) = invt.get(inv).map_err(self.db_err("read invocations"))? {
+                    let (_, f, l) = g.value();
+                    lo = lo.max(f);
+                    hi = hi.min(l);
+                }
+            }
+            if lo <= hi {
+                units.push((name.to_owned(), lo, hi));
+            }
+        }
+
+        let newest_first = q.lines.is_some() || q.reverse;
+        let mut cursors = Vec::new();
+        for (unit, lo, hi) in units {
+            // First block: the one holding `lo`, or the first whose watermark reaches `since`.
+            let mut start = 0u64;
+            if lo > 0
+                && let Some(r) = bmeta
+                    .range((unit.as_str(), 0u64)..=(unit.as_str(), lo))
+                    .map_err(self.db_err("read block_meta"))?
+                    .next_back()
+            {
+                start = r.map_err(self.db_err("read block_meta"))?.0.value().1;
+            }
+            if let Some(since) = cq.since {
+                match wmt
+                    .range((unit.as_str(), since, 0u64)..=(unit.as_str(), u64::MAX, u64::MAX))
+                    .map_err(self.db_err("read watermark"))?
+                    .next()
+                {
+                    Some(r) => {
+                        start = start.max(r.map_err(self.db_err("read watermark"))?.0.value().2)
+                    }
+                    None => continue,
+                }
+            }
+            // Last block: the first whose watermark passes `until` (it may hold earlier entries).
+            let mut end = hi;
+            if let Some(until) = cq.until
+                && let Some(r) = wmt
+                    .range(
+                        (unit.as_str(), until.saturating_add(1), 0u64)
+                            ..=(unit.as_str(), u64::MAX, u64::MAX),
+                    )
+                    .map_err(self.db_err("read watermark"))?
+                    .next()
+            {
+                end = end.min(r.map_err(self.db_err("read watermark"))?.0.value().2);
+            }
+            if start > end {
+                continue;
+            }
+            let range = bmeta
+                .range((unit.as_str(), start)..=(unit.as_str(), end))
+                .map_err(self.db_err("read block_meta"))?;
+            cursors.push(UnitCursor {
+                unit,
+                lo,
+                hi,
+                metas: range,
+                raw: Vec::new(),
+                slots: Vec::new(),
+                next_meta: None,
+                backward: newest_first,
+                done: false,
+            });
+        }
+
+        let mut it = QueryIter {
+            _txn: txn,
+            path: path.to_owned(),
+            blocks,
+            cq,
+            cursors,
+            heap: BinaryHeap::new(),
+            zstd: zstd::bulk::Decompressor::new()
+                .map_err(|e| JournalError::io("create zstd context for", path, e))?,
+            backward: newest_first,
+            remaining: q.lines.unwrap_or(usize::MAX),
+            gathered: None,
+        };
+        for i in 0..it.cursors.len() {
+            it.push_next(i)?;
+        }
+        if newest_first && !q.reverse {
+            let mut v: Vec<Entry> = it.by_ref().collect::<Result<_>>()?;
+            v.reverse();
+            it.gathered = Some(v.into_iter());
+        }
+        Ok(it)
+    }
+
+    /// Deletes the oldest blocks until the file fits in `max_bytes`, then compacts.
+    /// Returns the number of entries removed.
+    pub fn vacuum_size(&self, max_bytes: u64) -> Result<u64> {
+        let mut removed = 0;
+        for _ in 0..16 {
+            let usage = self.disk_usage()?;
+            if usage.file_bytes <= max_bytes || usage.blocks == 0 {
+                break;
+            }
+            let excess = usage.file_bytes - max_bytes;
+            // Free at least the excess in block bytes, plus a margin for index pages.
+            let target = usage
+                .stored_bytes
+                .saturating_sub(excess + usage.stored_bytes / 8);
+            removed += self.remove_oldest(|stored, _| stored > target)?;
+            self.compact()?;
+        }
+        Ok(removed)
+    }
+
+    /// Deletes blocks whose newest entry is older than `max_age` before now, then compacts.
+    /// Returns the number of entries removed.
+    pub fn vacuum_time(&self, max_age: Duration) -> Result<u64> {
+        let removed = self.remove_older_than(max_age)?;
+        if removed > 0 {
+            self.compact()?;
+        }
+        Ok(removed)
+    }
+
+    pub(crate) fn remove_older_than(&self, max_age: Duration) -> Result<u64> {
+        let cutoff = super::realtime_now().saturating_sub(max_age.as_micros() as u64);
+        self.remove_oldest(|_, m| m.max_rt < cutoff)
+    }
+
+    /// Background retention (the writer calls it after commits): keeps the stored bytes
+    /// well under MaxUse so that freed pages are reused and the file stops growing, and
+    /// drops entries past MaxRetentionSec. Returns entries removed.
+    pub(crate) fn enforce_retention(&self, check_age: bool) -> Result<u64> {
+        let mut removed = 0;
+        if let Some(age) = self.inner.opts.max_retention.filter(|_| check_age) {
+            removed += self.remove_older_than(age)?;
+        }
+        if let Some(max) = self.inner.opts.max_use {
+            let usage = self.disk_usage()?;
+            // Blocks take ~half of a copy-on-write file at most: new pages are written before
+            // the old ones are freed, and index pages come on top.
+            let high = max * 45 / 100;
+            if usage.stored_bytes > high || usage.file_bytes > max {
+                let low = max * 30 / 100;
+                removed += self.remove_oldest(|stored, _| stored > low)?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Whether the file is over MaxUse (the writer compacts when idle then).
+    pub(crate) fn over_limit(&self) -> bool {
+        match self.inner.opts.max_use {
+            Some(max) => std::fs::metadata(&self.inner.path).is_ok_and(|m| m.len() > max),
+            None => false,
+        }
+    }
+
+    /// Removes blocks in global seq order while `keep_going(stored_bytes, meta)` holds.
+    fn remove_oldest(&self, mut keep_going: impl FnMut(u64, &BlockMeta) -> bool) -> Result<u64> {
+        let path = &self.inner.path;
+        let txn = self.write_txn()?;
+        let mut removed_entries = 0u64;
+        {
+            let mut t = Tables::open(&txn, path)?;
+            let mut stored = t.meta("stored_bytes")?;
+            let mut entries = t.meta("entries")?;
+            loop {
+                let first = t
+                    .seq_blocks
+                    .first()
+                    .map_err(self.db_err("read seq_blocks"))?
+                    .map(|(k, v)| (k.value(), v.value().to_owned()));
+                let Some((fs, unit)) = first else { break };
+                let m = t
+                    .block_meta
+                    .get((unit.as_str(), fs))
+                    .map_err(self.db_err("read block_meta"))?
+                    .map(|g| BlockMeta::from_tuple(fs, g.value()));
+                let Some(m) = m else {
+                    // An orphan index row: remove it and go on.
+                    t.seq_blocks
+                        .remove(fs)
+                        .map_err(self.db_err("write seq_blocks"))?;
+                    continue;
+                };
+                if !keep_going(stored, &m) {
+                    break;
+                }
+                t.remove_block(&unit, &m)?;
+                stored = stored.saturating_sub(m.stored_len as u64);
+                entries = entries.saturating_sub(m.count as u64);
+                removed_entries += m.count as u64;
+                let (c, l) = t
+                    .units
+                    .get(unit.as_str())
+                    .map_err(self.db_err("read units"))?
+                    .map(|g| g.value())
+                    .unwrap_or((0, 0));
+                let c = c.saturating_sub(m.count as u64);
+                if c == 0 {
+                    t.units
+                        .remove(unit.as_str())
+                        .map_err(self.db_err("write units"))?;
+                } else {
+                    t.units
+                        .insert(unit.as_str(), (c, l))
+                        .map_err(self.db_err("write units"))?;
+                }
+                // Invocations that ended inside what was removed are gone too.
+                let gone: Vec<(u64, u128)> = t
+                    .unit_invocations
+                    .range((unit.as_str(), 0u64)..=(unit.as_str(), m.last_seq))
+                    .map_err(self.db_err("read unit_invocations"))?
+                    .filter_map(|r| r.ok().map(|(k, v)| (k.value().1, v.value())))
+                    .collect();
+                for (f, inv) in gone {
+                    let last = t
+                        .invocations
+                        .get(inv)
+                        .map_err(self.db_err("read invocations"))?
+                        .map(|g| g.value().2);
+                    if last.is_none_or(|l| l <= m.last_seq) {
+                        t.invocations
+                            .remove(inv)
+                            .map_err(self.db_err("write invocations"))?;
+                        t.unit_invocations
+                            .remove((unit.as_str(), f))
+                            .map_err(self.db_err("write unit_invocations"))?;
+                    }
+                }
+            }
+            if removed_entries == 0 {
+                drop(t);
+                // Nothing to remove: no commit, so no fsync for a no-op.
+                txn.abort().map_err(self.db_err("abort"))?;
+                return Ok(0);
+            }
+            t.meta_set("stored_bytes", stored)?;
+            t.meta_set("entries", entries)?;
+        }
+        txn.commit().map_err(self.db_err("commit"))?;
+        Ok(removed_entries)
+    }
+
+    /// Compacts the file (gives freed pages back to the file system). Waits for queries
+    /// of this process to finish; returns whether anything was compacted. While a reader
+    /// in another process holds a snapshot, redb refuses, and this returns `Ok(false)`:
+    /// the writer tries again when next idle.
+    pub fn compact(&self) -> Result<bool> {
+        let mut db = self.inner.db.write().expect("store lock poisoned");
+        match &mut *db {
+            Db::Rw(d) => {
+                let mut any = false;
+                loop {
+                    match d.compact() {
+                        Ok(true) => any = true,
+                        Ok(false) => break,
+                        Err(redb::CompactionError::TransactionInProgress) => break,
+                        Err(e) => return Err(JournalError::db(&self.inner.path, "compact", e)),
+                    }
+                }
+                Ok(any)
+            }
+            Db::Ro(_) | Db::Closed => Ok(false),
+        }
+    }
+
+    /// Bytes of pages in use (the rest of the file is free pages awaiting reuse);
+    /// `None` on a read-only handle.
+    pub fn allocated_bytes(&self) -> Result<Option<u64>> {
+        let db = self.inner.db.read().expect("store lock poisoned");
+        let Db::Rw(d) = &*db else { return Ok(None) };
+        let txn = d.begin_write().map_err(self.db_err("begin write"))?;
+        let st = txn.stats().map_err(self.db_err("stats"))?;
+        let bytes = st.allocated_pages() * st.page_size() as u64;
+        txn.abort().map_err(self.db_err("abort"))?;
+        Ok(Some(bytes))
+    }
+
+    /// Whether compacting is worth it: over MaxUse, or most of the file is free pages.
+    pub(crate) fn worth_compacting(&self) -> Result<bool> {
+        if self.over_limit() {
+            return Ok(true);
+        }
+        let file = std::fs::metadata(&self.inner.path)
+            .map_err(|e| JournalError::io("stat", &self.inner.path, e))?
+            .len();
+        Ok(match self.allocated_bytes()? {
+            Some(used) => file > 2 * used + 8 * 1024 * 1024,
+            None => false,
+        })
+    }
+
+    /// Merges runs of small adjacent blocks of each unit into larger ones, touching at
+    /// most `budget` blocks. Returns the number of blocks removed by merging.
+    pub fn merge_small_blocks(&self, budget: usize) -> Result<usize> {
+        let path = &self.inner.path;
+        let units = self.units()?;
+        let mut enc =
+            Encoder::new().map_err(|e| JournalError::io("create encoder for", path, e))?;
+        let txn = self.write_txn()?;
+        let mut merged_away = 0usize;
+        let mut touched = 0usize;
+        let mut progress: Vec<(String, u64)> = Vec::new();
+        {
+            let mut t = Tables::open(&txn, path)?;
+            let upto = self.inner.merged_upto.lock().expect("merge lock").clone();
+            for unit in &units {
+                if touched >= budget {
+                    break;
+                }
+                let from = upto.get(unit).copied().unwrap_or(0);
+                let metas: Vec<BlockMeta> = t
+                    .block_meta
+                    .range((unit.as_str(), from)..=(unit.as_str(), u64::MAX))
+                    .map_err(self.db_err("read block_meta"))?
+                    .map(|r| {
+                        r.map(|(k, v)| BlockMeta::from_tuple(k.value().1, v.value()))
+                            .map_err(self.db_err("read block_meta"))
+                    })
+                    .collect::<Result<_>>()?;
+                // Groups of consecutive small blocks that fit together in one block.
+                let mut groups: Vec<Vec<BlockMeta>> = Vec::new();
+                let mut cur: Vec<BlockMeta> = Vec::new();
+                let (mut n, mut raw) = (0usize, 0usize);
+                for m in &metas {
+                    let small = m.count < SMALL_BLOCK_ENTRIES;
+                    let fits = n + m.count as usize <= MAX_BLOCK_ENTRIES
+                        && raw + m.raw_len as usize <= MAX_BLOCK_RAW;
+                    if !small || !fits {
+                        if cur.len() > 1 {
+                            groups.push(std::mem::take(&mut cur));
+                        }
+                        cur.clear();
+                        n = 0;
+                        raw = 0;
+                    }
+                    if small {
+                        cur.push(*m);
+                        n += m.count as usize;
+                        raw += m.raw_len as usize;
+                    }
+                }
+                // The trailing run is merged too, and revisited next time: the unit may go on
+                // logging small blocks after it.
+                let mut done_upto = match cur.first() {
+                    Some(m) => m.first_seq,
+                    None => metas.last().map(|m| m.first_seq).unwrap_or(from),
+                };
+                if cur.len() > 1 {
+                    groups.push(cur);
+                }
+                for g in groups {
+                    if touched >= budget {
+                        done_upto = done_upto.min(g[0].first_seq);
+                        break;
+                    }
+                    touched += g.len();
+                    merged_away += g.len() - 1;
+                    self.merge_group(&mut t, unit, &g, &mut enc)?;
+                }
+                progress.push((unit.clone(), done_upto));
+            }
+        }
+        txn.commit().map_err(self.db_err("commit"))?;
+        let mut upto = self.inner.merged_upto.lock().expect("merge lock");
+        for (u, s) in progress {
+            upto.insert(u, s);
+        }
+        Ok(merged_away)
+    }
+
+    fn merge_group(
+        &self,
+        t: &mut Tables<'_>,
+        unit: &str,
+        g: &[BlockMeta],
+        enc: &mut Encoder,
+    ) -> Result<()> {
+        let path = &self.inner.path;
+        let mut raws = Vec::with_capacity(g.len());
+        for m in g {
+            let bytes = t
+                .blocks
+                .get((unit, m.first_seq))
+                .map_err(self.db_err("read block"))?
+                .map(|v| v.value().to_vec())
+                .ok_or_else(|| corrupt(path, unit, m.first_seq, "block row missing"))?;
+            raws.push(block::decompress(&bytes).map_err(|d| corrupt(path, unit, m.first_seq, &d))?);
+        }
+        let mut items = Vec::new();
+        for (raw, m) in raws.iter().zip(g) {
+            let decoded = block::decode(raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
+            items.extend(decoded);
+        }
+        let (bytes, raw_len) = enc
+            .encode(items.iter().map(item_of))
+            .map_err(|e| JournalError::io("compress block for", path, e))?;
+        let mut old_bytes = 0u64;
+        for m in g {
+            t.remove_block(unit, m)?;
+            old_bytes += m.stored_len as u64;
+        }
+        let m = BlockMeta {
+            first_seq: g[0].first_seq,
+            last_seq: g[g.len() - 1].last_seq,
+            min_rt: g.iter().map(|m| m.min_rt).min().unwrap_or(0),
+            max_rt: g.iter().map(|m| m.max_rt).max().unwrap_or(0),
+            watermark: g.iter().map(|m| m.watermark).max().unwrap_or(0),
+            count: g.iter().map(|m| m.count).sum(),
+            raw_len: raw_len as u32,
+            stored_len: bytes.len() as u32,
+        };
+        t.put_block(unit, &m, &bytes)?;
+        let sb = t.meta("stored_bytes")?;
+        t.meta_set(
+            "stored_bytes",
+            sb.saturating_sub(old_bytes) + bytes.len() as u64,
+        )?;
+        Ok(())
+    }
+
+    /// Number of blocks of `unit` (tests and benches look at merging with it).
+    pub fn block_count(&self, unit: &str) -> Result<usize> {
+        let txn = self.read_txn()?;
+        let bm = txn
+            .open_table(BLOCK_META)
+            .map_err(self.db_err("open table block_meta"))?;
+        Ok(bm
+            .range((unit, 0u64)..=(unit, u64::MAX))
+            .map_err(self.db_err("read block_meta"))?
+            .count())
+    }
+}
+
+fn corrupt(path: &Path, unit: &str, first_seq: u64, detail: &str) -> JournalError {
+    JournalError::CorruptBlock {
+        path: path.to_owned(),
+        unit: unit.to_owned(),
+        first_seq,
+        detail: detail.to_owned(),
+    }
+}
+
+fn meta_get(t: &redb::Table<&str, u64>, k: &str, path: &Path) -> Result<u64> {
+    Ok(t.get(k)
+        .map_err(|e| JournalError::db(path, "read meta", e))?
+        .map(|g| g.value())
+        .unwrap_or(0))
+}
+
+fn meta_get_ro(t: &redb::ReadOnlyTable<&str, u64>, k: &str, path: &Path) -> Result<u64> {
+    Ok(t.get(k)
+        .map_err(|e| JournalError::db(path, "read meta", e))?
+        .map(|g| g.value())
+        .unwrap_or(0))
+}
+
+fn open_all(txn: &WriteTransaction, path: &Path) -> Result<()> {
+    Tables::open(txn, path).map(|_| ())
+}
+
+/// The tables of a write transaction.
+struct Tables<'t> {
+    path: &'t Path,
+    meta: redb::Table<'t, &'static str, u64>,
+    blocks: redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    block_meta: redb::Table<'t, (&'static str, u64), MetaTuple>,
+    watermark: redb::Table<'t, (&'static str, u64, u64), ()>,
+    seq_blocks: redb::Table<'t, u64, &'static str>,
+    invocations: redb::Table<'t, u128, (&'static str, u64, u64)>,
+    unit_invocations: redb::Table<'t, (&'static str, u64), u128>,
+    units: redb::Table<'t, &'static str, (u64, u64)>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction, path: &'t Path) -> Result<Tables<'t>> {
+        let e = |what| move |e: redb::TableError| JournalError::db(path, what, e);
+        Ok(Tables {
+            path,
+            meta: txn.open_table(META).map_err(e("open table meta"))?,
+            blocks: txn.open_table(BLOCKS).map_err(e("open table blocks"))?,
+            block_meta: txn
+                .open_table(BLOCK_META)
+                .map_err(e("open table block_meta"))?,
+            watermark: txn
+                .open_table(WATERMARK)
+                .map_err(e("open table watermark"))?,
+            seq_blocks: txn
+                .open_table(SEQ_BLOCKS)
+                .map_err(e("open table seq_blocks"))?,
+            invocations: txn
+                .open_table(INVOCATIONS)
+                .map_err(e("open table invocations"))?,
+            unit_invocations: txn
+                .open_table(UNIT_INVOCATIONS)
+                .map_err(e("open table unit_invocations"))?,
+            units: txn.open_table(UNITS).map_err(e("open table units"))?,
+        })
+    }
+
+    fn err<E: Into<redb::Error>>(&self, what: &'static str) -> impl Fn(E) -> JournalError + '_ {
+        move |e| JournalError::db(self.path, what, e)
+    }
+
+    fn meta(&self, k: &str) -> Result<u64> {
+        meta_get(&self.meta, k, self.path)
+    }
+
+    fn meta_set(&mut self, k: &str, v: u64) -> Result<()> {
+        let path = self.path;
+        self.meta
+            .insert(k, v)
+            .map_err(|e| JournalError::db(path, "write meta", e))?;
+        Ok(())
+    }
+
+    fn last_watermark(&self, unit: &str) -> Result<u64> {
+        let last = self
+            .block_meta
+            .range((unit, 0u64)..=(unit, u64::MAX))
+            .map_err(self.err("read block_meta"))?
+            .next_back();
+        Ok(match last {
+            Some(r) => r.map_err(self.err("read block_meta"))?.1.value().3,
+            None => 0,
+        })
+    }
+
+    fn put_block(&mut self, unit: &str, m: &BlockMeta, bytes: &[u8]) -> Result<()> {
+        let path = self.path;
+        let e = |what| move |e: redb::StorageError| JournalError::db(path, what, e);
+        self.blocks
+            .insert((unit, m.first_seq), bytes)
+            .map_err(e("write block"))?;
+        self.block_meta
+            .insert((unit, m.first_seq), m.tuple())
+            .map_err(e("write block_meta"))?;
+        self.watermark
+            .insert((unit, m.watermark, m.first_seq), ())
+            .map_err(e("write watermark"))?;
+        self.seq_blocks
+            .insert(m.first_seq, unit)
+            .map_err(e("write seq_blocks"))?;
+        Ok(())
+    }
+
+    fn remove_block(&mut self, unit: &str, m: &BlockMeta) -> Result<()> {
+        let path = self.path;
+        let e = |what| move |e: redb::StorageError| JournalError::db(path, what, e);
+        self.blocks
+            .remove((unit, m.first_seq))
+            .map_err(e("remove block"))?;
+        self.block_meta
+            .remove((unit, m.first_seq))
+            .map_err(e("remove block_meta"))?;
+        self.watermark
+            .remove((unit, m.watermark, m.first_seq))
+            .map_err(e("remove watermark"))?;
+        self.seq_blocks
+            .remove(m.first_seq)
+            .map_err(e("remove seq_blocks"))?;
+        Ok(())
+    }
+}
+
+/// The entries of a query, read lazily from one snapshot ([`Store::query_iter`]).
+pub struct QueryIter {
+    // Keeps the snapshot alive for the tables and ranges below.
+    _txn: ReadTransaction,
+    path: PathBuf,
+    blocks: redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+    cq: CompiledQuery,
+    cursors: Vec<UnitCursor>,
+    /// (order key, cursor index, decoded): per unit, the seq of its next entry, or
+    /// while its next block is not decoded yet, the bound its metadata gives (last_seq
+    /// walking backwards, first_seq forwards). A block is decoded only when its bound
+    /// comes to the top, so units that cannot contribute are never decompressed.
+    heap: BinaryHeap<(u64, usize, bool)>,
+    zstd: zstd::bulk::Decompressor<'static>,
+    backward: bool,
+    remaining: usize,
+    /// The newest N, gathered and turned oldest-first.
+    gathered: Option<std::vec::IntoIter<Entry>>,
+}
+
+impl QueryIter {
+    fn key(&self, seq: u64) -> u64 {
+        if self.backward { seq } else { u64::MAX - seq }
+    }
+
+    /// Puts cursor `i` back on the heap by its next entry or its next block's bound.
+    fn push_next(&mut self, i: usize) -> Result<()> {
+        let backward = self.backward;
+        let c = &mut self.cursors[i];
+        if let Some(seq) = c.head() {
+            let k = self.key(seq);
+            self.heap.push((k, i, true));
+        } else if let Some(bound) = c.next_bound(backward, &self.cq, &self.path)? {
+            let k = self.key(bound);
+            self.heap.push((k, i, false));
+        }
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<Option<Entry>> {
+        while let Some((_, i, decoded)) = self.heap.pop() {
+            if decoded {
+                let e = self.cursors[i].pop();
+                self.push_next(i)?;
+                return Ok(Some(e));
+            }
+            self.cursors[i].load(&self.blocks, &self.cq, &self.path, &mut self.zstd)?;
+            self.push_next(i)?;
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for QueryIter {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Result<Entry>> {
+        if let Some(g) = &mut self.gathered {
+            return g.next().map(Ok);
+        }
+        if self.remaining == 0 {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(e)) => {
+                self.remaining -= 1;
+                Some(Ok(e))
+            }
+            Ok(None) => None,
+            Err(err) => {
+                self.remaining = 0;
+                Some(Err(err))
+            }
+        }
+    }
+}
+
+/// Walks one unit's blocks in a seq window, decoding lazily, yielding filtered entries.
+struct UnitCursor {
+    unit: String,
+    /// This unit's seq window (cursors, invocation): blocks may reach past it.
+    lo: u64,
+    hi: u64,
+    metas: redb::Range<'static, (&'static str, u64), MetaTuple>,
+    /// The decompressed current block; `slots` point into it.
+    raw: Vec<u8>,
+    /// Filtered entries of the current block in reverse walking order (`pop` from the
+    /// end is always next); owned entries are only built for those popped.
+    slots: Vec<Slot>,
+    /// The next block to decode, found from metadata.
+    next_meta: Option<BlockMeta>,
+    backward: bool,
+    done: bool,
+}
+
+/// A decoded entry whose strings are ranges of the cursor's raw block.
+struct Slot {
+    seq: u64,
+    realtime: u64,
+    monotonic: u64,
+    boot_id: u128,
+    uid: u32,
+    invocation: u128,
+    pid: Option<u32>,
+    stream: u8,
+    priority: u8,
+    flags: u8,
+    identifier: std::ops::Range<usize>,
+    message: std::ops::Range<usize>,
+}
+
+fn range_in(raw: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = part.as_ptr() as usize - raw.as_ptr() as usize;
+    start..start + part.len()
+}
+
+impl Slot {
+    fn new(raw: &[u8], r: &StoredRef<'_>) -> Slot {
+        Slot {
+            seq: r.seq,
+            realtime: r.realtime,
+            monotonic: r.monotonic,
+            boot_id: r.boot_id,
+            uid: r.uid,
+            invocation: r.invocation,
+            pid: r.pid,
+            stream: r.stream,
+            priority: r.priority,
+            flags: r.flags,
+            identifier: range_in(raw, r.identifier.as_bytes()),
+            message: range_in(raw, r.message),
+        }
+    }
+}
+
+impl UnitCursor {
+    /// The seq of the next decoded entry, if any.
+    fn head(&self) -> Option<u64> {
+        self.slots.last().map(|e| e.seq)
+    }
+
+    /// Finds the next block that may hold matches (metadata only) and returns its bound.
+    fn next_bound(
+        &mut self,
+        backward: bool,
+        cq: &CompiledQuery,
+        path: &Path,
+    ) -> Result<Option<u64>> {
+        self.backward = backward;
+        while self.next_meta.is_none() && !self.done {
+            let next = if backward {
+                self.metas.next_back()
+            } else {
+                self.metas.next()
+            };
+            let Some(r) = next else {
+                self.done = true;
+                break;
+            };
+            let (k, v) = r.map_err(|e| JournalError::db(path, "read block_meta", e))?;
+            let m = BlockMeta::from_tuple(k.value().1, v.value());
+            if m.last_seq < self.lo || m.first_seq > self.hi {
+                continue;
+            }
+            if cq.since.is_some_and(|since| m.max_rt < since) {
+                continue;
+            }
+            if cq.until.is_some_and(|until| m.min_rt > until) {
+                if !backward {
+                    self.done = true;
+                }
+                continue;
+            }
+            self.next_meta = Some(m);
+        }
+        Ok(self
+            .next_meta
+            .map(|m| if backward { m.last_seq } else { m.first_seq }))
+    }
+
+    /// Decodes the block found by [`Self::next_bound`], keeping the matching entries.
+    fn load(
+        &mut self,
+        blocks: &redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+        cq: &CompiledQuery,
+        path: &Path,
+        zstd: &mut zstd::bulk::Decompressor<'static>,
+    ) -> Result<()> {
+        let Some(m) = self.next_meta.take() else {
+            return Ok(());
+        };
+        let unit = self.unit.as_str();
+        let bytes = blocks
+            .get((unit, m.first_seq))
+            .map_err(|e| JournalError::db(path, "read block", e))?
+            .ok_or_else(|| corrupt(path, unit, m.first_seq, "block row missing"))?;
+        self.raw = block::decompress_with(zstd, bytes.value())
+            .map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
+        let raw = &self.raw;
+        let items = block::decode(raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
+        let (lo, hi) = (self.lo, self.hi);
+        let keep = items
+            .iter()
+            .filter(|e| e.seq >= lo && e.seq <= hi && cq.matches(e))
+            .map(|e| Slot::new(raw, e));
+        // Kept in reverse walking order, so the next entry is always at the end.
+        self.slots.clear();
+        self.slots.extend(keep);
+        if !self.backward {
+            self.slots.reverse();
+        }
+        Ok(())
+    }
+
+    fn pop(&mut self) -> Entry {
+        let s = self.slots.pop().expect("peek said an entry is there");
+        Entry {
+            seq: s.seq,
+            realtime: s.realtime,
+            monotonic: s.monotonic,
+            boot_id: s.boot_id,
+            uid: s.uid,
+            unit: self.unit.clone(),
+            invocation: s.invocation,
+            pid: s.pid,
+            stream: Stream::from_code(s.stream),
+            priority: s.priority,
+            identifier: String::from_utf8_lossy(&self.raw[s.identifier]).into_owned(),
+            message: self.raw[s.message].to_vec(),
+            flags: s.flags,
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! `corral journal` as a user runs it: the real binary over the v1 fixture store and
+//! over a store a writer is filling (follow). Outputs are compared with host names
+//! replaced by HOST and times pinned with TZ=UTC.
+
+#[path = "journal_common.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v1.redb")
+}
+
+/// Runs `corral journal --file FIXTURE args...`: (exit code, stdout with HOST, stderr).
+fn journal(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .arg("journal")
+        .arg("--file")
+        .arg(fixture())
+        .args(args)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    let host = corral::journal::output::hostname();
+    let stdout = String::from_utf8_lossy(&out.stdout).replace(&format!(" {host} "), " HOST ");
+    (
+        out.status.code().unwrap(),
+        stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn short_output_last_lines_of_a_unit() {
+    let (rc, out, _) = journal(&["-u", "web.service", "-n", "2"]);
+    assert_eq!(rc, 0);
+    assert_eq!(
+        out,
+        "Nov 14 22:13:20 HOST web[102]: GET / 200\n\
+         Nov 14 22:13:20 HOST web: Started web.service.\n"
+    );
+    let (_, out, _) = journal(&["-u", "web.service", "-n", "1", "-o", "short-precise"]);
+    assert_eq!(
+        out,
+        "Nov 14 22:13:20.006000 HOST web: Started web.service.\n"
+    );
+    let (_, out, _) = journal(&["-u", "web.service", "-n", "1", "-o", "short-iso"]);
+    assert_eq!(
+        out,
+        "2023-11-14T22:13:20+0000 HOST web: Started web.service.\n"
+    );
+    let (_, out, _) = journal(&["-u", "web.service", "-n", "1", "-o", "short-monotonic"]);
+    assert_eq!(out, "[    5.006000] HOST web: Started web.service.\n");
+}
+
+#[test]
+fn filters_and_orders() {
+    let cat = |args: &[&str]| {
+        let mut a = vec!["-o", "cat"];
+        a.extend_from_slice(args);
+        journal(&a).1
+    };
+    // Globs, reverse, -n.
+    assert_eq!(
+        cat(&["-u", "trick*", "-n", "2", "-r"]),
+        "tick 19\ntick 18\n"
+    );
+    // Priorities: entry i has priority i % 8; -p err = 0..3, a range err..warning = 3..4.
+    assert_eq!(
+        cat(&["-u", "web.service", "-p", "err"]),
+        "listening on :8080\nGET / 200\n"
+    );
+    assert_eq!(
+        cat(&["-u", "trickle.service", "-p", "err..warning", "-n", "2"]),
+        "tick 12\ntick 13\n"
+    );
+    // Grep: smart case.
+    assert_eq!(cat(&["-g", "^TICK 1[0-1]$"]), "");
+    assert_eq!(cat(&["-g", "^tick 1[0-1]$"]), "tick 10\ntick 11\n");
+    assert_eq!(
+        cat(&["-g", "^tick 1[0-1]$", "--case-sensitive"]),
+        "tick 10\ntick 11\n"
+    );
+    // Streams.
+    assert_eq!(
+        cat(&["-u", "db.service", "--stream", "stdout"]),
+        format!("{}\n", "y".repeat(100))
+    );
+    // Invocations: -I is the latest of the unit, offsets count back from it.
+    assert_eq!(
+        cat(&["-u", "trickle.service", "-I", "-n", "1"]),
+        "tick 19\n"
+    );
+    assert_eq!(
+        cat(&["-u", "trickle.service", "--invocation", "-1", "-n", "1"]),
+        "tick 9\n"
+    );
+    assert_eq!(
+        cat(&[
+            "--invocation",
+            "00000000-0000-0000-0000-0000000000a1",
+            "-n",
+            "1"
+        ]),
+        "Started web.service.\n"
+    );
+    // Time windows (the fixture's entries are 1 ms apart from 2023-11-14 22:13:20 UTC).
+    assert_eq!(
+        cat(&[
+            "--since",
+            "2023-11-14 22:13:20.007",
+            "--until",
+            "@1700000000.008000"
+        ]),
+        "tick 0\ntick 1\n"
+    );
+    assert_eq!(cat(&["--since", "today"]), "");
+}
+
+#[test]
+fn cursors() {
+    let (_, out, _) = journal(&[
+        "-u",
+        "trickle.service",
+        "-n",
+        "1",
+        "--show-cursor",
+        "-o",
+        "cat",
+    ]);
+    let cursor = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .strip_prefix("-- cursor: ")
+        .unwrap()
+        .to_owned();
+    assert!(cursor.contains(";i=1a;"), "{cursor}");
+    let (_, out, _) = journal(&["--cursor", &cursor, "-o", "cat"]);
+    assert_eq!(out, "tick 19\n");
+    let (_, out, _) = journal(&["--after-cursor", &cursor, "-o", "cat"]);
+    assert_eq!(out, "");
+    let (rc, _, err) = journal(&["--cursor", "nonsense"]);
+    assert_eq!(rc, 2);
+    assert!(err.contains("not a corral journal cursor"), "{err}");
+}
+
+#[test]
+fn json_and_output_fields() {
+    let (_, out, _) = journal(&[
+        "-u",
+        "web.service",
+        "-n",
+        "1",
+        "-o",
+        "json",
+        "--output-fields",
+        "MESSAGE,_PID",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "MESSAGE",
+            "_BOOT_ID",
+            "__CURSOR",
+            "__MONOTONIC_TIMESTAMP",
+            "__REALTIME_TIMESTAMP"
+        ]
+    );
+    let (_, out, _) = journal(&["-u", "db.service", "-n", "1", "-o", "json-pretty"]);
+    assert!(
+        out.starts_with("{\n\t\"CORRAL_CONTINUED\" : \"1\",\n"),
+        "{out}"
+    );
+    let (_, out, _) = journal(&["-u", "db.service", "-o", "short"]);
+    assert!(out.contains("db[103]: [8 B blob data]\n"), "{out}");
+}
+
+#[test]
+fn nothing_matched_is_not_an_error_and_bad_input_is() {
+    let (rc, out, _) = journal(&["-u", "nope.service"]);
+    assert_eq!((rc, out.as_str()), (0, "-- No entries --\n"));
+    let (rc, out, _) = journal(&["-u", "nope.service", "-q"]);
+    assert_eq!((rc, out.as_str()), (0, ""));
+    let (rc, _, err) = journal(&["-g", "("]);
+    assert_eq!(rc, 2);
+    assert!(err.contains("--grep \"(\" is not a valid regex"), "{err}");
+    let (rc, _, err) = journal(&["--since", "the other day"]);
+    assert_eq!(rc, 2);
+    assert!(err.contains("not understood"), "{err}");
+    let (rc, _, err) = journal(&["-p", "loud"]);
+    assert_eq!(rc, 2);
+    assert!(err.contains("priority \"loud\""), "{err}");
+    // No journal at all: an empty answer, like journalctl on an empty directory.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["journal", "-D"])
+        .arg(dir.path().join("none"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "-- No entries --\n");
+}
+
+#[test]
+fn a_closed_pipe_exits_zero() {
+    // `corral journal | head -1`: the reader goes away early.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .arg("journal")
+        .arg("--file")
+        .arg(fixture())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn disk_usage_and_vacuum() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("journal.redb");
+    std::fs::copy(fixture(), &copy).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["journal", "-D"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let usage = run(&["--disk-usage"]);
+    assert!(usage.contains("in 26 entries"), "{usage}");
+    let v = run(&["--vacuum-time", "1d"]);
+    assert!(v.starts_with("Vacuuming done, removed 26 entries"), "{v}");
+    assert!(run(&["--disk-usage"]).contains("in 0 entries"));
+}
+
+async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a line within 10 s")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn follow_prints_new_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, w) = common::open(dir.path());
+    w.append(common::ne("f.service", "before")).await.unwrap();
+    w.flush().await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["journal", "-f", "-o", "cat", "-u", "f.service", "-D"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines() {
+            if tx.send(l.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    assert_eq!(next(&mut rx).await, "before");
+    for i in 0..5 {
+        w.append(common::ne("other.service", "not mine"))
+            .await
+            .unwrap();
+        w.append(common::ne("f.service", &format!("live {i}")))
+            .await
+            .unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(next(&mut rx).await, format!("live {i}"));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn follow_from_an_empty_match_starts_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, w) = common::open(dir.path());
+    w.append(common::ne("old.service", "history"))
+        .await
+        .unwrap();
+    w.flush().await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["journal", "-f", "-o", "cat", "-D"])
+        .arg(dir.path())
+        .args(["-u", "new.service"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Whether this lands before or after the follower's first query, it is shown once.
+    w.append(common::ne("new.service", "first")).await.unwrap();
+    w.flush().await.unwrap();
+    let line = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(line, "first");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,129 @@
+//! `-o export` is systemd's Journal Export Format: Debian's systemd-journal-remote
+//! ingests what `corral journal -o export` prints, and `journalctl --file` then shows
+//! the same messages, fields and timestamps as `corral journal -o json`.
+
+#[path = "journal_common.rs"]
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{ne, open};
+use corral::journal::Stream;
+use serde_json::Value;
+
+const REMOTE: &str = "/lib/systemd/systemd-journal-remote";
+
+fn corral_journal(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .arg("journal")
+        .arg("-D")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn json_lines(b: &[u8]) -> Vec<serde_json::Map<String, Value>> {
+    String::from_utf8(b.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| match serde_json::from_str(l).unwrap() {
+            Value::Object(m) => m,
+            v => panic!("not an object: {v}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn export_round_trips_through_systemd_journal_remote() {
+    assert!(
+        std::path::Path::new(REMOTE).exists(),
+        "{REMOTE} is missing: apt-get install systemd-journal-remote (scripts/test does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, w) = open(dir.path());
+    let mut batch = vec![
+        ne("web.service", "plain text line"),
+        ne("web.service", "two\nlines"),
+        ne("db.service", "tab\tand unicode é ✓"),
+    ];
+    let mut bin = ne("db.service", "");
+    bin.message = b"bin\x00ary\xff\xfe".to_vec();
+    bin.priority = 3;
+    bin.stream = Stream::Stderr;
+    batch.push(bin);
+    let mut mgr = corral::journal::NewEntry::manager(
+        "web.service",
+        0xdead_beef_0000_0000_0000_0000_0000_0001,
+        "Started web.service.",
+    );
+    mgr.priority = 5;
+    batch.push(mgr);
+    let mut empty = ne("web.service", "");
+    empty.pid = None;
+    batch.push(empty);
+    w.append_batch(batch).await.unwrap();
+    w.flush().await.unwrap();
+
+    let export = corral_journal(dir.path(), &["-o", "export"]);
+    let ours = json_lines(&corral_journal(dir.path(), &["-o", "json"]));
+    assert_eq!(ours.len(), 6);
+
+    let jfile = dir.path().join("remote.journal");
+    let mut remote = Command::new(REMOTE)
+        .arg("-o")
+        .arg(&jfile)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    remote.stdin.take().unwrap().write_all(&export).unwrap();
+    let r = remote.wait_with_output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+
+    let out = Command::new("journalctl")
+        .arg("--file")
+        .arg(&jfile)
+        .args(["-o", "json", "--no-pager"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = json_lines(&out.stdout);
+    assert_eq!(theirs.len(), ours.len());
+    for (o, t) in ours.iter().zip(&theirs) {
+        for (k, v) in o {
+            if k == "__CURSOR" {
+                continue;
+            }
+            assert_eq!(t.get(k), Some(v), "field {k} of {o:?} vs {t:?}");
+        }
+    }
+    // Spot checks of what journalctl made of the tricky ones.
+    assert_eq!(theirs[1]["MESSAGE"], "two\nlines");
+    assert_eq!(
+        theirs[3]["MESSAGE"],
+        Value::Array(b"bin\x00ary\xff\xfe".iter().map(|b| (*b).into()).collect())
+    );
+    assert_eq!(theirs[3]["PRIORITY"], "3");
+    assert_eq!(
+        theirs[4]["_SYSTEMD_INVOCATION_ID"],
+        "deadbeef000000000000000000000001"
+    );
+    assert_eq!(theirs[4]["_TRANSPORT"], "journal");
+    assert!(theirs[5].get("_PID").is_none());
+    // The export stream itself: text fields as NAME=value, binary ones length-prefixed.
+    let needle = b"MESSAGE\n\x09\x00\x00\x00\x00\x00\x00\x00two\nlines\n";
+    assert!(export.windows(needle.len()).any(|w| w == needle));
+}

@@ -1,0 +1,162 @@
+//! Format compatibility: a store written by format v1 (checked in as
+//! tests/fixtures/journal-v1.redb) must keep opening, read the same, print the same
+//! (tests/fixtures/journal-v1.json), and accept appends.
+//!
+//! `CORRAL_REGEN_JOURNAL_FIXTURE=1 cargo test --test journal_format` rewrites the fixture;
+//! do that only together with a new format version and a note in docs/JOURNAL-FORMAT.md.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use corral::journal::output::{Format, OutputOptions, write_entry};
+use corral::journal::{NewEntry, Query, Store, StoreOptions, Stream, Writer, WriterOptions, flags};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+const BOOT: u128 = 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef;
+const T0: u64 = 1_700_000_000_000_000;
+
+fn e(i: u64, unit: &str, inv: u128, msg: &[u8]) -> NewEntry {
+    NewEntry {
+        unit: Arc::from(unit),
+        invocation: inv,
+        pid: Some(100 + i as u32),
+        stream: if i.is_multiple_of(2) {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        },
+        priority: (i % 8) as u8,
+        identifier: Arc::from(unit.trim_end_matches(".service")),
+        message: msg.to_vec(),
+        flags: 0,
+        realtime: Some(T0 + i * 1000),
+        monotonic: Some(5_000_000 + i * 1000),
+    }
+}
+
+async fn regenerate(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let store = Store::open(path, StoreOptions::default()).unwrap();
+    let w = Writer::spawn(
+        store.clone(),
+        WriterOptions {
+            boot_id: Some(BOOT),
+            uid: Some(1000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut i = 0;
+    let mut next = |unit: &str, inv: u128, msg: &[u8]| {
+        i += 1;
+        e(i, unit, inv, msg)
+    };
+    let mut batch = vec![
+        next("web.service", 0xa1, b"listening on :8080"),
+        next("web.service", 0xa1, b"GET / 200"),
+        next("db.service", 0xb1, b"bin\x00ary\xff"),
+    ];
+    let mut long = next("db.service", 0xb1, &[b'y'; 100]);
+    long.flags = flags::SPLIT;
+    batch.push(long);
+    let mut cont = next("db.service", 0xb1, b"tail");
+    cont.flags = flags::CONTINUED;
+    batch.push(cont);
+    let mut m = next("web.service", 0xa1, b"Started web.service.");
+    m.stream = Stream::Manager;
+    m.pid = None;
+    batch.push(m);
+    w.append_batch(batch).await.unwrap();
+    w.flush().await.unwrap();
+    // Trickle logging, then a merge: the fixture holds merged blocks too.
+    for k in 0..20 {
+        w.append(next(
+            "trickle.service",
+            0xc1 + (k / 10) as u128,
+            format!("tick {k}").as_bytes(),
+        ))
+        .await
+        .unwrap();
+        w.flush().await.unwrap();
+    }
+    w.maintain().await.unwrap();
+    w.shutdown().await.unwrap();
+    drop(w);
+    drop(store);
+}
+
+fn golden_json(store: &Store) -> Vec<u8> {
+    let mut opts = OutputOptions::new(Format::Json, store.store_id());
+    opts.hostname = "fixture-host".into();
+    let mut out = Vec::new();
+    for en in store.query(&Query::default()).unwrap() {
+        write_entry(&mut out, &en, &opts).unwrap();
+    }
+    out
+}
+
+#[tokio::test]
+async fn format_v1_fixture_still_opens_reads_and_appends() {
+    let path = fixture("journal-v1.redb");
+    if std::env::var_os("CORRAL_REGEN_JOURNAL_FIXTURE").is_some() {
+        regenerate(&path).await;
+        let store = Store::open_read_only(&path).unwrap();
+        std::fs::write(fixture("journal-v1.json"), golden_json(&store)).unwrap();
+    }
+    // Read-only, straight from the checked-in file.
+    let store = Store::open_read_only(&path).unwrap();
+    let want = std::fs::read(fixture("journal-v1.json")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&golden_json(&store)),
+        String::from_utf8_lossy(&want)
+    );
+    let all = store.query(&Query::default()).unwrap();
+    assert_eq!(all.len(), 26);
+    assert_eq!(store.block_count("trickle.service").unwrap(), 1);
+    assert_eq!(
+        store.latest_invocation("trickle.service").unwrap(),
+        Some(0xc2)
+    );
+    let q = Query {
+        units: vec!["db.service".into()],
+        ..Default::default()
+    };
+    let db = store.query(&q).unwrap();
+    assert_eq!(db[0].message, b"bin\x00ary\xff");
+    assert_eq!(db[1].flags, flags::SPLIT);
+    assert_eq!(db[2].flags, flags::CONTINUED);
+    let window = store
+        .query(&Query {
+            since: Some(T0 + 7_000),
+            until: Some(T0 + 9_000),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(window.len(), 3);
+    drop(store);
+
+    // A writer opens a copy and appends after the old entries.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("journal.redb");
+    std::fs::copy(&path, &copy).unwrap();
+    let store = Store::open(&copy, StoreOptions::default()).unwrap();
+    let w = Writer::spawn(store.clone(), WriterOptions::default()).unwrap();
+    w.append(e(99, "web.service", 0xa2, b"after upgrade"))
+        .await
+        .unwrap();
+    w.flush().await.unwrap();
+    let last = store
+        .query(&Query {
+            lines: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(last[0].seq, 27);
+    assert_eq!(last[0].message, b"after upgrade");
+    assert_eq!(store.query(&Query::default()).unwrap()[..26], all[..]);
+}

@@ -1,0 +1,523 @@
+//! The store and writer on a real redb file: fields, order, indexes, queries,
+//! follow, merging, retention, read-only access beside the writer.
+
+#[path = "journal_common.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{msgs, ne, open, open_with};
+use corral::journal::{Query, Store, StoreOptions, Stream, WriterOptions, parse_cursor};
+
+#[tokio::test]
+async fn fields_and_order_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    let mut batch = Vec::new();
+    for i in 0..3000 {
+        let mut e = ne(["a", "b", "c"][i % 3], &format!("line {i}"));
+        e.invocation = 0x1234_5678_9abc_def0_1122_3344_5566_7788;
+        e.priority = (i % 8) as u8;
+        e.stream = if i % 2 == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        };
+        e.pid = if i % 5 == 0 {
+            None
+        } else {
+            Some(1000 + i as u32)
+        };
+        batch.push(e);
+    }
+    w.append_batch(batch).await.unwrap();
+    assert_eq!(w.flush().await.unwrap(), 3001);
+    let all = store.query(&Query::default()).unwrap();
+    assert_eq!(all.len(), 3000);
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+        assert_eq!(e.unit, ["a", "b", "c"][i % 3]);
+        assert_eq!(e.message, format!("line {i}").into_bytes());
+        assert_eq!(e.priority, (i % 8) as u8);
+        assert_eq!(
+            e.pid,
+            if i % 5 == 0 {
+                None
+            } else {
+                Some(1000 + i as u32)
+            }
+        );
+        assert_eq!(e.invocation, 0x1234_5678_9abc_def0_1122_3344_5566_7788);
+        assert_eq!(e.uid, nix::unistd::getuid().as_raw());
+        assert_eq!(e.boot_id, corral::journal::boot_id());
+        assert!(e.realtime > 1_600_000_000_000_000);
+        assert!(e.monotonic > 0);
+    }
+    w.shutdown().await.unwrap();
+    drop(w);
+    drop(store);
+    let store = Store::open_read_only(dir.path()).unwrap();
+    let again = store.query(&Query::default()).unwrap();
+    assert_eq!(again, all);
+}
+
+#[tokio::test]
+async fn last_n_of_a_unit_spans_blocks_and_reverse() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    for round in 0..5 {
+        let batch: Vec<_> = (0..2000)
+            .map(|i| {
+                ne(
+                    if i % 10 == 0 { "rare" } else { "busy" },
+                    &format!("{round}-{i}"),
+                )
+            })
+            .collect();
+        w.append_batch(batch).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    let q = Query {
+        units: vec!["rare".into()],
+        lines: Some(250),
+        ..Default::default()
+    };
+    let got = store.query(&q).unwrap();
+    assert_eq!(got.len(), 250);
+    assert!(got.windows(2).all(|p| p[0].seq < p[1].seq));
+    assert_eq!(msgs(&got).last().unwrap(), "4-1990");
+    assert!(got.iter().all(|e| e.unit == "rare"));
+    let rev = store
+        .query(&Query {
+            reverse: true,
+            ..q.clone()
+        })
+        .unwrap();
+    let mut fwd = got.clone();
+    fwd.reverse();
+    assert_eq!(rev, fwd);
+    // Across all units: the newest 3 in order.
+    let all3 = store
+        .query(&Query {
+            lines: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(msgs(&all3), vec!["4-1997", "4-1998", "4-1999"]);
+    // Globs.
+    let g = store
+        .query(&Query {
+            units: vec!["b*".into()],
+            lines: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(g[0].unit, "busy");
+}
+
+#[tokio::test]
+async fn since_until_grep_priority_stream_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    let base = 1_700_000_000_000_000u64;
+    for chunk in 0..10 {
+        let batch: Vec<_> = (0..100)
+            .map(|i| {
+                let n = chunk * 100 + i;
+                let mut e = ne(
+                    if n % 2 == 0 { "even" } else { "odd" },
+                    &format!("Msg number {n}"),
+                );
+                e.realtime = Some(base + n as u64 * 1_000_000);
+                e.priority = if n % 7 == 0 { 3 } else { 6 };
+                e.stream = if n % 3 == 0 {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
+                e
+            })
+            .collect();
+        w.append_batch(batch).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    let window = Query {
+        since: Some(base + 300_000_000),
+        until: Some(base + 309_000_000),
+        ..Default::default()
+    };
+    let got = store.query(&window).unwrap();
+    assert_eq!(
+        msgs(&got),
+        (300..=309)
+            .map(|n| format!("Msg number {n}"))
+            .collect::<Vec<_>>()
+    );
+    let odd = store
+        .query(&Query {
+            units: vec!["odd".into()],
+            ..window.clone()
+        })
+        .unwrap();
+    assert_eq!(odd.len(), 5);
+    // Smart case: lower-case pattern matches "Msg"; upper-case is exact.
+    let g = store
+        .query(&Query {
+            grep: Some("msg number 99[0-9]".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(g.len(), 10);
+    let g2 = store
+        .query(&Query {
+            grep: Some("MSG".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(g2.is_empty());
+    let p = store
+        .query(&Query {
+            priority: Some((0, 3)),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(p.len(), (0..1000).filter(|n| n % 7 == 0).count());
+    let s = store
+        .query(&Query {
+            stream: Some(Stream::Stderr),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(s.len(), (0..1000).filter(|n| n % 3 == 0).count());
+    // Cursors: inclusive and exclusive.
+    let c = got[0].cursor(store.store_id());
+    assert_eq!(parse_cursor(&c).unwrap(), got[0].seq);
+    let from = store
+        .query(&Query {
+            cursor: Some(c.clone()),
+            lines: None,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(from[0].seq, got[0].seq);
+    assert_eq!(from.len(), 700);
+    let after = store
+        .query(&Query {
+            after_cursor: Some(c),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(after[0].seq, got[0].seq + 1);
+    assert!(
+        store
+            .query(&Query {
+                grep: Some("(".into()),
+                ..Default::default()
+            })
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn invocations_and_latest_invocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    for inv in 1..=3u128 {
+        let batch: Vec<_> = (0..50)
+            .map(|i| {
+                let mut e = ne("svc", &format!("inv{inv} line{i}"));
+                e.invocation = inv;
+                e
+            })
+            .chain((0..5).map(|i| {
+                let mut e = ne("other", &format!("other {inv} {i}"));
+                e.invocation = 100 + inv;
+                e
+            }))
+            .collect();
+        w.append_batch(batch).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    let two = store
+        .query(&Query {
+            invocation: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(two.len(), 50);
+    assert!(two.iter().all(|e| e.invocation == 2 && e.unit == "svc"));
+    let latest = store
+        .query(&Query {
+            units: vec!["svc".into()],
+            latest_invocation: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(latest.len(), 50);
+    assert!(latest.iter().all(|e| e.invocation == 3));
+    assert_eq!(store.latest_invocation("other").unwrap(), Some(103));
+    assert!(
+        store
+            .query(&Query {
+                invocation: Some(999),
+                ..Default::default()
+            })
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn follow_sees_new_entries_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, w) = open(dir.path());
+    let mut sub = w.subscribe();
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let t0 = Instant::now();
+        w.append(ne("f", &format!("follow {i}"))).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .expect("a committed entry reaches the subscriber")
+            .unwrap();
+        worst = worst.max(t0.elapsed());
+        assert_eq!(msgs(&got), vec![format!("follow {i}")]);
+    }
+    // The 50 ms target is measured in benches; here, print it for the record.
+    eprintln!("follow: worst append->subscriber latency {worst:?}");
+}
+
+#[tokio::test]
+async fn small_blocks_are_merged_without_changing_results() {
+    let dir = tempfile::tempdir().unwrap();
+    // Merging only when asked, so the test sees the blocks before and after.
+    let (store, w) = open_with(
+        dir.path(),
+        StoreOptions::default(),
+        WriterOptions {
+            merge_interval: Duration::from_secs(3600),
+            idle_after: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    );
+    // Trickle logging: every commit holds a few lines of each unit.
+    for i in 0..120 {
+        w.append_batch(vec![
+            ne("trickle", &format!("t{i}")),
+            ne("trickle", &format!("t{i}b")),
+            ne("side", &format!("s{i}")),
+        ])
+        .await
+        .unwrap();
+        w.flush().await.unwrap();
+    }
+    let before = store.query(&Query::default()).unwrap();
+    assert_eq!(store.block_count("trickle").unwrap(), 120);
+    let usage_before = store.disk_usage().unwrap();
+    let r = w.maintain().await.unwrap();
+    assert!(r.merged_blocks >= 2 * 119 - 2, "{r:?}");
+    assert_eq!(store.block_count("trickle").unwrap(), 1);
+    assert_eq!(store.block_count("side").unwrap(), 1);
+    let after = store.query(&Query::default()).unwrap();
+    assert_eq!(after, before);
+    let usage = store.disk_usage().unwrap();
+    assert_eq!(usage.entries, 360);
+    assert!(
+        usage.stored_bytes < usage_before.stored_bytes / 4,
+        "{usage:?} vs {usage_before:?}"
+    );
+    // Time and seq indexes still answer after the merge.
+    let last = store
+        .query(&Query {
+            units: vec!["trickle".into()],
+            lines: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(msgs(&last), vec!["t119", "t119b"]);
+    let since = store
+        .query(&Query {
+            units: vec!["side".into()],
+            since: Some(before[before.len() - 1].realtime),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(msgs(&since), vec!["s119"]);
+    // New entries after a merge land after the merged block.
+    w.append(ne("trickle", "later")).await.unwrap();
+    w.flush().await.unwrap();
+    let last = store
+        .query(&Query {
+            units: vec!["trickle".into()],
+            lines: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(msgs(&last), vec!["later"]);
+}
+
+fn noise(seed: u64, len: usize) -> String {
+    // Incompressible-ish text so sizes on disk are predictable.
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (b'a' + (x % 26) as u8) as char
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn retention_by_size_keeps_the_file_within_max_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 4 * 1024 * 1024;
+    let (store, w) = open_with(
+        dir.path(),
+        StoreOptions {
+            max_use: Some(max),
+            ..Default::default()
+        },
+        WriterOptions::default(),
+    );
+    // ~12 MB of nearly incompressible messages: three times the limit.
+    let mut peak = 0;
+    for round in 0..60u64 {
+        let batch: Vec<_> = (0..200)
+            .map(|i| {
+                ne(
+                    "big",
+                    &format!("{round}:{i}:{}", noise(round * 1000 + i, 1000)),
+                )
+            })
+            .collect();
+        w.append_batch(batch).await.unwrap();
+        w.flush().await.unwrap();
+        peak = peak.max(store.disk_usage().unwrap().file_bytes);
+    }
+    w.maintain().await.unwrap();
+    let usage = store.disk_usage().unwrap();
+    eprintln!("retention: peak file {peak} B, after maintain {usage:?}, max_use {max}");
+    assert!(usage.file_bytes <= max, "{usage:?}");
+    assert!(usage.entries < 12_000 && usage.entries > 0);
+    let all = store.query(&Query::default()).unwrap();
+    // The oldest went first: what remains is a suffix ending with the newest entry.
+    assert!(msgs(&all).last().unwrap().starts_with("59:199:"));
+    assert!(all.windows(2).all(|p| p[1].seq == p[0].seq + 1));
+    assert!(all[0].seq > 1);
+    // Explicit vacuum: usage drops below the requested size.
+    let removed = store.vacuum_size(1024 * 1024).unwrap();
+    let after = store.disk_usage().unwrap();
+    assert!(removed > 0);
+    assert!(after.file_bytes <= 1024 * 1024, "{after:?}");
+    assert!(after.entries < usage.entries);
+    // And appends go on.
+    w.append(ne("big", "still writing")).await.unwrap();
+    w.flush().await.unwrap();
+    assert_eq!(
+        msgs(
+            &store
+                .query(&Query {
+                    lines: Some(1),
+                    ..Default::default()
+                })
+                .unwrap()
+        ),
+        vec!["still writing"]
+    );
+}
+
+#[tokio::test]
+async fn vacuum_time_removes_old_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    let now = corral::journal::realtime_now();
+    let mut old = ne("u", "old");
+    old.realtime = Some(now - 3 * 86_400_000_000);
+    w.append(old).await.unwrap();
+    w.flush().await.unwrap();
+    w.append(ne("u", "new")).await.unwrap();
+    w.flush().await.unwrap();
+    assert_eq!(store.vacuum_time(Duration::from_secs(86_400)).unwrap(), 1);
+    assert_eq!(msgs(&store.query(&Query::default()).unwrap()), vec!["new"]);
+}
+
+#[tokio::test]
+async fn read_only_open_beside_the_writer_sees_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, w) = open(dir.path());
+    w.append(ne("u", "first")).await.unwrap();
+    w.flush().await.unwrap();
+    let ro = Store::open_read_only(dir.path()).expect("read-only open beside the writer");
+    assert_eq!(msgs(&ro.query(&Query::default()).unwrap()), vec!["first"]);
+    for i in 0..50 {
+        w.append(ne("u", &format!("n{i}"))).await.unwrap();
+        w.flush().await.unwrap();
+        let got = ro
+            .query(&Query {
+                lines: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(msgs(&got), vec![format!("n{i}")]);
+    }
+}
+
+#[tokio::test]
+async fn regression_invocation_filter_inside_a_merged_block() {
+    // Two invocations' entries merged into one block: each query must still see only its own.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    for inv in [1u128, 2] {
+        for i in 0..3 {
+            let mut e = ne("svc", &format!("inv{inv} {i}"));
+            e.invocation = inv;
+            w.append(e).await.unwrap();
+            w.flush().await.unwrap();
+        }
+    }
+    w.maintain().await.unwrap();
+    assert_eq!(store.block_count("svc").unwrap(), 1);
+    let one = store
+        .query(&Query {
+            invocation: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(msgs(&one), vec!["inv1 0", "inv1 1", "inv1 2"]);
+    let latest = store
+        .query(&Query {
+            latest_invocation: true,
+            lines: Some(10),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(msgs(&latest), vec!["inv2 0", "inv2 1", "inv2 2"]);
+}
+
+#[tokio::test]
+async fn retention_by_age_in_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open_with(
+        dir.path(),
+        StoreOptions {
+            max_retention: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        },
+        WriterOptions::default(),
+    );
+    let now = corral::journal::realtime_now();
+    let mut old = ne("u", "two hours old");
+    old.realtime = Some(now - 2 * 3_600_000_000);
+    w.append(old).await.unwrap();
+    w.flush().await.unwrap();
+    w.append(ne("u", "fresh")).await.unwrap();
+    w.flush().await.unwrap();
+    let r = w.maintain().await.unwrap();
+    assert_eq!(r.removed_entries, 1);
+    assert_eq!(
+        msgs(&store.query_async(Query::default()).await.unwrap()),
+        vec!["fresh"]
+    );
+}
