@@ -123,6 +123,22 @@ fn failed_requirement_fails_the_dependent_with_the_reason() {
         "{st:?}"
     );
     assert!(st.stdout.contains("failed (Result: dependency)"), "{st:?}");
+    // The manager's message is in the unit's journal too.
+    let journal = td.dir.path().join("state/journal");
+    let logged = eventually(Duration::from_secs(5), || {
+        let j = td.corral(&[
+            "journal",
+            "--no-pager",
+            "-D",
+            journal.to_str().unwrap(),
+            "-u",
+            "needy.service",
+        ]);
+        j.stdout
+            .contains("dependency failed: broken.service")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "no journal entry\n{}", td.log());
     assert_eq!(td.prop("broken.service", "ActiveState"), "failed");
     assert_eq!(td.prop("broken.service", "Result"), "exit-code");
     // Requisite= does not start the unit: it must be active already.
