@@ -548,3 +548,50 @@ fn units_of_one_request_keep_their_order_across_transactions() {
     assert!(td.dir.path().join("second-done").exists(), "{}", td.log());
     assert_eq!(td.prop("second.service", "ActiveState"), "active");
 }
+
+#[test]
+fn manager_shutdown_stops_units_in_reverse_order() {
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        let dir = td.dir.path();
+        let bus = dir.join("bus");
+        td.write_unit(
+            "dbus.service",
+            &format!(
+                "[Service]\nType=notify\n\
+                 ExecStart=/usr/bin/dbus-daemon --session --nofork --nopidfile --address=unix:path={}\n",
+                bus.display()
+            ),
+        );
+        // Its ExecStop still needs the bus, as a client that unregisters does.
+        td.write_unit(
+            "leaver.service",
+            &format!(
+                "[Unit]\nRequires=dbus.service\nAfter=dbus.service\n[Service]\nExecStart=/bin/sleep 1018\n\
+                 ExecStop=/bin/sh -c 'sleep 0.2; /usr/bin/dbus-send --bus=unix:path={} --print-reply --dest=org.freedesktop.DBus / org.freedesktop.DBus.ListNames > {}'\n",
+                bus.display(),
+                dir.join("at-stop").display()
+            ),
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "leaver"]);
+    td.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        td.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        td.log()
+    );
+    assert!(
+        read(&td.dir.path().join("at-stop")).contains("\"org.freedesktop.DBus\""),
+        "the bus was gone before leaver's ExecStop ran\n{}",
+        td.log()
+    );
+    let log = td.log();
+    let leaver = log
+        .find("leaver.service: Stopped.")
+        .expect("leaver stopped");
+    let bus = log.find("dbus.service: Stopped.").expect("bus stopped");
+    assert!(leaver < bus, "{log}");
+}

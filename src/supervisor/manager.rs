@@ -422,12 +422,8 @@ impl Manager {
             }
             Input::Shutdown => {
                 self.shutting_down = true;
-                let names: Vec<String> = self.units.keys().cloned().collect();
-                for n in names {
-                    if self.units[&n].inv.is_some() || !self.units[&n].state.sub.is_down() {
-                        self.feed(&n, Event::Stop);
-                    }
-                }
+                // Every unit stops, in the reverse of the start order (transaction.rs).
+                self.shutdown_in_order();
             }
         }
     }

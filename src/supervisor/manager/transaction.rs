@@ -54,6 +54,8 @@ pub(super) struct Graph {
     up: HashSet<String>,
     /// Why the last start of a unit was skipped (a false Condition*=).
     skipped: HashMap<String, String>,
+    /// During shutdown: the units still to stop, and whether each was told to.
+    shutdown: Option<HashMap<String, bool>>,
 }
 
 impl Graph {
@@ -66,6 +68,7 @@ impl Graph {
             pumping: false,
             up: HashSet::new(),
             skipped: HashMap::new(),
+            shutdown: None,
         }
     }
 
@@ -390,6 +393,9 @@ impl Manager {
                 self.finish_run(run);
                 progress = true;
             }
+            if self.shutdown_step() {
+                progress = true;
+            }
             if !progress && self.graph.changed.is_empty() {
                 break;
             }
@@ -442,6 +448,74 @@ impl Manager {
             (JobKind::Stop, JobKind::Start) => j_after_k || k_after_j,
             (JobKind::Start, JobKind::Stop) => false,
         }
+    }
+
+    /// Stops every unit for the manager's shutdown, in the reverse of the
+    /// start order: a unit is told to stop once no unit ordered after it is
+    /// still running (a client `After=dbus` stops before the bus). Units
+    /// without processes (targets, exited oneshots) stop at once.
+    pub(super) fn shutdown_in_order(&mut self) {
+        let pending: HashMap<String, bool> = self
+            .units
+            .iter()
+            .filter(|(_, e)| e.inv.is_some() || !e.state.sub.is_down())
+            .map(|(k, _)| (k.clone(), false))
+            .collect();
+        self.graph.shutdown = Some(pending);
+        self.pump();
+    }
+
+    /// One round of the ordered shutdown; whether it told a unit to stop.
+    fn shutdown_step(&mut self) -> bool {
+        let Some(pending) = self.graph.shutdown.take() else {
+            return false;
+        };
+        let mut pending: HashMap<String, bool> = pending
+            .into_iter()
+            .filter(|(u, _)| {
+                self.units
+                    .get(u)
+                    .is_some_and(|e| e.inv.is_some() || !e.state.sub.is_down())
+            })
+            .collect();
+        let view = View {
+            m: self,
+            stopping: true,
+        };
+        let deps: HashMap<String, Deps> = pending
+            .keys()
+            .filter_map(|u| view.deps(u).ok().map(|d| (u.clone(), d)))
+            .collect();
+        let must_wait = |u: &String| {
+            if self.units.get(u).is_some_and(|e| e.inv.is_none()) {
+                return false;
+            }
+            pending.keys().any(|v| {
+                v != u
+                    && match (deps.get(v), deps.get(u)) {
+                        (Some(dv), Some(du)) => graph::ordered_after(v, dv, u, du),
+                        _ => false,
+                    }
+            })
+        };
+        let mut ready: Vec<String> = pending
+            .iter()
+            .filter(|(u, told)| !**told && !must_wait(u))
+            .map(|(u, _)| u.clone())
+            .collect();
+        if ready.is_empty() && !pending.values().any(|told| *told) {
+            // Only an ordering cycle can hold every remaining unit: stop them all.
+            ready = pending.keys().cloned().collect();
+        }
+        ready.sort();
+        for u in &ready {
+            pending.insert(u.clone(), true);
+        }
+        self.graph.shutdown = Some(pending);
+        for u in &ready {
+            self.feed(u, Event::Stop);
+        }
+        !ready.is_empty()
     }
 
     /// Whether `name` is inactive or failed (or unknown).
