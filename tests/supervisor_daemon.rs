@@ -116,7 +116,10 @@ fn several_units_per_call_and_exit_codes() {
 fn a_closed_stdout_exits_0_quietly() {
     let Some(td) = TestDaemon::start_with(|td| {
         for i in 0..50 {
-            td.write_unit(&format!("u{i}.service"), "[Service]\nExecStart=/bin/sleep 1000\n");
+            td.write_unit(
+                &format!("u{i}.service"),
+                "[Service]\nExecStart=/bin/sleep 1000\n",
+            );
         }
     }) else {
         return;
@@ -131,6 +134,15 @@ fn a_closed_stdout_exits_0_quietly() {
     // The reader goes away before corral writes (as `corral list | head -0`).
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -219,7 +219,10 @@ fn services_get_the_environment_a_user_expects() {
 #[test]
 fn forking_parent_that_leaves_nothing_ends_inactive() {
     let Some(td) = TestDaemon::start_with(|td| {
-        td.write_unit("quick.service", "[Service]\nType=forking\nExecStart=/bin/true\n");
+        td.write_unit(
+            "quick.service",
+            "[Service]\nType=forking\nExecStart=/bin/true\n",
+        );
         td.write_unit(
             "noexec.service",
             "[Service]\nType=oneshot\nExecStop=/bin/true\n",
@@ -232,4 +235,27 @@ fn forking_parent_that_leaves_nothing_ends_inactive() {
     assert_eq!(td.prop("quick", "Result"), "success");
     td.ok(&["start", "noexec"]);
     assert_eq!(td.prop("noexec", "ActiveState"), "inactive");
+}
+
+#[test]
+fn standard_output_to_a_file_and_to_null() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "tofile.service",
+            "[Service]\nType=oneshot\nStandardOutput=truncate:%t/out.txt\n\
+             ExecStart=/bin/bash -c 'echo one; echo two >&2'\n",
+        );
+        td.write_unit(
+            "quiet.service",
+            "[Service]\nType=oneshot\nStandardOutput=null\nStandardError=null\n\
+             ExecStart=/bin/bash -c 'echo nobody hears this'\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "tofile"]);
+    // StandardError= defaults to inherit: the same file.
+    assert_eq!(read(&td, "out.txt"), "one\ntwo\n");
+    td.ok(&["start", "quiet"]);
+    assert_eq!(td.prop("quiet", "Result"), "success");
 }

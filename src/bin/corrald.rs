@@ -86,7 +86,21 @@ fn options(args: Args) -> anyhow::Result<corral::supervisor::Options> {
     })
 }
 
+/// Keeps the daemon's memory proportional to what it uses: every service pipe
+/// has a large read buffer of which an idle service touches one page. With a
+/// fixed mmap threshold those buffers stay lazily-mapped (glibc would
+/// otherwise raise the threshold after the first free and serve them, zeroed
+/// and resident, from the heap), and two arenas are enough for our threads.
+fn tune_malloc() {
+    // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_malloc();
     let args = Args::parse();
     let result = options(args).and_then(|opts| {
         let rt = tokio::runtime::Builder::new_multi_thread()

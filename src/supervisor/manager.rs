@@ -27,7 +27,7 @@ use crate::ipc::proto::{
     ErrorKind, Failure, KillWhom, LoadState, MainExit, ManagerStatus, Request, Response, UnitFile,
     UnitFiles, UnitStatus,
 };
-use crate::unit::model::NotifyAccess;
+use crate::unit::model::{NotifyAccess, StdOutput};
 use crate::unit::{Loader, RunitService, SpecifierContext, UnitError, UnitName};
 
 use super::notify::{Message, NotifySocket};
@@ -1558,20 +1558,29 @@ impl Manager {
             }
         }
         spec.new_session = true;
-        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("cannot create an output pipe for {name}: {e}"))?;
-        let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("cannot create an output pipe for {name}: {e}"))?;
-        let mut out_r = Some(out_r);
-        match &inv.log_pipe {
+        // stdout: runit's log pipe, else StandardOutput=; stderr: StandardError=
+        // (inherit: wherever stdout goes, except that the journal gets it apart).
+        let (stdout, out_r) = match &inv.log_pipe {
             Some(log) if matches!(cmd, Cmd::Start | Cmd::StopPost) => {
-                spec.stdout = Stdio::Borrowed(log.as_raw_fd());
-                out_r = None;
-                drop(out_w);
+                (Stdio::Borrowed(log.as_raw_fd()), None)
             }
-            _ => spec.stdout = Stdio::Fd(out_w),
-        }
-        spec.stderr = Stdio::Fd(err_w);
+            _ => output_stdio(&svc.standard_output, name)?,
+        };
+        let (stderr, err_r) = match &svc.standard_error {
+            // Both into the journal: stderr keeps its own pipe so entries say which stream.
+            StdOutput::Inherit if out_r.is_some() || inv.log_pipe.is_some() => {
+                output_stdio(&StdOutput::Journal, name)?
+            }
+            StdOutput::Inherit => match &stdout {
+                Stdio::Fd(fd) => (Stdio::Borrowed(fd.as_raw_fd()), None),
+                Stdio::Borrowed(fd) => (Stdio::Borrowed(*fd), None),
+                Stdio::Null => (Stdio::Null, None),
+                Stdio::Inherit => (Stdio::Inherit, None),
+            },
+            other => output_stdio(other, name)?,
+        };
+        spec.stdout = stdout;
+        spec.stderr = stderr;
         let spawned = spawn(&spec).map_err(|e| SpawnFailure {
             message: format!("{}: {e}", cmd.directive()),
             status: i32::from(e.stage.exit_status()),
@@ -1581,8 +1590,10 @@ impl Manager {
             let src = self.source(name, Some(def), spawned.pid, Stream::Stdout);
             self.output.attach(src, r);
         }
-        let src = self.source(name, Some(def), spawned.pid, Stream::Stderr);
-        self.output.attach(src, err_r);
+        if let Some(r) = err_r {
+            let src = self.source(name, Some(def), spawned.pid, Stream::Stderr);
+            self.output.attach(src, r);
+        }
         Ok(spawned.pid)
     }
 
@@ -1809,6 +1820,45 @@ impl From<String> for SpawnFailure {
         SpawnFailure {
             message,
             status: 203,
+        }
+    }
+}
+
+/// Where a process's stdout or stderr goes for StandardOutput=/StandardError=,
+/// and the read end to hand to the journal when it is a pipe.
+fn output_stdio(kind: &StdOutput, unit: &str) -> Result<(Stdio, Option<OwnedFd>), SpawnFailure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |path: &Path, append: bool, truncate: bool| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .append(append)
+            .truncate(truncate)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map(|f| (Stdio::Fd(OwnedFd::from(f)), None))
+            .map_err(|e| SpawnFailure {
+                message: format!(
+                    "cannot open {} for StandardOutput=/StandardError= of {unit}: {e}",
+                    path.display()
+                ),
+                // systemd's EXIT_STDOUT.
+                status: 209,
+            })
+    };
+    match kind {
+        StdOutput::Null => Ok((Stdio::Null, None)),
+        StdOutput::File(p) => open(p, false, false),
+        StdOutput::Append(p) => open(p, true, false),
+        StdOutput::Truncate(p) => open(p, false, true),
+        // journal, journal+console, tty, socket, fd:NAME: the journal (a
+        // user manager has no console or tty of its own).
+        _ => {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+                SpawnFailure::from(format!("cannot create an output pipe for {unit}: {e}"))
+            })?;
+            Ok((Stdio::Fd(w), Some(r)))
         }
     }
 }
