@@ -575,7 +575,19 @@ fn manager_shutdown_stops_units_in_reverse_order() {
     }) else {
         return;
     };
+    // Two running units ordered after each other (started one at a time, so
+    // no transaction saw the cycle): the shutdown must not wait forever.
+    td.write_unit(
+        "p.service",
+        "[Unit]\nAfter=q.service\n[Service]\nExecStart=/bin/sleep 1019\n",
+    );
+    td.write_unit(
+        "q.service",
+        "[Unit]\nAfter=p.service\n[Service]\nExecStart=/bin/sleep 1019\n",
+    );
     td.ok(&["start", "leaver"]);
+    td.ok(&["start", "p"]);
+    td.ok(&["start", "q"]);
     td.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(
         td.wait_exit(Duration::from_secs(30)),
@@ -594,4 +606,5 @@ fn manager_shutdown_stops_units_in_reverse_order() {
         .expect("leaver stopped");
     let bus = log.find("dbus.service: Stopped.").expect("bus stopped");
     assert!(leaver < bus, "{log}");
+    assert!(log.contains("p.service: Stopped.") && log.contains("q.service: Stopped."));
 }
