@@ -1,5 +1,5 @@
 //! `corral enable|disable|reenable|mask|unmask UNIT...` and `corral
-//! is-enabled UNIT...`: the [Install] symlinks in the user's units directory,
+//! is-enabled UNIT...`: the `[Install]` symlinks in the user's units directory,
 //! made and reported as systemctl does. No manager is needed: these verbs
 //! only change files (the manager sees them at its next daemon-reload).
 

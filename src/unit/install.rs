@@ -200,16 +200,16 @@ Possible reasons for having this kind of units are:
 pub enum EnablementState {
     /// Linked from a `.wants/`/`.requires/` directory or by an Alias= symlink.
     Enabled,
-    /// Has [Install] rules, not linked.
+    /// Has `[Install]` rules, not linked.
     Disabled,
-    /// No [Install] rules: started only as a dependency or by hand.
+    /// No `[Install]` rules: started only as a dependency or by hand.
     Static,
     /// A symlink to /dev/null.
     Masked,
     /// The name is an alias of another unit file.
     Alias,
     /// Not enabled itself, but Also= lists units to enable, or it is
-    /// linked under names its [Install] does not make (another instance).
+    /// linked under names its `[Install]` does not make (another instance).
     Indirect,
     /// The unit file itself is a symlink in the units directory.
     Linked,
