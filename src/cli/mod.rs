@@ -166,7 +166,7 @@ pub enum Command {
     },
     /// Check unit files, drop-ins and runit service directories (no manager needed).
     Verify(verify::VerifyArgs),
-    /// Enable units: create the symlinks their `[Install]` section asks for.
+    /// Enable units: create the symlinks their [Install] section asks for.
     Enable(enable::InstallArgs),
     /// Disable units: remove every symlink to them from the units directory.
     Disable(enable::InstallArgs),
