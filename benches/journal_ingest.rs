@@ -69,6 +69,21 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+    // -f through the writer: from append to a subscriber seeing the committed entry
+    // (group-commit deadline + fsync); the target is 50 ms.
+    let mut sub = w.subscribe();
+    let mut f = c.benchmark_group("journal_follow");
+    f.sample_size(20);
+    f.bench_function("append -> subscriber", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut s = Splitter::new(meta());
+                w.append_batch(s.push(b"one line\n")).await.unwrap();
+                sub.recv().await.unwrap()
+            })
+        })
+    });
+    f.finish();
     rt.block_on(w.shutdown()).unwrap();
 }
 

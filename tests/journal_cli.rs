@@ -2,8 +2,8 @@
 //! over a store a writer is filling (follow). Outputs are compared with host names
 //! replaced by HOST and times pinned with TZ=UTC.
 
-#[path = "journal_common.rs"]
-mod common;
+mod journal_common;
+use journal_common as common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -3,8 +3,8 @@
 //! blocks on its full pipe) instead of crashing or dropping lines, and everything
 //! arrives once space is freed.
 
-#[path = "journal_common.rs"]
-mod common;
+mod journal_common;
+use journal_common as common;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};

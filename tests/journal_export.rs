@@ -2,8 +2,8 @@
 //! ingests what `corral journal -o export` prints, and `journalctl --file` then shows
 //! the same messages, fields and timestamps as `corral journal -o json`.
 
-#[path = "journal_common.rs"]
-mod common;
+mod journal_common;
+use journal_common as common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,8 +1,8 @@
 //! Pipe ingest from real child processes into the real store: fields and order, two
 //! sources interleaved, binary and very long lines, priority prefixes, rate limits.
 
-#[path = "journal_common.rs"]
-mod common;
+mod journal_common;
+use journal_common as common;
 
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};

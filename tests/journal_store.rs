@@ -1,8 +1,8 @@
 //! The store and writer on a real redb file: fields, order, indexes, queries,
 //! follow, merging, retention, read-only access beside the writer.
 
-#[path = "journal_common.rs"]
-mod common;
+mod journal_common;
+use journal_common as common;
 
 use std::time::{Duration, Instant};
 
@@ -519,5 +519,80 @@ async fn retention_by_age_in_the_writer() {
     assert_eq!(
         msgs(&store.query_async(Query::default()).await.unwrap()),
         vec!["fresh"]
+    );
+}
+
+#[tokio::test]
+async fn follow_in_the_manager_has_no_gap_even_when_lagging() {
+    let dir = tempfile::tempdir().unwrap();
+    // A one-commit broadcast buffer: the follower below is sure to lag.
+    let (_store, w) = open_with(
+        dir.path(),
+        StoreOptions::default(),
+        WriterOptions {
+            subscriber_capacity: 1,
+            ..Default::default()
+        },
+    );
+    for i in 0..5 {
+        w.append(ne("f", &format!("old {i}"))).await.unwrap();
+    }
+    w.flush().await.unwrap();
+    let q = Query {
+        units: vec!["f".into()],
+        lines: Some(2),
+        ..Default::default()
+    };
+    let mut rx = corral::journal::follow::follow(w.clone(), q).await.unwrap();
+    // 50 commits while nobody reads: the subscription lags and must catch up from the store.
+    for i in 0..50 {
+        w.append(ne("other", "noise")).await.unwrap();
+        w.append(ne("f", &format!("new {i}"))).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 52 {
+        let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("followed entries arrive")
+            .unwrap()
+            .unwrap();
+        got.push(String::from_utf8(e.message).unwrap());
+    }
+    let mut want = vec!["old 3".to_string(), "old 4".to_string()];
+    want.extend((0..50).map(|i| format!("new {i}")));
+    assert_eq!(got, want);
+    // And live ones keep coming.
+    w.append(ne("f", "live")).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.message, b"live");
+}
+
+#[tokio::test]
+async fn the_writer_merges_trickle_blocks_while_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    // A merge pass after every commit, and never idle: only the busy path merges.
+    let (store, w) = open_with(
+        dir.path(),
+        StoreOptions::default(),
+        WriterOptions {
+            merge_interval: Duration::ZERO,
+            idle_after: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    );
+    for i in 0..100 {
+        w.append(ne("trickle", &format!("t{i}"))).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    let blocks = store.block_count("trickle").unwrap();
+    assert!(blocks <= 3, "{blocks} blocks for 100 one-line commits");
+    assert_eq!(
+        msgs(&store.query(&Query::default()).unwrap()),
+        (0..100).map(|i| format!("t{i}")).collect::<Vec<_>>()
     );
 }

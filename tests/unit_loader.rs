@@ -241,7 +241,7 @@ fn runit_directory_is_a_service() {
     assert!(!r.down);
     let s = u.service.as_ref().unwrap();
     assert_eq!(s.restart, RestartPolicy::Always);
-    assert_eq!(s.restart_sec, Duration::from_secs(1));
+    assert_eq!(s.restart_sec, Duration::from_secs(3), "set by the drop-in");
     assert_eq!(u.unit.start_limit_interval, Duration::ZERO);
     assert_eq!(s.working_directory.as_ref().unwrap().path, dir);
     let cmd = &s.exec_start[0];
@@ -262,6 +262,12 @@ fn runit_directory_is_a_service() {
             dir.display(),
             dir.join("run").display()
         )
+    );
+    // A drop-in in the unit search path applies to the runit service.
+    assert_eq!(u.dropins.len(), 1);
+    assert_eq!(
+        s.environment,
+        [("GREETING".to_string(), "hello".to_string())]
     );
     let downed = loader().load(&name("downed")).unwrap();
     let UnitSource::Runit(d) = &downed.source else {

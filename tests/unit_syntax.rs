@@ -80,6 +80,7 @@ fn defaults_are_systemd_252() {
         "oneshot has no start timeout by default"
     );
     assert_eq!(svc("Type=notify").notify_access, NotifyAccess::Main);
+    assert_eq!(svc("BusName=org.example.A").service_type, ServiceType::Dbus);
 }
 
 #[test]

@@ -119,3 +119,50 @@ fn garbage_input_does_not_panic() {
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
 }
+
+#[test]
+fn symlink_loops_and_fifos_do_not_hang_or_crash() {
+    let d = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(d.path(), d.path().join("loop")).unwrap();
+    std::os::unix::fs::symlink("loop2.service", d.path().join("loop2.service")).unwrap();
+    nix::unistd::mkfifo(
+        &d.path().join("f.service"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    std::fs::create_dir(d.path().join("x.service.d")).unwrap();
+    nix::unistd::mkfifo(
+        &d.path().join("x.service.d/p.conf"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("ok.service"),
+        "[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let o = verify(&[d.path()]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = stdout(&o);
+    assert!(
+        out.contains("f.service: error: not a regular file"),
+        "{out}"
+    );
+    assert!(out.contains("p.conf: error: not a regular file"), "{out}");
+    assert!(
+        out.contains("loop2.service: error: dangling symlink"),
+        "{out}"
+    );
+}
+
+#[test]
+fn fixture_search_path_verifies_clean() {
+    // Masking symlinks (unit and drop-in), an alias whose target is in
+    // another directory, a .wants/ link, templates, a runit tree.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/units");
+    let o = verify(&[&fixtures]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("thing.socket:3: warning: [Socket]: .socket units are not supported yet"));
+}

@@ -74,6 +74,9 @@ pub enum JournalError {
     /// A query could not be understood (bad regex, time, cursor, glob).
     #[error("{0}")]
     BadQuery(String),
+    /// Maintenance (merging, retention, compaction) failed in the writer thread.
+    #[error("journal maintenance failed: {0}")]
+    Maintenance(String),
     /// The writer thread is gone (the store was closed or the writer failed fatally).
     #[error("journal writer for {} has stopped", path.display())]
     WriterGone {

@@ -11,9 +11,11 @@
 //! - [`query`]: [`Query`], what a reader asks for, and the time syntax of
 //!   `--since`/`--until`.
 //! - [`output`]: journalctl's output formats.
+//! - [`follow`]: a query followed live in the manager (stored, then committed entries).
 
 pub mod block;
 pub mod error;
+pub mod follow;
 pub mod ingest;
 pub mod output;
 pub mod query;

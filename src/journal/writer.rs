@@ -71,7 +71,7 @@ pub enum WriterStatus {
 
 enum Cmd {
     Append(Vec<NewEntry>, Option<OwnedSemaphorePermit>),
-    Flush(oneshot::Sender<Result<u64, String>>),
+    Flush(oneshot::Sender<u64>),
     Maintain(oneshot::Sender<Result<MaintenanceReport, String>>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -185,11 +185,7 @@ impl WriterHandle {
     pub async fn flush(&self) -> Result<u64> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Cmd::Flush(tx)).map_err(|_| self.gone())?;
-        match rx.await {
-            Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(e)) => Err(JournalError::BadQuery(e)),
-            Err(_) => Err(self.gone()),
-        }
+        rx.await.map_err(|_| self.gone())
     }
 
     /// Runs merging of small blocks, retention and (when over MaxUse) compaction now.
@@ -198,7 +194,7 @@ impl WriterHandle {
         self.tx.send(Cmd::Maintain(tx)).map_err(|_| self.gone())?;
         match rx.await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(JournalError::BadQuery(e)),
+            Ok(Err(e)) => Err(JournalError::Maintenance(e)),
             Err(_) => Err(self.gone()),
         }
     }
@@ -248,7 +244,7 @@ struct WriterThread {
     enc: Encoder,
     pending: Vec<Staged>,
     permits: Vec<OwnedSemaphorePermit>,
-    flushers: Vec<oneshot::Sender<Result<u64, String>>>,
+    flushers: Vec<oneshot::Sender<u64>>,
     last_retention: Instant,
     last_merge: Instant,
 }
@@ -400,7 +396,7 @@ impl WriterThread {
             }
         }
         for f in self.flushers.drain(..) {
-            let _ = f.send(Ok(self.next_seq));
+            let _ = f.send(self.next_seq);
         }
     }
 

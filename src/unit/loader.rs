@@ -12,6 +12,10 @@ use super::specifier::SpecifierContext;
 use super::syntax;
 use super::{Diagnostic, DiagnosticKind, Severity, UnitError};
 
+/// Largest unit file or drop-in read (systemd has no such limit, but a unit
+/// file this big is a mistake, and the manager should not load it).
+pub const MAX_UNIT_FILE: u64 = 16 << 20;
+
 /// How many alias symlinks are followed before giving up.
 const MAX_ALIAS_HOPS: usize = 32;
 
@@ -274,6 +278,22 @@ impl Loader {
             None => match self.find_runit(name) {
                 Some(r) => {
                     let mut u = r.to_unit()?;
+                    // Drop-ins apply to runit services too (Environment=, RestartSec=, ...).
+                    let dropins = self.dropins(std::slice::from_ref(&u.name));
+                    if !dropins.is_empty() {
+                        let mut applier = Applier {
+                            spec: &self.spec,
+                            explicit: Explicit {
+                                service_type: true,
+                                ..Explicit::default()
+                            },
+                        };
+                        for f in &dropins {
+                            apply_file(&mut u, &mut applier, f);
+                        }
+                        applier.finish(&mut u);
+                        u.dropins = dropins;
+                    }
                     self.add_wants_dirs(&mut u);
                     Ok(u)
                 }
@@ -600,6 +620,35 @@ pub fn from_text(name: &UnitName, path: &Path, text: &str, spec: &SpecifierConte
 
 /// Reads one file (fragment or drop-in) and applies it to the unit.
 pub(crate) fn apply_file(u: &mut Unit, applier: &mut Applier<'_>, f: &Path) {
+    let io_error = |u: &mut Unit, message: String| {
+        u.diagnostics.push(Diagnostic {
+            file: f.to_path_buf(),
+            line: 0,
+            directive: String::new(),
+            severity: Severity::Error,
+            kind: DiagnosticKind::Io,
+            message,
+        })
+    };
+    // Checked before opening: opening a FIFO would block the manager.
+    match std::fs::metadata(f) {
+        Ok(m) if !m.is_file() => {
+            return io_error(
+                u,
+                "not a regular file; unit files must be plain files".to_string(),
+            );
+        }
+        Ok(m) if m.len() > MAX_UNIT_FILE => {
+            return io_error(
+                u,
+                format!(
+                    "the file is {} bytes, more than the {MAX_UNIT_FILE} accepted",
+                    m.len()
+                ),
+            );
+        }
+        _ => {}
+    }
     let text = match std::fs::read(f) {
         Ok(b) => b,
         Err(e) => {

@@ -70,7 +70,7 @@ pub enum UnitError {
         reason: String,
     },
     /// No unit file or runit directory of that name exists.
-    #[error("unit {name} not found; looked in: {}", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("unit {name} not found; looked in: {}; put the unit file (or runit directory) in one of them", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     NotFound {
         /// The unit asked for.
         name: String,

@@ -452,7 +452,8 @@ pub enum TasksMax {
 /// `[Service]`: how the service's processes are started, stopped and restarted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSection {
-    /// `Type=`; simple, or oneshot when no ExecStart= is given.
+    /// `Type=`; simple, or oneshot when no ExecStart= is given, or dbus
+    /// when BusName= is given.
     pub service_type: ServiceType,
     /// `ExecStart=`: one command, several only for Type=oneshot.
     pub exec_start: Vec<ExecCommand>,
@@ -1453,8 +1454,13 @@ impl Applier<'_> {
         let Some(s) = unit.service.as_mut() else {
             return;
         };
-        if !self.explicit.service_type && s.exec_start.is_empty() {
-            s.service_type = ServiceType::Oneshot;
+        if !self.explicit.service_type {
+            // systemd.service(5): oneshot without ExecStart=, dbus with BusName=.
+            if s.exec_start.is_empty() {
+                s.service_type = ServiceType::Oneshot;
+            } else if s.bus_name.is_some() {
+                s.service_type = ServiceType::Dbus;
+            }
         }
         if s.service_type == ServiceType::Oneshot && !self.explicit.timeout_start {
             s.timeout_start = None;

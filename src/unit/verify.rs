@@ -1,8 +1,10 @@
 //! `corral verify PATH...`: checks unit files, drop-ins and runit service
 //! directories without a running manager.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::loader::{apply_text, build, collect_dropins, dropin_dir_names, from_text, link_target};
@@ -79,6 +81,10 @@ struct Verifier {
     consumed: HashSet<PathBuf>,
     /// Diagnostics already reported (a drop-in shared by several units).
     seen: HashSet<(PathBuf, usize, String, String)>,
+    /// Directories entered, by (device, inode), so symlink loops end.
+    visited: HashSet<(u64, u64)>,
+    /// Entry names per directory, so absent drop-in directories cost no syscalls.
+    listings: HashMap<PathBuf, HashSet<OsString>>,
 }
 
 impl Verifier {
@@ -113,6 +119,25 @@ impl Verifier {
     }
 
     fn path(&mut self, p: &Path, explicit: bool) {
+        // Unit symlinks are judged by their target's name, not followed
+        // blindly: /dev/null masks, and an alias target may live in another
+        // directory of the search path.
+        if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+            && let Some(t) = std::fs::read_link(p).ok()
+        {
+            let masks = t == Path::new("/dev/null");
+            let own = p.file_name();
+            let unit_target = t.file_name().is_some_and(|b| {
+                Some(b) != own && UnitName::parse_strict(&b.to_string_lossy()).is_ok()
+            });
+            let dropin = p.extension().is_some_and(|e| e == "conf");
+            if (masks && (unit_name_of(p).is_some() || dropin))
+                || (unit_target && unit_name_of(p).is_some() && !p.exists())
+            {
+                self.report.units += usize::from(!dropin);
+                return;
+            }
+        }
         let md = match std::fs::metadata(p) {
             Ok(m) => m,
             Err(source) => {
@@ -124,15 +149,23 @@ impl Verifier {
                     });
                 } else if std::fs::symlink_metadata(p).is_ok() && unit_name_of(p).is_some() {
                     // A dangling unit symlink: report it, it would fail to load.
-                    self.error(p, "dangling symlink: its target does not exist".to_string());
+                    self.error(p, format!("dangling symlink: {source}"));
                 }
                 return;
             }
         };
         if md.is_dir() {
-            self.dir(p, explicit);
-        } else {
+            if self.visited.insert((md.dev(), md.ino())) {
+                self.dir(p, explicit);
+            }
+        } else if md.is_file() {
             self.file(p, explicit);
+        } else if explicit || unit_name_of(p).is_some() {
+            self.error(
+                p,
+                "not a regular file (a device, FIFO or socket); unit files must be plain files"
+                    .to_string(),
+            );
         }
     }
 
@@ -260,8 +293,17 @@ impl Verifier {
             names.insert(0, real);
         }
         // The drop-ins beside the file belong to it, as in a search path.
+        let listing = self
+            .listings
+            .entry(parent.to_path_buf())
+            .or_insert_with(|| {
+                std::fs::read_dir(parent)
+                    .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+                    .unwrap_or_default()
+            });
         let dirs: Vec<PathBuf> = dropin_dir_names(&names)
             .into_iter()
+            .filter(|d| listing.contains(OsStr::new(d)))
             .map(|d| parent.join(d))
             .collect();
         let dropins = collect_dropins(&dirs);
@@ -280,7 +322,18 @@ impl Verifier {
         let Some(name) = dropin_dir_unit(parent) else {
             return;
         };
+        if std::fs::read_link(f).is_ok_and(|t| t == Path::new("/dev/null")) {
+            // A masking drop-in: it removes lower ones of that name.
+            return;
+        }
         self.report.dropins += 1;
+        if !std::fs::metadata(f).is_ok_and(|m| m.is_file()) {
+            self.error(
+                f,
+                "not a regular file; drop-ins must be plain files".to_string(),
+            );
+            return;
+        }
         let text = match std::fs::read(f) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(source) => {
@@ -318,6 +371,8 @@ pub fn verify_paths_with(paths: &[PathBuf], spec: SpecifierContext) -> VerifyRep
         report: VerifyReport::default(),
         consumed: HashSet::new(),
         seen: HashSet::new(),
+        visited: HashSet::new(),
+        listings: HashMap::new(),
     };
     for p in paths {
         v.path(p, true);

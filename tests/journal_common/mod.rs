@@ -1,4 +1,4 @@
-//! Helpers shared by the journal_* integration tests (included with `#[path]`).
+//! Helpers shared by the journal_* integration tests (`mod journal_common;`).
 #![allow(dead_code)]
 
 use std::sync::Arc;
