@@ -60,6 +60,15 @@ fn dbus_bus_orders_its_client_and_its_stop_stops_the_client() {
     );
     assert_eq!(td.prop("dbus.service", "ActiveState"), "active");
     assert_eq!(td.prop("busclient.service", "ActiveState"), "active");
+    // A restart of the bus restarts its running client after it.
+    std::fs::remove_file(td.dir.path().join("names")).unwrap();
+    td.ok(&["restart", "dbus"]);
+    assert!(
+        read(&td.dir.path().join("names")).contains("\"org.freedesktop.DBus\""),
+        "the client was not restarted after the bus\n{}",
+        td.log()
+    );
+    assert_eq!(td.prop("busclient.service", "ActiveState"), "active");
     let bus_pid: i32 = td.prop("dbus.service", "MainPID").parse().unwrap();
     assert!(bus_pid > 0);
 
