@@ -75,3 +75,91 @@ fn service_output_and_manager_events_land_in_the_journal() {
         "{o:?}"
     );
 }
+
+#[test]
+fn journal_queries_and_follow_over_the_control_socket() {
+    use corral::ipc::AsyncClient;
+    use corral::ipc::proto::{Request, Response};
+    use corral::journal::Query;
+
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "chatty.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/bash -c 'echo line-one; echo line-two'\n",
+        )
+    }) else {
+        return;
+    };
+    td.ok(&["start", "chatty"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let query = Query {
+            units: vec!["chatty.service".into()],
+            ..Query::default()
+        };
+        let mut c: AsyncClient<Request, Response> = AsyncClient::connect(&td.socket).await.unwrap();
+        // The oneshot's lines are committed within milliseconds of its end.
+        let mut messages = Vec::new();
+        for _ in 0..100 {
+            messages.clear();
+            let mut s = c
+                .request_stream(&Request::Journal {
+                    query: query.clone(),
+                    follow: false,
+                })
+                .await
+                .unwrap();
+            while let Some(item) = s.next().await {
+                if let Response::Entries(batch) = item.unwrap() {
+                    messages.extend(
+                        batch
+                            .into_iter()
+                            .map(|e| String::from_utf8_lossy(&e.message).into_owned()),
+                    );
+                }
+            }
+            if messages.iter().any(|m| m == "line-two") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(messages.contains(&"line-one".to_string()), "{messages:?}");
+        assert!(messages.contains(&"line-two".to_string()), "{messages:?}");
+
+        // Follow from now on: the next run's lines arrive as they are committed.
+        let first_run = u128::from_str_radix(&td.prop("chatty", "InvocationID"), 16).unwrap();
+        let mut f: AsyncClient<Request, Response> = AsyncClient::connect(&td.socket).await.unwrap();
+        let mut s = f
+            .request_stream(&Request::Journal {
+                query: Query {
+                    lines: Some(0),
+                    ..query.clone()
+                },
+                follow: true,
+            })
+            .await
+            .unwrap();
+        td.ok(&["start", "chatty"]);
+        let got = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut seen = Vec::new();
+            while let Some(item) = s.next().await {
+                if let Response::Entries(batch) = item.unwrap() {
+                    for e in batch {
+                        assert_ne!(e.invocation, first_run, "an old entry was followed");
+                        seen.push(String::from_utf8_lossy(&e.message).into_owned());
+                    }
+                }
+                if seen.iter().any(|m| m == "line-two") {
+                    break;
+                }
+            }
+            seen
+        })
+        .await
+        .expect("followed entries arrive");
+        assert!(got.contains(&"line-one".to_string()), "{got:?}");
+    });
+}

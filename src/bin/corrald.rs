@@ -108,8 +108,13 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .context("cannot start the tokio runtime")?;
-        rt.block_on(corral::supervisor::run(opts, std::future::pending()))
-            .context("corrald --user failed")
+        let r = rt
+            .block_on(corral::supervisor::run(opts, std::future::pending()))
+            .context("corrald --user failed");
+        // run() has stopped every unit and flushed the journal; what is left are
+        // idle event sources, which need not be waited for.
+        rt.shutdown_background();
+        r
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

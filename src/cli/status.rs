@@ -87,11 +87,33 @@ fn dot(active: ActiveState, color: bool) -> String {
     }
 }
 
-/// "Mon 2026-11-23 11:40:01 UTC" in local time.
+/// "Mon 2026-11-23 11:40:01 UTC" in local time, with the zone's abbreviation
+/// as systemctl prints it.
 pub fn format_time(usec: u64) -> String {
     match Local.timestamp_micros(usec as i64) {
-        chrono::LocalResult::Single(t) => t.format("%a %Y-%m-%d %H:%M:%S %Z").to_string(),
+        chrono::LocalResult::Single(t) => {
+            let zone = zone_abbreviation((usec / 1_000_000) as libc::time_t)
+                .unwrap_or_else(|| t.format("%Z").to_string());
+            format!("{} {zone}", t.format("%a %Y-%m-%d %H:%M:%S"))
+        }
         _ => usec.to_string(),
+    }
+}
+
+/// The local time zone's abbreviation at `t` ("UTC", "CET"), from the C library.
+fn zone_abbreviation(t: libc::time_t) -> Option<String> {
+    // SAFETY: localtime_r writes into the tm we own; tm_zone then points to a
+    // static string of the C library (or is null), read at once.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() || tm.tm_zone.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(tm.tm_zone)
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }
 

@@ -88,6 +88,15 @@ pub enum Request {
         /// Unit names.
         units: Vec<String>,
     },
+    /// Journal entries matching `query`, streamed as `Entries` batches and
+    /// closed by the end frame; with `follow`, new entries keep coming until
+    /// the client hangs up.
+    Journal {
+        /// What to select (units, time range, priorities, last N...).
+        query: crate::journal::Query,
+        /// Keep streaming newly committed entries.
+        follow: bool,
+    },
     /// `list-dependencies`: the dependency tree of a unit, as text.
     ListDependencies {
         /// The unit name as typed.
@@ -290,6 +299,8 @@ pub enum Response {
     States(Vec<(String, Option<ActiveState>)>),
     /// A request that needs no data succeeded (DaemonReload): the notes say what changed.
     Done(Vec<String>),
+    /// One batch of journal entries, oldest first (a stream item of `Journal`).
+    Entries(Vec<crate::journal::Entry>),
     /// Text to print as it is (`ListDependencies`, `ShowEnvironment`).
     Text(String),
 }
@@ -324,22 +335,29 @@ mod tests {
             (Request::ResetFailed { units: vec![] }, 11),
             (Request::ActiveStates { units: vec![] }, 12),
             (
+                Request::Journal {
+                    query: crate::journal::Query::default(),
+                    follow: false,
+                },
+                13,
+            ),
+            (
                 Request::ListDependencies {
                     unit: String::new(),
                     reverse: false,
                     all: false,
                 },
-                13,
+                14,
             ),
             (
                 Request::SetEnvironment {
                     assignments: vec![],
                 },
-                14,
+                15,
             ),
-            (Request::UnsetEnvironment { names: vec![] }, 15),
-            (Request::ImportEnvironment { pairs: vec![] }, 16),
-            (Request::ShowEnvironment, 17),
+            (Request::UnsetEnvironment { names: vec![] }, 16),
+            (Request::ImportEnvironment { pairs: vec![] }, 17),
+            (Request::ShowEnvironment, 18),
         ];
         for (req, index) in cases {
             let bytes = postcard::to_allocvec(&req).unwrap();

@@ -7,6 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::ipc::proto::{ErrorKind, Failure, JobOutcome, Request, Response};
 use crate::ipc::server::{Handler, Replies};
 use crate::ipc::{IpcError, PeerCred};
+use crate::journal::{Query, WriterHandle};
 
 use super::manager::{Input, Job};
 
@@ -14,7 +15,12 @@ use super::manager::{Input, Job};
 pub struct ControlHandler {
     /// The manager's input queue.
     pub tx: mpsc::UnboundedSender<Input>,
+    /// The journal writer, for journal queries (they never reach the manager thread).
+    pub journal: Option<WriterHandle>,
 }
+
+/// Entries per stream item: one frame per batch, not per entry.
+const JOURNAL_BATCH: usize = 256;
 
 fn gone() -> Failure {
     Failure {
@@ -56,6 +62,74 @@ impl ControlHandler {
     }
 }
 
+impl ControlHandler {
+    async fn journal(
+        &self,
+        query: Query,
+        follow: bool,
+        replies: &mut Replies<'_, Response>,
+    ) -> Result<(), IpcError> {
+        let failure = |message: String| {
+            Response::Error(Failure {
+                kind: ErrorKind::Internal,
+                message,
+            })
+        };
+        let Some(handle) = self.journal.clone() else {
+            let msg = "the manager has no journal open (see its stderr); \
+                       read the store with `corral journal -D DIR`";
+            return replies.reply(&failure(msg.into())).await;
+        };
+        if !follow {
+            let entries = match handle.store().query_async(query).await {
+                Ok(e) => e,
+                Err(e) => {
+                    return replies
+                        .reply(&failure(format!("journal query failed: {e}")))
+                        .await;
+                }
+            };
+            for chunk in entries.chunks(JOURNAL_BATCH) {
+                replies.item(&Response::Entries(chunk.to_vec())).await?;
+            }
+            return replies.end().await;
+        }
+        let mut rx = match crate::journal::follow::follow(handle, query).await {
+            Ok(rx) => rx,
+            Err(e) => {
+                return replies
+                    .reply(&failure(format!("journal follow failed: {e}")))
+                    .await;
+            }
+        };
+        loop {
+            tokio::select! {
+                first = rx.recv() => {
+                    let Some(first) = first else { break };
+                    let mut batch = Vec::new();
+                    let mut failed = None;
+                    for r in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()).take(JOURNAL_BATCH - 1)) {
+                        match r {
+                            Ok(e) => batch.push(e),
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                    if !batch.is_empty() {
+                        replies.item(&Response::Entries(batch)).await?;
+                    }
+                    if let Some(e) = failed {
+                        replies.item(&failure(format!("journal follow stopped: {e}"))).await?;
+                        break;
+                    }
+                }
+                // The client hung up, or the server is stopping.
+                _ = replies.closed() => break,
+            }
+        }
+        replies.end().await
+    }
+}
+
 impl Handler for ControlHandler {
     type Request = Request;
     type Response = Response;
@@ -67,6 +141,9 @@ impl Handler for ControlHandler {
         replies: &mut Replies<'_, Response>,
     ) -> Result<(), IpcError> {
         // The socket only admits our own uid and root (ServerConfig::owner).
+        if let Request::Journal { query, follow } = request {
+            return self.journal(query, follow, replies).await;
+        }
         let response = match request {
             Request::Start { units } => self.jobs(units, Job::Start).await,
             Request::Stop { units } => self.jobs(units, Job::Stop).await,

@@ -453,7 +453,8 @@ impl Manager {
         if super::graph::is_target(name.as_str()) {
             return Ok(Arc::new(transaction::target_def(unit)));
         }
-        service::from_unit(unit, &self.root)
+        let enabled = self.root.subtree_control().unwrap_or_default();
+        service::from_unit(unit, self.root.path(), &enabled)
             .map(Arc::new)
             .map_err(|message| Failure {
                 kind: ErrorKind::BadUnit,
@@ -784,6 +785,10 @@ impl Manager {
                     // The waiter was registered after the start began: a Dead
                     // unit is one that ran to completion (oneshot, or forking
                     // whose processes all ended).
+                    Sub::Dead if !restarting && e.state.stop_requested => Some(Err(Failure {
+                        kind: ErrorKind::Refused,
+                        message: format!("the start of {name} was canceled by a stop"),
+                    })),
                     Sub::Dead if !restarting => Some(Ok(Vec::new())),
                     Sub::Failed | Sub::AutoRestart if !restarting => Some(Err(failure.clone())),
                     _ => None,
@@ -2100,7 +2105,10 @@ pub async fn run(
             source,
         })?;
 
-    let handler = Arc::new(control::ControlHandler { tx: tx.clone() });
+    let handler = Arc::new(control::ControlHandler {
+        tx: tx.clone(),
+        journal: journal.clone(),
+    });
     let server = tokio::spawn(crate::ipc::serve(listener, handler, async move {
         let _ = done_rx.await;
     }));

@@ -2,10 +2,10 @@
 //! [`Spec`], the command lists, and what `status` must say about directives
 //! that cannot take effect here.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cgroup::Cgroup;
 use crate::unit::model::{
     ExitStatusSet, KillMode as UKillMode, MemoryLimit, NotifyAccess, RestartPolicy as URestart,
     ServiceType, TasksMax, UnitSource,
@@ -79,9 +79,10 @@ fn exit_set(s: &ExitStatusSet) -> ExitSet {
 }
 
 /// Turns a loaded `.service` unit into a [`ServiceDef`]; `root` is the cgroup
-/// under which invocations run, to tell which resource controllers work.
+/// under which invocations run and `enabled` the controllers its
+/// `cgroup.subtree_control` enables, to tell which resource directives work.
 /// Returns the reason when the unit cannot be run.
-pub fn from_unit(unit: Unit, root: &Cgroup) -> Result<ServiceDef, String> {
+pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceDef, String> {
     let name = unit.name.as_str().to_string();
     let Some(svc) = unit.service.clone() else {
         return Err(format!(
@@ -164,7 +165,6 @@ pub fn from_unit(unit: Unit, root: &Cgroup) -> Result<ServiceDef, String> {
         restart_prevent: exit_set(&svc.restart_prevent_exit_status),
         restart_force: exit_set(&svc.restart_force_exit_status),
     };
-    let enabled = root.subtree_control().unwrap_or_default();
     let mut limits = Vec::new();
     let mut resource = |directive: &str, controller: &str, file: &'static str, value: String| {
         if enabled.iter().any(|c| c == controller) {
@@ -173,7 +173,7 @@ pub fn from_unit(unit: Unit, root: &Cgroup) -> Result<ServiceDef, String> {
             notes.push(format!(
                 "{directive} not applied: the {controller} controller is not enabled for {} \
                  (add it to that cgroup's parent cgroup.subtree_control, or ask root to delegate it)",
-                root.path().display()
+                root.display()
             ));
         }
     };
@@ -244,4 +244,107 @@ fn physical_memory() -> u64 {
     // SAFETY: as above.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     (pages.max(0) as u64) * (size.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unit::loader::from_text;
+    use crate::unit::{SpecifierContext, UnitName};
+
+    fn def(name: &str, text: &str, enabled: &[&str]) -> Result<ServiceDef, String> {
+        let n = UnitName::parse(name).unwrap();
+        let unit = from_text(
+            &n,
+            Path::new("/units").join(name).as_path(),
+            text,
+            &SpecifierContext::example(),
+        );
+        let enabled: Vec<String> = enabled.iter().map(|s| s.to_string()).collect();
+        from_unit(unit, Path::new("/cg/root"), &enabled)
+    }
+
+    #[test]
+    fn directives_reach_the_spec() {
+        let d = def(
+            "web.service",
+            "[Service]\nType=forking\nRestart=on-abnormal\nRestartSec=2\nKillMode=mixed\n\
+             KillSignal=SIGINT\nSendSIGKILL=no\nTimeoutStopSec=7\nRuntimeMaxSec=60\n\
+             SuccessExitStatus=42 SIGUSR1\nRestartPreventExitStatus=3\nRestartForceExitStatus=4\n\
+             ExecStartPre=-/bin/true\nExecStart=/bin/sleep 1\nExecStopPost=/bin/true\n",
+            &[],
+        )
+        .unwrap();
+        let s = &d.spec;
+        assert_eq!(s.kind, Kind::Forking);
+        assert_eq!(s.restart, RestartPolicy::OnAbnormal);
+        assert_eq!(s.restart_sec, Duration::from_secs(2));
+        assert_eq!(s.kill_mode, KillMode::Mixed);
+        assert_eq!(s.kill_signal, libc::SIGINT);
+        assert!(!s.send_sigkill);
+        assert_eq!(s.timeout_stop, Some(Duration::from_secs(7)));
+        assert_eq!(s.runtime_max, Some(Duration::from_secs(60)));
+        assert_eq!(s.success.codes, vec![42]);
+        assert_eq!(s.success.signals, vec![libc::SIGUSR1]);
+        assert_eq!(s.restart_prevent.codes, vec![3]);
+        assert_eq!(s.restart_force.codes, vec![4]);
+        assert_eq!(s.cmds[Cmd::StartPre as usize], vec![true], "the - prefix");
+        assert_eq!(s.cmds[Cmd::Start as usize], vec![false]);
+        assert_eq!(s.cmds[Cmd::StopPost as usize], vec![false]);
+        assert_eq!(d.kind_word(), "forking");
+        assert_eq!(d.restart_word(), "on-abnormal");
+    }
+
+    #[test]
+    fn resource_directives_apply_only_with_their_controller() {
+        let text = "[Service]\nExecStart=/bin/true\nMemoryMax=64M\nTasksMax=10\nCPUQuota=50%\n";
+        let none = def("a.service", text, &[]).unwrap();
+        assert!(none.limits.is_empty());
+        assert_eq!(none.notes.len(), 3, "{:?}", none.notes);
+        assert!(none.notes[0].starts_with(
+            "MemoryMax= not applied: the memory controller is not enabled for /cg/root"
+        ));
+        let all = def("a.service", text, &["memory", "pids", "cpu"]).unwrap();
+        assert!(all.notes.is_empty(), "{:?}", all.notes);
+        assert!(
+            all.limits
+                .contains(&("memory.max", (64u64 << 20).to_string()))
+        );
+        assert!(all.limits.contains(&("pids.max", "10".to_string())));
+        assert!(
+            all.limits
+                .contains(&("cpu.max", "50000 100000".to_string()))
+        );
+    }
+
+    #[test]
+    fn units_that_cannot_run_say_why() {
+        let e = def("a.service", "[Service]\nType=simple\n", &[]).unwrap_err();
+        assert!(e.contains("has no ExecStart="), "{e}");
+        let e = def(
+            "b.service",
+            "[Service]\nExecStart=/bin/true\nExecStart=/bin/false\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("only Type=oneshot"), "{e}");
+        let ok = def(
+            "c.service",
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ok.notify_access, NotifyAccess::None);
+        let n = def(
+            "d.service",
+            "[Service]\nType=notify\nExecStart=/bin/true\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            n.notify_access,
+            NotifyAccess::Main,
+            "notify implies NotifyAccess=main"
+        );
+    }
 }
