@@ -238,10 +238,17 @@ enum Step {
     AfterStop,
 }
 
-/// Whether a start job of a unit in this state is over, and how.
-fn start_outcome(sub: Sub, result: ServiceResult, restarting: bool) -> Option<bool> {
+/// Whether a start job of a unit in this state is over, and how. A unit
+/// that is down because a stop was asked while it started did not start.
+fn start_outcome(
+    sub: Sub,
+    result: ServiceResult,
+    restarting: bool,
+    stop_requested: bool,
+) -> Option<bool> {
     match sub {
         Sub::Running | Sub::Exited | Sub::Reload => Some(true),
+        Sub::Dead if !restarting && stop_requested => Some(false),
         Sub::Dead if !restarting => Some(matches!(
             result,
             ServiceResult::Success | ServiceResult::Condition
@@ -572,7 +579,12 @@ impl Manager {
             return Some(job.kind == JobKind::Stop);
         };
         match job.kind {
-            JobKind::Start => start_outcome(e.state.sub, e.state.result, e.state.start_after_stop),
+            JobKind::Start => start_outcome(
+                e.state.sub,
+                e.state.result,
+                e.state.start_after_stop,
+                e.state.stop_requested,
+            ),
             JobKind::Stop => matches!(e.state.sub, Sub::Dead | Sub::Failed).then_some(true),
         }
     }
@@ -734,9 +746,15 @@ impl Manager {
             }
         }
         let result = match run.tx.result_of(&anchor, JobKind::Start) {
-            Some(JobResult::Failed) => Err(match self.units.get(&anchor).map(|e| &e.def) {
-                Some(Err(f)) => f.clone(),
-                Some(Ok(_)) => self.failure_of(&anchor),
+            Some(JobResult::Failed) => Err(match self.units.get(&anchor) {
+                Some(e) => match &e.def {
+                    Err(f) => f.clone(),
+                    Ok(_) if e.state.sub == Sub::Dead && e.state.stop_requested => Failure {
+                        kind: ErrorKind::Refused,
+                        message: format!("the start of {anchor} was canceled by a stop"),
+                    },
+                    Ok(_) => self.failure_of(&anchor),
+                },
                 None => Failure {
                     kind: ErrorKind::NotFound,
                     message: format!("Unit {anchor} not found."),
@@ -866,11 +884,23 @@ mod tests {
         ];
         for (sub, result, restarting, want) in cases {
             assert_eq!(
-                start_outcome(sub, result, restarting),
+                start_outcome(sub, result, restarting, false),
                 want,
                 "{sub:?} {result:?} restarting={restarting}"
             );
         }
+    }
+
+    #[test]
+    fn a_stop_during_the_start_fails_the_start_job() {
+        assert_eq!(
+            start_outcome(Sub::Dead, ServiceResult::Success, false, true),
+            Some(false)
+        );
+        assert_eq!(
+            start_outcome(Sub::Running, ServiceResult::Success, false, true),
+            Some(true)
+        );
     }
 
     #[test]
