@@ -18,6 +18,7 @@ use corral::ipc::Client;
 use corral::ipc::proto::{Request, Response};
 use corral::supervisor::state::{Cmd, Event, Exit, Kind, Spec, State, next};
 use criterion::{Criterion, criterion_group, criterion_main};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 struct Daemon {
     child: Child,
@@ -238,12 +239,27 @@ fn bench(c: &mut Criterion) {
                     }
                     std::thread::sleep(POLL);
                 };
+                // Sleep in the kernel until the new invocation's cgroup is made
+                // (no polling while the daemon reaps and restarts), then poll
+                // briefly for the exec.
+                let ino = Inotify::init(InitFlags::IN_CLOEXEC).expect("inotify");
+                ino.add_watch(d.root.path(), AddWatchFlags::IN_CREATE)
+                    .expect("watch the cgroup root");
                 let t = Instant::now();
                 nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(old),
                     nix::sys::signal::Signal::SIGKILL,
                 )
                 .expect("kill");
+                loop {
+                    let created = ino.read_events().expect("inotify read");
+                    if created
+                        .iter()
+                        .any(|e| e.name.as_deref() == Some(std::ffi::OsStr::new("phoenix.service")))
+                    {
+                        break;
+                    }
+                }
                 // Running again: a new process in the new cgroup that has exec'd sleep.
                 while running(old).is_none() {
                     std::thread::sleep(POLL);
