@@ -138,12 +138,19 @@ fn json_forms_parse_and_carry_the_state() {
         .iter()
         .map(|u| u["Id"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["bad.service", "web.service"]);
+    // default.target is always there: the manager starts it (issue 5).
+    assert_eq!(names, ["bad.service", "default.target", "web.service"]);
     let v: serde_json::Value =
         serde_json::from_str(&td.ok(&["show", "--json", "web"]).stdout).unwrap();
     assert_eq!(v[0]["SubState"], "running");
     let v: serde_json::Value = serde_json::from_str(&td.ok(&["status", "--json"]).stdout).unwrap();
-    assert_eq!(v["Units"][0]["Id"], "web.service");
+    let ids: Vec<&str> = v["Units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["Id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["default.target", "web.service"]);
     let o = td.corral(&["status", "nope"]);
     assert_eq!(o.code, 5, "{o:?}");
     assert!(o.stderr.contains("Unit nope.service not found."));

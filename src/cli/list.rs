@@ -50,7 +50,7 @@ pub fn render(units: &[UnitStatus]) -> String {
             u.name,
             load,
             u.active.as_str(),
-            u.sub.as_str(),
+            super::status::sub_word(u),
             u.description
         ));
     }

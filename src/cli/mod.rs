@@ -8,15 +8,21 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use enable::InstallVerb;
+
 pub mod cat;
 pub mod common;
 pub mod daemon_reload;
+pub mod enable;
+pub mod environment;
 pub mod is_active;
 pub mod jobs;
 pub mod journal;
 pub mod kill;
 pub mod linger;
 pub mod list;
+pub mod list_dependencies;
+pub mod list_unit_files;
 pub mod login;
 pub mod reload;
 pub mod reset_failed;
@@ -171,6 +177,52 @@ pub enum Command {
     DisableLinger(linger::LingerArgs),
     /// Check unit files, drop-ins and runit service directories (no manager needed).
     Verify(verify::VerifyArgs),
+    /// Enable units: create the symlinks their [Install] section asks for.
+    Enable(enable::InstallArgs),
+    /// Disable units: remove every symlink to them from the units directory.
+    Disable(enable::InstallArgs),
+    /// Disable, then enable units again.
+    Reenable(enable::InstallArgs),
+    /// Print whether units are enabled; exit 0 if at least one is.
+    IsEnabled(enable::IsEnabledArgs),
+    /// Mask units (a symlink to /dev/null): they cannot be started at all.
+    Mask(enable::InstallArgs),
+    /// Unmask units.
+    Unmask(enable::InstallArgs),
+    /// List unit files and runit services with their enablement state.
+    ListUnitFiles(list_unit_files::ListUnitFilesArgs),
+    /// Show the tree of units a unit pulls in (default.target when none is named).
+    ListDependencies {
+        /// Show what pulls the unit in instead.
+        #[arg(long)]
+        reverse: bool,
+        /// Expand every unit, not only targets.
+        #[arg(short, long)]
+        all: bool,
+        /// The unit.
+        unit: Option<String>,
+    },
+    /// Set variables in the manager's environment block (for units started afterwards).
+    SetEnvironment {
+        /// NAME=value assignments.
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        assignments: Vec<String>,
+    },
+    /// Remove variables from the manager's environment block.
+    UnsetEnvironment {
+        /// Names (NAME=value removes NAME only while it has that value).
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Copy variables of this shell into the manager's environment block
+    /// (NAME copies, NAME=value sets, NAME= sets empty).
+    ImportEnvironment {
+        /// Names or assignments; none imports the whole environment.
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Print the manager's environment block.
+    ShowEnvironment,
     /// Show what the services printed (journalctl's flags).
     Journal(Box<journal::JournalArgs>),
 }
@@ -213,6 +265,30 @@ pub fn main() -> ExitCode {
         Command::DisableLinger(args) => return linger::run(args, false),
         Command::Verify(args) => return ExitCode::from(verify::run(&args)),
         Command::Journal(args) => return journal::run(*args, socket),
+        Command::Enable(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Enable, &a, socket));
+        }
+        Command::Disable(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Disable, &a, socket));
+        }
+        Command::Reenable(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Reenable, &a, socket));
+        }
+        Command::IsEnabled(a) => return ExitCode::from(enable::run_is_enabled(&a)),
+        Command::Mask(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Mask, &a, socket));
+        }
+        Command::Unmask(a) => {
+            return ExitCode::from(enable::run_then_now(InstallVerb::Unmask, &a, socket));
+        }
+        Command::ListUnitFiles(a) => return ExitCode::from(list_unit_files::run(&a)),
+        Command::ListDependencies { reverse, all, unit } => {
+            list_dependencies::run(socket, unit, reverse, all)
+        }
+        Command::SetEnvironment { assignments } => environment::set(socket, assignments),
+        Command::UnsetEnvironment { names } => environment::unset(socket, names),
+        Command::ImportEnvironment { names } => environment::import(socket, names),
+        Command::ShowEnvironment => environment::show(socket),
     };
     ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
 }

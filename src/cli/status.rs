@@ -134,11 +134,33 @@ pub fn format_span(usec: u64) -> String {
     }
 }
 
+/// The SubState word: a target has no processes, so systemd says only
+/// `active` or `dead` for it.
+pub fn sub_word(u: &UnitStatus) -> &'static str {
+    if u.name.ends_with(".target") {
+        match u.active {
+            ActiveState::Active => "active",
+            _ => "dead",
+        }
+    } else {
+        u.sub.as_str()
+    }
+}
+
 /// The "Active:" value: state (sub) [Result], since, how long ago.
 fn active_line(u: &UnitStatus, now: u64) -> String {
     let mut s = format!("{} ({})", u.active.as_str(), u.sub.as_str());
     if u.active == ActiveState::Failed && u.result != ServiceResult::Success {
         s = format!("{} (Result: {})", u.active.as_str(), u.result.as_str());
+    } else if u.name.ends_with(".target") {
+        // A target has no processes: systemctl shows only active or inactive.
+        s = u.active.as_str().to_string();
+    } else if u.result == ServiceResult::Condition {
+        s = format!(
+            "{} ({}) (Result: condition)",
+            u.active.as_str(),
+            u.sub.as_str()
+        );
     }
     if u.since_usec > 0 {
         let _ = write!(
@@ -165,6 +187,8 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
     }
     o.push('\n');
     let loaded = match &u.load {
+        // A unit without a file of its own (the built-in default.target).
+        LoadState::Loaded if u.fragment.is_empty() => "loaded".to_string(),
         LoadState::Loaded if u.file_state.is_empty() => format!("loaded ({})", u.fragment),
         LoadState::Loaded => format!("loaded ({}; {})", u.fragment, u.file_state),
         LoadState::Masked => "masked (Reason: Unit is masked.)".to_string(),

@@ -97,6 +97,32 @@ pub enum Request {
         /// Keep streaming newly committed entries.
         follow: bool,
     },
+    /// `list-dependencies`: the dependency tree of a unit, as text.
+    ListDependencies {
+        /// The unit name as typed.
+        unit: String,
+        /// Follow what pulls the unit in instead of what it pulls in.
+        reverse: bool,
+        /// Expand every unit, not only targets.
+        all: bool,
+    },
+    /// `set-environment NAME=value...` on the manager's environment block.
+    SetEnvironment {
+        /// `NAME=value` assignments; one invalid entry rejects them all.
+        assignments: Vec<String>,
+    },
+    /// `unset-environment NAME...` (`NAME=value` unsets only on a matching value).
+    UnsetEnvironment {
+        /// Names, or `NAME=value`.
+        names: Vec<String>,
+    },
+    /// `import-environment`: pairs the CLI resolved against its own environment.
+    ImportEnvironment {
+        /// Name and value of each variable to set.
+        pairs: Vec<(String, String)>,
+    },
+    /// `show-environment`: the block as `NAME=value` lines.
+    ShowEnvironment,
 }
 
 /// What kind of thing went wrong, so the CLI can pick its exit code.
@@ -275,6 +301,8 @@ pub enum Response {
     Done(Vec<String>),
     /// One batch of journal entries, oldest first (a stream item of `Journal`).
     Entries(Vec<crate::journal::Entry>),
+    /// Text to print as it is (`ListDependencies`, `ShowEnvironment`).
+    Text(String),
 }
 
 #[cfg(test)]
@@ -313,6 +341,23 @@ mod tests {
                 },
                 13,
             ),
+            (
+                Request::ListDependencies {
+                    unit: String::new(),
+                    reverse: false,
+                    all: false,
+                },
+                14,
+            ),
+            (
+                Request::SetEnvironment {
+                    assignments: vec![],
+                },
+                15,
+            ),
+            (Request::UnsetEnvironment { names: vec![] }, 16),
+            (Request::ImportEnvironment { pairs: vec![] }, 17),
+            (Request::ShowEnvironment, 18),
         ];
         for (req, index) in cases {
             let bytes = postcard::to_allocvec(&req).unwrap();

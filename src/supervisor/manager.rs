@@ -39,6 +39,8 @@ use super::state::{
 };
 use super::{Options, SupervisorError, control, procs, reaper};
 
+mod transaction;
+
 /// What the manager thread reacts to.
 #[derive(Debug)]
 pub enum Input {
@@ -295,6 +297,8 @@ pub struct Manager {
     timer_generation: u64,
     started_usec: u64,
     shutting_down: bool,
+    /// Transactions, the environment block, skipped starts (transaction.rs).
+    graph: transaction::Graph,
     /// Where the units' output and the manager's messages about them go.
     output: Output,
 }
@@ -418,12 +422,8 @@ impl Manager {
             }
             Input::Shutdown => {
                 self.shutting_down = true;
-                let names: Vec<String> = self.units.keys().cloned().collect();
-                for n in names {
-                    if self.units[&n].inv.is_some() || !self.units[&n].state.sub.is_down() {
-                        self.feed(&n, Event::Stop);
-                    }
-                }
+                // Every unit stops, in the reverse of the start order (transaction.rs).
+                self.shutdown_in_order();
             }
         }
     }
@@ -431,7 +431,7 @@ impl Manager {
     // ---- loading -------------------------------------------------------
 
     fn load(&self, name: &UnitName) -> Result<Arc<ServiceDef>, Failure> {
-        let unit = self.loader.load(name).map_err(|e| match e {
+        let unit = transaction::load_unit(&self.loader, name).map_err(|e| match e {
             UnitError::NotFound { .. } => not_found(name.as_str()),
             e => Failure {
                 kind: ErrorKind::BadUnit,
@@ -449,6 +449,9 @@ impl Manager {
                 kind: ErrorKind::BadUnit,
                 message: format!("Unit {name} failed to load: {e}"),
             });
+        }
+        if super::graph::is_target(name.as_str()) {
+            return Ok(Arc::new(transaction::target_def(unit)));
         }
         let enabled = self.root.subtree_control().unwrap_or_default();
         service::from_unit(unit, self.root.path(), &enabled)
@@ -498,7 +501,8 @@ impl Manager {
 
     fn reload_units(&mut self) -> Vec<String> {
         let before = self.units.len();
-        self.load_all();
+        let listed = self.load_all();
+        self.reload_unlisted_targets(&listed);
         // Instances of templates are reloaded from their template.
         let instances: Vec<String> = self
             .units
@@ -571,6 +575,10 @@ impl Manager {
             && !matches!(job, Job::Stop | Job::Kill { .. } | Job::ResetFailed)
         {
             let _ = reply.send(Err(f.clone()));
+            return;
+        }
+        if matches!(job, Job::Start | Job::Stop | Job::Restart | Job::TryRestart) {
+            self.transaction_job(&name, &job, reply);
             return;
         }
         let sub = e.state.sub;
@@ -843,6 +851,7 @@ impl Manager {
             }
         }
         self.check_waiters(name);
+        self.unit_changed(name);
         Ok(())
     }
 
@@ -1418,6 +1427,10 @@ impl Manager {
             env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v));
         };
+        // The manager's block (set-environment) lies below the unit's own variables.
+        for (k, v) in self.graph.env_vars() {
+            set(&mut env, &k, v);
+        }
         if let Some(inv) = &e.inv {
             set(&mut env, "INVOCATION_ID", inv.id.clone());
         }
@@ -1649,6 +1662,7 @@ impl Manager {
         {
             notes.push(n.clone());
         }
+        self.graph_notes(name, &mut notes);
         if !e.left_behind.is_empty() {
             notes.push(format!(
                 "left running by KillMode=process: {}",
@@ -1772,12 +1786,7 @@ impl Manager {
                 }
                 Response::Jobs(Vec::new())
             }
-            other => Response::Error(Failure {
-                kind: ErrorKind::BadRequest,
-                message: format!(
-                    "request {other:?} is not answered as a query; this is a corral bug"
-                ),
-            }),
+            other => self.graph_query(other),
         }
     }
 
@@ -2072,22 +2081,18 @@ pub async fn run(
         timer_generation: 0,
         started_usec: now_usec(),
         shutting_down: false,
+        graph: transaction::Graph::new(transaction::load_env(&opts.state_dir)),
         output,
     };
     manager.load_all();
     for e in &manager.load_errors {
         eprintln!("corrald: {e}");
     }
-    let autostart: Vec<String> = manager
-        .units
-        .values()
-        .filter(|e| {
-            e.def
-                .as_ref()
-                .is_ok_and(|d| d.runit.as_ref().is_some_and(|r| !r.down))
-        })
-        .map(|e| e.name.clone())
-        .collect();
+    if let Err(msg) = &manager.graph.env_status() {
+        eprintln!("corrald: {msg}");
+    }
+    // default.target pulls in what is enabled and the runit services without `down`.
+    let autostart = vec![super::graph::DEFAULT_TARGET.to_string()];
 
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let rt = Handle::current();

@@ -17,6 +17,8 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 pub mod control;
+pub mod environment;
+pub mod graph;
 pub mod leftovers;
 pub mod manager;
 pub mod notify;

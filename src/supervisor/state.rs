@@ -169,6 +169,12 @@ pub enum ServiceResult {
     CoreDump,
     /// StartLimitBurst starts within StartLimitIntervalSec.
     StartLimitHit,
+    /// A `Condition*=` was false: the start was skipped (the unit stays inactive).
+    Condition,
+    /// An `Assert*=` was false: the start failed before anything ran.
+    Assert,
+    /// A unit it requires (Requires=, BindsTo=, Requisite=) failed to start.
+    Dependency,
 }
 
 impl ServiceResult {
@@ -183,6 +189,9 @@ impl ServiceResult {
             ServiceResult::Signal => "signal",
             ServiceResult::CoreDump => "core-dump",
             ServiceResult::StartLimitHit => "start-limit-hit",
+            ServiceResult::Condition => "condition",
+            ServiceResult::Assert => "assert",
+            ServiceResult::Dependency => "dependency",
         }
     }
 }

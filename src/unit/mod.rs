@@ -18,12 +18,14 @@
 pub mod condition;
 pub mod envfile;
 pub mod exec;
+pub mod install;
 pub mod known;
 pub mod loader;
 pub mod model;
 pub mod name;
 pub mod runit;
 pub mod specifier;
+pub mod start_check;
 pub mod syntax;
 pub mod values;
 pub mod verify;

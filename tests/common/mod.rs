@@ -82,39 +82,61 @@ impl TestDaemon {
             socket,
         };
         setup(&td);
+        td.launch(extra);
+        Some(td)
+    }
+
+    /// Spawns `corrald` on this daemon's directories and waits for its ready line.
+    fn launch(&mut self, extra: &[&str]) {
         let (ready_r, ready_w) = nix::unistd::pipe().expect("pipe");
         // The write end is inherited by corrald (no CLOEXEC) and named by --ready-fd.
-        let log = std::fs::File::create(td.dir.path().join("corrald.log")).expect("log file");
+        // Appended, so that the log of a restarted daemon keeps its predecessor's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("corrald.log"))
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_corrald"))
             .arg("--user")
             .arg("--units-dir")
-            .arg(td.dir.path().join("units"))
+            .arg(self.dir.path().join("units"))
             .arg("--runit-dir")
-            .arg(td.dir.path().join("runit"))
+            .arg(self.dir.path().join("runit"))
             .arg("--state-dir")
-            .arg(td.dir.path().join("state"))
+            .arg(self.dir.path().join("state"))
             .arg("--runtime-dir")
-            .arg(td.dir.path().join("run/corral"))
+            .arg(self.dir.path().join("run/corral"))
             .arg("--cgroup-root")
-            .arg(td.root.path())
+            .arg(self.root.path())
             .arg("--ready-fd")
             .arg(ready_w.as_raw_fd().to_string())
             .args(extra)
-            .env("XDG_RUNTIME_DIR", td.dir.path().join("run"))
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("spawn corrald");
         drop(ready_w);
-        td.child = Some(child);
+        self.child = Some(child);
         let line = read_line_within(ready_r, Duration::from_secs(20));
         assert!(
             line.starts_with("READY=1"),
             "corrald did not report readiness (got {line:?}); its log:\n{}",
-            td.log()
+            self.log()
         );
-        Some(td)
+    }
+
+    /// Stops the daemon with SIGTERM (its units are stopped) and starts it
+    /// again on the same directories and state.
+    pub fn restart(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(
+            self.wait_exit(Duration::from_secs(30)).is_some(),
+            "corrald did not exit after SIGTERM; its log:\n{}",
+            self.log()
+        );
+        self.launch(&[]);
     }
 
     /// The daemon's PID.

@@ -1,0 +1,919 @@
+//! Start, stop and restart requests as transactions over the unit graph.
+//!
+//! The manager asks [`graph::build`] for the jobs of a request, then drives
+//! them as a ready queue: every job whose ordering predecessors have finished
+//! runs at once (several in parallel), and a job is over when its unit's state
+//! machine reaches the state the job wants (active, or stopped with an empty
+//! and removed cgroup). The control request is answered when the whole
+//! transaction has finished.
+//!
+//! Before each start the unit's conditions and asserts are checked
+//! ([`start_check`]): a false condition skips the start (inactive, result
+//! "condition", not failed); a false assert fails it. A failed start fails the
+//! pending starts of the units that require it ("dependency failed: X").
+//! A unit that goes down on its own stops the units bound to it (BindsTo=).
+//!
+//! Everything runs on the manager thread; [`Manager::pump`] is re-entrancy
+//! safe because feeding a unit's state machine calls back into
+//! [`Manager::unit_changed`], which only records the change while a pump runs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::ipc::proto::{ErrorKind, Failure, Request, Response};
+use crate::supervisor::environment::{EnvError, ManagerEnv};
+use crate::supervisor::graph::{
+    self, DEFAULT_TARGET, Deps, GraphError, JobKind, JobResult, Missing, Transaction, Units, Verb,
+};
+use crate::supervisor::service::ServiceDef;
+use crate::supervisor::state::{ActiveState, KillMode, Kind, ServiceResult, Spec, Sub};
+use crate::unit::model::NotifyAccess;
+use crate::unit::start_check::{self, StartCheck};
+use crate::unit::{Loader, Unit, UnitError, UnitName};
+
+use super::{Event, Job, Manager, now_usec};
+
+/// Where a job's outcome goes.
+type Reply = oneshot::Sender<Result<Vec<String>, Failure>>;
+
+/// The manager's graph state: running transactions, the environment block,
+/// and what it remembers about units between transactions.
+pub(super) struct Graph {
+    /// The environment block (or why the saved one could not be read).
+    env: Result<ManagerEnv, String>,
+    /// Transactions not finished yet, oldest first.
+    runs: Vec<Run>,
+    /// Units whose state changed since the last pump looked.
+    changed: Vec<String>,
+    /// Set while [`Manager::pump`] runs, so state changes it causes only queue up.
+    pumping: bool,
+    /// Units that were neither inactive nor failed when last seen (to notice
+    /// one going down on its own, for BindsTo=).
+    up: HashSet<String>,
+    /// Why the last start of a unit was skipped (a false Condition*=).
+    skipped: HashMap<String, String>,
+    /// During shutdown: the units still to stop, and whether each was told to.
+    shutdown: Option<HashMap<String, bool>>,
+}
+
+impl Graph {
+    /// The graph state of a manager whose state directory holds `env`.
+    pub(super) fn new(env: Result<ManagerEnv, String>) -> Graph {
+        Graph {
+            env,
+            runs: Vec::new(),
+            changed: Vec::new(),
+            pumping: false,
+            up: HashSet::new(),
+            skipped: HashMap::new(),
+            shutdown: None,
+        }
+    }
+
+    /// Whether the environment block could be loaded.
+    pub(super) fn env_status(&self) -> Result<(), &str> {
+        self.env.as_ref().map(|_| ()).map_err(String::as_str)
+    }
+
+    /// The variables of the environment block, for the processes of units.
+    pub(super) fn env_vars(&self) -> Vec<(String, String)> {
+        match &self.env {
+            Ok(e) => e
+                .vars()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// One transaction being driven.
+struct Run {
+    tx: Transaction,
+    /// The client waiting for it (none for BindsTo= stops and manager-made ones).
+    reply: Option<Reply>,
+    /// Jobs handed out whose unit has not reached the wanted state yet.
+    running: Vec<graph::Job>,
+    /// Start jobs of units that were stopping when handed out: they start
+    /// once the stop (someone else's job) has finished.
+    after_stop: HashSet<graph::JobId>,
+    /// Jobs handed out that wait for a job of an older transaction they are
+    /// ordered after (transactions are built one unit at a time, so
+    /// `start a b` with `b After=a` is two of them).
+    blocked: Vec<graph::Job>,
+    /// Broken cycles and other notes for the client.
+    notes: Vec<String>,
+}
+
+/// A [`Units`] view over the manager's loaded units. `stopping` selects what
+/// "active" means: for a start, only a unit that is up (so a start of an
+/// activating unit waits for it); for a stop or restart, anything not
+/// inactive or failed (so a stop of an activating or deactivating unit waits
+/// until its cgroup is gone).
+struct View<'a> {
+    m: &'a Manager,
+    stopping: bool,
+}
+
+impl Units for View<'_> {
+    fn deps(&self, name: &str) -> Result<Deps, Missing> {
+        let mut d = match self.m.units.get(name).map(|e| &e.def) {
+            Some(Ok(def)) => Deps::from_unit(&def.unit),
+            Some(Err(f)) if f.message.ends_with("is masked.") => return Err(Missing::Masked),
+            // Not loaded yet (a template instance), or not runnable: its
+            // dependencies still come from its files.
+            _ => graph::load_deps(&self.m.loader, name)?,
+        };
+        if name == DEFAULT_TARGET {
+            // runit: a service directory without `down` is started with the manager.
+            for (n, e) in &self.m.units {
+                let autostart = e
+                    .def
+                    .as_ref()
+                    .is_ok_and(|d| d.runit.as_ref().is_some_and(|r| !r.down));
+                if autostart && !d.wants.contains(n) {
+                    d.wants.push(n.clone());
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    fn is_active(&self, name: &str) -> bool {
+        let Some(e) = self.m.units.get(name) else {
+            return false;
+        };
+        let a = e.state.sub.active();
+        if self.stopping {
+            !matches!(a, ActiveState::Inactive | ActiveState::Failed)
+        } else {
+            matches!(a, ActiveState::Active | ActiveState::Reloading)
+        }
+    }
+
+    fn loaded(&self) -> Vec<String> {
+        self.m.units.values().map(|e| e.name.clone()).collect()
+    }
+}
+
+/// Loads a unit's files; `default.target` exists without a file, grouping
+/// what `default.target.wants/` and `.requires/` link to.
+pub(super) fn load_unit(loader: &Loader, name: &UnitName) -> Result<Unit, UnitError> {
+    match loader.load(name) {
+        Err(UnitError::NotFound { .. }) if name.as_str() == DEFAULT_TARGET => {
+            let mut u = Unit::new(name.clone());
+            u.unit.description = Some("Main User Target".into());
+            if let Ok(d) = graph::load_deps(loader, DEFAULT_TARGET) {
+                u.unit.wants = d
+                    .wants
+                    .iter()
+                    .filter_map(|n| UnitName::parse(n).ok())
+                    .collect();
+                u.unit.requires = d
+                    .requires
+                    .iter()
+                    .filter_map(|n| UnitName::parse(n).ok())
+                    .collect();
+            }
+            Ok(u)
+        }
+        other => other,
+    }
+}
+
+/// What the manager keeps for a target: it has no processes; its state is
+/// set by its jobs directly (active once reached, inactive once stopped).
+pub(super) fn target_def(unit: Unit) -> ServiceDef {
+    let start_limit = (unit.unit.start_limit_interval, unit.unit.start_limit_burst);
+    ServiceDef {
+        unit: Arc::new(unit),
+        spec: Spec {
+            kind: Kind::Oneshot,
+            remain_after_exit: true,
+            kill_mode: KillMode::ControlGroup,
+            ..Spec::default()
+        },
+        cmds: Default::default(),
+        start_limit,
+        notify_access: NotifyAccess::None,
+        runit: None,
+        limits: Vec::new(),
+        notes: Vec::new(),
+    }
+}
+
+fn graph_failure(e: &GraphError) -> Failure {
+    let kind = match e {
+        GraphError::NotFound(_) => ErrorKind::NotFound,
+        GraphError::Masked(_) | GraphError::OrderingCycle { .. } => ErrorKind::Refused,
+        GraphError::ConflictingJobs { .. } => ErrorKind::Refused,
+    };
+    Failure {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+fn env_failure(e: EnvError) -> Response {
+    let kind = match e {
+        EnvError::BadAssignment(_) | EnvError::BadName(_) => ErrorKind::BadRequest,
+        EnvError::Io { .. } | EnvError::Corrupt { .. } => ErrorKind::Internal,
+    };
+    Response::Error(Failure {
+        kind,
+        message: e.to_string(),
+    })
+}
+
+/// What became of a job just handed out.
+enum Step {
+    /// Over at once: ok or not.
+    Done(bool),
+    /// The unit's state machine has to get there.
+    Wait,
+    /// A start of a unit that is stopping: it begins once the unit is down.
+    AfterStop,
+}
+
+/// Whether a start job of a unit in this state is over, and how. A unit
+/// that is down because a stop was asked while it started did not start.
+fn start_outcome(
+    sub: Sub,
+    result: ServiceResult,
+    restarting: bool,
+    stop_requested: bool,
+) -> Option<bool> {
+    match sub {
+        Sub::Running | Sub::Exited | Sub::Reload => Some(true),
+        Sub::Dead if !restarting && stop_requested => Some(false),
+        Sub::Dead if !restarting => Some(matches!(
+            result,
+            ServiceResult::Success | ServiceResult::Condition
+        )),
+        Sub::Failed | Sub::AutoRestart if !restarting => Some(false),
+        _ => None,
+    }
+}
+
+impl Manager {
+    /// A start, stop, restart or try-restart request from the control socket.
+    pub(super) fn transaction_job(&mut self, name: &str, job: &Job, reply: Reply) {
+        let verb = match job {
+            Job::Start => Verb::Start,
+            Job::Stop => Verb::Stop,
+            Job::TryRestart if self.units[name].state.sub.is_down() => {
+                let _ = reply.send(Ok(Vec::new()));
+                return;
+            }
+            _ => Verb::Restart,
+        };
+        self.begin_transaction(name, verb, Some(reply));
+    }
+
+    /// Builds the transaction for `verb name` and starts driving it.
+    fn begin_transaction(&mut self, name: &str, verb: Verb, reply: Option<Reply>) {
+        let built = graph::build(
+            &View {
+                m: self,
+                stopping: verb != Verb::Start,
+            },
+            verb,
+            name,
+        );
+        let tx = match built {
+            Ok(tx) => tx,
+            Err(e) => {
+                self.log(name, &format!("transaction refused: {e}"));
+                if let Some(r) = reply {
+                    let _ = r.send(Err(graph_failure(&e)));
+                }
+                return;
+            }
+        };
+        let mut notes = Vec::new();
+        for c in tx.broken_cycles() {
+            self.log(name, &c.to_string());
+            notes.push(format!("{name}: {c}"));
+        }
+        for j in tx.jobs() {
+            if !self.units.contains_key(&j.unit)
+                && let Err(f) = self.resolve(&j.unit)
+            {
+                self.log(&j.unit, &f.message);
+            }
+        }
+        for f in tx.initial_failures() {
+            self.dependency_failed(&f.unit, &f.dep);
+        }
+        self.graph.runs.push(Run {
+            tx,
+            reply,
+            running: Vec::new(),
+            after_stop: HashSet::new(),
+            blocked: Vec::new(),
+            notes,
+        });
+        self.pump();
+    }
+
+    /// Called after every change of a unit's state machine.
+    pub(super) fn unit_changed(&mut self, name: &str) {
+        self.graph.changed.push(name.to_string());
+        self.pump();
+    }
+
+    /// Drives every transaction as far as it can go now.
+    fn pump(&mut self) {
+        if self.graph.pumping {
+            return;
+        }
+        self.graph.pumping = true;
+        loop {
+            let mut progress = false;
+            let mut changed = std::mem::take(&mut self.graph.changed);
+            changed.sort();
+            changed.dedup();
+            for u in changed {
+                if self.went_down(&u) {
+                    self.stop_bound(&u);
+                    progress = true;
+                }
+            }
+            let mut runs = std::mem::take(&mut self.graph.runs);
+            for r in 0..runs.len() {
+                let (older, rest) = runs.split_at_mut(r);
+                let run = &mut rest[0];
+                let mut i = 0;
+                while i < run.blocked.len() {
+                    if self.waits_for_older(older, &run.blocked[i]) {
+                        i += 1;
+                        continue;
+                    }
+                    let job = run.blocked.remove(i);
+                    progress = true;
+                    self.dispatch(run, job);
+                }
+                let mut i = 0;
+                while i < run.running.len() {
+                    let id = run.running[i].id;
+                    if run.after_stop.contains(&id) {
+                        if !self.is_down(&run.running[i].unit) {
+                            i += 1;
+                            continue;
+                        }
+                        run.after_stop.remove(&id);
+                        progress = true;
+                        let unit = run.running[i].unit.clone();
+                        if let Step::Done(ok) = self.start_job(&unit) {
+                            run.running.remove(i);
+                            self.job_finished(run, id, ok);
+                        }
+                        continue;
+                    }
+                    match self.job_state(&run.running[i]) {
+                        Some(ok) => {
+                            let job = run.running.remove(i);
+                            self.job_finished(run, job.id, ok);
+                            progress = true;
+                        }
+                        None => i += 1,
+                    }
+                }
+                while let Some(job) = run.tx.next_ready() {
+                    progress = true;
+                    if self.waits_for_older(older, &job) {
+                        run.blocked.push(job);
+                    } else {
+                        self.dispatch(run, job);
+                    }
+                }
+            }
+            let (done, mut rest): (Vec<Run>, Vec<Run>) =
+                runs.into_iter().partition(|r| r.tx.is_finished());
+            // Transactions begun meanwhile (BindsTo= stops) run after the older ones.
+            rest.append(&mut self.graph.runs);
+            self.graph.runs = rest;
+            for run in done {
+                self.finish_run(run);
+                progress = true;
+            }
+            if self.shutdown_step() {
+                progress = true;
+            }
+            if !progress && self.graph.changed.is_empty() {
+                break;
+            }
+        }
+        self.graph.pumping = false;
+    }
+
+    /// Runs a job and files it by what became of it.
+    fn dispatch(&mut self, run: &mut Run, job: graph::Job) {
+        match self.run_job(&job) {
+            Step::Done(ok) => self.job_finished(run, job.id, ok),
+            Step::Wait => run.running.push(job),
+            Step::AfterStop => {
+                run.after_stop.insert(job.id);
+                run.running.push(job);
+            }
+        }
+    }
+
+    /// Whether `job` must wait for an unfinished job of an `older`
+    /// transaction, by the same rules as inside one transaction: starts in
+    /// ordering order, stops in reverse, a stop before a start of units
+    /// ordered either way. Only newer transactions wait for older ones, so
+    /// transactions can never wait for each other in a circle.
+    fn waits_for_older(&self, older: &[Run], job: &graph::Job) -> bool {
+        older.iter().any(|r| {
+            r.tx.jobs().iter().any(|k| {
+                !r.tx.result(k.id).is_some_and(JobResult::is_finished) && self.orders(k, job)
+            })
+        })
+    }
+
+    /// Whether job `k` must finish before job `j` may run.
+    fn orders(&self, k: &graph::Job, j: &graph::Job) -> bool {
+        if k.unit == j.unit {
+            return k.kind == JobKind::Stop && j.kind == JobKind::Start;
+        }
+        let view = View {
+            m: self,
+            stopping: false,
+        };
+        let (Ok(dk), Ok(dj)) = (view.deps(&k.unit), view.deps(&j.unit)) else {
+            return false;
+        };
+        let j_after_k = graph::ordered_after(&j.unit, &dj, &k.unit, &dk);
+        let k_after_j = graph::ordered_after(&k.unit, &dk, &j.unit, &dj);
+        match (k.kind, j.kind) {
+            (JobKind::Start, JobKind::Start) => j_after_k,
+            (JobKind::Stop, JobKind::Stop) => k_after_j,
+            (JobKind::Stop, JobKind::Start) => j_after_k || k_after_j,
+            (JobKind::Start, JobKind::Stop) => false,
+        }
+    }
+
+    /// Stops every unit for the manager's shutdown, in the reverse of the
+    /// start order: a unit is told to stop once no unit ordered after it is
+    /// still running (a client `After=dbus` stops before the bus). Units
+    /// without processes (targets, exited oneshots) stop at once.
+    pub(super) fn shutdown_in_order(&mut self) {
+        let pending: HashMap<String, bool> = self
+            .units
+            .iter()
+            .filter(|(_, e)| e.inv.is_some() || !e.state.sub.is_down())
+            .map(|(k, _)| (k.clone(), false))
+            .collect();
+        self.graph.shutdown = Some(pending);
+        self.pump();
+    }
+
+    /// One round of the ordered shutdown; whether it told a unit to stop.
+    fn shutdown_step(&mut self) -> bool {
+        let Some(pending) = self.graph.shutdown.take() else {
+            return false;
+        };
+        let mut pending: HashMap<String, bool> = pending
+            .into_iter()
+            .filter(|(u, _)| {
+                self.units
+                    .get(u)
+                    .is_some_and(|e| e.inv.is_some() || !e.state.sub.is_down())
+            })
+            .collect();
+        let view = View {
+            m: self,
+            stopping: true,
+        };
+        let deps: HashMap<String, Deps> = pending
+            .keys()
+            .filter_map(|u| view.deps(u).ok().map(|d| (u.clone(), d)))
+            .collect();
+        let must_wait = |u: &String| {
+            if self.units.get(u).is_some_and(|e| e.inv.is_none()) {
+                return false;
+            }
+            pending.keys().any(|v| {
+                v != u
+                    && match (deps.get(v), deps.get(u)) {
+                        (Some(dv), Some(du)) => graph::ordered_after(v, dv, u, du),
+                        _ => false,
+                    }
+            })
+        };
+        let mut ready: Vec<String> = pending
+            .iter()
+            .filter(|(u, told)| !**told && !must_wait(u))
+            .map(|(u, _)| u.clone())
+            .collect();
+        if ready.is_empty() && !pending.values().any(|told| *told) {
+            // Only an ordering cycle can hold every remaining unit: stop them all.
+            ready = pending.keys().cloned().collect();
+        }
+        ready.sort();
+        for u in &ready {
+            pending.insert(u.clone(), true);
+        }
+        self.graph.shutdown = Some(pending);
+        for u in &ready {
+            self.feed(u, Event::Stop);
+        }
+        !ready.is_empty()
+    }
+
+    /// Whether `name` is inactive or failed (or unknown).
+    fn is_down(&self, name: &str) -> bool {
+        self.units
+            .get(name)
+            .is_none_or(|e| matches!(e.state.sub, Sub::Dead | Sub::Failed))
+    }
+
+    /// Whether `name` was up when last seen and is now inactive or failed.
+    fn went_down(&mut self, name: &str) -> bool {
+        if self.is_down(name) {
+            self.graph.up.remove(name)
+        } else {
+            self.graph.up.insert(name.to_string());
+            false
+        }
+    }
+
+    /// A unit went down: stop the active units bound to it, unless a
+    /// transaction stopped it (that one has their stops already).
+    fn stop_bound(&mut self, name: &str) {
+        if self.shutting_down {
+            return;
+        }
+        let by_job = self.graph.runs.iter().any(|r| {
+            matches!(
+                r.tx.result_of(name, JobKind::Stop),
+                Some(JobResult::Running | JobResult::Done)
+            )
+        });
+        if by_job {
+            return;
+        }
+        let bound = graph::bound_by(
+            &View {
+                m: self,
+                stopping: true,
+            },
+            name,
+        );
+        for other in bound {
+            self.log(
+                &other,
+                &format!("stopping: it is bound to {name} (BindsTo=), which went down"),
+            );
+            self.begin_transaction(&other, Verb::Stop, None);
+        }
+    }
+
+    /// Whether a handed-out job is over: `Some(ok)`, or `None` while its unit is on its way.
+    fn job_state(&self, job: &graph::Job) -> Option<bool> {
+        let Some(e) = self.units.get(&job.unit) else {
+            return Some(job.kind == JobKind::Stop);
+        };
+        match job.kind {
+            JobKind::Start => start_outcome(
+                e.state.sub,
+                e.state.result,
+                e.state.start_after_stop,
+                e.state.stop_requested,
+            ),
+            JobKind::Stop => matches!(e.state.sub, Sub::Dead | Sub::Failed).then_some(true),
+        }
+    }
+
+    /// Runs a job handed out by the transaction.
+    fn run_job(&mut self, job: &graph::Job) -> Step {
+        let name = job.unit.as_str();
+        let Some(e) = self.units.get_mut(name) else {
+            return Step::Done(job.kind == JobKind::Stop);
+        };
+        let sub = e.state.sub;
+        if graph::is_target(name) {
+            let target = match job.kind {
+                JobKind::Start => Sub::Exited,
+                JobKind::Stop => Sub::Dead,
+            };
+            if sub != target {
+                e.state.sub = target;
+                e.state.result = ServiceResult::Success;
+                e.since_usec = now_usec();
+                let msg = match job.kind {
+                    JobKind::Start => "Reached target.",
+                    JobKind::Stop => "Stopped target.",
+                };
+                self.log(name, msg);
+            }
+            return Step::Done(true);
+        }
+        match job.kind {
+            JobKind::Stop => match sub {
+                Sub::Dead | Sub::Failed => Step::Done(true),
+                _ => {
+                    // The answer lists what this stop leaves behind (KillMode=process), not older ones.
+                    e.left_behind.clear();
+                    self.feed(name, Event::Stop);
+                    Step::Wait
+                }
+            },
+            JobKind::Start => self.start_job(name),
+        }
+    }
+
+    /// The start job of a service: done if it is up, waits if it is on its
+    /// way up or still stopping, else checks its conditions and starts it.
+    fn start_job(&mut self, name: &str) -> Step {
+        let Some(e) = self.units.get(name) else {
+            return Step::Done(false);
+        };
+        let def = match e.def.clone() {
+            Ok(d) => d,
+            Err(f) => {
+                self.log(name, &f.message);
+                return Step::Done(false);
+            }
+        };
+        if self.shutting_down {
+            return Step::Done(false);
+        }
+        match e.state.sub {
+            Sub::Running | Sub::Exited | Sub::Reload => Step::Done(true),
+            Sub::StartPre | Sub::Start | Sub::StartPost => Step::Wait,
+            Sub::Dead | Sub::Failed | Sub::AutoRestart => match self.checked_start(name, &def) {
+                Some(ok) => Step::Done(ok),
+                None => Step::Wait,
+            },
+            // Deactivating: whoever stops it gets to see it stopped first.
+            _ => Step::AfterStop,
+        }
+    }
+
+    /// Checks conditions and asserts, then starts the unit (through the start limit).
+    fn checked_start(&mut self, name: &str, def: &Arc<ServiceDef>) -> Option<bool> {
+        let block = self.graph.env_vars();
+        let lookup = |k: &str| {
+            block
+                .iter()
+                .chain(&self.base_env)
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let check = start_check::check(&def.unit.unit, self.loader.specifiers(), &lookup);
+        let e = self.units.get_mut(name)?;
+        match check {
+            StartCheck::Skip(reason) => {
+                if e.state.sub != Sub::Dead {
+                    e.state.sub = Sub::Dead;
+                    e.since_usec = now_usec();
+                }
+                e.state.result = ServiceResult::Condition;
+                e.failure_note = None;
+                self.log(
+                    name,
+                    &format!("start skipped: a start condition is not met: {reason}"),
+                );
+                self.graph.skipped.insert(name.to_string(), reason);
+                Some(true)
+            }
+            StartCheck::Fail(reason) => {
+                if e.state.sub != Sub::Failed {
+                    e.state.sub = Sub::Failed;
+                    e.since_usec = now_usec();
+                }
+                e.state.result = ServiceResult::Assert;
+                e.failure_note = Some(format!("Assertion failed: {reason}"));
+                self.log(name, &format!("start failed: assertion failed: {reason}"));
+                Some(false)
+            }
+            StartCheck::Start => {
+                self.graph.skipped.remove(name);
+                self.start_event(name);
+                None
+            }
+        }
+    }
+
+    /// Records a job's outcome and fails the pending starts that required it.
+    fn job_finished(&mut self, run: &mut Run, id: graph::JobId, ok: bool) {
+        for f in run.tx.job_done(id, ok) {
+            self.dependency_failed(&f.unit, &f.dep);
+        }
+    }
+
+    /// A start that will not happen because `dep` failed: the unit is failed
+    /// with result "dependency" and the reason in `status`.
+    fn dependency_failed(&mut self, name: &str, dep: &str) {
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
+        if !matches!(e.state.sub, Sub::Dead | Sub::Failed) {
+            return;
+        }
+        e.state.sub = Sub::Failed;
+        e.state.result = ServiceResult::Dependency;
+        e.failure_note = Some(format!("dependency failed: {dep}"));
+        e.since_usec = now_usec();
+        self.log(name, &format!("dependency failed: {dep}"));
+    }
+
+    /// Answers the client of a finished transaction.
+    fn finish_run(&mut self, run: Run) {
+        let anchor = run.tx.anchor().to_string();
+        let mut notes = run.notes;
+        for j in run.tx.jobs() {
+            if j.kind == JobKind::Stop
+                && let Some(e) = self.units.get(&j.unit)
+                && !e.left_behind.is_empty()
+            {
+                let list: Vec<String> = super::procs::describe(e.left_behind.clone())
+                    .into_iter()
+                    .map(|p| format!("{} ({})", p.pid, p.cmdline))
+                    .collect();
+                if !list.is_empty() {
+                    notes.push(format!(
+                        "{}: KillMode=process left these processes running: {}",
+                        j.unit,
+                        list.join(", ")
+                    ));
+                }
+            }
+        }
+        let result = match run.tx.result_of(&anchor, JobKind::Start) {
+            Some(JobResult::Failed) => Err(match self.units.get(&anchor) {
+                Some(e) => match &e.def {
+                    Err(f) => f.clone(),
+                    Ok(_) if e.state.sub == Sub::Dead && e.state.stop_requested => Failure {
+                        kind: ErrorKind::Refused,
+                        message: format!("the start of {anchor} was canceled by a stop"),
+                    },
+                    Ok(_) => self.failure_of(&anchor),
+                },
+                None => Failure {
+                    kind: ErrorKind::NotFound,
+                    message: format!("Unit {anchor} not found."),
+                },
+            }),
+            Some(JobResult::DependencyFailed { dep }) => Err(Failure {
+                kind: ErrorKind::Failed,
+                message: format!(
+                    "dependency failed: {dep}. See `corral status {dep}` and `corral status {anchor}` for details."
+                ),
+            }),
+            _ => Ok(notes),
+        };
+        if let Some(r) = run.reply {
+            let _ = r.send(result);
+        }
+    }
+
+    /// daemon-reload: targets that have no file of their own (the built-in
+    /// default.target) are not in the loader's listing; read their
+    /// `.wants/`/`.requires/` directories again too.
+    pub(super) fn reload_unlisted_targets(&mut self, listed: &[String]) {
+        let stale: Vec<String> = self
+            .units
+            .keys()
+            .filter(|k| graph::is_target(k) && !listed.contains(k))
+            .cloned()
+            .collect();
+        for k in stale {
+            let Ok(name) = UnitName::parse(&k) else {
+                continue;
+            };
+            let def = self.load(&name);
+            if let Some(e) = self.units.get_mut(&k) {
+                e.def = def;
+            }
+        }
+    }
+
+    /// What `status` adds for the graph: why the last start was skipped.
+    pub(super) fn graph_notes(&self, name: &str, notes: &mut Vec<String>) {
+        if let Some(e) = self.units.get(name)
+            && e.state.result == ServiceResult::Condition
+            && let Some(r) = self.graph.skipped.get(name)
+        {
+            notes.push(format!("start condition not met, unit skipped: {r}"));
+        }
+    }
+
+    /// The requests of the graph and the environment block.
+    pub(super) fn graph_query(&mut self, request: Request) -> Response {
+        match request {
+            Request::ListDependencies { unit, reverse, all } => match self.resolve(&unit) {
+                Ok(name) => Response::Text(graph::render_tree(
+                    &name,
+                    &View {
+                        m: self,
+                        stopping: false,
+                    },
+                    reverse,
+                    all,
+                )),
+                Err(f) => Response::Error(f),
+            },
+            Request::SetEnvironment { assignments } => self.with_env(|env| env.set(&assignments)),
+            Request::UnsetEnvironment { names } => self.with_env(|env| env.unset(&names)),
+            Request::ImportEnvironment { pairs } => self.with_env(|env| env.set_pairs(pairs)),
+            Request::ShowEnvironment => match &self.graph.env {
+                Ok(env) => Response::Text(env.show()),
+                Err(msg) => Response::Error(Failure {
+                    kind: ErrorKind::Internal,
+                    message: msg.clone(),
+                }),
+            },
+            other => Response::Error(Failure {
+                kind: ErrorKind::BadRequest,
+                message: format!(
+                    "request {other:?} is not answered as a query; this is a corral bug"
+                ),
+            }),
+        }
+    }
+
+    fn with_env(&mut self, f: impl FnOnce(&mut ManagerEnv) -> Result<(), EnvError>) -> Response {
+        match &mut self.graph.env {
+            Ok(env) => match f(env) {
+                Ok(()) => Response::Done(Vec::new()),
+                Err(e) => env_failure(e),
+            },
+            Err(msg) => Response::Error(Failure {
+                kind: ErrorKind::Internal,
+                message: msg.clone(),
+            }),
+        }
+    }
+}
+
+/// The environment block saved in `state_dir`, or why it cannot be used.
+pub(super) fn load_env(state_dir: &std::path::Path) -> Result<ManagerEnv, String> {
+    ManagerEnv::load(state_dir).map_err(|e| {
+        format!("the manager's environment block is unavailable: {e}; set-environment will not work until it is fixed")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_jobs_end_when_the_unit_is_up_skipped_or_down() {
+        use ServiceResult as R;
+        let cases = [
+            (Sub::Running, R::Success, false, Some(true)),
+            (Sub::Exited, R::Success, false, Some(true)),
+            (Sub::Reload, R::Success, false, Some(true)),
+            // A oneshot without RemainAfterExit= that ran cleanly.
+            (Sub::Dead, R::Success, false, Some(true)),
+            (Sub::Dead, R::Condition, false, Some(true)),
+            (Sub::Dead, R::ExitCode, false, Some(false)),
+            (Sub::Failed, R::ExitCode, false, Some(false)),
+            (Sub::AutoRestart, R::Signal, false, Some(false)),
+            // On its way: a restart's stop, or a start still running.
+            (Sub::Dead, R::Success, true, None),
+            (Sub::StopSigterm, R::Success, true, None),
+            (Sub::Start, R::Success, false, None),
+            (Sub::StartPre, R::Success, false, None),
+        ];
+        for (sub, result, restarting, want) in cases {
+            assert_eq!(
+                start_outcome(sub, result, restarting, false),
+                want,
+                "{sub:?} {result:?} restarting={restarting}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stop_during_the_start_fails_the_start_job() {
+        assert_eq!(
+            start_outcome(Sub::Dead, ServiceResult::Success, false, true),
+            Some(false)
+        );
+        assert_eq!(
+            start_outcome(Sub::Running, ServiceResult::Success, false, true),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn graph_errors_map_to_failure_kinds() {
+        let cycle = GraphError::OrderingCycle {
+            cycle: vec!["a.service".into(), "b.service".into(), "a.service".into()],
+        };
+        let f = graph_failure(&cycle);
+        assert_eq!(f.kind, ErrorKind::Refused);
+        assert!(f.message.contains("a.service → b.service → a.service"));
+        assert_eq!(
+            graph_failure(&GraphError::NotFound("x.service".into())).kind,
+            ErrorKind::NotFound
+        );
+    }
+}

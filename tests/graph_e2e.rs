@@ -1,0 +1,619 @@
+//! The unit graph end to end, with the real manager and real processes:
+//! ordering over a real D-Bus session bus, failure propagation, Conflicts=,
+//! PartOf=, BindsTo=, ordering cycles, conditions and asserts, the
+//! manager's environment block across a restart, and default.target
+//! autostart (unit files and runit service directories).
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{TestDaemon, eventually, pids_matching};
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Waits (bounded) until `unit` has ActiveState `state`.
+fn wait_state(td: &TestDaemon, unit: &str, state: &str) -> bool {
+    eventually(Duration::from_secs(10), || {
+        (td.prop(unit, "ActiveState") == state).then_some(())
+    })
+    .is_some()
+}
+
+#[test]
+fn dbus_bus_orders_its_client_and_its_stop_stops_the_client() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        let dir = td.dir.path();
+        let bus = dir.join("bus");
+        td.write_unit(
+            "dbus.service",
+            &format!(
+                "[Unit]\nDescription=session bus\n[Service]\nType=notify\n\
+                 ExecStart=/usr/bin/dbus-daemon --session --nofork --nopidfile --address=unix:path={}\n",
+                bus.display()
+            ),
+        );
+        td.write_unit(
+            "busclient.service",
+            &format!(
+                "[Unit]\nRequires=dbus.service\nAfter=dbus.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\n\
+                 ExecStart=/bin/sh -c '/usr/bin/dbus-send --bus=unix:path={} --print-reply --dest=org.freedesktop.DBus / org.freedesktop.DBus.ListNames > {}'\n",
+                bus.display(),
+                dir.join("names").display()
+            ),
+        );
+    }) else {
+        return;
+    };
+    let o = td.ok(&["start", "busclient"]);
+    assert_eq!(o.stderr, "", "{o:?}");
+    assert!(
+        read(&td.dir.path().join("names")).contains("\"org.freedesktop.DBus\""),
+        "dbus-send did not reach the bus: {:?}\n{}",
+        read(&td.dir.path().join("names")),
+        td.log()
+    );
+    assert_eq!(td.prop("dbus.service", "ActiveState"), "active");
+    assert_eq!(td.prop("busclient.service", "ActiveState"), "active");
+    // A restart of the bus restarts its running client after it.
+    std::fs::remove_file(td.dir.path().join("names")).unwrap();
+    td.ok(&["restart", "dbus"]);
+    assert!(
+        read(&td.dir.path().join("names")).contains("\"org.freedesktop.DBus\""),
+        "the client was not restarted after the bus\n{}",
+        td.log()
+    );
+    assert_eq!(td.prop("busclient.service", "ActiveState"), "active");
+    let bus_pid: i32 = td.prop("dbus.service", "MainPID").parse().unwrap();
+    assert!(bus_pid > 0);
+
+    let o = td.ok(&["stop", "dbus"]);
+    assert_eq!(o.stderr, "");
+    // The stop reply comes once both cgroups are empty and removed.
+    assert_eq!(td.prop("busclient.service", "ActiveState"), "inactive");
+    assert_eq!(td.prop("dbus.service", "ActiveState"), "inactive");
+    assert!(!td.unit_cgroup("dbus.service").exists());
+    assert!(
+        !Path::new(&format!("/proc/{bus_pid}")).exists()
+            || pids_matching("dbus-daemon --session --nofork --nopidfile")
+                .iter()
+                .all(|p| *p != bus_pid),
+        "dbus-daemon {bus_pid} still runs after the stop"
+    );
+    let log = td.log();
+    let stop_client = log
+        .find("busclient.service: Stopped.")
+        .expect("client stopped");
+    let stop_bus = log.find("dbus.service: Stopped.").expect("bus stopped");
+    assert!(
+        stop_client < stop_bus,
+        "the client (After=dbus) must stop before the bus:\n{log}"
+    );
+}
+
+#[test]
+fn failed_requirement_fails_the_dependent_with_the_reason() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "broken.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/false\n",
+        );
+        td.write_unit(
+            "picky.service",
+            "[Unit]\nRequisite=idle.service\n[Service]\nExecStart=/bin/sleep 1015\n",
+        );
+        td.write_unit("idle.service", "[Service]\nExecStart=/bin/sleep 1016\n");
+        td.write_unit(
+            "needy.service",
+            &format!(
+                "[Unit]\nRequires=broken.service\nAfter=broken.service\n[Service]\nType=oneshot\nExecStart=/bin/touch {}\n",
+                td.dir.path().join("needy-ran").display()
+            ),
+        );
+    }) else {
+        return;
+    };
+    let o = td.corral(&["start", "needy"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("Failed to start needy: dependency failed: broken.service."),
+        "{o:?}"
+    );
+    assert!(!td.dir.path().join("needy-ran").exists(), "needy ran");
+    let st = td.corral(&["status", "needy"]);
+    assert!(
+        st.stdout.contains("dependency failed: broken.service"),
+        "{st:?}"
+    );
+    assert!(st.stdout.contains("failed (Result: dependency)"), "{st:?}");
+    // The manager's message is in the unit's journal too.
+    let journal = td.dir.path().join("state/journal");
+    let logged = eventually(Duration::from_secs(5), || {
+        let j = td.corral(&[
+            "journal",
+            "--no-pager",
+            "-D",
+            journal.to_str().unwrap(),
+            "-u",
+            "needy.service",
+        ]);
+        j.stdout
+            .contains("dependency failed: broken.service")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "no journal entry\n{}", td.log());
+    assert_eq!(td.prop("broken.service", "ActiveState"), "failed");
+    assert_eq!(td.prop("broken.service", "Result"), "exit-code");
+    // Requisite= does not start the unit: it must be active already.
+    let o = td.corral(&["start", "picky"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr.contains("dependency failed: idle.service"),
+        "{o:?}"
+    );
+    assert_eq!(td.prop("idle.service", "ActiveState"), "inactive");
+    td.ok(&["start", "idle"]);
+    td.ok(&["start", "picky"]);
+    assert_eq!(td.prop("picky.service", "ActiveState"), "active");
+    // Stopping the requisite stops what needs it.
+    td.ok(&["stop", "idle"]);
+    assert_eq!(td.prop("picky.service", "ActiveState"), "inactive");
+    // The overview lists both failures.
+    let all = td.ok(&["status"]).stdout;
+    assert!(
+        all.contains("Failed: needy.service (Result: dependency)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("Failed: broken.service (Result: exit-code)"),
+        "{all}"
+    );
+}
+
+#[test]
+fn conflicts_stops_the_other_side_both_ways() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit("left.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+        td.write_unit(
+            "right.service",
+            "[Unit]\nConflicts=left.service\n[Service]\nExecStart=/bin/sleep 1001\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "left"]);
+    assert_eq!(td.prop("left.service", "ActiveState"), "active");
+    td.ok(&["start", "right"]);
+    assert_eq!(td.prop("left.service", "ActiveState"), "inactive");
+    assert_eq!(td.prop("right.service", "ActiveState"), "active");
+    assert!(!td.unit_cgroup("left.service").exists());
+    // The Conflicts= of right also holds when left is the one started.
+    td.ok(&["start", "left"]);
+    assert_eq!(td.prop("right.service", "ActiveState"), "inactive");
+    assert_eq!(td.prop("left.service", "ActiveState"), "active");
+}
+
+#[test]
+fn part_of_follows_stop_and_restart() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit("whole.service", "[Service]\nExecStart=/bin/sleep 1002\n");
+        td.write_unit(
+            "piece.service",
+            "[Unit]\nPartOf=whole.service\n[Service]\nExecStart=/bin/sleep 1003\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "whole", "piece"]);
+    let before: i32 = td.prop("piece.service", "MainPID").parse().unwrap();
+    td.ok(&["restart", "whole"]);
+    assert_eq!(td.prop("piece.service", "ActiveState"), "active");
+    let after: i32 = td.prop("piece.service", "MainPID").parse().unwrap();
+    assert_ne!(before, after, "piece was not restarted along with whole");
+    td.ok(&["stop", "whole"]);
+    assert_eq!(td.prop("piece.service", "ActiveState"), "inactive");
+    assert!(!td.unit_cgroup("piece.service").exists());
+    // PartOf= does not pull in: starting whole leaves piece alone.
+    td.ok(&["start", "whole"]);
+    assert_eq!(td.prop("piece.service", "ActiveState"), "inactive");
+}
+
+#[test]
+fn binds_to_stops_the_dependent_when_the_unit_dies_on_its_own() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit("anchor.service", "[Service]\nExecStart=/bin/sleep 1004\n");
+        td.write_unit(
+            "tied.service",
+            "[Unit]\nBindsTo=anchor.service\nAfter=anchor.service\n[Service]\nExecStart=/bin/sleep 1005\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "tied"]);
+    assert_eq!(td.prop("anchor.service", "ActiveState"), "active");
+    td.ok(&["kill", "-s", "KILL", "anchor"]);
+    assert!(
+        wait_state(&td, "tied.service", "inactive"),
+        "tied still {} after anchor died\n{}",
+        td.prop("tied.service", "ActiveState"),
+        td.log()
+    );
+    assert!(td.log().contains("it is bound to anchor.service"));
+}
+
+#[test]
+fn ordering_cycle_is_refused_with_its_members_or_broken_at_a_wants() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "c1.service",
+            "[Unit]\nRequires=c2.service\nAfter=c2.service\n[Service]\nExecStart=/bin/sleep 1006\n",
+        );
+        td.write_unit(
+            "c2.service",
+            "[Unit]\nRequires=c3.service\nAfter=c3.service\n[Service]\nExecStart=/bin/sleep 1006\n",
+        );
+        td.write_unit(
+            "c3.service",
+            "[Unit]\nRequires=c1.service\nAfter=c1.service\n[Service]\nExecStart=/bin/sleep 1006\n",
+        );
+        td.write_unit(
+            "x.service",
+            "[Unit]\nWants=y.service\nAfter=y.service\n[Service]\nExecStart=/bin/sleep 1007\n",
+        );
+        td.write_unit(
+            "y.service",
+            "[Unit]\nAfter=x.service\n[Service]\nExecStart=/bin/sleep 1008\n",
+        );
+    }) else {
+        return;
+    };
+    let o = td.corral(&["start", "c1"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("ordering cycle"), "{o:?}");
+    for u in ["c1.service", "c2.service", "c3.service"] {
+        assert!(o.stderr.contains(u), "{u} missing from {:?}", o.stderr);
+    }
+    assert!(td.log().contains("ordering cycle between"), "{}", td.log());
+    for u in ["c1.service", "c2.service", "c3.service"] {
+        assert_eq!(td.prop(u, "ActiveState"), "inactive");
+    }
+
+    let o = td.ok(&["start", "x"]);
+    assert!(
+        o.stdout.contains("job y.service/start deleted to break it"),
+        "{o:?}"
+    );
+    assert!(td.log().contains("deleted to break it"));
+    assert_eq!(td.prop("x.service", "ActiveState"), "active");
+    assert_eq!(td.prop("y.service", "ActiveState"), "inactive");
+}
+
+#[test]
+fn false_condition_skips_false_assert_fails() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "notroot.service",
+            "[Unit]\nConditionUser=!root\n[Service]\nExecStart=/bin/sleep 1009\n",
+        );
+        td.write_unit(
+            "asserted.service",
+            "[Unit]\nAssertPathExists=/nonexistent/corral-test\n[Service]\nExecStart=/bin/sleep 1010\n",
+        );
+        td.write_unit(
+            "fine.service",
+            "[Unit]\nConditionUser=root\nConditionPathIsDirectory=/proc\n[Service]\nExecStart=/bin/sleep 1011\n",
+        );
+    }) else {
+        return;
+    };
+    // The tests run as root (TestDaemon requires it).
+    let o = td.corral(&["start", "notroot"]);
+    assert_eq!(o.code, 0, "a skipped start is not a failure: {o:?}");
+    assert_eq!(td.prop("notroot.service", "ActiveState"), "inactive");
+    assert_eq!(td.prop("notroot.service", "Result"), "condition");
+    let st = td.corral(&["status", "notroot"]);
+    assert!(
+        st.stdout.contains("ConditionUser=!root was not met"),
+        "{st:?}"
+    );
+    assert!(st.stdout.contains("(Result: condition)"), "{st:?}");
+    assert_eq!(td.corral(&["is-failed", "notroot"]).code, 1);
+    assert!(!td.unit_cgroup("notroot.service").exists());
+
+    let o = td.corral(&["start", "asserted"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("Assertion failed: AssertPathExists=/nonexistent/corral-test was not met"),
+        "{o:?}"
+    );
+    assert_eq!(td.prop("asserted.service", "ActiveState"), "failed");
+    assert_eq!(td.prop("asserted.service", "Result"), "assert");
+
+    td.ok(&["start", "fine"]);
+    assert_eq!(td.prop("fine.service", "ActiveState"), "active");
+}
+
+#[test]
+fn environment_block_reaches_units_and_survives_a_restart() {
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "envdump.service",
+            &format!(
+                "[Service]\nType=oneshot\nEnvironment=OVERRIDDEN=by-unit\nExecStart=/bin/sh -c 'env > {}'\n",
+                td.dir.path().join("env.out").display()
+            ),
+        );
+    }) else {
+        return;
+    };
+    let out = td.dir.path().join("env.out");
+    td.ok(&[
+        "set-environment",
+        "GREETING=hello world",
+        "OVERRIDDEN=by-block",
+        "GONE=soon",
+    ]);
+    // import-environment copies the caller's value (turnstile style).
+    let o = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args([
+            "import-environment",
+            "DISPLAY_TEST",
+            "MISSING_TEST",
+            "EMPTY_TEST=",
+        ])
+        .env("CORRAL_SOCKET", &td.socket)
+        .env("DISPLAY_TEST", ":42")
+        .env_remove("MISSING_TEST")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run corral");
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "Environment variable $MISSING_TEST not set, ignoring.\n"
+    );
+    td.ok(&["unset-environment", "GONE"]);
+    let shown = td.ok(&["show-environment"]).stdout;
+    assert_eq!(
+        shown,
+        "DISPLAY_TEST=:42\nEMPTY_TEST=\nGREETING=$'hello world'\nOVERRIDDEN=by-block\n"
+    );
+    let bad = td.corral(&["set-environment", "1BAD=x"]);
+    assert_ne!(bad.code, 0, "{bad:?}");
+    assert!(bad.stderr.contains("Not a valid environment assignment"));
+
+    td.ok(&["start", "envdump"]);
+    let env = read(&out);
+    for line in [
+        "GREETING=hello world",
+        "DISPLAY_TEST=:42",
+        "EMPTY_TEST=",
+        "OVERRIDDEN=by-unit",
+    ] {
+        assert!(
+            env.lines().any(|l| l == line),
+            "{line} missing from:\n{env}"
+        );
+    }
+    assert!(!env.contains("GONE="), "{env}");
+
+    td.restart();
+    assert_eq!(td.ok(&["show-environment"]).stdout, shown);
+    std::fs::remove_file(&out).unwrap();
+    td.ok(&["unset-environment", "DISPLAY_TEST"]);
+    td.ok(&["start", "envdump"]);
+    let env = read(&out);
+    assert!(env.lines().any(|l| l == "GREETING=hello world"), "{env}");
+    assert!(!env.contains("DISPLAY_TEST"), "{env}");
+}
+
+#[test]
+fn default_target_autostarts_wanted_units_and_runit_services() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        let units = td.units_dir();
+        td.write_unit(
+            "auto.service",
+            &format!(
+                "[Unit]\nDescription=autostarted\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/touch {}\n[Install]\nWantedBy=default.target\n",
+                td.dir.path().join("auto-ran").display()
+            ),
+        );
+        td.write_unit("manual.service", "[Service]\nExecStart=/bin/sleep 1012\n");
+        std::fs::create_dir_all(units.join("default.target.wants")).unwrap();
+        symlink(
+            units.join("auto.service"),
+            units.join("default.target.wants/auto.service"),
+        )
+        .unwrap();
+        let runit = td.runit_dir();
+        for (name, down) in [("rsvc", false), ("rdown", true)] {
+            let d = runit.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            let run = d.join("run");
+            std::fs::write(&run, "#!/bin/sh\nexec /bin/sleep 1013\n").unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+            if down {
+                std::fs::write(d.join("down"), "").unwrap();
+            }
+        }
+    }) else {
+        return;
+    };
+    // The ready line is written once default.target's transaction finished.
+    assert!(td.dir.path().join("auto-ran").exists(), "{}", td.log());
+    assert_eq!(td.prop("auto.service", "ActiveState"), "active");
+    assert_eq!(td.prop("default.target", "ActiveState"), "active");
+    assert_eq!(td.prop("rsvc.service", "ActiveState"), "active");
+    assert_eq!(td.prop("rdown.service", "ActiveState"), "inactive");
+    assert_eq!(td.prop("manual.service", "ActiveState"), "inactive");
+    let st = td.ok(&["status", "default.target"]).stdout;
+    assert!(st.contains("Active: active since"), "{st}");
+    assert!(st.contains("Loaded: loaded\n"), "{st}");
+    assert_eq!(td.prop("default.target", "SubState"), "active");
+    let list = td.ok(&["list"]).stdout;
+    assert!(list.contains("default.target"), "{list}");
+
+    let tree = td.ok(&["list-dependencies", "default.target"]).stdout;
+    assert_eq!(
+        tree, "default.target\n● ├─auto.service\n● └─rsvc.service\n",
+        "{tree}"
+    );
+    let rev = td.ok(&["list-dependencies", "--reverse", "auto"]).stdout;
+    assert_eq!(rev, "auto.service\n● └─default.target\n");
+    // enable + daemon-reload reach the built-in default.target; starting it
+    // again starts what it newly wants.
+    td.write_unit(
+        "later.service",
+        "[Service]\nExecStart=/bin/sleep 1014\n[Install]\nWantedBy=default.target\n",
+    );
+    let units = td.units_dir();
+    td.ok(&["enable", "--units-dir", units.to_str().unwrap(), "later"]);
+    td.ok(&["daemon-reload"]);
+    let tree = td.ok(&["list-dependencies"]).stdout;
+    assert_eq!(
+        tree,
+        "default.target\n● ├─auto.service\n○ ├─later.service\n● └─rsvc.service\n"
+    );
+    td.ok(&["start", "default.target"]);
+    assert_eq!(td.prop("later.service", "ActiveState"), "active");
+
+    let o = td.corral(&["list-dependencies", "nosuch"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("nosuch.service not found"), "{o:?}");
+}
+
+#[test]
+fn start_during_a_stop_waits_for_it_and_both_answer() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "slowstop.service",
+            "[Service]\nExecStart=/bin/sleep 1017\nExecStop=/bin/sleep 0.5\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "slowstop"]);
+    let first: i32 = td.prop("slowstop.service", "MainPID").parse().unwrap();
+    let mut stop = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["stop", "slowstop"])
+        .env("CORRAL_SOCKET", &td.socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run corral stop");
+    assert!(
+        wait_state(&td, "slowstop.service", "deactivating"),
+        "{}",
+        td.log()
+    );
+    // The start waits for the stop to finish, then starts a new invocation.
+    td.ok(&["start", "slowstop"]);
+    // A regression would leave the stop waiting forever: bound the wait.
+    let status = eventually(Duration::from_secs(20), || stop.try_wait().expect("wait"));
+    if status.is_none() {
+        let _ = stop.kill();
+        let _ = stop.wait();
+        panic!("corral stop never answered\n{}", td.log());
+    }
+    assert!(status.unwrap().success());
+    assert_eq!(td.prop("slowstop.service", "ActiveState"), "active");
+    let second: i32 = td.prop("slowstop.service", "MainPID").parse().unwrap();
+    assert_ne!(first, second);
+}
+
+#[test]
+fn units_of_one_request_keep_their_order_across_transactions() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        let dir = td.dir.path();
+        td.write_unit(
+            "first.service",
+            &format!(
+                "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'sleep 0.3; touch {}'\n",
+                dir.join("first-done").display()
+            ),
+        );
+        // No Requires=: only the order ties second to first.
+        td.write_unit(
+            "second.service",
+            &format!(
+                "[Unit]\nAfter=first.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'test -e {} && touch {}'\n",
+                dir.join("first-done").display(),
+                dir.join("second-done").display()
+            ),
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "first", "second"]);
+    assert!(td.dir.path().join("second-done").exists(), "{}", td.log());
+    assert_eq!(td.prop("second.service", "ActiveState"), "active");
+}
+
+#[test]
+fn manager_shutdown_stops_units_in_reverse_order() {
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        let dir = td.dir.path();
+        let bus = dir.join("bus");
+        td.write_unit(
+            "dbus.service",
+            &format!(
+                "[Service]\nType=notify\n\
+                 ExecStart=/usr/bin/dbus-daemon --session --nofork --nopidfile --address=unix:path={}\n",
+                bus.display()
+            ),
+        );
+        // Its ExecStop still needs the bus, as a client that unregisters does.
+        td.write_unit(
+            "leaver.service",
+            &format!(
+                "[Unit]\nRequires=dbus.service\nAfter=dbus.service\n[Service]\nExecStart=/bin/sleep 1018\n\
+                 ExecStop=/bin/sh -c 'sleep 0.2; /usr/bin/dbus-send --bus=unix:path={} --print-reply --dest=org.freedesktop.DBus / org.freedesktop.DBus.ListNames > {}'\n",
+                bus.display(),
+                dir.join("at-stop").display()
+            ),
+        );
+    }) else {
+        return;
+    };
+    // Two running units ordered after each other (started one at a time, so
+    // no transaction saw the cycle): the shutdown must not wait forever.
+    td.write_unit(
+        "p.service",
+        "[Unit]\nAfter=q.service\n[Service]\nExecStart=/bin/sleep 1019\n",
+    );
+    td.write_unit(
+        "q.service",
+        "[Unit]\nAfter=p.service\n[Service]\nExecStart=/bin/sleep 1019\n",
+    );
+    td.ok(&["start", "leaver"]);
+    td.ok(&["start", "p"]);
+    td.ok(&["start", "q"]);
+    td.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        td.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        td.log()
+    );
+    assert!(
+        read(&td.dir.path().join("at-stop")).contains("\"org.freedesktop.DBus\""),
+        "the bus was gone before leaver's ExecStop ran\n{}",
+        td.log()
+    );
+    let log = td.log();
+    let leaver = log
+        .find("leaver.service: Stopped.")
+        .expect("leaver stopped");
+    let bus = log.find("dbus.service: Stopped.").expect("bus stopped");
+    assert!(leaver < bus, "{log}");
+    assert!(log.contains("p.service: Stopped.") && log.contains("q.service: Stopped."));
+}
