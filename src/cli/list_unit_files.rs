@@ -94,10 +94,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let units = tmp.path().join("units");
         std::fs::create_dir_all(&units).unwrap();
-        let corpus = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/corpus/systemd-user"
-        );
+        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/systemd-user");
         for f in [
             "mpd/mpd.service",
             "mpd/mpd.socket",

@@ -5,10 +5,7 @@ use std::process::Command;
 use super::*;
 use crate::unit::SpecifierContext;
 
-const CORPUS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/corpus/systemd-user"
-);
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/systemd-user");
 
 /// Unit files of real packages, installed as a vendor would (lower priority dir).
 const VENDOR: &[&str] = &[
