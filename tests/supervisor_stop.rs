@@ -74,7 +74,13 @@ fn double_forking_shell_is_contained_and_stopped() {
     );
     td.ok(&["start", "dfork"]);
     let cg = td.unit_cgroup("dfork.service");
-    let mine = pids_named(&tag);
+    // The unit is active once the outer shell exits; the orphan may still be
+    // on its way to exec, so its name shows up a moment later.
+    let mine = common::eventually(Duration::from_secs(5), || {
+        let p = pids_named(&tag);
+        (!p.is_empty()).then_some(p)
+    })
+    .unwrap_or_default();
     assert_eq!(mine.len(), 1, "{mine:?}");
     assert!(cgroup_pids(&cg).contains(&mine[0]));
     // Either the orphan was the only process left (and became the main PID),
