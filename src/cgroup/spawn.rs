@@ -524,7 +524,10 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
             None => None,
         };
         let cg = cg_fd.as_ref().map(|f| f.as_raw_fd());
-        let r = if VFORK {
+        // A child that changes its uid does not share our memory: between
+        // its setuid and its exec that user could SIGSTOP it, which would
+        // hold the vfork'ed caller (a root manager) for as long as they like.
+        let r = if VFORK && spec.credentials.is_none() {
             clone3_vfork(&p, cg)
         } else {
             let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(prep_err)?;
