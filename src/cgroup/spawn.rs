@@ -555,8 +555,7 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         Some(pid) => pid,
         None => {
             if err_pipe.is_none() {
-                let (r, w) =
-                    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(prep_err)?;
+                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(prep_err)?;
                 p.err_fd.set(w.as_raw_fd());
                 err_pipe = Some((r, w));
             }
