@@ -155,6 +155,19 @@ struct Invocation {
     started: Instant,
 }
 
+/// The cgroup of an ended invocation that processes still hold (KillMode=process
+/// leaves them on purpose): its cgroup.events watcher keeps running, and the
+/// cgroup is removed once the last of them is gone.
+struct Leftover {
+    /// The unit it belonged to.
+    unit: String,
+    cgroup: Cgroup,
+    /// The invocation's cgroup.events watcher task.
+    watch: AbortHandle,
+    /// The processes it held when the invocation ended.
+    pids: Vec<Pid>,
+}
+
 struct UnitEntry {
     /// Full name.
     name: String,
@@ -299,6 +312,8 @@ pub struct Manager {
     shutting_down: bool,
     /// Transactions, the environment block, skipped starts (transaction.rs).
     graph: transaction::Graph,
+    /// Cgroups of ended invocations that still hold processes, by invocation seq.
+    leftovers: HashMap<u64, Leftover>,
     /// Where the units' output and the manager's messages about them go.
     output: Output,
 }
@@ -365,6 +380,9 @@ impl Manager {
     fn input(&mut self, input: Input) {
         match input {
             Input::Reaped(pid, exit) => self.reaped(pid, exit),
+            Input::CgroupChanged { seq, .. } if self.leftovers.contains_key(&seq) => {
+                self.leftover_changed(seq);
+            }
             Input::CgroupChanged { unit, seq } => {
                 let Some(e) = self.units.get(&unit) else {
                     return;
@@ -1154,6 +1172,14 @@ impl Manager {
             } else {
                 old.remove()
                     .map_err(|e| format!("cannot remove the stale cgroup of {name}: {e}"))?;
+                // Its last process ended just now; its watcher's event is moot.
+                self.leftovers.retain(|_, l| {
+                    let gone = l.cgroup.path() == existing;
+                    if gone {
+                        l.watch.abort();
+                    }
+                    !gone
+                });
             }
         }
         let e = self.units.get_mut(name).expect("unit exists");
@@ -1257,9 +1283,6 @@ impl Manager {
             return;
         };
         let Some(inv) = e.inv.take() else { return };
-        if let Some(w) = inv.watch {
-            w.abort();
-        }
         if let Some(w) = inv.pidfile_watch {
             w.abort();
         }
@@ -1267,13 +1290,30 @@ impl Manager {
         if let Some(cg) = inv.cgroup {
             let left = cg.procs_recursive().unwrap_or_default();
             if left.is_empty() {
+                if let Some(w) = inv.watch {
+                    w.abort();
+                }
                 if let Err(err) = cg.remove() {
                     self.log(name, &format!("cannot remove the cgroup: {err}"));
                 }
             } else {
-                // KillMode=process (or an unkillable process): the cgroup stays with them.
+                // KillMode=process (or an unkillable process): the cgroup stays
+                // with them, and its watcher goes on, to remove it once the last
+                // one is gone. An exit after the read above still comes as an
+                // event: the watch has been armed since the cgroup was created.
                 let e = self.units.get_mut(name).expect("unit exists");
-                e.left_behind = left;
+                e.left_behind = left.clone();
+                if let Some(watch) = inv.watch {
+                    self.leftovers.insert(
+                        inv.seq,
+                        Leftover {
+                            unit: name.to_string(),
+                            cgroup: cg,
+                            watch,
+                            pids: left,
+                        },
+                    );
+                }
             }
         }
         let e = self.units.get_mut(name).expect("unit exists");
@@ -1283,6 +1323,40 @@ impl Manager {
                 e.start_limit.burst = d.start_limit.1;
             }
             e.def = p;
+        }
+    }
+
+    /// The cgroup.events of a leftover cgroup changed: remove it once it is empty.
+    fn leftover_changed(&mut self, seq: u64) {
+        let Some(l) = self.leftovers.get(&seq) else {
+            return;
+        };
+        match l.cgroup.populated() {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(err) if err.is_not_found() => {}
+            Err(err) => {
+                let unit = l.unit.clone();
+                self.log(
+                    &unit,
+                    &format!("cannot read the left-over cgroup's events: {err}"),
+                );
+                return;
+            }
+        }
+        let l = self.leftovers.remove(&seq).expect("leftover exists");
+        if let Err(err) = l.cgroup.remove() {
+            // Someone moved a process into it meanwhile: the watch goes on.
+            self.log(
+                &l.unit,
+                &format!("cannot remove the cgroup left by KillMode=process: {err}"),
+            );
+            self.leftovers.insert(seq, l);
+            return;
+        }
+        l.watch.abort();
+        if let Some(e) = self.units.get_mut(&l.unit) {
+            e.left_behind.retain(|p| !l.pids.contains(p));
         }
     }
 
@@ -2082,6 +2156,7 @@ pub async fn run(
         started_usec: now_usec(),
         shutting_down: false,
         graph: transaction::Graph::new(transaction::load_env(&opts.state_dir)),
+        leftovers: HashMap::new(),
         output,
     };
     manager.load_all();
