@@ -1096,15 +1096,20 @@ impl Manager {
             }
             Action::EndInvocation => self.end_invocation(name),
             Action::StartAgain => {
+                if self.shutting_down {
+                    return;
+                }
+                // A restart is a new start job: conditions and asserts are checked
+                // again (a false one leaves the unit skipped or failed, not restarted).
+                if self.check_conditions(name, def).is_some() {
+                    return;
+                }
                 let admitted = match self.units.get_mut(name) {
                     Some(e) => e.start_limit.admit(Duration::from_micros(
                         now_usec().saturating_sub(self.started_usec),
                     )),
                     None => return,
                 };
-                if self.shutting_down {
-                    return;
-                }
                 if admitted {
                     queue.push_back(Event::Start);
                 } else {
