@@ -124,19 +124,6 @@ pub enum Job {
     ResetFailed,
 }
 
-/// What a waiting job waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    Start,
-    Stop,
-    Reload,
-}
-
-struct Waiter {
-    wait: Wait,
-    reply: oneshot::Sender<Result<Vec<String>, Failure>>,
-}
-
 /// One invocation of a unit: from its start to the removal of its cgroup.
 struct Invocation {
     /// INVOCATION_ID.
@@ -182,7 +169,8 @@ struct UnitEntry {
     start_limit: StartLimit,
     /// Armed timers: generation and task (none for a zero delay, already queued).
     timers: HashMap<Timer, (u64, Option<AbortHandle>)>,
-    waiters: Vec<Waiter>,
+    /// Reload jobs waiting for the reload to end (start and stop jobs live in transactions).
+    reload_waiters: Vec<oneshot::Sender<Result<Vec<String>, Failure>>>,
     /// When the ActiveState last changed (µs since the epoch).
     since_usec: u64,
     status_text: Option<String>,
@@ -213,7 +201,7 @@ impl UnitEntry {
             last_invocation: String::new(),
             start_limit,
             timers: HashMap::new(),
-            waiters: Vec::new(),
+            reload_waiters: Vec::new(),
             since_usec: 0,
             status_text: None,
             main_exit: None,
@@ -595,67 +583,32 @@ impl Manager {
             let _ = reply.send(Err(f.clone()));
             return;
         }
-        if matches!(job, Job::Start | Job::Stop | Job::Restart | Job::TryRestart) {
-            self.transaction_job(&name, &job, reply);
-            return;
-        }
-        let sub = e.state.sub;
-        let wait = match job {
-            Job::Start => {
-                if sub.is_down() {
-                    self.start_event(&name);
-                } else {
-                    self.feed(&name, Event::Start);
-                }
-                Wait::Start
-            }
-            Job::Restart => {
-                if sub.is_down() {
-                    self.start_event(&name);
-                } else {
-                    self.feed(&name, Event::Restart);
-                }
-                Wait::Start
-            }
-            Job::TryRestart => {
-                if sub.is_down() {
-                    let _ = reply.send(Ok(Vec::new()));
-                    return;
-                }
-                self.feed(&name, Event::Restart);
-                Wait::Start
-            }
-            Job::Stop => {
-                if let Some(e) = self.units.get_mut(&name) {
-                    e.left_behind.clear();
-                }
-                self.feed(&name, Event::Stop);
-                Wait::Stop
+        match job {
+            Job::Start | Job::Stop | Job::Restart | Job::TryRestart => {
+                self.transaction_job(&name, &job, reply);
             }
             Job::Reload => match self.try_feed(&name, Event::Reload) {
-                Ok(()) => Wait::Reload,
+                Ok(()) => {
+                    if let Some(e) = self.units.get_mut(&name) {
+                        e.reload_waiters.push(reply);
+                    }
+                    self.check_waiters(&name);
+                }
                 Err(r) => {
                     let _ = reply.send(Err(Failure {
                         kind: ErrorKind::Refused,
                         message: format!("{name}: {r}"),
                     }));
-                    return;
                 }
             },
             Job::Kill { signal, whom } => {
                 let _ = reply.send(self.kill_job(&name, signal, whom));
-                return;
             }
             Job::ResetFailed => {
                 self.reset_failed(&name);
                 let _ = reply.send(Ok(Vec::new()));
-                return;
             }
-        };
-        if let Some(e) = self.units.get_mut(&name) {
-            e.waiters.push(Waiter { wait, reply });
         }
-        self.check_waiters(&name);
     }
 
     /// A start from a stopped state, through the start limit.
@@ -766,64 +719,24 @@ impl Manager {
         }
     }
 
+    /// Answers the reload jobs of `name` whose reload has ended.
     fn check_waiters(&mut self, name: &str) {
         let Some(e) = self.units.get(name) else {
             return;
         };
-        if e.waiters.is_empty() {
+        if e.reload_waiters.is_empty() {
             return;
         }
-        let sub = e.state.sub;
-        let restarting = e.state.start_after_stop;
-        let failure = self.failure_of(name);
-        let left: Vec<String> = if e.left_behind.is_empty() {
-            Vec::new()
-        } else {
-            let list: Vec<String> = procs::describe(e.left_behind.clone())
-                .into_iter()
-                .map(|p| format!("{} ({})", p.pid, p.cmdline))
-                .collect();
-            if list.is_empty() {
-                Vec::new()
-            } else {
-                vec![format!(
-                    "{name}: KillMode=process left these processes running: {}",
-                    list.join(", ")
-                )]
-            }
+        let done = match e.state.sub {
+            Sub::Running | Sub::Exited => Ok(Vec::new()),
+            s if s.is_down() => Err(self.failure_of(name)),
+            _ => return,
         };
         let Some(e) = self.units.get_mut(name) else {
             return;
         };
-        let waiters = std::mem::take(&mut e.waiters);
-        for w in waiters {
-            let done = match w.wait {
-                Wait::Start => match sub {
-                    Sub::Running | Sub::Exited | Sub::Reload => Some(Ok(Vec::new())),
-                    // The waiter was registered after the start began: a Dead
-                    // unit is one that ran to completion (oneshot, or forking
-                    // whose processes all ended).
-                    Sub::Dead if !restarting && e.state.stop_requested => Some(Err(Failure {
-                        kind: ErrorKind::Refused,
-                        message: format!("the start of {name} was canceled by a stop"),
-                    })),
-                    Sub::Dead if !restarting => Some(Ok(Vec::new())),
-                    Sub::Failed | Sub::AutoRestart if !restarting => Some(Err(failure.clone())),
-                    _ => None,
-                },
-                Wait::Stop => sub.is_down().then(|| Ok(left.clone())),
-                Wait::Reload => match sub {
-                    Sub::Running | Sub::Exited => Some(Ok(Vec::new())),
-                    s if s.is_down() => Some(Err(failure.clone())),
-                    _ => None,
-                },
-            };
-            match done {
-                Some(r) => {
-                    let _ = w.reply.send(r);
-                }
-                None => e.waiters.push(w),
-            }
+        for w in std::mem::take(&mut e.reload_waiters) {
+            let _ = w.send(done.clone());
         }
     }
 
