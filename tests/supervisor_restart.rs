@@ -100,3 +100,81 @@ fn runtime_max_sec_stops_with_timeout() {
     assert_eq!(r.as_deref(), Some("timeout"));
     assert!(!td.unit_cgroup("brief.service").exists());
 }
+
+#[test]
+fn automatic_restart_checks_conditions_again() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let flag = td.run_dir().join("may-run");
+    std::fs::write(&flag, "").unwrap();
+    td.write_unit(
+        "conditional.service",
+        &format!(
+            "[Unit]\nConditionPathExists={}\n\
+             [Service]\nRestart=always\nRestartSec=0\nExecStart=/bin/sleep 1000\n",
+            flag.display()
+        ),
+    );
+    td.ok(&["start", "conditional"]);
+    let main: i32 = td.prop("conditional", "MainPID").parse().unwrap();
+    assert_ne!(main, 0);
+    std::fs::remove_file(&flag).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(main),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The restart is a new start job: the condition is false now, so the unit is
+    // skipped — inactive with result condition, not failed and not running again.
+    let r = eventually(Duration::from_secs(10), || {
+        let r = td.prop("conditional", "Result");
+        (r == "condition").then_some(r)
+    });
+    assert_eq!(r.as_deref(), Some("condition"), "{}", td.log());
+    assert_eq!(td.prop("conditional", "ActiveState"), "inactive");
+    assert_eq!(td.prop("conditional", "SubState"), "dead");
+    assert_eq!(td.prop("conditional", "MainPID"), "0");
+    assert_eq!(td.corral(&["is-failed", "conditional"]).code, 1);
+    let st = td.corral(&["status", "conditional"]);
+    assert!(
+        st.stdout.contains(&format!(
+            "ConditionPathExists={} was not met",
+            flag.display()
+        )),
+        "{st:?}"
+    );
+    assert!(!td.unit_cgroup("conditional.service").exists());
+}
+
+#[test]
+fn automatic_restart_checks_asserts_again() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let flag = td.run_dir().join("must-exist");
+    std::fs::write(&flag, "").unwrap();
+    td.write_unit(
+        "asserting.service",
+        &format!(
+            "[Unit]\nAssertPathExists={}\n\
+             [Service]\nRestart=always\nRestartSec=0\nExecStart=/bin/sleep 1000\n",
+            flag.display()
+        ),
+    );
+    td.ok(&["start", "asserting"]);
+    let main: i32 = td.prop("asserting", "MainPID").parse().unwrap();
+    std::fs::remove_file(&flag).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(main),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let r = eventually(Duration::from_secs(10), || {
+        let r = td.prop("asserting", "Result");
+        (r == "assert").then_some(r)
+    });
+    assert_eq!(r.as_deref(), Some("assert"), "{}", td.log());
+    assert_eq!(td.prop("asserting", "ActiveState"), "failed");
+    assert_eq!(td.prop("asserting", "MainPID"), "0");
+}

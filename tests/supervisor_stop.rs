@@ -182,3 +182,140 @@ fn kill_mode_process_lists_what_it_left() {
     let cg = td.prop("leaver", "ControlGroup");
     assert!(cg.contains("leaver.service-"), "{cg}");
 }
+
+#[test]
+fn send_sighup_follows_kill_signal() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let ready = td.run_dir().join("hup-ready");
+    // The shell ignores SIGTERM (and so does its sleep), so only the SIGHUP
+    // that SendSIGHUP= adds ends it; without it the stop would end in SIGKILL
+    // after TimeoutStopSec (result timeout). SIGHUP keeps its default action:
+    // a trap would leave it pending while bash waits for the sleep.
+    td.write_unit(
+        "hup.service",
+        &format!(
+            "[Service]\nSendSIGHUP=yes\nTimeoutStopSec=30\n\
+             ExecStart=/bin/bash -c 'trap \"\" TERM; touch {ready}; while :; do sleep 1000; done'\n",
+            ready = ready.display()
+        ),
+    );
+    td.ok(&["start", "hup"]);
+    // SIGTERM is ignored once the shell has touched the file.
+    common::eventually(Duration::from_secs(10), || ready.exists().then_some(()))
+        .expect("the shell set its trap");
+    td.ok(&["stop", "hup"]);
+    assert_eq!(
+        (
+            td.prop("hup", "ExecMainCode"),
+            td.prop("hup", "ExecMainStatus")
+        ),
+        ("killed".to_string(), "HUP".to_string()),
+        "{}",
+        td.log()
+    );
+    // SIGHUP is a clean end for a stopped service.
+    assert_eq!(td.prop("hup", "Result"), "success");
+    assert_eq!(td.prop("hup", "ActiveState"), "inactive");
+    assert!(!td.unit_cgroup("hup.service").exists());
+}
+
+#[test]
+fn kill_mode_process_cgroup_goes_with_its_last_process() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let tag = format!("lingerer-{}", std::process::id());
+    td.write_unit(
+        "linger.service",
+        &format!(
+            "[Service]\nKillMode=process\n\
+             ExecStart=/bin/bash -c '(exec -a {tag} sleep 1000) & exec sleep 1000'\n"
+        ),
+    );
+    td.ok(&["start", "linger"]);
+    let left = common::eventually(Duration::from_secs(5), || {
+        let p = pids_named(&tag);
+        (!p.is_empty()).then_some(p)
+    })
+    .expect("child started");
+    td.ok(&["stop", "linger"]);
+    let old = td.unit_cgroup("linger.service");
+    assert_eq!(pids_named(&tag), left, "KillMode=process keeps the child");
+    assert!(cgroup_pids(&old).contains(&left[0]));
+    let st = td.corral(&["status", "linger"]);
+    assert!(
+        st.stdout.contains("left running by KillMode=process"),
+        "{st:?}"
+    );
+    // The child ends: the manager removes the cgroup it was left in.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(left[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the child");
+    common::eventually(Duration::from_secs(10), || (!old.exists()).then_some(()))
+        .unwrap_or_else(|| panic!("{old:?} stayed after its last process ended\n{}", td.log()));
+    let st = td.corral(&["status", "linger"]);
+    assert!(
+        !st.stdout.contains("left running by KillMode=process"),
+        "{st:?}"
+    );
+}
+
+#[test]
+fn kill_mode_process_leftovers_do_not_block_a_new_start() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let tag = format!("straggler-{}", std::process::id());
+    td.write_unit(
+        "again.service",
+        &format!(
+            "[Service]\nKillMode=process\n\
+             ExecStart=/bin/bash -c '(exec -a {tag} sleep 1000) & exec sleep 1000'\n"
+        ),
+    );
+    td.ok(&["start", "again"]);
+    let first = common::eventually(Duration::from_secs(5), || {
+        let p = pids_named(&tag);
+        (p.len() == 1).then(|| p[0])
+    })
+    .expect("child started");
+    td.ok(&["stop", "again"]);
+    let old = td.unit_cgroup("again.service");
+    assert!(cgroup_pids(&old).contains(&first));
+    // Started again while the first child lives: a fresh cgroup beside the old one.
+    td.ok(&["start", "again"]);
+    assert_eq!(td.prop("again", "ActiveState"), "active");
+    let rel = td.prop("again", "ControlGroup");
+    assert!(rel.contains("again.service-"), "{rel}");
+    let main: i32 = td.prop("again", "MainPID").parse().unwrap();
+    let new = td.root.path().join(rel.rsplit('/').next().unwrap());
+    assert!(cgroup_pids(&new).contains(&main), "{new:?}");
+    assert!(!cgroup_pids(&new).contains(&first));
+    // The first child ends: only the old cgroup goes, the running invocation stays.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the child");
+    common::eventually(Duration::from_secs(10), || (!old.exists()).then_some(()))
+        .unwrap_or_else(|| panic!("{old:?} stayed after its last process ended\n{}", td.log()));
+    assert!(new.exists());
+    assert_eq!(td.prop("again", "ActiveState"), "active");
+    assert_eq!(td.prop("again", "MainPID"), main.to_string());
+    // The new invocation leaves its own child behind, in its own cgroup.
+    td.ok(&["stop", "again"]);
+    let second: Vec<i32> = pids_named(&tag);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert!(cgroup_pids(&new).contains(&second[0]));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the second child");
+    common::eventually(Duration::from_secs(10), || (!new.exists()).then_some(()))
+        .unwrap_or_else(|| panic!("{new:?} stayed after its last process ended\n{}", td.log()));
+}

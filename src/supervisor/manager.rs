@@ -124,19 +124,6 @@ pub enum Job {
     ResetFailed,
 }
 
-/// What a waiting job waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    Start,
-    Stop,
-    Reload,
-}
-
-struct Waiter {
-    wait: Wait,
-    reply: oneshot::Sender<Result<Vec<String>, Failure>>,
-}
-
 /// One invocation of a unit: from its start to the removal of its cgroup.
 struct Invocation {
     /// INVOCATION_ID.
@@ -155,6 +142,19 @@ struct Invocation {
     started: Instant,
 }
 
+/// The cgroup of an ended invocation that processes still hold (KillMode=process
+/// leaves them on purpose): its cgroup.events watcher keeps running, and the
+/// cgroup is removed once the last of them is gone.
+struct Leftover {
+    /// The unit it belonged to.
+    unit: String,
+    cgroup: Cgroup,
+    /// The invocation's cgroup.events watcher task.
+    watch: AbortHandle,
+    /// The processes it held when the invocation ended.
+    pids: Vec<Pid>,
+}
+
 struct UnitEntry {
     /// Full name.
     name: String,
@@ -169,7 +169,8 @@ struct UnitEntry {
     start_limit: StartLimit,
     /// Armed timers: generation and task (none for a zero delay, already queued).
     timers: HashMap<Timer, (u64, Option<AbortHandle>)>,
-    waiters: Vec<Waiter>,
+    /// Reload jobs waiting for the reload to end (start and stop jobs live in transactions).
+    reload_waiters: Vec<oneshot::Sender<Result<Vec<String>, Failure>>>,
     /// When the ActiveState last changed (µs since the epoch).
     since_usec: u64,
     status_text: Option<String>,
@@ -200,7 +201,7 @@ impl UnitEntry {
             last_invocation: String::new(),
             start_limit,
             timers: HashMap::new(),
-            waiters: Vec::new(),
+            reload_waiters: Vec::new(),
             since_usec: 0,
             status_text: None,
             main_exit: None,
@@ -299,6 +300,8 @@ pub struct Manager {
     shutting_down: bool,
     /// Transactions, the environment block, skipped starts (transaction.rs).
     graph: transaction::Graph,
+    /// Cgroups of ended invocations that still hold processes, by invocation seq.
+    leftovers: HashMap<u64, Leftover>,
     /// Where the units' output and the manager's messages about them go.
     output: Output,
 }
@@ -365,6 +368,9 @@ impl Manager {
     fn input(&mut self, input: Input) {
         match input {
             Input::Reaped(pid, exit) => self.reaped(pid, exit),
+            Input::CgroupChanged { seq, .. } if self.leftovers.contains_key(&seq) => {
+                self.leftover_changed(seq);
+            }
             Input::CgroupChanged { unit, seq } => {
                 let Some(e) = self.units.get(&unit) else {
                     return;
@@ -577,67 +583,32 @@ impl Manager {
             let _ = reply.send(Err(f.clone()));
             return;
         }
-        if matches!(job, Job::Start | Job::Stop | Job::Restart | Job::TryRestart) {
-            self.transaction_job(&name, &job, reply);
-            return;
-        }
-        let sub = e.state.sub;
-        let wait = match job {
-            Job::Start => {
-                if sub.is_down() {
-                    self.start_event(&name);
-                } else {
-                    self.feed(&name, Event::Start);
-                }
-                Wait::Start
-            }
-            Job::Restart => {
-                if sub.is_down() {
-                    self.start_event(&name);
-                } else {
-                    self.feed(&name, Event::Restart);
-                }
-                Wait::Start
-            }
-            Job::TryRestart => {
-                if sub.is_down() {
-                    let _ = reply.send(Ok(Vec::new()));
-                    return;
-                }
-                self.feed(&name, Event::Restart);
-                Wait::Start
-            }
-            Job::Stop => {
-                if let Some(e) = self.units.get_mut(&name) {
-                    e.left_behind.clear();
-                }
-                self.feed(&name, Event::Stop);
-                Wait::Stop
+        match job {
+            Job::Start | Job::Stop | Job::Restart | Job::TryRestart => {
+                self.transaction_job(&name, &job, reply);
             }
             Job::Reload => match self.try_feed(&name, Event::Reload) {
-                Ok(()) => Wait::Reload,
+                Ok(()) => {
+                    if let Some(e) = self.units.get_mut(&name) {
+                        e.reload_waiters.push(reply);
+                    }
+                    self.check_waiters(&name);
+                }
                 Err(r) => {
                     let _ = reply.send(Err(Failure {
                         kind: ErrorKind::Refused,
                         message: format!("{name}: {r}"),
                     }));
-                    return;
                 }
             },
             Job::Kill { signal, whom } => {
                 let _ = reply.send(self.kill_job(&name, signal, whom));
-                return;
             }
             Job::ResetFailed => {
                 self.reset_failed(&name);
                 let _ = reply.send(Ok(Vec::new()));
-                return;
             }
-        };
-        if let Some(e) = self.units.get_mut(&name) {
-            e.waiters.push(Waiter { wait, reply });
         }
-        self.check_waiters(&name);
     }
 
     /// A start from a stopped state, through the start limit.
@@ -748,64 +719,24 @@ impl Manager {
         }
     }
 
+    /// Answers the reload jobs of `name` whose reload has ended.
     fn check_waiters(&mut self, name: &str) {
         let Some(e) = self.units.get(name) else {
             return;
         };
-        if e.waiters.is_empty() {
+        if e.reload_waiters.is_empty() {
             return;
         }
-        let sub = e.state.sub;
-        let restarting = e.state.start_after_stop;
-        let failure = self.failure_of(name);
-        let left: Vec<String> = if e.left_behind.is_empty() {
-            Vec::new()
-        } else {
-            let list: Vec<String> = procs::describe(e.left_behind.clone())
-                .into_iter()
-                .map(|p| format!("{} ({})", p.pid, p.cmdline))
-                .collect();
-            if list.is_empty() {
-                Vec::new()
-            } else {
-                vec![format!(
-                    "{name}: KillMode=process left these processes running: {}",
-                    list.join(", ")
-                )]
-            }
+        let done = match e.state.sub {
+            Sub::Running | Sub::Exited => Ok(Vec::new()),
+            s if s.is_down() => Err(self.failure_of(name)),
+            _ => return,
         };
         let Some(e) = self.units.get_mut(name) else {
             return;
         };
-        let waiters = std::mem::take(&mut e.waiters);
-        for w in waiters {
-            let done = match w.wait {
-                Wait::Start => match sub {
-                    Sub::Running | Sub::Exited | Sub::Reload => Some(Ok(Vec::new())),
-                    // The waiter was registered after the start began: a Dead
-                    // unit is one that ran to completion (oneshot, or forking
-                    // whose processes all ended).
-                    Sub::Dead if !restarting && e.state.stop_requested => Some(Err(Failure {
-                        kind: ErrorKind::Refused,
-                        message: format!("the start of {name} was canceled by a stop"),
-                    })),
-                    Sub::Dead if !restarting => Some(Ok(Vec::new())),
-                    Sub::Failed | Sub::AutoRestart if !restarting => Some(Err(failure.clone())),
-                    _ => None,
-                },
-                Wait::Stop => sub.is_down().then(|| Ok(left.clone())),
-                Wait::Reload => match sub {
-                    Sub::Running | Sub::Exited => Some(Ok(Vec::new())),
-                    s if s.is_down() => Some(Err(failure.clone())),
-                    _ => None,
-                },
-            };
-            match done {
-                Some(r) => {
-                    let _ = w.reply.send(r);
-                }
-                None => e.waiters.push(w),
-            }
+        for w in std::mem::take(&mut e.reload_waiters) {
+            let _ = w.send(done.clone());
         }
     }
 
@@ -1078,15 +1009,20 @@ impl Manager {
             }
             Action::EndInvocation => self.end_invocation(name),
             Action::StartAgain => {
+                if self.shutting_down {
+                    return;
+                }
+                // A restart is a new start job: conditions and asserts are checked
+                // again (a false one leaves the unit skipped or failed, not restarted).
+                if self.check_conditions(name, def).is_some() {
+                    return;
+                }
                 let admitted = match self.units.get_mut(name) {
                     Some(e) => e.start_limit.admit(Duration::from_micros(
                         now_usec().saturating_sub(self.started_usec),
                     )),
                     None => return,
                 };
-                if self.shutting_down {
-                    return;
-                }
                 if admitted {
                     queue.push_back(Event::Start);
                 } else {
@@ -1154,6 +1090,14 @@ impl Manager {
             } else {
                 old.remove()
                     .map_err(|e| format!("cannot remove the stale cgroup of {name}: {e}"))?;
+                // Its last process ended just now; its watcher's event is moot.
+                self.leftovers.retain(|_, l| {
+                    let gone = l.cgroup.path() == existing;
+                    if gone {
+                        l.watch.abort();
+                    }
+                    !gone
+                });
             }
         }
         let e = self.units.get_mut(name).expect("unit exists");
@@ -1257,9 +1201,6 @@ impl Manager {
             return;
         };
         let Some(inv) = e.inv.take() else { return };
-        if let Some(w) = inv.watch {
-            w.abort();
-        }
         if let Some(w) = inv.pidfile_watch {
             w.abort();
         }
@@ -1267,13 +1208,30 @@ impl Manager {
         if let Some(cg) = inv.cgroup {
             let left = cg.procs_recursive().unwrap_or_default();
             if left.is_empty() {
+                if let Some(w) = inv.watch {
+                    w.abort();
+                }
                 if let Err(err) = cg.remove() {
                     self.log(name, &format!("cannot remove the cgroup: {err}"));
                 }
             } else {
-                // KillMode=process (or an unkillable process): the cgroup stays with them.
+                // KillMode=process (or an unkillable process): the cgroup stays
+                // with them, and its watcher goes on, to remove it once the last
+                // one is gone. An exit after the read above still comes as an
+                // event: the watch has been armed since the cgroup was created.
                 let e = self.units.get_mut(name).expect("unit exists");
-                e.left_behind = left;
+                e.left_behind = left.clone();
+                if let Some(watch) = inv.watch {
+                    self.leftovers.insert(
+                        inv.seq,
+                        Leftover {
+                            unit: name.to_string(),
+                            cgroup: cg,
+                            watch,
+                            pids: left,
+                        },
+                    );
+                }
             }
         }
         let e = self.units.get_mut(name).expect("unit exists");
@@ -1283,6 +1241,40 @@ impl Manager {
                 e.start_limit.burst = d.start_limit.1;
             }
             e.def = p;
+        }
+    }
+
+    /// The cgroup.events of a leftover cgroup changed: remove it once it is empty.
+    fn leftover_changed(&mut self, seq: u64) {
+        let Some(l) = self.leftovers.get(&seq) else {
+            return;
+        };
+        match l.cgroup.populated() {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(err) if err.is_not_found() => {}
+            Err(err) => {
+                let unit = l.unit.clone();
+                self.log(
+                    &unit,
+                    &format!("cannot read the left-over cgroup's events: {err}"),
+                );
+                return;
+            }
+        }
+        let l = self.leftovers.remove(&seq).expect("leftover exists");
+        if let Err(err) = l.cgroup.remove() {
+            // Someone moved a process into it meanwhile: the watch goes on.
+            self.log(
+                &l.unit,
+                &format!("cannot remove the cgroup left by KillMode=process: {err}"),
+            );
+            self.leftovers.insert(seq, l);
+            return;
+        }
+        l.watch.abort();
+        if let Some(e) = self.units.get_mut(&l.unit) {
+            e.left_behind.retain(|p| !l.pids.contains(p));
         }
     }
 
@@ -2082,6 +2074,7 @@ pub async fn run(
         started_usec: now_usec(),
         shutting_down: false,
         graph: transaction::Graph::new(transaction::load_env(&opts.state_dir)),
+        leftovers: HashMap::new(),
         output,
     };
     manager.load_all();

@@ -161,6 +161,7 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
         kill_mode,
         kill_signal: svc.kill_signal,
         send_sigkill: svc.send_sigkill,
+        send_sighup: svc.send_sighup,
         success: exit_set(&svc.success_exit_status),
         restart_prevent: exit_set(&svc.restart_prevent_exit_status),
         restart_force: exit_set(&svc.restart_force_exit_status),

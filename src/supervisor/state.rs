@@ -454,6 +454,8 @@ pub struct Spec {
     pub kill_signal: i32,
     /// FinalKillSignal= (SIGKILL), written through cgroup.kill for cgroup modes.
     pub send_sigkill: bool,
+    /// SendSIGHUP=: SIGHUP right after KillSignal, to whom KillSignal went.
+    pub send_sighup: bool,
     /// SuccessExitStatus=.
     pub success: ExitSet,
     /// RestartPreventExitStatus=.
@@ -476,6 +478,7 @@ impl Default for Spec {
             kill_mode: KillMode::ControlGroup,
             kill_signal: libc::SIGTERM,
             send_sigkill: true,
+            send_sighup: false,
             success: ExitSet::default(),
             restart_prevent: ExitSet::default(),
             restart_force: ExitSet::default(),
@@ -1076,9 +1079,11 @@ impl Machine<'_> {
             libc::SIGKILL
         };
         let kill = sig == libc::SIGKILL;
+        // SendSIGHUP=: as systemd, only after KillSignal (not SIGKILL), and not twice.
+        let hup = self.spec.send_sighup && !kill && sig != libc::SIGHUP;
         match self.spec.kill_mode {
-            KillMode::ControlGroup => self.kill_all(sig),
-            KillMode::Mixed if kill => self.kill_all(sig),
+            KillMode::ControlGroup => self.kill_all(sig, hup),
+            KillMode::Mixed if kill => self.kill_all(sig, false),
             KillMode::Mixed | KillMode::Process => {
                 if self.s.main.is_some() {
                     self.out.push(Action::Signal {
@@ -1091,19 +1096,32 @@ impl Machine<'_> {
                             sig: libc::SIGCONT,
                         });
                     }
+                    if hup {
+                        self.out.push(Action::Signal {
+                            whom: Whom::Main,
+                            sig: libc::SIGHUP,
+                        });
+                    }
                 }
                 if self.s.control.is_some_and(|c| c.pid.is_some()) {
                     self.out.push(Action::Signal {
                         whom: Whom::Control,
                         sig,
                     });
+                    if hup {
+                        self.out.push(Action::Signal {
+                            whom: Whom::Control,
+                            sig: libc::SIGHUP,
+                        });
+                    }
                 }
             }
         }
         self.arm_phase(self.spec.timeout_stop);
     }
 
-    fn kill_all(&mut self, sig: i32) {
+    /// `sig` to the whole cgroup (SIGKILL through cgroup.kill), then SIGHUP when `hup`.
+    fn kill_all(&mut self, sig: i32, hup: bool) {
         if sig == libc::SIGKILL {
             self.out.push(Action::CgroupKill);
         } else {
@@ -1115,6 +1133,12 @@ impl Machine<'_> {
                 whom: Whom::All,
                 sig: libc::SIGCONT,
             });
+            if hup {
+                self.out.push(Action::Signal {
+                    whom: Whom::All,
+                    sig: libc::SIGHUP,
+                });
+            }
         }
     }
 

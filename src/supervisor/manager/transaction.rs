@@ -657,6 +657,19 @@ impl Manager {
 
     /// Checks conditions and asserts, then starts the unit (through the start limit).
     fn checked_start(&mut self, name: &str, def: &Arc<ServiceDef>) -> Option<bool> {
+        if let Some(ok) = self.check_conditions(name, def) {
+            return Some(ok);
+        }
+        self.start_event(name);
+        None
+    }
+
+    /// Evaluates `Condition*=` and `Assert*=` before a start (a start job, or
+    /// an automatic restart, which systemd runs as a new start job). When one
+    /// is false the unit is left where systemd leaves it — skipped: inactive
+    /// with result "condition"; assert: failed — and the start job's outcome
+    /// is returned; None when the start may go ahead.
+    pub(super) fn check_conditions(&mut self, name: &str, def: &Arc<ServiceDef>) -> Option<bool> {
         let block = self.graph.env_vars();
         let lookup = |k: &str| {
             block
@@ -694,7 +707,6 @@ impl Manager {
             }
             StartCheck::Start => {
                 self.graph.skipped.remove(name);
-                self.start_event(name);
                 None
             }
         }

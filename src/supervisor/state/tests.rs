@@ -86,6 +86,12 @@ fn rows() -> Vec<Row> {
     runtime.runtime_max = Some(Duration::from_secs(5));
     let mut no_sigkill = spec(Kind::Simple);
     no_sigkill.send_sigkill = false;
+    let mut hup = spec(Kind::Simple);
+    hup.send_sighup = true;
+    let mut hup_mixed = hup.clone();
+    hup_mixed.kill_mode = KillMode::Mixed;
+    let mut hup_is_kill_signal = hup.clone();
+    hup_is_kill_signal.kill_signal = libc::SIGHUP;
     let mut ignore_pre = with(spec(Kind::Simple), Cmd::StartPre, 1);
     ignore_pre.cmds[Cmd::StartPre as usize] = vec![true];
 
@@ -811,6 +817,106 @@ fn rows() -> Vec<Row> {
                 },
                 Action::Signal {
                     whom: Whom::Main,
+                    sig: libc::SIGCONT,
+                },
+                Action::Arm(Timer::Phase, Duration::from_secs(90)),
+            ],
+        },
+        Row {
+            name: "SendSIGHUP=yes: SIGHUP to the cgroup right after SIGTERM and SIGCONT",
+            spec: hup.clone(),
+            events: vec![E::Start, spawned(Cmd::Start, MAIN), E::Stop],
+            sub: Sub::StopSigterm,
+            result: R::Success,
+            last: vec![
+                Action::Disarm(Timer::RuntimeMax),
+                Action::Disarm(Timer::Phase),
+                Action::Signal {
+                    whom: Whom::All,
+                    sig: libc::SIGTERM,
+                },
+                Action::Signal {
+                    whom: Whom::All,
+                    sig: libc::SIGCONT,
+                },
+                Action::Signal {
+                    whom: Whom::All,
+                    sig: libc::SIGHUP,
+                },
+                Action::Arm(Timer::Phase, Duration::from_secs(90)),
+            ],
+        },
+        Row {
+            name: "SendSIGHUP=yes: not after SIGKILL",
+            spec: hup.clone(),
+            events: vec![
+                E::Start,
+                spawned(Cmd::Start, MAIN),
+                E::Stop,
+                E::Timeout(Timer::Phase),
+            ],
+            sub: Sub::StopSigkill,
+            result: R::Timeout,
+            last: vec![
+                Action::Disarm(Timer::RuntimeMax),
+                Action::Disarm(Timer::Phase),
+                Action::CgroupKill,
+                Action::Arm(Timer::Phase, Duration::from_secs(90)),
+            ],
+        },
+        Row {
+            name: "SendSIGHUP=yes, KillMode=mixed: SIGHUP to the main and control processes",
+            spec: with(hup_mixed, Cmd::Stop, 1),
+            events: vec![
+                E::Start,
+                spawned(Cmd::Start, MAIN),
+                E::Stop,
+                spawned(Cmd::Stop, CTL),
+                E::Timeout(Timer::Phase),
+            ],
+            sub: Sub::StopSigterm,
+            result: R::Timeout,
+            last: vec![
+                Action::Disarm(Timer::RuntimeMax),
+                Action::Disarm(Timer::Phase),
+                Action::Signal {
+                    whom: Whom::Main,
+                    sig: libc::SIGTERM,
+                },
+                Action::Signal {
+                    whom: Whom::Main,
+                    sig: libc::SIGCONT,
+                },
+                Action::Signal {
+                    whom: Whom::Main,
+                    sig: libc::SIGHUP,
+                },
+                Action::Signal {
+                    whom: Whom::Control,
+                    sig: libc::SIGTERM,
+                },
+                Action::Signal {
+                    whom: Whom::Control,
+                    sig: libc::SIGHUP,
+                },
+                Action::Arm(Timer::Phase, Duration::from_secs(90)),
+            ],
+        },
+        Row {
+            name: "SendSIGHUP=yes with KillSignal=SIGHUP: sent once",
+            spec: hup_is_kill_signal,
+            events: vec![E::Start, spawned(Cmd::Start, MAIN), E::Stop],
+            sub: Sub::StopSigterm,
+            result: R::Success,
+            last: vec![
+                Action::Disarm(Timer::RuntimeMax),
+                Action::Disarm(Timer::Phase),
+                Action::Signal {
+                    whom: Whom::All,
+                    sig: libc::SIGHUP,
+                },
+                Action::Signal {
+                    whom: Whom::All,
                     sig: libc::SIGCONT,
                 },
                 Action::Arm(Timer::Phase, Duration::from_secs(90)),
