@@ -443,6 +443,39 @@ async fn vacuum_time_removes_old_entries() {
     assert_eq!(msgs(&store.query(&Query::default()).unwrap()), vec!["new"]);
 }
 
+/// A unit that logs all the time gets its blocks merged into one that starts
+/// old and ends recent; it must not hold up the old blocks of other units
+/// behind it in seq order (regression: --vacuum-time removed only from the
+/// front of the store, and removed nothing beside a busy unit).
+#[tokio::test]
+async fn vacuum_time_is_not_held_up_by_a_busy_units_merged_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    let now = corral::journal::realtime_now();
+    let at = |unit: &str, msg: &str, days_ago: u64| {
+        let mut e = ne(unit, msg);
+        e.realtime = Some(now - days_ago * 86_400_000_000);
+        e
+    };
+    for e in [
+        at("busy", "busy-old", 3),
+        at("quiet", "quiet-old", 2),
+        at("busy", "busy-new", 0),
+    ] {
+        w.append(e).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    w.maintain().await.unwrap();
+    assert_eq!(store.block_count("busy").unwrap(), 1);
+    assert_eq!(store.vacuum_time(Duration::from_secs(86_400)).unwrap(), 1);
+    assert_eq!(
+        msgs(&store.query(&Query::default()).unwrap()),
+        vec!["busy-old", "busy-new"]
+    );
+    assert_eq!(store.units().unwrap(), vec!["busy"]);
+    assert_eq!(store.disk_usage().unwrap().entries, 2);
+}
+
 #[tokio::test]
 async fn read_only_open_beside_the_writer_sees_commits() {
     let dir = tempfile::tempdir().unwrap();

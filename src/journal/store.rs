@@ -828,9 +828,61 @@ impl Store {
         Ok(removed)
     }
 
+    /// Removes, per unit, the blocks whose watermark is older than `max_age`: not in
+    /// global seq order, where a merged block of a unit that logs all the time (keyed
+    /// by its first, old entry but holding recent ones) would hold up the old blocks of
+    /// every unit behind it. A unit's watermarks never decrease along its blocks, so
+    /// the old ones are a prefix of its blocks, found in the `watermark` index.
     pub(crate) fn remove_older_than(&self, max_age: Duration) -> Result<u64> {
         let cutoff = super::realtime_now().saturating_sub(max_age.as_micros() as u64);
-        self.remove_oldest(|_, m| m.max_rt < cutoff)
+        let path = &self.inner.path;
+        let txn = self.write_txn()?;
+        let mut removed_entries = 0u64;
+        {
+            let mut t = Tables::open(&txn, path)?;
+            let mut old: Vec<(String, u64, u64)> = Vec::new();
+            for r in t.units.iter().map_err(self.db_err("read units"))? {
+                let unit = r.map_err(self.db_err("read units"))?.0.value().to_owned();
+                for w in t
+                    .watermark
+                    .range((unit.as_str(), 0u64, 0u64)..(unit.as_str(), cutoff, 0u64))
+                    .map_err(self.db_err("read watermark"))?
+                {
+                    let (_, wm, first_seq) = w.map_err(self.db_err("read watermark"))?.0.value();
+                    old.push((unit.clone(), wm, first_seq));
+                }
+            }
+            let mut stored = t.meta("stored_bytes")?;
+            let mut entries = t.meta("entries")?;
+            for (unit, wm, first_seq) in old {
+                let m = t
+                    .block_meta
+                    .get((unit.as_str(), first_seq))
+                    .map_err(self.db_err("read block_meta"))?
+                    .map(|g| BlockMeta::from_tuple(first_seq, g.value()));
+                let Some(m) = m else {
+                    // An orphan index row: remove it and go on.
+                    t.watermark
+                        .remove((unit.as_str(), wm, first_seq))
+                        .map_err(self.db_err("write watermark"))?;
+                    continue;
+                };
+                t.drop_block(&unit, &m)?;
+                stored = stored.saturating_sub(m.stored_len as u64);
+                entries = entries.saturating_sub(m.count as u64);
+                removed_entries += m.count as u64;
+            }
+            if removed_entries == 0 {
+                drop(t);
+                // Nothing to remove: no commit, so no fsync for a no-op.
+                txn.abort().map_err(self.db_err("abort"))?;
+                return Ok(0);
+            }
+            t.meta_set("stored_bytes", stored)?;
+            t.meta_set("entries", entries)?;
+        }
+        txn.commit().map_err(self.db_err("commit"))?;
+        Ok(removed_entries)
     }
 
     /// Background retention (the writer calls it after commits): keeps the stored bytes
@@ -893,48 +945,10 @@ impl Store {
                 if !keep_going(stored, &m) {
                     break;
                 }
-                t.remove_block(&unit, &m)?;
+                t.drop_block(&unit, &m)?;
                 stored = stored.saturating_sub(m.stored_len as u64);
                 entries = entries.saturating_sub(m.count as u64);
                 removed_entries += m.count as u64;
-                let (c, l) = t
-                    .units
-                    .get(unit.as_str())
-                    .map_err(self.db_err("read units"))?
-                    .map(|g| g.value())
-                    .unwrap_or((0, 0));
-                let c = c.saturating_sub(m.count as u64);
-                if c == 0 {
-                    t.units
-                        .remove(unit.as_str())
-                        .map_err(self.db_err("write units"))?;
-                } else {
-                    t.units
-                        .insert(unit.as_str(), (c, l))
-                        .map_err(self.db_err("write units"))?;
-                }
-                // Invocations that ended inside what was removed are gone too.
-                let gone: Vec<(u64, u128)> = t
-                    .unit_invocations
-                    .range((unit.as_str(), 0u64)..=(unit.as_str(), m.last_seq))
-                    .map_err(self.db_err("read unit_invocations"))?
-                    .filter_map(|r| r.ok().map(|(k, v)| (k.value().1, v.value())))
-                    .collect();
-                for (f, inv) in gone {
-                    let last = t
-                        .invocations
-                        .get(inv)
-                        .map_err(self.db_err("read invocations"))?
-                        .map(|g| g.value().2);
-                    if last.is_none_or(|l| l <= m.last_seq) {
-                        t.invocations
-                            .remove(inv)
-                            .map_err(self.db_err("write invocations"))?;
-                        t.unit_invocations
-                            .remove((unit.as_str(), f))
-                            .map_err(self.db_err("write unit_invocations"))?;
-                    }
-                }
             }
             if removed_entries == 0 {
                 drop(t);
@@ -1249,6 +1263,50 @@ impl<'t> Tables<'t> {
         self.seq_blocks
             .insert(m.first_seq, unit)
             .map_err(e("write seq_blocks"))?;
+        Ok(())
+    }
+
+    /// Removes the oldest remaining block of `unit` for retention: its rows, its
+    /// entries from `units`, and the invocations that ended inside it. (`meta` is
+    /// the caller's: it sums up several blocks.)
+    fn drop_block(&mut self, unit: &str, m: &BlockMeta) -> Result<()> {
+        let path = self.path;
+        let e = |what| move |e: redb::StorageError| JournalError::db(path, what, e);
+        self.remove_block(unit, m)?;
+        let (c, l) = self
+            .units
+            .get(unit)
+            .map_err(self.err("read units"))?
+            .map(|g| g.value())
+            .unwrap_or((0, 0));
+        let c = c.saturating_sub(m.count as u64);
+        if c == 0 {
+            self.units.remove(unit).map_err(e("write units"))?;
+        } else {
+            self.units.insert(unit, (c, l)).map_err(e("write units"))?;
+        }
+        // Invocations that ended inside what was removed are gone too.
+        let gone: Vec<(u64, u128)> = self
+            .unit_invocations
+            .range((unit, 0u64)..=(unit, m.last_seq))
+            .map_err(self.err("read unit_invocations"))?
+            .filter_map(|r| r.ok().map(|(k, v)| (k.value().1, v.value())))
+            .collect();
+        for (f, inv) in gone {
+            let last = self
+                .invocations
+                .get(inv)
+                .map_err(self.err("read invocations"))?
+                .map(|g| g.value().2);
+            if last.is_none_or(|l| l <= m.last_seq) {
+                self.invocations
+                    .remove(inv)
+                    .map_err(e("write invocations"))?;
+                self.unit_invocations
+                    .remove((unit, f))
+                    .map_err(e("write unit_invocations"))?;
+            }
+        }
         Ok(())
     }
 
