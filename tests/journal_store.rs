@@ -428,6 +428,41 @@ async fn retention_by_size_keeps_the_file_within_max_use() {
     );
 }
 
+/// redb refuses to compact while a reader holds a snapshot (a query in
+/// progress, in this process or another): the file cannot shrink then, and
+/// vacuum_size must stop rather than remove ever more entries hoping it will
+/// (regression: it went on until the store was empty).
+#[tokio::test]
+async fn vacuum_size_stops_when_a_reader_holds_off_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    for round in 0..20u64 {
+        let batch: Vec<_> = (0..200)
+            .map(|i| ne("big", &noise(round * 1000 + i, 1000)))
+            .collect();
+        w.append_batch(batch).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    let before = store.disk_usage().unwrap();
+    let limit = before.file_bytes / 2;
+    let reader = store.query_iter(&Query::default()).unwrap();
+    let removed = store.vacuum_size(limit).unwrap();
+    let held = store.disk_usage().unwrap();
+    assert!(
+        held.entries > before.entries / 5,
+        "{removed} of {} entries removed while compaction was refused: {held:?}",
+        before.entries
+    );
+    // The reader still sees its snapshot, all of it.
+    assert_eq!(reader.count() as u64, before.entries);
+    // Once it is gone, the file is given back down to the limit.
+    store.vacuum_size(limit).unwrap();
+    let after = store.disk_usage().unwrap();
+    assert!(after.file_bytes <= limit, "{after:?} over {limit}");
+    // Compacting was enough: nothing more was removed.
+    assert_eq!(after.entries, held.entries);
+}
+
 #[tokio::test]
 async fn vacuum_time_removes_old_entries() {
     let dir = tempfile::tempdir().unwrap();

@@ -798,22 +798,42 @@ impl Store {
         Ok(it)
     }
 
-    /// Deletes the oldest blocks until the file fits in `max_bytes`, then compacts.
-    /// Returns the number of entries removed.
+    /// Deletes the oldest blocks until the file fits in `max_bytes`, compacting before
+    /// each pass. Returns the number of entries removed.
+    ///
+    /// Free pages (which copy-on-write and merging leave behind) are given back by
+    /// compacting, not by removing entries: a file that compacts to the limit loses
+    /// nothing. While a reader holds a snapshot redb refuses to compact and the file
+    /// cannot shrink; then one pass removes what the pages in use exceed the limit
+    /// by, instead of removing ever more in the hope that the file shrinks.
     pub fn vacuum_size(&self, max_bytes: u64) -> Result<u64> {
         let mut removed = 0;
-        for _ in 0..16 {
+        for pass in 0..=16 {
+            let compacted = self.try_compact()?;
             let usage = self.disk_usage()?;
-            if usage.file_bytes <= max_bytes || usage.blocks == 0 {
+            if usage.file_bytes <= max_bytes || usage.blocks == 0 || pass == 16 {
                 break;
             }
-            let excess = usage.file_bytes - max_bytes;
+            let used = match compacted {
+                Some(_) => usage.file_bytes,
+                None => self
+                    .allocated_bytes()?
+                    .map_or(usage.file_bytes, |u| u.min(usage.file_bytes)),
+            };
+            if used <= max_bytes {
+                break;
+            }
+            let excess = used - max_bytes;
             // Free at least the excess in block bytes, plus a margin for index pages.
             let target = usage
                 .stored_bytes
                 .saturating_sub(excess + usage.stored_bytes / 8);
             removed += self.remove_oldest(|stored, _| stored > target)?;
-            self.compact()?;
+            if compacted.is_none() {
+                // The freed pages are reused by new entries meanwhile; the file is
+                // given back by a later vacuum or compaction.
+                break;
+            }
         }
         Ok(removed)
     }
@@ -968,6 +988,12 @@ impl Store {
     /// in another process holds a snapshot, redb refuses, and this returns `Ok(false)`:
     /// the writer tries again when next idle.
     pub fn compact(&self) -> Result<bool> {
+        Ok(self.try_compact()? == Some(true))
+    }
+
+    /// [`Self::compact`], telling a refusal apart: `None` when a reader's snapshot
+    /// kept redb from compacting at all.
+    fn try_compact(&self) -> Result<Option<bool>> {
         let mut db = self.inner.db.write().expect("store lock poisoned");
         match &mut *db {
             Db::Rw(d) => {
@@ -976,13 +1002,16 @@ impl Store {
                     match d.compact() {
                         Ok(true) => any = true,
                         Ok(false) => break,
+                        Err(redb::CompactionError::TransactionInProgress) if !any => {
+                            return Ok(None);
+                        }
                         Err(redb::CompactionError::TransactionInProgress) => break,
                         Err(e) => return Err(JournalError::db(&self.inner.path, "compact", e)),
                     }
                 }
-                Ok(any)
+                Ok(Some(any))
             }
-            Db::Ro(_) | Db::Closed => Ok(false),
+            Db::Ro(_) | Db::Closed => Ok(Some(false)),
         }
     }
 
