@@ -83,6 +83,17 @@ pub struct DiskUsage {
     pub blocks: u64,
 }
 
+/// What `--vacuum-size`/`--vacuum-time` did ([`Store::vacuum`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VacuumReport {
+    /// Entries removed.
+    pub removed: u64,
+    /// Usage before.
+    pub before: DiskUsage,
+    /// Usage after (compacted).
+    pub after: DiskUsage,
+}
+
 enum Db {
     Rw(Database),
     Ro(ReadOnlyDatabase),
@@ -796,6 +807,29 @@ impl Store {
             it.gathered = Some(v.into_iter());
         }
         Ok(it)
+    }
+
+    /// `--vacuum-time` then `--vacuum-size`: entries older than `max_age` go, then the
+    /// oldest until the file fits in `max_bytes`. Needs the writable handle (in the
+    /// manager, the writer thread runs it: [`super::WriterHandle::vacuum`]).
+    pub fn vacuum(
+        &self,
+        max_bytes: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> Result<VacuumReport> {
+        let before = self.disk_usage()?;
+        let mut removed = 0;
+        if let Some(age) = max_age {
+            removed += self.vacuum_time(age)?;
+        }
+        if let Some(bytes) = max_bytes {
+            removed += self.vacuum_size(bytes)?;
+        }
+        Ok(VacuumReport {
+            removed,
+            before,
+            after: self.disk_usage()?,
+        })
     }
 
     /// Deletes the oldest blocks until the file fits in `max_bytes`, compacting before
