@@ -428,6 +428,41 @@ async fn retention_by_size_keeps_the_file_within_max_use() {
     );
 }
 
+/// redb refuses to compact while a reader holds a snapshot (a query in
+/// progress, in this process or another): the file cannot shrink then, and
+/// vacuum_size must stop rather than remove ever more entries hoping it will
+/// (regression: it went on until the store was empty).
+#[tokio::test]
+async fn vacuum_size_stops_when_a_reader_holds_off_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    for round in 0..20u64 {
+        let batch: Vec<_> = (0..200)
+            .map(|i| ne("big", &noise(round * 1000 + i, 1000)))
+            .collect();
+        w.append_batch(batch).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    let before = store.disk_usage().unwrap();
+    let limit = before.file_bytes / 2;
+    let reader = store.query_iter(&Query::default()).unwrap();
+    let removed = store.vacuum_size(limit).unwrap();
+    let held = store.disk_usage().unwrap();
+    assert!(
+        held.entries > before.entries / 5,
+        "{removed} of {} entries removed while compaction was refused: {held:?}",
+        before.entries
+    );
+    // The reader still sees its snapshot, all of it.
+    assert_eq!(reader.count() as u64, before.entries);
+    // Once it is gone, the file is given back down to the limit.
+    store.vacuum_size(limit).unwrap();
+    let after = store.disk_usage().unwrap();
+    assert!(after.file_bytes <= limit, "{after:?} over {limit}");
+    // Compacting was enough: nothing more was removed.
+    assert_eq!(after.entries, held.entries);
+}
+
 #[tokio::test]
 async fn vacuum_time_removes_old_entries() {
     let dir = tempfile::tempdir().unwrap();
@@ -441,6 +476,39 @@ async fn vacuum_time_removes_old_entries() {
     w.flush().await.unwrap();
     assert_eq!(store.vacuum_time(Duration::from_secs(86_400)).unwrap(), 1);
     assert_eq!(msgs(&store.query(&Query::default()).unwrap()), vec!["new"]);
+}
+
+/// A unit that logs all the time gets its blocks merged into one that starts
+/// old and ends recent; it must not hold up the old blocks of other units
+/// behind it in seq order (regression: --vacuum-time removed only from the
+/// front of the store, and removed nothing beside a busy unit).
+#[tokio::test]
+async fn vacuum_time_is_not_held_up_by_a_busy_units_merged_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    let now = corral::journal::realtime_now();
+    let at = |unit: &str, msg: &str, days_ago: u64| {
+        let mut e = ne(unit, msg);
+        e.realtime = Some(now - days_ago * 86_400_000_000);
+        e
+    };
+    for e in [
+        at("busy", "busy-old", 3),
+        at("quiet", "quiet-old", 2),
+        at("busy", "busy-new", 0),
+    ] {
+        w.append(e).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    w.maintain().await.unwrap();
+    assert_eq!(store.block_count("busy").unwrap(), 1);
+    assert_eq!(store.vacuum_time(Duration::from_secs(86_400)).unwrap(), 1);
+    assert_eq!(
+        msgs(&store.query(&Query::default()).unwrap()),
+        vec!["busy-old", "busy-new"]
+    );
+    assert_eq!(store.units().unwrap(), vec!["busy"]);
+    assert_eq!(store.disk_usage().unwrap().entries, 2);
 }
 
 #[tokio::test]

@@ -7,6 +7,11 @@
 //! - `-f` with no `-D`/`--file`: the user's own manager streams new entries as
 //!   it commits them, when it is running; otherwise the store file is followed
 //!   with inotify.
+//! - `--disk-usage` and `--vacuum-*` with no `-D`/`--file`: the user's own
+//!   manager, when one answers on its socket (its journal writer thread owns
+//!   the store's write transaction, so only it can vacuum while it runs);
+//!   otherwise the store is opened directly. With `-D`/`--file` naming the
+//!   store a running manager holds, the vacuum is handed to that manager.
 //! - everything else reads the store directly, read-only (beside a running
 //!   manager, which shares the file in redb's SingleWriter mode): measured, a
 //!   whole `corral journal -u U -n 100` costs less this way than a round trip
@@ -16,17 +21,21 @@
 //! entries, whichever source they come from.
 
 use std::io::{self, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
 use super::exit;
-use crate::ipc::Client;
+use crate::ipc::client::is_refusal;
 use crate::ipc::proto::{Request, Response};
+use crate::ipc::{Client, ErrorCode, IpcError};
 use crate::journal::output::{self, Format, OutputOptions};
 use crate::journal::query::{parse_priority_range, parse_span, parse_time};
-use crate::journal::{Entry, JournalError, Query, Store, StoreOptions, Stream};
+use crate::journal::{
+    DiskUsage, Entry, JournalError, Query, Store, StoreOptions, Stream, VacuumReport,
+};
 
 /// `corral journal`: show what the services printed.
 #[derive(Debug, Clone, Args)]
@@ -143,19 +152,34 @@ pub enum CliError {
 /// manager answers the query.
 pub fn run(args: JournalArgs, socket: Option<PathBuf>) -> ExitCode {
     let explicit_store = args.file.is_some() || args.directory.is_some();
-    let result = match socket {
+    // A bad --vacuum-* value is reported whichever way the vacuum would go.
+    let checked = match is_vacuum(&args) {
+        true => vacuum_limits(&args).map(drop),
+        false => Ok(()),
+    };
+    let result = checked.and_then(|()| match socket {
         Some(sock) if !explicit_store => run_remote(&args, &sock),
+        _ if !explicit_store && (args.disk_usage || is_vacuum(&args)) => {
+            let sock = super::common::socket_path(None);
+            // The running manager owns the store; with none listening, the store
+            // file is used directly.
+            match Client::<Request, Response>::connect(&sock) {
+                Ok(client) => maintain_remote(&args, client, true),
+                Err(e) if no_manager(&e) => run_inner(&args, None),
+                Err(e) => Err(e.into()),
+            }
+        }
         _ if args.follow && !explicit_store => {
             let sock = super::common::socket_path(None);
             // Only a manager that answers takes the follow; a missing or stale
             // socket means it is down and the store file is followed instead.
             match Client::<Request, Response>::connect(&sock) {
                 Ok(client) => run_remote_with(&args, client),
-                Err(_) => run_inner(&args),
+                Err(_) => run_inner(&args, None),
             }
         }
-        _ => run_inner(&args),
-    };
+        _ => run_inner(&args, socket.as_deref()),
+    });
     match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
@@ -168,15 +192,116 @@ pub fn run(args: JournalArgs, socket: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn run_remote(args: &JournalArgs, socket: &std::path::Path) -> Result<(), CliError> {
-    if args.vacuum_size.is_some() || args.vacuum_time.is_some() || args.disk_usage {
-        return Err(CliError::Usage(
-            "--disk-usage and --vacuum-* work on the store itself: use them with -D DIR \
-             (or without --socket, for your own journal)"
-                .into(),
-        ));
+fn run_remote(args: &JournalArgs, socket: &Path) -> Result<(), CliError> {
+    if args.disk_usage || is_vacuum(args) {
+        return maintain_remote(args, Client::connect(socket)?, false);
     }
     run_remote_with(args, Client::connect(socket)?)
+}
+
+fn is_vacuum(args: &JournalArgs) -> bool {
+    args.vacuum_size.is_some() || args.vacuum_time.is_some()
+}
+
+/// Whether a failed connect means that no manager is running (no socket, or a
+/// stale one), as opposed to one that is there and refused or failed.
+fn no_manager(e: &IpcError) -> bool {
+    matches!(e, IpcError::Unreachable { source, .. }
+        if matches!(source.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused))
+}
+
+/// `--vacuum-size` and `--vacuum-time`, parsed.
+struct VacuumLimits {
+    max_bytes: Option<u64>,
+    max_age: Option<Duration>,
+}
+
+fn vacuum_limits(args: &JournalArgs) -> Result<VacuumLimits, CliError> {
+    let max_age = match &args.vacuum_time {
+        Some(t) => Some(Duration::from_micros(parse_span(t).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--vacuum-time {t:?} is not a time span like 2weeks, 10d, 12h"
+            ))
+        })?)),
+        None => None,
+    };
+    let max_bytes = match &args.vacuum_size {
+        Some(s) => Some(parse_size(s).ok_or_else(|| {
+            CliError::Usage(format!("--vacuum-size {s:?} is not a size like 500M or 1G"))
+        })?),
+        None => None,
+    };
+    Ok(VacuumLimits { max_bytes, max_age })
+}
+
+/// `--disk-usage` or `--vacuum-*` by the manager on `client`, which owns the
+/// store. `fallback`: the manager is the caller's own (not one named by
+/// `--socket`), so its store is the default one, which a manager too old to
+/// measure it lets us read directly.
+fn maintain_remote(
+    args: &JournalArgs,
+    mut client: Client<Request, Response>,
+    fallback: bool,
+) -> Result<(), CliError> {
+    let request = if is_vacuum(args) {
+        let l = vacuum_limits(args)?;
+        Request::JournalVacuum {
+            max_bytes: l.max_bytes,
+            max_age_usec: l.max_age.map(|d| d.as_micros() as u64),
+        }
+    } else {
+        Request::JournalDiskUsage
+    };
+    match client.request(&request) {
+        Ok(Response::JournalUsage { path, usage }) => print_usage(Path::new(&path), &usage),
+        Ok(Response::Vacuumed { path, report }) => print_vacuum(Path::new(&path), &report),
+        Ok(Response::Error(f)) => return Err(CliError::Remote(f.message)),
+        Ok(other) => {
+            return Err(CliError::Remote(format!(
+                "unexpected answer to a journal maintenance request: {}",
+                super::common::describe(&other)
+            )));
+        }
+        // A manager from before these requests cannot decode them.
+        Err(e) if is_refusal(&e, ErrorCode::MALFORMED) => {
+            if fallback && !is_vacuum(args) {
+                return run_inner(args, None);
+            }
+            return Err(CliError::Remote(format!(
+                "the running corrald {} does not know {}; restart it after upgrading \
+                 (or stop it, and corral opens the journal itself)",
+                client.server_version(),
+                if is_vacuum(args) {
+                    "--vacuum-*"
+                } else {
+                    "--disk-usage"
+                }
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+fn print_usage(path: &Path, u: &DiskUsage) {
+    println!(
+        "Journal {} takes up {} on disk ({} in {} entries, {} blocks).",
+        path.display(),
+        human(u.file_bytes),
+        human(u.stored_bytes),
+        u.entries,
+        u.blocks
+    );
+}
+
+fn print_vacuum(path: &Path, r: &VacuumReport) {
+    println!(
+        "Vacuuming done, removed {} entries, freed {} of {} ({} left).",
+        r.removed,
+        human(r.before.file_bytes.saturating_sub(r.after.file_bytes)),
+        path.display(),
+        human(r.after.file_bytes)
+    );
 }
 
 /// Asks the manager on `client` for the entries (and, with `-f`, new ones
@@ -309,10 +434,12 @@ fn human(n: u64) -> String {
     }
 }
 
-fn run_inner(args: &JournalArgs) -> Result<(), CliError> {
+/// Works on the store file itself. `socket`: the `--socket` given beside
+/// `-D`/`--file`, the manager to hand a vacuum to when it holds that store.
+fn run_inner(args: &JournalArgs, socket: Option<&Path>) -> Result<(), CliError> {
     let loc = location(args);
-    if args.vacuum_size.is_some() || args.vacuum_time.is_some() {
-        return vacuum(args, &loc);
+    if is_vacuum(args) {
+        return vacuum(args, &loc, socket);
     }
     let store = match open_for_reading(&loc) {
         Ok(s) => s,
@@ -328,15 +455,7 @@ fn run_inner(args: &JournalArgs) -> Result<(), CliError> {
         Err(e) => return Err(e.into()),
     };
     if args.disk_usage {
-        let u = store.disk_usage()?;
-        println!(
-            "Journal {} takes up {} on disk ({} in {} entries, {} blocks).",
-            store.path().display(),
-            human(u.file_bytes),
-            human(u.stored_bytes),
-            u.entries,
-            u.blocks
-        );
+        print_usage(store.path(), &store.disk_usage()?);
         return Ok(());
     }
     let mut query = build_query(args, &store)?;
@@ -570,42 +689,77 @@ fn follow(
     }
 }
 
-fn vacuum(args: &JournalArgs, loc: &std::path::Path) -> Result<(), CliError> {
+fn vacuum(args: &JournalArgs, loc: &Path, socket: Option<&Path>) -> Result<(), CliError> {
+    let limits = vacuum_limits(args)?;
     if !crate::journal::store::store_file(loc).exists() {
         println!("No journal at {}: nothing to vacuum.", loc.display());
         return Ok(());
     }
-    let store = Store::open(loc, StoreOptions::default()).map_err(|e| match e {
-        JournalError::Locked { path } => CliError::Usage(format!(
-            "journal {} is held by the running manager; vacuuming through the manager is not available yet, stop it (corral exit) and retry",
-            path.display()
-        )),
-        e => CliError::Journal(e),
-    })?;
-    let before = store.disk_usage()?;
-    let mut removed = 0;
-    if let Some(t) = &args.vacuum_time {
-        let us = parse_span(t).ok_or_else(|| {
-            CliError::Usage(format!(
-                "--vacuum-time {t:?} is not a time span like 2weeks, 10d, 12h"
-            ))
-        })?;
-        removed += store.vacuum_time(std::time::Duration::from_micros(us))?;
-    }
-    if let Some(s) = &args.vacuum_size {
-        let bytes = parse_size(s).ok_or_else(|| {
-            CliError::Usage(format!("--vacuum-size {s:?} is not a size like 500M or 1G"))
-        })?;
-        removed += store.vacuum_size(bytes)?;
-    }
-    let after = store.disk_usage()?;
-    println!(
-        "Vacuuming done, removed {removed} entries, freed {} of {} ({} left).",
-        human(before.file_bytes.saturating_sub(after.file_bytes)),
-        store.path().display(),
-        human(after.file_bytes)
-    );
+    let store = match Store::open(loc, StoreOptions::default()) {
+        Ok(s) => s,
+        Err(JournalError::Locked { path }) => return vacuum_by_holder(args, &path, socket),
+        Err(e) => return Err(e.into()),
+    };
+    let report = store.vacuum(limits.max_bytes, limits.max_age)?;
+    print_vacuum(store.path(), &report);
     Ok(())
+}
+
+/// `-D DIR --vacuum-*` on a store that a process holds for writing: if that is
+/// the manager at `socket` (default: the caller's own), it vacuums its store.
+fn vacuum_by_holder(
+    args: &JournalArgs,
+    file: &Path,
+    socket: Option<&Path>,
+) -> Result<(), CliError> {
+    let sock = super::common::socket_path(socket.map(Path::to_path_buf));
+    let held = |why: String| {
+        CliError::Usage(format!(
+            "journal {} is held by another process, {why}; vacuum it through the manager \
+             that writes it (--socket PATH), or stop that process and retry",
+            file.display()
+        ))
+    };
+    let mut client = Client::<Request, Response>::connect(&sock)
+        .map_err(|e| held(format!("and no manager answers at {}: {e}", sock.display())))?;
+    // Only the store's own writer may be asked to change it: check that the
+    // manager's store is this very file before vacuuming.
+    let answer = client.request(&Request::JournalDiskUsage).map_err(|e| {
+        if is_refusal(&e, ErrorCode::MALFORMED) {
+            held(format!(
+                "and the manager at {} (corrald {}) is too old to vacuum through",
+                sock.display(),
+                client.server_version()
+            ))
+        } else {
+            e.into()
+        }
+    })?;
+    match answer {
+        Response::JournalUsage { path, .. } if same_file(file, Path::new(&path)) => {}
+        Response::JournalUsage { path, .. } => {
+            return Err(held(format!(
+                "not the manager at {} (whose journal is {path})",
+                sock.display()
+            )));
+        }
+        Response::Error(f) => return Err(CliError::Remote(f.message)),
+        other => {
+            return Err(CliError::Remote(format!(
+                "unexpected answer to a journal maintenance request: {}",
+                super::common::describe(&other)
+            )));
+        }
+    }
+    maintain_remote(args, client, false)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// A pager child (`$SYSTEMD_PAGER`, `$PAGER`, else `less`), as journalctl uses one.

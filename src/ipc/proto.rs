@@ -123,6 +123,17 @@ pub enum Request {
     },
     /// `show-environment`: the block as `NAME=value` lines.
     ShowEnvironment,
+    /// `journal --disk-usage`: how much the manager's journal store takes.
+    JournalDiskUsage,
+    /// `journal --vacuum-time/--vacuum-size` on the manager's journal store, which
+    /// only its writer thread may change: entries older than `max_age_usec` go
+    /// first, then the oldest until the file fits in `max_bytes`.
+    JournalVacuum {
+        /// `--vacuum-size`, in bytes.
+        max_bytes: Option<u64>,
+        /// `--vacuum-time`, in microseconds.
+        max_age_usec: Option<u64>,
+    },
 }
 
 /// What kind of thing went wrong, so the CLI can pick its exit code.
@@ -303,6 +314,20 @@ pub enum Response {
     Entries(Vec<crate::journal::Entry>),
     /// Text to print as it is (`ListDependencies`, `ShowEnvironment`).
     Text(String),
+    /// `JournalDiskUsage`: the store file and its usage.
+    JournalUsage {
+        /// The store file (lossy UTF-8).
+        path: String,
+        /// Its usage.
+        usage: crate::journal::DiskUsage,
+    },
+    /// `JournalVacuum`: the store file and what vacuuming it did.
+    Vacuumed {
+        /// The store file (lossy UTF-8).
+        path: String,
+        /// Entries removed, usage before and after.
+        report: crate::journal::VacuumReport,
+    },
 }
 
 #[cfg(test)]
@@ -358,6 +383,14 @@ mod tests {
             (Request::UnsetEnvironment { names: vec![] }, 16),
             (Request::ImportEnvironment { pairs: vec![] }, 17),
             (Request::ShowEnvironment, 18),
+            (Request::JournalDiskUsage, 19),
+            (
+                Request::JournalVacuum {
+                    max_bytes: Some(1),
+                    max_age_usec: None,
+                },
+                20,
+            ),
         ];
         for (req, index) in cases {
             let bytes = postcard::to_allocvec(&req).unwrap();
@@ -384,5 +417,36 @@ mod tests {
         let bytes = postcard::to_allocvec(&r).unwrap();
         assert_eq!(bytes[0], 1);
         assert_eq!(postcard::from_bytes::<Response>(&bytes).unwrap(), r);
+        let usage = crate::journal::DiskUsage {
+            file_bytes: 4,
+            stored_bytes: 3,
+            entries: 2,
+            blocks: 1,
+        };
+        let cases = [
+            (
+                Response::JournalUsage {
+                    path: "/j/journal.redb".into(),
+                    usage: usage.clone(),
+                },
+                9,
+            ),
+            (
+                Response::Vacuumed {
+                    path: "/j/journal.redb".into(),
+                    report: crate::journal::VacuumReport {
+                        removed: 2,
+                        before: usage.clone(),
+                        after: usage,
+                    },
+                },
+                10,
+            ),
+        ];
+        for (r, index) in cases {
+            let bytes = postcard::to_allocvec(&r).unwrap();
+            assert_eq!(bytes[0], index, "{r:?}");
+            assert_eq!(postcard::from_bytes::<Response>(&bytes).unwrap(), r);
+        }
     }
 }

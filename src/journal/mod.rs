@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{JournalError, Result};
 pub use query::Query;
-pub use store::{DiskUsage, Store, StoreOptions};
+pub use store::{DiskUsage, Store, StoreOptions, VacuumReport};
 pub use writer::{Writer, WriterHandle, WriterOptions};
 
 /// Which stream of the service an entry came from.

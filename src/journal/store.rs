@@ -83,6 +83,17 @@ pub struct DiskUsage {
     pub blocks: u64,
 }
 
+/// What `--vacuum-size`/`--vacuum-time` did ([`Store::vacuum`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VacuumReport {
+    /// Entries removed.
+    pub removed: u64,
+    /// Usage before.
+    pub before: DiskUsage,
+    /// Usage after (compacted).
+    pub after: DiskUsage,
+}
+
 enum Db {
     Rw(Database),
     Ro(ReadOnlyDatabase),
@@ -798,22 +809,65 @@ impl Store {
         Ok(it)
     }
 
-    /// Deletes the oldest blocks until the file fits in `max_bytes`, then compacts.
-    /// Returns the number of entries removed.
+    /// `--vacuum-time` then `--vacuum-size`: entries older than `max_age` go, then the
+    /// oldest until the file fits in `max_bytes`. Needs the writable handle (in the
+    /// manager, the writer thread runs it: [`super::WriterHandle::vacuum`]).
+    pub fn vacuum(
+        &self,
+        max_bytes: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> Result<VacuumReport> {
+        let before = self.disk_usage()?;
+        let mut removed = 0;
+        if let Some(age) = max_age {
+            removed += self.vacuum_time(age)?;
+        }
+        if let Some(bytes) = max_bytes {
+            removed += self.vacuum_size(bytes)?;
+        }
+        Ok(VacuumReport {
+            removed,
+            before,
+            after: self.disk_usage()?,
+        })
+    }
+
+    /// Deletes the oldest blocks until the file fits in `max_bytes`, compacting before
+    /// each pass. Returns the number of entries removed.
+    ///
+    /// Free pages (which copy-on-write and merging leave behind) are given back by
+    /// compacting, not by removing entries: a file that compacts to the limit loses
+    /// nothing. While a reader holds a snapshot redb refuses to compact and the file
+    /// cannot shrink; then one pass removes what the pages in use exceed the limit
+    /// by, instead of removing ever more in the hope that the file shrinks.
     pub fn vacuum_size(&self, max_bytes: u64) -> Result<u64> {
         let mut removed = 0;
-        for _ in 0..16 {
+        for pass in 0..=16 {
+            let compacted = self.try_compact()?;
             let usage = self.disk_usage()?;
-            if usage.file_bytes <= max_bytes || usage.blocks == 0 {
+            if usage.file_bytes <= max_bytes || usage.blocks == 0 || pass == 16 {
                 break;
             }
-            let excess = usage.file_bytes - max_bytes;
+            let used = match compacted {
+                Some(_) => usage.file_bytes,
+                None => self
+                    .allocated_bytes()?
+                    .map_or(usage.file_bytes, |u| u.min(usage.file_bytes)),
+            };
+            if used <= max_bytes {
+                break;
+            }
+            let excess = used - max_bytes;
             // Free at least the excess in block bytes, plus a margin for index pages.
             let target = usage
                 .stored_bytes
                 .saturating_sub(excess + usage.stored_bytes / 8);
             removed += self.remove_oldest(|stored, _| stored > target)?;
-            self.compact()?;
+            if compacted.is_none() {
+                // The freed pages are reused by new entries meanwhile; the file is
+                // given back by a later vacuum or compaction.
+                break;
+            }
         }
         Ok(removed)
     }
@@ -828,9 +882,61 @@ impl Store {
         Ok(removed)
     }
 
+    /// Removes, per unit, the blocks whose watermark is older than `max_age`: not in
+    /// global seq order, where a merged block of a unit that logs all the time (keyed
+    /// by its first, old entry but holding recent ones) would hold up the old blocks of
+    /// every unit behind it. A unit's watermarks never decrease along its blocks, so
+    /// the old ones are a prefix of its blocks, found in the `watermark` index.
     pub(crate) fn remove_older_than(&self, max_age: Duration) -> Result<u64> {
         let cutoff = super::realtime_now().saturating_sub(max_age.as_micros() as u64);
-        self.remove_oldest(|_, m| m.max_rt < cutoff)
+        let path = &self.inner.path;
+        let txn = self.write_txn()?;
+        let mut removed_entries = 0u64;
+        {
+            let mut t = Tables::open(&txn, path)?;
+            let mut old: Vec<(String, u64, u64)> = Vec::new();
+            for r in t.units.iter().map_err(self.db_err("read units"))? {
+                let unit = r.map_err(self.db_err("read units"))?.0.value().to_owned();
+                for w in t
+                    .watermark
+                    .range((unit.as_str(), 0u64, 0u64)..(unit.as_str(), cutoff, 0u64))
+                    .map_err(self.db_err("read watermark"))?
+                {
+                    let (_, wm, first_seq) = w.map_err(self.db_err("read watermark"))?.0.value();
+                    old.push((unit.clone(), wm, first_seq));
+                }
+            }
+            let mut stored = t.meta("stored_bytes")?;
+            let mut entries = t.meta("entries")?;
+            for (unit, wm, first_seq) in old {
+                let m = t
+                    .block_meta
+                    .get((unit.as_str(), first_seq))
+                    .map_err(self.db_err("read block_meta"))?
+                    .map(|g| BlockMeta::from_tuple(first_seq, g.value()));
+                let Some(m) = m else {
+                    // An orphan index row: remove it and go on.
+                    t.watermark
+                        .remove((unit.as_str(), wm, first_seq))
+                        .map_err(self.db_err("write watermark"))?;
+                    continue;
+                };
+                t.drop_block(&unit, &m)?;
+                stored = stored.saturating_sub(m.stored_len as u64);
+                entries = entries.saturating_sub(m.count as u64);
+                removed_entries += m.count as u64;
+            }
+            if removed_entries == 0 {
+                drop(t);
+                // Nothing to remove: no commit, so no fsync for a no-op.
+                txn.abort().map_err(self.db_err("abort"))?;
+                return Ok(0);
+            }
+            t.meta_set("stored_bytes", stored)?;
+            t.meta_set("entries", entries)?;
+        }
+        txn.commit().map_err(self.db_err("commit"))?;
+        Ok(removed_entries)
     }
 
     /// Background retention (the writer calls it after commits): keeps the stored bytes
@@ -893,48 +999,10 @@ impl Store {
                 if !keep_going(stored, &m) {
                     break;
                 }
-                t.remove_block(&unit, &m)?;
+                t.drop_block(&unit, &m)?;
                 stored = stored.saturating_sub(m.stored_len as u64);
                 entries = entries.saturating_sub(m.count as u64);
                 removed_entries += m.count as u64;
-                let (c, l) = t
-                    .units
-                    .get(unit.as_str())
-                    .map_err(self.db_err("read units"))?
-                    .map(|g| g.value())
-                    .unwrap_or((0, 0));
-                let c = c.saturating_sub(m.count as u64);
-                if c == 0 {
-                    t.units
-                        .remove(unit.as_str())
-                        .map_err(self.db_err("write units"))?;
-                } else {
-                    t.units
-                        .insert(unit.as_str(), (c, l))
-                        .map_err(self.db_err("write units"))?;
-                }
-                // Invocations that ended inside what was removed are gone too.
-                let gone: Vec<(u64, u128)> = t
-                    .unit_invocations
-                    .range((unit.as_str(), 0u64)..=(unit.as_str(), m.last_seq))
-                    .map_err(self.db_err("read unit_invocations"))?
-                    .filter_map(|r| r.ok().map(|(k, v)| (k.value().1, v.value())))
-                    .collect();
-                for (f, inv) in gone {
-                    let last = t
-                        .invocations
-                        .get(inv)
-                        .map_err(self.db_err("read invocations"))?
-                        .map(|g| g.value().2);
-                    if last.is_none_or(|l| l <= m.last_seq) {
-                        t.invocations
-                            .remove(inv)
-                            .map_err(self.db_err("write invocations"))?;
-                        t.unit_invocations
-                            .remove((unit.as_str(), f))
-                            .map_err(self.db_err("write unit_invocations"))?;
-                    }
-                }
             }
             if removed_entries == 0 {
                 drop(t);
@@ -954,6 +1022,12 @@ impl Store {
     /// in another process holds a snapshot, redb refuses, and this returns `Ok(false)`:
     /// the writer tries again when next idle.
     pub fn compact(&self) -> Result<bool> {
+        Ok(self.try_compact()? == Some(true))
+    }
+
+    /// [`Self::compact`], telling a refusal apart: `None` when a reader's snapshot
+    /// kept redb from compacting at all.
+    fn try_compact(&self) -> Result<Option<bool>> {
         let mut db = self.inner.db.write().expect("store lock poisoned");
         match &mut *db {
             Db::Rw(d) => {
@@ -962,13 +1036,16 @@ impl Store {
                     match d.compact() {
                         Ok(true) => any = true,
                         Ok(false) => break,
+                        Err(redb::CompactionError::TransactionInProgress) if !any => {
+                            return Ok(None);
+                        }
                         Err(redb::CompactionError::TransactionInProgress) => break,
                         Err(e) => return Err(JournalError::db(&self.inner.path, "compact", e)),
                     }
                 }
-                Ok(any)
+                Ok(Some(any))
             }
-            Db::Ro(_) | Db::Closed => Ok(false),
+            Db::Ro(_) | Db::Closed => Ok(Some(false)),
         }
     }
 
@@ -1249,6 +1326,50 @@ impl<'t> Tables<'t> {
         self.seq_blocks
             .insert(m.first_seq, unit)
             .map_err(e("write seq_blocks"))?;
+        Ok(())
+    }
+
+    /// Removes the oldest remaining block of `unit` for retention: its rows, its
+    /// entries from `units`, and the invocations that ended inside it. (`meta` is
+    /// the caller's: it sums up several blocks.)
+    fn drop_block(&mut self, unit: &str, m: &BlockMeta) -> Result<()> {
+        let path = self.path;
+        let e = |what| move |e: redb::StorageError| JournalError::db(path, what, e);
+        self.remove_block(unit, m)?;
+        let (c, l) = self
+            .units
+            .get(unit)
+            .map_err(self.err("read units"))?
+            .map(|g| g.value())
+            .unwrap_or((0, 0));
+        let c = c.saturating_sub(m.count as u64);
+        if c == 0 {
+            self.units.remove(unit).map_err(e("write units"))?;
+        } else {
+            self.units.insert(unit, (c, l)).map_err(e("write units"))?;
+        }
+        // Invocations that ended inside what was removed are gone too.
+        let gone: Vec<(u64, u128)> = self
+            .unit_invocations
+            .range((unit, 0u64)..=(unit, m.last_seq))
+            .map_err(self.err("read unit_invocations"))?
+            .filter_map(|r| r.ok().map(|(k, v)| (k.value().1, v.value())))
+            .collect();
+        for (f, inv) in gone {
+            let last = self
+                .invocations
+                .get(inv)
+                .map_err(self.err("read invocations"))?
+                .map(|g| g.value().2);
+            if last.is_none_or(|l| l <= m.last_seq) {
+                self.invocations
+                    .remove(inv)
+                    .map_err(e("write invocations"))?;
+                self.unit_invocations
+                    .remove((unit, f))
+                    .map_err(e("write unit_invocations"))?;
+            }
+        }
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, oneshot, watch};
 
 use super::block::Encoder;
 use super::error::{JournalError, Result};
-use super::store::{Staged, Store};
+use super::store::{DiskUsage, Staged, Store, VacuumReport};
 use super::{Entry, NewEntry};
 
 /// Tuning of the writer.
@@ -73,6 +73,12 @@ enum Cmd {
     Append(Vec<NewEntry>, Option<OwnedSemaphorePermit>),
     Flush(oneshot::Sender<u64>),
     Maintain(oneshot::Sender<Result<MaintenanceReport, String>>),
+    DiskUsage(oneshot::Sender<Result<DiskUsage>>),
+    Vacuum {
+        max_bytes: Option<u64>,
+        max_age: Option<Duration>,
+        reply: oneshot::Sender<Result<VacuumReport>>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -197,6 +203,33 @@ impl WriterHandle {
             Ok(Err(e)) => Err(JournalError::Maintenance(e)),
             Err(_) => Err(self.gone()),
         }
+    }
+
+    /// The store's disk usage, measured on the writer thread (so never in the middle of
+    /// a vacuum or a commit).
+    pub async fn disk_usage(&self) -> Result<DiskUsage> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Cmd::DiskUsage(tx)).map_err(|_| self.gone())?;
+        rx.await.map_err(|_| self.gone())?
+    }
+
+    /// `--vacuum-time`/`--vacuum-size` for a client of the manager ([`Store::vacuum`]):
+    /// the writer thread commits what is pending, then vacuums. Producers wait on the
+    /// byte budget meanwhile; nothing they hand in is lost.
+    pub async fn vacuum(
+        &self,
+        max_bytes: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> Result<VacuumReport> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Vacuum {
+                max_bytes,
+                max_age,
+                reply,
+            })
+            .map_err(|_| self.gone())?;
+        rx.await.map_err(|_| self.gone())?
     }
 
     /// Committed entries, one message per commit, for followers (`-f`). A follower that
@@ -336,6 +369,18 @@ impl WriterThread {
                 self.commit();
                 let r = self.maintain().map_err(|e| e.to_string());
                 let _ = tx.send(r);
+            }
+            Cmd::DiskUsage(tx) => {
+                let _ = tx.send(self.store.disk_usage());
+            }
+            Cmd::Vacuum {
+                max_bytes,
+                max_age,
+                reply,
+            } => {
+                // What was handed in before the request is vacuumed like the rest.
+                self.commit();
+                let _ = reply.send(self.store.vacuum(max_bytes, max_age));
             }
             Cmd::Shutdown(tx) => *shutdown = Some(tx),
         }

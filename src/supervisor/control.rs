@@ -15,7 +15,8 @@ use super::manager::{Input, Job};
 pub struct ControlHandler {
     /// The manager's input queue.
     pub tx: mpsc::UnboundedSender<Input>,
-    /// The journal writer, for journal queries (they never reach the manager thread).
+    /// The journal writer, for journal queries, disk usage and vacuum (they never
+    /// reach the manager thread).
     pub journal: Option<WriterHandle>,
 }
 
@@ -62,7 +63,53 @@ impl ControlHandler {
     }
 }
 
+/// The answer when the manager runs without a journal.
+fn no_journal() -> Response {
+    Response::Error(Failure {
+        kind: ErrorKind::Internal,
+        message: "the manager has no journal open (see its stderr); \
+                  read the store with `corral journal -D DIR`"
+            .into(),
+    })
+}
+
 impl ControlHandler {
+    /// `JournalDiskUsage`, measured by the writer thread.
+    async fn journal_usage(&self) -> Response {
+        let Some(handle) = &self.journal else {
+            return no_journal();
+        };
+        match handle.disk_usage().await {
+            Ok(usage) => Response::JournalUsage {
+                path: handle.store().path().to_string_lossy().into_owned(),
+                usage,
+            },
+            Err(e) => Response::Error(Failure {
+                kind: ErrorKind::Internal,
+                message: format!("journal disk usage failed: {e}"),
+            }),
+        }
+    }
+
+    /// `JournalVacuum`: the writer thread owns the write transaction, so it does
+    /// the work; this task only awaits its answer.
+    async fn journal_vacuum(&self, max_bytes: Option<u64>, max_age_usec: Option<u64>) -> Response {
+        let Some(handle) = &self.journal else {
+            return no_journal();
+        };
+        let max_age = max_age_usec.map(std::time::Duration::from_micros);
+        match handle.vacuum(max_bytes, max_age).await {
+            Ok(report) => Response::Vacuumed {
+                path: handle.store().path().to_string_lossy().into_owned(),
+                report,
+            },
+            Err(e) => Response::Error(Failure {
+                kind: ErrorKind::Internal,
+                message: format!("journal vacuum failed: {e}"),
+            }),
+        }
+    }
+
     async fn journal(
         &self,
         query: Query,
@@ -76,9 +123,7 @@ impl ControlHandler {
             })
         };
         let Some(handle) = self.journal.clone() else {
-            let msg = "the manager has no journal open (see its stderr); \
-                       read the store with `corral journal -D DIR`";
-            return replies.reply(&failure(msg.into())).await;
+            return replies.reply(&no_journal()).await;
         };
         if !follow {
             let entries = match handle.store().query_async(query).await {
@@ -159,6 +204,11 @@ impl Handler for ControlHandler {
                 self.query(Request::ResetFailed { units }).await
             }
             Request::ResetFailed { units } => self.jobs(units, Job::ResetFailed).await,
+            Request::JournalDiskUsage => self.journal_usage().await,
+            Request::JournalVacuum {
+                max_bytes,
+                max_age_usec,
+            } => self.journal_vacuum(max_bytes, max_age_usec).await,
             other => self.query(other).await,
         };
         replies.reply(&response).await
