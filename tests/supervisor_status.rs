@@ -117,7 +117,12 @@ fn status_of_the_whole_manager_is_one_tree() {
             .then_some(())
     })
     .expect("settled");
-    let o = td.ok(&["status"]);
+    // Two processes may still be bash and its child before bash's exec.
+    let o = common::eventually(std::time::Duration::from_secs(5), || {
+        let o = td.ok(&["status"]);
+        (o.stdout.contains("sleep 1001") && o.stdout.contains("sleep 1000")).then_some(o)
+    })
+    .expect("both sleeps in the tree");
     golden("status-manager.txt", &normalize(&td, &o.stdout));
 }
 
