@@ -240,6 +240,11 @@ fn write_message_line(w: &mut dyn Write, e: &Entry, opts: &OutputOptions) -> io:
 
 /// Whether a value is shown as text: valid UTF-8 without control characters but tab.
 pub fn is_printable(v: &[u8]) -> bool {
+    // Nearly every line is plain ASCII: a byte test the compiler vectorizes,
+    // instead of decoding chars (a tenth of a 10 k-line query's time).
+    if v.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t') {
+        return true;
+    }
     match std::str::from_utf8(v) {
         Ok(s) => !s.chars().any(|c| c.is_control() && c != '\t'),
         Err(_) => false,
@@ -339,4 +344,22 @@ fn write_verbose(w: &mut dyn Write, e: &Entry, opts: &OutputOptions) -> io::Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_printable;
+
+    #[test]
+    fn printable_is_text_without_control_characters() {
+        assert!(is_printable(b"plain ascii\twith a tab"));
+        assert!(is_printable("caf\u{e9} \u{2603}".as_bytes()));
+        assert!(is_printable(b""));
+        assert!(!is_printable(b"bell\x07"));
+        assert!(!is_printable(b"del\x7f"));
+        assert!(!is_printable(b"new\nline"));
+        // C1 controls are control characters too, though not ASCII.
+        assert!(!is_printable("c1\u{85}".as_bytes()));
+        assert!(!is_printable(b"not utf-8 \xff"));
+    }
 }
