@@ -94,6 +94,16 @@ pub struct VacuumReport {
     pub after: DiskUsage,
 }
 
+/// The store's totals while a retention pass removes blocks.
+struct Tally {
+    /// `meta.stored_bytes`.
+    stored: u64,
+    /// `meta.entries`.
+    entries: u64,
+    /// Entries removed so far.
+    removed: u64,
+}
+
 enum Db {
     Rw(Database),
     Ro(ReadOnlyDatabase),
@@ -889,11 +899,7 @@ impl Store {
     /// the old ones are a prefix of its blocks, found in the `watermark` index.
     pub(crate) fn remove_older_than(&self, max_age: Duration) -> Result<u64> {
         let cutoff = super::realtime_now().saturating_sub(max_age.as_micros() as u64);
-        let path = &self.inner.path;
-        let txn = self.write_txn()?;
-        let mut removed_entries = 0u64;
-        {
-            let mut t = Tables::open(&txn, path)?;
+        self.remove_blocks(|t, tally| {
             let mut old: Vec<(String, u64, u64)> = Vec::new();
             for r in t.units.iter().map_err(self.db_err("read units"))? {
                 let unit = r.map_err(self.db_err("read units"))?.0.value().to_owned();
@@ -906,8 +912,6 @@ impl Store {
                     old.push((unit.clone(), wm, first_seq));
                 }
             }
-            let mut stored = t.meta("stored_bytes")?;
-            let mut entries = t.meta("entries")?;
             for (unit, wm, first_seq) in old {
                 let m = t
                     .block_meta
@@ -921,22 +925,10 @@ impl Store {
                         .map_err(self.db_err("write watermark"))?;
                     continue;
                 };
-                t.drop_block(&unit, &m)?;
-                stored = stored.saturating_sub(m.stored_len as u64);
-                entries = entries.saturating_sub(m.count as u64);
-                removed_entries += m.count as u64;
+                t.drop_block(&unit, &m, tally)?;
             }
-            if removed_entries == 0 {
-                drop(t);
-                // Nothing to remove: no commit, so no fsync for a no-op.
-                txn.abort().map_err(self.db_err("abort"))?;
-                return Ok(0);
-            }
-            t.meta_set("stored_bytes", stored)?;
-            t.meta_set("entries", entries)?;
-        }
-        txn.commit().map_err(self.db_err("commit"))?;
-        Ok(removed_entries)
+            Ok(())
+        })
     }
 
     /// Background retention (the writer calls it after commits): keeps the stored bytes
@@ -970,13 +962,7 @@ impl Store {
 
     /// Removes blocks in global seq order while `keep_going(stored_bytes, meta)` holds.
     fn remove_oldest(&self, mut keep_going: impl FnMut(u64, &BlockMeta) -> bool) -> Result<u64> {
-        let path = &self.inner.path;
-        let txn = self.write_txn()?;
-        let mut removed_entries = 0u64;
-        {
-            let mut t = Tables::open(&txn, path)?;
-            let mut stored = t.meta("stored_bytes")?;
-            let mut entries = t.meta("entries")?;
+        self.remove_blocks(|t, tally| {
             loop {
                 let first = t
                     .seq_blocks
@@ -996,25 +982,44 @@ impl Store {
                         .map_err(self.db_err("write seq_blocks"))?;
                     continue;
                 };
-                if !keep_going(stored, &m) {
+                if !keep_going(tally.stored, &m) {
                     break;
                 }
-                t.drop_block(&unit, &m)?;
-                stored = stored.saturating_sub(m.stored_len as u64);
-                entries = entries.saturating_sub(m.count as u64);
-                removed_entries += m.count as u64;
+                t.drop_block(&unit, &m, tally)?;
             }
-            if removed_entries == 0 {
-                drop(t);
-                // Nothing to remove: no commit, so no fsync for a no-op.
-                txn.abort().map_err(self.db_err("abort"))?;
-                return Ok(0);
+            Ok(())
+        })
+    }
+
+    /// One retention pass in one write transaction: `pick` drops blocks with
+    /// [`Tables::drop_block`], which keeps `tally`; the totals in `meta` follow.
+    /// A pass that removed nothing is aborted: no commit, so no fsync for a no-op.
+    /// Returns the entries removed.
+    fn remove_blocks(
+        &self,
+        pick: impl FnOnce(&mut Tables<'_>, &mut Tally) -> Result<()>,
+    ) -> Result<u64> {
+        let txn = self.write_txn()?;
+        let removed = {
+            let mut t = Tables::open(&txn, &self.inner.path)?;
+            let mut tally = Tally {
+                stored: t.meta("stored_bytes")?,
+                entries: t.meta("entries")?,
+                removed: 0,
+            };
+            pick(&mut t, &mut tally)?;
+            if tally.removed > 0 {
+                t.meta_set("stored_bytes", tally.stored)?;
+                t.meta_set("entries", tally.entries)?;
             }
-            t.meta_set("stored_bytes", stored)?;
-            t.meta_set("entries", entries)?;
+            tally.removed
+        };
+        if removed == 0 {
+            txn.abort().map_err(self.db_err("abort"))?;
+        } else {
+            txn.commit().map_err(self.db_err("commit"))?;
         }
-        txn.commit().map_err(self.db_err("commit"))?;
-        Ok(removed_entries)
+        Ok(removed)
     }
 
     /// Compacts the file (gives freed pages back to the file system). Waits for queries
@@ -1330,12 +1335,15 @@ impl<'t> Tables<'t> {
     }
 
     /// Removes the oldest remaining block of `unit` for retention: its rows, its
-    /// entries from `units`, and the invocations that ended inside it. (`meta` is
-    /// the caller's: it sums up several blocks.)
-    fn drop_block(&mut self, unit: &str, m: &BlockMeta) -> Result<()> {
+    /// entries from `units`, and the invocations that ended inside it; `tally`
+    /// counts it (the caller writes the totals to `meta` once, for all blocks).
+    fn drop_block(&mut self, unit: &str, m: &BlockMeta, tally: &mut Tally) -> Result<()> {
         let path = self.path;
         let e = |what| move |e: redb::StorageError| JournalError::db(path, what, e);
         self.remove_block(unit, m)?;
+        tally.stored = tally.stored.saturating_sub(m.stored_len as u64);
+        tally.entries = tally.entries.saturating_sub(m.count as u64);
+        tally.removed += m.count as u64;
         let (c, l) = self
             .units
             .get(unit)
