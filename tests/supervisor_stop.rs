@@ -319,3 +319,57 @@ fn kill_mode_process_leftovers_do_not_block_a_new_start() {
     common::eventually(Duration::from_secs(10), || (!new.exists()).then_some(()))
         .unwrap_or_else(|| panic!("{new:?} stayed after its last process ended\n{}", td.log()));
 }
+
+#[test]
+fn kill_mode_mixed_kills_the_rest_once_the_main_process_is_gone() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let pidfile = td.run_dir().join("mixed-child.pid");
+    let script = td.run_dir().join("mixed.sh");
+    // The child would say so if it got SIGTERM (KillMode=mixed sends that to the
+    // main process only) and would outlive it: only the SIGKILL of the rest
+    // ends it. Before that SIGKILL came at once, a stop waited TimeoutStopSec
+    // and ended in result "timeout".
+    std::fs::write(
+        &script,
+        format!(
+            "child() {{ trap 'echo child saw SIGTERM' TERM; echo $BASHPID > {pf}.tmp; \
+             mv {pf}.tmp {pf}; while :; do sleep 0.1; done; }}\nchild &\nwait\n",
+            pf = pidfile.display()
+        ),
+    )
+    .unwrap();
+    td.write_unit(
+        "mixed.service",
+        &format!(
+            "[Service]\nKillMode=mixed\nTimeoutStopSec=120\nExecStart=/bin/bash {}\n",
+            script.display()
+        ),
+    );
+    td.ok(&["start", "mixed"]);
+    let child: i32 = common::eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    })
+    .expect("the child wrote its pid");
+    let cg = td.unit_cgroup("mixed.service");
+    assert!(cgroup_pids(&cg).contains(&child));
+    td.ok(&["stop", "mixed"]);
+    assert_eq!(td.prop("mixed", "Result"), "success", "{}", td.log());
+    assert_eq!(td.prop("mixed", "ActiveState"), "inactive");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{child}")).exists() || is_zombie(child),
+        "the child {child} survived the stop"
+    );
+    assert!(!cg.exists());
+    let journal = td.dir.path().join("state/journal");
+    let j = td.corral(&[
+        "journal",
+        "--no-pager",
+        "-D",
+        journal.to_str().unwrap(),
+        "-u",
+        "mixed.service",
+    ]);
+    assert!(!j.stdout.contains("child saw SIGTERM"), "{j:?}");
+}

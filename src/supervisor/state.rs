@@ -1055,35 +1055,53 @@ impl Machine<'_> {
         }
     }
 
-    /// Whether there is something left for a kill phase to wait for. Besides an
-    /// empty cgroup, the main and control processes must have been reaped, so
-    /// that ExecStopPost and Restart= see how they ended.
-    fn something_left(&self) -> bool {
+    /// Whether the kill phase `sub` has something left to wait for: the main
+    /// and control processes until they are reaped (ExecStopPost and Restart=
+    /// need to see how they ended), and the rest of the cgroup when that phase
+    /// signals it: always for KillMode=control-group, only in the SIGKILL
+    /// phases for KillMode=mixed (which never sends the rest KillSignal=).
+    fn something_left(&self, sub: Sub) -> bool {
         let ours = self.s.main.is_some() || self.s.control.is_some_and(|c| c.pid.is_some());
-        match self.spec.kill_mode {
-            KillMode::Process => ours,
-            KillMode::ControlGroup | KillMode::Mixed => ours || self.s.populated,
-        }
+        let whole_group = match self.spec.kill_mode {
+            KillMode::ControlGroup => true,
+            KillMode::Mixed => is_sigkill_phase(sub),
+            KillMode::Process => false,
+        };
+        ours || (whole_group && self.s.populated)
     }
 
     fn enter_signal(&mut self, sub: Sub) {
         self.out.push(Action::Disarm(Timer::RuntimeMax));
-        if !self.something_left() {
+        if !self.something_left(sub) {
             self.s.control = None;
-            return self.after_signal_phase(sub);
+            // As systemd: a SIGTERM phase with nothing to wait for goes on to
+            // its SIGKILL phase when that one has something to kill, which is
+            // how KillMode=mixed ends the rest of the cgroup right after the
+            // main process has exited.
+            let kill_phase = match sub {
+                Sub::StopSigterm => Some(Sub::StopSigkill),
+                Sub::FinalSigterm => Some(Sub::FinalSigkill),
+                _ => None,
+            };
+            return match kill_phase {
+                Some(k) if self.spec.send_sigkill && self.something_left(k) => self.enter_signal(k),
+                _ => self.after_signal_phase(sub),
+            };
         }
         self.set(sub);
-        let sig = if matches!(sub, Sub::StopSigterm | Sub::FinalSigterm) {
-            self.spec.kill_signal
-        } else {
+        let sig = if is_sigkill_phase(sub) {
             libc::SIGKILL
+        } else {
+            self.spec.kill_signal
         };
         let kill = sig == libc::SIGKILL;
         // SendSIGHUP=: as systemd, only after KillSignal (not SIGKILL), and not twice.
         let hup = self.spec.send_sighup && !kill && sig != libc::SIGHUP;
         match self.spec.kill_mode {
             KillMode::ControlGroup => self.kill_all(sig, hup),
-            KillMode::Mixed if kill => self.kill_all(sig, false),
+            // The rest of the cgroup gets SIGKILL, never KillSignal= (even when
+            // that is SIGKILL: the SIGTERM phases are for the main process).
+            KillMode::Mixed if is_sigkill_phase(sub) => self.kill_all(sig, false),
             KillMode::Mixed | KillMode::Process => {
                 if self.s.main.is_some() {
                     self.out.push(Action::Signal {
@@ -1108,6 +1126,12 @@ impl Machine<'_> {
                         whom: Whom::Control,
                         sig,
                     });
+                    if !kill {
+                        self.out.push(Action::Signal {
+                            whom: Whom::Control,
+                            sig: libc::SIGCONT,
+                        });
+                    }
                     if hup {
                         self.out.push(Action::Signal {
                             whom: Whom::Control,
@@ -1151,7 +1175,7 @@ impl Machine<'_> {
     }
 
     fn kill_phase_done_if_gone(&mut self) {
-        if !self.something_left() {
+        if !self.something_left(self.s.sub) {
             let sub = self.s.sub;
             self.s.control = None;
             self.after_signal_phase(sub);
@@ -1308,6 +1332,11 @@ impl StartLimit {
     pub fn reset(&mut self) {
         self.starts.clear();
     }
+}
+
+/// The kill phases that send SIGKILL whatever KillSignal= says.
+fn is_sigkill_phase(sub: Sub) -> bool {
+    matches!(sub, Sub::StopSigkill | Sub::FinalSigkill)
 }
 
 #[cfg(test)]

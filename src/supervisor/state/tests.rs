@@ -82,6 +82,8 @@ fn rows() -> Vec<Row> {
     process_mode.kill_mode = KillMode::Process;
     let mut mixed = spec(Kind::Simple);
     mixed.kill_mode = KillMode::Mixed;
+    let mut mixed_no_sigkill = mixed.clone();
+    mixed_no_sigkill.send_sigkill = false;
     let mut runtime = spec(Kind::Simple);
     runtime.runtime_max = Some(Duration::from_secs(5));
     let mut no_sigkill = spec(Kind::Simple);
@@ -803,6 +805,79 @@ fn rows() -> Vec<Row> {
             ],
         },
         Row {
+            name: "KillMode=mixed: the rest of the cgroup gets SIGKILL once the main process is gone",
+            spec: mixed.clone(),
+            events: vec![
+                E::Start,
+                spawned(Cmd::Start, MAIN),
+                E::Stop,
+                E::MainExited(killed(libc::SIGTERM)),
+            ],
+            sub: Sub::FinalSigkill,
+            result: R::Success,
+            last: vec![
+                Action::Disarm(Timer::RuntimeMax),
+                Action::Disarm(Timer::Phase),
+                Action::CgroupKill,
+                Action::Arm(Timer::Phase, Duration::from_secs(90)),
+            ],
+        },
+        Row {
+            name: "KillMode=mixed: dead once the killed rest has left the cgroup",
+            spec: mixed.clone(),
+            events: vec![
+                E::Start,
+                spawned(Cmd::Start, MAIN),
+                E::Stop,
+                E::MainExited(killed(libc::SIGTERM)),
+                E::CgroupEmpty,
+            ],
+            sub: Sub::Dead,
+            result: R::Success,
+            last: vec![
+                Action::Disarm(Timer::RuntimeMax),
+                Action::EndInvocation,
+                Action::Disarm(Timer::Phase),
+            ],
+        },
+        Row {
+            name: "KillMode=mixed: ExecStopPost runs before the rest is killed",
+            spec: with(mixed.clone(), Cmd::StopPost, 1),
+            events: vec![
+                E::Start,
+                spawned(Cmd::Start, MAIN),
+                E::Stop,
+                E::MainExited(killed(libc::SIGTERM)),
+            ],
+            sub: Sub::StopPost,
+            result: R::Success,
+            last: vec![
+                Action::Disarm(Timer::Phase),
+                Action::Arm(Timer::Phase, Duration::from_secs(90)),
+                Action::Spawn {
+                    cmd: Cmd::StopPost,
+                    index: 0,
+                },
+            ],
+        },
+        Row {
+            name: "KillMode=mixed, SendSIGKILL=no: the rest is left running",
+            spec: mixed_no_sigkill,
+            events: vec![
+                E::Start,
+                spawned(Cmd::Start, MAIN),
+                E::Stop,
+                E::MainExited(killed(libc::SIGTERM)),
+            ],
+            sub: Sub::Dead,
+            result: R::Success,
+            last: vec![
+                Action::Disarm(Timer::RuntimeMax),
+                Action::EndInvocation,
+                Action::Disarm(Timer::Phase),
+            ],
+        },
+        Row {
             name: "KillMode=mixed: SIGTERM to the main process only",
             spec: mixed,
             events: vec![E::Start, spawned(Cmd::Start, MAIN), E::Stop],
@@ -894,6 +969,10 @@ fn rows() -> Vec<Row> {
                 Action::Signal {
                     whom: Whom::Control,
                     sig: libc::SIGTERM,
+                },
+                Action::Signal {
+                    whom: Whom::Control,
+                    sig: libc::SIGCONT,
                 },
                 Action::Signal {
                     whom: Whom::Control,
