@@ -19,7 +19,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${PEERS:-/work/shared/bench-peers}
 W=/tmp/corral-journal-bench; mkdir -p $W; R=$W/results; mkdir -p $R
 G=$W/gen; [ -x $G ] || gcc -O2 -o $G $PEERS/gen.c
-(cd $ROOT && cargo build -q --release --example journal_ingest --example journal_units --bin corral)
+# Two builds: examples pull in the dev-dependencies' tokio features, which the
+# shipped CLI is built without.
+(cd $ROOT && cargo build -q --release --bin corral && cargo build -q --release --example journal_ingest --example journal_units)
 C=$ROOT/target/release/corral; ING=$ROOT/target/release/examples/journal_ingest
 UNITS=$ROOT/target/release/examples/journal_units
 MID=$(cat /etc/machine-id); J=/var/log/journal/$MID

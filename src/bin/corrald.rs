@@ -130,8 +130,7 @@ fn main() -> ExitCode {
     tune_malloc();
     let args = Args::parse();
     let result = options(args).and_then(|opts| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start the tokio runtime")?;

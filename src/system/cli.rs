@@ -59,8 +59,7 @@ pub fn main() -> ExitCode {
         stop_timeout: std::time::Duration::from_secs_f64(args.stop_timeout.max(0.0)),
         ..SystemOptions::default()
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
