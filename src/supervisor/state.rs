@@ -773,6 +773,7 @@ impl Machine<'_> {
                     self.enter_running();
                 }
             }
+            Event::BusUnavailable if self.spec.kind != Kind::Dbus => {}
             Event::BusUnavailable => match sub {
                 // The start was refused before anything ran.
                 Sub::Dead | Sub::Failed | Sub::AutoRestart => {
@@ -781,9 +782,7 @@ impl Machine<'_> {
                     self.out.push(Action::Disarm(Timer::Restart));
                     self.s.sub = Sub::Failed;
                 }
-                Sub::StartPre | Sub::Start
-                    if self.spec.kind == Kind::Dbus && !self.s.bus_name_good =>
-                {
+                Sub::StartPre | Sub::Start if !self.s.bus_name_good => {
                     self.fail(ServiceResult::Resources);
                     self.enter_signal(Sub::StopSigterm);
                 }

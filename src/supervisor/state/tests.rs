@@ -958,6 +958,14 @@ fn rows() -> Vec<Row> {
             last: vec![],
         },
         Row {
+            name: "simple: a bus report never fails it",
+            spec: simple.clone(),
+            events: vec![E::BusUnavailable],
+            sub: Sub::Dead,
+            result: R::Success,
+            last: vec![],
+        },
+        Row {
             name: "simple: bus name events are not its business",
             spec: simple.clone(),
             events: vec![
