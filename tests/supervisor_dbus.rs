@@ -5,9 +5,8 @@
 //! environment block (an abstract socket here), and dconf.service from the
 //! corpus runs as it is.
 //!
-//! The name-owning service is this test binary run again as
-//! `bus_name_owner` (below), which takes its name through corral's own D-Bus
-//! client: a real process on a real bus.
+//! The name-owning service is a python3-dbus script (`OWNER`): a real
+//! client library on a real bus, independent of corral's own client.
 
 mod common;
 
@@ -17,53 +16,31 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use corral::supervisor::dbus::{Arg, BusAddress, Connection, session_address};
-use tokio::signal::unix::{SignalKind, signal};
+use corral::supervisor::dbus::{Arg, BusAddress, Connection};
 
 use common::{TestDaemon, cgroup_pids, eventually};
 
-/// Not a test: the program of the Type=dbus units below (this binary run
-/// again by corrald). With CORRAL_TEST_OWN set it waits for the FIFO
-/// CORRAL_TEST_GATE to be written (if set), takes the name on the session
-/// bus, releases it on SIGUSR1 and then runs on; it exits when its bus goes.
-#[test]
-#[ignore = "the name-owning service of the other tests; corrald runs it"]
-fn bus_name_owner() {
-    let Ok(name) = std::env::var("CORRAL_TEST_OWN") else {
-        return;
-    };
-    if let Ok(gate) = std::env::var("CORRAL_TEST_GATE") {
-        std::fs::read(&gate).expect("read the gate");
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        // Before the name is ours: the test's SIGUSR1 must never find the default action.
-        let mut usr1 = signal(SignalKind::user_defined1()).unwrap();
-        let address = BusAddress::parse(&session_address(|k| std::env::var(k).ok())).unwrap();
-        let mut conn = Connection::open(&address)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let r = conn.request_name(&name).await.unwrap();
-        assert_eq!(r, 1, "RequestName({name}) answered {r}");
-        println!("took {name} as {}", conn.unique_name());
-        loop {
-            tokio::select! {
-                _ = usr1.recv() => {
-                    // Said first: the manager's SIGTERM may come before the reply.
-                    println!("releasing {name}");
-                    conn.release_name(&name).await.unwrap();
-                }
-                m = conn.read() => if let Err(e) = m {
-                    println!("bus gone: {e}");
-                    return;
-                }
-            }
-        }
-    });
-}
+/// The program of the Type=dbus units below (python3-dbus, a real client
+/// library): waits for the FIFO $CORRAL_TEST_GATE to be written (if set),
+/// takes the name on the session bus, releases it on SIGUSR1 and runs on.
+const OWNER: &str = r#"import dbus, os, signal, sys
+name = sys.argv[1]
+def release(sig, frame):
+    # Said first: the manager's SIGTERM may come before the reply.
+    print(f"releasing {name}", flush=True)
+    bus.release_name(name)
+# Before the name is ours: the test's SIGUSR1 must never find the default action.
+signal.signal(signal.SIGUSR1, release)
+gate = os.environ.get("CORRAL_TEST_GATE")
+if gate:
+    open(gate).read()
+bus = dbus.SessionBus()
+r = bus.request_name(name, dbus.bus.NAME_FLAG_DO_NOT_QUEUE)
+assert r == 1, f"RequestName({name}) answered {r}"
+print(f"took {name} as {bus.get_unique_name()}", flush=True)
+while True:
+    signal.pause()
+"#;
 
 /// A private `dbus-daemon --session`, killed (by PID) when dropped.
 struct Bus {
@@ -136,14 +113,16 @@ impl Drop for Bus {
 }
 
 /// The `[Service]` of a unit whose program takes `name` (after `gate`, if given).
-fn owner_unit(name: &str, gate: Option<&str>, extra: &str) -> String {
-    let exe = std::env::current_exe().unwrap();
-    let gate = gate.map_or(String::new(), |g| format!(" CORRAL_TEST_GATE={g}"));
+fn owner_unit(td: &TestDaemon, name: &str, gate: Option<&str>, extra: &str) -> String {
+    let script = td.run_dir().join("bus-name-owner.py");
+    std::fs::write(&script, OWNER).expect("write the owner script");
+    let gate = gate.map_or(String::new(), |g| {
+        format!("\nEnvironment=CORRAL_TEST_GATE={g}")
+    });
     format!(
         "[Service]\nType=dbus\nBusName={name}\n\
-         ExecStart={} bus_name_owner --exact --ignored --nocapture --test-threads=1\n\
-         Environment=CORRAL_TEST_OWN={name}{gate}\n{extra}",
-        exe.display()
+         ExecStart=/usr/bin/python3 {} {name}{gate}\n{extra}",
+        script.display()
     )
 }
 
@@ -170,6 +149,7 @@ fn start_completes_only_once_the_name_has_an_owner() {
         td.write_unit(
             "gated.service",
             &owner_unit(
+                td,
                 "org.corral.Test.Gated",
                 Some("%t/gate"),
                 // Runs only after the start is complete: the name must have an owner by then.
@@ -280,7 +260,7 @@ fn the_unit_stops_when_its_name_loses_its_owner() {
     let Some(td) = TestDaemon::start_with(|td| {
         td.write_unit(
             "owner.service",
-            &owner_unit("org.corral.Test.Owner", None, ""),
+            &owner_unit(&td, "org.corral.Test.Owner", None, ""),
         );
     }) else {
         return;
@@ -317,7 +297,7 @@ fn no_bus_fails_the_start_at_once_and_a_later_start_reconnects() {
     let Some(td) = TestDaemon::start_with(|td| {
         td.write_unit(
             "owner.service",
-            &owner_unit("org.corral.Test.Late", None, ""),
+            &owner_unit(&td, "org.corral.Test.Late", None, ""),
         );
     }) else {
         return;
@@ -340,9 +320,10 @@ fn no_bus_fails_the_start_at_once_and_a_later_start_reconnects() {
     let bus = Bus::start(&format!("unix:path={}", path.display()), td.dir.path());
     td.ok(&["start", "owner"]);
     assert_eq!(is_active(&td, "owner"), "active");
-    // The bus goes away: the service (and the manager's connection) see it close.
+    // The bus goes away under a running unit, which keeps running (as under
+    // systemd) until it is stopped; the manager's connection is gone with it.
     drop(bus);
-    wait_state(&td, "owner", "inactive");
+    td.ok(&["stop", "owner"]);
 
     // A new bus at the same place: the next start connects again.
     let bus = Bus::start(&format!("unix:path={}", path.display()), td.dir.path());
@@ -363,7 +344,7 @@ fn the_bus_address_comes_from_the_environment_block() {
     let Some(td) = TestDaemon::start_with(|td| {
         td.write_unit(
             "owner.service",
-            &owner_unit("org.corral.Test.Abstract", None, ""),
+            &owner_unit(&td, "org.corral.Test.Abstract", None, ""),
         );
     }) else {
         return;
