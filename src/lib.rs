@@ -11,7 +11,8 @@
 //!   straight into a cgroup with no escape window.
 //! - [`supervisor`]: the user manager (`corrald --user`): the lifecycle state
 //!   machine of each unit, the event loop that drives it (child exits, empty
-//!   cgroups, notify messages, timers) and the handlers of control requests.
+//!   cgroups, notify messages, timers, bus names of Type=dbus units through
+//!   a minimal D-Bus client of its own) and the handlers of control requests.
 //! - [`journal`]: the embedded structured journal: pipe ingest with group
 //!   commit and back-pressure, the redb block store and its indexes, queries,
 //!   retention and the output formats of `corral journal`.

@@ -39,6 +39,7 @@ use super::state::{
 };
 use super::{Options, SupervisorError, control, procs, reaper};
 
+mod bus;
 mod transaction;
 
 /// What the manager thread reacts to.
@@ -93,6 +94,13 @@ pub enum Input {
         request: Request,
         /// Where the answer goes.
         reply: oneshot::Sender<Response>,
+    },
+    /// What the session bus connection learnt (Type=dbus).
+    Bus {
+        /// The connection it came from: reports of an earlier one are ignored.
+        generation: u64,
+        /// What it says.
+        report: super::dbus::Report,
     },
     /// SIGHUP: read the unit files again.
     ReloadUnits,
@@ -304,6 +312,10 @@ pub struct Manager {
     leftovers: HashMap<u64, Leftover>,
     /// Where the units' output and the manager's messages about them go.
     output: Output,
+    /// The session bus connection of Type=dbus units, once one has started (bus.rs).
+    bus: Option<bus::Bus>,
+    /// Numbers the bus connections.
+    bus_generation: u64,
 }
 
 impl Manager {
@@ -416,6 +428,7 @@ impl Manager {
                 }
             }
             Input::Job { unit, job, reply } => self.job(&unit, job, reply),
+            Input::Bus { generation, report } => self.bus_report(generation, report),
             Input::Query { request, reply } => {
                 let r = self.query(request);
                 let _ = reply.send(r);
@@ -622,7 +635,11 @@ impl Manager {
             if let Some(e) = self.units.get_mut(name) {
                 e.failure_note = None;
             }
-            self.feed(name, Event::Start);
+            if self.bus_ready(name) {
+                self.feed(name, Event::Start);
+            } else {
+                self.feed(name, Event::BusUnavailable);
+            }
         } else {
             if let Some(e) = self.units.get_mut(name) {
                 e.failure_note = Some(format!(
@@ -951,15 +968,16 @@ impl Manager {
         queue: &mut VecDeque<Event>,
     ) {
         match action {
-            Action::NewInvocation => {
-                if let Err(msg) = self.new_invocation(name, def) {
+            Action::NewInvocation => match self.new_invocation(name, def) {
+                Ok(()) => self.bus_watch(name, def, queue),
+                Err(msg) => {
                     self.log(name, &msg);
                     if let Some(e) = self.units.get_mut(name) {
                         e.failure_note = Some(msg);
                     }
                     queue.push_back(Event::InvocationFailed);
                 }
-            }
+            },
             Action::Spawn { cmd, index } => match self.spawn_cmd(name, def, cmd, index) {
                 Ok(pid) => {
                     self.pids.insert(pid, name.to_string());
@@ -1007,7 +1025,10 @@ impl Manager {
                     h.abort();
                 }
             }
-            Action::EndInvocation => self.end_invocation(name),
+            Action::EndInvocation => {
+                self.bus_unwatch(def);
+                self.end_invocation(name);
+            }
             Action::StartAgain => {
                 if self.shutting_down {
                     return;
@@ -1023,9 +1044,7 @@ impl Manager {
                     )),
                     None => return,
                 };
-                if admitted {
-                    queue.push_back(Event::Start);
-                } else {
+                if !admitted {
                     if let Some(e) = self.units.get_mut(name) {
                         e.failure_note = Some(format!(
                             "restarted too often (StartLimitBurst={} within StartLimitIntervalSec={:?}); \
@@ -1034,6 +1053,10 @@ impl Manager {
                         ));
                     }
                     queue.push_back(Event::StartLimitHit);
+                } else if self.bus_ready(name) {
+                    queue.push_back(Event::Start);
+                } else {
+                    queue.push_back(Event::BusUnavailable);
                 }
             }
         }
@@ -1654,6 +1677,11 @@ impl Manager {
         {
             notes.push(n.clone());
         }
+        if let Ok(d) = &e.def
+            && let Some(n) = self.bus_note(d, e.state.sub)
+        {
+            notes.push(n);
+        }
         self.graph_notes(name, &mut notes);
         if !e.left_behind.is_empty() {
             notes.push(format!(
@@ -1944,7 +1972,8 @@ fn base_environment() -> Vec<(String, String)> {
     }
     let runtime = var("XDG_RUNTIME_DIR").unwrap_or_else(|| format!("/run/user/{uid}"));
     env.push(("XDG_RUNTIME_DIR".into(), runtime));
-    for k in ["LANG", "LC_ALL"] {
+    // Type=dbus units and the manager watching their names must agree on the bus.
+    for k in ["LANG", "LC_ALL", "DBUS_SESSION_BUS_ADDRESS"] {
         if let Some(v) = var(k) {
             env.push((k.into(), v));
         }
@@ -2076,6 +2105,8 @@ pub async fn run(
         graph: transaction::Graph::new(transaction::load_env(&opts.state_dir)),
         leftovers: HashMap::new(),
         output,
+        bus: None,
+        bus_generation: 0,
     };
     manager.load_all();
     for e in &manager.load_errors {

@@ -9,6 +9,8 @@
 //! - [`reaper`], [`notify`], [`output`], [`control`]: the event sources and
 //!   sinks around it (SIGCHLD, NOTIFY_SOCKET, stdout/stderr pipes, the
 //!   control socket).
+//! - [`dbus`]: a minimal D-Bus client; the manager's one session-bus
+//!   connection watches the `BusName=` of Type=dbus units.
 //! - [`procs`]: reading process command lines from /proc for `status`.
 //!
 //! docs/ARCHITECTURE.md describes the loops and who owns which state.
@@ -17,6 +19,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 pub mod control;
+pub mod dbus;
 pub mod environment;
 pub mod graph;
 pub mod leftovers;

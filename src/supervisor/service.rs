@@ -33,6 +33,8 @@ pub struct ServiceDef {
     pub limits: Vec<(&'static str, String)>,
     /// What `status` must say: directives not applied and why.
     pub notes: Vec<String>,
+    /// Type=dbus: the `BusName=` whose owner decides whether the service runs.
+    pub bus_name: Option<String>,
 }
 
 impl ServiceDef {
@@ -55,6 +57,7 @@ impl ServiceDef {
             Kind::Oneshot => "oneshot",
             Kind::Notify => "notify",
             Kind::Idle => "idle",
+            Kind::Dbus => "dbus",
         }
     }
 
@@ -97,13 +100,16 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
         ServiceType::Oneshot => Kind::Oneshot,
         ServiceType::Notify => Kind::Notify,
         ServiceType::Idle => Kind::Idle,
-        ServiceType::Dbus => {
-            notes.push(
-                "Type=dbus is run as Type=simple: corral does not watch the bus for BusName="
-                    .into(),
-            );
-            Kind::Simple
+        ServiceType::Dbus => Kind::Dbus,
+    };
+    let bus_name = match (kind, &svc.bus_name) {
+        (Kind::Dbus, Some(b)) if super::dbus::valid_bus_name(b) => Some(b.clone()),
+        (Kind::Dbus, b) => {
+            return Err(format!(
+                "{name}: Type=dbus needs a valid BusName= (a well-known name such as org.example.App), got {b:?}"
+            ));
         }
+        _ => None,
     };
     let restart = match svc.restart {
         URestart::No => RestartPolicy::No,
@@ -236,6 +242,7 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
         runit,
         limits,
         notes,
+        bus_name,
     })
 }
 
@@ -347,5 +354,33 @@ mod tests {
             NotifyAccess::Main,
             "notify implies NotifyAccess=main"
         );
+        let e = def(
+            "e.service",
+            "[Service]\nType=dbus\nBusName=org.bad'name\nExecStart=/bin/true\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("valid BusName="), "{e}");
+    }
+
+    #[test]
+    fn dbus_units_keep_their_type_and_bus_name() {
+        let d = def(
+            "dconf.service",
+            "[Service]\nExecStart=/usr/libexec/dconf-service\nType=dbus\nBusName=ca.desrt.dconf\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(d.spec.kind, Kind::Dbus);
+        assert_eq!(d.kind_word(), "dbus");
+        assert_eq!(d.bus_name.as_deref(), Some("ca.desrt.dconf"));
+        assert!(d.notes.is_empty(), "{:?}", d.notes);
+        let implied = def(
+            "p.service",
+            "[Service]\nExecStart=/bin/true\nBusName=org.example.P\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(implied.spec.kind, Kind::Dbus, "BusName= implies Type=dbus");
     }
 }

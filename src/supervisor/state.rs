@@ -29,6 +29,8 @@ pub enum Kind {
     Notify,
     /// As simple (systemd delays it until the queue is idle; a user manager has no boot queue).
     Idle,
+    /// Started when `BusName=` has an owner on the bus; stopped when it loses it.
+    Dbus,
 }
 
 /// When a unit whose processes ended on their own is started again (`Restart=`).
@@ -426,6 +428,13 @@ pub enum Event {
     Stopping,
     /// A timer expired.
     Timeout(Timer),
+    /// Type=dbus: `BusName=` has an owner on the bus (it appeared, or was already there).
+    BusNameAcquired,
+    /// Type=dbus: `BusName=` has no owner on the bus.
+    BusNameLost,
+    /// Type=dbus: the bus cannot be reached (no bus, or the connection broke),
+    /// so the name can never be seen: a start fails with result resources.
+    BusUnavailable,
 }
 
 /// The static description of a service that the machine needs.
@@ -567,6 +576,8 @@ pub struct State {
     pub start_after_stop: bool,
     /// Automatic restarts since the last explicit start.
     pub restarts: u32,
+    /// Type=dbus: whether `BusName=` has an owner, as last reported in this invocation.
+    pub bus_name_good: bool,
 }
 
 impl Default for State {
@@ -582,6 +593,7 @@ impl Default for State {
             stop_requested: false,
             start_after_stop: false,
             restarts: 0,
+            bus_name_good: false,
         }
     }
 }
@@ -746,6 +758,37 @@ impl Machine<'_> {
                 }
             }
             Event::Timeout(timer) => self.timeout(timer),
+            Event::BusNameAcquired => {
+                self.s.bus_name_good = true;
+                // As systemd's service_bus_name_owner_change(): the start is
+                // complete once the name has an owner.
+                if sub == Sub::Start && self.spec.kind == Kind::Dbus && self.s.main.is_some() {
+                    self.enter_start_post();
+                }
+            }
+            Event::BusNameLost => {
+                self.s.bus_name_good = false;
+                if sub == Sub::Running && self.spec.kind == Kind::Dbus {
+                    // enter_running sees the name gone and stops the service.
+                    self.enter_running();
+                }
+            }
+            Event::BusUnavailable if self.spec.kind != Kind::Dbus => {}
+            Event::BusUnavailable => match sub {
+                // The start was refused before anything ran.
+                Sub::Dead | Sub::Failed | Sub::AutoRestart => {
+                    self.s.result = ServiceResult::Resources;
+                    self.s.start_after_stop = false;
+                    self.out.push(Action::Disarm(Timer::Restart));
+                    self.s.sub = Sub::Failed;
+                }
+                Sub::StartPre | Sub::Start if !self.s.bus_name_good => {
+                    self.fail(ServiceResult::Resources);
+                    self.enter_signal(Sub::StopSigterm);
+                }
+                // Started already: it runs on, as under systemd when its bus goes.
+                _ => {}
+            },
         }
         Ok(())
     }
@@ -844,9 +887,13 @@ impl Machine<'_> {
         if self.is_main_cmd(cmd) {
             self.s.main = Some(pid);
             self.s.populated = true;
-            if self.s.sub == Sub::Start
-                && matches!(self.spec.kind, Kind::Simple | Kind::Exec | Kind::Idle)
-            {
+            let started = match self.spec.kind {
+                Kind::Simple | Kind::Exec | Kind::Idle => true,
+                // The name may have an owner already (a leftover): then it is started.
+                Kind::Dbus => self.s.bus_name_good,
+                _ => false,
+            };
+            if self.s.sub == Sub::Start && started {
                 self.enter_start_post();
             }
         } else if let Some(c) = self.s.control.as_mut()
@@ -870,6 +917,16 @@ impl Machine<'_> {
     fn enter_running(&mut self) {
         self.s.control = None;
         if self.spec.kind == Kind::Oneshot {
+            if self.spec.remain_after_exit {
+                self.set(Sub::Exited);
+            } else {
+                self.enter_stop();
+            }
+            return;
+        }
+        if self.spec.kind == Kind::Dbus && !self.s.bus_name_good {
+            // systemd's service_good(): a Type=dbus service whose name has no
+            // owner is not running, whatever its processes do.
             if self.spec.remain_after_exit {
                 self.set(Sub::Exited);
             } else {
@@ -916,6 +973,17 @@ impl Machine<'_> {
                     });
                 } else {
                     self.enter_start_post();
+                }
+            }
+            Sub::Start if self.spec.kind == Kind::Dbus => {
+                // Before the name appeared: as systemd, a clean exit stops the
+                // unit (or leaves it exited with RemainAfterExit=), an unclean
+                // one fails it.
+                if clean {
+                    self.after_main_exit(exit);
+                } else {
+                    self.fail(self.result_of(exit));
+                    self.enter_signal(Sub::StopSigterm);
                 }
             }
             Sub::Start => {

@@ -202,6 +202,7 @@ pub(super) fn target_def(unit: Unit) -> ServiceDef {
         runit: None,
         limits: Vec::new(),
         notes: Vec::new(),
+        bus_name: None,
     }
 }
 
