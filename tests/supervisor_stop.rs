@@ -373,3 +373,52 @@ fn kill_mode_mixed_kills_the_rest_once_the_main_process_is_gone() {
     ]);
     assert!(!j.stdout.contains("child saw SIGTERM"), "{j:?}");
 }
+
+#[test]
+fn kill_reaches_what_kill_mode_process_left() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let tag = format!("killable-{}", std::process::id());
+    td.write_unit(
+        "leave.service",
+        &format!(
+            "[Service]\nKillMode=process\n\
+             ExecStart=/bin/bash -c '(exec -a {tag} sleep 1000) & exec sleep 1000'\n"
+        ),
+    );
+    let started = || {
+        common::eventually(Duration::from_secs(5), || {
+            let p = pids_named(&tag);
+            (!p.is_empty()).then_some(p)
+        })
+        .expect("child started")
+    };
+    td.ok(&["start", "leave"]);
+    let first = started();
+    let old = td.unit_cgroup("leave.service");
+    td.ok(&["stop", "leave"]);
+    assert_eq!(pids_named(&tag), first, "KillMode=process left the child");
+    // Stopped, the unit still owns what it left: `kill` reaches it (systemd
+    // keeps such processes in the unit's cgroup, where `systemctl kill` finds them).
+    td.ok(&["kill", "--signal", "KILL", "leave"]);
+    common::eventually(Duration::from_secs(10), || (!old.exists()).then_some(()))
+        .unwrap_or_else(|| panic!("{old:?} stayed after kill\n{}", td.log()));
+    assert!(pids_named(&tag).is_empty());
+    // Running again with a leftover of the previous run: one `kill` reaches both.
+    td.ok(&["start", "leave"]);
+    let second = started();
+    td.ok(&["stop", "leave"]);
+    td.ok(&["start", "leave"]);
+    let both = common::eventually(Duration::from_secs(5), || {
+        let p = pids_named(&tag);
+        (p.len() == 2).then_some(p)
+    })
+    .expect("a child of each run");
+    assert!(both.contains(&second[0]));
+    td.ok(&["kill", "--signal", "KILL", "leave"]);
+    common::eventually(Duration::from_secs(10), || {
+        pids_named(&tag).is_empty().then_some(())
+    })
+    .unwrap_or_else(|| panic!("children left: {:?}", pids_named(&tag)));
+}

@@ -706,11 +706,23 @@ impl Manager {
                 })?;
             }
             KillWhom::All => {
-                let cg = e.cgroup().ok_or_else(|| refuse("processes"))?;
-                cg.signal_all(sig).map_err(|err| Failure {
-                    kind: ErrorKind::Failed,
-                    message: format!("cannot signal the processes of {name}: {err}"),
-                })?;
+                // Processes an earlier invocation left behind (KillMode=process)
+                // are the unit's too, as in systemd, where they stay in its cgroup.
+                let left = self.leftovers.values().filter(|l| l.unit == name);
+                let cgroups: Vec<&Cgroup> = e
+                    .cgroup()
+                    .into_iter()
+                    .chain(left.map(|l| &l.cgroup))
+                    .collect();
+                if cgroups.is_empty() {
+                    return Err(refuse("processes"));
+                }
+                for cg in cgroups {
+                    cg.signal_all(sig).map_err(|err| Failure {
+                        kind: ErrorKind::Failed,
+                        message: format!("cannot signal the processes of {name}: {err}"),
+                    })?;
+                }
             }
         }
         Ok(Vec::new())
