@@ -260,7 +260,7 @@ fn the_unit_stops_when_its_name_loses_its_owner() {
     let Some(td) = TestDaemon::start_with(|td| {
         td.write_unit(
             "owner.service",
-            &owner_unit(&td, "org.corral.Test.Owner", None, ""),
+            &owner_unit(td, "org.corral.Test.Owner", None, ""),
         );
     }) else {
         return;
@@ -297,7 +297,7 @@ fn no_bus_fails_the_start_at_once_and_a_later_start_reconnects() {
     let Some(td) = TestDaemon::start_with(|td| {
         td.write_unit(
             "owner.service",
-            &owner_unit(&td, "org.corral.Test.Late", None, ""),
+            &owner_unit(td, "org.corral.Test.Late", None, ""),
         );
     }) else {
         return;
@@ -344,7 +344,7 @@ fn the_bus_address_comes_from_the_environment_block() {
     let Some(td) = TestDaemon::start_with(|td| {
         td.write_unit(
             "owner.service",
-            &owner_unit(&td, "org.corral.Test.Abstract", None, ""),
+            &owner_unit(td, "org.corral.Test.Abstract", None, ""),
         );
     }) else {
         return;
