@@ -41,6 +41,7 @@ use super::{Options, SupervisorError, control, procs, reaper};
 
 mod bus;
 mod transaction;
+mod watches;
 
 /// What the manager thread reacts to.
 #[derive(Debug)]
@@ -140,10 +141,10 @@ struct Invocation {
     seq: u64,
     /// The fresh cgroup (None when it could not be created).
     cgroup: Option<Cgroup>,
-    /// The cgroup.events watcher task.
-    watch: Option<AbortHandle>,
-    /// The PIDFile watcher task, while a forking unit waits for its PIDFile.
-    pidfile_watch: Option<AbortHandle>,
+    /// The watch on its cgroup.events.
+    watch: Option<watches::Watch>,
+    /// The watch on the PIDFile's directory, while a forking unit waits for its PIDFile.
+    pidfile_watch: Option<watches::Watch>,
     /// runit: the write end of the pipe to `log/run`, stdout of `run` and `finish`.
     log_pipe: Option<OwnedFd>,
     /// When the invocation began.
@@ -157,8 +158,8 @@ struct Leftover {
     /// The unit it belonged to.
     unit: String,
     cgroup: Cgroup,
-    /// The invocation's cgroup.events watcher task.
-    watch: AbortHandle,
+    /// The invocation's cgroup.events watch.
+    watch: watches::Watch,
     /// The processes it held when the invocation ended.
     pids: Vec<Pid>,
 }
@@ -310,6 +311,8 @@ pub struct Manager {
     graph: transaction::Graph,
     /// Cgroups of ended invocations that still hold processes, by invocation seq.
     leftovers: HashMap<u64, Leftover>,
+    /// The inotify instance behind every cgroup.events and PIDFile watch.
+    watches: watches::Watches,
     /// Where the units' output and the manager's messages about them go.
     output: Output,
     /// The session bus connection of Type=dbus units, once one has started (bus.rs).
@@ -1126,13 +1129,16 @@ impl Manager {
                 old.remove()
                     .map_err(|e| format!("cannot remove the stale cgroup of {name}: {e}"))?;
                 // Its last process ended just now; its watcher's event is moot.
-                self.leftovers.retain(|_, l| {
-                    let gone = l.cgroup.path() == existing;
-                    if gone {
-                        l.watch.abort();
-                    }
-                    !gone
-                });
+                let gone: Vec<u64> = self
+                    .leftovers
+                    .iter()
+                    .filter(|(_, l)| l.cgroup.path() == existing)
+                    .map(|(seq, _)| *seq)
+                    .collect();
+                for seq in gone {
+                    let l = self.leftovers.remove(&seq).expect("leftover exists");
+                    self.watches.cancel(l.watch);
+                }
             }
         }
         let e = self.units.get_mut(name).expect("unit exists");
@@ -1171,24 +1177,17 @@ impl Manager {
             }
         }
         let events = cg.file("cgroup.events");
-        let watcher = file_watcher(&events, nix::sys::inotify::AddWatchFlags::IN_MODIFY)
+        let watch = self
+            .watches
+            .cgroup_events(&events, name, seq)
             .map_err(|err| format!("cannot watch {}: {err}", events.display()))?;
-        let tx = self.tx.clone();
-        let unit = name.to_string();
-        let task = self.rt.spawn(watch_events(watcher, move || {
-            tx.send(Input::CgroupChanged {
-                unit: unit.clone(),
-                seq,
-            })
-            .is_ok()
-        }));
         let inv = self
             .units
             .get_mut(name)
             .and_then(|e| e.inv.as_mut())
             .expect("invocation exists");
         inv.cgroup = Some(cg);
-        inv.watch = Some(task.abort_handle());
+        inv.watch = Some(watch);
         if let Some(r) = &def.runit
             && let Some(log_run) = &r.log_run
         {
@@ -1237,14 +1236,14 @@ impl Manager {
         };
         let Some(inv) = e.inv.take() else { return };
         if let Some(w) = inv.pidfile_watch {
-            w.abort();
+            self.watches.cancel(w);
         }
         drop(inv.log_pipe);
         if let Some(cg) = inv.cgroup {
             let left = cg.procs_recursive().unwrap_or_default();
             if left.is_empty() {
                 if let Some(w) = inv.watch {
-                    w.abort();
+                    self.watches.cancel(w);
                 }
                 if let Err(err) = cg.remove() {
                     self.log(name, &format!("cannot remove the cgroup: {err}"));
@@ -1307,7 +1306,7 @@ impl Manager {
             self.leftovers.insert(seq, l);
             return;
         }
-        l.watch.abort();
+        self.watches.cancel(l.watch);
         if let Some(e) = self.units.get_mut(&l.unit) {
             e.left_behind.retain(|p| !l.pids.contains(p));
         }
@@ -1356,7 +1355,7 @@ impl Manager {
                         .and_then(|e| e.inv.as_mut())
                         .and_then(|i| i.pidfile_watch.take())
                     {
-                        w.abort();
+                        self.watches.cancel(w);
                     }
                     let Ok(pid) = text.trim().parse::<Pid>() else {
                         self.reject_pid_file(
@@ -1416,10 +1415,7 @@ impl Manager {
         }
         let seq = inv.seq;
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let tx = self.tx.clone();
-        let unit = name.to_string();
-        use nix::sys::inotify::AddWatchFlags as F;
-        let watch = match file_watcher(&dir, F::IN_CLOSE_WRITE | F::IN_MOVED_TO | F::IN_CREATE) {
+        let watch = match self.watches.pid_file_dir(&dir, name, seq) {
             Ok(w) => w,
             Err(err) => {
                 self.log(
@@ -1430,19 +1426,12 @@ impl Manager {
             }
         };
         // Check once after arming: the file may have appeared in between.
-        let _ = tx.send(Input::PidFileChanged {
-            unit: unit.clone(),
+        let _ = self.tx.send(Input::PidFileChanged {
+            unit: name.to_string(),
             seq,
         });
-        let task = self.rt.spawn(watch_events(watch, move || {
-            tx.send(Input::PidFileChanged {
-                unit: unit.clone(),
-                seq,
-            })
-            .is_ok()
-        }));
         if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv.as_mut()) {
-            inv.pidfile_watch = Some(task.abort_handle());
+            inv.pidfile_watch = Some(watch);
         }
     }
 
@@ -1915,52 +1904,6 @@ fn spec_stdout_raw(spec: &SpawnSpec) -> std::os::fd::RawFd {
     }
 }
 
-/// An inotify instance that tokio can poll.
-struct InoFd(nix::sys::inotify::Inotify);
-
-impl AsRawFd for InoFd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsFd;
-        self.0.as_fd().as_raw_fd()
-    }
-}
-
-/// An inotify instance watching `path` for `flags`.
-fn file_watcher(
-    path: &Path,
-    flags: nix::sys::inotify::AddWatchFlags,
-) -> Result<nix::sys::inotify::Inotify, nix::errno::Errno> {
-    use nix::sys::inotify::{InitFlags, Inotify};
-    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-    ino.add_watch(path, flags)?;
-    Ok(ino)
-}
-
-/// Calls `notify` after every batch of inotify events until it returns false
-/// or the fd fails. One watch lives as long as the invocation, so no change
-/// between two waits can be missed.
-async fn watch_events(ino: nix::sys::inotify::Inotify, mut notify: impl FnMut() -> bool) {
-    // SAFETY: InoFd owns the inotify fd and returns that same fd until dropped.
-    let Ok(afd) = (unsafe { tokio::io::unix::AsyncFd::register(InoFd(ino)) }) else {
-        return;
-    };
-    loop {
-        let Ok(mut guard) = afd.readable().await else {
-            return;
-        };
-        match guard.get_inner().0.read_events() {
-            Ok(events) if events.is_empty() => guard.clear_ready(),
-            Ok(_) => {
-                if !notify() {
-                    return;
-                }
-            }
-            Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
-            Err(_) => return,
-        }
-    }
-}
-
 /// The environment every process of the user's services starts from.
 fn base_environment() -> Vec<(String, String)> {
     let uid = nix::unistd::getuid();
@@ -2116,6 +2059,12 @@ pub async fn run(
         shutting_down: false,
         graph: transaction::Graph::new(transaction::load_env(&opts.state_dir)),
         leftovers: HashMap::new(),
+        watches: watches::Watches::new(tx.clone(), &Handle::current()).map_err(|source| {
+            SupervisorError::Sys {
+                op: "create the manager's inotify instance",
+                source: source.into(),
+            }
+        })?,
         output,
         bus: None,
         bus_generation: 0,

@@ -1,0 +1,192 @@
+//! One inotify instance for every file the manager watches: each
+//! invocation's `cgroup.events` and the directory of a PIDFile a forking
+//! unit waits for.
+//!
+//! One instance per watch, as before, had two costs. Closing an inotify
+//! instance waits for an SRCU grace period in the kernel (measured 6–12 ms
+//! here), and the instance was closed on the runtime thread when its watcher
+//! task ended, which delayed every `stop` reply by that much. And a user may
+//! own only `fs.inotify.max_user_instances` (128 by default) instances, so a
+//! manager with more units than that could not watch their cgroups. Removing
+//! a watch from a live instance does not wait: the kernel frees the mark
+//! later, in a worker.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::Input;
+
+/// What an event on a watch means to the manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `cgroup.events` of an invocation: `Input::CgroupChanged`.
+    Cgroup,
+    /// The directory of a PIDFile: `Input::PidFileChanged`.
+    PidFile,
+}
+
+/// Who is told about events on a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    kind: Kind,
+    unit: String,
+    seq: u64,
+}
+
+struct Inner {
+    ino: Inotify,
+    /// Several targets share a watch when they watch the same inode (two
+    /// PIDFiles in one directory): the kernel gives them one descriptor.
+    targets: Mutex<HashMap<WatchDescriptor, Vec<Target>>>,
+}
+
+/// The manager's inotify instance and what each of its watches is for.
+pub(super) struct Watches {
+    inner: Arc<Inner>,
+}
+
+/// One target's registration; give it back to [`Watches::cancel`].
+#[derive(Debug)]
+pub(super) struct Watch {
+    wd: WatchDescriptor,
+    kind: Kind,
+    seq: u64,
+}
+
+/// The inotify fd, for tokio to poll.
+struct Fd(Arc<Inner>);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.ino.as_fd().as_raw_fd()
+    }
+}
+
+impl Watches {
+    /// Creates the instance and the task that turns its events into inputs.
+    pub(super) fn new(tx: mpsc::UnboundedSender<Input>, rt: &Handle) -> Result<Watches, Errno> {
+        let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        let inner = Arc::new(Inner {
+            ino,
+            targets: Mutex::new(HashMap::new()),
+        });
+        let _guard = rt.enter();
+        // SAFETY: Fd holds the Inotify (through the Arc), so the fd stays
+        // open and the same for as long as the AsyncFd lives.
+        let afd = unsafe { tokio::io::unix::AsyncFd::register(Fd(inner.clone())) }
+            .map_err(|e| Errno::from_raw(e.into_parts().1.raw_os_error().unwrap_or(libc::EIO)))?;
+        rt.spawn(read_events(afd, tx));
+        Ok(Watches { inner })
+    }
+
+    /// Watches `cgroup.events` of invocation `seq` of `unit` for changes.
+    pub(super) fn cgroup_events(&self, path: &Path, unit: &str, seq: u64) -> Result<Watch, Errno> {
+        self.add(path, AddWatchFlags::IN_MODIFY, Kind::Cgroup, unit, seq)
+    }
+
+    /// Watches directory `dir` for a PIDFile of invocation `seq` of `unit`
+    /// being written, created or moved in.
+    pub(super) fn pid_file_dir(&self, dir: &Path, unit: &str, seq: u64) -> Result<Watch, Errno> {
+        use AddWatchFlags as F;
+        let mask = F::IN_CLOSE_WRITE | F::IN_MOVED_TO | F::IN_CREATE;
+        self.add(dir, mask, Kind::PidFile, unit, seq)
+    }
+
+    fn add(
+        &self,
+        path: &Path,
+        mask: AddWatchFlags,
+        kind: Kind,
+        unit: &str,
+        seq: u64,
+    ) -> Result<Watch, Errno> {
+        // Held across add_watch, so the reader cannot see the watch's first
+        // event before its target is known.
+        let mut targets = self.inner.targets.lock().expect("watch table");
+        // IN_MASK_ADD: a second watch of the same inode keeps the first one's events.
+        let wd = self.inner.ino.add_watch(
+            path,
+            mask | AddWatchFlags::from_bits_retain(libc::IN_MASK_ADD),
+        )?;
+        targets.entry(wd).or_default().push(Target {
+            kind,
+            unit: unit.to_string(),
+            seq,
+        });
+        Ok(Watch { wd, kind, seq })
+    }
+
+    /// Ends `w`; the inotify watch goes with its last target.
+    pub(super) fn cancel(&self, w: Watch) {
+        let mut targets = self.inner.targets.lock().expect("watch table");
+        let Some(list) = targets.get_mut(&w.wd) else {
+            // The kernel dropped the watch already (its file was removed).
+            return;
+        };
+        list.retain(|t| !(t.kind == w.kind && t.seq == w.seq));
+        if list.is_empty() {
+            targets.remove(&w.wd);
+            // EINVAL when the file went meanwhile: nothing left to remove.
+            let _ = self.inner.ino.rm_watch(w.wd);
+        }
+    }
+}
+
+/// Reads the instance's events for as long as the manager takes inputs.
+async fn read_events(afd: tokio::io::unix::AsyncFd<Fd>, tx: mpsc::UnboundedSender<Input>) {
+    loop {
+        let Ok(mut guard) = afd.readable().await else {
+            return;
+        };
+        let inner = &guard.get_inner().0;
+        let events = match inner.ino.read_events() {
+            Ok(events) => events,
+            Err(Errno::EAGAIN) => {
+                guard.clear_ready();
+                continue;
+            }
+            Err(err) => {
+                eprintln!(
+                    "corrald: cannot read inotify events: {err}; cgroup and PIDFile changes go unnoticed"
+                );
+                return;
+            }
+        };
+        let mut inputs = Vec::new();
+        {
+            let mut targets = inner.targets.lock().expect("watch table");
+            let mut seen = Vec::new();
+            for ev in &events {
+                if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
+                    // Removed by the kernel (the file went) or by cancel().
+                    targets.remove(&ev.wd);
+                    continue;
+                }
+                // One input per watch and batch: each one makes the manager re-read.
+                if seen.contains(&ev.wd) {
+                    continue;
+                }
+                seen.push(ev.wd);
+                for t in targets.get(&ev.wd).into_iter().flatten() {
+                    let (unit, seq) = (t.unit.clone(), t.seq);
+                    inputs.push(match t.kind {
+                        Kind::Cgroup => Input::CgroupChanged { unit, seq },
+                        Kind::PidFile => Input::PidFileChanged { unit, seq },
+                    });
+                }
+            }
+        }
+        for input in inputs {
+            if tx.send(input).is_err() {
+                return;
+            }
+        }
+    }
+}
