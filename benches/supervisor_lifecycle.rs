@@ -121,7 +121,7 @@ fn units(n: &str) -> Vec<String> {
 
 fn bench(c: &mut Criterion) {
     let spec = Spec {
-        cmds: [vec![], vec![false], vec![], vec![], vec![], vec![]],
+        cmds: [vec![], vec![false], vec![], vec![], vec![], vec![], vec![]],
         kind: Kind::Simple,
         ..Spec::default()
     };

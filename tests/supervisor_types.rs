@@ -309,3 +309,47 @@ fn a_stop_cancels_a_pending_start() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("canceled by a stop"));
     assert_eq!(td.prop("slowready", "ActiveState"), "inactive");
 }
+
+#[test]
+fn exec_condition_skips_fails_or_lets_the_start_go_on() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let ran = td.run_dir().join("ran");
+    let unit = |code: i32, restart: &str| {
+        format!(
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\n{restart}\
+             ExecCondition=/bin/sh -c 'exit {code}'\nExecStart=/bin/touch {}\n",
+            ran.display()
+        )
+    };
+    // Exit 1-254: the start is skipped, not failed, and Restart=always does not
+    // start it again; nothing after the condition ran.
+    td.write_unit("skipped.service", &unit(1, ""));
+    td.write_unit("skipped-always.service", &unit(254, "Restart=always\n"));
+    for name in ["skipped", "skipped-always"] {
+        let o = td.corral(&["start", name]);
+        assert_eq!(o.code, 0, "a skipped start is not a failure: {o:?}");
+        assert_eq!(td.prop(name, "ActiveState"), "inactive", "{}", td.log());
+        assert_eq!(td.prop(name, "SubState"), "dead");
+        assert_eq!(td.prop(name, "Result"), "exec-condition");
+        assert!(
+            td.corral(&["status", name])
+                .stdout
+                .contains("(Result: exec-condition)")
+        );
+    }
+    assert!(!ran.exists(), "ExecStart= ran after a false ExecCondition=");
+    // Exit 255 (or a signal): the start fails.
+    td.write_unit("broken.service", &unit(255, ""));
+    let o = td.corral(&["start", "broken"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert_eq!(td.prop("broken", "ActiveState"), "failed");
+    assert_eq!(td.prop("broken", "Result"), "exit-code");
+    assert!(!ran.exists());
+    // Exit 0: the start goes on.
+    td.write_unit("allowed.service", &unit(0, ""));
+    td.ok(&["start", "allowed"]);
+    assert_eq!(td.prop("allowed", "ActiveState"), "active");
+    assert!(ran.exists());
+}

@@ -155,11 +155,15 @@ fn active_line(u: &UnitStatus, now: u64) -> String {
     } else if u.name.ends_with(".target") {
         // A target has no processes: systemctl shows only active or inactive.
         s = u.active.as_str().to_string();
-    } else if u.result == ServiceResult::Condition {
+    } else if matches!(
+        u.result,
+        ServiceResult::Condition | ServiceResult::ExecCondition
+    ) {
         s = format!(
-            "{} ({}) (Result: condition)",
+            "{} ({}) (Result: {})",
             u.active.as_str(),
-            u.sub.as_str()
+            u.sub.as_str(),
+            u.result.as_str()
         );
     }
     if u.since_usec > 0 {

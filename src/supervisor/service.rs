@@ -22,7 +22,7 @@ pub struct ServiceDef {
     /// What the state machine needs.
     pub spec: Spec,
     /// The command lists, indexed by [`Cmd`].
-    pub cmds: [Vec<ExecCommand>; 6],
+    pub cmds: [Vec<ExecCommand>; 7],
     /// StartLimitIntervalSec= and StartLimitBurst=.
     pub start_limit: (Duration, u32),
     /// NotifyAccess= (Type=notify implies main when unset).
@@ -135,6 +135,7 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
         svc.exec_reload.clone(),
         svc.exec_stop.clone(),
         svc.exec_stop_post.clone(),
+        svc.exec_condition.clone(),
     ];
     if svc.exec_start.is_empty() && kind != Kind::Oneshot {
         return Err(format!(
@@ -158,6 +159,7 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
             flags(&cmds[3]),
             flags(&cmds[4]),
             flags(&cmds[5]),
+            flags(&cmds[6]),
         ],
         restart,
         restart_sec: svc.restart_sec,

@@ -76,6 +76,8 @@ pub enum Cmd {
     Stop,
     /// `ExecStopPost=`.
     StopPost,
+    /// `ExecCondition=`.
+    Condition,
 }
 
 impl Cmd {
@@ -88,6 +90,7 @@ impl Cmd {
             Cmd::Reload => "ExecReload",
             Cmd::Stop => "ExecStop",
             Cmd::StopPost => "ExecStopPost",
+            Cmd::Condition => "ExecCondition",
         }
     }
 }
@@ -177,6 +180,8 @@ pub enum ServiceResult {
     Assert,
     /// A unit it requires (Requires=, BindsTo=, Requisite=) failed to start.
     Dependency,
+    /// An `ExecCondition=` command exited 1–254: the start was skipped (the unit stays inactive).
+    ExecCondition,
 }
 
 impl ServiceResult {
@@ -194,6 +199,7 @@ impl ServiceResult {
             ServiceResult::Condition => "condition",
             ServiceResult::Assert => "assert",
             ServiceResult::Dependency => "dependency",
+            ServiceResult::ExecCondition => "exec-condition",
         }
     }
 }
@@ -262,6 +268,8 @@ pub enum Sub {
     Failed,
     /// Waiting RestartSec before starting again.
     AutoRestart,
+    /// Running ExecCondition.
+    Condition,
 }
 
 impl Sub {
@@ -269,7 +277,7 @@ impl Sub {
     pub fn active(self) -> ActiveState {
         match self {
             Sub::Dead => ActiveState::Inactive,
-            Sub::StartPre | Sub::Start | Sub::StartPost | Sub::AutoRestart => {
+            Sub::Condition | Sub::StartPre | Sub::Start | Sub::StartPost | Sub::AutoRestart => {
                 ActiveState::Activating
             }
             Sub::Running | Sub::Exited => ActiveState::Active,
@@ -288,6 +296,7 @@ impl Sub {
     pub fn as_str(self) -> &'static str {
         match self {
             Sub::Dead => "dead",
+            Sub::Condition => "condition",
             Sub::StartPre => "start-pre",
             Sub::Start => "start",
             Sub::StartPost => "start-post",
@@ -446,7 +455,7 @@ pub struct Spec {
     pub remain_after_exit: bool,
     /// For each command list, the `-` (ignore failure) flag of each command;
     /// the length is the number of commands.
-    pub cmds: [Vec<bool>; 6],
+    pub cmds: [Vec<bool>; 7],
     /// Restart=.
     pub restart: RestartPolicy,
     /// RestartSec=.
@@ -528,6 +537,10 @@ impl Spec {
             }
         }
         use ServiceResult as R;
+        // A skipped start is no reason to start again (systemd: not even Restart=always).
+        if result == R::ExecCondition {
+            return false;
+        }
         match self.restart {
             RestartPolicy::No => false,
             RestartPolicy::Always => result != R::StartLimitHit,
@@ -693,7 +706,7 @@ impl Machine<'_> {
                 other => return Err(Refused::NotActive(other.active().as_str())),
             },
             Event::InvocationFailed => {
-                if sub == Sub::StartPre || sub == Sub::Start {
+                if matches!(sub, Sub::Condition | Sub::StartPre | Sub::Start) {
                     self.fail(ServiceResult::Resources);
                     self.enter_dead();
                 }
@@ -782,7 +795,7 @@ impl Machine<'_> {
                     self.out.push(Action::Disarm(Timer::Restart));
                     self.s.sub = Sub::Failed;
                 }
-                Sub::StartPre | Sub::Start if !self.s.bus_name_good => {
+                Sub::Condition | Sub::StartPre | Sub::Start if !self.s.bus_name_good => {
                     self.fail(ServiceResult::Resources);
                     self.enter_signal(Sub::StopSigterm);
                 }
@@ -844,6 +857,16 @@ impl Machine<'_> {
             ..State::default()
         };
         self.out.push(Action::NewInvocation);
+        if self.spec.count(Cmd::Condition) > 0 {
+            self.set(Sub::Condition);
+            self.arm_phase(self.spec.timeout_start);
+            self.spawn_control(Cmd::Condition, 0);
+        } else {
+            self.enter_start_pre();
+        }
+    }
+
+    fn enter_start_pre(&mut self) {
         if self.spec.count(Cmd::StartPre) > 0 {
             self.set(Sub::StartPre);
             self.arm_phase(self.spec.timeout_start);
@@ -1032,6 +1055,22 @@ impl Machine<'_> {
         self.s.control = None;
         let more = c.index + 1 < self.spec.count(c.cmd);
         match (self.s.sub, c.cmd) {
+            (Sub::Condition, Cmd::Condition) => {
+                // As systemd: exit 1-254 skips the start (not a failure); 255,
+                // a signal or a timeout fails it. SuccessExitStatus= does not apply.
+                let skip = matches!(exit, Exit::Code(1..=254));
+                if ok && more {
+                    self.spawn_control(c.cmd, c.index + 1);
+                } else if ok {
+                    self.enter_start_pre();
+                } else if skip {
+                    self.fail(ServiceResult::ExecCondition);
+                    self.enter_signal(Sub::StopSigterm);
+                } else {
+                    self.fail(self.result_of(exit));
+                    self.enter_signal(Sub::StopSigterm);
+                }
+            }
             (Sub::StartPre, Cmd::StartPre) => {
                 if !ok {
                     self.fail(self.result_of(exit));
@@ -1105,7 +1144,9 @@ impl Machine<'_> {
                     self.out.push(Action::StartAgain);
                 }
             }
-            Sub::StartPre | Sub::Start | Sub::StartPost => self.enter_signal(Sub::StopSigterm),
+            Sub::Condition | Sub::StartPre | Sub::Start | Sub::StartPost => {
+                self.enter_signal(Sub::StopSigterm)
+            }
             Sub::Running | Sub::Exited | Sub::Reload => self.enter_stop(),
             // Already stopping.
             _ => {}
@@ -1266,7 +1307,11 @@ impl Machine<'_> {
         self.s.control = None;
         self.out.push(Action::Disarm(Timer::RuntimeMax));
         self.out.push(Action::EndInvocation);
-        let failed = self.s.result != ServiceResult::Success;
+        // A start skipped by ExecCondition= ends inactive, as one skipped by Condition*=.
+        let failed = !matches!(
+            self.s.result,
+            ServiceResult::Success | ServiceResult::ExecCondition
+        );
         self.set(if failed { Sub::Failed } else { Sub::Dead });
         if self.s.start_after_stop {
             self.s.start_after_stop = false;
@@ -1310,7 +1355,7 @@ impl Machine<'_> {
                 }
             }
             Timer::Phase => match sub {
-                Sub::StartPre | Sub::Start | Sub::StartPost => {
+                Sub::Condition | Sub::StartPre | Sub::Start | Sub::StartPost => {
                     self.fail(ServiceResult::Timeout);
                     self.enter_signal(Sub::StopSigterm);
                 }

@@ -457,6 +457,8 @@ pub struct ServiceSection {
     pub service_type: ServiceType,
     /// `ExecStart=`: one command, several only for Type=oneshot.
     pub exec_start: Vec<ExecCommand>,
+    /// `ExecCondition=`: run before ExecStartPre=; exit 1–254 skips the start.
+    pub exec_condition: Vec<ExecCommand>,
     /// `ExecStartPre=`.
     pub exec_start_pre: Vec<ExecCommand>,
     /// `ExecStartPost=`.
@@ -595,6 +597,7 @@ impl Default for ServiceSection {
         ServiceSection {
             service_type: ServiceType::Simple,
             exec_start: Vec::new(),
+            exec_condition: Vec::new(),
             exec_start_pre: Vec::new(),
             exec_start_post: Vec::new(),
             exec_reload: Vec::new(),
@@ -1568,6 +1571,7 @@ impl ListField {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ExecField {
     Start,
+    Condition,
     StartPre,
     StartPost,
     Reload,
@@ -1579,6 +1583,7 @@ impl ExecField {
     fn from_key(k: &str) -> Option<ExecField> {
         Some(match k {
             "ExecStart" => ExecField::Start,
+            "ExecCondition" => ExecField::Condition,
             "ExecStartPre" => ExecField::StartPre,
             "ExecStartPost" => ExecField::StartPost,
             "ExecReload" => ExecField::Reload,
@@ -1591,6 +1596,7 @@ impl ExecField {
     fn get(self, s: &mut ServiceSection) -> &mut Vec<ExecCommand> {
         match self {
             ExecField::Start => &mut s.exec_start,
+            ExecField::Condition => &mut s.exec_condition,
             ExecField::StartPre => &mut s.exec_start_pre,
             ExecField::StartPost => &mut s.exec_start_post,
             ExecField::Reload => &mut s.exec_reload,

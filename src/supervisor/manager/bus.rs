@@ -212,7 +212,10 @@ impl Manager {
                 self.bus = None;
                 eprintln!("corrald: {err}");
                 for unit in watching(self, None) {
-                    let waiting = matches!(self.units[&unit].state.sub, Sub::StartPre | Sub::Start);
+                    let waiting = matches!(
+                        self.units[&unit].state.sub,
+                        Sub::Condition | Sub::StartPre | Sub::Start
+                    );
                     if waiting {
                         let msg = no_bus(&err);
                         self.log(&unit, &msg);

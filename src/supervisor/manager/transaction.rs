@@ -252,7 +252,7 @@ fn start_outcome(
         Sub::Dead if !restarting && stop_requested => Some(false),
         Sub::Dead if !restarting => Some(matches!(
             result,
-            ServiceResult::Success | ServiceResult::Condition
+            ServiceResult::Success | ServiceResult::Condition | ServiceResult::ExecCondition
         )),
         Sub::Failed | Sub::AutoRestart if !restarting => Some(false),
         _ => None,
@@ -646,7 +646,7 @@ impl Manager {
         }
         match e.state.sub {
             Sub::Running | Sub::Exited | Sub::Reload => Step::Done(true),
-            Sub::StartPre | Sub::Start | Sub::StartPost => Step::Wait,
+            Sub::Condition | Sub::StartPre | Sub::Start | Sub::StartPost => Step::Wait,
             Sub::Dead | Sub::Failed | Sub::AutoRestart => match self.checked_start(name, &def) {
                 Some(ok) => Step::Done(ok),
                 None => Step::Wait,

@@ -1091,6 +1091,55 @@ fn rows() -> Vec<Row> {
             ],
         },
         Row {
+            name: "ExecCondition=: exit 0 goes on to ExecStart",
+            spec: with(spec(Kind::Simple), Cmd::Condition, 1),
+            events: vec![E::Start, spawned(Cmd::Condition, CTL), ctl_exit(0)],
+            sub: Sub::Start,
+            result: R::Success,
+            last: vec![
+                Action::Disarm(Timer::Phase),
+                Action::Arm(Timer::Phase, Duration::from_secs(90)),
+                Action::Spawn {
+                    cmd: Cmd::Start,
+                    index: 0,
+                },
+            ],
+        },
+        Row {
+            name: "ExecCondition=: exit 1 skips the start, not even Restart=always restarts it",
+            spec: with(restart_always.clone(), Cmd::Condition, 1),
+            events: vec![
+                E::Start,
+                spawned(Cmd::Condition, CTL),
+                ctl_exit(1),
+                E::CgroupEmpty,
+            ],
+            sub: Sub::Dead,
+            result: R::ExecCondition,
+            last: vec![
+                Action::Disarm(Timer::RuntimeMax),
+                Action::EndInvocation,
+                Action::Disarm(Timer::Phase),
+            ],
+        },
+        Row {
+            name: "ExecCondition=: exit 255 fails the start",
+            spec: with(spec(Kind::Simple), Cmd::Condition, 1),
+            events: vec![
+                E::Start,
+                spawned(Cmd::Condition, CTL),
+                ctl_exit(255),
+                E::CgroupEmpty,
+            ],
+            sub: Sub::Failed,
+            result: R::ExitCode,
+            last: vec![
+                Action::Disarm(Timer::RuntimeMax),
+                Action::EndInvocation,
+                Action::Disarm(Timer::Phase),
+            ],
+        },
+        Row {
             name: "KillMode=mixed: the rest of the cgroup gets SIGKILL once the main process is gone",
             spec: mixed.clone(),
             events: vec![
