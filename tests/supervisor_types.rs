@@ -318,8 +318,8 @@ fn exec_condition_skips_fails_or_lets_the_start_go_on() {
     let ran = td.run_dir().join("ran");
     let unit = |code: i32, restart: &str| {
         format!(
-            "[Service]\nType=oneshot\nRemainAfterExit=yes\n{restart}\
-             ExecCondition=/bin/sh -c 'exit {code}'\nExecStart=/bin/touch {}\n",
+            "[Service]\n{restart}ExecCondition=/bin/sh -c 'exit {code}'\n\
+             ExecStart=/bin/sh -c 'touch {}; exec sleep 1000'\n",
             ran.display()
         )
     };
@@ -351,5 +351,8 @@ fn exec_condition_skips_fails_or_lets_the_start_go_on() {
     td.write_unit("allowed.service", &unit(0, ""));
     td.ok(&["start", "allowed"]);
     assert_eq!(td.prop("allowed", "ActiveState"), "active");
-    assert!(ran.exists());
+    assert!(
+        common::eventually(Duration::from_secs(10), || ran.exists().then_some(())).is_some(),
+        "ExecStart= did not run after a true ExecCondition="
+    );
 }
