@@ -617,3 +617,50 @@ fn manager_shutdown_stops_units_in_reverse_order() {
     assert!(leaver < bus, "{log}");
     assert!(log.contains("p.service: Stopped.") && log.contains("q.service: Stopped."));
 }
+
+#[test]
+fn on_failure_starts_its_units_when_the_unit_fails_not_when_it_stops() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        let out = td.run_dir().join("handled");
+        td.write_unit(
+            "handler@.service",
+            &format!(
+                "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo %i >> {}'\n",
+                out.display()
+            ),
+        );
+        td.write_unit(
+            "broken.service",
+            "[Unit]\nOnFailure=handler@%n.service\n[Service]\nExecStart=/bin/sh -c 'exit 3'\n",
+        );
+        td.write_unit(
+            "stopped.service",
+            "[Unit]\nOnFailure=handler@%n.service\n[Service]\nExecStart=/bin/sleep 1000\n",
+        );
+    }) else {
+        return;
+    };
+    let out = td.run_dir().join("handled");
+    // A clean stop is no failure: nothing is triggered.
+    td.ok(&["start", "stopped"]);
+    td.ok(&["stop", "stopped"]);
+    td.ok(&["start", "broken"]);
+    assert!(wait_state(&td, "broken.service", "failed"), "{}", td.log());
+    let handled = eventually(Duration::from_secs(10), || {
+        let s = read(&out);
+        (!s.is_empty()).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("OnFailure= unit never ran\n{}", td.log()));
+    assert_eq!(handled, "broken.service\n", "{}", td.log());
+    assert!(
+        td.log().contains(
+            "broken.service: Triggering OnFailure= dependencies: handler@broken.service.service."
+        ),
+        "{}",
+        td.log()
+    );
+    assert_eq!(
+        td.prop("handler@broken.service.service", "Result"),
+        "success"
+    );
+}

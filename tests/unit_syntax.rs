@@ -509,7 +509,7 @@ fn errors_name_file_line_and_directive() {
 #[test]
 fn unsupported_and_unknown_are_warnings() {
     let u = unit(
-        "[Unit]\nOnFailure=x.service\nX-Custom=1\n[Service]\nExecStart=/bin/true\nUser=nobody\nProtectSystem=strict\nExecStrat=/bin/typo\n[X-Vendor]\nA=b\n[Frobnicate]\nC=d\n",
+        "[Unit]\nOnSuccess=x.service\nX-Custom=1\n[Service]\nExecStart=/bin/true\nUser=nobody\nProtectSystem=strict\nExecStrat=/bin/typo\n[X-Vendor]\nA=b\n[Frobnicate]\nC=d\n",
     );
     assert!(!u.has_errors());
     assert!(u.ensure_valid().is_ok());
@@ -525,7 +525,7 @@ fn unsupported_and_unknown_are_warnings() {
         w,
         [
             (11, "[Frobnicate]", DiagnosticKind::Unknown),
-            (2, "OnFailure", DiagnosticKind::Unsupported),
+            (2, "OnSuccess", DiagnosticKind::Unsupported),
             (6, "User", DiagnosticKind::Unsupported),
             (7, "ProtectSystem", DiagnosticKind::Unsupported),
             (8, "ExecStrat", DiagnosticKind::Unknown),

@@ -805,6 +805,9 @@ impl Manager {
             self.sync_pids(name, &before);
             if before.sub != self.units[name].state.sub {
                 self.log_transition(name, &before);
+                if self.units[name].state.sub == Sub::Failed {
+                    self.start_on_failure(name, &def);
+                }
             }
             for a in actions {
                 self.execute(name, &def, a, &mut queue);
@@ -816,6 +819,30 @@ impl Manager {
         self.check_waiters(name);
         self.unit_changed(name);
         Ok(())
+    }
+
+    /// OnFailure=: the unit entered the failed state, so the listed units are
+    /// started, as jobs of their own queued behind the current input (as
+    /// systemd does; nobody waits for them).
+    fn start_on_failure(&mut self, name: &str, def: &ServiceDef) {
+        let list = &def.unit.unit.on_failure;
+        if list.is_empty() {
+            return;
+        }
+        let names: Vec<String> = list.iter().map(|n| n.to_string()).collect();
+        self.log(
+            name,
+            &format!("Triggering OnFailure= dependencies: {}.", names.join(" ")),
+        );
+        for unit in names {
+            // The answer goes nowhere: a failure shows in that unit's own status.
+            let (reply, _) = oneshot::channel();
+            let _ = self.tx.send(Input::Job {
+                unit,
+                job: Job::Start,
+                reply,
+            });
+        }
     }
 
     fn log_transition(&self, name: &str, before: &State) {

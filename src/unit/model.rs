@@ -144,6 +144,8 @@ pub struct UnitSection {
     pub after: Vec<UnitName>,
     /// `Before=`.
     pub before: Vec<UnitName>,
+    /// `OnFailure=`: started when this unit enters the failed state.
+    pub on_failure: Vec<UnitName>,
     /// `Condition*=`: unmet means "skip the start, not a failure".
     pub conditions: Vec<Condition>,
     /// `Assert*=`: unmet means "the start fails".
@@ -170,6 +172,7 @@ impl Default for UnitSection {
             conflicts: Vec::new(),
             after: Vec::new(),
             before: Vec::new(),
+            on_failure: Vec::new(),
             conditions: Vec::new(),
             asserts: Vec::new(),
             start_limit_interval: Duration::from_secs(10),
@@ -792,6 +795,7 @@ impl Applier<'_> {
             "Conflicts" => Some(ListField::Conflicts),
             "After" => Some(ListField::After),
             "Before" => Some(ListField::Before),
+            "OnFailure" => Some(ListField::OnFailure),
             _ => None,
         };
         if let Some(l) = list {
@@ -1543,6 +1547,7 @@ enum ListField {
     Conflicts,
     After,
     Before,
+    OnFailure,
     WantedBy,
     RequiredBy,
     Alias,
@@ -1560,6 +1565,7 @@ impl ListField {
             ListField::Conflicts => &mut u.unit.conflicts,
             ListField::After => &mut u.unit.after,
             ListField::Before => &mut u.unit.before,
+            ListField::OnFailure => &mut u.unit.on_failure,
             ListField::WantedBy => &mut u.install.wanted_by,
             ListField::RequiredBy => &mut u.install.required_by,
             ListField::Alias => &mut u.install.alias,
