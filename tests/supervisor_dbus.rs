@@ -10,8 +10,12 @@
 
 mod common;
 
+mod corpus_dir;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use corpus_dir::corpus;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -366,26 +370,6 @@ fn the_bus_address_comes_from_the_environment_block() {
         td.log()
     );
     td.ok(&["stop", "owner"]);
-}
-
-fn corpus() -> Option<PathBuf> {
-    let found = std::env::var_os("CORRAL_CORPUS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .ancestors()
-                .map(|a| a.join("shared/corpus"))
-                .find(|p| p.is_dir())
-        })
-        .filter(|p| p.is_dir());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the shared corpus (../shared/corpus) is missing; CI must have it"
-        );
-        eprintln!("note: shared corpus not found; skipping (set CORRAL_CORPUS)");
-    }
-    found
 }
 
 #[test]

@@ -2,32 +2,16 @@
 //! runit directories) and requires: no panic, no error, and warnings only
 //! for what corral does not support.
 
+mod corpus_dir;
+
 use std::path::{Path, PathBuf};
+
+use corpus_dir::corpus;
 
 use corral::unit::verify::{VerifyReport, verify_paths};
 use corral::unit::{
     Diagnostic, DiagnosticKind, Loader, Severity, SpecifierContext, UnitFileState, UnitName,
 };
-
-fn corpus() -> Option<PathBuf> {
-    let found = std::env::var_os("CORRAL_CORPUS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .ancestors()
-                .map(|a| a.join("shared/corpus"))
-                .find(|p| p.is_dir())
-        })
-        .filter(|p| p.is_dir());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the shared corpus (../shared/corpus) is missing; CI must have it"
-        );
-        eprintln!("note: shared corpus not found; skipping (set CORRAL_CORPUS)");
-    }
-    found
-}
 
 const ROOTS: [&str; 3] = ["systemd-user", "systemd-system", "runit"];
 
