@@ -25,25 +25,34 @@ fn wait_state(td: &TestDaemon, unit: &str, state: &str) -> bool {
     .is_some()
 }
 
+/// The seed's runit run script for a session bus, verbatim: the bus listens
+/// in the service's working directory.
+const SEED_DBUS_RUN: &str =
+    "#!/bin/sh\nexec dbus-daemon --session --nofork --address=\"unix:path=$(pwd)/sock\"\n";
+
 #[test]
 fn dbus_bus_orders_its_client_and_its_stop_stops_the_client() {
     let Some(td) = TestDaemon::start_with(|td| {
         let dir = td.dir.path();
-        let bus = dir.join("bus");
+        let run = dir.join("dbus-run");
+        std::fs::write(&run, SEED_DBUS_RUN).unwrap();
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        // The seed's script as a unit: its working directory is the runtime
+        // directory, so the bus is %t/sock; dbus-daemon reports READY=1.
         td.write_unit(
             "dbus.service",
             &format!(
                 "[Unit]\nDescription=session bus\n[Service]\nType=notify\n\
-                 ExecStart=/usr/bin/dbus-daemon --session --nofork --nopidfile --address=unix:path={}\n",
-                bus.display()
+                 WorkingDirectory=%t\nExecStart={}\n",
+                run.display()
             ),
         );
         td.write_unit(
             "busclient.service",
             &format!(
                 "[Unit]\nRequires=dbus.service\nAfter=dbus.service\n[Service]\nType=oneshot\nRemainAfterExit=yes\n\
-                 ExecStart=/bin/sh -c '/usr/bin/dbus-send --bus=unix:path={} --print-reply --dest=org.freedesktop.DBus / org.freedesktop.DBus.ListNames > {}'\n",
-                bus.display(),
+                 ExecStart=/bin/sh -c '/usr/bin/dbus-send --bus=unix:path=%t/sock --print-reply --dest=org.freedesktop.DBus / org.freedesktop.DBus.ListNames > {}'\n",
                 dir.join("names").display()
             ),
         );
@@ -57,6 +66,10 @@ fn dbus_bus_orders_its_client_and_its_stop_stops_the_client() {
         "dbus-send did not reach the bus: {:?}\n{}",
         read(&td.dir.path().join("names")),
         td.log()
+    );
+    assert!(
+        td.run_dir().join("sock").exists(),
+        "the bus socket is not under the runtime directory"
     );
     assert_eq!(td.prop("dbus.service", "ActiveState"), "active");
     assert_eq!(td.prop("busclient.service", "ActiveState"), "active");
@@ -80,7 +93,7 @@ fn dbus_bus_orders_its_client_and_its_stop_stops_the_client() {
     assert!(!td.unit_cgroup("dbus.service").exists());
     assert!(
         !Path::new(&format!("/proc/{bus_pid}")).exists()
-            || pids_matching("dbus-daemon --session --nofork --nopidfile")
+            || pids_matching("dbus-daemon --session --nofork --address")
                 .iter()
                 .all(|p| *p != bus_pid),
         "dbus-daemon {bus_pid} still runs after the stop"
