@@ -608,6 +608,62 @@ async fn a_hung_manager_is_reported_and_the_connection_is_not_reused() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_total_timeout_bounds_a_request_that_has_no_reply_timeout() {
+    let mut server = TestServer::start(|_| {});
+    let path = server.path.clone();
+    tokio::task::spawn_blocking(move || {
+        let options = ClientOptions {
+            reply_timeout: None,
+            total_timeout: Some(Duration::from_millis(200)),
+            ..ClientOptions::default()
+        };
+        let mut c = Client::<Req, Resp>::connect_with(&path, options).unwrap();
+        // Without the total timeout this would wait for ever.
+        let err = c.request(&Req::Hang).unwrap_err();
+        assert!(matches!(err, IpcError::ReadTimeout { .. }), "{err:?}");
+    })
+    .await
+    .unwrap();
+    server.assert_serving().await;
+    server.shutdown().await;
+}
+
+#[test]
+fn a_server_whose_listen_queue_is_full_is_reported_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("control.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // A hung server: it accepts nothing, and its queue (one pending
+    // connection for a backlog of 0) is taken.
+    // SAFETY: listen on a socket we own.
+    assert_eq!(
+        unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 0) },
+        0
+    );
+    let _filler = StdUnixStream::connect(&path).unwrap();
+    for options in [
+        ClientOptions {
+            handshake_timeout: Duration::from_millis(100),
+            ..ClientOptions::default()
+        },
+        ClientOptions {
+            total_timeout: Some(Duration::from_millis(100)),
+            ..ClientOptions::default()
+        },
+    ] {
+        let err = Client::<Req, Resp>::connect_with(&path, options)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("accepted no connection within 100ms")
+                && err.to_string().contains("listen queue is full"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn missing_socket_error_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();

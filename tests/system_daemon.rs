@@ -497,3 +497,307 @@ fn a_login_right_after_the_last_logout_gets_a_fresh_manager() {
         !sys.user_cgroup(user.uid).exists()
     });
 }
+
+/// A manager script at `dir/name`.
+fn script(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn a_login_waiting_while_the_manager_restarts_is_answered_when_the_last_session_ends() {
+    if !can_run("a_login_waiting_while_the_manager_restarts") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let crash = script(tmp.path(), "crashing-manager", "exit 3\n");
+    let sys = TestSystem::start(Some(crash));
+    let login = Background::spawn(
+        sys.corral_command(None, &["login", "--wait", "--timeout", "120", &user.name]),
+        "login --wait",
+    );
+    // After its 4th crash the manager waits longest (800 ms) before the
+    // next start: the last session ends in that wait.
+    wait_until(20, "the manager restarting after its 4th crash", || {
+        let status = sys.status(&user);
+        status.contains("manager: restarting") && status.contains("restarts: 4")
+    });
+    let out = sys.corral(&["logout", &user.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The waiting login is told, not left waiting for its own timeout.
+    let out = login.output(60);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("uid {}'s session ended", user.uid))
+            && err.contains("before its user manager was ready"),
+        "{}",
+        text(&out)
+    );
+    // And the user is gone from the system manager.
+    wait_until(20, "the user to leave status", || {
+        let out = sys.corral(&["--system", "status", &user.name]);
+        String::from_utf8_lossy(&out.stdout).contains("no user managers")
+    });
+    assert!(!sys.user_cgroup(user.uid).exists());
+}
+
+#[test]
+fn a_login_waiting_while_the_manager_stops_is_answered_when_its_session_ends() {
+    if !can_run("a_login_waiting_while_the_manager_stops") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    // A manager that takes its time to stop: it ignores SIGTERM, so it stays
+    // stopping until the stop timeout (10 s) kills its subtree.
+    let slow = script(
+        tmp.path(),
+        "slow-to-stop",
+        "trap '' TERM\necho ready >&3\nexec 3>&-\nexec sleep 100000\n",
+    );
+    let sys = TestSystem::start(Some(slow));
+    let out = sys.corral(&["login", "--wait", &user.name]);
+    assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+    let out = sys.corral(&["logout", &user.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(sys.status(&user).contains("manager: stopping"));
+    // A login arrives while it stops, and waits for the next manager...
+    let login = Background::spawn(
+        sys.corral_command(None, &["login", "--wait", "--timeout", "120", &user.name]),
+        "login --wait",
+    );
+    wait_until(20, "the second login to be counted", || {
+        sys.status(&user).contains("sessions: 1,")
+    });
+    // ...but its session ends before that.
+    let out = sys.corral(&["logout", &user.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = login.output(60);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("session ended") && err.contains("before its user manager was ready"),
+        "{}",
+        text(&out)
+    );
+    wait_until(30, "the user to leave status", || {
+        let out = sys.corral(&["--system", "status", &user.name]);
+        String::from_utf8_lossy(&out.stdout).contains("no user managers")
+    });
+    assert!(!sys.user_cgroup(user.uid).exists());
+}
+
+#[test]
+fn corrald_takes_system_anywhere_among_its_flags() {
+    let corrald = env!("CARGO_BIN_EXE_corrald");
+    let run = |args: &[&str]| {
+        std::process::Command::new(corrald)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // --help teaches both managers.
+    let out = run(&["--help"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--user") && help.contains("--system"),
+        "{help}"
+    );
+    // --system after another flag selects the system manager's command line.
+    let out = run(&["--state-dir", "/nonexistent/corral", "--system", "--help"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Usage: corrald --system") && help.contains("--stop-timeout"),
+        "{help}"
+    );
+    // Both at once is refused, whatever the order.
+    for args in [["--user", "--system"], ["--system", "--user"]] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    // Neither: the error says which to pick.
+    let out = run(&["--state-dir", "/nonexistent/corral"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("say which manager to run"),
+        "{}",
+        text(&out)
+    );
+
+    if !can_run("corrald_takes_system_anywhere_among_its_flags") {
+        return;
+    }
+    // A real system manager started as `corrald --cgroup-root R --runtime-dir D
+    // --state-dir S --system --ready-fd 3 ...`.
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start_with(Some(stand_in_manager(tmp.path(), false)), true);
+    let out = sys.corral(&["login", "--wait", &user.name]);
+    assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+    assert!(sys.corral(&["logout", &user.name]).status.success());
+    wait_until(20, "the subtree to go", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+}
+
+#[test]
+fn a_user_logs_in_out_and_lingers_for_themselves() {
+    if !can_run("a_user_logs_in_out_and_lingers_for_themselves") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    let user_cg = sys.user_cgroup(user.uid);
+    let me = Some(&user);
+
+    // No USER argument: each verb acts for the caller, a test user, not root.
+    let out = sys.corral_as(me, &["login", "--wait"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("uid {}: 1 session(s), manager ready", user.uid)),
+        "{}",
+        text(&out)
+    );
+    assert!(probe(&user).contains(&format!("uid={}\n", user.uid)));
+    let out = sys.corral_as(me, &["enable-linger"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(sys.state_dir().join("linger").join(&user.name).exists());
+    let status = sys.status(&user);
+    assert!(status.contains("sessions: 1, linger: yes"), "{status}");
+    let pid = sys.manager_pid(&user).expect("manager running");
+
+    let out = sys.corral_as(me, &["logout"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = sys.status(&user);
+    assert!(status.contains("sessions: 0, linger: yes"), "{status}");
+    assert_eq!(sys.manager_pid(&user), Some(pid), "linger keeps it");
+
+    let out = sys.corral_as(me, &["disable-linger"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!sys.state_dir().join("linger").join(&user.name).exists());
+    wait_until(20, "the subtree to go without linger", || !user_cg.exists());
+    // Their own status, as themselves: nothing left.
+    wait_until(5, "the user to leave their own status", || {
+        let out = sys.corral_as(me, &["--system", "status"]);
+        String::from_utf8_lossy(&out.stdout).contains("no user managers")
+    });
+}
+
+/// A directory made by the test, removed on drop.
+struct MadeDir(std::path::PathBuf);
+
+impl Drop for MadeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_runtime_dir_made_by_someone_else_stays_after_the_last_logout() {
+    if !can_run("a_runtime_dir_made_by_someone_else") {
+        return;
+    }
+    let user = test_user("corral-t1", true);
+    let rundir = std::path::PathBuf::from(format!("/run/user/{}", user.uid));
+    assert!(
+        !rundir.exists(),
+        "{} exists before the test: something else manages it",
+        rundir.display()
+    );
+    // As logind would: root makes it before the login, the user's, 0700.
+    std::fs::create_dir_all("/run/user").unwrap();
+    std::fs::create_dir(&rundir).unwrap();
+    let _made = MadeDir(rundir.clone());
+    std::fs::set_permissions(&rundir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&rundir, Some(user.uid), Some(user.gid)).unwrap();
+    std::fs::write(rundir.join("made-by-someone-else"), "").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+
+    let out = sys.corral(&["login", "--wait", &user.name]);
+    assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+    assert!(probe(&user).contains(&format!("uid={}\n", user.uid)));
+    assert!(sys.corral(&["logout", &user.name]).status.success());
+    wait_until(20, "the subtree to go", || {
+        !sys.user_cgroup(user.uid).exists()
+    });
+    wait_until(5, "the user to leave status", || {
+        let out = sys.corral(&["--system", "status", &user.name]);
+        String::from_utf8_lossy(&out.stdout).contains("no user managers")
+    });
+    // Not corral's to remove: it and what was in it are still there.
+    assert!(rundir.join("made-by-someone-else").exists());
+    let meta = std::fs::metadata(&rundir).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o700, user.uid));
+}
+
+#[test]
+fn root_sees_every_users_tree_and_each_user_only_their_own() {
+    if !can_run("root_sees_every_users_tree") {
+        return;
+    }
+    let a = test_user("corral-t1", true);
+    let b = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    for user in [&a, &b] {
+        let out = sys.corral(&["login", "--wait", &user.name]);
+        assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+    }
+    let pid_a = sys.manager_pid(&a).unwrap();
+    let pid_b = sys.manager_pid(&b).unwrap();
+    let tree = |user: &TestUser, pid: u32| {
+        [
+            format!("{} (uid {})", user.name, user.uid),
+            format!("user-{}\n", user.uid),
+            format!("user-{}/manager: {pid}\n", user.uid),
+        ]
+    };
+
+    let out = sys.corral(&["--system", "status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let all = String::from_utf8_lossy(&out.stdout);
+    for line in tree(&a, pid_a).iter().chain(&tree(&b, pid_b)) {
+        assert!(all.contains(line.as_str()), "root misses {line:?}:\n{all}");
+    }
+    for (me, mine, other, theirs) in [(&a, pid_a, &b, pid_b), (&b, pid_b, &a, pid_a)] {
+        let out = sys.corral_as(Some(me), &["--system", "status"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let shown = String::from_utf8_lossy(&out.stdout);
+        for line in tree(me, mine) {
+            assert!(
+                shown.contains(&line),
+                "{} misses {line:?}:\n{shown}",
+                me.name
+            );
+        }
+        for line in tree(other, theirs) {
+            assert!(
+                !shown.contains(&line),
+                "{} sees {line:?}:\n{shown}",
+                me.name
+            );
+        }
+        assert!(!shown.contains(&other.name), "{shown}");
+    }
+
+    for user in [&a, &b] {
+        assert!(sys.corral(&["logout", &user.name]).status.success());
+    }
+    wait_until(20, "both subtrees to go", || {
+        !sys.user_cgroup(a.uid).exists() && !sys.user_cgroup(b.uid).exists()
+    });
+}

@@ -69,8 +69,25 @@ fn show(out: &Output) -> String {
     )
 }
 
+/// The user's ~/service and ~/.ssh/ssh-agent-env, removed on drop even
+/// when the test fails. Declare it before the [`TestSystem`]: the daemon
+/// (and the manager reading ~/service) stops first.
+struct Services {
+    home: PathBuf,
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.home.join("service"));
+        let _ = std::fs::remove_file(self.home.join(".ssh/ssh-agent-env"));
+    }
+}
+
 /// Puts the seed's runit services into `user`'s ~/service (fresh each test).
-fn install_services(user: &TestUser) {
+fn install_services(user: &TestUser) -> Services {
+    let guard = Services {
+        home: user.home.clone(),
+    };
     let service = user.home.join("service");
     let _ = std::fs::remove_dir_all(&service);
     let _ = std::fs::remove_file(user.home.join(".ssh/ssh-agent-env"));
@@ -82,10 +99,7 @@ fn install_services(user: &TestUser) {
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::chown(&run, Some(user.uid), Some(user.gid)).unwrap();
     }
-}
-
-fn remove_services(user: &TestUser) {
-    let _ = std::fs::remove_dir_all(user.home.join("service"));
+    guard
 }
 
 /// A PAM service using pam_corral.so against `socket`.
@@ -103,7 +117,10 @@ impl Service {
             "{} is missing: `cargo build -p pam_corral` first (scripts/test does)",
             so.display()
         );
-        let name = format!("corral-e2e-{}", std::process::id());
+        // Tests of this binary run in parallel: one file each.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("corral-e2e-{}-{n}", std::process::id());
         std::fs::write(
             format!("/etc/pam.d/{name}"),
             format!(
@@ -200,7 +217,7 @@ fn a_login_runs_the_users_runit_services_and_the_last_logout_ends_them() {
         return;
     }
     let user = test_user("corral-t1", true);
-    install_services(&user);
+    let _services = install_services(&user);
     let sys = TestSystem::start(None);
     let out = sys.corral(&["login", "--wait", &user.name]);
     assert!(out.status.success(), "{}\n{}", show(&out), sys.stderr());
@@ -233,7 +250,6 @@ fn a_login_runs_the_users_runit_services_and_the_last_logout_ends_them() {
         processes_of(user.uid).is_empty()
     });
     assert!(!agent_reachable(&user));
-    remove_services(&user);
 }
 
 #[test]
@@ -243,7 +259,7 @@ fn another_user_cannot_reach_a_users_manager() {
     }
     let a = test_user("corral-t1", true);
     let b = test_user("corral-t2", false);
-    install_services(&a);
+    let _services = install_services(&a);
     // A service of A's that prints something only A may read.
     let marker = a.home.join("service/marker");
     std::fs::create_dir_all(&marker).unwrap();
@@ -291,6 +307,11 @@ fn another_user_cannot_reach_a_users_manager() {
     }
     let out = sys.corral_as(Some(&b), &["logout", &a.name]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        show(&out)
+    );
     // A reads their own journal through their manager...
     let journal = |user: &TestUser| {
         sys.corral_as(
@@ -309,18 +330,81 @@ fn another_user_cannot_reach_a_users_manager() {
         let own = journal(&a);
         own.status.success() && String::from_utf8_lossy(&own.stdout).contains("corral-secret-of-A")
     });
-    // ...B, pointed at A's socket, gets none of it.
+    // ...B, pointed at A's socket, is refused, saying why...
     let other = journal(&b);
-    let other = String::from_utf8_lossy(&other.stdout).into_owned();
+    assert_eq!(other.status.code(), Some(2), "{}", show(&other));
+    let err = String::from_utf8_lossy(&other.stderr);
     assert!(
-        !other.contains("corral-secret-of-A"),
-        "B read A's journal: {other}"
+        err.contains("permission denied") && err.contains("each user can reach only their own"),
+        "{}",
+        show(&other)
     );
+    assert!(
+        !String::from_utf8_lossy(&other.stdout).contains("corral-secret-of-A"),
+        "B read A's journal: {}",
+        show(&other)
+    );
+    // ...and so is B reading A's journal files directly: they are A's alone
+    // (files 0600 in a 0700 directory).
+    let journal_dir = a.home.join(".local/state/corral/journal");
+    let meta = std::fs::metadata(&journal_dir).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid()),
+        (0o700, a.uid),
+        "{}",
+        journal_dir.display()
+    );
+    let files: Vec<_> = std::fs::read_dir(&journal_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        !files.is_empty(),
+        "no journal files in {}",
+        journal_dir.display()
+    );
+    for file in &files {
+        let meta = std::fs::metadata(file).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid()),
+            (0o600, a.uid),
+            "{}",
+            file.display()
+        );
+    }
+    let dir = journal_dir.display().to_string();
+    let store = files[0].display().to_string();
+    for args in [["-D", dir.as_str()], ["--file", store.as_str()]] {
+        let out = sys.corral_as(
+            Some(&b),
+            &[
+                "journal",
+                args[0],
+                args[1],
+                "-u",
+                "marker.service",
+                "--no-pager",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("permission denied reading the journal")
+                && err.contains("readable only by its user"),
+            "{args:?}: {}",
+            show(&out)
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("corral-secret-of-A"),
+            "{args:?}: B read A's journal: {}",
+            show(&out)
+        );
+    }
     // A's agent is untouched.
     wait_until(20, "A's agent", || agent_reachable(&a));
     assert!(sys.corral(&["logout", &a.name]).status.success());
     wait_until(30, "A's subtree to go", || !sys.user_cgroup(a.uid).exists());
-    remove_services(&a);
 }
 
 #[test]
@@ -329,7 +413,7 @@ fn a_killed_user_manager_is_restarted_and_its_units_come_back() {
         return;
     }
     let user = test_user("corral-t1", true);
-    install_services(&user);
+    let _services = install_services(&user);
     let sys = TestSystem::start(None);
     assert!(
         sys.corral(&["login", "--wait", &user.name])
@@ -374,11 +458,36 @@ fn a_killed_user_manager_is_restarted_and_its_units_come_back() {
         })
         .collect();
     assert_eq!(agents.len(), 1, "{agents:?}");
+    // ...and said so: on its stderr, which is the system journal of the
+    // user's manager, and in the unit's own journal.
+    let said = format!("left by a previous manager in cgroup ssh-agent.service (PIDs {old_agent}");
+    wait_until(10, "the leftover note in the system journal", || {
+        sys.journal(user.uid, &[]).contains(&said)
+    });
+    let system_journal = sys.journal(user.uid, &[]);
+    assert!(
+        system_journal.contains("corrald: Stopped 1 process(es) left by a previous manager"),
+        "{system_journal}"
+    );
+    let socket = format!("/run/user/{}/corral/control.sock", user.uid);
+    let unit_journal = || {
+        let args = [
+            "--socket",
+            &socket,
+            "journal",
+            "-u",
+            "ssh-agent.service",
+            "--no-pager",
+        ];
+        show(&sys.corral_as(Some(&user), &args))
+    };
+    wait_until(10, "the leftover note in the unit's journal", || {
+        unit_journal().contains(&said)
+    });
     assert!(sys.corral(&["logout", &user.name]).status.success());
     wait_until(30, "the subtree to go", || {
         !sys.user_cgroup(user.uid).exists()
     });
-    remove_services(&user);
 }
 
 #[test]
@@ -387,7 +496,7 @@ fn with_linger_the_users_services_outlive_the_last_logout() {
         return;
     }
     let user = test_user("corral-t2", false);
-    install_services(&user);
+    let _services = install_services(&user);
     let sys = TestSystem::start(None);
     assert!(
         sys.corral(&["login", "--wait", &user.name])
@@ -404,7 +513,6 @@ fn with_linger_the_users_services_outlive_the_last_logout() {
     wait_until(30, "the subtree to go", || {
         !sys.user_cgroup(user.uid).exists()
     });
-    remove_services(&user);
 }
 
 #[test]
@@ -413,7 +521,7 @@ fn pamtester_open_and_close_session_runs_the_manager_and_units_as_the_user_and_l
         return;
     }
     let user = test_user("corral-t1", true);
-    install_services(&user);
+    let _services = install_services(&user);
     let sys = TestSystem::start(None);
     let user_cg = sys.user_cgroup(user.uid);
     // pam_exec runs after pam_corral's open_session returned (manager
@@ -473,5 +581,55 @@ fn pamtester_open_and_close_session_runs_the_manager_and_units_as_the_user_and_l
     });
     let rundir = format!("/run/user/{}", user.uid);
     wait_until(5, "the runtime dir to go", || !Path::new(&rundir).exists());
-    remove_services(&user);
+}
+
+#[test]
+fn pamtester_with_linger_leaves_the_real_manager_and_its_units_running() {
+    if !can_run_e2e("e2e pamtester with linger") {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let _services = install_services(&user);
+    let sys = TestSystem::start(None);
+    let user_cg = sys.user_cgroup(user.uid);
+    let pam = Service::new(&sys.socket(), "");
+    let out = sys.corral(&["enable-linger", &user.name]);
+    assert!(out.status.success(), "{}\n{}", show(&out), sys.stderr());
+    wait_until(20, "the lingering manager's agent", || {
+        agent_reachable(&user)
+    });
+    wait_until(20, "the lingering manager's bus", || bus_reachable(&user));
+    let manager = sys.manager_pid(&user).expect("the lingering manager runs");
+    let agent = agent_pid(&user).expect("the agent's pid in ~/.ssh/ssh-agent-env");
+
+    let out = pam.run(&user, &["open_session", "close_session"]);
+    assert!(out.status.success(), "{}\n{}", show(&out), sys.stderr());
+    // The session came and went; the real manager and its units stayed.
+    let status = sys.status(&user);
+    assert!(status.contains("sessions: 0, linger: yes"), "{status}");
+    assert_eq!(sys.manager_pid(&user), Some(manager), "{status}");
+    assert_eq!(agent_pid(&user), Some(agent));
+    assert!(
+        agent_reachable(&user),
+        "the agent is gone after close_session"
+    );
+    assert!(bus_reachable(&user), "the bus is gone after close_session");
+    let units = unit_cgroups(&user_cg);
+    for unit in ["ssh-agent", "dbus"] {
+        let cg = units
+            .iter()
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(unit))
+            .unwrap_or_else(|| panic!("no cgroup for {unit}: {units:?}"));
+        let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+        assert!(!procs.trim().is_empty(), "{unit} has no process left");
+    }
+
+    // Without linger, nothing of the user is left.
+    let out = sys.corral(&["disable-linger", &user.name]);
+    assert!(out.status.success(), "{}", show(&out));
+    wait_until(30, "the user's subtree to go", || !user_cg.exists());
+    wait_until(5, "every process of the user to end", || {
+        processes_of(user.uid).is_empty()
+    });
+    assert!(!agent_reachable(&user));
 }

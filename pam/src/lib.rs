@@ -8,8 +8,11 @@
 //! A PAM module runs inside sshd, login, su...: it must never block or fail a
 //! login because corral is absent or broken. Every failure is logged to syslog
 //! and the module returns `PAM_SUCCESS`. It uses a blocking std socket with
-//! timeouts (no async runtime inside another program) and holds SIGPIPE back
-//! while it talks, so a vanished daemon cannot kill the host process.
+//! timeouts (no async runtime inside another program), all of one call —
+//! connect, handshake, answer — within one `timeout=` (a hung daemon, even
+//! one whose listen queue is full, delays a login by at most that), and holds
+//! SIGPIPE back while it talks, so a vanished daemon cannot kill the host
+//! process.
 //!
 //! The session belongs to the process calling `open_session` (the daemon
 //! watches it): if that process dies without `close_session`, the daemon

@@ -9,8 +9,10 @@ use corral::ipc::system_proto::{SystemRequest, SystemResponse};
 use corral::ipc::{Client, ClientOptions, IpcError};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
-/// Sends `request` and waits at most `timeout` for each step. `sent` is set
-/// once the request may have reached the daemon (it then counts the session).
+/// Sends `request` and waits for its answer, all of it (connect, handshake,
+/// answer) within `timeout`: a hung daemon, even one whose listen queue is
+/// full, never holds the login longer. `sent` is set once the request may
+/// have reached the daemon (it then counts the session).
 pub fn call(
     socket: &Path,
     timeout: Duration,
@@ -21,6 +23,7 @@ pub fn call(
     let options = ClientOptions {
         handshake_timeout: timeout,
         reply_timeout: Some(timeout),
+        total_timeout: Some(timeout),
         hint: "corrald --system is not running".to_string(),
         ..ClientOptions::default()
     };

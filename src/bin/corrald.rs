@@ -123,8 +123,17 @@ fn tune_malloc() {
     }
 }
 
+/// Whether the command line asks for the system manager: `--system`
+/// anywhere among the options (`corrald --state-dir X --system` as well as
+/// `corrald --system --state-dir X`). With `--user` too, the user manager's
+/// parser reports the conflict.
+fn system_wanted(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    let options: Vec<_> = args.into_iter().skip(1).take_while(|a| a != "--").collect();
+    options.iter().any(|a| a == "--system") && !options.iter().any(|a| a == "--user")
+}
+
 fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "--system") {
+    if system_wanted(std::env::args_os()) {
         return corral::system::cli::main();
     }
     tune_malloc();
@@ -148,5 +157,39 @@ fn main() -> ExitCode {
             eprintln!("corrald: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::system_wanted;
+
+    fn wanted(args: &[&str]) -> bool {
+        system_wanted(
+            std::iter::once("corrald")
+                .chain(args.iter().copied())
+                .map(Into::into),
+        )
+    }
+
+    #[test]
+    fn system_is_recognised_anywhere_among_the_options() {
+        assert!(wanted(&["--system"]));
+        assert!(wanted(&["--state-dir", "/x", "--system"]));
+        assert!(wanted(&[
+            "--cgroup-root",
+            "/r",
+            "--system",
+            "--ready-fd",
+            "3"
+        ]));
+        // Not with --user (the parser reports the conflict), not after `--`,
+        // not as part of another argument.
+        assert!(!wanted(&["--user", "--system"]));
+        assert!(!wanted(&["--system", "--user"]));
+        assert!(!wanted(&["--", "--system"]));
+        assert!(!wanted(&["--state-dir=--system"]));
+        assert!(!wanted(&["--user"]));
+        assert!(!wanted(&[]));
     }
 }

@@ -144,6 +144,32 @@ pub enum CliError {
     /// The manager refused or failed the query.
     #[error("the corral manager says: {0}")]
     Remote(String),
+    /// The store named by `-D`/`--file` is another user's.
+    #[error(
+        "permission denied reading the journal at {}: a journal is readable only by its \
+         user and root; read your own (without -D), or ask its user ({source})",
+        path.display()
+    )]
+    Denied {
+        /// The directory or file given.
+        path: PathBuf,
+        /// The refusal.
+        source: JournalError,
+    },
+}
+
+/// Whether opening a store failed because its file or a directory on the way
+/// is not ours to read.
+fn denied(e: &JournalError) -> bool {
+    let kind = match e {
+        JournalError::Io { source, .. } => source.kind(),
+        JournalError::Db { source, .. } => match &**source {
+            redb::Error::Io(io) => io.kind(),
+            _ => return false,
+        },
+        _ => return false,
+    };
+    kind == io::ErrorKind::PermissionDenied
 }
 
 /// Runs `corral journal`.
@@ -451,6 +477,12 @@ fn run_inner(args: &JournalArgs, socket: Option<&Path>) -> Result<(), CliError> 
                 println!("No journal at {}: it takes up 0B.", loc.display());
             }
             return Ok(());
+        }
+        Err(e) if denied(&e) => {
+            return Err(CliError::Denied {
+                path: loc,
+                source: e,
+            });
         }
         Err(e) => return Err(e.into()),
     };

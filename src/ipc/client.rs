@@ -7,12 +7,13 @@
 //! - [`AsyncClient`], tokio: for daemons (the system manager talking to user
 //!   managers) and tests that run inside a runtime.
 
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Read, Write};
 use std::marker::PhantomData;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,6 +37,11 @@ pub struct ClientOptions {
     /// Bound on waiting for each answer frame; `None` waits for ever (a
     /// `stop` may take TimeoutStopSec, a follow has no end).
     pub reply_timeout: Option<Duration>,
+    /// Bound on the whole conversation of a blocking [`Client`], from the
+    /// start of connect: every step gets only what is left of it, so the
+    /// steps cannot add up past it (the PAM module must never hold a login
+    /// longer than its `timeout=`). `None`: each step has only its own bound.
+    pub total_timeout: Option<Duration>,
     /// What to tell the user when the socket cannot be reached.
     pub hint: String,
 }
@@ -47,6 +53,7 @@ impl Default for ClientOptions {
             client_version: CORRAL_VERSION.to_string(),
             handshake_timeout: Duration::from_secs(5),
             reply_timeout: None,
+            total_timeout: None,
             hint: "is corrald --user running? Start it, or point --socket/CORRAL_SOCKET \
                    at its control.sock"
                 .to_string(),
@@ -54,9 +61,17 @@ impl Default for ClientOptions {
     }
 }
 
-/// Turns a failed connect into an error that says what to do.
-fn unreachable(path: &Path, e: io::Error, options: &ClientOptions) -> IpcError {
+/// Turns a failed connect into an error that says what to do; `limit` is
+/// how long the connect could wait for room in the server's listen queue.
+fn unreachable(path: &Path, e: io::Error, options: &ClientOptions, limit: Duration) -> IpcError {
     let (reason, hint) = match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => (
+            format!(
+                "it accepted no connection within {limit:?} (its listen queue is full: \
+                 the server is hung or overloaded)"
+            ),
+            options.hint.clone(),
+        ),
         io::ErrorKind::NotFound => ("no such file".to_string(), options.hint.clone()),
         io::ErrorKind::ConnectionRefused => (
             "connection refused (a stale socket: no manager is listening on it)".to_string(),
@@ -146,6 +161,15 @@ fn abandoned() -> IpcError {
     )
 }
 
+/// A step's bound as reported in errors: its own, or the whole
+/// conversation's when that is shorter or the step has none.
+fn bounded(step: Option<Duration>, options: &ClientOptions) -> Option<Duration> {
+    match (step, options.total_timeout) {
+        (Some(step), Some(total)) => Some(step.min(total)),
+        (step, total) => step.or(total),
+    }
+}
+
 /// Maps a read failure that was a timeout to [`IpcError::ReadTimeout`].
 fn read_error(e: IpcError, limit: Option<Duration>, path: &Path) -> IpcError {
     match (&e, limit) {
@@ -164,22 +188,113 @@ fn read_error(e: IpcError, limit: Option<Duration>, path: &Path) -> IpcError {
     }
 }
 
-/// Bounds blocking reads and writes on `stream` (`None`: wait for ever).
-fn set_timeouts(
-    stream: &StdUnixStream,
-    limit: Option<Duration>,
-    path: &Path,
-) -> Result<(), IpcError> {
-    stream
-        .set_read_timeout(limit)
-        .and_then(|()| stream.set_write_timeout(limit))
-        .map_err(|e| IpcError::io("set socket timeout", Some(path), e))
+/// Connects to `path`, waiting at most `limit` for room in the server's
+/// listen queue. A blocking connect to a server that stopped accepting (its
+/// backlog full: hung) would wait for ever; Linux bounds a Unix stream
+/// connect by SO_SNDTIMEO, which a socket can only get before it connects,
+/// so the socket is made by hand rather than by `UnixStream::connect`.
+fn connect_within(path: &Path, limit: Duration) -> io::Result<StdUnixStream> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::setsockopt(&fd, sockopt::SendTimeout, &timeval(limit))?;
+    let addr = UnixAddr::new(path)?;
+    loop {
+        match socket::connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            // Nothing is half-done on a Unix socket: connecting again is safe.
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let stream = StdUnixStream::from(fd);
+    // Back to blocking writes until a step sets its own bound.
+    stream.set_write_timeout(None)?;
+    Ok(stream)
+}
+
+/// `limit` as a socket timeout, never zero (which would mean "no timeout").
+fn timeval(limit: Duration) -> nix::sys::time::TimeVal {
+    let secs = limit.as_secs().min(u32::MAX as u64);
+    let micros = limit.subsec_micros();
+    let micros = if secs == 0 && micros == 0 { 1 } else { micros };
+    nix::sys::time::TimeVal::new(secs as libc::time_t, micros as libc::suseconds_t)
+}
+
+/// The time left until `deadline`, or a timeout error once it has passed.
+fn time_left(deadline: Instant) -> io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    Ok(left)
+}
+
+/// The socket of a blocking [`Client`]: every read and write is bounded by
+/// the current step's timeout and, when there is a deadline, by the time
+/// left until it, so that many steps cannot add up past it.
+struct Conn {
+    stream: StdUnixStream,
+    /// The current step's own bound (`None`: none).
+    step: Option<Duration>,
+    /// The end of the whole conversation ([`ClientOptions::total_timeout`]).
+    deadline: Option<Instant>,
+}
+
+impl Conn {
+    /// Starts a step bounded by `limit` (`None`: unbounded but for the deadline).
+    fn set_step(&mut self, limit: Option<Duration>) -> io::Result<()> {
+        self.step = limit;
+        if self.deadline.is_none() {
+            // No deadline: the step's bound is set once, not per call.
+            self.stream.set_read_timeout(limit)?;
+            self.stream.set_write_timeout(limit)?;
+        }
+        Ok(())
+    }
+
+    /// Bounds the next read or write by what is left of the step and deadline.
+    fn arm(&self, read: bool) -> io::Result<()> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        let left = time_left(deadline)?;
+        let limit = Some(self.step.map_or(left, |step| step.min(left)));
+        if read {
+            self.stream.set_read_timeout(limit)
+        } else {
+            self.stream.set_write_timeout(limit)
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm(true)?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm(false)?;
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
 }
 
 /// A blocking connection to a corral manager, handshake done.
 pub struct Client<Req, Resp> {
-    /// Buffered reads (one syscall per frame, not two); writes go to `get_ref()`.
-    reader: BufReader<StdUnixStream>,
+    /// Buffered reads (one syscall per frame, not two); writes go to `get_mut()`.
+    reader: BufReader<Conn>,
     /// The socket path, for error messages.
     path: PathBuf,
     /// The manager's corral version from [`Welcome`].
@@ -201,13 +316,23 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
     /// Connects and shakes hands with explicit options.
     pub fn connect_with(path: impl AsRef<Path>, options: ClientOptions) -> Result<Self, IpcError> {
         let path = path.as_ref().to_path_buf();
-        let stream = StdUnixStream::connect(&path).map_err(|e| unreachable(&path, e, &options))?;
-        set_timeouts(&stream, Some(options.handshake_timeout), &path)?;
+        let deadline = options.total_timeout.map(|total| Instant::now() + total);
+        let handshake = bounded(Some(options.handshake_timeout), &options);
+        let connect_limit = handshake.unwrap_or(options.handshake_timeout);
+        let stream = connect_within(&path, connect_limit)
+            .map_err(|e| unreachable(&path, e, &options, connect_limit))?;
+        let mut conn = Conn {
+            stream,
+            step: None,
+            deadline,
+        };
+        conn.set_step(Some(options.handshake_timeout))
+            .map_err(|e| IpcError::io("set socket timeout", Some(&path), e))?;
         let hello = Hello {
             protocol: options.protocol,
             client_version: options.client_version.clone(),
         };
-        let mut reader = BufReader::new(stream);
+        let mut reader = BufReader::new(conn);
         let sent = frame::write_frame_blocking(reader.get_mut(), &hello);
         // A server that refuses (busy, wrong uid) may close before reading our
         // Hello; its error frame is still there to read and says more than EPIPE.
@@ -216,9 +341,12 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
             (_, Ok(Some(Frame::Error(e)))) => return Err(IpcError::Remote(e)),
             (Err(e), _) => return Err(e.at_path(&path)),
             (Ok(()), Ok(a)) => check_welcome(a, &options, &path)?,
-            (Ok(()), Err(e)) => return Err(read_error(e, Some(options.handshake_timeout), &path)),
+            (Ok(()), Err(e)) => return Err(read_error(e, handshake, &path)),
         };
-        set_timeouts(reader.get_ref(), options.reply_timeout, &path)?;
+        reader
+            .get_mut()
+            .set_step(options.reply_timeout)
+            .map_err(|e| IpcError::io("set socket timeout", Some(&path), e))?;
         Ok(Client {
             reader,
             path,
@@ -279,8 +407,13 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
 
     /// Reads one answer frame.
     fn read(&mut self) -> Result<Option<Frame<Resp>>, IpcError> {
-        frame::read_frame_blocking(&mut self.reader)
-            .map_err(|e| read_error(e, self.options.reply_timeout, &self.path))
+        frame::read_frame_blocking(&mut self.reader).map_err(|e| {
+            read_error(
+                e,
+                bounded(self.options.reply_timeout, &self.options),
+                &self.path,
+            )
+        })
     }
 }
 
@@ -318,7 +451,7 @@ impl<Req, Resp> Drop for ReplyStream<'_, Req, Resp> {
         if !self.done {
             self.client.broken = true;
             // Hanging up is how a client stops a follow; the socket may be gone already.
-            let _ = self.client.reader.get_ref().shutdown(Shutdown::Both);
+            let _ = self.client.reader.get_ref().stream.shutdown(Shutdown::Both);
         }
     }
 }
@@ -367,7 +500,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> AsyncClient<Req, Resp> {
     async fn handshake(path: &Path, options: ClientOptions) -> Result<Self, IpcError> {
         let stream = UnixStream::connect(path)
             .await
-            .map_err(|e| unreachable(path, e, &options))?;
+            .map_err(|e| unreachable(path, e, &options, options.handshake_timeout))?;
         let (reader, mut writer) = stream.into_split();
         let mut reader = AsyncBufReader::new(reader);
         let hello = Hello {

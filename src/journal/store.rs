@@ -348,12 +348,18 @@ impl Store {
     /// Opens the store at `path` read-only, beside a writer in another process if there is one.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store> {
         let file = store_file(path.as_ref());
-        if !file.exists() {
-            return Err(JournalError::io(
-                "open journal store",
-                &file,
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            ));
+        // `exists()` would take "permission denied" (another user's journal)
+        // for "no journal" and the reader would print no entries: say it.
+        match file.try_exists() {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(JournalError::io(
+                    "open journal store",
+                    &file,
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                ));
+            }
+            Err(e) => return Err(JournalError::io("open journal store", &file, e)),
         }
         let db = redb::Builder::new()
             .set_cache_size(4 * 1024 * 1024)

@@ -148,6 +148,16 @@ impl User {
         self.sessions > 0 || self.linger
     }
 
+    /// Answers every waiting `Login { wait: true }` with `ManagerFailed`.
+    fn fail_waiters(&mut self, message: &str) {
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(SystemResponse::Error {
+                kind: SystemErrorKind::ManagerFailed,
+                message: message.to_string(),
+            });
+        }
+    }
+
     fn reset_failure(&mut self) {
         self.failure = None;
         if matches!(self.phase, Phase::Failed) {
@@ -459,22 +469,22 @@ impl System {
                 let Some(user) = self.users.get_mut(&uid) else {
                     return;
                 };
-                if let Some(message) = &user.failure {
+                if let Some(message) = user.failure.clone() {
                     user.phase = Phase::Failed;
-                    for waiter in user.waiters.drain(..) {
-                        let _ = waiter.send(SystemResponse::Error {
-                            kind: SystemErrorKind::ManagerFailed,
-                            message: message.clone(),
-                        });
-                    }
+                    user.fail_waiters(&message);
                     return;
                 }
                 user.phase = Phase::Stopped;
                 if user.wanted() && !self.shutting_down {
                     // A login arrived while we were tearing down.
                     self.ensure_running(uid);
-                } else if user.waiters.is_empty() {
-                    self.users.remove(&uid);
+                } else {
+                    // `stop` answered every waiter already; a login that
+                    // waited must never be left hanging with its user gone.
+                    let message = self.ended_message(uid);
+                    if let Some(mut user) = self.users.remove(&uid) {
+                        user.fail_waiters(&message);
+                    }
                 }
             }
         }
@@ -894,19 +904,17 @@ impl System {
     /// Stops a user's manager: SIGTERM now, the subtree killed after the
     /// stop timeout, everything removed once it has exited.
     fn stop(&mut self, uid: u32) {
+        let message = self.ended_message(uid);
         let Some(user) = self.users.get_mut(&uid) else {
             return;
         };
+        // Whatever the phase (starting, restarting after a crash, stopping
+        // while a login came and went): the sessions those logins waited
+        // for are over, so nothing will answer them later.
+        user.fail_waiters(&message);
         match user.phase {
             Phase::Starting | Phase::Running => {
                 user.phase = Phase::Stopping;
-                let message = format!("uid {uid} logged out before its user manager was ready");
-                for waiter in user.waiters.drain(..) {
-                    let _ = waiter.send(SystemResponse::Error {
-                        kind: SystemErrorKind::ManagerFailed,
-                        message: message.clone(),
-                    });
-                }
                 // Without a PID it is still being spawned: `started` sends the
                 // SIGTERM once the PID is known.
                 if user.pid.is_some() {
@@ -915,6 +923,22 @@ impl System {
             }
             Phase::Restarting | Phase::Failed => self.begin_teardown(uid),
             Phase::Stopped | Phase::Stopping | Phase::TearingDown => {}
+        }
+    }
+
+    /// What a login still waiting for `uid`'s manager is told when the
+    /// manager is stopped instead.
+    fn ended_message(&self, uid: u32) -> String {
+        if self.shutting_down {
+            format!(
+                "corrald --system is shutting down: uid {uid}'s session ended before its \
+                 user manager was ready"
+            )
+        } else {
+            format!(
+                "uid {uid}'s session ended (its last session was closed) before its user \
+                 manager was ready"
+            )
         }
     }
 

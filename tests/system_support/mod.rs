@@ -145,11 +145,19 @@ pub struct TestSystem {
     pub stderr_path: PathBuf,
     /// The user manager it starts (None: the real corrald --user).
     pub user_manager: Option<PathBuf>,
+    /// Whether `--system` comes after other flags rather than first.
+    pub system_flag_last: bool,
 }
 
 impl TestSystem {
     /// Starts a daemon; `user_manager` replaces `corrald --user`.
     pub fn start(user_manager: Option<PathBuf>) -> TestSystem {
+        Self::start_with(user_manager, false)
+    }
+
+    /// Like [`TestSystem::start`]; `system_flag_last` puts `--system` after
+    /// the directory flags (`corrald --cgroup-root R ... --system ...`).
+    pub fn start_with(user_manager: Option<PathBuf>, system_flag_last: bool) -> TestSystem {
         let dir = tempfile::Builder::new()
             .prefix("corral-system-test")
             .tempdir()
@@ -162,6 +170,7 @@ impl TestSystem {
             cgroup,
             child: None,
             user_manager,
+            system_flag_last,
         };
         sys.spawn();
         sys
@@ -171,14 +180,19 @@ impl TestSystem {
     pub fn spawn(&mut self) {
         let (ready_r, ready_w) = nix::unistd::pipe().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_corrald"));
-        cmd.arg("--system")
-            .arg("--cgroup-root")
+        if !self.system_flag_last {
+            cmd.arg("--system");
+        }
+        cmd.arg("--cgroup-root")
             .arg(self.cgroup.path())
             .arg("--runtime-dir")
             .arg(self.run_dir())
             .arg("--state-dir")
-            .arg(self.state_dir())
-            .args(["--ready-fd", "3", "--stop-timeout", "10"]);
+            .arg(self.state_dir());
+        if self.system_flag_last {
+            cmd.arg("--system");
+        }
+        cmd.args(["--ready-fd", "3", "--stop-timeout", "10"]);
         if let Some(exe) = &self.user_manager {
             cmd.arg("--user-manager").arg(exe);
         }
@@ -258,12 +272,17 @@ impl TestSystem {
 
     /// Runs `corral ARGS` as `user` (None: root) against this daemon.
     pub fn corral_as(&self, user: Option<&TestUser>, args: &[&str]) -> Output {
+        self.corral_command(user, args).output().unwrap()
+    }
+
+    /// `corral ARGS` as `user` (None: root) against this daemon, not started.
+    pub fn corral_command(&self, user: Option<&TestUser>, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
         cmd.args(args).env("CORRAL_SYSTEM_SOCKET", self.socket());
         if let Some(u) = user {
             cmd.uid(u.uid).gid(u.gid).env("HOME", &u.home);
         }
-        cmd.output().unwrap()
+        cmd
     }
 
     /// `corral --system status USER` as root, as text.
@@ -315,6 +334,47 @@ pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A command running in the background (a `login --wait`, a pamtester),
+/// killed by its PID on drop unless it has been waited for.
+pub struct Background {
+    child: Option<Child>,
+    what: String,
+}
+
+impl Background {
+    /// Starts `cmd` with its stdout and stderr captured.
+    pub fn spawn(mut cmd: Command, what: &str) -> Background {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        Background {
+            child: Some(child),
+            what: what.to_string(),
+        }
+    }
+
+    /// Its output once it has exited. A hang guard, not a measure: if it
+    /// still runs after `secs` seconds the test fails (and drop kills it).
+    pub fn output(mut self, secs: u64) -> Output {
+        let what = format!("{} to end", self.what);
+        let child = self.child.as_mut().expect("not yet waited for");
+        wait_until(secs, &what, || child.try_wait().unwrap().is_some());
+        self.child.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
