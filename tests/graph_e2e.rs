@@ -135,7 +135,7 @@ fn failed_requirement_fails_the_dependent_with_the_reason() {
     assert_eq!(o.code, 1, "{o:?}");
     assert!(
         o.stderr
-            .contains("Failed to start needy: dependency failed: broken.service."),
+            .contains("Failed to start needy.service: dependency failed: broken.service."),
         "{o:?}"
     );
     assert!(!td.dir.path().join("needy-ran").exists(), "needy ran");
@@ -498,9 +498,13 @@ fn default_target_autostarts_wanted_units_and_runit_services() {
     td.ok(&["start", "default.target"]);
     assert_eq!(td.prop("later.service", "ActiveState"), "active");
 
+    // systemctl draws a unit that does not exist as its name alone, exit 0.
     let o = td.corral(&["list-dependencies", "nosuch"]);
-    assert_ne!(o.code, 0);
-    assert!(o.stderr.contains("nosuch.service not found"), "{o:?}");
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "nosuch.service\n"),
+        "{o:?}"
+    );
 }
 
 #[test]
@@ -675,5 +679,210 @@ fn on_failure_starts_its_units_when_the_unit_fails_not_when_it_stops() {
     assert_eq!(
         td.prop("handler@broken.service.service", "Result"),
         "success"
+    );
+}
+
+#[test]
+fn a_broken_cycle_of_requirers_starts_neither_side() {
+    // Both enabled in default.target, each Requires= and After= the other:
+    // systemd drops one start to break the cycle and the other with it,
+    // since it requires the dropped one; nothing runs without what it requires.
+    let Some(td) = TestDaemon::start_with(|td| {
+        let units = td.units_dir();
+        td.write_unit(
+            "cyc1.service",
+            "[Unit]\nRequires=cyc2.service\nAfter=cyc2.service\n[Service]\nExecStart=/bin/sleep 1018\n[Install]\nWantedBy=default.target\n",
+        );
+        td.write_unit(
+            "cyc2.service",
+            "[Unit]\nRequires=cyc1.service\nAfter=cyc1.service\n[Service]\nExecStart=/bin/sleep 1019\n[Install]\nWantedBy=default.target\n",
+        );
+        td.write_unit(
+            "fine.service",
+            "[Service]\nExecStart=/bin/sleep 1020\n[Install]\nWantedBy=default.target\n",
+        );
+        std::fs::create_dir_all(units.join("default.target.wants")).unwrap();
+        for u in ["cyc1.service", "cyc2.service", "fine.service"] {
+            symlink(units.join(u), units.join("default.target.wants").join(u)).unwrap();
+        }
+    }) else {
+        return;
+    };
+    // The ready line comes once default.target's transaction has finished.
+    let log = td.log();
+    assert!(log.contains("deleted to break it"), "{log}");
+    assert!(log.contains("deleted with it, as they need it"), "{log}");
+    for u in ["cyc1.service", "cyc2.service"] {
+        assert_eq!(td.prop(u, "ActiveState"), "inactive", "{u}\n{log}");
+    }
+    assert_eq!(td.prop("fine.service", "ActiveState"), "active");
+    assert_eq!(td.prop("default.target", "ActiveState"), "active");
+    // Started by hand, each one's start matters and requires the other:
+    // the transaction is refused, as systemd refuses it.
+    let o = td.corral(&["start", "cyc1"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("ordering cycle between"), "{o:?}");
+    assert_eq!(td.prop("cyc2.service", "ActiveState"), "inactive");
+}
+
+#[test]
+fn a_template_is_not_a_unit_to_run() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "mc@.service",
+            &format!(
+                "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/touch {}/ran-%i\n",
+                td.dir.path().display()
+            ),
+        );
+    }) else {
+        return;
+    };
+    for args in [
+        ["start", "mc@.service"],
+        ["start", "mc@"],
+        ["restart", "mc@"],
+        ["stop", "mc@.service"],
+    ] {
+        let o = td.corral(&args);
+        assert_eq!(o.code, 1, "{args:?}: {o:?}");
+        assert_eq!(
+            o.stderr,
+            format!(
+                "Failed to {} mc@.service: Unit name mc@.service is missing the instance name.\n",
+                args[0]
+            ),
+            "{args:?}"
+        );
+    }
+    assert!(
+        !td.dir.path().join("ran-").exists(),
+        "the template ran with an empty %i"
+    );
+    td.ok(&["start", "mc@5"]);
+    assert!(td.dir.path().join("ran-5").exists());
+}
+
+#[test]
+fn daemon_reload_drops_units_whose_file_is_gone_and_unmasked_ones_load_again() {
+    // A second, lower-priority unit directory (a vendor one): only a unit
+    // there can be masked from the manager's own directory.
+    let vendor = tempfile::tempdir().unwrap();
+    std::fs::write(
+        vendor.path().join("vend.service"),
+        "[Service]\nExecStart=/bin/sleep 1023\n",
+    )
+    .unwrap();
+    let Some(td) = TestDaemon::start_args(
+        |td| {
+            td.write_unit("tmpu.service", "[Service]\nExecStart=/bin/sleep 1021\n");
+            td.write_unit("idle.service", "[Service]\nExecStart=/bin/sleep 1022\n");
+        },
+        &["--units-dir", vendor.path().to_str().unwrap()],
+    ) else {
+        return;
+    };
+    let units = td.units_dir();
+
+    // A running unit whose file is deleted: after daemon-reload it is
+    // not-found; it keeps running until stopped, but cannot be started.
+    td.ok(&["start", "tmpu"]);
+    assert_eq!(
+        td.corral(&["status", "idle"]).code,
+        3,
+        "idle is loaded, inactive"
+    );
+    std::fs::remove_file(units.join("tmpu.service")).unwrap();
+    std::fs::remove_file(units.join("idle.service")).unwrap();
+    td.ok(&["daemon-reload"]);
+    assert_eq!(td.prop("tmpu.service", "ActiveState"), "active");
+    assert_eq!(td.prop("tmpu.service", "LoadState"), "not-found");
+    let st = td.ok(&["status", "tmpu"]).stdout;
+    assert!(
+        st.contains("Loaded: not-found (Reason: Unit tmpu.service not found.)"),
+        "{st}"
+    );
+    for unit in ["tmpu", "idle"] {
+        let o = td.corral(&["start", unit]);
+        assert_eq!(o.code, 5, "{unit}: {o:?}");
+        assert_eq!(
+            o.stderr,
+            format!("Failed to start {unit}.service: Unit {unit}.service not found.\n")
+        );
+    }
+    td.ok(&["stop", "tmpu"]);
+    assert!(!td.unit_cgroup("tmpu.service").exists());
+    let o = td.corral(&["status", "tmpu"]);
+    assert_eq!(o.code, 4, "{o:?}");
+    assert_eq!(o.stderr, "Unit tmpu.service could not be found.\n");
+    assert_eq!(td.corral(&["start", "tmpu"]).code, 5);
+
+    // Masked without a file, then unmasked: not found again, not "masked".
+    td.ok(&["mask", "--no-reload", "ghost2"]);
+    td.ok(&["daemon-reload"]);
+    assert_eq!(td.prop("ghost2", "LoadState"), "masked");
+    let o = td.corral(&["start", "ghost2"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("Unit ghost2.service is masked."), "{o:?}");
+    td.ok(&["unmask", "--no-reload", "ghost2"]);
+    td.ok(&["daemon-reload"]);
+    assert_eq!(td.prop("ghost2", "LoadState"), "not-found");
+    assert_eq!(td.corral(&["status", "ghost2"]).code, 4);
+    assert_eq!(td.corral(&["start", "ghost2"]).code, 5);
+
+    // A vendor unit masked from the units directory loads again once unmasked.
+    td.ok(&["mask", "--no-reload", "vend"]);
+    td.ok(&["daemon-reload"]);
+    assert_eq!(td.corral(&["start", "vend"]).code, 1);
+    td.ok(&["unmask", "--no-reload", "vend"]);
+    td.ok(&["daemon-reload"]);
+    td.ok(&["start", "vend"]);
+    assert_eq!(td.prop("vend", "ActiveState"), "active");
+    assert_eq!(td.prop("vend", "LoadState"), "loaded");
+}
+
+#[test]
+fn exit_codes_of_missing_units_and_bad_requests_follow_systemctl() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    // status: LSB "no such unit" is 4.
+    let o = td.corral(&["status", "nosuch"]);
+    assert_eq!(o.code, 4, "{o:?}");
+    assert_eq!(o.stderr, "Unit nosuch.service could not be found.\n");
+    // show: the not-found stub, exit 0.
+    let o = td.corral(&["show", "nosuch", "-p", "ActiveState"]);
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "ActiveState=inactive\n"),
+        "{o:?}"
+    );
+    let o = td.ok(&["show", "nosuch", "-p", "Id,LoadState,LoadError"]);
+    assert_eq!(
+        o.stdout,
+        "Id=nosuch.service\nLoadState=not-found\nLoadError=Unit nosuch.service not found.\n"
+    );
+    // list-dependencies: the name alone, exit 0.
+    let o = td.corral(&["list-dependencies", "nosuch"]);
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "nosuch.service\n"),
+        "{o:?}"
+    );
+    // An invalid argument to the manager: systemctl's EXIT_FAILURE.
+    let o = td.corral(&["set-environment", "1BAD=x"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.stderr
+            .starts_with("Failed to set environment: Not a valid environment assignment: 1BAD=x"),
+        "{o:?}"
+    );
+    assert_eq!(td.ok(&["show-environment"]).stdout, "");
+    // start/stop of a missing unit stay 5, with the full name.
+    let o = td.corral(&["start", "nosuch"]);
+    assert_eq!(o.code, 5, "{o:?}");
+    assert_eq!(
+        o.stderr,
+        "Failed to start nosuch.service: Unit nosuch.service not found.\n"
     );
 }

@@ -156,7 +156,8 @@ fn json_forms_parse_and_carry_the_state() {
         .map(|u| u["Id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["default.target", "web.service"]);
+    // systemctl status: LSB "program or service status is unknown".
     let o = td.corral(&["status", "nope"]);
-    assert_eq!(o.code, 5, "{o:?}");
-    assert!(o.stderr.contains("Unit nope.service not found."));
+    assert_eq!(o.code, 4, "{o:?}");
+    assert!(o.stderr.contains("Unit nope.service could not be found."));
 }

@@ -1,16 +1,26 @@
 //! `corral enable|disable|reenable|mask|unmask UNIT...` and `corral
 //! is-enabled UNIT...`: the `[Install]` symlinks in the user's units directory,
-//! made and reported as systemctl does. No manager is needed: these verbs
-//! only change files (the manager sees them at its next daemon-reload).
+//! made and reported as systemctl does.
+//!
+//! The files are changed by the CLI itself, in the search path of the
+//! manager it talks to (asked over the socket with `SearchPaths`, so that a
+//! manager started with `--units-dir`/`--runit-dir` is served too; the
+//! defaults when no manager answers). Then, as systemctl does, the running
+//! manager is told to reload (unless `--no-reload`; without a manager there
+//! is nothing to tell), and only then does `--now` start or stop the units.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
 
+use super::common::{VerbError, call};
 use super::exit;
+use crate::ipc::client::is_refusal;
+use crate::ipc::proto::{Request, Response};
+use crate::ipc::{ErrorCode, IpcError};
 use crate::unit::install::{InstallError, Installer, Outcome};
-use crate::unit::{Loader, SpecifierContext};
+use crate::unit::{Loader, SpecifierContext, UnitName};
 
 /// Arguments of enable, disable, reenable, mask and unmask.
 #[derive(Debug, Args)]
@@ -22,8 +32,12 @@ pub struct InstallArgs {
     /// manager, as systemctl's --now.
     #[arg(long)]
     pub now: bool,
+    /// Do not ask the running manager to reload its unit files afterwards.
+    #[arg(long)]
+    pub no_reload: bool,
     /// Unit directories, highest priority first; symlinks go into the first
-    /// (default: $XDG_CONFIG_HOME/corral/units, /etc/corral/user, /usr/lib/corral/user).
+    /// (default: the running manager's search path, else
+    /// $XDG_CONFIG_HOME/corral/units, /etc/corral/user, /usr/lib/corral/user).
     #[arg(long = "units-dir", value_name = "DIR")]
     pub units_dir: Vec<PathBuf>,
 }
@@ -37,7 +51,8 @@ pub struct IsEnabledArgs {
     /// Print nothing, only set the exit code.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Unit directories, highest priority first (default: the user search path).
+    /// Unit directories, highest priority first (default: the running
+    /// manager's search path, else the user search path).
     #[arg(long = "units-dir", value_name = "DIR")]
     pub units_dir: Vec<PathBuf>,
 }
@@ -78,13 +93,82 @@ impl InstallVerb {
     }
 }
 
-/// The loader for these verbs: the directories given, or the user's search path.
+/// The loader over the directories given (no runit directories).
 pub fn loader(units_dir: &[PathBuf]) -> Loader {
     if units_dir.is_empty() {
         Loader::with_defaults()
     } else {
         Loader::new(units_dir.to_vec(), Vec::new(), SpecifierContext::current())
     }
+}
+
+/// Whether an error means that no manager is there to ask: nothing listens
+/// on the socket, or the manager predates the request (`MALFORMED`).
+fn no_manager(e: &VerbError) -> bool {
+    matches!(e, VerbError::Ipc(IpcError::Unreachable { .. }))
+        || matches!(e, VerbError::Ipc(i) if is_refusal(i, ErrorCode::MALFORMED))
+}
+
+/// A loader over the search path and runit directories of the manager at
+/// `socket`, if one answers.
+pub fn manager_loader(socket: Option<PathBuf>) -> Result<Option<Loader>, VerbError> {
+    match call(socket, &Request::SearchPaths) {
+        Ok(Response::SearchPaths { units, runit }) => Ok(Some(Loader::new(
+            units.into_iter().map(PathBuf::from).collect(),
+            runit.into_iter().map(PathBuf::from).collect(),
+            SpecifierContext::current(),
+        ))),
+        Ok(other) => Err(super::jobs::unexpected("search-paths", &other)),
+        Err(e) if no_manager(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The loader the install verbs, `is-enabled` and `list-unit-files` work
+/// with: the directories given with `--units-dir`; else the search path of
+/// the manager at `socket` (its unit directories and runit directories),
+/// so that they act on the files it loads; else, with no manager, the
+/// user's defaults.
+pub fn loader_for(units_dir: &[PathBuf], socket: Option<PathBuf>) -> Result<Loader, VerbError> {
+    if !units_dir.is_empty() {
+        return Ok(loader(units_dir));
+    }
+    Ok(manager_loader(socket)?.unwrap_or_else(Loader::with_defaults))
+}
+
+/// Asks the running manager to read the unit files again, as systemctl does
+/// after changing them; with no manager there is nothing to tell.
+pub fn reload_manager(socket: Option<PathBuf>) -> Result<(), VerbError> {
+    match call(socket, &Request::DaemonReload) {
+        Ok(Response::Done(_)) => Ok(()),
+        Ok(other) => Err(super::jobs::unexpected("daemon-reload", &other)),
+        Err(e) if no_manager(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The units `--now` starts or stops: the names given, except that a
+/// template enabled through its `DefaultInstance=` starts that instance
+/// (`enable --now mc@.service` starts `mc@11299.service`, the unit it
+/// enabled). Other templates are passed on, and the manager refuses them.
+pub fn now_units(follow_up: FollowUp, loader: &Loader, units: &[String]) -> Vec<String> {
+    units
+        .iter()
+        .map(|u| {
+            let Ok(name) = UnitName::parse(u) else {
+                return u.clone();
+            };
+            if follow_up != FollowUp::Start || !name.is_template() {
+                return u.clone();
+            }
+            loader
+                .load(&name)
+                .ok()
+                .and_then(|unit| unit.install.default_instance.clone())
+                .and_then(|i| name.with_instance(&i).ok())
+                .map_or_else(|| u.clone(), |n| n.to_string())
+        })
+        .collect()
 }
 
 /// Applies the verb to the units (an operation over several units stops at
@@ -106,10 +190,9 @@ pub fn apply(
 
 /// Runs an install verb and prints the changes and notices on stderr,
 /// as systemctl does; exit 0 on success, 1 on failure.
-pub fn run(verb: InstallVerb, args: &InstallArgs) -> u8 {
-    let loader = loader(&args.units_dir);
+pub fn run(verb: InstallVerb, loader: &Loader, args: &InstallArgs) -> u8 {
     let mut err = std::io::stderr().lock();
-    match apply(verb, &loader, &args.units) {
+    match apply(verb, loader, &args.units) {
         Ok(out) => {
             for c in &out.changes {
                 let _ = writeln!(err, "{c}");
@@ -126,17 +209,30 @@ pub fn run(verb: InstallVerb, args: &InstallArgs) -> u8 {
     }
 }
 
-/// Runs an install verb and, with `--now` and when it succeeded, the start
-/// or stop that follows (through the manager at `socket`).
+/// Runs an install verb in the search path of the manager at `socket`
+/// and, when it succeeded, what systemctl runs after it: a reload of the
+/// manager (unless `--no-reload`), then with `--now` the start or stop.
 pub fn run_then_now(verb: InstallVerb, args: &InstallArgs, socket: Option<PathBuf>) -> u8 {
-    let code = run(verb, args);
-    if code != exit::OK || !args.now {
+    let loader = match loader_for(&args.units_dir, socket.clone()) {
+        Ok(l) => l,
+        Err(e) => return super::common::report(&e),
+    };
+    let code = run(verb, &loader, args);
+    if code != exit::OK {
         return code;
     }
-    let result = match verb.now_follow_up() {
-        Some(FollowUp::Start) => super::start::run(socket, args.units.clone()),
-        Some(FollowUp::Stop) => super::stop::run(socket, args.units.clone()),
-        None => return code,
+    if !args.no_reload
+        && let Err(e) = reload_manager(socket.clone())
+    {
+        return super::common::report(&e);
+    }
+    let Some(follow_up) = verb.now_follow_up().filter(|_| args.now) else {
+        return code;
+    };
+    let units = now_units(follow_up, &loader, &args.units);
+    let result = match follow_up {
+        FollowUp::Start => super::start::run(socket, units),
+        FollowUp::Stop => super::stop::run(socket, units),
     };
     result.unwrap_or_else(|e| super::common::report(&e))
 }
@@ -163,9 +259,12 @@ pub fn is_enabled_report(loader: &Loader, units: &[String]) -> (Vec<String>, Vec
     (out, err, if any { exit::OK } else { exit::NEGATIVE })
 }
 
-/// Runs `is-enabled`.
-pub fn run_is_enabled(args: &IsEnabledArgs) -> u8 {
-    let loader = loader(&args.units_dir);
+/// Runs `is-enabled` (in the search path of the manager at `socket`, if one answers).
+pub fn run_is_enabled(args: &IsEnabledArgs, socket: Option<PathBuf>) -> u8 {
+    let loader = match loader_for(&args.units_dir, socket) {
+        Ok(l) => l,
+        Err(e) => return super::common::report(&e),
+    };
     let (out, err, code) = is_enabled_report(&loader, &args.units);
     if !args.quiet {
         let mut stdout = std::io::stdout().lock();
@@ -228,6 +327,42 @@ mod tests {
         apply(InstallVerb::Mask, &l, &names(&["helper"])).unwrap();
         let (out, _, code) = is_enabled_report(&l, &names(&["helper"]));
         assert_eq!((out, code), (vec!["masked".to_string()], 1));
+    }
+
+    #[test]
+    fn now_starts_the_default_instance_of_a_template() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("mc@.service"),
+            "[Service]\nExecStart=/bin/true %i\n[Install]\nWantedBy=default.target\nDefaultInstance=11299\n",
+        )
+        .unwrap();
+        std::fs::write(
+            tmp.path().join("bare@.service"),
+            "[Service]\nExecStart=/bin/true %i\n",
+        )
+        .unwrap();
+        let l = loader(&[tmp.path().to_path_buf()]);
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            now_units(
+                FollowUp::Start,
+                &l,
+                &names(&["mc@.service", "mc@", "mc@7", "bare@", "plain"])
+            ),
+            [
+                "mc@11299.service",
+                "mc@11299.service",
+                "mc@7",
+                "bare@",
+                "plain"
+            ]
+        );
+        // disable/mask --now stop what was named, as systemctl 252 does.
+        assert_eq!(
+            now_units(FollowUp::Stop, &l, &names(&["mc@.service"])),
+            ["mc@.service"]
+        );
     }
 
     #[test]

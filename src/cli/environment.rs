@@ -21,16 +21,29 @@ fn need_args(verb: &str, what: &str, args: &[String]) -> Result<(), VerbError> {
     Ok(())
 }
 
-/// Sends a request that changes the block and expects no data back.
-fn change(socket: Option<PathBuf>, verb: &'static str, request: Request) -> Result<u8, VerbError> {
-    match call(socket, &request)? {
-        Response::Done(notes) => {
+/// Sends a request that changes the block and expects no data back. A
+/// refusal (an invalid entry) is printed as systemctl prints it, "Failed to
+/// set environment: …", and exits 1 as systemctl does (`what` is "set
+/// environment" or "import environment").
+fn change(
+    socket: Option<PathBuf>,
+    verb: &'static str,
+    what: &str,
+    request: Request,
+) -> Result<u8, VerbError> {
+    match call(socket, &request) {
+        Ok(Response::Done(notes)) => {
             for n in notes {
                 eprintln!("{n}");
             }
             Ok(exit::OK)
         }
-        other => Err(jobs::unexpected(verb, &other)),
+        Ok(other) => Err(jobs::unexpected(verb, &other)),
+        Err(VerbError::Remote(msg)) => {
+            eprintln!("Failed to {what}: {msg}");
+            Ok(exit::NEGATIVE)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -40,6 +53,7 @@ pub fn set(socket: Option<PathBuf>, assignments: Vec<String>) -> Result<u8, Verb
     change(
         socket,
         "set-environment",
+        "set environment",
         Request::SetEnvironment { assignments },
     )
 }
@@ -50,6 +64,7 @@ pub fn unset(socket: Option<PathBuf>, names: Vec<String>) -> Result<u8, VerbErro
     change(
         socket,
         "unset-environment",
+        "set environment",
         Request::UnsetEnvironment { names },
     )
 }
@@ -67,6 +82,7 @@ pub fn import(socket: Option<PathBuf>, args: Vec<String>) -> Result<u8, VerbErro
     change(
         socket,
         "import-environment",
+        "import environment",
         Request::ImportEnvironment { pairs: import.set },
     )
 }

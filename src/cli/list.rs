@@ -32,21 +32,33 @@ pub fn run(socket: Option<PathBuf>, all: bool, json: bool) -> Result<u8, VerbErr
     Ok(exit::OK)
 }
 
+/// systemctl's word for a load state (the LOAD column, `LoadState=`).
+pub fn load_word(l: &LoadState) -> &'static str {
+    match l {
+        LoadState::Loaded => "loaded",
+        LoadState::Masked => "masked",
+        LoadState::Error(_) => "error",
+        LoadState::NotFound => "not-found",
+    }
+}
+
 /// The table: UNIT LOAD ACTIVE SUB DESCRIPTION, then a count.
 pub fn render(units: &[UnitStatus]) -> String {
     let w = units.iter().map(|u| u.name.len()).max().unwrap_or(4).max(4);
+    let lw = units
+        .iter()
+        .map(|u| load_word(&u.load).len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     let mut o = format!(
-        "{:w$} {:6} {:12} {:12} DESCRIPTION\n",
+        "{:w$} {:lw$} {:12} {:12} DESCRIPTION\n",
         "UNIT", "LOAD", "ACTIVE", "SUB"
     );
     for u in units {
-        let load = match u.load {
-            LoadState::Loaded => "loaded",
-            LoadState::Masked => "masked",
-            LoadState::Error(_) => "error",
-        };
+        let load = load_word(&u.load);
         o.push_str(&format!(
-            "{:w$} {:6} {:12} {:12} {}\n",
+            "{:w$} {:lw$} {:12} {:12} {}\n",
             u.name,
             load,
             u.active.as_str(),

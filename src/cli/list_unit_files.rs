@@ -1,6 +1,7 @@
 //! `corral list-unit-files [PATTERN...]`: every unit file and runit service
 //! of the search path with its enablement state, as `systemctl
-//! list-unit-files` shows them. No manager is needed.
+//! list-unit-files` shows them. The search path is the running manager's
+//! (asked over the socket); without a manager, the user's defaults.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,7 +29,8 @@ pub struct ListUnitFilesArgs {
     /// Leave out the header and the count.
     #[arg(long)]
     pub no_legend: bool,
-    /// Unit directories, highest priority first (default: the user search path).
+    /// Unit directories, highest priority first (default: the running
+    /// manager's search path, else the user search path).
     #[arg(long = "units-dir", value_name = "DIR")]
     pub units_dir: Vec<PathBuf>,
 }
@@ -75,9 +77,14 @@ pub fn render(loader: &Loader, args: &ListUnitFilesArgs) -> String {
     out
 }
 
-/// Runs `list-unit-files`; exit 0 (systemctl exits 0 even when nothing matches).
-pub fn run(args: &ListUnitFilesArgs) -> u8 {
-    let loader = super::enable::loader(&args.units_dir);
+/// Runs `list-unit-files` over the search path of the manager at `socket`
+/// (the defaults when none answers); exit 0 (systemctl exits 0 even when
+/// nothing matches).
+pub fn run(args: &ListUnitFilesArgs, socket: Option<PathBuf>) -> u8 {
+    let loader = match super::enable::loader_for(&args.units_dir, socket) {
+        Ok(l) => l,
+        Err(e) => return super::common::report(&e),
+    };
     let text = render(&loader, args);
     // A closed pipe (`corral list-unit-files | head`) is not an error worth reporting.
     let _ = std::io::stdout().lock().write_all(text.as_bytes());

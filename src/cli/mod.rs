@@ -333,14 +333,14 @@ pub fn main() -> ExitCode {
         Command::Reenable(a) => {
             return ExitCode::from(enable::run_then_now(InstallVerb::Reenable, &a, socket));
         }
-        Command::IsEnabled(a) => return ExitCode::from(enable::run_is_enabled(&a)),
+        Command::IsEnabled(a) => return ExitCode::from(enable::run_is_enabled(&a, socket)),
         Command::Mask(a) => {
             return ExitCode::from(enable::run_then_now(InstallVerb::Mask, &a, socket));
         }
         Command::Unmask(a) => {
             return ExitCode::from(enable::run_then_now(InstallVerb::Unmask, &a, socket));
         }
-        Command::ListUnitFiles(a) => return ExitCode::from(list_unit_files::run(&a)),
+        Command::ListUnitFiles(a) => return ExitCode::from(list_unit_files::run(&a, socket)),
         Command::ListDependencies { reverse, all, unit } => {
             list_dependencies::run(socket, unit, reverse, all)
         }

@@ -13,10 +13,11 @@ use super::{exit, jobs};
 /// The properties of a unit, in systemctl's names and order.
 pub fn properties(u: &UnitStatus) -> Vec<(&'static str, String)> {
     let opt = |v: Option<i32>| v.map_or("0".to_string(), |p| p.to_string());
-    let (load, load_error) = match &u.load {
-        LoadState::Loaded => ("loaded", String::new()),
-        LoadState::Masked => ("masked", String::new()),
-        LoadState::Error(e) => ("error", e.clone()),
+    let load = super::list::load_word(&u.load);
+    let load_error = match &u.load {
+        LoadState::Loaded | LoadState::Masked => String::new(),
+        LoadState::Error(e) => e.clone(),
+        LoadState::NotFound => format!("Unit {} not found.", u.name),
     };
     vec![
         ("Id", u.name.clone()),

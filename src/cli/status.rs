@@ -7,19 +7,25 @@ use std::path::PathBuf;
 
 use chrono::{Local, TimeZone};
 
-use crate::ipc::proto::{LoadState, ManagerStatus, Request, Response, UnitStatus};
+use crate::ipc::proto::{ErrorKind, LoadState, ManagerStatus, Request, Response, UnitStatus};
+use crate::supervisor::manager::normalize;
 use crate::supervisor::state::{ActiveState, ServiceResult};
 
 use super::common::{VerbError, call, code_of, out, outln};
 use super::{exit, jobs, show};
 
-/// systemctl's exit code of `status` for a unit that is not running.
+/// systemctl's exit code of `status` for a unit that is not running (LSB).
 const NOT_RUNNING: u8 = 3;
+
+/// systemctl's exit code of `status` for a unit that does not exist (LSB
+/// "program or service status is unknown").
+const STATUS_UNKNOWN: u8 = 4;
 
 /// Runs `corral status`.
 pub fn run(socket: Option<PathBuf>, units: Vec<String>, json: bool) -> Result<u8, VerbError> {
     let color = std::io::stdout().is_terminal();
     let now = now_usec();
+    let typed = units.clone();
     match call(socket, &Request::Status { units })? {
         Response::Manager(m) => {
             if json {
@@ -30,14 +36,21 @@ pub fn run(socket: Option<PathBuf>, units: Vec<String>, json: bool) -> Result<u8
             Ok(exit::OK)
         }
         Response::Units(list) => {
+            // As systemctl: the code of the first unit that is not running
+            // (3) or does not exist (4), in the order asked.
             let mut code = exit::OK;
+            let mut first = |c: u8| {
+                if code == exit::OK {
+                    code = c;
+                }
+            };
             let mut text = String::new();
             let mut values = Vec::new();
             for (i, item) in list.into_iter().enumerate() {
                 match item {
                     Ok(u) => {
                         if !matches!(u.active, ActiveState::Active | ActiveState::Reloading) {
-                            code = code.max(NOT_RUNNING);
+                            first(NOT_RUNNING);
                         }
                         if json {
                             values.push(show::unit_json(&u));
@@ -48,9 +61,14 @@ pub fn run(socket: Option<PathBuf>, units: Vec<String>, json: bool) -> Result<u8
                             text.push_str(&render_unit(&u, now, color));
                         }
                     }
+                    Err(f) if f.kind == ErrorKind::NotFound => {
+                        let name = typed.get(i).map_or(String::new(), |t| normalize(t));
+                        eprintln!("Unit {name} could not be found.");
+                        first(STATUS_UNKNOWN);
+                    }
                     Err(f) => {
                         eprintln!("{}", f.message);
-                        code = code.max(code_of(&f));
+                        first(code_of(&f));
                     }
                 }
             }
@@ -197,6 +215,7 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
         LoadState::Loaded => format!("loaded ({}; {})", u.fragment, u.file_state),
         LoadState::Masked => "masked (Reason: Unit is masked.)".to_string(),
         LoadState::Error(e) => format!("error (Reason: {e})"),
+        LoadState::NotFound => format!("not-found (Reason: Unit {} not found.)", u.name),
     };
     let _ = writeln!(o, "     Loaded: {loaded}");
     if !u.dropins.is_empty() {

@@ -134,6 +134,9 @@ pub enum Request {
         /// `--vacuum-time`, in microseconds.
         max_age_usec: Option<u64>,
     },
+    /// The unit search path and runit directories the manager loads units
+    /// from, so that `enable`, `list-unit-files` & co. act on the same files.
+    SearchPaths,
 }
 
 /// What kind of thing went wrong, so the CLI can pick its exit code.
@@ -180,6 +183,9 @@ pub enum LoadState {
     Error(String),
     /// Masked (linked to /dev/null).
     Masked,
+    /// No file: a unit that does not exist (`show`), or one still running
+    /// after daemon-reload found its file gone.
+    NotFound,
 }
 
 /// A process of a unit, as read from /proc.
@@ -328,6 +334,14 @@ pub enum Response {
         /// Entries removed, usage before and after.
         report: crate::journal::VacuumReport,
     },
+    /// `SearchPaths`: where the manager loads units from.
+    SearchPaths {
+        /// The unit directories, highest priority first (symlinks of
+        /// `enable` go into the first).
+        units: Vec<String>,
+        /// The directories holding runit service directories.
+        runit: Vec<String>,
+    },
 }
 
 #[cfg(test)]
@@ -391,6 +405,7 @@ mod tests {
                 },
                 20,
             ),
+            (Request::SearchPaths, 21),
         ];
         for (req, index) in cases {
             let bytes = postcard::to_allocvec(&req).unwrap();
@@ -403,6 +418,20 @@ mod tests {
         })
         .unwrap();
         assert_eq!(start, [0, 1, 1, b'a']);
+    }
+
+    /// `LoadState::NotFound` was appended: the earlier states keep their bytes.
+    #[test]
+    fn load_state_indexes_are_stable() {
+        for (state, index) in [
+            (LoadState::Loaded, 0u8),
+            (LoadState::Error(String::new()), 1),
+            (LoadState::Masked, 2),
+            (LoadState::NotFound, 3),
+        ] {
+            let bytes = postcard::to_allocvec(&state).unwrap();
+            assert_eq!(bytes[0], index, "{state:?}");
+        }
     }
 
     #[test]
@@ -441,6 +470,13 @@ mod tests {
                     },
                 },
                 10,
+            ),
+            (
+                Response::SearchPaths {
+                    units: vec!["/u".into()],
+                    runit: vec![],
+                },
+                11,
             ),
         ];
         for (r, index) in cases {

@@ -48,9 +48,12 @@ impl ControlHandler {
                 Some(rx) => rx.await.unwrap_or_else(|_| Err(gone())),
                 None => Err(gone()),
             };
-            out.push(JobOutcome { unit, result });
+            // The full name, as systemctl reports it ("Failed to start needy.service: …").
+            out.push(JobOutcome {
+                unit: super::manager::normalize(&unit),
+                result,
+            });
         }
-        // The manager answers with the full unit name where it knows it.
         Response::Jobs(out)
     }
 

@@ -12,9 +12,11 @@
 //! ("dependency failed: dbus.service").
 //!
 //! Ordering cycles are found before anything runs. As systemd does, a cycle is
-//! broken by dropping a job that does not matter to the requested one (pulled
-//! in only by Wants=); when every job of the cycle matters, the transaction is
-//! refused and the error names the cycle's members.
+//! broken by dropping the jobs of a unit that does not matter to the requested
+//! one (pulled in only by Wants=), together with every job that needs them
+//! (Requires=, BindsTo=, Requisite=, transitively: a unit never starts
+//! without what it requires); when every job of the cycle matters, the
+//! transaction is refused and the error names the cycle's members.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -81,7 +83,14 @@ impl Deps {
     /// The dependency lists of a loaded unit (its file, drop-ins and the
     /// `.wants/`/`.requires/` directories the loader already merged in).
     pub fn from_unit(u: &Unit) -> Deps {
-        let names = |v: &[UnitName]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        // A template (`foo@.service`) is never a unit of its own: systemd
+        // ignores a dependency on one ("missing the instance name").
+        let names = |v: &[UnitName]| {
+            v.iter()
+                .filter(|n| !n.is_template())
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+        };
         Deps {
             requires: names(&u.unit.requires),
             wants: names(&u.unit.wants),
@@ -115,7 +124,10 @@ pub fn load_deps(loader: &Loader, name: &str) -> Result<Deps, Missing> {
                     let mut found: Vec<String> = rd
                         .flatten()
                         .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .filter(|n| UnitName::parse_strict(n).is_ok() && !list.contains(n))
+                        .filter(|n| {
+                            UnitName::parse_strict(n).is_ok_and(|u| !u.is_template())
+                                && !list.contains(n)
+                        })
                         .collect();
                     found.sort();
                     list.extend(found);
@@ -304,16 +316,30 @@ pub struct BrokenCycle {
     pub cycle: Vec<String>,
     /// The unit whose job was deleted to break it.
     pub dropped: String,
+    /// The kind of its job in the cycle.
+    pub kind: JobKind,
+    /// The jobs deleted along with it because they need it (Requires=,
+    /// BindsTo=, Requisite=, transitively), as `unit/kind`.
+    pub also: Vec<String>,
 }
 
 impl fmt::Display for BrokenCycle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "ordering cycle {}: job {}/start deleted to break it",
+            "ordering cycle {}: job {}/{} deleted to break it",
             self.cycle.join(" → "),
-            self.dropped
-        )
+            self.dropped,
+            self.kind
+        )?;
+        if !self.also.is_empty() {
+            write!(
+                f,
+                "; deleted with it, as they need it: {}",
+                self.also.join(", ")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -601,6 +627,50 @@ impl Builder<'_> {
         }
     }
 
+    /// Deletes a job and, as systemd's `transaction_delete_job(…, true)`
+    /// does, every job that needs it: those that pulled it in by an edge
+    /// that matters (Requires=, BindsTo=, a stop propagation, Conflicts=)
+    /// and the starts that have Requisite= on its unit, transitively.
+    /// Returns what was deleted, the job itself first.
+    fn delete_with_dependents(&mut self, id: JobId) -> Vec<(String, JobKind)> {
+        let mut gone = Vec::new();
+        let mut stack = vec![id];
+        while let Some(j) = stack.pop() {
+            let Some(n) = self.nodes[j].take() else {
+                continue;
+            };
+            self.index.remove(&(n.unit.clone(), n.kind));
+            for &(by, pull) in &n.pulled_by {
+                if pull == Pull::Required && self.nodes[by].is_some() {
+                    stack.push(by);
+                }
+            }
+            if n.kind == JobKind::Start {
+                for (other, node) in self.live() {
+                    let requisite = node.kind == JobKind::Start
+                        && self
+                            .deps
+                            .get(&node.unit)
+                            .is_some_and(|d| d.requisite.contains(&n.unit));
+                    if requisite {
+                        stack.push(other);
+                    }
+                }
+            }
+            gone.push((n.unit, n.kind));
+        }
+        gone
+    }
+
+    /// Whether any job of `unit` matters to the request (systemd's
+    /// `unit_matters_to_anchor`): only a unit none of whose jobs matter may
+    /// be dropped to break a cycle.
+    fn unit_matters(&self, unit: &str, anchors: &BTreeSet<JobId>) -> bool {
+        self.live()
+            .filter(|(_, n)| n.unit == unit)
+            .any(|(id, _)| self.matters(id, anchors))
+    }
+
     /// Whether `id` is an anchor or pulled in by a chain of non-Wants edges
     /// from one: such a job may not be dropped.
     fn matters(&self, id: JobId, anchors: &BTreeSet<JobId>) -> bool {
@@ -771,9 +841,9 @@ impl Builder<'_> {
                 continue;
             }
             if !self.matters(start, &anchors) {
-                self.delete(start);
+                self.delete_with_dependents(start);
             } else if !self.matters(stop, &anchors) {
-                self.delete(stop);
+                self.delete_with_dependents(stop);
             } else {
                 return Err(GraphError::ConflictingJobs {
                     anchor: anchor.to_string(),
@@ -809,17 +879,38 @@ impl Builder<'_> {
                 .chain(cycle.first())
                 .filter_map(|&j| self.nodes[j].as_ref().map(|n| n.unit.clone()))
                 .collect();
-            match cycle.iter().copied().find(|&j| !self.matters(j, &anchors)) {
+            let victim = cycle.iter().copied().find(|&j| {
+                self.nodes[j]
+                    .as_ref()
+                    .is_some_and(|n| !self.unit_matters(&n.unit, &anchors))
+            });
+            match victim {
                 Some(victim) => {
-                    let dropped = self.nodes[victim]
+                    let (dropped, kind) = self.nodes[victim]
                         .as_ref()
-                        .map(|n| n.unit.clone())
-                        .unwrap_or_default();
-                    self.delete(victim);
+                        .map(|n| (n.unit.clone(), n.kind))
+                        .expect("the victim is live");
+                    // As systemd's transaction_delete_unit: every job of the
+                    // unit goes, with the jobs that need them.
+                    let jobs: Vec<JobId> = self
+                        .live()
+                        .filter(|(_, n)| n.unit == dropped)
+                        .map(|(id, _)| id)
+                        .collect();
+                    let mut also = Vec::new();
+                    for id in jobs {
+                        for (unit, k) in self.delete_with_dependents(id) {
+                            if unit != dropped {
+                                also.push(format!("{unit}/{k}"));
+                            }
+                        }
+                    }
                     self.collect_garbage(&anchors);
                     broken.push(BrokenCycle {
                         cycle: names,
                         dropped,
+                        kind,
+                        also,
                     });
                 }
                 None => return Err(GraphError::OrderingCycle { cycle: names }),

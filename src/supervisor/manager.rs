@@ -253,6 +253,36 @@ fn new_invocation_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The load state `status` and `show` report for a unit that failed to load.
+fn load_state_of(f: &Failure) -> LoadState {
+    if f.kind == ErrorKind::NotFound {
+        LoadState::NotFound
+    } else if f.message.ends_with("is masked.") {
+        LoadState::Masked
+    } else {
+        LoadState::Error(f.message.clone())
+    }
+}
+
+/// Paths for the protocol, which carries them as (lossy) UTF-8.
+fn lossy(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// systemd refuses a template as a unit of its own (a job on `foo@.service`
+/// would run with an empty `%i`): the answer for a job on one.
+fn template_refusal(full: &str) -> Option<Failure> {
+    UnitName::parse(full)
+        .is_ok_and(|n| n.is_template())
+        .then(|| Failure {
+            kind: ErrorKind::Refused,
+            message: format!("Unit name {full} is missing the instance name."),
+        })
+}
+
 /// The full unit name for what a user typed: "foo" is "foo.service".
 pub fn normalize(name: &str) -> String {
     if name.contains('.') && UnitName::parse(name).is_ok() {
@@ -500,16 +530,10 @@ impl Manager {
             }
             let key = name.as_str().to_string();
             names.push(key.clone());
-            if let Some(e) = self.units.get_mut(&key) {
-                e.file_state = file_state.to_string();
-            }
             match self.units.get_mut(&key) {
-                Some(e) if e.inv.is_some() => e.pending = Some(def),
                 Some(e) => {
-                    if let Ok(d) = &def {
-                        e.start_limit = StartLimit::new(d.start_limit.0, d.start_limit.1);
-                    }
-                    e.def = def;
+                    e.file_state = file_state.to_string();
+                    self.replace_def(&key, def);
                 }
                 None => {
                     let mut e = UnitEntry::new(key.clone(), def);
@@ -521,29 +545,98 @@ impl Manager {
         names
     }
 
+    /// Gives a loaded unit the definition daemon-reload read. While the unit
+    /// is in use (an invocation, or up without processes: an exited
+    /// oneshot, a target) a new definition that cannot run (not found,
+    /// masked, broken) waits in `pending` until the unit is down, so that
+    /// it can still be stopped; a runnable one waits only for the
+    /// invocation to end.
+    fn replace_def(&mut self, name: &str, def: Result<Arc<ServiceDef>, Failure>) {
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
+        let in_use = !matches!(e.state.sub, Sub::Dead | Sub::Failed);
+        if e.inv.is_some() || (in_use && def.is_err()) {
+            e.pending = Some(def);
+            return;
+        }
+        if let Ok(d) = &def {
+            e.start_limit = StartLimit::new(d.start_limit.0, d.start_limit.1);
+        }
+        e.pending = None;
+        e.def = def;
+    }
+
+    /// Applies a definition read by daemon-reload once the unit has no
+    /// invocation left (one that cannot run: once it is also down).
+    fn settle_pending(&mut self, name: &str) {
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
+        let runnable = matches!(e.pending, Some(Ok(_)));
+        if e.inv.is_some() || !(runnable || matches!(e.state.sub, Sub::Dead | Sub::Failed)) {
+            return;
+        }
+        if let Some(p) = e.pending.take() {
+            if let Ok(d) = &p {
+                e.start_limit.interval = d.start_limit.0;
+                e.start_limit.burst = d.start_limit.1;
+            }
+            e.def = p;
+        }
+    }
+
+    /// Drops a unit whose file is gone once nothing holds it (inactive, no
+    /// processes, no definition waiting), as systemd unloads not-found
+    /// units: it is then "not found" again until a file appears. Returns
+    /// whether it was dropped.
+    fn forget_if_gone(&mut self, name: &str) -> bool {
+        let gone = self.units.get(name).is_some_and(|e| {
+            matches!(&e.def, Err(f) if f.kind == ErrorKind::NotFound)
+                && e.pending.is_none()
+                && e.inv.is_none()
+                && e.state.sub == Sub::Dead
+                && !self.leftovers.values().any(|l| l.unit == name)
+        });
+        if gone {
+            self.units.remove(name);
+        }
+        gone
+    }
+
+    /// The load failure of a unit as it is now: what daemon-reload read for
+    /// it (still pending while it runs), else its definition's.
+    fn load_failure(&self, name: &str) -> Option<&Failure> {
+        let e = self.units.get(name)?;
+        match &e.pending {
+            Some(Err(f)) => Some(f),
+            Some(Ok(_)) => None,
+            None => e.def.as_ref().err(),
+        }
+    }
+
     fn reload_units(&mut self) -> Vec<String> {
         let before = self.units.len();
         let listed = self.load_all();
-        self.reload_unlisted_targets(&listed);
-        // Instances of templates are reloaded from their template.
-        let instances: Vec<String> = self
+        // Every other loaded unit is read again too: template instances (from
+        // their template), targets without a file (default.target), and units
+        // whose file is gone or was unmasked, which become not-found.
+        let others: Vec<String> = self
             .units
-            .iter()
-            .filter(|(_, e)| e.def.is_ok() || e.pending.is_some())
-            .map(|(k, _)| k.clone())
-            .filter(|k| k.contains('@'))
+            .keys()
+            .filter(|k| !listed.contains(k))
+            .cloned()
             .collect();
-        for k in instances {
-            if let Ok(n) = UnitName::parse(&k) {
-                let def = self.load(&n);
-                if let Some(e) = self.units.get_mut(&k) {
-                    if e.inv.is_some() {
-                        e.pending = Some(def);
-                    } else {
-                        e.def = def;
-                    }
-                }
+        for k in others {
+            let Ok(n) = UnitName::parse(&k) else {
+                continue;
+            };
+            let def = self.load(&n);
+            if let Some(e) = self.units.get_mut(&k) {
+                e.file_state.clear();
             }
+            self.replace_def(&k, def);
+            self.forget_if_gone(&k);
         }
         let mut notes = vec![format!(
             "reloaded unit files: {} units known ({} before)",
@@ -557,7 +650,7 @@ impl Manager {
     /// Finds (loading on demand, e.g. a template instance) the unit `typed` names.
     fn resolve(&mut self, typed: &str) -> Result<String, Failure> {
         let full = normalize(typed);
-        if self.units.contains_key(&full) {
+        if self.units.contains_key(&full) && !self.forget_if_gone(&full) {
             return Ok(full);
         }
         let name = UnitName::parse(&full).map_err(|e| Failure {
@@ -578,6 +671,10 @@ impl Manager {
     // ---- jobs ------------------------------------------------------------
 
     fn job(&mut self, typed: &str, job: Job, reply: oneshot::Sender<Result<Vec<String>, Failure>>) {
+        if let Some(f) = template_refusal(&normalize(typed)) {
+            let _ = reply.send(Err(f));
+            return;
+        }
         let name = match self.resolve(typed) {
             Ok(n) => n,
             Err(f) => {
@@ -592,8 +689,10 @@ impl Manager {
             }));
             return;
         }
-        let e = &self.units[&name];
-        if let Err(f) = &e.def
+        // A unit that cannot be loaded (also one whose file went away or was
+        // masked while it runs: its new state waits in `pending`) can only
+        // be stopped, signalled or reset, as in systemd.
+        if let Some(f) = self.load_failure(&name)
             && !matches!(job, Job::Stop | Job::Kill { .. } | Job::ResetFailed)
         {
             let _ = reply.send(Err(f.clone()));
@@ -816,6 +915,7 @@ impl Manager {
                 self.reconcile(name, &mut queue);
             }
         }
+        self.settle_pending(name);
         self.check_waiters(name);
         self.unit_changed(name);
         Ok(())
@@ -1075,6 +1175,17 @@ impl Manager {
                 if self.shutting_down {
                     return;
                 }
+                // Its file went away (or was masked) and daemon-reload saw it:
+                // the restart job fails, as it does in systemd.
+                if let Some(f) = self.load_failure(name).cloned() {
+                    self.log(name, &format!("not restarted: {}", f.message));
+                    if let Some(e) = self.units.get_mut(name) {
+                        e.state.sub = Sub::Failed;
+                        e.since_usec = now_usec();
+                        e.failure_note = Some(f.message);
+                    }
+                    return;
+                }
                 // A restart is a new start job: conditions and asserts are checked
                 // again (a false one leaves the unit skipped or failed, not restarted).
                 if self.check_conditions(name, def).is_some() {
@@ -1295,14 +1406,7 @@ impl Manager {
                 }
             }
         }
-        let e = self.units.get_mut(name).expect("unit exists");
-        if let Some(p) = e.pending.take() {
-            if let Ok(d) = &p {
-                e.start_limit.interval = d.start_limit.0;
-                e.start_limit.burst = d.start_limit.1;
-            }
-            e.def = p;
-        }
+        self.settle_pending(name);
     }
 
     /// The cgroup.events of a leftover cgroup changed: remove it once it is empty.
@@ -1656,10 +1760,14 @@ impl Manager {
 
     fn unit_status(&self, name: &str) -> UnitStatus {
         let e = &self.units[name];
-        let (load, fragment, dropins, source, description, kind, restart, mut notes) = match &e.def
-        {
+        // A unit that still runs after daemon-reload found its file gone
+        // shows as not-found (or masked) while it keeps its old definition.
+        let load = match self.load_failure(name) {
+            None => LoadState::Loaded,
+            Some(f) => load_state_of(f),
+        };
+        let (fragment, dropins, source, description, kind, restart, mut notes) = match &e.def {
             Ok(d) => (
-                LoadState::Loaded,
                 d.unit
                     .fragment
                     .as_ref()
@@ -1685,12 +1793,7 @@ impl Manager {
                 d.restart_word().to_string(),
                 d.notes.clone(),
             ),
-            Err(f) => (
-                if f.message.ends_with("is masked.") {
-                    LoadState::Masked
-                } else {
-                    LoadState::Error(f.message.clone())
-                },
+            Err(_) => (
                 String::new(),
                 Vec::new(),
                 String::new(),
@@ -1759,6 +1862,36 @@ impl Manager {
         }
     }
 
+    /// What `show` reports for a unit that does not exist, as systemd's
+    /// stub: not-found and inactive.
+    fn not_found_status(name: &str) -> UnitStatus {
+        UnitStatus {
+            name: name.to_string(),
+            description: name.to_string(),
+            load: LoadState::NotFound,
+            fragment: String::new(),
+            dropins: Vec::new(),
+            source: String::new(),
+            file_state: String::new(),
+            kind: String::new(),
+            restart: String::new(),
+            active: ActiveState::Inactive,
+            sub: Sub::Dead,
+            result: ServiceResult::Success,
+            since_usec: 0,
+            main_pid: None,
+            control_pid: None,
+            main_exit: None,
+            invocation: String::new(),
+            cgroup: None,
+            processes: Vec::new(),
+            status_text: None,
+            restarts: 0,
+            notes: Vec::new(),
+            journal: Vec::new(),
+        }
+    }
+
     fn units_for(&mut self, typed: Vec<String>) -> Vec<Result<UnitStatus, Failure>> {
         typed
             .into_iter()
@@ -1801,8 +1934,30 @@ impl Manager {
                 }
                 Response::Units(list)
             }
-            Request::Show { units } => Response::Units(self.units_for(units)),
+            // systemctl show prints a unit that does not exist as not-found
+            // and inactive (and exits 0); status says it could not be found.
+            Request::Show { units } => Response::Units(
+                units
+                    .into_iter()
+                    .map(|t| match self.resolve(&t) {
+                        Ok(n) => Ok(self.unit_status(&n)),
+                        Err(f) if f.kind == ErrorKind::NotFound => {
+                            Ok(Self::not_found_status(&normalize(&t)))
+                        }
+                        Err(f) => Err(f),
+                    })
+                    .collect(),
+            ),
+            Request::SearchPaths => Response::SearchPaths {
+                units: lossy(self.loader.unit_paths()),
+                runit: lossy(self.loader.runit_dirs()),
+            },
             Request::List => {
+                // Units whose file went away and that have stopped since are gone.
+                let all: Vec<String> = self.units.keys().cloned().collect();
+                for n in &all {
+                    self.forget_if_gone(n);
+                }
                 let names: Vec<String> = self.units.keys().cloned().collect();
                 Response::Units(names.iter().map(|n| Ok(self.unit_status(n))).collect())
             }

@@ -419,6 +419,87 @@ fn cycle_through_a_wanted_job_is_broken_by_dropping_it() {
 }
 
 #[test]
+fn breaking_a_cycle_deletes_the_jobs_that_require_the_dropped_one() {
+    // Both enabled in default.target, each Requires= and After= the other:
+    // neither matters to default.target, so one is dropped, and the other,
+    // which requires it, goes with it (systemd's transaction_unlink_job with
+    // delete_dependencies), instead of running without it.
+    let w = World::default()
+        .unit(DEFAULT_TARGET, "Wants=cyc1.service,cyc2.service,ok.service")
+        .unit("cyc1.service", "Requires=cyc2.service After=cyc2.service")
+        .unit("cyc2.service", "Requires=cyc1.service After=cyc1.service")
+        .unit("ok.service", "");
+    let tx = start(&w, DEFAULT_TARGET);
+    assert_eq!(
+        layers(&tx),
+        vec![vec!["ok.service/start"], vec!["default.target/start"]]
+    );
+    let broken = tx.broken_cycles();
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    let mut gone: Vec<String> = broken[0].also.clone();
+    gone.push(format!("{}/{}", broken[0].dropped, broken[0].kind));
+    gone.sort();
+    assert_eq!(gone, ["cyc1.service/start", "cyc2.service/start"]);
+    let msg = broken[0].to_string();
+    assert!(msg.contains("deleted to break it"), "{msg}");
+    assert!(msg.contains("deleted with it, as they need it"), "{msg}");
+}
+
+#[test]
+fn breaking_a_cycle_deletes_requirers_transitively_and_requisite_starts() {
+    // w and y form a cycle; y matters (the anchor requires it), so w's job,
+    // only wanted, is the one dropped. r requires w, rr is bound to r, and q
+    // has Requisite= on w: they all go with it, while the unrelated wanted
+    // unit stays.
+    let w = World::default()
+        .unit(
+            "top.target",
+            "Requires=y.service Wants=w.service,r.service,rr.service,q.service,free.service",
+        )
+        .unit("w.service", "After=y.service")
+        .unit("y.service", "After=w.service")
+        .unit("r.service", "Requires=w.service")
+        .unit("rr.service", "BindsTo=r.service")
+        .unit("q.service", "Requisite=w.service After=w.service")
+        .unit("free.service", "");
+    let tx = start(&w, "top.target");
+    let units: BTreeSet<String> = tx.jobs().into_iter().map(|j| j.unit).collect();
+    assert_eq!(
+        units,
+        BTreeSet::from([
+            "free.service".to_string(),
+            "top.target".to_string(),
+            "y.service".to_string()
+        ]),
+        "{:?}",
+        tx.broken_cycles()
+    );
+    assert!(
+        tx.initial_failures().is_empty(),
+        "q is deleted, not failed: {:?}",
+        tx.initial_failures()
+    );
+}
+
+#[test]
+fn a_cycle_whose_wanted_job_is_also_required_is_refused() {
+    // w is wanted by the anchor but also required by b, which matters: no
+    // job of the cycle may be dropped, so the transaction is refused.
+    let w = World::default()
+        .unit(
+            "a.service",
+            "Wants=w.service Requires=b.service After=b.service",
+        )
+        .unit("b.service", "Requires=w.service After=w.service")
+        .unit("w.service", "After=a.service");
+    let err = build(&w, Verb::Start, "a.service").unwrap_err();
+    assert!(
+        matches!(err, GraphError::OrderingCycle { .. }),
+        "expected a refusal, got {err:?}"
+    );
+}
+
+#[test]
 fn restart_stops_dependents_first_and_starts_them_again_after() {
     let w = World::default()
         .unit("bus.service", "")
@@ -603,6 +684,31 @@ fn deps_come_from_real_unit_files_and_default_target_needs_no_file() {
         layers(&tx),
         vec![vec!["app.service/stop"], vec!["dbus.service/stop"]]
     );
+}
+
+#[test]
+fn a_dependency_on_a_bare_template_is_ignored() {
+    use crate::unit::SpecifierContext;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("mc@.service"),
+        "[Service]\nExecStart=/bin/true %i\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("app.service"),
+        "[Unit]\nWants=mc@.service mc@7.service\nRequires=mc@.service\n[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let loader = Loader::new(
+        vec![tmp.path().to_path_buf()],
+        Vec::new(),
+        SpecifierContext::current(),
+    );
+    let app = load_deps(&loader, "app.service").unwrap();
+    // systemd: "missing the instance name"; the template never becomes a job.
+    assert_eq!(app.wants, ["mc@7.service"]);
+    assert!(app.requires.is_empty(), "{app:?}");
 }
 
 #[test]

@@ -598,6 +598,15 @@ impl Manager {
         };
         let sub = e.state.sub;
         if graph::is_target(name) {
+            if job.kind == JobKind::Start
+                && let Some(f) = self.load_failure(name).cloned()
+            {
+                self.log(name, &f.message);
+                return Step::Done(false);
+            }
+            let Some(e) = self.units.get_mut(name) else {
+                return Step::Done(job.kind == JobKind::Stop);
+            };
             let target = match job.kind {
                 JobKind::Start => Sub::Exited,
                 JobKind::Stop => Sub::Dead,
@@ -612,6 +621,7 @@ impl Manager {
                 };
                 self.log(name, msg);
             }
+            self.settle_pending(name);
             return Step::Done(true);
         }
         match job.kind {
@@ -631,15 +641,17 @@ impl Manager {
     /// The start job of a service: done if it is up, waits if it is on its
     /// way up or still stopping, else checks its conditions and starts it.
     fn start_job(&mut self, name: &str) -> Step {
+        // A unit whose file went away (or was masked) since it started: the
+        // old definition is kept only to stop it.
+        if let Some(f) = self.load_failure(name).cloned() {
+            self.log(name, &f.message);
+            return Step::Done(false);
+        }
         let Some(e) = self.units.get(name) else {
             return Step::Done(false);
         };
-        let def = match e.def.clone() {
-            Ok(d) => d,
-            Err(f) => {
-                self.log(name, &f.message);
-                return Step::Done(false);
-            }
+        let Ok(def) = e.def.clone() else {
+            return Step::Done(false);
         };
         if self.shutting_down {
             return Step::Done(false);
@@ -786,27 +798,6 @@ impl Manager {
         }
     }
 
-    /// daemon-reload: targets that have no file of their own (the built-in
-    /// default.target) are not in the loader's listing; read their
-    /// `.wants/`/`.requires/` directories again too.
-    pub(super) fn reload_unlisted_targets(&mut self, listed: &[String]) {
-        let stale: Vec<String> = self
-            .units
-            .keys()
-            .filter(|k| graph::is_target(k) && !listed.contains(k))
-            .cloned()
-            .collect();
-        for k in stale {
-            let Ok(name) = UnitName::parse(&k) else {
-                continue;
-            };
-            let def = self.load(&name);
-            if let Some(e) = self.units.get_mut(&k) {
-                e.def = def;
-            }
-        }
-    }
-
     /// What `status` adds for the graph: why the last start was skipped.
     pub(super) fn graph_notes(&self, name: &str, notes: &mut Vec<String>) {
         if let Some(e) = self.units.get(name)
@@ -820,8 +811,15 @@ impl Manager {
     /// The requests of the graph and the environment block.
     pub(super) fn graph_query(&mut self, request: Request) -> Response {
         match request {
-            Request::ListDependencies { unit, reverse, all } => match self.resolve(&unit) {
-                Ok(name) => Response::Text(graph::render_tree(
+            Request::ListDependencies { unit, reverse, all } => {
+                let name = match self.resolve(&unit) {
+                    Ok(name) => name,
+                    // systemctl draws a unit that does not exist too: its
+                    // name alone, or what pulls it in (and exits 0).
+                    Err(f) if f.kind == ErrorKind::NotFound => super::normalize(&unit),
+                    Err(f) => return Response::Error(f),
+                };
+                Response::Text(graph::render_tree(
                     &name,
                     &View {
                         m: self,
@@ -829,9 +827,8 @@ impl Manager {
                     },
                     reverse,
                     all,
-                )),
-                Err(f) => Response::Error(f),
-            },
+                ))
+            }
             Request::SetEnvironment { assignments } => self.with_env(|env| env.set(&assignments)),
             Request::UnsetEnvironment { names } => self.with_env(|env| env.unset(&names)),
             Request::ImportEnvironment { pairs } => self.with_env(|env| env.set_pairs(pairs)),
