@@ -8,8 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::loader::{
-    apply_bytes, build, collect_dropins, dropin_dir_names, from_text, is_masked_file_with,
-    link_target_with,
+    apply_bytes, build, collect_dropins, dropin_dir_names, from_text, is_masked_file,
+    is_masked_file_with, link_target_with,
 };
 use super::model::{Applier, Unit};
 use super::name::{UnitKind, UnitName};
@@ -187,7 +187,8 @@ impl Verifier {
 
     fn dir(&mut self, d: &Path, explicit: bool) {
         let run = d.join("run");
-        if RunitService::probe(d).is_none() && std::fs::metadata(&run).is_ok_and(|m| m.is_file()) {
+        let runit = RunitService::probe(d);
+        if runit.is_none() && std::fs::metadata(&run).is_ok_and(|m| m.is_file()) {
             // runsv could not execute it either; corral does not see a service here.
             self.error(
                 &run,
@@ -198,7 +199,7 @@ impl Verifier {
             );
             return;
         }
-        if let Some(r) = RunitService::probe(d) {
+        if let Some(r) = runit {
             match r.to_unit() {
                 Ok(u) => self.push_unit(u),
                 Err(e) => self.error(
@@ -305,7 +306,8 @@ impl Verifier {
         };
         let stored = self.opts.stored_symlinks;
         let link = link_target_with(f, stored);
-        if link.as_deref() == Some(Path::new("/dev/null")) || is_masked_file_with(f, stored) {
+        // A stored link to /dev/null is in `link` already: no second read.
+        if link.as_deref() == Some(Path::new("/dev/null")) || is_masked_file(f) {
             // A masked unit: nothing to check.
             self.report.units += 1;
             return;
