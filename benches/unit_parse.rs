@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use corral::unit::loader::from_text;
-use corral::unit::verify::verify_paths;
+use corral::unit::verify::{VerifyOptions, VerifyReport, verify_paths_with_options};
 use corral::unit::{SpecifierContext, UnitName};
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -21,6 +21,18 @@ fn corpus() -> Option<PathBuf> {
                 .find(|p| p.is_dir())
         })
         .filter(|p| p.is_dir())
+}
+
+/// `corral verify --stored-symlinks` over the corpus, which stores its
+/// symlinks as plain files.
+fn verify_paths(roots: &[PathBuf]) -> VerifyReport {
+    verify_paths_with_options(
+        roots,
+        SpecifierContext::current(),
+        VerifyOptions {
+            stored_symlinks: true,
+        },
+    )
 }
 
 fn unit_files(dir: &Path, out: &mut Vec<(UnitName, PathBuf, String)>) {

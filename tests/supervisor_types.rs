@@ -1,5 +1,6 @@
 //! Type=forking PIDFile trust, Type=notify, Type=oneshot, ExecReload with
-//! $MAINPID, ExecStopPost with $SERVICE_RESULT, and the environment services see.
+//! $MAINPID, ExecStopPost with $SERVICE_RESULT, the environment services see,
+//! and which bad assignments refuse a unit.
 
 mod common;
 
@@ -215,6 +216,51 @@ fn services_get_the_environment_a_user_expects() {
     assert_eq!(get("GREETING").as_deref(), Some("hello"));
     assert_eq!(get("FROM_FILE").as_deref(), Some("yes"));
     td.ok(&["stop", "env"]);
+}
+
+#[test]
+fn unset_environment_and_dropped_assignments_as_in_systemd_252() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "unset.service",
+            "[Service]\nType=oneshot\nEnvironment=KEEP=1 DROP=x ONLY=a\n\
+             UnsetEnvironment=DROP ONLY=b KEEP=1\n\
+             ExecStart=/bin/bash -c 'env > %t/unset.out'\n",
+        );
+        td.write_unit(
+            "lenient.service",
+            "[Service]\nType=oneshot\nNice=99\nEnvironment=novalue GOOD=1\n\
+             ExecStart=/bin/bash -c 'echo $GOOD > %t/lenient.out'\n",
+        );
+        td.write_unit("refused.service", "[Service]\nExecStart=bin/relative\n");
+    }) else {
+        return;
+    };
+    td.ok(&["start", "unset"]);
+    let env = read(&td, "unset.out");
+    let has = |kv: &str| env.lines().any(|l| l == kv);
+    // NAME removes the name; NAME=value only that exact assignment.
+    assert!(!env.lines().any(|l| l.starts_with("DROP=")), "{env}");
+    assert!(!has("KEEP=1"), "{env}");
+    assert!(has("ONLY=a"), "{env}");
+    // A bad assignment is dropped with a warning naming file:line; the unit runs.
+    td.ok(&["start", "lenient"]);
+    assert_eq!(read(&td, "lenient.out"), "1\n");
+    let log = td.log();
+    for want in [
+        "lenient.service:3: warning: Nice: '99' is not a nice level",
+        "lenient.service:4: warning: Environment: 'novalue' is not a NAME=value assignment",
+    ] {
+        assert!(log.contains(want), "{want:?} not in:\n{log}");
+    }
+    // Where systemd refuses the unit, so does the manager.
+    let o = td.corral(&["start", "refused"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("refused.service:2: error: ExecStart: 'bin/relative'"),
+        "{o:?}"
+    );
 }
 
 #[test]

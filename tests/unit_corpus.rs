@@ -1,6 +1,13 @@
 //! Walks every file of the shared corpus (real Debian 12 unit files and
 //! runit directories) and requires: no panic, no error, and warnings only
 //! for what corral does not support.
+//!
+//! The corpus was extracted without symlinks: a package's symlink
+//! (`mysql.service -> mariadb.service`, a mask `-> /dev/null`, a `.wants/`
+//! link) is a plain file holding the target, without a newline. systemd
+//! (and corral by default) would read such a file as a broken unit file, so
+//! these tests read the corpus with stored symlinks recognised
+//! (`Loader::with_stored_symlinks`, `verify --stored-symlinks`).
 
 mod corpus_dir;
 
@@ -8,12 +15,23 @@ use std::path::{Path, PathBuf};
 
 use corpus_dir::corpus;
 
-use corral::unit::verify::{VerifyReport, verify_paths};
+use corral::unit::verify::{VerifyOptions, VerifyReport, verify_paths_with_options};
 use corral::unit::{
     Diagnostic, DiagnosticKind, Loader, Severity, SpecifierContext, UnitFileState, UnitName,
 };
 
 const ROOTS: [&str; 3] = ["systemd-user", "systemd-system", "runit"];
+
+/// `corral verify --stored-symlinks` over `paths`.
+fn verify_paths(paths: &[PathBuf]) -> VerifyReport {
+    verify_paths_with_options(
+        paths,
+        SpecifierContext::current(),
+        VerifyOptions {
+            stored_symlinks: true,
+        },
+    )
+}
 
 fn acceptable(d: &Diagnostic) -> bool {
     d.severity == Severity::Warning
@@ -116,7 +134,8 @@ fn loader_loads_every_unit_of_every_package() {
             .collect();
         pkgs.sort();
         for pkg in pkgs {
-            let loader = Loader::new(vec![pkg.clone()], Vec::new(), spec.clone());
+            let loader =
+                Loader::new(vec![pkg.clone()], Vec::new(), spec.clone()).with_stored_symlinks(true);
             for (name, path, state) in loader.list() {
                 // A template is loaded through an instance, as it would run.
                 let name = if name.is_template() {
@@ -164,4 +183,36 @@ fn loader_loads_every_unit_of_every_package() {
     }
     eprintln!("loaded {loaded} units through the loader");
     assert!(loaded > 380);
+}
+
+#[test]
+fn stored_symlinks_are_plain_files_unless_asked_for() {
+    let Some(c) = corpus() else { return };
+    // Debian's mask of mdadm.service and alias mysql.service, as stored here.
+    let mask = c.join("systemd-system/mdadm/mdadm.service");
+    let alias = c.join("systemd-system/mariadb-server/mysql.service");
+    let plain = corral::unit::verify::verify_paths_with(
+        &[mask.clone(), alias.clone()],
+        SpecifierContext::current(),
+    );
+    let errors: Vec<String> = plain
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.to_string())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("mdadm.service:1: error: missing '=' in '/dev/null'")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("mysql.service:1: error: missing '='")),
+        "{errors:#?}"
+    );
+    let stored = verify_paths(&[mask, alias]);
+    assert!(!stored.has_errors(), "{:?}", stored.diagnostics);
 }

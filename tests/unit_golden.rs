@@ -20,7 +20,9 @@ fn spec() -> SpecifierContext {
 }
 
 fn load(pkg_dir: &Path, name: &str) -> Unit {
-    let loader = Loader::new(vec![pkg_dir.to_path_buf()], Vec::new(), spec());
+    // The corpus stores symlinks as plain files (see tests/unit_corpus.rs).
+    let loader =
+        Loader::new(vec![pkg_dir.to_path_buf()], Vec::new(), spec()).with_stored_symlinks(true);
     let u = loader
         .load(&UnitName::parse(name).unwrap())
         .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -313,16 +315,23 @@ fn prefix_dropin_applies_to_scope_units() {
 fn masked_unit_from_corpus() {
     let Some(c) = corpus() else { return };
     // Debian masks mdadm.service with a /dev/null link (stored as its target).
-    let loader = Loader::new(vec![c.join("systemd-system/mdadm")], Vec::new(), spec());
+    let loader = Loader::new(vec![c.join("systemd-system/mdadm")], Vec::new(), spec())
+        .with_stored_symlinks(true);
     let u = loader.load(&UnitName::parse("mdadm").unwrap()).unwrap();
     assert!(u.masked);
     assert!(u.diagnostics.is_empty());
+    // Read as systemd reads a plain file, the stored link is a broken unit file.
+    let plain = Loader::new(vec![c.join("systemd-system/mdadm")], Vec::new(), spec());
+    let u = plain.load(&UnitName::parse("mdadm").unwrap()).unwrap();
+    assert!(!u.masked);
+    assert!(u.ensure_valid().is_err());
     // mysql.service is an alias of mariadb.service.
     let loader = Loader::new(
         vec![c.join("systemd-system/mariadb-server")],
         Vec::new(),
         spec(),
-    );
+    )
+    .with_stored_symlinks(true);
     let u = loader.load(&UnitName::parse("mysql").unwrap()).unwrap();
     assert_eq!(u.name.as_str(), "mariadb.service");
     assert!(u.aliases.iter().any(|a| a.as_str() == "mysql.service"));

@@ -390,3 +390,140 @@ fn load_file_by_path_with_sibling_dropins() {
         .unwrap();
     assert_eq!(u.service.unwrap().exec_start[0].argv, ["/bin/b"]);
 }
+
+#[test]
+fn dropins_follow_systemd_252_precedence() {
+    // systemd 252 lists the drop-in directories of the unit's own name in
+    // every search directory first (per directory: the name, its template,
+    // its prefixes with the instance kept), the type-wide service.d last;
+    // among same-named files the first directory in that list wins.
+    let d = tempfile::tempdir().unwrap();
+    let (user, etc) = (d.path().join("user"), d.path().join("etc"));
+    let put = |dir: &Path, rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    put(&etc, "foo-bar@.service", "[Service]\nExecStart=/bin/true\n");
+    let env = |k: &str, v: &str| format!("[Service]\nEnvironment={k}={v}\n");
+    // The template's drop-in in the higher directory beats the instance's in the lower.
+    put(
+        &user,
+        "foo-bar@.service.d/a.conf",
+        &env("A", "user-template"),
+    );
+    put(
+        &etc,
+        "foo-bar@x.service.d/a.conf",
+        &env("A", "etc-instance"),
+    );
+    // A prefix directory keeps the instance: foo-@x.service.d.
+    put(
+        &user,
+        "foo-@x.service.d/b.conf",
+        &env("B", "user-prefix-instance"),
+    );
+    put(
+        &etc,
+        "foo-bar@x.service.d/b.conf",
+        &env("B", "etc-instance"),
+    );
+    // In one directory: the instance before the plain prefix.
+    put(&user, "foo-.service.d/c.conf", &env("C", "user-prefix"));
+    put(
+        &user,
+        "foo-bar@x.service.d/c.conf",
+        &env("C", "user-instance"),
+    );
+    // The type-wide service.d comes after every named directory.
+    put(&user, "service.d/d.conf", &env("D", "user-service.d"));
+    put(
+        &etc,
+        "foo-bar@x.service.d/d.conf",
+        &env("D", "etc-instance"),
+    );
+    put(
+        &etc,
+        "foo-@.service.d/e.conf",
+        &env("E", "etc-prefix-template"),
+    );
+    let l = Loader::new(
+        vec![user.clone(), etc.clone()],
+        Vec::new(),
+        SpecifierContext::current(),
+    );
+    let u = l.load(&name("foo-bar@x")).unwrap();
+    assert!(!u.has_errors(), "{:?}", u.diagnostics);
+    let got: Vec<(String, String)> = u.service.unwrap().environment;
+    let want = [
+        ("A", "user-template"),
+        ("B", "user-prefix-instance"),
+        ("C", "user-instance"),
+        ("D", "etc-instance"),
+        ("E", "etc-prefix-template"),
+    ];
+    assert_eq!(got, want.map(|(k, v)| (k.to_string(), v.to_string())));
+    let dirs: Vec<PathBuf> = u
+        .dropins
+        .iter()
+        .map(|p| p.strip_prefix(d.path()).unwrap().to_path_buf())
+        .collect();
+    assert_eq!(
+        dirs,
+        [
+            "user/foo-bar@.service.d/a.conf",
+            "user/foo-@x.service.d/b.conf",
+            "user/foo-bar@x.service.d/c.conf",
+            "etc/foo-bar@x.service.d/d.conf",
+            "etc/foo-@.service.d/e.conf",
+        ]
+        .map(PathBuf::from)
+    );
+}
+
+#[test]
+fn a_one_word_plain_file_is_a_unit_file_not_a_link() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("one.service"), "nothere.service").unwrap();
+    std::fs::write(d.path().join("two.service"), "/dev/null").unwrap();
+    std::fs::write(
+        d.path().join("nothere.service"),
+        "[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let l = Loader::new(
+        vec![d.path().to_path_buf()],
+        Vec::new(),
+        SpecifierContext::current(),
+    );
+    for n in ["one", "two"] {
+        let u = l.load(&name(n)).unwrap();
+        assert_eq!(u.name.as_str(), format!("{n}.service"));
+        assert!(!u.masked);
+        let errors: Vec<String> = u.errors().map(|e| e.to_string()).collect();
+        assert!(errors[0].contains(":1: error: missing '='"), "{errors:?}");
+        // As systemd: the line is ignored, and a service without ExecStart= is refused.
+        assert!(u.ensure_valid().is_err());
+    }
+    let states: Vec<(String, UnitFileState)> = l
+        .list()
+        .into_iter()
+        .map(|(n, _, s)| (n.to_string(), s))
+        .collect();
+    assert!(states.contains(&("two.service".to_string(), UnitFileState::Static)));
+    // Real symlinks are links.
+    std::os::unix::fs::symlink("/dev/null", d.path().join("three.service")).unwrap();
+    std::os::unix::fs::symlink("nothere.service", d.path().join("four.service")).unwrap();
+    assert!(l.load(&name("three")).unwrap().masked);
+    assert_eq!(
+        l.load(&name("four")).unwrap().name.as_str(),
+        "nothere.service"
+    );
+    // Stored symlinks on request (trees extracted without symlinks).
+    let stored = l.clone().with_stored_symlinks(true);
+    assert!(stored.load(&name("two")).unwrap().masked);
+    assert_eq!(
+        stored.load(&name("one")).unwrap().name.as_str(),
+        "nothere.service"
+    );
+}

@@ -251,6 +251,14 @@ fn exit_statuses_signals_and_kill_settings() {
     assert!(!s.send_sigkill && s.send_sighup);
     assert_eq!(s.kill_mode, KillMode::Process);
     assert_eq!(svc("KillSignal=9").kill_signal, 9);
+    // systemd 252 takes signal names with or without SIG; numbers are exit statuses.
+    assert_eq!(
+        svc("SuccessExitStatus=KILL TERM 9 SIGUSR1").success_exit_status,
+        ExitStatusSet {
+            codes: vec![9],
+            signals: vec![libc::SIGKILL, libc::SIGTERM, libc::SIGUSR1]
+        }
+    );
     assert!(
         svc("SuccessExitStatus=1\nSuccessExitStatus=")
             .success_exit_status
@@ -281,7 +289,9 @@ fn resources_limits_and_output() {
     assert_eq!(s.limits[&ResourceLimit::Cpu].soft, Some(120));
     assert_eq!(s.limits[&ResourceLimit::Nice].soft, Some(25));
     assert_eq!(s.memory_max, Some(MemoryLimit::Bytes(512 << 20)));
-    assert_eq!(s.cpu_quota_percent, Some(150));
+    assert_eq!(s.cpu_quota_permyriad, Some(15000));
+    // Kept as systemd keeps it (permyriad), not rounded to 21%.
+    assert_eq!(svc("CPUQuota=20.5%").cpu_quota_permyriad, Some(2050));
     assert_eq!(s.tasks_max, Some(TasksMax::Permyriad(9900)));
     assert_eq!(s.nice, Some(19));
     assert_eq!(s.umask, 0o077);
@@ -367,121 +377,192 @@ fn specifiers_in_a_template_instance() {
     assert_eq!(s.environment[0].1, "/run/user/1000/tty\\x2d1");
 }
 
-/// (unit text, expected line, directive, message fragment) for errors.
-const ERRORS: &[(&str, usize, &str, &str)] = &[
+/// (unit text, expected line, directive, message fragment, fatal) for
+/// errors. Fatal: systemd 252 refuses the whole unit (and so does the
+/// manager); otherwise it logs "..., ignoring" and loads the unit without
+/// that assignment. `corral verify` reports both as errors.
+const ERRORS: &[(&str, usize, &str, &str, bool)] = &[
     (
         "[Service]\nExecStart=/bin/true\nType=sometimes\n",
         3,
         "Type",
         "unknown service type",
+        false,
     ),
     (
         "[Service]\nExecStart=/bin/true\nRestart=maybe\n",
         3,
         "Restart",
         "unknown restart policy",
+        false,
     ),
     (
         "[Service]\nExecStart=/bin/true\nRestartSec=5 parsecs\n",
         3,
         "RestartSec",
         "unknown time unit",
+        false,
     ),
     (
         "[Service]\nExecStart=/bin/true\nKillSignal=SIGNOPE\n",
         3,
         "KillSignal",
         "not a signal",
+        false,
     ),
     (
         "[Service]\nExecStart=/bin/echo \"open\n",
         2,
         "ExecStart",
         "unbalanced quoting",
+        true,
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\nExecStartPre=-/bin/echo \"open\n",
+        3,
+        "ExecStartPre",
+        "unbalanced quoting",
+        false,
     ),
     (
         "[Service]\nExecStart=bin/relative\n",
         2,
         "ExecStart",
         "absolute path or a name on PATH",
+        true,
     ),
     (
         "[Service]\nExecStart=/bin/x %z\n",
         2,
         "ExecStart",
         "unknown specifier %z",
+        true,
+    ),
+    (
+        "[Service]\nExecStart=/bin/echo caf\\xe9\n",
+        2,
+        "ExecStart",
+        "not UTF-8",
+        true,
     ),
     (
         "[Service]\nExecStart=/bin/true\nSuccessExitStatus=NOPE\n",
         3,
         "SuccessExitStatus",
         "neither an exit status",
+        false,
     ),
     (
         "[Service]\nExecStart=/bin/true\nEnvironment=novalue\n",
         3,
         "Environment",
         "not a NAME=value",
+        false,
     ),
     (
         "[Service]\nExecStart=/bin/true\nUMask=999\n",
         3,
         "UMask",
         "octal",
+        false,
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\nNice=99\n",
+        3,
+        "Nice",
+        "nice level",
+        false,
     ),
     (
         "[Service]\nExecStart=/bin/true\nLimitNOFILE=10:5\n",
         3,
         "LimitNOFILE",
         "above hard limit",
+        false,
+    ),
+    // systemd 252 reads LimitNOFILE= as a plain number (rlimit_parse_u64).
+    (
+        "[Service]\nExecStart=/bin/true\nLimitNOFILE=1k\n",
+        3,
+        "LimitNOFILE",
+        "not a count",
+        false,
     ),
     (
         "[Service]\nExecStart=/bin/true\nRemainAfterExit=perhaps\n",
         3,
         "RemainAfterExit",
         "not a boolean",
+        false,
     ),
     (
         "[Service]\nExecStart=/bin/true\nWorkingDirectory=relative\n",
         3,
         "WorkingDirectory",
         "absolute path",
+        true,
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\nWorkingDirectory=-relative\n",
+        3,
+        "WorkingDirectory",
+        "absolute path",
+        false,
     ),
     (
         "[Unit]\nAfter=not a/unit\n[Service]\nExecStart=/bin/true\n",
         2,
         "After",
         "invalid unit name",
+        false,
+    ),
+    (
+        "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=%i.target\n",
+        4,
+        "WantedBy",
+        "invalid unit name",
+        false,
     ),
     (
         "[Service]\nExecStart=/bin/a\nExecStart=/bin/b\n",
         3,
         "ExecStart",
         "only allowed for Type=oneshot",
+        true,
     ),
     (
         "[Service]\nType=simple\n",
-        0,
+        2,
         "ExecStart",
         "needs an ExecStart=",
+        true,
+    ),
+    (
+        "[Service]\nType=oneshot\nRestart=always\nExecStart=/bin/true\n",
+        3,
+        "Restart",
+        "not allowed for Type=oneshot",
+        true,
     ),
     (
         "[Service]\nExecStart=/bin/true\nnot an assignment\n",
         3,
         "",
         "missing '='",
+        false,
     ),
     (
         "[Service\nExecStart=/bin/true\n",
         1,
         "",
         "invalid section header",
+        true,
     ),
 ];
 
 #[test]
 fn errors_name_file_line_and_directive() {
-    for (text, line, directive, fragment) in ERRORS {
+    for (text, line, directive, fragment, fatal) in ERRORS {
         let u = unit(text);
         let e = u
             .errors()
@@ -495,6 +576,7 @@ fn errors_name_file_line_and_directive() {
         assert_eq!(e.line, *line, "{text:?}");
         assert_eq!(e.directive, *directive, "{text:?}");
         assert_eq!(e.file, Path::new("/units/t.service"));
+        assert_eq!(e.fatal, *fatal, "{text:?}: {e}");
         let shown = e.to_string();
         let prefix = if *line > 0 {
             format!("/units/t.service:{line}: error: ")
@@ -502,8 +584,131 @@ fn errors_name_file_line_and_directive() {
             "/units/t.service: error: ".to_string()
         };
         assert!(shown.starts_with(&prefix), "{shown}");
-        assert!(u.ensure_valid().is_err());
+        // The manager refuses exactly the units systemd 252 refuses.
+        assert_eq!(u.ensure_valid().is_err(), *fatal, "{text:?}");
+        assert_eq!(u.ignored_errors().next().is_some(), !*fatal, "{text:?}");
     }
+}
+
+#[test]
+fn a_dropped_assignment_leaves_the_rest_of_the_unit() {
+    let u = unit(
+        "[Service]\nExecStart=/bin/true\nNice=99\nNice=5\nEnvironment=novalue A=1\nLimitNOFILE=1k\n",
+    );
+    assert!(u.ensure_valid().is_ok());
+    let s = u.service.unwrap();
+    assert_eq!(s.nice, Some(5));
+    assert_eq!(s.environment, [("A".to_string(), "1".to_string())]);
+    assert!(s.limits.is_empty());
+    // A command with '-' that cannot be parsed is dropped; the unit stays.
+    let u = unit("[Service]\nExecStart=/bin/true\nExecStartPre=-/bin/x %z\n");
+    assert!(u.ensure_valid().is_ok());
+    assert!(u.service.unwrap().exec_start_pre.is_empty());
+    // A bad ExecStart= that leaves none: refused, as by systemd.
+    let u = unit("[Service]\nExecStart=-bin/x\n");
+    let first = u.ensure_valid().unwrap_err().to_string();
+    assert!(first.contains("no ExecStart="), "{first}");
+}
+
+#[test]
+fn percent_signs_that_are_no_specifiers_stay() {
+    let u = unit(
+        "[Unit]\nDescription=Load at 100% for tests\n[Service]\nType=oneshot\nExecStart=/bin/echo 50%\nExecStart=/usr/bin/printf \"%-5s|\" x\nExecStart=/bin/echo %% %%%\n",
+    );
+    assert!(u.diagnostics.is_empty(), "{:?}", u.diagnostics);
+    assert_eq!(
+        u.unit.description.as_deref(),
+        Some("Load at 100% for tests")
+    );
+    let argv: Vec<Vec<String>> = u
+        .service
+        .unwrap()
+        .exec_start
+        .into_iter()
+        .map(|c| c.argv)
+        .collect();
+    assert_eq!(
+        argv,
+        [
+            vec!["/bin/echo", "50%"],
+            vec!["/usr/bin/printf", "%-5s|", "x"],
+            vec!["/bin/echo", "%", "%%"]
+        ]
+    );
+}
+
+#[test]
+fn lone_semicolon_starts_no_command() {
+    assert_eq!(argv("/bin/a ; ; /bin/b"), [vec!["/bin/a"], vec!["/bin/b"]]);
+    let u = unit("[Service]\nExecStart=;\n");
+    assert!(u.service.unwrap().exec_start.is_empty());
+}
+
+#[test]
+fn escaped_bytes_form_utf8_or_are_an_error() {
+    assert_eq!(argv("/bin/x caf\\xc3\\xa9"), [vec!["/bin/x", "caf\u{e9}"]]);
+    let u = unit("[Service]\nExecStart=/bin/true\nEnvironment=A=\\xe9 B=1\n");
+    let e = u.errors().next().expect("an error");
+    assert!(e.message.contains("not UTF-8"), "{e}");
+    assert_eq!(u.service.unwrap().environment.len(), 0);
+}
+
+#[test]
+fn nul_and_carriage_return_end_lines_as_in_systemd() {
+    let u = from_text(
+        &UnitName::parse("t.service").unwrap(),
+        Path::new("/units/t.service"),
+        "[Service]\rExecStart=/bin/true\0nul\nType=oneshot\r\n",
+        &SpecifierContext::example(),
+    );
+    let s = u.service.as_ref().unwrap();
+    assert_eq!(s.exec_start[0].argv, ["/bin/true"]);
+    assert_eq!(s.service_type, ServiceType::Oneshot);
+    let e: Vec<String> = u.errors().map(|d| d.to_string()).collect();
+    assert_eq!(
+        e,
+        [
+            "/units/t.service:3: error: missing '=' in 'nul'; a line must be [Section], Key=value or a comment (line ignored)"
+        ]
+    );
+}
+
+#[test]
+fn control_characters_are_escaped_in_diagnostics() {
+    let u = unit("[Service]\nExecStart=/bin/true\nType=\u{1b}[31mred\u{7}\n");
+    let shown = u.errors().next().unwrap().to_string();
+    assert!(!shown.chars().any(char::is_control), "{shown:?}");
+    assert!(shown.contains("'\\x1b[31mred\\a'"), "{shown}");
+}
+
+#[test]
+fn install_section_and_documentation() {
+    let u = unit_named(
+        "web@.service",
+        "[Unit]\nDocumentation=man:web(8) \"https://example.org/a b\"\nDocumentation=file:%E/web\n[Service]\nExecStart=/bin/web %g %G\n[Install]\nWantedBy=default.target\nRequiredBy=a.target b@%i.target\nAlso=web-helper.service\nAlias=www@.service\nDefaultInstance=main\n",
+    );
+    assert!(u.diagnostics.is_empty(), "{:?}", u.diagnostics);
+    assert_eq!(
+        u.unit.documentation,
+        [
+            "man:web(8)",
+            "https://example.org/a b",
+            "file:/home/user/.config/web"
+        ]
+    );
+    let names = |v: &[UnitName]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&u.install.wanted_by), ["default.target"]);
+    assert_eq!(names(&u.install.required_by), ["a.target", "b@.target"]);
+    assert_eq!(names(&u.install.also), ["web-helper.service"]);
+    assert_eq!(names(&u.install.alias), ["www@.service"]);
+    assert_eq!(u.install.default_instance.as_deref(), Some("main"));
+    // %g and %G: the manager's group (example context: user, 1000).
+    assert_eq!(
+        u.service.unwrap().exec_start[0].argv,
+        ["/bin/web", "user", "1000"]
+    );
+    let u = unit("[Install]\nDefaultInstance=\n[Service]\nExecStart=/bin/true\n");
+    assert_eq!(u.install.default_instance, None);
 }
 
 #[test]
@@ -559,5 +764,13 @@ fn targets_and_other_types() {
 fn masked_by_empty_text_is_not_an_error_here() {
     // from_text has no file to be masked by; an empty service lacks ExecStart=.
     let u = unit("");
-    assert!(u.errors().any(|d| d.message.contains("no ExecStart=")));
+    let e = u
+        .errors()
+        .find(|d| d.message.contains("no ExecStart="))
+        .unwrap();
+    // No line to point at, but the file is named.
+    assert_eq!(
+        e.to_string(),
+        "/units/t.service: error: ExecStart: the service has no ExecStart= (and no ExecStop=); add the command to run"
+    );
 }

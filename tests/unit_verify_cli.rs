@@ -1,5 +1,6 @@
 //! `corral verify` as a user runs it: the real binary, real files, exit codes
-//! 0 (clean or warnings only), 1 (errors), 2 (usage or unreadable paths).
+//! 0 (clean or warnings only), 1 (any error, unreadable paths included), 2
+//! (usage errors only).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -99,13 +100,94 @@ fn runit_directory_and_dropins_are_recognised() {
 }
 
 #[test]
-fn usage_and_io_errors_exit_2() {
-    let o = verify(&[Path::new("/nonexistent/corral-test-path")]);
-    assert_eq!(o.status.code(), Some(2), "{o:?}");
+fn missing_paths_exit_1_and_usage_errors_exit_2() {
+    let o = verify(&[Path::new("/nonexistent/x.service")]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("/nonexistent/corral-test-path"), "{err}");
+    assert!(
+        err.contains("corral verify: error: cannot read /nonexistent/x.service: No such file"),
+        "{err}"
+    );
+    assert!(err.contains("1 error(s)"), "{err}");
     let o = verify(&[]);
     assert_eq!(o.status.code(), Some(2), "no PATH is a usage error");
+    let help = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["verify", "--help"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("1 when there is any error"),
+        "{help:?}"
+    );
+}
+
+#[test]
+fn one_word_plain_files_are_unit_files_not_symlinks() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("one.service"), "nothere.service\n").unwrap();
+    std::fs::write(d.path().join("two.service"), "/dev/null").unwrap();
+    let o = verify(&[d.path()]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = stdout(&o);
+    let one = d.path().join("one.service");
+    let two = d.path().join("two.service");
+    for (f, word) in [(&one, "nothere.service"), (&two, "/dev/null")] {
+        assert!(
+            out.contains(&format!(
+                "{}:1: error: missing '=' in '{word}'",
+                f.display()
+            )),
+            "{out}"
+        );
+    }
+    // Asked to, the stored form (no newline) of a symlink is read as one.
+    let o = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["verify", "--stored-symlinks"])
+        .arg(&two)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+}
+
+#[test]
+fn non_executable_run_is_an_error_that_says_what_to_do() {
+    let d = tempfile::tempdir().unwrap();
+    let svc = d.path().join("web");
+    std::fs::create_dir(&svc).unwrap();
+    std::fs::write(svc.join("run"), "#!/bin/sh\nexec sleep 1\n").unwrap();
+    for arg in [&svc, &svc.join("run")] {
+        let o = verify(&[arg]);
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        let out = stdout(&o);
+        assert!(
+            out.contains(&format!(
+                "{}: error: run is not executable, so runsv (and corral) would not run this service; make it executable: chmod +x {}",
+                svc.join("run").display(),
+                svc.join("run").display()
+            )),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn control_characters_in_diagnostics_are_escaped() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("c.service");
+    std::fs::write(
+        &f,
+        "[Service]\nExecStart=/bin/true\nType=\x1b[2J\x07\n\x1b]0;x=y\n",
+    )
+    .unwrap();
+    let o = verify(&[&f]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = stdout(&o);
+    assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+    assert!(out.contains("unknown service type '\\x1b[2J\\a'"), "{out}");
+    assert!(
+        out.contains("warning: \\x1b]0;x: unknown directive"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -156,13 +238,23 @@ fn symlink_loops_and_fifos_do_not_hang_or_crash() {
 }
 
 #[test]
-fn fixture_search_path_verifies_clean() {
+fn fixture_search_path_verifies_clean_but_for_the_broken_runit_service() {
     // Masking symlinks (unit and drop-in), an alias whose target is in
     // another directory, a .wants/ link, templates, a runit tree.
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/units");
-    let o = verify(&[&fixtures]);
+    let search = fixtures.join("search");
+    let o = verify(&[&search]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let out = stdout(&o);
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.contains("thing.socket:3: warning: [Socket]: .socket units are not supported yet"));
+    // runit/broken has a run script without the x bit, on purpose.
+    let o = verify(&[&fixtures]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.contains("runit/broken/run: error: run is not executable"),
+        "{out}"
+    );
 }

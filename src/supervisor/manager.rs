@@ -28,7 +28,7 @@ use crate::ipc::proto::{
     UnitFiles, UnitStatus,
 };
 use crate::unit::model::{NotifyAccess, StdOutput};
-use crate::unit::{Loader, RunitService, SpecifierContext, UnitError, UnitName};
+use crate::unit::{Loader, RunitService, Severity, SpecifierContext, UnitError, UnitName};
 
 use super::notify::{Message, NotifySocket};
 use super::output::{Output, Source, Stream};
@@ -501,6 +501,13 @@ impl Manager {
                 kind: ErrorKind::BadUnit,
                 message: format!("Unit {name} failed to load: {e}"),
             });
+        }
+        // As systemd 252: a bad assignment is dropped with a warning naming
+        // file:line, and the unit loads without it.
+        for d in unit.ignored_errors() {
+            let mut w = d.clone();
+            w.severity = Severity::Warning;
+            self.log(name.as_str(), &w.to_string());
         }
         if super::graph::is_target(name.as_str()) {
             return Ok(Arc::new(transaction::target_def(unit)));
@@ -1629,26 +1636,21 @@ impl Manager {
         let runit_finish = cmd == Cmd::StopPost
             && index == def.cmds[Cmd::StopPost as usize].len()
             && def.runit.as_ref().is_some_and(|r| r.finish.is_some());
-        let mut env = self.process_env(name, Some(def), cmd);
-        for f in &svc.environment_files {
-            match crate::unit::envfile::parse(&f.path) {
-                Ok(vars) => {
-                    for (k, v) in vars {
-                        env.retain(|(key, _)| *key != k);
-                        env.push((k, v));
-                    }
-                }
-                Err(_) if f.optional => {}
-                Err(err) => {
-                    return Err(format!(
-                        "cannot read EnvironmentFile={}: {err}; create it or prefix the path with '-'",
-                        f.path.display()
-                    )
-                    .into());
-                }
-            }
-        }
-        env.retain(|(k, _)| !svc.unset_environment.contains(k));
+        // The model's composition: PassEnvironment=, Environment=, each
+        // EnvironmentFile=, then UnsetEnvironment= (NAME or exact NAME=value).
+        let block = self.graph.env_vars();
+        let pass_from = |k: &str| {
+            block
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(k).ok())
+        };
+        let env = svc
+            .resolve_environment(&self.process_env(name, Some(def), cmd), &pass_from)
+            .map_err(|err| {
+                format!("{err}; create the EnvironmentFile= or prefix its path with '-'")
+            })?;
         let path_env = env
             .iter()
             .find(|(k, _)| k == "PATH")

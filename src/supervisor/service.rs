@@ -197,13 +197,15 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
         };
         resource("MemoryMax=", "memory", "memory.max", v);
     }
-    if let Some(q) = svc.cpu_quota_percent {
-        // CPUQuota=50% is 50 ms of CPU per 100 ms period.
+    if let Some(q) = svc.cpu_quota_permyriad {
+        // CPUQuota=50% (5000 permyriad) is 50 ms of CPU per 100 ms period;
+        // 20.5% is 20.5 ms, as systemd keeps the permyriad; at least 1 ms
+        // (systemd's floor).
         resource(
             "CPUQuota=",
             "cpu",
             "cpu.max",
-            format!("{} 100000", u64::from(q) * 1000),
+            format!("{} 100000", (u64::from(q) * 10).max(1000)),
         );
     }
     if let Some(t) = svc.tasks_max {

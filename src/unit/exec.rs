@@ -155,7 +155,10 @@ pub fn is_env_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Replaces `${NAME}` (unset: empty) and `$$` (a literal `$`) inside one word.
+/// Replaces `${NAME}` (unset: empty) and `$$` (a literal `$`) inside one
+/// word, as systemd 252's `replace_env()` does: the name is whatever stands
+/// between `${` and `}` (`${A-B}` looks up `A-B`, which is never set); a
+/// `:` before the `}` (`${A:-x}`) or a missing `}` leaves the text as written.
 pub fn replace_braced(word: &str, env: &(impl EnvLookup + ?Sized)) -> String {
     if !word.contains('$') {
         return word.to_string();
@@ -168,12 +171,24 @@ pub fn replace_braced(word: &str, env: &(impl EnvLookup + ?Sized)) -> String {
         if let Some(a) = after.strip_prefix('$') {
             out.push('$');
             rest = a;
-        } else if let Some(body) = after.strip_prefix('{')
-            && let Some(end) = body.find('}')
-            && is_env_name(&body[..end])
-        {
-            out.push_str(&env.lookup(&body[..end]).unwrap_or_default());
-            rest = &body[end + 1..];
+        } else if let Some(body) = after.strip_prefix('{') {
+            match body.find(['}', ':']) {
+                Some(end) if body.as_bytes()[end] == b'}' => {
+                    out.push_str(&env.lookup(&body[..end]).unwrap_or_default());
+                    rest = &body[end + 1..];
+                }
+                // `${NAME:...}` is not expanded; scanning goes on at the `:`.
+                Some(colon) => {
+                    out.push_str("${");
+                    out.push_str(&body[..colon]);
+                    rest = &body[colon..];
+                }
+                None => {
+                    out.push('$');
+                    out.push_str(after);
+                    rest = "";
+                }
+            }
         } else {
             out.push('$');
             rest = after;
@@ -283,93 +298,158 @@ impl std::fmt::Display for ExecCommand {
 /// The result of parsing one Exec directive's value.
 #[derive(Debug, Default)]
 pub struct ParsedExec {
-    /// The commands, in order (several when separated by ` ; `).
+    /// The commands, in order (several when separated by ` ; `); those
+    /// before an error are kept, as systemd keeps them.
     pub commands: Vec<ExecCommand>,
     /// Non-fatal remarks (escapes kept literally).
     pub warnings: Vec<String>,
+    /// What stopped the parsing, if anything.
+    pub error: Option<ExecParseError>,
 }
 
-/// Parses an Exec value into commands; `expand_spec` expands `%` specifiers
-/// in each word after unquoting, as systemd does.
+/// A command systemd 252 would not accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecParseError {
+    /// What is wrong.
+    pub message: String,
+    /// systemd refuses to load the unit over it (it returns -ENOEXEC):
+    /// true unless the command has the `-` prefix, or the first word itself
+    /// could not be split (then systemd only logs it).
+    pub fatal: bool,
+}
+
+/// systemd's `string_is_safe()`: no control characters, quotes or backslashes.
+fn string_is_safe(s: &str) -> bool {
+    !s.chars()
+        .any(|c| c < ' ' || matches!(c, '"' | '\'' | '\\' | '\x7f'))
+}
+
+/// systemd's `path_is_valid()` / `filename_is_valid()` for a program.
+fn program_is_valid(p: &str) -> bool {
+    const NAME_MAX: usize = 255;
+    const PATH_MAX: usize = 4096;
+    if p.starts_with('/') {
+        p.len() < PATH_MAX && p.split('/').all(|c| c.len() <= NAME_MAX)
+    } else {
+        !p.contains('/') && p != "." && p != ".." && p.len() <= NAME_MAX
+    }
+}
+
+/// systemd's `path_simplify()`: no repeated or trailing slashes, no `.`
+/// components (`..` stays).
+pub fn path_simplify(p: &str) -> String {
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let joined = parts.join("/");
+    match (p.starts_with('/'), joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// The prefix characters of a command's first word, read as systemd 252
+/// does (a repeated or conflicting one ends the prefix and becomes part of
+/// the program name). Returns the flags and the rest of the word.
+fn exec_prefixes(word: &str) -> (ExecFlags, &str) {
+    let mut flags = ExecFlags::default();
+    let mut rest = word;
+    loop {
+        let privileged = flags.full_privileges || flags.no_setuid || flags.ambient_fallback;
+        match rest.chars().next() {
+            Some('-') if !flags.ignore_failure => flags.ignore_failure = true,
+            Some('@') if !flags.argv0_override => flags.argv0_override = true,
+            Some(':') if !flags.no_env_expand => flags.no_env_expand = true,
+            Some('+') if !privileged => flags.full_privileges = true,
+            Some('!') if !privileged => flags.no_setuid = true,
+            Some('!') if flags.no_setuid && !flags.full_privileges && !flags.ambient_fallback => {
+                flags.no_setuid = false;
+                flags.ambient_fallback = true;
+            }
+            _ => return (flags, rest),
+        }
+        rest = &rest[1..];
+    }
+}
+
+/// Parses an Exec value into commands as systemd 252's `config_parse_exec()`
+/// does; `expand_spec` expands `%` specifiers in each word after unquoting.
 pub fn parse_exec(
     value: &str,
     expand_spec: &mut dyn FnMut(&str) -> Result<String, String>,
-) -> Result<ParsedExec, String> {
+) -> ParsedExec {
     let opts = SplitOptions {
         unquote: true,
         cunescape: true,
     };
     let mut words = Words::new(value, opts);
     let mut out = ParsedExec::default();
+    if let Err(e) = parse_commands(&mut words, expand_spec, &mut out.commands) {
+        out.error = Some(e);
+    }
+    for e in std::mem::take(&mut words.notes.invalid_escapes) {
+        out.warnings.push(format!(
+            "invalid escape sequence '{e}' kept as written; write \\\\ for a backslash"
+        ));
+    }
+    out
+}
+
+fn parse_commands(
+    words: &mut Words<'_>,
+    expand_spec: &mut dyn FnMut(&str) -> Result<String, String>,
+    commands: &mut Vec<ExecCommand>,
+) -> Result<(), ExecParseError> {
     loop {
-        let rest = words.rest();
-        if rest.is_empty() {
-            break;
-        }
-        let first = words.next_word().map_err(|e| e.to_string())?;
-        let Some(first) = first else { break };
-        let mut flags = ExecFlags::default();
-        let mut prog = first.as_str();
-        loop {
-            if let Some(r) = prog.strip_prefix("!!") {
-                if flags.no_setuid || flags.full_privileges || flags.ambient_fallback {
-                    return Err("only one of the prefixes +, ! and !! may be used".to_string());
-                }
-                flags.ambient_fallback = true;
-                prog = r;
-                continue;
+        // systemd only logs a first word that cannot be split ("ignoring").
+        let first = match words.next_word() {
+            Ok(Some(w)) => w,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                return Err(ExecParseError {
+                    message: e.to_string(),
+                    fatal: false,
+                });
             }
-            let Some(c) = prog.chars().next() else { break };
-            let dup = |b: bool| {
-                if b {
-                    Err(format!("the prefix '{c}' is given twice"))
-                } else {
-                    Ok(())
-                }
-            };
-            match c {
-                '-' => {
-                    dup(flags.ignore_failure)?;
-                    flags.ignore_failure = true;
-                }
-                '@' => {
-                    dup(flags.argv0_override)?;
-                    flags.argv0_override = true;
-                }
-                ':' => {
-                    dup(flags.no_env_expand)?;
-                    flags.no_env_expand = true;
-                }
-                '+' | '!' => {
-                    if flags.no_setuid || flags.full_privileges || flags.ambient_fallback {
-                        return Err("only one of the prefixes +, ! and !! may be used".to_string());
-                    }
-                    if c == '+' {
-                        flags.full_privileges = true;
-                    } else {
-                        flags.no_setuid = true;
-                    }
-                }
-                _ => break,
-            }
-            prog = &prog[1..];
+        };
+        // A lone ";" where a command would start separates nothing: skipped.
+        if first == ";" {
+            continue;
         }
-        if prog.is_empty() {
-            return Err("the command line has prefixes but no program".to_string());
+        let (flags, prog) = exec_prefixes(&first);
+        let fail = |message: String| ExecParseError {
+            message,
+            fatal: !flags.ignore_failure,
+        };
+        let path = expand_spec(prog).map_err(fail)?;
+        if path.is_empty() {
+            return Err(fail(if prog.is_empty() {
+                "the command line has prefixes but no program".to_string()
+            } else {
+                "the program name is empty after expanding specifiers".to_string()
+            }));
         }
-        let program = expand_spec(prog)?;
-        if program.is_empty() {
-            return Err("the program name is empty after expanding specifiers".to_string());
+        if !string_is_safe(&path) {
+            return Err(fail(format!(
+                "the program name '{path}' contains control characters, quotes or backslashes"
+            )));
         }
-        if !program.starts_with('/') && program.contains('/') {
-            return Err(format!(
-                "'{program}' must be an absolute path or a name on PATH (relative paths with a '/' are not allowed)"
-            ));
+        if path.ends_with('/') {
+            return Err(fail(format!("the program '{path}' names a directory")));
+        }
+        if !program_is_valid(&path) {
+            return Err(fail(format!(
+                "'{path}' must be an absolute path or a name on PATH (relative paths with a '/' are not allowed)"
+            )));
         }
         let mut argv = Vec::new();
         if !flags.argv0_override {
-            argv.push(program.clone());
+            argv.push(path.clone());
         }
+        let program = path_simplify(&path);
+        let mut separator = false;
         loop {
             let rest = words.rest();
             if rest.is_empty() {
@@ -382,6 +462,7 @@ pub fn parse_exec(
             };
             if lone(";") {
                 words.advance(1);
+                separator = true;
                 break;
             }
             if lone("\\;") {
@@ -389,27 +470,26 @@ pub fn parse_exec(
                 argv.push(";".to_string());
                 continue;
             }
-            match words.next_word().map_err(|e| e.to_string())? {
-                Some(w) => argv.push(expand_spec(&w)?),
+            match words.next_word().map_err(|e| fail(e.to_string()))? {
+                Some(w) => argv.push(expand_spec(&w).map_err(fail)?),
                 None => break,
             }
         }
-        if flags.argv0_override && argv.is_empty() {
-            return Err("'@' needs a second word to use as argv[0]".to_string());
+        if argv.is_empty() {
+            return Err(fail(
+                "'@' needs a second word to use as argv[0]".to_string(),
+            ));
         }
-        out.commands.push(ExecCommand {
+        commands.push(ExecCommand {
             flags,
             program,
             argv,
             origin: ExecOrigin::default(),
         });
+        if !separator {
+            return Ok(());
+        }
     }
-    for e in std::mem::take(&mut words.notes.invalid_escapes) {
-        out.warnings.push(format!(
-            "invalid escape sequence '{e}' kept as written; write \\\\ for a backslash"
-        ));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -417,7 +497,17 @@ mod tests {
     use super::*;
 
     fn parse(v: &str) -> Vec<ExecCommand> {
-        parse_exec(v, &mut |s| Ok(s.to_string())).unwrap().commands
+        let p = parse_exec(v, &mut |s| Ok(s.to_string()));
+        assert_eq!(p.error, None, "{v:?}");
+        p.commands
+    }
+
+    /// The error of a line: (message, fatal).
+    fn error(v: &str) -> (String, bool) {
+        let e = parse_exec(v, &mut |s| Ok(s.to_string()))
+            .error
+            .unwrap_or_else(|| panic!("{v:?} parsed"));
+        (e.message, e.fatal)
     }
 
     #[test]
@@ -433,11 +523,49 @@ mod tests {
         assert_eq!(c.argv, ["/bin/echo", "$X"]);
         let c = &parse("!/etc/mysql/debian-start")[0];
         assert!(c.flags.no_setuid);
-        assert!(parse_exec("+!/bin/x", &mut |s| Ok(s.to_string())).is_err());
-        assert!(parse_exec("--/bin/x", &mut |s| Ok(s.to_string())).is_err());
-        assert!(parse_exec("-", &mut |s| Ok(s.to_string())).is_err());
-        assert!(parse_exec("./run", &mut |s| Ok(s.to_string())).is_err());
-        assert!(parse_exec("@/bin/x", &mut |s| Ok(s.to_string())).is_err());
+        // A repeated or conflicting prefix ends the prefixes (systemd 252).
+        for bad in [
+            "+!/bin/x",
+            "!!!/bin/x",
+            "./run",
+            "@/bin/x",
+            "/bin/",
+            "/bin/a\\x01b",
+        ] {
+            assert!(error(bad).1, "{bad:?}");
+        }
+        // With '-' systemd only logs the bad command and ignores it.
+        for ignored in ["-", "--/bin/x", "-./run", "-@/bin/x", "-/bin/x \"open"] {
+            assert!(!error(ignored).1, "{ignored:?}");
+        }
+        // A first word that cannot be split is only logged by systemd.
+        assert_eq!(
+            error("\"/bin/open"),
+            (
+                "unbalanced quoting: a \" is never closed".to_string(),
+                false
+            )
+        );
+        // argv[0] keeps what was written; the program is simplified.
+        let c = &parse("/usr//bin/./env x")[0];
+        assert_eq!(
+            (c.program.as_str(), c.argv[0].as_str()),
+            ("/usr/bin/env", "/usr//bin/./env")
+        );
+    }
+
+    #[test]
+    fn lone_semicolons_where_a_command_starts_are_skipped() {
+        assert!(parse(";").is_empty());
+        assert!(parse(" ; ; ").is_empty());
+        let cs = parse("/bin/a ; ; /bin/b");
+        let argvs: Vec<_> = cs.iter().map(|c| c.argv.clone()).collect();
+        assert_eq!(argvs, [vec!["/bin/a"], vec!["/bin/b"]]);
+        assert_eq!(parse("; /bin/c x")[0].argv, ["/bin/c", "x"]);
+        // Commands before an error are kept, as systemd appends them one by one.
+        let p = parse_exec("/bin/a ; -bin/b", &mut |s| Ok(s.to_string()));
+        assert_eq!(p.commands.len(), 1);
+        assert!(!p.error.unwrap().fatal);
     }
 
     #[test]
@@ -474,6 +602,13 @@ mod tests {
         // systemd takes the whole rest of the word as the name: `$S-y` is unset.
         let f = |n: &str| (n == "S").then(|| "v".to_string());
         assert_eq!(parse("/bin/x $S-y a$S")[0].expand(&f), ["/bin/x", "a$S"]);
+        // `${...}` takes any name up to the `}` (`A-B` is never set); `:` or a
+        // missing `}` leaves the text alone (systemd 252's replace_env()).
+        let g = |n: &str| (n == "A").then(|| "v".to_string());
+        assert_eq!(
+            parse("/bin/x ${A-B}z ${A:-d} ${A}${A ${} $")[0].expand(&g),
+            ["/bin/x", "z", "${A:-d}", "v${A", ""]
+        );
         let q = |_: &str| Some("'a b' \"c\\\" d\" 'e".to_string());
         assert_eq!(
             parse("/bin/x $Q")[0].expand(&q),

@@ -63,6 +63,9 @@ pub struct Loader {
     runit_dirs: Vec<PathBuf>,
     /// What specifiers expand to.
     spec: SpecifierContext,
+    /// Read plain files that hold only a unit name or /dev/null as the
+    /// symlinks they stand for ([`stored_link_target`]).
+    stored_symlinks: bool,
 }
 
 /// The result of looking a name up in the search path.
@@ -71,37 +74,62 @@ enum Found {
     Masked { path: PathBuf },
 }
 
-/// The target of a unit symlink. A symlink stored as a small plain file that
-/// holds only its target (`/dev/null`, `mariadb.service`), as git checkouts
-/// without symlink support and some package extractions leave them, counts
-/// as that symlink.
+/// The target of a unit symlink (`/dev/null`, `mariadb.service`). Only real
+/// symlinks count, as in systemd: a plain file is a unit file whatever it
+/// holds (see [`stored_link_target`] for trees that store symlinks as files).
 pub fn link_target(p: &Path) -> Option<PathBuf> {
-    if let Ok(t) = std::fs::read_link(p) {
-        return Some(t);
-    }
-    let md = std::fs::metadata(p).ok()?;
+    std::fs::read_link(p).ok()
+}
+
+/// The target a *stored* symlink names: a small plain file whose whole
+/// content, without a final newline, is `/dev/null` or a path ending in a
+/// unit name. That is how git checkouts without symlink support and some
+/// package extractions (the shared corpus among them) leave symlinks. It is
+/// only read that way on request ([`Loader::with_stored_symlinks`],
+/// `corral verify --stored-symlinks`): otherwise such a file is a unit file,
+/// and a broken one.
+pub fn stored_link_target(p: &Path) -> Option<PathBuf> {
+    let md = std::fs::symlink_metadata(p).ok()?;
     if !md.is_file() || md.len() == 0 || md.len() > 4096 {
         return None;
     }
     let text = std::fs::read_to_string(p).ok()?;
-    let t = text.strip_suffix('\n').unwrap_or(&text);
-    if t.is_empty() || t.contains(|c: char| c.is_whitespace() || matches!(c, '=' | '[' | '#' | ';'))
+    if text.is_empty()
+        || text.contains(|c: char| c.is_whitespace() || matches!(c, '=' | '[' | '#' | ';'))
     {
         return None;
     }
-    if t == "/dev/null" {
-        return Some(PathBuf::from(t));
+    if text == "/dev/null" {
+        return Some(PathBuf::from(text));
     }
-    let base = Path::new(t).file_name()?.to_string_lossy().into_owned();
-    UnitName::parse_strict(&base).ok().map(|_| PathBuf::from(t))
+    let base = Path::new(&text).file_name()?.to_string_lossy().into_owned();
+    UnitName::parse_strict(&base)
+        .ok()
+        .map(|_| PathBuf::from(text))
 }
 
-/// Masked: a symlink to /dev/null (or its stored form) or an empty file.
+/// [`link_target`], and with `stored` also [`stored_link_target`].
+pub fn link_target_with(p: &Path, stored: bool) -> Option<PathBuf> {
+    link_target(p).or_else(|| if stored { stored_link_target(p) } else { None })
+}
+
+/// Masked, as systemd's `null_or_empty_path()` sees it: the path leads
+/// (through symlinks) to /dev/null, or is an empty regular file.
 pub fn is_masked_file(p: &Path) -> bool {
-    match link_target(p) {
-        Some(t) => t == Path::new("/dev/null"),
-        None => std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0),
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if std::fs::read_link(p).is_ok_and(|t| t == Path::new("/dev/null")) {
+        return true;
     }
+    std::fs::metadata(p).is_ok_and(|m| {
+        (m.is_file() && m.len() == 0)
+            || (m.file_type().is_char_device() && m.rdev() == libc::makedev(1, 3))
+    })
+}
+
+/// [`is_masked_file`], and with `stored` also a stored symlink to /dev/null.
+pub fn is_masked_file_with(p: &Path, stored: bool) -> bool {
+    is_masked_file(p)
+        || (stored && stored_link_target(p).is_some_and(|t| t == Path::new("/dev/null")))
 }
 
 impl Loader {
@@ -115,7 +143,17 @@ impl Loader {
             unit_paths,
             runit_dirs,
             spec,
+            stored_symlinks: false,
         }
+    }
+
+    /// Reads plain files that hold only a unit name or `/dev/null` (no
+    /// newline) as the symlinks they stand for ([`stored_link_target`]): for
+    /// trees extracted without symlinks, such as the shared corpus. Off by
+    /// default, as systemd reads every plain file as a unit file.
+    pub fn with_stored_symlinks(mut self, on: bool) -> Loader {
+        self.stored_symlinks = on;
+        self
     }
 
     /// The default unit search path for a user: `$XDG_CONFIG_HOME/corral/units`,
@@ -186,11 +224,11 @@ impl Loader {
             let Some((path, via_template)) = hit else {
                 return Ok(None);
             };
-            if is_masked_file(&path) {
+            if is_masked_file_with(&path, self.stored_symlinks) {
                 return Ok(Some((current, Found::Masked { path }, aliases)));
             }
             let looked_up = via_template.clone().unwrap_or_else(|| current.clone());
-            if let Some(target) = link_target(&path) {
+            if let Some(target) = link_target_with(&path, self.stored_symlinks) {
                 let base = target
                     .file_name()
                     .map(|b| b.to_string_lossy().into_owned())
@@ -281,12 +319,10 @@ impl Loader {
                     // Drop-ins apply to runit services too (Environment=, RestartSec=, ...).
                     let dropins = self.dropins(std::slice::from_ref(&u.name));
                     if !dropins.is_empty() {
-                        let mut applier = Applier {
-                            spec: &self.spec,
-                            explicit: Explicit {
-                                service_type: true,
-                                ..Explicit::default()
-                            },
+                        let mut applier = Applier::new(&self.spec);
+                        applier.explicit = Explicit {
+                            service_type: true,
+                            ..Explicit::default()
                         };
                         for f in &dropins {
                             apply_file(&mut u, &mut applier, f);
@@ -331,7 +367,7 @@ impl Loader {
             path: path.to_path_buf(),
             source,
         })?;
-        if is_masked_file(path) {
+        if is_masked_file_with(path, self.stored_symlinks) {
             let mut u = Unit::new(name);
             u.fragment = Some(path.to_path_buf());
             u.masked = true;
@@ -344,7 +380,7 @@ impl Loader {
                 dirs.insert(0, parent.join(d));
             }
         }
-        let dropins = collect_dropins(&dirs);
+        let dropins = collect_dropins(&dirs, self.stored_symlinks);
         let mut u = build(&name, Some(path), &dropins, &self.spec);
         add_install_aliases(&mut u);
         self.add_wants_dirs(&mut u);
@@ -362,23 +398,33 @@ impl Loader {
         })
     }
 
-    /// The drop-in directories for a unit known by `names`, in precedence
-    /// order: per search path, then per name: the name, its template, its
-    /// prefixes (longest first), then the type-wide `service.d`.
+    /// The drop-in directories for a unit known by `names` (its own name
+    /// first, then its aliases), in precedence order, as systemd 252's
+    /// `unit_file_find_dropin_paths()` lists them: for the unit's name, in
+    /// every search directory (highest first), the directories
+    /// [`name_dropin_dirs`] gives; then the same for each alias; then the
+    /// type-wide `service.d/` in every search directory.
     pub fn dropin_dirs(&self, names: &[UnitName]) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for base in &self.unit_paths {
-            for d in dropin_dir_names(names) {
-                out.push(base.join(d));
+        for n in names {
+            let own = name_dropin_dirs(n);
+            for base in &self.unit_paths {
+                out.extend(own.iter().map(|d| base.join(d)));
+            }
+        }
+        if let Some(n) = names.first() {
+            for base in &self.unit_paths {
+                out.push(base.join(format!("{}.d", n.kind().suffix())));
             }
         }
         out
     }
 
     /// The drop-in files that apply, sorted by file name; for equal names the
-    /// higher-priority directory wins, and a /dev/null one removes the name.
+    /// one in the earliest directory of [`Loader::dropin_dirs`] wins, and a
+    /// /dev/null (or empty) one removes the name.
     pub fn dropins(&self, names: &[UnitName]) -> Vec<PathBuf> {
-        collect_dropins(&self.dropin_dirs(names))
+        collect_dropins(&self.dropin_dirs(names), self.stored_symlinks)
     }
 
     /// Adds the units linked from `NAME.wants/` and `NAME.requires/` (and the
@@ -435,9 +481,9 @@ impl Loader {
                 if path.is_dir() {
                     continue;
                 }
-                let state = if is_masked_file(&path) {
+                let state = if is_masked_file_with(&path, self.stored_symlinks) {
                     UnitFileState::Masked
-                } else if let Some(t) = link_target(&path)
+                } else if let Some(t) = link_target_with(&path, self.stored_symlinks)
                     .and_then(|t| t.file_name().map(|b| b.to_string_lossy().into_owned()))
                     .filter(|b| *b != fname)
                     .and_then(|b| UnitName::parse_strict(&b).ok())
@@ -534,31 +580,79 @@ fn has_install_section(path: &Path) -> bool {
     })
 }
 
-/// The drop-in directory names (`NAME.d`) for a unit known by `names`.
+/// The drop-in directory names (`NAME.d`) for a unit known by `names`, in
+/// precedence order within one search directory: those of each name
+/// ([`name_dropin_dirs`]), then the type-wide `service.d`.
 pub fn dropin_dir_names(names: &[UnitName]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let mut add = |s: String| {
-        if !out.contains(&s) {
-            out.push(s);
-        }
-    };
     for n in names {
-        add(format!("{n}.d"));
-        if let Some(t) = n.template() {
-            add(format!("{t}.d"));
-        }
-        for p in n.prefix_dropin_dirs().into_iter().rev() {
-            add(p);
+        for d in name_dropin_dirs(n) {
+            if !out.contains(&d) {
+                out.push(d);
+            }
         }
     }
     if let Some(n) = names.first() {
-        add(format!("{}.d", n.kind().suffix()));
+        out.push(format!("{}.d", n.kind().suffix()));
     }
     out
 }
 
-/// Collects `*.conf` files from drop-in directories in precedence order.
-pub fn collect_dropins(dirs: &[PathBuf]) -> Vec<PathBuf> {
+/// The drop-in directory names of one unit name, as systemd 252's
+/// `unit_file_find_dirs()` visits them: the name; for an instance, what its
+/// template gives (recursively); then the name cut after its last inner `-`
+/// with the instance kept (`foo-bar@x.service` -> `foo-@x.service`, and on
+/// from there). For `foo-bar@x.service`: `foo-bar@x.service.d`,
+/// `foo-bar@.service.d`, `foo-.service.d`, `foo-@x.service.d`, `foo-@.service.d`.
+pub fn name_dropin_dirs(name: &UnitName) -> Vec<String> {
+    let mut out = Vec::new();
+    find_dirs(name.as_str(), &mut out, 0);
+    out
+}
+
+fn find_dirs(name: &str, out: &mut Vec<String>, depth: usize) {
+    // Each step shortens the name; the bound only guards against surprises.
+    if depth > 64 {
+        return;
+    }
+    let Ok(n) = UnitName::parse_strict(name) else {
+        return;
+    };
+    out.push(format!("{name}.d"));
+    if n.is_instance()
+        && let Some(t) = n.template()
+    {
+        find_dirs(t.as_str(), out, depth + 1);
+    }
+    let mut prefix = n.prefix().to_string();
+    let mut chopped = false;
+    loop {
+        let Some(dash) = prefix.rfind('-') else {
+            return;
+        };
+        if dash == 0 {
+            return;
+        }
+        if dash + 1 < prefix.len() || chopped {
+            prefix.truncate(dash + 1);
+            break;
+        }
+        // A trailing dash: chop it and look again, once.
+        prefix.truncate(dash);
+        chopped = true;
+    }
+    let built = match n.instance() {
+        Some(i) if n.is_instance() => format!("{prefix}@{i}.{}", n.kind().suffix()),
+        _ => format!("{prefix}.{}", n.kind().suffix()),
+    };
+    find_dirs(&built, out, depth + 1);
+}
+
+/// Collects `*.conf` files from drop-in directories in precedence order:
+/// for each file name the first directory that has it wins (systemd's
+/// `conf_files_list_strv()`); a masking one (/dev/null, empty, or with
+/// `stored` a stored symlink to /dev/null) hides the name.
+pub fn collect_dropins(dirs: &[PathBuf], stored: bool) -> Vec<PathBuf> {
     let mut chosen: BTreeMap<String, PathBuf> = BTreeMap::new();
     for d in dirs {
         let Ok(rd) = std::fs::read_dir(d) else {
@@ -574,7 +668,7 @@ pub fn collect_dropins(dirs: &[PathBuf]) -> Vec<PathBuf> {
     }
     chosen
         .into_values()
-        .filter(|p| !is_masked_file(p) && p.is_file())
+        .filter(|p| !is_masked_file_with(p, stored) && p.is_file())
         .collect()
 }
 
@@ -588,10 +682,7 @@ pub fn build(
     let mut u = Unit::new(name.clone());
     u.fragment = fragment.map(Path::to_path_buf);
     u.dropins = dropins.to_vec();
-    let mut applier = Applier {
-        spec,
-        explicit: Explicit::default(),
-    };
+    let mut applier = Applier::new(spec);
     let files: Vec<PathBuf> = fragment
         .map(Path::to_path_buf)
         .into_iter()
@@ -609,10 +700,7 @@ pub fn build(
 pub fn from_text(name: &UnitName, path: &Path, text: &str, spec: &SpecifierContext) -> Unit {
     let mut u = Unit::new(name.clone());
     u.fragment = Some(path.to_path_buf());
-    let mut applier = Applier {
-        spec,
-        explicit: Explicit::default(),
-    };
+    let mut applier = Applier::new(spec);
     apply_text(&mut u, &mut applier, path, text);
     applier.finish(&mut u);
     u
@@ -620,6 +708,7 @@ pub fn from_text(name: &UnitName, path: &Path, text: &str, spec: &SpecifierConte
 
 /// Reads one file (fragment or drop-in) and applies it to the unit.
 pub(crate) fn apply_file(u: &mut Unit, applier: &mut Applier<'_>, f: &Path) {
+    // A file that cannot be read makes systemd give up on the unit.
     let io_error = |u: &mut Unit, message: String| {
         u.diagnostics.push(Diagnostic {
             file: f.to_path_buf(),
@@ -628,6 +717,7 @@ pub(crate) fn apply_file(u: &mut Unit, applier: &mut Applier<'_>, f: &Path) {
             severity: Severity::Error,
             kind: DiagnosticKind::Io,
             message,
+            fatal: true,
         })
     };
     // Checked before opening: opening a FIFO would block the manager.
@@ -649,40 +739,24 @@ pub(crate) fn apply_file(u: &mut Unit, applier: &mut Applier<'_>, f: &Path) {
         }
         _ => {}
     }
-    let text = match std::fs::read(f) {
-        Ok(b) => b,
-        Err(e) => {
-            u.diagnostics.push(Diagnostic {
-                file: f.to_path_buf(),
-                line: 0,
-                directive: String::new(),
-                severity: Severity::Error,
-                kind: DiagnosticKind::Io,
-                message: format!("cannot read the file: {e}"),
-            });
-            return;
-        }
-    };
-    let text = match String::from_utf8(text) {
-        Ok(t) => t,
-        Err(e) => {
-            u.diagnostics.push(Diagnostic {
-                file: f.to_path_buf(),
-                line: 0,
-                directive: String::new(),
-                severity: Severity::Error,
-                kind: DiagnosticKind::Invalid,
-                message: "the file is not valid UTF-8; invalid bytes were replaced".to_string(),
-            });
-            String::from_utf8_lossy(e.as_bytes()).into_owned()
-        }
-    };
-    apply_text(u, applier, f, &text);
+    match std::fs::read(f) {
+        Ok(b) => apply_parsed(u, applier, f, syntax::parse_bytes(f, &b)),
+        Err(e) => io_error(u, format!("cannot read the file: {e}")),
+    }
 }
 
-/// Applies file text to a unit (used by `apply_file` and the fuzz target).
+/// Applies file text to a unit (used by the fuzz target and verify).
 pub(crate) fn apply_text(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, text: &str) {
-    let parsed = syntax::parse(f, text);
+    apply_parsed(u, applier, f, syntax::parse(f, text));
+}
+
+/// Applies file contents to a unit (used by verify for lone drop-ins).
+pub(crate) fn apply_bytes(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, bytes: &[u8]) {
+    apply_parsed(u, applier, f, syntax::parse_bytes(f, bytes));
+}
+
+/// Applies a parsed file (fragment or drop-in) to a unit.
+fn apply_parsed(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, parsed: syntax::ParsedFile) {
     u.diagnostics.extend(parsed.diagnostics);
     let kind = u.kind();
     let kind_section = kind.section();
@@ -709,6 +783,7 @@ pub(crate) fn apply_text(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, text
                         ".{} units are not supported yet: read and kept, not run",
                         kind.suffix()
                     ),
+                    fatal: false,
                 });
             }
             continue;
@@ -732,6 +807,7 @@ pub(crate) fn apply_text(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, text
                 } else {
                     "unknown section, ignored".to_string()
                 },
+                fatal: false,
             });
         }
     }
@@ -751,6 +827,7 @@ pub(crate) fn apply_text(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, text
                 ".{} units are not supported yet: read and kept, not run",
                 kind.suffix()
             ),
+            fatal: false,
         });
     }
     for d in &parsed.directives {
@@ -772,14 +849,29 @@ mod tests {
     #[test]
     fn dropin_dir_order() {
         let n = UnitName::parse("foo-bar@x.service").unwrap();
+        // As systemd 252's unit_file_find_dirs() visits them.
         assert_eq!(
             dropin_dir_names(&[n]),
             [
                 "foo-bar@x.service.d",
                 "foo-bar@.service.d",
                 "foo-.service.d",
+                "foo-@x.service.d",
+                "foo-@.service.d",
                 "service.d"
             ]
         );
+        let dirs = |s: &str| name_dropin_dirs(&UnitName::parse(s).unwrap());
+        assert_eq!(
+            dirs("a-b-c.service"),
+            ["a-b-c.service.d", "a-b-.service.d", "a-.service.d"]
+        );
+        assert_eq!(dirs("plain.service"), ["plain.service.d"]);
+        assert_eq!(dirs("trail-.service"), ["trail-.service.d"]);
+        assert_eq!(
+            dirs("a--b.service"),
+            ["a--b.service.d", "a--.service.d", "a-.service.d"]
+        );
+        assert_eq!(dirs("-lead.socket"), ["-lead.socket.d"]);
     }
 }

@@ -166,6 +166,12 @@ pub struct Diagnostic {
     pub kind: DiagnosticKind,
     /// What is wrong and, where useful, what to do.
     pub message: String,
+    /// systemd 252 refuses to load the whole unit over this error (a bad
+    /// `ExecStart=`, a bad section header, an unreadable file, no
+    /// `ExecStart=`, ...), and so does the manager. A non-fatal error only
+    /// drops the assignment: systemd logs it ("..., ignoring") and loads the
+    /// unit without it. Always false for warnings.
+    pub fatal: bool,
 }
 
 impl Diagnostic {
@@ -173,18 +179,51 @@ impl Diagnostic {
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
+
+    /// Whether this error makes the unit unloadable (see [`Diagnostic::fatal`]).
+    pub fn is_fatal(&self) -> bool {
+        self.is_error() && self.fatal
+    }
+}
+
+/// `s` with control characters written as C escapes (`\e` as `\x1b`, a
+/// newline as `\n`), as systemd's `cescape()` shows them, so that a
+/// diagnostic cannot move the cursor, ring the bell or forge lines.
+pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x0b' => out.push_str("\\v"),
+            c if (c as u32) < 0x100 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        let file = self.file.to_string_lossy();
+        write!(f, "{}", escape_control(&file))?;
         if self.line > 0 {
             write!(f, ":{}", self.line)?;
         }
         write!(f, ": {}: ", self.severity)?;
         if !self.directive.is_empty() {
-            write!(f, "{}: ", self.directive)?;
+            write!(f, "{}: ", escape_control(&self.directive))?;
         }
-        f.write_str(&self.message)
+        f.write_str(&escape_control(&self.message))
     }
 }

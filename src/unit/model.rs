@@ -89,10 +89,18 @@ impl Unit {
         self.diagnostics.iter().filter(|d| d.is_error())
     }
 
-    /// `Err` when the unit has errors, with the first one: what the
-    /// supervisor checks before starting it.
+    /// The errors that only dropped an assignment: systemd 252 logs them
+    /// ("..., ignoring") and loads the unit without it; the manager does the same.
+    pub fn ignored_errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.errors().filter(|d| !d.fatal)
+    }
+
+    /// `Err` when the unit has an error systemd 252 refuses to load a unit
+    /// over (see [`Diagnostic::fatal`]), with the first one: what the
+    /// supervisor checks before starting it. Errors that only dropped an
+    /// assignment do not count; `corral verify` reports every error.
     pub fn ensure_valid(&self) -> Result<(), UnitError> {
-        let mut errs = self.errors();
+        let mut errs = self.errors().filter(|d| d.fatal);
         match errs.next() {
             None => Ok(()),
             Some(first) => Err(UnitError::Invalid {
@@ -536,8 +544,9 @@ pub struct ServiceSection {
     pub syslog_level_prefix: bool,
     /// `MemoryMax=`.
     pub memory_max: Option<MemoryLimit>,
-    /// `CPUQuota=` in percent of one CPU (200 = two CPUs).
-    pub cpu_quota_percent: Option<u32>,
+    /// `CPUQuota=` in permyriad of one CPU (20.5% = 2050, 200% = 20000), the
+    /// precision systemd keeps.
+    pub cpu_quota_permyriad: Option<u32>,
     /// `TasksMax=`.
     pub tasks_max: Option<TasksMax>,
     /// `LogRateLimitIntervalSec=`; `None` uses the journal's default.
@@ -577,8 +586,8 @@ impl ServiceSection {
                         env_set(&mut env, k, v);
                     }
                 }
-                Err(UnitError::Io { source, .. })
-                    if f.optional && source.kind() == std::io::ErrorKind::NotFound => {}
+                // systemd 252 skips an optional (`-`) file whatever the reason.
+                Err(_) if f.optional => {}
                 Err(e) => return Err(e),
             }
         }
@@ -637,7 +646,7 @@ impl Default for ServiceSection {
             syslog_level: 6,
             syslog_level_prefix: true,
             memory_max: None,
-            cpu_quota_percent: None,
+            cpu_quota_permyriad: None,
             tasks_max: None,
             log_rate_limit_interval: None,
             log_rate_limit_burst: None,
@@ -653,10 +662,31 @@ pub(crate) struct Explicit {
     pub notify_access: bool,
 }
 
+/// Where the directives that `finish` checks were last set, so its errors
+/// can name a file and line.
+#[derive(Debug, Default)]
+pub(crate) struct Origins {
+    pub service_type: Option<(PathBuf, usize)>,
+    pub exec_start: Option<(PathBuf, usize)>,
+    pub restart: Option<(PathBuf, usize)>,
+}
+
 /// What applying directives needs besides the unit.
 pub(crate) struct Applier<'a> {
     pub spec: &'a SpecifierContext,
     pub explicit: Explicit,
+    pub origins: Origins,
+}
+
+impl<'a> Applier<'a> {
+    /// An applier with nothing applied yet.
+    pub fn new(spec: &'a SpecifierContext) -> Applier<'a> {
+        Applier {
+            spec,
+            explicit: Explicit::default(),
+            origins: Origins::default(),
+        }
+    }
 }
 
 fn push_diag(unit: &mut Unit, d: &Directive, sev: Severity, kind: DiagnosticKind, message: String) {
@@ -667,11 +697,21 @@ fn push_diag(unit: &mut Unit, d: &Directive, sev: Severity, kind: DiagnosticKind
         severity: sev,
         kind,
         message,
+        fatal: false,
     });
 }
 
+/// A bad assignment systemd 252 logs and ignores: the unit loads without it.
 fn invalid(unit: &mut Unit, d: &Directive, message: String) {
     push_diag(unit, d, Severity::Error, DiagnosticKind::Invalid, message);
+}
+
+/// A bad assignment over which systemd 252 refuses the whole unit.
+fn refused(unit: &mut Unit, d: &Directive, message: String) {
+    push_diag(unit, d, Severity::Error, DiagnosticKind::Invalid, message);
+    if let Some(last) = unit.diagnostics.last_mut() {
+        last.fatal = true;
+    }
 }
 
 /// Replaces the value of `name` in place, or appends it.
@@ -700,7 +740,8 @@ impl Applier<'_> {
         }
     }
 
-    /// Splits into words (quotes, escapes) and expands specifiers in each.
+    /// Splits into words (quotes, escapes) and expands specifiers in each;
+    /// a word whose specifiers fail is left out (systemd: "..., ignoring").
     fn words(&self, unit: &mut Unit, d: &Directive) -> Option<Vec<String>> {
         let (ws, notes) = match split(&d.value, WORDS) {
             Ok(x) => x,
@@ -722,7 +763,11 @@ impl Applier<'_> {
         }
         let mut out = Vec::with_capacity(ws.len());
         for w in ws {
-            out.push(self.spec(unit, d, &w)?);
+            let fragment = unit.fragment.clone();
+            match self.spec.expand(&w, &unit.name, fragment.as_deref()) {
+                Ok(v) => out.push(v),
+                Err(e) => invalid(unit, d, format!("{e}; this word is ignored")),
+            }
         }
         Some(out)
     }
@@ -971,6 +1016,7 @@ impl Applier<'_> {
                 };
                 svc(unit).service_type = t;
                 self.explicit.service_type = true;
+                self.origins.service_type = Some((d.file.to_path_buf(), d.line));
             }
             "PIDFile" => {
                 if d.value.is_empty() {
@@ -1005,6 +1051,7 @@ impl Applier<'_> {
                     }
                 };
                 svc(unit).restart = r;
+                self.origins.restart = Some((d.file.to_path_buf(), d.line));
             }
             "RestartSec" => {
                 if let Some(v) = self.time_value(unit, d, false) {
@@ -1274,7 +1321,7 @@ impl Applier<'_> {
                 let v = d.value.trim();
                 let m = if v == "infinity" {
                     Some(MemoryLimit::Infinity)
-                } else if v.ends_with('%') {
+                } else if v.ends_with(['%', '‰', '‱']) {
                     parse_percent_permyriad(v)
                         .filter(|&p| p <= 10_000)
                         .map(MemoryLimit::Permyriad)
@@ -1295,11 +1342,11 @@ impl Applier<'_> {
             }
             "CPUQuota" => {
                 if d.value.is_empty() {
-                    svc(unit).cpu_quota_percent = None;
+                    svc(unit).cpu_quota_permyriad = None;
                     return;
                 }
                 match parse_percent_permyriad(&d.value).filter(|&p| p > 0) {
-                    Some(p) => svc(unit).cpu_quota_percent = Some(p.div_ceil(100)),
+                    Some(p) => svc(unit).cpu_quota_permyriad = Some(p),
                     None => invalid(
                         unit,
                         d,
@@ -1314,7 +1361,7 @@ impl Applier<'_> {
                 let v = d.value.trim();
                 let t = if v == "infinity" {
                     Some(TasksMax::Infinity)
-                } else if v.ends_with('%') {
+                } else if v.ends_with(['%', '‰', '‱']) {
                     parse_percent_permyriad(v)
                         .filter(|&p| p > 0 && p <= 10_000)
                         .map(TasksMax::Permyriad)
@@ -1369,27 +1416,36 @@ impl Applier<'_> {
             spec.expand(s, &name, fragment.as_deref())
                 .map_err(|e| e.to_string())
         };
-        match parse_exec(&d.value, &mut expand) {
-            Ok(parsed) => {
-                for w in parsed.warnings {
-                    push_diag(unit, d, Severity::Warning, DiagnosticKind::Invalid, w);
-                }
-                if which == ExecField::Start {
-                    svc(unit).exec_start_line = d.line;
-                }
-                let origin = super::exec::ExecOrigin {
-                    unit: unit.name.to_string(),
-                    directive: d.key.clone(),
-                    line: d.line,
-                };
-                which
-                    .get(svc(unit))
-                    .extend(parsed.commands.into_iter().map(|mut c| {
-                        c.origin = origin.clone();
-                        c
-                    }));
-            }
-            Err(e) => invalid(unit, d, format!("{e}; command ignored")),
+        let parsed = parse_exec(&d.value, &mut expand);
+        for w in parsed.warnings {
+            push_diag(unit, d, Severity::Warning, DiagnosticKind::Invalid, w);
+        }
+        if which == ExecField::Start && !parsed.commands.is_empty() {
+            svc(unit).exec_start_line = d.line;
+            self.origins.exec_start = Some((d.file.to_path_buf(), d.line));
+        }
+        let origin = super::exec::ExecOrigin {
+            unit: unit.name.to_string(),
+            directive: d.key.clone(),
+            line: d.line,
+        };
+        which
+            .get(svc(unit))
+            .extend(parsed.commands.into_iter().map(|mut c| {
+                c.origin = origin.clone();
+                c
+            }));
+        match parsed.error {
+            None => {}
+            Some(e) if e.fatal => refused(
+                unit,
+                d,
+                format!(
+                    "{}; systemd refuses to load a unit with this command (with the '-' prefix it would only be ignored)",
+                    e.message
+                ),
+            ),
+            Some(e) => invalid(unit, d, format!("{}; command ignored", e.message)),
         }
     }
 
@@ -1409,7 +1465,9 @@ impl Applier<'_> {
                 if !set.codes.contains(&c) {
                     set.codes.push(c);
                 }
-            } else if let Some(s) = w.starts_with("SIG").then(|| parse_signal(w)).flatten() {
+            } else if let Some(s) = parse_signal(w) {
+                // As systemd 252: an exit status first, then a signal, with
+                // or without "SIG" (KILL, SIGKILL).
                 if !set.signals.contains(&s) {
                     set.signals.push(s);
                 }
@@ -1422,7 +1480,7 @@ impl Applier<'_> {
                 unit,
                 d,
                 format!(
-                    "'{w}' is neither an exit status (0-255 or a name like DATAERR) nor a signal (SIGKILL); it is ignored"
+                    "'{w}' is neither an exit status (0-255 or a name like DATAERR) nor a signal (SIGKILL or KILL); it is ignored"
                 ),
             );
         }
@@ -1437,18 +1495,31 @@ impl Applier<'_> {
             Some(r) => (true, r),
             None => (false, d.value.as_str()),
         };
+        // systemd 252 refuses the unit over a bad WorkingDirectory= unless
+        // the `-` prefix says a missing directory is fine.
+        let report = |unit: &mut Unit, message: String| {
+            if missing_ok {
+                invalid(unit, d, format!("{message}; directive ignored"));
+            } else {
+                refused(
+                    unit,
+                    d,
+                    format!(
+                        "{message}; systemd refuses to load the unit (write -PATH to have it ignored)"
+                    ),
+                );
+            }
+        };
         let path = if raw == "~" {
             self.spec.home.clone()
         } else {
-            let Some(p) = self.spec(unit, d, raw) else {
-                return;
+            let fragment = unit.fragment.clone();
+            let p = match self.spec.expand(raw, &unit.name, fragment.as_deref()) {
+                Ok(p) => p,
+                Err(e) => return report(unit, e.to_string()),
             };
             if !p.starts_with('/') {
-                return invalid(
-                    unit,
-                    d,
-                    format!("'{p}' must be an absolute path or ~; directive ignored"),
-                );
+                return report(unit, format!("'{p}' must be an absolute path or ~"));
             }
             PathBuf::from(p)
         };
@@ -1475,21 +1546,26 @@ impl Applier<'_> {
         if !self.explicit.notify_access && s.service_type == ServiceType::Notify {
             s.notify_access = NotifyAccess::Main;
         }
+        // Errors about the whole unit name the fragment (or the directive
+        // that decided, where there is one): systemd 252 refuses such units.
         let file = unit
             .fragment
             .clone()
+            .or_else(|| unit.dropins.first().cloned())
             .unwrap_or_else(|| PathBuf::from(unit.name.as_str()));
-        let mut problems = Vec::new();
+        let whole = || (file.clone(), 0);
+        let at = |o: &Option<(PathBuf, usize)>| o.clone().unwrap_or_else(whole);
+        let mut problems: Vec<((PathBuf, usize), &str, String)> = Vec::new();
         if s.exec_start.len() > 1 && s.service_type != ServiceType::Oneshot {
             problems.push((
-                s.exec_start_line,
+                at(&self.origins.exec_start),
                 "ExecStart",
                 "more than one ExecStart= is only allowed for Type=oneshot; set Type=oneshot or use ExecStartPre=".to_string(),
             ));
         }
         if s.exec_start.is_empty() && s.service_type != ServiceType::Oneshot {
             problems.push((
-                0,
+                at(&self.origins.service_type),
                 "ExecStart",
                 format!(
                     "a Type={} service needs an ExecStart=; add the command to run",
@@ -1498,7 +1574,7 @@ impl Applier<'_> {
             ));
         } else if s.exec_start.is_empty() && s.exec_stop.is_empty() {
             problems.push((
-                0,
+                whole(),
                 "ExecStart",
                 "the service has no ExecStart= (and no ExecStop=); add the command to run"
                     .to_string(),
@@ -1506,7 +1582,7 @@ impl Applier<'_> {
         }
         if s.service_type == ServiceType::Dbus && s.bus_name.is_none() {
             problems.push((
-                0,
+                at(&self.origins.service_type),
                 "BusName",
                 "Type=dbus needs BusName=; add the bus name the service acquires".to_string(),
             ));
@@ -1515,19 +1591,20 @@ impl Applier<'_> {
             && matches!(s.restart, RestartPolicy::Always | RestartPolicy::OnSuccess)
         {
             problems.push((
-                0,
+                at(&self.origins.restart),
                 "Restart",
                 "Restart=always and Restart=on-success are not allowed for Type=oneshot; use on-failure".to_string(),
             ));
         }
-        for (line, directive, message) in problems {
+        for ((file, line), directive, message) in problems {
             unit.diagnostics.push(Diagnostic {
-                file: file.clone(),
+                file,
                 line,
                 directive: directive.to_string(),
                 severity: Severity::Error,
                 kind: DiagnosticKind::Invalid,
                 message,
+                fatal: true,
             });
         }
     }

@@ -249,23 +249,6 @@ impl UnitName {
             kind,
         }
     }
-
-    /// Prefix drop-in directory names, most general first.
-    ///
-    /// For `a-b-c.service` these are `a-.service.d` and `a-b-.service.d`,
-    /// systemd's "a-.service.d applies to every unit starting with a-".
-    pub fn prefix_dropin_dirs(&self) -> Vec<String> {
-        let prefix = self.prefix();
-        let suffix = self.kind.suffix();
-        let mut out = Vec::new();
-        for (i, c) in prefix.char_indices() {
-            // A dash ending a plain name makes the name's own directory, not a prefix one.
-            if c == '-' && (i + 1 < prefix.len() || self.instance.is_some()) {
-                out.push(format!("{}.{}.d", &prefix[..=i], suffix));
-            }
-        }
-        out
-    }
 }
 
 impl fmt::Display for UnitName {
@@ -373,18 +356,6 @@ mod tests {
         }
         assert!(UnitName::parse_strict("foo").is_err());
         assert!(UnitName::parse(&"a".repeat(300)).is_err());
-    }
-
-    #[test]
-    fn prefixes() {
-        let n = UnitName::parse("a-b-c.service").unwrap();
-        assert_eq!(n.prefix_dropin_dirs(), ["a-.service.d", "a-b-.service.d"]);
-        let n = UnitName::parse("foo-bar@baz.service").unwrap();
-        assert_eq!(n.prefix_dropin_dirs(), ["foo-.service.d"]);
-        let n = UnitName::parse("plain.service").unwrap();
-        assert!(n.prefix_dropin_dirs().is_empty());
-        let n = UnitName::parse("trail-.service").unwrap();
-        assert!(n.prefix_dropin_dirs().is_empty());
     }
 
     #[test]

@@ -147,6 +147,7 @@ impl RunitService {
                 severity: Severity::Warning,
                 kind: DiagnosticKind::Unsupported,
                 message: message.to_string(),
+                fatal: false,
             })
         };
         let log = self.log_dir();

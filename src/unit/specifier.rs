@@ -189,9 +189,11 @@ impl SpecifierContext {
         self.os_release.get(key).cloned().unwrap_or_default()
     }
 
-    /// Expands every `%x` in `s` for unit `name` whose fragment is `fragment`.
-    ///
-    /// An unknown specifier is an error, as in systemd; `%%` is a `%`.
+    /// Expands every `%x` in `s` for unit `name` whose fragment is `fragment`,
+    /// as systemd 252's `specifier_printf()` does: `%%` is a `%`; `%` and a
+    /// letter or digit that is not a specifier is an error; `%` followed by
+    /// anything else (`50% off`, `printf "%-5s"`) and a `%` at the very end
+    /// are kept as written.
     pub fn expand(
         &self,
         s: &str,
@@ -209,82 +211,110 @@ impl SpecifierContext {
                 continue;
             }
             let Some(spec) = chars.next() else {
-                return Err(UnitError::Specifier {
-                    value: s.to_string(),
-                    message: "a lone % at the end; write %% for a percent sign".to_string(),
-                });
+                // A stray % at the end stays.
+                out.push('%');
+                break;
             };
-            let prefix = name.prefix();
-            let last_component = prefix.rsplit('-').next().unwrap_or(prefix);
-            let p = |p: &Path| p.to_string_lossy().into_owned();
-            let v: String = match spec {
-                '%' => "%".to_string(),
-                'a' => self.architecture.clone(),
-                'A' => self.os("IMAGE_VERSION"),
-                'b' => self.boot_id.clone(),
-                'B' => self.os("BUILD_ID"),
-                'C' => p(&self.cache_dir),
-                'E' => p(&self.config_dir),
-                'f' => {
-                    let base = name.instance().unwrap_or(prefix);
-                    let u = unescape(base);
-                    if u.starts_with('/') {
-                        u
-                    } else {
-                        format!("/{u}")
-                    }
+            match self.lookup(spec, s, name, fragment)? {
+                Some(v) => out.push_str(&v),
+                // Not a letter or digit: both characters stay as written.
+                None => {
+                    out.push('%');
+                    out.push(spec);
                 }
-                'g' => self.group.clone(),
-                'G' => self.gid.to_string(),
-                'h' => p(&self.home),
-                'H' => self.hostname.clone(),
-                'i' => name.instance().unwrap_or("").to_string(),
-                'I' => unescape(name.instance().unwrap_or("")),
-                'j' => last_component.to_string(),
-                'J' => unescape(last_component),
-                'l' => self.hostname.split('.').next().unwrap_or("").to_string(),
-                'L' => p(&self.logs_dir),
-                'm' => self.machine_id.clone(),
-                'M' => self.os("IMAGE_ID"),
-                'n' => name.as_str().to_string(),
-                'N' => name.stem().to_string(),
-                'o' => self.os("ID"),
-                'p' => prefix.to_string(),
-                'P' => unescape(prefix),
-                'q' => self.hostname.split('.').next().unwrap_or("").to_string(),
-                's' => p(&self.shell),
-                'S' => p(&self.state_dir),
-                't' => p(&self.runtime_dir),
-                'T' => p(&self.tmp_dir),
-                'u' => self.user.clone(),
-                'U' => self.uid.to_string(),
-                'v' => self.kernel_release.clone(),
-                'V' => p(&self.var_tmp_dir),
-                'w' => self.os("VERSION_ID"),
-                'W' => self.os("VARIANT_ID"),
-                'y' | 'Y' => {
-                    let Some(frag) = fragment else {
-                        return Err(UnitError::Specifier {
-                            value: s.to_string(),
-                            message: format!("%{spec} needs a unit file, and this unit has none"),
-                        });
-                    };
-                    if spec == 'y' {
-                        p(frag)
-                    } else {
-                        frag.parent().map(p).unwrap_or_default()
-                    }
-                }
-                other => {
-                    return Err(UnitError::Specifier {
-                        value: s.to_string(),
-                        message: format!("unknown specifier %{other}; write %% for a percent sign"),
-                    });
-                }
-            };
-            out.push_str(&v);
+            }
         }
         Ok(out)
+    }
+
+    /// The value of specifier `spec`; `None` when `spec` is not a letter,
+    /// digit or `%` (then `%` and `spec` are literal text).
+    fn lookup(
+        &self,
+        spec: char,
+        s: &str,
+        name: &UnitName,
+        fragment: Option<&Path>,
+    ) -> Result<Option<String>, UnitError> {
+        let prefix = name.prefix();
+        let last_component = prefix.rsplit('-').next().unwrap_or(prefix);
+        let p = |p: &Path| p.to_string_lossy().into_owned();
+        let err = |message: String| UnitError::Specifier {
+            value: s.to_string(),
+            message,
+        };
+        let v: String = match spec {
+            '%' => "%".to_string(),
+            'a' => self.architecture.clone(),
+            'A' => self.os("IMAGE_VERSION"),
+            'b' => self.boot_id.clone(),
+            'B' => self.os("BUILD_ID"),
+            'C' => p(&self.cache_dir),
+            // systemd 252: the unit's credentials directory below the runtime root.
+            'd' => format!("{}/credentials/{}", p(&self.runtime_dir), name.as_str()),
+            'E' => p(&self.config_dir),
+            'f' => {
+                let base = name.instance().unwrap_or(prefix);
+                let u = unescape(base);
+                if u.starts_with('/') {
+                    u
+                } else {
+                    format!("/{u}")
+                }
+            }
+            'g' => self.group.clone(),
+            'G' => self.gid.to_string(),
+            'h' => p(&self.home),
+            'H' => self.hostname.clone(),
+            'i' => name.instance().unwrap_or("").to_string(),
+            'I' => unescape(name.instance().unwrap_or("")),
+            'j' => last_component.to_string(),
+            'J' => unescape(last_component),
+            'l' => self.hostname.split('.').next().unwrap_or("").to_string(),
+            'L' => p(&self.logs_dir),
+            'm' => self.machine_id.clone(),
+            'M' => self.os("IMAGE_ID"),
+            'n' => name.as_str().to_string(),
+            'N' => name.stem().to_string(),
+            'o' => self.os("ID"),
+            'p' => prefix.to_string(),
+            'P' => unescape(prefix),
+            'q' => self.hostname.split('.').next().unwrap_or("").to_string(),
+            's' => p(&self.shell),
+            'S' => p(&self.state_dir),
+            't' => p(&self.runtime_dir),
+            'T' => p(&self.tmp_dir),
+            'u' => self.user.clone(),
+            'U' => self.uid.to_string(),
+            'v' => self.kernel_release.clone(),
+            'V' => p(&self.var_tmp_dir),
+            'w' => self.os("VERSION_ID"),
+            'W' => self.os("VARIANT_ID"),
+            'y' | 'Y' => {
+                let Some(frag) = fragment else {
+                    return Err(err(format!(
+                        "%{spec} needs a unit file, and this unit has none"
+                    )));
+                };
+                if spec == 'y' {
+                    p(frag)
+                } else {
+                    frag.parent().map(p).unwrap_or_default()
+                }
+            }
+            'c' | 'r' | 'R' => {
+                return Err(err(format!(
+                    "%{spec} (a control group path) is deprecated in systemd and not expanded by corral; write the path out"
+                )));
+            }
+            other if other.is_ascii_alphanumeric() => {
+                return Err(err(format!(
+                    "unknown specifier %{other}; write %% for a percent sign"
+                )));
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(v))
     }
 }
 
@@ -347,12 +377,30 @@ mod tests {
     }
 
     #[test]
-    fn errors() {
+    fn percent_signs_as_systemd_252_keeps_them() {
         let c = ctx();
         let n = UnitName::parse("x.service").unwrap();
-        assert!(c.expand("50%", &n, None).is_err());
-        assert!(c.expand("%z", &n, None).is_err());
-        assert!(c.expand("%y", &n, None).is_err());
+        let kept = [
+            ("50%", "50%"),
+            ("Load at 100% for tests", "Load at 100% for tests"),
+            ("%-5s|", "%-5s|"),
+            ("a %/ b %. %", "a %/ b %. %"),
+            ("%%%", "%%"),
+            ("x%%y%n", "x%yx.service"),
+        ];
+        for (input, want) in kept {
+            assert_eq!(c.expand(input, &n, None).unwrap(), want, "{input:?}");
+        }
+        assert_eq!(
+            c.expand("%d", &n, None).unwrap(),
+            "/run/user/1000/credentials/x.service"
+        );
+        // A letter or digit that is no specifier is an error, as -EBADSLT in systemd.
+        for bad in ["%z", "%0", "%9x", "a%Z", "%y", "%c"] {
+            assert!(c.expand(bad, &n, None).is_err(), "{bad:?}");
+        }
+        // Not ASCII: not a specifier character, kept.
+        assert_eq!(c.expand("%é", &n, None).unwrap(), "%é");
     }
 
     #[test]

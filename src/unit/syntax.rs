@@ -52,7 +52,58 @@ fn diag(file: &Path, line: usize, directive: &str, sev: Severity, message: Strin
         severity: sev,
         kind: DiagnosticKind::Invalid,
         message,
+        fatal: false,
     }
+}
+
+/// An error over which systemd 252's `config_parse()` gives up on the file,
+/// so the unit is not loaded.
+fn fatal(file: &Path, line: usize, message: String) -> Diagnostic {
+    Diagnostic {
+        fatal: true,
+        ..diag(file, line, "", Severity::Error, message)
+    }
+}
+
+/// Splits text into lines as systemd 252's `read_line()` does: `\n`, `\r`
+/// and NUL all end a line, and a run of them counts once as long as no kind
+/// repeats (`\r\n`, `\n\r`, `\r\n\0` are one line end; `\n\n` is an
+/// empty line; nothing follows a NUL in the same line end). So a NUL in
+/// `ExecStart=/bin/true\0x` ends the assignment, and `x` is a line of its own.
+pub fn split_lines(text: &[u8]) -> Vec<&[u8]> {
+    const NUL: u8 = 1;
+    const LF: u8 = 2;
+    const CR: u8 = 4;
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < text.len() {
+        let kind = |b: u8| match b {
+            b'\n' => LF,
+            b'\r' => CR,
+            0 => NUL,
+            _ => 0,
+        };
+        if kind(text[i]) == 0 {
+            i += 1;
+            continue;
+        }
+        lines.push(&text[start..i]);
+        let mut seen = 0u8;
+        while i < text.len() {
+            let k = kind(text[i]);
+            if seen & NUL != 0 || k == 0 || seen & k != 0 {
+                break;
+            }
+            seen |= k;
+            i += 1;
+        }
+        start = i;
+    }
+    if start < text.len() {
+        lines.push(&text[start..]);
+    }
+    lines
 }
 
 /// True when the line ends in an unescaped backslash (an odd run of them).
@@ -62,14 +113,32 @@ fn continues(line: &str) -> bool {
 
 /// Splits file text into sections and assignments.
 pub fn parse(file: &Path, text: &str) -> ParsedFile {
+    parse_bytes(file, text.as_bytes())
+}
+
+/// Splits file contents into sections and assignments, line by line as
+/// systemd 252's `config_parse()` reads them ([`split_lines`]); a line that
+/// is not UTF-8 is an error on that line (systemd then refuses the file).
+pub fn parse_bytes(file: &Path, bytes: &[u8]) -> ParsedFile {
     let mut out = ParsedFile::default();
     let file_arc: Arc<Path> = Arc::from(file);
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
     let mut section: Option<String> = None;
     let mut cont: Option<(String, usize)> = None;
-    for (idx, raw) in text.split('\n').enumerate() {
+    for (idx, raw) in split_lines(bytes).into_iter().enumerate() {
         let lineno = idx + 1;
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let line = match std::str::from_utf8(raw) {
+            Ok(l) => l,
+            Err(_) => {
+                out.diagnostics.push(fatal(
+                    file,
+                    lineno,
+                    "the line is not valid UTF-8; systemd refuses such a file (save it as UTF-8)"
+                        .to_string(),
+                ));
+                continue;
+            }
+        };
         let trimmed = line.trim_start();
         // A comment is never continued, and inside a continuation it is skipped.
         if trimmed.starts_with('#') || trimmed.starts_with(';') {
@@ -83,12 +152,10 @@ pub fn parse(file: &Path, text: &str) -> ParsedFile {
             None => (line.to_string(), lineno),
         };
         if logical.len() > LINE_MAX {
-            out.diagnostics.push(diag(
+            out.diagnostics.push(fatal(
                 file,
                 start,
-                "",
-                Severity::Error,
-                format!("line longer than {LINE_MAX} bytes, ignored"),
+                format!("line longer than {LINE_MAX} bytes; systemd refuses such a file"),
             ));
             continue;
         }
@@ -120,18 +187,23 @@ fn parse_line(
         return;
     }
     if l.starts_with('[') {
-        if !l.ends_with(']') || l.len() < 3 {
-            out.diagnostics.push(diag(
+        // As systemd 252: a header must end in ']' and hold no control
+        // characters, quotes or backslashes; otherwise the file is refused.
+        let name = l.strip_suffix(']').map(|n| &n[1..]).filter(|n| {
+            !n.chars()
+                .any(|c| c < ' ' || matches!(c, '"' | '\'' | '\\' | '\x7f'))
+        });
+        let Some(name) = name else {
+            out.diagnostics.push(fatal(
                 file,
                 lineno,
-                "",
-                Severity::Error,
-                format!("invalid section header '{l}'; write it as [Name]"),
+                format!(
+                    "invalid section header '{l}'; write it as [Name] (systemd refuses such a file)"
+                ),
             ));
             *section = None;
             return;
-        }
-        let name = &l[1..l.len() - 1];
+        };
         out.sections.push(SectionHeader {
             name: name.to_string(),
             line: lineno,
@@ -158,7 +230,9 @@ fn parse_line(
             lineno,
             "",
             Severity::Error,
-            format!("missing '=' in '{l}'; a line must be [Section], Key=value or a comment"),
+            format!(
+                "missing '=' in '{l}'; a line must be [Section], Key=value or a comment (line ignored)"
+            ),
         ));
         return;
     };
@@ -169,7 +243,7 @@ fn parse_line(
             lineno,
             "",
             Severity::Error,
-            "assignment without a key".to_string(),
+            "assignment without a key (line ignored)".to_string(),
         ));
         return;
     }
@@ -247,18 +321,76 @@ mod tests {
 
     #[test]
     fn errors() {
-        let p = parse(Path::new("t.service"), "X=1\n[Bad\n[S]\nnoequals\n=v\n");
-        let msgs: Vec<_> = p.diagnostics.iter().map(|d| (d.line, d.severity)).collect();
+        let p = parse(
+            Path::new("t.service"),
+            "X=1\n[Bad\n[S]\nnoequals\n=v\n[a\"b]\n[]\n",
+        );
+        let msgs: Vec<_> = p
+            .diagnostics
+            .iter()
+            .map(|d| (d.line, d.severity, d.fatal))
+            .collect();
+        // systemd 252 gives up on the file over a bad header; it only logs
+        // and skips a line without '=' or without a key.
         assert_eq!(
             msgs,
             [
-                (1, Severity::Warning),
-                (2, Severity::Error),
-                (4, Severity::Error),
-                (5, Severity::Error)
+                (1, Severity::Warning, false),
+                (2, Severity::Error, true),
+                (4, Severity::Error, false),
+                (5, Severity::Error, false),
+                (6, Severity::Error, true),
             ]
         );
         assert!(p.directives.is_empty());
+        assert_eq!(p.sections.last().unwrap().name, "");
+    }
+
+    #[test]
+    fn line_ends_as_systemd_252_reads_them() {
+        let lines = |t: &[u8]| -> Vec<String> {
+            split_lines(t)
+                .into_iter()
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .collect()
+        };
+        assert_eq!(lines(b"a\nb\n"), ["a", "b"]);
+        assert_eq!(lines(b"a\r\nb\n\rc\r\n\0d"), ["a", "b", "c", "d"]);
+        assert_eq!(lines(b"a\n\nb\r\rc"), ["a", "", "b", "", "c"]);
+        assert_eq!(lines(b"a\rb"), ["a", "b"]);
+        assert_eq!(lines(b"a\0b\0\nc"), ["a", "b", "", "c"]);
+        assert!(lines(b"").is_empty());
+        // A NUL ends the assignment; what follows is a line of its own.
+        let p = parse_bytes(
+            Path::new("t.service"),
+            b"[S]\nExecStart=/bin/true\0nul\nB=2\rC=3\n",
+        );
+        let got: Vec<_> = p
+            .directives
+            .iter()
+            .map(|d| (d.key.as_str(), d.value.as_str(), d.line))
+            .collect();
+        assert_eq!(
+            got,
+            [("ExecStart", "/bin/true", 2), ("B", "2", 4), ("C", "3", 5)]
+        );
+        assert_eq!(p.diagnostics.len(), 1);
+        assert_eq!(p.diagnostics[0].line, 3);
+        assert!(p.diagnostics[0].message.starts_with("missing '=' in 'nul'"));
+        assert!(!p.diagnostics[0].fatal);
+    }
+
+    #[test]
+    fn invalid_utf8_names_its_line_and_is_fatal() {
+        let p = parse_bytes(Path::new("t.service"), b"[S]\nA=1\nB=caf\xe9\nC=2\n");
+        assert_eq!(p.directives.len(), 2);
+        assert_eq!(p.diagnostics.len(), 1);
+        let d = &p.diagnostics[0];
+        assert_eq!((d.line, d.fatal), (3, true));
+        assert!(
+            d.to_string()
+                .starts_with("t.service:3: error: the line is not valid UTF-8")
+        );
     }
 
     #[test]

@@ -140,14 +140,42 @@ pub fn parse_size(s: &str) -> Result<Option<u64>, String> {
     Ok(Some(v as u64))
 }
 
-/// Parses `N%` (also `N.M%`) into permyriad (hundredths of a percent).
+/// Parses a share into permyriad (hundredths of a percent) as systemd 252's
+/// `parse_permyriad_unbounded()`: `N%` with at most two decimals (`20.5%`
+/// is 2050, exactly), `N‰` with at most one, `N‱`; more decimals are an
+/// error, not rounded.
 pub fn parse_percent_permyriad(s: &str) -> Option<u32> {
-    let n = s.trim().strip_suffix('%')?;
-    let f: f64 = n.parse().ok()?;
-    if !(0.0..=1.0e7).contains(&f) {
+    let s = s.trim();
+    let (num, scale, places) = if let Some(n) = s.strip_suffix('%') {
+        (n, 100u64, 2)
+    } else if let Some(n) = s.strip_suffix('‰') {
+        (n, 10, 1)
+    } else {
+        (s.strip_suffix('‱')?, 1, 0)
+    };
+    let (int, frac) = match num.split_once('.') {
+        Some((i, f)) if !f.is_empty() && f.len() <= places => (i, f),
+        Some(_) => return None,
+        None => (num, ""),
+    };
+    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some((f * 100.0).round() as u32)
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let int: u64 = int.parse().ok()?;
+    // "5" in "20.5%" is 50 hundredths.
+    let mut f: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    for _ in frac.len()..places {
+        f *= 10;
+    }
+    let v = int.checked_mul(scale)?.checked_add(f)?;
+    u32::try_from(v).ok()
 }
 
 /// Signal names and numbers, systemd style (`SIGTERM`, `TERM`, `15`, `SIGRTMIN+3`).
@@ -368,6 +396,14 @@ mod tests {
         assert_eq!(parse_exit_status("256"), None);
         assert_eq!(parse_percent_permyriad("99%"), Some(9900));
         assert_eq!(parse_percent_permyriad("12.5%"), Some(1250));
+        assert_eq!(parse_percent_permyriad("20.55%"), Some(2055));
+        assert_eq!(parse_percent_permyriad("0.01%"), Some(1));
+        assert_eq!(parse_percent_permyriad("205‰"), Some(2050));
+        assert_eq!(parse_percent_permyriad("20.5‰"), Some(205));
+        assert_eq!(parse_percent_permyriad("7‱"), Some(7));
+        for bad in ["20.555%", "20.%", ".5%", "-1%", "x%", "20", "1.5‱", "1e3%"] {
+            assert_eq!(parse_percent_permyriad(bad), None, "{bad:?}");
+        }
         assert_eq!(parse_umask("0027"), Some(0o27));
         assert_eq!(parse_umask("8"), None);
         assert_eq!(parse_bool("On"), Some(true));

@@ -7,8 +7,11 @@ use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::loader::{apply_text, build, collect_dropins, dropin_dir_names, from_text, link_target};
-use super::model::{Applier, Explicit, Unit};
+use super::loader::{
+    apply_bytes, build, collect_dropins, dropin_dir_names, from_text, is_masked_file,
+    is_masked_file_with, link_target_with,
+};
+use super::model::{Applier, Unit};
 use super::name::{UnitKind, UnitName};
 use super::runit::RunitService;
 use super::specifier::SpecifierContext;
@@ -38,10 +41,21 @@ impl VerifyReport {
         self.diagnostics.len() - self.error_count()
     }
 
-    /// Whether there is any error diagnostic.
+    /// Whether there is any error: an error diagnostic or a path that
+    /// could not be read.
     pub fn has_errors(&self) -> bool {
-        self.error_count() > 0
+        self.error_count() > 0 || !self.io_errors.is_empty()
     }
+}
+
+/// How `verify` reads what it is given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions {
+    /// Read plain files that hold only a unit name or `/dev/null` (no
+    /// newline) as the symlinks they stand for
+    /// ([`super::loader::stored_link_target`]), for trees extracted
+    /// without symlinks.
+    pub stored_symlinks: bool,
 }
 
 impl fmt::Display for VerifyReport {
@@ -76,6 +90,7 @@ fn dropin_dir_unit(dir: &Path) -> Option<UnitName> {
 
 struct Verifier {
     spec: SpecifierContext,
+    opts: VerifyOptions,
     report: VerifyReport,
     /// Drop-ins already checked as part of a unit.
     consumed: HashSet<PathBuf>,
@@ -115,6 +130,7 @@ impl Verifier {
             severity: Severity::Error,
             kind: DiagnosticKind::Invalid,
             message,
+            fatal: false,
         });
     }
 
@@ -170,7 +186,20 @@ impl Verifier {
     }
 
     fn dir(&mut self, d: &Path, explicit: bool) {
-        if let Some(r) = RunitService::probe(d) {
+        let run = d.join("run");
+        let runit = RunitService::probe(d);
+        if runit.is_none() && std::fs::metadata(&run).is_ok_and(|m| m.is_file()) {
+            // runsv could not execute it either; corral does not see a service here.
+            self.error(
+                &run,
+                format!(
+                    "run is not executable, so runsv (and corral) would not run this service; make it executable: chmod +x {}",
+                    run.display()
+                ),
+            );
+            return;
+        }
+        if let Some(r) = runit {
             match r.to_unit() {
                 Ok(u) => self.push_unit(u),
                 Err(e) => self.error(
@@ -249,6 +278,16 @@ impl Verifier {
             }
             return;
         }
+        if explicit && f.file_name().is_some_and(|n| n == "run") {
+            self.error(
+                f,
+                format!(
+                    "run is not executable, so runsv (and corral) would not run this service; make it executable: chmod +x {}",
+                    f.display()
+                ),
+            );
+            return;
+        }
         if f.extension().is_some_and(|e| e == "conf") && dropin_dir_unit(parent).is_some() {
             if !self.consumed.contains(f) {
                 self.dropin(f);
@@ -265,10 +304,10 @@ impl Verifier {
             }
             return;
         };
-        let link = link_target(f);
-        if link.as_deref() == Some(Path::new("/dev/null"))
-            || (link.is_none() && std::fs::metadata(f).is_ok_and(|m| m.len() == 0))
-        {
+        let stored = self.opts.stored_symlinks;
+        let link = link_target_with(f, stored);
+        // A stored link to /dev/null is in `link` already: no second read.
+        if link.as_deref() == Some(Path::new("/dev/null")) || is_masked_file(f) {
             // A masked unit: nothing to check.
             self.report.units += 1;
             return;
@@ -284,7 +323,7 @@ impl Verifier {
             } else {
                 parent.join(t)
             };
-            if !target.is_file() || link_target(&target).is_some() {
+            if !target.is_file() || link_target_with(&target, stored).is_some() {
                 // An alias whose target is elsewhere (or another alias): the
                 // target is checked where it is; nothing here to parse.
                 self.report.units += 1;
@@ -306,7 +345,7 @@ impl Verifier {
             .filter(|d| listing.contains(OsStr::new(d)))
             .map(|d| parent.join(d))
             .collect();
-        let dropins = collect_dropins(&dirs);
+        let dropins = collect_dropins(&dirs, stored);
         self.consumed.extend(dropins.iter().cloned());
         let fragment = match link {
             Some(t) if t.is_absolute() => t,
@@ -322,7 +361,7 @@ impl Verifier {
         let Some(name) = dropin_dir_unit(parent) else {
             return;
         };
-        if std::fs::read_link(f).is_ok_and(|t| t == Path::new("/dev/null")) {
+        if is_masked_file_with(f, self.opts.stored_symlinks) {
             // A masking drop-in: it removes lower ones of that name.
             return;
         }
@@ -334,8 +373,8 @@ impl Verifier {
             );
             return;
         }
-        let text = match std::fs::read(f) {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        let bytes = match std::fs::read(f) {
+            Ok(b) => b,
             Err(source) => {
                 self.report.io_errors.push(UnitError::Io {
                     op: "read drop-in",
@@ -346,12 +385,9 @@ impl Verifier {
             }
         };
         let mut u = Unit::new(name);
-        let mut applier = Applier {
-            spec: &self.spec,
-            explicit: Explicit::default(),
-        };
+        let mut applier = Applier::new(&self.spec);
         // A drop-in alone is partial: only its own lines are checked.
-        apply_text(&mut u, &mut applier, f, &text);
+        apply_bytes(&mut u, &mut applier, f, &bytes);
         for d in u.diagnostics {
             self.push(d);
         }
@@ -366,8 +402,18 @@ pub fn verify_paths(paths: &[PathBuf]) -> VerifyReport {
 
 /// [`verify_paths`] with a given specifier context.
 pub fn verify_paths_with(paths: &[PathBuf], spec: SpecifierContext) -> VerifyReport {
+    verify_paths_with_options(paths, spec, VerifyOptions::default())
+}
+
+/// [`verify_paths`] with a given specifier context and options.
+pub fn verify_paths_with_options(
+    paths: &[PathBuf],
+    spec: SpecifierContext,
+    opts: VerifyOptions,
+) -> VerifyReport {
     let mut v = Verifier {
         spec,
+        opts,
         report: VerifyReport::default(),
         consumed: HashSet::new(),
         seen: HashSet::new(),
@@ -429,12 +475,13 @@ pub fn fuzz_one(data: &[u8]) {
     let spec = SpecifierContext::example();
     let name = UnitName::parse_strict("fuzz@i.service").expect("a constant valid name");
     let mut expand = |s: &str| spec.expand(s, &name, None).map_err(|e| e.to_string());
-    if let Ok(p) = super::exec::parse_exec(&text, &mut expand) {
-        for c in &p.commands {
-            let _ = c.expand(&|k: &str| k.len().is_multiple_of(2).then(|| text.to_string()));
-            let _ = c.resolve_program("/nonexistent");
-        }
+    let p = super::exec::parse_exec(&text, &mut expand);
+    for c in &p.commands {
+        let _ = c.expand(&|k: &str| k.len().is_multiple_of(2).then(|| text.to_string()));
+        let _ = c.resolve_program("/nonexistent");
     }
+    // The raw bytes too, as the loader reads files (NUL and CR end lines).
+    let _ = super::syntax::parse_bytes(std::path::Path::new("fuzz.service"), rest);
     let line = text.lines().next().unwrap_or("");
     let _ = super::values::parse_timespan(line);
     let _ = super::values::parse_size(line);

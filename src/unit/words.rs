@@ -10,6 +10,8 @@ pub enum WordError {
     UnterminatedQuote(char),
     /// A backslash at the very end of the value.
     TrailingBackslash,
+    /// `\xNN` or `\NNN` escapes that make bytes which are not UTF-8 text.
+    NotUtf8(String),
 }
 
 impl fmt::Display for WordError {
@@ -19,6 +21,10 @@ impl fmt::Display for WordError {
                 write!(f, "unbalanced quoting: a {q} is never closed")
             }
             WordError::TrailingBackslash => f.write_str("the value ends with a lone backslash"),
+            WordError::NotUtf8(w) => write!(
+                f,
+                "the escapes in '{w}' make bytes that are not UTF-8 text, which corral cannot pass on unchanged; write the character itself or its UTF-8 bytes (\\xc3\\xa9 for \u{e9})"
+            ),
         }
     }
 }
@@ -91,10 +97,17 @@ impl<'a> Words<'a> {
         if self.pos >= self.s.len() {
             return Ok(None);
         }
-        let mut out = String::new();
+        // Bytes, because `\xNN` and `\NNN` make single bytes (as in systemd),
+        // which only together may form a character.
+        let mut out: Vec<u8> = Vec::new();
         let mut quote: Option<char> = None;
         let rest = &self.s[self.pos..];
         let mut it = rest.char_indices().peekable();
+        let push = |out: &mut Vec<u8>, c: char| {
+            let mut b = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+        };
+        let mut end = rest.len();
         while let Some((i, c)) = it.next() {
             if c == '\\' {
                 let Some(&(j, n)) = it.peek() else {
@@ -102,12 +115,15 @@ impl<'a> Words<'a> {
                 };
                 if !self.opts.cunescape {
                     it.next();
-                    out.push(n);
+                    push(&mut out, n);
                     continue;
                 }
                 match cunescape_one(&rest[j..]) {
-                    Some((ch, len)) => {
-                        out.push_str(&ch);
+                    Some((e, len)) => {
+                        match e {
+                            Unescaped::Char(ch) => push(&mut out, ch),
+                            Unescaped::Byte(b) => out.push(b),
+                        }
                         // Skip the consumed escape body.
                         while let Some(&(k, _)) = it.peek() {
                             if k >= j + len {
@@ -119,29 +135,33 @@ impl<'a> Words<'a> {
                     None => {
                         it.next();
                         self.notes.invalid_escapes.push(format!("\\{n}"));
-                        out.push('\\');
-                        out.push(n);
+                        out.push(b'\\');
+                        push(&mut out, n);
                     }
                 }
                 continue;
             }
             match quote {
                 Some(q) if c == q => quote = None,
-                Some(_) => out.push(c),
+                Some(_) => push(&mut out, c),
                 None if self.opts.unquote && (c == '"' || c == '\'') => quote = Some(c),
                 None if is_ws(c) => {
-                    self.pos += i;
-                    return Ok(Some(out));
+                    end = i;
+                    break;
                 }
-                None => out.push(c),
+                None => push(&mut out, c),
             }
         }
         if let Some(q) = quote {
             self.pos = self.s.len();
             return Err(WordError::UnterminatedQuote(q));
         }
-        self.pos = self.s.len();
-        Ok(Some(out))
+        let written = &rest[..end];
+        self.pos += end;
+        // Only escaped bytes above 0x7f can break UTF-8; the rest is text.
+        String::from_utf8(out)
+            .map(Some)
+            .map_err(|_| WordError::NotUtf8(written.to_string()))
     }
 }
 
@@ -155,9 +175,19 @@ pub fn split(s: &str, opts: SplitOptions) -> Result<(Vec<String>, SplitNotes), W
     Ok((out, w.notes))
 }
 
-/// Decodes one C escape; `s` starts after the backslash. Returns the text and
-/// how many bytes of `s` it used.
-pub fn cunescape_one(s: &str) -> Option<(String, usize)> {
+/// What one C escape stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unescaped {
+    /// A character (`\n`, `\u00e9`, ...).
+    Char(char),
+    /// A single byte (`\xNN`, `\NNN`): systemd puts the raw byte in the
+    /// string, so `\xc3\xa9` is the UTF-8 encoding of `é`.
+    Byte(u8),
+}
+
+/// Decodes one C escape; `s` starts after the backslash. Returns what it
+/// stands for and how many bytes of `s` it used.
+pub fn cunescape_one(s: &str) -> Option<(Unescaped, usize)> {
     let b = s.as_bytes();
     let c = *b.first()?;
     let simple = match c {
@@ -175,7 +205,7 @@ pub fn cunescape_one(s: &str) -> Option<(String, usize)> {
         _ => None,
     };
     if let Some(ch) = simple {
-        return Some((ch.to_string(), 1));
+        return Some((Unescaped::Char(ch), 1));
     }
     let hex = |n: usize| -> Option<u32> {
         let digits = s.get(1..1 + n)?;
@@ -191,17 +221,17 @@ pub fn cunescape_one(s: &str) -> Option<(String, usize)> {
             if v == 0 {
                 return None;
             }
-            Some((byte_to_string(v as u8), 3))
+            Some((Unescaped::Byte(v as u8), 3))
         }
         b'u' => {
             let v = hex(4)?;
             let ch = char::from_u32(v).filter(|&c| c != '\0')?;
-            Some((ch.to_string(), 5))
+            Some((Unescaped::Char(ch), 5))
         }
         b'U' => {
             let v = hex(8)?;
             let ch = char::from_u32(v).filter(|&c| c != '\0')?;
-            Some((ch.to_string(), 9))
+            Some((Unescaped::Char(ch), 9))
         }
         b'0'..=b'7' => {
             let digits = s.get(0..3)?;
@@ -212,16 +242,10 @@ pub fn cunescape_one(s: &str) -> Option<(String, usize)> {
             if v == 0 || v > 255 {
                 return None;
             }
-            Some((byte_to_string(v as u8), 3))
+            Some((Unescaped::Byte(v as u8), 3))
         }
         _ => None,
     }
-}
-
-/// Bytes above 0x7f from `\xNN` are taken as Latin-1 code points, since a
-/// Rust string cannot hold a lone non-UTF-8 byte.
-fn byte_to_string(b: u8) -> String {
-    (b as char).to_string()
 }
 
 #[cfg(test)]
@@ -254,6 +278,8 @@ mod tests {
             ("a\\tb", &["a\tb"]),
             ("a\\sb", &["a b"]),
             ("\\x41\\102\\u00e9", &["AB\u{e9}"]),
+            // Escaped bytes that together are UTF-8, as systemd passes them.
+            ("\\xc3\\xa9-\\303\\251", &["\u{e9}-\u{e9}"]),
             ("'it\\'s'", &["it's"]),
             ("\"\"", &[""]),
             ("x\\\\y", &["x\\y"]),
@@ -276,5 +302,10 @@ mod tests {
         assert_eq!(split("\"abc", EXEC), Err(WordError::UnterminatedQuote('"')));
         assert_eq!(split("'abc", EXEC), Err(WordError::UnterminatedQuote('\'')));
         assert_eq!(split("abc\\", EXEC), Err(WordError::TrailingBackslash));
+        // A lone high byte is not text: an error rather than another character.
+        assert_eq!(
+            split("ok caf\\xe9", EXEC),
+            Err(WordError::NotUtf8("caf\\xe9".to_string()))
+        );
     }
 }
