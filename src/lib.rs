@@ -33,3 +33,9 @@ pub mod journal;
 pub mod supervisor;
 pub mod system;
 pub mod unit;
+
+/// The shared corpus locator of the integration suites, for the unit tests
+/// that copy real unit files from it.
+#[cfg(test)]
+#[path = "../tests/corpus_dir/mod.rs"]
+mod test_corpus;

@@ -101,13 +101,15 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let units = tmp.path().join("units");
         std::fs::create_dir_all(&units).unwrap();
-        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/systemd-user");
+        let corpus = crate::test_corpus::corpus()
+            .expect("the shared corpus is missing: set CORRAL_CORPUS")
+            .join("systemd-user");
         for f in [
             "mpd/mpd.service",
             "mpd/mpd.socket",
             "dbus-broker/dbus-broker.service",
         ] {
-            let src = std::path::Path::new(corpus).join(f);
+            let src = corpus.join(f);
             std::fs::copy(&src, units.join(src.file_name().unwrap())).unwrap();
         }
         std::fs::write(

@@ -5,7 +5,12 @@ use std::process::Command;
 use super::*;
 use crate::unit::SpecifierContext;
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/systemd-user");
+/// The corpus's user units (`$CORRAL_CORPUS` or a `shared/corpus` above the crate).
+fn corpus_user() -> PathBuf {
+    crate::test_corpus::corpus()
+        .expect("the shared corpus is missing: set CORRAL_CORPUS")
+        .join("systemd-user")
+}
 
 /// Unit files of real packages, installed as a vendor would (lower priority dir).
 const VENDOR: &[&str] = &[
@@ -71,8 +76,9 @@ impl Pair {
         for d in [&etc, &usr, &units, &vendor] {
             fs::create_dir_all(d).unwrap();
         }
+        let corpus = corpus_user();
         for rel in VENDOR {
-            let src = Path::new(CORPUS).join(rel);
+            let src = corpus.join(rel);
             let base = src.file_name().unwrap();
             fs::copy(&src, usr.join(base)).unwrap();
             fs::copy(&src, vendor.join(base)).unwrap();
