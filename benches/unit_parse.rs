@@ -11,17 +11,8 @@ use corral::unit::verify::{VerifyOptions, VerifyReport, verify_paths_with_option
 use corral::unit::{SpecifierContext, UnitName};
 use criterion::{Criterion, criterion_group, criterion_main};
 
-fn corpus() -> Option<PathBuf> {
-    std::env::var_os("CORRAL_CORPUS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .ancestors()
-                .map(|a| a.join("shared/corpus"))
-                .find(|p| p.is_dir())
-        })
-        .filter(|p| p.is_dir())
-}
+#[path = "../tests/corpus_dir/mod.rs"]
+mod corpus_dir;
 
 /// `corral verify --stored-symlinks` over the corpus, which stores its
 /// symlinks as plain files.
@@ -52,7 +43,7 @@ fn unit_files(dir: &Path, out: &mut Vec<(UnitName, PathBuf, String)>) {
 }
 
 fn bench(c: &mut Criterion) {
-    let Some(corpus) = corpus() else {
+    let Some(corpus) = corpus_dir::corpus() else {
         eprintln!("note: shared corpus not found (set CORRAL_CORPUS); nothing to measure");
         return;
     };

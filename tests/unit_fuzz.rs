@@ -5,9 +5,10 @@
 //! truncate. Any panic fails the test. `cargo fuzz run unit_parse` in fuzz/
 //! runs the same function under libFuzzer.
 
-use std::path::{Path, PathBuf};
-
 use corral::unit::verify::fuzz_one;
+
+#[path = "corpus_dir/mod.rs"]
+mod corpus_dir;
 
 /// xorshift64*: deterministic, so a failure reproduces with the same seed.
 struct Rng(u64);
@@ -76,15 +77,7 @@ const SEEDS: &[&str] = &[
 
 fn seeds() -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
-    let corpus = std::env::var_os("CORRAL_CORPUS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .ancestors()
-                .map(|a| a.join("shared/corpus"))
-                .find(|p| p.is_dir())
-        });
-    if let Some(c) = corpus {
+    if let Some(c) = corpus_dir::corpus() {
         for sub in [
             "systemd-user/podman",
             "systemd-system/mariadb-server",
