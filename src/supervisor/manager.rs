@@ -168,9 +168,9 @@ struct UnitEntry {
     /// Full name.
     name: String,
     /// The definition, or why it could not be loaded.
-    def: Result<Arc<ServiceDef>, Failure>,
+    def: Result<Arc<ServiceDef>, LoadError>,
     /// A definition read by daemon-reload while an invocation ran; applied when it ends.
-    pending: Option<Result<Arc<ServiceDef>, Failure>>,
+    pending: Option<Result<Arc<ServiceDef>, LoadError>>,
     state: State,
     inv: Option<Invocation>,
     /// The last invocation id, kept for status after the invocation ended.
@@ -196,7 +196,7 @@ struct UnitEntry {
 }
 
 impl UnitEntry {
-    fn new(name: String, def: Result<Arc<ServiceDef>, Failure>) -> UnitEntry {
+    fn new(name: String, def: Result<Arc<ServiceDef>, LoadError>) -> UnitEntry {
         let start_limit = match &def {
             Ok(d) => StartLimit::new(d.start_limit.0, d.start_limit.1),
             Err(_) => StartLimit::default(),
@@ -232,13 +232,6 @@ fn now_usec() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-fn not_found(name: &str) -> Failure {
-    Failure {
-        kind: ErrorKind::NotFound,
-        message: format!("Unit {name} not found."),
-    }
-}
-
 /// 128 random bits as 32 hex digits (systemd's INVOCATION_ID format).
 fn new_invocation_id() -> String {
     let mut b = [0u8; 16];
@@ -253,14 +246,41 @@ fn new_invocation_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The load state `status` and `show` report for a unit that failed to load.
-fn load_state_of(f: &Failure) -> LoadState {
-    if f.kind == ErrorKind::NotFound {
-        LoadState::NotFound
-    } else if f.message.ends_with("is masked.") {
-        LoadState::Masked
-    } else {
-        LoadState::Error(f.message.clone())
+/// Why a unit has no definition the manager can run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum LoadError {
+    /// No file defines it.
+    #[error("Unit {0} not found.")]
+    NotFound(String),
+    /// Its file is a link to /dev/null.
+    #[error("Unit {0} is masked.")]
+    Masked(String),
+    /// Its files cannot be read or parsed, or describe nothing runnable.
+    #[error("{0}")]
+    Bad(String),
+}
+
+impl LoadError {
+    /// The answer to a client asking for a job on the unit.
+    fn failure(&self) -> Failure {
+        let kind = match self {
+            LoadError::NotFound(_) => ErrorKind::NotFound,
+            LoadError::Masked(_) => ErrorKind::Refused,
+            LoadError::Bad(_) => ErrorKind::BadUnit,
+        };
+        Failure {
+            kind,
+            message: self.to_string(),
+        }
+    }
+
+    /// The load state `status` and `show` report.
+    fn load_state(&self) -> LoadState {
+        match self {
+            LoadError::NotFound(_) => LoadState::NotFound,
+            LoadError::Masked(_) => LoadState::Masked,
+            LoadError::Bad(m) => LoadState::Error(m.clone()),
+        }
     }
 }
 
@@ -482,25 +502,16 @@ impl Manager {
 
     // ---- loading -------------------------------------------------------
 
-    fn load(&self, name: &UnitName) -> Result<Arc<ServiceDef>, Failure> {
+    fn load(&self, name: &UnitName) -> Result<Arc<ServiceDef>, LoadError> {
         let unit = transaction::load_unit(&self.loader, name).map_err(|e| match e {
-            UnitError::NotFound { .. } => not_found(name.as_str()),
-            e => Failure {
-                kind: ErrorKind::BadUnit,
-                message: format!("Unit {name} failed to load: {e}"),
-            },
+            UnitError::NotFound { .. } => LoadError::NotFound(name.to_string()),
+            e => LoadError::Bad(format!("Unit {name} failed to load: {e}")),
         })?;
         if unit.masked {
-            return Err(Failure {
-                kind: ErrorKind::Refused,
-                message: format!("Unit {name} is masked."),
-            });
+            return Err(LoadError::Masked(name.to_string()));
         }
         if let Err(e) = unit.ensure_valid() {
-            return Err(Failure {
-                kind: ErrorKind::BadUnit,
-                message: format!("Unit {name} failed to load: {e}"),
-            });
+            return Err(LoadError::Bad(format!("Unit {name} failed to load: {e}")));
         }
         // As systemd 252: a bad assignment is dropped with a warning naming
         // file:line, and the unit loads without it.
@@ -515,10 +526,7 @@ impl Manager {
         let enabled = self.root.subtree_control().unwrap_or_default();
         service::from_unit(unit, self.root.path(), &enabled)
             .map(Arc::new)
-            .map_err(|message| Failure {
-                kind: ErrorKind::BadUnit,
-                message,
-            })
+            .map_err(LoadError::Bad)
     }
 
     /// Loads every unit the loader lists; returns their names.
@@ -531,9 +539,9 @@ impl Manager {
             }
             let def = self.load(&name);
             if let Err(f) = &def
-                && f.kind != ErrorKind::NotFound
+                && !matches!(f, LoadError::NotFound(_))
             {
-                self.load_errors.push(f.message.clone());
+                self.load_errors.push(f.to_string());
             }
             let key = name.as_str().to_string();
             names.push(key.clone());
@@ -558,7 +566,7 @@ impl Manager {
     /// masked, broken) waits in `pending` until the unit is down, so that
     /// it can still be stopped; a runnable one waits only for the
     /// invocation to end.
-    fn replace_def(&mut self, name: &str, def: Result<Arc<ServiceDef>, Failure>) {
+    fn replace_def(&mut self, name: &str, def: Result<Arc<ServiceDef>, LoadError>) {
         let Some(e) = self.units.get_mut(name) else {
             return;
         };
@@ -599,7 +607,7 @@ impl Manager {
     /// whether it was dropped.
     fn forget_if_gone(&mut self, name: &str) -> bool {
         let gone = self.units.get(name).is_some_and(|e| {
-            matches!(&e.def, Err(f) if f.kind == ErrorKind::NotFound)
+            matches!(&e.def, Err(LoadError::NotFound(_)))
                 && e.pending.is_none()
                 && e.inv.is_none()
                 && e.state.sub == Sub::Dead
@@ -613,7 +621,7 @@ impl Manager {
 
     /// The load failure of a unit as it is now: what daemon-reload read for
     /// it (still pending while it runs), else its definition's.
-    fn load_failure(&self, name: &str) -> Option<&Failure> {
+    fn load_failure(&self, name: &str) -> Option<&LoadError> {
         let e = self.units.get(name)?;
         match &e.pending {
             Some(Err(f)) => Some(f),
@@ -665,10 +673,8 @@ impl Manager {
             message: format!("Invalid unit name {typed:?}: {e}"),
         })?;
         let def = self.load(&name);
-        if let Err(f) = &def
-            && f.kind == ErrorKind::NotFound
-        {
-            return Err(not_found(&full));
+        if let Err(f @ LoadError::NotFound(_)) = &def {
+            return Err(f.failure());
         }
         self.units
             .insert(full.clone(), UnitEntry::new(full.clone(), def));
@@ -702,7 +708,7 @@ impl Manager {
         if let Some(f) = self.load_failure(&name)
             && !matches!(job, Job::Stop | Job::Kill { .. } | Job::ResetFailed)
         {
-            let _ = reply.send(Err(f.clone()));
+            let _ = reply.send(Err(f.failure()));
             return;
         }
         match job {
@@ -1184,12 +1190,12 @@ impl Manager {
                 }
                 // Its file went away (or was masked) and daemon-reload saw it:
                 // the restart job fails, as it does in systemd.
-                if let Some(f) = self.load_failure(name).cloned() {
-                    self.log(name, &format!("not restarted: {}", f.message));
+                if let Some(f) = self.load_failure(name).map(LoadError::to_string) {
+                    self.log(name, &format!("not restarted: {f}"));
                     if let Some(e) = self.units.get_mut(name) {
                         e.state.sub = Sub::Failed;
                         e.since_usec = now_usec();
-                        e.failure_note = Some(f.message);
+                        e.failure_note = Some(f);
                     }
                     return;
                 }
@@ -1766,7 +1772,7 @@ impl Manager {
         // shows as not-found (or masked) while it keeps its old definition.
         let load = match self.load_failure(name) {
             None => LoadState::Loaded,
-            Some(f) => load_state_of(f),
+            Some(f) => f.load_state(),
         };
         let (fragment, dropins, source, description, kind, restart, mut notes) = match &e.def {
             Ok(d) => (
@@ -1999,7 +2005,7 @@ impl Manager {
         let e = &self.units[name];
         let unit = match &e.def {
             Ok(d) => d.unit.clone(),
-            Err(f) => return Err(f.clone()),
+            Err(f) => return Err(f.failure()),
         };
         let mut paths: Vec<PathBuf> = unit.files().map(Path::to_path_buf).collect();
         if let Some(r) = &unit_runit(&unit) {

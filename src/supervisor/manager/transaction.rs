@@ -33,7 +33,7 @@ use crate::unit::model::NotifyAccess;
 use crate::unit::start_check::{self, StartCheck};
 use crate::unit::{Loader, Unit, UnitError, UnitName};
 
-use super::{Event, Job, Manager, now_usec};
+use super::{Event, Job, LoadError, Manager, now_usec};
 
 /// Where a job's outcome goes.
 type Reply = oneshot::Sender<Result<Vec<String>, Failure>>;
@@ -122,7 +122,7 @@ impl Units for View<'_> {
     fn deps(&self, name: &str) -> Result<Deps, Missing> {
         let mut d = match self.m.units.get(name).map(|e| &e.def) {
             Some(Ok(def)) => Deps::from_unit(&def.unit),
-            Some(Err(f)) if f.message.ends_with("is masked.") => return Err(Missing::Masked),
+            Some(Err(LoadError::Masked(_))) => return Err(Missing::Masked),
             // Not loaded yet (a template instance), or not runnable: its
             // dependencies still come from its files.
             _ => graph::load_deps(&self.m.loader, name)?,
@@ -601,7 +601,7 @@ impl Manager {
             if job.kind == JobKind::Start
                 && let Some(f) = self.load_failure(name).cloned()
             {
-                self.log(name, &f.message);
+                self.log(name, &f.to_string());
                 return Step::Done(false);
             }
             let Some(e) = self.units.get_mut(name) else {
@@ -644,7 +644,7 @@ impl Manager {
         // A unit whose file went away (or was masked) since it started: the
         // old definition is kept only to stop it.
         if let Some(f) = self.load_failure(name).cloned() {
-            self.log(name, &f.message);
+            self.log(name, &f.to_string());
             return Step::Done(false);
         }
         let Some(e) = self.units.get(name) else {
@@ -773,7 +773,7 @@ impl Manager {
         let result = match run.tx.result_of(&anchor, JobKind::Start) {
             Some(JobResult::Failed) => Err(match self.units.get(&anchor) {
                 Some(e) => match &e.def {
-                    Err(f) => f.clone(),
+                    Err(f) => f.failure(),
                     Ok(_) if e.state.sub == Sub::Dead && e.state.stop_requested => Failure {
                         kind: ErrorKind::Refused,
                         message: format!("the start of {anchor} was canceled by a stop"),
