@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use tokio::sync::mpsc;
 
 use super::{Input, Manager};
+
 use crate::supervisor::dbus::{self, BusAddress, DbusError, Report, WatchCmd};
 use crate::supervisor::service::ServiceDef;
 use crate::supervisor::state::{ActiveState, Event, Sub};

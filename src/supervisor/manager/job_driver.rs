@@ -757,7 +757,7 @@ impl Manager {
                 && let Some(e) = self.units.get(&j.unit)
                 && !e.left_behind.is_empty()
             {
-                let list: Vec<String> = super::procs::describe(e.left_behind.clone())
+                let list: Vec<String> = crate::supervisor::procs::describe(e.left_behind.clone())
                     .into_iter()
                     .map(|p| format!("{} ({})", p.pid, p.cmdline))
                     .collect();

@@ -1,0 +1,442 @@
+//! Execution: spawning a unit's processes into its cgroup (environment,
+//! credentials, limits, stdout/stderr to the journal), signals, and the
+//! main PID of a forking service.
+
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use nix::sys::signal::{Signal, kill};
+
+use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio, spawn};
+use crate::supervisor::output::{Source, Stream};
+use crate::supervisor::service::ServiceDef;
+use crate::supervisor::state::{Cmd, Event, Exit, Pid, Whom};
+use crate::unit::RunitService;
+use crate::unit::model::StdOutput;
+
+use super::{Input, Manager};
+
+impl Manager {
+    /// How the output of a process of `name` is labelled in the journal.
+    pub(super) fn source(
+        &self,
+        name: &str,
+        def: Option<&ServiceDef>,
+        pid: Pid,
+        stream: Stream,
+    ) -> Source {
+        let e = &self.units[name];
+        let svc = def.and_then(|d| d.unit.service.as_ref());
+        let identifier = svc
+            .and_then(|s| s.syslog_identifier.clone())
+            .or_else(|| {
+                svc.and_then(|s| s.exec_start.first()).map(|c| {
+                    c.program
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(&c.program)
+                        .to_string()
+                })
+            })
+            .unwrap_or_else(|| name.trim_end_matches(".service").to_string());
+        Source {
+            unit: name.to_string(),
+            invocation: e
+                .inv
+                .as_ref()
+                .map_or(e.last_invocation.clone(), |i| i.id.clone()),
+            pid,
+            stream,
+            priority: svc.map_or(6, |s| s.syslog_level),
+            level_prefix: svc.is_none_or(|s| s.syslog_level_prefix),
+            identifier,
+            rate_limit: e.rate_limit.clone(),
+        }
+    }
+
+    /// runit: `log/run` reads what `run` writes on stdout, as under runsv.
+    pub(super) fn start_runit_log(
+        &mut self,
+        name: &str,
+        r: &RunitService,
+        log_run: &Path,
+    ) -> Result<(), String> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("cannot create the log pipe of {name}: {e}"))?;
+        let env = self.process_env(name, None, Cmd::Start);
+        let mut spec = SpawnSpec::new(to_cstring(&log_run.to_string_lossy(), "log/run path")?);
+        spec.argv = vec![to_cstring("./run", "argv")?];
+        spec.env = env
+            .iter()
+            .map(|(k, v)| to_cstring(&format!("{k}={v}"), "environment"))
+            .collect::<Result<_, _>>()?;
+        spec.cwd = Some(to_cstring(&r.log_dir().to_string_lossy(), "log directory")?);
+        spec.cgroup = self.units[name].cgroup().map(|c| c.path().to_path_buf());
+        spec.stdin = Stdio::Fd(read);
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("cannot create an output pipe for {name}: {e}"))?;
+        spec.stdout = Stdio::Fd(out_w);
+        spec.stderr = Stdio::Borrowed(spec_stdout_raw(&spec));
+        spec.new_session = true;
+        let spawned = spawn(&spec).map_err(|e| format!("cannot start log/run of {name}: {e}"))?;
+        drop(spec);
+        let src = self.source(name, None, spawned.pid, Stream::Stdout);
+        self.output.attach(src, out_r);
+        if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv.as_mut()) {
+            inv.log_pipe = Some(write);
+        }
+        Ok(())
+    }
+
+    pub(super) fn signal(&mut self, name: &str, whom: Whom, sig: i32) {
+        let e = &self.units[name];
+        let Ok(signal) = Signal::try_from(sig) else {
+            self.log(name, &format!("cannot send unknown signal {sig}"));
+            return;
+        };
+        let pid = match whom {
+            Whom::Main => e.state.main,
+            Whom::Control => e.state.control.and_then(|c| c.pid),
+            Whom::All => {
+                if let Some(cg) = e.cgroup()
+                    && let Err(err) = cg.signal_all(signal)
+                {
+                    self.log(name, &format!("cannot send {signal} to the cgroup: {err}"));
+                }
+                return;
+            }
+        };
+        if let Some(pid) = pid {
+            // ESRCH: it is already gone, and its exit is on the way.
+            let _ = kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+    }
+
+    /// Type=forking: the main PID from PIDFile (trusted only inside the unit's
+    /// cgroup), else the only process left.
+    pub(super) fn find_main_pid(&mut self, name: &str, queue: &mut VecDeque<Event>) {
+        let e = &self.units[name];
+        let Ok(def) = e.def.clone() else { return };
+        let Some(cg) = e.cgroup().cloned() else {
+            queue.push_back(Event::MainPidRejected { fatal: false });
+            return;
+        };
+        let pid_file = def.unit.service.as_ref().and_then(|s| s.pid_file.clone());
+        if let Some(path) = pid_file {
+            match std::fs::read_to_string(&path) {
+                Ok(text) if !text.trim().is_empty() => {
+                    if let Some(w) = self
+                        .units
+                        .get_mut(name)
+                        .and_then(|e| e.inv.as_mut())
+                        .and_then(|i| i.pidfile_watch.take())
+                    {
+                        self.watches.cancel(w);
+                    }
+                    let Ok(pid) = text.trim().parse::<Pid>() else {
+                        self.reject_pid_file(
+                            name,
+                            queue,
+                            format!(
+                                "PIDFile {} does not contain a PID ({:?}); the service's start failed",
+                                path.display(),
+                                text.trim()
+                            ),
+                        );
+                        return;
+                    };
+                    if cg.contains_pid(pid).unwrap_or(false) {
+                        queue.push_back(Event::MainPid(pid));
+                    } else {
+                        self.reject_pid_file(
+                            name,
+                            queue,
+                            format!(
+                                "PIDFile {} names PID {pid}, which is not a process of this unit (not in its cgroup {}); \
+                                 refusing it: the PIDFile may be stale or shared with another service",
+                                path.display(),
+                                cg.path().display()
+                            ),
+                        );
+                    }
+                }
+                // Daemons often write their PIDFile after the parent exited: wait for it
+                // (bounded by TimeoutStartSec, which is armed).
+                _ => self.watch_pid_file(name, &path),
+            }
+            return;
+        }
+        let procs = cg.procs_recursive().unwrap_or_default();
+        if procs.len() == 1 {
+            queue.push_back(Event::MainPid(procs[0]));
+        } else {
+            queue.push_back(Event::MainPidRejected { fatal: false });
+        }
+    }
+
+    pub(super) fn reject_pid_file(&mut self, name: &str, queue: &mut VecDeque<Event>, msg: String) {
+        self.log(name, &msg);
+        if let Some(e) = self.units.get_mut(name) {
+            e.failure_note = Some(msg);
+        }
+        queue.push_back(Event::MainPidRejected { fatal: true });
+    }
+
+    pub(super) fn watch_pid_file(&mut self, name: &str, path: &Path) {
+        let Some(inv) = self.units.get(name).and_then(|e| e.inv.as_ref()) else {
+            return;
+        };
+        if inv.pidfile_watch.is_some() {
+            return;
+        }
+        let seq = inv.seq;
+        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let watch = match self.watches.pid_file_dir(&dir, name, seq) {
+            Ok(w) => w,
+            Err(err) => {
+                self.log(
+                    name,
+                    &format!("cannot watch {} for the PIDFile: {err}", dir.display()),
+                );
+                return;
+            }
+        };
+        // Check once after arming: the file may have appeared in between.
+        let _ = self.tx.send(Input::PidFileChanged {
+            unit: name.to_string(),
+            seq,
+        });
+        if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv.as_mut()) {
+            inv.pidfile_watch = Some(watch);
+        }
+    }
+
+    pub(super) fn spawn_cmd(
+        &mut self,
+        name: &str,
+        def: &Arc<ServiceDef>,
+        cmd: Cmd,
+        index: usize,
+    ) -> Result<Pid, SpawnFailure> {
+        let svc = def
+            .unit
+            .service
+            .as_ref()
+            .ok_or_else(|| format!("{name} has no [Service] section"))?;
+        let runit_finish = cmd == Cmd::StopPost
+            && index == def.cmds[Cmd::StopPost as usize].len()
+            && def.runit.as_ref().is_some_and(|r| r.finish.is_some());
+        // The model's composition: PassEnvironment=, Environment=, each
+        // EnvironmentFile=, then UnsetEnvironment= (NAME or exact NAME=value).
+        let block = self.graph.env_vars();
+        let pass_from = |k: &str| {
+            block
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(k).ok())
+        };
+        let env = svc
+            .resolve_environment(&self.process_env(name, Some(def), cmd), &pass_from)
+            .map_err(|err| {
+                format!("{err}; create the EnvironmentFile= or prefix its path with '-'")
+            })?;
+        let path_env = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let (program, argv) = if runit_finish {
+            let r = def.runit.as_ref().expect("runit unit");
+            let finish = r.finish.clone().expect("finish exists");
+            let args = match self.units[name].main_exit {
+                Some((_, Exit::Code(c))) => [c.to_string(), "0".to_string()],
+                Some((_, Exit::Signal { sig, .. })) => ["-1".to_string(), sig.to_string()],
+                None => RunitService::finish_args_exec_failed(),
+            };
+            (
+                finish,
+                vec!["./finish".to_string(), args[0].clone(), args[1].clone()],
+            )
+        } else {
+            let c = def
+                .command(cmd, index)
+                .ok_or_else(|| format!("{name}: no {} command #{index}", cmd.directive()))?;
+            let program = c.resolve_program(&path_env).map_err(|e| e.to_string())?;
+            (program, c.expand(&env))
+        };
+        let mut spec = SpawnSpec::new(to_cstring(&program.to_string_lossy(), "program path")?);
+        if !argv.is_empty() {
+            spec.argv = argv
+                .iter()
+                .map(|a| to_cstring(a, "argument"))
+                .collect::<Result<_, _>>()?;
+        }
+        spec.env = env
+            .iter()
+            .map(|(k, v)| to_cstring(&format!("{k}={v}"), "environment"))
+            .collect::<Result<_, _>>()?;
+        if let Some(wd) = &svc.working_directory
+            && (!wd.missing_ok || wd.path.is_dir())
+        {
+            spec.cwd = Some(to_cstring(&wd.path.to_string_lossy(), "working directory")?);
+        }
+        let e = &self.units[name];
+        let inv = e
+            .inv
+            .as_ref()
+            .ok_or_else(|| format!("{name} has no invocation"))?;
+        spec.cgroup = inv.cgroup.as_ref().map(|c| c.path().to_path_buf());
+        if spec.cgroup.is_none() {
+            return Err(format!("{name} has no cgroup to start processes in").into());
+        }
+        spec.umask = Some(svc.umask);
+        spec.nice = svc.nice;
+        for (res, lim) in &svc.limits {
+            if let Some(resource) = nix_resource(res.resource()) {
+                spec.rlimits.push(Rlimit {
+                    resource,
+                    soft: lim.soft.unwrap_or(libc::RLIM_INFINITY),
+                    hard: lim.hard.unwrap_or(libc::RLIM_INFINITY),
+                });
+            }
+        }
+        spec.new_session = true;
+        // stdout: runit's log pipe, else StandardOutput=; stderr: StandardError=
+        // (inherit: wherever stdout goes, except that the journal gets it apart).
+        let (stdout, out_r) = match &inv.log_pipe {
+            Some(log) if matches!(cmd, Cmd::Start | Cmd::StopPost) => {
+                (Stdio::Borrowed(log.as_raw_fd()), None)
+            }
+            _ => output_stdio(&svc.standard_output, name)?,
+        };
+        let (stderr, err_r) = match &svc.standard_error {
+            // Both into the journal: stderr keeps its own pipe so entries say which stream.
+            StdOutput::Inherit if out_r.is_some() || inv.log_pipe.is_some() => {
+                output_stdio(&StdOutput::Journal, name)?
+            }
+            StdOutput::Inherit => match &stdout {
+                Stdio::Fd(fd) => (Stdio::Borrowed(fd.as_raw_fd()), None),
+                Stdio::Borrowed(fd) => (Stdio::Borrowed(*fd), None),
+                Stdio::Null => (Stdio::Null, None),
+                Stdio::Inherit => (Stdio::Inherit, None),
+            },
+            other => output_stdio(other, name)?,
+        };
+        spec.stdout = stdout;
+        spec.stderr = stderr;
+        let spawned = spawn(&spec).map_err(|e| SpawnFailure {
+            message: format!("{}: {e}", cmd.directive()),
+            status: i32::from(e.stage.exit_status()),
+        })?;
+        drop(spec);
+        if let Some(r) = out_r {
+            let src = self.source(name, Some(def), spawned.pid, Stream::Stdout);
+            self.output.attach(src, r);
+        }
+        if let Some(r) = err_r {
+            let src = self.source(name, Some(def), spawned.pid, Stream::Stderr);
+            self.output.attach(src, r);
+        }
+        Ok(spawned.pid)
+    }
+}
+
+pub(super) fn to_cstring(s: &str, what: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{what} contains a NUL byte: {s:?}"))
+}
+
+pub(super) fn nix_resource(raw: libc::__rlimit_resource_t) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource as R;
+    [
+        R::RLIMIT_AS,
+        R::RLIMIT_CORE,
+        R::RLIMIT_CPU,
+        R::RLIMIT_DATA,
+        R::RLIMIT_FSIZE,
+        R::RLIMIT_LOCKS,
+        R::RLIMIT_MEMLOCK,
+        R::RLIMIT_MSGQUEUE,
+        R::RLIMIT_NICE,
+        R::RLIMIT_NOFILE,
+        R::RLIMIT_NPROC,
+        R::RLIMIT_RSS,
+        R::RLIMIT_RTPRIO,
+        R::RLIMIT_RTTIME,
+        R::RLIMIT_SIGPENDING,
+        R::RLIMIT_STACK,
+    ]
+    .into_iter()
+    .find(|r| *r as i64 == raw as i64)
+}
+
+/// Why a process could not be started, with systemd's exit status for it.
+pub(super) struct SpawnFailure {
+    /// What went wrong, for the log and `status`.
+    pub(super) message: String,
+    /// systemd's exit status for the failed step (203 EXEC, 209 STDOUT, ...).
+    pub(super) status: i32,
+}
+
+impl From<String> for SpawnFailure {
+    fn from(message: String) -> SpawnFailure {
+        // Everything before exec that is not a SpawnError counts as status 203 (EXEC).
+        SpawnFailure {
+            message,
+            status: 203,
+        }
+    }
+}
+
+/// Where a process's stdout or stderr goes for StandardOutput=/StandardError=,
+/// and the read end to hand to the journal when it is a pipe.
+pub(super) fn output_stdio(
+    kind: &StdOutput,
+    unit: &str,
+) -> Result<(Stdio, Option<OwnedFd>), SpawnFailure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |path: &Path, append: bool, truncate: bool| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .append(append)
+            .truncate(truncate)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map(|f| (Stdio::Fd(OwnedFd::from(f)), None))
+            .map_err(|e| SpawnFailure {
+                message: format!(
+                    "cannot open {} for StandardOutput=/StandardError= of {unit}: {e}",
+                    path.display()
+                ),
+                // systemd's EXIT_STDOUT.
+                status: 209,
+            })
+    };
+    match kind {
+        StdOutput::Null => Ok((Stdio::Null, None)),
+        StdOutput::File(p) => open(p, false, false),
+        StdOutput::Append(p) => open(p, true, false),
+        StdOutput::Truncate(p) => open(p, false, true),
+        // journal, journal+console, tty, socket, fd:NAME: the journal (a
+        // user manager has no console or tty of its own).
+        _ => {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+                SpawnFailure::from(format!("cannot create an output pipe for {unit}: {e}"))
+            })?;
+            Ok((Stdio::Fd(w), Some(r)))
+        }
+    }
+}
+
+pub(super) fn spec_stdout_raw(spec: &SpawnSpec) -> std::os::fd::RawFd {
+    match &spec.stdout {
+        Stdio::Fd(fd) => fd.as_raw_fd(),
+        Stdio::Borrowed(fd) => *fd,
+        Stdio::Null | Stdio::Inherit => 1,
+    }
+}

@@ -1,0 +1,189 @@
+//! Invocations and cgroups: a fresh INVOCATION_ID and cgroup per start,
+//! its removal at the end, and the cgroups that processes left by
+//! KillMode=process still hold.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cgroup::Cgroup;
+use crate::supervisor::service::ServiceDef;
+
+use super::{Invocation, Leftover, Manager, now_usec};
+
+impl Manager {
+    pub(super) fn new_invocation(
+        &mut self,
+        name: &str,
+        def: &Arc<ServiceDef>,
+    ) -> Result<(), String> {
+        self.seq += 1;
+        let seq = self.seq;
+        let id = new_invocation_id();
+        // A cgroup left by an earlier invocation is reused only if empty (then it
+        // is recreated: never reuse one that had cgroup.kill written).
+        let mut cg_name = name.to_string();
+        let existing = self.root.path().join(&cg_name);
+        if existing.exists() {
+            let old = Cgroup::open(&existing).map_err(|e| e.to_string())?;
+            if old.populated().unwrap_or(true) {
+                cg_name = format!("{name}-{}", &id[..8]);
+            } else {
+                old.remove()
+                    .map_err(|e| format!("cannot remove the stale cgroup of {name}: {e}"))?;
+                // Its last process ended just now; its watcher's event is moot.
+                let gone: Vec<u64> = self
+                    .leftovers
+                    .iter()
+                    .filter(|(_, l)| l.cgroup.path() == existing)
+                    .map(|(seq, _)| *seq)
+                    .collect();
+                for seq in gone {
+                    let l = self.leftovers.remove(&seq).expect("leftover exists");
+                    self.watches.cancel(l.watch);
+                }
+            }
+        }
+        let e = self.units.get_mut(name).expect("unit exists");
+        e.last_invocation = id.clone();
+        e.main_exit = None;
+        e.status_text = None;
+        e.left_behind.clear();
+        if e.rate_limit.is_none()
+            && let Some(svc) = def.unit.service.as_ref()
+            && let (Some(interval), Some(burst)) =
+                (svc.log_rate_limit_interval, svc.log_rate_limit_burst)
+            && !interval.is_zero()
+            && burst > 0
+        {
+            e.rate_limit = Some(crate::journal::ingest::RateLimiter::new(
+                interval,
+                u64::from(burst),
+            ));
+        }
+        e.inv = Some(Invocation {
+            id: id.clone(),
+            seq,
+            cgroup: None,
+            watch: None,
+            pidfile_watch: None,
+            log_pipe: None,
+            started: Instant::now(),
+        });
+        let cg = self
+            .root
+            .create_child(&cg_name)
+            .map_err(|err| format!("cannot create the cgroup of {name}: {err}"))?;
+        for (file, value) in &def.limits {
+            if let Err(err) = cg.set_limit(file, value) {
+                self.log(name, &format!("cannot apply {file}={value}: {err}"));
+            }
+        }
+        let events = cg.file("cgroup.events");
+        let watch = self
+            .watches
+            .cgroup_events(&events, name, seq)
+            .map_err(|err| format!("cannot watch {}: {err}", events.display()))?;
+        let inv = self
+            .units
+            .get_mut(name)
+            .and_then(|e| e.inv.as_mut())
+            .expect("invocation exists");
+        inv.cgroup = Some(cg);
+        inv.watch = Some(watch);
+        if let Some(r) = &def.runit
+            && let Some(log_run) = &r.log_run
+        {
+            self.start_runit_log(name, r, log_run)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn end_invocation(&mut self, name: &str) {
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
+        let Some(inv) = e.inv.take() else { return };
+        if let Some(w) = inv.pidfile_watch {
+            self.watches.cancel(w);
+        }
+        drop(inv.log_pipe);
+        if let Some(cg) = inv.cgroup {
+            let left = cg.procs_recursive().unwrap_or_default();
+            if left.is_empty() {
+                if let Some(w) = inv.watch {
+                    self.watches.cancel(w);
+                }
+                if let Err(err) = cg.remove() {
+                    self.log(name, &format!("cannot remove the cgroup: {err}"));
+                }
+            } else {
+                // KillMode=process (or an unkillable process): the cgroup stays
+                // with them, and its watcher goes on, to remove it once the last
+                // one is gone. An exit after the read above still comes as an
+                // event: the watch has been armed since the cgroup was created.
+                let e = self.units.get_mut(name).expect("unit exists");
+                e.left_behind = left.clone();
+                if let Some(watch) = inv.watch {
+                    self.leftovers.insert(
+                        inv.seq,
+                        Leftover {
+                            unit: name.to_string(),
+                            cgroup: cg,
+                            watch,
+                            pids: left,
+                        },
+                    );
+                }
+            }
+        }
+        self.settle_pending(name);
+    }
+
+    /// The cgroup.events of a leftover cgroup changed: remove it once it is empty.
+    pub(super) fn leftover_changed(&mut self, seq: u64) {
+        let Some(l) = self.leftovers.get(&seq) else {
+            return;
+        };
+        match l.cgroup.populated() {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(err) if err.is_not_found() => {}
+            Err(err) => {
+                let unit = l.unit.clone();
+                self.log(
+                    &unit,
+                    &format!("cannot read the left-over cgroup's events: {err}"),
+                );
+                return;
+            }
+        }
+        let l = self.leftovers.remove(&seq).expect("leftover exists");
+        if let Err(err) = l.cgroup.remove() {
+            // Someone moved a process into it meanwhile: the watch goes on.
+            self.log(
+                &l.unit,
+                &format!("cannot remove the cgroup left by KillMode=process: {err}"),
+            );
+            self.leftovers.insert(seq, l);
+            return;
+        }
+        self.watches.cancel(l.watch);
+        if let Some(e) = self.units.get_mut(&l.unit) {
+            e.left_behind.retain(|p| !l.pids.contains(p));
+        }
+    }
+}
+
+/// 128 random bits as 32 hex digits (systemd's INVOCATION_ID format).
+pub(super) fn new_invocation_id() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: getrandom writes at most len bytes into the buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // Without the random source, time and a counter still make ids unique here.
+        let t = now_usec().to_le_bytes();
+        b[..8].copy_from_slice(&t);
+        b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,193 @@
+//! Loading: unit files read into definitions, daemon-reload, and the
+//! lookup of the unit a request names (template instances on demand).
+
+use std::sync::Arc;
+
+use crate::ipc::proto::{ErrorKind, Failure};
+use crate::supervisor::service;
+use crate::supervisor::service::ServiceDef;
+use crate::supervisor::state::{StartLimit, Sub};
+use crate::unit::{Severity, UnitError, UnitName};
+
+use super::{LoadError, Manager, UnitEntry, job_driver, normalize};
+
+impl Manager {
+    pub(super) fn load(&self, name: &UnitName) -> Result<Arc<ServiceDef>, LoadError> {
+        let unit = job_driver::load_unit(&self.loader, name).map_err(|e| match e {
+            UnitError::NotFound { .. } => LoadError::NotFound(name.to_string()),
+            e => LoadError::Bad(format!("Unit {name} failed to load: {e}")),
+        })?;
+        if unit.masked {
+            return Err(LoadError::Masked(name.to_string()));
+        }
+        if let Err(e) = unit.ensure_valid() {
+            return Err(LoadError::Bad(format!("Unit {name} failed to load: {e}")));
+        }
+        // As systemd 252: a bad assignment is dropped with a warning naming
+        // file:line, and the unit loads without it.
+        for d in unit.ignored_errors() {
+            let mut w = d.clone();
+            w.severity = Severity::Warning;
+            self.log(name.as_str(), &w.to_string());
+        }
+        if crate::supervisor::graph::is_target(name.as_str()) {
+            return Ok(Arc::new(job_driver::target_def(unit)));
+        }
+        let enabled = self.root.subtree_control().unwrap_or_default();
+        service::from_unit(unit, self.root.path(), &enabled)
+            .map(Arc::new)
+            .map_err(LoadError::Bad)
+    }
+
+    /// Loads every unit the loader lists; returns their names.
+    pub(super) fn load_all(&mut self) -> Vec<String> {
+        self.load_errors.clear();
+        let mut names = Vec::new();
+        for (name, _, file_state) in self.loader.list() {
+            if name.is_template() {
+                continue;
+            }
+            let def = self.load(&name);
+            if let Err(f) = &def
+                && !matches!(f, LoadError::NotFound(_))
+            {
+                self.load_errors.push(f.to_string());
+            }
+            let key = name.as_str().to_string();
+            names.push(key.clone());
+            match self.units.get_mut(&key) {
+                Some(e) => {
+                    e.file_state = file_state.to_string();
+                    self.replace_def(&key, def);
+                }
+                None => {
+                    let mut e = UnitEntry::new(key.clone(), def);
+                    e.file_state = file_state.to_string();
+                    self.units.insert(key, e);
+                }
+            }
+        }
+        names
+    }
+
+    /// Gives a loaded unit the definition daemon-reload read. While the unit
+    /// is in use (an invocation, or up without processes: an exited
+    /// oneshot, a target) a new definition that cannot run (not found,
+    /// masked, broken) waits in `pending` until the unit is down, so that
+    /// it can still be stopped; a runnable one waits only for the
+    /// invocation to end.
+    pub(super) fn replace_def(&mut self, name: &str, def: Result<Arc<ServiceDef>, LoadError>) {
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
+        let in_use = !matches!(e.state.sub, Sub::Dead | Sub::Failed);
+        if e.inv.is_some() || (in_use && def.is_err()) {
+            e.pending = Some(def);
+            return;
+        }
+        if let Ok(d) = &def {
+            e.start_limit = StartLimit::new(d.start_limit.0, d.start_limit.1);
+        }
+        e.pending = None;
+        e.def = def;
+    }
+
+    /// Applies a definition read by daemon-reload once the unit has no
+    /// invocation left (one that cannot run: once it is also down).
+    pub(super) fn settle_pending(&mut self, name: &str) {
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
+        let runnable = matches!(e.pending, Some(Ok(_)));
+        if e.inv.is_some() || !(runnable || matches!(e.state.sub, Sub::Dead | Sub::Failed)) {
+            return;
+        }
+        if let Some(p) = e.pending.take() {
+            if let Ok(d) = &p {
+                e.start_limit.interval = d.start_limit.0;
+                e.start_limit.burst = d.start_limit.1;
+            }
+            e.def = p;
+        }
+    }
+
+    /// Drops a unit whose file is gone once nothing holds it (inactive, no
+    /// processes, no definition waiting), as systemd unloads not-found
+    /// units: it is then "not found" again until a file appears. Returns
+    /// whether it was dropped.
+    pub(super) fn forget_if_gone(&mut self, name: &str) -> bool {
+        let gone = self.units.get(name).is_some_and(|e| {
+            matches!(&e.def, Err(LoadError::NotFound(_)))
+                && e.pending.is_none()
+                && e.inv.is_none()
+                && e.state.sub == Sub::Dead
+                && !self.leftovers.values().any(|l| l.unit == name)
+        });
+        if gone {
+            self.units.remove(name);
+        }
+        gone
+    }
+
+    /// The load failure of a unit as it is now: what daemon-reload read for
+    /// it (still pending while it runs), else its definition's.
+    pub(super) fn load_failure(&self, name: &str) -> Option<&LoadError> {
+        let e = self.units.get(name)?;
+        match &e.pending {
+            Some(Err(f)) => Some(f),
+            Some(Ok(_)) => None,
+            None => e.def.as_ref().err(),
+        }
+    }
+
+    pub(super) fn reload_units(&mut self) -> Vec<String> {
+        let before = self.units.len();
+        let listed = self.load_all();
+        // Every other loaded unit is read again too: template instances (from
+        // their template), targets without a file (default.target), and units
+        // whose file is gone or was unmasked, which become not-found.
+        let others: Vec<String> = self
+            .units
+            .keys()
+            .filter(|k| !listed.contains(k))
+            .cloned()
+            .collect();
+        for k in others {
+            let Ok(n) = UnitName::parse(&k) else {
+                continue;
+            };
+            let def = self.load(&n);
+            if let Some(e) = self.units.get_mut(&k) {
+                e.file_state.clear();
+            }
+            self.replace_def(&k, def);
+            self.forget_if_gone(&k);
+        }
+        let mut notes = vec![format!(
+            "reloaded unit files: {} units known ({} before)",
+            self.units.len(),
+            before
+        )];
+        notes.extend(self.load_errors.iter().cloned());
+        notes
+    }
+
+    /// Finds (loading on demand, e.g. a template instance) the unit `typed` names.
+    pub(super) fn resolve(&mut self, typed: &str) -> Result<String, Failure> {
+        let full = normalize(typed);
+        if self.units.contains_key(&full) && !self.forget_if_gone(&full) {
+            return Ok(full);
+        }
+        let name = UnitName::parse(&full).map_err(|e| Failure {
+            kind: ErrorKind::BadRequest,
+            message: format!("Invalid unit name {typed:?}: {e}"),
+        })?;
+        let def = self.load(&name);
+        if let Err(f @ LoadError::NotFound(_)) = &def {
+            return Err(f.failure());
+        }
+        self.units
+            .insert(full.clone(), UnitEntry::new(full.clone(), def));
+        Ok(full)
+    }
+}

@@ -1,0 +1,188 @@
+//! The job requests of the control socket that act on one unit: their
+//! checks, reload, kill and reset-failed, and the answer of a failed job.
+//! Start, stop and restart go on to the job driver (job_driver.rs).
+
+use nix::sys::signal::{Signal, kill};
+use tokio::sync::oneshot;
+
+use crate::cgroup::Cgroup;
+use crate::ipc::proto::{ErrorKind, Failure, KillWhom};
+use crate::supervisor::state::{Event, ServiceResult, Sub};
+
+use super::{Job, Manager, normalize, now_usec, template_refusal};
+
+impl Manager {
+    pub(super) fn job(
+        &mut self,
+        typed: &str,
+        job: Job,
+        reply: oneshot::Sender<Result<Vec<String>, Failure>>,
+    ) {
+        if let Some(f) = template_refusal(&normalize(typed)) {
+            let _ = reply.send(Err(f));
+            return;
+        }
+        let name = match self.resolve(typed) {
+            Ok(n) => n,
+            Err(f) => {
+                let _ = reply.send(Err(f));
+                return;
+            }
+        };
+        if self.shutting_down && matches!(job, Job::Start | Job::Restart | Job::TryRestart) {
+            let _ = reply.send(Err(Failure {
+                kind: ErrorKind::Refused,
+                message: "the manager is shutting down; no unit may start".into(),
+            }));
+            return;
+        }
+        // A unit that cannot be loaded (also one whose file went away or was
+        // masked while it runs: its new state waits in `pending`) can only
+        // be stopped, signalled or reset, as in systemd.
+        if let Some(f) = self.load_failure(&name)
+            && !matches!(job, Job::Stop | Job::Kill { .. } | Job::ResetFailed)
+        {
+            let _ = reply.send(Err(f.failure()));
+            return;
+        }
+        match job {
+            Job::Start | Job::Stop | Job::Restart | Job::TryRestart => {
+                self.transaction_job(&name, &job, reply);
+            }
+            Job::Reload => match self.try_feed(&name, Event::Reload) {
+                Ok(()) => {
+                    if let Some(e) = self.units.get_mut(&name) {
+                        e.reload_waiters.push(reply);
+                    }
+                    self.check_waiters(&name);
+                }
+                Err(r) => {
+                    let _ = reply.send(Err(Failure {
+                        kind: ErrorKind::Refused,
+                        message: format!("{name}: {r}"),
+                    }));
+                }
+            },
+            Job::Kill { signal, whom } => {
+                let _ = reply.send(self.kill_job(&name, signal, whom));
+            }
+            Job::ResetFailed => {
+                self.reset_failed(&name);
+                let _ = reply.send(Ok(Vec::new()));
+            }
+        }
+    }
+
+    pub(super) fn reset_failed(&mut self, name: &str) {
+        if let Some(e) = self.units.get_mut(name) {
+            e.start_limit.reset();
+            if e.state.sub == Sub::Failed {
+                e.state.sub = Sub::Dead;
+                e.state.result = ServiceResult::Success;
+                e.failure_note = None;
+                e.since_usec = now_usec();
+            }
+        }
+    }
+
+    pub(super) fn kill_job(
+        &mut self,
+        name: &str,
+        signal: i32,
+        whom: KillWhom,
+    ) -> Result<Vec<String>, Failure> {
+        let e = &self.units[name];
+        let sig = Signal::try_from(signal).map_err(|_| Failure {
+            kind: ErrorKind::BadRequest,
+            message: format!("unknown signal number {signal}"),
+        })?;
+        let refuse = |what: &str| Failure {
+            kind: ErrorKind::Refused,
+            message: format!(
+                "{name} has no {what} to signal (it is {})",
+                e.state.sub.as_str()
+            ),
+        };
+        match whom {
+            KillWhom::Main => {
+                let pid = e.state.main.ok_or_else(|| refuse("main process"))?;
+                kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|err| Failure {
+                    kind: ErrorKind::Failed,
+                    message: format!("cannot send {sig} to main process {pid} of {name}: {err}"),
+                })?;
+            }
+            KillWhom::Control => {
+                let pid = e
+                    .state
+                    .control
+                    .and_then(|c| c.pid)
+                    .ok_or_else(|| refuse("control process"))?;
+                kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|err| Failure {
+                    kind: ErrorKind::Failed,
+                    message: format!("cannot send {sig} to control process {pid} of {name}: {err}"),
+                })?;
+            }
+            KillWhom::All => {
+                // Processes an earlier invocation left behind (KillMode=process)
+                // are the unit's too, as in systemd, where they stay in its cgroup.
+                let left = self.leftovers.values().filter(|l| l.unit == name);
+                let cgroups: Vec<&Cgroup> = e
+                    .cgroup()
+                    .into_iter()
+                    .chain(left.map(|l| &l.cgroup))
+                    .collect();
+                if cgroups.is_empty() {
+                    return Err(refuse("processes"));
+                }
+                for cg in cgroups {
+                    cg.signal_all(sig).map_err(|err| Failure {
+                        kind: ErrorKind::Failed,
+                        message: format!("cannot signal the processes of {name}: {err}"),
+                    })?;
+                }
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    pub(super) fn failure_of(&self, name: &str) -> Failure {
+        let e = &self.units[name];
+        let mut msg = format!("{name} failed (Result: {})", e.state.result.as_str());
+        if let Some(n) = &e.failure_note {
+            msg.push_str(": ");
+            msg.push_str(n);
+        } else if let Some((pid, exit)) = e.main_exit {
+            msg.push_str(&format!(
+                ": main process {pid} {}, status={}",
+                exit.code_word(),
+                exit.status_word()
+            ));
+        }
+        msg.push_str(&format!(". See `corral status {name}` for details."));
+        Failure {
+            kind: ErrorKind::Failed,
+            message: msg,
+        }
+    }
+
+    /// Answers the reload jobs of `name` whose reload has ended.
+    pub(super) fn check_waiters(&mut self, name: &str) {
+        let Some(e) = self.units.get(name) else {
+            return;
+        };
+        if e.reload_waiters.is_empty() {
+            return;
+        }
+        let done = match e.state.sub {
+            Sub::Running | Sub::Exited => Ok(Vec::new()),
+            s if s.is_down() => Err(self.failure_of(name)),
+            _ => return,
+        };
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
+        for w in std::mem::take(&mut e.reload_waiters) {
+            let _ = w.send(done.clone());
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Status rendering: what `status`, `show`, `list`, `cat` and the other
+//! queries answer, read from the manager's state.
+
+use std::path::{Path, PathBuf};
+
+use crate::cgroup::Cgroup;
+use crate::ipc::proto::{
+    ErrorKind, Failure, LoadState, MainExit, ManagerStatus, Request, Response, UnitFile, UnitFiles,
+    UnitStatus,
+};
+use crate::supervisor::procs;
+use crate::supervisor::state::{ActiveState, ServiceResult, Sub};
+use crate::unit::RunitService;
+
+use super::{Manager, normalize};
+
+impl Manager {
+    pub(super) fn rel_cgroup(&self, cg: &Cgroup) -> String {
+        match cg.path().strip_prefix(&self.mount) {
+            Ok(rel) => format!("/{}", rel.display()),
+            Err(_) => cg.path().display().to_string(),
+        }
+    }
+
+    pub(super) fn unit_status(&self, name: &str) -> UnitStatus {
+        let e = &self.units[name];
+        // A unit that still runs after daemon-reload found its file gone
+        // shows as not-found (or masked) while it keeps its old definition.
+        let load = match self.load_failure(name) {
+            None => LoadState::Loaded,
+            Some(f) => f.load_state(),
+        };
+        let (fragment, dropins, source, description, kind, restart, mut notes) = match &e.def {
+            Ok(d) => (
+                d.unit
+                    .fragment
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                d.unit
+                    .dropins
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+                if d.runit.is_some() {
+                    "runit"
+                } else {
+                    "unit-file"
+                }
+                .to_string(),
+                d.unit
+                    .unit
+                    .description
+                    .clone()
+                    .unwrap_or_else(|| name.to_string()),
+                d.kind_word().to_string(),
+                d.restart_word().to_string(),
+                d.notes.clone(),
+            ),
+            Err(_) => (
+                String::new(),
+                Vec::new(),
+                String::new(),
+                name.to_string(),
+                String::new(),
+                String::new(),
+                Vec::new(),
+            ),
+        };
+        if e.state.sub == Sub::Failed
+            && let Some(n) = &e.failure_note
+        {
+            notes.push(n.clone());
+        }
+        if let Ok(d) = &e.def
+            && let Some(n) = self.bus_note(d, e.state.sub)
+        {
+            notes.push(n);
+        }
+        self.graph_notes(name, &mut notes);
+        if !e.left_behind.is_empty() {
+            notes.push(format!(
+                "left running by KillMode=process: {}",
+                e.left_behind
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+        let processes = e
+            .cgroup()
+            .map(|c| procs::describe(c.procs_recursive().unwrap_or_default()))
+            .unwrap_or_default();
+        UnitStatus {
+            name: name.to_string(),
+            description,
+            load,
+            fragment,
+            dropins,
+            source,
+            file_state: e.file_state.clone(),
+            kind,
+            restart,
+            active: e.state.sub.active(),
+            sub: e.state.sub,
+            result: e.state.result,
+            since_usec: e.since_usec,
+            main_pid: e.state.main,
+            control_pid: e.state.control.and_then(|c| c.pid),
+            main_exit: e.main_exit.map(|(pid, exit)| MainExit {
+                pid,
+                code: exit.code_word().to_string(),
+                status: exit.status_word(),
+            }),
+            invocation: e
+                .inv
+                .as_ref()
+                .map_or(e.last_invocation.clone(), |i| i.id.clone()),
+            cgroup: e.cgroup().map(|c| self.rel_cgroup(c)),
+            processes,
+            status_text: e.status_text.clone(),
+            restarts: e.state.restarts,
+            notes,
+            journal: Vec::new(),
+        }
+    }
+
+    /// What `show` reports for a unit that does not exist, as systemd's
+    /// stub: not-found and inactive.
+    pub(super) fn not_found_status(name: &str) -> UnitStatus {
+        UnitStatus {
+            name: name.to_string(),
+            description: name.to_string(),
+            load: LoadState::NotFound,
+            fragment: String::new(),
+            dropins: Vec::new(),
+            source: String::new(),
+            file_state: String::new(),
+            kind: String::new(),
+            restart: String::new(),
+            active: ActiveState::Inactive,
+            sub: Sub::Dead,
+            result: ServiceResult::Success,
+            since_usec: 0,
+            main_pid: None,
+            control_pid: None,
+            main_exit: None,
+            invocation: String::new(),
+            cgroup: None,
+            processes: Vec::new(),
+            status_text: None,
+            restarts: 0,
+            notes: Vec::new(),
+            journal: Vec::new(),
+        }
+    }
+
+    pub(super) fn units_for(&mut self, typed: Vec<String>) -> Vec<Result<UnitStatus, Failure>> {
+        typed
+            .into_iter()
+            .map(|t| self.resolve(&t).map(|n| self.unit_status(&n)))
+            .collect()
+    }
+
+    pub(super) fn query(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status { units } if units.is_empty() => {
+                let listed: Vec<UnitStatus> = self
+                    .units
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(|n| self.unit_status(n))
+                    .filter(|u| u.active != ActiveState::Inactive)
+                    .collect();
+                Response::Manager(ManagerStatus {
+                    pid: std::process::id() as i32,
+                    uid: nix::unistd::getuid().as_raw(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    cgroup_root: self.rel_cgroup(&self.root),
+                    cgroup: crate::cgroup::own_cgroup()
+                        .map(|p| match p.strip_prefix(&self.mount) {
+                            Ok(rel) => format!("/{}", rel.display()),
+                            Err(_) => p.display().to_string(),
+                        })
+                        .unwrap_or_default(),
+                    since_usec: self.started_usec,
+                    units: listed,
+                    load_errors: self.load_errors.clone(),
+                })
+            }
+            Request::Status { units } => {
+                let mut list = self.units_for(units);
+                for u in list.iter_mut().flatten() {
+                    u.journal = self.output.last_lines(&u.name, 10);
+                }
+                Response::Units(list)
+            }
+            // systemctl show prints a unit that does not exist as not-found
+            // and inactive (and exits 0); status says it could not be found.
+            Request::Show { units } => Response::Units(
+                units
+                    .into_iter()
+                    .map(|t| match self.resolve(&t) {
+                        Ok(n) => Ok(self.unit_status(&n)),
+                        Err(f) if f.kind == ErrorKind::NotFound => {
+                            Ok(Self::not_found_status(&normalize(&t)))
+                        }
+                        Err(f) => Err(f),
+                    })
+                    .collect(),
+            ),
+            Request::SearchPaths => Response::SearchPaths {
+                units: lossy(self.loader.unit_paths()),
+                runit: lossy(self.loader.runit_dirs()),
+            },
+            Request::List => {
+                // Units whose file went away and that have stopped since are gone.
+                let all: Vec<String> = self.units.keys().cloned().collect();
+                for n in &all {
+                    self.forget_if_gone(n);
+                }
+                let names: Vec<String> = self.units.keys().cloned().collect();
+                Response::Units(names.iter().map(|n| Ok(self.unit_status(n))).collect())
+            }
+            Request::Cat { units } => Response::Files(
+                units
+                    .into_iter()
+                    .map(|t| {
+                        let r = self.resolve(&t);
+                        let unit = r.clone().unwrap_or_else(|_| normalize(&t));
+                        let files = r.and_then(|n| self.unit_files(&n));
+                        UnitFiles { unit, files }
+                    })
+                    .collect(),
+            ),
+            Request::ActiveStates { units } => Response::States(
+                units
+                    .into_iter()
+                    .map(|t| match self.resolve(&t) {
+                        Ok(n) => (n.clone(), Some(self.units[&n].state.sub.active())),
+                        Err(_) => (normalize(&t), None),
+                    })
+                    .collect(),
+            ),
+            Request::DaemonReload => Response::Done(self.reload_units()),
+            Request::ResetFailed { .. } => {
+                let names: Vec<String> = self.units.keys().cloned().collect();
+                for n in names {
+                    self.reset_failed(&n);
+                }
+                Response::Jobs(Vec::new())
+            }
+            other => self.graph_query(other),
+        }
+    }
+
+    pub(super) fn unit_files(&self, name: &str) -> Result<Vec<UnitFile>, Failure> {
+        let e = &self.units[name];
+        let unit = match &e.def {
+            Ok(d) => d.unit.clone(),
+            Err(f) => return Err(f.failure()),
+        };
+        let mut paths: Vec<PathBuf> = unit.files().map(Path::to_path_buf).collect();
+        if let Some(r) = &unit_runit(&unit) {
+            paths.extend(r.finish.clone());
+            paths.extend(r.log_run.clone());
+        }
+        Ok(paths
+            .into_iter()
+            .map(|p| UnitFile {
+                text: std::fs::read(&p)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_else(|err| format!("# cannot read {}: {err}\n", p.display())),
+                path: p.display().to_string(),
+            })
+            .collect())
+    }
+}
+
+/// Paths for the protocol, which carries them as (lossy) UTF-8.
+pub(super) fn lossy(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
+pub(super) fn unit_runit(unit: &crate::unit::Unit) -> Option<RunitService> {
+    match &unit.source {
+        crate::unit::model::UnitSource::Runit(r) => Some(r.clone()),
+        crate::unit::model::UnitSource::File => None,
+    }
+}
