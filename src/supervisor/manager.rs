@@ -320,7 +320,9 @@ pub struct Manager {
     timer_generation: u64,
     started_usec: u64,
     shutting_down: bool,
-    /// Transactions, the environment block, skipped starts (job_driver.rs).
+    /// The environment block (`set-environment`), saved in the state directory.
+    env: environment::EnvBlock,
+    /// Transactions and skipped starts (job_driver.rs).
     graph: job_driver::Graph,
     /// Cgroups of ended invocations that still hold processes, by invocation seq.
     leftovers: HashMap<u64, Leftover>,
@@ -554,7 +556,8 @@ pub async fn run(
         timer_generation: 0,
         started_usec: now_usec(),
         shutting_down: false,
-        graph: job_driver::Graph::new(job_driver::load_env(&opts.state_dir)),
+        env: environment::EnvBlock::load(&opts.state_dir),
+        graph: job_driver::Graph::new(),
         leftovers: HashMap::new(),
         watches: watches::Watches::new(tx.clone(), &Handle::current()).map_err(|source| {
             SupervisorError::Sys {
@@ -570,7 +573,7 @@ pub async fn run(
     for e in &manager.load_errors {
         eprintln!("corrald: {e}");
     }
-    if let Err(msg) = &manager.graph.env_status() {
+    if let Err(msg) = &manager.env.status() {
         eprintln!("corrald: {msg}");
     }
     // default.target pulls in what is enabled and the runit services without `down`.

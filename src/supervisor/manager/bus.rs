@@ -59,14 +59,7 @@ impl Manager {
     /// (what units started now are given), else from corrald's own
     /// environment, else `unix:path=$XDG_RUNTIME_DIR/bus`.
     fn bus_address(&self) -> String {
-        let block = self.graph.env_vars();
-        dbus::session_address(|k| {
-            block
-                .iter()
-                .chain(&self.base_env)
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-        })
+        dbus::session_address(|k| self.env.lookup(k, &self.base_env))
     }
 
     /// Before a Type=dbus unit starts: connects to the bus unless connected.

@@ -1,11 +1,106 @@
 //! The environment of the processes a unit spawns: the manager's own
-//! base, the environment block, and what each command sees.
+//! base, the environment block (`set-environment`, owned here), and what
+//! each command sees.
 
+use std::path::Path;
+
+use crate::ipc::proto::{ErrorKind, Failure, Request, Response};
+use crate::supervisor::environment::{EnvError, ManagerEnv};
 use crate::supervisor::service::ServiceDef;
 use crate::supervisor::state::Cmd;
 use crate::unit::model::NotifyAccess;
 
 use super::Manager;
+
+/// The manager's environment block: loaded from the state directory at
+/// start, changed by the environment requests (each saved before the
+/// answer), laid below each unit's own variables.
+pub(super) struct EnvBlock {
+    /// The block, or why the saved one could not be read.
+    block: Result<ManagerEnv, String>,
+}
+
+impl EnvBlock {
+    /// The block saved in `state_dir`, or why it cannot be used.
+    pub(super) fn load(state_dir: &Path) -> EnvBlock {
+        let block = ManagerEnv::load(state_dir).map_err(|e| {
+            format!("the manager's environment block is unavailable: {e}; set-environment will not work until it is fixed")
+        });
+        EnvBlock { block }
+    }
+
+    /// Whether the block could be loaded.
+    pub(super) fn status(&self) -> Result<(), &str> {
+        self.block.as_ref().map(|_| ()).map_err(String::as_str)
+    }
+
+    /// The variables of the block, for the processes of units.
+    pub(super) fn vars(&self) -> Vec<(String, String)> {
+        match &self.block {
+            Ok(e) => e
+                .vars()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The value of `k` in the block.
+    pub(super) fn get(&self, k: &str) -> Option<String> {
+        self.block.as_ref().ok()?.vars().get(k).cloned()
+    }
+
+    /// The value of `k` as the manager sees it: the block, else `base`
+    /// (conditions, the session bus address).
+    pub(super) fn lookup(&self, k: &str, base: &[(String, String)]) -> Option<String> {
+        self.get(k).or_else(|| {
+            base.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    /// Answers set-, unset-, import- and show-environment.
+    pub(super) fn request(&mut self, request: Request) -> Response {
+        let env = match &mut self.block {
+            Ok(env) => env,
+            Err(msg) => {
+                return Response::Error(Failure {
+                    kind: ErrorKind::Internal,
+                    message: msg.clone(),
+                });
+            }
+        };
+        let changed = match request {
+            Request::SetEnvironment { assignments } => env.set(&assignments),
+            Request::UnsetEnvironment { names } => env.unset(&names),
+            Request::ImportEnvironment { pairs } => env.set_pairs(pairs),
+            Request::ShowEnvironment => return Response::Text(env.show()),
+            other => {
+                return Response::Error(Failure {
+                    kind: ErrorKind::BadRequest,
+                    message: format!(
+                        "request {other:?} is not an environment request; this is a corral bug"
+                    ),
+                });
+            }
+        };
+        match changed {
+            Ok(()) => Response::Done(Vec::new()),
+            Err(e) => {
+                let kind = match e {
+                    EnvError::BadAssignment(_) | EnvError::BadName(_) => ErrorKind::BadRequest,
+                    EnvError::Io { .. } | EnvError::Corrupt { .. } => ErrorKind::Internal,
+                };
+                Response::Error(Failure {
+                    kind,
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+}
 
 impl Manager {
     /// The environment of a process of `name` (`cmd` tells which variables apply).
@@ -22,7 +117,7 @@ impl Manager {
             env.push((k.to_string(), v));
         };
         // The manager's block (set-environment) lies below the unit's own variables.
-        for (k, v) in self.graph.env_vars() {
+        for (k, v) in self.env.vars() {
             set(&mut env, &k, v);
         }
         if let Some(inv) = &e.inv {

@@ -231,14 +231,7 @@ impl Manager {
             && def.runit.as_ref().is_some_and(|r| r.finish.is_some());
         // The model's composition: PassEnvironment=, Environment=, each
         // EnvironmentFile=, then UnsetEnvironment= (NAME or exact NAME=value).
-        let block = self.graph.env_vars();
-        let pass_from = |k: &str| {
-            block
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-                .or_else(|| std::env::var(k).ok())
-        };
+        let pass_from = |k: &str| self.env.get(k).or_else(|| std::env::var(k).ok());
         let env = svc
             .resolve_environment(&self.process_env(name, Some(def), cmd), &pass_from)
             .map_err(|err| {

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use crate::ipc::proto::{ErrorKind, Failure, Request, Response};
-use crate::supervisor::environment::{EnvError, ManagerEnv};
 use crate::supervisor::graph::{
     self, DEFAULT_TARGET, Deps, GraphError, JobKind, JobResult, Missing, Transaction, Units, Verb,
 };
@@ -38,11 +37,9 @@ use super::{Event, Job, LoadError, Manager, now_usec};
 /// Where a job's outcome goes.
 type Reply = oneshot::Sender<Result<Vec<String>, Failure>>;
 
-/// The manager's graph state: running transactions, the environment block,
-/// and what it remembers about units between transactions.
+/// The manager's graph state: running transactions and what it remembers
+/// about units between transactions.
 pub(super) struct Graph {
-    /// The environment block (or why the saved one could not be read).
-    env: Result<ManagerEnv, String>,
     /// Transactions not finished yet, oldest first.
     runs: Vec<Run>,
     /// Units whose state changed since the last pump looked.
@@ -59,33 +56,15 @@ pub(super) struct Graph {
 }
 
 impl Graph {
-    /// The graph state of a manager whose state directory holds `env`.
-    pub(super) fn new(env: Result<ManagerEnv, String>) -> Graph {
+    /// No transactions yet.
+    pub(super) fn new() -> Graph {
         Graph {
-            env,
             runs: Vec::new(),
             changed: Vec::new(),
             pumping: false,
             up: HashSet::new(),
             skipped: HashMap::new(),
             shutdown: None,
-        }
-    }
-
-    /// Whether the environment block could be loaded.
-    pub(super) fn env_status(&self) -> Result<(), &str> {
-        self.env.as_ref().map(|_| ()).map_err(String::as_str)
-    }
-
-    /// The variables of the environment block, for the processes of units.
-    pub(super) fn env_vars(&self) -> Vec<(String, String)> {
-        match &self.env {
-            Ok(e) => e
-                .vars()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            Err(_) => Vec::new(),
         }
     }
 }
@@ -216,17 +195,6 @@ fn graph_failure(e: &GraphError) -> Failure {
         kind,
         message: e.to_string(),
     }
-}
-
-fn env_failure(e: EnvError) -> Response {
-    let kind = match e {
-        EnvError::BadAssignment(_) | EnvError::BadName(_) => ErrorKind::BadRequest,
-        EnvError::Io { .. } | EnvError::Corrupt { .. } => ErrorKind::Internal,
-    };
-    Response::Error(Failure {
-        kind,
-        message: e.to_string(),
-    })
 }
 
 /// What became of a job just handed out.
@@ -683,14 +651,7 @@ impl Manager {
     /// with result "condition"; assert: failed — and the start job's outcome
     /// is returned; None when the start may go ahead.
     pub(super) fn check_conditions(&mut self, name: &str, def: &Arc<ServiceDef>) -> Option<bool> {
-        let block = self.graph.env_vars();
-        let lookup = |k: &str| {
-            block
-                .iter()
-                .chain(&self.base_env)
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-        };
+        let lookup = |k: &str| self.env.lookup(k, &self.base_env);
         let check = start_check::check(&def.unit.unit, self.loader.specifiers(), &lookup);
         let e = self.units.get_mut(name)?;
         match check {
@@ -808,7 +769,7 @@ impl Manager {
         }
     }
 
-    /// The requests of the graph and the environment block.
+    /// The requests about the unit graph.
     pub(super) fn graph_query(&mut self, request: Request) -> Response {
         match request {
             Request::ListDependencies { unit, reverse, all } => {
@@ -829,16 +790,6 @@ impl Manager {
                     all,
                 ))
             }
-            Request::SetEnvironment { assignments } => self.with_env(|env| env.set(&assignments)),
-            Request::UnsetEnvironment { names } => self.with_env(|env| env.unset(&names)),
-            Request::ImportEnvironment { pairs } => self.with_env(|env| env.set_pairs(pairs)),
-            Request::ShowEnvironment => match &self.graph.env {
-                Ok(env) => Response::Text(env.show()),
-                Err(msg) => Response::Error(Failure {
-                    kind: ErrorKind::Internal,
-                    message: msg.clone(),
-                }),
-            },
             other => Response::Error(Failure {
                 kind: ErrorKind::BadRequest,
                 message: format!(
@@ -847,26 +798,6 @@ impl Manager {
             }),
         }
     }
-
-    fn with_env(&mut self, f: impl FnOnce(&mut ManagerEnv) -> Result<(), EnvError>) -> Response {
-        match &mut self.graph.env {
-            Ok(env) => match f(env) {
-                Ok(()) => Response::Done(Vec::new()),
-                Err(e) => env_failure(e),
-            },
-            Err(msg) => Response::Error(Failure {
-                kind: ErrorKind::Internal,
-                message: msg.clone(),
-            }),
-        }
-    }
-}
-
-/// The environment block saved in `state_dir`, or why it cannot be used.
-pub(super) fn load_env(state_dir: &std::path::Path) -> Result<ManagerEnv, String> {
-    ManagerEnv::load(state_dir).map_err(|e| {
-        format!("the manager's environment block is unavailable: {e}; set-environment will not work until it is fixed")
-    })
 }
 
 #[cfg(test)]

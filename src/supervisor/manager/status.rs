@@ -253,6 +253,10 @@ impl Manager {
                 }
                 Response::Jobs(Vec::new())
             }
+            Request::SetEnvironment { .. }
+            | Request::UnsetEnvironment { .. }
+            | Request::ImportEnvironment { .. }
+            | Request::ShowEnvironment => self.env.request(request),
             other => self.graph_query(other),
         }
     }
