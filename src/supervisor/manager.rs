@@ -318,7 +318,10 @@ pub struct Manager {
     base_env: Vec<(String, String)>,
     seq: u64,
     timer_generation: u64,
+    /// When the manager started (µs since the epoch), for `status`.
     started_usec: u64,
+    /// When the manager started, on the monotonic clock: the start limit's time.
+    started: Instant,
     shutting_down: bool,
     /// The environment block (`set-environment`), saved in the state directory.
     env: environment::EnvBlock,
@@ -555,6 +558,7 @@ pub async fn run(
         seq: 0,
         timer_generation: 0,
         started_usec: now_usec(),
+        started: Instant::now(),
         shutting_down: false,
         env: environment::EnvBlock::load(&opts.state_dir),
         graph: job_driver::Graph::new(),

@@ -444,6 +444,51 @@ pub enum Event {
     /// Type=dbus: the bus cannot be reached (no bus, or the connection broke),
     /// so the name can never be seen: a start fails with result resources.
     BusUnavailable,
+    /// `reset-failed`: a failed unit becomes inactive and its result is forgotten.
+    ResetFailed,
+    /// A `Condition*=` was false when a start was due: the start is skipped
+    /// (inactive, result condition; not a failure).
+    ConditionFalse {
+        /// The condition, for the log and `status`.
+        reason: String,
+    },
+    /// An `Assert*=` was false when a start was due: the start fails before
+    /// anything runs (failed, result assert).
+    AssertFalse {
+        /// The assertion, for the log and `status`.
+        reason: String,
+    },
+    /// A unit this one requires failed to start, so its pending start will
+    /// not happen (failed, result dependency).
+    DependencyFailed {
+        /// The unit that failed.
+        dep: String,
+    },
+    /// A restart was due but the unit can no longer be loaded (its file went
+    /// away or was masked and daemon-reload saw it): the restart fails.
+    LoadFailed {
+        /// Why it cannot be loaded.
+        reason: String,
+    },
+}
+
+impl Event {
+    /// Whether this is one of the verdicts the manager reaches about a unit
+    /// that is not running (reset-failed, a false condition or assert, a
+    /// failed dependency, a failed load), and that applies in state `sub`.
+    /// They change nothing in any other state: a unit under way is no
+    /// longer "about to start".
+    pub fn verdict_applies(&self, sub: Sub) -> Option<bool> {
+        let applies = match self {
+            Event::ResetFailed => sub == Sub::Failed,
+            Event::ConditionFalse { .. } | Event::AssertFalse { .. } | Event::LoadFailed { .. } => {
+                sub.is_down()
+            }
+            Event::DependencyFailed { .. } => matches!(sub, Sub::Dead | Sub::Failed),
+            _ => return None,
+        };
+        Some(applies)
+    }
 }
 
 /// The static description of a service that the machine needs.
@@ -786,6 +831,11 @@ impl Machine<'_> {
                     self.enter_running();
                 }
             }
+            Event::ResetFailed
+            | Event::ConditionFalse { .. }
+            | Event::AssertFalse { .. }
+            | Event::DependencyFailed { .. }
+            | Event::LoadFailed { .. } => self.verdict(&event),
             Event::BusUnavailable if self.spec.kind != Kind::Dbus => {}
             Event::BusUnavailable => match sub {
                 // The start was refused before anything ran.
@@ -804,6 +854,27 @@ impl Machine<'_> {
             },
         }
         Ok(())
+    }
+
+    /// A verdict about a unit that is down (see [`Event::verdict_applies`]).
+    fn verdict(&mut self, event: &Event) {
+        if event.verdict_applies(self.s.sub) != Some(true) {
+            return;
+        }
+        let (sub, result) = match event {
+            Event::ResetFailed => (Sub::Dead, ServiceResult::Success),
+            Event::ConditionFalse { .. } => (Sub::Dead, ServiceResult::Condition),
+            Event::AssertFalse { .. } => (Sub::Failed, ServiceResult::Assert),
+            Event::DependencyFailed { .. } => (Sub::Failed, ServiceResult::Dependency),
+            // The result of the run that asked for the restart stays.
+            _ => (Sub::Failed, self.s.result),
+        };
+        // A restart that was due will not happen now.
+        if self.s.sub == Sub::AutoRestart {
+            self.out.push(Action::Disarm(Timer::Restart));
+        }
+        self.s.result = result;
+        self.s.sub = sub;
     }
 
     fn set(&mut self, sub: Sub) {

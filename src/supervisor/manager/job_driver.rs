@@ -50,7 +50,7 @@ pub(super) struct Graph {
     /// one going down on its own, for BindsTo=).
     up: HashSet<String>,
     /// Why the last start of a unit was skipped (a false Condition*=).
-    skipped: HashMap<String, String>,
+    pub(super) skipped: HashMap<String, String>,
     /// During shutdown: the units still to stop, and whether each was told to.
     shutdown: Option<HashMap<String, bool>>,
 }
@@ -638,7 +638,10 @@ impl Manager {
 
     /// Checks conditions and asserts, then starts the unit (through the start limit).
     fn checked_start(&mut self, name: &str, def: &Arc<ServiceDef>) -> Option<bool> {
-        if let Some(ok) = self.check_conditions(name, def) {
+        if let Some(verdict) = self.start_check(name, def) {
+            // A skipped start is a start job done; a false assert fails it.
+            let ok = matches!(verdict, Event::ConditionFalse { .. });
+            self.feed(name, verdict);
             return Some(ok);
         }
         self.start_event(name);
@@ -646,39 +649,15 @@ impl Manager {
     }
 
     /// Evaluates `Condition*=` and `Assert*=` before a start (a start job, or
-    /// an automatic restart, which systemd runs as a new start job). When one
-    /// is false the unit is left where systemd leaves it — skipped: inactive
-    /// with result "condition"; assert: failed — and the start job's outcome
-    /// is returned; None when the start may go ahead.
-    pub(super) fn check_conditions(&mut self, name: &str, def: &Arc<ServiceDef>) -> Option<bool> {
+    /// an automatic restart, which systemd runs as a new start job): the
+    /// verdict to feed when one is false (the machine leaves the unit where
+    /// systemd does — skipped: inactive with result "condition"; assert:
+    /// failed); None when the start may go ahead.
+    pub(super) fn start_check(&mut self, name: &str, def: &Arc<ServiceDef>) -> Option<Event> {
         let lookup = |k: &str| self.env.lookup(k, &self.base_env);
-        let check = start_check::check(&def.unit.unit, self.loader.specifiers(), &lookup);
-        let e = self.units.get_mut(name)?;
-        match check {
-            StartCheck::Skip(reason) => {
-                if e.state.sub != Sub::Dead {
-                    e.state.sub = Sub::Dead;
-                    e.since_usec = now_usec();
-                }
-                e.state.result = ServiceResult::Condition;
-                e.failure_note = None;
-                self.log(
-                    name,
-                    &format!("start skipped: a start condition is not met: {reason}"),
-                );
-                self.graph.skipped.insert(name.to_string(), reason);
-                Some(true)
-            }
-            StartCheck::Fail(reason) => {
-                if e.state.sub != Sub::Failed {
-                    e.state.sub = Sub::Failed;
-                    e.since_usec = now_usec();
-                }
-                e.state.result = ServiceResult::Assert;
-                e.failure_note = Some(format!("Assertion failed: {reason}"));
-                self.log(name, &format!("start failed: assertion failed: {reason}"));
-                Some(false)
-            }
+        match start_check::check(&def.unit.unit, self.loader.specifiers(), &lookup) {
+            StartCheck::Skip(reason) => Some(Event::ConditionFalse { reason }),
+            StartCheck::Fail(reason) => Some(Event::AssertFalse { reason }),
             StartCheck::Start => {
                 self.graph.skipped.remove(name);
                 None
@@ -696,17 +675,8 @@ impl Manager {
     /// A start that will not happen because `dep` failed: the unit is failed
     /// with result "dependency" and the reason in `status`.
     fn dependency_failed(&mut self, name: &str, dep: &str) {
-        let Some(e) = self.units.get_mut(name) else {
-            return;
-        };
-        if !matches!(e.state.sub, Sub::Dead | Sub::Failed) {
-            return;
-        }
-        e.state.sub = Sub::Failed;
-        e.state.result = ServiceResult::Dependency;
-        e.failure_note = Some(format!("dependency failed: {dep}"));
-        e.since_usec = now_usec();
-        self.log(name, &format!("dependency failed: {dep}"));
+        let dep = dep.to_string();
+        self.feed(name, Event::DependencyFailed { dep });
     }
 
     /// Answers the client of a finished transaction.

@@ -14,7 +14,7 @@ use crate::supervisor::notify::Message;
 use crate::supervisor::service::ServiceDef;
 use crate::supervisor::state;
 use crate::supervisor::state::{
-    Action, ActiveState, Cmd, Event, Exit, Pid, Refused, State, Sub, Timer,
+    Action, ActiveState, Cmd, Event, Exit, Pid, Refused, ServiceResult, Spec, State, Sub, Timer,
 };
 use crate::unit::RunitService;
 use crate::unit::model::NotifyAccess;
@@ -29,6 +29,10 @@ impl Manager {
 
     /// Feeds `event` to the unit's state machine and executes the actions,
     /// including the events they produce; refusals concern the first event only.
+    ///
+    /// This is the one place where a unit's state changes: it keeps the
+    /// time of the change, logs it, starts OnFailure= and tells the job
+    /// driver (`unit_changed`).
     pub(super) fn try_feed(&mut self, name: &str, event: Event) -> Result<(), Refused> {
         let mut queue = VecDeque::from([event]);
         let mut first = true;
@@ -36,10 +40,24 @@ impl Manager {
             let Some(e) = self.units.get_mut(name) else {
                 return Ok(());
             };
-            let Ok(def) = e.def.clone() else {
+            let def = e.def.clone().ok();
+            // A unit that cannot be loaded has no machine of its own to run,
+            // but the manager's verdicts (reset-failed, a failed dependency)
+            // still reach it.
+            let verdict = ev.verdict_applies(e.state.sub);
+            if def.is_none() && verdict.is_none() {
                 return Ok(());
+            }
+            let applied = (verdict == Some(true)).then(|| ev.clone());
+            let fallback;
+            let spec = match &def {
+                Some(d) => &d.spec,
+                None => {
+                    fallback = Spec::default();
+                    &fallback
+                }
             };
-            let (next, actions) = match state::next(&def.spec, &e.state, ev) {
+            let (next, actions) = match state::next(spec, &e.state, ev) {
                 Ok(r) => r,
                 Err(r) if first => return Err(r),
                 Err(_) => continue,
@@ -51,14 +69,29 @@ impl Manager {
             }
             e.state = next;
             self.sync_pids(name, &before);
-            if before.sub != self.units[name].state.sub {
+            if let Some(v) = &applied {
+                self.record_verdict(name, v);
+            } else if verdict.is_none() && before.sub != self.units[name].state.sub {
                 self.log_transition(name, &before);
-                if self.units[name].state.sub == Sub::Failed {
-                    self.start_on_failure(name, &def);
-                }
+            }
+            let state = &self.units[name].state;
+            // As systemd: OnFailure= when the unit enters the failed state,
+            // not for a false assertion (a job result there, not a unit failure).
+            if before.sub != Sub::Failed
+                && state.sub == Sub::Failed
+                && state.result != ServiceResult::Assert
+                && let Some(d) = &def
+            {
+                self.start_on_failure(name, d);
             }
             for a in actions {
-                self.execute(name, &def, a, &mut queue);
+                match (&def, a) {
+                    (Some(d), a) => self.execute(name, d, a, &mut queue),
+                    (None, Action::Disarm(t)) => self.disarm(name, t),
+                    // Verdicts ask for nothing else; without a definition
+                    // there is nothing to run anyway.
+                    (None, _) => {}
+                }
             }
             if queue.is_empty() {
                 self.reconcile(name, &mut queue);
@@ -72,34 +105,74 @@ impl Manager {
 
     /// A start from a stopped state, through the start limit.
     pub(super) fn start_event(&mut self, name: &str) {
-        let now = self.rt_elapsed();
-        let admitted = match self.units.get_mut(name) {
-            Some(e) => e.start_limit.admit(now),
-            None => return,
-        };
-        if admitted {
-            if let Some(e) = self.units.get_mut(name) {
-                e.failure_note = None;
-            }
-            if self.bus_ready(name) {
-                self.feed(name, Event::Start);
-            } else {
-                self.feed(name, Event::BusUnavailable);
-            }
-        } else {
-            if let Some(e) = self.units.get_mut(name) {
-                e.failure_note = Some(format!(
-                    "start request repeated too quickly (more than StartLimitBurst={} starts within StartLimitIntervalSec={:?}); \
-                     run `corral reset-failed {name}` to allow starting it again",
-                    e.start_limit.burst, e.start_limit.interval
-                ));
-            }
-            self.feed(name, Event::StartLimitHit);
+        if let Some(ev) = self.admit_start(name, false) {
+            self.feed(name, ev);
         }
     }
 
-    pub(super) fn rt_elapsed(&self) -> Duration {
-        Duration::from_micros(now_usec().saturating_sub(self.started_usec))
+    /// The start limit's decision on a start due now (`restart`: an
+    /// automatic or explicit restart rather than a start job), as the event
+    /// to feed: `Start`; `StartLimitHit`, with the reason kept for
+    /// `status`; or `BusUnavailable` when a Type=dbus unit cannot reach the
+    /// bus. The time is the manager's monotonic clock.
+    pub(super) fn admit_start(&mut self, name: &str, restart: bool) -> Option<Event> {
+        let now = self.started.elapsed();
+        let e = self.units.get_mut(name)?;
+        if !e.start_limit.admit(now) {
+            let (burst, interval) = (e.start_limit.burst, e.start_limit.interval);
+            e.failure_note = Some(if restart {
+                format!(
+                    "restarted too often (StartLimitBurst={burst} within StartLimitIntervalSec={interval:?}); \
+                     run `corral reset-failed {name}` to allow starting it again"
+                )
+            } else {
+                format!(
+                    "start request repeated too quickly (more than StartLimitBurst={burst} starts within StartLimitIntervalSec={interval:?}); \
+                     run `corral reset-failed {name}` to allow starting it again"
+                )
+            });
+            return Some(Event::StartLimitHit);
+        }
+        if !restart {
+            e.failure_note = None;
+        }
+        Some(if self.bus_ready(name) {
+            Event::Start
+        } else {
+            Event::BusUnavailable
+        })
+    }
+
+    /// What the manager keeps and logs for a verdict the machine applied.
+    fn record_verdict(&mut self, name: &str, verdict: &Event) {
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
+        let msg = match verdict {
+            Event::ResetFailed => {
+                e.failure_note = None;
+                return;
+            }
+            Event::ConditionFalse { reason } => {
+                e.failure_note = None;
+                self.graph.skipped.insert(name.to_string(), reason.clone());
+                format!("start skipped: a start condition is not met: {reason}")
+            }
+            Event::AssertFalse { reason } => {
+                e.failure_note = Some(format!("Assertion failed: {reason}"));
+                format!("start failed: assertion failed: {reason}")
+            }
+            Event::DependencyFailed { dep } => {
+                e.failure_note = Some(format!("dependency failed: {dep}"));
+                format!("dependency failed: {dep}")
+            }
+            Event::LoadFailed { reason } => {
+                e.failure_note = Some(reason.clone());
+                format!("not restarted: {reason}")
+            }
+            _ => return,
+        };
+        self.log(name, &msg);
     }
 
     /// OnFailure=: the unit entered the failed state, so the listed units are
@@ -339,13 +412,7 @@ impl Manager {
                 };
                 self.arm(name, timer, after);
             }
-            Action::Disarm(timer) => {
-                if let Some(e) = self.units.get_mut(name)
-                    && let Some((_, Some(h))) = e.timers.remove(&timer)
-                {
-                    h.abort();
-                }
-            }
+            Action::Disarm(timer) => self.disarm(name, timer),
             Action::EndInvocation => {
                 self.bus_unwatch(def);
                 self.end_invocation(name);
@@ -356,41 +423,29 @@ impl Manager {
                 }
                 // Its file went away (or was masked) and daemon-reload saw it:
                 // the restart job fails, as it does in systemd.
-                if let Some(f) = self.load_failure(name).map(LoadError::to_string) {
-                    self.log(name, &format!("not restarted: {f}"));
-                    if let Some(e) = self.units.get_mut(name) {
-                        e.state.sub = Sub::Failed;
-                        e.since_usec = now_usec();
-                        e.failure_note = Some(f);
-                    }
+                if let Some(reason) = self.load_failure(name).map(LoadError::to_string) {
+                    queue.push_back(Event::LoadFailed { reason });
                     return;
                 }
                 // A restart is a new start job: conditions and asserts are checked
                 // again (a false one leaves the unit skipped or failed, not restarted).
-                if self.check_conditions(name, def).is_some() {
+                if let Some(verdict) = self.start_check(name, def) {
+                    queue.push_back(verdict);
                     return;
                 }
-                let admitted = match self.units.get_mut(name) {
-                    Some(e) => e.start_limit.admit(Duration::from_micros(
-                        now_usec().saturating_sub(self.started_usec),
-                    )),
-                    None => return,
-                };
-                if !admitted {
-                    if let Some(e) = self.units.get_mut(name) {
-                        e.failure_note = Some(format!(
-                            "restarted too often (StartLimitBurst={} within StartLimitIntervalSec={:?}); \
-                             run `corral reset-failed {name}` to allow starting it again",
-                            e.start_limit.burst, e.start_limit.interval
-                        ));
-                    }
-                    queue.push_back(Event::StartLimitHit);
-                } else if self.bus_ready(name) {
-                    queue.push_back(Event::Start);
-                } else {
-                    queue.push_back(Event::BusUnavailable);
+                if let Some(ev) = self.admit_start(name, true) {
+                    queue.push_back(ev);
                 }
             }
+        }
+    }
+
+    /// Cancels a timer of the unit.
+    fn disarm(&mut self, name: &str, timer: Timer) {
+        if let Some(e) = self.units.get_mut(name)
+            && let Some((_, Some(h))) = e.timers.remove(&timer)
+        {
+            h.abort();
         }
     }
 

@@ -7,9 +7,9 @@ use tokio::sync::oneshot;
 
 use crate::cgroup::Cgroup;
 use crate::ipc::proto::{ErrorKind, Failure, KillWhom};
-use crate::supervisor::state::{Event, ServiceResult, Sub};
+use crate::supervisor::state::{Event, Sub};
 
-use super::{Job, Manager, normalize, now_usec, template_refusal};
+use super::{Job, Manager, normalize, template_refusal};
 
 impl Manager {
     pub(super) fn job(
@@ -74,15 +74,11 @@ impl Manager {
     }
 
     pub(super) fn reset_failed(&mut self, name: &str) {
-        if let Some(e) = self.units.get_mut(name) {
-            e.start_limit.reset();
-            if e.state.sub == Sub::Failed {
-                e.state.sub = Sub::Dead;
-                e.state.result = ServiceResult::Success;
-                e.failure_note = None;
-                e.since_usec = now_usec();
-            }
-        }
+        let Some(e) = self.units.get_mut(name) else {
+            return;
+        };
+        e.start_limit.reset();
+        self.feed(name, Event::ResetFailed);
     }
 
     pub(super) fn kill_job(

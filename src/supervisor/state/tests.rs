@@ -1602,3 +1602,91 @@ fn exit_words_for_the_environment() {
     };
     assert_eq!(dumped.code_word(), "dumped");
 }
+
+#[test]
+fn verdicts_apply_only_to_a_unit_that_is_down() {
+    let simple = spec(Kind::Simple);
+    let cond = || E::ConditionFalse {
+        reason: "ConditionPathExists=/x".into(),
+    };
+    let assert = || E::AssertFalse {
+        reason: "AssertPathExists=/x".into(),
+    };
+    let dep = || E::DependencyFailed {
+        dep: "db.service".into(),
+    };
+    let gone = || E::LoadFailed {
+        reason: "Unit a.service is masked.".into(),
+    };
+    let failed = vec![
+        E::Start,
+        spawned(Cmd::Start, MAIN),
+        E::MainExited(Exit::Code(1)),
+        E::CgroupEmpty,
+    ];
+    let running = vec![E::Start, spawned(Cmd::Start, MAIN)];
+    let mut restarting = spec(Kind::Simple);
+    restarting.restart = RestartPolicy::Always;
+    let auto = failed.clone();
+    // (from, spec, verdict, sub, result)
+    let cases: Vec<(Vec<Event>, &Spec, Event, Sub, R)> = vec![
+        (vec![], &simple, E::ResetFailed, Sub::Dead, R::Success),
+        (
+            failed.clone(),
+            &simple,
+            E::ResetFailed,
+            Sub::Dead,
+            R::Success,
+        ),
+        (
+            running.clone(),
+            &simple,
+            E::ResetFailed,
+            Sub::Running,
+            R::Success,
+        ),
+        (vec![], &simple, cond(), Sub::Dead, R::Condition),
+        (failed.clone(), &simple, cond(), Sub::Dead, R::Condition),
+        (auto.clone(), &restarting, cond(), Sub::Dead, R::Condition),
+        (running.clone(), &simple, cond(), Sub::Running, R::Success),
+        (vec![], &simple, assert(), Sub::Failed, R::Assert),
+        (auto.clone(), &restarting, assert(), Sub::Failed, R::Assert),
+        (running.clone(), &simple, assert(), Sub::Running, R::Success),
+        (vec![], &simple, dep(), Sub::Failed, R::Dependency),
+        (failed.clone(), &simple, dep(), Sub::Failed, R::Dependency),
+        // A unit waiting to restart has a job of its own under way.
+        (
+            auto.clone(),
+            &restarting,
+            dep(),
+            Sub::AutoRestart,
+            R::ExitCode,
+        ),
+        (running.clone(), &simple, dep(), Sub::Running, R::Success),
+        (failed.clone(), &simple, gone(), Sub::Failed, R::ExitCode),
+        (auto.clone(), &restarting, gone(), Sub::Failed, R::ExitCode),
+        (running.clone(), &simple, gone(), Sub::Running, R::Success),
+    ];
+    for (from, spec, verdict, sub, result) in cases {
+        let (st, _) = run(spec, &from);
+        let before = st.sub;
+        assert!(
+            before.is_down() || before == Sub::Running,
+            "{from:?} ends in {before:?}"
+        );
+        let (after, actions) = next(spec, &st, verdict.clone()).unwrap();
+        assert_eq!(
+            (after.sub, after.result),
+            (sub, result),
+            "{verdict:?} in {before:?}"
+        );
+        // The restart that was due is called off; nothing else is done.
+        let want: Vec<Action> = if before == Sub::AutoRestart && after.sub != before {
+            vec![Action::Disarm(Timer::Restart)]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(actions, want, "{verdict:?} in {before:?}");
+    }
+    assert_eq!(E::Start.verdict_applies(Sub::Dead), None);
+}
