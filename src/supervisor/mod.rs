@@ -1,6 +1,7 @@
 //! The user manager (`corrald --user`).
 //!
-//! - [`state`]: the lifecycle of one unit as a pure function, table-tested.
+//! - [`state`]: the lifecycle of one service as a pure function, table-tested;
+//!   [`target`]: the same for a target.
 //! - [`manager`]: the one thread that owns every unit's state; it executes the
 //!   state machine's actions (spawn into a fresh cgroup, signals, timers) and
 //!   turns what happens (exits, empty cgroups, notify messages, timers,
@@ -30,6 +31,7 @@ pub mod procs;
 pub mod reaper;
 pub mod service;
 pub mod state;
+pub mod target;
 
 pub use manager::run;
 

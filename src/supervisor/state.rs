@@ -861,14 +861,7 @@ impl Machine<'_> {
         if event.verdict_applies(self.s.sub) != Some(true) {
             return;
         }
-        let (sub, result) = match event {
-            Event::ResetFailed => (Sub::Dead, ServiceResult::Success),
-            Event::ConditionFalse { .. } => (Sub::Dead, ServiceResult::Condition),
-            Event::AssertFalse { .. } => (Sub::Failed, ServiceResult::Assert),
-            Event::DependencyFailed { .. } => (Sub::Failed, ServiceResult::Dependency),
-            // The result of the run that asked for the restart stays.
-            _ => (Sub::Failed, self.s.result),
-        };
+        let (sub, result) = verdict_outcome(event, self.s.result);
         // A restart that was due will not happen now.
         if self.s.sub == Sub::AutoRestart {
             self.out.push(Action::Disarm(Timer::Restart));
@@ -1515,6 +1508,18 @@ impl StartLimit {
     /// Forgets past starts (`reset-failed`).
     pub fn reset(&mut self) {
         self.starts.clear();
+    }
+}
+
+/// Where a verdict that applies leaves a unit whose result was `result`.
+pub fn verdict_outcome(event: &Event, result: ServiceResult) -> (Sub, ServiceResult) {
+    match event {
+        Event::ResetFailed => (Sub::Dead, ServiceResult::Success),
+        Event::ConditionFalse { .. } => (Sub::Dead, ServiceResult::Condition),
+        Event::AssertFalse { .. } => (Sub::Failed, ServiceResult::Assert),
+        Event::DependencyFailed { .. } => (Sub::Failed, ServiceResult::Dependency),
+        // LoadFailed: the result of the run that asked for the restart stays.
+        _ => (Sub::Failed, result),
     }
 }
 

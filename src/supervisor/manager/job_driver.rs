@@ -32,7 +32,7 @@ use crate::unit::model::NotifyAccess;
 use crate::unit::start_check::{self, StartCheck};
 use crate::unit::{Loader, Unit, UnitError, UnitName};
 
-use super::{Event, Job, LoadError, Manager, now_usec};
+use super::{Event, Job, LoadError, Manager};
 
 /// Where a job's outcome goes.
 type Reply = oneshot::Sender<Result<Vec<String>, Failure>>;
@@ -572,24 +572,11 @@ impl Manager {
                 self.log(name, &f.to_string());
                 return Step::Done(false);
             }
-            let Some(e) = self.units.get_mut(name) else {
-                return Step::Done(job.kind == JobKind::Stop);
+            let event = match job.kind {
+                JobKind::Start => Event::Start,
+                JobKind::Stop => Event::Stop,
             };
-            let target = match job.kind {
-                JobKind::Start => Sub::Exited,
-                JobKind::Stop => Sub::Dead,
-            };
-            if sub != target {
-                e.state.sub = target;
-                e.state.result = ServiceResult::Success;
-                e.since_usec = now_usec();
-                let msg = match job.kind {
-                    JobKind::Start => "Reached target.",
-                    JobKind::Stop => "Stopped target.",
-                };
-                self.log(name, msg);
-            }
-            self.settle_pending(name);
+            self.feed(name, event);
             return Step::Done(true);
         }
         match job.kind {

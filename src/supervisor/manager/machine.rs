@@ -57,10 +57,15 @@ impl Manager {
                     &fallback
                 }
             };
-            let (next, actions) = match state::next(spec, &e.state, ev) {
-                Ok(r) => r,
-                Err(r) if first => return Err(r),
-                Err(_) => continue,
+            let target = def.as_ref().is_some_and(|d| d.is_target());
+            let (next, actions) = if target {
+                (crate::supervisor::target::next(&e.state, &ev), Vec::new())
+            } else {
+                match state::next(spec, &e.state, ev) {
+                    Ok(r) => r,
+                    Err(r) if first => return Err(r),
+                    Err(_) => continue,
+                }
             };
             first = false;
             let before = e.state.clone();
@@ -72,7 +77,7 @@ impl Manager {
             if let Some(v) = &applied {
                 self.record_verdict(name, v);
             } else if verdict.is_none() && before.sub != self.units[name].state.sub {
-                self.log_transition(name, &before);
+                self.log_transition(name, &before, target);
             }
             let state = &self.units[name].state;
             // As systemd: OnFailure= when the unit enters the failed state,
@@ -199,10 +204,12 @@ impl Manager {
         }
     }
 
-    pub(super) fn log_transition(&self, name: &str, before: &State) {
+    pub(super) fn log_transition(&self, name: &str, before: &State, target: bool) {
         let e = &self.units[name];
         let s = &e.state;
         let msg = match s.sub {
+            Sub::Exited if target => "Reached target.".to_string(),
+            Sub::Dead if target => "Stopped target.".to_string(),
             Sub::Running if before.sub.active() != ActiveState::Active => "Started.".to_string(),
             Sub::Exited => "Finished.".to_string(),
             Sub::Dead if before.sub != Sub::Dead => "Stopped.".to_string(),
