@@ -164,10 +164,11 @@ struct Invocation {
     started: Instant,
 }
 
-/// The cgroup of an ended invocation that processes still hold (KillMode=process
-/// leaves them on purpose): its cgroup.events watcher keeps running, and the
-/// cgroup is removed once the last of them is gone.
-struct Leftover {
+/// A lingering cgroup: that of an ended invocation that processes still hold
+/// (KillMode=process leaves them on purpose): its cgroup.events watcher keeps
+/// running, and the cgroup is removed once the last of them is gone. (The
+/// units a previous manager left running are "leftovers", supervisor::leftovers.)
+struct Lingering {
     /// The unit it belonged to.
     unit: String,
     cgroup: Cgroup,
@@ -327,8 +328,8 @@ pub struct Manager {
     env: environment::EnvBlock,
     /// Transactions and skipped starts (job_driver.rs).
     graph: job_driver::Graph,
-    /// Cgroups of ended invocations that still hold processes, by invocation seq.
-    leftovers: HashMap<u64, Leftover>,
+    /// Lingering cgroups: of ended invocations that still hold processes, by invocation seq.
+    lingering: HashMap<u64, Lingering>,
     /// The inotify instance behind every cgroup.events and PIDFile watch.
     watches: watches::Watches,
     /// Where the units' output and the manager's messages about them go.
@@ -370,8 +371,8 @@ impl Manager {
     fn input(&mut self, input: Input) {
         match input {
             Input::Reaped(pid, exit) => self.reaped(pid, exit),
-            Input::CgroupChanged { seq, .. } if self.leftovers.contains_key(&seq) => {
-                self.leftover_changed(seq);
+            Input::CgroupChanged { seq, .. } if self.lingering.contains_key(&seq) => {
+                self.lingering_changed(seq);
             }
             Input::CgroupChanged { unit, seq } => {
                 let Some(e) = self.units.get(&unit) else {
@@ -562,7 +563,7 @@ pub async fn run(
         shutting_down: false,
         env: environment::EnvBlock::load(&opts.state_dir),
         graph: job_driver::Graph::new(),
-        leftovers: HashMap::new(),
+        lingering: HashMap::new(),
         watches: watches::Watches::new(tx.clone(), &Handle::current()).map_err(|source| {
             SupervisorError::Sys {
                 op: "create the manager's inotify instance",

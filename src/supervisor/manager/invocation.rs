@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::cgroup::Cgroup;
 use crate::supervisor::service::ServiceDef;
 
-use super::{Invocation, Leftover, Manager, now_usec};
+use super::{Invocation, Lingering, Manager, now_usec};
 
 impl Manager {
     pub(super) fn new_invocation(
@@ -32,13 +32,16 @@ impl Manager {
                     .map_err(|e| format!("cannot remove the stale cgroup of {name}: {e}"))?;
                 // Its last process ended just now; its watcher's event is moot.
                 let gone: Vec<u64> = self
-                    .leftovers
+                    .lingering
                     .iter()
                     .filter(|(_, l)| l.cgroup.path() == existing)
                     .map(|(seq, _)| *seq)
                     .collect();
                 for seq in gone {
-                    let l = self.leftovers.remove(&seq).expect("leftover exists");
+                    let l = self
+                        .lingering
+                        .remove(&seq)
+                        .expect("lingering cgroup exists");
                     self.watches.cancel(l.watch);
                 }
             }
@@ -124,9 +127,9 @@ impl Manager {
                 let e = self.units.get_mut(name).expect("unit exists");
                 e.left_behind = left.clone();
                 if let Some(watch) = inv.watch {
-                    self.leftovers.insert(
+                    self.lingering.insert(
                         inv.seq,
-                        Leftover {
+                        Lingering {
                             unit: name.to_string(),
                             cgroup: cg,
                             watch,
@@ -139,9 +142,9 @@ impl Manager {
         self.settle_pending(name);
     }
 
-    /// The cgroup.events of a leftover cgroup changed: remove it once it is empty.
-    pub(super) fn leftover_changed(&mut self, seq: u64) {
-        let Some(l) = self.leftovers.get(&seq) else {
+    /// The cgroup.events of a lingering cgroup changed: remove it once it is empty.
+    pub(super) fn lingering_changed(&mut self, seq: u64) {
+        let Some(l) = self.lingering.get(&seq) else {
             return;
         };
         match l.cgroup.populated() {
@@ -157,14 +160,17 @@ impl Manager {
                 return;
             }
         }
-        let l = self.leftovers.remove(&seq).expect("leftover exists");
+        let l = self
+            .lingering
+            .remove(&seq)
+            .expect("lingering cgroup exists");
         if let Err(err) = l.cgroup.remove() {
             // Someone moved a process into it meanwhile: the watch goes on.
             self.log(
                 &l.unit,
                 &format!("cannot remove the cgroup left by KillMode=process: {err}"),
             );
-            self.leftovers.insert(seq, l);
+            self.lingering.insert(seq, l);
             return;
         }
         self.watches.cancel(l.watch);

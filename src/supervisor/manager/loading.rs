@@ -121,7 +121,7 @@ impl Manager {
                 && e.pending.is_none()
                 && e.inv.is_none()
                 && e.state.sub == Sub::Dead
-                && !self.leftovers.values().any(|l| l.unit == name)
+                && !self.lingering.values().any(|l| l.unit == name)
         });
         if gone {
             self.units.remove(name);

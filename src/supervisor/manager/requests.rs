@@ -121,7 +121,7 @@ impl Manager {
             KillWhom::All => {
                 // Processes an earlier invocation left behind (KillMode=process)
                 // are the unit's too, as in systemd, where they stay in its cgroup.
-                let left = self.leftovers.values().filter(|l| l.unit == name);
+                let left = self.lingering.values().filter(|l| l.unit == name);
                 let cgroups: Vec<&Cgroup> = e
                     .cgroup()
                     .into_iter()

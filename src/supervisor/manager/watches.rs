@@ -25,7 +25,7 @@ use super::Input;
 
 /// What an event on a watch means to the manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+enum WatchFor {
     /// `cgroup.events` of an invocation: `Input::CgroupChanged`.
     Cgroup,
     /// The directory of a PIDFile: `Input::PidFileChanged`.
@@ -35,7 +35,7 @@ enum Kind {
 /// Who is told about events on a watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Target {
-    kind: Kind,
+    kind: WatchFor,
     unit: String,
     seq: u64,
 }
@@ -56,7 +56,7 @@ pub(super) struct Watches {
 #[derive(Debug)]
 pub(super) struct Watch {
     wd: WatchDescriptor,
-    kind: Kind,
+    kind: WatchFor,
     seq: u64,
 }
 
@@ -88,7 +88,7 @@ impl Watches {
 
     /// Watches `cgroup.events` of invocation `seq` of `unit` for changes.
     pub(super) fn cgroup_events(&self, path: &Path, unit: &str, seq: u64) -> Result<Watch, Errno> {
-        self.add(path, AddWatchFlags::IN_MODIFY, Kind::Cgroup, unit, seq)
+        self.add(path, AddWatchFlags::IN_MODIFY, WatchFor::Cgroup, unit, seq)
     }
 
     /// Watches directory `dir` for a PIDFile of invocation `seq` of `unit`
@@ -96,14 +96,14 @@ impl Watches {
     pub(super) fn pid_file_dir(&self, dir: &Path, unit: &str, seq: u64) -> Result<Watch, Errno> {
         use AddWatchFlags as F;
         let mask = F::IN_CLOSE_WRITE | F::IN_MOVED_TO | F::IN_CREATE;
-        self.add(dir, mask, Kind::PidFile, unit, seq)
+        self.add(dir, mask, WatchFor::PidFile, unit, seq)
     }
 
     fn add(
         &self,
         path: &Path,
         mask: AddWatchFlags,
-        kind: Kind,
+        kind: WatchFor,
         unit: &str,
         seq: u64,
     ) -> Result<Watch, Errno> {
@@ -177,8 +177,8 @@ async fn read_events(afd: tokio::io::unix::AsyncFd<Fd>, tx: mpsc::UnboundedSende
                 for t in targets.get(&ev.wd).into_iter().flatten() {
                     let (unit, seq) = (t.unit.clone(), t.seq);
                     inputs.push(match t.kind {
-                        Kind::Cgroup => Input::CgroupChanged { unit, seq },
-                        Kind::PidFile => Input::PidFileChanged { unit, seq },
+                        WatchFor::Cgroup => Input::CgroupChanged { unit, seq },
+                        WatchFor::PidFile => Input::PidFileChanged { unit, seq },
                     });
                 }
             }
