@@ -179,8 +179,6 @@ struct Lingering {
 }
 
 struct UnitEntry {
-    /// Full name.
-    name: String,
     /// The definition, or why it could not be loaded.
     def: Result<Arc<ServiceDef>, LoadError>,
     /// A definition read by daemon-reload while an invocation ran; applied when it ends.
@@ -210,13 +208,12 @@ struct UnitEntry {
 }
 
 impl UnitEntry {
-    fn new(name: String, def: Result<Arc<ServiceDef>, LoadError>) -> UnitEntry {
+    fn new(def: Result<Arc<ServiceDef>, LoadError>) -> UnitEntry {
         let start_limit = match &def {
             Ok(d) => StartLimit::new(d.start_limit.0, d.start_limit.1),
             Err(_) => StartLimit::default(),
         };
         UnitEntry {
-            name,
             def,
             pending: None,
             state: State::default(),
@@ -312,7 +309,8 @@ pub struct Manager {
     mount: PathBuf,
     loader: Loader,
     notify_path: PathBuf,
-    units: BTreeMap<String, UnitEntry>,
+    /// Every loaded unit, by its typed name (looked up with a `&str`).
+    units: BTreeMap<UnitName, UnitEntry>,
     pids: HashMap<Pid, String>,
     load_errors: Vec<String>,
     /// HOME, USER, ... for every process.
@@ -375,7 +373,7 @@ impl Manager {
                 self.lingering_changed(seq);
             }
             Input::CgroupChanged { unit, seq } => {
-                let Some(e) = self.units.get(&unit) else {
+                let Some(e) = self.units.get(unit.as_str()) else {
                     return;
                 };
                 if e.inv.as_ref().map(|i| i.seq) != Some(seq) {
@@ -387,7 +385,7 @@ impl Manager {
                 }
             }
             Input::PidFileChanged { unit, seq } => {
-                let waiting = self.units.get(&unit).is_some_and(|e| {
+                let waiting = self.units.get(unit.as_str()).is_some_and(|e| {
                     e.inv
                         .as_ref()
                         .is_some_and(|i| i.seq == seq && i.pidfile_watch.is_some())
@@ -408,11 +406,11 @@ impl Manager {
             } => {
                 let current = self
                     .units
-                    .get(&unit)
+                    .get(unit.as_str())
                     .and_then(|e| e.timers.get(&timer))
                     .map(|(g, _)| *g);
                 if current == Some(generation) {
-                    if let Some(e) = self.units.get_mut(&unit) {
+                    if let Some(e) = self.units.get_mut(unit.as_str()) {
                         e.timers.remove(&timer);
                     }
                     self.feed(&unit, Event::Timeout(timer));

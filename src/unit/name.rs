@@ -106,7 +106,10 @@ impl fmt::Display for UnitKind {
 ///
 /// Three shapes exist: a plain name (`foo.service`), a template
 /// (`foo@.service`) and an instance of a template (`foo@bar.service`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// It compares, orders and hashes as its full name does, so a map keyed by
+/// `UnitName` is looked up with a `&str` ([`Borrow<str>`](std::borrow::Borrow)).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UnitName {
     /// The whole name, kept so that `as_str` costs nothing.
     full: String,
@@ -251,6 +254,20 @@ impl UnitName {
     }
 }
 
+// The other fields follow from `full`, so the derived Eq and Ord (which
+// compare `full` first) agree with the full name's; Hash must too.
+impl std::hash::Hash for UnitName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.full.as_str().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for UnitName {
+    fn borrow(&self) -> &str {
+        &self.full
+    }
+}
+
 impl fmt::Display for UnitName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.full)
@@ -364,5 +381,23 @@ mod tests {
         assert_eq!(escape("/home/user x"), "-home-user\\x20x");
         assert_eq!(unescape("\\"), "\\");
         assert_eq!(unescape("\\xz"), "\\xz");
+    }
+
+    #[test]
+    fn maps_keyed_by_unit_name_are_looked_up_by_str() {
+        let names = ["b.service", "a@x.service", "a.target", "a@.service"];
+        let set: std::collections::HashSet<UnitName> =
+            names.iter().map(|n| UnitName::parse(n).unwrap()).collect();
+        let tree: std::collections::BTreeSet<UnitName> = set.iter().cloned().collect();
+        for n in names {
+            assert!(set.contains(n), "{n}");
+            assert!(tree.contains(n), "{n}");
+        }
+        assert!(!set.contains("c.service"));
+        // In the order of the full names, as a map keyed by String had it.
+        let mut sorted = names.to_vec();
+        sorted.sort();
+        let order: Vec<&str> = tree.iter().map(UnitName::as_str).collect();
+        assert_eq!(order, sorted);
     }
 }

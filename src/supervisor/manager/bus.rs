@@ -178,13 +178,13 @@ impl Manager {
                                 && want.is_none_or(|w| d.bus_name.as_deref() == Some(w))
                         })
                 })
-                .map(|(k, _)| k.clone())
+                .map(|(k, _)| k.to_string())
                 .collect()
         };
         match report {
             Report::Owner { name, owner } => {
                 for unit in watching(self, Some(&name)) {
-                    let state = &self.units[&unit].state;
+                    let state = &self.units[unit.as_str()].state;
                     // A change is news, unless the unit is stopping anyway.
                     if state.bus_name_good != owner.is_some()
                         && state.sub.active() != ActiveState::Deactivating
@@ -207,13 +207,13 @@ impl Manager {
                 eprintln!("corrald: {err}");
                 for unit in watching(self, None) {
                     let waiting = matches!(
-                        self.units[&unit].state.sub,
+                        self.units[unit.as_str()].state.sub,
                         Sub::Condition | Sub::StartPre | Sub::Start
                     );
                     if waiting {
                         let msg = no_bus(&err);
                         self.log(&unit, &msg);
-                        if let Some(e) = self.units.get_mut(&unit) {
+                        if let Some(e) = self.units.get_mut(unit.as_str()) {
                             e.failure_note = Some(msg);
                         }
                     } else {

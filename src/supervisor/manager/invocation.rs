@@ -174,7 +174,7 @@ impl Manager {
             return;
         }
         self.watches.cancel(l.watch);
-        if let Some(e) = self.units.get_mut(&l.unit) {
+        if let Some(e) = self.units.get_mut(l.unit.as_str()) {
             e.left_behind.retain(|p| !l.pids.contains(p));
         }
     }

@@ -113,8 +113,8 @@ impl Units for View<'_> {
                     .def
                     .as_ref()
                     .is_ok_and(|d| d.runit.as_ref().is_some_and(|r| !r.down));
-                if autostart && !d.wants.contains(n) {
-                    d.wants.push(n.clone());
+                if autostart && !d.wants.iter().any(|w| w == n.as_str()) {
+                    d.wants.push(n.to_string());
                 }
             }
         }
@@ -134,7 +134,7 @@ impl Units for View<'_> {
     }
 
     fn loaded(&self) -> Vec<String> {
-        self.m.units.values().map(|e| e.name.clone()).collect()
+        self.m.units.keys().map(UnitName::to_string).collect()
     }
 }
 
@@ -268,7 +268,7 @@ impl Manager {
             notes.push(format!("{name}: {c}"));
         }
         for j in tx.jobs() {
-            if !self.units.contains_key(&j.unit)
+            if !self.units.contains_key(j.unit.as_str())
                 && let Err(f) = self.resolve(&j.unit)
             {
                 self.log(&j.unit, &f.message);
@@ -435,7 +435,7 @@ impl Manager {
             .units
             .iter()
             .filter(|(_, e)| e.inv.is_some() || !e.state.sub.is_down())
-            .map(|(k, _)| (k.clone(), false))
+            .map(|(k, _)| (k.to_string(), false))
             .collect();
         self.graph.shutdown = Some(pending);
         self.pump();
@@ -450,7 +450,7 @@ impl Manager {
             .into_iter()
             .filter(|(u, _)| {
                 self.units
-                    .get(u)
+                    .get(u.as_str())
                     .is_some_and(|e| e.inv.is_some() || !e.state.sub.is_down())
             })
             .collect();
@@ -463,7 +463,7 @@ impl Manager {
             .filter_map(|u| view.deps(u).ok().map(|d| (u.clone(), d)))
             .collect();
         let must_wait = |u: &String| {
-            if self.units.get(u).is_some_and(|e| e.inv.is_none()) {
+            if self.units.get(u.as_str()).is_some_and(|e| e.inv.is_none()) {
                 return false;
             }
             pending.keys().any(|v| {
@@ -544,7 +544,7 @@ impl Manager {
 
     /// Whether a handed-out job is over: `Some(ok)`, or `None` while its unit is on its way.
     fn job_state(&self, job: &graph::Job) -> Option<bool> {
-        let Some(e) = self.units.get(&job.unit) else {
+        let Some(e) = self.units.get(job.unit.as_str()) else {
             return Some(job.kind == JobKind::Stop);
         };
         match job.kind {
@@ -672,7 +672,7 @@ impl Manager {
         let mut notes = run.notes;
         for j in run.tx.jobs() {
             if j.kind == JobKind::Stop
-                && let Some(e) = self.units.get(&j.unit)
+                && let Some(e) = self.units.get(j.unit.as_str())
                 && !e.left_behind.is_empty()
             {
                 let list: Vec<String> = crate::supervisor::procs::describe(e.left_behind.clone())
@@ -689,7 +689,7 @@ impl Manager {
             }
         }
         let result = match run.tx.result_of(&anchor, JobKind::Start) {
-            Some(JobResult::Failed) => Err(match self.units.get(&anchor) {
+            Some(JobResult::Failed) => Err(match self.units.get(anchor.as_str()) {
                 Some(e) => match &e.def {
                     Err(f) => f.failure(),
                     Ok(_) if e.state.sub == Sub::Dead && e.state.stop_requested => Failure {

@@ -53,17 +53,16 @@ impl Manager {
             {
                 self.load_errors.push(f.to_string());
             }
-            let key = name.as_str().to_string();
-            names.push(key.clone());
-            match self.units.get_mut(&key) {
+            names.push(name.to_string());
+            match self.units.get_mut(name.as_str()) {
                 Some(e) => {
                     e.file_state = file_state.to_string();
-                    self.replace_def(&key, def);
+                    self.replace_def(name.as_str(), def);
                 }
                 None => {
-                    let mut e = UnitEntry::new(key.clone(), def);
+                    let mut e = UnitEntry::new(def);
                     e.file_state = file_state.to_string();
-                    self.units.insert(key, e);
+                    self.units.insert(name, e);
                 }
             }
         }
@@ -146,22 +145,20 @@ impl Manager {
         // Every other loaded unit is read again too: template instances (from
         // their template), targets without a file (default.target), and units
         // whose file is gone or was unmasked, which become not-found.
-        let others: Vec<String> = self
+        let others: Vec<UnitName> = self
             .units
             .keys()
-            .filter(|k| !listed.contains(k))
+            .filter(|k| !listed.iter().any(|l| l == k.as_str()))
             .cloned()
             .collect();
-        for k in others {
-            let Ok(n) = UnitName::parse(&k) else {
-                continue;
-            };
+        for n in others {
+            let k = n.as_str();
             let def = self.load(&n);
-            if let Some(e) = self.units.get_mut(&k) {
+            if let Some(e) = self.units.get_mut(k) {
                 e.file_state.clear();
             }
-            self.replace_def(&k, def);
-            self.forget_if_gone(&k);
+            self.replace_def(k, def);
+            self.forget_if_gone(k);
         }
         let mut notes = vec![format!(
             "reloaded unit files: {} units known ({} before)",
@@ -175,7 +172,7 @@ impl Manager {
     /// Finds (loading on demand, e.g. a template instance) the unit `typed` names.
     pub(super) fn resolve(&mut self, typed: &str) -> Result<String, Failure> {
         let full = normalize(typed);
-        if self.units.contains_key(&full) && !self.forget_if_gone(&full) {
+        if self.units.contains_key(full.as_str()) && !self.forget_if_gone(&full) {
             return Ok(full);
         }
         let name = UnitName::parse(&full).map_err(|e| Failure {
@@ -186,8 +183,7 @@ impl Manager {
         if let Err(f @ LoadError::NotFound(_)) = &def {
             return Err(f.failure());
         }
-        self.units
-            .insert(full.clone(), UnitEntry::new(full.clone(), def));
+        self.units.insert(name.clone(), UnitEntry::new(def));
         Ok(full)
     }
 }

@@ -254,7 +254,7 @@ impl Manager {
             // An orphan we inherited as subreaper, or an aux process (runit log): nothing to do.
             return;
         };
-        let Some(e) = self.units.get_mut(&name) else {
+        let Some(e) = self.units.get_mut(name.as_str()) else {
             return;
         };
         // An emptied cgroup is noticed by reconcile() after this event, as a CgroupEmpty.
@@ -281,7 +281,7 @@ impl Manager {
                 .and_then(|d| d.command(c.cmd, c.index))
                 .is_some_and(|cmd| cmd.flags.ignore_failure);
             if exit != Exit::Code(0) && !ignore {
-                let e = self.units.get_mut(&name).expect("unit exists");
+                let e = self.units.get_mut(name.as_str()).expect("unit exists");
                 e.failure_note = Some(format!(
                     "control process {} ({}) {}, status={}",
                     pid,
@@ -300,11 +300,11 @@ impl Manager {
             .units
             .iter()
             .find(|(_, e)| e.cgroup().is_some_and(|c| cg.starts_with(c.path())))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.to_string())
         else {
             return;
         };
-        let e = &self.units[&name];
+        let e = &self.units[name.as_str()];
         let Ok(def) = &e.def else { return };
         let allowed = match def.notify_access {
             NotifyAccess::None => false,
@@ -325,12 +325,12 @@ impl Manager {
             return;
         }
         if let Some(t) = msg.status.clone()
-            && let Some(e) = self.units.get_mut(&name)
+            && let Some(e) = self.units.get_mut(name.as_str())
         {
             e.status_text = Some(t);
         }
         if let Some(errno) = msg.errno
-            && let Some(e) = self.units.get_mut(&name)
+            && let Some(e) = self.units.get_mut(name.as_str())
         {
             e.failure_note = Some(format!(
                 "the service reported ERRNO={errno} ({})",
@@ -338,7 +338,7 @@ impl Manager {
             ));
         }
         if let Some(main) = msg.main_pid {
-            let inside = self.units[&name]
+            let inside = self.units[name.as_str()]
                 .cgroup()
                 .is_some_and(|c| c.contains_pid(main).unwrap_or(false));
             if inside {

@@ -51,7 +51,7 @@ impl Manager {
             }
             Job::Reload => match self.try_feed(&name, Event::Reload) {
                 Ok(()) => {
-                    if let Some(e) = self.units.get_mut(&name) {
+                    if let Some(e) = self.units.get_mut(name.as_str()) {
                         e.reload_waiters.push(reply);
                     }
                     self.check_waiters(&name);

@@ -10,7 +10,7 @@ use crate::ipc::proto::{
 };
 use crate::supervisor::procs;
 use crate::supervisor::state::{ActiveState, ServiceResult, Sub};
-use crate::unit::RunitService;
+use crate::unit::{RunitService, UnitName};
 
 use super::{Manager, normalize};
 
@@ -169,10 +169,7 @@ impl Manager {
                 let listed: Vec<UnitStatus> = self
                     .units
                     .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(|n| self.unit_status(n))
+                    .map(|n| self.unit_status(n.as_str()))
                     .filter(|u| u.active != ActiveState::Inactive)
                     .collect();
                 Response::Manager(ManagerStatus {
@@ -218,11 +215,11 @@ impl Manager {
             },
             Request::List => {
                 // Units whose file went away and that have stopped since are gone.
-                let all: Vec<String> = self.units.keys().cloned().collect();
+                let all: Vec<String> = self.units.keys().map(UnitName::to_string).collect();
                 for n in &all {
                     self.forget_if_gone(n);
                 }
-                let names: Vec<String> = self.units.keys().cloned().collect();
+                let names: Vec<String> = self.units.keys().map(UnitName::to_string).collect();
                 Response::Units(names.iter().map(|n| Ok(self.unit_status(n))).collect())
             }
             Request::Cat { units } => Response::Files(
@@ -240,14 +237,14 @@ impl Manager {
                 units
                     .into_iter()
                     .map(|t| match self.resolve(&t) {
-                        Ok(n) => (n.clone(), Some(self.units[&n].state.sub.active())),
+                        Ok(n) => (n.clone(), Some(self.units[n.as_str()].state.sub.active())),
                         Err(_) => (normalize(&t), None),
                     })
                     .collect(),
             ),
             Request::DaemonReload => Response::Done(self.reload_units()),
             Request::ResetFailed { .. } => {
-                let names: Vec<String> = self.units.keys().cloned().collect();
+                let names: Vec<String> = self.units.keys().map(UnitName::to_string).collect();
                 for n in names {
                     self.reset_failed(&n);
                 }
