@@ -18,6 +18,7 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+pub mod cli;
 pub mod control;
 pub mod dbus;
 pub mod environment;
