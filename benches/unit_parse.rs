@@ -11,7 +11,7 @@ use corral::unit::verify::{VerifyOptions, VerifyReport, verify_paths_with_option
 use corral::unit::{SpecifierContext, UnitName};
 use criterion::{Criterion, criterion_group, criterion_main};
 
-#[path = "../tests/corpus_dir/mod.rs"]
+#[path = "../tests/common/corpus.rs"]
 mod corpus_dir;
 
 /// `corral verify --stored-symlinks` over the corpus, which stores its

@@ -3,8 +3,7 @@
 //! blocks on its full pipe) instead of crashing or dropping lines, and everything
 //! arrives once space is freed.
 
-mod journal_common;
-use journal_common as common;
+mod common;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -12,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::journal::open_with;
 use corral::journal::ingest::{SourceMeta, spawn_pipe_reader};
 use corral::journal::writer::WriterStatus;
 use corral::journal::{Query, Stream};
@@ -78,7 +78,7 @@ async fn a_full_disk_makes_ingest_wait_and_resume() {
     assert!(st.success());
 
     // A small in-memory budget, so that waiting shows at the pipe, not in a queue.
-    let (store, w) = common::open_with(
+    let (store, w) = open_with(
         &mount.0.join("journal"),
         Default::default(),
         corral::journal::WriterOptions {

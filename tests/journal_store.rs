@@ -1,12 +1,11 @@
 //! The store and writer on a real redb file: fields, order, indexes, queries,
 //! follow, merging, retention, read-only access beside the writer.
 
-mod journal_common;
-use journal_common as common;
+mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{msgs, ne, open, open_with};
+use common::journal::{msgs, ne, open, open_with};
 use corral::journal::{Query, Store, StoreOptions, Stream, WriterOptions, parse_cursor};
 
 #[tokio::test]

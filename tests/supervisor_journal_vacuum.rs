@@ -20,7 +20,7 @@ use corral::journal::DiskUsage;
 const NOBODY: u32 = 65534;
 
 fn store_file(td: &TestDaemon) -> PathBuf {
-    td.dir.path().join("state/journal/journal.redb")
+    td.journal_dir().join("journal.redb")
 }
 
 /// The store's usage, measured by the manager.
@@ -214,7 +214,7 @@ fn vacuum_size_brings_usage_down_through_the_manager_also_with_its_directory() {
     assert!(report.after.file_bytes <= limit, "{report:?} over {limit}");
 
     // -D naming the store the manager holds: the manager vacuums it.
-    let dir = td.dir.path().join("state/journal");
+    let dir = td.journal_dir();
     let limit = report.after.file_bytes / 2;
     let o = td.ok(&[
         "journal",
@@ -232,8 +232,7 @@ fn vacuum_size_brings_usage_down_through_the_manager_also_with_its_directory() {
 
     // Without a manager the store is vacuumed directly, as before.
     let mut td = td;
-    td.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(td.wait_exit(Duration::from_secs(30)).is_some());
+    td.terminate();
     let o = td.ok(&["journal", "-D", dir.to_str().unwrap(), "--vacuum-size=1"]);
     assert!(removed(&o) > 0, "{o:?}");
     let o = td.ok(&["journal", "-D", dir.to_str().unwrap(), "--disk-usage"]);

@@ -2,6 +2,8 @@
 //! 0 (clean or warnings only), 1 (any error, unreadable paths included), 2
 //! (usage errors only).
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -241,7 +243,7 @@ fn symlink_loops_and_fifos_do_not_hang_or_crash() {
 fn fixture_search_path_verifies_clean_but_for_the_broken_runit_service() {
     // Masking symlinks (unit and drop-in), an alias whose target is in
     // another directory, a .wants/ link, templates, a runit tree.
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/units");
+    let fixtures = common::fixture("units");
     let search = fixtures.join("search");
     let o = verify(&[&search]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");

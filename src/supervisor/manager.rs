@@ -24,12 +24,13 @@ use tokio::task::AbortHandle;
 use crate::cgroup::Cgroup;
 use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio, spawn};
 use crate::ipc::proto::{
-    ErrorKind, Failure, KillWhom, LoadState, MainExit, ManagerStatus, Request, Response, UnitFile,
-    UnitFiles, UnitStatus,
+    self as proto, ErrorKind, Failure, KillWhom, LoadState, MainExit, ManagerStatus, Response,
+    UnitFile, UnitFiles, UnitStatus,
 };
 use crate::unit::model::{NotifyAccess, StdOutput};
 use crate::unit::{Loader, RunitService, Severity, SpecifierContext, UnitError, UnitName};
 
+use super::control::Query;
 use super::notify::{Message, NotifySocket};
 use super::output::{Output, Source, Stream};
 use super::service::{self, ServiceDef};
@@ -37,7 +38,7 @@ use super::state::{
     self, Action, ActiveState, Cmd, Event, Exit, Pid, Refused, ServiceResult, StartLimit, State,
     Sub, Timer, Whom,
 };
-use super::{Options, SupervisorError, control, procs, reaper};
+use super::{Options, SupervisorError, control, procs, reaper, wire};
 
 mod bus;
 mod transaction;
@@ -91,8 +92,8 @@ pub enum Input {
     },
     /// A request answered at once (status, list, ...).
     Query {
-        /// The request.
-        request: Request,
+        /// The question.
+        query: Query,
         /// Where the answer goes.
         reply: oneshot::Sender<Response>,
     },
@@ -462,8 +463,8 @@ impl Manager {
             }
             Input::Job { unit, job, reply } => self.job(&unit, job, reply),
             Input::Bus { generation, report } => self.bus_report(generation, report),
-            Input::Query { request, reply } => {
-                let r = self.query(request);
+            Input::Query { query, reply } => {
+                let r = self.query(query);
                 let _ = reply.send(r);
             }
             Input::ReloadUnits => {
@@ -1840,9 +1841,13 @@ impl Manager {
             file_state: e.file_state.clone(),
             kind,
             restart,
-            active: e.state.sub.active(),
-            sub: e.state.sub,
-            result: e.state.result,
+            active: wire::active_state(e.state.sub.active()),
+            sub: if super::graph::is_target(name) {
+                wire::target_sub(e.state.sub.active())
+            } else {
+                wire::service_sub(e.state.sub)
+            },
+            result: wire::result(e.state.result),
             since_usec: e.since_usec,
             main_pid: e.state.main,
             control_pid: e.state.control.and_then(|c| c.pid),
@@ -1877,9 +1882,9 @@ impl Manager {
             file_state: String::new(),
             kind: String::new(),
             restart: String::new(),
-            active: ActiveState::Inactive,
-            sub: Sub::Dead,
-            result: ServiceResult::Success,
+            active: proto::ActiveState::Inactive,
+            sub: wire::service_sub(Sub::Dead),
+            result: proto::UnitResult::Success,
             since_usec: 0,
             main_pid: None,
             control_pid: None,
@@ -1901,9 +1906,9 @@ impl Manager {
             .collect()
     }
 
-    fn query(&mut self, request: Request) -> Response {
-        match request {
-            Request::Status { units } if units.is_empty() => {
+    fn query(&mut self, query: Query) -> Response {
+        match query {
+            Query::Manager => {
                 let listed: Vec<UnitStatus> = self
                     .units
                     .keys()
@@ -1911,7 +1916,7 @@ impl Manager {
                     .collect::<Vec<_>>()
                     .iter()
                     .map(|n| self.unit_status(n))
-                    .filter(|u| u.active != ActiveState::Inactive)
+                    .filter(|u| u.active != proto::ActiveState::Inactive)
                     .collect();
                 Response::Manager(ManagerStatus {
                     pid: std::process::id() as i32,
@@ -1929,7 +1934,7 @@ impl Manager {
                     load_errors: self.load_errors.clone(),
                 })
             }
-            Request::Status { units } => {
+            Query::Status { units } => {
                 let mut list = self.units_for(units);
                 for u in list.iter_mut().flatten() {
                     u.journal = self.output.last_lines(&u.name, 10);
@@ -1938,7 +1943,7 @@ impl Manager {
             }
             // systemctl show prints a unit that does not exist as not-found
             // and inactive (and exits 0); status says it could not be found.
-            Request::Show { units } => Response::Units(
+            Query::Show { units } => Response::Units(
                 units
                     .into_iter()
                     .map(|t| match self.resolve(&t) {
@@ -1950,11 +1955,11 @@ impl Manager {
                     })
                     .collect(),
             ),
-            Request::SearchPaths => Response::SearchPaths {
+            Query::SearchPaths => Response::SearchPaths {
                 units: lossy(self.loader.unit_paths()),
                 runit: lossy(self.loader.runit_dirs()),
             },
-            Request::List => {
+            Query::List => {
                 // Units whose file went away and that have stopped since are gone.
                 let all: Vec<String> = self.units.keys().cloned().collect();
                 for n in &all {
@@ -1963,7 +1968,7 @@ impl Manager {
                 let names: Vec<String> = self.units.keys().cloned().collect();
                 Response::Units(names.iter().map(|n| Ok(self.unit_status(n))).collect())
             }
-            Request::Cat { units } => Response::Files(
+            Query::Cat { units } => Response::Files(
                 units
                     .into_iter()
                     .map(|t| {
@@ -1974,24 +1979,33 @@ impl Manager {
                     })
                     .collect(),
             ),
-            Request::ActiveStates { units } => Response::States(
+            Query::ActiveStates { units } => Response::States(
                 units
                     .into_iter()
                     .map(|t| match self.resolve(&t) {
-                        Ok(n) => (n.clone(), Some(self.units[&n].state.sub.active())),
+                        Ok(n) => (
+                            n.clone(),
+                            Some(wire::active_state(self.units[&n].state.sub.active())),
+                        ),
                         Err(_) => (normalize(&t), None),
                     })
                     .collect(),
             ),
-            Request::DaemonReload => Response::Done(self.reload_units()),
-            Request::ResetFailed { .. } => {
+            Query::DaemonReload => Response::Done(self.reload_units()),
+            Query::ResetFailedAll => {
                 let names: Vec<String> = self.units.keys().cloned().collect();
                 for n in names {
                     self.reset_failed(&n);
                 }
                 Response::Jobs(Vec::new())
             }
-            other => self.graph_query(other),
+            Query::ListDependencies { unit, reverse, all } => {
+                self.list_dependencies(&unit, reverse, all)
+            }
+            Query::SetEnvironment { assignments } => self.with_env(|env| env.set(&assignments)),
+            Query::UnsetEnvironment { names } => self.with_env(|env| env.unset(&names)),
+            Query::ImportEnvironment { pairs } => self.with_env(|env| env.set_pairs(pairs)),
+            Query::ShowEnvironment => self.show_environment(),
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`dbus`]: a minimal D-Bus client; the manager's one session-bus
 //!   connection watches the `BusName=` of Type=dbus units.
 //! - [`procs`]: reading process command lines from /proc for `status`.
+//! - [`wire`]: the one conversion of the manager's unit states into the
+//!   control protocol's words.
 //!
 //! docs/ARCHITECTURE.md describes the loops and who owns which state.
 
@@ -31,6 +33,7 @@ pub mod procs;
 pub mod reaper;
 pub mod service;
 pub mod state;
+pub mod wire;
 
 pub use manager::run;
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::ipc::proto::{ErrorKind, Failure, Request, Response};
+use crate::ipc::proto::{ErrorKind, Failure, Response};
 use crate::supervisor::environment::{EnvError, ManagerEnv};
 use crate::supervisor::graph::{
     self, DEFAULT_TARGET, Deps, GraphError, JobKind, JobResult, Missing, Transaction, Units, Verb,
@@ -808,47 +808,41 @@ impl Manager {
         }
     }
 
-    /// The requests of the graph and the environment block.
-    pub(super) fn graph_query(&mut self, request: Request) -> Response {
-        match request {
-            Request::ListDependencies { unit, reverse, all } => {
-                let name = match self.resolve(&unit) {
-                    Ok(name) => name,
-                    // systemctl draws a unit that does not exist too: its
-                    // name alone, or what pulls it in (and exits 0).
-                    Err(f) if f.kind == ErrorKind::NotFound => super::normalize(&unit),
-                    Err(f) => return Response::Error(f),
-                };
-                Response::Text(graph::render_tree(
-                    &name,
-                    &View {
-                        m: self,
-                        stopping: false,
-                    },
-                    reverse,
-                    all,
-                ))
-            }
-            Request::SetEnvironment { assignments } => self.with_env(|env| env.set(&assignments)),
-            Request::UnsetEnvironment { names } => self.with_env(|env| env.unset(&names)),
-            Request::ImportEnvironment { pairs } => self.with_env(|env| env.set_pairs(pairs)),
-            Request::ShowEnvironment => match &self.graph.env {
-                Ok(env) => Response::Text(env.show()),
-                Err(msg) => Response::Error(Failure {
-                    kind: ErrorKind::Internal,
-                    message: msg.clone(),
-                }),
+    /// `list-dependencies`: the tree of `unit` as text.
+    pub(super) fn list_dependencies(&mut self, unit: &str, reverse: bool, all: bool) -> Response {
+        let name = match self.resolve(unit) {
+            Ok(name) => name,
+            // systemctl draws a unit that does not exist too: its
+            // name alone, or what pulls it in (and exits 0).
+            Err(f) if f.kind == ErrorKind::NotFound => super::normalize(unit),
+            Err(f) => return Response::Error(f),
+        };
+        Response::Text(graph::render_tree(
+            &name,
+            &View {
+                m: self,
+                stopping: false,
             },
-            other => Response::Error(Failure {
-                kind: ErrorKind::BadRequest,
-                message: format!(
-                    "request {other:?} is not answered as a query; this is a corral bug"
-                ),
+            reverse,
+            all,
+        ))
+    }
+
+    /// `show-environment`: the block as `NAME=value` lines.
+    pub(super) fn show_environment(&self) -> Response {
+        match &self.graph.env {
+            Ok(env) => Response::Text(env.show()),
+            Err(msg) => Response::Error(Failure {
+                kind: ErrorKind::Internal,
+                message: msg.clone(),
             }),
         }
     }
 
-    fn with_env(&mut self, f: impl FnOnce(&mut ManagerEnv) -> Result<(), EnvError>) -> Response {
+    pub(super) fn with_env(
+        &mut self,
+        f: impl FnOnce(&mut ManagerEnv) -> Result<(), EnvError>,
+    ) -> Response {
         match &mut self.graph.env {
             Ok(env) => match f(env) {
                 Ok(()) => Response::Done(Vec::new()),
