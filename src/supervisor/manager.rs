@@ -286,11 +286,7 @@ fn template_refusal(full: &str) -> Option<Failure> {
 
 /// The full unit name for what a user typed: "foo" is "foo.service".
 pub fn normalize(name: &str) -> String {
-    if name.contains('.') && UnitName::parse(name).is_ok() {
-        name.to_string()
-    } else {
-        format!("{name}.service")
-    }
+    UnitName::mangle(name)
 }
 
 fn to_cstring(s: &str, what: &str) -> Result<CString, String> {
