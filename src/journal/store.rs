@@ -496,7 +496,7 @@ impl Store {
         let dir = self.inner.path.parent().unwrap_or(Path::new("."));
         match nix::sys::statvfs::statvfs(dir) {
             Ok(st) => {
-                let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+                let free = st.blocks_available().saturating_mul(st.fragment_size());
                 free >= 2 * bytes + 1024 * 1024
             }
             // Cannot tell: let the reopen find out.

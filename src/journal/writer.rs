@@ -475,7 +475,9 @@ impl WriterThread {
                     match self.store.commit(&self.pending, &mut self.enc) {
                         Ok(()) => break,
                         Err(e) => {
-                            wait_for_room = is_no_space(&e);
+                            // PreviousIo: an earlier write of this handle failed (idle
+                            // maintenance on a full disk); check for room the same way.
+                            wait_for_room = is_no_space(&e) || is_previous_io(&e);
                             self.stalled(&e);
                         }
                     }
@@ -498,8 +500,10 @@ impl WriterThread {
                     break;
                 }
             }
-            if let Some(stall) = self.stall.take() {
-                self.resumed(stall);
+            match self.stall.take() {
+                Some(stall) => self.resumed(stall),
+                // Names a maintenance failure's status left there are not a stall's.
+                None => self.waiting.lock().expect("waiting lock poisoned").clear(),
             }
             if *self.status.borrow() != WriterStatus::Ok {
                 self.status.send_replace(WriterStatus::Ok);
@@ -689,6 +693,11 @@ impl WriterThread {
 /// The unit name under which the manager journals what concerns no unit (the journal
 /// itself): `corral journal -u corrald`.
 pub const MANAGER_UNIT: &str = "corrald";
+
+/// Whether redb refused because an earlier write of the handle failed.
+fn is_previous_io(e: &JournalError) -> bool {
+    matches!(e, JournalError::Db { source, .. } if matches!(**source, redb::Error::PreviousIo))
+}
 
 /// Whether a failed write ran out of space (the file system's, or the user's quota).
 fn is_no_space(e: &JournalError) -> bool {
