@@ -243,3 +243,115 @@ pub async fn open_for_manager(dir: &Path) -> Result<WriterHandle> {
     }
     Ok(w)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Stream;
+    use crate::journal::block::{EncodeItem, Encoder};
+
+    fn block_of(seqs: std::ops::Range<u64>) -> Vec<u8> {
+        let msgs: Vec<String> = seqs.clone().map(|s| format!("message {s}")).collect();
+        let items = seqs.zip(&msgs).map(|(seq, m)| EncodeItem {
+            seq,
+            realtime: 1_000_000 + seq,
+            monotonic: seq,
+            boot_id: 7,
+            uid: 1000,
+            invocation: 9,
+            pid: Some(42),
+            stream: Stream::Stdout,
+            priority: 6,
+            flags: 0,
+            identifier: "t",
+            message: m.as_bytes(),
+        });
+        let items: Vec<EncodeItem<'_>> = items.collect();
+        Encoder::new().unwrap().encode(items.into_iter()).unwrap().0
+    }
+
+    /// A key `(unit, first_seq)` as redb stores it: length byte, name, u64 LE.
+    fn key(unit: &str, seq: u64) -> Vec<u8> {
+        let mut k = vec![unit.len() as u8];
+        k.extend_from_slice(unit.as_bytes());
+        k.extend_from_slice(&seq.to_le_bytes());
+        k
+    }
+
+    #[test]
+    fn blocks_are_found_among_other_bytes_with_their_units() {
+        let mut data = vec![0xa5u8; 300];
+        data.extend(key("web.service", 10));
+        data.extend([0u8; 77]);
+        data.extend(block_of(10..20));
+        data.extend([0x11u8; 50]);
+        // A block whose key is nowhere: unit unknown.
+        data.extend(block_of(20..25));
+        // A damaged block: header and magic intact, the frame broken.
+        let mut bad = block_of(25..30);
+        let n = bad.len();
+        for b in &mut bad[HEADER_LEN + 8..n - 2] {
+            *b ^= 0x5a;
+        }
+        data.extend(bad);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, &data).unwrap();
+        let s = salvage(&file).unwrap();
+        assert_eq!(s.blocks, 2);
+        assert_eq!(s.skipped, 1);
+        assert_eq!(s.entries_total, 15);
+        let seqs: Vec<u64> = s.entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (10..25).collect::<Vec<_>>());
+        assert!(s.entries[..10].iter().all(|e| e.unit == "web.service"));
+        assert!(s.entries[10..].iter().all(|e| e.unit == "?"));
+        assert_eq!(s.unknown_unit, 5);
+        assert_eq!(s.entries[3].message, b"message 13");
+    }
+
+    #[test]
+    fn an_old_copy_of_a_block_gives_its_entries_once() {
+        let mut data = key("a", 1);
+        data.extend(block_of(1..4));
+        data.extend(block_of(1..4));
+        data.extend(block_of(4..6));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, &data).unwrap();
+        let s = salvage(&file).unwrap();
+        assert_eq!(s.blocks, 3);
+        let seqs: Vec<u64> = s.entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn only_damage_sets_a_store_aside() {
+        let damaged = JournalError::db(
+            Path::new("/j"),
+            "open",
+            redb::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "magic",
+            )),
+        );
+        assert!(is_damaged(&damaged));
+        let full = JournalError::db(
+            Path::new("/j"),
+            "open",
+            redb::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+        );
+        assert!(!is_damaged(&full));
+        let denied = JournalError::db(
+            Path::new("/j"),
+            "open",
+            redb::Error::Io(std::io::Error::from_raw_os_error(libc::EACCES)),
+        );
+        assert!(!is_damaged(&denied));
+        assert!(!is_damaged(&JournalError::Locked { path: "/j".into() }));
+        assert!(!is_damaged(&JournalError::UnsupportedFormat {
+            path: "/j".into(),
+            found: 2,
+            supported: 1,
+        }));
+    }
+}
