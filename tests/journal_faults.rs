@@ -28,31 +28,25 @@ impl Drop for Mount {
 /// Runs the real `corral` against `td` and gives up after `secs` (a hang is the bug
 /// these tests look for, so it must fail the test, not stall it).
 fn corral_within(td: &TestDaemon, secs: u32, args: &[&str]) -> Out {
-    let out = Command::new("timeout")
-        .arg(secs.to_string())
-        .arg(env!("CARGO_BIN_EXE_corral"))
-        .args(args)
-        .env("CORRAL_SOCKET", &td.socket)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run corral");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    corral_timed(Some(&td.socket), secs, args)
 }
 
 /// `corral` on a store file, without any manager.
 fn corral_file(args: &[&str]) -> Out {
-    let out = Command::new("timeout")
-        .arg("60")
+    corral_timed(None, 60, args)
+}
+
+fn corral_timed(socket: Option<&Path>, secs: u32, args: &[&str]) -> Out {
+    let mut cmd = Command::new("timeout");
+    cmd.arg(secs.to_string())
         .arg(env!("CARGO_BIN_EXE_corral"))
         .args(args)
         .env_remove("CORRAL_SOCKET")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run corral");
+        .stdin(Stdio::null());
+    if let Some(s) = socket {
+        cmd.env("CORRAL_SOCKET", s);
+    }
+    let out = cmd.output().expect("run corral");
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
