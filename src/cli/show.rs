@@ -95,6 +95,7 @@ pub fn manager_json(m: &ManagerStatus) -> Value {
         "SinceUSec": m.since_usec,
         "Units": m.units.iter().map(unit_json).collect::<Vec<_>>(),
         "LoadErrors": m.load_errors,
+        "Journal": m.journal,
     })
 }
 

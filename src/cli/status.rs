@@ -282,6 +282,9 @@ pub fn render_manager(m: &ManagerStatus, now: u64, color: bool) -> String {
     );
     let _ = writeln!(o, "  Version: {}", m.version);
     let _ = writeln!(o, "  Manager: PID {} in {}", m.pid, m.cgroup);
+    if let Some(j) = &m.journal {
+        let _ = writeln!(o, "  Journal: {j}");
+    }
     let _ = writeln!(o, "   CGroup: {}", m.cgroup_root);
     let groups: Vec<&UnitStatus> = m.units.iter().filter(|u| u.cgroup.is_some()).collect();
     let n = groups.len();

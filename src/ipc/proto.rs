@@ -464,6 +464,8 @@ pub struct ManagerStatus {
     pub units: Vec<UnitStatus>,
     /// Units whose files failed to load, with the reason.
     pub load_errors: Vec<String>,
+    /// What is wrong with the journal (writes blocked by a full disk); `None` when fine.
+    pub journal: Option<String>,
 }
 
 /// A file shown by `cat`.

@@ -77,6 +77,17 @@ pub enum JournalError {
     /// Maintenance (merging, retention, compaction) failed in the writer thread.
     #[error("journal maintenance failed: {0}")]
     Maintenance(String),
+    /// Commits fail (a full disk): what needs a write waits for space.
+    #[error(
+        "journal writes to {} are blocked ({error}); try again once the file system has room",
+        path.display()
+    )]
+    Blocked {
+        /// The store file.
+        path: PathBuf,
+        /// Why the last commit failed.
+        error: String,
+    },
     /// The writer thread is gone (the store was closed or the writer failed fatally).
     #[error("journal writer for {} has stopped", path.display())]
     WriterGone {

@@ -130,6 +130,9 @@ struct Inner {
     opts: StoreOptions,
     /// Per unit, the first_seq before which blocks are already merged (saves rescans).
     merged_upto: Mutex<HashMap<String, u64>>,
+    /// A read-only handle for queries while the writable one refuses after a failed
+    /// write (redb answers PreviousIo until reopened, and reopening needs free space).
+    fallback: Mutex<Option<ReadOnlyDatabase>>,
 }
 
 /// An open journal store; cheap to clone (all clones share the file).
@@ -211,11 +214,18 @@ fn item_of<'a>(r: &StoredRef<'a>) -> EncodeItem<'a> {
 
 /// Resolves a journal location: a directory holds [`FILE_NAME`]; a file path is used as is.
 pub fn store_file(path: &Path) -> PathBuf {
-    if path.is_dir() || path.extension().is_none_or(|e| e != "redb") {
+    if is_directory_location(path) {
         path.join(FILE_NAME)
     } else {
         path.to_owned()
     }
+}
+
+/// Whether `path` names a journal directory rather than a store file: an existing
+/// file (such as a store set aside, `journal.redb~corrupt-…`) or a new `.redb` path is
+/// a file.
+fn is_directory_location(path: &Path) -> bool {
+    !path.is_file() && (path.is_dir() || path.extension().is_none_or(|e| e != "redb"))
 }
 
 /// Metadata of one block as read from BLOCK_META.
@@ -262,7 +272,7 @@ impl Store {
     /// file) as its single writer.
     pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let path = path.as_ref();
-        if path.extension().is_none_or(|e| e != "redb") {
+        if is_directory_location(path) {
             // The journal holds everything a user's services print: it is
             // that user's alone, whatever the umask or an older version left.
             std::fs::DirBuilder::new()
@@ -341,6 +351,7 @@ impl Store {
                 store_id,
                 opts,
                 merged_upto: Mutex::new(HashMap::new()),
+                fallback: Mutex::new(None),
             }),
         })
     }
@@ -391,6 +402,7 @@ impl Store {
                 store_id: (hi as u128) << 64 | lo as u128,
                 opts: StoreOptions::default(),
                 merged_upto: Mutex::new(HashMap::new()),
+                fallback: Mutex::new(None),
             }),
         })
     }
@@ -416,8 +428,31 @@ impl Store {
 
     fn read_txn(&self) -> Result<ReadTransaction> {
         let db = self.inner.db.read().expect("store lock poisoned");
-        db.begin_read()
-            .map_err(|e| JournalError::db(&self.inner.path, "begin read", e))
+        match db.begin_read() {
+            Ok(txn) => Ok(txn),
+            // After a failed write (a full disk) the writable handle refuses reads too
+            // until it is reopened, and reopening waits for space: read the last commit
+            // through a read-only handle meanwhile (the writer's lock is still held, so
+            // it opens beside it as another process's reader would).
+            Err(redb::TransactionError::Storage(
+                redb::StorageError::PreviousIo | redb::StorageError::DatabaseClosed,
+            )) if matches!(&*db, Db::Rw(_) | Db::Closed) => {
+                drop(db);
+                let mut fb = self.inner.fallback.lock().expect("fallback lock poisoned");
+                if fb.is_none() {
+                    let ro = redb::Builder::new()
+                        .set_cache_size(4 * 1024 * 1024)
+                        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+                        .open_read_only(&self.inner.path)
+                        .map_err(|e| JournalError::db(&self.inner.path, "open read-only", e))?;
+                    *fb = Some(ro);
+                }
+                let ro = fb.as_ref().expect("just set");
+                ro.begin_read()
+                    .map_err(|e| JournalError::db(&self.inner.path, "begin read", e))
+            }
+            Err(e) => Err(JournalError::db(&self.inner.path, "begin read", e)),
+        }
     }
 
     fn write_txn(&self) -> Result<WriteTransaction> {
@@ -450,8 +485,23 @@ impl Store {
                 .open(&self.inner.path)
                 .map_err(|e| JournalError::db(&self.inner.path, "reopen for writing", e))?;
             *db = Db::Rw(new);
+            *self.inner.fallback.lock().expect("fallback lock poisoned") = None;
         }
         Ok(())
+    }
+
+    /// Whether the file system of the store has room for `bytes` more and a margin for
+    /// redb's copy-on-write pages (the writer waits for it after running out of space).
+    pub(crate) fn has_room(&self, bytes: u64) -> bool {
+        let dir = self.inner.path.parent().unwrap_or(Path::new("."));
+        match nix::sys::statvfs::statvfs(dir) {
+            Ok(st) => {
+                let free = st.blocks_available().saturating_mul(st.fragment_size());
+                free >= 2 * bytes + 1024 * 1024
+            }
+            // Cannot tell: let the reopen find out.
+            Err(_) => true,
+        }
     }
 
     /// The next sequence number the store will assign (1 for an empty store).
@@ -651,8 +701,21 @@ impl Store {
 
     /// Runs a query: the matching entries in seq order (or newest first with `reverse`),
     /// at most `lines` of them (the newest).
+    /// Damaged blocks are skipped, and said on stderr.
     pub fn query(&self, q: &Query) -> Result<Vec<Entry>> {
-        self.query_iter(q)?.collect()
+        let mut it = self.query_iter(q)?;
+        let entries = it.by_ref().collect::<Result<Vec<Entry>>>()?;
+        let sk = it.skipped();
+        if sk.blocks > 0 {
+            eprintln!(
+                "journal: skipped {} damaged block(s) holding {} entries of {}: {}",
+                sk.blocks,
+                sk.entries,
+                self.inner.path.display(),
+                sk.first_error.as_deref().unwrap_or("")
+            );
+        }
+        Ok(entries)
     }
 
     /// [`Self::query`] from async code: redb reads block, so it runs on tokio's
@@ -813,6 +876,7 @@ impl Store {
             backward: newest_first,
             remaining: q.lines.unwrap_or(usize::MAX),
             gathered: None,
+            skipped: Skipped::default(),
         };
         for i in 0..it.cursors.len() {
             it.push_next(i)?;
@@ -1151,8 +1215,9 @@ impl Store {
                         break;
                     }
                     touched += g.len();
-                    merged_away += g.len() - 1;
-                    self.merge_group(&mut t, unit, &g, &mut enc)?;
+                    if self.merge_group(&mut t, unit, &g, &mut enc)? {
+                        merged_away += g.len() - 1;
+                    }
                 }
                 progress.push((unit.clone(), done_upto));
             }
@@ -1165,13 +1230,15 @@ impl Store {
         Ok(merged_away)
     }
 
+    /// Rewrites the blocks `g` as one; `false` (nothing changed) when one of them is
+    /// damaged: it is left as it is, for queries to skip, rather than stop all merging.
     fn merge_group(
         &self,
         t: &mut Tables<'_>,
         unit: &str,
         g: &[BlockMeta],
         enc: &mut Encoder,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let path = &self.inner.path;
         let mut raws = Vec::with_capacity(g.len());
         for m in g {
@@ -1179,14 +1246,18 @@ impl Store {
                 .blocks
                 .get((unit, m.first_seq))
                 .map_err(self.db_err("read block"))?
-                .map(|v| v.value().to_vec())
-                .ok_or_else(|| corrupt(path, unit, m.first_seq, "block row missing"))?;
-            raws.push(block::decompress(&bytes).map_err(|d| corrupt(path, unit, m.first_seq, &d))?);
+                .map(|v| v.value().to_vec());
+            match bytes.as_deref().map(block::decompress) {
+                Some(Ok(raw)) => raws.push(raw),
+                _ => return Ok(false),
+            }
         }
         let mut items = Vec::new();
         for (raw, m) in raws.iter().zip(g) {
-            let decoded = block::decode(raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
-            items.extend(decoded);
+            match block::decode(raw) {
+                Ok(decoded) if check_decoded(&decoded, m).is_ok() => items.extend(decoded),
+                _ => return Ok(false),
+            }
         }
         let (bytes, raw_len) = enc
             .encode(items.iter().map(item_of))
@@ -1212,7 +1283,7 @@ impl Store {
             "stored_bytes",
             sb.saturating_sub(old_bytes) + bytes.len() as u64,
         )?;
-        Ok(())
+        Ok(true)
     }
 
     /// Number of blocks of `unit` (tests and benches look at merging with it).
@@ -1226,6 +1297,27 @@ impl Store {
             .map_err(self.db_err("read block_meta"))?
             .count())
     }
+}
+
+/// A damaged block can still decompress and decode (zstd frames of v1 carry no
+/// checksum): its entries must be the ones its index row describes.
+fn check_decoded(items: &[StoredRef<'_>], m: &BlockMeta) -> std::result::Result<(), String> {
+    if items.len() != m.count as usize {
+        return Err(format!(
+            "it decodes to {} entries, its index says {}",
+            items.len(),
+            m.count
+        ));
+    }
+    let in_order = items.windows(2).all(|p| p[0].seq < p[1].seq);
+    let (first, last) = (items.first().map(|e| e.seq), items.last().map(|e| e.seq));
+    if !in_order || first != Some(m.first_seq) || last != Some(m.last_seq) {
+        return Err(format!(
+            "its entries are not seqs {}..={} in order",
+            m.first_seq, m.last_seq
+        ));
+    }
+    Ok(())
 }
 
 fn corrupt(path: &Path, unit: &str, first_seq: u64, detail: &str) -> JournalError {
@@ -1424,9 +1516,27 @@ pub struct QueryIter {
     remaining: usize,
     /// The newest N, gathered and turned oldest-first.
     gathered: Option<std::vec::IntoIter<Entry>>,
+    /// Blocks that could not be decoded and were passed over.
+    skipped: Skipped,
+}
+
+/// What a query passed over because it could not be decoded ([`QueryIter::skipped`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Damaged blocks skipped.
+    pub blocks: u64,
+    /// Entries their index rows say they held.
+    pub entries: u64,
+    /// What was wrong with the first of them.
+    pub first_error: Option<String>,
 }
 
 impl QueryIter {
+    /// The damaged blocks passed over so far (all of them once the iterator is done).
+    pub fn skipped(&self) -> &Skipped {
+        &self.skipped
+    }
+
     fn key(&self, seq: u64) -> u64 {
         if self.backward { seq } else { u64::MAX - seq }
     }
@@ -1452,7 +1562,20 @@ impl QueryIter {
                 self.push_next(i)?;
                 return Ok(Some(e));
             }
-            self.cursors[i].load(&self.blocks, &self.cq, &self.path, &mut self.zstd)?;
+            let count = self.cursors[i].next_meta.map_or(0, |m| m.count);
+            match self.cursors[i].load(&self.blocks, &self.cq, &self.path, &mut self.zstd) {
+                Ok(()) => {}
+                // One damaged block must not hide the rest of the journal: it is
+                // passed over and counted, and the caller says so.
+                Err(e @ JournalError::CorruptBlock { .. }) => {
+                    self.skipped.blocks += 1;
+                    self.skipped.entries += count as u64;
+                    self.skipped
+                        .first_error
+                        .get_or_insert_with(|| e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
             self.push_next(i)?;
         }
         Ok(None)
@@ -1606,6 +1729,7 @@ impl UnitCursor {
             .map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
         let raw = &self.raw;
         let items = block::decode(raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
+        check_decoded(&items, &m).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
         let (lo, hi) = (self.lo, self.hi);
         let keep = items
             .iter()

@@ -2,6 +2,7 @@
 //! (durable, fsync'd), back-pressures producers through a bounded byte budget, feeds
 //! subscribers, and runs merging and retention when idle.
 
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -38,6 +39,9 @@ pub struct WriterOptions {
     pub merge_interval: Duration,
     /// Blocks one merge pass may rewrite while busy (bounds the pause of ingest).
     pub merge_budget: usize,
+    /// Say on stderr when writing starts failing and when it works again (the
+    /// manager's writer does; the journal entries about it are written either way).
+    pub log_stalls: bool,
 }
 
 impl Default for WriterOptions {
@@ -53,6 +57,7 @@ impl Default for WriterOptions {
             subscriber_capacity: 1024,
             merge_interval: Duration::from_secs(1),
             merge_budget: 4096,
+            log_stalls: false,
         }
     }
 }
@@ -66,7 +71,40 @@ pub enum WriterStatus {
     Stalled {
         /// The last error.
         error: String,
+        /// Since when, µs since the epoch.
+        since_usec: u64,
+        /// The units whose output waits meanwhile.
+        waiting: Vec<String>,
     },
+}
+
+impl WriterStatus {
+    /// One line for `corral status` when writing fails; `None` when it works.
+    pub fn describe(&self) -> Option<String> {
+        let WriterStatus::Stalled {
+            error,
+            since_usec,
+            waiting,
+        } = self
+        else {
+            return None;
+        };
+        let secs = super::realtime_now().saturating_sub(*since_usec) / 1_000_000;
+        let mut line = format!("writes blocked for {secs} s: {error}");
+        if !waiting.is_empty() {
+            line.push_str(&format!("; output waiting: {}", waiting.join(", ")));
+        }
+        Some(line)
+    }
+}
+
+/// A time when commits failed: when it began and who waited, for the message once
+/// writing works again.
+struct Stall {
+    since: Instant,
+    since_usec: u64,
+    first_error: String,
+    units: BTreeSet<String>,
 }
 
 enum Cmd {
@@ -106,6 +144,9 @@ pub struct WriterHandle {
     status: watch::Receiver<WriterStatus>,
     store: Store,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Units whose producers found the byte budget used up while commits failed: they
+    /// wait outside the writer's queue, where the writer would not see them.
+    waiting: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Writer {
@@ -119,7 +160,11 @@ impl Writer {
         let permits = Arc::new(Semaphore::new(queue_bytes as usize));
         let (events, _) = broadcast::channel(opts.subscriber_capacity.max(1));
         let (status_tx, status) = watch::channel(WriterStatus::Ok);
+        let waiting = Arc::new(Mutex::new(BTreeSet::new()));
         let mut w = WriterThread {
+            waiting: waiting.clone(),
+            held: VecDeque::new(),
+            stall: None,
             store: store.clone(),
             rx,
             events: events.clone(),
@@ -147,6 +192,7 @@ impl Writer {
             status,
             store,
             thread: Arc::new(Mutex::new(Some(thread))),
+            waiting,
         })
     }
 }
@@ -175,12 +221,20 @@ impl WriterHandle {
         }
         let c: usize = batch.iter().map(cost).sum();
         let n = c.min(self.queue_bytes as usize) as u32;
-        let permit = self
-            .permits
-            .clone()
-            .acquire_many_owned(n)
-            .await
-            .map_err(|_| self.gone())?;
+        let permit = match self.permits.clone().try_acquire_many_owned(n) {
+            Ok(p) => p,
+            Err(_) => {
+                if matches!(*self.status.borrow(), WriterStatus::Stalled { .. }) {
+                    let mut w = self.waiting.lock().expect("waiting lock poisoned");
+                    w.extend(batch.iter().map(|e| e.unit.to_string()));
+                }
+                self.permits
+                    .clone()
+                    .acquire_many_owned(n)
+                    .await
+                    .map_err(|_| self.gone())?
+            }
+        };
         self.tx
             .send(Cmd::Append(batch, Some(permit)))
             .map_err(|_| self.gone())
@@ -243,6 +297,11 @@ impl WriterHandle {
         self.status.clone()
     }
 
+    /// What `corral status` says about the journal: `None` while commits succeed.
+    pub fn problem(&self) -> Option<String> {
+        self.status.borrow().describe()
+    }
+
     /// The store this writer writes.
     pub fn store(&self) -> &Store {
         &self.store
@@ -266,6 +325,13 @@ impl WriterHandle {
 }
 
 struct WriterThread {
+    /// Shared with the handles: producers that wait for the budget during a stall.
+    waiting: Arc<Mutex<BTreeSet<String>>>,
+    /// Commands that arrived while a commit kept failing and must wait for it
+    /// (appends, flushes, shutdown): taken before the channel, in order.
+    held: VecDeque<Cmd>,
+    /// Set while commits fail.
+    stall: Option<Stall>,
     store: Store,
     rx: mpsc::Receiver<Cmd>,
     events: broadcast::Sender<Arc<Vec<Entry>>>,
@@ -299,7 +365,11 @@ impl WriterThread {
             };
             let mut shutdown = None;
             let mut force = false;
-            match self.rx.recv_timeout(timeout) {
+            let next = match self.held.pop_front() {
+                Some(cmd) => Ok(cmd),
+                None => self.rx.recv_timeout(timeout),
+            };
+            match next {
                 Ok(cmd) => {
                     idle_done = false;
                     self.handle(cmd, &mut force, &mut shutdown);
@@ -311,9 +381,7 @@ impl WriterThread {
                     if self.pending.is_empty() {
                         // Idle: the time to merge trickle blocks and enforce limits.
                         if let Err(e) = self.maintain() {
-                            self.status.send_replace(WriterStatus::Stalled {
-                                error: e.to_string(),
-                            });
+                            self.report(&e);
                         }
                         idle_done = true;
                     }
@@ -325,7 +393,11 @@ impl WriterThread {
             }
             // Take whatever else is already queued (it piled up during the last commit).
             while self.pending.len() < self.opts.max_batch_entries && shutdown.is_none() {
-                match self.rx.try_recv() {
+                let next = match self.held.pop_front() {
+                    Some(cmd) => Ok(cmd),
+                    None => self.rx.try_recv(),
+                };
+                match next {
                     Ok(cmd) => self.handle(cmd, &mut force, &mut shutdown),
                     Err(_) => break,
                 }
@@ -391,23 +463,47 @@ impl WriterThread {
     fn commit(&mut self) {
         if !self.pending.is_empty() {
             let mut backoff = Duration::from_millis(20);
+            // Out of space: redb refuses everything until reopened, and reopening a file
+            // it failed to write needs a repair, which writes; on a full disk that fails
+            // and gives up the file lock, after which not even readers could open the
+            // store. So nothing is tried until the file system has room again.
+            let mut wait_for_room = false;
             loop {
-                match self.store.commit(&self.pending, &mut self.enc) {
-                    Ok(()) => break,
-                    Err(e) => {
-                        self.status.send_replace(WriterStatus::Stalled {
-                            error: e.to_string(),
-                        });
-                        // No event tells us that space came back: retry on a timer.
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                        let _ = self.store.reopen();
-                        // A commit that failed late may still have landed: never write it twice.
-                        if self.store.next_seq().is_ok_and(|n| n > self.pending[0].seq) {
-                            break;
+                if wait_for_room {
+                    self.publish_stall(None);
+                } else {
+                    match self.store.commit(&self.pending, &mut self.enc) {
+                        Ok(()) => break,
+                        Err(e) => {
+                            // PreviousIo: an earlier write of this handle failed (idle
+                            // maintenance on a full disk); check for room the same way.
+                            wait_for_room = is_no_space(&e) || is_previous_io(&e);
+                            self.stalled(&e);
                         }
                     }
                 }
+                // No event tells us that space came back: retry on a timer, answering
+                // meanwhile what needs no write.
+                self.serve_stalled(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                if wait_for_room && !self.store.has_room(self.pending_bytes()) {
+                    continue;
+                }
+                if let Err(e) = self.store.reopen() {
+                    wait_for_room = is_no_space(&e);
+                    self.stalled(&e);
+                    continue;
+                }
+                wait_for_room = false;
+                // A commit that failed late may still have landed: never write it twice.
+                if self.store.next_seq().is_ok_and(|n| n > self.pending[0].seq) {
+                    break;
+                }
+            }
+            match self.stall.take() {
+                Some(stall) => self.resumed(stall),
+                // Names a maintenance failure's status left there are not a stall's.
+                None => self.waiting.lock().expect("waiting lock poisoned").clear(),
             }
             if *self.status.borrow() != WriterStatus::Ok {
                 self.status.send_replace(WriterStatus::Ok);
@@ -423,9 +519,7 @@ impl WriterThread {
             if self.last_merge.elapsed() >= self.opts.merge_interval {
                 self.last_merge = Instant::now();
                 if let Err(e) = self.store.merge_small_blocks(self.opts.merge_budget) {
-                    self.status.send_replace(WriterStatus::Stalled {
-                        error: e.to_string(),
-                    });
+                    self.report(&e);
                 }
             }
             let age_due = self.last_retention.elapsed() >= Duration::from_millis(500);
@@ -434,15 +528,147 @@ impl WriterThread {
                     self.last_retention = Instant::now();
                 }
                 if let Err(e) = self.store.enforce_retention(age_due) {
-                    self.status.send_replace(WriterStatus::Stalled {
-                        error: e.to_string(),
-                    });
+                    self.report(&e);
                 }
             }
         }
         for f in self.flushers.drain(..) {
             let _ = f.send(self.next_seq);
         }
+    }
+
+    /// Shows a failed maintenance pass in the status (it is retried when next idle).
+    fn report(&self, e: &JournalError) {
+        self.status.send_replace(WriterStatus::Stalled {
+            error: e.to_string(),
+            since_usec: super::realtime_now(),
+            waiting: Vec::new(),
+        });
+    }
+
+    fn pending_bytes(&self) -> u64 {
+        self.pending.iter().map(|s| cost(&s.new) as u64).sum()
+    }
+
+    /// A commit failed: said once on stderr when a stall begins; the status names the
+    /// error and the units waiting.
+    fn stalled(&mut self, e: &JournalError) {
+        let error = e.to_string();
+        let stall = self.stall.get_or_insert_with(|| {
+            if self.opts.log_stalls {
+                eprintln!(
+                    "corrald: journal: cannot write {}: {error}; the services' output waits \
+                     (nothing is dropped) until writing works again",
+                    self.store.path().display()
+                );
+            }
+            Stall {
+                since: Instant::now(),
+                since_usec: super::realtime_now(),
+                first_error: error.clone(),
+                units: BTreeSet::new(),
+            }
+        });
+        stall
+            .units
+            .extend(self.pending.iter().map(|s| s.new.unit.to_string()));
+        self.publish_stall(Some(error));
+    }
+
+    /// Puts the stall into the status: `error`, or the last one when `None`.
+    fn publish_stall(&mut self, error: Option<String>) {
+        let Some(stall) = &mut self.stall else { return };
+        stall
+            .units
+            .append(&mut self.waiting.lock().expect("waiting lock poisoned"));
+        let error = error.unwrap_or_else(|| match &*self.status.borrow() {
+            WriterStatus::Stalled { error, .. } => error.clone(),
+            WriterStatus::Ok => stall.first_error.clone(),
+        });
+        self.status.send_replace(WriterStatus::Stalled {
+            error,
+            since_usec: stall.since_usec,
+            waiting: stall.units.iter().cloned().collect(),
+        });
+    }
+
+    /// Waits `wait` between two attempts of a failing commit, answering `--disk-usage`
+    /// from the last commit and refusing vacuum and maintenance (they would have to
+    /// write); whatever must follow the commit is held until it succeeds.
+    fn serve_stalled(&mut self, wait: Duration) {
+        let until = Instant::now() + wait;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let cmd = match self.rx.recv_timeout(left) {
+                Ok(cmd) => cmd,
+                Err(_) => return,
+            };
+            let blocked = || {
+                let error = match &*self.status.borrow() {
+                    WriterStatus::Stalled { error, .. } => error.clone(),
+                    WriterStatus::Ok => String::new(),
+                };
+                JournalError::Blocked {
+                    path: self.store.path().to_owned(),
+                    error,
+                }
+            };
+            match cmd {
+                Cmd::DiskUsage(tx) => {
+                    let _ = tx.send(self.store.disk_usage());
+                }
+                Cmd::Maintain(tx) => {
+                    let _ = tx.send(Err(blocked().to_string()));
+                }
+                Cmd::Vacuum { reply, .. } => {
+                    let _ = reply.send(Err(blocked()));
+                }
+                other => {
+                    if let (Cmd::Append(batch, _), Some(stall)) = (&other, &mut self.stall) {
+                        stall.units.extend(batch.iter().map(|e| e.unit.to_string()));
+                    }
+                    self.held.push_back(other);
+                }
+            }
+        }
+    }
+
+    /// Commits work again: said on stderr, and in the journal, under `corrald` and in
+    /// the journal of each unit that waited, how long and why.
+    fn resumed(&mut self, mut stall: Stall) {
+        stall
+            .units
+            .append(&mut self.waiting.lock().expect("waiting lock poisoned"));
+        let took = stall.since.elapsed().as_secs_f64();
+        let units: Vec<String> = stall.units.into_iter().collect();
+        let error = stall.first_error;
+        let summary = format!(
+            "journal writes were blocked for {took:.1} s ({error}); output waited, nothing was lost; units that waited: {}",
+            if units.is_empty() {
+                "none".to_string()
+            } else {
+                units.join(", ")
+            }
+        );
+        if self.opts.log_stalls {
+            eprintln!("corrald: journal: writing works again: {summary}");
+        }
+        let warn = |unit: &str, msg: String| {
+            let mut e = NewEntry::manager(unit, 0, msg);
+            e.priority = 4;
+            e
+        };
+        let mut batch = vec![warn(MANAGER_UNIT, summary)];
+        for u in &units {
+            batch.push(warn(
+                u,
+                format!(
+                    "journal writes were blocked for {took:.1} s ({error}); this unit's output waited, nothing was lost"
+                ),
+            ));
+        }
+        // Held like any append, so that it is committed in order after what waited.
+        self.held.push_back(Cmd::Append(batch, None));
     }
 
     fn maintain(&mut self) -> Result<MaintenanceReport> {
@@ -462,4 +688,32 @@ impl WriterThread {
         }
         Ok(r)
     }
+}
+
+/// The unit name under which the manager journals what concerns no unit (the journal
+/// itself): `corral journal -u corrald`.
+pub const MANAGER_UNIT: &str = "corrald";
+
+/// Whether redb refused because an earlier write of the handle failed.
+fn is_previous_io(e: &JournalError) -> bool {
+    matches!(e, JournalError::Db { source, .. } if matches!(**source, redb::Error::PreviousIo))
+}
+
+/// Whether a failed write ran out of space (the file system's, or the user's quota).
+fn is_no_space(e: &JournalError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        {
+            return true;
+        }
+        if let Some(redb::Error::Io(io)) = err.downcast_ref::<redb::Error>()
+            && matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }

@@ -1928,6 +1928,7 @@ impl Manager {
                     since_usec: self.started_usec,
                     units: listed,
                     load_errors: self.load_errors.clone(),
+                    journal: self.output.journal().and_then(|j| j.problem()),
                 })
             }
             Query::Status { units } => {
@@ -2216,12 +2217,7 @@ pub async fn run(
     };
     let loader = Loader::new(unit_paths, runit_dirs, specifiers);
     let journal_dir = opts.state_dir.join("journal");
-    let journal =
-        crate::journal::Store::open(&journal_dir, crate::journal::StoreOptions::default())
-            .and_then(|store| {
-                crate::journal::Writer::spawn(store, crate::journal::WriterOptions::default())
-            });
-    let journal = match journal {
+    let journal = match crate::journal::salvage::open_for_manager(&journal_dir).await {
         Ok(h) => Some(h),
         Err(e) => {
             // Services still run; their output is drained instead of stored.
