@@ -103,18 +103,6 @@ impl CompiledQuery {
             && self.stream.is_none_or(|s| s.code() == e.stream)
             && self.grep.as_ref().is_none_or(|g| g.is_match(e.message))
     }
-
-    /// The same test on an owned entry (used by followers on subscribed entries).
-    pub fn matches_entry(&self, e: &super::Entry) -> bool {
-        self.unit_matches(&e.unit)
-            && e.seq >= self.min_seq
-            && self.since.is_none_or(|s| e.realtime >= s)
-            && self.until.is_none_or(|u| e.realtime <= u)
-            && e.priority >= self.priority.0
-            && e.priority <= self.priority.1
-            && self.stream.is_none_or(|s| s == e.stream)
-            && self.grep.as_ref().is_none_or(|g| g.is_match(&e.message))
-    }
 }
 
 /// The globs `-u NAME` matches: the name as given and, as journalctl does,

@@ -152,26 +152,21 @@ impl ControlHandler {
         };
         loop {
             tokio::select! {
-                first = rx.recv() => {
-                    let Some(first) = first else { break };
-                    let mut batch = Vec::new();
-                    let mut failed = None;
-                    for r in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()).take(JOURNAL_BATCH - 1)) {
-                        match r {
-                            Ok(e) => batch.push(e),
-                            Err(e) => failed = Some(e),
-                        }
-                    }
-                    if !batch.is_empty() {
-                        replies.item(&Response::Entries(batch)).await?;
-                    }
-                    if let Some(e) = failed {
+                page = rx.recv() => match page {
+                    // Written however long the client takes to read it: meanwhile the
+                    // follower waits with its position, and nothing piles up here.
+                    Some(Ok(entries)) => replies.item_unhurried(&Response::Entries(entries)).await?,
+                    Some(Err(e)) => {
                         replies.item(&failure(format!("journal follow stopped: {e}"))).await?;
                         break;
                     }
-                }
+                    None => break,
+                },
                 // The client hung up, or the server is stopping.
                 _ = replies.closed() => break,
+            }
+            if replies.is_closed() {
+                break;
             }
         }
         replies.end().await
