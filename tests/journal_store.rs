@@ -619,6 +619,50 @@ async fn follow_in_the_manager_has_no_gap_even_when_lagging() {
     assert_eq!(msgs(&follow_pages(&mut rx, 1).await[0]), vec!["live"]);
 }
 
+/// A query answered in pages (as the manager answers `corral journal`) gives
+/// what the query gives at once, and ends.
+#[tokio::test]
+async fn query_pages_give_the_query_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    for i in 0..3000 {
+        w.append(ne(["a", "b"][i % 2], &format!("m {i} {}", i % 7)))
+            .await
+            .unwrap();
+    }
+    w.flush().await.unwrap();
+    let queries = [
+        Query::default(),
+        Query {
+            units: vec!["a".into()],
+            lines: Some(700),
+            ..Default::default()
+        },
+        Query {
+            grep: Some(" 3$".into()),
+            lines: Some(5000),
+            ..Default::default()
+        },
+        Query {
+            after_cursor: Some("i=100".into()),
+            lines: Some(0),
+            ..Default::default()
+        },
+    ];
+    for q in queries {
+        let want = store.query(&q).unwrap();
+        let mut rx = corral::journal::follow::query_pages(store.clone(), q.clone())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(page) = rx.recv().await {
+            got.extend(page.unwrap());
+        }
+        assert_eq!(got.len(), want.len(), "{q:?}");
+        assert!(got == want, "{q:?}");
+    }
+}
+
 /// A page ends at PAGE_BYTES of messages too: long lines do not make pages of
 /// 256 x 48 KiB in the manager.
 #[tokio::test]

@@ -8,7 +8,7 @@
 //! that stops reading holds one page in the manager, and when it reads again it goes
 //! on from its position in the store.
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::error::{JournalError, Result};
 use super::query::CompiledQuery;
@@ -33,18 +33,41 @@ pub type FollowReceiver = mpsc::Receiver<Result<Vec<Entry>>>;
 pub async fn follow(handle: WriterHandle, query: Query) -> Result<FollowReceiver> {
     // Subscribed before the first read: a commit in between changes the counter,
     // so it is waited for and read, never missed.
-    let mut committed = handle.subscribe();
-    let store = handle.store().clone();
+    let committed = handle.subscribe();
+    pages(handle.store().clone(), Some(committed), query).await
+}
+
+/// The entries `query` selects now, in pages, oldest first (not `reverse`): a
+/// query answered over the control socket holds a page in the manager, not the
+/// whole answer. Entries committed after the call are not included.
+pub async fn query_pages(store: Store, query: Query) -> Result<FollowReceiver> {
+    pages(store, None, query).await
+}
+
+/// [`follow`] with `committed`, [`query_pages`] without.
+async fn pages(
+    store: Store,
+    mut committed: Option<watch::Receiver<u64>>,
+    query: Query,
+) -> Result<FollowReceiver> {
+    // A query ends where the store ended when it was asked.
+    let end = match committed {
+        Some(_) => u64::MAX,
+        None => {
+            let s = store.clone();
+            blocking(&store, move || s.next_seq()).await?
+        }
+    };
     let mut next = CompiledQuery::new(&query)?.min_seq;
     if let Some(n) = query.lines {
         let (s, q) = (store.clone(), query.clone());
-        next = next.max(blocking(&store, move || first_of_newest(&s, &q, n)).await?);
+        next = next.max(blocking(&store, move || first_of_newest(&s, &q, n, end)).await?);
     }
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         loop {
             let (s, q) = (store.clone(), query.clone());
-            let page = match blocking(&store, move || read_page(&s, &q, next)).await {
+            let page = match blocking(&store, move || read_page(&s, &q, next, end)).await {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -58,6 +81,9 @@ pub async fn follow(handle: WriterHandle, query: Query) -> Result<FollowReceiver
             if page.full {
                 continue;
             }
+            let Some(committed) = committed.as_mut() else {
+                return;
+            };
             // Caught up with the snapshot: wait for a commit past it.
             let gone = tokio::select! {
                 r = committed.wait_for(|&c| c > page.next) => r.is_err(),
@@ -87,21 +113,30 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
-/// The seq of the oldest of the newest `n` entries `query` matches (where a follow
-/// with `-n N` starts), found newest first without keeping the entries.
-fn first_of_newest(store: &Store, query: &Query, n: usize) -> Result<u64> {
+/// The seq of the oldest of the newest `n` entries `query` matches below `end`
+/// (where `-n N` starts), found newest first without keeping the entries.
+fn first_of_newest(store: &Store, query: &Query, n: usize, end: u64) -> Result<u64> {
     let committed = store.next_seq()?;
-    if n == 0 {
-        return Ok(committed);
-    }
     let q = Query {
-        lines: Some(n),
+        lines: None,
         reverse: true,
         ..query.clone()
     };
-    let mut first = committed;
+    let mut first = committed.min(end);
+    let mut seen = 0;
+    if n == 0 {
+        return Ok(first);
+    }
     for e in store.query_iter(&q)? {
-        first = e?.seq;
+        let e = e?;
+        if e.seq >= end {
+            continue;
+        }
+        first = e.seq;
+        seen += 1;
+        if seen == n {
+            break;
+        }
     }
     Ok(first)
 }
@@ -116,8 +151,9 @@ struct Page {
     full: bool,
 }
 
-/// Reads the entries `query` matches from seq `from` on, at most a page of them.
-fn read_page(store: &Store, query: &Query, from: u64) -> Result<Page> {
+/// Reads the entries `query` matches from seq `from` on and below `end`, at most a
+/// page of them.
+fn read_page(store: &Store, query: &Query, from: u64, end: u64) -> Result<Page> {
     // Everything below this is in the snapshot the query below reads (it begins later).
     let committed = store.next_seq()?;
     let q = Query {
@@ -131,7 +167,10 @@ fn read_page(store: &Store, query: &Query, from: u64) -> Result<Page> {
     let mut bytes = 0;
     let mut it = store.query_iter(&q)?;
     while entries.len() < PAGE_ENTRIES && bytes < PAGE_BYTES {
-        match it.next() {
+        match it
+            .next()
+            .filter(|e| e.as_ref().is_ok_and(|e| e.seq < end) || e.is_err())
+        {
             Some(e) => {
                 let e = e?;
                 bytes += e.message.len();

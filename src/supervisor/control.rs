@@ -128,7 +128,8 @@ impl ControlHandler {
         let Some(handle) = self.journal.clone() else {
             return replies.reply(&no_journal()).await;
         };
-        if !follow {
+        if !follow && query.reverse {
+            // Newest first has no pages yet: the answer is gathered (bounded by -n).
             let entries = match handle.store().query_async(query).await {
                 Ok(e) => e,
                 Err(e) => {
@@ -142,11 +143,17 @@ impl ControlHandler {
             }
             return replies.end().await;
         }
-        let mut rx = match crate::journal::follow::follow(handle, query).await {
+        let rx = if follow {
+            crate::journal::follow::follow(handle, query).await
+        } else {
+            crate::journal::follow::query_pages(handle.store().clone(), query).await
+        };
+        let what = if follow { "follow" } else { "query" };
+        let mut rx = match rx {
             Ok(rx) => rx,
             Err(e) => {
                 return replies
-                    .reply(&failure(format!("journal follow failed: {e}")))
+                    .reply(&failure(format!("journal {what} failed: {e}")))
                     .await;
             }
         };
@@ -154,10 +161,10 @@ impl ControlHandler {
             tokio::select! {
                 page = rx.recv() => match page {
                     // Written however long the client takes to read it: meanwhile the
-                    // follower waits with its position, and nothing piles up here.
+                    // reader waits with its position, and nothing piles up here.
                     Some(Ok(entries)) => replies.item_unhurried(&Response::Entries(entries)).await?,
                     Some(Err(e)) => {
-                        replies.item(&failure(format!("journal follow stopped: {e}"))).await?;
+                        replies.item(&failure(format!("journal {what} stopped: {e}"))).await?;
                         break;
                     }
                     None => break,
