@@ -98,12 +98,20 @@ pub struct JournalArgs {
     /// Show how much disk the journal uses.
     #[arg(long)]
     pub disk_usage: bool,
-    /// Remove the oldest entries until the journal takes at most this much (e.g. 500M, 1G).
+    /// Remove the oldest entries until the journal file takes at most this much on
+    /// disk (e.g. 500M, 1G; K/M/G are 1024-based). The size is the file's, compacted
+    /// (blocks, indexes and the store's own pages): free pages go first, then the
+    /// oldest blocks, and the newest entries that fit are kept.
     #[arg(long, value_name = "BYTES")]
     pub vacuum_size: Option<String>,
-    /// Remove entries older than this (e.g. 2weeks, 10d, 12h).
+    /// Remove entries older than this (e.g. 2weeks, 10d, 12h), per unit, a block at a
+    /// time: a block goes when its newest entry is older.
     #[arg(long, value_name = "TIMESPAN")]
     pub vacuum_time: Option<String>,
+    /// Accepted as by journalctl, which removes archived journal files beyond N: the
+    /// corral journal is a single file that is never archived, so this removes nothing.
+    #[arg(long, value_name = "N")]
+    pub vacuum_files: Option<u64>,
     /// The journal directory (default: $XDG_STATE_HOME/corral/journal).
     #[arg(short = 'D', long, value_name = "DIR", conflicts_with = "file")]
     pub directory: Option<PathBuf>,
@@ -226,7 +234,7 @@ fn run_remote(args: &JournalArgs, socket: &Path) -> Result<(), CliError> {
 }
 
 fn is_vacuum(args: &JournalArgs) -> bool {
-    args.vacuum_size.is_some() || args.vacuum_time.is_some()
+    args.vacuum_size.is_some() || args.vacuum_time.is_some() || args.vacuum_files.is_some()
 }
 
 /// Whether a failed connect means that no manager is running (no socket, or a

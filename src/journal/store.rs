@@ -4,7 +4,7 @@
 use std::collections::{BinaryHeap, HashMap};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use redb::{
@@ -48,6 +48,9 @@ const UNIT_INVOCATIONS: TableDefinition<(&str, u64), u128> =
     TableDefinition::new("unit_invocations");
 /// unit -> (entries, last_seq).
 const UNITS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("units");
+
+/// How long compaction waits for this process's read transactions to end.
+const COMPACT_WAIT: Duration = Duration::from_secs(5);
 
 /// Options of a store opened for writing.
 #[derive(Debug, Clone)]
@@ -133,6 +136,39 @@ struct Inner {
     /// A read-only handle for queries while the writable one refuses after a failed
     /// write (redb answers PreviousIo until reopened, and reopening needs free space).
     fallback: Mutex<Option<ReadOnlyDatabase>>,
+    /// Read transactions of this process that are open: redb refuses to compact
+    /// under any of them, so compaction waits for them to end ([`Store::try_compact`]).
+    readers: Mutex<usize>,
+    /// Signalled when `readers` drops to zero.
+    readers_done: Condvar,
+}
+
+/// A read transaction of this process, counted in [`Inner::readers`] while it lives.
+struct Snapshot {
+    txn: ReadTransaction,
+    // Declared after `txn`, so it is released after the transaction has ended.
+    _counted: Counted,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = ReadTransaction;
+
+    fn deref(&self) -> &ReadTransaction {
+        &self.txn
+    }
+}
+
+/// One count in [`Inner::readers`], given back on drop.
+struct Counted(Arc<Inner>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut n = self.0.readers.lock().expect("reader count lock");
+        *n -= 1;
+        if *n == 0 {
+            self.0.readers_done.notify_all();
+        }
+    }
 }
 
 /// An open journal store; cheap to clone (all clones share the file).
@@ -158,25 +194,6 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// The owned [`Entry`] (for subscribers).
-    pub fn to_entry(&self) -> Entry {
-        Entry {
-            seq: self.seq,
-            realtime: self.realtime,
-            monotonic: self.monotonic,
-            boot_id: self.boot_id,
-            uid: self.uid,
-            unit: self.new.unit.to_string(),
-            invocation: self.new.invocation,
-            pid: self.new.pid,
-            stream: self.new.stream,
-            priority: self.new.priority,
-            identifier: self.new.identifier.to_string(),
-            message: self.new.message.clone(),
-            flags: self.new.flags,
-        }
-    }
-
     fn item(&self) -> EncodeItem<'_> {
         EncodeItem {
             seq: self.seq,
@@ -352,6 +369,8 @@ impl Store {
                 opts,
                 merged_upto: Mutex::new(HashMap::new()),
                 fallback: Mutex::new(None),
+                readers: Mutex::new(0),
+                readers_done: Condvar::new(),
             }),
         })
     }
@@ -403,6 +422,8 @@ impl Store {
                 opts: StoreOptions::default(),
                 merged_upto: Mutex::new(HashMap::new()),
                 fallback: Mutex::new(None),
+                readers: Mutex::new(0),
+                readers_done: Condvar::new(),
             }),
         })
     }
@@ -426,10 +447,10 @@ impl Store {
         move |e| JournalError::db(&self.inner.path, what, e)
     }
 
-    fn read_txn(&self) -> Result<ReadTransaction> {
+    fn read_txn(&self) -> Result<Snapshot> {
         let db = self.inner.db.read().expect("store lock poisoned");
-        match db.begin_read() {
-            Ok(txn) => Ok(txn),
+        let txn = match db.begin_read() {
+            Ok(txn) => txn,
             // After a failed write (a full disk) the writable handle refuses reads too
             // until it is reopened, and reopening waits for space: read the last commit
             // through a read-only handle meanwhile (the writer's lock is still held, so
@@ -449,10 +470,18 @@ impl Store {
                 }
                 let ro = fb.as_ref().expect("just set");
                 ro.begin_read()
-                    .map_err(|e| JournalError::db(&self.inner.path, "begin read", e))
+                    .map_err(|e| JournalError::db(&self.inner.path, "begin read", e))?
             }
-            Err(e) => Err(JournalError::db(&self.inner.path, "begin read", e)),
-        }
+            Err(e) => return Err(JournalError::db(&self.inner.path, "begin read", e)),
+        };
+        // Counted while the store lock is held (or, for the fallback, while no
+        // compaction can run: the writable handle is refusing), so a compaction
+        // that holds it sees every reader.
+        *self.inner.readers.lock().expect("reader count lock") += 1;
+        Ok(Snapshot {
+            txn,
+            _counted: Counted(self.inner.clone()),
+        })
     }
 
     fn write_txn(&self) -> Result<WriteTransaction> {
@@ -473,10 +502,14 @@ impl Store {
     }
 
     /// Re-opens the file after redb reported a failed write (it refuses further writes
-    /// with PreviousIo until reopened); used by the writer after ENOSPC.
+    /// with PreviousIo until reopened); used by the writer after ENOSPC, and by
+    /// [`Self::vacuum_size`] to measure the file as closing leaves it.
     pub(crate) fn reopen(&self) -> Result<()> {
         let mut db = self.inner.db.write().expect("store lock poisoned");
         if let Db::Rw(_) | Db::Closed = &*db {
+            // A reader of the old handle would keep it from closing cleanly; they end on
+            // their own (the write lock keeps new ones out).
+            self.readers_ended();
             // Close first: the file lock must be released before the new handle takes it.
             drop(std::mem::replace(&mut *db, Db::Closed));
             let new = redb::Builder::new()
@@ -912,44 +945,57 @@ impl Store {
         })
     }
 
-    /// Deletes the oldest blocks until the file fits in `max_bytes`, compacting before
-    /// each pass. Returns the number of entries removed.
+    /// Deletes the oldest blocks (in `seq_blocks` order) until the compacted file
+    /// takes at most `max_bytes`, and no more: the newest entries that fit are kept.
+    /// Returns the number of entries removed.
     ///
-    /// Free pages (which copy-on-write and merging leave behind) are given back by
-    /// compacting, not by removing entries: a file that compacts to the limit loses
-    /// nothing. While a reader holds a snapshot redb refuses to compact and the file
-    /// cannot shrink; then one pass removes what the pages in use exceed the limit
-    /// by, instead of removing ever more in the hope that the file shrinks.
+    /// The size is the file's, on disk, after compaction: blocks, indexes and redb's
+    /// own pages, with values rounded up to redb's page sizes. It is not a linear
+    /// function of the blocks kept, so it is measured, not predicted: each pass
+    /// compacts, measures, and removes half of what the excess comes to in stored
+    /// bytes (at the file's ratio of stored to file bytes), at least one block. The
+    /// size is approached from above, and the pass that brings it under the limit
+    /// removes a single block: with that block the file would not fit.
+    ///
+    /// A file that cannot be compacted (another process holds a read snapshot)
+    /// cannot be measured: the vacuum stops there with
+    /// [`JournalError::CompactionBlocked`], rather than remove entries on a guess.
+    /// Free pages alone never cost an entry: a file that compacts to the limit
+    /// loses nothing.
     pub fn vacuum_size(&self, max_bytes: u64) -> Result<u64> {
         let mut removed = 0;
-        for pass in 0..=16 {
-            let compacted = self.try_compact()?;
-            let usage = self.disk_usage()?;
-            if usage.file_bytes <= max_bytes || usage.blocks == 0 || pass == 16 {
-                break;
+        loop {
+            if self.try_compact()?.is_none() {
+                return Err(JournalError::CompactionBlocked {
+                    path: self.inner.path.clone(),
+                    removed,
+                });
             }
-            let used = match compacted {
-                Some(_) => usage.file_bytes,
-                None => self
-                    .allocated_bytes()?
-                    .map_or(usage.file_bytes, |u| u.min(usage.file_bytes)),
-            };
-            if used <= max_bytes {
-                break;
+            let mut usage = self.disk_usage()?;
+            if usage.blocks == 0 {
+                return Ok(removed);
             }
-            let excess = used - max_bytes;
-            // Free at least the excess in block bytes, plus a margin for index pages.
-            let target = usage
-                .stored_bytes
-                .saturating_sub(excess + usage.stored_bytes / 8);
-            removed += self.remove_oldest(|stored, _| stored > target)?;
-            if compacted.is_none() {
-                // The freed pages are reused by new entries meanwhile; the file is
-                // given back by a later vacuum or compaction.
-                break;
+            if usage.file_bytes <= max_bytes {
+                // Closing records redb's allocator state in the file (a few pages),
+                // and the record of the close before is freed only after the new one
+                // is written: the size that counts is the closed file's once that
+                // has settled, so close twice and look again.
+                self.reopen()?;
+                self.reopen()?;
+                usage = self.disk_usage()?;
+                if usage.file_bytes <= max_bytes {
+                    return Ok(removed);
+                }
             }
+            let excess = usage.file_bytes - max_bytes;
+            let want = (excess as u128 * usage.stored_bytes as u128
+                / usage.file_bytes.max(1) as u128
+                / 2) as u64;
+            let keep = usage.stored_bytes.saturating_sub(want);
+            let mut first = true;
+            removed +=
+                self.remove_oldest(|stored, _| std::mem::take(&mut first) || stored > keep)?;
         }
-        Ok(removed)
     }
 
     /// Deletes blocks whose newest entry is older than `max_age` before now, then compacts.
@@ -1101,9 +1147,14 @@ impl Store {
     }
 
     /// [`Self::compact`], telling a refusal apart: `None` when a reader's snapshot
-    /// kept redb from compacting at all.
+    /// kept redb from compacting at all. Read transactions of this process (queries,
+    /// followers' pages) end on their own: it waits for them, while new ones wait
+    /// for it, up to [`COMPACT_WAIT`] (a reader of this thread would never end).
     fn try_compact(&self) -> Result<Option<bool>> {
         let mut db = self.inner.db.write().expect("store lock poisoned");
+        if !self.readers_ended() {
+            return Ok(None);
+        }
         match &mut *db {
             Db::Rw(d) => {
                 let mut any = false;
@@ -1122,6 +1173,18 @@ impl Store {
             }
             Db::Ro(_) | Db::Closed => Ok(Some(false)),
         }
+    }
+
+    /// Waits, while the caller holds the write lock (so no new reader begins), for the
+    /// read transactions of this process to end; false after [`COMPACT_WAIT`].
+    fn readers_ended(&self) -> bool {
+        let readers = self.inner.readers.lock().expect("reader count lock");
+        let (_readers, wait) = self
+            .inner
+            .readers_done
+            .wait_timeout_while(readers, COMPACT_WAIT, |n| *n > 0)
+            .expect("reader count lock");
+        !wait.timed_out()
     }
 
     /// Bytes of pages in use (the rest of the file is free pages awaiting reuse);
@@ -1500,8 +1563,6 @@ impl<'t> Tables<'t> {
 
 /// The entries of a query, read lazily from one snapshot ([`Store::query_iter`]).
 pub struct QueryIter {
-    // Keeps the snapshot alive for the tables and ranges below.
-    _txn: ReadTransaction,
     path: PathBuf,
     blocks: redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
     cq: CompiledQuery,
@@ -1518,6 +1579,9 @@ pub struct QueryIter {
     gathered: Option<std::vec::IntoIter<Entry>>,
     /// Blocks that could not be decoded and were passed over.
     skipped: Skipped,
+    // Keeps the snapshot alive for the tables and ranges above; last, so that it
+    // is released after them.
+    _txn: Snapshot,
 }
 
 /// What a query passed over because it could not be decoded ([`QueryIter::skipped`]).

@@ -1,6 +1,6 @@
 //! The single writer: a dedicated thread that stages entries, commits them in groups
-//! (durable, fsync'd), back-pressures producers through a bounded byte budget, feeds
-//! subscribers, and runs merging and retention when idle.
+//! (durable, fsync'd), back-pressures producers through a bounded byte budget, tells
+//! followers how far the store is committed, and runs merging and retention when idle.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
+use super::NewEntry;
 use super::block::Encoder;
 use super::error::{JournalError, Result};
 use super::store::{DiskUsage, Staged, Store, VacuumReport};
-use super::{Entry, NewEntry};
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -32,8 +32,6 @@ pub struct WriterOptions {
     pub uid: Option<u32>,
     /// After this long without entries, merge small blocks, enforce retention, compact.
     pub idle_after: Duration,
-    /// Capacity of the subscriber channel, in commits.
-    pub subscriber_capacity: usize,
     /// While busy, merge small blocks this often (a unit logging a few lines per commit
     /// leaves one tiny block per commit; the writer may never be idle).
     pub merge_interval: Duration,
@@ -54,7 +52,6 @@ impl Default for WriterOptions {
             boot_id: None,
             uid: None,
             idle_after: Duration::from_secs(1),
-            subscriber_capacity: 1024,
             merge_interval: Duration::from_secs(1),
             merge_budget: 4096,
             log_stalls: false,
@@ -140,7 +137,7 @@ pub struct WriterHandle {
     tx: mpsc::Sender<Cmd>,
     permits: Arc<Semaphore>,
     queue_bytes: u32,
-    events: broadcast::Sender<Arc<Vec<Entry>>>,
+    committed: watch::Receiver<u64>,
     status: watch::Receiver<WriterStatus>,
     store: Store,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
@@ -158,7 +155,7 @@ impl Writer {
         let (tx, rx) = mpsc::channel();
         let queue_bytes = opts.queue_bytes.clamp(1024, u32::MAX as usize) as u32;
         let permits = Arc::new(Semaphore::new(queue_bytes as usize));
-        let (events, _) = broadcast::channel(opts.subscriber_capacity.max(1));
+        let (committed_tx, committed) = watch::channel(next_seq);
         let (status_tx, status) = watch::channel(WriterStatus::Ok);
         let waiting = Arc::new(Mutex::new(BTreeSet::new()));
         let mut w = WriterThread {
@@ -167,7 +164,7 @@ impl Writer {
             stall: None,
             store: store.clone(),
             rx,
-            events: events.clone(),
+            committed: committed_tx,
             status: status_tx,
             boot_id: opts.boot_id.unwrap_or_else(super::boot_id),
             uid: opts.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
@@ -188,7 +185,7 @@ impl Writer {
             tx,
             permits,
             queue_bytes,
-            events,
+            committed,
             status,
             store,
             thread: Arc::new(Mutex::new(Some(thread))),
@@ -286,10 +283,11 @@ impl WriterHandle {
         rx.await.map_err(|_| self.gone())?
     }
 
-    /// Committed entries, one message per commit, for followers (`-f`). A follower that
-    /// lags by more than the channel capacity gets `Lagged` and should re-query from its cursor.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Entry>>> {
-        self.events.subscribe()
+    /// How far the store is committed: every entry below the value is in it. Followers
+    /// (`-f`) wait on this and read the entries from the store, so a follower that does
+    /// not keep up costs no memory here (nothing is queued for it).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
     }
 
     /// Whether commits currently succeed.
@@ -324,6 +322,19 @@ impl WriterHandle {
     }
 }
 
+/// After a burst: the staging buffer grew to the largest batch (up to
+/// `max_batch_entries`, tens of MB) and the entries of the burst left the
+/// allocator's free lists full of small chunks it does not give back by itself.
+/// Both are returned to the system once the writer is idle.
+fn release_memory(pending: &mut Vec<Staged>) {
+    *pending = Vec::new();
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory of glibc's arenas to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 struct WriterThread {
     /// Shared with the handles: producers that wait for the budget during a stall.
     waiting: Arc<Mutex<BTreeSet<String>>>,
@@ -334,7 +345,8 @@ struct WriterThread {
     stall: Option<Stall>,
     store: Store,
     rx: mpsc::Receiver<Cmd>,
-    events: broadcast::Sender<Arc<Vec<Entry>>>,
+    /// The next seq after the last commit, published for followers.
+    committed: watch::Sender<u64>,
     status: watch::Sender<WriterStatus>,
     boot_id: u128,
     uid: u32,
@@ -382,6 +394,9 @@ impl WriterThread {
                         // Idle: the time to merge trickle blocks and enforce limits.
                         if let Err(e) = self.maintain() {
                             self.report(&e);
+                        }
+                        if !idle_done {
+                            release_memory(&mut self.pending);
                         }
                         idle_done = true;
                     }
@@ -508,10 +523,7 @@ impl WriterThread {
             if *self.status.borrow() != WriterStatus::Ok {
                 self.status.send_replace(WriterStatus::Ok);
             }
-            if self.events.receiver_count() > 0 {
-                let entries: Vec<Entry> = self.pending.iter().map(Staged::to_entry).collect();
-                let _ = self.events.send(Arc::new(entries));
-            }
+            self.committed.send_replace(self.next_seq);
             self.pending.clear();
             self.permits.clear();
             // Size is checked after every commit (a stat and a read): the file must not

@@ -194,7 +194,8 @@ impl ControlHandler {
         let Some(handle) = self.journal.clone() else {
             return replies.reply(&no_journal()).await;
         };
-        if !follow {
+        if !follow && query.reverse {
+            // Newest first has no pages yet: the answer is gathered (bounded by -n).
             let entries = match handle.store().query_async(query).await {
                 Ok(e) => e,
                 Err(e) => {
@@ -208,36 +209,37 @@ impl ControlHandler {
             }
             return replies.end().await;
         }
-        let mut rx = match crate::journal::follow::follow(handle, query).await {
+        let rx = if follow {
+            crate::journal::follow::follow(handle, query).await
+        } else {
+            crate::journal::follow::query_pages(handle.store().clone(), query).await
+        };
+        let what = if follow { "follow" } else { "query" };
+        let mut rx = match rx {
             Ok(rx) => rx,
             Err(e) => {
                 return replies
-                    .reply(&failure(format!("journal follow failed: {e}")))
+                    .reply(&failure(format!("journal {what} failed: {e}")))
                     .await;
             }
         };
         loop {
             tokio::select! {
-                first = rx.recv() => {
-                    let Some(first) = first else { break };
-                    let mut batch = Vec::new();
-                    let mut failed = None;
-                    for r in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()).take(JOURNAL_BATCH - 1)) {
-                        match r {
-                            Ok(e) => batch.push(e),
-                            Err(e) => failed = Some(e),
-                        }
-                    }
-                    if !batch.is_empty() {
-                        replies.item(&Response::Entries(batch)).await?;
-                    }
-                    if let Some(e) = failed {
-                        replies.item(&failure(format!("journal follow stopped: {e}"))).await?;
+                page = rx.recv() => match page {
+                    // Written however long the client takes to read it: meanwhile the
+                    // reader waits with its position, and nothing piles up here.
+                    Some(Ok(entries)) => replies.item_unhurried(&Response::Entries(entries)).await?,
+                    Some(Err(e)) => {
+                        replies.item(&failure(format!("journal {what} stopped: {e}"))).await?;
                         break;
                     }
-                }
+                    None => break,
+                },
                 // The client hung up, or the server is stopping.
                 _ = replies.closed() => break,
+            }
+            if replies.is_closed() {
+                break;
             }
         }
         replies.end().await
