@@ -22,6 +22,7 @@ fn verify_paths(roots: &[PathBuf]) -> VerifyReport {
         SpecifierContext::current(),
         VerifyOptions {
             stored_symlinks: true,
+            ..VerifyOptions::default()
         },
     )
 }
