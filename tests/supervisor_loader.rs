@@ -234,3 +234,34 @@ fn tasks_max_without_a_pids_controller_is_a_note_in_status_and_a_warning_in_veri
         }
     }
 }
+
+#[test]
+fn a_unit_with_40k_environment_lines_loads_reloads_and_runs_with_all_of_them() {
+    const N: usize = 40_000;
+    let t0 = Instant::now();
+    let Some(td) = TestDaemon::start_with(|td| {
+        let mut text = String::from(
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\n\
+             ExecStart=/bin/sh -c 'test \"$VAR0\" = last && test \"$VAR39999\" = value39999'\n",
+        );
+        for i in 0..N {
+            text.push_str(&format!("Environment=VAR{i}=value{i}\n"));
+        }
+        // A later assignment of a name replaces the value.
+        text.push_str("Environment=VAR0=last\n");
+        td.write_unit("manyenv.service", &text);
+    }) else {
+        return;
+    };
+    eprintln!(
+        "measured: ready after {:?} with {N} Environment= lines",
+        t0.elapsed()
+    );
+    let t = Instant::now();
+    td.ok(&["daemon-reload"]);
+    eprintln!("measured: daemon-reload took {:?}", t.elapsed());
+    let t = Instant::now();
+    td.ok(&["start", "manyenv"]);
+    eprintln!("measured: start took {:?}", t.elapsed());
+    assert_eq!(td.prop("manyenv", "ActiveState"), "active", "{}", td.log());
+}
