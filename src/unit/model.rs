@@ -761,7 +761,6 @@ fn refused(unit: &mut Unit, d: &Directive, message: String) {
     }
 }
 
-/// Replaces the value of `name` in place, or appends it.
 /// An environment being composed in linear time: a later assignment of a
 /// name replaces the value where the name first appeared, as systemd's
 /// `strv_env_replace_consume()` does.
@@ -850,6 +849,11 @@ impl Applier<'_> {
         }
         let mut out = Vec::with_capacity(ws.len());
         for w in ws {
+            if !w.contains('%') {
+                // Nothing to expand: the word itself, not a copy.
+                out.push(w);
+                continue;
+            }
             let expanded = self.spec.expand(&w, &unit.name, unit.fragment.as_deref());
             match expanded {
                 Ok(v) => out.push(v),
@@ -1232,11 +1236,14 @@ impl Applier<'_> {
                 let Some(words) = self.words(unit, d) else {
                     return;
                 };
-                for w in words {
+                for mut w in words {
                     match w.split_once('=') {
-                        // Merged by name once, in `finish` (linear).
-                        Some((k, v)) if is_env_name(k) => {
-                            svc(unit).environment.push((k.to_string(), v.to_string()))
+                        // Merged by name once, in `finish` (linear); the
+                        // word's own buffer becomes the name.
+                        Some((k, _)) if is_env_name(k) => {
+                            let value = w[k.len() + 1..].to_string();
+                            w.truncate(k.len());
+                            svc(unit).environment.push((w, value))
                         }
                         _ => invalid(
                             unit,
