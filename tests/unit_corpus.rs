@@ -29,6 +29,7 @@ fn verify_paths(paths: &[PathBuf]) -> VerifyReport {
         SpecifierContext::current(),
         VerifyOptions {
             stored_symlinks: true,
+            ..VerifyOptions::default()
         },
     )
 }

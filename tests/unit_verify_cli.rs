@@ -229,10 +229,13 @@ fn symlink_loops_and_fifos_do_not_hang_or_crash() {
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     let out = stdout(&o);
     assert!(
-        out.contains("f.service: error: not a regular file"),
+        out.contains("f.service: error: it is a FIFO, not a regular file"),
         "{out}"
     );
-    assert!(out.contains("p.conf: error: not a regular file"), "{out}");
+    assert!(
+        out.contains("p.conf: error: it is a FIFO, not a regular file"),
+        "{out}"
+    );
     assert!(
         out.contains("loop2.service: error: dangling symlink"),
         "{out}"

@@ -27,6 +27,7 @@ use crate::ipc::proto::{
     self as proto, ErrorKind, Failure, KillWhom, LoadState, MainExit, ManagerStatus, Response,
     UnitFile, UnitFiles, UnitStatus,
 };
+use crate::unit::file::{UserFile, read_user_file};
 use crate::unit::model::{NotifyAccess, StdOutput};
 use crate::unit::{Loader, RunitService, Severity, SpecifierContext, UnitError, UnitName};
 
@@ -1482,7 +1483,9 @@ impl Manager {
         };
         let pid_file = def.unit.service.as_ref().and_then(|s| s.pid_file.clone());
         if let Some(path) = pid_file {
-            match std::fs::read_to_string(&path) {
+            // A FIFO or /dev/zero as PIDFile= must not block or bloat the manager.
+            let read = read_user_file(&path, UserFile::PidFile);
+            match read.map(|b| String::from_utf8_lossy(&b).into_owned()) {
                 Ok(text) if !text.trim().is_empty() => {
                     if let Some(w) = self
                         .units
@@ -1574,8 +1577,8 @@ impl Manager {
     fn process_env(&self, name: &str, def: Option<&ServiceDef>, cmd: Cmd) -> Vec<(String, String)> {
         let e = &self.units[name];
         let mut env = self.base_env.clone();
+        // Later assignments win; repeats are dropped once, at the end (linear).
         let set = |env: &mut Vec<(String, String)>, k: &str, v: String| {
-            env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v));
         };
         // The manager's block (set-environment) lies below the unit's own variables.
@@ -1615,7 +1618,7 @@ impl Manager {
                 set(&mut env, k, v.clone());
             }
         }
-        env
+        super::environment::last_assignments(env)
     }
 
     fn spawn_cmd(
@@ -1635,18 +1638,15 @@ impl Manager {
             && def.runit.as_ref().is_some_and(|r| r.finish.is_some());
         // The model's composition: PassEnvironment=, Environment=, each
         // EnvironmentFile=, then UnsetEnvironment= (NAME or exact NAME=value).
-        let block = self.graph.env_vars();
-        let pass_from = |k: &str| {
-            block
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-                .or_else(|| std::env::var(k).ok())
-        };
+        // A map: one look-up per PassEnvironment= name stays constant-time.
+        let block: HashMap<String, String> = self.graph.env_vars().into_iter().collect();
+        let pass_from = |k: &str| block.get(k).cloned().or_else(|| std::env::var(k).ok());
         let env = svc
             .resolve_environment(&self.process_env(name, Some(def), cmd), &pass_from)
-            .map_err(|err| {
-                format!("{err}; create the EnvironmentFile= or prefix its path with '-'")
+            .map_err(|err| match err {
+                // The refusal says what to do already.
+                UnitError::Refused { .. } => err.to_string(),
+                err => format!("{err}; create the EnvironmentFile= or prefix its path with '-'"),
             })?;
         let path_env = env
             .iter()
@@ -2020,9 +2020,9 @@ impl Manager {
         Ok(paths
             .into_iter()
             .map(|p| UnitFile {
-                text: std::fs::read(&p)
+                text: read_user_file(&p, UserFile::Unit)
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_else(|err| format!("# cannot read {}: {err}\n", p.display())),
+                    .unwrap_or_else(|err| format!("# {err}\n")),
                 path: p.display().to_string(),
             })
             .collect())

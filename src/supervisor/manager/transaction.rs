@@ -683,13 +683,15 @@ impl Manager {
     /// with result "condition"; assert: failed — and the start job's outcome
     /// is returned; None when the start may go ahead.
     pub(super) fn check_conditions(&mut self, name: &str, def: &Arc<ServiceDef>) -> Option<bool> {
-        let block = self.graph.env_vars();
+        // A map: one look-up per ConditionEnvironment= stays constant-time.
+        let block: HashMap<String, String> = self.graph.env_vars().into_iter().collect();
         let lookup = |k: &str| {
-            block
-                .iter()
-                .chain(&self.base_env)
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
+            block.get(k).cloned().or_else(|| {
+                self.base_env
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+            })
         };
         let check = start_check::check(&def.unit.unit, self.loader.specifiers(), &lookup);
         let e = self.units.get_mut(name)?;
