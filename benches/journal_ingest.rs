@@ -69,17 +69,26 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
-    // -f through the writer: from append to a subscriber seeing the committed entry
-    // (group-commit deadline + fsync); the target is 50 ms.
-    let mut sub = w.subscribe();
+    // -f through the writer: from append to a follower receiving the committed entry
+    // (group-commit deadline + fsync + the follower's read of the store); the target
+    // is 50 ms.
+    let mut rx = rt
+        .block_on(corral::journal::follow::follow(
+            w.clone(),
+            corral::journal::Query {
+                lines: Some(0),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
     let mut f = c.benchmark_group("journal_follow");
     f.sample_size(20);
-    f.bench_function("append -> subscriber", |b| {
+    f.bench_function("append -> follower", |b| {
         b.iter(|| {
             rt.block_on(async {
                 let mut s = Splitter::new(meta());
                 w.append_batch(s.push(b"one line\n")).await.unwrap();
-                sub.recv().await.unwrap()
+                rx.recv().await.unwrap().unwrap()
             })
         })
     });

@@ -37,5 +37,5 @@ pub mod unit;
 /// The shared corpus locator of the integration suites, for the unit tests
 /// that copy real unit files from it.
 #[cfg(test)]
-#[path = "../tests/corpus_dir/mod.rs"]
+#[path = "../tests/common/corpus.rs"]
 mod test_corpus;

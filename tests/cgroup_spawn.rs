@@ -1,59 +1,22 @@
 //! Spawning straight into a cgroup: real processes in real cgroups (root).
 
+mod common;
+
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use corral::cgroup::Cgroup;
 use corral::cgroup::spawn::{self, Credentials, FdMapping, SpawnSpec, Stage, Stdio};
-use corral::cgroup::{Cgroup, TempCgroup};
 use nix::errno::Errno;
 
-/// A fresh `<cg2>/corral-test-<pid>-<n>/`, or None (with a note) when
-/// cgroup2 or root is missing; with CORRAL_REQUIRE_CGROUP=1 that fails.
-fn scratch() -> Option<TempCgroup> {
-    let why = if !nix::unistd::geteuid().is_root() {
-        "not root".to_string()
-    } else {
-        match TempCgroup::new("corral-test") {
-            Ok(t) => return Some(t),
-            Err(e) => e.to_string(),
-        }
-    };
-    if std::env::var("CORRAL_REQUIRE_CGROUP").as_deref() == Ok("1") {
-        panic!("cgroup2 required (CORRAL_REQUIRE_CGROUP=1): {why}");
-    }
-    eprintln!("skipping: {why}");
-    None
-}
+use common::{pipe, read_all, reap, rt, scratch};
 
 fn sh(script: &str) -> SpawnSpec {
     let mut s = SpawnSpec::new(CString::new("/bin/sh").unwrap());
     s.argv = vec![c"sh".into(), c"-c".into(), CString::new(script).unwrap()];
     s.env = vec![c"PATH=/usr/bin:/bin".into()];
     s
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
-}
-
-/// Reads until EOF.
-fn read_all(fd: OwnedFd) -> String {
-    let mut f = std::fs::File::from(fd);
-    let mut s = String::new();
-    std::io::Read::read_to_string(&mut f, &mut s).unwrap();
-    s
-}
-
-fn reap(pid: i32) -> nix::sys::wait::WaitStatus {
-    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Kills the cgroup and waits (bounded only as a test guard) until empty.

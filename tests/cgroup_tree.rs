@@ -1,8 +1,9 @@
 //! Cgroup tree operations on real cgroups (root): discovery, create/remove,
 //! listing, kill, wait_empty, freeze, delegation, limits, pick_root.
 
+mod common;
+
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
@@ -11,23 +12,7 @@ use corral::cgroup::spawn::{self, Credentials, SpawnSpec, Stdio};
 use corral::cgroup::{self, Cgroup, CgroupError, TempCgroup};
 use nix::sys::signal::Signal;
 
-/// A fresh `<cg2>/corral-test-<pid>-<n>/`, or None (with a note) when
-/// cgroup2 or root is missing; with CORRAL_REQUIRE_CGROUP=1 that fails.
-fn scratch() -> Option<TempCgroup> {
-    let why = if !nix::unistd::geteuid().is_root() {
-        "not root".to_string()
-    } else {
-        match TempCgroup::new("corral-test") {
-            Ok(t) => return Some(t),
-            Err(e) => e.to_string(),
-        }
-    };
-    if std::env::var("CORRAL_REQUIRE_CGROUP").as_deref() == Ok("1") {
-        panic!("cgroup2 required (CORRAL_REQUIRE_CGROUP=1): {why}");
-    }
-    eprintln!("skipping: {why}");
-    None
-}
+use common::{pipe, read_all, reap, rt, scratch};
 
 fn sh_in(cg: &Cgroup, script: &str) -> SpawnSpec {
     let mut s = SpawnSpec::new(CString::new("/bin/sh").unwrap());
@@ -35,27 +20,6 @@ fn sh_in(cg: &Cgroup, script: &str) -> SpawnSpec {
     s.env = vec![c"PATH=/usr/bin:/bin".into()];
     s.cgroup = Some(cg.path().into());
     s
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
-}
-
-fn read_all(fd: OwnedFd) -> String {
-    let mut s = String::new();
-    std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s).unwrap();
-    s
-}
-
-fn reap(pid: i32) -> nix::sys::wait::WaitStatus {
-    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// wait_empty, bounded by a timeout only as a guard against a hung test.

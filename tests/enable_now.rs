@@ -68,14 +68,6 @@ fn enable_now_links_and_starts_disable_now_unlinks_and_stops() {
     assert_eq!((o.code, o.stdout.as_str()), (1, "disabled\n"));
 }
 
-/// Waits (bounded) until `unit` has ActiveState `state`.
-fn wait_state(td: &TestDaemon, unit: &str, state: &str) -> bool {
-    eventually(Duration::from_secs(10), || {
-        (td.prop(unit, "ActiveState") == state).then_some(())
-    })
-    .is_some()
-}
-
 #[test]
 fn install_verbs_reload_the_running_manager_before_now() {
     // A lower-priority (vendor) directory: a unit there can be masked.
@@ -144,7 +136,7 @@ fn install_verbs_reload_the_running_manager_before_now() {
         ),
     );
     td.ok(&["enable", "--now", "z"]);
-    assert!(wait_state(&td, "z.service", "active"), "{}", td.log());
+    td.wait_state("z.service", "active");
     assert!(
         eventually(Duration::from_secs(5), || marker.exists().then_some(())).is_some(),
         "enable --now started the definition from before the reload\n{}",

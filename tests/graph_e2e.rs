@@ -17,14 +17,6 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Waits (bounded) until `unit` has ActiveState `state`.
-fn wait_state(td: &TestDaemon, unit: &str, state: &str) -> bool {
-    eventually(Duration::from_secs(10), || {
-        (td.prop(unit, "ActiveState") == state).then_some(())
-    })
-    .is_some()
-}
-
 /// The seed's runit run script for a session bus, verbatim: the bus listens
 /// in the service's working directory.
 const SEED_DBUS_RUN: &str =
@@ -146,17 +138,9 @@ fn failed_requirement_fails_the_dependent_with_the_reason() {
     );
     assert!(st.stdout.contains("failed (Result: dependency)"), "{st:?}");
     // The manager's message is in the unit's journal too.
-    let journal = td.dir.path().join("state/journal");
     let logged = eventually(Duration::from_secs(5), || {
-        let j = td.corral(&[
-            "journal",
-            "--no-pager",
-            "-D",
-            journal.to_str().unwrap(),
-            "-u",
-            "needy.service",
-        ]);
-        j.stdout
+        td.journal("needy.service", &[])
+            .stdout
             .contains("dependency failed: broken.service")
             .then_some(())
     });
@@ -251,12 +235,7 @@ fn binds_to_stops_the_dependent_when_the_unit_dies_on_its_own() {
     td.ok(&["start", "tied"]);
     assert_eq!(td.prop("anchor.service", "ActiveState"), "active");
     td.ok(&["kill", "-s", "KILL", "anchor"]);
-    assert!(
-        wait_state(&td, "tied.service", "inactive"),
-        "tied still {} after anchor died\n{}",
-        td.prop("tied.service", "ActiveState"),
-        td.log()
-    );
+    td.wait_state("tied.service", "inactive");
     assert!(td.log().contains("it is bound to anchor.service"));
 }
 
@@ -527,11 +506,7 @@ fn start_during_a_stop_waits_for_it_and_both_answer() {
         .stderr(Stdio::null())
         .spawn()
         .expect("run corral stop");
-    assert!(
-        wait_state(&td, "slowstop.service", "deactivating"),
-        "{}",
-        td.log()
-    );
+    td.wait_state("slowstop.service", "deactivating");
     // The start waits for the stop to finish, then starts a new invocation.
     td.ok(&["start", "slowstop"]);
     // A regression would leave the stop waiting forever: bound the wait.
@@ -614,13 +589,7 @@ fn manager_shutdown_stops_units_in_reverse_order() {
     td.ok(&["start", "leaver"]);
     td.ok(&["start", "p"]);
     td.ok(&["start", "q"]);
-    td.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(
-        td.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        td.log()
-    );
+    td.terminate();
     assert!(
         read(&td.dir.path().join("at-stop")).contains("\"org.freedesktop.DBus\""),
         "the bus was gone before leaver's ExecStop ran\n{}",
@@ -662,7 +631,7 @@ fn on_failure_starts_its_units_when_the_unit_fails_not_when_it_stops() {
     td.ok(&["start", "stopped"]);
     td.ok(&["stop", "stopped"]);
     td.ok(&["start", "broken"]);
-    assert!(wait_state(&td, "broken.service", "failed"), "{}", td.log());
+    td.wait_state("broken.service", "failed");
     let handled = eventually(Duration::from_secs(10), || {
         let s = read(&out);
         (!s.is_empty()).then_some(s)

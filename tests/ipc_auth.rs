@@ -3,6 +3,8 @@
 //! Needs root; without it the tests print a note and return, unless
 //! CORRAL_REQUIRE_CGROUP=1 (CI), where they fail.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -12,8 +14,8 @@ use corral::ipc::frame::{encode, read_frame_blocking};
 use corral::ipc::server::serve_with;
 use corral::ipc::socket::bind_shared;
 use corral::ipc::{
-    Access, Client, ErrorCode, Frame, Handler, Hello, IpcError, PROTOCOL_VERSION, PeerCred,
-    Replies, ServerConfig, Welcome, bind_private,
+    Access, Client, ErrorCode, Frame, Handler, IpcError, PeerCred, Replies, ServerConfig, Welcome,
+    bind_private,
 };
 use nix::sys::socket::{SockaddrLike, UnixAddr};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -54,18 +56,9 @@ impl Handler for WhoAmI {
     }
 }
 
-/// True if we may run; false (after a note) when not root and not required.
+/// Whether the other-uid tests can run: they setuid a forked child.
 fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var_os("CORRAL_REQUIRE_CGROUP").is_some_and(|v| v == "1") {
-        panic!(
-            "these tests need root (to setuid a child); CORRAL_REQUIRE_CGROUP=1 forbids skipping"
-        );
-    }
-    eprintln!("note: not root, skipping the other-uid tests");
-    false
+    common::require("the other-uid tests", &common::missing_root())
 }
 
 /// Forks a child that becomes `uid`, connects to `path`, writes `send`, half-
@@ -130,11 +123,7 @@ fn exchange_as(uid: u32, path: &Path, send: &[u8]) -> Result<Vec<u8>, i32> {
 
 /// A Hello (and optionally one request), encoded before any fork.
 fn hello_then(request: Option<&Req>) -> Vec<u8> {
-    let mut bytes = encode(&Hello {
-        protocol: PROTOCOL_VERSION,
-        client_version: "test".into(),
-    })
-    .unwrap();
+    let mut bytes = encode(&common::ipc::hello()).unwrap();
     if let Some(r) = request {
         bytes.extend(encode(r).unwrap());
     }

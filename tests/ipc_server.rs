@@ -1,9 +1,11 @@
 //! The control-protocol server and clients over real Unix sockets in temp
 //! dirs: replies, streams, bad frames, stuck clients, versions, shutdown.
 
-use std::io::{Read, Write};
+mod common;
+
+use std::io::Write;
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ use corral::ipc::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+use common::ipc::{expect_error_then_close, raw_after_handshake, raw_connect};
 
 /// The test protocol's requests.
 #[derive(Debug, Serialize, Deserialize)]
@@ -177,49 +181,6 @@ impl Drop for TestServer {
 
 fn my_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
-}
-
-/// A raw std connection that has completed the handshake.
-fn raw_after_handshake(path: &Path) -> StdUnixStream {
-    let mut s = raw_connect(path);
-    let hello = Hello {
-        protocol: PROTOCOL_VERSION,
-        client_version: "test".into(),
-    };
-    write_frame_blocking(&mut s, &hello).unwrap();
-    let w: Frame<Welcome> = read_frame_blocking(&mut s).unwrap().unwrap();
-    assert!(matches!(
-        w,
-        Frame::Reply(Welcome {
-            protocol: PROTOCOL_VERSION,
-            ..
-        })
-    ));
-    s
-}
-
-/// A raw std connection with a safety read timeout, so a server that fails to
-/// answer fails the test instead of hanging it.
-fn raw_connect(path: &Path) -> StdUnixStream {
-    let s = StdUnixStream::connect(path).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s
-}
-
-/// Reads the error frame a server sent before closing, then checks the close.
-fn expect_error_then_close(s: &mut StdUnixStream, code: ErrorCode) -> String {
-    let f: Frame<Resp> = read_frame_blocking(s).unwrap().unwrap();
-    let Frame::Error(e) = f else {
-        panic!("expected an error frame, got {f:?}")
-    };
-    assert_eq!(e.code, code, "{}", e.message);
-    let mut rest = Vec::new();
-    // EOF, or ECONNRESET when the server closed with our bytes unread.
-    match s.read_to_end(&mut rest) {
-        Ok(_) => assert!(rest.is_empty()),
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
-    }
-    e.message
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,24 +2,23 @@
 //! over a store a writer is filling (follow). Outputs are compared with host names
 //! replaced by HOST and times pinned with TZ=UTC.
 
-mod journal_common;
-use journal_common as common;
+mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v1.redb")
-}
+use common::journal::{corral_journal, ne, open};
+
+/// The v1 store checked in under tests/fixtures.
+const FIXTURE: &str = "journal-v1.redb";
 
 /// Runs `corral journal --file FIXTURE args...`: (exit code, stdout with HOST, stderr).
 fn journal(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_corral"))
         .arg("journal")
         .arg("--file")
-        .arg(fixture())
+        .arg(common::fixture(FIXTURE))
         .args(args)
         .env("TZ", "UTC")
         .output()
@@ -210,44 +209,19 @@ fn nothing_matched_is_not_an_error_and_bad_input_is() {
 #[test]
 fn a_closed_pipe_exits_zero() {
     // `corral journal | head -1`: the reader goes away early.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .arg("journal")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+    cmd.arg("journal")
         .arg("--file")
-        .arg(fixture())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.stderr.is_empty());
+        .arg(common::fixture(FIXTURE));
+    common::assert_quiet_when_the_reader_is_gone(cmd);
 }
 
 #[test]
 fn disk_usage_and_vacuum() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("journal.redb");
-    std::fs::copy(fixture(), &copy).unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["journal", "-D"])
-            .arg(dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    std::fs::copy(common::fixture(FIXTURE), &copy).unwrap();
+    let run = |args: &[&str]| String::from_utf8(corral_journal(dir.path(), args)).unwrap();
     let usage = run(&["--disk-usage"]);
     assert!(usage.contains("in 26 entries"), "{usage}");
     let v = run(&["--vacuum-time", "1d"]);
@@ -265,8 +239,8 @@ async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
 #[tokio::test]
 async fn follow_prints_new_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let (_store, w) = common::open(dir.path());
-    w.append(common::ne("f.service", "before")).await.unwrap();
+    let (_store, w) = open(dir.path());
+    w.append(ne("f.service", "before")).await.unwrap();
     w.flush().await.unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["journal", "-f", "-o", "cat", "-u", "f.service", "-D"])
@@ -285,10 +259,8 @@ async fn follow_prints_new_entries() {
     });
     assert_eq!(next(&mut rx).await, "before");
     for i in 0..5 {
-        w.append(common::ne("other.service", "not mine"))
-            .await
-            .unwrap();
-        w.append(common::ne("f.service", &format!("live {i}")))
+        w.append(ne("other.service", "not mine")).await.unwrap();
+        w.append(ne("f.service", &format!("live {i}")))
             .await
             .unwrap();
         w.flush().await.unwrap();
@@ -301,10 +273,8 @@ async fn follow_prints_new_entries() {
 #[tokio::test]
 async fn follow_from_an_empty_match_starts_at_the_end() {
     let dir = tempfile::tempdir().unwrap();
-    let (_store, w) = common::open(dir.path());
-    w.append(common::ne("old.service", "history"))
-        .await
-        .unwrap();
+    let (_store, w) = open(dir.path());
+    w.append(ne("old.service", "history")).await.unwrap();
     w.flush().await.unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["journal", "-f", "-o", "cat", "-D"])
@@ -315,7 +285,7 @@ async fn follow_from_an_empty_match_starts_at_the_end() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     // Whether this lands before or after the follower's first query, it is shown once.
-    w.append(common::ne("new.service", "first")).await.unwrap();
+    w.append(ne("new.service", "first")).await.unwrap();
     w.flush().await.unwrap();
     let line = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap())
         .await

@@ -5,10 +5,13 @@
 //! This test has its own `main` (harness = false): run with CORRAL_JOURNAL_FLOOD=DIR it
 //! is the flooding writer itself, so the test needs no other binary.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use common::journal::corral_journal;
 use corral::journal::{NewEntry, Query, Store, StoreOptions, Stream, Writer, WriterOptions};
 
 const FLOOD_ENV: &str = "CORRAL_JOURNAL_FLOOD";
@@ -126,18 +129,8 @@ fn main() {
             Err(e) => panic!("unexpected error after kill -9: {e}"),
         }
         // ...so `corral journal` (manager down) recovers it first, then reads.
-        let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["journal", "-D"])
-            .arg(dir.path())
-            .args(["-n", "1", "-o", "cat"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let last = String::from_utf8(out.stdout).unwrap();
+        let out = corral_journal(dir.path(), &["-n", "1", "-o", "cat"]);
+        let last = String::from_utf8(out).unwrap();
         let last_n: u64 = last[6..15].parse().unwrap();
         assert!(
             last_n + 1 >= acked,

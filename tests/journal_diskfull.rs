@@ -3,8 +3,7 @@
 //! blocks on its full pipe) instead of crashing or dropping lines, and everything
 //! arrives once space is freed.
 
-mod journal_common;
-use journal_common as common;
+mod common;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -12,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::journal::open_with;
 use corral::journal::ingest::{SourceMeta, spawn_pipe_reader};
 use corral::journal::writer::WriterStatus;
 use corral::journal::{Query, Stream};
@@ -78,7 +78,7 @@ async fn a_full_disk_makes_ingest_wait_and_resume() {
     assert!(st.success());
 
     // A small in-memory budget, so that waiting shows at the pipe, not in a queue.
-    let (store, w) = common::open_with(
+    let (store, w) = open_with(
         &mount.0.join("journal"),
         Default::default(),
         corral::journal::WriterOptions {
@@ -114,7 +114,7 @@ async fn a_full_disk_makes_ingest_wait_and_resume() {
     .expect("the writer reports the full disk")
     .unwrap();
     let err = match &*status.borrow() {
-        WriterStatus::Stalled { error } => error.clone(),
+        WriterStatus::Stalled { error, .. } => error.clone(),
         WriterStatus::Ok => unreachable!("wait_for returned on Stalled"),
     };
     eprintln!("stalled: {err}");
@@ -129,6 +129,26 @@ async fn a_full_disk_makes_ingest_wait_and_resume() {
         "the service blocks on its full pipe"
     );
 
+    // Reads keep working meanwhile, from the last commit; --disk-usage answers.
+    let usage = tokio::time::timeout(Duration::from_secs(10), w.disk_usage())
+        .await
+        .expect("disk usage answers while writes are blocked")
+        .unwrap();
+    let last = store
+        .query(&Query {
+            lines: Some(1),
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].seq, usage.entries, "the last committed entry");
+    match &*w.status().borrow() {
+        WriterStatus::Stalled { waiting, .. } => {
+            assert_eq!(waiting, &["full.service".to_string()], "who waits")
+        }
+        WriterStatus::Ok => panic!("still stalled"),
+    }
+
     // Space comes back: everything goes through.
     std::fs::remove_file(&filler).unwrap();
     let stats = tokio::time::timeout(Duration::from_secs(60), reader)
@@ -139,7 +159,13 @@ async fn a_full_disk_makes_ingest_wait_and_resume() {
     assert!(child.wait().unwrap().success());
     w.flush().await.unwrap();
     assert_eq!(*w.status().borrow(), WriterStatus::Ok);
-    let got = store.query(&Query::default()).unwrap();
+    let got = store
+        .query(&Query {
+            units: vec!["full.service".into()],
+            stream: Some(Stream::Stdout),
+            ..Query::default()
+        })
+        .unwrap();
     assert_eq!(stats.entries as usize, want.len());
     assert_eq!(got.len(), want.len(), "no line lost or duplicated");
     assert!(
@@ -147,7 +173,19 @@ async fn a_full_disk_makes_ingest_wait_and_resume() {
             .zip(&want)
             .all(|(e, l)| e.message == l.as_bytes())
     );
-    assert!(got.windows(2).all(|p| p[0].seq + 1 == p[1].seq));
+    assert!(got.windows(2).all(|p| p[0].seq < p[1].seq));
+    // Once it worked again, the journal says for how long it did not, and who waited.
+    w.flush().await.unwrap();
+    let said = store
+        .query(&Query {
+            units: vec!["corrald".into()],
+            ..Query::default()
+        })
+        .unwrap();
+    assert_eq!(said.len(), 1, "{said:?}");
+    let msg = String::from_utf8_lossy(&said[0].message);
+    assert!(msg.contains("journal writes were blocked for"), "{msg}");
+    assert!(msg.contains("full.service"), "{msg}");
     w.shutdown().await.unwrap();
     drop(store);
     drop(w);

@@ -2,33 +2,16 @@
 //! ingests what `corral journal -o export` prints, and `journalctl --file` then shows
 //! the same messages, fields and timestamps as `corral journal -o json`.
 
-mod journal_common;
-use journal_common as common;
+mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{ne, open};
+use common::journal::{corral_journal, ne, open};
 use corral::journal::Stream;
 use serde_json::Value;
 
 const REMOTE: &str = "/lib/systemd/systemd-journal-remote";
-
-fn corral_journal(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .arg("journal")
-        .arg("-D")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 fn json_lines(b: &[u8]) -> Vec<serde_json::Map<String, Value>> {
     String::from_utf8(b.to_vec())
@@ -89,18 +72,12 @@ async fn export_round_trips_through_systemd_journal_remote() {
     let r = remote.wait_with_output().unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
 
-    let out = Command::new("journalctl")
-        .arg("--file")
-        .arg(&jfile)
-        .args(["-o", "json", "--no-pager"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let theirs = json_lines(&out.stdout);
+    let out = common::stdout_of(Command::new("journalctl").arg("--file").arg(&jfile).args([
+        "-o",
+        "json",
+        "--no-pager",
+    ]));
+    let theirs = json_lines(&out);
     assert_eq!(theirs.len(), ours.len());
     for (o, t) in ours.iter().zip(&theirs) {
         for (k, v) in o {

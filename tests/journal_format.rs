@@ -5,17 +5,14 @@
 //! `CORRAL_REGEN_JOURNAL_FIXTURE=1 cargo test --test journal_format` rewrites the fixture;
 //! do that only together with a new format version and a note in docs/JOURNAL-FORMAT.md.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 
+use common::fixture;
 use corral::journal::output::{Format, OutputOptions, write_entry};
 use corral::journal::{NewEntry, Query, Store, StoreOptions, Stream, Writer, WriterOptions, flags};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 const BOOT: u128 = 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef;
 const T0: u64 = 1_700_000_000_000_000;

@@ -1,15 +1,14 @@
 //! Pipe ingest from real child processes into the real store: fields and order, two
 //! sources interleaved, binary and very long lines, priority prefixes, rate limits.
 
-mod journal_common;
-use journal_common as common;
+mod common;
 
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{msgs, open};
+use common::journal::{msgs, open, open_with};
 use corral::journal::ingest::{MAX_LINE, RateLimiter, SourceMeta, spawn_pipe_reader};
 use corral::journal::{Query, Stream, WriterHandle, flags};
 
@@ -229,7 +228,7 @@ async fn a_slow_writer_stops_the_reader_and_loses_nothing() {
     // A 64 KiB budget against a 4 MB burst: the pipe reader must wait for commits, the
     // child must block on a full pipe, and every line must arrive.
     let dir = tempfile::tempdir().unwrap();
-    let (store, w) = common::open_with(
+    let (store, w) = open_with(
         dir.path(),
         Default::default(),
         corral::journal::WriterOptions {

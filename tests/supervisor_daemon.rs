@@ -26,13 +26,7 @@ fn sigterm_stops_every_unit_and_exits_0() {
         (pids_named(&tag).len() == 3).then_some(3)
     });
     assert_eq!(n, Some(3));
-    td.signal(Signal::SIGTERM);
-    assert_eq!(
-        td.wait_exit(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        td.log()
-    );
+    td.terminate();
     assert!(
         pids_named(&tag).is_empty(),
         "units survived the manager's SIGTERM"
@@ -124,25 +118,8 @@ fn a_closed_stdout_exits_0_quietly() {
     }) else {
         return;
     };
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["list", "--all"])
-        .env("CORRAL_SOCKET", &td.socket)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_corral"));
+    cmd.args(["list", "--all"]).env("CORRAL_SOCKET", &td.socket);
     // The reader goes away before corral writes (as `corral list | head -0`).
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_quiet_when_the_reader_is_gone(cmd);
 }

@@ -10,19 +10,15 @@
 
 mod common;
 
-mod corpus_dir;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-
-use corpus_dir::corpus;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use corral::supervisor::dbus::{Arg, BusAddress, Connection};
 
-use common::{TestDaemon, cgroup_pids, eventually};
+use common::corpus::corpus;
+use common::{TestDaemon, cgroup_pids};
 
 /// The program of the Type=dbus units below (python3-dbus, a real client
 /// library): waits for the FIFO $CORRAL_TEST_GATE to be written (if set),
@@ -134,19 +130,6 @@ fn is_active(td: &TestDaemon, unit: &str) -> String {
     td.corral(&["is-active", unit]).stdout.trim().to_string()
 }
 
-/// Waits (bounded, as a guard) until `unit` is in `state`.
-fn wait_state(td: &TestDaemon, unit: &str, state: &str) {
-    let reached = eventually(Duration::from_secs(30), || {
-        (is_active(td, unit) == state).then_some(())
-    });
-    assert!(
-        reached.is_some(),
-        "{unit} never became {state} (is {}); corrald log:\n{}",
-        is_active(td, unit),
-        td.log()
-    );
-}
-
 #[test]
 fn start_completes_only_once_the_name_has_an_owner() {
     let Some(td) = TestDaemon::start_with(|td| {
@@ -178,7 +161,7 @@ fn start_completes_only_once_the_name_has_an_owner() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    wait_state(&td, "gated", "activating");
+    td.wait_state("gated", "activating");
     // The service is blocked on its gate, so its name cannot have an owner.
     assert!(
         start.try_wait().unwrap().is_none(),
@@ -282,7 +265,7 @@ fn the_unit_stops_when_its_name_loses_its_owner() {
         nix::sys::signal::Signal::SIGUSR1,
     )
     .unwrap();
-    wait_state(&td, "owner", "inactive");
+    td.wait_state("owner", "inactive");
     assert_eq!(td.prop("owner", "Result"), "success");
     // It did not exit on its own: the manager's SIGTERM ended it.
     assert_eq!(td.prop("owner", "ExecMainCode"), "killed");

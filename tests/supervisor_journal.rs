@@ -10,14 +10,8 @@ use common::TestDaemon;
 use serde_json::Value;
 
 fn entries(td: &TestDaemon, unit: &str) -> Vec<Value> {
-    let dir = td.dir.path().join("state/journal");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["journal", "--no-pager", "-o", "json", "-D"])
-        .arg(&dir)
-        .args(["-u", unit])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
+    td.journal(unit, &["-o", "json"])
+        .stdout
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()

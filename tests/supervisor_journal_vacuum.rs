@@ -20,7 +20,7 @@ use corral::journal::DiskUsage;
 const NOBODY: u32 = 65534;
 
 fn store_file(td: &TestDaemon) -> PathBuf {
-    td.dir.path().join("state/journal/journal.redb")
+    td.journal_dir().join("journal.redb")
 }
 
 /// The store's usage, measured by the manager.
@@ -214,7 +214,7 @@ fn vacuum_size_brings_usage_down_through_the_manager_also_with_its_directory() {
     assert!(report.after.file_bytes <= limit, "{report:?} over {limit}");
 
     // -D naming the store the manager holds: the manager vacuums it.
-    let dir = td.dir.path().join("state/journal");
+    let dir = td.journal_dir();
     let limit = report.after.file_bytes / 2;
     let o = td.ok(&[
         "journal",
@@ -232,8 +232,7 @@ fn vacuum_size_brings_usage_down_through_the_manager_also_with_its_directory() {
 
     // Without a manager the store is vacuumed directly, as before.
     let mut td = td;
-    td.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(td.wait_exit(Duration::from_secs(30)).is_some());
+    td.terminate();
     let o = td.ok(&["journal", "-D", dir.to_str().unwrap(), "--vacuum-size=1"]);
     assert!(removed(&o) > 0, "{o:?}");
     let o = td.ok(&["journal", "-D", dir.to_str().unwrap(), "--disk-usage"]);
@@ -316,4 +315,88 @@ fn another_uid_may_neither_measure_nor_vacuum_the_journal() {
         lines_with(&td, "kept", &["--stream", "stdout"]),
         ["kept-line".to_string()]
     );
+}
+
+/// The report of a `JournalVacuum` request, as the writer measured it when done.
+fn vacuum_report(td: &TestDaemon, max_bytes: u64) -> corral::journal::VacuumReport {
+    let mut c: Client<Request, Response> = Client::connect(&td.socket).unwrap();
+    let vacuum = Request::JournalVacuum {
+        max_bytes: Some(max_bytes),
+        max_age_usec: None,
+    };
+    match c.request(&vacuum).unwrap() {
+        Response::Vacuumed { report, .. } => report,
+        other => panic!("unexpected answer: {other:?}"),
+    }
+}
+
+/// The numbers of the `line N ...` lines `big` printed that are still stored.
+fn kept_lines(td: &TestDaemon) -> Vec<u64> {
+    lines_with(td, "big", &["--stream", "stdout"])
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// With the manager running, `--vacuum-size` to several sizes: each time the
+/// file ends within one block under the limit (never more removed than needed),
+/// and the entries kept are the newest, without a hole.
+#[test]
+fn vacuum_size_through_the_manager_keeps_the_newest_entries_that_fit() {
+    const LINES: u64 = 300_000;
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "big.service",
+            &format!(
+                "[Service]\nType=oneshot\n\
+                 ExecStart=/usr/bin/seq -f 'line %%.0f lorem ipsum dolor sit amet' 1 {LINES}\n"
+            ),
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "big"]);
+    wait_for_line(&td, "big", "Stopped.");
+    let full = vacuum_report(&td, u64::MAX).after;
+    assert_eq!(kept_lines(&td).len() as u64, LINES, "{full:?}");
+    // A block takes at most 64 KiB raw, so at most that much of the file.
+    let block = 64 * 1024;
+    for percent in [80, 40, 10] {
+        let limit = full.file_bytes * percent / 100;
+        let report = vacuum_report(&td, limit);
+        let after = &report.after;
+        eprintln!("limit {percent}% = {limit} B: {report:?}");
+        assert!(after.file_bytes <= limit, "{after:?} over {limit}");
+        assert!(
+            after.file_bytes + block > limit,
+            "{after:?}: more than a block under {limit}"
+        );
+        let kept = kept_lines(&td);
+        assert!(!kept.is_empty(), "{after:?}");
+        assert_eq!(
+            kept,
+            (LINES + 1 - kept.len() as u64..=LINES).collect::<Vec<_>>(),
+            "not the newest lines, or a hole"
+        );
+    }
+    // --vacuum-files: the journal is one file, never archived: nothing goes.
+    let before = usage(&td);
+    let o = td.ok(&["journal", "--vacuum-files=1"]);
+    assert_eq!(removed(&o), 0, "{o:?}");
+    assert_eq!(usage(&td).entries, before.entries);
+    // The same without the manager, on the store it left.
+    let mut td = td;
+    td.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(td.wait_exit(Duration::from_secs(30)).is_some());
+    let dir = td.dir.path().join("state/journal");
+    let entries = |td: &TestDaemon| {
+        let o = td.ok(&["journal", "-D", dir.to_str().unwrap(), "--disk-usage"]);
+        let (_, rest) = o.stdout.split_once(" in ").unwrap();
+        rest.split(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    let stopped = entries(&td);
+    assert!(stopped >= before.entries);
+    let o = td.ok(&["journal", "-D", dir.to_str().unwrap(), "--vacuum-files=0"]);
+    assert_eq!(removed(&o), 0, "{o:?}");
+    assert_eq!(entries(&td), stopped);
 }

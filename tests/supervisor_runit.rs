@@ -3,34 +3,26 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
-use common::{TestDaemon, eventually, pids_named};
-
-fn script(path: &Path, body: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, body).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
+use common::{TestDaemon, eventually, pids_named, write_script};
 
 #[test]
 fn runit_service_with_log_and_finish() {
     let tag = format!("runit-{}", std::process::id());
     let Some(td) = TestDaemon::start_with(|td| {
         let svc = td.runit_dir().join("echoer");
-        script(
+        write_script(
             &svc.join("run"),
             &format!("#!/bin/bash\necho hello-from-run\nexec -a {tag} sleep 1000\n"),
         );
-        script(&svc.join("log/run"), "#!/bin/sh\nexec cat > ../log.out\n");
-        script(
+        write_script(&svc.join("log/run"), "#!/bin/sh\nexec cat > ../log.out\n");
+        write_script(
             &svc.join("finish"),
             "#!/bin/sh\necho \"$1 $2\" >> finish.out\n",
         );
         let lazy = td.runit_dir().join("lazy");
-        script(&lazy.join("run"), "#!/bin/sh\nexec sleep 1000\n");
+        write_script(&lazy.join("run"), "#!/bin/sh\nexec sleep 1000\n");
         std::fs::write(lazy.join("down"), "").unwrap();
     }) else {
         return;

@@ -3,44 +3,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
 use common::TestDaemon;
-use corral::ipc::frame::{read_frame_blocking, write_frame_blocking};
-use corral::ipc::proto::Response;
-use corral::ipc::{CORRAL_VERSION, ErrorCode, Frame, Hello, PROTOCOL_VERSION, Welcome};
-
-fn handshake(td: &TestDaemon) -> UnixStream {
-    let mut s = UnixStream::connect(&td.socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write_frame_blocking(
-        &mut s,
-        &Hello {
-            protocol: PROTOCOL_VERSION,
-            client_version: CORRAL_VERSION.into(),
-        },
-    )
-    .unwrap();
-    let w: Frame<Welcome> = read_frame_blocking(&mut s).unwrap().unwrap();
-    assert!(matches!(w, Frame::Reply(_)), "{w:?}");
-    s
-}
-
-fn expect_error_and_close(s: &mut UnixStream, code: ErrorCode) {
-    let f: Frame<Response> = read_frame_blocking(s).unwrap().unwrap();
-    let Frame::Error(e) = f else {
-        panic!("expected an error frame, got {f:?}")
-    };
-    assert_eq!(e.code, code, "{}", e.message);
-    let mut rest = Vec::new();
-    let _ = s.read_to_end(&mut rest);
-    assert!(rest.is_empty());
-}
+use common::ipc::{expect_error_then_close, raw_after_handshake};
+use corral::ipc::ErrorCode;
 
 fn still_serving(td: &TestDaemon) {
     let o = td.ok(&["list", "--all"]);
@@ -52,10 +23,10 @@ fn malformed_frame_gets_an_error_and_the_manager_keeps_serving() {
     let Some(td) = TestDaemon::start() else {
         return;
     };
-    let mut s = handshake(&td);
+    let mut s = raw_after_handshake(&td.socket);
     // A length of 3 and a payload that is no Request (variant 200 does not exist).
     s.write_all(&[3, 0, 0, 0, 200, 1, 2]).unwrap();
-    expect_error_and_close(&mut s, ErrorCode::MALFORMED);
+    expect_error_then_close(&mut s, ErrorCode::MALFORMED);
     still_serving(&td);
 }
 
@@ -64,9 +35,9 @@ fn oversized_frame_is_refused_before_reading_it() {
     let Some(td) = TestDaemon::start() else {
         return;
     };
-    let mut s = handshake(&td);
+    let mut s = raw_after_handshake(&td.socket);
     s.write_all(&u32::MAX.to_le_bytes()).unwrap();
-    expect_error_and_close(&mut s, ErrorCode::OVERSIZED);
+    expect_error_then_close(&mut s, ErrorCode::OVERSIZED);
     still_serving(&td);
 }
 

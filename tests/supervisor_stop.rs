@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestDaemon, cgroup_pids, pids_matching, pids_named};
+use common::{TestDaemon, cgroup_pids, is_zombie, pids_matching, pids_named};
 
 #[test]
 fn tmux_forking_restart_always_stop_leaves_nothing() {
@@ -44,18 +44,6 @@ fn tmux_forking_restart_always_stop_leaves_nothing() {
     }
     assert!(!cg.exists());
     assert_eq!(td.prop("tmux", "ActiveState"), "inactive");
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(true)
 }
 
 #[test]
@@ -362,15 +350,7 @@ fn kill_mode_mixed_kills_the_rest_once_the_main_process_is_gone() {
         "the child {child} survived the stop"
     );
     assert!(!cg.exists());
-    let journal = td.dir.path().join("state/journal");
-    let j = td.corral(&[
-        "journal",
-        "--no-pager",
-        "-D",
-        journal.to_str().unwrap(),
-        "-u",
-        "mixed.service",
-    ]);
+    let j = td.journal("mixed.service", &[]);
     assert!(!j.stdout.contains("child saw SIGTERM"), "{j:?}");
 }
 

@@ -3,23 +3,15 @@
 //! and delegation, session counting, linger across a restart of the system
 //! manager, restart of a killed manager, and refusals between users.
 
-mod system_support;
+mod common;
 
 use std::os::unix::fs::MetadataExt;
 
-use system_support::*;
+use common::system::*;
+use common::{show, wait_until, write_script};
 
 fn probe(user: &TestUser) -> String {
     std::fs::read_to_string(format!("/run/user/{}/probe", user.uid)).unwrap_or_default()
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
@@ -34,11 +26,11 @@ fn login_starts_the_manager_as_the_user_in_a_delegated_cgroup_and_logout_removes
     let rundir_existed = rundir.exists();
 
     let out = sys.corral(&["login", "--wait", &user.name]);
-    assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+    assert!(out.status.success(), "{}\n{}", show(&out), sys.stderr());
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("manager ready"),
         "{}",
-        text(&out)
+        show(&out)
     );
 
     // Who: the user, with the supplementary groups of the user database.
@@ -110,11 +102,11 @@ fn login_starts_the_manager_as_the_user_in_a_delegated_cgroup_and_logout_removes
     );
 
     let out = sys.corral(&["logout", &user.name]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("stopping"),
         "{}",
-        text(&out)
+        show(&out)
     );
     wait_until(20, "the user's subtree to be removed", || !user_cg.exists());
     if !rundir_existed {
@@ -157,19 +149,9 @@ fn sessions_are_counted_and_linger_survives_a_restart_of_the_system_manager() {
     let mut sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
     let user_cg = sys.user_cgroup(user.uid);
 
-    assert!(
-        sys.corral(&["login", "--wait", &user.name])
-            .status
-            .success(),
-        "{}",
-        sys.stderr()
-    );
+    sys.login(&user);
     let pid = sys.manager_pid(&user).expect("manager running");
-    assert!(
-        sys.corral(&["login", "--wait", &user.name])
-            .status
-            .success()
-    );
+    sys.login(&user);
     assert_eq!(
         sys.manager_pid(&user),
         Some(pid),
@@ -180,7 +162,7 @@ fn sessions_are_counted_and_linger_survives_a_restart_of_the_system_manager() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("1 session(s) left"),
         "{}",
-        text(&out)
+        show(&out)
     );
     assert_eq!(sys.manager_pid(&user), Some(pid));
     assert!(sys.corral(&["logout", &user.name]).status.success());
@@ -188,25 +170,21 @@ fn sessions_are_counted_and_linger_survives_a_restart_of_the_system_manager() {
         !user_cg.exists()
     });
     let out = sys.corral(&["logout", &user.name]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no open session"),
         "{}",
-        text(&out)
+        show(&out)
     );
 
     // Linger: the manager starts without a login and outlives logins.
     let out = sys.corral(&["enable-linger", &user.name]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     assert!(sys.state_dir().join("linger").join(&user.name).exists());
     wait_until(20, "the lingering manager to run", || {
         sys.manager_pid(&user).is_some()
     });
-    assert!(
-        sys.corral(&["login", "--wait", &user.name])
-            .status
-            .success()
-    );
+    sys.login(&user);
     assert!(sys.corral(&["logout", &user.name]).status.success());
     let pid = sys
         .manager_pid(&user)
@@ -228,7 +206,7 @@ fn sessions_are_counted_and_linger_survives_a_restart_of_the_system_manager() {
     );
 
     let out = sys.corral(&["disable-linger", &user.name]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     assert!(!sys.state_dir().join("linger").join(&user.name).exists());
     wait_until(20, "the manager to stop without linger", || {
         !user_cg.exists()
@@ -243,22 +221,8 @@ fn a_killed_manager_is_restarted_in_a_fresh_cgroup() {
     let user = test_user("corral-t1", true);
     let tmp = tempfile::tempdir().unwrap();
     let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
-    assert!(
-        sys.corral(&["login", "--wait", &user.name])
-            .status
-            .success(),
-        "{}",
-        sys.stderr()
-    );
-    let first = sys.manager_pid(&user).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_until(20, "a new manager", || {
-        sys.manager_pid(&user).is_some_and(|p| p != first)
-    });
+    sys.login(&user);
+    let second = sys.kill_manager(&user, 20);
     let status = sys.status(&user);
     assert!(status.contains("restarts: 1"), "{status}");
     assert!(
@@ -266,7 +230,6 @@ fn a_killed_manager_is_restarted_in_a_fresh_cgroup() {
         "{status}"
     );
     assert!(status.contains("killed by SIGKILL"), "{status}");
-    let second = sys.manager_pid(&user).unwrap();
     let procs =
         std::fs::read_to_string(sys.user_cgroup(user.uid).join("manager/cgroup.procs")).unwrap();
     assert_eq!(procs.trim(), second.to_string());
@@ -275,10 +238,7 @@ fn a_killed_manager_is_restarted_in_a_fresh_cgroup() {
         "{}",
         sys.stderr()
     );
-    assert!(sys.corral(&["logout", &user.name]).status.success());
-    wait_until(20, "the subtree to go", || {
-        !sys.user_cgroup(user.uid).exists()
-    });
+    sys.logout_and_wait(&user, 20);
 }
 
 #[test]
@@ -298,7 +258,7 @@ fn a_user_cannot_act_on_another_user() {
 
     for verb in ["login", "logout", "enable-linger", "disable-linger"] {
         let out = sys.corral_as(Some(&b), &[verb, &a.name]);
-        assert_eq!(out.status.code(), Some(2), "{verb}: {}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "{verb}: {}", show(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("permission denied")
@@ -308,18 +268,18 @@ fn a_user_cannot_act_on_another_user() {
         );
     }
     let out = sys.corral_as(Some(&b), &["--system", "status", &a.name]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
     // Unfiltered status shows B only themselves: nothing of A.
     let out = sys.corral_as(Some(&b), &["--system", "status"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&a.name));
     // A's session is intact, and A may act on themselves.
     assert!(sys.status(&a).contains("sessions: 1"));
     let out = sys.corral_as(Some(&a), &["--system", "status"]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&a.name));
     let out = sys.corral_as(Some(&a), &["logout"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     wait_until(20, "A's subtree to go", || !sys.user_cgroup(a.uid).exists());
 }
 
@@ -340,7 +300,7 @@ fn a_manager_dying_in_a_burst_is_given_up_and_the_waiting_login_is_told() {
     let sys = TestSystem::start(Some(crash));
 
     let out = sys.corral(&["login", "--wait", &user.name]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("exited with status 3") && err.contains("5 times"),
@@ -427,7 +387,7 @@ fn a_login_that_waits_too_long_says_so_and_keeps_the_session() {
     std::fs::set_permissions(&hang, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let sys = TestSystem::start(Some(hang));
     let out = sys.corral(&["login", "--wait", "--timeout", "0.5", &user.name]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("was not ready within 0.5s") && err.contains("corral logout"),
@@ -438,10 +398,7 @@ fn a_login_that_waits_too_long_says_so_and_keeps_the_session() {
         status.contains("manager: starting") && status.contains("sessions: 1,"),
         "{status}"
     );
-    assert!(sys.corral(&["logout", &user.name]).status.success());
-    wait_until(20, "the subtree to go", || {
-        !sys.user_cgroup(user.uid).exists()
-    });
+    sys.logout_and_wait(&user, 20);
 }
 
 #[test]
@@ -454,7 +411,7 @@ fn a_user_without_a_home_gets_a_manager_started_in_the_root_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
     let out = sys.corral(&["login", "--wait", &user.name]);
-    assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+    assert!(out.status.success(), "{}\n{}", show(&out), sys.stderr());
     let pid = sys.manager_pid(&user).unwrap();
     assert_eq!(
         std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
@@ -464,10 +421,7 @@ fn a_user_without_a_home_gets_a_manager_started_in_the_root_directory() {
         sys.stderr()
             .contains("does not exist; starting its manager in /")
     );
-    assert!(sys.corral(&["logout", &user.name]).status.success());
-    wait_until(20, "the subtree to go", || {
-        !sys.user_cgroup(user.uid).exists()
-    });
+    sys.logout_and_wait(&user, 20);
 }
 
 #[test]
@@ -484,7 +438,7 @@ fn a_login_right_after_the_last_logout_gets_a_fresh_manager() {
         assert!(
             out.status.success(),
             "round {round}: {}\n{}",
-            text(&out),
+            show(&out),
             sys.stderr()
         );
         let pid = sys.manager_pid(&user).expect("running after login --wait");
@@ -498,14 +452,6 @@ fn a_login_right_after_the_last_logout_gets_a_fresh_manager() {
     });
 }
 
-/// A manager script at `dir/name`.
-fn script(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    path
-}
-
 #[test]
 fn a_login_waiting_while_the_manager_restarts_is_answered_when_the_last_session_ends() {
     if !can_run("a_login_waiting_while_the_manager_restarts") {
@@ -513,7 +459,8 @@ fn a_login_waiting_while_the_manager_restarts_is_answered_when_the_last_session_
     }
     let user = test_user("corral-t2", false);
     let tmp = tempfile::tempdir().unwrap();
-    let crash = script(tmp.path(), "crashing-manager", "exit 3\n");
+    let crash = tmp.path().join("crashing-manager");
+    write_script(&crash, "#!/bin/sh\nexit 3\n");
     let sys = TestSystem::start(Some(crash));
     let login = Background::spawn(
         sys.corral_command(None, &["login", "--wait", "--timeout", "120", &user.name]),
@@ -526,16 +473,16 @@ fn a_login_waiting_while_the_manager_restarts_is_answered_when_the_last_session_
         status.contains("manager: restarting") && status.contains("restarts: 4")
     });
     let out = sys.corral(&["logout", &user.name]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     // The waiting login is told, not left waiting for its own timeout.
     let out = login.output(60);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!("uid {}'s session ended", user.uid))
             && err.contains("before its user manager was ready"),
         "{}",
-        text(&out)
+        show(&out)
     );
     // And the user is gone from the system manager.
     wait_until(20, "the user to leave status", || {
@@ -554,16 +501,16 @@ fn a_login_waiting_while_the_manager_stops_is_answered_when_its_session_ends() {
     let tmp = tempfile::tempdir().unwrap();
     // A manager that takes its time to stop: it ignores SIGTERM, so it stays
     // stopping until the stop timeout (10 s) kills its subtree.
-    let slow = script(
-        tmp.path(),
-        "slow-to-stop",
-        "trap '' TERM\necho ready >&3\nexec 3>&-\nexec sleep 100000\n",
+    let slow = tmp.path().join("slow-to-stop");
+    write_script(
+        &slow,
+        "#!/bin/sh\ntrap '' TERM\necho ready >&3\nexec 3>&-\nexec sleep 100000\n",
     );
     let sys = TestSystem::start(Some(slow));
     let out = sys.corral(&["login", "--wait", &user.name]);
-    assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+    assert!(out.status.success(), "{}\n{}", show(&out), sys.stderr());
     let out = sys.corral(&["logout", &user.name]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     assert!(sys.status(&user).contains("manager: stopping"));
     // A login arrives while it stops, and waits for the next manager...
     let login = Background::spawn(
@@ -575,14 +522,14 @@ fn a_login_waiting_while_the_manager_stops_is_answered_when_its_session_ends() {
     });
     // ...but its session ends before that.
     let out = sys.corral(&["logout", &user.name]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     let out = login.output(60);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("session ended") && err.contains("before its user manager was ready"),
         "{}",
-        text(&out)
+        show(&out)
     );
     wait_until(30, "the user to leave status", || {
         let out = sys.corral(&["--system", "status", &user.name]);
@@ -602,7 +549,7 @@ fn corrald_takes_system_anywhere_among_its_flags() {
     };
     // --help teaches both managers.
     let out = run(&["--help"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(
         help.contains("--user") && help.contains("--system"),
@@ -610,7 +557,7 @@ fn corrald_takes_system_anywhere_among_its_flags() {
     );
     // --system after another flag selects the system manager's command line.
     let out = run(&["--state-dir", "/nonexistent/corral", "--system", "--help"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(
         help.contains("Usage: corrald --system") && help.contains("--stop-timeout"),
@@ -619,11 +566,11 @@ fn corrald_takes_system_anywhere_among_its_flags() {
     // Both at once is refused, whatever the order.
     for args in [["--user", "--system"], ["--system", "--user"]] {
         let out = run(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
             "{args:?}: {}",
-            text(&out)
+            show(&out)
         );
     }
     // Neither: the error says which to pick.
@@ -632,7 +579,7 @@ fn corrald_takes_system_anywhere_among_its_flags() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("say which manager to run"),
         "{}",
-        text(&out)
+        show(&out)
     );
 
     if !can_run("corrald_takes_system_anywhere_among_its_flags") {
@@ -644,11 +591,8 @@ fn corrald_takes_system_anywhere_among_its_flags() {
     let tmp = tempfile::tempdir().unwrap();
     let sys = TestSystem::start_with(Some(stand_in_manager(tmp.path(), false)), true);
     let out = sys.corral(&["login", "--wait", &user.name]);
-    assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
-    assert!(sys.corral(&["logout", &user.name]).status.success());
-    wait_until(20, "the subtree to go", || {
-        !sys.user_cgroup(user.uid).exists()
-    });
+    assert!(out.status.success(), "{}\n{}", show(&out), sys.stderr());
+    sys.logout_and_wait(&user, 20);
 }
 
 #[test]
@@ -664,29 +608,29 @@ fn a_user_logs_in_out_and_lingers_for_themselves() {
 
     // No USER argument: each verb acts for the caller, a test user, not root.
     let out = sys.corral_as(me, &["login", "--wait"]);
-    assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+    assert!(out.status.success(), "{}\n{}", show(&out), sys.stderr());
     assert!(
         String::from_utf8_lossy(&out.stdout)
             .contains(&format!("uid {}: 1 session(s), manager ready", user.uid)),
         "{}",
-        text(&out)
+        show(&out)
     );
     assert!(probe(&user).contains(&format!("uid={}\n", user.uid)));
     let out = sys.corral_as(me, &["enable-linger"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     assert!(sys.state_dir().join("linger").join(&user.name).exists());
     let status = sys.status(&user);
     assert!(status.contains("sessions: 1, linger: yes"), "{status}");
     let pid = sys.manager_pid(&user).expect("manager running");
 
     let out = sys.corral_as(me, &["logout"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     let status = sys.status(&user);
     assert!(status.contains("sessions: 0, linger: yes"), "{status}");
     assert_eq!(sys.manager_pid(&user), Some(pid), "linger keeps it");
 
     let out = sys.corral_as(me, &["disable-linger"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     assert!(!sys.state_dir().join("linger").join(&user.name).exists());
     wait_until(20, "the subtree to go without linger", || !user_cg.exists());
     // Their own status, as themselves: nothing left.
@@ -728,12 +672,9 @@ fn a_runtime_dir_made_by_someone_else_stays_after_the_last_logout() {
     let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
 
     let out = sys.corral(&["login", "--wait", &user.name]);
-    assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+    assert!(out.status.success(), "{}\n{}", show(&out), sys.stderr());
     assert!(probe(&user).contains(&format!("uid={}\n", user.uid)));
-    assert!(sys.corral(&["logout", &user.name]).status.success());
-    wait_until(20, "the subtree to go", || {
-        !sys.user_cgroup(user.uid).exists()
-    });
+    sys.logout_and_wait(&user, 20);
     wait_until(5, "the user to leave status", || {
         let out = sys.corral(&["--system", "status", &user.name]);
         String::from_utf8_lossy(&out.stdout).contains("no user managers")
@@ -755,7 +696,7 @@ fn root_sees_every_users_tree_and_each_user_only_their_own() {
     let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
     for user in [&a, &b] {
         let out = sys.corral(&["login", "--wait", &user.name]);
-        assert!(out.status.success(), "{}\n{}", text(&out), sys.stderr());
+        assert!(out.status.success(), "{}\n{}", show(&out), sys.stderr());
     }
     let pid_a = sys.manager_pid(&a).unwrap();
     let pid_b = sys.manager_pid(&b).unwrap();
@@ -768,14 +709,14 @@ fn root_sees_every_users_tree_and_each_user_only_their_own() {
     };
 
     let out = sys.corral(&["--system", "status"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", show(&out));
     let all = String::from_utf8_lossy(&out.stdout);
     for line in tree(&a, pid_a).iter().chain(&tree(&b, pid_b)) {
         assert!(all.contains(line.as_str()), "root misses {line:?}:\n{all}");
     }
     for (me, mine, other, theirs) in [(&a, pid_a, &b, pid_b), (&b, pid_b, &a, pid_a)] {
         let out = sys.corral_as(Some(me), &["--system", "status"]);
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", show(&out));
         let shown = String::from_utf8_lossy(&out.stdout);
         for line in tree(me, mine) {
             assert!(

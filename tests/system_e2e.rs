@@ -4,44 +4,30 @@
 //! isolation between users; restart after SIGKILL; nothing left at the last
 //! logout; linger keeps the units.
 
-mod system_support;
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use system_support::*;
+use common::system::*;
+use common::{processes_of, show, wait_until};
+
+/// What the end-to-end tests run besides corral (scripts/test installs them).
+const E2E_TOOLS: &[&str] = &[
+    "pamtester",
+    "ssh-agent",
+    "ssh-add",
+    "dbus-daemon",
+    "dbus-send",
+];
 
 /// The seed's ssh-agent run script, verbatim.
 const SSH_AGENT_RUN: &str = "#!/bin/sh\nexec > ~/.ssh/ssh-agent-env\nexec ssh-agent -D\n";
 /// The seed's D-Bus session run script, verbatim.
 const DBUS_RUN: &str =
     "#!/bin/sh\nexec dbus-daemon --session --nofork --address=\"unix:path=$(pwd)/sock\"\n";
-
-fn can_run_e2e(what: &str) -> bool {
-    if !can_run(what) {
-        return false;
-    }
-    let missing: Vec<&str> = [
-        "pamtester",
-        "ssh-agent",
-        "ssh-add",
-        "dbus-daemon",
-        "dbus-send",
-    ]
-    .into_iter()
-    .filter(|t| !on_path(t))
-    .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var_os("CORRAL_REQUIRE_CGROUP").is_some_and(|v| v == "1") {
-        panic!("{what}: needs {missing:?} (scripts/test installs them)");
-    }
-    eprintln!("skipping {what}: needs {missing:?}");
-    false
-}
 
 /// Runs `sh -c script` as `user` in their home with a login-like environment.
 fn as_user(user: &TestUser, script: &str) -> Output {
@@ -58,15 +44,6 @@ fn as_user(user: &TestUser, script: &str) -> Output {
         .gid(user.gid)
         .output()
         .unwrap()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The user's ~/service and ~/.ssh/ssh-agent-env, removed on drop even
@@ -174,31 +151,6 @@ fn bus_reachable(user: &TestUser) -> bool {
     .success()
 }
 
-/// Live processes whose real uid is `uid`.
-fn processes_of(uid: u32) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
-            continue;
-        }
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
-            continue;
-        };
-        let real = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
-        let zombie = status
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z'));
-        if real == Some(uid) && !zombie {
-            let name = status.lines().next().unwrap_or_default().to_string();
-            found.push(format!("{} {name}", entry.file_name().to_string_lossy()));
-        }
-    }
-    found
-}
-
 /// Cgroups directly below `user-UID/` other than `manager`.
 fn unit_cgroups(user_cg: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(user_cg)
@@ -213,7 +165,7 @@ fn unit_cgroups(user_cg: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_login_runs_the_users_runit_services_and_the_last_logout_ends_them() {
-    if !can_run_e2e("e2e login") {
+    if !can_run_with("e2e login", E2E_TOOLS) {
         return;
     }
     let user = test_user("corral-t1", true);
@@ -254,7 +206,7 @@ fn a_login_runs_the_users_runit_services_and_the_last_logout_ends_them() {
 
 #[test]
 fn another_user_cannot_reach_a_users_manager() {
-    if !can_run_e2e("e2e isolation") {
+    if !can_run_with("e2e isolation", E2E_TOOLS) {
         return;
     }
     let a = test_user("corral-t1", true);
@@ -409,30 +361,16 @@ fn another_user_cannot_reach_a_users_manager() {
 
 #[test]
 fn a_killed_user_manager_is_restarted_and_its_units_come_back() {
-    if !can_run_e2e("e2e restart") {
+    if !can_run_with("e2e restart", E2E_TOOLS) {
         return;
     }
     let user = test_user("corral-t1", true);
     let _services = install_services(&user);
     let sys = TestSystem::start(None);
-    assert!(
-        sys.corral(&["login", "--wait", &user.name])
-            .status
-            .success(),
-        "{}",
-        sys.stderr()
-    );
+    sys.login(&user);
     wait_until(20, "the agent", || agent_reachable(&user));
     let old_agent = agent_pid(&user).expect("the agent's pid in ~/.ssh/ssh-agent-env");
-    let first = sys.manager_pid(&user).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(first as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_until(30, "a new manager", || {
-        sys.manager_pid(&user).is_some_and(|p| p != first)
-    });
+    sys.kill_manager(&user, 30);
     // The units are started anew by the new manager.
     wait_until(30, "the agent under the new manager", || {
         agent_pid(&user).is_some_and(|p| p != old_agent) && agent_reachable(&user)
@@ -484,27 +422,18 @@ fn a_killed_user_manager_is_restarted_and_its_units_come_back() {
     wait_until(10, "the leftover note in the unit's journal", || {
         unit_journal().contains(&said)
     });
-    assert!(sys.corral(&["logout", &user.name]).status.success());
-    wait_until(30, "the subtree to go", || {
-        !sys.user_cgroup(user.uid).exists()
-    });
+    sys.logout_and_wait(&user, 30);
 }
 
 #[test]
 fn with_linger_the_users_services_outlive_the_last_logout() {
-    if !can_run_e2e("e2e linger") {
+    if !can_run_with("e2e linger", E2E_TOOLS) {
         return;
     }
     let user = test_user("corral-t2", false);
     let _services = install_services(&user);
     let sys = TestSystem::start(None);
-    assert!(
-        sys.corral(&["login", "--wait", &user.name])
-            .status
-            .success(),
-        "{}",
-        sys.stderr()
-    );
+    sys.login(&user);
     assert!(sys.corral(&["enable-linger", &user.name]).status.success());
     assert!(sys.corral(&["logout", &user.name]).status.success());
     wait_until(20, "the agent", || agent_reachable(&user));
@@ -517,7 +446,7 @@ fn with_linger_the_users_services_outlive_the_last_logout() {
 
 #[test]
 fn pamtester_open_and_close_session_runs_the_manager_and_units_as_the_user_and_leaves_nothing() {
-    if !can_run_e2e("e2e pamtester open+close") {
+    if !can_run_with("e2e pamtester open+close", E2E_TOOLS) {
         return;
     }
     let user = test_user("corral-t1", true);
@@ -585,7 +514,7 @@ fn pamtester_open_and_close_session_runs_the_manager_and_units_as_the_user_and_l
 
 #[test]
 fn pamtester_with_linger_leaves_the_real_manager_and_its_units_running() {
-    if !can_run_e2e("e2e pamtester with linger") {
+    if !can_run_with("e2e pamtester with linger", E2E_TOOLS) {
         return;
     }
     let user = test_user("corral-t2", false);

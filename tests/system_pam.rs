@@ -2,7 +2,7 @@
 //! the test, against a running corrald --system (with a stand-in user
 //! manager; tests/system_e2e.rs runs the real one).
 
-mod system_support;
+mod common;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -12,7 +12,8 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use system_support::*;
+use common::system::*;
+use common::{processes_of, show, wait_until};
 
 /// target/<profile>/libpam_corral.so, next to the binaries under test.
 fn module() -> PathBuf {
@@ -25,20 +26,6 @@ fn module() -> PathBuf {
         so.display()
     );
     so
-}
-
-fn can_run_pam(what: &str) -> bool {
-    if !can_run(what) {
-        return false;
-    }
-    if !on_path("pamtester") {
-        if std::env::var_os("CORRAL_REQUIRE_CGROUP").is_some_and(|v| v == "1") {
-            panic!("{what}: needs pamtester (apt-get install pamtester)");
-        }
-        eprintln!("skipping {what}: needs pamtester");
-        return false;
-    }
-    true
 }
 
 /// A PAM service /etc/pam.d/corral-test-PID-N using pam_corral.so with
@@ -103,41 +90,9 @@ impl Drop for Service {
 
 /// PIDs of live processes whose real uid is `uid` (zombies are dead: they
 /// wait for whoever inherited them to reap them).
-fn processes_of(uid: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
-            continue;
-        };
-        let real = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
-        let zombie = status
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z'));
-        if real == Some(uid) && !zombie {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
 fn open_session_starts_the_manager_and_exports_the_runtime_dir_and_bus_then_close_ends_all() {
-    if !can_run_pam("pam open/close") {
+    if !can_run_with("pam open/close", &["pamtester"]) {
         return;
     }
     let user = test_user("corral-t1", true);
@@ -171,7 +126,7 @@ fn open_session_starts_the_manager_and_exports_the_runtime_dir_and_bus_then_clos
     });
     assert_eq!(
         processes_of(user.uid),
-        Vec::<u32>::new(),
+        Vec::new(),
         "processes of the user left"
     );
     wait_until(5, "the runtime dir to go", || !Path::new(&rundir).exists());
@@ -179,7 +134,7 @@ fn open_session_starts_the_manager_and_exports_the_runtime_dir_and_bus_then_clos
 
 #[test]
 fn with_linger_the_manager_outlives_the_pam_session() {
-    if !can_run_pam("pam with linger") {
+    if !can_run_with("pam with linger", &["pamtester"]) {
         return;
     }
     let user = test_user("corral-t2", false);
@@ -213,7 +168,7 @@ fn with_linger_the_manager_outlives_the_pam_session() {
 
 #[test]
 fn a_login_proceeds_when_the_daemon_is_not_running() {
-    if !can_run_pam("pam without daemon") {
+    if !can_run_with("pam without daemon", &["pamtester"]) {
         return;
     }
     let user = test_user("corral-t2", false);
@@ -330,7 +285,7 @@ impl Drop for HungDaemon {
 
 #[test]
 fn a_login_proceeds_when_the_daemon_is_hung() {
-    if !can_run_pam("pam with a hung daemon") {
+    if !can_run_with("pam with a hung daemon", &["pamtester"]) {
         return;
     }
     let user = test_user("corral-t2", false);
@@ -361,7 +316,7 @@ fn a_login_proceeds_when_the_daemon_is_hung() {
 
 #[test]
 fn a_manager_that_never_gets_ready_delays_the_login_only_until_the_timeout() {
-    if !can_run_pam("pam timeout") {
+    if !can_run_with("pam timeout", &["pamtester"]) {
         return;
     }
     let user = test_user("corral-t1", true);
@@ -389,7 +344,7 @@ fn a_manager_that_never_gets_ready_delays_the_login_only_until_the_timeout() {
 
 #[test]
 fn a_login_process_that_dies_without_close_session_ends_its_session() {
-    if !can_run_pam("pam leader exit") {
+    if !can_run_with("pam leader exit", &["pamtester"]) {
         return;
     }
     let user = test_user("corral-t2", false);
@@ -397,11 +352,7 @@ fn a_login_process_that_dies_without_close_session_ends_its_session() {
     let sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
     let service = Service::new(&format!("socket={}", sys.socket().display()));
     // A session from `corral login` lasts until logout...
-    assert!(
-        sys.corral(&["login", "--wait", &user.name])
-            .status
-            .success()
-    );
+    sys.login(&user);
     // ...one opened through PAM belongs to its login process (pamtester).
     let out = service.pamtester(&user, &["open_session"]);
     assert!(out.status.success(), "{}", show(&out));
@@ -417,8 +368,5 @@ fn a_login_process_that_dies_without_close_session_ends_its_session() {
         sys.manager_pid(&user).is_some(),
         "the other session keeps it"
     );
-    assert!(sys.corral(&["logout", &user.name]).status.success());
-    wait_until(20, "the subtree to go", || {
-        !sys.user_cgroup(user.uid).exists()
-    });
+    sys.logout_and_wait(&user, 20);
 }

@@ -9,11 +9,11 @@
 //! these tests read the corpus with stored symlinks recognised
 //! (`Loader::with_stored_symlinks`, `verify --stored-symlinks`).
 
-mod corpus_dir;
+mod common;
 
 use std::path::{Path, PathBuf};
 
-use corpus_dir::corpus;
+use common::corpus::corpus;
 
 use corral::unit::verify::{VerifyOptions, VerifyReport, verify_paths_with_options};
 use corral::unit::{
@@ -29,6 +29,7 @@ fn verify_paths(paths: &[PathBuf]) -> VerifyReport {
         SpecifierContext::current(),
         VerifyOptions {
             stored_symlinks: true,
+            ..VerifyOptions::default()
         },
     )
 }

@@ -7,8 +7,7 @@
 
 use corral::unit::verify::fuzz_one;
 
-#[path = "corpus_dir/mod.rs"]
-mod corpus_dir;
+mod common;
 
 /// xorshift64*: deterministic, so a failure reproduces with the same seed.
 struct Rng(u64);
@@ -77,7 +76,7 @@ const SEEDS: &[&str] = &[
 
 fn seeds() -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = SEEDS.iter().map(|s| s.as_bytes().to_vec()).collect();
-    if let Some(c) = corpus_dir::corpus() {
+    if let Some(c) = common::corpus::corpus() {
         for sub in [
             "systemd-user/podman",
             "systemd-system/mariadb-server",

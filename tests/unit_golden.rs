@@ -2,11 +2,11 @@
 //! loaded through the real `Loader` with the package's directory as the
 //! search path.
 
-mod corpus_dir;
+mod common;
 
 use std::path::{Path, PathBuf};
 
-use corpus_dir::corpus;
+use common::corpus::corpus;
 
 use corral::unit::{
     DiagnosticKind, Loader, RestartPolicy, ServiceType, SpecifierContext, Unit, UnitName,

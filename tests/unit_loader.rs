@@ -4,6 +4,8 @@
 //! run-time halves (PATH lookup, environment composition, finish arguments)
 //! with real processes.
 
+mod common;
+
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +17,7 @@ use corral::unit::{
 };
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/units")
+    common::fixture("units")
 }
 
 fn loader() -> Loader {

@@ -344,6 +344,37 @@ fn working_directory_env_files_and_names() {
 }
 
 #[test]
+fn repeated_list_entries_are_merged_as_before_the_lists_became_linear() {
+    // Environment=: each name once, where it first appeared, with its last value.
+    let s = svc("Environment=A=1 B=1\nEnvironment=C=1 A=2\nEnvironment=B=3");
+    let env: Vec<(&str, &str)> = s
+        .environment
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(env, [("A", "2"), ("B", "3"), ("C", "1")]);
+    // An empty assignment still resets what came before.
+    let s = svc("Environment=A=1\nEnvironment=\nEnvironment=B=1 A=2");
+    assert_eq!(
+        s.environment,
+        [("B".into(), "1".into()), ("A".into(), "2".into())]
+    );
+    let s = svc("UnsetEnvironment=X Y X\nPassEnvironment=T L T L");
+    assert_eq!(s.unset_environment, ["X", "Y"]);
+    assert_eq!(s.pass_environment, ["T", "L"]);
+    let u = unit(
+        "[Unit]\nWants=b.service a.service\nWants=b.service c.service\n\
+         [Service]\nExecStart=/bin/true\n[Install]\nAlias=x.service x.service\n",
+    );
+    let names = |l: &[UnitName]| l.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&u.unit.wants),
+        ["b.service", "a.service", "c.service"]
+    );
+    assert_eq!(names(&u.install.alias), ["x.service"]);
+}
+
+#[test]
 fn specifiers_in_a_template_instance() {
     let u = unit_named(
         "getty@tty\\x2d1.service",

@@ -2,6 +2,8 @@
 //! 0 (clean or warnings only), 1 (any error, unreadable paths included), 2
 //! (usage errors only).
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -227,10 +229,13 @@ fn symlink_loops_and_fifos_do_not_hang_or_crash() {
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     let out = stdout(&o);
     assert!(
-        out.contains("f.service: error: not a regular file"),
+        out.contains("f.service: error: it is a FIFO, not a regular file"),
         "{out}"
     );
-    assert!(out.contains("p.conf: error: not a regular file"), "{out}");
+    assert!(
+        out.contains("p.conf: error: it is a FIFO, not a regular file"),
+        "{out}"
+    );
     assert!(
         out.contains("loop2.service: error: dangling symlink"),
         "{out}"
@@ -241,7 +246,7 @@ fn symlink_loops_and_fifos_do_not_hang_or_crash() {
 fn fixture_search_path_verifies_clean_but_for_the_broken_runit_service() {
     // Masking symlinks (unit and drop-in), an alias whose target is in
     // another directory, a .wants/ link, templates, a runit tree.
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/units");
+    let fixtures = common::fixture("units");
     let search = fixtures.join("search");
     let o = verify(&[&search]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");

@@ -6,38 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-
-/// corrald: supervise a user's services, each in its own cgroup.
-#[derive(Debug, Parser)]
-#[command(name = "corrald", version, about, long_about = None)]
-struct Args {
-    /// Run as a user's manager: your services, each in its own cgroup.
-    #[arg(long)]
-    user: bool,
-    /// Run the system manager (root): one user manager per logged-in or
-    /// lingering user. Its own flags: `corrald --system --help`.
-    #[arg(long, conflicts_with = "user")]
-    system: bool,
-    /// A unit directory, highest priority first (repeatable; default:
-    /// $XDG_CONFIG_HOME/corral/units, /etc/corral/user, /usr/lib/corral/user).
-    #[arg(long = "units-dir", value_name = "DIR")]
-    units_dirs: Vec<PathBuf>,
-    /// A directory of runit service directories (default: ~/service if it exists).
-    #[arg(long, value_name = "DIR")]
-    runit_dir: Option<PathBuf>,
-    /// Persistent state (default: $XDG_STATE_HOME/corral).
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-    /// Runtime files, control.sock among them (default: $XDG_RUNTIME_DIR/corral).
-    #[arg(long, value_name = "DIR")]
-    runtime_dir: Option<PathBuf>,
-    /// The cgroup under which unit cgroups are made (default: our own cgroup, if delegated).
-    #[arg(long, value_name = "PATH")]
-    cgroup_root: Option<PathBuf>,
-    /// Write one line to this fd once the socket listens and autostart units have started.
-    #[arg(long, value_name = "N")]
-    ready_fd: Option<i32>,
-}
+use corral::supervisor::cli::UserArgs;
 
 fn env_dir(var: &str, fallback: impl FnOnce() -> Option<PathBuf>) -> Option<PathBuf> {
     std::env::var_os(var)
@@ -63,7 +32,7 @@ fn default_runtime_dir() -> Option<PathBuf> {
     (meta.is_dir() && meta.uid() == uid.as_raw()).then_some(dir)
 }
 
-fn options(args: Args) -> anyhow::Result<corral::supervisor::Options> {
+fn options(args: UserArgs) -> anyhow::Result<corral::supervisor::Options> {
     if !args.user {
         bail!(
             "say which manager to run: `corrald --user` runs your own user manager, \
@@ -137,7 +106,7 @@ fn main() -> ExitCode {
         return corral::system::cli::main();
     }
     tune_malloc();
-    let args = Args::parse();
+    let args = UserArgs::parse();
     let result = options(args).and_then(|opts| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::ipc::proto::{Request, Response};
-use crate::supervisor::state::ActiveState;
+use crate::ipc::proto::{ActiveState, Request, Response};
 
 use super::common::{VerbError, call, outln};
 use super::jobs;

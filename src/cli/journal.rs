@@ -98,12 +98,20 @@ pub struct JournalArgs {
     /// Show how much disk the journal uses.
     #[arg(long)]
     pub disk_usage: bool,
-    /// Remove the oldest entries until the journal takes at most this much (e.g. 500M, 1G).
+    /// Remove the oldest entries until the journal file takes at most this much on
+    /// disk (e.g. 500M, 1G; K/M/G are 1024-based). The size is the file's, compacted
+    /// (blocks, indexes and the store's own pages): free pages go first, then the
+    /// oldest blocks, and the newest entries that fit are kept.
     #[arg(long, value_name = "BYTES")]
     pub vacuum_size: Option<String>,
-    /// Remove entries older than this (e.g. 2weeks, 10d, 12h).
+    /// Remove entries older than this (e.g. 2weeks, 10d, 12h), per unit, a block at a
+    /// time: a block goes when its newest entry is older.
     #[arg(long, value_name = "TIMESPAN")]
     pub vacuum_time: Option<String>,
+    /// Accepted as by journalctl, which removes archived journal files beyond N: the
+    /// corral journal is a single file that is never archived, so this removes nothing.
+    #[arg(long, value_name = "N")]
+    pub vacuum_files: Option<u64>,
     /// The journal directory (default: $XDG_STATE_HOME/corral/journal).
     #[arg(short = 'D', long, value_name = "DIR", conflicts_with = "file")]
     pub directory: Option<PathBuf>,
@@ -226,7 +234,7 @@ fn run_remote(args: &JournalArgs, socket: &Path) -> Result<(), CliError> {
 }
 
 fn is_vacuum(args: &JournalArgs) -> bool {
-    args.vacuum_size.is_some() || args.vacuum_time.is_some()
+    args.vacuum_size.is_some() || args.vacuum_time.is_some() || args.vacuum_files.is_some()
 }
 
 /// Whether a failed connect means that no manager is running (no socket, or a
@@ -484,6 +492,9 @@ fn run_inner(args: &JournalArgs, socket: Option<&Path>) -> Result<(), CliError> 
                 source: e,
             });
         }
+        Err(e) if crate::journal::salvage::is_damaged(&e) && !args.disk_usage => {
+            return print_salvaged(args, &crate::journal::store::store_file(&loc), &e);
+        }
         Err(e) => return Err(e.into()),
     };
     if args.disk_usage {
@@ -509,7 +520,8 @@ fn run_inner(args: &JournalArgs, socket: Option<&Path>) -> Result<(), CliError> 
     // Where following starts when nothing matched yet.
     let follow_from = store.next_seq()?;
     let mut failed = None;
-    let entries = store.query_iter(&query)?.map_while(|r| match r {
+    let mut iter = store.query_iter(&query)?;
+    let entries = iter.by_ref().map_while(|r| match r {
         Ok(e) => Some(e),
         Err(e) => {
             failed = Some(e);
@@ -530,6 +542,17 @@ fn run_inner(args: &JournalArgs, socket: Option<&Path>) -> Result<(), CliError> 
         (shown, last) = print_entries(entries, &mut out, &opts).map_err(CliError::Output)?;
         out.flush().map_err(CliError::Output)?;
     }
+    let skipped = iter.skipped();
+    if skipped.blocks > 0 {
+        eprintln!(
+            "corral journal: warning: skipped {} damaged block(s) of {} holding {} entries; \
+             printed the rest ({})",
+            skipped.blocks,
+            store.path().display(),
+            skipped.entries,
+            skipped.first_error.as_deref().unwrap_or("")
+        );
+    }
     if let Some(e) = failed {
         return Err(e.into());
     }
@@ -542,6 +565,51 @@ fn run_inner(args: &JournalArgs, socket: Option<&Path>) -> Result<(), CliError> 
     if args.follow {
         follow(&store, query, last, follow_from, &opts)?;
     }
+    Ok(())
+}
+
+/// A store redb cannot open: prints what [`crate::journal::salvage::salvage`] finds in
+/// the raw file, filtered like a query, and says on stderr how much it found and skipped.
+fn print_salvaged(args: &JournalArgs, file: &Path, why: &JournalError) -> Result<(), CliError> {
+    if args.follow {
+        return Err(CliError::Usage(format!(
+            "{why}; a damaged store cannot be followed (without -f, what can be salvaged from it is shown)"
+        )));
+    }
+    let found = crate::journal::salvage::salvage(file)?;
+    let query = build_query_with(args, None)?;
+    let cq = crate::journal::query::CompiledQuery::new(&query)?;
+    let mut entries: Vec<Entry> = found
+        .entries
+        .into_iter()
+        .filter(|e| cq.matches_entry(e))
+        .filter(|e| query.invocation.is_none_or(|i| e.invocation == i))
+        .collect();
+    if let Some(n) = query.lines {
+        entries.drain(..entries.len().saturating_sub(n));
+    }
+    if query.reverse {
+        entries.reverse();
+    }
+    let mut opts = OutputOptions::new(
+        Format::parse(&args.output).expect("clap checked the format"),
+        0,
+    );
+    opts.fields = args.output_fields.clone();
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let (shown, _) = print_entries(entries, &mut out, &opts).map_err(CliError::Output)?;
+    out.flush().map_err(CliError::Output)?;
+    drop(out);
+    let unknown = match found.unknown_unit {
+        0 => String::new(),
+        n => format!("; {n} entries whose unit was not found show unit ?"),
+    };
+    eprintln!(
+        "corral journal: {why}\ncorral journal: salvaged {} entries from {} blocks found in the raw file \
+         (printed {shown}); skipped {} damaged blocks{unknown}",
+        found.entries_total, found.blocks, found.skipped
+    );
     Ok(())
 }
 

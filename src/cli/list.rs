@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::ipc::proto::{LoadState, Request, Response, UnitStatus};
-use crate::supervisor::state::ActiveState;
+use crate::ipc::proto::{ActiveState, LoadState, Request, Response, UnitStatus};
 
 use super::common::{VerbError, call, out, outln};
 use super::{exit, show};
@@ -62,7 +61,7 @@ pub fn render(units: &[UnitStatus]) -> String {
             u.name,
             load,
             u.active.as_str(),
-            super::status::sub_word(u),
+            u.sub.as_str(),
             u.description
         ));
     }

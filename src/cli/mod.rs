@@ -12,6 +12,7 @@ use enable::InstallVerb;
 
 pub mod cat;
 pub mod common;
+pub mod completions;
 pub mod daemon_reload;
 pub mod enable;
 pub mod environment;
@@ -24,6 +25,7 @@ pub mod list;
 pub mod list_dependencies;
 pub mod list_unit_files;
 pub mod login;
+pub mod man;
 pub mod reload;
 pub mod reset_failed;
 pub mod restart;
@@ -284,6 +286,20 @@ pub enum Command {
     ShowEnvironment,
     /// Show what the services printed (journalctl's flags).
     Journal(Lazy<Box<journal::JournalArgs>>),
+    /// Print a shell completion script:
+    /// `corral completions bash > /usr/share/bash-completion/completions/corral`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (corral, each verb, corrald) into DIR/man1 and DIR/man8:
+    /// `corral man /usr/local/share/man`.
+    Man {
+        /// The man directory to fill.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
@@ -348,6 +364,8 @@ pub fn main() -> ExitCode {
         Command::UnsetEnvironment { names } => environment::unset(socket, names),
         Command::ImportEnvironment { names } => environment::import(socket, names),
         Command::ShowEnvironment => environment::show(socket),
+        Command::Completions { shell } => return ExitCode::from(completions::run(shell)),
+        Command::Man { dir } => return ExitCode::from(man::run(&dir)),
     };
     ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
 }

@@ -25,7 +25,7 @@ pub fn properties(u: &UnitStatus) -> Vec<(&'static str, String)> {
         ("LoadState", load.to_string()),
         ("LoadError", load_error),
         ("ActiveState", u.active.as_str().to_string()),
-        ("SubState", super::status::sub_word(u).to_string()),
+        ("SubState", u.sub.as_str().to_string()),
         ("Result", u.result.as_str().to_string()),
         ("Type", u.kind.clone()),
         ("Restart", u.restart.clone()),
@@ -95,6 +95,7 @@ pub fn manager_json(m: &ManagerStatus) -> Value {
         "SinceUSec": m.since_usec,
         "Units": m.units.iter().map(unit_json).collect::<Vec<_>>(),
         "LoadErrors": m.load_errors,
+        "Journal": m.journal,
     })
 }
 

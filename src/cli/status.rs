@@ -7,9 +7,11 @@ use std::path::PathBuf;
 
 use chrono::{Local, TimeZone};
 
-use crate::ipc::proto::{ErrorKind, LoadState, ManagerStatus, Request, Response, UnitStatus};
+use crate::ipc::proto::{
+    ActiveState, ErrorKind, LoadState, ManagerStatus, Request, Response, SubState, UnitResult,
+    UnitStatus,
+};
 use crate::supervisor::manager::normalize;
-use crate::supervisor::state::{ActiveState, ServiceResult};
 
 use super::common::{VerbError, call, code_of, out, outln};
 use super::{exit, jobs, show};
@@ -152,31 +154,15 @@ pub fn format_span(usec: u64) -> String {
     }
 }
 
-/// The SubState word: a target has no processes, so systemd says only
-/// `active` or `dead` for it.
-pub fn sub_word(u: &UnitStatus) -> &'static str {
-    if u.name.ends_with(".target") {
-        match u.active {
-            ActiveState::Active => "active",
-            _ => "dead",
-        }
-    } else {
-        u.sub.as_str()
-    }
-}
-
 /// The "Active:" value: state (sub) [Result], since, how long ago.
 fn active_line(u: &UnitStatus, now: u64) -> String {
     let mut s = format!("{} ({})", u.active.as_str(), u.sub.as_str());
-    if u.active == ActiveState::Failed && u.result != ServiceResult::Success {
+    if u.active == ActiveState::Failed && u.result != UnitResult::Success {
         s = format!("{} (Result: {})", u.active.as_str(), u.result.as_str());
-    } else if u.name.ends_with(".target") {
+    } else if matches!(u.sub, SubState::Target(_)) {
         // A target has no processes: systemctl shows only active or inactive.
         s = u.active.as_str().to_string();
-    } else if matches!(
-        u.result,
-        ServiceResult::Condition | ServiceResult::ExecCondition
-    ) {
+    } else if matches!(u.result, UnitResult::Condition | UnitResult::ExecCondition) {
         s = format!(
             "{} ({}) (Result: {})",
             u.active.as_str(),
@@ -296,6 +282,9 @@ pub fn render_manager(m: &ManagerStatus, now: u64, color: bool) -> String {
     );
     let _ = writeln!(o, "  Version: {}", m.version);
     let _ = writeln!(o, "  Manager: PID {} in {}", m.pid, m.cgroup);
+    if let Some(j) = &m.journal {
+        let _ = writeln!(o, "  Journal: {j}");
+    }
     let _ = writeln!(o, "   CGroup: {}", m.cgroup_root);
     let groups: Vec<&UnitStatus> = m.units.iter().filter(|u| u.cgroup.is_some()).collect();
     let n = groups.len();

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::exit;
 use crate::unit::SpecifierContext;
-use crate::unit::verify::{VerifyOptions, verify_paths_with_options};
+use crate::unit::verify::{UnitCgroup, VerifyOptions, verify_paths_with_options};
 
 /// Arguments of `corral verify`.
 #[derive(Debug, Args)]
@@ -32,6 +32,39 @@ pub struct VerifyArgs {
     /// symlink support and some package extractions leave symlinks.
     #[arg(long)]
     pub stored_symlinks: bool,
+    /// The cgroup the manager runs units under, as `corrald --cgroup-root`
+    /// (default: the one it would pick: this process's own cgroup when it
+    /// is delegated, for root <cgroup2>/corral/user-0). Resource directives
+    /// whose controller it does not enable are warnings.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_root: Option<PathBuf>,
+}
+
+/// The cgroup a manager started here would run units under, found without
+/// creating anything (`pick_root` would create it), and the controllers it
+/// enables; None when there is none (the manager could not start either).
+fn manager_cgroup(explicit: Option<PathBuf>) -> Option<UnitCgroup> {
+    use crate::cgroup::mount::is_delegated;
+    let root = match explicit {
+        Some(p) => p,
+        None => {
+            let mount = crate::cgroup::find_mount().ok()?;
+            let own = crate::cgroup::own_cgroup().ok()?;
+            let euid = nix::unistd::geteuid().as_raw();
+            if own != mount && is_delegated(&own, euid) {
+                own
+            } else if euid == 0 {
+                mount.join("corral").join("user-0")
+            } else {
+                return None;
+            }
+        }
+    };
+    // A root the manager has yet to create enables nothing.
+    let enabled = std::fs::read_to_string(root.join("cgroup.subtree_control"))
+        .map(|t| t.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    Some(UnitCgroup { root, enabled })
 }
 
 /// Runs the check and prints `file:line: error|warning: directive: message`
@@ -39,6 +72,7 @@ pub struct VerifyArgs {
 pub fn run(args: &VerifyArgs) -> u8 {
     let opts = VerifyOptions {
         stored_symlinks: args.stored_symlinks,
+        cgroup: manager_cgroup(args.cgroup_root.clone()),
     };
     let report = verify_paths_with_options(&args.paths, SpecifierContext::current(), opts);
     let mut out = std::io::stdout().lock();

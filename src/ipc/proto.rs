@@ -6,10 +6,196 @@
 //! older peer still decodes everything it knows, and
 //! [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION) is bumped when the meaning
 //! of an existing variant changes. docs/PROTOCOL.md ("Messages") is the reference.
+//!
+//! The unit states ([`ActiveState`], [`SubState`], [`UnitResult`]) are the
+//! protocol's own words, not the manager's enums: the manager converts its
+//! state at one place (`supervisor::wire`), so its state machines can change
+//! without changing what a client decodes.
 
 use serde::{Deserialize, Serialize};
 
-use crate::supervisor::state::{ActiveState, ServiceResult, Sub};
+/// The state of a unit as systemctl names it (ActiveState): the same six
+/// words for every kind of unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActiveState {
+    /// Not running, nothing went wrong.
+    Inactive,
+    /// Being started (or waiting to be restarted).
+    Activating,
+    /// Running, or done with RemainAfterExit.
+    Active,
+    /// Running its reload.
+    Reloading,
+    /// Being stopped.
+    Deactivating,
+    /// Not running, something went wrong.
+    Failed,
+}
+
+impl ActiveState {
+    /// The word `is-active` and `status` print.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActiveState::Inactive => "inactive",
+            ActiveState::Activating => "activating",
+            ActiveState::Active => "active",
+            ActiveState::Reloading => "reloading",
+            ActiveState::Deactivating => "deactivating",
+            ActiveState::Failed => "failed",
+        }
+    }
+}
+
+/// The detailed state of a unit (SubState), in the words of its kind: each
+/// kind of unit has its own set. Kinds still to come (socket, timer) are
+/// appended as new variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubState {
+    /// A `.service`.
+    Service(ServiceSub),
+    /// A `.target`.
+    Target(TargetSub),
+}
+
+impl SubState {
+    /// The word `status`, `show` and `list` print.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubState::Service(s) => s.as_str(),
+            SubState::Target(t) => t.as_str(),
+        }
+    }
+}
+
+/// The sub-states of a service, as systemd names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceSub {
+    /// Never started, or stopped cleanly.
+    Dead,
+    /// Running ExecCondition.
+    Condition,
+    /// Running ExecStartPre.
+    StartPre,
+    /// Running ExecStart until the Type= says "started".
+    Start,
+    /// Running ExecStartPost.
+    StartPost,
+    /// The main process (or, for forking without one, the cgroup) is alive.
+    Running,
+    /// Everything exited cleanly and RemainAfterExit=yes.
+    Exited,
+    /// Running ExecReload, or between RELOADING=1 and READY=1.
+    Reload,
+    /// Running ExecStop, or after STOPPING=1.
+    Stop,
+    /// KillSignal sent, waiting for the processes to go.
+    StopSigterm,
+    /// SIGKILL sent, waiting for the processes to go.
+    StopSigkill,
+    /// Running ExecStopPost.
+    StopPost,
+    /// KillSignal sent to what ExecStopPost left.
+    FinalSigterm,
+    /// SIGKILL sent to what ExecStopPost left.
+    FinalSigkill,
+    /// Stopped with a result other than success.
+    Failed,
+    /// Waiting RestartSec before starting again.
+    AutoRestart,
+}
+
+impl ServiceSub {
+    /// systemd's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceSub::Dead => "dead",
+            ServiceSub::Condition => "condition",
+            ServiceSub::StartPre => "start-pre",
+            ServiceSub::Start => "start",
+            ServiceSub::StartPost => "start-post",
+            ServiceSub::Running => "running",
+            ServiceSub::Exited => "exited",
+            ServiceSub::Reload => "reload",
+            ServiceSub::Stop => "stop",
+            ServiceSub::StopSigterm => "stop-sigterm",
+            ServiceSub::StopSigkill => "stop-sigkill",
+            ServiceSub::StopPost => "stop-post",
+            ServiceSub::FinalSigterm => "final-sigterm",
+            ServiceSub::FinalSigkill => "final-sigkill",
+            ServiceSub::Failed => "failed",
+            ServiceSub::AutoRestart => "auto-restart",
+        }
+    }
+}
+
+/// The sub-states of a target: it has no processes, so it is only reached or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TargetSub {
+    /// Not reached (stopped, or never started).
+    Dead,
+    /// Reached.
+    Active,
+}
+
+impl TargetSub {
+    /// systemd's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetSub::Dead => "dead",
+            TargetSub::Active => "active",
+        }
+    }
+}
+
+/// How the last run of a unit ended (systemd's Result). One set for every
+/// kind; results that only a new kind can have are appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnitResult {
+    /// Nothing went wrong.
+    Success,
+    /// The manager could not set up the invocation (cgroup, spawn, PIDFile outside the cgroup).
+    Resources,
+    /// The service broke the protocol of its Type= (exited before READY=1, ...).
+    Protocol,
+    /// A timeout expired.
+    Timeout,
+    /// A process exited with an unclean code.
+    ExitCode,
+    /// A process was killed by an unclean signal.
+    Signal,
+    /// A process dumped core.
+    CoreDump,
+    /// StartLimitBurst starts within StartLimitIntervalSec.
+    StartLimitHit,
+    /// A `Condition*=` was false: the start was skipped.
+    Condition,
+    /// An `Assert*=` was false: the start failed before anything ran.
+    Assert,
+    /// A unit it requires failed to start.
+    Dependency,
+    /// An `ExecCondition=` command exited 1–254: the start was skipped.
+    ExecCondition,
+}
+
+impl UnitResult {
+    /// The word `status` and `show` print.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitResult::Success => "success",
+            UnitResult::Resources => "resources",
+            UnitResult::Protocol => "protocol",
+            UnitResult::Timeout => "timeout",
+            UnitResult::ExitCode => "exit-code",
+            UnitResult::Signal => "signal",
+            UnitResult::CoreDump => "core-dump",
+            UnitResult::StartLimitHit => "start-limit-hit",
+            UnitResult::Condition => "condition",
+            UnitResult::Assert => "assert",
+            UnitResult::Dependency => "dependency",
+            UnitResult::ExecCondition => "exec-condition",
+        }
+    }
+}
 
 /// Which processes `kill` signals (`--kill-whom`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,10 +417,10 @@ pub struct UnitStatus {
     pub restart: String,
     /// ActiveState.
     pub active: ActiveState,
-    /// SubState.
-    pub sub: Sub,
+    /// SubState, in the words of the unit's kind.
+    pub sub: SubState,
     /// Result of the last invocation.
-    pub result: ServiceResult,
+    pub result: UnitResult,
     /// When the unit entered its current ActiveState, µs since the epoch (0: never).
     pub since_usec: u64,
     /// The main process, if one is known.
@@ -278,6 +464,8 @@ pub struct ManagerStatus {
     pub units: Vec<UnitStatus>,
     /// Units whose files failed to load, with the reason.
     pub load_errors: Vec<String>,
+    /// What is wrong with the journal (writes blocked by a full disk); `None` when fine.
+    pub journal: Option<String>,
 }
 
 /// A file shown by `cat`.
@@ -418,6 +606,136 @@ mod tests {
         })
         .unwrap();
         assert_eq!(start, [0, 1, 1, b'a']);
+    }
+
+    /// The unit states are the protocol's words: their bytes change only with
+    /// PROTOCOL_VERSION (2 made the sub-state per kind).
+    #[test]
+    fn unit_states_are_pinned() {
+        use ActiveState as A;
+        for (i, a) in [
+            A::Inactive,
+            A::Activating,
+            A::Active,
+            A::Reloading,
+            A::Deactivating,
+            A::Failed,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(postcard::to_allocvec(&a).unwrap(), [i as u8], "{a:?}");
+        }
+        use ServiceSub as S;
+        let service = [
+            S::Dead,
+            S::Condition,
+            S::StartPre,
+            S::Start,
+            S::StartPost,
+            S::Running,
+            S::Exited,
+            S::Reload,
+            S::Stop,
+            S::StopSigterm,
+            S::StopSigkill,
+            S::StopPost,
+            S::FinalSigterm,
+            S::FinalSigkill,
+            S::Failed,
+            S::AutoRestart,
+        ];
+        for (i, sub) in service.into_iter().enumerate() {
+            let bytes = postcard::to_allocvec(&SubState::Service(sub)).unwrap();
+            assert_eq!(bytes, [0, i as u8], "{sub:?}");
+        }
+        for (i, sub) in [TargetSub::Dead, TargetSub::Active].into_iter().enumerate() {
+            let bytes = postcard::to_allocvec(&SubState::Target(sub)).unwrap();
+            assert_eq!(bytes, [1, i as u8], "{sub:?}");
+        }
+        use UnitResult as R;
+        for (i, r) in [
+            R::Success,
+            R::Resources,
+            R::Protocol,
+            R::Timeout,
+            R::ExitCode,
+            R::Signal,
+            R::CoreDump,
+            R::StartLimitHit,
+            R::Condition,
+            R::Assert,
+            R::Dependency,
+            R::ExecCondition,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(postcard::to_allocvec(&r).unwrap(), [i as u8], "{r:?}");
+        }
+    }
+
+    /// The journal's records travel as they are (they are the journal
+    /// library's public types, which the CLI also reads from a store
+    /// directly): a change to their fields is a protocol change, caught here.
+    #[test]
+    fn journal_records_are_pinned() {
+        use crate::journal::{DiskUsage, Entry, Query, Stream, VacuumReport};
+        let entry = Entry {
+            seq: 1,
+            realtime: 2,
+            monotonic: 3,
+            boot_id: 4,
+            uid: 5,
+            unit: "u".into(),
+            invocation: 6,
+            pid: Some(7),
+            stream: Stream::Stderr,
+            priority: 3,
+            identifier: "i".into(),
+            message: b"m".to_vec(),
+            flags: 0,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&entry).unwrap(),
+            [1, 2, 3, 4, 5, 1, b'u', 6, 1, 7, 1, 3, 1, b'i', 1, b'm', 0]
+        );
+        let query = Query {
+            units: vec!["a".into()],
+            since: Some(1),
+            until: Some(2),
+            priority: Some((0, 3)),
+            grep: Some("g".into()),
+            invocation: Some(4),
+            latest_invocation: true,
+            stream: Some(Stream::Stdout),
+            cursor: Some("c".into()),
+            after_cursor: Some("d".into()),
+            lines: Some(5),
+            reverse: true,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&query).unwrap(),
+            [
+                1, 1, b'a', 1, 1, 1, 2, 1, 0, 3, 1, 1, b'g', 1, 4, 1, 1, 0, 1, 1, b'c', 1, 1, b'd',
+                1, 5, 1
+            ]
+        );
+        let usage = DiskUsage {
+            file_bytes: 4,
+            stored_bytes: 3,
+            entries: 2,
+            blocks: 1,
+        };
+        let report = VacuumReport {
+            removed: 2,
+            before: usage.clone(),
+            after: usage,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&report).unwrap(),
+            [2, 4, 3, 2, 1, 4, 3, 2, 1]
+        );
     }
 
     /// `LoadState::NotFound` was appended: the earlier states keep their bytes.

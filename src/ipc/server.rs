@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
@@ -400,6 +400,49 @@ impl<T: Serialize> Replies<'_, T> {
             ));
         }
         self.write(&FrameRef::StreamItem(value)).await?;
+        self.state = State::Streaming;
+        Ok(())
+    }
+
+    /// Sends one stream item to a client that may leave it unread for a long
+    /// time (a `journal -f` piped into a stalled reader): instead of the write
+    /// timeout, waits for room as long as the client stays connected, since a
+    /// follower's backlog stays in the store, not here. A hang-up ends the wait
+    /// ([`IpcError::ClientGone`]); so does a shutdown before any byte of the
+    /// frame was written, after which [`Self::is_closed`] is true.
+    pub async fn item_unhurried(&mut self, value: &T) -> Result<(), IpcError> {
+        if self.state == State::Done {
+            return Err(IpcError::ReplyState(
+                "item_unhurried() after the request was answered",
+            ));
+        }
+        if self.hung_up {
+            return Err(IpcError::ClientGone);
+        }
+        let buf = frame::encode(&FrameRef::StreamItem(value))?;
+        let mut written = 0;
+        while written < buf.len() {
+            tokio::select! {
+                r = self.writer.write(&buf[written..]) => match r {
+                    Ok(n) if n > 0 => written += n,
+                    _ => {
+                        self.hung_up = true;
+                        return Err(IpcError::ClientGone);
+                    }
+                },
+                // As in `closed`: EOF or a byte from the client means it is gone.
+                _ = self.reader.fill_buf() => {
+                    self.hung_up = true;
+                    return Err(IpcError::ClientGone);
+                }
+                // Half a frame cannot be taken back: once started, it is finished
+                // (or the connection dropped after the shutdown grace).
+                _ = stopped(self.stop), if written == 0 => {
+                    self.stopping = true;
+                    return Ok(());
+                }
+            }
+        }
         self.state = State::Streaming;
         Ok(())
     }

@@ -77,6 +77,31 @@ pub enum JournalError {
     /// Maintenance (merging, retention, compaction) failed in the writer thread.
     #[error("journal maintenance failed: {0}")]
     Maintenance(String),
+    /// Commits fail (a full disk): what needs a write waits for space.
+    #[error(
+        "journal writes to {} are blocked ({error}); try again once the file system has room",
+        path.display()
+    )]
+    Blocked {
+        /// The store file.
+        path: PathBuf,
+        /// Why the last commit failed.
+        error: String,
+    },
+    /// `--vacuum-size` could not compact the file: another process holds a read
+    /// snapshot of it, so its size cannot be measured (nothing is removed on a guess).
+    #[error(
+        "cannot vacuum {} to a size now: another process is reading it (redb cannot compact \
+         a file under a read snapshot, so its size cannot be measured); {removed} entries \
+         were removed before that; retry when that reader is done",
+        path.display()
+    )]
+    CompactionBlocked {
+        /// The store file.
+        path: PathBuf,
+        /// Entries removed before compaction was refused.
+        removed: u64,
+    },
     /// The writer thread is gone (the store was closed or the writer failed fatally).
     #[error("journal writer for {} has stopped", path.display())]
     WriterGone {

@@ -12,6 +12,7 @@
 //!   `--since`/`--until`.
 //! - [`output`]: journalctl's output formats.
 //! - [`follow`]: a query followed live in the manager (stored, then committed entries).
+//! - [`salvage`]: damaged stores: set aside on open, entries salvaged from the raw file.
 
 pub mod block;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod follow;
 pub mod ingest;
 pub mod output;
 pub mod query;
+pub mod salvage;
 pub mod store;
 pub mod writer;
 

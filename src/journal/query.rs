@@ -104,10 +104,11 @@ impl CompiledQuery {
             && self.grep.as_ref().is_none_or(|g| g.is_match(e.message))
     }
 
-    /// The same test on an owned entry (used by followers on subscribed entries).
+    /// The same test on an owned entry, unit included (salvaged entries have no index).
     pub fn matches_entry(&self, e: &super::Entry) -> bool {
         self.unit_matches(&e.unit)
             && e.seq >= self.min_seq
+            && e.seq <= self.max_seq
             && self.since.is_none_or(|s| e.realtime >= s)
             && self.until.is_none_or(|u| e.realtime <= u)
             && e.priority >= self.priority.0

@@ -4,7 +4,7 @@
 use std::collections::{BinaryHeap, HashMap};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use redb::{
@@ -48,6 +48,9 @@ const UNIT_INVOCATIONS: TableDefinition<(&str, u64), u128> =
     TableDefinition::new("unit_invocations");
 /// unit -> (entries, last_seq).
 const UNITS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("units");
+
+/// How long compaction waits for this process's read transactions to end.
+const COMPACT_WAIT: Duration = Duration::from_secs(5);
 
 /// Options of a store opened for writing.
 #[derive(Debug, Clone)]
@@ -130,6 +133,42 @@ struct Inner {
     opts: StoreOptions,
     /// Per unit, the first_seq before which blocks are already merged (saves rescans).
     merged_upto: Mutex<HashMap<String, u64>>,
+    /// A read-only handle for queries while the writable one refuses after a failed
+    /// write (redb answers PreviousIo until reopened, and reopening needs free space).
+    fallback: Mutex<Option<ReadOnlyDatabase>>,
+    /// Read transactions of this process that are open: redb refuses to compact
+    /// under any of them, so compaction waits for them to end ([`Store::try_compact`]).
+    readers: Mutex<usize>,
+    /// Signalled when `readers` drops to zero.
+    readers_done: Condvar,
+}
+
+/// A read transaction of this process, counted in [`Inner::readers`] while it lives.
+struct Snapshot {
+    txn: ReadTransaction,
+    // Declared after `txn`, so it is released after the transaction has ended.
+    _counted: Counted,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = ReadTransaction;
+
+    fn deref(&self) -> &ReadTransaction {
+        &self.txn
+    }
+}
+
+/// One count in [`Inner::readers`], given back on drop.
+struct Counted(Arc<Inner>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut n = self.0.readers.lock().expect("reader count lock");
+        *n -= 1;
+        if *n == 0 {
+            self.0.readers_done.notify_all();
+        }
+    }
 }
 
 /// An open journal store; cheap to clone (all clones share the file).
@@ -155,25 +194,6 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// The owned [`Entry`] (for subscribers).
-    pub fn to_entry(&self) -> Entry {
-        Entry {
-            seq: self.seq,
-            realtime: self.realtime,
-            monotonic: self.monotonic,
-            boot_id: self.boot_id,
-            uid: self.uid,
-            unit: self.new.unit.to_string(),
-            invocation: self.new.invocation,
-            pid: self.new.pid,
-            stream: self.new.stream,
-            priority: self.new.priority,
-            identifier: self.new.identifier.to_string(),
-            message: self.new.message.clone(),
-            flags: self.new.flags,
-        }
-    }
-
     fn item(&self) -> EncodeItem<'_> {
         EncodeItem {
             seq: self.seq,
@@ -211,11 +231,18 @@ fn item_of<'a>(r: &StoredRef<'a>) -> EncodeItem<'a> {
 
 /// Resolves a journal location: a directory holds [`FILE_NAME`]; a file path is used as is.
 pub fn store_file(path: &Path) -> PathBuf {
-    if path.is_dir() || path.extension().is_none_or(|e| e != "redb") {
+    if is_directory_location(path) {
         path.join(FILE_NAME)
     } else {
         path.to_owned()
     }
+}
+
+/// Whether `path` names a journal directory rather than a store file: an existing
+/// file (such as a store set aside, `journal.redb~corrupt-…`) or a new `.redb` path is
+/// a file.
+fn is_directory_location(path: &Path) -> bool {
+    !path.is_file() && (path.is_dir() || path.extension().is_none_or(|e| e != "redb"))
 }
 
 /// Metadata of one block as read from BLOCK_META.
@@ -262,7 +289,7 @@ impl Store {
     /// file) as its single writer.
     pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
         let path = path.as_ref();
-        if path.extension().is_none_or(|e| e != "redb") {
+        if is_directory_location(path) {
             // The journal holds everything a user's services print: it is
             // that user's alone, whatever the umask or an older version left.
             std::fs::DirBuilder::new()
@@ -341,6 +368,9 @@ impl Store {
                 store_id,
                 opts,
                 merged_upto: Mutex::new(HashMap::new()),
+                fallback: Mutex::new(None),
+                readers: Mutex::new(0),
+                readers_done: Condvar::new(),
             }),
         })
     }
@@ -391,6 +421,9 @@ impl Store {
                 store_id: (hi as u128) << 64 | lo as u128,
                 opts: StoreOptions::default(),
                 merged_upto: Mutex::new(HashMap::new()),
+                fallback: Mutex::new(None),
+                readers: Mutex::new(0),
+                readers_done: Condvar::new(),
             }),
         })
     }
@@ -414,10 +447,41 @@ impl Store {
         move |e| JournalError::db(&self.inner.path, what, e)
     }
 
-    fn read_txn(&self) -> Result<ReadTransaction> {
+    fn read_txn(&self) -> Result<Snapshot> {
         let db = self.inner.db.read().expect("store lock poisoned");
-        db.begin_read()
-            .map_err(|e| JournalError::db(&self.inner.path, "begin read", e))
+        let txn = match db.begin_read() {
+            Ok(txn) => txn,
+            // After a failed write (a full disk) the writable handle refuses reads too
+            // until it is reopened, and reopening waits for space: read the last commit
+            // through a read-only handle meanwhile (the writer's lock is still held, so
+            // it opens beside it as another process's reader would).
+            Err(redb::TransactionError::Storage(
+                redb::StorageError::PreviousIo | redb::StorageError::DatabaseClosed,
+            )) if matches!(&*db, Db::Rw(_) | Db::Closed) => {
+                drop(db);
+                let mut fb = self.inner.fallback.lock().expect("fallback lock poisoned");
+                if fb.is_none() {
+                    let ro = redb::Builder::new()
+                        .set_cache_size(4 * 1024 * 1024)
+                        .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+                        .open_read_only(&self.inner.path)
+                        .map_err(|e| JournalError::db(&self.inner.path, "open read-only", e))?;
+                    *fb = Some(ro);
+                }
+                let ro = fb.as_ref().expect("just set");
+                ro.begin_read()
+                    .map_err(|e| JournalError::db(&self.inner.path, "begin read", e))?
+            }
+            Err(e) => return Err(JournalError::db(&self.inner.path, "begin read", e)),
+        };
+        // Counted while the store lock is held (or, for the fallback, while no
+        // compaction can run: the writable handle is refusing), so a compaction
+        // that holds it sees every reader.
+        *self.inner.readers.lock().expect("reader count lock") += 1;
+        Ok(Snapshot {
+            txn,
+            _counted: Counted(self.inner.clone()),
+        })
     }
 
     fn write_txn(&self) -> Result<WriteTransaction> {
@@ -438,10 +502,14 @@ impl Store {
     }
 
     /// Re-opens the file after redb reported a failed write (it refuses further writes
-    /// with PreviousIo until reopened); used by the writer after ENOSPC.
+    /// with PreviousIo until reopened); used by the writer after ENOSPC, and by
+    /// [`Self::vacuum_size`] to measure the file as closing leaves it.
     pub(crate) fn reopen(&self) -> Result<()> {
         let mut db = self.inner.db.write().expect("store lock poisoned");
         if let Db::Rw(_) | Db::Closed = &*db {
+            // A reader of the old handle would keep it from closing cleanly; they end on
+            // their own (the write lock keeps new ones out).
+            self.readers_ended();
             // Close first: the file lock must be released before the new handle takes it.
             drop(std::mem::replace(&mut *db, Db::Closed));
             let new = redb::Builder::new()
@@ -450,8 +518,23 @@ impl Store {
                 .open(&self.inner.path)
                 .map_err(|e| JournalError::db(&self.inner.path, "reopen for writing", e))?;
             *db = Db::Rw(new);
+            *self.inner.fallback.lock().expect("fallback lock poisoned") = None;
         }
         Ok(())
+    }
+
+    /// Whether the file system of the store has room for `bytes` more and a margin for
+    /// redb's copy-on-write pages (the writer waits for it after running out of space).
+    pub(crate) fn has_room(&self, bytes: u64) -> bool {
+        let dir = self.inner.path.parent().unwrap_or(Path::new("."));
+        match nix::sys::statvfs::statvfs(dir) {
+            Ok(st) => {
+                let free = st.blocks_available().saturating_mul(st.fragment_size());
+                free >= 2 * bytes + 1024 * 1024
+            }
+            // Cannot tell: let the reopen find out.
+            Err(_) => true,
+        }
     }
 
     /// The next sequence number the store will assign (1 for an empty store).
@@ -651,8 +734,21 @@ impl Store {
 
     /// Runs a query: the matching entries in seq order (or newest first with `reverse`),
     /// at most `lines` of them (the newest).
+    /// Damaged blocks are skipped, and said on stderr.
     pub fn query(&self, q: &Query) -> Result<Vec<Entry>> {
-        self.query_iter(q)?.collect()
+        let mut it = self.query_iter(q)?;
+        let entries = it.by_ref().collect::<Result<Vec<Entry>>>()?;
+        let sk = it.skipped();
+        if sk.blocks > 0 {
+            eprintln!(
+                "journal: skipped {} damaged block(s) holding {} entries of {}: {}",
+                sk.blocks,
+                sk.entries,
+                self.inner.path.display(),
+                sk.first_error.as_deref().unwrap_or("")
+            );
+        }
+        Ok(entries)
     }
 
     /// [`Self::query`] from async code: redb reads block, so it runs on tokio's
@@ -813,6 +909,7 @@ impl Store {
             backward: newest_first,
             remaining: q.lines.unwrap_or(usize::MAX),
             gathered: None,
+            skipped: Skipped::default(),
         };
         for i in 0..it.cursors.len() {
             it.push_next(i)?;
@@ -848,44 +945,57 @@ impl Store {
         })
     }
 
-    /// Deletes the oldest blocks until the file fits in `max_bytes`, compacting before
-    /// each pass. Returns the number of entries removed.
+    /// Deletes the oldest blocks (in `seq_blocks` order) until the compacted file
+    /// takes at most `max_bytes`, and no more: the newest entries that fit are kept.
+    /// Returns the number of entries removed.
     ///
-    /// Free pages (which copy-on-write and merging leave behind) are given back by
-    /// compacting, not by removing entries: a file that compacts to the limit loses
-    /// nothing. While a reader holds a snapshot redb refuses to compact and the file
-    /// cannot shrink; then one pass removes what the pages in use exceed the limit
-    /// by, instead of removing ever more in the hope that the file shrinks.
+    /// The size is the file's, on disk, after compaction: blocks, indexes and redb's
+    /// own pages, with values rounded up to redb's page sizes. It is not a linear
+    /// function of the blocks kept, so it is measured, not predicted: each pass
+    /// compacts, measures, and removes half of what the excess comes to in stored
+    /// bytes (at the file's ratio of stored to file bytes), at least one block. The
+    /// size is approached from above, and the pass that brings it under the limit
+    /// removes a single block: with that block the file would not fit.
+    ///
+    /// A file that cannot be compacted (another process holds a read snapshot)
+    /// cannot be measured: the vacuum stops there with
+    /// [`JournalError::CompactionBlocked`], rather than remove entries on a guess.
+    /// Free pages alone never cost an entry: a file that compacts to the limit
+    /// loses nothing.
     pub fn vacuum_size(&self, max_bytes: u64) -> Result<u64> {
         let mut removed = 0;
-        for pass in 0..=16 {
-            let compacted = self.try_compact()?;
-            let usage = self.disk_usage()?;
-            if usage.file_bytes <= max_bytes || usage.blocks == 0 || pass == 16 {
-                break;
+        loop {
+            if self.try_compact()?.is_none() {
+                return Err(JournalError::CompactionBlocked {
+                    path: self.inner.path.clone(),
+                    removed,
+                });
             }
-            let used = match compacted {
-                Some(_) => usage.file_bytes,
-                None => self
-                    .allocated_bytes()?
-                    .map_or(usage.file_bytes, |u| u.min(usage.file_bytes)),
-            };
-            if used <= max_bytes {
-                break;
+            let mut usage = self.disk_usage()?;
+            if usage.blocks == 0 {
+                return Ok(removed);
             }
-            let excess = used - max_bytes;
-            // Free at least the excess in block bytes, plus a margin for index pages.
-            let target = usage
-                .stored_bytes
-                .saturating_sub(excess + usage.stored_bytes / 8);
-            removed += self.remove_oldest(|stored, _| stored > target)?;
-            if compacted.is_none() {
-                // The freed pages are reused by new entries meanwhile; the file is
-                // given back by a later vacuum or compaction.
-                break;
+            if usage.file_bytes <= max_bytes {
+                // Closing records redb's allocator state in the file (a few pages),
+                // and the record of the close before is freed only after the new one
+                // is written: the size that counts is the closed file's once that
+                // has settled, so close twice and look again.
+                self.reopen()?;
+                self.reopen()?;
+                usage = self.disk_usage()?;
+                if usage.file_bytes <= max_bytes {
+                    return Ok(removed);
+                }
             }
+            let excess = usage.file_bytes - max_bytes;
+            let want = (excess as u128 * usage.stored_bytes as u128
+                / usage.file_bytes.max(1) as u128
+                / 2) as u64;
+            let keep = usage.stored_bytes.saturating_sub(want);
+            let mut first = true;
+            removed +=
+                self.remove_oldest(|stored, _| std::mem::take(&mut first) || stored > keep)?;
         }
-        Ok(removed)
     }
 
     /// Deletes blocks whose newest entry is older than `max_age` before now, then compacts.
@@ -1037,9 +1147,14 @@ impl Store {
     }
 
     /// [`Self::compact`], telling a refusal apart: `None` when a reader's snapshot
-    /// kept redb from compacting at all.
+    /// kept redb from compacting at all. Read transactions of this process (queries,
+    /// followers' pages) end on their own: it waits for them, while new ones wait
+    /// for it, up to [`COMPACT_WAIT`] (a reader of this thread would never end).
     fn try_compact(&self) -> Result<Option<bool>> {
         let mut db = self.inner.db.write().expect("store lock poisoned");
+        if !self.readers_ended() {
+            return Ok(None);
+        }
         match &mut *db {
             Db::Rw(d) => {
                 let mut any = false;
@@ -1058,6 +1173,18 @@ impl Store {
             }
             Db::Ro(_) | Db::Closed => Ok(Some(false)),
         }
+    }
+
+    /// Waits, while the caller holds the write lock (so no new reader begins), for the
+    /// read transactions of this process to end; false after [`COMPACT_WAIT`].
+    fn readers_ended(&self) -> bool {
+        let readers = self.inner.readers.lock().expect("reader count lock");
+        let (_readers, wait) = self
+            .inner
+            .readers_done
+            .wait_timeout_while(readers, COMPACT_WAIT, |n| *n > 0)
+            .expect("reader count lock");
+        !wait.timed_out()
     }
 
     /// Bytes of pages in use (the rest of the file is free pages awaiting reuse);
@@ -1151,8 +1278,9 @@ impl Store {
                         break;
                     }
                     touched += g.len();
-                    merged_away += g.len() - 1;
-                    self.merge_group(&mut t, unit, &g, &mut enc)?;
+                    if self.merge_group(&mut t, unit, &g, &mut enc)? {
+                        merged_away += g.len() - 1;
+                    }
                 }
                 progress.push((unit.clone(), done_upto));
             }
@@ -1165,13 +1293,15 @@ impl Store {
         Ok(merged_away)
     }
 
+    /// Rewrites the blocks `g` as one; `false` (nothing changed) when one of them is
+    /// damaged: it is left as it is, for queries to skip, rather than stop all merging.
     fn merge_group(
         &self,
         t: &mut Tables<'_>,
         unit: &str,
         g: &[BlockMeta],
         enc: &mut Encoder,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let path = &self.inner.path;
         let mut raws = Vec::with_capacity(g.len());
         for m in g {
@@ -1179,14 +1309,18 @@ impl Store {
                 .blocks
                 .get((unit, m.first_seq))
                 .map_err(self.db_err("read block"))?
-                .map(|v| v.value().to_vec())
-                .ok_or_else(|| corrupt(path, unit, m.first_seq, "block row missing"))?;
-            raws.push(block::decompress(&bytes).map_err(|d| corrupt(path, unit, m.first_seq, &d))?);
+                .map(|v| v.value().to_vec());
+            match bytes.as_deref().map(block::decompress) {
+                Some(Ok(raw)) => raws.push(raw),
+                _ => return Ok(false),
+            }
         }
         let mut items = Vec::new();
         for (raw, m) in raws.iter().zip(g) {
-            let decoded = block::decode(raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
-            items.extend(decoded);
+            match block::decode(raw) {
+                Ok(decoded) if check_decoded(&decoded, m).is_ok() => items.extend(decoded),
+                _ => return Ok(false),
+            }
         }
         let (bytes, raw_len) = enc
             .encode(items.iter().map(item_of))
@@ -1212,7 +1346,7 @@ impl Store {
             "stored_bytes",
             sb.saturating_sub(old_bytes) + bytes.len() as u64,
         )?;
-        Ok(())
+        Ok(true)
     }
 
     /// Number of blocks of `unit` (tests and benches look at merging with it).
@@ -1226,6 +1360,27 @@ impl Store {
             .map_err(self.db_err("read block_meta"))?
             .count())
     }
+}
+
+/// A damaged block can still decompress and decode (zstd frames of v1 carry no
+/// checksum): its entries must be the ones its index row describes.
+fn check_decoded(items: &[StoredRef<'_>], m: &BlockMeta) -> std::result::Result<(), String> {
+    if items.len() != m.count as usize {
+        return Err(format!(
+            "it decodes to {} entries, its index says {}",
+            items.len(),
+            m.count
+        ));
+    }
+    let in_order = items.windows(2).all(|p| p[0].seq < p[1].seq);
+    let (first, last) = (items.first().map(|e| e.seq), items.last().map(|e| e.seq));
+    if !in_order || first != Some(m.first_seq) || last != Some(m.last_seq) {
+        return Err(format!(
+            "its entries are not seqs {}..={} in order",
+            m.first_seq, m.last_seq
+        ));
+    }
+    Ok(())
 }
 
 fn corrupt(path: &Path, unit: &str, first_seq: u64, detail: &str) -> JournalError {
@@ -1408,8 +1563,6 @@ impl<'t> Tables<'t> {
 
 /// The entries of a query, read lazily from one snapshot ([`Store::query_iter`]).
 pub struct QueryIter {
-    // Keeps the snapshot alive for the tables and ranges below.
-    _txn: ReadTransaction,
     path: PathBuf,
     blocks: redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
     cq: CompiledQuery,
@@ -1424,9 +1577,30 @@ pub struct QueryIter {
     remaining: usize,
     /// The newest N, gathered and turned oldest-first.
     gathered: Option<std::vec::IntoIter<Entry>>,
+    /// Blocks that could not be decoded and were passed over.
+    skipped: Skipped,
+    // Keeps the snapshot alive for the tables and ranges above; last, so that it
+    // is released after them.
+    _txn: Snapshot,
+}
+
+/// What a query passed over because it could not be decoded ([`QueryIter::skipped`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Damaged blocks skipped.
+    pub blocks: u64,
+    /// Entries their index rows say they held.
+    pub entries: u64,
+    /// What was wrong with the first of them.
+    pub first_error: Option<String>,
 }
 
 impl QueryIter {
+    /// The damaged blocks passed over so far (all of them once the iterator is done).
+    pub fn skipped(&self) -> &Skipped {
+        &self.skipped
+    }
+
     fn key(&self, seq: u64) -> u64 {
         if self.backward { seq } else { u64::MAX - seq }
     }
@@ -1452,7 +1626,20 @@ impl QueryIter {
                 self.push_next(i)?;
                 return Ok(Some(e));
             }
-            self.cursors[i].load(&self.blocks, &self.cq, &self.path, &mut self.zstd)?;
+            let count = self.cursors[i].next_meta.map_or(0, |m| m.count);
+            match self.cursors[i].load(&self.blocks, &self.cq, &self.path, &mut self.zstd) {
+                Ok(()) => {}
+                // One damaged block must not hide the rest of the journal: it is
+                // passed over and counted, and the caller says so.
+                Err(e @ JournalError::CorruptBlock { .. }) => {
+                    self.skipped.blocks += 1;
+                    self.skipped.entries += count as u64;
+                    self.skipped
+                        .first_error
+                        .get_or_insert_with(|| e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
             self.push_next(i)?;
         }
         Ok(None)
@@ -1606,6 +1793,7 @@ impl UnitCursor {
             .map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
         let raw = &self.raw;
         let items = block::decode(raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
+        check_decoded(&items, &m).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
         let (lo, hi) = (self.lo, self.hi);
         let keep = items
             .iter()

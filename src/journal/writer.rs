@@ -1,18 +1,19 @@
 //! The single writer: a dedicated thread that stages entries, commits them in groups
-//! (durable, fsync'd), back-pressures producers through a bounded byte budget, feeds
-//! subscribers, and runs merging and retention when idle.
+//! (durable, fsync'd), back-pressures producers through a bounded byte budget, tells
+//! followers how far the store is committed, and runs merging and retention when idle.
 
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
+use super::NewEntry;
 use super::block::Encoder;
 use super::error::{JournalError, Result};
 use super::store::{DiskUsage, Staged, Store, VacuumReport};
-use super::{Entry, NewEntry};
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -31,13 +32,14 @@ pub struct WriterOptions {
     pub uid: Option<u32>,
     /// After this long without entries, merge small blocks, enforce retention, compact.
     pub idle_after: Duration,
-    /// Capacity of the subscriber channel, in commits.
-    pub subscriber_capacity: usize,
     /// While busy, merge small blocks this often (a unit logging a few lines per commit
     /// leaves one tiny block per commit; the writer may never be idle).
     pub merge_interval: Duration,
     /// Blocks one merge pass may rewrite while busy (bounds the pause of ingest).
     pub merge_budget: usize,
+    /// Say on stderr when writing starts failing and when it works again (the
+    /// manager's writer does; the journal entries about it are written either way).
+    pub log_stalls: bool,
 }
 
 impl Default for WriterOptions {
@@ -50,9 +52,9 @@ impl Default for WriterOptions {
             boot_id: None,
             uid: None,
             idle_after: Duration::from_secs(1),
-            subscriber_capacity: 1024,
             merge_interval: Duration::from_secs(1),
             merge_budget: 4096,
+            log_stalls: false,
         }
     }
 }
@@ -66,7 +68,40 @@ pub enum WriterStatus {
     Stalled {
         /// The last error.
         error: String,
+        /// Since when, µs since the epoch.
+        since_usec: u64,
+        /// The units whose output waits meanwhile.
+        waiting: Vec<String>,
     },
+}
+
+impl WriterStatus {
+    /// One line for `corral status` when writing fails; `None` when it works.
+    pub fn describe(&self) -> Option<String> {
+        let WriterStatus::Stalled {
+            error,
+            since_usec,
+            waiting,
+        } = self
+        else {
+            return None;
+        };
+        let secs = super::realtime_now().saturating_sub(*since_usec) / 1_000_000;
+        let mut line = format!("writes blocked for {secs} s: {error}");
+        if !waiting.is_empty() {
+            line.push_str(&format!("; output waiting: {}", waiting.join(", ")));
+        }
+        Some(line)
+    }
+}
+
+/// A time when commits failed: when it began and who waited, for the message once
+/// writing works again.
+struct Stall {
+    since: Instant,
+    since_usec: u64,
+    first_error: String,
+    units: BTreeSet<String>,
 }
 
 enum Cmd {
@@ -102,10 +137,13 @@ pub struct WriterHandle {
     tx: mpsc::Sender<Cmd>,
     permits: Arc<Semaphore>,
     queue_bytes: u32,
-    events: broadcast::Sender<Arc<Vec<Entry>>>,
+    committed: watch::Receiver<u64>,
     status: watch::Receiver<WriterStatus>,
     store: Store,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Units whose producers found the byte budget used up while commits failed: they
+    /// wait outside the writer's queue, where the writer would not see them.
+    waiting: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Writer {
@@ -117,12 +155,16 @@ impl Writer {
         let (tx, rx) = mpsc::channel();
         let queue_bytes = opts.queue_bytes.clamp(1024, u32::MAX as usize) as u32;
         let permits = Arc::new(Semaphore::new(queue_bytes as usize));
-        let (events, _) = broadcast::channel(opts.subscriber_capacity.max(1));
+        let (committed_tx, committed) = watch::channel(next_seq);
         let (status_tx, status) = watch::channel(WriterStatus::Ok);
+        let waiting = Arc::new(Mutex::new(BTreeSet::new()));
         let mut w = WriterThread {
+            waiting: waiting.clone(),
+            held: VecDeque::new(),
+            stall: None,
             store: store.clone(),
             rx,
-            events: events.clone(),
+            committed: committed_tx,
             status: status_tx,
             boot_id: opts.boot_id.unwrap_or_else(super::boot_id),
             uid: opts.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
@@ -143,10 +185,11 @@ impl Writer {
             tx,
             permits,
             queue_bytes,
-            events,
+            committed,
             status,
             store,
             thread: Arc::new(Mutex::new(Some(thread))),
+            waiting,
         })
     }
 }
@@ -175,12 +218,20 @@ impl WriterHandle {
         }
         let c: usize = batch.iter().map(cost).sum();
         let n = c.min(self.queue_bytes as usize) as u32;
-        let permit = self
-            .permits
-            .clone()
-            .acquire_many_owned(n)
-            .await
-            .map_err(|_| self.gone())?;
+        let permit = match self.permits.clone().try_acquire_many_owned(n) {
+            Ok(p) => p,
+            Err(_) => {
+                if matches!(*self.status.borrow(), WriterStatus::Stalled { .. }) {
+                    let mut w = self.waiting.lock().expect("waiting lock poisoned");
+                    w.extend(batch.iter().map(|e| e.unit.to_string()));
+                }
+                self.permits
+                    .clone()
+                    .acquire_many_owned(n)
+                    .await
+                    .map_err(|_| self.gone())?
+            }
+        };
         self.tx
             .send(Cmd::Append(batch, Some(permit)))
             .map_err(|_| self.gone())
@@ -232,15 +283,21 @@ impl WriterHandle {
         rx.await.map_err(|_| self.gone())?
     }
 
-    /// Committed entries, one message per commit, for followers (`-f`). A follower that
-    /// lags by more than the channel capacity gets `Lagged` and should re-query from its cursor.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Entry>>> {
-        self.events.subscribe()
+    /// How far the store is committed: every entry below the value is in it. Followers
+    /// (`-f`) wait on this and read the entries from the store, so a follower that does
+    /// not keep up costs no memory here (nothing is queued for it).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
     }
 
     /// Whether commits currently succeed.
     pub fn status(&self) -> watch::Receiver<WriterStatus> {
         self.status.clone()
+    }
+
+    /// What `corral status` says about the journal: `None` while commits succeed.
+    pub fn problem(&self) -> Option<String> {
+        self.status.borrow().describe()
     }
 
     /// The store this writer writes.
@@ -265,10 +322,31 @@ impl WriterHandle {
     }
 }
 
+/// After a burst: the staging buffer grew to the largest batch (up to
+/// `max_batch_entries`, tens of MB) and the entries of the burst left the
+/// allocator's free lists full of small chunks it does not give back by itself.
+/// Both are returned to the system once the writer is idle.
+fn release_memory(pending: &mut Vec<Staged>) {
+    *pending = Vec::new();
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory of glibc's arenas to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 struct WriterThread {
+    /// Shared with the handles: producers that wait for the budget during a stall.
+    waiting: Arc<Mutex<BTreeSet<String>>>,
+    /// Commands that arrived while a commit kept failing and must wait for it
+    /// (appends, flushes, shutdown): taken before the channel, in order.
+    held: VecDeque<Cmd>,
+    /// Set while commits fail.
+    stall: Option<Stall>,
     store: Store,
     rx: mpsc::Receiver<Cmd>,
-    events: broadcast::Sender<Arc<Vec<Entry>>>,
+    /// The next seq after the last commit, published for followers.
+    committed: watch::Sender<u64>,
     status: watch::Sender<WriterStatus>,
     boot_id: u128,
     uid: u32,
@@ -299,7 +377,11 @@ impl WriterThread {
             };
             let mut shutdown = None;
             let mut force = false;
-            match self.rx.recv_timeout(timeout) {
+            let next = match self.held.pop_front() {
+                Some(cmd) => Ok(cmd),
+                None => self.rx.recv_timeout(timeout),
+            };
+            match next {
                 Ok(cmd) => {
                     idle_done = false;
                     self.handle(cmd, &mut force, &mut shutdown);
@@ -311,9 +393,10 @@ impl WriterThread {
                     if self.pending.is_empty() {
                         // Idle: the time to merge trickle blocks and enforce limits.
                         if let Err(e) = self.maintain() {
-                            self.status.send_replace(WriterStatus::Stalled {
-                                error: e.to_string(),
-                            });
+                            self.report(&e);
+                        }
+                        if !idle_done {
+                            release_memory(&mut self.pending);
                         }
                         idle_done = true;
                     }
@@ -325,7 +408,11 @@ impl WriterThread {
             }
             // Take whatever else is already queued (it piled up during the last commit).
             while self.pending.len() < self.opts.max_batch_entries && shutdown.is_none() {
-                match self.rx.try_recv() {
+                let next = match self.held.pop_front() {
+                    Some(cmd) => Ok(cmd),
+                    None => self.rx.try_recv(),
+                };
+                match next {
                     Ok(cmd) => self.handle(cmd, &mut force, &mut shutdown),
                     Err(_) => break,
                 }
@@ -391,31 +478,52 @@ impl WriterThread {
     fn commit(&mut self) {
         if !self.pending.is_empty() {
             let mut backoff = Duration::from_millis(20);
+            // Out of space: redb refuses everything until reopened, and reopening a file
+            // it failed to write needs a repair, which writes; on a full disk that fails
+            // and gives up the file lock, after which not even readers could open the
+            // store. So nothing is tried until the file system has room again.
+            let mut wait_for_room = false;
             loop {
-                match self.store.commit(&self.pending, &mut self.enc) {
-                    Ok(()) => break,
-                    Err(e) => {
-                        self.status.send_replace(WriterStatus::Stalled {
-                            error: e.to_string(),
-                        });
-                        // No event tells us that space came back: retry on a timer.
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                        let _ = self.store.reopen();
-                        // A commit that failed late may still have landed: never write it twice.
-                        if self.store.next_seq().is_ok_and(|n| n > self.pending[0].seq) {
-                            break;
+                if wait_for_room {
+                    self.publish_stall(None);
+                } else {
+                    match self.store.commit(&self.pending, &mut self.enc) {
+                        Ok(()) => break,
+                        Err(e) => {
+                            // PreviousIo: an earlier write of this handle failed (idle
+                            // maintenance on a full disk); check for room the same way.
+                            wait_for_room = is_no_space(&e) || is_previous_io(&e);
+                            self.stalled(&e);
                         }
                     }
                 }
+                // No event tells us that space came back: retry on a timer, answering
+                // meanwhile what needs no write.
+                self.serve_stalled(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                if wait_for_room && !self.store.has_room(self.pending_bytes()) {
+                    continue;
+                }
+                if let Err(e) = self.store.reopen() {
+                    wait_for_room = is_no_space(&e);
+                    self.stalled(&e);
+                    continue;
+                }
+                wait_for_room = false;
+                // A commit that failed late may still have landed: never write it twice.
+                if self.store.next_seq().is_ok_and(|n| n > self.pending[0].seq) {
+                    break;
+                }
+            }
+            match self.stall.take() {
+                Some(stall) => self.resumed(stall),
+                // Names a maintenance failure's status left there are not a stall's.
+                None => self.waiting.lock().expect("waiting lock poisoned").clear(),
             }
             if *self.status.borrow() != WriterStatus::Ok {
                 self.status.send_replace(WriterStatus::Ok);
             }
-            if self.events.receiver_count() > 0 {
-                let entries: Vec<Entry> = self.pending.iter().map(Staged::to_entry).collect();
-                let _ = self.events.send(Arc::new(entries));
-            }
+            self.committed.send_replace(self.next_seq);
             self.pending.clear();
             self.permits.clear();
             // Size is checked after every commit (a stat and a read): the file must not
@@ -423,9 +531,7 @@ impl WriterThread {
             if self.last_merge.elapsed() >= self.opts.merge_interval {
                 self.last_merge = Instant::now();
                 if let Err(e) = self.store.merge_small_blocks(self.opts.merge_budget) {
-                    self.status.send_replace(WriterStatus::Stalled {
-                        error: e.to_string(),
-                    });
+                    self.report(&e);
                 }
             }
             let age_due = self.last_retention.elapsed() >= Duration::from_millis(500);
@@ -434,15 +540,147 @@ impl WriterThread {
                     self.last_retention = Instant::now();
                 }
                 if let Err(e) = self.store.enforce_retention(age_due) {
-                    self.status.send_replace(WriterStatus::Stalled {
-                        error: e.to_string(),
-                    });
+                    self.report(&e);
                 }
             }
         }
         for f in self.flushers.drain(..) {
             let _ = f.send(self.next_seq);
         }
+    }
+
+    /// Shows a failed maintenance pass in the status (it is retried when next idle).
+    fn report(&self, e: &JournalError) {
+        self.status.send_replace(WriterStatus::Stalled {
+            error: e.to_string(),
+            since_usec: super::realtime_now(),
+            waiting: Vec::new(),
+        });
+    }
+
+    fn pending_bytes(&self) -> u64 {
+        self.pending.iter().map(|s| cost(&s.new) as u64).sum()
+    }
+
+    /// A commit failed: said once on stderr when a stall begins; the status names the
+    /// error and the units waiting.
+    fn stalled(&mut self, e: &JournalError) {
+        let error = e.to_string();
+        let stall = self.stall.get_or_insert_with(|| {
+            if self.opts.log_stalls {
+                eprintln!(
+                    "corrald: journal: cannot write {}: {error}; the services' output waits \
+                     (nothing is dropped) until writing works again",
+                    self.store.path().display()
+                );
+            }
+            Stall {
+                since: Instant::now(),
+                since_usec: super::realtime_now(),
+                first_error: error.clone(),
+                units: BTreeSet::new(),
+            }
+        });
+        stall
+            .units
+            .extend(self.pending.iter().map(|s| s.new.unit.to_string()));
+        self.publish_stall(Some(error));
+    }
+
+    /// Puts the stall into the status: `error`, or the last one when `None`.
+    fn publish_stall(&mut self, error: Option<String>) {
+        let Some(stall) = &mut self.stall else { return };
+        stall
+            .units
+            .append(&mut self.waiting.lock().expect("waiting lock poisoned"));
+        let error = error.unwrap_or_else(|| match &*self.status.borrow() {
+            WriterStatus::Stalled { error, .. } => error.clone(),
+            WriterStatus::Ok => stall.first_error.clone(),
+        });
+        self.status.send_replace(WriterStatus::Stalled {
+            error,
+            since_usec: stall.since_usec,
+            waiting: stall.units.iter().cloned().collect(),
+        });
+    }
+
+    /// Waits `wait` between two attempts of a failing commit, answering `--disk-usage`
+    /// from the last commit and refusing vacuum and maintenance (they would have to
+    /// write); whatever must follow the commit is held until it succeeds.
+    fn serve_stalled(&mut self, wait: Duration) {
+        let until = Instant::now() + wait;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let cmd = match self.rx.recv_timeout(left) {
+                Ok(cmd) => cmd,
+                Err(_) => return,
+            };
+            let blocked = || {
+                let error = match &*self.status.borrow() {
+                    WriterStatus::Stalled { error, .. } => error.clone(),
+                    WriterStatus::Ok => String::new(),
+                };
+                JournalError::Blocked {
+                    path: self.store.path().to_owned(),
+                    error,
+                }
+            };
+            match cmd {
+                Cmd::DiskUsage(tx) => {
+                    let _ = tx.send(self.store.disk_usage());
+                }
+                Cmd::Maintain(tx) => {
+                    let _ = tx.send(Err(blocked().to_string()));
+                }
+                Cmd::Vacuum { reply, .. } => {
+                    let _ = reply.send(Err(blocked()));
+                }
+                other => {
+                    if let (Cmd::Append(batch, _), Some(stall)) = (&other, &mut self.stall) {
+                        stall.units.extend(batch.iter().map(|e| e.unit.to_string()));
+                    }
+                    self.held.push_back(other);
+                }
+            }
+        }
+    }
+
+    /// Commits work again: said on stderr, and in the journal, under `corrald` and in
+    /// the journal of each unit that waited, how long and why.
+    fn resumed(&mut self, mut stall: Stall) {
+        stall
+            .units
+            .append(&mut self.waiting.lock().expect("waiting lock poisoned"));
+        let took = stall.since.elapsed().as_secs_f64();
+        let units: Vec<String> = stall.units.into_iter().collect();
+        let error = stall.first_error;
+        let summary = format!(
+            "journal writes were blocked for {took:.1} s ({error}); output waited, nothing was lost; units that waited: {}",
+            if units.is_empty() {
+                "none".to_string()
+            } else {
+                units.join(", ")
+            }
+        );
+        if self.opts.log_stalls {
+            eprintln!("corrald: journal: writing works again: {summary}");
+        }
+        let warn = |unit: &str, msg: String| {
+            let mut e = NewEntry::manager(unit, 0, msg);
+            e.priority = 4;
+            e
+        };
+        let mut batch = vec![warn(MANAGER_UNIT, summary)];
+        for u in &units {
+            batch.push(warn(
+                u,
+                format!(
+                    "journal writes were blocked for {took:.1} s ({error}); this unit's output waited, nothing was lost"
+                ),
+            ));
+        }
+        // Held like any append, so that it is committed in order after what waited.
+        self.held.push_back(Cmd::Append(batch, None));
     }
 
     fn maintain(&mut self) -> Result<MaintenanceReport> {
@@ -462,4 +700,32 @@ impl WriterThread {
         }
         Ok(r)
     }
+}
+
+/// The unit name under which the manager journals what concerns no unit (the journal
+/// itself): `corral journal -u corrald`.
+pub const MANAGER_UNIT: &str = "corrald";
+
+/// Whether redb refused because an earlier write of the handle failed.
+fn is_previous_io(e: &JournalError) -> bool {
+    matches!(e, JournalError::Db { source, .. } if matches!(**source, redb::Error::PreviousIo))
+}
+
+/// Whether a failed write ran out of space (the file system's, or the user's quota).
+fn is_no_space(e: &JournalError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        {
+            return true;
+        }
+        if let Some(redb::Error::Io(io)) = err.downcast_ref::<redb::Error>()
+            && matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }

@@ -1,13 +1,17 @@
 //! The control socket's request handler: it turns each request into inputs
 //! for the manager thread and waits for their answers, so a slow job (a stop
 //! waiting for TimeoutStopSec) holds only its own connection.
+//!
+//! [`ControlHandler::handle`] is the daemon's one `match` on the protocol's
+//! [`Request`]: past it the manager sees only its own [`Job`]s and
+//! [`Query`]s, and the journal requests never reach it.
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ipc::proto::{ErrorKind, Failure, JobOutcome, Request, Response};
 use crate::ipc::server::{Handler, Replies};
 use crate::ipc::{IpcError, PeerCred};
-use crate::journal::{Query, WriterHandle};
+use crate::journal::{self, WriterHandle};
 
 use super::manager::{Input, Job};
 
@@ -18,6 +22,68 @@ pub struct ControlHandler {
     /// The journal writer, for journal queries, disk usage and vacuum (they never
     /// reach the manager thread).
     pub journal: Option<WriterHandle>,
+}
+
+/// A question the manager thread answers at once from its state (or a
+/// change to its environment block that needs no job).
+#[derive(Debug)]
+pub enum Query {
+    /// `status` without units: the manager and every unit not inactive.
+    Manager,
+    /// `status UNIT...`, with each unit's last journal lines.
+    Status {
+        /// Unit names as typed.
+        units: Vec<String>,
+    },
+    /// `show UNIT...` (a unit that does not exist is shown as not-found).
+    Show {
+        /// Unit names as typed.
+        units: Vec<String>,
+    },
+    /// Every known unit.
+    List,
+    /// The files of units.
+    Cat {
+        /// Unit names as typed.
+        units: Vec<String>,
+    },
+    /// `is-active`, `is-failed`.
+    ActiveStates {
+        /// Unit names as typed.
+        units: Vec<String>,
+    },
+    /// Read the unit files again.
+    DaemonReload,
+    /// `reset-failed` without units: every unit.
+    ResetFailedAll,
+    /// The dependency tree of a unit.
+    ListDependencies {
+        /// The unit name as typed.
+        unit: String,
+        /// What pulls it in instead of what it pulls in.
+        reverse: bool,
+        /// Expand every unit, not only targets.
+        all: bool,
+    },
+    /// `set-environment`.
+    SetEnvironment {
+        /// `NAME=value` assignments.
+        assignments: Vec<String>,
+    },
+    /// `unset-environment`.
+    UnsetEnvironment {
+        /// Names, or `NAME=value`.
+        names: Vec<String>,
+    },
+    /// `import-environment`.
+    ImportEnvironment {
+        /// Name and value pairs.
+        pairs: Vec<(String, String)>,
+    },
+    /// `show-environment`.
+    ShowEnvironment,
+    /// The unit search path and runit directories.
+    SearchPaths,
 }
 
 /// Entries per stream item: one frame per batch, not per entry.
@@ -57,9 +123,9 @@ impl ControlHandler {
         Response::Jobs(out)
     }
 
-    async fn query(&self, request: Request) -> Response {
+    async fn query(&self, query: Query) -> Response {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Input::Query { request, reply }).is_err() {
+        if self.tx.send(Input::Query { query, reply }).is_err() {
             return Response::Error(gone());
         }
         rx.await.unwrap_or_else(|_| Response::Error(gone()))
@@ -115,7 +181,7 @@ impl ControlHandler {
 
     async fn journal(
         &self,
-        query: Query,
+        query: journal::Query,
         follow: bool,
         replies: &mut Replies<'_, Response>,
     ) -> Result<(), IpcError> {
@@ -128,7 +194,8 @@ impl ControlHandler {
         let Some(handle) = self.journal.clone() else {
             return replies.reply(&no_journal()).await;
         };
-        if !follow {
+        if !follow && query.reverse {
+            // Newest first has no pages yet: the answer is gathered (bounded by -n).
             let entries = match handle.store().query_async(query).await {
                 Ok(e) => e,
                 Err(e) => {
@@ -142,36 +209,37 @@ impl ControlHandler {
             }
             return replies.end().await;
         }
-        let mut rx = match crate::journal::follow::follow(handle, query).await {
+        let rx = if follow {
+            crate::journal::follow::follow(handle, query).await
+        } else {
+            crate::journal::follow::query_pages(handle.store().clone(), query).await
+        };
+        let what = if follow { "follow" } else { "query" };
+        let mut rx = match rx {
             Ok(rx) => rx,
             Err(e) => {
                 return replies
-                    .reply(&failure(format!("journal follow failed: {e}")))
+                    .reply(&failure(format!("journal {what} failed: {e}")))
                     .await;
             }
         };
         loop {
             tokio::select! {
-                first = rx.recv() => {
-                    let Some(first) = first else { break };
-                    let mut batch = Vec::new();
-                    let mut failed = None;
-                    for r in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()).take(JOURNAL_BATCH - 1)) {
-                        match r {
-                            Ok(e) => batch.push(e),
-                            Err(e) => failed = Some(e),
-                        }
-                    }
-                    if !batch.is_empty() {
-                        replies.item(&Response::Entries(batch)).await?;
-                    }
-                    if let Some(e) = failed {
-                        replies.item(&failure(format!("journal follow stopped: {e}"))).await?;
+                page = rx.recv() => match page {
+                    // Written however long the client takes to read it: meanwhile the
+                    // reader waits with its position, and nothing piles up here.
+                    Some(Ok(entries)) => replies.item_unhurried(&Response::Entries(entries)).await?,
+                    Some(Err(e)) => {
+                        replies.item(&failure(format!("journal {what} stopped: {e}"))).await?;
                         break;
                     }
-                }
+                    None => break,
+                },
                 // The client hung up, or the server is stopping.
                 _ = replies.closed() => break,
+            }
+            if replies.is_closed() {
+                break;
             }
         }
         replies.end().await
@@ -189,10 +257,10 @@ impl Handler for ControlHandler {
         replies: &mut Replies<'_, Response>,
     ) -> Result<(), IpcError> {
         // The socket only admits our own uid and root (ServerConfig::owner).
-        if let Request::Journal { query, follow } = request {
-            return self.journal(query, follow, replies).await;
-        }
         let response = match request {
+            Request::Journal { query, follow } => {
+                return self.journal(query, follow, replies).await;
+            }
             Request::Start { units } => self.jobs(units, Job::Start).await,
             Request::Stop { units } => self.jobs(units, Job::Stop).await,
             Request::Restart { units } => self.jobs(units, Job::Restart).await,
@@ -204,7 +272,7 @@ impl Handler for ControlHandler {
                 whom,
             } => self.jobs(units, Job::Kill { signal, whom }).await,
             Request::ResetFailed { units } if units.is_empty() => {
-                self.query(Request::ResetFailed { units }).await
+                self.query(Query::ResetFailedAll).await
             }
             Request::ResetFailed { units } => self.jobs(units, Job::ResetFailed).await,
             Request::JournalDiskUsage => self.journal_usage().await,
@@ -212,7 +280,28 @@ impl Handler for ControlHandler {
                 max_bytes,
                 max_age_usec,
             } => self.journal_vacuum(max_bytes, max_age_usec).await,
-            other => self.query(other).await,
+            Request::Status { units } if units.is_empty() => self.query(Query::Manager).await,
+            Request::Status { units } => self.query(Query::Status { units }).await,
+            Request::Show { units } => self.query(Query::Show { units }).await,
+            Request::List => self.query(Query::List).await,
+            Request::Cat { units } => self.query(Query::Cat { units }).await,
+            Request::ActiveStates { units } => self.query(Query::ActiveStates { units }).await,
+            Request::DaemonReload => self.query(Query::DaemonReload).await,
+            Request::ListDependencies { unit, reverse, all } => {
+                self.query(Query::ListDependencies { unit, reverse, all })
+                    .await
+            }
+            Request::SetEnvironment { assignments } => {
+                self.query(Query::SetEnvironment { assignments }).await
+            }
+            Request::UnsetEnvironment { names } => {
+                self.query(Query::UnsetEnvironment { names }).await
+            }
+            Request::ImportEnvironment { pairs } => {
+                self.query(Query::ImportEnvironment { pairs }).await
+            }
+            Request::ShowEnvironment => self.query(Query::ShowEnvironment).await,
+            Request::SearchPaths => self.query(Query::SearchPaths).await,
         };
         replies.reply(&response).await
     }

@@ -13,7 +13,7 @@
 //! [`ManagerEnv::load`] and the mutating methods from `spawn_blocking` or
 //! its blocking-work thread, not on the async runtime.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -342,6 +342,26 @@ impl ManagerEnv {
     }
 }
 
+/// `env` with only the last assignment of each name, where it stands: as
+/// assigning each in turn with "remove the name, append" would leave it,
+/// in one pass instead of one per assignment.
+pub fn last_assignments(mut env: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut keep: Vec<bool> = {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(env.len());
+        env.iter()
+            .rev()
+            .map(|(k, _)| seen.insert(k.as_str()))
+            .collect()
+    };
+    keep.reverse();
+    let mut i = 0;
+    env.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+    env
+}
+
 /// Quotes a value as systemd's `shell_maybe_quote(…, SHELL_ESCAPE_POSIX)`:
 /// unchanged when the shell needs no quoting, else `$'...'` with escapes.
 pub fn shell_quote(v: &str) -> String {
@@ -546,5 +566,21 @@ mod tests {
         assert_eq!(shell_quote("a\nb"), "$'a\\nb'");
         assert_eq!(shell_quote("$HOME"), "$'$HOME'");
         assert_eq!(shell_quote("back\\slash"), "$'back\\\\slash'");
+    }
+
+    #[test]
+    fn last_assignments_keeps_the_last_of_each_name_in_its_place() {
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let env = vec![
+            kv("A", "1"),
+            kv("B", "1"),
+            kv("A", "2"),
+            kv("C", "1"),
+            kv("B", "2"),
+        ];
+        assert_eq!(
+            last_assignments(env),
+            [kv("A", "2"), kv("C", "1"), kv("B", "2")]
+        );
     }
 }

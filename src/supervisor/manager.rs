@@ -35,9 +35,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::cgroup::Cgroup;
-use crate::ipc::proto::{ErrorKind, Failure, KillWhom, LoadState, Request, Response};
+use crate::ipc::proto::{ErrorKind, Failure, KillWhom, LoadState, Response};
 use crate::unit::{Loader, SpecifierContext, UnitName};
 
+use super::control::Query;
 use super::notify::{Message, NotifySocket};
 use super::output::Output;
 use super::service::ServiceDef;
@@ -104,8 +105,8 @@ pub enum Input {
     },
     /// A request answered at once (status, list, ...).
     Query {
-        /// The request.
-        request: Request,
+        /// The question.
+        query: Query,
         /// Where the answer goes.
         reply: oneshot::Sender<Response>,
     },
@@ -294,11 +295,7 @@ fn template_refusal(full: &str) -> Option<Failure> {
 
 /// The full unit name for what a user typed: "foo" is "foo.service".
 pub fn normalize(name: &str) -> String {
-    if name.contains('.') && UnitName::parse(name).is_ok() {
-        name.to_string()
-    } else {
-        format!("{name}.service")
-    }
+    UnitName::mangle(name)
 }
 
 /// The manager's state, owned by its thread.
@@ -418,8 +415,8 @@ impl Manager {
             }
             Input::Job { unit, job, reply } => self.job(&unit, job, reply),
             Input::Bus { generation, report } => self.bus_report(generation, report),
-            Input::Query { request, reply } => {
-                let r = self.query(request);
+            Input::Query { query, reply } => {
+                let r = self.query(query);
                 let _ = reply.send(r);
             }
             Input::ReloadUnits => {

@@ -13,12 +13,15 @@
 //! - [`dbus`]: a minimal D-Bus client; the manager's one session-bus
 //!   connection watches the `BusName=` of Type=dbus units.
 //! - [`procs`]: reading process command lines from /proc for `status`.
+//! - [`wire`]: the one conversion of the manager's unit states into the
+//!   control protocol's words.
 //!
 //! docs/ARCHITECTURE.md describes the loops and who owns which state.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+pub mod cli;
 pub mod control;
 pub mod dbus;
 pub mod environment;
@@ -32,6 +35,7 @@ pub mod reaper;
 pub mod service;
 pub mod state;
 pub mod target;
+pub mod wire;
 
 pub use manager::run;
 

@@ -179,16 +179,16 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
         restart_prevent: exit_set(&svc.restart_prevent_exit_status),
         restart_force: exit_set(&svc.restart_force_exit_status),
     };
+    // The notes come from the model, so that `corral verify` warns alike.
+    notes.extend(
+        svc.unapplied_resources(root, enabled)
+            .into_iter()
+            .map(|(_, n)| n),
+    );
     let mut limits = Vec::new();
-    let mut resource = |directive: &str, controller: &str, file: &'static str, value: String| {
+    let mut resource = |controller: &str, file: &'static str, value: String| {
         if enabled.iter().any(|c| c == controller) {
             limits.push((file, value));
-        } else {
-            notes.push(format!(
-                "{directive} not applied: the {controller} controller is not enabled for {} \
-                 (add it to that cgroup's parent cgroup.subtree_control, or ask root to delegate it)",
-                root.display()
-            ));
         }
     };
     if let Some(m) = svc.memory_max {
@@ -200,14 +200,13 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
             }
             MemoryLimit::Infinity => "max".into(),
         };
-        resource("MemoryMax=", "memory", "memory.max", v);
+        resource("memory", "memory.max", v);
     }
     if let Some(q) = svc.cpu_quota_permyriad {
         // CPUQuota=50% (5000 permyriad) is 50 ms of CPU per 100 ms period;
         // 20.5% is 20.5 ms, as systemd keeps the permyriad; at least 1 ms
         // (systemd's floor).
         resource(
-            "CPUQuota=",
             "cpu",
             "cpu.max",
             format!("{} 100000", (u64::from(q) * 10).max(1000)),
@@ -225,7 +224,7 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
             }
             TasksMax::Infinity => "max".into(),
         };
-        resource("TasksMax=", "pids", "pids.max", v);
+        resource("pids", "pids.max", v);
     }
     let notify_access = match (svc.notify_access, kind) {
         (NotifyAccess::None, Kind::Notify) => NotifyAccess::Main,

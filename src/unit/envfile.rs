@@ -1,11 +1,11 @@
 //! The `EnvironmentFile=` format: `KEY=value` lines with shell-like quoting,
 //! comments and backslash continuation, read as systemd 252 reads it.
 
-use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use super::UnitError;
 use super::exec::is_env_name;
+use super::file::{UserFile, read_user_file};
 
 /// What parsing an environment file produced.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -23,24 +23,7 @@ pub fn parse(path: &Path) -> Result<Vec<(String, String)>, UnitError> {
 
 /// Reads and parses an environment file, keeping the warnings.
 pub fn parse_with_warnings(path: &Path) -> Result<EnvFile, UnitError> {
-    // Opening a FIFO would block until someone writes to it.
-    if let Ok(m) = std::fs::metadata(path)
-        && (m.file_type().is_fifo() || m.file_type().is_socket())
-    {
-        return Err(UnitError::Io {
-            op: "read environment file",
-            path: path.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a FIFO or socket, not a file",
-            ),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(|source| UnitError::Io {
-        op: "read environment file",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_user_file(path, UserFile::Environment)?;
     Ok(parse_str(&String::from_utf8_lossy(&bytes)))
 }
 

@@ -5,16 +5,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use super::file::{UserFile, is_dev_null, read_user_file};
 use super::model::{Applier, Explicit, Unit};
 use super::name::{UnitKind, UnitName};
 use super::runit::RunitService;
 use super::specifier::SpecifierContext;
 use super::syntax;
 use super::{Diagnostic, DiagnosticKind, Severity, UnitError};
-
-/// Largest unit file or drop-in read (systemd has no such limit, but a unit
-/// file this big is a mistake, and the manager should not load it).
-pub const MAX_UNIT_FILE: u64 = 16 << 20;
 
 /// How many alias symlinks are followed before giving up.
 const MAX_ALIAS_HOPS: usize = 32;
@@ -93,7 +90,7 @@ pub fn stored_link_target(p: &Path) -> Option<PathBuf> {
     if !md.is_file() || md.len() == 0 || md.len() > 4096 {
         return None;
     }
-    let text = std::fs::read_to_string(p).ok()?;
+    let text = String::from_utf8(read_user_file(p, UserFile::StoredLink).ok()?).ok()?;
     if text.is_empty()
         || text.contains(|c: char| c.is_whitespace() || matches!(c, '=' | '[' | '#' | ';'))
     {
@@ -116,14 +113,10 @@ pub fn link_target_with(p: &Path, stored: bool) -> Option<PathBuf> {
 /// Masked, as systemd's `null_or_empty_path()` sees it: the path leads
 /// (through symlinks) to /dev/null, or is an empty regular file.
 pub fn is_masked_file(p: &Path) -> bool {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     if std::fs::read_link(p).is_ok_and(|t| t == Path::new("/dev/null")) {
         return true;
     }
-    std::fs::metadata(p).is_ok_and(|m| {
-        (m.is_file() && m.len() == 0)
-            || (m.file_type().is_char_device() && m.rdev() == libc::makedev(1, 3))
-    })
+    std::fs::metadata(p).is_ok_and(|m| (m.is_file() && m.len() == 0) || is_dev_null(&m))
 }
 
 /// [`is_masked_file`], and with `stored` also a stored symlink to /dev/null.
@@ -227,6 +220,11 @@ impl Loader {
             if is_masked_file_with(&path, self.stored_symlinks) {
                 return Ok(Some((current, Found::Masked { path }, aliases)));
             }
+            if std::fs::metadata(&path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+                // A symlink to /dev/zero or a FIFO is no alias: loading it
+                // as the unit file reports the refusal on the unit.
+                return Ok(Some((current, Found::File { path }, aliases)));
+            }
             let looked_up = via_template.clone().unwrap_or_else(|| current.clone());
             if let Some(target) = link_target_with(&path, self.stored_symlinks) {
                 let base = target
@@ -273,6 +271,13 @@ impl Loader {
             name: name.to_string(),
             dir: self.unit_paths.first().cloned().unwrap_or_default(),
         })
+    }
+
+    /// Why `name`'s alias symlinks cannot be followed (a loop, a chain
+    /// longer than 32, a target that is no unit name), as [`Loader::load`]
+    /// would refuse it; None when they can (or there are none).
+    pub fn alias_error(&self, name: &UnitName) -> Option<UnitError> {
+        self.resolve(name).err()
     }
 
     /// The runit service for `name`, if one of the runit directories has it.
@@ -441,16 +446,18 @@ impl Loader {
                     };
                     let mut entries: Vec<_> = rd.flatten().map(|e| e.file_name()).collect();
                     entries.sort();
+                    let list = if requires {
+                        &mut u.unit.requires
+                    } else {
+                        &mut u.unit.wants
+                    };
+                    // A set, so that a directory of many links stays linear.
+                    let mut have: HashSet<UnitName> = list.iter().cloned().collect();
                     for e in entries {
                         let Ok(dep) = UnitName::parse_strict(&e.to_string_lossy()) else {
                             continue;
                         };
-                        let list = if requires {
-                            &mut u.unit.requires
-                        } else {
-                            &mut u.unit.wants
-                        };
-                        if !list.contains(&dep) {
+                        if have.insert(dep.clone()) {
                             list.push(dep);
                         }
                     }
@@ -560,20 +567,22 @@ impl Loader {
 
 /// Adds the `Alias=` names (instantiated for an instance) to `aliases`.
 fn add_install_aliases(u: &mut Unit) {
+    let mut have: HashSet<UnitName> = u.aliases.iter().cloned().collect();
+    have.insert(u.name.clone());
     for a in u.install.alias.clone() {
         let a = match (u.name.instance(), a.is_template()) {
             (Some(i), true) => a.with_instance(i).unwrap_or(a),
             _ => a,
         };
-        if a != u.name && !u.aliases.contains(&a) {
+        if have.insert(a.clone()) {
             u.aliases.push(a);
         }
     }
 }
 
 fn has_install_section(path: &Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|t| {
-        syntax::parse(path, &t)
+    read_user_file(path, UserFile::Unit).is_ok_and(|b| {
+        syntax::parse_bytes(path, &b)
             .directives
             .iter()
             .any(|d| d.section == "Install")
@@ -668,7 +677,10 @@ pub fn collect_dropins(dirs: &[PathBuf], stored: bool) -> Vec<PathBuf> {
     }
     chosen
         .into_values()
-        .filter(|p| !is_masked_file_with(p, stored) && p.is_file())
+        // A FIFO or device stays: reading it reports the refusal on the unit.
+        .filter(|p| {
+            !is_masked_file_with(p, stored) && std::fs::metadata(p).is_ok_and(|m| !m.is_dir())
+        })
         .collect()
 }
 
@@ -720,28 +732,18 @@ pub(crate) fn apply_file(u: &mut Unit, applier: &mut Applier<'_>, f: &Path) {
             fatal: true,
         })
     };
-    // Checked before opening: opening a FIFO would block the manager.
-    match std::fs::metadata(f) {
-        Ok(m) if !m.is_file() => {
-            return io_error(
-                u,
-                "not a regular file; unit files must be plain files".to_string(),
-            );
-        }
-        Ok(m) if m.len() > MAX_UNIT_FILE => {
-            return io_error(
-                u,
-                format!(
-                    "the file is {} bytes, more than the {MAX_UNIT_FILE} accepted",
-                    m.len()
-                ),
-            );
-        }
-        _ => {}
-    }
-    match std::fs::read(f) {
+    let what = if u.fragment.as_deref() == Some(f) {
+        UserFile::Unit
+    } else {
+        UserFile::Dropin
+    };
+    match read_user_file(f, what) {
         Ok(b) => apply_parsed(u, applier, f, syntax::parse_bytes(f, &b)),
-        Err(e) => io_error(u, format!("cannot read the file: {e}")),
+        Err(super::UnitError::Refused { reason, .. }) => io_error(u, reason),
+        Err(super::UnitError::Io { source, .. }) => {
+            io_error(u, format!("cannot read the file: {source}"))
+        }
+        Err(e) => io_error(u, e.to_string()),
     }
 }
 
@@ -750,17 +752,17 @@ pub(crate) fn apply_text(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, text
     apply_parsed(u, applier, f, syntax::parse(f, text));
 }
 
-/// Applies file contents to a unit (used by verify for lone drop-ins).
-pub(crate) fn apply_bytes(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, bytes: &[u8]) {
-    apply_parsed(u, applier, f, syntax::parse_bytes(f, bytes));
-}
-
 /// Applies a parsed file (fragment or drop-in) to a unit.
 fn apply_parsed(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, parsed: syntax::ParsedFile) {
     u.diagnostics.extend(parsed.diagnostics);
     let kind = u.kind();
     let kind_section = kind.section();
     let mut warned_sections: HashSet<String> = HashSet::new();
+    // Looked up once: per section header it would be quadratic.
+    let mut noted_unsupported = u
+        .diagnostics
+        .iter()
+        .any(|d| d.kind == DiagnosticKind::NotSupportedYet);
     for h in &parsed.sections {
         let known =
             matches!(h.name.as_str(), "Unit" | "Install") || Some(h.name.as_str()) == kind_section;
@@ -768,11 +770,8 @@ fn apply_parsed(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, parsed: synta
             continue;
         }
         if known && !kind.is_supported() && Some(h.name.as_str()) == kind_section {
-            if !u
-                .diagnostics
-                .iter()
-                .any(|d| d.kind == DiagnosticKind::NotSupportedYet)
-            {
+            if !noted_unsupported {
+                noted_unsupported = true;
                 u.diagnostics.push(Diagnostic {
                     file: f.to_path_buf(),
                     line: h.line,
@@ -811,12 +810,7 @@ fn apply_parsed(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, parsed: synta
             });
         }
     }
-    if !kind.is_supported()
-        && !u
-            .diagnostics
-            .iter()
-            .any(|d| d.kind == DiagnosticKind::NotSupportedYet)
-    {
+    if !kind.is_supported() && !noted_unsupported {
         u.diagnostics.push(Diagnostic {
             file: f.to_path_buf(),
             line: 0,

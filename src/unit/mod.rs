@@ -7,6 +7,7 @@
 //! - [`values`]: booleans, time spans, sizes, signals, exit statuses.
 //! - [`exec`]: Exec command lines ([`ExecCommand`]) and `$VAR` expansion.
 //! - [`envfile`]: the `EnvironmentFile=` format.
+//! - [`file`]: reading user-written files safely (regular files only, size cap).
 //! - [`specifier`]: `%` specifiers ([`SpecifierContext`]).
 //! - [`model`]: the typed sections and how each directive is applied.
 //! - [`known`]: directive names systemd knows (unsupported vs. unknown).
@@ -18,6 +19,7 @@
 pub mod condition;
 pub mod envfile;
 pub mod exec;
+pub mod file;
 pub mod install;
 pub mod known;
 pub mod loader;
@@ -60,6 +62,17 @@ pub enum UnitError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// A file was not read: not a regular file, or larger than
+    /// [`file::MAX_UNIT_FILE`].
+    #[error("refused to read the {what} {path}: {reason}")]
+    Refused {
+        /// What the file was read as ("unit file", "drop-in", ...).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
     },
     /// A unit name is malformed.
     #[error("invalid unit name '{name}': {reason}")]

@@ -1,6 +1,6 @@
 //! The typed unit model and how each directive is applied to it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -556,6 +556,44 @@ pub struct ServiceSection {
 }
 
 impl ServiceSection {
+    /// The resource directives that are set, each with the cgroup
+    /// controller it needs (`("TasksMax=", "pids")`).
+    pub fn resource_controllers(&self) -> Vec<(&'static str, &'static str)> {
+        [
+            (self.memory_max.is_some(), "MemoryMax=", "memory"),
+            (self.cpu_quota_permyriad.is_some(), "CPUQuota=", "cpu"),
+            (self.tasks_max.is_some(), "TasksMax=", "pids"),
+        ]
+        .into_iter()
+        .filter(|(set, _, _)| *set)
+        .map(|(_, d, c)| (d, c))
+        .collect()
+    }
+
+    /// Why each resource directive set does nothing when units run under
+    /// `root`, whose `cgroup.subtree_control` enables `enabled`: the notes
+    /// `corral status` shows and the warnings `corral verify` gives.
+    pub fn unapplied_resources(
+        &self,
+        root: &Path,
+        enabled: &[String],
+    ) -> Vec<(&'static str, String)> {
+        self.resource_controllers()
+            .into_iter()
+            .filter(|(_, c)| !enabled.iter().any(|e| e == c))
+            .map(|(directive, controller)| {
+                (
+                    directive,
+                    format!(
+                        "{directive} not applied: the {controller} controller is not enabled for {} \
+                         (add it to that cgroup's parent cgroup.subtree_control, or ask root to delegate it)",
+                        root.display()
+                    ),
+                )
+            })
+            .collect()
+    }
+
     /// The environment of the service's processes, composed as systemd does:
     /// the manager's environment block, then `PassEnvironment=` names looked
     /// up with `pass_from`, then `Environment=`, then each
@@ -567,23 +605,23 @@ impl ServiceSection {
         manager_env: &[(String, String)],
         pass_from: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Vec<(String, String)>, UnitError> {
-        let mut env: Vec<(String, String)> = Vec::new();
+        let mut env = EnvBlock::default();
         for (k, v) in manager_env {
-            env_set(&mut env, k.clone(), v.clone());
+            env.set(k.clone(), v.clone());
         }
         for name in &self.pass_environment {
             if let Some(v) = pass_from(name) {
-                env_set(&mut env, name.clone(), v);
+                env.set(name.clone(), v);
             }
         }
         for (k, v) in &self.environment {
-            env_set(&mut env, k.clone(), v.clone());
+            env.set(k.clone(), v.clone());
         }
         for f in &self.environment_files {
             match super::envfile::parse(&f.path) {
                 Ok(vars) => {
                     for (k, v) in vars {
-                        env_set(&mut env, k, v);
+                        env.set(k, v);
                     }
                 }
                 // systemd 252 skips an optional (`-`) file whatever the reason.
@@ -591,11 +629,20 @@ impl ServiceSection {
                 Err(e) => return Err(e),
             }
         }
-        for u in &self.unset_environment {
-            match u.split_once('=') {
-                Some((k, v)) => env.retain(|(ek, ev)| !(ek == k && ev == v)),
-                None => env.retain(|(ek, _)| ek != u),
+        let mut env = env.into_vec();
+        if !self.unset_environment.is_empty() {
+            // One pass over the environment, however many names are unset.
+            let mut names: HashSet<&str> = HashSet::new();
+            let mut pairs: HashSet<(&str, &str)> = HashSet::new();
+            for u in &self.unset_environment {
+                match u.split_once('=') {
+                    Some(kv) => pairs.insert(kv),
+                    None => names.insert(u.as_str()),
+                };
             }
+            env.retain(|(k, v)| {
+                !names.contains(k.as_str()) && !pairs.contains(&(k.as_str(), v.as_str()))
+            });
         }
         Ok(env)
     }
@@ -714,12 +761,51 @@ fn refused(unit: &mut Unit, d: &Directive, message: String) {
     }
 }
 
-/// Replaces the value of `name` in place, or appends it.
-pub(crate) fn env_set(env: &mut Vec<(String, String)>, name: String, value: String) {
-    match env.iter_mut().find(|(k, _)| *k == name) {
-        Some(slot) => slot.1 = value,
-        None => env.push((name, value)),
+/// An environment being composed in linear time: a later assignment of a
+/// name replaces the value where the name first appeared, as systemd's
+/// `strv_env_replace_consume()` does.
+#[derive(Default)]
+struct EnvBlock {
+    vars: Vec<(String, String)>,
+    /// Position of each name in `vars`.
+    index: HashMap<String, usize>,
+}
+
+impl EnvBlock {
+    fn set(&mut self, name: String, value: String) {
+        match self.index.get(&name) {
+            Some(&i) => self.vars[i].1 = value,
+            None => {
+                self.index.insert(name.clone(), self.vars.len());
+                self.vars.push((name, value));
+            }
+        }
     }
+
+    fn into_vec(self) -> Vec<(String, String)> {
+        self.vars
+    }
+}
+
+/// `env` with each name once, at its first position, with its last value.
+fn env_merged(env: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut names = HashSet::with_capacity(env.len());
+    if env.iter().all(|(k, _)| names.insert(k.as_str())) {
+        // No name repeats (the usual case): nothing to copy.
+        return env;
+    }
+    drop(names);
+    let mut block = EnvBlock::default();
+    for (k, v) in env {
+        block.set(k, v);
+    }
+    block.into_vec()
+}
+
+/// Removes repeated items, keeping the first of each, in one pass.
+fn dedup_in_order<T: std::hash::Hash + Eq + Clone>(list: &mut Vec<T>) {
+    let mut seen = HashSet::with_capacity(list.len());
+    list.retain(|x| seen.insert(x.clone()));
 }
 
 const WORDS: SplitOptions = SplitOptions {
@@ -730,8 +816,8 @@ const WORDS: SplitOptions = SplitOptions {
 impl Applier<'_> {
     /// Expands specifiers of a value, reporting failure as an error on `d`.
     fn spec(&self, unit: &mut Unit, d: &Directive, s: &str) -> Option<String> {
-        let fragment = unit.fragment.clone();
-        match self.spec.expand(s, &unit.name, fragment.as_deref()) {
+        let expanded = self.spec.expand(s, &unit.name, unit.fragment.as_deref());
+        match expanded {
             Ok(v) => Some(v),
             Err(e) => {
                 invalid(unit, d, format!("{e}; directive ignored"));
@@ -763,8 +849,13 @@ impl Applier<'_> {
         }
         let mut out = Vec::with_capacity(ws.len());
         for w in ws {
-            let fragment = unit.fragment.clone();
-            match self.spec.expand(&w, &unit.name, fragment.as_deref()) {
+            if !w.contains('%') {
+                // Nothing to expand: the word itself, not a copy.
+                out.push(w);
+                continue;
+            }
+            let expanded = self.spec.expand(&w, &unit.name, unit.fragment.as_deref());
+            match expanded {
                 Ok(v) => out.push(v),
                 Err(e) => invalid(unit, d, format!("{e}; this word is ignored")),
             }
@@ -782,12 +873,9 @@ impl Applier<'_> {
         };
         for w in words {
             match UnitName::parse_strict(&w) {
-                Ok(n) => {
-                    let l = list.get(unit);
-                    if !l.contains(&n) {
-                        l.push(n);
-                    }
-                }
+                // Repeats are removed once, in `finish`: a check here would
+                // make a long list quadratic.
+                Ok(n) => list.get(unit).push(n),
                 Err(e) => invalid(unit, d, format!("{e}; this name is ignored")),
             }
         }
@@ -1148,10 +1236,14 @@ impl Applier<'_> {
                 let Some(words) = self.words(unit, d) else {
                     return;
                 };
-                for w in words {
+                for mut w in words {
                     match w.split_once('=') {
-                        Some((k, v)) if is_env_name(k) => {
-                            env_set(&mut svc(unit).environment, k.to_string(), v.to_string())
+                        // Merged by name once, in `finish` (linear); the
+                        // word's own buffer becomes the name.
+                        Some((k, _)) if is_env_name(k) => {
+                            let value = w[k.len() + 1..].to_string();
+                            w.truncate(k.len());
+                            svc(unit).environment.push((w, value))
                         }
                         _ => invalid(
                             unit,
@@ -1213,13 +1305,11 @@ impl Applier<'_> {
                         continue;
                     }
                     let s = svc(unit);
-                    let l = if pass {
-                        &mut s.pass_environment
+                    // Repeats are removed in `finish`.
+                    if pass {
+                        s.pass_environment.push(w);
                     } else {
-                        &mut s.unset_environment
-                    };
-                    if !l.contains(&w) {
-                        l.push(w);
+                        s.unset_environment.push(w);
                     }
                 }
             }
@@ -1529,9 +1619,15 @@ impl Applier<'_> {
     /// Resolves defaults that depend on other settings and checks the
     /// combinations systemd refuses.
     pub fn finish(&mut self, unit: &mut Unit) {
+        for field in ListField::ALL {
+            dedup_in_order(field.get(unit));
+        }
         let Some(s) = unit.service.as_mut() else {
             return;
         };
+        s.environment = env_merged(std::mem::take(&mut s.environment));
+        dedup_in_order(&mut s.pass_environment);
+        dedup_in_order(&mut s.unset_environment);
         if !self.explicit.service_type {
             // systemd.service(5): oneshot without ExecStart=, dbus with BusName=.
             if s.exec_start.is_empty() {
@@ -1632,6 +1728,22 @@ enum ListField {
 }
 
 impl ListField {
+    const ALL: [ListField; 13] = [
+        ListField::Requires,
+        ListField::Wants,
+        ListField::Requisite,
+        ListField::BindsTo,
+        ListField::PartOf,
+        ListField::Conflicts,
+        ListField::After,
+        ListField::Before,
+        ListField::OnFailure,
+        ListField::WantedBy,
+        ListField::RequiredBy,
+        ListField::Alias,
+        ListField::Also,
+    ];
+
     fn get(self, u: &mut Unit) -> &mut Vec<UnitName> {
         match self {
             ListField::Requires => &mut u.unit.requires,

@@ -120,6 +120,11 @@ pub struct UnitName {
     kind: UnitKind,
 }
 
+fn has_type_suffix(s: &str) -> bool {
+    s.rsplit_once('.')
+        .is_some_and(|(_, suf)| UnitKind::from_suffix(suf).is_some())
+}
+
 fn valid_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '\\')
 }
@@ -135,6 +140,19 @@ impl UnitName {
         match kind_from {
             Some(_) => UnitName::parse_strict(s),
             None => UnitName::parse_strict(&format!("{s}.service")),
+        }
+    }
+
+    /// The full name a typed name stands for, as systemctl mangles it: a
+    /// name whose last suffix is not a unit type gets `.service`
+    /// (`org.example.Sleeper` is `org.example.Sleeper.service`, `memcached@1`
+    /// is `memcached@1.service`); a name with a type suffix stays as typed,
+    /// valid or not, so that the error names what the user wrote.
+    pub fn mangle(typed: &str) -> String {
+        match UnitName::parse(typed) {
+            Ok(n) => n.full,
+            Err(_) if has_type_suffix(typed) => typed.to_string(),
+            Err(_) => format!("{typed}.service"),
         }
     }
 
@@ -357,6 +375,23 @@ mod tests {
             "a.b.service",
             "an unknown suffix is part of the name"
         );
+    }
+
+    #[test]
+    fn mangle_appends_service_unless_the_suffix_is_a_type() {
+        for (typed, full) in [
+            ("org.example.Sleeper", "org.example.Sleeper.service"),
+            ("org.example.Sleeper.service", "org.example.Sleeper.service"),
+            ("memcached@11212", "memcached@11212.service"),
+            ("dbus.socket", "dbus.socket"),
+            ("default.target", "default.target"),
+            ("foo", "foo.service"),
+            // Invalid names stay recognisable in the error that follows.
+            ("bad name.service", "bad name.service"),
+            ("bad name", "bad name.service"),
+        ] {
+            assert_eq!(UnitName::mangle(typed), full, "{typed}");
+        }
     }
 
     #[test]

@@ -7,8 +7,9 @@ use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::file::{UserFile, refusal};
 use super::loader::{
-    apply_bytes, build, collect_dropins, dropin_dir_names, from_text, is_masked_file,
+    Loader, apply_file, build, collect_dropins, dropin_dir_names, from_text, is_masked_file,
     is_masked_file_with, link_target_with,
 };
 use super::model::{Applier, Unit};
@@ -49,13 +50,26 @@ impl VerifyReport {
 }
 
 /// How `verify` reads what it is given.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
     /// Read plain files that hold only a unit name or `/dev/null` (no
     /// newline) as the symlinks they stand for
     /// ([`super::loader::stored_link_target`]), for trees extracted
     /// without symlinks.
     pub stored_symlinks: bool,
+    /// The cgroup a manager would run the units under; with it, resource
+    /// directives whose controller it does not enable (`TasksMax=` without
+    /// `pids`) are warnings, as `corral status` notes them.
+    pub cgroup: Option<UnitCgroup>,
+}
+
+/// A cgroup units run under, and what its `cgroup.subtree_control` enables.
+#[derive(Debug, Clone)]
+pub struct UnitCgroup {
+    /// The cgroup's path.
+    pub root: PathBuf,
+    /// The controllers enabled for its children.
+    pub enabled: Vec<String>,
 }
 
 impl fmt::Display for VerifyReport {
@@ -105,6 +119,23 @@ struct Verifier {
 impl Verifier {
     fn push_unit(&mut self, u: Unit) {
         self.report.units += 1;
+        if let (Some(c), Some(s)) = (&self.opts.cgroup, &u.service) {
+            let file = u
+                .fragment
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(u.name.as_str()));
+            for (directive, message) in s.unapplied_resources(&c.root, &c.enabled) {
+                self.push(Diagnostic {
+                    file: file.clone(),
+                    line: 0,
+                    directive: directive.trim_end_matches('=').to_string(),
+                    severity: Severity::Warning,
+                    kind: DiagnosticKind::Unsupported,
+                    message,
+                    fatal: false,
+                });
+            }
+        }
         for d in u.diagnostics {
             self.push(d);
         }
@@ -134,6 +165,18 @@ impl Verifier {
         });
     }
 
+    /// Reports what the manager would refuse in the alias symlinks that
+    /// start at `p` (a loop, a chain too long), following them as it does,
+    /// in `p`'s directory.
+    fn alias_chain(&mut self, p: &Path, name: &UnitName) {
+        let dir = p.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let loader = Loader::new(vec![dir], Vec::new(), self.spec.clone())
+            .with_stored_symlinks(self.opts.stored_symlinks);
+        if let Some(e) = loader.alias_error(name) {
+            self.error(p, e.to_string());
+        }
+    }
+
     fn path(&mut self, p: &Path, explicit: bool) {
         // Unit symlinks are judged by their target's name, not followed
         // blindly: /dev/null masks, and an alias target may live in another
@@ -147,10 +190,17 @@ impl Verifier {
                 Some(b) != own && UnitName::parse_strict(&b.to_string_lossy()).is_ok()
             });
             let dropin = p.extension().is_some_and(|e| e == "conf");
-            if (masks && (unit_name_of(p).is_some() || dropin))
-                || (unit_target && unit_name_of(p).is_some() && !p.exists())
-            {
+            if masks && (unit_name_of(p).is_some() || dropin) {
                 self.report.units += usize::from(!dropin);
+                return;
+            }
+            if unit_target
+                && let Some(name) = unit_name_of(p)
+                && !p.exists()
+            {
+                // An alias whose target is in another directory, or a loop.
+                self.alias_chain(p, &name);
+                self.report.units += 1;
                 return;
             }
         }
@@ -177,11 +227,17 @@ impl Verifier {
         } else if md.is_file() {
             self.file(p, explicit);
         } else if explicit || unit_name_of(p).is_some() {
-            self.error(
-                p,
-                "not a regular file (a device, FIFO or socket); unit files must be plain files"
-                    .to_string(),
-            );
+            let what = if p.extension().is_some_and(|e| e == "conf") {
+                UserFile::Dropin
+            } else {
+                UserFile::Unit
+            };
+            match refusal(p, &md, what) {
+                Some(super::UnitError::Refused { reason, .. }) => self.error(p, reason),
+                Some(e) => self.error(p, e.to_string()),
+                // /dev/null itself: a masked unit.
+                None => self.report.units += 1,
+            }
         }
     }
 
@@ -326,6 +382,7 @@ impl Verifier {
             if !target.is_file() || link_target_with(&target, stored).is_some() {
                 // An alias whose target is elsewhere (or another alias): the
                 // target is checked where it is; nothing here to parse.
+                self.alias_chain(f, &name);
                 self.report.units += 1;
                 return;
             }
@@ -366,28 +423,11 @@ impl Verifier {
             return;
         }
         self.report.dropins += 1;
-        if !std::fs::metadata(f).is_ok_and(|m| m.is_file()) {
-            self.error(
-                f,
-                "not a regular file; drop-ins must be plain files".to_string(),
-            );
-            return;
-        }
-        let bytes = match std::fs::read(f) {
-            Ok(b) => b,
-            Err(source) => {
-                self.report.io_errors.push(UnitError::Io {
-                    op: "read drop-in",
-                    path: f.to_path_buf(),
-                    source,
-                });
-                return;
-            }
-        };
         let mut u = Unit::new(name);
         let mut applier = Applier::new(&self.spec);
-        // A drop-in alone is partial: only its own lines are checked.
-        apply_bytes(&mut u, &mut applier, f, &bytes);
+        // A drop-in alone is partial: only its own lines are checked. It is
+        // read as the manager reads it (regular files only, size cap).
+        apply_file(&mut u, &mut applier, f);
         for d in u.diagnostics {
             self.push(d);
         }

@@ -1,284 +1,119 @@
-//! The one helper every supervisor integration test uses: a real `corrald
-//! --user` with its own temp directories and its own cgroup root
-//! (`<cg2>/corral-test-<pid>-<n>`), ready when it says so on `--ready-fd`.
-//! Dropping it (even while a test panics) kills the daemon, kills every
-//! process left in its cgroup tree and removes the tree.
+//! The one helper module of the integration tests: every suite that needs a
+//! helper says `mod common;` and takes it from here, so a helper exists once.
+//!
+//! # Layout
+//!
+//! - this file: whether the machine can run a test ([`require`],
+//!   [`scratch`]), bounded waiting ([`eventually`], [`wait_until`]),
+//!   processes and pipes ([`pipe`], [`read_all`], [`reap`], [`rt`],
+//!   [`pids_matching`], [`pids_named`], [`is_zombie`], [`cgroup_pids`],
+//!   [`processes_of`]), files ([`fixture`], [`write_script`]), and
+//!   commands ([`stdout_of`], [`assert_quiet_when_the_reader_is_gone`],
+//!   [`show`] for failure messages).
+//! - [`daemon`]: [`TestDaemon`], a real `corrald --user` with its own temp
+//!   directories and cgroup root, and the `corral` CLI run against it.
+//! - [`system`]: real test users and a real `corrald --system`; login,
+//!   logout and killing a user's manager as the suites do it.
+//! - [`journal`]: a journal store and writer in a temp dir, entries, and
+//!   `corral journal -D` on a store.
+//! - [`ipc`]: raw control-socket frames: a handshake, an error then a close.
+//! - [`corpus`]: where the shared corpus of real unit files is. It uses std
+//!   only, because src/lib.rs's unit tests and benches/unit_parse.rs include
+//!   it by path.
+//!
+//! Everything that makes cgroups, processes or daemons removes or kills
+//! them on drop, also when the test panics.
 
 #![allow(dead_code)]
 
-use std::io::Read;
-use std::net::TcpStream;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use corral::cgroup::{Cgroup, TempCgroup};
 
-/// What a `corral` invocation returned.
-#[derive(Debug)]
-pub struct Out {
-    /// Exit code.
-    pub code: i32,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
+pub mod corpus;
+pub mod daemon;
+pub mod ipc;
+pub mod journal;
+pub mod system;
+
+// Most suites drive a TestDaemon; the rest do not use this.
+#[allow(unused_imports)]
+pub use daemon::*;
+
+/// Whether a test can run: true when nothing in `missing` is missing.
+/// Otherwise it says what is missing and returns false (the test returns
+/// early), unless CORRAL_REQUIRE_CGROUP=1, which makes it a failure so that
+/// a run that must cover everything cannot pass by skipping.
+pub fn require(what: &str, missing: &[String]) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("{what}: needs {}", missing.join(", "));
+    if std::env::var("CORRAL_REQUIRE_CGROUP").as_deref() == Ok("1") {
+        panic!("{msg} (CORRAL_REQUIRE_CGROUP=1 forbids skipping)");
+    }
+    eprintln!("note: skipping {msg}");
+    false
 }
 
-/// A running `corrald --user` for one test.
-pub struct TestDaemon {
-    child: Option<Child>,
-    /// Its temp directory: units/, run/ (XDG_RUNTIME_DIR, %t), state/, corrald.log.
-    pub dir: tempfile::TempDir,
-    /// The cgroup root the daemon creates unit cgroups in.
-    pub root: TempCgroup,
-    /// The control socket.
-    pub socket: PathBuf,
-}
-
-/// Whether the machine can run these tests (root and a cgroup2 mount); with
-/// CORRAL_REQUIRE_CGROUP=1 a missing requirement fails the test instead.
-fn scratch_cgroup() -> Option<TempCgroup> {
-    let why = if !nix::unistd::geteuid().is_root() {
-        "not root".to_string()
+/// `["root"]` when not running as root.
+pub fn missing_root() -> Vec<String> {
+    if nix::unistd::geteuid().is_root() {
+        Vec::new()
     } else {
+        vec!["root".to_string()]
+    }
+}
+
+/// The programs of `tools` that are not on PATH.
+pub fn missing_tools(tools: &[&str]) -> Vec<String> {
+    tools
+        .iter()
+        .filter(|t| !on_path(t))
+        .map(|t| t.to_string())
+        .collect()
+}
+
+/// Whether `tool` is an executable on PATH.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+}
+
+/// A fresh `<cg2>/corral-test-<pid>-<n>/`, removed (its processes killed)
+/// on drop; None when root or cgroup2 is missing (see [`require`]).
+pub fn scratch() -> Option<TempCgroup> {
+    let mut missing = missing_root();
+    if missing.is_empty() {
         match TempCgroup::new("corral-test") {
             Ok(t) => return Some(t),
-            Err(e) => e.to_string(),
+            Err(e) => missing.push(format!("a usable cgroup2 ({e})")),
         }
-    };
-    if std::env::var("CORRAL_REQUIRE_CGROUP").as_deref() == Ok("1") {
-        panic!("cgroup2 and root are required (CORRAL_REQUIRE_CGROUP=1): {why}");
     }
-    eprintln!("note: skipping, this test needs root and cgroup2: {why}");
+    require("this test", &missing);
     None
 }
 
-impl TestDaemon {
-    /// Starts a daemon with the units written by `setup` (into units/) already
-    /// in place; None when the machine cannot run it (see [`scratch_cgroup`]).
-    pub fn start_with(setup: impl FnOnce(&TestDaemon)) -> Option<TestDaemon> {
-        Self::start_args(setup, &[])
-    }
-
-    /// Starts a daemon with no units yet.
-    pub fn start() -> Option<TestDaemon> {
-        Self::start_with(|_| {})
-    }
-
-    /// Starts a daemon with extra command-line arguments.
-    pub fn start_args(setup: impl FnOnce(&TestDaemon), extra: &[&str]) -> Option<TestDaemon> {
-        let root = scratch_cgroup()?;
-        let dir = tempfile::tempdir().expect("temp dir");
-        for d in ["units", "run", "state", "runit"] {
-            std::fs::create_dir_all(dir.path().join(d)).expect("mkdir");
-        }
-        let socket = dir.path().join("run/corral/control.sock");
-        let mut td = TestDaemon {
-            child: None,
-            dir,
-            root,
-            socket,
-        };
-        setup(&td);
-        td.launch(extra);
-        Some(td)
-    }
-
-    /// Spawns `corrald` on this daemon's directories and waits for its ready line.
-    fn launch(&mut self, extra: &[&str]) {
-        let (ready_r, ready_w) = nix::unistd::pipe().expect("pipe");
-        // The write end is inherited by corrald (no CLOEXEC) and named by --ready-fd.
-        // Appended, so that the log of a restarted daemon keeps its predecessor's.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("corrald.log"))
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_corrald"))
-            .arg("--user")
-            .arg("--units-dir")
-            .arg(self.dir.path().join("units"))
-            .arg("--runit-dir")
-            .arg(self.dir.path().join("runit"))
-            .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
-            .arg("--runtime-dir")
-            .arg(self.dir.path().join("run/corral"))
-            .arg("--cgroup-root")
-            .arg(self.root.path())
-            .arg("--ready-fd")
-            .arg(ready_w.as_raw_fd().to_string())
-            .args(extra)
-            .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn corrald");
-        drop(ready_w);
-        self.child = Some(child);
-        let line = read_line_within(ready_r, Duration::from_secs(20));
-        assert!(
-            line.starts_with("READY=1"),
-            "corrald did not report readiness (got {line:?}); its log:\n{}",
-            self.log()
-        );
-    }
-
-    /// Stops the daemon with SIGTERM (its units are stopped) and starts it
-    /// again on the same directories and state.
-    pub fn restart(&mut self) {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        assert!(
-            self.wait_exit(Duration::from_secs(30)).is_some(),
-            "corrald did not exit after SIGTERM; its log:\n{}",
-            self.log()
-        );
-        self.launch(&[]);
-    }
-
-    /// The daemon's PID.
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
-    }
-
-    /// What the daemon printed so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("corrald.log")).unwrap_or_default()
-    }
-
-    /// $XDG_RUNTIME_DIR of the daemon (what `%t` expands to).
-    pub fn run_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
-    }
-
-    /// The units directory.
-    pub fn units_dir(&self) -> PathBuf {
-        self.dir.path().join("units")
-    }
-
-    /// The runit service directory.
-    pub fn runit_dir(&self) -> PathBuf {
-        self.dir.path().join("runit")
-    }
-
-    /// Writes a unit file.
-    pub fn write_unit(&self, name: &str, text: &str) {
-        std::fs::write(self.units_dir().join(name), text).expect("write unit");
-    }
-
-    /// The cgroup a running unit's invocation uses.
-    pub fn unit_cgroup(&self, unit: &str) -> PathBuf {
-        self.root.path().join(unit)
-    }
-
-    /// Runs the real `corral` against this daemon.
-    pub fn corral(&self, args: &[&str]) -> Out {
-        let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(args)
-            .env("CORRAL_SOCKET", &self.socket)
-            .env_remove("XDG_RUNTIME_DIR")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run corral");
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// Runs `corral` and asserts exit 0.
-    pub fn ok(&self, args: &[&str]) -> Out {
-        let o = self.corral(args);
-        assert_eq!(
-            o.code,
-            0,
-            "corral {args:?} failed: {o:?}\ncorrald log:\n{}",
-            self.log()
-        );
-        o
-    }
-
-    /// `corral show -p PROP --value UNIT`.
-    pub fn prop(&self, unit: &str, prop: &str) -> String {
-        self.ok(&["show", "-p", prop, "--value", unit])
-            .stdout
-            .trim()
-            .to_string()
-    }
-
-    /// Sends `sig` to the daemon.
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig)
-            .expect("signal corrald");
-    }
-
-    /// Waits for the daemon to exit (bounded as a test guard) and returns its exit code.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let child = self.child.as_mut()?;
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if let Some(st) = child.try_wait().expect("wait corrald") {
-                self.child = None;
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
+/// Retries `f` until it returns Some, up to `limit` (for state that gives
+/// no notification, such as the answer of another process).
+pub fn eventually<T>(limit: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    retry(limit, Duration::from_millis(5), f)
 }
 
-impl Drop for TestDaemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // self.root (TempCgroup) then kills what is left in the tree and removes it.
-    }
+/// Waits until `cond` holds; after `secs` seconds (a hang guard, not a
+/// measure) the test fails naming `what`. It looks every 20 ms: its
+/// conditions often run a `corral` command.
+pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let reached = retry(Duration::from_secs(secs), Duration::from_millis(20), || {
+        cond().then_some(())
+    });
+    assert!(reached.is_some(), "timed out waiting for {what}");
 }
 
-fn read_line_within(fd: OwnedFd, limit: Duration) -> String {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::os::fd::AsFd;
-    let mut pfd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    let ms = PollTimeout::try_from(limit.as_millis() as i32).unwrap_or(PollTimeout::MAX);
-    match poll(&mut pfd, ms) {
-        Ok(n) if n > 0 => {}
-        _ => return String::new(),
-    }
-    let mut f = std::fs::File::from(fd);
-    let mut buf = [0u8; 256];
-    let n = f.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Asks memcached on `port` for its version; None when nothing answers.
-pub fn memcached_version(port: u16) -> Option<String> {
-    use std::io::Write;
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"version\r\n").ok()?;
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).trim().to_string())
-}
-
-/// Retries `f` until it returns Some, up to `limit` (for daemons that give
-/// no readiness signal, such as memcached under Type=simple).
-pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+fn retry<T>(limit: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
@@ -287,8 +122,46 @@ pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         if Instant::now() >= end {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(every);
     }
+}
+
+/// A pipe, both ends close-on-exec.
+pub fn pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
+}
+
+/// Reads `fd` until EOF.
+pub fn read_all(fd: OwnedFd) -> String {
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s).unwrap();
+    s
+}
+
+/// Waits for our child `pid`.
+pub fn reap(pid: i32) -> nix::sys::wait::WaitStatus {
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap()
+}
+
+/// A current-thread runtime, for the async parts of a blocking test.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Whether `pid` is a zombie (or already gone).
+pub fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
 }
 
 /// PIDs of live (non-zombie) processes whose command line contains `needle`.
@@ -306,36 +179,11 @@ pub fn pids_matching(needle: &str) -> Vec<i32> {
             continue;
         };
         let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(true);
-        if line.contains(needle) && !zombie {
+        if line.contains(needle) && !is_zombie(pid) {
             out.push(pid);
         }
     }
     out
-}
-
-/// The processes in a cgroup directory (recursively), empty when it is gone.
-pub fn cgroup_pids(path: &Path) -> Vec<i32> {
-    Cgroup::open(path)
-        .and_then(|c| c.procs_recursive())
-        .unwrap_or_default()
-}
-
-/// Whether memcached runs as root here (it refuses without `-u root` then).
-pub fn memcached_user_flag() -> &'static str {
-    if nix::unistd::geteuid().is_root() {
-        " -u root"
-    } else {
-        ""
-    }
 }
 
 /// PIDs of live processes whose argv[0] is exactly `name` (set with `exec -a`).
@@ -348,4 +196,83 @@ pub fn pids_named(name: &str) -> Vec<i32> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+/// Live (non-zombie) processes whose real uid is `uid`: PID and name.
+pub fn processes_of(uid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let real = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
+        let zombie = status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'));
+        if real == Some(uid) && !zombie {
+            let name = status.lines().next().unwrap_or_default().to_string();
+            found.push((pid, name));
+        }
+    }
+    found
+}
+
+/// The processes in a cgroup directory (recursively), empty when it is gone.
+pub fn cgroup_pids(path: &Path) -> Vec<i32> {
+    Cgroup::open(path)
+        .and_then(|c| c.procs_recursive())
+        .unwrap_or_default()
+}
+
+/// `tests/fixtures/REL` in the source tree.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// Writes an executable script at `path` (creating its directory).
+pub fn write_script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Runs `cmd` to its end and returns its stdout; fails the test unless it
+/// exits 0.
+pub fn stdout_of(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", show(&out));
+    out.stdout
+}
+
+/// Runs `cmd` with a reader that goes away before it writes (as `cmd |
+/// head -0`): like ripgrep and systemctl it must exit 0 and say nothing.
+pub fn assert_quiet_when_the_reader_is_gone(mut cmd: Command) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(out.stderr.is_empty(), "{}", show(&out));
+}
+
+/// A finished command's exit status and output, for failure messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

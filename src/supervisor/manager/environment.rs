@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::ipc::proto::{ErrorKind, Failure, Request, Response};
+use crate::ipc::proto::{ErrorKind, Failure, Response};
 use crate::supervisor::environment::{EnvError, ManagerEnv};
 use crate::supervisor::service::ServiceDef;
 use crate::supervisor::state::Cmd;
@@ -61,8 +61,23 @@ impl EnvBlock {
         })
     }
 
-    /// Answers set-, unset-, import- and show-environment.
-    pub(super) fn request(&mut self, request: Request) -> Response {
+    /// `show-environment`: the block as `NAME=value` lines.
+    pub(super) fn show(&self) -> Response {
+        match &self.block {
+            Ok(env) => Response::Text(env.show()),
+            Err(msg) => Response::Error(Failure {
+                kind: ErrorKind::Internal,
+                message: msg.clone(),
+            }),
+        }
+    }
+
+    /// set-, unset- or import-environment: `f` changes the block (which
+    /// saves itself before the answer).
+    pub(super) fn change(
+        &mut self,
+        f: impl FnOnce(&mut ManagerEnv) -> Result<(), EnvError>,
+    ) -> Response {
         let env = match &mut self.block {
             Ok(env) => env,
             Err(msg) => {
@@ -72,21 +87,7 @@ impl EnvBlock {
                 });
             }
         };
-        let changed = match request {
-            Request::SetEnvironment { assignments } => env.set(&assignments),
-            Request::UnsetEnvironment { names } => env.unset(&names),
-            Request::ImportEnvironment { pairs } => env.set_pairs(pairs),
-            Request::ShowEnvironment => return Response::Text(env.show()),
-            other => {
-                return Response::Error(Failure {
-                    kind: ErrorKind::BadRequest,
-                    message: format!(
-                        "request {other:?} is not an environment request; this is a corral bug"
-                    ),
-                });
-            }
-        };
-        match changed {
+        match f(env) {
             Ok(()) => Response::Done(Vec::new()),
             Err(e) => {
                 let kind = match e {
@@ -112,8 +113,8 @@ impl Manager {
     ) -> Vec<(String, String)> {
         let e = &self.units[name];
         let mut env = self.base_env.clone();
+        // Later assignments win; repeats are dropped once, at the end (linear).
         let set = |env: &mut Vec<(String, String)>, k: &str, v: String| {
-            env.retain(|(key, _)| key != k);
             env.push((k.to_string(), v));
         };
         // The manager's block (set-environment) lies below the unit's own variables.
@@ -153,7 +154,7 @@ impl Manager {
                 set(&mut env, k, v.clone());
             }
         }
-        env
+        crate::supervisor::environment::last_assignments(env)
     }
 }
 

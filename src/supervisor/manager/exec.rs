@@ -14,8 +14,9 @@ use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio, spawn};
 use crate::supervisor::output::{Source, Stream};
 use crate::supervisor::service::ServiceDef;
 use crate::supervisor::state::{Cmd, Event, Exit, Pid, Whom};
-use crate::unit::RunitService;
+use crate::unit::file::{UserFile, read_user_file};
 use crate::unit::model::StdOutput;
+use crate::unit::{RunitService, UnitError};
 
 use super::{Input, Manager};
 
@@ -126,7 +127,9 @@ impl Manager {
         };
         let pid_file = def.unit.service.as_ref().and_then(|s| s.pid_file.clone());
         if let Some(path) = pid_file {
-            match std::fs::read_to_string(&path) {
+            // A FIFO or /dev/zero as PIDFile= must not block or bloat the manager.
+            let read = read_user_file(&path, UserFile::PidFile);
+            match read.map(|b| String::from_utf8_lossy(&b).into_owned()) {
                 Ok(text) if !text.trim().is_empty() => {
                     if let Some(w) = self
                         .units
@@ -234,8 +237,10 @@ impl Manager {
         let pass_from = |k: &str| self.env.get(k).or_else(|| std::env::var(k).ok());
         let env = svc
             .resolve_environment(&self.process_env(name, Some(def), cmd), &pass_from)
-            .map_err(|err| {
-                format!("{err}; create the EnvironmentFile= or prefix its path with '-'")
+            .map_err(|err| match err {
+                // The refusal says what to do already.
+                UnitError::Refused { .. } => err.to_string(),
+                err => format!("{err}; create the EnvironmentFile= or prefix its path with '-'"),
             })?;
         let path_env = env
             .iter()

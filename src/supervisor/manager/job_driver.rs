@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::ipc::proto::{ErrorKind, Failure, Request, Response};
+use crate::ipc::proto::{ErrorKind, Failure, Response};
 use crate::supervisor::graph::{
     self, DEFAULT_TARGET, Deps, GraphError, JobKind, JobResult, Missing, Transaction, Units, Verb,
 };
@@ -726,34 +726,24 @@ impl Manager {
         }
     }
 
-    /// The requests about the unit graph.
-    pub(super) fn graph_query(&mut self, request: Request) -> Response {
-        match request {
-            Request::ListDependencies { unit, reverse, all } => {
-                let name = match self.resolve(&unit) {
-                    Ok(name) => name,
-                    // systemctl draws a unit that does not exist too: its
-                    // name alone, or what pulls it in (and exits 0).
-                    Err(f) if f.kind == ErrorKind::NotFound => super::normalize(&unit),
-                    Err(f) => return Response::Error(f),
-                };
-                Response::Text(graph::render_tree(
-                    &name,
-                    &View {
-                        m: self,
-                        stopping: false,
-                    },
-                    reverse,
-                    all,
-                ))
-            }
-            other => Response::Error(Failure {
-                kind: ErrorKind::BadRequest,
-                message: format!(
-                    "request {other:?} is not answered as a query; this is a corral bug"
-                ),
-            }),
-        }
+    /// `list-dependencies`: the tree of `unit` as text.
+    pub(super) fn list_dependencies(&mut self, unit: &str, reverse: bool, all: bool) -> Response {
+        let name = match self.resolve(unit) {
+            Ok(name) => name,
+            // systemctl draws a unit that does not exist too: its
+            // name alone, or what pulls it in (and exits 0).
+            Err(f) if f.kind == ErrorKind::NotFound => super::normalize(unit),
+            Err(f) => return Response::Error(f),
+        };
+        Response::Text(graph::render_tree(
+            &name,
+            &View {
+                m: self,
+                stopping: false,
+            },
+            reverse,
+            all,
+        ))
     }
 }
 

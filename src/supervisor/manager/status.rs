@@ -4,12 +4,15 @@
 use std::path::{Path, PathBuf};
 
 use crate::cgroup::Cgroup;
+use crate::ipc::proto;
 use crate::ipc::proto::{
-    ErrorKind, Failure, LoadState, MainExit, ManagerStatus, Request, Response, UnitFile, UnitFiles,
+    ErrorKind, Failure, LoadState, MainExit, ManagerStatus, Response, UnitFile, UnitFiles,
     UnitStatus,
 };
+use crate::supervisor::control::Query;
 use crate::supervisor::procs;
-use crate::supervisor::state::{ActiveState, ServiceResult, Sub};
+use crate::supervisor::state::Sub;
+use crate::supervisor::wire;
 use crate::unit::{RunitService, UnitName};
 
 use super::{Manager, normalize};
@@ -102,9 +105,13 @@ impl Manager {
             file_state: e.file_state.clone(),
             kind,
             restart,
-            active: e.state.sub.active(),
-            sub: e.state.sub,
-            result: e.state.result,
+            active: wire::active_state(e.state.sub.active()),
+            sub: if crate::supervisor::graph::is_target(name) {
+                wire::target_sub(e.state.sub.active())
+            } else {
+                wire::service_sub(e.state.sub)
+            },
+            result: wire::result(e.state.result),
             since_usec: e.since_usec,
             main_pid: e.state.main,
             control_pid: e.state.control.and_then(|c| c.pid),
@@ -139,9 +146,9 @@ impl Manager {
             file_state: String::new(),
             kind: String::new(),
             restart: String::new(),
-            active: ActiveState::Inactive,
-            sub: Sub::Dead,
-            result: ServiceResult::Success,
+            active: proto::ActiveState::Inactive,
+            sub: wire::service_sub(Sub::Dead),
+            result: proto::UnitResult::Success,
             since_usec: 0,
             main_pid: None,
             control_pid: None,
@@ -163,14 +170,14 @@ impl Manager {
             .collect()
     }
 
-    pub(super) fn query(&mut self, request: Request) -> Response {
-        match request {
-            Request::Status { units } if units.is_empty() => {
+    pub(super) fn query(&mut self, query: Query) -> Response {
+        match query {
+            Query::Manager => {
                 let listed: Vec<UnitStatus> = self
                     .units
                     .keys()
                     .map(|n| self.unit_status(n.as_str()))
-                    .filter(|u| u.active != ActiveState::Inactive)
+                    .filter(|u| u.active != proto::ActiveState::Inactive)
                     .collect();
                 Response::Manager(ManagerStatus {
                     pid: std::process::id() as i32,
@@ -186,9 +193,10 @@ impl Manager {
                     since_usec: self.started_usec,
                     units: listed,
                     load_errors: self.load_errors.clone(),
+                    journal: self.output.journal().and_then(|j| j.problem()),
                 })
             }
-            Request::Status { units } => {
+            Query::Status { units } => {
                 let mut list = self.units_for(units);
                 for u in list.iter_mut().flatten() {
                     u.journal = self.output.last_lines(&u.name, 10);
@@ -197,7 +205,7 @@ impl Manager {
             }
             // systemctl show prints a unit that does not exist as not-found
             // and inactive (and exits 0); status says it could not be found.
-            Request::Show { units } => Response::Units(
+            Query::Show { units } => Response::Units(
                 units
                     .into_iter()
                     .map(|t| match self.resolve(&t) {
@@ -209,11 +217,11 @@ impl Manager {
                     })
                     .collect(),
             ),
-            Request::SearchPaths => Response::SearchPaths {
+            Query::SearchPaths => Response::SearchPaths {
                 units: lossy(self.loader.unit_paths()),
                 runit: lossy(self.loader.runit_dirs()),
             },
-            Request::List => {
+            Query::List => {
                 // Units whose file went away and that have stopped since are gone.
                 let all: Vec<String> = self.units.keys().map(UnitName::to_string).collect();
                 for n in &all {
@@ -222,7 +230,7 @@ impl Manager {
                 let names: Vec<String> = self.units.keys().map(UnitName::to_string).collect();
                 Response::Units(names.iter().map(|n| Ok(self.unit_status(n))).collect())
             }
-            Request::Cat { units } => Response::Files(
+            Query::Cat { units } => Response::Files(
                 units
                     .into_iter()
                     .map(|t| {
@@ -233,28 +241,35 @@ impl Manager {
                     })
                     .collect(),
             ),
-            Request::ActiveStates { units } => Response::States(
+            Query::ActiveStates { units } => Response::States(
                 units
                     .into_iter()
                     .map(|t| match self.resolve(&t) {
-                        Ok(n) => (n.clone(), Some(self.units[n.as_str()].state.sub.active())),
+                        Ok(n) => (
+                            n.clone(),
+                            Some(wire::active_state(
+                                self.units[n.as_str()].state.sub.active(),
+                            )),
+                        ),
                         Err(_) => (normalize(&t), None),
                     })
                     .collect(),
             ),
-            Request::DaemonReload => Response::Done(self.reload_units()),
-            Request::ResetFailed { .. } => {
+            Query::DaemonReload => Response::Done(self.reload_units()),
+            Query::ResetFailedAll => {
                 let names: Vec<String> = self.units.keys().map(UnitName::to_string).collect();
                 for n in names {
                     self.reset_failed(&n);
                 }
                 Response::Jobs(Vec::new())
             }
-            Request::SetEnvironment { .. }
-            | Request::UnsetEnvironment { .. }
-            | Request::ImportEnvironment { .. }
-            | Request::ShowEnvironment => self.env.request(request),
-            other => self.graph_query(other),
+            Query::ListDependencies { unit, reverse, all } => {
+                self.list_dependencies(&unit, reverse, all)
+            }
+            Query::SetEnvironment { assignments } => self.env.change(|env| env.set(&assignments)),
+            Query::UnsetEnvironment { names } => self.env.change(|env| env.unset(&names)),
+            Query::ImportEnvironment { pairs } => self.env.change(|env| env.set_pairs(pairs)),
+            Query::ShowEnvironment => self.env.show(),
         }
     }
 

@@ -5,11 +5,10 @@ use std::process::Command;
 use super::*;
 use crate::unit::SpecifierContext;
 
-/// The corpus's user units (`$CORRAL_CORPUS` or a `shared/corpus` above the crate).
-fn corpus_user() -> PathBuf {
-    crate::test_corpus::corpus()
-        .expect("the shared corpus is missing: set CORRAL_CORPUS")
-        .join("systemd-user")
+/// The corpus's user units (`$CORRAL_CORPUS` or a `shared/corpus` above the
+/// crate); `None` (the test skips, as the suites do) only outside CI.
+fn corpus_user() -> Option<PathBuf> {
+    Some(crate::test_corpus::corpus()?.join("systemd-user"))
 }
 
 /// Unit files of real packages, installed as a vendor would (lower priority dir).
@@ -64,7 +63,7 @@ struct Pair {
 }
 
 impl Pair {
-    fn new() -> Pair {
+    fn new() -> Option<Pair> {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("sd");
         let (etc, usr) = (
@@ -76,7 +75,7 @@ impl Pair {
         for d in [&etc, &usr, &units, &vendor] {
             fs::create_dir_all(d).unwrap();
         }
-        let corpus = corpus_user();
+        let corpus = corpus_user()?;
         for rel in VENDOR {
             let src = corpus.join(rel);
             let base = src.file_name().unwrap();
@@ -92,13 +91,13 @@ impl Pair {
             Vec::new(),
             SpecifierContext::current(),
         );
-        Pair {
+        Some(Pair {
             _tmp: tmp,
             root,
             units,
             vendor,
             loader,
-        }
+        })
     }
 
     /// Runs `systemctl --root=R --global ARGS` and returns (exit ok, stdout, stderr).
@@ -217,7 +216,7 @@ impl Pair {
 
 #[test]
 fn symlinks_match_debian_systemctl_step_by_step() {
-    let p = Pair::new();
+    let Some(p) = Pair::new() else { return };
     let all = [
         "mpd.service",
         "mpd.socket",
@@ -295,7 +294,7 @@ fn symlinks_match_debian_systemctl_step_by_step() {
 
 #[test]
 fn messages_are_systemctls() {
-    let p = Pair::new();
+    let Some(p) = Pair::new() else { return };
     let i = Installer::new(&p.loader);
     let out = i.enable(&["memcached@11212".into()]).unwrap();
     let units = p.units.display().to_string();

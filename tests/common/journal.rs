@@ -1,6 +1,8 @@
-//! Helpers shared by the journal_* integration tests (`mod journal_common;`).
-#![allow(dead_code)]
+//! For the journal_* suites: a store and its writer in a temp dir, entries,
+//! and the `corral journal` CLI on a store.
 
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 
 use corral::journal::{NewEntry, Store, StoreOptions, Stream, Writer, WriterHandle, WriterOptions};
@@ -42,4 +44,15 @@ pub fn msgs(es: &[corral::journal::Entry]) -> Vec<String> {
     es.iter()
         .map(|e| String::from_utf8_lossy(&e.message).into_owned())
         .collect()
+}
+
+/// `corral journal -D DIR ARGS...` on a store (no manager involved); fails
+/// the test unless it exits 0, and returns its stdout.
+pub fn corral_journal(dir: &Path, args: &[&str]) -> Vec<u8> {
+    super::stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["journal", "-D"])
+            .arg(dir)
+            .args(args),
+    )
 }

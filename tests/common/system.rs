@@ -1,7 +1,6 @@
-//! Shared by the tests/system_*.rs binaries: real test users, a real
-//! `corrald --system` in its own cgroup root and state directory, and the
-//! `corral` CLI run as root or as a test user.
-#![allow(dead_code)]
+//! For the tests/system_*.rs suites: real test users, a real `corrald
+//! --system` in its own cgroup root and state directory, and the `corral`
+//! CLI run as root or as a test user.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -15,39 +14,26 @@ use std::time::{Duration, Instant};
 use corral::cgroup::TempCgroup;
 use nix::fcntl::{Flock, FlockArg};
 
+use super::{missing_root, missing_tools, require, wait_until, write_script};
+
 /// The supplementary group the first test user is a member of.
 pub const TEST_GROUP: &str = "corral-tg";
 
-/// Whether this machine can run these tests (root, cgroup2). Without them a
-/// test returns early, unless CORRAL_REQUIRE_CGROUP=1 makes that a failure.
-pub fn can_run(what: &str) -> bool {
-    let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
-        missing.push("root".to_string());
-    }
+/// Whether this machine can run these tests (root, cgroup2, useradd; see
+/// [`require`]), and with `tools` those programs too.
+pub fn can_run_with(what: &str, tools: &[&str]) -> bool {
+    let mut missing = missing_root();
     if corral::cgroup::find_mount().is_err() {
         missing.push("a cgroup2 mount".to_string());
     }
-    for tool in ["useradd", "groupadd"] {
-        if !on_path(tool) {
-            missing.push(tool.to_string());
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("{what}: needs {}", missing.join(", "));
-    if std::env::var_os("CORRAL_REQUIRE_CGROUP").is_some_and(|v| v == "1") {
-        panic!("{msg} (CORRAL_REQUIRE_CGROUP=1)");
-    }
-    eprintln!("skipping {msg}");
-    false
+    missing.extend(missing_tools(&["useradd", "groupadd"]));
+    missing.extend(missing_tools(tools));
+    require(what, &missing)
 }
 
-/// Whether `tool` is an executable on PATH.
-pub fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+/// [`can_run_with`] no other tools.
+pub fn can_run(what: &str) -> bool {
+    can_run_with(what, &[])
 }
 
 /// A test user, held exclusively by this test (across test binaries) because
@@ -299,6 +285,44 @@ impl TestSystem {
         pid.parse().ok()
     }
 
+    /// `corral login --wait USER` as root; fails the test unless it succeeds.
+    pub fn login(&self, user: &TestUser) {
+        let out = self.corral(&["login", "--wait", &user.name]);
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            super::show(&out),
+            self.stderr()
+        );
+    }
+
+    /// `corral logout USER` as root, then waits (at most `secs` s) until the
+    /// user's cgroup subtree is gone, as it is after the last session.
+    pub fn logout_and_wait(&self, user: &TestUser, secs: u64) {
+        let out = self.corral(&["logout", &user.name]);
+        assert!(out.status.success(), "{}", super::show(&out));
+        wait_until(secs, "the user's subtree to go after the logout", || {
+            !self.user_cgroup(user.uid).exists()
+        });
+    }
+
+    /// SIGKILLs `user`'s manager and waits (at most `secs` s) until the
+    /// system manager has started another; returns the new one's PID.
+    pub fn kill_manager(&self, user: &TestUser, secs: u64) -> u32 {
+        let first = self.manager_pid(user).expect("a running manager");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(first as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let mut second = None;
+        wait_until(secs, "a new manager", || {
+            second = self.manager_pid(user).filter(|p| *p != first);
+            second.is_some()
+        });
+        second.unwrap()
+    }
+
     /// Stops the daemon (SIGTERM, SIGKILL after 20 s) and waits for it.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
@@ -324,16 +348,6 @@ impl TestSystem {
 impl Drop for TestSystem {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Waits until `cond` holds, at most `secs` seconds. The system socket has
-/// no change notification, so the tests look again every 20 ms.
-pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -410,7 +424,6 @@ pub fn stand_in_manager(dir: &Path, bus: bool) -> PathBuf {
          exec 3>&-\n\
          exec sleep 100000\n"
     );
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_script(&path, &script);
     path
 }
