@@ -652,6 +652,53 @@ fn on_failure_starts_its_units_when_the_unit_fails_not_when_it_stops() {
 }
 
 #[test]
+fn on_failure_starts_for_a_failed_dependency_not_for_a_false_assert() {
+    // As systemd: a start job failed by a dependency triggers OnFailure=
+    // (job_finish_and_invalidate, JOB_DEPENDENCY); a false Assert*= is the
+    // job's result, not a failure of the unit, and triggers nothing.
+    let Some(td) = TestDaemon::start_with(|td| {
+        let out = td.run_dir().join("handled");
+        td.write_unit(
+            "handler@.service",
+            &format!(
+                "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo %i >> {}'\n",
+                out.display()
+            ),
+        );
+        td.write_unit(
+            "broken.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/false\n",
+        );
+        td.write_unit(
+            "needy.service",
+            "[Unit]\nRequires=broken.service\nAfter=broken.service\nOnFailure=handler@%n.service\n\
+             [Service]\nExecStart=/bin/sleep 1021\n",
+        );
+        td.write_unit(
+            "asserty.service",
+            "[Unit]\nAssertPathExists=/nonexistent/corral-test\nOnFailure=handler@%n.service\n\
+             [Service]\nExecStart=/bin/sleep 1022\n",
+        );
+    }) else {
+        return;
+    };
+    let out = td.run_dir().join("handled");
+    let o = td.corral(&["start", "asserty"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert_eq!(td.prop("asserty.service", "Result"), "assert");
+    let o = td.corral(&["start", "needy"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert_eq!(td.prop("needy.service", "Result"), "dependency");
+    // OnFailure= jobs are queued in order: asserty's would have run first.
+    let handled = eventually(Duration::from_secs(10), || {
+        let s = read(&out);
+        (!s.is_empty()).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("OnFailure= unit never ran\n{}", td.log()));
+    assert_eq!(handled, "needy.service\n", "{}", td.log());
+}
+
+#[test]
 fn a_broken_cycle_of_requirers_starts_neither_side() {
     // Both enabled in default.target, each Requires= and After= the other:
     // systemd drops one start to break the cycle and the other with it,
