@@ -78,10 +78,7 @@ impl Slots {
     pub(crate) fn admit(self: &Arc<Self>, uid: u32) -> Result<Slot, Refusal> {
         let mut t = self.lock();
         // Each pass either admits, refuses or removes one connection.
-        loop {
-            let Some(blocked) = self.blocked(&t, uid) else {
-                break;
-            };
+        while let Some(blocked) = self.blocked(&t, uid) {
             let victim = t
                 .conns
                 .iter()
