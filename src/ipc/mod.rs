@@ -5,6 +5,7 @@
 //!
 //! - [`frame`] — the wire format: a `u32` little-endian length, then a postcard
 //!   payload of at most [`frame::MAX_FRAME`] bytes, checked before allocating.
+//! - [`fuzz`] — the control-protocol fuzz target's entry point.
 //! - [`peer`] — who is on the other end ([`peer::PeerCred`] from SO_PEERCRED)
 //!   and the owner-or-root rule.
 //! - [`socket`] — [`socket::bind_private`], the 0600-socket-in-a-0700-directory
@@ -43,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod client;
 pub mod frame;
+pub mod fuzz;
 pub mod peer;
 pub mod proto;
 pub mod server;
