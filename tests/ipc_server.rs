@@ -475,10 +475,23 @@ async fn a_panicking_handler_ends_only_its_own_connection() {
     server.shutdown().await;
 }
 
+/// A server with room for `n` connections in all, none of them kept for root
+/// (the tests may run as root or not).
+fn limited(n: usize) -> impl FnOnce(&mut ServerConfig) {
+    move |c| {
+        c.max_connections = n;
+        c.root_reserve = 0;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_told_busy() {
-    let mut server = TestServer::start(|c| c.max_connections = 1);
+    let mut server = TestServer::start(limited(1));
+    // Inside a request (its first item proves the server read it), so its
+    // slot cannot be taken.
     let mut first = server.client().await;
+    let mut stream = first.request_stream(&Req::Follow).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap(), Resp::Item(0));
     let err = AsyncClient::<Req, Resp>::connect(&server.path)
         .await
         .err()
@@ -486,10 +499,102 @@ async fn connections_over_the_limit_are_told_busy() {
     assert!(is_refusal(&err, ErrorCode::BUSY), "{err:?}");
     assert!(err.to_string().contains("try again"), "{err}");
     // The connection that holds the slot is unaffected.
+    for i in 1..3 {
+        assert_eq!(stream.next().await.unwrap().unwrap(), Resp::Item(i));
+    }
+    drop(stream);
+    assert_eq!(server.events.recv().await, Some(Event::FollowStopped));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_gives_its_slot_to_a_newcomer() {
+    let mut server = TestServer::start(limited(2));
+    let path = server.path.clone();
+    // Two connections idle between requests, the older one first.
+    let (older, newer) = tokio::task::spawn_blocking(move || {
+        let older = raw_after_handshake(&path);
+        let newer = raw_after_handshake(&path);
+        (older, newer)
+    })
+    .await
+    .unwrap();
+    let mut newcomer = server.client().await;
     assert_eq!(
-        first.request(&Req::Echo("1".into())).await.unwrap(),
-        Resp::Echoed("1".into(), my_uid())
+        newcomer.request(&Req::Echo("in".into())).await.unwrap(),
+        Resp::Echoed("in".into(), my_uid())
     );
+    let (message, mut newer) = tokio::task::spawn_blocking(move || {
+        let mut older = older;
+        (expect_error_then_close(&mut older, ErrorCode::BUSY), newer)
+    })
+    .await
+    .unwrap();
+    assert!(
+        message.contains("closing this idle connection"),
+        "{message}"
+    );
+    // The newer idle connection kept its slot and is still served.
+    let answer = tokio::task::spawn_blocking(move || {
+        write_frame_blocking(&mut newer, &Req::Echo("kept".into())).unwrap();
+        read_frame_blocking::<Frame<Resp>, _>(&mut newer)
+            .unwrap()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer, Frame::Reply(Resp::Echoed("kept".into(), my_uid())));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_frame_is_dropped_after_the_frame_deadline() {
+    let mut server = TestServer::start(|c| c.frame_timeout = Duration::from_millis(200));
+    let path = server.path.clone();
+    let message = tokio::task::spawn_blocking(move || {
+        let mut s = raw_after_handshake(&path);
+        // A 50-byte request of which one byte arrives; the socket stays open.
+        s.write_all(&[50, 0, 0, 0, 1]).unwrap();
+        expect_error_then_close(&mut s, ErrorCode::TIMEOUT)
+    })
+    .await
+    .unwrap();
+    assert!(message.contains("incomplete request frame"), "{message}");
+    assert!(message.contains("200ms"), "{message}");
+    server.assert_serving().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_frames_cannot_keep_others_out_past_the_frame_deadline() {
+    let mut server = TestServer::start(|c| {
+        limited(4)(c);
+        c.frame_timeout = Duration::from_millis(300);
+    });
+    let path = server.path.clone();
+    // Every slot held by a connection stalled in the middle of a header.
+    let stalled = tokio::task::spawn_blocking(move || {
+        (0..4)
+            .map(|_| {
+                let mut s = raw_after_handshake(&path);
+                s.write_all(&[50, 0]).unwrap();
+                s
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let messages = tokio::task::spawn_blocking(move || {
+        stalled
+            .into_iter()
+            .map(|mut s| expect_error_then_close(&mut s, ErrorCode::TIMEOUT))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    // A slot is free before its connection closes, so a newcomer gets in now.
+    server.assert_serving().await;
+    assert_eq!(messages.len(), 4);
     server.shutdown().await;
 }
 

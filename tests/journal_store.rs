@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::journal::{msgs, ne, open, open_with};
+use common::journal::{msgs, ne, noise, open, open_with};
 use corral::journal::{Entry, Query, Store, StoreOptions, Stream, WriterOptions, parse_cursor};
 
 #[tokio::test]
@@ -358,19 +358,6 @@ async fn small_blocks_are_merged_without_changing_results() {
         })
         .unwrap();
     assert_eq!(msgs(&last), vec!["later"]);
-}
-
-fn noise(seed: u64, len: usize) -> String {
-    // Incompressible-ish text so sizes on disk are predictable.
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (b'a' + (x % 26) as u8) as char
-        })
-        .collect()
 }
 
 #[tokio::test]

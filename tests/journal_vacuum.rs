@@ -8,21 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::journal::{msgs, ne, open};
+use common::journal::{msgs, ne, noise, open};
 use corral::journal::{JournalError, Query, Store, StoreOptions};
-
-/// Pseudo-random lowercase text: compresses to ~60%, so blocks have a known size.
-fn noise(seed: u64, len: usize) -> String {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (b'a' + (x % 26) as u8) as char
-        })
-        .collect()
-}
 
 /// A store of `commits` commits of 200 entries of one unit each (one block per
 /// commit, seqs contiguous per block), units taking turns; every message starts

@@ -5,12 +5,15 @@
 //!
 //! - [`frame`] — the wire format: a `u32` little-endian length, then a postcard
 //!   payload of at most [`frame::MAX_FRAME`] bytes, checked before allocating.
+//! - [`fuzz`] — the control-protocol fuzz target's entry point.
 //! - [`peer`] — who is on the other end ([`peer::PeerCred`] from SO_PEERCRED)
 //!   and the owner-or-root rule.
 //! - [`socket`] — [`socket::bind_private`], the 0600-socket-in-a-0700-directory
 //!   listener that refuses to steal the socket of a live manager.
 //! - [`server`] — [`server::serve`], the accept loop; one task per connection,
 //!   handshake, then request → [`server::Handler`] → [`server::Replies`].
+//! - `slots` — connection limits in all, per uid and root's reserve, and
+//!   which idle connection makes room for a newcomer.
 //! - [`client`] — [`client::Client`] (blocking, for the CLI and the PAM module)
 //!   and [`client::AsyncClient`] (tokio, for daemons and tests).
 //!
@@ -41,9 +44,11 @@ use serde::{Deserialize, Serialize};
 
 pub mod client;
 pub mod frame;
+pub mod fuzz;
 pub mod peer;
 pub mod proto;
 pub mod server;
+mod slots;
 pub mod socket;
 pub mod system_proto;
 
@@ -134,7 +139,8 @@ impl ErrorCode {
     pub const SHUTTING_DOWN: ErrorCode = ErrorCode(6);
     /// The handler failed without sending an answer of its own.
     pub const INTERNAL: ErrorCode = ErrorCode(7);
-    /// The handshake did not arrive in time; the connection is closed.
+    /// The handshake, or the rest of a frame already begun, did not arrive
+    /// in time; the connection is closed.
     pub const TIMEOUT: ErrorCode = ErrorCode(8);
     /// Codes from this value up are free for handlers' own protocol errors.
     pub const FIRST_APPLICATION: ErrorCode = ErrorCode(1000);

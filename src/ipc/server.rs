@@ -3,8 +3,11 @@
 //! [`Handler`] that answers through [`Replies`].
 //!
 //! Isolation rules: a connection's reads and writes happen only in its own
-//! task, every write has a timeout, and a bad frame closes only that
-//! connection — so a stuck, slow or hostile client never delays anyone else.
+//! task, every write has a timeout, a frame once begun must be complete
+//! within a deadline, one uid holds at most a share of the connections
+//! (root keeps a reserve), an idle connection gives its slot up to a
+//! newcomer who needs it, and a bad frame closes only that connection — so
+//! a stuck, slow or hostile client never delays or locks out anyone else.
 
 use std::future::Future;
 use std::io::Write;
@@ -17,12 +20,13 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use super::frame::{self, FrameRef};
 use super::peer::{PeerCred, authorize_owner};
+use super::slots::{Limits, Refusal, Slot, Slots};
 use super::{CORRAL_VERSION, ErrorCode, Hello, IpcError, PROTOCOL_VERSION, ProtoError, Welcome};
 
 /// Answers requests; one value serves every connection concurrently.
@@ -62,12 +66,23 @@ pub enum Access {
 pub struct ServerConfig {
     /// Who may connect.
     pub access: Access,
-    /// Connections served at once; beyond it a client gets BUSY at once
-    /// instead of hanging in the listen backlog.
+    /// Connections served at once; beyond it (and with no idle connection
+    /// to close instead) a client gets BUSY at once instead of hanging in
+    /// the listen backlog.
     pub max_connections: usize,
+    /// Connections one non-root uid may hold at once, so one user cannot
+    /// take everyone's slots; beyond it that uid gets BUSY.
+    pub max_per_uid: usize,
+    /// Slots only root may take (the PAM module runs as root in login,
+    /// sshd and su), however many connections the users hold.
+    pub root_reserve: usize,
     /// How long a new connection may take to send its [`Hello`], so idle
     /// connects cannot hold connection slots.
     pub handshake_timeout: Duration,
+    /// How long the rest of a request frame may take once its first byte
+    /// arrived; a peer that starts a frame and stalls is sent TIMEOUT and
+    /// dropped, so half frames cannot hold connection slots.
+    pub frame_timeout: Duration,
     /// How long one frame write may take before the client is considered
     /// stuck and its connection dropped (this frees a follow's handler too).
     pub write_timeout: Duration,
@@ -79,23 +94,40 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Defaults for a socket that only `uid` (and root) may use.
+    /// Defaults for a socket that only `uid` (and root) may use: the owner
+    /// may take every slot but root's reserve.
     pub fn owner(uid: u32) -> ServerConfig {
         ServerConfig {
             access: Access::Owner(uid),
             max_connections: 64,
+            max_per_uid: 60,
+            root_reserve: 4,
             handshake_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             server_version: CORRAL_VERSION.to_string(),
         }
     }
 
-    /// Defaults for a socket everyone may use (per-request authorisation).
+    /// Defaults for a socket everyone may use (per-request authorisation):
+    /// 8 connections per uid, 32 of 128 slots kept for root.
     pub fn anyone() -> ServerConfig {
         ServerConfig {
             access: Access::Anyone,
+            max_connections: 128,
+            max_per_uid: 8,
+            root_reserve: 32,
             ..ServerConfig::owner(0)
+        }
+    }
+
+    /// The slot limits this configuration asks for.
+    fn limits(&self) -> Limits {
+        Limits {
+            max: self.max_connections,
+            per_uid: self.max_per_uid,
+            root_reserve: self.root_reserve,
         }
     }
 }
@@ -122,7 +154,7 @@ pub async fn serve_with<H: Handler>(
     shutdown: impl Future,
 ) -> Result<(), IpcError> {
     let config = Arc::new(config);
-    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let slots = Slots::new(config.limits());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let busy = frame::encode(&FrameRef::<()>::Error(&ProtoError {
@@ -141,18 +173,28 @@ pub async fn serve_with<H: Handler>(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        refuse_busy(stream, &busy);
+                    // A peer gone before we could ask who it was concerns nobody.
+                    let Ok(peer) = PeerCred::from_socket(&stream) else {
                         continue;
+                    };
+                    let slot = match slots.admit(peer.uid) {
+                        Ok(slot) => slot,
+                        Err(Refusal::Full) => {
+                            refuse_busy(stream, &busy);
+                            continue;
+                        }
+                        Err(Refusal::UidFull) => {
+                            refuse_busy(stream, &uid_busy(peer.uid, config.max_per_uid)?);
+                            continue;
+                        }
                     };
                     let handler = handler.clone();
                     let config = config.clone();
                     let stop = stop_rx.clone();
                     tasks.spawn(async move {
-                        let _permit = permit;
                         // Errors end only this connection; they were already
                         // reported to the client where it could hear them.
-                        let _ = connection(stream, handler, config, stop).await;
+                        let _ = connection(stream, peer, slot, handler, config, stop).await;
                     });
                 }
                 // Out of fds or memory: retrying at once would spin. A
@@ -188,6 +230,17 @@ fn is_resource_exhaustion(e: &std::io::Error) -> bool {
     )
 }
 
+/// The BUSY frame for a uid at its own connection cap.
+fn uid_busy(uid: u32, cap: usize) -> Result<Vec<u8>, IpcError> {
+    frame::encode(&FrameRef::<()>::Error(&ProtoError {
+        code: ErrorCode::BUSY,
+        message: format!(
+            "uid {uid} already holds its maximum of {cap} connections to this corral manager; \
+             close some of them (a `corral journal -f`, a waiting `corral login --wait`) and try again"
+        ),
+    }))
+}
+
 /// Tells a client over the connection limit so, without a task: a fresh
 /// socket's send buffer is empty, so one non-blocking write of a small frame
 /// completes or fails at once.
@@ -201,13 +254,17 @@ fn refuse_busy(stream: UnixStream, busy: &[u8]) {
 /// a broken reply or shutdown.
 async fn connection<H: Handler>(
     stream: UnixStream,
+    peer: PeerCred,
+    slot: Slot,
     handler: Arc<H>,
     config: Arc<ServerConfig>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), IpcError> {
-    let peer = PeerCred::from_socket(&stream)?;
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
+    // Bound after the socket halves so that it is dropped before them: once
+    // a client sees its connection close, its slot is free again.
+    let slot = slot;
 
     let hello = match timeout(
         config.handshake_timeout,
@@ -249,17 +306,41 @@ async fn connection<H: Handler>(
     send(&mut writer, &config, &FrameRef::Reply(&welcome)).await?;
 
     loop {
+        // Idle until a request begins: the slot may go to a newcomer
+        // meanwhile. A request already buffered has begun.
+        if reader.buffer().is_empty() {
+            slot.set_idle();
+        }
+        let began = tokio::select! {
+            r = reader.fill_buf() => r.map(|buf| !buf.is_empty()),
+            _ = slot.evicted() => return evicted(&mut writer, &config).await,
+            _ = stopped(&mut stop) => return shutting_down(&mut writer, &config).await,
+        };
+        match began {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => return Err(IpcError::io("read frame", None, e)),
+        }
+        if !slot.set_busy() {
+            // Evicted just as the request began: the slot is someone else's now.
+            return evicted(&mut writer, &config).await;
+        }
+        let limit = config.frame_timeout;
         let request = tokio::select! {
-            r = frame::read_frame::<H::Request, _>(&mut reader) => r,
-            _ = stopped(&mut stop) => {
-                let message = "the corral manager is shutting down".to_string();
-                return send_error(&mut writer, &config, ErrorCode::SHUTTING_DOWN, message).await;
-            }
+            r = timeout(limit, frame::read_frame::<H::Request, _>(&mut reader)) => r,
+            _ = stopped(&mut stop) => return shutting_down(&mut writer, &config).await,
         };
         let request = match request {
-            Ok(Some(r)) => r,
-            Ok(None) => return Ok(()),
-            Err(e) => return reject_frame(&mut writer, &config, e, "request").await,
+            Err(_) => {
+                let message = format!(
+                    "incomplete request frame: the rest did not arrive within {limit:?} \
+                     of its first byte; closing the connection"
+                );
+                return send_error(&mut writer, &config, ErrorCode::TIMEOUT, message).await;
+            }
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return reject_frame(&mut writer, &config, e, "request").await,
         };
         let mut replies = Replies {
             reader: &mut reader,
@@ -277,6 +358,20 @@ async fn connection<H: Handler>(
             return Ok(());
         }
     }
+}
+
+/// Tells an idle client its connection is closed to make room, then closes.
+async fn evicted(writer: &mut OwnedWriteHalf, config: &ServerConfig) -> Result<(), IpcError> {
+    let message = "closing this idle connection: the corral manager needed its slot \
+                   for another client; connect again for the next request"
+        .to_string();
+    send_error(writer, config, ErrorCode::BUSY, message).await
+}
+
+/// Tells a client the server is stopping, then closes.
+async fn shutting_down(writer: &mut OwnedWriteHalf, config: &ServerConfig) -> Result<(), IpcError> {
+    let message = "the corral manager is shutting down".to_string();
+    send_error(writer, config, ErrorCode::SHUTTING_DOWN, message).await
 }
 
 /// Resolves once shutdown was signalled (at once if it already was).

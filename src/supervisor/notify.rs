@@ -58,6 +58,41 @@ impl Message {
     }
 }
 
+/// The entry point of the notify fuzz target (`fuzz/fuzz_targets/notify.rs`):
+/// parses any bytes as a datagram and checks that the result is sane (no
+/// newline in STATUS=, no MAINPID= of 0 or below) and that the assignments
+/// it found, sent again as a datagram, parse to the same message.
+pub fn fuzz_one(data: &[u8]) {
+    let m = Message::parse(data);
+    if let Some(s) = &m.status {
+        assert!(!s.contains('\n'), "STATUS= spans lines: {s:?}");
+    }
+    if let Some(pid) = m.main_pid {
+        assert!(pid > 0, "MAINPID={pid} accepted");
+    }
+    let mut again = Vec::new();
+    for (key, set) in [
+        ("READY=1", m.ready),
+        ("RELOADING=1", m.reloading),
+        ("STOPPING=1", m.stopping),
+    ] {
+        if set {
+            again.extend_from_slice(key.as_bytes());
+            again.push(b'\n');
+        }
+    }
+    if let Some(s) = &m.status {
+        again.extend_from_slice(format!("STATUS={s}\n").as_bytes());
+    }
+    if let Some(pid) = m.main_pid {
+        again.extend_from_slice(format!("MAINPID={pid}\n").as_bytes());
+    }
+    if let Some(errno) = m.errno {
+        again.extend_from_slice(format!("ERRNO={errno}").as_bytes());
+    }
+    assert_eq!(Message::parse(&again), m, "re-sent as {again:?}");
+}
+
 /// The manager's notify socket.
 pub struct NotifySocket {
     /// Where it is bound (the value of $NOTIFY_SOCKET).
@@ -148,6 +183,18 @@ mod tests {
         assert!(Message::parse(b"STOPPING=1").stopping);
         assert_eq!(Message::parse(b"MAINPID=-3").main_pid, None);
         assert!(!Message::parse(b"READY=0").ready);
+    }
+
+    #[test]
+    fn the_fuzz_checks_hold_for_odd_datagrams() {
+        for d in [
+            &b""[..],
+            b"READY=1\nSTATUS=a=b\r\nMAINPID=0\nERRNO=-1",
+            b"STATUS=\xff\xfe\nREADY=1\nREADY=0",
+            b"MAINPID=+7\nMAINPID=99999999999\n\n=\nSTATUS",
+        ] {
+            fuzz_one(d);
+        }
     }
 
     #[tokio::test]

@@ -56,3 +56,16 @@ pub fn corral_journal(dir: &Path, args: &[&str]) -> Vec<u8> {
             .args(args),
     )
 }
+
+/// Pseudo-random lowercase text: compresses to ~60%, so blocks have a known size.
+pub fn noise(seed: u64, len: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (b'a' + (x % 26) as u8) as char
+        })
+        .collect()
+}
