@@ -604,17 +604,33 @@ fn manager_shutdown_stops_units_in_reverse_order() {
     assert!(log.contains("p.service: Stopped.") && log.contains("q.service: Stopped."));
 }
 
+/// `handler@.service`, the OnFailure= unit of the tests below: it appends
+/// its instance (the failed unit's name) to `<run dir>/handled`.
+fn write_on_failure_handler(td: &TestDaemon) {
+    let out = td.run_dir().join("handled");
+    td.write_unit(
+        "handler@.service",
+        &format!(
+            "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo %i >> {}'\n",
+            out.display()
+        ),
+    );
+}
+
+/// What the handler wrote, once it has run.
+fn on_failure_handled(td: &TestDaemon) -> String {
+    let out = td.run_dir().join("handled");
+    eventually(Duration::from_secs(10), || {
+        let s = read(&out);
+        (!s.is_empty()).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("OnFailure= unit never ran\n{}", td.log()))
+}
+
 #[test]
 fn on_failure_starts_its_units_when_the_unit_fails_not_when_it_stops() {
     let Some(td) = TestDaemon::start_with(|td| {
-        let out = td.run_dir().join("handled");
-        td.write_unit(
-            "handler@.service",
-            &format!(
-                "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo %i >> {}'\n",
-                out.display()
-            ),
-        );
+        write_on_failure_handler(td);
         td.write_unit(
             "broken.service",
             "[Unit]\nOnFailure=handler@%n.service\n[Service]\nExecStart=/bin/sh -c 'exit 3'\n",
@@ -626,17 +642,12 @@ fn on_failure_starts_its_units_when_the_unit_fails_not_when_it_stops() {
     }) else {
         return;
     };
-    let out = td.run_dir().join("handled");
     // A clean stop is no failure: nothing is triggered.
     td.ok(&["start", "stopped"]);
     td.ok(&["stop", "stopped"]);
     td.ok(&["start", "broken"]);
     td.wait_state("broken.service", "failed");
-    let handled = eventually(Duration::from_secs(10), || {
-        let s = read(&out);
-        (!s.is_empty()).then_some(s)
-    })
-    .unwrap_or_else(|| panic!("OnFailure= unit never ran\n{}", td.log()));
+    let handled = on_failure_handled(&td);
     assert_eq!(handled, "broken.service\n", "{}", td.log());
     assert!(
         td.log().contains(
@@ -657,14 +668,7 @@ fn on_failure_starts_for_a_failed_dependency_not_for_a_false_assert() {
     // (job_finish_and_invalidate, JOB_DEPENDENCY); a false Assert*= is the
     // job's result, not a failure of the unit, and triggers nothing.
     let Some(td) = TestDaemon::start_with(|td| {
-        let out = td.run_dir().join("handled");
-        td.write_unit(
-            "handler@.service",
-            &format!(
-                "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo %i >> {}'\n",
-                out.display()
-            ),
-        );
+        write_on_failure_handler(td);
         td.write_unit(
             "broken.service",
             "[Service]\nType=oneshot\nExecStart=/bin/false\n",
@@ -682,7 +686,6 @@ fn on_failure_starts_for_a_failed_dependency_not_for_a_false_assert() {
     }) else {
         return;
     };
-    let out = td.run_dir().join("handled");
     let o = td.corral(&["start", "asserty"]);
     assert_eq!(o.code, 1, "{o:?}");
     assert_eq!(td.prop("asserty.service", "Result"), "assert");
@@ -690,11 +693,7 @@ fn on_failure_starts_for_a_failed_dependency_not_for_a_false_assert() {
     assert_eq!(o.code, 1, "{o:?}");
     assert_eq!(td.prop("needy.service", "Result"), "dependency");
     // OnFailure= jobs are queued in order: asserty's would have run first.
-    let handled = eventually(Duration::from_secs(10), || {
-        let s = read(&out);
-        (!s.is_empty()).then_some(s)
-    })
-    .unwrap_or_else(|| panic!("OnFailure= unit never ran\n{}", td.log()));
+    let handled = on_failure_handled(&td);
     assert_eq!(handled, "needy.service\n", "{}", td.log());
 }
 
