@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use corral::cgroup::TempCgroup;
 use corral::ipc::Client;
 use corral::ipc::proto::{Request, Response};
-use corral::supervisor::state::{Cmd, Event, Exit, Kind, Spec, State, next};
+use corral::supervisor::state::{Cmd, Event, Exit, Readiness, Spec, State, next};
 use criterion::{Criterion, criterion_group, criterion_main};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
@@ -122,7 +122,7 @@ fn units(n: &str) -> Vec<String> {
 fn bench(c: &mut Criterion) {
     let spec = Spec {
         cmds: [vec![], vec![false], vec![], vec![], vec![], vec![], vec![]],
-        kind: Kind::Simple,
+        readiness: Readiness::Simple,
         ..Spec::default()
     };
     c.bench_function("state_machine/start_run_stop_cycle", |b| {

@@ -12,7 +12,7 @@ use crate::unit::model::{
 };
 use crate::unit::{ExecCommand, RunitService, Unit};
 
-use super::state::{Cmd, ExitSet, KillMode, Kind, RestartPolicy, Spec};
+use super::state::{Cmd, ExitSet, KillMode, Readiness, RestartPolicy, Spec};
 
 /// Everything the manager needs to run one service.
 #[derive(Debug, Clone)]
@@ -55,14 +55,14 @@ impl ServiceDef {
 
     /// Type= as systemd spells it.
     pub fn kind_word(&self) -> &'static str {
-        match self.spec.kind {
-            Kind::Simple => "simple",
-            Kind::Exec => "exec",
-            Kind::Forking => "forking",
-            Kind::Oneshot => "oneshot",
-            Kind::Notify => "notify",
-            Kind::Idle => "idle",
-            Kind::Dbus => "dbus",
+        match self.spec.readiness {
+            Readiness::Simple => "simple",
+            Readiness::Exec => "exec",
+            Readiness::Forking => "forking",
+            Readiness::Oneshot => "oneshot",
+            Readiness::Notify => "notify",
+            Readiness::Idle => "idle",
+            Readiness::Dbus => "dbus",
         }
     }
 
@@ -98,18 +98,18 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
         ));
     };
     let mut notes = Vec::new();
-    let kind = match svc.service_type {
-        ServiceType::Simple => Kind::Simple,
-        ServiceType::Exec => Kind::Exec,
-        ServiceType::Forking => Kind::Forking,
-        ServiceType::Oneshot => Kind::Oneshot,
-        ServiceType::Notify => Kind::Notify,
-        ServiceType::Idle => Kind::Idle,
-        ServiceType::Dbus => Kind::Dbus,
+    let readiness = match svc.service_type {
+        ServiceType::Simple => Readiness::Simple,
+        ServiceType::Exec => Readiness::Exec,
+        ServiceType::Forking => Readiness::Forking,
+        ServiceType::Oneshot => Readiness::Oneshot,
+        ServiceType::Notify => Readiness::Notify,
+        ServiceType::Idle => Readiness::Idle,
+        ServiceType::Dbus => Readiness::Dbus,
     };
-    let bus_name = match (kind, &svc.bus_name) {
-        (Kind::Dbus, Some(b)) if super::dbus::valid_bus_name(b) => Some(b.clone()),
-        (Kind::Dbus, b) => {
+    let bus_name = match (readiness, &svc.bus_name) {
+        (Readiness::Dbus, Some(b)) if super::dbus::valid_bus_name(b) => Some(b.clone()),
+        (Readiness::Dbus, b) => {
             return Err(format!(
                 "{name}: Type=dbus needs a valid BusName= (a well-known name such as org.example.App), got {b:?}"
             ));
@@ -142,12 +142,12 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
         svc.exec_stop_post.clone(),
         svc.exec_condition.clone(),
     ];
-    if svc.exec_start.is_empty() && kind != Kind::Oneshot {
+    if svc.exec_start.is_empty() && readiness != Readiness::Oneshot {
         return Err(format!(
             "{name}: has no ExecStart= (only Type=oneshot units may omit it); add an ExecStart= line"
         ));
     }
-    if kind != Kind::Oneshot && svc.exec_start.len() > 1 {
+    if readiness != Readiness::Oneshot && svc.exec_start.len() > 1 {
         return Err(format!(
             "{name}: has {} ExecStart= lines, but only Type=oneshot units may have more than one",
             svc.exec_start.len()
@@ -155,7 +155,7 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
     }
     let flags = |list: &Vec<ExecCommand>| list.iter().map(|c| c.flags.ignore_failure).collect();
     let spec = Spec {
-        kind,
+        readiness,
         remain_after_exit: svc.remain_after_exit,
         cmds: [
             flags(&cmds[0]),
@@ -226,8 +226,8 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
         };
         resource("pids", "pids.max", v);
     }
-    let notify_access = match (svc.notify_access, kind) {
-        (NotifyAccess::None, Kind::Notify) => NotifyAccess::Main,
+    let notify_access = match (svc.notify_access, readiness) {
+        (NotifyAccess::None, Readiness::Notify) => NotifyAccess::Main,
         (a, _) => a,
     };
     let runit = match &unit.source {
@@ -292,7 +292,7 @@ mod tests {
         )
         .unwrap();
         let s = &d.spec;
-        assert_eq!(s.kind, Kind::Forking);
+        assert_eq!(s.readiness, Readiness::Forking);
         assert_eq!(s.restart, RestartPolicy::OnAbnormal);
         assert_eq!(s.restart_sec, Duration::from_secs(2));
         assert_eq!(s.kill_mode, KillMode::Mixed);
@@ -379,7 +379,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(d.spec.kind, Kind::Dbus);
+        assert_eq!(d.spec.readiness, Readiness::Dbus);
         assert_eq!(d.kind_word(), "dbus");
         assert_eq!(d.bus_name.as_deref(), Some("ca.desrt.dconf"));
         assert!(d.notes.is_empty(), "{:?}", d.notes);
@@ -389,6 +389,10 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(implied.spec.kind, Kind::Dbus, "BusName= implies Type=dbus");
+        assert_eq!(
+            implied.spec.readiness,
+            Readiness::Dbus,
+            "BusName= implies Type=dbus"
+        );
     }
 }

@@ -16,7 +16,7 @@ pub type Pid = i32;
 
 /// How the manager decides that the unit has started (`Type=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kind {
+pub enum Readiness {
     /// Started as soon as the main process is spawned.
     Simple,
     /// Started once the main process has exec'd its program.
@@ -494,8 +494,8 @@ impl Event {
 /// The static description of a service that the machine needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
-    /// Type=.
-    pub kind: Kind,
+    /// Type=: when the service counts as started.
+    pub readiness: Readiness,
     /// RemainAfterExit=.
     pub remain_after_exit: bool,
     /// For each command list, the `-` (ignore failure) flag of each command;
@@ -530,7 +530,7 @@ pub struct Spec {
 impl Default for Spec {
     fn default() -> Self {
         Spec {
-            kind: Kind::Simple,
+            readiness: Readiness::Simple,
             remain_after_exit: false,
             cmds: Default::default(),
             restart: RestartPolicy::No,
@@ -778,13 +778,15 @@ impl Machine<'_> {
             }
             Event::MainPid(pid) => {
                 self.s.main = Some(pid);
-                if sub == Sub::Start && self.spec.kind == Kind::Forking && self.s.control.is_none()
+                if sub == Sub::Start
+                    && self.spec.readiness == Readiness::Forking
+                    && self.s.control.is_none()
                 {
                     self.enter_start_post();
                 }
             }
             Event::MainPidRejected { fatal } => {
-                if sub == Sub::Start && self.spec.kind == Kind::Forking {
+                if sub == Sub::Start && self.spec.readiness == Readiness::Forking {
                     if fatal {
                         self.fail(ServiceResult::Resources);
                         self.enter_signal(Sub::StopSigterm);
@@ -798,7 +800,7 @@ impl Machine<'_> {
                 self.cgroup_empty();
             }
             Event::Ready => match sub {
-                Sub::Start if self.spec.kind == Kind::Notify => self.enter_start_post(),
+                Sub::Start if self.spec.readiness == Readiness::Notify => self.enter_start_post(),
                 Sub::Reload if self.s.control.is_none() => self.enter_running(),
                 _ => {}
             },
@@ -820,13 +822,16 @@ impl Machine<'_> {
                 self.s.bus_name_good = true;
                 // As systemd's service_bus_name_owner_change(): the start is
                 // complete once the name has an owner.
-                if sub == Sub::Start && self.spec.kind == Kind::Dbus && self.s.main.is_some() {
+                if sub == Sub::Start
+                    && self.spec.readiness == Readiness::Dbus
+                    && self.s.main.is_some()
+                {
                     self.enter_start_post();
                 }
             }
             Event::BusNameLost => {
                 self.s.bus_name_good = false;
-                if sub == Sub::Running && self.spec.kind == Kind::Dbus {
+                if sub == Sub::Running && self.spec.readiness == Readiness::Dbus {
                     // enter_running sees the name gone and stops the service.
                     self.enter_running();
                 }
@@ -836,7 +841,7 @@ impl Machine<'_> {
             | Event::AssertFalse { .. }
             | Event::DependencyFailed { .. }
             | Event::LoadFailed { .. } => self.verdict(&event),
-            Event::BusUnavailable if self.spec.kind != Kind::Dbus => {}
+            Event::BusUnavailable if self.spec.readiness != Readiness::Dbus => {}
             Event::BusUnavailable => match sub {
                 // The start was refused before anything ran.
                 Sub::Dead | Sub::Failed | Sub::AutoRestart => {
@@ -899,7 +904,7 @@ impl Machine<'_> {
     }
 
     fn is_main_cmd(&self, cmd: Cmd) -> bool {
-        cmd == Cmd::Start && self.spec.kind != Kind::Forking
+        cmd == Cmd::Start && self.spec.readiness != Readiness::Forking
     }
 
     fn control_ignores(&self) -> bool {
@@ -958,7 +963,7 @@ impl Machine<'_> {
             return;
         }
         self.arm_phase(self.spec.timeout_start);
-        if self.spec.kind == Kind::Forking {
+        if self.spec.readiness == Readiness::Forking {
             self.spawn_control(Cmd::Start, 0);
         } else {
             self.s.main_index = 0;
@@ -974,10 +979,10 @@ impl Machine<'_> {
         if self.is_main_cmd(cmd) {
             self.s.main = Some(pid);
             self.s.populated = true;
-            let started = match self.spec.kind {
-                Kind::Simple | Kind::Exec | Kind::Idle => true,
+            let started = match self.spec.readiness {
+                Readiness::Simple | Readiness::Exec | Readiness::Idle => true,
                 // The name may have an owner already (a leftover): then it is started.
-                Kind::Dbus => self.s.bus_name_good,
+                Readiness::Dbus => self.s.bus_name_good,
                 _ => false,
             };
             if self.s.sub == Sub::Start && started {
@@ -1003,7 +1008,7 @@ impl Machine<'_> {
 
     fn enter_running(&mut self) {
         self.s.control = None;
-        if self.spec.kind == Kind::Oneshot {
+        if self.spec.readiness == Readiness::Oneshot {
             if self.spec.remain_after_exit {
                 self.set(Sub::Exited);
             } else {
@@ -1011,7 +1016,7 @@ impl Machine<'_> {
             }
             return;
         }
-        if self.spec.kind == Kind::Dbus && !self.s.bus_name_good {
+        if self.spec.readiness == Readiness::Dbus && !self.s.bus_name_good {
             // systemd's service_good(): a Type=dbus service whose name has no
             // owner is not running, whatever its processes do.
             if self.spec.remain_after_exit {
@@ -1048,7 +1053,7 @@ impl Machine<'_> {
         self.s.main_exit = Some(exit);
         let clean = self.spec.clean(exit);
         match self.s.sub {
-            Sub::Start if self.spec.kind == Kind::Oneshot => {
+            Sub::Start if self.spec.readiness == Readiness::Oneshot => {
                 if !clean {
                     self.fail(self.result_of(exit));
                     self.enter_signal(Sub::StopSigterm);
@@ -1062,7 +1067,7 @@ impl Machine<'_> {
                     self.enter_start_post();
                 }
             }
-            Sub::Start if self.spec.kind == Kind::Dbus => {
+            Sub::Start if self.spec.readiness == Readiness::Dbus => {
                 // Before the name appeared: as systemd, a clean exit stops the
                 // unit (or leaves it exited with RemainAfterExit=), an unclean
                 // one fails it.
@@ -1396,7 +1401,7 @@ impl Machine<'_> {
             {
                 self.kill_phase_done_if_gone();
             }
-            Sub::Running if self.s.main.is_none() && self.spec.kind == Kind::Forking => {
+            Sub::Running if self.s.main.is_none() && self.spec.readiness == Readiness::Forking => {
                 // A forking service without a main PID ends with its cgroup.
                 self.enter_stop();
             }

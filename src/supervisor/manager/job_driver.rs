@@ -27,7 +27,7 @@ use crate::supervisor::graph::{
     self, DEFAULT_TARGET, Deps, GraphError, JobKind, JobResult, Missing, Transaction, Units, Verb,
 };
 use crate::supervisor::service::ServiceDef;
-use crate::supervisor::state::{ActiveState, KillMode, Kind, ServiceResult, Spec, Sub};
+use crate::supervisor::state::{ActiveState, KillMode, Readiness, ServiceResult, Spec, Sub};
 use crate::unit::model::NotifyAccess;
 use crate::unit::start_check::{self, StartCheck};
 use crate::unit::{Loader, Unit, UnitError, UnitName};
@@ -170,7 +170,7 @@ pub(super) fn target_def(unit: Unit) -> ServiceDef {
     ServiceDef {
         unit: Arc::new(unit),
         spec: Spec {
-            kind: Kind::Oneshot,
+            readiness: Readiness::Oneshot,
             remain_after_exit: true,
             kill_mode: KillMode::ControlGroup,
             ..Spec::default()

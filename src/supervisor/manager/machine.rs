@@ -388,7 +388,7 @@ impl Manager {
                     self.log(name, &message);
                     if let Some(e) = self.units.get_mut(name) {
                         e.failure_note = Some(message);
-                        if cmd == Cmd::Start && def.spec.kind != state::Kind::Forking {
+                        if cmd == Cmd::Start && def.spec.readiness != state::Readiness::Forking {
                             // No PID: the child never became the service.
                             e.main_exit = Some((0, Exit::Code(status)));
                         }

@@ -8,9 +8,9 @@ use ServiceResult as R;
 const MAIN: Pid = 100;
 const CTL: Pid = 200;
 
-fn spec(kind: Kind) -> Spec {
+fn spec(readiness: Readiness) -> Spec {
     let mut s = Spec {
-        kind,
+        readiness,
         ..Spec::default()
     };
     s.cmds[Cmd::Start as usize] = vec![false];
@@ -62,39 +62,39 @@ struct Row {
 }
 
 fn rows() -> Vec<Row> {
-    let simple = spec(Kind::Simple);
-    let mut restart_always = spec(Kind::Simple);
+    let simple = spec(Readiness::Simple);
+    let mut restart_always = spec(Readiness::Simple);
     restart_always.restart = RestartPolicy::Always;
     restart_always.restart_sec = Duration::ZERO;
-    let mut on_failure = spec(Kind::Simple);
+    let mut on_failure = spec(Readiness::Simple);
     on_failure.restart = RestartPolicy::OnFailure;
     let mut prevent = on_failure.clone();
     prevent.restart_prevent.codes = vec![3];
-    let mut force = spec(Kind::Simple);
+    let mut force = spec(Readiness::Simple);
     force.restart = RestartPolicy::No;
     force.restart_force.codes = vec![0];
     let mut success_status = on_failure.clone();
     success_status.success.codes = vec![42];
-    let mut oneshot = with(spec(Kind::Oneshot), Cmd::Start, 2);
+    let mut oneshot = with(spec(Readiness::Oneshot), Cmd::Start, 2);
     oneshot.remain_after_exit = true;
-    let oneshot_plain = with(spec(Kind::Oneshot), Cmd::Start, 1);
-    let mut process_mode = spec(Kind::Simple);
+    let oneshot_plain = with(spec(Readiness::Oneshot), Cmd::Start, 1);
+    let mut process_mode = spec(Readiness::Simple);
     process_mode.kill_mode = KillMode::Process;
-    let mut mixed = spec(Kind::Simple);
+    let mut mixed = spec(Readiness::Simple);
     mixed.kill_mode = KillMode::Mixed;
     let mut mixed_no_sigkill = mixed.clone();
     mixed_no_sigkill.send_sigkill = false;
-    let mut runtime = spec(Kind::Simple);
+    let mut runtime = spec(Readiness::Simple);
     runtime.runtime_max = Some(Duration::from_secs(5));
-    let mut no_sigkill = spec(Kind::Simple);
+    let mut no_sigkill = spec(Readiness::Simple);
     no_sigkill.send_sigkill = false;
-    let mut hup = spec(Kind::Simple);
+    let mut hup = spec(Readiness::Simple);
     hup.send_sighup = true;
     let mut hup_mixed = hup.clone();
     hup_mixed.kill_mode = KillMode::Mixed;
     let mut hup_is_kill_signal = hup.clone();
     hup_is_kill_signal.kill_signal = libc::SIGHUP;
-    let mut ignore_pre = with(spec(Kind::Simple), Cmd::StartPre, 1);
+    let mut ignore_pre = with(spec(Readiness::Simple), Cmd::StartPre, 1);
     ignore_pre.cmds[Cmd::StartPre as usize] = vec![true];
 
     vec![
@@ -184,7 +184,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "the reaped main exit then ends the stop (ExecStopPost sees it)",
-            spec: with(spec(Kind::Simple), Cmd::StopPost, 1),
+            spec: with(spec(Readiness::Simple), Cmd::StopPost, 1),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -469,7 +469,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "ExecStartPre failure kills the rest and fails",
-            spec: with(spec(Kind::Simple), Cmd::StartPre, 2),
+            spec: with(spec(Readiness::Simple), Cmd::StartPre, 2),
             events: vec![E::Start, spawned(Cmd::StartPre, CTL), ctl_exit(1)],
             sub: Sub::StopSigterm,
             result: R::ExitCode,
@@ -511,7 +511,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "two ExecStartPre run in order",
-            spec: with(spec(Kind::Simple), Cmd::StartPre, 2),
+            spec: with(spec(Readiness::Simple), Cmd::StartPre, 2),
             events: vec![E::Start, spawned(Cmd::StartPre, CTL), ctl_exit(0)],
             sub: Sub::StartPre,
             result: R::Success,
@@ -522,7 +522,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "forking: parent exit asks for the main PID",
-            spec: spec(Kind::Forking),
+            spec: spec(Readiness::Forking),
             events: vec![E::Start, spawned(Cmd::Start, CTL), ctl_exit(0)],
             sub: Sub::Start,
             result: R::Success,
@@ -530,7 +530,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "forking: main PID found → running",
-            spec: spec(Kind::Forking),
+            spec: spec(Readiness::Forking),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, CTL),
@@ -543,7 +543,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "forking: PIDFile outside the cgroup fails the start (resources)",
-            spec: spec(Kind::Forking),
+            spec: spec(Readiness::Forking),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, CTL),
@@ -561,7 +561,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "forking without a main PID runs while the cgroup is populated",
-            spec: spec(Kind::Forking),
+            spec: spec(Readiness::Forking),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, CTL),
@@ -574,7 +574,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "forking without a main PID stops when the cgroup empties",
-            spec: spec(Kind::Forking),
+            spec: spec(Readiness::Forking),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, CTL),
@@ -592,7 +592,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "forking: parent failing fails the start",
-            spec: spec(Kind::Forking),
+            spec: spec(Readiness::Forking),
             events: vec![E::Start, spawned(Cmd::Start, CTL), ctl_exit(2)],
             sub: Sub::StopSigterm,
             result: R::ExitCode,
@@ -612,7 +612,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "notify: spawned is still activating",
-            spec: spec(Kind::Notify),
+            spec: spec(Readiness::Notify),
             events: vec![E::Start, spawned(Cmd::Start, MAIN)],
             sub: Sub::Start,
             result: R::Success,
@@ -620,7 +620,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "notify: READY=1 → running",
-            spec: spec(Kind::Notify),
+            spec: spec(Readiness::Notify),
             events: vec![E::Start, spawned(Cmd::Start, MAIN), E::Ready],
             sub: Sub::Running,
             result: R::Success,
@@ -628,7 +628,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "notify: clean exit before READY=1 is a protocol failure",
-            spec: spec(Kind::Notify),
+            spec: spec(Readiness::Notify),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -645,7 +645,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "notify: RELOADING=1 then READY=1 returns to running",
-            spec: spec(Kind::Notify),
+            spec: spec(Readiness::Notify),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -659,7 +659,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "notify: STOPPING=1 waits for the main process without a signal",
-            spec: spec(Kind::Notify),
+            spec: spec(Readiness::Notify),
             events: vec![E::Start, spawned(Cmd::Start, MAIN), E::Ready, E::Stopping],
             sub: Sub::Stop,
             result: R::Success,
@@ -670,7 +670,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "notify: start timeout fails with timeout",
-            spec: spec(Kind::Notify),
+            spec: spec(Readiness::Notify),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -694,7 +694,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: spawned is still activating (waits for the name)",
-            spec: spec(Kind::Dbus),
+            spec: spec(Readiness::Dbus),
             events: vec![E::Start, spawned(Cmd::Start, MAIN)],
             sub: Sub::Start,
             result: R::Success,
@@ -702,7 +702,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: the name getting an owner completes the start",
-            spec: spec(Kind::Dbus),
+            spec: spec(Readiness::Dbus),
             events: vec![E::Start, spawned(Cmd::Start, MAIN), E::BusNameAcquired],
             sub: Sub::Running,
             result: R::Success,
@@ -710,7 +710,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: ExecStartPost runs once the name has an owner",
-            spec: with(spec(Kind::Dbus), Cmd::StartPost, 1),
+            spec: with(spec(Readiness::Dbus), Cmd::StartPost, 1),
             events: vec![E::Start, spawned(Cmd::Start, MAIN), E::BusNameAcquired],
             sub: Sub::StartPost,
             result: R::Success,
@@ -725,7 +725,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: a name already owned when ExecStart is spawned completes the start",
-            spec: with(spec(Kind::Dbus), Cmd::StartPre, 1),
+            spec: with(spec(Readiness::Dbus), Cmd::StartPre, 1),
             events: vec![
                 E::Start,
                 spawned(Cmd::StartPre, CTL),
@@ -739,7 +739,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: an owner reported again while running changes nothing",
-            spec: spec(Kind::Dbus),
+            spec: spec(Readiness::Dbus),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -752,7 +752,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: the name losing its owner while running stops the service",
-            spec: spec(Kind::Dbus),
+            spec: spec(Readiness::Dbus),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -777,7 +777,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: a lost name runs ExecStop, and the stop ends clean",
-            spec: with(spec(Kind::Dbus), Cmd::Stop, 1),
+            spec: with(spec(Readiness::Dbus), Cmd::Stop, 1),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -800,7 +800,7 @@ fn rows() -> Vec<Row> {
             name: "dbus: a lost name with RemainAfterExit=yes leaves it exited",
             spec: Spec {
                 remain_after_exit: true,
-                ..spec(Kind::Dbus)
+                ..spec(Readiness::Dbus)
             },
             events: vec![
                 E::Start,
@@ -814,7 +814,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: a name lost during ExecStartPost stops the service when it ends",
-            spec: with(spec(Kind::Dbus), Cmd::StartPost, 1),
+            spec: with(spec(Readiness::Dbus), Cmd::StartPost, 1),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -841,7 +841,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: a name lost before the start completes only keeps it waiting",
-            spec: spec(Kind::Dbus),
+            spec: spec(Readiness::Dbus),
             events: vec![E::Start, spawned(Cmd::Start, MAIN), E::BusNameLost],
             sub: Sub::Start,
             result: R::Success,
@@ -849,7 +849,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: no owner within TimeoutStartSec fails with timeout",
-            spec: spec(Kind::Dbus),
+            spec: spec(Readiness::Dbus),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -867,7 +867,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: an unclean exit before the name appears fails the start",
-            spec: spec(Kind::Dbus),
+            spec: spec(Readiness::Dbus),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -884,7 +884,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: a clean exit before the name appears stops it, as systemd (not a failure)",
-            spec: spec(Kind::Dbus),
+            spec: spec(Readiness::Dbus),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -901,7 +901,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: no bus refuses the start before anything runs",
-            spec: spec(Kind::Dbus),
+            spec: spec(Readiness::Dbus),
             events: vec![E::BusUnavailable],
             sub: Sub::Failed,
             result: R::Resources,
@@ -909,7 +909,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: the bus connection breaking while waiting for the name fails the start",
-            spec: spec(Kind::Dbus),
+            spec: spec(Readiness::Dbus),
             events: vec![E::Start, spawned(Cmd::Start, MAIN), E::BusUnavailable],
             sub: Sub::StopSigterm,
             result: R::Resources,
@@ -929,7 +929,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: the bus connection breaking while running leaves it running",
-            spec: spec(Kind::Dbus),
+            spec: spec(Readiness::Dbus),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -942,7 +942,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "dbus: a restart waits for the name again",
-            spec: spec(Kind::Dbus),
+            spec: spec(Readiness::Dbus),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -1050,7 +1050,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "ExecStopPost runs after the kill phase",
-            spec: with(spec(Kind::Simple), Cmd::StopPost, 1),
+            spec: with(spec(Readiness::Simple), Cmd::StopPost, 1),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -1071,7 +1071,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "ExecStopPost failure does not change the result",
-            spec: with(spec(Kind::Simple), Cmd::StopPost, 1),
+            spec: with(spec(Readiness::Simple), Cmd::StopPost, 1),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -1092,7 +1092,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "ExecCondition=: exit 0 goes on to ExecStart",
-            spec: with(spec(Kind::Simple), Cmd::Condition, 1),
+            spec: with(spec(Readiness::Simple), Cmd::Condition, 1),
             events: vec![E::Start, spawned(Cmd::Condition, CTL), ctl_exit(0)],
             sub: Sub::Start,
             result: R::Success,
@@ -1124,7 +1124,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "ExecCondition=: exit 255 fails the start",
-            spec: with(spec(Kind::Simple), Cmd::Condition, 1),
+            spec: with(spec(Readiness::Simple), Cmd::Condition, 1),
             events: vec![
                 E::Start,
                 spawned(Cmd::Condition, CTL),
@@ -1379,7 +1379,7 @@ fn rows() -> Vec<Row> {
         },
         Row {
             name: "reload runs ExecReload and returns to running",
-            spec: with(spec(Kind::Simple), Cmd::Reload, 1),
+            spec: with(spec(Readiness::Simple), Cmd::Reload, 1),
             events: vec![
                 E::Start,
                 spawned(Cmd::Start, MAIN),
@@ -1486,8 +1486,8 @@ fn transitions() {
 
 #[test]
 fn refused_requests() {
-    let simple = spec(Kind::Simple);
-    let reloadable = with(spec(Kind::Simple), Cmd::Reload, 1);
+    let simple = spec(Readiness::Simple);
+    let reloadable = with(spec(Readiness::Simple), Cmd::Reload, 1);
     let cases: Vec<(&str, &Spec, Vec<Event>, Refused)> = vec![
         (
             "reload of an inactive unit",
@@ -1547,7 +1547,7 @@ fn every_sub_state_maps_to_its_active_state() {
 
 #[test]
 fn clean_exits_and_restart_policies() {
-    let s = spec(Kind::Simple);
+    let s = spec(Readiness::Simple);
     assert!(s.clean(Exit::Code(0)));
     assert!(!s.clean(Exit::Code(1)));
     assert!(s.clean(killed(libc::SIGTERM)));
@@ -1569,7 +1569,7 @@ fn clean_exits_and_restart_policies() {
     for (policy, result, want) in table {
         let s = Spec {
             restart: policy,
-            ..spec(Kind::Simple)
+            ..spec(Readiness::Simple)
         };
         assert_eq!(s.wants_restart(result, None), want, "{policy:?} {result:?}");
     }
@@ -1605,7 +1605,7 @@ fn exit_words_for_the_environment() {
 
 #[test]
 fn verdicts_apply_only_to_a_unit_that_is_down() {
-    let simple = spec(Kind::Simple);
+    let simple = spec(Readiness::Simple);
     let cond = || E::ConditionFalse {
         reason: "ConditionPathExists=/x".into(),
     };
@@ -1625,7 +1625,7 @@ fn verdicts_apply_only_to_a_unit_that_is_down() {
         E::CgroupEmpty,
     ];
     let running = vec![E::Start, spawned(Cmd::Start, MAIN)];
-    let mut restarting = spec(Kind::Simple);
+    let mut restarting = spec(Readiness::Simple);
     restarting.restart = RestartPolicy::Always;
     let auto = failed.clone();
     // (from, spec, verdict, sub, result)
