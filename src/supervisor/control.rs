@@ -3,7 +3,7 @@
 //! waiting for TimeoutStopSec) holds only its own connection.
 //!
 //! [`ControlHandler::handle`] is the daemon's one `match` on the protocol's
-//! [`Request`]: past it the manager sees only its own [`Job`]s and
+//! [`Request`]: past it the manager sees only its own [`JobRequest`]s and
 //! [`Query`]s, and the journal requests never reach it.
 
 use tokio::sync::{mpsc, oneshot};
@@ -13,7 +13,7 @@ use crate::ipc::server::{Handler, Replies};
 use crate::ipc::{IpcError, PeerCred};
 use crate::journal::{self, WriterHandle};
 
-use super::manager::{Input, Job};
+use super::manager::{Input, JobRequest};
 
 /// Answers control requests by talking to the manager thread.
 pub struct ControlHandler {
@@ -97,7 +97,7 @@ fn gone() -> Failure {
 }
 
 impl ControlHandler {
-    async fn jobs(&self, units: Vec<String>, job: Job) -> Response {
+    async fn jobs(&self, units: Vec<String>, job: JobRequest) -> Response {
         let mut waiting = Vec::with_capacity(units.len());
         for unit in units {
             let (reply, rx) = oneshot::channel();
@@ -261,20 +261,20 @@ impl Handler for ControlHandler {
             Request::Journal { query, follow } => {
                 return self.journal(query, follow, replies).await;
             }
-            Request::Start { units } => self.jobs(units, Job::Start).await,
-            Request::Stop { units } => self.jobs(units, Job::Stop).await,
-            Request::Restart { units } => self.jobs(units, Job::Restart).await,
-            Request::TryRestart { units } => self.jobs(units, Job::TryRestart).await,
-            Request::Reload { units } => self.jobs(units, Job::Reload).await,
+            Request::Start { units } => self.jobs(units, JobRequest::Start).await,
+            Request::Stop { units } => self.jobs(units, JobRequest::Stop).await,
+            Request::Restart { units } => self.jobs(units, JobRequest::Restart).await,
+            Request::TryRestart { units } => self.jobs(units, JobRequest::TryRestart).await,
+            Request::Reload { units } => self.jobs(units, JobRequest::Reload).await,
             Request::Kill {
                 units,
                 signal,
                 whom,
-            } => self.jobs(units, Job::Kill { signal, whom }).await,
+            } => self.jobs(units, JobRequest::Kill { signal, whom }).await,
             Request::ResetFailed { units } if units.is_empty() => {
                 self.query(Query::ResetFailedAll).await
             }
-            Request::ResetFailed { units } => self.jobs(units, Job::ResetFailed).await,
+            Request::ResetFailed { units } => self.jobs(units, JobRequest::ResetFailed).await,
             Request::JournalDiskUsage => self.journal_usage().await,
             Request::JournalVacuum {
                 max_bytes,

@@ -99,7 +99,7 @@ pub enum Input {
         /// The unit name as typed.
         unit: String,
         /// What to do.
-        job: Job,
+        job: JobRequest,
         /// Where the outcome goes.
         reply: oneshot::Sender<Result<Vec<String>, Failure>>,
     },
@@ -123,9 +123,11 @@ pub enum Input {
     Shutdown,
 }
 
-/// A job on one unit.
+/// What a client asks of one unit (start, stop, kill, ...). The job driver
+/// turns start, stop and restart into the jobs of a transaction
+/// (`graph::Job`); this is only the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Job {
+pub enum JobRequest {
     /// Start.
     Start,
     /// Stop.
@@ -607,7 +609,7 @@ pub async fn run(
         if tx
             .send(Input::Job {
                 unit: unit.clone(),
-                job: Job::Start,
+                job: JobRequest::Start,
                 reply,
             })
             .is_ok()

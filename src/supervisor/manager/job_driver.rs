@@ -32,7 +32,7 @@ use crate::unit::model::NotifyAccess;
 use crate::unit::start_check::{self, StartCheck};
 use crate::unit::{Loader, Unit, UnitError, UnitName};
 
-use super::{Event, Job, LoadError, Manager};
+use super::{Event, JobRequest, LoadError, Manager};
 
 /// Where a job's outcome goes.
 type Reply = oneshot::Sender<Result<Vec<String>, Failure>>;
@@ -229,11 +229,11 @@ fn start_outcome(
 
 impl Manager {
     /// A start, stop, restart or try-restart request from the control socket.
-    pub(super) fn transaction_job(&mut self, name: &str, job: &Job, reply: Reply) {
+    pub(super) fn transaction_job(&mut self, name: &str, job: &JobRequest, reply: Reply) {
         let verb = match job {
-            Job::Start => Verb::Start,
-            Job::Stop => Verb::Stop,
-            Job::TryRestart if self.units[name].state.sub.is_down() => {
+            JobRequest::Start => Verb::Start,
+            JobRequest::Stop => Verb::Stop,
+            JobRequest::TryRestart if self.units[name].state.sub.is_down() => {
                 let _ = reply.send(Ok(Vec::new()));
                 return;
             }

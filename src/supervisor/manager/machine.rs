@@ -19,7 +19,7 @@ use crate::supervisor::state::{
 use crate::unit::RunitService;
 use crate::unit::model::NotifyAccess;
 
-use super::{Input, Job, LoadError, Manager, exec::SpawnFailure, now_usec};
+use super::{Input, JobRequest, LoadError, Manager, exec::SpawnFailure, now_usec};
 
 impl Manager {
     /// Feeds an event that the state machine never refuses (only `Reload` can be).
@@ -198,7 +198,7 @@ impl Manager {
             let (reply, _) = oneshot::channel();
             let _ = self.tx.send(Input::Job {
                 unit,
-                job: Job::Start,
+                job: JobRequest::Start,
                 reply,
             });
         }

@@ -9,13 +9,13 @@ use crate::cgroup::Cgroup;
 use crate::ipc::proto::{ErrorKind, Failure, KillWhom};
 use crate::supervisor::state::{Event, Sub};
 
-use super::{Job, Manager, normalize, template_refusal};
+use super::{JobRequest, Manager, normalize, template_refusal};
 
 impl Manager {
     pub(super) fn job(
         &mut self,
         typed: &str,
-        job: Job,
+        job: JobRequest,
         reply: oneshot::Sender<Result<Vec<String>, Failure>>,
     ) {
         if let Some(f) = template_refusal(&normalize(typed)) {
@@ -29,7 +29,12 @@ impl Manager {
                 return;
             }
         };
-        if self.shutting_down && matches!(job, Job::Start | Job::Restart | Job::TryRestart) {
+        if self.shutting_down
+            && matches!(
+                job,
+                JobRequest::Start | JobRequest::Restart | JobRequest::TryRestart
+            )
+        {
             let _ = reply.send(Err(Failure {
                 kind: ErrorKind::Refused,
                 message: "the manager is shutting down; no unit may start".into(),
@@ -40,16 +45,19 @@ impl Manager {
         // masked while it runs: its new state waits in `pending`) can only
         // be stopped, signalled or reset, as in systemd.
         if let Some(f) = self.load_failure(&name)
-            && !matches!(job, Job::Stop | Job::Kill { .. } | Job::ResetFailed)
+            && !matches!(
+                job,
+                JobRequest::Stop | JobRequest::Kill { .. } | JobRequest::ResetFailed
+            )
         {
             let _ = reply.send(Err(f.failure()));
             return;
         }
         match job {
-            Job::Start | Job::Stop | Job::Restart | Job::TryRestart => {
+            JobRequest::Start | JobRequest::Stop | JobRequest::Restart | JobRequest::TryRestart => {
                 self.transaction_job(&name, &job, reply);
             }
-            Job::Reload => match self.try_feed(&name, Event::Reload) {
+            JobRequest::Reload => match self.try_feed(&name, Event::Reload) {
                 Ok(()) => {
                     if let Some(e) = self.units.get_mut(name.as_str()) {
                         e.reload_waiters.push(reply);
@@ -63,10 +71,10 @@ impl Manager {
                     }));
                 }
             },
-            Job::Kill { signal, whom } => {
+            JobRequest::Kill { signal, whom } => {
                 let _ = reply.send(self.kill_job(&name, signal, whom));
             }
-            Job::ResetFailed => {
+            JobRequest::ResetFailed => {
                 self.reset_failed(&name);
                 let _ = reply.send(Ok(Vec::new()));
             }
