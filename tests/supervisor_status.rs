@@ -80,12 +80,16 @@ fn status_of_a_running_unit() {
         (common::cgroup_pids(&td.unit_cgroup("web.service")).len() == 2).then_some(())
     })
     .expect("both processes");
-    // The journal commits within milliseconds; wait for the manager's entry.
+    // The journal commits within milliseconds; wait for the manager's entry,
+    // and for bash's exec: two processes may still be bash and its child.
     let o = common::eventually(std::time::Duration::from_secs(5), || {
         let o = td.corral(&["status", "web"]);
-        o.stdout.contains("corrald: Started.").then_some(o)
+        (o.stdout.contains("corrald: Started.")
+            && o.stdout.contains("sleep 1001")
+            && o.stdout.contains("sleep 1000"))
+        .then_some(o)
     })
-    .expect("status shows the journal");
+    .expect("status shows the journal and both sleeps");
     assert_eq!(o.code, 0, "{o:?}");
     golden("status-running.txt", &normalize(&td, &o.stdout));
 }
