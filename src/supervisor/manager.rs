@@ -522,12 +522,7 @@ pub async fn run(
     };
     let loader = Loader::new(unit_paths, runit_dirs, specifiers);
     let journal_dir = opts.state_dir.join("journal");
-    let journal =
-        crate::journal::Store::open(&journal_dir, crate::journal::StoreOptions::default())
-            .and_then(|store| {
-                crate::journal::Writer::spawn(store, crate::journal::WriterOptions::default())
-            });
-    let journal = match journal {
+    let journal = match crate::journal::salvage::open_for_manager(&journal_dir).await {
         Ok(h) => Some(h),
         Err(e) => {
             // Services still run; their output is drained instead of stored.
