@@ -713,12 +713,16 @@ mod tests {
             after_cursor: Some("d".into()),
             lines: Some(5),
             reverse: true,
+            identifiers: vec!["t".into()],
+            exclude_identifiers: vec!["x".into()],
+            field_matches: vec![vec!["F=v".into()]],
+            boot_id: Some(6),
         };
         assert_eq!(
             postcard::to_allocvec(&query).unwrap(),
             [
                 1, 1, b'a', 1, 1, 1, 2, 1, 0, 3, 1, 1, b'g', 1, 4, 1, 1, 0, 1, 1, b'c', 1, 1, b'd',
-                1, 5, 1
+                1, 5, 1, 1, 1, b't', 1, 1, b'x', 1, 1, 3, b'F', b'=', b'v', 1, 6
             ]
         );
         let usage = DiskUsage {
