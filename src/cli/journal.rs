@@ -758,8 +758,23 @@ fn build_query_with(args: &JournalArgs, store: Option<&Store>) -> Result<Query, 
 fn resolve_boot(b: &str, args: &JournalArgs, store: Option<&Store>) -> Result<u128, CliError> {
     let hex: String = b.chars().filter(|c| *c != '-').collect();
     if hex.len() == 32 {
-        return u128::from_str_radix(&hex, 16)
-            .map_err(|_| CliError::Usage(format!("--boot {b:?} is not a 128-bit hex boot id")));
+        let id = u128::from_str_radix(&hex, 16)
+            .map_err(|_| CliError::Usage(format!("--boot {b:?} is not a 128-bit hex boot id")))?;
+        // As journalctl: a boot the journal has no entry of is an error, not an
+        // empty answer.
+        if let Some(store) = store {
+            let any = store.query(&Query {
+                boot_id: Some(id),
+                lines: Some(1),
+                ..Default::default()
+            })?;
+            if any.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "Data from the specified boot ({id:032x}) is not available: no such boot id in the journal"
+                )));
+            }
+        }
+        return Ok(id);
     }
     if !matches!(b, "" | "0" | "+0" | "-0") {
         return Err(CliError::Usage(format!(

@@ -228,9 +228,30 @@ pub fn write_entry(w: &mut dyn Write, e: &Entry, opts: &OutputOptions) -> io::Re
             }
             prefix.push_str(": ");
             w.write_all(prefix.as_bytes())?;
-            write_message(w, e, opts, prefix.len())
+            // journalctl's column count for the later lines of a message leaves
+            // out the unit name of with-unit (it prints it uncounted).
+            let indent = match opts.format {
+                Format::WithUnit => prefix.len() - ident.len(),
+                _ => prefix.len(),
+            };
+            write_message(w, e, opts, indent)
         }
-        Format::Cat => write_message(w, e, opts, 0),
+        Format::Cat => {
+            // journalctl's cat writes the message as it is, whatever it holds.
+            let c = if opts.color {
+                color_of(e.priority)
+            } else {
+                None
+            };
+            if let Some(c) = c {
+                w.write_all(c.as_bytes())?;
+            }
+            w.write_all(&e.message)?;
+            if c.is_some() {
+                w.write_all(b"\x1b[0m")?;
+            }
+            w.write_all(b"\n")
+        }
         Format::Json => {
             let v = json_object(e, opts);
             serde_json::to_writer(&mut *w, &v)?;
@@ -289,7 +310,7 @@ fn short_time(e: &Entry, opts: &OutputOptions) -> String {
     }
 }
 
-/// Writes the message of the short formats and cat: each of its lines, the later
+/// Writes the message of the short formats: each of its lines, the later
 /// ones indented by `indent` (the prefix's width), as journalctl's print_multiline.
 fn write_message(
     w: &mut dyn Write,
@@ -424,10 +445,11 @@ fn header_fields(e: &Entry, opts: &OutputOptions) -> [(&'static str, String); 4]
 }
 
 fn json_value(v: &[u8]) -> serde_json::Value {
-    // journalctl prints non-UTF-8 values as arrays of byte numbers.
+    // journalctl prints values that are not printable UTF-8 (a carriage return
+    // is enough) as arrays of byte numbers.
     match std::str::from_utf8(v) {
-        Ok(s) => serde_json::Value::String(s.to_owned()),
-        Err(_) => serde_json::Value::Array(v.iter().map(|b| (*b).into()).collect()),
+        Ok(s) if is_printable_text(v) => serde_json::Value::String(s.to_owned()),
+        _ => serde_json::Value::Array(v.iter().map(|b| (*b).into()).collect()),
     }
 }
 
@@ -523,7 +545,30 @@ fn write_verbose(w: &mut dyn Write, e: &Entry, opts: &OutputOptions) -> io::Resu
 
 #[cfg(test)]
 mod tests {
-    use super::is_printable;
+    use super::{format_bytes, is_printable, strip_tab_ansi};
+
+    #[test]
+    fn blob_sizes_as_systemds_format_bytes() {
+        assert_eq!(format_bytes(0), "0B");
+        assert_eq!(format_bytes(1023), "1023B");
+        assert_eq!(format_bytes(1024), "1.0K");
+        assert_eq!(format_bytes(2001), "1.9K");
+        assert_eq!(format_bytes(1536), "1.5K");
+        assert_eq!(format_bytes(1 << 20), "1.0M");
+        assert_eq!(format_bytes(5 << 30 | 512 << 20), "5.5G");
+    }
+
+    #[test]
+    fn strip_keeps_what_journalctl_keeps() {
+        assert_eq!(&*strip_tab_ansi(b"a\tb"), b"a        b");
+        assert_eq!(&*strip_tab_ansi(b"x\r"), b"x");
+        assert_eq!(&*strip_tab_ansi(b"x\r\r\ny"), b"x\ny");
+        assert_eq!(&*strip_tab_ansi(b"a\rb"), b"a\rb");
+        assert_eq!(&*strip_tab_ansi(b"\x1b[1;31mred\x1b[m"), b"red");
+        // Only color (SGR) sequences go; another escape stays, and makes a blob.
+        assert_eq!(&*strip_tab_ansi(b"\x1b[2J"), b"\x1b[2J");
+        assert_eq!(&*strip_tab_ansi(b"\x1bZ"), b"\x1bZ");
+    }
 
     #[test]
     fn printable_is_text_without_control_characters() {
