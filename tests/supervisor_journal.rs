@@ -101,7 +101,7 @@ fn journal_queries_and_follow_over_the_control_socket() {
             messages.clear();
             let mut s = c
                 .request_stream(&Request::Journal {
-                    query: query.clone(),
+                    query: Box::new(query.clone()),
                     follow: false,
                 })
                 .await
@@ -128,10 +128,10 @@ fn journal_queries_and_follow_over_the_control_socket() {
         let mut f: AsyncClient<Request, Response> = AsyncClient::connect(&td.socket).await.unwrap();
         let mut s = f
             .request_stream(&Request::Journal {
-                query: Query {
+                query: Box::new(Query {
                     lines: Some(0),
                     ..query.clone()
-                },
+                }),
                 follow: true,
             })
             .await

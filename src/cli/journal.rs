@@ -404,7 +404,7 @@ fn run_remote_with(
     // reads only the sequence number, so they still work against this manager.
     let opts = output_options(args, 0, tty);
     let request = Request::Journal {
-        query,
+        query: Box::new(query),
         follow: args.follow,
     };
     let mut failed = None;

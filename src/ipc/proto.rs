@@ -278,8 +278,9 @@ pub enum Request {
     /// closed by the end frame; with `follow`, new entries keep coming until
     /// the client hangs up.
     Journal {
-        /// What to select (units, time range, priorities, last N...).
-        query: crate::journal::Query,
+        /// What to select (units, time range, priorities, last N...); boxed, being
+        /// far larger than any other request (the same bytes on the wire).
+        query: Box<crate::journal::Query>,
         /// Keep streaming newly committed entries.
         follow: bool,
     },
@@ -563,7 +564,7 @@ mod tests {
             (Request::ActiveStates { units: vec![] }, 12),
             (
                 Request::Journal {
-                    query: crate::journal::Query::default(),
+                    query: Box::default(),
                     follow: false,
                 },
                 13,

@@ -475,7 +475,7 @@ fn write_json_pretty(w: &mut dyn Write, e: &Entry, opts: &OutputOptions) -> io::
         match v {
             // journalctl puts each byte of a binary value on a line of its own.
             serde_json::Value::Array(bytes) => {
-                write!(w, "\t\"{k}\" : [\n")?;
+                writeln!(w, "\t\"{k}\" : [")?;
                 for (j, b) in bytes.iter().enumerate() {
                     let sep = if j + 1 < bytes.len() { "," } else { "" };
                     writeln!(w, "\t\t{b}{sep}")?;
