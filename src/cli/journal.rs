@@ -67,7 +67,8 @@ pub struct JournalArgs {
     /// Only this boot: with no -D/--file, the running kernel's boot (its boot id,
     /// /proc/sys/kernel/random/boot_id); with them, the boot of the store's newest
     /// entry, as journalctl does with --file. Also a 32-digit boot id; 0 is this boot.
-    #[arg(short = 'b', long, value_name = "ID", num_args = 0..=1, default_missing_value = "0")]
+    #[arg(short = 'b', long, value_name = "ID", num_args = 0..=1, default_missing_value = "0",
+          allow_negative_numbers = true)]
     pub boot: Option<String>,
     /// Accepted as by journalctl; corral has no message catalog, so nothing is added.
     #[arg(short = 'x', long)]
