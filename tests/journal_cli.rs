@@ -177,7 +177,7 @@ fn json_and_output_fields() {
         "{out}"
     );
     let (_, out, _) = journal(&["-u", "db.service", "-o", "short"]);
-    assert!(out.contains("db[103]: [8 B blob data]\n"), "{out}");
+    assert!(out.contains("db[103]: [8B blob data]\n"), "{out}");
 }
 
 #[test]

@@ -101,7 +101,7 @@ fn journal_queries_and_follow_over_the_control_socket() {
             messages.clear();
             let mut s = c
                 .request_stream(&Request::Journal {
-                    query: query.clone(),
+                    query: Box::new(query.clone()),
                     follow: false,
                 })
                 .await
@@ -128,10 +128,10 @@ fn journal_queries_and_follow_over_the_control_socket() {
         let mut f: AsyncClient<Request, Response> = AsyncClient::connect(&td.socket).await.unwrap();
         let mut s = f
             .request_stream(&Request::Journal {
-                query: Query {
+                query: Box::new(Query {
                     lines: Some(0),
                     ..query.clone()
-                },
+                }),
                 follow: true,
             })
             .await
@@ -190,6 +190,29 @@ fn the_journal_cli_asks_the_manager_named_by_the_socket() {
         o.stdout.contains("hello-from-echoer").then_some(o)
     });
     assert!(got.is_some(), "the manager did not answer the query");
+    // journalctl's filters travel to the manager with the query: -t, -T, -b and
+    // field matches with + between groups.
+    let cat = |args: &[&str]| {
+        let mut a = vec![
+            "journal",
+            "--no-pager",
+            "--user-unit",
+            "echoer",
+            "-o",
+            "cat",
+        ];
+        a.extend_from_slice(args);
+        let o = td.corral(&a);
+        assert_eq!(o.code, 0, "{args:?}: {}", o.stderr);
+        o.stdout
+    };
+    assert_eq!(cat(&["-t", "echo", "-b"]), "hello-from-echoer\n");
+    assert_eq!(cat(&["_TRANSPORT=stdout", "-b"]), "hello-from-echoer\n");
+    assert!(!cat(&["-T", "echo"]).contains("hello-from-echoer"));
+    let both = cat(&["_PID=1", "+", "SYSLOG_IDENTIFIER=echo"]);
+    assert_eq!(both, "hello-from-echoer\n");
+    // cat says nothing when nothing matched, as journalctl's.
+    assert_eq!(cat(&["_PID=1", "SYSLOG_IDENTIFIER=echo"]), "");
 
     // Follow: the stream stays open and brings the next invocation's line.
     let mut follower = Command::new(env!("CARGO_BIN_EXE_corral"))

@@ -32,7 +32,7 @@ use crate::ipc::client::is_refusal;
 use crate::ipc::proto::{Request, Response};
 use crate::ipc::{Client, ErrorCode, IpcError};
 use crate::journal::output::{self, Format, OutputOptions};
-use crate::journal::query::{parse_priority_range, parse_span, parse_time};
+use crate::journal::query::{parse_field_matches, parse_priority_range, parse_span, parse_time};
 use crate::journal::{
     DiskUsage, Entry, JournalError, Query, Store, StoreOptions, Stream, VacuumReport,
 };
@@ -40,9 +40,45 @@ use crate::journal::{
 /// `corral journal`: show what the services printed.
 #[derive(Debug, Clone, Args)]
 pub struct JournalArgs {
-    /// Only this unit (repeatable; globs like 'memcached@*').
-    #[arg(short = 'u', long = "unit", value_name = "UNIT")]
+    /// Only this unit (repeatable; globs like 'memcached@*'). --user-unit is the same.
+    #[arg(
+        short = 'u',
+        long = "unit",
+        visible_alias = "user-unit",
+        value_name = "UNIT"
+    )]
     pub units: Vec<String>,
+    /// Field matches: FIELD=VALUE (the same field twice: either value; different
+    /// fields: both), and + between groups of them (either group).
+    #[arg(value_name = "MATCHES")]
+    pub matches: Vec<String>,
+    /// Accepted as by journalctl: corral's journal is always the calling user's.
+    #[arg(long)]
+    pub user: bool,
+    /// Only entries with this SYSLOG_IDENTIFIER (repeatable: any of them).
+    #[arg(short = 't', long = "identifier", value_name = "ID")]
+    pub identifiers: Vec<String>,
+    /// Not the entries with this SYSLOG_IDENTIFIER (repeatable; journalctl has it since systemd 256).
+    #[arg(short = 'T', long = "exclude-identifier", value_name = "ID")]
+    pub exclude_identifiers: Vec<String>,
+    /// Start the pager at the end; means -n 1000 unless -n is given.
+    #[arg(short = 'e', long)]
+    pub pager_end: bool,
+    /// Only this boot: with no -D/--file, the running kernel's boot (its boot id,
+    /// /proc/sys/kernel/random/boot_id); with them, the boot of the store's newest
+    /// entry, as journalctl does with --file. Also a 32-digit boot id; 0 is this boot.
+    #[arg(short = 'b', long, value_name = "ID", num_args = 0..=1, default_missing_value = "0",
+          allow_negative_numbers = true)]
+    pub boot: Option<String>,
+    /// Accepted as by journalctl; corral has no message catalog, so nothing is added.
+    #[arg(short = 'x', long)]
+    pub catalog: bool,
+    /// Show messages with unprintable characters as they are, instead of "[N blob data]".
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Leave the host name out of the short formats.
+    #[arg(long)]
+    pub no_hostname: bool,
     /// Only the newest N entries ("all" for every entry; -n alone means 10).
     #[arg(short = 'n', long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
     pub lines: Option<String>,
@@ -50,10 +86,10 @@ pub struct JournalArgs {
     #[arg(short = 'f', long)]
     pub follow: bool,
     /// Entries on or after this time ("2026-11-23 10:00", "10:00", today, yesterday, -1h, "2 days ago", @EPOCH).
-    #[arg(short = 'S', long, value_name = "TIME")]
+    #[arg(short = 'S', long, value_name = "TIME", allow_hyphen_values = true)]
     pub since: Option<String>,
     /// Entries on or before this time (same syntax as --since).
-    #[arg(short = 'U', long, value_name = "TIME")]
+    #[arg(short = 'U', long, value_name = "TIME", allow_hyphen_values = true)]
     pub until: Option<String>,
     /// A priority (emerg..debug or 0..7, meaning it and more severe) or a range err..warning.
     #[arg(short = 'p', long, value_name = "PRIORITY")]
@@ -367,14 +403,9 @@ fn run_remote_with(
     let tty = stdout.is_terminal();
     // Cursors printed from a remote answer carry no store id; `--after-cursor`
     // reads only the sequence number, so they still work against this manager.
-    let mut opts = OutputOptions::new(
-        Format::parse(&args.output).expect("clap checked the format"),
-        0,
-    );
-    opts.fields = args.output_fields.clone();
-    opts.color = tty && std::env::var_os("NO_COLOR").is_none();
+    let opts = output_options(args, 0, tty);
     let request = Request::Journal {
-        query,
+        query: Box::new(query),
         follow: args.follow,
     };
     let mut failed = None;
@@ -511,12 +542,7 @@ fn run_inner(args: &JournalArgs, socket: Option<&Path>) -> Result<(), CliError> 
     }
     let stdout = io::stdout();
     let tty = stdout.is_terminal();
-    let mut opts = OutputOptions::new(
-        Format::parse(&args.output).expect("clap checked the format"),
-        store.store_id(),
-    );
-    opts.fields = args.output_fields.clone();
-    opts.color = tty && std::env::var_os("NO_COLOR").is_none();
+    let opts = output_options(args, store.store_id(), tty);
     // Where following starts when nothing matched yet.
     let follow_from = store.next_seq()?;
     let mut failed = None;
@@ -532,7 +558,7 @@ fn run_inner(args: &JournalArgs, socket: Option<&Path>) -> Result<(), CliError> 
     let shown;
     let last;
     if use_pager {
-        let mut pager = Pager::start();
+        let mut pager = Pager::start(args.pager_end);
         let r = print_entries(entries, pager.writer(), &opts);
         let r2 = pager.finish();
         (shown, last) = r.map_err(CliError::Output)?;
@@ -591,11 +617,7 @@ fn print_salvaged(args: &JournalArgs, file: &Path, why: &JournalError) -> Result
     if query.reverse {
         entries.reverse();
     }
-    let mut opts = OutputOptions::new(
-        Format::parse(&args.output).expect("clap checked the format"),
-        0,
-    );
-    opts.fields = args.output_fields.clone();
+    let opts = output_options(args, 0, false);
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     let (shown, _) = print_entries(entries, &mut out, &opts).map_err(CliError::Output)?;
@@ -631,10 +653,28 @@ pub fn open_for_reading(loc: &std::path::Path) -> Result<Store, JournalError> {
     }
 }
 
+/// The output options of the flags; `tty`: colors unless $NO_COLOR.
+fn output_options(args: &JournalArgs, store_id: u128, tty: bool) -> OutputOptions {
+    let mut opts = OutputOptions::new(
+        Format::parse(&args.output).expect("clap checked the format"),
+        store_id,
+    );
+    opts.fields = args.output_fields.clone();
+    opts.color = tty && std::env::var_os("NO_COLOR").is_none();
+    opts.all = args.all;
+    opts.no_hostname = args.no_hostname;
+    opts
+}
+
 fn is_short(f: Format) -> bool {
     matches!(
         f,
-        Format::Short | Format::ShortIso | Format::ShortPrecise | Format::ShortMonotonic
+        Format::Short
+            | Format::ShortIso
+            | Format::ShortPrecise
+            | Format::ShortMonotonic
+            | Format::ShortUnix
+            | Format::WithUnit
     )
 }
 
@@ -677,6 +717,25 @@ fn build_query_with(args: &JournalArgs, store: Option<&Store>) -> Result<Query, 
     if let Some(s) = &args.stream {
         q.stream = Stream::parse(s);
     }
+    q.identifiers = args.identifiers.clone();
+    q.exclude_identifiers = args.exclude_identifiers.clone();
+    // `-b _PID=1`: clap took the first match for -b's optional value.
+    let mut matches = Vec::new();
+    let boot = match args.boot.as_deref() {
+        Some(m) if m == "+" || m.contains('=') => {
+            matches.push(m.to_owned());
+            Some("0")
+        }
+        b => b,
+    };
+    matches.extend(args.matches.iter().cloned());
+    q.field_matches = parse_field_matches(&matches)?;
+    if let Some(b) = boot {
+        q.boot_id = Some(resolve_boot(b, args, store)?);
+    }
+    if args.pager_end && args.lines.is_none() {
+        q.lines = Some(1000);
+    }
     if let Some(n) = &args.lines {
         q.lines = match n.as_str() {
             "all" => None,
@@ -692,6 +751,49 @@ fn build_query_with(args: &JournalArgs, store: Option<&Store>) -> Result<Query, 
         });
     }
     Ok(q)
+}
+
+/// The boot `-b` names: a boot id, or 0 (or nothing) for this boot, which is the
+/// kernel's boot, or with `-D`/`--file` the boot of the store's newest entry (as
+/// journalctl with --file: the files may come from another machine or boot).
+fn resolve_boot(b: &str, args: &JournalArgs, store: Option<&Store>) -> Result<u128, CliError> {
+    let hex: String = b.chars().filter(|c| *c != '-').collect();
+    if hex.len() == 32 {
+        let id = u128::from_str_radix(&hex, 16)
+            .map_err(|_| CliError::Usage(format!("--boot {b:?} is not a 128-bit hex boot id")))?;
+        // As journalctl: a boot the journal has no entry of is an error, not an
+        // empty answer.
+        if let Some(store) = store {
+            let any = store.query(&Query {
+                boot_id: Some(id),
+                lines: Some(1),
+                ..Default::default()
+            })?;
+            if any.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "Data from the specified boot ({id:032x}) is not available: no such boot id in the journal"
+                )));
+            }
+        }
+        return Ok(id);
+    }
+    if !matches!(b, "" | "0" | "+0" | "-0") {
+        return Err(CliError::Usage(format!(
+            "--boot {b:?}: corral keeps no list of boots, so only this boot (-b, -b 0) or a \
+             32-digit boot id (the _BOOT_ID of -o json) can be given"
+        )));
+    }
+    let explicit = args.file.is_some() || args.directory.is_some();
+    if let (true, Some(store)) = (explicit, store) {
+        let newest = store.query(&Query {
+            lines: Some(1),
+            ..Default::default()
+        })?;
+        if let Some(e) = newest.first() {
+            return Ok(e.boot_id);
+        }
+    }
+    Ok(crate::journal::boot_id())
 }
 
 /// Parses a 32-hex-digit invocation id (dashes allowed).
@@ -869,7 +971,8 @@ struct Pager {
 }
 
 impl Pager {
-    fn start() -> Pager {
+    /// `end`: open at the end of the text (`-e`), as journalctl asks less with +G.
+    fn start(end: bool) -> Pager {
         let cmd = std::env::var("SYSTEMD_PAGER")
             .or_else(|_| std::env::var("PAGER"))
             .unwrap_or_else(|_| "less".into());
@@ -879,10 +982,10 @@ impl Pager {
             std::process::Command::new("sh")
                 .arg("-c")
                 .arg(&cmd)
-                .env(
-                    "LESS",
-                    std::env::var("LESS").unwrap_or_else(|_| "FRSXMK".into()),
-                )
+                .env("LESS", {
+                    let less = std::env::var("LESS").unwrap_or_else(|_| "FRSXMK".into());
+                    if end { less + " +G" } else { less }
+                })
                 .stdin(std::process::Stdio::piped())
                 .spawn()
                 .ok()

@@ -278,8 +278,9 @@ pub enum Request {
     /// closed by the end frame; with `follow`, new entries keep coming until
     /// the client hangs up.
     Journal {
-        /// What to select (units, time range, priorities, last N...).
-        query: crate::journal::Query,
+        /// What to select (units, time range, priorities, last N...); boxed, being
+        /// far larger than any other request (the same bytes on the wire).
+        query: Box<crate::journal::Query>,
         /// Keep streaming newly committed entries.
         follow: bool,
     },
@@ -563,7 +564,7 @@ mod tests {
             (Request::ActiveStates { units: vec![] }, 12),
             (
                 Request::Journal {
-                    query: crate::journal::Query::default(),
+                    query: Box::default(),
                     follow: false,
                 },
                 13,
@@ -713,12 +714,16 @@ mod tests {
             after_cursor: Some("d".into()),
             lines: Some(5),
             reverse: true,
+            identifiers: vec!["t".into()],
+            exclude_identifiers: vec!["x".into()],
+            field_matches: vec![vec!["F=v".into()]],
+            boot_id: Some(6),
         };
         assert_eq!(
             postcard::to_allocvec(&query).unwrap(),
             [
                 1, 1, b'a', 1, 1, 1, 2, 1, 0, 3, 1, 1, b'g', 1, 4, 1, 1, 0, 1, 1, b'c', 1, 1, b'd',
-                1, 5, 1
+                1, 5, 1, 1, 1, b't', 1, 1, b'x', 1, 1, 3, b'F', b'=', b'v', 1, 6
             ]
         );
         let usage = DiskUsage {

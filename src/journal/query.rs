@@ -35,6 +35,16 @@ pub struct Query {
     pub lines: Option<usize>,
     /// Newest first.
     pub reverse: bool,
+    /// `-t`: only these SYSLOG_IDENTIFIERs (any of them); empty means any.
+    pub identifiers: Vec<String>,
+    /// `-T`: not these SYSLOG_IDENTIFIERs.
+    pub exclude_identifiers: Vec<String>,
+    /// Field matches `FIELD=value`, in groups separated by `+` (one inner vector per
+    /// group): an entry passes when some group passes; within a group, values of the
+    /// same field are alternatives and different fields must all match.
+    pub field_matches: Vec<Vec<String>>,
+    /// `-b`: only entries of this boot.
+    pub boot_id: Option<u128>,
 }
 
 /// A [`Query`] ready to filter entries.
@@ -47,6 +57,100 @@ pub struct CompiledQuery {
     priority: (u8, u8),
     grep: Option<regex::bytes::Regex>,
     stream: Option<Stream>,
+    identifiers: Vec<String>,
+    exclude_identifiers: Vec<String>,
+    groups: Vec<MatchGroup>,
+    boot_id: Option<u128>,
+    hostname: String,
+}
+
+/// One `+`-separated group of field matches: per field, the values any of which may match.
+#[derive(Debug, Clone, Default)]
+struct MatchGroup {
+    fields: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+/// The fields of an entry a match can test, by journald name.
+struct FieldView<'a> {
+    unit: &'a str,
+    identifier: &'a str,
+    message: &'a [u8],
+    priority: u8,
+    pid: Option<u32>,
+    uid: u32,
+    stream: Stream,
+    invocation: u128,
+    boot_id: u128,
+}
+
+impl FieldView<'_> {
+    /// Whether the entry has `field` with value `v` (the fields
+    /// [`super::output::fields`] prints; an entry has no other field).
+    fn has(&self, field: &str, v: &[u8], hostname: &str) -> bool {
+        let text = |s: &str| s.as_bytes() == v;
+        let num = |n: u64| std::str::from_utf8(v).is_ok_and(|s| s == n.to_string());
+        match field {
+            "MESSAGE" => self.message == v,
+            "PRIORITY" => num(self.priority.into()),
+            "SYSLOG_IDENTIFIER" => text(self.identifier),
+            "_PID" => self.pid.is_some_and(|p| num(p.into())),
+            "_UID" => num(self.uid.into()),
+            "_TRANSPORT" => text(match self.stream {
+                Stream::Manager => "journal",
+                _ => "stdout",
+            }),
+            "_SYSTEMD_USER_UNIT" => text(self.unit),
+            "_SYSTEMD_INVOCATION_ID" => {
+                self.invocation != 0 && text(&format!("{:032x}", self.invocation))
+            }
+            "_BOOT_ID" => text(&format!("{:032x}", self.boot_id)),
+            "_HOSTNAME" => text(hostname),
+            "CORRAL_STREAM" => text(self.stream.name()),
+            _ => false,
+        }
+    }
+}
+
+/// Parses positional `FIELD=value` matches and `+` into groups, as journalctl(1):
+/// a field name is upper-case letters, digits and underscores, not starting with a digit.
+pub fn parse_field_matches(args: &[String]) -> Result<Vec<Vec<String>>> {
+    let mut groups = vec![Vec::new()];
+    for a in args {
+        if a == "+" {
+            groups.push(Vec::new());
+            continue;
+        }
+        let valid = a.split_once('=').is_some_and(|(f, _)| {
+            !f.is_empty()
+                && !f.starts_with(|c: char| c.is_ascii_digit())
+                && f.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        });
+        if !valid {
+            return Err(JournalError::BadQuery(format!(
+                "failed to add match '{a}': a match is FIELD=VALUE (FIELD in capitals, \
+                 e.g. _PID=1234 or SYSLOG_IDENTIFIER=sh), or + between groups"
+            )));
+        }
+        groups
+            .last_mut()
+            .expect("one group at least")
+            .push(a.clone());
+    }
+    groups.retain(|g| !g.is_empty());
+    Ok(groups)
+}
+
+fn compile_group(matches: &[String]) -> MatchGroup {
+    let mut g = MatchGroup::default();
+    for m in matches {
+        let (f, v) = m.split_once('=').unwrap_or((m, ""));
+        match g.fields.iter_mut().find(|(name, _)| name == f) {
+            Some((_, vs)) => vs.push(v.as_bytes().to_vec()),
+            None => g.fields.push((f.to_owned(), vec![v.as_bytes().to_vec()])),
+        }
+    }
+    g
 }
 
 impl CompiledQuery {
@@ -75,6 +179,15 @@ impl CompiledQuery {
         if let Some(c) = &q.after_cursor {
             min_seq = min_seq.max(parse_cursor(c)?.saturating_add(1));
         }
+        let groups: Vec<MatchGroup> = q.field_matches.iter().map(|g| compile_group(g)).collect();
+        let hostname = if groups
+            .iter()
+            .any(|g| g.fields.iter().any(|(f, _)| f == "_HOSTNAME"))
+        {
+            super::output::hostname()
+        } else {
+            String::new()
+        };
         Ok(CompiledQuery {
             units: q.units.iter().flat_map(|u| unit_patterns(u)).collect(),
             since: q.since,
@@ -84,6 +197,11 @@ impl CompiledQuery {
             priority: q.priority.unwrap_or((0, 7)),
             grep,
             stream: q.stream,
+            identifiers: q.identifiers.clone(),
+            exclude_identifiers: q.exclude_identifiers.clone(),
+            groups,
+            boot_id: q.boot_id,
+            hostname,
         })
     }
 
@@ -92,8 +210,8 @@ impl CompiledQuery {
         self.units.is_empty() || self.units.iter().any(|g| g.matches(unit))
     }
 
-    /// Whether a stored entry passes every per-entry filter.
-    pub fn matches(&self, e: &StoredRef<'_>) -> bool {
+    /// Whether a stored entry of `unit` passes every per-entry filter.
+    pub fn matches(&self, unit: &str, e: &StoredRef<'_>) -> bool {
         e.seq >= self.min_seq
             && e.seq <= self.max_seq
             && self.since.is_none_or(|s| e.realtime >= s)
@@ -101,7 +219,21 @@ impl CompiledQuery {
             && e.priority >= self.priority.0
             && e.priority <= self.priority.1
             && self.stream.is_none_or(|s| s.code() == e.stream)
+            && self.boot_id.is_none_or(|b| b == e.boot_id)
+            && self.identifier_ok(e.identifier)
             && self.grep.as_ref().is_none_or(|g| g.is_match(e.message))
+            && (self.groups.is_empty()
+                || self.fields_ok(&FieldView {
+                    unit,
+                    identifier: e.identifier,
+                    message: e.message,
+                    priority: e.priority,
+                    pid: e.pid,
+                    uid: e.uid,
+                    stream: Stream::from_code(e.stream),
+                    invocation: e.invocation,
+                    boot_id: e.boot_id,
+                }))
     }
 
     /// The same test on an owned entry, unit included (salvaged entries have no index).
@@ -114,7 +246,35 @@ impl CompiledQuery {
             && e.priority >= self.priority.0
             && e.priority <= self.priority.1
             && self.stream.is_none_or(|s| s == e.stream)
+            && self.boot_id.is_none_or(|b| b == e.boot_id)
+            && self.identifier_ok(&e.identifier)
             && self.grep.as_ref().is_none_or(|g| g.is_match(&e.message))
+            && self.fields_ok(&FieldView {
+                unit: &e.unit,
+                identifier: &e.identifier,
+                message: &e.message,
+                priority: e.priority,
+                pid: e.pid,
+                uid: e.uid,
+                stream: e.stream,
+                invocation: e.invocation,
+                boot_id: e.boot_id,
+            })
+    }
+
+    fn identifier_ok(&self, ident: &str) -> bool {
+        (self.identifiers.is_empty() || self.identifiers.iter().any(|i| i == ident))
+            && !self.exclude_identifiers.iter().any(|i| i == ident)
+    }
+
+    /// Some group has every one of its fields at one of the values given for it.
+    fn fields_ok(&self, e: &FieldView<'_>) -> bool {
+        self.groups.is_empty()
+            || self.groups.iter().any(|g| {
+                g.fields
+                    .iter()
+                    .all(|(f, vs)| vs.iter().any(|v| e.has(f, v, &self.hostname)))
+            })
     }
 }
 
@@ -424,6 +584,10 @@ mod tests {
             after_cursor: None,
             lines: Some(10),
             reverse: true,
+            identifiers: vec!["sh".into()],
+            exclude_identifiers: vec!["run".into()],
+            field_matches: vec![vec!["_PID=1".into()], vec!["PRIORITY=3".into()]],
+            boot_id: Some(7),
         };
         let bytes = postcard::to_allocvec(&q).unwrap();
         assert_eq!(postcard::from_bytes::<Query>(&bytes).unwrap(), q);

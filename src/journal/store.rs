@@ -1797,7 +1797,7 @@ impl UnitCursor {
         let (lo, hi) = (self.lo, self.hi);
         let keep = items
             .iter()
-            .filter(|e| e.seq >= lo && e.seq <= hi && cq.matches(e))
+            .filter(|e| e.seq >= lo && e.seq <= hi && cq.matches(unit, e))
             .map(|e| Slot::new(raw, e));
         // Kept in reverse walking order, so the next entry is always at the end.
         self.slots.clear();

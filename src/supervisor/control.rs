@@ -259,7 +259,7 @@ impl Handler for ControlHandler {
         // The socket only admits our own uid and root (ServerConfig::owner).
         let response = match request {
             Request::Journal { query, follow } => {
-                return self.journal(query, follow, replies).await;
+                return self.journal(*query, follow, replies).await;
             }
             Request::Start { units } => self.jobs(units, JobRequest::Start).await,
             Request::Stop { units } => self.jobs(units, JobRequest::Stop).await,

@@ -69,3 +69,28 @@ pub fn noise(seed: u64, len: usize) -> String {
         })
         .collect()
 }
+
+/// systemd's journal-remote, which writes a journal file from export format.
+pub const REMOTE: &str = "/lib/systemd/systemd-journal-remote";
+
+/// Writes `export` (Journal Export Format, as `corral journal -o export` prints it)
+/// into the journal file `jfile` with systemd-journal-remote, for journalctl --file.
+pub fn to_journal_file(export: &[u8], jfile: &Path) {
+    use std::io::Write;
+    use std::process::Stdio;
+    assert!(
+        Path::new(REMOTE).exists(),
+        "{REMOTE} is missing: apt-get install systemd-journal-remote (scripts/test does)"
+    );
+    let mut remote = Command::new(REMOTE)
+        .arg("-o")
+        .arg(jfile)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    remote.stdin.take().unwrap().write_all(export).unwrap();
+    let r = remote.wait_with_output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}
