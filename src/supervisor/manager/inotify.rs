@@ -1,6 +1,9 @@
-//! One inotify instance for every file the manager watches: each
-//! invocation's `cgroup.events` and the directory of a PIDFile a forking
-//! unit waits for.
+//! The inotify hub: one instance for every file the manager watches, each
+//! invocation's `cgroup.events` (kept while a lingering cgroup of
+//! KillMode=process remains) and the directory of a PIDFile a forking unit
+//! waits for. Its events become manager inputs. The cgroup layer's
+//! `EventsWatcher` (an instance per watcher) is for one-off waits only:
+//! stopping leftovers, the system daemon's session cgroups, freezing.
 //!
 //! One instance per watch, as before, had two costs. Closing an inotify
 //! instance waits for an SRCU grace period in the kernel (measured 6–12 ms
