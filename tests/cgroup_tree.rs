@@ -526,66 +526,6 @@ fn the_cgroup2_root_is_recognised() {
 }
 
 #[test]
-fn events_hub_watches_150_cgroups_with_one_inotify_instance() {
-    let Some(root) = scratch() else { return };
-    let many = root.create_child("many").unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut pids = Vec::new();
-    let mut cgs = Vec::new();
-    for i in 0..150 {
-        let cg = many.create_child(&format!("u{i}")).unwrap();
-        pids.push(start_and_sync(&cg, "echo; exec sleep 1000"));
-        cgs.push(cg);
-    }
-    rt.block_on(async {
-        let hub = cgroup::EventsHub::new().unwrap();
-        // More watchers than the default per-user inotify instance limit
-        // (128), plus a second watcher on one cgroup sharing its watch.
-        let mut watchers: Vec<_> = cgs.iter().map(|cg| hub.watch(cg).unwrap()).collect();
-        let extra = hub.watch(&cgs[0]).unwrap();
-        assert_eq!(hub.watch_count(), 150);
-        // Their removal is watched on the one parent directory they share.
-        assert_eq!(hub.dir_watch_count(), 1);
-        for w in &watchers {
-            assert!(w.current().unwrap().populated);
-        }
-        let mut set = tokio::task::JoinSet::new();
-        for mut w in watchers.drain(..) {
-            set.spawn(async move { w.wait_empty().await });
-        }
-        set.spawn(async move {
-            let mut extra = extra;
-            extra.wait_empty().await
-        });
-        // Nothing may resolve while everything still runs.
-        let early = tokio::time::timeout(Duration::from_millis(200), set.join_next()).await;
-        assert!(early.is_err(), "a wait resolved early: {early:?}");
-        many.kill().unwrap();
-        let all = tokio::time::timeout(Duration::from_secs(20), async {
-            let mut n = 0;
-            while let Some(r) = set.join_next().await {
-                r.unwrap().unwrap();
-                n += 1;
-            }
-            n
-        })
-        .await
-        .expect("not every wait_empty resolved");
-        assert_eq!(all, 151);
-        // Every watcher dropped: every watch removed.
-        assert_eq!(hub.watch_count(), 0);
-        assert_eq!(hub.dir_watch_count(), 0);
-    });
-    for pid in pids {
-        reap(pid);
-    }
-}
-
-#[test]
 fn wait_empty_ends_when_the_cgroup_is_killed_and_removed() {
     // kernfs sends no IN_IGNORED when a cgroup is removed, so a wait must
     // not rely on it: the populated 1 -> 0 change that has to precede any
@@ -593,34 +533,27 @@ fn wait_empty_ends_when_the_cgroup_is_killed_and_removed() {
     let Some(root) = scratch() else { return };
     let rt = rt();
     rt.block_on(async {
-        let hub = cgroup::EventsHub::new().unwrap();
-        for shared in [false, true] {
-            let cg = root.create_child(&format!("doomed-{shared}")).unwrap();
-            let pid = start_and_sync(&cg, "echo; exec sleep 1000");
-            let mut w = if shared {
-                hub.watch(&cg).unwrap()
-            } else {
-                cg.watch_events().unwrap()
-            };
-            let remover = async {
-                cg.kill().unwrap();
-                cg.wait_empty().await.unwrap();
-                cg.remove().unwrap();
-            };
-            let (res, ()) = tokio::join!(
-                tokio::time::timeout(Duration::from_secs(10), w.wait_empty()),
-                remover
-            );
-            res.expect("wait_empty hung").unwrap();
-            reap(pid);
-            assert!(!cg.path().exists());
-            let e = hub.watch(&cg).unwrap_err();
-            assert!(e.is_not_found(), "{e}");
-            tokio::time::timeout(Duration::from_secs(10), hub.wait_empty(&cg))
-                .await
-                .unwrap()
-                .unwrap();
-        }
+        let cg = root.create_child("doomed").unwrap();
+        let pid = start_and_sync(&cg, "echo; exec sleep 1000");
+        let mut w = cg.watch_events().unwrap();
+        let remover = async {
+            cg.kill().unwrap();
+            cg.wait_empty().await.unwrap();
+            cg.remove().unwrap();
+        };
+        let (res, ()) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(10), w.wait_empty()),
+            remover
+        );
+        res.expect("wait_empty hung").unwrap();
+        reap(pid);
+        assert!(!cg.path().exists());
+        let e = cg.watch_events().unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        tokio::time::timeout(Duration::from_secs(10), cg.wait_empty())
+            .await
+            .unwrap()
+            .unwrap();
     });
 }
 
@@ -712,75 +645,44 @@ fn wait_empty_survives_a_removal_racing_the_notification() {
     let Some(root) = scratch() else { return };
     let rt = rt();
     rt.block_on(async {
-        let hub = cgroup::EventsHub::new().unwrap();
         for round in 0..40 {
-            for shared in [false, true] {
-                let cg = root
-                    .create_child(&format!("race-{round}-{shared}"))
-                    .unwrap();
-                let pid = start_and_sync(&cg, "echo; exec sleep 1000");
-                let mut w = if shared {
-                    hub.watch(&cg).unwrap()
-                } else {
-                    cg.watch_events().unwrap()
-                };
-                assert!(w.current().unwrap().populated);
-                let remover = std::thread::spawn({
-                    let cg = cg.clone();
-                    move || {
-                        cg.kill().unwrap();
-                        while cg.populated().unwrap() {
-                            std::hint::spin_loop();
-                        }
-                        cg.remove().unwrap();
+            let cg = root.create_child(&format!("race-{round}")).unwrap();
+            let pid = start_and_sync(&cg, "echo; exec sleep 1000");
+            let mut w = cg.watch_events().unwrap();
+            assert!(w.current().unwrap().populated);
+            let remover = std::thread::spawn({
+                let cg = cg.clone();
+                move || {
+                    cg.kill().unwrap();
+                    while cg.populated().unwrap() {
+                        std::hint::spin_loop();
                     }
-                });
-                let res = tokio::time::timeout(Duration::from_secs(10), w.wait_empty()).await;
-                remover.join().unwrap();
-                reap(pid);
-                res.unwrap_or_else(|_| panic!("wait_empty hung (round {round}, shared {shared})"))
-                    .unwrap();
-                assert!(!cg.path().exists());
-            }
+                    cg.remove().unwrap();
+                }
+            });
+            let res = tokio::time::timeout(Duration::from_secs(10), w.wait_empty()).await;
+            remover.join().unwrap();
+            reap(pid);
+            res.unwrap_or_else(|_| panic!("wait_empty hung (round {round})"))
+                .unwrap();
+            assert!(!cg.path().exists());
         }
-        assert_eq!(hub.watch_count(), 0);
-        assert_eq!(hub.dir_watch_count(), 0);
     });
 }
 
 #[test]
 fn only_the_watched_cgroups_removal_ends_a_wait() {
-    // The parent-directory watch sees every sibling's removal, and in a hub
-    // a removal may still be queued when a cgroup of the same name is made
-    // again: neither may end the wait of a cgroup that still runs.
+    // The parent-directory watch sees every sibling's removal: it may not
+    // end the wait of a cgroup that still runs.
     let Some(root) = scratch() else { return };
     let rt = rt();
     rt.block_on(async {
-        let hub = cgroup::EventsHub::new().unwrap();
         let keep = root.create_child("keep").unwrap();
         let keep_pid = start_and_sync(&keep, "echo; exec sleep 1000");
-        // Keeps the hub's watch on `root` alive throughout.
-        let _keep_w = hub.watch(&keep).unwrap();
-        let again = root.create_child("again").unwrap();
-        let _early = hub.watch(&again).unwrap();
-        again.remove().unwrap();
-        // Its removal sits in the hub's queue, undispatched: nobody waits.
-        let again = root.create_child("again").unwrap();
-        let again_pid = start_and_sync(&again, "echo; exec sleep 1000");
-        // The queued removal of the last watched cgroup in a directory
-        // drops the hub's watch on it while the next one there is armed.
-        let solo = root.create_child("solo").unwrap();
-        let x = solo.create_child("x").unwrap();
-        let _x_w = hub.watch(&x).unwrap();
-        x.remove().unwrap();
-        let y = solo.create_child("y").unwrap();
-        let y_pid = start_and_sync(&y, "echo; exec sleep 1000");
-        let mut next = hub.watch(&y).unwrap();
         let sib = root.create_child("sib").unwrap();
         let sib_pid = start_and_sync(&sib, "echo; exec sleep 1000");
         let mut own = keep.watch_events().unwrap();
-        let mut shared = hub.watch(&again).unwrap();
-        let mut frozen = hub.watch(&sib).unwrap();
+        let mut frozen = sib.watch_events().unwrap();
         sib.kill().unwrap();
         wait_empty_guarded(&sib).await;
         sib.remove().unwrap();
@@ -791,26 +693,13 @@ fn only_the_watched_cgroups_removal_ends_a_wait() {
             .expect("wait_frozen hung after the removal")
             .unwrap_err();
         assert!(e.is_not_found(), "{e}");
-        let early = tokio::time::timeout(Duration::from_millis(200), async {
-            tokio::select! {
-                r = own.wait_empty() => ("own", r),
-                r = shared.wait_empty() => ("shared", r),
-                r = next.wait_empty() => ("next", r),
-            }
-        })
-        .await;
-        assert!(early.is_err(), "a wait ended early: {early:?}");
-        for (cg, pid) in [(&keep, keep_pid), (&again, again_pid), (&y, y_pid)] {
-            cg.kill().unwrap();
-            reap(pid);
-        }
-        let (a, b, c) = tokio::time::timeout(Duration::from_secs(10), async {
-            tokio::join!(own.wait_empty(), shared.wait_empty(), next.wait_empty())
-        })
-        .await
-        .expect("wait_empty hung");
-        a.unwrap();
-        b.unwrap();
-        c.unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(200), own.wait_empty()).await;
+        assert!(early.is_err(), "the wait ended early: {early:?}");
+        keep.kill().unwrap();
+        reap(keep_pid);
+        tokio::time::timeout(Duration::from_secs(10), own.wait_empty())
+            .await
+            .expect("wait_empty hung")
+            .unwrap();
     });
 }

@@ -3,12 +3,12 @@
 //! cgroup needs no polling.
 //!
 //! An [`EventsWatcher`] made by [`EventsWatcher::new`] (and the one-off
-//! [`Cgroup::wait_empty`]) owns an inotify instance. A long-running manager
-//! watching many cgroups at once should use an [`EventsHub`] instead: one
-//! inotify instance for all of them, since the kernel allows a user only
-//! `fs.inotify.max_user_instances` (128 by default) instances in total.
+//! [`Cgroup::wait_empty`]) owns an inotify instance, so it suits short
+//! waits; the user manager watches all its cgroups through its one
+//! instance (`supervisor/manager/inotify.rs`), as the kernel allows a user
+//! only `fs.inotify.max_user_instances` (128 by default) instances in total.
 //!
-//! Both also watch the cgroup's parent directory for the cgroup's removal.
+//! A watcher also watches the cgroup's parent directory for its removal.
 //! The kernel rate-limits `cgroup.events` notifications (at most one per
 //! 20 ms, later ones deferred to a timer) and rmdir cancels a pending
 //! timer; kernfs reports no removal on the file itself. So when a cgroup
@@ -17,18 +17,14 @@
 //! which does report IN_DELETE on the parent, and a removed cgroup is
 //! certainly empty.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
-use tokio::sync::watch;
 
 use super::{Cgroup, CgroupError, Op, Result};
 
@@ -176,12 +172,6 @@ impl InotifyFd {
         Ok(wd)
     }
 
-    fn rm_watch(&self, wd: i32) {
-        // EINVAL when the kernel already dropped it (unmount): fine.
-        // SAFETY: plain syscall.
-        unsafe { libc::inotify_rm_watch(self.as_raw_fd(), wd) };
-    }
-
     /// Reads every pending event, handing each to `f`; Ok(false) when none
     /// were queued.
     fn drain_with(&self, mut f: impl FnMut(RawEvent)) -> io::Result<bool> {
@@ -259,22 +249,13 @@ struct Own {
     gone: bool,
 }
 
-/// Where a watcher's notifications come from.
-#[derive(Debug)]
-enum Source {
-    /// Its own inotify instance.
-    Own(Own),
-    /// A watch in an [`EventsHub`].
-    Shared(Subscription),
-}
-
 /// Follows one cgroup's `cgroup.events`. Create it *before* looking at the
 /// state you wait to change, so a change in between is not missed.
 #[derive(Debug)]
 pub struct EventsWatcher {
     cg: Cgroup,
     file: PathBuf,
-    source: Source,
+    own: Own,
 }
 
 impl EventsWatcher {
@@ -286,11 +267,11 @@ impl EventsWatcher {
         Ok(EventsWatcher {
             cg: cg.clone(),
             file,
-            source: Source::Own(Own {
+            own: Own {
                 watch: Some(Watch::Plain(fd)),
                 ids,
                 gone: false,
-            }),
+            },
         })
     }
 
@@ -315,46 +296,40 @@ impl EventsWatcher {
     /// Waits for the next change notification and returns the state then;
     /// a NotFound error once the cgroup is removed.
     pub async fn changed(&mut self) -> Result<Events> {
-        match &mut self.source {
-            Source::Own(own) => {
-                if own.gone {
-                    return Err(removed(&self.file));
-                }
-                let watch = &mut own.watch;
-                if let Some(Watch::Plain(_)) = watch
-                    && let Some(Watch::Plain(fd)) = watch.take()
-                {
-                    // SAFETY: InotifyFd owns its fd and always returns that
-                    // same one from as_raw_fd until dropped.
-                    let afd = unsafe {
-                        AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-                    }
-                    .map_err(|e| CgroupError::io(Op::Watch, &self.file, e.into_parts().1))?;
-                    *watch = Some(Watch::Async(afd));
-                }
-                let Some(Watch::Async(afd)) = watch else {
-                    return Err(self.lost());
-                };
-                loop {
-                    let mut guard = afd
-                        .readable()
-                        .await
-                        .map_err(|e| CgroupError::io(Op::Watch, &self.file, e))?;
-                    let seen = own
-                        .ids
-                        .drain(guard.get_inner())
-                        .map_err(|e| CgroupError::io(Op::Read, &self.file, e))?;
-                    guard.clear_ready();
-                    if seen.gone {
-                        own.gone = true;
-                        return Err(removed(&self.file));
-                    }
-                    if seen.changed {
-                        break;
-                    }
-                }
+        let own = &mut self.own;
+        if own.gone {
+            return Err(removed(&self.file));
+        }
+        let watch = &mut own.watch;
+        if let Some(Watch::Plain(_)) = watch
+            && let Some(Watch::Plain(fd)) = watch.take()
+        {
+            // SAFETY: InotifyFd owns its fd and always returns that
+            // same one from as_raw_fd until dropped.
+            let afd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                .map_err(|e| CgroupError::io(Op::Watch, &self.file, e.into_parts().1))?;
+            *watch = Some(Watch::Async(afd));
+        }
+        let Some(Watch::Async(afd)) = watch else {
+            return Err(self.lost());
+        };
+        loop {
+            let mut guard = afd
+                .readable()
+                .await
+                .map_err(|e| CgroupError::io(Op::Watch, &self.file, e))?;
+            let seen = own
+                .ids
+                .drain(guard.get_inner())
+                .map_err(|e| CgroupError::io(Op::Read, &self.file, e))?;
+            guard.clear_ready();
+            if seen.gone {
+                own.gone = true;
+                return Err(removed(&self.file));
             }
-            Source::Shared(sub) => sub.changed(&self.file).await?,
+            if seen.changed {
+                break;
+            }
         }
         self.cg.events()
     }
@@ -386,26 +361,16 @@ impl EventsWatcher {
     }
 
     /// Blocking variant of [`EventsWatcher::wait_empty`] with a deadline,
-    /// sleeping in poll(2) on the inotify fd (a hub watcher arms an own
-    /// one for this, as the hub belongs to the runtime).
+    /// sleeping in poll(2) on the inotify fd.
     pub fn wait_empty_blocking(&mut self, timeout: Duration) -> Result<()> {
-        let temp;
-        let (fd, ids) = match &self.source {
-            Source::Own(own) if own.gone => return Ok(()),
-            Source::Own(Own {
+        let (fd, ids) = match &self.own {
+            Own { gone: true, .. } => return Ok(()),
+            Own {
                 watch: Some(w),
                 ids,
                 ..
-            }) => (w.fd(), ids),
-            Source::Own(_) => return Err(self.lost()),
-            Source::Shared(_) => {
-                temp = match arm_own(&self.cg, &self.file) {
-                    Ok(t) => t,
-                    Err(e) if e.is_not_found() => return Ok(()),
-                    Err(e) => return Err(e),
-                };
-                (&temp.0, &temp.1)
-            }
+            } => (w.fd(), ids),
+            Own { watch: None, .. } => return Err(self.lost()),
         };
         let deadline = Instant::now() + timeout;
         loop {
@@ -465,290 +430,6 @@ fn removed(file: &Path) -> CgroupError {
         file,
         io::Error::new(io::ErrorKind::NotFound, "the cgroup was removed"),
     )
-}
-
-/// One inotify instance shared by many [`EventsWatcher`]s: one watch per
-/// cgroup.events file, and one per parent directory shared by the cgroups
-/// in it. Cheap to clone; create it inside the tokio runtime that will
-/// await its watchers.
-///
-/// There is no reader task: whichever watcher is waiting when the fd turns
-/// readable drains it and wakes the watchers the events are for.
-#[derive(Debug, Clone)]
-pub struct EventsHub {
-    inner: Arc<HubInner>,
-}
-
-#[derive(Debug)]
-struct HubInner {
-    fd: AsyncFd<InotifyFd>,
-    /// Locked for add/remove and for dispatching, so a dispatch never
-    /// races a watch being set up.
-    watches: Mutex<Watches>,
-    next_id: AtomicU64,
-}
-
-/// The hub's watches by watch descriptor.
-#[derive(Debug, Default)]
-struct Watches {
-    /// cgroup.events watches → their subscribers.
-    files: HashMap<i32, HubEntry>,
-    /// Parent-directory watches → the cgroup.events watches of the
-    /// cgroups in them, by name; removed with the last of those.
-    dirs: HashMap<i32, HashMap<OsString, Vec<i32>>>,
-}
-
-#[derive(Debug)]
-struct HubEntry {
-    /// Tells an entry apart from a later one that got the same wd.
-    id: u64,
-    refs: usize,
-    /// Bumped on every event for the wd; dropped when the cgroup or the
-    /// watch is gone.
-    tx: watch::Sender<u64>,
-    /// The parent-directory watch and the cgroup's name in it.
-    dir: Option<(i32, OsString)>,
-}
-
-impl Watches {
-    /// Drops a cgroup.events watch (telling its subscribers it is gone),
-    /// and its parent-directory watch if it was the last one there.
-    /// `rm` removes the kernel watch too, unless the kernel already did.
-    fn forget(&mut self, fd: &InotifyFd, wd: i32, rm: bool) {
-        let Some(entry) = self.files.remove(&wd) else {
-            return;
-        };
-        if rm {
-            fd.rm_watch(wd);
-        }
-        let Some((dwd, name)) = entry.dir else {
-            return;
-        };
-        let Some(children) = self.dirs.get_mut(&dwd) else {
-            return;
-        };
-        if let Some(wds) = children.get_mut(&name) {
-            wds.retain(|&w| w != wd);
-            if wds.is_empty() {
-                children.remove(&name);
-            }
-        }
-        if children.is_empty() {
-            self.dirs.remove(&dwd);
-            fd.rm_watch(dwd);
-        }
-    }
-
-    /// Drains the fd and wakes the subscribers of each event's wd.
-    fn dispatch(&mut self, fd: &InotifyFd) -> io::Result<()> {
-        fd.drain_with(|ev| {
-            if ev.mask & libc::IN_Q_OVERFLOW != 0 {
-                // Events were lost: wake everyone to re-read (a removed
-                // cgroup then reads as NotFound).
-                for e in self.files.values() {
-                    e.tx.send_modify(|n| *n += 1);
-                }
-                return;
-            }
-            if let Some(e) = self.files.get(&ev.wd) {
-                e.tx.send_modify(|n| *n += 1);
-                if ev.mask & libc::IN_IGNORED != 0 {
-                    // The kernel ended the watch.
-                    self.forget(fd, ev.wd, false);
-                }
-                return;
-            }
-            let gone: Vec<i32> = if ev.mask & DIR_GONE != 0 {
-                // The directory went, and its cgroups with it.
-                let Some(children) = self.dirs.remove(&ev.wd) else {
-                    return;
-                };
-                fd.rm_watch(ev.wd);
-                children.into_values().flatten().collect()
-            } else if ev.mask & libc::IN_DELETE != 0
-                && let Some(children) = self.dirs.get(&ev.wd)
-            {
-                let name = OsStr::from_bytes(ev.name);
-                children.get(name).cloned().unwrap_or_default()
-            } else {
-                return;
-            };
-            for wd in gone {
-                self.forget(fd, wd, true);
-            }
-        })?;
-        Ok(())
-    }
-}
-
-impl HubInner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Watches> {
-        // The maps stay consistent even if a holder panicked.
-        self.watches.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Drains the fd and wakes the subscribers of each event's wd.
-    fn dispatch(&self) -> io::Result<()> {
-        self.lock().dispatch(self.fd.get_ref())
-    }
-}
-
-impl EventsHub {
-    /// Creates the shared inotify instance and registers it with the
-    /// current tokio runtime (which must have I/O enabled).
-    pub fn new() -> Result<EventsHub> {
-        let err = |e| CgroupError::io(Op::Watch, "inotify", e);
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(err(io::Error::other(
-                "EventsHub::new must run inside a tokio runtime",
-            )));
-        }
-        let fd = InotifyFd::new().map_err(err)?;
-        // SAFETY: InotifyFd owns its fd and always returns that same one
-        // from as_raw_fd until dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-            .map_err(|e| err(e.into_parts().1))?;
-        Ok(EventsHub {
-            inner: Arc::new(HubInner {
-                fd,
-                watches: Mutex::new(Watches::default()),
-                next_id: AtomicU64::new(0),
-            }),
-        })
-    }
-
-    /// Arms a watch on `cg`'s `cgroup.events`, and on its parent directory
-    /// for its removal, in the shared instance.
-    pub fn watch(&self, cg: &Cgroup) -> Result<EventsWatcher> {
-        let file = cg.file("cgroup.events");
-        let err = |e| CgroupError::io(Op::Watch, &file, e);
-        let fd = self.inner.fd.get_ref();
-        let mut w = self.inner.lock();
-        let wd = fd.add_watch(&file, libc::IN_MODIFY).map_err(err)?;
-        // The parent watch of a cgroup watched for the first time.
-        let mut first = None;
-        if !w.files.contains_key(&wd) {
-            // A removal of an earlier cgroup of the same name may still be
-            // queued: deliver it before this one is listed under the name.
-            // Anything of that name after this drain is about this one, as
-            // the earlier rmdir returned before this cgroup was made.
-            if let Err(e) = w.dispatch(fd) {
-                fd.rm_watch(wd);
-                return Err(CgroupError::io(Op::Read, &file, e));
-            }
-            if let Some((dir, name)) = parent_of(cg) {
-                let dwd = match fd.add_watch(dir, DIR_MASK) {
-                    Ok(dwd) => dwd,
-                    Err(e) => {
-                        fd.rm_watch(wd);
-                        return Err(err(e));
-                    }
-                };
-                let children = w.dirs.entry(dwd).or_default();
-                children.entry(name.to_owned()).or_default().push(wd);
-                first = Some((dwd, name.to_owned()));
-            }
-        }
-        let entry = w.files.entry(wd).or_insert_with(|| HubEntry {
-            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
-            refs: 0,
-            tx: watch::Sender::new(0),
-            dir: first,
-        });
-        entry.refs += 1;
-        let sub = Subscription {
-            hub: self.inner.clone(),
-            wd,
-            id: entry.id,
-            rx: entry.tx.subscribe(),
-        };
-        Ok(EventsWatcher {
-            cg: cg.clone(),
-            file,
-            source: Source::Shared(sub),
-        })
-    }
-
-    /// Like [`Cgroup::wait_empty`], through the shared instance.
-    pub fn wait_empty(&self, cg: &Cgroup) -> impl Future<Output = Result<()>> + Send + 'static {
-        let hub = self.clone();
-        let cg = cg.clone();
-        async move {
-            let mut w = match hub.watch(&cg) {
-                Ok(w) => w,
-                Err(e) if e.is_not_found() => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            w.wait_empty().await
-        }
-    }
-
-    /// How many distinct cgroup.events files are being watched.
-    pub fn watch_count(&self) -> usize {
-        self.inner.lock().files.len()
-    }
-
-    /// How many parent directories are being watched for removals (one
-    /// per directory holding watched cgroups).
-    pub fn dir_watch_count(&self) -> usize {
-        self.inner.lock().dirs.len()
-    }
-}
-
-/// A watcher's share of an [`EventsHub`] watch; the last one removes it.
-#[derive(Debug)]
-struct Subscription {
-    hub: Arc<HubInner>,
-    wd: i32,
-    id: u64,
-    rx: watch::Receiver<u64>,
-}
-
-impl Subscription {
-    async fn changed(&mut self, file: &Path) -> Result<()> {
-        loop {
-            match self.rx.has_changed() {
-                Ok(true) => {
-                    self.rx.borrow_and_update();
-                    return Ok(());
-                }
-                Ok(false) => {}
-                // The hub dropped the sender: the cgroup or the watch is
-                // gone.
-                Err(_) => return Err(removed(file)),
-            }
-            tokio::select! {
-                r = self.rx.changed() => {
-                    if r.is_err() {
-                        return Err(removed(file));
-                    }
-                    self.rx.borrow_and_update();
-                    return Ok(());
-                }
-                guard = self.hub.fd.readable() => {
-                    let mut guard = guard.map_err(|e| CgroupError::io(Op::Watch, file, e))?;
-                    self.hub.dispatch().map_err(|e| CgroupError::io(Op::Read, file, e))?;
-                    guard.clear_ready();
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        let mut w = self.hub.lock();
-        let Some(e) = w.files.get_mut(&self.wd) else {
-            return;
-        };
-        if e.id != self.id {
-            return;
-        }
-        e.refs -= 1;
-        if e.refs == 0 {
-            w.forget(self.hub.fd.get_ref(), self.wd, true);
-        }
-    }
 }
 
 #[cfg(test)]

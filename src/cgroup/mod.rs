@@ -33,7 +33,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
-pub use events::{Events, EventsHub, EventsWatcher};
+pub use events::{Events, EventsWatcher};
 pub use mount::{cgroup_of_pid, find_mount, find_mount_info, own_cgroup, pick_root};
 
 /// Result of cgroup operations.
@@ -585,8 +585,8 @@ impl Cgroup {
     /// Resolves once the subtree has no process left (`populated 0`).
     /// The watch is armed before the first check, so an exit between the
     /// check and the wait is never missed. A cgroup already removed counts
-    /// as empty. Uses an inotify instance of its own for the wait; a
-    /// manager watching many cgroups uses [`EventsHub::wait_empty`].
+    /// as empty. Uses an inotify instance of its own for the wait; the
+    /// user manager watches its many cgroups through its one instance.
     pub fn wait_empty(&self) -> impl Future<Output = Result<()>> + Send + 'static {
         let cg = self.clone();
         async move {

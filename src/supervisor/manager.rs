@@ -22,7 +22,7 @@
 //! - `environment.rs`: the environment every spawned process gets.
 //! - `invocation.rs`: invocations and their cgroups, and cgroups left behind.
 //! - `status.rs`: what status, show, list and the other queries answer.
-//! - `watches.rs`: the inotify instance; `bus.rs`: the session bus (Type=dbus).
+//! - `inotify.rs`: the inotify hub; `bus.rs`: the session bus (Type=dbus).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::OwnedFd;
@@ -49,13 +49,13 @@ use environment::base_environment;
 mod bus;
 mod environment;
 mod exec;
+mod inotify;
 mod invocation;
 mod job_driver;
 mod loading;
 mod machine;
 mod requests;
 mod status;
-mod watches;
 
 /// What the manager thread reacts to.
 #[derive(Debug)]
@@ -158,9 +158,9 @@ struct Invocation {
     /// The fresh cgroup (None when it could not be created).
     cgroup: Option<Cgroup>,
     /// The watch on its cgroup.events.
-    watch: Option<watches::Watch>,
+    watch: Option<inotify::Watch>,
     /// The watch on the PIDFile's directory, while a forking unit waits for its PIDFile.
-    pidfile_watch: Option<watches::Watch>,
+    pidfile_watch: Option<inotify::Watch>,
     /// runit: the write end of the pipe to `log/run`, stdout of `run` and `finish`.
     log_pipe: Option<OwnedFd>,
     /// When the invocation began.
@@ -176,7 +176,7 @@ struct Lingering {
     unit: String,
     cgroup: Cgroup,
     /// The invocation's cgroup.events watch.
-    watch: watches::Watch,
+    watch: inotify::Watch,
     /// The processes it held when the invocation ended.
     pids: Vec<Pid>,
 }
@@ -328,7 +328,7 @@ pub struct Manager {
     /// Lingering cgroups: of ended invocations that still hold processes, by invocation seq.
     lingering: HashMap<u64, Lingering>,
     /// The inotify instance behind every cgroup.events and PIDFile watch.
-    watches: watches::Watches,
+    watches: inotify::Watches,
     /// Where the units' output and the manager's messages about them go.
     output: Output,
     /// The session bus connection of Type=dbus units, once one has started (bus.rs).
@@ -556,7 +556,7 @@ pub async fn run(
         env: environment::EnvBlock::load(&opts.state_dir),
         graph: job_driver::Graph::new(),
         lingering: HashMap::new(),
-        watches: watches::Watches::new(tx.clone(), &Handle::current()).map_err(|source| {
+        watches: inotify::Watches::new(tx.clone(), &Handle::current()).map_err(|source| {
             SupervisorError::Sys {
                 op: "create the manager's inotify instance",
                 source: source.into(),

@@ -1,6 +1,9 @@
-//! One inotify instance for every file the manager watches: each
-//! invocation's `cgroup.events` and the directory of a PIDFile a forking
-//! unit waits for.
+//! The inotify hub: one instance for every file the manager watches, each
+//! invocation's `cgroup.events` (kept while a lingering cgroup of
+//! KillMode=process remains) and the directory of a PIDFile a forking unit
+//! waits for. Its events become manager inputs. The cgroup layer's
+//! `EventsWatcher` (an instance per watcher) is for one-off waits only:
+//! stopping leftovers, the system daemon's session cgroups, freezing.
 //!
 //! One instance per watch, as before, had two costs. Closing an inotify
 //! instance waits for an SRCU grace period in the kernel (measured 6–12 ms
@@ -188,5 +191,92 @@ async fn read_events(afd: tokio::io::unix::AsyncFd<Fd>, tx: mpsc::UnboundedSende
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The next input the hub sends, or a panic after a generous while.
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Input>) -> (&'static str, String, u64) {
+        let input = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("no inotify input")
+            .expect("the hub's task ended");
+        match input {
+            Input::CgroupChanged { unit, seq } => ("cgroup", unit, seq),
+            Input::PidFileChanged { unit, seq } => ("pidfile", unit, seq),
+            other => panic!("unexpected input {other:?}"),
+        }
+    }
+
+    /// Moves a new file into `dir`: a single event (IN_MOVED_TO), where
+    /// writing it in place gives IN_CREATE and IN_CLOSE_WRITE, maybe read
+    /// in two batches.
+    fn move_in(dir: &Path, name: &str) {
+        let tmp = dir.parent().unwrap().join(name);
+        std::fs::write(&tmp, "1").unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+
+    fn append(path: &Path) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(b"x\n").unwrap();
+    }
+
+    #[test]
+    fn one_instance_serves_150_files_and_pidfile_directories() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let files: Vec<_> = (0..150)
+            .map(|i| {
+                let p = tmp.path().join(format!("f{i}"));
+                std::fs::write(&p, "").unwrap();
+                p
+            })
+            .collect();
+        let run = tmp.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        rt.block_on(async {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let hub = Watches::new(tx, &Handle::current()).unwrap();
+            // More watches than the default per-user limit of instances (128).
+            let mut watches: Vec<_> = files
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Some(hub.cgroup_events(p, &format!("u{i}"), i as u64).unwrap()))
+                .collect();
+            append(&files[7]);
+            assert_eq!(next(&mut rx).await, ("cgroup", "u7".into(), 7));
+            // A cancelled watch says nothing; the next change is the other file's.
+            hub.cancel(watches[7].take().unwrap());
+            append(&files[7]);
+            append(&files[8]);
+            assert_eq!(next(&mut rx).await, ("cgroup", "u8".into(), 8));
+            // Two units waiting in one directory share its watch; cancelling
+            // one keeps the other's.
+            let a = hub.pid_file_dir(&run, "a", 1).unwrap();
+            let _b = hub.pid_file_dir(&run, "b", 2).unwrap();
+            move_in(&run, "a.pid");
+            let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+            got.sort();
+            assert_eq!(
+                got,
+                [("pidfile", "a".into(), 1), ("pidfile", "b".into(), 2)]
+            );
+            hub.cancel(a);
+            move_in(&run, "b.pid");
+            assert_eq!(next(&mut rx).await, ("pidfile", "b".into(), 2));
+            // Nothing for "a" queued before this change of another file.
+            append(&files[9]);
+            assert_eq!(next(&mut rx).await, ("cgroup", "u9".into(), 9));
+        });
     }
 }
