@@ -400,4 +400,24 @@ fn a_query_skips_a_block_with_flipped_bytes_and_returns_the_rest() {
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.lines().count(), 5);
+
+    // Through a manager that owns the damaged store: the same entries, and the
+    // warning reaches the client (not only the manager's stderr).
+    let Some(td) = TestDaemon::start_with(|td| {
+        std::fs::create_dir_all(td.journal_dir()).unwrap();
+        std::fs::copy(&file, td.journal_dir().join("journal.redb")).unwrap();
+    }) else {
+        return;
+    };
+    let out = td.corral(&["journal", "-u", "fl", "-o", "cat", "--no-pager"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), N - target.1);
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: skipped 1 damaged block(s) holding {} entries",
+            target.1
+        )),
+        "{}",
+        out.stderr
+    );
 }

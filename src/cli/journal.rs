@@ -415,6 +415,12 @@ fn run_remote_with(
     for reply in client.request_stream(&request)? {
         let batch = match reply {
             Ok(Response::Entries(batch)) => batch,
+            Ok(Response::Warning(w)) => {
+                // Said between entries as it happens; stdout keeps only entries.
+                out.flush().map_err(CliError::Output)?;
+                eprintln!("corral journal: warning: {w}");
+                continue;
+            }
             Ok(Response::Error(f)) => {
                 failed = Some(CliError::Remote(f.message));
                 break;

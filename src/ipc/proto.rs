@@ -531,6 +531,9 @@ pub enum Response {
         /// The directories holding runit service directories.
         runit: Vec<String>,
     },
+    /// A stream item of `Journal`: a warning about the answer (damaged blocks
+    /// skipped); the client says it on stderr and reads on.
+    Warning(String),
 }
 
 #[cfg(test)]

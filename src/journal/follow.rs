@@ -8,11 +8,13 @@
 //! that stops reading holds one page in the manager, and when it reads again it goes
 //! on from its position in the store.
 
+use std::sync::{Arc, Mutex};
+
 use tokio::sync::{mpsc, watch};
 
 use super::error::{JournalError, Result};
 use super::query::CompiledQuery;
-use super::store::Store;
+use super::store::{Skipped, Store};
 use super::writer::WriterHandle;
 use super::{Entry, Query};
 
@@ -34,14 +36,51 @@ pub async fn follow(handle: WriterHandle, query: Query) -> Result<FollowReceiver
     // Subscribed before the first read: a commit in between changes the counter,
     // so it is waited for and read, never missed.
     let committed = handle.subscribe();
-    pages(handle.store().clone(), Some(committed), query).await
+    pages(
+        handle.store().clone(),
+        Some(committed),
+        query,
+        SkippedSoFar::default(),
+    )
+    .await
 }
 
 /// The entries `query` selects now, in pages, oldest first (not `reverse`): a
 /// query answered over the control socket holds a page in the manager, not the
 /// whole answer. Entries committed after the call are not included.
 pub async fn query_pages(store: Store, query: Query) -> Result<FollowReceiver> {
-    pages(store, None, query).await
+    pages(store, None, query, SkippedSoFar::default()).await
+}
+
+/// Damaged blocks the pages of a [`follow_reporting`] or
+/// [`query_pages_reporting`] passed over so far.
+pub type SkippedSoFar = Arc<Mutex<Skipped>>;
+
+/// [`follow`], also counting the damaged blocks it skips (for a warning to the client).
+pub async fn follow_reporting(
+    handle: WriterHandle,
+    query: Query,
+) -> Result<(FollowReceiver, SkippedSoFar)> {
+    let committed = handle.subscribe();
+    let skipped = SkippedSoFar::default();
+    let rx = pages(
+        handle.store().clone(),
+        Some(committed),
+        query,
+        skipped.clone(),
+    )
+    .await?;
+    Ok((rx, skipped))
+}
+
+/// [`query_pages`], also counting the damaged blocks it skips.
+pub async fn query_pages_reporting(
+    store: Store,
+    query: Query,
+) -> Result<(FollowReceiver, SkippedSoFar)> {
+    let skipped = SkippedSoFar::default();
+    let rx = pages(store, None, query, skipped.clone()).await?;
+    Ok((rx, skipped))
 }
 
 /// [`follow`] with `committed`, [`query_pages`] without.
@@ -49,6 +88,7 @@ async fn pages(
     store: Store,
     mut committed: Option<watch::Receiver<u64>>,
     query: Query,
+    skipped: SkippedSoFar,
 ) -> Result<FollowReceiver> {
     // A query ends where the store ended when it was asked.
     let end = match committed {
@@ -66,8 +106,8 @@ async fn pages(
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         loop {
-            let (s, q) = (store.clone(), query.clone());
-            let page = match blocking(&store, move || read_page(&s, &q, next, end)).await {
+            let (s, q, sk) = (store.clone(), query.clone(), skipped.clone());
+            let page = match blocking(&store, move || read_page(&s, &q, next, end, &sk)).await {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -153,7 +193,13 @@ struct Page {
 
 /// Reads the entries `query` matches from seq `from` on and below `end`, at most a
 /// page of them.
-fn read_page(store: &Store, query: &Query, from: u64, end: u64) -> Result<Page> {
+fn read_page(
+    store: &Store,
+    query: &Query,
+    from: u64,
+    end: u64,
+    skipped: &Mutex<Skipped>,
+) -> Result<Page> {
     // Everything below this is in the snapshot the query below reads (it begins later).
     let committed = store.next_seq()?;
     let q = Query {
@@ -177,6 +223,7 @@ fn read_page(store: &Store, query: &Query, from: u64, end: u64) -> Result<Page> 
                 entries.push(e);
             }
             None => {
+                add_skipped(skipped, it.skipped());
                 let next = entries.last().map_or(from, |e| e.seq + 1);
                 return Ok(Page {
                     entries,
@@ -186,10 +233,24 @@ fn read_page(store: &Store, query: &Query, from: u64, end: u64) -> Result<Page> 
             }
         }
     }
+    add_skipped(skipped, it.skipped());
     let next = entries.last().map_or(from, |e| e.seq + 1);
     Ok(Page {
         entries,
         next,
         full: true,
     })
+}
+
+/// Adds what one page's read passed over to the follow's total.
+fn add_skipped(total: &Mutex<Skipped>, page: &Skipped) {
+    if page.blocks == 0 {
+        return;
+    }
+    let mut t = total.lock().expect("skipped lock poisoned");
+    t.blocks += page.blocks;
+    t.entries += page.entries;
+    if t.first_error.is_none() {
+        t.first_error = page.first_error.clone();
+    }
 }

@@ -210,12 +210,12 @@ impl ControlHandler {
             return replies.end().await;
         }
         let rx = if follow {
-            crate::journal::follow::follow(handle, query).await
+            crate::journal::follow::follow_reporting(handle, query).await
         } else {
-            crate::journal::follow::query_pages(handle.store().clone(), query).await
+            crate::journal::follow::query_pages_reporting(handle.store().clone(), query).await
         };
         let what = if follow { "follow" } else { "query" };
-        let mut rx = match rx {
+        let (mut rx, skipped) = match rx {
             Ok(rx) => rx,
             Err(e) => {
                 return replies
@@ -223,7 +223,13 @@ impl ControlHandler {
                     .await;
             }
         };
+        // Damaged blocks are said to the client as they are met, once each.
+        let mut warned = 0;
         loop {
+            let more = skipped_since(&skipped, &mut warned);
+            if let Some(w) = more {
+                replies.item(&Response::Warning(w)).await?;
+            }
             tokio::select! {
                 page = rx.recv() => match page {
                     // Written however long the client takes to read it: meanwhile the
@@ -242,8 +248,29 @@ impl ControlHandler {
                 break;
             }
         }
+        if let Some(w) = skipped_since(&skipped, &mut warned)
+            && !replies.is_closed()
+        {
+            replies.item(&Response::Warning(w)).await?;
+        }
         replies.end().await
     }
+}
+
+/// What the damaged blocks skipped since the last warning amount to, said as
+/// the direct reader says it; `None` when there are none new.
+fn skipped_since(total: &crate::journal::follow::SkippedSoFar, warned: &mut u64) -> Option<String> {
+    let t = total.lock().expect("skipped lock poisoned");
+    if t.blocks == *warned {
+        return None;
+    }
+    *warned = t.blocks;
+    Some(format!(
+        "skipped {} damaged block(s) holding {} entries so far; the rest is shown ({})",
+        t.blocks,
+        t.entries,
+        t.first_error.as_deref().unwrap_or("no detail")
+    ))
 }
 
 impl Handler for ControlHandler {
