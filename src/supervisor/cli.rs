@@ -20,7 +20,8 @@ pub struct UserArgs {
     /// $XDG_CONFIG_HOME/corral/units, /etc/corral/user, /usr/lib/corral/user).
     #[arg(long = "units-dir", value_name = "DIR")]
     pub units_dirs: Vec<PathBuf>,
-    /// A directory of runit service directories (default: ~/service if it exists).
+    /// A directory of runit service directories (default: ~/service; one made
+    /// after the manager started is read at the next daemon-reload).
     #[arg(long, value_name = "DIR")]
     pub runit_dir: Option<PathBuf>,
     /// Persistent state (default: $XDG_STATE_HOME/corral).

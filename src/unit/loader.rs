@@ -161,8 +161,10 @@ impl Loader {
 
     /// The default runit directories: `$HOME/service` when it exists.
     pub fn default_runit_dirs(spec: &SpecifierContext) -> Vec<PathBuf> {
-        let d = spec.home.join("service");
-        if d.is_dir() { vec![d] } else { Vec::new() }
+        // Kept whether or not it exists yet: a ~/service made after the
+        // manager started is found at the next daemon-reload (a missing
+        // directory reads as empty).
+        vec![spec.home.join("service")]
     }
 
     /// A loader with the default paths for the running user.
@@ -839,6 +841,34 @@ fn apply_parsed(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, parsed: synta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runit_directory_made_after_start_is_found_on_the_next_listing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = SpecifierContext::current();
+        spec.home = tmp.path().to_path_buf();
+        let loader = Loader::new(
+            vec![tmp.path().join("units")],
+            Loader::default_runit_dirs(&spec),
+            spec,
+        );
+        let names = |l: &Loader| -> Vec<String> {
+            l.list()
+                .into_iter()
+                .map(|(n, _, _)| n.as_str().to_string())
+                .collect()
+        };
+        assert!(names(&loader).is_empty());
+        let svc = tmp.path().join("service/late");
+        std::fs::create_dir_all(&svc).unwrap();
+        let run = svc.join("run");
+        std::fs::write(&run, "#!/bin/sh\nexec sleep 1000\n").unwrap();
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        assert_eq!(names(&loader), ["late.service"]);
+        let unit = loader.load(&UnitName::parse("late").unwrap()).unwrap();
+        assert_eq!(unit.name.as_str(), "late.service");
+    }
 
     #[test]
     fn dropin_dir_order() {
