@@ -646,6 +646,21 @@ async fn shutdown_stops_accepting_ends_follows_and_returns() {
     assert!(text.contains("is corrald --user running?"), "{text}");
 }
 
+#[test]
+fn a_socket_path_that_is_a_regular_file_is_said_to_be_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("control.sock");
+    std::fs::write(&path, "").unwrap();
+    let err = Client::<Req, Resp>::connect(&path).err().unwrap();
+    let text = err.to_string();
+    assert!(
+        text.contains("it is not a socket but a regular file"),
+        "{text}"
+    );
+    assert!(!text.contains("stale"), "{text}");
+    assert!(text.contains("point --socket/CORRAL_SOCKET"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_manager_is_reported_and_the_connection_is_not_reused() {
     let mut server = TestServer::start(|_| {});

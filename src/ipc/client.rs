@@ -73,10 +73,19 @@ fn unreachable(path: &Path, e: io::Error, options: &ClientOptions, limit: Durati
             options.hint.clone(),
         ),
         io::ErrorKind::NotFound => ("no such file".to_string(), options.hint.clone()),
-        io::ErrorKind::ConnectionRefused => (
-            "connection refused (a stale socket: no manager is listening on it)".to_string(),
-            options.hint.clone(),
-        ),
+        // connect(2) answers ECONNREFUSED for a path that is not a socket at
+        // all too: say which of the two it is.
+        io::ErrorKind::ConnectionRefused => match not_a_socket(path) {
+            Some(what) => (
+                format!("it is not a socket but {what}"),
+                "point --socket/CORRAL_SOCKET at a manager's control.sock ($XDG_RUNTIME_DIR/corral/control.sock)"
+                    .to_string(),
+            ),
+            None => (
+                "connection refused (a stale socket: no manager is listening on it)".to_string(),
+                options.hint.clone(),
+            ),
+        },
         io::ErrorKind::PermissionDenied => (
             "permission denied (the socket or its directory belongs to another user)".to_string(),
             "each user can reach only their own manager: use your own socket, or run as root"
@@ -90,6 +99,23 @@ fn unreachable(path: &Path, e: io::Error, options: &ClientOptions, limit: Durati
         hint,
         source: e,
     }
+}
+
+/// What `path` is when it exists and is not a socket ("a regular file", ...).
+fn not_a_socket(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path).ok()?.file_type();
+    Some(if t.is_socket() {
+        return None;
+    } else if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else {
+        "a device or other special file"
+    })
 }
 
 /// Reads the server's answer to [`Hello`]: its version, or why it refused.
