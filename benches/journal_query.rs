@@ -1,5 +1,5 @@
 //! Query latency on a 1 M-entry store of 50 units (20 k lines each, interleaved over
-//! 20 s of realtime like the peers' store in /work/shared/bench-peers/query.sh). The
+//! 20 s of realtime like the peers' store in ../shared/bench-peers/query.sh). The
 //! store is built once, outside the timed loops. Whole-process numbers (the CLI) are
 //! in scripts/bench-journal.sh.
 

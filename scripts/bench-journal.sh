@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench-journal.sh [runs] [N]: corral's journal end to end, beside the peers of
-# /work/shared/bench-peers (same generator, same endpoints, same queries), so the
+# ../shared/bench-peers (same generator, same endpoints, same queries), so the
 # numbers can be quoted as ratios measured in one run on a noisy machine.
 #
 #  1. ingest: `gen N | journal_ingest DIR unit` (the manager's pipe reader + writer,
@@ -16,7 +16,7 @@
 set -euo pipefail
 RUNS=${1:-3}; N=${2:-1000000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PEERS=${PEERS:-/work/shared/bench-peers}
+PEERS=${PEERS:-$ROOT/../shared/bench-peers}
 W=/tmp/corral-journal-bench; mkdir -p $W; R=$W/results; mkdir -p $R
 G=$W/gen; [ -x $G ] || gcc -O2 -o $G $PEERS/gen.c
 # Two builds: examples pull in the dev-dependencies' tokio features, which the

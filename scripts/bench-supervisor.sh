@@ -1,6 +1,6 @@
 #!/bin/bash
 # bench-supervisor.sh [iters]: corral beside runit and s6, in the same run, on
-# the anchors of issue 3 §7, with /work/shared/bench-peers/svlat.c as the probe:
+# the anchors of issue 3 §7, with ../shared/bench-peers/svlat.c as the probe:
 #   up      start -> the service has exec'd `sleep` (child of the supervisor)
 #   down    stop  -> the service is reaped
 #   kill9   SIGKILL of the service -> a new one has exec'd (corral: RestartSec=0)
@@ -12,7 +12,7 @@
 set -u
 IT=${1:-10}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PEERS=${PEERS:-/work/shared/bench-peers}
+PEERS=${PEERS:-$ROOT/../shared/bench-peers}
 B=/tmp/corral-bench; rm -rf $B; mkdir -p $B/units $B/runit $B/s6 $B/run $B/state
 OUT=$B/results.tsv; : > $OUT
 CG2=$(awk '$9=="cgroup2"{print $5; exit}' /proc/self/mountinfo)
