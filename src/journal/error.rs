@@ -115,6 +115,14 @@ pub type Result<T, E = JournalError> = std::result::Result<T, E>;
 
 impl JournalError {
     /// Wraps a redb error with the store path and the operation.
+    /// A read that met a failed write of the same handle (redb's PreviousIo: a
+    /// full disk struck while the read was open); begun again, it goes through the
+    /// store's read-only fallback.
+    pub fn is_previous_io(&self) -> bool {
+        matches!(self, JournalError::Db { source, .. }
+            if matches!(**source, redb::Error::PreviousIo))
+    }
+
     pub(crate) fn db(
         path: &std::path::Path,
         what: &'static str,

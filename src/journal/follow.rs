@@ -33,23 +33,14 @@ pub type FollowReceiver = mpsc::Receiver<Result<Vec<Entry>>>;
 /// Starts following `query` on the store of `handle`: sends the entries `query`
 /// selects now (e.g. the last N), then each new matching entry once it is committed.
 pub async fn follow(handle: WriterHandle, query: Query) -> Result<FollowReceiver> {
-    // Subscribed before the first read: a commit in between changes the counter,
-    // so it is waited for and read, never missed.
-    let committed = handle.subscribe();
-    pages(
-        handle.store().clone(),
-        Some(committed),
-        query,
-        SkippedSoFar::default(),
-    )
-    .await
+    Ok(follow_reporting(handle, query).await?.0)
 }
 
 /// The entries `query` selects now, in pages, oldest first (not `reverse`): a
 /// query answered over the control socket holds a page in the manager, not the
 /// whole answer. Entries committed after the call are not included.
 pub async fn query_pages(store: Store, query: Query) -> Result<FollowReceiver> {
-    pages(store, None, query, SkippedSoFar::default()).await
+    Ok(query_pages_reporting(store, query).await?.0)
 }
 
 /// Damaged blocks the pages of a [`follow_reporting`] or
@@ -61,6 +52,8 @@ pub async fn follow_reporting(
     handle: WriterHandle,
     query: Query,
 ) -> Result<(FollowReceiver, SkippedSoFar)> {
+    // Subscribed before the first read: a commit in between changes the counter,
+    // so it is waited for and read, never missed.
     let committed = handle.subscribe();
     let skipped = SkippedSoFar::default();
     let rx = pages(
@@ -107,7 +100,13 @@ async fn pages(
     tokio::spawn(async move {
         loop {
             let (s, q, sk) = (store.clone(), query.clone(), skipped.clone());
-            let page = match blocking(&store, move || read_page(&s, &q, next, end, &sk)).await {
+            let read = move || match read_page(&s, &q, next, end, &sk) {
+                // The disk filled while this page's snapshot was open: a new one
+                // reads the last commit through the store's fallback.
+                Err(e) if e.is_previous_io() => read_page(&s, &q, next, end, &sk),
+                r => r,
+            };
+            let page = match blocking(&store, read).await {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
