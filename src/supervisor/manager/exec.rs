@@ -289,7 +289,11 @@ impl Manager {
             .ok_or_else(|| format!("{name} has no invocation"))?;
         spec.cgroup = inv.cgroup.as_ref().map(|c| c.path().to_path_buf());
         if spec.cgroup.is_none() {
-            return Err(format!("{name} has no cgroup to start processes in").into());
+            // Its invocation could not get one: systemd's 219/CGROUP.
+            return Err(SpawnFailure {
+                message: format!("{name} has no cgroup to start processes in"),
+                status: 219,
+            });
         }
         spec.umask = Some(svc.umask);
         spec.nice = svc.nice;
