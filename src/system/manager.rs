@@ -329,11 +329,10 @@ async fn prepare_cgroups(
             // one left by a dead system manager whose state was lost) owns
             // it: starting a second one there would fight it.
             if let Some(owner) = owner::owner_of(user_dir)? {
-                return Err(cgroup::CgroupError::Owned {
-                    path: user_dir.to_path_buf(),
+                return Err(SystemError::Owned {
+                    uid: user.uid,
                     owner,
-                }
-                .into());
+                });
             }
             cg
         }

@@ -91,9 +91,10 @@ pub enum SystemError {
     Ipc(#[from] crate::ipc::IpcError),
     /// A subtree a live manager owns, which was not started by us, is left alone.
     #[error(
-        "leaving user-{uid}'s subtree alone: it is the cgroup root of {} (pid {}), a manager \
-         this system manager did not start",
-        owner.role, owner.pid
+        "user-{uid}'s subtree is the cgroup root of {} (pid {}), a manager this system manager \
+         did not start: it is left alone and no second manager is started there; stop that one \
+         (`kill {}`) for uid {uid} to get one from corrald --system",
+        owner.role, owner.pid, owner.pid
     )]
     Owned {
         /// Whose subtree.

@@ -62,8 +62,9 @@ pub enum Event {
         uid: u32,
         /// Which start this answers; stale ones are ignored.
         generation: u64,
-        /// Its PID and journal invocation, or why it could not start.
-        result: Result<(u32, u128), String>,
+        /// Its PID and journal invocation, or why it could not start and
+        /// whether retrying is pointless (another manager owns the subtree).
+        result: Result<(u32, u128), (String, bool)>,
         /// Whether this start created /run/user/UID (so we remove it).
         made_rundir: bool,
     },
@@ -857,7 +858,10 @@ impl System {
             };
             let (result, ready) = match result {
                 Ok(started) => (Ok((started.pid, started.invocation)), Some(started.ready)),
-                Err(e) => (Err(e.to_string()), None),
+                Err(e) => {
+                    let owned = matches!(e, SystemError::Owned { .. });
+                    (Err((e.to_string(), owned)), None)
+                }
             };
             let _ = events
                 .send(Event::Started {
@@ -879,7 +883,7 @@ impl System {
         &mut self,
         uid: u32,
         generation: u64,
-        result: Result<(u32, u128), String>,
+        result: Result<(u32, u128), (String, bool)>,
         made_rundir: bool,
     ) {
         let Some(user) = self.users.get_mut(&uid) else {
@@ -909,11 +913,14 @@ impl System {
                 // It may have died before we knew its PID: its SIGCHLD is gone.
                 self.reap();
             }
-            Err(message) => {
+            Err((message, hopeless)) => {
                 let stopping = matches!(user.phase, Phase::Stopping);
                 self.note(uid, message.clone());
                 if stopping {
                     self.begin_teardown(uid);
+                } else if hopeless {
+                    // Retrying cannot help while the other manager runs.
+                    self.fail(uid, message);
                 } else {
                     self.died(uid, message);
                 }
