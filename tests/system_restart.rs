@@ -191,14 +191,21 @@ fn a_restarted_system_manager_keeps_sessions_and_user_managers() {
         let p2 = sys.manager_pid(&two).expect("two's manager");
 
         sys.end(signal);
-        assert!(alive(p1 as i32) && alive(p2 as i32), "{signal}: managers kept");
+        assert!(
+            alive(p1 as i32) && alive(p2 as i32),
+            "{signal}: managers kept"
+        );
         // Written while no system manager runs: waits in the pipe.
         kill(Pid::from_raw(p1 as i32), Signal::SIGUSR1).unwrap();
         sys.spawn();
 
         assert_eq!(sys.manager_pid(&one), Some(p1), "{}", sys.stderr());
         assert_eq!(sys.manager_pid(&two), Some(p2));
-        assert!(sys.status(&two).contains("sessions: 2"), "{}", sys.status(&two));
+        assert!(
+            sys.status(&two).contains("sessions: 2"),
+            "{}",
+            sys.status(&two)
+        );
         assert!(
             sys.stderr().contains(&format!(
                 "took over the user manager of uid {} (pid {p1})",
@@ -216,7 +223,11 @@ fn a_restarted_system_manager_keeps_sessions_and_user_managers() {
         // A login after the restart reuses the manager...
         sys.login(&one);
         assert_eq!(sys.manager_pid(&one), Some(p1));
-        assert!(sys.status(&one).contains("sessions: 2"), "{}", sys.status(&one));
+        assert!(
+            sys.status(&one).contains("sessions: 2"),
+            "{}",
+            sys.status(&one)
+        );
         // ...and logouts end it at the last session.
         let out = sys.corral(&["logout", &one.name]);
         assert!(out.status.success(), "{}", show(&out));

@@ -165,11 +165,7 @@ pub fn lock_holder(lock: &Path) -> Option<u32> {
 /// The pid of an exclusive flock on device `dev`, inode `ino` in /proc/locks
 /// (`1: FLOCK  ADVISORY  WRITE 26919 fe:00:5693863 0 EOF`).
 fn holder(dev: u64, ino: u64) -> Option<u32> {
-    let want = format!(
-        "{:02x}:{:02x}:{ino}",
-        libc::major(dev),
-        libc::minor(dev)
-    );
+    let want = format!("{:02x}:{:02x}:{ino}", libc::major(dev), libc::minor(dev));
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
     locks.lines().find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -216,7 +212,8 @@ fn get_xattr(dir: &CString, name: &str) -> Option<String> {
     let n = CString::new(name).ok()?;
     let mut buf = vec![0u8; 4096];
     // SAFETY: both strings are NUL-terminated and buf is valid for its length.
-    let len = unsafe { libc::getxattr(dir.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let len =
+        unsafe { libc::getxattr(dir.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if len < 0 {
         return None;
     }
@@ -272,14 +269,14 @@ mod tests {
         let lock = tmp.path().join("cgroup.lock");
         std::fs::write(&lock, "").unwrap();
         let uid = nix::unistd::geteuid().as_raw();
-        let value = format!("pid=1 uid={uid} role=corrald_--user lock={}", lock.display());
+        let value = format!(
+            "pid=1 uid={uid} role=corrald_--user lock={}",
+            lock.display()
+        );
         assert_eq!(live(&value, uid), None);
         let file = File::open(&lock).unwrap();
         // SAFETY: flock on an fd we own.
-        assert_eq!(
-            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) },
-            0
-        );
+        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
         let owner = live(&value, uid).expect("held lock is live");
         assert_eq!(owner.pid, std::process::id());
         assert_eq!(owner.role, "corrald --user");

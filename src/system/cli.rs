@@ -78,7 +78,9 @@ pub fn main() -> ExitCode {
         ) {
             (Ok(term), Ok(int), Ok(hup)) => (term, int, hup),
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                return Err(format!("cannot install SIGTERM/SIGINT/SIGHUP handlers: {e}"));
+                return Err(format!(
+                    "cannot install SIGTERM/SIGINT/SIGHUP handlers: {e}"
+                ));
             }
         };
         // As runsvdir: TERM leaves the supervised processes running (a

@@ -361,8 +361,7 @@ async fn prepare_cgroups(
 /// system manager started it: then it is that user's manager, to adopt.
 pub fn runs_in_its_cgroup(layout: &Layout, uid: u32, proc: super::persist::Proc) -> bool {
     let manager = layout.user_cgroup(uid).join("manager");
-    proc.alive()
-        && crate::cgroup::cgroup_of_pid(proc.pid as i32).is_ok_and(|cg| cg == manager)
+    proc.alive() && crate::cgroup::cgroup_of_pid(proc.pid as i32).is_ok_and(|cg| cg == manager)
 }
 
 /// `cgroup.kill` on the whole of `uid`'s subtree.

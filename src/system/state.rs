@@ -1018,7 +1018,10 @@ impl System {
             let mut leaders = Vec::new();
             let mut gone = 0;
             for leader in &saved.leaders {
-                match leader.alive().then(|| self.watch_leader(uid, leader.pid as i32)) {
+                match leader
+                    .alive()
+                    .then(|| self.watch_leader(uid, leader.pid as i32))
+                {
                     Some(Some(watch)) => leaders.push(watch),
                     _ => gone += 1,
                 }
