@@ -241,3 +241,78 @@ fn a_restarted_system_manager_keeps_sessions_and_user_managers() {
         assert!(!alive(p2 as i32));
     }
 }
+
+#[test]
+fn a_manager_whose_cgroup_root_vanished_recreates_it_or_fails_the_start_with_219() {
+    if !can_run("a_manager_whose_cgroup_root_vanished") {
+        return;
+    }
+    let unit = "[Service]\nExecStart=/bin/sleep 100000\n";
+    // Root's manager may create its root again, and claims it again.
+    let td = TestDaemon::start_with(|d| d.write_unit("sleeper.service", unit))
+        .expect("can_run checked the machine");
+    td.ok(&["start", "sleeper.service"]);
+    td.ok(&["stop", "sleeper.service"]);
+    std::fs::remove_dir(&td.cgroup_root).unwrap();
+    td.ok(&["start", "sleeper.service"]);
+    td.wait_state("sleeper.service", "active");
+    assert!(
+        td.log()
+            .contains("was removed under this manager; recreated it"),
+        "{}",
+        td.log()
+    );
+    let owner = corral::cgroup::owner::owner_of(&td.cgroup_root).unwrap();
+    assert_eq!(owner.map(|o| o.pid), Some(td.pid() as u32));
+
+    // A user's manager may not (the parent is root's): the start fails
+    // with systemd's 219/CGROUP and says why.
+    let user = test_user("corral-t1", true);
+    let parent = TempCgroup::new("corral-test").unwrap();
+    let root = parent.cgroup().create_child("user-x").unwrap();
+    root.chown_delegate(user.uid, user.gid).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["units", "run", "state"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
+    std::fs::write(dir.path().join("units/sleeper.service"), unit).unwrap();
+    Command::new("chown")
+        .args(["-R", &format!("{}:{}", user.uid, user.gid)])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    let socket = dir.path().join("run/corral/control.sock");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corrald"));
+    cmd.arg("--user")
+        .arg("--cgroup-root")
+        .arg(root.path())
+        .arg("--runtime-dir")
+        .arg(dir.path().join("run/corral"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--units-dir")
+        .arg(dir.path().join("units"))
+        .env("XDG_RUNTIME_DIR", dir.path().join("run"))
+        .env("HOME", &user.home);
+    std::os::unix::process::CommandExt::uid(&mut cmd, user.uid);
+    std::os::unix::process::CommandExt::gid(&mut cmd, user.gid);
+    let _manager = Background::spawn(cmd, "the user's corrald --user");
+    wait_until(20, "the user's manager to listen", || socket.exists());
+    let corral = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+        cmd.arg("--socket").arg(&socket).args(args);
+        std::os::unix::process::CommandExt::uid(&mut cmd, user.uid);
+        cmd.output().unwrap()
+    };
+    std::fs::remove_dir(root.path()).unwrap();
+    let out = corral(&["start", "sleeper.service"]);
+    assert!(!out.status.success(), "{}", show(&out));
+    let out = corral(&["status", "sleeper.service"]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("status=219)"), "{}", show(&out));
+    assert!(
+        status.contains("was removed and cannot be recreated"),
+        "{}",
+        show(&out)
+    );
+}

@@ -289,9 +289,10 @@ impl Manager {
             .ok_or_else(|| format!("{name} has no invocation"))?;
         spec.cgroup = inv.cgroup.as_ref().map(|c| c.path().to_path_buf());
         if spec.cgroup.is_none() {
-            // Its invocation could not get one: systemd's 219/CGROUP.
+            // Its invocation could not get one (the note says why): 219/CGROUP.
+            let why = e.failure_note.as_deref().unwrap_or("no invocation cgroup");
             return Err(SpawnFailure {
-                message: format!("{name} has no cgroup to start processes in"),
+                message: format!("{name} has no cgroup to start processes in: {why}"),
                 status: 219,
             });
         }
