@@ -5,6 +5,7 @@
 //! runtime directory because it describes processes, which a reboot ends.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -74,7 +75,14 @@ pub fn save(dir: &Path, users: &[SavedUser]) -> Result<(), SystemError> {
         move |source| SystemError::Io { op, path, source }
     };
     let data = serde_json::to_vec(users).map_err(|e| io("encode", &path)(e.into()))?;
-    let mut file = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+    // Root's alone: it names every user's login processes.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io("create", &tmp))?;
     file.write_all(&data).map_err(io("write", &tmp))?;
     file.sync_all().map_err(io("fsync", &tmp))?;
     std::fs::rename(&tmp, &path).map_err(io("rename into place", &path))
