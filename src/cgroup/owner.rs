@@ -84,7 +84,19 @@ impl Claim {
         // Our record first, then everyone else's: two managers claiming at
         // once each see the other's live record and both refuse; neither
         // can come to believe it is alone.
-        claim.renew()?;
+        if let Err(e) = claim.renew() {
+            // Kernels before 5.7 keep no user.* attributes on cgroupfs: run,
+            // but say that a second manager would go unnoticed.
+            if e.errno() == Some(libc::EOPNOTSUPP) {
+                eprintln!(
+                    "corrald: cannot record the ownership of {} ({e}); a second manager on \
+                     this cgroup root would not be noticed",
+                    dir.display()
+                );
+                return Ok(claim);
+            }
+            return Err(e);
+        }
         let dir_uid = std::fs::metadata(dir)
             .map_err(|e| CgroupError::io(Op::Stat, dir, e))?
             .uid();
