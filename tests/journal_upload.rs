@@ -1,0 +1,283 @@
+//! `corral journal-upload` into a real systemd-journal-remote on loopback:
+//! what it wrote, read back with journalctl, must be the entries of the store,
+//! each once, across a receiver that dies and comes back and an uploader that
+//! is restarted.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::journal::{Receiver, corral_journal, ne, open, varied_entries};
+use common::{show, wait_until};
+use corral::journal::{NewEntry, Store};
+use nix::sys::signal::Signal;
+use serde_json::{Map, Value};
+
+/// `corral journal-upload --url URL -D STORE --save-state STATE ARGS...`.
+fn uploader(url: &str, store: &Path, state: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_corral"));
+    c.args(["journal-upload", "--url", url, "-D"])
+        .arg(store)
+        .arg(format!("--save-state={}", state.display()))
+        .args(args);
+    c
+}
+
+/// A `--follow` uploader, its stderr in a file; killed (by PID) on drop.
+struct Follower {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Follower {
+    fn start(url: &str, store: &Path, state: &Path, stderr: PathBuf) -> Follower {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr)
+            .unwrap();
+        let child = uploader(url, store, state, &["--follow"])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Follower { child, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The objects of `corral journal -D DIR -o json`, without the cursor (each
+/// journal makes its own).
+fn corral_objects(dir: &Path) -> Vec<Map<String, Value>> {
+    let out = corral_journal(dir, &["-o", "json"]);
+    serde_json::Deserializer::from_slice(&out)
+        .into_iter::<Value>()
+        .map(|v| match v.unwrap() {
+            Value::Object(mut m) => {
+                m.remove("__CURSOR");
+                m
+            }
+            v => panic!("not an object: {v}"),
+        })
+        .collect()
+}
+
+/// The cursor in the uploader's state file, if there is one.
+fn saved_seq(state: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(state).ok()?;
+    let cursor = text.lines().find_map(|l| l.strip_prefix("LAST_CURSOR="))?;
+    Some(corral::journal::parse_cursor(cursor).unwrap())
+}
+
+/// Waits until the uploader has saved the cursor of the store's newest entry.
+fn wait_uploaded(store: &Store, state: &Path, f: &Follower) {
+    let last = store.next_seq().unwrap() - 1;
+    wait_until(30, &format!("the upload of seq {last}"), || {
+        saved_seq(state) == Some(last)
+    });
+    assert!(f.stderr().is_empty(), "uploader stderr: {}", f.stderr());
+}
+
+#[test]
+fn every_entry_arrives_with_its_fields_and_a_second_run_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let rt = common::rt();
+    rt.block_on(async {
+        let (_store, w) = open(&store_dir);
+        w.append_batch(varied_entries()).await.unwrap();
+        w.flush().await.unwrap();
+    });
+    let rx = Receiver::start(&dir.path().join("remote"));
+    let state = dir.path().join("state");
+    let out = uploader(&rx.url(), &store_dir, &state, &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(out.stderr.is_empty(), "{}", show(&out));
+
+    // Every field of every entry, as `corral journal -o json` shows it, is what
+    // journalctl shows of what journal-remote wrote: MESSAGE (binary ones too),
+    // PRIORITY, _SYSTEMD_USER_UNIT, the timestamps, the boot id...
+    let ours = corral_objects(&store_dir);
+    let theirs = rx.entries();
+    assert_eq!(ours.len(), varied_entries().len());
+    assert_eq!(theirs.len(), ours.len(), "{theirs:#?}");
+    for (o, t) in ours.iter().zip(&theirs) {
+        for k in [
+            "MESSAGE",
+            "PRIORITY",
+            "_SYSTEMD_USER_UNIT",
+            "__REALTIME_TIMESTAMP",
+        ] {
+            assert!(o.contains_key(k), "{k} missing from {o:?}");
+        }
+        for (k, v) in o {
+            assert_eq!(t.get(k), Some(v), "field {k}: {o:?} vs {t:?}");
+        }
+    }
+    assert!(
+        theirs.iter().any(|t| t["MESSAGE"].is_array()),
+        "a binary message arrived as bytes"
+    );
+
+    // The cursor names the last entry; a second run finds nothing after it.
+    let store = Store::open_read_only(&store_dir).unwrap();
+    assert_eq!(saved_seq(&state), Some(store.next_seq().unwrap() - 1));
+    let again = uploader(&rx.url(), &store_dir, &state, &[])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", show(&again));
+    assert_eq!(rx.entries().len(), ours.len(), "nothing is sent twice");
+
+    // -u: only that unit's entries go, to a receiver of its own.
+    let rx2 = Receiver::start(&dir.path().join("remote2"));
+    let only = uploader(
+        &rx2.url(),
+        &store_dir,
+        &dir.path().join("state2"),
+        &["-u", "job"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(only.status.code(), Some(0), "{}", show(&only));
+    let units: Vec<Value> = rx2
+        .entries()
+        .iter()
+        .map(|t| t["_SYSTEMD_USER_UNIT"].clone())
+        .collect();
+    assert_eq!(units, vec![Value::from("job.service"); 3]);
+}
+
+/// Writes entries `seq FROM`..`seq TO-1` of unit app.service.
+async fn write_seqs(w: &corral::journal::WriterHandle, range: std::ops::Range<u32>) {
+    let batch: Vec<NewEntry> = range
+        .map(|i| ne("app.service", &format!("seq {i}")))
+        .collect();
+    w.append_batch(batch).await.unwrap();
+    w.flush().await.unwrap();
+}
+
+#[test]
+fn a_killed_receiver_and_a_restarted_uploader_lose_nothing_and_repeat_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let out = dir.path().join("remote");
+    let state = dir.path().join("state");
+    let stderr = dir.path().join("uploader.err");
+    let rt = common::rt();
+    let (store, w) = open(&store_dir);
+    let mut rx = Receiver::start(&out);
+    let port = rx.port;
+
+    rt.block_on(write_seqs(&w, 0..50));
+    let f = Follower::start(&rx.url(), &store_dir, &state, stderr.clone());
+    wait_uploaded(&store, &state, &f);
+    // --follow: entries written after the start go too.
+    rt.block_on(write_seqs(&w, 50..100));
+    wait_uploaded(&store, &state, &f);
+
+    // The receiver dies; what is written meanwhile waits in the store.
+    rx.kill(Signal::SIGKILL);
+    let acked = saved_seq(&state);
+    rt.block_on(write_seqs(&w, 100..150));
+    wait_until(30, "the uploader to say the receiver is down", || {
+        f.stderr().contains("failed")
+    });
+    // Several back-off steps (200, 400, 800 ms) pass: said once, not per retry.
+    std::thread::sleep(Duration::from_millis(1600));
+    rt.block_on(write_seqs(&w, 150..160));
+    assert_eq!(
+        saved_seq(&state),
+        acked,
+        "nothing is acknowledged while down"
+    );
+    let rx = Receiver::start_on(&out, port);
+    let last = store.next_seq().unwrap() - 1;
+    wait_until(30, "the upload after the outage", || {
+        saved_seq(&state) == Some(last)
+    });
+    let said = f.stderr();
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines.len(), 2, "one line when down, one when back: {said}");
+    assert!(
+        lines[0].contains(&format!(
+            "Upload to http://127.0.0.1:{port}/upload failed: "
+        )) && lines[0].contains("retrying with back-off"),
+        "{said}"
+    );
+    let attempts: u32 = lines[1]
+        .split("after ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(attempts >= 3, "retried with back-off: {said}");
+
+    // The uploader is killed and started again: it goes on from its cursor.
+    drop(f);
+    rt.block_on(write_seqs(&w, 160..200));
+    let f = Follower::start(&rx.url(), &store_dir, &state, dir.path().join("second.err"));
+    wait_uploaded(&store, &state, &f);
+    assert_eq!(f.stderr(), "");
+
+    let mut seen = vec![0; 200];
+    for t in rx.entries() {
+        let m = t["MESSAGE"].as_str().unwrap();
+        let i: usize = m.strip_prefix("seq ").unwrap().parse().unwrap();
+        seen[i] += 1;
+    }
+    let wrong: Vec<(usize, i32)> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n != 1)
+        .map(|(i, n)| (i, *n))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "(seq, times received) not once: {wrong:?}"
+    );
+}
+
+#[test]
+fn refusals_say_why_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let rt = common::rt();
+    rt.block_on(async {
+        let (_store, w) = open(&store_dir);
+        write_seqs(&w, 0..3).await;
+    });
+    let state = dir.path().join("state");
+    let run = |url: &str, args: &[&str]| {
+        let o = uploader(url, &store_dir, &state, args).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(run("https://127.0.0.1:9", &[]).contains("https is not supported"));
+    assert!(run("127.0.0.1:9", &[]).contains("means https://"));
+    assert!(run("ftp://127.0.0.1:9", &[]).contains("ftp:// is not supported"));
+    assert!(run("http://127.0.0.1:9", &["-u", "http://x"]).contains("-u is a unit name"));
+    // Nothing listens: without --follow, as systemd-journal-upload, that ends the run.
+    let port = common::free_port();
+    let said = run(&format!("http://127.0.0.1:{port}"), &[]);
+    assert!(
+        said.contains(&format!(
+            "Upload to http://127.0.0.1:{port}/upload failed: "
+        )),
+        "{said}"
+    );
+    assert_eq!(saved_seq(&state), None, "nothing was acknowledged");
+}
