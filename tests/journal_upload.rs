@@ -281,3 +281,49 @@ fn refusals_say_why_and_exit_1() {
     );
     assert_eq!(saved_seq(&state), None, "nothing was acknowledged");
 }
+
+#[test]
+fn runs_as_a_unit_of_a_real_manager_and_ships_its_services_lines() {
+    let receiver_dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start(receiver_dir.path());
+    let Some(td) = common::TestDaemon::start_with(|td| {
+        let state = td.dir.path().join("state");
+        // The sample unit of docs/JOURNAL-FORMAT.md, with this manager's store.
+        td.write_unit(
+            "corral-journal-upload.service",
+            &format!(
+                "[Unit]\nDescription=Upload the journal to a systemd-journal-remote\n\
+                 [Service]\nExecStart={} journal-upload --follow --url {} -D {} \
+                 --save-state={}\nRestart=on-failure\n",
+                env!("CARGO_BIN_EXE_corral"),
+                rx.url(),
+                state.join("journal").display(),
+                state.join("journal-upload/state").display()
+            ),
+        );
+        td.write_unit(
+            "talker.service",
+            "[Service]\nType=oneshot\n\
+             ExecStart=/bin/sh -c 'for i in 0 1 2 3 4; do echo seq $i; done'\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "corral-journal-upload"]);
+    td.ok(&["start", "talker"]);
+    let got = common::eventually(Duration::from_secs(30), || {
+        let msgs: Vec<String> = rx
+            .entries()
+            .iter()
+            .filter(|t| t["_SYSTEMD_USER_UNIT"] == "talker.service")
+            .filter_map(|t| t["MESSAGE"].as_str().map(str::to_owned))
+            .filter(|m| m.starts_with("seq "))
+            .collect();
+        (msgs.len() >= 5).then_some(msgs)
+    })
+    .unwrap_or_else(|| panic!("talker's lines never arrived; {}", td.log()));
+    assert_eq!(got, ["seq 0", "seq 1", "seq 2", "seq 3", "seq 4"]);
+    // It stops as any service does, cleanly.
+    td.ok(&["stop", "corral-journal-upload"]);
+    assert_eq!(td.prop("corral-journal-upload", "ActiveState"), "inactive");
+}
