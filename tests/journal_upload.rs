@@ -327,3 +327,133 @@ fn runs_as_a_unit_of_a_real_manager_and_ships_its_services_lines() {
     td.ok(&["stop", "corral-journal-upload"]);
     assert_eq!(td.prop("corral-journal-upload", "ActiveState"), "inactive");
 }
+
+/// A stand-in receiver for what journal-remote does not show: the request
+/// itself. It answers the connections it gets with `answers` in turn (status
+/// lines with a body), and returns each request's head and de-chunked body.
+fn recording_receiver(
+    answers: Vec<&'static str>,
+) -> (u16, std::thread::JoinHandle<Vec<(String, Vec<u8>)>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for answer in answers {
+            let (sock, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(sock.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut l = String::new();
+                r.read_line(&mut l).unwrap();
+                if l == "\r\n" {
+                    break;
+                }
+                head.push_str(&l);
+            }
+            let mut body = Vec::new();
+            loop {
+                let mut size = String::new();
+                r.read_line(&mut size).unwrap();
+                let n = usize::from_str_radix(size.trim(), 16)
+                    .unwrap_or_else(|_| panic!("not a chunk size: {size:?}; head {head}"));
+                let mut chunk = vec![0; n + 2];
+                r.read_exact(&mut chunk).unwrap();
+                body.extend_from_slice(&chunk[..n]);
+                if n == 0 {
+                    break;
+                }
+            }
+            let (status, text) = answer.split_once(' ').unwrap();
+            write!(
+                &sock,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            )
+            .unwrap();
+            got.push((head, body));
+        }
+        got
+    });
+    (port, t)
+}
+
+#[test]
+fn the_request_is_a_chunked_post_of_the_export_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let rt = common::rt();
+    rt.block_on(async {
+        let (_store, w) = open(&store_dir);
+        w.append_batch(varied_entries()).await.unwrap();
+        w.flush().await.unwrap();
+    });
+    let state = dir.path().join("state");
+    let (port, got) = recording_receiver(vec!["202 OK."]);
+    let out = uploader(&format!("http://127.0.0.1:{port}"), &store_dir, &state, &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let got = got.join().unwrap();
+    let (head, body) = &got[0];
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("post /upload http/1.1\r\n"), "{head}");
+    assert!(
+        head.contains("\r\ncontent-type: application/vnd.fdo.journal\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{head}"
+    );
+    // Byte for byte what `corral journal -o export` prints.
+    assert_eq!(
+        String::from_utf8_lossy(body),
+        String::from_utf8_lossy(&corral_journal(&store_dir, &["-o", "export"]))
+    );
+}
+
+#[test]
+fn a_refusal_ends_the_run_and_a_busy_receiver_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let rt = common::rt();
+    let (store, w) = open(&store_dir);
+    rt.block_on(write_seqs(&w, 0..3));
+    let state = dir.path().join("state");
+    // 4xx: what was sent is refused; retrying would not change that, even following.
+    let (port, got) = recording_receiver(vec![
+        "415 Content-Type: application/vnd.fdo.journal is required.",
+    ]);
+    let url = format!("http://127.0.0.1:{port}");
+    let out = uploader(&url, &store_dir, &state, &["--follow"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "Upload to {url}/upload failed with code 415: Content-Type: application/vnd.fdo.journal is required."
+        )),
+        "{}",
+        show(&out)
+    );
+    got.join().unwrap();
+    assert_eq!(saved_seq(&state), None);
+    // 503 (journal-remote's "too many connections"): tried again, then acknowledged.
+    let (port, got) = recording_receiver(vec!["503 busy", "202 OK."]);
+    let f = Follower::start(
+        &format!("http://127.0.0.1:{port}"),
+        &store_dir,
+        &state,
+        dir.path().join("f.err"),
+    );
+    let last = store.next_seq().unwrap() - 1;
+    wait_until(30, "the upload after a 503", || {
+        saved_seq(&state) == Some(last)
+    });
+    let got = got.join().unwrap();
+    assert_eq!(got[0].1, got[1].1, "the same entries again");
+    let said = f.stderr();
+    assert!(said.contains("failed with code 503: busy"), "{said}");
+    assert!(said.contains("after 1 failed attempt"), "{said}");
+}
