@@ -328,12 +328,13 @@ fn runs_as_a_unit_of_a_real_manager_and_ships_its_services_lines() {
     assert_eq!(td.prop("corral-journal-upload", "ActiveState"), "inactive");
 }
 
+/// What a [`recording_receiver`] got: each request's head and de-chunked body.
+type Recorded = std::thread::JoinHandle<Vec<(String, Vec<u8>)>>;
+
 /// A stand-in receiver for what journal-remote does not show: the request
 /// itself. It answers the connections it gets with `answers` in turn (status
 /// lines with a body), and returns each request's head and de-chunked body.
-fn recording_receiver(
-    answers: Vec<&'static str>,
-) -> (u16, std::thread::JoinHandle<Vec<(String, Vec<u8>)>>) {
+fn recording_receiver(answers: Vec<&'static str>) -> (u16, Recorded) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
