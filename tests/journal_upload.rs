@@ -90,28 +90,68 @@ fn wait_uploaded(store: &Store, state: &Path, f: &Follower) {
     assert!(f.stderr().is_empty(), "uploader stderr: {}", f.stderr());
 }
 
+/// A store in a temp dir with its writer, and the uploader's cursor file beside it.
+struct Fixture {
+    dir: tempfile::TempDir,
+    store_dir: PathBuf,
+    state: PathBuf,
+    store: Store,
+    w: corral::journal::WriterHandle,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        let (store, w) = open(&store_dir);
+        Fixture {
+            state: dir.path().join("state"),
+            dir,
+            store_dir,
+            store,
+            w,
+            rt: common::rt(),
+        }
+    }
+
+    /// Commits `entries` (durably: the uploader can read them).
+    fn write(&self, entries: Vec<NewEntry>) {
+        self.rt.block_on(async {
+            self.w.append_batch(entries).await.unwrap();
+            self.w.flush().await.unwrap();
+        });
+    }
+
+    /// Writes entries `seq FROM`..`seq TO-1` of unit app.service.
+    fn write_seqs(&self, range: std::ops::Range<u32>) {
+        self.write(
+            range
+                .map(|i| ne("app.service", &format!("seq {i}")))
+                .collect(),
+        );
+    }
+
+    /// The uploader on this store and cursor file.
+    fn uploader(&self, url: &str, args: &[&str]) -> Command {
+        uploader(url, &self.store_dir, &self.state, args)
+    }
+}
+
 #[test]
 fn every_entry_arrives_with_its_fields_and_a_second_run_sends_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("store");
-    let rt = common::rt();
-    rt.block_on(async {
-        let (_store, w) = open(&store_dir);
-        w.append_batch(varied_entries()).await.unwrap();
-        w.flush().await.unwrap();
-    });
+    let fx = Fixture::new();
+    fx.write(varied_entries());
+    let (dir, store_dir, state) = (&fx.dir, &fx.store_dir, &fx.state);
     let rx = Receiver::start(&dir.path().join("remote"));
-    let state = dir.path().join("state");
-    let out = uploader(&rx.url(), &store_dir, &state, &[])
-        .output()
-        .unwrap();
+    let out = uploader(&rx.url(), store_dir, state, &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert!(out.stderr.is_empty(), "{}", show(&out));
 
     // Every field of every entry, as `corral journal -o json` shows it, is what
     // journalctl shows of what journal-remote wrote: MESSAGE (binary ones too),
     // PRIORITY, _SYSTEMD_USER_UNIT, the timestamps, the boot id...
-    let ours = corral_objects(&store_dir);
+    let ours = corral_objects(store_dir);
     let theirs = rx.entries();
     assert_eq!(ours.len(), varied_entries().len());
     assert_eq!(theirs.len(), ours.len(), "{theirs:#?}");
@@ -134,11 +174,8 @@ fn every_entry_arrives_with_its_fields_and_a_second_run_sends_nothing() {
     );
 
     // The cursor names the last entry; a second run finds nothing after it.
-    let store = Store::open_read_only(&store_dir).unwrap();
-    assert_eq!(saved_seq(&state), Some(store.next_seq().unwrap() - 1));
-    let again = uploader(&rx.url(), &store_dir, &state, &[])
-        .output()
-        .unwrap();
+    assert_eq!(saved_seq(state), Some(fx.store.next_seq().unwrap() - 1));
+    let again = uploader(&rx.url(), store_dir, state, &[]).output().unwrap();
     assert_eq!(again.status.code(), Some(0), "{}", show(&again));
     assert_eq!(rx.entries().len(), ours.len(), "nothing is sent twice");
 
@@ -146,7 +183,7 @@ fn every_entry_arrives_with_its_fields_and_a_second_run_sends_nothing() {
     let rx2 = Receiver::start(&dir.path().join("remote2"));
     let only = uploader(
         &rx2.url(),
-        &store_dir,
+        store_dir,
         &dir.path().join("state2"),
         &["-u", "job"],
     )
@@ -161,53 +198,41 @@ fn every_entry_arrives_with_its_fields_and_a_second_run_sends_nothing() {
     assert_eq!(units, vec![Value::from("job.service"); 3]);
 }
 
-/// Writes entries `seq FROM`..`seq TO-1` of unit app.service.
-async fn write_seqs(w: &corral::journal::WriterHandle, range: std::ops::Range<u32>) {
-    let batch: Vec<NewEntry> = range
-        .map(|i| ne("app.service", &format!("seq {i}")))
-        .collect();
-    w.append_batch(batch).await.unwrap();
-    w.flush().await.unwrap();
-}
-
 #[test]
 fn a_killed_receiver_and_a_restarted_uploader_lose_nothing_and_repeat_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("store");
+    let fx = Fixture::new();
+    let (dir, store_dir, state, store) = (&fx.dir, &fx.store_dir, &fx.state, &fx.store);
     let out = dir.path().join("remote");
-    let state = dir.path().join("state");
     let stderr = dir.path().join("uploader.err");
-    let rt = common::rt();
-    let (store, w) = open(&store_dir);
     let mut rx = Receiver::start(&out);
     let port = rx.port;
 
-    rt.block_on(write_seqs(&w, 0..50));
-    let f = Follower::start(&rx.url(), &store_dir, &state, stderr.clone());
-    wait_uploaded(&store, &state, &f);
+    fx.write_seqs(0..50);
+    let f = Follower::start(&rx.url(), store_dir, state, stderr.clone());
+    wait_uploaded(store, state, &f);
     // --follow: entries written after the start go too.
-    rt.block_on(write_seqs(&w, 50..100));
-    wait_uploaded(&store, &state, &f);
+    fx.write_seqs(50..100);
+    wait_uploaded(store, state, &f);
 
     // The receiver dies; what is written meanwhile waits in the store.
     rx.kill(Signal::SIGKILL);
-    let acked = saved_seq(&state);
-    rt.block_on(write_seqs(&w, 100..150));
+    let acked = saved_seq(state);
+    fx.write_seqs(100..150);
     wait_until(30, "the uploader to say the receiver is down", || {
         f.stderr().contains("failed")
     });
     // Several back-off steps (200, 400, 800 ms) pass: said once, not per retry.
     std::thread::sleep(Duration::from_millis(1600));
-    rt.block_on(write_seqs(&w, 150..160));
+    fx.write_seqs(150..160);
     assert_eq!(
-        saved_seq(&state),
+        saved_seq(state),
         acked,
         "nothing is acknowledged while down"
     );
     let rx = Receiver::start_on(&out, port);
     let last = store.next_seq().unwrap() - 1;
     wait_until(30, "the upload after the outage", || {
-        saved_seq(&state) == Some(last)
+        saved_seq(state) == Some(last)
     });
     let said = f.stderr();
     let lines: Vec<&str> = said.lines().collect();
@@ -228,9 +253,9 @@ fn a_killed_receiver_and_a_restarted_uploader_lose_nothing_and_repeat_nothing() 
 
     // The uploader is killed and started again: it goes on from its cursor.
     drop(f);
-    rt.block_on(write_seqs(&w, 160..200));
-    let f = Follower::start(&rx.url(), &store_dir, &state, dir.path().join("second.err"));
-    wait_uploaded(&store, &state, &f);
+    fx.write_seqs(160..200);
+    let f = Follower::start(&rx.url(), store_dir, state, dir.path().join("second.err"));
+    wait_uploaded(store, state, &f);
     assert_eq!(f.stderr(), "");
 
     let mut seen = vec![0; 200];
@@ -253,16 +278,10 @@ fn a_killed_receiver_and_a_restarted_uploader_lose_nothing_and_repeat_nothing() 
 
 #[test]
 fn refusals_say_why_and_exit_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("store");
-    let rt = common::rt();
-    rt.block_on(async {
-        let (_store, w) = open(&store_dir);
-        write_seqs(&w, 0..3).await;
-    });
-    let state = dir.path().join("state");
+    let fx = Fixture::new();
+    fx.write_seqs(0..3);
     let run = |url: &str, args: &[&str]| {
-        let o = uploader(url, &store_dir, &state, args).output().unwrap();
+        let o = fx.uploader(url, args).output().unwrap();
         assert_eq!(o.status.code(), Some(1), "{}", show(&o));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
@@ -279,7 +298,7 @@ fn refusals_say_why_and_exit_1() {
         )),
         "{said}"
     );
-    assert_eq!(saved_seq(&state), None, "nothing was acknowledged");
+    assert_eq!(saved_seq(&fx.state), None, "nothing was acknowledged");
 }
 
 #[test]
@@ -381,17 +400,11 @@ fn recording_receiver(answers: Vec<&'static str>) -> (u16, Recorded) {
 
 #[test]
 fn the_request_is_a_chunked_post_of_the_export_format() {
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("store");
-    let rt = common::rt();
-    rt.block_on(async {
-        let (_store, w) = open(&store_dir);
-        w.append_batch(varied_entries()).await.unwrap();
-        w.flush().await.unwrap();
-    });
-    let state = dir.path().join("state");
+    let fx = Fixture::new();
+    fx.write(varied_entries());
     let (port, got) = recording_receiver(vec!["202 OK."]);
-    let out = uploader(&format!("http://127.0.0.1:{port}"), &store_dir, &state, &[])
+    let out = fx
+        .uploader(&format!("http://127.0.0.1:{port}"), &[])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
@@ -410,24 +423,21 @@ fn the_request_is_a_chunked_post_of_the_export_format() {
     // Byte for byte what `corral journal -o export` prints.
     assert_eq!(
         String::from_utf8_lossy(body),
-        String::from_utf8_lossy(&corral_journal(&store_dir, &["-o", "export"]))
+        String::from_utf8_lossy(&corral_journal(&fx.store_dir, &["-o", "export"]))
     );
 }
 
 #[test]
 fn a_refusal_ends_the_run_and_a_busy_receiver_is_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let store_dir = dir.path().join("store");
-    let rt = common::rt();
-    let (store, w) = open(&store_dir);
-    rt.block_on(write_seqs(&w, 0..3));
-    let state = dir.path().join("state");
+    let fx = Fixture::new();
+    fx.write_seqs(0..3);
+    let (dir, store_dir, state, store) = (&fx.dir, &fx.store_dir, &fx.state, &fx.store);
     // 4xx: what was sent is refused; retrying would not change that, even following.
     let (port, got) = recording_receiver(vec![
         "415 Content-Type: application/vnd.fdo.journal is required.",
     ]);
     let url = format!("http://127.0.0.1:{port}");
-    let out = uploader(&url, &store_dir, &state, &["--follow"])
+    let out = uploader(&url, store_dir, state, &["--follow"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
@@ -439,22 +449,58 @@ fn a_refusal_ends_the_run_and_a_busy_receiver_is_retried() {
         show(&out)
     );
     got.join().unwrap();
-    assert_eq!(saved_seq(&state), None);
+    assert_eq!(saved_seq(state), None);
     // 503 (journal-remote's "too many connections"): tried again, then acknowledged.
     let (port, got) = recording_receiver(vec!["503 busy", "202 OK."]);
     let f = Follower::start(
         &format!("http://127.0.0.1:{port}"),
-        &store_dir,
-        &state,
+        store_dir,
+        state,
         dir.path().join("f.err"),
     );
     let last = store.next_seq().unwrap() - 1;
     wait_until(30, "the upload after a 503", || {
-        saved_seq(&state) == Some(last)
+        saved_seq(state) == Some(last)
     });
     let got = got.join().unwrap();
     assert_eq!(got[0].1, got[1].1, "the same entries again");
     let said = f.stderr();
     assert!(said.contains("failed with code 503: busy"), "{said}");
     assert!(said.contains("after 1 failed attempt"), "{said}");
+}
+
+#[test]
+fn cursor_flags_override_the_saved_one_and_another_stores_cursor_starts_over() {
+    let fx = Fixture::new();
+    fx.write_seqs(0..5);
+    let (store, state) = (&fx.store, &fx.state);
+    let entries = store.query(&Default::default()).unwrap();
+    let cursor = |i: usize| entries[i].cursor(store.store_id());
+    let sent = |args: &[&str]| {
+        let (port, got) = recording_receiver(vec!["202 OK."]);
+        let out = fx
+            .uploader(&format!("http://127.0.0.1:{port}"), args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let body = got.join().unwrap().remove(0).1;
+        let seqs: Vec<String> = String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("MESSAGE=seq ").map(str::to_owned))
+            .collect();
+        (seqs, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let c3 = cursor(3);
+    assert_eq!(sent(&["--after-cursor", &c3]).0, ["4"]);
+    assert_eq!(saved_seq(state), Some(entries[4].seq));
+    // --cursor is inclusive, and wins over the saved cursor.
+    let c1 = cursor(1);
+    assert_eq!(sent(&["--cursor", &c1]).0, ["1", "2", "3", "4"]);
+    // A cursor saved from another store (made anew since): from the beginning, said so.
+    let other = format!("s={:032x};i=3", store.store_id() ^ 1);
+    corral::cli::journal_upload::save_state(state, &other).unwrap();
+    let (seqs, said) = sent(&[]);
+    assert_eq!(seqs, ["0", "1", "2", "3", "4"]);
+    assert!(said.contains("of another journal store"), "{said}");
 }
