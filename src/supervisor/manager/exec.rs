@@ -288,7 +288,10 @@ impl Manager {
         spec.cgroup = inv.cgroup.as_ref().map(|c| c.path().to_path_buf());
         if spec.cgroup.is_none() {
             // Its invocation could not get one (the note says why): 219/CGROUP.
-            let why = e.failure_note.as_deref().unwrap_or("no invocation cgroup");
+            let why = self.units[name]
+                .failure_note
+                .as_deref()
+                .unwrap_or("no invocation cgroup");
             return Err(SpawnFailure {
                 message: format!("{name} has no cgroup to start processes in: {why}"),
                 status: 219,
