@@ -5,6 +5,7 @@
 //! - [`syntax`]: the ini-like file syntax (sections, comments, continuation).
 //! - [`words`]: quoting and C escapes, as systemd splits values into words.
 //! - [`values`]: booleans, time spans, sizes, signals, exit statuses.
+//! - [`calendar`]: calendar event expressions (`OnCalendar=`) and their next elapse.
 //! - [`exec`]: Exec command lines ([`ExecCommand`]) and `$VAR` expansion.
 //! - [`envfile`]: the `EnvironmentFile=` format.
 //! - [`file`]: reading user-written files safely (regular files only, size cap).
@@ -16,6 +17,7 @@
 //! - [`runit`]: runit service directories as units.
 //! - [`verify`]: `corral verify`'s report over files and directories.
 
+pub mod calendar;
 pub mod condition;
 pub mod envfile;
 pub mod exec;
