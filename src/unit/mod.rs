@@ -13,6 +13,7 @@
 //! - [`model`]: the typed sections and how each directive is applied.
 //! - [`known`]: directive names systemd knows (unsupported vs. unknown).
 //! - [`condition`]: `Condition*=`/`Assert*=` and their evaluation.
+//! - [`timer`]: `[Timer]` of `.timer` units ([`timer::TimerSection`]) and their implicit dependencies.
 //! - [`loader`]: search paths, drop-ins, templates, masking, aliases ([`Loader`]).
 //! - [`runit`]: runit service directories as units.
 //! - [`verify`]: `corral verify`'s report over files and directories.
@@ -31,6 +32,7 @@ pub mod runit;
 pub mod specifier;
 pub mod start_check;
 pub mod syntax;
+pub mod timer;
 pub mod values;
 pub mod verify;
 pub mod words;
