@@ -155,7 +155,13 @@ fn corral_calendar_prints_what_systemd_analyze_prints() {
 #[test]
 fn a_bad_expression_is_reported_and_exits_1_while_the_others_print() {
     let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["calendar", "--base-time=@1700000000", "daily", "5min", "hourly"])
+        .args([
+            "calendar",
+            "--base-time=@1700000000",
+            "daily",
+            "5min",
+            "hourly",
+        ])
         .env("TZ", "UTC")
         .output()
         .unwrap();
@@ -164,7 +170,10 @@ fn a_bad_expression_is_reported_and_exits_1_while_the_others_print() {
     assert!(stdout.starts_with(
         "  Original form: daily\nNormalized form: *-*-* 00:00:00\n    Next elapse: Wed 2023-11-15 00:00:00 UTC\n"
     ), "{stdout}");
-    assert!(stdout.contains("\n\n\n  Original form: hourly\n"), "{stdout}");
+    assert!(
+        stdout.contains("\n\n\n  Original form: hourly\n"),
+        "{stdout}"
+    );
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
         stderr.contains("Failed to parse calendar specification '5min': Invalid argument"),

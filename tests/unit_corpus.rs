@@ -237,8 +237,8 @@ fn every_corpus_timer_is_a_typed_timer() {
             if p.extension().is_none_or(|x| x != "timer") {
                 continue;
             }
-            let loader = Loader::new(vec![], vec![], SpecifierContext::current())
-                .with_stored_symlinks(true);
+            let loader =
+                Loader::new(vec![], vec![], SpecifierContext::current()).with_stored_symlinks(true);
             let u = loader.load_file(&p).unwrap();
             if u.masked {
                 continue;

@@ -34,7 +34,9 @@ const ZONEINFO: &str = "/usr/share/zoneinfo";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CalendarError {
     /// Not a calendar expression.
-    #[error("'{expr}' is not a calendar event: {why} (see systemd.time(7); e.g. daily, Mon *-*-* 09:00, *-*-01 04:00 UTC)")]
+    #[error(
+        "'{expr}' is not a calendar event: {why} (see systemd.time(7); e.g. daily, Mon *-*-* 09:00, *-*-01 04:00 UTC)"
+    )]
     Invalid {
         /// The expression as given.
         expr: String,
@@ -985,13 +987,10 @@ impl CalendarSpec {
             if let Some((_, n)) = zone.mktime(&c) {
                 c = n;
             }
-            match self.advance(&self.year, false, &mut c, |t| &mut t.year, 0)? {
-                true => {
-                    c.mon = 0;
-                    c.mday = 1;
-                    (c.hour, c.min, c.sec, usec) = (0, 0, 0, 0);
-                }
-                false => {}
+            if self.advance(&self.year, false, &mut c, |t| &mut t.year, 0)? {
+                c.mon = 0;
+                c.mday = 1;
+                (c.hour, c.min, c.sec, usec) = (0, 0, 0, 0);
             }
             if within_bounds(zone, &mut c) != Bounds::Same {
                 return None;
@@ -1154,7 +1153,11 @@ fn find_end_of_month(tm: &Tm, day: i64) -> i64 {
     match t.local_seconds() {
         Some(s) => {
             let n = Tm::from_local_seconds(s);
-            if n.mon == tm.mon.rem_euclid(12) { n.mday } else { -1 }
+            if n.mon == tm.mon.rem_euclid(12) {
+                n.mday
+            } else {
+                -1
+            }
         }
         None => -1,
     }
@@ -1203,14 +1206,14 @@ fn format_weekdays(out: &mut String, bits: u8) {
             out.push_str(WEEKDAY_SHORT[x - 1]);
         }
     };
-    for x in 0..7 {
+    for (x, day) in WEEKDAY_SHORT.iter().enumerate() {
         if bits & (1 << x) != 0 {
             if run_start.is_none() {
                 if need_comma {
                     out.push(',');
                 }
                 need_comma = true;
-                out.push_str(WEEKDAY_SHORT[x]);
+                out.push_str(day);
                 run_start = Some(x);
             }
         } else if let Some(l) = run_start.take() {
@@ -1346,7 +1349,10 @@ pub fn format_relative(t: u64, now: u64) -> String {
 /// Whether `tz` is UTC for every instant (systemd's `in_utc_timezone()`).
 pub fn is_utc_zone(tz: &TimeZone, now: Timestamp) -> bool {
     tz.to_offset(now).seconds() == 0
-        && tz.preceding(now).next().is_none_or(|t| t.offset().seconds() == 0)
+        && tz
+            .preceding(now)
+            .next()
+            .is_none_or(|t| t.offset().seconds() == 0)
         && tz.following(now).next().is_none()
 }
 

@@ -759,7 +759,8 @@ fn not_run_message(kind: UnitKind) -> String {
     if kind == UnitKind::Timer {
         // Read into a typed [Timer] and checked (errors are reported);
         // only running it is missing.
-        ".timer units are read and checked but not supported yet: the manager does not run them".to_string()
+        ".timer units are read and checked but not supported yet: the manager does not run them"
+            .to_string()
     } else {
         format!(
             ".{} units are not supported yet: read and kept, not run",

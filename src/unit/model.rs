@@ -741,7 +741,13 @@ impl<'a> Applier<'a> {
     }
 }
 
-pub(crate) fn push_diag(unit: &mut Unit, d: &Directive, sev: Severity, kind: DiagnosticKind, message: String) {
+pub(crate) fn push_diag(
+    unit: &mut Unit,
+    d: &Directive,
+    sev: Severity,
+    kind: DiagnosticKind,
+    message: String,
+) {
     unit.diagnostics.push(Diagnostic {
         file: d.file.to_path_buf(),
         line: d.line,

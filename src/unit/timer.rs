@@ -187,9 +187,7 @@ impl Applier<'_> {
                 return;
             };
             match parse_timespan(&v) {
-                Ok(Some(offset)) => timer(unit)
-                    .monotonic
-                    .push(MonotonicTimer { base, offset }),
+                Ok(Some(offset)) => timer(unit).monotonic.push(MonotonicTimer { base, offset }),
                 Ok(None) => invalid(
                     unit,
                     d,
@@ -254,7 +252,8 @@ impl Applier<'_> {
                     d,
                     Severity::Warning,
                     DiagnosticKind::Unsupported,
-                    "unsupported: a user manager cannot wake the system from suspend; ignored".to_string(),
+                    "unsupported: a user manager cannot wake the system from suspend; ignored"
+                        .to_string(),
                 );
                 unit.unsupported.push(d.clone());
             }

@@ -30,7 +30,11 @@ fn every_directive_is_typed() {
     );
     assert!(errors(&u).is_empty(), "{:?}", errors(&u));
     let t = u.timer.as_ref().unwrap();
-    let mono: Vec<_> = t.monotonic.iter().map(|m| (m.base, m.offset.as_secs())).collect();
+    let mono: Vec<_> = t
+        .monotonic
+        .iter()
+        .map(|m| (m.base, m.offset.as_secs()))
+        .collect();
     assert_eq!(
         mono,
         [
@@ -48,10 +52,7 @@ fn every_directive_is_typed() {
     assert_eq!(t.randomized_delay, Duration::from_secs(300));
     assert!(t.fixed_random_delay && t.persistent && t.on_clock_change && t.on_timezone_change);
     assert!(!t.remain_after_elapse);
-    assert_eq!(
-        t.triggered_unit(&u.name).unwrap().as_str(),
-        "other.service"
-    );
+    assert_eq!(t.triggered_unit(&u.name).unwrap().as_str(), "other.service");
 }
 
 #[test]
@@ -79,7 +80,10 @@ fn an_empty_value_resets_every_timer_value() {
     assert!(t.calendar.is_empty());
     assert_eq!(t.monotonic.len(), 1);
     assert_eq!(t.monotonic[0].base, MonotonicBase::UnitActive);
-    let u = load("r.timer", "[Timer]\nOnBootSec=5\nOnCalendar=\nOnCalendar=weekly\n");
+    let u = load(
+        "r.timer",
+        "[Timer]\nOnBootSec=5\nOnCalendar=\nOnCalendar=weekly\n",
+    );
     let t = u.timer.as_ref().unwrap();
     assert!(t.monotonic.is_empty());
     assert_eq!(t.calendar.len(), 1);
@@ -94,13 +98,41 @@ fn bad_values_are_errors_with_file_and_line_and_are_dropped() {
     );
     let e = errors(&u);
     assert_eq!(e.len(), 7, "{e:?}");
-    assert!(e[0].starts_with("/u/bad.timer:2: error: OnCalendar: '5min' is not a calendar event"), "{}", e[0]);
-    assert!(e[1].starts_with("/u/bad.timer:3: error: OnBootSec:"), "{}", e[1]);
-    assert!(e[2].starts_with("/u/bad.timer:4: error: Persistent:"), "{}", e[2]);
-    assert!(e[3].starts_with("/u/bad.timer:5: error: Unit: a timer cannot trigger x.timer"), "{}", e[3]);
-    assert!(e[4].starts_with("/u/bad.timer:6: error: AccuracySec:"), "{}", e[4]);
-    assert!(e[5].starts_with("/u/bad.timer:7: error: OnActiveSec:"), "{}", e[5]);
-    assert!(e[6].starts_with("/u/bad.timer:10: error: Unit: more than one unit"), "{}", e[6]);
+    assert!(
+        e[0].starts_with("/u/bad.timer:2: error: OnCalendar: '5min' is not a calendar event"),
+        "{}",
+        e[0]
+    );
+    assert!(
+        e[1].starts_with("/u/bad.timer:3: error: OnBootSec:"),
+        "{}",
+        e[1]
+    );
+    assert!(
+        e[2].starts_with("/u/bad.timer:4: error: Persistent:"),
+        "{}",
+        e[2]
+    );
+    assert!(
+        e[3].starts_with("/u/bad.timer:5: error: Unit: a timer cannot trigger x.timer"),
+        "{}",
+        e[3]
+    );
+    assert!(
+        e[4].starts_with("/u/bad.timer:6: error: AccuracySec:"),
+        "{}",
+        e[4]
+    );
+    assert!(
+        e[5].starts_with("/u/bad.timer:7: error: OnActiveSec:"),
+        "{}",
+        e[5]
+    );
+    assert!(
+        e[6].starts_with("/u/bad.timer:10: error: Unit: more than one unit"),
+        "{}",
+        e[6]
+    );
     // Dropped assignments do not refuse the unit; one calendar value is left.
     assert!(u.ensure_valid().is_ok());
     let t = u.timer.as_ref().unwrap();
@@ -137,7 +169,10 @@ fn implicit_dependencies_reach_the_graph() {
     assert_eq!(names(&deps.conflicts), ["shutdown.target"]);
     assert_eq!(names(&deps.triggers), ["sync.service"]);
     let g = crate::supervisor::graph::Deps::from_unit(&u);
-    assert_eq!(g.before, ["sync.service", "timers.target", "shutdown.target"]);
+    assert_eq!(
+        g.before,
+        ["sync.service", "timers.target", "shutdown.target"]
+    );
     assert_eq!(g.triggers, ["sync.service"]);
     assert_eq!(g.conflicts, ["shutdown.target"]);
 
