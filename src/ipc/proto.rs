@@ -55,6 +55,8 @@ pub enum SubState {
     Service(ServiceSub),
     /// A `.target`.
     Target(TargetSub),
+    /// A `.timer`.
+    Timer(TimerSub),
 }
 
 impl SubState {
@@ -63,6 +65,7 @@ impl SubState {
         match self {
             SubState::Service(s) => s.as_str(),
             SubState::Target(t) => t.as_str(),
+            SubState::Timer(t) => t.as_str(),
         }
     }
 }
@@ -143,6 +146,34 @@ impl TargetSub {
         match self {
             TargetSub::Dead => "dead",
             TargetSub::Active => "active",
+        }
+    }
+}
+
+/// The sub-states of a timer, as systemd names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimerSub {
+    /// Stopped.
+    Dead,
+    /// Armed, waiting for its next elapse.
+    Waiting,
+    /// Elapsed; the unit it triggered has not stopped yet.
+    Running,
+    /// No elapse left; kept active (`RemainAfterElapse=yes`).
+    Elapsed,
+    /// The unit it triggers could not be started.
+    Failed,
+}
+
+impl TimerSub {
+    /// systemd's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerSub::Dead => "dead",
+            TimerSub::Waiting => "waiting",
+            TimerSub::Running => "running",
+            TimerSub::Elapsed => "elapsed",
+            TimerSub::Failed => "failed",
         }
     }
 }

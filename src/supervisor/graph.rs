@@ -28,6 +28,13 @@ use crate::unit::{Loader, Unit, UnitName};
 /// The unit the manager starts when it starts, as systemd's user manager does.
 pub const DEFAULT_TARGET: &str = "default.target";
 
+/// The target that groups enabled timers, started with [`DEFAULT_TARGET`].
+pub const TIMERS_TARGET: &str = crate::unit::timer::TIMERS_TARGET;
+
+/// The targets the manager knows without a file: then they only group what
+/// their `.wants/` and `.requires/` directories link to.
+pub const BUILTIN_TARGETS: [&str; 2] = [DEFAULT_TARGET, TIMERS_TARGET];
+
 /// The dependency lists of one unit, as its file (plus drop-ins and the
 /// `.wants/`/`.requires/` directories) declares them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +137,7 @@ pub fn load_deps(loader: &Loader, name: &str) -> Result<Deps, Missing> {
     match loader.load(&unit_name) {
         Ok(u) if u.masked => Err(Missing::Masked),
         Ok(u) => Ok(Deps::from_unit(&u)),
-        Err(_) if name == DEFAULT_TARGET => {
+        Err(_) if BUILTIN_TARGETS.contains(&name) => {
             let mut d = Deps::default();
             for dir in loader.unit_paths() {
                 for (suffix, list) in [("wants", &mut d.wants), ("requires", &mut d.requires)] {

@@ -57,6 +57,8 @@ mod loading;
 mod machine;
 mod requests;
 mod status;
+mod timer_clock;
+mod timer_unit;
 
 /// What the manager thread reacts to.
 #[derive(Debug)]
@@ -94,6 +96,18 @@ pub enum Input {
         timer: Timer,
         /// Its generation: stale timers are ignored.
         generation: u64,
+    },
+    /// A timerfd of the timer units fired, or the wall clock jumped.
+    TimerClock {
+        /// The CLOCK_REALTIME one (else CLOCK_MONOTONIC).
+        realtime: bool,
+        /// Its read failed with ECANCELED: the wall clock was set.
+        changed: bool,
+    },
+    /// A timer elapsed: start the unit it triggers.
+    Trigger {
+        /// The timer.
+        timer: String,
     },
     /// A job on one unit from the control socket.
     Job {
@@ -277,6 +291,8 @@ pub struct Manager {
     bus: Option<bus::Bus>,
     /// Numbers the bus connections.
     bus_generation: u64,
+    /// The kernel timers and host facts of the timer units (timer_unit.rs).
+    timer_units: timer_unit::Timers,
 }
 
 impl Manager {
@@ -364,6 +380,8 @@ impl Manager {
                     self.feed(&unit, Event::Timeout(timer));
                 }
             }
+            Input::TimerClock { realtime, changed } => self.timer_clock(realtime, changed),
+            Input::Trigger { timer } => self.trigger(&timer),
             Input::Job { unit, job, reply } => self.job(&unit, job, reply),
             Input::Bus { generation, report } => self.bus_report(generation, report),
             Input::Query { query, reply } => {
@@ -516,6 +534,11 @@ pub async fn run(
         output,
         bus: None,
         bus_generation: 0,
+        timer_units: timer_unit::Timers::new(tx.clone(), &Handle::current(), opts.state_dir.clone())
+            .map_err(|source| SupervisorError::Sys {
+                op: "create the timer units' timerfds",
+                source,
+            })?,
     };
     manager.load_all();
     for e in &manager.load_errors {
@@ -524,8 +547,12 @@ pub async fn run(
     if let Err(msg) = &manager.env.status() {
         eprintln!("corrald: {msg}");
     }
-    // default.target pulls in what is enabled and the runit services without `down`.
-    let autostart = vec![super::graph::DEFAULT_TARGET.to_string()];
+    // default.target pulls in what is enabled and the runit services
+    // without `down`; timers.target the timers enabled for it.
+    let autostart = vec![
+        super::graph::DEFAULT_TARGET.to_string(),
+        super::graph::TIMERS_TARGET.to_string(),
+    ];
 
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let rt = Handle::current();

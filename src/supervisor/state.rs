@@ -439,6 +439,9 @@ pub enum Event {
     Timeout(Timer),
     /// Type=dbus: `BusName=` has an owner on the bus (it appeared, or was already there).
     BusNameAcquired,
+    /// An event of a timer's own machine (`timer::machine::Event`); a
+    /// service ignores it.
+    TimerUnit(super::timer::machine::Event),
     /// Type=dbus: `BusName=` has no owner on the bus.
     BusNameLost,
     /// Type=dbus: the bus cannot be reached (no bus, or the connection broke),
@@ -821,6 +824,8 @@ impl Machine<'_> {
                 }
             }
             Event::Timeout(timer) => self.timeout(timer),
+            // A timer's own events never reach a service's machine.
+            Event::TimerUnit(_) => {}
             Event::BusNameAcquired => {
                 self.s.bus_name_good = true;
                 // As systemd's service_bus_name_owner_change(): the start is

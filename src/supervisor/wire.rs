@@ -7,7 +7,7 @@
 //! one place where the first become the second, so a new state in a machine
 //! is a compile error here instead of a silent change on the wire.
 
-use crate::ipc::proto::{self, ServiceSub, SubState, TargetSub, UnitResult};
+use crate::ipc::proto::{self, ServiceSub, SubState, TargetSub, TimerSub, UnitResult};
 
 use super::state::{self, ServiceResult, Sub};
 use super::target;
@@ -54,6 +54,18 @@ pub fn target_sub(s: target::Sub) -> SubState {
     SubState::Target(match s {
         target::Sub::Active => TargetSub::Active,
         target::Sub::Dead | target::Sub::Failed => TargetSub::Dead,
+    })
+}
+
+/// A timer's sub-state.
+pub fn timer_sub(s: super::timer::machine::TimerState) -> SubState {
+    use super::timer::machine::TimerState as T;
+    SubState::Timer(match s {
+        T::Dead => TimerSub::Dead,
+        T::Waiting => TimerSub::Waiting,
+        T::Running => TimerSub::Running,
+        T::Elapsed => TimerSub::Elapsed,
+        T::Failed => TimerSub::Failed,
     })
 }
 

@@ -34,8 +34,8 @@ use super::loader::{Loader, is_masked_file};
 use super::model::{Unit, UnitSource};
 use super::name::UnitName;
 
-/// The target corral's manager starts at boot: always there, even with no file.
-const BUILTIN_TARGETS: &[&str] = &["default.target"];
+/// The targets corral's manager starts at boot: always there, even with no file.
+const BUILTIN_TARGETS: &[&str] = &["default.target", super::timer::TIMERS_TARGET];
 
 /// How many symlink hops are followed when resolving a link's destination.
 const MAX_HOPS: usize = 32;

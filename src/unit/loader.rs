@@ -756,17 +756,10 @@ pub(crate) fn apply_text(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, text
 
 /// The warning on a unit of a kind the manager does not run.
 fn not_run_message(kind: UnitKind) -> String {
-    if kind == UnitKind::Timer {
-        // Read into a typed [Timer] and checked (errors are reported);
-        // only running it is missing.
-        ".timer units are read and checked but not supported yet: the manager does not run them"
-            .to_string()
-    } else {
-        format!(
-            ".{} units are not supported yet: read and kept, not run",
-            kind.suffix()
-        )
-    }
+    format!(
+        ".{} units are not supported yet: read and kept, not run",
+        kind.suffix()
+    )
 }
 
 /// Applies a parsed file (fragment or drop-in) to a unit.

@@ -90,9 +90,9 @@ impl UnitKind {
         }
     }
 
-    /// Whether corral runs units of this kind (services and targets).
+    /// Whether corral runs units of this kind (services, targets, timers).
     pub fn is_supported(self) -> bool {
-        matches!(self, UnitKind::Service | UnitKind::Target)
+        matches!(self, UnitKind::Service | UnitKind::Target | UnitKind::Timer)
     }
 }
 

@@ -20,6 +20,7 @@ use crate::supervisor::state::{self, ActiveState, Exit, Pid, ServiceResult, Star
 use crate::supervisor::{target, wire};
 use crate::unit::{Unit, UnitKind};
 
+use super::timer_unit::{TimerBody, TimerDef};
 use super::{Invocation, LoadError};
 
 /// A unit's definition, by kind: its files as its kind runs them.
@@ -29,6 +30,8 @@ pub(super) enum Def {
     Service(Arc<ServiceDef>),
     /// A target: its files alone (dependencies, conditions, OnFailure=).
     Target(Arc<Unit>),
+    /// A timer: its `[Timer]` and the unit it triggers.
+    Timer(Arc<TimerDef>),
 }
 
 impl Def {
@@ -37,6 +40,7 @@ impl Def {
         match self {
             Def::Service(d) => &d.unit,
             Def::Target(u) => u,
+            Def::Timer(t) => &t.unit,
         }
     }
 
@@ -44,7 +48,7 @@ impl Def {
     pub(super) fn service(&self) -> Option<&Arc<ServiceDef>> {
         match self {
             Def::Service(d) => Some(d),
-            Def::Target(_) => None,
+            Def::Target(_) | Def::Timer(_) => None,
         }
     }
 
@@ -52,8 +56,9 @@ impl Def {
     fn start_limit(&self) -> StartLimit {
         match self {
             Def::Service(d) => StartLimit::new(d.start_limit.0, d.start_limit.1),
-            // As systemd 252: a target has no start limit (no `can_start`).
-            Def::Target(_) => StartLimit::default(),
+            // As systemd 252: a target has no start limit (no `can_start`);
+            // a timer's is not applied here.
+            Def::Target(_) | Def::Timer(_) => StartLimit::default(),
         }
     }
 }
@@ -138,6 +143,8 @@ pub(super) enum Body {
     Service(Box<ServiceBody>),
     /// A target.
     Target(TargetBody),
+    /// A timer.
+    Timer(TimerBody),
 }
 
 impl Body {
@@ -145,6 +152,7 @@ impl Body {
     fn new(kind: UnitKind) -> Body {
         match kind {
             UnitKind::Target => Body::Target(TargetBody::default()),
+            UnitKind::Timer => Body::Timer(TimerBody::default()),
             _ => Body::Service(Box::default()),
         }
     }
@@ -212,7 +220,7 @@ impl UnitEntry {
     pub(super) fn service(&self) -> Option<&ServiceBody> {
         match &self.body {
             Body::Service(s) => Some(s),
-            Body::Target(_) => None,
+            Body::Target(_) | Body::Timer(_) => None,
         }
     }
 
@@ -220,7 +228,7 @@ impl UnitEntry {
     pub(super) fn service_mut(&mut self) -> Option<&mut ServiceBody> {
         match &mut self.body {
             Body::Service(s) => Some(s),
-            Body::Target(_) => None,
+            Body::Target(_) | Body::Timer(_) => None,
         }
     }
 
@@ -229,6 +237,7 @@ impl UnitEntry {
         match &self.body {
             Body::Service(s) => Phase::of_service(&s.state),
             Body::Target(t) => Phase::of_target(t.state),
+            Body::Timer(t) => t.phase(),
         }
     }
 
@@ -237,6 +246,7 @@ impl UnitEntry {
         match &self.body {
             Body::Service(s) => wire::service_sub(s.state.sub),
             Body::Target(t) => wire::target_sub(t.state.sub),
+            Body::Timer(t) => wire::timer_sub(t.timer.state),
         }
     }
 

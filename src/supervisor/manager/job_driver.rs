@@ -139,10 +139,17 @@ impl Units for View<'_> {
 /// what `default.target.wants/` and `.requires/` link to.
 pub(super) fn load_unit(loader: &Loader, name: &UnitName) -> Result<Unit, UnitError> {
     match loader.load(name) {
-        Err(UnitError::NotFound { .. }) if name.as_str() == DEFAULT_TARGET => {
+        Err(UnitError::NotFound { .. }) if graph::BUILTIN_TARGETS.contains(&name.as_str()) => {
             let mut u = Unit::new(name.clone());
-            u.unit.description = Some("Main User Target".into());
-            if let Ok(d) = graph::load_deps(loader, DEFAULT_TARGET) {
+            u.unit.description = Some(
+                if name.as_str() == DEFAULT_TARGET {
+                    "Main User Target"
+                } else {
+                    "Timers"
+                }
+                .into(),
+            );
+            if let Ok(d) = graph::load_deps(loader, name.as_str()) {
                 u.unit.wants = d
                     .wants
                     .iter()

@@ -8,6 +8,7 @@ use crate::supervisor::service;
 use crate::supervisor::state::ActiveState;
 use crate::unit::{Severity, UnitError, UnitKind, UnitName};
 
+use super::timer_unit::TimerDef;
 use super::{Def, LoadError, Manager, UnitEntry, job_driver, normalize};
 
 impl Manager {
@@ -31,6 +32,7 @@ impl Manager {
         }
         match name.kind() {
             UnitKind::Target => Ok(Def::Target(Arc::new(unit))),
+            UnitKind::Timer => self.load_timer(name, unit),
             // Every other kind is refused there, with the reason.
             _ => {
                 let enabled = self.root.subtree_control().unwrap_or_default();
@@ -38,6 +40,34 @@ impl Manager {
                     .map(|d| Def::Service(Arc::new(d)))
                     .map_err(LoadError::Bad)
             }
+        }
+    }
+
+    /// A timer's definition; refused when the unit it triggers has no file.
+    fn load_timer(&self, name: &UnitName, unit: crate::unit::Unit) -> Result<Def, LoadError> {
+        let section = unit.timer.clone().unwrap_or_default();
+        if !section.has_values() {
+            return Err(LoadError::Bad(format!(
+                "Unit {name} failed to load: it has no timer value (OnCalendar=, OnActiveSec=, ...)"
+            )));
+        }
+        let Some(triggers) = section.triggered_unit(name) else {
+            return Err(LoadError::Bad(format!(
+                "Unit {name} failed to load: it names no unit to trigger"
+            )));
+        };
+        match job_driver::load_unit(&self.loader, &triggers) {
+            Err(UnitError::NotFound { .. }) => Err(LoadError::Bad(format!(
+                "Unit {name} failed to load: the unit it triggers, {triggers}, is not found"
+            ))),
+            Ok(u) if u.masked => Err(LoadError::Bad(format!(
+                "Unit {name} failed to load: the unit it triggers, {triggers}, is masked"
+            ))),
+            _ => Ok(Def::Timer(Arc::new(TimerDef {
+                unit: Arc::new(unit),
+                section,
+                triggers,
+            }))),
         }
     }
 

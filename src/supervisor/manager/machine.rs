@@ -21,6 +21,14 @@ use crate::unit::{RunitService, Unit};
 
 use super::{Body, Def, Input, JobRequest, LoadError, Manager, exec::SpawnFailure, now_usec};
 
+/// The actions one step asks for, in the vocabulary of the unit's kind.
+pub(super) enum Actions {
+    /// A service's (a target's are none).
+    Service(Vec<Action>),
+    /// A timer's.
+    Timer(Vec<crate::supervisor::timer::machine::Action>),
+}
+
 impl Manager {
     /// Feeds an event that the state machine never refuses (only `Reload` can be).
     pub(super) fn feed(&mut self, name: &str, event: Event) {
@@ -37,6 +45,9 @@ impl Manager {
     pub(super) fn try_feed(&mut self, name: &str, event: Event) -> Result<(), Refused> {
         let mut queue = VecDeque::from([event]);
         let mut first = true;
+        // Timers count from the unit's leaving and entering inactive; they
+        // hear of it once this unit's events are through.
+        let mut for_timers = Vec::new();
         while let Some(ev) = queue.pop_front() {
             let Some(e) = self.units.get(name) else {
                 return Ok(());
@@ -64,6 +75,9 @@ impl Manager {
             if before.active != after.active {
                 e.since_usec = now_usec();
             }
+            if before.is_stopped() != after.is_stopped() {
+                for_timers.push(before.is_stopped());
+            }
             if let Some(v) = &applied {
                 self.record_verdict(name, v);
             } else if verdict.is_none()
@@ -80,13 +94,22 @@ impl Manager {
             {
                 self.start_on_failure(name, d.unit());
             }
-            for a in actions {
-                match (def.as_ref().and_then(Def::service), a) {
-                    (Some(d), a) => self.execute(name, d, a, &mut queue),
-                    (None, Action::Disarm(t)) => self.disarm(name, t),
-                    // Verdicts ask for nothing else; without a definition
-                    // there is nothing to run anyway.
-                    (None, _) => {}
+            match actions {
+                Actions::Service(actions) => {
+                    for a in actions {
+                        match (def.as_ref().and_then(Def::service), a) {
+                            (Some(d), a) => self.execute(name, d, a, &mut queue),
+                            (None, Action::Disarm(t)) => self.disarm(name, t),
+                            // Verdicts ask for nothing else; without a definition
+                            // there is nothing to run anyway.
+                            (None, _) => {}
+                        }
+                    }
+                }
+                Actions::Timer(actions) => {
+                    for a in actions {
+                        self.execute_timer(name, a);
+                    }
                 }
             }
             if queue.is_empty() {
@@ -96,6 +119,9 @@ impl Manager {
         self.settle_pending(name);
         self.check_waiters(name);
         self.unit_changed(name);
+        for up in for_timers {
+            self.tell_timers(name, up);
+        }
         Ok(())
     }
 
@@ -107,9 +133,9 @@ impl Manager {
         name: &str,
         def: Option<&Def>,
         ev: Event,
-    ) -> Result<(Vec<Action>, Option<String>), Refused> {
+    ) -> Result<(Actions, Option<String>), Refused> {
         let Some(e) = self.units.get_mut(name) else {
-            return Ok((Vec::new(), None));
+            return Ok((Actions::Service(Vec::new()), None));
         };
         match &mut e.body {
             Body::Service(s) => {
@@ -125,13 +151,17 @@ impl Manager {
                 let note = state::transition_note(&s.state, &next);
                 let before = std::mem::replace(&mut s.state, next);
                 self.sync_pids(name, &before);
-                Ok((actions, note))
+                Ok((Actions::Service(actions), note))
             }
             Body::Target(t) => {
                 let next = target::next(t.state, &ev);
                 let note = target::transition_note(t.state, next);
                 t.state = next;
-                Ok((Vec::new(), note))
+                Ok((Actions::Service(Vec::new()), note))
+            }
+            Body::Timer(_) => {
+                let (actions, note) = self.step_timer(name, def, ev);
+                Ok((Actions::Timer(actions), note))
             }
         }
     }
@@ -384,7 +414,10 @@ impl Manager {
     ) {
         match action {
             Action::NewInvocation => match self.new_invocation(name, def) {
-                Ok(()) => self.bus_watch(name, def, queue),
+                Ok(()) => {
+                    self.log_triggered(name);
+                    self.bus_watch(name, def, queue);
+                }
                 Err(msg) => {
                     self.log(name, &msg);
                     if let Some(e) = self.units.get_mut(name) {

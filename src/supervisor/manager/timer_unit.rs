@@ -1,0 +1,379 @@
+//! The timer kind in the manager: its definition and body, its step
+//! through `timer::machine::next`, the execution of its actions (the
+//! kernel timers of `timer_clock.rs`, the start of the triggered unit,
+//! the `Persistent=` stamp), and what the triggered unit tells its timers.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use jiff::tz::TimeZone;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::supervisor::state::{self, ActiveState, Event, ServiceResult};
+use crate::supervisor::timer::machine::{self, Clocks, TimerState, fixed_delay_hash};
+use crate::supervisor::timer::stamp;
+use crate::unit::timer::TimerSection;
+use crate::unit::{Unit, UnitName};
+
+use super::entry::Phase;
+use super::timer_clock::{self, Armed, KernelTimers};
+use super::{Body, Def, Input, JobRequest, Manager};
+
+/// A timer's definition: its files and the unit it starts.
+#[derive(Debug)]
+pub(super) struct TimerDef {
+    /// The unit as loaded.
+    pub(super) unit: Arc<Unit>,
+    /// `[Timer]`.
+    pub(super) section: TimerSection,
+    /// `Unit=`, or the service of the same name.
+    pub(super) triggers: UnitName,
+}
+
+/// The part of a timer beside its definition.
+pub(super) struct TimerBody {
+    /// The machine's state (`timer::machine::next`).
+    pub(super) timer: machine::Timer,
+    /// Why it is failed (or the verdict that stopped it).
+    pub(super) result: ServiceResult,
+}
+
+impl Default for TimerBody {
+    fn default() -> Self {
+        TimerBody {
+            timer: machine::Timer::default(),
+            result: ServiceResult::Success,
+        }
+    }
+}
+
+impl TimerBody {
+    /// The timer's phase: active while waiting, running or elapsed.
+    pub(super) fn phase(&self) -> Phase {
+        let s = self.timer.state;
+        Phase {
+            active: match s {
+                TimerState::Dead => ActiveState::Inactive,
+                TimerState::Failed => ActiveState::Failed,
+                _ => ActiveState::Active,
+            },
+            result: self.result,
+            // An elapsed timer starts afresh, as systemd re-arms it.
+            down: matches!(
+                s,
+                TimerState::Dead | TimerState::Failed | TimerState::Elapsed
+            ),
+            stop_requested: false,
+            start_after_stop: false,
+        }
+    }
+}
+
+/// What the manager keeps for all timers.
+pub(super) struct Timers {
+    /// The two kernel timers.
+    clocks: KernelTimers,
+    /// Units started by a timer whose new invocation has not begun yet:
+    /// unit → timer, for the "Triggered by" line of that invocation.
+    triggered_by: HashMap<String, String>,
+    /// CLOCK_MONOTONIC at the manager's start (`OnStartupSec=`).
+    manager_start: u64,
+    /// /etc/machine-id, for `FixedRandomDelay=`.
+    machine_id: [u8; 16],
+    /// Where the `Persistent=` stamps live.
+    state_dir: PathBuf,
+}
+
+impl Timers {
+    /// The kernel timers and what the timer machines need of the host.
+    pub(super) fn new(
+        tx: mpsc::UnboundedSender<Input>,
+        rt: &Handle,
+        state_dir: PathBuf,
+    ) -> std::io::Result<Timers> {
+        let machine_id = machine_id();
+        // As sd-event: a per-machine point within the minute, so that
+        // machines do not all wake at once.
+        let perturb = fixed_delay_hash(&machine_id, false, 0, "") % 60_000_000;
+        Ok(Timers {
+            clocks: KernelTimers::new(tx, rt, perturb)?,
+            triggered_by: HashMap::new(),
+            manager_start: timer_clock::now(false),
+            machine_id,
+            state_dir,
+        })
+    }
+}
+
+/// /etc/machine-id as 16 bytes; zeros when it cannot be read (the fixed
+/// delay is then the same on every such machine, and still fixed).
+fn machine_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    if let Ok(text) = std::fs::read_to_string("/etc/machine-id") {
+        let hex = text.trim();
+        for (i, b) in id.iter_mut().enumerate() {
+            if let Some(v) = hex
+                .get(2 * i..2 * i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                *b = v;
+            }
+        }
+    }
+    id
+}
+
+/// A fresh random number for `RandomizedDelaySec=`.
+fn random() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: writes at most 8 bytes into buf; getrandom does not block
+    // once the pool is initialised, which it is long before a user logs in.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != 8 {
+        // No entropy call: the clock's low bits still spread timers out.
+        return timer_clock::now(true).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    u64::from_ne_bytes(buf)
+}
+
+/// What the manager logs when a timer moves from `before` to `after`.
+fn transition_note(before: TimerState, after: TimerState, result: ServiceResult) -> Option<String> {
+    let was_up = !matches!(before, TimerState::Dead | TimerState::Failed);
+    let is_up = !matches!(after, TimerState::Dead | TimerState::Failed);
+    Some(match (was_up, is_up, after) {
+        (false, true, _) => "Started timer.".to_string(),
+        (true, false, TimerState::Failed) => format!("Failed with result '{}'.", result.as_str()),
+        (true, false, _) => "Stopped timer.".to_string(),
+        _ => return None,
+    })
+}
+
+impl Manager {
+    /// The timer definition of `name`, when it is a loaded timer.
+    fn timer_def(&self, name: &str) -> Option<Arc<TimerDef>> {
+        match self.units.get(name).map(|e| &e.def) {
+            Some(Ok(Def::Timer(d))) => Some(d.clone()),
+            _ => None,
+        }
+    }
+
+    /// The clocks as the timer machine reads them, for timer `name`.
+    fn timer_clocks(&self, name: &str, def: &TimerSection) -> Clocks {
+        let t = &self.timer_units;
+        Clocks {
+            monotonic: timer_clock::now(false),
+            realtime: timer_clock::now(true),
+            manager_start: t.manager_start,
+            boot: 0,
+            local: TimeZone::system(),
+            random: if def.fixed_random_delay {
+                fixed_delay_hash(&t.machine_id, false, nix::unistd::getuid().as_raw(), name)
+            } else {
+                random()
+            },
+        }
+    }
+
+    /// One event through a timer's machine: the manager's events (start,
+    /// stop, verdicts) and the timer's own (`Event::TimerUnit`).
+    pub(super) fn step_timer(
+        &mut self,
+        name: &str,
+        def: Option<&Def>,
+        ev: Event,
+    ) -> (Vec<machine::Action>, Option<String>) {
+        let def = match def {
+            Some(Def::Timer(d)) => Some(d.clone()),
+            _ => None,
+        };
+        let clocks = def.as_ref().map(|d| self.timer_clocks(name, &d.section));
+        // A persistent timer's last trigger survives the manager: a start
+        // reads it, so a missed calendar elapse is due at once.
+        let mut stamp_note = None;
+        let stamp = match &def {
+            Some(d) if d.section.persistent && matches!(ev, Event::Start | Event::Restart) => {
+                let path = stamp::stamp_path(&self.timer_units.state_dir, name);
+                stamp::read(&path).unwrap_or_else(|e| {
+                    stamp_note = Some(e.to_string());
+                    None
+                })
+            }
+            _ => None,
+        };
+        if let Some(n) = stamp_note {
+            self.log(name, &n);
+        }
+        let Some(Body::Timer(b)) = self.units.get_mut(name).map(|e| &mut e.body) else {
+            return (Vec::new(), None);
+        };
+        let before = b.timer.state;
+        let phase = b.phase();
+        if ev.verdict_applies(phase.active, phase.down) == Some(true) {
+            let (active, result) = state::verdict_outcome(&ev, b.result);
+            b.result = result;
+            b.timer.state = if active == ActiveState::Failed {
+                TimerState::Failed
+            } else {
+                TimerState::Dead
+            };
+            b.timer.next = machine::NextElapse::default();
+            return (vec![machine::Action::Disarm], None);
+        }
+        let (Some(d), Some(clocks)) = (def, clocks) else {
+            return (Vec::new(), None);
+        };
+        let events: &[machine::Event] = match ev {
+            Event::Start => &[machine::Event::Start],
+            Event::Restart => &[machine::Event::Stop, machine::Event::Start],
+            Event::Stop => &[machine::Event::Stop],
+            Event::TimerUnit(e) => &[e][..],
+            _ => &[],
+        };
+        let mut actions = Vec::new();
+        for &e in events {
+            if e == machine::Event::Start {
+                b.result = ServiceResult::Success;
+                if d.section.persistent {
+                    b.timer.last_trigger_realtime = stamp.or(b.timer.last_trigger_realtime);
+                }
+            }
+            let (next, a) = machine::next(&d.section, &b.timer, &clocks, e);
+            b.timer = next;
+            actions.extend(a);
+        }
+        if b.timer.state == TimerState::Failed && before != TimerState::Failed {
+            b.result = ServiceResult::Resources;
+        }
+        (
+            actions,
+            transition_note(before, b.timer.state, b.result),
+        )
+    }
+
+    /// Carries out one action of a timer's machine.
+    pub(super) fn execute_timer(&mut self, name: &str, action: machine::Action) {
+        let result = match action {
+            machine::Action::Arm(next) => {
+                let Some(d) = self.timer_def(name) else {
+                    return;
+                };
+                let acc = d.section.accuracy.as_micros() as u64;
+                let armed = Armed {
+                    monotonic: next.monotonic.map(|m| (m, acc)),
+                    realtime: next.realtime.map(|r| (r, acc)),
+                };
+                self.timer_units
+                    .clocks
+                    .arm(name, armed)
+                    .map_err(|e| format!("cannot arm the timer: {e}"))
+            }
+            machine::Action::Disarm => self
+                .timer_units
+                .clocks
+                .disarm(name)
+                .map_err(|e| format!("cannot disarm the timer: {e}")),
+            machine::Action::StartUnit => {
+                // Queued: the timer's own transition completes first.
+                let _ = self.tx.send(Input::Trigger {
+                    timer: name.to_string(),
+                });
+                Ok(())
+            }
+            machine::Action::WriteStamp(at) => {
+                let path = stamp::stamp_path(&self.timer_units.state_dir, name);
+                stamp::write(&path, at).map_err(|e| e.to_string())
+            }
+        };
+        if let Err(msg) = result {
+            self.log(name, &msg);
+        }
+    }
+
+    /// A timerfd fired (`changed`: the wall clock jumped): the timers due
+    /// on that clock elapse, or every active timer recomputes.
+    pub(super) fn timer_clock(&mut self, realtime: bool, changed: bool) {
+        let names: Vec<String> = if changed {
+            self.units
+                .iter()
+                .filter(|(_, e)| {
+                    matches!(&e.body, Body::Timer(b) if b.timer.state == TimerState::Waiting)
+                })
+                .map(|(n, _)| n.to_string())
+                .collect()
+        } else {
+            self.timer_units
+                .clocks
+                .due(realtime, timer_clock::now(realtime))
+        };
+        let ev = if changed {
+            machine::Event::ClockChanged
+        } else {
+            machine::Event::Elapse
+        };
+        for n in names {
+            self.feed(&n, Event::TimerUnit(ev));
+        }
+        if let Err(e) = self.timer_units.clocks.fired() {
+            eprintln!("corrald: cannot set the timers' kernel clock: {e}");
+        }
+    }
+
+    /// Starts the unit timer `timer` triggers, as a start job.
+    pub(super) fn trigger(&mut self, timer: &str) {
+        let running = matches!(
+            self.units.get(timer).map(|e| &e.body),
+            Some(Body::Timer(b)) if b.timer.state == TimerState::Running
+        );
+        let Some(d) = self.timer_def(timer).filter(|_| running) else {
+            return;
+        };
+        let unit = d.triggers.to_string();
+        self.timer_units
+            .triggered_by
+            .insert(unit.clone(), timer.to_string());
+        let (reply, mut answer) = oneshot::channel();
+        self.job(&unit, JobRequest::Start, reply);
+        if let Ok(Err(f)) = answer.try_recv() {
+            self.timer_units.triggered_by.remove(&unit);
+            self.log(timer, &format!("Failed to start {unit}: {}", f.message));
+            self.feed(timer, Event::TimerUnit(machine::Event::UnitStartFailed));
+            return;
+        }
+        // Running already: this trigger started no invocation of its own.
+        if self.units.get(unit.as_str()).is_some_and(|e| e.inv().is_some()) {
+            self.timer_units.triggered_by.remove(&unit);
+        }
+    }
+
+    /// A new invocation of `unit` began: says which timer started it.
+    pub(super) fn log_triggered(&mut self, unit: &str) {
+        if let Some(timer) = self.timer_units.triggered_by.remove(unit) {
+            self.log(unit, &format!("Triggered by {timer}."));
+        }
+    }
+
+    /// The timers that trigger `unit`.
+    pub(super) fn timers_of(&self, unit: &str) -> Vec<String> {
+        self.units
+            .iter()
+            .filter(|(_, e)| matches!(&e.def, Ok(Def::Timer(d)) if d.triggers.as_str() == unit))
+            .map(|(n, _)| n.to_string())
+            .collect()
+    }
+
+    /// `unit` left or entered inactive/failed: its timers count
+    /// `OnUnitActiveSec=`/`OnUnitInactiveSec=` from now, and a running
+    /// timer waits again once the unit is down.
+    pub(super) fn tell_timers(&mut self, unit: &str, up: bool) {
+        let ev = if up {
+            machine::Event::UnitActive
+        } else {
+            machine::Event::UnitInactive
+        };
+        for t in self.timers_of(unit) {
+            self.feed(&t, Event::TimerUnit(ev));
+        }
+    }
+}
