@@ -134,6 +134,13 @@ impl TestDaemon {
         self.launch(&[]);
     }
 
+    /// Starts the daemon again after [`TestDaemon::terminate`], on the same
+    /// directories and state (the time between is the test's).
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "relaunch of a daemon still running");
+        self.launch(&[]);
+    }
+
     /// Stops the daemon as a service manager would, with SIGTERM (it stops
     /// its units first); fails the test unless it exits 0 within 30 s.
     pub fn terminate(&mut self) {
