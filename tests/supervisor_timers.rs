@@ -13,7 +13,10 @@ use common::{TestDaemon, wait_until};
 
 /// Microseconds since the epoch.
 fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 /// Where service `name` records its runs.
@@ -65,10 +68,7 @@ fn wait_runs(td: &TestDaemon, name: &str, n: usize, secs: u64) -> Vec<(u64, u64)
 fn on_active_sec_fires_once() {
     let Some(td) = TestDaemon::start_with(|td| {
         write_recorder(td, "tick", "");
-        td.write_unit(
-            "tick.timer",
-            "[Timer]\nOnActiveSec=1s\nAccuracySec=1ms\n",
-        );
+        td.write_unit("tick.timer", "[Timer]\nOnActiveSec=1s\nAccuracySec=1ms\n");
     }) else {
         return;
     };
@@ -166,6 +166,34 @@ fn on_calendar_fires_within_accuracy() {
     );
     td.ok(&["daemon-reload"]);
     td.ok(&["start", "cal.timer"]);
+    // Before it elapses: the queries show when and what.
+    let o = td.ok(&["list-timers"]);
+    let row = o
+        .stdout
+        .lines()
+        .find(|l| l.contains("cal.timer"))
+        .unwrap_or_default();
+    assert!(o.stdout.starts_with("NEXT"), "{}", o.stdout);
+    assert!(
+        row.ends_with("cal.service") && row.contains(" left "),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("1 timer listed."), "{}", o.stdout);
+    let o = td.ok(&["status", "cal.timer"]);
+    assert!(
+        o.stdout.contains("Active: active (waiting)"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("    Trigger: "), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("   Triggers: cal.service"),
+        "{}",
+        o.stdout
+    );
+    let o = td.corral(&["status", "cal.service"]);
+    assert!(o.stdout.contains("TriggeredBy: cal.timer"), "{o:?}");
     let r = wait_runs(&td, "cal", 1, 15);
     assert!(r[0].0 >= at, "ran {} µs early", at - r[0].0);
     // AccuracySec=1ms, plus the fork and exec of the recorder.
@@ -194,7 +222,12 @@ fn persistent_catches_up_once_after_a_restart() {
         return;
     };
     let units = td.units_dir();
-    td.ok(&["enable", "--units-dir", units.to_str().unwrap(), "keep.timer"]);
+    td.ok(&[
+        "enable",
+        "--units-dir",
+        units.to_str().unwrap(),
+        "keep.timer",
+    ]);
     assert!(units.join("timers.target.wants/keep.timer").exists());
     td.ok(&["start", "keep.timer"]);
     let first = wait_runs(&td, "keep", 1, 10)[0].0;
@@ -221,6 +254,14 @@ fn persistent_catches_up_once_after_a_restart() {
         .collect();
     assert_eq!(early.len(), 1, "caught up more than once: {early:?}");
     assert_eq!(td.prop("keep.timer", "ActiveState"), "active");
+    // LAST is the catch-up run's trigger.
+    let o = td.ok(&["list-timers"]);
+    let row = o
+        .stdout
+        .lines()
+        .find(|l| l.contains("keep.timer"))
+        .unwrap_or_default();
+    assert!(row.contains(" ago "), "{}", o.stdout);
 }
 
 #[test]

@@ -154,6 +154,15 @@ pub fn format_span(usec: u64) -> String {
     }
 }
 
+/// "4min 3s left" until `t`, or how long ago it was.
+pub fn left(t: u64, now: u64) -> String {
+    if t >= now {
+        format!("{} left", format_span(t - now))
+    } else {
+        format!("{} ago", format_span(now - t))
+    }
+}
+
 /// The "Active:" value: state (sub) [Result], since, how long ago.
 fn active_line(u: &UnitStatus, now: u64) -> String {
     let mut s = format!("{} ({})", u.active.as_str(), u.sub.as_str());
@@ -208,6 +217,19 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
         let _ = writeln!(o, "    Drop-In: {}", u.dropins.join("\n             "));
     }
     let _ = writeln!(o, "     Active: {}", active_line(u, now));
+    if u.sub.as_str() != "dead" && matches!(u.sub, SubState::Timer(_)) {
+        let trigger = match u.next_elapse_usec {
+            Some(t) => format!("{}; {}", format_time(t), left(t, now)),
+            None => "n/a".to_string(),
+        };
+        let _ = writeln!(o, "    Trigger: {trigger}");
+    }
+    if !u.triggers.is_empty() {
+        let _ = writeln!(o, "   Triggers: {}", u.triggers.join(" "));
+    }
+    if !u.triggered_by.is_empty() {
+        let _ = writeln!(o, "TriggeredBy: {}", u.triggered_by.join(" "));
+    }
     if let Some(pid) = u.main_pid {
         let comm = u
             .processes

@@ -475,6 +475,14 @@ pub struct UnitStatus {
     pub notes: Vec<String>,
     /// `Status` only: the unit's last journal lines, formatted as `corral journal` shows them.
     pub journal: Vec<String>,
+    /// A timer: when it elapses next, µs since the epoch (None: not armed).
+    pub next_elapse_usec: Option<u64>,
+    /// A timer: when it last triggered its unit, µs since the epoch.
+    pub last_trigger_usec: Option<u64>,
+    /// The units this one starts (a timer's `Unit=`).
+    pub triggers: Vec<String>,
+    /// The units that start this one (the timers whose `Unit=` it is).
+    pub triggered_by: Vec<String>,
 }
 
 /// The manager itself, for `corral status` without units.

@@ -534,11 +534,15 @@ pub async fn run(
         output,
         bus: None,
         bus_generation: 0,
-        timer_units: timer_unit::Timers::new(tx.clone(), &Handle::current(), opts.state_dir.clone())
-            .map_err(|source| SupervisorError::Sys {
-                op: "create the timer units' timerfds",
-                source,
-            })?,
+        timer_units: timer_unit::Timers::new(
+            tx.clone(),
+            &Handle::current(),
+            opts.state_dir.clone(),
+        )
+        .map_err(|source| SupervisorError::Sys {
+            op: "create the timer units' timerfds",
+            source,
+        })?,
     };
     manager.load_all();
     for e in &manager.load_errors {

@@ -15,7 +15,7 @@ use crate::supervisor::state::{ActiveState, Sub};
 use crate::supervisor::wire;
 use crate::unit::{RunitService, UnitName};
 
-use super::{Manager, normalize};
+use super::{Body, Def, Manager, normalize};
 
 impl Manager {
     pub(super) fn rel_cgroup(&self, cg: &Cgroup) -> String {
@@ -95,6 +95,10 @@ impl Manager {
             ));
         }
         let (main_pid, control_pid) = e.main_and_control();
+        let timer = match &e.body {
+            Body::Timer(t) => Some(t),
+            _ => None,
+        };
         let processes = e
             .cgroup()
             .map(|c| procs::describe(c.procs_recursive().unwrap_or_default()))
@@ -127,6 +131,13 @@ impl Manager {
             restarts: svc.map_or(0, |s| s.state.restarts),
             notes,
             journal: Vec::new(),
+            next_elapse_usec: timer.and_then(|t| t.next_realtime()),
+            last_trigger_usec: timer.and_then(|t| t.timer.last_trigger_realtime),
+            triggers: match &e.def {
+                Ok(Def::Timer(d)) => vec![d.triggers.to_string()],
+                _ => Vec::new(),
+            },
+            triggered_by: self.timers_of(name),
         }
     }
 
@@ -157,6 +168,10 @@ impl Manager {
             restarts: 0,
             notes: Vec::new(),
             journal: Vec::new(),
+            next_elapse_usec: None,
+            last_trigger_usec: None,
+            triggers: Vec::new(),
+            triggered_by: Vec::new(),
         }
     }
 

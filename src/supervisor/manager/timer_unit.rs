@@ -50,6 +50,19 @@ impl Default for TimerBody {
 }
 
 impl TimerBody {
+    /// When it elapses next on the wall clock (a monotonic elapse
+    /// converted at the clocks' current offset), the earlier of both.
+    pub(super) fn next_realtime(&self) -> Option<u64> {
+        let n = self.timer.next;
+        let mono = n
+            .monotonic
+            .map(|m| (timer_clock::now(true) + m).saturating_sub(timer_clock::now(false)));
+        match (mono, n.realtime) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The timer's phase: active while waiting, running or elapsed.
     pub(super) fn phase(&self) -> Phase {
         let s = self.timer.state;
@@ -246,10 +259,7 @@ impl Manager {
         if b.timer.state == TimerState::Failed && before != TimerState::Failed {
             b.result = ServiceResult::Resources;
         }
-        (
-            actions,
-            transition_note(before, b.timer.state, b.result),
-        )
+        (actions, transition_note(before, b.timer.state, b.result))
     }
 
     /// Carries out one action of a timer's machine.
@@ -342,7 +352,11 @@ impl Manager {
             return;
         }
         // Running already: this trigger started no invocation of its own.
-        if self.units.get(unit.as_str()).is_some_and(|e| e.inv().is_some()) {
+        if self
+            .units
+            .get(unit.as_str())
+            .is_some_and(|e| e.inv().is_some())
+        {
             self.timer_units.triggered_by.remove(&unit);
         }
     }
