@@ -1,0 +1,60 @@
+#!/bin/bash
+# bench-timers.sh [seconds] [count]: the cost of loaded timer units.
+# Two managers in turn on the same 1000 (count) oneshot services: the first
+# without timers, the second with one enabled .timer per service
+# (OnCalendar=daily, AccuracySec=1min, all started by timers.target), none
+# due within the window. For each, over `seconds` (default 60) of idleness:
+#   wakeups  context switches of every corrald thread (/proc/PID/task/*/status)
+#   runs     timeslices run, from /proc/PID/task/*/schedstat
+#   rss      VmRSS at the end, KiB
+# Needs root (cgroups). Everything started here is stopped here by PID.
+set -u
+SECS=${1:-60}; N=${2:-1000}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+B=/tmp/corral-bench-timers-$$; mkdir -p $B
+CG2=$(awk '$9=="cgroup2"{print $5; exit}' /proc/self/mountinfo)
+[ -n "$CG2" ] || { echo "no cgroup2 mount" >&2; exit 2; }
+(cd $ROOT && cargo build --release --bins -q) || exit 2
+CORRALD=$ROOT/target/release/corrald
+CD=
+cleanup() {
+  [ -n "$CD" ] && kill $CD 2>/dev/null && wait $CD 2>/dev/null
+  for d in $B/*/; do
+    cg=$CG2/corral-bench-timers-$$-$(basename $d)
+    [ -d $cg ] && find $cg -depth -type d -exec rmdir {} \; 2>/dev/null
+  done
+  rm -rf $B
+}
+trap cleanup EXIT
+counts() { # pid: "switches runs"
+  local s=0 r=0 t
+  for t in /proc/$1/task/*; do
+    s=$((s + $(awk '/ctxt_switches/{n+=$2} END{print n}' $t/status)))
+    r=$((r + $(awk '{print $3}' $t/schedstat)))
+  done
+  echo "$s $r"
+}
+run() { # name with-timers
+  local d=$B/$1; mkdir -p $d/units/timers.target.wants $d/run $d/state
+  for i in $(seq -w 1 $N); do
+    printf '[Service]\nType=oneshot\nExecStart=/bin/true\n' > $d/units/t$i.service
+    if [ "$2" = 1 ]; then
+      printf '[Timer]\nOnCalendar=daily\n[Install]\nWantedBy=timers.target\n' > $d/units/t$i.timer
+      ln -s ../t$i.timer $d/units/timers.target.wants/t$i.timer
+    fi
+  done
+  XDG_RUNTIME_DIR=$d/run $CORRALD --user --units-dir $d/units --runit-dir $d/none \
+    --state-dir $d/state --runtime-dir $d/run/corral --cgroup-root $CG2/corral-bench-timers-$$-$1 \
+    </dev/null >$d/corrald.log 2>&1 & CD=$!
+  until [ -S $d/run/corral/control.sock ]; do sleep 0.1; done
+  sleep 3  # start-up (loading, timers.target) done
+  local a b
+  a=($(counts $CD)); sleep $SECS; b=($(counts $CD))
+  local rss; rss=$(awk '/^VmRSS/{print $2}' /proc/$CD/status)
+  local active; active=$(grep -c "Started timer" $d/corrald.log)
+  echo -e "$1\ttimers-started=$active\twakeups=$((b[0]-a[0]))\truns=$((b[1]-a[1]))\trss_kib=$rss"
+  kill $CD; wait $CD 2>/dev/null; CD=
+}
+echo "over ${SECS}s idle, $N services:"
+run base 0
+run timers 1
