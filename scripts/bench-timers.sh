@@ -14,6 +14,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=/tmp/corral-bench-timers-$$; mkdir -p $B
 CG2=$(awk '$9=="cgroup2"{print $5; exit}' /proc/self/mountinfo)
 [ -n "$CG2" ] || { echo "no cgroup2 mount" >&2; exit 2; }
+# As scripts/test: thin builds (fat LTO takes minutes per binary).
+export CARGO_PROFILE_RELEASE_LTO=${CARGO_PROFILE_RELEASE_LTO:-false} CARGO_PROFILE_RELEASE_CODEGEN_UNITS=${CARGO_PROFILE_RELEASE_CODEGEN_UNITS:-16}
 (cd $ROOT && cargo build --release --bins -q) || exit 2
 CORRALD=$ROOT/target/release/corrald
 CD=
