@@ -81,7 +81,8 @@ impl Deps {
 
 impl Deps {
     /// The dependency lists of a loaded unit (its file, drop-ins and the
-    /// `.wants/`/`.requires/` directories the loader already merged in).
+    /// `.wants/`/`.requires/` directories the loader already merged in),
+    /// with the implicit ones of a socket unit.
     pub fn from_unit(u: &Unit) -> Deps {
         // A template (`foo@.service`) is never a unit of its own: systemd
         // ignores a dependency on one ("missing the instance name").
@@ -91,6 +92,17 @@ impl Deps {
                 .map(|n| n.to_string())
                 .collect::<Vec<_>>()
         };
+        let mut before = names(&u.unit.before);
+        // A socket is ordered before the service it triggers and before
+        // sockets.target without saying so (systemd.socket(5)).
+        if let Some(s) = &u.socket {
+            let implicit = s.implicit_dependencies(&u.name, u.unit.default_dependencies);
+            for n in names(&implicit.before) {
+                if !before.contains(&n) {
+                    before.push(n);
+                }
+            }
+        }
         Deps {
             requires: names(&u.unit.requires),
             wants: names(&u.unit.wants),
@@ -99,7 +111,7 @@ impl Deps {
             part_of: names(&u.unit.part_of),
             conflicts: names(&u.unit.conflicts),
             after: names(&u.unit.after),
-            before: names(&u.unit.before),
+            before,
             default_dependencies: u.unit.default_dependencies,
         }
     }

@@ -831,6 +831,7 @@ fn apply_parsed(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, parsed: synta
             "Unit" => applier.apply_unit(u, d),
             "Install" => applier.apply_install(u, d),
             "Service" if kind == UnitKind::Service => applier.apply_service(u, d),
+            "Socket" if kind == UnitKind::Socket => applier.apply_socket(u, d),
             s if Some(s) == kind_section => u.unsupported.push(d.clone()),
             // Directives of ignored sections were warned about per section.
             _ => u.unsupported.push(d.clone()),
