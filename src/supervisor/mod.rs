@@ -7,6 +7,8 @@
 //!   turns what happens (exits, empty cgroups, notify messages, timers,
 //!   control requests) into events.
 //! - [`service`]: a loaded unit turned into what the manager runs.
+//! - [`socket`]: the socket unit kind (binding, fd passing, its state
+//!   machine); not driven by the manager yet.
 //! - [`reaper`], [`notify`], [`output`], [`control`]: the event sources and
 //!   sinks around it (SIGCHLD, NOTIFY_SOCKET, stdout/stderr pipes, the
 //!   control socket).
@@ -33,6 +35,7 @@ pub mod output;
 pub mod procs;
 pub mod reaper;
 pub mod service;
+pub mod socket;
 pub mod state;
 pub mod target;
 pub mod wire;
