@@ -440,8 +440,11 @@ pub fn pass_fds(spec: &mut SpawnSpec, fds: &[(RawFd, &str)]) {
 /// /proc/net and the fds of /proc/PID; `None` when not found (another
 /// user's process without root, another network namespace).
 pub fn holder_of(l: &Listen) -> Option<String> {
-    let inode = socket_inode(l)?;
-    let needle = format!("socket:[{inode}]");
+    let inodes = socket_inodes(l);
+    if inodes.is_empty() {
+        return None;
+    }
+    let needles: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let name = proc_entry.file_name();
         let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -451,8 +454,11 @@ pub fn holder_of(l: &Listen) -> Option<String> {
             continue;
         };
         let found = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path())
-                .is_ok_and(|t| t.as_os_str().as_bytes() == needle.as_bytes())
+            std::fs::read_link(fd.path()).is_ok_and(|t| {
+                needles
+                    .iter()
+                    .any(|n| t.as_os_str().as_bytes() == n.as_bytes())
+            })
         });
         if found {
             let comm = std::fs::read_to_string(proc_entry.path().join("comm")).unwrap_or_default();
@@ -462,31 +468,39 @@ pub fn holder_of(l: &Listen) -> Option<String> {
     None
 }
 
-/// The inode of the socket bound at `l`'s address, from /proc/net.
-fn socket_inode(l: &Listen) -> Option<u64> {
+/// The inodes of the sockets at `l`'s address, from /proc/net: every
+/// match, since a connection waiting in a unix listener's backlog shows
+/// the listener's path too and belongs to no process yet.
+fn socket_inodes(l: &Listen) -> Vec<u64> {
     let Listen::Socket { kind, address } = l else {
-        return None;
+        return Vec::new();
     };
     match address {
         SocketAddress::Path(_) | SocketAddress::Abstract(_) => {
             let want = address.to_string();
-            let text = std::fs::read_to_string("/proc/net/unix").ok()?;
+            let Ok(text) = std::fs::read_to_string("/proc/net/unix") else {
+                return Vec::new();
+            };
             // Num RefCount Protocol Flags Type St Inode Path
-            text.lines().skip(1).find_map(|line| {
-                let cols: Vec<&str> = line.split_whitespace().collect();
-                (cols.len() >= 8 && cols[7] == want).then(|| cols[6].parse().ok())?
-            })
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    (cols.len() >= 8 && cols[7] == want).then(|| cols[6].parse().ok())?
+                })
+                .collect()
         }
-        SocketAddress::Inet(a) => inet_inode(*kind, a.ip(), a.port()),
+        SocketAddress::Inet(a) => inet_inodes(*kind, a.ip(), a.port()),
         SocketAddress::Port(p) => {
-            inet_inode(*kind, IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), *p)
+            inet_inodes(*kind, IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), *p)
         }
     }
 }
 
-/// The inode of a TCP listener or UDP socket on `ip:port` (or on the
+/// The inodes of TCP listeners or UDP sockets on `ip:port` (or on the
 /// wildcard address of either family, which also takes the port).
-fn inet_inode(kind: SocketType, ip: IpAddr, port: u16) -> Option<u64> {
+fn inet_inodes(kind: SocketType, ip: IpAddr, port: u16) -> Vec<u64> {
+    let mut out = Vec::new();
     let proto = if kind == SocketType::Datagram {
         "udp"
     } else {
@@ -517,10 +531,14 @@ fn inet_inode(kind: SocketType, ip: IpAddr, port: u16) -> Option<u64> {
             };
             let listening = proto == "udp" || cols[3] == "0A";
             let wildcard = addr.bytes().all(|b| b == b'0') || ip.is_unspecified();
-            if p == port_hex && listening && (addr == wanted || wildcard) {
-                return cols[9].parse().ok();
+            if p == port_hex
+                && listening
+                && (addr == wanted || wildcard)
+                && let Ok(inode) = cols[9].parse()
+            {
+                out.push(inode);
             }
         }
     }
-    None
+    out
 }
