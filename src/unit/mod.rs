@@ -16,6 +16,7 @@
 //! - [`timer`]: `[Timer]` of `.timer` units ([`timer::TimerSection`]) and their implicit dependencies.
 //! - [`loader`]: search paths, drop-ins, templates, masking, aliases ([`Loader`]).
 //! - [`runit`]: runit service directories as units.
+//! - [`socket`]: `[Socket]` of `.socket` units ([`SocketSection`]).
 //! - [`verify`]: `corral verify`'s report over files and directories.
 
 pub mod calendar;
@@ -29,6 +30,7 @@ pub mod loader;
 pub mod model;
 pub mod name;
 pub mod runit;
+pub mod socket;
 pub mod specifier;
 pub mod start_check;
 pub mod syntax;
@@ -50,6 +52,7 @@ pub use model::{
 };
 pub use name::{UnitKind, UnitName};
 pub use runit::RunitService;
+pub use socket::{Listen, SocketAddress, SocketSection, SocketType};
 pub use specifier::SpecifierContext;
 pub use syntax::Directive;
 

@@ -8,6 +8,7 @@ use super::condition::{Condition, ConditionKind};
 use super::exec::{ExecCommand, is_env_name, parse_exec};
 use super::name::{UnitKind, UnitName};
 use super::runit::RunitService;
+use super::socket::SocketSection;
 use super::specifier::SpecifierContext;
 use super::syntax::Directive;
 use super::timer::TimerSection;
@@ -47,6 +48,8 @@ pub struct Unit {
     pub service: Option<ServiceSection>,
     /// `[Timer]`; `Some` exactly for `.timer` units.
     pub timer: Option<TimerSection>,
+    /// `[Socket]`; `Some` exactly for `.socket` units.
+    pub socket: Option<SocketSection>,
     /// `[Install]`.
     pub install: InstallSection,
     /// Other names of this unit: alias symlinks found and `Alias=`.
@@ -63,6 +66,7 @@ impl Unit {
     pub fn new(name: UnitName) -> Unit {
         let service = (name.kind() == UnitKind::Service).then(ServiceSection::default);
         let timer = (name.kind() == UnitKind::Timer).then(TimerSection::default);
+        let socket = (name.kind() == UnitKind::Socket).then(SocketSection::default);
         Unit {
             name,
             fragment: None,
@@ -72,6 +76,7 @@ impl Unit {
             unit: UnitSection::default(),
             service,
             timer,
+            socket,
             install: InstallSection::default(),
             aliases: Vec::new(),
             unsupported: Vec::new(),
@@ -814,7 +819,7 @@ fn env_merged(env: Vec<(String, String)>) -> Vec<(String, String)> {
 }
 
 /// Removes repeated items, keeping the first of each, in one pass.
-fn dedup_in_order<T: std::hash::Hash + Eq + Clone>(list: &mut Vec<T>) {
+pub(super) fn dedup_in_order<T: std::hash::Hash + Eq + Clone>(list: &mut Vec<T>) {
     let mut seen = HashSet::with_capacity(list.len());
     list.retain(|x| seen.insert(x.clone()));
 }
@@ -826,7 +831,7 @@ const WORDS: SplitOptions = SplitOptions {
 
 impl Applier<'_> {
     /// Expands specifiers of a value, reporting failure as an error on `d`.
-    fn spec(&self, unit: &mut Unit, d: &Directive, s: &str) -> Option<String> {
+    pub(super) fn spec(&self, unit: &mut Unit, d: &Directive, s: &str) -> Option<String> {
         let expanded = self.spec.expand(s, &unit.name, unit.fragment.as_deref());
         match expanded {
             Ok(v) => Some(v),
@@ -839,7 +844,7 @@ impl Applier<'_> {
 
     /// Splits into words (quotes, escapes) and expands specifiers in each;
     /// a word whose specifiers fail is left out (systemd: "..., ignoring").
-    fn words(&self, unit: &mut Unit, d: &Directive) -> Option<Vec<String>> {
+    pub(super) fn words(&self, unit: &mut Unit, d: &Directive) -> Option<Vec<String>> {
         let (ws, notes) = match split(&d.value, WORDS) {
             Ok(x) => x,
             Err(e) => {
@@ -892,7 +897,7 @@ impl Applier<'_> {
         }
     }
 
-    fn bool_value(&self, unit: &mut Unit, d: &Directive) -> Option<bool> {
+    pub(super) fn bool_value(&self, unit: &mut Unit, d: &Directive) -> Option<bool> {
         let v = parse_bool(&d.value);
         if v.is_none() {
             invalid(
@@ -907,7 +912,7 @@ impl Applier<'_> {
         v
     }
 
-    fn time_value(
+    pub(super) fn time_value(
         &self,
         unit: &mut Unit,
         d: &Directive,
@@ -1510,6 +1515,17 @@ impl Applier<'_> {
             which.get(svc(unit)).clear();
             return;
         }
+        let commands = self.exec_commands(unit, d);
+        if which == ExecField::Start && !commands.is_empty() {
+            svc(unit).exec_start_line = d.line;
+            self.origins.exec_start = Some((d.file.to_path_buf(), d.line));
+        }
+        which.get(svc(unit)).extend(commands);
+    }
+
+    /// Parses a non-empty Exec value of any section into commands that
+    /// carry their origin, reporting warnings and errors on `d`.
+    pub(crate) fn exec_commands(&mut self, unit: &mut Unit, d: &Directive) -> Vec<ExecCommand> {
         let name = unit.name.clone();
         let fragment = unit.fragment.clone();
         let spec = self.spec;
@@ -1521,21 +1537,11 @@ impl Applier<'_> {
         for w in parsed.warnings {
             push_diag(unit, d, Severity::Warning, DiagnosticKind::Invalid, w);
         }
-        if which == ExecField::Start && !parsed.commands.is_empty() {
-            svc(unit).exec_start_line = d.line;
-            self.origins.exec_start = Some((d.file.to_path_buf(), d.line));
-        }
         let origin = super::exec::ExecOrigin {
             unit: unit.name.to_string(),
             directive: d.key.clone(),
             line: d.line,
         };
-        which
-            .get(svc(unit))
-            .extend(parsed.commands.into_iter().map(|mut c| {
-                c.origin = origin.clone();
-                c
-            }));
         match parsed.error {
             None => {}
             Some(e) if e.fatal => refused(
@@ -1548,6 +1554,14 @@ impl Applier<'_> {
             ),
             Some(e) => invalid(unit, d, format!("{}; command ignored", e.message)),
         }
+        parsed
+            .commands
+            .into_iter()
+            .map(|mut c| {
+                c.origin = origin.clone();
+                c
+            })
+            .collect()
     }
 
     fn exit_status(&mut self, unit: &mut Unit, d: &Directive) {
@@ -1634,6 +1648,7 @@ impl Applier<'_> {
             dedup_in_order(field.get(unit));
         }
         self.finish_timer(unit);
+        self.finish_socket(unit);
         let Some(s) = unit.service.as_mut() else {
             return;
         };
