@@ -56,6 +56,8 @@ pub struct CompiledQuery {
     pub(crate) max_seq: u64,
     priority: (u8, u8),
     grep: Option<regex::bytes::Regex>,
+    /// Whether `grep` can be run over a block's messages back to back (see [`Self::select`]).
+    grep_scan: bool,
     stream: Option<Stream>,
     identifiers: Vec<String>,
     exclude_identifiers: Vec<String>,
@@ -156,6 +158,7 @@ fn compile_group(matches: &[String]) -> MatchGroup {
 impl CompiledQuery {
     /// Compiles the regex, globs and cursors of `q`.
     pub fn new(q: &Query) -> Result<CompiledQuery> {
+        let grep_scan = q.grep.as_deref().is_some_and(context_free);
         let grep = match &q.grep {
             Some(p) => {
                 let insensitive = !p.chars().any(|c| c.is_uppercase());
@@ -195,6 +198,7 @@ impl CompiledQuery {
             min_seq,
             max_seq: u64::MAX,
             priority: q.priority.unwrap_or((0, 7)),
+            grep_scan: grep_scan && !grep.as_ref().is_some_and(|g| g.is_match(b"")),
             grep,
             stream: q.stream,
             identifiers: q.identifiers.clone(),
@@ -212,6 +216,61 @@ impl CompiledQuery {
 
     /// Whether a stored entry of `unit` passes every per-entry filter.
     pub fn matches(&self, unit: &str, e: &StoredRef<'_>) -> bool {
+        self.grep.as_ref().is_none_or(|g| g.is_match(e.message)) && self.matches_but_grep(unit, e)
+    }
+
+    /// The entries of a decoded block of `unit` that pass every filter, by index.
+    ///
+    /// When the block's messages lie one after the other (`contiguous`, format v2) and the
+    /// regex looks at no context (no anchors or word boundaries, no empty match), one
+    /// search runs over all of them instead of one per entry: it stops at the earliest
+    /// end of a match, the entry holding that end is tested on its own (the match may
+    /// have begun in an earlier one), and the search goes on after that entry. An
+    /// entry before it cannot match on its own: its match would have ended earlier.
+    /// `raw` is the decompressed block the items borrow from.
+    pub fn select(
+        &self,
+        unit: &str,
+        raw: &[u8],
+        items: &[StoredRef<'_>],
+        contiguous: bool,
+    ) -> Vec<usize> {
+        let (Some(re), true, Some(first), Some(last)) = (
+            &self.grep,
+            contiguous && self.grep_scan,
+            items.first(),
+            items.last(),
+        ) else {
+            return (0..items.len())
+                .filter(|&i| self.matches(unit, &items[i]))
+                .collect();
+        };
+        let offset = |m: &[u8]| m.as_ptr() as usize - raw.as_ptr() as usize;
+        let base = offset(first.message);
+        let Some(area) = raw.get(base..offset(last.message) + last.message.len() + 1) else {
+            return Vec::new();
+        };
+        let starts: Vec<usize> = items.iter().map(|e| offset(e.message) - base).collect();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < area.len() {
+            // The earliest end, not the leftmost start: `.*` would run on to the
+            // block's last possible end on every search.
+            let Some(end) = re.shortest_match_at(area, pos) else {
+                break;
+            };
+            let i = starts.partition_point(|&s| s < end) - 1;
+            let e = &items[i];
+            if re.is_match(e.message) && self.matches_but_grep(unit, e) {
+                out.push(i);
+            }
+            pos = starts[i] + e.message.len() + 1;
+        }
+        out
+    }
+
+    /// [`Self::matches`] without the regex.
+    fn matches_but_grep(&self, unit: &str, e: &StoredRef<'_>) -> bool {
         e.seq >= self.min_seq
             && e.seq <= self.max_seq
             && self.since.is_none_or(|s| e.realtime >= s)
@@ -221,7 +280,6 @@ impl CompiledQuery {
             && self.stream.is_none_or(|s| s.code() == e.stream)
             && self.boot_id.is_none_or(|b| b == e.boot_id)
             && self.identifier_ok(e.identifier)
-            && self.grep.as_ref().is_none_or(|g| g.is_match(e.message))
             && (self.groups.is_empty()
                 || self.fields_ok(&FieldView {
                     unit,
@@ -276,6 +334,27 @@ impl CompiledQuery {
                     .all(|(f, vs)| vs.iter().any(|v| e.has(f, v, &self.hostname)))
             })
     }
+}
+
+/// Whether a match of `pattern` depends only on the bytes it covers: no anchors,
+/// word boundaries or other look-around (all spelled with `^`, `$` or a `\b`, `\B`,
+/// `\A`, `\z`, `\<`, `\>` escape). Conservative: a `$` inside a class counts too.
+fn context_free(pattern: &str) -> bool {
+    if pattern.contains(['^', '$']) {
+        return false;
+    }
+    let mut escaped = false;
+    for c in pattern.chars() {
+        if escaped {
+            if matches!(c, 'b' | 'B' | 'A' | 'z' | '<' | '>') {
+                return false;
+            }
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        }
+    }
+    true
 }
 
 /// The globs `-u NAME` matches: the name as given and, as journalctl does,

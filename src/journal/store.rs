@@ -18,15 +18,28 @@ use super::query::{CompiledQuery, Query};
 use super::{Entry, NewEntry, Stream};
 
 /// The on-disk format version this build writes (and the highest it reads).
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 /// The store file's name inside a journal directory.
 pub const FILE_NAME: &str = "journal.redb";
 /// A block holds at most this many entries, so that "last 100" decodes little.
-pub const MAX_BLOCK_ENTRIES: usize = 256;
-/// A block holds at most about this many raw (uncompressed) bytes.
-pub const MAX_BLOCK_RAW: usize = 64 * 1024;
-/// Blocks with fewer entries than this are merged with their small neighbours.
-pub const SMALL_BLOCK_ENTRIES: u32 = 64;
+pub const MAX_BLOCK_ENTRIES: usize = 1024;
+/// redb gives a value too big to share a leaf a leaf of its own, rounded up to a power
+/// of two of 4 KiB pages: a block is sized to fill such a page, not to spill into the
+/// next size (a 8.2 KB block took a 16 KiB page, half of the file was that rounding).
+pub const BLOCK_PAGE: usize = 16 * 1024;
+/// The leaf's header, offsets and key beside the value, unit name aside (measured
+/// at 30 bytes; the margin covers redb's tuple encoding of longer names).
+const LEAF_OVERHEAD: usize = 64;
+
+/// The largest compressed block of `unit` that fits [`BLOCK_PAGE`] with its key.
+pub fn block_target(unit: &str) -> usize {
+    BLOCK_PAGE - LEAF_OVERHEAD - unit.len().min(BLOCK_PAGE / 4)
+}
+
+/// Blocks under half a page are merged with their small neighbours.
+fn is_small(unit: &str, stored_len: u32) -> bool {
+    (stored_len as usize) < block_target(unit) / 2
+}
 
 /// Scalar facts about the store: format_version, next_seq, store_id_lo/hi, stored_bytes, entries.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -335,7 +348,14 @@ impl Store {
                             supported: FORMAT_VERSION,
                         });
                     }
-                    Some(_) => {
+                    Some(v) => {
+                        if v < FORMAT_VERSION {
+                            // v2 reads v1's blocks as they are; the version goes up so
+                            // that an older corral refuses the v2 blocks written next.
+                            meta.insert("format_version", FORMAT_VERSION).map_err(|e| {
+                                JournalError::db(&file, "upgrade format version", e)
+                            })?;
+                        }
                         let lo = meta_get(&meta, "store_id_lo", &file)?;
                         let hi = meta_get(&meta, "store_id_hi", &file)?;
                         store_id = (hi as u128) << 64 | lo as u128;
@@ -567,41 +587,9 @@ impl Store {
             }
             let mut added_bytes = 0u64;
             for (unit, idx) in &by_unit {
-                let mut wm = t.last_watermark(unit)?;
-                let mut start = 0;
-                while start < idx.len() {
-                    let mut end = start;
-                    let mut raw = 0usize;
-                    while end < idx.len()
-                        && end - start < MAX_BLOCK_ENTRIES
-                        && (raw < MAX_BLOCK_RAW || end == start)
-                    {
-                        raw += staged[idx[end]].new.message.len() + 64;
-                        end += 1;
-                    }
-                    let chunk = &idx[start..end];
-                    let (bytes, raw_len) = enc
-                        .encode(chunk.iter().map(|&i| staged[i].item()))
-                        .map_err(|e| JournalError::io("compress block for", path, e))?;
-                    let first = &staged[chunk[0]];
-                    let last = &staged[chunk[chunk.len() - 1]];
-                    let min_rt = chunk.iter().map(|&i| staged[i].realtime).min().unwrap_or(0);
-                    let max_rt = chunk.iter().map(|&i| staged[i].realtime).max().unwrap_or(0);
-                    wm = wm.max(max_rt);
-                    let m = BlockMeta {
-                        first_seq: first.seq,
-                        last_seq: last.seq,
-                        min_rt,
-                        max_rt,
-                        watermark: wm,
-                        count: chunk.len() as u32,
-                        raw_len: raw_len as u32,
-                        stored_len: bytes.len() as u32,
-                    };
-                    added_bytes += bytes.len() as u64;
-                    t.put_block(unit, &m, &bytes)?;
-                    start = end;
-                }
+                let wm = t.last_watermark(unit)?;
+                let items: Vec<EncodeItem<'_>> = idx.iter().map(|&i| staged[i].item()).collect();
+                added_bytes += write_blocks(&mut t, enc, unit, &items, wm)?;
                 // Invocations: extend the range of each (unit, invocation) in this batch.
                 let mut invs: Vec<(u128, u64, u64)> = Vec::new();
                 for &i in idx {
@@ -1244,23 +1232,23 @@ impl Store {
                 // Groups of consecutive small blocks that fit together in one block.
                 let mut groups: Vec<Vec<BlockMeta>> = Vec::new();
                 let mut cur: Vec<BlockMeta> = Vec::new();
-                let (mut n, mut raw) = (0usize, 0usize);
+                let (mut n, mut stored) = (0usize, 0usize);
                 for m in &metas {
-                    let small = m.count < SMALL_BLOCK_ENTRIES;
+                    let small = is_small(unit, m.stored_len);
                     let fits = n + m.count as usize <= MAX_BLOCK_ENTRIES
-                        && raw + m.raw_len as usize <= MAX_BLOCK_RAW;
+                        && stored + m.stored_len as usize <= block_target(unit);
                     if !small || !fits {
                         if cur.len() > 1 {
                             groups.push(std::mem::take(&mut cur));
                         }
                         cur.clear();
                         n = 0;
-                        raw = 0;
+                        stored = 0;
                     }
                     if small {
                         cur.push(*m);
                         n += m.count as usize;
-                        raw += m.raw_len as usize;
+                        stored += m.stored_len as usize;
                     }
                 }
                 // The trailing run is merged too, and revisited next time: the unit may go on
@@ -1278,9 +1266,7 @@ impl Store {
                         break;
                     }
                     touched += g.len();
-                    if self.merge_group(&mut t, unit, &g, &mut enc)? {
-                        merged_away += g.len() - 1;
-                    }
+                    merged_away += self.merge_group(&mut t, unit, &g, &mut enc)?;
                 }
                 progress.push((unit.clone(), done_upto));
             }
@@ -1293,16 +1279,16 @@ impl Store {
         Ok(merged_away)
     }
 
-    /// Rewrites the blocks `g` as one; `false` (nothing changed) when one of them is
-    /// damaged: it is left as it is, for queries to skip, rather than stop all merging.
+    /// Rewrites the blocks `g` as few page-sized ones (normally one); returns how many
+    /// blocks fewer there are. Nothing changes when one of them is damaged: it is left
+    /// as it is, for queries to skip, rather than stop all merging.
     fn merge_group(
         &self,
         t: &mut Tables<'_>,
         unit: &str,
         g: &[BlockMeta],
         enc: &mut Encoder,
-    ) -> Result<bool> {
-        let path = &self.inner.path;
+    ) -> Result<usize> {
         let mut raws = Vec::with_capacity(g.len());
         for m in g {
             let bytes = t
@@ -1310,43 +1296,31 @@ impl Store {
                 .get((unit, m.first_seq))
                 .map_err(self.db_err("read block"))?
                 .map(|v| v.value().to_vec());
-            match bytes.as_deref().map(block::decompress) {
-                Some(Ok(raw)) => raws.push(raw),
-                _ => return Ok(false),
+            match bytes.as_deref().map(|b| (b[0], block::decompress(b))) {
+                Some((codec, Ok(raw))) => raws.push((codec, raw)),
+                _ => return Ok(0),
             }
         }
         let mut items = Vec::new();
-        for (raw, m) in raws.iter().zip(g) {
-            match block::decode(raw) {
+        for ((codec, raw), m) in raws.iter().zip(g) {
+            match block::decode(*codec, raw) {
                 Ok(decoded) if check_decoded(&decoded, m).is_ok() => items.extend(decoded),
-                _ => return Ok(false),
+                _ => return Ok(0),
             }
         }
-        let (bytes, raw_len) = enc
-            .encode(items.iter().map(item_of))
-            .map_err(|e| JournalError::io("compress block for", path, e))?;
+        let wm = t.watermark_before(unit, g[0].first_seq)?;
         let mut old_bytes = 0u64;
         for m in g {
             t.remove_block(unit, m)?;
             old_bytes += m.stored_len as u64;
         }
-        let m = BlockMeta {
-            first_seq: g[0].first_seq,
-            last_seq: g[g.len() - 1].last_seq,
-            min_rt: g.iter().map(|m| m.min_rt).min().unwrap_or(0),
-            max_rt: g.iter().map(|m| m.max_rt).max().unwrap_or(0),
-            watermark: g.iter().map(|m| m.watermark).max().unwrap_or(0),
-            count: g.iter().map(|m| m.count).sum(),
-            raw_len: raw_len as u32,
-            stored_len: bytes.len() as u32,
-        };
-        t.put_block(unit, &m, &bytes)?;
+        let before = t.blocks.len().map_err(self.db_err("count blocks"))?;
+        let items: Vec<EncodeItem<'_>> = items.iter().map(item_of).collect();
+        let added = write_blocks(t, enc, unit, &items, wm)?;
+        let written = t.blocks.len().map_err(self.db_err("count blocks"))? - before;
         let sb = t.meta("stored_bytes")?;
-        t.meta_set(
-            "stored_bytes",
-            sb.saturating_sub(old_bytes) + bytes.len() as u64,
-        )?;
-        Ok(true)
+        t.meta_set("stored_bytes", sb.saturating_sub(old_bytes) + added)?;
+        Ok(g.len().saturating_sub(written as usize))
     }
 
     /// Number of blocks of `unit` (tests and benches look at merging with it).
@@ -1360,6 +1334,79 @@ impl Store {
             .map_err(self.db_err("read block_meta"))?
             .count())
     }
+}
+
+/// Encodes `items` (one unit's, in seq order) into blocks that each fill one
+/// [`BLOCK_PAGE`] without spilling over, and puts them; `wm` is the unit's watermark
+/// before them. Returns the stored bytes added.
+///
+/// How many entries fill a block is guessed from how the unit's last block
+/// compressed, then corrected: a block over the target is encoded again with fewer
+/// entries, one well under it with more (at most three tries before halving).
+fn write_blocks(
+    t: &mut Tables<'_>,
+    enc: &mut Encoder,
+    unit: &str,
+    items: &[EncodeItem<'_>],
+    mut wm: u64,
+) -> Result<u64> {
+    let path = t.path;
+    let target = block_target(unit);
+    let mut added = 0u64;
+    let mut start = 0;
+    while start < items.len() {
+        let rest = &items[start..];
+        let max = rest.len().min(MAX_BLOCK_ENTRIES);
+        let want = (target as f64 * enc.ratio(unit)) as usize;
+        let (mut n, mut est) = (0, 0);
+        while n < max && (est < want || n == 0) {
+            est += rest[n].estimate();
+            n += 1;
+        }
+        let mut tries = 0;
+        let (bytes, raw_len) = loop {
+            let (bytes, raw_len) = enc
+                .encode(rest[..n].iter().copied())
+                .map_err(|e| JournalError::io("compress block for", path, e))?;
+            tries += 1;
+            let len = bytes.len();
+            let fits = len <= target;
+            if (fits && (len >= target * 7 / 8 || n == max || tries >= 3)) || (!fits && n == 1) {
+                break (bytes, raw_len);
+            }
+            let scaled = (n as f64 * target as f64 * 0.96 / len as f64) as usize;
+            n = if fits {
+                scaled.clamp(n + 1, max)
+            } else if tries >= 3 {
+                n / 2
+            } else {
+                scaled.clamp(1, n - 1)
+            };
+        };
+        let chunk = &rest[..n];
+        enc.note_ratio(
+            unit,
+            chunk.iter().map(EncodeItem::estimate).sum(),
+            bytes.len(),
+        );
+        let min_rt = chunk.iter().map(|e| e.realtime).min().unwrap_or(0);
+        let max_rt = chunk.iter().map(|e| e.realtime).max().unwrap_or(0);
+        wm = wm.max(max_rt);
+        let m = BlockMeta {
+            first_seq: chunk[0].seq,
+            last_seq: chunk[n - 1].seq,
+            min_rt,
+            max_rt,
+            watermark: wm,
+            count: n as u32,
+            raw_len: raw_len as u32,
+            stored_len: bytes.len() as u32,
+        };
+        t.put_block(unit, &m, &bytes)?;
+        added += bytes.len() as u64;
+        start += n;
+    }
+    Ok(added)
 }
 
 /// A damaged block can still decompress and decode (zstd frames of v1 carry no
@@ -1469,6 +1516,19 @@ impl<'t> Tables<'t> {
         let last = self
             .block_meta
             .range((unit, 0u64)..=(unit, u64::MAX))
+            .map_err(self.err("read block_meta"))?
+            .next_back();
+        Ok(match last {
+            Some(r) => r.map_err(self.err("read block_meta"))?.1.value().3,
+            None => 0,
+        })
+    }
+
+    /// The watermark of `unit`'s block before the one at `first_seq` (0 if none).
+    fn watermark_before(&self, unit: &str, first_seq: u64) -> Result<u64> {
+        let last = self
+            .block_meta
+            .range((unit, 0u64)..(unit, first_seq))
             .map_err(self.err("read block_meta"))?
             .next_back();
         Ok(match last {
@@ -1789,15 +1849,18 @@ impl UnitCursor {
             .get((unit, m.first_seq))
             .map_err(|e| JournalError::db(path, "read block", e))?
             .ok_or_else(|| corrupt(path, unit, m.first_seq, "block row missing"))?;
+        let codec = bytes.value().first().copied().unwrap_or(0);
         self.raw = block::decompress_with(zstd, bytes.value())
             .map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
         let raw = &self.raw;
-        let items = block::decode(raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
+        let items = block::decode(codec, raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
         check_decoded(&items, &m).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
         let (lo, hi) = (self.lo, self.hi);
-        let keep = items
-            .iter()
-            .filter(|e| e.seq >= lo && e.seq <= hi && cq.matches(unit, e))
+        let keep = cq
+            .select(unit, raw, &items, block::messages_contiguous(codec))
+            .into_iter()
+            .map(|i| &items[i])
+            .filter(|e| e.seq >= lo && e.seq <= hi)
             .map(|e| Slot::new(raw, e));
         // Kept in reverse walking order, so the next entry is always at the end.
         self.slots.clear();
