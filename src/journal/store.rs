@@ -1,10 +1,10 @@
 //! The redb store: compressed blocks per unit, their indexes, queries, merging and
 //! retention. The tables and their meaning are specified in docs/JOURNAL-FORMAT.md.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
 use std::time::Duration;
 
 use redb::{
@@ -879,7 +879,7 @@ impl Store {
                 metas: range,
                 raw: Vec::new(),
                 slots: Vec::new(),
-                next_meta: None,
+                ahead: VecDeque::new(),
                 backward: newest_first,
                 done: false,
             });
@@ -889,7 +889,8 @@ impl Store {
             _txn: txn,
             path: path.to_owned(),
             blocks,
-            cq,
+            pool: if q.grep.is_some() { Pool::new() } else { None },
+            cq: Arc::new(cq),
             cursors,
             heap: BinaryHeap::new(),
             zstd: zstd::bulk::Decompressor::new()
@@ -1625,8 +1626,10 @@ impl<'t> Tables<'t> {
 pub struct QueryIter {
     path: PathBuf,
     blocks: redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
-    cq: CompiledQuery,
+    cq: Arc<CompiledQuery>,
     cursors: Vec<UnitCursor>,
+    /// Decodes blocks ahead when the query filters on the message.
+    pool: Option<Pool>,
     /// (order key, cursor index, decoded): per unit, the seq of its next entry, or
     /// while its next block is not decoded yet, the bound its metadata gives (last_seq
     /// walking backwards, first_seq forwards). A block is decoded only when its bound
@@ -1672,7 +1675,15 @@ impl QueryIter {
         if let Some(seq) = c.head() {
             let k = self.key(seq);
             self.heap.push((k, i, true));
-        } else if let Some(bound) = c.next_bound(backward, &self.cq, &self.path)? {
+        } else if let Some(bound) = c.next_bound(
+            backward,
+            &LoadCtx {
+                blocks: &self.blocks,
+                cq: &self.cq,
+                path: &self.path,
+                pool: self.pool.as_ref(),
+            },
+        )? {
             let k = self.key(bound);
             self.heap.push((k, i, false));
         }
@@ -1686,8 +1697,14 @@ impl QueryIter {
                 self.push_next(i)?;
                 return Ok(Some(e));
             }
-            let count = self.cursors[i].next_meta.map_or(0, |m| m.count);
-            match self.cursors[i].load(&self.blocks, &self.cq, &self.path, &mut self.zstd) {
+            let count = self.cursors[i].ahead.front().map_or(0, |a| a.meta.count);
+            let ctx = LoadCtx {
+                blocks: &self.blocks,
+                cq: &self.cq,
+                path: &self.path,
+                pool: self.pool.as_ref(),
+            };
+            match self.cursors[i].load(&ctx, &mut self.zstd) {
                 Ok(()) => {}
                 // One damaged block must not hide the rest of the journal: it is
                 // passed over and counted, and the caller says so.
@@ -1742,10 +1759,126 @@ struct UnitCursor {
     /// Filtered entries of the current block in reverse walking order (`pop` from the
     /// end is always next); owned entries are only built for those popped.
     slots: Vec<Slot>,
-    /// The next block to decode, found from metadata.
-    next_meta: Option<BlockMeta>,
+    /// The next blocks to decode, found from metadata, the first at the front.
+    ahead: VecDeque<Ahead>,
     backward: bool,
     done: bool,
+}
+
+/// A block a cursor will decode next, and the pool's answer when it decodes it.
+struct Ahead {
+    meta: BlockMeta,
+    job: Option<mpsc::Receiver<std::result::Result<Loaded, String>>>,
+}
+
+/// What a cursor needs to read and decode blocks.
+struct LoadCtx<'a> {
+    blocks: &'a redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+    cq: &'a Arc<CompiledQuery>,
+    path: &'a Path,
+    pool: Option<&'a Pool>,
+}
+
+/// A decoded block's kept entries: its raw payload and, per entry, ranges into it.
+struct Loaded {
+    raw: Vec<u8>,
+    slots: Vec<Slot>,
+}
+
+/// Decompresses and decodes block `m` of `unit` and keeps, in seq order, its entries
+/// in `lo..=hi` that `cq` selects.
+fn filter_block(
+    bytes: &[u8],
+    m: &BlockMeta,
+    unit: &str,
+    lo: u64,
+    hi: u64,
+    cq: &CompiledQuery,
+    zstd: &mut zstd::bulk::Decompressor<'static>,
+) -> std::result::Result<Loaded, String> {
+    let codec = bytes.first().copied().unwrap_or(0);
+    let raw = block::decompress_with(zstd, bytes)?;
+    let items = block::decode(codec, &raw)?;
+    check_decoded(&items, m)?;
+    let slots = cq
+        .select(unit, &raw, &items, block::messages_contiguous(codec))
+        .into_iter()
+        .map(|i| &items[i])
+        .filter(|e| e.seq >= lo && e.seq <= hi)
+        .map(|e| Slot::new(&raw, e))
+        .collect();
+    drop(items);
+    Ok(Loaded { raw, slots })
+}
+
+/// A job of the [`Pool`], given that thread's zstd context.
+type Job = Box<dyn FnOnce(&mut zstd::bulk::Decompressor<'static>) + Send>;
+
+/// Threads that decode blocks ahead of a query that filters on the message (`-g`):
+/// then decompressing is most of the query's time, most entries are dropped, and
+/// blocks are independent of each other. One thread per CPU; the query's own thread
+/// reads the blocks from redb and merges the results in order.
+struct Pool {
+    tx: Option<mpsc::Sender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Blocks a cursor keeps handed to the pool ahead of the one it reads.
+    const AHEAD: usize = 8;
+
+    /// A pool of one thread per CPU; `None` on a single CPU or if no thread starts.
+    fn new() -> Option<Pool> {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        if n < 2 {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::new();
+        for _ in 0..n {
+            let rx = rx.clone();
+            let Ok(mut zstd) = zstd::bulk::Decompressor::new() else {
+                break;
+            };
+            let t = std::thread::Builder::new()
+                .name("journal-decode".into())
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().expect("pool queue lock").recv();
+                        match job {
+                            Ok(job) => job(&mut zstd),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            match t {
+                Ok(t) => threads.push(t),
+                Err(_) => break,
+            }
+        }
+        (!threads.is_empty()).then_some(Pool {
+            tx: Some(tx),
+            threads,
+        })
+    }
+
+    fn submit(&self, job: Job) {
+        if let Some(tx) = &self.tx {
+            // The threads outlive the sender; a send fails only if all panicked, and
+            // then the job's answer channel closes and the load reports it.
+            let _ = tx.send(job);
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A decoded entry whose strings are ranges of the cursor's raw block.
@@ -1795,14 +1928,12 @@ impl UnitCursor {
     }
 
     /// Finds the next block that may hold matches (metadata only) and returns its bound.
-    fn next_bound(
-        &mut self,
-        backward: bool,
-        cq: &CompiledQuery,
-        path: &Path,
-    ) -> Result<Option<u64>> {
+    /// With a pool, the blocks after it (up to [`Pool::AHEAD`]) are handed to it to
+    /// decode meanwhile.
+    fn next_bound(&mut self, backward: bool, ctx: &LoadCtx<'_>) -> Result<Option<u64>> {
         self.backward = backward;
-        while self.next_meta.is_none() && !self.done {
+        let want = if ctx.pool.is_some() { Pool::AHEAD } else { 1 };
+        while self.ahead.len() < want && !self.done {
             let next = if backward {
                 self.metas.next_back()
             } else {
@@ -1812,59 +1943,87 @@ impl UnitCursor {
                 self.done = true;
                 break;
             };
-            let (k, v) = r.map_err(|e| JournalError::db(path, "read block_meta", e))?;
+            let (k, v) = r.map_err(|e| JournalError::db(ctx.path, "read block_meta", e))?;
             let m = BlockMeta::from_tuple(k.value().1, v.value());
             if m.last_seq < self.lo || m.first_seq > self.hi {
                 continue;
             }
-            if cq.since.is_some_and(|since| m.max_rt < since) {
+            if ctx.cq.since.is_some_and(|since| m.max_rt < since) {
                 continue;
             }
-            if cq.until.is_some_and(|until| m.min_rt > until) {
+            if ctx.cq.until.is_some_and(|until| m.min_rt > until) {
                 if !backward {
                     self.done = true;
                 }
                 continue;
             }
-            self.next_meta = Some(m);
+            let job = match ctx.pool {
+                Some(pool) => self.submit(pool, &m, ctx)?,
+                None => None,
+            };
+            self.ahead.push_back(Ahead { meta: m, job });
         }
-        Ok(self
-            .next_meta
-            .map(|m| if backward { m.last_seq } else { m.first_seq }))
+        Ok(self.ahead.front().map(|a| {
+            if backward {
+                a.meta.last_seq
+            } else {
+                a.meta.first_seq
+            }
+        }))
     }
 
-    /// Decodes the block found by [`Self::next_bound`], keeping the matching entries.
+    /// Hands block `m` to the pool; `None` (decoded in [`Self::load`], which reports
+    /// it) when its row is missing.
+    fn submit(
+        &self,
+        pool: &Pool,
+        m: &BlockMeta,
+        ctx: &LoadCtx<'_>,
+    ) -> Result<Option<mpsc::Receiver<std::result::Result<Loaded, String>>>> {
+        let Some(bytes) = ctx
+            .blocks
+            .get((self.unit.as_str(), m.first_seq))
+            .map_err(|e| JournalError::db(ctx.path, "read block", e))?
+            .map(|v| v.value().to_vec())
+        else {
+            return Ok(None);
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        let (m, unit, lo, hi, cq) = (*m, self.unit.clone(), self.lo, self.hi, ctx.cq.clone());
+        pool.submit(Box::new(move |zstd| {
+            let _ = tx.send(filter_block(&bytes, &m, &unit, lo, hi, &cq, zstd));
+        }));
+        Ok(Some(rx))
+    }
+
+    /// Decodes the block found by [`Self::next_bound`] (or takes what the pool made
+    /// of it), keeping the matching entries.
     fn load(
         &mut self,
-        blocks: &redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
-        cq: &CompiledQuery,
-        path: &Path,
+        ctx: &LoadCtx<'_>,
         zstd: &mut zstd::bulk::Decompressor<'static>,
     ) -> Result<()> {
-        let Some(m) = self.next_meta.take() else {
+        let Some(Ahead { meta: m, job }) = self.ahead.pop_front() else {
             return Ok(());
         };
-        let unit = self.unit.as_str();
-        let bytes = blocks
-            .get((unit, m.first_seq))
-            .map_err(|e| JournalError::db(path, "read block", e))?
-            .ok_or_else(|| corrupt(path, unit, m.first_seq, "block row missing"))?;
-        let codec = bytes.value().first().copied().unwrap_or(0);
-        self.raw = block::decompress_with(zstd, bytes.value())
-            .map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
-        let raw = &self.raw;
-        let items = block::decode(codec, raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
-        check_decoded(&items, &m).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
-        let (lo, hi) = (self.lo, self.hi);
-        let keep = cq
-            .select(unit, raw, &items, block::messages_contiguous(codec))
-            .into_iter()
-            .map(|i| &items[i])
-            .filter(|e| e.seq >= lo && e.seq <= hi)
-            .map(|e| Slot::new(raw, e));
+        let (path, unit) = (ctx.path, self.unit.as_str());
+        let loaded = match job {
+            Some(rx) => rx
+                .recv()
+                .unwrap_or_else(|_| Err("the decoding thread ended".into())),
+            None => {
+                let bytes = ctx
+                    .blocks
+                    .get((unit, m.first_seq))
+                    .map_err(|e| JournalError::db(path, "read block", e))?
+                    .ok_or_else(|| corrupt(path, unit, m.first_seq, "block row missing"))?;
+                filter_block(bytes.value(), &m, unit, self.lo, self.hi, ctx.cq, zstd)
+            }
+        }
+        .map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
+        self.raw = loaded.raw;
         // Kept in reverse walking order, so the next entry is always at the end.
-        self.slots.clear();
-        self.slots.extend(keep);
+        self.slots = loaded.slots;
         if !self.backward {
             self.slots.reverse();
         }
