@@ -471,3 +471,85 @@ pub fn decode(codec: u8, raw: &[u8]) -> Result<Vec<StoredRef<'_>>, String> {
 pub fn messages_contiguous(codec: u8) -> bool {
     codec == CODEC_ZSTD_COLUMNS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_round_trip_every_field_and_refuse_damage() {
+        let idents = ["web", "web", "sh", "web"];
+        let msgs: [&[u8]; 4] = [b"one", b"", b"three\nlines\n", b"bin\x00\xff"];
+        let items: Vec<EncodeItem<'_>> = (0..4)
+            .map(|i| EncodeItem {
+                seq: 10 + i as u64 * 3,
+                // The wall clock steps back between the second and the third.
+                realtime: [5_000, 9_000, 1_000, 1_000][i],
+                monotonic: 100 + i as u64,
+                boot_id: if i < 3 { 1 << 100 } else { 2 },
+                uid: 1000,
+                invocation: [0, 7, 7, 8][i],
+                pid: [None, Some(0), Some(42), Some(u32::MAX - 1)][i],
+                stream: [
+                    Stream::Stdout,
+                    Stream::Stderr,
+                    Stream::Manager,
+                    Stream::Stdout,
+                ][i],
+                priority: i as u8,
+                flags: [0, 1, 2, 4][i],
+                identifier: idents[i],
+                message: msgs[i],
+            })
+            .collect();
+        let (b, raw_len) = Encoder::new()
+            .unwrap()
+            .encode(items.iter().copied())
+            .unwrap();
+        assert_eq!(b[0], CODEC_ZSTD_COLUMNS);
+        let raw = decompress(&b).unwrap();
+        assert_eq!(raw.len(), raw_len);
+        let got = decode(b[0], &raw).unwrap();
+        assert_eq!(got.len(), 4);
+        for (g, w) in got.iter().zip(&items) {
+            assert_eq!(
+                (
+                    g.seq,
+                    g.realtime,
+                    g.monotonic,
+                    g.boot_id,
+                    g.uid,
+                    g.invocation,
+                    g.pid
+                ),
+                (
+                    w.seq,
+                    w.realtime,
+                    w.monotonic,
+                    w.boot_id,
+                    w.uid,
+                    w.invocation,
+                    w.pid
+                )
+            );
+            assert_eq!(
+                (g.stream, g.priority, g.flags, g.identifier, g.message),
+                (
+                    w.stream.code(),
+                    w.priority,
+                    w.flags,
+                    w.identifier,
+                    w.message
+                )
+            );
+        }
+        // Every cut of the payload is refused, never a panic.
+        for cut in 0..raw.len() {
+            assert!(decode(b[0], &raw[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut extra = raw.clone();
+        extra.push(b'x');
+        assert!(decode(b[0], &extra).is_err());
+        assert!(decode(9, &raw).is_err());
+    }
+}

@@ -629,6 +629,100 @@ pub fn parse_span(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::block::{self, EncodeItem, Encoder};
+
+    /// A v2 block of `msgs`, decoded: (raw payload, codec).
+    fn block_of(msgs: &[&[u8]]) -> Vec<u8> {
+        let items = msgs.iter().enumerate().map(|(i, m)| EncodeItem {
+            seq: i as u64 + 1,
+            realtime: 1_000 + i as u64,
+            monotonic: 5 + i as u64,
+            boot_id: 7,
+            uid: 1000,
+            invocation: 0,
+            pid: None,
+            stream: Stream::Stdout,
+            priority: 6,
+            flags: 0,
+            identifier: "x",
+            message: m,
+        });
+        let items: Vec<_> = items.collect();
+        let (b, _) = Encoder::new().unwrap().encode(items.into_iter()).unwrap();
+        block::decompress(&b).unwrap()
+    }
+
+    #[test]
+    fn one_regex_pass_over_a_block_selects_what_matching_each_entry_does() {
+        let msgs: Vec<&[u8]> = vec![
+            b"ERROR [db] timeout after 5s",
+            b"ERROR [db] ok",
+            b"late timeout",
+            b"",
+            b"foo\nbar",
+            b"foo",
+            b"bar",
+            b"bin\x00ary\xff timeout",
+            b"Error: Timeout",
+            b"error timeout",
+            b"x foo y bar z",
+            b"",
+            b"timeout",
+        ];
+        let raw = block_of(&msgs);
+        let items = block::decode(block::CODEC_ZSTD_COLUMNS, &raw).unwrap();
+        assert_eq!(items.iter().map(|e| e.message).collect::<Vec<_>>(), msgs);
+        for pattern in [
+            "ERROR.*timeout",
+            "error.*timeout",
+            "timeout",
+            "foo.*bar",
+            "(?s)foo.*bar",
+            "(?s)ERROR.*late",
+            "(?-u)\\xff",
+            "ary.*timeout",
+            "^foo",
+            "bar$",
+            "\\bfoo\\b",
+            "x*",
+            "nothing here",
+            "Timeout|ok$",
+        ] {
+            let cq = CompiledQuery::new(&Query {
+                grep: Some(pattern.into()),
+                ..Query::default()
+            })
+            .unwrap();
+            let each: Vec<usize> = (0..items.len())
+                .filter(|&i| cq.matches("u", &items[i]))
+                .collect();
+            assert_eq!(cq.select("u", &raw, &items, true), each, "{pattern}");
+            assert_eq!(cq.select("u", &raw, &items, false), each, "{pattern}");
+        }
+    }
+
+    #[test]
+    fn smart_case_as_journalctl_any_capital_makes_it_case_sensitive() {
+        let m = |pattern: &str, msg: &[u8]| {
+            let cq = CompiledQuery::new(&Query {
+                grep: Some(pattern.into()),
+                ..Query::default()
+            })
+            .unwrap();
+            cq.grep.as_ref().unwrap().is_match(msg)
+        };
+        assert!(m("error", b"ERROR x"));
+        assert!(m("error", b"Error x"));
+        assert!(!m("Error", b"ERROR x"));
+        assert!(m("Error", b"Error x"));
+        // \S has a capital letter: journalctl's test is on the pattern text.
+        assert!(!m("e\\S", b"EX"));
+        assert!(m("(?i)Error", b"ERROR"));
+        assert!(!context_free("^x"));
+        assert!(!context_free("x\\b"));
+        assert!(context_free("a\\\\b"));
+        assert!(context_free("ERROR.*timeout"));
+    }
 
     #[test]
     fn a_bare_unit_name_means_its_service_as_in_journalctl() {
