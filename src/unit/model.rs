@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::condition::{Condition, ConditionKind};
 use super::exec::{ExecCommand, is_env_name, parse_exec};
+use super::execution::ExecSettings;
 use super::name::{UnitKind, UnitName};
 use super::runit::RunitService;
 use super::specifier::SpecifierContext;
@@ -165,6 +166,24 @@ pub struct UnitSection {
     pub start_limit_burst: u32,
     /// `DefaultDependencies=`; default yes.
     pub default_dependencies: bool,
+    /// `SuccessAction=`: what the manager does when the unit stops cleanly.
+    pub success_action: EmergencyAction,
+    /// `FailureAction=`: what the manager does when the unit fails.
+    pub failure_action: EmergencyAction,
+}
+
+/// `SuccessAction=`/`FailureAction=` as a user manager takes them: the
+/// system actions (reboot, poweroff, ...) are ignored with a warning, as
+/// systemd 252's user manager does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum EmergencyAction {
+    /// Nothing.
+    #[default]
+    None,
+    /// Stop the manager as `SIGTERM` would: every unit stops, then it exits.
+    Exit,
+    /// Exit the manager at once (corral stops the units on the way out too).
+    ExitForce,
 }
 
 impl Default for UnitSection {
@@ -186,6 +205,8 @@ impl Default for UnitSection {
             start_limit_interval: Duration::from_secs(10),
             start_limit_burst: 5,
             default_dependencies: true,
+            success_action: EmergencyAction::None,
+            failure_action: EmergencyAction::None,
         }
     }
 }
@@ -526,8 +547,9 @@ pub struct ServiceSection {
     pub notify_access: NotifyAccess,
     /// `BusName=`.
     pub bus_name: Option<String>,
-    /// `UMask=`; default 0022.
-    pub umask: u32,
+    /// `UMask=`; `None` (the default for user units, as in systemd) keeps
+    /// the manager's own umask.
+    pub umask: Option<u32>,
     /// `Nice=`.
     pub nice: Option<i32>,
     /// `Limit*=`.
@@ -553,6 +575,9 @@ pub struct ServiceSection {
     pub log_rate_limit_interval: Option<Duration>,
     /// `LogRateLimitBurst=`; `None` uses the journal's default.
     pub log_rate_limit_burst: Option<u32>,
+    /// Directories, credentials, stdin, `ExecSearchPath=`, scheduling
+    /// (`unit::execution`).
+    pub exec: ExecSettings,
 }
 
 impl ServiceSection {
@@ -684,7 +709,7 @@ impl Default for ServiceSection {
             pass_environment: Vec::new(),
             notify_access: NotifyAccess::None,
             bus_name: None,
-            umask: 0o022,
+            umask: None,
             nice: None,
             limits: BTreeMap::new(),
             standard_output: StdOutput::Journal,
@@ -697,6 +722,7 @@ impl Default for ServiceSection {
             tasks_max: None,
             log_rate_limit_interval: None,
             log_rate_limit_burst: None,
+            exec: ExecSettings::default(),
         }
     }
 }
@@ -736,7 +762,13 @@ impl<'a> Applier<'a> {
     }
 }
 
-fn push_diag(unit: &mut Unit, d: &Directive, sev: Severity, kind: DiagnosticKind, message: String) {
+pub(super) fn push_diag(
+    unit: &mut Unit,
+    d: &Directive,
+    sev: Severity,
+    kind: DiagnosticKind,
+    message: String,
+) {
     unit.diagnostics.push(Diagnostic {
         file: d.file.to_path_buf(),
         line: d.line,
@@ -749,7 +781,7 @@ fn push_diag(unit: &mut Unit, d: &Directive, sev: Severity, kind: DiagnosticKind
 }
 
 /// A bad assignment systemd 252 logs and ignores: the unit loads without it.
-fn invalid(unit: &mut Unit, d: &Directive, message: String) {
+pub(super) fn invalid(unit: &mut Unit, d: &Directive, message: String) {
     push_diag(unit, d, Severity::Error, DiagnosticKind::Invalid, message);
 }
 
@@ -828,7 +860,7 @@ impl Applier<'_> {
 
     /// Splits into words (quotes, escapes) and expands specifiers in each;
     /// a word whose specifiers fail is left out (systemd: "..., ignoring").
-    fn words(&self, unit: &mut Unit, d: &Directive) -> Option<Vec<String>> {
+    pub(super) fn words(&self, unit: &mut Unit, d: &Directive) -> Option<Vec<String>> {
         let (ws, notes) = match split(&d.value, WORDS) {
             Ok(x) => x,
             Err(e) => {
@@ -881,7 +913,7 @@ impl Applier<'_> {
         }
     }
 
-    fn bool_value(&self, unit: &mut Unit, d: &Directive) -> Option<bool> {
+    pub(super) fn bool_value(&self, unit: &mut Unit, d: &Directive) -> Option<bool> {
         let v = parse_bool(&d.value);
         if v.is_none() {
             invalid(
@@ -964,6 +996,39 @@ impl Applier<'_> {
             "DefaultDependencies" => {
                 if let Some(b) = self.bool_value(unit, d) {
                     unit.unit.default_dependencies = b;
+                }
+            }
+            "SuccessAction" | "FailureAction" => {
+                let a = match d.value.as_str() {
+                    "none" => EmergencyAction::None,
+                    "exit" => EmergencyAction::Exit,
+                    "exit-force" => EmergencyAction::ExitForce,
+                    "reboot" | "reboot-force" | "reboot-immediate" | "poweroff"
+                    | "poweroff-force" | "poweroff-immediate" | "halt" | "halt-force"
+                    | "halt-immediate" | "kexec" | "kexec-force" => {
+                        return invalid(
+                            unit,
+                            d,
+                            format!(
+                                "'{}' is an action of the system manager; a user manager takes none, exit or exit-force; directive ignored",
+                                d.value
+                            ),
+                        );
+                    }
+                    other => {
+                        return invalid(
+                            unit,
+                            d,
+                            format!(
+                                "unknown action '{other}' (use none, exit or exit-force); directive ignored"
+                            ),
+                        );
+                    }
+                };
+                if key == "SuccessAction" {
+                    unit.unit.success_action = a;
+                } else {
+                    unit.unit.failure_action = a;
                 }
             }
             k if k.starts_with("Condition") || k.starts_with("Assert") => self.condition(unit, d),
@@ -1338,7 +1403,7 @@ impl Applier<'_> {
                 }
             }
             "UMask" => match parse_umask(&d.value) {
-                Some(m) => svc(unit).umask = m,
+                Some(m) => svc(unit).umask = Some(m),
                 None => invalid(
                     unit,
                     d,
@@ -1490,7 +1555,11 @@ impl Applier<'_> {
             "StartLimitInterval" | "StartLimitIntervalSec" | "StartLimitBurst" => {
                 self.apply_unit(unit, d)
             }
-            _ => self.unsupported(unit, d),
+            _ => {
+                if !self.apply_execution(unit, d) {
+                    self.unsupported(unit, d)
+                }
+            }
         }
     }
 
@@ -1668,11 +1737,16 @@ impl Applier<'_> {
                     format!("{:?}", s.service_type).to_lowercase()
                 ),
             ));
-        } else if s.exec_start.is_empty() && s.exec_stop.is_empty() {
+        } else if s.exec_start.is_empty()
+            && s.exec_stop.is_empty()
+            && unit.unit.success_action == EmergencyAction::None
+        {
+            // systemd 252's service_verify(): a oneshot may have no command at
+            // all when SuccessAction= says what it is for (systemd-exit.service).
             problems.push((
                 whole(),
                 "ExecStart",
-                "the service has no ExecStart= (and no ExecStop=); add the command to run"
+                "the service has no ExecStart= (nor ExecStop= or SuccessAction=); add the command to run"
                     .to_string(),
             ));
         }
@@ -1706,7 +1780,7 @@ impl Applier<'_> {
     }
 }
 
-fn svc(unit: &mut Unit) -> &mut ServiceSection {
+pub(super) fn svc(unit: &mut Unit) -> &mut ServiceSection {
     unit.service.get_or_insert_with(ServiceSection::default)
 }
 

@@ -89,8 +89,17 @@ impl Manager {
             {
                 self.start_on_failure(name, d);
             }
+            // RuntimeDirectoryPreserve=restart and SuccessAction= tell a
+            // restart (automatic or asked for) from a stop.
+            let sub = self.units[name].state.sub;
+            let restarting = sub == Sub::AutoRestart || actions.contains(&Action::StartAgain);
+            let failed = sub == Sub::Failed;
             for a in actions {
                 match (&def, a) {
+                    (Some(d), Action::EndInvocation) => {
+                        self.execute(name, d, Action::EndInvocation, &mut queue);
+                        self.invocation_ended(name, d, failed, restarting);
+                    }
                     (Some(d), a) => self.execute(name, d, a, &mut queue),
                     (None, Action::Disarm(t)) => self.disarm(name, t),
                     // Verdicts ask for nothing else; without a definition
