@@ -405,3 +405,80 @@ fn privileges_a_user_manager_lacks_clamp_or_fail_as_in_systemd() {
     assert_ne!(o.code, 0);
     assert_eq!(td.prop("realtime", "ExecMainStatus"), "214");
 }
+
+#[test]
+fn runtime_directory_preserve_keeps_it_across_restarts_or_always() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        for (name, preserve) in [("again", "restart"), ("kept", "yes")] {
+            td.write_unit(
+                &format!("{name}.service"),
+                &format!(
+                    "[Service]\nRuntimeDirectory=%N\nRuntimeDirectoryPreserve={preserve}\n\
+                     ExecStart=/bin/sh -c 'touch $RUNTIME_DIRECTORY/mark; exec sleep 1000'\n"
+                ),
+            );
+        }
+    }) else {
+        return;
+    };
+    let mark = |name: &str| td.run_dir().join(name).join("mark");
+    td.ok(&["start", "again"]);
+    wait_until(10, "the mark file", || mark("again").exists());
+    // Written by the test: only a directory kept through the restart has it.
+    let left = td.run_dir().join("again/left-here");
+    std::fs::write(&left, "x").unwrap();
+    let first = td.prop("again", "MainPID");
+    td.ok(&["restart", "again"]);
+    assert_ne!(td.prop("again", "MainPID"), first);
+    assert!(left.exists(), "kept across the restart");
+    td.ok(&["stop", "again"]);
+    assert!(!td.run_dir().join("again").exists(), "removed at the stop");
+    td.ok(&["start", "kept"]);
+    wait_until(10, "the mark file", || mark("kept").exists());
+    td.ok(&["stop", "kept"]);
+    assert!(mark("kept").exists(), "RuntimeDirectoryPreserve=yes");
+}
+
+#[test]
+fn failure_action_exit_ends_the_manager_when_the_unit_fails() {
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "fatal.service",
+            "[Unit]\nFailureAction=exit\nSuccessAction=reboot\n[Service]\nType=oneshot\nExecStart=/bin/false\n",
+        );
+    }) else {
+        return;
+    };
+    let _ = td.corral(&["start", "fatal"]);
+    assert_eq!(
+        td.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "FailureAction=exit did not end the manager; its log:\n{}",
+        td.log()
+    );
+    assert!(td.log().contains("FailureAction= asks the manager to exit"));
+}
+
+#[test]
+fn syslog_identifier_and_level_prefix_label_the_journal() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "plainlog.service",
+            "[Service]\nType=oneshot\nSyslogIdentifier=plain-id\nSyslogLevelPrefix=no\n\
+             ExecStart=/bin/sh -c 'echo \"<3>as written\"'\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "plainlog"]);
+    let found = common::eventually(Duration::from_secs(5), || {
+        td.journal("plainlog.service", &["-o", "json"])
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["MESSAGE"] == "<3>as written")
+    })
+    .expect("the line, prefix kept, in the journal");
+    assert_eq!(found["SYSLOG_IDENTIFIER"], "plain-id");
+    assert_eq!(found["PRIORITY"], "6");
+}

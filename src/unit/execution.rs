@@ -813,6 +813,82 @@ impl Applier<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::unit::loader::from_text;
+    use crate::unit::{SpecifierContext, UnitName};
+
+    fn unit(text: &str) -> Unit {
+        let n = UnitName::parse("x.service").unwrap();
+        from_text(
+            &n,
+            Path::new("/units/x.service"),
+            text,
+            &SpecifierContext::example(),
+        )
+    }
+
+    #[test]
+    fn directives_are_typed_and_bad_values_dropped_with_file_and_line() {
+        let ctx = SpecifierContext::example();
+        let u = unit(
+            "[Service]\nExecStart=/bin/true\nRuntimeDirectory=%N ../up a:b\nStateDirectoryMode=0700\n\
+             LoadCredential=c\nSetCredential=s:v\\x00w\nSetCredential=bad/id:x\n\
+             StandardInput=file:rel\nStandardInputText=a\nIOSchedulingClass=idle\n\
+             CPUSchedulingPolicy=fifo\nOOMScoreAdjust=2000\nIgnoreSIGPIPE=no\nExecSearchPath=/a:/b\n",
+        );
+        let s = u.service.as_ref().unwrap();
+        let e = &s.exec;
+        let rt = e.directories(DirectoryKind::Runtime);
+        assert_eq!(rt.dirs.len(), 2);
+        assert_eq!(rt.dirs[0].path, ctx.runtime_dir.join("x"));
+        assert_eq!(rt.dirs[1].links, vec![ctx.runtime_dir.join("b")]);
+        assert_eq!(e.directories(DirectoryKind::State).mode, 0o700);
+        assert_eq!(e.credentials.len(), 2);
+        assert_eq!(
+            e.credentials[1].source,
+            CredentialSource::Data(b"v\0w".to_vec())
+        );
+        assert_eq!(
+            e.credentials_dir.as_deref(),
+            Some(ctx.runtime_dir.join("credentials/x.service").as_path())
+        );
+        assert_eq!(e.stdin(), StdInput::Data, "data implies StandardInput=data");
+        assert_eq!(e.io_priority, Some((3, 4)));
+        let sched = e.cpu_scheduling.unwrap();
+        assert_eq!((sched.policy, sched.priority), (libc::SCHED_FIFO, 1));
+        assert_eq!(e.oom_score_adjust, None);
+        assert!(!e.ignore_sigpipe);
+        assert_eq!(
+            e.exec_search_path,
+            vec![PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        let errors: Vec<String> = u.ignored_errors().map(|d| d.to_string()).collect();
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(errors[0].starts_with("/units/x.service:3: error: RuntimeDirectory: '../up'"));
+        assert!(
+            u.ensure_valid().is_ok(),
+            "bad assignments only drop themselves"
+        );
+    }
+
+    #[test]
+    fn success_action_lets_a_service_go_without_commands() {
+        let u = unit("[Unit]\nSuccessAction=exit-force\n");
+        assert!(u.ensure_valid().is_ok(), "{:?}", u.diagnostics);
+        assert_eq!(
+            u.unit.success_action,
+            crate::unit::model::EmergencyAction::ExitForce
+        );
+        let none = unit("[Unit]\nFailureAction=exit\n");
+        assert!(
+            none.ensure_valid().is_err(),
+            "FailureAction= alone is not enough"
+        );
+        let sys = unit("[Unit]\nSuccessAction=reboot\n[Service]\nExecStart=/bin/true\n");
+        assert!(
+            sys.ignored_errors()
+                .any(|d| d.message.contains("system manager"))
+        );
+    }
 
     #[test]
     fn value_syntaxes() {

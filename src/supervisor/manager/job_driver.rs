@@ -228,6 +228,17 @@ fn start_outcome(
 }
 
 impl Manager {
+    /// Whether a transaction still has a start job of `name` to run: a
+    /// restart (its stop done, its start next), for RuntimeDirectoryPreserve=.
+    pub(super) fn start_job_waits(&self, name: &str) -> bool {
+        self.graph.runs.iter().any(|r| {
+            matches!(
+                r.tx.result_of(name, JobKind::Start),
+                Some(JobResult::Pending | JobResult::Running)
+            )
+        })
+    }
+
     /// A start, stop, restart or try-restart request from the control socket.
     pub(super) fn transaction_job(&mut self, name: &str, job: &JobRequest, reply: Reply) {
         let verb = match job {

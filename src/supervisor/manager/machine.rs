@@ -92,7 +92,9 @@ impl Manager {
             // RuntimeDirectoryPreserve=restart and SuccessAction= tell a
             // restart (automatic or asked for) from a stop.
             let sub = self.units[name].state.sub;
-            let restarting = sub == Sub::AutoRestart || actions.contains(&Action::StartAgain);
+            let restarting = sub == Sub::AutoRestart
+                || actions.contains(&Action::StartAgain)
+                || self.start_job_waits(name);
             let failed = sub == Sub::Failed;
             for a in actions {
                 match (&def, a) {
