@@ -301,6 +301,7 @@ fn false_condition_skips_false_assert_fails() {
             "fine.service",
             "[Unit]\nConditionUser=root\nConditionPathIsDirectory=/proc\n[Service]\nExecStart=/bin/sleep 1011\n",
         );
+        td.write_unit("notroot.target", "[Unit]\nConditionUser=!root\n");
     }) else {
         return;
     };
@@ -330,6 +331,12 @@ fn false_condition_skips_false_assert_fails() {
 
     td.ok(&["start", "fine"]);
     assert_eq!(td.prop("fine.service", "ActiveState"), "active");
+
+    // A target's start is checked like any other unit's.
+    let o = td.corral(&["start", "notroot.target"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(td.prop("notroot.target", "ActiveState"), "inactive");
+    assert_eq!(td.prop("notroot.target", "Result"), "condition");
 }
 
 #[test]

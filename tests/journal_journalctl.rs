@@ -8,71 +8,8 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::journal::{corral_journal, ne, open, to_journal_file};
-use corral::journal::{NewEntry, Stream};
+use common::journal::{corral_journal, open, to_journal_file, varied_entries as entries};
 use serde_json::Value;
-
-/// The entries: several identifiers, PIDs, priorities and units, a manager line
-/// without a PID, and messages journalctl shows specially without -a.
-fn entries() -> Vec<NewEntry> {
-    let mut v = Vec::new();
-    let mut add = |unit: &str, ident: &str, pid: Option<u32>, prio: u8, msg: &[u8]| {
-        let mut e = ne(unit, "");
-        e.identifier = ident.into();
-        e.pid = pid;
-        e.priority = prio;
-        e.message = msg.to_vec();
-        v.push(e);
-    };
-    add("web.service", "web", Some(101), 6, b"listening on :8080");
-    add("web.service", "web", Some(102), 3, b"ssh-agent error\r");
-    add("job.service", "sh", Some(201), 6, b"first command");
-    add("job.service", "run", Some(202), 4, b"tab\tseparated");
-    add(
-        "job.service",
-        "run",
-        Some(202),
-        6,
-        b"\x1b[31mred\x1b[0m text",
-    );
-    add(
-        "web.service",
-        "web",
-        Some(101),
-        6,
-        b"carriage\rreturn inside",
-    );
-    add("web.service", "web", Some(101), 6, b"two\nlines");
-    add("web.service", "web", Some(101), 6, b"bell\x07");
-    add(
-        "web.service",
-        "web",
-        Some(101),
-        6,
-        "caf\u{e9} \u{2603}".as_bytes(),
-    );
-    add(
-        "web.service",
-        "web",
-        Some(101),
-        6,
-        "c1 \u{85} control".as_bytes(),
-    );
-    add("web.service", "web", Some(101), 6, b"not utf-8 \xff");
-    let mut big = vec![b'x'; 2000];
-    big.push(1);
-    add("web.service", "web", Some(101), 6, &big);
-    add("web.service", "web", Some(101), 6, b"");
-    let mut mgr = NewEntry::manager("web.service", 0xabc, "Started web.service.");
-    mgr.priority = 5;
-    v.push(mgr);
-    let mut err = ne("db.service", "db: disk full");
-    err.identifier = "db".into();
-    err.stream = Stream::Stderr;
-    err.priority = 2;
-    v.push(err);
-    v
-}
 
 /// A corral store and the journal file journal-remote made of its export.
 struct Pair {

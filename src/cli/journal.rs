@@ -161,13 +161,18 @@ pub struct JournalArgs {
 
 /// The default journal directory of the calling user.
 pub fn default_directory() -> PathBuf {
+    state_directory().join("journal")
+}
+
+/// The calling user's corral state directory: $XDG_STATE_HOME/corral, as corrald's.
+pub fn state_directory() -> PathBuf {
     if let Some(s) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
-        return PathBuf::from(s).join("corral/journal");
+        return PathBuf::from(s).join("corral");
     }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/"));
-    home.join(".local/state/corral/journal")
+    home.join(".local/state/corral")
 }
 
 /// A user-facing failure of `corral journal`.
@@ -866,12 +871,7 @@ fn follow(
     from_seq: u64,
     opts: &OutputOptions,
 ) -> Result<(), CliError> {
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-    let path = store.path().to_owned();
-    let ino = Inotify::init(InitFlags::IN_CLOEXEC)
-        .map_err(|e| JournalError::io("inotify_init", &path, e.into()))?;
-    ino.add_watch(&path, AddWatchFlags::IN_MODIFY)
-        .map_err(|e| JournalError::io("watch", &path, e.into()))?;
+    let watch = StoreWatch::new(store)?;
     query.lines = None;
     query.reverse = false;
     if last.is_none() {
@@ -891,9 +891,35 @@ fn follow(
         if l.is_some() {
             last = l;
         }
-        // Blocks until the writer writes to the file: no polling.
-        ino.read_events()
-            .map_err(|e| JournalError::io("read inotify events for", &path, e.into()))?;
+        watch.wait()?;
+    }
+}
+
+/// Wakes its owner when a writer (the manager) writes to a store file.
+pub struct StoreWatch {
+    ino: nix::sys::inotify::Inotify,
+    path: PathBuf,
+}
+
+impl StoreWatch {
+    /// Watches the file of `store`; a commit after this call wakes [`StoreWatch::wait`].
+    pub fn new(store: &Store) -> Result<StoreWatch, JournalError> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let path = store.path().to_owned();
+        let ino = Inotify::init(InitFlags::IN_CLOEXEC)
+            .map_err(|e| JournalError::io("inotify_init", &path, e.into()))?;
+        ino.add_watch(&path, AddWatchFlags::IN_MODIFY)
+            .map_err(|e| JournalError::io("watch", &path, e.into()))?;
+        Ok(StoreWatch { ino, path })
+    }
+
+    /// Blocks until the file was written since the last wait (or since
+    /// [`StoreWatch::new`]): inotify, no polling.
+    pub fn wait(&self) -> Result<(), JournalError> {
+        self.ino
+            .read_events()
+            .map(drop)
+            .map_err(|e| JournalError::io("read inotify events for", &self.path, e.into()))
     }
 }
 

@@ -19,6 +19,7 @@ pub mod environment;
 pub mod is_active;
 pub mod jobs;
 pub mod journal;
+pub mod journal_upload;
 pub mod kill;
 pub mod linger;
 pub mod list;
@@ -286,6 +287,8 @@ pub enum Command {
     ShowEnvironment,
     /// Show what the services printed (journalctl's flags).
     Journal(Lazy<Box<journal::JournalArgs>>),
+    /// Send the journal to a systemd-journal-remote over HTTP (as systemd-journal-upload).
+    JournalUpload(Lazy<journal_upload::UploadArgs>),
     /// Print a shell completion script:
     /// `corral completions bash > /usr/share/bash-completion/completions/corral`.
     Completions {
@@ -340,6 +343,7 @@ pub fn main() -> ExitCode {
         Command::DisableLinger(args) => return linger::run(args.0, false),
         Command::Verify(args) => return ExitCode::from(verify::run(&args)),
         Command::Journal(args) => return journal::run(*args.0, socket),
+        Command::JournalUpload(args) => return journal_upload::run(args.0),
         Command::Enable(a) => {
             return ExitCode::from(enable::run_then_now(InstallVerb::Enable, &a, socket));
         }

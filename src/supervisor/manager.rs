@@ -14,6 +14,7 @@
 //! This file holds the manager's state, its loop and its start-up; the
 //! rest is split by concern:
 //!
+//! - `entry.rs`: one unit: the part every unit has, and its kind's body.
 //! - `loading.rs`: unit files into definitions, daemon-reload, name lookup.
 //! - `requests.rs`: a job request on one unit (checks, reload, kill, reset-failed).
 //! - `job_driver.rs`: start/stop/restart as transactions over the unit graph.
@@ -32,7 +33,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
 
 use crate::cgroup::Cgroup;
 use crate::ipc::proto::{ErrorKind, Failure, KillWhom, LoadState, Response};
@@ -41,12 +41,13 @@ use crate::unit::{Loader, SpecifierContext, UnitName};
 use super::control::Query;
 use super::notify::{Message, NotifySocket};
 use super::output::Output;
-use super::service::ServiceDef;
-use super::state::{Event, Exit, Pid, StartLimit, State, Timer};
+use super::state::{Event, Exit, Pid, Timer};
 use super::{Options, SupervisorError, control, reaper};
+use entry::{Body, Def, UnitEntry};
 use environment::base_environment;
 
 mod bus;
+mod entry;
 mod environment;
 mod exec;
 mod inotify;
@@ -181,65 +182,6 @@ struct Lingering {
     pids: Vec<Pid>,
 }
 
-struct UnitEntry {
-    /// The definition, or why it could not be loaded.
-    def: Result<Arc<ServiceDef>, LoadError>,
-    /// A definition read by daemon-reload while an invocation ran; applied when it ends.
-    pending: Option<Result<Arc<ServiceDef>, LoadError>>,
-    state: State,
-    inv: Option<Invocation>,
-    /// The last invocation id, kept for status after the invocation ended.
-    last_invocation: String,
-    start_limit: StartLimit,
-    /// Armed timers: generation and task (none for a zero delay, already queued).
-    timers: HashMap<Timer, (u64, Option<AbortHandle>)>,
-    /// Reload jobs waiting for the reload to end (start and stop jobs live in transactions).
-    reload_waiters: Vec<oneshot::Sender<Result<Vec<String>, Failure>>>,
-    /// When the ActiveState last changed (µs since the epoch).
-    since_usec: u64,
-    status_text: Option<String>,
-    /// The last main process and how it ended.
-    main_exit: Option<(Pid, Exit)>,
-    /// Why the last start failed, in words, when the state machine's result is not enough.
-    failure_note: Option<String>,
-    /// KillMode=process: PIDs left running by the last stop.
-    left_behind: Vec<Pid>,
-    /// enabled/disabled/static/masked, from the loader's listing.
-    file_state: String,
-    /// LogRateLimitIntervalSec=/LogRateLimitBurst=, shared by the unit's pipes.
-    rate_limit: Option<Arc<crate::journal::ingest::RateLimiter>>,
-}
-
-impl UnitEntry {
-    fn new(def: Result<Arc<ServiceDef>, LoadError>) -> UnitEntry {
-        let start_limit = match &def {
-            Ok(d) => StartLimit::new(d.start_limit.0, d.start_limit.1),
-            Err(_) => StartLimit::default(),
-        };
-        UnitEntry {
-            def,
-            pending: None,
-            state: State::default(),
-            inv: None,
-            last_invocation: String::new(),
-            start_limit,
-            timers: HashMap::new(),
-            reload_waiters: Vec::new(),
-            since_usec: 0,
-            status_text: None,
-            main_exit: None,
-            failure_note: None,
-            left_behind: Vec::new(),
-            file_state: String::new(),
-            rate_limit: None,
-        }
-    }
-
-    fn cgroup(&self) -> Option<&Cgroup> {
-        self.inv.as_ref().and_then(|i| i.cgroup.as_ref())
-    }
-}
-
 fn now_usec() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -338,6 +280,16 @@ pub struct Manager {
 }
 
 impl Manager {
+    /// The service part of unit `name`, when it is a service.
+    fn service(&self, name: &str) -> Option<&entry::ServiceBody> {
+        self.units.get(name).and_then(UnitEntry::service)
+    }
+
+    /// The service part of unit `name`, to change it.
+    fn service_mut(&mut self, name: &str) -> Option<&mut entry::ServiceBody> {
+        self.units.get_mut(name).and_then(UnitEntry::service_mut)
+    }
+
     /// A message of the manager about a unit: on stderr and in the unit's journal.
     fn log(&self, unit: &str, msg: &str) {
         eprintln!("corrald: {unit}: {msg}");
@@ -345,11 +297,7 @@ impl Manager {
             let inv = self
                 .units
                 .get(unit)
-                .map(|e| {
-                    e.inv
-                        .as_ref()
-                        .map_or(e.last_invocation.clone(), |i| i.id.clone())
-                })
+                .map(UnitEntry::invocation_id)
                 .unwrap_or_default();
             self.output.manager_entry(unit, &inv, msg.to_string());
         }
@@ -359,7 +307,7 @@ impl Manager {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         while let Some(input) = rx.blocking_recv() {
             self.input(input);
-            if self.shutting_down && self.units.values().all(|u| u.inv.is_none()) {
+            if self.shutting_down && self.units.values().all(|u| u.inv().is_none()) {
                 break;
             }
         }
@@ -375,18 +323,18 @@ impl Manager {
                 let Some(e) = self.units.get(unit.as_str()) else {
                     return;
                 };
-                if e.inv.as_ref().map(|i| i.seq) != Some(seq) {
+                let Some(svc) = e.service() else { return };
+                if e.inv().map(|i| i.seq) != Some(seq) {
                     return;
                 }
                 let populated = e.cgroup().map(|c| c.populated().unwrap_or(false));
-                if populated == Some(false) && e.state.populated {
+                if populated == Some(false) && svc.state.populated {
                     self.feed(&unit, Event::CgroupEmpty);
                 }
             }
             Input::PidFileChanged { unit, seq } => {
                 let waiting = self.units.get(unit.as_str()).is_some_and(|e| {
-                    e.inv
-                        .as_ref()
+                    e.inv()
                         .is_some_and(|i| i.seq == seq && i.pidfile_watch.is_some())
                 });
                 if waiting {
@@ -406,11 +354,12 @@ impl Manager {
                 let current = self
                     .units
                     .get(unit.as_str())
-                    .and_then(|e| e.timers.get(&timer))
+                    .and_then(UnitEntry::service)
+                    .and_then(|s| s.timers.get(&timer))
                     .map(|(g, _)| *g);
                 if current == Some(generation) {
-                    if let Some(e) = self.units.get_mut(unit.as_str()) {
-                        e.timers.remove(&timer);
+                    if let Some(s) = self.service_mut(&unit) {
+                        s.timers.remove(&timer);
                     }
                     self.feed(&unit, Event::Timeout(timer));
                 }

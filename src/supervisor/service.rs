@@ -43,11 +43,6 @@ impl ServiceDef {
         self.unit.name.as_str()
     }
 
-    /// Whether the unit is a target (its own machine, `supervisor::target`).
-    pub fn is_target(&self) -> bool {
-        self.unit.name.kind() == crate::unit::UnitKind::Target
-    }
-
     /// The command `index` of list `cmd`.
     pub fn command(&self, cmd: Cmd, index: usize) -> Option<&ExecCommand> {
         self.cmds[cmd as usize].get(index)

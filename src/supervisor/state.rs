@@ -475,16 +475,19 @@ pub enum Event {
 impl Event {
     /// Whether this is one of the verdicts the manager reaches about a unit
     /// that is not running (reset-failed, a false condition or assert, a
-    /// failed dependency, a failed load), and that applies in state `sub`.
-    /// They change nothing in any other state: a unit under way is no
-    /// longer "about to start".
-    pub fn verdict_applies(&self, sub: Sub) -> Option<bool> {
+    /// failed dependency, a failed load), and that applies to a unit of any
+    /// kind in ActiveState `active` (`down`: no start under way, see
+    /// [`Sub::is_down`]). They change nothing in any other state: a unit
+    /// under way is no longer "about to start".
+    pub fn verdict_applies(&self, active: ActiveState, down: bool) -> Option<bool> {
         let applies = match self {
-            Event::ResetFailed => sub == Sub::Failed,
+            Event::ResetFailed => active == ActiveState::Failed,
             Event::ConditionFalse { .. } | Event::AssertFalse { .. } | Event::LoadFailed { .. } => {
-                sub.is_down()
+                down
             }
-            Event::DependencyFailed { .. } => matches!(sub, Sub::Dead | Sub::Failed),
+            Event::DependencyFailed { .. } => {
+                matches!(active, ActiveState::Inactive | ActiveState::Failed)
+            }
             _ => return None,
         };
         Some(applies)
@@ -863,10 +866,13 @@ impl Machine<'_> {
 
     /// A verdict about a unit that is down (see [`Event::verdict_applies`]).
     fn verdict(&mut self, event: &Event) {
-        if event.verdict_applies(self.s.sub) != Some(true) {
+        if event.verdict_applies(self.s.sub.active(), self.s.sub.is_down()) != Some(true) {
             return;
         }
-        let (sub, result) = verdict_outcome(event, self.s.result);
+        let (sub, result) = match verdict_outcome(event, self.s.result) {
+            (ActiveState::Failed, r) => (Sub::Failed, r),
+            (_, r) => (Sub::Dead, r),
+        };
         // A restart that was due will not happen now.
         if self.s.sub == Sub::AutoRestart {
             self.out.push(Action::Disarm(Timer::Restart));
@@ -1516,16 +1522,36 @@ impl StartLimit {
     }
 }
 
-/// Where a verdict that applies leaves a unit whose result was `result`.
-pub fn verdict_outcome(event: &Event, result: ServiceResult) -> (Sub, ServiceResult) {
+/// Where a verdict that applies leaves a unit of any kind whose result was
+/// `result`: inactive or failed, and the new result.
+pub fn verdict_outcome(event: &Event, result: ServiceResult) -> (ActiveState, ServiceResult) {
     match event {
-        Event::ResetFailed => (Sub::Dead, ServiceResult::Success),
-        Event::ConditionFalse { .. } => (Sub::Dead, ServiceResult::Condition),
-        Event::AssertFalse { .. } => (Sub::Failed, ServiceResult::Assert),
-        Event::DependencyFailed { .. } => (Sub::Failed, ServiceResult::Dependency),
+        Event::ResetFailed => (ActiveState::Inactive, ServiceResult::Success),
+        Event::ConditionFalse { .. } => (ActiveState::Inactive, ServiceResult::Condition),
+        Event::AssertFalse { .. } => (ActiveState::Failed, ServiceResult::Assert),
+        Event::DependencyFailed { .. } => (ActiveState::Failed, ServiceResult::Dependency),
         // LoadFailed: the result of the run that asked for the restart stays.
-        _ => (Sub::Failed, result),
+        _ => (ActiveState::Failed, result),
     }
+}
+
+/// What the manager logs when a service moves from `before` to `after`
+/// (systemd's words); None for the steps in between.
+pub fn transition_note(before: &State, after: &State) -> Option<String> {
+    if before.sub == after.sub {
+        return None;
+    }
+    Some(match after.sub {
+        Sub::Running if before.sub.active() != ActiveState::Active => "Started.".to_string(),
+        Sub::Exited => "Finished.".to_string(),
+        Sub::Dead => "Stopped.".to_string(),
+        Sub::Failed => format!("Failed with result '{}'.", after.result.as_str()),
+        Sub::AutoRestart => format!(
+            "Failed with result '{}'; scheduling restart.",
+            after.result.as_str()
+        ),
+        _ => return None,
+    })
 }
 
 /// The kill phases that send SIGKILL whatever KillSignal= says.

@@ -3,30 +3,86 @@
 //!
 //! A target groups other units and has no processes: its start job makes it
 //! active as soon as the job driver hands the job out (after the jobs
-//! ordered before it), its stop job inactive. It keeps the service's
-//! [`State`] so that `status` and the job driver read every unit alike:
-//! active is `Sub::Exited` (shown "active"), inactive `Sub::Dead`.
+//! ordered before it), its stop job inactive. It asks the manager for
+//! nothing, so its machine answers with a state alone.
 
-use super::state::{Event, ServiceResult, State, Sub};
+use super::state::{ActiveState, Event, ServiceResult};
 
-/// Computes a target's next state; a target asks the manager for nothing.
-pub fn next(state: &State, event: &Event) -> State {
-    let mut s = state.clone();
+/// Where a target is (systemd's target sub-states, and failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sub {
+    /// Not reached, or stopped.
+    #[default]
+    Dead,
+    /// Reached.
+    Active,
+    /// Its start failed (a required unit failed, an assertion was false).
+    Failed,
+}
+
+impl Sub {
+    /// The ActiveState this sub-state belongs to.
+    pub fn active(self) -> ActiveState {
+        match self {
+            Sub::Dead => ActiveState::Inactive,
+            Sub::Active => ActiveState::Active,
+            Sub::Failed => ActiveState::Failed,
+        }
+    }
+}
+
+/// The dynamic state of one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    /// Reached or not.
+    pub sub: Sub,
+    /// Why it ended up there: `dependency`, `assert`, `condition`, or success.
+    pub result: ServiceResult,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            sub: Sub::Dead,
+            result: ServiceResult::Success,
+        }
+    }
+}
+
+/// Computes a target's next state.
+pub fn next(state: State, event: &Event) -> State {
+    let active = state.sub.active();
     let (sub, result) = match event {
-        Event::Start | Event::Restart => (Sub::Exited, ServiceResult::Success),
+        Event::Start | Event::Restart => (Sub::Active, ServiceResult::Success),
         Event::Stop => (Sub::Dead, ServiceResult::Success),
-        v if v.verdict_applies(s.sub) == Some(true) => super::state::verdict_outcome(v, s.result),
+        v if v.verdict_applies(active, active != ActiveState::Active) == Some(true) => {
+            match super::state::verdict_outcome(v, state.result) {
+                (ActiveState::Failed, r) => (Sub::Failed, r),
+                (_, r) => (Sub::Dead, r),
+            }
+        }
         // Process, timer and bus events concern services only.
-        _ => return s,
+        _ => return state,
     };
-    s.sub = sub;
-    s.result = result;
-    s
+    State { sub, result }
+}
+
+/// What the manager logs when a target moves from `before` to `after`.
+pub fn transition_note(before: State, after: State) -> Option<String> {
+    if before.sub == after.sub {
+        return None;
+    }
+    Some(match after.sub {
+        Sub::Active => "Reached target.".to_string(),
+        Sub::Dead => "Stopped target.".to_string(),
+        Sub::Failed => format!("Failed with result '{}'.", after.result.as_str()),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::state::Timer;
 
     #[test]
     fn transitions() {
@@ -34,24 +90,34 @@ mod tests {
         let dep = || Event::DependencyFailed {
             dep: "db.service".into(),
         };
+        let cond = || Event::ConditionFalse {
+            reason: "ConditionPathExists=/nope".into(),
+        };
+        let assert = || Event::AssertFalse {
+            reason: "AssertPathExists=/nope".into(),
+        };
         // (from, event, to, result)
         let rows = [
-            (Sub::Dead, Event::Start, Sub::Exited, R::Success),
-            (Sub::Exited, Event::Start, Sub::Exited, R::Success),
-            (Sub::Failed, Event::Start, Sub::Exited, R::Success),
-            (Sub::Exited, Event::Stop, Sub::Dead, R::Success),
+            (Sub::Dead, Event::Start, Sub::Active, R::Success),
+            (Sub::Active, Event::Start, Sub::Active, R::Success),
+            (Sub::Failed, Event::Start, Sub::Active, R::Success),
+            (Sub::Active, Event::Stop, Sub::Dead, R::Success),
             (Sub::Dead, Event::Stop, Sub::Dead, R::Success),
-            (Sub::Dead, Event::Restart, Sub::Exited, R::Success),
+            (Sub::Dead, Event::Restart, Sub::Active, R::Success),
             (Sub::Dead, dep(), Sub::Failed, R::Dependency),
             // Reached already: a failed dependency is no news to it.
-            (Sub::Exited, dep(), Sub::Exited, R::Success),
+            (Sub::Active, dep(), Sub::Active, R::Success),
+            (Sub::Dead, cond(), Sub::Dead, R::Condition),
+            (Sub::Active, cond(), Sub::Active, R::Success),
+            (Sub::Dead, assert(), Sub::Failed, R::Assert),
             (Sub::Failed, Event::ResetFailed, Sub::Dead, R::Success),
-            (Sub::Exited, Event::ResetFailed, Sub::Exited, R::Success),
-            (Sub::Exited, Event::CgroupEmpty, Sub::Exited, R::Success),
+            (Sub::Active, Event::ResetFailed, Sub::Active, R::Success),
+            (Sub::Dead, Event::ResetFailed, Sub::Dead, R::Success),
+            (Sub::Active, Event::CgroupEmpty, Sub::Active, R::Success),
             (
-                Sub::Exited,
-                Event::Timeout(super::super::state::Timer::Phase),
-                Sub::Exited,
+                Sub::Active,
+                Event::Timeout(Timer::Phase),
+                Sub::Active,
                 R::Success,
             ),
         ];
@@ -63,10 +129,34 @@ mod tests {
                 } else {
                     R::Success
                 },
-                ..State::default()
             };
-            let got = next(&st, &event);
+            let got = next(st, &event);
             assert_eq!((got.sub, got.result), (to, result), "{event:?} in {from:?}");
+        }
+    }
+
+    #[test]
+    fn transitions_are_logged_in_systemd_words() {
+        let st = |sub, result| State { sub, result };
+        let ok = ServiceResult::Success;
+        let cases = [
+            (Sub::Dead, Sub::Active, ok, Some("Reached target.")),
+            (Sub::Active, Sub::Dead, ok, Some("Stopped target.")),
+            (
+                Sub::Dead,
+                Sub::Failed,
+                ServiceResult::Dependency,
+                Some("Failed with result 'dependency'."),
+            ),
+            (Sub::Active, Sub::Active, ok, None),
+            (Sub::Dead, Sub::Dead, ok, None),
+        ];
+        for (from, to, result, want) in cases {
+            assert_eq!(
+                transition_note(st(from, ok), st(to, result)).as_deref(),
+                want,
+                "{from:?} → {to:?}"
+            );
         }
     }
 }

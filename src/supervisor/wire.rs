@@ -10,6 +10,7 @@
 use crate::ipc::proto::{self, ServiceSub, SubState, TargetSub, UnitResult};
 
 use super::state::{self, ServiceResult, Sub};
+use super::target;
 
 /// The protocol's ActiveState for the manager's.
 pub fn active_state(a: state::ActiveState) -> proto::ActiveState {
@@ -48,12 +49,11 @@ pub fn service_sub(s: Sub) -> SubState {
 }
 
 /// A target's sub-state: a target has no processes, so it is reached
-/// (`active`) while its ActiveState is active and `dead` otherwise, as
-/// systemd says.
-pub fn target_sub(a: state::ActiveState) -> SubState {
-    SubState::Target(match a {
-        state::ActiveState::Active => TargetSub::Active,
-        _ => TargetSub::Dead,
+/// (`active`) or `dead`; a failed one is `dead` too, as systemd says.
+pub fn target_sub(s: target::Sub) -> SubState {
+    SubState::Target(match s {
+        target::Sub::Active => TargetSub::Active,
+        target::Sub::Dead | target::Sub::Failed => TargetSub::Dead,
     })
 }
 
@@ -130,17 +130,17 @@ mod tests {
         }
     }
 
-    /// A target is `active` only while active; starting, stopping or failed it is `dead`.
+    /// A target is `active` only while active; stopped or failed it is `dead`.
     #[test]
     fn a_target_is_active_or_dead() {
-        for s in SUBS {
-            let want = if s.active() == state::ActiveState::Active {
-                "active"
-            } else {
-                "dead"
-            };
-            assert_eq!(target_sub(s.active()).as_str(), want, "{s:?}");
-            assert!(matches!(target_sub(s.active()), SubState::Target(_)));
+        use target::Sub as T;
+        for (s, want) in [
+            (T::Dead, "dead"),
+            (T::Active, "active"),
+            (T::Failed, "dead"),
+        ] {
+            assert_eq!(target_sub(s).as_str(), want, "{s:?}");
+            assert!(matches!(target_sub(s), SubState::Target(_)));
         }
     }
 }

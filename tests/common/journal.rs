@@ -39,6 +39,68 @@ pub fn ne(unit: &str, msg: &str) -> NewEntry {
     }
 }
 
+/// Entries to compare with journalctl: several identifiers, PIDs, priorities and units, a manager line
+/// without a PID, and messages journalctl shows specially without -a.
+pub fn varied_entries() -> Vec<NewEntry> {
+    let mut v = Vec::new();
+    let mut add = |unit: &str, ident: &str, pid: Option<u32>, prio: u8, msg: &[u8]| {
+        let mut e = ne(unit, "");
+        e.identifier = ident.into();
+        e.pid = pid;
+        e.priority = prio;
+        e.message = msg.to_vec();
+        v.push(e);
+    };
+    add("web.service", "web", Some(101), 6, b"listening on :8080");
+    add("web.service", "web", Some(102), 3, b"ssh-agent error\r");
+    add("job.service", "sh", Some(201), 6, b"first command");
+    add("job.service", "run", Some(202), 4, b"tab\tseparated");
+    add(
+        "job.service",
+        "run",
+        Some(202),
+        6,
+        b"\x1b[31mred\x1b[0m text",
+    );
+    add(
+        "web.service",
+        "web",
+        Some(101),
+        6,
+        b"carriage\rreturn inside",
+    );
+    add("web.service", "web", Some(101), 6, b"two\nlines");
+    add("web.service", "web", Some(101), 6, b"bell\x07");
+    add(
+        "web.service",
+        "web",
+        Some(101),
+        6,
+        "caf\u{e9} \u{2603}".as_bytes(),
+    );
+    add(
+        "web.service",
+        "web",
+        Some(101),
+        6,
+        "c1 \u{85} control".as_bytes(),
+    );
+    add("web.service", "web", Some(101), 6, b"not utf-8 \xff");
+    let mut big = vec![b'x'; 2000];
+    big.push(1);
+    add("web.service", "web", Some(101), 6, &big);
+    add("web.service", "web", Some(101), 6, b"");
+    let mut mgr = NewEntry::manager("web.service", 0xabc, "Started web.service.");
+    mgr.priority = 5;
+    v.push(mgr);
+    let mut err = ne("db.service", "db: disk full");
+    err.identifier = "db".into();
+    err.stream = Stream::Stderr;
+    err.priority = 2;
+    v.push(err);
+    v
+}
+
 /// The messages of entries as strings.
 pub fn msgs(es: &[corral::journal::Entry]) -> Vec<String> {
     es.iter()
@@ -93,4 +155,89 @@ pub fn to_journal_file(export: &[u8], jfile: &Path) {
     remote.stdin.take().unwrap().write_all(export).unwrap();
     let r = remote.wait_with_output().unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}
+
+/// A real `systemd-journal-remote --listen-http=127.0.0.1:PORT --output=DIR/`,
+/// killed (by its PID) on drop.
+pub struct Receiver {
+    child: Option<std::process::Child>,
+    /// The port it listens on.
+    pub port: u16,
+    /// The directory it writes journal files into.
+    pub out: std::path::PathBuf,
+}
+
+impl Receiver {
+    /// Starts one on a free port, writing into `out` (created); returns once it
+    /// accepts connections.
+    pub fn start(out: &Path) -> Receiver {
+        Self::start_on(out, super::free_port())
+    }
+
+    /// Starts one on `port` (again, after [`Receiver::kill`]).
+    pub fn start_on(out: &Path, port: u16) -> Receiver {
+        assert!(
+            Path::new(REMOTE).exists(),
+            "{REMOTE} is missing: apt-get install systemd-journal-remote (scripts/test does)"
+        );
+        std::fs::create_dir_all(out).unwrap();
+        let child = Command::new(REMOTE)
+            .arg(format!("--listen-http=127.0.0.1:{port}"))
+            .arg(format!("--output={}/", out.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let r = Receiver {
+            child: Some(child),
+            port,
+            out: out.to_owned(),
+        };
+        // It says nothing when it listens: a connect tells.
+        let up = super::eventually(std::time::Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "journal-remote never listened on {port}");
+        r
+    }
+
+    /// Its upload address, as `--url` takes it.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Ends it with `sig` and reaps it.
+    pub fn kill(&mut self, sig: nix::sys::signal::Signal) {
+        if let Some(mut c) = self.child.take() {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig).unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// What it wrote, as `journalctl -D OUT -o json` objects (fields as
+    /// journalctl prints them: binary values are arrays of bytes).
+    pub fn entries(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let out = super::stdout_of(
+            Command::new("journalctl")
+                .args(["--no-pager", "-o", "json", "-D"])
+                .arg(&self.out),
+        );
+        serde_json::Deserializer::from_slice(&out)
+            .into_iter::<serde_json::Value>()
+            .map(|v| match v.unwrap() {
+                serde_json::Value::Object(m) => m,
+                v => panic!("not an object: {v}"),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

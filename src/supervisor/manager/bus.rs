@@ -68,9 +68,8 @@ impl Manager {
     /// that cannot appear.
     pub(super) fn bus_ready(&mut self, name: &str) -> bool {
         let dbus_unit = self.units[name]
-            .def
-            .as_ref()
-            .is_ok_and(|d| d.bus_name.is_some());
+            .service_def()
+            .is_some_and(|d| d.bus_name.is_some());
         if !dbus_unit || self.bus.as_ref().is_some_and(Bus::alive) {
             return true;
         }
@@ -110,8 +109,8 @@ impl Manager {
         ));
         // Units that started on an earlier connection: their names are checked on this one.
         for e in self.units.values() {
-            if e.inv.is_some()
-                && let Ok(d) = &e.def
+            if e.inv().is_some()
+                && let Some(d) = e.service_def()
                 && let Some(b) = &d.bus_name
             {
                 let _ = cmds.send(WatchCmd::Add(b.clone()));
@@ -172,8 +171,8 @@ impl Manager {
             this.units
                 .iter()
                 .filter(|(_, e)| {
-                    e.inv.is_some()
-                        && e.def.as_ref().is_ok_and(|d| {
+                    e.inv().is_some()
+                        && e.service_def().is_some_and(|d| {
                             d.bus_name.is_some()
                                 && want.is_none_or(|w| d.bus_name.as_deref() == Some(w))
                         })
@@ -184,7 +183,9 @@ impl Manager {
         match report {
             Report::Owner { name, owner } => {
                 for unit in watching(self, Some(&name)) {
-                    let state = &self.units[unit.as_str()].state;
+                    let Some(state) = self.service(&unit).map(|s| &s.state) else {
+                        continue;
+                    };
                     // A change is news, unless the unit is stopping anyway.
                     if state.bus_name_good != owner.is_some()
                         && state.sub.active() != ActiveState::Deactivating
@@ -206,10 +207,9 @@ impl Manager {
                 self.bus = None;
                 eprintln!("corrald: {err}");
                 for unit in watching(self, None) {
-                    let waiting = matches!(
-                        self.units[unit.as_str()].state.sub,
-                        Sub::Condition | Sub::StartPre | Sub::Start
-                    );
+                    let waiting = self.service(&unit).is_some_and(|s| {
+                        matches!(s.state.sub, Sub::Condition | Sub::StartPre | Sub::Start)
+                    });
                     if waiting {
                         let msg = no_bus(&err);
                         self.log(&unit, &msg);

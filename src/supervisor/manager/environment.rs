@@ -121,7 +121,7 @@ impl Manager {
         for (k, v) in self.env.vars() {
             set(&mut env, &k, v);
         }
-        if let Some(inv) = &e.inv {
+        if let Some(inv) = e.inv() {
             set(&mut env, "INVOCATION_ID", inv.id.clone());
         }
         if let Some(d) = def
@@ -133,8 +133,9 @@ impl Manager {
                 self.notify_path.to_string_lossy().into_owned(),
             );
         }
+        let svc = e.service();
         if cmd != Cmd::Start
-            && let Some(main) = e.state.main
+            && let Some(main) = svc.and_then(|s| s.state.main)
         {
             set(&mut env, "MAINPID", main.to_string());
         }
@@ -142,9 +143,9 @@ impl Manager {
             set(
                 &mut env,
                 "SERVICE_RESULT",
-                e.state.result.as_str().to_string(),
+                e.phase().result.as_str().to_string(),
             );
-            if let Some((_, exit)) = e.main_exit {
+            if let Some((_, exit)) = svc.and_then(|s| s.main_exit) {
                 set(&mut env, "EXIT_CODE", exit.code_word().to_string());
                 set(&mut env, "EXIT_STATUS", exit.status_word());
             }

@@ -19,7 +19,7 @@ use crate::unit::file::{UserFile, read_user_file};
 use crate::unit::model::StdOutput;
 use crate::unit::{RunitService, UnitError};
 
-use super::{Input, Manager};
+use super::{Input, Manager, UnitEntry};
 
 impl Manager {
     /// How the output of a process of `name` is labelled in the journal.
@@ -46,16 +46,13 @@ impl Manager {
             .unwrap_or_else(|| name.trim_end_matches(".service").to_string());
         Source {
             unit: name.to_string(),
-            invocation: e
-                .inv
-                .as_ref()
-                .map_or(e.last_invocation.clone(), |i| i.id.clone()),
+            invocation: e.invocation_id(),
             pid,
             stream,
             priority: svc.map_or(6, |s| s.syslog_level),
             level_prefix: svc.is_none_or(|s| s.syslog_level_prefix),
             identifier,
-            rate_limit: e.rate_limit.clone(),
+            rate_limit: e.service().and_then(|s| s.rate_limit.clone()),
         }
     }
 
@@ -87,7 +84,7 @@ impl Manager {
         drop(spec);
         let src = self.source(name, None, spawned.pid, Stream::Stdout);
         self.output.attach(src, out_r);
-        if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv.as_mut()) {
+        if let Some(inv) = self.units.get_mut(name).and_then(UnitEntry::inv_mut) {
             inv.log_pipe = Some(write);
         }
         Ok(())
@@ -99,9 +96,10 @@ impl Manager {
             self.log(name, &format!("cannot send unknown signal {sig}"));
             return;
         };
+        let (main, control) = e.main_and_control();
         let pid = match whom {
-            Whom::Main => e.state.main,
-            Whom::Control => e.state.control.and_then(|c| c.pid),
+            Whom::Main => main,
+            Whom::Control => control,
             Whom::All => {
                 if let Some(cg) = e.cgroup()
                     && let Err(err) = cg.signal_all(signal)
@@ -121,7 +119,9 @@ impl Manager {
     /// cgroup), else the only process left.
     pub(super) fn find_main_pid(&mut self, name: &str, queue: &mut VecDeque<Event>) {
         let e = &self.units[name];
-        let Ok(def) = e.def.clone() else { return };
+        let Some(def) = e.service_def().cloned() else {
+            return;
+        };
         let Some(cg) = e.cgroup().cloned() else {
             queue.push_back(Event::MainPidRejected { fatal: false });
             return;
@@ -135,7 +135,7 @@ impl Manager {
                     if let Some(w) = self
                         .units
                         .get_mut(name)
-                        .and_then(|e| e.inv.as_mut())
+                        .and_then(UnitEntry::inv_mut)
                         .and_then(|i| i.pidfile_watch.take())
                     {
                         self.watches.cancel(w);
@@ -190,7 +190,7 @@ impl Manager {
     }
 
     pub(super) fn watch_pid_file(&mut self, name: &str, path: &Path) {
-        let Some(inv) = self.units.get(name).and_then(|e| e.inv.as_ref()) else {
+        let Some(inv) = self.units.get(name).and_then(UnitEntry::inv) else {
             return;
         };
         if inv.pidfile_watch.is_some() {
@@ -213,7 +213,7 @@ impl Manager {
             unit: name.to_string(),
             seq,
         });
-        if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv.as_mut()) {
+        if let Some(inv) = self.units.get_mut(name).and_then(UnitEntry::inv_mut) {
             inv.pidfile_watch = Some(watch);
         }
     }
@@ -259,7 +259,7 @@ impl Manager {
         let (program, argv) = if runit_finish {
             let r = def.runit.as_ref().expect("runit unit");
             let finish = r.finish.clone().expect("finish exists");
-            let args = match self.units[name].main_exit {
+            let args = match self.service(name).and_then(|s| s.main_exit) {
                 Some((_, Exit::Code(c))) => [c.to_string(), "0".to_string()],
                 Some((_, Exit::Signal { sig, .. })) => ["-1".to_string(), sig.to_string()],
                 None => RunitService::finish_args_exec_failed(),
@@ -291,10 +291,8 @@ impl Manager {
         {
             spec.cwd = Some(to_cstring(&wd.path.to_string_lossy(), "working directory")?);
         }
-        let e = &self.units[name];
-        let inv = e
-            .inv
-            .as_ref()
+        let inv = self.units[name]
+            .inv()
             .ok_or_else(|| format!("{name} has no invocation"))?;
         spec.cgroup = inv.cgroup.as_ref().map(|c| c.path().to_path_buf());
         if spec.cgroup.is_none() {

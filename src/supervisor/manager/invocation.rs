@@ -11,7 +11,7 @@ use crate::supervisor::service::ServiceDef;
 use crate::supervisor::process_setup;
 use crate::unit::model::EmergencyAction;
 
-use super::{Input, Invocation, Lingering, Manager, now_usec};
+use super::{Input, Invocation, Lingering, Manager, UnitEntry, now_usec};
 
 impl Manager {
     pub(super) fn new_invocation(
@@ -51,22 +51,25 @@ impl Manager {
         }
         let e = self.units.get_mut(name).expect("unit exists");
         e.last_invocation = id.clone();
-        e.main_exit = None;
-        e.status_text = None;
-        e.left_behind.clear();
-        if e.rate_limit.is_none()
+        let s = e
+            .service_mut()
+            .ok_or_else(|| format!("{name} runs no processes"))?;
+        s.main_exit = None;
+        s.status_text = None;
+        s.left_behind.clear();
+        if s.rate_limit.is_none()
             && let Some(svc) = def.unit.service.as_ref()
             && let (Some(interval), Some(burst)) =
                 (svc.log_rate_limit_interval, svc.log_rate_limit_burst)
             && !interval.is_zero()
             && burst > 0
         {
-            e.rate_limit = Some(crate::journal::ingest::RateLimiter::new(
+            s.rate_limit = Some(crate::journal::ingest::RateLimiter::new(
                 interval,
                 u64::from(burst),
             ));
         }
-        e.inv = Some(Invocation {
+        s.inv = Some(Invocation {
             id: id.clone(),
             seq,
             cgroup: None,
@@ -92,7 +95,7 @@ impl Manager {
         let inv = self
             .units
             .get_mut(name)
-            .and_then(|e| e.inv.as_mut())
+            .and_then(UnitEntry::inv_mut)
             .expect("invocation exists");
         inv.cgroup = Some(cg);
         inv.watch = Some(watch);
@@ -105,10 +108,9 @@ impl Manager {
     }
 
     pub(super) fn end_invocation(&mut self, name: &str) {
-        let Some(e) = self.units.get_mut(name) else {
+        let Some(inv) = self.service_mut(name).and_then(|s| s.inv.take()) else {
             return;
         };
-        let Some(inv) = e.inv.take() else { return };
         if let Some(w) = inv.pidfile_watch {
             self.watches.cancel(w);
         }
@@ -127,8 +129,9 @@ impl Manager {
                 // with them, and its watcher goes on, to remove it once the last
                 // one is gone. An exit after the read above still comes as an
                 // event: the watch has been armed since the cgroup was created.
-                let e = self.units.get_mut(name).expect("unit exists");
-                e.left_behind = left.clone();
+                if let Some(s) = self.service_mut(name) {
+                    s.left_behind = left.clone();
+                }
                 if let Some(watch) = inv.watch {
                     self.lingering.insert(
                         inv.seq,
@@ -204,8 +207,8 @@ impl Manager {
             return;
         }
         self.watches.cancel(l.watch);
-        if let Some(e) = self.units.get_mut(l.unit.as_str()) {
-            e.left_behind.retain(|p| !l.pids.contains(p));
+        if let Some(s) = self.service_mut(&l.unit) {
+            s.left_behind.retain(|p| !l.pids.contains(p));
         }
     }
 }

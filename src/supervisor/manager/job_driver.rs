@@ -18,7 +18,6 @@
 //! [`Manager::unit_changed`], which only records the change while a pump runs.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
@@ -26,12 +25,11 @@ use crate::ipc::proto::{ErrorKind, Failure, Response};
 use crate::supervisor::graph::{
     self, DEFAULT_TARGET, Deps, GraphError, JobKind, JobResult, Missing, Transaction, Units, Verb,
 };
-use crate::supervisor::service::ServiceDef;
-use crate::supervisor::state::{ActiveState, KillMode, Readiness, ServiceResult, Spec, Sub};
-use crate::unit::model::NotifyAccess;
+use crate::supervisor::state::{ActiveState, ServiceResult};
 use crate::unit::start_check::{self, StartCheck};
 use crate::unit::{Loader, Unit, UnitError, UnitName};
 
+use super::entry::Phase;
 use super::{Event, JobRequest, LoadError, Manager};
 
 /// Where a job's outcome goes.
@@ -100,7 +98,7 @@ struct View<'a> {
 impl Units for View<'_> {
     fn deps(&self, name: &str) -> Result<Deps, Missing> {
         let mut d = match self.m.units.get(name).map(|e| &e.def) {
-            Some(Ok(def)) => Deps::from_unit(&def.unit),
+            Some(Ok(def)) => Deps::from_unit(def.unit()),
             Some(Err(LoadError::Masked(_))) => return Err(Missing::Masked),
             // Not loaded yet (a template instance), or not runnable: its
             // dependencies still come from its files.
@@ -110,9 +108,8 @@ impl Units for View<'_> {
             // runit: a service directory without `down` is started with the manager.
             for (n, e) in &self.m.units {
                 let autostart = e
-                    .def
-                    .as_ref()
-                    .is_ok_and(|d| d.runit.as_ref().is_some_and(|r| !r.down));
+                    .service_def()
+                    .is_some_and(|d| d.runit.as_ref().is_some_and(|r| !r.down));
                 if autostart && !d.wants.iter().any(|w| w == n.as_str()) {
                     d.wants.push(n.to_string());
                 }
@@ -125,11 +122,11 @@ impl Units for View<'_> {
         let Some(e) = self.m.units.get(name) else {
             return false;
         };
-        let a = e.state.sub.active();
+        let p = e.phase();
         if self.stopping {
-            !matches!(a, ActiveState::Inactive | ActiveState::Failed)
+            !p.is_stopped()
         } else {
-            matches!(a, ActiveState::Active | ActiveState::Reloading)
+            matches!(p.active, ActiveState::Active | ActiveState::Reloading)
         }
     }
 
@@ -163,28 +160,6 @@ pub(super) fn load_unit(loader: &Loader, name: &UnitName) -> Result<Unit, UnitEr
     }
 }
 
-/// What the manager keeps for a target: it has no processes; its state is
-/// set by its jobs directly (active once reached, inactive once stopped).
-pub(super) fn target_def(unit: Unit) -> ServiceDef {
-    let start_limit = (unit.unit.start_limit_interval, unit.unit.start_limit_burst);
-    ServiceDef {
-        unit: Arc::new(unit),
-        spec: Spec {
-            readiness: Readiness::Oneshot,
-            remain_after_exit: true,
-            kill_mode: KillMode::ControlGroup,
-            ..Spec::default()
-        },
-        cmds: Default::default(),
-        start_limit,
-        notify_access: NotifyAccess::None,
-        runit: None,
-        limits: Vec::new(),
-        notes: Vec::new(),
-        bus_name: None,
-    }
-}
-
 fn graph_failure(e: &GraphError) -> Failure {
     let kind = match e {
         GraphError::NotFound(_) => ErrorKind::NotFound,
@@ -207,34 +182,35 @@ enum Step {
     AfterStop,
 }
 
-/// Whether a start job of a unit in this state is over, and how. A unit
+/// Whether a start job of a unit in this phase is over, and how. A unit
 /// that is down because a stop was asked while it started did not start.
-fn start_outcome(
-    sub: Sub,
-    result: ServiceResult,
-    restarting: bool,
-    stop_requested: bool,
-) -> Option<bool> {
-    match sub {
-        Sub::Running | Sub::Exited | Sub::Reload => Some(true),
-        Sub::Dead if !restarting && stop_requested => Some(false),
-        Sub::Dead if !restarting => Some(matches!(
-            result,
+fn start_outcome(p: Phase) -> Option<bool> {
+    match p.active {
+        ActiveState::Active | ActiveState::Reloading => Some(true),
+        // A restart on its way: its stop first.
+        _ if p.start_after_stop => None,
+        ActiveState::Inactive if p.stop_requested => Some(false),
+        ActiveState::Inactive => Some(matches!(
+            p.result,
             ServiceResult::Success | ServiceResult::Condition | ServiceResult::ExecCondition
         )),
-        Sub::Failed | Sub::AutoRestart if !restarting => Some(false),
+        // Failed, or waiting to restart: this start is over.
+        ActiveState::Failed => Some(false),
+        ActiveState::Activating if p.down => Some(false),
         _ => None,
     }
 }
 
 impl Manager {
-    /// Whether a transaction still has a start job of `name` to run: a
-    /// restart (its stop done, its start next), for RuntimeDirectoryPreserve=.
+    /// Whether a transaction has a start job of `name` not handed out yet:
+    /// a restart whose stop is ending (the start waits for it), for
+    /// RuntimeDirectoryPreserve= and SuccessAction=. A start job already
+    /// running is the run that is ending, not a next one.
     pub(super) fn start_job_waits(&self, name: &str) -> bool {
         self.graph.runs.iter().any(|r| {
             matches!(
                 r.tx.result_of(name, JobKind::Start),
-                Some(JobResult::Pending | JobResult::Running)
+                Some(JobResult::Pending)
             )
         })
     }
@@ -244,7 +220,7 @@ impl Manager {
         let verb = match job {
             JobRequest::Start => Verb::Start,
             JobRequest::Stop => Verb::Stop,
-            JobRequest::TryRestart if self.units[name].state.sub.is_down() => {
+            JobRequest::TryRestart if self.units[name].phase().down => {
                 let _ = reply.send(Ok(Vec::new()));
                 return;
             }
@@ -445,7 +421,7 @@ impl Manager {
         let pending: HashMap<String, bool> = self
             .units
             .iter()
-            .filter(|(_, e)| e.inv.is_some() || !e.state.sub.is_down())
+            .filter(|(_, e)| e.inv().is_some() || !e.phase().down)
             .map(|(k, _)| (k.to_string(), false))
             .collect();
         self.graph.shutdown = Some(pending);
@@ -462,7 +438,7 @@ impl Manager {
             .filter(|(u, _)| {
                 self.units
                     .get(u.as_str())
-                    .is_some_and(|e| e.inv.is_some() || !e.state.sub.is_down())
+                    .is_some_and(|e| e.inv().is_some() || !e.phase().down)
             })
             .collect();
         let view = View {
@@ -474,7 +450,11 @@ impl Manager {
             .filter_map(|u| view.deps(u).ok().map(|d| (u.clone(), d)))
             .collect();
         let must_wait = |u: &String| {
-            if self.units.get(u.as_str()).is_some_and(|e| e.inv.is_none()) {
+            if self
+                .units
+                .get(u.as_str())
+                .is_some_and(|e| e.inv().is_none())
+            {
                 return false;
             }
             pending.keys().any(|v| {
@@ -507,9 +487,7 @@ impl Manager {
 
     /// Whether `name` is inactive or failed (or unknown).
     fn is_down(&self, name: &str) -> bool {
-        self.units
-            .get(name)
-            .is_none_or(|e| matches!(e.state.sub, Sub::Dead | Sub::Failed))
+        self.units.get(name).is_none_or(|e| e.phase().is_stopped())
     }
 
     /// Whether `name` was up when last seen and is now inactive or failed.
@@ -559,13 +537,8 @@ impl Manager {
             return Some(job.kind == JobKind::Stop);
         };
         match job.kind {
-            JobKind::Start => start_outcome(
-                e.state.sub,
-                e.state.result,
-                e.state.start_after_stop,
-                e.state.stop_requested,
-            ),
-            JobKind::Stop => matches!(e.state.sub, Sub::Dead | Sub::Failed).then_some(true),
+            JobKind::Start => start_outcome(e.phase()),
+            JobKind::Stop => e.phase().is_stopped().then_some(true),
         }
     }
 
@@ -575,36 +548,21 @@ impl Manager {
         let Some(e) = self.units.get_mut(name) else {
             return Step::Done(job.kind == JobKind::Stop);
         };
-        let sub = e.state.sub;
-        if graph::is_target(name) {
-            if job.kind == JobKind::Start
-                && let Some(f) = self.load_failure(name).cloned()
-            {
-                self.log(name, &f.to_string());
-                return Step::Done(false);
-            }
-            let event = match job.kind {
-                JobKind::Start => Event::Start,
-                JobKind::Stop => Event::Stop,
-            };
-            self.feed(name, event);
-            return Step::Done(true);
-        }
         match job.kind {
-            JobKind::Stop => match sub {
-                Sub::Dead | Sub::Failed => Step::Done(true),
-                _ => {
-                    // The answer lists what this stop leaves behind (KillMode=process), not older ones.
-                    e.left_behind.clear();
-                    self.feed(name, Event::Stop);
-                    Step::Wait
+            JobKind::Stop if e.phase().is_stopped() => Step::Done(true),
+            JobKind::Stop => {
+                // The answer lists what this stop leaves behind (KillMode=process), not older ones.
+                if let Some(s) = e.service_mut() {
+                    s.left_behind.clear();
                 }
-            },
+                self.feed(name, Event::Stop);
+                Step::Wait
+            }
             JobKind::Start => self.start_job(name),
         }
     }
 
-    /// The start job of a service: done if it is up, waits if it is on its
+    /// The start job of a unit: done if it is up, waits if it is on its
     /// way up or still stopping, else checks its conditions and starts it.
     fn start_job(&mut self, name: &str) -> Step {
         // A unit whose file went away (or was masked) since it started: the
@@ -622,21 +580,22 @@ impl Manager {
         if self.shutting_down {
             return Step::Done(false);
         }
-        match e.state.sub {
-            Sub::Running | Sub::Exited | Sub::Reload => Step::Done(true),
-            Sub::Condition | Sub::StartPre | Sub::Start | Sub::StartPost => Step::Wait,
-            Sub::Dead | Sub::Failed | Sub::AutoRestart => match self.checked_start(name, &def) {
+        let p = e.phase();
+        match p.active {
+            ActiveState::Active | ActiveState::Reloading => Step::Done(true),
+            _ if p.down => match self.checked_start(name, def.unit()) {
                 Some(ok) => Step::Done(ok),
                 None => Step::Wait,
             },
+            ActiveState::Activating => Step::Wait,
             // Deactivating: whoever stops it gets to see it stopped first.
             _ => Step::AfterStop,
         }
     }
 
     /// Checks conditions and asserts, then starts the unit (through the start limit).
-    fn checked_start(&mut self, name: &str, def: &Arc<ServiceDef>) -> Option<bool> {
-        if let Some(verdict) = self.start_check(name, def) {
+    fn checked_start(&mut self, name: &str, unit: &Unit) -> Option<bool> {
+        if let Some(verdict) = self.start_check(name, unit) {
             // A skipped start is a start job done; a false assert fails it.
             let ok = matches!(verdict, Event::ConditionFalse { .. });
             self.feed(name, verdict);
@@ -651,9 +610,9 @@ impl Manager {
     /// verdict to feed when one is false (the machine leaves the unit where
     /// systemd does — skipped: inactive with result "condition"; assert:
     /// failed); None when the start may go ahead.
-    pub(super) fn start_check(&mut self, name: &str, def: &Arc<ServiceDef>) -> Option<Event> {
+    pub(super) fn start_check(&mut self, name: &str, unit: &Unit) -> Option<Event> {
         let lookup = |k: &str| self.env.lookup(k, &self.base_env);
-        match start_check::check(&def.unit.unit, self.loader.specifiers(), &lookup) {
+        match start_check::check(&unit.unit, self.loader.specifiers(), &lookup) {
             StartCheck::Skip(reason) => Some(Event::ConditionFalse { reason }),
             StartCheck::Fail(reason) => Some(Event::AssertFalse { reason }),
             StartCheck::Start => {
@@ -683,10 +642,10 @@ impl Manager {
         let mut notes = run.notes;
         for j in run.tx.jobs() {
             if j.kind == JobKind::Stop
-                && let Some(e) = self.units.get(j.unit.as_str())
-                && !e.left_behind.is_empty()
+                && let Some(s) = self.service(&j.unit)
+                && !s.left_behind.is_empty()
             {
-                let list: Vec<String> = crate::supervisor::procs::describe(e.left_behind.clone())
+                let list: Vec<String> = crate::supervisor::procs::describe(s.left_behind.clone())
                     .into_iter()
                     .map(|p| format!("{} ({})", p.pid, p.cmdline))
                     .collect();
@@ -703,10 +662,15 @@ impl Manager {
             Some(JobResult::Failed) => Err(match self.units.get(anchor.as_str()) {
                 Some(e) => match &e.def {
                     Err(f) => f.failure(),
-                    Ok(_) if e.state.sub == Sub::Dead && e.state.stop_requested => Failure {
-                        kind: ErrorKind::Refused,
-                        message: format!("the start of {anchor} was canceled by a stop"),
-                    },
+                    Ok(_)
+                        if e.phase().active == ActiveState::Inactive
+                            && e.phase().stop_requested =>
+                    {
+                        Failure {
+                            kind: ErrorKind::Refused,
+                            message: format!("the start of {anchor} was canceled by a stop"),
+                        }
+                    }
                     Ok(_) => self.failure_of(&anchor),
                 },
                 None => Failure {
@@ -730,7 +694,7 @@ impl Manager {
     /// What `status` adds for the graph: why the last start was skipped.
     pub(super) fn graph_notes(&self, name: &str, notes: &mut Vec<String>) {
         if let Some(e) = self.units.get(name)
-            && e.state.result == ServiceResult::Condition
+            && e.phase().result == ServiceResult::Condition
             && let Some(r) = self.graph.skipped.get(name)
         {
             notes.push(format!("start condition not met, unit skipped: {r}"));
@@ -761,6 +725,18 @@ impl Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::state::{State, Sub};
+
+    /// The job driver's view of a service in `sub`.
+    fn phase(sub: Sub, result: ServiceResult, restarting: bool, stop: bool) -> Phase {
+        Phase::of_service(&State {
+            sub,
+            result,
+            start_after_stop: restarting,
+            stop_requested: stop,
+            ..State::default()
+        })
+    }
 
     #[test]
     fn start_jobs_end_when_the_unit_is_up_skipped_or_down() {
@@ -783,7 +759,7 @@ mod tests {
         ];
         for (sub, result, restarting, want) in cases {
             assert_eq!(
-                start_outcome(sub, result, restarting, false),
+                start_outcome(phase(sub, result, restarting, false)),
                 want,
                 "{sub:?} {result:?} restarting={restarting}"
             );
@@ -793,11 +769,11 @@ mod tests {
     #[test]
     fn a_stop_during_the_start_fails_the_start_job() {
         assert_eq!(
-            start_outcome(Sub::Dead, ServiceResult::Success, false, true),
+            start_outcome(phase(Sub::Dead, ServiceResult::Success, false, true)),
             Some(false)
         );
         assert_eq!(
-            start_outcome(Sub::Running, ServiceResult::Success, false, true),
+            start_outcome(phase(Sub::Running, ServiceResult::Success, false, true)),
             Some(true)
         );
     }

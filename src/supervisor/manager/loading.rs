@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use crate::ipc::proto::{ErrorKind, Failure};
 use crate::supervisor::service;
-use crate::supervisor::service::ServiceDef;
-use crate::supervisor::state::{StartLimit, Sub};
-use crate::unit::{Severity, UnitError, UnitName};
+use crate::supervisor::state::ActiveState;
+use crate::unit::{Severity, UnitError, UnitKind, UnitName};
 
-use super::{LoadError, Manager, UnitEntry, job_driver, normalize};
+use super::{Def, LoadError, Manager, UnitEntry, job_driver, normalize};
 
 impl Manager {
-    pub(super) fn load(&self, name: &UnitName) -> Result<Arc<ServiceDef>, LoadError> {
+    pub(super) fn load(&self, name: &UnitName) -> Result<Def, LoadError> {
         let unit = job_driver::load_unit(&self.loader, name).map_err(|e| match e {
             UnitError::NotFound { .. } => LoadError::NotFound(name.to_string()),
             e => LoadError::Bad(format!("Unit {name} failed to load: {e}")),
@@ -30,13 +29,16 @@ impl Manager {
             w.severity = Severity::Warning;
             self.log(name.as_str(), &w.to_string());
         }
-        if crate::supervisor::graph::is_target(name.as_str()) {
-            return Ok(Arc::new(job_driver::target_def(unit)));
+        match name.kind() {
+            UnitKind::Target => Ok(Def::Target(Arc::new(unit))),
+            // Every other kind is refused there, with the reason.
+            _ => {
+                let enabled = self.root.subtree_control().unwrap_or_default();
+                service::from_unit(unit, self.root.path(), &enabled)
+                    .map(|d| Def::Service(Arc::new(d)))
+                    .map_err(LoadError::Bad)
+            }
         }
-        let enabled = self.root.subtree_control().unwrap_or_default();
-        service::from_unit(unit, self.root.path(), &enabled)
-            .map(Arc::new)
-            .map_err(LoadError::Bad)
     }
 
     /// Loads every unit the loader lists; returns their names.
@@ -60,7 +62,7 @@ impl Manager {
                     self.replace_def(name.as_str(), def);
                 }
                 None => {
-                    let mut e = UnitEntry::new(def);
+                    let mut e = UnitEntry::new(name.kind(), def);
                     e.file_state = file_state.to_string();
                     self.units.insert(name, e);
                 }
@@ -75,20 +77,17 @@ impl Manager {
     /// masked, broken) waits in `pending` until the unit is down, so that
     /// it can still be stopped; a runnable one waits only for the
     /// invocation to end.
-    pub(super) fn replace_def(&mut self, name: &str, def: Result<Arc<ServiceDef>, LoadError>) {
+    pub(super) fn replace_def(&mut self, name: &str, def: Result<Def, LoadError>) {
         let Some(e) = self.units.get_mut(name) else {
             return;
         };
-        let in_use = !matches!(e.state.sub, Sub::Dead | Sub::Failed);
-        if e.inv.is_some() || (in_use && def.is_err()) {
+        let in_use = !e.phase().is_stopped();
+        if e.inv().is_some() || (in_use && def.is_err()) {
             e.pending = Some(def);
             return;
         }
-        if let Ok(d) = &def {
-            e.start_limit = StartLimit::new(d.start_limit.0, d.start_limit.1);
-        }
         e.pending = None;
-        e.def = def;
+        e.set_def(def, false);
     }
 
     /// Applies a definition read by daemon-reload once the unit has no
@@ -98,15 +97,11 @@ impl Manager {
             return;
         };
         let runnable = matches!(e.pending, Some(Ok(_)));
-        if e.inv.is_some() || !(runnable || matches!(e.state.sub, Sub::Dead | Sub::Failed)) {
+        if e.inv().is_some() || !(runnable || e.phase().is_stopped()) {
             return;
         }
         if let Some(p) = e.pending.take() {
-            if let Ok(d) = &p {
-                e.start_limit.interval = d.start_limit.0;
-                e.start_limit.burst = d.start_limit.1;
-            }
-            e.def = p;
+            e.set_def(p, true);
         }
     }
 
@@ -118,8 +113,8 @@ impl Manager {
         let gone = self.units.get(name).is_some_and(|e| {
             matches!(&e.def, Err(LoadError::NotFound(_)))
                 && e.pending.is_none()
-                && e.inv.is_none()
-                && e.state.sub == Sub::Dead
+                && e.inv().is_none()
+                && e.phase().active == ActiveState::Inactive
                 && !self.lingering.values().any(|l| l.unit == name)
         });
         if gone {
@@ -183,7 +178,8 @@ impl Manager {
         if let Err(f @ LoadError::NotFound(_)) = &def {
             return Err(f.failure());
         }
-        self.units.insert(name.clone(), UnitEntry::new(def));
+        self.units
+            .insert(name.clone(), UnitEntry::new(name.kind(), def));
         Ok(full)
     }
 }

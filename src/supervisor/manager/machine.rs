@@ -1,5 +1,5 @@
-//! Feeding the state machines: one event at a time through `state::next`,
-//! the actions executed in order, transitions logged, OnFailure= started;
+//! Feeding the state machines: one event at a time through the machine of
+//! the unit's kind (`state::next`, `target::next`), the actions executed in order, transitions logged, OnFailure= started;
 //! and the inputs that become events (reaped children, notify messages,
 //! timers).
 
@@ -12,14 +12,14 @@ use tokio::sync::oneshot;
 
 use crate::supervisor::notify::Message;
 use crate::supervisor::service::ServiceDef;
-use crate::supervisor::state;
 use crate::supervisor::state::{
-    Action, ActiveState, Cmd, Event, Exit, Pid, Refused, ServiceResult, Spec, State, Sub, Timer,
+    Action, ActiveState, Cmd, Event, Exit, Pid, Refused, ServiceResult, Spec, State, Timer,
 };
-use crate::unit::RunitService;
+use crate::supervisor::{state, target};
 use crate::unit::model::NotifyAccess;
+use crate::unit::{RunitService, Unit};
 
-use super::{Input, JobRequest, LoadError, Manager, exec::SpawnFailure, now_usec};
+use super::{Body, Def, Input, JobRequest, LoadError, Manager, exec::SpawnFailure, now_usec};
 
 impl Manager {
     /// Feeds an event that the state machine never refuses (only `Reload` can be).
@@ -27,77 +27,68 @@ impl Manager {
         let _ = self.try_feed(name, event);
     }
 
-    /// Feeds `event` to the unit's state machine and executes the actions,
-    /// including the events they produce; refusals concern the first event only.
+    /// Feeds `event` to the unit's machine (the one of its kind) and
+    /// executes the actions, including the events they produce; refusals
+    /// concern the first event only.
     ///
-    /// This is the one place where a unit's state changes: it keeps the
-    /// time of the change, logs it, starts OnFailure= and tells the job
-    /// driver (`unit_changed`).
+    /// This is the one place where a unit's state changes, whatever its
+    /// kind: it keeps the time of the change, logs it, starts OnFailure=
+    /// and tells the job driver (`unit_changed`).
     pub(super) fn try_feed(&mut self, name: &str, event: Event) -> Result<(), Refused> {
         let mut queue = VecDeque::from([event]);
         let mut first = true;
         while let Some(ev) = queue.pop_front() {
-            let Some(e) = self.units.get_mut(name) else {
+            let Some(e) = self.units.get(name) else {
                 return Ok(());
             };
             let def = e.def.clone().ok();
+            let before = e.phase();
             // A unit that cannot be loaded has no machine of its own to run,
             // but the manager's verdicts (reset-failed, a failed dependency)
             // still reach it.
-            let verdict = ev.verdict_applies(e.state.sub);
+            let verdict = ev.verdict_applies(before.active, before.down);
             if def.is_none() && verdict.is_none() {
                 return Ok(());
             }
             let applied = (verdict == Some(true)).then(|| ev.clone());
-            let fallback;
-            let spec = match &def {
-                Some(d) => &d.spec,
-                None => {
-                    fallback = Spec::default();
-                    &fallback
-                }
-            };
-            let target = def.as_ref().is_some_and(|d| d.is_target());
-            let (next, actions) = if target {
-                (crate::supervisor::target::next(&e.state, &ev), Vec::new())
-            } else {
-                match state::next(spec, &e.state, ev) {
-                    Ok(r) => r,
-                    Err(r) if first => return Err(r),
-                    Err(_) => continue,
-                }
+            let (actions, note) = match self.step(name, def.as_ref(), ev) {
+                Ok(r) => r,
+                Err(r) if first => return Err(r),
+                Err(_) => continue,
             };
             first = false;
-            let before = e.state.clone();
-            if before.sub.active() != next.sub.active() {
+            let Some(e) = self.units.get_mut(name) else {
+                return Ok(());
+            };
+            let after = e.phase();
+            if before.active != after.active {
                 e.since_usec = now_usec();
             }
-            e.state = next;
-            self.sync_pids(name, &before);
             if let Some(v) = &applied {
                 self.record_verdict(name, v);
-            } else if verdict.is_none() && before.sub != self.units[name].state.sub {
-                self.log_transition(name, &before, target);
+            } else if verdict.is_none()
+                && let Some(note) = note
+            {
+                self.log(name, &note);
             }
-            let state = &self.units[name].state;
             // As systemd: OnFailure= when the unit enters the failed state,
             // not for a false assertion (a job result there, not a unit failure).
-            if before.sub != Sub::Failed
-                && state.sub == Sub::Failed
-                && state.result != ServiceResult::Assert
+            if before.active != ActiveState::Failed
+                && after.active == ActiveState::Failed
+                && after.result != ServiceResult::Assert
                 && let Some(d) = &def
             {
-                self.start_on_failure(name, d);
+                self.start_on_failure(name, d.unit());
             }
             // RuntimeDirectoryPreserve=restart and SuccessAction= tell a
             // restart (automatic or asked for) from a stop.
-            let sub = self.units[name].state.sub;
-            let restarting = sub == Sub::AutoRestart
+            let sub = self.units[name].service().map(|s| s.state.sub);
+            let restarting = sub == Some(state::Sub::AutoRestart)
                 || actions.contains(&Action::StartAgain)
                 || self.start_job_waits(name);
-            let failed = sub == Sub::Failed;
+            let failed = after.active == ActiveState::Failed;
             for a in actions {
-                match (&def, a) {
+                match (def.as_ref().and_then(Def::service), a) {
                     (Some(d), Action::EndInvocation) => {
                         self.execute(name, d, Action::EndInvocation, &mut queue);
                         self.invocation_ended(name, d, failed, restarting);
@@ -117,6 +108,43 @@ impl Manager {
         self.check_waiters(name);
         self.unit_changed(name);
         Ok(())
+    }
+
+    /// One event through the machine of the unit's kind; the new state is
+    /// kept. Answers the actions to execute and the line to log for the
+    /// transition.
+    fn step(
+        &mut self,
+        name: &str,
+        def: Option<&Def>,
+        ev: Event,
+    ) -> Result<(Vec<Action>, Option<String>), Refused> {
+        let Some(e) = self.units.get_mut(name) else {
+            return Ok((Vec::new(), None));
+        };
+        match &mut e.body {
+            Body::Service(s) => {
+                let fallback;
+                let spec = match def.and_then(Def::service) {
+                    Some(d) => &d.spec,
+                    None => {
+                        fallback = Spec::default();
+                        &fallback
+                    }
+                };
+                let (next, actions) = state::next(spec, &s.state, ev)?;
+                let note = state::transition_note(&s.state, &next);
+                let before = std::mem::replace(&mut s.state, next);
+                self.sync_pids(name, &before);
+                Ok((actions, note))
+            }
+            Body::Target(t) => {
+                let next = target::next(t.state, &ev);
+                let note = target::transition_note(t.state, next);
+                t.state = next;
+                Ok((Vec::new(), note))
+            }
+        }
     }
 
     /// A start from a stopped state, through the start limit.
@@ -194,8 +222,8 @@ impl Manager {
     /// OnFailure=: the unit entered the failed state, so the listed units are
     /// started, as jobs of their own queued behind the current input (as
     /// systemd does; nobody waits for them).
-    pub(super) fn start_on_failure(&mut self, name: &str, def: &ServiceDef) {
-        let list = &def.unit.unit.on_failure;
+    pub(super) fn start_on_failure(&mut self, name: &str, unit: &Unit) {
+        let list = &unit.unit.on_failure;
         if list.is_empty() {
             return;
         }
@@ -215,29 +243,12 @@ impl Manager {
         }
     }
 
-    pub(super) fn log_transition(&self, name: &str, before: &State, target: bool) {
-        let e = &self.units[name];
-        let s = &e.state;
-        let msg = match s.sub {
-            Sub::Exited if target => "Reached target.".to_string(),
-            Sub::Dead if target => "Stopped target.".to_string(),
-            Sub::Running if before.sub.active() != ActiveState::Active => "Started.".to_string(),
-            Sub::Exited => "Finished.".to_string(),
-            Sub::Dead if before.sub != Sub::Dead => "Stopped.".to_string(),
-            Sub::Failed => format!("Failed with result '{}'.", s.result.as_str()),
-            Sub::AutoRestart => format!(
-                "Failed with result '{}'; scheduling restart.",
-                s.result.as_str()
-            ),
-            _ => return,
-        };
-        self.log(name, &msg);
-    }
-
     /// Checks what the state machine believes about the cgroup against the kernel.
     pub(super) fn reconcile(&mut self, name: &str, queue: &mut VecDeque<Event>) {
-        let e = &self.units[name];
-        if e.state.populated
+        let Some(e) = self.units.get(name) else {
+            return;
+        };
+        if e.service().is_some_and(|s| s.state.populated)
             && let Some(cg) = e.cgroup()
             && !cg.populated().unwrap_or(true)
         {
@@ -247,7 +258,9 @@ impl Manager {
 
     /// Keeps the PID → unit map in step with the unit's main and control processes.
     pub(super) fn sync_pids(&mut self, name: &str, before: &State) {
-        let now = &self.units[name].state;
+        let Some(now) = self.service(name).map(|s| &s.state) else {
+            return;
+        };
         let old = [before.main, before.control.and_then(|c| c.pid)];
         let new = [now.main, now.control.and_then(|c| c.pid)];
         for pid in old.into_iter().flatten() {
@@ -265,14 +278,17 @@ impl Manager {
             // An orphan we inherited as subreaper, or an aux process (runit log): nothing to do.
             return;
         };
-        let Some(e) = self.units.get_mut(name.as_str()) else {
+        let def = self
+            .units
+            .get(name.as_str())
+            .and_then(|e| e.service_def().cloned());
+        let Some(s) = self.service_mut(&name) else {
             return;
         };
         // An emptied cgroup is noticed by reconcile() after this event, as a CgroupEmpty.
-        let def = e.def.clone();
-        if e.state.main == Some(pid) {
-            e.main_exit = Some((pid, exit));
-            if e.state.sub.active() != ActiveState::Deactivating {
+        if s.state.main == Some(pid) {
+            s.main_exit = Some((pid, exit));
+            if s.state.sub.active() != ActiveState::Deactivating {
                 self.log(
                     &name,
                     &format!(
@@ -283,12 +299,11 @@ impl Manager {
                 );
             }
             self.feed(&name, Event::MainExited(exit));
-        } else if let Some(c) = e.state.control
+        } else if let Some(c) = s.state.control
             && c.pid == Some(pid)
         {
             let ignore = def
                 .as_ref()
-                .ok()
                 .and_then(|d| d.command(c.cmd, c.index))
                 .is_some_and(|cmd| cmd.flags.ignore_failure);
             if exit != Exit::Code(0) && !ignore {
@@ -316,13 +331,12 @@ impl Manager {
             return;
         };
         let e = &self.units[name.as_str()];
-        let Ok(def) = &e.def else { return };
+        let Some(def) = e.service_def() else { return };
+        let (main, control) = e.main_and_control();
         let allowed = match def.notify_access {
             NotifyAccess::None => false,
-            NotifyAccess::Main => e.state.main == Some(pid),
-            NotifyAccess::Exec => {
-                e.state.main == Some(pid) || e.state.control.and_then(|c| c.pid) == Some(pid)
-            }
+            NotifyAccess::Main => main == Some(pid),
+            NotifyAccess::Exec => main == Some(pid) || control == Some(pid),
             NotifyAccess::All => true,
         };
         if !allowed {
@@ -336,9 +350,9 @@ impl Manager {
             return;
         }
         if let Some(t) = msg.status.clone()
-            && let Some(e) = self.units.get_mut(name.as_str())
+            && let Some(s) = self.service_mut(&name)
         {
-            e.status_text = Some(t);
+            s.status_text = Some(t);
         }
         if let Some(errno) = msg.errno
             && let Some(e) = self.units.get_mut(name.as_str())
@@ -399,10 +413,13 @@ impl Manager {
                     self.log(name, &message);
                     if let Some(e) = self.units.get_mut(name) {
                         e.failure_note = Some(message);
-                        if cmd == Cmd::Start && def.spec.readiness != state::Readiness::Forking {
-                            // No PID: the child never became the service.
-                            e.main_exit = Some((0, Exit::Code(status)));
-                        }
+                    }
+                    if cmd == Cmd::Start
+                        && def.spec.readiness != state::Readiness::Forking
+                        && let Some(s) = self.service_mut(name)
+                    {
+                        // No PID: the child never became the service.
+                        s.main_exit = Some((0, Exit::Code(status)));
                     }
                     queue.push_back(Event::SpawnFailed { cmd, status });
                 }
@@ -421,8 +438,7 @@ impl Manager {
                     // runsv restarts at once unless `run` lived less than a second.
                     (Some(_), Timer::Restart) => {
                         let ran = self.units[name]
-                            .inv
-                            .as_ref()
+                            .inv()
                             .map_or(Duration::ZERO, |i| i.started.elapsed());
                         RunitService::restart_delay(ran)
                     }
@@ -447,7 +463,7 @@ impl Manager {
                 }
                 // A restart is a new start job: conditions and asserts are checked
                 // again (a false one leaves the unit skipped or failed, not restarted).
-                if let Some(verdict) = self.start_check(name, def) {
+                if let Some(verdict) = self.start_check(name, &def.unit) {
                     queue.push_back(verdict);
                     return;
                 }
@@ -460,8 +476,8 @@ impl Manager {
 
     /// Cancels a timer of the unit.
     fn disarm(&mut self, name: &str, timer: Timer) {
-        if let Some(e) = self.units.get_mut(name)
-            && let Some((_, Some(h))) = e.timers.remove(&timer)
+        if let Some(s) = self.service_mut(name)
+            && let Some((_, Some(h))) = s.timers.remove(&timer)
         {
             h.abort();
         }
@@ -479,8 +495,8 @@ impl Manager {
                 timer,
                 generation,
             });
-            if let Some(e) = self.units.get_mut(name)
-                && let Some((_, Some(old))) = e.timers.insert(timer, (generation, None))
+            if let Some(s) = self.service_mut(name)
+                && let Some((_, Some(old))) = s.timers.insert(timer, (generation, None))
             {
                 old.abort();
             }
@@ -494,8 +510,8 @@ impl Manager {
                 generation,
             });
         });
-        if let Some(e) = self.units.get_mut(name)
-            && let Some((_, Some(old))) = e
+        if let Some(s) = self.service_mut(name)
+            && let Some((_, Some(old))) = s
                 .timers
                 .insert(timer, (generation, Some(task.abort_handle())))
         {

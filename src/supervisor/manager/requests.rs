@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 use crate::cgroup::Cgroup;
 use crate::ipc::proto::{ErrorKind, Failure, KillWhom};
-use crate::supervisor::state::{Event, Sub};
+use crate::supervisor::state::{ActiveState, Event};
 
 use super::{JobRequest, Manager, normalize, template_refusal};
 
@@ -102,25 +102,19 @@ impl Manager {
         })?;
         let refuse = |what: &str| Failure {
             kind: ErrorKind::Refused,
-            message: format!(
-                "{name} has no {what} to signal (it is {})",
-                e.state.sub.as_str()
-            ),
+            message: format!("{name} has no {what} to signal (it is {})", e.sub_word()),
         };
+        let (main, control) = e.main_and_control();
         match whom {
             KillWhom::Main => {
-                let pid = e.state.main.ok_or_else(|| refuse("main process"))?;
+                let pid = main.ok_or_else(|| refuse("main process"))?;
                 kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|err| Failure {
                     kind: ErrorKind::Failed,
                     message: format!("cannot send {sig} to main process {pid} of {name}: {err}"),
                 })?;
             }
             KillWhom::Control => {
-                let pid = e
-                    .state
-                    .control
-                    .and_then(|c| c.pid)
-                    .ok_or_else(|| refuse("control process"))?;
+                let pid = control.ok_or_else(|| refuse("control process"))?;
                 kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|err| Failure {
                     kind: ErrorKind::Failed,
                     message: format!("cannot send {sig} to control process {pid} of {name}: {err}"),
@@ -151,11 +145,11 @@ impl Manager {
 
     pub(super) fn failure_of(&self, name: &str) -> Failure {
         let e = &self.units[name];
-        let mut msg = format!("{name} failed (Result: {})", e.state.result.as_str());
+        let mut msg = format!("{name} failed (Result: {})", e.phase().result.as_str());
         if let Some(n) = &e.failure_note {
             msg.push_str(": ");
             msg.push_str(n);
-        } else if let Some((pid, exit)) = e.main_exit {
+        } else if let Some((pid, exit)) = e.service().and_then(|s| s.main_exit) {
             msg.push_str(&format!(
                 ": main process {pid} {}, status={}",
                 exit.code_word(),
@@ -177,9 +171,10 @@ impl Manager {
         if e.reload_waiters.is_empty() {
             return;
         }
-        let done = match e.state.sub {
-            Sub::Running | Sub::Exited => Ok(Vec::new()),
-            s if s.is_down() => Err(self.failure_of(name)),
+        let p = e.phase();
+        let done = match p.active {
+            ActiveState::Active => Ok(Vec::new()),
+            _ if p.down => Err(self.failure_of(name)),
             _ => return,
         };
         let Some(e) = self.units.get_mut(name) else {

@@ -11,7 +11,7 @@ use crate::ipc::proto::{
 };
 use crate::supervisor::control::Query;
 use crate::supervisor::procs;
-use crate::supervisor::state::Sub;
+use crate::supervisor::state::{ActiveState, Sub};
 use crate::supervisor::wire;
 use crate::unit::{RunitService, UnitName};
 
@@ -33,64 +33,68 @@ impl Manager {
             None => LoadState::Loaded,
             Some(f) => f.load_state(),
         };
-        let (fragment, dropins, source, description, kind, restart, mut notes) = match &e.def {
-            Ok(d) => (
-                d.unit
-                    .fragment
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                d.unit
-                    .dropins
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect(),
-                if d.runit.is_some() {
-                    "runit"
-                } else {
-                    "unit-file"
-                }
-                .to_string(),
-                d.unit
-                    .unit
-                    .description
-                    .clone()
-                    .unwrap_or_else(|| name.to_string()),
+        let (fragment, dropins, source, description) = match &e.def {
+            Ok(d) => {
+                let unit = d.unit();
+                (
+                    unit.fragment
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    unit.dropins
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect(),
+                    if unit_runit(unit).is_some() {
+                        "runit"
+                    } else {
+                        "unit-file"
+                    }
+                    .to_string(),
+                    unit.unit
+                        .description
+                        .clone()
+                        .unwrap_or_else(|| name.to_string()),
+                )
+            }
+            Err(_) => (String::new(), Vec::new(), String::new(), name.to_string()),
+        };
+        // What only a service has: Type=, Restart=, its notes.
+        let (kind, restart, mut notes) = match e.service_def() {
+            Some(d) => (
                 d.kind_word().to_string(),
                 d.restart_word().to_string(),
                 d.notes.clone(),
             ),
-            Err(_) => (
-                String::new(),
-                Vec::new(),
-                String::new(),
-                name.to_string(),
-                String::new(),
-                String::new(),
-                Vec::new(),
-            ),
+            None => (String::new(), String::new(), Vec::new()),
         };
-        if e.state.sub == Sub::Failed
+        let phase = e.phase();
+        if phase.active == ActiveState::Failed
             && let Some(n) = &e.failure_note
         {
             notes.push(n.clone());
         }
-        if let Ok(d) = &e.def
-            && let Some(n) = self.bus_note(d, e.state.sub)
+        let svc = e.service();
+        if let Some(d) = e.service_def()
+            && let Some(s) = svc
+            && let Some(n) = self.bus_note(d, s.state.sub)
         {
             notes.push(n);
         }
         self.graph_notes(name, &mut notes);
-        if !e.left_behind.is_empty() {
+        if let Some(s) = svc
+            && !s.left_behind.is_empty()
+        {
             notes.push(format!(
                 "left running by KillMode=process: {}",
-                e.left_behind
+                s.left_behind
                     .iter()
                     .map(|p| p.to_string())
                     .collect::<Vec<_>>()
                     .join(" ")
             ));
         }
+        let (main_pid, control_pid) = e.main_and_control();
         let processes = e
             .cgroup()
             .map(|c| procs::describe(c.procs_recursive().unwrap_or_default()))
@@ -105,29 +109,22 @@ impl Manager {
             file_state: e.file_state.clone(),
             kind,
             restart,
-            active: wire::active_state(e.state.sub.active()),
-            sub: if crate::supervisor::graph::is_target(name) {
-                wire::target_sub(e.state.sub.active())
-            } else {
-                wire::service_sub(e.state.sub)
-            },
-            result: wire::result(e.state.result),
+            active: wire::active_state(phase.active),
+            sub: e.wire_sub(),
+            result: wire::result(phase.result),
             since_usec: e.since_usec,
-            main_pid: e.state.main,
-            control_pid: e.state.control.and_then(|c| c.pid),
-            main_exit: e.main_exit.map(|(pid, exit)| MainExit {
+            main_pid,
+            control_pid,
+            main_exit: svc.and_then(|s| s.main_exit).map(|(pid, exit)| MainExit {
                 pid,
                 code: exit.code_word().to_string(),
                 status: exit.status_word(),
             }),
-            invocation: e
-                .inv
-                .as_ref()
-                .map_or(e.last_invocation.clone(), |i| i.id.clone()),
+            invocation: e.invocation_id(),
             cgroup: e.cgroup().map(|c| self.rel_cgroup(c)),
             processes,
-            status_text: e.status_text.clone(),
-            restarts: e.state.restarts,
+            status_text: svc.and_then(|s| s.status_text.clone()),
+            restarts: svc.map_or(0, |s| s.state.restarts),
             notes,
             journal: Vec::new(),
         }
@@ -247,9 +244,7 @@ impl Manager {
                     .map(|t| match self.resolve(&t) {
                         Ok(n) => (
                             n.clone(),
-                            Some(wire::active_state(
-                                self.units[n.as_str()].state.sub.active(),
-                            )),
+                            Some(wire::active_state(self.units[n.as_str()].phase().active)),
                         ),
                         Err(_) => (normalize(&t), None),
                     })
@@ -276,7 +271,7 @@ impl Manager {
     pub(super) fn unit_files(&self, name: &str) -> Result<Vec<UnitFile>, Failure> {
         let e = &self.units[name];
         let unit = match &e.def {
-            Ok(d) => d.unit.clone(),
+            Ok(d) => d.unit().clone(),
             Err(f) => return Err(f.failure()),
         };
         let mut paths: Vec<PathBuf> = unit.files().map(Path::to_path_buf).collect();

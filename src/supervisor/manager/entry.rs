@@ -1,0 +1,275 @@
+//! One entry of the unit table: the part every unit has, whatever its
+//! kind (definition or load error, jobs waiting, since, start limit, the
+//! last invocation id, why it failed) and the kind's own part, its
+//! [`Body`]: the state of its machine and what the kind keeps beside it.
+//!
+//! A new kind is a [`Def`] variant (what loading makes of its files), a
+//! [`Body`] variant (its machine's state and its runtime part), and the arms
+//! of the `match`es below; the common part does not change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+use crate::cgroup::Cgroup;
+use crate::ipc::proto::{Failure, SubState};
+use crate::supervisor::service::ServiceDef;
+use crate::supervisor::state::{self, ActiveState, Exit, Pid, ServiceResult, StartLimit, Timer};
+use crate::supervisor::{target, wire};
+use crate::unit::{Unit, UnitKind};
+
+use super::{Invocation, LoadError};
+
+/// A unit's definition, by kind: its files as its kind runs them.
+#[derive(Debug, Clone)]
+pub(super) enum Def {
+    /// A service: commands, the machine's spec, limits.
+    Service(Arc<ServiceDef>),
+    /// A target: its files alone (dependencies, conditions, OnFailure=).
+    Target(Arc<Unit>),
+}
+
+impl Def {
+    /// The unit as loaded, whatever its kind.
+    pub(super) fn unit(&self) -> &Arc<Unit> {
+        match self {
+            Def::Service(d) => &d.unit,
+            Def::Target(u) => u,
+        }
+    }
+
+    /// The service definition, for a service.
+    pub(super) fn service(&self) -> Option<&Arc<ServiceDef>> {
+        match self {
+            Def::Service(d) => Some(d),
+            Def::Target(_) => None,
+        }
+    }
+
+    /// StartLimitIntervalSec=/StartLimitBurst= as they apply to the kind.
+    fn start_limit(&self) -> StartLimit {
+        match self {
+            Def::Service(d) => StartLimit::new(d.start_limit.0, d.start_limit.1),
+            // As systemd 252: a target has no start limit (no `can_start`).
+            Def::Target(_) => StartLimit::default(),
+        }
+    }
+}
+
+/// What the job driver, `status` and the transition log read of any unit,
+/// whatever its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Phase {
+    /// systemd's ActiveState.
+    pub(super) active: ActiveState,
+    /// The result of the last (or current) run.
+    pub(super) result: ServiceResult,
+    /// No start is under way: the unit may be started afresh (inactive,
+    /// failed, or waiting to restart).
+    pub(super) down: bool,
+    /// A stop was asked for in the current run.
+    pub(super) stop_requested: bool,
+    /// It starts again once stopped (a restart under way).
+    pub(super) start_after_stop: bool,
+}
+
+impl Phase {
+    /// A service's phase.
+    pub(super) fn of_service(s: &state::State) -> Phase {
+        Phase {
+            active: s.sub.active(),
+            result: s.result,
+            down: s.sub.is_down(),
+            stop_requested: s.stop_requested,
+            start_after_stop: s.start_after_stop,
+        }
+    }
+
+    /// A target's phase: never on its way anywhere.
+    fn of_target(s: target::State) -> Phase {
+        Phase {
+            active: s.sub.active(),
+            result: s.result,
+            down: s.sub != target::Sub::Active,
+            stop_requested: false,
+            start_after_stop: false,
+        }
+    }
+
+    /// Inactive or failed.
+    pub(super) fn is_stopped(self) -> bool {
+        matches!(self.active, ActiveState::Inactive | ActiveState::Failed)
+    }
+}
+
+/// The part of a service beside its definition: its machine's state and
+/// what running its processes leaves.
+#[derive(Default)]
+pub(super) struct ServiceBody {
+    /// The machine's state (`state::next`).
+    pub(super) state: state::State,
+    /// The current invocation, from its start to the removal of its cgroup.
+    pub(super) inv: Option<Invocation>,
+    /// Armed timers: generation and task (none for a zero delay, already queued).
+    pub(super) timers: HashMap<Timer, (u64, Option<AbortHandle>)>,
+    /// The last main process and how it ended.
+    pub(super) main_exit: Option<(Pid, Exit)>,
+    /// KillMode=process: PIDs left running by the last stop.
+    pub(super) left_behind: Vec<Pid>,
+    /// LogRateLimitIntervalSec=/LogRateLimitBurst=, shared by the unit's pipes.
+    pub(super) rate_limit: Option<Arc<crate::journal::ingest::RateLimiter>>,
+    /// The last STATUS= the service sent.
+    pub(super) status_text: Option<String>,
+}
+
+/// The part of a target beside its definition: its machine's state.
+#[derive(Default)]
+pub(super) struct TargetBody {
+    /// The machine's state (`target::next`).
+    pub(super) state: target::State,
+}
+
+/// A unit's kind and the part of it only that kind has.
+pub(super) enum Body {
+    /// A service (also a unit of a kind this manager cannot run yet: it
+    /// has no definition, and only the manager's verdicts reach it).
+    Service(Box<ServiceBody>),
+    /// A target.
+    Target(TargetBody),
+}
+
+impl Body {
+    /// The body a unit of `kind` starts with.
+    fn new(kind: UnitKind) -> Body {
+        match kind {
+            UnitKind::Target => Body::Target(TargetBody::default()),
+            _ => Body::Service(Box::default()),
+        }
+    }
+}
+
+/// One loaded unit.
+pub(super) struct UnitEntry {
+    /// The definition, or why it could not be loaded.
+    pub(super) def: Result<Def, LoadError>,
+    /// A definition read by daemon-reload while the unit was in use; applied when it is not.
+    pub(super) pending: Option<Result<Def, LoadError>>,
+    /// The last invocation id, kept for status after the invocation ended.
+    pub(super) last_invocation: String,
+    pub(super) start_limit: StartLimit,
+    /// Reload jobs waiting for the reload to end (start and stop jobs live in transactions).
+    pub(super) reload_waiters: Vec<oneshot::Sender<Result<Vec<String>, Failure>>>,
+    /// When the ActiveState last changed (µs since the epoch).
+    pub(super) since_usec: u64,
+    /// Why the last start failed, in words, when the result is not enough.
+    pub(super) failure_note: Option<String>,
+    /// enabled/disabled/static/masked, from the loader's listing.
+    pub(super) file_state: String,
+    /// The kind's part.
+    pub(super) body: Body,
+}
+
+impl UnitEntry {
+    /// A unit of `kind` that has never run.
+    pub(super) fn new(kind: UnitKind, def: Result<Def, LoadError>) -> UnitEntry {
+        let start_limit = def.as_ref().map(Def::start_limit).unwrap_or_default();
+        UnitEntry {
+            def,
+            pending: None,
+            last_invocation: String::new(),
+            start_limit,
+            reload_waiters: Vec::new(),
+            since_usec: 0,
+            failure_note: None,
+            file_state: String::new(),
+            body: Body::new(kind),
+        }
+    }
+
+    /// Takes `def` as the definition, with its start limit; `keep_starts`:
+    /// the starts counted so far still count.
+    pub(super) fn set_def(&mut self, def: Result<Def, LoadError>, keep_starts: bool) {
+        if let Ok(d) = &def {
+            let limit = d.start_limit();
+            if keep_starts {
+                self.start_limit.interval = limit.interval;
+                self.start_limit.burst = limit.burst;
+            } else {
+                self.start_limit = limit;
+            }
+        }
+        self.def = def;
+    }
+
+    /// The service definition, when the unit is a loaded service.
+    pub(super) fn service_def(&self) -> Option<&Arc<ServiceDef>> {
+        self.def.as_ref().ok().and_then(Def::service)
+    }
+
+    /// The service part, when the unit is a service.
+    pub(super) fn service(&self) -> Option<&ServiceBody> {
+        match &self.body {
+            Body::Service(s) => Some(s),
+            Body::Target(_) => None,
+        }
+    }
+
+    /// The service part, to change it.
+    pub(super) fn service_mut(&mut self) -> Option<&mut ServiceBody> {
+        match &mut self.body {
+            Body::Service(s) => Some(s),
+            Body::Target(_) => None,
+        }
+    }
+
+    /// Where the unit is, in words every kind shares.
+    pub(super) fn phase(&self) -> Phase {
+        match &self.body {
+            Body::Service(s) => Phase::of_service(&s.state),
+            Body::Target(t) => Phase::of_target(t.state),
+        }
+    }
+
+    /// The sub-state in the protocol's words for the kind.
+    pub(super) fn wire_sub(&self) -> SubState {
+        match &self.body {
+            Body::Service(s) => wire::service_sub(s.state.sub),
+            Body::Target(t) => wire::target_sub(t.state.sub),
+        }
+    }
+
+    /// The sub-state's word, for messages.
+    pub(super) fn sub_word(&self) -> &'static str {
+        self.wire_sub().as_str()
+    }
+
+    /// The invocation under way, for the kinds that run processes.
+    pub(super) fn inv(&self) -> Option<&Invocation> {
+        self.service().and_then(|s| s.inv.as_ref())
+    }
+
+    /// The invocation under way, to change it.
+    pub(super) fn inv_mut(&mut self) -> Option<&mut Invocation> {
+        self.service_mut().and_then(|s| s.inv.as_mut())
+    }
+
+    /// The current invocation's cgroup.
+    pub(super) fn cgroup(&self) -> Option<&Cgroup> {
+        self.inv().and_then(|i| i.cgroup.as_ref())
+    }
+
+    /// The id of the current invocation, else of the last one.
+    pub(super) fn invocation_id(&self) -> String {
+        self.inv()
+            .map_or(self.last_invocation.clone(), |i| i.id.clone())
+    }
+
+    /// The main and control processes, for the kinds that have them.
+    pub(super) fn main_and_control(&self) -> (Option<Pid>, Option<Pid>) {
+        self.service().map_or((None, None), |s| {
+            (s.state.main, s.state.control.and_then(|c| c.pid))
+        })
+    }
+}
