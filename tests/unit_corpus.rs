@@ -217,3 +217,39 @@ fn stored_symlinks_are_plain_files_unless_asked_for() {
     let stored = verify_paths(&[mask, alias]);
     assert!(!stored.has_errors(), "{:?}", stored.diagnostics);
 }
+
+/// Every `.timer` of the corpus loads into a typed `[Timer]` with at least
+/// one value and no error, and triggers a unit.
+#[test]
+fn every_corpus_timer_is_a_typed_timer() {
+    let Some(root) = corpus() else {
+        return;
+    };
+    let mut seen = 0;
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            if p.extension().is_none_or(|x| x != "timer") {
+                continue;
+            }
+            let loader =
+                Loader::new(vec![], vec![], SpecifierContext::current()).with_stored_symlinks(true);
+            let u = loader.load_file(&p).unwrap();
+            if u.masked {
+                continue;
+            }
+            let errors: Vec<String> = u.errors().map(|d| d.to_string()).collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", p.display());
+            let t = u.timer.as_ref().expect("a timer section");
+            assert!(t.has_values(), "{}", p.display());
+            assert!(t.triggered_unit(&u.name).is_some(), "{}", p.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 5, "only {seen} corpus timers");
+}

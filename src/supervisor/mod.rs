@@ -6,6 +6,7 @@
 //!   state machine's actions (spawn into a fresh cgroup, signals, timers) and
 //!   turns what happens (exits, empty cgroups, notify messages, timers,
 //!   control requests) into events.
+//! - [`timer`]: timer units as a pure machine, and their `Persistent=` stamps.
 //! - [`service`]: a loaded unit turned into what the manager runs.
 //! - [`reaper`], [`notify`], [`output`], [`control`]: the event sources and
 //!   sinks around it (SIGCHLD, NOTIFY_SOCKET, stdout/stderr pipes, the
@@ -35,6 +36,7 @@ pub mod reaper;
 pub mod service;
 pub mod state;
 pub mod target;
+pub mod timer;
 pub mod wire;
 
 pub use manager::run;

@@ -10,6 +10,7 @@ use super::name::{UnitKind, UnitName};
 use super::runit::RunitService;
 use super::specifier::SpecifierContext;
 use super::syntax::Directive;
+use super::timer::TimerSection;
 use super::values::{
     parse_bool, parse_exit_status, parse_percent_permyriad, parse_signal, parse_size,
     parse_timeout, parse_timespan, parse_timespan_with, parse_umask,
@@ -44,6 +45,8 @@ pub struct Unit {
     pub unit: UnitSection,
     /// `[Service]`; `Some` exactly for `.service` units.
     pub service: Option<ServiceSection>,
+    /// `[Timer]`; `Some` exactly for `.timer` units.
+    pub timer: Option<TimerSection>,
     /// `[Install]`.
     pub install: InstallSection,
     /// Other names of this unit: alias symlinks found and `Alias=`.
@@ -59,6 +62,7 @@ impl Unit {
     /// An empty unit of that name with every default applied.
     pub fn new(name: UnitName) -> Unit {
         let service = (name.kind() == UnitKind::Service).then(ServiceSection::default);
+        let timer = (name.kind() == UnitKind::Timer).then(TimerSection::default);
         Unit {
             name,
             fragment: None,
@@ -67,6 +71,7 @@ impl Unit {
             masked: false,
             unit: UnitSection::default(),
             service,
+            timer,
             install: InstallSection::default(),
             aliases: Vec::new(),
             unsupported: Vec::new(),
@@ -736,7 +741,13 @@ impl<'a> Applier<'a> {
     }
 }
 
-fn push_diag(unit: &mut Unit, d: &Directive, sev: Severity, kind: DiagnosticKind, message: String) {
+pub(crate) fn push_diag(
+    unit: &mut Unit,
+    d: &Directive,
+    sev: Severity,
+    kind: DiagnosticKind,
+    message: String,
+) {
     unit.diagnostics.push(Diagnostic {
         file: d.file.to_path_buf(),
         line: d.line,
@@ -749,7 +760,7 @@ fn push_diag(unit: &mut Unit, d: &Directive, sev: Severity, kind: DiagnosticKind
 }
 
 /// A bad assignment systemd 252 logs and ignores: the unit loads without it.
-fn invalid(unit: &mut Unit, d: &Directive, message: String) {
+pub(crate) fn invalid(unit: &mut Unit, d: &Directive, message: String) {
     push_diag(unit, d, Severity::Error, DiagnosticKind::Invalid, message);
 }
 
@@ -1622,6 +1633,7 @@ impl Applier<'_> {
         for field in ListField::ALL {
             dedup_in_order(field.get(unit));
         }
+        self.finish_timer(unit);
         let Some(s) = unit.service.as_mut() else {
             return;
         };
