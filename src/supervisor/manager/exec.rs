@@ -8,9 +8,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 
-use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio, spawn};
+use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio};
 use crate::supervisor::output::{Source, Stream};
 use crate::supervisor::process_setup;
 use crate::supervisor::service::ServiceDef;
@@ -80,9 +80,12 @@ impl Manager {
         spec.stdout = Stdio::Fd(out_w);
         spec.stderr = Stdio::Borrowed(spec_stdout_raw(&spec));
         spec.new_session = true;
-        let spawned = spawn(&spec).map_err(|e| format!("cannot start log/run of {name}: {e}"))?;
+        let pid = self
+            .host
+            .spawn(&spec)
+            .map_err(|e| format!("cannot start log/run of {name}: {e}"))?;
         drop(spec);
-        let src = self.source(name, None, spawned.pid, Stream::Stdout);
+        let src = self.source(name, None, pid, Stream::Stdout);
         self.output.attach(src, out_r);
         if let Some(inv) = self.units.get_mut(name).and_then(UnitEntry::inv_mut) {
             inv.log_pipe = Some(write);
@@ -102,7 +105,7 @@ impl Manager {
             Whom::Control => control,
             Whom::All => {
                 if let Some(cg) = e.cgroup()
-                    && let Err(err) = cg.signal_all(signal)
+                    && let Err(err) = self.host.signal_cgroup(cg, signal)
                 {
                     self.log(name, &format!("cannot send {signal} to the cgroup: {err}"));
                 }
@@ -111,7 +114,7 @@ impl Manager {
         };
         if let Some(pid) = pid {
             // ESRCH: it is already gone, and its exit is on the way.
-            let _ = kill(nix::unistd::Pid::from_raw(pid), signal);
+            let _ = self.host.signal(pid, signal);
         }
     }
 
@@ -152,7 +155,7 @@ impl Manager {
                         );
                         return;
                     };
-                    if cg.contains_pid(pid).unwrap_or(false) {
+                    if self.host.contains(&cg, pid).unwrap_or(false) {
                         queue.push_back(Event::MainPid(pid));
                     } else {
                         self.reject_pid_file(
@@ -173,7 +176,7 @@ impl Manager {
             }
             return;
         }
-        let procs = cg.procs_recursive().unwrap_or_default();
+        let procs = self.host.procs(&cg).unwrap_or_default();
         if procs.len() == 1 {
             queue.push_back(Event::MainPid(procs[0]));
         } else {
@@ -349,20 +352,20 @@ impl Manager {
         };
         spec.stdout = stdout;
         spec.stderr = stderr;
-        let spawned = spawn(&spec).map_err(|e| SpawnFailure {
+        let pid = self.host.spawn(&spec).map_err(|e| SpawnFailure {
             message: format!("{}: {e}", cmd.directive()),
             status: i32::from(e.stage.exit_status()),
         })?;
         drop(spec);
         if let Some(r) = out_r {
-            let src = self.source(name, Some(def), spawned.pid, Stream::Stdout);
+            let src = self.source(name, Some(def), pid, Stream::Stdout);
             self.output.attach(src, r);
         }
         if let Some(r) = err_r {
-            let src = self.source(name, Some(def), spawned.pid, Stream::Stderr);
+            let src = self.source(name, Some(def), pid, Stream::Stderr);
             self.output.attach(src, r);
         }
-        Ok(spawned.pid)
+        Ok(pid)
     }
 }
 

@@ -3,7 +3,6 @@
 //! KillMode=process still hold.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::cgroup::Cgroup;
 use crate::supervisor::service::ServiceDef;
@@ -28,7 +27,7 @@ impl Manager {
         let existing = self.root.path().join(&cg_name);
         if existing.exists() {
             let old = Cgroup::open(&existing).map_err(|e| e.to_string())?;
-            if old.populated().unwrap_or(true) {
+            if self.host.populated(&old).unwrap_or(true) {
                 cg_name = format!("{name}-{}", &id[..8]);
             } else {
                 old.remove()
@@ -76,7 +75,7 @@ impl Manager {
             watch: None,
             pidfile_watch: None,
             log_pipe: None,
-            started: Instant::now(),
+            started: self.host.now(),
         });
         let cg = crate::supervisor::leftovers::create_unit_cgroup(&self.root, &cg_name, name)?;
         for (file, value) in &def.limits {
@@ -113,7 +112,7 @@ impl Manager {
         }
         drop(inv.log_pipe);
         if let Some(cg) = inv.cgroup {
-            let left = cg.procs_recursive().unwrap_or_default();
+            let left = self.host.procs(&cg).unwrap_or_default();
             if left.is_empty() {
                 if let Some(w) = inv.watch {
                     self.watches.cancel(w);
@@ -177,7 +176,7 @@ impl Manager {
         let Some(l) = self.lingering.get(&seq) else {
             return;
         };
-        match l.cgroup.populated() {
+        match self.host.populated(&l.cgroup) {
             Ok(true) => return,
             Ok(false) => {}
             Err(err) if err.is_not_found() => {}
