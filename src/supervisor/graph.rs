@@ -92,8 +92,9 @@ impl Deps {
 impl Deps {
     /// The dependency lists of a loaded unit (its file, drop-ins and the
     /// `.wants/`/`.requires/` directories the loader already merged in),
-    /// with those a timer has implicitly (see
-    /// [`crate::unit::timer::implicit_dependencies`]).
+    /// with those a timer or a socket has implicitly (see
+    /// [`crate::unit::timer::implicit_dependencies`] and
+    /// [`crate::unit::SocketSection::implicit_dependencies`]).
     pub fn from_unit(u: &Unit) -> Deps {
         // A template (`foo@.service`) is never a unit of its own: systemd
         // ignores a dependency on one ("missing the instance name").
@@ -113,6 +114,17 @@ impl Deps {
             }
             v
         };
+        let mut before = with(&u.unit.before, &implicit.before);
+        // A socket is ordered before the service it triggers and before
+        // sockets.target without saying so (systemd.socket(5)).
+        if let Some(s) = &u.socket {
+            let implicit = s.implicit_dependencies(&u.name, u.unit.default_dependencies);
+            for n in names(&implicit.before) {
+                if !before.contains(&n) {
+                    before.push(n);
+                }
+            }
+        }
         Deps {
             requires: names(&u.unit.requires),
             wants: names(&u.unit.wants),
@@ -121,7 +133,7 @@ impl Deps {
             part_of: names(&u.unit.part_of),
             conflicts: with(&u.unit.conflicts, &implicit.conflicts),
             after: names(&u.unit.after),
-            before: with(&u.unit.before, &implicit.before),
+            before,
             triggers: names(&implicit.triggers),
             default_dependencies: u.unit.default_dependencies,
         }

@@ -834,6 +834,7 @@ fn apply_parsed(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, parsed: synta
             "Install" => applier.apply_install(u, d),
             "Service" if kind == UnitKind::Service => applier.apply_service(u, d),
             "Timer" if kind == UnitKind::Timer => applier.apply_timer(u, d),
+            "Socket" if kind == UnitKind::Socket => applier.apply_socket(u, d),
             s if Some(s) == kind_section => u.unsupported.push(d.clone()),
             // Directives of ignored sections were warned about per section.
             _ => u.unsupported.push(d.clone()),

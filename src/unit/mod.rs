@@ -11,17 +11,20 @@
 //! - [`file`]: reading user-written files safely (regular files only, size cap).
 //! - [`specifier`]: `%` specifiers ([`SpecifierContext`]).
 //! - [`model`]: the typed sections and how each directive is applied.
+//! - [`execution`]: directories, credentials, stdin, scheduling (systemd.exec(5)).
 //! - [`known`]: directive names systemd knows (unsupported vs. unknown).
 //! - [`condition`]: `Condition*=`/`Assert*=` and their evaluation.
 //! - [`timer`]: `[Timer]` of `.timer` units ([`timer::TimerSection`]) and their implicit dependencies.
 //! - [`loader`]: search paths, drop-ins, templates, masking, aliases ([`Loader`]).
 //! - [`runit`]: runit service directories as units.
+//! - [`socket`]: `[Socket]` of `.socket` units ([`SocketSection`]).
 //! - [`verify`]: `corral verify`'s report over files and directories.
 
 pub mod calendar;
 pub mod condition;
 pub mod envfile;
 pub mod exec;
+pub mod execution;
 pub mod file;
 pub mod install;
 pub mod known;
@@ -29,6 +32,7 @@ pub mod loader;
 pub mod model;
 pub mod name;
 pub mod runit;
+pub mod socket;
 pub mod specifier;
 pub mod start_check;
 pub mod syntax;
@@ -50,6 +54,7 @@ pub use model::{
 };
 pub use name::{UnitKind, UnitName};
 pub use runit::RunitService;
+pub use socket::{Listen, SocketAddress, SocketSection, SocketType};
 pub use specifier::SpecifierContext;
 pub use syntax::Directive;
 
