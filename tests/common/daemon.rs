@@ -149,7 +149,7 @@ impl TestDaemon {
     /// directories and state (the time between is the test's).
     pub fn relaunch(&mut self) {
         assert!(self.child.is_none(), "relaunch of a daemon still running");
-        self.launch(&[]);
+        self.launch(&[], |_| {});
     }
 
     /// Stops the daemon as a service manager would, with SIGTERM (it stops
