@@ -9,6 +9,7 @@ use crate::cgroup::Cgroup;
 use crate::supervisor::service::ServiceDef;
 
 use super::{Invocation, Lingering, Manager, UnitEntry, now_usec};
+use crate::supervisor::lines::priority;
 
 impl Manager {
     pub(super) fn new_invocation(
@@ -81,7 +82,11 @@ impl Manager {
             .map_err(|err| format!("cannot create the cgroup of {name}: {err}"))?;
         for (file, value) in &def.limits {
             if let Err(err) = cg.set_limit(file, value) {
-                self.log(name, &format!("cannot apply {file}={value}: {err}"));
+                self.log_at(
+                    name,
+                    priority::WARNING,
+                    &format!("cannot apply {file}={value}: {err}"),
+                );
             }
         }
         let events = cg.file("cgroup.events");
@@ -119,7 +124,11 @@ impl Manager {
                     self.watches.cancel(w);
                 }
                 if let Err(err) = cg.remove() {
-                    self.log(name, &format!("cannot remove the cgroup: {err}"));
+                    self.log_at(
+                        name,
+                        priority::WARNING,
+                        &format!("cannot remove the cgroup: {err}"),
+                    );
                 }
             } else {
                 // KillMode=process (or an unkillable process): the cgroup stays
@@ -156,8 +165,9 @@ impl Manager {
             Err(err) if err.is_not_found() => {}
             Err(err) => {
                 let unit = l.unit.clone();
-                self.log(
+                self.log_at(
                     &unit,
+                    priority::WARNING,
                     &format!("cannot read the left-over cgroup's events: {err}"),
                 );
                 return;
@@ -169,8 +179,9 @@ impl Manager {
             .expect("lingering cgroup exists");
         if let Err(err) = l.cgroup.remove() {
             // Someone moved a process into it meanwhile: the watch goes on.
-            self.log(
+            self.log_at(
                 &l.unit,
+                priority::WARNING,
                 &format!("cannot remove the cgroup left by KillMode=process: {err}"),
             );
             self.lingering.insert(seq, l);
