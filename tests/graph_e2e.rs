@@ -141,7 +141,7 @@ fn failed_requirement_fails_the_dependent_with_the_reason() {
     let logged = eventually(Duration::from_secs(5), || {
         td.journal("needy.service", &[])
             .stdout
-            .contains("dependency failed: broken.service")
+            .contains("Dependency failed for needy.service")
             .then_some(())
     });
     assert!(logged.is_some(), "no journal entry\n{}", td.log());

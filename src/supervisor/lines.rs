@@ -274,7 +274,8 @@ pub fn service_lines(spec: &Spec, before: &State, after: &State, event: &Event) 
             r => Line::FailedWithResult(r),
         });
         out.push(Line::Consumed(0));
-        if before.stop_requested || before.start_after_stop {
+        // (A unit with nothing left to stop gets there in the stop's own step.)
+        if before.stop_requested || after.stop_requested || before.start_after_stop {
             out.push(Line::Stopped);
         } else if b == ActiveState::Activating && after.sub == Sub::Failed {
             out.push(Line::FailedToStart);

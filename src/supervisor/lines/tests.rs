@@ -328,6 +328,14 @@ fn service_transitions() {
                 L::Stopped,
             ],
         ),
+        // Nothing to stop (a oneshot's exited state): done in one step.
+        (
+            &oneshot,
+            st(Sub::Exited),
+            stopping(Sub::Dead),
+            Event::Stop,
+            vec![L::Deactivated, L::Consumed(0), L::Stopped],
+        ),
         // A restart: the stop's end, then a start.
         (
             &simple,
