@@ -93,7 +93,7 @@ impl FieldView<'_> {
             "MESSAGE" => self.message == v,
             "MESSAGE_ID" => {
                 self.stream == Stream::Manager
-                    && super::catalog::message_id(self.message).is_some_and(|id| text(id))
+                    && super::catalog::message_id(self.message).is_some_and(&text)
             }
             "PRIORITY" => num(self.priority.into()),
             "SYSLOG_IDENTIFIER" => text(self.identifier),
