@@ -7,13 +7,20 @@
 //!   state machine's actions (spawn into a fresh cgroup, signals, timers) and
 //!   turns what happens (exits, empty cgroups, notify messages, timers,
 //!   control requests) into events.
+//! - [`timer`]: timer units as a pure machine, and their `Persistent=` stamps.
 //! - [`service`]: a loaded unit turned into what the manager runs.
+//! - [`socket`]: the socket unit kind (binding, fd passing, its state
+//!   machine); not driven by the manager yet.
 //! - [`reaper`], [`notify`], [`output`], [`control`]: the event sources and
 //!   sinks around it (SIGCHLD, NOTIFY_SOCKET, stdout/stderr pipes, the
 //!   control socket).
 //! - [`dbus`]: a minimal D-Bus client; the manager's one session-bus
 //!   connection watches the `BusName=` of Type=dbus units.
 //! - [`procs`]: reading process command lines from /proc for `status`.
+//! - [`process_setup`] (with [`directories`], [`credentials`]): what a
+//!   unit's process gets from systemd.exec(5) settings before its spawn
+//!   (`RuntimeDirectory=`, `LoadCredential=`, `StandardInput=data`, ...)
+//!   and what is undone when it stops.
 //! - [`wire`]: the one conversion of the manager's unit states into the
 //!   control protocol's words.
 //!
@@ -24,7 +31,9 @@ use std::path::PathBuf;
 
 pub mod cli;
 pub mod control;
+pub mod credentials;
 pub mod dbus;
+pub mod directories;
 pub mod environment;
 pub mod graph;
 pub mod leftovers;
@@ -32,11 +41,14 @@ pub mod lines;
 pub mod manager;
 pub mod notify;
 pub mod output;
+pub mod process_setup;
 pub mod procs;
 pub mod reaper;
 pub mod service;
+pub mod socket;
 pub mod state;
 pub mod target;
+pub mod timer;
 pub mod wire;
 
 pub use manager::run;

@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use super::condition::{Condition, ConditionKind};
 use super::exec::{ExecCommand, is_env_name, parse_exec};
+use super::execution::ExecSettings;
 use super::name::{UnitKind, UnitName};
 use super::runit::RunitService;
+use super::socket::SocketSection;
 use super::specifier::SpecifierContext;
 use super::syntax::Directive;
+use super::timer::TimerSection;
 use super::values::{
     parse_bool, parse_exit_status, parse_percent_permyriad, parse_signal, parse_size,
     parse_timeout, parse_timespan, parse_timespan_with, parse_umask,
@@ -44,6 +47,10 @@ pub struct Unit {
     pub unit: UnitSection,
     /// `[Service]`; `Some` exactly for `.service` units.
     pub service: Option<ServiceSection>,
+    /// `[Timer]`; `Some` exactly for `.timer` units.
+    pub timer: Option<TimerSection>,
+    /// `[Socket]`; `Some` exactly for `.socket` units.
+    pub socket: Option<SocketSection>,
     /// `[Install]`.
     pub install: InstallSection,
     /// Other names of this unit: alias symlinks found and `Alias=`.
@@ -59,6 +66,8 @@ impl Unit {
     /// An empty unit of that name with every default applied.
     pub fn new(name: UnitName) -> Unit {
         let service = (name.kind() == UnitKind::Service).then(ServiceSection::default);
+        let timer = (name.kind() == UnitKind::Timer).then(TimerSection::default);
+        let socket = (name.kind() == UnitKind::Socket).then(SocketSection::default);
         Unit {
             name,
             fragment: None,
@@ -67,6 +76,8 @@ impl Unit {
             masked: false,
             unit: UnitSection::default(),
             service,
+            timer,
+            socket,
             install: InstallSection::default(),
             aliases: Vec::new(),
             unsupported: Vec::new(),
@@ -165,6 +176,24 @@ pub struct UnitSection {
     pub start_limit_burst: u32,
     /// `DefaultDependencies=`; default yes.
     pub default_dependencies: bool,
+    /// `SuccessAction=`: what the manager does when the unit stops cleanly.
+    pub success_action: EmergencyAction,
+    /// `FailureAction=`: what the manager does when the unit fails.
+    pub failure_action: EmergencyAction,
+}
+
+/// `SuccessAction=`/`FailureAction=` as a user manager takes them: the
+/// system actions (reboot, poweroff, ...) are ignored with a warning, as
+/// systemd 252's user manager does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum EmergencyAction {
+    /// Nothing.
+    #[default]
+    None,
+    /// Stop the manager as `SIGTERM` would: every unit stops, then it exits.
+    Exit,
+    /// Exit the manager at once (corral stops the units on the way out too).
+    ExitForce,
 }
 
 impl Default for UnitSection {
@@ -186,6 +215,8 @@ impl Default for UnitSection {
             start_limit_interval: Duration::from_secs(10),
             start_limit_burst: 5,
             default_dependencies: true,
+            success_action: EmergencyAction::None,
+            failure_action: EmergencyAction::None,
         }
     }
 }
@@ -526,8 +557,9 @@ pub struct ServiceSection {
     pub notify_access: NotifyAccess,
     /// `BusName=`.
     pub bus_name: Option<String>,
-    /// `UMask=`; default 0022.
-    pub umask: u32,
+    /// `UMask=`; `None` (the default for user units, as in systemd) keeps
+    /// the manager's own umask.
+    pub umask: Option<u32>,
     /// `Nice=`.
     pub nice: Option<i32>,
     /// `Limit*=`.
@@ -553,6 +585,9 @@ pub struct ServiceSection {
     pub log_rate_limit_interval: Option<Duration>,
     /// `LogRateLimitBurst=`; `None` uses the journal's default.
     pub log_rate_limit_burst: Option<u32>,
+    /// Directories, credentials, stdin, `ExecSearchPath=`, scheduling
+    /// (`unit::execution`).
+    pub exec: ExecSettings,
 }
 
 impl ServiceSection {
@@ -684,7 +719,7 @@ impl Default for ServiceSection {
             pass_environment: Vec::new(),
             notify_access: NotifyAccess::None,
             bus_name: None,
-            umask: 0o022,
+            umask: None,
             nice: None,
             limits: BTreeMap::new(),
             standard_output: StdOutput::Journal,
@@ -697,6 +732,7 @@ impl Default for ServiceSection {
             tasks_max: None,
             log_rate_limit_interval: None,
             log_rate_limit_burst: None,
+            exec: ExecSettings::default(),
         }
     }
 }
@@ -736,7 +772,13 @@ impl<'a> Applier<'a> {
     }
 }
 
-fn push_diag(unit: &mut Unit, d: &Directive, sev: Severity, kind: DiagnosticKind, message: String) {
+pub(crate) fn push_diag(
+    unit: &mut Unit,
+    d: &Directive,
+    sev: Severity,
+    kind: DiagnosticKind,
+    message: String,
+) {
     unit.diagnostics.push(Diagnostic {
         file: d.file.to_path_buf(),
         line: d.line,
@@ -749,7 +791,7 @@ fn push_diag(unit: &mut Unit, d: &Directive, sev: Severity, kind: DiagnosticKind
 }
 
 /// A bad assignment systemd 252 logs and ignores: the unit loads without it.
-fn invalid(unit: &mut Unit, d: &Directive, message: String) {
+pub(crate) fn invalid(unit: &mut Unit, d: &Directive, message: String) {
     push_diag(unit, d, Severity::Error, DiagnosticKind::Invalid, message);
 }
 
@@ -803,7 +845,7 @@ fn env_merged(env: Vec<(String, String)>) -> Vec<(String, String)> {
 }
 
 /// Removes repeated items, keeping the first of each, in one pass.
-fn dedup_in_order<T: std::hash::Hash + Eq + Clone>(list: &mut Vec<T>) {
+pub(super) fn dedup_in_order<T: std::hash::Hash + Eq + Clone>(list: &mut Vec<T>) {
     let mut seen = HashSet::with_capacity(list.len());
     list.retain(|x| seen.insert(x.clone()));
 }
@@ -815,7 +857,7 @@ const WORDS: SplitOptions = SplitOptions {
 
 impl Applier<'_> {
     /// Expands specifiers of a value, reporting failure as an error on `d`.
-    fn spec(&self, unit: &mut Unit, d: &Directive, s: &str) -> Option<String> {
+    pub(super) fn spec(&self, unit: &mut Unit, d: &Directive, s: &str) -> Option<String> {
         let expanded = self.spec.expand(s, &unit.name, unit.fragment.as_deref());
         match expanded {
             Ok(v) => Some(v),
@@ -828,7 +870,7 @@ impl Applier<'_> {
 
     /// Splits into words (quotes, escapes) and expands specifiers in each;
     /// a word whose specifiers fail is left out (systemd: "..., ignoring").
-    fn words(&self, unit: &mut Unit, d: &Directive) -> Option<Vec<String>> {
+    pub(super) fn words(&self, unit: &mut Unit, d: &Directive) -> Option<Vec<String>> {
         let (ws, notes) = match split(&d.value, WORDS) {
             Ok(x) => x,
             Err(e) => {
@@ -881,7 +923,7 @@ impl Applier<'_> {
         }
     }
 
-    fn bool_value(&self, unit: &mut Unit, d: &Directive) -> Option<bool> {
+    pub(super) fn bool_value(&self, unit: &mut Unit, d: &Directive) -> Option<bool> {
         let v = parse_bool(&d.value);
         if v.is_none() {
             invalid(
@@ -896,7 +938,7 @@ impl Applier<'_> {
         v
     }
 
-    fn time_value(
+    pub(super) fn time_value(
         &self,
         unit: &mut Unit,
         d: &Directive,
@@ -964,6 +1006,39 @@ impl Applier<'_> {
             "DefaultDependencies" => {
                 if let Some(b) = self.bool_value(unit, d) {
                     unit.unit.default_dependencies = b;
+                }
+            }
+            "SuccessAction" | "FailureAction" => {
+                let a = match d.value.as_str() {
+                    "none" => EmergencyAction::None,
+                    "exit" => EmergencyAction::Exit,
+                    "exit-force" => EmergencyAction::ExitForce,
+                    "reboot" | "reboot-force" | "reboot-immediate" | "poweroff"
+                    | "poweroff-force" | "poweroff-immediate" | "halt" | "halt-force"
+                    | "halt-immediate" | "kexec" | "kexec-force" => {
+                        return invalid(
+                            unit,
+                            d,
+                            format!(
+                                "'{}' is an action of the system manager; a user manager takes none, exit or exit-force; directive ignored",
+                                d.value
+                            ),
+                        );
+                    }
+                    other => {
+                        return invalid(
+                            unit,
+                            d,
+                            format!(
+                                "unknown action '{other}' (use none, exit or exit-force); directive ignored"
+                            ),
+                        );
+                    }
+                };
+                if key == "SuccessAction" {
+                    unit.unit.success_action = a;
+                } else {
+                    unit.unit.failure_action = a;
                 }
             }
             k if k.starts_with("Condition") || k.starts_with("Assert") => self.condition(unit, d),
@@ -1338,7 +1413,7 @@ impl Applier<'_> {
                 }
             }
             "UMask" => match parse_umask(&d.value) {
-                Some(m) => svc(unit).umask = m,
+                Some(m) => svc(unit).umask = Some(m),
                 None => invalid(
                     unit,
                     d,
@@ -1490,7 +1565,11 @@ impl Applier<'_> {
             "StartLimitInterval" | "StartLimitIntervalSec" | "StartLimitBurst" => {
                 self.apply_unit(unit, d)
             }
-            _ => self.unsupported(unit, d),
+            _ => {
+                if !self.apply_execution(unit, d) {
+                    self.unsupported(unit, d)
+                }
+            }
         }
     }
 
@@ -1499,6 +1578,17 @@ impl Applier<'_> {
             which.get(svc(unit)).clear();
             return;
         }
+        let commands = self.exec_commands(unit, d);
+        if which == ExecField::Start && !commands.is_empty() {
+            svc(unit).exec_start_line = d.line;
+            self.origins.exec_start = Some((d.file.to_path_buf(), d.line));
+        }
+        which.get(svc(unit)).extend(commands);
+    }
+
+    /// Parses a non-empty Exec value of any section into commands that
+    /// carry their origin, reporting warnings and errors on `d`.
+    pub(crate) fn exec_commands(&mut self, unit: &mut Unit, d: &Directive) -> Vec<ExecCommand> {
         let name = unit.name.clone();
         let fragment = unit.fragment.clone();
         let spec = self.spec;
@@ -1510,21 +1600,11 @@ impl Applier<'_> {
         for w in parsed.warnings {
             push_diag(unit, d, Severity::Warning, DiagnosticKind::Invalid, w);
         }
-        if which == ExecField::Start && !parsed.commands.is_empty() {
-            svc(unit).exec_start_line = d.line;
-            self.origins.exec_start = Some((d.file.to_path_buf(), d.line));
-        }
         let origin = super::exec::ExecOrigin {
             unit: unit.name.to_string(),
             directive: d.key.clone(),
             line: d.line,
         };
-        which
-            .get(svc(unit))
-            .extend(parsed.commands.into_iter().map(|mut c| {
-                c.origin = origin.clone();
-                c
-            }));
         match parsed.error {
             None => {}
             Some(e) if e.fatal => refused(
@@ -1537,6 +1617,14 @@ impl Applier<'_> {
             ),
             Some(e) => invalid(unit, d, format!("{}; command ignored", e.message)),
         }
+        parsed
+            .commands
+            .into_iter()
+            .map(|mut c| {
+                c.origin = origin.clone();
+                c
+            })
+            .collect()
     }
 
     fn exit_status(&mut self, unit: &mut Unit, d: &Directive) {
@@ -1622,6 +1710,8 @@ impl Applier<'_> {
         for field in ListField::ALL {
             dedup_in_order(field.get(unit));
         }
+        self.finish_timer(unit);
+        self.finish_socket(unit);
         let Some(s) = unit.service.as_mut() else {
             return;
         };
@@ -1668,11 +1758,16 @@ impl Applier<'_> {
                     format!("{:?}", s.service_type).to_lowercase()
                 ),
             ));
-        } else if s.exec_start.is_empty() && s.exec_stop.is_empty() {
+        } else if s.exec_start.is_empty()
+            && s.exec_stop.is_empty()
+            && unit.unit.success_action == EmergencyAction::None
+        {
+            // systemd 252's service_verify(): a oneshot may have no command at
+            // all when SuccessAction= says what it is for (systemd-exit.service).
             problems.push((
                 whole(),
                 "ExecStart",
-                "the service has no ExecStart= (and no ExecStop=); add the command to run"
+                "the service has no ExecStart= (nor ExecStop= or SuccessAction=); add the command to run"
                     .to_string(),
             ));
         }
@@ -1706,7 +1801,7 @@ impl Applier<'_> {
     }
 }
 
-fn svc(unit: &mut Unit) -> &mut ServiceSection {
+pub(super) fn svc(unit: &mut Unit) -> &mut ServiceSection {
     unit.service.get_or_insert_with(ServiceSection::default)
 }
 

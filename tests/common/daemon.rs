@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,11 @@ pub struct TestDaemon {
     child: Option<Child>,
     /// Its temp directory: units/, run/ (XDG_RUNTIME_DIR, %t), state/, corrald.log.
     pub dir: tempfile::TempDir,
-    /// The cgroup root the daemon creates unit cgroups in.
+    /// A scratch cgroup, removed (with what is left inside) on drop.
     pub root: TempCgroup,
+    /// The cgroup root the daemon creates unit cgroups in: `root` unless
+    /// the test gave another ([`TestDaemon::start_at`]).
+    pub cgroup_root: PathBuf,
     /// The control socket.
     pub socket: PathBuf,
 }
@@ -51,6 +54,31 @@ impl TestDaemon {
 
     /// Starts a daemon with extra command-line arguments.
     pub fn start_args(setup: impl FnOnce(&TestDaemon), extra: &[&str]) -> Option<TestDaemon> {
+        Self::start_in(None, setup, extra, |_| {})
+    }
+
+    /// Starts a daemon whose cgroup root is `cgroup_root` (created if
+    /// missing; its removal is the caller's) instead of a scratch cgroup.
+    pub fn start_at(cgroup_root: &Path, setup: impl FnOnce(&TestDaemon)) -> Option<TestDaemon> {
+        Self::start_in(Some(cgroup_root.to_path_buf()), setup, &[], |_| {})
+    }
+
+    /// Starts a daemon whose `corrald` command `configure` adjusts before
+    /// it is spawned (environment, limits and capabilities in `pre_exec`).
+    pub fn start_configured(
+        setup: impl FnOnce(&TestDaemon),
+        extra: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Option<TestDaemon> {
+        Self::start_in(None, setup, extra, configure)
+    }
+
+    fn start_in(
+        cgroup_root: Option<PathBuf>,
+        setup: impl FnOnce(&TestDaemon),
+        extra: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Option<TestDaemon> {
         let root = scratch()?;
         let dir = tempfile::tempdir().expect("temp dir");
         for d in ["units", "run", "state", "runit"] {
@@ -60,16 +88,17 @@ impl TestDaemon {
         let mut td = TestDaemon {
             child: None,
             dir,
+            cgroup_root: cgroup_root.unwrap_or_else(|| root.path().to_path_buf()),
             root,
             socket,
         };
         setup(&td);
-        td.launch(extra);
+        td.launch(extra, configure);
         Some(td)
     }
 
     /// Spawns `corrald` on this daemon's directories and waits for its ready line.
-    fn launch(&mut self, extra: &[&str]) {
+    fn launch(&mut self, extra: &[&str], configure: impl FnOnce(&mut Command)) {
         let (ready_r, ready_w) = nix::unistd::pipe().expect("pipe");
         // The write end is inherited by corrald (no CLOEXEC) and named by --ready-fd.
         // Appended, so that the log of a restarted daemon keeps its predecessor's.
@@ -78,8 +107,8 @@ impl TestDaemon {
             .append(true)
             .open(self.dir.path().join("corrald.log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_corrald"))
-            .arg("--user")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corrald"));
+        cmd.arg("--user")
             .arg("--units-dir")
             .arg(self.dir.path().join("units"))
             .arg("--runit-dir")
@@ -89,16 +118,16 @@ impl TestDaemon {
             .arg("--runtime-dir")
             .arg(self.dir.path().join("run/corral"))
             .arg("--cgroup-root")
-            .arg(self.root.path())
+            .arg(&self.cgroup_root)
             .arg("--ready-fd")
             .arg(ready_w.as_raw_fd().to_string())
             .args(extra)
             .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn corrald");
+            .stderr(log);
+        configure(&mut cmd);
+        let child = cmd.spawn().expect("spawn corrald");
         drop(ready_w);
         self.child = Some(child);
         let line = read_line_within(ready_r, Duration::from_secs(20));
@@ -113,7 +142,7 @@ impl TestDaemon {
     /// again on the same directories and state.
     pub fn restart(&mut self) {
         self.terminate();
-        self.launch(&[]);
+        self.launch(&[], |_| {});
     }
 
     /// Stops the daemon as a service manager would, with SIGTERM (it stops
@@ -160,7 +189,7 @@ impl TestDaemon {
 
     /// The cgroup a running unit's invocation uses.
     pub fn unit_cgroup(&self, unit: &str) -> PathBuf {
-        self.root.path().join(unit)
+        self.cgroup_root.join(unit)
     }
 
     /// Runs the real `corral` against this daemon.

@@ -12,6 +12,7 @@ use nix::sys::signal::{Signal, kill};
 
 use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio, spawn};
 use crate::supervisor::output::{Source, Stream};
+use crate::supervisor::process_setup;
 use crate::supervisor::service::ServiceDef;
 use crate::supervisor::state::{Cmd, Event, Exit, Pid, Whom};
 use crate::unit::file::{UserFile, read_user_file};
@@ -242,21 +243,29 @@ impl Manager {
         let runit_finish = cmd == Cmd::StopPost
             && index == def.cmds[Cmd::StopPost as usize].len()
             && def.runit.as_ref().is_some_and(|r| r.finish.is_some());
+        // Directories, credentials, stdin, ExecSearchPath=, scheduling.
+        let setup = process_setup::prepare(svc).map_err(|e| SpawnFailure {
+            message: format!("{}: {e}", cmd.directive()),
+            status: i32::from(e.exit_status()),
+        })?;
+        let mut base = self.process_env(name, Some(def), cmd);
+        base.extend(setup.env);
         // The model's composition: PassEnvironment=, Environment=, each
         // EnvironmentFile=, then UnsetEnvironment= (NAME or exact NAME=value).
         let pass_from = |k: &str| self.env.get(k).or_else(|| std::env::var(k).ok());
         let env = svc
-            .resolve_environment(&self.process_env(name, Some(def), cmd), &pass_from)
+            .resolve_environment(&base, &pass_from)
             .map_err(|err| match err {
                 // The refusal says what to do already.
                 UnitError::Refused { .. } => err.to_string(),
                 err => format!("{err}; create the EnvironmentFile= or prefix its path with '-'"),
             })?;
-        let path_env = env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
+        let path_env = setup.search_path.clone().unwrap_or_else(|| {
+            env.iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        });
         let (program, argv) = if runit_finish {
             let r = def.runit.as_ref().expect("runit unit");
             let finish = r.finish.clone().expect("finish exists");
@@ -297,10 +306,20 @@ impl Manager {
             .ok_or_else(|| format!("{name} has no invocation"))?;
         spec.cgroup = inv.cgroup.as_ref().map(|c| c.path().to_path_buf());
         if spec.cgroup.is_none() {
-            return Err(format!("{name} has no cgroup to start processes in").into());
+            // Its invocation could not get one (the note says why): 219/CGROUP.
+            let why = self.units[name]
+                .failure_note
+                .as_deref()
+                .unwrap_or("no invocation cgroup");
+            return Err(SpawnFailure {
+                message: format!("{name} has no cgroup to start processes in: {why}"),
+                status: 219,
+            });
         }
-        spec.umask = Some(svc.umask);
+        spec.umask = svc.umask;
         spec.nice = svc.nice;
+        spec.tuning = setup.tuning;
+        spec.stdin = setup.stdin;
         for (res, lim) in &svc.limits {
             if let Some(resource) = nix_resource(res.resource()) {
                 spec.rlimits.push(Rlimit {
@@ -316,6 +335,12 @@ impl Manager {
         let (stdout, out_r) = match &inv.log_pipe {
             Some(log) if matches!(cmd, Cmd::Start | Cmd::StopPost) => {
                 (Stdio::Borrowed(log.as_raw_fd()), None)
+            }
+            // StandardInput=file: and StandardOutput=inherit: the same file, as systemd.
+            _ if svc.standard_output == StdOutput::Inherit
+                && matches!(spec.stdin, Stdio::Fd(_)) =>
+            {
+                (Stdio::Borrowed(spec_stdin_raw(&spec)), None)
             }
             _ => output_stdio(&svc.standard_output, name)?,
         };
@@ -436,6 +461,14 @@ pub(super) fn output_stdio(
             })?;
             Ok((Stdio::Fd(w), Some(r)))
         }
+    }
+}
+
+fn spec_stdin_raw(spec: &SpawnSpec) -> std::os::fd::RawFd {
+    match &spec.stdin {
+        Stdio::Fd(fd) => fd.as_raw_fd(),
+        Stdio::Borrowed(fd) => *fd,
+        Stdio::Null | Stdio::Inherit => 0,
     }
 }
 

@@ -8,8 +8,11 @@ use std::time::Instant;
 use crate::cgroup::Cgroup;
 use crate::supervisor::service::ServiceDef;
 
-use super::{Invocation, Lingering, Manager, UnitEntry, now_usec};
 use crate::supervisor::lines::priority;
+use crate::supervisor::process_setup;
+use crate::unit::model::EmergencyAction;
+
+use super::{Input, Invocation, Lingering, Manager, UnitEntry, now_usec};
 
 impl Manager {
     pub(super) fn new_invocation(
@@ -76,10 +79,7 @@ impl Manager {
             log_pipe: None,
             started: Instant::now(),
         });
-        let cg = self
-            .root
-            .create_child(&cg_name)
-            .map_err(|err| format!("cannot create the cgroup of {name}: {err}"))?;
+        let cg = crate::supervisor::leftovers::create_unit_cgroup(&self.root, &cg_name, name)?;
         for (file, value) in &def.limits {
             if let Err(err) = cg.set_limit(file, value) {
                 self.log_at(
@@ -152,6 +152,33 @@ impl Manager {
             }
         }
         self.settle_pending(name);
+    }
+
+    /// After [`Self::end_invocation`]: what systemd.exec(5) settings undo
+    /// (runtime directories, credentials), and `SuccessAction=`/`FailureAction=`.
+    pub(super) fn invocation_ended(
+        &mut self,
+        name: &str,
+        def: &Arc<ServiceDef>,
+        failed: bool,
+        restarting: bool,
+    ) {
+        let Some(svc) = def.unit.service.as_ref() else {
+            return;
+        };
+        for p in process_setup::after_invocation(svc, restarting) {
+            self.log_at(name, priority::WARNING, &p);
+        }
+        let action = process_setup::manager_action(&def.unit.unit, failed, restarting);
+        if action != EmergencyAction::None && !self.shutting_down {
+            let which = if failed {
+                "FailureAction"
+            } else {
+                "SuccessAction"
+            };
+            self.log(name, &format!("{which}= asks the manager to exit"));
+            let _ = self.tx.send(Input::Shutdown);
+        }
     }
 
     /// The cgroup.events of a lingering cgroup changed: remove it once it is empty.

@@ -90,8 +90,19 @@ impl Manager {
             {
                 self.start_on_failure(name, d.unit());
             }
+            // RuntimeDirectoryPreserve=restart and SuccessAction= tell a
+            // restart (automatic or asked for) from a stop.
+            let sub = self.units[name].service().map(|s| s.state.sub);
+            let restarting = sub == Some(state::Sub::AutoRestart)
+                || actions.contains(&Action::StartAgain)
+                || self.start_job_waits(name);
+            let failed = after.active == ActiveState::Failed;
             for a in actions {
                 match (def.as_ref().and_then(Def::service), a) {
+                    (Some(d), Action::EndInvocation) => {
+                        self.execute(name, d, Action::EndInvocation, &mut queue);
+                        self.invocation_ended(name, d, failed, restarting);
+                    }
                     (Some(d), a) => self.execute(name, d, a, &mut queue),
                     (None, Action::Disarm(t)) => self.disarm(name, t),
                     // Verdicts ask for nothing else; without a definition
