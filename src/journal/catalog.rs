@@ -1,6 +1,6 @@
 //! `MESSAGE_ID=` of the manager's lines, as systemd's sd-messages.h numbers them.
 //!
-//! The store keeps no MESSAGE_ID (format v1 has no room for extra fields);
+//! The store keeps no MESSAGE_ID (an entry has no column for it: adding one is a format change);
 //! the manager words its lines exactly as systemd 252 does
 //! (`supervisor::lines`, whose tests check every wording against this
 //! table), so the id is recognised from a manager entry's message when an
