@@ -53,7 +53,7 @@ run() { # name with-timers
   local a b
   a=($(counts $CD)); sleep $SECS; b=($(counts $CD))
   local rss; rss=$(awk '/^VmRSS/{print $2}' /proc/$CD/status)
-  local active; active=$(grep -c "Started timer" $d/corrald.log)
+  local active; active=$(grep -c "Started t[0-9]*\.timer" $d/corrald.log)
   echo -e "$1\ttimers-started=$active\twakeups=$((b[0]-a[0]))\truns=$((b[1]-a[1]))\trss_kib=$rss"
   kill $CD; wait $CD 2>/dev/null; CD=
 }

@@ -10,6 +10,7 @@ use crate::unit::{Severity, UnitError, UnitKind, UnitName};
 
 use super::timer_unit::TimerDef;
 use super::{Def, LoadError, Manager, UnitEntry, job_driver, normalize};
+use crate::supervisor::lines::priority;
 
 impl Manager {
     pub(super) fn load(&self, name: &UnitName) -> Result<Def, LoadError> {
@@ -25,10 +26,12 @@ impl Manager {
         }
         // As systemd 252: a bad assignment is dropped with a warning naming
         // file:line, and the unit loads without it.
-        for d in unit.ignored_errors() {
+        // Directives it does not know or cannot apply are warned about too,
+        // once per load.
+        for d in unit.diagnostics.iter().filter(|d| !d.fatal) {
             let mut w = d.clone();
             w.severity = Severity::Warning;
-            self.log(name.as_str(), &w.to_string());
+            self.log_at(name.as_str(), priority::WARNING, &w.to_string());
         }
         match name.kind() {
             UnitKind::Target => Ok(Def::Target(Arc::new(unit))),

@@ -11,6 +11,7 @@ use jiff::tz::TimeZone;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::supervisor::lines::Line;
 use crate::supervisor::state::{self, ActiveState, Event, ServiceResult};
 use crate::supervisor::timer::machine::{self, Clocks, TimerState, fixed_delay_hash};
 use crate::supervisor::timer::stamp;
@@ -151,16 +152,17 @@ fn random() -> u64 {
     u64::from_ne_bytes(buf)
 }
 
-/// What the manager logs when a timer moves from `before` to `after`.
-fn transition_note(before: TimerState, after: TimerState, result: ServiceResult) -> Option<String> {
+/// The lines the manager logs when a timer moves from `before` to `after`,
+/// as systemd 252 words them.
+fn transition_lines(before: TimerState, after: TimerState, result: ServiceResult) -> Vec<Line> {
     let was_up = !matches!(before, TimerState::Dead | TimerState::Failed);
     let is_up = !matches!(after, TimerState::Dead | TimerState::Failed);
-    Some(match (was_up, is_up, after) {
-        (false, true, _) => "Started timer.".to_string(),
-        (true, false, TimerState::Failed) => format!("Failed with result '{}'.", result.as_str()),
-        (true, false, _) => "Stopped timer.".to_string(),
-        _ => return None,
-    })
+    match (was_up, is_up, after) {
+        (false, true, _) => vec![Line::Started],
+        (true, false, TimerState::Failed) => vec![Line::FailedWithResult(result)],
+        (true, false, _) => vec![Line::Stopped],
+        _ => Vec::new(),
+    }
 }
 
 impl Manager {
@@ -196,7 +198,7 @@ impl Manager {
         name: &str,
         def: Option<&Def>,
         ev: Event,
-    ) -> (Vec<machine::Action>, Option<String>) {
+    ) -> (Vec<machine::Action>, Vec<Line>) {
         let def = match def {
             Some(Def::Timer(d)) => Some(d.clone()),
             _ => None,
@@ -219,7 +221,7 @@ impl Manager {
             self.log(name, &n);
         }
         let Some(Body::Timer(b)) = self.units.get_mut(name).map(|e| &mut e.body) else {
-            return (Vec::new(), None);
+            return (Vec::new(), Vec::new());
         };
         let before = b.timer.state;
         let phase = b.phase();
@@ -232,10 +234,10 @@ impl Manager {
                 TimerState::Dead
             };
             b.timer.next = machine::NextElapse::default();
-            return (vec![machine::Action::Disarm], None);
+            return (vec![machine::Action::Disarm], Vec::new());
         }
         let (Some(d), Some(clocks)) = (def, clocks) else {
-            return (Vec::new(), None);
+            return (Vec::new(), Vec::new());
         };
         let events: &[machine::Event] = match ev {
             Event::Start => &[machine::Event::Start],
@@ -259,7 +261,7 @@ impl Manager {
         if b.timer.state == TimerState::Failed && before != TimerState::Failed {
             b.result = ServiceResult::Resources;
         }
-        (actions, transition_note(before, b.timer.state, b.result))
+        (actions, transition_lines(before, b.timer.state, b.result))
     }
 
     /// Carries out one action of a timer's machine.
