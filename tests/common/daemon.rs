@@ -272,7 +272,13 @@ impl TestDaemon {
 
     /// Sends `sig` to the daemon.
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig)
+        // Never pid() here: its 0 for a daemon that has exited would signal
+        // the test's whole process group.
+        let child = self
+            .child
+            .as_ref()
+            .expect("signal to a daemon that is not running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig)
             .expect("signal corrald");
     }
 
