@@ -19,7 +19,8 @@
 //! - `requests.rs`: a job request on one unit (checks, reload, kill, reset-failed).
 //! - `job_driver.rs`: start/stop/restart as transactions over the unit graph.
 //! - `machine.rs`: feeding the state machines and executing their actions.
-//! - `exec.rs`: spawning processes, signals, the main PID of forking units.
+//! - `exec.rs`: spawning processes, signals.
+//! - `main_pid.rs`: the main PID of forking units (PIDFile=, GuessMainPID=).
 //! - `environment.rs`: the environment every spawned process gets.
 //! - `invocation.rs`: invocations and their cgroups, and cgroups left behind.
 //! - `status.rs`: what status, show, list and the other queries answer.
@@ -55,6 +56,7 @@ mod invocation;
 mod job_driver;
 mod loading;
 mod machine;
+mod main_pid;
 mod requests;
 mod status;
 

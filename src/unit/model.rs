@@ -484,6 +484,9 @@ pub struct ServiceSection {
     pub exec_start_line: usize,
     /// `PIDFile=`.
     pub pid_file: Option<PathBuf>,
+    /// `GuessMainPID=`: a Type=forking service without PIDFile= takes the one
+    /// process the manager adopted as its main PID; default yes.
+    pub guess_main_pid: bool,
     /// `Restart=`.
     pub restart: RestartPolicy,
     /// `RestartSec=`; default 100 ms.
@@ -664,6 +667,7 @@ impl Default for ServiceSection {
             exec_stop_post: Vec::new(),
             exec_start_line: 0,
             pid_file: None,
+            guess_main_pid: true,
             restart: RestartPolicy::No,
             restart_sec: Duration::from_millis(100),
             remain_after_exit: false,
@@ -1037,7 +1041,11 @@ impl Applier<'_> {
             } else {
                 (
                     DiagnosticKind::Unknown,
-                    format!("unknown directive in [{}], ignored (a typo?)", d.section),
+                    // systemd's words, which users search for.
+                    format!(
+                        "Unknown key name '{}' in section '{}', ignoring.",
+                        d.key, d.section
+                    ),
                 )
             };
             push_diag(unit, d, Severity::Warning, kind, msg);
@@ -1149,6 +1157,11 @@ impl Applier<'_> {
             "RemainAfterExit" => {
                 if let Some(b) = self.bool_value(unit, d) {
                     svc(unit).remain_after_exit = b;
+                }
+            }
+            "GuessMainPID" => {
+                if let Some(b) = self.bool_value(unit, d) {
+                    svc(unit).guess_main_pid = b;
                 }
             }
             "TimeoutStartSec" => {
