@@ -138,9 +138,14 @@ fn memcached_killed_leaves_no_stale_pidfile_and_starts_again() {
         assert_eq!(pid_in(&pidfile), Some(main), "round {round}");
         let v = eventually(Duration::from_secs(5), || memcached_version(port));
         assert!(v.is_some_and(|v| v.starts_with("VERSION")), "round {round}");
+        assert_eq!(td.prop("memcached", "ExecMainPID"), main.to_string());
         kill(main, nix::sys::signal::Signal::SIGKILL);
         td.wait_state("memcached", "failed");
         assert_eq!(td.prop("memcached", "Result"), "signal");
+        // systemctl's numbers: CLD_KILLED, SIGKILL.
+        assert_eq!(td.prop("memcached", "ExecMainCode"), "2");
+        assert_eq!(td.prop("memcached", "ExecMainStatus"), "9");
+        assert_eq!(td.prop("memcached", "ExecMainPID"), main.to_string());
         assert!(
             !pidfile.exists(),
             "round {round}: the PIDFile outlived the service"

@@ -403,3 +403,41 @@ fn exec_condition_skips_fails_or_lets_the_start_go_on() {
         "ExecStart= did not run after a true ExecCondition="
     );
 }
+
+#[test]
+fn refuse_manual_start_and_stop_leave_dependencies_free() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "pulled.service",
+            "[Unit]\nRefuseManualStart=yes\n[Service]\nExecStart=/bin/sleep 1000\n",
+        );
+        td.write_unit(
+            "sticky.service",
+            "[Unit]\nRefuseManualStop=yes\n[Service]\nExecStart=/bin/sleep 1000\n",
+        );
+        td.write_unit("group.target", "[Unit]\nWants=pulled.service\n");
+    }) else {
+        return;
+    };
+    let refusal = |unit: &str| {
+        format!(
+            "Operation refused, unit {unit} may be requested by dependency only (it is configured to refuse manual start/stop)."
+        )
+    };
+    let o = td.corral(&["start", "pulled"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains(&refusal("pulled.service")), "{o:?}");
+    assert_eq!(td.prop("pulled", "ActiveState"), "inactive");
+    // Pulled in by a dependency, it starts.
+    td.ok(&["start", "group.target"]);
+    assert_eq!(td.prop("pulled", "ActiveState"), "active");
+    let o = td.corral(&["restart", "pulled"]);
+    assert!(o.stderr.contains(&refusal("pulled.service")), "{o:?}");
+    td.ok(&["stop", "pulled"]);
+
+    td.ok(&["start", "sticky"]);
+    let o = td.corral(&["stop", "sticky"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains(&refusal("sticky.service")), "{o:?}");
+    assert_eq!(td.prop("sticky", "ActiveState"), "active");
+}

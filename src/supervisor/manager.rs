@@ -103,6 +103,9 @@ pub enum Input {
         unit: String,
         /// What to do.
         job: JobRequest,
+        /// Asked for by a user (the control socket), not by the manager
+        /// itself (autostart, OnFailure=): RefuseManualStart=/Stop= apply.
+        manual: bool,
         /// Where the outcome goes.
         reply: oneshot::Sender<Result<Vec<String>, Failure>>,
     },
@@ -366,7 +369,12 @@ impl Manager {
                     self.feed(&unit, Event::Timeout(timer));
                 }
             }
-            Input::Job { unit, job, reply } => self.job(&unit, job, reply),
+            Input::Job {
+                unit,
+                job,
+                manual,
+                reply,
+            } => self.job(&unit, job, manual, reply),
             Input::Bus { generation, report } => self.bus_report(generation, report),
             Input::Query { query, reply } => {
                 let r = self.query(query);
@@ -556,6 +564,7 @@ pub async fn run(
             .send(Input::Job {
                 unit: unit.clone(),
                 job: JobRequest::Start,
+                manual: false,
                 reply,
             })
             .is_ok()

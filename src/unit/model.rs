@@ -165,6 +165,10 @@ pub struct UnitSection {
     pub start_limit_burst: u32,
     /// `DefaultDependencies=`; default yes.
     pub default_dependencies: bool,
+    /// `RefuseManualStart=`: only a dependency may start the unit; default no.
+    pub refuse_manual_start: bool,
+    /// `RefuseManualStop=`: only a dependency may stop the unit; default no.
+    pub refuse_manual_stop: bool,
 }
 
 impl Default for UnitSection {
@@ -186,6 +190,8 @@ impl Default for UnitSection {
             start_limit_interval: Duration::from_secs(10),
             start_limit_burst: 5,
             default_dependencies: true,
+            refuse_manual_start: false,
+            refuse_manual_stop: false,
         }
     }
 }
@@ -968,6 +974,16 @@ impl Applier<'_> {
             "DefaultDependencies" => {
                 if let Some(b) = self.bool_value(unit, d) {
                     unit.unit.default_dependencies = b;
+                }
+            }
+            "RefuseManualStart" => {
+                if let Some(b) = self.bool_value(unit, d) {
+                    unit.unit.refuse_manual_start = b;
+                }
+            }
+            "RefuseManualStop" => {
+                if let Some(b) = self.bool_value(unit, d) {
+                    unit.unit.refuse_manual_stop = b;
                 }
             }
             k if k.starts_with("Condition") || k.starts_with("Assert") => self.condition(unit, d),

@@ -227,6 +227,7 @@ impl Manager {
             let _ = self.tx.send(Input::Job {
                 unit,
                 job: JobRequest::Start,
+                manual: false,
                 reply,
             });
         }
