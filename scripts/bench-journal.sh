@@ -7,11 +7,18 @@
 #     durable: ends after the final fsync'd commit) vs `gen | cat > file; sync`,
 #     `gen | s6-log ...; sync` and journald (`systemd-cat gen; journalctl --sync`).
 #     Also: bytes on disk and the ingesting process's peak RSS.
-#  2. query: a 50-unit store (50 paced writers x 20000 lines at 1000 lines/s, as
+#  2. realistic: N lines of make-realistic-log.py (access, app, JSON, stack-trace lines)
+#     ingested as one unit: the store file against the raw text (and zstd -3 of it),
+#     where its bytes go (examples/journal_space), then hyperfine on
+#     `corral journal -g PAT` vs `rg PAT`, `grep PAT` on the text file and
+#     `journalctl -g PAT` on journald fed the same lines (every command's output to a
+#     file: grep stops at the first match when it writes to /dev/null).
+#  3. query: a 50-unit store (50 paced writers x 20000 lines at 1000 lines/s, as
 #     query.sh builds journald's), then hyperfine on whole `corral journal` processes
 #     vs `journalctl -D` on journald's store built the same way.
 #
-# SKIP_JOURNALD=1 skips journald (its builds take ~30 s); SKIP_INGEST=1 skips part 1.
+# SKIP_JOURNALD=1 skips journald (its builds take ~30 s); SKIP_INGEST=1 skips part 1,
+# SKIP_REALISTIC=1 part 2; PAT (default 'ERROR.*timeout') is the -g pattern.
 # Data under /tmp/corral-journal-bench.
 set -euo pipefail
 RUNS=${1:-3}; N=${2:-1000000}
@@ -21,11 +28,12 @@ W=/tmp/corral-journal-bench; mkdir -p $W; R=$W/results; mkdir -p $R
 G=$W/gen; [ -x $G ] || gcc -O2 -o $G $PEERS/gen.c
 # Two builds: examples pull in the dev-dependencies' tokio features, which the
 # shipped CLI is built without.
-(cd $ROOT && cargo build -q --release --bin corral && cargo build -q --release --example journal_ingest --example journal_units)
+(cd $ROOT && cargo build -q --release --bin corral && cargo build -q --release --example journal_ingest --example journal_units --example journal_space)
 C=$ROOT/target/release/corral; ING=$ROOT/target/release/examples/journal_ingest
-UNITS=$ROOT/target/release/examples/journal_units
+UNITS=$ROOT/target/release/examples/journal_units; SPACE=$ROOT/target/release/examples/journal_space
 MID=$(cat /etc/machine-id); J=/var/log/journal/$MID
 now() { date +%s%N; }
+HF0="hyperfine -N --warmup 3 --style basic"
 med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
 if [ "${SKIP_INGEST:-0}" != 1 ]; then
@@ -61,6 +69,38 @@ for p in corral cat-file s6-log journald; do
 done | tee $R/ingest.summary
 fi
 
+if [ "${SKIP_REALISTIC:-0}" != 1 ]; then
+PAT=${PAT:-ERROR.*timeout}
+REAL=$W/realistic-$N.log
+[ -s $REAL ] || python3 $PEERS/make-realistic-log.py $N $REAL
+RAW=$(stat -c %s $REAL)
+echo "== realistic: $N lines, $RAW B raw; zstd -3 of the file: $(zstd -3 -c $REAL | wc -c) B =="
+rm -rf $W/real; sync
+t0=$(now); cat $REAL | $ING $W/real real 2> $W/real.err; t1=$(now)
+$C journal -D $W/real -o cat | cmp -s - $REAL || { echo "corral did not give back the realistic lines" >&2; exit 1; }
+FILE=$(stat -c %s $W/real/journal.redb)
+{ echo "corral ingest $(echo "($t1-$t0)/1000000000" | bc -l | cut -c1-5) s ($(cut -d' ' -f3 $W/real.err) lines/s); file $FILE B = $(echo "$FILE/$RAW" | bc -l | cut -c1-5) x raw, right after ingest (no compaction)"
+  cp $W/real/journal.redb $W/real-copy.redb; $SPACE $W/real-copy.redb; rm -f $W/real-copy.redb; } | tee $R/realistic.txt
+GCMDS=("$C journal -D $W/real -g '$PAT' --no-pager" "rg '$PAT' $REAL" "grep '$PAT' $REAL")
+want=$(rg -c "$PAT" $REAL); got=$($C journal -D $W/real -g "$PAT" -o cat | wc -l)
+[ "$want" = "$got" ] || { echo "corral -g found $got lines, rg $want" >&2; exit 1; }
+if [ "${SKIP_JOURNALD:-0}" != 1 ]; then
+  $PEERS/journald_ctl.sh restart-clean; sync
+  systemd-cat -t real cat $REAL; journalctl --sync
+  echo "journald store of the same lines: $(du -sb $J | cut -f1) B; journalctl -g finds $(journalctl -D $J -g "$PAT" -o cat --no-pager | wc -l) lines" | tee -a $R/realistic.txt
+  GCMDS+=("journalctl -D $J -g '$PAT' --no-pager")
+fi
+$HF0 --output=$W/grep.out --export-json $R/grep.json "${GCMDS[@]}" > /dev/null
+python3 - $R <<'PY' | tee $R/grep.summary
+import json, sys
+R = sys.argv[1]
+res = json.load(open(f'{R}/grep.json'))['results']
+rg = next(r['median'] for r in res if r['command'].startswith('rg '))
+for r in res:
+    print(f"{r['median']*1000:8.2f} ms median ({r['median']/rg:4.2f}x rg; user {r['user']*1000:.0f} ms, sys {r['system']*1000:.0f} ms)  {r['command']}")
+PY
+fi
+
 echo "== query: 50 units x 20000 lines, paced at 1000 lines/s each (~20 s) =="
 rm -rf $W/q; $UNITS $W/q $G 20000 1000 50 2> $W/units.err
 echo "corral build: $(cat $W/units.err); file $(stat -c %s $W/q/journal.redb) B" | tee $R/query-build.txt
@@ -69,7 +109,7 @@ read -r CA CB < <($C journal -D $W/q -o json | awk -v a=$A -v b=$B \
   'NR==a||NR==b{match($0,/"__REALTIME_TIMESTAMP":"[0-9]+"/); v[NR]=substr($0,RSTART+24,RLENGTH-25)} NR==b{print v[a], v[b]; exit}')
 CA="@$((CA/1000000)).$(printf %06d $((CA%1000000)))"; CB="@$((CB/1000000)).$(printf %06d $((CB%1000000)))"
 echo "corral window [$CA, $CB]: all $($C journal -D $W/q -S $CA -U $CB | wc -l) lines, unit07 $($C journal -D $W/q -u unit07 -S $CA -U $CB | wc -l)" | tee -a $R/query-build.txt
-HF="hyperfine -N --warmup 3 --runs 30 --style basic"
+HF="$HF0 --runs 30"
 CMDS=("$C --version"
       "$C journal -D $W/q -u unit07 -n 100 --no-pager"
       "$C journal -D $W/q -n 100 --no-pager"

@@ -318,3 +318,35 @@ fn failure_report_survives_extra_fds_on_every_low_number() {
     assert_eq!(read_all(r2).trim(), "62");
     reap(child.pid);
 }
+
+#[test]
+fn listen_pid_is_the_childs_own_pid_on_both_spawn_paths() {
+    for force_fork in [false, true] {
+        let (r, w) = pipe();
+        let mut spec = sh("echo \"$LISTEN_PID $$ $FOO\"");
+        spec.env.push(c"FOO=kept".into());
+        spec.listen_pid = true;
+        spec.force_fork = force_fork;
+        spec.stdout = Stdio::Fd(w);
+        let child = spawn::spawn(&spec).unwrap();
+        drop(spec);
+        let pid = child.pid;
+        assert_eq!(
+            read_all(r),
+            format!("{pid} {pid} kept\n"),
+            "force_fork={force_fork}"
+        );
+        assert!(matches!(
+            reap(pid),
+            nix::sys::wait::WaitStatus::Exited(_, 0)
+        ));
+    }
+    // Without asking, no LISTEN_PID reaches the child.
+    let (r, w) = pipe();
+    let mut spec = sh("echo \"[${LISTEN_PID-unset}]\"");
+    spec.stdout = Stdio::Fd(w);
+    let child = spawn::spawn(&spec).unwrap();
+    drop(spec);
+    assert_eq!(read_all(r), "[unset]\n");
+    reap(child.pid);
+}

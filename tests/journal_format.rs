@@ -1,9 +1,12 @@
-//! Format compatibility: a store written by format v1 (checked in as
-//! tests/fixtures/journal-v1.redb) must keep opening, read the same, print the same
-//! (tests/fixtures/journal-v1.json), and accept appends.
+//! Format compatibility: stores written by format v1 and v2 (checked in as
+//! tests/fixtures/journal-v1.redb and journal-v2.redb, the same entries) must keep
+//! opening, read the same, print the same (tests/fixtures/journal-v1.json, -v2.json), and
+//! accept appends; a v1 store opened for writing becomes v2 and its blocks are
+//! rewritten as v2 blocks by merging, entries unchanged.
 //!
-//! `CORRAL_REGEN_JOURNAL_FIXTURE=1 cargo test --test journal_format` rewrites the fixture;
-//! do that only together with a new format version and a note in docs/JOURNAL-FORMAT.md.
+//! `CORRAL_REGEN_JOURNAL_FIXTURE=1 cargo test --test journal_format` rewrites the
+//! fixture of the current version (v2); do that only together with a new format version
+//! and a note in docs/JOURNAL-FORMAT.md.
 
 mod common;
 
@@ -97,17 +100,53 @@ fn golden_json(store: &Store) -> Vec<u8> {
     out
 }
 
+fn format_version(path: &Path) -> u64 {
+    use redb::ReadableDatabase;
+    let db = redb::Builder::new().open_read_only(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn
+        .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+        .unwrap();
+    meta.get("format_version").unwrap().unwrap().value()
+}
+
+fn codecs(path: &Path) -> Vec<u8> {
+    use redb::{ReadableDatabase, ReadableTable};
+    let db = redb::Builder::new().open_read_only(path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let blocks = txn
+        .open_table(redb::TableDefinition::<(&str, u64), &[u8]>::new("blocks"))
+        .unwrap();
+    blocks
+        .iter()
+        .unwrap()
+        .map(|r| r.unwrap().1.value()[0])
+        .collect()
+}
+
 #[tokio::test]
 async fn format_v1_fixture_still_opens_reads_and_appends() {
-    let path = fixture("journal-v1.redb");
+    fixture_opens_reads_and_appends("journal-v1.redb", 1).await;
+}
+
+#[tokio::test]
+async fn format_v2_fixture_opens_reads_and_appends() {
+    let path = fixture("journal-v2.redb");
     if std::env::var_os("CORRAL_REGEN_JOURNAL_FIXTURE").is_some() {
         regenerate(&path).await;
         let store = Store::open_read_only(&path).unwrap();
-        std::fs::write(fixture("journal-v1.json"), golden_json(&store)).unwrap();
+        std::fs::write(fixture("journal-v2.json"), golden_json(&store)).unwrap();
     }
-    // Read-only, straight from the checked-in file.
+    fixture_opens_reads_and_appends("journal-v2.redb", 2).await;
+}
+
+async fn fixture_opens_reads_and_appends(name: &str, version: u64) {
+    let path = fixture(name);
+    assert_eq!(format_version(&path), version);
+    // Read-only, straight from the checked-in file: both versions print the same.
     let store = Store::open_read_only(&path).unwrap();
-    let want = std::fs::read(fixture("journal-v1.json")).unwrap();
+    // The same entries; only the store id in the cursors differs.
+    let want = std::fs::read(fixture(&name.replace(".redb", ".json"))).unwrap();
     assert_eq!(
         String::from_utf8_lossy(&golden_json(&store)),
         String::from_utf8_lossy(&want)
@@ -155,5 +194,17 @@ async fn format_v1_fixture_still_opens_reads_and_appends() {
         .unwrap();
     assert_eq!(last[0].seq, 27);
     assert_eq!(last[0].message, b"after upgrade");
+    assert_eq!(store.query(&Query::default()).unwrap()[..26], all[..]);
+    // Merging rewrites small neighbours, old blocks among them, as one v2 block (a
+    // block alone stays as it is); the entries stay what they were.
+    w.maintain().await.unwrap();
+    w.shutdown().await.unwrap();
+    drop(w);
+    assert_eq!(store.block_count("web.service").unwrap(), 1);
+    drop(store);
+    assert_eq!(format_version(&copy), 2);
+    // Blocks in key order: db.service, trickle.service, web.service.
+    assert_eq!(codecs(&copy), [version as u8, version as u8, 2]);
+    let store = Store::open_read_only(&copy).unwrap();
     assert_eq!(store.query(&Query::default()).unwrap()[..26], all[..]);
 }

@@ -191,7 +191,9 @@ fn sessions_are_counted_and_linger_survives_a_restart_of_the_system_manager() {
         .expect("lingering manager survives the logout");
     assert!(user_cg.join("manager").exists());
 
-    // A restart of the system manager ends it and starts it again at boot.
+    // A full stop of the system manager (SIGHUP) ends it, and the next
+    // start starts it again as at boot (a SIGTERM would leave it running:
+    // tests/system_restart.rs).
     sys.stop();
     assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err());
     assert!(

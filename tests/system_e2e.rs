@@ -426,6 +426,48 @@ fn a_killed_user_manager_is_restarted_and_its_units_come_back() {
 }
 
 #[test]
+fn a_restarted_system_manager_keeps_the_real_user_manager_and_its_units() {
+    if !can_run_with("e2e system restart", E2E_TOOLS) {
+        return;
+    }
+    let user = test_user("corral-t1", true);
+    let _services = install_services(&user);
+    let mut sys = TestSystem::start(None);
+    sys.login(&user);
+    wait_until(20, "the agent", || agent_reachable(&user));
+    let mut agent = agent_pid(&user).expect("the agent's pid");
+    let manager = sys.manager_pid(&user).expect("a manager");
+    let socket = format!("/run/user/{}/corral/control.sock", user.uid);
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGKILL,
+    ] {
+        sys.restart(signal);
+        assert_eq!(sys.manager_pid(&user), Some(manager), "{}", sys.stderr());
+        assert_eq!(
+            agent_pid(&user),
+            Some(agent),
+            "{signal}: the unit kept running"
+        );
+        assert!(agent_reachable(&user));
+        // The manager still owns its subtree and works: a unit restart.
+        let out = sys.corral_as(
+            Some(&user),
+            &["--socket", &socket, "restart", "ssh-agent.service"],
+        );
+        assert!(out.status.success(), "{}", show(&out));
+        wait_until(20, "the restarted agent", || {
+            agent_pid(&user).is_some_and(|p| p != agent) && agent_reachable(&user)
+        });
+        agent = agent_pid(&user).unwrap();
+    }
+    sys.logout_and_wait(&user, 30);
+    wait_until(5, "every process of the user to end", || {
+        processes_of(user.uid).is_empty()
+    });
+}
+
+#[test]
 fn with_linger_the_users_services_outlive_the_last_logout() {
     if !can_run_with("e2e linger", E2E_TOOLS) {
         return;

@@ -37,14 +37,34 @@ struct Service {
 
 impl Service {
     fn new(args: &str) -> Service {
+        Self::with_exec(args, None)
+    }
+
+    /// A service whose open_session blocks (after pam_corral registered the
+    /// session) until a line is written to `fifo`: the login process then
+    /// stays alive with its session open, as a logged-in shell's would.
+    fn holding(args: &str, fifo: &Path) -> Service {
+        Self::with_exec(args, Some(fifo))
+    }
+
+    fn with_exec(args: &str, hold: Option<&Path>) -> Service {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("corral-test-{}-{n}", std::process::id());
         let dir = tempfile::tempdir().unwrap();
         let dump = dir.path().join("dump-env");
+        let hold = hold.map_or(String::new(), |fifo| {
+            format!(
+                "[ \"$PAM_TYPE\" = open_session ] && read line < {}\n",
+                fifo.display()
+            )
+        });
         std::fs::write(
             &dump,
-            format!("#!/bin/sh\nenv > {}/env-$PAM_TYPE\n", dir.path().display()),
+            format!(
+                "#!/bin/sh\nenv > {}/env-$PAM_TYPE\n{hold}exit 0\n",
+                dir.path().display()
+            ),
         )
         .unwrap();
         std::fs::set_permissions(&dump, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -369,4 +389,77 @@ fn a_login_process_that_dies_without_close_session_ends_its_session() {
         "the other session keeps it"
     );
     sys.logout_and_wait(&user, 20);
+}
+
+#[test]
+fn pam_sessions_outlive_a_restart_of_the_system_manager_and_end_as_before() {
+    if !can_run_with("pam sessions across a restart", &["pamtester", "mkfifo"]) {
+        return;
+    }
+    let user = test_user("corral-t2", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sys = TestSystem::start(Some(stand_in_manager(tmp.path(), false)));
+    // One service (and fifo) per login process: a fifo's writer would
+    // release every reader at once.
+    let services: Vec<(Service, PathBuf)> = ["first", "second"]
+        .iter()
+        .map(|name| {
+            let fifo = tmp.path().join(name);
+            let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+            assert!(made.success());
+            let args = format!("socket={}", sys.socket().display());
+            (Service::holding(&args, &fifo), fifo)
+        })
+        .collect();
+    let release = |fifo: &Path| std::fs::write(fifo, "go\n").unwrap();
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGKILL,
+    ] {
+        // Two logins through PAM, each process holding its session open.
+        let login = |i: usize| {
+            services[i]
+                .0
+                .pamtester_background(&user, &["open_session", "close_session"])
+        };
+        let first = login(0);
+        wait_until(20, "the first PAM session", || {
+            sys.status(&user).contains("sessions: 1,")
+        });
+        let second = login(1);
+        wait_until(20, "the second PAM session", || {
+            sys.status(&user).contains("sessions: 2,")
+        });
+        let manager = sys.manager_pid(&user).expect("a manager");
+
+        sys.restart(signal);
+        assert_eq!(sys.manager_pid(&user), Some(manager), "{}", sys.stderr());
+        assert!(
+            sys.status(&user).contains("sessions: 2,"),
+            "{}",
+            sys.status(&user)
+        );
+
+        // close_session after the restart ends the session it opened...
+        release(&services[0].1);
+        let out = first.output(20);
+        assert!(out.status.success(), "{}", show(&out));
+        wait_until(20, "one session left", || {
+            sys.status(&user).contains("sessions: 1,")
+        });
+        assert_eq!(sys.manager_pid(&user), Some(manager));
+        // ...and a login process that dies without it ends its session too,
+        // through the pidfd the new system manager watches.
+        drop(second);
+        wait_until(20, "the user's subtree to go with the last session", || {
+            !sys.user_cgroup(user.uid).exists()
+        });
+        assert!(
+            sys.stderr().contains("exited without closing its session"),
+            "{}",
+            sys.stderr()
+        );
+        // The killed pamtester's pam_exec child still waits on the fifo.
+        release(&services[1].1);
+    }
 }

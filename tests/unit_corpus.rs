@@ -217,3 +217,108 @@ fn stored_symlinks_are_plain_files_unless_asked_for() {
     let stored = verify_paths(&[mask, alias]);
     assert!(!stored.has_errors(), "{:?}", stored.diagnostics);
 }
+
+/// Every `.timer` of the corpus loads into a typed `[Timer]` with at least
+/// one value and no error, and triggers a unit.
+#[test]
+fn every_corpus_timer_is_a_typed_timer() {
+    let Some(root) = corpus() else {
+        return;
+    };
+    let mut seen = 0;
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            if p.extension().is_none_or(|x| x != "timer") {
+                continue;
+            }
+            let loader =
+                Loader::new(vec![], vec![], SpecifierContext::current()).with_stored_symlinks(true);
+            let u = loader.load_file(&p).unwrap();
+            if u.masked {
+                continue;
+            }
+            let errors: Vec<String> = u.errors().map(|d| d.to_string()).collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", p.display());
+            let t = u.timer.as_ref().expect("a timer section");
+            assert!(t.has_values(), "{}", p.display());
+            assert!(t.triggered_unit(&u.name).is_some(), "{}", p.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 5, "only {seen} corpus timers");
+}
+
+#[test]
+fn every_socket_unit_reads_into_a_socket_definition() {
+    use corral::unit::{Listen, SocketAddress, SocketType};
+    let Some(c) = corpus() else { return };
+    let spec = SpecifierContext::current();
+    let mut files = Vec::new();
+    for r in ["systemd-user", "systemd-system"] {
+        walk(&c.join(r), &mut files);
+    }
+    let mut sockets = 0;
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "socket"))
+    {
+        let loader = Loader::new(
+            vec![f.parent().unwrap().to_path_buf()],
+            Vec::new(),
+            spec.clone(),
+        )
+        .with_stored_symlinks(true);
+        let name = UnitName::parse_strict(&f.file_name().unwrap().to_string_lossy()).unwrap();
+        // A template is loaded through an instance, as it would run.
+        let name = if name.is_template() {
+            name.with_instance("corpus").unwrap()
+        } else {
+            name
+        };
+        let u = loader.load(&name).unwrap();
+        let errors: Vec<String> = u.errors().map(|d| d.to_string()).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", f.display());
+        let s = u
+            .socket
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}", f.display()));
+        assert!(!s.listen.is_empty(), "{}", f.display());
+        sockets += 1;
+        if f.ends_with("systemd-user/mpd/mpd.socket") {
+            assert_eq!(
+                s.listen,
+                [
+                    Listen::Socket {
+                        kind: SocketType::Stream,
+                        address: SocketAddress::Path(spec.runtime_dir.join("mpd/socket")),
+                    },
+                    Listen::Socket {
+                        kind: SocketType::Stream,
+                        address: SocketAddress::Port(6600),
+                    },
+                ]
+            );
+            assert_eq!(s.backlog, Some(5));
+            assert!(s.pass_credentials);
+            assert_eq!(
+                u.last_unsupported("Socket", "KeepAlive").unwrap().value,
+                "true"
+            );
+        }
+        if f.ends_with("mariadb-server/mariadb-extra@.socket") {
+            assert_eq!(
+                s.service.as_ref().unwrap().as_str(),
+                "mariadb@corpus.service"
+            );
+            assert_eq!(s.fd_name(&u.name), "extra");
+        }
+    }
+    // 9 user and 15 system socket units.
+    assert_eq!(sockets, 24);
+}

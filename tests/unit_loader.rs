@@ -180,15 +180,19 @@ fn wants_directory_adds_dependencies() {
 }
 
 #[test]
-fn socket_units_load_with_a_warning() {
+fn socket_units_load_into_a_socket_definition() {
     let u = loader().load(&name("thing.socket")).unwrap();
-    assert!(!u.has_errors());
-    assert_eq!(u.diagnostics.len(), 1);
-    assert!(u.diagnostics[0].message.contains("not supported yet"));
+    assert!(u.diagnostics.is_empty(), "{:?}", u.diagnostics);
+    let s = u.socket.as_ref().unwrap();
+    let runtime = corral::unit::SpecifierContext::current().runtime_dir;
     assert_eq!(
-        u.last_unsupported("Socket", "ListenStream").unwrap().value,
-        "%t/x.sock"
+        s.listen,
+        [corral::unit::Listen::Socket {
+            kind: corral::unit::SocketType::Stream,
+            address: corral::unit::SocketAddress::Path(runtime.join("x.sock")),
+        }]
     );
+    assert_eq!(s.triggered_service(&u.name).unwrap(), name("thing.service"));
 }
 
 #[test]

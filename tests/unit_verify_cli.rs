@@ -251,15 +251,52 @@ fn fixture_search_path_verifies_clean_but_for_the_broken_runit_service() {
     let o = verify(&[&search]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let out = stdout(&o);
-    assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.contains("thing.socket:3: warning: [Socket]: .socket units are not supported yet"));
+    // thing.socket included: socket units are read, not only kept.
+    assert_eq!(out.lines().count(), 0, "{out}");
     // runit/broken has a run script without the x bit, on purpose.
     let o = verify(&[&fixtures]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     let out = stdout(&o);
-    assert_eq!(out.lines().count(), 2, "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
     assert!(
         out.contains("runit/broken/run: error: run is not executable"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_bad_listen_value_is_an_error_naming_the_line_and_the_value() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("bad.socket");
+    std::fs::write(
+        &f,
+        "[Unit]\nDescription=x\n[Socket]\nListenStream=127.0.0.1:99999\nListenDatagram=%t/ok.sock\nListenSequentialPacket=127.0.0.1:7\nKeepAlive=yes\n",
+    )
+    .unwrap();
+    let o = verify(&[&f]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = stdout(&o);
+    assert!(
+        out.contains("bad.socket:4: error: ListenStream: bad address '127.0.0.1:99999'"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bad.socket:6: error: ListenSequentialPacket: bad address '127.0.0.1:7': sequential packet sockets are unix sockets only"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bad.socket:7: warning: KeepAlive: unsupported, ignored"),
+        "{out}"
+    );
+    // Nothing left to listen on is what makes systemd refuse the unit.
+    std::fs::write(&f, "[Socket]\nListenStream=nowhere\n").unwrap();
+    let out = stdout(&verify(&[&f]));
+    assert!(
+        out.contains("bad.socket:2: error: ListenStream: bad address 'nowhere'"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bad.socket: error: ListenStream: the socket has no Listen*= setting"),
         "{out}"
     );
 }

@@ -21,6 +21,7 @@
 
 pub mod events;
 pub mod mount;
+pub mod owner;
 pub mod spawn;
 
 use std::collections::HashSet;
@@ -61,6 +62,10 @@ pub enum Op {
     Stat,
     /// Setting up an inotify watch.
     Watch,
+    /// Reading or writing an extended attribute (the ownership record).
+    Xattr,
+    /// Taking the lock that proves ownership.
+    Lock,
     /// Sending a signal to a process of the cgroup.
     Signal {
         /// The process signalled.
@@ -81,6 +86,8 @@ impl fmt::Display for Op {
             Op::Chown => write!(f, "chown"),
             Op::Stat => write!(f, "stat"),
             Op::Watch => write!(f, "watch"),
+            Op::Xattr => write!(f, "access the extended attributes of"),
+            Op::Lock => write!(f, "lock"),
             Op::Signal { pid, signal } => write!(f, "send {signal} to pid {pid} of"),
         }
     }
@@ -175,6 +182,30 @@ pub enum CgroupError {
         path: PathBuf,
         /// The offending line.
         line: String,
+    },
+    /// Another live manager owns the cgroup root this one was to manage.
+    #[error(
+        "{} is already the cgroup root of {} (pid {}, lock {}); two managers must never share \
+         one cgroup root: stop that one first (`kill {}`), or give this one another --cgroup-root",
+        path.display(), owner.role, owner.pid, owner.lock.display(), owner.pid
+    )]
+    Owned {
+        /// The cgroup root.
+        path: PathBuf,
+        /// Who owns it.
+        owner: owner::Owner,
+    },
+    /// The lock file of this runtime directory is held by another process.
+    #[error(
+        "{} is locked by pid {pid}: another manager already runs with this runtime directory; \
+         stop it first (`kill {pid}`) or pass another --runtime-dir",
+        lock.display()
+    )]
+    LockHeld {
+        /// The lock file.
+        lock: PathBuf,
+        /// Its holder (0 when /proc/locks does not show it).
+        pid: u32,
     },
     /// A blocking wait ran out of time.
     #[error("timed out after {timeout:?} waiting for {} to become empty", path.display())]

@@ -119,6 +119,10 @@ pub struct SpawnSpec {
     pub signal_mask: SigSet,
     /// Extra fds to pass; every other fd from 3 up is closed at exec.
     pub extra_fds: Vec<FdMapping>,
+    /// Add `LISTEN_PID=<the child's own pid>` to the environment, written
+    /// in the child before exec: socket activation (sd_listen_fds(3))
+    /// needs the pid, which the parent only learns after the exec.
+    pub listen_pid: bool,
     /// Use fork + a write to cgroup.procs even where clone3 works (to test
     /// and measure the fallback used on older kernels).
     pub force_fork: bool,
@@ -144,6 +148,7 @@ impl SpawnSpec {
             new_session: false,
             signal_mask: SigSet::empty(),
             extra_fds: Vec::new(),
+            listen_pid: false,
             force_fork: false,
         }
     }
@@ -338,6 +343,9 @@ struct KernelSigaction {
     mask: u64,
 }
 
+/// The head of the variable [`SpawnSpec::listen_pid`] asks for.
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
 /// Set once clone3 with CLONE_INTO_CGROUP turned out to be unavailable.
 static NO_CLONE3: AtomicBool = AtomicBool::new(false);
 
@@ -346,6 +354,9 @@ struct Prepared {
     program: *const libc::c_char,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
+    /// `LISTEN_PID=` and room for the child's pid and a NUL, filled in by
+    /// the child; empty unless asked for. `envp` points at it.
+    listen_pid: Vec<Cell<u8>>,
     cwd: *const libc::c_char,
     /// cgroup.procs of the target, for the fork path; -1 otherwise.
     procs_fd: RawFd,
@@ -470,12 +481,22 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     };
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = spec.env.iter().map(|e| e.as_ptr()).collect();
+    let listen_pid: Vec<Cell<u8>> = if spec.listen_pid {
+        let mut buf: Vec<Cell<u8>> = LISTEN_PID_PREFIX.iter().map(|&b| Cell::new(b)).collect();
+        // Up to 10 digits of a pid (at most 2^22 on Linux) and the NUL.
+        buf.resize_with(LISTEN_PID_PREFIX.len() + 11, || Cell::new(0));
+        envp.push(buf[0].as_ptr().cast_const().cast());
+        buf
+    } else {
+        Vec::new()
+    };
     envp.push(std::ptr::null());
 
     let mut p = Prepared {
         program: spec.program.as_ptr(),
         argv,
         envp,
+        listen_pid,
         cwd: spec.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
         procs_fd: -1,
         tmp: fds.iter().map(|_| Cell::new(-1)).collect(),
@@ -867,6 +888,29 @@ fn fail(p: &Prepared, stage: Stage) -> ! {
     }
 }
 
+/// Writes the calling process's pid in decimal and a NUL into `out`
+/// (at least 11 bytes). Async-signal-safe: a raw getpid, no allocation.
+fn write_own_pid(out: &[Cell<u8>]) {
+    // SAFETY: getpid has no arguments and cannot fail.
+    let mut pid = unsafe { libc::syscall(libc::SYS_getpid) } as u64;
+    let mut digits = [0u8; 20];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (pid % 10) as u8;
+        n += 1;
+        pid /= 10;
+        if pid == 0 {
+            break;
+        }
+    }
+    for (i, slot) in out.iter().take(n).enumerate() {
+        slot.set(digits[n - 1 - i]);
+    }
+    if let Some(end) = out.get(n) {
+        end.set(0);
+    }
+}
+
 /// The child between fork and exec. Only async-signal-safe system calls
 /// on `p`, which was fully built before the fork; nothing here allocates
 /// or can panic.
@@ -951,6 +995,9 @@ fn child_main(p: &Prepared) -> ! {
             if libc::syscall(libc::SYS_setresuid, uid, uid, uid) < 0 {
                 fail(p, Stage::Setuid);
             }
+        }
+        if !p.listen_pid.is_empty() {
+            write_own_pid(&p.listen_pid[LISTEN_PID_PREFIX.len()..]);
         }
         if !p.cwd.is_null() && libc::chdir(p.cwd) < 0 {
             fail(p, Stage::Chdir);

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use enable::InstallVerb;
 
+pub mod calendar;
 pub mod cat;
 pub mod common;
 pub mod completions;
@@ -285,6 +286,9 @@ pub enum Command {
     },
     /// Print the manager's environment block.
     ShowEnvironment,
+    /// Show the normalized form and next elapses of calendar events
+    /// (OnCalendar=), as `systemd-analyze calendar` does; needs no manager.
+    Calendar(Lazy<calendar::CalendarArgs>),
     /// Show what the services printed (journalctl's flags).
     Journal(Lazy<Box<journal::JournalArgs>>),
     /// Send the journal to a systemd-journal-remote over HTTP (as systemd-journal-upload).
@@ -343,6 +347,7 @@ pub fn main() -> ExitCode {
         Command::DisableLinger(args) => return linger::run(args.0, false),
         Command::Verify(args) => return ExitCode::from(verify::run(&args)),
         Command::Journal(args) => return journal::run(*args.0, socket),
+        Command::Calendar(args) => return ExitCode::from(calendar::run(&args)),
         Command::JournalUpload(args) => return journal_upload::run(args.0),
         Command::Enable(a) => {
             return ExitCode::from(enable::run_then_now(InstallVerb::Enable, &a, socket));

@@ -56,6 +56,8 @@ pub struct CompiledQuery {
     pub(crate) max_seq: u64,
     priority: (u8, u8),
     grep: Option<regex::bytes::Regex>,
+    /// Whether `grep` can be run over a block's messages back to back (see [`Self::select`]).
+    grep_scan: bool,
     stream: Option<Stream>,
     identifiers: Vec<String>,
     exclude_identifiers: Vec<String>,
@@ -156,6 +158,7 @@ fn compile_group(matches: &[String]) -> MatchGroup {
 impl CompiledQuery {
     /// Compiles the regex, globs and cursors of `q`.
     pub fn new(q: &Query) -> Result<CompiledQuery> {
+        let grep_scan = q.grep.as_deref().is_some_and(context_free);
         let grep = match &q.grep {
             Some(p) => {
                 let insensitive = !p.chars().any(|c| c.is_uppercase());
@@ -195,6 +198,7 @@ impl CompiledQuery {
             min_seq,
             max_seq: u64::MAX,
             priority: q.priority.unwrap_or((0, 7)),
+            grep_scan: grep_scan && !grep.as_ref().is_some_and(|g| g.is_match(b"")),
             grep,
             stream: q.stream,
             identifiers: q.identifiers.clone(),
@@ -212,6 +216,61 @@ impl CompiledQuery {
 
     /// Whether a stored entry of `unit` passes every per-entry filter.
     pub fn matches(&self, unit: &str, e: &StoredRef<'_>) -> bool {
+        self.grep.as_ref().is_none_or(|g| g.is_match(e.message)) && self.matches_but_grep(unit, e)
+    }
+
+    /// The entries of a decoded block of `unit` that pass every filter, by index.
+    ///
+    /// When the block's messages lie one after the other (`contiguous`, format v2) and the
+    /// regex looks at no context (no anchors or word boundaries, no empty match), one
+    /// search runs over all of them instead of one per entry: it stops at the earliest
+    /// end of a match, the entry holding that end is tested on its own (the match may
+    /// have begun in an earlier one), and the search goes on after that entry. An
+    /// entry before it cannot match on its own: its match would have ended earlier.
+    /// `raw` is the decompressed block the items borrow from.
+    pub fn select(
+        &self,
+        unit: &str,
+        raw: &[u8],
+        items: &[StoredRef<'_>],
+        contiguous: bool,
+    ) -> Vec<usize> {
+        let (Some(re), true, Some(first), Some(last)) = (
+            &self.grep,
+            contiguous && self.grep_scan,
+            items.first(),
+            items.last(),
+        ) else {
+            return (0..items.len())
+                .filter(|&i| self.matches(unit, &items[i]))
+                .collect();
+        };
+        let offset = |m: &[u8]| m.as_ptr() as usize - raw.as_ptr() as usize;
+        let base = offset(first.message);
+        let Some(area) = raw.get(base..offset(last.message) + last.message.len() + 1) else {
+            return Vec::new();
+        };
+        let starts: Vec<usize> = items.iter().map(|e| offset(e.message) - base).collect();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < area.len() {
+            // The earliest end, not the leftmost start: `.*` would run on to the
+            // block's last possible end on every search.
+            let Some(end) = re.shortest_match_at(area, pos) else {
+                break;
+            };
+            let i = starts.partition_point(|&s| s < end) - 1;
+            let e = &items[i];
+            if re.is_match(e.message) && self.matches_but_grep(unit, e) {
+                out.push(i);
+            }
+            pos = starts[i] + e.message.len() + 1;
+        }
+        out
+    }
+
+    /// [`Self::matches`] without the regex.
+    fn matches_but_grep(&self, unit: &str, e: &StoredRef<'_>) -> bool {
         e.seq >= self.min_seq
             && e.seq <= self.max_seq
             && self.since.is_none_or(|s| e.realtime >= s)
@@ -221,7 +280,6 @@ impl CompiledQuery {
             && self.stream.is_none_or(|s| s.code() == e.stream)
             && self.boot_id.is_none_or(|b| b == e.boot_id)
             && self.identifier_ok(e.identifier)
-            && self.grep.as_ref().is_none_or(|g| g.is_match(e.message))
             && (self.groups.is_empty()
                 || self.fields_ok(&FieldView {
                     unit,
@@ -276,6 +334,27 @@ impl CompiledQuery {
                     .all(|(f, vs)| vs.iter().any(|v| e.has(f, v, &self.hostname)))
             })
     }
+}
+
+/// Whether a match of `pattern` depends only on the bytes it covers: no anchors,
+/// word boundaries or other look-around (all spelled with `^`, `$` or a `\b`, `\B`,
+/// `\A`, `\z`, `\<`, `\>` escape). Conservative: a `$` inside a class counts too.
+fn context_free(pattern: &str) -> bool {
+    if pattern.contains(['^', '$']) {
+        return false;
+    }
+    let mut escaped = false;
+    for c in pattern.chars() {
+        if escaped {
+            if matches!(c, 'b' | 'B' | 'A' | 'z' | '<' | '>') {
+                return false;
+            }
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        }
+    }
+    true
 }
 
 /// The globs `-u NAME` matches: the name as given and, as journalctl does,
@@ -550,6 +629,100 @@ pub fn parse_span(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::block::{self, EncodeItem, Encoder};
+
+    /// A v2 block of `msgs`, decoded: (raw payload, codec).
+    fn block_of(msgs: &[&[u8]]) -> Vec<u8> {
+        let items = msgs.iter().enumerate().map(|(i, m)| EncodeItem {
+            seq: i as u64 + 1,
+            realtime: 1_000 + i as u64,
+            monotonic: 5 + i as u64,
+            boot_id: 7,
+            uid: 1000,
+            invocation: 0,
+            pid: None,
+            stream: Stream::Stdout,
+            priority: 6,
+            flags: 0,
+            identifier: "x",
+            message: m,
+        });
+        let items: Vec<_> = items.collect();
+        let (b, _) = Encoder::new().unwrap().encode(items.into_iter()).unwrap();
+        block::decompress(&b).unwrap()
+    }
+
+    #[test]
+    fn one_regex_pass_over_a_block_selects_what_matching_each_entry_does() {
+        let msgs: Vec<&[u8]> = vec![
+            b"ERROR [db] timeout after 5s",
+            b"ERROR [db] ok",
+            b"late timeout",
+            b"",
+            b"foo\nbar",
+            b"foo",
+            b"bar",
+            b"bin\x00ary\xff timeout",
+            b"Error: Timeout",
+            b"error timeout",
+            b"x foo y bar z",
+            b"",
+            b"timeout",
+        ];
+        let raw = block_of(&msgs);
+        let items = block::decode(block::CODEC_ZSTD_COLUMNS, &raw).unwrap();
+        assert_eq!(items.iter().map(|e| e.message).collect::<Vec<_>>(), msgs);
+        for pattern in [
+            "ERROR.*timeout",
+            "error.*timeout",
+            "timeout",
+            "foo.*bar",
+            "(?s)foo.*bar",
+            "(?s)ERROR.*late",
+            "(?-u)\\xff",
+            "ary.*timeout",
+            "^foo",
+            "bar$",
+            "\\bfoo\\b",
+            "x*",
+            "nothing here",
+            "Timeout|ok$",
+        ] {
+            let cq = CompiledQuery::new(&Query {
+                grep: Some(pattern.into()),
+                ..Query::default()
+            })
+            .unwrap();
+            let each: Vec<usize> = (0..items.len())
+                .filter(|&i| cq.matches("u", &items[i]))
+                .collect();
+            assert_eq!(cq.select("u", &raw, &items, true), each, "{pattern}");
+            assert_eq!(cq.select("u", &raw, &items, false), each, "{pattern}");
+        }
+    }
+
+    #[test]
+    fn smart_case_as_journalctl_any_capital_makes_it_case_sensitive() {
+        let m = |pattern: &str, msg: &[u8]| {
+            let cq = CompiledQuery::new(&Query {
+                grep: Some(pattern.into()),
+                ..Query::default()
+            })
+            .unwrap();
+            cq.grep.as_ref().unwrap().is_match(msg)
+        };
+        assert!(m("error", b"ERROR x"));
+        assert!(m("error", b"Error x"));
+        assert!(!m("Error", b"ERROR x"));
+        assert!(m("Error", b"Error x"));
+        // \S has a capital letter: journalctl's test is on the pattern text.
+        assert!(!m("e\\S", b"EX"));
+        assert!(m("(?i)Error", b"ERROR"));
+        assert!(!context_free("^x"));
+        assert!(!context_free("x\\b"));
+        assert!(context_free("a\\\\b"));
+        assert!(context_free("ERROR.*timeout"));
+    }
 
     #[test]
     fn a_bare_unit_name_means_its_service_as_in_journalctl() {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::block::{self, CODEC_ZSTD_POSTCARD, HEADER_LEN};
+use super::block::{self, CODEC_ZSTD_COLUMNS, CODEC_ZSTD_POSTCARD, HEADER_LEN};
 use super::error::{JournalError, Result};
 use super::store::{FILE_NAME, Store, StoreOptions, store_file};
 use super::writer::{MANAGER_UNIT, Writer, WriterHandle, WriterOptions};
@@ -151,7 +151,7 @@ pub fn scan(data: &[u8]) -> Vec<Frame> {
         let Some(start) = pos.checked_sub(HEADER_LEN) else {
             continue;
         };
-        if data[start] != CODEC_ZSTD_POSTCARD {
+        if data[start] != CODEC_ZSTD_POSTCARD && data[start] != CODEC_ZSTD_COLUMNS {
             continue;
         }
         let raw_len = u32::from_le_bytes(data[start + 1..pos].try_into().expect("4 bytes"));
@@ -177,7 +177,7 @@ fn decode_at(
 ) -> Option<Vec<Entry>> {
     let len = zstd::zstd_safe::find_frame_compressed_size(&data[frame..]).ok()?;
     let raw = block::decompress_with(zstd, &data[start..frame + len]).ok()?;
-    let items = block::decode(&raw).ok()?;
+    let items = block::decode(data[start], &raw).ok()?;
     let ordered = items.windows(2).all(|p| p[0].seq < p[1].seq);
     if items.is_empty() || !ordered || items[0].seq == 0 {
         return None;

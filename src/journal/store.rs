@@ -1,10 +1,10 @@
 //! The redb store: compressed blocks per unit, their indexes, queries, merging and
 //! retention. The tables and their meaning are specified in docs/JOURNAL-FORMAT.md.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
 use std::time::Duration;
 
 use redb::{
@@ -18,15 +18,28 @@ use super::query::{CompiledQuery, Query};
 use super::{Entry, NewEntry, Stream};
 
 /// The on-disk format version this build writes (and the highest it reads).
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 /// The store file's name inside a journal directory.
 pub const FILE_NAME: &str = "journal.redb";
 /// A block holds at most this many entries, so that "last 100" decodes little.
-pub const MAX_BLOCK_ENTRIES: usize = 256;
-/// A block holds at most about this many raw (uncompressed) bytes.
-pub const MAX_BLOCK_RAW: usize = 64 * 1024;
-/// Blocks with fewer entries than this are merged with their small neighbours.
-pub const SMALL_BLOCK_ENTRIES: u32 = 64;
+pub const MAX_BLOCK_ENTRIES: usize = 1024;
+/// redb gives a value too big to share a leaf a leaf of its own, rounded up to a power
+/// of two of 4 KiB pages: a block is sized to fill such a page, not to spill into the
+/// next size (a 8.2 KB block took a 16 KiB page, half of the file was that rounding).
+pub const BLOCK_PAGE: usize = 16 * 1024;
+/// The leaf's header, offsets and key beside the value, unit name aside (measured
+/// at 30 bytes; the margin covers redb's tuple encoding of longer names).
+const LEAF_OVERHEAD: usize = 64;
+
+/// The largest compressed block of `unit` that fits [`BLOCK_PAGE`] with its key.
+pub fn block_target(unit: &str) -> usize {
+    BLOCK_PAGE - LEAF_OVERHEAD - unit.len().min(BLOCK_PAGE / 4)
+}
+
+/// Blocks under half a page are merged with their small neighbours.
+fn is_small(unit: &str, stored_len: u32) -> bool {
+    (stored_len as usize) < block_target(unit) / 2
+}
 
 /// Scalar facts about the store: format_version, next_seq, store_id_lo/hi, stored_bytes, entries.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -335,7 +348,14 @@ impl Store {
                             supported: FORMAT_VERSION,
                         });
                     }
-                    Some(_) => {
+                    Some(v) => {
+                        if v < FORMAT_VERSION {
+                            // v2 reads v1's blocks as they are; the version goes up so
+                            // that an older corral refuses the v2 blocks written next.
+                            meta.insert("format_version", FORMAT_VERSION).map_err(|e| {
+                                JournalError::db(&file, "upgrade format version", e)
+                            })?;
+                        }
                         let lo = meta_get(&meta, "store_id_lo", &file)?;
                         let hi = meta_get(&meta, "store_id_hi", &file)?;
                         store_id = (hi as u128) << 64 | lo as u128;
@@ -567,41 +587,9 @@ impl Store {
             }
             let mut added_bytes = 0u64;
             for (unit, idx) in &by_unit {
-                let mut wm = t.last_watermark(unit)?;
-                let mut start = 0;
-                while start < idx.len() {
-                    let mut end = start;
-                    let mut raw = 0usize;
-                    while end < idx.len()
-                        && end - start < MAX_BLOCK_ENTRIES
-                        && (raw < MAX_BLOCK_RAW || end == start)
-                    {
-                        raw += staged[idx[end]].new.message.len() + 64;
-                        end += 1;
-                    }
-                    let chunk = &idx[start..end];
-                    let (bytes, raw_len) = enc
-                        .encode(chunk.iter().map(|&i| staged[i].item()))
-                        .map_err(|e| JournalError::io("compress block for", path, e))?;
-                    let first = &staged[chunk[0]];
-                    let last = &staged[chunk[chunk.len() - 1]];
-                    let min_rt = chunk.iter().map(|&i| staged[i].realtime).min().unwrap_or(0);
-                    let max_rt = chunk.iter().map(|&i| staged[i].realtime).max().unwrap_or(0);
-                    wm = wm.max(max_rt);
-                    let m = BlockMeta {
-                        first_seq: first.seq,
-                        last_seq: last.seq,
-                        min_rt,
-                        max_rt,
-                        watermark: wm,
-                        count: chunk.len() as u32,
-                        raw_len: raw_len as u32,
-                        stored_len: bytes.len() as u32,
-                    };
-                    added_bytes += bytes.len() as u64;
-                    t.put_block(unit, &m, &bytes)?;
-                    start = end;
-                }
+                let wm = t.last_watermark(unit)?;
+                let items: Vec<EncodeItem<'_>> = idx.iter().map(|&i| staged[i].item()).collect();
+                added_bytes += write_blocks(&mut t, enc, unit, &items, wm)?;
                 // Invocations: extend the range of each (unit, invocation) in this batch.
                 let mut invs: Vec<(u128, u64, u64)> = Vec::new();
                 for &i in idx {
@@ -891,7 +879,7 @@ impl Store {
                 metas: range,
                 raw: Vec::new(),
                 slots: Vec::new(),
-                next_meta: None,
+                ahead: VecDeque::new(),
                 backward: newest_first,
                 done: false,
             });
@@ -901,7 +889,8 @@ impl Store {
             _txn: txn,
             path: path.to_owned(),
             blocks,
-            cq,
+            pool: if q.grep.is_some() { Pool::new() } else { None },
+            cq: Arc::new(cq),
             cursors,
             heap: BinaryHeap::new(),
             zstd: zstd::bulk::Decompressor::new()
@@ -1244,23 +1233,23 @@ impl Store {
                 // Groups of consecutive small blocks that fit together in one block.
                 let mut groups: Vec<Vec<BlockMeta>> = Vec::new();
                 let mut cur: Vec<BlockMeta> = Vec::new();
-                let (mut n, mut raw) = (0usize, 0usize);
+                let (mut n, mut stored) = (0usize, 0usize);
                 for m in &metas {
-                    let small = m.count < SMALL_BLOCK_ENTRIES;
+                    let small = is_small(unit, m.stored_len);
                     let fits = n + m.count as usize <= MAX_BLOCK_ENTRIES
-                        && raw + m.raw_len as usize <= MAX_BLOCK_RAW;
+                        && stored + m.stored_len as usize <= block_target(unit);
                     if !small || !fits {
                         if cur.len() > 1 {
                             groups.push(std::mem::take(&mut cur));
                         }
                         cur.clear();
                         n = 0;
-                        raw = 0;
+                        stored = 0;
                     }
                     if small {
                         cur.push(*m);
                         n += m.count as usize;
-                        raw += m.raw_len as usize;
+                        stored += m.stored_len as usize;
                     }
                 }
                 // The trailing run is merged too, and revisited next time: the unit may go on
@@ -1278,9 +1267,7 @@ impl Store {
                         break;
                     }
                     touched += g.len();
-                    if self.merge_group(&mut t, unit, &g, &mut enc)? {
-                        merged_away += g.len() - 1;
-                    }
+                    merged_away += self.merge_group(&mut t, unit, &g, &mut enc)?;
                 }
                 progress.push((unit.clone(), done_upto));
             }
@@ -1293,16 +1280,16 @@ impl Store {
         Ok(merged_away)
     }
 
-    /// Rewrites the blocks `g` as one; `false` (nothing changed) when one of them is
-    /// damaged: it is left as it is, for queries to skip, rather than stop all merging.
+    /// Rewrites the blocks `g` as few page-sized ones (normally one); returns how many
+    /// blocks fewer there are. Nothing changes when one of them is damaged: it is left
+    /// as it is, for queries to skip, rather than stop all merging.
     fn merge_group(
         &self,
         t: &mut Tables<'_>,
         unit: &str,
         g: &[BlockMeta],
         enc: &mut Encoder,
-    ) -> Result<bool> {
-        let path = &self.inner.path;
+    ) -> Result<usize> {
         let mut raws = Vec::with_capacity(g.len());
         for m in g {
             let bytes = t
@@ -1310,43 +1297,31 @@ impl Store {
                 .get((unit, m.first_seq))
                 .map_err(self.db_err("read block"))?
                 .map(|v| v.value().to_vec());
-            match bytes.as_deref().map(block::decompress) {
-                Some(Ok(raw)) => raws.push(raw),
-                _ => return Ok(false),
+            match bytes.as_deref().map(|b| (b[0], block::decompress(b))) {
+                Some((codec, Ok(raw))) => raws.push((codec, raw)),
+                _ => return Ok(0),
             }
         }
         let mut items = Vec::new();
-        for (raw, m) in raws.iter().zip(g) {
-            match block::decode(raw) {
+        for ((codec, raw), m) in raws.iter().zip(g) {
+            match block::decode(*codec, raw) {
                 Ok(decoded) if check_decoded(&decoded, m).is_ok() => items.extend(decoded),
-                _ => return Ok(false),
+                _ => return Ok(0),
             }
         }
-        let (bytes, raw_len) = enc
-            .encode(items.iter().map(item_of))
-            .map_err(|e| JournalError::io("compress block for", path, e))?;
+        let wm = t.watermark_before(unit, g[0].first_seq)?;
         let mut old_bytes = 0u64;
         for m in g {
             t.remove_block(unit, m)?;
             old_bytes += m.stored_len as u64;
         }
-        let m = BlockMeta {
-            first_seq: g[0].first_seq,
-            last_seq: g[g.len() - 1].last_seq,
-            min_rt: g.iter().map(|m| m.min_rt).min().unwrap_or(0),
-            max_rt: g.iter().map(|m| m.max_rt).max().unwrap_or(0),
-            watermark: g.iter().map(|m| m.watermark).max().unwrap_or(0),
-            count: g.iter().map(|m| m.count).sum(),
-            raw_len: raw_len as u32,
-            stored_len: bytes.len() as u32,
-        };
-        t.put_block(unit, &m, &bytes)?;
+        let before = t.blocks.len().map_err(self.db_err("count blocks"))?;
+        let items: Vec<EncodeItem<'_>> = items.iter().map(item_of).collect();
+        let added = write_blocks(t, enc, unit, &items, wm)?;
+        let written = t.blocks.len().map_err(self.db_err("count blocks"))? - before;
         let sb = t.meta("stored_bytes")?;
-        t.meta_set(
-            "stored_bytes",
-            sb.saturating_sub(old_bytes) + bytes.len() as u64,
-        )?;
-        Ok(true)
+        t.meta_set("stored_bytes", sb.saturating_sub(old_bytes) + added)?;
+        Ok(g.len().saturating_sub(written as usize))
     }
 
     /// Number of blocks of `unit` (tests and benches look at merging with it).
@@ -1360,6 +1335,79 @@ impl Store {
             .map_err(self.db_err("read block_meta"))?
             .count())
     }
+}
+
+/// Encodes `items` (one unit's, in seq order) into blocks that each fill one
+/// [`BLOCK_PAGE`] without spilling over, and puts them; `wm` is the unit's watermark
+/// before them. Returns the stored bytes added.
+///
+/// How many entries fill a block is guessed from how the unit's last block
+/// compressed, then corrected: a block over the target is encoded again with fewer
+/// entries, one well under it with more (at most three tries before halving).
+fn write_blocks(
+    t: &mut Tables<'_>,
+    enc: &mut Encoder,
+    unit: &str,
+    items: &[EncodeItem<'_>],
+    mut wm: u64,
+) -> Result<u64> {
+    let path = t.path;
+    let target = block_target(unit);
+    let mut added = 0u64;
+    let mut start = 0;
+    while start < items.len() {
+        let rest = &items[start..];
+        let max = rest.len().min(MAX_BLOCK_ENTRIES);
+        let want = (target as f64 * enc.ratio(unit)) as usize;
+        let (mut n, mut est) = (0, 0);
+        while n < max && (est < want || n == 0) {
+            est += rest[n].estimate();
+            n += 1;
+        }
+        let mut tries = 0;
+        let (bytes, raw_len) = loop {
+            let (bytes, raw_len) = enc
+                .encode(rest[..n].iter().copied())
+                .map_err(|e| JournalError::io("compress block for", path, e))?;
+            tries += 1;
+            let len = bytes.len();
+            let fits = len <= target;
+            if (fits && (len >= target * 7 / 8 || n == max || tries >= 3)) || (!fits && n == 1) {
+                break (bytes, raw_len);
+            }
+            let scaled = (n as f64 * target as f64 * 0.96 / len as f64) as usize;
+            n = if fits {
+                scaled.clamp(n + 1, max)
+            } else if tries >= 3 {
+                n / 2
+            } else {
+                scaled.clamp(1, n - 1)
+            };
+        };
+        let chunk = &rest[..n];
+        enc.note_ratio(
+            unit,
+            chunk.iter().map(EncodeItem::estimate).sum(),
+            bytes.len(),
+        );
+        let min_rt = chunk.iter().map(|e| e.realtime).min().unwrap_or(0);
+        let max_rt = chunk.iter().map(|e| e.realtime).max().unwrap_or(0);
+        wm = wm.max(max_rt);
+        let m = BlockMeta {
+            first_seq: chunk[0].seq,
+            last_seq: chunk[n - 1].seq,
+            min_rt,
+            max_rt,
+            watermark: wm,
+            count: n as u32,
+            raw_len: raw_len as u32,
+            stored_len: bytes.len() as u32,
+        };
+        t.put_block(unit, &m, &bytes)?;
+        added += bytes.len() as u64;
+        start += n;
+    }
+    Ok(added)
 }
 
 /// A damaged block can still decompress and decode (zstd frames of v1 carry no
@@ -1477,6 +1525,19 @@ impl<'t> Tables<'t> {
         })
     }
 
+    /// The watermark of `unit`'s block before the one at `first_seq` (0 if none).
+    fn watermark_before(&self, unit: &str, first_seq: u64) -> Result<u64> {
+        let last = self
+            .block_meta
+            .range((unit, 0u64)..(unit, first_seq))
+            .map_err(self.err("read block_meta"))?
+            .next_back();
+        Ok(match last {
+            Some(r) => r.map_err(self.err("read block_meta"))?.1.value().3,
+            None => 0,
+        })
+    }
+
     fn put_block(&mut self, unit: &str, m: &BlockMeta, bytes: &[u8]) -> Result<()> {
         let path = self.path;
         let e = |what| move |e: redb::StorageError| JournalError::db(path, what, e);
@@ -1565,8 +1626,10 @@ impl<'t> Tables<'t> {
 pub struct QueryIter {
     path: PathBuf,
     blocks: redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
-    cq: CompiledQuery,
+    cq: Arc<CompiledQuery>,
     cursors: Vec<UnitCursor>,
+    /// Decodes blocks ahead when the query filters on the message.
+    pool: Option<Pool>,
     /// (order key, cursor index, decoded): per unit, the seq of its next entry, or
     /// while its next block is not decoded yet, the bound its metadata gives (last_seq
     /// walking backwards, first_seq forwards). A block is decoded only when its bound
@@ -1612,7 +1675,15 @@ impl QueryIter {
         if let Some(seq) = c.head() {
             let k = self.key(seq);
             self.heap.push((k, i, true));
-        } else if let Some(bound) = c.next_bound(backward, &self.cq, &self.path)? {
+        } else if let Some(bound) = c.next_bound(
+            backward,
+            &LoadCtx {
+                blocks: &self.blocks,
+                cq: &self.cq,
+                path: &self.path,
+                pool: self.pool.as_ref(),
+            },
+        )? {
             let k = self.key(bound);
             self.heap.push((k, i, false));
         }
@@ -1626,8 +1697,14 @@ impl QueryIter {
                 self.push_next(i)?;
                 return Ok(Some(e));
             }
-            let count = self.cursors[i].next_meta.map_or(0, |m| m.count);
-            match self.cursors[i].load(&self.blocks, &self.cq, &self.path, &mut self.zstd) {
+            let count = self.cursors[i].ahead.front().map_or(0, |a| a.meta.count);
+            let ctx = LoadCtx {
+                blocks: &self.blocks,
+                cq: &self.cq,
+                path: &self.path,
+                pool: self.pool.as_ref(),
+            };
+            match self.cursors[i].load(&ctx, &mut self.zstd) {
                 Ok(()) => {}
                 // One damaged block must not hide the rest of the journal: it is
                 // passed over and counted, and the caller says so.
@@ -1682,10 +1759,126 @@ struct UnitCursor {
     /// Filtered entries of the current block in reverse walking order (`pop` from the
     /// end is always next); owned entries are only built for those popped.
     slots: Vec<Slot>,
-    /// The next block to decode, found from metadata.
-    next_meta: Option<BlockMeta>,
+    /// The next blocks to decode, found from metadata, the first at the front.
+    ahead: VecDeque<Ahead>,
     backward: bool,
     done: bool,
+}
+
+/// A block a cursor will decode next, and the pool's answer when it decodes it.
+struct Ahead {
+    meta: BlockMeta,
+    job: Option<mpsc::Receiver<std::result::Result<Loaded, String>>>,
+}
+
+/// What a cursor needs to read and decode blocks.
+struct LoadCtx<'a> {
+    blocks: &'a redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+    cq: &'a Arc<CompiledQuery>,
+    path: &'a Path,
+    pool: Option<&'a Pool>,
+}
+
+/// A decoded block's kept entries: its raw payload and, per entry, ranges into it.
+struct Loaded {
+    raw: Vec<u8>,
+    slots: Vec<Slot>,
+}
+
+/// Decompresses and decodes block `m` of `unit` and keeps, in seq order, its entries
+/// in `lo..=hi` that `cq` selects.
+fn filter_block(
+    bytes: &[u8],
+    m: &BlockMeta,
+    unit: &str,
+    lo: u64,
+    hi: u64,
+    cq: &CompiledQuery,
+    zstd: &mut zstd::bulk::Decompressor<'static>,
+) -> std::result::Result<Loaded, String> {
+    let codec = bytes.first().copied().unwrap_or(0);
+    let raw = block::decompress_with(zstd, bytes)?;
+    let items = block::decode(codec, &raw)?;
+    check_decoded(&items, m)?;
+    let slots = cq
+        .select(unit, &raw, &items, block::messages_contiguous(codec))
+        .into_iter()
+        .map(|i| &items[i])
+        .filter(|e| e.seq >= lo && e.seq <= hi)
+        .map(|e| Slot::new(&raw, e))
+        .collect();
+    drop(items);
+    Ok(Loaded { raw, slots })
+}
+
+/// A job of the [`Pool`], given that thread's zstd context.
+type Job = Box<dyn FnOnce(&mut zstd::bulk::Decompressor<'static>) + Send>;
+
+/// Threads that decode blocks ahead of a query that filters on the message (`-g`):
+/// then decompressing is most of the query's time, most entries are dropped, and
+/// blocks are independent of each other. One thread per CPU; the query's own thread
+/// reads the blocks from redb and merges the results in order.
+struct Pool {
+    tx: Option<mpsc::Sender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Blocks a cursor keeps handed to the pool ahead of the one it reads.
+    const AHEAD: usize = 8;
+
+    /// A pool of one thread per CPU; `None` on a single CPU or if no thread starts.
+    fn new() -> Option<Pool> {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        if n < 2 {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::new();
+        for _ in 0..n {
+            let rx = rx.clone();
+            let Ok(mut zstd) = zstd::bulk::Decompressor::new() else {
+                break;
+            };
+            let t = std::thread::Builder::new()
+                .name("journal-decode".into())
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().expect("pool queue lock").recv();
+                        match job {
+                            Ok(job) => job(&mut zstd),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            match t {
+                Ok(t) => threads.push(t),
+                Err(_) => break,
+            }
+        }
+        (!threads.is_empty()).then_some(Pool {
+            tx: Some(tx),
+            threads,
+        })
+    }
+
+    fn submit(&self, job: Job) {
+        if let Some(tx) = &self.tx {
+            // The threads outlive the sender; a send fails only if all panicked, and
+            // then the job's answer channel closes and the load reports it.
+            let _ = tx.send(job);
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A decoded entry whose strings are ranges of the cursor's raw block.
@@ -1735,14 +1928,12 @@ impl UnitCursor {
     }
 
     /// Finds the next block that may hold matches (metadata only) and returns its bound.
-    fn next_bound(
-        &mut self,
-        backward: bool,
-        cq: &CompiledQuery,
-        path: &Path,
-    ) -> Result<Option<u64>> {
+    /// With a pool, the blocks after it (up to [`Pool::AHEAD`]) are handed to it to
+    /// decode meanwhile.
+    fn next_bound(&mut self, backward: bool, ctx: &LoadCtx<'_>) -> Result<Option<u64>> {
         self.backward = backward;
-        while self.next_meta.is_none() && !self.done {
+        let want = if ctx.pool.is_some() { Pool::AHEAD } else { 1 };
+        while self.ahead.len() < want && !self.done {
             let next = if backward {
                 self.metas.next_back()
             } else {
@@ -1752,56 +1943,87 @@ impl UnitCursor {
                 self.done = true;
                 break;
             };
-            let (k, v) = r.map_err(|e| JournalError::db(path, "read block_meta", e))?;
+            let (k, v) = r.map_err(|e| JournalError::db(ctx.path, "read block_meta", e))?;
             let m = BlockMeta::from_tuple(k.value().1, v.value());
             if m.last_seq < self.lo || m.first_seq > self.hi {
                 continue;
             }
-            if cq.since.is_some_and(|since| m.max_rt < since) {
+            if ctx.cq.since.is_some_and(|since| m.max_rt < since) {
                 continue;
             }
-            if cq.until.is_some_and(|until| m.min_rt > until) {
+            if ctx.cq.until.is_some_and(|until| m.min_rt > until) {
                 if !backward {
                     self.done = true;
                 }
                 continue;
             }
-            self.next_meta = Some(m);
+            let job = match ctx.pool {
+                Some(pool) => self.submit(pool, &m, ctx)?,
+                None => None,
+            };
+            self.ahead.push_back(Ahead { meta: m, job });
         }
-        Ok(self
-            .next_meta
-            .map(|m| if backward { m.last_seq } else { m.first_seq }))
+        Ok(self.ahead.front().map(|a| {
+            if backward {
+                a.meta.last_seq
+            } else {
+                a.meta.first_seq
+            }
+        }))
     }
 
-    /// Decodes the block found by [`Self::next_bound`], keeping the matching entries.
+    /// Hands block `m` to the pool; `None` (decoded in [`Self::load`], which reports
+    /// it) when its row is missing.
+    fn submit(
+        &self,
+        pool: &Pool,
+        m: &BlockMeta,
+        ctx: &LoadCtx<'_>,
+    ) -> Result<Option<mpsc::Receiver<std::result::Result<Loaded, String>>>> {
+        let Some(bytes) = ctx
+            .blocks
+            .get((self.unit.as_str(), m.first_seq))
+            .map_err(|e| JournalError::db(ctx.path, "read block", e))?
+            .map(|v| v.value().to_vec())
+        else {
+            return Ok(None);
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        let (m, unit, lo, hi, cq) = (*m, self.unit.clone(), self.lo, self.hi, ctx.cq.clone());
+        pool.submit(Box::new(move |zstd| {
+            let _ = tx.send(filter_block(&bytes, &m, &unit, lo, hi, &cq, zstd));
+        }));
+        Ok(Some(rx))
+    }
+
+    /// Decodes the block found by [`Self::next_bound`] (or takes what the pool made
+    /// of it), keeping the matching entries.
     fn load(
         &mut self,
-        blocks: &redb::ReadOnlyTable<(&'static str, u64), &'static [u8]>,
-        cq: &CompiledQuery,
-        path: &Path,
+        ctx: &LoadCtx<'_>,
         zstd: &mut zstd::bulk::Decompressor<'static>,
     ) -> Result<()> {
-        let Some(m) = self.next_meta.take() else {
+        let Some(Ahead { meta: m, job }) = self.ahead.pop_front() else {
             return Ok(());
         };
-        let unit = self.unit.as_str();
-        let bytes = blocks
-            .get((unit, m.first_seq))
-            .map_err(|e| JournalError::db(path, "read block", e))?
-            .ok_or_else(|| corrupt(path, unit, m.first_seq, "block row missing"))?;
-        self.raw = block::decompress_with(zstd, bytes.value())
-            .map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
-        let raw = &self.raw;
-        let items = block::decode(raw).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
-        check_decoded(&items, &m).map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
-        let (lo, hi) = (self.lo, self.hi);
-        let keep = items
-            .iter()
-            .filter(|e| e.seq >= lo && e.seq <= hi && cq.matches(unit, e))
-            .map(|e| Slot::new(raw, e));
+        let (path, unit) = (ctx.path, self.unit.as_str());
+        let loaded = match job {
+            Some(rx) => rx
+                .recv()
+                .unwrap_or_else(|_| Err("the decoding thread ended".into())),
+            None => {
+                let bytes = ctx
+                    .blocks
+                    .get((unit, m.first_seq))
+                    .map_err(|e| JournalError::db(path, "read block", e))?
+                    .ok_or_else(|| corrupt(path, unit, m.first_seq, "block row missing"))?;
+                filter_block(bytes.value(), &m, unit, self.lo, self.hi, ctx.cq, zstd)
+            }
+        }
+        .map_err(|d| corrupt(path, unit, m.first_seq, &d))?;
+        self.raw = loaded.raw;
         // Kept in reverse walking order, so the next entry is always at the end.
-        self.slots.clear();
-        self.slots.extend(keep);
+        self.slots = loaded.slots;
         if !self.backward {
             self.slots.reverse();
         }

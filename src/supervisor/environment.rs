@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -303,13 +303,6 @@ impl ManagerEnv {
 
     /// Writes the block: temporary file, fsync, rename, fsync of the directory.
     fn save(&self) -> Result<(), EnvError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(|source| EnvError::Io {
-            op: "create directory",
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let tmp = dir.join(format!(".{FILE_NAME}.tmp-{}", std::process::id()));
         let body = serde_json::to_vec_pretty(&Saved {
             version: FORMAT_VERSION,
             environment: self.vars.clone(),
@@ -318,27 +311,8 @@ impl ManagerEnv {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| EnvError::Io { op, path, source }
-        };
-        let write = || -> Result<(), EnvError> {
-            let mut f = fs::File::create(&tmp).map_err(io("create", &tmp))?;
-            f.write_all(&body).map_err(io("write", &tmp))?;
-            f.sync_all().map_err(io("fsync", &tmp))?;
-            Ok(())
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        if let Err(e) = fs::rename(&tmp, &self.path).map_err(io("rename into", &self.path)) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync directory", dir))
+        crate::supervisor::timer::stamp::write_atomic(&self.path, &body, |_| Ok(()))
+            .map_err(|(op, path, source)| EnvError::Io { op, path, source })
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Deps {
     pub after: Vec<String>,
     /// `Before=`: this unit starts before those (and stops after them).
     pub before: Vec<String>,
+    /// `Triggers=`: what a timer starts when it elapses (implicit, never written).
+    pub triggers: Vec<String>,
     /// `DefaultDependencies=`: for a target, it orders itself after what it pulls in.
     pub default_dependencies: bool,
 }
@@ -63,6 +65,7 @@ impl Default for Deps {
             conflicts: Vec::new(),
             after: Vec::new(),
             before: Vec::new(),
+            triggers: Vec::new(),
             default_dependencies: true,
         }
     }
@@ -81,7 +84,10 @@ impl Deps {
 
 impl Deps {
     /// The dependency lists of a loaded unit (its file, drop-ins and the
-    /// `.wants/`/`.requires/` directories the loader already merged in).
+    /// `.wants/`/`.requires/` directories the loader already merged in),
+    /// with those a timer or a socket has implicitly (see
+    /// [`crate::unit::timer::implicit_dependencies`] and
+    /// [`crate::unit::SocketSection::implicit_dependencies`]).
     pub fn from_unit(u: &Unit) -> Deps {
         // A template (`foo@.service`) is never a unit of its own: systemd
         // ignores a dependency on one ("missing the instance name").
@@ -91,15 +97,37 @@ impl Deps {
                 .map(|n| n.to_string())
                 .collect::<Vec<_>>()
         };
+        let implicit = crate::unit::timer::implicit_dependencies(u);
+        let with = |written: &[UnitName], extra: &[UnitName]| {
+            let mut v = names(written);
+            for n in names(extra) {
+                if !v.contains(&n) {
+                    v.push(n);
+                }
+            }
+            v
+        };
+        let mut before = with(&u.unit.before, &implicit.before);
+        // A socket is ordered before the service it triggers and before
+        // sockets.target without saying so (systemd.socket(5)).
+        if let Some(s) = &u.socket {
+            let implicit = s.implicit_dependencies(&u.name, u.unit.default_dependencies);
+            for n in names(&implicit.before) {
+                if !before.contains(&n) {
+                    before.push(n);
+                }
+            }
+        }
         Deps {
             requires: names(&u.unit.requires),
             wants: names(&u.unit.wants),
             requisite: names(&u.unit.requisite),
             binds_to: names(&u.unit.binds_to),
             part_of: names(&u.unit.part_of),
-            conflicts: names(&u.unit.conflicts),
+            conflicts: with(&u.unit.conflicts, &implicit.conflicts),
             after: names(&u.unit.after),
-            before: names(&u.unit.before),
+            before,
+            triggers: names(&implicit.triggers),
             default_dependencies: u.unit.default_dependencies,
         }
     }

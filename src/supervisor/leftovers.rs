@@ -1,4 +1,5 @@
-//! Unit cgroups a previous manager left behind.
+//! Unit cgroups a previous manager left behind, and this manager's claim on
+//! its cgroup root (one root, one owner: docs/CGROUPS.md, "Ownership").
 //!
 //! A manager that was SIGKILLed (and restarted by `corrald --system`, or by
 //! hand) leaves its units running in their cgroups below the root. Nothing
@@ -8,10 +9,70 @@
 //! no process of a unit is ever left unmanaged.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::cgroup::Cgroup;
+use crate::cgroup::owner::Claim;
+use crate::cgroup::{Cgroup, CgroupError};
 use crate::journal::{NewEntry, WriterHandle};
+
+/// The claim [`claim_root`] took, for [`create_unit_cgroup`] to renew on a
+/// recreated root; weak, so it ends when `run` drops the guard.
+static CLAIM: Mutex<Option<Weak<Claim>>> = Mutex::new(None);
+
+/// Lock file of a manager's claim, in its runtime directory.
+pub const LOCK_FILE: &str = "cgroup.lock";
+
+/// Claims `root` for this manager before it touches anything below it:
+/// refused when another live manager owns it or uses `runtime_dir`. Keep
+/// the guard for as long as the manager runs.
+pub fn claim_root(root: &Cgroup, runtime_dir: &Path) -> Result<Arc<Claim>, CgroupError> {
+    let claim = Arc::new(Claim::take(
+        root.path(),
+        &runtime_dir.join(LOCK_FILE),
+        "corrald --user",
+    )?);
+    *CLAIM.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(&claim));
+    Ok(claim)
+}
+
+/// Creates a unit's cgroup `cg_name` below `root`. A root removed under the
+/// manager (by hand, or by a system manager that took it for a leftover) is
+/// recreated and claimed again where the manager may create it (root's own
+/// manager); otherwise the start fails saying why (status 219/CGROUP).
+pub fn create_unit_cgroup(root: &Cgroup, cg_name: &str, unit: &str) -> Result<Cgroup, String> {
+    let first = match root.create_child(cg_name) {
+        Ok(cg) => return Ok(cg),
+        Err(e) => e,
+    };
+    if root.path().exists() || !first.is_not_found() {
+        return Err(format!("cannot create the cgroup of {unit}: {first}"));
+    }
+    let recreated = crate::cgroup::find_mount()
+        .and_then(|mount| Cgroup::create_all(&mount, root.path()))
+        .and_then(|_| {
+            let claim = CLAIM.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match claim.and_then(|c| c.upgrade()) {
+                Some(claim) => claim.renew(),
+                None => Ok(()),
+            }
+        });
+    match recreated {
+        Ok(()) => {
+            eprintln!(
+                "corrald: the cgroup root {} was removed under this manager; recreated it",
+                root.path().display()
+            );
+            root.create_child(cg_name)
+                .map_err(|e| format!("cannot create the cgroup of {unit}: {e}"))
+        }
+        Err(e) => Err(format!(
+            "cannot create the cgroup of {unit}: this manager's cgroup root {} was removed \
+             and cannot be recreated ({e}); restart the manager (log in again) to get a new one",
+            root.path().display()
+        )),
+    }
+}
 
 /// How long a leftover cgroup may take to empty after `cgroup.kill`.
 const KILL_WAIT: Duration = Duration::from_secs(10);

@@ -419,6 +419,8 @@ pub async fn run(
             .map_err(io("create", &opts.runtime_dir))?;
     }
     std::fs::create_dir_all(&opts.state_dir).map_err(io("create", &opts.state_dir))?;
+    // One cgroup root, one owner: before the socket or any cgroup is touched.
+    let _claim = super::leftovers::claim_root(&root, &opts.runtime_dir)?;
     let sock_path = opts.runtime_dir.join("control.sock");
     let listener = crate::ipc::bind_private(&sock_path)?;
     let notify_path = opts.runtime_dir.join("notify");

@@ -6,7 +6,10 @@
 //!   state machine's actions (spawn into a fresh cgroup, signals, timers) and
 //!   turns what happens (exits, empty cgroups, notify messages, timers,
 //!   control requests) into events.
+//! - [`timer`]: timer units as a pure machine, and their `Persistent=` stamps.
 //! - [`service`]: a loaded unit turned into what the manager runs.
+//! - [`socket`]: the socket unit kind (binding, fd passing, its state
+//!   machine); not driven by the manager yet.
 //! - [`reaper`], [`notify`], [`output`], [`control`]: the event sources and
 //!   sinks around it (SIGCHLD, NOTIFY_SOCKET, stdout/stderr pipes, the
 //!   control socket).
@@ -33,8 +36,10 @@ pub mod output;
 pub mod procs;
 pub mod reaper;
 pub mod service;
+pub mod socket;
 pub mod state;
 pub mod target;
+pub mod timer;
 pub mod wire;
 
 pub use manager::run;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{SystemOptions, run};
+use super::{Shutdown, SystemOptions, run};
 
 /// corrald --system: start each user's corral manager at login or by linger.
 #[derive(Debug, Parser)]
@@ -39,7 +39,8 @@ pub struct SystemArgs {
     pub user_manager: Option<PathBuf>,
 }
 
-/// Parses the arguments, runs the system manager until SIGTERM or SIGINT and
+/// Parses the arguments, runs the system manager until SIGTERM or SIGINT
+/// (user managers keep running) or SIGHUP (they are stopped first) and
 /// returns the exit code.
 pub fn main() -> ExitCode {
     let args = SystemArgs::parse();
@@ -70,19 +71,25 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let (mut term, mut int) = match (
+        let (mut term, mut int, mut hup) = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) {
-            (Ok(term), Ok(int)) => (term, int),
-            (Err(e), _) | (_, Err(e)) => {
-                return Err(format!("cannot install SIGTERM/SIGINT handlers: {e}"));
+            (Ok(term), Ok(int), Ok(hup)) => (term, int, hup),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                return Err(format!(
+                    "cannot install SIGTERM/SIGINT/SIGHUP handlers: {e}"
+                ));
             }
         };
+        // As runsvdir: TERM leaves the supervised processes running (a
+        // restart carries on with them), HUP stops them all first.
         let shutdown = async move {
             tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+                _ = term.recv() => Shutdown::Keep,
+                _ = int.recv() => Shutdown::Keep,
+                _ = hup.recv() => Shutdown::StopUsers,
             }
         };
         run(options, shutdown).await.map_err(|e| e.to_string())

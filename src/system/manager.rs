@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,13 +14,19 @@ use tokio::sync::oneshot;
 use super::users::UserInfo;
 use super::{SystemError, SystemOptions, rundir};
 use crate::cgroup::spawn::{self, Credentials, FdMapping, SpawnSpec, Stdio};
-use crate::cgroup::{self, Cgroup};
+use crate::cgroup::{self, Cgroup, owner};
 use crate::ipc::system_proto::CgroupNode;
 use crate::journal::ingest::{self, RateLimiter, SourceMeta};
 use crate::journal::{Stream, WriterHandle};
 
 /// File descriptor number the user manager gets its ready pipe on.
 pub const MANAGER_READY_FD: RawFd = 3;
+
+/// File descriptor number on which the user manager holds a read end of its
+/// own output pipe, never read: while no system manager runs (restarting,
+/// or killed) its writes then fill the pipe instead of failing with EPIPE,
+/// and the next system manager reads on from `/proc/PID/fd/1`.
+pub const MANAGER_OUTPUT_KEEP_FD: RawFd = 4;
 
 /// PATH given to user managers (and so, by default, to their units).
 const USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -45,6 +51,8 @@ pub struct Started {
     pub pid: u32,
     /// Resolves when it writes its ready line; dropped if it closes the pipe first.
     pub ready: oneshot::Receiver<()>,
+    /// The journal invocation its output is filed under.
+    pub invocation: u128,
 }
 
 impl Layout {
@@ -83,6 +91,11 @@ impl Layout {
         std::fs::set_permissions(&self.journal_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io("chmod 0700", &self.journal_dir))?;
         Ok(())
+    }
+
+    /// Parent of every `user-UID/` cgroup.
+    pub fn cgroup_root(&self) -> &Path {
+        &self.cgroup_root
     }
 
     /// Parent of the users' runtime directories.
@@ -193,10 +206,16 @@ pub async fn start(
     spec.stdin = Stdio::Null;
     spec.stdout = Stdio::Borrowed(out_w.as_raw_fd());
     spec.stderr = Stdio::Borrowed(out_w.as_raw_fd());
-    spec.extra_fds = vec![FdMapping {
-        parent_fd: ready_w.as_raw_fd(),
-        child_fd: MANAGER_READY_FD,
-    }];
+    spec.extra_fds = vec![
+        FdMapping {
+            parent_fd: ready_w.as_raw_fd(),
+            child_fd: MANAGER_READY_FD,
+        },
+        FdMapping {
+            parent_fd: out_r.as_raw_fd(),
+            child_fd: MANAGER_OUTPUT_KEEP_FD,
+        },
+    ];
     spec.credentials = Some(Credentials {
         uid: user.uid,
         gid: user.gid,
@@ -237,11 +256,22 @@ pub async fn start(
 
     let (ready_tx, ready) = oneshot::channel();
     tokio::spawn(wait_ready(ready_r, ready_tx));
-    // Its stdout and stderr share one pipe into the system journal, as unit
-    // `user-UID`, rate-limited: a user must not flood root's journal.
+    let invocation = invocation_id(pid);
+    read_output(out_r, uid, pid, invocation, journal);
+    Ok(Started {
+        pid,
+        ready,
+        invocation,
+    })
+}
+
+/// Files a manager's output (stdout and stderr share one pipe) in the system
+/// journal as unit `user-UID`, rate-limited: a user must not flood root's
+/// journal.
+fn read_output(out_r: OwnedFd, uid: u32, pid: u32, invocation: u128, journal: &WriterHandle) {
     let meta = SourceMeta {
         unit: Arc::from(unit_name(uid)),
-        invocation: invocation_id(pid),
+        invocation,
         pid: Some(pid),
         stream: Stream::Stderr,
         default_priority: 6,
@@ -250,7 +280,41 @@ pub async fn start(
         rate_limit: Some(RateLimiter::new(RATE_INTERVAL, RATE_BURST)),
     };
     drop(ingest::spawn_pipe_reader(out_r, meta, journal.clone()));
-    Ok(Started { pid, ready })
+}
+
+/// Takes over a manager a previous system manager started: its output pipe
+/// is opened again through /proc (a pipe opened there for reading is a new
+/// read end of the same pipe) and read on, under the same invocation; lines
+/// it wrote meanwhile waited in the pipe.
+pub fn adopt_output(
+    uid: u32,
+    pid: u32,
+    invocation: u128,
+    journal: &WriterHandle,
+) -> Result<(), SystemError> {
+    let path = PathBuf::from(format!("/proc/{pid}/fd/1"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|source| SystemError::Io {
+            op: "open the output pipe of",
+            path: path.clone(),
+            source,
+        })?;
+    let is_pipe = file
+        .metadata()
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
+    if !is_pipe {
+        // Not the pipe we gave it: reading it would steal from something else.
+        return Err(SystemError::Io {
+            op: "adopt the output of",
+            path,
+            source: std::io::Error::other("its stdout is no longer the pipe it was started with"),
+        });
+    }
+    read_output(file.into(), uid, pid, invocation, journal);
+    Ok(())
 }
 
 /// Makes `user-UID/` exist and be delegated, and `manager/` freshly created.
@@ -260,7 +324,18 @@ async fn prepare_cgroups(
     user: &UserInfo,
 ) -> Result<Cgroup, SystemError> {
     let user_cg = match Cgroup::open(user_dir) {
-        Ok(cg) => cg,
+        Ok(cg) => {
+            // A manager we did not start (root's own `corrald --user`, or
+            // one left by a dead system manager whose state was lost) owns
+            // it: starting a second one there would fight it.
+            if let Some(owner) = owner::owner_of(user_dir)? {
+                return Err(SystemError::Owned {
+                    uid: user.uid,
+                    owner,
+                });
+            }
+            cg
+        }
         Err(e) if e.is_not_found() => {
             let name = format!("user-{}", user.uid);
             Cgroup::open(root)?.create_child(&name)?
@@ -282,6 +357,13 @@ async fn prepare_cgroups(
     Ok(user_cg.create_child("manager")?)
 }
 
+/// Whether `proc` still runs and in `uid`'s `manager/` cgroup, where a
+/// system manager started it: then it is that user's manager, to adopt.
+pub fn runs_in_its_cgroup(layout: &Layout, uid: u32, proc: super::persist::Proc) -> bool {
+    let manager = layout.user_cgroup(uid).join("manager");
+    proc.alive() && crate::cgroup::cgroup_of_pid(proc.pid as i32).is_ok_and(|cg| cg == manager)
+}
+
 /// `cgroup.kill` on the whole of `uid`'s subtree.
 pub fn kill_user(layout: &Layout, uid: u32) -> Result<(), SystemError> {
     match Cgroup::open(layout.user_cgroup(uid)) {
@@ -292,13 +374,18 @@ pub fn kill_user(layout: &Layout, uid: u32) -> Result<(), SystemError> {
 }
 
 /// Kills everything left in `uid`'s subtree, waits until it is empty and
-/// removes every cgroup in it, deepest first.
+/// removes every cgroup in it, deepest first; unless a live manager owns it
+/// (one this system manager did not start: ours has exited by now), which
+/// is left alone and reported as [`SystemError::Owned`].
 pub async fn teardown(layout: &Layout, uid: u32) -> Result<(), SystemError> {
     let cg = match Cgroup::open(layout.user_cgroup(uid)) {
         Ok(cg) => cg,
         Err(e) if e.is_not_found() => return Ok(()),
         Err(e) => return Err(e.into()),
     };
+    if let Some(owner) = owner::owner_of(cg.path())? {
+        return Err(SystemError::Owned { uid, owner });
+    }
     if cg.populated()? {
         cg.kill()?;
         cg.wait_empty().await?;

@@ -15,6 +15,8 @@
 //! - [`rundir`]: `/run/user/UID`, created and removed only when we own it.
 //! - [`manager`]: spawning one user manager into `user-UID/manager/` as the
 //!   user, its ready pipe, and its output into the system journal.
+//! - [`persist`]: the state a restarted system manager carries on with
+//!   (`<runtime-dir>/users.json`).
 //! - [`state`]: the single task that owns every user's state (sessions,
 //!   linger, manager lifecycle) and handles requests, exits and timers.
 //! - [`server`]: the public system socket, decoding requests and checking
@@ -23,6 +25,7 @@
 pub mod cli;
 pub mod linger;
 pub mod manager;
+pub mod persist;
 pub mod rundir;
 pub mod server;
 pub mod state;
@@ -33,6 +36,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use state::run;
+
+/// How `corrald --system` ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGTERM/SIGINT: exit and leave every user manager running; the state
+    /// stays in the runtime directory for the next instance (a restart).
+    Keep,
+    /// SIGHUP: stop every user manager as at a last logout, remove their
+    /// subtrees and the saved state, then exit.
+    StopUsers,
+}
 
 /// Errors of the system manager.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +89,19 @@ pub enum SystemError {
     /// Serving the system socket failed.
     #[error(transparent)]
     Ipc(#[from] crate::ipc::IpcError),
+    /// A subtree a live manager owns, which was not started by us, is left alone.
+    #[error(
+        "user-{uid}'s subtree is the cgroup root of {} (pid {}), a manager this system manager \
+         did not start: it is left alone and no second manager is started there; stop that one \
+         (`kill {}`) for uid {uid} to get one from corrald --system",
+        owner.role, owner.pid, owner.pid
+    )]
+    Owned {
+        /// Whose subtree.
+        uid: u32,
+        /// The manager that owns it.
+        owner: crate::cgroup::owner::Owner,
+    },
     /// The system journal could not be opened or written.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),

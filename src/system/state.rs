@@ -7,7 +7,7 @@
 //! burst of deaths; when no longer wanted it goes Stopping (SIGTERM, then the
 //! subtree is killed after the stop timeout) → teardown → Stopped.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::os::fd::FromRawFd;
 use std::path::PathBuf;
@@ -21,8 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::linger::LingerStore;
 use super::manager::{self, Layout};
+use super::persist::{self, Proc, SavedManager, SavedUser};
 use super::users::{self, UserInfo};
-use super::{SystemError, SystemOptions, rundir, server};
+use super::{Shutdown, SystemError, SystemOptions, rundir, server};
+use crate::cgroup::owner::Claim;
 use crate::ipc::system_proto::{
     ManagerState, SystemErrorKind, SystemRequest, SystemResponse, UserStatus,
 };
@@ -60,8 +62,9 @@ pub enum Event {
         uid: u32,
         /// Which start this answers; stale ones are ignored.
         generation: u64,
-        /// Its PID, or why it could not start.
-        result: Result<u32, String>,
+        /// Its PID and journal invocation, or why it could not start and
+        /// whether retrying is pointless (another manager owns the subtree).
+        result: Result<(u32, u128), (String, bool)>,
         /// Whether this start created /run/user/UID (so we remove it).
         made_rundir: bool,
     },
@@ -92,6 +95,14 @@ pub enum Event {
         uid: u32,
         /// The process that opened it.
         pid: i32,
+    },
+    /// A manager adopted from a previous system manager exited (it is not
+    /// our child, so its exit comes through its pidfd, without a status).
+    AdoptedExited {
+        /// Whose manager.
+        uid: u32,
+        /// Its PID.
+        pid: u32,
     },
     /// The user's subtree and runtime directory have been removed.
     TornDown {
@@ -126,6 +137,11 @@ struct User {
     phase: Phase,
     /// The manager's PID from spawn until reaped.
     pid: Option<u32>,
+    /// Its start time and journal invocation, for the saved state.
+    manager: Option<SavedManager>,
+    /// Set for a manager a previous system manager started: not our child,
+    /// watched through a pidfd (the task is aborted when it is forgotten).
+    adopted: Option<tokio::task::AbortHandle>,
     /// Bumped on every start so that late events of a previous manager are
     /// recognised and dropped.
     generation: u64,
@@ -181,6 +197,8 @@ impl User {
 #[derive(Debug)]
 struct Leader {
     pid: i32,
+    /// Its start time, so a restarted system manager knows it is the same.
+    start_time: u64,
     /// The task waiting for the process to exit; aborted at logout.
     watch: tokio::task::AbortHandle,
 }
@@ -198,21 +216,56 @@ struct System {
     journal: WriterHandle,
     /// Events about users, written to the journal in order by one task.
     notes: mpsc::UnboundedSender<(u32, String)>,
+    /// The saved state, written to the runtime directory by one task
+    /// whenever it changes.
+    saved: tokio::sync::watch::Sender<Vec<SavedUser>>,
 }
 
-/// Runs the system manager until `shutdown` resolves, then stops every user
-/// manager it started and removes their subtrees.
+/// Runs the system manager until `shutdown` resolves; then either leaves
+/// every user manager running with the state saved for the next instance
+/// ([`Shutdown::Keep`]), or stops them all and removes their subtrees.
 pub async fn run(
     options: SystemOptions,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = Shutdown>,
 ) -> Result<(), SystemError> {
     let layout = Layout::new(&options)?;
     layout.prepare()?;
+    std::fs::create_dir_all(&options.runtime_dir).map_err(|source| SystemError::Io {
+        op: "create directory",
+        path: options.runtime_dir.clone(),
+        source,
+    })?;
+    // One cgroup root, one owner: a second system manager on the same root
+    // (or a user manager started by hand on it) is refused here.
+    let _claim = Claim::take(
+        layout.cgroup_root(),
+        &options.runtime_dir.join("cgroup.lock"),
+        "corrald --system",
+    )?;
+    // The previous instance's users: their managers are taken over if they
+    // still run where it started them.
+    let saved = persist::load(&options.runtime_dir);
+    let adoptable: BTreeSet<u32> = saved
+        .iter()
+        .filter(|u| {
+            u.manager
+                .as_ref()
+                .is_some_and(|m| manager::runs_in_its_cgroup(&layout, u.uid, m.proc))
+        })
+        .map(|u| u.uid)
+        .collect();
     // A previous instance that died left subtrees nobody supervises: end them
-    // so that every user starts from a clean, freshly created cgroup.
-    // One that cannot be removed is reported, not fatal: the other users
-    // must still be able to log in.
+    // so that every user starts from a clean, freshly created cgroup — but
+    // never one a live manager owns. One that cannot be removed is reported,
+    // not fatal: the other users must still be able to log in.
     for uid in layout.leftover_users()? {
+        if adoptable.contains(&uid) {
+            continue;
+        }
+        if let Ok(Some(owner)) = crate::cgroup::owner::owner_of(&layout.user_cgroup(uid)) {
+            eprintln!("corrald --system: {}", SystemError::Owned { uid, owner });
+            continue;
+        }
         eprintln!("corrald --system: removing user-{uid}'s subtree left by a previous instance");
         match tokio::time::timeout(options.stop_timeout, manager::teardown(&layout, uid)).await {
             Ok(Ok(())) => {}
@@ -254,6 +307,8 @@ pub async fn run(
             }
         }
     });
+    let (saved_tx, saved_rx) = tokio::sync::watch::channel(Vec::new());
+    let saver = tokio::spawn(save_state(options.runtime_dir.clone(), saved_rx));
     let (tx, mut rx) = mpsc::channel(256);
     let mut system = System {
         layout,
@@ -264,6 +319,7 @@ pub async fn run(
         shutting_down: false,
         journal: journal.clone(),
         notes,
+        saved: saved_tx,
     };
 
     let socket_path = options.runtime_dir.join("system.sock");
@@ -279,25 +335,46 @@ pub async fn run(
         source,
     })?;
 
+    system.restore(saved, &adoptable).await;
     system.start_lingering().await;
+    system.save();
     if let Some(fd) = options.ready_fd {
         manager::write_ready(fd, &socket_path);
     }
 
     tokio::pin!(shutdown);
-    loop {
+    let mode = loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            mode = &mut shutdown => break mode,
             _ = sigchld.recv() => system.reap(),
             Some(event) = rx.recv() => system.handle(event).await,
         }
-    }
+        system.save();
+    };
 
     // New logins are refused from here on; answers in flight still go out
     // because the state task keeps running below.
     let _ = stop_server.send(());
     let _ = std::fs::remove_file(&socket_path);
     system.shutting_down = true;
+    if mode == Shutdown::Keep {
+        // Sessions and managers carry on; the next instance takes them over
+        // from the saved state (written by the saver as it stands now).
+        system.save();
+        for user in system.users.values_mut() {
+            user.fail_waiters(
+                "corrald --system is restarting: your session and user manager are kept, \
+                 but this login's wait ended; run `corral login --wait` again",
+            );
+        }
+        drop(system);
+        let _ = saver.await;
+        let _ = notes_task.await;
+        if let Err(e) = journal.shutdown().await {
+            eprintln!("corrald --system: closing the journal: {e}");
+        }
+        return Ok(());
+    }
     let uids: Vec<u32> = system.users.keys().copied().collect();
     for uid in uids {
         system.stop(uid);
@@ -318,6 +395,8 @@ pub async fn run(
     // Every note is in the writer's queue once the sender is gone; then the
     // writer commits what it holds.
     drop(system);
+    let _ = saver.await;
+    persist::remove(&options.runtime_dir);
     let _ = notes_task.await;
     if let Err(e) = journal.shutdown().await {
         eprintln!("corrald --system: closing the journal: {e}");
@@ -370,6 +449,8 @@ impl System {
             linger: false,
             phase: Phase::Stopped,
             pid: None,
+            manager: None,
+            adopted: None,
             generation: 0,
             deaths: VecDeque::new(),
             restarts: 0,
@@ -414,6 +495,20 @@ impl System {
                 result,
                 made_rundir,
             } => self.started(uid, generation, result, made_rundir),
+            Event::AdoptedExited { uid, pid } => {
+                let Some(user) = self.users.get_mut(&uid) else {
+                    return;
+                };
+                if user.pid == Some(pid) && user.adopted.take().is_some() {
+                    self.exited(
+                        uid,
+                        pid,
+                        "exited (its exit status is unknown: a previous system manager \
+                         started it)"
+                            .to_string(),
+                    );
+                }
+            }
             Event::Ready { uid, generation } => {
                 let Some(user) = self.users.get_mut(&uid) else {
                     return;
@@ -530,12 +625,23 @@ impl System {
     /// when it exits; `None` (a session that lasts until logout) if it
     /// cannot be watched.
     fn watch_leader(&self, uid: u32, pid: i32) -> Option<Leader> {
+        let start_time = Proc::of(pid as u32)?.start_time;
+        let watch = self.watch_pid(pid, Event::LeaderExited { uid, pid })?;
+        Some(Leader {
+            pid,
+            start_time,
+            watch,
+        })
+    }
+
+    /// Sends `exit` when process `pid` exits, through a pidfd (it need not
+    /// be our child); `None` if it cannot be watched.
+    fn watch_pid(&self, pid: i32, exit: Event) -> Option<tokio::task::AbortHandle> {
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if fd < 0 {
             eprintln!(
-                "corrald --system: cannot watch login process {pid} of uid {uid} ({}); \
-                 its session lasts until logout",
+                "corrald --system: cannot watch process {pid} ({})",
                 std::io::Error::last_os_error()
             );
             return None;
@@ -550,7 +656,7 @@ impl System {
         let fd = match registered {
             Ok(fd) => fd,
             Err(e) => {
-                eprintln!("corrald --system: watching login process {pid}: {e}");
+                eprintln!("corrald --system: watching process {pid}: {e}");
                 return None;
             }
         };
@@ -558,13 +664,10 @@ impl System {
         let task = tokio::spawn(async move {
             // A pidfd becomes readable when its process exits.
             if fd.readable().await.is_ok() {
-                let _ = events.send(Event::LeaderExited { uid, pid }).await;
+                let _ = events.send(exit).await;
             }
         });
-        Some(Leader {
-            pid,
-            watch: task.abort_handle(),
-        })
+        Some(task.abort_handle())
     }
 
     async fn request(
@@ -754,8 +857,11 @@ impl System {
                 ),
             };
             let (result, ready) = match result {
-                Ok(started) => (Ok(started.pid), Some(started.ready)),
-                Err(e) => (Err(e.to_string()), None),
+                Ok(started) => (Ok((started.pid, started.invocation)), Some(started.ready)),
+                Err(e) => {
+                    let owned = matches!(e, SystemError::Owned { .. });
+                    (Err((e.to_string(), owned)), None)
+                }
             };
             let _ = events
                 .send(Event::Started {
@@ -777,7 +883,7 @@ impl System {
         &mut self,
         uid: u32,
         generation: u64,
-        result: Result<u32, String>,
+        result: Result<(u32, u128), (String, bool)>,
         made_rundir: bool,
     ) {
         let Some(user) = self.users.get_mut(&uid) else {
@@ -789,8 +895,12 @@ impl System {
             return;
         }
         match result {
-            Ok(pid) => {
+            Ok((pid, invocation)) => {
                 user.pid = Some(pid);
+                user.manager = Proc::of(pid).map(|proc| SavedManager {
+                    proc,
+                    invocation: format!("{invocation:032x}"),
+                });
                 let stopping = matches!(user.phase, Phase::Stopping);
                 self.note(
                     uid,
@@ -803,11 +913,14 @@ impl System {
                 // It may have died before we knew its PID: its SIGCHLD is gone.
                 self.reap();
             }
-            Err(message) => {
+            Err((message, hopeless)) => {
                 let stopping = matches!(user.phase, Phase::Stopping);
                 self.note(uid, message.clone());
                 if stopping {
                     self.begin_teardown(uid);
+                } else if hopeless {
+                    // Retrying cannot help while the other manager runs.
+                    self.fail(uid, message);
                 } else {
                     self.died(uid, message);
                 }
@@ -817,9 +930,11 @@ impl System {
 
     /// Reaps every manager that exited; called on SIGCHLD.
     fn reap(&mut self) {
+        // An adopted manager is not our child: its pidfd reports its exit.
         let pids: Vec<(u32, u32)> = self
             .users
             .iter()
+            .filter(|(_, u)| u.adopted.is_none())
             .filter_map(|(uid, u)| u.pid.map(|pid| (*uid, pid)))
             .collect();
         for (uid, pid) in pids {
@@ -830,19 +945,142 @@ impl System {
                 Ok(other) => format!("changed state: {other:?}"),
                 Err(e) => format!("could not be waited for: {e}"),
             };
-            let Some(user) = self.users.get_mut(&uid) else {
-                continue;
+            self.exited(uid, pid, status);
+        }
+    }
+
+    /// `uid`'s manager `pid` has exited, as `status` says.
+    fn exited(&mut self, uid: u32, pid: u32, status: String) {
+        let Some(user) = self.users.get_mut(&uid) else {
+            return;
+        };
+        user.pid = None;
+        user.manager = None;
+        let stopping = matches!(user.phase, Phase::Stopping);
+        self.note(
+            uid,
+            format!("user manager of uid {uid} (pid {pid}) {status}"),
+        );
+        if stopping {
+            self.begin_teardown(uid);
+        } else {
+            self.died(uid, format!("the user manager of uid {uid} {status}"));
+        }
+    }
+
+    /// Hands the current state to the saver task (it writes only changes).
+    fn save(&self) {
+        let users: Vec<SavedUser> = self
+            .users
+            .iter()
+            .map(|(uid, u)| SavedUser {
+                uid: *uid,
+                untied_sessions: u.sessions.saturating_sub(u.leaders.len() as u32),
+                leaders: u
+                    .leaders
+                    .iter()
+                    .map(|l| Proc {
+                        pid: l.pid as u32,
+                        start_time: l.start_time,
+                    })
+                    .collect(),
+                linger: u.linger,
+                manager: u.pid.and(u.manager.clone()),
+                made_rundir: u.made_rundir,
+            })
+            .collect();
+        self.saved.send_if_modified(|old| {
+            let changed = *old != users;
+            if changed {
+                *old = users;
+            }
+            changed
+        });
+    }
+
+    /// Takes over the users a previous instance left in `saved`: their
+    /// sessions whose login processes still run, their linger flag, and
+    /// their managers in `adoptable` (still running where they were
+    /// started), which are watched through pidfds instead of restarted.
+    async fn restore(&mut self, saved: Vec<SavedUser>, adoptable: &BTreeSet<u32>) {
+        for saved in saved {
+            let uid = saved.uid;
+            let info = match tokio::task::spawn_blocking(move || users::lookup_uid(uid)).await {
+                Ok(Ok(Some(info))) => info,
+                _ => {
+                    eprintln!(
+                        "corrald --system: uid {uid} of the saved state is not in the user \
+                         database; its subtree was treated as a leftover"
+                    );
+                    continue;
+                }
             };
-            user.pid = None;
-            let stopping = matches!(user.phase, Phase::Stopping);
-            self.note(
-                uid,
-                format!("user manager of uid {uid} (pid {pid}) {status}"),
-            );
-            if stopping {
-                self.begin_teardown(uid);
-            } else {
-                self.died(uid, format!("the user manager of uid {uid} {status}"));
+            let mut leaders = Vec::new();
+            let mut gone = 0;
+            for leader in &saved.leaders {
+                match leader
+                    .alive()
+                    .then(|| self.watch_leader(uid, leader.pid as i32))
+                {
+                    Some(Some(watch)) => leaders.push(watch),
+                    _ => gone += 1,
+                }
+            }
+            let adopted = match &saved.manager {
+                Some(m) if adoptable.contains(&uid) => {
+                    let invocation = u128::from_str_radix(&m.invocation, 16).unwrap_or_default();
+                    if let Err(e) =
+                        manager::adopt_output(uid, m.proc.pid, invocation, &self.journal)
+                    {
+                        eprintln!("corrald --system: {e}; its output is not recorded");
+                    }
+                    let exit = Event::AdoptedExited {
+                        uid,
+                        pid: m.proc.pid,
+                    };
+                    self.watch_pid(m.proc.pid as i32, exit)
+                        .map(|watch| (m.clone(), watch))
+                }
+                _ => None,
+            };
+            let user = self.user_entry(info);
+            user.sessions = saved.untied_sessions + leaders.len() as u32;
+            user.leaders = leaders;
+            user.linger = saved.linger;
+            user.made_rundir = saved.made_rundir;
+            let message = match adopted {
+                Some((m, watch)) => {
+                    user.phase = Phase::Running;
+                    user.pid = Some(m.proc.pid);
+                    user.manager = Some(m.clone());
+                    user.adopted = Some(watch);
+                    format!(
+                        "took over the user manager of uid {uid} (pid {}) from the previous \
+                         system manager; {} session(s){}",
+                        m.proc.pid,
+                        user.sessions,
+                        if gone > 0 {
+                            format!(", {gone} ended while no system manager ran")
+                        } else {
+                            String::new()
+                        }
+                    )
+                }
+                None => format!(
+                    "the user manager of uid {uid} did not survive the previous system \
+                     manager; {} session(s)",
+                    user.sessions
+                ),
+            };
+            let wanted = user.wanted();
+            let running = user.adopted.is_some();
+            self.note(uid, message);
+            match (wanted, running) {
+                (true, false) => self.ensure_running(uid),
+                (false, true) => self.stop(uid),
+                // Nothing runs: remove what is left (its runtime directory).
+                (false, false) => self.begin_teardown(uid),
+                (true, true) => {}
             }
         }
     }
@@ -988,5 +1226,19 @@ fn internal(e: SystemError) -> SystemResponse {
     SystemResponse::Error {
         kind: SystemErrorKind::Internal,
         message: e.to_string(),
+    }
+}
+
+/// Writes every new version of the saved state, off the runtime, until the
+/// state task is gone (the last version is written before it returns).
+async fn save_state(dir: PathBuf, mut rx: tokio::sync::watch::Receiver<Vec<SavedUser>>) {
+    while rx.changed().await.is_ok() {
+        let users = rx.borrow_and_update().clone();
+        let dir = dir.clone();
+        match tokio::task::spawn_blocking(move || persist::save(&dir, &users)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("corrald --system: saving the users' state: {e}"),
+            Err(e) => eprintln!("corrald --system: saving the users' state: {e}"),
+        }
     }
 }

@@ -2,9 +2,11 @@
 //! not implement ("unsupported") is told apart from a typo ("unknown").
 //!
 //! Taken from systemd.service(5), systemd.exec(5), systemd.kill(5),
-//! systemd.resource-control(5) and systemd.unit(5) of systemd 252.
+//! systemd.resource-control(5), systemd.socket(5) and systemd.unit(5) of
+//! systemd 252.
 
-/// Whether systemd 252 knows `key` in `section` (`Unit`, `Service`, `Install`).
+/// Whether systemd 252 knows `key` in `section` (`Unit`, `Service`,
+/// `Socket`, `Install`).
 ///
 /// Sections of other unit types are not listed: their directives are kept
 /// wholesale while those types are not supported.
@@ -13,6 +15,12 @@ pub fn is_known(section: &str, key: &str) -> bool {
         "Unit" => UNIT,
         "Service" => SERVICE,
         "Install" => INSTALL,
+        // A socket unit also takes the exec, kill and resource-control
+        // directives of its commands (systemd.socket(5)); those are in
+        // SERVICE, with the few service-only ones counted as known too.
+        "Socket" => {
+            return SOCKET.binary_search(&key).is_ok() || SERVICE.binary_search(&key).is_ok();
+        }
         _ => return false,
     };
     list.binary_search(&key).is_ok()
@@ -383,17 +391,82 @@ const SERVICE: &[&str] = &[
 
 const INSTALL: &[&str] = &["Alias", "Also", "DefaultInstance", "RequiredBy", "WantedBy"];
 
+const SOCKET: &[&str] = &[
+    "Accept",
+    "Backlog",
+    "BindIPv6Only",
+    "BindToDevice",
+    "Broadcast",
+    "DeferAcceptSec",
+    "DirectoryMode",
+    "ExecStartPost",
+    "ExecStartPre",
+    "ExecStopPost",
+    "ExecStopPre",
+    "FileDescriptorName",
+    "FlushPending",
+    "FreeBind",
+    "IPTOS",
+    "IPTTL",
+    "KeepAlive",
+    "KeepAliveIntervalSec",
+    "KeepAliveProbes",
+    "KeepAliveTimeSec",
+    "ListenDatagram",
+    "ListenFIFO",
+    "ListenMessageQueue",
+    "ListenNetlink",
+    "ListenSequentialPacket",
+    "ListenSpecial",
+    "ListenStream",
+    "ListenUSBFunction",
+    "Mark",
+    "MaxConnections",
+    "MaxConnectionsPerSource",
+    "MessageQueueMaxMessages",
+    "MessageQueueMessageSize",
+    "NoDelay",
+    "PassCredentials",
+    "PassPacketInfo",
+    "PassSecurity",
+    "PipeSize",
+    "Priority",
+    "ReceiveBuffer",
+    "RemoveOnStop",
+    "ReusePort",
+    "SELinuxContextFromNet",
+    "SendBuffer",
+    "Service",
+    "SmackLabel",
+    "SmackLabelIPIn",
+    "SmackLabelIPOut",
+    "SocketGroup",
+    "SocketMode",
+    "SocketProtocol",
+    "SocketUser",
+    "Symlinks",
+    "TCPCongestion",
+    "TimeoutSec",
+    "Timestamping",
+    "Transparent",
+    "TriggerLimitBurst",
+    "TriggerLimitIntervalSec",
+    "Writable",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn sorted_for_binary_search() {
-        for l in [UNIT, SERVICE, INSTALL] {
+        for l in [UNIT, SERVICE, SOCKET, INSTALL] {
             assert!(l.windows(2).all(|w| w[0] < w[1]));
         }
         assert!(is_known("Service", "ProtectSystem"));
         assert!(is_known("Unit", "OnFailure"));
         assert!(!is_known("Service", "ExecStrat"));
+        assert!(is_known("Socket", "KeepAlive") && is_known("Socket", "Environment"));
+        assert!(!is_known("Socket", "ListenStrem"));
     }
 }

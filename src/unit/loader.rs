@@ -754,6 +754,21 @@ pub(crate) fn apply_text(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, text
     apply_parsed(u, applier, f, syntax::parse(f, text));
 }
 
+/// The warning on a unit of a kind the manager does not run.
+fn not_run_message(kind: UnitKind) -> String {
+    if kind == UnitKind::Timer {
+        // Read into a typed [Timer] and checked (errors are reported);
+        // only running it is missing.
+        ".timer units are read and checked but not supported yet: the manager does not run them"
+            .to_string()
+    } else {
+        format!(
+            ".{} units are not supported yet: read and kept, not run",
+            kind.suffix()
+        )
+    }
+}
+
 /// Applies a parsed file (fragment or drop-in) to a unit.
 fn apply_parsed(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, parsed: syntax::ParsedFile) {
     u.diagnostics.extend(parsed.diagnostics);
@@ -780,10 +795,7 @@ fn apply_parsed(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, parsed: synta
                     directive: format!("[{}]", h.name),
                     severity: Severity::Warning,
                     kind: DiagnosticKind::NotSupportedYet,
-                    message: format!(
-                        ".{} units are not supported yet: read and kept, not run",
-                        kind.suffix()
-                    ),
+                    message: not_run_message(kind),
                     fatal: false,
                 });
             }
@@ -819,10 +831,7 @@ fn apply_parsed(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, parsed: synta
             directive: String::new(),
             severity: Severity::Warning,
             kind: DiagnosticKind::NotSupportedYet,
-            message: format!(
-                ".{} units are not supported yet: read and kept, not run",
-                kind.suffix()
-            ),
+            message: not_run_message(kind),
             fatal: false,
         });
     }
@@ -831,6 +840,8 @@ fn apply_parsed(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, parsed: synta
             "Unit" => applier.apply_unit(u, d),
             "Install" => applier.apply_install(u, d),
             "Service" if kind == UnitKind::Service => applier.apply_service(u, d),
+            "Timer" if kind == UnitKind::Timer => applier.apply_timer(u, d),
+            "Socket" if kind == UnitKind::Socket => applier.apply_socket(u, d),
             s if Some(s) == kind_section => u.unsupported.push(d.clone()),
             // Directives of ignored sections were warned about per section.
             _ => u.unsupported.push(d.clone()),

@@ -5,6 +5,7 @@
 //! - [`syntax`]: the ini-like file syntax (sections, comments, continuation).
 //! - [`words`]: quoting and C escapes, as systemd splits values into words.
 //! - [`values`]: booleans, time spans, sizes, signals, exit statuses.
+//! - [`calendar`]: calendar event expressions (`OnCalendar=`) and their next elapse.
 //! - [`exec`]: Exec command lines ([`ExecCommand`]) and `$VAR` expansion.
 //! - [`envfile`]: the `EnvironmentFile=` format.
 //! - [`file`]: reading user-written files safely (regular files only, size cap).
@@ -12,10 +13,13 @@
 //! - [`model`]: the typed sections and how each directive is applied.
 //! - [`known`]: directive names systemd knows (unsupported vs. unknown).
 //! - [`condition`]: `Condition*=`/`Assert*=` and their evaluation.
+//! - [`timer`]: `[Timer]` of `.timer` units ([`timer::TimerSection`]) and their implicit dependencies.
 //! - [`loader`]: search paths, drop-ins, templates, masking, aliases ([`Loader`]).
 //! - [`runit`]: runit service directories as units.
+//! - [`socket`]: `[Socket]` of `.socket` units ([`SocketSection`]).
 //! - [`verify`]: `corral verify`'s report over files and directories.
 
+pub mod calendar;
 pub mod condition;
 pub mod envfile;
 pub mod exec;
@@ -26,9 +30,11 @@ pub mod loader;
 pub mod model;
 pub mod name;
 pub mod runit;
+pub mod socket;
 pub mod specifier;
 pub mod start_check;
 pub mod syntax;
+pub mod timer;
 pub mod values;
 pub mod verify;
 pub mod words;
@@ -46,6 +52,7 @@ pub use model::{
 };
 pub use name::{UnitKind, UnitName};
 pub use runit::RunitService;
+pub use socket::{Listen, SocketAddress, SocketSection, SocketType};
 pub use specifier::SpecifierContext;
 pub use syntax::Directive;
 

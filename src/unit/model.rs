@@ -8,8 +8,10 @@ use super::condition::{Condition, ConditionKind};
 use super::exec::{ExecCommand, is_env_name, parse_exec};
 use super::name::{UnitKind, UnitName};
 use super::runit::RunitService;
+use super::socket::SocketSection;
 use super::specifier::SpecifierContext;
 use super::syntax::Directive;
+use super::timer::TimerSection;
 use super::values::{
     parse_bool, parse_exit_status, parse_percent_permyriad, parse_signal, parse_size,
     parse_timeout, parse_timespan, parse_timespan_with, parse_umask,
@@ -44,6 +46,10 @@ pub struct Unit {
     pub unit: UnitSection,
     /// `[Service]`; `Some` exactly for `.service` units.
     pub service: Option<ServiceSection>,
+    /// `[Timer]`; `Some` exactly for `.timer` units.
+    pub timer: Option<TimerSection>,
+    /// `[Socket]`; `Some` exactly for `.socket` units.
+    pub socket: Option<SocketSection>,
     /// `[Install]`.
     pub install: InstallSection,
     /// Other names of this unit: alias symlinks found and `Alias=`.
@@ -59,6 +65,8 @@ impl Unit {
     /// An empty unit of that name with every default applied.
     pub fn new(name: UnitName) -> Unit {
         let service = (name.kind() == UnitKind::Service).then(ServiceSection::default);
+        let timer = (name.kind() == UnitKind::Timer).then(TimerSection::default);
+        let socket = (name.kind() == UnitKind::Socket).then(SocketSection::default);
         Unit {
             name,
             fragment: None,
@@ -67,6 +75,8 @@ impl Unit {
             masked: false,
             unit: UnitSection::default(),
             service,
+            timer,
+            socket,
             install: InstallSection::default(),
             aliases: Vec::new(),
             unsupported: Vec::new(),
@@ -746,7 +756,13 @@ impl<'a> Applier<'a> {
     }
 }
 
-fn push_diag(unit: &mut Unit, d: &Directive, sev: Severity, kind: DiagnosticKind, message: String) {
+pub(crate) fn push_diag(
+    unit: &mut Unit,
+    d: &Directive,
+    sev: Severity,
+    kind: DiagnosticKind,
+    message: String,
+) {
     unit.diagnostics.push(Diagnostic {
         file: d.file.to_path_buf(),
         line: d.line,
@@ -759,7 +775,7 @@ fn push_diag(unit: &mut Unit, d: &Directive, sev: Severity, kind: DiagnosticKind
 }
 
 /// A bad assignment systemd 252 logs and ignores: the unit loads without it.
-fn invalid(unit: &mut Unit, d: &Directive, message: String) {
+pub(crate) fn invalid(unit: &mut Unit, d: &Directive, message: String) {
     push_diag(unit, d, Severity::Error, DiagnosticKind::Invalid, message);
 }
 
@@ -813,7 +829,7 @@ fn env_merged(env: Vec<(String, String)>) -> Vec<(String, String)> {
 }
 
 /// Removes repeated items, keeping the first of each, in one pass.
-fn dedup_in_order<T: std::hash::Hash + Eq + Clone>(list: &mut Vec<T>) {
+pub(super) fn dedup_in_order<T: std::hash::Hash + Eq + Clone>(list: &mut Vec<T>) {
     let mut seen = HashSet::with_capacity(list.len());
     list.retain(|x| seen.insert(x.clone()));
 }
@@ -825,7 +841,7 @@ const WORDS: SplitOptions = SplitOptions {
 
 impl Applier<'_> {
     /// Expands specifiers of a value, reporting failure as an error on `d`.
-    fn spec(&self, unit: &mut Unit, d: &Directive, s: &str) -> Option<String> {
+    pub(super) fn spec(&self, unit: &mut Unit, d: &Directive, s: &str) -> Option<String> {
         let expanded = self.spec.expand(s, &unit.name, unit.fragment.as_deref());
         match expanded {
             Ok(v) => Some(v),
@@ -838,7 +854,7 @@ impl Applier<'_> {
 
     /// Splits into words (quotes, escapes) and expands specifiers in each;
     /// a word whose specifiers fail is left out (systemd: "..., ignoring").
-    fn words(&self, unit: &mut Unit, d: &Directive) -> Option<Vec<String>> {
+    pub(super) fn words(&self, unit: &mut Unit, d: &Directive) -> Option<Vec<String>> {
         let (ws, notes) = match split(&d.value, WORDS) {
             Ok(x) => x,
             Err(e) => {
@@ -891,7 +907,7 @@ impl Applier<'_> {
         }
     }
 
-    fn bool_value(&self, unit: &mut Unit, d: &Directive) -> Option<bool> {
+    pub(super) fn bool_value(&self, unit: &mut Unit, d: &Directive) -> Option<bool> {
         let v = parse_bool(&d.value);
         if v.is_none() {
             invalid(
@@ -906,7 +922,7 @@ impl Applier<'_> {
         v
     }
 
-    fn time_value(
+    pub(super) fn time_value(
         &self,
         unit: &mut Unit,
         d: &Directive,
@@ -1528,6 +1544,17 @@ impl Applier<'_> {
             which.get(svc(unit)).clear();
             return;
         }
+        let commands = self.exec_commands(unit, d);
+        if which == ExecField::Start && !commands.is_empty() {
+            svc(unit).exec_start_line = d.line;
+            self.origins.exec_start = Some((d.file.to_path_buf(), d.line));
+        }
+        which.get(svc(unit)).extend(commands);
+    }
+
+    /// Parses a non-empty Exec value of any section into commands that
+    /// carry their origin, reporting warnings and errors on `d`.
+    pub(crate) fn exec_commands(&mut self, unit: &mut Unit, d: &Directive) -> Vec<ExecCommand> {
         let name = unit.name.clone();
         let fragment = unit.fragment.clone();
         let spec = self.spec;
@@ -1539,21 +1566,11 @@ impl Applier<'_> {
         for w in parsed.warnings {
             push_diag(unit, d, Severity::Warning, DiagnosticKind::Invalid, w);
         }
-        if which == ExecField::Start && !parsed.commands.is_empty() {
-            svc(unit).exec_start_line = d.line;
-            self.origins.exec_start = Some((d.file.to_path_buf(), d.line));
-        }
         let origin = super::exec::ExecOrigin {
             unit: unit.name.to_string(),
             directive: d.key.clone(),
             line: d.line,
         };
-        which
-            .get(svc(unit))
-            .extend(parsed.commands.into_iter().map(|mut c| {
-                c.origin = origin.clone();
-                c
-            }));
         match parsed.error {
             None => {}
             Some(e) if e.fatal => refused(
@@ -1566,6 +1583,14 @@ impl Applier<'_> {
             ),
             Some(e) => invalid(unit, d, format!("{}; command ignored", e.message)),
         }
+        parsed
+            .commands
+            .into_iter()
+            .map(|mut c| {
+                c.origin = origin.clone();
+                c
+            })
+            .collect()
     }
 
     fn exit_status(&mut self, unit: &mut Unit, d: &Directive) {
@@ -1651,6 +1676,8 @@ impl Applier<'_> {
         for field in ListField::ALL {
             dedup_in_order(field.get(unit));
         }
+        self.finish_timer(unit);
+        self.finish_socket(unit);
         let Some(s) = unit.service.as_mut() else {
             return;
         };

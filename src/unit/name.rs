@@ -15,7 +15,7 @@ pub enum UnitKind {
     Service,
     /// `.target`: a synchronisation point grouping other units.
     Target,
-    /// `.socket`: socket activation (read, not supported yet).
+    /// `.socket`: socket activation (read and checked; the manager does not run it yet).
     Socket,
     /// `.timer`: timer activation (read, not supported yet).
     Timer,
@@ -90,9 +90,14 @@ impl UnitKind {
         }
     }
 
-    /// Whether corral runs units of this kind (services and targets).
+    /// Whether corral reads this kind's section into a typed definition
+    /// (services, targets, sockets); the others are kept and noted as
+    /// not supported yet.
     pub fn is_supported(self) -> bool {
-        matches!(self, UnitKind::Service | UnitKind::Target)
+        matches!(
+            self,
+            UnitKind::Service | UnitKind::Target | UnitKind::Socket
+        )
     }
 }
 

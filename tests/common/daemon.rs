@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,11 @@ pub struct TestDaemon {
     child: Option<Child>,
     /// Its temp directory: units/, run/ (XDG_RUNTIME_DIR, %t), state/, corrald.log.
     pub dir: tempfile::TempDir,
-    /// The cgroup root the daemon creates unit cgroups in.
+    /// A scratch cgroup, removed (with what is left inside) on drop.
     pub root: TempCgroup,
+    /// The cgroup root the daemon creates unit cgroups in: `root` unless
+    /// the test gave another ([`TestDaemon::start_at`]).
+    pub cgroup_root: PathBuf,
     /// The control socket.
     pub socket: PathBuf,
 }
@@ -51,6 +54,20 @@ impl TestDaemon {
 
     /// Starts a daemon with extra command-line arguments.
     pub fn start_args(setup: impl FnOnce(&TestDaemon), extra: &[&str]) -> Option<TestDaemon> {
+        Self::start_in(None, setup, extra)
+    }
+
+    /// Starts a daemon whose cgroup root is `cgroup_root` (created if
+    /// missing; its removal is the caller's) instead of a scratch cgroup.
+    pub fn start_at(cgroup_root: &Path, setup: impl FnOnce(&TestDaemon)) -> Option<TestDaemon> {
+        Self::start_in(Some(cgroup_root.to_path_buf()), setup, &[])
+    }
+
+    fn start_in(
+        cgroup_root: Option<PathBuf>,
+        setup: impl FnOnce(&TestDaemon),
+        extra: &[&str],
+    ) -> Option<TestDaemon> {
         let root = scratch()?;
         let dir = tempfile::tempdir().expect("temp dir");
         for d in ["units", "run", "state", "runit"] {
@@ -60,6 +77,7 @@ impl TestDaemon {
         let mut td = TestDaemon {
             child: None,
             dir,
+            cgroup_root: cgroup_root.unwrap_or_else(|| root.path().to_path_buf()),
             root,
             socket,
         };
@@ -89,7 +107,7 @@ impl TestDaemon {
             .arg("--runtime-dir")
             .arg(self.dir.path().join("run/corral"))
             .arg("--cgroup-root")
-            .arg(self.root.path())
+            .arg(&self.cgroup_root)
             .arg("--ready-fd")
             .arg(ready_w.as_raw_fd().to_string())
             .args(extra)
@@ -160,7 +178,7 @@ impl TestDaemon {
 
     /// The cgroup a running unit's invocation uses.
     pub fn unit_cgroup(&self, unit: &str) -> PathBuf {
-        self.root.path().join(unit)
+        self.cgroup_root.join(unit)
     }
 
     /// Runs the real `corral` against this daemon.

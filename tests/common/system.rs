@@ -144,12 +144,22 @@ impl TestSystem {
     /// Like [`TestSystem::start`]; `system_flag_last` puts `--system` after
     /// the directory flags (`corrald --cgroup-root R ... --system ...`).
     pub fn start_with(user_manager: Option<PathBuf>, system_flag_last: bool) -> TestSystem {
+        let cgroup = TempCgroup::new("corral-test").unwrap();
+        Self::start_in(cgroup, user_manager, system_flag_last)
+    }
+
+    /// Like [`TestSystem::start_with`], with `cgroup` as the cgroup root
+    /// (which may hold something already, e.g. root's own user manager).
+    pub fn start_in(
+        cgroup: TempCgroup,
+        user_manager: Option<PathBuf>,
+        system_flag_last: bool,
+    ) -> TestSystem {
         let dir = tempfile::Builder::new()
             .prefix("corral-system-test")
             .tempdir()
             .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let cgroup = TempCgroup::new("corral-test").unwrap();
         let mut sys = TestSystem {
             stderr_path: dir.path().join("corrald.stderr"),
             dir,
@@ -164,6 +174,12 @@ impl TestSystem {
 
     /// Starts the daemon again after [`TestSystem::stop`], same state.
     pub fn spawn(&mut self) {
+        self.try_spawn().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// [`TestSystem::spawn`], returning the daemon's stderr (and exit
+    /// status) when it does not become ready.
+    pub fn try_spawn(&mut self) -> Result<(), String> {
         let (ready_r, ready_w) = nix::unistd::pipe().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_corrald"));
         if !self.system_flag_last {
@@ -200,17 +216,38 @@ impl TestSystem {
                 Ok(())
             });
         }
-        let child = cmd.spawn().unwrap();
+        let mut child = cmd.spawn().unwrap();
         drop(ready_w);
         let mut line = String::new();
         let mut reader = BufReader::new(File::from(ready_r));
         reader.read_line(&mut line).unwrap();
-        assert!(
-            line.starts_with("ready"),
-            "corrald --system did not become ready: {}",
-            self.stderr()
-        );
+        if !line.starts_with("ready") {
+            let status = child.wait().unwrap();
+            return Err(format!(
+                "corrald --system did not become ready ({status}): {}",
+                self.stderr()
+            ));
+        }
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// Ends the daemon with `signal` (SIGTERM: it exits and leaves the user
+    /// managers running; SIGKILL: a crash), waits for it, and starts it
+    /// again on the same state, as a restart or an upgrade does.
+    pub fn restart(&mut self, signal: nix::sys::signal::Signal) {
+        self.end(signal);
+        self.spawn();
+    }
+
+    /// Ends the daemon with `signal` and waits for it to exit.
+    pub fn end(&mut self, signal: nix::sys::signal::Signal) {
+        let mut child = self.child.take().expect("a running system manager");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        wait_until(20, "corrald --system to exit", || {
+            child.try_wait().unwrap().is_some()
+        });
     }
 
     /// The runtime directory (system.sock inside).
@@ -273,7 +310,12 @@ impl TestSystem {
 
     /// `corral --system status USER` as root, as text.
     pub fn status(&self, user: &TestUser) -> String {
-        let out = self.corral(&["--system", "status", &user.name]);
+        self.status_of(&user.name)
+    }
+
+    /// `corral --system status NAME` as root, as text.
+    pub fn status_of(&self, name: &str) -> String {
+        let out = self.corral(&["--system", "status", name]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -323,13 +365,14 @@ impl TestSystem {
         second.unwrap()
     }
 
-    /// Stops the daemon (SIGTERM, SIGKILL after 20 s) and waits for it.
+    /// Stops the daemon and every user manager it runs (SIGHUP, SIGKILL
+    /// after 20 s) and waits for it.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if child.try_wait().unwrap().is_some() {

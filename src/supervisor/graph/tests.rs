@@ -721,3 +721,36 @@ fn a_unit_dying_stops_only_what_is_bound_to_it() {
         .active(&["bound.service", "req.service"]);
     assert_eq!(bound_by(&w, "bus.service"), ["bound.service"]);
 }
+
+/// A unit's dependencies as the loader reads them from `text`.
+fn deps_of(name: &str, text: &str) -> Deps {
+    let n = UnitName::parse_strict(name).unwrap();
+    let spec = crate::unit::SpecifierContext::example();
+    let u = crate::unit::loader::from_text(&n, std::path::Path::new(name), text, &spec);
+    Deps::from_unit(&u)
+}
+
+#[test]
+fn a_socket_is_ordered_before_its_service_and_sockets_target_implicitly() {
+    let d = deps_of("x.socket", "[Socket]\nListenStream=%t/x.sock\n");
+    assert_eq!(d.before, ["x.service", "sockets.target"]);
+    let d = deps_of(
+        "x.socket",
+        "[Unit]\nDefaultDependencies=no\nBefore=a.target\n[Socket]\nListenStream=%t/x.sock\nService=y.service\n",
+    );
+    assert_eq!(d.before, ["a.target", "y.service"]);
+    // Accept=yes triggers no single service: only the target.
+    let d = deps_of("x.socket", "[Socket]\nListenStream=%t/x.sock\nAccept=yes\n");
+    assert_eq!(d.before, ["sockets.target"]);
+
+    // A service that requires its socket starts after it, with no After=.
+    let mut w = World::default().unit("x.service", "Requires=x.socket");
+    w.units.insert(
+        "x.socket".to_string(),
+        deps_of("x.socket", "[Socket]\nListenStream=%t/x.sock\n"),
+    );
+    assert_eq!(
+        layers(&start(&w, "x.service")),
+        vec![vec!["x.socket/start"], vec!["x.service/start"]]
+    );
+}

@@ -181,7 +181,15 @@ impl Manager {
             .ok_or_else(|| format!("{name} has no invocation"))?;
         spec.cgroup = inv.cgroup.as_ref().map(|c| c.path().to_path_buf());
         if spec.cgroup.is_none() {
-            return Err(format!("{name} has no cgroup to start processes in").into());
+            // Its invocation could not get one (the note says why): 219/CGROUP.
+            let why = self.units[name]
+                .failure_note
+                .as_deref()
+                .unwrap_or("no invocation cgroup");
+            return Err(SpawnFailure {
+                message: format!("{name} has no cgroup to start processes in: {why}"),
+                status: 219,
+            });
         }
         spec.umask = Some(svc.umask);
         spec.nice = svc.nice;

@@ -75,10 +75,7 @@ impl Manager {
             log_pipe: None,
             started: Instant::now(),
         });
-        let cg = self
-            .root
-            .create_child(&cg_name)
-            .map_err(|err| format!("cannot create the cgroup of {name}: {err}"))?;
+        let cg = crate::supervisor::leftovers::create_unit_cgroup(&self.root, &cg_name, name)?;
         for (file, value) in &def.limits {
             if let Err(err) = cg.set_limit(file, value) {
                 self.log(name, &format!("cannot apply {file}={value}: {err}"));

@@ -1,0 +1,9 @@
+//! The socket unit kind: what the manager needs to run a `.socket` unit.
+//!
+//! - [`listen`]: the listening fds made from the definition
+//!   ([`crate::unit::SocketSection`]), their removal on stop, and passing
+//!   them to a service (`LISTEN_FDS`/`LISTEN_PID`/`LISTEN_FDNAMES`).
+//! - [`machine`]: the unit's life cycle as a pure function, table-tested.
+
+pub mod listen;
+pub mod machine;
