@@ -34,7 +34,9 @@ fn pid_in(path: &Path) -> Option<i32> {
 }
 
 fn main_pid(td: &TestDaemon, unit: &str) -> i32 {
-    td.prop(unit, "MainPID").parse().expect("MainPID is a number")
+    td.prop(unit, "MainPID")
+        .parse()
+        .expect("MainPID is a number")
 }
 
 fn kill(pid: i32, sig: nix::sys::signal::Signal) {
@@ -113,7 +115,10 @@ fn nginx_binary_upgrade_moves_the_main_pid_and_the_unit_runs_on() {
     td.ok(&["stop", "nginx"]);
     assert_eq!(td.prop("nginx", "ActiveState"), "inactive");
     assert!(pids_matching(&format!("-p {d} -c")).is_empty());
-    assert!(!dir.join("nginx.pid").exists(), "the PIDFile outlived the stop");
+    assert!(
+        !dir.join("nginx.pid").exists(),
+        "the PIDFile outlived the stop"
+    );
 }
 
 #[test]
@@ -203,7 +208,10 @@ fn tmux_without_pidfile_gets_its_server_as_main_pid_and_its_kill_fails_the_unit(
     .unwrap_or_else(|| td.journal("tmux.service", &[]).stdout);
     assert!(j.contains("Failed with result 'signal'."), "{j}");
     assert!(!j.contains("'success'"), "{j}");
-    assert!(!cg.exists(), "the sleep of the killed server was left behind");
+    assert!(
+        !cg.exists(),
+        "the sleep of the killed server was left behind"
+    );
 
     // GuessMainPID=no: no main PID; the cgroup stands for the service.
     td.write_unit(

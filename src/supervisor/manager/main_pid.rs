@@ -83,11 +83,7 @@ impl Manager {
             return;
         };
         let Some(path) = forking_pid_file(&def) else {
-            let guess = def
-                .unit
-                .service
-                .as_ref()
-                .is_some_and(|s| s.guess_main_pid);
+            let guess = def.unit.service.as_ref().is_some_and(|s| s.guess_main_pid);
             queue.push_back(match guess.then(|| guess_main_pid(&cg)).flatten() {
                 Some(pid) => Event::MainPid(pid),
                 None => Event::MainPidRejected { fatal: false },
