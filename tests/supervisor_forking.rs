@@ -105,6 +105,12 @@ fn nginx_binary_upgrade_moves_the_main_pid_and_the_unit_runs_on() {
     );
     let ok = eventually(Duration::from_secs(5), || http_status(port));
     assert!(ok.as_deref().is_some_and(|l| l.contains("200")), "{ok:?}");
+    // The comm, as systemctl shows it, not "nginx:" of "nginx: master process".
+    let status = td.corral(&["status", "nginx"]).stdout;
+    assert!(
+        status.contains(&format!("Main PID: {new} (nginx)")),
+        "{status}"
+    );
     let line = format!("the PIDFile names the new main process {new}");
     let j = eventually(Duration::from_secs(5), || {
         let j = td.journal("nginx.service", &[]).stdout;
