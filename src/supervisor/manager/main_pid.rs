@@ -10,11 +10,11 @@ use std::collections::VecDeque;
 use std::path::Path;
 
 use crate::cgroup::Cgroup;
-use crate::supervisor::procs;
 use crate::supervisor::service::ServiceDef;
 use crate::supervisor::state::{Event, Pid, Readiness};
 use crate::unit::file::{UserFile, read_user_file};
 
+use super::host::Host;
 use super::{Input, Manager, UnitEntry};
 
 /// What PIDFile= says now.
@@ -38,7 +38,7 @@ fn forking_pid_file(def: &ServiceDef) -> Option<&Path> {
 /// Reads `path` as systemd's service_load_pid_file() does, with corral's
 /// rule on top: the PID is trusted only inside the unit's cgroup `cg`, and
 /// never as the control process `control`.
-fn read_pid_file(path: &Path, cg: &Cgroup, control: Option<Pid>) -> PidFileRead {
+fn read_pid_file(host: &dyn Host, path: &Path, cg: &Cgroup, control: Option<Pid>) -> PidFileRead {
     // A FIFO or /dev/zero as PIDFile= must not block or bloat the manager.
     let text = match read_user_file(path, UserFile::PidFile) {
         Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
@@ -53,15 +53,9 @@ fn read_pid_file(path: &Path, cg: &Cgroup, control: Option<Pid>) -> PidFileRead 
             path.display()
         ));
     };
-    if pid <= 0 || Some(pid) == control || procs::parent(pid).is_none() {
+    if pid <= 0 || Some(pid) == control || !host.contains(cg, pid).unwrap_or(false) {
         return PidFileRead::Refused(format!(
-            "PIDFile {} names PID {pid}, which is not running (a stale PIDFile?)",
-            path.display()
-        ));
-    }
-    if !cg.contains_pid(pid).unwrap_or(false) {
-        return PidFileRead::Refused(format!(
-            "PIDFile {} names PID {pid}, which is not a process of this unit (not in its cgroup {}); \
+            "PIDFile {} names PID {pid}, which is not a process of this unit (not running in its cgroup {}); \
              refusing it: the PIDFile may be stale or shared with another service",
             path.display(),
             cg.path().display()
@@ -84,14 +78,15 @@ impl Manager {
         };
         let Some(path) = forking_pid_file(&def) else {
             let guess = def.unit.service.as_ref().is_some_and(|s| s.guess_main_pid);
-            queue.push_back(match guess.then(|| guess_main_pid(&cg)).flatten() {
+            let guessed = guess.then(|| guess_main_pid(self.host.as_ref(), &cg));
+            queue.push_back(match guessed.flatten() {
                 Some(pid) => Event::MainPid(pid),
                 None => Event::MainPidRejected { fatal: false },
             });
             return;
         };
         let control = e.main_and_control().1;
-        let why = match read_pid_file(path, &cg, control) {
+        let why = match read_pid_file(self.host.as_ref(), path, &cg, control) {
             PidFileRead::Names(pid) => {
                 self.stop_watching_pid_file(name);
                 queue.push_back(Event::MainPid(pid));
@@ -100,7 +95,7 @@ impl Manager {
             PidFileRead::NotYet => None,
             PidFileRead::Refused(why) => Some(why),
         };
-        if !cg.populated().unwrap_or(true) {
+        if !self.host.populated(&cg).unwrap_or(true) {
             // As systemd: nothing of the unit is left to write it.
             let why = why.unwrap_or_else(|| format!("PIDFile {} was not written", path.display()));
             let msg = format!("{why}, and the service has no process left; the start failed");
@@ -133,7 +128,7 @@ impl Manager {
         let e = self.units.get(name)?;
         let path = forking_pid_file(e.service_def()?)?;
         let cg = e.cgroup()?;
-        match read_pid_file(path, cg, e.main_and_control().1) {
+        match read_pid_file(self.host.as_ref(), path, cg, e.main_and_control().1) {
             PidFileRead::Names(pid) if pid != old => Some(pid),
             _ => None,
         }
@@ -201,13 +196,12 @@ impl Manager {
 /// is reparented to it, the manager being a subreaper; the daemon's own
 /// children, such as the shells of a tmux server, are not); none when there
 /// are several.
-fn guess_main_pid(cg: &Cgroup) -> Option<Pid> {
-    let me = std::process::id() as Pid;
-    let mut adopted = cg
-        .procs_recursive()
+fn guess_main_pid(host: &dyn Host, cg: &Cgroup) -> Option<Pid> {
+    let mut adopted = host
+        .procs(cg)
         .unwrap_or_default()
         .into_iter()
-        .filter(|&p| procs::parent(p) == Some(me));
+        .filter(|&p| host.adopted(p));
     let first = adopted.next()?;
     adopted.next().is_none().then_some(first)
 }
