@@ -98,7 +98,7 @@ fn several_units_per_call_and_exit_codes() {
         (s == "failed").then_some(s)
     });
     assert_eq!(st.as_deref(), Some("failed"));
-    assert_eq!(td.prop("a", "ExecMainStatus"), "KILL");
+    assert_eq!(td.prop("a", "ExecMainStatus"), "9");
     let o = td.ok(&["cat", "a"]);
     assert!(
         o.stdout.starts_with("# ") && o.stdout.contains("ExecStart=/bin/sleep 1000"),

@@ -268,8 +268,9 @@ fn the_unit_stops_when_its_name_loses_its_owner() {
     td.wait_state("owner", "inactive");
     assert_eq!(td.prop("owner", "Result"), "success");
     // It did not exit on its own: the manager's SIGTERM ended it.
-    assert_eq!(td.prop("owner", "ExecMainCode"), "killed");
-    assert_eq!(td.prop("owner", "ExecMainStatus"), "TERM");
+    // In numbers, as systemctl: CLD_KILLED, SIGTERM.
+    assert_eq!(td.prop("owner", "ExecMainCode"), "2");
+    assert_eq!(td.prop("owner", "ExecMainStatus"), "15");
     assert!(!td.unit_cgroup("owner.service").exists());
     let log = td.log();
     let lost = log

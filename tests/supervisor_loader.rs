@@ -7,7 +7,8 @@
 //! reports the same files. (Regression: /dev/zero took the manager to 8 GB
 //! and a FIFO blocked it in open() for good.) A symlink loop is an error in
 //! both, and `TasksMax=` without a pids controller a note in `status` and a
-//! warning in `verify`.
+//! warning in `verify`. A typo (`Restrat=`) and an unsupported directive
+//! are logged in the unit's journal at each load, in systemd's words.
 
 mod common;
 
@@ -264,4 +265,36 @@ fn a_unit_with_40k_environment_lines_loads_reloads_and_runs_with_all_of_them() {
     td.ok(&["start", "manyenv"]);
     eprintln!("measured: start took {:?}", t.elapsed());
     assert_eq!(td.prop("manyenv", "ActiveState"), "active", "{}", td.log());
+}
+
+#[test]
+fn typos_and_unsupported_directives_are_logged_at_each_load() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "typo.service",
+            "[Unit]\nDescription=typo\n[Service]\nRestrat=always\nProtectSystem=strict\nExecStart=/bin/sleep 1000\n",
+        )
+    }) else {
+        return;
+    };
+    let path = td.units_dir().join("typo.service");
+    let typo = format!(
+        "{}:4: Unknown key name 'Restrat' in section 'Service', ignoring.",
+        path.display()
+    );
+    let unsupported = format!("{}:5: warning: ProtectSystem: unsupported", path.display());
+    let count = |n: usize| {
+        common::eventually(Duration::from_secs(5), || {
+            let j = td.journal("typo.service", &[]).stdout;
+            (j.matches(&typo).count() == n && j.matches(&unsupported).count() == n).then_some(())
+        })
+        .is_some()
+    };
+    assert!(count(1), "{}", td.journal("typo.service", &[]).stdout);
+    td.ok(&["start", "typo"]);
+    assert_eq!(td.prop("typo", "Restart"), "no");
+    assert!(count(1), "a start is no new load");
+    td.ok(&["daemon-reload"]);
+    assert!(count(2), "{}", td.journal("typo.service", &[]).stdout);
+    td.ok(&["stop", "typo"]);
 }

@@ -199,7 +199,8 @@ fn send_sighup_follows_kill_signal() {
             td.prop("hup", "ExecMainCode"),
             td.prop("hup", "ExecMainStatus")
         ),
-        ("killed".to_string(), "HUP".to_string()),
+        // CLD_KILLED by SIGHUP, in systemctl's numbers.
+        ("2".to_string(), "1".to_string()),
         "{}",
         td.log()
     );

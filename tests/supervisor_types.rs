@@ -14,7 +14,7 @@ fn read(td: &TestDaemon, file: &str) -> String {
 }
 
 #[test]
-fn pidfile_naming_a_process_outside_the_cgroup_fails_the_start() {
+fn pidfile_naming_a_process_outside_the_cgroup_is_refused() {
     let Some(td) = TestDaemon::start() else {
         return;
     };
@@ -37,7 +37,8 @@ fn pidfile_naming_a_process_outside_the_cgroup_fails_the_start() {
         )),
         "{o:?}"
     );
-    assert_eq!(td.prop("liar", "Result"), "resources");
+    // As systemd: the start command left no process to write it (protocol).
+    assert_eq!(td.prop("liar", "Result"), "protocol");
     // Nothing outside was touched.
     assert!(
         outsider.try_wait().unwrap().is_none(),
@@ -401,4 +402,42 @@ fn exec_condition_skips_fails_or_lets_the_start_go_on() {
         common::eventually(Duration::from_secs(10), || ran.exists().then_some(())).is_some(),
         "ExecStart= did not run after a true ExecCondition="
     );
+}
+
+#[test]
+fn refuse_manual_start_and_stop_leave_dependencies_free() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "pulled.service",
+            "[Unit]\nRefuseManualStart=yes\n[Service]\nExecStart=/bin/sleep 1000\n",
+        );
+        td.write_unit(
+            "sticky.service",
+            "[Unit]\nRefuseManualStop=yes\n[Service]\nExecStart=/bin/sleep 1000\n",
+        );
+        td.write_unit("group.target", "[Unit]\nWants=pulled.service\n");
+    }) else {
+        return;
+    };
+    let refusal = |unit: &str| {
+        format!(
+            "Operation refused, unit {unit} may be requested by dependency only (it is configured to refuse manual start/stop)."
+        )
+    };
+    let o = td.corral(&["start", "pulled"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains(&refusal("pulled.service")), "{o:?}");
+    assert_eq!(td.prop("pulled", "ActiveState"), "inactive");
+    // Pulled in by a dependency, it starts.
+    td.ok(&["start", "group.target"]);
+    assert_eq!(td.prop("pulled", "ActiveState"), "active");
+    let o = td.corral(&["restart", "pulled"]);
+    assert!(o.stderr.contains(&refusal("pulled.service")), "{o:?}");
+    td.ok(&["stop", "pulled"]);
+
+    td.ok(&["start", "sticky"]);
+    let o = td.corral(&["stop", "sticky"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains(&refusal("sticky.service")), "{o:?}");
+    assert_eq!(td.prop("sticky", "ActiveState"), "active");
 }

@@ -32,23 +32,25 @@ pub fn properties(u: &UnitStatus) -> Vec<(&'static str, String)> {
         ("NRestarts", u.restarts.to_string()),
         ("MainPID", opt(u.main_pid)),
         ("ControlPID", opt(u.control_pid)),
+        // As systemctl: the main process's PID from the moment it is known,
+        // and how it ended in numbers (CLD_* code; exit status or signal).
         (
             "ExecMainPID",
-            u.main_exit
-                .as_ref()
-                .map_or("0".into(), |e| e.pid.to_string()),
+            u.main_pid
+                .or(u.main_exit.as_ref().map(|e| e.pid))
+                .map_or("0".into(), |p| p.to_string()),
         ),
         (
             "ExecMainCode",
             u.main_exit
                 .as_ref()
-                .map_or(String::new(), |e| e.code.clone()),
+                .map_or("0".into(), |e| cld_code(&e.code).to_string()),
         ),
         (
             "ExecMainStatus",
             u.main_exit
                 .as_ref()
-                .map_or("0".into(), |e| e.status.clone()),
+                .map_or("0".into(), |e| numeric_status(&e.status)),
         ),
         ("StatusText", u.status_text.clone().unwrap_or_default()),
         ("InvocationID", u.invocation.clone()),
@@ -60,6 +62,27 @@ pub fn properties(u: &UnitStatus) -> Vec<(&'static str, String)> {
         ("SourceKind", u.source.clone()),
         ("UnitFileState", u.file_state.clone()),
     ]
+}
+
+/// waitid()'s CLD_EXITED, CLD_KILLED, CLD_DUMPED for the words `status` shows.
+fn cld_code(word: &str) -> i32 {
+    match word {
+        "exited" => libc::CLD_EXITED,
+        "killed" => libc::CLD_KILLED,
+        "dumped" => libc::CLD_DUMPED,
+        _ => 0,
+    }
+}
+
+/// An exit status as a number: the exit code, or the signal's number for
+/// its short name (`PIPE` is 13).
+fn numeric_status(word: &str) -> String {
+    if word.parse::<i32>().is_ok() {
+        return word.to_string();
+    }
+    format!("SIG{word}")
+        .parse::<nix::sys::signal::Signal>()
+        .map_or_else(|_| word.to_string(), |s| (s as i32).to_string())
 }
 
 /// A unit as a JSON object (the same keys as `show`, plus the process list).
@@ -151,4 +174,20 @@ pub fn run(
         outln(format_args!("{}", Value::Array(values)))?;
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_main_code_and_status_are_numbers_as_in_systemctl() {
+        assert_eq!(cld_code("exited"), 1);
+        assert_eq!(cld_code("killed"), 2);
+        assert_eq!(cld_code("dumped"), 3);
+        assert_eq!(numeric_status("PIPE"), "13");
+        assert_eq!(numeric_status("KILL"), "9");
+        assert_eq!(numeric_status("203"), "203");
+        assert_eq!(numeric_status("0"), "0");
+    }
 }

@@ -164,7 +164,34 @@ pub fn left(t: u64, now: u64) -> String {
 }
 
 /// The "Active:" value: state (sub) [Result], since, how long ago.
-fn active_line(u: &UnitStatus, now: u64) -> String {
+/// `text` coloured as systemctl colours the state of the Active: line on a
+/// terminal: green while active or reloading, red when failed.
+fn paint_state(text: String, active: ActiveState, color: bool) -> String {
+    let code = match active {
+        ActiveState::Active | ActiveState::Reloading => "32",
+        ActiveState::Failed => "31",
+        _ => return text,
+    };
+    if color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text
+    }
+}
+
+/// The name systemctl shows beside the main PID: the process's comm (what
+/// `ps -o comm` shows, kept when a daemon rewrites its command line, as
+/// nginx does), else the program of its command line.
+fn main_comm(pid: i32, cmdline: Option<&str>) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end_matches('\n').to_string())
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| cmdline.map(|c| comm_of(c).to_string()))
+        .unwrap_or_default()
+}
+
+fn active_line(u: &UnitStatus, now: u64, color: bool) -> String {
     let mut s = format!("{} ({})", u.active.as_str(), u.sub.as_str());
     if u.active == ActiveState::Failed && u.result != UnitResult::Success {
         s = format!("{} (Result: {})", u.active.as_str(), u.result.as_str());
@@ -179,6 +206,7 @@ fn active_line(u: &UnitStatus, now: u64) -> String {
             u.result.as_str()
         );
     }
+    s = paint_state(s, u.active, color);
     if u.since_usec > 0 {
         let _ = write!(
             s,
@@ -216,7 +244,7 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
     if !u.dropins.is_empty() {
         let _ = writeln!(o, "    Drop-In: {}", u.dropins.join("\n             "));
     }
-    let _ = writeln!(o, "     Active: {}", active_line(u, now));
+    let _ = writeln!(o, "     Active: {}", active_line(u, now, color));
     if u.sub.as_str() != "dead" && matches!(u.sub, SubState::Timer(_)) {
         let trigger = match u.next_elapse_usec {
             Some(t) => format!("{}; {}", format_time(t), left(t, now)),
@@ -231,12 +259,8 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
         let _ = writeln!(o, "TriggeredBy: {}", u.triggered_by.join(" "));
     }
     if let Some(pid) = u.main_pid {
-        let comm = u
-            .processes
-            .iter()
-            .find(|p| p.pid == pid)
-            .map(|p| comm_of(&p.cmdline).to_string())
-            .unwrap_or_default();
+        let cmdline = u.processes.iter().find(|p| p.pid == pid);
+        let comm = main_comm(pid, cmdline.map(|p| p.cmdline.as_str()));
         let _ = writeln!(o, "   Main PID: {pid} ({comm})");
     } else if let Some(e) = &u.main_exit {
         let _ = writeln!(
@@ -338,6 +362,29 @@ pub fn render_manager(m: &ManagerStatus, now: u64, color: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_is_coloured_as_systemctl_colours_it() {
+        let paint = |a| paint_state("x".into(), a, true);
+        assert_eq!(paint(ActiveState::Active), "\x1b[32mx\x1b[0m");
+        assert_eq!(paint(ActiveState::Reloading), "\x1b[32mx\x1b[0m");
+        assert_eq!(paint(ActiveState::Failed), "\x1b[31mx\x1b[0m");
+        assert_eq!(paint(ActiveState::Inactive), "x");
+        assert_eq!(paint(ActiveState::Activating), "x");
+        assert_eq!(paint_state("x".into(), ActiveState::Failed, false), "x");
+    }
+
+    #[test]
+    fn the_main_pid_is_named_by_its_comm() {
+        let me = std::process::id() as i32;
+        let comm = std::fs::read_to_string(format!("/proc/{me}/comm")).unwrap();
+        // Not the program of a rewritten command line ("nginx: master process").
+        assert_eq!(
+            main_comm(me, Some("nginx: master process")),
+            comm.trim_end()
+        );
+        assert_eq!(main_comm(i32::MAX, Some("/usr/bin/sleep 5")), "sleep");
+    }
 
     #[test]
     fn spans_use_the_two_largest_units() {

@@ -104,6 +104,7 @@ impl ControlHandler {
             let sent = self.tx.send(Input::Job {
                 unit: unit.clone(),
                 job: job.clone(),
+                manual: true,
                 reply,
             });
             waiting.push((unit, sent.is_ok().then_some(rx)));

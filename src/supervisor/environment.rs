@@ -263,8 +263,16 @@ impl ManagerEnv {
     /// `show-environment`: one `NAME=value` per line, sorted, values quoted
     /// as systemctl quotes them (`$'...'` when the shell would need it).
     pub fn show(&self) -> String {
+        self.show_over(&[])
+    }
+
+    /// [`ManagerEnv::show`] of this block laid over `base`.
+    pub fn show_over(&self, base: &[(String, String)]) -> String {
+        let mut all: BTreeMap<&str, &str> =
+            base.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        all.extend(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut out = String::new();
-        for (k, v) in &self.vars {
+        for (k, v) in all {
             out.push_str(k);
             out.push('=');
             out.push_str(&shell_quote(v));

@@ -19,7 +19,8 @@
 //! - `requests.rs`: a job request on one unit (checks, reload, kill, reset-failed).
 //! - `job_driver.rs`: start/stop/restart as transactions over the unit graph.
 //! - `machine.rs`: feeding the state machines and executing their actions.
-//! - `exec.rs`: spawning processes, signals, the main PID of forking units.
+//! - `exec.rs`: spawning processes, signals.
+//! - `main_pid.rs`: the main PID of forking units (PIDFile=, GuessMainPID=).
 //! - `environment.rs`: the environment every spawned process gets.
 //! - `invocation.rs`: invocations and their cgroups, and cgroups left behind.
 //! - `status.rs`: what status, show, list and the other queries answer.
@@ -59,6 +60,7 @@ mod invocation;
 mod job_driver;
 mod loading;
 mod machine;
+mod main_pid;
 mod requests;
 mod status;
 #[cfg(test)]
@@ -121,6 +123,9 @@ pub enum Input {
         unit: String,
         /// What to do.
         job: JobRequest,
+        /// Asked for by a user (the control socket), not by the manager
+        /// itself (autostart, OnFailure=): RefuseManualStart=/Stop= apply.
+        manual: bool,
         /// Where the outcome goes.
         reply: oneshot::Sender<Result<Vec<String>, Failure>>,
     },
@@ -448,7 +453,12 @@ impl Manager {
             }
             Input::TimerClock { realtime, changed } => self.timer_clock(realtime, changed),
             Input::Trigger { timer } => self.trigger(&timer),
-            Input::Job { unit, job, reply } => self.job(&unit, job, reply),
+            Input::Job {
+                unit,
+                job,
+                manual,
+                reply,
+            } => self.job(&unit, job, manual, reply),
             Input::Bus { generation, report } => self.bus_report(generation, report),
             Input::Query { query, reply } => {
                 let r = self.query(query);
@@ -635,6 +645,7 @@ pub async fn run(
             .send(Input::Job {
                 unit: unit.clone(),
                 job: JobRequest::Start,
+                manual: false,
                 reply,
             })
             .is_ok()

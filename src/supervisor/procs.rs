@@ -18,6 +18,25 @@ pub fn cmdline(pid: i32) -> Option<String> {
     Some(args.join(" "))
 }
 
+/// The fields of `/proc/PID/stat` after the command name (state first);
+/// `None` when the process is gone.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": comm may hold spaces and parens.
+    let after = stat.iter().rposition(|&b| b == b')')? + 1;
+    Some(
+        String::from_utf8_lossy(&stat[after..])
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// The parent of `pid`; `None` when the process is gone.
+pub fn parent(pid: i32) -> Option<i32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
 /// The processes `pids`, sorted, with their command lines; gone ones are skipped.
 pub fn describe(mut pids: Vec<i32>) -> Vec<Process> {
     pids.sort_unstable();
@@ -37,5 +56,7 @@ mod tests {
         assert!(!line.is_empty());
         assert_eq!(describe(vec![me])[0].pid, me);
         assert!(cmdline(i32::MAX).is_none());
+        assert_eq!(parent(me), Some(nix::unistd::getppid().as_raw()));
+        assert!(parent(i32::MAX).is_none());
     }
 }

@@ -160,9 +160,10 @@ impl ExitSet {
 pub enum ServiceResult {
     /// Nothing went wrong.
     Success,
-    /// The manager could not set up the invocation (cgroup, spawn, PIDFile outside the cgroup).
+    /// The manager could not set up the invocation (cgroup, spawn).
     Resources,
-    /// The service broke the protocol of its Type= (exited before READY=1, forking parent left no process).
+    /// The service broke the protocol of its Type= (exited before READY=1,
+    /// a forking service's PIDFile names no process of it and none is left).
     Protocol,
     /// A timeout expired.
     Timeout,
@@ -418,13 +419,15 @@ pub enum Event {
         /// Whether a failure is to be ignored (`-` prefix).
         ignore: bool,
     },
-    /// The main PID is known: from PIDFile, the cgroup, or `MAINPID=`.
+    /// The main PID is known: from PIDFile, the cgroup, or `MAINPID=`; or it
+    /// moved (the old main process exited and PIDFile names another one).
     MainPid(Pid),
-    /// A forking service left no usable main PID: fatal when the PIDFile was
-    /// refused (outside the cgroup, unreadable), not fatal when the cgroup alone
-    /// stands for the service.
+    /// A forking service left no usable main PID: fatal when it has a
+    /// PIDFile= that names no process of the unit and the unit has no
+    /// process left to write it, not fatal when the cgroup alone stands for
+    /// the service.
     MainPidRejected {
-        /// Whether this is a failure (PIDFile named a foreign or absent process).
+        /// Whether this is a failure (result `protocol`, as systemd).
         fatal: bool,
     },
     /// The invocation's cgroup has no process left.
@@ -794,7 +797,8 @@ impl Machine<'_> {
             Event::MainPidRejected { fatal } => {
                 if sub == Sub::Start && self.spec.readiness == Readiness::Forking {
                     if fatal {
-                        self.fail(ServiceResult::Resources);
+                        // systemd's result when the PIDFile never names a process of the unit.
+                        self.fail(ServiceResult::Protocol);
                         self.enter_signal(Sub::StopSigterm);
                     } else {
                         self.enter_start_post();

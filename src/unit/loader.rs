@@ -811,7 +811,7 @@ fn apply_parsed(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, parsed: synta
                 message: if systemd_section {
                     format!("unsupported in a .{} unit, ignored", kind.suffix())
                 } else {
-                    "unknown section, ignored".to_string()
+                    format!("Unknown section '{}'. Ignoring.", h.name)
                 },
                 fatal: false,
             });

@@ -176,6 +176,10 @@ pub struct UnitSection {
     pub start_limit_burst: u32,
     /// `DefaultDependencies=`; default yes.
     pub default_dependencies: bool,
+    /// `RefuseManualStart=`: only a dependency may start the unit; default no.
+    pub refuse_manual_start: bool,
+    /// `RefuseManualStop=`: only a dependency may stop the unit; default no.
+    pub refuse_manual_stop: bool,
     /// `SuccessAction=`: what the manager does when the unit stops cleanly.
     pub success_action: EmergencyAction,
     /// `FailureAction=`: what the manager does when the unit fails.
@@ -215,6 +219,8 @@ impl Default for UnitSection {
             start_limit_interval: Duration::from_secs(10),
             start_limit_burst: 5,
             default_dependencies: true,
+            refuse_manual_start: false,
+            refuse_manual_stop: false,
             success_action: EmergencyAction::None,
             failure_action: EmergencyAction::None,
         }
@@ -515,6 +521,9 @@ pub struct ServiceSection {
     pub exec_start_line: usize,
     /// `PIDFile=`.
     pub pid_file: Option<PathBuf>,
+    /// `GuessMainPID=`: a Type=forking service without PIDFile= takes the one
+    /// process the manager adopted as its main PID; default yes.
+    pub guess_main_pid: bool,
     /// `Restart=`.
     pub restart: RestartPolicy,
     /// `RestartSec=`; default 100 ms.
@@ -699,6 +708,7 @@ impl Default for ServiceSection {
             exec_stop_post: Vec::new(),
             exec_start_line: 0,
             pid_file: None,
+            guess_main_pid: true,
             restart: RestartPolicy::No,
             restart_sec: Duration::from_millis(100),
             remain_after_exit: false,
@@ -1008,6 +1018,16 @@ impl Applier<'_> {
                     unit.unit.default_dependencies = b;
                 }
             }
+            "RefuseManualStart" => {
+                if let Some(b) = self.bool_value(unit, d) {
+                    unit.unit.refuse_manual_start = b;
+                }
+            }
+            "RefuseManualStop" => {
+                if let Some(b) = self.bool_value(unit, d) {
+                    unit.unit.refuse_manual_stop = b;
+                }
+            }
             "SuccessAction" | "FailureAction" => {
                 let a = match d.value.as_str() {
                     "none" => EmergencyAction::None,
@@ -1112,7 +1132,11 @@ impl Applier<'_> {
             } else {
                 (
                     DiagnosticKind::Unknown,
-                    format!("unknown directive in [{}], ignored (a typo?)", d.section),
+                    // systemd's words, which users search for.
+                    format!(
+                        "Unknown key name '{}' in section '{}', ignoring.",
+                        d.key, d.section
+                    ),
                 )
             };
             push_diag(unit, d, Severity::Warning, kind, msg);
@@ -1224,6 +1248,11 @@ impl Applier<'_> {
             "RemainAfterExit" => {
                 if let Some(b) = self.bool_value(unit, d) {
                     svc(unit).remain_after_exit = b;
+                }
+            }
+            "GuessMainPID" => {
+                if let Some(b) = self.bool_value(unit, d) {
+                    svc(unit).guess_main_pid = b;
                 }
             }
             "TimeoutStartSec" => {

@@ -61,10 +61,12 @@ impl EnvBlock {
         })
     }
 
-    /// `show-environment`: the block as `NAME=value` lines.
-    pub(super) fn show(&self) -> Response {
+    /// `show-environment`: what units get from the manager, as systemctl
+    /// shows it: the manager's `base` (HOME, USER, PATH, XDG_RUNTIME_DIR,
+    /// SHELL, ...) with the block over it, as sorted `NAME=value` lines.
+    pub(super) fn show(&self, base: &[(String, String)]) -> Response {
         match &self.block {
-            Ok(env) => Response::Text(env.show()),
+            Ok(env) => Response::Text(env.show_over(base)),
             Err(msg) => Response::Error(Failure {
                 kind: ErrorKind::Internal,
                 message: msg.clone(),

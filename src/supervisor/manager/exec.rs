@@ -1,8 +1,6 @@
 //! Execution: spawning a unit's processes into its cgroup (environment,
-//! credentials, limits, stdout/stderr to the journal), signals, and the
-//! main PID of a forking service.
+//! credentials, limits, stdout/stderr to the journal), and signals.
 
-use std::collections::VecDeque;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -14,12 +12,11 @@ use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio};
 use crate::supervisor::output::{Source, Stream};
 use crate::supervisor::process_setup;
 use crate::supervisor::service::ServiceDef;
-use crate::supervisor::state::{Cmd, Event, Exit, Pid, Whom};
-use crate::unit::file::{UserFile, read_user_file};
+use crate::supervisor::state::{Cmd, Exit, Pid, Whom};
 use crate::unit::model::StdOutput;
 use crate::unit::{RunitService, UnitError};
 
-use super::{Input, Manager, UnitEntry};
+use super::{Manager, UnitEntry};
 use crate::supervisor::lines::priority;
 
 impl Manager {
@@ -124,110 +121,6 @@ impl Manager {
         if let Some(pid) = pid {
             // ESRCH: it is already gone, and its exit is on the way.
             let _ = self.host.signal(pid, signal);
-        }
-    }
-
-    /// Type=forking: the main PID from PIDFile (trusted only inside the unit's
-    /// cgroup), else the only process left.
-    pub(super) fn find_main_pid(&mut self, name: &str, queue: &mut VecDeque<Event>) {
-        let e = &self.units[name];
-        let Some(def) = e.service_def().cloned() else {
-            return;
-        };
-        let Some(cg) = e.cgroup().cloned() else {
-            queue.push_back(Event::MainPidRejected { fatal: false });
-            return;
-        };
-        let pid_file = def.unit.service.as_ref().and_then(|s| s.pid_file.clone());
-        if let Some(path) = pid_file {
-            // A FIFO or /dev/zero as PIDFile= must not block or bloat the manager.
-            let read = read_user_file(&path, UserFile::PidFile);
-            match read.map(|b| String::from_utf8_lossy(&b).into_owned()) {
-                Ok(text) if !text.trim().is_empty() => {
-                    if let Some(w) = self
-                        .units
-                        .get_mut(name)
-                        .and_then(UnitEntry::inv_mut)
-                        .and_then(|i| i.pidfile_watch.take())
-                    {
-                        self.watches.cancel(w);
-                    }
-                    let Ok(pid) = text.trim().parse::<Pid>() else {
-                        self.reject_pid_file(
-                            name,
-                            queue,
-                            format!(
-                                "PIDFile {} does not contain a PID ({:?}); the service's start failed",
-                                path.display(),
-                                text.trim()
-                            ),
-                        );
-                        return;
-                    };
-                    if self.host.contains(&cg, pid).unwrap_or(false) {
-                        queue.push_back(Event::MainPid(pid));
-                    } else {
-                        self.reject_pid_file(
-                            name,
-                            queue,
-                            format!(
-                                "PIDFile {} names PID {pid}, which is not a process of this unit (not in its cgroup {}); \
-                                 refusing it: the PIDFile may be stale or shared with another service",
-                                path.display(),
-                                cg.path().display()
-                            ),
-                        );
-                    }
-                }
-                // Daemons often write their PIDFile after the parent exited: wait for it
-                // (bounded by TimeoutStartSec, which is armed).
-                _ => self.watch_pid_file(name, &path),
-            }
-            return;
-        }
-        let procs = self.host.procs(&cg).unwrap_or_default();
-        if procs.len() == 1 {
-            queue.push_back(Event::MainPid(procs[0]));
-        } else {
-            queue.push_back(Event::MainPidRejected { fatal: false });
-        }
-    }
-
-    pub(super) fn reject_pid_file(&mut self, name: &str, queue: &mut VecDeque<Event>, msg: String) {
-        self.log_at(name, priority::ERR, &msg);
-        if let Some(e) = self.units.get_mut(name) {
-            e.failure_note = Some(msg);
-        }
-        queue.push_back(Event::MainPidRejected { fatal: true });
-    }
-
-    pub(super) fn watch_pid_file(&mut self, name: &str, path: &Path) {
-        let Some(inv) = self.units.get(name).and_then(UnitEntry::inv) else {
-            return;
-        };
-        if inv.pidfile_watch.is_some() {
-            return;
-        }
-        let seq = inv.seq;
-        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let watch = match self.watches.pid_file_dir(&dir, name, seq) {
-            Ok(w) => w,
-            Err(err) => {
-                self.log_at(
-                    name,
-                    priority::WARNING,
-                    &format!("cannot watch {} for the PIDFile: {err}", dir.display()),
-                );
-                return;
-            }
-        };
-        // Check once after arming: the file may have appeared in between.
-        let _ = self.tx.send(Input::PidFileChanged {
-            unit: name.to_string(),
-            seq,
-        });
-        if let Some(inv) = self.units.get_mut(name).and_then(UnitEntry::inv_mut) {
-            inv.pidfile_watch = Some(watch);
         }
     }
 

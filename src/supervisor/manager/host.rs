@@ -38,6 +38,9 @@ pub(super) trait Host: Send {
     fn procs(&self, cg: &Cgroup) -> Result<Vec<Pid>, CgroupError>;
     /// Whether process `pid` is alive in `cg`.
     fn contains(&self, cg: &Cgroup, pid: Pid) -> Result<bool, CgroupError>;
+    /// Whether the manager is the parent of `pid` (it started it, or
+    /// adopted it as the subreaper): GuessMainPID= looks for such one.
+    fn adopted(&self, pid: Pid) -> bool;
     /// Sends `input` to the manager after `after`; the handle cancels it
     /// (none when there is nothing left to cancel).
     fn arm(&self, after: Duration, input: Input) -> Option<AbortHandle>;
@@ -94,6 +97,10 @@ impl Host for Kernel {
 
     fn contains(&self, cg: &Cgroup, pid: Pid) -> Result<bool, CgroupError> {
         cg.contains_pid(pid)
+    }
+
+    fn adopted(&self, pid: Pid) -> bool {
+        crate::supervisor::procs::parent(pid) == Some(std::process::id() as Pid)
     }
 
     fn arm(&self, after: Duration, input: Input) -> Option<AbortHandle> {

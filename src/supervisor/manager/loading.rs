@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::ipc::proto::{ErrorKind, Failure};
 use crate::supervisor::service;
 use crate::supervisor::state::ActiveState;
-use crate::unit::{Severity, UnitError, UnitKind, UnitName};
+use crate::unit::{Diagnostic, DiagnosticKind, Severity, UnitError, UnitKind, UnitName};
 
 use super::timer_unit::TimerDef;
 use super::{Def, LoadError, Manager, UnitEntry, job_driver, normalize};
@@ -25,13 +25,15 @@ impl Manager {
             return Err(LoadError::Bad(format!("Unit {name} failed to load: {e}")));
         }
         // As systemd 252: a bad assignment is dropped with a warning naming
-        // file:line, and the unit loads without it.
-        // Directives it does not know or cannot apply are warned about too,
-        // once per load.
-        for d in unit.diagnostics.iter().filter(|d| !d.fatal) {
+        // file:line, and the unit loads without it; unknown keys (typos) and
+        // what corral ignores are said too, once per load, in the unit's journal.
+        for d in unit.ignored_errors() {
             let mut w = d.clone();
             w.severity = Severity::Warning;
             self.log_at(name.as_str(), priority::WARNING, &w.to_string());
+        }
+        for d in unit.diagnostics.iter().filter(|d| !d.is_error()) {
+            self.log_at(name.as_str(), priority::WARNING, &load_warning(d));
         }
         match name.kind() {
             UnitKind::Target => Ok(Def::Target(Arc::new(unit))),
@@ -215,4 +217,20 @@ impl Manager {
             .insert(name.clone(), UnitEntry::new(name.kind(), def));
         Ok(full)
     }
+}
+
+/// A load warning as the manager logs it: an unknown key in systemd's own
+/// line (`file:line: Unknown key name 'Restrat' in section 'Service',
+/// ignoring.`), anything else as `corral verify` prints it.
+fn load_warning(d: &Diagnostic) -> String {
+    if d.kind == DiagnosticKind::Unknown && !d.directive.is_empty() && d.line > 0 {
+        let file = d.file.to_string_lossy();
+        return format!(
+            "{}:{}: {}",
+            crate::unit::escape_control(&file),
+            d.line,
+            crate::unit::escape_control(&d.message)
+        );
+    }
+    d.to_string()
 }

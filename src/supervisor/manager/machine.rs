@@ -292,6 +292,7 @@ impl Manager {
             let _ = self.tx.send(Input::Job {
                 unit,
                 job: JobRequest::Start,
+                manual: false,
                 reply,
             });
         }
@@ -341,10 +342,26 @@ impl Manager {
         };
         // An emptied cgroup is noticed by reconcile() after this event, as a CgroupEmpty.
         if s.state.main == Some(pid) {
+            let stopping = s.state.sub.active() == ActiveState::Deactivating;
+            if !stopping && let Some(new) = self.moved_main_pid(&name, pid) {
+                self.log(
+                    &name,
+                    &format!(
+                        "Main process {pid} exited, code={}, status={}; the PIDFile names the new main process {new}.",
+                        exit.code_word(),
+                        exit.status_word()
+                    ),
+                );
+                self.feed(&name, Event::MainPid(new));
+                return;
+            }
+            let Some(s) = self.service_mut(&name) else {
+                return;
+            };
             s.main_exit = Some((pid, exit));
             // As systemd: a clean exit is logged at debug level, which a
             // user manager does not keep.
-            if !def.as_ref().is_some_and(|d| d.spec.clean(exit)) {
+            if !stopping && !def.as_ref().is_some_and(|d| d.spec.clean(exit)) {
                 self.line(&name, Line::MainExited(exit));
             }
             self.feed(&name, Event::MainExited(exit));
@@ -508,6 +525,7 @@ impl Manager {
             Action::Disarm(timer) => self.disarm(name, timer),
             Action::EndInvocation => {
                 self.bus_unwatch(def);
+                self.remove_pid_file(name, def);
                 self.end_invocation(name);
             }
             Action::StartAgain => {

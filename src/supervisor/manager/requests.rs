@@ -16,6 +16,7 @@ impl Manager {
         &mut self,
         typed: &str,
         job: JobRequest,
+        manual: bool,
         reply: oneshot::Sender<Result<Vec<String>, Failure>>,
     ) {
         if let Some(f) = template_refusal(&normalize(typed)) {
@@ -51,6 +52,10 @@ impl Manager {
             )
         {
             let _ = reply.send(Err(f.failure()));
+            return;
+        }
+        if manual && let Some(f) = self.refused_manually(&name, &job) {
+            let _ = reply.send(Err(f));
             return;
         }
         match job {
@@ -183,5 +188,27 @@ impl Manager {
         for w in std::mem::take(&mut e.reload_waiters) {
             let _ = w.send(done.clone());
         }
+    }
+}
+
+impl Manager {
+    /// RefuseManualStart=/RefuseManualStop=, as systemd's bus_unit_queue_job():
+    /// a restart needs both directions allowed.
+    fn refused_manually(&self, name: &str, job: &JobRequest) -> Option<Failure> {
+        let u = &self.units.get(name)?.def.as_ref().ok()?.unit().unit;
+        let refused = match job {
+            JobRequest::Start => u.refuse_manual_start,
+            JobRequest::Stop => u.refuse_manual_stop,
+            JobRequest::Restart | JobRequest::TryRestart => {
+                u.refuse_manual_start || u.refuse_manual_stop
+            }
+            _ => false,
+        };
+        refused.then(|| Failure {
+            kind: ErrorKind::Refused,
+            message: format!(
+                "Operation refused, unit {name} may be requested by dependency only (it is configured to refuse manual start/stop)."
+            ),
+        })
     }
 }

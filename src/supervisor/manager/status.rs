@@ -279,7 +279,7 @@ impl Manager {
             Query::SetEnvironment { assignments } => self.env.change(|env| env.set(&assignments)),
             Query::UnsetEnvironment { names } => self.env.change(|env| env.unset(&names)),
             Query::ImportEnvironment { pairs } => self.env.change(|env| env.set_pairs(pairs)),
-            Query::ShowEnvironment => self.env.show(),
+            Query::ShowEnvironment => self.env.show(&self.base_env),
         }
     }
 

@@ -135,6 +135,12 @@ impl Host for TestHost {
         Ok(procs_in(&self.world(), cg.path()).contains(&pid))
     }
 
+    // The processes of this world have no parents of their own: all are
+    // the manager's.
+    fn adopted(&self, _pid: Pid) -> bool {
+        true
+    }
+
     fn arm(&self, after: Duration, input: Input) -> Option<AbortHandle> {
         let mut w = self.world();
         let at = w.now + after;
@@ -248,6 +254,7 @@ impl Rig {
         self.m.input(Input::Job {
             unit: unit.to_string(),
             job,
+            manual: true,
             reply,
         });
         self.settle();

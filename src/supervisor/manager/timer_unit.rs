@@ -346,7 +346,7 @@ impl Manager {
             .triggered_by
             .insert(unit.clone(), timer.to_string());
         let (reply, mut answer) = oneshot::channel();
-        self.job(&unit, JobRequest::Start, reply);
+        self.job(&unit, JobRequest::Start, false, reply);
         if let Ok(Err(f)) = answer.try_recv() {
             self.timer_units.triggered_by.remove(&unit);
             self.log(timer, &format!("Failed to start {unit}: {}", f.message));

@@ -542,7 +542,7 @@ fn rows() -> Vec<Row> {
             last: vec![Action::Disarm(Timer::Phase)],
         },
         Row {
-            name: "forking: PIDFile outside the cgroup fails the start (resources)",
+            name: "forking: no PIDFile naming a process of the unit, none left: protocol",
             spec: spec(Readiness::Forking),
             events: vec![
                 E::Start,
@@ -552,12 +552,26 @@ fn rows() -> Vec<Row> {
                 E::CgroupEmpty,
             ],
             sub: Sub::Failed,
-            result: R::Resources,
+            result: R::Protocol,
             last: vec![
                 Action::Disarm(Timer::RuntimeMax),
                 Action::EndInvocation,
                 Action::Disarm(Timer::Phase),
             ],
+        },
+        Row {
+            name: "forking: the main PID moves (PIDFile re-read on its exit): running on",
+            spec: spec(Readiness::Forking),
+            events: vec![
+                E::Start,
+                spawned(Cmd::Start, CTL),
+                ctl_exit(0),
+                E::MainPid(MAIN),
+                E::MainPid(MAIN + 1),
+            ],
+            sub: Sub::Running,
+            result: R::Success,
+            last: vec![],
         },
         Row {
             name: "forking without a main PID runs while the cgroup is populated",
@@ -1689,4 +1703,26 @@ fn verdicts_apply_only_to_a_unit_that_is_down() {
         assert_eq!(actions, want, "{verdict:?} in {before:?}");
     }
     assert_eq!(E::Start.verdict_applies(ActiveState::Inactive, true), None);
+}
+
+#[test]
+fn forking_main_pid_moves_and_its_kill_is_a_signal_failure() {
+    let forking = spec(Readiness::Forking);
+    let up = [
+        E::Start,
+        spawned(Cmd::Start, CTL),
+        ctl_exit(0),
+        E::MainPid(MAIN),
+    ];
+    // nginx's binary upgrade: the PIDFile names the new master when the old one exits.
+    let mut events = up.to_vec();
+    events.push(E::MainPid(MAIN + 1));
+    let (st, _) = run(&forking, &events);
+    assert_eq!((st.sub, st.main), (Sub::Running, Some(MAIN + 1)));
+    // Its kill -9 (a guessed main PID as much as one from PIDFile=) is a
+    // failure by signal, not "Failed with result 'success'".
+    events.push(E::MainExited(killed(libc::SIGKILL)));
+    events.push(E::CgroupEmpty);
+    let (st, _) = run(&forking, &events);
+    assert_eq!((st.sub, st.result), (Sub::Failed, R::Signal));
 }
