@@ -25,6 +25,7 @@ pub mod kill;
 pub mod linger;
 pub mod list;
 pub mod list_dependencies;
+pub mod list_sockets;
 pub mod list_unit_files;
 pub mod login;
 pub mod man;
@@ -184,6 +185,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the sockets the manager listens on (LISTEN, UNIT, ACTIVATES).
+    ListSockets {
+        /// Also list the sockets of inactive socket units.
+        #[arg(short, long)]
+        all: bool,
+    },
     /// Show the properties of units as key=value lines.
     Show {
         /// Only these properties (repeatable, or comma-separated).
@@ -330,6 +337,7 @@ pub fn main() -> ExitCode {
         } => kill::run(socket, units, signal, kill_whom),
         Command::Status { json, units } => status::run(socket, units, json),
         Command::List { all, json } => list::run(socket, all, json),
+        Command::ListSockets { all } => list_sockets::run(socket, all),
         Command::Show {
             property,
             value,

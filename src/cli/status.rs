@@ -186,6 +186,16 @@ fn comm_of(cmdline: &str) -> &str {
     first.rsplit('/').next().unwrap_or(first)
 }
 
+/// A `Listen*=` entry as systemctl's status shows it:
+/// `/run/x.sock (Stream)`.
+fn listen_line(l: &str) -> String {
+    let Some((directive, value)) = l.split_once('=') else {
+        return l.to_string();
+    };
+    let kind = directive.strip_prefix("Listen").unwrap_or(directive);
+    format!("{value} ({kind})")
+}
+
 /// Renders `corral status UNIT` for one unit.
 pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
     let mut o = String::new();
@@ -208,6 +218,20 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
         let _ = writeln!(o, "    Drop-In: {}", u.dropins.join("\n             "));
     }
     let _ = writeln!(o, "     Active: {}", active_line(u, now));
+    if !u.triggered_by.is_empty() {
+        let _ = writeln!(o, "TriggeredBy: {}", u.triggered_by.join("\n             "));
+    }
+    if !u.triggers.is_empty() {
+        let _ = writeln!(o, "   Triggers: {}", u.triggers.join("\n             "));
+    }
+    for (i, l) in u.listen.iter().enumerate() {
+        let head = if i == 0 {
+            "     Listen:"
+        } else {
+            "            "
+        };
+        let _ = writeln!(o, "{head} {}", listen_line(l));
+    }
     if let Some(pid) = u.main_pid {
         let comm = u
             .processes

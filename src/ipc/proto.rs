@@ -55,6 +55,8 @@ pub enum SubState {
     Service(ServiceSub),
     /// A `.target`.
     Target(TargetSub),
+    /// A `.socket`.
+    Socket(SocketSub),
 }
 
 impl SubState {
@@ -63,6 +65,7 @@ impl SubState {
         match self {
             SubState::Service(s) => s.as_str(),
             SubState::Target(t) => t.as_str(),
+            SubState::Socket(s) => s.as_str(),
         }
     }
 }
@@ -143,6 +146,55 @@ impl TargetSub {
         match self {
             TargetSub::Dead => "dead",
             TargetSub::Active => "active",
+        }
+    }
+}
+
+/// The sub-states of a socket, as systemd names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SocketSub {
+    /// Not started; no fds.
+    Dead,
+    /// `ExecStartPre=` running.
+    StartPre,
+    /// Bound; `ExecStartPost=` running.
+    StartPost,
+    /// Bound and watched: traffic starts the service.
+    Listening,
+    /// The service has the fds.
+    Running,
+    /// `ExecStopPre=` running.
+    StopPre,
+    /// SIGTERM sent to a command of the stop.
+    StopPreSigterm,
+    /// SIGKILL sent to it.
+    StopPreSigkill,
+    /// fds closed; `ExecStopPost=` running.
+    StopPost,
+    /// SIGTERM sent to what is left.
+    FinalSigterm,
+    /// SIGKILL sent to what is left.
+    FinalSigkill,
+    /// Stopped after a failure.
+    Failed,
+}
+
+impl SocketSub {
+    /// systemd's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketSub::Dead => "dead",
+            SocketSub::StartPre => "start-pre",
+            SocketSub::StartPost => "start-post",
+            SocketSub::Listening => "listening",
+            SocketSub::Running => "running",
+            SocketSub::StopPre => "stop-pre",
+            SocketSub::StopPreSigterm => "stop-pre-sigterm",
+            SocketSub::StopPreSigkill => "stop-pre-sigkill",
+            SocketSub::StopPost => "stop-post",
+            SocketSub::FinalSigterm => "final-sigterm",
+            SocketSub::FinalSigkill => "final-sigkill",
+            SocketSub::Failed => "failed",
         }
     }
 }
@@ -444,6 +496,13 @@ pub struct UnitStatus {
     pub notes: Vec<String>,
     /// `Status` only: the unit's last journal lines, formatted as `corral journal` shows them.
     pub journal: Vec<String>,
+    /// A socket: its `Listen*=` entries as systemctl shows them
+    /// (`ListenStream=/run/user/1000/bus`).
+    pub listen: Vec<String>,
+    /// `Triggers=`: the units it starts (a socket's service).
+    pub triggers: Vec<String>,
+    /// `TriggeredBy=`: the loaded units that start it (a service's sockets).
+    pub triggered_by: Vec<String>,
 }
 
 /// The manager itself, for `corral status` without units.

@@ -28,6 +28,16 @@ use crate::unit::{Loader, Unit, UnitName};
 /// The unit the manager starts when it starts, as systemd's user manager does.
 pub const DEFAULT_TARGET: &str = "default.target";
 
+/// The target enabled sockets are wanted by; the manager starts it beside
+/// [`DEFAULT_TARGET`] (systemd's user manager reaches it through basic.target).
+pub const SOCKETS_TARGET: &str = "sockets.target";
+
+/// Whether `name` is a target that exists without a file (grouping only
+/// what its `.wants/` and `.requires/` directories link to).
+pub fn is_builtin_target(name: &str) -> bool {
+    name == DEFAULT_TARGET || name == SOCKETS_TARGET
+}
+
 /// The dependency lists of one unit, as its file (plus drop-ins and the
 /// `.wants/`/`.requires/` directories) declares them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +152,7 @@ pub fn load_deps(loader: &Loader, name: &str) -> Result<Deps, Missing> {
     match loader.load(&unit_name) {
         Ok(u) if u.masked => Err(Missing::Masked),
         Ok(u) => Ok(Deps::from_unit(&u)),
-        Err(_) if name == DEFAULT_TARGET => {
+        Err(_) if is_builtin_target(name) => {
             let mut d = Deps::default();
             for dir in loader.unit_paths() {
                 for (suffix, list) in [("wants", &mut d.wants), ("requires", &mut d.requires)] {

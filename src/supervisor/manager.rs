@@ -56,6 +56,7 @@ mod job_driver;
 mod loading;
 mod machine;
 mod requests;
+mod socket;
 mod status;
 
 /// What the manager thread reacts to.
@@ -110,6 +111,13 @@ pub enum Input {
         query: Query,
         /// Where the answer goes.
         reply: oneshot::Sender<Response>,
+    },
+    /// A watched listening fd of a socket unit is readable.
+    SocketTraffic {
+        /// The socket unit.
+        unit: String,
+        /// The arming it was watched for: traffic of an earlier one is ignored.
+        generation: u64,
     },
     /// What the session bus connection learnt (Type=dbus).
     Bus {
@@ -366,6 +374,7 @@ impl Manager {
             }
             Input::Job { unit, job, reply } => self.job(&unit, job, reply),
             Input::Bus { generation, report } => self.bus_report(generation, report),
+            Input::SocketTraffic { unit, generation } => self.socket_traffic(&unit, generation),
             Input::Query { query, reply } => {
                 let r = self.query(query);
                 let _ = reply.send(r);
@@ -524,8 +533,13 @@ pub async fn run(
     if let Err(msg) = &manager.env.status() {
         eprintln!("corrald: {msg}");
     }
-    // default.target pulls in what is enabled and the runit services without `down`.
-    let autostart = vec![super::graph::DEFAULT_TARGET.to_string()];
+    // sockets.target listens on the enabled sockets first, so that the
+    // services default.target pulls in (with what is enabled and the runit
+    // services without `down`) find their sockets there.
+    let autostart = vec![
+        super::graph::SOCKETS_TARGET.to_string(),
+        super::graph::DEFAULT_TARGET.to_string(),
+    ];
 
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let rt = Handle::current();

@@ -7,10 +7,10 @@
 //! one place where the first become the second, so a new state in a machine
 //! is a compile error here instead of a silent change on the wire.
 
-use crate::ipc::proto::{self, ServiceSub, SubState, TargetSub, UnitResult};
+use crate::ipc::proto::{self, ServiceSub, SocketSub, SubState, TargetSub, UnitResult};
 
 use super::state::{self, ServiceResult, Sub};
-use super::target;
+use super::{socket, target};
 
 /// The protocol's ActiveState for the manager's.
 pub fn active_state(a: state::ActiveState) -> proto::ActiveState {
@@ -54,6 +54,25 @@ pub fn target_sub(s: target::Sub) -> SubState {
     SubState::Target(match s {
         target::Sub::Active => TargetSub::Active,
         target::Sub::Dead | target::Sub::Failed => TargetSub::Dead,
+    })
+}
+
+/// A socket's sub-state.
+pub fn socket_sub(s: socket::machine::Sub) -> SubState {
+    use socket::machine::Sub as S;
+    SubState::Socket(match s {
+        S::Dead => SocketSub::Dead,
+        S::StartPre => SocketSub::StartPre,
+        S::StartPost => SocketSub::StartPost,
+        S::Listening => SocketSub::Listening,
+        S::Running => SocketSub::Running,
+        S::StopPre => SocketSub::StopPre,
+        S::StopPreSigterm => SocketSub::StopPreSigterm,
+        S::StopPreSigkill => SocketSub::StopPreSigkill,
+        S::StopPost => SocketSub::StopPost,
+        S::FinalSigterm => SocketSub::FinalSigterm,
+        S::FinalSigkill => SocketSub::FinalSigkill,
+        S::Failed => SocketSub::Failed,
     })
 }
 

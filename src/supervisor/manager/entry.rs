@@ -20,6 +20,7 @@ use crate::supervisor::state::{self, ActiveState, Exit, Pid, ServiceResult, Star
 use crate::supervisor::{target, wire};
 use crate::unit::{Unit, UnitKind};
 
+use super::socket::{SocketBody, SocketDef};
 use super::{Invocation, LoadError};
 
 /// A unit's definition, by kind: its files as its kind runs them.
@@ -29,6 +30,8 @@ pub(super) enum Def {
     Service(Arc<ServiceDef>),
     /// A target: its files alone (dependencies, conditions, OnFailure=).
     Target(Arc<Unit>),
+    /// A socket: its files and its machine's spec.
+    Socket(Arc<SocketDef>),
 }
 
 impl Def {
@@ -37,6 +40,7 @@ impl Def {
         match self {
             Def::Service(d) => &d.unit,
             Def::Target(u) => u,
+            Def::Socket(d) => &d.unit,
         }
     }
 
@@ -44,7 +48,7 @@ impl Def {
     pub(super) fn service(&self) -> Option<&Arc<ServiceDef>> {
         match self {
             Def::Service(d) => Some(d),
-            Def::Target(_) => None,
+            Def::Target(_) | Def::Socket(_) => None,
         }
     }
 
@@ -53,7 +57,9 @@ impl Def {
         match self {
             Def::Service(d) => StartLimit::new(d.start_limit.0, d.start_limit.1),
             // As systemd 252: a target has no start limit (no `can_start`).
-            Def::Target(_) => StartLimit::default(),
+            // A socket's would count the starts its own commands make;
+            // without them (see `SocketDef::new`) there is nothing to limit.
+            Def::Target(_) | Def::Socket(_) => StartLimit::default(),
         }
     }
 }
@@ -138,6 +144,8 @@ pub(super) enum Body {
     Service(Box<ServiceBody>),
     /// A target.
     Target(TargetBody),
+    /// A socket.
+    Socket(Box<SocketBody>),
 }
 
 impl Body {
@@ -145,6 +153,7 @@ impl Body {
     fn new(kind: UnitKind) -> Body {
         match kind {
             UnitKind::Target => Body::Target(TargetBody::default()),
+            UnitKind::Socket => Body::Socket(Box::default()),
             _ => Body::Service(Box::default()),
         }
     }
@@ -212,7 +221,7 @@ impl UnitEntry {
     pub(super) fn service(&self) -> Option<&ServiceBody> {
         match &self.body {
             Body::Service(s) => Some(s),
-            Body::Target(_) => None,
+            Body::Target(_) | Body::Socket(_) => None,
         }
     }
 
@@ -220,7 +229,7 @@ impl UnitEntry {
     pub(super) fn service_mut(&mut self) -> Option<&mut ServiceBody> {
         match &mut self.body {
             Body::Service(s) => Some(s),
-            Body::Target(_) => None,
+            Body::Target(_) | Body::Socket(_) => None,
         }
     }
 
@@ -229,6 +238,7 @@ impl UnitEntry {
         match &self.body {
             Body::Service(s) => Phase::of_service(&s.state),
             Body::Target(t) => Phase::of_target(t.state),
+            Body::Socket(s) => s.phase(),
         }
     }
 
@@ -237,6 +247,7 @@ impl UnitEntry {
         match &self.body {
             Body::Service(s) => wire::service_sub(s.state.sub),
             Body::Target(t) => wire::target_sub(t.state.sub),
+            Body::Socket(s) => wire::socket_sub(s.state.sub),
         }
     }
 

@@ -135,14 +135,21 @@ impl Units for View<'_> {
     }
 }
 
-/// Loads a unit's files; `default.target` exists without a file, grouping
-/// what `default.target.wants/` and `.requires/` link to.
+/// Loads a unit's files; `default.target` and `sockets.target` exist
+/// without a file, grouping what their `.wants/` and `.requires/` link to.
 pub(super) fn load_unit(loader: &Loader, name: &UnitName) -> Result<Unit, UnitError> {
     match loader.load(name) {
-        Err(UnitError::NotFound { .. }) if name.as_str() == DEFAULT_TARGET => {
+        Err(UnitError::NotFound { .. }) if graph::is_builtin_target(name.as_str()) => {
             let mut u = Unit::new(name.clone());
-            u.unit.description = Some("Main User Target".into());
-            if let Ok(d) = graph::load_deps(loader, DEFAULT_TARGET) {
+            u.unit.description = Some(
+                if name.as_str() == DEFAULT_TARGET {
+                    "Main User Target"
+                } else {
+                    "Sockets"
+                }
+                .into(),
+            );
+            if let Ok(d) = graph::load_deps(loader, name.as_str()) {
                 u.unit.wants = d
                     .wants
                     .iter()

@@ -19,7 +19,19 @@ use crate::supervisor::{state, target};
 use crate::unit::model::NotifyAccess;
 use crate::unit::{RunitService, Unit};
 
-use super::{Body, Def, Input, JobRequest, LoadError, Manager, exec::SpawnFailure, now_usec};
+use crate::supervisor::socket::machine::{Action as SocketAction, Spec as SocketSpec};
+
+use super::{
+    Body, Def, Input, JobRequest, LoadError, Manager, UnitEntry, exec::SpawnFailure, now_usec,
+};
+
+/// The actions a kind's machine asks for.
+enum Actions {
+    /// A service's (a target asks for none).
+    Service(Vec<Action>),
+    /// A socket's.
+    Socket(Vec<SocketAction>),
+}
 
 impl Manager {
     /// Feeds an event that the state machine never refuses (only `Reload` can be).
@@ -37,6 +49,7 @@ impl Manager {
     pub(super) fn try_feed(&mut self, name: &str, event: Event) -> Result<(), Refused> {
         let mut queue = VecDeque::from([event]);
         let mut first = true;
+        let initial = self.units.get(name).map(UnitEntry::phase);
         while let Some(ev) = queue.pop_front() {
             let Some(e) = self.units.get(name) else {
                 return Ok(());
@@ -80,14 +93,25 @@ impl Manager {
             {
                 self.start_on_failure(name, d.unit());
             }
-            for a in actions {
-                match (def.as_ref().and_then(Def::service), a) {
-                    (Some(d), a) => self.execute(name, d, a, &mut queue),
-                    (None, Action::Disarm(t)) => self.disarm(name, t),
-                    // Verdicts ask for nothing else; without a definition
-                    // there is nothing to run anyway.
-                    (None, _) => {}
+            match (def.as_ref(), actions) {
+                (Some(Def::Socket(d)), Actions::Socket(list)) => {
+                    for a in list {
+                        self.execute_socket(name, d, a, &mut queue);
+                    }
                 }
+                (d, Actions::Service(list)) => {
+                    for a in list {
+                        match (d.and_then(Def::service), a) {
+                            (Some(d), a) => self.execute(name, d, a, &mut queue),
+                            (None, Action::Disarm(t)) => self.disarm(name, t),
+                            // Verdicts ask for nothing else; without a
+                            // definition there is nothing to run anyway.
+                            (None, _) => {}
+                        }
+                    }
+                }
+                // Verdicts on a socket without a definition ask for nothing.
+                (_, Actions::Socket(_)) => {}
             }
             if queue.is_empty() {
                 self.reconcile(name, &mut queue);
@@ -96,6 +120,10 @@ impl Manager {
         self.settle_pending(name);
         self.check_waiters(name);
         self.unit_changed(name);
+        let now = self.units.get(name).map(UnitEntry::phase);
+        if now != initial && self.service(name).is_some() {
+            self.tell_sockets(name);
+        }
         Ok(())
     }
 
@@ -107,9 +135,9 @@ impl Manager {
         name: &str,
         def: Option<&Def>,
         ev: Event,
-    ) -> Result<(Vec<Action>, Option<String>), Refused> {
+    ) -> Result<(Actions, Option<String>), Refused> {
         let Some(e) = self.units.get_mut(name) else {
-            return Ok((Vec::new(), None));
+            return Ok((Actions::Service(Vec::new()), None));
         };
         match &mut e.body {
             Body::Service(s) => {
@@ -125,13 +153,22 @@ impl Manager {
                 let note = state::transition_note(&s.state, &next);
                 let before = std::mem::replace(&mut s.state, next);
                 self.sync_pids(name, &before);
-                Ok((actions, note))
+                Ok((Actions::Service(actions), note))
             }
             Body::Target(t) => {
                 let next = target::next(t.state, &ev);
                 let note = target::transition_note(t.state, next);
                 t.state = next;
-                Ok((Vec::new(), note))
+                Ok((Actions::Service(Vec::new()), note))
+            }
+            Body::Socket(s) => {
+                let fallback = SocketSpec::default();
+                let spec = match def {
+                    Some(Def::Socket(d)) => &d.spec,
+                    _ => &fallback,
+                };
+                let (actions, note) = s.step(spec, ev)?;
+                Ok((Actions::Socket(actions), note))
             }
         }
     }

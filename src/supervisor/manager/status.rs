@@ -15,7 +15,7 @@ use crate::supervisor::state::{ActiveState, Sub};
 use crate::supervisor::wire;
 use crate::unit::{RunitService, UnitName};
 
-use super::{Manager, normalize};
+use super::{Def, Manager, normalize};
 
 impl Manager {
     pub(super) fn rel_cgroup(&self, cg: &Cgroup) -> String {
@@ -94,6 +94,13 @@ impl Manager {
                     .join(" ")
             ));
         }
+        let (listen, triggers) = match &e.def {
+            Ok(Def::Socket(d)) => (
+                d.section().listen.iter().map(|l| l.describe()).collect(),
+                d.triggers().map(|t| t.to_string()).into_iter().collect(),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
         let (main_pid, control_pid) = e.main_and_control();
         let processes = e
             .cgroup()
@@ -127,6 +134,9 @@ impl Manager {
             restarts: svc.map_or(0, |s| s.state.restarts),
             notes,
             journal: Vec::new(),
+            listen,
+            triggers,
+            triggered_by: self.triggered_by(name),
         }
     }
 
@@ -157,6 +167,9 @@ impl Manager {
             restarts: 0,
             notes: Vec::new(),
             journal: Vec::new(),
+            listen: Vec::new(),
+            triggers: Vec::new(),
+            triggered_by: Vec::new(),
         }
     }
 
