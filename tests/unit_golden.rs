@@ -154,7 +154,7 @@ fn mariadb_continuation_inside_quoted_sh_c() {
     assert_eq!(s.service_type, ServiceType::Notify);
     assert!(!s.send_sigkill);
     assert_eq!(s.restart, RestartPolicy::OnAbnormal);
-    assert_eq!(s.umask, 0o007);
+    assert_eq!(s.umask, Some(0o007));
     assert_eq!(s.tasks_max, Some(corral::unit::TasksMax::Permyriad(9900)));
     assert!(s.exec_start_post[0].flags.no_setuid);
 }

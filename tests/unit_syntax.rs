@@ -56,7 +56,7 @@ fn defaults_are_systemd_252() {
     assert_eq!(s.kill_mode, KillMode::ControlGroup);
     assert_eq!(s.kill_signal, libc::SIGTERM);
     assert!(s.send_sigkill && !s.send_sighup);
-    assert_eq!(s.umask, 0o022);
+    assert_eq!(s.umask, None, "the manager's umask");
     assert_eq!(s.notify_access, NotifyAccess::None);
     assert_eq!(s.standard_output, StdOutput::Journal);
     assert_eq!(s.standard_error, StdOutput::Inherit);
@@ -294,7 +294,7 @@ fn resources_limits_and_output() {
     assert_eq!(svc("CPUQuota=20.5%").cpu_quota_permyriad, Some(2050));
     assert_eq!(s.tasks_max, Some(TasksMax::Permyriad(9900)));
     assert_eq!(s.nice, Some(19));
-    assert_eq!(s.umask, 0o077);
+    assert_eq!(s.umask, Some(0o077));
     assert_eq!(svc("TasksMax=infinity").tasks_max, Some(TasksMax::Infinity));
     let s = svc(
         "StandardOutput=append:/var/log/x.log\nStandardError=null\nSyslogIdentifier=myid\nSyslogLevel=warning\nSyslogLevelPrefix=false\nLogRateLimitIntervalSec=30s\nLogRateLimitBurst=1000",
@@ -802,6 +802,6 @@ fn masked_by_empty_text_is_not_an_error_here() {
     // No line to point at, but the file is named.
     assert_eq!(
         e.to_string(),
-        "/units/t.service: error: ExecStart: the service has no ExecStart= (and no ExecStop=); add the command to run"
+        "/units/t.service: error: ExecStart: the service has no ExecStart= (nor ExecStop= or SuccessAction=); add the command to run"
     );
 }

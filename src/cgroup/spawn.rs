@@ -74,6 +74,27 @@ pub struct Rlimit {
     pub hard: u64,
 }
 
+/// Process settings of systemd.exec(5) applied in the child before exec,
+/// each failing the start with systemd's status for it (206, 211, 212,
+/// 214, 215) except where a user manager lacks the privilege and systemd
+/// carries on (an `OOMScoreAdjust=` below the current one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// `IgnoreSIGPIPE=`: SIGPIPE ignored at exec instead of reset to default.
+    pub ignore_sigpipe: bool,
+    /// `OOMScoreAdjust=`, written to /proc/self/oom_score_adj; a refusal
+    /// for lack of privilege is ignored, as systemd does.
+    pub oom_score_adjust: Option<i32>,
+    /// `CPUAffinity=`: the CPUs.
+    pub cpu_affinity: Option<Vec<u32>>,
+    /// `IOSchedulingClass=`/`IOSchedulingPriority=` as an ioprio value.
+    pub io_priority: Option<i32>,
+    /// `CPUSchedulingPolicy=` (with SCHED_RESET_ON_FORK or'ed in) and priority.
+    pub cpu_scheduling: Option<(i32, i32)>,
+    /// `TimerSlackNSec=`.
+    pub timer_slack_nsec: Option<u64>,
+}
+
 /// An fd of the parent passed to the child under a given number
 /// (e.g. a `--ready-fd` pipe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,10 +128,16 @@ pub struct SpawnSpec {
     pub stderr: Stdio,
     /// The umask.
     pub umask: Option<u32>,
-    /// The nice level (set before dropping privileges, so root can raise it).
+    /// The nice level (set before dropping privileges, so root can raise
+    /// it); where that is not permitted, the closest level RLIMIT_NICE
+    /// allows, as systemd's `setpriority_closest()`.
     pub nice: Option<i32>,
-    /// Resource limits (set before dropping privileges).
+    /// Resource limits (set before dropping privileges); a limit above
+    /// what may be set is clamped to the hard limit, as systemd's
+    /// `setrlimit_closest()`.
     pub rlimits: Vec<Rlimit>,
+    /// Scheduling, OOM score, SIGPIPE.
+    pub tuning: Tuning,
     /// Run as another user (needs root).
     pub credentials: Option<Credentials>,
     /// Start a new session (setsid), detached from our terminal.
@@ -144,6 +171,7 @@ impl SpawnSpec {
             umask: None,
             nice: None,
             rlimits: Vec::new(),
+            tuning: Tuning::default(),
             credentials: None,
             new_session: false,
             signal_mask: SigSet::empty(),
@@ -186,6 +214,16 @@ pub enum Stage {
     Fds,
     /// Setting the nice level.
     Nice,
+    /// Writing oom_score_adj.
+    OomAdjust,
+    /// Setting the CPU scheduling policy.
+    SetScheduler,
+    /// Setting the CPU affinity.
+    CpuAffinity,
+    /// Setting the I/O priority.
+    IoPrio,
+    /// Setting the timer slack.
+    TimerSlack,
     /// Setting a resource limit.
     Rlimit,
     /// setgroups.
@@ -202,7 +240,7 @@ pub enum Stage {
     Exec,
 }
 
-const STAGES: [Stage; 16] = [
+const STAGES: [Stage; 21] = [
     Stage::Prepare,
     Stage::Fork,
     Stage::Cgroup,
@@ -212,6 +250,11 @@ const STAGES: [Stage; 16] = [
     Stage::Stderr,
     Stage::Fds,
     Stage::Nice,
+    Stage::OomAdjust,
+    Stage::SetScheduler,
+    Stage::CpuAffinity,
+    Stage::IoPrio,
+    Stage::TimerSlack,
     Stage::Rlimit,
     Stage::Groups,
     Stage::Setgid,
@@ -241,6 +284,11 @@ impl Stage {
             Stage::Stderr => "STDERR",
             Stage::Fds => "FDS",
             Stage::Nice => "NICE",
+            Stage::OomAdjust => "OOM_ADJUST",
+            Stage::SetScheduler => "SETSCHEDULER",
+            Stage::CpuAffinity => "CPUAFFINITY",
+            Stage::IoPrio => "IOPRIO",
+            Stage::TimerSlack => "TIMERSLACK",
             Stage::Rlimit => "LIMITS",
             Stage::Groups | Stage::Setgid => "GROUP",
             Stage::Setuid => "USER",
@@ -262,6 +310,11 @@ impl Stage {
             Stage::Stderr => 222,
             Stage::Fds => 202,
             Stage::Nice => 201,
+            Stage::OomAdjust => 206,
+            Stage::SetScheduler => 214,
+            Stage::CpuAffinity => 215,
+            Stage::IoPrio => 211,
+            Stage::TimerSlack => 212,
             Stage::Rlimit => 205,
             Stage::Groups | Stage::Setgid => 216,
             Stage::Setuid => 217,
@@ -284,6 +337,11 @@ impl fmt::Display for Stage {
             Stage::Stderr => "setting up stderr",
             Stage::Fds => "passing file descriptors",
             Stage::Nice => "setting the nice level",
+            Stage::OomAdjust => "adjusting the OOM score",
+            Stage::SetScheduler => "setting the CPU scheduling policy",
+            Stage::CpuAffinity => "setting the CPU affinity",
+            Stage::IoPrio => "setting the I/O priority",
+            Stage::TimerSlack => "setting the timer slack",
             Stage::Rlimit => "setting resource limits",
             Stage::Groups => "setting supplementary groups",
             Stage::Setgid => "changing group",
@@ -332,8 +390,9 @@ struct CloneArgs {
 }
 
 /// The kernel's `struct sigaction` for rt_sigaction(2). Only ever passed
-/// all zero (SIG_DFL, no flags, empty mask), which reads the same whether
-/// or not an architecture has the `sa_restorer` slot.
+/// with no flags and an empty mask (SIG_DFL, or SIG_IGN for SIGPIPE),
+/// which reads the same whether or not an architecture has the
+/// `sa_restorer` slot.
 #[repr(C)]
 #[derive(Default)]
 struct KernelSigaction {
@@ -371,6 +430,13 @@ struct Prepared {
     groups: Vec<libc::gid_t>,
     umask: Option<libc::mode_t>,
     nice: Option<i32>,
+    ignore_sigpipe: bool,
+    /// oom_score_adj as decimal text, and its length.
+    oom: Option<([u8; 12], usize)>,
+    affinity: Option<libc::cpu_set_t>,
+    ioprio: Option<i32>,
+    sched: Option<(i32, libc::sched_param)>,
+    slack: Option<u64>,
     setsid: bool,
     mask: libc::sigset_t,
     /// The report pipe of the fork paths (-1 on the shared-memory path);
@@ -406,6 +472,102 @@ fn err(spec: &SpawnSpec, stage: Stage, errno: Errno) -> SpawnError {
         errno,
         program: spec.program.to_string_lossy().into_owned(),
         context,
+    }
+}
+
+/// A cpu_set_t of `cpus`; EINVAL for a CPU beyond its 1024 bits.
+fn cpu_set(cpus: &[u32]) -> Result<libc::cpu_set_t, Errno> {
+    // SAFETY: cpu_set_t is a plain bit array; all zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        let c = c as usize;
+        if c >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: c was checked to be within the set.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    Ok(set)
+}
+
+/// Sets errno, for a step that fails with an error of its choosing.
+fn set_errno(e: i32) {
+    // SAFETY: errno is this thread's own.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// setpriority(2), or where that is not permitted the closest level that
+/// RLIMIT_NICE allows, as systemd 252's `setpriority_closest()` (a lower
+/// nice level than permitted is not an error). Async-signal-safe.
+fn nice_closest(n: i32) -> bool {
+    // SAFETY: plain system calls on valid arguments.
+    unsafe {
+        if libc::setpriority(libc::PRIO_PROCESS, 0, n) == 0 {
+            return true;
+        }
+        let e = Errno::last_raw();
+        if e != libc::EACCES && e != libc::EPERM {
+            return false;
+        }
+        // The raw system call answers 20 - nice, never negative.
+        let raw = libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, 0);
+        if raw < 0 {
+            return false;
+        }
+        let current = 20 - raw as i32;
+        if n == current {
+            return true;
+        }
+        if n > current {
+            // Being nicer is always allowed; setpriority itself is refused.
+            set_errno(e);
+            return false;
+        }
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NICE, &mut lim) < 0 {
+            return false;
+        }
+        let limit = if lim.rlim_cur == libc::RLIM_INFINITY {
+            -20
+        } else {
+            20 - lim.rlim_cur.min(40) as i32
+        };
+        if current <= limit {
+            return true;
+        }
+        libc::setpriority(libc::PRIO_PROCESS, 0, limit) == 0
+    }
+}
+
+/// setrlimit(2), or where raising the hard limit is not permitted both
+/// limits clamped to the current hard one, as systemd 252's
+/// `setrlimit_closest()`. Async-signal-safe.
+fn rlimit_closest(res: Resource, lim: &libc::rlimit) -> bool {
+    // SAFETY: plain system calls on valid arguments.
+    unsafe {
+        if libc::setrlimit(res as _, lim) == 0 {
+            return true;
+        }
+        if Errno::last_raw() != libc::EPERM {
+            return false;
+        }
+        let mut highest: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(res as _, &mut highest) < 0 {
+            return false;
+        }
+        // An unbounded hard limit: the EPERM had another reason.
+        if highest.rlim_max == libc::RLIM_INFINITY {
+            set_errno(libc::EPERM);
+            return false;
+        }
+        let fixed = libc::rlimit {
+            rlim_cur: lim.rlim_cur.min(highest.rlim_max),
+            rlim_max: lim.rlim_max.min(highest.rlim_max),
+        };
+        if fixed.rlim_cur == highest.rlim_cur && fixed.rlim_max == highest.rlim_max {
+            return true;
+        }
+        libc::setrlimit(res as _, &fixed) == 0
     }
 }
 
@@ -523,6 +685,27 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
             .unwrap_or_default(),
         umask: spec.umask,
         nice: spec.nice,
+        ignore_sigpipe: spec.tuning.ignore_sigpipe,
+        oom: spec.tuning.oom_score_adjust.map(|n| {
+            let text = n.to_string();
+            let mut buf = [0u8; 12];
+            buf[..text.len()].copy_from_slice(text.as_bytes());
+            (buf, text.len())
+        }),
+        affinity: match &spec.tuning.cpu_affinity {
+            Some(cpus) => Some(cpu_set(cpus).map_err(prep_err)?),
+            None => None,
+        },
+        ioprio: spec.tuning.io_priority,
+        sched: spec.tuning.cpu_scheduling.map(|(policy, prio)| {
+            (
+                policy,
+                libc::sched_param {
+                    sched_priority: prio,
+                },
+            )
+        }),
+        slack: spec.tuning.timer_slack_nsec,
         setsid: spec.new_session,
         mask: *spec.signal_mask.as_ref(),
         err_fd: Cell::new(-1),
@@ -925,13 +1108,24 @@ fn child_main(p: &Prepared) -> ! {
         // ignores SIGPIPE, and whoever started us may have ignored more):
         // reset everything while all are still blocked. The raw syscall
         // also reaches the two signals glibc's sigaction refuses (32, 33).
+        // IgnoreSIGPIPE= (systemd's default) keeps SIGPIPE ignored: a daemon
+        // writing to a closed socket gets EPIPE instead of dying.
         let dfl = KernelSigaction::default();
+        let ign = KernelSigaction {
+            handler: libc::SIG_IGN,
+            ..KernelSigaction::default()
+        };
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                let act = if sig == libc::SIGPIPE && p.ignore_sigpipe {
+                    &ign
+                } else {
+                    &dfl
+                };
                 libc::syscall(
                     libc::SYS_rt_sigaction,
                     sig,
-                    &dfl as *const KernelSigaction,
+                    act as *const KernelSigaction,
                     std::ptr::null_mut::<KernelSigaction>(),
                     8usize,
                 );
@@ -975,13 +1169,51 @@ fn child_main(p: &Prepared) -> ! {
         if let Some(m) = p.umask {
             libc::umask(m);
         }
+        if let Some((buf, len)) = &p.oom {
+            let fd = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            let ok = fd >= 0 && libc::write(fd, buf.as_ptr().cast(), *len) == *len as isize;
+            let e = Errno::last_raw();
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            // systemd 252: a refusal for lack of privilege (lowering the
+            // score) is ignored, "assuming containerized execution".
+            if !ok && e != libc::EACCES && e != libc::EPERM {
+                set_errno(e);
+                fail(p, Stage::OomAdjust);
+            }
+        }
         if let Some(n) = p.nice
-            && libc::setpriority(libc::PRIO_PROCESS, 0, n) < 0
+            && !nice_closest(n)
         {
             fail(p, Stage::Nice);
         }
+        if let Some((policy, param)) = &p.sched
+            && libc::sched_setscheduler(0, *policy, param) < 0
+        {
+            fail(p, Stage::SetScheduler);
+        }
+        if let Some(set) = &p.affinity
+            && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) < 0
+        {
+            fail(p, Stage::CpuAffinity);
+        }
+        // IOPRIO_WHO_PROCESS is 1.
+        if let Some(v) = p.ioprio
+            && libc::syscall(libc::SYS_ioprio_set, 1, 0, v) < 0
+        {
+            fail(p, Stage::IoPrio);
+        }
+        if let Some(ns) = p.slack
+            && libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong) < 0
+        {
+            fail(p, Stage::TimerSlack);
+        }
         for (res, lim) in &p.rlimits {
-            if libc::setrlimit(*res as _, lim) < 0 {
+            if !rlimit_closest(*res, lim) {
                 fail(p, Stage::Rlimit);
             }
         }

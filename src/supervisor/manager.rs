@@ -24,12 +24,14 @@
 //! - `invocation.rs`: invocations and their cgroups, and cgroups left behind.
 //! - `status.rs`: what status, show, list and the other queries answer.
 //! - `inotify.rs`: the inotify hub; `bus.rs`: the session bus (Type=dbus).
+//! - `host.rs`: spawn, signals, cgroup kill, timers and the clock, behind
+//!   the `Host` trait the table tests (`tests.rs`) implement for themselves.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
@@ -50,6 +52,7 @@ mod bus;
 mod entry;
 mod environment;
 mod exec;
+mod host;
 mod inotify;
 mod invocation;
 mod job_driver;
@@ -58,6 +61,8 @@ mod machine;
 mod requests;
 mod socket;
 mod status;
+#[cfg(test)]
+mod tests;
 
 /// What the manager thread reacts to.
 #[derive(Debug)]
@@ -172,8 +177,8 @@ struct Invocation {
     pidfile_watch: Option<inotify::Watch>,
     /// runit: the write end of the pipe to `log/run`, stdout of `run` and `finish`.
     log_pipe: Option<OwnedFd>,
-    /// When the invocation began.
-    started: Instant,
+    /// When the invocation began (the host's clock).
+    started: Duration,
 }
 
 /// A lingering cgroup: that of an ended invocation that processes still hold
@@ -268,8 +273,8 @@ pub struct Manager {
     timer_generation: u64,
     /// When the manager started (µs since the epoch), for `status`.
     started_usec: u64,
-    /// When the manager started, on the monotonic clock: the start limit's time.
-    started: Instant,
+    /// Processes, signals, timers and the clock (host.rs).
+    host: Box<dyn host::Host>,
     shutting_down: bool,
     /// The environment block (`set-environment`), saved in the state directory.
     env: environment::EnvBlock,
@@ -288,6 +293,46 @@ pub struct Manager {
 }
 
 impl Manager {
+    /// A manager with no units loaded yet, within the tokio runtime whose
+    /// tasks it will spawn; fails only when the inotify instance cannot be made.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        tx: mpsc::UnboundedSender<Input>,
+        root: Cgroup,
+        mount: PathBuf,
+        loader: Loader,
+        notify_path: PathBuf,
+        env: environment::EnvBlock,
+        output: Output,
+        host: Box<dyn host::Host>,
+    ) -> Result<Manager, nix::errno::Errno> {
+        let rt = Handle::current();
+        Ok(Manager {
+            watches: inotify::Watches::new(tx.clone(), &rt)?,
+            tx,
+            rt,
+            root,
+            mount,
+            loader,
+            notify_path,
+            units: BTreeMap::new(),
+            pids: HashMap::new(),
+            load_errors: Vec::new(),
+            base_env: base_environment(),
+            seq: 0,
+            timer_generation: 0,
+            started_usec: now_usec(),
+            shutting_down: false,
+            env,
+            graph: job_driver::Graph::new(),
+            lingering: HashMap::new(),
+            output,
+            bus: None,
+            bus_generation: 0,
+            host,
+        })
+    }
+
     /// The service part of unit `name`, when it is a service.
     fn service(&self, name: &str) -> Option<&entry::ServiceBody> {
         self.units.get(name).and_then(UnitEntry::service)
@@ -335,7 +380,7 @@ impl Manager {
                 if e.inv().map(|i| i.seq) != Some(seq) {
                     return;
                 }
-                let populated = e.cgroup().map(|c| c.populated().unwrap_or(false));
+                let populated = e.cgroup().map(|c| self.host.populated(c).unwrap_or(false));
                 if populated == Some(false) && svc.state.populated {
                     self.feed(&unit, Event::CgroupEmpty);
                 }
@@ -497,35 +542,20 @@ pub async fn run(
     let own = crate::cgroup::own_cgroup().ok();
     super::leftovers::stop_all(&root, own.as_deref(), journal.as_ref()).await;
     let output = Output::new(journal.clone());
-    let mut manager = Manager {
-        tx: tx.clone(),
-        rt: Handle::current(),
-        root: root.clone(),
+    let mut manager = Manager::new(
+        tx.clone(),
+        root.clone(),
         mount,
         loader,
-        notify_path: notify_path.clone(),
-        units: BTreeMap::new(),
-        pids: HashMap::new(),
-        load_errors: Vec::new(),
-        base_env: base_environment(),
-        seq: 0,
-        timer_generation: 0,
-        started_usec: now_usec(),
-        started: Instant::now(),
-        shutting_down: false,
-        env: environment::EnvBlock::load(&opts.state_dir),
-        graph: job_driver::Graph::new(),
-        lingering: HashMap::new(),
-        watches: inotify::Watches::new(tx.clone(), &Handle::current()).map_err(|source| {
-            SupervisorError::Sys {
-                op: "create the manager's inotify instance",
-                source: source.into(),
-            }
-        })?,
+        notify_path.clone(),
+        environment::EnvBlock::load(&opts.state_dir),
         output,
-        bus: None,
-        bus_generation: 0,
-    };
+        Box::new(host::Kernel::new(tx.clone(), Handle::current())),
+    )
+    .map_err(|source| SupervisorError::Sys {
+        op: "create the manager's inotify instance",
+        source: source.into(),
+    })?;
     manager.load_all();
     for e in &manager.load_errors {
         eprintln!("corrald: {e}");

@@ -16,6 +16,10 @@
 //! - [`dbus`]: a minimal D-Bus client; the manager's one session-bus
 //!   connection watches the `BusName=` of Type=dbus units.
 //! - [`procs`]: reading process command lines from /proc for `status`.
+//! - [`process_setup`] (with [`directories`], [`credentials`]): what a
+//!   unit's process gets from systemd.exec(5) settings before its spawn
+//!   (`RuntimeDirectory=`, `LoadCredential=`, `StandardInput=data`, ...)
+//!   and what is undone when it stops.
 //! - [`wire`]: the one conversion of the manager's unit states into the
 //!   control protocol's words.
 //!
@@ -26,13 +30,16 @@ use std::path::PathBuf;
 
 pub mod cli;
 pub mod control;
+pub mod credentials;
 pub mod dbus;
+pub mod directories;
 pub mod environment;
 pub mod graph;
 pub mod leftovers;
 pub mod manager;
 pub mod notify;
 pub mod output;
+pub mod process_setup;
 pub mod procs;
 pub mod reaper;
 pub mod service;

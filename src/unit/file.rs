@@ -32,6 +32,8 @@ pub enum UserFile {
     StoredLink,
     /// A service's `PIDFile=`.
     PidFile,
+    /// A `LoadCredential=` file.
+    Credential,
 }
 
 impl UserFile {
@@ -43,6 +45,7 @@ impl UserFile {
             UserFile::Environment => "environment file",
             UserFile::StoredLink => "stored symlink",
             UserFile::PidFile => "PID file",
+            UserFile::Credential => "credential file",
         }
     }
 
@@ -53,6 +56,7 @@ impl UserFile {
             UserFile::Environment => "read environment file",
             UserFile::StoredLink => "read stored symlink",
             UserFile::PidFile => "read PID file",
+            UserFile::Credential => "read credential file",
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`file`]: reading user-written files safely (regular files only, size cap).
 //! - [`specifier`]: `%` specifiers ([`SpecifierContext`]).
 //! - [`model`]: the typed sections and how each directive is applied.
+//! - [`execution`]: directories, credentials, stdin, scheduling (systemd.exec(5)).
 //! - [`known`]: directive names systemd knows (unsupported vs. unknown).
 //! - [`condition`]: `Condition*=`/`Assert*=` and their evaluation.
 //! - [`timer`]: `[Timer]` of `.timer` units ([`timer::TimerSection`]) and their implicit dependencies.
@@ -23,6 +24,7 @@ pub mod calendar;
 pub mod condition;
 pub mod envfile;
 pub mod exec;
+pub mod execution;
 pub mod file;
 pub mod install;
 pub mod known;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::condition::{Condition, ConditionKind};
 use super::exec::{ExecCommand, is_env_name, parse_exec};
+use super::execution::ExecSettings;
 use super::name::{UnitKind, UnitName};
 use super::runit::RunitService;
 use super::socket::SocketSection;
@@ -175,6 +176,24 @@ pub struct UnitSection {
     pub start_limit_burst: u32,
     /// `DefaultDependencies=`; default yes.
     pub default_dependencies: bool,
+    /// `SuccessAction=`: what the manager does when the unit stops cleanly.
+    pub success_action: EmergencyAction,
+    /// `FailureAction=`: what the manager does when the unit fails.
+    pub failure_action: EmergencyAction,
+}
+
+/// `SuccessAction=`/`FailureAction=` as a user manager takes them: the
+/// system actions (reboot, poweroff, ...) are ignored with a warning, as
+/// systemd 252's user manager does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum EmergencyAction {
+    /// Nothing.
+    #[default]
+    None,
+    /// Stop the manager as `SIGTERM` would: every unit stops, then it exits.
+    Exit,
+    /// Exit the manager at once (corral stops the units on the way out too).
+    ExitForce,
 }
 
 impl Default for UnitSection {
@@ -196,6 +215,8 @@ impl Default for UnitSection {
             start_limit_interval: Duration::from_secs(10),
             start_limit_burst: 5,
             default_dependencies: true,
+            success_action: EmergencyAction::None,
+            failure_action: EmergencyAction::None,
         }
     }
 }
@@ -536,8 +557,9 @@ pub struct ServiceSection {
     pub notify_access: NotifyAccess,
     /// `BusName=`.
     pub bus_name: Option<String>,
-    /// `UMask=`; default 0022.
-    pub umask: u32,
+    /// `UMask=`; `None` (the default for user units, as in systemd) keeps
+    /// the manager's own umask.
+    pub umask: Option<u32>,
     /// `Nice=`.
     pub nice: Option<i32>,
     /// `Limit*=`.
@@ -563,6 +585,9 @@ pub struct ServiceSection {
     pub log_rate_limit_interval: Option<Duration>,
     /// `LogRateLimitBurst=`; `None` uses the journal's default.
     pub log_rate_limit_burst: Option<u32>,
+    /// Directories, credentials, stdin, `ExecSearchPath=`, scheduling
+    /// (`unit::execution`).
+    pub exec: ExecSettings,
 }
 
 impl ServiceSection {
@@ -694,7 +719,7 @@ impl Default for ServiceSection {
             pass_environment: Vec::new(),
             notify_access: NotifyAccess::None,
             bus_name: None,
-            umask: 0o022,
+            umask: None,
             nice: None,
             limits: BTreeMap::new(),
             standard_output: StdOutput::Journal,
@@ -707,6 +732,7 @@ impl Default for ServiceSection {
             tasks_max: None,
             log_rate_limit_interval: None,
             log_rate_limit_burst: None,
+            exec: ExecSettings::default(),
         }
     }
 }
@@ -980,6 +1006,39 @@ impl Applier<'_> {
             "DefaultDependencies" => {
                 if let Some(b) = self.bool_value(unit, d) {
                     unit.unit.default_dependencies = b;
+                }
+            }
+            "SuccessAction" | "FailureAction" => {
+                let a = match d.value.as_str() {
+                    "none" => EmergencyAction::None,
+                    "exit" => EmergencyAction::Exit,
+                    "exit-force" => EmergencyAction::ExitForce,
+                    "reboot" | "reboot-force" | "reboot-immediate" | "poweroff"
+                    | "poweroff-force" | "poweroff-immediate" | "halt" | "halt-force"
+                    | "halt-immediate" | "kexec" | "kexec-force" => {
+                        return invalid(
+                            unit,
+                            d,
+                            format!(
+                                "'{}' is an action of the system manager; a user manager takes none, exit or exit-force; directive ignored",
+                                d.value
+                            ),
+                        );
+                    }
+                    other => {
+                        return invalid(
+                            unit,
+                            d,
+                            format!(
+                                "unknown action '{other}' (use none, exit or exit-force); directive ignored"
+                            ),
+                        );
+                    }
+                };
+                if key == "SuccessAction" {
+                    unit.unit.success_action = a;
+                } else {
+                    unit.unit.failure_action = a;
                 }
             }
             k if k.starts_with("Condition") || k.starts_with("Assert") => self.condition(unit, d),
@@ -1354,7 +1413,7 @@ impl Applier<'_> {
                 }
             }
             "UMask" => match parse_umask(&d.value) {
-                Some(m) => svc(unit).umask = m,
+                Some(m) => svc(unit).umask = Some(m),
                 None => invalid(
                     unit,
                     d,
@@ -1506,7 +1565,11 @@ impl Applier<'_> {
             "StartLimitInterval" | "StartLimitIntervalSec" | "StartLimitBurst" => {
                 self.apply_unit(unit, d)
             }
-            _ => self.unsupported(unit, d),
+            _ => {
+                if !self.apply_execution(unit, d) {
+                    self.unsupported(unit, d)
+                }
+            }
         }
     }
 
@@ -1695,11 +1758,16 @@ impl Applier<'_> {
                     format!("{:?}", s.service_type).to_lowercase()
                 ),
             ));
-        } else if s.exec_start.is_empty() && s.exec_stop.is_empty() {
+        } else if s.exec_start.is_empty()
+            && s.exec_stop.is_empty()
+            && unit.unit.success_action == EmergencyAction::None
+        {
+            // systemd 252's service_verify(): a oneshot may have no command at
+            // all when SuccessAction= says what it is for (systemd-exit.service).
             problems.push((
                 whole(),
                 "ExecStart",
-                "the service has no ExecStart= (and no ExecStop=); add the command to run"
+                "the service has no ExecStart= (nor ExecStop= or SuccessAction=); add the command to run"
                     .to_string(),
             ));
         }
@@ -1733,7 +1801,7 @@ impl Applier<'_> {
     }
 }
 
-fn svc(unit: &mut Unit) -> &mut ServiceSection {
+pub(super) fn svc(unit: &mut Unit) -> &mut ServiceSection {
     unit.service.get_or_insert_with(ServiceSection::default)
 }
 

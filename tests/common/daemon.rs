@@ -54,19 +54,30 @@ impl TestDaemon {
 
     /// Starts a daemon with extra command-line arguments.
     pub fn start_args(setup: impl FnOnce(&TestDaemon), extra: &[&str]) -> Option<TestDaemon> {
-        Self::start_in(None, setup, extra)
+        Self::start_in(None, setup, extra, |_| {})
     }
 
     /// Starts a daemon whose cgroup root is `cgroup_root` (created if
     /// missing; its removal is the caller's) instead of a scratch cgroup.
     pub fn start_at(cgroup_root: &Path, setup: impl FnOnce(&TestDaemon)) -> Option<TestDaemon> {
-        Self::start_in(Some(cgroup_root.to_path_buf()), setup, &[])
+        Self::start_in(Some(cgroup_root.to_path_buf()), setup, &[], |_| {})
+    }
+
+    /// Starts a daemon whose `corrald` command `configure` adjusts before
+    /// it is spawned (environment, limits and capabilities in `pre_exec`).
+    pub fn start_configured(
+        setup: impl FnOnce(&TestDaemon),
+        extra: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Option<TestDaemon> {
+        Self::start_in(None, setup, extra, configure)
     }
 
     fn start_in(
         cgroup_root: Option<PathBuf>,
         setup: impl FnOnce(&TestDaemon),
         extra: &[&str],
+        configure: impl FnOnce(&mut Command),
     ) -> Option<TestDaemon> {
         let root = scratch()?;
         let dir = tempfile::tempdir().expect("temp dir");
@@ -82,12 +93,12 @@ impl TestDaemon {
             socket,
         };
         setup(&td);
-        td.launch(extra);
+        td.launch(extra, configure);
         Some(td)
     }
 
     /// Spawns `corrald` on this daemon's directories and waits for its ready line.
-    fn launch(&mut self, extra: &[&str]) {
+    fn launch(&mut self, extra: &[&str], configure: impl FnOnce(&mut Command)) {
         let (ready_r, ready_w) = nix::unistd::pipe().expect("pipe");
         // The write end is inherited by corrald (no CLOEXEC) and named by --ready-fd.
         // Appended, so that the log of a restarted daemon keeps its predecessor's.
@@ -96,8 +107,8 @@ impl TestDaemon {
             .append(true)
             .open(self.dir.path().join("corrald.log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_corrald"))
-            .arg("--user")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corrald"));
+        cmd.arg("--user")
             .arg("--units-dir")
             .arg(self.dir.path().join("units"))
             .arg("--runit-dir")
@@ -114,9 +125,9 @@ impl TestDaemon {
             .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn corrald");
+            .stderr(log);
+        configure(&mut cmd);
+        let child = cmd.spawn().expect("spawn corrald");
         drop(ready_w);
         self.child = Some(child);
         let line = read_line_within(ready_r, Duration::from_secs(20));
@@ -131,7 +142,7 @@ impl TestDaemon {
     /// again on the same directories and state.
     pub fn restart(&mut self) {
         self.terminate();
-        self.launch(&[]);
+        self.launch(&[], |_| {});
     }
 
     /// Stops the daemon as a service manager would, with SIGTERM (it stops

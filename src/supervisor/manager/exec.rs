@@ -8,10 +8,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 
-use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio, spawn};
+use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio};
 use crate::supervisor::output::{Source, Stream};
+use crate::supervisor::process_setup;
 use crate::supervisor::service::ServiceDef;
 use crate::supervisor::socket::listen;
 use crate::supervisor::state::{Cmd, Event, Exit, Pid, Whom};
@@ -80,9 +81,12 @@ impl Manager {
         spec.stdout = Stdio::Fd(out_w);
         spec.stderr = Stdio::Borrowed(spec_stdout_raw(&spec));
         spec.new_session = true;
-        let spawned = spawn(&spec).map_err(|e| format!("cannot start log/run of {name}: {e}"))?;
+        let pid = self
+            .host
+            .spawn(&spec)
+            .map_err(|e| format!("cannot start log/run of {name}: {e}"))?;
         drop(spec);
-        let src = self.source(name, None, spawned.pid, Stream::Stdout);
+        let src = self.source(name, None, pid, Stream::Stdout);
         self.output.attach(src, out_r);
         if let Some(inv) = self.units.get_mut(name).and_then(UnitEntry::inv_mut) {
             inv.log_pipe = Some(write);
@@ -102,7 +106,7 @@ impl Manager {
             Whom::Control => control,
             Whom::All => {
                 if let Some(cg) = e.cgroup()
-                    && let Err(err) = cg.signal_all(signal)
+                    && let Err(err) = self.host.signal_cgroup(cg, signal)
                 {
                     self.log(name, &format!("cannot send {signal} to the cgroup: {err}"));
                 }
@@ -111,7 +115,7 @@ impl Manager {
         };
         if let Some(pid) = pid {
             // ESRCH: it is already gone, and its exit is on the way.
-            let _ = kill(nix::unistd::Pid::from_raw(pid), signal);
+            let _ = self.host.signal(pid, signal);
         }
     }
 
@@ -152,7 +156,7 @@ impl Manager {
                         );
                         return;
                     };
-                    if cg.contains_pid(pid).unwrap_or(false) {
+                    if self.host.contains(&cg, pid).unwrap_or(false) {
                         queue.push_back(Event::MainPid(pid));
                     } else {
                         self.reject_pid_file(
@@ -173,7 +177,7 @@ impl Manager {
             }
             return;
         }
-        let procs = cg.procs_recursive().unwrap_or_default();
+        let procs = self.host.procs(&cg).unwrap_or_default();
         if procs.len() == 1 {
             queue.push_back(Event::MainPid(procs[0]));
         } else {
@@ -233,21 +237,29 @@ impl Manager {
         let runit_finish = cmd == Cmd::StopPost
             && index == def.cmds[Cmd::StopPost as usize].len()
             && def.runit.as_ref().is_some_and(|r| r.finish.is_some());
+        // Directories, credentials, stdin, ExecSearchPath=, scheduling.
+        let setup = process_setup::prepare(svc).map_err(|e| SpawnFailure {
+            message: format!("{}: {e}", cmd.directive()),
+            status: i32::from(e.exit_status()),
+        })?;
+        let mut base = self.process_env(name, Some(def), cmd);
+        base.extend(setup.env);
         // The model's composition: PassEnvironment=, Environment=, each
         // EnvironmentFile=, then UnsetEnvironment= (NAME or exact NAME=value).
         let pass_from = |k: &str| self.env.get(k).or_else(|| std::env::var(k).ok());
         let env = svc
-            .resolve_environment(&self.process_env(name, Some(def), cmd), &pass_from)
+            .resolve_environment(&base, &pass_from)
             .map_err(|err| match err {
                 // The refusal says what to do already.
                 UnitError::Refused { .. } => err.to_string(),
                 err => format!("{err}; create the EnvironmentFile= or prefix its path with '-'"),
             })?;
-        let path_env = env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
+        let path_env = setup.search_path.clone().unwrap_or_else(|| {
+            env.iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        });
         let (program, argv) = if runit_finish {
             let r = def.runit.as_ref().expect("runit unit");
             let finish = r.finish.clone().expect("finish exists");
@@ -298,8 +310,10 @@ impl Manager {
                 status: 219,
             });
         }
-        spec.umask = Some(svc.umask);
+        spec.umask = svc.umask;
         spec.nice = svc.nice;
+        spec.tuning = setup.tuning;
+        spec.stdin = setup.stdin;
         for (res, lim) in &svc.limits {
             if let Some(resource) = nix_resource(res.resource()) {
                 spec.rlimits.push(Rlimit {
@@ -327,6 +341,12 @@ impl Manager {
             Some(log) if matches!(cmd, Cmd::Start | Cmd::StopPost) => {
                 (Stdio::Borrowed(log.as_raw_fd()), None)
             }
+            // StandardInput=file: and StandardOutput=inherit: the same file, as systemd.
+            _ if svc.standard_output == StdOutput::Inherit
+                && matches!(spec.stdin, Stdio::Fd(_)) =>
+            {
+                (Stdio::Borrowed(spec_stdin_raw(&spec)), None)
+            }
             _ => output_stdio(&svc.standard_output, name)?,
         };
         let (stderr, err_r) = match &svc.standard_error {
@@ -344,20 +364,20 @@ impl Manager {
         };
         spec.stdout = stdout;
         spec.stderr = stderr;
-        let spawned = spawn(&spec).map_err(|e| SpawnFailure {
+        let pid = self.host.spawn(&spec).map_err(|e| SpawnFailure {
             message: format!("{}: {e}", cmd.directive()),
             status: i32::from(e.stage.exit_status()),
         })?;
         drop(spec);
         if let Some(r) = out_r {
-            let src = self.source(name, Some(def), spawned.pid, Stream::Stdout);
+            let src = self.source(name, Some(def), pid, Stream::Stdout);
             self.output.attach(src, r);
         }
         if let Some(r) = err_r {
-            let src = self.source(name, Some(def), spawned.pid, Stream::Stderr);
+            let src = self.source(name, Some(def), pid, Stream::Stderr);
             self.output.attach(src, r);
         }
-        Ok(spawned.pid)
+        Ok(pid)
     }
 }
 
@@ -446,6 +466,14 @@ pub(super) fn output_stdio(
             })?;
             Ok((Stdio::Fd(w), Some(r)))
         }
+    }
+}
+
+fn spec_stdin_raw(spec: &SpawnSpec) -> std::os::fd::RawFd {
+    match &spec.stdin {
+        Stdio::Fd(fd) => fd.as_raw_fd(),
+        Stdio::Borrowed(fd) => *fd,
+        Stdio::Null | Stdio::Inherit => 0,
     }
 }
 

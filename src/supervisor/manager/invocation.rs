@@ -3,12 +3,14 @@
 //! KillMode=process still hold.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::cgroup::Cgroup;
 use crate::supervisor::service::ServiceDef;
 
-use super::{Invocation, Lingering, Manager, UnitEntry, now_usec};
+use crate::supervisor::process_setup;
+use crate::unit::model::EmergencyAction;
+
+use super::{Input, Invocation, Lingering, Manager, UnitEntry, now_usec};
 
 impl Manager {
     pub(super) fn new_invocation(
@@ -25,7 +27,7 @@ impl Manager {
         let existing = self.root.path().join(&cg_name);
         if existing.exists() {
             let old = Cgroup::open(&existing).map_err(|e| e.to_string())?;
-            if old.populated().unwrap_or(true) {
+            if self.host.populated(&old).unwrap_or(true) {
                 cg_name = format!("{name}-{}", &id[..8]);
             } else {
                 old.remove()
@@ -73,7 +75,7 @@ impl Manager {
             watch: None,
             pidfile_watch: None,
             log_pipe: None,
-            started: Instant::now(),
+            started: self.host.now(),
         });
         let cg = crate::supervisor::leftovers::create_unit_cgroup(&self.root, &cg_name, name)?;
         for (file, value) in &def.limits {
@@ -110,7 +112,7 @@ impl Manager {
         }
         drop(inv.log_pipe);
         if let Some(cg) = inv.cgroup {
-            let left = cg.procs_recursive().unwrap_or_default();
+            let left = self.host.procs(&cg).unwrap_or_default();
             if left.is_empty() {
                 if let Some(w) = inv.watch {
                     self.watches.cancel(w);
@@ -142,12 +144,39 @@ impl Manager {
         self.settle_pending(name);
     }
 
+    /// After [`Self::end_invocation`]: what systemd.exec(5) settings undo
+    /// (runtime directories, credentials), and `SuccessAction=`/`FailureAction=`.
+    pub(super) fn invocation_ended(
+        &mut self,
+        name: &str,
+        def: &Arc<ServiceDef>,
+        failed: bool,
+        restarting: bool,
+    ) {
+        let Some(svc) = def.unit.service.as_ref() else {
+            return;
+        };
+        for p in process_setup::after_invocation(svc, restarting) {
+            self.log(name, &p);
+        }
+        let action = process_setup::manager_action(&def.unit.unit, failed, restarting);
+        if action != EmergencyAction::None && !self.shutting_down {
+            let which = if failed {
+                "FailureAction"
+            } else {
+                "SuccessAction"
+            };
+            self.log(name, &format!("{which}= asks the manager to exit"));
+            let _ = self.tx.send(Input::Shutdown);
+        }
+    }
+
     /// The cgroup.events of a lingering cgroup changed: remove it once it is empty.
     pub(super) fn lingering_changed(&mut self, seq: u64) {
         let Some(l) = self.lingering.get(&seq) else {
             return;
         };
-        match l.cgroup.populated() {
+        match self.host.populated(&l.cgroup) {
             Ok(true) => return,
             Ok(false) => {}
             Err(err) if err.is_not_found() => {}

@@ -209,6 +209,19 @@ fn start_outcome(p: Phase) -> Option<bool> {
 }
 
 impl Manager {
+    /// Whether a transaction has a start job of `name` not handed out yet:
+    /// a restart whose stop is ending (the start waits for it), for
+    /// RuntimeDirectoryPreserve= and SuccessAction=. A start job already
+    /// running is the run that is ending, not a next one.
+    pub(super) fn start_job_waits(&self, name: &str) -> bool {
+        self.graph.runs.iter().any(|r| {
+            matches!(
+                r.tx.result_of(name, JobKind::Start),
+                Some(JobResult::Pending)
+            )
+        })
+    }
+
     /// A start, stop, restart or try-restart request from the control socket.
     pub(super) fn transaction_job(&mut self, name: &str, job: &JobRequest, reply: Reply) {
         let verb = match job {

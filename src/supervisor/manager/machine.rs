@@ -1,7 +1,7 @@
 //! Feeding the state machines: one event at a time through the machine of
-//! the unit's kind (`state::next`, `target::next`), the actions executed in order, transitions logged, OnFailure= started;
-//! and the inputs that become events (reaped children, notify messages,
-//! timers).
+//! the unit's kind (`state::next`, `target::next`), the actions executed in
+//! order, transitions logged, OnFailure= started; and the inputs that
+//! become events (reaped children, notify messages, timers).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -99,9 +99,20 @@ impl Manager {
                         self.execute_socket(name, d, a, &mut queue);
                     }
                 }
-                (d, Actions::Service(list)) => {
-                    for a in list {
+                (d, Actions::Service(actions)) => {
+                    // RuntimeDirectoryPreserve=restart and SuccessAction= tell a
+                    // restart (automatic or asked for) from a stop.
+                    let sub = self.units[name].service().map(|s| s.state.sub);
+                    let restarting = sub == Some(state::Sub::AutoRestart)
+                        || actions.contains(&Action::StartAgain)
+                        || self.start_job_waits(name);
+                    let failed = after.active == ActiveState::Failed;
+                    for a in actions {
                         match (d.and_then(Def::service), a) {
+                            (Some(d), Action::EndInvocation) => {
+                                self.execute(name, d, Action::EndInvocation, &mut queue);
+                                self.invocation_ended(name, d, failed, restarting);
+                            }
                             (Some(d), a) => self.execute(name, d, a, &mut queue),
                             (None, Action::Disarm(t)) => self.disarm(name, t),
                             // Verdicts ask for nothing else; without a
@@ -186,7 +197,7 @@ impl Manager {
     /// `status`; or `BusUnavailable` when a Type=dbus unit cannot reach the
     /// bus. The time is the manager's monotonic clock.
     pub(super) fn admit_start(&mut self, name: &str, restart: bool) -> Option<Event> {
-        let now = self.started.elapsed();
+        let now = self.host.now();
         let e = self.units.get_mut(name)?;
         if !e.start_limit.admit(now) {
             let (burst, interval) = (e.start_limit.burst, e.start_limit.interval);
@@ -276,7 +287,7 @@ impl Manager {
         };
         if e.service().is_some_and(|s| s.state.populated)
             && let Some(cg) = e.cgroup()
-            && !cg.populated().unwrap_or(true)
+            && !self.host.populated(cg).unwrap_or(true)
         {
             queue.push_back(Event::CgroupEmpty);
         }
@@ -391,7 +402,7 @@ impl Manager {
         if let Some(main) = msg.main_pid {
             let inside = self.units[name.as_str()]
                 .cgroup()
-                .is_some_and(|c| c.contains_pid(main).unwrap_or(false));
+                .is_some_and(|c| self.host.contains(c, main).unwrap_or(false));
             if inside {
                 self.feed(&name, Event::MainPid(main));
             } else {
@@ -454,7 +465,7 @@ impl Manager {
             Action::Signal { whom, sig } => self.signal(name, whom, sig),
             Action::CgroupKill => {
                 if let Some(cg) = self.units[name].cgroup()
-                    && let Err(err) = cg.kill()
+                    && let Err(err) = self.host.kill_cgroup(cg)
                 {
                     self.log(name, &format!("cannot kill the cgroup: {err}"));
                 }
@@ -463,9 +474,9 @@ impl Manager {
                 let after = match (&def.runit, timer) {
                     // runsv restarts at once unless `run` lived less than a second.
                     (Some(_), Timer::Restart) => {
-                        let ran = self.units[name]
-                            .inv()
-                            .map_or(Duration::ZERO, |i| i.started.elapsed());
+                        let ran = self.units[name].inv().map_or(Duration::ZERO, |i| {
+                            self.host.now().saturating_sub(i.started)
+                        });
                         RunitService::restart_delay(ran)
                     }
                     _ => after,
@@ -512,34 +523,14 @@ impl Manager {
     pub(super) fn arm(&mut self, name: &str, timer: Timer, after: Duration) {
         self.timer_generation += 1;
         let generation = self.timer_generation;
-        let tx = self.tx.clone();
-        let unit = name.to_string();
-        if after.is_zero() {
-            // RestartSec=0: straight into our own queue, with no timer tick and no thread hop.
-            let _ = tx.send(Input::Timer {
-                unit: unit.clone(),
-                timer,
-                generation,
-            });
-            if let Some(s) = self.service_mut(name)
-                && let Some((_, Some(old))) = s.timers.insert(timer, (generation, None))
-            {
-                old.abort();
-            }
-            return;
-        }
-        let task = self.rt.spawn(async move {
-            tokio::time::sleep(after).await;
-            let _ = tx.send(Input::Timer {
-                unit,
-                timer,
-                generation,
-            });
-        });
+        let input = Input::Timer {
+            unit: name.to_string(),
+            timer,
+            generation,
+        };
+        let handle = self.host.arm(after, input);
         if let Some(s) = self.service_mut(name)
-            && let Some((_, Some(old))) = s
-                .timers
-                .insert(timer, (generation, Some(task.abort_handle())))
+            && let Some((_, Some(old))) = s.timers.insert(timer, (generation, handle))
         {
             old.abort();
         }

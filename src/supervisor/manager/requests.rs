@@ -2,7 +2,7 @@
 //! checks, reload, kill and reset-failed, and the answer of a failed job.
 //! Start, stop and restart go on to the job driver (job_driver.rs).
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use tokio::sync::oneshot;
 
 use crate::cgroup::Cgroup;
@@ -108,14 +108,14 @@ impl Manager {
         match whom {
             KillWhom::Main => {
                 let pid = main.ok_or_else(|| refuse("main process"))?;
-                kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|err| Failure {
+                self.host.signal(pid, sig).map_err(|err| Failure {
                     kind: ErrorKind::Failed,
                     message: format!("cannot send {sig} to main process {pid} of {name}: {err}"),
                 })?;
             }
             KillWhom::Control => {
                 let pid = control.ok_or_else(|| refuse("control process"))?;
-                kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|err| Failure {
+                self.host.signal(pid, sig).map_err(|err| Failure {
                     kind: ErrorKind::Failed,
                     message: format!("cannot send {sig} to control process {pid} of {name}: {err}"),
                 })?;
@@ -133,7 +133,7 @@ impl Manager {
                     return Err(refuse("processes"));
                 }
                 for cg in cgroups {
-                    cg.signal_all(sig).map_err(|err| Failure {
+                    self.host.signal_cgroup(cg, sig).map_err(|err| Failure {
                         kind: ErrorKind::Failed,
                         message: format!("cannot signal the processes of {name}: {err}"),
                     })?;

@@ -1,0 +1,112 @@
+//! The host: what the manager does to processes on behalf of the machines
+//! (spawn, signal, kill a cgroup's processes, ask which processes a cgroup
+//! holds), its timers and its clock, behind one trait. The manager holds a
+//! `Box<dyn Host>`: [`Kernel`] in `corrald`, a host of their own in the
+//! manager's table tests (`manager/tests.rs`), which drive the shell with
+//! processes and time that exist only in the test.
+
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::cgroup::spawn::{SpawnError, SpawnSpec, spawn};
+use crate::cgroup::{Cgroup, CgroupError};
+use crate::supervisor::state::Pid;
+
+use super::Input;
+
+/// What the manager asks of the system for its units' processes. Every
+/// method takes `&self`, so the manager can ask while it reads a unit.
+pub(super) trait Host: Send {
+    /// Time since the manager started, on the monotonic clock.
+    fn now(&self) -> Duration;
+    /// Starts the process `spec` describes; its PID.
+    fn spawn(&self, spec: &SpawnSpec) -> Result<Pid, SpawnError>;
+    /// Sends `sig` to process `pid`.
+    fn signal(&self, pid: Pid, sig: Signal) -> Result<(), Errno>;
+    /// Sends `sig` to every process of `cg`.
+    fn signal_cgroup(&self, cg: &Cgroup, sig: Signal) -> Result<(), CgroupError>;
+    /// Kills every process of `cg` (cgroup.kill).
+    fn kill_cgroup(&self, cg: &Cgroup) -> Result<(), CgroupError>;
+    /// Whether `cg` holds processes.
+    fn populated(&self, cg: &Cgroup) -> Result<bool, CgroupError>;
+    /// The processes of `cg` and its children.
+    fn procs(&self, cg: &Cgroup) -> Result<Vec<Pid>, CgroupError>;
+    /// Whether process `pid` is alive in `cg`.
+    fn contains(&self, cg: &Cgroup, pid: Pid) -> Result<bool, CgroupError>;
+    /// Sends `input` to the manager after `after`; the handle cancels it
+    /// (none when there is nothing left to cancel).
+    fn arm(&self, after: Duration, input: Input) -> Option<AbortHandle>;
+}
+
+/// The host of `corrald`: real processes, cgroupfs, tokio timers.
+pub(super) struct Kernel {
+    /// The manager's queue, where timers send their input.
+    tx: mpsc::UnboundedSender<Input>,
+    rt: Handle,
+    /// When the manager started.
+    started: Instant,
+}
+
+impl Kernel {
+    /// The host of a manager whose inputs go to `tx`; timers run on `rt`.
+    pub(super) fn new(tx: mpsc::UnboundedSender<Input>, rt: Handle) -> Kernel {
+        Kernel {
+            tx,
+            rt,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Host for Kernel {
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn spawn(&self, spec: &SpawnSpec) -> Result<Pid, SpawnError> {
+        spawn(spec).map(|s| s.pid)
+    }
+
+    fn signal(&self, pid: Pid, sig: Signal) -> Result<(), Errno> {
+        kill(nix::unistd::Pid::from_raw(pid), sig)
+    }
+
+    fn signal_cgroup(&self, cg: &Cgroup, sig: Signal) -> Result<(), CgroupError> {
+        cg.signal_all(sig).map(drop)
+    }
+
+    fn kill_cgroup(&self, cg: &Cgroup) -> Result<(), CgroupError> {
+        cg.kill()
+    }
+
+    fn populated(&self, cg: &Cgroup) -> Result<bool, CgroupError> {
+        cg.populated()
+    }
+
+    fn procs(&self, cg: &Cgroup) -> Result<Vec<Pid>, CgroupError> {
+        cg.procs_recursive()
+    }
+
+    fn contains(&self, cg: &Cgroup, pid: Pid) -> Result<bool, CgroupError> {
+        cg.contains_pid(pid)
+    }
+
+    fn arm(&self, after: Duration, input: Input) -> Option<AbortHandle> {
+        if after.is_zero() {
+            // RestartSec=0: straight into the queue, with no timer tick and no thread hop.
+            let _ = self.tx.send(input);
+            return None;
+        }
+        let tx = self.tx.clone();
+        let task = self.rt.spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(input);
+        });
+        Some(task.abort_handle())
+    }
+}
