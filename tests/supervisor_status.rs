@@ -147,8 +147,17 @@ fn json_forms_parse_and_carry_the_state() {
         .iter()
         .map(|u| u["Id"].as_str().unwrap())
         .collect();
-    // default.target is always there: the manager starts it (issue 5).
-    assert_eq!(names, ["bad.service", "default.target", "web.service"]);
+    // default.target and sockets.target are always there: the manager
+    // starts them (issues 5 and 11).
+    assert_eq!(
+        names,
+        [
+            "bad.service",
+            "default.target",
+            "sockets.target",
+            "web.service"
+        ]
+    );
     let v: serde_json::Value =
         serde_json::from_str(&td.ok(&["show", "--json", "web"]).stdout).unwrap();
     assert_eq!(v[0]["SubState"], "running");
