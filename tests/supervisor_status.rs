@@ -168,7 +168,7 @@ fn json_forms_parse_and_carry_the_state() {
         .iter()
         .map(|u| u["Id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["default.target", "web.service"]);
+    assert_eq!(ids, ["default.target", "sockets.target", "web.service"]);
     // systemctl status: LSB "program or service status is unknown".
     let o = td.corral(&["status", "nope"]);
     assert_eq!(o.code, 4, "{o:?}");
