@@ -92,9 +92,9 @@ fn dbus_bus_orders_its_client_and_its_stop_stops_the_client() {
     );
     let log = td.log();
     let stop_client = log
-        .find("busclient.service: Stopped.")
+        .find("Stopped busclient.service")
         .expect("client stopped");
-    let stop_bus = log.find("dbus.service: Stopped.").expect("bus stopped");
+    let stop_bus = log.find("Stopped dbus.service").expect("bus stopped");
     assert!(
         stop_client < stop_bus,
         "the client (After=dbus) must stop before the bus:\n{log}"
@@ -141,7 +141,7 @@ fn failed_requirement_fails_the_dependent_with_the_reason() {
     let logged = eventually(Duration::from_secs(5), || {
         td.journal("needy.service", &[])
             .stdout
-            .contains("dependency failed: broken.service")
+            .contains("Dependency failed for needy.service")
             .then_some(())
     });
     assert!(logged.is_some(), "no journal entry\n{}", td.log());
@@ -603,12 +603,10 @@ fn manager_shutdown_stops_units_in_reverse_order() {
         td.log()
     );
     let log = td.log();
-    let leaver = log
-        .find("leaver.service: Stopped.")
-        .expect("leaver stopped");
-    let bus = log.find("dbus.service: Stopped.").expect("bus stopped");
+    let leaver = log.find("Stopped leaver.service").expect("leaver stopped");
+    let bus = log.find("Stopped dbus.service").expect("bus stopped");
     assert!(leaver < bus, "{log}");
-    assert!(log.contains("p.service: Stopped.") && log.contains("q.service: Stopped."));
+    assert!(log.contains("Stopped p.service") && log.contains("Stopped q.service"));
 }
 
 /// `handler@.service`, the OnFailure= unit of the tests below: it appends

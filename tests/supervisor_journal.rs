@@ -53,15 +53,18 @@ fn service_output_and_manager_events_land_in_the_journal() {
     assert_eq!(field(out, "PRIORITY"), "6");
     assert_eq!(field(by_msg("to-stderr"), "CORRAL_STREAM"), "stderr");
     assert_eq!(field(by_msg("bad thing"), "PRIORITY"), "3");
-    assert_eq!(field(by_msg("Started."), "CORRAL_STREAM"), "manager");
+    assert_eq!(
+        field(by_msg("Started talker.service."), "CORRAL_STREAM"),
+        "manager"
+    );
     td.ok(&["stop", "talker"]);
     let stopped = common::eventually(Duration::from_secs(5), || {
         entries(&td, "talker.service")
             .iter()
-            .any(|e| field(e, "MESSAGE") == "Stopped.")
+            .any(|e| field(e, "MESSAGE") == "Stopped talker.service.")
             .then_some(())
     });
-    assert!(stopped.is_some(), "no Stopped. entry");
+    assert!(stopped.is_some(), "no Stopped entry");
     // status ends with the unit's last journal lines.
     let o = td.corral(&["status", "talker"]);
     assert!(

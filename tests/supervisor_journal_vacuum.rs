@@ -119,9 +119,9 @@ fn disk_usage_and_vacuum_time_go_through_the_running_manager_while_it_ingests() 
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.starts_with(&head), "{o:?}");
 
-    // old.service has said its last word (the manager's "Stopped."); once its
+    // old.service has said its last word (the manager's "Finished old.service."); once its
     // newest entry is more than a second old, --vacuum-time=1s takes them all.
-    wait_for_line(&td, "old", "Stopped.");
+    wait_for_line(&td, "old", "Finished old.service.");
     let newest = td.ok(&["journal", "-u", "old", "-n", "1", "-o", "json"]);
     let newest: serde_json::Value = serde_json::from_str(&newest.stdout).unwrap();
     let newest: u64 = newest["__REALTIME_TIMESTAMP"]
@@ -188,7 +188,7 @@ fn vacuum_size_brings_usage_down_through_the_manager_also_with_its_directory() {
     };
     td.ok(&["start", "big"]);
     // The unit's last entry: nothing is written after it.
-    wait_for_line(&td, "big", "Stopped.");
+    wait_for_line(&td, "big", "Finished big.service.");
     let before = usage(&td);
     assert!(before.file_bytes > 2_000_000, "{before:?}");
 
@@ -280,7 +280,7 @@ fn another_uid_may_neither_measure_nor_vacuum_the_journal() {
     };
     td.ok(&["start", "kept"]);
     // The unit's last entry: nothing is written after it.
-    wait_for_line(&td, "kept", "Stopped.");
+    wait_for_line(&td, "kept", "Finished kept.service.");
     let before = usage(&td);
 
     // The socket's modes keep another user out before the manager is asked.
@@ -356,7 +356,7 @@ fn vacuum_size_through_the_manager_keeps_the_newest_entries_that_fit() {
         return;
     };
     td.ok(&["start", "big"]);
-    wait_for_line(&td, "big", "Stopped.");
+    wait_for_line(&td, "big", "Finished big.service.");
     let full = vacuum_report(&td, u64::MAX).after;
     assert_eq!(kept_lines(&td).len() as u64, LINES, "{full:?}");
     // A block takes at most 64 KiB raw, so at most that much of the file.

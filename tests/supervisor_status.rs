@@ -34,6 +34,7 @@ fn normalize(td: &TestDaemon, text: &str) -> String {
             "<TIME> <HOST> ",
         ),
         (r"\[\d+\]:", "[<PID>]:"),
+        (r"Consumed [^\n]+ CPU time\.", "Consumed <CPU> CPU time."),
     ];
     for (re, rep) in rules {
         s = Regex::new(re).unwrap().replace_all(&s, rep).into_owned();
@@ -84,7 +85,7 @@ fn status_of_a_running_unit() {
     // and for bash's exec: two processes may still be bash and its child.
     let o = common::eventually(std::time::Duration::from_secs(5), || {
         let o = td.corral(&["status", "web"]);
-        (o.stdout.contains("corrald: Started.")
+        (o.stdout.contains("corrald: Started web.service")
             && o.stdout.contains("sleep 1001")
             && o.stdout.contains("sleep 1000"))
         .then_some(o)
@@ -104,7 +105,8 @@ fn status_of_a_failed_unit_and_of_an_inactive_one() {
     .expect("failed");
     let o = common::eventually(std::time::Duration::from_secs(5), || {
         let o = td.corral(&["status", "bad", "web"]);
-        o.stdout.contains("Failed with result").then_some(o)
+        // The last line the manager writes about the failure.
+        o.stdout.contains("CPU time.").then_some(o)
     })
     .expect("status shows the journal");
     assert_eq!(o.code, 3, "{o:?}");

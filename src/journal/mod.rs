@@ -10,11 +10,12 @@
 //! - [`ingest`]: reading a service's stdout/stderr pipe into entries.
 //! - [`query`]: [`Query`], what a reader asks for, and the time syntax of
 //!   `--since`/`--until`.
-//! - [`output`]: journalctl's output formats.
+//! - [`output`]: journalctl's output formats; [`catalog`]: the MESSAGE_ID of a manager line.
 //! - [`follow`]: a query followed live in the manager (stored, then committed entries).
 //! - [`salvage`]: damaged stores: set aside on open, entries salvaged from the raw file.
 
 pub mod block;
+pub mod catalog;
 pub mod error;
 pub mod follow;
 pub mod ingest;

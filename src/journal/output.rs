@@ -130,6 +130,11 @@ pub fn fields(e: &Entry, hostname: &str) -> Vec<(&'static str, Vec<u8>)> {
     f.push(("PRIORITY", e.priority.to_string().into_bytes()));
     f.push(("SYSLOG_IDENTIFIER", e.identifier.clone().into_bytes()));
     f.push(("MESSAGE", e.message.clone()));
+    if e.stream == Stream::Manager
+        && let Some(id) = super::catalog::message_id(&e.message)
+    {
+        f.push(("MESSAGE_ID", id.as_bytes().to_vec()));
+    }
     if let Some(pid) = e.pid {
         f.push(("_PID", pid.to_string().into_bytes()));
     }

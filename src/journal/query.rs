@@ -93,6 +93,10 @@ impl FieldView<'_> {
         let num = |n: u64| std::str::from_utf8(v).is_ok_and(|s| s == n.to_string());
         match field {
             "MESSAGE" => self.message == v,
+            "MESSAGE_ID" => {
+                self.stream == Stream::Manager
+                    && super::catalog::message_id(self.message).is_some_and(&text)
+            }
             "PRIORITY" => num(self.priority.into()),
             "SYSLOG_IDENTIFIER" => text(self.identifier),
             "_PID" => self.pid.is_some_and(|p| num(p.into())),

@@ -41,6 +41,7 @@ use crate::ipc::proto::{ErrorKind, Failure, KillWhom, LoadState, Response};
 use crate::unit::{Loader, SpecifierContext, UnitName};
 
 use super::control::Query;
+use super::lines::{Line, Named, priority};
 use super::notify::{Message, NotifySocket};
 use super::output::Output;
 use super::state::{Event, Exit, Pid, Timer};
@@ -343,16 +344,34 @@ impl Manager {
         self.units.get_mut(name).and_then(UnitEntry::service_mut)
     }
 
-    /// A message of the manager about a unit: on stderr and in the unit's journal.
+    /// A message of the manager about a unit, at LOG_INFO: "unit: msg", as
+    /// systemd's unit lines.
     fn log(&self, unit: &str, msg: &str) {
-        eprintln!("corrald: {unit}: {msg}");
+        self.log_at(unit, priority::INFO, msg);
+    }
+
+    /// A message of the manager about a unit at a syslog priority.
+    fn log_at(&self, unit: &str, priority: u8, msg: &str) {
+        self.line(unit, Line::Note(priority, msg.to_string()));
+    }
+
+    /// One of the manager's lines about a unit (lines.rs): on stderr and in
+    /// the unit's journal, worded and prioritised as systemd does.
+    fn line(&self, unit: &str, line: Line) {
+        let description = self
+            .units
+            .get(unit)
+            .and_then(|e| e.def.as_ref().ok())
+            .and_then(|d| d.unit().unit.description.as_deref());
+        let text = line.text(Named { unit, description });
+        eprintln!("corrald: {text}");
         if self.output.journal().is_some() {
             let inv = self
                 .units
                 .get(unit)
                 .map(UnitEntry::invocation_id)
                 .unwrap_or_default();
-            self.output.manager_entry(unit, &inv, msg.to_string());
+            self.output.manager_entry(unit, &inv, line.priority(), text);
         }
     }
 

@@ -1,7 +1,8 @@
 //! The user manager (`corrald --user`).
 //!
 //! - [`state`]: the lifecycle of one service as a pure function, table-tested;
-//!   [`target`]: the same for a target.
+//!   [`target`]: the same for a target; [`lines`]: what the manager logs
+//!   about a unit's changes, worded as systemd's.
 //! - [`manager`]: the one thread that owns every unit's state; it executes the
 //!   state machine's actions (spawn into a fresh cgroup, signals, timers) and
 //!   turns what happens (exits, empty cgroups, notify messages, timers,
@@ -36,6 +37,7 @@ pub mod directories;
 pub mod environment;
 pub mod graph;
 pub mod leftovers;
+pub mod lines;
 pub mod manager;
 pub mod notify;
 pub mod output;

@@ -118,13 +118,11 @@ impl Output {
 
     /// Records a message of the manager about `unit` (started, stopped, failed...),
     /// in the order of the calls.
-    pub fn manager_entry(&self, unit: &str, invocation: &str, message: String) {
+    pub fn manager_entry(&self, unit: &str, invocation: &str, priority: u8, message: String) {
         if let Some(tx) = &self.manager {
-            let _ = tx.send(NewEntry::manager(
-                unit,
-                invocation_number(invocation),
-                message,
-            ));
+            let mut entry = NewEntry::manager(unit, invocation_number(invocation), message);
+            entry.priority = priority;
+            let _ = tx.send(entry);
         }
     }
 

@@ -1543,25 +1543,6 @@ pub fn verdict_outcome(event: &Event, result: ServiceResult) -> (ActiveState, Se
     }
 }
 
-/// What the manager logs when a service moves from `before` to `after`
-/// (systemd's words); None for the steps in between.
-pub fn transition_note(before: &State, after: &State) -> Option<String> {
-    if before.sub == after.sub {
-        return None;
-    }
-    Some(match after.sub {
-        Sub::Running if before.sub.active() != ActiveState::Active => "Started.".to_string(),
-        Sub::Exited => "Finished.".to_string(),
-        Sub::Dead => "Stopped.".to_string(),
-        Sub::Failed => format!("Failed with result '{}'.", after.result.as_str()),
-        Sub::AutoRestart => format!(
-            "Failed with result '{}'; scheduling restart.",
-            after.result.as_str()
-        ),
-        _ => return None,
-    })
-}
-
 /// The kill phases that send SIGKILL whatever KillSignal= says.
 fn is_sigkill_phase(sub: Sub) -> bool {
     matches!(sub, Sub::StopSigkill | Sub::FinalSigkill)

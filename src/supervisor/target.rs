@@ -67,18 +67,6 @@ pub fn next(state: State, event: &Event) -> State {
     State { sub, result }
 }
 
-/// What the manager logs when a target moves from `before` to `after`.
-pub fn transition_note(before: State, after: State) -> Option<String> {
-    if before.sub == after.sub {
-        return None;
-    }
-    Some(match after.sub {
-        Sub::Active => "Reached target.".to_string(),
-        Sub::Dead => "Stopped target.".to_string(),
-        Sub::Failed => format!("Failed with result '{}'.", after.result.as_str()),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,31 +120,6 @@ mod tests {
             };
             let got = next(st, &event);
             assert_eq!((got.sub, got.result), (to, result), "{event:?} in {from:?}");
-        }
-    }
-
-    #[test]
-    fn transitions_are_logged_in_systemd_words() {
-        let st = |sub, result| State { sub, result };
-        let ok = ServiceResult::Success;
-        let cases = [
-            (Sub::Dead, Sub::Active, ok, Some("Reached target.")),
-            (Sub::Active, Sub::Dead, ok, Some("Stopped target.")),
-            (
-                Sub::Dead,
-                Sub::Failed,
-                ServiceResult::Dependency,
-                Some("Failed with result 'dependency'."),
-            ),
-            (Sub::Active, Sub::Active, ok, None),
-            (Sub::Dead, Sub::Dead, ok, None),
-        ];
-        for (from, to, result, want) in cases {
-            assert_eq!(
-                transition_note(st(from, ok), st(to, result)).as_deref(),
-                want,
-                "{from:?} → {to:?}"
-            );
         }
     }
 }

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use tokio::sync::mpsc;
 
 use super::{Input, Manager};
+use crate::supervisor::lines::priority;
 
 use crate::supervisor::dbus::{self, BusAddress, DbusError, Report, WatchCmd};
 use crate::supervisor::service::ServiceDef;
@@ -76,7 +77,7 @@ impl Manager {
         match self.connect_bus() {
             Ok(()) => true,
             Err(msg) => {
-                self.log(name, &msg);
+                self.log_at(name, priority::ERR, &msg);
                 if let Some(e) = self.units.get_mut(name) {
                     e.failure_note = Some(msg);
                 }
@@ -138,7 +139,7 @@ impl Manager {
                 "the session bus connection ended before BusName={b} could be watched; \
                  start the unit again to reconnect"
             );
-            self.log(name, &msg);
+            self.log_at(name, priority::ERR, &msg);
             if let Some(e) = self.units.get_mut(name) {
                 e.failure_note = Some(msg);
             }
@@ -212,13 +213,13 @@ impl Manager {
                     });
                     if waiting {
                         let msg = no_bus(&err);
-                        self.log(&unit, &msg);
+                        self.log_at(&unit, priority::ERR, &msg);
                         if let Some(e) = self.units.get_mut(unit.as_str()) {
                             e.failure_note = Some(msg);
                         }
                     } else {
-                        self.log(
-                            &unit,
+                        self.log_at(
+                            &unit, priority::WARNING,
                             &format!(
                                 "{err}; BusName= is watched again once a Type=dbus unit starts and reconnects"
                             ),

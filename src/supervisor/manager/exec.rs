@@ -21,13 +21,18 @@ use crate::unit::model::StdOutput;
 use crate::unit::{RunitService, UnitError};
 
 use super::{Input, Manager, UnitEntry};
+use crate::supervisor::lines::priority;
 
 impl Manager {
-    /// How the output of a process of `name` is labelled in the journal.
+    /// How the output of a process of `name` is labelled in the journal:
+    /// SyslogIdentifier=, else the name of the program this process runs
+    /// (each command its own, as systemd: ExecStartPre=, each ExecStart= of
+    /// a oneshot, ExecStop=, runit's `finish`), else the unit's name.
     pub(super) fn source(
         &self,
         name: &str,
         def: Option<&ServiceDef>,
+        program: Option<&Path>,
         pid: Pid,
         stream: Stream,
     ) -> Source {
@@ -36,13 +41,9 @@ impl Manager {
         let identifier = svc
             .and_then(|s| s.syslog_identifier.clone())
             .or_else(|| {
-                svc.and_then(|s| s.exec_start.first()).map(|c| {
-                    c.program
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or(&c.program)
-                        .to_string()
-                })
+                program
+                    .and_then(Path::file_name)
+                    .map(|n| n.to_string_lossy().into_owned())
             })
             .unwrap_or_else(|| name.trim_end_matches(".service").to_string());
         Source {
@@ -86,7 +87,7 @@ impl Manager {
             .spawn(&spec)
             .map_err(|e| format!("cannot start log/run of {name}: {e}"))?;
         drop(spec);
-        let src = self.source(name, None, pid, Stream::Stdout);
+        let src = self.source(name, None, None, pid, Stream::Stdout);
         self.output.attach(src, out_r);
         if let Some(inv) = self.units.get_mut(name).and_then(UnitEntry::inv_mut) {
             inv.log_pipe = Some(write);
@@ -97,7 +98,11 @@ impl Manager {
     pub(super) fn signal(&mut self, name: &str, whom: Whom, sig: i32) {
         let e = &self.units[name];
         let Ok(signal) = Signal::try_from(sig) else {
-            self.log(name, &format!("cannot send unknown signal {sig}"));
+            self.log_at(
+                name,
+                priority::WARNING,
+                &format!("cannot send unknown signal {sig}"),
+            );
             return;
         };
         let (main, control) = e.main_and_control();
@@ -108,7 +113,11 @@ impl Manager {
                 if let Some(cg) = e.cgroup()
                     && let Err(err) = self.host.signal_cgroup(cg, signal)
                 {
-                    self.log(name, &format!("cannot send {signal} to the cgroup: {err}"));
+                    self.log_at(
+                        name,
+                        priority::WARNING,
+                        &format!("cannot send {signal} to the cgroup: {err}"),
+                    );
                 }
                 return;
             }
@@ -186,7 +195,7 @@ impl Manager {
     }
 
     pub(super) fn reject_pid_file(&mut self, name: &str, queue: &mut VecDeque<Event>, msg: String) {
-        self.log(name, &msg);
+        self.log_at(name, priority::ERR, &msg);
         if let Some(e) = self.units.get_mut(name) {
             e.failure_note = Some(msg);
         }
@@ -205,8 +214,9 @@ impl Manager {
         let watch = match self.watches.pid_file_dir(&dir, name, seq) {
             Ok(w) => w,
             Err(err) => {
-                self.log(
+                self.log_at(
                     name,
+                    priority::WARNING,
                     &format!("cannot watch {} for the PIDFile: {err}", dir.display()),
                 );
                 return;
@@ -369,13 +379,13 @@ impl Manager {
             status: i32::from(e.stage.exit_status()),
         })?;
         drop(spec);
-        if let Some(r) = out_r {
-            let src = self.source(name, Some(def), pid, Stream::Stdout);
-            self.output.attach(src, r);
-        }
-        if let Some(r) = err_r {
-            let src = self.source(name, Some(def), pid, Stream::Stderr);
-            self.output.attach(src, r);
+        // A pipe per process: what it writes (and what its children write
+        // into the same pipe) is labelled with its command and PID.
+        for (r, stream) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)] {
+            if let Some(r) = r {
+                let src = self.source(name, Some(def), Some(&program), pid, stream);
+                self.output.attach(src, r);
+            }
         }
         Ok(pid)
     }

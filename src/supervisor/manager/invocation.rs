@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::cgroup::Cgroup;
 use crate::supervisor::service::ServiceDef;
 
+use crate::supervisor::lines::priority;
 use crate::supervisor::process_setup;
 use crate::unit::model::EmergencyAction;
 
@@ -80,7 +81,11 @@ impl Manager {
         let cg = crate::supervisor::leftovers::create_unit_cgroup(&self.root, &cg_name, name)?;
         for (file, value) in &def.limits {
             if let Err(err) = cg.set_limit(file, value) {
-                self.log(name, &format!("cannot apply {file}={value}: {err}"));
+                self.log_at(
+                    name,
+                    priority::WARNING,
+                    &format!("cannot apply {file}={value}: {err}"),
+                );
             }
         }
         let events = cg.file("cgroup.events");
@@ -118,7 +123,11 @@ impl Manager {
                     self.watches.cancel(w);
                 }
                 if let Err(err) = cg.remove() {
-                    self.log(name, &format!("cannot remove the cgroup: {err}"));
+                    self.log_at(
+                        name,
+                        priority::WARNING,
+                        &format!("cannot remove the cgroup: {err}"),
+                    );
                 }
             } else {
                 // KillMode=process (or an unkillable process): the cgroup stays
@@ -157,7 +166,7 @@ impl Manager {
             return;
         };
         for p in process_setup::after_invocation(svc, restarting) {
-            self.log(name, &p);
+            self.log_at(name, priority::WARNING, &p);
         }
         let action = process_setup::manager_action(&def.unit.unit, failed, restarting);
         if action != EmergencyAction::None && !self.shutting_down {
@@ -182,8 +191,9 @@ impl Manager {
             Err(err) if err.is_not_found() => {}
             Err(err) => {
                 let unit = l.unit.clone();
-                self.log(
+                self.log_at(
                     &unit,
+                    priority::WARNING,
                     &format!("cannot read the left-over cgroup's events: {err}"),
                 );
                 return;
@@ -195,8 +205,9 @@ impl Manager {
             .expect("lingering cgroup exists");
         if let Err(err) = l.cgroup.remove() {
             // Someone moved a process into it meanwhile: the watch goes on.
-            self.log(
+            self.log_at(
                 &l.unit,
+                priority::WARNING,
                 &format!("cannot remove the cgroup left by KillMode=process: {err}"),
             );
             self.lingering.insert(seq, l);

@@ -31,6 +31,7 @@ use crate::unit::{Loader, Unit, UnitError, UnitName};
 
 use super::entry::Phase;
 use super::{Event, JobRequest, LoadError, Manager};
+use crate::supervisor::lines::priority;
 
 /// Where a job's outcome goes.
 type Reply = oneshot::Sender<Result<Vec<String>, Failure>>;
@@ -249,7 +250,7 @@ impl Manager {
         let tx = match built {
             Ok(tx) => tx,
             Err(e) => {
-                self.log(name, &format!("transaction refused: {e}"));
+                self.log_at(name, priority::ERR, &format!("transaction refused: {e}"));
                 if let Some(r) = reply {
                     let _ = r.send(Err(graph_failure(&e)));
                 }
@@ -258,14 +259,14 @@ impl Manager {
         };
         let mut notes = Vec::new();
         for c in tx.broken_cycles() {
-            self.log(name, &c.to_string());
+            self.log_at(name, priority::WARNING, &c.to_string());
             notes.push(format!("{name}: {c}"));
         }
         for j in tx.jobs() {
             if !self.units.contains_key(j.unit.as_str())
                 && let Err(f) = self.resolve(&j.unit)
             {
-                self.log(&j.unit, &f.message);
+                self.log_at(&j.unit, priority::ERR, &f.message);
             }
         }
         for f in tx.initial_failures() {
@@ -575,7 +576,7 @@ impl Manager {
         // A unit whose file went away (or was masked) since it started: the
         // old definition is kept only to stop it.
         if let Some(f) = self.load_failure(name).cloned() {
-            self.log(name, &f.to_string());
+            self.log_at(name, priority::ERR, &f.to_string());
             return Step::Done(false);
         }
         let Some(e) = self.units.get(name) else {

@@ -10,6 +10,7 @@ use crate::unit::{Severity, UnitError, UnitKind, UnitName};
 
 use super::socket::SocketDef;
 use super::{Def, LoadError, Manager, UnitEntry, job_driver, normalize};
+use crate::supervisor::lines::priority;
 
 impl Manager {
     pub(super) fn load(&self, name: &UnitName) -> Result<Def, LoadError> {
@@ -22,8 +23,10 @@ impl Manager {
         }
         // As systemd 252: a bad assignment is dropped with a warning naming
         // file:line, and the unit loads without it.
+        // Directives it does not know or cannot apply are warned about too,
+        // once per load.
         let mut dropped = Vec::new();
-        for d in unit.ignored_errors() {
+        for d in unit.diagnostics.iter().filter(|d| !d.fatal) {
             let mut w = d.clone();
             w.severity = Severity::Warning;
             dropped.push(w.to_string());
@@ -36,7 +39,7 @@ impl Manager {
             )));
         }
         for w in &dropped {
-            self.log(name.as_str(), w);
+            self.log_at(name.as_str(), priority::WARNING, w);
         }
         match name.kind() {
             UnitKind::Target => Ok(Def::Target(Arc::new(unit))),

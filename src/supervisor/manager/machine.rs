@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::cgroup::Cgroup;
+use crate::supervisor::lines::{self, Line, priority};
 use crate::supervisor::notify::Message;
 use crate::supervisor::service::ServiceDef;
 use crate::supervisor::state::{
@@ -64,7 +66,7 @@ impl Manager {
                 return Ok(());
             }
             let applied = (verdict == Some(true)).then(|| ev.clone());
-            let (actions, note) = match self.step(name, def.as_ref(), ev) {
+            let (actions, lines) = match self.step(name, def.as_ref(), ev) {
                 Ok(r) => r,
                 Err(r) if first => return Err(r),
                 Err(_) => continue,
@@ -79,10 +81,18 @@ impl Manager {
             }
             if let Some(v) = &applied {
                 self.record_verdict(name, v);
-            } else if verdict.is_none()
-                && let Some(note) = note
-            {
-                self.log(name, &note);
+            } else if verdict.is_none() {
+                for line in lines {
+                    match line {
+                        // Read before EndInvocation removes the cgroup.
+                        Line::Consumed(_) => {
+                            if let Some(usec) = self.units[name].cgroup().and_then(cpu_usage) {
+                                self.line(name, Line::Consumed(usec));
+                            }
+                        }
+                        line => self.line(name, line),
+                    }
+                }
             }
             // As systemd: OnFailure= when the unit enters the failed state,
             // not for a false assertion (a job result there, not a unit failure).
@@ -139,16 +149,16 @@ impl Manager {
     }
 
     /// One event through the machine of the unit's kind; the new state is
-    /// kept. Answers the actions to execute and the line to log for the
-    /// transition.
+    /// kept. Answers the actions to execute and the lines to log for the
+    /// transition (lines.rs).
     fn step(
         &mut self,
         name: &str,
         def: Option<&Def>,
         ev: Event,
-    ) -> Result<(Actions, Option<String>), Refused> {
+    ) -> Result<(Actions, Vec<Line>), Refused> {
         let Some(e) = self.units.get_mut(name) else {
-            return Ok((Actions::Service(Vec::new()), None));
+            return Ok((Actions::Service(Vec::new()), Vec::new()));
         };
         match &mut e.body {
             Body::Service(s) => {
@@ -160,17 +170,17 @@ impl Manager {
                         &fallback
                     }
                 };
-                let (next, actions) = state::next(spec, &s.state, ev)?;
-                let note = state::transition_note(&s.state, &next);
+                let (next, actions) = state::next(spec, &s.state, ev.clone())?;
+                let lines = lines::service_lines(spec, &s.state, &next, &ev);
                 let before = std::mem::replace(&mut s.state, next);
                 self.sync_pids(name, &before);
-                Ok((Actions::Service(actions), note))
+                Ok((Actions::Service(actions), lines))
             }
             Body::Target(t) => {
                 let next = target::next(t.state, &ev);
-                let note = target::transition_note(t.state, next);
+                let lines = lines::target_lines(t.state, next);
                 t.state = next;
-                Ok((Actions::Service(Vec::new()), note))
+                Ok((Actions::Service(Vec::new()), lines))
             }
             Body::Socket(s) => {
                 let fallback = SocketSpec::default();
@@ -178,8 +188,8 @@ impl Manager {
                     Some(Def::Socket(d)) => &d.spec,
                     _ => &fallback,
                 };
-                let (actions, note) = s.step(spec, ev)?;
-                Ok((Actions::Socket(actions), note))
+                let (actions, lines) = s.step(spec, ev)?;
+                Ok((Actions::Socket(actions), lines))
             }
         }
     }
@@ -229,7 +239,7 @@ impl Manager {
         let Some(e) = self.units.get_mut(name) else {
             return;
         };
-        let msg = match verdict {
+        let lines = match verdict {
             Event::ResetFailed => {
                 e.failure_note = None;
                 return;
@@ -237,23 +247,37 @@ impl Manager {
             Event::ConditionFalse { reason } => {
                 e.failure_note = None;
                 self.graph.skipped.insert(name.to_string(), reason.clone());
-                format!("start skipped: a start condition is not met: {reason}")
+                vec![Line::ConditionSkipped(reason.clone())]
             }
             Event::AssertFalse { reason } => {
                 e.failure_note = Some(format!("Assertion failed: {reason}"));
-                format!("start failed: assertion failed: {reason}")
+                vec![
+                    Line::Note(priority::WARNING, format!("Assertion failed: {reason}.")),
+                    Line::AssertionFailed,
+                ]
             }
             Event::DependencyFailed { dep } => {
                 e.failure_note = Some(format!("dependency failed: {dep}"));
-                format!("dependency failed: {dep}")
+                vec![
+                    Line::DependencyFailed,
+                    Line::Note(
+                        priority::NOTICE,
+                        format!("Job {name}/start failed with result 'dependency' ({dep} failed)."),
+                    ),
+                ]
             }
             Event::LoadFailed { reason } => {
                 e.failure_note = Some(reason.clone());
-                format!("not restarted: {reason}")
+                vec![Line::Note(
+                    priority::WARNING,
+                    format!("not restarted: {reason}"),
+                )]
             }
             _ => return,
         };
-        self.log(name, &msg);
+        for line in lines {
+            self.line(name, line);
+        }
     }
 
     /// OnFailure=: the unit entered the failed state, so the listed units are
@@ -325,15 +349,10 @@ impl Manager {
         // An emptied cgroup is noticed by reconcile() after this event, as a CgroupEmpty.
         if s.state.main == Some(pid) {
             s.main_exit = Some((pid, exit));
-            if s.state.sub.active() != ActiveState::Deactivating {
-                self.log(
-                    &name,
-                    &format!(
-                        "Main process exited, code={}, status={}.",
-                        exit.code_word(),
-                        exit.status_word()
-                    ),
-                );
+            // As systemd: a clean exit is logged at debug level, which a
+            // user manager does not keep.
+            if !def.as_ref().is_some_and(|d| d.spec.clean(exit)) {
+                self.line(&name, Line::MainExited(exit));
             }
             self.feed(&name, Event::MainExited(exit));
         } else if let Some(c) = s.state.control
@@ -344,6 +363,7 @@ impl Manager {
                 .and_then(|d| d.command(c.cmd, c.index))
                 .is_some_and(|cmd| cmd.flags.ignore_failure);
             if exit != Exit::Code(0) && !ignore {
+                self.line(&name, Line::ControlExited(exit));
                 let e = self.units.get_mut(name.as_str()).expect("unit exists");
                 e.failure_note = Some(format!(
                     "control process {} ({}) {}, status={}",
@@ -377,8 +397,9 @@ impl Manager {
             NotifyAccess::All => true,
         };
         if !allowed {
-            self.log(
+            self.log_at(
                 &name,
+                priority::WARNING,
                 &format!(
                     "ignoring notification from PID {pid}: NotifyAccess={:?} does not admit it",
                     def.notify_access
@@ -406,8 +427,9 @@ impl Manager {
             if inside {
                 self.feed(&name, Event::MainPid(main));
             } else {
-                self.log(
+                self.log_at(
                     &name,
+                    priority::WARNING,
                     &format!("ignoring MAINPID={main}: that process is not in the unit's cgroup"),
                 );
             }
@@ -434,7 +456,7 @@ impl Manager {
             Action::NewInvocation => match self.new_invocation(name, def) {
                 Ok(()) => self.bus_watch(name, def, queue),
                 Err(msg) => {
-                    self.log(name, &msg);
+                    self.log_at(name, priority::ERR, &msg);
                     if let Some(e) = self.units.get_mut(name) {
                         e.failure_note = Some(msg);
                     }
@@ -447,7 +469,7 @@ impl Manager {
                     queue.push_back(Event::Spawned { cmd, pid });
                 }
                 Err(SpawnFailure { message, status }) => {
-                    self.log(name, &message);
+                    self.log_at(name, priority::ERR, &message);
                     if let Some(e) = self.units.get_mut(name) {
                         e.failure_note = Some(message);
                     }
@@ -467,7 +489,11 @@ impl Manager {
                 if let Some(cg) = self.units[name].cgroup()
                     && let Err(err) = self.host.kill_cgroup(cg)
                 {
-                    self.log(name, &format!("cannot kill the cgroup: {err}"));
+                    self.log_at(
+                        name,
+                        priority::WARNING,
+                        &format!("cannot kill the cgroup: {err}"),
+                    );
                 }
             }
             Action::Arm(timer, after) => {
@@ -535,4 +561,13 @@ impl Manager {
             old.abort();
         }
     }
+}
+
+/// CPU time the cgroup's processes used, in µs: `usage_usec` of cpu.stat,
+/// which cgroup v2 keeps for every cgroup, with or without the cpu controller.
+fn cpu_usage(cg: &Cgroup) -> Option<u64> {
+    let stat = cg.read_file("cpu.stat").ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -15,6 +15,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
+use crate::supervisor::lines::{Line, priority};
 use crate::supervisor::socket::listen::{self, Listening};
 use crate::supervisor::socket::machine::{
     self as sm, Action as SocketAction, Event as SocketEvent, SocketResult, Spec, Sub,
@@ -117,10 +118,10 @@ impl SocketBody {
         &mut self,
         spec: &Spec,
         ev: Event,
-    ) -> Result<(Vec<SocketAction>, Option<String>), Refused> {
+    ) -> Result<(Vec<SocketAction>, Vec<Line>), Refused> {
         let p = self.phase();
         if ev.verdict_applies(p.active, p.down) == Some(true) {
-            return Ok((Vec::new(), self.apply_verdict(&ev)));
+            return Ok((Vec::new(), self.apply_verdict(&ev).into_iter().collect()));
         }
         let ev = match ev {
             Event::Start | Event::Restart => {
@@ -133,20 +134,20 @@ impl SocketBody {
             Event::StartLimitHit => {
                 self.verdict = Some(ServiceResult::StartLimitHit);
                 self.state.sub = Sub::Failed;
-                return Ok((Vec::new(), Some(failed_note(ServiceResult::StartLimitHit))));
+                return Ok((Vec::new(), vec![Line::StartLimitHit]));
             }
             Event::Socket(e) => e,
             // Process, notify and bus events concern services.
-            _ => return Ok((Vec::new(), None)),
+            _ => return Ok((Vec::new(), Vec::new())),
         };
         let (next, actions) = sm::next(spec, &self.state, ev)?;
-        let note = transition_note(self.state.sub, next.sub, &next);
+        let before = self.state.sub;
         self.state = next;
-        Ok((actions, note))
+        Ok((actions, self.transition_lines(before)))
     }
 
     /// Applies a verdict of the manager (see [`Event::verdict_applies`]).
-    fn apply_verdict(&mut self, ev: &Event) -> Option<String> {
+    fn apply_verdict(&mut self, ev: &Event) -> Option<Line> {
         if *ev == Event::ResetFailed {
             *self = SocketBody {
                 listening: self.listening.take(),
@@ -161,7 +162,27 @@ impl SocketBody {
         } else {
             Sub::Dead
         };
-        (active == ActiveState::Failed).then(|| failed_note(result))
+        (active == ActiveState::Failed).then_some(Line::FailedWithResult(result))
+    }
+
+    /// What the manager logs when the socket moved from `before` to where
+    /// it is (systemd's words).
+    fn transition_lines(&self, before: Sub) -> Vec<Line> {
+        let after = self.state.sub;
+        if before == after {
+            return Vec::new();
+        }
+        match after {
+            Sub::Listening if before == Sub::StartPost => {
+                vec![Line::Note(
+                    priority::INFO,
+                    "Listening on the socket.".into(),
+                )]
+            }
+            Sub::Dead => vec![Line::Note(priority::INFO, "Closed the socket.".into())],
+            Sub::Failed => vec![Line::FailedWithResult(self.phase().result)],
+            _ => Vec::new(),
+        }
     }
 
     /// Stops watching the fds; traffic already reported is ignored.
@@ -182,24 +203,6 @@ fn active(sub: Sub) -> ActiveState {
         Sub::Listening | Sub::Running => ActiveState::Active,
         _ => ActiveState::Deactivating,
     }
-}
-
-fn failed_note(r: ServiceResult) -> String {
-    format!("Failed with result '{}'.", r.as_str())
-}
-
-/// What the manager logs when a socket moves from `before` to `after`
-/// (systemd's words).
-fn transition_note(before: Sub, after: Sub, st: &sm::State) -> Option<String> {
-    if before == after {
-        return None;
-    }
-    Some(match after {
-        Sub::Listening if before == Sub::StartPost => "Listening on the socket.".to_string(),
-        Sub::Dead => "Closed the socket.".to_string(),
-        Sub::Failed => format!("Failed with result '{}'.", st.result.word()),
-        _ => return None,
-    })
 }
 
 impl Manager {

@@ -1690,39 +1690,3 @@ fn verdicts_apply_only_to_a_unit_that_is_down() {
     }
     assert_eq!(E::Start.verdict_applies(ActiveState::Inactive, true), None);
 }
-
-#[test]
-fn transitions_are_logged_in_systemd_words() {
-    let st = |sub, result| State {
-        sub,
-        result,
-        ..State::default()
-    };
-    let cases = [
-        (Sub::Start, Sub::Running, R::Success, Some("Started.")),
-        (Sub::StartPost, Sub::Running, R::Success, Some("Started.")),
-        (Sub::Start, Sub::Exited, R::Success, Some("Finished.")),
-        (Sub::StopPost, Sub::Dead, R::Success, Some("Stopped.")),
-        (
-            Sub::StopPost,
-            Sub::Failed,
-            R::ExitCode,
-            Some("Failed with result 'exit-code'."),
-        ),
-        (
-            Sub::StopPost,
-            Sub::AutoRestart,
-            R::Signal,
-            Some("Failed with result 'signal'; scheduling restart."),
-        ),
-        (Sub::Running, Sub::StopSigterm, R::Success, None),
-        (Sub::Dead, Sub::Dead, R::Success, None),
-    ];
-    for (from, to, result, want) in cases {
-        assert_eq!(
-            transition_note(&st(from, R::Success), &st(to, result)).as_deref(),
-            want,
-            "{from:?} → {to:?}"
-        );
-    }
-}
