@@ -149,13 +149,14 @@ fn json_forms_parse_and_carry_the_state() {
         .iter()
         .map(|u| u["Id"].as_str().unwrap())
         .collect();
-    // default.target and timers.target are always there: the manager
-    // starts them (issues 5 and 12).
+    // default.target, sockets.target and timers.target are always there:
+    // the manager starts them (issues 5, 11 and 12).
     assert_eq!(
         names,
         [
             "bad.service",
             "default.target",
+            "sockets.target",
             "timers.target",
             "web.service"
         ]
@@ -170,7 +171,15 @@ fn json_forms_parse_and_carry_the_state() {
         .iter()
         .map(|u| u["Id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["default.target", "timers.target", "web.service"]);
+    assert_eq!(
+        ids,
+        [
+            "default.target",
+            "sockets.target",
+            "timers.target",
+            "web.service"
+        ]
+    );
     // systemctl status: LSB "program or service status is unknown".
     let o = td.corral(&["status", "nope"]);
     assert_eq!(o.code, 4, "{o:?}");

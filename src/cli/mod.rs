@@ -25,6 +25,7 @@ pub mod kill;
 pub mod linger;
 pub mod list;
 pub mod list_dependencies;
+pub mod list_sockets;
 pub mod list_timers;
 pub mod list_unit_files;
 pub mod login;
@@ -191,6 +192,12 @@ pub enum Command {
         #[arg(short, long)]
         all: bool,
     },
+    /// List the sockets the manager listens on (LISTEN, UNIT, ACTIVATES).
+    ListSockets {
+        /// Also list the sockets of inactive socket units.
+        #[arg(short, long)]
+        all: bool,
+    },
     /// Show the properties of units as key=value lines.
     Show {
         /// Only these properties (repeatable, or comma-separated).
@@ -338,6 +345,7 @@ pub fn main() -> ExitCode {
         Command::Status { json, units } => status::run(socket, units, json),
         Command::List { all, json } => list::run(socket, all, json),
         Command::ListTimers { all } => list_timers::run(socket, all),
+        Command::ListSockets { all } => list_sockets::run(socket, all),
         Command::Show {
             property,
             value,

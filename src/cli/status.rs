@@ -223,6 +223,16 @@ fn comm_of(cmdline: &str) -> &str {
     first.rsplit('/').next().unwrap_or(first)
 }
 
+/// A `Listen*=` entry as systemctl's status shows it:
+/// `/run/x.sock (Stream)`.
+fn listen_line(l: &str) -> String {
+    let Some((directive, value)) = l.split_once('=') else {
+        return l.to_string();
+    };
+    let kind = directive.strip_prefix("Listen").unwrap_or(directive);
+    format!("{value} ({kind})")
+}
+
 /// Renders `corral status UNIT` for one unit.
 pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
     let mut o = String::new();
@@ -252,11 +262,19 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
         };
         let _ = writeln!(o, "    Trigger: {trigger}");
     }
-    if !u.triggers.is_empty() {
-        let _ = writeln!(o, "   Triggers: {}", u.triggers.join(" "));
-    }
     if !u.triggered_by.is_empty() {
-        let _ = writeln!(o, "TriggeredBy: {}", u.triggered_by.join(" "));
+        let _ = writeln!(o, "TriggeredBy: {}", u.triggered_by.join("\n             "));
+    }
+    if !u.triggers.is_empty() {
+        let _ = writeln!(o, "   Triggers: {}", u.triggers.join("\n             "));
+    }
+    for (i, l) in u.listen.iter().enumerate() {
+        let head = if i == 0 {
+            "     Listen:"
+        } else {
+            "            "
+        };
+        let _ = writeln!(o, "{head} {}", listen_line(l));
     }
     if let Some(pid) = u.main_pid {
         let cmdline = u.processes.iter().find(|p| p.pid == pid);

@@ -57,6 +57,8 @@ pub enum SubState {
     Target(TargetSub),
     /// A `.timer`.
     Timer(TimerSub),
+    /// A `.socket`.
+    Socket(SocketSub),
 }
 
 impl SubState {
@@ -66,6 +68,7 @@ impl SubState {
             SubState::Service(s) => s.as_str(),
             SubState::Target(t) => t.as_str(),
             SubState::Timer(t) => t.as_str(),
+            SubState::Socket(s) => s.as_str(),
         }
     }
 }
@@ -174,6 +177,55 @@ impl TimerSub {
             TimerSub::Running => "running",
             TimerSub::Elapsed => "elapsed",
             TimerSub::Failed => "failed",
+        }
+    }
+}
+
+/// The sub-states of a socket, as systemd names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SocketSub {
+    /// Not started; no fds.
+    Dead,
+    /// `ExecStartPre=` running.
+    StartPre,
+    /// Bound; `ExecStartPost=` running.
+    StartPost,
+    /// Bound and watched: traffic starts the service.
+    Listening,
+    /// The service has the fds.
+    Running,
+    /// `ExecStopPre=` running.
+    StopPre,
+    /// SIGTERM sent to a command of the stop.
+    StopPreSigterm,
+    /// SIGKILL sent to it.
+    StopPreSigkill,
+    /// fds closed; `ExecStopPost=` running.
+    StopPost,
+    /// SIGTERM sent to what is left.
+    FinalSigterm,
+    /// SIGKILL sent to what is left.
+    FinalSigkill,
+    /// Stopped after a failure.
+    Failed,
+}
+
+impl SocketSub {
+    /// systemd's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketSub::Dead => "dead",
+            SocketSub::StartPre => "start-pre",
+            SocketSub::StartPost => "start-post",
+            SocketSub::Listening => "listening",
+            SocketSub::Running => "running",
+            SocketSub::StopPre => "stop-pre",
+            SocketSub::StopPreSigterm => "stop-pre-sigterm",
+            SocketSub::StopPreSigkill => "stop-pre-sigkill",
+            SocketSub::StopPost => "stop-post",
+            SocketSub::FinalSigterm => "final-sigterm",
+            SocketSub::FinalSigkill => "final-sigkill",
+            SocketSub::Failed => "failed",
         }
     }
 }
@@ -479,9 +531,13 @@ pub struct UnitStatus {
     pub next_elapse_usec: Option<u64>,
     /// A timer: when it last triggered its unit, µs since the epoch.
     pub last_trigger_usec: Option<u64>,
-    /// The units this one starts (a timer's `Unit=`).
+    /// A socket: its `Listen*=` entries as systemctl shows them
+    /// (`ListenStream=/run/user/1000/bus`).
+    pub listen: Vec<String>,
+    /// The units this one starts (a timer's `Unit=`, a socket's service).
     pub triggers: Vec<String>,
-    /// The units that start this one (the timers whose `Unit=` it is).
+    /// The units that start this one (the timers whose `Unit=` it is, the
+    /// sockets that trigger it).
     pub triggered_by: Vec<String>,
 }
 

@@ -31,9 +31,18 @@ pub const DEFAULT_TARGET: &str = "default.target";
 /// The target that groups enabled timers, started with [`DEFAULT_TARGET`].
 pub const TIMERS_TARGET: &str = crate::unit::timer::TIMERS_TARGET;
 
+/// The target enabled sockets are wanted by; the manager starts it beside
+/// [`DEFAULT_TARGET`] (systemd's user manager reaches it through basic.target).
+pub const SOCKETS_TARGET: &str = "sockets.target";
+
 /// The targets the manager knows without a file: then they only group what
 /// their `.wants/` and `.requires/` directories link to.
-pub const BUILTIN_TARGETS: [&str; 2] = [DEFAULT_TARGET, TIMERS_TARGET];
+pub const BUILTIN_TARGETS: [&str; 3] = [DEFAULT_TARGET, SOCKETS_TARGET, TIMERS_TARGET];
+
+/// Whether `name` is one of the [`BUILTIN_TARGETS`].
+pub fn is_builtin_target(name: &str) -> bool {
+    BUILTIN_TARGETS.contains(&name)
+}
 
 /// The dependency lists of one unit, as its file (plus drop-ins and the
 /// `.wants/`/`.requires/` directories) declares them.
@@ -149,7 +158,7 @@ pub fn load_deps(loader: &Loader, name: &str) -> Result<Deps, Missing> {
     match loader.load(&unit_name) {
         Ok(u) if u.masked => Err(Missing::Masked),
         Ok(u) => Ok(Deps::from_unit(&u)),
-        Err(_) if BUILTIN_TARGETS.contains(&name) => {
+        Err(_) if is_builtin_target(name) => {
             let mut d = Deps::default();
             for dir in loader.unit_paths() {
                 for (suffix, list) in [("wants", &mut d.wants), ("requires", &mut d.requires)] {

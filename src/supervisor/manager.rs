@@ -62,6 +62,7 @@ mod loading;
 mod machine;
 mod main_pid;
 mod requests;
+mod socket;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -135,6 +136,13 @@ pub enum Input {
         query: Query,
         /// Where the answer goes.
         reply: oneshot::Sender<Response>,
+    },
+    /// A watched listening fd of a socket unit is readable.
+    SocketTraffic {
+        /// The socket unit.
+        unit: String,
+        /// The arming it was watched for: traffic of an earlier one is ignored.
+        generation: u64,
     },
     /// What the session bus connection learnt (Type=dbus).
     Bus {
@@ -460,6 +468,7 @@ impl Manager {
                 reply,
             } => self.job(&unit, job, manual, reply),
             Input::Bus { generation, report } => self.bus_report(generation, report),
+            Input::SocketTraffic { unit, generation } => self.socket_traffic(&unit, generation),
             Input::Query { query, reply } => {
                 let r = self.query(query);
                 let _ = reply.send(r);
@@ -609,9 +618,12 @@ pub async fn run(
     if let Err(msg) = &manager.env.status() {
         eprintln!("corrald: {msg}");
     }
-    // default.target pulls in what is enabled and the runit services
-    // without `down`; timers.target the timers enabled for it.
+    // sockets.target listens on the enabled sockets first, so that the
+    // services default.target pulls in (with what is enabled and the runit
+    // services without `down`) find their sockets there; timers.target
+    // starts the timers enabled for it.
     let autostart = vec![
+        super::graph::SOCKETS_TARGET.to_string(),
         super::graph::DEFAULT_TARGET.to_string(),
         super::graph::TIMERS_TARGET.to_string(),
     ];

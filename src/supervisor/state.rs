@@ -476,6 +476,9 @@ pub enum Event {
         /// Why it cannot be loaded.
         reason: String,
     },
+    /// An event of a socket unit's own machine (`socket::machine`); a
+    /// service takes none of them.
+    Socket(super::socket::machine::Event),
 }
 
 impl Event {
@@ -674,6 +677,9 @@ pub enum Refused {
     /// Reload of a unit without ExecReload= (and not Type=notify).
     #[error("unit has no ExecReload=, reload is not applicable")]
     CannotReload,
+    /// A socket unit refused the event (a start while it stops).
+    #[error(transparent)]
+    Socket(#[from] super::socket::machine::Refused),
 }
 
 /// Computes the next state and what to do from the current state and an event.
@@ -869,6 +875,8 @@ impl Machine<'_> {
                 // Started already: it runs on, as under systemd when its bus goes.
                 _ => {}
             },
+            // A socket's events reach socket units only.
+            Event::Socket(_) => {}
         }
         Ok(())
     }

@@ -7,10 +7,10 @@
 //! one place where the first become the second, so a new state in a machine
 //! is a compile error here instead of a silent change on the wire.
 
-use crate::ipc::proto::{self, ServiceSub, SubState, TargetSub, TimerSub, UnitResult};
+use crate::ipc::proto::{self, ServiceSub, SocketSub, SubState, TargetSub, TimerSub, UnitResult};
 
 use super::state::{self, ServiceResult, Sub};
-use super::target;
+use super::{socket, target};
 
 /// The protocol's ActiveState for the manager's.
 pub fn active_state(a: state::ActiveState) -> proto::ActiveState {
@@ -66,6 +66,25 @@ pub fn timer_sub(s: super::timer::machine::TimerState) -> SubState {
         T::Running => TimerSub::Running,
         T::Elapsed => TimerSub::Elapsed,
         T::Failed => TimerSub::Failed,
+    })
+}
+
+/// A socket's sub-state.
+pub fn socket_sub(s: socket::machine::Sub) -> SubState {
+    use socket::machine::Sub as S;
+    SubState::Socket(match s {
+        S::Dead => SocketSub::Dead,
+        S::StartPre => SocketSub::StartPre,
+        S::StartPost => SocketSub::StartPost,
+        S::Listening => SocketSub::Listening,
+        S::Running => SocketSub::Running,
+        S::StopPre => SocketSub::StopPre,
+        S::StopPreSigterm => SocketSub::StopPreSigterm,
+        S::StopPreSigkill => SocketSub::StopPreSigkill,
+        S::StopPost => SocketSub::StopPost,
+        S::FinalSigterm => SocketSub::FinalSigterm,
+        S::FinalSigkill => SocketSub::FinalSigkill,
+        S::Failed => SocketSub::Failed,
     })
 }
 

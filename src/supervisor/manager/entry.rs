@@ -20,6 +20,7 @@ use crate::supervisor::state::{self, ActiveState, Exit, Pid, ServiceResult, Star
 use crate::supervisor::{target, wire};
 use crate::unit::{Unit, UnitKind};
 
+use super::socket::{SocketBody, SocketDef};
 use super::timer_unit::{TimerBody, TimerDef};
 use super::{Invocation, LoadError};
 
@@ -32,6 +33,8 @@ pub(super) enum Def {
     Target(Arc<Unit>),
     /// A timer: its `[Timer]` and the unit it triggers.
     Timer(Arc<TimerDef>),
+    /// A socket: its files and its machine's spec.
+    Socket(Arc<SocketDef>),
 }
 
 impl Def {
@@ -41,6 +44,7 @@ impl Def {
             Def::Service(d) => &d.unit,
             Def::Target(u) => u,
             Def::Timer(t) => &t.unit,
+            Def::Socket(d) => &d.unit,
         }
     }
 
@@ -48,7 +52,7 @@ impl Def {
     pub(super) fn service(&self) -> Option<&Arc<ServiceDef>> {
         match self {
             Def::Service(d) => Some(d),
-            Def::Target(_) | Def::Timer(_) => None,
+            Def::Target(_) | Def::Timer(_) | Def::Socket(_) => None,
         }
     }
 
@@ -57,8 +61,10 @@ impl Def {
         match self {
             Def::Service(d) => StartLimit::new(d.start_limit.0, d.start_limit.1),
             // As systemd 252: a target has no start limit (no `can_start`);
-            // a timer's is not applied here.
-            Def::Target(_) | Def::Timer(_) => StartLimit::default(),
+            // a timer's is not applied here; a socket's would count the starts
+            // its own commands make, and without them (see `SocketDef::new`)
+            // there is nothing to limit.
+            Def::Target(_) | Def::Timer(_) | Def::Socket(_) => StartLimit::default(),
         }
     }
 }
@@ -145,6 +151,8 @@ pub(super) enum Body {
     Target(TargetBody),
     /// A timer.
     Timer(TimerBody),
+    /// A socket.
+    Socket(Box<SocketBody>),
 }
 
 impl Body {
@@ -153,6 +161,7 @@ impl Body {
         match kind {
             UnitKind::Target => Body::Target(TargetBody::default()),
             UnitKind::Timer => Body::Timer(TimerBody::default()),
+            UnitKind::Socket => Body::Socket(Box::default()),
             _ => Body::Service(Box::default()),
         }
     }
@@ -220,7 +229,7 @@ impl UnitEntry {
     pub(super) fn service(&self) -> Option<&ServiceBody> {
         match &self.body {
             Body::Service(s) => Some(s),
-            Body::Target(_) | Body::Timer(_) => None,
+            Body::Target(_) | Body::Timer(_) | Body::Socket(_) => None,
         }
     }
 
@@ -228,7 +237,7 @@ impl UnitEntry {
     pub(super) fn service_mut(&mut self) -> Option<&mut ServiceBody> {
         match &mut self.body {
             Body::Service(s) => Some(s),
-            Body::Target(_) | Body::Timer(_) => None,
+            Body::Target(_) | Body::Timer(_) | Body::Socket(_) => None,
         }
     }
 
@@ -238,6 +247,7 @@ impl UnitEntry {
             Body::Service(s) => Phase::of_service(&s.state),
             Body::Target(t) => Phase::of_target(t.state),
             Body::Timer(t) => t.phase(),
+            Body::Socket(s) => s.phase(),
         }
     }
 
@@ -247,6 +257,7 @@ impl UnitEntry {
             Body::Service(s) => wire::service_sub(s.state.sub),
             Body::Target(t) => wire::target_sub(t.state.sub),
             Body::Timer(t) => wire::timer_sub(t.timer.state),
+            Body::Socket(s) => wire::socket_sub(s.state.sub),
         }
     }
 

@@ -2,7 +2,7 @@
 //! credentials, limits, stdout/stderr to the journal), and signals.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio};
 use crate::supervisor::output::{Source, Stream};
 use crate::supervisor::process_setup;
 use crate::supervisor::service::ServiceDef;
+use crate::supervisor::socket::listen;
 use crate::supervisor::state::{Cmd, Exit, Pid, Whom};
 use crate::unit::model::StdOutput;
 use crate::unit::{RunitService, UnitError};
@@ -226,6 +227,17 @@ impl Manager {
             }
         }
         spec.new_session = true;
+        // As systemd: the sockets' fds go to the main process only.
+        let activation = if cmd == Cmd::Start {
+            self.activation_fds(name)
+        } else {
+            Vec::new()
+        };
+        if !activation.is_empty() {
+            let named: Vec<(RawFd, &str)> =
+                activation.iter().map(|(fd, n)| (*fd, n.as_str())).collect();
+            listen::pass_fds(&mut spec, &named);
+        }
         // stdout: runit's log pipe, else StandardOutput=; stderr: StandardError=
         // (inherit: wherever stdout goes, except that the journal gets it apart).
         let (stdout, out_r) = match &inv.log_pipe {

@@ -136,17 +136,21 @@ impl Units for View<'_> {
     }
 }
 
-/// Loads a unit's files; `default.target` exists without a file, grouping
-/// what `default.target.wants/` and `.requires/` link to.
+/// Loads a unit's files; `default.target` and `sockets.target` exist
+/// without a file, grouping what their `.wants/` and `.requires/` link to.
 pub(super) fn load_unit(loader: &Loader, name: &UnitName) -> Result<Unit, UnitError> {
     match loader.load(name) {
-        Err(UnitError::NotFound { .. }) if graph::BUILTIN_TARGETS.contains(&name.as_str()) => {
+        Err(UnitError::NotFound { .. }) if graph::is_builtin_target(name.as_str()) => {
             let mut u = Unit::new(name.clone());
             u.unit.description = Some(
                 if name.as_str() == DEFAULT_TARGET {
                     "Main User Target"
                 } else {
-                    "Timers"
+                    if name.as_str() == graph::TIMERS_TARGET {
+                        "Timers"
+                    } else {
+                        "Sockets"
+                    }
                 }
                 .into(),
             );

@@ -8,6 +8,7 @@ use crate::supervisor::service;
 use crate::supervisor::state::ActiveState;
 use crate::unit::{Diagnostic, DiagnosticKind, Severity, UnitError, UnitKind, UnitName};
 
+use super::socket::SocketDef;
 use super::timer_unit::TimerDef;
 use super::{Def, LoadError, Manager, UnitEntry, job_driver, normalize};
 use crate::supervisor::lines::priority;
@@ -21,16 +22,24 @@ impl Manager {
         if unit.masked {
             return Err(LoadError::Masked(name.to_string()));
         }
-        if let Err(e) = unit.ensure_valid() {
-            return Err(LoadError::Bad(format!("Unit {name} failed to load: {e}")));
-        }
         // As systemd 252: a bad assignment is dropped with a warning naming
         // file:line, and the unit loads without it; unknown keys (typos) and
         // what corral ignores are said too, once per load, in the unit's journal.
+        let mut dropped = Vec::new();
         for d in unit.ignored_errors() {
             let mut w = d.clone();
             w.severity = Severity::Warning;
-            self.log_at(name.as_str(), priority::WARNING, &w.to_string());
+            dropped.push(w.to_string());
+        }
+        if let Err(e) = unit.ensure_valid() {
+            // What was dropped is often why (a bad Listen*= leaves none).
+            let why = dropped.iter().map(|d| format!("; {d}")).collect::<String>();
+            return Err(LoadError::Bad(format!(
+                "Unit {name} failed to load: {e}{why}"
+            )));
+        }
+        for w in &dropped {
+            self.log_at(name.as_str(), priority::WARNING, w);
         }
         for d in unit.diagnostics.iter().filter(|d| !d.is_error()) {
             self.log_at(name.as_str(), priority::WARNING, &load_warning(d));
@@ -38,6 +47,9 @@ impl Manager {
         match name.kind() {
             UnitKind::Target => Ok(Def::Target(Arc::new(unit))),
             UnitKind::Timer => self.load_timer(name, unit),
+            UnitKind::Socket => SocketDef::new(unit)
+                .map(|d| Def::Socket(Arc::new(d)))
+                .map_err(LoadError::Bad),
             // Every other kind is refused there, with the reason.
             _ => {
                 let enabled = self.root.subtree_control().unwrap_or_default();

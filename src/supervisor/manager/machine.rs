@@ -21,7 +21,11 @@ use crate::supervisor::{state, target};
 use crate::unit::model::NotifyAccess;
 use crate::unit::{RunitService, Unit};
 
-use super::{Body, Def, Input, JobRequest, LoadError, Manager, exec::SpawnFailure, now_usec};
+use crate::supervisor::socket::machine::{Action as SocketAction, Spec as SocketSpec};
+
+use super::{
+    Body, Def, Input, JobRequest, LoadError, Manager, UnitEntry, exec::SpawnFailure, now_usec,
+};
 
 /// The actions one step asks for, in the vocabulary of the unit's kind.
 pub(super) enum Actions {
@@ -29,6 +33,8 @@ pub(super) enum Actions {
     Service(Vec<Action>),
     /// A timer's.
     Timer(Vec<crate::supervisor::timer::machine::Action>),
+    /// A socket's.
+    Socket(Vec<SocketAction>),
 }
 
 impl Manager {
@@ -50,6 +56,7 @@ impl Manager {
         // Timers count from the unit's leaving and entering inactive; they
         // hear of it once this unit's events are through.
         let mut for_timers = Vec::new();
+        let initial = self.units.get(name).map(UnitEntry::phase);
         while let Some(ev) = queue.pop_front() {
             let Some(e) = self.units.get(name) else {
                 return Ok(());
@@ -104,8 +111,18 @@ impl Manager {
             {
                 self.start_on_failure(name, d.unit());
             }
-            match actions {
-                Actions::Service(actions) => {
+            match (def.as_ref(), actions) {
+                (Some(Def::Socket(d)), Actions::Socket(list)) => {
+                    for a in list {
+                        self.execute_socket(name, d, a, &mut queue);
+                    }
+                }
+                (_, Actions::Timer(list)) => {
+                    for a in list {
+                        self.execute_timer(name, a);
+                    }
+                }
+                (d, Actions::Service(actions)) => {
                     // RuntimeDirectoryPreserve=restart and SuccessAction= tell a
                     // restart (automatic or asked for) from a stop.
                     let sub = self.units[name].service().map(|s| s.state.sub);
@@ -114,24 +131,21 @@ impl Manager {
                         || self.start_job_waits(name);
                     let failed = after.active == ActiveState::Failed;
                     for a in actions {
-                        match (def.as_ref().and_then(Def::service), a) {
+                        match (d.and_then(Def::service), a) {
                             (Some(d), Action::EndInvocation) => {
                                 self.execute(name, d, Action::EndInvocation, &mut queue);
                                 self.invocation_ended(name, d, failed, restarting);
                             }
                             (Some(d), a) => self.execute(name, d, a, &mut queue),
                             (None, Action::Disarm(t)) => self.disarm(name, t),
-                            // Verdicts ask for nothing else; without a definition
-                            // there is nothing to run anyway.
+                            // Verdicts ask for nothing else; without a
+                            // definition there is nothing to run anyway.
                             (None, _) => {}
                         }
                     }
                 }
-                Actions::Timer(actions) => {
-                    for a in actions {
-                        self.execute_timer(name, a);
-                    }
-                }
+                // Verdicts on a socket without a definition ask for nothing.
+                (_, Actions::Socket(_)) => {}
             }
             if queue.is_empty() {
                 self.reconcile(name, &mut queue);
@@ -142,6 +156,10 @@ impl Manager {
         self.unit_changed(name);
         for up in for_timers {
             self.tell_timers(name, up);
+        }
+        let now = self.units.get(name).map(UnitEntry::phase);
+        if now != initial && self.service(name).is_some() {
+            self.tell_sockets(name);
         }
         Ok(())
     }
@@ -183,6 +201,15 @@ impl Manager {
             Body::Timer(_) => {
                 let (actions, lines) = self.step_timer(name, def, ev);
                 Ok((Actions::Timer(actions), lines))
+            }
+            Body::Socket(s) => {
+                let fallback = SocketSpec::default();
+                let spec = match def {
+                    Some(Def::Socket(d)) => &d.spec,
+                    _ => &fallback,
+                };
+                let (actions, lines) = s.step(spec, ev)?;
+                Ok((Actions::Socket(actions), lines))
             }
         }
     }

@@ -94,6 +94,13 @@ impl Manager {
                     .join(" ")
             ));
         }
+        let (listen, triggers) = match &e.def {
+            Ok(Def::Socket(d)) => (
+                d.section().listen.iter().map(|l| l.describe()).collect(),
+                d.triggers().map(|t| t.to_string()).into_iter().collect(),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
         let (main_pid, control_pid) = e.main_and_control();
         let timer = match &e.body {
             Body::Timer(t) => Some(t),
@@ -133,11 +140,16 @@ impl Manager {
             journal: Vec::new(),
             next_elapse_usec: timer.and_then(|t| t.next_realtime()),
             last_trigger_usec: timer.and_then(|t| t.timer.last_trigger_realtime),
+            listen,
             triggers: match &e.def {
                 Ok(Def::Timer(d)) => vec![d.triggers.to_string()],
-                _ => Vec::new(),
+                _ => triggers,
             },
-            triggered_by: self.timers_of(name),
+            triggered_by: {
+                let mut by = self.timers_of(name);
+                by.extend(self.triggered_by(name));
+                by
+            },
         }
     }
 
@@ -170,6 +182,7 @@ impl Manager {
             journal: Vec::new(),
             next_elapse_usec: None,
             last_trigger_usec: None,
+            listen: Vec::new(),
             triggers: Vec::new(),
             triggered_by: Vec::new(),
         }
