@@ -55,7 +55,8 @@ fn wait_for_line(td: &TestDaemon, unit: &str, line: &str) {
     });
     assert!(
         seen.is_some(),
-        "{line:?} of {unit} never reached the journal"
+        "{line:?} of {unit} never reached the journal; it holds:\n{}",
+        lines(td, unit).join("\n")
     );
 }
 

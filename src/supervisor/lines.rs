@@ -279,10 +279,13 @@ pub fn service_lines(spec: &Spec, before: &State, after: &State, event: &Event) 
             out.push(Line::Stopped);
         } else if b == ActiveState::Activating && after.sub == Sub::Failed {
             out.push(Line::FailedToStart);
-        } else if b == ActiveState::Activating
+        } else if b != ActiveState::Active
             && after.sub == Sub::Dead
             && spec.readiness == Readiness::Oneshot
         {
+            // The start job of a oneshot ends with its last process, whether
+            // the main process's exit or the cgroup's emptying came last
+            // (the latter passes through a deactivating step).
             out.push(Line::Finished);
         }
         return out;
