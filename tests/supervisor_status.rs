@@ -185,3 +185,25 @@ fn json_forms_parse_and_carry_the_state() {
     assert_eq!(o.code, 4, "{o:?}");
     assert!(o.stderr.contains("Unit nope.service could not be found."));
 }
+
+#[test]
+fn list_hides_units_that_failed_to_load_unless_all() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit("web.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+        td.write_unit("broken.service", "[Service]\nType=simple\n");
+        td.write_unit("home.mount", "[Mount]\nWhat=/dev/sda1\nWhere=/home\n");
+    }) else {
+        return;
+    };
+    td.ok(&["start", "web"]);
+    let list = td.ok(&["list"]).stdout;
+    assert!(list.contains("web.service"), "{list}");
+    assert!(!list.contains("broken.service"), "{list}");
+    assert!(!list.contains("home.mount"), "{list}");
+    assert!(!list.contains(" error "), "{list}");
+    let all = td.ok(&["list", "--all"]).stdout;
+    for name in ["web.service", "broken.service", "home.mount"] {
+        assert!(all.contains(name), "{name} missing from\n{all}");
+    }
+    assert!(all.contains(" error "), "{all}");
+}
