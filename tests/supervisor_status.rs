@@ -207,3 +207,30 @@ fn list_hides_units_that_failed_to_load_unless_all() {
     }
     assert!(all.contains(" error "), "{all}");
 }
+
+#[test]
+fn tasks_counts_threads_as_pids_current_does() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        // Three threads beside the main one, all sleeping: four tasks, one process.
+        td.write_unit(
+            "threads.service",
+            "[Service]\nExecStart=/usr/bin/python3 -c 'import threading, time; \
+             [threading.Thread(target=time.sleep, args=(1000,), daemon=True).start() \
+             for _ in range(3)]; time.sleep(1000)'\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "threads"]);
+    let cg = td.unit_cgroup("threads.service");
+    let o = common::eventually(std::time::Duration::from_secs(10), || {
+        let pids = common::cgroup_pids(&cg);
+        let threads = pids
+            .first()
+            .and_then(|p| std::fs::read_dir(format!("/proc/{p}/task")).ok())
+            .map_or(0, Iterator::count);
+        (pids.len() == 1 && threads == 4).then(|| td.ok(&["status", "threads"]))
+    })
+    .expect("one process with four threads");
+    assert!(o.stdout.contains("      Tasks: 4\n"), "{}", o.stdout);
+}

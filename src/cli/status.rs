@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use chrono::{Local, TimeZone};
 
 use crate::ipc::proto::{
-    ActiveState, ErrorKind, LoadState, ManagerStatus, Request, Response, SubState, UnitResult,
-    UnitStatus,
+    ActiveState, ErrorKind, LoadState, ManagerStatus, Process, Request, Response, SubState,
+    UnitResult, UnitStatus,
 };
 use crate::supervisor::manager::normalize;
 
@@ -179,6 +179,20 @@ fn paint_state(text: String, active: ActiveState, color: bool) -> String {
     }
 }
 
+/// `Tasks:` as systemd counts them (pids.current): threads, not processes.
+fn tasks(processes: &[Process]) -> usize {
+    processes
+        .iter()
+        .map(|p| {
+            std::fs::read_dir(format!("/proc/{}/task", p.pid))
+                .map(Iterator::count)
+                // Gone since the manager listed it, but the tree below still
+                // shows it: count it once rather than show fewer tasks than lines.
+                .unwrap_or(1)
+        })
+        .sum()
+}
+
 /// The name systemctl shows beside the main PID: the process's comm (what
 /// `ps -o comm` shows, kept when a daemon rewrites its command line, as
 /// nginx does), else the program of its command line.
@@ -297,7 +311,7 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
         let _ = writeln!(o, "   Restarts: {}", u.restarts);
     }
     if let Some(cg) = &u.cgroup {
-        let _ = writeln!(o, "      Tasks: {}", u.processes.len());
+        let _ = writeln!(o, "      Tasks: {}", tasks(&u.processes));
         let _ = writeln!(o, "     CGroup: {cg}");
         let n = u.processes.len();
         for (i, p) in u.processes.iter().enumerate() {
