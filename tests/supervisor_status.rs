@@ -234,3 +234,27 @@ fn tasks_counts_threads_as_pids_current_does() {
     .expect("one process with four threads");
     assert!(o.stdout.contains("      Tasks: 4\n"), "{}", o.stdout);
 }
+
+#[test]
+fn status_takes_patterns_of_loaded_unit_names() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit("echo@.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+        td.write_unit("web.service", "[Service]\nExecStart=/bin/sleep 1001\n");
+    }) else {
+        return;
+    };
+    td.ok(&["start", "echo@a", "echo@b", "web"]);
+    let o = td.ok(&["status", "echo@*"]);
+    assert!(o.stdout.contains("echo@a.service"), "{}", o.stdout);
+    assert!(o.stdout.contains("echo@b.service"), "{}", o.stdout);
+    assert!(!o.stdout.contains("web.service"), "{}", o.stdout);
+    let o = td.ok(&["status", "echo@[b]?service", "web"]);
+    assert!(!o.stdout.contains("echo@a.service"), "{}", o.stdout);
+    assert!(o.stdout.contains("echo@b.service"), "{}", o.stdout);
+    assert!(o.stdout.contains("web.service"), "{}", o.stdout);
+    // Matching nothing is not an error, and does not fall back to the
+    // manager's status.
+    let o = td.corral(&["status", "nothing*"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout, "", "{o:?}");
+}

@@ -12,6 +12,7 @@ use crate::ipc::proto::{
     UnitResult, UnitStatus,
 };
 use crate::supervisor::manager::normalize;
+use crate::unit::condition::wildcard_match;
 
 use super::common::{VerbError, call, code_of, out, outln};
 use super::{exit, jobs, show};
@@ -27,6 +28,15 @@ const STATUS_UNKNOWN: u8 = 4;
 pub fn run(socket: Option<PathBuf>, units: Vec<String>, json: bool) -> Result<u8, VerbError> {
     let color = std::io::stdout().is_terminal();
     let now = now_usec();
+    let asked = !units.is_empty();
+    let units = expand_patterns(socket.clone(), units)?;
+    if asked && units.is_empty() {
+        // As systemctl: patterns that match no loaded unit print nothing and succeed.
+        if json {
+            outln(format_args!("[]"))?;
+        }
+        return Ok(exit::OK);
+    }
     let typed = units.clone();
     match call(socket, &Request::Status { units })? {
         Response::Manager(m) => {
@@ -83,6 +93,38 @@ pub fn run(socket: Option<PathBuf>, units: Vec<String>, json: bool) -> Result<u8
         }
         other => Err(jobs::unexpected("status", &other)),
     }
+}
+
+/// Replaces each shell pattern (`*`, `?`, `[...]`) among `units` by the
+/// loaded units whose names it matches, as systemctl does; plain names stay.
+fn expand_patterns(socket: Option<PathBuf>, units: Vec<String>) -> Result<Vec<String>, VerbError> {
+    if !units.iter().any(|u| u.contains(['*', '?', '['])) {
+        return Ok(units);
+    }
+    let Response::Units(list) = call(socket, &Request::List)? else {
+        return Err(VerbError::Unexpected {
+            verb: "status",
+            got: "not a unit list".into(),
+        });
+    };
+    let loaded: Vec<String> = list
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|u| u.name)
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    for u in units {
+        if !u.contains(['*', '?', '[']) {
+            out.push(u);
+            continue;
+        }
+        for name in loaded.iter().filter(|n| wildcard_match(&u, n)) {
+            if !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Microseconds since the epoch.
