@@ -185,3 +185,76 @@ fn json_forms_parse_and_carry_the_state() {
     assert_eq!(o.code, 4, "{o:?}");
     assert!(o.stderr.contains("Unit nope.service could not be found."));
 }
+
+#[test]
+fn list_hides_units_that_failed_to_load_unless_all() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit("web.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+        td.write_unit("broken.service", "[Service]\nType=simple\n");
+        td.write_unit("home.mount", "[Mount]\nWhat=/dev/sda1\nWhere=/home\n");
+    }) else {
+        return;
+    };
+    td.ok(&["start", "web"]);
+    let list = td.ok(&["list"]).stdout;
+    assert!(list.contains("web.service"), "{list}");
+    assert!(!list.contains("broken.service"), "{list}");
+    assert!(!list.contains("home.mount"), "{list}");
+    assert!(!list.contains(" error "), "{list}");
+    let all = td.ok(&["list", "--all"]).stdout;
+    for name in ["web.service", "broken.service", "home.mount"] {
+        assert!(all.contains(name), "{name} missing from\n{all}");
+    }
+    assert!(all.contains(" error "), "{all}");
+}
+
+#[test]
+fn tasks_counts_threads_as_pids_current_does() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        // Three threads beside the main one, all sleeping: four tasks, one process.
+        td.write_unit(
+            "threads.service",
+            "[Service]\nExecStart=/usr/bin/python3 -c 'import threading, time; \
+             [threading.Thread(target=time.sleep, args=(1000,), daemon=True).start() \
+             for _ in range(3)]; time.sleep(1000)'\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "threads"]);
+    let cg = td.unit_cgroup("threads.service");
+    let o = common::eventually(std::time::Duration::from_secs(10), || {
+        let pids = common::cgroup_pids(&cg);
+        let threads = pids
+            .first()
+            .and_then(|p| std::fs::read_dir(format!("/proc/{p}/task")).ok())
+            .map_or(0, Iterator::count);
+        (pids.len() == 1 && threads == 4).then(|| td.ok(&["status", "threads"]))
+    })
+    .expect("one process with four threads");
+    assert!(o.stdout.contains("      Tasks: 4\n"), "{}", o.stdout);
+}
+
+#[test]
+fn status_takes_patterns_of_loaded_unit_names() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit("echo@.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+        td.write_unit("web.service", "[Service]\nExecStart=/bin/sleep 1001\n");
+    }) else {
+        return;
+    };
+    td.ok(&["start", "echo@a", "echo@b", "web"]);
+    let o = td.ok(&["status", "echo@*"]);
+    assert!(o.stdout.contains("echo@a.service"), "{}", o.stdout);
+    assert!(o.stdout.contains("echo@b.service"), "{}", o.stdout);
+    assert!(!o.stdout.contains("web.service"), "{}", o.stdout);
+    let o = td.ok(&["status", "echo@[b]?service", "web"]);
+    assert!(!o.stdout.contains("echo@a.service"), "{}", o.stdout);
+    assert!(o.stdout.contains("echo@b.service"), "{}", o.stdout);
+    assert!(o.stdout.contains("web.service"), "{}", o.stdout);
+    // Matching nothing is not an error, and does not fall back to the
+    // manager's status.
+    let o = td.corral(&["status", "nothing*"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(o.stdout, "", "{o:?}");
+}

@@ -18,9 +18,9 @@ pub fn run(socket: Option<PathBuf>, all: bool, json: bool) -> Result<u8, VerbErr
     let units: Vec<UnitStatus> = list
         .into_iter()
         .filter_map(Result::ok)
-        .filter(|u| {
-            all || u.active != ActiveState::Inactive || !matches!(u.load, LoadState::Loaded)
-        })
+        // As systemctl: a unit file that failed to load (unsupported type,
+        // bad syntax) is inactive too, so its error row needs `--all`.
+        .filter(|u| all || u.active != ActiveState::Inactive)
         .collect();
     if json {
         let v: Vec<_> = units.iter().map(show::unit_json).collect();

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use chrono::{Local, TimeZone};
 
 use crate::ipc::proto::{
-    ActiveState, ErrorKind, LoadState, ManagerStatus, Request, Response, SubState, UnitResult,
-    UnitStatus,
+    ActiveState, ErrorKind, LoadState, ManagerStatus, Process, Request, Response, SubState,
+    UnitResult, UnitStatus,
 };
 use crate::supervisor::manager::normalize;
+use crate::unit::condition::wildcard_match;
 
 use super::common::{VerbError, call, code_of, out, outln};
 use super::{exit, jobs, show};
@@ -27,6 +28,15 @@ const STATUS_UNKNOWN: u8 = 4;
 pub fn run(socket: Option<PathBuf>, units: Vec<String>, json: bool) -> Result<u8, VerbError> {
     let color = std::io::stdout().is_terminal();
     let now = now_usec();
+    let asked = !units.is_empty();
+    let units = expand_patterns(socket.clone(), units)?;
+    if asked && units.is_empty() {
+        // As systemctl: patterns that match no loaded unit print nothing and succeed.
+        if json {
+            outln(format_args!("[]"))?;
+        }
+        return Ok(exit::OK);
+    }
     let typed = units.clone();
     match call(socket, &Request::Status { units })? {
         Response::Manager(m) => {
@@ -83,6 +93,38 @@ pub fn run(socket: Option<PathBuf>, units: Vec<String>, json: bool) -> Result<u8
         }
         other => Err(jobs::unexpected("status", &other)),
     }
+}
+
+/// Replaces each shell pattern (`*`, `?`, `[...]`) among `units` by the
+/// loaded units whose names it matches, as systemctl does; plain names stay.
+fn expand_patterns(socket: Option<PathBuf>, units: Vec<String>) -> Result<Vec<String>, VerbError> {
+    if !units.iter().any(|u| u.contains(['*', '?', '['])) {
+        return Ok(units);
+    }
+    let Response::Units(list) = call(socket, &Request::List)? else {
+        return Err(VerbError::Unexpected {
+            verb: "status",
+            got: "not a unit list".into(),
+        });
+    };
+    let loaded: Vec<String> = list
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|u| u.name)
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    for u in units {
+        if !u.contains(['*', '?', '[']) {
+            out.push(u);
+            continue;
+        }
+        for name in loaded.iter().filter(|n| wildcard_match(&u, n)) {
+            if !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Microseconds since the epoch.
@@ -177,6 +219,20 @@ fn paint_state(text: String, active: ActiveState, color: bool) -> String {
     } else {
         text
     }
+}
+
+/// `Tasks:` as systemd counts them (pids.current): threads, not processes.
+fn tasks(processes: &[Process]) -> usize {
+    processes
+        .iter()
+        .map(|p| {
+            std::fs::read_dir(format!("/proc/{}/task", p.pid))
+                .map(Iterator::count)
+                // Gone since the manager listed it, but the tree below still
+                // shows it: count it once rather than show fewer tasks than lines.
+                .unwrap_or(1)
+        })
+        .sum()
 }
 
 /// The name systemctl shows beside the main PID: the process's comm (what
@@ -297,7 +353,7 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
         let _ = writeln!(o, "   Restarts: {}", u.restarts);
     }
     if let Some(cg) = &u.cgroup {
-        let _ = writeln!(o, "      Tasks: {}", u.processes.len());
+        let _ = writeln!(o, "      Tasks: {}", tasks(&u.processes));
         let _ = writeln!(o, "     CGroup: {cg}");
         let n = u.processes.len();
         for (i, p) in u.processes.iter().enumerate() {
