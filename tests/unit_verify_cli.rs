@@ -187,7 +187,9 @@ fn control_characters_in_diagnostics_are_escaped() {
     assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
     assert!(out.contains("unknown service type '\\x1b[2J\\a'"), "{out}");
     assert!(
-        out.contains("warning: \\x1b]0;x: unknown directive"),
+        out.contains(
+            "warning: \\x1b]0;x: Unknown key name '\\x1b]0;x' in section 'Service', ignoring."
+        ),
         "{out}"
     );
 }
