@@ -30,6 +30,11 @@ signal.signal(signal.SIGTERM, lambda *a: None)
 s = socket.socket(fileno=3)
 ino = os.fstat(3).st_ino
 line = "%d %d %s %s\n" % (os.getpid(), ino, os.environ["LISTEN_FDS"], os.environ["LISTEN_FDNAMES"])
+n = os.environ["NOTIFY_SOCKET"]
+a = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+a.connect("\0" + n[1:] if n.startswith("@") else n)
+a.send(b"READY=1")
+a.close()
 while True:
     ready, _, _ = select.select([s, r], [], [])
     if r in ready:
@@ -54,9 +59,12 @@ fn echo_units(td: &TestDaemon, extra: &str) -> PathBuf {
     );
     td.write_unit(
         "echo.service",
-        // Restarted in a loop by one test: no start limit.
+        // Restarted in a loop by one test: no start limit; Type=notify so
+        // that a restart returns once the server can accept (python takes
+        // tens of ms to get there, a restart loop of Type=simple would kill
+        // every instance before it accepts and starve the backlog).
         &format!(
-            "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/usr/bin/python3 {}\n",
+            "[Unit]\nStartLimitIntervalSec=0\n[Service]\nType=notify\nExecStart=/usr/bin/python3 {}\n",
             script.display()
         ),
     );
