@@ -319,7 +319,7 @@ impl ManagerEnv {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
-        crate::supervisor::timer::stamp::write_atomic(&self.path, &body, |_| Ok(()))
+        crate::supervisor::atomic_file::write_atomic(&self.path, &body, |_| Ok(()))
             .map_err(|(op, path, source)| EnvError::Io { op, path, source })
     }
 }

@@ -29,6 +29,7 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+pub mod atomic_file;
 pub mod cli;
 pub mod control;
 pub mod credentials;

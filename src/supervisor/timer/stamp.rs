@@ -7,7 +7,6 @@
 //! new one, never a torn one.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Errors of the stamp files.
@@ -39,41 +38,10 @@ pub fn stamp_path(state_dir: &Path, timer: &str) -> PathBuf {
     state_dir.join("timers").join(format!("stamp-{timer}"))
 }
 
-/// Writes `body` to `path` so that readers see the old content or the new,
-/// never a part: a temporary file beside it, fsync, rename, fsync of the
-/// directory. `prepare` may adjust the temporary file before the rename.
-pub fn write_atomic(
-    path: &Path,
-    body: &[u8],
-    prepare: impl FnOnce(&fs::File) -> std::io::Result<()>,
-) -> Result<(), (&'static str, PathBuf, std::io::Error)> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| ("create directory", dir.to_path_buf(), e))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || {
-        let mut f = fs::File::create(&tmp).map_err(|e| ("create", tmp.clone(), e))?;
-        f.write_all(body).map_err(|e| ("write", tmp.clone(), e))?;
-        prepare(&f).map_err(|e| ("set the time of", tmp.clone(), e))?;
-        f.sync_all().map_err(|e| ("fsync", tmp.clone(), e))
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(("rename into", path.to_path_buf(), e));
-    }
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ("fsync directory", dir.to_path_buf(), e))
-}
-
 /// Records `realtime` (microseconds since the epoch) as the last trigger.
 pub fn write(path: &Path, realtime: u64) -> Result<(), StampError> {
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_micros(realtime);
-    write_atomic(path, format!("{realtime}\n").as_bytes(), |f| {
+    crate::supervisor::atomic_file::write_atomic(path, format!("{realtime}\n").as_bytes(), |f| {
         f.set_times(fs::FileTimes::new().set_modified(when).set_accessed(when))
     })
     .map_err(|(op, path, source)| StampError::Io { op, path, source })
