@@ -87,7 +87,10 @@ fn status_of_a_running_unit() {
         let o = td.corral(&["status", "web"]);
         (o.stdout.contains("corrald: Started web.service")
             && o.stdout.contains("sleep 1001")
-            && o.stdout.contains("sleep 1000"))
+            // bash's own command line also contains "sleep 1000"; wait for
+            // the child's exec, whose tree line is just that command.
+            && o.stdout.contains(" sleep 1000\n")
+            && !o.stdout.contains("/bin/bash -c"))
         .then_some(o)
     })
     .expect("status shows the journal and both sleeps");
@@ -126,7 +129,10 @@ fn status_of_the_whole_manager_is_one_tree() {
     // Two processes may still be bash and its child before bash's exec.
     let o = common::eventually(std::time::Duration::from_secs(5), || {
         let o = td.ok(&["status"]);
-        (o.stdout.contains("sleep 1001") && o.stdout.contains("sleep 1000")).then_some(o)
+        (o.stdout.contains("sleep 1001")
+            && o.stdout.contains(" sleep 1000\n")
+            && !o.stdout.contains("/bin/bash -c"))
+            .then_some(o)
     })
     .expect("both sleeps in the tree");
     golden("status-manager.txt", &normalize(&td, &o.stdout));
