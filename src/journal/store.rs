@@ -12,13 +12,13 @@ use redb::{
     ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 
-use super::block::{self, EncodeItem, Encoder, StoredRef};
+use super::block::{self, EncodeItem, Encoder, StoredRef, View};
 use super::error::{JournalError, Result};
 use super::query::{CompiledQuery, Query};
 use super::{Entry, NewEntry, Stream};
 
 /// The on-disk format version this build writes (and the highest it reads).
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 /// The store file's name inside a journal directory.
 pub const FILE_NAME: &str = "journal.redb";
 /// A block holds at most this many entries, so that "last 100" decodes little.
@@ -220,6 +220,8 @@ impl Staged {
             priority: self.new.priority,
             flags: self.new.flags,
             identifier: &self.new.identifier,
+            comm: &self.new.comm,
+            message_id: self.new.message_id,
             message: &self.new.message,
         }
     }
@@ -238,6 +240,8 @@ fn item_of<'a>(r: &StoredRef<'a>) -> EncodeItem<'a> {
         priority: r.priority,
         flags: r.flags,
         identifier: r.identifier,
+        comm: r.comm,
+        message_id: r.message_id,
         message: r.message,
     }
 }
@@ -350,8 +354,8 @@ impl Store {
                     }
                     Some(v) => {
                         if v < FORMAT_VERSION {
-                            // v2 reads v1's blocks as they are; the version goes up so
-                            // that an older corral refuses the v2 blocks written next.
+                            // v3 reads older blocks as they are; the version goes up so
+                            // that an older corral refuses the v3 blocks written next.
                             meta.insert("format_version", FORMAT_VERSION).map_err(|e| {
                                 JournalError::db(&file, "upgrade format version", e)
                             })?;
@@ -1304,8 +1308,8 @@ impl Store {
         }
         let mut items = Vec::new();
         for ((codec, raw), m) in raws.iter().zip(g) {
-            match block::decode(*codec, raw) {
-                Ok(decoded) if check_decoded(&decoded, m).is_ok() => items.extend(decoded),
+            match block::view(*codec, raw) {
+                Ok(decoded) if check_decoded(&decoded, m).is_ok() => items.extend(decoded.rows()),
                 _ => return Ok(0),
             }
         }
@@ -1412,7 +1416,7 @@ fn write_blocks(
 
 /// A damaged block can still decompress and decode (zstd frames of v1 carry no
 /// checksum): its entries must be the ones its index row describes.
-fn check_decoded(items: &[StoredRef<'_>], m: &BlockMeta) -> std::result::Result<(), String> {
+fn check_decoded(items: &View<'_>, m: &BlockMeta) -> std::result::Result<(), String> {
     if items.len() != m.count as usize {
         return Err(format!(
             "it decodes to {} entries, its index says {}",
@@ -1420,8 +1424,12 @@ fn check_decoded(items: &[StoredRef<'_>], m: &BlockMeta) -> std::result::Result<
             m.count
         ));
     }
-    let in_order = items.windows(2).all(|p| p[0].seq < p[1].seq);
-    let (first, last) = (items.first().map(|e| e.seq), items.last().map(|e| e.seq));
+    let n = items.len();
+    let in_order = (1..n).all(|i| items.seq(i - 1) < items.seq(i));
+    let (first, last) = (
+        (n > 0).then(|| items.seq(0)),
+        (n > 0).then(|| items.seq(n - 1)),
+    );
     if !in_order || first != Some(m.first_seq) || last != Some(m.last_seq) {
         return Err(format!(
             "its entries are not seqs {}..={} in order",
@@ -1798,14 +1806,14 @@ fn filter_block(
 ) -> std::result::Result<Loaded, String> {
     let codec = bytes.first().copied().unwrap_or(0);
     let raw = block::decompress_with(zstd, bytes)?;
-    let items = block::decode(codec, &raw)?;
+    let items = block::view(codec, &raw)?;
     check_decoded(&items, m)?;
     let slots = cq
-        .select(unit, &raw, &items, block::messages_contiguous(codec))
+        .select(unit, &items)
         .into_iter()
-        .map(|i| &items[i])
+        .map(|i| items.get(i))
         .filter(|e| e.seq >= lo && e.seq <= hi)
-        .map(|e| Slot::new(&raw, e))
+        .map(|e| Slot::new(&raw, &e))
         .collect();
     drop(items);
     Ok(Loaded { raw, slots })
@@ -1894,10 +1902,16 @@ struct Slot {
     priority: u8,
     flags: u8,
     identifier: std::ops::Range<usize>,
+    comm: std::ops::Range<usize>,
+    message_id: u128,
     message: std::ops::Range<usize>,
 }
 
 fn range_in(raw: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    // An absent field (an older codec's) is a `""` that does not point into `raw`.
+    if part.is_empty() {
+        return 0..0;
+    }
     let start = part.as_ptr() as usize - raw.as_ptr() as usize;
     start..start + part.len()
 }
@@ -1916,6 +1930,8 @@ impl Slot {
             priority: r.priority,
             flags: r.flags,
             identifier: range_in(raw, r.identifier.as_bytes()),
+            comm: range_in(raw, r.comm.as_bytes()),
+            message_id: r.message_id,
             message: range_in(raw, r.message),
         }
     }
@@ -2044,6 +2060,8 @@ impl UnitCursor {
             stream: Stream::from_code(s.stream),
             priority: s.priority,
             identifier: String::from_utf8_lossy(&self.raw[s.identifier]).into_owned(),
+            comm: String::from_utf8_lossy(&self.raw[s.comm]).into_owned(),
+            message_id: s.message_id,
             message: self.raw[s.message].to_vec(),
             flags: s.flags,
         }

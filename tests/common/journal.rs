@@ -32,6 +32,8 @@ pub fn ne(unit: &str, msg: &str) -> NewEntry {
         stream: Stream::Stdout,
         priority: 6,
         identifier: Arc::from(unit),
+        comm: Arc::from(""),
+        message_id: 0,
         message: msg.as_bytes().to_vec(),
         flags: 0,
         realtime: None,
