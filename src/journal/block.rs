@@ -638,6 +638,17 @@ pub fn decompress_with(
     d: &mut zstd::bulk::Decompressor<'static>,
     block: &[u8],
 ) -> Result<Vec<u8>, String> {
+    let mut raw = Vec::new();
+    decompress_into(d, block, &mut raw)?;
+    Ok(raw)
+}
+
+/// Like [`decompress_with`], into `raw` (cleared first; its memory is reused).
+pub fn decompress_into(
+    d: &mut zstd::bulk::Decompressor<'static>,
+    block: &[u8],
+    raw: &mut Vec<u8>,
+) -> Result<(), String> {
     if block.len() < HEADER_LEN {
         return Err(format!(
             "block of {} bytes is shorter than its header",
@@ -648,8 +659,9 @@ pub fn decompress_with(
         return Err(format!("unknown block codec {}", block[0]));
     }
     let raw_len = u32::from_le_bytes(block[1..5].try_into().expect("4 bytes")) as usize;
-    let raw = d
-        .decompress(&block[HEADER_LEN..], raw_len)
+    raw.clear();
+    raw.reserve(raw_len);
+    d.decompress_to_buffer(&block[HEADER_LEN..], raw)
         .map_err(|e| e.to_string())?;
     if raw.len() != raw_len {
         return Err(format!(
@@ -657,7 +669,7 @@ pub fn decompress_with(
             raw.len()
         ));
     }
-    Ok(raw)
+    Ok(())
 }
 
 /// Decodes a decompressed block of `codec` (its first byte), borrowing from `raw`.
