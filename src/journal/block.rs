@@ -472,7 +472,7 @@ pub enum View<'a> {
     /// A v1 block: its entries, all decoded.
     Rows(Vec<StoredRef<'a>>),
     /// A v2 or v3 block.
-    Columns(Columns<'a>),
+    Columns(Box<Columns<'a>>),
 }
 
 impl<'a> View<'a> {
@@ -678,8 +678,8 @@ pub fn view(codec: u8, raw: &[u8]) -> Result<View<'_>, String> {
         CODEC_ZSTD_POSTCARD => postcard::from_bytes::<Vec<V1Row<'_>>>(raw)
             .map(|rows| View::Rows(rows.into_iter().map(StoredRef::from).collect()))
             .map_err(|e| e.to_string()),
-        CODEC_ZSTD_COLUMNS => decode_columns(raw, false).map(View::Columns),
-        CODEC_ZSTD_COLUMNS_V3 => decode_columns(raw, true).map(View::Columns),
+        CODEC_ZSTD_COLUMNS => decode_columns(raw, false).map(|c| View::Columns(Box::new(c))),
+        CODEC_ZSTD_COLUMNS_V3 => decode_columns(raw, true).map(|c| View::Columns(Box::new(c))),
         c => Err(format!("unknown block codec {c}")),
     }
 }
