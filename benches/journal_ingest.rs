@@ -19,6 +19,7 @@ fn meta() -> SourceMeta {
         default_priority: 6,
         level_prefix: true,
         identifier: Arc::from("bench"),
+        comm: Arc::from("bench"),
         rate_limit: None,
     }
 }

@@ -40,6 +40,8 @@ fn build(dir: &std::path::Path) {
                         stream: Stream::Stdout,
                         priority: 6,
                         identifier: name.clone(),
+                        comm: name.clone(),
+                        message_id: 0,
                         message: msg,
                         flags: 0,
                         realtime: Some(T0 + tick as u64 * 10_000 + (u * 10 + k) as u64 * 10),

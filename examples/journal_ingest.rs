@@ -31,6 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         default_priority: 6,
         level_prefix: true,
         identifier: Arc::from(args[2].as_str()),
+        comm: Arc::from(""),
         rate_limit: None,
     };
     let stats = spawn_pipe_reader(fd, meta, w.clone()).await??;

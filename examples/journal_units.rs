@@ -41,6 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             default_priority: 6,
             level_prefix: true,
             identifier: Arc::from(name.as_str()),
+            comm: Arc::from("gen"),
             rate_limit: None,
         };
         readers.push(spawn_pipe_reader(fd, meta, w.clone()));

@@ -19,12 +19,13 @@
 #
 # SKIP_JOURNALD=1 skips journald (its builds take ~30 s); SKIP_INGEST=1 skips part 1,
 # SKIP_REALISTIC=1 part 2; PAT (default 'ERROR.*timeout') is the -g pattern.
-# Data under /tmp/corral-journal-bench.
+# Data under $BENCH_DIR (default /tmp/corral-journal-bench; give each worktree its own
+# when several run the bench).
 set -euo pipefail
 RUNS=${1:-3}; N=${2:-1000000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${PEERS:-$ROOT/../shared/bench-peers}
-W=/tmp/corral-journal-bench; mkdir -p $W; R=$W/results; mkdir -p $R
+W=${BENCH_DIR:-/tmp/corral-journal-bench}; mkdir -p $W; R=$W/results; mkdir -p $R
 G=$W/gen; [ -x $G ] || gcc -O2 -o $G $PEERS/gen.c
 # Two builds: examples pull in the dev-dependencies' tokio features, which the
 # shipped CLI is built without.

@@ -30,6 +30,8 @@ fn entry(n: u64) -> NewEntry {
         stream: Stream::Stdout,
         priority: (n % 8) as u8,
         identifier: Arc::from("flood"),
+        comm: Arc::from("flood"),
+        message_id: 0,
         message: format!(
             "flood {n:09} lorem ipsum dolor sit amet consectetur adipiscing elit sed do"
         )

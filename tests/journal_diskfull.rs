@@ -101,6 +101,7 @@ async fn a_full_disk_makes_ingest_wait_and_resume() {
         default_priority: 6,
         level_prefix: true,
         identifier: Arc::from("full"),
+        comm: Arc::from("full"),
         rate_limit: None,
     };
     let reader = spawn_pipe_reader(fd, meta, w.clone());

@@ -1,11 +1,12 @@
-//! Format compatibility: stores written by format v1 and v2 (checked in as
-//! tests/fixtures/journal-v1.redb and journal-v2.redb, the same entries) must keep
-//! opening, read the same, print the same (tests/fixtures/journal-v1.json, -v2.json), and
-//! accept appends; a v1 store opened for writing becomes v2 and its blocks are
-//! rewritten as v2 blocks by merging, entries unchanged.
+//! Format compatibility: stores written by format v1, v2 and v3 (checked in as
+//! tests/fixtures/journal-v1.redb, -v2.redb and -v3.redb, the same entries) must keep
+//! opening, read the same, print the same (tests/fixtures/journal-v1.json, -v2.json,
+//! -v3.json: v3's adds `_COMM` and the stored `MESSAGE_ID`), and accept appends; an older
+//! store opened for writing becomes v3 and its small blocks are rewritten as v3 blocks by
+//! merging, entries unchanged.
 //!
 //! `CORRAL_REGEN_JOURNAL_FIXTURE=1 cargo test --test journal_format` rewrites the
-//! fixture of the current version (v2); do that only together with a new format version
+//! fixture of the current version (v3); do that only together with a new format version
 //! and a note in docs/JOURNAL-FORMAT.md.
 
 mod common;
@@ -32,6 +33,8 @@ fn e(i: u64, unit: &str, inv: u128, msg: &[u8]) -> NewEntry {
         },
         priority: (i % 8) as u8,
         identifier: Arc::from(unit.trim_end_matches(".service")),
+        comm: Arc::from(unit.trim_end_matches(".service")),
+        message_id: 0,
         message: msg.to_vec(),
         flags: 0,
         realtime: Some(T0 + i * 1000),
@@ -70,6 +73,8 @@ async fn regenerate(path: &Path) {
     let mut m = next("web.service", 0xa1, b"Started web.service.");
     m.stream = Stream::Manager;
     m.pid = None;
+    m.comm = Arc::from("");
+    m.message_id = 0x39f5_3479_d3a0_45ac_8e11_7862_4823_1fbf;
     batch.push(m);
     w.append_batch(batch).await.unwrap();
     w.flush().await.unwrap();
@@ -130,14 +135,47 @@ async fn format_v1_fixture_still_opens_reads_and_appends() {
 }
 
 #[tokio::test]
-async fn format_v2_fixture_opens_reads_and_appends() {
-    let path = fixture("journal-v2.redb");
+async fn format_v2_fixture_still_opens_reads_and_appends() {
+    fixture_opens_reads_and_appends("journal-v2.redb", 2).await;
+}
+
+#[tokio::test]
+async fn format_v3_fixture_opens_reads_and_appends() {
+    let path = fixture("journal-v3.redb");
     if std::env::var_os("CORRAL_REGEN_JOURNAL_FIXTURE").is_some() {
         regenerate(&path).await;
         let store = Store::open_read_only(&path).unwrap();
-        std::fs::write(fixture("journal-v2.json"), golden_json(&store)).unwrap();
+        std::fs::write(fixture("journal-v3.json"), golden_json(&store)).unwrap();
     }
-    fixture_opens_reads_and_appends("journal-v2.redb", 2).await;
+    fixture_opens_reads_and_appends("journal-v3.redb", 3).await;
+    // Only v3 stores _COMM; MESSAGE_ID is stored in v3 and recognised from the
+    // manager line's wording in the older ones.
+    let json = std::fs::read_to_string(fixture("journal-v3.json")).unwrap();
+    assert!(json.contains(r#""_COMM":"web""#), "{json}");
+    for v in ["v1", "v2"] {
+        let old = std::fs::read_to_string(fixture(&format!("journal-{v}.json"))).unwrap();
+        assert!(!old.contains("_COMM"), "{v}");
+        assert!(
+            old.contains(r#""MESSAGE_ID":"39f53479d3a045ac8e11786248231fbf""#),
+            "{v}"
+        );
+    }
+    let store = Store::open_read_only(&path).unwrap();
+    let m = store
+        .query(&Query {
+            field_matches: vec![vec!["MESSAGE_ID=39f53479d3a045ac8e11786248231fbf".into()]],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].message_id, 0x39f5_3479_d3a0_45ac_8e11_7862_4823_1fbf);
+    let db = store
+        .query(&Query {
+            field_matches: vec![vec!["_COMM=db".into()]],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(db.len(), 3);
 }
 
 async fn fixture_opens_reads_and_appends(name: &str, version: u64) {
@@ -195,16 +233,16 @@ async fn fixture_opens_reads_and_appends(name: &str, version: u64) {
     assert_eq!(last[0].seq, 27);
     assert_eq!(last[0].message, b"after upgrade");
     assert_eq!(store.query(&Query::default()).unwrap()[..26], all[..]);
-    // Merging rewrites small neighbours, old blocks among them, as one v2 block (a
+    // Merging rewrites small neighbours, old blocks among them, as one v3 block (a
     // block alone stays as it is); the entries stay what they were.
     w.maintain().await.unwrap();
     w.shutdown().await.unwrap();
     drop(w);
     assert_eq!(store.block_count("web.service").unwrap(), 1);
     drop(store);
-    assert_eq!(format_version(&copy), 2);
+    assert_eq!(format_version(&copy), 3);
     // Blocks in key order: db.service, trickle.service, web.service.
-    assert_eq!(codecs(&copy), [version as u8, version as u8, 2]);
+    assert_eq!(codecs(&copy), [version as u8, version as u8, 3]);
     let store = Store::open_read_only(&copy).unwrap();
     assert_eq!(store.query(&Query::default()).unwrap()[..26], all[..]);
 }

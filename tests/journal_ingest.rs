@@ -21,6 +21,7 @@ fn meta(unit: &str, stream: Stream, pid: u32, inv: u128) -> SourceMeta {
         default_priority: 6,
         level_prefix: true,
         identifier: Arc::from(format!("{unit}-id").as_str()),
+        comm: Arc::from("writer"),
         rate_limit: None,
     }
 }

@@ -261,3 +261,78 @@ fn the_journal_cli_asks_the_manager_named_by_the_socket() {
     assert_eq!(o.code, 2, "{o:?}");
     assert!(o.stderr.contains("no-such.sock"), "{o:?}");
 }
+
+#[test]
+fn each_command_s_lines_carry_its_comm_and_the_manager_s_lines_their_message_id() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(td) = TestDaemon::start_with(|td| {
+        // A script's process is named after the script, cut to 15 bytes; it prints
+        // what the kernel calls it, to compare with what the journal says.
+        let script = td.dir.path().join("report-my-own-comm.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nread c < /proc/$$/comm\necho \"kernel-comm=$c\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        td.write_unit(
+            "commer.service",
+            &format!(
+                "[Service]\nType=oneshot\nExecStartPre=/bin/echo from-pre\n\
+                 ExecStart={}\nExecStart=/bin/sh -c 'echo from-sh'\n",
+                script.display()
+            ),
+        )
+    }) else {
+        return;
+    };
+    td.ok(&["start", "commer"]);
+    let got = common::eventually(Duration::from_secs(5), || {
+        let e = entries(&td, "commer.service");
+        e.iter()
+            .any(|e| field(e, "MESSAGE").starts_with("Finished"))
+            .then_some(e)
+    })
+    .expect("the oneshot's lines and its Finished line");
+    let by_msg = |m: &str| {
+        got.iter()
+            .find(|e| field(e, "MESSAGE").starts_with(m))
+            .unwrap_or_else(|| panic!("no entry {m:?} in {got:?}"))
+    };
+    assert_eq!(field(by_msg("from-pre"), "_COMM"), "echo");
+    assert_eq!(field(by_msg("from-sh"), "_COMM"), "sh");
+    let script = by_msg("kernel-comm=");
+    assert_eq!(
+        field(script, "MESSAGE"),
+        format!("kernel-comm={}", field(script, "_COMM"))
+    );
+    assert_eq!(field(script, "_COMM"), "report-my-own-c");
+    let finished = by_msg("Finished commer.service");
+    assert_eq!(
+        field(finished, "MESSAGE_ID"),
+        "39f53479d3a045ac8e11786248231fbf"
+    );
+    assert_eq!(field(finished, "_COMM"), "");
+    assert_eq!(field(by_msg("from-sh"), "MESSAGE_ID"), "");
+    // Both are fields a match can name, as in journalctl.
+    let cat = |args: &[&str]| {
+        let mut a = vec!["-o", "cat"];
+        a.extend_from_slice(args);
+        let o = td.journal("commer", &a);
+        assert_eq!(o.code, 0, "{args:?}: {}", o.stderr);
+        o.stdout
+    };
+    assert_eq!(cat(&["_COMM=echo"]), "from-pre\n");
+    assert_eq!(cat(&["_COMM=sh", "+", "_COMM=echo"]), "from-pre\nfrom-sh\n");
+    assert_eq!(
+        cat(&["MESSAGE_ID=39f53479d3a045ac8e11786248231fbf"]),
+        "Finished commer.service.\n"
+    );
+    // The export format carries them too (what journal-upload sends).
+    let export = td.journal("commer", &["-o", "export"]).stdout;
+    assert!(export.contains("\n_COMM=echo\n"), "{export}");
+    assert!(
+        export.contains("\nMESSAGE_ID=39f53479d3a045ac8e11786248231fbf\n"),
+        "{export}"
+    );
+}

@@ -794,10 +794,14 @@ mod tests {
             identifier: "i".into(),
             message: b"m".to_vec(),
             flags: 0,
+            comm: "c".into(),
+            message_id: 8,
         };
         assert_eq!(
             postcard::to_allocvec(&entry).unwrap(),
-            [1, 2, 3, 4, 5, 1, b'u', 6, 1, 7, 1, 3, 1, b'i', 1, b'm', 0]
+            [
+                1, 2, 3, 4, 5, 1, b'u', 6, 1, 7, 1, 3, 1, b'i', 1, b'm', 0, 1, b'c', 8
+            ]
         );
         let query = Query {
             units: vec!["a".into()],

@@ -1,6 +1,6 @@
 //! Block encoding: a run of one unit's entries, compressed with zstd. Format v1 wrote
-//! postcard-encoded entries (codec 1); v2 writes them as columns (codec 2), and both are
-//! read. See docs/JOURNAL-FORMAT.md.
+//! postcard-encoded entries (codec 1), v2 columns (codec 2); v3 writes columns with
+//! `_COMM` and `MESSAGE_ID` (codec 3), and all three are read. See docs/JOURNAL-FORMAT.md.
 
 use std::collections::HashMap;
 
@@ -10,8 +10,11 @@ use super::{Entry, Stream};
 
 /// Codec byte of a v1 block: zstd over postcard entries (read, no longer written).
 pub const CODEC_ZSTD_POSTCARD: u8 = 1;
-/// Codec byte of a v2 block: zstd over columns, messages last and contiguous.
+/// Codec byte of a v2 block: zstd over columns, messages last and contiguous (read, no
+/// longer written).
 pub const CODEC_ZSTD_COLUMNS: u8 = 2;
+/// Codec byte of a v3 block: codec 2's columns and a `_COMM` and a `MESSAGE_ID` column.
+pub const CODEC_ZSTD_COLUMNS_V3: u8 = 3;
 /// Length of the block header: codec (1) + raw length (4, little endian).
 pub const HEADER_LEN: usize = 5;
 /// zstd level: 3 compresses realistic logs ~8% better than 1 at about half the
@@ -19,7 +22,7 @@ pub const HEADER_LEN: usize = 5;
 const ZSTD_LEVEL: i32 = 3;
 
 /// An entry decoded from a block, borrowing its strings from the decompressed buffer.
-#[derive(Deserialize, Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct StoredRef<'a> {
     /// Sequence number.
     pub seq: u64,
@@ -43,8 +46,50 @@ pub struct StoredRef<'a> {
     pub flags: u8,
     /// Identifier.
     pub identifier: &'a str,
+    /// `_COMM` of the writing process; empty when unknown (blocks before v3).
+    pub comm: &'a str,
+    /// `MESSAGE_ID`; 0 when none (always in blocks before v3).
+    pub message_id: u128,
     /// Message bytes.
     pub message: &'a [u8],
+}
+
+/// An entry of a v1 block, as postcard wrote it.
+#[derive(Deserialize)]
+struct V1Row<'a> {
+    seq: u64,
+    realtime: u64,
+    monotonic: u64,
+    boot_id: u128,
+    uid: u32,
+    invocation: u128,
+    pid: Option<u32>,
+    stream: u8,
+    priority: u8,
+    flags: u8,
+    identifier: &'a str,
+    message: &'a [u8],
+}
+
+impl<'a> From<V1Row<'a>> for StoredRef<'a> {
+    fn from(r: V1Row<'a>) -> StoredRef<'a> {
+        StoredRef {
+            seq: r.seq,
+            realtime: r.realtime,
+            monotonic: r.monotonic,
+            boot_id: r.boot_id,
+            uid: r.uid,
+            invocation: r.invocation,
+            pid: r.pid,
+            stream: r.stream,
+            priority: r.priority,
+            flags: r.flags,
+            identifier: r.identifier,
+            comm: "",
+            message_id: 0,
+            message: r.message,
+        }
+    }
 }
 
 impl StoredRef<'_> {
@@ -62,6 +107,8 @@ impl StoredRef<'_> {
             stream: Stream::from_code(self.stream),
             priority: self.priority,
             identifier: self.identifier.to_owned(),
+            comm: self.comm.to_owned(),
+            message_id: self.message_id,
             message: self.message.to_vec(),
             flags: self.flags,
         }
@@ -93,6 +140,10 @@ pub struct EncodeItem<'a> {
     pub flags: u8,
     /// Identifier.
     pub identifier: &'a str,
+    /// `_COMM`; empty when unknown.
+    pub comm: &'a str,
+    /// `MESSAGE_ID`; 0 when none.
+    pub message_id: u128,
     /// Message.
     pub message: &'a [u8],
 }
@@ -144,7 +195,7 @@ impl Encoder {
         }
     }
 
-    /// Encodes items (in seq order) into a v2 block value: header + compressed columns.
+    /// Encodes items (in seq order) into a v3 block value: header + compressed columns.
     /// Returns the block and the raw (uncompressed) length.
     pub fn encode<'a>(
         &mut self,
@@ -156,7 +207,7 @@ impl Encoder {
         let raw_len = self.raw.len();
         let bound = zstd::zstd_safe::compress_bound(raw_len);
         let mut block = Vec::with_capacity(HEADER_LEN + bound);
-        block.push(CODEC_ZSTD_COLUMNS);
+        block.push(CODEC_ZSTD_COLUMNS_V3);
         block.extend_from_slice(&(raw_len as u32).to_le_bytes());
         block.resize(HEADER_LEN + bound, 0);
         let n = self
@@ -167,9 +218,10 @@ impl Encoder {
     }
 }
 
-/// Writes the v2 payload: the count, then each field as a column: seqs, realtimes and
+/// Writes the v3 payload: the count, then each field as a column: seqs, realtimes and
 /// monotonic times as deltas, the fields that change rarely (boot, uid, invocation,
-/// pid, stream/priority/flags, identifier) as runs, the message lengths, and last
+/// pid, stream/priority/flags, identifier, comm, message id) as runs, the message
+/// lengths, and last
 /// the messages, each followed by a newline: one regex pass scans them all, and the
 /// newline stops `.` at each message's end (a message may hold newlines itself: the
 /// lengths delimit them, the newline only speeds the scan).
@@ -225,6 +277,21 @@ fn put_columns(out: &mut Vec<u8>, items: &[EncodeItem<'_>]) {
             push_varint(o, v.len() as u64);
             o.extend_from_slice(v.as_bytes());
         },
+    );
+    put_runs(
+        out,
+        items,
+        |e| e.comm,
+        |o, v| {
+            push_varint(o, v.len() as u64);
+            o.extend_from_slice(v.as_bytes());
+        },
+    );
+    put_runs(
+        out,
+        items,
+        |e| e.message_id,
+        |o, v| o.extend_from_slice(&v.to_le_bytes()),
     );
     for it in items {
         push_varint(out, it.message.len() as u64);
@@ -321,30 +388,161 @@ impl<'a> Reader<'a> {
         u32::try_from(self.varint()?).map_err(|_| "32-bit field out of range".to_string())
     }
 
-    /// A column written by [`put_runs`], expanded to `n` values.
+    /// A column written by [`put_runs`], kept as runs of an entry count of `n`.
     fn runs<T: Copy>(
         &mut self,
         n: usize,
         mut get: impl FnMut(&mut Self) -> Result<T, String>,
-    ) -> Result<Vec<T>, String> {
-        let runs = self.varint()?;
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..runs {
+    ) -> Result<Runs<T>, String> {
+        let count = self.varint()?;
+        let mut runs = Runs {
+            ends: Vec::new(),
+            values: Vec::new(),
+        };
+        let mut end = 0usize;
+        for _ in 0..count {
             let len = self.varint()?;
             let v = get(self)?;
-            if len == 0 || len > (n - out.len()) as u64 {
+            if len == 0 || len > (n - end) as u64 {
                 return Err("a column's runs do not add up to the entry count".into());
             }
-            out.extend(std::iter::repeat_n(v, len as usize));
+            end += len as usize;
+            runs.ends.push(end as u32);
+            runs.values.push(v);
         }
-        if out.len() != n {
+        if end != n {
             return Err("a column's runs do not add up to the entry count".into());
         }
-        Ok(out)
+        Ok(runs)
+    }
+
+    fn str(&mut self) -> Result<&'a str, String> {
+        let len = self.varint()? as usize;
+        std::str::from_utf8(self.bytes(len)?).map_err(|_| "a name is not UTF-8".to_string())
     }
 }
 
-fn decode_columns(raw: &[u8]) -> Result<Vec<StoredRef<'_>>, String> {
+/// A column of runs of equal values: run `k` covers the entries before `ends[k]`.
+struct Runs<T> {
+    ends: Vec<u32>,
+    values: Vec<T>,
+}
+
+impl<T: Copy + Default> Runs<T> {
+    /// A column of `n` entries all `T::default()` (a field the codec does not have).
+    fn absent(n: usize) -> Runs<T> {
+        Runs {
+            ends: vec![n as u32],
+            values: vec![T::default()],
+        }
+    }
+
+    fn at(&self, i: usize) -> T {
+        if self.values.len() == 1 {
+            return self.values[0];
+        }
+        self.values[self.ends.partition_point(|&e| e as usize <= i)]
+    }
+}
+
+/// The columns of a decoded v2/v3 block. Entries are read from the columns on
+/// demand: building every entry of a 1024-entry block up front costs a 128 KiB
+/// allocation (page faults) and most of the decoding time, for a query that keeps
+/// a few of them.
+pub struct Columns<'a> {
+    seqs: Vec<u64>,
+    realtimes: Vec<u64>,
+    monotonics: Vec<u64>,
+    boots: Runs<u128>,
+    uids: Runs<u32>,
+    invocations: Runs<u128>,
+    pids: Runs<Option<u32>>,
+    spf: Runs<[u8; 3]>,
+    idents: Runs<&'a str>,
+    comms: Runs<&'a str>,
+    message_ids: Runs<u128>,
+    /// The messages, each followed by its newline, back to back.
+    messages: &'a [u8],
+    /// Where each message starts in `messages`, and its end (after the newline) last.
+    starts: Vec<u32>,
+}
+
+/// A decoded block: its entries, one by one.
+pub enum View<'a> {
+    /// A v1 block: its entries, all decoded.
+    Rows(Vec<StoredRef<'a>>),
+    /// A v2 or v3 block.
+    Columns(Box<Columns<'a>>),
+}
+
+impl<'a> View<'a> {
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        match self {
+            View::Rows(r) => r.len(),
+            View::Columns(c) => c.seqs.len(),
+        }
+    }
+
+    /// Whether the block holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The seq of entry `i`.
+    pub fn seq(&self, i: usize) -> u64 {
+        match self {
+            View::Rows(r) => r[i].seq,
+            View::Columns(c) => c.seqs[i],
+        }
+    }
+
+    /// Entry `i`.
+    pub fn get(&self, i: usize) -> StoredRef<'a> {
+        match self {
+            View::Rows(r) => r[i],
+            View::Columns(c) => {
+                let spf = c.spf.at(i);
+                StoredRef {
+                    seq: c.seqs[i],
+                    realtime: c.realtimes[i],
+                    monotonic: c.monotonics[i],
+                    boot_id: c.boots.at(i),
+                    uid: c.uids.at(i),
+                    invocation: c.invocations.at(i),
+                    pid: c.pids.at(i),
+                    stream: spf[0],
+                    priority: spf[1],
+                    flags: spf[2],
+                    identifier: c.idents.at(i),
+                    comm: c.comms.at(i),
+                    message_id: c.message_ids.at(i),
+                    message: &c.messages[c.starts[i] as usize..c.starts[i + 1] as usize - 1],
+                }
+            }
+        }
+    }
+
+    /// Every entry, in seq order.
+    pub fn rows(self) -> Vec<StoredRef<'a>> {
+        match self {
+            View::Rows(r) => r,
+            c => (0..c.len()).map(|i| c.get(i)).collect(),
+        }
+    }
+
+    /// The messages back to back, each followed by a newline, and where each starts
+    /// (its end last), when the codec lays them out so (v2 and later): one regex pass
+    /// over them finds the candidates of `-g`.
+    pub fn messages(&self) -> Option<(&'a [u8], &[u32])> {
+        match self {
+            View::Rows(_) => None,
+            View::Columns(c) => Some((c.messages, &c.starts)),
+        }
+    }
+}
+
+fn decode_columns(raw: &[u8], v3: bool) -> Result<Columns<'_>, String> {
     let mut r = Reader { b: raw, pos: 0 };
     let n = r.varint()?;
     // Every entry takes at least a byte in each delta column: a larger count is damage.
@@ -383,41 +581,50 @@ fn decode_columns(raw: &[u8]) -> Result<Vec<StoredRef<'_>>, String> {
         let b = r.bytes(3)?;
         Ok([b[0], b[1], b[2]])
     })?;
-    let idents = r.runs(n, |r| {
-        let len = r.varint()? as usize;
-        std::str::from_utf8(r.bytes(len)?).map_err(|_| "identifier is not UTF-8".to_string())
-    })?;
-    let mut lens = Vec::with_capacity(n);
+    let idents = r.runs(n, |r| r.str())?;
+    let (comms, message_ids) = if v3 {
+        (r.runs(n, |r| r.str())?, r.runs(n, |r| r.u128())?)
+    } else {
+        (Runs::absent(n), Runs::absent(n))
+    };
+    let mut starts = Vec::with_capacity(n + 1);
+    let mut at = 0usize;
     for _ in 0..n {
-        lens.push(r.varint()? as usize);
+        starts.push(u32::try_from(at).map_err(|_| "block too large".to_string())?);
+        at = at
+            .checked_add(r.varint()? as usize)
+            .and_then(|a| a.checked_add(1))
+            .ok_or("message length out of range")?;
     }
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        out.push(StoredRef {
-            seq: seqs[i],
-            realtime: realtimes[i],
-            monotonic: monotonics[i],
-            boot_id: boots[i],
-            uid: uids[i],
-            invocation: invocations[i],
-            pid: pids[i],
-            stream: spf[i][0],
-            priority: spf[i][1],
-            flags: spf[i][2],
-            identifier: idents[i],
-            message: r.bytes(lens[i])?,
-        });
-        if r.bytes(1)? != b"\n" {
-            return Err("a message is not followed by its newline".into());
-        }
-    }
+    starts.push(u32::try_from(at).map_err(|_| "block too large".to_string())?);
+    let messages = r.bytes(at)?;
     if r.pos != raw.len() {
         return Err(format!(
             "{} bytes after the last message",
             raw.len() - r.pos
         ));
     }
-    Ok(out)
+    if starts[1..]
+        .iter()
+        .any(|&e| messages[e as usize - 1] != b'\n')
+    {
+        return Err("a message is not followed by its newline".into());
+    }
+    Ok(Columns {
+        seqs,
+        realtimes,
+        monotonics,
+        boots,
+        uids,
+        invocations,
+        pids,
+        spf,
+        idents,
+        comms,
+        message_ids,
+        messages,
+        starts,
+    })
 }
 
 /// Decompresses a block value (either codec) into its raw payload.
@@ -431,18 +638,30 @@ pub fn decompress_with(
     d: &mut zstd::bulk::Decompressor<'static>,
     block: &[u8],
 ) -> Result<Vec<u8>, String> {
+    let mut raw = Vec::new();
+    decompress_into(d, block, &mut raw)?;
+    Ok(raw)
+}
+
+/// Like [`decompress_with`], into `raw` (cleared first; its memory is reused).
+pub fn decompress_into(
+    d: &mut zstd::bulk::Decompressor<'static>,
+    block: &[u8],
+    raw: &mut Vec<u8>,
+) -> Result<(), String> {
     if block.len() < HEADER_LEN {
         return Err(format!(
             "block of {} bytes is shorter than its header",
             block.len()
         ));
     }
-    if block[0] != CODEC_ZSTD_POSTCARD && block[0] != CODEC_ZSTD_COLUMNS {
+    if !known_codec(block[0]) {
         return Err(format!("unknown block codec {}", block[0]));
     }
     let raw_len = u32::from_le_bytes(block[1..5].try_into().expect("4 bytes")) as usize;
-    let raw = d
-        .decompress(&block[HEADER_LEN..], raw_len)
+    raw.clear();
+    raw.reserve(raw_len);
+    d.decompress_to_buffer(&block[HEADER_LEN..], raw)
         .map_err(|e| e.to_string())?;
     if raw.len() != raw_len {
         return Err(format!(
@@ -450,26 +669,32 @@ pub fn decompress_with(
             raw.len()
         ));
     }
-    Ok(raw)
+    Ok(())
 }
 
-/// Decodes the entries of a decompressed block of `codec` (its first byte), borrowing
-/// from `raw`.
-pub fn decode(codec: u8, raw: &[u8]) -> Result<Vec<StoredRef<'_>>, String> {
+/// Decodes a decompressed block of `codec` (its first byte), borrowing from `raw`.
+pub fn view(codec: u8, raw: &[u8]) -> Result<View<'_>, String> {
     match codec {
-        CODEC_ZSTD_POSTCARD => {
-            postcard::from_bytes::<Vec<StoredRef<'_>>>(raw).map_err(|e| e.to_string())
-        }
-        CODEC_ZSTD_COLUMNS => decode_columns(raw),
+        CODEC_ZSTD_POSTCARD => postcard::from_bytes::<Vec<V1Row<'_>>>(raw)
+            .map(|rows| View::Rows(rows.into_iter().map(StoredRef::from).collect()))
+            .map_err(|e| e.to_string()),
+        CODEC_ZSTD_COLUMNS => decode_columns(raw, false).map(|c| View::Columns(Box::new(c))),
+        CODEC_ZSTD_COLUMNS_V3 => decode_columns(raw, true).map(|c| View::Columns(Box::new(c))),
         c => Err(format!("unknown block codec {c}")),
     }
 }
 
-/// Whether the messages of a block of `codec` lie in seq order in its raw payload,
-/// each followed by a newline (v2), so that one regex pass over them finds the
-/// candidates.
-pub fn messages_contiguous(codec: u8) -> bool {
-    codec == CODEC_ZSTD_COLUMNS
+/// Every entry of a decompressed block of `codec`, borrowing from `raw`.
+pub fn decode(codec: u8, raw: &[u8]) -> Result<Vec<StoredRef<'_>>, String> {
+    view(codec, raw).map(View::rows)
+}
+
+/// Whether `codec` is one this version reads.
+pub fn known_codec(codec: u8) -> bool {
+    matches!(
+        codec,
+        CODEC_ZSTD_POSTCARD | CODEC_ZSTD_COLUMNS | CODEC_ZSTD_COLUMNS_V3
+    )
 }
 
 #[cfg(test)]
@@ -499,6 +724,8 @@ mod tests {
                 priority: i as u8,
                 flags: [0, 1, 2, 4][i],
                 identifier: idents[i],
+                comm: ["web", "", "sh", "a-fifteen-bytes"][i],
+                message_id: [0, 0, 0x39f5_3479_d3a0_45ac_8e11_7862_4823_1fbf, 0][i],
                 message: msgs[i],
             })
             .collect();
@@ -506,7 +733,7 @@ mod tests {
             .unwrap()
             .encode(items.iter().copied())
             .unwrap();
-        assert_eq!(b[0], CODEC_ZSTD_COLUMNS);
+        assert_eq!(b[0], CODEC_ZSTD_COLUMNS_V3);
         let raw = decompress(&b).unwrap();
         assert_eq!(raw.len(), raw_len);
         let got = decode(b[0], &raw).unwrap();
@@ -542,6 +769,7 @@ mod tests {
                     w.message
                 )
             );
+            assert_eq!((g.comm, g.message_id), (w.comm, w.message_id));
         }
         // Every cut of the payload is refused, never a panic.
         for cut in 0..raw.len() {

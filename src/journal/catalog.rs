@@ -1,10 +1,12 @@
 //! `MESSAGE_ID=` of the manager's lines, as systemd's sd-messages.h numbers them.
 //!
-//! The store keeps no MESSAGE_ID (an entry has no column for it: adding one is a format change);
-//! the manager words its lines exactly as systemd 252 does
-//! (`supervisor::lines`, whose tests check every wording against this
-//! table), so the id is recognised from a manager entry's message when an
-//! output or a match needs it. Lines of the units themselves never get one.
+//! Since format v3 the manager stores the id with each line it writes
+//! (`supervisor::lines::Line::message_id`, from these constants). Stores of
+//! v1 and v2 have no column for it; their manager lines were worded exactly
+//! as systemd 252 does (`supervisor::lines`, whose tests check every wording
+//! against the table below), so for an entry without a stored id the id is
+//! recognised from a manager line's wording ([`entry_message_id`]). Lines of
+//! the units themselves never get one.
 
 /// SD_MESSAGE_UNIT_STARTING: "Starting X..."
 pub const UNIT_STARTING: &str = "7d4958e842da4a758f6c1cdc7b36dcc5";
@@ -85,4 +87,25 @@ pub fn message_id(message: &[u8]) -> Option<&'static str> {
         return find(UNIT_LINES, rest);
     }
     find(JOB_LINES, m)
+}
+
+/// The MESSAGE_ID of an entry, as 32 hex digits: the stored one, else (a manager line
+/// of a store before v3) the one its wording shows.
+pub fn entry_message_id(
+    stream: super::Stream,
+    stored: u128,
+    message: &[u8],
+) -> Option<std::borrow::Cow<'static, str>> {
+    if stored != 0 {
+        return Some(format!("{stored:032x}").into());
+    }
+    if stream != super::Stream::Manager {
+        return None;
+    }
+    message_id(message).map(std::borrow::Cow::Borrowed)
+}
+
+/// A catalog id as the journal stores it.
+pub fn id_number(id: &str) -> u128 {
+    u128::from_str_radix(id, 16).unwrap_or(0)
 }

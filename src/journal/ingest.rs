@@ -87,6 +87,8 @@ pub struct SourceMeta {
     pub level_prefix: bool,
     /// SyslogIdentifier=.
     pub identifier: Arc<str>,
+    /// `_COMM` of the process writing (see [`super::comm_of`]); empty when unknown.
+    pub comm: Arc<str>,
     /// The unit's rate limiter, if any.
     pub rate_limit: Option<Arc<RateLimiter>>,
 }
@@ -264,6 +266,8 @@ impl Splitter {
             stream: self.meta.stream,
             priority,
             identifier: self.meta.identifier.clone(),
+            comm: self.meta.comm.clone(),
+            message_id: 0,
             message: msg.to_vec(),
             flags: f,
             realtime: Some(self.now.0),
@@ -297,6 +301,7 @@ mod tests {
             default_priority: 6,
             level_prefix: true,
             identifier: Arc::from("u"),
+            comm: Arc::from("u"),
             rate_limit: None,
         }
     }

@@ -148,6 +148,12 @@ pub struct Entry {
     pub message: Vec<u8>,
     /// [`flags`] bits.
     pub flags: u8,
+    /// `_COMM`: the writing process's command name, as the kernel has it (the
+    /// executable's file name, at most 15 bytes); empty when unknown (manager
+    /// lines, entries stored before format v3).
+    pub comm: String,
+    /// `MESSAGE_ID` (a systemd catalog id) of a manager line; 0 when none.
+    pub message_id: u128,
 }
 
 impl Entry {
@@ -189,6 +195,10 @@ pub struct NewEntry {
     pub priority: u8,
     /// SyslogIdentifier.
     pub identifier: Arc<str>,
+    /// `_COMM` of the writing process; empty when unknown.
+    pub comm: Arc<str>,
+    /// `MESSAGE_ID`; 0 when none.
+    pub message_id: u128,
     /// The message bytes (no trailing newline).
     pub message: Vec<u8>,
     /// [`flags`] bits.
@@ -209,6 +219,8 @@ impl NewEntry {
             stream: Stream::Manager,
             priority: 6,
             identifier: Arc::from("corrald"),
+            comm: Arc::from(""),
+            message_id: 0,
             message: message.into(),
             flags: 0,
             realtime: None,
@@ -234,6 +246,16 @@ pub fn monotonic_now() -> u64 {
     // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+/// The command name the kernel gives a process that executed `program`: its file
+/// name, cut to 15 bytes (TASK_COMM_LEN less the NUL), as `_COMM` shows it.
+pub fn comm_of(program: &std::path::Path) -> String {
+    let name = program
+        .file_name()
+        .map(|n| n.as_encoded_bytes())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&name[..name.len().min(15)]).into_owned()
 }
 
 /// The kernel's boot id (/proc/sys/kernel/random/boot_id) as a 128-bit number; 0 if unreadable.

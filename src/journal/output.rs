@@ -130,13 +130,14 @@ pub fn fields(e: &Entry, hostname: &str) -> Vec<(&'static str, Vec<u8>)> {
     f.push(("PRIORITY", e.priority.to_string().into_bytes()));
     f.push(("SYSLOG_IDENTIFIER", e.identifier.clone().into_bytes()));
     f.push(("MESSAGE", e.message.clone()));
-    if e.stream == Stream::Manager
-        && let Some(id) = super::catalog::message_id(&e.message)
-    {
+    if let Some(id) = super::catalog::entry_message_id(e.stream, e.message_id, &e.message) {
         f.push(("MESSAGE_ID", id.as_bytes().to_vec()));
     }
     if let Some(pid) = e.pid {
         f.push(("_PID", pid.to_string().into_bytes()));
+    }
+    if !e.comm.is_empty() {
+        f.push(("_COMM", e.comm.clone().into_bytes()));
     }
     f.push(("_UID", e.uid.to_string().into_bytes()));
     let transport = match e.stream {

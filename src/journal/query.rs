@@ -4,7 +4,7 @@
 use chrono::{Local, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use serde::{Deserialize, Serialize};
 
-use super::block::StoredRef;
+use super::block::{StoredRef, View};
 use super::error::{JournalError, Result};
 use super::{Stream, parse_cursor};
 
@@ -76,6 +76,8 @@ struct MatchGroup {
 struct FieldView<'a> {
     unit: &'a str,
     identifier: &'a str,
+    comm: &'a str,
+    message_id: u128,
     message: &'a [u8],
     priority: u8,
     pid: Option<u32>,
@@ -94,9 +96,10 @@ impl FieldView<'_> {
         match field {
             "MESSAGE" => self.message == v,
             "MESSAGE_ID" => {
-                self.stream == Stream::Manager
-                    && super::catalog::message_id(self.message).is_some_and(&text)
+                super::catalog::entry_message_id(self.stream, self.message_id, self.message)
+                    .is_some_and(|id| text(&id))
             }
+            "_COMM" => !self.comm.is_empty() && text(self.comm),
             "PRIORITY" => num(self.priority.into()),
             "SYSLOG_IDENTIFIER" => text(self.identifier),
             "_PID" => self.pid.is_some_and(|p| num(p.into())),
@@ -225,36 +228,20 @@ impl CompiledQuery {
 
     /// The entries of a decoded block of `unit` that pass every filter, by index.
     ///
-    /// When the block's messages lie one after the other (`contiguous`, format v2) and the
+    /// When the block's messages lie one after the other (format v2 and later) and the
     /// regex looks at no context (no anchors or word boundaries, no empty match), one
     /// search runs over all of them instead of one per entry: it stops at the earliest
     /// end of a match, the entry holding that end is tested on its own (the match may
     /// have begun in an earlier one), and the search goes on after that entry. An
     /// entry before it cannot match on its own: its match would have ended earlier.
-    /// `raw` is the decompressed block the items borrow from.
-    pub fn select(
-        &self,
-        unit: &str,
-        raw: &[u8],
-        items: &[StoredRef<'_>],
-        contiguous: bool,
-    ) -> Vec<usize> {
-        let (Some(re), true, Some(first), Some(last)) = (
-            &self.grep,
-            contiguous && self.grep_scan,
-            items.first(),
-            items.last(),
-        ) else {
-            return (0..items.len())
-                .filter(|&i| self.matches(unit, &items[i]))
+    /// Only the entries tested are read from the block's columns.
+    pub fn select(&self, unit: &str, block: &View<'_>) -> Vec<usize> {
+        let (Some(re), true, Some((area, starts))) = (&self.grep, self.grep_scan, block.messages())
+        else {
+            return (0..block.len())
+                .filter(|&i| self.matches(unit, &block.get(i)))
                 .collect();
         };
-        let offset = |m: &[u8]| m.as_ptr() as usize - raw.as_ptr() as usize;
-        let base = offset(first.message);
-        let Some(area) = raw.get(base..offset(last.message) + last.message.len() + 1) else {
-            return Vec::new();
-        };
-        let starts: Vec<usize> = items.iter().map(|e| offset(e.message) - base).collect();
         let mut out = Vec::new();
         let mut pos = 0;
         while pos < area.len() {
@@ -263,12 +250,12 @@ impl CompiledQuery {
             let Some(end) = re.shortest_match_at(area, pos) else {
                 break;
             };
-            let i = starts.partition_point(|&s| s < end) - 1;
-            let e = &items[i];
-            if re.is_match(e.message) && self.matches_but_grep(unit, e) {
+            let i = starts.partition_point(|&s| (s as usize) < end) - 1;
+            let e = block.get(i);
+            if re.is_match(e.message) && self.matches_but_grep(unit, &e) {
                 out.push(i);
             }
-            pos = starts[i] + e.message.len() + 1;
+            pos = starts[i + 1] as usize;
         }
         out
     }
@@ -288,6 +275,8 @@ impl CompiledQuery {
                 || self.fields_ok(&FieldView {
                     unit,
                     identifier: e.identifier,
+                    comm: e.comm,
+                    message_id: e.message_id,
                     message: e.message,
                     priority: e.priority,
                     pid: e.pid,
@@ -314,6 +303,8 @@ impl CompiledQuery {
             && self.fields_ok(&FieldView {
                 unit: &e.unit,
                 identifier: &e.identifier,
+                comm: &e.comm,
+                message_id: e.message_id,
                 message: &e.message,
                 priority: e.priority,
                 pid: e.pid,
@@ -635,7 +626,7 @@ mod tests {
     use super::*;
     use crate::journal::block::{self, EncodeItem, Encoder};
 
-    /// A v2 block of `msgs`, decoded: (raw payload, codec).
+    /// A block of `msgs` as this version writes it, decompressed.
     fn block_of(msgs: &[&[u8]]) -> Vec<u8> {
         let items = msgs.iter().enumerate().map(|(i, m)| EncodeItem {
             seq: i as u64 + 1,
@@ -649,6 +640,8 @@ mod tests {
             priority: 6,
             flags: 0,
             identifier: "x",
+            comm: "",
+            message_id: 0,
             message: m,
         });
         let items: Vec<_> = items.collect();
@@ -674,8 +667,10 @@ mod tests {
             b"timeout",
         ];
         let raw = block_of(&msgs);
-        let items = block::decode(block::CODEC_ZSTD_COLUMNS, &raw).unwrap();
+        let view = block::view(block::CODEC_ZSTD_COLUMNS_V3, &raw).unwrap();
+        let items = block::decode(block::CODEC_ZSTD_COLUMNS_V3, &raw).unwrap();
         assert_eq!(items.iter().map(|e| e.message).collect::<Vec<_>>(), msgs);
+        let rows = View::Rows(items.clone());
         for pattern in [
             "ERROR.*timeout",
             "error.*timeout",
@@ -700,8 +695,8 @@ mod tests {
             let each: Vec<usize> = (0..items.len())
                 .filter(|&i| cq.matches("u", &items[i]))
                 .collect();
-            assert_eq!(cq.select("u", &raw, &items, true), each, "{pattern}");
-            assert_eq!(cq.select("u", &raw, &items, false), each, "{pattern}");
+            assert_eq!(cq.select("u", &view), each, "{pattern}");
+            assert_eq!(cq.select("u", &rows), each, "{pattern}");
         }
     }
 

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::block::{self, CODEC_ZSTD_COLUMNS, CODEC_ZSTD_POSTCARD, HEADER_LEN};
+use super::block::{self, HEADER_LEN};
 use super::error::{JournalError, Result};
 use super::store::{FILE_NAME, Store, StoreOptions, store_file};
 use super::writer::{MANAGER_UNIT, Writer, WriterHandle, WriterOptions};
@@ -151,7 +151,7 @@ pub fn scan(data: &[u8]) -> Vec<Frame> {
         let Some(start) = pos.checked_sub(HEADER_LEN) else {
             continue;
         };
-        if data[start] != CODEC_ZSTD_POSTCARD && data[start] != CODEC_ZSTD_COLUMNS {
+        if !block::known_codec(data[start]) {
             continue;
         }
         let raw_len = u32::from_le_bytes(data[start + 1..pos].try_into().expect("4 bytes"));
@@ -264,6 +264,8 @@ mod tests {
             priority: 6,
             flags: 0,
             identifier: "t",
+            comm: "",
+            message_id: 0,
             message: m.as_bytes(),
         });
         let items: Vec<EncodeItem<'_>> = items.collect();

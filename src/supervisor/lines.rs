@@ -6,9 +6,10 @@
 //! with the unit's name ("web.service: Failed with result 'signal'."). Which
 //! lines a change of state produces is a pure function of the machine's
 //! states before and after ([`service_lines`], [`target_lines`]),
-//! table-tested below. `MESSAGE_ID=` is not stored: the journal recognises
-//! these wordings when it prints (`journal::catalog`), and the tests here
-//! check that every line gets the id systemd gives it.
+//! table-tested below. Each line is stored with the `MESSAGE_ID=` systemd
+//! gives it ([`Line::message_id`]); the tests here check every id, and that
+//! `journal::catalog` recognises the same id from the wording (what stores
+//! before format v3, which have no MESSAGE_ID column, rely on).
 
 use std::fmt::Write as _;
 
@@ -117,6 +118,27 @@ impl Line {
             Line::Note(p, _) => *p,
             _ => INFO,
         }
+    }
+
+    /// systemd's MESSAGE_ID of the line (sd-messages.h), if it has one.
+    pub fn message_id(&self) -> Option<&'static str> {
+        use crate::journal::catalog::*;
+        Some(match self {
+            Line::Starting => UNIT_STARTING,
+            Line::Started | Line::Finished | Line::ReachedTarget => UNIT_STARTED,
+            Line::FailedToStart | Line::DependencyFailed | Line::AssertionFailed => UNIT_FAILED,
+            Line::Stopping => UNIT_STOPPING,
+            Line::Stopped | Line::StoppedTarget => UNIT_STOPPED,
+            Line::Reloading => UNIT_RELOADING,
+            Line::Reloaded | Line::ReloadFailed => UNIT_RELOADED,
+            Line::MainExited(_) | Line::ControlExited(_) => UNIT_PROCESS_EXIT,
+            Line::FailedWithResult(_) => UNIT_FAILURE_RESULT,
+            Line::Deactivated => UNIT_SUCCESS,
+            Line::Skipped(_) => UNIT_SKIPPED,
+            Line::RestartScheduled(_) => UNIT_RESTART_SCHEDULED,
+            Line::Consumed(_) => UNIT_RESOURCES,
+            Line::ConditionSkipped(_) | Line::StartLimitHit | Line::Note(..) => return None,
+        })
     }
 
     /// The MESSAGE text.

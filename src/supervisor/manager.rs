@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cgroup::Cgroup;
 use crate::ipc::proto::{ErrorKind, Failure, KillWhom, LoadState, Response};
+use crate::journal::catalog;
 use crate::unit::{Loader, SpecifierContext, UnitName};
 
 use super::control::Query;
@@ -394,7 +395,9 @@ impl Manager {
                 .get(unit)
                 .map(UnitEntry::invocation_id)
                 .unwrap_or_default();
-            self.output.manager_entry(unit, &inv, line.priority(), text);
+            let id = line.message_id().map_or(0, catalog::id_number);
+            self.output
+                .manager_entry(unit, &inv, line.priority(), id, text);
         }
     }
 

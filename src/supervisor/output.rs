@@ -39,6 +39,8 @@ pub struct Source {
     pub level_prefix: bool,
     /// SyslogIdentifier=.
     pub identifier: String,
+    /// `_COMM`: the command name the kernel gives the process (empty when unknown).
+    pub comm: String,
     /// LogRateLimitIntervalSec=/LogRateLimitBurst= of the unit, shared by its pipes.
     pub rate_limit: Option<Arc<RateLimiter>>,
 }
@@ -104,6 +106,7 @@ impl Output {
             default_priority: src.priority,
             level_prefix: src.level_prefix,
             identifier: Arc::from(src.identifier.as_str()),
+            comm: Arc::from(src.comm.as_str()),
             rate_limit: src.rate_limit,
         };
         let task = spawn_pipe_reader(fd, meta, handle);
@@ -117,11 +120,19 @@ impl Output {
     }
 
     /// Records a message of the manager about `unit` (started, stopped, failed...),
-    /// in the order of the calls.
-    pub fn manager_entry(&self, unit: &str, invocation: &str, priority: u8, message: String) {
+    /// with its MESSAGE_ID (0 for none), in the order of the calls.
+    pub fn manager_entry(
+        &self,
+        unit: &str,
+        invocation: &str,
+        priority: u8,
+        message_id: u128,
+        message: String,
+    ) {
         if let Some(tx) = &self.manager {
             let mut entry = NewEntry::manager(unit, invocation_number(invocation), message);
             entry.priority = priority;
+            entry.message_id = message_id;
             let _ = tx.send(entry);
         }
     }

@@ -277,6 +277,7 @@ fn read_output(out_r: OwnedFd, uid: u32, pid: u32, invocation: u128, journal: &W
         default_priority: 6,
         level_prefix: true,
         identifier: Arc::from("corrald"),
+        comm: Arc::from("corrald"),
         rate_limit: Some(RateLimiter::new(RATE_INTERVAL, RATE_BURST)),
     };
     drop(ingest::spawn_pipe_reader(out_r, meta, journal.clone()));

@@ -32,6 +32,8 @@ pub fn ne(unit: &str, msg: &str) -> NewEntry {
         stream: Stream::Stdout,
         priority: 6,
         identifier: Arc::from(unit),
+        comm: Arc::from(""),
+        message_id: 0,
         message: msg.as_bytes().to_vec(),
         flags: 0,
         realtime: None,
@@ -40,12 +42,13 @@ pub fn ne(unit: &str, msg: &str) -> NewEntry {
 }
 
 /// Entries to compare with journalctl: several identifiers, PIDs, priorities and units, a manager line
-/// without a PID, and messages journalctl shows specially without -a.
+/// without a PID (with its MESSAGE_ID), and messages journalctl shows specially without -a.
 pub fn varied_entries() -> Vec<NewEntry> {
     let mut v = Vec::new();
     let mut add = |unit: &str, ident: &str, pid: Option<u32>, prio: u8, msg: &[u8]| {
         let mut e = ne(unit, "");
         e.identifier = ident.into();
+        e.comm = ident.into();
         e.pid = pid;
         e.priority = prio;
         e.message = msg.to_vec();
@@ -92,6 +95,7 @@ pub fn varied_entries() -> Vec<NewEntry> {
     add("web.service", "web", Some(101), 6, b"");
     let mut mgr = NewEntry::manager("web.service", 0xabc, "Started web.service.");
     mgr.priority = 5;
+    mgr.message_id = corral::journal::catalog::id_number(corral::journal::catalog::UNIT_STARTED);
     v.push(mgr);
     let mut err = ne("db.service", "db: disk full");
     err.identifier = "db".into();

@@ -24,7 +24,8 @@ impl Manager {
     /// How the output of a process of `name` is labelled in the journal:
     /// SyslogIdentifier=, else the name of the program this process runs
     /// (each command its own, as systemd: ExecStartPre=, each ExecStart= of
-    /// a oneshot, ExecStop=, runit's `finish`), else the unit's name.
+    /// a oneshot, ExecStop=, runit's `finish`), else the unit's name. `_COMM`
+    /// is what the kernel names the process after it executed `program`.
     pub(super) fn source(
         &self,
         name: &str,
@@ -44,6 +45,7 @@ impl Manager {
             })
             .unwrap_or_else(|| name.trim_end_matches(".service").to_string());
         Source {
+            comm: program.map(crate::journal::comm_of).unwrap_or_default(),
             unit: name.to_string(),
             invocation: e.invocation_id(),
             pid,
@@ -84,7 +86,8 @@ impl Manager {
             .spawn(&spec)
             .map_err(|e| format!("cannot start log/run of {name}: {e}"))?;
         drop(spec);
-        let src = self.source(name, None, None, pid, Stream::Stdout);
+        let mut src = self.source(name, None, None, pid, Stream::Stdout);
+        src.comm = crate::journal::comm_of(log_run);
         self.output.attach(src, out_r);
         if let Some(inv) = self.units.get_mut(name).and_then(UnitEntry::inv_mut) {
             inv.log_pipe = Some(write);
