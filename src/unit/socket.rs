@@ -334,7 +334,7 @@ fn absolute_path(v: &str) -> Result<PathBuf, String> {
 }
 
 fn socket(unit: &mut Unit) -> &mut SocketSection {
-    unit.socket.get_or_insert_with(SocketSection::default)
+    unit.socket.get_or_insert_with(Box::default)
 }
 
 impl Applier<'_> {
