@@ -23,8 +23,8 @@ pub fn properties(u: &UnitStatus) -> Vec<(&'static str, String)> {
 /// systemctl's words for a timer's properties (systemd 252's
 /// `bus_print_property`): realtime instants as timestamps in the local
 /// zone ("n/a" when unset), other `*USec` as time spans ("infinity" for a
-/// monotonic elapse that is not armed), one line per value of
-/// `TimersMonotonic` and `TimersCalendar`.
+/// monotonic elapse that is not armed, "0" for one never computed), one
+/// line per value of `TimersMonotonic` and `TimersCalendar`.
 pub fn timer_properties(t: &TimerStatus) -> Vec<(&'static str, String)> {
     let tz = jiff::tz::TimeZone::system();
     let stamp = |v: Option<u64>| v.map_or("n/a".to_string(), |u| format_timestamp(u, &tz));
@@ -33,7 +33,8 @@ pub fn timer_properties(t: &TimerStatus) -> Vec<(&'static str, String)> {
     let [fixed, persistent, wake, remain, clock, zone] = t.flags;
     let mut out = vec![("Unit", t.unit.clone())];
     for (base, offset, next) in &t.monotonic {
-        let next = next.map_or("n/a".to_string(), span);
+        // systemd keeps 0 for a value that has not been computed.
+        let next = span(next.unwrap_or(0));
         out.push((
             "TimersMonotonic",
             format!("{{ {base}={} ; next_elapse={next} }}", span(*offset)),
