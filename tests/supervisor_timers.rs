@@ -373,7 +373,9 @@ fn remain_after_elapse_no_goes_inactive_after_the_last_elapse() {
             write_recorder(td, name, "");
             td.write_unit(
                 &format!("{name}.timer"),
-                &format!("[Timer]\nOnActiveSec=300ms\nAccuracySec=1ms\nRemainAfterElapse={remain}\n"),
+                &format!(
+                    "[Timer]\nOnActiveSec=300ms\nAccuracySec=1ms\nRemainAfterElapse={remain}\n"
+                ),
             );
         }
     }) else {
@@ -534,7 +536,10 @@ fn show_of_a_timer_has_systemds_timer_properties() {
             "<TIME>",
         ),
         (r"next_elapse=\d[^}]*\}", "next_elapse=<SPAN> }"),
-        (r"(?m)^NextElapseUSecMonotonic=\d.*$", "NextElapseUSecMonotonic=<SPAN>"),
+        (
+            r"(?m)^NextElapseUSecMonotonic=\d.*$",
+            "NextElapseUSecMonotonic=<SPAN>",
+        ),
     ] {
         s = Regex::new(re).unwrap().replace_all(&s, rep).into_owned();
     }

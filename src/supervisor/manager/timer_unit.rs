@@ -367,7 +367,9 @@ impl Manager {
     fn waiting_timers(&self) -> Vec<String> {
         self.units
             .iter()
-            .filter(|(_, e)| matches!(&e.body, Body::Timer(b) if b.timer.state == TimerState::Waiting))
+            .filter(
+                |(_, e)| matches!(&e.body, Body::Timer(b) if b.timer.state == TimerState::Waiting),
+            )
             .map(|(n, _)| n.to_string())
             .collect()
     }

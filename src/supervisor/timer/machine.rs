@@ -142,10 +142,12 @@ pub fn compute_next(def: &TimerSection, t: &Timer, c: &Clocks, time_change: bool
     for n in calendar.into_iter().flatten() {
         real = Some(real.map_or(n, |r| r.min(n)));
     }
-    let leave_around = def
-        .monotonic
-        .iter()
-        .any(|v| matches!(v.base, MonotonicBase::UnitActive | MonotonicBase::UnitInactive));
+    let leave_around = def.monotonic.iter().any(|v| {
+        matches!(
+            v.base,
+            MonotonicBase::UnitActive | MonotonicBase::UnitInactive
+        )
+    });
     for (i, (v, at)) in def.monotonic.iter().zip(monotonic).enumerate() {
         if t.spent.contains(&i) {
             continue;
