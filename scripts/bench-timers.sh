@@ -1,5 +1,7 @@
 #!/bin/bash
-# bench-timers.sh [seconds] [count]: the cost of loaded timer units.
+# bench-timers.sh [seconds] [count]: the cost of loaded timer units, then
+# `corral calendar` per expression beside `systemd-analyze calendar`.
+# bench-timers.sh calendar [runs]: only the latter.
 # Two managers in turn on the same 1000 (count) oneshot services: the first
 # without timers, the second with one enabled .timer per service
 # (OnCalendar=daily, AccuracySec=1min, all started by timers.target), none
@@ -9,6 +11,9 @@
 #   rss      VmRSS at the end, KiB
 # Needs root (cgroups). Everything started here is stopped here by PID.
 set -u
+ONLY_CALENDAR=0
+if [ "${1:-}" = calendar ]; then ONLY_CALENDAR=1; RUNS=${2:-200}; set --; fi
+RUNS=${RUNS:-200}
 SECS=${1:-60}; N=${2:-1000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=/tmp/corral-bench-timers-$$; mkdir -p $B
@@ -57,6 +62,30 @@ run() { # name with-timers
   echo -e "$1\ttimers-started=$active\twakeups=$((b[0]-a[0]))\truns=$((b[1]-a[1]))\trss_kib=$rss"
   kill $CD; wait $CD 2>/dev/null; CD=
 }
+# The whole CLI per expression (process start, parse, normalise, next
+# elapse, print), mean of RUNS runs each, from the same base time; and
+# systemd-analyze doing the same where it is installed.
+calendar_cli() {
+  local exprs=("daily" "Mon..Fri *-*-* 09:00" "Sat,Sun 2026..2030-01,7-1..7 00/6:00"
+    "*:0/15" "*-*~01 04:00" "*:*:12.345678" "Mon *-*-* 09:00 Europe/Berlin" "*-02-29 12:00")
+  local sa; sa=$(command -v systemd-analyze)
+  echo "calendar CLI, mean of $RUNS runs, ms per run (corral / systemd-analyze):"
+  for e in "${exprs[@]}"; do
+    local t0 t1 t2 c s
+    t0=$(date +%s%N)
+    for _ in $(seq $RUNS); do $ROOT/target/release/corral calendar --base-time @1796637600 "$e" >/dev/null; done
+    t1=$(date +%s%N)
+    if [ -n "$sa" ]; then
+      for _ in $(seq $RUNS); do $sa calendar --base-time @1796637600 "$e" >/dev/null 2>&1; done
+    fi
+    t2=$(date +%s%N)
+    c=$(( (t1 - t0) / RUNS / 1000 )); s=$(( (t2 - t1) / RUNS / 1000 ))
+    printf '  %-40s %d.%03d / %s\n' "$e" $((c / 1000)) $((c % 1000)) \
+      "$([ -n "$sa" ] && printf '%d.%03d' $((s / 1000)) $((s % 1000)) || echo n/a)"
+  done
+}
+if [ $ONLY_CALENDAR = 1 ]; then calendar_cli; exit 0; fi
 echo "over ${SECS}s idle, $N services:"
 run base 0
 run timers 1
+calendar_cli

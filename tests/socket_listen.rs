@@ -30,7 +30,7 @@ fn def(name: &str, body: &str) -> SocketSection {
     );
     let errors: Vec<String> = u.errors().map(|d| d.to_string()).collect();
     assert!(errors.is_empty(), "{errors:?}");
-    u.socket.unwrap()
+    *u.socket.unwrap()
 }
 
 /// A loopback port nobody listens on at the time of the call.

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::TestDaemon;
+use common::{TestDaemon, golden};
 use regex::Regex;
 
 fn normalize(td: &TestDaemon, text: &str) -> String {
@@ -40,23 +38,6 @@ fn normalize(td: &TestDaemon, text: &str) -> String {
         s = Regex::new(re).unwrap().replace_all(&s, rep).into_owned();
     }
     s
-}
-
-fn golden(name: &str, got: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
-        std::fs::write(&path, got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
-            path.display()
-        )
-    });
-    assert_eq!(got, want, "output differs from {}", path.display());
 }
 
 fn start() -> Option<TestDaemon> {

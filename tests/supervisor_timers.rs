@@ -1,6 +1,9 @@
-//! `.timer` units in a real manager: monotonic and calendar elapses,
-//! OnUnitActiveSec= repeats, Persistent= across a restart of the manager,
-//! RandomizedDelaySec=, a missing triggered unit, timers.target and enable.
+//! `.timer` units in a real manager: monotonic and calendar elapses
+//! (OnActiveSec=, OnBootSec=, OnStartupSec=, OnUnitActiveSec=, OnCalendar=),
+//! Persistent= across a restart of the manager, RandomizedDelaySec= and
+//! FixedRandomDelay=, RemainAfterElapse=, a change of the time zone
+//! (OnTimezoneChange=), `show` of a timer against a golden file, a missing
+//! triggered unit, timers.target and enable.
 //! Each triggered service records when it ran in a file of the test's
 //! temp directory.
 
@@ -9,7 +12,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{TestDaemon, wait_until};
+use common::{TestDaemon, golden, wait_until};
+use corral::unit::calendar::{CalendarSpec, format_timestamp};
+use jiff::tz::TimeZone;
+use regex::Regex;
 
 /// Microseconds since the epoch.
 fn now_us() -> u64 {
@@ -308,4 +314,235 @@ fn a_timer_whose_unit_is_missing_fails_to_load() {
             .contains("the unit it triggers, orphan.service, is not found"),
         "{o:?}"
     );
+}
+
+#[test]
+fn on_boot_sec_already_past_fires_at_once() {
+    // The machine booted long before the test: as systemd, a boot-relative
+    // value in the past elapses at the timer's start.
+    let Some(td) = TestDaemon::start_with(|td| {
+        write_recorder(td, "boot", "");
+        td.write_unit("boot.timer", "[Timer]\nOnBootSec=1s\nAccuracySec=1ms\n");
+    }) else {
+        return;
+    };
+    let started = now_us();
+    td.ok(&["start", "boot.timer"]);
+    let r = wait_runs(&td, "boot", 1, 10);
+    assert!(r[0].0 >= started, "{r:?}");
+    // Spent: nothing is left to elapse, and RemainAfterElapse=yes keeps it.
+    wait_until(5, "boot.timer elapsed", || {
+        td.prop("boot.timer", "SubState") == "elapsed"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(runs(&runs_file(&td, "boot")).len(), 1, "{}", td.log());
+}
+
+#[test]
+fn on_startup_sec_counts_from_the_manager_start() {
+    let before = now_us();
+    let Some(td) = TestDaemon::start_with(|td| {
+        write_recorder(td, "up", "");
+        td.write_unit("up.timer", "[Timer]\nOnStartupSec=3s\nAccuracySec=1ms\n");
+    }) else {
+        return;
+    };
+    let ready = now_us();
+    // Started 1.5 s after the manager: it still elapses 3 s after the
+    // manager's start, not 3 s after its own.
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = now_us();
+    td.ok(&["start", "up.timer"]);
+    let r = wait_runs(&td, "up", 1, 15);
+    assert!(
+        r[0].0 >= before + 3_000_000,
+        "ran {} µs after the manager was launched, before OnStartupSec=3s",
+        r[0].0 - before
+    );
+    assert!(
+        r[0].0 < ready + 4_000_000 && r[0].0 < started + 3_000_000,
+        "ran {} µs after the timer's start: counted from the timer, not the manager",
+        r[0].0 - started
+    );
+}
+
+#[test]
+fn remain_after_elapse_no_goes_inactive_after_the_last_elapse() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        for (name, remain) in [("stay", "yes"), ("go", "no")] {
+            write_recorder(td, name, "");
+            td.write_unit(
+                &format!("{name}.timer"),
+                &format!(
+                    "[Timer]\nOnActiveSec=300ms\nAccuracySec=1ms\nRemainAfterElapse={remain}\n"
+                ),
+            );
+        }
+    }) else {
+        return;
+    };
+    td.ok(&["start", "stay.timer", "go.timer"]);
+    wait_runs(&td, "stay", 1, 10);
+    wait_runs(&td, "go", 1, 10);
+    wait_until(5, "go.timer inactive", || {
+        td.prop("go.timer", "ActiveState") == "inactive"
+    });
+    assert_eq!(td.prop("go.timer", "SubState"), "dead");
+    assert_eq!(td.prop("go.timer", "Result"), "success");
+    wait_until(5, "stay.timer elapsed", || {
+        td.prop("stay.timer", "SubState") == "elapsed"
+    });
+    assert_eq!(td.prop("stay.timer", "ActiveState"), "active");
+    // A start arms the gone one afresh.
+    td.ok(&["start", "go.timer"]);
+    wait_runs(&td, "go", 2, 10);
+}
+
+#[test]
+fn fixed_random_delay_is_the_same_across_manager_restarts() {
+    // A day of random delay on an elapse far ahead: the fixed one lands on
+    // the same second after a restart, a fresh one (almost surely) not.
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        for (name, fixed) in [("fixed", "yes"), ("fresh", "no")] {
+            write_recorder(td, name, "");
+            td.write_unit(
+                &format!("{name}.timer"),
+                &format!(
+                    "[Timer]\nOnCalendar=2099-01-01 00:00:00 UTC\n\
+                     RandomizedDelaySec=1d\nFixedRandomDelay={fixed}\n"
+                ),
+            );
+        }
+    }) else {
+        return;
+    };
+    let next = |td: &TestDaemon| {
+        td.ok(&["start", "fixed.timer", "fresh.timer"]);
+        (
+            td.prop("fixed.timer", "NextElapseUSecRealtime"),
+            td.prop("fresh.timer", "NextElapseUSecRealtime"),
+        )
+    };
+    let first = next(&td);
+    td.restart();
+    let second = next(&td);
+    assert_eq!(first.0, second.0, "FixedRandomDelay=yes moved the elapse");
+    assert_ne!(first.1, second.1, "a fresh random delay came out the same");
+    // Within its bound: from the elapse to a day after it.
+    let base = 4_070_908_800_000_000u64; // 2099-01-01 00:00:00 UTC
+    let tz = TimeZone::system();
+    let within = (0..86_400u64)
+        .map(|s| format_timestamp(base + s * 1_000_000, &tz))
+        .any(|t| t == first.0);
+    assert!(within, "{} is not within a day after {base}", first.0);
+}
+
+/// Makes `link` name `zone` of the tz database, as timedatectl replaces
+/// /etc/localtime: a new symlink renamed over the old one.
+fn set_zone(link: &Path, zone: &str) {
+    let tmp = link.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(Path::new("/usr/share/zoneinfo").join(zone), &tmp).unwrap();
+    std::fs::rename(&tmp, link).unwrap();
+}
+
+/// The next 03:00 in `zone` after now, as `show` prints it.
+fn next_3am(zone: &str) -> String {
+    let spec = CalendarSpec::parse(&format!("*-*-* 03:00:00 {zone}")).unwrap();
+    let at = spec.next_elapse(now_us(), &TimeZone::UTC).unwrap();
+    format_timestamp(at, &TimeZone::system())
+}
+
+#[test]
+fn a_time_zone_change_moves_calendar_elapses_and_triggers_on_timezone_change() {
+    // The manager reads its zone from a file of the test's (never the
+    // machine's /etc/localtime), named by CORRAL_LOCALTIME.
+    let zones = tempfile::tempdir().unwrap();
+    let link = zones.path().join("localtime");
+    set_zone(&link, "Europe/Berlin");
+    let Some(td) = TestDaemon::start_configured(
+        |td| {
+            for (name, on_change) in [("tzt", "yes"), ("tzc", "no")] {
+                write_recorder(td, name, "");
+                td.write_unit(
+                    &format!("{name}.timer"),
+                    &format!(
+                        "[Timer]\nOnCalendar=*-*-* 03:00:00\nAccuracySec=1ms\n\
+                         OnTimezoneChange={on_change}\n"
+                    ),
+                );
+            }
+        },
+        &[],
+        |cmd| {
+            cmd.env("CORRAL_LOCALTIME", &link).env_remove("TZ");
+        },
+    ) else {
+        return;
+    };
+    td.ok(&["start", "tzt.timer", "tzc.timer"]);
+    // 03:00 without a zone is the manager's zone's.
+    assert_eq!(
+        td.prop("tzc.timer", "NextElapseUSecRealtime"),
+        next_3am("Europe/Berlin")
+    );
+    set_zone(&link, "Asia/Tokyo");
+    // OnTimezoneChange=yes: the change triggers the unit.
+    let r = wait_runs(&td, "tzt", 1, 10);
+    assert_eq!(r.len(), 1);
+    // Both now elapse at 03:00 in Tokyo.
+    wait_until(5, "tzc.timer recomputed in Asia/Tokyo", || {
+        td.prop("tzc.timer", "NextElapseUSecRealtime") == next_3am("Asia/Tokyo")
+    });
+    wait_until(5, "tzt.timer waiting in Asia/Tokyo", || {
+        td.prop("tzt.timer", "NextElapseUSecRealtime") == next_3am("Asia/Tokyo")
+    });
+    assert!(runs(&runs_file(&td, "tzc")).is_empty(), "{}", td.log());
+    let j = td.journal("tzt.service", &[]);
+    assert!(j.stdout.contains("Triggered by tzt.timer."), "{j:?}");
+    // Touching other files of the directory is no change of zone.
+    std::fs::write(zones.path().join("other"), "x").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(runs(&runs_file(&td, "tzt")).len(), 1, "{}", td.log());
+}
+
+#[test]
+fn show_of_a_timer_has_systemds_timer_properties() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        write_recorder(td, "work", "");
+        td.write_unit(
+            "gold.timer",
+            "[Timer]\nOnActiveSec=1h\nOnUnitActiveSec=30min\n\
+             OnCalendar=2099-01-01 00:00:00 UTC\nOnCalendar=Mon 12:00\n\
+             AccuracySec=5s\nRandomizedDelaySec=90s\nPersistent=yes\n\
+             RemainAfterElapse=no\nOnClockChange=yes\nWakeSystem=yes\n\
+             Unit=work.service\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "gold.timer"]);
+    let props = "Unit,TimersMonotonic,TimersCalendar,OnClockChange,OnTimezoneChange,\
+                 NextElapseUSecRealtime,NextElapseUSecMonotonic,LastTriggerUSec,\
+                 LastTriggerUSecMonotonic,Result,AccuracyUSec,RandomizedDelayUSec,\
+                 FixedRandomDelay,Persistent,WakeSystem,RemainAfterElapse,Id,ActiveState,SubState";
+    let o = td.ok(&["show", "gold.timer", "-p", props]);
+    let mut s = o.stdout;
+    // What moves from run to run: instants (the random delay, the
+    // calendar's next Monday) and boot-relative spans.
+    for (re, rep) in [
+        (
+            r"[A-Z][a-z]{2} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+",
+            "<TIME>",
+        ),
+        // A span that is not "0" (a value never computed).
+        (r"next_elapse=[1-9][^}]*\}", "next_elapse=<SPAN> }"),
+        (
+            r"(?m)^NextElapseUSecMonotonic=\d.*$",
+            "NextElapseUSecMonotonic=<SPAN>",
+        ),
+    ] {
+        s = Regex::new(re).unwrap().replace_all(&s, rep).into_owned();
+    }
+    golden("show-timer.txt", &s);
 }

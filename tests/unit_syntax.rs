@@ -29,7 +29,7 @@ fn svc(body: &str) -> ServiceSection {
     let u = unit(&format!("[Service]\nExecStart=/bin/true\n{body}"));
     let errs: Vec<String> = u.errors().map(|d| d.to_string()).collect();
     assert!(errs.is_empty(), "{body:?}: {errs:?}");
-    u.service.unwrap()
+    *u.service.unwrap()
 }
 
 fn argv(line: &str) -> Vec<Vec<String>> {

@@ -5,13 +5,72 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use crate::ipc::proto::{LoadState, ManagerStatus, Request, Response, UnitStatus};
+use crate::ipc::proto::{LoadState, ManagerStatus, Request, Response, TimerStatus, UnitStatus};
+use crate::supervisor::lines::format_timespan;
+use crate::unit::calendar::format_timestamp;
 
 use super::common::{VerbError, call, code_of, outln};
 use super::{exit, jobs};
 
-/// The properties of a unit, in systemctl's names and order.
+/// The properties of a unit, in systemctl's names and order: a timer's own
+/// first, as systemctl prints the kind's interface before the unit's.
 pub fn properties(u: &UnitStatus) -> Vec<(&'static str, String)> {
+    let mut out = u.timer.as_ref().map(timer_properties).unwrap_or_default();
+    out.extend(unit_properties(u));
+    out
+}
+
+/// systemctl's words for a timer's properties (systemd 252's
+/// `bus_print_property`): realtime instants as timestamps in the local
+/// zone ("n/a" when unset), other `*USec` as time spans ("infinity" for a
+/// monotonic elapse that is not armed, "0" for one never computed), one
+/// line per value of `TimersMonotonic` and `TimersCalendar`.
+pub fn timer_properties(t: &TimerStatus) -> Vec<(&'static str, String)> {
+    let tz = jiff::tz::TimeZone::system();
+    let stamp = |v: Option<u64>| v.map_or("n/a".to_string(), |u| format_timestamp(u, &tz));
+    let span = |v: u64| format_timespan(v, 0);
+    let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let [fixed, persistent, wake, remain, clock, zone] = t.flags;
+    let mut out = vec![("Unit", t.unit.clone())];
+    for (base, offset, next) in &t.monotonic {
+        // systemd keeps 0 for a value that has not been computed.
+        let next = span(next.unwrap_or(0));
+        out.push((
+            "TimersMonotonic",
+            format!("{{ {base}={} ; next_elapse={next} }}", span(*offset)),
+        ));
+    }
+    for (spec, next) in &t.calendar {
+        out.push((
+            "TimersCalendar",
+            format!("{{ OnCalendar={spec} ; next_elapse={} }}", stamp(*next)),
+        ));
+    }
+    out.extend([
+        ("OnClockChange", yes(clock)),
+        ("OnTimezoneChange", yes(zone)),
+        ("NextElapseUSecRealtime", stamp(t.next_realtime)),
+        (
+            "NextElapseUSecMonotonic",
+            span(t.next_monotonic.unwrap_or(u64::MAX)),
+        ),
+        ("LastTriggerUSec", stamp(t.last_trigger)),
+        (
+            "LastTriggerUSecMonotonic",
+            span(t.last_trigger_monotonic.unwrap_or(0)),
+        ),
+        ("AccuracyUSec", span(t.accuracy)),
+        ("RandomizedDelayUSec", span(t.randomized_delay)),
+        ("FixedRandomDelay", yes(fixed)),
+        ("Persistent", yes(persistent)),
+        ("WakeSystem", yes(wake)),
+        ("RemainAfterElapse", yes(remain)),
+    ]);
+    out
+}
+
+/// The properties every unit has.
+fn unit_properties(u: &UnitStatus) -> Vec<(&'static str, String)> {
     let opt = |v: Option<i32>| v.map_or("0".to_string(), |p| p.to_string());
     let load = super::list::load_word(&u.load);
     let load_error = match &u.load {

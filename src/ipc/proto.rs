@@ -539,6 +539,36 @@ pub struct UnitStatus {
     /// The units that start this one (the timers whose `Unit=` it is, the
     /// sockets that trigger it).
     pub triggered_by: Vec<String>,
+    /// A loaded timer: its `[Timer]` and state, for `show`.
+    pub timer: Option<TimerStatus>,
+}
+
+/// A timer's properties as systemd's `org.freedesktop.systemd1.Timer`
+/// has them (times in µs; `None` where systemd has 0 or infinity).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerStatus {
+    /// `Unit`: what it triggers.
+    pub unit: String,
+    /// `TimersMonotonic`: (base, e.g. `OnBootUSec`; offset; next elapse on
+    /// CLOCK_MONOTONIC), in the order written.
+    pub monotonic: Vec<(String, u64, Option<u64>)>,
+    /// `TimersCalendar`: (normalized expression; its next elapse, realtime).
+    pub calendar: Vec<(String, Option<u64>)>,
+    /// `NextElapseUSecRealtime`.
+    pub next_realtime: Option<u64>,
+    /// `NextElapseUSecMonotonic` (CLOCK_MONOTONIC).
+    pub next_monotonic: Option<u64>,
+    /// `LastTriggerUSec` (realtime).
+    pub last_trigger: Option<u64>,
+    /// `LastTriggerUSecMonotonic`.
+    pub last_trigger_monotonic: Option<u64>,
+    /// `AccuracyUSec`.
+    pub accuracy: u64,
+    /// `RandomizedDelayUSec`.
+    pub randomized_delay: u64,
+    /// `FixedRandomDelay`, `Persistent`, `WakeSystem`, `RemainAfterElapse`,
+    /// `OnClockChange`, `OnTimezoneChange`, in that order.
+    pub flags: [bool; 6],
 }
 
 /// The manager itself, for `corral status` without units.

@@ -200,6 +200,12 @@ pub fn exit_words(e: Exit) -> String {
 /// systemd's format_timespan with millisecond accuracy: "345ms", "1.234s",
 /// "1min 2.345s", "2h 5min 3.100s".
 pub fn format_timespan_ms(usec: u64) -> String {
+    format_timespan(usec, 1000)
+}
+
+/// systemd's format_timespan(usec, accuracy) (`accuracy` in µs; 0 is as
+/// fine as 1, as `systemctl show` prints spans: "1min", "1.500000s").
+pub fn format_timespan(usec: u64, accuracy: u64) -> String {
     const TABLE: [(&str, u64); 9] = [
         ("y", 31_557_600_000_000),
         ("month", 2_629_800_000_000),
@@ -211,15 +217,17 @@ pub fn format_timespan_ms(usec: u64) -> String {
         ("ms", 1000),
         ("us", 1),
     ];
-    const ACCURACY: u64 = 1000;
     if usec == 0 {
         return "0".to_string();
+    }
+    if usec == u64::MAX {
+        return "infinity".to_string();
     }
     let mut out = String::new();
     let mut t = usec;
     let mut something = false;
     for (suffix, unit) in TABLE {
-        if t == 0 || (t < ACCURACY && something) {
+        if t == 0 || (t < accuracy && something) {
             break;
         }
         if t < unit {
@@ -235,7 +243,7 @@ pub fn format_timespan_ms(usec: u64) -> String {
                 digits += 1;
                 cc /= 10;
             }
-            let mut cc = ACCURACY;
+            let mut cc = accuracy;
             while cc > 1 {
                 b /= 10;
                 digits -= 1;

@@ -114,6 +114,9 @@ pub enum Input {
         /// Its read failed with ECANCELED: the wall clock was set.
         changed: bool,
     },
+    /// The local zone's file (/etc/localtime) was replaced, written or
+    /// removed: the timers' zone may have changed.
+    ZoneFileChanged,
     /// A timer elapsed: start the unit it triggers.
     Trigger {
         /// The timer.
@@ -463,6 +466,7 @@ impl Manager {
                 }
             }
             Input::TimerClock { realtime, changed } => self.timer_clock(realtime, changed),
+            Input::ZoneFileChanged => self.zone_file_changed(),
             Input::Trigger { timer } => self.trigger(&timer),
             Input::Job {
                 unit,
@@ -614,6 +618,7 @@ pub async fn run(
         op: "create the manager's inotify instance",
         source: source.into(),
     })?;
+    manager.watch_zone();
     manager.load_all();
     for e in &manager.load_errors {
         eprintln!("corrald: {e}");

@@ -863,6 +863,8 @@ impl CalendarSpec {
             &mut f.second,
         ] {
             normalize_chain(c);
+            // A spec lives as long as its timer; parsing left room for more.
+            c.shrink_to_fit();
         }
         let valid = chain_valid(&f.year, MIN_YEAR, MAX_YEAR, false)
             && chain_valid(&f.month, 1, 12, false)

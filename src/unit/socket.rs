@@ -334,7 +334,7 @@ fn absolute_path(v: &str) -> Result<PathBuf, String> {
 }
 
 fn socket(unit: &mut Unit) -> &mut SocketSection {
-    unit.socket.get_or_insert_with(SocketSection::default)
+    unit.socket.get_or_insert_with(Box::default)
 }
 
 impl Applier<'_> {
@@ -597,7 +597,7 @@ mod tests {
         let u = unit("x.socket", &format!("[Socket]\n{body}"));
         let errs: Vec<String> = u.errors().map(|d| d.to_string()).collect();
         assert!(errs.is_empty(), "{errs:?}");
-        u.socket.unwrap()
+        *u.socket.unwrap()
     }
 
     fn stream(address: SocketAddress) -> Listen {

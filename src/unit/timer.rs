@@ -101,6 +101,9 @@ pub struct TimerSection {
     pub on_clock_change: bool,
     /// `OnTimezoneChange=`: a time zone change triggers the unit.
     pub on_timezone_change: bool,
+    /// `WakeSystem=` as written (for `show`): a user manager cannot wake
+    /// the machine, so it does nothing.
+    pub wake_system: bool,
 }
 
 impl Default for TimerSection {
@@ -116,6 +119,7 @@ impl Default for TimerSection {
             remain_after_elapse: true,
             on_clock_change: false,
             on_timezone_change: false,
+            wake_system: false,
         }
     }
 }
@@ -247,6 +251,7 @@ impl Applier<'_> {
             }
             "Unit" => self.trigger_unit(unit, d),
             "WakeSystem" => {
+                timer(unit).wake_system = parse_bool(&d.value).unwrap_or(false);
                 push_diag(
                     unit,
                     d,
@@ -308,7 +313,11 @@ impl Applier<'_> {
         if unit.kind() != UnitKind::Timer {
             return;
         }
-        let t = unit.timer.get_or_insert_with(TimerSection::default);
+        let t = unit.timer.get_or_insert_with(Box::default);
+        // Kept for the manager's life: the first push made room for four
+        // (960 bytes for one OnCalendar=).
+        t.calendar.shrink_to_fit();
+        t.monotonic.shrink_to_fit();
         if t.accuracy.is_zero() {
             // As fine as the kernel timer goes.
             t.accuracy = Duration::from_micros(1);
@@ -334,7 +343,7 @@ impl Applier<'_> {
 }
 
 fn timer(unit: &mut Unit) -> &mut TimerSection {
-    unit.timer.get_or_insert_with(TimerSection::default)
+    unit.timer.get_or_insert_with(Box::default)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //!   [`pids_matching`], [`pids_named`], [`is_zombie`], [`cgroup_pids`],
 //!   [`processes_of`]), files ([`fixture`], [`write_script`]), and
 //!   commands ([`stdout_of`], [`assert_quiet_when_the_reader_is_gone`],
-//!   [`show`] for failure messages).
+//!   [`show`] for failure messages), golden files ([`golden`]).
 //! - [`daemon`]: [`TestDaemon`], a real `corrald --user` with its own temp
 //!   directories and cgroup root, and the `corral` CLI run against it.
 //! - [`system`]: real test users and a real `corrald --system`; login,
@@ -275,4 +275,23 @@ pub fn show(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Compares `got` with tests/golden/`name`; `UPDATE_GOLDEN=1` rewrites the
+/// file instead.
+pub fn golden(name: &str, got: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var("UPDATE_GOLDEN").as_deref() == Ok("1") {
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    assert_eq!(got, want, "output differs from {}", path.display());
 }

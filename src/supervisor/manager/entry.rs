@@ -149,8 +149,9 @@ pub(super) enum Body {
     Service(Box<ServiceBody>),
     /// A target.
     Target(TargetBody),
-    /// A timer.
-    Timer(TimerBody),
+    /// A timer (boxed as the others: inline, its 200 bytes made every
+    /// unit's entry that big).
+    Timer(Box<TimerBody>),
     /// A socket.
     Socket(Box<SocketBody>),
 }
@@ -160,7 +161,7 @@ impl Body {
     fn new(kind: UnitKind) -> Body {
         match kind {
             UnitKind::Target => Body::Target(TargetBody::default()),
-            UnitKind::Timer => Body::Timer(TimerBody::default()),
+            UnitKind::Timer => Body::Timer(Box::default()),
             UnitKind::Socket => Body::Socket(Box::default()),
             _ => Body::Service(Box::default()),
         }

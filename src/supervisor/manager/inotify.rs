@@ -1,7 +1,7 @@
 //! The inotify hub: one instance for every file the manager watches, each
 //! invocation's `cgroup.events` (kept while a lingering cgroup of
-//! KillMode=process remains) and the directory of a PIDFile a forking unit
-//! waits for. Its events become manager inputs. The cgroup layer's
+//! KillMode=process remains), the directory of a PIDFile a forking unit
+//! waits for, and the directory of `/etc/localtime` (timer units). Its events become manager inputs. The cgroup layer's
 //! `EventsWatcher` (an instance per watcher) is for one-off waits only:
 //! stopping leftovers, the system daemon's session cgroups, freezing.
 //!
@@ -33,6 +33,9 @@ enum WatchFor {
     Cgroup,
     /// The directory of a PIDFile: `Input::PidFileChanged`.
     PidFile,
+    /// The directory of the local zone's file: `Input::ZoneFileChanged`
+    /// for events on that file's name only.
+    Zone,
 }
 
 /// Who is told about events on a watch.
@@ -41,6 +44,8 @@ struct Target {
     kind: WatchFor,
     unit: String,
     seq: u64,
+    /// Only events on this name in the watched directory count.
+    name: Option<std::ffi::OsString>,
 }
 
 struct Inner {
@@ -91,7 +96,14 @@ impl Watches {
 
     /// Watches `cgroup.events` of invocation `seq` of `unit` for changes.
     pub(super) fn cgroup_events(&self, path: &Path, unit: &str, seq: u64) -> Result<Watch, Errno> {
-        self.add(path, AddWatchFlags::IN_MODIFY, WatchFor::Cgroup, unit, seq)
+        self.add(
+            path,
+            AddWatchFlags::IN_MODIFY,
+            WatchFor::Cgroup,
+            unit,
+            seq,
+            None,
+        )
     }
 
     /// Watches directory `dir` for a PIDFile of invocation `seq` of `unit`
@@ -99,7 +111,29 @@ impl Watches {
     pub(super) fn pid_file_dir(&self, dir: &Path, unit: &str, seq: u64) -> Result<Watch, Errno> {
         use AddWatchFlags as F;
         let mask = F::IN_CLOSE_WRITE | F::IN_MOVED_TO | F::IN_CREATE;
-        self.add(dir, mask, WatchFor::PidFile, unit, seq)
+        self.add(dir, mask, WatchFor::PidFile, unit, seq, None)
+    }
+
+    /// Watches the directory of `file` for `file` being replaced, written,
+    /// removed or touched: the file itself is a symlink that a change of
+    /// zone replaces, so a watch on it would end with the first change.
+    pub(super) fn zone_file(&self, file: &Path) -> Result<Watch, Errno> {
+        use AddWatchFlags as F;
+        let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+            return Err(Errno::EINVAL);
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let mask = F::IN_CLOSE_WRITE
+            | F::IN_MOVED_TO
+            | F::IN_MOVED_FROM
+            | F::IN_CREATE
+            | F::IN_DELETE
+            | F::IN_ATTRIB;
+        self.add(dir, mask, WatchFor::Zone, "", 0, Some(name.to_owned()))
     }
 
     fn add(
@@ -109,6 +143,7 @@ impl Watches {
         kind: WatchFor,
         unit: &str,
         seq: u64,
+        name: Option<std::ffi::OsString>,
     ) -> Result<Watch, Errno> {
         // Held across add_watch, so the reader cannot see the watch's first
         // event before its target is known.
@@ -122,6 +157,7 @@ impl Watches {
             kind,
             unit: unit.to_string(),
             seq,
+            name,
         });
         Ok(Watch { wd, kind, seq })
     }
@@ -172,16 +208,20 @@ async fn read_events(afd: tokio::io::unix::AsyncFd<Fd>, tx: mpsc::UnboundedSende
                     targets.remove(&ev.wd);
                     continue;
                 }
-                // One input per watch and batch: each one makes the manager re-read.
-                if seen.contains(&ev.wd) {
-                    continue;
-                }
-                seen.push(ev.wd);
+                // One input per target and batch: each one makes the manager re-read.
                 for t in targets.get(&ev.wd).into_iter().flatten() {
+                    if t.name.as_ref().is_some_and(|n| ev.name.as_ref() != Some(n)) {
+                        continue;
+                    }
+                    if seen.contains(&(ev.wd, t.kind, t.seq)) {
+                        continue;
+                    }
+                    seen.push((ev.wd, t.kind, t.seq));
                     let (unit, seq) = (t.unit.clone(), t.seq);
                     inputs.push(match t.kind {
                         WatchFor::Cgroup => Input::CgroupChanged { unit, seq },
                         WatchFor::PidFile => Input::PidFileChanged { unit, seq },
+                        WatchFor::Zone => Input::ZoneFileChanged,
                     });
                 }
             }

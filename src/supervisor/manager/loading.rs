@@ -62,12 +62,11 @@ impl Manager {
 
     /// A timer's definition; refused when the unit it triggers has no file.
     fn load_timer(&self, name: &UnitName, unit: crate::unit::Unit) -> Result<Def, LoadError> {
-        let section = unit.timer.clone().unwrap_or_default();
-        if !section.has_values() {
+        let Some(section) = unit.timer.as_deref().filter(|t| t.has_values()) else {
             return Err(LoadError::Bad(format!(
                 "Unit {name} failed to load: it has no timer value (OnCalendar=, OnActiveSec=, ...)"
             )));
-        }
+        };
         let Some(triggers) = section.triggered_unit(name) else {
             return Err(LoadError::Bad(format!(
                 "Unit {name} failed to load: it names no unit to trigger"
@@ -82,7 +81,6 @@ impl Manager {
             ))),
             _ => Ok(Def::Timer(Arc::new(TimerDef {
                 unit: Arc::new(unit),
-                section,
                 triggers,
             }))),
         }

@@ -150,6 +150,10 @@ impl Manager {
                 by.extend(self.triggered_by(name));
                 by
             },
+            timer: match (&e.def, timer) {
+                (Ok(Def::Timer(d)), Some(t)) => Some(self.timer_status(d, t)),
+                _ => None,
+            },
         }
     }
 
@@ -185,6 +189,7 @@ impl Manager {
             listen: Vec::new(),
             triggers: Vec::new(),
             triggered_by: Vec::new(),
+            timer: None,
         }
     }
 

@@ -6,15 +6,17 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use jiff::tz::TimeZone;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::ipc::proto::TimerStatus;
 use crate::supervisor::lines::Line;
 use crate::supervisor::state::{self, ActiveState, Event, ServiceResult};
 use crate::supervisor::timer::machine::{self, Clocks, TimerState, fixed_delay_hash};
-use crate::supervisor::timer::stamp;
+use crate::supervisor::timer::{stamp, zone};
 use crate::unit::timer::TimerSection;
 use crate::unit::{Unit, UnitName};
 
@@ -25,12 +27,18 @@ use super::{Body, Def, Input, JobRequest, Manager};
 /// A timer's definition: its files and the unit it starts.
 #[derive(Debug)]
 pub(super) struct TimerDef {
-    /// The unit as loaded.
+    /// The unit as loaded; its `[Timer]` is the definition (not copied:
+    /// a thousand timers kept it twice).
     pub(super) unit: Arc<Unit>,
-    /// `[Timer]`.
-    pub(super) section: TimerSection,
     /// `Unit=`, or the service of the same name.
     pub(super) triggers: UnitName,
+}
+
+impl TimerDef {
+    /// `[Timer]`.
+    pub(super) fn section(&self) -> &TimerSection {
+        self.unit.timer.as_deref().expect("load_timer checks it")
+    }
 }
 
 /// The part of a timer beside its definition.
@@ -98,6 +106,13 @@ pub(super) struct Timers {
     machine_id: [u8; 16],
     /// Where the `Persistent=` stamps live.
     state_dir: PathBuf,
+    /// The local zone of calendar values without a zone of their own.
+    local: TimeZone,
+    /// The file it is read from (`/etc/localtime`, see `timer::zone`).
+    zone_file: PathBuf,
+    /// That file's lstat mtime when the zone was read: a change is a
+    /// different one (systemd's test).
+    zone_stamp: Option<SystemTime>,
 }
 
 impl Timers {
@@ -111,12 +126,16 @@ impl Timers {
         // As sd-event: a per-machine point within the minute, so that
         // machines do not all wake at once.
         let perturb = fixed_delay_hash(&machine_id, false, 0, "") % 60_000_000;
+        let zone_file = zone::localtime_path();
         Ok(Timers {
             clocks: KernelTimers::new(tx, rt, perturb)?,
             triggered_by: HashMap::new(),
             manager_start: timer_clock::now(false),
             machine_id,
             state_dir,
+            local: zone::read_local(&zone_file),
+            zone_stamp: zone::stamp(&zone_file),
+            zone_file,
         })
     }
 }
@@ -182,12 +201,53 @@ impl Manager {
             realtime: timer_clock::now(true),
             manager_start: t.manager_start,
             boot: 0,
-            local: TimeZone::system(),
+            local: t.local.clone(),
             random: if def.fixed_random_delay {
                 fixed_delay_hash(&t.machine_id, false, nix::unistd::getuid().as_raw(), name)
             } else {
                 random()
             },
+        }
+    }
+
+    /// What `show` reports of a timer: systemd's Timer properties.
+    pub(super) fn timer_status(&self, d: &TimerDef, b: &TimerBody) -> TimerStatus {
+        let s = d.section();
+        let clocks = self.timer_clocks(d.unit.name.as_str(), s);
+        let waiting = b.timer.state == TimerState::Waiting;
+        let (mono, cal) = machine::value_elapses(s, &b.timer, &clocks);
+        let us = |v: std::time::Duration| v.as_micros() as u64;
+        TimerStatus {
+            unit: d.triggers.to_string(),
+            monotonic: s
+                .monotonic
+                .iter()
+                .zip(mono)
+                .map(|(v, at)| {
+                    let base = v.base.directive().replace("Sec", "USec");
+                    (base, us(v.offset), at.filter(|_| waiting))
+                })
+                .collect(),
+            calendar: s
+                .calendar
+                .iter()
+                .zip(cal)
+                .map(|(c, at)| (c.spec.to_string(), at.filter(|_| waiting)))
+                .collect(),
+            next_realtime: b.timer.next.realtime,
+            next_monotonic: b.timer.next.monotonic,
+            last_trigger: b.timer.last_trigger_realtime,
+            last_trigger_monotonic: b.timer.last_trigger_monotonic,
+            accuracy: us(s.accuracy),
+            randomized_delay: us(s.randomized_delay),
+            flags: [
+                s.fixed_random_delay,
+                s.persistent,
+                s.wake_system,
+                s.remain_after_elapse,
+                s.on_clock_change,
+                s.on_timezone_change,
+            ],
         }
     }
 
@@ -203,12 +263,12 @@ impl Manager {
             Some(Def::Timer(d)) => Some(d.clone()),
             _ => None,
         };
-        let clocks = def.as_ref().map(|d| self.timer_clocks(name, &d.section));
+        let clocks = def.as_ref().map(|d| self.timer_clocks(name, d.section()));
         // A persistent timer's last trigger survives the manager: a start
         // reads it, so a missed calendar elapse is due at once.
         let mut stamp_note = None;
         let stamp = match &def {
-            Some(d) if d.section.persistent && matches!(ev, Event::Start | Event::Restart) => {
+            Some(d) if d.section().persistent && matches!(ev, Event::Start | Event::Restart) => {
                 let path = stamp::stamp_path(&self.timer_units.state_dir, name);
                 stamp::read(&path).unwrap_or_else(|e| {
                     stamp_note = Some(e.to_string());
@@ -250,11 +310,11 @@ impl Manager {
         for &e in events {
             if e == machine::Event::Start {
                 b.result = ServiceResult::Success;
-                if d.section.persistent {
+                if d.section().persistent {
                     b.timer.last_trigger_realtime = stamp.or(b.timer.last_trigger_realtime);
                 }
             }
-            let (next, a) = machine::next(&d.section, &b.timer, &clocks, e);
+            let (next, a) = machine::next(d.section(), &b.timer, &clocks, e);
             b.timer = next;
             actions.extend(a);
         }
@@ -271,7 +331,7 @@ impl Manager {
                 let Some(d) = self.timer_def(name) else {
                     return;
                 };
-                let acc = d.section.accuracy.as_micros() as u64;
+                let acc = d.section().accuracy.as_micros() as u64;
                 let armed = Armed {
                     monotonic: next.monotonic.map(|m| (m, acc)),
                     realtime: next.realtime.map(|r| (r, acc)),
@@ -303,17 +363,51 @@ impl Manager {
         }
     }
 
+    /// The timers waiting for an elapse.
+    fn waiting_timers(&self) -> Vec<String> {
+        self.units
+            .iter()
+            .filter(
+                |(_, e)| matches!(&e.body, Body::Timer(b) if b.timer.state == TimerState::Waiting),
+            )
+            .map(|(n, _)| n.to_string())
+            .collect()
+    }
+
+    /// Watches the local zone's file for changes (`OnTimezoneChange=`, and
+    /// calendar elapses move with the zone).
+    pub(super) fn watch_zone(&mut self) {
+        let file = &self.timer_units.zone_file;
+        // Kept for the manager's life: the registration is not cancelled.
+        if let Err(e) = self.watches.zone_file(file) {
+            eprintln!(
+                "corrald: cannot watch {} for time zone changes: {e}; timers keep the zone they started with",
+                file.display()
+            );
+        }
+    }
+
+    /// The zone's file changed: when it is another file now (its lstat
+    /// mtime differs, as systemd tests), the zone is read again and every
+    /// waiting timer recomputes, or triggers with `OnTimezoneChange=yes`.
+    pub(super) fn zone_file_changed(&mut self) {
+        let t = &mut self.timer_units;
+        let now = zone::stamp(&t.zone_file);
+        if now == t.zone_stamp {
+            return;
+        }
+        t.zone_stamp = now;
+        t.local = zone::read_local(&t.zone_file);
+        for n in self.waiting_timers() {
+            self.feed(&n, Event::TimerUnit(machine::Event::TimezoneChanged));
+        }
+    }
+
     /// A timerfd fired (`changed`: the wall clock jumped): the timers due
     /// on that clock elapse, or every active timer recomputes.
     pub(super) fn timer_clock(&mut self, realtime: bool, changed: bool) {
         let names: Vec<String> = if changed {
-            self.units
-                .iter()
-                .filter(|(_, e)| {
-                    matches!(&e.body, Body::Timer(b) if b.timer.state == TimerState::Waiting)
-                })
-                .map(|(n, _)| n.to_string())
-                .collect()
+            self.waiting_timers()
         } else {
             self.timer_units
                 .clocks

@@ -138,48 +138,23 @@ pub fn compute_next(def: &TimerSection, t: &Timer, c: &Clocks, time_change: bool
     let mut mono: Option<u64> = None;
     let mut real: Option<u64> = None;
     let mut spent = Vec::new();
-    let mut leave_around = false;
-    let active = matches!(
-        t.state,
-        TimerState::Waiting | TimerState::Running | TimerState::Elapsed
-    );
-    for cal in &def.calendar {
-        // From the last trigger when known (a missed elapse is then due
-        // at once: Persistent=), else from the activation.
-        let since_activation = if active { t.activated_realtime } else { None };
-        let base = t
-            .last_trigger_realtime
-            .or(since_activation)
-            .unwrap_or(c.realtime);
-        if let Some(n) = cal.spec.next_elapse(base, &c.local) {
-            real = Some(real.map_or(n, |r| r.min(n)));
-        }
+    let (monotonic, calendar) = value_elapses(def, t, c);
+    for n in calendar.into_iter().flatten() {
+        real = Some(real.map_or(n, |r| r.min(n)));
     }
-    for (i, v) in def.monotonic.iter().enumerate() {
+    let leave_around = def.monotonic.iter().any(|v| {
+        matches!(
+            v.base,
+            MonotonicBase::UnitActive | MonotonicBase::UnitInactive
+        )
+    });
+    for (i, (v, at)) in def.monotonic.iter().zip(monotonic).enumerate() {
         if t.spent.contains(&i) {
             continue;
         }
-        let base = match v.base {
-            MonotonicBase::Active => match (active, t.activated) {
-                (true, Some(a)) => a,
-                _ => c.monotonic,
-            },
-            MonotonicBase::Boot => c.boot,
-            MonotonicBase::Startup => c.manager_start,
-            MonotonicBase::UnitActive | MonotonicBase::UnitInactive => {
-                leave_around = true;
-                let unit = if v.base == MonotonicBase::UnitActive {
-                    t.unit_active
-                } else {
-                    t.unit_inactive
-                };
-                match unit.max(t.last_trigger_monotonic) {
-                    Some(b) if b > 0 => b,
-                    _ => continue,
-                }
-            }
+        let Some(at) = at else {
+            continue;
         };
-        let at = base.saturating_add(v.offset.as_micros() as u64);
         let one_shot = matches!(
             v.base,
             MonotonicBase::Active | MonotonicBase::Boot | MonotonicBase::Startup
@@ -209,6 +184,59 @@ pub fn compute_next(def: &TimerSection, t: &Timer, c: &Clocks, time_change: bool
         spent,
         leave_around,
     }
+}
+
+/// The elapse of each value without the random delay, as systemd keeps
+/// it per value (`TimersMonotonic`, `TimersCalendar`): monotonic ones in
+/// the order written (`None`: an `OnUnit*Sec=` whose unit has not run),
+/// then calendar ones (`None`: never again).
+pub fn value_elapses(
+    def: &TimerSection,
+    t: &Timer,
+    c: &Clocks,
+) -> (Vec<Option<u64>>, Vec<Option<u64>>) {
+    let active = matches!(
+        t.state,
+        TimerState::Waiting | TimerState::Running | TimerState::Elapsed
+    );
+    let calendar = def
+        .calendar
+        .iter()
+        .map(|cal| {
+            // From the last trigger when known (a missed elapse is then due
+            // at once: Persistent=), else from the activation.
+            let since_activation = if active { t.activated_realtime } else { None };
+            let base = t
+                .last_trigger_realtime
+                .or(since_activation)
+                .unwrap_or(c.realtime);
+            cal.spec.next_elapse(base, &c.local)
+        })
+        .collect();
+    let monotonic = def
+        .monotonic
+        .iter()
+        .map(|v| {
+            let base = match v.base {
+                MonotonicBase::Active => match (active, t.activated) {
+                    (true, Some(a)) => a,
+                    _ => c.monotonic,
+                },
+                MonotonicBase::Boot => c.boot,
+                MonotonicBase::Startup => c.manager_start,
+                MonotonicBase::UnitActive | MonotonicBase::UnitInactive => {
+                    let unit = if v.base == MonotonicBase::UnitActive {
+                        t.unit_active
+                    } else {
+                        t.unit_inactive
+                    };
+                    unit.max(t.last_trigger_monotonic).filter(|b| *b > 0)?
+                }
+            };
+            Some(base.saturating_add(v.offset.as_micros() as u64))
+        })
+        .collect();
+    (monotonic, calendar)
 }
 
 /// Moves the timer into waiting (or elapsed/dead when nothing is left).
