@@ -124,6 +124,8 @@ pub(super) struct SocketBody {
     /// Accept=yes: the connection of each instance still there, by the
     /// instance's name.
     pub(super) connections: BTreeMap<String, Connection>,
+    /// Accept=yes: instances that ended, to drop from the unit table.
+    ended: Vec<String>,
 }
 
 impl SocketBody {
@@ -187,6 +189,7 @@ impl SocketBody {
                 listening: self.listening.take(),
                 cgroup: self.cgroup.take(),
                 connections: std::mem::take(&mut self.connections),
+                ended: std::mem::take(&mut self.ended),
                 ..SocketBody::default()
             };
             return None;
@@ -363,9 +366,11 @@ impl Manager {
                         if let Some(e) = self.units.get_mut(name) {
                             e.failure_note = Some(msg);
                         }
-                        queue.push_back(Event::Socket(SocketEvent::ControlExited {
-                            success: false,
-                        }));
+                        // A `-` command that cannot start is a failure ignored.
+                        let success = def
+                            .command(phase, index)
+                            .is_some_and(|c| c.flags.ignore_failure);
+                        queue.push_back(Event::Socket(SocketEvent::ControlExited { success }));
                     }
                 }
             }
@@ -445,8 +450,33 @@ impl Manager {
         false
     }
 
+    /// Accept=yes: drops the instances of socket `name` that ended
+    /// inactive from the unit table, as systemd collects them, so that the
+    /// table does not grow with every connection. A failed one stays (its
+    /// status tells why), as one something still refers to.
+    fn collect_instances(&mut self, name: &str) {
+        let Some(ended) = self.socket_mut(name).map(|s| std::mem::take(&mut s.ended)) else {
+            return;
+        };
+        for i in ended {
+            let idle = self
+                .units
+                .get(i.as_str())
+                .is_some_and(|e| e.phase().active == ActiveState::Inactive && e.inv().is_none());
+            if idle
+                && !self.in_a_transaction(&i)
+                && !self.pids.values().any(|u| *u == i)
+                && !self.lingering.values().any(|l| l.unit == i)
+            {
+                self.units.remove(i.as_str());
+                self.graph.skipped.remove(&i);
+            }
+        }
+    }
+
     /// Accept=yes: takes the waiting connection, and watches for the next.
     fn accept_connection(&mut self, name: &str, queue: &mut VecDeque<Event>) {
+        self.collect_instances(name);
         let Some(s) = self.socket_mut(name) else {
             return;
         };
@@ -731,10 +761,10 @@ impl Manager {
     /// Accept=yes: the instance `service` serving a connection of `socket`
     /// is down; its place is free and the connection closed.
     fn instance_gone(&mut self, socket: &str, service: &str) {
-        let Some(c) = self
-            .socket_mut(socket)
-            .and_then(|s| s.connections.remove(service))
-        else {
+        let Some(c) = self.socket_mut(socket).and_then(|s| {
+            s.ended.push(service.to_string());
+            s.connections.remove(service)
+        }) else {
             return;
         };
         self.feed(
