@@ -3,7 +3,7 @@
 //! that serves it (`instance_from_socket()`), the source that
 //! `MaxConnectionsPerSource=` counts, and `$REMOTE_ADDR`/`$REMOTE_PORT`.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -112,7 +112,7 @@ fn to_socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
         return Some(SocketAddr::from((v4.ip(), v4.port())));
     }
     a.as_sockaddr_in6()
-        .map(|v6| SocketAddr::from((Ipv6Addr::from(v6.ip()), v6.port())))
+        .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
 }
 
 /// Makes the listening socket non-blocking, so that taking a connection
