@@ -554,9 +554,10 @@ impl Manager {
                 s.state.n_connections
             )
         } else {
+            // systemd counts the refused connection among its source's.
             format!(
                 "Too many incoming connections ({}) from source {}, dropping connection.",
-                s.state.per_source.get(&c.source).copied().unwrap_or(0),
+                s.state.per_source.get(&c.source).copied().unwrap_or(0) + 1,
                 c.source
             )
         };
