@@ -133,6 +133,38 @@ fn accept_yes_starts_one_instance_per_connection_up_to_max_connections() {
 }
 
 #[test]
+fn max_connections_per_source_closes_the_extra_connection_of_a_source() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    let port = free_port();
+    td.write_unit(
+        "one.socket",
+        &format!(
+            "[Socket]\nListenStream=127.0.0.1:{port}\nAccept=yes\nMaxConnectionsPerSource=1\n"
+        ),
+    );
+    td.write_unit("one@.service", STDIO_TEMPLATE);
+    td.ok(&["daemon-reload"]);
+    td.ok(&["start", "one.socket"]);
+    let mut first = connect(port);
+    td.wait_state(&inet_instance("one", 0, &first), "active");
+    let mut second = connect(port);
+    let mut buf = Vec::new();
+    match second.read_to_end(&mut buf) {
+        Ok(_) => assert!(buf.is_empty(), "{buf:?}"),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset),
+    }
+    in_journal(
+        &td,
+        "one.socket",
+        "one.socket: Too many incoming connections (2) from source 127.0.0.1, dropping connection.",
+    );
+    assert_eq!(exchange(&mut first, "a"), "got:a\n");
+    td.ok(&["stop", "one.socket"]);
+}
+
+#[test]
 fn an_accepted_connection_is_fd_3_with_the_peer_in_the_environment() {
     let Some(td) = TestDaemon::start() else {
         return;
