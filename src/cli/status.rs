@@ -332,6 +332,13 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
         };
         let _ = writeln!(o, "{head} {}", listen_line(l));
     }
+    if let Some((accepted, connected, refused)) = u.connections {
+        let _ = write!(o, "   Accepted: {accepted}; Connected: {connected};");
+        if refused > 0 {
+            let _ = write!(o, " Refused: {refused}");
+        }
+        let _ = writeln!(o);
+    }
     if let Some(pid) = u.main_pid {
         let cmdline = u.processes.iter().find(|p| p.pid == pid);
         let comm = main_comm(pid, cmdline.map(|p| p.cmdline.as_str()));

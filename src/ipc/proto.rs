@@ -258,6 +258,10 @@ pub enum UnitResult {
     Dependency,
     /// An `ExecCondition=` command exited 1–254: the start was skipped.
     ExecCondition,
+    /// A socket: the service it triggers hit its start limit.
+    ServiceStartLimitHit,
+    /// A socket: activated more often than `TriggerLimitBurst=` allows.
+    TriggerLimitHit,
 }
 
 impl UnitResult {
@@ -276,6 +280,8 @@ impl UnitResult {
             UnitResult::Assert => "assert",
             UnitResult::Dependency => "dependency",
             UnitResult::ExecCondition => "exec-condition",
+            UnitResult::ServiceStartLimitHit => "service-start-limit-hit",
+            UnitResult::TriggerLimitHit => "trigger-limit-hit",
         }
     }
 }
@@ -536,6 +542,9 @@ pub struct UnitStatus {
     pub listen: Vec<String>,
     /// The units this one starts (a timer's `Unit=`, a socket's service).
     pub triggers: Vec<String>,
+    /// A socket with `Accept=yes`: connections accepted since its start,
+    /// connected now (instances running), refused over a limit.
+    pub connections: Option<(u64, u32, u64)>,
     /// The units that start this one (the timers whose `Unit=` it is, the
     /// sockets that trigger it).
     pub triggered_by: Vec<String>,

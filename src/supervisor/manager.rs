@@ -148,6 +148,13 @@ pub enum Input {
         /// The arming it was watched for: traffic of an earlier one is ignored.
         generation: u64,
     },
+    /// The `TimeoutSec=` timer of a socket unit's command fired.
+    SocketTimer {
+        /// The socket unit.
+        unit: String,
+        /// Its arming: a cancelled one's is ignored.
+        generation: u64,
+    },
     /// What the session bus connection learnt (Type=dbus).
     Bus {
         /// The connection it came from: reports of an earlier one are ignored.
@@ -476,6 +483,7 @@ impl Manager {
             } => self.job(&unit, job, manual, reply),
             Input::Bus { generation, report } => self.bus_report(generation, report),
             Input::SocketTraffic { unit, generation } => self.socket_traffic(&unit, generation),
+            Input::SocketTimer { unit, generation } => self.socket_timer(&unit, generation),
             Input::Query { query, reply } => {
                 let r = self.query(query);
                 let _ = reply.send(r);

@@ -96,7 +96,9 @@ pub fn prepare(svc: &ServiceSection) -> Result<ProcessSetup, SetupError> {
 
 fn stdin(exec: &ExecSettings) -> Result<Stdio, SetupError> {
     match exec.stdin() {
-        StdInput::Null => Ok(Stdio::Null),
+        // The connection is the manager's to give (`exec.rs`): a process
+        // without one reads /dev/null.
+        StdInput::Null | StdInput::Socket => Ok(Stdio::Null),
         StdInput::File(path) => std::fs::File::open(&path)
             .map(|f| Stdio::Fd(OwnedFd::from(f)))
             .map_err(|source| SetupError::StdinFile { path, source }),

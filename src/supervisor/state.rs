@@ -183,6 +183,10 @@ pub enum ServiceResult {
     Dependency,
     /// An `ExecCondition=` command exited 1–254: the start was skipped (the unit stays inactive).
     ExecCondition,
+    /// A socket: the service it triggers hit its start limit.
+    ServiceStartLimitHit,
+    /// A socket: activated more often than its trigger limit allows.
+    TriggerLimitHit,
 }
 
 impl ServiceResult {
@@ -201,6 +205,8 @@ impl ServiceResult {
             ServiceResult::Assert => "assert",
             ServiceResult::Dependency => "dependency",
             ServiceResult::ExecCondition => "exec-condition",
+            ServiceResult::ServiceStartLimitHit => "service-start-limit-hit",
+            ServiceResult::TriggerLimitHit => "trigger-limit-hit",
         }
     }
 }

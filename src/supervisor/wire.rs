@@ -104,6 +104,8 @@ pub fn result(r: ServiceResult) -> UnitResult {
         R::Assert => UnitResult::Assert,
         R::Dependency => UnitResult::Dependency,
         R::ExecCondition => UnitResult::ExecCondition,
+        R::ServiceStartLimitHit => UnitResult::ServiceStartLimitHit,
+        R::TriggerLimitHit => UnitResult::TriggerLimitHit,
     }
 }
 
@@ -156,6 +158,8 @@ mod tests {
             R::Assert,
             R::Dependency,
             R::ExecCondition,
+            R::ServiceStartLimitHit,
+            R::TriggerLimitHit,
         ] {
             assert_eq!(result(r).as_str(), r.as_str(), "{r:?}");
         }

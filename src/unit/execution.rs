@@ -159,6 +159,8 @@ pub enum StdInput {
     Data,
     /// `file:PATH`.
     File(PathBuf),
+    /// `socket`: the connection of an `Accept=yes` socket.
+    Socket,
 }
 
 /// `CPUSchedulingPolicy=` and friends.
@@ -719,14 +721,15 @@ impl Applier<'_> {
         let input = match v.as_str() {
             "null" => StdInput::Null,
             "data" => StdInput::Data,
-            "tty" | "tty-force" | "tty-fail" | "socket" => {
+            "socket" => StdInput::Socket,
+            "tty" | "tty-force" | "tty-fail" => {
                 push_diag(
                     unit,
                     d,
                     Severity::Warning,
                     DiagnosticKind::Unsupported,
                     format!(
-                        "StandardInput={v} is unsupported (a user manager has no terminal of its own and corral no socket activation yet); stdin is /dev/null"
+                        "StandardInput={v} is unsupported (a user manager has no terminal of its own); stdin is /dev/null"
                     ),
                 );
                 StdInput::Null
@@ -738,7 +741,7 @@ impl Applier<'_> {
                     Severity::Warning,
                     DiagnosticKind::Unsupported,
                     format!(
-                        "StandardInput={v} is unsupported (no socket activation yet); stdin is /dev/null"
+                        "StandardInput={v} is unsupported (named fds are not passed as stdin); stdin is /dev/null"
                     ),
                 );
                 StdInput::Null

@@ -755,6 +755,7 @@ pub(crate) struct Explicit {
     pub service_type: bool,
     pub timeout_start: bool,
     pub notify_access: bool,
+    pub standard_output: bool,
 }
 
 /// Where the directives that `finish` checks were last set, so its errors
@@ -1474,19 +1475,20 @@ impl Applier<'_> {
                 };
                 match parse_std_output(&v) {
                     Ok(o) => {
-                        if matches!(o, StdOutput::Socket | StdOutput::Fd(_)) {
+                        if matches!(o, StdOutput::Fd(_)) {
                             push_diag(
                                 unit,
                                 d,
                                 Severity::Warning,
                                 DiagnosticKind::Unsupported,
                                 format!(
-                                    "'{v}' is unsupported (no socket activation yet); output goes to the journal"
+                                    "'{v}' is unsupported (named fds are not passed as output); output goes to the journal"
                                 ),
                             );
                         }
                         let s = svc(unit);
                         if key == "StandardOutput" {
+                            self.explicit.standard_output = true;
                             s.standard_output = o;
                         } else {
                             s.standard_error = o;
@@ -1759,6 +1761,13 @@ impl Applier<'_> {
             } else if s.bus_name.is_some() {
                 s.service_type = ServiceType::Dbus;
             }
+        }
+        // systemd.exec(5): with StandardInput=socket, StandardOutput=
+        // defaults to inherit (the connection).
+        if s.exec.stdin() == crate::unit::execution::StdInput::Socket
+            && !self.explicit.standard_output
+        {
+            s.standard_output = StdOutput::Inherit;
         }
         if s.service_type == ServiceType::Oneshot && !self.explicit.timeout_start {
             s.timeout_start = None;

@@ -14,7 +14,7 @@ use super::exec::{ExecCommand, path_simplify};
 use super::model::{Applier, Unit, dedup_in_order, invalid};
 use super::name::{UnitKind, UnitName};
 use super::syntax::Directive;
-use super::values::parse_timeout;
+use super::values::{parse_timeout, parse_timespan};
 use super::{Diagnostic, DiagnosticKind, Severity, UnitError};
 
 /// The longest path a unix socket address holds (`sun_path` less the NUL).
@@ -168,6 +168,10 @@ pub struct SocketSection {
     /// `TimeoutSec=`: how long each of those commands may run; `None` is
     /// no limit. Default 90 s (systemd's DefaultTimeoutStartSec=).
     pub timeout: Option<Duration>,
+    /// `TriggerLimitIntervalSec=`; `None`: the default, 2 s.
+    pub trigger_limit_interval: Option<Duration>,
+    /// `TriggerLimitBurst=`; `None`: the default, 20 (200 with `Accept=yes`).
+    pub trigger_limit_burst: Option<u32>,
 }
 
 impl Default for SocketSection {
@@ -191,6 +195,8 @@ impl Default for SocketSection {
             exec_stop_pre: Vec::new(),
             exec_stop_post: Vec::new(),
             timeout: Some(Duration::from_secs(90)),
+            trigger_limit_interval: None,
+            trigger_limit_burst: None,
         }
     }
 }
@@ -216,6 +222,18 @@ impl SocketSection {
     pub fn max_per_source(&self) -> u32 {
         self.max_connections_per_source
             .unwrap_or(self.max_connections)
+    }
+
+    /// `TriggerLimitIntervalSec=` and `TriggerLimitBurst=` with systemd
+    /// 252's defaults: 2 s, and 20 activations (200 with `Accept=yes`).
+    /// A zero in either turns the limit off.
+    pub fn trigger_limit(&self) -> (Duration, u32) {
+        let burst = if self.accept { 200 } else { 20 };
+        (
+            self.trigger_limit_interval
+                .unwrap_or(Duration::from_secs(2)),
+            self.trigger_limit_burst.unwrap_or(burst),
+        )
     }
 
     /// The service a connection activates with `Accept=no`: `Service=`, or
@@ -448,6 +466,19 @@ impl Applier<'_> {
                     Err(e) => invalid(unit, d, format!("{e}; directive ignored")),
                 }
             }
+            "TriggerLimitIntervalSec" => match parse_timespan(&d.value) {
+                // infinity: one window for ever, as systemd's USEC_INFINITY.
+                Ok(t) => socket(unit).trigger_limit_interval = Some(t.unwrap_or(Duration::MAX)),
+                Err(e) => invalid(unit, d, format!("{e}; directive ignored")),
+            },
+            "TriggerLimitBurst" => match d.value.parse::<u32>() {
+                Ok(n) => socket(unit).trigger_limit_burst = Some(n),
+                Err(_) => invalid(
+                    unit,
+                    d,
+                    format!("'{}' is not a count; directive ignored", d.value),
+                ),
+            },
             "TimeoutSec" => match parse_timeout(&d.value) {
                 Ok(t) => socket(unit).timeout = t,
                 Err(e) => invalid(unit, d, format!("{e}; directive ignored")),
@@ -532,13 +563,14 @@ impl Applier<'_> {
         if s.accept && s.listen.iter().any(|l| !l.accepts()) {
             problems.push((
                 "Accept",
-                "Accept=yes needs stream or sequential packet sockets only (datagram sockets and FIFOs cannot accept); set Accept=no".to_string(),
+                // systemd 252's words, then what to do.
+                "Unit configured for accepting sockets, but sockets are non-accepting. Refusing. (Accept=yes needs stream or sequential packet sockets only: datagram sockets and FIFOs cannot accept; set Accept=no)".to_string(),
             ));
         }
         if s.accept && s.service.is_some() {
             problems.push((
                 "Service",
-                "Service= cannot be used with Accept=yes (each connection gets an instance of the NAME@.service template); remove it".to_string(),
+                "Explicit service configuration for accepting socket units not supported. Refusing. (Service= cannot be used with Accept=yes: each connection gets an instance of the NAME@.service template; remove it)".to_string(),
             ));
         }
         let links_ignored =
@@ -772,11 +804,14 @@ mod tests {
         assert!(fatal("[Unit]\nDescription=none\n").contains("no Listen*= setting"));
         assert!(fatal("[Socket]\nListenStream=bogus\n").contains("no Listen*= setting"));
         assert!(
-            fatal("[Socket]\nListenDatagram=/run/d\nAccept=yes\n").contains("Accept=yes needs")
+            fatal("[Socket]\nListenDatagram=/run/d\nAccept=yes\n").contains(
+                "Unit configured for accepting sockets, but sockets are non-accepting. Refusing."
+            )
         );
         assert!(
-            fatal("[Socket]\nListenStream=/run/s\nAccept=yes\nService=y.service\n")
-                .contains("Service= cannot be used with Accept=yes")
+            fatal("[Socket]\nListenStream=/run/s\nAccept=yes\nService=y.service\n").contains(
+                "Explicit service configuration for accepting socket units not supported."
+            )
         );
     }
 

@@ -277,9 +277,12 @@ impl UnitEntry {
         self.service_mut().and_then(|s| s.inv.as_mut())
     }
 
-    /// The current invocation's cgroup.
+    /// The current invocation's cgroup (a socket's: its commands').
     pub(super) fn cgroup(&self) -> Option<&Cgroup> {
-        self.inv().and_then(|i| i.cgroup.as_ref())
+        match &self.body {
+            Body::Socket(s) => s.cgroup.as_ref(),
+            _ => self.inv().and_then(|i| i.cgroup.as_ref()),
+        }
     }
 
     /// The id of the current invocation, else of the last one.
@@ -290,6 +293,9 @@ impl UnitEntry {
 
     /// The main and control processes, for the kinds that have them.
     pub(super) fn main_and_control(&self) -> (Option<Pid>, Option<Pid>) {
+        if let Body::Socket(s) = &self.body {
+            return (None, s.control);
+        }
         self.service().map_or((None, None), |s| {
             (s.state.main, s.state.control.and_then(|c| c.pid))
         })

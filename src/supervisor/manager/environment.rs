@@ -126,6 +126,12 @@ impl Manager {
         if let Some(inv) = e.inv() {
             set(&mut env, "INVOCATION_ID", inv.id.clone());
         }
+        // An instance serving an Accept=yes connection: who is at the other end.
+        if let Some((_, c)) = self.connection_of(name) {
+            for (k, v) in c.env() {
+                set(&mut env, &k, v);
+            }
+        }
         if let Some(d) = def
             && d.notify_access != NotifyAccess::None
         {

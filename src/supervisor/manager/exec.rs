@@ -14,6 +14,7 @@ use crate::supervisor::process_setup;
 use crate::supervisor::service::ServiceDef;
 use crate::supervisor::socket::listen;
 use crate::supervisor::state::{Cmd, Exit, Pid, Whom};
+use crate::unit::execution::StdInput;
 use crate::unit::model::StdOutput;
 use crate::unit::{RunitService, UnitError};
 
@@ -230,8 +231,30 @@ impl Manager {
             }
         }
         spec.new_session = true;
+        // StandardInput=/StandardOutput=/StandardError=socket: the
+        // connection of an Accept=yes socket is stdio, for every command,
+        // and no LISTEN_FDS are passed (systemd.exec(5)).
+        let connection = self.connection_of(name).map(|(_, c)| c.fd.as_raw_fd());
+        let socket_stdio = svc.exec.stdin() == StdInput::Socket
+            || svc.standard_output == StdOutput::Socket
+            || svc.standard_error == StdOutput::Socket;
+        if socket_stdio && connection.is_none() {
+            return Err(SpawnFailure {
+                message: format!(
+                    "{}: StandardInput=/StandardOutput=socket needs the connection of an Accept=yes socket; {name} serves none",
+                    cmd.directive()
+                ),
+                // systemd's EXIT_STDIN.
+                status: 208,
+            });
+        }
+        if svc.exec.stdin() == StdInput::Socket
+            && let Some(fd) = connection
+        {
+            spec.stdin = Stdio::Borrowed(fd);
+        }
         // As systemd: the sockets' fds go to the main process only.
-        let activation = if cmd == Cmd::Start {
+        let activation = if cmd == Cmd::Start && !socket_stdio {
             self.activation_fds(name)
         } else {
             Vec::new()
@@ -243,15 +266,18 @@ impl Manager {
         }
         // stdout: runit's log pipe, else StandardOutput=; stderr: StandardError=
         // (inherit: wherever stdout goes, except that the journal gets it apart).
-        let (stdout, out_r) = match &inv.log_pipe {
-            Some(log) if matches!(cmd, Cmd::Start | Cmd::StopPost) => {
+        let (stdout, out_r) = match (&inv.log_pipe, connection) {
+            (Some(log), _) if matches!(cmd, Cmd::Start | Cmd::StopPost) => {
                 (Stdio::Borrowed(log.as_raw_fd()), None)
             }
             // StandardInput=file: and StandardOutput=inherit: the same file, as systemd.
             _ if svc.standard_output == StdOutput::Inherit
-                && matches!(spec.stdin, Stdio::Fd(_)) =>
+                && matches!(spec.stdin, Stdio::Fd(_) | Stdio::Borrowed(_)) =>
             {
                 (Stdio::Borrowed(spec_stdin_raw(&spec)), None)
+            }
+            (_, Some(fd)) if svc.standard_output == StdOutput::Socket => {
+                (Stdio::Borrowed(fd), None)
             }
             _ => output_stdio(&svc.standard_output, name)?,
         };
@@ -265,6 +291,10 @@ impl Manager {
                 Stdio::Borrowed(fd) => (Stdio::Borrowed(*fd), None),
                 Stdio::Null => (Stdio::Null, None),
                 Stdio::Inherit => (Stdio::Inherit, None),
+            },
+            StdOutput::Socket => match connection {
+                Some(fd) => (Stdio::Borrowed(fd), None),
+                None => output_stdio(&StdOutput::Journal, name)?,
             },
             other => output_stdio(other, name)?,
         };

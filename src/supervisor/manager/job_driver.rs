@@ -227,6 +227,15 @@ impl Manager {
         })
     }
 
+    /// Whether a transaction not finished yet has a job of `name`.
+    pub(super) fn in_a_transaction(&self, name: &str) -> bool {
+        self.graph.runs.iter().any(|r| {
+            [JobKind::Start, JobKind::Stop]
+                .into_iter()
+                .any(|k| r.tx.result_of(name, k).is_some())
+        })
+    }
+
     /// A start, stop, restart or try-restart request from the control socket.
     pub(super) fn transaction_job(&mut self, name: &str, job: &JobRequest, reply: Reply) {
         let verb = match job {

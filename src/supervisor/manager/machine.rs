@@ -116,6 +116,7 @@ impl Manager {
                     for a in list {
                         self.execute_socket(name, d, a, &mut queue);
                     }
+                    self.socket_settled(name);
                 }
                 (_, Actions::Timer(list)) => {
                     for a in list {
@@ -360,6 +361,9 @@ impl Manager {
             // An orphan we inherited as subreaper, or an aux process (runit log): nothing to do.
             return;
         };
+        if self.socket_reaped(&name, pid, exit) {
+            return;
+        }
         let def = self
             .units
             .get(name.as_str())

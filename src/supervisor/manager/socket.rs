@@ -5,9 +5,16 @@
 //! for readiness on the runtime (`AsyncFd` on a duplicate, so that
 //! disarming closes the duplicate only); the triggered service gets them at
 //! its `ExecStart=`, and its transitions go back to the socket.
+//!
+//! With `Accept=yes` the manager takes each connection itself and starts
+//! an instance of the `@` template for it, which gets the connection (fd 3,
+//! or stdin/stdout with `StandardInput=socket`); the socket keeps the
+//! connection until the instance is gone. The socket's own `ExecStartPre=`
+//! ... `ExecStopPost=` run in a cgroup of the socket's, their output in
+//! its journal.
 
-use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, RawFd};
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 
 use tokio::io::Interest;
@@ -15,15 +22,23 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
+use crate::cgroup::Cgroup;
+use crate::cgroup::spawn::SpawnSpec;
 use crate::supervisor::lines::{Line, priority};
+use crate::supervisor::output::Stream;
+use crate::supervisor::socket::accept::{self, Connection};
 use crate::supervisor::socket::listen::{self, Listening};
 use crate::supervisor::socket::machine::{
-    self as sm, Action as SocketAction, Event as SocketEvent, SocketResult, Spec, Sub,
+    self as sm, Action as SocketAction, Event as SocketEvent, Phase as CmdPhase, SocketResult,
+    Spec, Sub,
 };
-use crate::supervisor::state::{self, ActiveState, Event, Refused, ServiceResult};
+use crate::supervisor::state::{self, ActiveState, Cmd, Event, Exit, Pid, Refused, ServiceResult};
+use crate::unit::exec::ExecCommand;
+use crate::unit::model::StdOutput;
 use crate::unit::{SocketSection, Unit, UnitName};
 
 use super::entry::Phase;
+use super::exec::{output_stdio, to_cstring};
 use super::{Body, Def, Input, JobRequest, Manager};
 
 /// A socket unit's definition: its files and its machine's spec.
@@ -36,30 +51,13 @@ pub(super) struct SocketDef {
 }
 
 impl SocketDef {
-    /// The definition of a loaded `.socket` unit, or why this manager
-    /// cannot run it.
+    /// The definition of a loaded `.socket` unit.
     pub(super) fn new(unit: Unit) -> Result<SocketDef, String> {
         let name = &unit.name;
         let s = unit
             .socket
             .as_ref()
             .ok_or_else(|| format!("Unit {name} failed to load: it has no [Socket] section"))?;
-        if s.accept {
-            return Err(format!(
-                "Unit {name} failed to load: Accept=yes is not supported by this manager yet"
-            ));
-        }
-        let own = [
-            ("ExecStartPre=", s.exec_start_pre.is_empty()),
-            ("ExecStartPost=", s.exec_start_post.is_empty()),
-            ("ExecStopPre=", s.exec_stop_pre.is_empty()),
-            ("ExecStopPost=", s.exec_stop_post.is_empty()),
-        ];
-        if let Some((d, _)) = own.iter().find(|(_, empty)| !empty) {
-            return Err(format!(
-                "Unit {name} failed to load: {d} in a socket unit is not supported by this manager yet"
-            ));
-        }
         Ok(SocketDef {
             spec: Spec::from_section(s),
             unit: Arc::new(unit),
@@ -74,6 +72,28 @@ impl SocketDef {
     /// The service a connection starts.
     pub(super) fn triggers(&self) -> Option<UnitName> {
         self.section().triggered_service(&self.unit.name)
+    }
+
+    /// Command `index` of the socket's own list `phase`.
+    fn command(&self, phase: CmdPhase, index: usize) -> Option<&ExecCommand> {
+        let s = self.section();
+        match phase {
+            CmdPhase::StartPre => &s.exec_start_pre,
+            CmdPhase::StartPost => &s.exec_start_post,
+            CmdPhase::StopPre => &s.exec_stop_pre,
+            CmdPhase::StopPost => &s.exec_stop_post,
+        }
+        .get(index)
+    }
+}
+
+/// The directive of a list of the socket's own commands.
+fn directive(phase: CmdPhase) -> &'static str {
+    match phase {
+        CmdPhase::StartPre => "ExecStartPre=",
+        CmdPhase::StartPost => "ExecStartPost=",
+        CmdPhase::StopPre => "ExecStopPre=",
+        CmdPhase::StopPost => "ExecStopPost=",
     }
 }
 
@@ -91,6 +111,21 @@ pub(super) struct SocketBody {
     watches: Vec<AbortHandle>,
     /// Distinguishes the current arming's traffic from an earlier one's.
     generation: u64,
+    /// The cgroup of the socket's own commands, from the first one to the
+    /// socket's end.
+    pub(super) cgroup: Option<Cgroup>,
+    /// The command of the socket's running now.
+    pub(super) control: Option<Pid>,
+    /// The armed `TimeoutSec=` timer: its generation and task.
+    timer: Option<(u64, Option<AbortHandle>)>,
+    /// Accept=yes: the connection taken, until the machine says whether
+    /// it is served.
+    pending: Option<Connection>,
+    /// Accept=yes: the connection of each instance still there, by the
+    /// instance's name.
+    pub(super) connections: BTreeMap<String, Connection>,
+    /// Accept=yes: instances that ended, to drop from the unit table.
+    ended: Vec<String>,
 }
 
 impl SocketBody {
@@ -104,7 +139,8 @@ impl SocketBody {
                 SocketResult::Resources => ServiceResult::Resources,
                 SocketResult::Timeout => ServiceResult::Timeout,
                 SocketResult::ExitCode => ServiceResult::ExitCode,
-                SocketResult::ServiceStartLimitHit => ServiceResult::StartLimitHit,
+                SocketResult::ServiceStartLimitHit => ServiceResult::ServiceStartLimitHit,
+                SocketResult::TriggerLimitHit => ServiceResult::TriggerLimitHit,
             }),
             down: matches!(sub, Sub::Dead | Sub::Failed),
             stop_requested: active(sub) == ActiveState::Deactivating,
@@ -151,6 +187,9 @@ impl SocketBody {
         if *ev == Event::ResetFailed {
             *self = SocketBody {
                 listening: self.listening.take(),
+                cgroup: self.cgroup.take(),
+                connections: std::mem::take(&mut self.connections),
+                ended: std::mem::take(&mut self.ended),
                 ..SocketBody::default()
             };
             return None;
@@ -172,16 +211,29 @@ impl SocketBody {
         if before == after {
             return Vec::new();
         }
+        let mut lines = Vec::new();
+        if before == Sub::Listening && self.state.result == SocketResult::TriggerLimitHit {
+            lines.push(Line::Note(
+                priority::WARNING,
+                "Trigger limit hit, refusing further activation.".into(),
+            ));
+        }
         match after {
-            Sub::Listening if before == Sub::StartPost => {
-                vec![Line::Note(
-                    priority::INFO,
-                    "Listening on the socket.".into(),
-                )]
-            }
-            Sub::Dead => vec![Line::Note(priority::INFO, "Closed the socket.".into())],
-            Sub::Failed => vec![Line::FailedWithResult(self.phase().result)],
-            _ => Vec::new(),
+            Sub::Listening if before == Sub::StartPost => lines.push(Line::Note(
+                priority::INFO,
+                "Listening on the socket.".into(),
+            )),
+            Sub::Dead => lines.push(Line::Note(priority::INFO, "Closed the socket.".into())),
+            Sub::Failed => lines.push(Line::FailedWithResult(self.phase().result)),
+            _ => {}
+        }
+        lines
+    }
+
+    /// Cancels the `TimeoutSec=` timer.
+    fn cancel_timer(&mut self) {
+        if let Some((_, Some(h))) = self.timer.take() {
+            h.abort();
         }
     }
 
@@ -192,6 +244,23 @@ impl SocketBody {
             w.abort();
         }
     }
+}
+
+/// Accept=yes: the listening sockets are the manager's alone, and
+/// non-blocking, so that a connection gone before it is taken cannot block
+/// the manager's loop.
+fn nonblocking_for_accept(def: &SocketDef, l: &Listening) -> Result<(), listen::ListenError> {
+    if !def.spec.accept {
+        return Ok(());
+    }
+    for f in l.fds.iter().filter(|f| f.listen.accepts()) {
+        accept::set_nonblocking(f.fd.as_fd()).map_err(|e| listen::ListenError::Socket {
+            op: "make non-blocking",
+            address: f.listen.describe(),
+            source: e.into(),
+        })?;
+    }
+    Ok(())
 }
 
 /// The ActiveState of a socket's sub-state.
@@ -224,7 +293,9 @@ impl Manager {
     ) {
         match action {
             SocketAction::Bind => {
-                let ev = match Listening::open(def.section()) {
+                let ev = match Listening::open(def.section())
+                    .and_then(|l| nonblocking_for_accept(def, &l).map(|()| l))
+                {
                     Ok(l) => {
                         if let Some(s) = self.socket_mut(name) {
                             s.listening = Some(l);
@@ -253,40 +324,366 @@ impl Manager {
                 }
             }
             SocketAction::Close { remove } => {
-                if let Some(s) = self.socket_mut(name) {
-                    s.disarm();
-                    s.listening = None;
-                }
+                let instances = match self.socket_mut(name) {
+                    Some(s) => {
+                        s.disarm();
+                        s.listening = None;
+                        s.connections.keys().cloned().collect()
+                    }
+                    None => Vec::new(),
+                };
                 if remove {
                     for err in listen::remove_nodes(def.section()) {
                         self.log(name, &format!("RemoveOnStop=: {err}"));
                     }
+                }
+                // The instances serving its connections stop with it.
+                for i in instances {
+                    self.queue_job(&i, JobRequest::Stop);
                 }
             }
             SocketAction::StartService => {
                 let Some(service) = def.triggers() else {
                     return;
                 };
-                // As OnFailure=: a job of its own, nobody waits for it.
-                let (reply, _) = oneshot::channel();
-                let _ = self.tx.send(Input::Job {
-                    unit: service.to_string(),
-                    job: JobRequest::Start,
-                    manual: false,
-                    reply,
-                });
+                if self.can_trigger(name, service.as_str()) {
+                    self.queue_job(service.as_str(), JobRequest::Start);
+                } else {
+                    queue.push_back(Event::Socket(SocketEvent::TriggerFailed));
+                }
             }
-            // `SocketDef::new` refuses the units whose machine asks for
-            // these (own commands, Accept=yes), so none reaches here.
-            a @ (SocketAction::Spawn { .. }
-            | SocketAction::Kill(_)
-            | SocketAction::ArmTimer(_)
-            | SocketAction::CancelTimer
-            | SocketAction::Accept
-            | SocketAction::StartInstance { .. }
-            | SocketAction::Refuse) => {
-                self.log(name, &format!("cannot execute {a:?}: not supported yet"));
+            SocketAction::Spawn { phase, index } => {
+                match self.spawn_socket_cmd(name, def, phase, index) {
+                    Ok(pid) => {
+                        self.pids.insert(pid, name.to_string());
+                        if let Some(s) = self.socket_mut(name) {
+                            s.control = Some(pid);
+                        }
+                    }
+                    Err(msg) => {
+                        let msg = format!("{}: {msg}", directive(phase));
+                        self.log_at(name, priority::ERR, &msg);
+                        if let Some(e) = self.units.get_mut(name) {
+                            e.failure_note = Some(msg);
+                        }
+                        // A `-` command that cannot start is a failure ignored.
+                        let success = def
+                            .command(phase, index)
+                            .is_some_and(|c| c.flags.ignore_failure);
+                        queue.push_back(Event::Socket(SocketEvent::ControlExited { success }));
+                    }
+                }
             }
+            SocketAction::Kill(sig) => {
+                let Some(cg) = self.socket_mut(name).and_then(|s| s.cgroup.clone()) else {
+                    return;
+                };
+                let r = match sig {
+                    sm::Signal::Term => self.host.signal_cgroup(&cg, nix::sys::signal::SIGTERM),
+                    sm::Signal::Kill => self.host.kill_cgroup(&cg),
+                };
+                if let Err(err) = r {
+                    self.log_at(
+                        name,
+                        priority::WARNING,
+                        &format!("cannot signal the socket's commands: {err}"),
+                    );
+                }
+            }
+            SocketAction::ArmTimer(after) => {
+                self.timer_generation += 1;
+                let generation = self.timer_generation;
+                let input = Input::SocketTimer {
+                    unit: name.to_string(),
+                    generation,
+                };
+                let handle = self.host.arm(after, input);
+                if let Some(s) = self.socket_mut(name) {
+                    s.cancel_timer();
+                    s.timer = Some((generation, handle));
+                }
+            }
+            SocketAction::CancelTimer => {
+                if let Some(s) = self.socket_mut(name) {
+                    s.cancel_timer();
+                }
+            }
+            SocketAction::Accept => self.accept_connection(name, queue),
+            SocketAction::StartInstance { nr } => self.start_instance(name, def, nr, queue),
+            SocketAction::Refuse => self.refuse_connection(name, def),
+        }
+    }
+
+    /// Queues a job of its own on `unit`, as OnFailure= does: nobody waits
+    /// for it.
+    fn queue_job(&self, unit: &str, job: JobRequest) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.tx.send(Input::Job {
+            unit: unit.to_string(),
+            job,
+            manual: false,
+            reply,
+        });
+    }
+
+    /// Whether a start job can be queued for `unit`, which socket `name`
+    /// triggers: it loads (on demand, as a template instance does). If not,
+    /// says so as systemd 252 does.
+    fn can_trigger(&mut self, name: &str, unit: &str) -> bool {
+        let failure = match self.resolve(unit) {
+            Ok(n) => self.load_failure(&n).map(|f| f.to_string()),
+            Err(f) => Some(f.message),
+        };
+        let Some(why) = failure else {
+            return true;
+        };
+        self.log_at(
+            name,
+            priority::WARNING,
+            &format!(
+                "Failed to queue service startup job (Maybe the service file is missing or not a service unit?): {why}"
+            ),
+        );
+        if let Some(e) = self.units.get_mut(name) {
+            e.failure_note = Some(why);
+        }
+        false
+    }
+
+    /// Accept=yes: drops the instances of socket `name` that ended
+    /// inactive from the unit table, as systemd collects them, so that the
+    /// table does not grow with every connection. A failed one stays (its
+    /// status tells why), as one something still refers to.
+    fn collect_instances(&mut self, name: &str) {
+        let Some(ended) = self.socket_mut(name).map(|s| std::mem::take(&mut s.ended)) else {
+            return;
+        };
+        for i in ended {
+            let idle = self
+                .units
+                .get(i.as_str())
+                .is_some_and(|e| e.phase().active == ActiveState::Inactive && e.inv().is_none());
+            if idle
+                && !self.in_a_transaction(&i)
+                && !self.pids.values().any(|u| *u == i)
+                && !self.lingering.values().any(|l| l.unit == i)
+            {
+                self.units.remove(i.as_str());
+                self.graph.skipped.remove(&i);
+            }
+        }
+    }
+
+    /// Accept=yes: takes the waiting connection, and watches for the next.
+    fn accept_connection(&mut self, name: &str, queue: &mut VecDeque<Event>) {
+        self.collect_instances(name);
+        let Some(s) = self.socket_mut(name) else {
+            return;
+        };
+        let mut taken = Ok(None);
+        if let Some(l) = &s.listening {
+            for f in l.fds.iter().filter(|f| f.listen.accepts()) {
+                taken = accept::accept_one(f.fd.as_fd(), &f.listen.describe());
+                if !matches!(taken, Ok(None)) {
+                    break;
+                }
+            }
+        }
+        match taken {
+            Ok(Some(c)) => {
+                let source = c.source.clone();
+                s.pending = Some(c);
+                queue.push_back(Event::Socket(SocketEvent::Accepted { source }));
+            }
+            Ok(None) => {}
+            Err(err) => self.log_at(name, priority::WARNING, &err.to_string()),
+        }
+        self.arm_socket(name);
+    }
+
+    /// Accept=yes: starts instance `nr` of the template for the connection
+    /// just accepted.
+    fn start_instance(
+        &mut self,
+        name: &str,
+        def: &Arc<SocketDef>,
+        nr: u64,
+        queue: &mut VecDeque<Event>,
+    ) {
+        let Some(c) = self.socket_mut(name).and_then(|s| s.pending.take()) else {
+            return;
+        };
+        let instance = match def
+            .section()
+            .accepted_instance(&def.unit.name, &c.instance(nr))
+        {
+            Ok(i) => i.to_string(),
+            Err(err) => {
+                self.log_at(name, priority::WARNING, &err.to_string());
+                String::new()
+            }
+        };
+        if instance.is_empty() || !self.can_trigger(name, &instance) {
+            queue.push_back(Event::Socket(SocketEvent::InstanceGone {
+                source: c.source,
+            }));
+            queue.push_back(Event::Socket(SocketEvent::TriggerFailed));
+            return;
+        }
+        if let Some(s) = self.socket_mut(name) {
+            s.connections.insert(instance.clone(), c);
+        }
+        self.queue_job(&instance, JobRequest::Start);
+    }
+
+    /// Accept=yes: closes the connection just accepted, over a limit, and
+    /// says why as systemd 252 does (nothing when the socket is stopping).
+    fn refuse_connection(&mut self, name: &str, def: &SocketDef) {
+        let Some(s) = self.socket_mut(name) else {
+            return;
+        };
+        let Some(c) = s.pending.take() else {
+            return;
+        };
+        if s.state.sub != Sub::Listening {
+            return;
+        }
+        let msg = if s.state.n_connections >= def.spec.max_connections {
+            format!(
+                "Too many incoming connections ({}), dropping connection.",
+                s.state.n_connections
+            )
+        } else {
+            // systemd counts the refused connection among its source's.
+            format!(
+                "Too many incoming connections ({}) from source {}, dropping connection.",
+                s.state.per_source.get(&c.source).copied().unwrap_or(0) + 1,
+                c.source
+            )
+        };
+        self.log_at(name, priority::WARNING, &msg);
+    }
+
+    /// Spawns command `index` of the socket's list `phase` into the
+    /// socket's cgroup (made on first use), its output to the journal.
+    fn spawn_socket_cmd(
+        &mut self,
+        name: &str,
+        def: &SocketDef,
+        phase: CmdPhase,
+        index: usize,
+    ) -> Result<Pid, String> {
+        let c = def
+            .command(phase, index)
+            .ok_or_else(|| format!("no command #{index}"))?;
+        let cg = match self.socket_mut(name).and_then(|s| s.cgroup.clone()) {
+            Some(cg) => cg,
+            None => {
+                let cg = crate::supervisor::leftovers::create_unit_cgroup(&self.root, name, name)?;
+                if let Some(s) = self.socket_mut(name) {
+                    s.cgroup = Some(cg.clone());
+                }
+                cg
+            }
+        };
+        let env = self.process_env(name, None, Cmd::StartPre);
+        let path_env = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let program = c.resolve_program(&path_env).map_err(|e| e.to_string())?;
+        let mut spec = SpawnSpec::new(to_cstring(&program.to_string_lossy(), "program path")?);
+        spec.argv = c
+            .expand(&env)
+            .iter()
+            .map(|a| to_cstring(a, "argument"))
+            .collect::<Result<_, _>>()?;
+        spec.env = env
+            .iter()
+            .map(|(k, v)| to_cstring(&format!("{k}={v}"), "environment"))
+            .collect::<Result<_, _>>()?;
+        spec.cgroup = Some(cg.path().to_path_buf());
+        spec.new_session = true;
+        let (stdout, out_r) = output_stdio(&StdOutput::Journal, name).map_err(|f| f.message)?;
+        let (stderr, err_r) = output_stdio(&StdOutput::Journal, name).map_err(|f| f.message)?;
+        spec.stdout = stdout;
+        spec.stderr = stderr;
+        let pid = self.host.spawn(&spec).map_err(|e| e.to_string())?;
+        drop(spec);
+        for (r, stream) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)] {
+            if let Some(r) = r {
+                let src = self.source(name, None, Some(&program), pid, stream);
+                self.output.attach(src, r);
+            }
+        }
+        Ok(pid)
+    }
+
+    /// A command of socket `name` was reaped: answers whether `pid` was one.
+    pub(super) fn socket_reaped(&mut self, name: &str, pid: Pid, exit: Exit) -> bool {
+        let Some(s) = self.socket_mut(name) else {
+            return false;
+        };
+        if s.control != Some(pid) {
+            return true;
+        }
+        s.control = None;
+        let running = s.state.control;
+        let ignore = match (self.units.get(name).map(|e| &e.def), running) {
+            (Some(Ok(Def::Socket(d))), Some((phase, index))) => d
+                .command(phase, index)
+                .is_some_and(|c| c.flags.ignore_failure),
+            _ => false,
+        };
+        let success = exit == Exit::Code(0) || ignore;
+        if !success {
+            self.line(name, Line::ControlExited(exit));
+            if let (Some(e), Some((phase, _))) = (self.units.get_mut(name), running) {
+                e.failure_note = Some(format!(
+                    "control process {pid} ({}) {}, status={}",
+                    directive(phase),
+                    exit.code_word(),
+                    exit.status_word()
+                ));
+            }
+        }
+        self.feed(name, Event::Socket(SocketEvent::ControlExited { success }));
+        true
+    }
+
+    /// The `TimeoutSec=` timer of socket `unit` fired.
+    pub(super) fn socket_timer(&mut self, unit: &str, generation: u64) {
+        let Some(s) = self.socket_mut(unit) else {
+            return;
+        };
+        if s.timer.as_ref().map(|(g, _)| *g) != Some(generation) {
+            return;
+        }
+        s.timer = None;
+        self.feed(unit, Event::Socket(SocketEvent::Timeout));
+    }
+
+    /// After a step of socket `name`: once it is down, the cgroup of its
+    /// commands goes (it is empty: the machine ends only when they are).
+    pub(super) fn socket_settled(&mut self, name: &str) {
+        let Some(s) = self.socket_mut(name) else {
+            return;
+        };
+        if !matches!(s.state.sub, Sub::Dead | Sub::Failed) || s.control.is_some() {
+            return;
+        }
+        let Some(cg) = s.cgroup.take() else {
+            return;
+        };
+        if let Err(err) = cg.remove() {
+            // Something its commands left: kept, and used by the next start.
+            s.cgroup = Some(cg);
+            self.log_at(
+                name,
+                priority::WARNING,
+                &format!("cannot remove the cgroup: {err}"),
+            );
         }
     }
 
@@ -357,8 +754,24 @@ impl Manager {
             if let Some(s) = self.socket_mut(unit) {
                 s.disarm();
             }
-            self.feed(unit, Event::Socket(SocketEvent::Traffic));
+            let now = self.host.now();
+            self.feed(unit, Event::Socket(SocketEvent::Traffic { now }));
         }
+    }
+
+    /// Accept=yes: the instance `service` serving a connection of `socket`
+    /// is down; its place is free and the connection closed.
+    fn instance_gone(&mut self, socket: &str, service: &str) {
+        let Some(c) = self.socket_mut(socket).and_then(|s| {
+            s.ended.push(service.to_string());
+            s.connections.remove(service)
+        }) else {
+            return;
+        };
+        self.feed(
+            socket,
+            Event::Socket(SocketEvent::InstanceGone { source: c.source }),
+        );
     }
 
     /// The loaded sockets that trigger `service`, with their definitions, by name.
@@ -382,9 +795,23 @@ impl Manager {
             .collect()
     }
 
+    /// The socket that accepted the connection instance `service` serves,
+    /// and that connection.
+    pub(super) fn connection_of(&self, service: &str) -> Option<(&str, &Connection)> {
+        self.units.iter().find_map(|(n, e)| match &e.body {
+            Body::Socket(s) => s.connections.get(service).map(|c| (n.as_str(), c)),
+            _ => None,
+        })
+    }
+
     /// The fds of the sockets that trigger `service`, with their
-    /// `LISTEN_FDNAMES` names, in the order of the socket names.
+    /// `LISTEN_FDNAMES` names, in the order of the socket names; for an
+    /// instance serving a connection, that connection ("connection", as
+    /// systemd names it).
     pub(super) fn activation_fds(&self, service: &str) -> Vec<(RawFd, String)> {
+        if let Some((_, c)) = self.connection_of(service) {
+            return vec![(c.fd.as_raw_fd(), "connection".to_string())];
+        }
         let mut out = Vec::new();
         for (n, d) in self.triggering(service) {
             let Some(Body::Socket(s)) = self.units.get(n.as_str()).map(|e| &e.body) else {
@@ -403,6 +830,12 @@ impl Manager {
         let Some(p) = self.units.get(service).map(|e| e.phase()) else {
             return;
         };
+        if p.is_stopped()
+            && let Some(socket) = self.connection_of(service).map(|(n, _)| n.to_string())
+        {
+            self.instance_gone(&socket, service);
+            return;
+        }
         let ev = if p.down {
             SocketEvent::ServiceInactive {
                 start_limit_hit: p.result == ServiceResult::StartLimitHit,

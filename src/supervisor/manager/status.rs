@@ -141,6 +141,12 @@ impl Manager {
             next_elapse_usec: timer.and_then(|t| t.next_realtime()),
             last_trigger_usec: timer.and_then(|t| t.timer.last_trigger_realtime),
             listen,
+            connections: match (&e.def, &e.body) {
+                (Ok(Def::Socket(d)), Body::Socket(s)) if d.spec.accept => {
+                    Some((s.state.n_accepted, s.state.n_connections, s.state.n_refused))
+                }
+                _ => None,
+            },
             triggers: match &e.def {
                 Ok(Def::Timer(d)) => vec![d.triggers.to_string()],
                 _ => triggers,
@@ -187,6 +193,7 @@ impl Manager {
             next_elapse_usec: None,
             last_trigger_usec: None,
             listen: Vec::new(),
+            connections: None,
             triggers: Vec::new(),
             triggered_by: Vec::new(),
             timer: None,

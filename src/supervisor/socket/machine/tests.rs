@@ -16,6 +16,7 @@ fn spec(commands: [usize; 4]) -> Spec {
         max_per_source: 64,
         timeout: Some(T),
         remove_on_stop: false,
+        trigger_limit: (Duration::from_secs(2), 20),
     }
 }
 
@@ -42,6 +43,9 @@ fn run(spec: &Spec, events: &[Event]) -> (State, Vec<Action>) {
     (st, last)
 }
 
+const TRAFFIC: Event = E::Traffic {
+    now: Duration::ZERO,
+};
 const OK: Event = E::ControlExited { success: true };
 const FAIL: Event = E::ControlExited { success: false };
 
@@ -149,7 +153,7 @@ fn transitions() {
         Row {
             name: "traffic starts the service and hands it the fds",
             spec: spec([0; 4]),
-            events: vec![E::Start, E::Bound, E::Traffic],
+            events: vec![E::Start, E::Bound, TRAFFIC],
             sub: Sub::Running,
             result: SocketResult::Success,
             last: vec![A::Disarm, A::StartService],
@@ -160,7 +164,7 @@ fn transitions() {
             events: vec![
                 E::Start,
                 E::Bound,
-                E::Traffic,
+                TRAFFIC,
                 E::ServiceInactive {
                     start_limit_hit: false,
                 },
@@ -183,7 +187,7 @@ fn transitions() {
             events: vec![
                 E::Start,
                 E::Bound,
-                E::Traffic,
+                TRAFFIC,
                 E::ServiceInactive {
                     start_limit_hit: true,
                 },
@@ -206,7 +210,7 @@ fn transitions() {
         Row {
             name: "stop while the service runs: the service is left alone",
             spec: spec([0; 4]),
-            events: vec![E::Start, E::Bound, E::Traffic, E::Stop],
+            events: vec![E::Start, E::Bound, TRAFFIC, E::Stop],
             sub: Sub::Dead,
             result: SocketResult::Success,
             last: vec![A::Close { remove: false }],
@@ -273,7 +277,7 @@ fn transitions() {
         Row {
             name: "Accept=yes: traffic asks for an accept, stays listening",
             spec: accept(2, 1),
-            events: vec![E::Start, E::Bound, E::Traffic],
+            events: vec![E::Start, E::Bound, TRAFFIC],
             sub: Sub::Listening,
             result: SocketResult::Success,
             last: vec![A::Accept],
@@ -359,7 +363,7 @@ fn transitions() {
         Row {
             name: "late events after the stop change nothing",
             spec: spec([0; 4]),
-            events: vec![E::Start, E::Bound, E::Stop, E::Traffic, E::Timeout, OK],
+            events: vec![E::Start, E::Bound, E::Stop, TRAFFIC, E::Timeout, OK],
             sub: Sub::Dead,
             result: SocketResult::Success,
             last: vec![],
@@ -435,8 +439,62 @@ fn spec_from_a_socket_section() {
             max_per_source: 5,
             timeout: None,
             remove_on_stop: true,
+            trigger_limit: (Duration::from_secs(2), 200),
         }
     );
     assert_eq!(Sub::Listening.active_word(), "active");
     assert_eq!(Sub::StopPreSigterm.word(), "stop-pre-sigterm");
+}
+
+#[test]
+fn the_trigger_limit_fails_a_socket_that_activates_too_often() {
+    let mut s = spec([0; 4]);
+    s.trigger_limit = (Duration::from_secs(2), 3);
+    let at = |ms| E::Traffic {
+        now: Duration::from_millis(ms),
+    };
+    let gone = E::ServiceInactive {
+        start_limit_hit: false,
+    };
+    // Three activations in the window start the service; the fourth fails the socket.
+    let mut events = vec![E::Start, E::Bound];
+    for ms in [0, 10, 20] {
+        events.extend([at(ms), gone.clone()]);
+    }
+    let (st, last) = run(&s, &events);
+    assert_eq!((st.sub, last), (Sub::Listening, vec![A::Arm]));
+    let (st, _) = next(&s, &st, at(30)).unwrap();
+    assert_eq!(
+        (st.sub, st.result),
+        (Sub::Failed, SocketResult::TriggerLimitHit)
+    );
+    // Past the window, the count starts again.
+    let (st, last) = run(&s, &[events, vec![at(2500)]].concat());
+    assert_eq!(
+        (st.sub, last),
+        (Sub::Running, vec![A::Disarm, A::StartService])
+    );
+    // Accept=yes counts each connection; a zero burst turns the limit off.
+    let mut a = accept(64, 64);
+    a.trigger_limit = (Duration::from_secs(2), 0);
+    let (st, last) = run(&a, &[E::Start, E::Bound, at(0), at(0), at(0)]);
+    assert_eq!((st.sub, last), (Sub::Listening, vec![A::Accept]));
+}
+
+#[test]
+fn a_service_that_cannot_be_started_fails_the_socket() {
+    let s = spec([0, 0, 0, 1]);
+    let (st, last) = run(&s, &[E::Start, E::Bound, TRAFFIC, E::TriggerFailed]);
+    assert_eq!(
+        (st.sub, st.result, last),
+        (
+            Sub::StopPost,
+            SocketResult::Resources,
+            vec![
+                A::Close { remove: false },
+                A::ArmTimer(T),
+                spawn(Phase::StopPost, 0)
+            ]
+        )
+    );
 }
