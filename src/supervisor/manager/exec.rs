@@ -227,9 +227,9 @@ impl Manager {
             }
         }
         spec.new_session = true;
-        // As systemd: the sockets' fds go to the main process only.
+        // As systemd: the sockets' (and the fd store's) fds go to the main process only.
         let activation = if cmd == Cmd::Start {
-            self.activation_fds(name)
+            self.passed_fds(name)
         } else {
             Vec::new()
         };

@@ -4,6 +4,7 @@
 //! become events (reaped children, notify messages, timers).
 
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,6 +136,7 @@ impl Manager {
                             (Some(d), Action::EndInvocation) => {
                                 self.execute(name, d, Action::EndInvocation, &mut queue);
                                 self.invocation_ended(name, d, failed, restarting);
+                                self.fd_store_after_invocation(name, restarting);
                             }
                             (Some(d), a) => self.execute(name, d, a, &mut queue),
                             (None, Action::Disarm(t)) => self.disarm(name, t),
@@ -414,7 +416,13 @@ impl Manager {
         }
     }
 
-    pub(super) fn notified(&mut self, pid: Pid, cgroup: Option<PathBuf>, msg: Message) {
+    pub(super) fn notified(
+        &mut self,
+        pid: Pid,
+        cgroup: Option<PathBuf>,
+        msg: Message,
+        fds: Vec<OwnedFd>,
+    ) {
         let Some(cg) = cgroup else { return };
         let Some(name) = self
             .units
@@ -444,6 +452,9 @@ impl Manager {
             );
             return;
         }
+        // Before READY=1 of the same datagram: the store is complete once
+        // the start is.
+        self.fd_store_notified(&name, &msg, fds);
         if let Some(t) = msg.status.clone()
             && let Some(s) = self.service_mut(&name)
         {
