@@ -754,3 +754,78 @@ fn a_socket_is_ordered_before_its_service_and_sockets_target_implicitly() {
         vec![vec!["x.socket/start"], vec!["x.service/start"]]
     );
 }
+
+#[test]
+fn a_type_dbus_service_requires_and_follows_the_bus_socket_when_it_exists() {
+    let spec = crate::unit::SpecifierContext::example();
+    let unit = |name: &str, text: &str| {
+        let n = UnitName::parse_strict(name).unwrap();
+        crate::unit::loader::from_text(&n, std::path::Path::new(name), text, &spec)
+    };
+    // (unit, its text, whether dbus.socket exists, Requires=, After=)
+    let table: [(&str, &str, bool, &[&str], &[&str]); 6] = [
+        (
+            "a.service",
+            "[Service]\nType=dbus\nBusName=org.a\nExecStart=/bin/a\n",
+            true,
+            &["dbus.socket"],
+            &["dbus.socket"],
+        ),
+        // BusName= alone makes it Type=dbus.
+        (
+            "b.service",
+            "[Service]\nBusName=org.b\nExecStart=/bin/b\n",
+            true,
+            &["dbus.socket"],
+            &["dbus.socket"],
+        ),
+        // No socket unit: a bus started some other way serves.
+        (
+            "c.service",
+            "[Service]\nType=dbus\nBusName=org.c\nExecStart=/bin/c\n",
+            false,
+            &[],
+            &[],
+        ),
+        // Written already: not twice.
+        (
+            "d.service",
+            "[Unit]\nRequires=dbus.socket x.service\nAfter=dbus.socket\n\
+             [Service]\nType=dbus\nBusName=org.d\nExecStart=/bin/d\n",
+            true,
+            &["dbus.socket", "x.service"],
+            &["dbus.socket"],
+        ),
+        // Other types, with a BusName= or not, get nothing.
+        (
+            "e.service",
+            "[Service]\nType=notify\nBusName=org.e\nExecStart=/bin/e\n",
+            true,
+            &[],
+            &[],
+        ),
+        ("f.target", "[Unit]\nDescription=f\n", true, &[], &[]),
+    ];
+    for (name, text, exists, requires, after) in table {
+        let u = unit(name, text);
+        let d = Deps::from_unit(&u).with_bus_socket(&u, || exists);
+        assert_eq!(d.requires, requires, "{name} Requires= (socket: {exists})");
+        assert_eq!(d.after, after, "{name} After= (socket: {exists})");
+    }
+
+    // The transaction: the bus socket listens before the service starts.
+    let u = unit("a.service", table[0].1);
+    let mut w = World::default();
+    w.units.insert(
+        "a.service".into(),
+        Deps::from_unit(&u).with_bus_socket(&u, || true),
+    );
+    w.units.insert(
+        "dbus.socket".into(),
+        deps_of("dbus.socket", "[Socket]\nListenStream=%t/bus\n"),
+    );
+    assert_eq!(
+        layers(&start(&w, "a.service")),
+        vec![vec!["dbus.socket/start"], vec!["a.service/start"]]
+    );
+}
