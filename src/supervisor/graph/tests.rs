@@ -722,12 +722,16 @@ fn a_unit_dying_stops_only_what_is_bound_to_it() {
     assert_eq!(bound_by(&w, "bus.service"), ["bound.service"]);
 }
 
-/// A unit's dependencies as the loader reads them from `text`.
-fn deps_of(name: &str, text: &str) -> Deps {
+/// The unit the loader reads from `text`.
+fn unit_of(name: &str, text: &str) -> Unit {
     let n = UnitName::parse_strict(name).unwrap();
     let spec = crate::unit::SpecifierContext::example();
-    let u = crate::unit::loader::from_text(&n, std::path::Path::new(name), text, &spec);
-    Deps::from_unit(&u)
+    crate::unit::loader::from_text(&n, std::path::Path::new(name), text, &spec)
+}
+
+/// A unit's dependencies as the loader reads them from `text`.
+fn deps_of(name: &str, text: &str) -> Deps {
+    Deps::from_unit(&unit_of(name, text))
 }
 
 #[test]
@@ -757,11 +761,6 @@ fn a_socket_is_ordered_before_its_service_and_sockets_target_implicitly() {
 
 #[test]
 fn a_type_dbus_service_requires_and_follows_the_bus_socket_when_it_exists() {
-    let spec = crate::unit::SpecifierContext::example();
-    let unit = |name: &str, text: &str| {
-        let n = UnitName::parse_strict(name).unwrap();
-        crate::unit::loader::from_text(&n, std::path::Path::new(name), text, &spec)
-    };
     // (unit, its text, whether dbus.socket exists, Requires=, After=)
     let table: [(&str, &str, bool, &[&str], &[&str]); 6] = [
         (
@@ -807,14 +806,14 @@ fn a_type_dbus_service_requires_and_follows_the_bus_socket_when_it_exists() {
         ("f.target", "[Unit]\nDescription=f\n", true, &[], &[]),
     ];
     for (name, text, exists, requires, after) in table {
-        let u = unit(name, text);
+        let u = unit_of(name, text);
         let d = Deps::from_unit(&u).with_bus_socket(&u, || exists);
         assert_eq!(d.requires, requires, "{name} Requires= (socket: {exists})");
         assert_eq!(d.after, after, "{name} After= (socket: {exists})");
     }
 
     // The transaction: the bus socket listens before the service starts.
-    let u = unit("a.service", table[0].1);
+    let u = unit_of("a.service", table[0].1);
     let mut w = World::default();
     w.units.insert(
         "a.service".into(),
