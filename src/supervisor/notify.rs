@@ -246,12 +246,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn receives_with_sender_credentials() {
+    /// A notify socket in a temp dir (kept while the socket is used), its
+    /// path, and an unbound client socket.
+    fn bound() -> (tempfile::TempDir, PathBuf, NotifySocket, StdDatagram) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let sock = NotifySocket::bind(&path).unwrap();
-        let client = StdDatagram::unbound().unwrap();
+        (dir, path, sock, StdDatagram::unbound().unwrap())
+    }
+
+    #[tokio::test]
+    async fn receives_with_sender_credentials() {
+        let (_dir, path, sock, client) = bound();
         client.send_to(b"READY=1\nSTATUS=up", &path).unwrap();
         let r = sock.recv().await.unwrap();
         assert_eq!(r.pid, Some(std::process::id() as i32));
@@ -264,10 +270,7 @@ mod tests {
     async fn receives_the_fds_sent_along() {
         use nix::sys::socket::{ControlMessage, sendmsg};
         use std::io::{IoSlice, Read, Write};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify");
-        let sock = NotifySocket::bind(&path).unwrap();
-        let client = StdDatagram::unbound().unwrap();
+        let (_dir, path, sock, client) = bound();
         let (r, w) = nix::unistd::pipe().unwrap();
         let data = b"FDSTORE=1\nFDNAME=pipe";
         let fds = [r.as_raw_fd()];

@@ -759,10 +759,19 @@ fn a_socket_is_ordered_before_its_service_and_sockets_target_implicitly() {
     );
 }
 
+/// A row of the bus socket table: unit, its text, whether dbus.socket
+/// exists, the Requires= and After= it ends up with.
+type BusRow = (
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
 #[test]
 fn a_type_dbus_service_requires_and_follows_the_bus_socket_when_it_exists() {
-    // (unit, its text, whether dbus.socket exists, Requires=, After=)
-    let table: [(&str, &str, bool, &[&str], &[&str]); 6] = [
+    let table: [BusRow; 6] = [
         (
             "a.service",
             "[Service]\nType=dbus\nBusName=org.a\nExecStart=/bin/a\n",
