@@ -64,6 +64,22 @@ fn keep_unit(td: &TestDaemon, mode: &str, extra: &str) -> PathBuf {
     report
 }
 
+/// Reads the units again and starts `keep.service`; answers its main PID.
+fn start_keep(td: &TestDaemon) -> String {
+    td.ok(&["daemon-reload"]);
+    td.ok(&["start", "keep"]);
+    td.prop("keep", "MainPID")
+}
+
+/// SIGKILLs process `pid`: an unclean exit, which Restart=on-failure restarts.
+fn kill(pid: &str) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid.parse().unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
 /// The report's lines so far.
 fn lines(report: &Path) -> Vec<String> {
     std::fs::read_to_string(report)
@@ -92,9 +108,7 @@ fn stored_fds_come_back_after_restarts_and_go_with_a_stop() {
         "store",
         "FileDescriptorStoreMax=4\nRestart=on-failure\nRestartSec=0",
     );
-    td.ok(&["daemon-reload"]);
-    td.ok(&["start", "keep"]);
-    let first = td.prop("keep", "MainPID");
+    let first = start_keep(&td);
     assert_eq!(lines(&report), ["0 - -"]);
     assert!(manager_holds(&td, &first), "the manager keeps the memfd");
 
@@ -107,12 +121,7 @@ fn stored_fds_come_back_after_restarts_and_go_with_a_stop() {
     assert_eq!(lines(&report)[2], kept);
 
     // An automatic restart keeps it too.
-    let main: i32 = td.prop("keep", "MainPID").parse().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(main),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill(&td.prop("keep", "MainPID"));
     wait_until(30, "the automatic restart's report", || {
         lines(&report).len() == 4
     });
@@ -133,9 +142,7 @@ fn without_file_descriptor_store_max_the_fds_are_refused_with_a_warning() {
         return;
     };
     let report = keep_unit(&td, "store", "");
-    td.ok(&["daemon-reload"]);
-    td.ok(&["start", "keep"]);
-    let first = td.prop("keep", "MainPID");
+    let first = start_keep(&td);
     assert!(!manager_holds(&td, &first));
     td.ok(&["restart", "keep"]);
     assert_eq!(lines(&report), ["0 - -", "0 - -"]);
@@ -174,4 +181,25 @@ fn stored_fds_follow_the_sockets_fds_and_fdstoreremove_drops_them() {
     td.ok(&["restart", "keep.service"]);
     assert_eq!(lines(&report)[2], "1 keep.socket sock");
     td.ok(&["stop", "keep.service"]);
+}
+
+#[test]
+fn a_stop_while_waiting_to_restart_closes_the_stored_fds() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    keep_unit(
+        &td,
+        "store",
+        "FileDescriptorStoreMax=1\nRestart=on-failure\nRestartSec=3600",
+    );
+    let first = start_keep(&td);
+    kill(&first);
+    wait_until(30, "keep.service to wait to restart", || {
+        td.prop("keep", "SubState") == "auto-restart"
+    });
+    assert!(manager_holds(&td, &first), "kept for the restart");
+    td.ok(&["stop", "keep"]);
+    assert_eq!(td.prop("keep", "ActiveState"), "inactive");
+    assert!(!manager_holds(&td, &first), "the memfd outlived the stop");
 }

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::supervisor::lines::priority;
 use crate::supervisor::notify::Message;
+use crate::supervisor::state::Sub;
 
 use super::Manager;
 
@@ -152,10 +153,16 @@ impl Manager {
         fds
     }
 
-    /// An invocation of `name` ended: unless it starts again (an automatic
-    /// restart or a restart job), its stored fds are closed.
-    pub(super) fn fd_store_after_invocation(&mut self, name: &str, restarting: bool) {
-        if !restarting && let Some(s) = self.service_mut(name) {
+    /// `name` changed state: once it is stopped for good (dead or failed,
+    /// not waiting to restart, no restart or start job on its way), its
+    /// stored fds are closed. A stop while it waits to restart counts.
+    pub(super) fn fd_store_settle(&mut self, name: &str) {
+        let starts_again = self.start_job_waits(name);
+        let Some(s) = self.service_mut(name) else {
+            return;
+        };
+        let gone = matches!(s.state.sub, Sub::Dead | Sub::Failed) && !s.state.start_after_stop;
+        if gone && !starts_again {
             s.fd_store.clear();
         }
     }

@@ -136,7 +136,6 @@ impl Manager {
                             (Some(d), Action::EndInvocation) => {
                                 self.execute(name, d, Action::EndInvocation, &mut queue);
                                 self.invocation_ended(name, d, failed, restarting);
-                                self.fd_store_after_invocation(name, restarting);
                             }
                             (Some(d), a) => self.execute(name, d, a, &mut queue),
                             (None, Action::Disarm(t)) => self.disarm(name, t),
@@ -162,6 +161,7 @@ impl Manager {
         let now = self.units.get(name).map(UnitEntry::phase);
         if now != initial && self.service(name).is_some() {
             self.tell_sockets(name);
+            self.fd_store_settle(name);
         }
         Ok(())
     }
