@@ -1,5 +1,7 @@
-//! Type=dbus against a real, private `dbus-daemon`: the start completes
-//! only once BusName= has an owner, times out when it never gets one, the
+//! Type=dbus against a real `dbus-daemon`: on the session bus started
+//! through dbus.socket (Debian's dbus.service, unchanged), which a Type=dbus
+//! unit requires, the start completes only once BusName= has an owner; on a
+//! private bus, a start times out when it never gets one, the
 //! unit stops when the name loses its owner, a missing bus fails the start
 //! at once (and the next start reconnects), the address may come from the
 //! environment block (an abstract socket here), and dconf.service from the
@@ -88,21 +90,43 @@ impl Bus {
 
     /// The PID of the connection that owns `name`, None when nobody does.
     fn owner_pid(&self, name: &str) -> Option<i32> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut c = Connection::open(&BusAddress::parse(&self.address).unwrap())
-                .await
-                .unwrap();
-            let m = c
-                .call("GetConnectionUnixProcessID", &[Arg::Str(name)])
-                .await
-                .ok()?;
-            m.u32_arg(0).map(|p| p as i32)
-        })
+        owner_pid(&self.address, name)
     }
+}
+
+/// The PID of the connection that owns `name` on the bus at `address`,
+/// None when nobody does.
+fn owner_pid(address: &str, name: &str) -> Option<i32> {
+    common::rt().block_on(async {
+        let mut c = Connection::open(&BusAddress::parse(address).unwrap())
+            .await
+            .unwrap();
+        let m = c
+            .call("GetConnectionUnixProcessID", &[Arg::Str(name)])
+            .await
+            .ok()?;
+        m.u32_arg(0).map(|p| p as i32)
+    })
+}
+
+/// Debian's dbus.service (package dbus-user-session): `dbus-daemon
+/// --session --address=systemd: ...`, Type=notify.
+const SESSION_BUS_SERVICE: &str = "/usr/lib/systemd/user/dbus.service";
+
+/// The session bus as dbus-user-session sets it up: its dbus.service,
+/// unchanged, and a dbus.socket listening where theirs does. Theirs also
+/// has `ExecStartPost=-/bin/systemctl --user set-environment
+/// DBUS_SESSION_BUS_ADDRESS=...`: without a systemd user manager, that
+/// systemctl falls back to the user bus, the very socket being started,
+/// and waits there 90 s for an answer (sd-bus's authentication timeout)
+/// before its failure is ignored; what it sets is the manager's default
+/// bus address anyway.
+fn install_session_bus(td: &TestDaemon) {
+    std::fs::copy(SESSION_BUS_SERVICE, td.units_dir().join("dbus.service")).unwrap();
+    td.write_unit(
+        "dbus.socket",
+        "[Unit]\nDescription=D-Bus User Message Bus Socket\n[Socket]\nListenStream=%t/bus\n",
+    );
 }
 
 impl Drop for Bus {
@@ -131,8 +155,17 @@ fn is_active(td: &TestDaemon, unit: &str) -> String {
 }
 
 #[test]
-fn start_completes_only_once_the_name_has_an_owner() {
+fn start_completes_only_once_the_name_has_an_owner_on_the_socket_activated_bus() {
+    let missing: Vec<String> = [SESSION_BUS_SERVICE]
+        .iter()
+        .filter(|f| !Path::new(f).exists())
+        .map(|f| format!("{f} (package dbus-user-session)"))
+        .collect();
+    if !common::require("the session bus unit", &missing) {
+        return;
+    }
     let Some(td) = TestDaemon::start_with(|td| {
+        install_session_bus(td);
         td.write_unit(
             "gated.service",
             &owner_unit(
@@ -148,11 +181,11 @@ fn start_completes_only_once_the_name_has_an_owner() {
     }) else {
         return;
     };
-    // At $XDG_RUNTIME_DIR/bus: the manager finds it without being told.
-    let bus = Bus::start(
-        &format!("unix:path={}", td.run_dir().join("bus").display()),
-        td.dir.path(),
-    );
+    // No bus runs: the start of the Type=dbus unit starts dbus.socket first
+    // (Requires=, After=), and the manager's own connection to
+    // $XDG_RUNTIME_DIR/bus starts dbus.service through it.
+    assert_eq!(td.prop("dbus.socket", "ActiveState"), "inactive");
+    let address = format!("unix:path={}", td.run_dir().join("bus").display());
     let gate = td.run_dir().join("gate");
     nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let mut start = Command::new(env!("CARGO_BIN_EXE_corral"))
@@ -162,6 +195,8 @@ fn start_completes_only_once_the_name_has_an_owner() {
         .spawn()
         .unwrap();
     td.wait_state("gated", "activating");
+    assert_eq!(td.prop("dbus.socket", "ActiveState"), "active");
+    td.wait_state("dbus.service", "active");
     // The service is blocked on its gate, so its name cannot have an owner.
     assert!(
         start.try_wait().unwrap().is_none(),
@@ -174,7 +209,7 @@ fn start_completes_only_once_the_name_has_an_owner() {
         status.contains("waiting for org.corral.Test.Gated to get an owner on the bus unix:path="),
         "{status}"
     );
-    assert_eq!(bus.owner_pid("org.corral.Test.Gated"), None);
+    assert_eq!(owner_pid(&address, "org.corral.Test.Gated"), None);
     // Opening the FIFO waits for the service to have it open too.
     std::fs::write(&gate, b"go").unwrap();
     let st = start.wait().unwrap();
@@ -182,10 +217,26 @@ fn start_completes_only_once_the_name_has_an_owner() {
     assert_eq!(is_active(&td, "gated"), "active");
     let main: i32 = td.prop("gated", "MainPID").parse().unwrap();
     assert_eq!(
-        bus.owner_pid("org.corral.Test.Gated"),
+        owner_pid(&address, "org.corral.Test.Gated"),
         Some(main),
         "the main process owns the name"
     );
+    // The bus is dbus.service's dbus-daemon, on the socket the manager bound.
+    let bus_main: i32 = td.prop("dbus.service", "MainPID").parse().unwrap();
+    let cmdline = std::fs::read_to_string(format!("/proc/{bus_main}/cmdline")).unwrap();
+    assert!(cmdline.contains("--address=systemd:"), "{cmdline:?}");
+    let names = String::from_utf8_lossy(&common::stdout_of(
+        Command::new("dbus-send")
+            .arg(format!("--bus={address}"))
+            .args([
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.ListNames",
+            ]),
+    ))
+    .into_owned();
+    assert!(names.contains("\"org.corral.Test.Gated\""), "{names}");
     // corrald's stderr has its messages (the journal's copies are written asynchronously).
     let log = td.log();
     assert!(
@@ -195,6 +246,8 @@ fn start_completes_only_once_the_name_has_an_owner() {
     td.ok(&["stop", "gated"]);
     assert_eq!(is_active(&td, "gated"), "inactive");
     assert!(!td.unit_cgroup("gated.service").exists());
+    td.ok(&["stop", "dbus.service", "dbus.socket"]);
+    assert!(!td.unit_cgroup("dbus.service").exists());
 }
 
 #[test]

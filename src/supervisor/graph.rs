@@ -35,6 +35,11 @@ pub const TIMERS_TARGET: &str = crate::unit::timer::TIMERS_TARGET;
 /// [`DEFAULT_TARGET`] (systemd's user manager reaches it through basic.target).
 pub const SOCKETS_TARGET: &str = "sockets.target";
 
+/// The socket of the user bus: a Type=dbus service requires it and is
+/// ordered after it, when it exists (systemd.service(5), "Implicit
+/// Dependencies").
+pub const DBUS_SOCKET: &str = "dbus.socket";
+
 /// The targets the manager knows without a file: then they only group what
 /// their `.wants/` and `.requires/` directories link to.
 pub const BUILTIN_TARGETS: [&str; 3] = [DEFAULT_TARGET, SOCKETS_TARGET, TIMERS_TARGET];
@@ -149,6 +154,38 @@ impl Deps {
     }
 }
 
+impl Deps {
+    /// With `Requires=` and `After=` on [`DBUS_SOCKET`] when `u` is a
+    /// Type=dbus service and `bus_socket_exists()` says the socket unit
+    /// can be loaded: its start then makes the bus listen first, and a
+    /// socket-activated bus starts on the service's first connection.
+    /// Without the socket unit nothing is added, so that a bus started some
+    /// other way (DBUS_SESSION_BUS_ADDRESS) still serves.
+    pub fn with_bus_socket(mut self, u: &Unit, bus_socket_exists: impl FnOnce() -> bool) -> Deps {
+        let dbus = u
+            .service
+            .as_ref()
+            .is_some_and(|s| s.service_type == crate::unit::model::ServiceType::Dbus);
+        if !dbus || !bus_socket_exists() {
+            return self;
+        }
+        for list in [&mut self.requires, &mut self.after] {
+            if !list.iter().any(|n| n == DBUS_SOCKET) {
+                list.push(DBUS_SOCKET.to_string());
+            }
+        }
+        self
+    }
+}
+
+/// Whether the loader finds an unmasked [`DBUS_SOCKET`].
+pub fn bus_socket_exists(loader: &Loader) -> bool {
+    UnitName::parse_strict(DBUS_SOCKET)
+        .ok()
+        .and_then(|n| loader.load(&n).ok())
+        .is_some_and(|u| !u.masked)
+}
+
 /// Looks a unit's dependencies up through the unit loader, for a
 /// [`Units::deps`] implementation. `default.target` exists even without a
 /// file: it then only groups what `default.target.wants/` (and
@@ -157,7 +194,7 @@ pub fn load_deps(loader: &Loader, name: &str) -> Result<Deps, Missing> {
     let unit_name = UnitName::parse(name).map_err(|_| Missing::NotFound)?;
     match loader.load(&unit_name) {
         Ok(u) if u.masked => Err(Missing::Masked),
-        Ok(u) => Ok(Deps::from_unit(&u)),
+        Ok(u) => Ok(Deps::from_unit(&u).with_bus_socket(&u, || bus_socket_exists(loader))),
         Err(_) if is_builtin_target(name) => {
             let mut d = Deps::default();
             for dir in loader.unit_paths() {

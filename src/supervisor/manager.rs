@@ -55,6 +55,7 @@ mod bus;
 mod entry;
 mod environment;
 mod exec;
+mod fd_store;
 mod host;
 mod inotify;
 mod invocation;
@@ -97,6 +98,8 @@ pub enum Input {
         cgroup: Option<PathBuf>,
         /// What it said.
         msg: Message,
+        /// The fds sent along (FDSTORE=1).
+        fds: Vec<OwnedFd>,
     },
     /// A timer expired.
     Timer {
@@ -453,7 +456,12 @@ impl Manager {
                     }
                 }
             }
-            Input::Notify { pid, cgroup, msg } => self.notified(pid, cgroup, msg),
+            Input::Notify {
+                pid,
+                cgroup,
+                msg,
+                fds,
+            } => self.notified(pid, cgroup, msg, fds),
             Input::Timer {
                 unit,
                 timer,
@@ -544,10 +552,16 @@ pub async fn run(
     {
         let tx = tx.clone();
         tokio::spawn(async move {
-            while let Ok((pid, msg)) = notify.recv().await {
-                let Some(pid) = pid else { continue };
+            while let Ok(r) = notify.recv().await {
+                let Some(pid) = r.pid else { continue };
                 let cgroup = crate::cgroup::cgroup_of_pid(pid).ok();
-                if tx.send(Input::Notify { pid, cgroup, msg }).is_err() {
+                let input = Input::Notify {
+                    pid,
+                    cgroup,
+                    msg: r.msg,
+                    fds: r.fds,
+                };
+                if tx.send(input).is_err() {
                     break;
                 }
             }

@@ -1,12 +1,13 @@
 //! NOTIFY_SOCKET: the datagram socket services use to report READY=1,
-//! STATUS=, MAINPID=, RELOADING=1, STOPPING=1 and ERRNO=.
+//! STATUS=, MAINPID=, RELOADING=1, STOPPING=1 and ERRNO=, and to hand the
+//! manager fds to keep (FDSTORE=1, FDNAME=, FDSTOREREMOVE=1) with SCM_RIGHTS.
 //!
 //! The socket has SO_PASSCRED set, so every datagram carries the sender's
 //! PID as the kernel vouches for it; the manager maps that PID to a unit
 //! through its cgroup and applies NotifyAccess= there.
 
 use std::io::IoSliceMut;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram as StdDatagram;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,12 @@ pub struct Message {
     pub main_pid: Option<Pid>,
     /// ERRNO=n.
     pub errno: Option<i32>,
+    /// FDSTORE=1: keep the fds sent along.
+    pub fd_store: bool,
+    /// FDSTOREREMOVE=1: drop the kept fds named FDNAME=.
+    pub fd_store_remove: bool,
+    /// FDNAME=name, as sent (the manager checks it).
+    pub fd_name: Option<String>,
 }
 
 impl Message {
@@ -51,6 +58,9 @@ impl Message {
                 "STATUS" => m.status = Some(v.to_string()),
                 "MAINPID" => m.main_pid = v.parse().ok().filter(|&p: &Pid| p > 0),
                 "ERRNO" => m.errno = v.parse().ok(),
+                "FDSTORE" => m.fd_store = v == "1",
+                "FDSTOREREMOVE" => m.fd_store_remove = v == "1",
+                "FDNAME" => m.fd_name = Some(v.to_string()),
                 _ => {}
             }
         }
@@ -75,6 +85,8 @@ pub fn fuzz_one(data: &[u8]) {
         ("READY=1", m.ready),
         ("RELOADING=1", m.reloading),
         ("STOPPING=1", m.stopping),
+        ("FDSTORE=1", m.fd_store),
+        ("FDSTOREREMOVE=1", m.fd_store_remove),
     ] {
         if set {
             again.extend_from_slice(key.as_bytes());
@@ -86,6 +98,9 @@ pub fn fuzz_one(data: &[u8]) {
     }
     if let Some(pid) = m.main_pid {
         again.extend_from_slice(format!("MAINPID={pid}\n").as_bytes());
+    }
+    if let Some(n) = &m.fd_name {
+        again.extend_from_slice(format!("FDNAME={n}\n").as_bytes());
     }
     if let Some(errno) = m.errno {
         again.extend_from_slice(format!("ERRNO={errno}").as_bytes());
@@ -130,27 +145,39 @@ impl NotifySocket {
     }
 
     /// Waits for the next datagram; returns the sender's PID (when the kernel
-    /// attached credentials) and the message.
-    pub async fn recv(&self) -> Result<(Option<Pid>, Message), SupervisorError> {
+    /// attached credentials), the message and the fds sent with it
+    /// (close-on-exec; dropping them closes them).
+    pub async fn recv(&self) -> Result<Received, SupervisorError> {
         let mut buf = vec![0u8; 4096];
         let fd = self.sock.as_raw_fd();
-        let (len, pid) = self
+        let (len, pid, fds) = self
             .sock
             .async_io(Interest::READABLE, || {
                 let mut iov = [IoSliceMut::new(&mut buf)];
-                let mut cmsg = nix::cmsg_space!(libc::ucred);
+                // Room for the credentials and as many fds as one
+                // SCM_RIGHTS message carries (the kernel's SCM_MAX_FD).
+                let mut cmsg = nix::cmsg_space!(libc::ucred, [RawFd; SCM_MAX_FD]);
                 let msg =
                     recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
                         .map_err(std::io::Error::from)?;
                 let mut pid = None;
+                let mut fds = Vec::new();
                 if let Ok(cmsgs) = msg.cmsgs() {
                     for c in cmsgs {
-                        if let ControlMessageOwned::ScmCredentials(cred) = c {
-                            pid = Some(cred.pid());
+                        match c {
+                            ControlMessageOwned::ScmCredentials(cred) => pid = Some(cred.pid()),
+                            ControlMessageOwned::ScmRights(raw) => {
+                                // SAFETY: the kernel just installed these fds
+                                // in this process; nothing else owns them.
+                                fds.extend(
+                                    raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }),
+                                );
+                            }
+                            _ => {}
                         }
                     }
                 }
-                Ok((msg.bytes, pid))
+                Ok((msg.bytes, pid, fds))
             })
             .await
             .map_err(|source| SupervisorError::Io {
@@ -158,8 +185,26 @@ impl NotifySocket {
                 path: self.path.clone(),
                 source,
             })?;
-        Ok((pid, Message::parse(&buf[..len])))
+        Ok(Received {
+            pid,
+            msg: Message::parse(&buf[..len]),
+            fds,
+        })
     }
+}
+
+/// The most fds one SCM_RIGHTS message carries (the kernel's SCM_MAX_FD).
+const SCM_MAX_FD: usize = 253;
+
+/// One datagram on the notify socket.
+#[derive(Debug)]
+pub struct Received {
+    /// The sender, when the kernel attached its credentials.
+    pub pid: Option<Pid>,
+    /// Its assignments.
+    pub msg: Message,
+    /// The fds sent along (SCM_RIGHTS).
+    pub fds: Vec<OwnedFd>,
 }
 
 #[cfg(test)]
@@ -183,6 +228,10 @@ mod tests {
         assert!(Message::parse(b"STOPPING=1").stopping);
         assert_eq!(Message::parse(b"MAINPID=-3").main_pid, None);
         assert!(!Message::parse(b"READY=0").ready);
+        let m = Message::parse(b"FDSTORE=1\nFDNAME=db\n");
+        assert!(m.fd_store && !m.fd_store_remove);
+        assert_eq!(m.fd_name.as_deref(), Some("db"));
+        assert!(Message::parse(b"FDSTOREREMOVE=1").fd_store_remove);
     }
 
     #[test]
@@ -197,16 +246,54 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn receives_with_sender_credentials() {
+    /// A notify socket in a temp dir (kept while the socket is used), its
+    /// path, and an unbound client socket.
+    fn bound() -> (tempfile::TempDir, PathBuf, NotifySocket, StdDatagram) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let sock = NotifySocket::bind(&path).unwrap();
-        let client = StdDatagram::unbound().unwrap();
+        (dir, path, sock, StdDatagram::unbound().unwrap())
+    }
+
+    #[tokio::test]
+    async fn receives_with_sender_credentials() {
+        let (_dir, path, sock, client) = bound();
         client.send_to(b"READY=1\nSTATUS=up", &path).unwrap();
-        let (pid, msg) = sock.recv().await.unwrap();
-        assert_eq!(pid, Some(std::process::id() as i32));
-        assert!(msg.ready);
-        assert_eq!(msg.status.as_deref(), Some("up"));
+        let r = sock.recv().await.unwrap();
+        assert_eq!(r.pid, Some(std::process::id() as i32));
+        assert!(r.msg.ready);
+        assert_eq!(r.msg.status.as_deref(), Some("up"));
+        assert!(r.fds.is_empty());
+    }
+
+    #[tokio::test]
+    async fn receives_the_fds_sent_along() {
+        use nix::sys::socket::{ControlMessage, sendmsg};
+        use std::io::{IoSlice, Read, Write};
+        let (_dir, path, sock, client) = bound();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let data = b"FDSTORE=1\nFDNAME=pipe";
+        let fds = [r.as_raw_fd()];
+        let addr = UnixAddr::new(&path).unwrap();
+        sendmsg(
+            client.as_raw_fd(),
+            &[IoSlice::new(data)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            Some(&addr),
+        )
+        .unwrap();
+        drop(r);
+        let got = sock.recv().await.unwrap();
+        assert!(got.msg.fd_store);
+        assert_eq!(got.msg.fd_name.as_deref(), Some("pipe"));
+        assert_eq!(got.fds.len(), 1);
+        // The received fd is the pipe's read end: what is written comes out.
+        std::fs::File::from(w).write_all(b"kept").unwrap();
+        let mut s = String::new();
+        std::fs::File::from(got.fds.into_iter().next().unwrap())
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "kept");
     }
 }

@@ -568,6 +568,9 @@ pub struct ServiceSection {
     pub notify_access: NotifyAccess,
     /// `BusName=`.
     pub bus_name: Option<String>,
+    /// `FileDescriptorStoreMax=`: how many fds the service may keep in the
+    /// manager with `FDSTORE=1`; 0 (the default) refuses them.
+    pub fd_store_max: u32,
     /// `UMask=`; `None` (the default for user units, as in systemd) keeps
     /// the manager's own umask.
     pub umask: Option<u32>,
@@ -731,6 +734,7 @@ impl Default for ServiceSection {
             pass_environment: Vec::new(),
             notify_access: NotifyAccess::None,
             bus_name: None,
+            fd_store_max: 0,
             umask: None,
             nice: None,
             limits: BTreeMap::new(),
@@ -1589,6 +1593,14 @@ impl Applier<'_> {
                     svc(unit).log_rate_limit_interval = Some(v.unwrap_or(Duration::MAX));
                 }
             }
+            "FileDescriptorStoreMax" => match d.value.parse::<u32>() {
+                Ok(n) => svc(unit).fd_store_max = n,
+                Err(_) => invalid(
+                    unit,
+                    d,
+                    format!("'{}' is not a count; directive ignored", d.value),
+                ),
+            },
             "LogRateLimitBurst" => match d.value.parse::<u32>() {
                 Ok(n) => svc(unit).log_rate_limit_burst = Some(n),
                 Err(_) => invalid(

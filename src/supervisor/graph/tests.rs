@@ -722,12 +722,16 @@ fn a_unit_dying_stops_only_what_is_bound_to_it() {
     assert_eq!(bound_by(&w, "bus.service"), ["bound.service"]);
 }
 
-/// A unit's dependencies as the loader reads them from `text`.
-fn deps_of(name: &str, text: &str) -> Deps {
+/// The unit the loader reads from `text`.
+fn unit_of(name: &str, text: &str) -> Unit {
     let n = UnitName::parse_strict(name).unwrap();
     let spec = crate::unit::SpecifierContext::example();
-    let u = crate::unit::loader::from_text(&n, std::path::Path::new(name), text, &spec);
-    Deps::from_unit(&u)
+    crate::unit::loader::from_text(&n, std::path::Path::new(name), text, &spec)
+}
+
+/// A unit's dependencies as the loader reads them from `text`.
+fn deps_of(name: &str, text: &str) -> Deps {
+    Deps::from_unit(&unit_of(name, text))
 }
 
 #[test]
@@ -752,5 +756,84 @@ fn a_socket_is_ordered_before_its_service_and_sockets_target_implicitly() {
     assert_eq!(
         layers(&start(&w, "x.service")),
         vec![vec!["x.socket/start"], vec!["x.service/start"]]
+    );
+}
+
+/// A row of the bus socket table: unit, its text, whether dbus.socket
+/// exists, the Requires= and After= it ends up with.
+type BusRow = (
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+#[test]
+fn a_type_dbus_service_requires_and_follows_the_bus_socket_when_it_exists() {
+    let table: [BusRow; 6] = [
+        (
+            "a.service",
+            "[Service]\nType=dbus\nBusName=org.a\nExecStart=/bin/a\n",
+            true,
+            &["dbus.socket"],
+            &["dbus.socket"],
+        ),
+        // BusName= alone makes it Type=dbus.
+        (
+            "b.service",
+            "[Service]\nBusName=org.b\nExecStart=/bin/b\n",
+            true,
+            &["dbus.socket"],
+            &["dbus.socket"],
+        ),
+        // No socket unit: a bus started some other way serves.
+        (
+            "c.service",
+            "[Service]\nType=dbus\nBusName=org.c\nExecStart=/bin/c\n",
+            false,
+            &[],
+            &[],
+        ),
+        // Written already: not twice.
+        (
+            "d.service",
+            "[Unit]\nRequires=dbus.socket x.service\nAfter=dbus.socket\n\
+             [Service]\nType=dbus\nBusName=org.d\nExecStart=/bin/d\n",
+            true,
+            &["dbus.socket", "x.service"],
+            &["dbus.socket"],
+        ),
+        // Other types, with a BusName= or not, get nothing.
+        (
+            "e.service",
+            "[Service]\nType=notify\nBusName=org.e\nExecStart=/bin/e\n",
+            true,
+            &[],
+            &[],
+        ),
+        ("f.target", "[Unit]\nDescription=f\n", true, &[], &[]),
+    ];
+    for (name, text, exists, requires, after) in table {
+        let u = unit_of(name, text);
+        let d = Deps::from_unit(&u).with_bus_socket(&u, || exists);
+        assert_eq!(d.requires, requires, "{name} Requires= (socket: {exists})");
+        assert_eq!(d.after, after, "{name} After= (socket: {exists})");
+    }
+
+    // The transaction: the bus socket listens before the service starts.
+    let u = unit_of("a.service", table[0].1);
+    let mut w = World::default();
+    w.units.insert(
+        "a.service".into(),
+        Deps::from_unit(&u).with_bus_socket(&u, || true),
+    );
+    w.units.insert(
+        "dbus.socket".into(),
+        deps_of("dbus.socket", "[Socket]\nListenStream=%t/bus\n"),
+    );
+    assert_eq!(
+        layers(&start(&w, "a.service")),
+        vec![vec!["dbus.socket/start"], vec!["a.service/start"]]
     );
 }

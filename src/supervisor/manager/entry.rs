@@ -133,6 +133,8 @@ pub(super) struct ServiceBody {
     pub(super) rate_limit: Option<Arc<crate::journal::ingest::RateLimiter>>,
     /// The last STATUS= the service sent.
     pub(super) status_text: Option<String>,
+    /// The fds it keeps in the manager (FDSTORE=1), across its restarts.
+    pub(super) fd_store: super::fd_store::FdStore,
 }
 
 /// The part of a target beside its definition: its machine's state.

@@ -253,9 +253,9 @@ impl Manager {
         {
             spec.stdin = Stdio::Borrowed(fd);
         }
-        // As systemd: the sockets' fds go to the main process only.
+        // As systemd: the sockets' (and the fd store's) fds go to the main process only.
         let activation = if cmd == Cmd::Start && !socket_stdio {
-            self.activation_fds(name)
+            self.passed_fds(name)
         } else {
             Vec::new()
         };

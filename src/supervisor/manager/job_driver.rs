@@ -99,7 +99,8 @@ struct View<'a> {
 impl Units for View<'_> {
     fn deps(&self, name: &str) -> Result<Deps, Missing> {
         let mut d = match self.m.units.get(name).map(|e| &e.def) {
-            Some(Ok(def)) => Deps::from_unit(def.unit()),
+            Some(Ok(def)) => Deps::from_unit(def.unit())
+                .with_bus_socket(def.unit(), || graph::bus_socket_exists(&self.m.loader)),
             Some(Err(LoadError::Masked(_))) => return Err(Missing::Masked),
             // Not loaded yet (a template instance), or not runnable: its
             // dependencies still come from its files.

@@ -4,6 +4,7 @@
 //! become events (reaped children, notify messages, timers).
 
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,6 +162,7 @@ impl Manager {
         let now = self.units.get(name).map(UnitEntry::phase);
         if now != initial && self.service(name).is_some() {
             self.tell_sockets(name);
+            self.fd_store_settle(name);
         }
         Ok(())
     }
@@ -418,7 +420,13 @@ impl Manager {
         }
     }
 
-    pub(super) fn notified(&mut self, pid: Pid, cgroup: Option<PathBuf>, msg: Message) {
+    pub(super) fn notified(
+        &mut self,
+        pid: Pid,
+        cgroup: Option<PathBuf>,
+        msg: Message,
+        fds: Vec<OwnedFd>,
+    ) {
         let Some(cg) = cgroup else { return };
         let Some(name) = self
             .units
@@ -448,6 +456,9 @@ impl Manager {
             );
             return;
         }
+        // Before READY=1 of the same datagram: the store is complete once
+        // the start is.
+        self.fd_store_notified(&name, &msg, fds);
         if let Some(t) = msg.status.clone()
             && let Some(s) = self.service_mut(&name)
         {
