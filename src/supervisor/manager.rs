@@ -61,6 +61,7 @@ mod job_driver;
 mod loading;
 mod machine;
 mod main_pid;
+mod readopt;
 mod requests;
 mod socket;
 mod status;
@@ -312,6 +313,8 @@ pub struct Manager {
     bus_generation: u64,
     /// The kernel timers and host facts of the timer units (timer_unit.rs).
     timer_units: timer_unit::Timers,
+    /// The units' state records, for a successor to take them back (readopt.rs).
+    records: crate::supervisor::readopt::Records,
 }
 
 impl Manager {
@@ -337,7 +340,7 @@ impl Manager {
             root,
             mount,
             loader,
-            notify_path,
+            notify_path: notify_path.clone(),
             units: BTreeMap::new(),
             pids: HashMap::new(),
             load_errors: Vec::new(),
@@ -354,6 +357,9 @@ impl Manager {
             bus_generation: 0,
             host,
             timer_units,
+            records: crate::supervisor::readopt::Records::new(
+                notify_path.parent().unwrap_or(Path::new("/")),
+            ),
         })
     }
 
@@ -455,6 +461,7 @@ impl Manager {
                 if current == Some(generation) {
                     if let Some(s) = self.service_mut(&unit) {
                         s.timers.remove(&timer);
+                        s.deadlines.remove(&timer);
                     }
                     self.feed(&unit, Event::Timeout(timer));
                 }
@@ -587,9 +594,6 @@ pub async fn run(
             None
         }
     };
-    // Before anything starts: a predecessor's units must not run unmanaged.
-    let own = crate::cgroup::own_cgroup().ok();
-    super::leftovers::stop_all(&root, own.as_deref(), journal.as_ref()).await;
     let output = Output::new(journal.clone());
     let mut manager = Manager::new(
         tx.clone(),
@@ -615,6 +619,11 @@ pub async fn run(
     for e in &manager.load_errors {
         eprintln!("corrald: {e}");
     }
+    // Before anything starts: a predecessor's units are taken back where
+    // their state records say how; the others must not run unmanaged.
+    let kept = manager.readopt_all();
+    let own = crate::cgroup::own_cgroup().ok();
+    super::leftovers::stop_all(&root, own.as_deref(), &kept, journal.as_ref()).await;
     if let Err(msg) = &manager.env.status() {
         eprintln!("corrald: {msg}");
     }
@@ -681,6 +690,8 @@ pub async fn run(
     let joined = tokio::task::spawn_blocking(move || thread.join()).await;
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(&notify_path);
+    // Every unit was stopped: nothing is left for a successor to take back.
+    super::readopt::Records::new(&opts.runtime_dir).clear();
     if let Some(j) = journal
         && let Err(e) = j.shutdown().await
     {

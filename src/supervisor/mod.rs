@@ -21,6 +21,8 @@
 //!   unit's process gets from systemd.exec(5) settings before its spawn
 //!   (`RuntimeDirectory=`, `LoadCredential=`, `StandardInput=data`, ...)
 //!   and what is undone when it stops.
+//! - [`readopt`]: the per-unit state records a manager leaves in its
+//!   runtime directory, and a successor's decision to take a unit back.
 //! - [`wire`]: the one conversion of the manager's unit states into the
 //!   control protocol's words.
 //!
@@ -44,6 +46,7 @@ pub mod notify;
 pub mod output;
 pub mod process_setup;
 pub mod procs;
+pub mod readopt;
 pub mod reaper;
 pub mod service;
 pub mod socket;

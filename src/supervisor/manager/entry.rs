@@ -133,6 +133,12 @@ pub(super) struct ServiceBody {
     pub(super) rate_limit: Option<Arc<crate::journal::ingest::RateLimiter>>,
     /// The last STATUS= the service sent.
     pub(super) status_text: Option<String>,
+    /// Deadlines of the armed timers, CLOCK_MONOTONIC ns, for the state record.
+    pub(super) deadlines: HashMap<Timer, u64>,
+    /// Start times of the main and control processes (/proc/PID/stat), read once each.
+    pub(super) start_times: Vec<(Pid, u64)>,
+    /// The state record as last written (readopt.rs), none when there is none.
+    pub(super) persisted: Option<Vec<u8>>,
 }
 
 /// The part of a target beside its definition: its machine's state.
