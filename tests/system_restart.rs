@@ -253,6 +253,12 @@ fn a_manager_whose_cgroup_root_vanished_recreates_it_or_fails_the_start_with_219
         .expect("can_run checked the machine");
     td.ok(&["start", "sleeper.service"]);
     td.ok(&["stop", "sleeper.service"]);
+    // Removed as a system manager removes a subtree: what runs in it is
+    // killed first (the manager's fd holder, in its own cgroup below the root).
+    let holder = corral::cgroup::Cgroup::open(td.cgroup_root.join("corral-fd-holder")).unwrap();
+    holder.kill().unwrap();
+    wait_until(10, "the fd holder to end", || !holder.populated().unwrap());
+    holder.remove().unwrap();
     std::fs::remove_dir(&td.cgroup_root).unwrap();
     td.ok(&["start", "sleeper.service"]);
     td.wait_state("sleeper.service", "active");

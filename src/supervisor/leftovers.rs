@@ -123,7 +123,7 @@ pub async fn stop_all(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if kept.contains(&name) {
+        if kept.contains(&name) || name == super::fd_holder::CGROUP {
             continue;
         }
         let pids = cg.procs_recursive().unwrap_or_default();

@@ -594,7 +594,21 @@ pub async fn run(
             None
         }
     };
-    let output = Output::new(journal.clone());
+    // The pipes' read ends outlive this manager in the fd holder (fd_holder.rs).
+    let holder = std::env::current_exe()
+        .map_err(|e| e.to_string())
+        .and_then(|exe| super::fd_holder::start(&exe, &root, &opts.runtime_dir))
+        .map_err(|e| {
+            eprintln!("corrald: {e}; the units' output pipes will not outlive this manager")
+        })
+        .ok()
+        .map(Arc::new);
+    let output = Output::new(journal.clone()).with_holder(holder);
+    let resumed = output.resume();
+    if resumed > 0 {
+        eprintln!("corrald: took back {resumed} output pipe(s) from the fd holder");
+    }
+    let quit_holder = output.clone();
     let mut manager = Manager::new(
         tx.clone(),
         root.clone(),
@@ -688,6 +702,7 @@ pub async fn run(
     drop(tx);
     let served = server.await;
     let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+    quit_holder.quit_holder();
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(&notify_path);
     // Every unit was stopped: nothing is left for a successor to take back.
