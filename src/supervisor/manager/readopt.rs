@@ -99,26 +99,26 @@ impl Manager {
     /// record matches what is left in the kernel; answers the names of the
     /// cgroups taken back (every other one below the root is a leftover).
     pub(super) fn readopt_all(&mut self) -> HashSet<String> {
+        let began = std::time::Instant::now();
         let (records, errors) = self.records.load_all();
         for err in errors {
             eprintln!("corrald: {err}; its unit is not taken back");
         }
         let now_ns = readopt::monotonic_ns();
         let mut kept = HashSet::new();
-        for rec in records {
-            if let Some(cg) = self.readopt(&rec, now_ns) {
+        let mut taken = 0;
+        for rec in &records {
+            if let Some(cg) = self.readopt(rec, now_ns) {
                 kept.insert(cg);
+                taken += 1;
             }
         }
-        // Records of units not taken back describe nothing any more.
-        let (left, _) = self.records.load_all();
-        for rec in left {
-            let ours = self
-                .service(&rec.unit)
-                .is_some_and(|s| s.persisted.is_some());
-            if !ours {
-                let _ = self.records.remove(&rec.unit);
-            }
+        if !records.is_empty() {
+            eprintln!(
+                "corrald: took back {taken} of {} unit(s) a previous manager left, in {} µs",
+                records.len(),
+                began.elapsed().as_micros()
+            );
         }
         kept
     }
@@ -129,6 +129,7 @@ impl Manager {
         let name = match self.resolve(&rec.unit) {
             Ok(n) if self.units[n.as_str()].service_def().is_some() => n,
             _ => {
+                let _ = self.records.remove(&rec.unit);
                 eprintln!(
                     "corrald: {} can no longer be loaded as a service: not taken back",
                     rec.unit
@@ -166,8 +167,12 @@ impl Manager {
         };
         let adopted = match readopt::decide(rec, seen) {
             Decision::Adopt(a) => a,
-            Decision::Forget => return None,
+            Decision::Forget => {
+                let _ = self.records.remove(&rec.unit);
+                return None;
+            }
             Decision::Leftover(why) => {
+                let _ = self.records.remove(&rec.unit);
                 eprintln!(
                     "corrald: {name}: not taken back ({why}); its cgroup is stopped as a leftover"
                 );
@@ -192,6 +197,15 @@ impl Manager {
         e.since_usec = super::now_usec();
         let s = e.service_mut().expect("a service");
         s.state = adopted.state.clone();
+        // What the record holds: rewritten below only if something changed.
+        s.persisted = serde_json::to_vec(rec).ok();
+        s.start_times = [
+            (rec.state.main, rec.main_start),
+            (rec.state.control.and_then(|c| c.pid), rec.control_start),
+        ]
+        .into_iter()
+        .filter_map(|(p, t)| Some((p?, t?)))
+        .collect();
         s.main_exit = rec.main_exit;
         s.status_text = rec.status_text.clone();
         if rec.state.sub != Sub::AutoRestart {
