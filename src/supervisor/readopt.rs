@@ -246,7 +246,8 @@ impl Records {
         }
     }
 
-    /// Every record left, by unit, and why the unreadable ones were skipped.
+    /// Every record left, by unit, and why the unreadable ones were
+    /// skipped (and removed: they would be skipped again).
     pub fn load_all(&self) -> (Vec<Record>, Vec<ReadoptError>) {
         let mut records = Vec::new();
         let mut errors = Vec::new();
@@ -284,11 +285,17 @@ impl Records {
                 });
             match read {
                 Ok(r) if r.unit == name => records.push(r),
-                Ok(r) => errors.push(ReadoptError::Bad {
-                    path: path.clone(),
-                    why: format!("it describes {}", r.unit),
-                }),
-                Err(e) => errors.push(e),
+                Ok(r) => {
+                    let _ = std::fs::remove_file(&path);
+                    errors.push(ReadoptError::Bad {
+                        path: path.clone(),
+                        why: format!("it describes {}", r.unit),
+                    });
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    errors.push(e);
+                }
             }
         }
         records.sort_by(|a, b| a.unit.cmp(&b.unit));
@@ -518,6 +525,10 @@ mod tests {
         assert_eq!(got, vec![r]);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].to_string().contains("b.service"), "{}", errors[0]);
+        assert!(
+            !records.path("b.service").exists(),
+            "a bad record is removed"
+        );
         records.remove("a.service").unwrap();
         records.remove("a.service").unwrap();
         records.clear();

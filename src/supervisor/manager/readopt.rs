@@ -108,8 +108,7 @@ impl Manager {
         let mut kept = HashSet::new();
         let mut taken = 0;
         for rec in &records {
-            if let Some(cg) = self.readopt(rec, now_ns) {
-                kept.insert(cg);
+            if self.readopt(rec, now_ns, &mut kept) {
                 taken += 1;
             }
         }
@@ -123,9 +122,9 @@ impl Manager {
         kept
     }
 
-    /// Takes back the unit of `rec` if the kernel still has it; the name of
-    /// its cgroup when one is kept.
-    fn readopt(&mut self, rec: &Record, now_ns: u64) -> Option<String> {
+    /// Takes back the unit of `rec` if the kernel still has it (whether it
+    /// did), adding the name of the cgroup it keeps to `kept`.
+    fn readopt(&mut self, rec: &Record, now_ns: u64, kept: &mut HashSet<String>) -> bool {
         let name = match self.resolve(&rec.unit) {
             Ok(n) if self.units[n.as_str()].service_def().is_some() => n,
             _ => {
@@ -134,7 +133,7 @@ impl Manager {
                     "corrald: {} can no longer be loaded as a service: not taken back",
                     rec.unit
                 );
-                return None;
+                return false;
             }
         };
         let cgroup = rec
@@ -169,29 +168,32 @@ impl Manager {
             Decision::Adopt(a) => a,
             Decision::Forget => {
                 let _ = self.records.remove(&rec.unit);
-                return None;
+                return false;
             }
             Decision::Leftover(why) => {
                 let _ = self.records.remove(&rec.unit);
                 eprintln!(
                     "corrald: {name}: not taken back ({why}); its cgroup is stopped as a leftover"
                 );
-                return None;
+                return false;
             }
         };
-        let def = self.units[name.as_str()].service_def().cloned()?;
+        let Some(def) = self.units[name.as_str()].service_def().cloned() else {
+            return false;
+        };
+        self.seq += 1;
+        let seq = self.seq;
         let watch = cgroup.as_ref().and_then(|cg| {
-            self.seq += 1;
             self.watches
-                .cgroup_events(&cg.file("cgroup.events"), &name, self.seq)
+                .cgroup_events(&cg.file("cgroup.events"), &name, seq)
                 .ok()
         });
-        let seq = self.seq;
         let started = self.host.now();
-        let kept = cgroup
-            .as_ref()
-            .and_then(|cg| cg.path().file_name())
-            .map(|n| n.to_string_lossy().into_owned());
+        // Kept even if the unit ends just below: its cgroup is then removed,
+        // or lingers under this manager's watch (KillMode=process).
+        if let Some(n) = cgroup.as_ref().and_then(|cg| cg.path().file_name()) {
+            kept.insert(n.to_string_lossy().into_owned());
+        }
         let e = self.units.get_mut(name.as_str()).expect("unit resolved");
         e.last_invocation = rec.invocation.clone();
         e.since_usec = super::now_usec();
@@ -290,8 +292,6 @@ impl Manager {
         }
         self.persist(&name);
         self.unit_changed(&name);
-        // Kept even if the unit ended just now: its cgroup is then removed,
-        // or lingers under this manager's watch (KillMode=process).
-        kept
+        true
     }
 }
