@@ -23,6 +23,8 @@
 //! - `main_pid.rs`: the main PID of forking units (PIDFile=, GuessMainPID=).
 //! - `environment.rs`: the environment every spawned process gets.
 //! - `invocation.rs`: invocations and their cgroups, and cgroups left behind.
+//! - `readopt.rs`: the units' state records, and taking a dead
+//!   predecessor's units back at start.
 //! - `status.rs`: what status, show, list and the other queries answer.
 //! - `inotify.rs`: the inotify hub; `bus.rs`: the session bus (Type=dbus).
 //! - `host.rs`: spawn, signals, cgroup kill, timers and the clock, behind
