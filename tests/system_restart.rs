@@ -253,7 +253,7 @@ fn a_manager_whose_cgroup_root_vanished_recreates_it_or_fails_the_start_with_219
         .expect("can_run checked the machine");
     td.ok(&["start", "sleeper.service"]);
     td.ok(&["stop", "sleeper.service"]);
-    std::fs::remove_dir(&td.cgroup_root).unwrap();
+    common::remove_cgroup_root(&td.cgroup_root);
     td.ok(&["start", "sleeper.service"]);
     td.wait_state("sleeper.service", "active");
     assert!(
@@ -304,7 +304,7 @@ fn a_manager_whose_cgroup_root_vanished_recreates_it_or_fails_the_start_with_219
         std::os::unix::process::CommandExt::uid(&mut cmd, user.uid);
         cmd.output().unwrap()
     };
-    std::fs::remove_dir(root.path()).unwrap();
+    common::remove_cgroup_root(root.path());
     let out = corral(&["start", "sleeper.service"]);
     assert!(!out.status.success(), "{}", show(&out));
     let out = corral(&["status", "sleeper.service"]);

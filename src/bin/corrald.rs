@@ -105,6 +105,17 @@ fn main() -> ExitCode {
     if system_wanted(std::env::args_os()) {
         return corral::system::cli::main();
     }
+    if std::env::args_os().nth(1).as_deref() == Some(corral::supervisor::fd_holder::FLAG.as_ref()) {
+        // SAFETY: the manager started us with the holder's listening socket as stdin.
+        let listener = unsafe { OwnedFd::from_raw_fd(0) };
+        return match corral::supervisor::fd_holder::serve(listener) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("corrald --fd-holder: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tune_malloc();
     let args = UserArgs::parse();
     let result = options(args).and_then(|opts| {

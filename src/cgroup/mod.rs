@@ -385,6 +385,17 @@ impl Cgroup {
         })
     }
 
+    /// Sets the extended attribute `name` (`user.*`: what the owner of a
+    /// delegated cgroup may write) of this cgroup's directory.
+    pub fn set_xattr(&self, name: &str, value: &str) -> Result<()> {
+        owner::set_xattr(self.path(), name, value)
+    }
+
+    /// The extended attribute `name` of this cgroup's directory, if set.
+    pub fn xattr(&self, name: &str) -> Option<String> {
+        owner::get_xattr(&owner::cpath(self.path()).ok()?, name)
+    }
+
     /// Reads an interface file of this cgroup.
     pub fn read_file(&self, name: &str) -> Result<String> {
         let p = self.file(name);

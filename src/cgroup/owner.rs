@@ -220,7 +220,7 @@ fn records(dir: &Path) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-fn get_xattr(dir: &CString, name: &str) -> Option<String> {
+pub(super) fn get_xattr(dir: &CString, name: &str) -> Option<String> {
     let n = CString::new(name).ok()?;
     let mut buf = vec![0u8; 4096];
     // SAFETY: both strings are NUL-terminated and buf is valid for its length.
@@ -233,7 +233,7 @@ fn get_xattr(dir: &CString, name: &str) -> Option<String> {
     String::from_utf8(buf).ok()
 }
 
-fn set_xattr(dir: &Path, name: &str, value: &str) -> Result<()> {
+pub(super) fn set_xattr(dir: &Path, name: &str, value: &str) -> Result<()> {
     let c = cpath(dir)?;
     let n = CString::new(name).map_err(|_| CgroupError::InvalidName { name: name.into() })?;
     // SAFETY: both strings are NUL-terminated; value is valid for its length.
@@ -265,7 +265,7 @@ fn remove_xattr(dir: &Path, name: &str) {
     unsafe { libc::removexattr(c.as_ptr(), n.as_ptr()) };
 }
 
-fn cpath(dir: &Path) -> Result<CString> {
+pub(super) fn cpath(dir: &Path) -> Result<CString> {
     CString::new(dir.as_os_str().as_bytes()).map_err(|_| CgroupError::NotCgroup2 {
         path: dir.to_path_buf(),
     })

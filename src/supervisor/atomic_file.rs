@@ -35,3 +35,24 @@ pub fn write_atomic(
         .and_then(|d| d.sync_all())
         .map_err(|e| ("fsync directory", dir.to_path_buf(), e))
 }
+
+/// Replaces `path` with `body` by rename, without fsync: for files on a
+/// tmpfs (the runtime directory), where a sync buys nothing and the start
+/// path must not wait for one. Readers see the old content or the new.
+pub fn replace(path: &Path, body: &[u8]) -> Result<(), (&'static str, PathBuf, std::io::Error)> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let written = match fs::write(&tmp, body) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| ("create directory", dir.to_path_buf(), e))?;
+            fs::write(&tmp, body)
+        }
+        r => r,
+    };
+    written.map_err(|e| ("write", tmp.clone(), e))?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        ("rename into", path.to_path_buf(), e)
+    })
+}

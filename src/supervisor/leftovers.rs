@@ -2,12 +2,14 @@
 //! its cgroup root (one root, one owner: docs/CGROUPS.md, "Ownership").
 //!
 //! A manager that was SIGKILLed (and restarted by `corrald --system`, or by
-//! hand) leaves its units running in their cgroups below the root. Nothing
-//! tracks them any more: no state, no journal pipes, no restart policy. Until
-//! re-adopting them is built, the new manager stops every one of them before
-//! it starts anything, and says so in its log and in the unit's journal, so
-//! no process of a unit is ever left unmanaged.
+//! hand) leaves its units running in their cgroups below the root. The new
+//! manager takes back every one its state record describes (manager/readopt.rs);
+//! a cgroup with no matching record (a record of another invocation, of a unit
+//! that no longer loads, or none) is a leftover: it is stopped before anything
+//! starts, and the log and the unit's journal say so, so that no process of a
+//! unit is ever left unmanaged.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -91,12 +93,14 @@ pub fn unit_of(dir_name: &str) -> &str {
 }
 
 /// Kills and removes every child cgroup of `root` except the one holding
-/// `own` (the manager's own cgroup, e.g. `user-UID/manager`); returns the
-/// names of the cgroups it stopped. Failures are logged, never fatal: the
-/// manager must come up even if one leftover resists.
+/// `own` (the manager's own cgroup, e.g. `user-UID/manager`) and those named
+/// in `kept` (taken back); returns the names of the cgroups it stopped.
+/// Failures are logged, never fatal: the manager must come up even if one
+/// leftover resists.
 pub async fn stop_all(
     root: &Cgroup,
     own: Option<&Path>,
+    kept: &HashSet<String>,
     journal: Option<&WriterHandle>,
 ) -> Vec<String> {
     let children = match root.children() {
@@ -119,6 +123,9 @@ pub async fn stop_all(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if kept.contains(&name) || name == super::fd_holder::CGROUP {
+            continue;
+        }
         let pids = cg.procs_recursive().unwrap_or_default();
         let result = async {
             if !pids.is_empty() {

@@ -183,16 +183,20 @@ impl Line {
 /// "code=exited, status=1/FAILURE", "code=killed, status=9/KILL", as
 /// systemd's unit_log_process_exit (an exit code without a name is "n/a").
 pub fn exit_words(e: Exit) -> String {
+    if e == Exit::Unknown {
+        return "status unknown (not the manager's child after re-adoption)".to_string();
+    }
     let name = match e {
         Exit::Code(c) => EXIT_STATUS_NAMES
             .iter()
             .find(|(_, n)| i32::from(*n) == c)
             .map_or_else(|| "n/a".to_string(), |(w, _)| (*w).to_string()),
-        Exit::Signal { .. } => e.status_word(),
+        Exit::Signal { .. } | Exit::Unknown => e.status_word(),
     };
     let number = match e {
         Exit::Code(c) => c,
         Exit::Signal { sig, .. } => sig,
+        Exit::Unknown => -1,
     };
     format!("code={}, status={number}/{name}", e.code_word())
 }

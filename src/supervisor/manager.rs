@@ -23,6 +23,8 @@
 //! - `main_pid.rs`: the main PID of forking units (PIDFile=, GuessMainPID=).
 //! - `environment.rs`: the environment every spawned process gets.
 //! - `invocation.rs`: invocations and their cgroups, and cgroups left behind.
+//! - `readopt.rs`: the units' state records, and taking a dead
+//!   predecessor's units back at start.
 //! - `status.rs`: what status, show, list and the other queries answer.
 //! - `inotify.rs`: the inotify hub; `bus.rs`: the session bus (Type=dbus).
 //! - `host.rs`: spawn, signals, cgroup kill, timers and the clock, behind
@@ -63,6 +65,7 @@ mod job_driver;
 mod loading;
 mod machine;
 mod main_pid;
+mod readopt;
 mod requests;
 mod socket;
 mod status;
@@ -326,6 +329,8 @@ pub struct Manager {
     bus_generation: u64,
     /// The kernel timers and host facts of the timer units (timer_unit.rs).
     timer_units: timer_unit::Timers,
+    /// The units' state records, for a successor to take them back (readopt.rs).
+    records: crate::supervisor::readopt::Records,
 }
 
 impl Manager {
@@ -351,7 +356,7 @@ impl Manager {
             root,
             mount,
             loader,
-            notify_path,
+            notify_path: notify_path.clone(),
             units: BTreeMap::new(),
             pids: HashMap::new(),
             load_errors: Vec::new(),
@@ -368,6 +373,9 @@ impl Manager {
             bus_generation: 0,
             host,
             timer_units,
+            records: crate::supervisor::readopt::Records::new(
+                notify_path.parent().unwrap_or(Path::new("/")),
+            ),
         })
     }
 
@@ -476,6 +484,7 @@ impl Manager {
                 if current == Some(generation) {
                     if let Some(s) = self.service_mut(&unit) {
                         s.timers.remove(&timer);
+                        s.deadlines.remove(&timer);
                     }
                     self.feed(&unit, Event::Timeout(timer));
                 }
@@ -616,10 +625,21 @@ pub async fn run(
             None
         }
     };
-    // Before anything starts: a predecessor's units must not run unmanaged.
-    let own = crate::cgroup::own_cgroup().ok();
-    super::leftovers::stop_all(&root, own.as_deref(), journal.as_ref()).await;
-    let output = Output::new(journal.clone());
+    // The pipes' read ends outlive this manager in the fd holder (fd_holder.rs).
+    let holder = std::env::current_exe()
+        .map_err(|e| e.to_string())
+        .and_then(|exe| super::fd_holder::start(&exe, &root, &opts.runtime_dir))
+        .map_err(|e| {
+            eprintln!("corrald: {e}; the units' output pipes will not outlive this manager")
+        })
+        .ok()
+        .map(Arc::new);
+    let output = Output::new(journal.clone()).with_holder(holder);
+    let resumed = output.resume();
+    if resumed > 0 {
+        eprintln!("corrald: took back {resumed} output pipe(s) from the fd holder");
+    }
+    let quit_holder = output.clone();
     let mut manager = Manager::new(
         tx.clone(),
         root.clone(),
@@ -645,6 +665,11 @@ pub async fn run(
     for e in &manager.load_errors {
         eprintln!("corrald: {e}");
     }
+    // Before anything starts: a predecessor's units are taken back where
+    // their state records say how; the others must not run unmanaged.
+    let kept = manager.readopt_all();
+    let own = crate::cgroup::own_cgroup().ok();
+    super::leftovers::stop_all(&root, own.as_deref(), &kept, journal.as_ref()).await;
     if let Err(msg) = &manager.env.status() {
         eprintln!("corrald: {msg}");
     }
@@ -709,8 +734,11 @@ pub async fn run(
     drop(tx);
     let served = server.await;
     let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+    quit_holder.quit_holder();
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(&notify_path);
+    // Every unit was stopped: nothing is left for a successor to take back.
+    super::readopt::Records::new(&opts.runtime_dir).clear();
     if let Some(j) = journal
         && let Err(e) = j.shutdown().await
     {

@@ -21,6 +21,10 @@
 //!   unit's process gets from systemd.exec(5) settings before its spawn
 //!   (`RuntimeDirectory=`, `LoadCredential=`, `StandardInput=data`, ...)
 //!   and what is undone when it stops.
+//! - [`fd_holder`]: the process that keeps the services' output pipes
+//!   open across a manager's death, and the manager's client of it.
+//! - [`readopt`]: the per-unit state records a manager leaves in its
+//!   runtime directory, and a successor's decision to take a unit back.
 //! - [`wire`]: the one conversion of the manager's unit states into the
 //!   control protocol's words.
 //!
@@ -36,6 +40,7 @@ pub mod credentials;
 pub mod dbus;
 pub mod directories;
 pub mod environment;
+pub mod fd_holder;
 pub mod graph;
 pub mod leftovers;
 pub mod lines;
@@ -44,6 +49,7 @@ pub mod notify;
 pub mod output;
 pub mod process_setup;
 pub mod procs;
+pub mod readopt;
 pub mod reaper;
 pub mod service;
 pub mod socket;

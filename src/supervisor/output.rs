@@ -20,6 +20,7 @@ use crate::journal::{NewEntry, Query, WriterHandle};
 
 pub use crate::journal::Stream;
 
+use super::fd_holder::{Client, Meta};
 use super::state::Pid;
 
 /// Who wrote into a pipe, and how to read its lines.
@@ -51,6 +52,8 @@ pub struct Output {
     journal: Option<WriterHandle>,
     /// The manager's messages, appended in order by one task.
     manager: Option<tokio::sync::mpsc::UnboundedSender<NewEntry>>,
+    /// The fd holder, which keeps a copy of every pipe for a successor.
+    holder: Option<Arc<Client>>,
 }
 
 /// An invocation id as the journal stores it (0 when not hex).
@@ -73,7 +76,47 @@ impl Output {
             });
             tx
         });
-        Output { journal, manager }
+        Output {
+            journal,
+            manager,
+            holder: None,
+        }
+    }
+
+    /// The same output, with the pipes' read ends deposited in `holder`.
+    pub fn with_holder(mut self, holder: Option<Arc<Client>>) -> Output {
+        self.holder = holder;
+        self
+    }
+
+    /// Goes on reading every pipe a dead predecessor left with the holder,
+    /// into the unit and invocation it was read for; how many.
+    pub fn resume(&self) -> usize {
+        let Some(holder) = &self.holder else {
+            return 0;
+        };
+        let kept = match holder.take_all() {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("corrald: cannot take the output pipes back from the fd holder: {e}");
+                return 0;
+            }
+        };
+        let n = kept.len();
+        for (id, m, fd) in kept {
+            let src = Source {
+                unit: m.unit,
+                invocation: m.invocation,
+                pid: m.pid,
+                stream: m.stream,
+                priority: m.priority,
+                level_prefix: m.level_prefix,
+                identifier: m.identifier,
+                rate_limit: None,
+            };
+            self.read(src, fd, Some(id));
+        }
+        n
     }
 
     /// The journal writer, if there is one.
@@ -81,19 +124,52 @@ impl Output {
         self.journal.as_ref()
     }
 
-    /// Takes over the read end `fd` of a pipe `src` writes to. Must be called
-    /// within the tokio runtime.
+    /// Takes over the read end `fd` of a pipe `src` writes to, a copy of
+    /// it deposited with the fd holder. Must be called within the tokio runtime.
     pub fn attach(&self, src: Source, fd: OwnedFd) {
+        use std::os::fd::AsFd;
+        let deposited = self.holder.as_ref().and_then(|h| {
+            let meta = Meta {
+                unit: src.unit.clone(),
+                invocation: src.invocation.clone(),
+                identifier: src.identifier.clone(),
+                pid: src.pid,
+                stream: src.stream,
+                priority: src.priority,
+                level_prefix: src.level_prefix,
+            };
+            h.deposit(fd.as_fd(), &meta)
+                .map_err(|e| eprintln!("corrald: {}: {e}", src.unit))
+                .ok()
+        });
+        self.read(src, fd, deposited);
+    }
+
+    /// Reads `fd` into the journal; `deposited`: its id with the holder, to
+    /// drop it by at EOF.
+    fn read(&self, src: Source, fd: OwnedFd, deposited: Option<u64>) {
+        let holder = deposited.and(self.holder.clone());
+        let dropped = move || {
+            if let (Some(h), Some(id)) = (holder, deposited) {
+                h.drop_fd(id);
+            }
+        };
         let Some(handle) = self.journal.clone() else {
             match pipe::Receiver::from_owned_fd(fd) {
                 Ok(rx) => {
-                    tokio::spawn(drain(rx));
+                    tokio::spawn(async move {
+                        drain(rx).await;
+                        dropped();
+                    });
                 }
                 // The fd is dropped here: the writer gets EPIPE rather than blocking forever.
-                Err(e) => eprintln!(
-                    "corrald: {}: cannot read the output of pid {}: {e}",
-                    src.unit, src.pid
-                ),
+                Err(e) => {
+                    eprintln!(
+                        "corrald: {}: cannot read the output of pid {}: {e}",
+                        src.unit, src.pid
+                    );
+                    dropped();
+                }
             }
             return;
         };
@@ -116,7 +192,15 @@ impl Output {
                 Ok(Err(e)) => eprintln!("corrald: journal ingest of {label} failed: {e}"),
                 Err(e) => eprintln!("corrald: journal ingest of {label} ended: {e}"),
             }
+            dropped();
         });
+    }
+
+    /// The manager shuts down cleanly: the holder exits.
+    pub fn quit_holder(&self) {
+        if let Some(h) = &self.holder {
+            h.quit();
+        }
     }
 
     /// Records a message of the manager about `unit` (started, stopped, failed...),

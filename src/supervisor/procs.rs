@@ -37,6 +37,18 @@ pub fn parent(pid: i32) -> Option<i32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
 
+/// When `pid` started (field 22 of /proc/PID/stat, clock ticks since
+/// boot): with the PID, it names one process for as long as the machine
+/// runs. `None` when the process is gone or a zombie.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let f = stat_fields(pid)?;
+    if matches!(f.first().map(String::as_str), Some("Z" | "X")) {
+        return None;
+    }
+    // Fields after the command name start at field 3 (the state).
+    f.get(22 - 3)?.parse().ok()
+}
+
 /// The processes `pids`, sorted, with their command lines; gone ones are skipped.
 pub fn describe(mut pids: Vec<i32>) -> Vec<Process> {
     pids.sort_unstable();
@@ -58,5 +70,23 @@ mod tests {
         assert!(cmdline(i32::MAX).is_none());
         assert_eq!(parent(me), Some(nix::unistd::getppid().as_raw()));
         assert!(parent(i32::MAX).is_none());
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let started = start_time(pid).expect("a running child has a start time");
+        assert!(started >= start_time(me).unwrap());
+        assert_eq!(start_time(pid), Some(started), "stable for one process");
+        let mut child = child;
+        child.kill().unwrap();
+        // A zombie (killed, not yet waited for) has none.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+        {
+            std::thread::yield_now();
+        }
+        assert_eq!(start_time(pid), None);
+        child.wait().unwrap();
+        assert!(start_time(i32::MAX).is_none());
     }
 }

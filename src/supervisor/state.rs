@@ -107,6 +107,9 @@ pub enum Exit {
         /// Whether a core was dumped.
         core: bool,
     },
+    /// It ended while it was not the manager's child (re-adopted after a
+    /// manager's crash): the kernel gives its status only to its parent.
+    Unknown,
 }
 
 impl Exit {
@@ -116,6 +119,7 @@ impl Exit {
             Exit::Code(_) => "exited",
             Exit::Signal { core: false, .. } => "killed",
             Exit::Signal { core: true, .. } => "dumped",
+            Exit::Unknown => "unknown",
         }
     }
 
@@ -124,6 +128,7 @@ impl Exit {
         match self {
             Exit::Code(c) => c.to_string(),
             Exit::Signal { sig, .. } => signal_name(sig),
+            Exit::Unknown => "unknown".to_string(),
         }
     }
 }
@@ -151,6 +156,7 @@ impl ExitSet {
         match exit {
             Exit::Code(c) => self.codes.contains(&c),
             Exit::Signal { sig, .. } => self.signals.contains(&sig),
+            Exit::Unknown => false,
         }
     }
 }
@@ -929,6 +935,8 @@ impl Machine<'_> {
             Exit::Code(_) => ServiceResult::ExitCode,
             Exit::Signal { core: true, .. } => ServiceResult::CoreDump,
             Exit::Signal { .. } => ServiceResult::Signal,
+            // As systemd counts a status it could not learn: not a success.
+            Exit::Unknown => ServiceResult::ExitCode,
         }
     }
 

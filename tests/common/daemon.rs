@@ -164,6 +164,14 @@ impl TestDaemon {
         );
     }
 
+    /// Kills the daemon with SIGKILL (a crash: its units are left running)
+    /// and waits for it; [`TestDaemon::relaunch`] starts a successor.
+    pub fn kill_hard(&mut self) {
+        let mut child = self.child.take().expect("kill of a daemon not running");
+        child.kill().expect("SIGKILL corrald");
+        child.wait().expect("wait corrald");
+    }
+
     /// The daemon's PID.
     pub fn pid(&self) -> i32 {
         self.child.as_ref().map_or(0, |c| c.id() as i32)

@@ -97,6 +97,19 @@ pub fn scratch() -> Option<TempCgroup> {
     None
 }
 
+/// Removes a manager's cgroup root under it as a system manager would: what
+/// runs there (its fd holder, in `corral-fd-holder/`) is killed first.
+pub fn remove_cgroup_root(root: &Path) {
+    let holder = root.join("corral-fd-holder");
+    if holder.exists() {
+        let cg = corral::cgroup::Cgroup::open(&holder).unwrap();
+        cg.kill().unwrap();
+        wait_until(10, "the fd holder to end", || !cg.populated().unwrap());
+        cg.remove().unwrap();
+    }
+    std::fs::remove_dir(root).unwrap();
+}
+
 /// Retries `f` until it returns Some, up to `limit` (for state that gives
 /// no notification, such as the answer of another process).
 pub fn eventually<T>(limit: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {

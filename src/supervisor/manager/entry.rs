@@ -135,6 +135,12 @@ pub(super) struct ServiceBody {
     pub(super) status_text: Option<String>,
     /// The fds it keeps in the manager (FDSTORE=1), across its restarts.
     pub(super) fd_store: super::fd_store::FdStore,
+    /// Deadlines of the armed timers, CLOCK_MONOTONIC ns, for the state record.
+    pub(super) deadlines: HashMap<Timer, u64>,
+    /// Start times of the main and control processes (/proc/PID/stat), read once each.
+    pub(super) start_times: Vec<(Pid, u64)>,
+    /// The state record as last written (readopt.rs), none when there is none.
+    pub(super) persisted: Option<Vec<u8>>,
 }
 
 /// The part of a target beside its definition: its machine's state.

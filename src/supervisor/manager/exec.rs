@@ -173,6 +173,8 @@ impl Manager {
             let args = match self.service(name).and_then(|s| s.main_exit) {
                 Some((_, Exit::Code(c))) => [c.to_string(), "0".to_string()],
                 Some((_, Exit::Signal { sig, .. })) => ["-1".to_string(), sig.to_string()],
+                // runsv's "exit status unknown" is what `finish` gets for a killed run too.
+                Some((_, Exit::Unknown)) => ["-1".to_string(), "0".to_string()],
                 None => RunitService::finish_args_exec_failed(),
             };
             (

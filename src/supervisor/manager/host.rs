@@ -15,7 +15,7 @@ use tokio::task::AbortHandle;
 
 use crate::cgroup::spawn::{SpawnError, SpawnSpec, spawn};
 use crate::cgroup::{Cgroup, CgroupError};
-use crate::supervisor::state::Pid;
+use crate::supervisor::state::{Exit, Pid};
 
 use super::Input;
 
@@ -44,6 +44,10 @@ pub(super) trait Host: Send {
     /// Sends `input` to the manager after `after`; the handle cancels it
     /// (none when there is nothing left to cancel).
     fn arm(&self, after: Duration, input: Input) -> Option<AbortHandle>;
+    /// Re-adoption: whether `pid` still runs and is the process that started
+    /// at `start` (/proc/PID/stat field 22); if so, its exit is reported as
+    /// [`Input::Reaped`] with [`Exit::Unknown`] (it is not the manager's child).
+    fn watch_exit(&self, pid: Pid, start: Option<u64>) -> bool;
 }
 
 /// The host of `corrald`: real processes, cgroupfs, tokio timers.
@@ -115,5 +119,35 @@ impl Host for Kernel {
             let _ = tx.send(input);
         });
         Some(task.abort_handle())
+    }
+
+    fn watch_exit(&self, pid: Pid, start: Option<u64>) -> bool {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        // SAFETY: pidfd_open takes a PID and flags, and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return false;
+        }
+        // SAFETY: the fd was just returned to us and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // Checked after the pidfd is open, so the pidfd is of the recorded process.
+        let now = crate::supervisor::procs::start_time(pid);
+        if now.is_none() || (start.is_some() && now != start) {
+            return false;
+        }
+        let _guard = self.rt.enter();
+        // SAFETY: the AsyncFd owns the pidfd, which stays open until it is dropped.
+        let Ok(afd) = (unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }) else {
+            return false;
+        };
+        let tx = self.tx.clone();
+        self.rt.spawn(async move {
+            // A pidfd polls readable once the process has exited.
+            let _ = afd.readable().await;
+            let _ = tx.send(Input::Reaped(pid, Exit::Unknown));
+        });
+        true
     }
 }

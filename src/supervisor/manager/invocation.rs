@@ -79,6 +79,9 @@ impl Manager {
             started: self.host.now(),
         });
         let cg = crate::supervisor::leftovers::create_unit_cgroup(&self.root, &cg_name, name)?;
+        // A successor adopts the cgroup only for this invocation (readopt.rs);
+        // without xattrs on cgroupfs it goes by the record alone.
+        let _ = cg.set_xattr(crate::supervisor::readopt::INVOCATION_XATTR, &id);
         for (file, value) in &def.limits {
             if let Err(err) = cg.set_limit(file, value) {
                 self.log_at(

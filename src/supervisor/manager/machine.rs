@@ -154,6 +154,7 @@ impl Manager {
             }
         }
         self.settle_pending(name);
+        self.persist(name);
         self.check_waiters(name);
         self.unit_changed(name);
         for up in for_timers {
@@ -595,10 +596,11 @@ impl Manager {
 
     /// Cancels a timer of the unit.
     fn disarm(&mut self, name: &str, timer: Timer) {
-        if let Some(s) = self.service_mut(name)
-            && let Some((_, Some(h))) = s.timers.remove(&timer)
-        {
-            h.abort();
+        if let Some(s) = self.service_mut(name) {
+            s.deadlines.remove(&timer);
+            if let Some((_, Some(h))) = s.timers.remove(&timer) {
+                h.abort();
+            }
         }
     }
 
@@ -611,10 +613,13 @@ impl Manager {
             generation,
         };
         let handle = self.host.arm(after, input);
-        if let Some(s) = self.service_mut(name)
-            && let Some((_, Some(old))) = s.timers.insert(timer, (generation, handle))
-        {
-            old.abort();
+        if let Some(s) = self.service_mut(name) {
+            let deadline = crate::supervisor::readopt::monotonic_ns()
+                .saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+            s.deadlines.insert(timer, deadline);
+            if let Some((_, Some(old))) = s.timers.insert(timer, (generation, handle)) {
+                old.abort();
+            }
         }
     }
 }

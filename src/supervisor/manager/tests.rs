@@ -147,6 +147,11 @@ impl Host for TestHost {
         w.timers.push((at, input));
         None
     }
+
+    // Its processes never outlive a manager.
+    fn watch_exit(&self, _pid: Pid, _start: Option<u64>) -> bool {
+        false
+    }
 }
 
 fn procs_in(w: &World, cg: &Path) -> Vec<Pid> {

@@ -1,0 +1,374 @@
+//! The fd holder: a tiny process (`corrald --fd-holder`, started by the
+//! manager) that keeps a copy of the read end of every service's
+//! stdout/stderr pipe, so that the pipes outlive a manager that dies. A
+//! writer then blocks on the full pipe (back-pressure) instead of dying of
+//! SIGPIPE, and the next manager takes every pipe back and goes on reading
+//! where its predecessor stopped, into the same unit and invocation.
+//!
+//! The manager binds a SOCK_SEQPACKET socket in its runtime directory
+//! ([`SOCKET`], 0600) and hands the listening fd to the holder as its stdin;
+//! it lives in its own cgroup beside the units' (docs/CGROUPS.md), so no
+//! unit stop touches it. One message per packet, a byte of kind first:
+//!
+//! - `D` id meta, with one fd (SCM_RIGHTS): keep it. One sendmsg per pipe.
+//! - `X` id: the manager read EOF; close it.
+//! - `T`: send every fd kept, one `F` id meta packet each, then `E`.
+//! - `Q`: the manager shuts down cleanly; exit.
+//!
+//! When the manager's connection closes without `Q` (a crash), the holder
+//! waits for the next one; it exits once it holds nothing.
+
+use std::collections::BTreeMap;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{
+    self, AddressFamily, Backlog, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag,
+    SockType, UnixAddr,
+};
+use serde::{Deserialize, Serialize};
+
+use super::output::Stream;
+use super::state::Pid;
+
+/// The holder's socket, in the manager's runtime directory.
+pub const SOCKET: &str = "fd-holder.sock";
+
+/// The holder's cgroup, below the manager's root beside the units'.
+pub const CGROUP: &str = "corral-fd-holder";
+
+/// The argument that starts `corrald` as the holder.
+pub const FLAG: &str = "--fd-holder";
+
+/// The largest packet: a kind, an id, a metadata record.
+const MAX_PACKET: usize = 16 * 1024;
+
+/// Errors of the holder and of its clients.
+#[derive(Debug, thiserror::Error)]
+pub enum FdHolderError {
+    /// A socket operation on the holder's socket failed.
+    #[error("cannot {op} the fd holder's socket {}: {source}", path.display())]
+    Socket {
+        /// What was attempted.
+        op: &'static str,
+        /// The socket.
+        path: PathBuf,
+        /// The OS error.
+        source: nix::errno::Errno,
+    },
+    /// The holder answered something this manager does not understand.
+    #[error("the fd holder answered a malformed packet: {0}")]
+    Protocol(String),
+}
+
+/// Who wrote into a kept pipe: enough to go on reading it as before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// The unit.
+    pub unit: String,
+    /// INVOCATION_ID.
+    pub invocation: String,
+    /// SYSLOG_IDENTIFIER.
+    pub identifier: String,
+    /// The process writing.
+    pub pid: Pid,
+    /// Which of its streams.
+    pub stream: Stream,
+    /// SyslogLevel=.
+    pub priority: u8,
+    /// SyslogLevelPrefix=.
+    pub level_prefix: bool,
+}
+
+/// Runs the holder on the listening socket `listener` until the manager
+/// says `Q`, or leaves holding nothing.
+pub fn serve(listener: OwnedFd) -> Result<(), FdHolderError> {
+    let err = |op| {
+        move |source| FdHolderError::Socket {
+            op,
+            path: PathBuf::from(SOCKET),
+            source,
+        }
+    };
+    let mut kept: BTreeMap<u64, (OwnedFd, Vec<u8>)> = BTreeMap::new();
+    loop {
+        let raw = socket::accept(listener.as_raw_fd()).map_err(err("accept on"))?;
+        // SAFETY: accept returned a new fd that nothing else owns.
+        let conn = unsafe { OwnedFd::from_raw_fd(raw) };
+        loop {
+            let Some((packet, fd)) = recv(conn.as_raw_fd()).map_err(err("receive on"))? else {
+                break;
+            };
+            match (packet.first(), packet.get(1..9)) {
+                (Some(b'D'), Some(id)) => {
+                    if let Some(fd) = fd {
+                        kept.insert(id_of(id), (fd, packet[9..].to_vec()));
+                    }
+                }
+                (Some(b'X'), Some(id)) => {
+                    kept.remove(&id_of(id));
+                }
+                (Some(b'T'), _) => {
+                    for (id, (fd, meta)) in &kept {
+                        let mut p = Vec::with_capacity(9 + meta.len());
+                        p.push(b'F');
+                        p.extend_from_slice(&id.to_le_bytes());
+                        p.extend_from_slice(meta);
+                        send(conn.as_raw_fd(), &p, Some(fd.as_raw_fd())).map_err(err("send on"))?;
+                    }
+                    send(conn.as_raw_fd(), b"E", None).map_err(err("send on"))?;
+                }
+                (Some(b'Q'), _) => return Ok(()),
+                _ => {}
+            }
+        }
+        if kept.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+fn id_of(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+/// One packet and the fd it carried, None at the end of the connection.
+fn recv(sock: RawFd) -> nix::Result<Option<(Vec<u8>, Option<OwnedFd>)>> {
+    let mut buf = vec![0u8; MAX_PACKET];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let (n, fd) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg =
+            socket::recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        let mut fd = None;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for raw in fds {
+                    // SAFETY: SCM_RIGHTS installed a new fd that nothing else owns.
+                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                    fd.get_or_insert(owned);
+                }
+            }
+        }
+        (msg.bytes, fd)
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    buf.truncate(n);
+    Ok(Some((buf, fd)))
+}
+
+fn send(sock: RawFd, packet: &[u8], fd: Option<RawFd>) -> nix::Result<()> {
+    let iov = [IoSlice::new(packet)];
+    let fds;
+    let cmsgs: &[ControlMessage] = match fd {
+        Some(f) => {
+            fds = [f];
+            &[ControlMessage::ScmRights(&fds)]
+        }
+        None => &[],
+    };
+    socket::sendmsg::<()>(sock, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None).map(drop)
+}
+
+/// The manager's connection to its holder.
+#[derive(Debug)]
+pub struct Client {
+    conn: OwnedFd,
+    path: PathBuf,
+    /// The next id to give a deposited fd: above every id a predecessor
+    /// gave (it starts at CLOCK_MONOTONIC ns and counts one per pipe).
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Client {
+    /// Connects to the holder of a previous manager in `runtime_dir`, if one
+    /// is still there.
+    pub fn reconnect(runtime_dir: &Path) -> Option<Client> {
+        let path = runtime_dir.join(SOCKET);
+        let conn = seqpacket().ok()?;
+        let addr = UnixAddr::new(&path).ok()?;
+        socket::connect(conn.as_raw_fd(), &addr).ok()?;
+        Some(Client::new(conn, path))
+    }
+
+    fn new(conn: OwnedFd, path: PathBuf) -> Client {
+        Client {
+            conn,
+            path,
+            next: std::sync::atomic::AtomicU64::new(super::readopt::monotonic_ns()),
+        }
+    }
+
+    /// Binds the holder's socket in `runtime_dir` (replacing a stale one)
+    /// and connects to it: the listening fd, for the holder to serve, and
+    /// the client, whose connection waits in the backlog until it does.
+    pub fn bind(runtime_dir: &Path) -> Result<(OwnedFd, Client), FdHolderError> {
+        let path = runtime_dir.join(SOCKET);
+        let err = |op| {
+            let path = path.clone();
+            move |source| FdHolderError::Socket { op, path, source }
+        };
+        let listener = seqpacket().map_err(err("create"))?;
+        let addr = UnixAddr::new(&path).map_err(err("name"))?;
+        let _ = std::fs::remove_file(&path);
+        // The runtime directory is 0700; the socket is 0600 as well.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = socket::bind(listener.as_raw_fd(), &addr);
+        nix::sys::stat::umask(old);
+        bound.map_err(err("bind"))?;
+        socket::listen(&listener, Backlog::new(4).unwrap_or(Backlog::MAXCONN))
+            .map_err(err("listen on"))?;
+        let conn = seqpacket().map_err(err("create"))?;
+        socket::connect(conn.as_raw_fd(), &addr).map_err(err("connect to"))?;
+        Ok((listener, Client::new(conn, path)))
+    }
+
+    /// Hands a copy of `fd` to the holder with `meta`; the id to drop it by.
+    pub fn deposit(&self, fd: BorrowedFd<'_>, meta: &Meta) -> Result<u64, FdHolderError> {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut p = vec![b'D'];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend(serde_json::to_vec(meta).unwrap_or_default());
+        send(self.conn.as_raw_fd(), &p, Some(fd.as_raw_fd())).map_err(self.err("send to"))?;
+        Ok(id)
+    }
+
+    /// Tells the holder to close the fd deposited as `id` (its pipe is at EOF).
+    pub fn drop_fd(&self, id: u64) {
+        let mut p = vec![b'X'];
+        p.extend_from_slice(&id.to_le_bytes());
+        // The holder is gone or stuck: the copy it keeps is only a pipe at EOF.
+        let _ = socket::send(
+            self.conn.as_raw_fd(),
+            &p,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        );
+    }
+
+    /// Every fd the holder keeps, with its id and metadata (copies: it
+    /// keeps them too, for the next manager if this one dies).
+    pub fn take_all(&self) -> Result<Vec<(u64, Meta, OwnedFd)>, FdHolderError> {
+        send(self.conn.as_raw_fd(), b"T", None).map_err(self.err("send to"))?;
+        let mut out = Vec::new();
+        loop {
+            let Some((p, fd)) = recv(self.conn.as_raw_fd()).map_err(self.err("receive from"))?
+            else {
+                return Err(FdHolderError::Protocol("it hung up".into()));
+            };
+            match (p.first(), fd) {
+                (Some(b'E'), _) => return Ok(out),
+                (Some(b'F'), Some(fd)) if p.len() > 9 => {
+                    let id = id_of(&p[1..9]);
+                    let meta = serde_json::from_slice(&p[9..])
+                        .map_err(|e| FdHolderError::Protocol(e.to_string()))?;
+                    out.push((id, meta, fd));
+                }
+                _ => return Err(FdHolderError::Protocol(format!("{:?}", p.first()))),
+            }
+        }
+    }
+
+    /// The manager shuts down cleanly: the holder exits, closing its copies.
+    pub fn quit(&self) {
+        let _ = send(self.conn.as_raw_fd(), b"Q", None);
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    fn err(&self, op: &'static str) -> impl Fn(nix::errno::Errno) -> FdHolderError + '_ {
+        move |source| FdHolderError::Socket {
+            op,
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// The manager's holder: the one a dead predecessor left in `runtime_dir`
+/// (its fds are taken back by [`super::output::Output::resume`]), else a new
+/// one, `program --fd-holder`, started in the cgroup [`CGROUP`] below `root`.
+pub fn start(
+    program: &Path,
+    root: &crate::cgroup::Cgroup,
+    runtime_dir: &Path,
+) -> Result<Client, String> {
+    use crate::cgroup::spawn::{SpawnSpec, Stdio, spawn};
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(c) = Client::reconnect(runtime_dir) {
+        return Ok(c);
+    }
+    let (listener, client) = Client::bind(runtime_dir).map_err(|e| e.to_string())?;
+    let cg = root.path().join(CGROUP);
+    if !cg.is_dir() {
+        root.create_child(CGROUP).map_err(|e| e.to_string())?;
+    }
+    let cstr = |b: &[u8]| std::ffi::CString::new(b).map_err(|e| e.to_string());
+    let mut spec = SpawnSpec::new(cstr(program.as_os_str().as_bytes())?);
+    spec.argv = vec![cstr(b"corrald")?, cstr(FLAG.as_bytes())?];
+    spec.cgroup = Some(cg);
+    spec.stdin = Stdio::Fd(listener);
+    spec.stdout = Stdio::Inherit;
+    spec.stderr = Stdio::Inherit;
+    spec.new_session = true;
+    spawn(&spec).map_err(|e| format!("cannot start the fd holder {}: {e}", program.display()))?;
+    Ok(client)
+}
+
+fn seqpacket() -> nix::Result<OwnedFd> {
+    socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn a_pipe_kept_by_the_holder_outlives_its_first_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let (listener, client) = Client::bind(dir.path()).unwrap();
+        let holder = std::thread::spawn(move || serve(listener));
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let meta = Meta {
+            unit: "a.service".into(),
+            invocation: "00ff".into(),
+            identifier: "a".into(),
+            pid: 42,
+            stream: Stream::Stdout,
+            priority: 6,
+            level_prefix: true,
+        };
+        let id = client.deposit(r.as_fd(), &meta).unwrap();
+        // The first reader (the manager) dies.
+        drop(r);
+        drop(client);
+        let mut w = std::fs::File::from(w);
+        w.write_all(b"written while no manager ran\n").unwrap();
+        let next = Client::reconnect(dir.path()).expect("the holder is still there");
+        let mut all = next.take_all().unwrap();
+        assert_eq!(all.len(), 1);
+        let (got_id, got_meta, fd) = all.pop().unwrap();
+        assert_eq!((got_id, &got_meta), (id, &meta));
+        let mut line = [0u8; 29];
+        std::fs::File::from(fd).read_exact(&mut line).unwrap();
+        assert_eq!(&line, b"written while no manager ran\n");
+        assert!(
+            next.next.load(std::sync::atomic::Ordering::Relaxed) > id,
+            "ids of a successor never repeat its predecessor's"
+        );
+        next.drop_fd(id);
+        next.quit();
+        holder.join().unwrap().unwrap();
+    }
+
+    use std::os::fd::AsFd;
+}

@@ -1,0 +1,297 @@
+//! The manager's side of re-adoption: it keeps a state record per unit
+//! that runs processes (written after every change, in `try_feed`), and a
+//! new manager takes back, at its start, every unit whose record matches a
+//! cgroup left below its root (the decision is `supervisor::readopt`'s).
+//! What has no matching record is stopped as a leftover (leftovers.rs).
+
+use std::collections::{HashSet, VecDeque};
+
+use crate::cgroup::Cgroup;
+use crate::supervisor::lines::priority;
+use crate::supervisor::readopt::{self, Decision, Record, Seen, Then};
+use crate::supervisor::state::{Event, Exit, Pid, Sub};
+
+use super::host::Host;
+use super::{Invocation, Manager};
+
+impl Manager {
+    /// Writes (or removes) the state record of `name` after a change: kept
+    /// while the unit has an invocation or waits to restart, rewritten only
+    /// when its content changed.
+    pub(super) fn persist(&mut self, name: &str) {
+        let Some(e) = self.units.get(name) else {
+            return;
+        };
+        let Some(s) = e.service() else { return };
+        if s.inv.is_none() && s.state.sub != Sub::AutoRestart {
+            if s.persisted.is_some() {
+                if let Err(err) = self.records.remove(name) {
+                    self.log_at(name, priority::WARNING, &err.to_string());
+                }
+                if let Some(s) = self.service_mut(name) {
+                    s.persisted = None;
+                }
+            }
+            return;
+        }
+        let main = s.state.main;
+        let control = s.state.control.and_then(|c| c.pid);
+        let mut start_times: Vec<(Pid, u64)> = s
+            .start_times
+            .iter()
+            .copied()
+            .filter(|(p, _)| Some(*p) == main || Some(*p) == control)
+            .collect();
+        for pid in [main, control].into_iter().flatten() {
+            if !start_times.iter().any(|(p, _)| *p == pid)
+                && let Some(t) = crate::supervisor::procs::start_time(pid)
+            {
+                start_times.push((pid, t));
+            }
+        }
+        let start_of = |pid: Option<Pid>| {
+            pid.and_then(|pid| start_times.iter().find(|(p, _)| *p == pid).map(|(_, t)| *t))
+        };
+        let mut timers: Vec<_> = s.deadlines.iter().map(|(t, d)| (*t, *d)).collect();
+        timers.sort_by_key(|(t, _)| *t as u8);
+        let record = Record {
+            version: readopt::VERSION,
+            unit: name.to_string(),
+            invocation: e.invocation_id(),
+            cgroup: e.cgroup().and_then(|c| {
+                c.path()
+                    .strip_prefix(self.root.path())
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned())
+            }),
+            state: s.state.clone(),
+            main_start: start_of(main),
+            control_start: start_of(control),
+            timers,
+            main_exit: s.main_exit,
+            status_text: s.status_text.clone(),
+        };
+        let body = match serde_json::to_vec(&record) {
+            Ok(b) => b,
+            Err(err) => {
+                self.log_at(
+                    name,
+                    priority::WARNING,
+                    &format!("cannot encode the state record: {err}"),
+                );
+                return;
+            }
+        };
+        if s.persisted.as_ref() == Some(&body) {
+            return;
+        }
+        let written = self.records.write(name, &body);
+        if let Err(err) = &written {
+            self.log_at(name, priority::WARNING, &err.to_string());
+        }
+        if let Some(s) = self.service_mut(name) {
+            s.start_times = start_times;
+            s.persisted = written.is_ok().then_some(body);
+        }
+    }
+
+    /// At start, before anything else runs: takes back every unit whose
+    /// record matches what is left in the kernel; answers the names of the
+    /// cgroups taken back (every other one below the root is a leftover).
+    pub(super) fn readopt_all(&mut self) -> HashSet<String> {
+        let began = std::time::Instant::now();
+        let (records, errors) = self.records.load_all();
+        for err in errors {
+            eprintln!("corrald: {err}; its unit is not taken back");
+        }
+        let now_ns = readopt::monotonic_ns();
+        let mut kept = HashSet::new();
+        let mut taken = 0;
+        for rec in &records {
+            if self.readopt(rec, now_ns, &mut kept) {
+                taken += 1;
+            }
+        }
+        if !records.is_empty() {
+            eprintln!(
+                "corrald: took back {taken} of {} unit(s) a previous manager left, in {} µs",
+                records.len(),
+                began.elapsed().as_micros()
+            );
+        }
+        kept
+    }
+
+    /// Takes back the unit of `rec` if the kernel still has it (whether it
+    /// did), adding the name of the cgroup it keeps to `kept`.
+    fn readopt(&mut self, rec: &Record, now_ns: u64, kept: &mut HashSet<String>) -> bool {
+        let name = match self.resolve(&rec.unit) {
+            Ok(n) if self.units[n.as_str()].service_def().is_some() => n,
+            _ => {
+                let _ = self.records.remove(&rec.unit);
+                eprintln!(
+                    "corrald: {} can no longer be loaded as a service: not taken back",
+                    rec.unit
+                );
+                return false;
+            }
+        };
+        let cgroup = rec
+            .cgroup
+            .as_ref()
+            .map(|c| self.root.path().join(c))
+            .filter(|p| p.is_dir())
+            .and_then(|p| Cgroup::open(&p).ok());
+        let alive = |pid: Option<Pid>, start: Option<u64>, host: &dyn Host| match (pid, &cgroup) {
+            (Some(pid), Some(cg)) => {
+                host.contains(cg, pid).unwrap_or(false) && host.watch_exit(pid, start)
+            }
+            _ => false,
+        };
+        let seen = Seen {
+            foreign: cgroup.as_ref().is_some_and(|cg| {
+                cg.xattr(readopt::INVOCATION_XATTR)
+                    .is_some_and(|id| id != rec.invocation)
+            }),
+            cgroup: cgroup
+                .as_ref()
+                .map(|cg| self.host.populated(cg).unwrap_or(false)),
+            main_alive: alive(rec.state.main, rec.main_start, self.host.as_ref()),
+            control_alive: alive(
+                rec.state.control.and_then(|c| c.pid),
+                rec.control_start,
+                self.host.as_ref(),
+            ),
+            now_ns,
+        };
+        let adopted = match readopt::decide(rec, seen) {
+            Decision::Adopt(a) => a,
+            Decision::Forget => {
+                let _ = self.records.remove(&rec.unit);
+                return false;
+            }
+            Decision::Leftover(why) => {
+                let _ = self.records.remove(&rec.unit);
+                eprintln!(
+                    "corrald: {name}: not taken back ({why}); its cgroup is stopped as a leftover"
+                );
+                return false;
+            }
+        };
+        let Some(def) = self.units[name.as_str()].service_def().cloned() else {
+            return false;
+        };
+        self.seq += 1;
+        let seq = self.seq;
+        let watch = cgroup.as_ref().and_then(|cg| {
+            self.watches
+                .cgroup_events(&cg.file("cgroup.events"), &name, seq)
+                .ok()
+        });
+        let started = self.host.now();
+        // Kept even if the unit ends just below: its cgroup is then removed,
+        // or lingers under this manager's watch (KillMode=process).
+        if let Some(n) = cgroup.as_ref().and_then(|cg| cg.path().file_name()) {
+            kept.insert(n.to_string_lossy().into_owned());
+        }
+        let e = self.units.get_mut(name.as_str()).expect("unit resolved");
+        e.last_invocation = rec.invocation.clone();
+        e.since_usec = super::now_usec();
+        let s = e.service_mut().expect("a service");
+        s.state = adopted.state.clone();
+        // What the record holds: rewritten below only if something changed.
+        s.persisted = serde_json::to_vec(rec).ok();
+        s.start_times = [
+            (rec.state.main, rec.main_start),
+            (rec.state.control.and_then(|c| c.pid), rec.control_start),
+        ]
+        .into_iter()
+        .filter_map(|(p, t)| Some((p?, t?)))
+        .collect();
+        s.main_exit = rec.main_exit;
+        s.status_text = rec.status_text.clone();
+        if rec.state.sub != Sub::AutoRestart {
+            s.inv = Some(Invocation {
+                id: rec.invocation.clone(),
+                seq,
+                cgroup,
+                watch,
+                pidfile_watch: None,
+                log_pipe: None,
+                started,
+            });
+        }
+        if let Some(svc) = def.unit.service.as_ref()
+            && let (Some(interval), Some(burst)) =
+                (svc.log_rate_limit_interval, svc.log_rate_limit_burst)
+            && !interval.is_zero()
+            && burst > 0
+        {
+            s.rate_limit = Some(crate::journal::ingest::RateLimiter::new(
+                interval,
+                u64::from(burst),
+            ));
+        }
+        for pid in [
+            adopted.state.main,
+            adopted.state.control.and_then(|c| c.pid),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.pids.insert(pid, name.clone());
+        }
+        let main = adopted
+            .state
+            .main
+            .map_or_else(String::new, |p| format!(", main PID {p}"));
+        self.log(
+            &name,
+            &format!(
+                "Taken back by a new manager: {} ({}){main}, invocation {}.",
+                adopted.state.sub.active().as_str(),
+                adopted.state.sub.as_str(),
+                rec.invocation
+            ),
+        );
+        for (timer, left) in adopted.timers {
+            self.arm(&name, timer, left);
+        }
+        for then in adopted.then {
+            match then {
+                Then::WatchMain | Then::WatchControl => {}
+                Then::MainGone => {
+                    let pid = adopted.state.main.unwrap_or_default();
+                    self.log(
+                        &name,
+                        &format!("Main process {pid} ended while no manager ran."),
+                    );
+                    self.reaped(pid, Exit::Unknown);
+                }
+                Then::ControlGone => {
+                    let pid = adopted
+                        .state
+                        .control
+                        .and_then(|c| c.pid)
+                        .unwrap_or_default();
+                    self.log(
+                        &name,
+                        &format!("Control process {pid} ended while no manager ran."),
+                    );
+                    self.reaped(pid, Exit::Unknown);
+                }
+                Then::FindMainPid => {
+                    let mut q = VecDeque::new();
+                    self.find_main_pid(&name, &mut q);
+                    for ev in q {
+                        self.feed(&name, ev);
+                    }
+                }
+                Then::CgroupEmpty => self.feed(&name, Event::CgroupEmpty),
+            }
+        }
+        self.persist(&name);
+        self.unit_changed(&name);
+        true
+    }
+}

@@ -1,0 +1,386 @@
+//! A manager that dies: kill -9 of `corrald --user` leaves its units
+//! running, and the next manager on the same runtime directory and cgroup
+//! root takes every one back in the state it had (same main PID, same
+//! invocation id), with its timers re-armed from the time left and Restart=
+//! applying to what happens after. A cgroup with no state record is still
+//! stopped as a leftover.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{TestDaemon, eventually, free_port, write_script};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A Type=notify service in python: READY=1 after `delay` seconds, then sleeps.
+fn notify_script(td: &TestDaemon, name: &str, delay: u32) -> String {
+    let path = td.dir.path().join(format!("{name}.py"));
+    write_script(
+        &path,
+        &format!(
+            "#!/usr/bin/env python3\nimport os, socket, time\n\
+             time.sleep({delay})\n\
+             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+             s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n\
+             time.sleep(1000)\n"
+        ),
+    );
+    path.display().to_string()
+}
+
+fn pid_of(td: &TestDaemon, unit: &str) -> i32 {
+    td.prop(unit, "MainPID").parse().unwrap()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+}
+
+/// Whether the breaks `gaps` (pairs of neighbouring numbers that do not
+/// follow each other) in a numbered stream are one hole at most: what a
+/// dead manager had read and not committed. The successor's first line may
+/// be the tail of the one the dead manager had begun reading (it read
+/// "2499", the successor reads "30\n" of "249930").
+fn one_hole_at_most(gaps: &[(u64, u64)]) -> bool {
+    match gaps {
+        [] => true,
+        [(a, b)] => b > a,
+        [(a, tail), (tail2, b)] => {
+            tail == tail2 && b > a && (b - 1).to_string().ends_with(&tail.to_string())
+        }
+        _ => false,
+    }
+}
+
+/// A `corral` command left waiting in the background, ended on drop.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn kill_9_of_the_manager_keeps_every_unit_and_the_next_one_takes_them_back() {
+    if !common::require(
+        "re-adoption",
+        &common::missing_tools(&["memcached", "python3"]),
+    ) {
+        return;
+    }
+    let port = free_port();
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "simple.service",
+            "[Service]\nRestart=on-failure\nRestartSec=0\nExecStart=/bin/sleep 1000\n",
+        );
+        td.write_unit(
+            "forking.service",
+            &format!(
+                "[Service]\nType=forking\nPIDFile=%t/%p.pid\n\
+                 ExecStart=/usr/bin/memcached -d -P %t/%p.pid -l 127.0.0.1 -p {port} -U 0{}\n",
+                common::memcached_user_flag()
+            ),
+        );
+        let ready = notify_script(td, "ready", 0);
+        td.write_unit(
+            "notify.service",
+            &format!("[Service]\nType=notify\nExecStart={ready}\n"),
+        );
+        td.write_unit(
+            "oneshot.service",
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
+        );
+        let slow = notify_script(td, "slow", 4);
+        td.write_unit(
+            "midstart.service",
+            &format!("[Service]\nType=notify\nTimeoutStartSec=60\nExecStart={slow}\n"),
+        );
+        td.write_unit(
+            "midstop.service",
+            "[Service]\nTimeoutStopSec=4\n\
+             ExecStart=/bin/sh -c \"trap '' TERM; while :; do sleep 0.2; done\"\n",
+        );
+        td.write_unit(
+            "looping.service",
+            "[Unit]\nStartLimitIntervalSec=0\n\
+             [Service]\nRestart=always\nRestartSec=3\nExecStart=/bin/false\n",
+        );
+        td.write_unit(
+            "writer.service",
+            "[Service]\nExecStart=/bin/sh -c \"i=0; while :; do i=$((i+1)); echo seq $i; sleep 0.002; done\"\n",
+        );
+        td.write_unit(
+            "victim.service",
+            "[Service]\nRestart=no\nExecStart=/bin/sleep 1000\n",
+        );
+    }) else {
+        return;
+    };
+    for u in ["simple", "forking", "notify", "oneshot", "victim", "writer"] {
+        td.ok(&["start", u]);
+    }
+    let midstart = Background(
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["start", "midstart"])
+            .env("CORRAL_SOCKET", &td.socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    td.ok(&["start", "midstop"]);
+    td.ok(&["start", "looping"]);
+    td.wait_state("midstart", "activating");
+    let stopper = Background(
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["stop", "midstop"])
+            .env("CORRAL_SOCKET", &td.socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    td.wait_state("midstop", "deactivating");
+    eventually(Duration::from_secs(10), || {
+        (td.prop("looping", "SubState") == "auto-restart").then_some(())
+    })
+    .expect("looping waits to restart");
+    let units = [
+        "simple", "forking", "notify", "oneshot", "midstart", "midstop", "looping", "victim",
+        "writer",
+    ];
+    let before: Vec<(String, String, String)> = units
+        .iter()
+        .map(|u| {
+            (
+                td.prop(u, "MainPID"),
+                td.prop(u, "InvocationID"),
+                td.prop(u, "SubState"),
+            )
+        })
+        .collect();
+    let victim = pid_of(&td, "victim");
+
+    let writer = pid_of(&td, "writer");
+
+    td.kill_hard();
+    drop(stopper);
+    drop(midstart);
+    // During the outage: the victim dies; nobody sees it yet. The writer
+    // goes on writing into its pipe, which the fd holder keeps open.
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    eventually(Duration::from_secs(5), || (!alive(victim)).then_some(())).expect("the victim died");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        alive(writer),
+        "the writer died during the outage (SIGPIPE?)"
+    );
+    td.relaunch();
+    assert!(
+        td.log().contains("output pipe(s) from the fd holder"),
+        "{}",
+        td.log()
+    );
+
+    for (u, (main, inv, sub)) in units.iter().zip(&before) {
+        if *u == "victim" {
+            continue;
+        }
+        assert_eq!(&td.prop(u, "InvocationID"), inv, "{u}: invocation kept");
+        if *u != "looping" {
+            assert_eq!(&td.prop(u, "MainPID"), main, "{u}: main PID kept");
+        }
+        let now = td.prop(u, "SubState");
+        // Those under way may have moved on since (midstop's timeout, looping's RestartSec=).
+        if !["midstop", "looping"].contains(u) {
+            assert_eq!(&now, sub, "{u}: sub-state kept; log:\n{}", td.log());
+        }
+    }
+    assert_eq!(td.prop("simple", "ActiveState"), "active");
+    assert_eq!(td.prop("oneshot", "SubState"), "exited");
+    assert_eq!(td.prop("midstart", "ActiveState"), "activating");
+    let log = td.log();
+    assert!(!log.contains("left by a previous manager"), "{log}");
+    assert!(
+        log.contains("simple.service: Taken back by a new manager: active (running)"),
+        "{log}"
+    );
+
+    // The victim's death during the outage is noticed, with its status unknown.
+    td.wait_state("victim", "failed");
+    let status = td.corral(&["status", "victim"]).stdout;
+    assert!(status.contains("unknown"), "{status}");
+    assert!(
+        td.log()
+            .contains("victim.service: Main process exited, status unknown"),
+        "{}",
+        td.log()
+    );
+
+    // The unit that was starting finishes its start (READY after 4 s).
+    td.wait_state("midstart", "active");
+    assert_eq!(td.prop("midstart", "MainPID"), before[4].0);
+    // The unit that was stopping is killed when its TimeoutStopSec= elapses
+    // (failed, result timeout, as systemd).
+    let midstop_main: i32 = before[5].0.parse().unwrap();
+    td.wait_state("midstop", "failed");
+    assert_eq!(td.prop("midstop", "Result"), "timeout");
+    assert!(!alive(midstop_main));
+    // The restart loop goes on.
+    eventually(Duration::from_secs(20), || {
+        (td.prop("looping", "NRestarts").parse::<u32>().ok()? >= 2).then_some(())
+    })
+    .expect("the restart loop goes on under the new manager");
+
+    // Restart= applies to an exit after re-adoption.
+    let simple = pid_of(&td, "simple");
+    kill(Pid::from_raw(simple), Signal::SIGKILL).unwrap();
+    let again = eventually(Duration::from_secs(10), || {
+        let p = pid_of(&td, "simple");
+        (p != 0 && p != simple && td.prop("simple", "SubState") == "running").then_some(p)
+    })
+    .expect("simple restarted after its re-adopted main process was killed");
+    assert!(common::cgroup_pids(&td.unit_cgroup("simple.service")).contains(&again));
+
+    // The writer's lines: in order, no duplicate, and the ones it wrote
+    // during the outage are there; only what the dead manager had read but
+    // not committed may be missing (one gap at most, before the outage).
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pid_of(&td, "writer"), writer);
+    td.ok(&["stop", "writer"]);
+    let out = td
+        .journal("writer", &["-o", "cat", "--stream", "stdout"])
+        .stdout;
+    let seqs: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("seq ")?.parse().ok())
+        .collect();
+    assert!(seqs.len() > 100, "{out}");
+    let gaps: Vec<(u64, u64)> = seqs
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(
+        one_hole_at_most(&gaps),
+        "lines out of order, repeated or lost in several places: {gaps:?}"
+    );
+
+    // status, kill, restart and stop work on a re-adopted unit.
+    let forking = pid_of(&td, "forking");
+    assert!(
+        td.ok(&["status", "forking"])
+            .stdout
+            .contains(&forking.to_string())
+    );
+    let notify = pid_of(&td, "notify");
+    td.ok(&["restart", "notify"]);
+    assert_ne!(pid_of(&td, "notify"), notify);
+    assert!(!alive(notify));
+    td.ok(&["kill", "-s", "KILL", "forking"]);
+    td.wait_state("forking", "failed");
+    assert!(!alive(forking));
+    td.ok(&["stop", "oneshot"]);
+    assert_eq!(td.prop("oneshot", "ActiveState"), "inactive");
+    td.ok(&["stop", "simple", "notify", "midstart", "looping"]);
+    for u in ["simple", "notify", "midstart"] {
+        assert_eq!(td.prop(u, "ActiveState"), "inactive", "{u}");
+    }
+}
+
+#[test]
+fn a_cgroup_without_a_record_is_still_a_leftover() {
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        td.write_unit("kept.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+    }) else {
+        return;
+    };
+    td.ok(&["start", "kept"]);
+    let kept = pid_of(&td, "kept");
+    td.kill_hard();
+    // A process in a cgroup no manager made a record for.
+    let stray = td.cgroup_root.join("stray.service");
+    std::fs::create_dir(&stray).unwrap();
+    let mut sleeper = Command::new("sleep").arg("1000").spawn().unwrap();
+    std::fs::write(stray.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    // And a record of another invocation than the cgroup's.
+    let record = td.dir.path().join("run/corral/units/kept.service");
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    rec["invocation"] = serde_json::Value::from("0".repeat(32));
+    std::fs::write(&record, serde_json::to_vec(&rec).unwrap()).unwrap();
+    td.relaunch();
+    let status = sleeper.wait().unwrap();
+    assert!(!status.success(), "the stray process was killed");
+    assert!(!stray.exists());
+    assert!(
+        !alive(kept),
+        "a record of another invocation adopts nothing"
+    );
+    let log = td.log();
+    for cg in ["stray.service", "kept.service"] {
+        assert!(
+            log.contains(&format!("left by a previous manager in cgroup {cg}")),
+            "{log}"
+        );
+    }
+}
+
+#[test]
+fn a_flood_across_kill_9_blocks_and_goes_on_in_order() {
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "flood.service",
+            "[Service]\nExecStart=/usr/bin/seq 1 2000000\n",
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "flood"]);
+    let seq: i32 = td.prop("flood", "MainPID").parse().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    td.kill_hard();
+    // The writer blocks on the full pipe the holder keeps: alive, not done.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(alive(seq), "the flood died while no manager ran");
+    td.relaunch();
+    // Its exit comes after re-adoption: the status is unknown, a failure.
+    td.wait_state("flood", "failed");
+    assert!(
+        td.log()
+            .contains("flood.service: Main process exited, status unknown"),
+        "{}",
+        td.log()
+    );
+    eventually(Duration::from_secs(30), || {
+        let last = td.journal("flood", &["-o", "cat", "-n", "1", "--stream", "stdout"]);
+        (last.stdout.trim() == "2000000").then_some(())
+    })
+    .expect("the flood's last line in the journal");
+    let out = td
+        .journal("flood", &["-o", "cat", "--stream", "stdout"])
+        .stdout;
+    let seqs: Vec<u64> = out.lines().filter_map(|l| l.parse().ok()).collect();
+    let gaps: Vec<(u64, u64)> = seqs
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    // Only the lines the dead manager had read and not committed may be
+    // missing: one hole at most, nothing repeated or out of order, and the
+    // flood's end is there.
+    assert!(
+        one_hole_at_most(&gaps),
+        "lines out of order, repeated or lost in several places: {gaps:?}"
+    );
+    assert_eq!(seqs.last(), Some(&2_000_000));
+    eprintln!(
+        "flood across kill -9: {} of 2000000 lines kept, hole {gaps:?}",
+        seqs.len()
+    );
+}
