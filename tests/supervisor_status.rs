@@ -132,7 +132,7 @@ fn status_of_the_whole_manager_is_one_tree() {
         (o.stdout.contains("sleep 1001")
             && o.stdout.contains(" sleep 1000\n")
             && !o.stdout.contains("/bin/bash -c"))
-            .then_some(o)
+        .then_some(o)
     })
     .expect("both sleeps in the tree");
     golden("status-manager.txt", &normalize(&td, &o.stdout));
