@@ -16,8 +16,12 @@ use super::{NewEntry, Stream, flags};
 
 /// Lines longer than this are split into entries of this size, flagged.
 pub const MAX_LINE: usize = 48 * 1024;
-/// Bytes read per read(2); a larger pipe buffer is requested to the same size.
+/// Bytes read at most per read(2): the writer's budget is taken for them before the
+/// read, so a read is a small part of it (docs/JOURNAL-FORMAT.md, "What a crash loses").
 const READ_CHUNK: usize = 64 * 1024;
+/// The pipe buffer requested: the service writes this much ahead of us before it
+/// blocks (fewer wake-ups under a flood); it is the kernel's, outside the budget.
+const PIPE_SIZE: usize = 256 * 1024;
 
 /// LogRateLimitIntervalSec= / LogRateLimitBurst=: at most `burst` entries per `interval`;
 /// the rest are counted and reported in one "Suppressed N messages" entry. Shared by
@@ -119,13 +123,7 @@ fn pipe_name(meta: &SourceMeta) -> PathBuf {
 async fn read_pipe(fd: OwnedFd, meta: SourceMeta, handle: WriterHandle) -> Result<IngestStats> {
     // A bigger pipe means fewer wake-ups under a flood; failing to get one is harmless.
     // SAFETY: fcntl on a descriptor we own, with an integer argument.
-    unsafe {
-        libc::fcntl(
-            fd.as_raw_fd(),
-            libc::F_SETPIPE_SZ,
-            READ_CHUNK as libc::c_int,
-        )
-    };
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) };
     // try_read below must not block the runtime on a spurious wake-up.
     let nonblocking = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).and_then(|fl| {
         let fl = nix::fcntl::OFlag::from_bits_retain(fl) | nix::fcntl::OFlag::O_NONBLOCK;

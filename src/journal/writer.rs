@@ -53,7 +53,8 @@ impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             commit_interval: Duration::from_millis(5),
-            commit_entries: 4096,
+            // The budget bounds a batch: 1 MiB holds at most 16 Ki entries.
+            commit_entries: 16 * 1024,
             max_batch_entries: 256 * 1024,
             queue_bytes: WINDOW_BYTES,
             boot_id: None,
@@ -533,11 +534,11 @@ impl WriterThread {
                 }
             }
             let due = deadline.is_some_and(|d| Instant::now() >= d);
-            // Half the budget pending: commit at once rather than wait for the interval,
-            // producers would soon wait for the budget anyway; the other half fills
-            // meanwhile.
-            let full = 2 * self.permits.iter().map(|p| p.num_permits()).sum::<usize>()
-                >= self.queue_bytes as usize;
+            // The budget nearly used up: producers are about to wait for it, commit now
+            // rather than at the interval. Not sooner: a commit costs two fsyncs
+            // whatever its size, while the readers refill the budget far faster, so
+            // the throughput a window allows is best with commits of most of it.
+            let full = self.budget.available_permits() < self.queue_bytes as usize / 8;
             if force
                 || due
                 || full
