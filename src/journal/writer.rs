@@ -866,3 +866,42 @@ fn is_no_space(e: &JournalError) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::StoreOptions;
+
+    /// A batch of short lines costs more than the bytes reserved for it, and the rest of
+    /// the budget is held by another reader that waits for nothing: the batch still goes
+    /// in (holding nothing while it waits for its difference), so readers cannot block
+    /// each other for good; and everything reserved comes back once committed.
+    #[tokio::test]
+    async fn a_batch_over_its_reservation_cannot_deadlock_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let opts = WriterOptions {
+            queue_bytes: 4096,
+            ..WriterOptions::default()
+        };
+        let w = Writer::spawn(store.clone(), opts).unwrap();
+        let other = w.reserve("a", 3000).await.unwrap();
+        let mine = w.reserve("b", 1000).await.unwrap();
+        // 20 entries cost 20 × 64 = 1280: 280 more than reserved, 96 free.
+        let batch: Vec<NewEntry> = (0..20)
+            .map(|i| NewEntry::manager("b", 0, format!("{i}")))
+            .collect();
+        // A guard against a hang, not a measure: it takes milliseconds.
+        tokio::time::timeout(Duration::from_secs(60), w.append_reserved(batch, mine))
+            .await
+            .expect("append_reserved waits for the budget while holding part of it")
+            .unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(store.disk_usage().unwrap().entries, 20);
+        drop(other);
+        assert_eq!(w.permits.available_permits(), 4096, "all given back");
+        let seen = w.window_seen();
+        assert!(seen.bytes <= 4096, "{seen:?}");
+        w.shutdown().await.unwrap();
+    }
+}
