@@ -1,8 +1,10 @@
 //! Ingests standard input (a pipe) into a journal store as one unit, the way the manager
 //! ingests a service's stdout; used by scripts/bench-journal.sh for end-to-end numbers.
 //!
-//! `journal_ingest DIR UNIT`: prints `lines seconds lines/s peak_rss` on stderr once
-//! everything is durable.
+//! `journal_ingest DIR UNIT [WINDOW_BYTES]` (the writer's budget, default
+//! [`corral::journal::writer::WINDOW_BYTES`]): prints `lines seconds lines/s peak_rss` on stderr once
+//! everything is durable, then `window BYTES AGE_MS`: the largest uncommitted window the
+//! writer saw (what a kill -9 at the worst moment would have lost).
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -15,12 +17,16 @@ use corral::journal::{Store, StoreOptions, Stream, Writer, WriterOptions};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: journal_ingest DIR UNIT");
+        eprintln!("usage: journal_ingest DIR UNIT [WINDOW_BYTES]");
         std::process::exit(2);
     }
     let t0 = Instant::now();
     let store = Store::open(&args[1], StoreOptions::default())?;
-    let w = Writer::spawn(store, WriterOptions::default())?;
+    let mut opts = WriterOptions::default();
+    if let Some(b) = args.get(3) {
+        opts.queue_bytes = b.parse()?;
+    }
+    let w = Writer::spawn(store, opts)?;
     // SAFETY: fd 0 is ours for the life of the process and handed over exactly once.
     let fd = unsafe { OwnedFd::from_raw_fd(0) };
     let meta = SourceMeta {
@@ -36,6 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let stats = spawn_pipe_reader(fd, meta, w.clone()).await??;
     w.flush().await?;
+    let window = w.window_seen();
     w.shutdown().await?;
     let secs = t0.elapsed().as_secs_f64();
     let rss = std::fs::read_to_string("/proc/self/status")?
@@ -48,6 +55,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         secs,
         stats.entries as f64 / secs,
         rss
+    );
+    eprintln!(
+        "window {} {:.1}",
+        window.bytes,
+        window.age_usec as f64 / 1000.0
     );
     Ok(())
 }

@@ -6,7 +6,9 @@
 #  1. ingest: `gen N | journal_ingest DIR unit` (the manager's pipe reader + writer,
 #     durable: ends after the final fsync'd commit) vs `gen | cat > file; sync`,
 #     `gen | s6-log ...; sync` and journald (`systemd-cat gen; journalctl --sync`).
-#     Also: bytes on disk and the ingesting process's peak RSS.
+#     Also: bytes on disk, the ingesting process's peak RSS, the largest window of
+#     output read but not committed the writer saw, and the same ingest with a 2 MiB
+#     window (corral-2MiB) to show what the 1 MiB default costs.
 #  2. realistic: N lines of make-realistic-log.py (access, app, JSON, stack-trace lines)
 #     ingested as one unit: the store file against the raw text (and zstd -3 of it),
 #     where its bytes go (examples/journal_space), then hyperfine on
@@ -39,7 +41,7 @@ med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
 if [ "${SKIP_INGEST:-0}" != 1 ]; then
 echo "== ingest: $N lines x 100 B, $RUNS runs (median) =="
-: > $R/ingest.tsv
+: > $R/ingest.tsv; : > $R/window.txt
 for r in $(seq $RUNS); do
   rm -rf $W/st; sync
   t0=$(now); $G $N unit | $ING $W/st unit 2> $W/ing.err; t1=$(now)
@@ -47,6 +49,12 @@ for r in $(seq $RUNS); do
   [ "$n" = "$N" ] || { echo "corral stored $n of $N lines" >&2; exit 1; }
   read -r _ _ _ rss _ < $W/ing.err
   echo -e "corral\t$(( (t1-t0)/1000 ))\t$(stat -c %s $W/st/journal.redb)\t$rss" >> $R/ingest.tsv
+  # The largest window of output read but not committed the writer saw (bytes, ms).
+  grep '^window ' $W/ing.err | sed 's/^/corral /' >> $R/window.txt
+  # The same with a 2 MiB window: what the 1 MiB bound costs in ingest speed.
+  rm -rf $W/st; sync
+  t0=$(now); $G $N unit | $ING $W/st unit 2097152 2> $W/ing.err; t1=$(now)
+  echo -e "corral-2MiB\t$(( (t1-t0)/1000 ))\t$(stat -c %s $W/st/journal.redb)\t-" >> $R/ingest.tsv
   rm -f $W/file; sync
   t0=$(now); $G $N unit | cat > $W/file; sync $W/file; t1=$(now)
   echo -e "cat-file\t$(( (t1-t0)/1000 ))\t$(stat -c %s $W/file)\t-" >> $R/ingest.tsv
@@ -61,13 +69,19 @@ for r in $(seq $RUNS); do
     echo -e "journald\t$(( (t1-t0)/1000 ))\t$(du -sb $J | cut -f1)\t-" >> $R/ingest.tsv
   fi
 done
-for p in corral cat-file s6-log journald; do
+for p in corral corral-2MiB cat-file s6-log journald; do
   us=$(awk -v p=$p '$1==p{print $2}' $R/ingest.tsv | med); [ -n "$us" ] || continue
   bytes=$(awk -v p=$p '$1==p{print $3}' $R/ingest.tsv | tail -1)
   rss=$(awk -v p=$p '$1==p{print $4}' $R/ingest.tsv | tail -1)
   printf "%-9s %8.3f s  %10.0f lines/s  %6.1f MB on disk  peak RSS %s kB\n" $p \
     "$(echo "$us/1000000" | bc -l)" "$(echo "$N*1000000/$us" | bc -l)" "$(echo "$bytes/1000000" | bc -l)" "$rss"
 done | tee $R/ingest.summary
+s6=$(awk '$1=="s6-log"{print $2}' $R/ingest.tsv | med)
+for p in corral corral-2MiB; do
+  us=$(awk -v p=$p '$1==p{print $2}' $R/ingest.tsv | med)
+  [ -n "$s6" ] && printf "%-11s %.2fx s6-log (median against median)\n" $p "$(echo "$s6/$us" | bc -l)"
+done | tee -a $R/ingest.summary
+awk '{b=$3; if (b>mb) mb=b; if ($4>ma) ma=$4} END {printf "corral window seen: at most %d bytes, %.1f ms from read to commit\n", mb, ma}' $R/window.txt | tee -a $R/ingest.summary
 fi
 
 if [ "${SKIP_REALISTIC:-0}" != 1 ]; then

@@ -336,3 +336,40 @@ fn each_command_s_lines_carry_its_comm_and_the_manager_s_lines_their_message_id(
         "{export}"
     );
 }
+
+/// A manager that stops cleanly leaves no note; one killed with SIGKILL is followed
+/// by a manager that says, once, on stderr and in the journal (unit `corrald`), that
+/// its predecessor did not close the journal and what may be missing.
+#[test]
+fn the_manager_after_a_kill_says_what_may_be_missing() {
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "said.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/echo said before\n",
+        )
+    }) else {
+        return;
+    };
+    td.ok(&["start", "said"]);
+    const NOTE: &str = "ended without closing it";
+    td.restart();
+    assert!(!td.log().contains(NOTE), "a clean stop is not noted");
+    td.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(td.wait_exit(Duration::from_secs(30)), None);
+    td.relaunch();
+    assert_eq!(td.log().matches(NOTE).count(), 1, "{}", td.log());
+    let notes: Vec<Value> = entries(&td, "corrald")
+        .into_iter()
+        .filter(|e| field(e, "MESSAGE").contains(NOTE))
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let msg = field(&notes[0], "MESSAGE");
+    assert_eq!(field(&notes[0], "PRIORITY"), "4");
+    assert!(msg.contains("at most 1024 KiB"), "{msg}");
+    assert!(msg.contains("the last entry being seq"), "{msg}");
+    let said = entries(&td, "said.service");
+    assert!(
+        said.iter().any(|e| field(e, "MESSAGE") == "said before"),
+        "what was committed before the kill is kept: {said:?}"
+    );
+}

@@ -1,13 +1,13 @@
 //! Reading a service's stdout/stderr pipe into journal entries: line splitting, the
 //! 48 KiB line limit, `<N>` priority prefixes, rate limiting, and back-pressure (the
-//! next read waits until the writer has accepted the previous batch).
+//! writer's budget is taken before each read, so output waits in the pipe while the
+//! writer is behind).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 
 use super::error::{JournalError, Result};
@@ -16,8 +16,12 @@ use super::{NewEntry, Stream, flags};
 
 /// Lines longer than this are split into entries of this size, flagged.
 pub const MAX_LINE: usize = 48 * 1024;
-/// Bytes read per read(2); a larger pipe buffer is requested to the same size.
-const READ_CHUNK: usize = 256 * 1024;
+/// Bytes read at most per read(2): the writer's budget is taken for them before the
+/// read, so a read is a small part of it (docs/JOURNAL-FORMAT.md, "What a crash loses").
+const READ_CHUNK: usize = 64 * 1024;
+/// The pipe buffer requested: the service writes this much ahead of us before it
+/// blocks (fewer wake-ups under a flood); it is the kernel's, outside the budget.
+const PIPE_SIZE: usize = 256 * 1024;
 
 /// LogRateLimitIntervalSec= / LogRateLimitBurst=: at most `burst` entries per `interval`;
 /// the rest are counted and reported in one "Suppressed N messages" entry. Shared by
@@ -121,23 +125,37 @@ fn pipe_name(meta: &SourceMeta) -> PathBuf {
 async fn read_pipe(fd: OwnedFd, meta: SourceMeta, handle: WriterHandle) -> Result<IngestStats> {
     // A bigger pipe means fewer wake-ups under a flood; failing to get one is harmless.
     // SAFETY: fcntl on a descriptor we own, with an integer argument.
-    unsafe {
-        libc::fcntl(
-            fd.as_raw_fd(),
-            libc::F_SETPIPE_SZ,
-            READ_CHUNK as libc::c_int,
-        )
-    };
-    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd)
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) };
+    // try_read below must not block the runtime on a spurious wake-up.
+    let nonblocking = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).and_then(|fl| {
+        let fl = nix::fcntl::OFlag::from_bits_retain(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(fl))
+    });
+    nonblocking.map_err(|e| JournalError::io("set non-blocking", &pipe_name(&meta), e.into()))?;
+    let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd)
         .map_err(|e| JournalError::io("register pipe", &pipe_name(&meta), e))?;
     let mut splitter = Splitter::new(meta.clone());
     let mut buf = vec![0u8; READ_CHUNK];
     let mut stats = IngestStats::default();
+    let io_err = |e| JournalError::io("read", &pipe_name(&meta), e);
     loop {
-        let n = match pipe.read(&mut buf).await {
+        // The budget is taken before the bytes leave the pipe: while the writer is
+        // behind, the output waits in the pipe (and the service on it), not in our
+        // memory, where a crash would lose it.
+        pipe.readable().await.map_err(io_err)?;
+        let want = available(&pipe).clamp(1, READ_CHUNK);
+        let reserved = handle.reserve(&meta.unit, want).await?;
+        let n = match pipe.try_read(&mut buf[..want]) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(JournalError::io("read", &pipe_name(&meta), e)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(io_err(e)),
         };
         if n == 0 {
             break;
@@ -145,14 +163,21 @@ async fn read_pipe(fd: OwnedFd, meta: SourceMeta, handle: WriterHandle) -> Resul
         stats.bytes += n as u64;
         let batch = splitter.push(&buf[..n]);
         stats.entries += batch.len() as u64;
-        // Back-pressure: no further read until the writer took this batch.
-        handle.append_batch(batch).await?;
+        handle.append_reserved(batch, reserved).await?;
     }
     let batch = splitter.finish();
     stats.entries += batch.len() as u64;
     stats.suppressed = splitter.suppressed;
     handle.append_batch(batch).await?;
     Ok(stats)
+}
+
+/// Bytes waiting in the pipe (FIONREAD); 0 when unknown, or at end of file.
+fn available(pipe: &tokio::net::unix::pipe::Receiver) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
+    let r = unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r < 0 { 0 } else { n.max(0) as usize }
 }
 
 /// Turns a byte stream into entries (exposed for benches and tests of the splitting rules).

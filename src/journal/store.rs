@@ -4,8 +4,9 @@
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::{
     ConcurrencyMode, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
@@ -246,6 +247,36 @@ fn item_of<'a>(r: &StoredRef<'a>) -> EncodeItem<'a> {
     }
 }
 
+/// The note of an unclean end: `took` is how long redb's recovery took, `last` the last
+/// entry committed (`None`: the store is empty).
+fn unclean_end_message(took: Duration, last: Option<&Entry>) -> String {
+    let window = super::writer::WINDOW_BYTES / 1024;
+    let (kept, after) = match last {
+        Some(e) => {
+            let when = chrono::DateTime::from_timestamp_micros(e.realtime as i64)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string())
+                .unwrap_or_else(|| format!("@{} µs", e.realtime));
+            (
+                format!(
+                    ", the last entry being seq {} of {} ({when})",
+                    e.seq, e.unit
+                ),
+                ", read after that entry",
+            )
+        }
+        None => (" (it holds no entries)".to_string(), ""),
+    };
+    format!(
+        "the previous writer of this journal ended without closing it (killed, crashed, \
+         or the system stopped); redb's recovery took {} ms and kept every commit{kept}. \
+         Missing, if anything: output that writer had read from the services' pipes but \
+         not committed{after}: at most {window} KiB (plus each pipe's unfinished line), \
+         normally its last few tens of milliseconds (a line waits 5 ms plus the commit \
+         in progress)",
+        took.as_millis()
+    )
+}
+
 /// Resolves a journal location: a directory holds [`FILE_NAME`]; a file path is used as is.
 pub fn store_file(path: &Path) -> PathBuf {
     if is_directory_location(path) {
@@ -326,11 +357,18 @@ impl Store {
             .map_err(|e| JournalError::io("create", &file, e))?;
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| JournalError::io("restrict permissions of", &file, e))?;
+        // redb calls this only when the file was not closed by its last writer (the
+        // recovery flag it sets while a writer has the file open is still there).
+        let repaired = Arc::new(AtomicBool::new(false));
+        let flag = repaired.clone();
+        let started = Instant::now();
         let db = redb::Builder::new()
             .set_cache_size(opts.cache_size)
             .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .set_repair_callback(move |_| flag.store(true, Ordering::Relaxed))
             .create(&file)
             .map_err(|e| JournalError::db(&file, "open for writing", e))?;
+        let recovery = repaired.load(Ordering::Relaxed).then(|| started.elapsed());
         let store_id;
         {
             let txn = db
@@ -385,7 +423,7 @@ impl Store {
             txn.commit()
                 .map_err(|e| JournalError::db(&file, "commit", e))?;
         }
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 path: file,
                 db: RwLock::new(Db::Rw(db)),
@@ -396,7 +434,50 @@ impl Store {
                 readers: Mutex::new(0),
                 readers_done: Condvar::new(),
             }),
-        })
+        };
+        if let Some(took) = recovery {
+            // The store is fine either way; failing to say so must not stop logging.
+            if let Err(e) = store.note_unclean_end(took) {
+                eprintln!(
+                    "journal {}: cannot record that its previous writer ended without closing it: {e}",
+                    store.path().display()
+                );
+            }
+        }
+        Ok(store)
+    }
+
+    /// After redb's recovery: says on stderr and in the journal (unit `corrald`,
+    /// priority 4) that the previous writer ended without closing the store, what the
+    /// store holds, and what may be missing (docs/JOURNAL-FORMAT.md, "What a crash
+    /// loses"). Every writable open runs this, the manager's and `corral journal`'s
+    /// alike, so the first one after the crash records it, once.
+    fn note_unclean_end(&self, took: Duration) -> Result<()> {
+        let next = self.next_seq()?;
+        let last = match next {
+            1 => None,
+            _ => self
+                .query(&Query {
+                    lines: Some(1),
+                    ..Query::default()
+                })?
+                .pop(),
+        };
+        let msg = unclean_end_message(took, last.as_ref());
+        eprintln!("journal {}: {msg}", self.path().display());
+        let mut e = NewEntry::manager(super::writer::MANAGER_UNIT, 0, msg);
+        e.priority = 4;
+        let staged = Staged {
+            seq: next,
+            realtime: super::realtime_now(),
+            monotonic: super::monotonic_now(),
+            boot_id: super::boot_id(),
+            uid: nix::unistd::getuid().as_raw(),
+            new: e,
+        };
+        let mut enc =
+            Encoder::new().map_err(|e| JournalError::io("create encoder for", self.path(), e))?;
+        self.commit(&[staged], &mut enc)
     }
 
     /// Opens the store at `path` read-only, beside a writer in another process if there is one.

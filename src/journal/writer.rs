@@ -3,6 +3,7 @@
 //! followers how far the store is committed, and runs merging and retention when idle.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,6 +16,11 @@ use super::block::Encoder;
 use super::error::{JournalError, Result};
 use super::store::{DiskUsage, Staged, Store, VacuumReport};
 
+/// The default byte budget of lines accepted but not yet committed ([`WriterOptions::queue_bytes`]):
+/// what a kill -9 of the writer's process can lose of its services' output, besides each
+/// pipe's unfinished line (docs/JOURNAL-FORMAT.md, "What a crash loses").
+pub const WINDOW_BYTES: usize = 1024 * 1024;
+
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
@@ -24,7 +30,8 @@ pub struct WriterOptions {
     pub commit_entries: usize,
     /// One commit takes at most this many entries (what piled up during the last fsync).
     pub max_batch_entries: usize,
-    /// Bytes of messages accepted but not yet committed; producers wait beyond it.
+    /// Bytes accepted but not yet committed (each entry counted as its message plus 4,
+    /// at least 64); producers wait beyond it. This is the window a crash can lose.
     pub queue_bytes: usize,
     /// Boot id stamped on entries (default: the kernel's).
     pub boot_id: Option<u128>,
@@ -46,9 +53,10 @@ impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             commit_interval: Duration::from_millis(5),
-            commit_entries: 4096,
+            // The budget bounds a batch: 1 MiB holds at most 16 Ki entries.
+            commit_entries: 16 * 1024,
             max_batch_entries: 256 * 1024,
-            queue_bytes: 8 * 1024 * 1024,
+            queue_bytes: WINDOW_BYTES,
             boot_id: None,
             uid: None,
             idle_after: Duration::from_secs(1),
@@ -144,6 +152,28 @@ pub struct WriterHandle {
     /// Units whose producers found the byte budget used up while commits failed: they
     /// wait outside the writer's queue, where the writer would not see them.
     waiting: Arc<Mutex<BTreeSet<String>>>,
+    /// The largest window of uncommitted entries seen so far.
+    seen: Arc<Seen>,
+}
+
+/// Budget taken by a pipe reader before it reads ([`WriterHandle::reserve`]), so that
+/// what it reads is counted in the window from the moment it leaves the pipe.
+pub struct Reservation(OwnedSemaphorePermit);
+
+/// The largest window of uncommitted entries a writer has seen: what a crash at its worst
+/// moment so far would have lost ([`WriterHandle::window_seen`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowSeen {
+    /// Budget in use (bytes as [`WriterOptions::queue_bytes`] counts them) when a commit ended.
+    pub bytes: u64,
+    /// The longest time from an entry's monotonic stamp (its read) to the end of its commit, µs.
+    pub age_usec: u64,
+}
+
+#[derive(Default)]
+struct Seen {
+    bytes: AtomicU64,
+    age_usec: AtomicU64,
 }
 
 impl Writer {
@@ -158,8 +188,12 @@ impl Writer {
         let (committed_tx, committed) = watch::channel(next_seq);
         let (status_tx, status) = watch::channel(WriterStatus::Ok);
         let waiting = Arc::new(Mutex::new(BTreeSet::new()));
+        let seen = Arc::new(Seen::default());
         let mut w = WriterThread {
             waiting: waiting.clone(),
+            budget: permits.clone(),
+            queue_bytes,
+            seen: seen.clone(),
             held: VecDeque::new(),
             stall: None,
             store: store.clone(),
@@ -190,12 +224,17 @@ impl Writer {
             store,
             thread: Arc::new(Mutex::new(Some(thread))),
             waiting,
+            seen,
         })
     }
 }
 
+/// What an entry counts against the budget: at least the bytes it was read from (its
+/// message, a `<N>` prefix and the newline), so the budget bounds the output a crash can
+/// lose; and at least 64, so that a flood of empty lines cannot pile up more than
+/// budget/64 entries (each takes ~200 bytes of memory whatever its length).
 fn cost(e: &NewEntry) -> usize {
-    e.message.len() + 64
+    (e.message.len() + 4).max(64)
 }
 
 impl WriterHandle {
@@ -217,24 +256,97 @@ impl WriterHandle {
             return Ok(());
         }
         let c: usize = batch.iter().map(cost).sum();
-        let n = c.min(self.queue_bytes as usize) as u32;
-        let permit = match self.permits.clone().try_acquire_many_owned(n) {
-            Ok(p) => p,
+        let permit = self.acquire(c, batch.iter().map(|e| &*e.unit)).await?;
+        self.tx
+            .send(Cmd::Append(batch, Some(permit)))
+            .map_err(|_| self.gone())
+    }
+
+    /// Takes `bytes` of the budget (at least 1, at most all of it), waiting while the
+    /// writer is behind. A pipe reader of `unit` reserves what it is about to read
+    /// before reading it: while it waits, the output stays in the pipe, where a crash of
+    /// this process does not lose it, and the service blocks on the full pipe.
+    pub async fn reserve(&self, unit: &str, bytes: usize) -> Result<Reservation> {
+        self.acquire(bytes.max(1), std::iter::once(unit))
+            .await
+            .map(Reservation)
+    }
+
+    /// Hands a batch read under `r` to the writer. The reservation is trimmed to what
+    /// the batch costs (bytes that went into an unfinished line are not counted: each
+    /// pipe's line being assembled is outside the budget). A batch of short lines may
+    /// cost more than the bytes reserved for it: it takes the rest if it is free, else
+    /// it goes anyway and the call waits until the writer has that much room, holding
+    /// nothing meanwhile (readers waiting while holding part of the budget could
+    /// block each other for good).
+    pub async fn append_reserved(&self, batch: Vec<NewEntry>, r: Reservation) -> Result<()> {
+        let Reservation(mut permit) = r;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let need = batch
+            .iter()
+            .map(cost)
+            .sum::<usize>()
+            .min(self.queue_bytes as usize);
+        let held = permit.num_permits();
+        let mut debt = 0;
+        if need < held {
+            drop(permit.split(held - need));
+        } else if need > held {
+            match self
+                .permits
+                .clone()
+                .try_acquire_many_owned((need - held) as u32)
+            {
+                Ok(more) => permit.merge(more),
+                Err(_) => debt = need - held,
+            }
+        }
+        self.tx
+            .send(Cmd::Append(batch, Some(permit)))
+            .map_err(|_| self.gone())?;
+        if debt > 0 {
+            drop(
+                self.permits
+                    .acquire_many(debt as u32)
+                    .await
+                    .map_err(|_| self.gone())?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Takes `bytes` of the budget (at most all of it) for entries of `units`; noting
+    /// them as waiting when commits fail and the budget is used up.
+    async fn acquire(
+        &self,
+        bytes: usize,
+        units: impl Iterator<Item = &str>,
+    ) -> Result<OwnedSemaphorePermit> {
+        let n = bytes.min(self.queue_bytes as usize) as u32;
+        match self.permits.clone().try_acquire_many_owned(n) {
+            Ok(p) => Ok(p),
             Err(_) => {
                 if matches!(*self.status.borrow(), WriterStatus::Stalled { .. }) {
                     let mut w = self.waiting.lock().expect("waiting lock poisoned");
-                    w.extend(batch.iter().map(|e| e.unit.to_string()));
+                    w.extend(units.map(str::to_string));
                 }
                 self.permits
                     .clone()
                     .acquire_many_owned(n)
                     .await
-                    .map_err(|_| self.gone())?
+                    .map_err(|_| self.gone())
             }
-        };
-        self.tx
-            .send(Cmd::Append(batch, Some(permit)))
-            .map_err(|_| self.gone())
+        }
+    }
+
+    /// The largest window of uncommitted entries this writer has seen so far.
+    pub fn window_seen(&self) -> WindowSeen {
+        WindowSeen {
+            bytes: self.seen.bytes.load(Ordering::Relaxed),
+            age_usec: self.seen.age_usec.load(Ordering::Relaxed),
+        }
     }
 
     /// Waits until everything appended before this call is committed and durable;
@@ -338,6 +450,10 @@ fn release_memory(pending: &mut Vec<Staged>) {
 struct WriterThread {
     /// Shared with the handles: producers that wait for the budget during a stall.
     waiting: Arc<Mutex<BTreeSet<String>>>,
+    /// The producers' budget, to measure how much of it is in use at each commit.
+    budget: Arc<Semaphore>,
+    queue_bytes: u32,
+    seen: Arc<Seen>,
     /// Commands that arrived while a commit kept failing and must wait for it
     /// (appends, flushes, shutdown): taken before the channel, in order.
     held: VecDeque<Cmd>,
@@ -418,7 +534,16 @@ impl WriterThread {
                 }
             }
             let due = deadline.is_some_and(|d| Instant::now() >= d);
-            if force || due || self.pending.len() >= self.opts.commit_entries || shutdown.is_some()
+            // The budget nearly used up: producers are about to wait for it, commit now
+            // rather than at the interval. Not sooner: a commit costs two fsyncs
+            // whatever its size, while the readers refill the budget far faster, so
+            // the throughput a window allows is best with commits of most of it.
+            let full = self.budget.available_permits() < self.queue_bytes as usize / 8;
+            if force
+                || due
+                || full
+                || self.pending.len() >= self.opts.commit_entries
+                || shutdown.is_some()
             {
                 self.commit();
                 deadline = None;
@@ -524,6 +649,7 @@ impl WriterThread {
                 self.status.send_replace(WriterStatus::Ok);
             }
             self.committed.send_replace(self.next_seq);
+            self.note_window();
             self.pending.clear();
             self.permits.clear();
             // Size is checked after every commit (a stat and a read): the file must not
@@ -546,6 +672,17 @@ impl WriterThread {
         }
         for f in self.flushers.drain(..) {
             let _ = f.send(self.next_seq);
+        }
+    }
+
+    /// Records the window a crash right before this commit ended would have lost: the
+    /// budget in use and the age of the oldest entry committed.
+    fn note_window(&self) {
+        let used = u64::from(self.queue_bytes) - self.budget.available_permits() as u64;
+        self.seen.bytes.fetch_max(used, Ordering::Relaxed);
+        if let Some(oldest) = self.pending.iter().map(|s| s.monotonic).min() {
+            let age = super::monotonic_now().saturating_sub(oldest);
+            self.seen.age_usec.fetch_max(age, Ordering::Relaxed);
         }
     }
 
@@ -728,4 +865,43 @@ fn is_no_space(e: &JournalError) -> bool {
         cur = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::StoreOptions;
+
+    /// A batch of short lines costs more than the bytes reserved for it, and the rest of
+    /// the budget is held by another reader that waits for nothing: the batch still goes
+    /// in (holding nothing while it waits for its difference), so readers cannot block
+    /// each other for good; and everything reserved comes back once committed.
+    #[tokio::test]
+    async fn a_batch_over_its_reservation_cannot_deadlock_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let opts = WriterOptions {
+            queue_bytes: 4096,
+            ..WriterOptions::default()
+        };
+        let w = Writer::spawn(store.clone(), opts).unwrap();
+        let other = w.reserve("a", 3000).await.unwrap();
+        let mine = w.reserve("b", 1000).await.unwrap();
+        // 20 entries cost 20 × 64 = 1280: 280 more than reserved, 96 free.
+        let batch: Vec<NewEntry> = (0..20)
+            .map(|i| NewEntry::manager("b", 0, format!("{i}")))
+            .collect();
+        // A guard against a hang, not a measure: it takes milliseconds.
+        tokio::time::timeout(Duration::from_secs(60), w.append_reserved(batch, mine))
+            .await
+            .expect("append_reserved waits for the budget while holding part of it")
+            .unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(store.disk_usage().unwrap().entries, 20);
+        drop(other);
+        assert_eq!(w.permits.available_permits(), 4096, "all given back");
+        let seen = w.window_seen();
+        assert!(seen.bytes <= 4096, "{seen:?}");
+        w.shutdown().await.unwrap();
+    }
 }
