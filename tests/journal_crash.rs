@@ -255,6 +255,7 @@ fn pipe_child(dir: &str) {
             default_priority: 6,
             level_prefix: true,
             identifier: Arc::from("pipe"),
+            comm: Arc::from("pipe"),
             rate_limit: None,
         };
         spawn_pipe_reader(fd, meta, w.clone())

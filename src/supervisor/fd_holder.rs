@@ -71,6 +71,9 @@ pub struct Meta {
     pub invocation: String,
     /// SYSLOG_IDENTIFIER.
     pub identifier: String,
+    /// `_COMM` (absent in what a manager from before it deposited).
+    #[serde(default)]
+    pub comm: String,
     /// The process writing.
     pub pid: Pid,
     /// Which of its streams.
@@ -342,6 +345,7 @@ mod tests {
             unit: "a.service".into(),
             invocation: "00ff".into(),
             identifier: "a".into(),
+            comm: "a".into(),
             pid: 42,
             stream: Stream::Stdout,
             priority: 6,

@@ -112,6 +112,7 @@ impl Output {
                 priority: m.priority,
                 level_prefix: m.level_prefix,
                 identifier: m.identifier,
+                comm: m.comm,
                 rate_limit: None,
             };
             self.read(src, fd, Some(id));
@@ -133,6 +134,7 @@ impl Output {
                 unit: src.unit.clone(),
                 invocation: src.invocation.clone(),
                 identifier: src.identifier.clone(),
+                comm: src.comm.clone(),
                 pid: src.pid,
                 stream: src.stream,
                 priority: src.priority,
