@@ -373,3 +373,64 @@ fn the_manager_after_a_kill_says_what_may_be_missing() {
         "what was committed before the kill is kept: {said:?}"
     );
 }
+
+/// SIGTERM of the manager mid-flood: it stops the unit, then reads every
+/// pipe to its end before the journal closes, so that every line the unit
+/// wrote (and its unterminated last one) is stored: no hole, no lost tail.
+#[test]
+fn sigterm_of_the_manager_mid_flood_loses_no_line() {
+    for round in 0..3 {
+        let Some(mut td) = TestDaemon::start() else {
+            return;
+        };
+        let count = td.dir.path().join("count");
+        // $n is the last number echo returned from: written entirely. The
+        // trap's unterminated "end" is the partial line the reader holds at EOF.
+        td.write_unit(
+            "flood.service",
+            &format!(
+                "[Service]\nExecStart=/bin/sh -c 'stop() {{ echo $$n > {c}; printf end; exit 0; }}; \
+                 trap stop TERM; n=0; i=0; while :; do i=$$((i+1)); echo $$i && n=$$i; done'\n",
+                c = count.display()
+            ),
+        );
+        td.ok(&["start", "flood"]);
+        common::wait_until(10, "the flood's first lines", || {
+            td.journal("flood", &["-o", "cat", "-n", "1"])
+                .stdout
+                .trim()
+                .parse::<u64>()
+                .is_ok_and(|n| n > 1000)
+        });
+        std::thread::sleep(Duration::from_millis(200 * round));
+        td.terminate();
+        let written: u64 = std::fs::read_to_string(&count)
+            .expect("the flood's trap wrote its count")
+            .trim()
+            .parse()
+            .expect("a count");
+        let out = td
+            .journal("flood", &["-o", "cat", "--stream", "stdout"])
+            .stdout;
+        let mut lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines.pop(),
+            Some("end"),
+            "round {round}: the last partial line"
+        );
+        let seqs: Vec<u64> = lines.iter().map(|l| l.parse().expect(l)).collect();
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert!(
+            seqs == expected,
+            "round {round}: a hole or a duplicate in {} lines",
+            seqs.len()
+        );
+        // The echo the signal interrupted may have been written, not counted.
+        let last = seqs.len() as u64;
+        assert!(
+            last == written || last == written + 1,
+            "round {round}: the unit wrote {written} lines, the journal has {last}"
+        );
+        assert!(!td.log().contains("ended without closing it"));
+    }
+}

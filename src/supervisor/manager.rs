@@ -639,7 +639,7 @@ pub async fn run(
     if resumed > 0 {
         eprintln!("corrald: took back {resumed} output pipe(s) from the fd holder");
     }
-    let quit_holder = output.clone();
+    let finish_output = output.clone();
     let mut manager = Manager::new(
         tx.clone(),
         root.clone(),
@@ -734,7 +734,10 @@ pub async fn run(
     drop(tx);
     let served = server.await;
     let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-    quit_holder.quit_holder();
+    // Every unit is stopped: the pipes reach end of file, and their last
+    // lines must be with the writer before it shuts down.
+    finish_output.drain().await;
+    finish_output.quit_holder();
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(&notify_path);
     // Every unit was stopped: nothing is left for a successor to take back.

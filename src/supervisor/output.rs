@@ -9,7 +9,8 @@
 //! opened) they are drained so that no service blocks on a full pipe.
 
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
@@ -46,14 +47,29 @@ pub struct Source {
     pub rate_limit: Option<Arc<RateLimiter>>,
 }
 
+/// How long [`Output::drain`] waits for the pipes to reach end of file once
+/// every unit has stopped: only a process that escaped its unit's cgroup with
+/// a write end can keep one open that long.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// What the task appending the manager's messages receives.
+enum ManagerMsg {
+    Entry(NewEntry),
+    /// Answered once every message sent before it was handed to the writer.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The sink of every unit's output; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Output {
     journal: Option<WriterHandle>,
     /// The manager's messages, appended in order by one task.
-    manager: Option<tokio::sync::mpsc::UnboundedSender<NewEntry>>,
+    manager: Option<tokio::sync::mpsc::UnboundedSender<ManagerMsg>>,
     /// The fd holder, which keeps a copy of every pipe for a successor.
     holder: Option<Arc<Client>>,
+    /// The pipe readers still running, awaited by [`Output::drain`] so that a
+    /// clean shutdown stores every line the services wrote.
+    readers: Arc<Mutex<tokio::task::JoinSet<()>>>,
 }
 
 /// An invocation id as the journal stores it (0 when not hex).
@@ -66,11 +82,18 @@ impl Output {
     /// within the tokio runtime.
     pub fn new(journal: Option<WriterHandle>) -> Output {
         let manager = journal.clone().map(|handle| {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<NewEntry>();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ManagerMsg>();
             tokio::spawn(async move {
-                while let Some(entry) = rx.recv().await {
-                    if let Err(e) = handle.append(entry).await {
-                        eprintln!("corrald: cannot write to the journal: {e}");
+                while let Some(msg) = rx.recv().await {
+                    match msg {
+                        ManagerMsg::Entry(entry) => {
+                            if let Err(e) = handle.append(entry).await {
+                                eprintln!("corrald: cannot write to the journal: {e}");
+                            }
+                        }
+                        ManagerMsg::Barrier(done) => {
+                            let _ = done.send(());
+                        }
                     }
                 }
             });
@@ -80,7 +103,41 @@ impl Output {
             journal,
             manager,
             holder: None,
+            readers: Arc::default(),
         }
+    }
+
+    /// Waits until every pipe reader has read its pipe to end of file and
+    /// handed its last (even unterminated) line to the writer, and every
+    /// message of the manager is with the writer; for a clean shutdown, after
+    /// every unit stopped and before the writer shuts down. Readers whose pipe
+    /// is still open after [`DRAIN_LIMIT`] are given up, and said so.
+    pub async fn drain(&self) {
+        let mut readers = std::mem::take(&mut *self.readers.lock().expect("readers lock"));
+        let all = async { while readers.join_next().await.is_some() {} };
+        if tokio::time::timeout(DRAIN_LIMIT, all).await.is_err() {
+            eprintln!(
+                "corrald: {} output pipe(s) still open {}s after every unit stopped \
+                 (a process outside its unit holds it); their further output is not stored",
+                readers.len(),
+                DRAIN_LIMIT.as_secs()
+            );
+            readers.abort_all();
+        }
+        if let Some(tx) = &self.manager {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            if tx.send(ManagerMsg::Barrier(done)).is_ok() {
+                let _ = wait.await;
+            }
+        }
+    }
+
+    /// Runs `task` as a pipe reader [`Output::drain`] waits for.
+    fn track(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut readers = self.readers.lock().expect("readers lock");
+        // Reap the finished ones, so that the set does not grow with every restart.
+        while readers.try_join_next().is_some() {}
+        readers.spawn(task);
     }
 
     /// The same output, with the pipes' read ends deposited in `holder`.
@@ -158,12 +215,10 @@ impl Output {
         };
         let Some(handle) = self.journal.clone() else {
             match pipe::Receiver::from_owned_fd(fd) {
-                Ok(rx) => {
-                    tokio::spawn(async move {
-                        drain(rx).await;
-                        dropped();
-                    });
-                }
+                Ok(rx) => self.track(async move {
+                    drain(rx).await;
+                    dropped();
+                }),
                 // The fd is dropped here: the writer gets EPIPE rather than blocking forever.
                 Err(e) => {
                     eprintln!(
@@ -188,7 +243,9 @@ impl Output {
             rate_limit: src.rate_limit,
         };
         let task = spawn_pipe_reader(fd, meta, handle);
-        tokio::spawn(async move {
+        self.track(async move {
+            // A reader given up by drain() must stop, not write to a closed writer.
+            let _stop = AbortOnDrop(task.abort_handle());
             match task.await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => eprintln!("corrald: journal ingest of {label} failed: {e}"),
@@ -219,7 +276,7 @@ impl Output {
             let mut entry = NewEntry::manager(unit, invocation_number(invocation), message);
             entry.priority = priority;
             entry.message_id = message_id;
-            let _ = tx.send(entry);
+            let _ = tx.send(ManagerMsg::Entry(entry));
         }
     }
 
@@ -246,6 +303,15 @@ impl Output {
                 Some(String::from_utf8_lossy(&buf).trim_end().to_string())
             })
             .collect()
+    }
+}
+
+/// Aborts a task when its owner is dropped (or aborted).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
