@@ -57,6 +57,7 @@ impl Manager {
         s.main_exit = None;
         s.status_text = None;
         s.left_behind.clear();
+        s.main_command = None;
         if s.rate_limit.is_none()
             && let Some(svc) = def.unit.service.as_ref()
             && let (Some(interval), Some(burst)) =
