@@ -427,3 +427,42 @@ fn a_job_queued_at_the_crash_is_reported_dropped_by_the_successor() {
     assert_eq!(td.prop("dep", "ActiveState"), "activating");
     assert_eq!(td.prop("app", "ActiveState"), "inactive");
 }
+
+#[test]
+fn pipes_taken_back_after_a_crash_keep_the_units_rate_limit() {
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        // The unit writes once the test opens this FIFO.
+        let go = td.dir.path().join("go");
+        nix::unistd::mkfifo(&go, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        td.write_unit(
+            "chatty.service",
+            &format!(
+                "[Service]\nLogRateLimitIntervalSec=2s\nLogRateLimitBurst=5\n\
+                 ExecStart=/bin/sh -c 'read x < {}; for i in $(seq 1 100); do echo line $i; done; \
+                 sleep 3; echo after; exec sleep 1000'\n",
+                go.display()
+            ),
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "chatty"]);
+    td.kill_hard();
+    td.relaunch();
+    let go = td.dir.path().join("go");
+    assert!(
+        td.log().contains("output pipe(s) from the fd holder"),
+        "{}",
+        td.log()
+    );
+    // The 100 lines are written into the pipe the successor took back.
+    std::fs::write(&go, "go\n").unwrap();
+    let out = eventually(Duration::from_secs(15), || {
+        let o = td.journal("chatty", &["-o", "cat"]).stdout;
+        o.lines().any(|l| l == "after").then_some(o)
+    })
+    .expect("the line after the burst's interval arrives");
+    let lines = out.lines().filter(|l| l.starts_with("line ")).count();
+    assert_eq!(lines, 5, "LogRateLimitBurst=5 lets 5 lines through:\n{out}");
+    assert!(out.contains("Suppressed 95 messages"), "{out}");
+}
