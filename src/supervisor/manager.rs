@@ -635,10 +635,6 @@ pub async fn run(
         .ok()
         .map(Arc::new);
     let output = Output::new(journal.clone()).with_holder(holder);
-    let resumed = output.resume();
-    if resumed > 0 {
-        eprintln!("corrald: took back {resumed} output pipe(s) from the fd holder");
-    }
     let finish_output = output.clone();
     let mut manager = Manager::new(
         tx.clone(),
@@ -668,6 +664,13 @@ pub async fn run(
     // Before anything starts: a predecessor's units are taken back where
     // their state records say how; the others must not run unmanaged.
     let kept = manager.readopt_all();
+    // The pipes held for the dead predecessor are read again once the units
+    // are loaded, so that each goes through its unit's rate limiter; until
+    // then their writers wait on the full pipe, losing nothing.
+    let resumed = manager.resume_output();
+    if resumed > 0 {
+        eprintln!("corrald: took back {resumed} output pipe(s) from the fd holder");
+    }
     let own = crate::cgroup::own_cgroup().ok();
     super::leftovers::stop_all(&root, own.as_deref(), &kept, journal.as_ref()).await;
     if let Err(msg) = &manager.env.status() {

@@ -519,26 +519,44 @@ impl Manager {
                     queue.push_back(Event::InvocationFailed);
                 }
             },
-            Action::Spawn { cmd, index } => match self.spawn_cmd(name, def, cmd, index) {
-                Ok(pid) => {
-                    self.pids.insert(pid, name.to_string());
-                    queue.push_back(Event::Spawned { cmd, pid });
+            Action::Spawn { cmd, index } => {
+                let spawned = self.spawn_cmd(name, def, cmd, index);
+                // What `status` shows as "Process: PID ExecStart=argv": the
+                // command whose process is (or was) the main one.
+                if cmd == Cmd::Start
+                    && def.spec.readiness != state::Readiness::Forking
+                    && let Some(s) = self.service_mut(name)
+                {
+                    s.main_command = def
+                        .command(cmd, index)
+                        .map(|c| format!("{}={}", cmd.directive(), c.argv.join(" ")));
                 }
-                Err(SpawnFailure { message, status }) => {
-                    self.log_at(name, priority::ERR, &message);
-                    if let Some(e) = self.units.get_mut(name) {
-                        e.failure_note = Some(message);
+                match spawned {
+                    Ok(pid) => {
+                        self.pids.insert(pid, name.to_string());
+                        queue.push_back(Event::Spawned { cmd, pid });
                     }
-                    if cmd == Cmd::Start
-                        && def.spec.readiness != state::Readiness::Forking
-                        && let Some(s) = self.service_mut(name)
-                    {
-                        // No PID: the child never became the service.
-                        s.main_exit = Some((0, Exit::Code(status)));
+                    Err(SpawnFailure {
+                        message,
+                        status,
+                        pid,
+                    }) => {
+                        self.log_at(name, priority::ERR, &message);
+                        if let Some(e) = self.units.get_mut(name) {
+                            e.failure_note = Some(message);
+                        }
+                        if cmd == Cmd::Start
+                            && def.spec.readiness != state::Readiness::Forking
+                            && let Some(s) = self.service_mut(name)
+                        {
+                            // The forked child that failed to become the
+                            // service; 0 when it failed before the fork.
+                            s.main_exit = Some((pid.unwrap_or(0), Exit::Code(status)));
+                        }
+                        queue.push_back(Event::SpawnFailed { cmd, status });
                     }
-                    queue.push_back(Event::SpawnFailed { cmd, status });
                 }
-            },
+            }
             Action::FindMainPid => self.find_main_pid(name, queue),
             Action::Signal { whom, sig } => self.signal(name, whom, sig),
             Action::CgroupKill => {
