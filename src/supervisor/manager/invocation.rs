@@ -99,7 +99,7 @@ impl Manager {
         let inv = self
             .units
             .get_mut(name)
-            .and_then(UnitEntry::inv_mut)
+            .and_then(|e| e.inv_mut())
             .expect("invocation exists");
         inv.cgroup = Some(cg);
         inv.watch = Some(watch);
