@@ -18,7 +18,7 @@ use crate::unit::execution::StdInput;
 use crate::unit::model::StdOutput;
 use crate::unit::{RunitService, UnitError};
 
-use super::{Manager, UnitEntry};
+use super::Manager;
 use crate::supervisor::lines::priority;
 
 impl Manager {

@@ -11,7 +11,7 @@ use crate::supervisor::lines::priority;
 use crate::supervisor::process_setup;
 use crate::unit::model::EmergencyAction;
 
-use super::{Input, Invocation, Lingering, Manager, UnitEntry, now_usec};
+use super::{Input, Invocation, Lingering, Manager, now_usec};
 
 impl Manager {
     pub(super) fn new_invocation(

@@ -24,9 +24,7 @@ use crate::unit::{RunitService, Unit};
 
 use crate::supervisor::socket::machine::{Action as SocketAction, Spec as SocketSpec};
 
-use super::{
-    Body, Def, Input, JobRequest, LoadError, Manager, UnitEntry, exec::SpawnFailure, now_usec,
-};
+use super::{Body, Def, Input, JobRequest, LoadError, Manager, exec::SpawnFailure, now_usec};
 
 /// The actions one step asks for, in the vocabulary of the unit's kind.
 pub(super) enum Actions {

@@ -15,7 +15,7 @@ use crate::supervisor::state::{Event, Pid, Readiness};
 use crate::unit::file::{UserFile, read_user_file};
 
 use super::host::Host;
-use super::{Input, Manager, UnitEntry};
+use super::{Input, Manager};
 
 /// What PIDFile= says now.
 enum PidFileRead {
