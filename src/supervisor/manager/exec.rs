@@ -18,7 +18,7 @@ use crate::unit::execution::StdInput;
 use crate::unit::model::StdOutput;
 use crate::unit::{RunitService, UnitError};
 
-use super::{Manager, UnitEntry};
+use super::Manager;
 use crate::supervisor::lines::priority;
 
 impl Manager {
@@ -90,7 +90,7 @@ impl Manager {
         let mut src = self.source(name, None, None, pid, Stream::Stdout);
         src.comm = crate::journal::comm_of(log_run);
         self.output.attach(src, out_r);
-        if let Some(inv) = self.units.get_mut(name).and_then(UnitEntry::inv_mut) {
+        if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv_mut()) {
             inv.log_pipe = Some(write);
         }
         Ok(())

@@ -11,7 +11,7 @@ use crate::supervisor::lines::priority;
 use crate::supervisor::process_setup;
 use crate::unit::model::EmergencyAction;
 
-use super::{Input, Invocation, Lingering, Manager, UnitEntry, now_usec};
+use super::{Input, Invocation, Lingering, Manager, now_usec};
 
 impl Manager {
     pub(super) fn new_invocation(
@@ -89,7 +89,7 @@ impl Manager {
         let inv = self
             .units
             .get_mut(name)
-            .and_then(UnitEntry::inv_mut)
+            .and_then(|e| e.inv_mut())
             .expect("invocation exists");
         inv.cgroup = Some(cg);
         inv.watch = Some(watch);

@@ -24,9 +24,7 @@ use crate::unit::{RunitService, Unit};
 
 use crate::supervisor::socket::machine::{Action as SocketAction, Spec as SocketSpec};
 
-use super::{
-    Body, Def, Input, JobRequest, LoadError, Manager, UnitEntry, exec::SpawnFailure, now_usec,
-};
+use super::{Body, Def, Input, JobRequest, LoadError, Manager, exec::SpawnFailure, now_usec};
 
 /// The actions one step asks for, in the vocabulary of the unit's kind.
 pub(super) enum Actions {
@@ -57,7 +55,7 @@ impl Manager {
         // Timers count from the unit's leaving and entering inactive; they
         // hear of it once this unit's events are through.
         let mut for_timers = Vec::new();
-        let initial = self.units.get(name).map(UnitEntry::phase);
+        let initial = self.units.get(name).map(|e| e.phase());
         while let Some(ev) = queue.pop_front() {
             let Some(e) = self.units.get(name) else {
                 return Ok(());
@@ -160,7 +158,7 @@ impl Manager {
         for up in for_timers {
             self.tell_timers(name, up);
         }
-        let now = self.units.get(name).map(UnitEntry::phase);
+        let now = self.units.get(name).map(|e| e.phase());
         if now != initial && self.service(name).is_some() {
             self.tell_sockets(name);
             self.fd_store_settle(name);
