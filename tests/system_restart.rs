@@ -309,7 +309,7 @@ fn a_manager_whose_cgroup_root_vanished_recreates_it_or_fails_the_start_with_219
     assert!(!out.status.success(), "{}", show(&out));
     let out = corral(&["status", "sleeper.service"]);
     let status = String::from_utf8_lossy(&out.stdout);
-    assert!(status.contains("status=219)"), "{}", show(&out));
+    assert!(status.contains("status=219/CGROUP)"), "{}", show(&out));
     assert!(
         status.contains("was removed and cannot be recreated"),
         "{}",

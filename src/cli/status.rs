@@ -369,6 +369,16 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
             let _ = writeln!(o, "    Process: {} {} ({ending})", e.pid, e.command);
         }
         let _ = writeln!(o, "   Main PID: {} ({ending})", e.pid);
+    } else if let Some(e) = u.main_exit.as_ref() {
+        // The start failed before a process existed (no cgroup, a program
+        // not on PATH): systemd's child would have had a PID; ours never
+        // did, so the line names the command and its status only.
+        let command = if e.command.is_empty() {
+            "ExecStart="
+        } else {
+            e.command.as_str()
+        };
+        let _ = writeln!(o, "    Process: {command} ({})", exit_detail(e));
     }
     if let Some(pid) = u.control_pid {
         let _ = writeln!(o, "    Control: {pid}");
