@@ -135,7 +135,9 @@ async fn read_pipe(fd: OwnedFd, meta: SourceMeta, handle: WriterHandle) -> Resul
     let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd)
         .map_err(|e| JournalError::io("register pipe", &pipe_name(&meta), e))?;
     let mut splitter = Splitter::new(meta.clone());
-    let mut buf = vec![0u8; READ_CHUNK];
+    // Grown to what a read takes, never beyond READ_CHUNK: a unit that prints
+    // little keeps a small buffer (50 idle units each holding 64 KiB cost MBs).
+    let mut buf: Vec<u8> = Vec::new();
     let mut stats = IngestStats::default();
     let io_err = |e| JournalError::io("read", &pipe_name(&meta), e);
     loop {
@@ -145,6 +147,9 @@ async fn read_pipe(fd: OwnedFd, meta: SourceMeta, handle: WriterHandle) -> Resul
         pipe.readable().await.map_err(io_err)?;
         let want = available(&pipe).clamp(1, READ_CHUNK);
         let reserved = handle.reserve(&meta.unit, want).await?;
+        if buf.len() < want {
+            buf.resize(want.next_power_of_two().min(READ_CHUNK), 0);
+        }
         let n = match pipe.try_read(&mut buf[..want]) {
             Ok(n) => n,
             Err(e)
