@@ -106,6 +106,19 @@ pub struct IngestStats {
     pub bytes: u64,
     /// Entries dropped by the rate limit (and reported).
     pub suppressed: u64,
+    /// Stopped before end of file ([`spawn_stoppable_pipe_reader`]): the
+    /// unfinished line, for whoever reads the pipe on.
+    pub left: Option<Unfinished>,
+}
+
+/// The unfinished line of a pipe whose reader was stopped before end of file
+/// (`daemon-reexec`): the next reader starts with it, so no line is cut in two.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unfinished {
+    /// The bytes read since the last newline.
+    pub bytes: Vec<u8>,
+    /// The entry before them was cut at [`MAX_LINE`]: they continue it.
+    pub continuing: bool,
 }
 
 /// Reads `fd` (a pipe or stream socket) until EOF into `handle`; the task ends with the
@@ -115,14 +128,35 @@ pub fn spawn_pipe_reader(
     meta: SourceMeta,
     handle: WriterHandle,
 ) -> JoinHandle<Result<IngestStats>> {
-    tokio::spawn(async move { read_pipe(fd, meta, handle).await })
+    let (_never, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move { read_pipe(fd, meta, handle, stop, Unfinished::default()).await })
+}
+
+/// As [`spawn_pipe_reader`], but the reader starts with `resume` (what a
+/// stopped predecessor left unfinished) and stops, at the end of a read,
+/// once `stop` is true: everything read is then with the writer, and the
+/// unfinished line is in the counters' `left`.
+pub fn spawn_stoppable_pipe_reader(
+    fd: OwnedFd,
+    meta: SourceMeta,
+    handle: WriterHandle,
+    stop: tokio::sync::watch::Receiver<bool>,
+    resume: Unfinished,
+) -> JoinHandle<Result<IngestStats>> {
+    tokio::spawn(async move { read_pipe(fd, meta, handle, stop, resume).await })
 }
 
 fn pipe_name(meta: &SourceMeta) -> PathBuf {
     PathBuf::from(format!("<{} {}>", meta.unit, meta.stream.name()))
 }
 
-async fn read_pipe(fd: OwnedFd, meta: SourceMeta, handle: WriterHandle) -> Result<IngestStats> {
+async fn read_pipe(
+    fd: OwnedFd,
+    meta: SourceMeta,
+    handle: WriterHandle,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    resume: Unfinished,
+) -> Result<IngestStats> {
     // A bigger pipe means fewer wake-ups under a flood; failing to get one is harmless.
     // SAFETY: fcntl on a descriptor we own, with an integer argument.
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) };
@@ -135,14 +169,28 @@ async fn read_pipe(fd: OwnedFd, meta: SourceMeta, handle: WriterHandle) -> Resul
     let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd)
         .map_err(|e| JournalError::io("register pipe", &pipe_name(&meta), e))?;
     let mut splitter = Splitter::new(meta.clone());
+    splitter.partial = resume.bytes;
+    splitter.continuing = resume.continuing;
     let mut buf = vec![0u8; READ_CHUNK];
     let mut stats = IngestStats::default();
     let io_err = |e| JournalError::io("read", &pipe_name(&meta), e);
     loop {
+        // The stop is checked first: a flooded pipe is always readable.
+        tokio::select! {
+            biased;
+            Ok(_) = stop.wait_for(|s| *s) => {
+                stats.left = Some(Unfinished {
+                    bytes: std::mem::take(&mut splitter.partial),
+                    continuing: splitter.continuing,
+                });
+                stats.suppressed = splitter.suppressed;
+                return Ok(stats);
+            }
+            r = pipe.readable() => r.map_err(io_err)?,
+        }
         // The budget is taken before the bytes leave the pipe: while the writer is
         // behind, the output waits in the pipe (and the service on it), not in our
         // memory, where a crash would lose it.
-        pipe.readable().await.map_err(io_err)?;
         let want = available(&pipe).clamp(1, READ_CHUNK);
         let reserved = handle.reserve(&meta.unit, want).await?;
         let n = match pipe.try_read(&mut buf[..want]) {

@@ -22,6 +22,9 @@ pub struct ControlHandler {
     /// The journal writer, for journal queries, disk usage and vacuum (they never
     /// reach the manager thread).
     pub journal: Option<WriterHandle>,
+    /// Where `daemon-reexec` is asked of the manager's start-up task (None:
+    /// the output pipes could not outlive this image, the request is refused).
+    pub reexec: Option<mpsc::UnboundedSender<()>>,
 }
 
 /// A question the manager thread answers at once from its state (or a
@@ -330,6 +333,20 @@ impl Handler for ControlHandler {
             }
             Request::ShowEnvironment => self.query(Query::ShowEnvironment).await,
             Request::SearchPaths => self.query(Query::SearchPaths).await,
+            Request::DaemonReexec => match &self.reexec {
+                Some(reexec) => {
+                    // Answered first: this connection ends with the old image.
+                    replies.reply(&Response::Done(Vec::new())).await?;
+                    let _ = reexec.send(());
+                    return Ok(());
+                }
+                None => Response::Error(Failure {
+                    kind: ErrorKind::Refused,
+                    message: "the manager has no fd holder (see its stderr): its units' \
+                              output pipes would not outlive a re-execution"
+                        .into(),
+                }),
+            },
         };
         replies.reply(&response).await
     }
