@@ -801,10 +801,13 @@ pub async fn run(
                 // Every reader stops at the end of a read; what it read is
                 // with the writer, its unfinished line with the fd holder.
                 finish_output.hand_over().await;
-                if let Some(j) = journal
-                    && let Err(e) = j.shutdown().await
-                {
-                    eprintln!("corrald: the journal did not shut down cleanly: {e}");
+                if let Some(j) = journal {
+                    if let Err(e) = j.shutdown().await {
+                        eprintln!("corrald: the journal did not shut down cleanly: {e}");
+                    }
+                    // It may wait for a reader (journal -f) to finish.
+                    let store = j.store().clone();
+                    let _ = tokio::task::spawn_blocking(move || store.close()).await;
                 }
                 eprintln!("corrald: executing {} again", program.display());
                 let passed = [
