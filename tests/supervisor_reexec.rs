@@ -23,7 +23,9 @@ fn main_pid(td: &TestDaemon, unit: &str) -> i32 {
 /// The numbers of the flood's lines in the journal, after it was stopped:
 /// they must be exactly 1..=N (no hole, no duplicate, nothing cut in two).
 fn assert_whole_flood(td: &TestDaemon, unit: &str) {
-    let out = td.journal(unit, &["-o", "cat", "--stream", "stdout"]).stdout;
+    let out = td
+        .journal(unit, &["-o", "cat", "--stream", "stdout"])
+        .stdout;
     let seqs: Vec<u64> = out
         .lines()
         .map(|l| {
@@ -55,7 +57,10 @@ fn exe_inode(pid: i32) -> u64 {
 
 #[test]
 fn daemon_reexec_keeps_every_unit_and_every_line() {
-    if !common::require("daemon-reexec", &common::missing_tools(&["memcached", "python3"])) {
+    if !common::require(
+        "daemon-reexec",
+        &common::missing_tools(&["memcached", "python3"]),
+    ) {
         return;
     }
     let port = free_port();
@@ -176,7 +181,12 @@ fn daemon_reexec_runs_the_binary_now_on_disk() {
     eventually(Duration::from_secs(10), || {
         (td.log().matches("took back 1 of 1 unit(s)").count() == 2).then_some(())
     })
-    .unwrap_or_else(|| panic!("the second re-execution did not take the unit back:\n{}", td.log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "the second re-execution did not take the unit back:\n{}",
+            td.log()
+        )
+    });
     td.ok(&["stop", "flood"]);
     assert_whole_flood(&td, "flood");
 }

@@ -32,8 +32,8 @@ use nix::sys::socket::{
 use serde::{Deserialize, Serialize};
 
 use super::output::Stream;
-use crate::journal::ingest::Unfinished;
 use super::state::Pid;
+use crate::journal::ingest::Unfinished;
 
 /// The holder's socket, in the manager's runtime directory.
 pub const SOCKET: &str = "fd-holder.sock";
@@ -420,6 +420,19 @@ mod tests {
             next.next.load(std::sync::atomic::Ordering::Relaxed) > id,
             "ids of a successor never repeat its predecessor's"
         );
+        // A reader stopped for daemon-reexec leaves its unfinished line
+        // (up to MAX_LINE bytes) with the pipe, for the next one.
+        let left = Unfinished {
+            bytes: (0..crate::journal::ingest::MAX_LINE)
+                .map(|i| i as u8)
+                .collect(),
+            continuing: true,
+        };
+        let mut with_line = meta.clone();
+        with_line.set_unfinished(&left);
+        next.update(id, &with_line).unwrap();
+        let (_, got, _) = next.take_all().unwrap().pop().unwrap();
+        assert_eq!(got.unfinished(), left);
         next.drop_fd(id);
         next.quit();
         holder.join().unwrap().unwrap();

@@ -137,7 +137,10 @@ impl NotifySocket {
 
     /// The socket bound at `path` that a previous image of this process
     /// passed (`daemon-reexec`): no datagram sent meanwhile is lost.
-    pub fn inherited(path: &Path, fd: std::os::fd::OwnedFd) -> Result<NotifySocket, SupervisorError> {
+    pub fn inherited(
+        path: &Path,
+        fd: std::os::fd::OwnedFd,
+    ) -> Result<NotifySocket, SupervisorError> {
         NotifySocket::adopt(path, StdDatagram::from(fd))
     }
 

@@ -97,7 +97,10 @@ impl Inherited {
 /// process `pid`.
 fn named_fds(spec: &str, pid: u32) -> Vec<(&str, RawFd)> {
     let pairs: Vec<(&str, &str)> = spec.split(',').filter_map(|p| p.split_once('=')).collect();
-    if !pairs.iter().any(|(k, v)| *k == "pid" && v.parse() == Ok(pid)) {
+    if !pairs
+        .iter()
+        .any(|(k, v)| *k == "pid" && v.parse() == Ok(pid))
+    {
         return Vec::new();
     }
     pairs
