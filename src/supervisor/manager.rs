@@ -676,9 +676,12 @@ pub async fn run(
         })
         .ok()
         .map(Arc::new);
-    let (reexec_tx, mut reexec_rx) = mpsc::unbounded_channel();
-    let reexec_tx = match (&holder, &program) {
-        (Some(_), Some(_)) => Some(reexec_tx),
+    let reexec_asked = Arc::new(tokio::sync::watch::Sender::new(false));
+    let reexec = match (&holder, &program) {
+        (Some(_), Some(program)) => Some(control::Reexec {
+            asked: reexec_asked.clone(),
+            program: program.clone(),
+        }),
         _ => None,
     };
     let output = Output::new(journal.clone()).with_holder(holder);
@@ -747,10 +750,14 @@ pub async fn run(
     let handler = Arc::new(control::ControlHandler {
         tx: tx.clone(),
         journal: journal.clone(),
-        reexec: reexec_tx,
+        reexec,
     });
+    let mut asked = reexec_asked.subscribe();
     let mut server = tokio::spawn(crate::ipc::serve(listener, handler, async move {
-        let _ = done_rx.await;
+        tokio::select! {
+            _ = done_rx => {}
+            Ok(_) = asked.wait_for(|a| *a) => {}
+        }
     }));
 
     let mut started = Vec::new();
@@ -781,15 +788,12 @@ pub async fn run(
     }
     let manager_tx = tx.clone();
     drop(tx);
-    let served = loop {
-        tokio::select! {
-            served = &mut server => break served,
-            Some(()) = reexec_rx.recv() => {
+    let mut reexec_wait = reexec_asked.subscribe();
+    let served = tokio::select! {
+        // First: the server also ends once daemon-reexec is asked.
+        biased;
+        Ok(_) = reexec_wait.wait_for(|a| *a) => {
                 let program = program.clone().unwrap_or_default();
-                if let Err(e) = nix::unistd::access(&program, nix::unistd::AccessFlags::X_OK) {
-                    eprintln!("corrald: daemon-reexec: cannot execute {}: {e}", program.display());
-                    continue;
-                }
                 // Stopped first, so that every exit and notification they
                 // passed on is in the queue before Reexec, and what comes
                 // after waits in the kernel for the new image.
@@ -816,8 +820,8 @@ pub async fn run(
                     ("claim", claim.lock_fd()),
                 ];
                 return Err(SupervisorError::Reexec(super::reexec::exec(&program, &passed)));
-            }
         }
+        served = &mut server => served,
     };
     let joined = tokio::task::spawn_blocking(move || thread.join()).await;
     // Every unit is stopped: the pipes reach end of file, and their last
