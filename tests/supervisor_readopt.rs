@@ -58,23 +58,7 @@ fn kill_9_of_the_manager_keeps_every_unit_and_the_next_one_takes_them_back() {
     }
     let port = free_port();
     let Some(mut td) = TestDaemon::start_with(|td| {
-        td.write_unit(
-            "simple.service",
-            "[Service]\nRestart=on-failure\nRestartSec=0\nExecStart=/bin/sleep 1000\n",
-        );
-        td.write_unit(
-            "forking.service",
-            &format!(
-                "[Service]\nType=forking\nPIDFile=%t/%p.pid\n\
-                 ExecStart=/usr/bin/memcached -d -P %t/%p.pid -l 127.0.0.1 -p {port} -U 0{}\n",
-                common::memcached_user_flag()
-            ),
-        );
-        let ready = td.notify_script("ready", 0);
-        td.write_unit(
-            "notify.service",
-            &format!("[Service]\nType=notify\nExecStart={ready}\n"),
-        );
+        td.write_kept_units(port);
         td.write_unit(
             "oneshot.service",
             "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",

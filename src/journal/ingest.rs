@@ -111,6 +111,12 @@ pub struct IngestStats {
     pub left: Option<Unfinished>,
 }
 
+/// The longest unfinished line handed over whole to the next reader; a
+/// longer one is stored as a piece flagged as cut (as lines over
+/// [`MAX_LINE`] are), its rest continuing it. It travels hex-encoded in one
+/// packet to the fd holder, whose packets (in every build) are 16 KiB.
+pub const MAX_UNFINISHED: usize = 4 * 1024;
+
 /// The unfinished line of a pipe whose reader was stopped before end of file
 /// (`daemon-reexec`): the next reader starts with it, so no line is cut in two.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -178,7 +184,13 @@ async fn read_pipe(
         // The stop is checked first: a flooded pipe is always readable.
         tokio::select! {
             biased;
-            Ok(_) = stop.wait_for(|s| *s) => {
+            // The Ref is dropped at once: it holds the value's lock.
+            Ok(()) = async { stop.wait_for(|s| *s).await.map(drop) } => {
+                if splitter.partial.len() > MAX_UNFINISHED {
+                    let batch = splitter.cut();
+                    stats.entries += batch.len() as u64;
+                    handle.append_batch(batch).await?;
+                }
                 stats.left = Some(Unfinished {
                     bytes: std::mem::take(&mut splitter.partial),
                     continuing: splitter.continuing,
@@ -297,6 +309,15 @@ impl Splitter {
         out
     }
 
+    /// Emits the unfinished line as a piece flagged as cut: what follows continues it.
+    fn cut(&mut self) -> Vec<NewEntry> {
+        self.now = (super::realtime_now(), super::monotonic_now());
+        let mut out = Vec::new();
+        let line = std::mem::take(&mut self.partial);
+        self.emit(&line, flags::SPLIT, &mut out);
+        out
+    }
+
     /// Cuts MAX_LINE pieces off a partial line that grew too long.
     fn drain_long(&mut self, out: &mut Vec<NewEntry>) {
         while self.partial.len() > MAX_LINE {
@@ -402,6 +423,28 @@ mod tests {
         assert_eq!(msgs[6], (&[b'x'; 10][..], 6, flags::CONTINUED));
         assert_eq!(msgs[7], (&b"after"[..], 2, flags::NO_NEWLINE));
         assert_eq!(msgs.len(), 8);
+    }
+
+    #[test]
+    fn a_line_cut_at_a_handover_is_continued_by_the_next_reader() {
+        let mut s = Splitter::new(meta());
+        let mut out = s.push(b"<3>whole\n<3>begun");
+        out.extend(s.cut());
+        let mut next = Splitter::new(meta());
+        next.continuing = s.continuing;
+        out.extend(next.push(b" and ended\n"));
+        let msgs: Vec<(&[u8], u8, u8)> = out
+            .iter()
+            .map(|e| (e.message.as_slice(), e.priority, e.flags))
+            .collect();
+        assert_eq!(
+            msgs,
+            vec![
+                (&b"whole"[..], 3, 0),
+                (&b"begun"[..], 3, flags::SPLIT),
+                (&b" and ended"[..], 6, flags::CONTINUED),
+            ]
+        );
     }
 
     #[test]

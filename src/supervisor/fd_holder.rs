@@ -45,8 +45,8 @@ pub const CGROUP: &str = "corral-fd-holder";
 pub const FLAG: &str = "--fd-holder";
 
 /// The largest packet: a kind, an id, a metadata record (with an unfinished
-/// line of up to MAX_LINE bytes, hex-encoded).
-const MAX_PACKET: usize = 2 * crate::journal::ingest::MAX_LINE + 16 * 1024;
+/// line of up to `ingest::MAX_UNFINISHED` bytes, hex-encoded).
+const MAX_PACKET: usize = 16 * 1024;
 
 /// Errors of the holder and of its clients.
 #[derive(Debug, thiserror::Error)]
@@ -421,9 +421,9 @@ mod tests {
             "ids of a successor never repeat its predecessor's"
         );
         // A reader stopped for daemon-reexec leaves its unfinished line
-        // (up to MAX_LINE bytes) with the pipe, for the next one.
+        // (up to MAX_UNFINISHED bytes) with the pipe, for the next one.
         let left = Unfinished {
-            bytes: (0..crate::journal::ingest::MAX_LINE)
+            bytes: (0..crate::journal::ingest::MAX_UNFINISHED)
                 .map(|i| i as u8)
                 .collect(),
             continuing: true,

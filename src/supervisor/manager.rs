@@ -792,7 +792,8 @@ pub async fn run(
     let served = tokio::select! {
         // First: the server also ends once daemon-reexec is asked.
         biased;
-        Ok(_) = reexec_wait.wait_for(|a| *a) => {
+        // The Ref is dropped at once: it holds the value's lock.
+        Ok(()) = async { reexec_wait.wait_for(|a| *a).await.map(drop) } => {
                 let program = program.clone().unwrap_or_default();
                 // Stopped first, so that every exit and notification they
                 // passed on is in the queue before Reexec, and what comes

@@ -224,6 +224,29 @@ impl TestDaemon {
         path.display().to_string()
     }
 
+    /// The units a manager that dies or re-executes must keep running:
+    /// simple.service (Restart=on-failure), forking.service (memcached on
+    /// `port`, PIDFile=) and notify.service (READY=1 at once).
+    pub fn write_kept_units(&self, port: u16) {
+        self.write_unit(
+            "simple.service",
+            "[Service]\nRestart=on-failure\nRestartSec=0\nExecStart=/bin/sleep 1000\n",
+        );
+        self.write_unit(
+            "forking.service",
+            &format!(
+                "[Service]\nType=forking\nPIDFile=%t/%p.pid\n\
+                 ExecStart=/usr/bin/memcached -d -P %t/%p.pid -l 127.0.0.1 -p {port} -U 0{}\n",
+                memcached_user_flag()
+            ),
+        );
+        let ready = self.notify_script("ready", 0);
+        self.write_unit(
+            "notify.service",
+            &format!("[Service]\nType=notify\nExecStart={ready}\n"),
+        );
+    }
+
     /// Writes a unit file.
     pub fn write_unit(&self, name: &str, text: &str) {
         std::fs::write(self.units_dir().join(name), text).expect("write unit");
