@@ -522,8 +522,23 @@ impl Manager {
             }
             Input::Reexec => {
                 let names: Vec<String> = self.units.keys().map(|n| n.to_string()).collect();
-                for name in names {
-                    self.persist(&name);
+                for name in &names {
+                    self.persist(name);
+                }
+                let started: Vec<String> = names
+                    .into_iter()
+                    .filter(|n| {
+                        let e = &self.units[n.as_str()];
+                        !matches!(e.body, entry::Body::Service(_)) && !e.phase().is_stopped()
+                    })
+                    .collect();
+                let dir = self.notify_path.parent().unwrap_or(Path::new("/"));
+                if let Err(e) = super::reexec::save_started(dir, &started) {
+                    eprintln!(
+                        "corrald: cannot record the active sockets, timers and targets in {}: {e}; \
+                         the new image starts only those enabled",
+                        dir.display()
+                    );
                 }
                 self.reexecuting = true;
             }
@@ -727,11 +742,13 @@ pub async fn run(
     // services default.target pulls in (with what is enabled and the runit
     // services without `down`) find their sockets there; timers.target
     // starts the timers enabled for it.
-    let autostart = vec![
+    let mut autostart = vec![
         super::graph::SOCKETS_TARGET.to_string(),
         super::graph::DEFAULT_TARGET.to_string(),
         super::graph::TIMERS_TARGET.to_string(),
     ];
+    // After a daemon-reexec: the sockets, timers and targets that were active.
+    autostart.extend(super::reexec::take_started(&opts.runtime_dir));
 
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let rt = Handle::current();

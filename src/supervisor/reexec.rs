@@ -47,6 +47,30 @@ pub enum ReexecError {
     Nul(OsString),
 }
 
+/// In the runtime directory: the units without processes (sockets, timers,
+/// targets) that were active at the exec, one name a line, which the new
+/// image starts again (their state is in no record: only services have one).
+pub const STARTED: &str = "reexec-started";
+
+/// Writes [`STARTED`] in `runtime_dir`.
+pub fn save_started(runtime_dir: &Path, names: &[String]) -> std::io::Result<()> {
+    let mut text = names.join("\n");
+    text.push('\n');
+    std::fs::write(runtime_dir.join(STARTED), text)
+}
+
+/// The names [`save_started`] left in `runtime_dir` (the file is removed).
+pub fn take_started(runtime_dir: &Path) -> Vec<String> {
+    let path = runtime_dir.join(STARTED);
+    let names = std::fs::read_to_string(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    names
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// The fds a previous image of this process passed, by their names in [`ENV`].
 #[derive(Debug, Default)]
 pub struct Inherited {
