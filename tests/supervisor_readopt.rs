@@ -352,3 +352,85 @@ fn a_flood_across_kill_9_blocks_and_goes_on_in_order() {
         seqs.len()
     );
 }
+
+#[test]
+fn a_job_queued_at_the_crash_is_reported_dropped_by_the_successor() {
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        let dep = td.notify_script("dep", 1000);
+        td.write_unit(
+            "dep.service",
+            &format!("[Service]\nType=notify\nExecStart={dep}\nTimeoutStartSec=infinity\n"),
+        );
+        td.write_unit(
+            "app.service",
+            "[Unit]\nRequires=dep.service\nAfter=dep.service\n\
+             [Service]\nExecStart=/bin/sleep 1000\n",
+        );
+    }) else {
+        return;
+    };
+    let _client = Background(
+        Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["start", "app"])
+            .env("CORRAL_SOCKET", &td.socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    td.wait_state("dep", "activating");
+    // app's start waits for dep's: queued, not begun.
+    assert_eq!(td.prop("app", "ActiveState"), "inactive");
+    td.kill_hard();
+    td.relaunch();
+    let msg = "Job app.service/start queued by the previous manager was dropped; start it again.";
+    let log = td.log();
+    assert!(log.contains(msg), "{log}");
+    eventually(Duration::from_secs(5), || {
+        td.journal("app", &[]).stdout.contains(msg).then_some(())
+    })
+    .expect("the unit's journal says its job was dropped");
+    // Only the dropped job is reported: dep's start had begun and goes on.
+    assert!(!log.contains("Job dep.service/start"), "{log}");
+    assert_eq!(td.prop("dep", "ActiveState"), "activating");
+    assert_eq!(td.prop("app", "ActiveState"), "inactive");
+}
+
+#[test]
+fn pipes_taken_back_after_a_crash_keep_the_units_rate_limit() {
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        // The unit writes once the test opens this FIFO.
+        let go = td.dir.path().join("go");
+        nix::unistd::mkfifo(&go, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        td.write_unit(
+            "chatty.service",
+            &format!(
+                "[Service]\nLogRateLimitIntervalSec=2s\nLogRateLimitBurst=5\n\
+                 ExecStart=/bin/sh -c 'read x < {}; for i in $(seq 1 100); do echo line $i; done; \
+                 sleep 3; echo after; exec sleep 1000'\n",
+                go.display()
+            ),
+        );
+    }) else {
+        return;
+    };
+    td.ok(&["start", "chatty"]);
+    td.kill_hard();
+    td.relaunch();
+    let go = td.dir.path().join("go");
+    assert!(
+        td.log().contains("output pipe(s) from the fd holder"),
+        "{}",
+        td.log()
+    );
+    // The 100 lines are written into the pipe the successor took back.
+    std::fs::write(&go, "go\n").unwrap();
+    let out = eventually(Duration::from_secs(15), || {
+        let o = td.journal("chatty", &["-o", "cat"]).stdout;
+        o.lines().any(|l| l == "after").then_some(o)
+    })
+    .expect("the line after the burst's interval arrives");
+    let lines = out.lines().filter(|l| l.starts_with("line ")).count();
+    assert_eq!(lines, 5, "LogRateLimitBurst=5 lets 5 lines through:\n{out}");
+    assert!(out.contains("Suppressed 95 messages"), "{out}");
+}

@@ -23,6 +23,7 @@ fn normalize(td: &TestDaemon, text: &str) -> String {
             "Since: <TIME>; <AGO> ago",
         ),
         (r"Main PID: \d+", "Main PID: <PID>"),
+        (r"Process: \d+", "Process: <PID>"),
         (r"([└├]─)\d+ ", "${1}<PID> "),
         (r"\(uid \d+\)", "(uid <UID>)"),
         (r"Manager: PID \d+ in \S+", "Manager: PID <PID> in <CGROUP>"),
@@ -244,4 +245,32 @@ fn status_takes_patterns_of_loaded_unit_names() {
     let o = td.corral(&["status", "nothing*"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert_eq!(o.stdout, "", "{o:?}");
+}
+
+#[test]
+fn an_exec_failure_shows_the_pid_of_the_child_that_failed() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "noexec.service",
+            "[Service]\nExecStart=/no/such/program --flag\n",
+        );
+    }) else {
+        return;
+    };
+    let _ = td.corral(&["start", "noexec"]);
+    td.wait_state("noexec", "failed");
+    let o = td.corral(&["status", "noexec"]);
+    assert_eq!(o.code, 3, "{o:?}");
+    let re = Regex::new(
+        r"(?m)^    Process: (\d+) ExecStart=/no/such/program --flag \(code=exited, status=203/EXEC\)\n   Main PID: (\d+) \(code=exited, status=203/EXEC\)$",
+    )
+    .unwrap();
+    let caps = re
+        .captures(&o.stdout)
+        .unwrap_or_else(|| panic!("{}", o.stdout));
+    assert_eq!(caps[1], caps[2], "{}", o.stdout);
+    let pid: i32 = caps[1].parse().unwrap();
+    assert!(pid > 0, "{}", o.stdout);
+    assert_eq!(td.prop("noexec", "ExecMainPID"), pid.to_string());
+    assert_eq!(td.prop("noexec", "ExecMainStatus"), "203");
 }

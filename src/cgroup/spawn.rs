@@ -367,6 +367,9 @@ pub struct SpawnError {
     pub program: String,
     /// What the step acted on (the cgroup, directory, user...), if anything.
     pub context: String,
+    /// The child that failed (already reaped), when the failure came after
+    /// the fork: systemd shows its PID with the 2xx status.
+    pub pid: Option<i32>,
 }
 
 const CLONE_PIDFD: u64 = 0x1000;
@@ -472,6 +475,7 @@ fn err(spec: &SpawnSpec, stage: Stage, errno: Errno) -> SpawnError {
         errno,
         program: spec.program.to_string_lossy().into_owned(),
         context,
+        pid: None,
     }
 }
 
@@ -821,7 +825,10 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     // that is ECHILD here and an unknown pid there, both harmless.
     reap(pid, pidfd.as_ref());
     let stage = Stage::from_u32(stage).unwrap_or(Stage::Exec);
-    Err(err(spec, stage, Errno::from_raw(errno)))
+    Err(SpawnError {
+        pid: Some(pid),
+        ..err(spec, stage, Errno::from_raw(errno))
+    })
 }
 
 fn reap(pid: i32, pidfd: Option<&OwnedFd>) {

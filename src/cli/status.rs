@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use chrono::{Local, TimeZone};
 
 use crate::ipc::proto::{
-    ActiveState, ErrorKind, LoadState, ManagerStatus, Process, Request, Response, SubState,
-    UnitResult, UnitStatus,
+    ActiveState, ErrorKind, LoadState, MainExit, ManagerStatus, Process, Request, Response,
+    SubState, UnitResult, UnitStatus,
 };
 use crate::supervisor::manager::normalize;
 use crate::unit::condition::wildcard_match;
+use crate::unit::values::EXIT_STATUS_NAMES;
 
 use super::common::{VerbError, call, code_of, out, outln};
 use super::{exit, jobs, show};
@@ -238,6 +239,23 @@ fn tasks(processes: &[Process]) -> usize {
 /// The name systemctl shows beside the main PID: the process's comm (what
 /// `ps -o comm` shows, kept when a daemon rewrites its command line, as
 /// nginx does), else the program of its command line.
+/// "code=exited, status=203/EXEC" or "code=killed, signal=TERM" as systemctl
+/// status prints them: only libc's and systemd's own exit codes are named.
+fn exit_detail(e: &MainExit) -> String {
+    if e.code != "exited" && e.code != "unknown" {
+        return format!("code={}, signal={}", e.code, e.status);
+    }
+    let name = e.status.parse::<u8>().ok().and_then(|n| {
+        (n <= 1 || n >= 200)
+            .then(|| EXIT_STATUS_NAMES.iter().find(|(_, v)| *v == n))
+            .flatten()
+    });
+    match name {
+        Some((w, _)) => format!("code={}, status={}/{w}", e.code, e.status),
+        None => format!("code={}, status={}", e.code, e.status),
+    }
+}
+
 fn main_comm(pid: i32, cmdline: Option<&str>) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|c| c.trim_end_matches('\n').to_string())
@@ -343,12 +361,14 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
         let cmdline = u.processes.iter().find(|p| p.pid == pid);
         let comm = main_comm(pid, cmdline.map(|p| p.cmdline.as_str()));
         let _ = writeln!(o, "   Main PID: {pid} ({comm})");
-    } else if let Some(e) = &u.main_exit {
-        let _ = writeln!(
-            o,
-            "   Main PID: {} (code={}, status={})",
-            e.pid, e.code, e.status
-        );
+    } else if let Some(e) = u.main_exit.as_ref().filter(|e| e.pid > 0) {
+        // As systemctl: the exited ExecStart= process, then the main PID
+        // with the same ending.
+        let ending = exit_detail(e);
+        if !e.command.is_empty() {
+            let _ = writeln!(o, "    Process: {} {} ({ending})", e.pid, e.command);
+        }
+        let _ = writeln!(o, "   Main PID: {} ({ending})", e.pid);
     }
     if let Some(pid) = u.control_pid {
         let _ = writeln!(o, "    Control: {pid}");

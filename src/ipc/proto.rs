@@ -486,6 +486,9 @@ pub struct MainExit {
     pub code: String,
     /// The exit code or the signal name.
     pub status: String,
+    /// "ExecStart=argv" when this process was spawned from ExecStart=
+    /// (not for Type=forking's main process), empty otherwise.
+    pub command: String,
 }
 
 /// Everything `status`, `show` and `list` print about one unit.

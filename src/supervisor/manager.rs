@@ -304,7 +304,9 @@ pub struct Manager {
     loader: Loader,
     notify_path: PathBuf,
     /// Every loaded unit, by its typed name (looked up with a `&str`).
-    units: BTreeMap<UnitName, UnitEntry>,
+    /// Boxed: the map's nodes are about half full, and an entry inline
+    /// left as much room empty as it filled (issue 12's memory budget).
+    units: BTreeMap<UnitName, Box<UnitEntry>>,
     pids: HashMap<Pid, String>,
     load_errors: Vec<String>,
     /// HOME, USER, ... for every process.
@@ -387,12 +389,12 @@ impl Manager {
 
     /// The service part of unit `name`, when it is a service.
     fn service(&self, name: &str) -> Option<&entry::ServiceBody> {
-        self.units.get(name).and_then(UnitEntry::service)
+        self.units.get(name).and_then(|e| e.service())
     }
 
     /// The service part of unit `name`, to change it.
     fn service_mut(&mut self, name: &str) -> Option<&mut entry::ServiceBody> {
-        self.units.get_mut(name).and_then(UnitEntry::service_mut)
+        self.units.get_mut(name).and_then(|e| e.service_mut())
     }
 
     /// A message of the manager about a unit, at LOG_INFO: "unit: msg", as
@@ -420,7 +422,7 @@ impl Manager {
             let inv = self
                 .units
                 .get(unit)
-                .map(UnitEntry::invocation_id)
+                .map(|e| e.invocation_id())
                 .unwrap_or_default();
             let id = line.message_id().map_or(0, catalog::id_number);
             self.output
@@ -487,7 +489,7 @@ impl Manager {
                 let current = self
                     .units
                     .get(unit.as_str())
-                    .and_then(UnitEntry::service)
+                    .and_then(|e| e.service())
                     .and_then(|s| s.timers.get(&timer))
                     .map(|(g, _)| *g);
                 if current == Some(generation) {
@@ -700,10 +702,6 @@ pub async fn run(
         _ => None,
     };
     let output = Output::new(journal.clone()).with_holder(holder);
-    let resumed = output.resume();
-    if resumed > 0 {
-        eprintln!("corrald: took back {resumed} output pipe(s) from the fd holder");
-    }
     let finish_output = output.clone();
     let mut manager = Manager::new(
         tx.clone(),
@@ -733,6 +731,13 @@ pub async fn run(
     // Before anything starts: a predecessor's units are taken back where
     // their state records say how; the others must not run unmanaged.
     let kept = manager.readopt_all();
+    // The pipes held for the dead predecessor are read again once the units
+    // are loaded, so that each goes through its unit's rate limiter; until
+    // then their writers wait on the full pipe, losing nothing.
+    let resumed = manager.resume_output();
+    if resumed > 0 {
+        eprintln!("corrald: took back {resumed} output pipe(s) from the fd holder");
+    }
     let own = crate::cgroup::own_cgroup().ok();
     super::leftovers::stop_all(&root, own.as_deref(), &kept, journal.as_ref()).await;
     if let Err(msg) = &manager.env.status() {

@@ -165,8 +165,9 @@ impl Output {
     }
 
     /// Goes on reading every pipe a dead predecessor left with the holder,
-    /// into the unit and invocation it was read for; how many.
-    pub fn resume(&self) -> usize {
+    /// into the unit and invocation it was read for, through the rate
+    /// limiter `limiter` gives for its unit; how many.
+    pub fn resume(&self, mut limiter: impl FnMut(&str) -> Option<Arc<RateLimiter>>) -> usize {
         let Some(holder) = &self.holder else {
             return 0;
         };
@@ -180,6 +181,7 @@ impl Output {
         let n = kept.len();
         for (id, m, fd) in kept {
             let left = m.unfinished();
+            let rate_limit = limiter(&m.unit);
             let src = Source {
                 unit: m.unit,
                 invocation: m.invocation,
@@ -189,7 +191,7 @@ impl Output {
                 level_prefix: m.level_prefix,
                 identifier: m.identifier,
                 comm: m.comm,
-                rate_limit: None,
+                rate_limit,
             };
             self.read(src, fd, Some(id), left);
         }

@@ -207,10 +207,21 @@ pub fn decide(rec: &Record, seen: Seen) -> Decision {
     })
 }
 
-/// The records of one manager: `<runtime dir>/units/<unit>`.
+/// A job the manager had queued and not begun: its unit, and "start" or "stop".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedJob {
+    /// The unit's full name.
+    pub unit: String,
+    /// What the job was to do ("start", "stop").
+    pub kind: String,
+}
+
+/// The records of one manager: `<runtime dir>/units/<unit>`, and the jobs
+/// it had queued in `<runtime dir>/jobs`.
 #[derive(Debug, Clone)]
 pub struct Records {
     dir: PathBuf,
+    jobs: PathBuf,
 }
 
 impl Records {
@@ -218,7 +229,39 @@ impl Records {
     pub fn new(runtime_dir: &Path) -> Records {
         Records {
             dir: runtime_dir.join("units"),
+            jobs: runtime_dir.join("jobs"),
         }
+    }
+
+    /// Replaces the list of queued jobs (removes it when there is none).
+    pub fn write_jobs(&self, jobs: &[QueuedJob]) -> Result<(), ReadoptError> {
+        if jobs.is_empty() {
+            return remove_file(&self.jobs);
+        }
+        let body = serde_json::to_vec(jobs).expect("queued jobs serialize");
+        super::atomic_file::replace(&self.jobs, &body)
+            .map_err(|(op, path, source)| ReadoptError::Io { op, path, source })
+    }
+
+    /// The jobs a predecessor had queued, removing their list: a successor
+    /// cannot run them for the client that asked (its connection died).
+    pub fn take_jobs(&self) -> Result<Vec<QueuedJob>, ReadoptError> {
+        let body = match std::fs::read(&self.jobs) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(ReadoptError::Io {
+                    op: "read",
+                    path: self.jobs.clone(),
+                    source,
+                });
+            }
+        };
+        remove_file(&self.jobs)?;
+        serde_json::from_slice(&body).map_err(|e| ReadoptError::Bad {
+            path: self.jobs.clone(),
+            why: e.to_string(),
+        })
     }
 
     /// Where `unit`'s record is.
@@ -234,16 +277,7 @@ impl Records {
 
     /// Removes `unit`'s record, if there is one.
     pub fn remove(&self, unit: &str) -> Result<(), ReadoptError> {
-        let path = self.path(unit);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(ReadoptError::Io {
-                op: "remove",
-                path,
-                source,
-            }),
-        }
+        remove_file(&self.path(unit))
     }
 
     /// Every record left, by unit, and why the unreadable ones were
@@ -305,6 +339,20 @@ impl Records {
     /// Removes every record (a clean exit: the units were stopped).
     pub fn clear(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.jobs);
+    }
+}
+
+/// Removes `path` if it exists.
+fn remove_file(path: &Path) -> Result<(), ReadoptError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ReadoptError::Io {
+            op: "remove",
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

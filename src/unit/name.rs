@@ -116,12 +116,16 @@ impl fmt::Display for UnitKind {
 /// `UnitName` is looked up with a `&str` ([`Borrow<str>`](std::borrow::Borrow)).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UnitName {
-    /// The whole name, kept so that `as_str` costs nothing.
-    full: String,
-    /// Length of the prefix (before `@` or the suffix dot).
-    prefix_len: usize,
-    /// `None`: plain; `Some("")`: template; `Some(x)`: instance x.
-    instance: Option<String>,
+    /// The whole name, kept so that `as_str` costs nothing; boxed, as a
+    /// name never grows and a manager keeps several per unit (24 B in all
+    /// where a `String`, a `usize` and a copy of the instance took 64 B).
+    full: Box<str>,
+    /// Length of the prefix (before `@` or the suffix dot); a name is at
+    /// most [`UNIT_NAME_MAX`] bytes.
+    prefix_len: u16,
+    /// The prefix is followed by `@`: a template when nothing comes
+    /// between it and the suffix, else an instance.
+    at: bool,
     kind: UnitKind,
 }
 
@@ -155,7 +159,7 @@ impl UnitName {
     /// valid or not, so that the error names what the user wrote.
     pub fn mangle(typed: &str) -> String {
         match UnitName::parse(typed) {
-            Ok(n) => n.full,
+            Ok(n) => n.full.into_string(),
             Err(_) if has_type_suffix(typed) => typed.to_string(),
             Err(_) => format!("{typed}.service"),
         }
@@ -198,9 +202,9 @@ impl UnitName {
             )));
         }
         Ok(UnitName {
-            full: s.to_string(),
-            prefix_len: prefix.len(),
-            instance: instance.map(str::to_string),
+            full: s.into(),
+            prefix_len: prefix.len() as u16,
+            at: instance.is_some(),
             kind,
         })
     }
@@ -217,14 +221,20 @@ impl UnitName {
 
     /// The part before `@` (or before the suffix for plain names): `%p`.
     pub fn prefix(&self) -> &str {
-        &self.full[..self.prefix_len]
+        &self.full[..usize::from(self.prefix_len)]
+    }
+
+    /// What comes between `@` and the suffix: `Some("")` for a template.
+    fn after_at(&self) -> Option<&str> {
+        self.at
+            .then(|| &self.stem()[usize::from(self.prefix_len) + 1..])
     }
 
     /// The instance of an instantiated unit (`bar` in `foo@bar.service`): `%i`.
     ///
     /// `None` for plain names and for templates.
     pub fn instance(&self) -> Option<&str> {
-        match self.instance.as_deref() {
+        match self.after_at() {
             Some("") | None => None,
             Some(i) => Some(i),
         }
@@ -232,7 +242,7 @@ impl UnitName {
 
     /// True for `foo@.service`.
     pub fn is_template(&self) -> bool {
-        self.instance.as_deref() == Some("")
+        self.after_at() == Some("")
     }
 
     /// True for `foo@bar.service`.
@@ -244,9 +254,9 @@ impl UnitName {
     pub fn template(&self) -> Option<UnitName> {
         self.instance()?;
         Some(UnitName {
-            full: format!("{}@.{}", self.prefix(), self.kind.suffix()),
+            full: format!("{}@.{}", self.prefix(), self.kind.suffix()).into(),
             prefix_len: self.prefix_len,
-            instance: Some(String::new()),
+            at: true,
             kind: self.kind,
         })
     }
@@ -269,9 +279,9 @@ impl UnitName {
     /// The same name with another type (`foo.socket` -> `foo.service`).
     pub fn with_kind(&self, kind: UnitKind) -> UnitName {
         UnitName {
-            full: format!("{}.{}", self.stem(), kind.suffix()),
+            full: format!("{}.{}", self.stem(), kind.suffix()).into(),
             prefix_len: self.prefix_len,
-            instance: self.instance.clone(),
+            at: self.at,
             kind,
         }
     }
@@ -281,7 +291,7 @@ impl UnitName {
 // compare `full` first) agree with the full name's; Hash must too.
 impl std::hash::Hash for UnitName {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.full.as_str().hash(state);
+        self.full.hash(state);
     }
 }
 
@@ -358,6 +368,13 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_is_three_words() {
+        // A manager keeps several names per unit (the table's key, the
+        // unit's own, its dependencies): issue 12's memory budget.
+        assert_eq!(std::mem::size_of::<UnitName>(), 24);
+    }
 
     #[test]
     fn shapes() {

@@ -127,6 +127,8 @@ pub(super) struct ServiceBody {
     pub(super) timers: HashMap<Timer, (u64, Option<AbortHandle>)>,
     /// The last main process and how it ended.
     pub(super) main_exit: Option<(Pid, Exit)>,
+    /// "ExecStart=argv" of the last main process spawned, for `status`.
+    pub(super) main_command: Option<String>,
     /// KillMode=process: PIDs left running by the last stop.
     pub(super) left_behind: Vec<Pid>,
     /// LogRateLimitIntervalSec=/LogRateLimitBurst=, shared by the unit's pipes.

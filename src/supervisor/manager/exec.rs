@@ -18,7 +18,7 @@ use crate::unit::execution::StdInput;
 use crate::unit::model::StdOutput;
 use crate::unit::{RunitService, UnitError};
 
-use super::{Manager, UnitEntry};
+use super::Manager;
 use crate::supervisor::lines::priority;
 
 impl Manager {
@@ -90,7 +90,7 @@ impl Manager {
         let mut src = self.source(name, None, None, pid, Stream::Stdout);
         src.comm = crate::journal::comm_of(log_run);
         self.output.attach(src, out_r);
-        if let Some(inv) = self.units.get_mut(name).and_then(UnitEntry::inv_mut) {
+        if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv_mut()) {
             inv.log_pipe = Some(write);
         }
         Ok(())
@@ -148,6 +148,7 @@ impl Manager {
         let setup = process_setup::prepare(svc).map_err(|e| SpawnFailure {
             message: format!("{}: {e}", cmd.directive()),
             status: i32::from(e.exit_status()),
+            pid: None,
         })?;
         let mut base = self.process_env(name, Some(def), cmd);
         base.extend(setup.env);
@@ -217,6 +218,7 @@ impl Manager {
             return Err(SpawnFailure {
                 message: format!("{name} has no cgroup to start processes in: {why}"),
                 status: 219,
+                pid: None,
             });
         }
         spec.umask = svc.umask;
@@ -248,6 +250,7 @@ impl Manager {
                 ),
                 // systemd's EXIT_STDIN.
                 status: 208,
+                pid: None,
             });
         }
         if svc.exec.stdin() == StdInput::Socket
@@ -305,6 +308,7 @@ impl Manager {
         let pid = self.host.spawn(&spec).map_err(|e| SpawnFailure {
             message: format!("{}: {e}", cmd.directive()),
             status: i32::from(e.stage.exit_status()),
+            pid: e.pid,
         })?;
         drop(spec);
         // A pipe per process: what it writes (and what its children write
@@ -353,6 +357,8 @@ pub(super) struct SpawnFailure {
     pub(super) message: String,
     /// systemd's exit status for the failed step (203 EXEC, 209 STDOUT, ...).
     pub(super) status: i32,
+    /// The child that failed after the fork, if it got that far.
+    pub(super) pid: Option<Pid>,
 }
 
 impl From<String> for SpawnFailure {
@@ -361,6 +367,7 @@ impl From<String> for SpawnFailure {
         SpawnFailure {
             message,
             status: 203,
+            pid: None,
         }
     }
 }
@@ -389,6 +396,7 @@ pub(super) fn output_stdio(
                 ),
                 // systemd's EXIT_STDOUT.
                 status: 209,
+                pid: None,
             })
     };
     match kind {

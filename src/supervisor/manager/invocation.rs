@@ -11,7 +11,7 @@ use crate::supervisor::lines::priority;
 use crate::supervisor::process_setup;
 use crate::unit::model::EmergencyAction;
 
-use super::{Input, Invocation, Lingering, Manager, UnitEntry, now_usec};
+use super::{Input, Invocation, Lingering, Manager, now_usec};
 
 impl Manager {
     pub(super) fn new_invocation(
@@ -57,18 +57,7 @@ impl Manager {
         s.main_exit = None;
         s.status_text = None;
         s.left_behind.clear();
-        if s.rate_limit.is_none()
-            && let Some(svc) = def.unit.service.as_ref()
-            && let (Some(interval), Some(burst)) =
-                (svc.log_rate_limit_interval, svc.log_rate_limit_burst)
-            && !interval.is_zero()
-            && burst > 0
-        {
-            s.rate_limit = Some(crate::journal::ingest::RateLimiter::new(
-                interval,
-                u64::from(burst),
-            ));
-        }
+        s.main_command = None;
         s.inv = Some(Invocation {
             id: id.clone(),
             seq,
@@ -78,6 +67,7 @@ impl Manager {
             log_pipe: None,
             started: self.host.now(),
         });
+        self.rate_limiter(name);
         let cg = crate::supervisor::leftovers::create_unit_cgroup(&self.root, &cg_name, name)?;
         // A successor adopts the cgroup only for this invocation (readopt.rs);
         // without xattrs on cgroupfs it goes by the record alone.
@@ -99,7 +89,7 @@ impl Manager {
         let inv = self
             .units
             .get_mut(name)
-            .and_then(UnitEntry::inv_mut)
+            .and_then(|e| e.inv_mut())
             .expect("invocation exists");
         inv.cgroup = Some(cg);
         inv.watch = Some(watch);
@@ -109,6 +99,36 @@ impl Manager {
             self.start_runit_log(name, r, log_run)?;
         }
         Ok(())
+    }
+
+    /// The unit's LogRateLimitIntervalSec=/LogRateLimitBurst= limiter, shared
+    /// by all its pipes and made at its first use (none when unlimited).
+    pub(super) fn rate_limiter(
+        &mut self,
+        name: &str,
+    ) -> Option<Arc<crate::journal::ingest::RateLimiter>> {
+        let def = self.units.get(name)?.service_def()?.clone();
+        let s = self.service_mut(name)?;
+        if s.rate_limit.is_none()
+            && let Some(svc) = def.unit.service.as_ref()
+            && let (Some(interval), Some(burst)) =
+                (svc.log_rate_limit_interval, svc.log_rate_limit_burst)
+            && !interval.is_zero()
+            && burst > 0
+        {
+            s.rate_limit = Some(crate::journal::ingest::RateLimiter::new(
+                interval,
+                u64::from(burst),
+            ));
+        }
+        s.rate_limit.clone()
+    }
+
+    /// Goes on reading the pipes a dead predecessor left with the fd holder,
+    /// each through its unit's rate limiter (the units are loaded by now).
+    pub(super) fn resume_output(&mut self) -> usize {
+        let output = self.output.clone();
+        output.resume(|unit| self.rate_limiter(unit))
     }
 
     pub(super) fn end_invocation(&mut self, name: &str) {

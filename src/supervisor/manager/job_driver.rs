@@ -25,6 +25,7 @@ use crate::ipc::proto::{ErrorKind, Failure, Response};
 use crate::supervisor::graph::{
     self, DEFAULT_TARGET, Deps, GraphError, JobKind, JobResult, Missing, Transaction, Units, Verb,
 };
+use crate::supervisor::readopt::QueuedJob;
 use crate::supervisor::state::{ActiveState, ServiceResult};
 use crate::unit::start_check::{self, StartCheck};
 use crate::unit::{Loader, Unit, UnitError, UnitName};
@@ -52,6 +53,8 @@ pub(super) struct Graph {
     pub(super) skipped: HashMap<String, String>,
     /// During shutdown: the units still to stop, and whether each was told to.
     shutdown: Option<HashMap<String, bool>>,
+    /// The queued jobs as last written for a successor (readopt.rs).
+    queued: Vec<QueuedJob>,
 }
 
 impl Graph {
@@ -64,6 +67,7 @@ impl Graph {
             up: HashSet::new(),
             skipped: HashMap::new(),
             shutdown: None,
+            queued: Vec::new(),
         }
     }
 }
@@ -386,6 +390,33 @@ impl Manager {
             }
         }
         self.graph.pumping = false;
+        self.persist_queued_jobs();
+    }
+
+    /// Keeps the list of jobs not begun yet in the runtime directory, so
+    /// that a successor after a crash can say which ones were dropped.
+    fn persist_queued_jobs(&mut self) {
+        let mut queued = Vec::new();
+        for run in &self.graph.runs {
+            let waiting = run
+                .tx
+                .jobs()
+                .into_iter()
+                .filter(|j| matches!(run.tx.result(j.id), Some(JobResult::Pending)));
+            for j in waiting.chain(run.blocked.iter().cloned()) {
+                queued.push(QueuedJob {
+                    unit: j.unit,
+                    kind: j.kind.to_string(),
+                });
+            }
+        }
+        if queued == self.graph.queued {
+            return;
+        }
+        if let Err(err) = self.records.write_jobs(&queued) {
+            eprintln!("corrald: {err}");
+        }
+        self.graph.queued = queued;
     }
 
     /// Runs a job and files it by what became of it.

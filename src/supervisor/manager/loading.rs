@@ -109,7 +109,7 @@ impl Manager {
                 None => {
                     let mut e = UnitEntry::new(name.kind(), def);
                     e.file_state = file_state.to_string();
-                    self.units.insert(name, e);
+                    self.units.insert(name, Box::new(e));
                 }
             }
         }
@@ -224,7 +224,7 @@ impl Manager {
             return Err(f.failure());
         }
         self.units
-            .insert(name.clone(), UnitEntry::new(name.kind(), def));
+            .insert(name.clone(), Box::new(UnitEntry::new(name.kind(), def)));
         Ok(full)
     }
 }

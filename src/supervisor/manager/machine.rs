@@ -24,9 +24,7 @@ use crate::unit::{RunitService, Unit};
 
 use crate::supervisor::socket::machine::{Action as SocketAction, Spec as SocketSpec};
 
-use super::{
-    Body, Def, Input, JobRequest, LoadError, Manager, UnitEntry, exec::SpawnFailure, now_usec,
-};
+use super::{Body, Def, Input, JobRequest, LoadError, Manager, exec::SpawnFailure, now_usec};
 
 /// The actions one step asks for, in the vocabulary of the unit's kind.
 pub(super) enum Actions {
@@ -57,7 +55,7 @@ impl Manager {
         // Timers count from the unit's leaving and entering inactive; they
         // hear of it once this unit's events are through.
         let mut for_timers = Vec::new();
-        let initial = self.units.get(name).map(UnitEntry::phase);
+        let initial = self.units.get(name).map(|e| e.phase());
         while let Some(ev) = queue.pop_front() {
             let Some(e) = self.units.get(name) else {
                 return Ok(());
@@ -160,7 +158,7 @@ impl Manager {
         for up in for_timers {
             self.tell_timers(name, up);
         }
-        let now = self.units.get(name).map(UnitEntry::phase);
+        let now = self.units.get(name).map(|e| e.phase());
         if now != initial && self.service(name).is_some() {
             self.tell_sockets(name);
             self.fd_store_settle(name);
@@ -519,26 +517,44 @@ impl Manager {
                     queue.push_back(Event::InvocationFailed);
                 }
             },
-            Action::Spawn { cmd, index } => match self.spawn_cmd(name, def, cmd, index) {
-                Ok(pid) => {
-                    self.pids.insert(pid, name.to_string());
-                    queue.push_back(Event::Spawned { cmd, pid });
+            Action::Spawn { cmd, index } => {
+                let spawned = self.spawn_cmd(name, def, cmd, index);
+                // What `status` shows as "Process: PID ExecStart=argv": the
+                // command whose process is (or was) the main one.
+                if cmd == Cmd::Start
+                    && def.spec.readiness != state::Readiness::Forking
+                    && let Some(s) = self.service_mut(name)
+                {
+                    s.main_command = def
+                        .command(cmd, index)
+                        .map(|c| format!("{}={}", cmd.directive(), c.argv.join(" ")));
                 }
-                Err(SpawnFailure { message, status }) => {
-                    self.log_at(name, priority::ERR, &message);
-                    if let Some(e) = self.units.get_mut(name) {
-                        e.failure_note = Some(message);
+                match spawned {
+                    Ok(pid) => {
+                        self.pids.insert(pid, name.to_string());
+                        queue.push_back(Event::Spawned { cmd, pid });
                     }
-                    if cmd == Cmd::Start
-                        && def.spec.readiness != state::Readiness::Forking
-                        && let Some(s) = self.service_mut(name)
-                    {
-                        // No PID: the child never became the service.
-                        s.main_exit = Some((0, Exit::Code(status)));
+                    Err(SpawnFailure {
+                        message,
+                        status,
+                        pid,
+                    }) => {
+                        self.log_at(name, priority::ERR, &message);
+                        if let Some(e) = self.units.get_mut(name) {
+                            e.failure_note = Some(message);
+                        }
+                        if cmd == Cmd::Start
+                            && def.spec.readiness != state::Readiness::Forking
+                            && let Some(s) = self.service_mut(name)
+                        {
+                            // The forked child that failed to become the
+                            // service; 0 when it failed before the fork.
+                            s.main_exit = Some((pid.unwrap_or(0), Exit::Code(status)));
+                        }
+                        queue.push_back(Event::SpawnFailed { cmd, status });
                     }
-                    queue.push_back(Event::SpawnFailed { cmd, status });
                 }
-            },
+            }
             Action::FindMainPid => self.find_main_pid(name, queue),
             Action::Signal { whom, sig } => self.signal(name, whom, sig),
             Action::CgroupKill => {

@@ -15,7 +15,7 @@ use crate::supervisor::state::{Event, Pid, Readiness};
 use crate::unit::file::{UserFile, read_user_file};
 
 use super::host::Host;
-use super::{Input, Manager, UnitEntry};
+use super::{Input, Manager};
 
 /// What PIDFile= says now.
 enum PidFileRead {
@@ -154,7 +154,7 @@ impl Manager {
         if let Some(w) = self
             .units
             .get_mut(name)
-            .and_then(UnitEntry::inv_mut)
+            .and_then(|e| e.inv_mut())
             .and_then(|i| i.pidfile_watch.take())
         {
             self.watches.cancel(w);
@@ -162,7 +162,7 @@ impl Manager {
     }
 
     fn watch_pid_file(&mut self, name: &str, path: &Path) {
-        let Some(inv) = self.units.get(name).and_then(UnitEntry::inv) else {
+        let Some(inv) = self.units.get(name).and_then(|e| e.inv()) else {
             return;
         };
         if inv.pidfile_watch.is_some() {
@@ -185,7 +185,7 @@ impl Manager {
             unit: name.to_string(),
             seq,
         });
-        if let Some(inv) = self.units.get_mut(name).and_then(UnitEntry::inv_mut) {
+        if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv_mut()) {
             inv.pidfile_watch = Some(watch);
         }
     }

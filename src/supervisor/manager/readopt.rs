@@ -104,6 +104,20 @@ impl Manager {
         for err in errors {
             eprintln!("corrald: {err}; its unit is not taken back");
         }
+        // The clients that asked for these jobs lost their connection with
+        // the crash: say so where the user looks, not start them unasked.
+        match self.records.take_jobs() {
+            Ok(jobs) => {
+                for j in jobs {
+                    let msg = format!(
+                        "Job {}/{} queued by the previous manager was dropped; {} it again.",
+                        j.unit, j.kind, j.kind
+                    );
+                    self.log_at(&j.unit, priority::WARNING, &msg);
+                }
+            }
+            Err(err) => eprintln!("corrald: {err}; the jobs it lists are dropped"),
+        }
         let now_ns = readopt::monotonic_ns();
         let mut kept = HashSet::new();
         let mut taken = 0;

@@ -130,6 +130,7 @@ impl Manager {
                 pid,
                 code: exit.code_word().to_string(),
                 status: exit.status_word(),
+                command: svc.and_then(|s| s.main_command.clone()).unwrap_or_default(),
             }),
             invocation: e.invocation_id(),
             cgroup: e.cgroup().map(|c| self.rel_cgroup(c)),
