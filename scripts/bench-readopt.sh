@@ -5,6 +5,10 @@
 # ... in X µs", which times the re-adoption pass) and to its ready line
 # (--ready-fd: journal opened, units taken back, pipes taken back from the fd
 # holder, autostart done). Also checks that every main PID survived.
+# Then, with a unit flooding numbered lines besides, `corral daemon-reexec`
+# the same number of times: the wall time from the request to the next
+# command answered by the new image (`daemon-reexec; is-active`), and that
+# every main PID and every flood line (no hole, no duplicate) survived.
 # Needs root (cgroups). Everything started here is stopped here by PID.
 set -u
 IT=${1:-10}
@@ -17,6 +21,7 @@ CGROOT=$CG2/corral-bench-readopt-$$
 (cd $ROOT && cargo build --release --bins -q) || exit 2
 CORRAL=$ROOT/target/release/corral; CORRALD=$ROOT/target/release/corrald
 export CORRAL_SOCKET=$B/run/corral/control.sock
+printf '[Service]\nExecStart=/bin/sh -c "i=0; while :; do i=$((i+1)); echo seq $i; done"\n' > $B/units/flood.service
 UNITS=""
 for i in $(seq -w 1 $N); do
   printf '[Service]\nExecStart=/bin/sleep infinity\n' > $B/units/idle$i.service
@@ -55,3 +60,20 @@ AFTER=$(pids)
 [ "$BEFORE" = "$AFTER" ] && echo "every main PID kept across $IT kill -9s" || { echo "main PIDs changed: $BEFORE / $AFTER"; exit 1; }
 sort -n -k1 $B/times | awk -v n=$IT '{a[NR]=$1} END {printf "re-adoption pass, %d units: median %.1f ms, max %.1f ms\n", '"$N"', a[int((n+1)/2)]/1000, a[n]/1000}'
 sort -n -k2 $B/times | awk -v n=$IT '{a[NR]=$2} END {printf "exec -> ready: median %.1f ms, max %.1f ms\n", a[int((n+1)/2)]/1000, a[n]/1000}'
+
+$CORRAL start flood || exit 1
+BEFORE=$(pids); FLOOD=$($CORRAL show -p MainPID --value flood)
+: > $B/rtimes
+for i in $(seq $IT); do
+  now; T0=$T
+  $CORRAL daemon-reexec && $CORRAL is-active -q idle01 || { echo "reexec $i failed"; exit 1; }
+  now; echo $(( T - T0 )) >> $B/rtimes
+done
+AFTER=$(pids)
+[ "$BEFORE" = "$AFTER" ] && [ "$FLOOD" = "$($CORRAL show -p MainPID --value flood)" ] \
+  && echo "every main PID kept across $IT daemon-reexecs" || { echo "main PIDs changed"; exit 1; }
+$CORRAL stop flood
+$CORRAL journal --no-pager -u flood -o cat --stream stdout | awk '
+  { if ($0 != "seq " NR) { print "flood line " NR " is \"" $0 "\""; bad=1; exit 1 } }
+  END { if (!bad) print NR " flood lines, none lost, repeated or cut" }' || exit 1
+sort -n $B/rtimes | awk -v n=$IT '{a[NR]=$1} END {printf "daemon-reexec -> next command answered, %d units + a flood: median %.1f ms, max %.1f ms\n", '"$N"', a[int((n+1)/2)]/1000, a[n]/1000}'

@@ -10,25 +10,9 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestDaemon, eventually, free_port, write_script};
+use common::{TestDaemon, eventually, free_port};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-/// A Type=notify service in python: READY=1 after `delay` seconds, then sleeps.
-fn notify_script(td: &TestDaemon, name: &str, delay: u32) -> String {
-    let path = td.dir.path().join(format!("{name}.py"));
-    write_script(
-        &path,
-        &format!(
-            "#!/usr/bin/env python3\nimport os, socket, time\n\
-             time.sleep({delay})\n\
-             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
-             s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n\
-             time.sleep(1000)\n"
-        ),
-    );
-    path.display().to_string()
-}
 
 fn pid_of(td: &TestDaemon, unit: &str) -> i32 {
     td.prop(unit, "MainPID").parse().unwrap()
@@ -74,28 +58,12 @@ fn kill_9_of_the_manager_keeps_every_unit_and_the_next_one_takes_them_back() {
     }
     let port = free_port();
     let Some(mut td) = TestDaemon::start_with(|td| {
-        td.write_unit(
-            "simple.service",
-            "[Service]\nRestart=on-failure\nRestartSec=0\nExecStart=/bin/sleep 1000\n",
-        );
-        td.write_unit(
-            "forking.service",
-            &format!(
-                "[Service]\nType=forking\nPIDFile=%t/%p.pid\n\
-                 ExecStart=/usr/bin/memcached -d -P %t/%p.pid -l 127.0.0.1 -p {port} -U 0{}\n",
-                common::memcached_user_flag()
-            ),
-        );
-        let ready = notify_script(td, "ready", 0);
-        td.write_unit(
-            "notify.service",
-            &format!("[Service]\nType=notify\nExecStart={ready}\n"),
-        );
+        td.write_kept_units(port);
         td.write_unit(
             "oneshot.service",
             "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
         );
-        let slow = notify_script(td, "slow", 4);
+        let slow = td.notify_script("slow", 4);
         td.write_unit(
             "midstart.service",
             &format!("[Service]\nType=notify\nTimeoutStartSec=60\nExecStart={slow}\n"),
@@ -388,7 +356,7 @@ fn a_flood_across_kill_9_blocks_and_goes_on_in_order() {
 #[test]
 fn a_job_queued_at_the_crash_is_reported_dropped_by_the_successor() {
     let Some(mut td) = TestDaemon::start_with(|td| {
-        let dep = notify_script(td, "dep", 1000);
+        let dep = td.notify_script("dep", 1000);
         td.write_unit(
             "dep.service",
             &format!("[Service]\nType=notify\nExecStart={dep}\nTimeoutStartSec=infinity\n"),

@@ -49,15 +49,25 @@ impl Claim {
     /// holds `lock`, and with [`CgroupError::Owned`] when another live manager
     /// owns `dir`; stale records of dead managers are removed.
     pub fn take(dir: &Path, lock: &Path, role: &str) -> Result<Claim> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(lock)
-            .map_err(|e| CgroupError::io(Op::Open, lock, e))?;
+        Claim::take_held(dir, lock, role, None)
+    }
+
+    /// As [`Claim::take`], with `held`: `lock` opened and locked by a
+    /// previous image of this process (`daemon-reexec`), whose lock is kept
+    /// (flock again on the same open file) so no other manager can claim in between.
+    pub fn take_held(dir: &Path, lock: &Path, role: &str, held: Option<File>) -> Result<Claim> {
+        let file = match held {
+            Some(f) => f,
+            None => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(lock)
+                .map_err(|e| CgroupError::io(Op::Open, lock, e))?,
+        };
         // SAFETY: flock on an fd we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = std::io::Error::last_os_error();
@@ -122,6 +132,11 @@ impl Claim {
     /// was removed under the manager.
     pub fn renew(&self) -> Result<()> {
         set_xattr(&self.dir, &self.name, &self.value)
+    }
+
+    /// The locked file, for `daemon-reexec` to pass to the new image.
+    pub fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self._lock)
     }
 
     /// The cgroup this claim is on.

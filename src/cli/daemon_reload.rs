@@ -9,13 +9,22 @@ use super::{exit, jobs};
 
 /// Runs `corral daemon-reload`, printing what changed.
 pub fn run(socket: Option<PathBuf>) -> Result<u8, VerbError> {
-    match call(socket, &Request::DaemonReload)? {
+    done(socket, &Request::DaemonReload, "daemon-reload")
+}
+
+/// Sends `request`, answered `Done` with notes (printed) by the `verb` it is.
+pub(super) fn done(
+    socket: Option<PathBuf>,
+    request: &Request,
+    verb: &'static str,
+) -> Result<u8, VerbError> {
+    match call(socket, request)? {
         Response::Done(notes) => {
             for n in notes {
                 eprintln!("{n}");
             }
             Ok(exit::OK)
         }
-        other => Err(jobs::unexpected("daemon-reload", &other)),
+        other => Err(jobs::unexpected(verb, &other)),
     }
 }

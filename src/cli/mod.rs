@@ -14,6 +14,7 @@ pub mod calendar;
 pub mod cat;
 pub mod common;
 pub mod completions;
+pub mod daemon_reexec;
 pub mod daemon_reload;
 pub mod enable;
 pub mod environment;
@@ -221,6 +222,9 @@ pub enum Command {
     },
     /// Read the unit files again.
     DaemonReload,
+    /// Reexecute the manager (the corrald file on disk, so an upgrade takes
+    /// effect), keeping every unit running and its output.
+    DaemonReexec,
     /// Forget the failed state of units (all when none is named).
     ResetFailed {
         /// Unit names.
@@ -354,6 +358,7 @@ pub fn main() -> ExitCode {
         } => show::run(socket, units, property, value, json),
         Command::Cat { units } => cat::run(socket, units),
         Command::DaemonReload => daemon_reload::run(socket),
+        Command::DaemonReexec => daemon_reexec::run(socket),
         Command::ResetFailed { units } => reset_failed::run(socket, units),
         Command::IsActive { quiet, units } => is_active::run(socket, units, false, quiet),
         Command::IsFailed { quiet, units } => is_active::run(socket, units, true, quiet),

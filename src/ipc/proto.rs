@@ -413,6 +413,10 @@ pub enum Request {
     /// The unit search path and runit directories the manager loads units
     /// from, so that `enable`, `list-unit-files` & co. act on the same files.
     SearchPaths,
+    /// `daemon-reexec`: the manager executes its binary again (the file on
+    /// disk, upgraded or not), keeping every unit running and every output
+    /// pipe; answered `Done` before it happens.
+    DaemonReexec,
 }
 
 /// What kind of thing went wrong, so the CLI can pick its exit code.
@@ -735,6 +739,7 @@ mod tests {
                 20,
             ),
             (Request::SearchPaths, 21),
+            (Request::DaemonReexec, 22),
         ];
         for (req, index) in cases {
             let bytes = postcard::to_allocvec(&req).unwrap();

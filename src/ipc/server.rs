@@ -168,6 +168,9 @@ pub async fn serve_with<H: Handler>(
 
     loop {
         tokio::select! {
+            // First: after a shutdown is asked, no connection is accepted
+            // (daemon-reexec leaves them in the backlog for the new image).
+            biased;
             _ = &mut shutdown => break,
             // Reap finished connections so the set does not grow forever.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}

@@ -106,6 +106,25 @@ pub struct IngestStats {
     pub bytes: u64,
     /// Entries dropped by the rate limit (and reported).
     pub suppressed: u64,
+    /// Stopped before end of file ([`spawn_stoppable_pipe_reader`]): the
+    /// unfinished line, for whoever reads the pipe on.
+    pub left: Option<Unfinished>,
+}
+
+/// The longest unfinished line handed over whole to the next reader; a
+/// longer one is stored as a piece flagged as cut (as lines over
+/// [`MAX_LINE`] are), its rest continuing it. It travels hex-encoded in one
+/// packet to the fd holder, whose packets (in every build) are 16 KiB.
+pub const MAX_UNFINISHED: usize = 4 * 1024;
+
+/// The unfinished line of a pipe whose reader was stopped before end of file
+/// (`daemon-reexec`): the next reader starts with it, so no line is cut in two.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unfinished {
+    /// The bytes read since the last newline.
+    pub bytes: Vec<u8>,
+    /// The entry before them was cut at [`MAX_LINE`]: they continue it.
+    pub continuing: bool,
 }
 
 /// Reads `fd` (a pipe or stream socket) until EOF into `handle`; the task ends with the
@@ -115,14 +134,35 @@ pub fn spawn_pipe_reader(
     meta: SourceMeta,
     handle: WriterHandle,
 ) -> JoinHandle<Result<IngestStats>> {
-    tokio::spawn(async move { read_pipe(fd, meta, handle).await })
+    let (_never, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move { read_pipe(fd, meta, handle, stop, Unfinished::default()).await })
+}
+
+/// As [`spawn_pipe_reader`], but the reader starts with `resume` (what a
+/// stopped predecessor left unfinished) and stops, at the end of a read,
+/// once `stop` is true: everything read is then with the writer, and the
+/// unfinished line is in the counters' `left`.
+pub fn spawn_stoppable_pipe_reader(
+    fd: OwnedFd,
+    meta: SourceMeta,
+    handle: WriterHandle,
+    stop: tokio::sync::watch::Receiver<bool>,
+    resume: Unfinished,
+) -> JoinHandle<Result<IngestStats>> {
+    tokio::spawn(async move { read_pipe(fd, meta, handle, stop, resume).await })
 }
 
 fn pipe_name(meta: &SourceMeta) -> PathBuf {
     PathBuf::from(format!("<{} {}>", meta.unit, meta.stream.name()))
 }
 
-async fn read_pipe(fd: OwnedFd, meta: SourceMeta, handle: WriterHandle) -> Result<IngestStats> {
+async fn read_pipe(
+    fd: OwnedFd,
+    meta: SourceMeta,
+    handle: WriterHandle,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    resume: Unfinished,
+) -> Result<IngestStats> {
     // A bigger pipe means fewer wake-ups under a flood; failing to get one is harmless.
     // SAFETY: fcntl on a descriptor we own, with an integer argument.
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) };
@@ -135,16 +175,36 @@ async fn read_pipe(fd: OwnedFd, meta: SourceMeta, handle: WriterHandle) -> Resul
     let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd)
         .map_err(|e| JournalError::io("register pipe", &pipe_name(&meta), e))?;
     let mut splitter = Splitter::new(meta.clone());
+    splitter.partial = resume.bytes;
+    splitter.continuing = resume.continuing;
     // Grown to what a read takes, never beyond READ_CHUNK: a unit that prints
     // little keeps a small buffer (50 idle units each holding 64 KiB cost MBs).
     let mut buf: Vec<u8> = Vec::new();
     let mut stats = IngestStats::default();
     let io_err = |e| JournalError::io("read", &pipe_name(&meta), e);
     loop {
+        // The stop is checked first: a flooded pipe is always readable.
+        tokio::select! {
+            biased;
+            // The Ref is dropped at once: it holds the value's lock.
+            Ok(()) = async { stop.wait_for(|s| *s).await.map(drop) } => {
+                if splitter.partial.len() > MAX_UNFINISHED {
+                    let batch = splitter.cut();
+                    stats.entries += batch.len() as u64;
+                    handle.append_batch(batch).await?;
+                }
+                stats.left = Some(Unfinished {
+                    bytes: std::mem::take(&mut splitter.partial),
+                    continuing: splitter.continuing,
+                });
+                stats.suppressed = splitter.suppressed;
+                return Ok(stats);
+            }
+            r = pipe.readable() => r.map_err(io_err)?,
+        }
         // The budget is taken before the bytes leave the pipe: while the writer is
         // behind, the output waits in the pipe (and the service on it), not in our
         // memory, where a crash would lose it.
-        pipe.readable().await.map_err(io_err)?;
         let want = available(&pipe).clamp(1, READ_CHUNK);
         let reserved = handle.reserve(&meta.unit, want).await?;
         if buf.len() < want {
@@ -254,6 +314,15 @@ impl Splitter {
         out
     }
 
+    /// Emits the unfinished line as a piece flagged as cut: what follows continues it.
+    fn cut(&mut self) -> Vec<NewEntry> {
+        self.now = (super::realtime_now(), super::monotonic_now());
+        let mut out = Vec::new();
+        let line = std::mem::take(&mut self.partial);
+        self.emit(&line, flags::SPLIT, &mut out);
+        out
+    }
+
     /// Cuts MAX_LINE pieces off a partial line that grew too long.
     fn drain_long(&mut self, out: &mut Vec<NewEntry>) {
         while self.partial.len() > MAX_LINE {
@@ -359,6 +428,28 @@ mod tests {
         assert_eq!(msgs[6], (&[b'x'; 10][..], 6, flags::CONTINUED));
         assert_eq!(msgs[7], (&b"after"[..], 2, flags::NO_NEWLINE));
         assert_eq!(msgs.len(), 8);
+    }
+
+    #[test]
+    fn a_line_cut_at_a_handover_is_continued_by_the_next_reader() {
+        let mut s = Splitter::new(meta());
+        let mut out = s.push(b"<3>whole\n<3>begun");
+        out.extend(s.cut());
+        let mut next = Splitter::new(meta());
+        next.continuing = s.continuing;
+        out.extend(next.push(b" and ended\n"));
+        let msgs: Vec<(&[u8], u8, u8)> = out
+            .iter()
+            .map(|e| (e.message.as_slice(), e.priority, e.flags))
+            .collect();
+        assert_eq!(
+            msgs,
+            vec![
+                (&b"whole"[..], 3, 0),
+                (&b"begun"[..], 3, flags::SPLIT),
+                (&b" and ended"[..], 6, flags::CONTINUED),
+            ]
+        );
     }
 
     #[test]

@@ -606,6 +606,15 @@ impl Store {
         }
     }
 
+    /// Closes the file cleanly, as dropping the last handle would (the next
+    /// open needs no recovery), for a process about to execve, which drops
+    /// nothing; reads and writes fail after it. Call after the writer's shutdown.
+    pub fn close(&self) {
+        let mut db = self.inner.db.write().expect("store lock poisoned");
+        self.readers_ended();
+        drop(std::mem::replace(&mut *db, Db::Closed));
+    }
+
     /// Re-opens the file after redb reported a failed write (it refuses further writes
     /// with PreviousIo until reopened); used by the writer after ENOSPC, and by
     /// [`Self::vacuum_size`] to measure the file as closing leaves it.

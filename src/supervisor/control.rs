@@ -22,6 +22,17 @@ pub struct ControlHandler {
     /// The journal writer, for journal queries, disk usage and vacuum (they never
     /// reach the manager thread).
     pub journal: Option<WriterHandle>,
+    /// How `daemon-reexec` is asked of the manager's start-up task (None:
+    /// the output pipes could not outlive this image, the request is refused).
+    pub reexec: Option<Reexec>,
+}
+
+/// What the handler needs for `daemon-reexec`.
+pub struct Reexec {
+    /// Set once asked: the server stops accepting, the start-up task re-executes.
+    pub asked: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    /// The corrald file to execute.
+    pub program: std::path::PathBuf,
 }
 
 /// A question the manager thread answers at once from its state (or a
@@ -130,6 +141,32 @@ impl ControlHandler {
             return Response::Error(gone());
         }
         rx.await.unwrap_or_else(|_| Response::Error(gone()))
+    }
+}
+
+impl ControlHandler {
+    /// `daemon-reexec`: asked before the answer goes out, so that the
+    /// server stops accepting at once and the client's next connection
+    /// waits in the listener's backlog for the new image.
+    fn reexec(&self) -> Response {
+        let refused = |message: String| {
+            Response::Error(Failure {
+                kind: ErrorKind::Refused,
+                message,
+            })
+        };
+        let Some(r) = &self.reexec else {
+            return refused(
+                "the manager has no fd holder (see its stderr): its units' output pipes \
+                 would not outlive a re-execution"
+                    .into(),
+            );
+        };
+        if let Err(e) = nix::unistd::access(&r.program, nix::unistd::AccessFlags::X_OK) {
+            return refused(format!("cannot execute {}: {e}", r.program.display()));
+        }
+        r.asked.send_replace(true);
+        Response::Done(Vec::new())
     }
 }
 
@@ -330,6 +367,7 @@ impl Handler for ControlHandler {
             }
             Request::ShowEnvironment => self.query(Query::ShowEnvironment).await,
             Request::SearchPaths => self.query(Query::SearchPaths).await,
+            Request::DaemonReexec => self.reexec(),
         };
         replies.reply(&response).await
     }

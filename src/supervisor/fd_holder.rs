@@ -12,6 +12,8 @@
 //!
 //! - `D` id meta, with one fd (SCM_RIGHTS): keep it. One sendmsg per pipe.
 //! - `X` id: the manager read EOF; close it.
+//! - `M` id meta: replace the metadata of the fd kept as id (a reader
+//!   stopped for `daemon-reexec` leaves its unfinished line there).
 //! - `T`: send every fd kept, one `F` id meta packet each, then `E`.
 //! - `Q`: the manager shuts down cleanly; exit.
 //!
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::output::Stream;
 use super::state::Pid;
+use crate::journal::ingest::Unfinished;
 
 /// The holder's socket, in the manager's runtime directory.
 pub const SOCKET: &str = "fd-holder.sock";
@@ -41,7 +44,8 @@ pub const CGROUP: &str = "corral-fd-holder";
 /// The argument that starts `corrald` as the holder.
 pub const FLAG: &str = "--fd-holder";
 
-/// The largest packet: a kind, an id, a metadata record.
+/// The largest packet: a kind, an id, a metadata record (with an unfinished
+/// line of up to `ingest::MAX_UNFINISHED` bytes, hex-encoded).
 const MAX_PACKET: usize = 16 * 1024;
 
 /// Errors of the holder and of its clients.
@@ -82,6 +86,37 @@ pub struct Meta {
     pub priority: u8,
     /// SyslogLevelPrefix=.
     pub level_prefix: bool,
+    /// The unfinished line of a reader stopped by `daemon-reexec`, hex-encoded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub partial: String,
+    /// That line continues an entry cut at MAX_LINE.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continuing: bool,
+}
+
+impl Meta {
+    /// The unfinished line a stopped reader left (empty when none).
+    pub fn unfinished(&self) -> Unfinished {
+        let hex = self.partial.as_bytes();
+        let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+        Unfinished {
+            bytes: hex
+                .chunks_exact(2)
+                .map(|p| digit(p[0]) << 4 | digit(p[1]))
+                .collect(),
+            continuing: self.continuing,
+        }
+    }
+
+    /// Keeps `left` as the unfinished line, for the next reader.
+    pub fn set_unfinished(&mut self, left: &Unfinished) {
+        use std::fmt::Write;
+        self.partial.clear();
+        for b in &left.bytes {
+            let _ = write!(self.partial, "{b:02x}");
+        }
+        self.continuing = left.continuing;
+    }
 }
 
 /// Runs the holder on the listening socket `listener` until the manager
@@ -111,6 +146,11 @@ pub fn serve(listener: OwnedFd) -> Result<(), FdHolderError> {
                 }
                 (Some(b'X'), Some(id)) => {
                     kept.remove(&id_of(id));
+                }
+                (Some(b'M'), Some(id)) => {
+                    if let Some((_, meta)) = kept.get_mut(&id_of(id)) {
+                        *meta = packet[9..].to_vec();
+                    }
                 }
                 (Some(b'T'), _) => {
                     for (id, (fd, meta)) in &kept {
@@ -253,6 +293,15 @@ impl Client {
         );
     }
 
+    /// Replaces the metadata of the fd deposited as `id`; answered by the
+    /// next [`Client::take_all`] (one connection, packets in order).
+    pub fn update(&self, id: u64, meta: &Meta) -> Result<(), FdHolderError> {
+        let mut p = vec![b'M'];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend(serde_json::to_vec(meta).unwrap_or_default());
+        send(self.conn.as_raw_fd(), &p, None).map_err(self.err("send to"))
+    }
+
     /// Every fd the holder keeps, with its id and metadata (copies: it
     /// keeps them too, for the next manager if this one dies).
     pub fn take_all(&self) -> Result<Vec<(u64, Meta, OwnedFd)>, FdHolderError> {
@@ -350,6 +399,8 @@ mod tests {
             stream: Stream::Stdout,
             priority: 6,
             level_prefix: true,
+            partial: String::new(),
+            continuing: false,
         };
         let id = client.deposit(r.as_fd(), &meta).unwrap();
         // The first reader (the manager) dies.
@@ -369,6 +420,19 @@ mod tests {
             next.next.load(std::sync::atomic::Ordering::Relaxed) > id,
             "ids of a successor never repeat its predecessor's"
         );
+        // A reader stopped for daemon-reexec leaves its unfinished line
+        // (up to MAX_UNFINISHED bytes) with the pipe, for the next one.
+        let left = Unfinished {
+            bytes: (0..crate::journal::ingest::MAX_UNFINISHED)
+                .map(|i| i as u8)
+                .collect(),
+            continuing: true,
+        };
+        let mut with_line = meta.clone();
+        with_line.set_unfinished(&left);
+        next.update(id, &with_line).unwrap();
+        let (_, got, _) = next.take_all().unwrap().pop().unwrap();
+        assert_eq!(got.unfinished(), left);
         next.drop_fd(id);
         next.quit();
         holder.join().unwrap().unwrap();

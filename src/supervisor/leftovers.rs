@@ -27,12 +27,18 @@ pub const LOCK_FILE: &str = "cgroup.lock";
 
 /// Claims `root` for this manager before it touches anything below it:
 /// refused when another live manager owns it or uses `runtime_dir`. Keep
-/// the guard for as long as the manager runs.
-pub fn claim_root(root: &Cgroup, runtime_dir: &Path) -> Result<Arc<Claim>, CgroupError> {
-    let claim = Arc::new(Claim::take(
+/// the guard for as long as the manager runs. `held`: the lock file as a
+/// previous image of this process passed it (`daemon-reexec`).
+pub fn claim_root(
+    root: &Cgroup,
+    runtime_dir: &Path,
+    held: Option<std::fs::File>,
+) -> Result<Arc<Claim>, CgroupError> {
+    let claim = Arc::new(Claim::take_held(
         root.path(),
         &runtime_dir.join(LOCK_FILE),
         "corrald --user",
+        held,
     )?);
     *CLAIM.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(&claim));
     Ok(claim)

@@ -172,6 +172,9 @@ pub enum Input {
     ReloadUnits,
     /// SIGTERM/SIGINT: stop every unit, then end.
     Shutdown,
+    /// `daemon-reexec`: end the loop with every unit as it is, its state
+    /// record written, for the next image to take it back.
+    Reexec,
 }
 
 /// What a client asks of one unit (start, stop, kill, ...). The job driver
@@ -315,6 +318,8 @@ pub struct Manager {
     /// Processes, signals, timers and the clock (host.rs).
     host: Box<dyn host::Host>,
     shutting_down: bool,
+    /// `daemon-reexec` asked: the loop ends with the units running.
+    reexecuting: bool,
     /// The environment block (`set-environment`), saved in the state directory.
     env: environment::EnvBlock,
     /// Transactions and skipped starts (job_driver.rs).
@@ -367,6 +372,7 @@ impl Manager {
             timer_generation: 0,
             started_usec: now_usec(),
             shutting_down: false,
+            reexecuting: false,
             env,
             graph: job_driver::Graph::new(),
             lingering: HashMap::new(),
@@ -428,6 +434,9 @@ impl Manager {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         while let Some(input) = rx.blocking_recv() {
             self.input(input);
+            if self.reexecuting {
+                break;
+            }
             if self.shutting_down && self.units.values().all(|u| u.inv().is_none()) {
                 break;
             }
@@ -513,6 +522,28 @@ impl Manager {
                     eprintln!("corrald: {n}");
                 }
             }
+            Input::Reexec => {
+                let names: Vec<String> = self.units.keys().map(|n| n.to_string()).collect();
+                for name in &names {
+                    self.persist(name);
+                }
+                let started: Vec<String> = names
+                    .into_iter()
+                    .filter(|n| {
+                        let e = &self.units[n.as_str()];
+                        !matches!(e.body, entry::Body::Service(_)) && !e.phase().is_stopped()
+                    })
+                    .collect();
+                let dir = self.notify_path.parent().unwrap_or(Path::new("/"));
+                if let Err(e) = super::reexec::save_started(dir, &started) {
+                    eprintln!(
+                        "corrald: cannot record the active sockets, timers and targets in {}: {e}; \
+                         the new image starts only those enabled",
+                        dir.display()
+                    );
+                }
+                self.reexecuting = true;
+            }
             Input::Shutdown => {
                 self.shutting_down = true;
                 // Every unit stops, in the reverse of the start order (job_driver.rs).
@@ -546,21 +577,47 @@ pub async fn run(
             .map_err(io("create", &opts.runtime_dir))?;
     }
     std::fs::create_dir_all(&opts.state_dir).map_err(io("create", &opts.state_dir))?;
+    // What a previous image of this process passed (daemon-reexec), and the
+    // file a next one is executed from.
+    let inherited = super::reexec::Inherited::take();
+    let program = super::reexec::program();
     // One cgroup root, one owner: before the socket or any cgroup is touched.
-    let _claim = super::leftovers::claim_root(&root, &opts.runtime_dir)?;
+    let claim = super::leftovers::claim_root(
+        &root,
+        &opts.runtime_dir,
+        inherited.claim.map(std::fs::File::from),
+    )?;
     let sock_path = opts.runtime_dir.join("control.sock");
-    let listener = crate::ipc::bind_private(&sock_path)?;
+    let listener = match inherited.control {
+        Some(fd) => {
+            let std = std::os::unix::net::UnixListener::from(fd);
+            std.set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixListener::from_std(std))
+                .map_err(io("take over the control socket", &sock_path))?
+        }
+        None => crate::ipc::bind_private(&sock_path)?,
+    };
     let notify_path = opts.runtime_dir.join("notify");
-    let notify = NotifySocket::bind(&notify_path)?;
+    let notify = match inherited.notify {
+        Some(fd) => NotifySocket::inherited(&notify_path, fd)?,
+        None => NotifySocket::bind(&notify_path)?,
+    };
+    // Copies for daemon-reexec, open after the server and the notify task drop theirs.
+    let passed = |fd: std::os::fd::BorrowedFd<'_>, path: &Path| {
+        fd.try_clone_to_owned()
+            .map_err(io("duplicate the fd of", path))
+    };
+    let listener_fd = passed(std::os::fd::AsFd::as_fd(&listener), &sock_path)?;
+    let notify_fd = passed(notify.fd(), &notify_path)?;
 
     let (tx, rx) = mpsc::unbounded_channel();
-    {
+    let reaper = {
         let tx = tx.clone();
         tokio::spawn(reaper::run(move |pid, exit| {
             let _ = tx.send(Input::Reaped(pid, exit));
-        }));
-    }
-    {
+        }))
+    };
+    let notify_task = {
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Ok(r) = notify.recv().await {
@@ -576,8 +633,8 @@ pub async fn run(
                     break;
                 }
             }
-        });
-    }
+        })
+    };
     {
         use tokio::signal::unix::{SignalKind, signal};
         let sig = |k| {
@@ -636,6 +693,14 @@ pub async fn run(
         })
         .ok()
         .map(Arc::new);
+    let reexec_asked = Arc::new(tokio::sync::watch::Sender::new(false));
+    let reexec = match (&holder, &program) {
+        (Some(_), Some(program)) => Some(control::Reexec {
+            asked: reexec_asked.clone(),
+            program: program.clone(),
+        }),
+        _ => None,
+    };
     let output = Output::new(journal.clone()).with_holder(holder);
     let finish_output = output.clone();
     let mut manager = Manager::new(
@@ -682,11 +747,13 @@ pub async fn run(
     // services default.target pulls in (with what is enabled and the runit
     // services without `down`) find their sockets there; timers.target
     // starts the timers enabled for it.
-    let autostart = vec![
+    let mut autostart = vec![
         super::graph::SOCKETS_TARGET.to_string(),
         super::graph::DEFAULT_TARGET.to_string(),
         super::graph::TIMERS_TARGET.to_string(),
     ];
+    // After a daemon-reexec: the sockets, timers and targets that were active.
+    autostart.extend(super::reexec::take_started(&opts.runtime_dir));
 
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let rt = Handle::current();
@@ -705,9 +772,14 @@ pub async fn run(
     let handler = Arc::new(control::ControlHandler {
         tx: tx.clone(),
         journal: journal.clone(),
+        reexec,
     });
-    let server = tokio::spawn(crate::ipc::serve(listener, handler, async move {
-        let _ = done_rx.await;
+    let mut asked = reexec_asked.subscribe();
+    let mut server = tokio::spawn(crate::ipc::serve(listener, handler, async move {
+        tokio::select! {
+            _ = done_rx => {}
+            Ok(_) = asked.wait_for(|a| *a) => {}
+        }
     }));
 
     let mut started = Vec::new();
@@ -736,8 +808,44 @@ pub async fn run(
         // The reader may be gone; readiness is only a courtesy to it.
         let _ = writeln!(f, "READY=1 {}", sock_path.display());
     }
+    let manager_tx = tx.clone();
     drop(tx);
-    let served = server.await;
+    let mut reexec_wait = reexec_asked.subscribe();
+    let served = tokio::select! {
+        // First: the server also ends once daemon-reexec is asked.
+        biased;
+        // The Ref is dropped at once: it holds the value's lock.
+        Ok(()) = async { reexec_wait.wait_for(|a| *a).await.map(drop) } => {
+                let program = program.clone().unwrap_or_default();
+                // Stopped first, so that every exit and notification they
+                // passed on is in the queue before Reexec, and what comes
+                // after waits in the kernel for the new image.
+                reaper.abort();
+                notify_task.abort();
+                let _ = manager_tx.send(Input::Reexec);
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+                let _ = server.await;
+                // Every reader stops at the end of a read; what it read is
+                // with the writer, its unfinished line with the fd holder.
+                finish_output.hand_over().await;
+                if let Some(j) = journal {
+                    if let Err(e) = j.shutdown().await {
+                        eprintln!("corrald: the journal did not shut down cleanly: {e}");
+                    }
+                    // It may wait for a reader (journal -f) to finish.
+                    let store = j.store().clone();
+                    let _ = tokio::task::spawn_blocking(move || store.close()).await;
+                }
+                eprintln!("corrald: executing {} again", program.display());
+                let passed = [
+                    ("control", std::os::fd::AsFd::as_fd(&listener_fd)),
+                    ("notify", std::os::fd::AsFd::as_fd(&notify_fd)),
+                    ("claim", claim.lock_fd()),
+                ];
+                return Err(SupervisorError::Reexec(super::reexec::exec(&program, &passed)));
+        }
+        served = &mut server => served,
+    };
     let joined = tokio::task::spawn_blocking(move || thread.join()).await;
     // Every unit is stopped: the pipes reach end of file, and their last
     // lines must be with the writer before it shuts down.

@@ -25,6 +25,8 @@
 //!   open across a manager's death, and the manager's client of it.
 //! - [`readopt`]: the per-unit state records a manager leaves in its
 //!   runtime directory, and a successor's decision to take a unit back.
+//! - [`reexec`]: `daemon-reexec`, the manager executing its binary again
+//!   with the fds it passes to the new image.
 //! - [`wire`]: the one conversion of the manager's unit states into the
 //!   control protocol's words.
 //!
@@ -51,6 +53,7 @@ pub mod process_setup;
 pub mod procs;
 pub mod readopt;
 pub mod reaper;
+pub mod reexec;
 pub mod service;
 pub mod socket;
 pub mod state;
@@ -104,6 +107,10 @@ pub enum SupervisorError {
     /// The control socket could not be set up.
     #[error(transparent)]
     Ipc(#[from] crate::ipc::IpcError),
+    /// `daemon-reexec` could not execute the new image (the units live on,
+    /// for the next manager to take back as after a crash).
+    #[error("daemon-reexec failed: {0}; the units run on, start corrald to take them back")]
+    Reexec(#[from] reexec::ReexecError),
     /// The manager thread ended unexpectedly.
     #[error("the manager thread ended unexpectedly: {0}")]
     Thread(String),

@@ -132,6 +132,26 @@ impl NotifySocket {
             _ => {}
         }
         let std_sock = StdDatagram::bind(path).map_err(io("bind notify socket"))?;
+        NotifySocket::adopt(path, std_sock)
+    }
+
+    /// The socket bound at `path` that a previous image of this process
+    /// passed (`daemon-reexec`): no datagram sent meanwhile is lost.
+    pub fn inherited(
+        path: &Path,
+        fd: std::os::fd::OwnedFd,
+    ) -> Result<NotifySocket, SupervisorError> {
+        NotifySocket::adopt(path, StdDatagram::from(fd))
+    }
+
+    fn adopt(path: &Path, std_sock: StdDatagram) -> Result<NotifySocket, SupervisorError> {
+        let io = |op: &'static str| {
+            move |source: std::io::Error| SupervisorError::Io {
+                op,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
         setsockopt(&std_sock, sockopt::PassCred, &true)
             .map_err(|e| io("set SO_PASSCRED on notify socket")(e.into()))?;
         std_sock
@@ -142,6 +162,11 @@ impl NotifySocket {
             path: path.to_path_buf(),
             sock,
         })
+    }
+
+    /// The socket's fd, for `daemon-reexec` to pass to the new image.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.sock)
     }
 
     /// Waits for the next datagram; returns the sender's PID (when the kernel

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
-use crate::journal::ingest::{RateLimiter, SourceMeta, spawn_pipe_reader};
+use crate::journal::ingest::{RateLimiter, SourceMeta, Unfinished, spawn_stoppable_pipe_reader};
 use crate::journal::output::{Format, OutputOptions, write_entry};
 use crate::journal::{NewEntry, Query, WriterHandle};
 
@@ -60,7 +60,7 @@ enum ManagerMsg {
 }
 
 /// The sink of every unit's output; cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Output {
     journal: Option<WriterHandle>,
     /// The manager's messages, appended in order by one task.
@@ -70,6 +70,8 @@ pub struct Output {
     /// The pipe readers still running, awaited by [`Output::drain`] so that a
     /// clean shutdown stores every line the services wrote.
     readers: Arc<Mutex<tokio::task::JoinSet<()>>>,
+    /// Set by [`Output::hand_over`]: every reader stops at the end of a read.
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// An invocation id as the journal stores it (0 when not hex).
@@ -104,6 +106,7 @@ impl Output {
             manager,
             holder: None,
             readers: Arc::default(),
+            stop: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
 
@@ -130,6 +133,21 @@ impl Output {
                 let _ = wait.await;
             }
         }
+    }
+
+    /// For `daemon-reexec`: stops every pipe reader at the end of a read,
+    /// without waiting for end of file, each leaving its unfinished line
+    /// with the fd holder, which keeps the pipe for the next image; then
+    /// waits until what they read and every message of the manager is with
+    /// the writer. False when there is no holder: the pipes could not be
+    /// kept, and nothing was stopped.
+    pub async fn hand_over(&self) -> bool {
+        if self.holder.is_none() {
+            return false;
+        }
+        self.stop.send_replace(true);
+        self.drain().await;
+        true
     }
 
     /// Runs `task` as a pipe reader [`Output::drain`] waits for.
@@ -162,6 +180,7 @@ impl Output {
         };
         let n = kept.len();
         for (id, m, fd) in kept {
+            let left = m.unfinished();
             let rate_limit = limiter(&m.unit);
             let src = Source {
                 unit: m.unit,
@@ -174,7 +193,7 @@ impl Output {
                 comm: m.comm,
                 rate_limit,
             };
-            self.read(src, fd, Some(id));
+            self.read(src, fd, Some(id), left);
         }
         n
     }
@@ -189,37 +208,34 @@ impl Output {
     pub fn attach(&self, src: Source, fd: OwnedFd) {
         use std::os::fd::AsFd;
         let deposited = self.holder.as_ref().and_then(|h| {
-            let meta = Meta {
-                unit: src.unit.clone(),
-                invocation: src.invocation.clone(),
-                identifier: src.identifier.clone(),
-                comm: src.comm.clone(),
-                pid: src.pid,
-                stream: src.stream,
-                priority: src.priority,
-                level_prefix: src.level_prefix,
-            };
-            h.deposit(fd.as_fd(), &meta)
+            h.deposit(fd.as_fd(), &holder_meta(&src))
                 .map_err(|e| eprintln!("corrald: {}: {e}", src.unit))
                 .ok()
         });
-        self.read(src, fd, deposited);
+        self.read(src, fd, deposited, Unfinished::default());
     }
 
-    /// Reads `fd` into the journal; `deposited`: its id with the holder, to
-    /// drop it by at EOF.
-    fn read(&self, src: Source, fd: OwnedFd, deposited: Option<u64>) {
+    /// Reads `fd` into the journal, starting with the unfinished line
+    /// `resume`; `deposited`: its id with the holder, to drop it by at EOF
+    /// (or to leave the unfinished line with when stopped by [`Output::hand_over`]).
+    fn read(&self, src: Source, fd: OwnedFd, deposited: Option<u64>, resume: Unfinished) {
         let holder = deposited.and(self.holder.clone());
+        let held = holder.clone();
         let dropped = move || {
             if let (Some(h), Some(id)) = (holder, deposited) {
                 h.drop_fd(id);
             }
         };
+        let mut stop = self.stop.subscribe();
         let Some(handle) = self.journal.clone() else {
             match pipe::Receiver::from_owned_fd(fd) {
                 Ok(rx) => self.track(async move {
-                    drain(rx).await;
-                    dropped();
+                    // Stopped, the pipe stays with the holder; there is no line to leave.
+                    tokio::select! {
+                        biased;
+                        Ok(_) = stop.wait_for(|s| *s) => {}
+                        () = drain(rx) => dropped(),
+                    }
                 }),
                 // The fd is dropped here: the writer gets EPIPE rather than blocking forever.
                 Err(e) => {
@@ -233,6 +249,7 @@ impl Output {
             return;
         };
         let label = format!("{} pid {} {}", src.unit, src.pid, src.stream.name());
+        let mut kept = holder_meta(&src);
         let meta = SourceMeta {
             unit: Arc::from(src.unit.as_str()),
             invocation: invocation_number(&src.invocation),
@@ -244,12 +261,24 @@ impl Output {
             comm: Arc::from(src.comm.as_str()),
             rate_limit: src.rate_limit,
         };
-        let task = spawn_pipe_reader(fd, meta, handle);
+        let task = spawn_stoppable_pipe_reader(fd, meta, handle, stop, resume);
         self.track(async move {
             // A reader given up by drain() must stop, not write to a closed writer.
             let _stop = AbortOnDrop(task.abort_handle());
             match task.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(stats)) => {
+                    if let Some(left) = stats.left {
+                        // Stopped for a re-execution: the holder keeps the pipe
+                        // and the line it ends in, for the next image.
+                        kept.set_unfinished(&left);
+                        if let (Some(h), Some(id)) = (held, deposited)
+                            && let Err(e) = h.update(id, &kept)
+                        {
+                            eprintln!("corrald: {label}: its unfinished line is lost: {e}");
+                        }
+                        return;
+                    }
+                }
                 Ok(Err(e)) => eprintln!("corrald: journal ingest of {label} failed: {e}"),
                 Err(e) => eprintln!("corrald: journal ingest of {label} ended: {e}"),
             }
@@ -305,6 +334,22 @@ impl Output {
                 Some(String::from_utf8_lossy(&buf).trim_end().to_string())
             })
             .collect()
+    }
+}
+
+/// What the holder keeps with a pipe `src` writes to.
+fn holder_meta(src: &Source) -> Meta {
+    Meta {
+        unit: src.unit.clone(),
+        invocation: src.invocation.clone(),
+        identifier: src.identifier.clone(),
+        comm: src.comm.clone(),
+        pid: src.pid,
+        stream: src.stream,
+        priority: src.priority,
+        level_prefix: src.level_prefix,
+        partial: String::new(),
+        continuing: false,
     }
 }
 

@@ -38,6 +38,8 @@ pub struct TestDaemon {
     pub cgroup_root: PathBuf,
     /// The control socket.
     pub socket: PathBuf,
+    /// The corrald binary launched (the crate's unless the test gave another).
+    program: PathBuf,
 }
 
 impl TestDaemon {
@@ -54,13 +56,19 @@ impl TestDaemon {
 
     /// Starts a daemon with extra command-line arguments.
     pub fn start_args(setup: impl FnOnce(&TestDaemon), extra: &[&str]) -> Option<TestDaemon> {
-        Self::start_in(None, setup, extra, |_| {})
+        Self::start_in(None, setup, extra, |_| {}, None)
     }
 
     /// Starts a daemon whose cgroup root is `cgroup_root` (created if
     /// missing; its removal is the caller's) instead of a scratch cgroup.
     pub fn start_at(cgroup_root: &Path, setup: impl FnOnce(&TestDaemon)) -> Option<TestDaemon> {
-        Self::start_in(Some(cgroup_root.to_path_buf()), setup, &[], |_| {})
+        Self::start_in(Some(cgroup_root.to_path_buf()), setup, &[], |_| {}, None)
+    }
+
+    /// Starts a daemon from the corrald binary at `program` (a copy the
+    /// test may replace) instead of the crate's.
+    pub fn start_from(program: &Path, setup: impl FnOnce(&TestDaemon)) -> Option<TestDaemon> {
+        Self::start_in(None, setup, &[], |_| {}, Some(program.to_path_buf()))
     }
 
     /// Starts a daemon whose `corrald` command `configure` adjusts before
@@ -70,7 +78,7 @@ impl TestDaemon {
         extra: &[&str],
         configure: impl FnOnce(&mut Command),
     ) -> Option<TestDaemon> {
-        Self::start_in(None, setup, extra, configure)
+        Self::start_in(None, setup, extra, configure, None)
     }
 
     fn start_in(
@@ -78,6 +86,7 @@ impl TestDaemon {
         setup: impl FnOnce(&TestDaemon),
         extra: &[&str],
         configure: impl FnOnce(&mut Command),
+        program: Option<PathBuf>,
     ) -> Option<TestDaemon> {
         let root = scratch()?;
         let dir = tempfile::tempdir().expect("temp dir");
@@ -91,6 +100,7 @@ impl TestDaemon {
             cgroup_root: cgroup_root.unwrap_or_else(|| root.path().to_path_buf()),
             root,
             socket,
+            program: program.unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_corrald"))),
         };
         setup(&td);
         td.launch(extra, configure);
@@ -107,7 +117,7 @@ impl TestDaemon {
             .append(true)
             .open(self.dir.path().join("corrald.log"))
             .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corrald"));
+        let mut cmd = Command::new(&self.program);
         cmd.arg("--user")
             .arg("--units-dir")
             .arg(self.dir.path().join("units"))
@@ -195,6 +205,46 @@ impl TestDaemon {
     /// The runit service directory.
     pub fn runit_dir(&self) -> PathBuf {
         self.dir.path().join("runit")
+    }
+
+    /// A Type=notify service in python: READY=1 after `delay` seconds, then
+    /// sleeps; the path of its script.
+    pub fn notify_script(&self, name: &str, delay: u32) -> String {
+        let path = self.dir.path().join(format!("{name}.py"));
+        super::write_script(
+            &path,
+            &format!(
+                "#!/usr/bin/env python3\nimport os, socket, time\n\
+                 time.sleep({delay})\n\
+                 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+                 s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n\
+                 time.sleep(1000)\n"
+            ),
+        );
+        path.display().to_string()
+    }
+
+    /// The units a manager that dies or re-executes must keep running:
+    /// simple.service (Restart=on-failure), forking.service (memcached on
+    /// `port`, PIDFile=) and notify.service (READY=1 at once).
+    pub fn write_kept_units(&self, port: u16) {
+        self.write_unit(
+            "simple.service",
+            "[Service]\nRestart=on-failure\nRestartSec=0\nExecStart=/bin/sleep 1000\n",
+        );
+        self.write_unit(
+            "forking.service",
+            &format!(
+                "[Service]\nType=forking\nPIDFile=%t/%p.pid\n\
+                 ExecStart=/usr/bin/memcached -d -P %t/%p.pid -l 127.0.0.1 -p {port} -U 0{}\n",
+                memcached_user_flag()
+            ),
+        );
+        let ready = self.notify_script("ready", 0);
+        self.write_unit(
+            "notify.service",
+            &format!("[Service]\nType=notify\nExecStart={ready}\n"),
+        );
     }
 
     /// Writes a unit file.

@@ -123,6 +123,13 @@ impl Host for Kernel {
 
     fn watch_exit(&self, pid: Pid, start: Option<u64>) -> bool {
         use std::os::fd::{FromRawFd, OwnedFd};
+        if own_child(pid) {
+            // After `daemon-reexec` the units are still our children: the
+            // reaper's waitpid reports their exit with its status (a zombie
+            // included), which a pidfd cannot.
+            let now = crate::supervisor::procs::start_time(pid);
+            return now.is_none() || start.is_none() || now == start;
+        }
         // SAFETY: pidfd_open takes a PID and flags, and returns a new fd or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if fd < 0 {
@@ -150,4 +157,11 @@ impl Host for Kernel {
         });
         true
     }
+}
+
+/// Whether `pid` is a child of this process (a zombie included): only a
+/// process this manager spawned before a `daemon-reexec` or an orphan it
+/// inherited as subreaper, which no other process can reap.
+pub(super) fn own_child(pid: Pid) -> bool {
+    crate::supervisor::procs::parent(pid) == Some(std::process::id() as Pid)
 }

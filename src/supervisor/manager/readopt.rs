@@ -157,8 +157,11 @@ impl Manager {
             .filter(|p| p.is_dir())
             .and_then(|p| Cgroup::open(&p).ok());
         let alive = |pid: Option<Pid>, start: Option<u64>, host: &dyn Host| match (pid, &cgroup) {
+            // A zombie child (exited during a daemon-reexec) has left its
+            // cgroup but is the reaper's to report, with its status.
             (Some(pid), Some(cg)) => {
-                host.contains(cg, pid).unwrap_or(false) && host.watch_exit(pid, start)
+                (super::host::own_child(pid) || host.contains(cg, pid).unwrap_or(false))
+                    && host.watch_exit(pid, start)
             }
             _ => false,
         };

@@ -1,0 +1,208 @@
+//! `corral daemon-reexec`: the manager executes its binary again in the
+//! same process; every unit keeps running under it (same main PID, same
+//! invocation, exits seen with their real status), not one line of their
+//! output is lost or repeated, and the control socket keeps answering.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestDaemon, eventually, free_port};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A flood of numbered lines, each written in two pieces (`seq N` then the
+/// newline), so that the reader is often stopped in the middle of a line.
+const FLOOD: &str = "[Service]\nExecStart=/bin/sh -c \
+    \"i=0; while :; do i=$((i+1)); printf 'seq %%d' $i; printf '\\\\n'; done\"\n";
+
+fn main_pid(td: &TestDaemon, unit: &str) -> i32 {
+    td.prop(unit, "MainPID").parse().unwrap()
+}
+
+/// The numbers of the flood's lines in the journal, after it was stopped:
+/// they must be exactly 1..=N (no hole, no duplicate, nothing cut in two).
+fn assert_whole_flood(td: &TestDaemon, unit: &str) {
+    let out = td
+        .journal(unit, &["-o", "cat", "--stream", "stdout"])
+        .stdout;
+    let seqs: Vec<u64> = out
+        .lines()
+        .map(|l| {
+            l.strip_prefix("seq ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("a line cut or mangled: {l:?}"))
+        })
+        .collect();
+    assert!(seqs.len() > 1000, "only {} lines", seqs.len());
+    let wrong: Vec<(usize, u64)> = seqs
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| **n != *i as u64 + 1)
+        .map(|(i, n)| (i, *n))
+        .take(5)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "lines lost or repeated: {wrong:?}\n{}",
+        td.log()
+    );
+}
+
+/// The manager's process image: its PID and its /proc/PID/exe inode.
+fn exe_inode(pid: i32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/exe")).unwrap().ino()
+}
+
+#[test]
+fn daemon_reexec_keeps_every_unit_and_every_line() {
+    if !common::require(
+        "daemon-reexec",
+        &common::missing_tools(&["memcached", "python3"]),
+    ) {
+        return;
+    }
+    let port = free_port();
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_kept_units(port);
+        td.write_unit("flood.service", FLOOD);
+    }) else {
+        return;
+    };
+    let units = ["simple", "forking", "notify", "flood"];
+    for u in units {
+        td.ok(&["start", u]);
+    }
+    let before: Vec<(String, String)> = units
+        .iter()
+        .map(|u| (td.prop(u, "MainPID"), td.prop(u, "InvocationID")))
+        .collect();
+    let manager = td.pid();
+    // Let the flood run long enough for the readers to be mid-stream.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let out = td.ok(&["daemon-reexec"]);
+    assert!(out.stderr.is_empty(), "{out:?}");
+    // The very next command works: the listener was passed, not bound again.
+    let status = td.ok(&["status"]).stdout;
+    assert!(!status.is_empty());
+    assert_eq!(td.pid(), manager, "the same process");
+    eventually(Duration::from_secs(10), || {
+        td.log().contains("took back 4 of 4 unit(s)").then_some(())
+    })
+    .unwrap_or_else(|| panic!("not every unit taken back:\n{}", td.log()));
+
+    for (u, (main, inv)) in units.iter().zip(&before) {
+        assert_eq!(&td.prop(u, "MainPID"), main, "{u}: main PID kept");
+        assert_eq!(&td.prop(u, "InvocationID"), inv, "{u}: invocation kept");
+        assert_eq!(td.prop(u, "SubState"), "running", "{u}\n{}", td.log());
+    }
+    let log = td.log();
+    for bad in [
+        "status unknown",
+        "left by a previous manager",
+        "ended without closing it",
+    ] {
+        assert!(!log.contains(bad), "{bad:?} in the log:\n{log}");
+    }
+    assert!(common::memcached_version(port).is_some());
+
+    // An exit after the re-execution is seen with its status (the units are
+    // still the manager's children), and Restart= applies to it.
+    let simple = main_pid(&td, "simple");
+    kill(Pid::from_raw(simple), Signal::SIGKILL).unwrap();
+    eventually(Duration::from_secs(10), || {
+        let p = main_pid(&td, "simple");
+        (p != 0 && p != simple && td.prop("simple", "SubState") == "running").then_some(())
+    })
+    .expect("simple restarted after its main process was killed");
+    let log = td.log();
+    assert!(log.contains("status=9/KILL"), "{log}");
+    assert!(!log.contains("status unknown"), "{log}");
+
+    // The flood: every line it wrote before it was stopped, once, whole.
+    std::thread::sleep(Duration::from_millis(300));
+    td.ok(&["stop", "flood"]);
+    assert_whole_flood(&td, "flood");
+    td.ok(&["stop", "simple", "forking", "notify"]);
+}
+
+#[test]
+fn daemon_reexec_runs_the_binary_now_on_disk() {
+    let Some(bin) = tempfile::tempdir().ok() else {
+        return;
+    };
+    let program = bin.path().join("corrald");
+    std::fs::copy(env!("CARGO_BIN_EXE_corrald"), &program).unwrap();
+    let Some(td) = TestDaemon::start_from(&program, |td| {
+        td.write_unit("flood.service", FLOOD);
+    }) else {
+        return;
+    };
+    td.ok(&["start", "flood"]);
+    let flood = main_pid(&td, "flood");
+    let old = exe_inode(td.pid());
+    // An upgrade: a new file at the same path (the old inode stays busy).
+    let next = bin.path().join("corrald.new");
+    std::fs::copy(env!("CARGO_BIN_EXE_corrald"), &next).unwrap();
+    std::fs::rename(&next, &program).unwrap();
+    let new = std::fs::metadata(&program).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.ino()
+    });
+    td.ok(&["daemon-reexec"]);
+    eventually(Duration::from_secs(10), || {
+        td.log().contains("took back 1 of 1 unit(s)").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the unit was not taken back:\n{}", td.log()));
+    assert_ne!(exe_inode(td.pid()), old);
+    assert_eq!(exe_inode(td.pid()), new.unwrap());
+    assert_eq!(main_pid(&td, "flood"), flood);
+    std::thread::sleep(Duration::from_millis(200));
+    // Twice: the new image passes everything on again.
+    td.ok(&["daemon-reexec"]);
+    eventually(Duration::from_secs(10), || {
+        (td.log().matches("took back 1 of 1 unit(s)").count() == 2).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the second re-execution did not take the unit back:\n{}",
+            td.log()
+        )
+    });
+    td.ok(&["stop", "flood"]);
+    assert_whole_flood(&td, "flood");
+}
+
+#[test]
+fn a_socket_unit_listens_again_after_daemon_reexec() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        let path = td.run_dir().join("probe.sock");
+        td.write_unit(
+            "probe.socket",
+            &format!(
+                "[Socket]\nListenStream={}\n[Install]\nWantedBy=sockets.target\n",
+                path.display()
+            ),
+        );
+        td.write_unit("probe.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+    }) else {
+        return;
+    };
+    td.ok(&["start", "probe.socket"]);
+    assert_eq!(td.prop("probe.socket", "SubState"), "listening");
+    td.ok(&["daemon-reexec"]);
+    td.ok(&["status"]);
+    // Not enabled, yet started again by the new image, which binds it
+    // again (its fd is not passed yet, docs/notes-reexec.md).
+    td.wait_state("probe.socket", "active");
+    assert_eq!(
+        td.prop("probe.socket", "SubState"),
+        "listening",
+        "{}",
+        td.log()
+    );
+    std::os::unix::net::UnixStream::connect(td.run_dir().join("probe.sock"))
+        .unwrap_or_else(|e| panic!("no listener after the reexec: {e}\n{}", td.log()));
+}
