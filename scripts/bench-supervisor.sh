@@ -13,6 +13,12 @@ set -u
 IT=${1:-10}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${PEERS:-$ROOT/../shared/bench-peers}
+# The peers: runit (sv, runsvdir) and s6 (s6-svscan, s6-svc), from Debian.
+if ! command -v sv >/dev/null || ! command -v s6-svscan >/dev/null; then
+  [ "$(id -u)" -eq 0 ] || { echo "bench-supervisor.sh: needs runit and s6 (apt-get install runit s6)" >&2; exit 2; }
+  echo "bench-supervisor.sh: installing runit and s6" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends runit s6 >/dev/null || exit 2
+fi
 B=/tmp/corral-bench; rm -rf $B; mkdir -p $B/units $B/runit $B/s6 $B/run $B/state
 OUT=$B/results.tsv; : > $OUT
 CG2=$(awk '$9=="cgroup2"{print $5; exit}' /proc/self/mountinfo)
