@@ -109,17 +109,8 @@ impl Manager {
     ) -> Option<Arc<crate::journal::ingest::RateLimiter>> {
         let def = self.units.get(name)?.service_def()?.clone();
         let s = self.service_mut(name)?;
-        if s.rate_limit.is_none()
-            && let Some(svc) = def.unit.service.as_ref()
-            && let (Some(interval), Some(burst)) =
-                (svc.log_rate_limit_interval, svc.log_rate_limit_burst)
-            && !interval.is_zero()
-            && burst > 0
-        {
-            s.rate_limit = Some(crate::journal::ingest::RateLimiter::new(
-                interval,
-                u64::from(burst),
-            ));
+        if s.rate_limit.is_none() {
+            s.rate_limit = new_rate_limiter(&def);
         }
         s.rate_limit.clone()
     }
@@ -255,4 +246,18 @@ pub(super) fn new_invocation_id() -> String {
         b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A fresh limiter for the unit's LogRateLimitIntervalSec=/LogRateLimitBurst=;
+/// none when either turns limiting off.
+pub(super) fn new_rate_limiter(
+    def: &ServiceDef,
+) -> Option<Arc<crate::journal::ingest::RateLimiter>> {
+    let svc = def.unit.service.as_ref()?;
+    let (Some(interval), Some(burst)) = (svc.log_rate_limit_interval, svc.log_rate_limit_burst)
+    else {
+        return None;
+    };
+    (!interval.is_zero() && burst > 0)
+        .then(|| crate::journal::ingest::RateLimiter::new(interval, u64::from(burst)))
 }

@@ -238,16 +238,8 @@ impl Manager {
                 started,
             });
         }
-        if let Some(svc) = def.unit.service.as_ref()
-            && let (Some(interval), Some(burst)) =
-                (svc.log_rate_limit_interval, svc.log_rate_limit_burst)
-            && !interval.is_zero()
-            && burst > 0
-        {
-            s.rate_limit = Some(crate::journal::ingest::RateLimiter::new(
-                interval,
-                u64::from(burst),
-            ));
+        if let Some(limiter) = super::invocation::new_rate_limiter(&def) {
+            s.rate_limit = Some(limiter);
         }
         for pid in [
             adopted.state.main,
