@@ -19,6 +19,11 @@
 //!
 //! When the manager's connection closes without `Q` (a crash), the holder
 //! waits for the next one; it exits once it holds nothing.
+//!
+//! Each fd is deposited with its unit and a [`Kind`] saying what it is to
+//! the manager, so that a successor gives each back to its owner: the
+//! output pipes to the journal readers, the ends of a runit log pipe to
+//! that unit's logger. A kind is a new variant, not a new message.
 
 use std::collections::BTreeMap;
 use std::io::{IoSlice, IoSliceMut};
@@ -66,9 +71,27 @@ pub enum FdHolderError {
     Protocol(String),
 }
 
+/// What a kept fd is to the manager.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// The read end of a pipe a unit's process writes its output into,
+    /// read into the journal (the only kind a manager from before kinds
+    /// deposited).
+    #[default]
+    Output,
+    /// The read end of a runit service's log pipe: stdin of `log/run`.
+    LogPipeRead,
+    /// The write end of a runit service's log pipe: stdout of `run` and `finish`.
+    LogPipeWrite,
+}
+
 /// Who wrote into a kept pipe: enough to go on reading it as before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
+    /// What the fd is.
+    #[serde(default)]
+    pub kind: Kind,
     /// The unit.
     pub unit: String,
     /// INVOCATION_ID.
@@ -95,6 +118,24 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// The metadata of an fd of `kind` that only its unit describes (the
+    /// output fields are those of no process).
+    pub fn of_unit(kind: Kind, unit: &str) -> Meta {
+        Meta {
+            kind,
+            unit: unit.to_string(),
+            invocation: String::new(),
+            identifier: String::new(),
+            comm: String::new(),
+            pid: 0,
+            stream: Stream::Stdout,
+            priority: 6,
+            level_prefix: false,
+            partial: String::new(),
+            continuing: false,
+        }
+    }
+
     /// The unfinished line a stopped reader left (empty when none).
     pub fn unfinished(&self) -> Unfinished {
         let hex = self.partial.as_bytes();
@@ -391,6 +432,7 @@ mod tests {
         let holder = std::thread::spawn(move || serve(listener));
         let (r, w) = nix::unistd::pipe().unwrap();
         let meta = Meta {
+            kind: Kind::Output,
             unit: "a.service".into(),
             invocation: "00ff".into(),
             identifier: "a".into(),
@@ -435,6 +477,41 @@ mod tests {
         assert_eq!(got.unfinished(), left);
         next.drop_fd(id);
         next.quit();
+        holder.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn each_fd_comes_back_with_its_kind_and_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (listener, client) = Client::bind(dir.path()).unwrap();
+        let holder = std::thread::spawn(move || serve(listener));
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let rid = client
+            .deposit(r.as_fd(), &Meta::of_unit(Kind::LogPipeRead, "b.service"))
+            .unwrap();
+        let wid = client
+            .deposit(w.as_fd(), &Meta::of_unit(Kind::LogPipeWrite, "b.service"))
+            .unwrap();
+        let got: Vec<(u64, Kind, String)> = client
+            .take_all()
+            .unwrap()
+            .into_iter()
+            .map(|(id, m, _)| (id, m.kind, m.unit))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (rid, Kind::LogPipeRead, "b.service".to_string()),
+                (wid, Kind::LogPipeWrite, "b.service".to_string())
+            ]
+        );
+        // What a manager from before kinds deposited is an output pipe.
+        let old: Meta = serde_json::from_str(
+            r#"{"unit":"a.service","invocation":"","identifier":"a","pid":1,"stream":"Stdout","priority":6,"level_prefix":true}"#,
+        )
+        .unwrap();
+        assert_eq!(old.kind, Kind::Output);
+        client.quit();
         holder.join().unwrap().unwrap();
     }
 

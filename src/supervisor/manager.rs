@@ -730,11 +730,12 @@ pub async fn run(
     }
     // Before anything starts: a predecessor's units are taken back where
     // their state records say how; the others must not run unmanaged.
+    let held = manager.output.take_held();
     let kept = manager.readopt_all();
     // The pipes held for the dead predecessor are read again once the units
     // are loaded, so that each goes through its unit's rate limiter; until
     // then their writers wait on the full pipe, losing nothing.
-    let resumed = manager.resume_output();
+    let resumed = manager.resume_output(held);
     if resumed > 0 {
         eprintln!("corrald: took back {resumed} output pipe(s) from the fd holder");
     }

@@ -21,8 +21,11 @@ use crate::journal::{NewEntry, Query, WriterHandle};
 
 pub use crate::journal::Stream;
 
-use super::fd_holder::{Client, Meta};
+use super::fd_holder::{Client, Kind, Meta};
 use super::state::Pid;
+
+/// An fd kept by the holder: its id there, its metadata, a copy of it.
+pub type Held = (u64, Meta, OwnedFd);
 
 /// Who wrote into a pipe, and how to read its lines.
 #[derive(Debug, Clone)]
@@ -164,20 +167,36 @@ impl Output {
         self
     }
 
-    /// Goes on reading every pipe a dead predecessor left with the holder,
+    /// Every fd a dead predecessor left with the holder, with its id and
+    /// metadata (copies: the holder keeps them until they are dropped).
+    pub fn take_held(&self) -> Vec<Held> {
+        let Some(holder) = &self.holder else {
+            return Vec::new();
+        };
+        holder.take_all().unwrap_or_else(|e| {
+            eprintln!("corrald: cannot take the kept fds back from the fd holder: {e}");
+            Vec::new()
+        })
+    }
+
+    /// The fd holder, if this output has one.
+    pub fn holder(&self) -> Option<&Arc<Client>> {
+        self.holder.as_ref()
+    }
+
+    /// Goes on reading every output pipe among `held` (what
+    /// [`Output::take_held`] answered; other kinds are not this reader's),
     /// into the unit and invocation it was read for, through the rate
     /// limiter `limiter` gives for its unit; how many.
-    pub fn resume(&self, mut limiter: impl FnMut(&str) -> Option<Arc<RateLimiter>>) -> usize {
-        let Some(holder) = &self.holder else {
-            return 0;
-        };
-        let kept = match holder.take_all() {
-            Ok(k) => k,
-            Err(e) => {
-                eprintln!("corrald: cannot take the output pipes back from the fd holder: {e}");
-                return 0;
-            }
-        };
+    pub fn resume(
+        &self,
+        held: Vec<Held>,
+        mut limiter: impl FnMut(&str) -> Option<Arc<RateLimiter>>,
+    ) -> usize {
+        let kept: Vec<Held> = held
+            .into_iter()
+            .filter(|(_, m, _)| m.kind == Kind::Output)
+            .collect();
         let n = kept.len();
         for (id, m, fd) in kept {
             let left = m.unfinished();
@@ -340,6 +359,7 @@ impl Output {
 /// What the holder keeps with a pipe `src` writes to.
 fn holder_meta(src: &Source) -> Meta {
     Meta {
+        kind: Kind::Output,
         unit: src.unit.clone(),
         invocation: src.invocation.clone(),
         identifier: src.identifier.clone(),

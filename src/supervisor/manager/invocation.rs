@@ -115,11 +115,12 @@ impl Manager {
         s.rate_limit.clone()
     }
 
-    /// Goes on reading the pipes a dead predecessor left with the fd holder,
-    /// each through its unit's rate limiter (the units are loaded by now).
-    pub(super) fn resume_output(&mut self) -> usize {
+    /// Goes on reading the output pipes among the fds a dead predecessor
+    /// left with the fd holder, each through its unit's rate limiter (the
+    /// units are loaded by now).
+    pub(super) fn resume_output(&mut self, held: Vec<crate::supervisor::output::Held>) -> usize {
         let output = self.output.clone();
-        output.resume(|unit| self.rate_limiter(unit))
+        output.resume(held, |unit| self.rate_limiter(unit))
     }
 
     pub(super) fn end_invocation(&mut self, name: &str) {
