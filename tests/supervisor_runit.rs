@@ -1,11 +1,90 @@
 //! runit service directories as units: `run` autostarted unless `down`,
-//! `log/run` fed through a pipe, `finish` run with runsv's arguments.
+//! `log/run` fed through a pipe, `finish` run with runsv's arguments;
+//! `log/run` supervised on its own as runsv does, living on while `run`
+//! restarts and across a manager killed with -9 or re-executed.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{TestDaemon, eventually, pids_named, write_script};
+use common::{TestDaemon, eventually, pids_named, wait_until, write_script};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A runit service `logged` whose `run` writes 50 numbered lines ("PID N")
+/// on stdout and then sleeps as `tag`; its `log/run`, as `log_tag`, appends
+/// what it reads to `DIR/logged/log.out`.
+fn logged_service(td: &TestDaemon, tag: &str, log_tag: &str) {
+    let svc = td.runit_dir().join("logged");
+    write_script(
+        &svc.join("run"),
+        &format!(
+            "#!/bin/bash\nfor i in $(seq 1 50); do echo \"$$ $i\"; done\nexec -a {tag} sleep 1000\n"
+        ),
+    );
+    write_script(
+        &svc.join("log/run"),
+        &format!("#!/bin/bash\nexec -a {log_tag} cat >> ../log.out\n"),
+    );
+}
+
+/// What log/run wrote so far.
+fn log_out(td: &TestDaemon) -> String {
+    std::fs::read_to_string(td.runit_dir().join("logged/log.out")).unwrap_or_default()
+}
+
+/// The lines every run of `run` in `mains` (in order) wrote, as log/run
+/// must have received them: none lost, none reordered.
+fn expected_lines(mains: &[i32]) -> String {
+    mains
+        .iter()
+        .flat_map(|m| (1..=50).map(move |i| format!("{m} {i}\n")))
+        .collect()
+}
+
+/// Waits until `run` with main PID `main` had all its lines logged.
+fn wait_logged(td: &TestDaemon, main: i32) {
+    wait_until(10, "run's 50 lines in log/run's output", || {
+        log_out(td).contains(&format!("{main} 50\n"))
+    });
+}
+
+/// The one log/run process, named `log_tag`.
+fn the_logger(log_tag: &str) -> i32 {
+    let pids = pids_named(log_tag);
+    assert_eq!(pids.len(), 1, "one log/run: {pids:?}");
+    pids[0]
+}
+
+fn main_pid(td: &TestDaemon) -> i32 {
+    td.prop("logged", "MainPID").parse().unwrap()
+}
+
+/// Kills `run` (its main PID) and waits for the next one to have logged its lines.
+fn kill_run(td: &TestDaemon) -> i32 {
+    let old = main_pid(td);
+    kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
+    let new = eventually(Duration::from_secs(10), || {
+        let m = main_pid(td);
+        (m != 0 && m != old).then_some(m)
+    })
+    .expect("run is started again");
+    wait_logged(td, new);
+    new
+}
+
+/// `corral stop` ends run, then log/run, and removes both cgroups.
+fn stop_leaves_nothing(td: &TestDaemon, tag: &str, log_tag: &str) {
+    td.ok(&["stop", "logged"]);
+    assert!(pids_named(tag).is_empty(), "run is gone at once");
+    wait_until(10, "log/run to end after its unit stopped", || {
+        pids_named(log_tag).is_empty()
+    });
+    wait_until(10, "log/run's cgroup to be removed", || {
+        !td.unit_cgroup("logged.service.log").exists()
+    });
+    assert!(!td.unit_cgroup("logged.service").exists());
+}
 
 #[test]
 fn runit_service_with_log_and_finish() {
@@ -48,4 +127,98 @@ fn runit_service_with_log_and_finish() {
     assert!(!td.unit_cgroup("echoer.service").exists());
     td.ok(&["start", "lazy"]);
     td.ok(&["stop", "lazy"]);
+}
+
+#[test]
+fn log_run_lives_on_while_run_restarts() {
+    let tag = format!("runit-run-{}", std::process::id());
+    let log_tag = format!("runit-log-{}", std::process::id());
+    let Some(td) = TestDaemon::start_with(|td| logged_service(td, &tag, &log_tag)) else {
+        return;
+    };
+    let mut mains = vec![main_pid(&td)];
+    wait_logged(&td, mains[0]);
+    let logger = the_logger(&log_tag);
+    let status = td.ok(&["status", "logged"]).stdout;
+    assert!(
+        status.contains("Log CGroup:") && status.contains(&format!("{logger} ")),
+        "status shows log/run in its cgroup:\n{status}"
+    );
+    for _ in 0..3 {
+        mains.push(kill_run(&td));
+        assert_eq!(
+            the_logger(&log_tag),
+            logger,
+            "log/run kept across restarts of run"
+        );
+    }
+    assert_eq!(
+        log_out(&td),
+        expected_lines(&mains),
+        "nothing lost, in order"
+    );
+
+    // log/run killed: started again (it ran for more than a second: at
+    // once), while run goes on, writing into the same pipe.
+    std::thread::sleep(Duration::from_millis(1100));
+    kill(Pid::from_raw(logger), Signal::SIGKILL).unwrap();
+    let next = eventually(Duration::from_secs(10), || {
+        pids_named(&log_tag).into_iter().find(|p| *p != logger)
+    })
+    .expect("log/run is started again");
+    assert_ne!(next, logger);
+    assert_eq!(main_pid(&td), *mains.last().unwrap(), "run goes on");
+    mains.push(kill_run(&td));
+    assert_eq!(the_logger(&log_tag), next);
+    assert_eq!(
+        log_out(&td),
+        expected_lines(&mains),
+        "nothing lost, in order"
+    );
+    assert!(
+        td.journal("logged", &[]).stdout.contains("log/run"),
+        "the logger's restart is in the unit's journal"
+    );
+    stop_leaves_nothing(&td, &tag, &log_tag);
+}
+
+#[test]
+fn log_run_and_its_pipe_survive_kill_9_and_reexec_of_the_manager() {
+    let tag = format!("runit-run9-{}", std::process::id());
+    let log_tag = format!("runit-log9-{}", std::process::id());
+    let Some(mut td) = TestDaemon::start_with(|td| logged_service(td, &tag, &log_tag)) else {
+        return;
+    };
+    let mut mains = vec![main_pid(&td)];
+    wait_logged(&td, mains[0]);
+    let logger = the_logger(&log_tag);
+    td.kill_hard();
+    td.relaunch();
+    assert_eq!(main_pid(&td), mains[0], "run taken back");
+    assert_eq!(the_logger(&log_tag), logger, "log/run taken back");
+    mains.push(kill_run(&td));
+    assert_eq!(
+        the_logger(&log_tag),
+        logger,
+        "the next run writes to the same log/run"
+    );
+
+    td.ok(&["daemon-reexec"]);
+    wait_until(10, "the re-executed manager to take the unit back", || {
+        td.log().matches("took back 1 of 1 unit(s)").count() == 2
+    });
+    assert_eq!(main_pid(&td), mains[1]);
+    assert_eq!(
+        the_logger(&log_tag),
+        logger,
+        "log/run kept across daemon-reexec"
+    );
+    mains.push(kill_run(&td));
+    assert_eq!(the_logger(&log_tag), logger);
+    assert_eq!(
+        log_out(&td),
+        expected_lines(&mains),
+        "nothing lost, in order"
+    );
+    stop_leaves_nothing(&td, &tag, &log_tag);
 }

@@ -392,11 +392,12 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
     if let Some(cg) = &u.cgroup {
         let _ = writeln!(o, "      Tasks: {}", tasks(&u.processes));
         let _ = writeln!(o, "     CGroup: {cg}");
-        let n = u.processes.len();
-        for (i, p) in u.processes.iter().enumerate() {
-            let branch = if i + 1 == n { "└─" } else { "├─" };
-            let _ = writeln!(o, "             {branch}{} {}", p.pid, p.cmdline);
-        }
+        process_tree(&mut o, &u.processes);
+    }
+    // runit's log/run, in a cgroup of its own that outlives each run.
+    if let Some(cg) = &u.log_cgroup {
+        let _ = writeln!(o, " Log CGroup: {cg}");
+        process_tree(&mut o, &u.log_processes);
     }
     for note in &u.notes {
         let _ = writeln!(o, "      Notes: {note}");
@@ -408,6 +409,15 @@ pub fn render_unit(u: &UnitStatus, now: u64, color: bool) -> String {
         }
     }
     o
+}
+
+/// The processes of a cgroup, one branch each, below its `CGroup:` line.
+fn process_tree(o: &mut String, processes: &[Process]) {
+    let n = processes.len();
+    for (i, p) in processes.iter().enumerate() {
+        let branch = if i + 1 == n { "└─" } else { "├─" };
+        let _ = writeln!(o, "             {branch}{} {}", p.pid, p.cmdline);
+    }
 }
 
 /// Renders `corral status` without units: the manager and every unit's cgroup as one tree.

@@ -61,7 +61,7 @@ pub use socket::bind_private;
 /// Version of the wire protocol; bumped on every incompatible change to the
 /// frames or to the request/response enums (postcard is not self-describing,
 /// so adding an enum variant anywhere but at the end is incompatible too).
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The version of this corral build, sent in [`Hello`] and [`Welcome`] so a
 /// mismatch can name both binaries.

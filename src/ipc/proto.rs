@@ -557,6 +557,11 @@ pub struct UnitStatus {
     pub triggered_by: Vec<String>,
     /// A loaded timer: its `[Timer]` and state, for `show`.
     pub timer: Option<TimerStatus>,
+    /// runit: the cgroup of the unit's `log/run` (which outlives each run
+    /// of `run`), relative as `cgroup`, while it exists (since version 6).
+    pub log_cgroup: Option<String>,
+    /// The processes in that cgroup.
+    pub log_processes: Vec<Process>,
 }
 
 /// A timer's properties as systemd's `org.freedesktop.systemd1.Timer`

@@ -67,6 +67,7 @@ mod machine;
 mod main_pid;
 mod readopt;
 mod requests;
+mod runit_log;
 mod socket;
 mod status;
 #[cfg(test)]
@@ -168,6 +169,13 @@ pub enum Input {
         /// What it says.
         report: super::dbus::Report,
     },
+    /// The timer of a runit unit's logger fired (runit_log.rs).
+    RunitLogTimer {
+        /// The unit.
+        unit: String,
+        /// Its arming: an older one's is ignored.
+        generation: u64,
+    },
     /// SIGHUP: read the unit files again.
     ReloadUnits,
     /// SIGTERM/SIGINT: stop every unit, then end.
@@ -215,8 +223,6 @@ struct Invocation {
     watch: Option<inotify::Watch>,
     /// The watch on the PIDFile's directory, while a forking unit waits for its PIDFile.
     pidfile_watch: Option<inotify::Watch>,
-    /// runit: the write end of the pipe to `log/run`, stdout of `run` and `finish`.
-    log_pipe: Option<OwnedFd>,
     /// When the invocation began (the host's clock).
     started: Duration,
 }
@@ -338,6 +344,8 @@ pub struct Manager {
     timer_units: timer_unit::Timers,
     /// The units' state records, for a successor to take them back (readopt.rs).
     records: crate::supervisor::readopt::Records,
+    /// runit's `log/run` of each unit that has one, while it runs (runit_log.rs).
+    runit_logs: HashMap<String, runit_log::RunitLog>,
 }
 
 impl Manager {
@@ -384,6 +392,7 @@ impl Manager {
             records: crate::supervisor::readopt::Records::new(
                 notify_path.parent().unwrap_or(Path::new("/")),
             ),
+            runit_logs: HashMap::new(),
         })
     }
 
@@ -437,7 +446,11 @@ impl Manager {
             if self.reexecuting {
                 break;
             }
-            if self.shutting_down && self.units.values().all(|u| u.inv().is_none()) {
+            // The loggers of runit units end after their units, at the end of their pipes.
+            if self.shutting_down
+                && self.units.values().all(|u| u.inv().is_none())
+                && self.runit_logs.is_empty()
+            {
                 break;
             }
         }
@@ -500,6 +513,7 @@ impl Manager {
                     self.feed(&unit, Event::Timeout(timer));
                 }
             }
+            Input::RunitLogTimer { unit, generation } => self.runit_log_timer(&unit, generation),
             Input::TimerClock { realtime, changed } => self.timer_clock(realtime, changed),
             Input::ZoneFileChanged => self.zone_file_changed(),
             Input::Trigger { timer } => self.trigger(&timer),
@@ -730,8 +744,8 @@ pub async fn run(
     }
     // Before anything starts: a predecessor's units are taken back where
     // their state records say how; the others must not run unmanaged.
-    let held = manager.output.take_held();
-    let kept = manager.readopt_all();
+    let mut held = manager.output.take_held();
+    let kept = manager.readopt_all(&mut held);
     // The pipes held for the dead predecessor are read again once the units
     // are loaded, so that each goes through its unit's rate limiter; until
     // then their writers wait on the full pipe, losing nothing.

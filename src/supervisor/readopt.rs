@@ -73,6 +73,21 @@ pub struct Record {
     pub main_exit: Option<(Pid, Exit)>,
     /// The last STATUS= the service sent.
     pub status_text: Option<String>,
+    /// runit: the unit's `log/run`, which outlives each run of `run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogRecord>,
+}
+
+/// What a manager knew about a runit unit's `log/run` (the ends of its
+/// pipe are with the fd holder).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Its PID; none while it waited to be started again.
+    pub pid: Option<Pid>,
+    /// Its start time (/proc/PID/stat field 22), so that a recycled PID is never adopted.
+    pub start: Option<u64>,
+    /// Its cgroup, a directory name below the manager's root.
+    pub cgroup: String,
 }
 
 /// What the kernel says now about a record's processes.
@@ -395,6 +410,7 @@ mod tests {
             timers: timers.to_vec(),
             main_exit: None,
             status_text: None,
+            log: None,
         }
     }
 

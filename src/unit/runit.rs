@@ -20,7 +20,9 @@
 //! - `log/run`, when present, is started in `DIR/NAME/log` as `./run`, with
 //!   its stdin the read end of a pipe whose write end is the stdout of `run`
 //!   and `finish` (as under runsv). stderr of `run` goes to corral's journal;
-//!   without `log/run` both go to the journal.
+//!   without `log/run` both go to the journal. The supervisor runs log/run
+//!   as runsv does, on its own across the restarts of `run`
+//!   (`supervisor::manager::runit_log`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

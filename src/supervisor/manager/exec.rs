@@ -58,44 +58,6 @@ impl Manager {
         }
     }
 
-    /// runit: `log/run` reads what `run` writes on stdout, as under runsv.
-    pub(super) fn start_runit_log(
-        &mut self,
-        name: &str,
-        r: &RunitService,
-        log_run: &Path,
-    ) -> Result<(), String> {
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("cannot create the log pipe of {name}: {e}"))?;
-        let env = self.process_env(name, None, Cmd::Start);
-        let mut spec = SpawnSpec::new(to_cstring(&log_run.to_string_lossy(), "log/run path")?);
-        spec.argv = vec![to_cstring("./run", "argv")?];
-        spec.env = env
-            .iter()
-            .map(|(k, v)| to_cstring(&format!("{k}={v}"), "environment"))
-            .collect::<Result<_, _>>()?;
-        spec.cwd = Some(to_cstring(&r.log_dir().to_string_lossy(), "log directory")?);
-        spec.cgroup = self.units[name].cgroup().map(|c| c.path().to_path_buf());
-        spec.stdin = Stdio::Fd(read);
-        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("cannot create an output pipe for {name}: {e}"))?;
-        spec.stdout = Stdio::Fd(out_w);
-        spec.stderr = Stdio::Borrowed(spec_stdout_raw(&spec));
-        spec.new_session = true;
-        let pid = self
-            .host
-            .spawn(&spec)
-            .map_err(|e| format!("cannot start log/run of {name}: {e}"))?;
-        drop(spec);
-        let mut src = self.source(name, None, None, pid, Stream::Stdout);
-        src.comm = crate::journal::comm_of(log_run);
-        self.output.attach(src, out_r);
-        if let Some(inv) = self.units.get_mut(name).and_then(|e| e.inv_mut()) {
-            inv.log_pipe = Some(write);
-        }
-        Ok(())
-    }
-
     pub(super) fn signal(&mut self, name: &str, whom: Whom, sig: i32) {
         let e = &self.units[name];
         let Ok(signal) = Signal::try_from(sig) else {
@@ -271,9 +233,11 @@ impl Manager {
         }
         // stdout: runit's log pipe, else StandardOutput=; stderr: StandardError=
         // (inherit: wherever stdout goes, except that the journal gets it apart).
-        let (stdout, out_r) = match (&inv.log_pipe, connection) {
+        // runit's log pipe outlives the invocation (runit_log.rs).
+        let log_pipe = self.runit_log_pipe(name);
+        let (stdout, out_r) = match (log_pipe, connection) {
             (Some(log), _) if matches!(cmd, Cmd::Start | Cmd::StopPost) => {
-                (Stdio::Borrowed(log.as_raw_fd()), None)
+                (Stdio::Borrowed(log), None)
             }
             // StandardInput=file: and StandardOutput=inherit: the same file, as systemd.
             _ if svc.standard_output == StdOutput::Inherit
@@ -288,7 +252,7 @@ impl Manager {
         };
         let (stderr, err_r) = match &svc.standard_error {
             // Both into the journal: stderr keeps its own pipe so entries say which stream.
-            StdOutput::Inherit if out_r.is_some() || inv.log_pipe.is_some() => {
+            StdOutput::Inherit if out_r.is_some() || log_pipe.is_some() => {
                 output_stdio(&StdOutput::Journal, name)?
             }
             StdOutput::Inherit => match &stdout {

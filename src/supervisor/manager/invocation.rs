@@ -22,33 +22,7 @@ impl Manager {
         self.seq += 1;
         let seq = self.seq;
         let id = new_invocation_id();
-        // A cgroup left by an earlier invocation is reused only if empty (then it
-        // is recreated: never reuse one that had cgroup.kill written).
-        let mut cg_name = name.to_string();
-        let existing = self.root.path().join(&cg_name);
-        if existing.exists() {
-            let old = Cgroup::open(&existing).map_err(|e| e.to_string())?;
-            if self.host.populated(&old).unwrap_or(true) {
-                cg_name = format!("{name}-{}", &id[..8]);
-            } else {
-                old.remove()
-                    .map_err(|e| format!("cannot remove the stale cgroup of {name}: {e}"))?;
-                // Its last process ended just now; its watcher's event is moot.
-                let gone: Vec<u64> = self
-                    .lingering
-                    .iter()
-                    .filter(|(_, l)| l.cgroup.path() == existing)
-                    .map(|(seq, _)| *seq)
-                    .collect();
-                for seq in gone {
-                    let l = self
-                        .lingering
-                        .remove(&seq)
-                        .expect("lingering cgroup exists");
-                    self.watches.cancel(l.watch);
-                }
-            }
-        }
+        let cg_name = self.fresh_cgroup_name(name, name, &id)?;
         let e = self.units.get_mut(name).expect("unit exists");
         e.last_invocation = id.clone();
         let s = e
@@ -64,7 +38,6 @@ impl Manager {
             cgroup: None,
             watch: None,
             pidfile_watch: None,
-            log_pipe: None,
             started: self.host.now(),
         });
         self.rate_limiter(name);
@@ -93,12 +66,47 @@ impl Manager {
             .expect("invocation exists");
         inv.cgroup = Some(cg);
         inv.watch = Some(watch);
-        if let Some(r) = &def.runit
-            && let Some(log_run) = &r.log_run
-        {
-            self.start_runit_log(name, r, log_run)?;
+        if def.runit.as_ref().is_some_and(|r| r.log_run.is_some()) {
+            self.ensure_runit_log(name)?;
         }
         Ok(())
+    }
+
+    /// The name of a new cgroup below the root for `unit`: `base`, its
+    /// cgroup left empty by an earlier run removed first (a cgroup is never
+    /// reused: it may have had cgroup.kill written), or `base-ID` (the first
+    /// 8 digits of `id`) while processes still hold it.
+    pub(super) fn fresh_cgroup_name(
+        &mut self,
+        base: &str,
+        unit: &str,
+        id: &str,
+    ) -> Result<String, String> {
+        let existing = self.root.path().join(base);
+        if !existing.exists() {
+            return Ok(base.to_string());
+        }
+        let old = Cgroup::open(&existing).map_err(|e| e.to_string())?;
+        if self.host.populated(&old).unwrap_or(true) {
+            return Ok(format!("{base}-{}", &id[..8]));
+        }
+        old.remove()
+            .map_err(|e| format!("cannot remove the stale cgroup of {unit}: {e}"))?;
+        // Its last process ended just now; its watcher's event is moot.
+        let gone: Vec<u64> = self
+            .lingering
+            .iter()
+            .filter(|(_, l)| l.cgroup.path() == existing)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in gone {
+            let l = self
+                .lingering
+                .remove(&seq)
+                .expect("lingering cgroup exists");
+            self.watches.cancel(l.watch);
+        }
+        Ok(base.to_string())
     }
 
     /// The unit's LogRateLimitIntervalSec=/LogRateLimitBurst= limiter, shared
@@ -130,7 +138,6 @@ impl Manager {
         if let Some(w) = inv.pidfile_watch {
             self.watches.cancel(w);
         }
-        drop(inv.log_pipe);
         if let Some(cg) = inv.cgroup {
             let left = self.host.procs(&cg).unwrap_or_default();
             if left.is_empty() {

@@ -152,6 +152,7 @@ impl Manager {
             }
         }
         self.settle_pending(name);
+        self.runit_log_settle(name);
         self.persist(name);
         self.check_waiters(name);
         self.unit_changed(name);
@@ -359,7 +360,8 @@ impl Manager {
 
     pub(super) fn reaped(&mut self, pid: Pid, exit: Exit) {
         let Some(name) = self.pids.remove(&pid) else {
-            // An orphan we inherited as subreaper, or an aux process (runit log): nothing to do.
+            // runit's log/run, or an orphan we inherited as subreaper (nothing to do).
+            self.runit_log_reaped(pid, exit);
             return;
         };
         if self.socket_reaped(&name, pid, exit) {

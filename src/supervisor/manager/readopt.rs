@@ -7,7 +7,9 @@
 use std::collections::{HashSet, VecDeque};
 
 use crate::cgroup::Cgroup;
+use crate::supervisor::fd_holder::Kind;
 use crate::supervisor::lines::priority;
+use crate::supervisor::output::Held;
 use crate::supervisor::readopt::{self, Decision, Record, Seen, Then};
 use crate::supervisor::state::{Event, Exit, Pid, Sub};
 
@@ -70,6 +72,7 @@ impl Manager {
             timers,
             main_exit: s.main_exit,
             status_text: s.status_text.clone(),
+            log: self.runit_log_record(name),
         };
         let body = match serde_json::to_vec(&record) {
             Ok(b) => b,
@@ -98,7 +101,10 @@ impl Manager {
     /// At start, before anything else runs: takes back every unit whose
     /// record matches what is left in the kernel; answers the names of the
     /// cgroups taken back (every other one below the root is a leftover).
-    pub(super) fn readopt_all(&mut self) -> HashSet<String> {
+    /// `held`: what the fd holder kept for the predecessor; the runit log
+    /// pipes are taken out of it (the output pipes are left to the journal
+    /// readers).
+    pub(super) fn readopt_all(&mut self, held: &mut Vec<Held>) -> HashSet<String> {
         let began = std::time::Instant::now();
         let (records, errors) = self.records.load_all();
         for err in errors {
@@ -122,10 +128,19 @@ impl Manager {
         let mut kept = HashSet::new();
         let mut taken = 0;
         for rec in &records {
-            if self.readopt(rec, now_ns, &mut kept) {
+            if self.readopt(rec, now_ns, held, &mut kept) {
                 taken += 1;
             }
         }
+        // Log pipes of units not taken back: their loggers are stopped as
+        // leftovers, and the holder must not keep the pipes for ever.
+        held.retain(|(id, m, _)| {
+            let log_pipe = matches!(m.kind, Kind::LogPipeRead | Kind::LogPipeWrite);
+            if log_pipe && let Some(h) = self.output.holder() {
+                h.drop_fd(*id);
+            }
+            !log_pipe
+        });
         if !records.is_empty() {
             eprintln!(
                 "corrald: took back {taken} of {} unit(s) a previous manager left, in {} µs",
@@ -138,7 +153,13 @@ impl Manager {
 
     /// Takes back the unit of `rec` if the kernel still has it (whether it
     /// did), adding the name of the cgroup it keeps to `kept`.
-    fn readopt(&mut self, rec: &Record, now_ns: u64, kept: &mut HashSet<String>) -> bool {
+    fn readopt(
+        &mut self,
+        rec: &Record,
+        now_ns: u64,
+        held: &mut Vec<Held>,
+        kept: &mut HashSet<String>,
+    ) -> bool {
         let name = match self.resolve(&rec.unit) {
             Ok(n) if self.units[n.as_str()].service_def().is_some() => n,
             _ => {
@@ -234,7 +255,6 @@ impl Manager {
                 cgroup,
                 watch,
                 pidfile_watch: None,
-                log_pipe: None,
                 started,
             });
         }
@@ -263,6 +283,11 @@ impl Manager {
                 rec.invocation
             ),
         );
+        // Before what follows: a run that ended during the outage restarts
+        // into the same log pipe.
+        if let Some(log) = &rec.log {
+            self.readopt_runit_log(&name, log, held, kept);
+        }
         for (timer, left) in adopted.timers {
             self.arm(&name, timer, left);
         }

@@ -110,6 +110,10 @@ impl Manager {
             .cgroup()
             .map(|c| procs::describe(c.procs_recursive().unwrap_or_default()))
             .unwrap_or_default();
+        let (log_cgroup, log_processes) = match self.runit_log_status(name) {
+            Some((cg, procs)) => (Some(cg), procs),
+            None => (None, Vec::new()),
+        };
         UnitStatus {
             name: name.to_string(),
             description,
@@ -135,6 +139,8 @@ impl Manager {
             invocation: e.invocation_id(),
             cgroup: e.cgroup().map(|c| self.rel_cgroup(c)),
             processes,
+            log_cgroup,
+            log_processes,
             status_text: svc.and_then(|s| s.status_text.clone()),
             restarts: svc.map_or(0, |s| s.state.restarts),
             notes,
@@ -187,6 +193,8 @@ impl Manager {
             invocation: String::new(),
             cgroup: None,
             processes: Vec::new(),
+            log_cgroup: None,
+            log_processes: Vec::new(),
             status_text: None,
             restarts: 0,
             notes: Vec::new(),
