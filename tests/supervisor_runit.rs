@@ -24,7 +24,7 @@ fn logged_service(td: &TestDaemon, tag: &str, log_tag: &str) {
     );
     write_script(
         &svc.join("log/run"),
-        &format!("#!/bin/bash\nexec -a {log_tag} cat >> ../log.out\n"),
+        &format!("#!/bin/bash\necho log-run-up-$$ >&2\nexec -a {log_tag} cat >> ../log.out\n"),
     );
 }
 
@@ -144,6 +144,16 @@ fn log_run_lives_on_while_run_restarts() {
         status.contains("Log CGroup:") && status.contains(&format!("{logger} ")),
         "status shows log/run in its cgroup:\n{status}"
     );
+    let tree = td.ok(&["status"]).stdout;
+    assert!(
+        tree.contains("logged.service.log") && tree.contains(&format!("{logger} ")),
+        "the manager's tree shows log/run's cgroup:\n{tree}"
+    );
+    wait_until(10, "log/run's stderr in the journal", || {
+        td.journal("logged", &[])
+            .stdout
+            .contains(&format!("log-run-up-{logger}"))
+    });
     for _ in 0..3 {
         mains.push(kill_run(&td));
         assert_eq!(

@@ -453,20 +453,30 @@ pub fn render_manager(m: &ManagerStatus, now: u64, color: bool) -> String {
         let _ = writeln!(o, "  Journal: {j}");
     }
     let _ = writeln!(o, "   CGroup: {}", m.cgroup_root);
-    let groups: Vec<&UnitStatus> = m.units.iter().filter(|u| u.cgroup.is_some()).collect();
+    // Each unit's cgroup, and beside it the one of a runit unit's log/run.
+    let groups: Vec<(&str, &[Process])> = m
+        .units
+        .iter()
+        .flat_map(|u| {
+            [
+                (u.cgroup.as_deref(), &u.processes[..]),
+                (u.log_cgroup.as_deref(), &u.log_processes[..]),
+            ]
+        })
+        .filter_map(|(cg, procs)| Some((cg?, procs)))
+        .collect();
     let n = groups.len();
-    for (i, u) in groups.iter().enumerate() {
+    for (i, (cg, procs)) in groups.iter().enumerate() {
         let last = i + 1 == n;
         let (branch, cont) = if last {
             ("└─", "  ")
         } else {
             ("├─", "│ ")
         };
-        let cg = u.cgroup.as_deref().unwrap_or("");
         let leaf = cg.rsplit('/').next().unwrap_or(cg);
         let _ = writeln!(o, "           {branch}{leaf}");
-        let k = u.processes.len();
-        for (j, p) in u.processes.iter().enumerate() {
+        let k = procs.len();
+        for (j, p) in procs.iter().enumerate() {
             let b = if j + 1 == k { "└─" } else { "├─" };
             let _ = writeln!(o, "           {cont}{b}{} {}", p.pid, p.cmdline);
         }
