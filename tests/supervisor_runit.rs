@@ -162,6 +162,17 @@ fn log_run_lives_on_while_run_restarts() {
             "log/run kept across restarts of run"
         );
     }
+    // `corral restart` (a stop, then a start) restarts run only, as `sv restart`.
+    td.ok(&["restart", "logged"]);
+    let main = main_pid(&td);
+    assert!(!mains.contains(&main));
+    wait_logged(&td, main);
+    mains.push(main);
+    assert_eq!(
+        the_logger(&log_tag),
+        logger,
+        "log/run kept across corral restart"
+    );
     assert_eq!(
         log_out(&td),
         expected_lines(&mains),
