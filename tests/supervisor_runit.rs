@@ -243,3 +243,80 @@ fn log_run_and_its_pipe_survive_kill_9_and_reexec_of_the_manager() {
     );
     stop_leaves_nothing(&td, &tag, &log_tag);
 }
+
+#[test]
+fn a_log_run_that_outlives_the_end_of_its_pipe_is_killed_after_the_stop_timeout() {
+    let tag = format!("runit-runk-{}", std::process::id());
+    let log_tag = format!("runit-logk-{}", std::process::id());
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        logged_service(td, &tag, &log_tag);
+        // At the end of its pipe this log/run goes on (as the same process).
+        write_script(
+            &td.runit_dir().join("logged/log/run"),
+            &format!(
+                "#!/bin/bash\nexec -a {log_tag} bash -c 'cat >> ../log.out; exec -a {log_tag} sleep 1000'\n"
+            ),
+        );
+        let dropins = td.units_dir().join("logged.service.d");
+        std::fs::create_dir_all(&dropins).unwrap();
+        std::fs::write(dropins.join("stop.conf"), "[Service]\nTimeoutStopSec=2\n").unwrap();
+    }) else {
+        return;
+    };
+    let root = td.cgroup_root.clone();
+    let logs = || -> Vec<String> {
+        std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("logged.service.log"))
+            .collect()
+    };
+    wait_logged(&td, main_pid(&td));
+    let first = the_logger(&log_tag);
+    td.ok(&["stop", "logged"]);
+    assert!(pids_named(&tag).is_empty());
+    assert_eq!(
+        the_logger(&log_tag),
+        first,
+        "log/run reads on after run is down"
+    );
+
+    // Started again while the last log/run still runs: that one is killed,
+    // and the new run writes to a new log/run.
+    td.ok(&["start", "logged"]);
+    let main = main_pid(&td);
+    wait_logged(&td, main);
+    wait_until(10, "the old log/run to be killed", || {
+        pids_named(&log_tag) != vec![first]
+    });
+    let second = the_logger(&log_tag);
+    assert_ne!(second, first);
+    wait_until(10, "the old log/run's cgroup to be removed", || {
+        logs().len() == 1
+    });
+
+    td.ok(&["stop", "logged"]);
+    wait_until(10, "log/run killed after TimeoutStopSec=", || {
+        pids_named(&log_tag).is_empty()
+    });
+    wait_until(10, "log/run's cgroup to be removed", || logs().is_empty());
+    assert!(
+        td.journal("logged", &[])
+            .stdout
+            .contains("did not end within TimeoutStopSec="),
+        "{}",
+        td.journal("logged", &[]).stdout
+    );
+
+    // The manager's shutdown waits for log/run too.
+    td.ok(&["start", "logged"]);
+    wait_logged(&td, main_pid(&td));
+    td.terminate();
+    assert!(pids_named(&tag).is_empty());
+    assert!(
+        pids_named(&log_tag).is_empty(),
+        "log/run ended before the manager"
+    );
+    assert!(logs().is_empty());
+}
