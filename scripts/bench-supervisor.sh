@@ -7,6 +7,7 @@
 #   stop100 stop of a service that forked 100 children: command return time and
 #           survivors (runit/s6 leave forked children behind)
 #   memory  RSS/PSS of the supervision processes with 50 idle services
+#           (corral: corrald alone, and with its fd holder)
 # Needs root (cgroups), runit, s6, gcc, python3. Everything started here is
 # stopped here by PID. Prints a summary with corral/peer ratios.
 set -u
@@ -107,6 +108,9 @@ memsum() { local r=0 p=0 x; for x in "$@"; do [ -r /proc/$x/status ] || continue
   echo "$r $p"; }
 $CORRAL start $(cd $B/units && ls idle*.service) >/dev/null; sleep 2
 rec corral mem50 1 "$(memsum $CD)"
+# The fd holder (corrald --fd-holder, its own process) belongs to the manager
+# too: the same sums with it (RSS counts the binary's pages twice, PSS once).
+rec corral mem50h 1 "$(memsum $CD $(kid $CD fd-holder))"
 for i in $(seq -w 1 50); do mksvc $B/runit/idle$i "sleep infinity"; rm $B/runit/idle$i/down; mksvc $B/s6/idle$i "sleep infinity"; rm $B/s6/idle$i/down; done
 s6-svscanctl -a $B/s6; sleep 8
 kids() { ps -eo pid=,ppid=,args= | awk -v p=$1 '$2==p && /idle/{print $1}'; }
@@ -138,4 +142,8 @@ c, r, s = med('mem50', 'corral'), med('mem50', 'runit'), med('mem50', 's6')
 print(f"{'RSS, 50 idle services (MB)':32s} {c/1024:9.2f} {r/1024:9.2f} {s/1024:9.2f}  {c/r:12.2f} {c/s:9.2f}")
 c, r, s = med('mem50', 'corral', 1), med('mem50', 'runit', 1), med('mem50', 's6', 1)
 print(f"{'PSS, 50 idle services (MB)':32s} {c/1024:9.2f} {r/1024:9.2f} {s/1024:9.2f}  {c/r:12.2f} {c/s:9.2f}")
+c, r, s = med('mem50h', 'corral'), med('mem50', 'runit'), med('mem50', 's6')
+print(f"{'RSS, the same + fd holder (MB)':32s} {c/1024:9.2f} {r/1024:9.2f} {s/1024:9.2f}  {c/r:12.2f} {c/s:9.2f}")
+c, r, s = med('mem50h', 'corral', 1), med('mem50', 'runit', 1), med('mem50', 's6', 1)
+print(f"{'PSS, the same + fd holder (MB)':32s} {c/1024:9.2f} {r/1024:9.2f} {s/1024:9.2f}  {c/r:12.2f} {c/s:9.2f}")
 PY

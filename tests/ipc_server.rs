@@ -203,6 +203,56 @@ async fn round_trip_blocking_and_async() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_with_the_hello_is_answered_and_the_connection_lives_on() {
+    let mut server = TestServer::start(|_| {});
+    let path = server.path.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        let (mut c, first) =
+            Client::<Req, Resp>::connect_and_request(&path, &Req::Echo("first".into())).unwrap();
+        assert_eq!(c.server_version(), corral::ipc::CORRAL_VERSION);
+        (first, c.request(&Req::Echo("second".into())).unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(answers.0, Resp::Echoed("first".into(), my_uid()));
+    assert_eq!(answers.1, Resp::Echoed("second".into(), my_uid()));
+    server.assert_serving().await;
+    server.shutdown().await;
+}
+
+#[test]
+fn the_first_request_arrives_in_the_same_write_as_the_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("one-read.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        // One read: the client has not seen a Welcome yet, so everything it
+        // sends before it reads must already be here.
+        let mut buf = vec![0u8; 4096];
+        let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+        let mut got = &buf[..n];
+        let hello: Hello = read_frame_blocking(&mut got).unwrap().unwrap();
+        let req: Req = read_frame_blocking(&mut got).unwrap().unwrap();
+        assert!(got.is_empty());
+        let w = Frame::Reply(Welcome {
+            protocol: hello.protocol,
+            server_version: "test".into(),
+        });
+        write_frame_blocking(&mut s, &w).unwrap();
+        let Req::Echo(text) = req else {
+            panic!("not the request sent: {req:?}")
+        };
+        write_frame_blocking(&mut s, &Frame::Reply(Resp::Echoed(text, 7))).unwrap();
+    });
+    let (c, answer) =
+        Client::<Req, Resp>::connect_and_request(&path, &Req::Echo("early".into())).unwrap();
+    server.join().unwrap();
+    assert_eq!(c.server_version(), "test");
+    assert_eq!(answer, Resp::Echoed("early".into(), 7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_ends_with_end_frame_and_connection_is_reusable() {
     let mut server = TestServer::start(|_| {});
     let mut c = server.client().await;
@@ -416,18 +466,29 @@ fn server_with_another_protocol_version_gets_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // Two connections: a plain handshake, then one with a request behind its Hello.
     let fake = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let _: Hello = read_frame_blocking(&mut s).unwrap().unwrap();
-        let w = Frame::Reply(Welcome {
-            protocol: PROTOCOL_VERSION + 1,
-            server_version: "99.0.0".into(),
-        });
-        write_frame_blocking(&mut s, &w).unwrap();
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().unwrap();
+            let _: Hello = read_frame_blocking(&mut s).unwrap().unwrap();
+            let w = Frame::Reply(Welcome {
+                protocol: PROTOCOL_VERSION + 1,
+                server_version: "99.0.0".into(),
+            });
+            write_frame_blocking(&mut s, &w).unwrap();
+        }
     });
     let err = Client::<Req, Resp>::connect(&path).err().unwrap();
-    fake.join().unwrap();
     assert!(matches!(err, IpcError::VersionMismatch { .. }), "{err:?}");
+    // The request sent behind the Hello changes nothing: the mismatch is
+    // still what the client reports.
+    let early = Client::<Req, Resp>::connect_and_request(&path, &Req::Echo("x".into()));
+    fake.join().unwrap();
+    assert!(
+        matches!(early, Err(IpcError::VersionMismatch { .. })),
+        "{:?}",
+        early.err()
+    );
     assert_eq!(
         err.to_string(),
         format!(

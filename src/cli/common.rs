@@ -50,8 +50,9 @@ pub fn socket_path(explicit: Option<PathBuf>) -> PathBuf {
 
 /// Sends one request to the manager and returns its answer.
 pub fn call(socket: Option<PathBuf>, request: &Request) -> Result<Response, VerbError> {
-    let mut client: Client<Request, Response> = Client::connect(socket_path(socket))?;
-    match client.request(request)? {
+    let (_, answer) =
+        Client::<Request, Response>::connect_and_request(socket_path(socket), request)?;
+    match answer {
         Response::Error(f) => Err(VerbError::Remote(f.message)),
         other => Ok(other),
     }

@@ -341,7 +341,26 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
 
     /// Connects and shakes hands with explicit options.
     pub fn connect_with(path: impl AsRef<Path>, options: ClientOptions) -> Result<Self, IpcError> {
-        let path = path.as_ref().to_path_buf();
+        Self::open(path.as_ref(), options, None)
+    }
+
+    /// Connects with default options and makes one request, sent in the same
+    /// write as the Hello: the manager reads both on one wake-up instead of
+    /// waiting for us to read its Welcome first (a round trip, two process
+    /// wake-ups, less before a `start` reaches it). A manager that refuses
+    /// the Hello never reads the request.
+    pub fn connect_and_request(
+        path: impl AsRef<Path>,
+        request: &Req,
+    ) -> Result<(Self, Resp), IpcError> {
+        let mut client = Self::open(path.as_ref(), ClientOptions::default(), Some(request))?;
+        let answer = client.read_reply();
+        answer.map(|a| (client, a))
+    }
+
+    /// Connect + Hello (+ the first request, written with it) + Welcome.
+    fn open(path: &Path, options: ClientOptions, first: Option<&Req>) -> Result<Self, IpcError> {
+        let path = path.to_path_buf();
         let deadline = options.total_timeout.map(|total| Instant::now() + total);
         let handshake = bounded(Some(options.handshake_timeout), &options);
         let connect_limit = handshake.unwrap_or(options.handshake_timeout);
@@ -359,7 +378,14 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
             client_version: options.client_version.clone(),
         };
         let mut reader = BufReader::new(conn);
-        let sent = frame::write_frame_blocking(reader.get_mut(), &hello);
+        let mut out = frame::encode(&hello)?;
+        if let Some(request) = first {
+            out.extend_from_slice(&frame::encode(request)?);
+        }
+        let sent = reader
+            .get_mut()
+            .write_all(&out)
+            .map_err(|e| IpcError::io("write frame", None, e));
         // A server that refuses (busy, wrong uid) may close before reading our
         // Hello; its error frame is still there to read and says more than EPIPE.
         let answer = frame::read_frame_blocking::<Frame<Welcome>, _>(&mut reader);
@@ -396,6 +422,11 @@ impl<Req: Serialize, Resp: DeserializeOwned> Client<Req, Resp> {
     /// Sends a request and waits for its single answer.
     pub fn request(&mut self, request: &Req) -> Result<Resp, IpcError> {
         self.send(request)?;
+        self.read_reply()
+    }
+
+    /// Reads the single answer to the request just sent.
+    fn read_reply(&mut self) -> Result<Resp, IpcError> {
         let r = self.read().and_then(|a| single_reply(a, &self.path));
         // After anything but a clean answer the next frame could be a late
         // answer to this request: never let it pass for the next one's.

@@ -28,7 +28,7 @@
 //!   Hello { protocol, client_version }  ->
 //!                                       <-  Frame::Reply(Welcome { protocol, server_version })
 //!                                           | Frame::Error(VERSION_MISMATCH / PERMISSION_DENIED / BUSY), close
-//!   Request                             ->
+//!   Request                             ->  (the first may come right behind the Hello)
 //!                                       <-  Frame::Reply(Response)
 //!                                           | Frame::StreamItem(Response)* Frame::End
 //!                                           | Frame::Error(ProtoError)

@@ -319,6 +319,12 @@ pub struct Manager {
     base_env: Vec<(String, String)>,
     seq: u64,
     timer_generation: u64,
+    /// How deep in [`Manager::try_feed`] we are: timers armed meanwhile wait
+    /// in `pending_arms` until the outermost feed is over.
+    feeding: u32,
+    /// Timers armed during a feed: unit, timer, generation, delay, and when
+    /// they were armed (the host's clock).
+    pending_arms: Vec<(String, Timer, u64, Duration, Duration)>,
     /// When the manager started (µs since the epoch), for `status`.
     started_usec: u64,
     /// Processes, signals, timers and the clock (host.rs).
@@ -378,6 +384,8 @@ impl Manager {
             base_env: base_environment(),
             seq: 0,
             timer_generation: 0,
+            feeding: 0,
+            pending_arms: Vec::new(),
             started_usec: now_usec(),
             shutting_down: false,
             reexecuting: false,

@@ -50,6 +50,16 @@ impl Manager {
     /// kind: it keeps the time of the change, logs it, starts OnFailure=
     /// and tells the job driver (`unit_changed`).
     pub(super) fn try_feed(&mut self, name: &str, event: Event) -> Result<(), Refused> {
+        self.feeding += 1;
+        let fed = self.feed_events(name, event);
+        self.feeding -= 1;
+        if self.feeding == 0 {
+            self.arm_pending();
+        }
+        fed
+    }
+
+    fn feed_events(&mut self, name: &str, event: Event) -> Result<(), Refused> {
         let mut queue = VecDeque::from([event]);
         let mut first = true;
         // Timers count from the unit's leaving and entering inactive; they
@@ -622,21 +632,60 @@ impl Manager {
         }
     }
 
+    /// Arms a timer of the unit. Inside a feed the host's timer is made only
+    /// when the feed is over, and not at all if the feed disarmed it again:
+    /// a simple service's start timeout is armed before its spawn and
+    /// disarmed by the spawn itself, and making it would wake the runtime
+    /// thread twice, the first time while the spawn needs the CPU.
     pub(super) fn arm(&mut self, name: &str, timer: Timer, after: Duration) {
         self.timer_generation += 1;
         let generation = self.timer_generation;
-        let input = Input::Timer {
-            unit: name.to_string(),
-            timer,
-            generation,
+        let handle = if self.feeding > 0 {
+            let now = self.host.now();
+            self.pending_arms
+                .push((name.to_string(), timer, generation, after, now));
+            None
+        } else {
+            let input = Input::Timer {
+                unit: name.to_string(),
+                timer,
+                generation,
+            };
+            self.host.arm(after, input)
         };
-        let handle = self.host.arm(after, input);
         if let Some(s) = self.service_mut(name) {
             let deadline = crate::supervisor::readopt::monotonic_ns()
                 .saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
             s.deadlines.insert(timer, deadline);
             if let Some((_, Some(old))) = s.timers.insert(timer, (generation, handle)) {
                 old.abort();
+            }
+        }
+    }
+
+    /// Makes the host timers of the arms a feed left pending and did not
+    /// disarm, each for what is left of its delay.
+    fn arm_pending(&mut self) {
+        for (unit, timer, generation, after, armed) in std::mem::take(&mut self.pending_arms) {
+            let current = self
+                .service(&unit)
+                .and_then(|s| s.timers.get(&timer))
+                .is_some_and(|(g, _)| *g == generation);
+            if !current {
+                continue;
+            }
+            let left = after.saturating_sub(self.host.now().saturating_sub(armed));
+            let input = Input::Timer {
+                unit: unit.clone(),
+                timer,
+                generation,
+            };
+            let handle = self.host.arm(left, input);
+            if let Some(slot) = self
+                .service_mut(&unit)
+                .and_then(|s| s.timers.get_mut(&timer))
+            {
+                slot.1 = handle;
             }
         }
     }
