@@ -197,6 +197,10 @@ pub(super) struct UnitEntry {
     /// enabled/disabled/static/masked, from the loader's listing (not
     /// its words: a `String` was one more allocation per unit).
     pub(super) file_state: Option<UnitFileState>,
+    /// Neither inactive nor failed when the job driver last looked (to
+    /// notice it going down on its own, for BindsTo=); a flag here, where
+    /// a set of names cost each active unit a string and a slot.
+    pub(super) seen_up: bool,
     /// The kind's part.
     pub(super) body: Body,
 }
@@ -214,6 +218,7 @@ impl UnitEntry {
             since_usec: 0,
             failure_note: None,
             file_state: None,
+            seen_up: false,
             body: Body::new(kind),
         }
     }
