@@ -111,7 +111,7 @@ pub(super) struct Timers {
     state_dir: PathBuf,
     /// The local zone of calendar values without a zone of their own.
     local: TimeZone,
-    /// The file it is read from (`/etc/localtime`, see `timer::zone`).
+    /// The file it is read from (`/etc/localtime`, see `unit::zone`).
     zone_file: PathBuf,
     /// That file's lstat mtime when the zone was read: a change is a
     /// different one (systemd's test).
