@@ -226,7 +226,7 @@ pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceD
         (a, _) => a,
     };
     let runit = match &unit.source {
-        UnitSource::Runit(r) => Some(r.clone()),
+        UnitSource::Runit(r) => Some(RunitService::clone(r)),
         UnitSource::File => None,
     };
     let mut spec = spec;

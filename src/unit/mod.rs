@@ -40,6 +40,7 @@ pub mod timer;
 pub mod values;
 pub mod verify;
 pub mod words;
+pub mod zone;
 
 use std::fmt;
 use std::path::PathBuf;

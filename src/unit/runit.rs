@@ -116,7 +116,7 @@ impl RunitService {
         let mut unit = Unit::new(name);
         let run = self.run();
         unit.fragment = Some(run.clone());
-        unit.source = UnitSource::Runit(self.clone());
+        unit.source = UnitSource::Runit(Box::new(self.clone()));
         unit.unit.description = Some(format!("runit service {}", self.dir.display()));
         // runsv never stops retrying.
         unit.unit.start_limit_interval = Duration::ZERO;

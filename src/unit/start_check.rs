@@ -117,7 +117,7 @@ mod tests {
                 u.unit.conditions.push(c);
             }
         }
-        u.unit
+        u.unit.into_inner()
     }
 
     fn user() -> SpecifierContext {

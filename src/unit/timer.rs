@@ -4,11 +4,14 @@
 
 use std::time::Duration;
 
+use jiff::Timestamp;
+
 use super::calendar::CalendarSpec;
 use super::model::{Applier, Unit, invalid, push_diag};
 use super::name::{UnitKind, UnitName};
 use super::syntax::Directive;
 use super::values::{parse_bool, parse_timespan};
+use super::zone;
 use super::{Diagnostic, DiagnosticKind, Severity};
 
 /// The default `AccuracySec=`.
@@ -206,7 +209,7 @@ impl Applier<'_> {
                 let Some(v) = self.expand(unit, d) else {
                     return;
                 };
-                match CalendarSpec::parse(&v) {
+                match CalendarSpec::parse_with_local(&v, &zone::current_local(), Timestamp::now()) {
                     Ok(spec) => timer(unit).calendar.push(CalendarTimer { text: v, spec }),
                     Err(e) => invalid(
                         unit,

@@ -18,6 +18,7 @@ use crate::ipc::proto::{Failure, SubState};
 use crate::supervisor::service::ServiceDef;
 use crate::supervisor::state::{self, ActiveState, Exit, Pid, ServiceResult, StartLimit, Timer};
 use crate::supervisor::{target, wire};
+use crate::unit::loader::UnitFileState;
 use crate::unit::{Unit, UnitKind};
 
 use super::socket::{SocketBody, SocketDef};
@@ -193,8 +194,13 @@ pub(super) struct UnitEntry {
     pub(super) since_usec: u64,
     /// Why the last start failed, in words, when the result is not enough.
     pub(super) failure_note: Option<String>,
-    /// enabled/disabled/static/masked, from the loader's listing.
-    pub(super) file_state: String,
+    /// enabled/disabled/static/masked, from the loader's listing (not
+    /// its words: a `String` was one more allocation per unit).
+    pub(super) file_state: Option<UnitFileState>,
+    /// Neither inactive nor failed when the job driver last looked (to
+    /// notice it going down on its own, for BindsTo=); a flag here, where
+    /// a set of names cost each active unit a string and a slot.
+    pub(super) seen_up: bool,
     /// The kind's part.
     pub(super) body: Body,
 }
@@ -211,7 +217,8 @@ impl UnitEntry {
             reload_waiters: Vec::new(),
             since_usec: 0,
             failure_note: None,
-            file_state: String::new(),
+            file_state: None,
+            seen_up: false,
             body: Body::new(kind),
         }
     }

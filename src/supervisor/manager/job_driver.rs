@@ -46,9 +46,6 @@ pub(super) struct Graph {
     changed: Vec<String>,
     /// Set while [`Manager::pump`] runs, so state changes it causes only queue up.
     pumping: bool,
-    /// Units that were neither inactive nor failed when last seen (to notice
-    /// one going down on its own, for BindsTo=).
-    up: HashSet<String>,
     /// Why the last start of a unit was skipped (a false Condition*=).
     pub(super) skipped: HashMap<String, String>,
     /// During shutdown: the units still to stop, and whether each was told to.
@@ -64,7 +61,6 @@ impl Graph {
             runs: Vec::new(),
             changed: Vec::new(),
             pumping: false,
-            up: HashSet::new(),
             skipped: HashMap::new(),
             shutdown: None,
             queued: Vec::new(),
@@ -545,12 +541,10 @@ impl Manager {
 
     /// Whether `name` was up when last seen and is now inactive or failed.
     fn went_down(&mut self, name: &str) -> bool {
-        if self.is_down(name) {
-            self.graph.up.remove(name)
-        } else {
-            self.graph.up.insert(name.to_string());
-            false
-        }
+        let down = self.is_down(name);
+        self.units
+            .get_mut(name)
+            .is_some_and(|e| std::mem::replace(&mut e.seen_up, !down) && down)
     }
 
     /// A unit went down: stop the active units bound to it, unless a

@@ -103,12 +103,12 @@ impl Manager {
             names.push(name.to_string());
             match self.units.get_mut(name.as_str()) {
                 Some(e) => {
-                    e.file_state = file_state.to_string();
+                    e.file_state = Some(file_state);
                     self.replace_def(name.as_str(), def);
                 }
                 None => {
                     let mut e = UnitEntry::new(name.kind(), def);
-                    e.file_state = file_state.to_string();
+                    e.file_state = Some(file_state);
                     self.units.insert(name, Box::new(e));
                 }
             }
@@ -195,7 +195,7 @@ impl Manager {
             let k = n.as_str();
             let def = self.load(&n);
             if let Some(e) = self.units.get_mut(k) {
-                e.file_state.clear();
+                e.file_state = None;
             }
             self.replace_def(k, def);
             self.forget_if_gone(k);

@@ -121,7 +121,10 @@ impl Manager {
             fragment,
             dropins,
             source,
-            file_state: e.file_state.clone(),
+            file_state: e
+                .file_state
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string),
             kind,
             restart,
             active: wire::active_state(phase.active),
@@ -350,7 +353,7 @@ pub(super) fn lossy(paths: &[PathBuf]) -> Vec<String> {
 
 pub(super) fn unit_runit(unit: &crate::unit::Unit) -> Option<RunitService> {
     match &unit.source {
-        crate::unit::model::UnitSource::Runit(r) => Some(r.clone()),
+        crate::unit::model::UnitSource::Runit(r) => Some(RunitService::clone(r)),
         crate::unit::model::UnitSource::File => None,
     }
 }

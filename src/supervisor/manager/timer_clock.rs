@@ -6,7 +6,6 @@
 //! TFD_TIMER_CANCEL_ON_SET: a jump of the wall clock makes its read fail
 //! with ECANCELED, which is how a clock change is noticed.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -23,21 +22,40 @@ use super::Input;
 /// still reported.
 const FAR_REALTIME: u64 = 4_102_444_800_000_000;
 
-/// What one timer unit waits for: (elapse, AccuracySec=) on each clock, µs.
+/// Where one timer unit is armed: its elapse on each clock and its
+/// `AccuracySec=`, µs. Kept in the timer's body, not in a table here: a
+/// table by name cost a thousand timers 150 KB.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Armed {
     /// On CLOCK_MONOTONIC.
-    pub(super) monotonic: Option<(u64, u64)>,
+    pub(super) monotonic: Option<u64>,
     /// On CLOCK_REALTIME.
-    pub(super) realtime: Option<(u64, u64)>,
+    pub(super) realtime: Option<u64>,
+    /// How late each elapse may be.
+    pub(super) accuracy: u64,
 }
 
-/// The two timerfds and the timer units armed on them.
+impl Armed {
+    /// The elapse on that clock, if any.
+    pub(super) fn at(&self, realtime: bool) -> Option<u64> {
+        if realtime {
+            self.realtime
+        } else {
+            self.monotonic
+        }
+    }
+}
+
+/// The two timerfds and what they are armed for.
 pub(super) struct KernelTimers {
     /// CLOCK_MONOTONIC, then CLOCK_REALTIME.
     fds: [OwnedFd; 2],
-    /// The armed timer units, by name.
-    armed: HashMap<String, Armed>,
+    /// On each clock, the earliest elapse and the earliest end of an
+    /// accuracy window of the armed units: all a coalesced wake-up depends
+    /// on, so that arming one more unit is O(1), not a pass over all.
+    bounds: [Option<(u64, u64)>; 2],
+    /// How many timer units are armed.
+    count: usize,
     /// What each timerfd is set to now (absolute µs on its clock).
     set: [Option<u64>; 2],
     /// The per-machine offset of the coalesced wake-ups.
@@ -91,55 +109,94 @@ impl KernelTimers {
         }
         Ok(KernelTimers {
             fds,
-            armed: HashMap::new(),
+            bounds: [None, None],
+            count: 0,
             set: [None, None],
             perturb,
         })
     }
 
-    /// Puts `unit` on the clocks at `armed` (replacing where it was).
-    pub(super) fn arm(&mut self, unit: &str, armed: Armed) -> io::Result<()> {
-        self.armed.insert(unit.to_string(), armed);
+    /// Puts a unit on the clocks at `new`, where it was at `old`; `all`:
+    /// where every armed unit is, this one at `new` (read only when `old`
+    /// was among the earliest, so loading N timers is O(N), not O(N²)).
+    pub(super) fn arm(
+        &mut self,
+        old: Option<Armed>,
+        new: Armed,
+        all: impl Iterator<Item = Armed>,
+    ) -> io::Result<()> {
+        if old.is_some_and(|o| self.bounded_by(&o)) {
+            self.recount(all);
+        } else {
+            self.count += usize::from(old.is_none());
+            self.widen(&new);
+        }
         self.program(false)
     }
 
-    /// Takes `unit` off the clocks.
-    pub(super) fn disarm(&mut self, unit: &str) -> io::Result<()> {
-        if self.armed.remove(unit).is_some() {
-            self.program(false)?;
+    /// Takes a unit armed at `old` off the clocks; `all`: where the
+    /// others are.
+    pub(super) fn disarm(
+        &mut self,
+        old: Option<Armed>,
+        all: impl Iterator<Item = Armed>,
+    ) -> io::Result<()> {
+        let Some(o) = old else {
+            return Ok(());
+        };
+        if self.bounded_by(&o) {
+            self.recount(all);
+        } else {
+            self.count -= 1;
         }
-        Ok(())
-    }
-
-    /// The armed units whose elapse on that clock is at or before `now`.
-    pub(super) fn due(&self, realtime: bool, now: u64) -> Vec<String> {
-        let mut due: Vec<String> = self
-            .armed
-            .iter()
-            .filter(|(_, a)| pick(a, realtime).is_some_and(|(at, _)| at <= now))
-            .map(|(n, _)| n.clone())
-            .collect();
-        due.sort();
-        due
+        self.program(false)
     }
 
     /// The timerfd of that clock fired (one-shot, so it is disarmed now),
-    /// or the wall clock jumped: sets both again.
-    pub(super) fn fired(&mut self) -> io::Result<()> {
+    /// or the wall clock jumped: sets both again from `all`, where every
+    /// armed unit is now.
+    pub(super) fn fired(&mut self, all: impl Iterator<Item = Armed>) -> io::Result<()> {
+        self.recount(all);
         self.program(true)
+    }
+
+    /// Whether a unit armed at `a` sets a bound of either clock.
+    fn bounded_by(&self, a: &Armed) -> bool {
+        [false, true].into_iter().zip(self.bounds).any(|(rt, b)| {
+            matches!((a.at(rt), b), (Some(at), Some((first, end)))
+                if at == first || at.saturating_add(a.accuracy) == end)
+        })
+    }
+
+    /// Takes a unit armed at `a` into the bounds.
+    fn widen(&mut self, a: &Armed) {
+        for (rt, b) in [false, true].into_iter().zip(self.bounds.iter_mut()) {
+            if let Some(at) = a.at(rt) {
+                let end = at.saturating_add(a.accuracy);
+                *b = Some(b.map_or((at, end), |(f, e)| (f.min(at), e.min(end))));
+            }
+        }
+    }
+
+    /// The bounds and count again from every armed unit.
+    fn recount(&mut self, all: impl Iterator<Item = Armed>) {
+        self.bounds = [None, None];
+        self.count = 0;
+        for a in all {
+            self.count += 1;
+            self.widen(&a);
+        }
     }
 
     /// Sets each timerfd to the coalesced wake-up of its clock's timers;
     /// `force`: even when that did not change.
     fn program(&mut self, force: bool) -> io::Result<()> {
         for (i, realtime) in [false, true].into_iter().enumerate() {
-            let windows: Vec<(u64, u64)> = self
-                .armed
-                .values()
-                .filter_map(|a| pick(a, realtime))
-                .collect();
-            let mut at = coalesce(&windows, self.perturb);
-            if realtime && at.is_none() && !self.armed.is_empty() {
+            // One window from the earliest elapse to the earliest end
+            // coalesces as all the windows would.
+            let mut at = self.bounds[i]
+                .and_then(|(first, end)| coalesce(&[(first, end - first)], self.perturb));
+            if realtime && at.is_none() && self.count > 0 {
                 at = Some(FAR_REALTIME);
             }
             if at == self.set[i] && !force {
@@ -150,10 +207,6 @@ impl KernelTimers {
         }
         Ok(())
     }
-}
-
-fn pick(a: &Armed, realtime: bool) -> Option<(u64, u64)> {
-    if realtime { a.realtime } else { a.monotonic }
 }
 
 /// Arms `fd` at the absolute time `at` (µs), or disarms it.

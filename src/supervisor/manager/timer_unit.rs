@@ -3,7 +3,7 @@
 //! kernel timers of `timer_clock.rs`, the start of the triggered unit,
 //! the `Persistent=` stamp), and what the triggered unit tells its timers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -20,7 +20,7 @@ use crate::supervisor::timer::{stamp, zone};
 use crate::unit::timer::TimerSection;
 use crate::unit::{Unit, UnitName};
 
-use super::entry::Phase;
+use super::entry::{Phase, UnitEntry};
 use super::timer_clock::{self, Armed, KernelTimers};
 use super::{Body, Def, Input, JobRequest, Manager};
 
@@ -47,6 +47,8 @@ pub(super) struct TimerBody {
     pub(super) timer: machine::Timer,
     /// Why it is failed (or the verdict that stopped it).
     pub(super) result: ServiceResult,
+    /// Where it is on the kernel timers, when it is.
+    pub(super) armed: Option<Armed>,
 }
 
 impl Default for TimerBody {
@@ -54,6 +56,7 @@ impl Default for TimerBody {
         TimerBody {
             timer: machine::Timer::default(),
             result: ServiceResult::Success,
+            armed: None,
         }
     }
 }
@@ -108,7 +111,7 @@ pub(super) struct Timers {
     state_dir: PathBuf,
     /// The local zone of calendar values without a zone of their own.
     local: TimeZone,
-    /// The file it is read from (`/etc/localtime`, see `timer::zone`).
+    /// The file it is read from (`/etc/localtime`, see `unit::zone`).
     zone_file: PathBuf,
     /// That file's lstat mtime when the zone was read: a change is a
     /// different one (systemd's test).
@@ -169,6 +172,14 @@ fn random() -> u64 {
         return timer_clock::now(true).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
     u64::from_ne_bytes(buf)
+}
+
+/// Where every armed timer unit is on the kernel timers.
+fn armed(units: &BTreeMap<UnitName, Box<UnitEntry>>) -> impl Iterator<Item = Armed> + '_ {
+    units.values().filter_map(|e| match &e.body {
+        Body::Timer(b) => b.armed,
+        _ => None,
+    })
 }
 
 /// The lines the manager logs when a timer moves from `before` to `after`,
@@ -331,21 +342,30 @@ impl Manager {
                 let Some(d) = self.timer_def(name) else {
                     return;
                 };
-                let acc = d.section().accuracy.as_micros() as u64;
-                let armed = Armed {
-                    monotonic: next.monotonic.map(|m| (m, acc)),
-                    realtime: next.realtime.map(|r| (r, acc)),
+                let new = Armed {
+                    monotonic: next.monotonic,
+                    realtime: next.realtime,
+                    accuracy: d.section().accuracy.as_micros() as u64,
+                };
+                match self.units.get_mut(name).map(|e| &mut e.body) {
+                    Some(Body::Timer(b)) => {
+                        let old = b.armed.replace(new);
+                        self.timer_units.clocks.arm(old, new, armed(&self.units))
+                    }
+                    _ => return,
+                }
+                .map_err(|e| format!("cannot arm the timer: {e}"))
+            }
+            machine::Action::Disarm => {
+                let old = match self.units.get_mut(name).map(|e| &mut e.body) {
+                    Some(Body::Timer(b)) => b.armed.take(),
+                    _ => None,
                 };
                 self.timer_units
                     .clocks
-                    .arm(name, armed)
-                    .map_err(|e| format!("cannot arm the timer: {e}"))
+                    .disarm(old, armed(&self.units))
+                    .map_err(|e| format!("cannot disarm the timer: {e}"))
             }
-            machine::Action::Disarm => self
-                .timer_units
-                .clocks
-                .disarm(name)
-                .map_err(|e| format!("cannot disarm the timer: {e}")),
             machine::Action::StartUnit => {
                 // Queued: the timer's own transition completes first.
                 let _ = self.tx.send(Input::Trigger {
@@ -409,9 +429,15 @@ impl Manager {
         let names: Vec<String> = if changed {
             self.waiting_timers()
         } else {
-            self.timer_units
-                .clocks
-                .due(realtime, timer_clock::now(realtime))
+            let now = timer_clock::now(realtime);
+            self.units
+                .iter()
+                .filter(|(_, e)| {
+                    matches!(&e.body, Body::Timer(b)
+                        if b.armed.and_then(|a| a.at(realtime)).is_some_and(|at| at <= now))
+                })
+                .map(|(n, _)| n.to_string())
+                .collect()
         };
         let ev = if changed {
             machine::Event::ClockChanged
@@ -421,7 +447,7 @@ impl Manager {
         for n in names {
             self.feed(&n, Event::TimerUnit(ev));
         }
-        if let Err(e) = self.timer_units.clocks.fired() {
+        if let Err(e) = self.timer_units.clocks.fired(armed(&self.units)) {
             eprintln!("corrald: cannot set the timers' kernel clock: {e}");
         }
     }

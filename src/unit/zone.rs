@@ -8,6 +8,7 @@
 //! zone; nothing else should set it.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use jiff::tz::TimeZone;
@@ -47,6 +48,27 @@ pub fn read_local(path: &Path) -> TimeZone {
         Some(t[at + "zoneinfo/".len()..].to_string())
     });
     TimeZone::tzif(name.as_deref().unwrap_or("localtime"), &bytes).unwrap_or(TimeZone::UTC)
+}
+
+/// The local zone as [`read_local`] reads it from [`localtime_path`],
+/// kept while that file's [`stamp`] stays the same: what the unit loader
+/// parses calendar values with, once per `OnCalendar=`.
+/// `TimeZone::system()` would load jiff's index of the whole tz database
+/// (108 KB for the manager's life) for a zone the parse takes only the
+/// abbreviations of.
+pub fn current_local() -> TimeZone {
+    static CACHE: Mutex<Option<(Option<SystemTime>, TimeZone)>> = Mutex::new(None);
+    let path = localtime_path();
+    let now = stamp(&path);
+    let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((at, tz)) = cache.as_ref()
+        && *at == now
+    {
+        return tz.clone();
+    }
+    let tz = read_local(&path);
+    *cache = Some((now, tz.clone()));
+    tz
 }
 
 #[cfg(test)]
