@@ -535,6 +535,14 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Whether each entry's seq is above the one before it.
+    pub fn seqs_ascending(&self) -> bool {
+        match self {
+            View::Rows(r) => r.windows(2).all(|p| p[0].seq < p[1].seq),
+            View::Columns(c) => c.seqs.windows(2).all(|p| p[0] < p[1]),
+        }
+    }
+
     /// Entry `i`.
     pub fn get(&self, i: usize) -> StoredRef<'a> {
         match self {
