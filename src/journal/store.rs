@@ -1963,13 +1963,10 @@ type Job = Box<dyn FnOnce(&mut Decoder) + Send>;
 
 /// Threads that decode blocks ahead of a query that filters on the message (`-g`):
 /// then decompressing is most of the query's time, most entries are dropped, and
-/// blocks are independent of each other. The query's own thread reads the blocks
-/// from redb, merges the results in order, and while the block it needs next is not
-/// decoded yet, decodes queued ones itself ([`UnitCursor::load`]): so the pool has
-/// one thread fewer than there are CPUs, and the query's thread seldom sleeps.
+/// blocks are independent of each other. One thread per CPU; the query's own thread
+/// reads the blocks from redb and merges the results in order.
 struct Pool {
     tx: Option<mpsc::Sender<Job>>,
-    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -1977,18 +1974,17 @@ impl Pool {
     /// Blocks a cursor keeps handed to the pool ahead of the one it reads.
     const AHEAD: usize = 8;
 
-    /// A pool of one thread per CPU but one; `None` on a single CPU or if no thread
-    /// starts.
+    /// A pool of one thread per CPU; `None` on a single CPU or if no thread starts.
     fn new() -> Option<Pool> {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) - 1;
-        if n < 1 {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        if n < 2 {
             return None;
         }
         let (tx, rx) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(rx));
+        let rx = Arc::new(Mutex::new(rx));
         let mut threads = Vec::new();
         for _ in 0..n {
-            let rx = queue.clone();
+            let rx = rx.clone();
             let Ok(mut decoder) = Decoder::new() else {
                 break;
             };
@@ -2010,15 +2006,8 @@ impl Pool {
         }
         (!threads.is_empty()).then_some(Pool {
             tx: Some(tx),
-            queue,
             threads,
         })
-    }
-
-    /// The oldest job no thread has taken, if the queue is free to look at: a pool
-    /// thread holds it while it waits for a job, and then there is none.
-    fn try_take(&self) -> Option<Job> {
-        self.queue.try_lock().ok()?.try_recv().ok()
     }
 
     fn submit(&self, job: Job) {
@@ -2170,21 +2159,10 @@ impl UnitCursor {
             return Ok(());
         };
         let (path, unit) = (ctx.path, self.unit.as_str());
-        let ended = || Err("the decoding thread ended".into());
         let loaded = match job {
-            Some(rx) => loop {
-                match rx.try_recv() {
-                    Ok(r) => break r,
-                    Err(mpsc::TryRecvError::Disconnected) => break ended(),
-                    Err(mpsc::TryRecvError::Empty) => {
-                        match ctx.pool.and_then(Pool::try_take) {
-                            // Often this block's own job, not started yet.
-                            Some(other) => other(dec),
-                            None => break rx.recv().unwrap_or_else(|_| ended()),
-                        }
-                    }
-                }
-            },
+            Some(rx) => rx
+                .recv()
+                .unwrap_or_else(|_| Err("the decoding thread ended".into())),
             None => {
                 let bytes = ctx
                     .blocks
