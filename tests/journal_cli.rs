@@ -8,7 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::journal::{corral_journal, ne, open};
+use common::journal::{corral_journal, ne, noise, open};
+use corral::journal::Query;
 
 /// The v1 store checked in under tests/fixtures.
 const FIXTURE: &str = "journal-v1.redb";
@@ -293,4 +294,93 @@ async fn follow_from_an_empty_match_starts_at_the_end() {
     assert_eq!(line, "first");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// `-g` hands blocks to a pool of decoding threads (on two CPUs or more) and merges
+/// what they keep; a query without it reads blocks on one thread. On three units
+/// whose blocks interleave, `-g` prints exactly the matching lines of the plain
+/// output, in its order, forward, `--reverse`, with `-n`, and per unit.
+#[tokio::test]
+async fn grep_on_the_pool_keeps_the_order_of_the_serial_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    let units = ["a.service", "b.service", "c.service"];
+    for round in 0..4u64 {
+        let batch: Vec<_> = (0..6000u64)
+            .map(|i| {
+                let level = if i % 7 == 0 { "ERROR" } else { "info" };
+                let what = if i % 5 == 0 { "timeout" } else { "done" };
+                let msg = format!("{round}-{i} {level} {} {what}", noise(round * 6000 + i, 90));
+                ne(units[(i % 3) as usize], &msg)
+            })
+            .collect();
+        w.append_batch(batch).await.unwrap();
+        w.flush().await.unwrap();
+    }
+    for u in units {
+        let blocks = store.block_count(u).unwrap();
+        assert!(
+            blocks >= 8,
+            "{u} has {blocks} blocks: too few to keep the pool busy"
+        );
+    }
+    let pat = "ERROR.*timeout";
+    let re = regex::bytes::Regex::new(pat).unwrap();
+
+    // The store's own answer, every field compared.
+    let plain: Vec<_> = store.query(&Query::default()).unwrap();
+    let grep = Query {
+        grep: Some(pat.into()),
+        ..Default::default()
+    };
+    let want: Vec<_> = plain
+        .iter()
+        .filter(|e| re.is_match(&e.message))
+        .cloned()
+        .collect();
+    assert_eq!(
+        want.len(),
+        4 * 6000usize.div_ceil(35),
+        "the data has the matches it was built with"
+    );
+    assert_eq!(store.query(&grep).unwrap(), want);
+
+    // The CLI, as a user runs it.
+    let lines = |out: Vec<u8>| -> Vec<String> {
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    for unit in [None, Some("b.service")] {
+        let mut base = vec!["-o", "cat"];
+        if let Some(u) = unit {
+            base.extend(["-u", u]);
+        }
+        let matching: Vec<String> = lines(corral_journal(dir.path(), &base))
+            .into_iter()
+            .filter(|l| re.is_match(l.as_bytes()))
+            .collect();
+        let cases: [(&[&str], Vec<String>); 4] = [
+            (&[], matching.clone()),
+            (&["--reverse"], matching.iter().rev().cloned().collect()),
+            (&["-n", "50"], matching[matching.len() - 50..].to_vec()),
+            (
+                &["-n", "30", "--reverse"],
+                matching.iter().rev().take(30).cloned().collect(),
+            ),
+        ];
+        for (extra, expected) in cases {
+            let mut args = base.clone();
+            args.extend(["-g", pat]);
+            args.extend(extra);
+            assert_eq!(
+                lines(corral_journal(dir.path(), &args)),
+                expected,
+                "corral journal {args:?}"
+            );
+        }
+    }
+    w.shutdown().await.unwrap();
 }

@@ -349,7 +349,45 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// One number; most of a block's (deltas, message lengths) take one byte.
+    #[inline]
     fn varint(&mut self) -> Result<u64, String> {
+        match self.b.get(self.pos) {
+            Some(&b) if b < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(b))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    /// `n` numbers, each given to `f`, eight at a time while they are one byte each
+    /// (the delta and length columns are read this way: they are most of the
+    /// decoding work of a `-g` scan).
+    fn numbers(&mut self, n: usize, mut f: impl FnMut(u64)) -> Result<(), String> {
+        let mut left = n;
+        while left > 0 {
+            if left >= 8
+                && let Some(w) = self.b.get(self.pos..self.pos + 8)
+            {
+                let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+                if w & 0x8080_8080_8080_8080 == 0 {
+                    for k in 0..8 {
+                        f((w >> (8 * k)) & 0xff);
+                    }
+                    self.pos += 8;
+                    left -= 8;
+                    continue;
+                }
+            }
+            f(self.varint()?);
+            left -= 1;
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self) -> Result<u64, String> {
         let mut n = 0u64;
         for shift in (0..70).step_by(7) {
             let Some(&b) = self.b.get(self.pos) else {
@@ -497,6 +535,14 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Whether each entry's seq is above the one before it.
+    pub fn seqs_ascending(&self) -> bool {
+        match self {
+            View::Rows(r) => r.windows(2).all(|p| p[0].seq < p[1].seq),
+            View::Columns(c) => c.seqs.windows(2).all(|p| p[0] < p[1]),
+        }
+    }
+
     /// Entry `i`.
     pub fn get(&self, i: usize) -> StoredRef<'a> {
         match self {
@@ -552,18 +598,18 @@ fn decode_columns(raw: &[u8], v3: bool) -> Result<Columns<'_>, String> {
     let n = n as usize;
     let mut seqs = Vec::with_capacity(n);
     let mut seq = 0u64;
-    for i in 0..n {
-        let d = r.varint()?;
-        seq = if i == 0 { d } else { seq.wrapping_add(d) };
+    r.numbers(n, |d| {
+        // The first is the seq itself, the others deltas: 0 + d is the first.
+        seq = seq.wrapping_add(d);
         seqs.push(seq);
-    }
+    })?;
     let deltas = |r: &mut Reader<'_>| -> Result<Vec<u64>, String> {
         let mut v = Vec::with_capacity(n);
         let mut t = 0u64;
-        for _ in 0..n {
-            t = t.wrapping_add(unzigzag(r.varint()?));
+        r.numbers(n, |z| {
+            t = t.wrapping_add(unzigzag(z));
             v.push(t);
-        }
+        })?;
         Ok(v)
     };
     let realtimes = deltas(&mut r)?;
@@ -588,16 +634,18 @@ fn decode_columns(raw: &[u8], v3: bool) -> Result<Columns<'_>, String> {
         (Runs::absent(n), Runs::absent(n))
     };
     let mut starts = Vec::with_capacity(n + 1);
-    let mut at = 0usize;
-    for _ in 0..n {
-        starts.push(u32::try_from(at).map_err(|_| "block too large".to_string())?);
-        at = at
-            .checked_add(r.varint()? as usize)
-            .and_then(|a| a.checked_add(1))
-            .ok_or("message length out of range")?;
+    // Each message and its newline, added up in u64 (lengths are at most 2^64 - 1, so
+    // the sum saturates instead of wrapping): a sum past the block is refused below.
+    let mut at = 0u64;
+    r.numbers(n, |len| {
+        starts.push(at as u32);
+        at = at.saturating_add(len).saturating_add(1);
+    })?;
+    if at > u64::from(u32::MAX) {
+        return Err("message lengths exceed the block".into());
     }
-    starts.push(u32::try_from(at).map_err(|_| "block too large".to_string())?);
-    let messages = r.bytes(at)?;
+    starts.push(at as u32);
+    let messages = r.bytes(at as usize)?;
     if r.pos != raw.len() {
         return Err(format!(
             "{} bytes after the last message",

@@ -1515,7 +1515,7 @@ fn check_decoded(items: &View<'_>, m: &BlockMeta) -> std::result::Result<(), Str
         ));
     }
     let n = items.len();
-    let in_order = (1..n).all(|i| items.seq(i - 1) < items.seq(i));
+    let in_order = items.seqs_ascending();
     let (first, last) = (
         (n > 0).then(|| items.seq(0)),
         (n > 0).then(|| items.seq(n - 1)),
@@ -2135,18 +2135,19 @@ impl UnitCursor {
         m: &BlockMeta,
         ctx: &LoadCtx<'_>,
     ) -> Result<Option<mpsc::Receiver<std::result::Result<Loaded, String>>>> {
+        // The guard goes to the decoding thread: it owns the block's page, so the
+        // block is not copied on the reading thread.
         let Some(bytes) = ctx
             .blocks
             .get((self.unit.as_str(), m.first_seq))
             .map_err(|e| JournalError::db(ctx.path, "read block", e))?
-            .map(|v| v.value().to_vec())
         else {
             return Ok(None);
         };
         let (tx, rx) = mpsc::sync_channel(1);
         let (m, unit, lo, hi, cq) = (*m, self.unit.clone(), self.lo, self.hi, ctx.cq.clone());
         pool.submit(Box::new(move |dec| {
-            let _ = tx.send(filter_block(&bytes, &m, &unit, lo, hi, &cq, dec));
+            let _ = tx.send(filter_block(bytes.value(), &m, &unit, lo, hi, &cq, dec));
         }));
         Ok(Some(rx))
     }
