@@ -206,3 +206,33 @@ fn a_socket_unit_listens_again_after_daemon_reexec() {
     std::os::unix::net::UnixStream::connect(td.run_dir().join("probe.sock"))
         .unwrap_or_else(|e| panic!("no listener after the reexec: {e}\n{}", td.log()));
 }
+
+/// A SIGTERM sent at once after `corral daemon-reexec` returns (while the
+/// old image hands over, during the exec, or as the new image starts) is
+/// neither lost nor fatal: the manager stops its units and exits 0.
+#[test]
+fn sigterm_during_daemon_reexec_shuts_the_manager_down() {
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        td.write_unit("idle.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+    }) else {
+        return;
+    };
+    // Several delays, to land in each window of the re-execution.
+    for (round, delay_ms) in [0u64, 5, 20, 60].into_iter().enumerate() {
+        if round > 0 {
+            td.relaunch();
+        }
+        td.ok(&["start", "idle"]);
+        let idle = main_pid(&td, "idle");
+        td.ok(&["daemon-reexec"]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // Exit 0 within the guard, or the test fails with the log.
+        td.terminate();
+        eventually(Duration::from_secs(5), || {
+            kill(Pid::from_raw(idle), None).is_err().then_some(())
+        })
+        .unwrap_or_else(|| panic!("round {round}: the unit outlived its manager\n{}", td.log()));
+    }
+    let log = td.log();
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -560,6 +560,15 @@ pub async fn run(
     mut opts: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), SupervisorError> {
+    // First, before any thread starts: they all inherit its mask.
+    let signals = super::reexec::signal_fd()
+        .map_err(std::io::Error::from)
+        // SAFETY: the signalfd is moved into the AsyncFd, which alone closes it.
+        .and_then(|fd| unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(Into::into))
+        .map_err(|source| SupervisorError::Sys {
+            op: "open a signalfd for SIGTERM, SIGINT and SIGHUP",
+            source,
+        })?;
     reaper::become_subreaper()?;
     let root = crate::cgroup::pick_root(opts.cgroup_root.clone())?;
     let mount = crate::cgroup::find_mount()?;
@@ -635,31 +644,39 @@ pub async fn run(
             }
         })
     };
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let sig = |k| {
-            signal(k).map_err(|source| SupervisorError::Sys {
-                op: "install signal handler",
-                source,
-            })
-        };
-        let mut term = sig(SignalKind::terminate())?;
-        let mut int = sig(SignalKind::interrupt())?;
-        let mut hup = sig(SignalKind::hangup())?;
+    // Set once a SIGTERM/SIGINT was passed on as Shutdown: a daemon-reexec
+    // under way then leaves one pending for the new image.
+    let shutdown_asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signal_task = {
         let tx = tx.clone();
+        let asked = shutdown_asked.clone();
         tokio::spawn(async move {
             tokio::pin!(shutdown);
             loop {
-                tokio::select! {
-                    _ = term.recv() => { let _ = tx.send(Input::Shutdown); }
-                    _ = int.recv() => { let _ = tx.send(Input::Shutdown); }
-                    _ = &mut shutdown => { let _ = tx.send(Input::Shutdown); }
-                    _ = hup.recv() => { let _ = tx.send(Input::ReloadUnits); continue; }
+                let sig = tokio::select! {
+                    r = signals.readable() => {
+                        let Ok(mut ready) = r else { break };
+                        match ready.get_inner().read_signal() {
+                            Ok(Some(info)) => info.ssi_signo as i32,
+                            Ok(None) => {
+                                ready.clear_ready();
+                                continue;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    _ = &mut shutdown => libc::SIGTERM,
+                };
+                if sig == libc::SIGHUP {
+                    let _ = tx.send(Input::ReloadUnits);
+                    continue;
                 }
+                asked.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = tx.send(Input::Shutdown);
                 break;
             }
-        });
-    }
+        })
+    };
 
     let specifiers = SpecifierContext::current();
     let unit_paths = if opts.units_dirs.is_empty() {
@@ -820,8 +837,11 @@ pub async fn run(
                 // Stopped first, so that every exit and notification they
                 // passed on is in the queue before Reexec, and what comes
                 // after waits in the kernel for the new image.
+                // The signal task too: a signal it has not read stays
+                // pending in the kernel, through execve, for the new image.
                 reaper.abort();
                 notify_task.abort();
+                signal_task.abort();
                 let _ = manager_tx.send(Input::Reexec);
                 let _ = tokio::task::spawn_blocking(move || thread.join()).await;
                 let _ = server.await;
@@ -835,6 +855,15 @@ pub async fn run(
                     // It may wait for a reader (journal -f) to finish.
                     let store = j.store().clone();
                     let _ = tokio::task::spawn_blocking(move || store.close()).await;
+                }
+                if shutdown_asked.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Passed on before the exec: the units may be mid-stop
+                    // and the manager thread gone; the new image does it
+                    // again. Every thread blocks SIGTERM: it stays pending.
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::this(),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
                 }
                 eprintln!("corrald: executing {} again", program.display());
                 let passed = [

@@ -47,6 +47,30 @@ pub enum ReexecError {
     Nul(OsString),
 }
 
+/// The signals the manager acts on: SIGTERM and SIGINT (shut down), SIGHUP
+/// (reload the units).
+pub fn handled_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
+/// Blocks [`handled_signals`] in the calling thread (and so in every thread
+/// it starts after) and opens a signalfd that reads them. Being blocked and
+/// never handled, such a signal is never lost or fatal across
+/// `daemon-reexec`: one the old image did not read stays pending through
+/// execve (the mask and the pending set are inherited), and the new image's
+/// signalfd reads it. Must run before the process starts any thread.
+pub fn signal_fd() -> nix::Result<nix::sys::signalfd::SignalFd> {
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let set = handled_signals();
+    set.thread_block()?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
 /// In the runtime directory: the units without processes (sockets, timers,
 /// targets) that were active at the exec, one name a line, which the new
 /// image starts again (their state is in no record: only services have one).
