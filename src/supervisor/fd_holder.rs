@@ -10,7 +10,10 @@
 //! it lives in its own cgroup beside the units' (docs/CGROUPS.md), so no
 //! unit stop touches it. One message per packet, a byte of kind first:
 //!
-//! - `D` id meta, with one fd (SCM_RIGHTS): keep it. One sendmsg per pipe.
+//! - `D` id meta, with one fd (SCM_RIGHTS): keep it. One sendmsg per fd.
+//!   The metadata is JSON the holder does not read; its `kind` field
+//!   ([`Kind`], absent for a pipe's read end) says whose the fd is, so that
+//!   each kind goes back to its owner in the next manager.
 //! - `X` id: the manager read EOF; close it.
 //! - `M` id meta: replace the metadata of the fd kept as id (a reader
 //!   stopped for `daemon-reexec` leaves its unfinished line there).
@@ -64,6 +67,48 @@ pub enum FdHolderError {
     /// The holder answered something this manager does not understand.
     #[error("the fd holder answered a malformed packet: {0}")]
     Protocol(String),
+}
+
+/// What a kept fd is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// The read end of a service's stdout/stderr pipe ([`Meta`] says whose).
+    #[default]
+    PipeRead,
+    /// The write end of a pipe a unit's processes write to (runit's log/run).
+    PipeWrite,
+    /// A socket unit's listening fd; the name is its `Listen*=` entry.
+    Listening,
+    /// An fd a service stored (`FDSTORE=1`); the name is its `FDNAME=`.
+    Stored,
+}
+
+/// Every deposit's metadata starts with this: the kind of the fd, its unit,
+/// and its name within the unit (the meaning depends on the kind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    /// What the fd is (a pipe's [`Meta`] carries none: [`Kind::PipeRead`]).
+    #[serde(default)]
+    pub kind: Kind,
+    /// The unit.
+    pub unit: String,
+    /// Its name within the unit.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+}
+
+/// One fd the holder keeps, as [`Client::take_all`] returns it.
+#[derive(Debug)]
+pub struct Kept {
+    /// Its id, to drop it by.
+    pub id: u64,
+    /// Its kind, unit and name.
+    pub tag: Tag,
+    /// For a pipe's read end: the whole metadata.
+    pub meta: Option<Meta>,
+    /// The fd (a copy: the holder keeps its own).
+    pub fd: OwnedFd,
 }
 
 /// Who wrote into a kept pipe: enough to go on reading it as before.
@@ -273,10 +318,20 @@ impl Client {
 
     /// Hands a copy of `fd` to the holder with `meta`; the id to drop it by.
     pub fn deposit(&self, fd: BorrowedFd<'_>, meta: &Meta) -> Result<u64, FdHolderError> {
+        self.deposit_json(fd, serde_json::to_vec(meta).unwrap_or_default())
+    }
+
+    /// Hands a copy of `fd` to the holder, tagged (any kind but a pipe's
+    /// read end, which [`Client::deposit`] keeps); the id to drop it by.
+    pub fn deposit_tagged(&self, fd: BorrowedFd<'_>, tag: &Tag) -> Result<u64, FdHolderError> {
+        self.deposit_json(fd, serde_json::to_vec(tag).unwrap_or_default())
+    }
+
+    fn deposit_json(&self, fd: BorrowedFd<'_>, meta: Vec<u8>) -> Result<u64, FdHolderError> {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut p = vec![b'D'];
         p.extend_from_slice(&id.to_le_bytes());
-        p.extend(serde_json::to_vec(meta).unwrap_or_default());
+        p.extend(meta);
         send(self.conn.as_raw_fd(), &p, Some(fd.as_raw_fd())).map_err(self.err("send to"))?;
         Ok(id)
     }
@@ -304,7 +359,7 @@ impl Client {
 
     /// Every fd the holder keeps, with its id and metadata (copies: it
     /// keeps them too, for the next manager if this one dies).
-    pub fn take_all(&self) -> Result<Vec<(u64, Meta, OwnedFd)>, FdHolderError> {
+    pub fn take_all(&self) -> Result<Vec<Kept>, FdHolderError> {
         send(self.conn.as_raw_fd(), b"T", None).map_err(self.err("send to"))?;
         let mut out = Vec::new();
         loop {
@@ -316,9 +371,13 @@ impl Client {
                 (Some(b'E'), _) => return Ok(out),
                 (Some(b'F'), Some(fd)) if p.len() > 9 => {
                     let id = id_of(&p[1..9]);
-                    let meta = serde_json::from_slice(&p[9..])
-                        .map_err(|e| FdHolderError::Protocol(e.to_string()))?;
-                    out.push((id, meta, fd));
+                    let bad = |e: serde_json::Error| FdHolderError::Protocol(e.to_string());
+                    let tag: Tag = serde_json::from_slice(&p[9..]).map_err(bad)?;
+                    let meta = match tag.kind {
+                        Kind::PipeRead => Some(serde_json::from_slice(&p[9..]).map_err(bad)?),
+                        _ => None,
+                    };
+                    out.push(Kept { id, tag, meta, fd });
                 }
                 _ => return Err(FdHolderError::Protocol(format!("{:?}", p.first()))),
             }
@@ -403,6 +462,21 @@ mod tests {
             continuing: false,
         };
         let id = client.deposit(r.as_fd(), &meta).unwrap();
+        // A listening socket kept beside it comes back tagged as one.
+        let sock = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let tag = Tag {
+            kind: Kind::Listening,
+            unit: "a.socket".into(),
+            name: "ListenStream=/x".into(),
+        };
+        let sock_id = client.deposit_tagged(sock.as_fd(), &tag).unwrap();
+        drop(sock);
         // The first reader (the manager) dies.
         drop(r);
         drop(client);
@@ -410,9 +484,20 @@ mod tests {
         w.write_all(b"written while no manager ran\n").unwrap();
         let next = Client::reconnect(dir.path()).expect("the holder is still there");
         let mut all = next.take_all().unwrap();
-        assert_eq!(all.len(), 1);
-        let (got_id, got_meta, fd) = all.pop().unwrap();
-        assert_eq!((got_id, &got_meta), (id, &meta));
+        assert_eq!(all.len(), 2);
+        let kept_sock = all.pop().unwrap();
+        assert_eq!(
+            (kept_sock.id, &kept_sock.tag, &kept_sock.meta),
+            (sock_id, &tag, &None)
+        );
+        let Kept {
+            id: got_id,
+            tag: got_tag,
+            meta: got_meta,
+            fd,
+        } = all.pop().unwrap();
+        assert_eq!(got_tag.kind, Kind::PipeRead, "a pipe's Meta has no kind");
+        assert_eq!((got_id, got_meta.as_ref()), (id, Some(&meta)));
         let mut line = [0u8; 29];
         std::fs::File::from(fd).read_exact(&mut line).unwrap();
         assert_eq!(&line, b"written while no manager ran\n");
@@ -431,7 +516,8 @@ mod tests {
         let mut with_line = meta.clone();
         with_line.set_unfinished(&left);
         next.update(id, &with_line).unwrap();
-        let (_, got, _) = next.take_all().unwrap().pop().unwrap();
+        next.drop_fd(sock_id);
+        let got = next.take_all().unwrap().pop().unwrap().meta.unwrap();
         assert_eq!(got.unfinished(), left);
         next.drop_fd(id);
         next.quit();

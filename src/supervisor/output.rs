@@ -158,26 +158,26 @@ impl Output {
         readers.spawn(task);
     }
 
+    /// The fd holder, if there is one.
+    pub fn holder(&self) -> Option<&Arc<Client>> {
+        self.holder.as_ref()
+    }
+
     /// The same output, with the pipes' read ends deposited in `holder`.
     pub fn with_holder(mut self, holder: Option<Arc<Client>>) -> Output {
         self.holder = holder;
         self
     }
 
-    /// Goes on reading every pipe a dead predecessor left with the holder,
-    /// into the unit and invocation it was read for, through the rate
-    /// limiter `limiter` gives for its unit; how many.
-    pub fn resume(&self, mut limiter: impl FnMut(&str) -> Option<Arc<RateLimiter>>) -> usize {
-        let Some(holder) = &self.holder else {
-            return 0;
-        };
-        let kept = match holder.take_all() {
-            Ok(k) => k,
-            Err(e) => {
-                eprintln!("corrald: cannot take the output pipes back from the fd holder: {e}");
-                return 0;
-            }
-        };
+    /// Goes on reading every pipe in `kept` (the read ends a dead
+    /// predecessor left with the holder, by id and metadata), into the unit
+    /// and invocation it was read for, through the rate limiter `limiter`
+    /// gives for its unit; how many.
+    pub fn resume(
+        &self,
+        kept: Vec<(u64, Meta, OwnedFd)>,
+        mut limiter: impl FnMut(&str) -> Option<Arc<RateLimiter>>,
+    ) -> usize {
         let n = kept.len();
         for (id, m, fd) in kept {
             let left = m.unfinished();

@@ -119,7 +119,23 @@ impl Manager {
     /// each through its unit's rate limiter (the units are loaded by now).
     pub(super) fn resume_output(&mut self) -> usize {
         let output = self.output.clone();
-        output.resume(|unit| self.rate_limiter(unit))
+        let Some(holder) = output.holder() else {
+            return 0;
+        };
+        let kept = match holder.take_all() {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("corrald: cannot take the fds back from the fd holder: {e}");
+                return 0;
+            }
+        };
+        let mut pipes = Vec::new();
+        for k in kept {
+            if let Some(meta) = k.meta {
+                pipes.push((k.id, meta, k.fd));
+            }
+        }
+        output.resume(pipes, |unit| self.rate_limiter(unit))
     }
 
     pub(super) fn end_invocation(&mut self, name: &str) {
