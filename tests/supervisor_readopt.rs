@@ -434,3 +434,53 @@ fn pipes_taken_back_after_a_crash_keep_the_units_rate_limit() {
     assert_eq!(lines, 5, "LogRateLimitBurst=5 lets 5 lines through:\n{out}");
     assert!(out.contains("Suppressed 95 messages"), "{out}");
 }
+
+/// After kill -9 the socket units, targets and timers that were active are
+/// started again even when not enabled (the `started` record), and a
+/// socket's listening fd, kept by the fd holder, is taken back: the same
+/// socket, and a client that connected during the outage is answered.
+#[test]
+fn a_socket_and_a_target_started_by_hand_come_back_after_kill_9() {
+    let mut path = None;
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        path = Some(common::write_probe_socket(td));
+        td.write_unit("extra.target", "[Unit]\nDescription=started by hand\n");
+    }) else {
+        return;
+    };
+    let path = path.unwrap();
+    td.ok(&["start", "probe.socket", "extra.target"]);
+    assert_eq!(td.prop("probe.socket", "SubState"), "listening");
+    let inode = common::unix_socket_inode(&path).expect("the socket listens");
+    td.kill_hard();
+    // Waits in the backlog of the socket the fd holder keeps.
+    let waiting = std::os::unix::net::UnixStream::connect(&path)
+        .unwrap_or_else(|e| panic!("no listener during the outage: {e}\n{}", td.log()));
+    td.relaunch();
+    td.wait_state("probe.socket", "active");
+    td.wait_state("extra.target", "active");
+    assert_eq!(
+        common::unix_socket_inode(&path),
+        Some(inode),
+        "the same socket\n{}",
+        td.log()
+    );
+    let mut answer = String::new();
+    let mut waiting = waiting;
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Read::read_to_string(&mut waiting, &mut answer).unwrap();
+    assert_eq!(answer, "hi\n", "{}", td.log());
+    // And the next ones, accepted by the successor.
+    let (ok, failed) = {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let c = s.spawn(|| common::probe_in_a_loop(&path, &stop));
+            std::thread::sleep(Duration::from_millis(100));
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            c.join().unwrap()
+        })
+    };
+    assert!(failed.is_empty() && ok > 0, "{failed:?}\n{}", td.log());
+}

@@ -175,36 +175,40 @@ fn daemon_reexec_runs_the_binary_now_on_disk() {
     assert_whole_flood(&td, "flood");
 }
 
+/// A socket unit's listening fd is taken back by the new image (kept by the
+/// fd holder), not bound again: the same socket, and a client connecting
+/// in a loop during the re-execution is answered every time.
 #[test]
-fn a_socket_unit_listens_again_after_daemon_reexec() {
-    let Some(td) = TestDaemon::start_with(|td| {
-        let path = td.run_dir().join("probe.sock");
-        td.write_unit(
-            "probe.socket",
-            &format!(
-                "[Socket]\nListenStream={}\n[Install]\nWantedBy=sockets.target\n",
-                path.display()
-            ),
-        );
-        td.write_unit("probe.service", "[Service]\nExecStart=/bin/sleep 1000\n");
-    }) else {
+fn a_socket_unit_keeps_its_socket_across_daemon_reexec() {
+    let mut path = None;
+    let Some(td) = TestDaemon::start_with(|td| path = Some(common::write_probe_socket(td))) else {
         return;
     };
+    let path = path.unwrap();
     td.ok(&["start", "probe.socket"]);
     assert_eq!(td.prop("probe.socket", "SubState"), "listening");
-    td.ok(&["daemon-reexec"]);
-    td.ok(&["status"]);
-    // Not enabled, yet started again by the new image, which binds it
-    // again (its fd is not passed yet, docs/notes-reexec.md).
-    td.wait_state("probe.socket", "active");
+    let inode = common::unix_socket_inode(&path).expect("the socket listens");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ok, failed) = std::thread::scope(|s| {
+        let client = s.spawn(|| common::probe_in_a_loop(&path, &stop));
+        std::thread::sleep(Duration::from_millis(200));
+        td.ok(&["daemon-reexec"]);
+        td.ok(&["status"]);
+        // Not enabled, yet started again by the new image.
+        td.wait_state("probe.socket", "active");
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        client.join().unwrap()
+    });
+    assert!(failed.is_empty(), "{failed:?}\n{}", td.log());
+    assert!(ok > 5, "only {ok} connections answered");
+    assert_eq!(td.prop("probe.socket", "SubState"), "listening");
     assert_eq!(
-        td.prop("probe.socket", "SubState"),
-        "listening",
-        "{}",
+        common::unix_socket_inode(&path),
+        Some(inode),
+        "the same socket\n{}",
         td.log()
     );
-    std::os::unix::net::UnixStream::connect(td.run_dir().join("probe.sock"))
-        .unwrap_or_else(|e| panic!("no listener after the reexec: {e}\n{}", td.log()));
 }
 
 /// A SIGTERM sent at once after `corral daemon-reexec` returns (while the

@@ -175,6 +175,8 @@ pub enum Input {
     /// `daemon-reexec`: end the loop with every unit as it is, its state
     /// record written, for the next image to take it back.
     Reexec,
+    /// The units to start at the manager's start have been started.
+    AutostartDone,
 }
 
 /// What a client asks of one unit (start, stop, kill, ...). The job driver
@@ -338,6 +340,12 @@ pub struct Manager {
     timer_units: timer_unit::Timers,
     /// The units' state records, for a successor to take them back (readopt.rs).
     records: crate::supervisor::readopt::Records,
+    /// Listening fds a predecessor left with the fd holder, by socket unit,
+    /// until the socket's bind takes them back (socket.rs).
+    held_sockets: HashMap<String, Vec<super::fd_holder::Kept>>,
+    /// The active units without processes last written in the `started`
+    /// record (readopt.rs).
+    started_record: Option<Vec<String>>,
 }
 
 impl Manager {
@@ -384,6 +392,8 @@ impl Manager {
             records: crate::supervisor::readopt::Records::new(
                 notify_path.parent().unwrap_or(Path::new("/")),
             ),
+            held_sockets: HashMap::new(),
+            started_record: None,
         })
     }
 
@@ -527,23 +537,9 @@ impl Manager {
                 for name in &names {
                     self.persist(name);
                 }
-                let started: Vec<String> = names
-                    .into_iter()
-                    .filter(|n| {
-                        let e = &self.units[n.as_str()];
-                        !matches!(e.body, entry::Body::Service(_)) && !e.phase().is_stopped()
-                    })
-                    .collect();
-                let dir = self.notify_path.parent().unwrap_or(Path::new("/"));
-                if let Err(e) = super::reexec::save_started(dir, &started) {
-                    eprintln!(
-                        "corrald: cannot record the active sockets, timers and targets in {}: {e}; \
-                         the new image starts only those enabled",
-                        dir.display()
-                    );
-                }
                 self.reexecuting = true;
             }
+            Input::AutostartDone => self.drop_unclaimed_sockets(),
             Input::Shutdown => {
                 self.shutting_down = true;
                 // Every unit stops, in the reverse of the start order (job_driver.rs).
@@ -769,7 +765,8 @@ pub async fn run(
         super::graph::DEFAULT_TARGET.to_string(),
         super::graph::TIMERS_TARGET.to_string(),
     ];
-    // After a daemon-reexec: the sockets, timers and targets that were active.
+    // After a daemon-reexec or a crash: the sockets, timers and targets that
+    // were active.
     autostart.extend(super::reexec::take_started(&opts.runtime_dir));
 
     let (done_tx, done_rx) = oneshot::channel::<()>();
@@ -819,6 +816,7 @@ pub async fn run(
             eprintln!("corrald: autostart of {unit} failed: {}", f.message);
         }
     }
+    let _ = tx.send(Input::AutostartDone);
     if let Some(fd) = opts.ready_fd.take() {
         use std::io::Write;
         let mut f = std::fs::File::from(fd);
@@ -884,6 +882,7 @@ pub async fn run(
     let _ = std::fs::remove_file(&notify_path);
     // Every unit was stopped: nothing is left for a successor to take back.
     super::readopt::Records::new(&opts.runtime_dir).clear();
+    let _ = super::reexec::take_started(&opts.runtime_dir);
     if let Some(j) = journal
         && let Err(e) = j.shutdown().await
     {

@@ -71,16 +71,18 @@ pub fn signal_fd() -> nix::Result<nix::sys::signalfd::SignalFd> {
     SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
 
-/// In the runtime directory: the units without processes (sockets, timers,
-/// targets) that were active at the exec, one name a line, which the new
-/// image starts again (their state is in no record: only services have one).
-pub const STARTED: &str = "reexec-started";
+/// In the runtime directory: the active units without processes (sockets,
+/// timers, targets), one name a line, rewritten when they change; the next
+/// image (after `daemon-reexec`) or a successor (after a crash) starts them
+/// again (their state is in no record: only services have one).
+pub const STARTED: &str = "started";
 
-/// Writes [`STARTED`] in `runtime_dir`.
+/// Writes [`STARTED`] in `runtime_dir` (replaced by rename: a crash leaves
+/// the old list or the new).
 pub fn save_started(runtime_dir: &Path, names: &[String]) -> std::io::Result<()> {
     let mut text = names.join("\n");
     text.push('\n');
-    std::fs::write(runtime_dir.join(STARTED), text)
+    super::atomic_file::replace(&runtime_dir.join(STARTED), text.as_bytes()).map_err(|(_, _, e)| e)
 }
 
 /// The names [`save_started`] left in `runtime_dir` (the file is removed).

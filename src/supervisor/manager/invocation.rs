@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::cgroup::Cgroup;
 use crate::supervisor::service::ServiceDef;
 
+use crate::supervisor::fd_holder::Kind;
 use crate::supervisor::lines::priority;
 use crate::supervisor::process_setup;
 use crate::unit::model::EmergencyAction;
@@ -130,9 +131,15 @@ impl Manager {
             }
         };
         let mut pipes = Vec::new();
-        for k in kept {
-            if let Some(meta) = k.meta {
-                pipes.push((k.id, meta, k.fd));
+        for mut k in kept {
+            match (k.tag.kind, k.meta.take()) {
+                (_, Some(meta)) => pipes.push((k.id, meta, k.fd)),
+                (Kind::Listening, _) => {
+                    let unit = k.tag.unit.clone();
+                    self.held_sockets.entry(unit).or_default().push(k);
+                }
+                // Another kind's owner takes it back.
+                _ => {}
             }
         }
         output.resume(pipes, |unit| self.rate_limiter(unit))

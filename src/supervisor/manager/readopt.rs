@@ -5,6 +5,7 @@
 //! What has no matching record is stopped as a leftover (leftovers.rs).
 
 use std::collections::{HashSet, VecDeque};
+use std::path::Path;
 
 use crate::cgroup::Cgroup;
 use crate::supervisor::lines::priority;
@@ -15,6 +16,30 @@ use super::host::Host;
 use super::{Invocation, Manager};
 
 impl Manager {
+    /// Writes the names of the active units without processes (sockets,
+    /// timers, targets: they have no state record) when they changed, for
+    /// a successor to start them again (`reexec::STARTED`).
+    fn record_started(&mut self) {
+        let started: Vec<String> = self
+            .units
+            .iter()
+            .filter(|(_, e)| e.service().is_none() && !e.phase().is_stopped())
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if self.started_record.as_ref() == Some(&started) {
+            return;
+        }
+        let dir = self.notify_path.parent().unwrap_or(Path::new("/"));
+        if let Err(e) = crate::supervisor::reexec::save_started(dir, &started) {
+            eprintln!(
+                "corrald: cannot record the active sockets, timers and targets in {}: {e}; \
+                 a successor starts only those enabled",
+                dir.display()
+            );
+        }
+        self.started_record = Some(started);
+    }
+
     /// Writes (or removes) the state record of `name` after a change: kept
     /// while the unit has an invocation or waits to restart, rewritten only
     /// when its content changed.
@@ -22,7 +47,10 @@ impl Manager {
         let Some(e) = self.units.get(name) else {
             return;
         };
-        let Some(s) = e.service() else { return };
+        let Some(s) = e.service() else {
+            self.record_started();
+            return;
+        };
         if s.inv.is_none() && s.state.sub != Sub::AutoRestart {
             if s.persisted.is_some() {
                 if let Err(err) = self.records.remove(name) {
