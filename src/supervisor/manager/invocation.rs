@@ -131,6 +131,7 @@ impl Manager {
             }
         };
         let mut pipes = Vec::new();
+        let mut stored = Vec::new();
         for mut k in kept {
             match (k.tag.kind, k.meta.take()) {
                 (_, Some(meta)) => pipes.push((k.id, meta, k.fd)),
@@ -138,10 +139,12 @@ impl Manager {
                     let unit = k.tag.unit.clone();
                     self.held_sockets.entry(unit).or_default().push(k);
                 }
+                (Kind::Stored, _) => stored.push(k),
                 // Another kind's owner takes it back.
                 _ => {}
             }
         }
+        self.restore_fd_stores(stored);
         output.resume(pipes, |unit| self.rate_limiter(unit))
     }
 
