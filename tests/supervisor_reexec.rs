@@ -240,3 +240,31 @@ fn sigterm_during_daemon_reexec_shuts_the_manager_down() {
     let log = td.log();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A client waiting for a job when `daemon-reexec` comes is told to ask
+/// the new image again, and the CLI does: `corral start slow` exits 0 once
+/// the start (going on in the new image) is done, as without the exec.
+#[test]
+fn a_client_waiting_for_a_start_gets_its_answer_across_daemon_reexec() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "slow.service",
+            "[Service]\nExecStartPre=/bin/sleep 2\nExecStart=/bin/sleep 1000\n",
+        );
+    }) else {
+        return;
+    };
+    let out = std::thread::scope(|s| {
+        let start = s.spawn(|| td.corral(&["start", "slow"]));
+        eventually(Duration::from_secs(10), || {
+            (td.prop("slow", "SubState") == "start-pre").then_some(())
+        })
+        .expect("slow in ExecStartPre=");
+        td.ok(&["daemon-reexec"]);
+        start.join().unwrap()
+    });
+    assert_eq!(out.code, 0, "{out:?}\n{}", td.log());
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert_eq!(td.prop("slow", "SubState"), "running", "{}", td.log());
+    td.ok(&["stop", "slow"]);
+}
