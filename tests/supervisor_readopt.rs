@@ -484,3 +484,51 @@ fn a_socket_and_a_target_started_by_hand_come_back_after_kill_9() {
     };
     assert!(failed.is_empty() && ok > 0, "{failed:?}\n{}", td.log());
 }
+
+/// A process KillMode=process left behind in an ended invocation's cgroup
+/// is recorded: a successor after kill -9 takes the cgroup back as it is
+/// (not stopped as a leftover), still the unit's for `status` and `kill`,
+/// and removes the cgroup once its last process is gone.
+#[test]
+fn processes_left_by_kill_mode_process_are_taken_back_after_kill_9() {
+    let Some(mut td) = TestDaemon::start() else {
+        return;
+    };
+    let tag = format!("lingering-{}", std::process::id());
+    td.write_unit(
+        "linger.service",
+        &format!(
+            "[Service]\nKillMode=process\n\
+             ExecStart=/bin/bash -c '(exec -a {tag} sleep 1000) & exec sleep 1000'\n"
+        ),
+    );
+    td.ok(&["start", "linger"]);
+    let left = eventually(Duration::from_secs(5), || {
+        let p = common::pids_named(&tag);
+        (p.len() == 1).then_some(p)
+    })
+    .expect("child started");
+    td.ok(&["stop", "linger"]);
+    let old = td.unit_cgroup("linger.service");
+    assert!(common::cgroup_pids(&old).contains(&left[0]));
+
+    td.kill_hard();
+    td.relaunch();
+    let log = td.log();
+    assert!(!log.contains("left by a previous manager"), "{log}");
+    assert_eq!(
+        common::pids_named(&tag),
+        left,
+        "the child was stopped\n{log}"
+    );
+    let st = td.corral(&["status", "linger"]);
+    assert!(
+        st.stdout.contains("left running by KillMode=process"),
+        "{st:?}"
+    );
+    // Still the unit's: `kill` reaches it, and its cgroup goes with it.
+    td.ok(&["kill", "-s", "KILL", "linger"]);
+    eventually(Duration::from_secs(10), || (!old.exists()).then_some(()))
+        .unwrap_or_else(|| panic!("{old:?} stayed after its last process ended\n{}", td.log()));
+    assert!(common::pids_named(&tag).is_empty());
+}

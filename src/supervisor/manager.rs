@@ -346,6 +346,8 @@ pub struct Manager {
     /// The active units without processes last written in the `started`
     /// record (readopt.rs).
     started_record: Option<Vec<String>>,
+    /// The lingering cgroups last written in their record (readopt.rs).
+    lingering_record: Vec<crate::supervisor::readopt::LingeringCgroup>,
 }
 
 impl Manager {
@@ -394,6 +396,7 @@ impl Manager {
             ),
             held_sockets: HashMap::new(),
             started_record: None,
+            lingering_record: Vec::new(),
         })
     }
 
@@ -444,6 +447,7 @@ impl Manager {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         while let Some(input) = rx.blocking_recv() {
             self.input(input);
+            self.record_lingering();
             if self.reexecuting {
                 break;
             }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::cgroup::Cgroup;
 use crate::supervisor::lines::priority;
-use crate::supervisor::readopt::{self, Decision, Record, Seen, Then};
+use crate::supervisor::readopt::{self, Decision, LingeringCgroup, Record, Seen, Then};
 use crate::supervisor::state::{Event, Exit, Pid, Sub};
 
 use super::host::Host;
@@ -154,6 +154,15 @@ impl Manager {
                 taken += 1;
             }
         }
+        match self.records.take_lingering() {
+            Ok(list) => {
+                for l in list {
+                    self.readopt_lingering(l, &mut kept);
+                }
+            }
+            Err(err) => eprintln!("corrald: {err}; the cgroups it lists are leftovers"),
+        }
+        self.record_lingering();
         if !records.is_empty() {
             eprintln!(
                 "corrald: took back {taken} of {} unit(s) a previous manager left, in {} µs",
@@ -162,6 +171,75 @@ impl Manager {
             );
         }
         kept
+    }
+
+    /// Writes the list of lingering cgroups when it changed, for a successor
+    /// to take them back as they are rather than stop them as leftovers.
+    pub(super) fn record_lingering(&mut self) {
+        let mut now: Vec<LingeringCgroup> = self
+            .lingering
+            .values()
+            .map(|l| LingeringCgroup {
+                unit: l.unit.clone(),
+                cgroup: l
+                    .cgroup
+                    .path()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                pids: l.pids.clone(),
+            })
+            .collect();
+        now.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
+        if now == self.lingering_record {
+            return;
+        }
+        if let Err(err) = self.records.write_lingering(&now) {
+            eprintln!("corrald: {err}; a successor would stop the processes KillMode=process left");
+        }
+        self.lingering_record = now;
+    }
+
+    /// Takes back a cgroup a predecessor's invocation of a service left
+    /// populated (KillMode=process): watched again until its last process
+    /// ends, its processes still the unit's (`status`, `kill`). Its name
+    /// goes into `kept` so that it is not stopped as a leftover.
+    fn readopt_lingering(&mut self, l: LingeringCgroup, kept: &mut HashSet<String>) {
+        let path = self.root.path().join(&l.cgroup);
+        let Ok(name) = self.resolve(&l.unit) else {
+            return;
+        };
+        if self.units[name.as_str()].service().is_none() || l.cgroup.contains('/') {
+            return;
+        }
+        let Ok(cgroup) = Cgroup::open(&path) else {
+            return;
+        };
+        self.seq += 1;
+        let seq = self.seq;
+        let Ok(watch) = self
+            .watches
+            .cgroup_events(&cgroup.file("cgroup.events"), &name, seq)
+        else {
+            return;
+        };
+        kept.insert(l.cgroup.clone());
+        let left = self.host.procs(&cgroup).unwrap_or_default();
+        let pids: Vec<Pid> = l.pids.into_iter().filter(|p| left.contains(p)).collect();
+        if let Some(s) = self.service_mut(&name) {
+            s.left_behind.extend(&pids);
+        }
+        self.lingering.insert(
+            seq,
+            super::Lingering {
+                unit: name.to_string(),
+                cgroup,
+                watch,
+                pids,
+            },
+        );
+        // Emptied before the watch was armed: removed now.
+        self.lingering_changed(seq);
     }
 
     /// Takes back the unit of `rec` if the kernel still has it (whether it
