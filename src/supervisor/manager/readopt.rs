@@ -44,6 +44,9 @@ impl Manager {
     /// while the unit has an invocation or waits to restart, rewritten only
     /// when its content changed.
     pub(super) fn persist(&mut self, name: &str) {
+        // Before the job waiting on this change is answered: a client told
+        // "stopped" may kill the manager at once.
+        self.record_lingering();
         let Some(e) = self.units.get(name) else {
             return;
         };
