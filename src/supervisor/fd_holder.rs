@@ -3,7 +3,9 @@
 //! stdout/stderr pipe, so that the pipes outlive a manager that dies. A
 //! writer then blocks on the full pipe (back-pressure) instead of dying of
 //! SIGPIPE, and the next manager takes every pipe back and goes on reading
-//! where its predecessor stopped, into the same unit and invocation.
+//! where its predecessor stopped, into the same unit and invocation. It
+//! keeps the socket units' listening fds and the services' stored fds
+//! (`FDSTORE=1`) the same way, for the successor to take back.
 //!
 //! The manager binds a SOCK_SEQPACKET socket in its runtime directory
 //! ([`SOCKET`], 0600) and hands the listening fd to the holder as its stdin;
