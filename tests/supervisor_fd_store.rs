@@ -203,3 +203,32 @@ fn a_stop_while_waiting_to_restart_closes_the_stored_fds() {
     assert_eq!(td.prop("keep", "ActiveState"), "inactive");
     assert!(!manager_holds(&td, &first), "the memfd outlived the stop");
 }
+
+/// The store outlives the manager: a copy of each stored fd is with the fd
+/// holder, and after `daemon-reexec`, then after kill -9 and a new
+/// manager, the restarted service gets the same memfd back, named.
+#[test]
+fn stored_fds_outlive_daemon_reexec_and_kill_9() {
+    let Some(mut td) = TestDaemon::start() else {
+        return;
+    };
+    let report = keep_unit(&td, "store", "FileDescriptorStoreMax=4");
+    let first = start_keep(&td);
+    assert_eq!(lines(&report), ["0 - -"]);
+    let kept = format!("1 state from-{first}");
+
+    td.ok(&["daemon-reexec"]);
+    wait_until(10, "the new image to take keep.service back", || {
+        td.log().contains("took back 1 of 1 unit(s)")
+    });
+    td.ok(&["restart", "keep"]);
+    assert_eq!(lines(&report)[1], kept, "{}", td.log());
+    assert!(manager_holds(&td, &first), "the new image keeps the memfd");
+
+    td.kill_hard();
+    td.relaunch();
+    td.ok(&["restart", "keep"]);
+    assert_eq!(lines(&report)[2], kept, "{}", td.log());
+    td.ok(&["stop", "keep"]);
+    assert!(!manager_holds(&td, &first), "the memfd outlived the stop");
+}

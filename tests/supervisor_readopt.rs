@@ -434,3 +434,101 @@ fn pipes_taken_back_after_a_crash_keep_the_units_rate_limit() {
     assert_eq!(lines, 5, "LogRateLimitBurst=5 lets 5 lines through:\n{out}");
     assert!(out.contains("Suppressed 95 messages"), "{out}");
 }
+
+/// After kill -9 the socket units, targets and timers that were active are
+/// started again even when not enabled (the `started` record), and a
+/// socket's listening fd, kept by the fd holder, is taken back: the same
+/// socket, and a client that connected during the outage is answered.
+#[test]
+fn a_socket_and_a_target_started_by_hand_come_back_after_kill_9() {
+    let mut path = None;
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        path = Some(common::write_probe_socket(td));
+        td.write_unit("extra.target", "[Unit]\nDescription=started by hand\n");
+    }) else {
+        return;
+    };
+    let path = path.unwrap();
+    td.ok(&["start", "probe.socket", "extra.target"]);
+    assert_eq!(td.prop("probe.socket", "SubState"), "listening");
+    let inode = common::unix_socket_inode(&path).expect("the socket listens");
+    td.kill_hard();
+    // Waits in the backlog of the socket the fd holder keeps.
+    let waiting = std::os::unix::net::UnixStream::connect(&path)
+        .unwrap_or_else(|e| panic!("no listener during the outage: {e}\n{}", td.log()));
+    td.relaunch();
+    td.wait_state("probe.socket", "active");
+    td.wait_state("extra.target", "active");
+    assert_eq!(
+        common::unix_socket_inode(&path),
+        Some(inode),
+        "the same socket\n{}",
+        td.log()
+    );
+    let mut answer = String::new();
+    let mut waiting = waiting;
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Read::read_to_string(&mut waiting, &mut answer).unwrap();
+    assert_eq!(answer, "hi\n", "{}", td.log());
+    // And the next ones, accepted by the successor.
+    let (ok, failed) = {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let c = s.spawn(|| common::probe_in_a_loop(&path, &stop));
+            std::thread::sleep(Duration::from_millis(100));
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            c.join().unwrap()
+        })
+    };
+    assert!(failed.is_empty() && ok > 0, "{failed:?}\n{}", td.log());
+}
+
+/// A process KillMode=process left behind in an ended invocation's cgroup
+/// is recorded: a successor after kill -9 takes the cgroup back as it is
+/// (not stopped as a leftover), still the unit's for `status` and `kill`,
+/// and removes the cgroup once its last process is gone.
+#[test]
+fn processes_left_by_kill_mode_process_are_taken_back_after_kill_9() {
+    let Some(mut td) = TestDaemon::start() else {
+        return;
+    };
+    let tag = format!("lingering-{}", std::process::id());
+    td.write_unit(
+        "linger.service",
+        &format!(
+            "[Service]\nKillMode=process\n\
+             ExecStart=/bin/bash -c '(exec -a {tag} sleep 1000) & exec sleep 1000'\n"
+        ),
+    );
+    td.ok(&["start", "linger"]);
+    let left = eventually(Duration::from_secs(5), || {
+        let p = common::pids_named(&tag);
+        (p.len() == 1).then_some(p)
+    })
+    .expect("child started");
+    td.ok(&["stop", "linger"]);
+    let old = td.unit_cgroup("linger.service");
+    assert!(common::cgroup_pids(&old).contains(&left[0]));
+
+    td.kill_hard();
+    td.relaunch();
+    let log = td.log();
+    assert!(!log.contains("left by a previous manager"), "{log}");
+    assert_eq!(
+        common::pids_named(&tag),
+        left,
+        "the child was stopped\n{log}"
+    );
+    let st = td.corral(&["status", "linger"]);
+    assert!(
+        st.stdout.contains("left running by KillMode=process"),
+        "{st:?}"
+    );
+    // Still the unit's: `kill` reaches it, and its cgroup goes with it.
+    td.ok(&["kill", "-s", "KILL", "linger"]);
+    eventually(Duration::from_secs(10), || (!old.exists()).then_some(()))
+        .unwrap_or_else(|| panic!("{old:?} stayed after its last process ended\n{}", td.log()));
+    assert!(common::pids_named(&tag).is_empty());
+}

@@ -175,34 +175,96 @@ fn daemon_reexec_runs_the_binary_now_on_disk() {
     assert_whole_flood(&td, "flood");
 }
 
+/// A socket unit's listening fd is taken back by the new image (kept by the
+/// fd holder), not bound again: the same socket, and a client connecting
+/// in a loop during the re-execution is answered every time.
 #[test]
-fn a_socket_unit_listens_again_after_daemon_reexec() {
-    let Some(td) = TestDaemon::start_with(|td| {
-        let path = td.run_dir().join("probe.sock");
-        td.write_unit(
-            "probe.socket",
-            &format!(
-                "[Socket]\nListenStream={}\n[Install]\nWantedBy=sockets.target\n",
-                path.display()
-            ),
-        );
-        td.write_unit("probe.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+fn a_socket_unit_keeps_its_socket_across_daemon_reexec() {
+    let mut path = None;
+    let Some(td) = TestDaemon::start_with(|td| path = Some(common::write_probe_socket(td))) else {
+        return;
+    };
+    let path = path.unwrap();
+    td.ok(&["start", "probe.socket"]);
+    assert_eq!(td.prop("probe.socket", "SubState"), "listening");
+    let inode = common::unix_socket_inode(&path).expect("the socket listens");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ok, failed) = std::thread::scope(|s| {
+        let client = s.spawn(|| common::probe_in_a_loop(&path, &stop));
+        std::thread::sleep(Duration::from_millis(200));
+        td.ok(&["daemon-reexec"]);
+        td.ok(&["status"]);
+        // Not enabled, yet started again by the new image.
+        td.wait_state("probe.socket", "active");
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        client.join().unwrap()
+    });
+    assert!(failed.is_empty(), "{failed:?}\n{}", td.log());
+    assert!(ok > 5, "only {ok} connections answered");
+    assert_eq!(td.prop("probe.socket", "SubState"), "listening");
+    assert_eq!(
+        common::unix_socket_inode(&path),
+        Some(inode),
+        "the same socket\n{}",
+        td.log()
+    );
+}
+
+/// A SIGTERM sent at once after `corral daemon-reexec` returns (while the
+/// old image hands over, during the exec, or as the new image starts) is
+/// neither lost nor fatal: the manager stops its units and exits 0.
+#[test]
+fn sigterm_during_daemon_reexec_shuts_the_manager_down() {
+    let Some(mut td) = TestDaemon::start_with(|td| {
+        td.write_unit("idle.service", "[Service]\nExecStart=/bin/sleep 1000\n");
     }) else {
         return;
     };
-    td.ok(&["start", "probe.socket"]);
-    assert_eq!(td.prop("probe.socket", "SubState"), "listening");
-    td.ok(&["daemon-reexec"]);
-    td.ok(&["status"]);
-    // Not enabled, yet started again by the new image, which binds it
-    // again (its fd is not passed yet, docs/notes-reexec.md).
-    td.wait_state("probe.socket", "active");
-    assert_eq!(
-        td.prop("probe.socket", "SubState"),
-        "listening",
-        "{}",
-        td.log()
-    );
-    std::os::unix::net::UnixStream::connect(td.run_dir().join("probe.sock"))
-        .unwrap_or_else(|e| panic!("no listener after the reexec: {e}\n{}", td.log()));
+    // Several delays, to land in each window of the re-execution.
+    for (round, delay_ms) in [0u64, 5, 20, 60].into_iter().enumerate() {
+        if round > 0 {
+            td.relaunch();
+        }
+        td.ok(&["start", "idle"]);
+        let idle = main_pid(&td, "idle");
+        td.ok(&["daemon-reexec"]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // Exit 0 within the guard, or the test fails with the log.
+        td.terminate();
+        eventually(Duration::from_secs(5), || {
+            kill(Pid::from_raw(idle), None).is_err().then_some(())
+        })
+        .unwrap_or_else(|| panic!("round {round}: the unit outlived its manager\n{}", td.log()));
+    }
+    let log = td.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// A client waiting for a job when `daemon-reexec` comes is told to ask
+/// the new image again, and the CLI does: `corral start slow` exits 0 once
+/// the start (going on in the new image) is done, as without the exec.
+#[test]
+fn a_client_waiting_for_a_start_gets_its_answer_across_daemon_reexec() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "slow.service",
+            "[Service]\nExecStartPre=/bin/sleep 2\nExecStart=/bin/sleep 1000\n",
+        );
+    }) else {
+        return;
+    };
+    let out = std::thread::scope(|s| {
+        let start = s.spawn(|| td.corral(&["start", "slow"]));
+        eventually(Duration::from_secs(10), || {
+            (td.prop("slow", "SubState") == "start-pre").then_some(())
+        })
+        .expect("slow in ExecStartPre=");
+        td.ok(&["daemon-reexec"]);
+        start.join().unwrap()
+    });
+    assert_eq!(out.code, 0, "{out:?}\n{}", td.log());
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert_eq!(td.prop("slow", "SubState"), "running", "{}", td.log());
+    td.ok(&["stop", "slow"]);
 }

@@ -142,6 +142,10 @@ impl ErrorCode {
     /// The handshake, or the rest of a frame already begun, did not arrive
     /// in time; the connection is closed.
     pub const TIMEOUT: ErrorCode = ErrorCode(8);
+    /// The manager re-executes itself (`daemon-reexec`) while the request
+    /// waited for its jobs, which go on in the new image; the connection is
+    /// closed: connect again and ask again (the CLI does).
+    pub const REEXECUTING: ErrorCode = ErrorCode(9);
     /// Codes from this value up are free for handlers' own protocol errors.
     pub const FIRST_APPLICATION: ErrorCode = ErrorCode(1000);
 }

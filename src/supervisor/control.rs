@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ipc::proto::{ErrorKind, Failure, JobOutcome, Request, Response};
 use crate::ipc::server::{Handler, Replies};
-use crate::ipc::{IpcError, PeerCred};
+use crate::ipc::{ErrorCode, IpcError, PeerCred};
 use crate::journal::{self, WriterHandle};
 
 use super::manager::{Input, JobRequest};
@@ -167,6 +167,18 @@ impl ControlHandler {
         }
         r.asked.send_replace(true);
         Response::Done(Vec::new())
+    }
+}
+
+impl ControlHandler {
+    /// Whether `response` holds a job the manager thread dropped because it
+    /// ended for `daemon-reexec`, not for a shutdown: the client is told to
+    /// ask the new image again rather than told the job failed.
+    fn cut_by_reexec(&self, response: &Response) -> bool {
+        let reexecuting = self.reexec.as_ref().is_some_and(|r| *r.asked.borrow());
+        reexecuting
+            && matches!(response, Response::Jobs(outcomes)
+                if outcomes.iter().any(|o| o.result.as_ref().err() == Some(&gone())))
     }
 }
 
@@ -369,6 +381,12 @@ impl Handler for ControlHandler {
             Request::SearchPaths => self.query(Query::SearchPaths).await,
             Request::DaemonReexec => self.reexec(),
         };
+        if self.cut_by_reexec(&response) {
+            let message = "the corral manager re-executes itself (daemon-reexec); the job goes on \
+                           in the new image: ask again to wait for it"
+                .to_string();
+            return replies.error(ErrorCode::REEXECUTING, message).await;
+        }
         replies.reply(&response).await
     }
 }

@@ -3,14 +3,19 @@
 //! stdout/stderr pipe, so that the pipes outlive a manager that dies. A
 //! writer then blocks on the full pipe (back-pressure) instead of dying of
 //! SIGPIPE, and the next manager takes every pipe back and goes on reading
-//! where its predecessor stopped, into the same unit and invocation.
+//! where its predecessor stopped, into the same unit and invocation. It
+//! keeps the socket units' listening fds and the services' stored fds
+//! (`FDSTORE=1`) the same way, for the successor to take back.
 //!
 //! The manager binds a SOCK_SEQPACKET socket in its runtime directory
 //! ([`SOCKET`], 0600) and hands the listening fd to the holder as its stdin;
 //! it lives in its own cgroup beside the units' (docs/CGROUPS.md), so no
 //! unit stop touches it. One message per packet, a byte of kind first:
 //!
-//! - `D` id meta, with one fd (SCM_RIGHTS): keep it. One sendmsg per pipe.
+//! - `D` id meta, with one fd (SCM_RIGHTS): keep it. One sendmsg per fd.
+//!   The metadata is JSON the holder does not read; its `kind` field
+//!   ([`Kind`], absent for a pipe's read end) says whose the fd is, so that
+//!   each kind goes back to its owner in the next manager.
 //! - `X` id: the manager read EOF; close it.
 //! - `M` id meta: replace the metadata of the fd kept as id (a reader
 //!   stopped for `daemon-reexec` leaves its unfinished line there).
@@ -20,10 +25,10 @@
 //! When the manager's connection closes without `Q` (a crash), the holder
 //! waits for the next one; it exits once it holds nothing.
 //!
-//! Each fd is deposited with its unit and a [`Kind`] saying what it is to
-//! the manager, so that a successor gives each back to its owner: the
-//! output pipes to the journal readers, the ends of a runit log pipe to
-//! that unit's logger. A kind is a new variant, not a new message.
+//! A successor gives each kind back to its owner: the output pipes to the
+//! journal readers, the ends of a runit log pipe to that unit's logger, the
+//! listening fds to their socket units, the stored fds to their services'
+//! stores. A kind is a new variant, not a new message.
 
 use std::collections::BTreeMap;
 use std::io::{IoSlice, IoSliceMut};
@@ -71,27 +76,53 @@ pub enum FdHolderError {
     Protocol(String),
 }
 
-/// What a kept fd is to the manager.
+/// What a kept fd is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
-    /// The read end of a pipe a unit's process writes its output into,
-    /// read into the journal (the only kind a manager from before kinds
-    /// deposited).
+    /// The read end of a service's stdout/stderr pipe ([`Meta`] says whose).
     #[default]
-    Output,
+    PipeRead,
     /// The read end of a runit service's log pipe: stdin of `log/run`.
     LogPipeRead,
     /// The write end of a runit service's log pipe: stdout of `run` and `finish`.
     LogPipeWrite,
+    /// A socket unit's listening fd; the name is its `Listen*=` entry.
+    Listening,
+    /// An fd a service stored (`FDSTORE=1`); the name is its `FDNAME=`.
+    Stored,
+}
+
+/// Every deposit's metadata starts with this: the kind of the fd, its unit,
+/// and its name within the unit (the meaning depends on the kind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    /// What the fd is (a pipe's [`Meta`] carries none: [`Kind::PipeRead`]).
+    #[serde(default)]
+    pub kind: Kind,
+    /// The unit.
+    pub unit: String,
+    /// Its name within the unit.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+}
+
+/// One fd the holder keeps, as [`Client::take_all`] returns it.
+#[derive(Debug)]
+pub struct Kept {
+    /// Its id, to drop it by.
+    pub id: u64,
+    /// Its kind, unit and name.
+    pub tag: Tag,
+    /// For a pipe's read end: the whole metadata.
+    pub meta: Option<Meta>,
+    /// The fd (a copy: the holder keeps its own).
+    pub fd: OwnedFd,
 }
 
 /// Who wrote into a kept pipe: enough to go on reading it as before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
-    /// What the fd is.
-    #[serde(default)]
-    pub kind: Kind,
     /// The unit.
     pub unit: String,
     /// INVOCATION_ID.
@@ -118,24 +149,6 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// The metadata of an fd of `kind` that only its unit describes (the
-    /// output fields are those of no process).
-    pub fn of_unit(kind: Kind, unit: &str) -> Meta {
-        Meta {
-            kind,
-            unit: unit.to_string(),
-            invocation: String::new(),
-            identifier: String::new(),
-            comm: String::new(),
-            pid: 0,
-            stream: Stream::Stdout,
-            priority: 6,
-            level_prefix: false,
-            partial: String::new(),
-            continuing: false,
-        }
-    }
-
     /// The unfinished line a stopped reader left (empty when none).
     pub fn unfinished(&self) -> Unfinished {
         let hex = self.partial.as_bytes();
@@ -314,10 +327,20 @@ impl Client {
 
     /// Hands a copy of `fd` to the holder with `meta`; the id to drop it by.
     pub fn deposit(&self, fd: BorrowedFd<'_>, meta: &Meta) -> Result<u64, FdHolderError> {
+        self.deposit_json(fd, serde_json::to_vec(meta).unwrap_or_default())
+    }
+
+    /// Hands a copy of `fd` to the holder, tagged (any kind but a pipe's
+    /// read end, which [`Client::deposit`] keeps); the id to drop it by.
+    pub fn deposit_tagged(&self, fd: BorrowedFd<'_>, tag: &Tag) -> Result<u64, FdHolderError> {
+        self.deposit_json(fd, serde_json::to_vec(tag).unwrap_or_default())
+    }
+
+    fn deposit_json(&self, fd: BorrowedFd<'_>, meta: Vec<u8>) -> Result<u64, FdHolderError> {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut p = vec![b'D'];
         p.extend_from_slice(&id.to_le_bytes());
-        p.extend(serde_json::to_vec(meta).unwrap_or_default());
+        p.extend(meta);
         send(self.conn.as_raw_fd(), &p, Some(fd.as_raw_fd())).map_err(self.err("send to"))?;
         Ok(id)
     }
@@ -345,7 +368,7 @@ impl Client {
 
     /// Every fd the holder keeps, with its id and metadata (copies: it
     /// keeps them too, for the next manager if this one dies).
-    pub fn take_all(&self) -> Result<Vec<(u64, Meta, OwnedFd)>, FdHolderError> {
+    pub fn take_all(&self) -> Result<Vec<Kept>, FdHolderError> {
         send(self.conn.as_raw_fd(), b"T", None).map_err(self.err("send to"))?;
         let mut out = Vec::new();
         loop {
@@ -357,9 +380,13 @@ impl Client {
                 (Some(b'E'), _) => return Ok(out),
                 (Some(b'F'), Some(fd)) if p.len() > 9 => {
                     let id = id_of(&p[1..9]);
-                    let meta = serde_json::from_slice(&p[9..])
-                        .map_err(|e| FdHolderError::Protocol(e.to_string()))?;
-                    out.push((id, meta, fd));
+                    let bad = |e: serde_json::Error| FdHolderError::Protocol(e.to_string());
+                    let tag: Tag = serde_json::from_slice(&p[9..]).map_err(bad)?;
+                    let meta = match tag.kind {
+                        Kind::PipeRead => Some(serde_json::from_slice(&p[9..]).map_err(bad)?),
+                        _ => None,
+                    };
+                    out.push(Kept { id, tag, meta, fd });
                 }
                 _ => return Err(FdHolderError::Protocol(format!("{:?}", p.first()))),
             }
@@ -432,7 +459,6 @@ mod tests {
         let holder = std::thread::spawn(move || serve(listener));
         let (r, w) = nix::unistd::pipe().unwrap();
         let meta = Meta {
-            kind: Kind::Output,
             unit: "a.service".into(),
             invocation: "00ff".into(),
             identifier: "a".into(),
@@ -445,6 +471,21 @@ mod tests {
             continuing: false,
         };
         let id = client.deposit(r.as_fd(), &meta).unwrap();
+        // A listening socket kept beside it comes back tagged as one.
+        let sock = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let tag = Tag {
+            kind: Kind::Listening,
+            unit: "a.socket".into(),
+            name: "ListenStream=/x".into(),
+        };
+        let sock_id = client.deposit_tagged(sock.as_fd(), &tag).unwrap();
+        drop(sock);
         // The first reader (the manager) dies.
         drop(r);
         drop(client);
@@ -452,9 +493,20 @@ mod tests {
         w.write_all(b"written while no manager ran\n").unwrap();
         let next = Client::reconnect(dir.path()).expect("the holder is still there");
         let mut all = next.take_all().unwrap();
-        assert_eq!(all.len(), 1);
-        let (got_id, got_meta, fd) = all.pop().unwrap();
-        assert_eq!((got_id, &got_meta), (id, &meta));
+        assert_eq!(all.len(), 2);
+        let kept_sock = all.pop().unwrap();
+        assert_eq!(
+            (kept_sock.id, &kept_sock.tag, &kept_sock.meta),
+            (sock_id, &tag, &None)
+        );
+        let Kept {
+            id: got_id,
+            tag: got_tag,
+            meta: got_meta,
+            fd,
+        } = all.pop().unwrap();
+        assert_eq!(got_tag.kind, Kind::PipeRead, "a pipe's Meta has no kind");
+        assert_eq!((got_id, got_meta.as_ref()), (id, Some(&meta)));
         let mut line = [0u8; 29];
         std::fs::File::from(fd).read_exact(&mut line).unwrap();
         assert_eq!(&line, b"written while no manager ran\n");
@@ -473,7 +525,8 @@ mod tests {
         let mut with_line = meta.clone();
         with_line.set_unfinished(&left);
         next.update(id, &with_line).unwrap();
-        let (_, got, _) = next.take_all().unwrap().pop().unwrap();
+        next.drop_fd(sock_id);
+        let got = next.take_all().unwrap().pop().unwrap().meta.unwrap();
         assert_eq!(got.unfinished(), left);
         next.drop_fd(id);
         next.quit();
@@ -486,17 +539,22 @@ mod tests {
         let (listener, client) = Client::bind(dir.path()).unwrap();
         let holder = std::thread::spawn(move || serve(listener));
         let (r, w) = nix::unistd::pipe().unwrap();
+        let tag = |kind| Tag {
+            kind,
+            unit: "b.service".into(),
+            name: String::new(),
+        };
         let rid = client
-            .deposit(r.as_fd(), &Meta::of_unit(Kind::LogPipeRead, "b.service"))
+            .deposit_tagged(r.as_fd(), &tag(Kind::LogPipeRead))
             .unwrap();
         let wid = client
-            .deposit(w.as_fd(), &Meta::of_unit(Kind::LogPipeWrite, "b.service"))
+            .deposit_tagged(w.as_fd(), &tag(Kind::LogPipeWrite))
             .unwrap();
         let got: Vec<(u64, Kind, String)> = client
             .take_all()
             .unwrap()
             .into_iter()
-            .map(|(id, m, _)| (id, m.kind, m.unit))
+            .map(|k| (k.id, k.tag.kind, k.tag.unit))
             .collect();
         assert_eq!(
             got,
@@ -506,11 +564,11 @@ mod tests {
             ]
         );
         // What a manager from before kinds deposited is an output pipe.
-        let old: Meta = serde_json::from_str(
+        let old: Tag = serde_json::from_str(
             r#"{"unit":"a.service","invocation":"","identifier":"a","pid":1,"stream":"Stdout","priority":6,"level_prefix":true}"#,
         )
         .unwrap();
-        assert_eq!(old.kind, Kind::Output);
+        assert_eq!(old.kind, Kind::PipeRead);
         client.quit();
         holder.join().unwrap().unwrap();
     }

@@ -183,6 +183,8 @@ pub enum Input {
     /// `daemon-reexec`: end the loop with every unit as it is, its state
     /// record written, for the next image to take it back.
     Reexec,
+    /// The units to start at the manager's start have been started.
+    AutostartDone,
 }
 
 /// What a client asks of one unit (start, stop, kill, ...). The job driver
@@ -352,6 +354,14 @@ pub struct Manager {
     records: crate::supervisor::readopt::Records,
     /// runit's `log/run` of each unit that has one, while it runs (runit_log.rs).
     runit_logs: HashMap<String, runit_log::RunitLog>,
+    /// Listening fds a predecessor left with the fd holder, by socket unit,
+    /// until the socket's bind takes them back (socket.rs).
+    held_sockets: HashMap<String, Vec<super::fd_holder::Kept>>,
+    /// The active units without processes last written in the `started`
+    /// record (readopt.rs).
+    started_record: Option<Vec<String>>,
+    /// The lingering cgroups last written in their record (readopt.rs).
+    lingering_record: Vec<crate::supervisor::readopt::LingeringCgroup>,
 }
 
 impl Manager {
@@ -401,6 +411,9 @@ impl Manager {
                 notify_path.parent().unwrap_or(Path::new("/")),
             ),
             runit_logs: HashMap::new(),
+            held_sockets: HashMap::new(),
+            started_record: None,
+            lingering_record: Vec::new(),
         })
     }
 
@@ -451,6 +464,7 @@ impl Manager {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         while let Some(input) = rx.blocking_recv() {
             self.input(input);
+            self.record_lingering();
             if self.reexecuting {
                 break;
             }
@@ -549,23 +563,9 @@ impl Manager {
                 for name in &names {
                     self.persist(name);
                 }
-                let started: Vec<String> = names
-                    .into_iter()
-                    .filter(|n| {
-                        let e = &self.units[n.as_str()];
-                        !matches!(e.body, entry::Body::Service(_)) && !e.phase().is_stopped()
-                    })
-                    .collect();
-                let dir = self.notify_path.parent().unwrap_or(Path::new("/"));
-                if let Err(e) = super::reexec::save_started(dir, &started) {
-                    eprintln!(
-                        "corrald: cannot record the active sockets, timers and targets in {}: {e}; \
-                         the new image starts only those enabled",
-                        dir.display()
-                    );
-                }
                 self.reexecuting = true;
             }
+            Input::AutostartDone => self.drop_unclaimed_sockets(),
             Input::Shutdown => {
                 self.shutting_down = true;
                 // Every unit stops, in the reverse of the start order (job_driver.rs).
@@ -582,6 +582,15 @@ pub async fn run(
     mut opts: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), SupervisorError> {
+    // First, before any thread starts: they all inherit its mask.
+    let signals = super::reexec::signal_fd()
+        .map_err(std::io::Error::from)
+        // SAFETY: the signalfd is moved into the AsyncFd, which alone closes it.
+        .and_then(|fd| unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(Into::into))
+        .map_err(|source| SupervisorError::Sys {
+            op: "open a signalfd for SIGTERM, SIGINT and SIGHUP",
+            source,
+        })?;
     reaper::become_subreaper()?;
     let root = crate::cgroup::pick_root(opts.cgroup_root.clone())?;
     let mount = crate::cgroup::find_mount()?;
@@ -657,31 +666,39 @@ pub async fn run(
             }
         })
     };
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let sig = |k| {
-            signal(k).map_err(|source| SupervisorError::Sys {
-                op: "install signal handler",
-                source,
-            })
-        };
-        let mut term = sig(SignalKind::terminate())?;
-        let mut int = sig(SignalKind::interrupt())?;
-        let mut hup = sig(SignalKind::hangup())?;
+    // Set once a SIGTERM/SIGINT was passed on as Shutdown: a daemon-reexec
+    // under way then leaves one pending for the new image.
+    let shutdown_asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signal_task = {
         let tx = tx.clone();
+        let asked = shutdown_asked.clone();
         tokio::spawn(async move {
             tokio::pin!(shutdown);
             loop {
-                tokio::select! {
-                    _ = term.recv() => { let _ = tx.send(Input::Shutdown); }
-                    _ = int.recv() => { let _ = tx.send(Input::Shutdown); }
-                    _ = &mut shutdown => { let _ = tx.send(Input::Shutdown); }
-                    _ = hup.recv() => { let _ = tx.send(Input::ReloadUnits); continue; }
+                let sig = tokio::select! {
+                    r = signals.readable() => {
+                        let Ok(mut ready) = r else { break };
+                        match ready.get_inner().read_signal() {
+                            Ok(Some(info)) => info.ssi_signo as i32,
+                            Ok(None) => {
+                                ready.clear_ready();
+                                continue;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    _ = &mut shutdown => libc::SIGTERM,
+                };
+                if sig == libc::SIGHUP {
+                    let _ = tx.send(Input::ReloadUnits);
+                    continue;
                 }
+                asked.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = tx.send(Input::Shutdown);
                 break;
             }
-        });
-    }
+        })
+    };
 
     let specifiers = SpecifierContext::current();
     let unit_paths = if opts.units_dirs.is_empty() {
@@ -775,7 +792,8 @@ pub async fn run(
         super::graph::DEFAULT_TARGET.to_string(),
         super::graph::TIMERS_TARGET.to_string(),
     ];
-    // After a daemon-reexec: the sockets, timers and targets that were active.
+    // After a daemon-reexec or a crash: the sockets, timers and targets that
+    // were active.
     autostart.extend(super::reexec::take_started(&opts.runtime_dir));
 
     let (done_tx, done_rx) = oneshot::channel::<()>();
@@ -825,6 +843,7 @@ pub async fn run(
             eprintln!("corrald: autostart of {unit} failed: {}", f.message);
         }
     }
+    let _ = tx.send(Input::AutostartDone);
     if let Some(fd) = opts.ready_fd.take() {
         use std::io::Write;
         let mut f = std::fs::File::from(fd);
@@ -843,8 +862,11 @@ pub async fn run(
                 // Stopped first, so that every exit and notification they
                 // passed on is in the queue before Reexec, and what comes
                 // after waits in the kernel for the new image.
+                // The signal task too: a signal it has not read stays
+                // pending in the kernel, through execve, for the new image.
                 reaper.abort();
                 notify_task.abort();
+                signal_task.abort();
                 let _ = manager_tx.send(Input::Reexec);
                 let _ = tokio::task::spawn_blocking(move || thread.join()).await;
                 let _ = server.await;
@@ -858,6 +880,15 @@ pub async fn run(
                     // It may wait for a reader (journal -f) to finish.
                     let store = j.store().clone();
                     let _ = tokio::task::spawn_blocking(move || store.close()).await;
+                }
+                if shutdown_asked.load(std::sync::atomic::Ordering::SeqCst) {
+                    // Passed on before the exec: the units may be mid-stop
+                    // and the manager thread gone; the new image does it
+                    // again. Every thread blocks SIGTERM: it stays pending.
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::this(),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
                 }
                 eprintln!("corrald: executing {} again", program.display());
                 let passed = [
@@ -878,6 +909,7 @@ pub async fn run(
     let _ = std::fs::remove_file(&notify_path);
     // Every unit was stopped: nothing is left for a successor to take back.
     super::readopt::Records::new(&opts.runtime_dir).clear();
+    let _ = super::reexec::take_started(&opts.runtime_dir);
     if let Some(j) = journal
         && let Err(e) = j.shutdown().await
     {

@@ -21,12 +21,10 @@ use crate::journal::{NewEntry, Query, WriterHandle};
 
 pub use crate::journal::Stream;
 
-use super::fd_holder::{Client, Kind, Meta};
+use super::fd_holder::{Client, Kept, Meta};
 use super::state::Pid;
 
 /// An fd kept by the holder: its id there, its metadata, a copy of it.
-pub type Held = (u64, Meta, OwnedFd);
-
 /// Who wrote into a pipe, and how to read its lines.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -161,15 +159,20 @@ impl Output {
         readers.spawn(task);
     }
 
+    /// The fd holder, if there is one.
+    pub fn holder(&self) -> Option<&Arc<Client>> {
+        self.holder.as_ref()
+    }
+
     /// The same output, with the pipes' read ends deposited in `holder`.
     pub fn with_holder(mut self, holder: Option<Arc<Client>>) -> Output {
         self.holder = holder;
         self
     }
 
-    /// Every fd a dead predecessor left with the holder, with its id and
-    /// metadata (copies: the holder keeps them until they are dropped).
-    pub fn take_held(&self) -> Vec<Held> {
+    /// Every fd a dead predecessor left with the holder, tagged (copies:
+    /// the holder keeps them until they are dropped).
+    pub fn take_held(&self) -> Vec<Kept> {
         let Some(holder) = &self.holder else {
             return Vec::new();
         };
@@ -179,24 +182,15 @@ impl Output {
         })
     }
 
-    /// The fd holder, if this output has one.
-    pub fn holder(&self) -> Option<&Arc<Client>> {
-        self.holder.as_ref()
-    }
-
-    /// Goes on reading every output pipe among `held` (what
-    /// [`Output::take_held`] answered; other kinds are not this reader's),
-    /// into the unit and invocation it was read for, through the rate
-    /// limiter `limiter` gives for its unit; how many.
+    /// Goes on reading every pipe in `kept` (the read ends a dead
+    /// predecessor left with the holder, by id and metadata), into the unit
+    /// and invocation it was read for, through the rate limiter `limiter`
+    /// gives for its unit; how many.
     pub fn resume(
         &self,
-        held: Vec<Held>,
+        kept: Vec<(u64, Meta, OwnedFd)>,
         mut limiter: impl FnMut(&str) -> Option<Arc<RateLimiter>>,
     ) -> usize {
-        let kept: Vec<Held> = held
-            .into_iter()
-            .filter(|(_, m, _)| m.kind == Kind::Output)
-            .collect();
         let n = kept.len();
         for (id, m, fd) in kept {
             let left = m.unfinished();
@@ -359,7 +353,6 @@ impl Output {
 /// What the holder keeps with a pipe `src` writes to.
 fn holder_meta(src: &Source) -> Meta {
     Meta {
-        kind: Kind::Output,
         unit: src.unit.clone(),
         invocation: src.invocation.clone(),
         identifier: src.identifier.clone(),

@@ -231,12 +231,26 @@ pub struct QueuedJob {
     pub kind: String,
 }
 
-/// The records of one manager: `<runtime dir>/units/<unit>`, and the jobs
-/// it had queued in `<runtime dir>/jobs`.
+/// A cgroup an ended invocation left populated (KillMode=process): the
+/// unit it belongs to, its name below the root, and the processes it held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LingeringCgroup {
+    /// The unit's full name.
+    pub unit: String,
+    /// The cgroup's name below the manager's root.
+    pub cgroup: String,
+    /// The processes left in it when its invocation ended.
+    pub pids: Vec<Pid>,
+}
+
+/// The records of one manager: `<runtime dir>/units/<unit>`, the jobs it
+/// had queued in `<runtime dir>/jobs`, and its lingering cgroups in
+/// `<runtime dir>/lingering`.
 #[derive(Debug, Clone)]
 pub struct Records {
     dir: PathBuf,
     jobs: PathBuf,
+    lingering: PathBuf,
 }
 
 impl Records {
@@ -245,38 +259,29 @@ impl Records {
         Records {
             dir: runtime_dir.join("units"),
             jobs: runtime_dir.join("jobs"),
+            lingering: runtime_dir.join("lingering"),
         }
     }
 
     /// Replaces the list of queued jobs (removes it when there is none).
     pub fn write_jobs(&self, jobs: &[QueuedJob]) -> Result<(), ReadoptError> {
-        if jobs.is_empty() {
-            return remove_file(&self.jobs);
-        }
-        let body = serde_json::to_vec(jobs).expect("queued jobs serialize");
-        super::atomic_file::replace(&self.jobs, &body)
-            .map_err(|(op, path, source)| ReadoptError::Io { op, path, source })
+        write_list(&self.jobs, jobs)
     }
 
     /// The jobs a predecessor had queued, removing their list: a successor
     /// cannot run them for the client that asked (its connection died).
     pub fn take_jobs(&self) -> Result<Vec<QueuedJob>, ReadoptError> {
-        let body = match std::fs::read(&self.jobs) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(ReadoptError::Io {
-                    op: "read",
-                    path: self.jobs.clone(),
-                    source,
-                });
-            }
-        };
-        remove_file(&self.jobs)?;
-        serde_json::from_slice(&body).map_err(|e| ReadoptError::Bad {
-            path: self.jobs.clone(),
-            why: e.to_string(),
-        })
+        take_list(&self.jobs)
+    }
+
+    /// Replaces the list of lingering cgroups (removes it when there is none).
+    pub fn write_lingering(&self, cgroups: &[LingeringCgroup]) -> Result<(), ReadoptError> {
+        write_list(&self.lingering, cgroups)
+    }
+
+    /// The lingering cgroups a predecessor left, removing their list.
+    pub fn take_lingering(&self) -> Result<Vec<LingeringCgroup>, ReadoptError> {
+        take_list(&self.lingering)
     }
 
     /// Where `unit`'s record is.
@@ -355,7 +360,41 @@ impl Records {
     pub fn clear(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_file(&self.jobs);
+        let _ = std::fs::remove_file(&self.lingering);
     }
+}
+
+/// Replaces the JSON list at `path` with `items` (removes it when empty).
+fn write_list<T: Serialize>(path: &Path, items: &[T]) -> Result<(), ReadoptError> {
+    if items.is_empty() {
+        return remove_file(path);
+    }
+    let body = serde_json::to_vec(items).expect("a record list serializes");
+    super::atomic_file::replace(path, &body).map_err(|(op, path, source)| ReadoptError::Io {
+        op,
+        path,
+        source,
+    })
+}
+
+/// The JSON list at `path` (empty when there is none), removing it.
+fn take_list<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, ReadoptError> {
+    let body = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(ReadoptError::Io {
+                op: "read",
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    remove_file(path)?;
+    serde_json::from_slice(&body).map_err(|e| ReadoptError::Bad {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
 }
 
 /// Removes `path` if it exists.

@@ -47,16 +47,42 @@ pub enum ReexecError {
     Nul(OsString),
 }
 
-/// In the runtime directory: the units without processes (sockets, timers,
-/// targets) that were active at the exec, one name a line, which the new
-/// image starts again (their state is in no record: only services have one).
-pub const STARTED: &str = "reexec-started";
+/// The signals the manager acts on: SIGTERM and SIGINT (shut down), SIGHUP
+/// (reload the units).
+pub fn handled_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
 
-/// Writes [`STARTED`] in `runtime_dir`.
+/// Blocks [`handled_signals`] in the calling thread (and so in every thread
+/// it starts after) and opens a signalfd that reads them. Being blocked and
+/// never handled, such a signal is never lost or fatal across
+/// `daemon-reexec`: one the old image did not read stays pending through
+/// execve (the mask and the pending set are inherited), and the new image's
+/// signalfd reads it. Must run before the process starts any thread.
+pub fn signal_fd() -> nix::Result<nix::sys::signalfd::SignalFd> {
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let set = handled_signals();
+    set.thread_block()?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
+/// In the runtime directory: the active units without processes (sockets,
+/// timers, targets), one name a line, rewritten when they change; the next
+/// image (after `daemon-reexec`) or a successor (after a crash) starts them
+/// again (their state is in no record: only services have one).
+pub const STARTED: &str = "started";
+
+/// Writes [`STARTED`] in `runtime_dir` (replaced by rename: a crash leaves
+/// the old list or the new).
 pub fn save_started(runtime_dir: &Path, names: &[String]) -> std::io::Result<()> {
     let mut text = names.join("\n");
     text.push('\n');
-    std::fs::write(runtime_dir.join(STARTED), text)
+    super::atomic_file::replace(&runtime_dir.join(STARTED), text.as_bytes()).map_err(|(_, _, e)| e)
 }
 
 /// The names [`save_started`] left in `runtime_dir` (the file is removed).

@@ -380,6 +380,57 @@ fn read_line_within(fd: OwnedFd, limit: Duration) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Writes `probe.socket` (Accept=yes, listening on `<run>/probe.sock`,
+/// not enabled) whose instances answer "hi" to each connection; its path.
+pub fn write_probe_socket(td: &TestDaemon) -> PathBuf {
+    let path = td.run_dir().join("probe.sock");
+    td.write_unit(
+        "probe.socket",
+        &format!(
+            "[Socket]\nListenStream={}\nAccept=yes\n[Install]\nWantedBy=sockets.target\n",
+            path.display()
+        ),
+    );
+    td.write_unit(
+        "probe@.service",
+        "[Service]\nExecStart=/bin/echo hi\nStandardInput=socket\n",
+    );
+    path
+}
+
+/// The inode of the listening unix socket bound at `path`, from
+/// /proc/net/unix (the same number before and after means the same socket).
+pub fn unix_socket_inode(path: &Path) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+    let want = path.to_str()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // Num RefCount Protocol Flags Type St Inode Path; St 01 = listening.
+        (f.len() == 8 && f[7] == want && f[5] == "01").then(|| f[6].parse().ok())?
+    })
+}
+
+/// Connects to the unix socket `path` one client after another (20 ms
+/// apart) until `stop` is set: (connections answered "hi", failures with
+/// what went wrong).
+pub fn probe_in_a_loop(path: &Path, stop: &std::sync::atomic::AtomicBool) -> (usize, Vec<String>) {
+    let mut ok = 0;
+    let mut failed = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let answer = std::os::unix::net::UnixStream::connect(path).and_then(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut s = String::new();
+            c.read_to_string(&mut s).map(|_| s)
+        });
+        match answer {
+            Ok(s) if s == "hi\n" => ok += 1,
+            other => failed.push(format!("{other:?}")),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (ok, failed)
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

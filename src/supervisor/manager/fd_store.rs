@@ -3,9 +3,14 @@
 //! hands the manager so that they outlive its process. The next start gets
 //! them after the sockets' fds, named in `LISTEN_FDNAMES`; the store is
 //! emptied when the service stops for good, not when it restarts
-//! (automatically or by a restart job), as systemd 252 does.
+//! (automatically or by a restart job), as systemd 252 does. A copy of each
+//! is deposited with the fd holder (kind `stored`, with its unit and name),
+//! so that the store outlives the manager too: a successor (after a crash
+//! or `daemon-reexec`) takes it back.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use crate::supervisor::fd_holder::{Kept, Kind, Tag};
 
 use crate::supervisor::lines::priority;
 use crate::supervisor::notify::Message;
@@ -24,6 +29,8 @@ const NAME_MAX: usize = 255;
 struct Stored {
     fd: OwnedFd,
     name: String,
+    /// The id of its copy with the fd holder.
+    held: Option<u64>,
 }
 
 /// The fds a service keeps in the manager, in the order they came.
@@ -33,15 +40,24 @@ pub(super) struct FdStore {
 }
 
 impl FdStore {
-    /// Keeps `fds` under `name` while the store holds fewer than `max`;
+    /// Keeps `fds` under `name` while the store holds fewer than `max`,
+    /// each deposited by `hold` (which answers its id with the holder);
     /// answers how many did not fit (those are closed).
-    fn add(&mut self, fds: Vec<OwnedFd>, name: &str, max: usize) -> usize {
+    fn add(
+        &mut self,
+        fds: Vec<OwnedFd>,
+        name: &str,
+        max: usize,
+        mut hold: impl FnMut(BorrowedFd<'_>) -> Option<u64>,
+    ) -> usize {
         let mut refused = 0;
         for fd in fds {
             if self.fds.len() < max {
+                let held = hold(fd.as_fd());
                 self.fds.push(Stored {
                     fd,
                     name: name.to_string(),
+                    held,
                 });
             } else {
                 refused += 1;
@@ -50,16 +66,19 @@ impl FdStore {
         refused
     }
 
-    /// Closes the kept fds named `name`; answers how many.
-    fn remove(&mut self, name: &str) -> usize {
-        let before = self.fds.len();
-        self.fds.retain(|s| s.name != name);
-        before - self.fds.len()
+    /// Closes the kept fds named `name`; answers the ids of their copies
+    /// with the holder.
+    fn remove(&mut self, name: &str) -> Vec<u64> {
+        let (gone, kept) = std::mem::take(&mut self.fds)
+            .into_iter()
+            .partition(|s| s.name == name);
+        self.fds = kept;
+        gone.into_iter().filter_map(|s: Stored| s.held).collect()
     }
 
-    /// Closes every kept fd.
-    fn clear(&mut self) {
-        self.fds.clear();
+    /// Closes every kept fd; answers the ids of their copies with the holder.
+    fn clear(&mut self) -> Vec<u64> {
+        self.fds.drain(..).filter_map(|s| s.held).collect()
     }
 
     /// The kept fds with their names, in the order they came.
@@ -98,9 +117,11 @@ impl Manager {
         if msg.fd_store_remove {
             match valid {
                 Some(n) => {
-                    if let Some(s) = self.service_mut(name) {
-                        s.fd_store.remove(n);
-                    }
+                    let held = self
+                        .service_mut(name)
+                        .map(|s| s.fd_store.remove(n))
+                        .unwrap_or_default();
+                    self.drop_held(&held);
                 }
                 None => self.log_at(
                     name,
@@ -129,9 +150,19 @@ impl Manager {
             );
             return;
         }
-        let refused = self.service_mut(name).map_or(0, |s| {
-            s.fd_store.add(fds, valid.unwrap_or(DEFAULT_NAME), max)
-        });
+        let fd_name = valid.unwrap_or(DEFAULT_NAME);
+        let holder = self.output.holder().cloned();
+        let hold = |fd: BorrowedFd<'_>| {
+            let tag = Tag {
+                kind: Kind::Stored,
+                unit: name.to_string(),
+                name: fd_name.to_string(),
+            };
+            holder.as_ref()?.deposit_tagged(fd, &tag).ok()
+        };
+        let refused = self
+            .service_mut(name)
+            .map_or(0, |s| s.fd_store.add(fds, fd_name, max, hold));
         if refused > 0 {
             self.log_at(
                 name,
@@ -163,7 +194,26 @@ impl Manager {
         };
         let gone = matches!(s.state.sub, Sub::Dead | Sub::Failed) && !s.state.start_after_stop;
         if gone && !starts_again {
-            s.fd_store.clear();
+            let held = s.fd_store.clear();
+            self.drop_held(&held);
+        }
+    }
+
+    /// Puts the fds a predecessor stored for its services (kept by the fd
+    /// holder, `kept` in the order they came) back into their stores; the
+    /// holder keeps its copies under the same ids. Those of a unit that is
+    /// no longer a service are dropped.
+    pub(super) fn restore_fd_stores(&mut self, mut kept: Vec<Kept>) {
+        kept.sort_by_key(|k| k.id);
+        for k in kept {
+            match self.service_mut(&k.tag.unit) {
+                Some(s) => s.fd_store.fds.push(Stored {
+                    fd: k.fd,
+                    name: k.tag.name,
+                    held: Some(k.id),
+                }),
+                None => self.drop_held(&[k.id]),
+            }
         }
     }
 }
@@ -184,14 +234,19 @@ mod tests {
     #[test]
     fn keeps_up_to_the_limit_in_order_and_removes_by_name() {
         let mut s = FdStore::default();
-        assert_eq!(s.add(fds(2), "a", 3), 0);
-        assert_eq!(s.add(fds(2), "b", 3), 1, "one over the limit");
+        let mut next = 0;
+        let mut hold = |_: BorrowedFd<'_>| {
+            next += 1;
+            Some(next)
+        };
+        assert_eq!(s.add(fds(2), "a", 3, &mut hold), 0);
+        assert_eq!(s.add(fds(2), "b", 3, &mut hold), 1, "one over the limit");
         let names: Vec<String> = s.listed().map(|(_, n)| n).collect();
         assert_eq!(names, ["a", "a", "b"]);
-        assert_eq!(s.remove("a"), 2);
-        assert_eq!(s.remove("zzz"), 0);
+        assert_eq!(s.remove("a"), [1, 2], "the holder's copies go too");
+        assert!(s.remove("zzz").is_empty());
         assert_eq!(s.listed().count(), 1);
-        s.clear();
+        assert_eq!(s.clear(), [3]);
         assert_eq!(s.listed().count(), 0);
     }
 
@@ -199,7 +254,7 @@ mod tests {
     fn a_full_store_closes_what_it_refuses() {
         let (r, w) = nix::unistd::pipe().unwrap();
         let mut s = FdStore::default();
-        assert_eq!(s.add(vec![r], "x", 0), 1);
+        assert_eq!(s.add(vec![r], "x", 0, |_| None), 1);
         // The read end is closed: a write gets EPIPE.
         let e = nix::unistd::write(&w, b"x").unwrap_err();
         assert_eq!(e, nix::errno::Errno::EPIPE);

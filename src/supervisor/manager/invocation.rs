@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::cgroup::Cgroup;
 use crate::supervisor::service::ServiceDef;
 
+use crate::supervisor::fd_holder::Kind;
 use crate::supervisor::lines::priority;
 use crate::supervisor::process_setup;
 use crate::unit::model::EmergencyAction;
@@ -126,9 +127,24 @@ impl Manager {
     /// Goes on reading the output pipes among the fds a dead predecessor
     /// left with the fd holder, each through its unit's rate limiter (the
     /// units are loaded by now).
-    pub(super) fn resume_output(&mut self, held: Vec<crate::supervisor::output::Held>) -> usize {
+    pub(super) fn resume_output(&mut self, held: Vec<crate::supervisor::fd_holder::Kept>) -> usize {
         let output = self.output.clone();
-        output.resume(held, |unit| self.rate_limiter(unit))
+        let mut pipes = Vec::new();
+        let mut stored = Vec::new();
+        for mut k in held {
+            match (k.tag.kind, k.meta.take()) {
+                (_, Some(meta)) => pipes.push((k.id, meta, k.fd)),
+                (Kind::Listening, _) => {
+                    let unit = k.tag.unit.clone();
+                    self.held_sockets.entry(unit).or_default().push(k);
+                }
+                (Kind::Stored, _) => stored.push(k),
+                // The log pipes: re-adoption took those it wanted and dropped the rest.
+                _ => {}
+            }
+        }
+        self.restore_fd_stores(stored);
+        output.resume(pipes, |unit| self.rate_limiter(unit))
     }
 
     pub(super) fn end_invocation(&mut self, name: &str) {

@@ -163,6 +163,12 @@ impl Manager {
         }
         self.settle_pending(name);
         self.runit_log_settle(name);
+        // Before a job waiting on this change is answered: a client told
+        // "stopped" finds the stored fds closed.
+        let changed = self.units.get(name).map(|e| e.phase()) != initial;
+        if changed && self.service(name).is_some() {
+            self.fd_store_settle(name);
+        }
         self.persist(name);
         self.check_waiters(name);
         self.unit_changed(name);

@@ -5,26 +5,57 @@
 //! What has no matching record is stopped as a leftover (leftovers.rs).
 
 use std::collections::{HashSet, VecDeque};
+use std::path::Path;
 
 use crate::cgroup::Cgroup;
+use crate::supervisor::fd_holder::Kept;
 use crate::supervisor::fd_holder::Kind;
 use crate::supervisor::lines::priority;
-use crate::supervisor::output::Held;
-use crate::supervisor::readopt::{self, Decision, Record, Seen, Then};
+use crate::supervisor::readopt::{self, Decision, LingeringCgroup, Record, Seen, Then};
 use crate::supervisor::state::{Event, Exit, Pid, Sub};
 
 use super::host::Host;
 use super::{Invocation, Manager};
 
 impl Manager {
+    /// Writes the names of the active units without processes (sockets,
+    /// timers, targets: they have no state record) when they changed, for
+    /// a successor to start them again (`reexec::STARTED`).
+    fn record_started(&mut self) {
+        let started: Vec<String> = self
+            .units
+            .iter()
+            .filter(|(_, e)| e.service().is_none() && !e.phase().is_stopped())
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if self.started_record.as_ref() == Some(&started) {
+            return;
+        }
+        let dir = self.notify_path.parent().unwrap_or(Path::new("/"));
+        if let Err(e) = crate::supervisor::reexec::save_started(dir, &started) {
+            eprintln!(
+                "corrald: cannot record the active sockets, timers and targets in {}: {e}; \
+                 a successor starts only those enabled",
+                dir.display()
+            );
+        }
+        self.started_record = Some(started);
+    }
+
     /// Writes (or removes) the state record of `name` after a change: kept
     /// while the unit has an invocation or waits to restart, rewritten only
     /// when its content changed.
     pub(super) fn persist(&mut self, name: &str) {
+        // Before the job waiting on this change is answered: a client told
+        // "stopped" may kill the manager at once.
+        self.record_lingering();
         let Some(e) = self.units.get(name) else {
             return;
         };
-        let Some(s) = e.service() else { return };
+        let Some(s) = e.service() else {
+            self.record_started();
+            return;
+        };
         if s.inv.is_none() && s.state.sub != Sub::AutoRestart {
             if s.persisted.is_some() {
                 if let Err(err) = self.records.remove(name) {
@@ -104,7 +135,7 @@ impl Manager {
     /// `held`: what the fd holder kept for the predecessor; the runit log
     /// pipes are taken out of it (the output pipes are left to the journal
     /// readers).
-    pub(super) fn readopt_all(&mut self, held: &mut Vec<Held>) -> HashSet<String> {
+    pub(super) fn readopt_all(&mut self, held: &mut Vec<Kept>) -> HashSet<String> {
         let began = std::time::Instant::now();
         let (records, errors) = self.records.load_all();
         for err in errors {
@@ -134,13 +165,22 @@ impl Manager {
         }
         // Log pipes of units not taken back: their loggers are stopped as
         // leftovers, and the holder must not keep the pipes for ever.
-        held.retain(|(id, m, _)| {
-            let log_pipe = matches!(m.kind, Kind::LogPipeRead | Kind::LogPipeWrite);
+        held.retain(|k| {
+            let log_pipe = matches!(k.tag.kind, Kind::LogPipeRead | Kind::LogPipeWrite);
             if log_pipe && let Some(h) = self.output.holder() {
-                h.drop_fd(*id);
+                h.drop_fd(k.id);
             }
             !log_pipe
         });
+        match self.records.take_lingering() {
+            Ok(list) => {
+                for l in list {
+                    self.readopt_lingering(l, &mut kept);
+                }
+            }
+            Err(err) => eprintln!("corrald: {err}; the cgroups it lists are leftovers"),
+        }
+        self.record_lingering();
         if !records.is_empty() {
             eprintln!(
                 "corrald: took back {taken} of {} unit(s) a previous manager left, in {} µs",
@@ -151,13 +191,82 @@ impl Manager {
         kept
     }
 
+    /// Writes the list of lingering cgroups when it changed, for a successor
+    /// to take them back as they are rather than stop them as leftovers.
+    pub(super) fn record_lingering(&mut self) {
+        let mut now: Vec<LingeringCgroup> = self
+            .lingering
+            .values()
+            .map(|l| LingeringCgroup {
+                unit: l.unit.clone(),
+                cgroup: l
+                    .cgroup
+                    .path()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                pids: l.pids.clone(),
+            })
+            .collect();
+        now.sort_by(|a, b| a.cgroup.cmp(&b.cgroup));
+        if now == self.lingering_record {
+            return;
+        }
+        if let Err(err) = self.records.write_lingering(&now) {
+            eprintln!("corrald: {err}; a successor would stop the processes KillMode=process left");
+        }
+        self.lingering_record = now;
+    }
+
+    /// Takes back a cgroup a predecessor's invocation of a service left
+    /// populated (KillMode=process): watched again until its last process
+    /// ends, its processes still the unit's (`status`, `kill`). Its name
+    /// goes into `kept` so that it is not stopped as a leftover.
+    fn readopt_lingering(&mut self, l: LingeringCgroup, kept: &mut HashSet<String>) {
+        let path = self.root.path().join(&l.cgroup);
+        let Ok(name) = self.resolve(&l.unit) else {
+            return;
+        };
+        if self.units[name.as_str()].service().is_none() || l.cgroup.contains('/') {
+            return;
+        }
+        let Ok(cgroup) = Cgroup::open(&path) else {
+            return;
+        };
+        self.seq += 1;
+        let seq = self.seq;
+        let Ok(watch) = self
+            .watches
+            .cgroup_events(&cgroup.file("cgroup.events"), &name, seq)
+        else {
+            return;
+        };
+        kept.insert(l.cgroup.clone());
+        let left = self.host.procs(&cgroup).unwrap_or_default();
+        let pids: Vec<Pid> = l.pids.into_iter().filter(|p| left.contains(p)).collect();
+        if let Some(s) = self.service_mut(&name) {
+            s.left_behind.extend(&pids);
+        }
+        self.lingering.insert(
+            seq,
+            super::Lingering {
+                unit: name.to_string(),
+                cgroup,
+                watch,
+                pids,
+            },
+        );
+        // Emptied before the watch was armed: removed now.
+        self.lingering_changed(seq);
+    }
+
     /// Takes back the unit of `rec` if the kernel still has it (whether it
     /// did), adding the name of the cgroup it keeps to `kept`.
     fn readopt(
         &mut self,
         rec: &Record,
         now_ns: u64,
-        held: &mut Vec<Held>,
+        held: &mut Vec<Kept>,
         kept: &mut HashSet<String>,
     ) -> bool {
         let name = match self.resolve(&rec.unit) {

@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use crate::cgroup::Cgroup;
 use crate::cgroup::spawn::{SpawnSpec, Stdio};
-use crate::supervisor::fd_holder::{Kind, Meta};
+use crate::supervisor::fd_holder::{Kept, Kind, Tag};
 use crate::supervisor::lines::priority;
-use crate::supervisor::output::{Held, Stream};
+use crate::supervisor::output::Stream;
 use crate::supervisor::readopt::LogRecord;
 use crate::supervisor::state::{Cmd, Exit, Pid, Sub};
 use crate::unit::RunitService;
@@ -86,7 +86,12 @@ impl Manager {
             Some(h) => [(Kind::LogPipeRead, &read), (Kind::LogPipeWrite, &write)]
                 .into_iter()
                 .filter_map(|(kind, fd)| {
-                    h.deposit(fd.as_fd(), &Meta::of_unit(kind, name))
+                    let tag = Tag {
+                        kind,
+                        unit: name.to_string(),
+                        name: String::new(),
+                    };
+                    h.deposit_tagged(fd.as_fd(), &tag)
                         .map_err(|e| eprintln!("corrald: {name}: {e}"))
                         .ok()
                 })
@@ -359,7 +364,7 @@ impl Manager {
         &mut self,
         name: &str,
         rec: &LogRecord,
-        held: &mut Vec<Held>,
+        held: &mut Vec<Kept>,
         kept: &mut HashSet<String>,
     ) {
         let path = self.root.path().join(&rec.cgroup);
@@ -372,9 +377,9 @@ impl Manager {
         let mut take = |kind: Kind| {
             let i = held
                 .iter()
-                .position(|(_, m, _)| m.kind == kind && m.unit == name)?;
-            let (id, _, fd) = held.swap_remove(i);
-            Some((id, fd))
+                .position(|k| k.tag.kind == kind && k.tag.unit == name)?;
+            let k = held.swap_remove(i);
+            Some((k.id, k.fd))
         };
         let (Some((rid, read)), Some((wid, write))) =
             (take(Kind::LogPipeRead), take(Kind::LogPipeWrite))

@@ -24,6 +24,7 @@ use tokio::task::AbortHandle;
 
 use crate::cgroup::Cgroup;
 use crate::cgroup::spawn::SpawnSpec;
+use crate::supervisor::fd_holder::{Kind, Tag};
 use crate::supervisor::lines::{Line, priority};
 use crate::supervisor::output::Stream;
 use crate::supervisor::socket::accept::{self, Connection};
@@ -107,6 +108,8 @@ pub(super) struct SocketBody {
     pub(super) verdict: Option<ServiceResult>,
     /// The fds, from `Bind` to `Close`.
     pub(super) listening: Option<Listening>,
+    /// The ids of their copies with the fd holder, dropped at `Close`.
+    held: Vec<u64>,
     /// The readiness tasks while armed.
     watches: Vec<AbortHandle>,
     /// Distinguishes the current arming's traffic from an earlier one's.
@@ -293,12 +296,20 @@ impl Manager {
     ) {
         match action {
             SocketAction::Bind => {
-                let ev = match Listening::open(def.section())
-                    .and_then(|l| nonblocking_for_accept(def, &l).map(|()| l))
+                let opened = match self.take_held(name, def) {
+                    Some(kept) => Ok(kept),
+                    None => Listening::open(def.section()).map(|l| {
+                        let ids = self.hold(name, &l);
+                        (l, ids)
+                    }),
+                };
+                let ev = match opened
+                    .and_then(|(l, ids)| nonblocking_for_accept(def, &l).map(|()| (l, ids)))
                 {
-                    Ok(l) => {
+                    Ok((l, ids)) => {
                         if let Some(s) = self.socket_mut(name) {
                             s.listening = Some(l);
+                            s.held = ids;
                         }
                         SocketEvent::Bound
                     }
@@ -324,6 +335,11 @@ impl Manager {
                 }
             }
             SocketAction::Close { remove } => {
+                let held = self
+                    .socket_mut(name)
+                    .map(|s| std::mem::take(&mut s.held))
+                    .unwrap_or_default();
+                self.drop_held(&held);
                 let instances = match self.socket_mut(name) {
                     Some(s) => {
                         s.disarm();
@@ -412,6 +428,80 @@ impl Manager {
             SocketAction::StartInstance { nr } => self.start_instance(name, def, nr, queue),
             SocketAction::Refuse => self.refuse_connection(name, def),
         }
+    }
+
+    /// The listening fds a predecessor (a dead manager, or this process
+    /// before `daemon-reexec`) left with the fd holder for `name`, if they
+    /// are for the entries `def` lists now, in order, and their ids there:
+    /// taken back instead of bound again, so the socket is the same and
+    /// the connections waiting in its backlog are served. Others are dropped.
+    fn take_held(&mut self, name: &str, def: &SocketDef) -> Option<(Listening, Vec<u64>)> {
+        let mut held = self.held_sockets.remove(name)?;
+        held.sort_by_key(|k| k.id);
+        let listen = &def.section().listen;
+        let same = held.len() == listen.len()
+            && held
+                .iter()
+                .zip(listen)
+                .all(|(k, l)| k.tag.name == l.describe());
+        let ids: Vec<u64> = held.iter().map(|k| k.id).collect();
+        if !same {
+            self.drop_held(&ids);
+            return None;
+        }
+        let fds = held
+            .into_iter()
+            .zip(listen)
+            .map(|(k, l)| listen::ListeningFd {
+                listen: l.clone(),
+                fd: k.fd,
+            })
+            .collect();
+        Some((Listening { fds }, ids))
+    }
+
+    /// Deposits copies of the fds of socket `name` with the fd holder, so
+    /// that a successor takes the same sockets back; their ids.
+    fn hold(&self, name: &str, l: &Listening) -> Vec<u64> {
+        let Some(holder) = self.output.holder() else {
+            return Vec::new();
+        };
+        l.fds
+            .iter()
+            .filter_map(|f| {
+                let tag = Tag {
+                    kind: Kind::Listening,
+                    unit: name.to_string(),
+                    name: f.listen.describe(),
+                };
+                holder
+                    .deposit_tagged(f.fd.as_fd(), &tag)
+                    .map_err(|e| {
+                        eprintln!("corrald: {name}: {e}; a successor binds it again");
+                    })
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// Tells the fd holder to close its copies `ids`.
+    pub(super) fn drop_held(&self, ids: &[u64]) {
+        if let Some(holder) = self.output.holder() {
+            for id in ids {
+                holder.drop_fd(*id);
+            }
+        }
+    }
+
+    /// Autostart is done: the listening fds a predecessor left for sockets
+    /// that were not started again are closed.
+    pub(super) fn drop_unclaimed_sockets(&mut self) {
+        let left: Vec<u64> = std::mem::take(&mut self.held_sockets)
+            .into_values()
+            .flatten()
+            .map(|k| k.id)
+            .collect();
+        self.drop_held(&left);
     }
 
     /// Queues a job of its own on `unit`, as OnFailure= does: nobody waits
