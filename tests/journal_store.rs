@@ -756,7 +756,10 @@ async fn an_unclean_open_replays_the_side_log_past_the_last_commit() {
             monotonic: corral::journal::monotonic_now(),
             boot_id: corral::journal::boot_id(),
             uid: 1000,
-            new: ne(if seq == 12 { "b" } else { "a" }, &format!("line {}", seq - 1)),
+            new: ne(
+                if seq == 12 { "b" } else { "a" },
+                &format!("line {}", seq - 1),
+            ),
         })
         .collect()
     };
@@ -785,7 +788,10 @@ async fn an_unclean_open_replays_the_side_log_past_the_last_commit() {
     }
     assert_eq!(all[12].uid, 1000, "replayed as the side log has it");
     let note = &all[13];
-    assert_eq!((note.seq, note.unit.as_str(), note.priority), (14, "corrald", 4));
+    assert_eq!(
+        (note.seq, note.unit.as_str(), note.priority),
+        (14, "corrald", 4)
+    );
     let msg = String::from_utf8_lossy(&note.message);
     assert!(msg.contains("ended without closing it"), "{msg}");
     assert!(msg.contains("3 entries (21 bytes)"), "{msg}");

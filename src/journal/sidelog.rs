@@ -254,6 +254,16 @@ impl SideLog {
     }
 }
 
+/// Renames the side log files of `store_file` to go with `moved_to` (a damaged store
+/// set aside): they belong to its store id, and a new store must not meet them.
+pub fn move_with(store_file: &Path, moved_to: &Path) -> Result<()> {
+    for (first, path) in files_of(store_file)? {
+        let to = file_name(moved_to, first);
+        std::fs::rename(&path, &to).map_err(|e| JournalError::io("move aside", &path, e))?;
+    }
+    Ok(())
+}
+
 /// What replaying the side log found.
 #[derive(Default)]
 pub struct Replay {
@@ -332,15 +342,18 @@ fn record_at(data: &[u8], pos: usize) -> Option<&[u8]> {
 
 /// Takes the entries of one record from `*next` on into `out`; false if the record
 /// starts past `*next` (a gap).
-fn decode_record(rec: &[u8], next: &mut u64, out: &mut Replay) -> std::result::Result<bool, String> {
+fn decode_record(
+    rec: &[u8],
+    next: &mut u64,
+    out: &mut Replay,
+) -> std::result::Result<bool, String> {
     let mut r = Cut(rec);
     let groups = r.u32()?;
     let mut rows: Vec<Staged> = Vec::new();
     for _ in 0..groups {
         let ulen = r.u32()? as usize;
-        let unit: Arc<str> = Arc::from(
-            std::str::from_utf8(r.take(ulen)?).map_err(|_| "unit name is not UTF-8")?,
-        );
+        let unit: Arc<str> =
+            Arc::from(std::str::from_utf8(r.take(ulen)?).map_err(|_| "unit name is not UTF-8")?);
         let clen = r.u32()? as usize;
         let view = block::view(block::CODEC_ZSTD_COLUMNS_V3, r.take(clen)?)?;
         for i in 0..view.len() {
@@ -451,7 +464,10 @@ mod tests {
         assert_eq!(&*e.new.unit, "a");
         assert_eq!(e.new.message, b"line 4");
         assert_eq!(e.new.pid, Some(4));
-        assert_eq!((e.realtime, e.monotonic, e.boot_id, e.uid), (1_000_004, 4, 9, 1000));
+        assert_eq!(
+            (e.realtime, e.monotonic, e.boot_id, e.uid),
+            (1_000_004, 4, 9, 1000)
+        );
         assert_eq!(e.new.realtime, Some(1_000_004));
 
         let len = std::fs::metadata(path).unwrap().len();

@@ -22,12 +22,15 @@ use super::store::{DiskUsage, Staged, Store, VacuumReport};
 /// The default byte budget of lines read but not yet in the side log ([`WriterOptions::queue_bytes`]):
 /// what a kill -9 of the writer's process can lose of its services' output, besides each
 /// pipe's unfinished line (docs/JOURNAL-FORMAT.md, "What a crash loses").
-pub const WINDOW_BYTES: usize = 1024 * 1024;
+///
+/// With the side log, the budget only spans a read and its append to the side log
+/// (a few reads of at most 64 KiB in flight), so it can be small without slowing ingest.
+pub const WINDOW_BYTES: usize = 128 * 1024;
 
 /// The default of [`WriterOptions::commit_bytes`]: entries in the side log but not yet
 /// committed, beyond which producers keep their budget until the commit; what a machine
 /// crash can lose on top of [`WINDOW_BYTES`].
-pub const COMMIT_WINDOW_BYTES: usize = 8 * 1024 * 1024;
+pub const COMMIT_WINDOW_BYTES: usize = 4 * 1024 * 1024;
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
