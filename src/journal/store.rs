@@ -520,7 +520,11 @@ impl Store {
             self.commit(part, &mut enc)?;
         }
         for f in &r.files {
-            std::fs::remove_file(f).map_err(|e| JournalError::io("remove side log", f, e))?;
+            // What it holds is committed now, and a later replay skips it: a file that
+            // cannot go must not keep the journal from opening.
+            if let Err(e) = std::fs::remove_file(f) {
+                eprintln!("journal: cannot remove side log {}: {e}", f.display());
+            }
         }
         Ok(Some(Replayed {
             entries: r.entries.len() as u64,
