@@ -1,10 +1,14 @@
 //! Ingests standard input (a pipe) into a journal store as one unit, the way the manager
 //! ingests a service's stdout; used by scripts/bench-journal.sh for end-to-end numbers.
 //!
-//! `journal_ingest DIR UNIT [WINDOW_BYTES]` (the writer's budget, default
-//! [`corral::journal::writer::WINDOW_BYTES`]): prints `lines seconds lines/s peak_rss` on stderr once
-//! everything is durable, then `window BYTES AGE_MS`: the largest uncommitted window the
-//! writer saw (what a kill -9 at the worst moment would have lost).
+//! `journal_ingest DIR UNIT [WINDOW_BYTES [no-side-log] [commit=BYTES]]` (the writer's
+//! budget, default [`corral::journal::writer::WINDOW_BYTES`]; `no-side-log`: without the
+//! side log, so every byte of the window waits for its commit; `commit=`: the commit
+//! window, [`corral::journal::WriterOptions::commit_bytes`]): prints `lines seconds lines/s peak_rss`
+//! on stderr once everything is durable, then `window BYTES AGE_MS COMMIT_BYTES`: the
+//! largest window of output read and not in the side log the writer saw (what a kill -9
+//! at the worst moment would have lost), the longest time from read to commit, and the
+//! largest commit (what a machine crash would have lost on top).
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use corral::journal::{Store, StoreOptions, Stream, Writer, WriterOptions};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: journal_ingest DIR UNIT [WINDOW_BYTES]");
+        eprintln!("usage: journal_ingest DIR UNIT [WINDOW_BYTES [no-side-log] [commit=BYTES]]");
         std::process::exit(2);
     }
     let t0 = Instant::now();
@@ -25,6 +29,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut opts = WriterOptions::default();
     if let Some(b) = args.get(3) {
         opts.queue_bytes = b.parse()?;
+    }
+    for a in args.iter().skip(4) {
+        match a.strip_prefix("commit=") {
+            Some(n) => opts.commit_bytes = n.parse()?,
+            None if a == "no-side-log" => opts.side_log = false,
+            None => return Err(format!("unknown option {a:?}").into()),
+        }
     }
     let w = Writer::spawn(store, opts)?;
     // SAFETY: fd 0 is ours for the life of the process and handed over exactly once.
@@ -57,9 +68,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rss
     );
     eprintln!(
-        "window {} {:.1}",
+        "window {} {:.1} {}",
         window.bytes,
-        window.age_usec as f64 / 1000.0
+        window.age_usec as f64 / 1000.0,
+        window.commit_bytes
     );
     Ok(())
 }

@@ -121,6 +121,7 @@ async fn a_full_disk_makes_ingest_wait_and_resume() {
     eprintln!("stalled: {err}");
     // Ingest waits: the reader has not finished and the child is blocked on its pipe.
     tokio::time::sleep(Duration::from_millis(500)).await;
+
     assert!(
         !reader.is_finished(),
         "the reader must wait, not drop or fail"
@@ -141,8 +142,13 @@ async fn a_full_disk_makes_ingest_wait_and_resume() {
             ..Query::default()
         })
         .unwrap();
-    assert_eq!(last.len(), 1);
-    assert_eq!(last[0].seq, usage.entries, "the last committed entry");
+    // The side log shares the disk and may have taken the room of the first commit:
+    // then nothing is committed yet, and the query and the usage both say so.
+    assert_eq!(
+        last.last().map_or(0, |e| e.seq),
+        usage.entries,
+        "the last committed entry"
+    );
     match &*w.status().borrow() {
         WriterStatus::Stalled { waiting, .. } => {
             assert_eq!(waiting, &["full.service".to_string()], "who waits")

@@ -721,3 +721,84 @@ async fn the_store_is_private_to_its_owner_whatever_the_umask() {
     assert_eq!(mode(store.path()), 0o600, "{}", store.path().display());
     drop(w);
 }
+
+/// A writer that ended without closing the store left entries in its side log that
+/// no commit holds (the last one torn): the next writable open commits them after
+/// the last commit, drops the torn record, says both in its note, deletes the side
+/// log, and the next writer continues the seqs after the note.
+#[tokio::test]
+async fn an_unclean_open_replays_the_side_log_past_the_last_commit() {
+    use corral::journal::sidelog::SideLog;
+    use corral::journal::store::Staged;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open(dir.path());
+    w.append_batch((0..10).map(|i| ne("a", &format!("line {i}"))).collect())
+        .await
+        .unwrap();
+    assert_eq!(w.flush().await.unwrap(), 11);
+    w.shutdown().await.unwrap();
+    let (file, id) = (store.path().to_owned(), store.store_id());
+    drop((w, store));
+    let side_files = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|d| d.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".side."))
+            .collect::<Vec<_>>()
+    };
+    assert!(side_files().is_empty(), "a clean end leaves no side log");
+    // What the writer had staged past its last commit: seqs 9..=15 (9 and 10 were
+    // committed too), the record of 14 and 15 cut inside its write.
+    let staged = |seqs: std::ops::RangeInclusive<u64>| -> Vec<Staged> {
+        seqs.map(|seq| Staged {
+            seq,
+            realtime: corral::journal::realtime_now(),
+            monotonic: corral::journal::monotonic_now(),
+            boot_id: corral::journal::boot_id(),
+            uid: 1000,
+            new: ne(
+                if seq == 12 { "b" } else { "a" },
+                &format!("line {}", seq - 1),
+            ),
+        })
+        .collect()
+    };
+    let mut log = SideLog::new(&file, id);
+    log.append(&staged(9..=13)).unwrap();
+    log.append(&staged(14..=15)).unwrap();
+    let [name] = side_files().try_into().unwrap();
+    let path = dir.path().join(name);
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    drop(log);
+
+    let (store, w) = open(dir.path());
+    assert!(side_files().is_empty(), "replayed, then deleted");
+    let all = store.query(&Query::default()).unwrap();
+    assert_eq!(all.len(), 14, "10 committed, 3 replayed, the note");
+    for (i, e) in all[..13].iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+        assert_eq!(e.message, format!("line {i}").into_bytes());
+        assert_eq!(e.unit, if e.seq == 12 { "b" } else { "a" });
+    }
+    assert_eq!(all[12].uid, 1000, "replayed as the side log has it");
+    let note = &all[13];
+    assert_eq!(
+        (note.seq, note.unit.as_str(), note.priority),
+        (14, "corrald", 4)
+    );
+    let msg = String::from_utf8_lossy(&note.message);
+    assert!(msg.contains("ended without closing it"), "{msg}");
+    assert!(msg.contains("3 entries (21 bytes)"), "{msg}");
+    assert!(msg.contains("1 torn or damaged record"), "{msg}");
+    assert!(msg.contains("the last entry being seq 13 of a"), "{msg}");
+    w.append(ne("a", "after")).await.unwrap();
+    assert_eq!(w.flush().await.unwrap(), 16);
+    assert_eq!(store.disk_usage().unwrap().entries, 15);
+    w.shutdown().await.unwrap();
+}

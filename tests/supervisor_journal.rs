@@ -365,7 +365,9 @@ fn the_manager_after_a_kill_says_what_may_be_missing() {
     assert_eq!(notes.len(), 1, "{notes:?}");
     let msg = field(&notes[0], "MESSAGE");
     assert_eq!(field(&notes[0], "PRIORITY"), "4");
-    assert!(msg.contains("at most 1024 KiB"), "{msg}");
+    let window = corral::journal::writer::WINDOW_BYTES / 1024;
+    assert!(msg.contains(&format!("at most {window} KiB")), "{msg}");
+    assert!(msg.contains("replayed from its side log"), "{msg}");
     assert!(msg.contains("the last entry being seq"), "{msg}");
     let said = entries(&td, "said.service");
     assert!(

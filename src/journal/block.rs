@@ -225,7 +225,7 @@ impl Encoder {
 /// the messages, each followed by a newline: one regex pass scans them all, and the
 /// newline stops `.` at each message's end (a message may hold newlines itself: the
 /// lengths delimit them, the newline only speeds the scan).
-fn put_columns(out: &mut Vec<u8>, items: &[EncodeItem<'_>]) {
+pub(crate) fn put_columns(out: &mut Vec<u8>, items: &[EncodeItem<'_>]) {
     push_varint(out, items.len() as u64);
     let mut prev = (0u64, 0u64, 0u64);
     for (i, it) in items.iter().enumerate() {

@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod output;
 pub mod query;
 pub mod salvage;
+pub mod sidelog;
 pub mod store;
 pub mod writer;
 

@@ -67,6 +67,7 @@ pub fn open_or_set_aside(path: &Path, opts: StoreOptions) -> Result<(Store, Opti
     }
     std::fs::rename(&file, &moved_to)
         .map_err(|e| JournalError::io("move aside the damaged store", &file, e))?;
+    super::sidelog::move_with(&file, &moved_to)?;
     let store = Store::open(path, opts)?;
     Ok((
         store,

@@ -208,7 +208,8 @@ pub struct Staged {
 }
 
 impl Staged {
-    fn item(&self) -> EncodeItem<'_> {
+    /// The fields to encode.
+    pub(crate) fn item(&self) -> EncodeItem<'_> {
         EncodeItem {
             seq: self.seq,
             realtime: self.realtime,
@@ -247,10 +248,20 @@ fn item_of<'a>(r: &StoredRef<'a>) -> EncodeItem<'a> {
     }
 }
 
-/// The note of an unclean end: `took` is how long redb's recovery took, `last` the last
-/// entry committed (`None`: the store is empty).
-fn unclean_end_message(took: Duration, last: Option<&Entry>) -> String {
+/// What the side log gave back on open (see [`super::sidelog`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Replayed {
+    entries: u64,
+    bytes: u64,
+    dropped: u64,
+}
+
+/// The note of an unclean end: `took` is how long redb's recovery took (`None`: it had
+/// nothing to recover), `last` the last entry committed by the previous writer (`None`:
+/// it holds no entries), `replayed` what its side log gave back.
+fn unclean_end_message(took: Option<Duration>, last: Option<&Entry>, replayed: Replayed) -> String {
     let window = super::writer::WINDOW_BYTES / 1024;
+    let commit_window = super::writer::COMMIT_WINDOW_BYTES / 1024;
     let (kept, after) = match last {
         Some(e) => {
             let when = chrono::DateTime::from_timestamp_micros(e.realtime as i64)
@@ -266,14 +277,26 @@ fn unclean_end_message(took: Duration, last: Option<&Entry>) -> String {
         }
         None => (" (it holds no entries)".to_string(), ""),
     };
+    let recovery = match took {
+        Some(t) => format!(
+            "redb's recovery took {} ms and kept every commit",
+            t.as_millis()
+        ),
+        None => "the store needed no recovery".to_string(),
+    };
+    let dropped = match replayed.dropped {
+        0 => String::new(),
+        n => format!(" ({n} torn or damaged record(s) at its end dropped)"),
+    };
     format!(
         "the previous writer of this journal ended without closing it (killed, crashed, \
-         or the system stopped); redb's recovery took {} ms and kept every commit{kept}. \
-         Missing, if anything: output that writer had read from the services' pipes but \
-         not committed{after}: at most {window} KiB (plus each pipe's unfinished line), \
-         normally its last few tens of milliseconds (a line waits 5 ms plus the commit \
-         in progress)",
-        took.as_millis()
+         or the system stopped); {recovery}; {} entries ({} bytes) it had not committed \
+         were replayed from its side log{dropped}{kept}. Missing, if anything: output \
+         that writer had read from the services' pipes but not written to its side \
+         log{after}: at most {window} KiB (plus each pipe's unfinished line), normally \
+         far less; after a machine crash (power loss), also what was not yet committed, \
+         at most {commit_window} KiB more",
+        replayed.entries, replayed.bytes,
     )
 }
 
@@ -435,9 +458,10 @@ impl Store {
                 readers_done: Condvar::new(),
             }),
         };
-        if let Some(took) = recovery {
+        let replayed = store.replay_side_log()?;
+        if recovery.is_some() || replayed.is_some() {
             // The store is fine either way; failing to say so must not stop logging.
-            if let Err(e) = store.note_unclean_end(took) {
+            if let Err(e) = store.note_unclean_end(recovery, replayed.unwrap_or_default()) {
                 eprintln!(
                     "journal {}: cannot record that its previous writer ended without closing it: {e}",
                     store.path().display()
@@ -452,7 +476,7 @@ impl Store {
     /// store holds, and what may be missing (docs/JOURNAL-FORMAT.md, "What a crash
     /// loses"). Every writable open runs this, the manager's and `corral journal`'s
     /// alike, so the first one after the crash records it, once.
-    fn note_unclean_end(&self, took: Duration) -> Result<()> {
+    fn note_unclean_end(&self, took: Option<Duration>, replayed: Replayed) -> Result<()> {
         let next = self.next_seq()?;
         let last = match next {
             1 => None,
@@ -463,7 +487,7 @@ impl Store {
                 })?
                 .pop(),
         };
-        let msg = unclean_end_message(took, last.as_ref());
+        let msg = unclean_end_message(took, last.as_ref(), replayed);
         eprintln!("journal {}: {msg}", self.path().display());
         let mut e = NewEntry::manager(super::writer::MANAGER_UNIT, 0, msg);
         e.priority = 4;
@@ -478,6 +502,35 @@ impl Store {
         let mut enc =
             Encoder::new().map_err(|e| JournalError::io("create encoder for", self.path(), e))?;
         self.commit(&[staged], &mut enc)
+    }
+
+    /// Commits what the side log of a writer that did not close the store holds past
+    /// the last commit, then deletes its files; `None` when there were none. The
+    /// open's redb lock makes this the only writer, so no live writer's log is taken.
+    fn replay_side_log(&self) -> Result<Option<Replayed>> {
+        let next = self.next_seq()?;
+        let r = super::sidelog::replay(self.path(), self.inner.store_id, next)?;
+        if r.files.is_empty() {
+            return Ok(None);
+        }
+        let mut enc =
+            Encoder::new().map_err(|e| JournalError::io("create encoder for", self.path(), e))?;
+        // In pieces, as the writer commits: one transaction per 64 Ki entries.
+        for part in r.entries.chunks(64 * 1024) {
+            self.commit(part, &mut enc)?;
+        }
+        for f in &r.files {
+            // What it holds is committed now, and a later replay skips it: a file that
+            // cannot go must not keep the journal from opening.
+            if let Err(e) = std::fs::remove_file(f) {
+                eprintln!("journal: cannot remove side log {}: {e}", f.display());
+            }
+        }
+        Ok(Some(Replayed {
+            entries: r.entries.len() as u64,
+            bytes: r.bytes,
+            dropped: r.dropped,
+        }))
     }
 
     /// Opens the store at `path` read-only, beside a writer in another process if there is one.

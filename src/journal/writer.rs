@@ -1,6 +1,8 @@
-//! The single writer: a dedicated thread that stages entries, commits them in groups
-//! (durable, fsync'd), back-pressures producers through a bounded byte budget, tells
+//! The single writer: two dedicated threads. The first stages entries (seqs, times)
+//! and appends them to the side log ([`super::sidelog`]), which gives their budget
+//! back to the producers; the second commits them in groups (durable, fsync'd), tells
 //! followers how far the store is committed, and runs merging and retention when idle.
+//! Producers are back-pressured through a bounded byte budget.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +16,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use super::NewEntry;
 use super::block::Encoder;
 use super::error::{JournalError, Result};
+use super::sidelog::SideLog;
 use super::store::{DiskUsage, Staged, Store, VacuumReport};
 
-/// The default byte budget of lines accepted but not yet committed ([`WriterOptions::queue_bytes`]):
+/// The default byte budget of lines read but not yet in the side log ([`WriterOptions::queue_bytes`]):
 /// what a kill -9 of the writer's process can lose of its services' output, besides each
 /// pipe's unfinished line (docs/JOURNAL-FORMAT.md, "What a crash loses").
-pub const WINDOW_BYTES: usize = 1024 * 1024;
+///
+/// With the side log, the budget only spans a read and its append to the side log
+/// (a few reads of at most 64 KiB in flight), so it can be small without slowing ingest.
+pub const WINDOW_BYTES: usize = 128 * 1024;
+
+/// The default of [`WriterOptions::commit_bytes`]: entries in the side log but not yet
+/// committed, beyond which producers keep their budget until the commit; what a machine
+/// crash can lose on top of [`WINDOW_BYTES`].
+pub const COMMIT_WINDOW_BYTES: usize = 4 * 1024 * 1024;
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -30,9 +41,17 @@ pub struct WriterOptions {
     pub commit_entries: usize,
     /// One commit takes at most this many entries (what piled up during the last fsync).
     pub max_batch_entries: usize,
-    /// Bytes accepted but not yet committed (each entry counted as its message plus 4,
-    /// at least 64); producers wait beyond it. This is the window a crash can lose.
+    /// Bytes read but not yet in the side log (or, without one, not yet committed),
+    /// each entry counted as its message plus 4, at least 64; producers wait beyond it.
+    /// This is the window a kill -9 of the process can lose.
     pub queue_bytes: usize,
+    /// Bytes in the side log but not yet committed beyond which the budget of a new
+    /// batch is given back only at its commit (as without a side log): bounds memory
+    /// and what a machine crash can lose.
+    pub commit_bytes: usize,
+    /// Whether to keep a side log (docs/JOURNAL-FORMAT.md, "The side log"); without one,
+    /// the budget is given back only when entries are committed.
+    pub side_log: bool,
     /// Boot id stamped on entries (default: the kernel's).
     pub boot_id: Option<u128>,
     /// Uid stamped on entries (default: our own).
@@ -53,10 +72,12 @@ impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             commit_interval: Duration::from_millis(5),
-            // The budget bounds a batch: 1 MiB holds at most 16 Ki entries.
+            // A lower bound: a commit takes whatever piled up during the last one.
             commit_entries: 16 * 1024,
             max_batch_entries: 256 * 1024,
             queue_bytes: WINDOW_BYTES,
+            commit_bytes: COMMIT_WINDOW_BYTES,
+            side_log: true,
             boot_id: None,
             uid: None,
             idle_after: Duration::from_secs(1),
@@ -112,8 +133,27 @@ struct Stall {
     units: BTreeSet<String>,
 }
 
+/// What the handles (and the committing thread) ask of the staging thread.
 enum Cmd {
     Append(Vec<NewEntry>, Option<OwnedSemaphorePermit>),
+    /// A commit ended: side log files it covers can go.
+    Covered,
+    Flush(oneshot::Sender<u64>),
+    Maintain(oneshot::Sender<Result<MaintenanceReport, String>>),
+    DiskUsage(oneshot::Sender<Result<DiskUsage>>),
+    Vacuum {
+        max_bytes: Option<u64>,
+        max_age: Option<Duration>,
+        reply: oneshot::Sender<Result<VacuumReport>>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What the staging thread hands to the committing thread, in order.
+enum Job {
+    /// Entries with their seqs, their cost, and the producer's budget when it is
+    /// given back only at the commit.
+    Staged(Vec<Staged>, u64, Option<OwnedSemaphorePermit>),
     Flush(oneshot::Sender<u64>),
     Maintain(oneshot::Sender<Result<MaintenanceReport, String>>),
     DiskUsage(oneshot::Sender<Result<DiskUsage>>),
@@ -142,7 +182,7 @@ pub struct Writer;
 /// A cloneable handle to the writer thread.
 #[derive(Clone)]
 pub struct WriterHandle {
-    tx: mpsc::Sender<Cmd>,
+    tx: tokio::sync::mpsc::UnboundedSender<Cmd>,
     permits: Arc<Semaphore>,
     queue_bytes: u32,
     committed: watch::Receiver<u64>,
@@ -164,8 +204,12 @@ pub struct Reservation(OwnedSemaphorePermit);
 /// moment so far would have lost ([`WriterHandle::window_seen`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WindowSeen {
-    /// Budget in use (bytes as [`WriterOptions::queue_bytes`] counts them) when a commit ended.
+    /// Budget in use (bytes as [`WriterOptions::queue_bytes`] counts them) when a commit
+    /// ended: read, not yet in the side log (what a kill -9 loses).
     pub bytes: u64,
+    /// Bytes (counted alike) of the largest commit: in the side log, not yet committed
+    /// (what a machine crash loses on top).
+    pub commit_bytes: u64,
     /// The longest time from an entry's monotonic stamp (its read) to the end of its commit, µs.
     pub age_usec: u64,
 }
@@ -173,6 +217,7 @@ pub struct WindowSeen {
 #[derive(Default)]
 struct Seen {
     bytes: AtomicU64,
+    commit_bytes: AtomicU64,
     age_usec: AtomicU64,
 }
 
@@ -182,7 +227,11 @@ impl Writer {
         let next_seq = store.next_seq()?;
         let enc =
             Encoder::new().map_err(|e| JournalError::io("create encoder for", store.path(), e))?;
-        let (tx, rx) = mpsc::channel();
+        let (tx, front_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (back_tx, rx) = mpsc::channel();
+        let unsaved = Arc::new(AtomicU64::new(0));
+        let boot_id = opts.boot_id.unwrap_or_else(super::boot_id);
+        let uid = opts.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw());
         let queue_bytes = opts.queue_bytes.clamp(1024, u32::MAX as usize) as u32;
         let permits = Arc::new(Semaphore::new(queue_bytes as usize));
         let (committed_tx, committed) = watch::channel(next_seq);
@@ -198,11 +247,12 @@ impl Writer {
             stall: None,
             store: store.clone(),
             rx,
+            front: tx.downgrade(),
+            unsaved: unsaved.clone(),
+            pending_cost: 0,
             committed: committed_tx,
             status: status_tx,
-            boot_id: opts.boot_id.unwrap_or_else(super::boot_id),
-            uid: opts.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
-            opts,
+            opts: opts.clone(),
             next_seq,
             enc,
             pending: Vec::new(),
@@ -211,10 +261,31 @@ impl Writer {
             last_retention: Instant::now(),
             last_merge: Instant::now(),
         };
+        let spawn_err = |e| JournalError::io("spawn writer thread for", store.path(), e);
+        let back = std::thread::Builder::new()
+            .name("journal-commit".into())
+            .spawn(move || w.run())
+            .map_err(spawn_err)?;
+        let front = Front {
+            rx: front_rx,
+            back: Some(back_tx),
+            back_thread: Some(back),
+            side: opts
+                .side_log
+                .then(|| SideLog::new(store.path(), store.store_id())),
+            side_failed: false,
+            log: opts.log_stalls,
+            next_seq,
+            boot_id,
+            uid,
+            unsaved,
+            commit_bytes: opts.commit_bytes as u64,
+            committed: committed.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || w.run())
-            .map_err(|e| JournalError::io("spawn writer thread for", store.path(), e))?;
+            .spawn(move || front.run())
+            .map_err(spawn_err)?;
         Ok(WriterHandle {
             tx,
             permits,
@@ -345,6 +416,7 @@ impl WriterHandle {
     pub fn window_seen(&self) -> WindowSeen {
         WindowSeen {
             bytes: self.seen.bytes.load(Ordering::Relaxed),
+            commit_bytes: self.seen.commit_bytes.load(Ordering::Relaxed),
             age_usec: self.seen.age_usec.load(Ordering::Relaxed),
         }
     }
@@ -447,6 +519,152 @@ fn release_memory(pending: &mut Vec<Staged>) {
     }
 }
 
+/// The staging thread: assigns seqs and times, appends each batch to the side log, and
+/// hands it to the committing thread ([`WriterThread`]); everything else passes through
+/// in order.
+struct Front {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Cmd>,
+    /// `None` once closed: the committing thread then commits what it has and ends.
+    back: Option<mpsc::Sender<Job>>,
+    back_thread: Option<JoinHandle<()>>,
+    side: Option<SideLog>,
+    /// The last append to the side log failed (said once on stderr).
+    side_failed: bool,
+    log: bool,
+    next_seq: u64,
+    boot_id: u128,
+    uid: u32,
+    /// Cost of the entries staged and not yet committed (shared with the committing thread).
+    unsaved: Arc<AtomicU64>,
+    commit_bytes: u64,
+    committed: watch::Receiver<u64>,
+}
+
+impl Front {
+    fn run(mut self) {
+        while let Some(cmd) = self.rx.blocking_recv() {
+            let job = match cmd {
+                Cmd::Append(batch, permit) => match self.stage(batch, permit) {
+                    Some(job) => job,
+                    None => continue,
+                },
+                Cmd::Covered => {
+                    let next = *self.committed.borrow();
+                    if let Some(side) = &mut self.side {
+                        side.covered(next);
+                    }
+                    continue;
+                }
+                Cmd::Shutdown(tx) => {
+                    let (done, wait) = oneshot::channel();
+                    self.send(Job::Shutdown(done));
+                    let _ = wait.blocking_recv();
+                    self.finish();
+                    let _ = tx.send(());
+                    return;
+                }
+                Cmd::Flush(tx) => Job::Flush(tx),
+                Cmd::Maintain(tx) => Job::Maintain(tx),
+                Cmd::DiskUsage(tx) => Job::DiskUsage(tx),
+                Cmd::Vacuum {
+                    max_bytes,
+                    max_age,
+                    reply,
+                } => Job::Vacuum {
+                    max_bytes,
+                    max_age,
+                    reply,
+                },
+            };
+            self.send(job);
+        }
+        self.finish();
+    }
+
+    fn send(&self, job: Job) {
+        // The committing thread only ends after this one closed its channel (or on a
+        // panic, after which every reply sender is dropped and the callers see it gone).
+        if let Some(back) = &self.back {
+            let _ = back.send(job);
+        }
+    }
+
+    /// Assigns seqs and times, appends to the side log; the producer's budget is given
+    /// back now if the side log has the batch and the commits are not too far behind,
+    /// else it travels with the batch and is given back at its commit.
+    fn stage(
+        &mut self,
+        batch: Vec<NewEntry>,
+        mut permit: Option<OwnedSemaphorePermit>,
+    ) -> Option<Job> {
+        if batch.is_empty() {
+            return None;
+        }
+        let now_rt = super::realtime_now();
+        let now_mono = super::monotonic_now();
+        let mut cost_sum = 0u64;
+        let staged: Vec<Staged> = batch
+            .into_iter()
+            .map(|e| {
+                cost_sum += cost(&e) as u64;
+                let s = Staged {
+                    seq: self.next_seq,
+                    realtime: e.realtime.unwrap_or(now_rt),
+                    monotonic: e.monotonic.unwrap_or(now_mono),
+                    boot_id: self.boot_id,
+                    uid: self.uid,
+                    new: e,
+                };
+                self.next_seq += 1;
+                s
+            })
+            .collect();
+        let logged = match &mut self.side {
+            Some(side) => match side.append(&staged) {
+                Ok(()) => {
+                    if std::mem::take(&mut self.side_failed) && self.log {
+                        eprintln!("corrald: journal: the side log works again");
+                    }
+                    true
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut self.side_failed, true) && self.log {
+                        eprintln!(
+                            "corrald: journal: {e}; until it works again, output read is \
+                             held back until it is committed"
+                        );
+                    }
+                    false
+                }
+            },
+            None => false,
+        };
+        let unsaved = self.unsaved.fetch_add(cost_sum, Ordering::Relaxed);
+        if logged && unsaved + cost_sum <= self.commit_bytes {
+            permit = None;
+        }
+        Some(Job::Staged(staged, cost_sum, permit))
+    }
+
+    /// Closes the committing thread's channel, waits for it to commit what it has and
+    /// end, then removes the side log files its commits covered (all of them unless it
+    /// died).
+    fn finish(&mut self) {
+        self.back = None;
+        if let Some(t) = self.back_thread.take() {
+            let _ = t.join();
+        }
+        let next = *self.committed.borrow();
+        if let Some(side) = &mut self.side {
+            if next >= self.next_seq {
+                side.remove_all();
+            } else {
+                side.covered(next);
+            }
+        }
+    }
+}
+
 struct WriterThread {
     /// Shared with the handles: producers that wait for the budget during a stall.
     waiting: Arc<Mutex<BTreeSet<String>>>,
@@ -454,18 +672,23 @@ struct WriterThread {
     budget: Arc<Semaphore>,
     queue_bytes: u32,
     seen: Arc<Seen>,
-    /// Commands that arrived while a commit kept failing and must wait for it
+    /// Jobs that arrived while a commit kept failing and must wait for it
     /// (appends, flushes, shutdown): taken before the channel, in order.
-    held: VecDeque<Cmd>,
+    held: VecDeque<Job>,
     /// Set while commits fail.
     stall: Option<Stall>,
     store: Store,
-    rx: mpsc::Receiver<Cmd>,
+    rx: mpsc::Receiver<Job>,
+    /// The staging thread, for the journal's own entries and for [`Cmd::Covered`]; weak,
+    /// so that the handles going away still ends it.
+    front: tokio::sync::mpsc::WeakUnboundedSender<Cmd>,
+    /// Cost of the entries staged and not yet committed (shared with the staging thread).
+    unsaved: Arc<AtomicU64>,
+    /// The part of `unsaved` in `pending`.
+    pending_cost: u64,
     /// The next seq after the last commit, published for followers.
     committed: watch::Sender<u64>,
     status: watch::Sender<WriterStatus>,
-    boot_id: u128,
-    uid: u32,
     opts: WriterOptions,
     next_seq: u64,
     enc: Encoder,
@@ -555,37 +778,29 @@ impl WriterThread {
         }
     }
 
-    fn handle(&mut self, cmd: Cmd, force: &mut bool, shutdown: &mut Option<oneshot::Sender<()>>) {
-        match cmd {
-            Cmd::Append(batch, permit) => {
-                let now_rt = super::realtime_now();
-                let now_mono = super::monotonic_now();
-                for e in batch {
-                    self.pending.push(Staged {
-                        seq: self.next_seq,
-                        realtime: e.realtime.unwrap_or(now_rt),
-                        monotonic: e.monotonic.unwrap_or(now_mono),
-                        boot_id: self.boot_id,
-                        uid: self.uid,
-                        new: e,
-                    });
-                    self.next_seq += 1;
+    fn handle(&mut self, job: Job, force: &mut bool, shutdown: &mut Option<oneshot::Sender<()>>) {
+        match job {
+            Job::Staged(staged, cost, permit) => {
+                if let Some(last) = staged.last() {
+                    self.next_seq = last.seq + 1;
                 }
+                self.pending.extend(staged);
+                self.pending_cost += cost;
                 self.permits.extend(permit);
             }
-            Cmd::Flush(tx) => {
+            Job::Flush(tx) => {
                 self.flushers.push(tx);
                 *force = true;
             }
-            Cmd::Maintain(tx) => {
+            Job::Maintain(tx) => {
                 self.commit();
                 let r = self.maintain().map_err(|e| e.to_string());
                 let _ = tx.send(r);
             }
-            Cmd::DiskUsage(tx) => {
+            Job::DiskUsage(tx) => {
                 let _ = tx.send(self.store.disk_usage());
             }
-            Cmd::Vacuum {
+            Job::Vacuum {
                 max_bytes,
                 max_age,
                 reply,
@@ -594,7 +809,7 @@ impl WriterThread {
                 self.commit();
                 let _ = reply.send(self.store.vacuum(max_bytes, max_age));
             }
-            Cmd::Shutdown(tx) => *shutdown = Some(tx),
+            Job::Shutdown(tx) => *shutdown = Some(tx),
         }
     }
 
@@ -652,6 +867,11 @@ impl WriterThread {
             self.note_window();
             self.pending.clear();
             self.permits.clear();
+            self.unsaved.fetch_sub(self.pending_cost, Ordering::Relaxed);
+            self.pending_cost = 0;
+            if let Some(front) = self.front.upgrade() {
+                let _ = front.send(Cmd::Covered);
+            }
             // Size is checked after every commit (a stat and a read): the file must not
             // outgrow MaxUse between checks. Age is checked twice a second.
             if self.last_merge.elapsed() >= self.opts.merge_interval {
@@ -680,6 +900,9 @@ impl WriterThread {
     fn note_window(&self) {
         let used = u64::from(self.queue_bytes) - self.budget.available_permits() as u64;
         self.seen.bytes.fetch_max(used, Ordering::Relaxed);
+        self.seen
+            .commit_bytes
+            .fetch_max(self.pending_cost, Ordering::Relaxed);
         if let Some(oldest) = self.pending.iter().map(|s| s.monotonic).min() {
             let age = super::monotonic_now().saturating_sub(oldest);
             self.seen.age_usec.fetch_max(age, Ordering::Relaxed);
@@ -748,8 +971,8 @@ impl WriterThread {
         let until = Instant::now() + wait;
         loop {
             let left = until.saturating_duration_since(Instant::now());
-            let cmd = match self.rx.recv_timeout(left) {
-                Ok(cmd) => cmd,
+            let job = match self.rx.recv_timeout(left) {
+                Ok(job) => job,
                 Err(_) => return,
             };
             let blocked = || {
@@ -762,19 +985,21 @@ impl WriterThread {
                     error,
                 }
             };
-            match cmd {
-                Cmd::DiskUsage(tx) => {
+            match job {
+                Job::DiskUsage(tx) => {
                     let _ = tx.send(self.store.disk_usage());
                 }
-                Cmd::Maintain(tx) => {
+                Job::Maintain(tx) => {
                     let _ = tx.send(Err(blocked().to_string()));
                 }
-                Cmd::Vacuum { reply, .. } => {
+                Job::Vacuum { reply, .. } => {
                     let _ = reply.send(Err(blocked()));
                 }
                 other => {
-                    if let (Cmd::Append(batch, _), Some(stall)) = (&other, &mut self.stall) {
-                        stall.units.extend(batch.iter().map(|e| e.unit.to_string()));
+                    if let (Job::Staged(batch, ..), Some(stall)) = (&other, &mut self.stall) {
+                        stall
+                            .units
+                            .extend(batch.iter().map(|s| s.new.unit.to_string()));
                     }
                     self.held.push_back(other);
                 }
@@ -816,8 +1041,10 @@ impl WriterThread {
                 ),
             ));
         }
-        // Held like any append, so that it is committed in order after what waited.
-        self.held.push_back(Cmd::Append(batch, None));
+        // Staged like any append, so that it is committed in order after what waited.
+        if let Some(front) = self.front.upgrade() {
+            let _ = front.send(Cmd::Append(batch, None));
+        }
     }
 
     fn maintain(&mut self) -> Result<MaintenanceReport> {
