@@ -311,3 +311,35 @@ fn a_bad_listen_value_is_refused_naming_the_line() {
     assert!(all.contains("bad.socket:2"), "{all}");
     assert!(all.contains("ListenStream="), "{all}");
 }
+
+#[test]
+fn a_tcp_socket_restarted_at_once_binds_its_port_again() {
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    echo_units(&td, "");
+    // A port free a moment ago; the socket unit takes it from here on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    td.write_unit(
+        "tcp.socket",
+        &format!("[Socket]\nListenStream=127.0.0.1:{port}\nService=echo.service\n"),
+    );
+    td.ok(&["daemon-reload"]);
+    td.ok(&["start", "tcp.socket"]);
+    // The fd holder keeps a copy of the listening socket; a stop must have
+    // closed it before the next bind, or that bind finds the port in use.
+    for round in 0..30 {
+        let o = td.corral(&["restart", "tcp.socket"]);
+        assert_eq!(o.code, 0, "round {round}: {o:?}");
+        assert_eq!(
+            td.prop("tcp.socket", "SubState"),
+            "listening",
+            "round {round}"
+        );
+    }
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("the socket listens");
+}

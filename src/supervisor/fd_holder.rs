@@ -20,6 +20,7 @@
 //! - `M` id meta: replace the metadata of the fd kept as id (a reader
 //!   stopped for `daemon-reexec` leaves its unfinished line there).
 //! - `T`: send every fd kept, one `F` id meta packet each, then `E`.
+//! - `S`: answered by `E` once every packet before it is handled.
 //! - `Q`: the manager shuts down cleanly; exit.
 //!
 //! When the manager's connection closes without `Q` (a crash), the holder
@@ -216,6 +217,9 @@ pub fn serve(listener: OwnedFd) -> Result<(), FdHolderError> {
                     }
                     send(conn.as_raw_fd(), b"E", None).map_err(err("send on"))?;
                 }
+                (Some(b'S'), _) => {
+                    send(conn.as_raw_fd(), b"E", None).map_err(err("send on"))?;
+                }
                 (Some(b'Q'), _) => return Ok(()),
                 _ => {}
             }
@@ -355,6 +359,24 @@ impl Client {
             &p,
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         );
+    }
+
+    /// Waits (at most `timeout`) until the holder has handled every packet
+    /// sent before: after [`Client::drop_fd`] of a listening socket, its
+    /// copy is closed, so the address can be bound again at once. Whether
+    /// it answered in time (a holder from before `S` never does).
+    pub fn sync(&self, timeout: std::time::Duration) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        if send(self.conn.as_raw_fd(), b"S", None).is_err() {
+            return false;
+        }
+        let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(self.conn.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, ms), Ok(n) if n > 0) {
+            return false;
+        }
+        matches!(recv(self.conn.as_raw_fd()), Ok(Some((p, _))) if p.first() == Some(&b'E'))
     }
 
     /// Replaces the metadata of the fd deposited as `id`; answered by the
@@ -550,6 +572,8 @@ mod tests {
         let wid = client
             .deposit_tagged(w.as_fd(), &tag(Kind::LogPipeWrite))
             .unwrap();
+        // The holder answers a sync once it handled both deposits.
+        assert!(client.sync(std::time::Duration::from_secs(10)));
         let got: Vec<(u64, Kind, String)> = client
             .take_all()
             .unwrap()

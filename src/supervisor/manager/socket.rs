@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -112,6 +113,10 @@ pub(super) struct SocketBody {
     held: Vec<u64>,
     /// The readiness tasks while armed.
     watches: Vec<AbortHandle>,
+    /// Each readiness task, armed now or aborted, holds a sender of this
+    /// channel beside its duplicate of a listening fd: once the receiver
+    /// sees every sender gone, no duplicate keeps the socket open.
+    watchers: Option<(Sender<()>, Receiver<()>)>,
     /// Distinguishes the current arming's traffic from an earlier one's.
     generation: u64,
     /// The cgroup of the socket's own commands, from the first one to the
@@ -240,6 +245,29 @@ impl SocketBody {
         }
     }
 
+    /// Waits (at most a second) until the readiness tasks aborted by
+    /// [`SocketBody::disarm`] have dropped their duplicates of the fds: the
+    /// runtime drops an aborted task on its own thread, later, and until then
+    /// a TCP port the socket listened on cannot be bound again.
+    fn wait_watchers_gone(&mut self) {
+        let Some((tx, rx)) = self.watchers.take() else {
+            return;
+        };
+        drop(tx);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {
+                    eprintln!("corrald: a socket's readiness task outlived its stop by 1 s");
+                    return;
+                }
+                Ok(()) => {}
+            }
+        }
+    }
+
     /// Stops watching the fds; traffic already reported is ignored.
     fn disarm(&mut self) {
         self.generation += 1;
@@ -264,6 +292,19 @@ fn nonblocking_for_accept(def: &SocketDef, l: &Listening) -> Result<(), listen::
         })?;
     }
     Ok(())
+}
+
+/// A readiness task's duplicate of a listening fd, with its sender of
+/// [`SocketBody::watchers`]: fields drop in order, the fd first.
+struct Watched {
+    fd: std::os::fd::OwnedFd,
+    _done: Sender<()>,
+}
+
+impl AsRawFd for Watched {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
 }
 
 /// The ActiveState of a socket's sub-state.
@@ -344,6 +385,7 @@ impl Manager {
                     Some(s) => {
                         s.disarm();
                         s.listening = None;
+                        s.wait_watchers_gone();
                         s.connections.keys().cloned().collect()
                     }
                     None => Vec::new(),
@@ -486,9 +528,17 @@ impl Manager {
 
     /// Tells the fd holder to close its copies `ids`.
     pub(super) fn drop_held(&self, ids: &[u64]) {
-        if let Some(holder) = self.output.holder() {
+        if let Some(holder) = self.output.holder()
+            && !ids.is_empty()
+        {
             for id in ids {
                 holder.drop_fd(*id);
+            }
+            // Its copies closed before the socket's next bind: a TCP port
+            // another socket still listens on cannot be bound again. A
+            // holder that does not answer costs the bind that wait at most.
+            if !holder.sync(std::time::Duration::from_secs(1)) {
+                eprintln!("corrald: the fd holder did not confirm closing its copies of a socket");
             }
         }
     }
@@ -802,6 +852,7 @@ impl Manager {
         };
         s.disarm();
         let generation = s.generation;
+        let done = s.watchers.get_or_insert_with(channel).0.clone();
         let Some(l) = &s.listening else {
             return;
         };
@@ -818,6 +869,10 @@ impl Manager {
             };
             let tx = tx.clone();
             let unit = name.to_string();
+            let dup = Watched {
+                fd: dup,
+                _done: done.clone(),
+            };
             let task = rt.spawn(async move {
                 // SAFETY: the OwnedFd moves into the AsyncFd and stays
                 // open, the same fd, until the AsyncFd drops it.
