@@ -545,4 +545,28 @@ fn show_of_a_timer_has_systemds_timer_properties() {
         s = Regex::new(re).unwrap().replace_all(&s, rep).into_owned();
     }
     golden("show-timer.txt", &s);
+    // --json keeps every value of the repeated properties.
+    let j: serde_json::Value =
+        serde_json::from_str(&td.ok(&["show", "gold.timer", "--json"]).stdout).unwrap();
+    let calendar = j[0]["TimersCalendar"].as_array().expect("an array");
+    assert_eq!(calendar.len(), 2, "{j}");
+    assert!(
+        calendar[0]
+            .as_str()
+            .unwrap()
+            .contains("OnCalendar=2099-01-01 00:00:00 UTC"),
+        "{j}"
+    );
+    assert!(
+        calendar[1]
+            .as_str()
+            .unwrap()
+            .contains("OnCalendar=Mon *-*-* 12:00:00"),
+        "{j}"
+    );
+    assert_eq!(
+        j[0]["TimersMonotonic"].as_array().map(Vec::len),
+        Some(2),
+        "{j}"
+    );
 }

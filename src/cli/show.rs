@@ -148,7 +148,18 @@ fn numeric_status(word: &str) -> String {
 pub fn unit_json(u: &UnitStatus) -> Value {
     let mut map = serde_json::Map::new();
     for (k, v) in properties(u) {
-        map.insert(k.to_string(), Value::String(v));
+        // A timer may have several of each: an array, even of one, so a
+        // reader finds every value under one type.
+        if matches!(k, "TimersMonotonic" | "TimersCalendar") {
+            if let Value::Array(a) = map
+                .entry(k.to_string())
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                a.push(Value::String(v));
+            }
+        } else {
+            map.insert(k.to_string(), Value::String(v));
+        }
     }
     map.insert(
         "Processes".into(),
