@@ -133,11 +133,9 @@ struct Stall {
     units: BTreeSet<String>,
 }
 
-/// What the handles (and the committing thread) ask of the staging thread.
-enum Cmd {
-    Append(Vec<NewEntry>, Option<OwnedSemaphorePermit>),
-    /// A commit ended: side log files it covers can go.
-    Covered,
+/// A handle's request that the staging thread passes on as it is, in order
+/// with the entries, for the committing thread to answer.
+enum Ask {
     Flush(oneshot::Sender<u64>),
     Maintain(oneshot::Sender<Result<MaintenanceReport, String>>),
     DiskUsage(oneshot::Sender<Result<DiskUsage>>),
@@ -146,6 +144,14 @@ enum Cmd {
         max_age: Option<Duration>,
         reply: oneshot::Sender<Result<VacuumReport>>,
     },
+}
+
+/// What the handles (and the committing thread) ask of the staging thread.
+enum Cmd {
+    Append(Vec<NewEntry>, Option<OwnedSemaphorePermit>),
+    /// A commit ended: side log files it covers can go.
+    Covered,
+    Ask(Ask),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -154,14 +160,7 @@ enum Job {
     /// Entries with their seqs, their cost, and the producer's budget when it is
     /// given back only at the commit.
     Staged(Vec<Staged>, u64, Option<OwnedSemaphorePermit>),
-    Flush(oneshot::Sender<u64>),
-    Maintain(oneshot::Sender<Result<MaintenanceReport, String>>),
-    DiskUsage(oneshot::Sender<Result<DiskUsage>>),
-    Vacuum {
-        max_bytes: Option<u64>,
-        max_age: Option<Duration>,
-        reply: oneshot::Sender<Result<VacuumReport>>,
-    },
+    Ask(Ask),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -425,14 +424,18 @@ impl WriterHandle {
     /// returns the next sequence number the store will assign.
     pub async fn flush(&self) -> Result<u64> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Cmd::Flush(tx)).map_err(|_| self.gone())?;
+        self.tx
+            .send(Cmd::Ask(Ask::Flush(tx)))
+            .map_err(|_| self.gone())?;
         rx.await.map_err(|_| self.gone())
     }
 
     /// Runs merging of small blocks, retention and (when over MaxUse) compaction now.
     pub async fn maintain(&self) -> Result<MaintenanceReport> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Cmd::Maintain(tx)).map_err(|_| self.gone())?;
+        self.tx
+            .send(Cmd::Ask(Ask::Maintain(tx)))
+            .map_err(|_| self.gone())?;
         match rx.await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(JournalError::Maintenance(e)),
@@ -444,7 +447,9 @@ impl WriterHandle {
     /// a vacuum or a commit).
     pub async fn disk_usage(&self) -> Result<DiskUsage> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Cmd::DiskUsage(tx)).map_err(|_| self.gone())?;
+        self.tx
+            .send(Cmd::Ask(Ask::DiskUsage(tx)))
+            .map_err(|_| self.gone())?;
         rx.await.map_err(|_| self.gone())?
     }
 
@@ -458,11 +463,11 @@ impl WriterHandle {
     ) -> Result<VacuumReport> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Cmd::Vacuum {
+            .send(Cmd::Ask(Ask::Vacuum {
                 max_bytes,
                 max_age,
                 reply,
-            })
+            }))
             .map_err(|_| self.gone())?;
         rx.await.map_err(|_| self.gone())?
     }
@@ -563,18 +568,7 @@ impl Front {
                     let _ = tx.send(());
                     return;
                 }
-                Cmd::Flush(tx) => Job::Flush(tx),
-                Cmd::Maintain(tx) => Job::Maintain(tx),
-                Cmd::DiskUsage(tx) => Job::DiskUsage(tx),
-                Cmd::Vacuum {
-                    max_bytes,
-                    max_age,
-                    reply,
-                } => Job::Vacuum {
-                    max_bytes,
-                    max_age,
-                    reply,
-                },
+                Cmd::Ask(ask) => Job::Ask(ask),
             };
             self.send(job);
         }
@@ -788,23 +782,23 @@ impl WriterThread {
                 self.pending_cost += cost;
                 self.permits.extend(permit);
             }
-            Job::Flush(tx) => {
+            Job::Ask(Ask::Flush(tx)) => {
                 self.flushers.push(tx);
                 *force = true;
             }
-            Job::Maintain(tx) => {
+            Job::Ask(Ask::Maintain(tx)) => {
                 self.commit();
                 let r = self.maintain().map_err(|e| e.to_string());
                 let _ = tx.send(r);
             }
-            Job::DiskUsage(tx) => {
+            Job::Ask(Ask::DiskUsage(tx)) => {
                 let _ = tx.send(self.store.disk_usage());
             }
-            Job::Vacuum {
+            Job::Ask(Ask::Vacuum {
                 max_bytes,
                 max_age,
                 reply,
-            } => {
+            }) => {
                 // What was handed in before the request is vacuumed like the rest.
                 self.commit();
                 let _ = reply.send(self.store.vacuum(max_bytes, max_age));
@@ -986,13 +980,13 @@ impl WriterThread {
                 }
             };
             match job {
-                Job::DiskUsage(tx) => {
+                Job::Ask(Ask::DiskUsage(tx)) => {
                     let _ = tx.send(self.store.disk_usage());
                 }
-                Job::Maintain(tx) => {
+                Job::Ask(Ask::Maintain(tx)) => {
                     let _ = tx.send(Err(blocked().to_string()));
                 }
-                Job::Vacuum { reply, .. } => {
+                Job::Ask(Ask::Vacuum { reply, .. }) => {
                     let _ = reply.send(Err(blocked()));
                 }
                 other => {
