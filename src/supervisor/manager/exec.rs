@@ -151,17 +151,7 @@ impl Manager {
             let program = c.resolve_program(&path_env).map_err(|e| e.to_string())?;
             (program, c.expand(&env))
         };
-        let mut spec = SpawnSpec::new(to_cstring(&program.to_string_lossy(), "program path")?);
-        if !argv.is_empty() {
-            spec.argv = argv
-                .iter()
-                .map(|a| to_cstring(a, "argument"))
-                .collect::<Result<_, _>>()?;
-        }
-        spec.env = env
-            .iter()
-            .map(|(k, v)| to_cstring(&format!("{k}={v}"), "environment"))
-            .collect::<Result<_, _>>()?;
+        let mut spec = command_spec(&program, &argv, &env)?;
         if let Some(wd) = &svc.working_directory
             && (!wd.missing_ok || wd.path.is_dir())
         {
@@ -285,6 +275,27 @@ impl Manager {
         }
         Ok(pid)
     }
+}
+
+/// A spec running `program` with `argv` (argv\[0\] included; empty: the
+/// program's path) and the environment `env`, as every command of a unit.
+pub(super) fn command_spec(
+    program: &std::path::Path,
+    argv: &[String],
+    env: &[(String, String)],
+) -> Result<SpawnSpec, String> {
+    let mut spec = SpawnSpec::new(to_cstring(&program.to_string_lossy(), "program path")?);
+    if !argv.is_empty() {
+        spec.argv = argv
+            .iter()
+            .map(|a| to_cstring(a, "argument"))
+            .collect::<Result<_, _>>()?;
+    }
+    spec.env = env
+        .iter()
+        .map(|(k, v)| to_cstring(&format!("{k}={v}"), "environment"))
+        .collect::<Result<_, _>>()?;
+    Ok(spec)
 }
 
 pub(super) fn to_cstring(s: &str, what: &str) -> Result<CString, String> {

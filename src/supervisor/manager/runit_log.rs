@@ -22,7 +22,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use crate::cgroup::Cgroup;
-use crate::cgroup::spawn::{SpawnSpec, Stdio};
+use crate::cgroup::spawn::Stdio;
 use crate::supervisor::fd_holder::{Kept, Kind, Tag};
 use crate::supervisor::lines::priority;
 use crate::supervisor::output::Stream;
@@ -131,12 +131,7 @@ impl Manager {
         };
         let l = &self.runit_logs[name];
         let env = self.process_env(name, None, Cmd::Start);
-        let mut spec = SpawnSpec::new(to_cstring(&log_run.to_string_lossy(), "log/run path")?);
-        spec.argv = vec![to_cstring("./run", "argv")?];
-        spec.env = env
-            .iter()
-            .map(|(k, v)| to_cstring(&format!("{k}={v}"), "environment"))
-            .collect::<Result<_, _>>()?;
+        let mut spec = super::exec::command_spec(&log_run, &["./run".to_string()], &env)?;
         spec.cwd = Some(to_cstring(&r.log_dir().to_string_lossy(), "log directory")?);
         spec.cgroup = Some(l.cgroup.path().to_path_buf());
         spec.stdin = Stdio::Borrowed(l.read.as_raw_fd());

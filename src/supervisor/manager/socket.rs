@@ -24,7 +24,6 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::cgroup::Cgroup;
-use crate::cgroup::spawn::SpawnSpec;
 use crate::supervisor::fd_holder::{Kind, Tag};
 use crate::supervisor::lines::{Line, priority};
 use crate::supervisor::output::Stream;
@@ -40,7 +39,7 @@ use crate::unit::model::StdOutput;
 use crate::unit::{SocketSection, Unit, UnitName};
 
 use super::entry::Phase;
-use super::exec::{output_stdio, to_cstring};
+use super::exec::output_stdio;
 use super::{Body, Def, Input, JobRequest, Manager};
 
 /// A socket unit's definition: its files and its machine's spec.
@@ -733,16 +732,7 @@ impl Manager {
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
         let program = c.resolve_program(&path_env).map_err(|e| e.to_string())?;
-        let mut spec = SpawnSpec::new(to_cstring(&program.to_string_lossy(), "program path")?);
-        spec.argv = c
-            .expand(&env)
-            .iter()
-            .map(|a| to_cstring(a, "argument"))
-            .collect::<Result<_, _>>()?;
-        spec.env = env
-            .iter()
-            .map(|(k, v)| to_cstring(&format!("{k}={v}"), "environment"))
-            .collect::<Result<_, _>>()?;
+        let mut spec = super::exec::command_spec(&program, &c.expand(&env), &env)?;
         spec.cgroup = Some(cg.path().to_path_buf());
         spec.new_session = true;
         let (stdout, out_r) = output_stdio(&StdOutput::Journal, name).map_err(|f| f.message)?;
