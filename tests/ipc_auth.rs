@@ -61,12 +61,18 @@ fn have_root() -> bool {
     common::require("the other-uid tests", &common::missing_root())
 }
 
+/// Held (shared) while a forked child of [`exchange_as`] lives: the child
+/// inherits every fd of the test process, so a socket another test closes
+/// meanwhile stays open in it and still answers connects.
+static FORKS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// Forks a child that becomes `uid`, connects to `path`, writes `send`, half-
 /// closes, and relays everything it reads back until EOF. The child only makes
 /// async-signal-safe calls on memory prepared before the fork (the test
 /// process has threads). Returns the bytes the server sent, or the child's
 /// failure code (10 setuid, 11 socket, 12 connect, 13 write).
 fn exchange_as(uid: u32, path: &Path, send: &[u8]) -> Result<Vec<u8>, i32> {
+    let _forking = FORKS.read().unwrap_or_else(|e| e.into_inner());
     let addr = UnixAddr::new(path).unwrap();
     let (rd, wr) = nix::unistd::pipe().unwrap();
     use std::os::fd::AsRawFd;
@@ -250,6 +256,8 @@ async fn private_socket_is_0600_in_a_0700_dir_whatever_the_umask_and_others_cann
 async fn stale_socket_is_replaced_but_a_live_manager_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("corral/control.sock");
+    // No forked child of another test may hold the closed socket open.
+    let _no_forks = FORKS.write().unwrap_or_else(|e| e.into_inner());
     // A socket left by a manager that died: bound, then closed.
     let first = bind_private(&path).unwrap();
     drop(first);
