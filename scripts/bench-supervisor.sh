@@ -33,6 +33,13 @@ gcc -O2 -o $B/svlat $B/svlat.c || exit 2
 L=$B/svlat
 (cd $ROOT && cargo build --release --bins -q) || exit 2
 CORRAL=$ROOT/target/release/corral; CORRALD=$ROOT/target/release/corrald
+# A stale link/corrald.order (build.rs) costs the manager memory: say how much
+# of it this build still has (scripts/symbol-order.sh makes a new one).
+ORD=$ROOT/link/corrald.order
+if [ -f "$ORD" ]; then
+  have=$(comm -12 <(nm --defined-only $CORRALD | awk '{print $3}' | sort -u) <(sort -u "$ORD") | wc -l)
+  echo "symbol order: $have of $(wc -l < "$ORD") functions of link/corrald.order are in corrald"
+fi
 export CORRAL_SOCKET=$B/run/corral/control.sock
 
 # ---- services ----
