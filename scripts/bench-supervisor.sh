@@ -6,8 +6,9 @@
 #   kill9   SIGKILL of the service -> a new one has exec'd (corral: RestartSec=0)
 #   stop100 stop of a service that forked 100 children: command return time and
 #           survivors (runit/s6 leave forked children behind)
-#   memory  RSS/PSS of the supervision processes with 50 idle services
-#           (corral: corrald alone, and with its fd holder)
+#   memory  RSS/PSS of the supervision processes with 50 idle units (corral:
+#           40 services and 10 listening sockets, as issue 11 counts them;
+#           runit/s6: 50 services), corrald alone and with its fd holder
 # Needs root (cgroups), runit, s6, gcc, python3. Everything started here is
 # stopped here by PID. Prints a summary with corral/peer ratios.
 set -u
@@ -46,7 +47,12 @@ export CORRAL_SOCKET=$B/run/corral/control.sock
 printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sleep infinity\n' > $B/units/sleeper.service
 printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nRestart=always\nRestartSec=0\nExecStart=/bin/sleep infinity\n' > $B/units/phoenix.service
 printf "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/bash -c 'for i in \$(seq 100); do sleep infinity & done; exec sleep infinity'\n" > $B/units/hundred.service
-for i in $(seq -w 1 50); do printf '[Service]\nExecStart=/bin/sleep infinity\n' > $B/units/idle$i.service; done
+for i in $(seq -w 1 40); do printf '[Service]\nExecStart=/bin/sleep infinity\n' > $B/units/idle$i.service; done
+# Idle sockets: listening, their services not started (no connection comes).
+for i in $(seq -w 1 10); do
+  printf '[Socket]\nListenStream=%%t/bench-sock%s.sock\n' $i > $B/units/sock$i.socket
+  printf '[Service]\nExecStart=/bin/sleep infinity\n' > $B/units/sock$i.service
+done
 mksvc() { mkdir -p $1; printf '#!/bin/sh\nexec %s\n' "$2" > $1/run; chmod +x $1/run; touch $1/down; }
 for s in runit s6; do
   mksvc $B/$s/sleeper "sleep infinity"
@@ -109,11 +115,11 @@ for i in $(seq $IT); do
   stop100 s6 s6-svc -u $B/s6/hundred -- s6-svc -wd -d $B/s6/hundred
 done
 
-# memory with 50 idle services
+# memory with 50 idle units
 memsum() { local r=0 p=0 x; for x in "$@"; do [ -r /proc/$x/status ] || continue
   r=$((r+$(awk '/^VmRSS/{print $2}' /proc/$x/status))); p=$((p+$(awk '/^Pss:/{print $2}' /proc/$x/smaps_rollup))); done
   echo "$r $p"; }
-$CORRAL start $(cd $B/units && ls idle*.service) >/dev/null; sleep 2
+$CORRAL start $(cd $B/units && ls idle*.service sock*.socket) >/dev/null; sleep 2
 rec corral mem50 1 "$(memsum $CD)"
 # The fd holder (corrald --fd-holder, its own process) belongs to the manager
 # too: the same sums with it (RSS counts the binary's pages twice, PSS once).
@@ -123,7 +129,7 @@ s6-svscanctl -a $B/s6; sleep 8
 kids() { ps -eo pid=,ppid=,args= | awk -v p=$1 '$2==p && /idle/{print $1}'; }
 rec runit mem50 1 "$(memsum $RSD $(kids $RSD))"
 rec s6 mem50 1 "$(memsum $S6 $(kids $S6))"
-$CORRAL stop $(cd $B/units && ls idle*.service) >/dev/null
+$CORRAL stop $(cd $B/units && ls idle*.service sock*.socket) >/dev/null
 for i in $(seq -w 1 50); do sv down $B/runit/idle$i; s6-svc -d $B/s6/idle$i; done
 
 python3 - $OUT <<'PY' | tee $B/summary.txt
@@ -146,9 +152,9 @@ for op in ('up', 'down'):
     print(f"{op+': command returns (ms)':32s} {c:9.2f} {r:9.2f} {s:9.2f}")
 print(f"{'stop, 100 children: survivors':32s} {med('stop100','corral',1):9.0f} {med('stop100','runit',1):9.0f} {med('stop100','s6',1):9.0f}")
 c, r, s = med('mem50', 'corral'), med('mem50', 'runit'), med('mem50', 's6')
-print(f"{'RSS, 50 idle services (MB)':32s} {c/1024:9.2f} {r/1024:9.2f} {s/1024:9.2f}  {c/r:12.2f} {c/s:9.2f}")
+print(f"{'RSS, 50 idle units (MB)':32s} {c/1024:9.2f} {r/1024:9.2f} {s/1024:9.2f}  {c/r:12.2f} {c/s:9.2f}")
 c, r, s = med('mem50', 'corral', 1), med('mem50', 'runit', 1), med('mem50', 's6', 1)
-print(f"{'PSS, 50 idle services (MB)':32s} {c/1024:9.2f} {r/1024:9.2f} {s/1024:9.2f}  {c/r:12.2f} {c/s:9.2f}")
+print(f"{'PSS, 50 idle units (MB)':32s} {c/1024:9.2f} {r/1024:9.2f} {s/1024:9.2f}  {c/r:12.2f} {c/s:9.2f}")
 c, r, s = med('mem50h', 'corral'), med('mem50', 'runit'), med('mem50', 's6')
 print(f"{'RSS, the same + fd holder (MB)':32s} {c/1024:9.2f} {r/1024:9.2f} {s/1024:9.2f}  {c/r:12.2f} {c/s:9.2f}")
 c, r, s = med('mem50h', 'corral', 1), med('mem50', 'runit', 1), med('mem50', 's6', 1)
