@@ -69,6 +69,13 @@ const UNIT_INVOCATIONS: TableDefinition<(&str, u64), u128> =
 /// unit -> (entries, last_seq).
 const UNITS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("units");
 
+/// redb's page cache of a read-only handle (`corral journal` reading the file). A query
+/// reads each block once; what it reads again is the tables' upper pages, which this
+/// holds many times over. A larger cache only fills with blocks read once, each a
+/// fresh allocation: with 4 MiB, `-g` over 1 M lines took ~1550 page faults, with this
+/// ~600, and 3% less CPU.
+const READ_ONLY_CACHE: usize = 256 * 1024;
+
 /// How long compaction waits for this process's read transactions to end.
 const COMPACT_WAIT: Duration = Duration::from_secs(5);
 
@@ -564,7 +571,7 @@ impl Store {
             Err(e) => return Err(JournalError::io("open journal store", &file, e)),
         }
         let db = redb::Builder::new()
-            .set_cache_size(4 * 1024 * 1024)
+            .set_cache_size(READ_ONLY_CACHE)
             .set_concurrency_mode(ConcurrencyMode::SingleWriter)
             .open_read_only(&file)
             .map_err(|e| JournalError::db(&file, "open read-only", e))?;
