@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::journal::{msgs, ne, noise, open, open_with};
+use common::journal::{msgs, ne, noise, open, open_merging_when_asked, open_with};
 use corral::journal::{Entry, Query, Store, StoreOptions, Stream, WriterOptions, parse_cursor};
 
 #[tokio::test]
@@ -294,16 +294,7 @@ async fn follow_sees_new_entries_quickly() {
 #[tokio::test]
 async fn small_blocks_are_merged_without_changing_results() {
     let dir = tempfile::tempdir().unwrap();
-    // Merging only when asked, so the test sees the blocks before and after.
-    let (store, w) = open_with(
-        dir.path(),
-        StoreOptions::default(),
-        WriterOptions {
-            merge_interval: Duration::from_secs(3600),
-            idle_after: Duration::from_secs(3600),
-            ..Default::default()
-        },
-    );
+    let (store, w) = open_merging_when_asked(dir.path());
     // Trickle logging: every commit holds a few lines of each unit.
     for i in 0..120 {
         w.append_batch(vec![
@@ -710,15 +701,7 @@ async fn the_writer_merges_trickle_blocks_while_busy() {
 async fn blocks_fill_their_page_or_stop_at_the_text_cap() {
     use corral::journal::store::{BLOCK_PAGE, MAX_BLOCK_RAW, block_target};
     let dir = tempfile::tempdir().unwrap();
-    let (store, w) = open_with(
-        dir.path(),
-        StoreOptions::default(),
-        WriterOptions {
-            merge_interval: Duration::from_secs(3600),
-            idle_after: Duration::from_secs(3600),
-            ..Default::default()
-        },
-    );
+    let (store, w) = open_merging_when_asked(dir.path());
     let noisy = |i: u64| ne("noisy", &noise(i, 100));
     let plain_msg = |i: u64| format!("{i:06} {}", "x".repeat(93));
     // One large commit of each, then 700 one-line commits of each to merge.
