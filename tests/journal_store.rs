@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::journal::{msgs, ne, noise, open, open_with};
+use common::journal::{msgs, ne, noise, open, open_merging_when_asked, open_with};
 use corral::journal::{Entry, Query, Store, StoreOptions, Stream, WriterOptions, parse_cursor};
 
 #[tokio::test]
@@ -294,16 +294,7 @@ async fn follow_sees_new_entries_quickly() {
 #[tokio::test]
 async fn small_blocks_are_merged_without_changing_results() {
     let dir = tempfile::tempdir().unwrap();
-    // Merging only when asked, so the test sees the blocks before and after.
-    let (store, w) = open_with(
-        dir.path(),
-        StoreOptions::default(),
-        WriterOptions {
-            merge_interval: Duration::from_secs(3600),
-            idle_after: Duration::from_secs(3600),
-            ..Default::default()
-        },
-    );
+    let (store, w) = open_merging_when_asked(dir.path());
     // Trickle logging: every commit holds a few lines of each unit.
     for i in 0..120 {
         w.append_batch(vec![
@@ -700,6 +691,61 @@ async fn the_writer_merges_trickle_blocks_while_busy() {
     assert_eq!(
         msgs(&store.query(&Query::default()).unwrap()),
         (0..100).map(|i| format!("t{i}")).collect::<Vec<_>>()
+    );
+}
+
+/// A block fills one 32 KiB page (lines that compress to ~60%: more than a 16 KiB
+/// page holds) or stops at `MAX_BLOCK_RAW` of text (lines that compress very well:
+/// 1024 of 100 bytes), whether written at once or merged from one-line commits.
+#[tokio::test]
+async fn blocks_fill_their_page_or_stop_at_the_text_cap() {
+    use corral::journal::store::{BLOCK_PAGE, MAX_BLOCK_RAW, block_target};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, w) = open_merging_when_asked(dir.path());
+    let noisy = |i: u64| ne("noisy", &noise(i, 100));
+    let plain_msg = |i: u64| format!("{i:06} {}", "x".repeat(93));
+    // One large commit of each, then 700 one-line commits of each to merge.
+    w.append_batch((0..3000).map(noisy).collect())
+        .await
+        .unwrap();
+    w.append_batch((0..3000).map(|i| ne("plain", &plain_msg(i))).collect())
+        .await
+        .unwrap();
+    w.flush().await.unwrap();
+    for i in 3000..3700 {
+        w.append_batch(vec![noisy(i), ne("plain", &plain_msg(i))])
+            .await
+            .unwrap();
+        w.flush().await.unwrap();
+    }
+    assert!(store.block_count("plain").unwrap() > 700);
+    w.maintain().await.unwrap();
+    for unit in ["noisy", "plain"] {
+        let sizes = store.block_sizes(unit).unwrap();
+        assert_eq!(sizes.iter().map(|s| s.0).sum::<u32>(), 3700, "{unit}");
+        for &(count, _, stored) in &sizes {
+            assert!(stored as usize <= block_target(unit), "{unit} {sizes:?}");
+            // Each entry's estimate is its 100 bytes and 12.
+            assert!(count as usize * 112 <= MAX_BLOCK_RAW, "{unit} {sizes:?}");
+        }
+    }
+    let noisy_first = store.block_sizes("noisy").unwrap()[0];
+    assert!(
+        noisy_first.2 as usize > BLOCK_PAGE / 2,
+        "a full block of noisy lines fills a 32 KiB page: {noisy_first:?}"
+    );
+    let plain = store.block_sizes("plain").unwrap();
+    assert_eq!(plain[0].0 as usize, MAX_BLOCK_RAW / 112, "{plain:?}");
+    assert!((plain[0].2 as usize) < BLOCK_PAGE / 4, "{plain:?}");
+    assert!(plain.len() <= 5, "one-line blocks are merged: {plain:?}");
+    let all = store.query(&Query::default()).unwrap();
+    assert_eq!(all.len(), 7400);
+    assert_eq!(
+        msgs(&all)
+            .into_iter()
+            .filter(|m| m.starts_with(|c: char| c.is_ascii_digit()))
+            .collect::<Vec<_>>(),
+        (0..3700).map(plain_msg).collect::<Vec<_>>()
     );
 }
 

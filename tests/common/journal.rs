@@ -23,6 +23,20 @@ pub fn open_with(
     (store, w)
 }
 
+/// Like [`open`], with a writer that merges small blocks only when asked
+/// ([`WriterHandle::maintain`]), so a test sees the blocks before and after.
+pub fn open_merging_when_asked(dir: &std::path::Path) -> (Store, WriterHandle) {
+    open_with(
+        dir,
+        StoreOptions::default(),
+        WriterOptions {
+            merge_interval: std::time::Duration::from_secs(3600),
+            idle_after: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+}
+
 /// A stdout entry of `unit` with message `msg`.
 pub fn ne(unit: &str, msg: &str) -> NewEntry {
     NewEntry {
