@@ -1278,9 +1278,13 @@ impl Transaction {
 /// manager issues a stop transaction for each. Requires= dependents stay up,
 /// as in systemd: only an explicit stop propagates to them.
 pub fn bound_by(units: &dyn Units, unit: &str) -> Vec<String> {
+    // BindsTo= is one of the lists a stop propagates along: only those
+    // units need their deps looked at.
     let mut out: Vec<String> = units
-        .loaded()
+        .reverse(unit)
         .into_iter()
+        .filter(|(_, rel)| *rel == Rel::PropagatesStop)
+        .map(|(other, _)| other)
         .filter(|other| units.is_active(other))
         .filter(|other| {
             units

@@ -523,6 +523,10 @@ fn reverse_edges_from_definitions_are_the_generic_ones() {
             "[Service]\nType=dbus\nBusName=org.example.Bus\nExecStart=/bin/true\n",
         ),
         ("db.service", "[Service]\nExecStart=/bin/true\n"),
+        (
+            "bound.service",
+            "[Unit]\nBindsTo=db.service\n[Service]\nExecStart=/bin/sleep 1000\n",
+        ),
         ("net.service", "[Service]\nExecStart=/bin/true\n"),
         ("other.service", "[Service]\nExecStart=/bin/true\n"),
         (
@@ -565,8 +569,7 @@ fn reverse_edges_from_definitions_are_the_generic_ones() {
                 && r.m.load_failure("gone.service").is_some(),
             "the unit with a load error and the masked one are loaded as such"
         );
-        let view = |stopping| super::job_driver::View { m: &r.m, stopping };
-        let mut names = view(false).loaded();
+        let mut names = view(&r.m, false).loaded();
         names.extend(
             [
                 "shutdown.target",
@@ -577,10 +580,14 @@ fn reverse_edges_from_definitions_are_the_generic_ones() {
             .map(String::from),
         );
         for name in &names {
-            let mut fast = view(false).reverse(name);
+            let mut fast = view(&r.m, false).reverse(name);
             fast.sort();
             fast.dedup();
-            assert_eq!(fast, graph::reverse_from_deps(&view(false), name), "{name}");
+            assert_eq!(
+                fast,
+                graph::reverse_from_deps(&view(&r.m, false), name),
+                "{name}"
+            );
             for (verb, stopping) in [
                 (graph::Verb::Start, false),
                 (graph::Verb::Stop, true),
@@ -590,23 +597,24 @@ fn reverse_edges_from_definitions_are_the_generic_ones() {
                     graph::build(u, verb, name).map(|t| (t.layers(), t.initial_failures().to_vec()))
                 };
                 assert_eq!(
-                    tx(&view(stopping)),
-                    tx(&Generic(view(stopping))),
+                    tx(&view(&r.m, stopping)),
+                    tx(&Generic(view(&r.m, stopping))),
                     "{verb:?} {name}"
                 );
             }
         }
         // Not vacuous: each relation, the timer's implicit one, the
         // instance's and the bus socket's (only when it exists) are there.
-        let rev = |name: &str| view(false).reverse(name);
+        let rev = |name: &str| view(&r.m, false).reverse(name);
         let stop = |u: &str| (u.to_string(), Rel::PropagatesStop);
         let conflict = |u: &str| (u.to_string(), Rel::ConflictedBy);
         assert_eq!(
-            graph::reverse_from_deps(&view(false), "db.service"),
+            graph::reverse_from_deps(&view(&r.m, false), "db.service"),
             [
                 stop("app.service"),
                 stop("both.service"),
                 conflict("both.service"),
+                stop("bound.service"),
                 conflict("broken.service"),
                 stop("grp.target"),
                 stop("mc@7.service"),
@@ -633,5 +641,24 @@ fn reverse_edges_from_definitions_are_the_generic_ones() {
                 vec![]
             }
         );
+        // A unit going down stops the active units bound to it: found
+        // among its reverse edges, as among every loaded unit.
+        let mut reply = r.job("bound.service", JobRequest::Start);
+        assert_eq!(answered(&mut reply), Some(Ok(Vec::new())));
+        for name in &names {
+            assert_eq!(
+                graph::bound_by(&view(&r.m, true), name),
+                graph::bound_by(&Generic(view(&r.m, true)), name),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            graph::bound_by(&view(&r.m, true), "db.service"),
+            ["bound.service"]
+        );
     }
+}
+
+fn view(m: &Manager, stopping: bool) -> super::job_driver::View<'_> {
+    super::job_driver::View { m, stopping }
 }
