@@ -144,6 +144,7 @@ impl Units for View<'_> {
         // Whether dbus.socket can be loaded: a file parse, so asked once and
         // only when a Type=dbus service could name it.
         let mut bus_socket = None;
+        let bus_name = name == graph::DBUS_SOCKET;
         for (other, e) in &self.m.units {
             let (stop, conflict) = match &e.def {
                 Ok(def) => {
@@ -156,7 +157,7 @@ impl Units for View<'_> {
                         || has(&u.unit.binds_to)
                         || has(&u.unit.requisite)
                         || has(&u.unit.part_of)
-                        || (name == graph::DBUS_SOCKET
+                        || (bus_name
                             && graph::is_dbus_service(u)
                             && *bus_socket
                                 .get_or_insert_with(|| graph::bus_socket_exists(&self.m.loader)));
@@ -174,7 +175,9 @@ impl Units for View<'_> {
                     d.names_backwards(name)
                 }
             };
-            out.extend(Rel::pick(stop, conflict).map(|r| (other.to_string(), r)));
+            if stop || conflict {
+                out.extend(Rel::pick(stop, conflict).map(|r| (other.to_string(), r)));
+            }
         }
         out
     }
