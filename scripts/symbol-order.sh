@@ -19,6 +19,7 @@
 # Needs root (cgroups), valgrind, python3.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/scripts/valgrind-corrald.sh"
 command -v valgrind >/dev/null || { echo "symbol-order.sh: needs valgrind (apt-get install valgrind)" >&2; exit 2; }
 (cd "$ROOT" && cargo build --release --bins -q)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -46,14 +47,7 @@ XDG_RUNTIME_DIR=$B/run setsid valgrind --tool=callgrind --dump-instr=no --compre
   --runit-dir "$B/none" --state-dir "$B/state" --runtime-dir "$B/run/corral" \
   --cgroup-root "$CGROOT" </dev/null >"$B/corrald.log" 2>&1 &
 CD=$!
-cleanup() {
-  kill "$CD" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$CD" 2>/dev/null || break; sleep 0.1; done
-  if [ -d "$CGROOT" ]; then
-    echo 1 > "$CGROOT/cgroup.kill" 2>/dev/null || true; sleep 0.5
-    find "$CGROOT" -depth -type d -exec rmdir {} \; 2>/dev/null || true
-  fi
-}
+cleanup() { stop_corrald "$CD" "$CGROOT"; }
 trap cleanup EXIT
 for _ in $(seq 300); do [ -S "$CORRAL_SOCKET" ] && break; sleep 0.1; done
 [ -S "$CORRAL_SOCKET" ] || { echo "symbol-order.sh: corrald did not start" >&2; cat "$B/corrald.log" >&2; exit 1; }

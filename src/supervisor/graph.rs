@@ -162,11 +162,7 @@ impl Deps {
     /// Without the socket unit nothing is added, so that a bus started some
     /// other way (DBUS_SESSION_BUS_ADDRESS) still serves.
     pub fn with_bus_socket(mut self, u: &Unit, bus_socket_exists: impl FnOnce() -> bool) -> Deps {
-        let dbus = u
-            .service
-            .as_ref()
-            .is_some_and(|s| s.service_type == crate::unit::model::ServiceType::Dbus);
-        if !dbus || !bus_socket_exists() {
+        if !is_dbus_service(u) || !bus_socket_exists() {
             return self;
         }
         for list in [&mut self.requires, &mut self.after] {
@@ -176,6 +172,14 @@ impl Deps {
         }
         self
     }
+}
+
+/// Whether `u` is a Type=dbus service, which requires [`DBUS_SOCKET`] when
+/// that exists (see [`Deps::with_bus_socket`]).
+pub fn is_dbus_service(u: &Unit) -> bool {
+    u.service
+        .as_ref()
+        .is_some_and(|s| s.service_type == crate::unit::model::ServiceType::Dbus)
 }
 
 /// Whether the loader finds an unmasked [`DBUS_SOCKET`].
@@ -285,6 +289,65 @@ pub trait Units {
     /// The names of every loaded unit, to find the reverse dependencies
     /// (RequiredBy, BoundBy, ConsistsOf, ConflictedBy).
     fn loaded(&self) -> Vec<String>;
+    /// The loaded units whose dependencies on `name` a transaction follows
+    /// backwards, in any order. The default asks every loaded unit for its
+    /// [`deps`](Units::deps) ([`reverse_from_deps`]); a manager that can
+    /// answer for one name without that overrides it, since a transaction
+    /// should cost what it touches, not what is loaded.
+    fn reverse(&self, name: &str) -> Vec<(String, Rel)> {
+        reverse_from_deps(self, name)
+    }
+}
+
+/// How another unit depends on one: the reverse edges a transaction follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rel {
+    /// The other unit Requires=, BindsTo= or Requisite= this one, or is
+    /// PartOf= it: stopping this one stops it.
+    PropagatesStop,
+    /// The other unit Conflicts= with this one.
+    ConflictedBy,
+}
+
+/// The reverse edges of `name` from every loaded unit's [`Units::deps`]
+/// (those that cannot be looked up have none), sorted by unit, a unit's
+/// [`Rel::PropagatesStop`] before its [`Rel::ConflictedBy`].
+pub fn reverse_from_deps<U: Units + ?Sized>(units: &U, name: &str) -> Vec<(String, Rel)> {
+    let mut names = units.loaded();
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    for other in names {
+        let Ok(d) = units.deps(&other) else {
+            continue;
+        };
+        let (stop, conflict) = d.names_backwards(name);
+        out.extend(Rel::pick(stop, conflict).map(|r| (other.clone(), r)));
+    }
+    out
+}
+
+impl Rel {
+    /// The relations a unit has to another: [`Rel::PropagatesStop`] if
+    /// `stop`, then [`Rel::ConflictedBy`] if `conflict`.
+    pub fn pick(stop: bool, conflict: bool) -> impl Iterator<Item = Rel> {
+        [(stop, Rel::PropagatesStop), (conflict, Rel::ConflictedBy)]
+            .into_iter()
+            .filter_map(|(yes, r)| yes.then_some(r))
+    }
+}
+
+impl Deps {
+    /// Whether these lists name `name` in a way a transaction follows
+    /// backwards: (a stop of `name` propagates here, `name` is conflicted by this).
+    pub fn names_backwards(&self, name: &str) -> (bool, bool) {
+        let has = |list: &[String]| list.iter().any(|n| n == name);
+        let stop = has(&self.requires)
+            || has(&self.binds_to)
+            || has(&self.requisite)
+            || has(&self.part_of);
+        (stop, has(&self.conflicts))
+    }
 }
 
 /// What the user asked for.
@@ -504,7 +567,6 @@ pub fn build(units: &dyn Units, verb: Verb, unit: &str) -> Result<Transaction, G
         deps: HashMap::new(),
         nodes: Vec::new(),
         index: BTreeMap::new(),
-        reverse: None,
     };
     b.add_anchor(verb, unit)?;
     b.finish(verb, unit)
@@ -516,16 +578,6 @@ struct Builder<'a> {
     /// The jobs; `None` once deleted.
     nodes: Vec<Option<Node>>,
     index: BTreeMap<(String, JobKind), JobId>,
-    /// Reverse relations of every loaded unit: name -> [(other, relation)].
-    reverse: Option<HashMap<String, Vec<(String, Rel)>>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rel {
-    /// The other unit Requires=, BindsTo= or Requisite= this one, or is PartOf= it.
-    PropagatesStop,
-    /// The other unit Conflicts= with this one.
-    ConflictedBy,
 }
 
 impl Builder<'_> {
@@ -537,41 +589,15 @@ impl Builder<'_> {
         Ok(&self.deps[name])
     }
 
+    /// The reverse edges of `name` in one order whatever [`Units::reverse`]
+    /// gives: by unit, [`Rel::PropagatesStop`] first, each once. Each unit
+    /// is looked up, as its job needs its deps (ordering, failures); one
+    /// that cannot be has no edges.
     fn reverse(&mut self, name: &str) -> Vec<(String, Rel)> {
-        if self.reverse.is_none() {
-            let mut rev: HashMap<String, Vec<(String, Rel)>> = HashMap::new();
-            let mut names = self.units.loaded();
-            names.sort();
-            names.dedup();
-            for other in names {
-                let Ok(d) = self.lookup(&other).cloned() else {
-                    continue;
-                };
-                for target in d
-                    .requires
-                    .iter()
-                    .chain(&d.binds_to)
-                    .chain(&d.requisite)
-                    .chain(&d.part_of)
-                {
-                    rev.entry(target.clone())
-                        .or_default()
-                        .push((other.clone(), Rel::PropagatesStop));
-                }
-                for target in &d.conflicts {
-                    rev.entry(target.clone())
-                        .or_default()
-                        .push((other.clone(), Rel::ConflictedBy));
-                }
-            }
-            self.reverse = Some(rev);
-        }
-        let mut out = self
-            .reverse
-            .as_ref()
-            .and_then(|r| r.get(name).cloned())
-            .unwrap_or_default();
+        let mut out = self.units.reverse(name);
+        out.sort();
         out.dedup();
+        out.retain(|(other, _)| self.lookup(other).is_ok());
         out
     }
 
@@ -1252,9 +1278,13 @@ impl Transaction {
 /// manager issues a stop transaction for each. Requires= dependents stay up,
 /// as in systemd: only an explicit stop propagates to them.
 pub fn bound_by(units: &dyn Units, unit: &str) -> Vec<String> {
+    // BindsTo= is one of the lists a stop propagates along: only those
+    // units need their deps looked at.
     let mut out: Vec<String> = units
-        .loaded()
+        .reverse(unit)
         .into_iter()
+        .filter(|(_, rel)| *rel == Rel::PropagatesStop)
+        .map(|(other, _)| other)
         .filter(|other| units.is_active(other))
         .filter(|other| {
             units

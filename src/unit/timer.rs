@@ -171,9 +171,20 @@ pub fn implicit_dependencies(u: &Unit) -> TimerDependencies {
     if u.unit.default_dependencies {
         out.before.extend(fixed(TIMERS_TARGET));
         out.before.extend(fixed("shutdown.target"));
-        out.conflicts.extend(fixed("shutdown.target"));
+        out.conflicts
+            .extend(IMPLICIT_CONFLICTS.into_iter().filter_map(fixed));
     }
     out
+}
+
+/// What a timer with default dependencies conflicts with without saying so.
+const IMPLICIT_CONFLICTS: [&str; 1] = ["shutdown.target"];
+
+/// Whether `u` conflicts with `name` implicitly, as
+/// [`implicit_dependencies`] says, without building those: a transaction
+/// asks this of every loaded unit.
+pub fn conflicts_implicitly(u: &Unit, name: &str) -> bool {
+    u.timer.is_some() && u.unit.default_dependencies && IMPLICIT_CONFLICTS.contains(&name)
 }
 
 impl Applier<'_> {

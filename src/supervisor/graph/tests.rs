@@ -837,3 +837,64 @@ fn a_type_dbus_service_requires_and_follows_the_bus_socket_when_it_exists() {
         vec![vec!["dbus.socket/start"], vec!["a.service/start"]]
     );
 }
+
+/// A [`World`] whose [`Units::reverse`] answers in another order, with
+/// duplicates, as an implementation is allowed to.
+struct Shuffled(World);
+
+impl Units for Shuffled {
+    fn deps(&self, name: &str) -> Result<Deps, Missing> {
+        self.0.deps(name)
+    }
+    fn is_active(&self, name: &str) -> bool {
+        self.0.is_active(name)
+    }
+    fn loaded(&self) -> Vec<String> {
+        self.0.loaded()
+    }
+    fn reverse(&self, name: &str) -> Vec<(String, Rel)> {
+        let mut edges = reverse_from_deps(&self.0, name);
+        edges.extend(edges.clone());
+        edges.reverse();
+        edges
+    }
+}
+
+#[test]
+fn the_order_reverse_edges_come_in_does_not_change_the_transaction() {
+    let world = || {
+        World::default()
+            .unit("bus.service", "")
+            .unit("req.service", "Requires=bus.service")
+            .unit("bound.service", "BindsTo=bus.service Conflicts=bus.service")
+            .unit("part.service", "PartOf=bus.service")
+            .unit("c.service", "Conflicts=bus.service")
+            .unit("d.service", "Conflicts=bus.service")
+            .active(&[
+                "bus.service",
+                "req.service",
+                "part.service",
+                "c.service",
+                "d.service",
+            ])
+    };
+    let (w, shuffled) = (world(), Shuffled(world()));
+    assert_eq!(
+        shuffled.reverse("bus.service").first(),
+        Some(&("req.service".to_string(), Rel::PropagatesStop)),
+        "the shuffled order is not the sorted one"
+    );
+    for verb in [Verb::Start, Verb::Stop, Verb::Restart] {
+        let jobs = |u: &dyn Units| build(u, verb, "bus.service").map(|t| t.jobs());
+        let got = jobs(&shuffled);
+        assert!(
+            got.as_ref().is_ok_and(|j| j.len() >= 2),
+            "{verb:?}: {got:?}"
+        );
+        assert_eq!(got, jobs(&w), "{verb:?}");
+    }
+    assert_eq!(
+        bound_by(&shuffled, "bus.service"),
+        bound_by(&w, "bus.service")
+    );
+}

@@ -23,7 +23,8 @@ use tokio::sync::oneshot;
 
 use crate::ipc::proto::{ErrorKind, Failure, Response};
 use crate::supervisor::graph::{
-    self, DEFAULT_TARGET, Deps, GraphError, JobKind, JobResult, Missing, Transaction, Units, Verb,
+    self, DEFAULT_TARGET, Deps, GraphError, JobKind, JobResult, Missing, Rel, Transaction, Units,
+    Verb,
 };
 use crate::supervisor::readopt::QueuedJob;
 use crate::supervisor::state::{ActiveState, ServiceResult};
@@ -91,9 +92,9 @@ struct Run {
 /// activating unit waits for it); for a stop or restart, anything not
 /// inactive or failed (so a stop of an activating or deactivating unit waits
 /// until its cgroup is gone).
-struct View<'a> {
-    m: &'a Manager,
-    stopping: bool,
+pub(super) struct View<'a> {
+    pub(super) m: &'a Manager,
+    pub(super) stopping: bool,
 }
 
 impl Units for View<'_> {
@@ -134,6 +135,51 @@ impl Units for View<'_> {
 
     fn loaded(&self) -> Vec<String> {
         self.m.units.keys().map(UnitName::to_string).collect()
+    }
+
+    /// As the default, but from the loaded definitions' own lists: no
+    /// [`Deps`] is built for a unit that does not name `name`.
+    fn reverse(&self, name: &str) -> Vec<(String, Rel)> {
+        let mut out = Vec::new();
+        // Whether dbus.socket can be loaded: a file parse, so asked once and
+        // only when a Type=dbus service could name it.
+        let mut bus_socket = None;
+        let bus_name = name == graph::DBUS_SOCKET;
+        for (other, e) in &self.m.units {
+            let (stop, conflict) = match &e.def {
+                Ok(def) => {
+                    let u = def.unit();
+                    // Deps::from_unit drops templates from the lists.
+                    let has = |list: &[UnitName]| {
+                        list.iter().any(|n| n.as_str() == name && !n.is_template())
+                    };
+                    let stop = has(&u.unit.requires)
+                        || has(&u.unit.binds_to)
+                        || has(&u.unit.requisite)
+                        || has(&u.unit.part_of)
+                        || (bus_name
+                            && graph::is_dbus_service(u)
+                            && *bus_socket
+                                .get_or_insert_with(|| graph::bus_socket_exists(&self.m.loader)));
+                    let conflict =
+                        has(&u.unit.conflicts) || crate::unit::timer::conflicts_implicitly(u, name);
+                    (stop, conflict)
+                }
+                Err(LoadError::Masked(_)) => continue,
+                // Its dependencies come from its files (see `deps`): rare
+                // enough to pay for.
+                Err(_) => {
+                    let Ok(d) = self.deps(other.as_str()) else {
+                        continue;
+                    };
+                    d.names_backwards(name)
+                }
+            };
+            if stop || conflict {
+                out.extend(Rel::pick(stop, conflict).map(|r| (other.to_string(), r)));
+            }
+        }
+        out
     }
 }
 

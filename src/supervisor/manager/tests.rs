@@ -21,6 +21,7 @@ use tokio::task::AbortHandle;
 use crate::cgroup::spawn::{SpawnError, SpawnSpec};
 use crate::cgroup::{Cgroup, CgroupError, TempCgroup};
 use crate::ipc::proto::Failure;
+use crate::supervisor::graph::{self, Rel, Units};
 use crate::supervisor::output::Output;
 use crate::supervisor::state::{Exit, Pid};
 use crate::unit::{Loader, SpecifierContext};
@@ -483,4 +484,181 @@ fn stopping_a_forking_unit_signals_its_cgroup_and_ends_the_invocation() {
             assert!(r.m.units["f.service"].inv().is_none());
         },
     );
+}
+
+/// The manager's [`Units`] with the graph's generic reverse edges: every
+/// loaded unit's deps.
+struct Generic<'a>(super::job_driver::View<'a>);
+
+impl Units for Generic<'_> {
+    fn deps(&self, name: &str) -> Result<graph::Deps, graph::Missing> {
+        self.0.deps(name)
+    }
+    fn is_active(&self, name: &str) -> bool {
+        self.0.is_active(name)
+    }
+    fn loaded(&self) -> Vec<String> {
+        self.0.loaded()
+    }
+}
+
+/// The reverse edges and the transactions the manager's own reverse scan
+/// gives are those of the generic one, on units with every relation.
+#[test]
+fn reverse_edges_from_definitions_are_the_generic_ones() {
+    let units: &[(&str, &str)] = &[
+        (
+            "app.service",
+            "[Unit]\nRequires=db.service mc@.service\nBindsTo=bus.service\n\
+             Requisite=net.service\nPartOf=grp.target\nConflicts=other.service\n\
+             Wants=net.service\n[Service]\nExecStart=/bin/sleep 1000\n",
+        ),
+        // Both relations to one unit: its stop edge comes first.
+        (
+            "both.service",
+            "[Unit]\nRequires=db.service\nConflicts=db.service\n[Service]\nExecStart=/bin/true\n",
+        ),
+        (
+            "bus.service",
+            "[Service]\nType=dbus\nBusName=org.example.Bus\nExecStart=/bin/true\n",
+        ),
+        ("db.service", "[Service]\nExecStart=/bin/true\n"),
+        (
+            "bound.service",
+            "[Unit]\nBindsTo=db.service\n[Service]\nExecStart=/bin/sleep 1000\n",
+        ),
+        ("net.service", "[Service]\nExecStart=/bin/true\n"),
+        ("other.service", "[Service]\nExecStart=/bin/true\n"),
+        (
+            "grp.target",
+            "[Unit]\nRequires=db.service\nConflicts=net.service\n",
+        ),
+        // Implicit Conflicts=shutdown.target, and without it.
+        ("tick.timer", "[Timer]\nOnCalendar=daily\nUnit=db.service\n"),
+        (
+            "quiet.timer",
+            "[Unit]\nDefaultDependencies=no\n[Timer]\nOnCalendar=daily\nUnit=db.service\n",
+        ),
+        (
+            "mc@.service",
+            "[Unit]\nPartOf=db.service\n[Service]\nExecStart=/bin/true %i\n",
+        ),
+        // A load error (nothing to run): its deps come from its files.
+        (
+            "broken.service",
+            "[Unit]\nRequires=net.service\nConflicts=db.service\n[Service]\n",
+        ),
+        // Masked: no edges at all.
+        ("gone.service", ""),
+    ];
+    let socket = (
+        "dbus.socket",
+        "[Socket]\nListenStream=%t/txcost-bus\nService=bus.service\n",
+    );
+    let with_socket: Vec<(&str, &str)> = units.iter().copied().chain([socket]).collect();
+    let rt = runtime();
+    let _g = rt.enter();
+    for (set, bus) in [(units, false), (&with_socket[..], true)] {
+        let Some(mut r) = Rig::new(set) else {
+            return;
+        };
+        r.m.resolve("mc@7.service")
+            .expect("template instance loads");
+        assert!(
+            r.m.load_failure("broken.service").is_some()
+                && r.m.load_failure("gone.service").is_some(),
+            "the unit with a load error and the masked one are loaded as such"
+        );
+        let mut names = view(&r.m, false).loaded();
+        names.extend(
+            [
+                "shutdown.target",
+                "dbus.socket",
+                "mc@.service",
+                "absent.service",
+            ]
+            .map(String::from),
+        );
+        for name in &names {
+            let mut fast = view(&r.m, false).reverse(name);
+            fast.sort();
+            fast.dedup();
+            assert_eq!(
+                fast,
+                graph::reverse_from_deps(&view(&r.m, false), name),
+                "{name}"
+            );
+            for (verb, stopping) in [
+                (graph::Verb::Start, false),
+                (graph::Verb::Stop, true),
+                (graph::Verb::Restart, true),
+            ] {
+                let tx = |u: &dyn Units| {
+                    graph::build(u, verb, name).map(|t| (t.layers(), t.initial_failures().to_vec()))
+                };
+                assert_eq!(
+                    tx(&view(&r.m, stopping)),
+                    tx(&Generic(view(&r.m, stopping))),
+                    "{verb:?} {name}"
+                );
+            }
+        }
+        // Not vacuous: each relation, the timer's implicit one, the
+        // instance's and the bus socket's (only when it exists) are there.
+        let rev = |name: &str| view(&r.m, false).reverse(name);
+        let stop = |u: &str| (u.to_string(), Rel::PropagatesStop);
+        let conflict = |u: &str| (u.to_string(), Rel::ConflictedBy);
+        assert_eq!(
+            graph::reverse_from_deps(&view(&r.m, false), "db.service"),
+            [
+                stop("app.service"),
+                stop("both.service"),
+                conflict("both.service"),
+                stop("bound.service"),
+                conflict("broken.service"),
+                stop("grp.target"),
+                stop("mc@7.service"),
+            ]
+        );
+        for (name, edge) in [
+            ("bus.service", stop("app.service")),
+            ("net.service", stop("app.service")),
+            ("net.service", stop("broken.service")),
+            ("net.service", conflict("grp.target")),
+            ("grp.target", stop("app.service")),
+            ("other.service", conflict("app.service")),
+            ("shutdown.target", conflict("tick.timer")),
+        ] {
+            assert!(rev(name).contains(&edge), "{name}: {edge:?}");
+        }
+        assert!(!rev("shutdown.target").contains(&conflict("quiet.timer")));
+        assert!(rev("mc@.service").is_empty());
+        assert_eq!(
+            rev("dbus.socket"),
+            if bus {
+                vec![stop("bus.service")]
+            } else {
+                vec![]
+            }
+        );
+        // A unit going down stops the active units bound to it: found
+        // among its reverse edges, as among every loaded unit.
+        let mut reply = r.job("bound.service", JobRequest::Start);
+        assert_eq!(answered(&mut reply), Some(Ok(Vec::new())));
+        for name in &names {
+            assert_eq!(
+                graph::bound_by(&view(&r.m, true), name),
+                graph::bound_by(&Generic(view(&r.m, true)), name),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            graph::bound_by(&view(&r.m, true), "db.service"),
+            ["bound.service"]
+        );
+    }
+}
+
+fn view(m: &Manager, stopping: bool) -> super::job_driver::View<'_> {
+    super::job_driver::View { m, stopping }
 }
