@@ -55,8 +55,9 @@ pub struct Unit {
     pub timer: Option<Box<TimerSection>>,
     /// `[Socket]`; `Some` exactly for `.socket` units.
     pub socket: Option<Box<SocketSection>>,
-    /// `[Install]`.
-    pub install: InstallSection,
+    /// `[Install]`: shared by every unit with an equal one (see
+    /// [`Shared::intern`]).
+    pub install: Shared<InstallSection>,
     /// Other names of this unit: alias symlinks found and `Alias=`.
     pub aliases: Vec<UnitName>,
     /// Directives kept but not interpreted (unsupported ones, sections of
@@ -82,7 +83,7 @@ impl Unit {
             service,
             timer,
             socket,
-            install: InstallSection::default(),
+            install: Shared::default(),
             aliases: Vec::new(),
             unsupported: Vec::new(),
             diagnostics: Vec::new(),
@@ -144,9 +145,9 @@ impl Unit {
     }
 }
 
-/// A section most units leave at its defaults: every unit that does shares
-/// one copy (a thousand timers kept a thousand `[Unit]`s of twelve empty
-/// lists, 370 B each). It reads as the section (`Deref`); a change
+/// A section most units leave at its defaults, or have the same as many
+/// others: every unit that does shares one copy (a thousand timers kept a
+/// thousand `[Unit]`s of twelve empty lists, 370 B each). It reads as the section (`Deref`); a change
 /// (`DerefMut`) first makes the unit's own copy when it is shared
 /// (`Arc::make_mut`), so it behaves as a value of its own.
 #[derive(Clone, PartialEq, Eq)]
@@ -184,22 +185,67 @@ impl<T: Clone> Shared<T> {
     }
 }
 
-/// The one default `[Unit]` of the process.
-fn default_unit_section() -> &'static std::sync::Arc<UnitSection> {
-    static DEFAULT: std::sync::OnceLock<std::sync::Arc<UnitSection>> = std::sync::OnceLock::new();
-    DEFAULT.get_or_init(Default::default)
+/// A section with one shared default in the process: a unit that never
+/// changes it points to that one.
+pub trait SharedDefault: Default + 'static {
+    /// The process's one default of the section.
+    fn shared_default() -> &'static std::sync::Arc<Self>;
 }
 
-impl Default for Shared<UnitSection> {
-    fn default() -> Self {
-        Shared(default_unit_section().clone())
+impl SharedDefault for UnitSection {
+    fn shared_default() -> &'static std::sync::Arc<Self> {
+        static DEFAULT: std::sync::OnceLock<std::sync::Arc<UnitSection>> =
+            std::sync::OnceLock::new();
+        DEFAULT.get_or_init(Default::default)
     }
 }
 
-impl Shared<UnitSection> {
-    /// Still the shared default `[Unit]` (nothing in it was changed).
+impl SharedDefault for InstallSection {
+    fn shared_default() -> &'static std::sync::Arc<Self> {
+        static DEFAULT: std::sync::OnceLock<std::sync::Arc<InstallSection>> =
+            std::sync::OnceLock::new();
+        DEFAULT.get_or_init(Default::default)
+    }
+}
+
+impl<T: SharedDefault> Default for Shared<T> {
+    fn default() -> Self {
+        Shared(T::shared_default().clone())
+    }
+}
+
+impl<T: SharedDefault> Shared<T> {
+    /// Still the shared default (nothing in it was changed).
     pub fn is_default(&self) -> bool {
-        std::sync::Arc::ptr_eq(&self.0, default_unit_section())
+        std::sync::Arc::ptr_eq(&self.0, T::shared_default())
+    }
+}
+
+impl Shared<InstallSection> {
+    /// The same section, shared with every unit loaded with an equal one:
+    /// timers are mostly `WantedBy=timers.target`, services
+    /// `WantedBy=default.target`, and a thousand timers kept a thousand
+    /// copies (180 B each with the list and the name). A later change
+    /// still makes the unit's own copy (`DerefMut`).
+    pub fn intern(&mut self) {
+        use std::collections::BTreeSet;
+        use std::sync::{Arc, Mutex};
+        /// The sections in use, and the table's size after its last pruning.
+        static TABLE: Mutex<(BTreeSet<Arc<InstallSection>>, usize)> =
+            Mutex::new((BTreeSet::new(), 0));
+        let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+        let (set, pruned_len) = &mut *table;
+        if let Some(same) = set.get(&*self.0) {
+            self.0 = same.clone();
+            return;
+        }
+        // The sections no unit holds any more (reloads, units gone) go
+        // once the table has doubled: amortized O(1) per unit.
+        if set.len() >= 2 * *pruned_len + 16 {
+            set.retain(|s| Arc::strong_count(s) > 1);
+            *pruned_len = set.len();
+        }
+        set.insert(self.0.clone());
     }
 }
 
@@ -291,7 +337,7 @@ impl Default for UnitSection {
 }
 
 /// `[Install]`: how `enable` links the unit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InstallSection {
     /// `WantedBy=`.
     pub wanted_by: Vec<UnitName>,
@@ -1819,10 +1865,19 @@ impl Applier<'_> {
         // The default `[Unit]` has no names to dedup, and a change would
         // give the unit a copy of its own.
         let default_unit = unit.unit.is_default();
+        let default_install = unit.install.is_default();
         for field in ListField::ALL {
-            if field.in_install() || !default_unit {
+            let default = if field.in_install() {
+                default_install
+            } else {
+                default_unit
+            };
+            if !default {
                 dedup_in_order(field.get(unit));
             }
+        }
+        if !default_install {
+            unit.install.intern();
         }
         self.finish_timer(unit);
         self.finish_socket(unit);
