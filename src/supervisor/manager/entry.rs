@@ -33,7 +33,7 @@ pub(super) enum Def {
     /// A target: its files alone (dependencies, conditions, OnFailure=).
     Target(Arc<Unit>),
     /// A timer: its `[Timer]` and the unit it triggers.
-    Timer(Arc<TimerDef>),
+    Timer(TimerDef),
     /// A socket: its files and its machine's spec.
     Socket(Arc<SocketDef>),
 }

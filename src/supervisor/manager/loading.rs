@@ -79,10 +79,9 @@ impl Manager {
             Ok(u) if u.masked => Err(LoadError::Bad(format!(
                 "Unit {name} failed to load: the unit it triggers, {triggers}, is masked"
             ))),
-            _ => Ok(Def::Timer(Arc::new(TimerDef {
+            _ => Ok(Def::Timer(TimerDef {
                 unit: Arc::new(unit),
-                triggers,
-            }))),
+            })),
         }
     }
 

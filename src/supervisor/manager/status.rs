@@ -158,7 +158,7 @@ impl Manager {
                 _ => None,
             },
             triggers: match &e.def {
-                Ok(Def::Timer(d)) => vec![d.triggers.to_string()],
+                Ok(Def::Timer(d)) => vec![d.triggers().to_string()],
                 _ => triggers,
             },
             triggered_by: {
