@@ -81,10 +81,9 @@ impl TimerBody {
     /// converted at the clocks' current offset), the earlier of both.
     pub(super) fn next_realtime(&self) -> Option<u64> {
         let n = self.timer.next;
-        let mono = n
-            .monotonic
+        let mono = (n.monotonic.get())
             .map(|m| (timer_clock::now(true) + m).saturating_sub(timer_clock::now(false)));
-        match (mono, n.realtime) {
+        match (mono, n.realtime.get()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -260,10 +259,10 @@ impl Manager {
                 .zip(cal)
                 .map(|(c, at)| (c.spec.to_string(), at.filter(|_| waiting)))
                 .collect(),
-            next_realtime: b.timer.next.realtime,
-            next_monotonic: b.timer.next.monotonic,
-            last_trigger: b.timer.last_trigger_realtime,
-            last_trigger_monotonic: b.timer.last_trigger_monotonic,
+            next_realtime: b.timer.next.realtime.get(),
+            next_monotonic: b.timer.next.monotonic.get(),
+            last_trigger: b.timer.last_trigger_realtime.get(),
+            last_trigger_monotonic: b.timer.last_trigger_monotonic.get(),
             accuracy: us(s.accuracy),
             randomized_delay: us(s.randomized_delay),
             flags: [
@@ -337,7 +336,9 @@ impl Manager {
             if e == machine::Event::Start {
                 b.result = ServiceResult::Success;
                 if d.section().persistent {
-                    b.timer.last_trigger_realtime = stamp.or(b.timer.last_trigger_realtime);
+                    if let Some(s) = stamp {
+                        b.timer.last_trigger_realtime = s.into();
+                    }
                 }
             }
             let (next, a) = machine::next(d.section(), &b.timer, &clocks, e);
@@ -358,8 +359,8 @@ impl Manager {
                     return;
                 };
                 let new = Armed {
-                    monotonic: next.monotonic,
-                    realtime: next.realtime,
+                    monotonic: next.monotonic.get(),
+                    realtime: next.realtime.get(),
                     accuracy: d.section().accuracy.as_micros() as u64,
                 };
                 match self.units.get_mut(name).map(|e| &mut e.body) {
