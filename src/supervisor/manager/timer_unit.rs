@@ -359,8 +359,7 @@ impl Manager {
                     return;
                 };
                 let new = Armed {
-                    monotonic: next.monotonic.get(),
-                    realtime: next.realtime.get(),
+                    next,
                     accuracy: d.section().accuracy.as_micros() as u64,
                 };
                 match self.units.get_mut(name).map(|e| &mut e.body) {
