@@ -39,7 +39,7 @@ pub struct Unit {
     /// an empty drop-in-less name.
     pub fragment: Option<PathBuf>,
     /// Drop-in files applied after the fragment, in order.
-    pub dropins: Vec<PathBuf>,
+    pub dropins: ThinList<PathBuf>,
     /// systemd file or runit directory.
     pub source: UnitSource,
     /// Masked: the unit file is a symlink to /dev/null (or empty); it must not start.
@@ -59,12 +59,12 @@ pub struct Unit {
     /// [`Shared::intern`]).
     pub install: Shared<InstallSection>,
     /// Other names of this unit: alias symlinks found and `Alias=`.
-    pub aliases: Vec<UnitName>,
+    pub aliases: ThinList<UnitName>,
     /// Directives kept but not interpreted (unsupported ones, sections of
     /// unit types corral does not run yet).
-    pub unsupported: Vec<Directive>,
+    pub unsupported: ThinList<Directive>,
     /// Errors and warnings, with file and line.
-    pub diagnostics: Vec<Diagnostic>,
+    pub diagnostics: ThinList<Diagnostic>,
 }
 
 impl Unit {
@@ -76,7 +76,7 @@ impl Unit {
         Unit {
             name,
             fragment: None,
-            dropins: Vec::new(),
+            dropins: ThinList::default(),
             source: UnitSource::File,
             masked: false,
             unit: Shared::default(),
@@ -84,9 +84,9 @@ impl Unit {
             timer,
             socket,
             install: Shared::default(),
-            aliases: Vec::new(),
-            unsupported: Vec::new(),
-            diagnostics: Vec::new(),
+            aliases: ThinList::default(),
+            unsupported: ThinList::default(),
+            diagnostics: ThinList::default(),
         }
     }
 
@@ -182,6 +182,69 @@ impl<T: Clone> Shared<T> {
     /// The section itself, copied only when it is shared.
     pub fn into_inner(self) -> T {
         std::sync::Arc::unwrap_or_clone(self.0)
+    }
+}
+
+/// A list most units leave empty: one pointer, where a `Vec` takes 24 B
+/// (a thousand timers kept four empty ones each, 64 KB more), allocated
+/// once something is put in. It reads and changes as the `Vec` (`Deref`,
+/// `DerefMut`).
+#[derive(Clone)]
+pub struct ThinList<T>(Option<Box<Vec<T>>>);
+
+impl<T> Default for ThinList<T> {
+    fn default() -> Self {
+        ThinList(None)
+    }
+}
+
+impl<T: 'static> std::ops::Deref for ThinList<T> {
+    type Target = Vec<T>;
+    fn deref(&self) -> &Vec<T> {
+        match &self.0 {
+            Some(v) => v,
+            None => const { &Vec::new() },
+        }
+    }
+}
+
+impl<T: 'static> std::ops::DerefMut for ThinList<T> {
+    fn deref_mut(&mut self) -> &mut Vec<T> {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl<T> From<Vec<T>> for ThinList<T> {
+    fn from(v: Vec<T>) -> Self {
+        ThinList((!v.is_empty()).then(|| Box::new(v)))
+    }
+}
+
+impl<T> From<ThinList<T>> for Vec<T> {
+    fn from(l: ThinList<T>) -> Self {
+        l.0.map(|v| *v).unwrap_or_default()
+    }
+}
+
+impl<T> IntoIterator for ThinList<T> {
+    type Item = T;
+    type IntoIter = std::vec::IntoIter<T>;
+    fn into_iter(self) -> Self::IntoIter {
+        Vec::from(self).into_iter()
+    }
+}
+
+impl<'a, T: 'static> IntoIterator for &'a ThinList<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<T: std::fmt::Debug + 'static> std::fmt::Debug for ThinList<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
     }
 }
 
