@@ -190,6 +190,8 @@ impl<T: Clone> Shared<T> {
 /// once something is put in. It reads and changes as the `Vec` (`Deref`,
 /// `DerefMut`).
 #[derive(Clone)]
+// The extra allocation is the point: only a list with items pays for it.
+#[allow(clippy::box_collection)]
 pub struct ThinList<T>(Option<Box<Vec<T>>>);
 
 impl<T> Default for ThinList<T> {

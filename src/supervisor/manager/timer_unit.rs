@@ -335,10 +335,10 @@ impl Manager {
         for &e in events {
             if e == machine::Event::Start {
                 b.result = ServiceResult::Success;
-                if d.section().persistent {
-                    if let Some(s) = stamp {
-                        b.timer.last_trigger_realtime = s.into();
-                    }
+                if d.section().persistent
+                    && let Some(s) = stamp
+                {
+                    b.timer.last_trigger_realtime = s.into();
                 }
             }
             let (next, a) = machine::next(d.section(), &b.timer, &clocks, e);
