@@ -244,6 +244,14 @@ impl<'a, T: 'static> IntoIterator for &'a ThinList<T> {
     }
 }
 
+impl<T: PartialEq + 'static> PartialEq for ThinList<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: Eq + 'static> Eq for ThinList<T> {}
+
 impl<T: std::fmt::Debug + 'static> std::fmt::Debug for ThinList<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         (**self).fmt(f)

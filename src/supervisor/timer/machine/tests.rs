@@ -73,7 +73,7 @@ fn on_active_sec_fires_once_then_elapses() {
     // The service ends: the one-shot value is spent, nothing is left.
     let (t, a) = run(&d, t, &[(3, E::UnitInactive)]);
     assert_eq!((t.state, a), (S::Elapsed, vec![Action::Disarm]));
-    assert_eq!(t.spent, [0]);
+    assert_eq!(*t.spent, [0]);
     // A restart of the timer arms it again.
     let (t, a) = run(&d, t, &[(10, E::Start)]);
     assert_eq!((t.state, a), (S::Waiting, vec![arm_mono(11)]));
