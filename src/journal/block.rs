@@ -153,8 +153,17 @@ pub struct Encoder {
     zstd: zstd::bulk::Compressor<'static>,
     raw: Vec<u8>,
     /// Per unit, estimated raw bytes ([`EncodeItem::estimate`]) per compressed byte of
-    /// its last block: the first guess at how many entries fill the next one.
-    ratios: HashMap<String, f64>,
+    /// its last block: the first guess at how many entries fill the next one. Keyed by
+    /// a hash of the name ([`ratio_key`]): a collision only makes a worse first guess,
+    /// and names and `f64`s cost a thousand units that logged a line 45 KB more.
+    ratios: HashMap<u64, f32>,
+}
+
+/// The key of `unit` in [`Encoder`]'s ratios.
+fn ratio_key(unit: &str) -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(unit)
 }
 
 impl EncodeItem<'_> {
@@ -177,22 +186,20 @@ impl Encoder {
 
     /// How well `unit`'s entries compressed last time (3 before any block).
     pub fn ratio(&self, unit: &str) -> f64 {
-        self.ratios.get(unit).copied().unwrap_or(3.0)
+        self.ratios
+            .get(&ratio_key(unit))
+            .map_or(3.0, |r| f64::from(*r))
     }
 
     /// Records how well a block of `unit` compressed (see [`Self::ratio`]).
     pub fn note_ratio(&mut self, unit: &str, estimate: usize, stored: usize) {
-        if self.ratios.len() > 4096 && !self.ratios.contains_key(unit) {
+        let key = ratio_key(unit);
+        if self.ratios.len() > 4096 && !self.ratios.contains_key(&key) {
             // Units come and go (templates); a fresh guess costs a re-encode at most.
             self.ratios.clear();
         }
-        let r = estimate as f64 / stored.max(1) as f64;
-        match self.ratios.get_mut(unit) {
-            Some(v) => *v = r,
-            None => {
-                self.ratios.insert(unit.to_owned(), r);
-            }
-        }
+        self.ratios
+            .insert(key, (estimate as f64 / stored.max(1) as f64) as f32);
     }
 
     /// Encodes items (in seq order) into a v3 block value: header + compressed columns.

@@ -552,6 +552,8 @@ pub struct Transaction {
     anchor: String,
     verb: Verb,
     jobs: Vec<Slot>,
+    /// The `Requires=`, `BindsTo=` and `Requisite=` of its jobs' units
+    /// that have any (see [`needs`]).
     deps: HashMap<String, Deps>,
     broken: Vec<BrokenCycle>,
     initial: Vec<DependencyFailure>,
@@ -698,6 +700,10 @@ impl Builder<'_> {
         if !new {
             return Ok(());
         }
+        // Its After=/Before= order the stop among the others' (a unit
+        // reached only through the reverse relations is not in `deps` yet;
+        // one that cannot be loaded has none, and stops unordered).
+        let _ = self.lookup(unit);
         for (other, rel) in self.reverse(unit) {
             if rel != Rel::PropagatesStop {
                 continue;
@@ -1042,15 +1048,38 @@ impl Builder<'_> {
         }
         let mut tx = Transaction {
             anchor: anchor.to_string(),
+            deps: needs(self.deps, &jobs),
             verb,
             jobs,
-            deps: self.deps,
             broken,
             initial: Vec::new(),
         };
         tx.initial = tx.check_requisites(self.units);
         Ok(tx)
     }
+}
+
+/// What a running transaction reads of `deps`: the `Requires=`,
+/// `BindsTo=` and `Requisite=` of its jobs' units, for a failure's
+/// propagation and the requisites' check. The rest, kept for as long as
+/// the jobs run, cost the start of a thousand timers 1 MB, among which
+/// what those jobs allocated meanwhile stayed scattered once it was freed.
+fn needs(mut deps: HashMap<String, Deps>, jobs: &[Slot]) -> HashMap<String, Deps> {
+    let units: std::collections::HashSet<&str> = jobs.iter().map(|j| j.unit.as_str()).collect();
+    deps.retain(|unit, d| {
+        let needed = !(d.requires.is_empty() && d.binds_to.is_empty() && d.requisite.is_empty());
+        needed && units.contains(unit.as_str())
+    });
+    deps.shrink_to_fit();
+    for d in deps.values_mut() {
+        *d = Deps {
+            requires: std::mem::take(&mut d.requires),
+            binds_to: std::mem::take(&mut d.binds_to),
+            requisite: std::mem::take(&mut d.requisite),
+            ..Deps::default()
+        };
+    }
+    deps
 }
 
 fn missing(unit: &str, m: Missing) -> GraphError {

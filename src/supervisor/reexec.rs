@@ -77,11 +77,22 @@ pub fn signal_fd() -> nix::Result<nix::sys::signalfd::SignalFd> {
 /// again (their state is in no record: only services have one).
 pub const STARTED: &str = "started";
 
-/// Writes [`STARTED`] in `runtime_dir` (replaced by rename: a crash leaves
-/// the old list or the new).
-pub fn save_started(runtime_dir: &Path, names: &[String]) -> std::io::Result<()> {
-    let mut text = names.join("\n");
-    text.push('\n');
+/// The text of [`STARTED`] for `names`.
+pub fn started_text<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut text = String::new();
+    for n in names {
+        text.push_str(n);
+        text.push('\n');
+    }
+    if text.is_empty() {
+        text.push('\n');
+    }
+    text
+}
+
+/// Writes [`STARTED`] ([`started_text`]) in `runtime_dir` (replaced by
+/// rename: a crash leaves the old list or the new).
+pub fn save_started(runtime_dir: &Path, text: &str) -> std::io::Result<()> {
     super::atomic_file::replace(&runtime_dir.join(STARTED), text.as_bytes()).map_err(|(_, _, e)| e)
 }
 

@@ -303,7 +303,7 @@ impl Loader {
                 let mut u = Unit::new(real);
                 u.fragment = Some(path);
                 u.masked = true;
-                u.aliases = aliases;
+                u.aliases = aliases.into();
                 Ok(u)
             }
             Some((real, Found::File { path }, aliases)) => {
@@ -335,7 +335,7 @@ impl Loader {
                             apply_file(&mut u, &mut applier, f);
                         }
                         applier.finish(&mut u);
-                        u.dropins = dropins;
+                        u.dropins = dropins.into();
                     }
                     self.add_wants_dirs(&mut u);
                     Ok(u)
@@ -695,7 +695,7 @@ pub fn build(
 ) -> Unit {
     let mut u = Unit::new(name.clone());
     u.fragment = fragment.map(Path::to_path_buf);
-    u.dropins = dropins.to_vec();
+    u.dropins = dropins.to_vec().into();
     let mut applier = Applier::new(spec);
     let files: Vec<PathBuf> = fragment
         .map(Path::to_path_buf)
@@ -764,7 +764,10 @@ fn not_run_message(kind: UnitKind) -> String {
 
 /// Applies a parsed file (fragment or drop-in) to a unit.
 fn apply_parsed(u: &mut Unit, applier: &mut Applier<'_>, f: &Path, parsed: syntax::ParsedFile) {
-    u.diagnostics.extend(parsed.diagnostics);
+    if !parsed.diagnostics.is_empty() {
+        // A change of the empty list would allocate it.
+        u.diagnostics.extend(parsed.diagnostics);
+    }
     let kind = u.kind();
     let kind_section = kind.section();
     let mut warned_sections: HashSet<String> = HashSet::new();

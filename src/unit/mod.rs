@@ -51,7 +51,7 @@ pub use loader::{Loader, UnitFileState};
 pub use model::{
     EnvironmentFile, ExitStatusSet, InstallSection, KillMode, LimitValue, MemoryLimit,
     NotifyAccess, RLimit, ResourceLimit, RestartPolicy, ServiceSection, ServiceType, StdOutput,
-    TasksMax, Unit, UnitSection, UnitSource, WorkingDirectory,
+    TasksMax, ThinList, Unit, UnitSection, UnitSource, WorkingDirectory,
 };
 pub use name::{UnitKind, UnitName};
 pub use runit::RunitService;

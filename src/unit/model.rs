@@ -39,7 +39,7 @@ pub struct Unit {
     /// an empty drop-in-less name.
     pub fragment: Option<PathBuf>,
     /// Drop-in files applied after the fragment, in order.
-    pub dropins: Vec<PathBuf>,
+    pub dropins: ThinList<PathBuf>,
     /// systemd file or runit directory.
     pub source: UnitSource,
     /// Masked: the unit file is a symlink to /dev/null (or empty); it must not start.
@@ -55,15 +55,16 @@ pub struct Unit {
     pub timer: Option<Box<TimerSection>>,
     /// `[Socket]`; `Some` exactly for `.socket` units.
     pub socket: Option<Box<SocketSection>>,
-    /// `[Install]`.
-    pub install: InstallSection,
+    /// `[Install]`: shared by every unit with an equal one (see
+    /// [`Shared::intern`]).
+    pub install: Shared<InstallSection>,
     /// Other names of this unit: alias symlinks found and `Alias=`.
-    pub aliases: Vec<UnitName>,
+    pub aliases: ThinList<UnitName>,
     /// Directives kept but not interpreted (unsupported ones, sections of
     /// unit types corral does not run yet).
-    pub unsupported: Vec<Directive>,
+    pub unsupported: ThinList<Directive>,
     /// Errors and warnings, with file and line.
-    pub diagnostics: Vec<Diagnostic>,
+    pub diagnostics: ThinList<Diagnostic>,
 }
 
 impl Unit {
@@ -75,17 +76,17 @@ impl Unit {
         Unit {
             name,
             fragment: None,
-            dropins: Vec::new(),
+            dropins: ThinList::default(),
             source: UnitSource::File,
             masked: false,
             unit: Shared::default(),
             service,
             timer,
             socket,
-            install: InstallSection::default(),
-            aliases: Vec::new(),
-            unsupported: Vec::new(),
-            diagnostics: Vec::new(),
+            install: Shared::default(),
+            aliases: ThinList::default(),
+            unsupported: ThinList::default(),
+            diagnostics: ThinList::default(),
         }
     }
 
@@ -144,9 +145,9 @@ impl Unit {
     }
 }
 
-/// A section most units leave at its defaults: every unit that does shares
-/// one copy (a thousand timers kept a thousand `[Unit]`s of twelve empty
-/// lists, 370 B each). It reads as the section (`Deref`); a change
+/// A section most units leave at its defaults, or have the same as many
+/// others: every unit that does shares one copy (a thousand timers kept a
+/// thousand `[Unit]`s of twelve empty lists, 370 B each). It reads as the section (`Deref`); a change
 /// (`DerefMut`) first makes the unit's own copy when it is shared
 /// (`Arc::make_mut`), so it behaves as a value of its own.
 #[derive(Clone, PartialEq, Eq)]
@@ -184,22 +185,140 @@ impl<T: Clone> Shared<T> {
     }
 }
 
-/// The one default `[Unit]` of the process.
-fn default_unit_section() -> &'static std::sync::Arc<UnitSection> {
-    static DEFAULT: std::sync::OnceLock<std::sync::Arc<UnitSection>> = std::sync::OnceLock::new();
-    DEFAULT.get_or_init(Default::default)
-}
+/// A list most units leave empty: one pointer, where a `Vec` takes 24 B
+/// (a thousand timers kept four empty ones each, 64 KB more), allocated
+/// once something is put in. It reads and changes as the `Vec` (`Deref`,
+/// `DerefMut`).
+#[derive(Clone)]
+// The extra allocation is the point: only a list with items pays for it.
+#[allow(clippy::box_collection)]
+pub struct ThinList<T>(Option<Box<Vec<T>>>);
 
-impl Default for Shared<UnitSection> {
+impl<T> Default for ThinList<T> {
     fn default() -> Self {
-        Shared(default_unit_section().clone())
+        ThinList(None)
     }
 }
 
-impl Shared<UnitSection> {
-    /// Still the shared default `[Unit]` (nothing in it was changed).
+impl<T: 'static> std::ops::Deref for ThinList<T> {
+    type Target = Vec<T>;
+    fn deref(&self) -> &Vec<T> {
+        match &self.0 {
+            Some(v) => v,
+            None => const { &Vec::new() },
+        }
+    }
+}
+
+impl<T: 'static> std::ops::DerefMut for ThinList<T> {
+    fn deref_mut(&mut self) -> &mut Vec<T> {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl<T> From<Vec<T>> for ThinList<T> {
+    fn from(v: Vec<T>) -> Self {
+        ThinList((!v.is_empty()).then(|| Box::new(v)))
+    }
+}
+
+impl<T> From<ThinList<T>> for Vec<T> {
+    fn from(l: ThinList<T>) -> Self {
+        l.0.map(|v| *v).unwrap_or_default()
+    }
+}
+
+impl<T> IntoIterator for ThinList<T> {
+    type Item = T;
+    type IntoIter = std::vec::IntoIter<T>;
+    fn into_iter(self) -> Self::IntoIter {
+        Vec::from(self).into_iter()
+    }
+}
+
+impl<'a, T: 'static> IntoIterator for &'a ThinList<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<T: PartialEq + 'static> PartialEq for ThinList<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: Eq + 'static> Eq for ThinList<T> {}
+
+impl<T: std::fmt::Debug + 'static> std::fmt::Debug for ThinList<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+/// A section with one shared default in the process: a unit that never
+/// changes it points to that one.
+pub trait SharedDefault: Default + 'static {
+    /// The process's one default of the section.
+    fn shared_default() -> &'static std::sync::Arc<Self>;
+}
+
+impl SharedDefault for UnitSection {
+    fn shared_default() -> &'static std::sync::Arc<Self> {
+        static DEFAULT: std::sync::OnceLock<std::sync::Arc<UnitSection>> =
+            std::sync::OnceLock::new();
+        DEFAULT.get_or_init(Default::default)
+    }
+}
+
+impl SharedDefault for InstallSection {
+    fn shared_default() -> &'static std::sync::Arc<Self> {
+        static DEFAULT: std::sync::OnceLock<std::sync::Arc<InstallSection>> =
+            std::sync::OnceLock::new();
+        DEFAULT.get_or_init(Default::default)
+    }
+}
+
+impl<T: SharedDefault> Default for Shared<T> {
+    fn default() -> Self {
+        Shared(T::shared_default().clone())
+    }
+}
+
+impl<T: SharedDefault> Shared<T> {
+    /// Still the shared default (nothing in it was changed).
     pub fn is_default(&self) -> bool {
-        std::sync::Arc::ptr_eq(&self.0, default_unit_section())
+        std::sync::Arc::ptr_eq(&self.0, T::shared_default())
+    }
+}
+
+impl Shared<InstallSection> {
+    /// The same section, shared with every unit loaded with an equal one:
+    /// timers are mostly `WantedBy=timers.target`, services
+    /// `WantedBy=default.target`, and a thousand timers kept a thousand
+    /// copies (180 B each with the list and the name). A later change
+    /// still makes the unit's own copy (`DerefMut`).
+    pub fn intern(&mut self) {
+        use std::collections::BTreeSet;
+        use std::sync::{Arc, Mutex};
+        /// The sections in use, and the table's size after its last pruning.
+        static TABLE: Mutex<(BTreeSet<Arc<InstallSection>>, usize)> =
+            Mutex::new((BTreeSet::new(), 0));
+        let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+        let (set, pruned_len) = &mut *table;
+        if let Some(same) = set.get(&*self.0) {
+            self.0 = same.clone();
+            return;
+        }
+        // The sections no unit holds any more (reloads, units gone) go
+        // once the table has doubled: amortized O(1) per unit.
+        if set.len() >= 2 * *pruned_len + 16 {
+            set.retain(|s| Arc::strong_count(s) > 1);
+            *pruned_len = set.len();
+        }
+        set.insert(self.0.clone());
     }
 }
 
@@ -291,7 +410,7 @@ impl Default for UnitSection {
 }
 
 /// `[Install]`: how `enable` links the unit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InstallSection {
     /// `WantedBy=`.
     pub wanted_by: Vec<UnitName>,
@@ -1819,10 +1938,19 @@ impl Applier<'_> {
         // The default `[Unit]` has no names to dedup, and a change would
         // give the unit a copy of its own.
         let default_unit = unit.unit.is_default();
+        let default_install = unit.install.is_default();
         for field in ListField::ALL {
-            if field.in_install() || !default_unit {
+            let default = if field.in_install() {
+                default_install
+            } else {
+                default_unit
+            };
+            if !default {
                 dedup_in_order(field.get(unit));
             }
+        }
+        if !default_install {
+            unit.install.intern();
         }
         self.finish_timer(unit);
         self.finish_socket(unit);

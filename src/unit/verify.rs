@@ -487,7 +487,7 @@ pub fn check_text(name: &str, text: &str) -> Vec<Diagnostic> {
             let _ = c.to_string();
         }
     }
-    u.diagnostics
+    u.diagnostics.into()
 }
 
 /// Names the fuzz entry point gives the text, chosen by the input's first byte.

@@ -19,7 +19,7 @@ use crate::supervisor::service::ServiceDef;
 use crate::supervisor::state::{self, ActiveState, Exit, Pid, ServiceResult, StartLimit, Timer};
 use crate::supervisor::{target, wire};
 use crate::unit::loader::UnitFileState;
-use crate::unit::{Unit, UnitKind};
+use crate::unit::{ThinList, Unit, UnitKind};
 
 use super::socket::{SocketBody, SocketDef};
 use super::timer_unit::{TimerBody, TimerDef};
@@ -33,7 +33,7 @@ pub(super) enum Def {
     /// A target: its files alone (dependencies, conditions, OnFailure=).
     Target(Arc<Unit>),
     /// A timer: its `[Timer]` and the unit it triggers.
-    Timer(Arc<TimerDef>),
+    Timer(TimerDef),
     /// A socket: its files and its machine's spec.
     Socket(Arc<SocketDef>),
 }
@@ -54,18 +54,6 @@ impl Def {
         match self {
             Def::Service(d) => Some(d),
             Def::Target(_) | Def::Timer(_) | Def::Socket(_) => None,
-        }
-    }
-
-    /// StartLimitIntervalSec=/StartLimitBurst= as they apply to the kind.
-    fn start_limit(&self) -> StartLimit {
-        match self {
-            Def::Service(d) => StartLimit::new(d.start_limit.0, d.start_limit.1),
-            // As systemd 252: a target has no start limit (no `can_start`);
-            // a timer's is not applied here; a socket's would count the starts
-            // its own commands make, and without them (see `SocketDef::new`)
-            // there is nothing to limit.
-            Def::Target(_) | Def::Timer(_) | Def::Socket(_) => StartLimit::default(),
         }
     }
 }
@@ -144,6 +132,12 @@ pub(super) struct ServiceBody {
     pub(super) start_times: Vec<(Pid, u64)>,
     /// The state record as last written (readopt.rs), none when there is none.
     pub(super) persisted: Option<Vec<u8>>,
+    /// StartLimitIntervalSec=/StartLimitBurst= and the recent starts. Only
+    /// a service has one (as systemd 252: a target has no start limit, a
+    /// timer's is not applied, a socket's would count the starts of its
+    /// own commands, which it does not run, see `SocketDef::new`); in the
+    /// common part it made every entry 56 B bigger.
+    pub(super) start_limit: StartLimit,
 }
 
 /// The part of a target beside its definition: its machine's state.
@@ -179,17 +173,33 @@ impl Body {
     }
 }
 
+/// A service's body takes the start limit of its definition, when it
+/// loaded; `keep_starts`: the starts counted so far still count.
+fn take_start_limit(body: &mut Body, def: &Result<Def, LoadError>, keep_starts: bool) {
+    if let (Ok(Def::Service(d)), Body::Service(s)) = (def, body) {
+        let (interval, burst) = d.start_limit;
+        if keep_starts {
+            s.start_limit.interval = interval;
+            s.start_limit.burst = burst;
+        } else {
+            s.start_limit = StartLimit::new(interval, burst);
+        }
+    }
+}
+
 /// One loaded unit.
 pub(super) struct UnitEntry {
     /// The definition, or why it could not be loaded.
     pub(super) def: Result<Def, LoadError>,
-    /// A definition read by daemon-reload while the unit was in use; applied when it is not.
-    pub(super) pending: Option<Result<Def, LoadError>>,
+    /// A definition read by daemon-reload while the unit was in use;
+    /// applied when it is not. Boxed: it is rare, and inline it was 32 B
+    /// of every entry.
+    pub(super) pending: Option<Box<Result<Def, LoadError>>>,
     /// The last invocation id, kept for status after the invocation ended.
     pub(super) last_invocation: String,
-    pub(super) start_limit: StartLimit,
     /// Reload jobs waiting for the reload to end (start and stop jobs live in transactions).
-    pub(super) reload_waiters: Vec<oneshot::Sender<Result<Vec<String>, Failure>>>,
+    /// A `ThinList`: most units never have one (16 B less in each entry).
+    pub(super) reload_waiters: ThinList<oneshot::Sender<Result<Vec<String>, Failure>>>,
     /// When the ActiveState last changed (µs since the epoch).
     pub(super) since_usec: u64,
     /// Why the last start failed, in words, when the result is not enough.
@@ -208,33 +218,25 @@ pub(super) struct UnitEntry {
 impl UnitEntry {
     /// A unit of `kind` that has never run.
     pub(super) fn new(kind: UnitKind, def: Result<Def, LoadError>) -> UnitEntry {
-        let start_limit = def.as_ref().map(Def::start_limit).unwrap_or_default();
+        let mut body = Body::new(kind);
+        take_start_limit(&mut body, &def, false);
         UnitEntry {
             def,
             pending: None,
             last_invocation: String::new(),
-            start_limit,
-            reload_waiters: Vec::new(),
+            reload_waiters: ThinList::default(),
             since_usec: 0,
             failure_note: None,
             file_state: None,
             seen_up: false,
-            body: Body::new(kind),
+            body,
         }
     }
 
     /// Takes `def` as the definition, with its start limit; `keep_starts`:
     /// the starts counted so far still count.
     pub(super) fn set_def(&mut self, def: Result<Def, LoadError>, keep_starts: bool) {
-        if let Ok(d) = &def {
-            let limit = d.start_limit();
-            if keep_starts {
-                self.start_limit.interval = limit.interval;
-                self.start_limit.burst = limit.burst;
-            } else {
-                self.start_limit = limit;
-            }
-        }
+        take_start_limit(&mut self.body, &def, keep_starts);
         self.def = def;
     }
 

@@ -248,8 +248,11 @@ impl Manager {
     pub(super) fn admit_start(&mut self, name: &str, restart: bool) -> Option<Event> {
         let now = self.host.now();
         let e = self.units.get_mut(name)?;
-        if !e.start_limit.admit(now) {
-            let (burst, interval) = (e.start_limit.burst, e.start_limit.interval);
+        let hit = e.service_mut().and_then(|s| {
+            let l = &mut s.start_limit;
+            (!l.admit(now)).then_some((l.burst, l.interval))
+        });
+        if let Some((burst, interval)) = hit {
             e.failure_note = Some(if restart {
                 format!(
                     "restarted too often (StartLimitBurst={burst} within StartLimitIntervalSec={interval:?}); \

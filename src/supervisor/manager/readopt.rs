@@ -22,13 +22,13 @@ impl Manager {
     /// timers, targets: they have no state record) when they changed, for
     /// a successor to start them again (`reexec::STARTED`).
     fn record_started(&mut self) {
-        let started: Vec<String> = self
-            .units
-            .iter()
-            .filter(|(_, e)| e.service().is_none() && !e.phase().is_stopped())
-            .map(|(n, _)| n.to_string())
-            .collect();
-        if self.started_record.as_ref() == Some(&started) {
+        let started = crate::supervisor::reexec::started_text(
+            self.units
+                .iter()
+                .filter(|(_, e)| e.service().is_none() && !e.phase().is_stopped())
+                .map(|(n, _)| n.as_str()),
+        );
+        if self.started_record.as_deref() == Some(started.as_str()) {
             return;
         }
         let dir = self.notify_path.parent().unwrap_or(Path::new("/"));
@@ -39,7 +39,7 @@ impl Manager {
                 dir.display()
             );
         }
-        self.started_record = Some(started);
+        self.started_record = Some(started.into_boxed_str());
     }
 
     /// Writes (or removes) the state record of `name` after a change: kept

@@ -90,7 +90,9 @@ impl Manager {
         let Some(e) = self.units.get_mut(name) else {
             return;
         };
-        e.start_limit.reset();
+        if let Some(s) = e.service_mut() {
+            s.start_limit.reset();
+        }
         self.feed(name, Event::ResetFailed);
     }
 

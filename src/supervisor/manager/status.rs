@@ -149,7 +149,7 @@ impl Manager {
             notes,
             journal: Vec::new(),
             next_elapse_usec: timer.and_then(|t| t.next_realtime()),
-            last_trigger_usec: timer.and_then(|t| t.timer.last_trigger_realtime),
+            last_trigger_usec: timer.and_then(|t| t.timer.last_trigger_realtime.get()),
             listen,
             connections: match (&e.def, &e.body) {
                 (Ok(Def::Socket(d)), Body::Socket(s)) if d.spec.accept => {
@@ -158,7 +158,7 @@ impl Manager {
                 _ => None,
             },
             triggers: match &e.def {
-                Ok(Def::Timer(d)) => vec![d.triggers.to_string()],
+                Ok(Def::Timer(d)) => vec![d.triggers().to_string()],
                 _ => triggers,
             },
             triggered_by: {

@@ -24,20 +24,35 @@ use super::entry::{Phase, UnitEntry};
 use super::timer_clock::{self, Armed, KernelTimers};
 use super::{Body, Def, Input, JobRequest, Manager};
 
-/// A timer's definition: its files and the unit it starts.
-#[derive(Debug)]
+/// A timer's definition: its files (the unit it starts follows from them).
+#[derive(Debug, Clone)]
 pub(super) struct TimerDef {
     /// The unit as loaded; its `[Timer]` is the definition (not copied:
     /// a thousand timers kept it twice).
     pub(super) unit: Arc<Unit>,
-    /// `Unit=`, or the service of the same name.
-    pub(super) triggers: UnitName,
 }
 
 impl TimerDef {
     /// `[Timer]`.
     pub(super) fn section(&self) -> &TimerSection {
         self.unit.timer.as_deref().expect("load_timer checks it")
+    }
+
+    /// `Unit=`, or the service of the same name: made when asked (kept
+    /// beside the unit, with the `Arc` the definition then needed, it cost
+    /// a thousand timers 80 KB).
+    pub(super) fn triggers(&self) -> UnitName {
+        (self.section().triggered_unit(&self.unit.name)).expect("load_timer checks it")
+    }
+
+    /// Whether it triggers `unit`, without making the name (asked of every
+    /// timer on each change of a unit).
+    fn triggers_unit(&self, unit: &str) -> bool {
+        match &self.section().unit {
+            Some(u) => u.as_str() == unit,
+            // The default of `triggered_unit`: the same name, `.service`.
+            None => unit.strip_suffix(".service") == Some(self.unit.name.stem()),
+        }
     }
 }
 
@@ -66,10 +81,9 @@ impl TimerBody {
     /// converted at the clocks' current offset), the earlier of both.
     pub(super) fn next_realtime(&self) -> Option<u64> {
         let n = self.timer.next;
-        let mono = n
-            .monotonic
+        let mono = (n.monotonic.get())
             .map(|m| (timer_clock::now(true) + m).saturating_sub(timer_clock::now(false)));
-        match (mono, n.realtime) {
+        match (mono, n.realtime.get()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -197,7 +211,7 @@ fn transition_lines(before: TimerState, after: TimerState, result: ServiceResult
 
 impl Manager {
     /// The timer definition of `name`, when it is a loaded timer.
-    fn timer_def(&self, name: &str) -> Option<Arc<TimerDef>> {
+    fn timer_def(&self, name: &str) -> Option<TimerDef> {
         match self.units.get(name).map(|e| &e.def) {
             Some(Ok(Def::Timer(d))) => Some(d.clone()),
             _ => None,
@@ -229,7 +243,7 @@ impl Manager {
         let (mono, cal) = machine::value_elapses(s, &b.timer, &clocks);
         let us = |v: std::time::Duration| v.as_micros() as u64;
         TimerStatus {
-            unit: d.triggers.to_string(),
+            unit: d.triggers().to_string(),
             monotonic: s
                 .monotonic
                 .iter()
@@ -245,10 +259,10 @@ impl Manager {
                 .zip(cal)
                 .map(|(c, at)| (c.spec.to_string(), at.filter(|_| waiting)))
                 .collect(),
-            next_realtime: b.timer.next.realtime,
-            next_monotonic: b.timer.next.monotonic,
-            last_trigger: b.timer.last_trigger_realtime,
-            last_trigger_monotonic: b.timer.last_trigger_monotonic,
+            next_realtime: b.timer.next.realtime.get(),
+            next_monotonic: b.timer.next.monotonic.get(),
+            last_trigger: b.timer.last_trigger_realtime.get(),
+            last_trigger_monotonic: b.timer.last_trigger_monotonic.get(),
             accuracy: us(s.accuracy),
             randomized_delay: us(s.randomized_delay),
             flags: [
@@ -321,8 +335,10 @@ impl Manager {
         for &e in events {
             if e == machine::Event::Start {
                 b.result = ServiceResult::Success;
-                if d.section().persistent {
-                    b.timer.last_trigger_realtime = stamp.or(b.timer.last_trigger_realtime);
+                if d.section().persistent
+                    && let Some(s) = stamp
+                {
+                    b.timer.last_trigger_realtime = s.into();
                 }
             }
             let (next, a) = machine::next(d.section(), &b.timer, &clocks, e);
@@ -343,8 +359,7 @@ impl Manager {
                     return;
                 };
                 let new = Armed {
-                    monotonic: next.monotonic,
-                    realtime: next.realtime,
+                    next,
                     accuracy: d.section().accuracy.as_micros() as u64,
                 };
                 match self.units.get_mut(name).map(|e| &mut e.body) {
@@ -461,7 +476,7 @@ impl Manager {
         let Some(d) = self.timer_def(timer).filter(|_| running) else {
             return;
         };
-        let unit = d.triggers.to_string();
+        let unit = d.triggers().to_string();
         self.timer_units
             .triggered_by
             .insert(unit.clone(), timer.to_string());
@@ -494,7 +509,7 @@ impl Manager {
     pub(super) fn timers_of(&self, unit: &str) -> Vec<String> {
         self.units
             .iter()
-            .filter(|(_, e)| matches!(&e.def, Ok(Def::Timer(d)) if d.triggers.as_str() == unit))
+            .filter(|(_, e)| matches!(&e.def, Ok(Def::Timer(d)) if d.triggers_unit(unit)))
             .map(|(n, _)| n.to_string())
             .collect()
     }

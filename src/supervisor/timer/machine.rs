@@ -10,6 +10,7 @@
 
 use jiff::tz::TimeZone;
 
+use crate::unit::ThinList;
 use crate::unit::timer::{MonotonicBase, TimerSection};
 
 /// The timer's state, as systemd names them.
@@ -34,22 +35,23 @@ pub struct Timer {
     /// Where it is.
     pub state: TimerState,
     /// Monotonic time of the timer's last activation (`OnActiveSec=`).
-    pub activated: Option<u64>,
+    pub activated: Stamp,
     /// Realtime of that activation: calendar elapses of a timer that never
     /// triggered count from it.
-    pub activated_realtime: Option<u64>,
+    pub activated_realtime: Stamp,
     /// Monotonic time the triggered unit last became active.
-    pub unit_active: Option<u64>,
+    pub unit_active: Stamp,
     /// Monotonic time the triggered unit last became inactive.
-    pub unit_inactive: Option<u64>,
+    pub unit_inactive: Stamp,
     /// Realtime of the last trigger (from the stamp file with
     /// `Persistent=yes`, so it survives the manager).
-    pub last_trigger_realtime: Option<u64>,
+    pub last_trigger_realtime: Stamp,
     /// Monotonic time of the last trigger in this manager's life.
-    pub last_trigger_monotonic: Option<u64>,
+    pub last_trigger_monotonic: Stamp,
     /// One-shot values (`OnActiveSec=`, `OnBootSec=`, `OnStartupSec=`)
     /// that have elapsed, by index into the definition's `monotonic`.
-    pub spent: Vec<usize>,
+    /// A `ThinList`: most timers have none (16 B less each).
+    pub spent: ThinList<usize>,
     /// Where it is armed.
     pub next: NextElapse,
 }
@@ -58,9 +60,60 @@ pub struct Timer {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NextElapse {
     /// On CLOCK_MONOTONIC.
-    pub monotonic: Option<u64>,
+    pub monotonic: Stamp,
     /// On CLOCK_REALTIME.
-    pub realtime: Option<u64>,
+    pub realtime: Stamp,
+}
+
+/// A time or none in 8 bytes, where `Option<u64>` takes 16: a timer keeps
+/// eight of them, for as long as the manager runs (issue 12's budget of
+/// 1 KB per timer). `u64::MAX` is none; a time that large (584 542 years
+/// of microseconds) is kept as one less, still never reached.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Stamp(u64);
+
+impl Stamp {
+    /// No time.
+    pub const NONE: Stamp = Stamp(u64::MAX);
+
+    /// The time, if any.
+    pub fn get(self) -> Option<u64> {
+        (self != Stamp::NONE).then_some(self.0)
+    }
+
+    /// Whether there is a time.
+    pub fn is_some(self) -> bool {
+        self != Stamp::NONE
+    }
+
+    /// Whether there is none.
+    pub fn is_none(self) -> bool {
+        self == Stamp::NONE
+    }
+}
+
+impl Default for Stamp {
+    fn default() -> Self {
+        Stamp::NONE
+    }
+}
+
+impl From<Option<u64>> for Stamp {
+    fn from(v: Option<u64>) -> Self {
+        v.map_or(Stamp::NONE, |t| Stamp(t.min(u64::MAX - 1)))
+    }
+}
+
+impl From<u64> for Stamp {
+    fn from(t: u64) -> Self {
+        Some(t).into()
+    }
+}
+
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
 }
 
 /// The clocks and facts of the manager the computation needs.
@@ -178,8 +231,8 @@ pub fn compute_next(def: &TimerSection, t: &Timer, c: &Clocks, time_change: bool
     };
     Computed {
         next: NextElapse {
-            monotonic: add(mono),
-            realtime: add(real),
+            monotonic: add(mono).into(),
+            realtime: add(real).into(),
         },
         spent,
         leave_around,
@@ -205,10 +258,15 @@ pub fn value_elapses(
         .map(|cal| {
             // From the last trigger when known (a missed elapse is then due
             // at once: Persistent=), else from the activation.
-            let since_activation = if active { t.activated_realtime } else { None };
+            let since_activation = if active {
+                t.activated_realtime
+            } else {
+                Stamp::NONE
+            };
             let base = t
                 .last_trigger_realtime
-                .or(since_activation)
+                .get()
+                .or(since_activation.get())
                 .unwrap_or(c.realtime);
             cal.spec.next_elapse(base, &c.local)
         })
@@ -218,7 +276,7 @@ pub fn value_elapses(
         .iter()
         .map(|v| {
             let base = match v.base {
-                MonotonicBase::Active => match (active, t.activated) {
+                MonotonicBase::Active => match (active, t.activated.get()) {
                     (true, Some(a)) => a,
                     _ => c.monotonic,
                 },
@@ -230,7 +288,9 @@ pub fn value_elapses(
                     } else {
                         t.unit_inactive
                     };
-                    unit.max(t.last_trigger_monotonic).filter(|b| *b > 0)?
+                    (unit.get())
+                        .max(t.last_trigger_monotonic.get())
+                        .filter(|b| *b > 0)?
                 }
             };
             Some(base.saturating_add(v.offset.as_micros() as u64))
@@ -242,7 +302,10 @@ pub fn value_elapses(
 /// Moves the timer into waiting (or elapsed/dead when nothing is left).
 fn enter_waiting(def: &TimerSection, t: &mut Timer, c: &Clocks, time_change: bool) -> Vec<Action> {
     let computed = compute_next(def, t, c, time_change);
-    t.spent.extend(computed.spent);
+    if !computed.spent.is_empty() {
+        // A change of the empty list would allocate it.
+        t.spent.extend(computed.spent);
+    }
     let nothing = computed.next.monotonic.is_none() && computed.next.realtime.is_none();
     if nothing && !def.on_clock_change && !def.on_timezone_change {
         t.next = NextElapse::default();
@@ -262,8 +325,8 @@ fn enter_waiting(def: &TimerSection, t: &mut Timer, c: &Clocks, time_change: boo
 fn enter_running(def: &TimerSection, t: &mut Timer, c: &Clocks) -> Vec<Action> {
     t.state = TimerState::Running;
     t.next = NextElapse::default();
-    t.last_trigger_realtime = Some(c.realtime);
-    t.last_trigger_monotonic = Some(c.monotonic);
+    t.last_trigger_realtime = c.realtime.into();
+    t.last_trigger_monotonic = c.monotonic.into();
     let mut out = vec![Action::Disarm, Action::StartUnit];
     if def.persistent {
         out.push(Action::WriteStamp(c.realtime));
@@ -273,8 +336,8 @@ fn enter_running(def: &TimerSection, t: &mut Timer, c: &Clocks) -> Vec<Action> {
 
 /// Whether an armed elapse is due at the clocks' now.
 fn due(t: &Timer, c: &Clocks) -> bool {
-    t.next.monotonic.is_some_and(|m| m <= c.monotonic)
-        || t.next.realtime.is_some_and(|r| r <= c.realtime)
+    t.next.monotonic.get().is_some_and(|m| m <= c.monotonic)
+        || t.next.realtime.get().is_some_and(|r| r <= c.realtime)
 }
 
 /// The transition of one event. Events that do not apply in a state leave
@@ -284,13 +347,13 @@ pub fn next(def: &TimerSection, t: &Timer, c: &Clocks, ev: Event) -> (Timer, Vec
     let mut n = t.clone();
     let actions = match (t.state, ev) {
         (S::Dead | S::Failed | S::Elapsed, Event::Start) => {
-            n.activated = Some(c.monotonic);
-            n.activated_realtime = Some(c.realtime);
-            n.spent.clear();
+            n.activated = c.monotonic.into();
+            n.activated_realtime = c.realtime.into();
+            n.spent = ThinList::default();
             // A persistent timer's stamp was read into
             // last_trigger_realtime: a missed elapse is in the past and
             // due at once.
-            n.last_trigger_monotonic = None;
+            n.last_trigger_monotonic = Stamp::NONE;
             n.state = S::Waiting;
             let mut a = enter_waiting(def, &mut n, c, false);
             if n.state == S::Waiting && due(&n, c) {
@@ -317,7 +380,7 @@ pub fn next(def: &TimerSection, t: &Timer, c: &Clocks, ev: Event) -> (Timer, Vec
             enter_waiting(def, &mut n, c, true)
         }
         (_, Event::UnitActive) => {
-            n.unit_active = Some(c.monotonic);
+            n.unit_active = c.monotonic.into();
             if matches!(t.state, S::Waiting | S::Elapsed) {
                 // OnUnitActiveSec= counts from this activation.
                 enter_waiting(def, &mut n, c, false)
@@ -326,7 +389,7 @@ pub fn next(def: &TimerSection, t: &Timer, c: &Clocks, ev: Event) -> (Timer, Vec
             }
         }
         (_, Event::UnitInactive) => {
-            n.unit_inactive = Some(c.monotonic);
+            n.unit_inactive = c.monotonic.into();
             if matches!(t.state, S::Running | S::Waiting | S::Elapsed) {
                 enter_waiting(def, &mut n, c, false)
             } else {

@@ -50,8 +50,8 @@ fn run(d: &TimerSection, t0: Timer, steps: &[(u64, Event)]) -> (Timer, Vec<Actio
 
 fn arm_mono(secs: u64) -> Action {
     Action::Arm(NextElapse {
-        monotonic: Some((1000 + secs) * SEC),
-        realtime: None,
+        monotonic: Some((1000 + secs) * SEC).into(),
+        realtime: Stamp::NONE,
     })
 }
 
@@ -73,7 +73,7 @@ fn on_active_sec_fires_once_then_elapses() {
     // The service ends: the one-shot value is spent, nothing is left.
     let (t, a) = run(&d, t, &[(3, E::UnitInactive)]);
     assert_eq!((t.state, a), (S::Elapsed, vec![Action::Disarm]));
-    assert_eq!(t.spent, [0]);
+    assert_eq!(*t.spent, [0]);
     // A restart of the timer arms it again.
     let (t, a) = run(&d, t, &[(10, E::Start)]);
     assert_eq!((t.state, a), (S::Waiting, vec![arm_mono(11)]));
@@ -115,7 +115,10 @@ fn on_unit_active_sec_repeats_and_skips_while_the_unit_runs() {
         (S::Running, vec![Action::Disarm, Action::StartUnit])
     );
     let (t, _) = run(&d, t, &[(30, E::UnitActive), (31, E::UnitInactive)]);
-    assert_eq!((t.state, t.next.monotonic), (S::Waiting, Some(1040 * SEC)));
+    assert_eq!(
+        (t.state, t.next.monotonic),
+        (S::Waiting, Some(1040 * SEC).into())
+    );
 }
 
 #[test]
@@ -138,8 +141,8 @@ fn boot_and_startup_count_from_the_kernel_and_the_manager() {
         (
             S::Waiting,
             vec![Action::Arm(NextElapse {
-                monotonic: Some(2000 * SEC),
-                realtime: None
+                monotonic: Some(2000 * SEC).into(),
+                realtime: Stamp::NONE
             })]
         )
     );
@@ -162,8 +165,8 @@ fn on_calendar_arms_the_realtime_clock_and_fires_within_accuracy() {
         (
             S::Waiting,
             vec![Action::Arm(NextElapse {
-                monotonic: None,
-                realtime: Some(elapse)
+                monotonic: Stamp::NONE,
+                realtime: Some(elapse).into()
             })]
         )
     );
@@ -175,7 +178,7 @@ fn on_calendar_arms_the_realtime_clock_and_fires_within_accuracy() {
         (t.state, a),
         (S::Running, vec![Action::Disarm, Action::StartUnit])
     );
-    assert_eq!(t.last_trigger_realtime, Some(elapse));
+    assert_eq!(t.last_trigger_realtime.get(), Some(elapse));
     // After the run, the next day.
     let (t, a) = run(&d, t, &[(160, E::UnitInactive)]);
     assert_eq!(
@@ -183,8 +186,8 @@ fn on_calendar_arms_the_realtime_clock_and_fires_within_accuracy() {
         (
             S::Waiting,
             vec![Action::Arm(NextElapse {
-                monotonic: None,
-                realtime: Some(elapse + 86_400 * SEC)
+                monotonic: Stamp::NONE,
+                realtime: Some(elapse + 86_400 * SEC).into()
             })]
         )
     );
@@ -197,7 +200,7 @@ fn persistent_catches_up_once_after_a_missed_elapse() {
     // (2023-11-14 12:00, before T0) was missed while the manager was down.
     let yesterday_noon = T0 - (10 * 3600 + 13 * 60 + 20) * SEC - 86_400 * SEC;
     let t = Timer {
-        last_trigger_realtime: Some(yesterday_noon),
+        last_trigger_realtime: yesterday_noon.into(),
         ..Timer::default()
     };
     let (t, a) = run(&d, t, &[(0, E::Start)]);
@@ -213,7 +216,7 @@ fn persistent_catches_up_once_after_a_missed_elapse() {
     let tomorrow_noon = yesterday_noon + 3 * 86_400 * SEC - 86_400 * SEC;
     assert_eq!(
         (t.state, t.next.realtime),
-        (S::Waiting, Some(tomorrow_noon))
+        (S::Waiting, Some(tomorrow_noon).into())
     );
     // Without a stamp (first start), nothing is missed.
     let (t, _) = run(&d, Timer::default(), &[(0, E::Start)]);
@@ -235,6 +238,7 @@ fn randomized_delay_stays_within_its_bound() {
         let got = compute_next(&d, &Timer::default(), &c, false)
             .next
             .monotonic
+            .get()
             .unwrap();
         let base = (1000 + 10) * SEC;
         assert!((base..base + 30 * SEC).contains(&got), "{random}: {got}");
@@ -268,7 +272,7 @@ fn clock_and_zone_changes() {
     let (t3, _) = next(&d, &t, &c, E::TimezoneChanged);
     assert_eq!(
         t3.next.realtime,
-        Some(T0 + 86_400 * SEC - 3600 * SEC + 100 * SEC)
+        Some(T0 + 86_400 * SEC - 3600 * SEC + 100 * SEC).into()
     );
     // With OnClockChange= / OnTimezoneChange= the change triggers the unit.
     let d = def("OnCalendar=daily\nOnClockChange=yes\nOnTimezoneChange=yes\n");
