@@ -466,6 +466,22 @@ impl Manager {
             self.input(input);
             self.record_lingering();
             if self.reexecuting {
+                // The runtime stopped sending before Reexec, so what is
+                // behind it this thread queued for itself while handling
+                // what came before: an accepted connection's instance start
+                // (socket.rs `queue_job`). Dropped, its connection would
+                // close at the exec with nothing served; run, the instance
+                // is a unit like any other for the new image to take back.
+                let mut ran = false;
+                while let Ok(input) = rx.try_recv() {
+                    if let Input::Job { manual: false, .. } = input {
+                        self.input(input);
+                        ran = true;
+                    }
+                }
+                if ran {
+                    self.persist_all();
+                }
                 break;
             }
             // The loggers of runit units end after their units, at the end of their pipes.
@@ -475,6 +491,14 @@ impl Manager {
             {
                 break;
             }
+        }
+    }
+
+    /// Writes the state record of every unit, for a successor.
+    fn persist_all(&mut self) {
+        let names: Vec<String> = self.units.keys().map(|n| n.to_string()).collect();
+        for name in &names {
+            self.persist(name);
         }
     }
 
@@ -559,10 +583,7 @@ impl Manager {
                 }
             }
             Input::Reexec => {
-                let names: Vec<String> = self.units.keys().map(|n| n.to_string()).collect();
-                for name in &names {
-                    self.persist(name);
-                }
+                self.persist_all();
                 self.reexecuting = true;
             }
             Input::AutostartDone => self.drop_unclaimed_sockets(),
