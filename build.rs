@@ -18,7 +18,22 @@ fn main() {
     // linker, or with CORRAL_SYMBOL_ORDER=0, links in the default order.
     println!("cargo:rerun-if-env-changed=CORRAL_SYMBOL_ORDER");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
-    if std::env::var("CORRAL_SYMBOL_ORDER").as_deref() != Ok("0") && links_with_rust_lld() {
+    let lld = links_with_rust_lld();
+
+    // The CLI takes the unwinder from libgcc_eh.a instead of loading
+    // libgcc_s.so: one library less to map at each start, and no run of its
+    // constructor, whose `cpuid`s trap to the hypervisor in a VM (together
+    // ~0.1 ms of a 1 ms start-up, docs/ARCHITECTURE.md). The archive comes
+    // last on the command line, after std's `-lgcc_s`: whole, its objects
+    // define the unwinder's symbols, and lld then drops libgcc_s as not
+    // needed (GNU ld would keep it, so only with lld).
+    if lld {
+        for arg in ["-Wl,--whole-archive", "-lgcc_eh", "-Wl,--no-whole-archive"] {
+            println!("cargo:rustc-link-arg-bin=corral={arg}");
+        }
+    }
+
+    if std::env::var("CORRAL_SYMBOL_ORDER").as_deref() != Ok("0") && lld {
         let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("link/corrald.order");
         println!("cargo:rerun-if-changed={}", order.display());
         if order.is_file() {

@@ -22,7 +22,6 @@
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
@@ -225,7 +224,7 @@ fn denied(e: &JournalError) -> bool {
 ///
 /// `socket` is the global `--socket`/`$CORRAL_SOCKET`: when given, that
 /// manager answers the query.
-pub fn run(args: JournalArgs, socket: Option<PathBuf>) -> ExitCode {
+pub fn run(args: JournalArgs, socket: Option<PathBuf>) -> u8 {
     let explicit_store = args.file.is_some() || args.directory.is_some();
     // A bad --vacuum-* value is reported whichever way the vacuum would go.
     let checked = match is_vacuum(&args) {
@@ -256,13 +255,11 @@ pub fn run(args: JournalArgs, socket: Option<PathBuf>) -> ExitCode {
         _ => run_inner(&args, socket.as_deref()),
     });
     match result {
-        Ok(()) => ExitCode::from(exit::OK),
-        Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
-            ExitCode::from(exit::OK)
-        }
+        Ok(()) => exit::OK,
+        Err(CliError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => exit::OK,
         Err(e) => {
             eprintln!("corral journal: {e}");
-            ExitCode::from(exit::ERROR)
+            exit::ERROR
         }
     }
 }

@@ -24,7 +24,6 @@
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
@@ -159,13 +158,13 @@ impl UploadError {
 }
 
 /// Runs `corral journal-upload`.
-pub fn run(args: UploadArgs) -> ExitCode {
+pub fn run(args: UploadArgs) -> u8 {
     match upload(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => super::exit::OK,
         Err(e) => {
             eprintln!("corral journal-upload: {e}");
             // systemd-journal-upload's EXIT_FAILURE.
-            ExitCode::from(1)
+            1
         }
     }
 }

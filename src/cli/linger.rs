@@ -1,8 +1,6 @@
 //! `corral enable-linger` / `corral disable-linger`: keep a user's manager
 //! running without a login, and start it at boot.
 
-use std::process::ExitCode;
-
 use clap::Args;
 
 use super::exit;
@@ -20,7 +18,7 @@ pub struct LingerArgs {
 }
 
 /// Runs `corral enable-linger` (`enable`) or `corral disable-linger`.
-pub fn run(args: LingerArgs, enable: bool) -> ExitCode {
+pub fn run(args: LingerArgs, enable: bool) -> u8 {
     let verb = if enable {
         "enable-linger"
     } else {
@@ -30,7 +28,7 @@ pub fn run(args: LingerArgs, enable: bool) -> ExitCode {
         Ok(uid) => uid,
         Err(e) => {
             eprintln!("corral {verb}: {e}");
-            return ExitCode::from(exit::ERROR);
+            return exit::ERROR;
         }
     };
     let request = if enable {
@@ -46,12 +44,12 @@ pub fn run(args: LingerArgs, enable: bool) -> ExitCode {
                 "no longer lingers"
             };
             println!("uid {uid} {now}");
-            ExitCode::from(exit::OK)
+            exit::OK
         }
         Some(other) => {
             eprintln!("corral {verb}: unexpected answer from corrald --system: {other:?}");
-            ExitCode::from(exit::ERROR)
+            exit::ERROR
         }
-        None => ExitCode::from(exit::ERROR),
+        None => exit::ERROR,
     }
 }

@@ -3,7 +3,6 @@
 //! PAM (a container's entry point, a cron job, a test).
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
@@ -102,12 +101,12 @@ pub(crate) fn report(
 }
 
 /// Runs `corral login`.
-pub fn login(args: LoginArgs) -> ExitCode {
+pub fn login(args: LoginArgs) -> u8 {
     let uid = match resolve_uid(args.user.as_deref()) {
         Ok(uid) => uid,
         Err(e) => {
             eprintln!("corral login: {e}");
-            return ExitCode::from(exit::ERROR);
+            return exit::ERROR;
         }
     };
     let timeout = args
@@ -124,7 +123,7 @@ pub fn login(args: LoginArgs) -> ExitCode {
                  registered (`corral logout` ends it); see `corral --system status`",
                 args.timeout
             );
-            return ExitCode::from(exit::ERROR);
+            return exit::ERROR;
         }
         other => other,
     };
@@ -139,23 +138,23 @@ pub fn login(args: LoginArgs) -> ExitCode {
                 "uid {uid}: {sessions} session(s), manager {state}, XDG_RUNTIME_DIR={}",
                 runtime_dir.display()
             );
-            ExitCode::from(exit::OK)
+            exit::OK
         }
         Some(other) => {
             eprintln!("corral login: unexpected answer from corrald --system: {other:?}");
-            ExitCode::from(exit::ERROR)
+            exit::ERROR
         }
-        None => ExitCode::from(exit::ERROR),
+        None => exit::ERROR,
     }
 }
 
 /// Runs `corral logout`.
-pub fn logout(args: LogoutArgs) -> ExitCode {
+pub fn logout(args: LogoutArgs) -> u8 {
     let uid = match resolve_uid(args.user.as_deref()) {
         Ok(uid) => uid,
         Err(e) => {
             eprintln!("corral logout: {e}");
-            return ExitCode::from(exit::ERROR);
+            return exit::ERROR;
         }
     };
     match report(
@@ -168,12 +167,12 @@ pub fn logout(args: LogoutArgs) -> ExitCode {
             } else {
                 println!("uid {uid}: {sessions} session(s) left");
             }
-            ExitCode::from(exit::OK)
+            exit::OK
         }
         Some(other) => {
             eprintln!("corral logout: unexpected answer from corrald --system: {other:?}");
-            ExitCode::from(exit::ERROR)
+            exit::ERROR
         }
-        None => ExitCode::from(exit::ERROR),
+        None => exit::ERROR,
     }
 }

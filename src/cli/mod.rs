@@ -4,7 +4,6 @@
 //! library code so that tests can drive it and errors stay typed.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +17,7 @@ pub mod daemon_reexec;
 pub mod daemon_reload;
 pub mod enable;
 pub mod environment;
+pub mod fast_path;
 pub mod is_active;
 pub mod jobs;
 pub mod journal;
@@ -328,12 +328,14 @@ pub enum Command {
 }
 
 /// Parses the process arguments, runs the verb and returns its exit code.
-pub fn main() -> ExitCode {
+pub fn main() -> u8 {
     // `corral --system VERB` speaks to corrald --system with its own verbs.
     if system_status::wanted() {
         return system_status::main();
     }
-    let cli = Cli::parse();
+    let args: Vec<_> = std::env::args_os().collect();
+    let cli = fast_path::parse(&args, std::env::var_os("CORRAL_SOCKET").as_ref())
+        .unwrap_or_else(|| Cli::parse_from(args));
     let socket = cli.socket;
     let result = match cli.command {
         Command::Start { units } => start::run(socket, units),
@@ -366,27 +368,27 @@ pub fn main() -> ExitCode {
         Command::Logout(args) => return login::logout(args.0),
         Command::EnableLinger(args) => return linger::run(args.0, true),
         Command::DisableLinger(args) => return linger::run(args.0, false),
-        Command::Verify(args) => return ExitCode::from(verify::run(&args)),
+        Command::Verify(args) => return verify::run(&args),
         Command::Journal(args) => return journal::run(*args.0, socket),
-        Command::Calendar(args) => return ExitCode::from(calendar::run(&args)),
+        Command::Calendar(args) => return calendar::run(&args),
         Command::JournalUpload(args) => return journal_upload::run(args.0),
         Command::Enable(a) => {
-            return ExitCode::from(enable::run_then_now(InstallVerb::Enable, &a, socket));
+            return enable::run_then_now(InstallVerb::Enable, &a, socket);
         }
         Command::Disable(a) => {
-            return ExitCode::from(enable::run_then_now(InstallVerb::Disable, &a, socket));
+            return enable::run_then_now(InstallVerb::Disable, &a, socket);
         }
         Command::Reenable(a) => {
-            return ExitCode::from(enable::run_then_now(InstallVerb::Reenable, &a, socket));
+            return enable::run_then_now(InstallVerb::Reenable, &a, socket);
         }
-        Command::IsEnabled(a) => return ExitCode::from(enable::run_is_enabled(&a, socket)),
+        Command::IsEnabled(a) => return enable::run_is_enabled(&a, socket),
         Command::Mask(a) => {
-            return ExitCode::from(enable::run_then_now(InstallVerb::Mask, &a, socket));
+            return enable::run_then_now(InstallVerb::Mask, &a, socket);
         }
         Command::Unmask(a) => {
-            return ExitCode::from(enable::run_then_now(InstallVerb::Unmask, &a, socket));
+            return enable::run_then_now(InstallVerb::Unmask, &a, socket);
         }
-        Command::ListUnitFiles(a) => return ExitCode::from(list_unit_files::run(&a, socket)),
+        Command::ListUnitFiles(a) => return list_unit_files::run(&a, socket),
         Command::ListDependencies { reverse, all, unit } => {
             list_dependencies::run(socket, unit, reverse, all)
         }
@@ -394,8 +396,8 @@ pub fn main() -> ExitCode {
         Command::UnsetEnvironment { names } => environment::unset(socket, names),
         Command::ImportEnvironment { names } => environment::import(socket, names),
         Command::ShowEnvironment => environment::show(socket),
-        Command::Completions { shell } => return ExitCode::from(completions::run(shell)),
-        Command::Man { dir } => return ExitCode::from(man::run(&dir)),
+        Command::Completions { shell } => return completions::run(shell),
+        Command::Man { dir } => return man::run(&dir),
     };
-    ExitCode::from(result.unwrap_or_else(|e| common::report(&e)))
+    result.unwrap_or_else(|e| common::report(&e))
 }

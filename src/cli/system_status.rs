@@ -6,7 +6,6 @@
 //! line to the system manager's verbs, before the user verbs are parsed.
 
 use std::fmt::Write;
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -45,19 +44,19 @@ pub fn wanted() -> bool {
 }
 
 /// Parses and runs `corral --system ...`.
-pub fn main() -> ExitCode {
+pub fn main() -> u8 {
     let cli = SystemCli::parse();
     match cli.command {
         SystemCommand::Status { user, socket } => status(user.as_deref(), &socket),
     }
 }
 
-fn status(user: Option<&str>, socket: &SystemSocket) -> ExitCode {
+fn status(user: Option<&str>, socket: &SystemSocket) -> u8 {
     let uid = match user.map(|u| resolve_uid(Some(u))).transpose() {
         Ok(uid) => uid,
         Err(e) => {
             eprintln!("corral --system status: {e}");
-            return ExitCode::from(exit::ERROR);
+            return exit::ERROR;
         }
     };
     match report(
@@ -66,17 +65,17 @@ fn status(user: Option<&str>, socket: &SystemSocket) -> ExitCode {
     ) {
         Some(SystemResponse::Status(users)) if users.is_empty() => {
             println!("no user managers");
-            ExitCode::from(exit::NEGATIVE)
+            exit::NEGATIVE
         }
         Some(SystemResponse::Status(users)) => {
             print!("{}", render(&users));
-            ExitCode::from(exit::OK)
+            exit::OK
         }
         Some(other) => {
             eprintln!("corral --system status: unexpected answer: {other:?}");
-            ExitCode::from(exit::ERROR)
+            exit::ERROR
         }
-        None => ExitCode::from(exit::ERROR),
+        None => exit::ERROR,
     }
 }
 
