@@ -360,6 +360,8 @@ pub struct Manager {
     /// The `started` record as last written (readopt.rs): its text, one
     /// allocation, where a list of names cost a thousand timers 38 KB.
     started_record: Option<Box<str>>,
+    /// A unit without processes changed since `started_record` was written.
+    started_stale: bool,
     /// The lingering cgroups last written in their record (readopt.rs).
     lingering_record: Vec<crate::supervisor::readopt::LingeringCgroup>,
 }
@@ -413,6 +415,7 @@ impl Manager {
             runit_logs: HashMap::new(),
             held_sockets: HashMap::new(),
             started_record: None,
+            started_stale: false,
             lingering_record: Vec::new(),
         })
     }
@@ -465,6 +468,7 @@ impl Manager {
         while let Some(input) = rx.blocking_recv() {
             self.input(input);
             self.record_lingering();
+            self.flush_started();
             if self.reexecuting {
                 // The runtime stopped sending before Reexec, so what is
                 // behind it this thread queued for itself while handling
@@ -500,6 +504,7 @@ impl Manager {
         for name in &names {
             self.persist(name);
         }
+        self.flush_started();
     }
 
     fn input(&mut self, input: Input) {

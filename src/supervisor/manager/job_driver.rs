@@ -780,6 +780,9 @@ impl Manager {
             _ => Ok(notes),
         };
         if let Some(r) = run.reply {
+            // Once answered, the client may kill the manager: its successor
+            // must find the units this job started.
+            self.flush_started();
             let _ = r.send(result);
         }
     }

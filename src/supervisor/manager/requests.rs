@@ -81,6 +81,7 @@ impl Manager {
             }
             JobRequest::ResetFailed => {
                 self.reset_failed(&name);
+                self.flush_started();
                 let _ = reply.send(Ok(Vec::new()));
             }
         }
