@@ -6,10 +6,13 @@
 //! a message, a dozen system calls that were a tenth of `corral start`'s
 //! start-up (docs/ARCHITECTURE.md). What the CLI relies on of it is done
 //! here: stdio fds that are open, SIGPIPE ignored, a panic's exit code.
-#![no_main]
+// A test build keeps std's main: the test harness is that main.
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 use std::ffi::{c_char, c_int};
 
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     open_stdio();
@@ -25,6 +28,7 @@ extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
 
 /// Opens /dev/null on a closed fd 0, 1 or 2, as std does: otherwise the
 /// control socket could get fd 1 and the command's output would go to it.
+#[cfg(not(test))]
 fn open_stdio() {
     let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
         fd,
