@@ -3,9 +3,13 @@
 # `corral calendar` per expression beside `systemd-analyze calendar`.
 # bench-timers.sh calendar [runs]: only the latter.
 # Two managers in turn on the same 1000 (count) oneshot services: the first
-# without timers, the second with one enabled .timer per service
-# (OnCalendar=daily, AccuracySec=1min, all started by timers.target), none
-# due within the window. For each, over `seconds` (default 60) of idleness:
+# without timers, the second with one enabled .timer per service, each at
+# its own time of day (`OnCalendar=*-*-* HH:MM:00`, 2 to 19 hours from now,
+# so none is due within the window; every third also Persistent=yes, every
+# fifth RandomizedDelaySec=), AccuracySec=1min, all started by
+# timers.target. Distinct definitions, as a user's timers are: 1000 equal
+# ones would share their [Timer] sections and cost less than real ones.
+# For each, over `seconds` (default 60) of idleness:
 #   wakeups  context switches of every corrald thread (/proc/PID/task/*/status)
 #   runs     timeslices run, from /proc/PID/task/*/schedstat
 #   rss      VmRSS at the end, KiB
@@ -44,10 +48,15 @@ counts() { # pid: "switches runs"
 }
 run() { # name with-timers
   local d=$B/$1; mkdir -p $d/units/timers.target.wants $d/run $d/state
+  local h0; h0=$(date +%-H)
   for i in $(seq -w 1 $N); do
     printf '[Service]\nType=oneshot\nExecStart=/bin/true\n' > $d/units/t$i.service
     if [ "$2" = 1 ]; then
-      printf '[Timer]\nOnCalendar=daily\n[Install]\nWantedBy=timers.target\n' > $d/units/t$i.timer
+      local n=$((10#$i)) extra=
+      [ $((n % 3)) = 0 ] && extra+='Persistent=yes\n'
+      [ $((n % 5)) = 0 ] && extra+="RandomizedDelaySec=$((n % 50 + 1))min\n"
+      printf "[Timer]\nOnCalendar=*-*-* %02d:%02d:00\n$extra[Install]\nWantedBy=timers.target\n" \
+        $(((h0 + 2 + n / 60) % 24)) $((n % 60)) > $d/units/t$i.timer
       ln -s ../t$i.timer $d/units/timers.target.wants/t$i.timer
     fi
   done
