@@ -368,27 +368,47 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// `n` numbers, each given to `f`, eight at a time while they are one byte each
-    /// (the delta and length columns are read this way: they are most of the
-    /// decoding work of a `-g` scan).
-    fn numbers(&mut self, n: usize, mut f: impl FnMut(u64)) -> Result<(), String> {
+    /// `n` numbers, each mapped by `f` and pushed to `out`, read eight bytes at a
+    /// time: eight one-byte numbers in one push, else the one-byte numbers before
+    /// the first longer one (the delta and length columns are read this way: they
+    /// are most of the decoding work of a `-g` scan, and one line in eight of real
+    /// logs is longer than a one-byte length).
+    fn numbers<T: Copy + Default>(
+        &mut self,
+        n: usize,
+        out: &mut Vec<T>,
+        mut f: impl FnMut(u64) -> T,
+    ) -> Result<(), String> {
+        out.reserve(n);
         let mut left = n;
         while left > 0 {
-            if left >= 8
-                && let Some(w) = self.b.get(self.pos..self.pos + 8)
-            {
-                let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-                if w & 0x8080_8080_8080_8080 == 0 {
-                    for k in 0..8 {
-                        f((w >> (8 * k)) & 0xff);
-                    }
-                    self.pos += 8;
-                    left -= 8;
-                    continue;
+            let Some(w) = self.b.get(self.pos..self.pos + 8) else {
+                out.push(f(self.varint()?));
+                left -= 1;
+                continue;
+            };
+            let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            let high = w & 0x8080_8080_8080_8080;
+            if high == 0 && left >= 8 {
+                let mut eight = [T::default(); 8];
+                for (k, v) in eight.iter_mut().enumerate() {
+                    *v = f((w >> (8 * k)) & 0xff);
                 }
+                out.extend_from_slice(&eight);
+                self.pos += 8;
+                left -= 8;
+                continue;
             }
-            f(self.varint()?);
-            left -= 1;
+            let short = ((high.trailing_zeros() / 8) as usize).min(left);
+            for k in 0..short {
+                out.push(f((w >> (8 * k)) & 0xff));
+            }
+            self.pos += short;
+            left -= short;
+            if short < 8 && left > 0 {
+                out.push(f(self.long_varint()?));
+                left -= 1;
+            }
         }
         Ok(())
     }
@@ -603,19 +623,19 @@ fn decode_columns(raw: &[u8], v3: bool) -> Result<Columns<'_>, String> {
         return Err(format!("entry count {n} exceeds the block"));
     }
     let n = n as usize;
-    let mut seqs = Vec::with_capacity(n);
+    let mut seqs = Vec::new();
     let mut seq = 0u64;
-    r.numbers(n, |d| {
+    r.numbers(n, &mut seqs, |d| {
         // The first is the seq itself, the others deltas: 0 + d is the first.
         seq = seq.wrapping_add(d);
-        seqs.push(seq);
+        seq
     })?;
     let deltas = |r: &mut Reader<'_>| -> Result<Vec<u64>, String> {
-        let mut v = Vec::with_capacity(n);
+        let mut v = Vec::new();
         let mut t = 0u64;
-        r.numbers(n, |z| {
+        r.numbers(n, &mut v, |z| {
             t = t.wrapping_add(unzigzag(z));
-            v.push(t);
+            t
         })?;
         Ok(v)
     };
@@ -644,9 +664,10 @@ fn decode_columns(raw: &[u8], v3: bool) -> Result<Columns<'_>, String> {
     // Each message and its newline, added up in u64 (lengths are at most 2^64 - 1, so
     // the sum saturates instead of wrapping): a sum past the block is refused below.
     let mut at = 0u64;
-    r.numbers(n, |len| {
-        starts.push(at as u32);
+    r.numbers(n, &mut starts, |len| {
+        let start = at as u32;
         at = at.saturating_add(len).saturating_add(1);
+        start
     })?;
     if at > u64::from(u32::MAX) {
         return Err("message lengths exceed the block".into());
