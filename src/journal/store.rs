@@ -2198,7 +2198,11 @@ impl Pool {
             lo,
             hi,
         });
-        if st.idle > 0 {
+        // Woken after the unlock: a thread woken under the lock finds it held, sleeps
+        // on the mutex and is woken once more (two futex calls per block under load).
+        let wake = st.idle > 0;
+        drop(st);
+        if wake {
             self.shared.work.notify_one();
         }
         id
@@ -2253,7 +2257,9 @@ impl PoolShared {
     fn answer(&self, id: u64, r: std::result::Result<Loaded, String>) {
         let mut st = self.lock();
         st.done.push((id, r));
-        if st.waiting {
+        let wake = st.waiting;
+        drop(st);
+        if wake {
             self.answered.notify_one();
         }
     }
