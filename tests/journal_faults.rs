@@ -397,6 +397,28 @@ fn a_query_skips_a_block_with_flipped_bytes_and_returns_the_rest() {
         out.stderr
             .contains(&format!("holding {} entries", target.1))
     );
+    // The same through -g, whose blocks are decoded by the pool's threads and the
+    // reading thread: the damaged one's error comes back from whichever decoded it.
+    let out = corral_file(&[
+        "journal",
+        "--file",
+        file.to_str().unwrap(),
+        "-u",
+        "fl",
+        "-g",
+        "of fl",
+        "-o",
+        "cat",
+        "--no-pager",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), N - target.1);
+    assert!(
+        out.stderr
+            .contains(&format!("skipped 1 damaged block(s) of {}", file.display())),
+        "{}",
+        out.stderr
+    );
     // -n reaches past it too.
     let out = corral_file(&[
         "journal",

@@ -5,7 +5,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{
@@ -926,7 +926,7 @@ impl Store {
     /// advances, on one snapshot of the store. With `lines` and without `reverse` the
     /// newest N are gathered first (they are printed oldest first).
     pub fn query_iter(&self, q: &Query) -> Result<QueryIter> {
-        let cq = CompiledQuery::new(q)?;
+        let cq = Arc::new(CompiledQuery::new(q)?);
         let txn = self.read_txn()?;
         let path = &self.inner.path;
         let units_t = txn
@@ -1057,8 +1057,12 @@ impl Store {
             _txn: txn,
             path: path.to_owned(),
             blocks,
-            pool: if q.grep.is_some() { Pool::new() } else { None },
-            cq: Arc::new(cq),
+            pool: if q.grep.is_some() {
+                Pool::new(cq.clone())
+            } else {
+                None
+            },
+            cq,
             cursors,
             heap: BinaryHeap::new(),
             decoder: Decoder::new()
@@ -1968,7 +1972,8 @@ struct UnitCursor {
 /// A block a cursor will decode next, and the pool's answer when it decodes it.
 struct Ahead {
     meta: BlockMeta,
-    job: Option<mpsc::Receiver<std::result::Result<Loaded, String>>>,
+    /// Its job id in the pool.
+    job: Option<u64>,
 }
 
 /// What a cursor needs to read and decode blocks.
@@ -2060,15 +2065,68 @@ impl Decoder {
     }
 }
 
-/// A job of the [`Pool`], given that thread's decoder.
-type Job = Box<dyn FnOnce(&mut Decoder) + Send>;
+/// A block handed to the [`Pool`]: redb's guard of its bytes (the decoding thread
+/// reads the page; the block is not copied on the reading thread) and the window
+/// of its cursor.
+struct Job {
+    id: u64,
+    bytes: redb::AccessGuard<'static, &'static [u8]>,
+    meta: BlockMeta,
+    unit: String,
+    lo: u64,
+    hi: u64,
+}
+
+impl Job {
+    fn run(&self, cq: &CompiledQuery, dec: &mut Decoder) -> std::result::Result<Loaded, String> {
+        filter_block(
+            self.bytes.value(),
+            &self.meta,
+            &self.unit,
+            self.lo,
+            self.hi,
+            cq,
+            dec,
+        )
+    }
+}
+
+/// The pool's queue and answers, behind one mutex held only to move a job or an answer.
+#[derive(Default)]
+struct PoolState {
+    queue: VecDeque<Job>,
+    done: Vec<(u64, std::result::Result<Loaded, String>)>,
+    /// Pool threads asleep for want of a job: only then does `submit` wake one.
+    idle: usize,
+    /// The reading thread is asleep for want of an answer.
+    waiting: bool,
+    closed: bool,
+    next_id: u64,
+}
+
+struct PoolShared {
+    state: Mutex<PoolState>,
+    work: Condvar,
+    answered: Condvar,
+    cq: Arc<CompiledQuery>,
+}
+
+impl PoolShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // A panicking decoder leaves its job unanswered, never the state half made.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// Threads that decode blocks ahead of a query that filters on the message (`-g`):
 /// then decompressing is most of the query's time, most entries are dropped, and
-/// blocks are independent of each other. One thread per CPU; the query's own thread
-/// reads the blocks from redb and merges the results in order.
+/// blocks are independent of each other. One thread per CPU but one: the query's own
+/// thread reads the blocks from redb, decodes queued blocks itself rather than wait
+/// for the one it needs, and merges the results in order. A thread per CPU beside
+/// the reading thread made it sleep and wake for nearly every block, and the pool
+/// threads be preempted by it, ~10% of the query's CPU in context switches.
 struct Pool {
-    tx: Option<mpsc::Sender<Job>>,
+    shared: Arc<PoolShared>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -2076,28 +2134,39 @@ impl Pool {
     /// Blocks a cursor keeps handed to the pool ahead of the one it reads.
     const AHEAD: usize = 8;
 
-    /// A pool of one thread per CPU; `None` on a single CPU or if no thread starts.
-    fn new() -> Option<Pool> {
+    /// A pool of one thread per CPU but one; `None` on a single CPU or if no thread
+    /// starts.
+    fn new(cq: Arc<CompiledQuery>) -> Option<Pool> {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-        if n < 2 {
-            return None;
-        }
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        let shared = Arc::new(PoolShared {
+            state: Mutex::new(PoolState::default()),
+            work: Condvar::new(),
+            answered: Condvar::new(),
+            cq,
+        });
         let mut threads = Vec::new();
-        for _ in 0..n {
-            let rx = rx.clone();
+        for _ in 1..n {
             let Ok(mut decoder) = Decoder::new() else {
                 break;
             };
+            let sh = shared.clone();
             let t = std::thread::Builder::new()
                 .name("journal-decode".into())
                 .spawn(move || {
-                    loop {
-                        let job = rx.lock().expect("pool queue lock").recv();
-                        match job {
-                            Ok(job) => job(&mut decoder),
-                            Err(_) => return,
+                    while let Some(job) = sh.next_job() {
+                        // A panic must not leave the reading thread waiting for
+                        // this answer; the thread then ends and the reading
+                        // thread decodes what is left itself.
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            job.run(&sh.cq, &mut decoder)
+                        }));
+                        let ok = r.is_ok();
+                        sh.answer(
+                            job.id,
+                            r.unwrap_or_else(|_| Err("the decoding thread panicked".into())),
+                        );
+                        if !ok {
+                            return;
                         }
                     }
                 });
@@ -2106,24 +2175,100 @@ impl Pool {
                 Err(_) => break,
             }
         }
-        (!threads.is_empty()).then_some(Pool {
-            tx: Some(tx),
-            threads,
-        })
+        (!threads.is_empty()).then_some(Pool { shared, threads })
     }
 
-    fn submit(&self, job: Job) {
-        if let Some(tx) = &self.tx {
-            // The threads outlive the sender; a send fails only if all panicked, and
-            // then the job's answer channel closes and the load reports it.
-            let _ = tx.send(job);
+    /// Queues a block; its answer is taken with [`Self::take`] and the id returned.
+    fn submit(
+        &self,
+        bytes: redb::AccessGuard<'static, &'static [u8]>,
+        meta: BlockMeta,
+        unit: &str,
+        lo: u64,
+        hi: u64,
+    ) -> u64 {
+        let mut st = self.shared.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.queue.push_back(Job {
+            id,
+            bytes,
+            meta,
+            unit: unit.to_owned(),
+            lo,
+            hi,
+        });
+        // Woken after the unlock: a thread woken under the lock finds it held, sleeps
+        // on the mutex and is woken once more (two futex calls per block under load).
+        let wake = st.idle > 0;
+        drop(st);
+        if wake {
+            self.shared.work.notify_one();
+        }
+        id
+    }
+
+    /// The answer for job `id`: decoded here if no thread took it yet; while a thread
+    /// decodes it, the other queued jobs are decoded here, and only when none is left
+    /// does this thread sleep.
+    fn take(&self, id: u64, dec: &mut Decoder) -> std::result::Result<Loaded, String> {
+        let sh = &*self.shared;
+        let mut st = sh.lock();
+        loop {
+            if let Some(k) = st.done.iter().position(|(j, _)| *j == id) {
+                return st.done.swap_remove(k).1;
+            }
+            if let Some(k) = st.queue.iter().position(|j| j.id == id) {
+                let job = st.queue.remove(k).expect("position is in the queue");
+                drop(st);
+                return job.run(&sh.cq, dec);
+            }
+            if let Some(job) = st.queue.pop_front() {
+                drop(st);
+                let r = job.run(&sh.cq, dec);
+                st = sh.lock();
+                st.done.push((job.id, r));
+                continue;
+            }
+            st.waiting = true;
+            st = sh.answered.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiting = false;
+        }
+    }
+}
+
+impl PoolShared {
+    /// A pool thread's next job; `None` once the pool is dropped.
+    fn next_job(&self) -> Option<Job> {
+        let mut st = self.lock();
+        loop {
+            if let Some(job) = st.queue.pop_front() {
+                return Some(job);
+            }
+            if st.closed {
+                return None;
+            }
+            st.idle += 1;
+            st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.idle -= 1;
+        }
+    }
+
+    fn answer(&self, id: u64, r: std::result::Result<Loaded, String>) {
+        let mut st = self.lock();
+        st.done.push((id, r));
+        let wake = st.waiting;
+        drop(st);
+        if wake {
+            self.answered.notify_one();
         }
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        self.tx = None;
+        self.shared.lock().closed = true;
+        self.shared.work.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -2231,12 +2376,7 @@ impl UnitCursor {
 
     /// Hands block `m` to the pool; `None` (decoded in [`Self::load`], which reports
     /// it) when its row is missing.
-    fn submit(
-        &self,
-        pool: &Pool,
-        m: &BlockMeta,
-        ctx: &LoadCtx<'_>,
-    ) -> Result<Option<mpsc::Receiver<std::result::Result<Loaded, String>>>> {
+    fn submit(&self, pool: &Pool, m: &BlockMeta, ctx: &LoadCtx<'_>) -> Result<Option<u64>> {
         // The guard goes to the decoding thread: it owns the block's page, so the
         // block is not copied on the reading thread.
         let Some(bytes) = ctx
@@ -2246,12 +2386,7 @@ impl UnitCursor {
         else {
             return Ok(None);
         };
-        let (tx, rx) = mpsc::sync_channel(1);
-        let (m, unit, lo, hi, cq) = (*m, self.unit.clone(), self.lo, self.hi, ctx.cq.clone());
-        pool.submit(Box::new(move |dec| {
-            let _ = tx.send(filter_block(bytes.value(), &m, &unit, lo, hi, &cq, dec));
-        }));
-        Ok(Some(rx))
+        Ok(Some(pool.submit(bytes, *m, &self.unit, self.lo, self.hi)))
     }
 
     /// Decodes the block found by [`Self::next_bound`] (or takes what the pool made
@@ -2261,11 +2396,9 @@ impl UnitCursor {
             return Ok(());
         };
         let (path, unit) = (ctx.path, self.unit.as_str());
-        let loaded = match job {
-            Some(rx) => rx
-                .recv()
-                .unwrap_or_else(|_| Err("the decoding thread ended".into())),
-            None => {
+        let loaded = match (job, ctx.pool) {
+            (Some(id), Some(pool)) => pool.take(id, dec),
+            _ => {
                 let bytes = ctx
                     .blocks
                     .get((unit, m.first_seq))
