@@ -168,6 +168,9 @@ struct Inner {
     readers: Mutex<usize>,
     /// Signalled when `readers` drops to zero.
     readers_done: Condvar,
+    /// Times [`Store::drop_cache`] reopened the file, for the writer's tests.
+    #[cfg(test)]
+    cache_drops: std::sync::atomic::AtomicU64,
 }
 
 /// A read transaction of this process, counted in [`Inner::readers`] while it lives.
@@ -477,6 +480,8 @@ impl Store {
                 fallback: Mutex::new(None),
                 readers: Mutex::new(0),
                 readers_done: Condvar::new(),
+                #[cfg(test)]
+                cache_drops: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         let replayed = store.replay_side_log()?;
@@ -603,6 +608,8 @@ impl Store {
                 fallback: Mutex::new(None),
                 readers: Mutex::new(0),
                 readers_done: Condvar::new(),
+                #[cfg(test)]
+                cache_drops: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -698,17 +705,47 @@ impl Store {
             // A reader of the old handle would keep it from closing cleanly; they end on
             // their own (the write lock keeps new ones out).
             self.readers_ended();
-            // Close first: the file lock must be released before the new handle takes it.
-            drop(std::mem::replace(&mut *db, Db::Closed));
-            let new = redb::Builder::new()
-                .set_cache_size(self.inner.opts.cache_size)
-                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-                .open(&self.inner.path)
-                .map_err(|e| JournalError::db(&self.inner.path, "reopen for writing", e))?;
-            *db = Db::Rw(new);
+            self.reopen_locked(&mut db)?;
             *self.inner.fallback.lock().expect("fallback lock poisoned") = None;
         }
         Ok(())
+    }
+
+    /// Closes the writable handle and opens it again, under the store's write lock.
+    fn reopen_locked(&self, db: &mut Db) -> Result<()> {
+        // Close first: the file lock must be released before the new handle takes it.
+        drop(std::mem::replace(db, Db::Closed));
+        let new = redb::Builder::new()
+            .set_cache_size(self.inner.opts.cache_size)
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .open(&self.inner.path)
+            .map_err(|e| JournalError::db(&self.inner.path, "reopen for writing", e))?;
+        *db = Db::Rw(new);
+        Ok(())
+    }
+
+    /// Gives back redb's page cache, by closing the file and opening it again:
+    /// redb keeps every page a commit wrote or read (up to `cache_size`) for
+    /// as long as the handle lives, and has no other way to drop them. For the
+    /// writer once it is idle. Skipped (`false`) while a read transaction of
+    /// this process is open, not to wait for it; on an error the handle stays
+    /// closed, and the writer's next commit reopens it as after a failed write.
+    pub(crate) fn drop_cache(&self) -> Result<bool> {
+        let mut db = self.inner.db.write().expect("store lock poisoned");
+        if !matches!(&*db, Db::Rw(_)) || *self.inner.readers.lock().expect("reader count lock") > 0
+        {
+            return Ok(false);
+        }
+        self.reopen_locked(&mut db)?;
+        #[cfg(test)]
+        self.inner.cache_drops.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Times [`Self::drop_cache`] reopened the file.
+    #[cfg(test)]
+    pub(crate) fn cache_drops(&self) -> u64 {
+        self.inner.cache_drops.load(Ordering::Relaxed)
     }
 
     /// Whether the file system of the store has room for `bytes` more and a margin for
