@@ -159,7 +159,10 @@ struct Inner {
     store_id: u128,
     opts: StoreOptions,
     /// Per unit, the first_seq before which blocks are already merged (saves rescans).
-    merged_upto: Mutex<HashMap<String, u64>>,
+    /// Keyed by a hash of the name (`block::ratio_key`): the names cost a thousand
+    /// units that logged a line 78 KB (an mmap of its own), the hashes 34; a collision
+    /// would only leave some of a unit's small blocks unmerged.
+    merged_upto: Mutex<HashMap<u64, u64>>,
     /// A read-only handle for queries while the writable one refuses after a failed
     /// write (redb answers PreviousIo until reopened, and reopening needs free space).
     fallback: Mutex<Option<ReadOnlyDatabase>>,
@@ -1417,7 +1420,7 @@ impl Store {
         let txn = self.write_txn()?;
         let mut merged_away = 0usize;
         let mut touched = 0usize;
-        let mut progress: Vec<(String, u64)> = Vec::new();
+        let mut progress: Vec<(u64, u64)> = Vec::new();
         {
             let mut t = Tables::open(&txn, path)?;
             let upto = self.inner.merged_upto.lock().expect("merge lock").clone();
@@ -1425,7 +1428,7 @@ impl Store {
                 if touched >= budget {
                     break;
                 }
-                let from = upto.get(unit).copied().unwrap_or(0);
+                let from = upto.get(&block::ratio_key(unit)).copied().unwrap_or(0);
                 let metas: Vec<BlockMeta> = t
                     .block_meta
                     .range((unit.as_str(), from)..=(unit.as_str(), u64::MAX))
@@ -1477,7 +1480,7 @@ impl Store {
                     touched += g.len();
                     merged_away += self.merge_group(&mut t, unit, &g, &mut enc)?;
                 }
-                progress.push((unit.clone(), done_upto));
+                progress.push((block::ratio_key(unit), done_upto));
             }
         }
         txn.commit().map_err(self.db_err("commit"))?;
