@@ -47,7 +47,7 @@ fn every_directive_is_typed() {
     );
     let cal: Vec<_> = t.calendar.iter().map(|c| c.spec.to_string()).collect();
     assert_eq!(cal, ["*-*-* 00:00:00", "Mon *-*-* 09:00:00 UTC"]);
-    assert_eq!(t.calendar[1].text, "Mon *-*-* 09:00 UTC");
+    assert_eq!(&*t.calendar[1].text, "Mon *-*-* 09:00 UTC");
     assert_eq!(t.accuracy, Duration::from_millis(1));
     assert_eq!(t.randomized_delay, Duration::from_secs(300));
     assert!(t.fixed_random_delay && t.persistent && t.on_clock_change && t.on_timezone_change);
