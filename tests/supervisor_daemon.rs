@@ -163,7 +163,9 @@ fn the_manager_runs_without_thread_caches_and_its_services_do_not_inherit_that()
         };
         assert!(
             vars.contains(&before.as_bytes())
-                && vars.iter().any(|v| v.ends_with(b"glibc.malloc.tcache_count=0")),
+                && vars
+                    .iter()
+                    .any(|v| v.ends_with(b"glibc.malloc.tcache_count=0")),
             "{}",
             String::from_utf8_lossy(&environ)
         );

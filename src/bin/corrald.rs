@@ -115,7 +115,9 @@ fn without_thread_caches() {
         unsafe {
             std::env::remove_var(TUNABLES_BEFORE);
             match before.as_bytes().split_first() {
-                Some((b'=', value)) => std::env::set_var("GLIBC_TUNABLES", OsStr::from_bytes(value)),
+                Some((b'=', value)) => {
+                    std::env::set_var("GLIBC_TUNABLES", OsStr::from_bytes(value))
+                }
                 _ => std::env::remove_var("GLIBC_TUNABLES"),
             }
         }
@@ -152,7 +154,9 @@ fn without_thread_caches() {
     }
     // Returns only when it failed.
     let err = nix::unistd::execv(c"/proc/self/exe", &argv).unwrap_err();
-    eprintln!("corrald: cannot execute itself without glibc's thread caches ({err}); going on with them");
+    eprintln!(
+        "corrald: cannot execute itself without glibc's thread caches ({err}); going on with them"
+    );
     unsafe {
         std::env::remove_var(TUNABLES_BEFORE);
         match before {

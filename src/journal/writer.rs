@@ -1158,7 +1158,11 @@ mod tests {
     async fn cache_dropped(store: &Store, n: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while store.cache_drops() < n {
-            assert!(Instant::now() < deadline, "cache drops: {}", store.cache_drops());
+            assert!(
+                Instant::now() < deadline,
+                "cache drops: {}",
+                store.cache_drops()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
