@@ -105,8 +105,8 @@ const TUNABLES_BEFORE: &str = "CORRALD_GLIBC_TUNABLES_BEFORE";
 /// it off, read by ld.so when a program starts, so corrald executes itself
 /// once more with it set (the same process: the pid, the fds without
 /// close-on-exec and the signal mask are kept), then puts the variable back
-/// as it was given (for a daemon-reexec, which does the same again) and
-/// its name. Without /proc/self/exe it goes on with the caches.
+/// as it was given (for a daemon-reexec, which does the same again). When
+/// that fails it goes on with the caches.
 fn without_thread_caches() {
     use std::ffi::{CString, OsStr, OsString};
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -121,17 +121,6 @@ fn without_thread_caches() {
                 _ => std::env::remove_var("GLIBC_TUNABLES"),
             }
         }
-        // The kernel named the process after the path executed, `exe`:
-        // `ps` and `pgrep` know it by the binary's name.
-        let name = std::env::current_exe().ok().and_then(|p| {
-            let name = p.file_name()?.as_bytes();
-            // A binary replaced since it started (an upgrade).
-            let name = name.strip_suffix(b" (deleted)").unwrap_or(name);
-            CString::new(name.to_vec()).ok()
-        });
-        if let Some(name) = name {
-            let _ = nix::sys::prctl::set_name(&name);
-        }
         return;
     }
     let before = std::env::var_os("GLIBC_TUNABLES");
@@ -142,10 +131,16 @@ fn without_thread_caches() {
     tunables.push("glibc.malloc.tcache_count=0");
     let mut marker = OsString::from(if before.is_some() { "=" } else { "-" });
     marker.push(before.as_deref().unwrap_or_default());
-    let Ok(argv) = std::env::args_os()
-        .map(|a| CString::new(a.into_vec()))
-        .collect::<Result<Vec<_>, _>>()
-    else {
+    // The binary by its path (/proc/self/exe's target), not through
+    // /proc/self/exe: under valgrind that is valgrind's own, and the
+    // kernel names the process after the file executed.
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| CString::new(p.into_os_string().into_vec()).ok());
+    let argv: Option<Vec<CString>> = std::env::args_os()
+        .map(|a| CString::new(a.into_vec()).ok())
+        .collect();
+    let (Some(exe), Some(argv)) = (exe, argv) else {
         return;
     };
     unsafe {
@@ -153,7 +148,7 @@ fn without_thread_caches() {
         std::env::set_var(TUNABLES_BEFORE, &marker);
     }
     // Returns only when it failed.
-    let err = nix::unistd::execv(c"/proc/self/exe", &argv).unwrap_err();
+    let err = nix::unistd::execv(&exe, &argv).unwrap_err();
     eprintln!(
         "corrald: cannot execute itself without glibc's thread caches ({err}); going on with them"
     );
