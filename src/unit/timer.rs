@@ -60,7 +60,7 @@ impl MonotonicBase {
 }
 
 /// One `On*Sec=` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MonotonicTimer {
     /// What it counts from.
     pub base: MonotonicBase,
@@ -69,7 +69,7 @@ pub struct MonotonicTimer {
 }
 
 /// One `OnCalendar=` value.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CalendarTimer {
     /// The expression as written (after specifiers), for `status`.
     pub text: Box<str>,
@@ -78,7 +78,7 @@ pub struct CalendarTimer {
 }
 
 /// `[Timer]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TimerSection {
     /// `OnActiveSec=`, `OnBootSec=`, `OnStartupSec=`, `OnUnitActiveSec=`,
     /// `OnUnitInactiveSec=`, in the order written. A `ThinList` (most
@@ -340,7 +340,7 @@ impl Applier<'_> {
         if unit.kind() != UnitKind::Timer {
             return;
         }
-        let t = unit.timer.get_or_insert_with(Box::default);
+        let t = timer(unit);
         // Kept for the manager's life: the first push made room for four
         // (not through an empty one, which would allocate it).
         if !t.monotonic.is_empty() {
@@ -371,7 +371,8 @@ impl Applier<'_> {
 }
 
 fn timer(unit: &mut Unit) -> &mut TimerSection {
-    unit.timer.get_or_insert_with(Box::default)
+    unit.timer
+        .get_or_insert_with(|| TimerSection::default().into())
 }
 
 #[cfg(test)]
