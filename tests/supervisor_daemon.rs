@@ -126,12 +126,14 @@ fn a_closed_stdout_exits_0_quietly() {
 
 /// The manager runs without glibc's per-thread caches (it executes itself
 /// once with GLIBC_TUNABLES set, see `without_thread_caches` in corrald),
-/// keeping tunables it was given, under its own name; its services see
+/// keeping tunables it was given (and the caches' size when that is one of
+/// them), under its own name; its services see
 /// neither the tunables nor how it passed them on (they start from a clean
 /// environment).
 #[test]
 fn the_manager_runs_without_thread_caches_and_its_services_do_not_inherit_that() {
-    for given in [None, Some("glibc.malloc.check=0")] {
+    let own = "glibc.malloc.tcache_count=3";
+    for given in [None, Some("glibc.malloc.check=0"), Some(own)] {
         let Some(td) = TestDaemon::start_configured(
             |td| {
                 let out = td.run_dir().join("env.out");
@@ -161,11 +163,14 @@ fn the_manager_runs_without_thread_caches_and_its_services_do_not_inherit_that()
             None => "CORRALD_GLIBC_TUNABLES_BEFORE=-".to_string(),
             Some(v) => format!("CORRALD_GLIBC_TUNABLES_BEFORE=={v}"),
         };
-        assert!(
+        // A size of the caches the caller chose is kept: no second run.
+        let executed_again = given != Some(own);
+        assert_eq!(
             vars.contains(&before.as_bytes())
                 && vars
                     .iter()
                     .any(|v| v.ends_with(b"glibc.malloc.tcache_count=0")),
+            executed_again,
             "{}",
             String::from_utf8_lossy(&environ)
         );
