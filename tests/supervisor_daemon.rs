@@ -123,3 +123,65 @@ fn a_closed_stdout_exits_0_quietly() {
     // The reader goes away before corral writes (as `corral list | head -0`).
     common::assert_quiet_when_the_reader_is_gone(cmd);
 }
+
+/// The manager runs without glibc's per-thread caches (it executes itself
+/// once with GLIBC_TUNABLES set, see `without_thread_caches` in corrald),
+/// keeping tunables it was given (and the caches' size when that is one of
+/// them), under its own name; its services see
+/// neither the tunables nor how it passed them on (they start from a clean
+/// environment).
+#[test]
+fn the_manager_runs_without_thread_caches_and_its_services_do_not_inherit_that() {
+    let own = "glibc.malloc.tcache_count=3";
+    for given in [None, Some("glibc.malloc.check=0"), Some(own)] {
+        let Some(td) = TestDaemon::start_configured(
+            |td| {
+                let out = td.run_dir().join("env.out");
+                td.write_unit(
+                    "env.service",
+                    &format!(
+                        "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'env > {}'\n",
+                        out.display()
+                    ),
+                );
+            },
+            &[],
+            |cmd| {
+                cmd.env_remove("GLIBC_TUNABLES");
+                if let Some(v) = given {
+                    cmd.env("GLIBC_TUNABLES", v);
+                }
+            },
+        ) else {
+            return;
+        };
+        // The environment it was executed with (ld.so cuts GLIBC_TUNABLES
+        // up where it parses it), with what the first run was given.
+        let environ = std::fs::read(format!("/proc/{}/environ", td.pid())).unwrap();
+        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        let before = match given {
+            None => "CORRALD_GLIBC_TUNABLES_BEFORE=-".to_string(),
+            Some(v) => format!("CORRALD_GLIBC_TUNABLES_BEFORE=={v}"),
+        };
+        // A size of the caches the caller chose is kept: no second run.
+        let executed_again = given != Some(own);
+        assert_eq!(
+            vars.contains(&before.as_bytes())
+                && vars
+                    .iter()
+                    .any(|v| v.ends_with(b"glibc.malloc.tcache_count=0")),
+            executed_again,
+            "{}",
+            String::from_utf8_lossy(&environ)
+        );
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", td.pid())).unwrap();
+        assert_eq!(comm.trim_end(), "corrald");
+        td.ok(&["start", "env"]);
+        let env = std::fs::read_to_string(td.run_dir().join("env.out")).unwrap();
+        let tunables: Vec<&str> = env
+            .lines()
+            .filter(|l| l.starts_with("GLIBC_TUNABLES=") || l.starts_with("CORRALD_"))
+            .collect();
+        assert_eq!(tunables, Vec::<&str>::new());
+    }
+}

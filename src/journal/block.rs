@@ -159,8 +159,8 @@ pub struct Encoder {
     ratios: HashMap<u64, f32>,
 }
 
-/// The key of `unit` in [`Encoder`]'s ratios.
-fn ratio_key(unit: &str) -> u64 {
+/// The key of `unit` in [`Encoder`]'s ratios and in the store's merge progress.
+pub(super) fn ratio_key(unit: &str) -> u64 {
     use std::hash::BuildHasher;
     std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
         .hash_one(unit)

@@ -159,7 +159,10 @@ struct Inner {
     store_id: u128,
     opts: StoreOptions,
     /// Per unit, the first_seq before which blocks are already merged (saves rescans).
-    merged_upto: Mutex<HashMap<String, u64>>,
+    /// Keyed by a hash of the name (`block::ratio_key`): the names cost a thousand
+    /// units that logged a line 78 KB (an mmap of its own), the hashes 34; a collision
+    /// would only leave some of a unit's small blocks unmerged.
+    merged_upto: Mutex<HashMap<u64, u64>>,
     /// A read-only handle for queries while the writable one refuses after a failed
     /// write (redb answers PreviousIo until reopened, and reopening needs free space).
     fallback: Mutex<Option<ReadOnlyDatabase>>,
@@ -168,6 +171,9 @@ struct Inner {
     readers: Mutex<usize>,
     /// Signalled when `readers` drops to zero.
     readers_done: Condvar,
+    /// Times [`Store::drop_cache`] reopened the file, for the writer's tests.
+    #[cfg(test)]
+    cache_drops: std::sync::atomic::AtomicU64,
 }
 
 /// A read transaction of this process, counted in [`Inner::readers`] while it lives.
@@ -477,6 +483,8 @@ impl Store {
                 fallback: Mutex::new(None),
                 readers: Mutex::new(0),
                 readers_done: Condvar::new(),
+                #[cfg(test)]
+                cache_drops: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         let replayed = store.replay_side_log()?;
@@ -603,6 +611,8 @@ impl Store {
                 fallback: Mutex::new(None),
                 readers: Mutex::new(0),
                 readers_done: Condvar::new(),
+                #[cfg(test)]
+                cache_drops: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -698,17 +708,47 @@ impl Store {
             // A reader of the old handle would keep it from closing cleanly; they end on
             // their own (the write lock keeps new ones out).
             self.readers_ended();
-            // Close first: the file lock must be released before the new handle takes it.
-            drop(std::mem::replace(&mut *db, Db::Closed));
-            let new = redb::Builder::new()
-                .set_cache_size(self.inner.opts.cache_size)
-                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
-                .open(&self.inner.path)
-                .map_err(|e| JournalError::db(&self.inner.path, "reopen for writing", e))?;
-            *db = Db::Rw(new);
+            self.reopen_locked(&mut db)?;
             *self.inner.fallback.lock().expect("fallback lock poisoned") = None;
         }
         Ok(())
+    }
+
+    /// Closes the writable handle and opens it again, under the store's write lock.
+    fn reopen_locked(&self, db: &mut Db) -> Result<()> {
+        // Close first: the file lock must be released before the new handle takes it.
+        drop(std::mem::replace(db, Db::Closed));
+        let new = redb::Builder::new()
+            .set_cache_size(self.inner.opts.cache_size)
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .open(&self.inner.path)
+            .map_err(|e| JournalError::db(&self.inner.path, "reopen for writing", e))?;
+        *db = Db::Rw(new);
+        Ok(())
+    }
+
+    /// Gives back redb's page cache, by closing the file and opening it again:
+    /// redb keeps every page a commit wrote or read (up to `cache_size`) for
+    /// as long as the handle lives, and has no other way to drop them. For the
+    /// writer once it is idle. Skipped (`false`) while a read transaction of
+    /// this process is open, not to wait for it; on an error the handle stays
+    /// closed, and the writer's next commit reopens it as after a failed write.
+    pub(crate) fn drop_cache(&self) -> Result<bool> {
+        let mut db = self.inner.db.write().expect("store lock poisoned");
+        if !matches!(&*db, Db::Rw(_)) || *self.inner.readers.lock().expect("reader count lock") > 0
+        {
+            return Ok(false);
+        }
+        self.reopen_locked(&mut db)?;
+        #[cfg(test)]
+        self.inner.cache_drops.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Times [`Self::drop_cache`] reopened the file.
+    #[cfg(test)]
+    pub(crate) fn cache_drops(&self) -> u64 {
+        self.inner.cache_drops.load(Ordering::Relaxed)
     }
 
     /// Whether the file system of the store has room for `bytes` more and a margin for
@@ -1384,7 +1424,7 @@ impl Store {
         let txn = self.write_txn()?;
         let mut merged_away = 0usize;
         let mut touched = 0usize;
-        let mut progress: Vec<(String, u64)> = Vec::new();
+        let mut progress: Vec<(u64, u64)> = Vec::new();
         {
             let mut t = Tables::open(&txn, path)?;
             let upto = self.inner.merged_upto.lock().expect("merge lock").clone();
@@ -1392,7 +1432,7 @@ impl Store {
                 if touched >= budget {
                     break;
                 }
-                let from = upto.get(unit).copied().unwrap_or(0);
+                let from = upto.get(&block::ratio_key(unit)).copied().unwrap_or(0);
                 let metas: Vec<BlockMeta> = t
                     .block_meta
                     .range((unit.as_str(), from)..=(unit.as_str(), u64::MAX))
@@ -1444,7 +1484,7 @@ impl Store {
                     touched += g.len();
                     merged_away += self.merge_group(&mut t, unit, &g, &mut enc)?;
                 }
-                progress.push((unit.clone(), done_upto));
+                progress.push((block::ratio_key(unit), done_upto));
             }
         }
         txn.commit().map_err(self.db_err("commit"))?;

@@ -100,8 +100,31 @@ enum ZoneSpec {
     Named(String, TimeZone),
 }
 
+// A named zone is the zone of that name in the tz database: the name says
+// which (the database is read once per name while the manager runs).
+impl PartialEq for ZoneSpec {
+    fn eq(&self, other: &ZoneSpec) -> bool {
+        match (self, other) {
+            (ZoneSpec::Local, ZoneSpec::Local) | (ZoneSpec::Utc, ZoneSpec::Utc) => true,
+            (ZoneSpec::Named(a, _), ZoneSpec::Named(b, _)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ZoneSpec {}
+
+impl std::hash::Hash for ZoneSpec {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        if let ZoneSpec::Named(name, _) = self {
+            name.hash(state);
+        }
+    }
+}
+
 /// A parsed calendar event expression.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CalendarSpec {
     /// Weekday bits, Monday = bit 0; `None` for every day.
     weekdays: Option<u8>,

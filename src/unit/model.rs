@@ -52,7 +52,7 @@ pub struct Unit {
     /// made every unit (a timer too) 2.3 KB.
     pub service: Option<Box<ServiceSection>>,
     /// `[Timer]`; `Some` exactly for `.timer` units.
-    pub timer: Option<Box<TimerSection>>,
+    pub timer: Option<Shared<TimerSection>>,
     /// `[Socket]`; `Some` exactly for `.socket` units.
     pub socket: Option<Box<SocketSection>>,
     /// `[Install]`: shared by every unit with an equal one (see
@@ -71,7 +71,7 @@ impl Unit {
     /// An empty unit of that name with every default applied.
     pub fn new(name: UnitName) -> Unit {
         let service = (name.kind() == UnitKind::Service).then(Box::default);
-        let timer = (name.kind() == UnitKind::Timer).then(Box::default);
+        let timer = (name.kind() == UnitKind::Timer).then(|| TimerSection::default().into());
         let socket = (name.kind() == UnitKind::Socket).then(Box::default);
         Unit {
             name,
@@ -252,6 +252,12 @@ impl<T: PartialEq + 'static> PartialEq for ThinList<T> {
 
 impl<T: Eq + 'static> Eq for ThinList<T> {}
 
+impl<T: std::hash::Hash + 'static> std::hash::Hash for ThinList<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
 impl<T: std::fmt::Debug + 'static> std::fmt::Debug for ThinList<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         (**self).fmt(f)
@@ -294,19 +300,29 @@ impl<T: SharedDefault> Shared<T> {
     }
 }
 
-impl Shared<InstallSection> {
-    /// The same section, shared with every unit loaded with an equal one:
-    /// timers are mostly `WantedBy=timers.target`, services
-    /// `WantedBy=default.target`, and a thousand timers kept a thousand
-    /// copies (180 B each with the list and the name). A later change
-    /// still makes the unit's own copy (`DerefMut`).
-    pub fn intern(&mut self) {
-        use std::collections::BTreeSet;
-        use std::sync::{Arc, Mutex};
-        /// The sections in use, and the table's size after its last pruning.
-        static TABLE: Mutex<(BTreeSet<Arc<InstallSection>>, usize)> =
-            Mutex::new((BTreeSet::new(), 0));
-        let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+/// The sections of a kind in use ([`Shared::intern`]), and the table's
+/// size after its last pruning.
+type InternTable<T> = std::sync::Mutex<(
+    std::collections::HashSet<
+        std::sync::Arc<T>,
+        std::hash::BuildHasherDefault<std::hash::DefaultHasher>,
+    >,
+    usize,
+)>;
+
+/// A table of no section yet.
+const fn intern_table<T>() -> InternTable<T> {
+    std::sync::Mutex::new((
+        std::collections::HashSet::with_hasher(std::hash::BuildHasherDefault::new()),
+        0,
+    ))
+}
+
+impl<T: Eq + std::hash::Hash> Shared<T> {
+    /// The same section as an equal one in `table`, else this one, now in it.
+    fn intern_in(&mut self, table: &InternTable<T>) {
+        use std::sync::Arc;
+        let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
         let (set, pruned_len) = &mut *table;
         if let Some(same) = set.get(&*self.0) {
             self.0 = same.clone();
@@ -319,6 +335,30 @@ impl Shared<InstallSection> {
             *pruned_len = set.len();
         }
         set.insert(self.0.clone());
+    }
+}
+
+impl Shared<InstallSection> {
+    /// The same section, shared with every unit loaded with an equal one:
+    /// timers are mostly `WantedBy=timers.target`, services
+    /// `WantedBy=default.target`, and a thousand timers kept a thousand
+    /// copies (180 B each with the list and the name). A later change
+    /// still makes the unit's own copy (`DerefMut`).
+    pub fn intern(&mut self) {
+        static TABLE: InternTable<InstallSection> = intern_table();
+        self.intern_in(&TABLE);
+    }
+}
+
+impl Shared<TimerSection> {
+    /// The same `[Timer]`, shared with every timer loaded with an equal one
+    /// (the same values, written alike): users' timers are mostly
+    /// `OnCalendar=daily` or `weekly`, with `Persistent=yes`, and each copy
+    /// of `OnCalendar=daily` costs 300 B with its expression. A later change
+    /// still makes the timer's own copy (`DerefMut`).
+    pub fn intern(&mut self) {
+        static TABLE: InternTable<TimerSection> = intern_table();
+        self.intern_in(&TABLE);
     }
 }
 
@@ -410,7 +450,7 @@ impl Default for UnitSection {
 }
 
 /// `[Install]`: how `enable` links the unit.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct InstallSection {
     /// `WantedBy=`.
     pub wanted_by: Vec<UnitName>,
@@ -1953,6 +1993,9 @@ impl Applier<'_> {
             unit.install.intern();
         }
         self.finish_timer(unit);
+        if let Some(t) = &mut unit.timer {
+            t.intern();
+        }
         self.finish_socket(unit);
         let Some(s) = unit.service.as_mut() else {
             return;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::calendar::CalendarSpec;
-use super::model::{Applier, Unit, invalid, push_diag};
+use super::model::{Applier, ThinList, Unit, invalid, push_diag};
 use super::name::{UnitKind, UnitName};
 use super::syntax::Directive;
 use super::values::{parse_bool, parse_timespan};
@@ -60,7 +60,7 @@ impl MonotonicBase {
 }
 
 /// One `On*Sec=` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MonotonicTimer {
     /// What it counts from.
     pub base: MonotonicBase,
@@ -69,22 +69,25 @@ pub struct MonotonicTimer {
 }
 
 /// One `OnCalendar=` value.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CalendarTimer {
     /// The expression as written (after specifiers), for `status`.
-    pub text: String,
+    pub text: Box<str>,
     /// The parsed expression.
     pub spec: CalendarSpec,
 }
 
 /// `[Timer]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TimerSection {
     /// `OnActiveSec=`, `OnBootSec=`, `OnStartupSec=`, `OnUnitActiveSec=`,
-    /// `OnUnitInactiveSec=`, in the order written.
-    pub monotonic: Vec<MonotonicTimer>,
+    /// `OnUnitInactiveSec=`, in the order written. A `ThinList` (most
+    /// timers are calendar timers) and a boxed slice below, where two
+    /// `Vec`s made `[Timer]` 112 B (a section of every timer, for the
+    /// manager's life).
+    pub monotonic: ThinList<MonotonicTimer>,
     /// `OnCalendar=`, in the order written.
-    pub calendar: Vec<CalendarTimer>,
+    pub calendar: Box<[CalendarTimer]>,
     /// `AccuracySec=`: how far an elapse may be moved to coalesce wake-ups.
     pub accuracy: Duration,
     /// `RandomizedDelaySec=`: the upper bound of a random extra delay.
@@ -112,8 +115,8 @@ pub struct TimerSection {
 impl Default for TimerSection {
     fn default() -> Self {
         TimerSection {
-            monotonic: Vec::new(),
-            calendar: Vec::new(),
+            monotonic: ThinList::default(),
+            calendar: Box::default(),
             accuracy: DEFAULT_ACCURACY,
             randomized_delay: Duration::ZERO,
             fixed_random_delay: false,
@@ -196,8 +199,8 @@ impl Applier<'_> {
             // systemd: an empty value resets every timer value so far,
             // monotonic and calendar ones alike.
             let t = timer(unit);
-            t.monotonic.clear();
-            t.calendar.clear();
+            t.monotonic = ThinList::default();
+            t.calendar = Box::default();
             return;
         }
         if let Some(base) = MonotonicBase::from_directive(key) {
@@ -221,7 +224,17 @@ impl Applier<'_> {
                     return;
                 };
                 match CalendarSpec::parse_with_local(&v, &zone::current_local(), Timestamp::now()) {
-                    Ok(spec) => timer(unit).calendar.push(CalendarTimer { text: v, spec }),
+                    Ok(spec) => {
+                        let t = timer(unit);
+                        // Rarely more than one: a copy each is cheaper than
+                        // the room a `Vec` keeps.
+                        let mut all = std::mem::take(&mut t.calendar).into_vec();
+                        all.push(CalendarTimer {
+                            text: v.into(),
+                            spec,
+                        });
+                        t.calendar = all.into_boxed_slice();
+                    }
                     Err(e) => invalid(
                         unit,
                         d,
@@ -327,11 +340,12 @@ impl Applier<'_> {
         if unit.kind() != UnitKind::Timer {
             return;
         }
-        let t = unit.timer.get_or_insert_with(Box::default);
+        let t = timer(unit);
         // Kept for the manager's life: the first push made room for four
-        // (960 bytes for one OnCalendar=).
-        t.calendar.shrink_to_fit();
-        t.monotonic.shrink_to_fit();
+        // (not through an empty one, which would allocate it).
+        if !t.monotonic.is_empty() {
+            t.monotonic.shrink_to_fit();
+        }
         if t.accuracy.is_zero() {
             // As fine as the kernel timer goes.
             t.accuracy = Duration::from_micros(1);
@@ -357,7 +371,8 @@ impl Applier<'_> {
 }
 
 fn timer(unit: &mut Unit) -> &mut TimerSection {
-    unit.timer.get_or_insert_with(Box::default)
+    unit.timer
+        .get_or_insert_with(|| TimerSection::default().into())
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ fn every_directive_is_typed() {
     );
     let cal: Vec<_> = t.calendar.iter().map(|c| c.spec.to_string()).collect();
     assert_eq!(cal, ["*-*-* 00:00:00", "Mon *-*-* 09:00:00 UTC"]);
-    assert_eq!(t.calendar[1].text, "Mon *-*-* 09:00 UTC");
+    assert_eq!(&*t.calendar[1].text, "Mon *-*-* 09:00 UTC");
     assert_eq!(t.accuracy, Duration::from_millis(1));
     assert_eq!(t.randomized_delay, Duration::from_secs(300));
     assert!(t.fixed_random_delay && t.persistent && t.on_clock_change && t.on_timezone_change);
@@ -187,4 +187,28 @@ fn implicit_dependencies_reach_the_graph() {
     // Other kinds have none.
     let s = load("s.service", "[Service]\nExecStart=/bin/true\n");
     assert_eq!(implicit_dependencies(&s), TimerDependencies::default());
+}
+
+/// Timers loaded with an equal `[Timer]` share one copy; the same elapses
+/// written otherwise do not (`status` shows them as written), nor other
+/// values; a change makes the changed timer's own copy.
+#[test]
+fn equal_timer_sections_are_shared_until_one_changes() {
+    let text = "[Timer]\nOnCalendar=daily\nPersistent=yes\n";
+    let a = load("a.timer", text);
+    let b = load("b.timer", text);
+    let same_elapses = load(
+        "c.timer",
+        "[Timer]\nOnCalendar=*-*-* 00:00:00\nPersistent=yes\n",
+    );
+    let other = load("d.timer", "[Timer]\nOnCalendar=daily\n");
+    let section = |u: &Unit| -> *const TimerSection { &**u.timer.as_ref().unwrap() };
+    assert_eq!(section(&a), section(&b));
+    assert_ne!(section(&a), section(&same_elapses));
+    assert_ne!(section(&a), section(&other));
+    let mut changed = b.clone();
+    changed.timer.as_mut().unwrap().persistent = false;
+    assert_ne!(section(&changed), section(&a));
+    assert!(a.timer.as_ref().unwrap().persistent);
+    assert_eq!(section(&a), section(&b));
 }

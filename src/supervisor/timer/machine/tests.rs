@@ -21,7 +21,7 @@ fn def(body: &str) -> TimerSection {
         &SpecifierContext::current(),
     );
     assert!(u.errors().next().is_none(), "{:?}", u.diagnostics);
-    *u.timer.unwrap()
+    u.timer.unwrap().into_inner()
 }
 
 /// Clocks `secs` seconds after the start: the manager started at
