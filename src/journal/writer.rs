@@ -66,6 +66,11 @@ pub struct WriterOptions {
     /// Say on stderr when writing starts failing and when it works again (the
     /// manager's writer does; the journal entries about it are written either way).
     pub log_stalls: bool,
+    /// The shortest time between two reopens that give redb's page cache
+    /// back once idle after a burst (`WriterThread::drop_cache`): a service
+    /// that logs in bursts a second apart would otherwise have the store
+    /// closed and opened, three fsyncs, after each.
+    pub cache_drop_interval: Duration,
 }
 
 impl Default for WriterOptions {
@@ -84,6 +89,7 @@ impl Default for WriterOptions {
             merge_interval: Duration::from_secs(1),
             merge_budget: 4096,
             log_stalls: false,
+            cache_drop_interval: Duration::from_secs(600),
         }
     }
 }
@@ -260,6 +266,7 @@ impl Writer {
             last_retention: Instant::now(),
             last_merge: Instant::now(),
             since_cache_drop: 0,
+            last_cache_drop: None,
         };
         let spawn_err = |e| JournalError::io("spawn writer thread for", store.path(), e);
         let back = std::thread::Builder::new()
@@ -698,6 +705,8 @@ struct WriterThread {
     last_merge: Instant,
     /// Entries committed since redb's page cache was last given back ([`Self::drop_cache`]).
     since_cache_drop: usize,
+    /// When that was, if it was.
+    last_cache_drop: Option<Instant>,
 }
 
 impl WriterThread {
@@ -904,13 +913,22 @@ impl WriterThread {
     /// cache matters while commits come (it is also redb's write buffer),
     /// not for the few reads while idle. Not after a trickle of entries
     /// (their commits touch the same few pages): reopening costs three
-    /// fsyncs.
+    /// fsyncs; and not more often than `cache_drop_interval`, so that the
+    /// first burst (a manager's start-up) is given back at once and later
+    /// ones cost at most one reopen in that time.
     fn drop_cache(&mut self) {
-        if self.since_cache_drop < CACHE_DROP_ENTRIES {
+        if self.since_cache_drop < CACHE_DROP_ENTRIES
+            || self
+                .last_cache_drop
+                .is_some_and(|t| t.elapsed() < self.opts.cache_drop_interval)
+        {
             return;
         }
         match self.store.drop_cache() {
-            Ok(true) => self.since_cache_drop = 0,
+            Ok(true) => {
+                self.since_cache_drop = 0;
+                self.last_cache_drop = Some(Instant::now());
+            }
             // A reader of this process is open: next time.
             Ok(false) => {}
             Err(e) => self.report(&e),
@@ -1177,6 +1195,7 @@ mod tests {
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let opts = WriterOptions {
             idle_after: Duration::from_millis(20),
+            cache_drop_interval: Duration::ZERO,
             ..WriterOptions::default()
         };
         let w = Writer::spawn(store.clone(), opts).unwrap();
@@ -1207,6 +1226,37 @@ mod tests {
         assert_eq!(store.disk_usage().unwrap().entries, all);
         let q = crate::journal::Query::default();
         assert_eq!(store.query(&q).unwrap().len() as u64, all);
+        w.shutdown().await.unwrap();
+    }
+
+    /// After one reopen, the bursts that follow within `cache_drop_interval`
+    /// are written without another.
+    #[tokio::test]
+    async fn bursts_within_the_interval_cost_one_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let opts = WriterOptions {
+            idle_after: Duration::from_millis(20),
+            ..WriterOptions::default()
+        };
+        let w = Writer::spawn(store.clone(), opts).unwrap();
+        let line = |i: usize| NewEntry::manager("burst.service", 0, format!("line {i}"));
+        for round in 0..4 {
+            let burst: Vec<NewEntry> = (0..2 * CACHE_DROP_ENTRIES).map(line).collect();
+            w.append_batch(burst).await.unwrap();
+            w.flush().await.unwrap();
+            if round == 0 {
+                cache_dropped(&store, 1).await;
+            } else {
+                // Idle windows go by; none reopens.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        assert_eq!(store.cache_drops(), 1);
+        assert_eq!(
+            store.disk_usage().unwrap().entries,
+            8 * CACHE_DROP_ENTRIES as u64
+        );
         w.shutdown().await.unwrap();
     }
 }
