@@ -371,64 +371,32 @@ fn a_query_skips_a_block_with_flipped_bytes_and_returns_the_rest() {
     assert!(hit > 0);
     std::fs::write(&file, &data).unwrap();
 
-    let out = corral_file(&[
-        "journal",
-        "--file",
-        file.to_str().unwrap(),
-        "-u",
-        "fl",
-        "-o",
-        "cat",
-        "--no-pager",
-    ]);
+    let unit_fl = |more: &[&str]| {
+        let mut args = vec!["journal", "--file", file.to_str().unwrap(), "-u", "fl"];
+        args.extend_from_slice(more);
+        corral_file(&args)
+    };
+    let skipped = format!("skipped 1 damaged block(s) of {}", file.display());
+    let out = unit_fl(&["-o", "cat", "--no-pager"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         out.stdout.lines().count(),
         N - target.1,
         "every entry but the damaged block's"
     );
-    assert!(
-        out.stderr
-            .contains(&format!("skipped 1 damaged block(s) of {}", file.display())),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains(&skipped), "{}", out.stderr);
     assert!(
         out.stderr
             .contains(&format!("holding {} entries", target.1))
     );
     // The same through -g, whose blocks are decoded by the pool's threads and the
     // reading thread: the damaged one's error comes back from whichever decoded it.
-    let out = corral_file(&[
-        "journal",
-        "--file",
-        file.to_str().unwrap(),
-        "-u",
-        "fl",
-        "-g",
-        "of fl",
-        "-o",
-        "cat",
-        "--no-pager",
-    ]);
+    let out = unit_fl(&["-g", "of fl", "-o", "cat", "--no-pager"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.lines().count(), N - target.1);
-    assert!(
-        out.stderr
-            .contains(&format!("skipped 1 damaged block(s) of {}", file.display())),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains(&skipped), "{}", out.stderr);
     // -n reaches past it too.
-    let out = corral_file(&[
-        "journal",
-        "--file",
-        file.to_str().unwrap(),
-        "-u",
-        "fl",
-        "-n",
-        "5",
-    ]);
+    let out = unit_fl(&["-n", "5"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.lines().count(), 5);
 

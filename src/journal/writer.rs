@@ -199,6 +199,9 @@ pub struct WriterHandle {
     waiting: Arc<Mutex<BTreeSet<String>>>,
     /// The largest window of uncommitted entries seen so far.
     seen: Arc<Seen>,
+    /// Idle passes after work (the test's way to know one went by).
+    #[cfg(test)]
+    idle_passes: watch::Receiver<u64>,
 }
 
 /// Budget taken by a pipe reader before it reads ([`WriterHandle::reserve`]), so that
@@ -243,6 +246,8 @@ impl Writer {
         let (status_tx, status) = watch::channel(WriterStatus::Ok);
         let waiting = Arc::new(Mutex::new(BTreeSet::new()));
         let seen = Arc::new(Seen::default());
+        #[cfg(test)]
+        let (idle_passes_tx, idle_passes) = watch::channel(0);
         let mut w = WriterThread {
             waiting: waiting.clone(),
             budget: permits.clone(),
@@ -267,6 +272,8 @@ impl Writer {
             last_merge: Instant::now(),
             since_cache_drop: 0,
             last_cache_drop: None,
+            #[cfg(test)]
+            idle_passes: idle_passes_tx,
         };
         let spawn_err = |e| JournalError::io("spawn writer thread for", store.path(), e);
         let back = std::thread::Builder::new()
@@ -303,6 +310,8 @@ impl Writer {
             thread: Arc::new(Mutex::new(Some(thread))),
             waiting,
             seen,
+            #[cfg(test)]
+            idle_passes,
         })
     }
 }
@@ -523,6 +532,12 @@ impl WriterHandle {
 /// the next idle moment gives redb's page cache back.
 const CACHE_DROP_ENTRIES: usize = 64;
 
+/// Whether an idle writer gives redb's cache back now: after a burst (not a
+/// trickle), and not within `interval` of the last time (`since_last`).
+fn cache_drop_due(entries: usize, since_last: Option<Duration>, interval: Duration) -> bool {
+    entries >= CACHE_DROP_ENTRIES && since_last.is_none_or(|d| d >= interval)
+}
+
 /// After a burst: the staging buffer grew to the largest batch (up to
 /// `max_batch_entries`, tens of MB) and the entries of the burst left the
 /// allocator's free lists full of small chunks it does not give back by itself.
@@ -707,6 +722,9 @@ struct WriterThread {
     since_cache_drop: usize,
     /// When that was, if it was.
     last_cache_drop: Option<Instant>,
+    /// Counts the idle passes after work, for tests to wait on.
+    #[cfg(test)]
+    idle_passes: watch::Sender<u64>,
 }
 
 impl WriterThread {
@@ -747,6 +765,8 @@ impl WriterThread {
                         if !idle_done {
                             self.drop_cache();
                             release_memory(&mut self.pending);
+                            #[cfg(test)]
+                            self.idle_passes.send_modify(|n| *n += 1);
                         }
                         idle_done = true;
                     }
@@ -917,11 +937,11 @@ impl WriterThread {
     /// first burst (a manager's start-up) is given back at once and later
     /// ones cost at most one reopen in that time.
     fn drop_cache(&mut self) {
-        if self.since_cache_drop < CACHE_DROP_ENTRIES
-            || self
-                .last_cache_drop
-                .is_some_and(|t| t.elapsed() < self.opts.cache_drop_interval)
-        {
+        if !cache_drop_due(
+            self.since_cache_drop,
+            self.last_cache_drop.map(|t| t.elapsed()),
+            self.opts.cache_drop_interval,
+        ) {
             return;
         }
         match self.store.drop_cache() {
@@ -1172,17 +1192,58 @@ mod tests {
         w.shutdown().await.unwrap();
     }
 
-    /// Waits (at most 10 s) until the writer has given back redb's cache `n` times.
-    async fn cache_dropped(store: &Store, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while store.cache_drops() < n {
-            assert!(
-                Instant::now() < deadline,
-                "cache drops: {}",
-                store.cache_drops()
+    /// A writer on a fresh store that goes idle 20 ms after work, with
+    /// `cache_drop_interval` between reopens.
+    fn quickly_idle_writer(
+        cache_drop_interval: Duration,
+    ) -> (tempfile::TempDir, Store, WriterHandle) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let opts = WriterOptions {
+            idle_after: Duration::from_millis(20),
+            cache_drop_interval,
+            ..WriterOptions::default()
+        };
+        let w = Writer::spawn(store.clone(), opts).unwrap();
+        (dir, store, w)
+    }
+
+    /// The count of the writer's idle passes after work so far.
+    fn idle_passes(w: &WriterHandle) -> u64 {
+        *w.idle_passes.borrow()
+    }
+
+    /// Waits (at most 10 s) for the writer's first idle pass after `before`
+    /// (a count taken before the work it follows was sent).
+    async fn idle_after(w: &WriterHandle, before: u64) {
+        let mut rx = w.idle_passes.clone();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|n| *n > before))
+            .await
+            .expect("the writer went idle within 10 s")
+            .expect("the writer runs");
+    }
+
+    #[test]
+    fn a_cache_drop_is_due_after_a_burst_and_not_within_the_interval() {
+        let min = Duration::from_secs(60);
+        let bursts = CACHE_DROP_ENTRIES;
+        // (entries since the last drop, time since it, due)
+        let table = [
+            (bursts - 1, None, false),
+            (bursts, None, true),
+            (10 * bursts, None, true),
+            (bursts, Some(Duration::from_secs(59)), false),
+            (bursts, Some(min), true),
+            (bursts - 1, Some(Duration::from_secs(3600)), false),
+        ];
+        for (entries, since, due) in table {
+            assert_eq!(
+                cache_drop_due(entries, since, min),
+                due,
+                "{entries} {since:?}"
             );
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        assert!(cache_drop_due(bursts, Some(Duration::ZERO), Duration::ZERO));
     }
 
     /// Idle after a burst, the writer reopens the store to give redb's page
@@ -1191,26 +1252,22 @@ mod tests {
     /// file stays locked against a second writer.
     #[tokio::test]
     async fn an_idle_writer_gives_back_the_cache_of_a_burst() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let opts = WriterOptions {
-            idle_after: Duration::from_millis(20),
-            cache_drop_interval: Duration::ZERO,
-            ..WriterOptions::default()
-        };
-        let w = Writer::spawn(store.clone(), opts).unwrap();
+        let (dir, store, w) = quickly_idle_writer(Duration::ZERO);
         let line = |i: usize| NewEntry::manager(&format!("u{i}.timer"), 0, format!("line {i}"));
         for i in 0..10 {
+            let before = idle_passes(&w);
             w.append(line(i)).await.unwrap();
+            w.flush().await.unwrap();
+            idle_after(&w, before).await;
         }
-        w.flush().await.unwrap();
-        // Several idle windows: a trickle is not worth a reopen.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Idle after each: a trickle is not worth a reopen.
         assert_eq!(store.cache_drops(), 0);
+        let before = idle_passes(&w);
         let burst: Vec<NewEntry> = (10..10 + CACHE_DROP_ENTRIES).map(line).collect();
         w.append_batch(burst).await.unwrap();
         w.flush().await.unwrap();
-        cache_dropped(&store, 1).await;
+        idle_after(&w, before).await;
+        assert_eq!(store.cache_drops(), 1);
         assert!(
             matches!(
                 Store::open(dir.path(), StoreOptions::default()),
@@ -1218,10 +1275,12 @@ mod tests {
             ),
             "the reopened store is locked against another writer"
         );
+        let before = idle_passes(&w);
         let burst: Vec<NewEntry> = (0..2 * CACHE_DROP_ENTRIES).map(line).collect();
         w.append_batch(burst).await.unwrap();
         w.flush().await.unwrap();
-        cache_dropped(&store, 2).await;
+        idle_after(&w, before).await;
+        assert_eq!(store.cache_drops(), 2);
         let all = 10 + 3 * CACHE_DROP_ENTRIES as u64;
         assert_eq!(store.disk_usage().unwrap().entries, all);
         let q = crate::journal::Query::default();
@@ -1233,26 +1292,17 @@ mod tests {
     /// are written without another.
     #[tokio::test]
     async fn bursts_within_the_interval_cost_one_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        let opts = WriterOptions {
-            idle_after: Duration::from_millis(20),
-            ..WriterOptions::default()
-        };
-        let w = Writer::spawn(store.clone(), opts).unwrap();
+        let (_dir, store, w) = quickly_idle_writer(WriterOptions::default().cache_drop_interval);
         let line = |i: usize| NewEntry::manager("burst.service", 0, format!("line {i}"));
-        for round in 0..4 {
+        for _ in 0..4 {
+            let before = idle_passes(&w);
             let burst: Vec<NewEntry> = (0..2 * CACHE_DROP_ENTRIES).map(line).collect();
             w.append_batch(burst).await.unwrap();
             w.flush().await.unwrap();
-            if round == 0 {
-                cache_dropped(&store, 1).await;
-            } else {
-                // Idle windows go by; none reopens.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            idle_after(&w, before).await;
+            // The first idle pass reopens; the next ones are within the interval.
+            assert_eq!(store.cache_drops(), 1);
         }
-        assert_eq!(store.cache_drops(), 1);
         assert_eq!(
             store.disk_usage().unwrap().entries,
             8 * CACHE_DROP_ENTRIES as u64
