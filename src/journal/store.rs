@@ -159,7 +159,7 @@ struct Inner {
     store_id: u128,
     opts: StoreOptions,
     /// Per unit, the first_seq before which blocks are already merged (saves rescans).
-    /// Keyed by a hash of the name (`block::ratio_key`): the names cost a thousand
+    /// Keyed by a hash of the name (`block::unit_key`): the names cost a thousand
     /// units that logged a line 78 KB (an mmap of its own), the hashes 34; a collision
     /// would only leave some of a unit's small blocks unmerged.
     merged_upto: Mutex<HashMap<u64, u64>>,
@@ -1432,7 +1432,7 @@ impl Store {
                 if touched >= budget {
                     break;
                 }
-                let from = upto.get(&block::ratio_key(unit)).copied().unwrap_or(0);
+                let from = upto.get(&block::unit_key(unit)).copied().unwrap_or(0);
                 let metas: Vec<BlockMeta> = t
                     .block_meta
                     .range((unit.as_str(), from)..=(unit.as_str(), u64::MAX))
@@ -1484,7 +1484,7 @@ impl Store {
                     touched += g.len();
                     merged_away += self.merge_group(&mut t, unit, &g, &mut enc)?;
                 }
-                progress.push((block::ratio_key(unit), done_upto));
+                progress.push((block::unit_key(unit), done_upto));
             }
         }
         txn.commit().map_err(self.db_err("commit"))?;
