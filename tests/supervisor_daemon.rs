@@ -35,6 +35,15 @@ fn sigterm_stops_every_unit_and_exits_0() {
         assert!(!td.unit_cgroup(&format!("s{i}.service")).exists());
     }
     assert!(!td.socket.exists(), "control socket left behind");
+    // The fd holder exits with a manager that stops cleanly, and its cgroup
+    // goes with it: nothing of the manager's is left below its root.
+    let left: Vec<_> = std::fs::read_dir(&td.cgroup_root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "cgroups left below the root: {left:?}");
 }
 
 #[test]

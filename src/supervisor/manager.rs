@@ -604,6 +604,28 @@ impl Manager {
 /// Runs the user manager until SIGTERM/SIGINT (or `shutdown`) has stopped
 /// every unit. Errors are about the manager itself (socket, cgroup root); a
 /// unit's failure never ends it.
+/// Once the fd holder has exited (told to quit at a clean shutdown), its
+/// cgroup goes too, so that a manager that stopped cleanly leaves below its
+/// root only what it was given. A holder still running after a few seconds
+/// keeps its cgroup and says so: it is ended with the user's subtree.
+async fn remove_holder_cgroup(root: &Cgroup) {
+    let Ok(cg) = Cgroup::open(root.path().join(super::fd_holder::CGROUP)) else {
+        return;
+    };
+    let gone = tokio::time::timeout(Duration::from_secs(5), cg.wait_empty()).await;
+    let removed = match gone {
+        Ok(Ok(())) => cg.remove().map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the fd holder did not exit within 5 s".into()),
+    };
+    if let Err(e) = removed {
+        eprintln!(
+            "corrald: left the fd holder's cgroup {}: {e}",
+            cg.path().display()
+        );
+    }
+}
+
 pub async fn run(
     mut opts: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -931,6 +953,7 @@ pub async fn run(
     // lines must be with the writer before it shuts down.
     finish_output.drain().await;
     finish_output.quit_holder();
+    remove_holder_cgroup(&root).await;
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(&notify_path);
     // Every unit was stopped: nothing is left for a successor to take back.
