@@ -112,21 +112,16 @@ fn owner_pid(address: &str, name: &str) -> Option<i32> {
 /// Debian's dbus.service (package dbus-user-session): `dbus-daemon
 /// --session --address=systemd: ...`, Type=notify.
 const SESSION_BUS_SERVICE: &str = "/usr/lib/systemd/user/dbus.service";
+/// Its socket unit (same package).
+const SESSION_BUS_SOCKET: &str = "/usr/lib/systemd/user/dbus.socket";
 
-/// The session bus as dbus-user-session sets it up: its dbus.service,
-/// unchanged, and a dbus.socket listening where theirs does. Theirs also
-/// has `ExecStartPost=-/bin/systemctl --user set-environment
-/// DBUS_SESSION_BUS_ADDRESS=...`: without a systemd user manager, that
-/// systemctl falls back to the user bus, the very socket being started,
-/// and waits there 90 s for an answer (sd-bus's authentication timeout)
-/// before its failure is ignored; what it sets is the manager's default
-/// bus address anyway.
+/// The session bus as dbus-user-session sets it up: its dbus.service and
+/// dbus.socket, unchanged. The socket's `ExecStartPost=-/bin/systemctl
+/// --user set-environment DBUS_SESSION_BUS_ADDRESS=...` reaches the manager
+/// through its private socket (tests/supervisor_systemctl.rs).
 fn install_session_bus(td: &TestDaemon) {
     std::fs::copy(SESSION_BUS_SERVICE, td.units_dir().join("dbus.service")).unwrap();
-    td.write_unit(
-        "dbus.socket",
-        "[Unit]\nDescription=D-Bus User Message Bus Socket\n[Socket]\nListenStream=%t/bus\n",
-    );
+    std::fs::copy(SESSION_BUS_SOCKET, td.units_dir().join("dbus.socket")).unwrap();
 }
 
 impl Drop for Bus {

@@ -236,6 +236,8 @@ pub enum Value {
     Str(String),
     /// `u`, `i`, `b` or `y`.
     U32(u32),
+    /// `as`: an array of strings.
+    StrList(Vec<String>),
 }
 
 /// A message read from the bus: its header fields and the arguments of its
@@ -244,6 +246,8 @@ pub enum Value {
 pub struct Message {
     /// 1 method call, 2 method return, 3 error, 4 signal.
     pub kind: u8,
+    /// Header flags (1: no reply expected).
+    pub flags: u8,
     /// Its serial.
     pub serial: u32,
     /// The serial of the call it answers.
@@ -451,6 +455,7 @@ fn parse_message(b: &[u8]) -> Parse<Message> {
     };
     let mut m = Message {
         kind: b[1],
+        flags: b[2],
         serial: d.u32()?,
         ..Message::default()
     };
@@ -489,17 +494,78 @@ fn parse_message(b: &[u8]) -> Parse<Message> {
     }
     d.pos = end;
     d.align(8)?;
-    for c in signature.chars() {
+    let mut types = signature.chars().peekable();
+    while let Some(c) = types.next() {
         let v = match c {
             's' | 'o' => Value::Str(d.str()?),
             'g' => Value::Str(d.sig()?),
             'u' | 'i' | 'b' => Value::U32(d.u32()?),
             'y' => Value::U32(u32::from(d.u8()?)),
+            'a' if types.peek() == Some(&'s') => {
+                types.next();
+                let len = d.u32()? as usize;
+                let end = d.pos.checked_add(len).ok_or("truncated")?;
+                let mut items = Vec::new();
+                while d.pos < end {
+                    items.push(d.str()?);
+                }
+                if d.pos != end {
+                    return Err("array length does not end at an element");
+                }
+                Value::StrList(items)
+            }
             _ => break,
         };
         m.args.push(v);
     }
     Ok(m)
+}
+
+/// The header of a reply to the call `reply_serial`: no flags, our serial,
+/// the body's length, and the fields (REPLY_SERIAL first).
+fn reply_head(kind: u8, serial: u32, reply_serial: u32, body_len: usize) -> Enc {
+    let mut m = Enc::default();
+    m.b.extend_from_slice(&[b'l', kind, NO_REPLY_EXPECTED, 1]);
+    m.u32(body_len as u32);
+    m.u32(serial);
+    m.u32(0);
+    m.pad(8);
+    m.b.push(5);
+    m.sig("u");
+    m.u32(reply_serial);
+    m
+}
+
+/// A method return without a body, answering the call `reply_serial`.
+pub fn method_return(serial: u32, reply_serial: u32) -> Vec<u8> {
+    let mut m = reply_head(METHOD_RETURN, serial, reply_serial, 0);
+    let fields = (m.b.len() - 16) as u32;
+    m.b[12..16].copy_from_slice(&fields.to_le_bytes());
+    m.pad(8);
+    m.b
+}
+
+/// An error reply `name` with the text `message`, answering the call `reply_serial`.
+pub fn error_reply(serial: u32, reply_serial: u32, name: &str, message: &str) -> Vec<u8> {
+    let mut body = Enc::default();
+    body.str(message);
+    let mut m = reply_head(ERROR, serial, reply_serial, body.b.len());
+    m.field(4, "s", name);
+    m.field(8, "g", "s");
+    let fields = (m.b.len() - 16) as u32;
+    m.b[12..16].copy_from_slice(&fields.to_le_bytes());
+    m.pad(8);
+    m.b.extend_from_slice(&body.b);
+    m.b
+}
+
+/// The length of the message at the start of `buf` once its fixed header
+/// has arrived (`None` before), and the message once all of it has.
+pub fn next_message(buf: &[u8]) -> Result<Option<(usize, Message)>, &'static str> {
+    match message_len(buf)? {
+        Some(n) if buf.len() >= n => Ok(Some((n, parse_message(&buf[..n])?))),
+        _ => Ok(None),
+    }
 }
 
 /// One authenticated connection to a bus.

@@ -696,6 +696,16 @@ pub async fn run(
             let _ = tx.send(Input::Reaped(pid, exit));
         }))
     };
+    // systemctl --user's private socket, for the environment calls of
+    // packaged units (systemd_private.rs); XDG_RUNTIME_DIR as services get it.
+    let systemctl_dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/run/user/{}", nix::unistd::geteuid())));
+    let systemctl = super::systemd_private::bind(&systemctl_dir).map(|(listener, path)| {
+        let task = tokio::spawn(super::systemd_private::serve(listener, tx.clone()));
+        (task, path)
+    });
     let notify_task = {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -954,6 +964,10 @@ pub async fn run(
     finish_output.drain().await;
     finish_output.quit_holder();
     remove_holder_cgroup(&root).await;
+    if let Some((task, path)) = &systemctl {
+        task.abort();
+        let _ = std::fs::remove_file(path);
+    }
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(&notify_path);
     // Every unit was stopped: nothing is left for a successor to take back.

@@ -16,6 +16,9 @@
 //!   control socket).
 //! - [`dbus`]: a minimal D-Bus client; the manager's one session-bus
 //!   connection watches the `BusName=` of Type=dbus units.
+//! - [`systemd_private`]: `$XDG_RUNTIME_DIR/systemd/private`, where
+//!   `systemctl --user set-environment` (and unset-, import-) reaches the
+//!   manager's environment block, as packaged units' `ExecStartPost=` do.
 //! - [`procs`]: reading process command lines from /proc for `status`.
 //! - [`process_setup`] (with [`directories`], [`credentials`]): what a
 //!   unit's process gets from systemd.exec(5) settings before its spawn
@@ -57,6 +60,7 @@ pub mod reexec;
 pub mod service;
 pub mod socket;
 pub mod state;
+pub mod systemd_private;
 pub mod target;
 pub mod timer;
 pub mod wire;
