@@ -776,14 +776,19 @@ impl WriterThread {
                     return;
                 }
             }
-            // Take whatever else is already queued (it piled up during the last commit).
+            // Take whatever else is already queued (it piled up during the last commit,
+            // or arrived during the idle pass just made: work that still needs an idle
+            // pass after it, so the next wait is `idle_after`, not the long idle sleep).
             while self.pending.len() < self.opts.max_batch_entries && shutdown.is_none() {
                 let next = match self.held.pop_front() {
                     Some(cmd) => Ok(cmd),
                     None => self.rx.try_recv(),
                 };
                 match next {
-                    Ok(cmd) => self.handle(cmd, &mut force, &mut shutdown),
+                    Ok(cmd) => {
+                        idle_done = false;
+                        self.handle(cmd, &mut force, &mut shutdown);
+                    }
                     Err(_) => break,
                 }
             }
