@@ -529,7 +529,8 @@ impl<'a> Reader<'a> {
 /// A column of runs of equal values.
 enum Runs<T> {
     /// One value for every entry, the common case (a block of one process's
-    /// lines): kept without the two allocations of a list, ~16 per block.
+    /// lines): no list of runs, so a block of such columns makes 16 allocations
+    /// fewer.
     One(T),
     /// Run `k` covers the entries before `ends[k]`.
     Many { ends: Vec<u32>, values: Vec<T> },
