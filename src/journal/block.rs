@@ -413,9 +413,8 @@ impl<'a> Reader<'a> {
                 continue;
             }
             let short = ((high.trailing_zeros() / 8) as usize).min(left);
-            for k in 0..short {
-                out.push(f((w >> (8 * k)) & 0xff));
-            }
+            // One capacity check for them all, not one per push.
+            out.extend((0..short).map(|k| f((w >> (8 * k)) & 0xff)));
             self.pos += short;
             left -= short;
             if short < 8 && left > 0 {
