@@ -364,6 +364,19 @@ impl<'a> Reader<'a> {
                 self.pos += 1;
                 Ok(u64::from(b))
             }
+            _ => self.multi_byte(),
+        }
+    }
+
+    /// A number of more than one byte: a message length of 128 bytes to 16 KiB, a
+    /// clock delta of 64 µs to 8 ms take two, read here without a call.
+    #[inline]
+    fn multi_byte(&mut self) -> Result<u64, String> {
+        match self.b.get(self.pos..self.pos + 2) {
+            Some(&[b0, b1]) if b0 >= 0x80 && b1 < 0x80 => {
+                self.pos += 2;
+                Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7)
+            }
             _ => self.long_varint(),
         }
     }
@@ -400,13 +413,34 @@ impl<'a> Reader<'a> {
                 continue;
             }
             let short = ((high.trailing_zeros() / 8) as usize).min(left);
-            for k in 0..short {
-                out.push(f((w >> (8 * k)) & 0xff));
-            }
+            // One capacity check for them all, not one per push.
+            out.extend((0..short).map(|k| f((w >> (8 * k)) & 0xff)));
             self.pos += short;
             left -= short;
             if short < 8 && left > 0 {
-                out.push(f(self.long_varint()?));
+                out.push(f(self.multi_byte()?));
+                left -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Passes over `n` numbers, checking them as [`Self::numbers`] does: a column
+    /// whose values are read later for a few entries only ([`Clocks::Lazy`]).
+    fn skip_numbers(&mut self, n: usize) -> Result<(), String> {
+        let mut left = n;
+        while left > 0 {
+            let Some(w) = self.b.get(self.pos..self.pos + 8) else {
+                self.varint()?;
+                left -= 1;
+                continue;
+            };
+            let high = u64::from_le_bytes(w.try_into().expect("8 bytes")) & 0x8080_8080_8080_8080;
+            let short = ((high.trailing_zeros() / 8) as usize).min(left);
+            self.pos += short;
+            left -= short;
+            if short < 8 && left > 0 {
+                self.multi_byte()?;
                 left -= 1;
             }
         }
@@ -460,10 +494,7 @@ impl<'a> Reader<'a> {
         mut get: impl FnMut(&mut Self) -> Result<T, String>,
     ) -> Result<Runs<T>, String> {
         let count = self.varint()?;
-        let mut runs = Runs {
-            ends: Vec::new(),
-            values: Vec::new(),
-        };
+        let (mut ends, mut values, mut one) = (Vec::new(), Vec::new(), None);
         let mut end = 0usize;
         for _ in 0..count {
             let len = self.varint()?;
@@ -472,13 +503,20 @@ impl<'a> Reader<'a> {
                 return Err("a column's runs do not add up to the entry count".into());
             }
             end += len as usize;
-            runs.ends.push(end as u32);
-            runs.values.push(v);
+            if count == 1 {
+                one = Some(v);
+            } else {
+                ends.push(end as u32);
+                values.push(v);
+            }
         }
         if end != n {
             return Err("a column's runs do not add up to the entry count".into());
         }
-        Ok(runs)
+        Ok(match one {
+            Some(v) => Runs::One(v),
+            None => Runs::Many { ends, values },
+        })
     }
 
     fn str(&mut self) -> Result<&'a str, String> {
@@ -487,26 +525,27 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A column of runs of equal values: run `k` covers the entries before `ends[k]`.
-struct Runs<T> {
-    ends: Vec<u32>,
-    values: Vec<T>,
+/// A column of runs of equal values.
+enum Runs<T> {
+    /// One value for every entry, the common case (a block of one process's
+    /// lines): no list of runs, so a block of such columns makes 16 allocations
+    /// fewer.
+    One(T),
+    /// Run `k` covers the entries before `ends[k]`.
+    Many { ends: Vec<u32>, values: Vec<T> },
 }
 
 impl<T: Copy + Default> Runs<T> {
-    /// A column of `n` entries all `T::default()` (a field the codec does not have).
-    fn absent(n: usize) -> Runs<T> {
-        Runs {
-            ends: vec![n as u32],
-            values: vec![T::default()],
-        }
+    /// A column of entries all `T::default()` (a field the codec does not have).
+    fn absent() -> Runs<T> {
+        Runs::One(T::default())
     }
 
     fn at(&self, i: usize) -> T {
-        if self.values.len() == 1 {
-            return self.values[0];
+        match self {
+            Runs::One(v) => *v,
+            Runs::Many { ends, values } => values[ends.partition_point(|&e| e as usize <= i)],
         }
-        self.values[self.ends.partition_point(|&e| e as usize <= i)]
     }
 }
 
@@ -516,8 +555,7 @@ impl<T: Copy + Default> Runs<T> {
 /// a few of them.
 pub struct Columns<'a> {
     seqs: Seqs,
-    realtimes: Vec<u64>,
-    monotonics: Vec<u64>,
+    clocks: Clocks<'a>,
     boots: Runs<u128>,
     uids: Runs<u32>,
     invocations: Runs<u128>,
@@ -530,6 +568,96 @@ pub struct Columns<'a> {
     messages: &'a [u8],
     /// Where each message starts in `messages`, and its end (after the newline) last.
     starts: Vec<u32>,
+}
+
+/// The realtime and monotonic columns of a decoded block.
+enum Clocks<'a> {
+    /// Every entry's, added up from the deltas.
+    Decoded {
+        realtimes: Vec<u64>,
+        monotonics: Vec<u64>,
+    },
+    /// The columns' bytes, checked but not added up ([`view_for_scan`]): a `-g` scan
+    /// reads the clocks of the few entries whose message matched, and adding up every
+    /// entry's deltas into two vectors was ~3% of its CPU.
+    Lazy {
+        realtimes: &'a [u8],
+        monotonics: &'a [u8],
+    },
+}
+
+/// The values at `wanted` (ascending) of a column of zigzag deltas checked before
+/// ([`Reader::skip_numbers`]). Eight one-byte deltas before the next wanted entry
+/// are added up at once: a `-g` scan reads a block's clocks up to its last match.
+fn sums_at(column: &[u8], wanted: &[usize]) -> Vec<u64> {
+    const CHECKED: &str = "the column was checked when the block was decoded";
+    let mut r = Reader { b: column, pos: 0 };
+    let mut out = Vec::with_capacity(wanted.len());
+    let (mut i, mut t) = (0usize, 0u64);
+    for &w in wanted {
+        while i <= w {
+            if let Some(word) = (i + 8 <= w)
+                .then(|| r.b.get(r.pos..r.pos + 8))
+                .flatten()
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .filter(|word| word & 0x8080_8080_8080_8080 == 0)
+            {
+                t = t.wrapping_add(unzigzag_eight(word));
+                r.pos += 8;
+                i += 8;
+                continue;
+            }
+            t = t.wrapping_add(unzigzag(r.varint().expect(CHECKED)));
+            i += 1;
+        }
+        out.push(t);
+    }
+    out
+}
+
+/// The sum of eight one-byte zigzag numbers, one per byte of `word`, wrapping.
+fn unzigzag_eight(word: u64) -> u64 {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    // Per byte z: z >> 1 (at most 63), counted up for even z and down, plus one,
+    // for odd z (see `unzigzag`).
+    let half = (word >> 1) & (LOW * 0x7f);
+    let odd = word & LOW;
+    let odd_bytes = odd * 0xff;
+    let sum = |x: u64| {
+        // Byte pairs into 16-bit lanes (at most 2 * 63), then the four lanes added.
+        let pairs = (x & 0x00ff_00ff_00ff_00ff) + ((x >> 8) & 0x00ff_00ff_00ff_00ff);
+        pairs.wrapping_mul(0x0001_0001_0001_0001) >> 48
+    };
+    sum(half & !odd_bytes)
+        .wrapping_sub(sum(half & odd_bytes))
+        .wrapping_sub(u64::from(odd.count_ones()))
+}
+
+impl<'a> Columns<'a> {
+    /// Entry `i`, its clocks given.
+    fn row(&self, i: usize, realtime: u64, monotonic: u64) -> StoredRef<'a> {
+        let spf = self.spf.at(i);
+        StoredRef {
+            seq: self.seqs.at(i),
+            realtime,
+            monotonic,
+            boot_id: self.boots.at(i),
+            uid: self.uids.at(i),
+            invocation: self.invocations.at(i),
+            pid: self.pids.at(i),
+            stream: spf[0],
+            priority: spf[1],
+            flags: spf[2],
+            identifier: self.idents.at(i),
+            comm: self.comms.at(i),
+            message_id: self.message_ids.at(i),
+            message: self.message(i),
+        }
+    }
+
+    fn message(&self, i: usize) -> &'a [u8] {
+        &self.messages[self.starts[i] as usize..self.starts[i + 1] as usize - 1]
+    }
 }
 
 /// The seq column of a decoded block.
@@ -613,25 +741,42 @@ impl<'a> View<'a> {
     pub fn get(&self, i: usize) -> StoredRef<'a> {
         match self {
             View::Rows(r) => r[i],
+            View::Columns(c) => match &c.clocks {
+                Clocks::Decoded {
+                    realtimes,
+                    monotonics,
+                } => c.row(i, realtimes[i], monotonics[i]),
+                // Adds up the deltas before it: a lazy view is for reading a few entries.
+                Clocks::Lazy { .. } => self.rows_at(&[i])[0],
+            },
+        }
+    }
+
+    /// Entries `wanted` (ascending), each clock column read once for all of them.
+    pub fn rows_at(&self, wanted: &[usize]) -> Vec<StoredRef<'a>> {
+        match self {
             View::Columns(c) => {
-                let spf = c.spf.at(i);
-                StoredRef {
-                    seq: c.seqs.at(i),
-                    realtime: c.realtimes[i],
-                    monotonic: c.monotonics[i],
-                    boot_id: c.boots.at(i),
-                    uid: c.uids.at(i),
-                    invocation: c.invocations.at(i),
-                    pid: c.pids.at(i),
-                    stream: spf[0],
-                    priority: spf[1],
-                    flags: spf[2],
-                    identifier: c.idents.at(i),
-                    comm: c.comms.at(i),
-                    message_id: c.message_ids.at(i),
-                    message: &c.messages[c.starts[i] as usize..c.starts[i + 1] as usize - 1],
+                if let Clocks::Lazy {
+                    realtimes,
+                    monotonics,
+                } = &c.clocks
+                {
+                    let (rt, mt) = (sums_at(realtimes, wanted), sums_at(monotonics, wanted));
+                    return (wanted.iter().zip(rt).zip(mt))
+                        .map(|((&i, rt), mt)| c.row(i, rt, mt))
+                        .collect();
                 }
+                wanted.iter().map(|&i| self.get(i)).collect()
             }
+            View::Rows(_) => wanted.iter().map(|&i| self.get(i)).collect(),
+        }
+    }
+
+    /// The message of entry `i`.
+    pub fn message(&self, i: usize) -> &'a [u8] {
+        match self {
+            View::Rows(r) => r[i].message,
+            View::Columns(c) => c.message(i),
         }
     }
 
@@ -654,7 +799,17 @@ impl<'a> View<'a> {
     }
 }
 
-fn decode_columns(raw: &[u8], v3: bool) -> Result<Columns<'_>, String> {
+/// Whether every byte of `b` is 1, eight at a time (a seq column of consecutive seqs).
+fn all_ones(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let words = b.chunks_exact(8);
+    let tail = words.remainder().iter().all(|&x| x == 1);
+    tail && words
+        .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+        .fold(true, |ok, w| ok & (w == ONES))
+}
+
+fn decode_columns<'a>(raw: &'a [u8], v3: bool, lazy: bool) -> Result<Columns<'a>, String> {
     let mut r = Reader { b: raw, pos: 0 };
     let n = r.varint()?;
     // Every entry takes at least a byte in each delta column: a larger count is damage.
@@ -666,7 +821,7 @@ fn decode_columns(raw: &[u8], v3: bool) -> Result<Columns<'_>, String> {
     let consecutive = if n > 0 {
         let first = r.varint()?;
         let deltas = r.b.get(r.pos..r.pos + (n - 1));
-        deltas.is_some_and(|d| d.iter().all(|&b| b == 1)).then(|| {
+        deltas.is_some_and(all_ones).then(|| {
             r.pos += n - 1;
             Seqs::Consecutive { first, n }
         })
@@ -696,8 +851,22 @@ fn decode_columns(raw: &[u8], v3: bool) -> Result<Columns<'_>, String> {
         })?;
         Ok(v)
     };
-    let realtimes = deltas(&mut r)?;
-    let monotonics = deltas(&mut r)?;
+    let clocks = if lazy {
+        let column = |r: &mut Reader<'a>| -> Result<&'a [u8], String> {
+            let start = r.pos;
+            r.skip_numbers(n)?;
+            Ok(&r.b[start..r.pos])
+        };
+        Clocks::Lazy {
+            realtimes: column(&mut r)?,
+            monotonics: column(&mut r)?,
+        }
+    } else {
+        Clocks::Decoded {
+            realtimes: deltas(&mut r)?,
+            monotonics: deltas(&mut r)?,
+        }
+    };
     let boots = r.runs(n, |r| r.u128())?;
     let uids = r.runs(n, |r| r.u32())?;
     let invocations = r.runs(n, |r| r.u128())?;
@@ -715,7 +884,7 @@ fn decode_columns(raw: &[u8], v3: bool) -> Result<Columns<'_>, String> {
     let (comms, message_ids) = if v3 {
         (r.runs(n, |r| r.str())?, r.runs(n, |r| r.u128())?)
     } else {
-        (Runs::absent(n), Runs::absent(n))
+        (Runs::absent(), Runs::absent())
     };
     let mut starts = Vec::with_capacity(n + 1);
     // Each message and its newline, added up in u64 (lengths are at most 2^64 - 1, so
@@ -737,16 +906,17 @@ fn decode_columns(raw: &[u8], v3: bool) -> Result<Columns<'_>, String> {
             raw.len() - r.pos
         ));
     }
-    if starts[1..]
-        .iter()
-        .any(|&e| messages[e as usize - 1] != b'\n')
-    {
+    // Every entry's checked without stopping at the first bad one: the loop then
+    // has no exit to test per entry (it was ~1% of a `-g` scan's instructions).
+    let newlines = starts[1..].iter().fold(true, |ok, &e| {
+        ok & (messages.get(e as usize - 1) == Some(&b'\n'))
+    });
+    if !newlines {
         return Err("a message is not followed by its newline".into());
     }
     Ok(Columns {
         seqs,
-        realtimes,
-        monotonics,
+        clocks,
         boots,
         uids,
         invocations,
@@ -807,12 +977,26 @@ pub fn decompress_into(
 
 /// Decodes a decompressed block of `codec` (its first byte), borrowing from `raw`.
 pub fn view(codec: u8, raw: &[u8]) -> Result<View<'_>, String> {
+    view_with(codec, raw, false)
+}
+
+/// Like [`view`] for a query that reads few of the block's entries, picked by their
+/// messages ([`View::message`]) and then read with [`View::rows_at`]: their clocks
+/// are added up only that far, not stored for every entry (reading entries one by
+/// one with [`View::get`] adds up each one's from the block's first).
+pub fn view_for_scan(codec: u8, raw: &[u8]) -> Result<View<'_>, String> {
+    view_with(codec, raw, true)
+}
+
+fn view_with(codec: u8, raw: &[u8], lazy: bool) -> Result<View<'_>, String> {
     match codec {
         CODEC_ZSTD_POSTCARD => postcard::from_bytes::<Vec<V1Row<'_>>>(raw)
             .map(|rows| View::Rows(rows.into_iter().map(StoredRef::from).collect()))
             .map_err(|e| e.to_string()),
-        CODEC_ZSTD_COLUMNS => decode_columns(raw, false).map(|c| View::Columns(Box::new(c))),
-        CODEC_ZSTD_COLUMNS_V3 => decode_columns(raw, true).map(|c| View::Columns(Box::new(c))),
+        CODEC_ZSTD_COLUMNS => decode_columns(raw, false, lazy).map(|c| View::Columns(Box::new(c))),
+        CODEC_ZSTD_COLUMNS_V3 => {
+            decode_columns(raw, true, lazy).map(|c| View::Columns(Box::new(c)))
+        }
         c => Err(format!("unknown block codec {c}")),
     }
 }
@@ -912,6 +1096,80 @@ mod tests {
         extra.push(b'x');
         assert!(decode(b[0], &extra).is_err());
         assert!(decode(9, &raw).is_err());
+    }
+
+    #[test]
+    fn a_scan_view_reads_the_clocks_a_full_view_does() {
+        // One-byte deltas in runs longer and shorter than eight, longer ones between
+        // them, and a clock stepping back: every path of the eight-byte reading.
+        let realtimes: Vec<u64> = (0..300u64)
+            .scan(1_000_000u64, |t, i| {
+                *t = match i % 37 {
+                    0 => *t + 70_000,
+                    5 => *t - 900,
+                    _ if i % 11 < 3 => *t + 200,
+                    _ => *t + i % 9,
+                };
+                Some(*t)
+            })
+            .collect();
+        let items: Vec<EncodeItem<'_>> = (realtimes.iter().enumerate())
+            .map(|(i, &realtime)| EncodeItem {
+                seq: 1 + i as u64,
+                realtime,
+                monotonic: realtime / 3 + (i as u64 % 5) * 1_000,
+                boot_id: 1,
+                uid: 0,
+                invocation: 0,
+                pid: None,
+                stream: Stream::Stdout,
+                priority: 6,
+                flags: 0,
+                identifier: "sh",
+                comm: "sh",
+                message_id: 0,
+                message: b"x",
+            })
+            .collect();
+        let (b, _) = Encoder::new()
+            .unwrap()
+            .encode(items.iter().copied())
+            .unwrap();
+        let raw = decompress(&b).unwrap();
+        let (full, scan) = (
+            view(b[0], &raw).unwrap(),
+            view_for_scan(b[0], &raw).unwrap(),
+        );
+        fn clocks(e: StoredRef<'_>) -> (u64, u64, u64, &[u8]) {
+            (e.seq, e.realtime, e.monotonic, e.message)
+        }
+        let want: Vec<_> = items
+            .iter()
+            .map(|w| (w.seq, w.realtime, w.monotonic, w.message))
+            .collect();
+        let every: Vec<usize> = (0..items.len()).collect();
+        for picked in [vec![], vec![0], vec![299], vec![5, 6, 7, 150, 298], every] {
+            let got: Vec<_> = scan.rows_at(&picked).into_iter().map(clocks).collect();
+            let full_rows: Vec<_> = full.rows_at(&picked).into_iter().map(clocks).collect();
+            let expected: Vec<_> = picked.iter().map(|&i| want[i]).collect();
+            assert_eq!(got, expected, "{picked:?}");
+            assert_eq!(full_rows, expected, "{picked:?}");
+        }
+        assert_eq!(clocks(scan.get(200)), want[200]);
+        // Eight one-byte deltas added up at once, each byte value in each place.
+        for z in 0..128u64 {
+            for k in 0..8 {
+                let word = (0x0d3a_7f00_4511_6c02 & !(0xff << (8 * k))) | (z << (8 * k));
+                let one_by_one = (0..8).fold(0u64, |t, b| {
+                    t.wrapping_add(unzigzag((word >> (8 * b)) & 0xff))
+                });
+                assert_eq!(unzigzag_eight(word), one_by_one, "{word:#x}");
+            }
+        }
+        // Damage is refused by a scan's view as by a full one.
+        for cut in 0..raw.len() {
+            assert!(view_for_scan(b[0], &raw[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     /// A block one unit filled alone keeps its seqs as a first and a count; any

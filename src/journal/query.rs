@@ -226,7 +226,13 @@ impl CompiledQuery {
         self.grep.as_ref().is_none_or(|g| g.is_match(e.message)) && self.matches_but_grep(unit, e)
     }
 
-    /// The entries of a decoded block of `unit` that pass every filter, by index.
+    /// Whether [`Self::select`] finds the entries of a block by one regex pass over
+    /// its messages, reading only the ones it tests ([`super::block::view_for_scan`]).
+    pub fn scans_messages(&self) -> bool {
+        self.grep.is_some() && self.grep_scan
+    }
+
+    /// The entries of a decoded block of `unit` that pass every filter, in order.
     ///
     /// When the block's messages lie one after the other (format v2 and later) and the
     /// regex looks at no context (no anchors or word boundaries, no empty match), one
@@ -234,15 +240,16 @@ impl CompiledQuery {
     /// end of a match, the entry holding that end is tested on its own (the match may
     /// have begun in an earlier one), and the search goes on after that entry. An
     /// entry before it cannot match on its own: its match would have ended earlier.
-    /// Only the entries tested are read from the block's columns.
-    pub fn select(&self, unit: &str, block: &View<'_>) -> Vec<usize> {
+    /// Only the entries whose message matched are read from the block's columns.
+    pub fn select<'a>(&self, unit: &str, block: &View<'a>) -> Vec<StoredRef<'a>> {
         let (Some(re), true, Some((area, starts))) = (&self.grep, self.grep_scan, block.messages())
         else {
             return (0..block.len())
-                .filter(|&i| self.matches(unit, &block.get(i)))
+                .map(|i| block.get(i))
+                .filter(|e| self.matches(unit, e))
                 .collect();
         };
-        let mut out = Vec::new();
+        let mut found = Vec::new();
         let mut pos = 0;
         while pos < area.len() {
             // The earliest end, not the leftmost start: `.*` would run on to the
@@ -251,13 +258,14 @@ impl CompiledQuery {
                 break;
             };
             let i = starts.partition_point(|&s| (s as usize) < end) - 1;
-            let e = block.get(i);
-            if re.is_match(e.message) && self.matches_but_grep(unit, &e) {
-                out.push(i);
+            if re.is_match(block.message(i)) {
+                found.push(i);
             }
             pos = starts[i + 1] as usize;
         }
-        out
+        let mut rows = block.rows_at(&found);
+        rows.retain(|e| self.matches_but_grep(unit, e));
+        rows
     }
 
     /// [`Self::matches`] without the regex.
@@ -668,6 +676,7 @@ mod tests {
         ];
         let raw = block_of(&msgs);
         let view = block::view(block::CODEC_ZSTD_COLUMNS_V3, &raw).unwrap();
+        let scan = block::view_for_scan(block::CODEC_ZSTD_COLUMNS_V3, &raw).unwrap();
         let items = block::decode(block::CODEC_ZSTD_COLUMNS_V3, &raw).unwrap();
         assert_eq!(items.iter().map(|e| e.message).collect::<Vec<_>>(), msgs);
         let rows = View::Rows(items.clone());
@@ -692,11 +701,15 @@ mod tests {
                 ..Query::default()
             })
             .unwrap();
-            let each: Vec<usize> = (0..items.len())
-                .filter(|&i| cq.matches("u", &items[i]))
+            let key = |e: &StoredRef<'_>| (e.seq, e.realtime, e.monotonic);
+            let each: Vec<_> = (items.iter())
+                .filter(|e| cq.matches("u", e))
+                .map(key)
                 .collect();
-            assert_eq!(cq.select("u", &view), each, "{pattern}");
-            assert_eq!(cq.select("u", &rows), each, "{pattern}");
+            let seqs = |v: &View<'_>| cq.select("u", v).iter().map(key).collect::<Vec<_>>();
+            assert_eq!(seqs(&view), each, "{pattern}");
+            assert_eq!(seqs(&scan), each, "{pattern}");
+            assert_eq!(seqs(&rows), each, "{pattern}");
         }
     }
 

@@ -2044,14 +2044,14 @@ fn filter_block(
     let codec = bytes.first().copied().unwrap_or(0);
     block::decompress_into(&mut dec.zstd, bytes, &mut dec.scratch)?;
     let raw = &dec.scratch;
-    let items = block::view(codec, raw)?;
+    let items = if cq.scans_messages() {
+        block::view_for_scan(codec, raw)?
+    } else {
+        block::view(codec, raw)?
+    };
     check_decoded(&items, m)?;
-    let kept: Vec<StoredRef<'_>> = cq
-        .select(unit, &items)
-        .into_iter()
-        .map(|i| items.get(i))
-        .filter(|e| e.seq >= lo && e.seq <= hi)
-        .collect();
+    let mut kept = cq.select(unit, &items);
+    kept.retain(|e| e.seq >= lo && e.seq <= hi);
     // A cursor holds its block until its entries are taken, and a query over many
     // units holds one per unit: when few entries are kept, only their bytes are, and
     // the decompression buffer is used again for the next block (a 50-unit time
