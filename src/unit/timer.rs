@@ -68,15 +68,6 @@ pub struct MonotonicTimer {
     pub offset: Duration,
 }
 
-/// One `OnCalendar=` value.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CalendarTimer {
-    /// The expression as written (after specifiers), for `status`.
-    pub text: Box<str>,
-    /// The parsed expression.
-    pub spec: CalendarSpec,
-}
-
 /// `[Timer]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TimerSection {
@@ -86,8 +77,10 @@ pub struct TimerSection {
     /// `Vec`s made `[Timer]` 112 B (a section of every timer, for the
     /// manager's life).
     pub monotonic: ThinList<MonotonicTimer>,
-    /// `OnCalendar=`, in the order written.
-    pub calendar: Box<[CalendarTimer]>,
+    /// `OnCalendar=`, in the order written. Only the parsed expression is
+    /// kept: `status` and `show` print its normalized form, as systemd
+    /// does, never the text as written.
+    pub calendar: Box<[CalendarSpec]>,
     /// `AccuracySec=`: how far an elapse may be moved to coalesce wake-ups.
     pub accuracy: Duration,
     /// `RandomizedDelaySec=`: the upper bound of a random extra delay.
@@ -229,10 +222,7 @@ impl Applier<'_> {
                         // Rarely more than one: a copy each is cheaper than
                         // the room a `Vec` keeps.
                         let mut all = std::mem::take(&mut t.calendar).into_vec();
-                        all.push(CalendarTimer {
-                            text: v.into(),
-                            spec,
-                        });
+                        all.push(spec);
                         t.calendar = all.into_boxed_slice();
                     }
                     Err(e) => invalid(
