@@ -213,3 +213,10 @@ fn equal_timer_sections_are_shared_until_one_changes() {
     assert!(a.timer.as_ref().unwrap().persistent);
     assert_eq!(section(&a), section(&b));
 }
+
+#[test]
+fn a_timer_section_is_nine_words() {
+    // A timer's own section, as long as the manager runs: issue 12's
+    // memory budget.
+    assert_eq!(std::mem::size_of::<TimerSection>(), 72);
+}
