@@ -89,58 +89,83 @@ pub struct Component {
     pub repeat: i64,
 }
 
-/// Which zone an expression's civil times are in.
-#[derive(Debug, Clone)]
-enum ZoneSpec {
-    /// The local zone at the time of the computation.
-    Local,
-    /// `UTC`.
-    Utc,
-    /// `Area/City`, loaded from the tz database when parsed.
-    Named(String, TimeZone),
+/// A component as a parsed spec keeps it: once validated every value fits
+/// an `i32` (years up to 2199, seconds below 60 000 000 µs), half the room
+/// of [`Component`] in a spec that lives as long as its timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Packed {
+    start: i32,
+    stop: i32,
+    repeat: i32,
 }
+
+impl Packed {
+    fn get(self) -> Component {
+        Component {
+            start: self.start.into(),
+            stop: self.stop.into(),
+            repeat: self.repeat.into(),
+        }
+    }
+
+    fn pack(c: &Component) -> Parsed<Packed> {
+        let n = |v: i64| i32::try_from(v).map_err(|_| Fail::Range);
+        Ok(Packed {
+            start: n(c.start)?,
+            stop: n(c.stop)?,
+            repeat: n(c.repeat)?,
+        })
+    }
+}
+
+/// `Area/City`, loaded from the tz database when parsed.
+#[derive(Debug, Clone)]
+struct NamedZone(Box<str>, TimeZone);
 
 // A named zone is the zone of that name in the tz database: the name says
 // which (the database is read once per name while the manager runs).
-impl PartialEq for ZoneSpec {
-    fn eq(&self, other: &ZoneSpec) -> bool {
-        match (self, other) {
-            (ZoneSpec::Local, ZoneSpec::Local) | (ZoneSpec::Utc, ZoneSpec::Utc) => true,
-            (ZoneSpec::Named(a, _), ZoneSpec::Named(b, _)) => a == b,
-            _ => false,
-        }
+impl PartialEq for NamedZone {
+    fn eq(&self, other: &NamedZone) -> bool {
+        self.0 == other.0
     }
 }
 
-impl Eq for ZoneSpec {}
+impl Eq for NamedZone {}
 
-impl std::hash::Hash for ZoneSpec {
+impl std::hash::Hash for NamedZone {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        std::mem::discriminant(self).hash(state);
-        if let ZoneSpec::Named(name, _) = self {
-            name.hash(state);
-        }
+        self.0.hash(state);
     }
 }
 
-/// A parsed calendar event expression.
+/// The parts of an expression few have, boxed only when present.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CalendarSpec {
-    /// Weekday bits, Monday = bit 0; `None` for every day.
-    weekdays: Option<u8>,
-    /// `~`: days count from the end of the month.
-    end_of_month: bool,
-    zone: ZoneSpec,
+struct Rare {
+    /// The zone it names (never with UTC).
+    named: Option<NamedZone>,
     /// The local zone's abbreviation was given: standard (false) or
     /// daylight (true) time, with its name.
-    dst: Option<Box<(bool, String)>>,
+    dst: Option<(bool, Box<str>)>,
+}
+
+/// A parsed calendar event expression: 40 B and one allocation for most
+/// (a spec lives as long as its timer: issue 12's memory budget).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CalendarSpec {
     /// The components of year, month, day, hour, minute and second (in
     /// microseconds), one field after the other: one allocation where six
-    /// vectors took 144 B and three allocations for `daily` (a spec lives
-    /// as long as its timer: issue 12's memory budget).
-    components: Box<[Component]>,
+    /// vectors took 144 B and three allocations for `daily`.
+    components: Box<[Packed]>,
+    /// A named zone or the local zone's abbreviation, when given.
+    rare: Option<Box<Rare>>,
     /// Where each field's components end in `components`.
     ends: [u16; 6],
+    /// Weekday bits, Monday = bit 0; 0 for every day.
+    weekdays: u8,
+    /// `~`: days count from the end of the month.
+    end_of_month: bool,
+    /// The civil times are in UTC (else the named or the local zone).
+    utc: bool,
 }
 
 /// Broken-down civil time, normalised like `struct tm` (month 0-based).
@@ -825,11 +850,12 @@ impl CalendarSpec {
     }
 
     fn parse_inner(expr: &str, local: &TimeZone, now: Timestamp) -> Parsed<CalendarSpec> {
-        let mut zone = ZoneSpec::Local;
+        let mut utc = false;
+        let mut named = None;
         let mut dst = None;
         let mut p = expr;
         if let Some(rest) = strip_suffix_no_case(p, " UTC") {
-            zone = ZoneSpec::Utc;
+            utc = true;
             p = rest;
         } else {
             let names = local_abbreviations(local, now);
@@ -837,19 +863,19 @@ impl CalendarSpec {
                 let name = name.as_deref().filter(|n| !n.is_empty())?;
                 let rest = strip_suffix_no_case(p, name)?;
                 let rest = rest.strip_suffix(' ')?;
-                Some((j == 1, name.to_string(), rest))
+                Some((j == 1, name.into(), rest))
             });
             if let Some((is_dst, name, rest)) = hit {
-                dst = Some(Box::new((is_dst, name)));
+                dst = Some((is_dst, name));
                 p = rest;
             } else if let Some(space) = p.rfind(' ') {
                 let name = &p[space + 1..];
                 if let Some(tz) = load_zone(name) {
-                    zone = if name == "UTC" {
-                        ZoneSpec::Utc
+                    if name == "UTC" {
+                        utc = true;
                     } else {
-                        ZoneSpec::Named(name.to_string(), tz)
-                    };
+                        named = Some(NamedZone(name.into(), tz));
+                    }
                     p = &p[..space];
                 }
             }
@@ -872,9 +898,14 @@ impl CalendarSpec {
             }
         }
         if f.utc_timestamp {
-            zone = ZoneSpec::Utc;
+            utc = true;
+            named = None;
         }
-        let weekdays = (f.weekdays > 0 && f.weekdays < BITS_WEEKDAYS).then_some(f.weekdays);
+        let weekdays = if f.weekdays < BITS_WEEKDAYS {
+            f.weekdays
+        } else {
+            0
+        };
         let end_of_month = f.end_of_month && !f.day.is_empty();
         fix_year(&mut f.year);
         for c in [
@@ -903,47 +934,58 @@ impl CalendarSpec {
             end += c.len();
             *e = u16::try_from(end).map_err(|_| Fail::Invalid("too many values"))?;
         }
+        let components = fields
+            .iter()
+            .flatten()
+            .map(Packed::pack)
+            .collect::<Parsed<_>>()?;
+        let rare = (named.is_some() || dst.is_some()).then(|| Box::new(Rare { named, dst }));
         Ok(CalendarSpec {
+            components,
+            rare,
+            ends,
             weekdays,
             end_of_month,
-            zone,
-            dst,
-            components: fields.concat().into_boxed_slice(),
-            ends,
+            utc,
         })
     }
 
     /// The components of field `i` (0 year ... 5 second).
-    fn field(&self, i: usize) -> &[Component] {
+    fn field(&self, i: usize) -> &[Packed] {
         let start = i.checked_sub(1).map_or(0, |p| usize::from(self.ends[p]));
         &self.components[start..usize::from(self.ends[i])]
     }
 
     /// Whether the expression is in UTC.
     pub fn is_utc(&self) -> bool {
-        matches!(self.zone, ZoneSpec::Utc)
+        self.utc
+    }
+
+    fn named(&self) -> Option<&NamedZone> {
+        self.rare.as_deref().and_then(|r| r.named.as_ref())
+    }
+
+    fn dst(&self) -> Option<&(bool, Box<str>)> {
+        self.rare.as_deref().and_then(|r| r.dst.as_ref())
     }
 
     /// The `Area/City` zone the expression names, if any.
     pub fn timezone(&self) -> Option<&str> {
-        match &self.zone {
-            ZoneSpec::Named(n, _) => Some(n),
-            _ => None,
-        }
+        self.named().map(|z| &*z.0)
     }
 
     /// The next elapse strictly after `after` (microseconds since the
     /// epoch), or `None` when the expression never elapses again. `local`
     /// is the machine's zone, for expressions without one.
     pub fn next_elapse(&self, after: u64, local: &TimeZone) -> Option<u64> {
-        let tz = match &self.zone {
-            ZoneSpec::Utc => None,
-            ZoneSpec::Local => Some(local),
-            ZoneSpec::Named(_, tz) => Some(tz),
+        let tz = match self.named() {
+            _ if self.utc => None,
+            Some(z) => Some(&z.1),
+            None => Some(local),
         };
         let zone = Zone {
             tz,
-            dst: self.dst.as_deref().map(|(d, _)| *d),
+            dst: self.dst().map(|(d, _)| *d),
         };
         let usec = i64::try_from(after).ok()?.checked_add(1)?;
         let mut tm = zone.localtime(usec.div_euclid(USEC_PER_SEC));
@@ -956,13 +998,13 @@ impl CalendarSpec {
 
     /// The earliest value of `chain` at or after `val`. `tm` is the month
     /// for days counted from its end.
-    fn matching(&self, chain: &[Component], is_day: bool, tm: &Tm, val: i64) -> Option<i64> {
+    fn matching(&self, chain: &[Packed], is_day: bool, tm: &Tm, val: i64) -> Option<i64> {
         if chain.is_empty() {
             return Some(val);
         }
         let end_of_month = self.end_of_month && is_day;
         let mut best: Option<i64> = None;
-        for c in chain {
+        for c in chain.iter().map(|c| c.get()) {
             let (mut start, mut stop) = (c.start, c.stop);
             if end_of_month {
                 start = find_end_of_month(tm, c.start);
@@ -990,7 +1032,7 @@ impl CalendarSpec {
     /// the field moved, `None` when no value is left in the field.
     fn advance(
         &self,
-        chain: &[Component],
+        chain: &[Packed],
         is_day: bool,
         c: &mut Tm,
         field: fn(&mut Tm) -> &mut i64,
@@ -1003,9 +1045,10 @@ impl CalendarSpec {
     }
 
     fn weekday_matches(&self, zone: &Zone<'_>, tm: &Tm) -> bool {
-        let Some(bits) = self.weekdays else {
+        let bits = self.weekdays;
+        if bits == 0 {
             return true;
-        };
+        }
         zone.mktime(tm)
             .is_some_and(|(_, t)| bits & (1 << t.weekday()) != 0)
     }
@@ -1195,17 +1238,16 @@ fn find_end_of_month(tm: &Tm, day: i64) -> i64 {
     }
 }
 
-fn format_chain(out: &mut String, width: usize, c: &[Component], usec: bool) {
+fn format_chain(out: &mut String, width: usize, c: &[Packed], usec: bool) {
     let d = if usec { USEC_PER_SEC } else { 1 };
+    let all = || c.iter().map(|p| p.get());
     let star = c.is_empty()
-        || (usec
-            && c.iter()
-                .any(|i| i.start == 0 && i.stop < 0 && i.repeat == USEC_PER_SEC));
+        || (usec && all().any(|i| i.start == 0 && i.stop < 0 && i.repeat == USEC_PER_SEC));
     if star {
         out.push('*');
         return;
     }
-    for (n, i) in c.iter().enumerate() {
+    for (n, i) in all().enumerate() {
         if n > 0 {
             out.push(',');
         }
@@ -1261,8 +1303,8 @@ impl fmt::Display for CalendarSpec {
     /// The normalized form, as `systemd-analyze calendar` prints it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::with_capacity(32);
-        if let Some(bits) = self.weekdays {
-            format_weekdays(&mut out, bits);
+        if self.weekdays != 0 {
+            format_weekdays(&mut out, self.weekdays);
             out.push(' ');
         }
         format_chain(&mut out, 4, self.field(0), false);
@@ -1276,18 +1318,11 @@ impl fmt::Display for CalendarSpec {
         format_chain(&mut out, 2, self.field(4), false);
         out.push(':');
         format_chain(&mut out, 2, self.field(5), true);
-        match &self.zone {
-            ZoneSpec::Utc => out.push_str(" UTC"),
-            ZoneSpec::Named(n, _) => {
-                out.push(' ');
-                out.push_str(n);
-            }
-            ZoneSpec::Local => {
-                if let Some((_, name)) = self.dst.as_deref() {
-                    out.push(' ');
-                    out.push_str(name);
-                }
-            }
+        if self.utc {
+            out.push_str(" UTC");
+        } else if let Some(name) = self.named().map(|z| &z.0).or(self.dst().map(|d| &d.1)) {
+            out.push(' ');
+            out.push_str(name);
         }
         f.write_str(&out)
     }

@@ -68,15 +68,6 @@ pub struct MonotonicTimer {
     pub offset: Duration,
 }
 
-/// One `OnCalendar=` value.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CalendarTimer {
-    /// The expression as written (after specifiers), for `status`.
-    pub text: Box<str>,
-    /// The parsed expression.
-    pub spec: CalendarSpec,
-}
-
 /// `[Timer]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TimerSection {
@@ -86,8 +77,10 @@ pub struct TimerSection {
     /// `Vec`s made `[Timer]` 112 B (a section of every timer, for the
     /// manager's life).
     pub monotonic: ThinList<MonotonicTimer>,
-    /// `OnCalendar=`, in the order written.
-    pub calendar: Box<[CalendarTimer]>,
+    /// `OnCalendar=`, in the order written. Only the parsed expression is
+    /// kept: `status` and `show` print its normalized form, as systemd
+    /// does, never the text as written.
+    pub calendar: Box<[CalendarSpec]>,
     /// `AccuracySec=`: how far an elapse may be moved to coalesce wake-ups.
     pub accuracy: Duration,
     /// `RandomizedDelaySec=`: the upper bound of a random extra delay.
@@ -98,8 +91,9 @@ pub struct TimerSection {
     /// `Persistent=`: a calendar elapse missed while the manager was down
     /// runs once at start.
     pub persistent: bool,
-    /// `Unit=` as written; `None` for the same name with `.service`.
-    pub unit: Option<UnitName>,
+    /// `Unit=` as written; `None` for the same name with `.service`. Boxed:
+    /// rarely written, and inline it made `[Timer]` 16 B bigger.
+    pub unit: Option<Box<UnitName>>,
     /// `RemainAfterElapse=`: the timer stays active (elapsed) after its
     /// last elapse instead of stopping.
     pub remain_after_elapse: bool,
@@ -140,7 +134,7 @@ impl TimerSection {
     /// instance keeps its instance).
     pub fn triggered_unit(&self, timer: &UnitName) -> Option<UnitName> {
         match &self.unit {
-            Some(u) => Some(u.clone()),
+            Some(u) => Some((**u).clone()),
             None => Some(timer.with_kind(UnitKind::Service)),
         }
     }
@@ -229,10 +223,7 @@ impl Applier<'_> {
                         // Rarely more than one: a copy each is cheaper than
                         // the room a `Vec` keeps.
                         let mut all = std::mem::take(&mut t.calendar).into_vec();
-                        all.push(CalendarTimer {
-                            text: v.into(),
-                            spec,
-                        });
+                        all.push(spec);
                         t.calendar = all.into_boxed_slice();
                     }
                     Err(e) => invalid(
@@ -324,7 +315,7 @@ impl Applier<'_> {
             );
         }
         let t = timer(unit);
-        if t.unit.as_ref().is_some_and(|u| *u != name) {
+        if t.unit.as_ref().is_some_and(|u| **u != name) {
             return invalid(
                 unit,
                 d,
@@ -332,7 +323,7 @@ impl Applier<'_> {
                     .to_string(),
             );
         }
-        t.unit = Some(name);
+        t.unit = Some(Box::new(name));
     }
 
     /// The checks of a whole `.timer` unit, after every file.

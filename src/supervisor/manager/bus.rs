@@ -79,7 +79,7 @@ impl Manager {
             Err(msg) => {
                 self.log_at(name, priority::ERR, &msg);
                 if let Some(e) = self.units.get_mut(name) {
-                    e.failure_note = Some(msg);
+                    e.failure_note = Some(msg.into());
                 }
                 false
             }
@@ -141,7 +141,7 @@ impl Manager {
             );
             self.log_at(name, priority::ERR, &msg);
             if let Some(e) = self.units.get_mut(name) {
-                e.failure_note = Some(msg);
+                e.failure_note = Some(msg.into());
             }
             queue.push_back(Event::BusUnavailable);
         }
@@ -215,7 +215,7 @@ impl Manager {
                         let msg = no_bus(&err);
                         self.log_at(&unit, priority::ERR, &msg);
                         if let Some(e) = self.units.get_mut(unit.as_str()) {
-                            e.failure_note = Some(msg);
+                            e.failure_note = Some(msg.into());
                         }
                     } else {
                         self.log_at(

@@ -196,14 +196,16 @@ pub(super) struct UnitEntry {
     /// of every entry.
     pub(super) pending: Option<Box<Result<Def, LoadError>>>,
     /// The last invocation id, kept for status after the invocation ended.
-    pub(super) last_invocation: String,
+    /// Boxed text here and in `failure_note` (never grown once set): 16 B
+    /// less in every entry, one size class of the allocator below.
+    pub(super) last_invocation: Box<str>,
     /// Reload jobs waiting for the reload to end (start and stop jobs live in transactions).
     /// A `ThinList`: most units never have one (16 B less in each entry).
     pub(super) reload_waiters: ThinList<oneshot::Sender<Result<Vec<String>, Failure>>>,
     /// When the ActiveState last changed (µs since the epoch).
     pub(super) since_usec: u64,
     /// Why the last start failed, in words, when the result is not enough.
-    pub(super) failure_note: Option<String>,
+    pub(super) failure_note: Option<Box<str>>,
     /// enabled/disabled/static/masked, from the loader's listing (not
     /// its words: a `String` was one more allocation per unit).
     pub(super) file_state: Option<UnitFileState>,
@@ -223,7 +225,7 @@ impl UnitEntry {
         UnitEntry {
             def,
             pending: None,
-            last_invocation: String::new(),
+            last_invocation: Box::default(),
             reload_waiters: ThinList::default(),
             since_usec: 0,
             failure_note: None,
@@ -307,7 +309,7 @@ impl UnitEntry {
     /// The id of the current invocation, else of the last one.
     pub(super) fn invocation_id(&self) -> String {
         self.inv()
-            .map_or(self.last_invocation.clone(), |i| i.id.clone())
+            .map_or(self.last_invocation.to_string(), |i| i.id.clone())
     }
 
     /// The main and control processes, for the kinds that have them.

@@ -25,7 +25,7 @@ impl Manager {
         let id = new_invocation_id();
         let cg_name = self.fresh_cgroup_name(name, name, &id)?;
         let e = self.units.get_mut(name).expect("unit exists");
-        e.last_invocation = id.clone();
+        e.last_invocation = id.as_str().into();
         let s = e
             .service_mut()
             .ok_or_else(|| format!("{name} runs no processes"))?;

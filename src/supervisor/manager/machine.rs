@@ -253,7 +253,7 @@ impl Manager {
             (!l.admit(now)).then_some((l.burst, l.interval))
         });
         if let Some((burst, interval)) = hit {
-            e.failure_note = Some(if restart {
+            e.failure_note = Some((if restart {
                 format!(
                     "restarted too often (StartLimitBurst={burst} within StartLimitIntervalSec={interval:?}); \
                      run `corral reset-failed {name}` to allow starting it again"
@@ -263,7 +263,7 @@ impl Manager {
                     "start request repeated too quickly (more than StartLimitBurst={burst} starts within StartLimitIntervalSec={interval:?}); \
                      run `corral reset-failed {name}` to allow starting it again"
                 )
-            });
+            }).into());
             return Some(Event::StartLimitHit);
         }
         if !restart {
@@ -292,14 +292,14 @@ impl Manager {
                 vec![Line::ConditionSkipped(reason.clone())]
             }
             Event::AssertFalse { reason } => {
-                e.failure_note = Some(format!("Assertion failed: {reason}"));
+                e.failure_note = Some(format!("Assertion failed: {reason}").into());
                 vec![
                     Line::Note(priority::WARNING, format!("Assertion failed: {reason}.")),
                     Line::AssertionFailed,
                 ]
             }
             Event::DependencyFailed { dep } => {
-                e.failure_note = Some(format!("dependency failed: {dep}"));
+                e.failure_note = Some(format!("dependency failed: {dep}").into());
                 vec![
                     Line::DependencyFailed,
                     Line::Note(
@@ -309,7 +309,7 @@ impl Manager {
                 ]
             }
             Event::LoadFailed { reason } => {
-                e.failure_note = Some(reason.clone());
+                e.failure_note = Some(reason.clone().into());
                 vec![Line::Note(
                     priority::WARNING,
                     format!("not restarted: {reason}"),
@@ -428,13 +428,16 @@ impl Manager {
             if exit != Exit::Code(0) && !ignore {
                 self.line(&name, Line::ControlExited(exit));
                 let e = self.units.get_mut(name.as_str()).expect("unit exists");
-                e.failure_note = Some(format!(
-                    "control process {} ({}) {}, status={}",
-                    pid,
-                    c.cmd.directive(),
-                    exit.code_word(),
-                    exit.status_word()
-                ));
+                e.failure_note = Some(
+                    format!(
+                        "control process {} ({}) {}, status={}",
+                        pid,
+                        c.cmd.directive(),
+                        exit.code_word(),
+                        exit.status_word()
+                    )
+                    .into(),
+                );
             }
             self.feed(&name, Event::ControlExited { exit, ignore });
         }
@@ -487,10 +490,13 @@ impl Manager {
         if let Some(errno) = msg.errno
             && let Some(e) = self.units.get_mut(name.as_str())
         {
-            e.failure_note = Some(format!(
-                "the service reported ERRNO={errno} ({})",
-                std::io::Error::from_raw_os_error(errno)
-            ));
+            e.failure_note = Some(
+                format!(
+                    "the service reported ERRNO={errno} ({})",
+                    std::io::Error::from_raw_os_error(errno)
+                )
+                .into(),
+            );
         }
         if let Some(main) = msg.main_pid {
             let inside = self.units[name.as_str()]
@@ -533,7 +539,7 @@ impl Manager {
                 Err(msg) => {
                     self.log_at(name, priority::ERR, &msg);
                     if let Some(e) = self.units.get_mut(name) {
-                        e.failure_note = Some(msg);
+                        e.failure_note = Some(msg.into());
                     }
                     queue.push_back(Event::InvocationFailed);
                 }
@@ -562,7 +568,7 @@ impl Manager {
                     }) => {
                         self.log_at(name, priority::ERR, &message);
                         if let Some(e) = self.units.get_mut(name) {
-                            e.failure_note = Some(message);
+                            e.failure_note = Some(message.into());
                         }
                         if cmd == Cmd::Start
                             && def.spec.readiness != state::Readiness::Forking

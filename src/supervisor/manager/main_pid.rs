@@ -101,7 +101,7 @@ impl Manager {
             let msg = format!("{why}, and the service has no process left; the start failed");
             self.log(name, &msg);
             if let Some(e) = self.units.get_mut(name) {
-                e.failure_note = Some(msg);
+                e.failure_note = Some(msg.into());
             }
             queue.push_back(Event::MainPidRejected { fatal: true });
             return;
@@ -112,9 +112,9 @@ impl Manager {
         if let Some(why) = why {
             let msg = format!("{why}; waiting for the service to write it");
             if let Some(e) = self.units.get_mut(name)
-                && e.failure_note.as_ref() != Some(&msg)
+                && e.failure_note.as_deref() != Some(msg.as_str())
             {
-                e.failure_note = Some(msg.clone());
+                e.failure_note = Some(msg.clone().into());
                 self.log(name, &msg);
             }
         }

@@ -350,7 +350,7 @@ impl Manager {
             kept.insert(n.to_string_lossy().into_owned());
         }
         let e = self.units.get_mut(name.as_str()).expect("unit resolved");
-        e.last_invocation = rec.invocation.clone();
+        e.last_invocation = rec.invocation.as_str().into();
         e.since_usec = super::now_usec();
         let s = e.service_mut().expect("a service");
         s.state = adopted.state.clone();

@@ -361,7 +361,7 @@ impl Manager {
                         });
                         self.log(name, &msg);
                         if let Some(e) = self.units.get_mut(name) {
-                            e.failure_note = Some(msg);
+                            e.failure_note = Some(msg.into());
                         }
                         SocketEvent::BindFailed
                     }
@@ -421,7 +421,7 @@ impl Manager {
                         let msg = format!("{}: {msg}", directive(phase));
                         self.log_at(name, priority::ERR, &msg);
                         if let Some(e) = self.units.get_mut(name) {
-                            e.failure_note = Some(msg);
+                            e.failure_note = Some(msg.into());
                         }
                         // A `-` command that cannot start is a failure ignored.
                         let success = def
@@ -584,7 +584,7 @@ impl Manager {
             ),
         );
         if let Some(e) = self.units.get_mut(name) {
-            e.failure_note = Some(why);
+            e.failure_note = Some(why.into());
         }
         false
     }
@@ -770,12 +770,15 @@ impl Manager {
         if !success {
             self.line(name, Line::ControlExited(exit));
             if let (Some(e), Some((phase, _))) = (self.units.get_mut(name), running) {
-                e.failure_note = Some(format!(
-                    "control process {pid} ({}) {}, status={}",
-                    directive(phase),
-                    exit.code_word(),
-                    exit.status_word()
-                ));
+                e.failure_note = Some(
+                    format!(
+                        "control process {pid} ({}) {}, status={}",
+                        directive(phase),
+                        exit.code_word(),
+                        exit.status_word()
+                    )
+                    .into(),
+                );
             }
         }
         self.feed(name, Event::Socket(SocketEvent::ControlExited { success }));

@@ -72,7 +72,7 @@ impl Manager {
         if phase.active == ActiveState::Failed
             && let Some(n) = &e.failure_note
         {
-            notes.push(n.clone());
+            notes.push(n.to_string());
         }
         let svc = e.service();
         if let Some(d) = e.service_def()

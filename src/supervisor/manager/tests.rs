@@ -401,8 +401,9 @@ fn start_limit_hit_fails_the_unit_and_starts_on_failure() {
             }
             let note = r.m.units["b.service"]
                 .failure_note
-                .clone()
-                .unwrap_or_default();
+                .as_deref()
+                .unwrap_or_default()
+                .to_string();
             assert!(note.contains("StartLimitBurst=2"), "{note}");
             // OnFailure= ran its unit.
             assert!(r.ran("/bin/true"), "{:?}", r.spawns());

@@ -257,7 +257,7 @@ impl Manager {
                 .calendar
                 .iter()
                 .zip(cal)
-                .map(|(c, at)| (c.spec.to_string(), at.filter(|_| waiting)))
+                .map(|(c, at)| (c.to_string(), at.filter(|_| waiting)))
                 .collect(),
             next_realtime: b.timer.next.realtime.get(),
             next_monotonic: b.timer.next.monotonic.get(),

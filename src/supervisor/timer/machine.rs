@@ -268,7 +268,7 @@ pub fn value_elapses(
                 .get()
                 .or(since_activation.get())
                 .unwrap_or(c.realtime);
-            cal.spec.next_elapse(base, &c.local)
+            cal.next_elapse(base, &c.local)
         })
         .collect();
     let monotonic = def

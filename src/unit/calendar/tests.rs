@@ -448,6 +448,26 @@ fn refusals() {
 }
 
 #[test]
+fn a_spec_is_five_words() {
+    // A spec lives as long as its timer, one per `OnCalendar=`: issue 12's
+    // memory budget.
+    assert_eq!(std::mem::size_of::<CalendarSpec>(), 40);
+}
+
+#[test]
+fn an_epoch_timestamp_with_a_zone_is_still_in_utc() {
+    let spec = CalendarSpec::parse_with_local(
+        "@1700000000 Europe/Berlin",
+        &TimeZone::UTC,
+        Timestamp::UNIX_EPOCH,
+    )
+    .unwrap();
+    assert_eq!(spec.to_string(), "2023-11-14 22:13:20 UTC");
+    assert!(spec.is_utc());
+    assert_eq!(spec.timezone(), None);
+}
+
+#[test]
 fn an_epoch_timestamp_is_one_instant_in_utc() {
     let spec = CalendarSpec::parse_with_local("@1700000000", &TimeZone::UTC, Timestamp::UNIX_EPOCH)
         .unwrap();
