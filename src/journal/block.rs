@@ -1018,6 +1018,37 @@ pub fn known_codec(codec: u8) -> bool {
 mod tests {
     use super::*;
 
+    /// A one-byte stdout line of `sh` at the given seq and clocks, the rest
+    /// of its fields at their plainest.
+    fn plain_item(seq: u64, realtime: u64, monotonic: u64) -> EncodeItem<'static> {
+        EncodeItem {
+            seq,
+            realtime,
+            monotonic,
+            boot_id: 1,
+            uid: 0,
+            invocation: 0,
+            pid: None,
+            stream: Stream::Stdout,
+            priority: 6,
+            flags: 0,
+            identifier: "sh",
+            comm: "sh",
+            message_id: 0,
+            message: b"x",
+        }
+    }
+
+    /// `items` encoded as one block: the block and its decompressed columns.
+    fn encoded(items: &[EncodeItem<'_>]) -> (Vec<u8>, Vec<u8>) {
+        let (b, _) = Encoder::new()
+            .unwrap()
+            .encode(items.iter().copied())
+            .unwrap();
+        let raw = decompress(&b).unwrap();
+        (b, raw)
+    }
+
     #[test]
     fn columns_round_trip_every_field_and_refuse_damage() {
         let idents = ["web", "web", "sh", "web"];
@@ -1114,28 +1145,15 @@ mod tests {
             })
             .collect();
         let items: Vec<EncodeItem<'_>> = (realtimes.iter().enumerate())
-            .map(|(i, &realtime)| EncodeItem {
-                seq: 1 + i as u64,
-                realtime,
-                monotonic: realtime / 3 + (i as u64 % 5) * 1_000,
-                boot_id: 1,
-                uid: 0,
-                invocation: 0,
-                pid: None,
-                stream: Stream::Stdout,
-                priority: 6,
-                flags: 0,
-                identifier: "sh",
-                comm: "sh",
-                message_id: 0,
-                message: b"x",
+            .map(|(i, &realtime)| {
+                plain_item(
+                    1 + i as u64,
+                    realtime,
+                    realtime / 3 + (i as u64 % 5) * 1_000,
+                )
             })
             .collect();
-        let (b, _) = Encoder::new()
-            .unwrap()
-            .encode(items.iter().copied())
-            .unwrap();
-        let raw = decompress(&b).unwrap();
+        let (b, raw) = encoded(&items);
         let (full, scan) = (
             view(b[0], &raw).unwrap(),
             view_for_scan(b[0], &raw).unwrap(),
@@ -1186,30 +1204,9 @@ mod tests {
             &[3, 3],
         ];
         for seqs in cases {
-            let items: Vec<EncodeItem<'_>> = seqs
-                .iter()
-                .map(|&seq| EncodeItem {
-                    seq,
-                    realtime: 1,
-                    monotonic: 1,
-                    boot_id: 1,
-                    uid: 0,
-                    invocation: 0,
-                    pid: None,
-                    stream: Stream::Stdout,
-                    priority: 6,
-                    flags: 0,
-                    identifier: "sh",
-                    comm: "sh",
-                    message_id: 0,
-                    message: b"x",
-                })
-                .collect();
-            let (b, _) = Encoder::new()
-                .unwrap()
-                .encode(items.iter().copied())
-                .unwrap();
-            let raw = decompress(&b).unwrap();
+            let items: Vec<EncodeItem<'_>> =
+                seqs.iter().map(|&seq| plain_item(seq, 1, 1)).collect();
+            let (b, raw) = encoded(&items);
             let v = view(b[0], &raw).unwrap();
             let View::Columns(c) = &v else {
                 panic!("a v3 block is read as columns")
