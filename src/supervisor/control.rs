@@ -136,12 +136,18 @@ impl ControlHandler {
     }
 
     async fn query(&self, query: Query) -> Response {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(Input::Query { query, reply }).is_err() {
-            return Response::Error(gone());
-        }
-        rx.await.unwrap_or_else(|_| Response::Error(gone()))
+        ask(&self.tx, query)
+            .await
+            .unwrap_or_else(|| Response::Error(gone()))
     }
+}
+
+/// Sends `query` to the manager thread and waits for its answer; `None`
+/// once the manager has gone.
+pub(crate) async fn ask(tx: &mpsc::UnboundedSender<Input>, query: Query) -> Option<Response> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(Input::Query { query, reply }).ok()?;
+    rx.await.ok()
 }
 
 impl ControlHandler {

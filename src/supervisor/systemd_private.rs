@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::oneshot;
 
 use super::control::Query;
 use super::dbus::{self, Message, Value};
@@ -80,8 +79,16 @@ pub fn bind(runtime_dir: &Path) -> Option<(UnixListener, PathBuf)> {
 pub async fn serve(listener: UnixListener, tx: InputTx) {
     let own = nix::unistd::geteuid().as_raw();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // A client that gave up before the accept concerns nobody else.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+            // Out of fds or memory: retrying at once would spin, and nothing
+            // tells when it is over; systemctl does without us, as before.
+            Err(e) => {
+                eprintln!("corrald: stopped answering systemctl --user: {e}");
+                return;
+            }
         };
         let allowed = stream
             .peer_cred()
@@ -155,7 +162,8 @@ async fn authenticate(stream: &mut UnixStream, buf: &mut Vec<u8>) -> io::Result<
         return Ok(false);
     }
     buf.remove(0);
-    let guid: String = format!("{:032x}", rand_guid());
+    // systemctl does not check the server GUID; it only has to be 32 hex digits.
+    let guid: String = format!("{:032x}", crate::journal::random_id());
     let mut sasl = Sasl::default();
     loop {
         let line = loop {
@@ -215,24 +223,6 @@ impl Sasl {
     }
 }
 
-/// A server GUID for the SASL OK line (systemctl does not check it).
-fn rand_guid() -> u128 {
-    let mut b = [0u8; 16];
-    // On failure the GUID is zeros: it only has to be 32 hex digits.
-    let _ = getrandom_fill(&mut b);
-    u128::from_ne_bytes(b)
-}
-
-fn getrandom_fill(b: &mut [u8]) -> io::Result<()> {
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// The answer to one method call: done, or (error name, message).
 async fn answer(call: &Message, tx: &InputTx) -> Result<(), (&'static str, String)> {
     let member = call.member.as_deref().unwrap_or("");
@@ -277,15 +267,11 @@ async fn answer(call: &Message, tx: &InputTx) -> Result<(), (&'static str, Strin
         }
     };
     for query in queries {
-        let (reply, rx) = oneshot::channel();
-        let gone = || {
-            (
-                "org.freedesktop.DBus.Error.NoServer",
-                "the corral manager is shutting down".to_string(),
-            )
-        };
-        tx.send(Input::Query { query, reply }).map_err(|_| gone())?;
-        if let Response::Error(f) = rx.await.map_err(|_| gone())? {
+        let answer = super::control::ask(tx, query).await.ok_or((
+            "org.freedesktop.DBus.Error.NoServer",
+            "the corral manager is shutting down".to_string(),
+        ))?;
+        if let Response::Error(f) = answer {
             return Err(("org.freedesktop.DBus.Error.InvalidArgs", f.message));
         }
     }
