@@ -430,7 +430,12 @@ fn pam_sessions_outlive_a_restart_of_the_system_manager_and_end_as_before() {
         wait_until(20, "the second PAM session", || {
             sys.status(&user).contains("sessions: 2,")
         });
-        let manager = sys.manager_pid(&user).expect("a manager");
+        // A session counts from its request; the manager it starts may
+        // still be getting ready (a loaded machine's shell start-up).
+        wait_until(20, "the manager to be ready", || {
+            sys.manager_pid(&user).is_some()
+        });
+        let manager = sys.manager_pid(&user).expect("a running manager");
 
         sys.restart(signal);
         assert_eq!(sys.manager_pid(&user), Some(manager), "{}", sys.stderr());
