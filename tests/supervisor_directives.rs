@@ -303,7 +303,7 @@ fn process_settings_reach_the_process() {
     write_script(
         &bin.path().join("report"),
         "#!/bin/sh\nout=$1\n\
-         grep -E '^(SigIgn|Cpus_allowed_list):' /proc/self/status > $out\n\
+         grep -E '^(SigIgn|Cpus_allowed_list|NoNewPrivs):' /proc/self/status > $out\n\
          echo oom=$(cat /proc/self/oom_score_adj) >> $out\n\
          echo slack=$(cat /proc/self/timerslack_ns) >> $out\n\
          echo stat=$(cut -d' ' -f19,41 /proc/self/stat) >> $out\n\
@@ -318,7 +318,7 @@ fn process_settings_reach_the_process() {
                 &format!(
                     "[Service]\nType=oneshot\nExecSearchPath={}:/usr/bin:/bin\nNice=7\nCPUAffinity=0\n\
                      OOMScoreAdjust=345\nTimerSlackNSec=123456\nCPUSchedulingPolicy=batch\n\
-                     IOSchedulingClass=idle\nExecStart=report %t/tuned.out\n",
+                     IOSchedulingClass=idle\nNoNewPrivileges=yes\nExecStart=report %t/tuned.out\n",
                     bin.path().display()
                 ),
             );
@@ -371,10 +371,12 @@ fn process_settings_reach_the_process() {
         "UMask= defaults to the manager's: {out}"
     );
     assert!(out.contains("io=idle\n"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1\n"), "{out}");
     td.ok(&["start", "plain"]);
     let out = read(&td, "plain.out");
     assert_eq!(sigign(&out) & (1 << 12), 0, "IgnoreSIGPIPE=no: {out}");
     assert!(out.contains("umask=0077\n"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t0\n"), "the default: {out}");
 }
 
 #[test]

@@ -298,3 +298,31 @@ fn typos_and_unsupported_directives_are_logged_at_each_load() {
     assert!(count(2), "{}", td.journal("typo.service", &[]).stdout);
     td.ok(&["stop", "typo"]);
 }
+
+#[test]
+fn a_unit_of_a_kind_not_run_is_refused_with_its_kind_named() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "app.slice",
+            "[Unit]\nDescription=apps\n[Slice]\nMemoryHigh=1G\n",
+        );
+        td.write_unit(
+            "watch.path",
+            "[Path]\nPathChanged=%h/x\n[Install]\nWantedBy=default.target\n",
+        );
+    }) else {
+        return;
+    };
+    for (unit, kind) in [("app.slice", ".slice"), ("watch.path", ".path")] {
+        let out = td.corral(&["start", unit]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr.contains(&format!(
+                "{kind} units are not supported yet: read and kept, not run"
+            )),
+            "{out:?}"
+        );
+        let status = td.corral(&["status", unit]);
+        assert!(status.stdout.contains("Loaded: error"), "{status:?}");
+    }
+}

@@ -254,19 +254,24 @@ fn instance_dropin_empties_exec_start() {
 fn chrony_repeated_scalar_last_wins() {
     let Some(c) = corpus() else { return };
     let u = load(&c.join("systemd-system/chrony"), "chrony.service");
-    // NoNewPrivileges=yes early, NoNewPrivileges=no near the end.
-    let nnp: Vec<&str> = u
+    // NoNewPrivileges=yes early, NoNewPrivileges=no near the end: the last wins.
+    let s = u.service.as_ref().unwrap();
+    assert!(!s.exec.no_new_privileges);
+    // A directive corral does not apply keeps every assignment, in order, and
+    // the last one is the one in effect.
+    let caps: Vec<&str> = u
         .unsupported
         .iter()
-        .filter(|d| d.key == "NoNewPrivileges")
+        .filter(|d| d.key == "CapabilityBoundingSet")
         .map(|d| d.value.as_str())
         .collect();
-    assert_eq!(nnp, ["yes", "no"]);
+    assert_eq!(caps.len(), 5, "{caps:?}");
+    assert_eq!(caps[0], "~CAP_AUDIT_CONTROL CAP_AUDIT_READ CAP_AUDIT_WRITE");
     assert_eq!(
-        u.last_unsupported("Service", "NoNewPrivileges")
+        u.last_unsupported("Service", "CapabilityBoundingSet")
             .unwrap()
             .value,
-        "no"
+        *caps.last().unwrap()
     );
     // Every unsupported directive is a warning with its own line, never an error.
     assert!(
@@ -274,7 +279,6 @@ fn chrony_repeated_scalar_last_wins() {
             .iter()
             .all(|d| d.kind == DiagnosticKind::Unsupported)
     );
-    let s = u.service.as_ref().unwrap();
     assert_eq!(s.service_type, ServiceType::Forking);
     assert_eq!(s.exec_start[0].argv, ["/usr/sbin/chronyd", "$DAEMON_OPTS"]);
     assert!(s.exec_start[0].flags.no_setuid);

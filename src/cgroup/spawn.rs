@@ -93,6 +93,9 @@ pub struct Tuning {
     pub cpu_scheduling: Option<(i32, i32)>,
     /// `TimerSlackNSec=`.
     pub timer_slack_nsec: Option<u64>,
+    /// `NoNewPrivileges=`: neither the command nor anything it executes
+    /// gains privileges (setuid bits, file capabilities) by executing.
+    pub no_new_privileges: bool,
 }
 
 /// An fd of the parent passed to the child under a given number
@@ -224,6 +227,8 @@ pub enum Stage {
     IoPrio,
     /// Setting the timer slack.
     TimerSlack,
+    /// Setting no_new_privs.
+    NoNewPrivileges,
     /// Setting a resource limit.
     Rlimit,
     /// setgroups.
@@ -240,7 +245,7 @@ pub enum Stage {
     Exec,
 }
 
-const STAGES: [Stage; 21] = [
+const STAGES: [Stage; 22] = [
     Stage::Prepare,
     Stage::Fork,
     Stage::Cgroup,
@@ -260,6 +265,7 @@ const STAGES: [Stage; 21] = [
     Stage::Setgid,
     Stage::Setuid,
     Stage::Chdir,
+    Stage::NoNewPrivileges,
     Stage::SignalMask,
     Stage::Exec,
 ];
@@ -289,6 +295,7 @@ impl Stage {
             Stage::CpuAffinity => "CPUAFFINITY",
             Stage::IoPrio => "IOPRIO",
             Stage::TimerSlack => "TIMERSLACK",
+            Stage::NoNewPrivileges => "NO_NEW_PRIVILEGES",
             Stage::Rlimit => "LIMITS",
             Stage::Groups | Stage::Setgid => "GROUP",
             Stage::Setuid => "USER",
@@ -315,6 +322,7 @@ impl Stage {
             Stage::CpuAffinity => 215,
             Stage::IoPrio => 211,
             Stage::TimerSlack => 212,
+            Stage::NoNewPrivileges => 227,
             Stage::Rlimit => 205,
             Stage::Groups | Stage::Setgid => 216,
             Stage::Setuid => 217,
@@ -342,6 +350,7 @@ impl fmt::Display for Stage {
             Stage::CpuAffinity => "setting the CPU affinity",
             Stage::IoPrio => "setting the I/O priority",
             Stage::TimerSlack => "setting the timer slack",
+            Stage::NoNewPrivileges => "setting no_new_privs",
             Stage::Rlimit => "setting resource limits",
             Stage::Groups => "setting supplementary groups",
             Stage::Setgid => "changing group",
@@ -440,6 +449,7 @@ struct Prepared {
     ioprio: Option<i32>,
     sched: Option<(i32, libc::sched_param)>,
     slack: Option<u64>,
+    no_new_privs: bool,
     setsid: bool,
     mask: libc::sigset_t,
     /// The report pipe of the fork paths (-1 on the shared-memory path);
@@ -710,6 +720,7 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
             )
         }),
         slack: spec.tuning.timer_slack_nsec,
+        no_new_privs: spec.tuning.no_new_privileges,
         setsid: spec.new_session,
         mask: *spec.signal_mask.as_ref(),
         err_fd: Cell::new(-1),
@@ -1240,6 +1251,11 @@ fn child_main(p: &Prepared) -> ! {
         }
         if !p.cwd.is_null() && libc::chdir(p.cwd) < 0 {
             fail(p, Stage::Chdir);
+        }
+        // After the credentials change, as systemd orders it: the flag
+        // would not stop setresuid, but it belongs to what gets executed.
+        if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            fail(p, Stage::NoNewPrivileges);
         }
         if libc::pthread_sigmask(libc::SIG_SETMASK, &p.mask, std::ptr::null_mut()) != 0 {
             fail(p, Stage::SignalMask);

@@ -148,6 +148,7 @@ fn tuning(exec: &ExecSettings) -> Tuning {
             (s.policy | reset, s.priority)
         }),
         timer_slack_nsec: exec.timer_slack_nsec,
+        no_new_privileges: exec.no_new_privileges,
     }
 }
 

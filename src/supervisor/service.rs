@@ -88,8 +88,11 @@ fn exit_set(s: &ExitStatusSet) -> ExitSet {
 pub fn from_unit(unit: Unit, root: &Path, enabled: &[String]) -> Result<ServiceDef, String> {
     let name = unit.name.as_str().to_string();
     let Some(svc) = unit.service.clone() else {
+        // Only a kind the manager does not run reaches this without its
+        // section: services, targets, sockets and timers load elsewhere.
         return Err(format!(
-            "{name}: only .service units can be started by this manager"
+            "{name}: .{} units are not supported yet: read and kept, not run",
+            unit.name.kind().suffix()
         ));
     };
     let mut notes = Vec::new();

@@ -549,9 +549,9 @@ pub enum StdOutput {
     Append(PathBuf),
     /// `truncate:PATH`.
     Truncate(PathBuf),
-    /// The socket of socket activation (not supported yet).
+    /// `socket`: the connection of an `Accept=yes` socket.
     Socket,
-    /// `fd:NAME`: a named socket fd (not supported yet).
+    /// `fd:NAME`: a named socket fd (not supported: a warning, then the default).
     Fd(String),
 }
 

@@ -15,9 +15,9 @@ pub enum UnitKind {
     Service,
     /// `.target`: a synchronisation point grouping other units.
     Target,
-    /// `.socket`: socket activation (read and checked; the manager does not run it yet).
+    /// `.socket`: socket activation.
     Socket,
-    /// `.timer`: timer activation (read, not supported yet).
+    /// `.timer`: timer activation.
     Timer,
     /// `.path`: path activation (read, not supported yet).
     Path,
