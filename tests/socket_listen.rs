@@ -65,7 +65,8 @@ fn every_kind_binds_and_answers() {
              ListenSequentialPacket={dir}/seq.sock\nListenStream=@{abs}\n\
              ListenStream=127.0.0.1:{tcp}\nListenDatagram=127.0.0.1:{udp}\n\
              ListenStream=[::1]:{v6}\nListenFIFO={dir}/fifo\n\
-             SocketMode=0600\nDirectoryMode=0700\nBacklog=8\nPassCredentials=yes\nReusePort=yes\n",
+             SocketMode=0600\nDirectoryMode=0700\nBacklog=8\nPassCredentials=yes\nReusePort=yes\n\
+             Priority=5\n",
             dir = dir.display()
         ),
     );
@@ -102,6 +103,16 @@ fn every_kind_binds_and_answers() {
             f.listen
         );
     }
+    // SO_PRIORITY on every socket (not the FIFO).
+    for f in &l.fds[..7] {
+        assert_eq!(
+            getsockopt(&f.fd, sockopt::Priority).unwrap(),
+            5,
+            "{:?}",
+            f.listen
+        );
+    }
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     // Every fd is CLOEXEC in the manager.
     for f in &l.fds {
         let flags = nix::fcntl::fcntl(f.fd.as_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();

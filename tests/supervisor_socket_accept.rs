@@ -210,6 +210,43 @@ fn an_accepted_connection_is_fd_3_with_the_peer_in_the_environment() {
 }
 
 #[test]
+fn priority_is_set_on_each_accepted_connection() {
+    if !common::require(
+        "SO_PRIORITY of a connection",
+        &common::missing_tools(&["python3"]),
+    ) {
+        return;
+    }
+    let Some(td) = TestDaemon::start() else {
+        return;
+    };
+    // A unix socket: a TCP connection would inherit the listening
+    // socket's priority, a unix one starts from 0.
+    let path = td.run_dir().join("prio.sock");
+    td.write_unit(
+        "prio.socket",
+        &format!(
+            "[Socket]\nListenStream={}\nAccept=yes\nPriority=4\n",
+            path.display()
+        ),
+    );
+    // The connection is stdin; it answers with the connection's SO_PRIORITY.
+    td.write_unit(
+        "prio@.service",
+        r#"[Service]
+StandardInput=socket
+ExecStart=/usr/bin/python3 -c "import socket, sys; s = socket.socket(fileno=0); sys.stdin.readline(); s.sendall(b'prio=%%d\\n' %% s.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY))"
+"#,
+    );
+    td.ok(&["daemon-reload"]);
+    td.ok(&["start", "prio.socket"]);
+    let mut c = UnixStream::connect(&path).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(exchange(&mut c, "x"), "prio=4\n", "{}", td.log());
+    td.ok(&["stop", "prio.socket"]);
+}
+
+#[test]
 fn the_sockets_own_commands_run_in_its_cgroup_around_the_bind() {
     let Some(td) = TestDaemon::start() else {
         return;

@@ -149,6 +149,10 @@ pub struct SocketSection {
     pub pass_credentials: bool,
     /// `ReusePort=`: SO_REUSEPORT.
     pub reuse_port: bool,
+    /// `Priority=`: SO_PRIORITY of the listening sockets and of each
+    /// connection accepted; above 6 it needs CAP_NET_ADMIN (a warning
+    /// without it, as in systemd).
+    pub priority: Option<i32>,
     /// `Service=`: the service activated (Accept=no only).
     pub service: Option<UnitName>,
     /// `Accept=`: one service instance per connection.
@@ -186,6 +190,7 @@ impl Default for SocketSection {
             fd_name: None,
             pass_credentials: false,
             reuse_port: false,
+            priority: None,
             service: None,
             accept: false,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -381,6 +386,14 @@ impl Applier<'_> {
                     unit,
                     d,
                     format!("'{}' is not a count; directive ignored", d.value),
+                ),
+            },
+            "Priority" => match d.value.trim().parse::<i32>() {
+                Ok(n) => socket(unit).priority = Some(n),
+                Err(_) => invalid(
+                    unit,
+                    d,
+                    format!("'{}' is not an integer; directive ignored", d.value),
                 ),
             },
             "MaxConnections" | "MaxConnectionsPerSource" => match d.value.parse::<u32>() {
@@ -686,6 +699,7 @@ mod tests {
         assert_eq!((s.socket_mode, s.directory_mode), (0o666, 0o755));
         assert_eq!(s.backlog, None);
         assert!(!s.accept && !s.remove_on_stop && !s.pass_credentials && !s.reuse_port);
+        assert_eq!(s.priority, None);
         assert_eq!(s.max_connections, 64);
         assert_eq!(s.max_per_source(), 64);
         assert_eq!(s.timeout, Some(Duration::from_secs(90)));
@@ -707,7 +721,7 @@ mod tests {
              ListenSequentialPacket=@seq\nListenFIFO=/run/f\nListenStream=[::1]:80\n\
              SocketMode=0600\nDirectoryMode=700\nBacklog=5\nRemoveOnStop=yes\n\
              Symlinks=/run/l1 /run//l2\nFileDescriptorName=varlink\nPassCredentials=true\n\
-             ReusePort=on\nService=other.service\nMaxConnections=10\n\
+             ReusePort=on\nService=other.service\nMaxConnections=10\nPriority=6\n\
              MaxConnectionsPerSource=2\nTimeoutSec=5\nExecStartPre=/bin/true a\n\
              ExecStartPost=-/bin/echo %n\nExecStopPre=/bin/true\nExecStopPost=/bin/false\n",
         );
@@ -730,6 +744,7 @@ mod tests {
         assert_eq!((s.socket_mode, s.directory_mode), (0o600, 0o700));
         assert_eq!(s.backlog, Some(5));
         assert!(s.remove_on_stop && s.pass_credentials && s.reuse_port);
+        assert_eq!(s.priority, Some(6));
         // Two file system nodes: Symlinks= has no single target and is dropped.
         assert!(s.symlinks.is_empty());
         assert_eq!(s.fd_name.as_deref(), Some("varlink"));

@@ -346,7 +346,10 @@ impl Manager {
                 let ev = match opened
                     .and_then(|(l, ids)| nonblocking_for_accept(def, &l).map(|()| (l, ids)))
                 {
-                    Ok((l, ids)) => {
+                    Ok((mut l, ids)) => {
+                        for w in std::mem::take(&mut l.warnings) {
+                            self.log_at(name, priority::WARNING, &w);
+                        }
                         if let Some(s) = self.socket_mut(name) {
                             s.listening = Some(l);
                             s.held = ids;
@@ -498,7 +501,13 @@ impl Manager {
                 fd: k.fd,
             })
             .collect();
-        Some((Listening { fds }, ids))
+        Some((
+            Listening {
+                fds,
+                warnings: Vec::new(),
+            },
+            ids,
+        ))
     }
 
     /// Deposits copies of the fds of socket `name` with the fd holder, so
@@ -630,6 +639,18 @@ impl Manager {
         }
         match taken {
             Ok(Some(c)) => {
+                let prio = self
+                    .units
+                    .get(name)
+                    .and_then(|e| e.def.as_ref().ok())
+                    .and_then(|d| d.unit().socket.as_ref())
+                    .and_then(|s| s.priority);
+                if let Err(w) = listen::set_priority(c.fd.as_fd(), prio) {
+                    self.log_at(name, priority::WARNING, &w);
+                }
+                let Some(s) = self.socket_mut(name) else {
+                    return;
+                };
                 let source = c.source.clone();
                 s.pending = Some(c);
                 queue.push_back(Event::Socket(SocketEvent::Accepted { source }));

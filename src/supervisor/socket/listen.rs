@@ -13,7 +13,7 @@
 use std::ffi::CString;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -86,6 +86,9 @@ pub struct ListeningFd {
 pub struct Listening {
     /// One per `Listen*=` entry, in order.
     pub fds: Vec<ListeningFd>,
+    /// What did not work but does not stop the socket (systemd warns and
+    /// listens): `Priority=` refused for lack of privilege.
+    pub warnings: Vec<String>,
 }
 
 impl Listening {
@@ -97,7 +100,13 @@ impl Listening {
         let mut out = Listening::default();
         for l in &def.listen {
             let fd = match l {
-                Listen::Socket { kind, address } => open_socket(def, l, *kind, address)?,
+                Listen::Socket { kind, address } => {
+                    let fd = open_socket(def, l, *kind, address)?;
+                    if let Err(w) = set_priority(fd.as_fd(), def.priority) {
+                        out.warnings.push(format!("{}: {w}", l.describe()));
+                    }
+                    fd
+                }
                 Listen::Fifo(p) => open_fifo(def, p)?,
             };
             out.fds.push(ListeningFd {
@@ -117,6 +126,16 @@ impl Listening {
     /// [`pass_fds`].
     pub fn named<'a>(&'a self, name: &'a str) -> Vec<(RawFd, &'a str)> {
         self.fds.iter().map(|f| (f.fd.as_raw_fd(), name)).collect()
+    }
+}
+
+/// Sets `Priority=` (SO_PRIORITY) on a listening socket or a connection;
+/// the error in systemd's words ("SO_PRIORITY failed: ...").
+pub fn set_priority(fd: BorrowedFd<'_>, priority: Option<i32>) -> Result<(), String> {
+    match priority {
+        Some(p) => setsockopt(&fd, sockopt::Priority, &p)
+            .map_err(|e| format!("SO_PRIORITY failed: {}", io::Error::from(e))),
+        None => Ok(()),
     }
 }
 
