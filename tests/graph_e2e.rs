@@ -690,6 +690,40 @@ fn on_failure_starts_its_units_when_the_unit_fails_not_when_it_stops() {
 }
 
 #[test]
+fn collect_mode_inactive_or_failed_forgets_the_failure_after_on_failure() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        write_on_failure_handler(td);
+        td.write_unit(
+            "collected.service",
+            "[Unit]\nOnFailure=handler@%n.service\nCollectMode=inactive-or-failed\n\
+             [Service]\nType=oneshot\nExecStart=/bin/sh -c 'exit 3'\n",
+        );
+        td.write_unit(
+            "kept.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'exit 3'\n",
+        );
+    }) else {
+        return;
+    };
+    // The job still fails, and OnFailure= still runs...
+    let out = td.corral(&["start", "collected"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(on_failure_handled(&td), "collected.service\n");
+    // ...but the unit is not left failed, as systemd unloads it.
+    assert_eq!(td.prop("collected", "ActiveState"), "inactive");
+    assert_eq!(td.prop("collected", "Result"), "success");
+    assert_eq!(td.corral(&["is-failed", "collected"]).code, 1);
+    let journal = td.journal("collected.service", &[]).stdout;
+    assert!(
+        journal.contains("Failed with result 'exit-code'."),
+        "the journal keeps the failure: {journal}"
+    );
+    // The default keeps it.
+    assert_eq!(td.corral(&["start", "kept"]).code, 1);
+    assert_eq!(td.prop("kept", "ActiveState"), "failed");
+}
+
+#[test]
 fn on_failure_starts_for_a_failed_dependency_not_for_a_false_assert() {
     // As systemd: a start job failed by a dependency triggers OnFailure=
     // (job_finish_and_invalidate, JOB_DEPENDENCY); a false Assert*= is the

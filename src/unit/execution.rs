@@ -885,6 +885,26 @@ mod tests {
     }
 
     #[test]
+    fn collect_mode_takes_systemds_two_words() {
+        let base = "[Service]\nExecStart=/bin/true\n[Unit]\nCollectMode=";
+        assert!(
+            unit(&format!("{base}inactive-or-failed\n"))
+                .unit
+                .collect_failed
+        );
+        let back = unit(&format!("{base}inactive-or-failed\nCollectMode=inactive\n"));
+        assert!(!back.unit.collect_failed, "the last one wins");
+        let bad = unit(&format!("{base}never\n"));
+        assert!(!bad.unit.collect_failed);
+        assert!(
+            bad.ignored_errors()
+                .any(|d| d.message.contains("unknown collect mode 'never'")),
+            "{:?}",
+            bad.diagnostics
+        );
+    }
+
+    #[test]
     fn success_action_lets_a_service_go_without_commands() {
         let u = unit("[Unit]\nSuccessAction=exit-force\n");
         assert!(u.ensure_valid().is_ok(), "{:?}", u.diagnostics);

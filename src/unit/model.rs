@@ -406,6 +406,10 @@ pub struct UnitSection {
     pub success_action: EmergencyAction,
     /// `FailureAction=`: what the manager does when the unit fails.
     pub failure_action: EmergencyAction,
+    /// `CollectMode=inactive-or-failed`: a unit that fails is reset as
+    /// `reset-failed` would, where systemd unloads it; default
+    /// `inactive` (the failure is kept until reset-failed or a start).
+    pub collect_failed: bool,
 }
 
 /// `SuccessAction=`/`FailureAction=` as a user manager takes them: the
@@ -445,6 +449,7 @@ impl Default for UnitSection {
             refuse_manual_stop: false,
             success_action: EmergencyAction::None,
             failure_action: EmergencyAction::None,
+            collect_failed: false,
         }
     }
 }
@@ -1258,6 +1263,17 @@ impl Applier<'_> {
                     unit.unit.refuse_manual_stop = b;
                 }
             }
+            "CollectMode" => match d.value.as_str() {
+                "inactive" => unit.unit.collect_failed = false,
+                "inactive-or-failed" => unit.unit.collect_failed = true,
+                other => invalid(
+                    unit,
+                    d,
+                    format!(
+                        "unknown collect mode '{other}' (use inactive or inactive-or-failed); directive ignored"
+                    ),
+                ),
+            },
             "SuccessAction" | "FailureAction" => {
                 let a = match d.value.as_str() {
                     "none" => EmergencyAction::None,

@@ -180,6 +180,21 @@ impl Manager {
             self.tell_sockets(name);
             self.fd_store_settle(name);
         }
+        // CollectMode=inactive-or-failed: systemd unloads a failed unit no
+        // job refers to, which forgets the failure (the journal keeps it);
+        // here the unit stays loaded and is reset, once OnFailure= and the
+        // waiting job have seen the failure.
+        if now.is_some_and(|p| p.active == ActiveState::Failed)
+            && now != initial
+            && self
+                .units
+                .get(name)
+                .and_then(|e| e.def.as_ref().ok())
+                .is_some_and(|d| d.unit().unit.collect_failed)
+            && !self.start_job_waits(name)
+        {
+            self.reset_failed(name);
+        }
         Ok(())
     }
 
