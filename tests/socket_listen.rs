@@ -66,7 +66,8 @@ fn every_kind_binds_and_answers() {
              ListenStream=127.0.0.1:{tcp}\nListenDatagram=127.0.0.1:{udp}\n\
              ListenStream=[::1]:{v6}\nListenFIFO={dir}/fifo\n\
              SocketMode=0600\nDirectoryMode=0700\nBacklog=8\nPassCredentials=yes\nReusePort=yes\n\
-             Priority=5\n",
+             Priority=5\nKeepAlive=yes\nKeepAliveTimeSec=120\nKeepAliveIntervalSec=30\n\
+             KeepAliveProbes=4\nNoDelay=yes\n",
             dir = dir.display()
         ),
     );
@@ -111,6 +112,21 @@ fn every_kind_binds_and_answers() {
             "{:?}",
             f.listen
         );
+    }
+    for f in &l.fds[..7] {
+        assert!(
+            getsockopt(&f.fd, sockopt::KeepAlive).unwrap(),
+            "{:?}",
+            f.listen
+        );
+    }
+    // The TCP ones on the two TCP listeners only.
+    for i in [4, 6] {
+        let fd = &l.fds[i].fd;
+        assert_eq!(getsockopt(fd, sockopt::TcpKeepIdle).unwrap(), 120);
+        assert_eq!(getsockopt(fd, sockopt::TcpKeepInterval).unwrap(), 30);
+        assert_eq!(getsockopt(fd, sockopt::TcpKeepCount).unwrap(), 4);
+        assert!(getsockopt(fd, sockopt::TcpNoDelay).unwrap());
     }
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     // Every fd is CLOEXEC in the manager.

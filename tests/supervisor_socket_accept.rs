@@ -210,7 +210,7 @@ fn an_accepted_connection_is_fd_3_with_the_peer_in_the_environment() {
 }
 
 #[test]
-fn priority_is_set_on_each_accepted_connection() {
+fn socket_options_are_set_on_each_accepted_connection() {
     if !common::require(
         "SO_PRIORITY of a connection",
         &common::missing_tools(&["python3"]),
@@ -226,7 +226,7 @@ fn priority_is_set_on_each_accepted_connection() {
     td.write_unit(
         "prio.socket",
         &format!(
-            "[Socket]\nListenStream={}\nAccept=yes\nPriority=4\n",
+            "[Socket]\nListenStream={}\nAccept=yes\nPriority=4\nKeepAlive=yes\nNonBlocking=yes\n",
             path.display()
         ),
     );
@@ -235,15 +235,41 @@ fn priority_is_set_on_each_accepted_connection() {
         "prio@.service",
         r#"[Service]
 StandardInput=socket
-ExecStart=/usr/bin/python3 -c "import socket, sys; s = socket.socket(fileno=0); sys.stdin.readline(); s.sendall(b'prio=%%d\\n' %% s.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY))"
+ExecStart=/usr/bin/python3 -c "import os, select, socket; blocking = os.get_blocking(0); select.select([0], [], []); os.read(0, 100); s = socket.socket(fileno=0); s.setblocking(True); s.sendall(b'prio=%%d keepalive=%%d blocking=%%d\\n' %% (s.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY), s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), blocking))"
 "#,
     );
     td.ok(&["daemon-reload"]);
     td.ok(&["start", "prio.socket"]);
     let mut c = UnixStream::connect(&path).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    assert_eq!(exchange(&mut c, "x"), "prio=4\n", "{}", td.log());
+    assert_eq!(
+        exchange(&mut c, "x"),
+        "prio=4 keepalive=1 blocking=0\n",
+        "{}",
+        td.log()
+    );
     td.ok(&["stop", "prio.socket"]);
+    // NonBlocking= with Accept=no: the listening fd the service gets.
+    let path = td.run_dir().join("nb.sock");
+    td.write_unit(
+        "nb.socket",
+        &format!(
+            "[Socket]\nListenStream={}\nNonBlocking=yes\n",
+            path.display()
+        ),
+    );
+    td.write_unit(
+        "nb.service",
+        r#"[Service]
+ExecStart=/usr/bin/python3 -c "import os, socket; b = os.get_blocking(3); s = socket.socket(fileno=3); s.setblocking(True); c, _ = s.accept(); c.recv(100); c.sendall(b'blocking=%%d\\n' %% b)"
+"#,
+    );
+    td.ok(&["daemon-reload"]);
+    td.ok(&["start", "nb.socket"]);
+    let mut c = UnixStream::connect(&path).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(exchange(&mut c, "x"), "blocking=0\n", "{}", td.log());
+    td.ok(&["stop", "nb.socket", "nb.service"]);
 }
 
 #[test]

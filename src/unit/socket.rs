@@ -153,6 +153,19 @@ pub struct SocketSection {
     /// connection accepted; above 6 it needs CAP_NET_ADMIN (a warning
     /// without it, as in systemd).
     pub priority: Option<i32>,
+    /// `KeepAlive=`: SO_KEEPALIVE.
+    pub keep_alive: bool,
+    /// `KeepAliveTimeSec=`: TCP_KEEPIDLE, in whole seconds.
+    pub keep_alive_time: Option<u32>,
+    /// `KeepAliveIntervalSec=`: TCP_KEEPINTVL, in whole seconds.
+    pub keep_alive_interval: Option<u32>,
+    /// `KeepAliveProbes=`: TCP_KEEPCNT.
+    pub keep_alive_probes: Option<u32>,
+    /// `NoDelay=`: TCP_NODELAY.
+    pub no_delay: bool,
+    /// `NonBlocking=`: O_NONBLOCK on the fds the service gets (the
+    /// listening ones, or with `Accept=yes` the connection).
+    pub non_blocking: bool,
     /// `Service=`: the service activated (Accept=no only).
     pub service: Option<UnitName>,
     /// `Accept=`: one service instance per connection.
@@ -191,6 +204,12 @@ impl Default for SocketSection {
             pass_credentials: false,
             reuse_port: false,
             priority: None,
+            keep_alive: false,
+            keep_alive_time: None,
+            keep_alive_interval: None,
+            keep_alive_probes: None,
+            no_delay: false,
+            non_blocking: false,
             service: None,
             accept: false,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -410,17 +429,49 @@ impl Applier<'_> {
                     format!("'{}' is not a count above 0; directive ignored", d.value),
                 ),
             },
-            "RemoveOnStop" | "PassCredentials" | "ReusePort" | "Accept" => {
+            "RemoveOnStop" | "PassCredentials" | "ReusePort" | "Accept" | "KeepAlive"
+            | "NoDelay" | "NonBlocking" => {
                 if let Some(b) = self.bool_value(unit, d) {
                     let s = socket(unit);
                     *match key {
                         "RemoveOnStop" => &mut s.remove_on_stop,
                         "PassCredentials" => &mut s.pass_credentials,
                         "ReusePort" => &mut s.reuse_port,
+                        "KeepAlive" => &mut s.keep_alive,
+                        "NoDelay" => &mut s.no_delay,
+                        "NonBlocking" => &mut s.non_blocking,
                         _ => &mut s.accept,
                     } = b;
                 }
             }
+            "KeepAliveTimeSec" | "KeepAliveIntervalSec" => {
+                // systemd passes whole seconds to the kernel (at least 1).
+                match parse_timespan(&d.value) {
+                    Ok(None) => invalid(
+                        unit,
+                        d,
+                        "a keep-alive time cannot be infinity; directive ignored".into(),
+                    ),
+                    Ok(Some(t)) => {
+                        let secs = u32::try_from(t.as_secs().max(1)).unwrap_or(u32::MAX);
+                        let s = socket(unit);
+                        *if key == "KeepAliveTimeSec" {
+                            &mut s.keep_alive_time
+                        } else {
+                            &mut s.keep_alive_interval
+                        } = Some(secs);
+                    }
+                    Err(e) => invalid(unit, d, format!("{e}; directive ignored")),
+                }
+            }
+            "KeepAliveProbes" => match d.value.trim().parse::<u32>() {
+                Ok(n) => socket(unit).keep_alive_probes = Some(n),
+                Err(_) => invalid(
+                    unit,
+                    d,
+                    format!("'{}' is not a count; directive ignored", d.value),
+                ),
+            },
             "Symlinks" => {
                 if d.value.is_empty() {
                     socket(unit).symlinks.clear();
@@ -700,6 +751,8 @@ mod tests {
         assert_eq!(s.backlog, None);
         assert!(!s.accept && !s.remove_on_stop && !s.pass_credentials && !s.reuse_port);
         assert_eq!(s.priority, None);
+        assert!(!s.keep_alive && !s.no_delay && !s.non_blocking);
+        assert_eq!(s.keep_alive_time, None);
         assert_eq!(s.max_connections, 64);
         assert_eq!(s.max_per_source(), 64);
         assert_eq!(s.timeout, Some(Duration::from_secs(90)));
@@ -722,6 +775,8 @@ mod tests {
              SocketMode=0600\nDirectoryMode=700\nBacklog=5\nRemoveOnStop=yes\n\
              Symlinks=/run/l1 /run//l2\nFileDescriptorName=varlink\nPassCredentials=true\n\
              ReusePort=on\nService=other.service\nMaxConnections=10\nPriority=6\n\
+             KeepAlive=yes\nKeepAliveTimeSec=2min\nKeepAliveIntervalSec=500ms\nKeepAliveProbes=4\n\
+             NoDelay=yes\nNonBlocking=yes\n\
              MaxConnectionsPerSource=2\nTimeoutSec=5\nExecStartPre=/bin/true a\n\
              ExecStartPost=-/bin/echo %n\nExecStopPre=/bin/true\nExecStopPost=/bin/false\n",
         );
@@ -745,6 +800,16 @@ mod tests {
         assert_eq!(s.backlog, Some(5));
         assert!(s.remove_on_stop && s.pass_credentials && s.reuse_port);
         assert_eq!(s.priority, Some(6));
+        assert!(s.keep_alive && s.no_delay && s.non_blocking);
+        // Whole seconds, at least one, as systemd hands them to the kernel.
+        assert_eq!(
+            (
+                s.keep_alive_time,
+                s.keep_alive_interval,
+                s.keep_alive_probes
+            ),
+            (Some(120), Some(1), Some(4))
+        );
         // Two file system nodes: Symlinks= has no single target and is dropped.
         assert!(s.symlinks.is_empty());
         assert_eq!(s.fd_name.as_deref(), Some("varlink"));
@@ -851,7 +916,7 @@ mod tests {
     fn unsupported_socket_directives_are_warned_with_their_line() {
         let u = unit(
             "x.socket",
-            "[Socket]\nListenStream=/run/s\nKeepAlive=yes\nSocketUser=nobody\nListenStrem=/x\n",
+            "[Socket]\nListenStream=/run/s\nBindIPv6Only=both\nSocketUser=nobody\nListenStrem=/x\n",
         );
         let w: Vec<(usize, DiagnosticKind)> =
             u.diagnostics.iter().map(|d| (d.line, d.kind)).collect();
@@ -864,8 +929,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            u.last_unsupported("Socket", "KeepAlive").unwrap().value,
-            "yes"
+            u.last_unsupported("Socket", "BindIPv6Only").unwrap().value,
+            "both"
         );
     }
 }

@@ -280,7 +280,18 @@ impl SocketBody {
 /// non-blocking, so that a connection gone before it is taken cannot block
 /// the manager's loop.
 fn nonblocking_for_accept(def: &SocketDef, l: &Listening) -> Result<(), listen::ListenError> {
+    // NonBlocking= with Accept=no: the service gets its fds non-blocking
+    // (the manager only polls them). FIFOs included, as systemd.
     if !def.spec.accept {
+        if def.section().non_blocking {
+            for f in &l.fds {
+                accept::set_nonblocking(f.fd.as_fd()).map_err(|e| listen::ListenError::Socket {
+                    op: "make non-blocking",
+                    address: f.listen.describe(),
+                    source: e.into(),
+                })?;
+            }
+        }
         return Ok(());
     }
     for f in l.fds.iter().filter(|f| f.listen.accepts()) {
@@ -639,13 +650,24 @@ impl Manager {
         }
         match taken {
             Ok(Some(c)) => {
-                let prio = self
+                let warnings = match self
                     .units
                     .get(name)
                     .and_then(|e| e.def.as_ref().ok())
                     .and_then(|d| d.unit().socket.as_ref())
-                    .and_then(|s| s.priority);
-                if let Err(w) = listen::set_priority(c.fd.as_fd(), prio) {
+                {
+                    Some(def) => {
+                        let mut w = listen::apply_options(c.fd.as_fd(), def, c.remote.is_some());
+                        if def.non_blocking
+                            && let Err(e) = accept::set_nonblocking(c.fd.as_fd())
+                        {
+                            w.push(format!("O_NONBLOCK failed: {e}"));
+                        }
+                        w
+                    }
+                    None => Vec::new(),
+                };
+                for w in warnings {
                     self.log_at(name, priority::WARNING, &w);
                 }
                 let Some(s) = self.socket_mut(name) else {

@@ -102,7 +102,9 @@ impl Listening {
             let fd = match l {
                 Listen::Socket { kind, address } => {
                     let fd = open_socket(def, l, *kind, address)?;
-                    if let Err(w) = set_priority(fd.as_fd(), def.priority) {
+                    let tcp = *kind == SocketType::Stream
+                        && matches!(address, SocketAddress::Inet(_) | SocketAddress::Port(_));
+                    for w in apply_options(fd.as_fd(), def, tcp) {
                         out.warnings.push(format!("{}: {w}", l.describe()));
                     }
                     fd
@@ -129,14 +131,43 @@ impl Listening {
     }
 }
 
-/// Sets `Priority=` (SO_PRIORITY) on a listening socket or a connection;
-/// the error in systemd's words ("SO_PRIORITY failed: ...").
-pub fn set_priority(fd: BorrowedFd<'_>, priority: Option<i32>) -> Result<(), String> {
-    match priority {
-        Some(p) => setsockopt(&fd, sockopt::Priority, &p)
-            .map_err(|e| format!("SO_PRIORITY failed: {}", io::Error::from(e))),
-        None => Ok(()),
+/// The socket options of `def` on a listening socket or a connection, as
+/// systemd's `socket_apply_socket_options`: `Priority=`, `KeepAlive=`, and
+/// on TCP (`tcp`) `KeepAliveTimeSec=`, `KeepAliveIntervalSec=`,
+/// `KeepAliveProbes=`, `NoDelay=`. What the kernel refuses is answered in
+/// systemd's words ("SO_PRIORITY failed: ..."), a warning: the socket
+/// listens anyway.
+pub fn apply_options(fd: BorrowedFd<'_>, def: &SocketSection, tcp: bool) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut check = |what: &str, r: nix::Result<()>| {
+        if let Err(e) = r {
+            warnings.push(format!("{what} failed: {}", io::Error::from(e)));
+        }
+    };
+    if let Some(p) = def.priority {
+        check("SO_PRIORITY", setsockopt(&fd, sockopt::Priority, &p));
     }
+    if def.keep_alive {
+        check("SO_KEEPALIVE", setsockopt(&fd, sockopt::KeepAlive, &true));
+    }
+    if tcp {
+        if let Some(t) = def.keep_alive_time {
+            check("TCP_KEEPIDLE", setsockopt(&fd, sockopt::TcpKeepIdle, &t));
+        }
+        if let Some(t) = def.keep_alive_interval {
+            check(
+                "TCP_KEEPINTVL",
+                setsockopt(&fd, sockopt::TcpKeepInterval, &t),
+            );
+        }
+        if let Some(n) = def.keep_alive_probes {
+            check("TCP_KEEPCNT", setsockopt(&fd, sockopt::TcpKeepCount, &n));
+        }
+        if def.no_delay {
+            check("TCP_NODELAY", setsockopt(&fd, sockopt::TcpNoDelay, &true));
+        }
+    }
+    warnings
 }
 
 /// The one socket file or FIFO `Symlinks=` point to (the parser dropped
