@@ -226,7 +226,7 @@ fn socket_options_are_set_on_each_accepted_connection() {
     td.write_unit(
         "prio.socket",
         &format!(
-            "[Socket]\nListenStream={}\nAccept=yes\nPriority=4\nKeepAlive=yes\nNonBlocking=yes\n",
+            "[Socket]\nListenStream={}\nAccept=yes\nPriority=4\nKeepAlive=yes\n",
             path.display()
         ),
     );
@@ -235,6 +235,7 @@ fn socket_options_are_set_on_each_accepted_connection() {
         "prio@.service",
         r#"[Service]
 StandardInput=socket
+NonBlocking=yes
 ExecStart=/usr/bin/python3 -c "import os, select, socket; blocking = os.get_blocking(0); select.select([0], [], []); os.read(0, 100); s = socket.socket(fileno=0); s.setblocking(True); s.sendall(b'prio=%%d keepalive=%%d blocking=%%d\\n' %% (s.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY), s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), blocking))"
 "#,
     );
@@ -249,18 +250,17 @@ ExecStart=/usr/bin/python3 -c "import os, select, socket; blocking = os.get_bloc
         td.log()
     );
     td.ok(&["stop", "prio.socket"]);
-    // NonBlocking= with Accept=no: the listening fd the service gets.
+    // NonBlocking= of a service activated by an Accept=no socket: its
+    // listening fd.
     let path = td.run_dir().join("nb.sock");
     td.write_unit(
         "nb.socket",
-        &format!(
-            "[Socket]\nListenStream={}\nNonBlocking=yes\n",
-            path.display()
-        ),
+        &format!("[Socket]\nListenStream={}\n", path.display()),
     );
     td.write_unit(
         "nb.service",
         r#"[Service]
+NonBlocking=yes
 ExecStart=/usr/bin/python3 -c "import os, socket; b = os.get_blocking(3); s = socket.socket(fileno=3); s.setblocking(True); c, _ = s.accept(); c.recv(100); c.sendall(b'blocking=%%d\\n' %% b)"
 "#,
     );

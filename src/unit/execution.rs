@@ -207,6 +207,9 @@ pub struct ExecSettings {
     /// `NoNewPrivileges=`; default no. Only as written: the seccomp-based
     /// directives that imply it in systemd are not applied (see docs/UNITS.md).
     pub no_new_privileges: bool,
+    /// `NonBlocking=`: O_NONBLOCK on the socket-activation fds the service
+    /// gets (not its fd store's); default no.
+    pub non_blocking: bool,
 }
 
 impl Default for ExecSettings {
@@ -226,6 +229,7 @@ impl Default for ExecSettings {
             cpu_scheduling: None,
             timer_slack_nsec: None,
             no_new_privileges: false,
+            non_blocking: false,
         }
     }
 }
@@ -412,6 +416,11 @@ impl Applier<'_> {
             "NoNewPrivileges" => {
                 if let Some(b) = self.bool_value(unit, d) {
                     svc(unit).exec.no_new_privileges = b;
+                }
+            }
+            "NonBlocking" => {
+                if let Some(b) = self.bool_value(unit, d) {
+                    svc(unit).exec.non_blocking = b;
                 }
             }
             "RuntimeDirectoryPreserve" => {
@@ -846,7 +855,7 @@ mod tests {
              LoadCredential=c\nSetCredential=s:v\\x00w\nSetCredential=bad/id:x\n\
              StandardInput=file:rel\nStandardInputText=a\nIOSchedulingClass=idle\n\
              CPUSchedulingPolicy=fifo\nOOMScoreAdjust=2000\nIgnoreSIGPIPE=no\nExecSearchPath=/a:/b\n\
-             NoNewPrivileges=yes\n",
+             NoNewPrivileges=yes\nNonBlocking=yes\n",
         );
         let s = u.service.as_ref().unwrap();
         let e = &s.exec;
@@ -870,7 +879,7 @@ mod tests {
         assert_eq!((sched.policy, sched.priority), (libc::SCHED_FIFO, 1));
         assert_eq!(e.oom_score_adjust, None);
         assert!(!e.ignore_sigpipe);
-        assert!(e.no_new_privileges);
+        assert!(e.no_new_privileges && e.non_blocking);
         assert_eq!(
             e.exec_search_path,
             vec![PathBuf::from("/a"), PathBuf::from("/b")]

@@ -163,9 +163,6 @@ pub struct SocketSection {
     pub keep_alive_probes: Option<u32>,
     /// `NoDelay=`: TCP_NODELAY.
     pub no_delay: bool,
-    /// `NonBlocking=`: O_NONBLOCK on the fds the service gets (the
-    /// listening ones, or with `Accept=yes` the connection).
-    pub non_blocking: bool,
     /// `Service=`: the service activated (Accept=no only).
     pub service: Option<UnitName>,
     /// `Accept=`: one service instance per connection.
@@ -209,7 +206,6 @@ impl Default for SocketSection {
             keep_alive_interval: None,
             keep_alive_probes: None,
             no_delay: false,
-            non_blocking: false,
             service: None,
             accept: false,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -430,7 +426,7 @@ impl Applier<'_> {
                 ),
             },
             "RemoveOnStop" | "PassCredentials" | "ReusePort" | "Accept" | "KeepAlive"
-            | "NoDelay" | "NonBlocking" => {
+            | "NoDelay" => {
                 if let Some(b) = self.bool_value(unit, d) {
                     let s = socket(unit);
                     *match key {
@@ -439,7 +435,6 @@ impl Applier<'_> {
                         "ReusePort" => &mut s.reuse_port,
                         "KeepAlive" => &mut s.keep_alive,
                         "NoDelay" => &mut s.no_delay,
-                        "NonBlocking" => &mut s.non_blocking,
                         _ => &mut s.accept,
                     } = b;
                 }
@@ -751,7 +746,7 @@ mod tests {
         assert_eq!(s.backlog, None);
         assert!(!s.accept && !s.remove_on_stop && !s.pass_credentials && !s.reuse_port);
         assert_eq!(s.priority, None);
-        assert!(!s.keep_alive && !s.no_delay && !s.non_blocking);
+        assert!(!s.keep_alive && !s.no_delay);
         assert_eq!(s.keep_alive_time, None);
         assert_eq!(s.max_connections, 64);
         assert_eq!(s.max_per_source(), 64);
@@ -776,7 +771,7 @@ mod tests {
              Symlinks=/run/l1 /run//l2\nFileDescriptorName=varlink\nPassCredentials=true\n\
              ReusePort=on\nService=other.service\nMaxConnections=10\nPriority=6\n\
              KeepAlive=yes\nKeepAliveTimeSec=2min\nKeepAliveIntervalSec=500ms\nKeepAliveProbes=4\n\
-             NoDelay=yes\nNonBlocking=yes\n\
+             NoDelay=yes\n\
              MaxConnectionsPerSource=2\nTimeoutSec=5\nExecStartPre=/bin/true a\n\
              ExecStartPost=-/bin/echo %n\nExecStopPre=/bin/true\nExecStopPost=/bin/false\n",
         );
@@ -800,7 +795,7 @@ mod tests {
         assert_eq!(s.backlog, Some(5));
         assert!(s.remove_on_stop && s.pass_credentials && s.reuse_port);
         assert_eq!(s.priority, Some(6));
-        assert!(s.keep_alive && s.no_delay && s.non_blocking);
+        assert!(s.keep_alive && s.no_delay);
         // Whole seconds, at least one, as systemd hands them to the kernel.
         assert_eq!(
             (

@@ -216,6 +216,24 @@ impl Manager {
         } else {
             Vec::new()
         };
+        // NonBlocking=: the activation fds (a socket's, or an Accept=yes
+        // connection), not the fd store's, as systemd's flag_fds. The flag
+        // belongs to the open file, so the manager's copy gets it too: it
+        // only polls the listening ones.
+        if svc.exec.non_blocking && cmd == Cmd::Start {
+            let sockets = self.activation_fds(name).into_iter().map(|(fd, _)| fd);
+            for fd in sockets.chain(connection) {
+                // SAFETY: the fds stay open in the manager until the spawn is done.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                if let Err(e) = crate::supervisor::socket::accept::set_nonblocking(fd) {
+                    self.log_at(
+                        name,
+                        crate::supervisor::lines::priority::WARNING,
+                        &format!("NonBlocking=: O_NONBLOCK failed: {e}"),
+                    );
+                }
+            }
+        }
         if !activation.is_empty() {
             let named: Vec<(RawFd, &str)> =
                 activation.iter().map(|(fd, n)| (*fd, n.as_str())).collect();

@@ -280,18 +280,7 @@ impl SocketBody {
 /// non-blocking, so that a connection gone before it is taken cannot block
 /// the manager's loop.
 fn nonblocking_for_accept(def: &SocketDef, l: &Listening) -> Result<(), listen::ListenError> {
-    // NonBlocking= with Accept=no: the service gets its fds non-blocking
-    // (the manager only polls them). FIFOs included, as systemd.
     if !def.spec.accept {
-        if def.section().non_blocking {
-            for f in &l.fds {
-                accept::set_nonblocking(f.fd.as_fd()).map_err(|e| listen::ListenError::Socket {
-                    op: "make non-blocking",
-                    address: f.listen.describe(),
-                    source: e.into(),
-                })?;
-            }
-        }
         return Ok(());
     }
     for f in l.fds.iter().filter(|f| f.listen.accepts()) {
@@ -656,15 +645,7 @@ impl Manager {
                     .and_then(|e| e.def.as_ref().ok())
                     .and_then(|d| d.unit().socket.as_ref())
                 {
-                    Some(def) => {
-                        let mut w = listen::apply_options(c.fd.as_fd(), def, c.remote.is_some());
-                        if def.non_blocking
-                            && let Err(e) = accept::set_nonblocking(c.fd.as_fd())
-                        {
-                            w.push(format!("O_NONBLOCK failed: {e}"));
-                        }
-                        w
-                    }
+                    Some(def) => listen::apply_options(c.fd.as_fd(), def, c.remote.is_some()),
                     None => Vec::new(),
                 };
                 for w in warnings {
