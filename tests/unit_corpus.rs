@@ -306,10 +306,7 @@ fn every_socket_unit_reads_into_a_socket_definition() {
             );
             assert_eq!(s.backlog, Some(5));
             assert!(s.pass_credentials);
-            assert_eq!(
-                u.last_unsupported("Socket", "KeepAlive").unwrap().value,
-                "true"
-            );
+            assert!(s.keep_alive);
         }
         if f.ends_with("mariadb-server/mariadb-extra@.socket") {
             assert_eq!(

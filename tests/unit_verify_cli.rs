@@ -272,7 +272,7 @@ fn a_bad_listen_value_is_an_error_naming_the_line_and_the_value() {
     let f = d.path().join("bad.socket");
     std::fs::write(
         &f,
-        "[Unit]\nDescription=x\n[Socket]\nListenStream=127.0.0.1:99999\nListenDatagram=%t/ok.sock\nListenSequentialPacket=127.0.0.1:7\nKeepAlive=yes\n",
+        "[Unit]\nDescription=x\n[Socket]\nListenStream=127.0.0.1:99999\nListenDatagram=%t/ok.sock\nListenSequentialPacket=127.0.0.1:7\nBindIPv6Only=both\n",
     )
     .unwrap();
     let o = verify(&[&f]);
@@ -287,7 +287,7 @@ fn a_bad_listen_value_is_an_error_naming_the_line_and_the_value() {
         "{out}"
     );
     assert!(
-        out.contains("bad.socket:7: warning: KeepAlive: unsupported, ignored"),
+        out.contains("bad.socket:7: warning: BindIPv6Only: unsupported, ignored"),
         "{out}"
     );
     // Nothing left to listen on is what makes systemd refuse the unit.
