@@ -15,6 +15,7 @@ pub mod common;
 pub mod completions;
 pub mod daemon_reexec;
 pub mod daemon_reload;
+pub mod edit;
 pub mod enable;
 pub mod environment;
 pub mod fast_path;
@@ -220,6 +221,8 @@ pub enum Command {
         #[arg(required = true)]
         units: Vec<String>,
     },
+    /// Edit a unit's drop-in (or with --full its whole file) in your editor, then reload
+    Edit(Lazy<edit::EditArgs>),
     /// Read the unit files again.
     DaemonReload,
     /// Reexecute the manager (the corrald file on disk, so an upgrade takes
@@ -359,6 +362,7 @@ pub fn main() -> u8 {
             units,
         } => show::run(socket, units, property, value, json),
         Command::Cat { units } => cat::run(socket, units),
+        Command::Edit(a) => return edit::run(&a, socket),
         Command::DaemonReload => daemon_reload::run(socket),
         Command::DaemonReexec => daemon_reexec::run(socket),
         Command::ResetFailed { units } => reset_failed::run(socket, units),
