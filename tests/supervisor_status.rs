@@ -197,6 +197,47 @@ fn list_hides_units_that_failed_to_load_unless_all() {
 }
 
 #[test]
+fn list_failed_and_state_pick_units_by_their_state_words() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit("web.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+        td.write_unit(
+            "bad.service",
+            "[Service]\nType=oneshot\nExecStart=/bin/false\n",
+        );
+        td.write_unit("idle.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+        td.write_unit("broken.service", "[Service]\nType=simple\n");
+    }) else {
+        return;
+    };
+    td.ok(&["start", "web"]);
+    assert_eq!(td.corral(&["start", "bad"]).code, 1);
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut cmd = vec!["list", "--json"];
+        cmd.extend_from_slice(args);
+        let v: serde_json::Value = serde_json::from_str(&td.ok(&cmd).stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["Id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&["--failed"]), ["bad.service"]);
+    assert_eq!(names(&["--state", "failed"]), ["bad.service"]);
+    // SUB and LOAD words too, comma-separated; inactive units when asked for.
+    assert_eq!(
+        names(&["--state=running,error"]),
+        ["broken.service", "web.service"]
+    );
+    assert!(names(&["--state", "inactive"]).contains(&"idle.service".to_string()));
+    assert!(!names(&[]).contains(&"idle.service".to_string()));
+    let table = td.ok(&["list", "--failed"]).stdout;
+    assert!(
+        table.contains("bad.service") && table.contains("1 units listed."),
+        "{table}"
+    );
+}
+
+#[test]
 fn tasks_counts_threads_as_pids_current_does() {
     let Some(td) = TestDaemon::start_with(|td| {
         // Three threads beside the main one, all sleeping: four tasks, one process.

@@ -1,4 +1,5 @@
-//! `corral list [--all] [--json]`: the units, as `systemctl list-units` shows them.
+//! `corral list [--all] [--state=STATE,...] [--failed] [--json]`: the units, as
+//! `systemctl list-units` shows them.
 
 use std::path::PathBuf;
 
@@ -7,8 +8,14 @@ use crate::ipc::proto::{ActiveState, LoadState, Request, Response, UnitStatus};
 use super::common::{VerbError, call, out, outln};
 use super::{exit, show};
 
-/// Runs `corral list`; without `all`, only units that are not inactive.
-pub fn run(socket: Option<PathBuf>, all: bool, json: bool) -> Result<u8, VerbError> {
+/// Runs `corral list`; without `all`, only units that are not inactive;
+/// with `states`, only units whose ACTIVE, SUB or LOAD word is one of them.
+pub fn run(
+    socket: Option<PathBuf>,
+    all: bool,
+    states: &[String],
+    json: bool,
+) -> Result<u8, VerbError> {
     let Response::Units(list) = call(socket, &Request::List)? else {
         return Err(VerbError::Unexpected {
             verb: "list",
@@ -20,7 +27,14 @@ pub fn run(socket: Option<PathBuf>, all: bool, json: bool) -> Result<u8, VerbErr
         .filter_map(Result::ok)
         // As systemctl: a unit file that failed to load (unsupported type,
         // bad syntax) is inactive too, so its error row needs `--all`.
-        .filter(|u| all || u.active != ActiveState::Inactive)
+        .filter(|u| {
+            if states.is_empty() {
+                all || u.active != ActiveState::Inactive
+            } else {
+                let words = [u.active.as_str(), u.sub.as_str(), load_word(&u.load)];
+                states.iter().any(|s| words.contains(&s.as_str()))
+            }
+        })
         .collect();
     if json {
         let v: Vec<_> = units.iter().map(show::unit_json).collect();

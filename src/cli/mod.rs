@@ -184,6 +184,15 @@ pub enum Command {
         /// Also list inactive units.
         #[arg(short, long)]
         all: bool,
+        /// Only units in these states: ACTIVE (active, failed, inactive, ...),
+        /// SUB (running, exited, listening, ...) or LOAD (loaded, error,
+        /// masked, not-found) words, comma-separated or repeated; inactive
+        /// units are listed when a state asks for them.
+        #[arg(long, value_name = "STATE", value_delimiter = ',')]
+        state: Vec<String>,
+        /// Only failed units (--state=failed).
+        #[arg(long)]
+        failed: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -352,7 +361,17 @@ pub fn main() -> u8 {
             units,
         } => kill::run(socket, units, signal, kill_whom),
         Command::Status { json, units } => status::run(socket, units, json),
-        Command::List { all, json } => list::run(socket, all, json),
+        Command::List {
+            all,
+            mut state,
+            failed,
+            json,
+        } => {
+            if failed {
+                state.push("failed".into());
+            }
+            list::run(socket, all, &state, json)
+        }
         Command::ListTimers { all } => list_timers::run(socket, all),
         Command::ListSockets { all } => list_sockets::run(socket, all),
         Command::Show {
