@@ -132,6 +132,43 @@ fn exec_reload_sees_mainpid() {
 }
 
 #[test]
+fn reload_or_restart_reloads_what_can_and_restarts_the_rest() {
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit(
+            "reloader.service",
+            "[Service]\nExecStart=/bin/sleep 1000\n\
+             ExecReload=/bin/bash -c 'echo reloaded >> %t/reloads'\n",
+        );
+        td.write_unit("plain.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+    }) else {
+        return;
+    };
+    td.ok(&["start", "reloader", "plain"]);
+    let (r, p) = (td.prop("reloader", "MainPID"), td.prop("plain", "MainPID"));
+    td.ok(&["reload-or-restart", "reloader", "plain"]);
+    // The one that can reload did, in place; the other was restarted.
+    assert_eq!(read(&td, "reloads"), "reloaded\n");
+    assert_eq!(td.prop("reloader", "MainPID"), r);
+    let p2 = td.prop("plain", "MainPID");
+    assert_ne!(p2, p);
+    assert_eq!(td.prop("plain", "SubState"), "running");
+    // Stopped units: try- leaves them, the plain verb starts them (no reload).
+    td.ok(&["stop", "reloader", "plain"]);
+    td.ok(&["try-reload-or-restart", "reloader", "plain"]);
+    assert_eq!(td.prop("reloader", "ActiveState"), "inactive");
+    assert_eq!(td.prop("plain", "ActiveState"), "inactive");
+    td.ok(&["reload-or-restart", "reloader"]);
+    assert_eq!(td.prop("reloader", "SubState"), "running");
+    assert_eq!(read(&td, "reloads"), "reloaded\n");
+    // try- on a running unit that cannot reload restarts it.
+    td.ok(&["start", "plain"]);
+    let p3 = td.prop("plain", "MainPID");
+    td.ok(&["try-reload-or-restart", "plain"]);
+    assert_ne!(td.prop("plain", "MainPID"), p3);
+    td.ok(&["stop", "reloader", "plain"]);
+}
+
+#[test]
 fn oneshot_remain_after_exit_runs_every_exec_start() {
     let Some(td) = TestDaemon::start_with(|td| {
         td.write_unit(

@@ -158,6 +158,20 @@ pub enum Command {
         #[arg(required = true)]
         units: Vec<String>,
     },
+    /// Reload units that can (active, with ExecReload=); restart the others
+    /// (start them if not running).
+    ReloadOrRestart {
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
+    /// Reload units that can; restart the other running ones; leave stopped
+    /// units alone.
+    TryReloadOrRestart {
+        /// Unit names.
+        #[arg(required = true)]
+        units: Vec<String>,
+    },
     /// Send a signal to the processes of units.
     Kill {
         /// The signal: a name (TERM, SIGHUP) or a number.
@@ -355,6 +369,8 @@ pub fn main() -> u8 {
         Command::Restart { units } => restart::run(socket, units, false),
         Command::TryRestart { units } => restart::run(socket, units, true),
         Command::Reload { units } => reload::run(socket, units),
+        Command::ReloadOrRestart { units } => reload::or_restart(socket, units, false),
+        Command::TryReloadOrRestart { units } => reload::or_restart(socket, units, true),
         Command::Kill {
             signal,
             kill_whom,

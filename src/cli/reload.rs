@@ -1,4 +1,5 @@
-//! `corral reload UNIT...`.
+//! `corral reload UNIT...`, `corral reload-or-restart UNIT...` and
+//! `corral try-reload-or-restart UNIT...`.
 
 use std::path::PathBuf;
 
@@ -11,4 +12,29 @@ use super::jobs;
 pub fn run(socket: Option<PathBuf>, units: Vec<String>) -> Result<u8, VerbError> {
     jobs::need_units("reload", &units)?;
     jobs::run(socket, "reload", Request::Reload { units })
+}
+
+/// Runs `corral reload-or-restart`, or `try-reload-or-restart` when
+/// `only_running`: the manager reloads the units that can and restarts the
+/// others.
+pub fn or_restart(
+    socket: Option<PathBuf>,
+    units: Vec<String>,
+    only_running: bool,
+) -> Result<u8, VerbError> {
+    if only_running {
+        jobs::need_units("try-reload-or-restart", &units)?;
+        jobs::run(
+            socket,
+            "try-reload-or-restart",
+            Request::TryReloadOrRestart { units },
+        )
+    } else {
+        jobs::need_units("reload-or-restart", &units)?;
+        jobs::run(
+            socket,
+            "reload-or-restart",
+            Request::ReloadOrRestart { units },
+        )
+    }
 }

@@ -417,6 +417,18 @@ pub enum Request {
     /// disk, upgraded or not), keeping every unit running and every output
     /// pipe; answered `Done` before it happens.
     DaemonReexec,
+    /// `reload-or-restart`: reload the units that are active and can
+    /// reload; restart (start, when not running) the others.
+    ReloadOrRestart {
+        /// Unit names.
+        units: Vec<String>,
+    },
+    /// `try-reload-or-restart`: as `ReloadOrRestart`, leaving units that
+    /// are not running alone.
+    TryReloadOrRestart {
+        /// Unit names.
+        units: Vec<String>,
+    },
 }
 
 /// What kind of thing went wrong, so the CLI can pick its exit code.
@@ -745,6 +757,8 @@ mod tests {
             ),
             (Request::SearchPaths, 21),
             (Request::DaemonReexec, 22),
+            (Request::ReloadOrRestart { units: vec![] }, 23),
+            (Request::TryReloadOrRestart { units: vec![] }, 24),
         ];
         for (req, index) in cases {
             let bytes = postcard::to_allocvec(&req).unwrap();

@@ -349,6 +349,16 @@ impl Handler for ControlHandler {
             Request::Restart { units } => self.jobs(units, JobRequest::Restart).await,
             Request::TryRestart { units } => self.jobs(units, JobRequest::TryRestart).await,
             Request::Reload { units } => self.jobs(units, JobRequest::Reload).await,
+            Request::ReloadOrRestart { units } => {
+                let job = JobRequest::ReloadOrRestart {
+                    only_running: false,
+                };
+                self.jobs(units, job).await
+            }
+            Request::TryReloadOrRestart { units } => {
+                let job = JobRequest::ReloadOrRestart { only_running: true };
+                self.jobs(units, job).await
+            }
             Request::Kill {
                 units,
                 signal,

@@ -202,6 +202,11 @@ pub enum JobRequest {
     TryRestart,
     /// Reload.
     Reload,
+    /// Reload if active and able to, else restart (`try`: only if running).
+    ReloadOrRestart {
+        /// Leave a unit that is not running alone.
+        only_running: bool,
+    },
     /// Send a signal.
     Kill {
         /// The signal number.

@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 use crate::cgroup::Cgroup;
 use crate::ipc::proto::{ErrorKind, Failure, KillWhom};
-use crate::supervisor::state::{ActiveState, Event};
+use crate::supervisor::state::{ActiveState, Event, Refused};
 
 use super::{JobRequest, Manager, normalize, template_refusal};
 
@@ -62,20 +62,27 @@ impl Manager {
             JobRequest::Start | JobRequest::Stop | JobRequest::Restart | JobRequest::TryRestart => {
                 self.transaction_job(&name, &job, reply);
             }
-            JobRequest::Reload => match self.try_feed(&name, Event::Reload) {
-                Ok(()) => {
-                    if let Some(e) = self.units.get_mut(name.as_str()) {
-                        e.reload_waiters.push(reply);
-                    }
-                    self.check_waiters(&name);
-                }
-                Err(r) => {
+            JobRequest::Reload => {
+                if let Err((reply, r)) = self.start_reload(&name, reply) {
                     let _ = reply.send(Err(Failure {
                         kind: ErrorKind::Refused,
                         message: format!("{name}: {r}"),
                     }));
                 }
-            },
+            }
+            // The unit's machine decides: a unit that is active and can
+            // reload reloads; any other (inactive, no ExecReload=, a kind
+            // that does not reload) restarts, with a restart's checks.
+            JobRequest::ReloadOrRestart { only_running } => {
+                if let Err((reply, _)) = self.start_reload(&name, reply) {
+                    let restart = if only_running {
+                        JobRequest::TryRestart
+                    } else {
+                        JobRequest::Restart
+                    };
+                    self.job(name.as_str(), restart, manual, reply);
+                }
+            }
             JobRequest::Kill { signal, whom } => {
                 let _ = reply.send(self.kill_job(&name, signal, whom));
             }
@@ -84,6 +91,25 @@ impl Manager {
                 self.flush_started();
                 let _ = reply.send(Ok(Vec::new()));
             }
+        }
+    }
+
+    /// Feeds a reload to the unit's machine; the reply waits for its end.
+    /// A refusal hands the reply back with the reason.
+    fn start_reload(
+        &mut self,
+        name: &str,
+        reply: oneshot::Sender<Result<Vec<String>, Failure>>,
+    ) -> Result<(), (oneshot::Sender<Result<Vec<String>, Failure>>, Refused)> {
+        match self.try_feed(name, Event::Reload) {
+            Ok(()) => {
+                if let Some(e) = self.units.get_mut(name) {
+                    e.reload_waiters.push(reply);
+                }
+                self.check_waiters(name);
+                Ok(())
+            }
+            Err(r) => Err((reply, r)),
         }
     }
 
