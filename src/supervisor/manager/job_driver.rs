@@ -36,7 +36,8 @@ use super::{Event, JobRequest, LoadError, Manager};
 use crate::supervisor::lines::priority;
 
 /// Where a job's outcome goes.
-type Reply = oneshot::Sender<Result<Vec<String>, Failure>>;
+/// Where a job's answer goes.
+pub(super) type Reply = oneshot::Sender<Result<Vec<String>, Failure>>;
 
 /// The manager's graph state: running transactions and what it remembers
 /// about units between transactions.

@@ -9,6 +9,7 @@ use crate::cgroup::Cgroup;
 use crate::ipc::proto::{ErrorKind, Failure, KillWhom};
 use crate::supervisor::state::{ActiveState, Event, Refused};
 
+use super::job_driver::Reply;
 use super::{JobRequest, Manager, normalize, template_refusal};
 
 impl Manager {
@@ -96,11 +97,7 @@ impl Manager {
 
     /// Feeds a reload to the unit's machine; the reply waits for its end.
     /// A refusal hands the reply back with the reason.
-    fn start_reload(
-        &mut self,
-        name: &str,
-        reply: oneshot::Sender<Result<Vec<String>, Failure>>,
-    ) -> Result<(), (oneshot::Sender<Result<Vec<String>, Failure>>, Refused)> {
+    fn start_reload(&mut self, name: &str, reply: Reply) -> Result<(), (Reply, Refused)> {
         match self.try_feed(name, Event::Reload) {
             Ok(()) => {
                 if let Some(e) = self.units.get_mut(name) {
