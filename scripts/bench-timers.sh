@@ -13,7 +13,9 @@
 #   wakeups  context switches of every corrald thread (/proc/PID/task/*/status)
 #   runs     timeslices run, from /proc/PID/task/*/schedstat
 #   rss      VmRSS at the end, KiB
-#   heap     Rss of the [heap] mapping (the main arena) at the end, KiB
+#   anon     RssAnon at the end, KiB (VmRSS without the binary's and the
+#            libraries' pages, which move by up to 300 KB from run to run)
+#   heap     Rss of the [heap] mapping (the malloc arena) at the end, KiB
 # Needs root (cgroups). Everything started here is stopped here by PID.
 set -u
 ONLY_CALENDAR=0
@@ -68,11 +70,13 @@ run() { # name with-timers
   local a b
   a=($(counts $CD)); sleep $SECS; b=($(counts $CD))
   local rss; rss=$(awk '/^VmRSS/{print $2}' /proc/$CD/status)
-  # The main heap alone: the allocator's other arenas and the code pages
+  local anon; anon=$(awk '/^RssAnon/{print $2}' /proc/$CD/status)
+  # The main heap alone (since corrald keeps one malloc arena, nearly all
+  # of RssAnon): the code pages and the thread stacks
   # move VmRSS too.
   local heap; heap=$(awk '/^[0-9a-f]/{h=/\[heap\]$/; next} h&&/^Rss:/{print $2}' /proc/$CD/smaps)
   local active; active=$(grep -c "Started t[0-9]*\.timer" $d/corrald.log)
-  echo -e "$1\ttimers-started=$active\twakeups=$((b[0]-a[0]))\truns=$((b[1]-a[1]))\trss_kib=$rss\theap_kib=$heap"
+  echo -e "$1\ttimers-started=$active\twakeups=$((b[0]-a[0]))\truns=$((b[1]-a[1]))\trss_kib=$rss\tanon_kib=$anon\theap_kib=$heap"
   kill $CD; wait $CD 2>/dev/null; CD=
 }
 # The whole CLI per expression (process start, parse, normalise, next

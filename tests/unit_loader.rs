@@ -38,8 +38,7 @@ fn user_directory_wins_and_dropins_merge_by_name() {
     let u = loader().load(&name("precedence")).unwrap();
     assert_eq!(u.unit.description.as_deref(), Some("from user"));
     assert!(
-        u.fragment
-            .as_ref()
+        u.fragment()
             .unwrap()
             .starts_with(fixtures().join("search/user"))
     );
@@ -146,7 +145,7 @@ fn masked_unit() {
     let u = loader().load(&name("masked")).unwrap();
     assert!(u.masked);
     assert!(
-        u.fragment
+        u.fragment()
             .unwrap()
             .starts_with(fixtures().join("search/user"))
     );

@@ -154,16 +154,22 @@ pub struct Encoder {
     raw: Vec<u8>,
     /// Per unit, estimated raw bytes ([`EncodeItem::estimate`]) per compressed byte of
     /// its last block: the first guess at how many entries fill the next one. Keyed by
-    /// a hash of the name ([`unit_key`]): a collision only makes a worse first guess,
-    /// and names and `f64`s cost a thousand units that logged a line 45 KB more.
-    ratios: HashMap<u64, f32>,
+    /// 32 bits of a hash of the name ([`unit_key`]): a collision only makes a worse
+    /// first guess, and names and `f64`s cost a thousand units that logged a line
+    /// 45 KB more, 64-bit keys (16 B a slot with the padding) 16 KB more.
+    ratios: HashMap<u32, f32>,
 }
 
-/// The key of `unit` in [`Encoder`]'s ratios and in the store's merge progress.
+/// The key of `unit` in the store's merge progress (its low half in [`Encoder`]'s ratios).
 pub(super) fn unit_key(unit: &str) -> u64 {
     use std::hash::BuildHasher;
     std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
         .hash_one(unit)
+}
+
+/// The key of `unit` in [`Encoder`]'s ratios: the low half of [`unit_key`].
+fn ratio_key(unit: &str) -> u32 {
+    unit_key(unit) as u32
 }
 
 impl EncodeItem<'_> {
@@ -187,13 +193,13 @@ impl Encoder {
     /// How well `unit`'s entries compressed last time (3 before any block).
     pub fn ratio(&self, unit: &str) -> f64 {
         self.ratios
-            .get(&unit_key(unit))
+            .get(&ratio_key(unit))
             .map_or(3.0, |r| f64::from(*r))
     }
 
     /// Records how well a block of `unit` compressed (see [`Self::ratio`]).
     pub fn note_ratio(&mut self, unit: &str, estimate: usize, stored: usize) {
-        let key = unit_key(unit);
+        let key = ratio_key(unit);
         if self.ratios.len() > 4096 && !self.ratios.contains_key(&key) {
             // Units come and go (templates); a fresh guess costs a re-encode at most.
             self.ratios.clear();

@@ -158,10 +158,11 @@ struct Inner {
     db: RwLock<Db>,
     store_id: u128,
     opts: StoreOptions,
-    /// Per unit, the first_seq before which blocks are already merged (saves rescans).
-    /// Keyed by a hash of the name (`block::unit_key`): the names cost a thousand
-    /// units that logged a line 78 KB (an mmap of its own), the hashes 34; a collision
-    /// would only leave some of a unit's small blocks unmerged.
+    /// Per unit, the first_seq before which blocks are already merged (saves rescans;
+    /// kept only where that skips at least one of the unit's blocks). Keyed by a hash
+    /// of the name (`block::unit_key`): the names cost a thousand units that logged a
+    /// line 78 KB (an mmap of its own), the hashes 34; a collision would only leave
+    /// some of a unit's small blocks unmerged.
     merged_upto: Mutex<HashMap<u64, u64>>,
     /// A read-only handle for queries while the writable one refuses after a failed
     /// write (redb answers PreviousIo until reopened, and reopening needs free space).
@@ -1484,7 +1485,11 @@ impl Store {
                     touched += g.len();
                     merged_away += self.merge_group(&mut t, unit, &g, &mut enc)?;
                 }
-                progress.push((block::unit_key(unit), done_upto));
+                // Progress that skips none of the unit's blocks saves no rescan: a
+                // thousand units that logged one block each kept 34 KB of it.
+                if metas.first().is_some_and(|m| done_upto > m.first_seq) {
+                    progress.push((block::unit_key(unit), done_upto));
+                }
             }
         }
         txn.commit().map_err(self.db_err("commit"))?;

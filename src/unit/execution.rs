@@ -598,7 +598,7 @@ impl Applier<'_> {
     fn spec_value(&self, unit: &mut Unit, d: &Directive) -> Option<String> {
         let expanded = self
             .spec
-            .expand(&d.value, &unit.name, unit.fragment.as_deref());
+            .expand(&d.value, &unit.name, unit.fragment().as_deref());
         match expanded {
             Ok(v) => Some(v),
             Err(e) => {
@@ -672,7 +672,7 @@ impl Applier<'_> {
         };
         let id = match self
             .spec
-            .expand(raw_id, &unit.name, unit.fragment.as_deref())
+            .expand(raw_id, &unit.name, unit.fragment().as_deref())
         {
             Ok(id) if credential_id_valid(&id) => id,
             Ok(id) => {
@@ -699,7 +699,7 @@ impl Applier<'_> {
         } else {
             let path = match rest {
                 None => id.clone(),
-                Some(p) => match self.spec.expand(p, &unit.name, unit.fragment.as_deref()) {
+                Some(p) => match self.spec.expand(p, &unit.name, unit.fragment().as_deref()) {
                     Ok(p) => p,
                     Err(e) => return invalid(unit, d, format!("{e}; directive ignored")),
                 },

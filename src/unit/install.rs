@@ -358,7 +358,7 @@ impl<'a> Installer<'a> {
             return Err(InstallError::Masked {
                 verb: "enable",
                 path: unit
-                    .fragment
+                    .fragment()
                     .unwrap_or_else(|| self.config.join(name.as_str())),
             });
         }
@@ -376,7 +376,7 @@ impl<'a> Installer<'a> {
                 name: name.to_string(),
             });
         }
-        let Some(file) = unit.fragment.clone() else {
+        let Some(file) = unit.fragment() else {
             return Err(InstallError::NotFound {
                 verb: "enable",
                 name: name.to_string(),
@@ -537,7 +537,7 @@ impl<'a> Installer<'a> {
             match self.loader.load(&name) {
                 Ok(u) if u.masked => {
                     let path = u
-                        .fragment
+                        .fragment()
                         .unwrap_or_else(|| self.config.join(name.as_str()));
                     out.warnings
                         .push(format!("Unit {} is masked, ignoring.", path.display()));
@@ -666,7 +666,7 @@ impl<'a> Installer<'a> {
                 EnablementState::Enabled
             });
         }
-        let Some(file) = unit.fragment.clone() else {
+        let Some(file) = unit.fragment() else {
             return Ok(EnablementState::Static);
         };
         let file_name = file

@@ -301,7 +301,7 @@ impl Loader {
         match self.resolve(name)? {
             Some((real, Found::Masked { path }, aliases)) => {
                 let mut u = Unit::new(real);
-                u.fragment = Some(path);
+                u.set_fragment(path);
                 u.masked = true;
                 u.aliases = aliases.into();
                 Ok(u)
@@ -376,7 +376,7 @@ impl Loader {
         })?;
         if is_masked_file_with(path, self.stored_symlinks) {
             let mut u = Unit::new(name);
-            u.fragment = Some(path.to_path_buf());
+            u.set_fragment(path.to_path_buf());
             u.masked = true;
             return Ok(u);
         }
@@ -694,7 +694,9 @@ pub fn build(
     spec: &SpecifierContext,
 ) -> Unit {
     let mut u = Unit::new(name.clone());
-    u.fragment = fragment.map(Path::to_path_buf);
+    if let Some(f) = fragment {
+        u.set_fragment(f.to_path_buf());
+    }
     u.dropins = dropins.to_vec().into();
     let mut applier = Applier::new(spec);
     let files: Vec<PathBuf> = fragment
@@ -713,7 +715,7 @@ pub fn build(
 /// nothing read from disk).
 pub fn from_text(name: &UnitName, path: &Path, text: &str, spec: &SpecifierContext) -> Unit {
     let mut u = Unit::new(name.clone());
-    u.fragment = Some(path.to_path_buf());
+    u.set_fragment(path.to_path_buf());
     let mut applier = Applier::new(spec);
     apply_text(&mut u, &mut applier, path, text);
     applier.finish(&mut u);
@@ -734,7 +736,7 @@ pub(crate) fn apply_file(u: &mut Unit, applier: &mut Applier<'_>, f: &Path) {
             fatal: true,
         })
     };
-    let what = if u.fragment.as_deref() == Some(f) {
+    let what = if u.fragment().as_deref() == Some(f) {
         UserFile::Unit
     } else {
         UserFile::Dropin

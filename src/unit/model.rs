@@ -36,8 +36,8 @@ pub struct Unit {
     /// The unit's canonical name (an alias resolves to the real name).
     pub name: UnitName,
     /// The main unit file (or the runit `run` script); `None` when masked by
-    /// an empty drop-in-less name.
-    pub fragment: Option<PathBuf>,
+    /// an empty drop-in-less name. Read with [`Unit::fragment`].
+    fragment: Option<Fragment>,
     /// Drop-in files applied after the fragment, in order.
     pub dropins: ThinList<PathBuf>,
     /// systemd file or runit directory.
@@ -137,11 +137,64 @@ impl Unit {
     }
 
     /// Every file the unit was read from: the fragment, then the drop-ins.
-    pub fn files(&self) -> impl Iterator<Item = &Path> {
-        self.fragment
-            .iter()
-            .map(PathBuf::as_path)
-            .chain(self.dropins.iter().map(PathBuf::as_path))
+    pub fn files(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        self.fragment()
+            .into_iter()
+            .chain(self.dropins.iter().cloned())
+    }
+
+    /// The main unit file (or the runit `run` script); `None` when masked
+    /// by an empty drop-in-less name.
+    pub fn fragment(&self) -> Option<PathBuf> {
+        self.fragment.as_ref().map(|f| match f {
+            Fragment::Named(dir) => dir.join(self.name.as_str()),
+            Fragment::Other(path) => PathBuf::clone(path),
+        })
+    }
+
+    /// Sets the main unit file.
+    pub fn set_fragment(&mut self, path: PathBuf) {
+        self.fragment = Some(Fragment::new(path, &self.name));
+    }
+}
+
+/// Where a unit's main file is. Most units' file bears the unit's name in
+/// one of the few directories the loader searches: those keep the
+/// directory alone, shared by all of them. The whole path was an
+/// allocation of its own in every unit (a 64 B chunk of the allocator for
+/// `bench-timers.sh`'s 55-byte paths).
+#[derive(Debug, Clone)]
+enum Fragment {
+    /// The unit's own name in this directory.
+    Named(std::sync::Arc<PathBuf>),
+    /// Any other file: an alias's, a runit `run` script, one whose
+    /// directory is not among the shared ones.
+    Other(Box<PathBuf>),
+}
+
+/// The most directories [`Fragment::Named`] shares: the loader searches
+/// about ten; a process reading units from anywhere else (`corral verify`
+/// of many paths) keeps their paths whole past these.
+const SHARED_DIRS_MAX: usize = 64;
+
+impl Fragment {
+    fn new(path: PathBuf, name: &UnitName) -> Fragment {
+        use std::sync::{Arc, Mutex};
+        static DIRS: Mutex<Vec<Arc<PathBuf>>> = Mutex::new(Vec::new());
+        let dir = match (path.parent(), path.file_name()) {
+            (Some(dir), Some(file)) if file == name.as_str() => dir,
+            _ => return Fragment::Other(Box::new(path)),
+        };
+        let mut dirs = DIRS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = dirs.iter().find(|d| d.as_path() == dir) {
+            return Fragment::Named(d.clone());
+        }
+        if dirs.len() >= SHARED_DIRS_MAX {
+            return Fragment::Other(Box::new(path));
+        }
+        let d = Arc::new(dir.to_path_buf());
+        dirs.push(d.clone());
+        Fragment::Named(d)
     }
 }
 
@@ -1103,7 +1156,7 @@ const WORDS: SplitOptions = SplitOptions {
 impl Applier<'_> {
     /// Expands specifiers of a value, reporting failure as an error on `d`.
     pub(super) fn spec(&self, unit: &mut Unit, d: &Directive, s: &str) -> Option<String> {
-        let expanded = self.spec.expand(s, &unit.name, unit.fragment.as_deref());
+        let expanded = self.spec.expand(s, &unit.name, unit.fragment().as_deref());
         match expanded {
             Ok(v) => Some(v),
             Err(e) => {
@@ -1141,7 +1194,7 @@ impl Applier<'_> {
                 out.push(w);
                 continue;
             }
-            let expanded = self.spec.expand(&w, &unit.name, unit.fragment.as_deref());
+            let expanded = self.spec.expand(&w, &unit.name, unit.fragment().as_deref());
             match expanded {
                 Ok(v) => out.push(v),
                 Err(e) => invalid(unit, d, format!("{e}; this word is ignored")),
@@ -1874,7 +1927,7 @@ impl Applier<'_> {
     /// carry their origin, reporting warnings and errors on `d`.
     pub(crate) fn exec_commands(&mut self, unit: &mut Unit, d: &Directive) -> Vec<ExecCommand> {
         let name = unit.name.clone();
-        let fragment = unit.fragment.clone();
+        let fragment = unit.fragment();
         let spec = self.spec;
         let mut expand = |s: &str| {
             spec.expand(s, &name, fragment.as_deref())
@@ -1975,7 +2028,7 @@ impl Applier<'_> {
         let path = if raw == "~" {
             self.spec.home.clone()
         } else {
-            let fragment = unit.fragment.clone();
+            let fragment = unit.fragment();
             let p = match self.spec.expand(raw, &unit.name, fragment.as_deref()) {
                 Ok(p) => p,
                 Err(e) => return report(unit, e.to_string()),
@@ -2013,6 +2066,15 @@ impl Applier<'_> {
             t.intern();
         }
         self.finish_socket(unit);
+        if unit.service.is_none() {
+            return;
+        }
+        // Errors about the whole unit name the fragment (or the directive
+        // that decided, where there is one): systemd 252 refuses such units.
+        let file = unit
+            .fragment()
+            .or_else(|| unit.dropins.first().cloned())
+            .unwrap_or_else(|| PathBuf::from(unit.name.as_str()));
         let Some(s) = unit.service.as_mut() else {
             return;
         };
@@ -2040,13 +2102,6 @@ impl Applier<'_> {
         if !self.explicit.notify_access && s.service_type == ServiceType::Notify {
             s.notify_access = NotifyAccess::Main;
         }
-        // Errors about the whole unit name the fragment (or the directive
-        // that decided, where there is one): systemd 252 refuses such units.
-        let file = unit
-            .fragment
-            .clone()
-            .or_else(|| unit.dropins.first().cloned())
-            .unwrap_or_else(|| PathBuf::from(unit.name.as_str()));
         let whole = || (file.clone(), 0);
         let at = |o: &Option<(PathBuf, usize)>| o.clone().unwrap_or_else(whole);
         let mut problems: Vec<((PathBuf, usize), &str, String)> = Vec::new();

@@ -114,19 +114,54 @@ impl fmt::Display for UnitKind {
 ///
 /// It compares, orders and hashes as its full name does, so a map keyed by
 /// `UnitName` is looked up with a `&str` ([`Borrow<str>`](std::borrow::Borrow)).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone)]
 pub struct UnitName {
-    /// The whole name, kept so that `as_str` costs nothing; boxed, as a
-    /// name never grows and a manager keeps several per unit (24 B in all
-    /// where a `String`, a `usize` and a copy of the instance took 64 B).
-    full: Box<str>,
-    /// Length of the prefix (before `@` or the suffix dot); a name is at
-    /// most [`UNIT_NAME_MAX`] bytes.
-    prefix_len: u16,
-    /// The prefix is followed by `@`: a template when nothing comes
-    /// between it and the suffix, else an instance.
-    at: bool,
-    kind: UnitKind,
+    /// The whole name, kept so that `as_str` costs nothing; the kind, the
+    /// prefix and the instance are read from it when asked.
+    full: NameText,
+}
+
+// A manager keeps several names per unit (the table's key, the unit's own,
+// `Wants=`, `Unit=`): 24 B each, and no allocation for most names.
+const _: () = assert!(std::mem::size_of::<UnitName>() == 24);
+
+/// Names up to this many bytes are kept inline.
+const INLINE_MAX: usize = 22;
+
+/// A name's text: inline when it fits, as most names do (`backup.timer`,
+/// `pipewire.service`), else boxed. Boxed, every name was an allocation of
+/// its own: a 32 B chunk of the allocator for a name of up to 24 bytes,
+/// about three per unit in a manager (2.9 per timer of `bench-timers.sh`).
+#[derive(Clone)]
+enum NameText {
+    /// The first `len` bytes of `bytes`, copied from a `str`.
+    Inline { len: u8, bytes: [u8; INLINE_MAX] },
+    /// A longer name.
+    Boxed(Box<str>),
+}
+
+impl NameText {
+    fn new(s: &str) -> NameText {
+        match u8::try_from(s.len()) {
+            Ok(len) if s.len() <= INLINE_MAX => {
+                let mut bytes = [0; INLINE_MAX];
+                bytes[..s.len()].copy_from_slice(s.as_bytes());
+                NameText::Inline { len, bytes }
+            }
+            _ => NameText::Boxed(s.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // SAFETY: `new` copied these bytes whole from a `str`, so they
+            // are UTF-8.
+            NameText::Inline { len, bytes } => unsafe {
+                std::str::from_utf8_unchecked(&bytes[..usize::from(*len)])
+            },
+            NameText::Boxed(s) => s,
+        }
+    }
 }
 
 fn has_type_suffix(s: &str) -> bool {
@@ -159,7 +194,7 @@ impl UnitName {
     /// valid or not, so that the error names what the user wrote.
     pub fn mangle(typed: &str) -> String {
         match UnitName::parse(typed) {
-            Ok(n) => n.full.into_string(),
+            Ok(n) => n.as_str().to_string(),
             Err(_) if has_type_suffix(typed) => typed.to_string(),
             Err(_) => format!("{typed}.service"),
         }
@@ -180,7 +215,7 @@ impl UnitName {
         let (stem, suffix) = s
             .rsplit_once('.')
             .ok_or_else(|| bad("it has no type suffix such as .service"))?;
-        let kind = UnitKind::from_suffix(suffix)
+        UnitKind::from_suffix(suffix)
             .ok_or_else(|| bad(&format!("unknown unit type '.{suffix}'")))?;
         let (prefix, instance) = match stem.split_once('@') {
             Some((p, i)) => (p, Some(i)),
@@ -201,33 +236,42 @@ impl UnitName {
                 "character {c:?} is not allowed in an instance name (escape it with `systemd-escape`)"
             )));
         }
-        Ok(UnitName {
-            full: s.into(),
-            prefix_len: prefix.len() as u16,
-            at: instance.is_some(),
-            kind,
-        })
+        Ok(UnitName::valid(s))
+    }
+
+    /// A name already known to be valid.
+    fn valid(s: &str) -> UnitName {
+        UnitName {
+            full: NameText::new(s),
+        }
     }
 
     /// The full name, with suffix.
     pub fn as_str(&self) -> &str {
-        &self.full
+        self.full.as_str()
+    }
+
+    /// The name without the type suffix, and the type.
+    fn split_suffix(&self) -> (&str, UnitKind) {
+        let (stem, suffix) = (self.as_str().rsplit_once('.')).expect("parse_strict checks it");
+        let kind = UnitKind::from_suffix(suffix).expect("parse_strict checks it");
+        (stem, kind)
     }
 
     /// The unit's type.
     pub fn kind(&self) -> UnitKind {
-        self.kind
+        self.split_suffix().1
     }
 
     /// The part before `@` (or before the suffix for plain names): `%p`.
     pub fn prefix(&self) -> &str {
-        &self.full[..usize::from(self.prefix_len)]
+        let stem = self.stem();
+        stem.split_once('@').map_or(stem, |(p, _)| p)
     }
 
     /// What comes between `@` and the suffix: `Some("")` for a template.
     fn after_at(&self) -> Option<&str> {
-        self.at
-            .then(|| &self.stem()[usize::from(self.prefix_len) + 1..])
+        self.stem().split_once('@').map(|(_, a)| a)
     }
 
     /// The instance of an instantiated unit (`bar` in `foo@bar.service`): `%i`.
@@ -253,12 +297,11 @@ impl UnitName {
     /// The template of an instance (`foo@.service` for `foo@bar.service`).
     pub fn template(&self) -> Option<UnitName> {
         self.instance()?;
-        Some(UnitName {
-            full: format!("{}@.{}", self.prefix(), self.kind.suffix()).into(),
-            prefix_len: self.prefix_len,
-            at: true,
-            kind: self.kind,
-        })
+        Some(UnitName::valid(&format!(
+            "{}@.{}",
+            self.prefix(),
+            self.kind().suffix()
+        )))
     }
 
     /// The instance `inst` of this template (or of this instance's template).
@@ -267,43 +310,63 @@ impl UnitName {
             "{}@{}.{}",
             self.prefix(),
             inst,
-            self.kind.suffix()
+            self.kind().suffix()
         ))
     }
 
     /// The name with the type suffix removed: `%N`.
     pub fn stem(&self) -> &str {
-        &self.full[..self.full.len() - self.kind.suffix().len() - 1]
+        self.split_suffix().0
     }
 
     /// The same name with another type (`foo.socket` -> `foo.service`).
     pub fn with_kind(&self, kind: UnitKind) -> UnitName {
-        UnitName {
-            full: format!("{}.{}", self.stem(), kind.suffix()).into(),
-            prefix_len: self.prefix_len,
-            at: self.at,
-            kind,
-        }
+        UnitName::valid(&format!("{}.{}", self.stem(), kind.suffix()))
     }
 }
 
-// The other fields follow from `full`, so the derived Eq and Ord (which
-// compare `full` first) agree with the full name's; Hash must too.
+// As the full name (`Borrow<str>` needs Eq, Ord and Hash to agree with it).
+impl PartialEq for UnitName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for UnitName {}
+
+impl PartialOrd for UnitName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for UnitName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
 impl std::hash::Hash for UnitName {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.full.hash(state);
+        self.as_str().hash(state);
     }
 }
 
 impl std::borrow::Borrow<str> for UnitName {
     fn borrow(&self) -> &str {
-        &self.full
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for UnitName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("UnitName").field(&self.as_str()).finish()
     }
 }
 
 impl fmt::Display for UnitName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.full)
+        f.write_str(self.as_str())
     }
 }
 

@@ -115,7 +115,7 @@ impl RunitService {
         let name = UnitName::parse_strict(&format!("{base}.service"))?;
         let mut unit = Unit::new(name);
         let run = self.run();
-        unit.fragment = Some(run.clone());
+        unit.set_fragment(run.clone());
         unit.source = UnitSource::Runit(Box::new(self.clone()));
         unit.unit.description = Some(format!("runit service {}", self.dir.display()));
         // runsv never stops retrying.

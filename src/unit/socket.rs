@@ -635,8 +635,7 @@ impl Applier<'_> {
         let links_ignored =
             !s.symlinks.is_empty() && s.listen.iter().filter(|l| l.path().is_some()).count() != 1;
         let file = unit
-            .fragment
-            .clone()
+            .fragment()
             .or_else(|| unit.dropins.first().cloned())
             .unwrap_or_else(|| PathBuf::from(unit.name.as_str()));
         if links_ignored {

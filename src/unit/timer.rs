@@ -287,7 +287,7 @@ impl Applier<'_> {
     fn expand(&self, unit: &mut Unit, d: &Directive) -> Option<String> {
         match self
             .spec
-            .expand(&d.value, &unit.name, unit.fragment.as_deref())
+            .expand(&d.value, &unit.name, unit.fragment().as_deref())
         {
             Ok(v) => Some(v),
             Err(e) => {
@@ -345,8 +345,7 @@ impl Applier<'_> {
             return;
         }
         let file = unit
-            .fragment
-            .clone()
+            .fragment()
             .or_else(|| unit.dropins.first().cloned())
             .unwrap_or_else(|| unit.name.as_str().into());
         unit.diagnostics.push(Diagnostic {

@@ -121,8 +121,7 @@ impl Verifier {
         self.report.units += 1;
         if let (Some(c), Some(s)) = (&self.opts.cgroup, &u.service) {
             let file = u
-                .fragment
-                .clone()
+                .fragment()
                 .unwrap_or_else(|| PathBuf::from(u.name.as_str()));
             for (directive, message) in s.unapplied_resources(&c.root, &c.enabled) {
                 self.push(Diagnostic {

@@ -1,7 +1,7 @@
 //! Status rendering: what `status`, `show`, `list`, `cat` and the other
 //! queries answer, read from the manager's state.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::cgroup::Cgroup;
 use crate::ipc::proto;
@@ -37,8 +37,7 @@ impl Manager {
             Ok(d) => {
                 let unit = d.unit();
                 (
-                    unit.fragment
-                        .as_ref()
+                    unit.fragment()
                         .map(|p| p.display().to_string())
                         .unwrap_or_default(),
                     unit.dropins
@@ -326,7 +325,7 @@ impl Manager {
             Ok(d) => d.unit().clone(),
             Err(f) => return Err(f.failure()),
         };
-        let mut paths: Vec<PathBuf> = unit.files().map(Path::to_path_buf).collect();
+        let mut paths: Vec<PathBuf> = unit.files().collect();
         if let Some(r) = &unit_runit(&unit) {
             paths.extend(r.finish.clone());
             paths.extend(r.log_run.clone());
