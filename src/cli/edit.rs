@@ -19,7 +19,7 @@ use clap::Args;
 
 use super::enable::{loader_for, reload_manager};
 use super::exit;
-use crate::unit::{Loader, UnitError, UnitName, UnitSource};
+use crate::unit::{Loader, Unit, UnitError, UnitName, UnitSource};
 
 /// Arguments of `corral edit`.
 #[derive(Debug, Args)]
@@ -112,10 +112,7 @@ fn edit_one(loader: &Loader, dir: &Path, unit: &str, args: &EditArgs) -> Result<
         }
     }
     // What the unit is made of now, for the text below the markers.
-    let sources: Vec<PathBuf> = loaded
-        .iter()
-        .flat_map(|u| u.fragment.iter().chain(u.dropins.iter()).cloned())
-        .collect();
+    let sources: Vec<PathBuf> = loaded.iter().flat_map(|u| u.files()).collect();
     let target = if args.full {
         dir.join(name.as_str())
     } else {
@@ -133,9 +130,9 @@ fn edit_one(loader: &Loader, dir: &Path, unit: &str, args: &EditArgs) -> Result<
     let current = std::fs::read_to_string(&target).ok();
     let text = if args.full {
         // The copy starts from the file in effect (this one if it exists).
-        match (&current, loaded.as_ref().and_then(|u| u.fragment.as_ref())) {
+        match (&current, loaded.as_ref().and_then(Unit::fragment)) {
             (Some(t), _) => t.clone(),
-            (None, Some(f)) => std::fs::read_to_string(f)
+            (None, Some(f)) => std::fs::read_to_string(&f)
                 .map_err(|e| format!("cannot read {}: {e}", f.display()))?,
             (None, None) => String::new(),
         }
