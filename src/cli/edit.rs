@@ -19,6 +19,7 @@ use clap::Args;
 
 use super::enable::{loader_for, reload_manager};
 use super::exit;
+use crate::supervisor::atomic_file::write_atomic;
 use crate::unit::{Loader, Unit, UnitError, UnitName, UnitSource};
 
 /// Arguments of `corral edit`.
@@ -178,12 +179,11 @@ fn edit_one(loader: &Loader, dir: &Path, unit: &str, args: &EditArgs) -> Result<
         );
         return Ok(false);
     }
-    let write =
-        std::fs::write(&tmp, format!("{kept}\n")).and_then(|()| std::fs::rename(&tmp, &target));
-    if let Err(e) = write {
-        cleanup(&tmp);
-        return Err(format!("cannot write {}: {e}", target.display()));
-    }
+    // The editor's copy goes; the file itself is replaced as the manager's
+    // state files are, so a crash leaves the old text or the new.
+    let written = write_atomic(&target, format!("{kept}\n").as_bytes(), |_| Ok(()));
+    cleanup(&tmp);
+    written.map_err(|(op, path, e)| format!("cannot {op} {}: {e}", path.display()))?;
     Ok(true)
 }
 

@@ -2,7 +2,7 @@
 //! credentials, limits, stdout/stderr to the journal), and signals.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use crate::cgroup::spawn::{Rlimit, SpawnSpec, Stdio};
 use crate::supervisor::output::{Source, Stream};
 use crate::supervisor::process_setup;
 use crate::supervisor::service::ServiceDef;
-use crate::supervisor::socket::listen;
+use crate::supervisor::socket::{accept, listen};
 use crate::supervisor::state::{Cmd, Exit, Pid, Whom};
 use crate::unit::execution::StdInput;
 use crate::unit::model::StdOutput;
@@ -220,17 +220,15 @@ impl Manager {
         // connection), not the fd store's, as systemd's flag_fds. The flag
         // belongs to the open file, so the manager's copy gets it too: it
         // only polls the listening ones.
+        // (activation_fds is the connection alone for an Accept=yes instance,
+        // whether it is stdio or fd 3.)
         if svc.exec.non_blocking && cmd == Cmd::Start {
-            let sockets = self.activation_fds(name).into_iter().map(|(fd, _)| fd);
-            for fd in sockets.chain(connection) {
+            for (fd, _) in self.activation_fds(name) {
                 // SAFETY: the fds stay open in the manager until the spawn is done.
-                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                if let Err(e) = crate::supervisor::socket::accept::set_nonblocking(fd) {
-                    self.log_at(
-                        name,
-                        crate::supervisor::lines::priority::WARNING,
-                        &format!("NonBlocking=: O_NONBLOCK failed: {e}"),
-                    );
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                if let Err(e) = accept::set_nonblocking(fd) {
+                    let msg = format!("NonBlocking=: O_NONBLOCK failed: {e}");
+                    self.log_at(name, priority::WARNING, &msg);
                 }
             }
         }
