@@ -351,48 +351,33 @@ fn listen_pid_is_the_childs_own_pid_on_both_spawn_paths() {
     reap(child.pid);
 }
 
-/// The scheduling policy of the calling thread (0 SCHED_OTHER, 3 SCHED_BATCH).
-fn my_policy() -> i32 {
-    // SAFETY: plain syscall on the calling thread.
-    unsafe { libc::sched_getscheduler(0) }
-}
-
-fn set_my_policy(policy: i32) {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain syscall on the calling thread.
-    assert_eq!(unsafe { libc::sched_setscheduler(0, policy, &param) }, 0);
-}
-
-/// The policy the spawned program runs under, field 41 of its stat.
-fn policy_of_a_child() -> String {
+/// What a spawned `sh -c SCRIPT` prints.
+fn output_of(script: &str) -> String {
     let (r, w) = pipe();
-    let mut spec = sh("cut -d' ' -f41 /proc/self/stat");
+    let mut spec = sh(script);
     spec.stdout = Stdio::Fd(w);
     spec.stderr = Stdio::Inherit;
     let child = spawn::spawn(&spec).unwrap();
     drop(spec);
     let out = read_all(r);
     reap(child.pid);
-    out.trim().to_string()
+    out
 }
 
 #[test]
-fn the_program_runs_under_the_callers_policy_and_the_caller_gets_its_own_back() {
-    // The spawning thread is SCHED_BATCH while its vfork child execs; neither
-    // the program nor the thread may keep that. Twice: the second spawn runs
-    // on the stack the first one left for it.
-    assert_eq!(my_policy(), libc::SCHED_OTHER);
-    for _ in 0..2 {
-        assert_eq!(policy_of_a_child(), "0");
-        assert_eq!(my_policy(), libc::SCHED_OTHER);
-    }
-    // A caller under another policy is left alone, and so is its child's.
-    let t = std::thread::spawn(|| {
-        set_my_policy(libc::SCHED_BATCH);
-        let child = policy_of_a_child();
-        (child, my_policy())
-    });
-    let (child, caller) = t.join().unwrap();
-    assert_eq!(child, "3");
-    assert_eq!(caller, libc::SCHED_BATCH);
+fn each_thread_reuses_its_vfork_stack_and_its_children_start_clean() {
+    // A thread's vfork child runs on the stack the previous one left:
+    // many spawns in a row, on two threads at once, each child with its
+    // own argv and environment and nothing of the one before.
+    let run = |tag: &'static str| {
+        move || {
+            for i in 0..50 {
+                let out = output_of(&format!("echo {tag} {i} $#"));
+                assert_eq!(out, format!("{tag} {i} 0\n"));
+            }
+        }
+    };
+    let other = std::thread::spawn(run("b"));
+    run("a")();
+    other.join().unwrap();
 }

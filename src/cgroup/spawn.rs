@@ -456,9 +456,6 @@ struct Prepared {
     /// moved above the targets in the child so a target number cannot
     /// overwrite it.
     err_fd: Cell<RawFd>,
-    /// Set when the caller made itself SCHED_BATCH for the clone: the
-    /// child, which inherits the policy, takes SCHED_OTHER back.
-    batch: Cell<bool>,
     /// (stage << 32 | errno) of a failure, written by a child that shares
     /// our memory (CLONE_VM); 0 while nothing failed.
     report: Cell<u64>,
@@ -727,7 +724,6 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         setsid: spec.new_session,
         mask: *spec.signal_mask.as_ref(),
         err_fd: Cell::new(-1),
-        batch: Cell::new(false),
         report: Cell::new(0),
     };
 
@@ -893,41 +889,6 @@ impl Drop for BlockSignals {
     }
 }
 
-/// This thread as SCHED_BATCH for as long as it is suspended by a vfork
-/// child, SCHED_OTHER again on drop. The kernel resumes a vfork parent
-/// when the child's exec has let go of its memory, before the exec is
-/// done, and a woken SCHED_OTHER thread preempts the task on its CPU:
-/// with no idle CPU, everything the manager does after a spawn (the
-/// journal's copy of the pipes, the state record, the reply) would come
-/// before the service runs. A SCHED_BATCH thread does not preempt on
-/// wake-up; it runs once the child blocks or has used its time slice.
-/// Switching between the two is open to any thread (sched(7)); a thread
-/// under another policy (CPUSchedulingPolicy= of the manager's own
-/// unit) is left as it is.
-struct BatchWhileVforked(());
-
-impl BatchWhileVforked {
-    fn new() -> Option<BatchWhileVforked> {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: plain syscalls on the calling thread.
-        let switched = unsafe {
-            libc::sched_getscheduler(0) == libc::SCHED_OTHER
-                && libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) == 0
-        };
-        // Not then_some: its argument is built either way, and dropped.
-        switched.then(|| BatchWhileVforked(()))
-    }
-}
-
-impl Drop for BatchWhileVforked {
-    fn drop(&mut self) {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: plain syscall on the calling thread; it cannot fail for a
-        // thread that was SCHED_OTHER at the same nice value a moment ago.
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
-    }
-}
-
 fn clone3(p: &Prepared, cg_fd: Option<RawFd>) -> Result<(i32, OwnedFd), Errno> {
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
@@ -1005,13 +966,10 @@ fn clone3_vfork(p: &Prepared, cg_fd: Option<RawFd>) -> Result<(i32, OwnedFd), Er
         args.cgroup = fd as u64;
     }
     let blocked = BlockSignals::new();
-    let batch = BatchWhileVforked::new();
-    p.batch.set(batch.is_some());
     // SAFETY: args is a valid clone_args with a stack of our own that
     // outlives the child's use of it (we are suspended until it execs or
     // exits); the child runs only child_entry on prepared data.
     let r = unsafe { clone3_raw(&args, child_entry, p) };
-    drop(batch);
     drop(blocked);
     // The child is done with it: it has exec'ed or exited.
     SPARE_STACK.with(|spare| spare.set(Some(stack)));
@@ -1174,11 +1132,6 @@ fn child_main(p: &Prepared) -> ! {
     unsafe {
         if p.procs_fd >= 0 && libc::write(p.procs_fd, b"0".as_ptr().cast(), 1) != 1 {
             fail(p, Stage::Cgroup);
-        }
-        // The caller's policy for the clone, not the service's (BatchWhileVforked).
-        if p.batch.get() {
-            let param = libc::sched_param { sched_priority: 0 };
-            libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
         }
 
         // Handlers do not survive exec, but ignored signals would (Rust
