@@ -962,3 +962,51 @@ fn exit_codes_of_missing_units_and_bad_requests_follow_systemctl() {
         "Failed to start nosuch.service: Unit nosuch.service not found.\n"
     );
 }
+
+#[test]
+fn stop_when_unneeded_stops_what_nothing_active_pulls_in() {
+    // As plasma-workspace.target and gnome-session-shutdown.target use it:
+    // such a unit runs while an active unit Requires=/Wants=/BindsTo= it,
+    // and stops once the last of them has stopped or failed.
+    let Some(td) = TestDaemon::start_with(|td| {
+        td.write_unit("session.target", "[Unit]\nStopWhenUnneeded=yes\n");
+        td.write_unit(
+            "helper.service",
+            "[Unit]\nStopWhenUnneeded=true\n[Service]\nExecStart=/bin/sleep 1031\n",
+        );
+        for n in ["one", "two"] {
+            td.write_unit(
+                &format!("{n}.service"),
+                "[Unit]\nWants=session.target\nRequires=helper.service\n\
+                 [Service]\nExecStart=/bin/sleep 1032\n",
+            );
+        }
+        td.write_unit(
+            "doomed.service",
+            "[Unit]\nRequires=helper.service\nAfter=helper.service\n\
+             [Service]\nType=oneshot\nExecStart=/bin/false\n",
+        );
+    }) else {
+        return;
+    };
+    assert_eq!(td.corral(&["start", "one", "two"]).code, 0);
+    assert_eq!(td.prop("session.target", "ActiveState"), "active");
+    assert_eq!(td.prop("helper.service", "ActiveState"), "active");
+    // One of its two pullers stops: still needed.
+    assert_eq!(td.corral(&["stop", "one"]).code, 0);
+    assert_eq!(td.prop("session.target", "ActiveState"), "active");
+    assert_eq!(td.prop("helper.service", "ActiveState"), "active");
+    // The last one stops: both go.
+    assert_eq!(td.corral(&["stop", "two"]).code, 0);
+    td.wait_state("session.target", "inactive");
+    td.wait_state("helper.service", "inactive");
+    let journal = td.journal("helper.service", &[]).stdout;
+    assert!(journal.contains("StopWhenUnneeded=yes"), "{journal}");
+    // Started on its own, nothing pulls it in: stopped right after.
+    assert_eq!(td.corral(&["start", "session.target"]).code, 0);
+    td.wait_state("session.target", "inactive");
+    // A puller whose start fails does not keep it either.
+    assert_eq!(td.corral(&["start", "doomed"]).code, 1);
+    assert_eq!(td.prop("doomed.service", "ActiveState"), "failed");
+    td.wait_state("helper.service", "inactive");
+}

@@ -94,7 +94,7 @@ impl Default for Deps {
 
 impl Deps {
     /// Every unit this one pulls in on start.
-    fn pulls(&self) -> impl Iterator<Item = &String> {
+    pub fn pulls(&self) -> impl Iterator<Item = &String> {
         self.requires
             .iter()
             .chain(&self.wants)

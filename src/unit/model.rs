@@ -463,6 +463,10 @@ pub struct UnitSection {
     /// `reset-failed` would, where systemd unloads it; default
     /// `inactive` (the failure is kept until reset-failed or a start).
     pub collect_failed: bool,
+    /// `StopWhenUnneeded=`: stopped once no unit that is active (or about
+    /// to be) pulls it in by Requires=, Requisite=, Wants= or BindsTo=;
+    /// default no.
+    pub stop_when_unneeded: bool,
 }
 
 /// `SuccessAction=`/`FailureAction=` as a user manager takes them: the
@@ -503,6 +507,7 @@ impl Default for UnitSection {
             success_action: EmergencyAction::None,
             failure_action: EmergencyAction::None,
             collect_failed: false,
+            stop_when_unneeded: false,
         }
     }
 }
@@ -1314,6 +1319,11 @@ impl Applier<'_> {
             "RefuseManualStop" => {
                 if let Some(b) = self.bool_value(unit, d) {
                     unit.unit.refuse_manual_stop = b;
+                }
+            }
+            "StopWhenUnneeded" => {
+                if let Some(b) = self.bool_value(unit, d) {
+                    unit.unit.stop_when_unneeded = b;
                 }
             }
             "CollectMode" => match d.value.as_str() {

@@ -46,6 +46,9 @@ pub(super) struct Graph {
     runs: Vec<Run>,
     /// Units whose state changed since the last pump looked.
     changed: Vec<String>,
+    /// Units whose state changed in this pump, for StopWhenUnneeded= once
+    /// every job's outcome is known ([`Manager::stop_unneeded`]).
+    unneeded: Vec<String>,
     /// Set while [`Manager::pump`] runs, so state changes it causes only queue up.
     pumping: bool,
     /// Why the last start of a unit was skipped (a false Condition*=).
@@ -62,6 +65,7 @@ impl Graph {
         Graph {
             runs: Vec::new(),
             changed: Vec::new(),
+            unneeded: Vec::new(),
             pumping: false,
             skipped: HashMap::new(),
             shutdown: None,
@@ -366,6 +370,7 @@ impl Manager {
                     self.stop_bound(&u);
                     progress = true;
                 }
+                self.graph.unneeded.push(u);
             }
             let mut runs = std::mem::take(&mut self.graph.runs);
             for r in 0..runs.len() {
@@ -428,7 +433,7 @@ impl Manager {
             if self.shutdown_step() {
                 progress = true;
             }
-            if !progress && self.graph.changed.is_empty() {
+            if !progress && self.graph.changed.is_empty() && !self.stop_unneeded() {
                 break;
             }
         }
@@ -623,6 +628,78 @@ impl Manager {
             );
             self.begin_transaction(&other, Verb::Stop, None);
         }
+    }
+
+    /// StopWhenUnneeded=: of the units whose state changed in this pump and
+    /// those they pull in, stops each one that has the setting, is active,
+    /// has no job and is pulled in by no unit that is active or about to
+    /// start (systemd's "unneeded" check, made when the pump has settled so
+    /// that a failed start counts as over). Whether it began a stop.
+    fn stop_unneeded(&mut self) -> bool {
+        let changed = std::mem::take(&mut self.graph.unneeded);
+        if self.shutting_down {
+            return false;
+        }
+        let view = View {
+            m: self,
+            stopping: false,
+        };
+        let mut candidates = Vec::new();
+        for u in changed {
+            if let Ok(d) = view.deps(&u) {
+                candidates.extend(d.pulls().cloned());
+            }
+            candidates.push(u);
+        }
+        candidates.sort();
+        candidates.dedup();
+        candidates.retain(|c| self.is_unneeded(c));
+        for u in &candidates {
+            self.log(
+                u,
+                "stopping: no active unit pulls it in any more (StopWhenUnneeded=yes)",
+            );
+            self.begin_transaction(u, Verb::Stop, None);
+        }
+        !candidates.is_empty()
+    }
+
+    /// Whether `name` has StopWhenUnneeded=yes and nothing needs it now.
+    fn is_unneeded(&self, name: &str) -> bool {
+        let Some(e) = self.units.get(name) else {
+            return false;
+        };
+        let wanted_gone = e
+            .def
+            .as_ref()
+            .is_ok_and(|d| d.unit().unit.stop_when_unneeded);
+        if !wanted_gone
+            || e.phase().active != ActiveState::Active
+            || self.has_job(name, JobKind::Start)
+            || self.has_job(name, JobKind::Stop)
+        {
+            return false;
+        }
+        let view = View {
+            m: self,
+            stopping: false,
+        };
+        // The pullers are looked for among all loaded units, but only for
+        // a unit with the setting, which few have.
+        !self.units.keys().any(|other| {
+            let other = other.as_str();
+            other != name
+                && (view.is_active(other) || self.has_job(other, JobKind::Start))
+                && view.deps(other).is_ok_and(|d| d.pulls().any(|p| p == name))
+        })
+    }
+
+    /// Whether a transaction has a job of `kind` for `name` not over yet.
+    fn has_job(&self, name: &str, kind: JobKind) -> bool {
+        self.graph
+            .runs
+            .iter()
+            .any(|r| r.tx.result_of(name, kind).is_some_and(|j| !j.is_finished()))
     }
 
     /// Whether a handed-out job is over: `Some(ok)`, or `None` while its unit is on its way.
