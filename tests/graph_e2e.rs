@@ -1000,8 +1000,16 @@ fn stop_when_unneeded_stops_what_nothing_active_pulls_in() {
     assert_eq!(td.corral(&["stop", "two"]).code, 0);
     td.wait_state("session.target", "inactive");
     td.wait_state("helper.service", "inactive");
-    let journal = td.journal("helper.service", &[]).stdout;
-    assert!(journal.contains("StopWhenUnneeded=yes"), "{journal}");
+    // The manager's line reaches the store with the writer's next commit.
+    let said = eventually(Duration::from_secs(10), || {
+        let journal = td.journal("helper.service", &[]).stdout;
+        journal.contains("StopWhenUnneeded=yes").then_some(())
+    });
+    assert!(
+        said.is_some(),
+        "{}",
+        td.journal("helper.service", &[]).stdout
+    );
     // Started on its own, nothing pulls it in: stopped right after.
     assert_eq!(td.corral(&["start", "session.target"]).code, 0);
     td.wait_state("session.target", "inactive");
