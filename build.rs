@@ -33,16 +33,21 @@ fn main() {
         }
     }
 
+    // The CLI's quick verbs likewise (link/corral.order): each function
+    // they run in a page of its own was a page fault, and fault-around
+    // mapped 64 KiB more that the exit then unmapped, at every start.
     if std::env::var("CORRAL_SYMBOL_ORDER").as_deref() != Ok("0") && lld {
-        let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("link/corrald.order");
-        println!("cargo:rerun-if-changed={}", order.display());
-        if order.is_file() {
-            println!(
-                "cargo:rustc-link-arg-bin=corrald=-Wl,--symbol-ordering-file={}",
-                order.display()
-            );
-            // Functions of the list that a build no longer has are skipped.
-            println!("cargo:rustc-link-arg-bin=corrald=-Wl,--no-warn-symbol-ordering");
+        for bin in ["corrald", "corral"] {
+            let order = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("link/{bin}.order"));
+            println!("cargo:rerun-if-changed={}", order.display());
+            if order.is_file() {
+                println!(
+                    "cargo:rustc-link-arg-bin={bin}=-Wl,--symbol-ordering-file={}",
+                    order.display()
+                );
+                // Functions of the list that a build no longer has are skipped.
+                println!("cargo:rustc-link-arg-bin={bin}=-Wl,--no-warn-symbol-ordering");
+            }
         }
     }
     println!("cargo:rerun-if-changed=build.rs");

@@ -5,8 +5,10 @@
 # around each page that faults (fault-around), so code that runs scattered
 # over 6 MB of text keeps nearly all of it resident; grouped, the manager's
 # idle RSS drops by ~1.9 MB (docs/ARCHITECTURE.md, "Memory, 50 idle units").
-# The CLI gains nothing measurable from it (its page faults are data, not
-# text), so it has no list.
+# The CLI has a list of its own, link/corral.order: what its quick verbs
+# (start, stop, restart, status, is-active, is-failed, reset-failed: the
+# ones scripts call in loops) run, so that they fault in a few pages of
+# text instead of one per function (docs/ARCHITECTURE.md).
 #
 # How: builds the release binaries (the shipped profile: symbol names differ
 # between profiles), runs corrald under `valgrind --tool=callgrind`
@@ -53,6 +55,11 @@ for i in $(seq -w 1 200); do
 done
 
 cli() { "$CORRAL" "$@" >/dev/null 2>&1 || true; }
+# The CLI under callgrind, for link/corral.order.
+vcli() {
+  valgrind --tool=callgrind --dump-instr=no --compress-strings=no --demangle=no \
+    --callgrind-out-file="$B/cg/cli.%p" "$CORRAL" "$@" >/dev/null 2>&1 || true
+}
 
 XDG_RUNTIME_DIR=$B/run setsid valgrind --tool=callgrind --dump-instr=no --compress-strings=no \
   --demangle=no --trace-children=yes --trace-children-skip='/bin/*,/usr/*' \
@@ -73,6 +80,8 @@ pid=$("$CORRAL" show phoenix -p MainPID --value 2>/dev/null || true)
 python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])' "$B/run/order-echo.sock" || true
 cli start once.service
 sleep 3
+vcli start idle03; vcli is-active idle03; vcli is-failed idle03; vcli status idle03
+vcli restart idle03; vcli stop idle03; vcli reset-failed idle03
 cli status; cli status chatty; cli status echo.socket; cli status tick.timer; cli status cal001.timer
 cli list-units; cli list-timers; cli list-sockets
 cli daemon-reload
@@ -83,9 +92,10 @@ trap - EXIT
 
 # In callgrind's files: "fn=(id) name" defines a name; the
 # lines below it until the next fn= are its costs ("line cost", or calls=).
-python3 - "$B/cg" "$ROOT/link" "$CORRALD" <<'PY'
+python3 - "$B/cg" "$ROOT/link" "$CORRALD" "$CORRAL" <<'PY'
 import os, re, subprocess, sys
-cg, outdir, bins = sys.argv[1], sys.argv[2], {'corrald': sys.argv[3]}
+cg, outdir = sys.argv[1], sys.argv[2]
+bins = {'corrald': sys.argv[3], 'corral': sys.argv[4]}
 def defined(path):
     out = subprocess.run(['nm', '--defined-only', path], capture_output=True, text=True, check=True).stdout
     return {l.split(' ', 2)[2] for l in out.splitlines() if len(l.split(' ', 2)) == 3 and l.split(' ', 2)[1] in 'tTwW'}
@@ -93,7 +103,7 @@ os.makedirs(outdir, exist_ok=True)
 for name, path in bins.items():
     syms = defined(path)
     cost = {}
-    # One file per process: the manager's and its fd holder's.
+    # One file per process: the manager's, its fd holder's, each CLI run's.
     for f in os.listdir(cg):
         obj, fn = None, None
         for line in open(os.path.join(cg, f), errors='replace'):
