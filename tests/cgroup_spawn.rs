@@ -19,6 +19,19 @@ fn sh(script: &str) -> SpawnSpec {
     s
 }
 
+/// What a spawned `sh -c SCRIPT` prints.
+fn output_of(script: &str) -> String {
+    let (r, w) = pipe();
+    let mut spec = sh(script);
+    spec.stdout = Stdio::Fd(w);
+    spec.stderr = Stdio::Inherit;
+    let child = spawn::spawn(&spec).unwrap();
+    drop(spec);
+    let out = read_all(r);
+    reap(child.pid);
+    out
+}
+
 /// Kills the cgroup and waits (bounded only as a test guard) until empty.
 fn kill_and_wait(cg: &Cgroup) {
     cg.kill().unwrap();
@@ -152,16 +165,9 @@ fn argv0_env_cwd_umask_and_extra_fd() {
 fn signals_reset_and_no_stray_fds() {
     // SIGPIPE is ignored by the Rust runtime in this process; the child
     // must get it back at default, with an empty mask, and only fds 0-2.
-    let (r, w) = pipe();
-    let mut spec = sh(
+    let out = output_of(
         "grep -E '^(SigBlk|SigIgn)' /proc/self/status | tr -s '\\t ' ' '; ls /proc/self/fd | sort -n | tr '\\n' ' '",
     );
-    spec.stdout = Stdio::Fd(w);
-    spec.stderr = Stdio::Inherit;
-    let child = spawn::spawn(&spec).unwrap();
-    drop(spec);
-    let out = read_all(r);
-    reap(child.pid);
     assert!(out.contains("SigBlk: 0000000000000000"), "{out}");
     assert!(out.contains("SigIgn: 0000000000000000"), "{out}");
     // ls itself opens one fd (3) for /proc/self/fd.
@@ -342,26 +348,7 @@ fn listen_pid_is_the_childs_own_pid_on_both_spawn_paths() {
         ));
     }
     // Without asking, no LISTEN_PID reaches the child.
-    let (r, w) = pipe();
-    let mut spec = sh("echo \"[${LISTEN_PID-unset}]\"");
-    spec.stdout = Stdio::Fd(w);
-    let child = spawn::spawn(&spec).unwrap();
-    drop(spec);
-    assert_eq!(read_all(r), "[unset]\n");
-    reap(child.pid);
-}
-
-/// What a spawned `sh -c SCRIPT` prints.
-fn output_of(script: &str) -> String {
-    let (r, w) = pipe();
-    let mut spec = sh(script);
-    spec.stdout = Stdio::Fd(w);
-    spec.stderr = Stdio::Inherit;
-    let child = spawn::spawn(&spec).unwrap();
-    drop(spec);
-    let out = read_all(r);
-    reap(child.pid);
-    out
+    assert_eq!(output_of("echo \"[${LISTEN_PID-unset}]\""), "[unset]\n");
 }
 
 #[test]

@@ -22,19 +22,16 @@ pub fn or_restart(
     units: Vec<String>,
     only_running: bool,
 ) -> Result<u8, VerbError> {
-    if only_running {
-        jobs::need_units("try-reload-or-restart", &units)?;
-        jobs::run(
-            socket,
-            "try-reload-or-restart",
-            Request::TryReloadOrRestart { units },
-        )
+    let verb = if only_running {
+        "try-reload-or-restart"
     } else {
-        jobs::need_units("reload-or-restart", &units)?;
-        jobs::run(
-            socket,
-            "reload-or-restart",
-            Request::ReloadOrRestart { units },
-        )
-    }
+        "reload-or-restart"
+    };
+    jobs::need_units(verb, &units)?;
+    let request = if only_running {
+        Request::TryReloadOrRestart { units }
+    } else {
+        Request::ReloadOrRestart { units }
+    };
+    jobs::run(socket, verb, request)
 }

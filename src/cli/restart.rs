@@ -13,11 +13,16 @@ pub fn run(
     units: Vec<String>,
     only_running: bool,
 ) -> Result<u8, VerbError> {
-    if only_running {
-        jobs::need_units("try-restart", &units)?;
-        jobs::run(socket, "try-restart", Request::TryRestart { units })
+    let verb = if only_running {
+        "try-restart"
     } else {
-        jobs::need_units("restart", &units)?;
-        jobs::run(socket, "restart", Request::Restart { units })
-    }
+        "restart"
+    };
+    jobs::need_units(verb, &units)?;
+    let request = if only_running {
+        Request::TryRestart { units }
+    } else {
+        Request::Restart { units }
+    };
+    jobs::run(socket, verb, request)
 }

@@ -636,10 +636,14 @@ impl Manager {
     /// start (systemd's "unneeded" check, made when the pump has settled so
     /// that a failed start counts as over). Whether it began a stop.
     fn stop_unneeded(&mut self) -> bool {
-        let changed = std::mem::take(&mut self.graph.unneeded);
+        let mut changed = std::mem::take(&mut self.graph.unneeded);
         if self.shutting_down {
             return false;
         }
+        // A start changes its unit's state several times in one pump: its
+        // dependencies are looked up once.
+        changed.sort();
+        changed.dedup();
         let view = View {
             m: self,
             stopping: false,
@@ -669,11 +673,11 @@ impl Manager {
         let Some(e) = self.units.get(name) else {
             return false;
         };
-        let wanted_gone = e
+        let has_setting = e
             .def
             .as_ref()
             .is_ok_and(|d| d.unit().unit.stop_when_unneeded);
-        if !wanted_gone
+        if !has_setting
             || e.phase().active != ActiveState::Active
             || self.has_job(name, JobKind::Start)
             || self.has_job(name, JobKind::Stop)
